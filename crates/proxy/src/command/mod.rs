@@ -1,0 +1,527 @@
+//! The command table: for every Redis command, its arity, flags, key positions and how the proxy
+//! handles it (forward by slot, split per slot, fan out, answer locally, keep per-client state, refuse).
+//!
+//! The built-in table is generated from Redis 7.0.15 (`table.rs`, by `scripts/gen-command-table.py`)
+//! so the proxy can route before it has talked to a node; at start-up the caller adds whatever a node's
+//! `COMMAND` reply knows beyond it (newer commands, modules) with
+//! [`CommandTable::learn_from_command_reply`]. After that the table is shared read-only.
+//!
+//! Lookups happen for every request, so [`CommandTable::lookup`] and [`CommandSpec::key_positions`]
+//! never allocate.
+
+mod keys;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::{BitOr, BitOrAssign};
+
+use redis_protocol::resp2::types::OwnedFrame;
+
+pub use keys::{BeginSearch, FindKeys, KeyError, KeySpec, KeySpecFlags, NumKeysProblem};
+use keys::{KeyFinder, RawKeySpec};
+
+/// Arguments of one request, argv-style: index 0 is the command name.
+pub trait Args {
+    /// Number of arguments, the command name included.
+    fn len(&self) -> usize;
+    /// Argument `i`; callers only ask for `i < len()`.
+    fn get(&self, i: usize) -> &[u8];
+    /// Whether there are no arguments at all (not even a command name).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: AsRef<[u8]>> Args for [T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        self[i].as_ref()
+    }
+}
+
+impl<T: AsRef<[u8]>, const N: usize> Args for [T; N] {
+    fn len(&self) -> usize {
+        N
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        self[i].as_ref()
+    }
+}
+
+impl<T: AsRef<[u8]>> Args for Vec<T> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        self[i].as_ref()
+    }
+}
+
+/// Bit set of command flags, as `COMMAND` reports them (`write`, `readonly`, `movablekeys`, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CommandFlags(u32);
+
+impl CommandFlags {
+    pub const WRITE: Self = Self(1);
+    pub const READONLY: Self = Self(1 << 1);
+    pub const DENYOOM: Self = Self(1 << 2);
+    pub const ADMIN: Self = Self(1 << 3);
+    pub const PUBSUB: Self = Self(1 << 4);
+    pub const NOSCRIPT: Self = Self(1 << 5);
+    pub const BLOCKING: Self = Self(1 << 6);
+    pub const LOADING: Self = Self(1 << 7);
+    pub const STALE: Self = Self(1 << 8);
+    pub const SKIP_MONITOR: Self = Self(1 << 9);
+    pub const SKIP_SLOWLOG: Self = Self(1 << 10);
+    pub const ASKING: Self = Self(1 << 11);
+    pub const FAST: Self = Self(1 << 12);
+    pub const NO_AUTH: Self = Self(1 << 13);
+    pub const MAY_REPLICATE: Self = Self(1 << 14);
+    pub const NO_MANDATORY_KEYS: Self = Self(1 << 15);
+    pub const ALLOW_BUSY: Self = Self(1 << 16);
+    /// Key positions depend on the arguments (`movablekeys`).
+    pub const MOVABLE_KEYS: Self = Self(1 << 17);
+    pub const NO_MULTI: Self = Self(1 << 18);
+    pub const NO_ASYNC_LOADING: Self = Self(1 << 19);
+    /// Implemented by a module.
+    pub const MODULE: Self = Self(1 << 20);
+
+    const NAMES: [(&'static str, CommandFlags); 21] = [
+        ("write", Self::WRITE),
+        ("readonly", Self::READONLY),
+        ("denyoom", Self::DENYOOM),
+        ("admin", Self::ADMIN),
+        ("pubsub", Self::PUBSUB),
+        ("noscript", Self::NOSCRIPT),
+        ("blocking", Self::BLOCKING),
+        ("loading", Self::LOADING),
+        ("stale", Self::STALE),
+        ("skip_monitor", Self::SKIP_MONITOR),
+        ("skip_slowlog", Self::SKIP_SLOWLOG),
+        ("asking", Self::ASKING),
+        ("fast", Self::FAST),
+        ("no_auth", Self::NO_AUTH),
+        ("may_replicate", Self::MAY_REPLICATE),
+        ("no_mandatory_keys", Self::NO_MANDATORY_KEYS),
+        ("allow_busy", Self::ALLOW_BUSY),
+        ("movablekeys", Self::MOVABLE_KEYS),
+        ("no_multi", Self::NO_MULTI),
+        ("no_async_loading", Self::NO_ASYNC_LOADING),
+        ("module", Self::MODULE),
+    ];
+
+    /// No flags.
+    pub const fn empty() -> Self {
+        Self(0)
+    }
+
+    /// The flag `COMMAND` calls `name` (case-insensitive); `None` for flags this proxy does not know.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, f)| f)
+    }
+
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// The `COMMAND` names of the flags that are set.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |&(_, f)| self.contains(f))
+            .map(|(n, _)| n)
+    }
+
+    fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        names.into_iter().filter_map(Self::from_name).fold(Self::empty(), |a, b| a | b)
+    }
+}
+
+impl BitOr for CommandFlags {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for CommandFlags {
+    fn bitor_assign(&mut self, rhs: Self) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// How the proxy handles a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handling {
+    /// Sent to the master owning the slot of its keys (all keys must share a slot, else the caller
+    /// answers -CROSSSLOT); keyless commands go to any master.
+    Forward,
+    /// Multi-key command split per slot and merged; `key_step` = 1 for MGET/DEL/EXISTS/UNLINK/TOUCH,
+    /// 2 for MSET (key, value pairs).
+    Split { merge: Merge, key_step: usize },
+    /// Sent to every master, replies merged.
+    FanOut(Merge),
+    /// Answered by the proxy itself (the session decides how, by name).
+    Local,
+    /// Needs per-client upstream state (transactions, pub/sub, blocking commands); the session handles them.
+    Stateful(StatefulKind),
+    /// Refused with this reason, e.g. "it would change the cluster topology behind the proxy".
+    Refuse(&'static str),
+}
+
+/// How the replies of a split or fanned-out command become one reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// One array with the elements put back in the order of the request's keys (MGET).
+    ArrayInKeyOrder,
+    /// `+OK` when every part answered `+OK` (MSET, FLUSHALL).
+    AllOk,
+    /// The sum of the parts' integers (DEL, EXISTS, DBSIZE).
+    SumIntegers,
+}
+
+/// Which per-client upstream state a stateful command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatefulKind {
+    Transaction,
+    PubSub,
+    Blocking,
+}
+
+/// Everything the proxy knows about one command or subcommand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Lowercase; subcommands as `container|sub` (`"client|setname"`).
+    pub name: String,
+    /// Redis convention: >0 exact argc, <0 minimum argc (argc includes the name).
+    pub arity: i32,
+    pub flags: CommandFlags,
+    /// Without `@`, lowercase: `"read"`, `"string"`, `"fast"`, ...
+    pub acl_categories: Vec<String>,
+    pub key_specs: Vec<KeySpec>,
+    pub handling: Handling,
+    finder: KeyFinder,
+}
+
+impl CommandSpec {
+    /// Whether a request with `argc` arguments (the name included) has the right number of them.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let arity = self.arity.unsigned_abs() as usize;
+        match self.arity {
+            0 => true,
+            a if a > 0 => argc == arity,
+            _ => argc >= arity,
+        }
+    }
+
+    /// Whether the command may modify data.
+    pub fn is_write(&self) -> bool {
+        self.flags.contains(CommandFlags::WRITE)
+    }
+
+    /// Positions (argv indices) of the keys in this request, in request order, found by the key
+    /// specs (the general mechanism Redis itself uses for COMMAND GETKEYS). Clears `out` first.
+    ///
+    /// Sharded pub/sub channels (specs flagged `not_key`) count as keys: Redis Cluster routes
+    /// SPUBLISH and SSUBSCRIBE by their slot. Arguments that do not fit a spec (a request too short
+    /// for its arity) yield fewer keys rather than an error; check [`Self::arity_ok`] first.
+    ///
+    /// # Errors
+    /// [`KeyError::BadNumKeys`] when a numkeys argument is not an integer, is negative, is zero for a
+    /// command that needs keys, or counts more keys than there are arguments; its `Display` is
+    /// Redis' own wording for that command.
+    pub fn key_positions(&self, args: &(impl Args + ?Sized), out: &mut Vec<usize>) -> Result<(), KeyError> {
+        keys::find_key_positions(self, args, out)
+    }
+
+    fn new(name: String, arity: i32, flags: CommandFlags, acl: Vec<String>, key_specs: Vec<KeySpec>, learned: bool) -> Self {
+        CommandSpec {
+            handling: handling_for(&name, flags, learned),
+            finder: KeyFinder::for_command(&name),
+            name,
+            arity,
+            flags,
+            acl_categories: acl,
+            key_specs,
+        }
+    }
+
+    fn from_raw(raw: &RawCommand) -> Self {
+        let RawCommand(name, arity, flags, acl, specs) = *raw;
+        let acl = acl.iter().map(|&c| c.to_owned()).collect();
+        let specs = specs.iter().map(KeySpec::from_raw).collect();
+        CommandSpec::new(name.to_owned(), arity, CommandFlags::from_names(flags.iter().copied()), acl, specs, false)
+    }
+}
+
+/// One command as the generated table stores it: name, arity, flags, ACL categories, key specs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawCommand(
+    pub &'static str,
+    pub i32,
+    pub &'static [&'static str],
+    pub &'static [&'static str],
+    pub &'static [RawKeySpec],
+);
+
+/// Longest command or subcommand name a lookup can match; longer names are unknown commands, which
+/// keeps the lowercased copy on the stack.
+const MAX_NAME: usize = 64;
+
+/// FNV-1a: command names are short and the table is fixed, so SipHash's DoS resistance buys
+/// nothing here while costing time on every request.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type NameMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<Fnv>>;
+
+/// A top-level command and, for containers (CLIENT, CONFIG, ...), its subcommands by bare name.
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    spec: usize,
+    subcommands: NameMap<usize>,
+}
+
+/// Every command the proxy knows: built once at start-up, then shared read-only (behind an `Arc`).
+#[derive(Debug, Clone, Default)]
+pub struct CommandTable {
+    specs: Vec<CommandSpec>,
+    commands: NameMap<Entry>,
+}
+
+impl CommandTable {
+    /// The table generated from Redis 7.0.15, plus the few newer commands the proxy answers itself,
+    /// with the proxy's handling of each.
+    pub fn builtin() -> CommandTable {
+        let mut table = CommandTable::default();
+        for raw in table::COMMANDS.iter().chain(table::SUPPLEMENT) {
+            table.insert(CommandSpec::from_raw(raw));
+        }
+        table
+    }
+
+    /// Version of the Redis server the built-in table was generated from.
+    pub fn builtin_redis_version() -> &'static str {
+        table::REDIS_VERSION
+    }
+
+    /// Learn commands the built-in table does not know from a `COMMAND` reply of a node (RESP2
+    /// array, as returned by Redis 7.x / 8.x / Valkey; the older 6.x form without key specs falls
+    /// back to first/last/step). Returns how many commands and subcommands were added. Known
+    /// commands are kept: the built-in table carries the proxy's decisions. Malformed entries are
+    /// skipped.
+    pub fn learn_from_command_reply(&mut self, reply: &OwnedFrame) -> usize {
+        let OwnedFrame::Array(entries) = reply else {
+            return 0;
+        };
+        let mut added = 0;
+        for entry in entries {
+            let Some((spec, subcommands)) = parse_command(entry) else {
+                continue;
+            };
+            added += usize::from(self.insert(spec));
+            for sub in subcommands.iter().filter_map(|s| parse_command(s).map(|(spec, _)| spec)) {
+                added += usize::from(self.insert(sub));
+            }
+        }
+        added
+    }
+
+    /// Case-insensitive lookup without allocating. For commands with subcommands (CLIENT, CONFIG,
+    /// OBJECT, XINFO, ...) returns the subcommand's spec when `args[1]` names a known subcommand,
+    /// else the container's spec.
+    pub fn lookup(&self, args: &(impl Args + ?Sized)) -> Option<&CommandSpec> {
+        if args.is_empty() {
+            return None;
+        }
+        let mut buf = [0u8; MAX_NAME];
+        let entry = self.commands.get(lowercase(args.get(0), &mut buf)?)?;
+        if !entry.subcommands.is_empty() && args.len() > 1 {
+            let sub = lowercase(args.get(1), &mut buf).and_then(|s| entry.subcommands.get(s));
+            if let Some(&i) = sub {
+                return self.specs.get(i);
+            }
+        }
+        self.specs.get(entry.spec)
+    }
+
+    /// Number of commands and subcommands.
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// Every command and subcommand.
+    pub fn iter(&self) -> impl Iterator<Item = &CommandSpec> {
+        self.specs.iter()
+    }
+
+    /// Adds `spec` unless its name is known, too long to look up, or a subcommand of an unknown
+    /// container. Returns whether it was added.
+    fn insert(&mut self, spec: CommandSpec) -> bool {
+        let index = self.specs.len();
+        let (container, sub) = match spec.name.split_once('|') {
+            Some((container, sub)) => (container, Some(sub)),
+            None => (spec.name.as_str(), None),
+        };
+        if container.len() > MAX_NAME || sub.is_some_and(|s| s.len() > MAX_NAME) {
+            return false;
+        }
+        match sub {
+            None => {
+                if self.commands.contains_key(container.as_bytes()) {
+                    return false;
+                }
+                let entry = Entry { spec: index, subcommands: NameMap::default() };
+                self.commands.insert(container.as_bytes().into(), entry);
+            }
+            Some(sub) => {
+                let Some(entry) = self.commands.get_mut(container.as_bytes()) else {
+                    return false;
+                };
+                if entry.subcommands.contains_key(sub.as_bytes()) {
+                    return false;
+                }
+                entry.subcommands.insert(sub.as_bytes().into(), index);
+            }
+        }
+        self.specs.push(spec);
+        true
+    }
+}
+
+/// Lowercases `name` into `buf`; `None` when it does not fit (no command is that long).
+fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; MAX_NAME]) -> Option<&'b [u8]> {
+    let out = buf.get_mut(..name.len())?;
+    for (o, &c) in out.iter_mut().zip(name) {
+        *o = c.to_ascii_lowercase();
+    }
+    Some(out)
+}
+
+/// Parses one entry of a `COMMAND` reply into a spec and the raw frames of its subcommands.
+///
+/// Layout: name, arity, flags, first key, last key, step, then ACL categories (6.0+), tips (7.0+),
+/// key specs (7.0+) and subcommands (7.0+).
+fn parse_command(frame: &OwnedFrame) -> Option<(CommandSpec, &[OwnedFrame])> {
+    let OwnedFrame::Array(fields) = frame else {
+        return None;
+    };
+    let int = |i: usize| match fields.get(i) {
+        Some(OwnedFrame::Integer(n)) => Some(*n),
+        _ => None,
+    };
+    let strings = |i: usize| -> Vec<String> {
+        match fields.get(i) {
+            Some(OwnedFrame::Array(items)) => items
+                .iter()
+                .filter_map(keys::text)
+                .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let name = std::str::from_utf8(keys::text(fields.first()?)?).ok()?.to_ascii_lowercase();
+    let arity = i32::try_from(int(1)?).ok()?;
+    let flags = CommandFlags::from_names(strings(2).iter().map(String::as_str));
+    let acl = strings(6).into_iter().map(|c| c.trim_start_matches('@').to_owned()).collect();
+    let key_specs = match fields.get(8) {
+        Some(OwnedFrame::Array(specs)) => specs.iter().filter_map(KeySpec::from_frame).collect(),
+        _ => KeySpec::legacy(int(3)?, int(4)?, int(5)?).into_iter().collect(),
+    };
+    let subcommands = match fields.get(9) {
+        Some(OwnedFrame::Array(subs)) => subs.as_slice(),
+        _ => &[],
+    };
+    Some((CommandSpec::new(name, arity, flags, acl, key_specs, true), subcommands))
+}
+
+const WHOLE_KEYSPACE: &str = "whole-keyspace commands through the proxy are not supported yet";
+const TOPOLOGY: &str = "it would change the cluster topology behind the proxy";
+const NODE_LOCAL: &str = "it addresses a single cluster node; connect to that node directly";
+const REPLICATION: &str = "replication streams are not proxied";
+const MONITORING: &str = "MONITOR streams are per node and are not proxied";
+const OPERATOR: &str = "operator commands are managed per node, not through the proxy";
+const ACL: &str = "ACL users are managed per node and in the proxy configuration, not through the proxy";
+const SINGLE_DB: &str = "Redis Cluster has only database 0";
+const SHARED_CONNECTIONS: &str = "upstream connections are shared by the proxy's clients, so they cannot be listed, killed or unblocked";
+const TRACKING: &str = "client-side caching (tracking) is not supported through the proxy";
+const UNKNOWN_ADMIN: &str = "admin command unknown to the proxy";
+
+/// The proxy's decision for a command, by name; everything not listed is forwarded by its keys.
+/// `learned` marks commands that came from a node rather than the built-in table: unknown admin
+/// commands are refused because the proxy cannot tell whether they are safe to send to one node.
+fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
+    use Handling::*;
+    use Merge::*;
+    use StatefulKind::*;
+    match name {
+        "mget" => Split { merge: ArrayInKeyOrder, key_step: 1 },
+        "mset" => Split { merge: AllOk, key_step: 2 },
+        "del" | "unlink" | "exists" | "touch" => Split { merge: SumIntegers, key_step: 1 },
+        "dbsize" => FanOut(SumIntegers),
+        "flushall" | "flushdb" | "script|flush" => FanOut(AllOk),
+        "keys" | "scan" | "randomkey" => Refuse(WHOLE_KEYSPACE),
+        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info"
+        | "acl|whoami" | "client|setname" | "client|getname" | "client|id" | "client|setinfo" | "client|info"
+        | "client|no-evict" | "client|no-touch" | "client|reply" => Local,
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => Stateful(Transaction),
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => {
+            Stateful(PubSub)
+        }
+        // XREAD is blocking only with BLOCK; the session checks, the table cannot.
+        "wait" | "waitaof" | "xread" | "xreadgroup" => Stateful(Blocking),
+        "monitor" => Refuse(MONITORING),
+        "sync" | "psync" | "replconf" => Refuse(REPLICATION),
+        "replicaof" | "slaveof" | "failover" => Refuse(TOPOLOGY),
+        "shutdown" | "debug" | "save" | "bgsave" | "bgrewriteaof" | "config|set" | "config|resetstat"
+        | "config|rewrite" | "client|pause" | "client|unpause" => Refuse(OPERATOR),
+        "swapdb" | "move" => Refuse(SINGLE_DB),
+        "client|kill" | "client|list" | "client|unblock" => Refuse(SHARED_CONNECTIONS),
+        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => Refuse(TRACKING),
+        "cluster|info" | "cluster|keyslot" | "cluster|slots" | "cluster|shards" | "cluster|nodes" | "cluster|myid"
+        | "cluster|countkeysinslot" => Forward,
+        "cluster|addslots" | "cluster|addslotsrange" | "cluster|delslots" | "cluster|delslotsrange"
+        | "cluster|flushslots" | "cluster|setslot" | "cluster|meet" | "cluster|forget" | "cluster|failover"
+        | "cluster|reset" | "cluster|replicate" | "cluster|set-config-epoch" | "cluster|bumpepoch" => Refuse(TOPOLOGY),
+        _ => match name.split_once('|').map_or(name, |(container, _)| container) {
+            "command" => Local,
+            "cluster" => Refuse(NODE_LOCAL),
+            "acl" => Refuse(ACL),
+            "module" | "latency" | "slowlog" => Refuse(OPERATOR),
+            _ if flags.contains(CommandFlags::BLOCKING) => Stateful(Blocking),
+            _ if learned && flags.contains(CommandFlags::ADMIN) => Refuse(UNKNOWN_ADMIN),
+            _ => Forward,
+        },
+    }
+}

@@ -1,0 +1,343 @@
+//! Client requests: RESP multibulk arrays and inline commands, framed as Redis frames them.
+//!
+//! Two passes, as in mini-redis: first check that a whole request is buffered (and within the
+//! configured limits, without buffering an oversized request whole), then let `redis-protocol`
+//! decode the complete frame into argument ranges. The request keeps the bytes it arrived in, so it
+//! is forwarded upstream without being re-encoded.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use redis_protocol::resp2::{decode::decode_range, types::RangeFrame};
+use thiserror::Error;
+
+use super::scan::{MAX_LINE, ScanError, parse_len, read_line};
+
+/// Size limits on one request, from `[limits]` in the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request, all arguments together; also the largest single bulk argument.
+    pub max_request_bytes: usize,
+    /// Most arguments in one request.
+    pub max_array_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_request_bytes: 512 * 1024 * 1024,
+            max_array_len: 1024 * 1024,
+        }
+    }
+}
+
+/// A request that is not valid RESP. Redis answers these with `-ERR Protocol error: …` and closes
+/// the connection; the text after `Protocol error: ` matches Redis' own where Redis has one.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    #[error("too big inline request")]
+    InlineTooBig,
+    #[error("unbalanced quotes in request")]
+    UnbalancedQuotes,
+    #[error("too big mbulk count string")]
+    CountTooBig,
+    #[error("invalid multibulk length")]
+    InvalidMultibulkLength,
+    #[error("too big bulk count string")]
+    BulkCountTooBig,
+    #[error("expected '$', got '{}'", char::from(*.0))]
+    ExpectedBulk(u8),
+    #[error("invalid bulk length")]
+    InvalidBulkLength,
+    #[error("request larger than max_request_bytes ({0} bytes)")]
+    RequestTooBig(usize),
+    #[error("bulk argument not terminated by CRLF")]
+    MissingCrlf,
+}
+
+/// One client request, argv-style: argument 0 is the command name.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The request as RESP bytes, exactly as forwarded upstream.
+    bytes: Bytes,
+    /// Ranges of each argument inside `bytes`, all bulk strings.
+    args: Vec<RangeFrame>,
+}
+
+impl Request {
+    /// Builds a request from a complete RESP multibulk frame.
+    fn from_frame(bytes: Bytes) -> Request {
+        let args = match decode_range(&bytes) {
+            Ok(Some((RangeFrame::Array(args), _))) => args,
+            // The framing pass accepted exactly one array of bulk strings, which always decodes.
+            _ => Vec::new(),
+        };
+        Request { bytes, args }
+    }
+
+    /// Builds a request from arguments, encoding them as a RESP array.
+    pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Request {
+        Request::from_frame(encode_command(args))
+    }
+
+    /// The RESP bytes to forward upstream.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Number of arguments, the command name included.
+    pub fn argc(&self) -> usize {
+        self.args.len()
+    }
+
+    /// Argument `i` (0 is the command name); empty when out of range.
+    pub fn arg(&self, i: usize) -> &[u8] {
+        match self.args.get(i) {
+            Some(RangeFrame::BulkString((start, end))) => &self.bytes[*start..*end],
+            _ => &[],
+        }
+    }
+}
+
+impl crate::command::Args for Request {
+    fn len(&self) -> usize {
+        self.argc()
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        self.arg(i)
+    }
+}
+
+/// Encodes arguments as a RESP array of bulk strings.
+pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Bytes {
+    let size: usize = args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>() + 16;
+    let mut out = BytesMut::with_capacity(size);
+    put_header(&mut out, b'*', args.len());
+    for arg in args {
+        let arg = arg.as_ref();
+        put_header(&mut out, b'$', arg.len());
+        out.put_slice(arg);
+        out.put_slice(b"\r\n");
+    }
+    out.freeze()
+}
+
+fn put_header(out: &mut BytesMut, kind: u8, len: usize) {
+    out.put_u8(kind);
+    super::put_decimal(out, len as i64);
+    out.put_slice(b"\r\n");
+}
+
+/// Splits a byte stream into [`Request`]s, keeping its place inside a partly received multibulk.
+#[derive(Debug)]
+pub struct RequestDecoder {
+    limits: Limits,
+    /// Arguments still expected in the multibulk being received, and the offset of the next one.
+    multibulk: Option<(usize, usize)>,
+}
+
+impl RequestDecoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: Limits) -> RequestDecoder {
+        RequestDecoder {
+            limits,
+            multibulk: None,
+        }
+    }
+
+    /// Takes the next complete request off the front of `buf`.
+    ///
+    /// Returns `Ok(None)` when more bytes are needed. Empty requests (blank inline lines, `*0`)
+    /// are skipped, as Redis skips them.
+    ///
+    /// # Errors
+    /// A [`ProtocolError`] when the bytes are not a valid request or break a limit; the connection
+    /// must then be answered and closed, since the stream cannot be resynchronised.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        loop {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            if self.multibulk.is_none() && buf[0] != b'*' {
+                match self.decode_inline(buf)? {
+                    Some(Some(request)) => return Ok(Some(request)),
+                    Some(None) => continue,
+                    None => return Ok(None),
+                }
+            }
+            let (mut left, mut pos) = match self.multibulk {
+                Some(state) => state,
+                None => {
+                    let Some(line) = read_line(buf, 0).map_err(|e| header_error(e, true))? else {
+                        return Ok(None);
+                    };
+                    match parse_len(&buf[1..line.end]) {
+                        Ok(Some(0)) | Ok(None) => {
+                            let _ = buf.split_to(line.next);
+                            continue;
+                        }
+                        Ok(Some(n)) if n <= self.limits.max_array_len => (n, line.next),
+                        _ => return Err(ProtocolError::InvalidMultibulkLength),
+                    }
+                }
+            };
+            while left > 0 {
+                let Some(&first) = buf.get(pos) else {
+                    self.multibulk = Some((left, pos));
+                    return Ok(None);
+                };
+                if first != b'$' {
+                    return Err(ProtocolError::ExpectedBulk(first));
+                }
+                let Some(line) = read_line(buf, pos).map_err(|e| header_error(e, false))? else {
+                    self.multibulk = Some((left, pos));
+                    return Ok(None);
+                };
+                let len = match parse_len(&buf[pos + 1..line.end]) {
+                    Ok(Some(len)) if len <= self.limits.max_request_bytes => len,
+                    _ => return Err(ProtocolError::InvalidBulkLength),
+                };
+                let end = line.next + len + 2;
+                // Refuse before buffering: the header already tells how big the request will be.
+                if end > self.limits.max_request_bytes {
+                    return Err(ProtocolError::RequestTooBig(self.limits.max_request_bytes));
+                }
+                if buf.len() < end {
+                    self.multibulk = Some((left, pos));
+                    return Ok(None);
+                }
+                if &buf[end - 2..end] != b"\r\n" {
+                    return Err(ProtocolError::MissingCrlf);
+                }
+                pos = end;
+                left -= 1;
+            }
+            self.multibulk = None;
+            return Ok(Some(Request::from_frame(buf.split_to(pos).freeze())));
+        }
+    }
+
+    /// Decodes one inline command line. `Some(None)`: a blank line was skipped.
+    fn decode_inline(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Request>>, ProtocolError> {
+        let window = &buf[..buf.len().min(MAX_LINE)];
+        let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+            return if buf.len() >= MAX_LINE {
+                Err(ProtocolError::InlineTooBig)
+            } else {
+                Ok(None)
+            };
+        };
+        let line = buf.split_to(lf + 1);
+        let text = line[..lf].strip_suffix(b"\r").unwrap_or(&line[..lf]);
+        let args = split_inline_args(text).ok_or(ProtocolError::UnbalancedQuotes)?;
+        if args.is_empty() {
+            return Ok(Some(None));
+        }
+        if args.len() > self.limits.max_array_len {
+            return Err(ProtocolError::InvalidMultibulkLength);
+        }
+        Ok(Some(Some(Request::from_args(&args))))
+    }
+}
+
+fn header_error(err: ScanError, count: bool) -> ProtocolError {
+    match (err, count) {
+        (ScanError::LineTooLong, true) => ProtocolError::CountTooBig,
+        (ScanError::LineTooLong, false) => ProtocolError::BulkCountTooBig,
+        (_, true) => ProtocolError::InvalidMultibulkLength,
+        (_, false) => ProtocolError::InvalidBulkLength,
+    }
+}
+
+/// Splits an inline command line into arguments with the quoting rules of Redis' `sdssplitargs`:
+/// double quotes with `\n \r \t \b \a \\ \"` and `\xHH` escapes, single quotes with `\'`, and a
+/// closing quote that must be followed by a space or the end. `None` for unbalanced quotes.
+pub fn split_inline_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            return Some(args);
+        }
+        let mut arg = Vec::new();
+        let mut quote: Option<u8> = None;
+        loop {
+            let Some(&c) = line.get(i) else {
+                if quote.is_some() {
+                    return None;
+                }
+                break;
+            };
+            match quote {
+                Some(b'"') => {
+                    if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' && is_hex(line[i + 2]) && is_hex(line[i + 3]) {
+                        arg.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
+                        i += 4;
+                        continue;
+                    }
+                    if c == b'\\' && i + 1 < line.len() {
+                        arg.push(match line[i + 1] {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 8,
+                            b'a' => 7,
+                            other => other,
+                        });
+                        i += 2;
+                        continue;
+                    }
+                    if c == b'"' {
+                        // A closing quote must be followed by a space or the end of the line.
+                        if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    arg.push(c);
+                }
+                Some(_) => {
+                    if c == b'\\' && line.get(i + 1) == Some(&b'\'') {
+                        arg.push(b'\'');
+                        i += 2;
+                        continue;
+                    }
+                    if c == b'\'' {
+                        if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    arg.push(c);
+                }
+                None => match c {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b'"' | b'\'' => quote = Some(c),
+                    _ => arg.push(c),
+                },
+            }
+            i += 1;
+        }
+        args.push(arg);
+    }
+}
+
+fn is_hex(b: u8) -> bool {
+    b.is_ascii_hexdigit()
+}
+
+fn hex(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;

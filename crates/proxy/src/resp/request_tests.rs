@@ -1,0 +1,129 @@
+use super::*;
+
+fn decoder() -> RequestDecoder {
+    RequestDecoder::new(Limits::default())
+}
+
+fn args(request: &Request) -> Vec<Vec<u8>> {
+    (0..request.argc()).map(|i| request.arg(i).to_vec()).collect()
+}
+
+fn decode_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+    let mut buf = BytesMut::from(input);
+    let mut decoder = decoder();
+    let mut out = Vec::new();
+    while let Some(request) = decoder.decode(&mut buf)? {
+        out.push(args(&request));
+    }
+    Ok(out)
+}
+
+fn v(items: &[&str]) -> Vec<Vec<u8>> {
+    items.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
+#[test]
+fn multibulk_requests_keep_their_bytes() {
+    let input = b"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n*1\r\n$4\r\nPING\r\n";
+    let mut buf = BytesMut::from(&input[..]);
+    let mut decoder = decoder();
+    let first = decoder.decode(&mut buf).expect("valid").expect("complete");
+    assert_eq!(&first.bytes()[..], b"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n");
+    assert_eq!(args(&first), v(&["GET", "foo"]));
+    let second = decoder.decode(&mut buf).expect("valid").expect("complete");
+    assert_eq!(args(&second), v(&["PING"]));
+    assert!(decoder.decode(&mut buf).expect("valid").is_none());
+}
+
+#[test]
+fn partial_requests_resume_byte_by_byte() {
+    let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n";
+    let mut decoder = decoder();
+    let mut buf = BytesMut::new();
+    for (i, byte) in input.iter().enumerate() {
+        buf.put_u8(*byte);
+        let got = decoder.decode(&mut buf).expect("valid");
+        if i + 1 < input.len() {
+            assert!(got.is_none(), "complete too early at {i}");
+        } else {
+            assert_eq!(args(&got.expect("complete")), v(&["SET", "k", "hello"]));
+        }
+    }
+}
+
+#[test]
+fn inline_commands_follow_redis_quoting() {
+    assert_eq!(decode_all(b"PING\r\n").expect("valid"), vec![v(&["PING"])]);
+    assert_eq!(decode_all(b"set k  v\n").expect("valid"), vec![v(&["set", "k", "v"])]);
+    assert_eq!(
+        decode_all(b"SET \"a b\" 'c d'\r\n").expect("valid"),
+        vec![v(&["SET", "a b", "c d"])]
+    );
+    assert_eq!(
+        decode_all(b"ECHO \"\\x41\\n\"\r\n").expect("valid"),
+        vec![vec![b"ECHO".to_vec(), b"A\n".to_vec()]]
+    );
+    assert_eq!(decode_all(b"\r\n\r\nPING\r\n").expect("valid"), vec![v(&["PING"])]);
+    assert_eq!(decode_all(b"ECHO \"abc\r\n"), Err(ProtocolError::UnbalancedQuotes));
+    assert_eq!(decode_all(b"ECHO \"a\"b\r\n"), Err(ProtocolError::UnbalancedQuotes));
+}
+
+#[test]
+fn inline_request_is_reencoded_as_resp() {
+    let mut buf = BytesMut::from(&b"get foo\r\n"[..]);
+    let request = decoder().decode(&mut buf).expect("valid").expect("complete");
+    assert_eq!(&request.bytes()[..], b"*2\r\n$3\r\nget\r\n$3\r\nfoo\r\n");
+}
+
+#[test]
+fn empty_multibulk_is_skipped() {
+    assert_eq!(decode_all(b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n").expect("valid"), vec![v(&["PING"])]);
+}
+
+#[test]
+fn malformed_requests_get_redis_errors() {
+    assert_eq!(decode_all(b"*x\r\n"), Err(ProtocolError::InvalidMultibulkLength));
+    assert_eq!(decode_all(b"*1\r\n+PING\r\n"), Err(ProtocolError::ExpectedBulk(b'+')));
+    assert_eq!(decode_all(b"*1\r\n$-3\r\n"), Err(ProtocolError::InvalidBulkLength));
+    assert_eq!(decode_all(b"*1\r\n$3\r\nPINGX\r\n"), Err(ProtocolError::MissingCrlf));
+    assert_eq!(
+        ProtocolError::ExpectedBulk(b'+').to_string(),
+        "expected '$', got '+'"
+    );
+}
+
+#[test]
+fn limits_refuse_before_buffering() {
+    let limits = Limits {
+        max_request_bytes: 100,
+        max_array_len: 3,
+    };
+    let mut buf = BytesMut::from(&b"*4\r\n"[..]);
+    assert_eq!(
+        RequestDecoder::new(limits).decode(&mut buf).err(),
+        Some(ProtocolError::InvalidMultibulkLength)
+    );
+    // Only the header of a huge bulk has arrived: it is refused at once.
+    let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$1000000\r\n"[..]);
+    assert_eq!(
+        RequestDecoder::new(limits).decode(&mut buf).err(),
+        Some(ProtocolError::InvalidBulkLength)
+    );
+    let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$95\r\n"[..]);
+    assert_eq!(
+        RequestDecoder::new(limits).decode(&mut buf).err(),
+        Some(ProtocolError::RequestTooBig(100))
+    );
+    let long_inline = vec![b'a'; MAX_LINE + 10];
+    assert_eq!(decode_all(&long_inline), Err(ProtocolError::InlineTooBig));
+    let mut long_count = b"*".to_vec();
+    long_count.extend(std::iter::repeat_n(b'1', MAX_LINE));
+    assert_eq!(decode_all(&long_count), Err(ProtocolError::CountTooBig));
+}
+
+#[test]
+fn encode_command_round_trips() {
+    let request = Request::from_args(&["MGET", "a", ""]);
+    assert_eq!(&request.bytes()[..], b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$0\r\n\r\n");
+    assert_eq!(args(&request), v(&["MGET", "a", ""]));
+}

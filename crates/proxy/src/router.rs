@@ -1,0 +1,167 @@
+//! Request → [`Route`]: where a command goes and how its replies come back together.
+//!
+//! Pure: it reads the command table and hashes keys, but knows nothing of nodes or sockets. Which
+//! node owns a slot is looked up when the route is dispatched, so a route survives a topology swap.
+
+use bytes::Bytes;
+
+use crate::command::{CommandSpec, CommandTable, Handling, Merge, StatefulKind};
+use crate::merge::KeyPlace;
+use crate::resp::{Request, reply, request::encode_command};
+use crate::slot::{Slot, key_slot};
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// To one node: the owner of `slot`, or any master for a keyless command. `write` commands never
+    /// go to replicas.
+    Single { slot: Option<Slot>, write: bool },
+    /// Split into one request per slot, replies merged. Each part is sent to its slot's owner.
+    Split {
+        merge: Merge,
+        parts: Vec<Part>,
+        places: Vec<KeyPlace>,
+    },
+    /// The request as is, to every master, replies merged.
+    FanOut { merge: Merge },
+    /// Answered by the session itself.
+    Local,
+    /// Needs per-client upstream state.
+    Stateful(StatefulKind),
+    /// Answered at once with this reply (an error: unknown command, arity, cross-slot, refused).
+    Reply(Bytes),
+}
+
+/// One per-slot piece of a split request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub slot: Slot,
+    pub payload: Bytes,
+}
+
+/// The reply Redis gives when the keys of one request live in different slots.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// Plans a request. `keys` is scratch space reused across calls to avoid an allocation each.
+pub fn plan(table: &CommandTable, request: &Request, keys: &mut Vec<usize>) -> Route {
+    let Some(spec) = table.lookup(request) else {
+        return Route::Reply(unknown_command(request));
+    };
+    if !spec.arity_ok(request.argc()) {
+        return Route::Reply(reply::error(&format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        )));
+    }
+    match &spec.handling {
+        Handling::Local => Route::Local,
+        Handling::Refuse(reason) => Route::Reply(reply::error(&format!(
+            "ERR unsupported command '{}' in proxy: {reason}",
+            String::from_utf8_lossy(request.arg(0))
+        ))),
+        Handling::FanOut(merge) => Route::FanOut { merge: merge.clone() },
+        Handling::Stateful(StatefulKind::Blocking) if is_nonblocking_stream_read(request) => forward(spec, request, keys),
+        Handling::Stateful(kind) => Route::Stateful(kind.clone()),
+        Handling::Forward => forward(spec, request, keys),
+        Handling::Split { merge, key_step } => split(spec, request, keys, merge, *key_step),
+    }
+}
+
+/// `XREAD`/`XREADGROUP` only block with a `BLOCK` argument; without it they are ordinary reads.
+fn is_nonblocking_stream_read(request: &Request) -> bool {
+    let name = request.arg(0);
+    let is_stream_read = name.eq_ignore_ascii_case(b"xread") || name.eq_ignore_ascii_case(b"xreadgroup");
+    is_stream_read
+        && !(1..request.argc())
+            .map(|i| request.arg(i))
+            .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+            .any(|a| a.eq_ignore_ascii_case(b"block"))
+}
+
+fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Route {
+    if let Err(error) = spec.key_positions(request, keys) {
+        return Route::Reply(reply::error(&format!("ERR {error}")));
+    }
+    let mut slots = keys.iter().map(|&i| key_slot(request.arg(i)));
+    let Some(first) = slots.next() else {
+        return Route::Single {
+            slot: None,
+            write: spec.is_write(),
+        };
+    };
+    if slots.any(|s| s != first) {
+        return Route::Reply(reply::error(CROSSSLOT));
+    }
+    Route::Single {
+        slot: Some(first),
+        write: spec.is_write(),
+    }
+}
+
+/// Splits a multi-key command (keys every `key_step` arguments from argument 1) into one request
+/// per slot. A request whose keys share one slot is forwarded whole, as the common case.
+fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &Merge, key_step: usize) -> Route {
+    if let Err(error) = spec.key_positions(request, keys) {
+        return Route::Reply(reply::error(&format!("ERR {error}")));
+    }
+    let first = keys.first().map(|&i| key_slot(request.arg(i)));
+    if keys.iter().all(|&i| Some(key_slot(request.arg(i))) == first) {
+        return Route::Single {
+            slot: first,
+            write: spec.is_write(),
+        };
+    }
+    // Group by slot in order of first appearance; remember where each key went for the merge.
+    let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+    let mut places = Vec::with_capacity(keys.len());
+    for &key in keys.iter() {
+        let slot = key_slot(request.arg(key));
+        let part = match groups.iter().position(|(s, _)| *s == slot) {
+            Some(part) => part,
+            None => {
+                groups.push((slot, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        places.push(KeyPlace {
+            part: part as u32,
+            index: groups[part].1.len() as u32,
+        });
+        groups[part].1.push(key);
+    }
+    let parts = groups
+        .into_iter()
+        .map(|(slot, group)| {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(1 + group.len() * key_step);
+            args.push(request.arg(0));
+            for key in group {
+                args.extend((key..key + key_step).map(|i| request.arg(i)));
+            }
+            Part {
+                slot,
+                payload: encode_command(&args),
+            }
+        })
+        .collect();
+    Route::Split {
+        merge: merge.clone(),
+        parts,
+        places,
+    }
+}
+
+/// Redis' reply to a command it does not know, arguments quoted as Redis quotes them.
+fn unknown_command(request: &Request) -> Bytes {
+    let name = String::from_utf8_lossy(request.arg(0));
+    let args: String = (1..request.argc())
+        .map(|i| format!("'{}' ", String::from_utf8_lossy(request.arg(i)).chars().take(128).collect::<String>()))
+        .collect();
+    reply::error(&format!(
+        "ERR unknown command '{}', with args beginning with: {args}",
+        name.chars().take(128).collect::<String>()
+    ))
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

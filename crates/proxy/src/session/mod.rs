@@ -1,0 +1,368 @@
+//! One client connection: read pipelined requests, route each, write replies in request order.
+//!
+//! The session never waits for a node: it queues each request on a node's connection and goes on
+//! reading, so a client may pipeline thousands of commands and commands for different nodes run
+//! concurrently. Replies arrive on the session's own channel, tagged with their request's sequence
+//! number, and the [`Pipeline`] releases them in order.
+
+mod local;
+mod pipeline;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+
+use crate::command::{CommandTable, Merge};
+use crate::config::ReadFrom;
+use crate::redirect::{self, MAX_HOPS, Redirect};
+use crate::resp::{Limits, RequestDecoder, reply};
+use crate::router::{self, Route};
+use crate::topology::{Topology, Trigger};
+use crate::upstream::{NodePool, Tag, UpstreamReply, UpstreamRequest};
+
+pub use local::ClientState;
+use pipeline::{Part, Pipeline, Target};
+
+/// Pause before resending after `TRYAGAIN`/`CLUSTERDOWN` or an unreachable node.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// What every session shares: the command table, the topology, limits and counters.
+#[derive(Debug)]
+pub struct Shared {
+    pub table: Arc<CommandTable>,
+    pub topology: Arc<Topology>,
+    pub limits: Limits,
+    /// Requests a client may have in flight before the proxy stops reading from it.
+    pub max_pipeline: usize,
+    /// Replies buffered for a client that does not read before it is disconnected.
+    pub client_output_limit: usize,
+    /// How long requests for an unreachable node are retried (while the topology catches up).
+    pub command_timeout: Duration,
+    /// Whether reads may go to replicas (`upstream.read_from`).
+    pub read_from: ReadFrom,
+    pub stats: Stats,
+}
+
+/// Process-wide counters shown by `INFO`.
+#[derive(Debug)]
+pub struct Stats {
+    pub started: Instant,
+    pub connected_clients: AtomicUsize,
+    pub total_connections: AtomicU64,
+    pub total_commands: AtomicU64,
+    next_client_id: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            started: Instant::now(),
+            connected_clients: AtomicUsize::new(0),
+            total_connections: AtomicU64::new(0),
+            total_commands: AtomicU64::new(0),
+            next_client_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Stats {
+    /// A new client id, unique for the process' life (`CLIENT ID`).
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Serves one client until it disconnects, sends `QUIT`, or breaks the protocol.
+pub async fn run<R, W>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let id = shared.stats.next_client_id();
+    let mut session = Session::new(shared, id, peer);
+    if let Err(error) = session.serve(reader, writer).await {
+        tracing::debug!(client = id, %peer, %error, "client connection ended with an error");
+    }
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    state: ClientState,
+    pipeline: Pipeline,
+    decoder: RequestDecoder,
+    replies_tx: mpsc::UnboundedSender<UpstreamReply>,
+    replies_rx: mpsc::UnboundedReceiver<UpstreamReply>,
+    /// Parts waiting to be resent, with when.
+    delayed: Vec<(Instant, u64, u32)>,
+    /// Scratch space for key positions.
+    keys: Vec<usize>,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, id: u64, peer: SocketAddr) -> Session {
+        let (replies_tx, replies_rx) = mpsc::unbounded_channel();
+        let decoder = RequestDecoder::new(shared.limits);
+        Session {
+            state: ClientState::new(id, peer),
+            shared,
+            pipeline: Pipeline::default(),
+            decoder,
+            replies_tx,
+            replies_rx,
+            delayed: Vec::new(),
+            keys: Vec::with_capacity(16),
+        }
+    }
+
+    async fn serve<R, W>(&mut self, mut reader: R, mut writer: W) -> std::io::Result<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        let mut wbuf = BytesMut::with_capacity(16 * 1024);
+        let mut reading = true;
+        let mut closing = false;
+        loop {
+            closing |= self.pipeline.release(&mut wbuf);
+            if wbuf.len() > self.shared.client_output_limit {
+                tracing::warn!(client = self.state.id, peer = %self.state.peer, buffered = wbuf.len(),
+                    "client does not read its replies: output limit reached, disconnecting");
+                return Ok(());
+            }
+            if wbuf.is_empty() && (closing || (!reading && self.pipeline.is_empty())) {
+                let _ = writer.shutdown().await;
+                return Ok(());
+            }
+            let can_read = reading && !closing && self.pipeline.len() < self.shared.max_pipeline;
+            let next_retry = self.delayed.iter().map(|d| d.0).min();
+            tokio::select! {
+                biased;
+                Some(reply) = self.replies_rx.recv() => {
+                    self.on_reply(reply);
+                    while let Ok(reply) = self.replies_rx.try_recv() {
+                        self.on_reply(reply);
+                    }
+                }
+                written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+                    written?;
+                }
+                read = reader.read_buf(&mut rbuf), if can_read => {
+                    if read? == 0 {
+                        reading = false;
+                    } else {
+                        self.on_input(&mut rbuf);
+                    }
+                }
+                _ = sleep_until(next_retry.unwrap_or_else(Instant::now).into()), if next_retry.is_some() => {
+                    self.resend_due();
+                }
+            }
+        }
+    }
+
+    /// Routes every complete request in `rbuf`.
+    fn on_input(&mut self, rbuf: &mut BytesMut) {
+        loop {
+            match self.decoder.decode(rbuf) {
+                Ok(Some(request)) => {
+                    self.shared.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+                    self.on_request(request);
+                    if self.state.closing {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    // As Redis does: answer, then close; the stream cannot be resynchronised.
+                    tracing::debug!(client = self.state.id, %error, "protocol error");
+                    self.pipeline.push_ready(reply::error(&format!("ERR Protocol error: {error}")));
+                    self.pipeline.push_close();
+                    self.state.closing = true;
+                    rbuf.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, request: crate::resp::Request) {
+        let route = router::plan(&self.shared.table, &request, &mut self.keys);
+        match route {
+            Route::Single { slot, write } => {
+                let part = Part::new(request.bytes().clone(), Target::Slot(slot), write);
+                let seq = self.pipeline.push_single(part);
+                self.send(seq, 0);
+            }
+            Route::Split { merge, parts, places } => {
+                let parts: Vec<Part> = parts
+                    .into_iter()
+                    .map(|p| Part::new(p.payload, Target::Slot(Some(p.slot)), true))
+                    .collect();
+                let count = parts.len() as u32;
+                let seq = self.pipeline.push_multi(parts, merge, places);
+                (0..count).for_each(|part| self.send(seq, part));
+            }
+            Route::FanOut { merge } => self.fan_out(request.bytes().clone(), merge),
+            Route::Local => match local::answer(&mut self.state, &self.shared, &request) {
+                local::Answer::Reply(reply) => self.pipeline.push_ready(reply),
+                local::Answer::ReplyAndClose(reply) => {
+                    self.pipeline.push_ready(reply);
+                    self.pipeline.push_close();
+                    self.state.closing = true;
+                }
+                local::Answer::AnyMaster => {
+                    let part = Part::new(request.bytes().clone(), Target::Slot(None), false);
+                    let seq = self.pipeline.push_single(part);
+                    self.send(seq, 0);
+                }
+            },
+            Route::Stateful(_) => self.pipeline.push_ready(reply::error(&format!(
+                "ERR unsupported command '{}' in proxy: transactions, pub/sub and blocking commands are not supported yet",
+                String::from_utf8_lossy(request.arg(0))
+            ))),
+            Route::Reply(reply) => self.pipeline.push_ready(reply),
+        }
+    }
+
+    /// Sends the same request to every master and merges the replies.
+    fn fan_out(&mut self, payload: Bytes, merge: Merge) {
+        let masters = self.shared.topology.routing().masters().len();
+        if masters == 0 {
+            self.pipeline.push_ready(no_topology());
+            return;
+        }
+        let parts = (0..masters).map(|i| Part::new(payload.clone(), Target::Master(i), true)).collect();
+        let seq = self.pipeline.push_multi(parts, merge, Vec::new());
+        (0..masters as u32).for_each(|part| self.send(seq, part));
+    }
+
+    /// Sends (or resends) part `part` of request `seq` to the node it is meant for now.
+    fn send(&mut self, seq: u64, part: u32) {
+        let affinity = self.state.id as usize;
+        let Some(p) = self.pipeline.part_mut(seq, part) else {
+            return;
+        };
+        let (pool, asking) = match pick_pool(&self.shared.topology, self.shared.read_from, p, affinity) {
+            Some(found) => found,
+            None => {
+                let reply = no_owner(&p.target);
+                self.pipeline.complete(seq, part, reply);
+                return;
+            }
+        };
+        pool.send(
+            affinity,
+            UpstreamRequest {
+                payload: p.payload.clone(),
+                asking,
+                tag: Tag { seq, part },
+                reply_to: self.replies_tx.clone(),
+            },
+        );
+    }
+
+    /// Takes a node's reply: follows redirections, retries transient failures, or stores it.
+    fn on_reply(&mut self, upstream: UpstreamReply) {
+        let Tag { seq, part } = upstream.tag;
+        let topology = Arc::clone(&self.shared.topology);
+        let retry_for = self.shared.command_timeout;
+        let Some(p) = self.pipeline.part_mut(seq, part) else {
+            return;
+        };
+        let bytes = match upstream.result {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // Never sent: safe to retry once the topology has caught up with the failure, for as
+                // long as a client would wait for one command anyway.
+                let deadline = *p.retry_until.get_or_insert_with(|| Instant::now() + retry_for);
+                if error.never_sent() && Instant::now() < deadline {
+                    p.redirect = None;
+                    topology.request_refresh(Trigger::NodeFailure);
+                    self.delayed.push((Instant::now() + RETRY_PAUSE, seq, part));
+                } else {
+                    self.pipeline.complete(seq, part, reply::error(&format!("ERR {error}")));
+                }
+                return;
+            }
+        };
+        let next = redirect::classify(&bytes);
+        if next == Redirect::None || p.hops >= MAX_HOPS {
+            self.pipeline.complete(seq, part, bytes);
+            return;
+        }
+        p.hops += 1;
+        match next {
+            Redirect::Moved { addr, .. } => {
+                p.redirect = Some((addr.to_string(), false));
+                topology.request_refresh(Trigger::Moved);
+                self.send(seq, part);
+            }
+            Redirect::Ask { addr, .. } => {
+                p.redirect = Some((addr.to_string(), true));
+                self.send(seq, part);
+            }
+            Redirect::TryAgain | Redirect::ClusterDown => {
+                p.redirect = None;
+                if next == Redirect::ClusterDown {
+                    topology.request_refresh(Trigger::NodeFailure);
+                }
+                self.delayed.push((Instant::now() + RETRY_PAUSE, seq, part));
+            }
+            Redirect::None => {}
+        }
+    }
+
+    fn resend_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(u64, u32)> = self.delayed.iter().filter(|d| d.0 <= now).map(|d| (d.1, d.2)).collect();
+        self.delayed.retain(|d| d.0 > now);
+        for (seq, part) in due {
+            self.send(seq, part);
+        }
+    }
+}
+
+/// The pool a part goes to now, and whether it must be preceded by `ASKING`.
+fn pick_pool(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: usize) -> Option<(Arc<NodePool>, bool)> {
+    if let Some((addr, asking)) = &part.redirect {
+        return Some((topology.upstreams().pool(addr, false), *asking));
+    }
+    let routing = topology.routing();
+    let pool = match part.target {
+        // Reads may go to a replica of the slot's shard; writes never do, and with no replica up
+        // reads fall back to the master.
+        Target::Slot(Some(slot)) if !part.write && read_from != ReadFrom::Master => {
+            let replicas = routing.replicas(slot);
+            match replicas.is_empty() {
+                true => routing.master(slot),
+                false => Some(&replicas[affinity % replicas.len()]),
+            }
+        }
+        Target::Slot(Some(slot)) => routing.master(slot),
+        // Keyless commands spread over the masters by client; any one can answer them.
+        Target::Slot(None) => {
+            let masters = routing.masters();
+            (!masters.is_empty()).then(|| &masters[affinity % masters.len()])
+        }
+        Target::Master(n) => routing.masters().get(n),
+    };
+    pool.map(|p| (Arc::clone(p), false))
+}
+
+fn no_topology() -> Bytes {
+    reply::error("CLUSTERDOWN The proxy has no cluster topology yet")
+}
+
+fn no_owner(target: &Target) -> Bytes {
+    match target {
+        Target::Slot(Some(_)) => reply::error("CLUSTERDOWN Hash slot not served"),
+        _ => no_topology(),
+    }
+}

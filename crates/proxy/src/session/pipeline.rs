@@ -1,0 +1,249 @@
+//! A client's requests in flight, in the order the client sent them.
+//!
+//! Replies from different nodes come back in any order; each carries the sequence number of its
+//! request, and replies are released to the client only from the front, so the client reads them in
+//! request order however the nodes interleave. Pure bookkeeping: no I/O.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::Merge;
+use crate::merge::{KeyPlace, merge};
+use crate::slot::Slot;
+
+/// Which node a part goes to when it is (re)sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The owner of the slot in the current map; `None`: any master.
+    Slot(Option<Slot>),
+    /// Master number `n` of the current map (fan-out).
+    Master(usize),
+}
+
+/// One request to one node, with what the proxy learnt while sending it.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub payload: Bytes,
+    pub target: Target,
+    /// Commands that write never go to replicas.
+    pub write: bool,
+    /// Set by a redirection: send to this node instead of the map's owner, with `ASKING` if asked.
+    pub redirect: Option<(String, bool)>,
+    /// Redirections and retries so far.
+    pub hops: u8,
+    /// When retrying an unreachable node gives up, set on its first failure.
+    pub retry_until: Option<Instant>,
+    reply: Option<Bytes>,
+}
+
+impl Part {
+    /// A part not sent yet.
+    pub fn new(payload: Bytes, target: Target, write: bool) -> Part {
+        Part {
+            payload,
+            target,
+            write,
+            redirect: None,
+            hops: 0,
+            retry_until: None,
+            reply: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Entry {
+    /// The reply is known.
+    Ready(Bytes),
+    /// Waiting for the reply of a single part.
+    Single(Part),
+    /// Waiting for several parts whose replies are merged.
+    Multi {
+        parts: Vec<Part>,
+        missing: usize,
+        merge: Merge,
+        places: Vec<KeyPlace>,
+    },
+    /// Close the connection once every earlier reply is written (QUIT, protocol error).
+    Close,
+}
+
+/// The client's pipeline: entries by sequence number, oldest first.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    entries: VecDeque<Entry>,
+    /// Sequence number of the front entry.
+    base: u64,
+}
+
+impl Pipeline {
+    /// Number of requests whose replies have not been released yet.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+
+    /// Appends a request whose reply is already known.
+    pub fn push_ready(&mut self, reply: Bytes) {
+        self.entries.push_back(Entry::Ready(reply));
+    }
+
+    /// Appends a marker after which the connection is closed.
+    pub fn push_close(&mut self) {
+        self.entries.push_back(Entry::Close);
+    }
+
+    /// Appends a single-part request; returns its sequence number.
+    pub fn push_single(&mut self, part: Part) -> u64 {
+        let seq = self.next_seq();
+        self.entries.push_back(Entry::Single(part));
+        seq
+    }
+
+    /// Appends a request of several parts merged with `merge`; returns its sequence number.
+    pub fn push_multi(&mut self, parts: Vec<Part>, merge: Merge, places: Vec<KeyPlace>) -> u64 {
+        let seq = self.next_seq();
+        let missing = parts.len();
+        self.entries.push_back(Entry::Multi {
+            parts,
+            missing,
+            merge,
+            places,
+        });
+        seq
+    }
+
+    /// The part `part` of request `seq`, while it still waits for its reply.
+    pub fn part_mut(&mut self, seq: u64, part: u32) -> Option<&mut Part> {
+        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        match self.entries.get_mut(index)? {
+            Entry::Single(p) if part == 0 && p.reply.is_none() => Some(p),
+            Entry::Multi { parts, .. } => parts.get_mut(part as usize).filter(|p| p.reply.is_none()),
+            _ => None,
+        }
+    }
+
+    /// Stores the final reply of one part. Replies for requests no longer waiting are ignored.
+    pub fn complete(&mut self, seq: u64, part: u32, reply: Bytes) {
+        let Some(index) = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else {
+            return;
+        };
+        let Some(entry) = self.entries.get_mut(index) else {
+            return;
+        };
+        match entry {
+            Entry::Single(p) if part == 0 => *entry = Entry::Ready(reply),
+            Entry::Multi {
+                parts,
+                missing,
+                merge: kind,
+                places,
+            } => {
+                let Some(p) = parts.get_mut(part as usize) else {
+                    return;
+                };
+                if p.reply.is_some() {
+                    return;
+                }
+                p.reply = Some(reply);
+                *missing -= 1;
+                if *missing == 0 {
+                    let replies: Vec<Bytes> = parts.iter_mut().filter_map(|p| p.reply.take()).collect();
+                    *entry = Entry::Ready(merge(kind, &replies, places));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves every reply that is ready at the front into `out`, in order.
+    ///
+    /// Returns true when a close marker was reached: nothing after it will ever be written.
+    pub fn release(&mut self, out: &mut BytesMut) -> bool {
+        while let Some(front) = self.entries.front() {
+            match front {
+                Entry::Ready(reply) => {
+                    out.extend_from_slice(reply);
+                    self.entries.pop_front();
+                    self.base += 1;
+                }
+                Entry::Close => return true,
+                Entry::Single(_) | Entry::Multi { .. } => return false,
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part() -> Part {
+        Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Slot(None), false)
+    }
+
+    #[test]
+    fn replies_are_released_in_request_order() {
+        let mut pipeline = Pipeline::default();
+        let a = pipeline.push_single(part());
+        let b = pipeline.push_single(part());
+        pipeline.push_ready(Bytes::from_static(b"+local\r\n"));
+        let mut out = BytesMut::new();
+        pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
+        assert!(!pipeline.release(&mut out));
+        assert!(out.is_empty(), "b must wait for a");
+        pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
+        pipeline.release(&mut out);
+        assert_eq!(&out[..], b":1\r\n:2\r\n+local\r\n");
+        assert!(pipeline.is_empty());
+    }
+
+    #[test]
+    fn multi_part_requests_merge_when_all_parts_are_in() {
+        let mut pipeline = Pipeline::default();
+        let seq = pipeline.push_multi(vec![part(), part()], Merge::SumIntegers, Vec::new());
+        pipeline.complete(seq, 1, Bytes::from_static(b":2\r\n"));
+        let mut out = BytesMut::new();
+        pipeline.release(&mut out);
+        assert!(out.is_empty());
+        // A duplicate reply for a part already answered changes nothing.
+        pipeline.complete(seq, 1, Bytes::from_static(b":5\r\n"));
+        pipeline.complete(seq, 0, Bytes::from_static(b":3\r\n"));
+        pipeline.release(&mut out);
+        assert_eq!(&out[..], b":5\r\n");
+    }
+
+    #[test]
+    fn close_marker_stops_release() {
+        let mut pipeline = Pipeline::default();
+        pipeline.push_ready(Bytes::from_static(b"+OK\r\n"));
+        pipeline.push_close();
+        pipeline.push_ready(Bytes::from_static(b"+never\r\n"));
+        let mut out = BytesMut::new();
+        assert!(pipeline.release(&mut out));
+        assert_eq!(&out[..], b"+OK\r\n");
+    }
+
+    #[test]
+    fn stale_sequence_numbers_are_ignored() {
+        let mut pipeline = Pipeline::default();
+        let seq = pipeline.push_single(part());
+        pipeline.complete(seq, 0, Bytes::from_static(b"+a\r\n"));
+        let mut out = BytesMut::new();
+        pipeline.release(&mut out);
+        pipeline.complete(seq, 0, Bytes::from_static(b"+late\r\n"));
+        pipeline.complete(99, 0, Bytes::from_static(b"+future\r\n"));
+        assert!(pipeline.part_mut(seq, 0).is_none());
+        assert!(pipeline.is_empty());
+    }
+}

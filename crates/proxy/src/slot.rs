@@ -1,0 +1,61 @@
+//! Key → hash slot, as the Redis Cluster specification defines it.
+//!
+//! `HASH_SLOT = CRC16(key) mod 16384`, where only the part inside the first `{…}` is hashed when it
+//! is non-empty, so that applications can force related keys into one slot.
+
+/// Number of hash slots in a Redis Cluster.
+pub const SLOT_COUNT: u16 = 16384;
+
+/// A hash slot number, always below [`SLOT_COUNT`].
+pub type Slot = u16;
+
+/// The slot a key belongs to.
+pub fn key_slot(key: &[u8]) -> Slot {
+    crc16::State::<crc16::XMODEM>::calculate(hash_tag(key)) & (SLOT_COUNT - 1)
+}
+
+/// The part of the key that is hashed: the content of the first `{…}` when it is non-empty,
+/// otherwise the whole key.
+pub fn hash_tag(key: &[u8]) -> &[u8] {
+    let Some(open) = key.iter().position(|&b| b == b'{') else {
+        return key;
+    };
+    match key[open + 1..].iter().position(|&b| b == b'}') {
+        // `{}` hashes the whole key: an empty tag would put every such key into one slot by accident.
+        Some(0) | None => key,
+        Some(len) => &key[open + 1..open + 1 + len],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc16_matches_the_cluster_spec_test_vector() {
+        // The cluster spec's reference: CRC16 of "123456789" is 0x31C3.
+        assert_eq!(crc16::State::<crc16::XMODEM>::calculate(b"123456789"), 0x31C3);
+    }
+
+    #[test]
+    fn slots_match_redis_cluster_keyslot() {
+        // Values from `CLUSTER KEYSLOT` on a real Redis 7.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"hello"), 866);
+        assert_eq!(key_slot(b""), 0);
+        assert_eq!(key_slot(b"123456789"), 0x31C3 & 16383);
+    }
+
+    #[test]
+    fn hash_tags_follow_the_spec_examples() {
+        // Examples from the cluster specification's "Hash tags" section.
+        assert_eq!(hash_tag(b"{user1000}.following"), b"user1000");
+        assert_eq!(hash_tag(b"foo{}{bar}"), b"foo{}{bar}");
+        assert_eq!(hash_tag(b"foo{{bar}}zap"), b"{bar");
+        assert_eq!(hash_tag(b"foo{bar}{zap}"), b"bar");
+        assert_eq!(hash_tag(b"no-tag"), b"no-tag");
+        assert_eq!(hash_tag(b"open{only"), b"open{only");
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"{user1000}.followers"));
+    }
+}

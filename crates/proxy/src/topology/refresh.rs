@@ -1,0 +1,309 @@
+//! Fetching the slot map from the nodes and swapping it in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::time::sleep;
+
+use super::map::{MapError, SlotMap};
+use super::{RefreshSignal, Trigger};
+use crate::slot::{SLOT_COUNT, Slot};
+use crate::upstream::{NodePool, Upstreams, UpstreamError, admin};
+
+/// Least time between two refreshes: a burst of `MOVED` replies during a reshard costs one refresh.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Poll interval while some slots have no owner or a master's connections are failing, so that a
+/// promoted replica is found within a fraction of a second instead of at the next timer tick.
+const FAST_POLL: Duration = Duration::from_millis(100);
+
+/// How long a node that failed a connection keeps the refresher in fast polling.
+const SUSPECT_FOR: Duration = Duration::from_secs(30);
+
+/// One consistent view of the cluster: the slot map and the pools of the nodes it names.
+#[derive(Debug)]
+pub struct Routing {
+    pub map: SlotMap,
+    /// Pool of each shard's master, by shard index.
+    masters: Vec<Arc<NodePool>>,
+    /// Pools of each shard's replicas (empty when replicas are not read from).
+    replicas: Vec<Vec<Arc<NodePool>>>,
+    /// Increases with every swap.
+    pub generation: u64,
+}
+
+impl Routing {
+    fn empty() -> Routing {
+        Routing {
+            map: SlotMap::from_shards(Vec::new()),
+            masters: Vec::new(),
+            replicas: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// The pool of the master serving `slot`.
+    pub fn master(&self, slot: Slot) -> Option<&Arc<NodePool>> {
+        self.map.shard_for(slot).and_then(|shard| self.masters.get(shard))
+    }
+
+    /// The replica pools of the shard serving `slot`.
+    pub fn replicas(&self, slot: Slot) -> &[Arc<NodePool>] {
+        self.map
+            .shard_for(slot)
+            .and_then(|shard| self.replicas.get(shard))
+            .map_or(&[], |r| r.as_slice())
+    }
+
+    /// Every master's pool, one per shard.
+    pub fn masters(&self) -> &[Arc<NodePool>] {
+        &self.masters
+    }
+
+    /// Whether every slot has an owner.
+    pub fn is_complete(&self) -> bool {
+        self.map.covered_slots() == usize::from(SLOT_COUNT)
+    }
+}
+
+/// The live topology: the current [`Routing`] and what keeps it fresh.
+pub struct Topology {
+    routing: ArcSwap<Routing>,
+    upstreams: Arc<Upstreams>,
+    signal: Arc<RefreshSignal>,
+    seeds: Vec<String>,
+    refresh_interval: Duration,
+    /// Use the nodes' TLS ports.
+    tls: bool,
+    /// Open replica pools (for `read_from` other than master).
+    use_replicas: bool,
+    /// Nodes whose connections failed recently, with when.
+    suspects: Mutex<HashMap<String, Instant>>,
+    generation: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology").field("seeds", &self.seeds).finish_non_exhaustive()
+    }
+}
+
+/// Settings of the refresher, from `[upstream]` and `[topology]`.
+#[derive(Debug, Clone)]
+pub struct TopologySettings {
+    pub seeds: Vec<String>,
+    pub refresh_interval: Duration,
+    pub tls: bool,
+    pub use_replicas: bool,
+}
+
+impl Topology {
+    /// A topology with an empty map; call [`Topology::refresh`] or [`Topology::spawn_refresher`].
+    pub fn new(settings: TopologySettings, upstreams: Arc<Upstreams>, signal: Arc<RefreshSignal>) -> Arc<Topology> {
+        Arc::new(Topology {
+            routing: ArcSwap::from_pointee(Routing::empty()),
+            upstreams,
+            signal,
+            seeds: settings.seeds,
+            refresh_interval: settings.refresh_interval,
+            tls: settings.tls,
+            use_replicas: settings.use_replicas,
+            suspects: Mutex::new(HashMap::new()),
+            generation: watch::channel(0).0,
+        })
+    }
+
+    /// The current snapshot. Cheap; hold it only for the duration of one routing decision.
+    pub fn routing(&self) -> arc_swap::Guard<Arc<Routing>> {
+        self.routing.load()
+    }
+
+    /// The registry of node pools.
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
+        &self.upstreams
+    }
+
+    /// Requests a refresh without waiting for it.
+    pub fn request_refresh(&self, trigger: Trigger) {
+        self.signal.request(trigger);
+    }
+
+    /// Records that connections to `addr` fail, and asks for a refresh.
+    pub fn report_failure(&self, addr: &str) {
+        if let Ok(mut suspects) = self.suspects.lock() {
+            suspects.insert(addr.to_string(), Instant::now());
+        }
+        self.signal.request(Trigger::NodeFailure);
+    }
+
+    /// A receiver that changes whenever a new snapshot is swapped in.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Fetches the map from the first node that answers and swaps it in if it changed.
+    ///
+    /// Nodes are tried in order: masters of the current map, their replicas, the configured seeds;
+    /// nodes with failing connections last. Seeds that are down are skipped.
+    ///
+    /// # Errors
+    /// The last node's error when no node gave a usable map.
+    pub async fn refresh(&self, trigger: Trigger) -> Result<(), RefreshError> {
+        let candidates = self.candidates();
+        let mut last_error = RefreshError::NoNodes;
+        for addr in &candidates {
+            match self.fetch(addr).await {
+                Ok(map) if map.covered_slots() > 0 => {
+                    self.install(map, trigger);
+                    return Ok(());
+                }
+                Ok(_) => last_error = RefreshError::NoSlots(addr.clone()),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn candidates(&self) -> Vec<String> {
+        let routing = self.routing();
+        let suspects = self.suspects.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut healthy = Vec::new();
+        let mut suspect = Vec::new();
+        for addr in routing.map.nodes().map(|n| n.addr.clone()).chain(self.seeds.iter().cloned()) {
+            if healthy.contains(&addr) || suspect.contains(&addr) {
+                continue;
+            }
+            if suspects.contains_key(&addr) {
+                suspect.push(addr);
+            } else {
+                healthy.push(addr);
+            }
+        }
+        healthy.extend(suspect);
+        healthy
+    }
+
+    async fn fetch(&self, addr: &str) -> Result<SlotMap, RefreshError> {
+        let settings = self.upstreams.settings();
+        let query_error = |error: UpstreamError| RefreshError::Query(addr.to_string(), error);
+        let shards = admin::query(addr, settings, &[b"CLUSTER", b"SHARDS"]).await.map_err(query_error)?;
+        match SlotMap::from_cluster_shards(&shards, self.tls) {
+            Ok(map) => Ok(map),
+            // Servers before 7.0 have no CLUSTER SHARDS.
+            Err(MapError::NodeError(_)) => {
+                let slots = admin::query(addr, settings, &[b"CLUSTER", b"SLOTS"]).await.map_err(query_error)?;
+                SlotMap::from_cluster_slots(&slots).map_err(|e| RefreshError::Map(addr.to_string(), e))
+            }
+            Err(error) => Err(RefreshError::Map(addr.to_string(), error)),
+        }
+    }
+
+    fn install(&self, map: SlotMap, trigger: Trigger) {
+        let old = self.routing();
+        if old.generation > 0 && old.map == map {
+            return;
+        }
+        let moved = map.slots_moved_since(&old.map);
+        let masters = map
+            .shards()
+            .iter()
+            .map(|shard| self.upstreams.pool(&shard.master.addr, false))
+            .collect();
+        let replicas = map
+            .shards()
+            .iter()
+            .map(|shard| {
+                if self.use_replicas {
+                    shard.replicas.iter().filter(|r| r.healthy).map(|r| self.upstreams.pool(&r.addr, true)).collect()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let generation = old.generation + 1;
+        let covered = map.covered_slots();
+        let shards = map.shards().len();
+        let routing = Routing {
+            map,
+            masters,
+            replicas,
+            generation,
+        };
+        // Pools of nodes the new map no longer names go away once their in-flight requests finish.
+        let keep: Vec<String> = routing.map.nodes().map(|n| n.addr.clone()).collect();
+        self.routing.store(Arc::new(routing));
+        self.upstreams.retain(|addr| keep.iter().any(|k| k == addr));
+        if let Ok(mut suspects) = self.suspects.lock() {
+            // A suspect that is no longer a master needs no fast polling.
+            let masters: Vec<&String> = keep.iter().take(shards).collect();
+            suspects.retain(|addr, since| since.elapsed() < SUSPECT_FOR && masters.contains(&addr));
+        }
+        self.generation.send_replace(generation);
+        tracing::info!(
+            trigger = trigger.as_str(),
+            generation,
+            shards,
+            slots_covered = covered,
+            slots_moved = moved,
+            "topology updated"
+        );
+    }
+
+    /// Whether the refresher should poll fast: slots without owner, or masters failing.
+    fn unsettled(&self) -> bool {
+        let routing = self.routing();
+        if !routing.is_complete() {
+            return true;
+        }
+        let Ok(suspects) = self.suspects.lock() else {
+            return false;
+        };
+        routing
+            .masters()
+            .iter()
+            .any(|m| suspects.get(m.addr()).is_some_and(|since| since.elapsed() < SUSPECT_FOR))
+    }
+
+    /// Runs the refresh loop until the process ends: every `refresh_interval`, at once on a signal
+    /// (debounced), and every [`FAST_POLL`] while the cluster is unsettled.
+    pub fn spawn_refresher(self: &Arc<Topology>) {
+        let topology = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let wait = if topology.unsettled() { FAST_POLL } else { topology.refresh_interval };
+                let triggers = tokio::select! {
+                    _ = sleep(wait) => vec![Trigger::Timer],
+                    triggers = topology.signal.wait() => triggers,
+                };
+                sleep(DEBOUNCE).await;
+                let mut triggers = triggers;
+                triggers.extend(topology.signal.take());
+                let trigger = triggers
+                    .iter()
+                    .copied()
+                    .find(|t| *t != Trigger::Timer)
+                    .unwrap_or(Trigger::Timer);
+                if let Err(error) = topology.refresh(trigger).await {
+                    tracing::warn!(%error, trigger = trigger.as_str(), "topology refresh failed");
+                }
+            }
+        });
+    }
+}
+
+/// Why no node gave a usable slot map.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    #[error("no nodes to ask (no seeds configured)")]
+    NoNodes,
+    #[error("{0}: {1}")]
+    Query(String, UpstreamError),
+    #[error("{0}: {1}")]
+    Map(String, MapError),
+    #[error("{0} reports no slots assigned")]
+    NoSlots(String),
+}

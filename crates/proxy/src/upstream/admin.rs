@@ -1,0 +1,95 @@
+//! Connecting and logging in to a node, and one-off queries (topology, `COMMAND`) on a short-lived
+//! connection that never shares a pipeline with client traffic.
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::{ConnSettings, UpstreamError};
+use crate::resp::{FrameScanner, request::encode_command};
+
+/// Opens a TCP connection to `addr` within `connect_timeout` and logs in.
+///
+/// # Errors
+/// [`UpstreamError::Unreachable`] when the connection, the login or `extra` commands fail.
+pub async fn connect(addr: &str, settings: &ConnSettings, extra: &[&[&[u8]]]) -> Result<TcpStream, UpstreamError> {
+    let unreachable = |reason: String| UpstreamError::Unreachable {
+        addr: addr.to_string(),
+        reason,
+    };
+    let mut stream = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(unreachable("connect timeout".to_string())),
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Ok(Ok(stream)) => stream,
+    };
+    // Small pipelined requests must not wait for Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+    let login = async {
+        if let Some(password) = &settings.password {
+            let reply = match &settings.user {
+                Some(user) => roundtrip(&mut stream, &[b"AUTH", user.as_bytes(), password.as_bytes()]).await?,
+                None => roundtrip(&mut stream, &[b"AUTH", password.as_bytes()]).await?,
+            };
+            if reply.first() == Some(&b'-') {
+                // The node's own text, e.g. WRONGPASS; never the password.
+                return Err(format!("login refused: {}", first_line(&reply)));
+            }
+        }
+        for command in extra {
+            let reply = roundtrip(&mut stream, command).await?;
+            if reply.first() == Some(&b'-') {
+                return Err(format!("{} refused: {}", String::from_utf8_lossy(command[0]), first_line(&reply)));
+            }
+        }
+        Ok(())
+    };
+    match timeout(settings.command_timeout, login).await {
+        Err(_) => Err(unreachable("login timeout".to_string())),
+        Ok(Err(reason)) => Err(unreachable(reason)),
+        Ok(Ok(())) => Ok(stream),
+    }
+}
+
+/// Sends one command to `addr` on a fresh connection and decodes the reply.
+///
+/// # Errors
+/// [`UpstreamError`] when the node cannot be reached or does not answer in time. An error *reply*
+/// is returned as `Ok(OwnedFrame::Error(..))`.
+pub async fn query(addr: &str, settings: &ConnSettings, args: &[&[u8]]) -> Result<OwnedFrame, UpstreamError> {
+    let mut stream = connect(addr, settings, &[]).await?;
+    let reply = match timeout(settings.command_timeout, roundtrip(&mut stream, args)).await {
+        Err(_) => return Err(UpstreamError::Timeout),
+        Ok(Err(_)) => return Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
+        Ok(Ok(reply)) => reply,
+    };
+    match decode(&reply) {
+        Ok(Some((frame, _))) => Ok(frame),
+        _ => Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
+    }
+}
+
+/// Writes one command and reads exactly one reply frame.
+pub async fn roundtrip<S>(stream: &mut S, args: &[&[u8]]) -> Result<Bytes, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream.write_all(&encode_command(args)).await.map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut scanner = FrameScanner::new();
+    loop {
+        if let Some(len) = scanner.scan(&buf).map_err(|e| e.to_string())? {
+            return Ok(buf.split_to(len).freeze());
+        }
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed".to_string());
+        }
+    }
+}
+
+/// The first line of a reply, for log messages.
+pub fn first_line(reply: &[u8]) -> String {
+    let line = reply.split(|&b| b == b'\r').next().unwrap_or(&[]);
+    String::from_utf8_lossy(line.strip_prefix(b"-").unwrap_or(line)).into_owned()
+}

@@ -1,0 +1,201 @@
+//! One pipelined connection to one node: a task that owns the socket, writes queued requests in
+//! batches and hands each reply to the request at the head of its in-flight FIFO.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{MissedTickBehavior, interval, sleep};
+
+use super::{ConnSettings, UpstreamError, UpstreamReply, UpstreamRequest, admin};
+use crate::resp::FrameScanner;
+
+/// Stop taking new requests while this much is waiting to be written, so a node that reads slowly
+/// holds back its senders' requests in the channel instead of growing one buffer without bound.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+/// Starts the task for one connection to `addr` and returns the queue that feeds it.
+///
+/// The task connects at once (so the pool is warm), reconnects with backoff when the connection
+/// breaks, and ends when every sender is dropped and nothing is in flight.
+pub fn spawn(addr: String, settings: Arc<ConnSettings>, readonly: bool) -> mpsc::UnboundedSender<UpstreamRequest> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(addr, settings, readonly, rx));
+    tx
+}
+
+/// A request written (or about to be) whose reply has not come back yet.
+struct InFlight {
+    request: UpstreamRequest,
+    /// The `+OK` of a preceding `ASKING` is still to be swallowed.
+    asking_pending: bool,
+    /// Timeout tick count when the request was queued.
+    queued_at: u64,
+}
+
+/// How a connection ended.
+enum End {
+    /// Every sender is gone and nothing is in flight: the pool was dropped.
+    Finished,
+    Failed(UpstreamError),
+}
+
+async fn run(addr: String, settings: Arc<ConnSettings>, readonly: bool, mut rx: mpsc::UnboundedReceiver<UpstreamRequest>) {
+    let extra: &[&[&[u8]]] = if readonly { &[&[b"READONLY"]] } else { &[] };
+    let mut backoff = Duration::from_millis(25);
+    loop {
+        match admin::connect(&addr, &settings, extra).await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(25);
+                match serve(stream, &addr, &settings, &mut rx).await {
+                    End::Finished => return,
+                    End::Failed(error) => {
+                        tracing::warn!(node = %addr, %error, "upstream connection failed");
+                        (settings.on_failure)(&addr);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(node = %addr, %error, "upstream connect failed");
+                (settings.on_failure)(&addr);
+                // Requests for a node that cannot be reached fail at once (they were never sent, so the
+                // caller may retry elsewhere) rather than waiting out the backoff.
+                let pause = sleep(backoff);
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        _ = &mut pause => break,
+                        request = rx.recv() => match request {
+                            None => return,
+                            Some(request) => fail(request, error.clone()),
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn fail(request: UpstreamRequest, error: UpstreamError) {
+    let _ = request.reply_to.send(UpstreamReply {
+        tag: request.tag,
+        result: Err(error),
+    });
+}
+
+/// Serves one established connection until it fails or the pool goes away.
+async fn serve(
+    stream: TcpStream,
+    addr: &str,
+    settings: &ConnSettings,
+    rx: &mut mpsc::UnboundedReceiver<UpstreamRequest>,
+) -> End {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    let mut wbuf = BytesMut::with_capacity(64 * 1024);
+    let mut scanner = FrameScanner::new();
+    let mut open = true;
+    // Timeouts are checked on a coarse tick instead of a timer per request: a clock read and a timer
+    // registration per command would cost more than the check itself.
+    let tick_every = (settings.command_timeout / 8).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    let timeout_ticks = settings.command_timeout.as_nanos().div_ceil(tick_every.as_nanos()).max(1) as u64;
+    let mut ticker = interval(tick_every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut now_tick: u64 = 0;
+
+    let failure = loop {
+        if !open && inflight.is_empty() {
+            return End::Finished;
+        }
+        tokio::select! {
+            biased;
+            read = reader.read_buf(&mut rbuf) => match read {
+                Ok(0) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
+                Err(_) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
+                Ok(_) => {
+                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight) {
+                        tracing::error!(node = %addr, %error, "upstream sent bytes that match no request");
+                        break UpstreamError::ConnectionLost { addr: addr.to_string() };
+                    }
+                }
+            },
+            written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+                if written.is_err() {
+                    break UpstreamError::ConnectionLost { addr: addr.to_string() };
+                }
+            }
+            request = rx.recv(), if open && wbuf.len() < WRITE_HIGH_WATER => match request {
+                None => open = false,
+                Some(request) => {
+                    queue(request, &mut wbuf, &mut inflight, now_tick);
+                    // Drain what else is waiting so one write carries many commands.
+                    while wbuf.len() < WRITE_HIGH_WATER {
+                        match rx.try_recv() {
+                            Ok(request) => queue(request, &mut wbuf, &mut inflight, now_tick),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            },
+            _ = ticker.tick() => {
+                now_tick += 1;
+                if inflight.front().is_some_and(|f| now_tick - f.queued_at > timeout_ticks) {
+                    // Replies still to come would be matched to the wrong requests: the only safe
+                    // way on is a new connection.
+                    break UpstreamError::Timeout;
+                }
+            }
+        }
+    };
+    for entry in inflight.drain(..) {
+        fail(entry.request, failure.clone());
+    }
+    End::Failed(failure)
+}
+
+fn queue(request: UpstreamRequest, wbuf: &mut BytesMut, inflight: &mut VecDeque<InFlight>, now_tick: u64) {
+    if request.asking {
+        wbuf.extend_from_slice(ASKING);
+    }
+    wbuf.extend_from_slice(&request.payload);
+    inflight.push_back(InFlight {
+        asking_pending: request.asking,
+        request,
+        queued_at: now_tick,
+    });
+}
+
+/// Hands every complete reply in `rbuf` to the request it answers.
+fn dispatch_replies(
+    rbuf: &mut BytesMut,
+    scanner: &mut FrameScanner,
+    inflight: &mut VecDeque<InFlight>,
+) -> Result<(), String> {
+    while let Some(len) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
+        let frame: Bytes = rbuf.split_to(len).freeze();
+        let Some(head) = inflight.front_mut() else {
+            return Err("reply without a request".to_string());
+        };
+        if head.asking_pending {
+            head.asking_pending = false;
+            continue;
+        }
+        let Some(entry) = inflight.pop_front() else {
+            return Err("reply without a request".to_string());
+        };
+        // A caller that went away (client disconnected) simply drops its reply.
+        let _ = entry.request.reply_to.send(UpstreamReply {
+            tag: entry.request.tag,
+            result: Ok(frame),
+        });
+    }
+    Ok(())
+}
