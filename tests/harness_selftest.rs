@@ -4,7 +4,10 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use redisforge_tests::{Cluster, ClusterOptions, SlotRange, reserve_port, wait_until};
+use redisforge_tests::{
+    Cluster, ClusterOptions, Proxy, ProxyOptions, Signal, SlotRange, raw_roundtrip_until,
+    reserve_port, resp_command, wait_until,
+};
 
 fn pid_alive(pid: u32) -> bool {
     // A reaped process has no /proc entry; a zombie would still have one.
@@ -19,7 +22,10 @@ fn assert_full_coverage(ranges: &[SlotRange]) {
             covered[usize::from(slot)] = true;
         }
     }
-    assert!(covered.iter().all(|c| *c), "not every slot is covered: {ranges:?}");
+    assert!(
+        covered.iter().all(|c| *c),
+        "not every slot is covered: {ranges:?}"
+    );
 }
 
 #[test]
@@ -52,12 +58,18 @@ fn own_cluster_routes_keys_fails_over_and_leaves_no_process() {
             .query(&mut con)
             .expect("GET on owner");
         assert_eq!(got, i);
-        let other = masters.iter().find(|m| **m != owner).expect("another master");
+        let other = masters
+            .iter()
+            .find(|m| **m != owner)
+            .expect("another master");
         let moved = redis::cmd("GET")
             .arg(&key)
             .query::<Option<String>>(&mut cluster.client(other))
             .expect_err("non-owner redirects");
-        assert!(moved.to_string().to_lowercase().contains("moved"), "{moved}");
+        assert!(
+            moved.to_string().to_lowercase().contains("moved"),
+            "{moved}"
+        );
     }
     assert_eq!(owners.len(), 3, "30 keys should spread over all masters");
 
@@ -77,7 +89,11 @@ fn own_cluster_routes_keys_fails_over_and_leaves_no_process() {
     let promoted = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         cluster.role(replica).as_deref() == Some("master")
     });
-    assert!(promoted, "{replica} not promoted after 10 s\n{}", cluster.log_tails(10));
+    assert!(
+        promoted,
+        "{replica} not promoted after 10 s\n{}",
+        cluster.log_tails(10)
+    );
     eprintln!("failover took {:?}", killed_at.elapsed());
     cluster.wait_state_ok();
     assert_eq!(cluster.node_for_key("selftest:0"), *replica);
@@ -105,7 +121,10 @@ fn own_cluster_routes_keys_fails_over_and_leaves_no_process() {
 #[test]
 fn shared_cluster_serves_reads_and_writes() {
     let cluster = Cluster::shared();
-    assert!(std::ptr::eq(cluster, Cluster::shared()), "one cluster per binary");
+    assert!(
+        std::ptr::eq(cluster, Cluster::shared()),
+        "one cluster per binary"
+    );
     assert_eq!(cluster.masters().len(), 3);
     for i in 0..10 {
         let key = format!("shared:{}:{i}", std::process::id());
@@ -171,7 +190,10 @@ fn pause_and_resume_keep_the_node() {
     });
     let node = cluster.masters()[0].clone();
     cluster.pause(&node);
-    assert!(cluster.role(&node).is_none(), "a paused node answers nothing");
+    assert!(
+        cluster.role(&node).is_none(),
+        "a paused node answers nothing"
+    );
     cluster.resume(&node);
     cluster.wait_state_ok();
     assert_eq!(cluster.role(&node).as_deref(), Some("master"));
@@ -191,4 +213,109 @@ fn reserved_ports_are_distinct_while_held() {
     let guards: Vec<_> = (0..50).map(|_| reserve_port()).collect();
     let ports: HashSet<u16> = guards.iter().map(|g| g.port()).collect();
     assert_eq!(ports.len(), guards.len());
+}
+
+/// A stand-in for `redisforge-proxy`: a `redis-server` on the config's plain port, so the
+/// `Proxy` half of the harness is tested without the real binary.
+const STAND_IN_PROXY: &str = r#"#!/bin/sh
+[ "$1" = "--config" ] || { echo "usage: $0 --config FILE" >&2; exit 2; }
+port=$(sed -n 's/^plain = "127.0.0.1:\([0-9]*\)"$/\1/p' "$2")
+echo "stand-in proxy on port $port, upstream pass: ${REDISFORGE_TEST_UPSTREAM_PASS:-none}, extra: ${EXTRA:-none}"
+exec redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no
+"#;
+
+fn stand_in_bin(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("stand-in-proxy");
+    std::fs::write(&bin, STAND_IN_PROXY).expect("write stand-in proxy");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
+#[test]
+fn proxy_harness_writes_config_waits_and_signals() {
+    let tools = tempfile::tempdir().expect("tempdir");
+    let seeds = vec!["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()];
+    let acl = ("forge".to_owned(), "pw".to_owned());
+    let proxy = Proxy::start_with_seeds(
+        &seeds,
+        Some(&acl),
+        ProxyOptions {
+            extra_toml: "[log]\nformat = \"json\"\nlevel = \"debug\"\n[listen]\nplain = \"@PLAIN@\"\ntls = \"@TLS@\"\n[auth]\nacl_file = \"@DIR@/users.acl\"\n".into(),
+            env: vec![("EXTRA".into(), "yes".into())],
+            bin: Some(stand_in_bin(tools.path())),
+            ..ProxyOptions::default()
+        },
+    );
+    let config = proxy.config();
+    assert!(
+        config.contains(r#"seeds = ["127.0.0.1:1", "127.0.0.1:2"]"#),
+        "{config}"
+    );
+    assert!(
+        config.contains("password_env = \"REDISFORGE_TEST_UPSTREAM_PASS\""),
+        "{config}"
+    );
+    assert_eq!(config.matches("[log]").count(), 1, "{config}");
+    assert_eq!(config.matches("[listen]").count(), 1, "{config}");
+    assert!(config.contains("format = \"json\""), "{config}");
+    let tls = proxy.tls_addr().expect("@TLS@ reserved a port");
+    assert!(config.contains(&format!("tls = \"{tls}\"")), "{config}");
+    assert!(config.contains(&format!("{}/users.acl", proxy.dir().display())));
+    assert!(config.contains(&format!("listen = \"{}\"", proxy.metrics_addr())));
+
+    let mut con = proxy.client();
+    let pong: String = redis::cmd("PING").query(&mut con).expect("PING");
+    assert_eq!(pong, "PONG");
+    let raw = raw_roundtrip_until(
+        &proxy.addr(),
+        &resp_command(&[b"ECHO", b"hi"]),
+        Duration::from_secs(5),
+        |b| b.ends_with(b"hi\r\n"),
+    );
+    assert_eq!(raw, b"$2\r\nhi\r\n");
+    let log = proxy.log();
+    assert!(log.contains("upstream pass: pw, extra: yes"), "{log}");
+
+    proxy.signal(Signal::Term);
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status}");
+    let pid = proxy.pid();
+    drop(proxy);
+    assert!(!pid_alive(pid));
+}
+
+#[test]
+fn proxy_harness_reports_a_binary_that_exits() {
+    let tools = tempfile::tempdir().expect("tempdir");
+    let bin = tools.path().join("fails");
+    std::fs::write(
+        &bin,
+        "#!/bin/sh\necho 'bad key: upstream.seeds' >&2\nexit 1\n",
+    )
+    .expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let proxy = Proxy::spawn_with_seeds(
+        &[],
+        None,
+        ProxyOptions {
+            bin: Some(bin),
+            ..ProxyOptions::default()
+        },
+    );
+    let err = proxy
+        .wait_ready(Duration::from_secs(10))
+        .expect_err("an exiting binary is not ready");
+    assert!(err.contains("bad key: upstream.seeds"), "{err}");
+    assert_eq!(
+        proxy
+            .wait_exit(Duration::from_secs(1))
+            .and_then(|s| s.code()),
+        Some(1)
+    );
 }

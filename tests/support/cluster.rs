@@ -12,19 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use redis::{Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use redis::Connection;
 
 pub use node::NodeState;
 pub use reshard::SlotRange;
 pub use topology::SLOTS;
 
+use crate::conn::{connect, probe};
 use crate::process::{self, Signal, Watchdog};
 use node::{Node, NodeConfig};
 
 /// How long a whole cluster gets to settle after start, restart or failover.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connect and per-command timeout of probes, so a paused node cannot hang the harness.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Per-command timeout of connections handed to tests.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -166,10 +165,7 @@ impl Cluster {
     /// `"master"` or `"slave"` as the node reports it, `None` when it does not answer.
     pub fn role(&self, addr: &str) -> Option<String> {
         let mut con = probe(addr, self.acl_user.as_ref()).ok()?;
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut con)
-            .ok()?;
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut con).ok()?;
         topology::info_field(&info, "role").map(str::to_owned)
     }
 
@@ -228,7 +224,9 @@ impl Cluster {
     /// After 30 s, with the reason and every node's log tail.
     pub fn wait_state_ok(&self) {
         if let Err(why) = self.try_wait_state_ok(SETTLE_TIMEOUT) {
-            self.fail(&format!("cluster did not settle within {SETTLE_TIMEOUT:?}: {why}"));
+            self.fail(&format!(
+                "cluster did not settle within {SETTLE_TIMEOUT:?}: {why}"
+            ));
         }
     }
 
@@ -300,7 +298,9 @@ impl Cluster {
             self.admin::<()>(&mut con, addr, &["CLUSTER", "REPLICATE", master_id]);
         }
         if let Err(why) = self.wait_settled(SETTLE_TIMEOUT, Some(replicas_per_master)) {
-            self.fail(&format!("new cluster did not settle within {SETTLE_TIMEOUT:?}: {why}"));
+            self.fail(&format!(
+                "new cluster did not settle within {SETTLE_TIMEOUT:?}: {why}"
+            ));
         }
     }
 
@@ -321,7 +321,12 @@ impl Cluster {
     }
 
     /// Runs an admin command that must succeed.
-    fn admin<T: redis::FromRedisValue>(&self, con: &mut Connection, addr: &str, args: &[&str]) -> T {
+    fn admin<T: redis::FromRedisValue>(
+        &self,
+        con: &mut Connection,
+        addr: &str,
+        args: &[&str],
+    ) -> T {
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
             cmd.arg(*a);
@@ -384,42 +389,4 @@ fn find<'a>(nodes: &'a mut [Node], addr: &str) -> &'a mut Node {
         .iter_mut()
         .find(|n| n.addr() == addr)
         .unwrap_or_else(|| panic!("{addr} is not a node of this cluster"))
-}
-
-/// A short-timeout connection for polling nodes that may be dead or paused.
-pub(crate) fn probe(addr: &str, acl: Option<&(String, String)>) -> redis::RedisResult<Connection> {
-    connect(addr, acl, PROBE_TIMEOUT)
-}
-
-/// Connects to `host:port` with connect/read/write timeouts, authenticating when `acl` is set.
-pub(crate) fn connect(
-    addr: &str,
-    acl: Option<&(String, String)>,
-    timeout: Duration,
-) -> redis::RedisResult<Connection> {
-    let client = Client::open(connection_info(addr, acl)?)?;
-    let con = client.get_connection_with_timeout(timeout)?;
-    con.set_read_timeout(Some(timeout))?;
-    con.set_write_timeout(Some(timeout))?;
-    Ok(con)
-}
-
-/// Connection parameters for `host:port`, with ACL credentials when given.
-pub(crate) fn connection_info(
-    addr: &str,
-    acl: Option<&(String, String)>,
-) -> redis::RedisResult<redis::ConnectionInfo> {
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
-        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "address is not host:port"))
-    })?;
-    let port: u16 = port.parse().map_err(|_| {
-        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "port is not a number"))
-    })?;
-    let mut redis_info = RedisConnectionInfo::default();
-    if let Some((user, pass)) = acl {
-        redis_info = redis_info.set_username(user).set_password(pass);
-    }
-    Ok(ConnectionAddr::Tcp(host.to_owned(), port)
-        .into_connection_info()?
-        .set_redis_settings(redis_info))
 }

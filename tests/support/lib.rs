@@ -6,6 +6,7 @@
 //! - [`cluster`]: [`Cluster`], a Redis Cluster of `redis-server` children built natively
 //!   (ADDSLOTSRANGE, MEET, REPLICATE) with kill/pause/restart/failover/reshard helpers.
 //! - [`proxy`]: [`Proxy`], the `redisforge-proxy` binary run as a child with a generated config.
+//! - `conn`: `redis` connections with connect/read/write timeouts and optional ACL auth.
 //! - this file: [`raw_roundtrip`] for byte-level RESP tests and [`wait_until`] for bounded polling.
 //!
 //! Every child process is torn down by PID twice over: `Drop` kills and reaps it, and a small
@@ -21,6 +22,7 @@
 //! ```
 
 pub mod cluster;
+mod conn;
 pub mod ports;
 pub mod process;
 pub mod proxy;

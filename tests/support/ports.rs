@@ -68,7 +68,10 @@ pub fn reserve_port() -> PortGuard {
             return PortGuard { port, _lock: file };
         }
     }
-    panic!("no free port pair in {BASE}..{} (and +{BUS_OFFSET})", BASE + SPAN);
+    panic!(
+        "no free port pair in {BASE}..{} (and +{BUS_OFFSET})",
+        BASE + SPAN
+    );
 }
 
 /// Reserves a port for the rest of this process's life and returns its number.

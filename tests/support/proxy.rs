@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use redis::Connection;
 
-use crate::cluster::{Cluster, connect, connection_info};
+use crate::cluster::Cluster;
+use crate::conn::{connect, connection_info};
 use crate::ports::{PortGuard, reserve_port};
 use crate::process::{self, Signal, Watchdog};
 
@@ -39,6 +40,8 @@ pub struct ProxyOptions {
     pub env: Vec<(String, String)>,
     /// Extra command-line arguments after `--config FILE`.
     pub args: Vec<String>,
+    /// Run this binary instead of [`proxy_bin`] (e.g. a stand-in, or a release build).
+    pub bin: Option<PathBuf>,
 }
 
 /// A running `redisforge-proxy`; dropping it kills the process and removes its directory.
@@ -67,6 +70,22 @@ impl Proxy {
         proxy
     }
 
+    /// Starts a proxy with explicit seeds and upstream credentials and waits until it answers.
+    ///
+    /// # Panics
+    /// As [`Proxy::start`].
+    pub fn start_with_seeds(
+        seeds: &[String],
+        acl_user: Option<&(String, String)>,
+        opts: ProxyOptions,
+    ) -> Proxy {
+        let proxy = Proxy::spawn_with_seeds(seeds, acl_user, opts);
+        if let Err(why) = proxy.wait_ready(READY_TIMEOUT) {
+            panic!("{why}");
+        }
+        proxy
+    }
+
     /// Starts a proxy in front of `cluster` without waiting for it (for start-up failure tests).
     pub fn spawn(cluster: &Cluster, opts: ProxyOptions) -> Proxy {
         Proxy::spawn_with_seeds(&cluster.seeds(), cluster.acl_user(), opts)
@@ -88,16 +107,25 @@ impl Proxy {
         let (plain, metrics) = (reserve_port(), reserve_port());
         let tls = opts.extra_toml.contains("@TLS@").then(reserve_port);
         let upstream_auth = acl_user
-            .map(|(user, _)| format!("user = \"{user}\"\npassword_env = \"{UPSTREAM_PASSWORD_ENV}\""))
+            .map(|(user, _)| {
+                format!("user = \"{user}\"\npassword_env = \"{UPSTREAM_PASSWORD_ENV}\"")
+            })
             .unwrap_or_default();
         let seeds_toml = format!(
             "[{}]",
-            seeds.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+            seeds
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let config_text = merge_config(&opts.extra_toml)
             .replace("@PLAIN@", &plain.addr())
             .replace("@METRICS@", &metrics.addr())
-            .replace("@TLS@", &tls.as_ref().map(PortGuard::addr).unwrap_or_default())
+            .replace(
+                "@TLS@",
+                &tls.as_ref().map(PortGuard::addr).unwrap_or_default(),
+            )
             .replace("@SEEDS@", &seeds_toml)
             .replace("@UPSTREAM_AUTH@", &upstream_auth)
             .replace("@DIR@", &dir.path().display().to_string());
@@ -105,7 +133,7 @@ impl Proxy {
         std::fs::write(&config_path, &config_text).expect("write the proxy config");
         let log_path = dir.path().join("proxy.log");
         let log = File::create(&log_path).expect("create proxy.log");
-        let bin = proxy_bin();
+        let bin = opts.bin.clone().unwrap_or_else(proxy_bin);
         let mut cmd = Command::new(&bin);
         cmd.arg("--config")
             .arg(&config_path)
@@ -219,8 +247,13 @@ impl Proxy {
     /// # Panics
     /// When the connection fails.
     pub fn client(&self) -> Connection {
-        connect(&self.addr(), None, CLIENT_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to proxy {}: {e}\n{}", self.addr(), self.log_tail(20)))
+        connect(&self.addr(), None, CLIENT_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "connect to proxy {}: {e}\n{}",
+                self.addr(),
+                self.log_tail(20)
+            )
+        })
     }
 
     /// A plain client that authenticates as `user`.

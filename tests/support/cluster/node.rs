@@ -158,7 +158,7 @@ impl Node {
                 exited = true;
                 return true;
             }
-            super::probe(&addr, acl_user)
+            crate::conn::probe(&addr, acl_user)
                 .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con))
                 .is_ok()
         });

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use super::{Cluster, NodeState, probe};
+use super::{Cluster, NodeState};
+use crate::conn::probe;
 
 /// How many keys one MIGRATE moves.
 const MIGRATE_BATCH: usize = 100;
@@ -93,7 +94,9 @@ impl Cluster {
             self.role(replica).as_deref() == Some("master")
         });
         if !promoted {
-            self.fail(&format!("{replica} was not promoted within {FAILOVER_TIMEOUT:?}"));
+            self.fail(&format!(
+                "{replica} was not promoted within {FAILOVER_TIMEOUT:?}"
+            ));
         }
         self.wait_state_ok();
     }
@@ -106,7 +109,9 @@ impl Cluster {
         // Each round moves up to a batch; the deadline bounds the loop.
         while self.move_slot_keys(slot, from, to, MIGRATE_BATCH) > 0 {
             if Instant::now() > deadline {
-                self.fail(&format!("migrating slot {slot} took over {MIGRATE_DEADLINE:?}"));
+                self.fail(&format!(
+                    "migrating slot {slot} took over {MIGRATE_DEADLINE:?}"
+                ));
             }
         }
         self.finish_slot_migration(slot, from, to);
@@ -118,9 +123,17 @@ impl Cluster {
         let slot = slot.to_string();
         let (from_id, to_id) = (self.node_id(from), self.node_id(to));
         let mut to_con = self.client(to);
-        self.admin::<()>(&mut to_con, to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        self.admin::<()>(
+            &mut to_con,
+            to,
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
+        );
         let mut from_con = self.client(from);
-        self.admin::<()>(&mut from_con, from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        self.admin::<()>(
+            &mut from_con,
+            from,
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
+        );
     }
 
     /// MIGRATEs up to `max_keys` keys of `slot` from `from` to `to`; returns how many it moved.
@@ -137,7 +150,12 @@ impl Cluster {
         }
         let (host, port) = to.rsplit_once(':').expect("addr is host:port");
         let mut cmd = redis::cmd("MIGRATE");
-        cmd.arg(host).arg(port).arg("").arg(0).arg(5000).arg("REPLACE");
+        cmd.arg(host)
+            .arg(port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("REPLACE");
         if let Some((user, pass)) = &self.acl_user {
             cmd.arg("AUTH2").arg(user).arg(pass);
         }
@@ -153,14 +171,14 @@ impl Cluster {
         let to_id = self.node_id(to);
         let slot_arg = slot.to_string();
         let mut order = vec![to.to_owned(), from.to_owned()];
-        order.extend(
-            self.masters()
-                .into_iter()
-                .filter(|m| m != to && m != from),
-        );
+        order.extend(self.masters().into_iter().filter(|m| m != to && m != from));
         for addr in &order {
             let mut con = self.client(addr);
-            self.admin::<()>(&mut con, addr, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id]);
+            self.admin::<()>(
+                &mut con,
+                addr,
+                &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id],
+            );
         }
     }
 

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::probe;
 use super::reshard::parse_slot_range;
+use crate::conn::probe;
 
 /// Total hash slots in a Redis Cluster.
 pub const SLOTS: usize = 16384;
@@ -107,10 +107,15 @@ impl View {
             .iter()
             .flat_map(|entry| parse_slot_range(entry).replicas)
             .collect();
+        let mut lines = parse_nodes(&nodes);
+        // A node that has met nobody does not know its own IP yet (":port@bus").
+        if let Some(me) = lines.iter_mut().find(|l| l.has_flag("myself")) {
+            me.addr = addr.to_owned();
+        }
         Ok(View {
             addr: addr.to_owned(),
             state_ok: info_field(&info, "cluster_state") == Some("ok"),
-            lines: parse_nodes(&nodes),
+            lines,
             replication,
             slots_replicas,
         })
@@ -185,9 +190,16 @@ pub(crate) fn check_settled(
             return Err(format!("{}: slot {slot} is not covered", v.addr));
         }
         if owners != reference {
-            return Err(format!("{} disagrees with {} on slot owners", v.addr, live[0]));
+            return Err(format!(
+                "{} disagrees with {} on slot owners",
+                v.addr, live[0]
+            ));
         }
-        if let Some(owner) = owners.iter().flatten().find(|o| !live.iter().any(|l| l == *o)) {
+        if let Some(owner) = owners
+            .iter()
+            .flatten()
+            .find(|o| !live.iter().any(|l| l == *o))
+        {
             return Err(format!("{}: slots owned by non-live node {owner}", v.addr));
         }
     }
@@ -206,7 +218,10 @@ pub(crate) fn check_settled(
             return Err(format!("replica {} is not in sync with its master", v.addr));
         }
         if let Some(other) = views.iter().find(|o| !o.slots_replicas.contains(&v.addr)) {
-            return Err(format!("{}: CLUSTER SLOTS does not list replica {} yet", other.addr, v.addr));
+            return Err(format!(
+                "{}: CLUSTER SLOTS does not list replica {} yet",
+                other.addr, v.addr
+            ));
         }
     }
     if let Some(want) = replicas_per_master {

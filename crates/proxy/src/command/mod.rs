@@ -1,10 +1,12 @@
 //! The command table: for every Redis command, its arity, flags, key positions and how the proxy
-//! handles it (forward by slot, split per slot, fan out, answer locally, keep per-client state, refuse).
+//! handles it (forward by slot, split per slot, fan out, answer locally, keep per-client state,
+//! refuse).
 //!
-//! The built-in table is generated from Redis 7.0.15 (`table.rs`, by `scripts/gen-command-table.py`)
-//! so the proxy can route before it has talked to a node; at start-up the caller adds whatever a node's
-//! `COMMAND` reply knows beyond it (newer commands, modules) with
-//! [`CommandTable::learn_from_command_reply`]. After that the table is shared read-only.
+//! The built-in table is generated from Redis 7.0.15 (`table.rs`, by
+//! `scripts/gen-command-table.py`) so the proxy can route before it has talked to a node; at
+//! start-up the caller adds whatever a node's `COMMAND` reply knows beyond it (newer commands,
+//! modules) with [`CommandTable::learn_from_command_reply`]. After that the table is shared
+//! read-only.
 //!
 //! Lookups happen for every request, so [`CommandTable::lookup`] and [`CommandSpec::key_positions`]
 //! never allocate.
@@ -120,7 +122,7 @@ impl CommandFlags {
         Self(0)
     }
 
-    /// The flag `COMMAND` calls `name` (case-insensitive); `None` for flags this proxy does not know.
+    /// The flag `COMMAND` calls `name` (case-insensitive); `None` for flags unknown here.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::NAMES
             .iter()
@@ -147,7 +149,10 @@ impl CommandFlags {
     }
 
     fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        names.into_iter().filter_map(Self::from_name).fold(Self::empty(), |a, b| a | b)
+        names
+            .into_iter()
+            .filter_map(Self::from_name)
+            .fold(Self::empty(), |a, b| a | b)
     }
 }
 
@@ -165,26 +170,27 @@ impl BitOrAssign for CommandFlags {
 }
 
 /// How the proxy handles a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handling {
     /// Sent to the master owning the slot of its keys (all keys must share a slot, else the caller
     /// answers -CROSSSLOT); keyless commands go to any master.
     Forward,
-    /// Multi-key command split per slot and merged; `key_step` = 1 for MGET/DEL/EXISTS/UNLINK/TOUCH,
-    /// 2 for MSET (key, value pairs).
+    /// Multi-key command split per slot and merged; `key_step` = 1 for MGET/DEL/EXISTS/UNLINK/
+    /// TOUCH, 2 for MSET (key, value pairs).
     Split { merge: Merge, key_step: usize },
     /// Sent to every master, replies merged.
     FanOut(Merge),
     /// Answered by the proxy itself (the session decides how, by name).
     Local,
-    /// Needs per-client upstream state (transactions, pub/sub, blocking commands); the session handles them.
+    /// Needs per-client upstream state (transactions, pub/sub, blocking commands); the session
+    /// handles them.
     Stateful(StatefulKind),
     /// Refused with this reason, e.g. "it would change the cluster topology behind the proxy".
     Refuse(&'static str),
 }
 
 /// How the replies of a split or fanned-out command become one reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Merge {
     /// One array with the elements put back in the order of the request's keys (MGET).
     ArrayInKeyOrder,
@@ -195,7 +201,7 @@ pub enum Merge {
 }
 
 /// Which per-client upstream state a stateful command needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatefulKind {
     Transaction,
     PubSub,
@@ -241,14 +247,25 @@ impl CommandSpec {
     /// for its arity) yield fewer keys rather than an error; check [`Self::arity_ok`] first.
     ///
     /// # Errors
-    /// [`KeyError::BadNumKeys`] when a numkeys argument is not an integer, is negative, is zero for a
-    /// command that needs keys, or counts more keys than there are arguments; its `Display` is
-    /// Redis' own wording for that command.
-    pub fn key_positions(&self, args: &(impl Args + ?Sized), out: &mut Vec<usize>) -> Result<(), KeyError> {
+    /// [`KeyError::BadNumKeys`] when a numkeys argument is not an integer, is negative, is zero
+    /// for a command that needs keys, or counts more keys than there are arguments; its `Display`
+    /// is Redis' own wording for that command.
+    pub fn key_positions(
+        &self,
+        args: &(impl Args + ?Sized),
+        out: &mut Vec<usize>,
+    ) -> Result<(), KeyError> {
         keys::find_key_positions(self, args, out)
     }
 
-    fn new(name: String, arity: i32, flags: CommandFlags, acl: Vec<String>, key_specs: Vec<KeySpec>, learned: bool) -> Self {
+    fn new(
+        name: String,
+        arity: i32,
+        flags: CommandFlags,
+        acl: Vec<String>,
+        key_specs: Vec<KeySpec>,
+        learned: bool,
+    ) -> Self {
         CommandSpec {
             handling: handling_for(&name, flags, learned),
             finder: KeyFinder::for_command(&name),
@@ -264,7 +281,14 @@ impl CommandSpec {
         let RawCommand(name, arity, flags, acl, specs) = *raw;
         let acl = acl.iter().map(|&c| c.to_owned()).collect();
         let specs = specs.iter().map(KeySpec::from_raw).collect();
-        CommandSpec::new(name.to_owned(), arity, CommandFlags::from_names(flags.iter().copied()), acl, specs, false)
+        CommandSpec::new(
+            name.to_owned(),
+            arity,
+            CommandFlags::from_names(flags.iter().copied()),
+            acl,
+            specs,
+            false,
+        )
     }
 }
 
@@ -284,19 +308,22 @@ const MAX_NAME: usize = 64;
 
 /// FNV-1a: command names are short and the table is fixed, so SipHash's DoS resistance buys
 /// nothing here while costing time on every request.
-#[derive(Default)]
 struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
         for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-        self.0 = h;
     }
 }
 
@@ -347,7 +374,10 @@ impl CommandTable {
                 continue;
             };
             added += usize::from(self.insert(spec));
-            for sub in subcommands.iter().filter_map(|s| parse_command(s).map(|(spec, _)| spec)) {
+            for sub in subcommands
+                .iter()
+                .filter_map(|s| parse_command(s).map(|(spec, _)| spec))
+            {
                 added += usize::from(self.insert(sub));
             }
         }
@@ -402,7 +432,10 @@ impl CommandTable {
                 if self.commands.contains_key(container.as_bytes()) {
                     return false;
                 }
-                let entry = Entry { spec: index, subcommands: NameMap::default() };
+                let entry = Entry {
+                    spec: index,
+                    subcommands: NameMap::default(),
+                };
                 self.commands.insert(container.as_bytes().into(), entry);
             }
             Some(sub) => {
@@ -451,19 +484,29 @@ fn parse_command(frame: &OwnedFrame) -> Option<(CommandSpec, &[OwnedFrame])> {
             _ => Vec::new(),
         }
     };
-    let name = std::str::from_utf8(keys::text(fields.first()?)?).ok()?.to_ascii_lowercase();
+    let name = std::str::from_utf8(keys::text(fields.first()?)?)
+        .ok()?
+        .to_ascii_lowercase();
     let arity = i32::try_from(int(1)?).ok()?;
     let flags = CommandFlags::from_names(strings(2).iter().map(String::as_str));
-    let acl = strings(6).into_iter().map(|c| c.trim_start_matches('@').to_owned()).collect();
+    let acl = strings(6)
+        .into_iter()
+        .map(|c| c.trim_start_matches('@').to_owned())
+        .collect();
     let key_specs = match fields.get(8) {
         Some(OwnedFrame::Array(specs)) => specs.iter().filter_map(KeySpec::from_frame).collect(),
-        _ => KeySpec::legacy(int(3)?, int(4)?, int(5)?).into_iter().collect(),
+        _ => KeySpec::legacy(int(3)?, int(4)?, int(5)?)
+            .into_iter()
+            .collect(),
     };
     let subcommands = match fields.get(9) {
         Some(OwnedFrame::Array(subs)) => subs.as_slice(),
         _ => &[],
     };
-    Some((CommandSpec::new(name, arity, flags, acl, key_specs, true), subcommands))
+    Some((
+        CommandSpec::new(name, arity, flags, acl, key_specs, true),
+        subcommands,
+    ))
 }
 
 const WHOLE_KEYSPACE: &str = "whole-keyspace commands through the proxy are not supported yet";
@@ -472,9 +515,11 @@ const NODE_LOCAL: &str = "it addresses a single cluster node; connect to that no
 const REPLICATION: &str = "replication streams are not proxied";
 const MONITORING: &str = "MONITOR streams are per node and are not proxied";
 const OPERATOR: &str = "operator commands are managed per node, not through the proxy";
-const ACL: &str = "ACL users are managed per node and in the proxy configuration, not through the proxy";
+const ACL: &str =
+    "ACL users are managed per node and in the proxy configuration, not through the proxy";
 const SINGLE_DB: &str = "Redis Cluster has only database 0";
-const SHARED_CONNECTIONS: &str = "upstream connections are shared by the proxy's clients, so they cannot be listed, killed or unblocked";
+const SHARED_CONNECTIONS: &str = "upstream connections are shared by the proxy's clients, \
+    so they cannot be listed, killed or unblocked";
 const TRACKING: &str = "client-side caching (tracking) is not supported through the proxy";
 const UNKNOWN_ADMIN: &str = "admin command unknown to the proxy";
 
@@ -486,35 +531,66 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
     use Merge::*;
     use StatefulKind::*;
     match name {
-        "mget" => Split { merge: ArrayInKeyOrder, key_step: 1 },
-        "mset" => Split { merge: AllOk, key_step: 2 },
-        "del" | "unlink" | "exists" | "touch" => Split { merge: SumIntegers, key_step: 1 },
+        "mget" => Split {
+            merge: ArrayInKeyOrder,
+            key_step: 1,
+        },
+        "mset" => Split {
+            merge: AllOk,
+            key_step: 2,
+        },
+        "del" | "unlink" | "exists" | "touch" => Split {
+            merge: SumIntegers,
+            key_step: 1,
+        },
         "dbsize" => FanOut(SumIntegers),
         "flushall" | "flushdb" | "script|flush" => FanOut(AllOk),
         "keys" | "scan" | "randomkey" => Refuse(WHOLE_KEYSPACE),
-        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info"
-        | "acl|whoami" | "client|setname" | "client|getname" | "client|id" | "client|setinfo" | "client|info"
-        | "client|no-evict" | "client|no-touch" | "client|reply" => Local,
+        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly"
+        | "readwrite" | "info" | "acl|whoami" | "client|setname" | "client|getname"
+        | "client|id" | "client|setinfo" | "client|info" | "client|no-evict"
+        | "client|no-touch" | "client|reply" => Local,
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Stateful(Transaction),
-        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => {
-            Stateful(PubSub)
-        }
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
+        | "sunsubscribe" => Stateful(PubSub),
         // XREAD is blocking only with BLOCK; the session checks, the table cannot.
         "wait" | "waitaof" | "xread" | "xreadgroup" => Stateful(Blocking),
         "monitor" => Refuse(MONITORING),
         "sync" | "psync" | "replconf" => Refuse(REPLICATION),
         "replicaof" | "slaveof" | "failover" => Refuse(TOPOLOGY),
-        "shutdown" | "debug" | "save" | "bgsave" | "bgrewriteaof" | "config|set" | "config|resetstat"
-        | "config|rewrite" | "client|pause" | "client|unpause" => Refuse(OPERATOR),
+        "shutdown" | "debug" | "save" | "bgsave" | "bgrewriteaof" | "config|set"
+        | "config|resetstat" | "config|rewrite" | "client|pause" | "client|unpause" => {
+            Refuse(OPERATOR)
+        }
         "swapdb" | "move" => Refuse(SINGLE_DB),
         "client|kill" | "client|list" | "client|unblock" => Refuse(SHARED_CONNECTIONS),
-        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => Refuse(TRACKING),
-        "cluster|info" | "cluster|keyslot" | "cluster|slots" | "cluster|shards" | "cluster|nodes" | "cluster|myid"
+        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => {
+            Refuse(TRACKING)
+        }
+        "cluster|info"
+        | "cluster|keyslot"
+        | "cluster|slots"
+        | "cluster|shards"
+        | "cluster|nodes"
+        | "cluster|myid"
         | "cluster|countkeysinslot" => Forward,
-        "cluster|addslots" | "cluster|addslotsrange" | "cluster|delslots" | "cluster|delslotsrange"
-        | "cluster|flushslots" | "cluster|setslot" | "cluster|meet" | "cluster|forget" | "cluster|failover"
-        | "cluster|reset" | "cluster|replicate" | "cluster|set-config-epoch" | "cluster|bumpepoch" => Refuse(TOPOLOGY),
-        _ => match name.split_once('|').map_or(name, |(container, _)| container) {
+        "cluster|addslots"
+        | "cluster|addslotsrange"
+        | "cluster|delslots"
+        | "cluster|delslotsrange"
+        | "cluster|flushslots"
+        | "cluster|setslot"
+        | "cluster|meet"
+        | "cluster|forget"
+        | "cluster|failover"
+        | "cluster|reset"
+        | "cluster|replicate"
+        | "cluster|set-config-epoch"
+        | "cluster|bumpepoch" => Refuse(TOPOLOGY),
+        _ => match name
+            .split_once('|')
+            .map_or(name, |(container, _)| container)
+        {
             "command" => Local,
             "cluster" => Refuse(NODE_LOCAL),
             "acl" => Refuse(ACL),

@@ -252,10 +252,13 @@ fn header_error(err: ScanError, count: bool) -> ProtocolError {
 /// double quotes with `\n \r \t \b \a \\ \"` and `\xHH` escapes, single quotes with `\'`, and a
 /// closing quote that must be followed by a space or the end. `None` for unbalanced quotes.
 pub fn split_inline_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    // Redis splits inline commands as a C string: a NUL byte ends the line.
+    let line = line.split(|&b| b == 0).next().unwrap_or(&[]);
     let mut args = Vec::new();
     let mut i = 0;
     loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
+        // Skipped like C's isspace(); a token ends only at space, tab, CR or LF, as in sdssplitargs.
+        while i < line.len() && (line[i].is_ascii_whitespace() || line[i] == 0x0b) {
             i += 1;
         }
         if i == line.len() {
@@ -315,7 +318,7 @@ pub fn split_inline_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     arg.push(c);
                 }
                 None => match c {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b' ' | b'\t' | b'\r' | b'\n' => break,
                     b'"' | b'\'' => quote = Some(c),
                     _ => arg.push(c),
                 },

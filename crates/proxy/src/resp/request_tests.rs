@@ -65,6 +65,10 @@ fn inline_commands_follow_redis_quoting() {
     );
     assert_eq!(decode_all(b"\r\n\r\nPING\r\n").expect("valid"), vec![v(&["PING"])]);
     assert_eq!(decode_all(b"ECHO \"abc\r\n"), Err(ProtocolError::UnbalancedQuotes));
+    // A NUL ends the line, as in Redis' C-string splitting; it must never stall the decoder.
+    assert_eq!(decode_all(b"\x00\x01garbage\r\nPING\r\n").expect("valid"), vec![v(&["PING"])]);
+    assert_eq!(decode_all(b"GET a\x00b\r\n").expect("valid"), vec![v(&["GET", "a"])]);
+    assert_eq!(decode_all(b"\x0b a\x0bb\r\n").expect("valid"), vec![vec![b"a\x0bb".to_vec()]]);
     assert_eq!(decode_all(b"ECHO \"a\"b\r\n"), Err(ProtocolError::UnbalancedQuotes));
 }
 

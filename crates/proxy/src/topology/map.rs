@@ -116,9 +116,12 @@ impl SlotMap {
             // A node that does not know its address yet (just started, not met) cannot be routed to.
             for node in nodes.iter().filter_map(|n| parse_shard_node(n, tls)) {
                 match node.role {
-                    // Two masters in one shard happen briefly during failover: the healthy one wins.
+                    // Two masters in one shard happen briefly during failover: the healthy one wins,
+                    // and the other is kept as the replica it is about to become.
                     Role::Master if master.as_ref().is_none_or(|m: &Node| !m.healthy) => {
-                        master = Some(node)
+                        if let Some(old) = master.replace(node) {
+                            replicas.push(Node { role: Role::Replica, ..old });
+                        }
                     }
                     _ => replicas.push(Node { role: Role::Replica, ..node }),
                 }

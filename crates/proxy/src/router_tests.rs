@@ -1,0 +1,114 @@
+use super::*;
+use crate::slot::key_slot;
+
+fn route(args: &[&str]) -> Route {
+    let table = CommandTable::builtin();
+    plan(&table, &Request::from_args(args), &mut Vec::new())
+}
+
+fn error_text(route: Route) -> String {
+    match route {
+        Route::Reply(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn single_key_commands_route_to_their_slot() {
+    assert_eq!(route(&["GET", "foo"]), Route::Single { slot: Some(12182), write: false });
+    assert_eq!(route(&["set", "foo", "v"]), Route::Single { slot: Some(12182), write: true });
+    assert_eq!(route(&["TIME"]), Route::Single { slot: None, write: false });
+}
+
+#[test]
+fn same_slot_multi_key_commands_are_forwarded_whole() {
+    let slot = key_slot(b"{u}");
+    assert_eq!(route(&["MGET", "{u}a", "{u}b"]), Route::Single { slot: Some(slot), write: false });
+    assert_eq!(route(&["RENAME", "{u}a", "{u}b"]), Route::Single { slot: Some(slot), write: true });
+}
+
+#[test]
+fn cross_slot_atomic_commands_get_crossslot() {
+    for args in [
+        &["MSETNX", "a", "1", "b", "2"][..],
+        &["RENAME", "a", "b"],
+        &["SMOVE", "a", "b", "m"],
+        &["SINTERSTORE", "d", "a", "b"],
+        &["EVAL", "return 1", "2", "a", "b"],
+    ] {
+        assert_eq!(error_text(route(args)), "-CROSSSLOT Keys in request don't hash to the same slot\r\n", "{args:?}");
+    }
+}
+
+#[test]
+fn mget_is_split_per_slot_and_remembers_key_order() {
+    let Route::Split { merge, parts, places } = route(&["MGET", "a", "b", "{a}x"]) else {
+        panic!("expected a split");
+    };
+    assert_eq!(merge, Merge::ArrayInKeyOrder);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0].slot, key_slot(b"a"));
+    assert_eq!(&parts[0].payload[..], b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$4\r\n{a}x\r\n");
+    assert_eq!(&parts[1].payload[..], b"*2\r\n$4\r\nMGET\r\n$1\r\nb\r\n");
+    assert_eq!(
+        places,
+        vec![
+            KeyPlace { part: 0, index: 0 },
+            KeyPlace { part: 1, index: 0 },
+            KeyPlace { part: 0, index: 1 },
+        ]
+    );
+}
+
+#[test]
+fn mset_keeps_values_with_their_keys() {
+    let Route::Split { merge, parts, .. } = route(&["MSET", "a", "1", "b", "2"]) else {
+        panic!("expected a split");
+    };
+    assert_eq!(merge, Merge::AllOk);
+    assert_eq!(&parts[0].payload[..], b"*3\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n1\r\n");
+    assert_eq!(&parts[1].payload[..], b"*3\r\n$4\r\nMSET\r\n$1\r\nb\r\n$1\r\n2\r\n");
+}
+
+#[test]
+fn counting_commands_are_summed() {
+    for name in ["DEL", "UNLINK", "EXISTS", "TOUCH"] {
+        let Route::Split { merge, parts, .. } = route(&[name, "a", "b"]) else {
+            panic!("expected a split for {name}");
+        };
+        assert_eq!(merge, Merge::SumIntegers);
+        assert_eq!(parts.len(), 2);
+    }
+}
+
+#[test]
+fn fan_out_local_and_stateful() {
+    assert_eq!(route(&["DBSIZE"]), Route::FanOut { merge: Merge::SumIntegers });
+    assert_eq!(route(&["FLUSHALL"]), Route::FanOut { merge: Merge::AllOk });
+    assert_eq!(route(&["PING"]), Route::Local);
+    assert_eq!(route(&["client", "setname", "x"]), Route::Local);
+    assert_eq!(route(&["MULTI"]), Route::Stateful(StatefulKind::Transaction));
+    assert_eq!(route(&["BLPOP", "a", "0"]), Route::Stateful(StatefulKind::Blocking));
+    assert_eq!(route(&["SUBSCRIBE", "c"]), Route::Stateful(StatefulKind::PubSub));
+}
+
+#[test]
+fn xread_blocks_only_with_block() {
+    assert_eq!(route(&["XREAD", "COUNT", "1", "STREAMS", "s", "0"]), Route::Single { slot: Some(key_slot(b"s")), write: false });
+    assert_eq!(route(&["XREAD", "BLOCK", "0", "STREAMS", "s", "0"]), Route::Stateful(StatefulKind::Blocking));
+    // A stream named "block" is a key, not the option.
+    assert!(matches!(route(&["XREAD", "STREAMS", "block", "0"]), Route::Single { .. }));
+}
+
+#[test]
+fn errors_use_redis_wording() {
+    assert_eq!(
+        error_text(route(&["NOSUCH", "a", "b"])),
+        "-ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' \r\n"
+    );
+    assert_eq!(error_text(route(&["GET"])), "-ERR wrong number of arguments for 'get' command\r\n");
+    let refused = error_text(route(&["MONITOR"]));
+    assert!(refused.starts_with("-ERR unsupported command 'MONITOR' in proxy"), "{refused}");
+    let cluster = error_text(route(&["CLUSTER", "SETSLOT", "1", "STABLE"]));
+    assert!(cluster.starts_with("-ERR unsupported command 'CLUSTER' in proxy"), "{cluster}");
+}

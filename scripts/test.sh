@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The one command that checks everything: scripts/test.sh [STEP...]
+#
+# With no arguments every step in STEPS runs in order; with arguments only those run
+# (e.g. `scripts/test.sh fmt clippy`). CI calls this script through .ci/run.
+# To add a step: write a `step_NAME` function below and add NAME to STEPS.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+STEPS=(deps fmt clippy build test)
+
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
+
+# sudo only when not root (CI and dev machines run as root; a laptop may not).
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo)
+fi
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        "${SUDO[@]}" apt-get update
+        APT_UPDATED=1
+    fi
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+}
+
+have() {
+    command -v "$1" >/dev/null 2>&1
+}
+
+# Redis binaries for the end-to-end suites (tests/) and benchmarks.
+step_deps() {
+    if have redis-server && have redis-cli && have redis-benchmark; then
+        echo "redis: $(redis-server --version)"
+    else
+        apt_install redis-server redis-tools
+        # The package may start the distro service on 6379; tests start their own nodes.
+        "${SUDO[@]}" service redis-server stop >/dev/null 2>&1 || true
+        echo "redis installed: $(redis-server --version)"
+    fi
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        echo "cargo fmt and cargo clippy are required (rustup component add rustfmt clippy)" >&2
+        return 1
+    fi
+}
+
+step_fmt() {
+    cargo fmt --all -- --check
+}
+
+step_clippy() {
+    cargo clippy --workspace --all-targets -- -D warnings
+}
+
+# The end-to-end suites run the real binaries from target/debug, so build them first.
+step_build() {
+    cargo build --workspace --bins
+}
+
+step_test() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace --no-fail-fast
+        # nextest does not run doctests.
+        cargo test --workspace --doc
+    else
+        cargo test --workspace --no-fail-fast
+    fi
+}
+
+run_step() {
+    local name="$1" start
+    if ! declare -F "step_$name" >/dev/null; then
+        echo "unknown step '$name' (known: ${STEPS[*]})" >&2
+        exit 2
+    fi
+    echo
+    echo "==> [$name] $(date +%H:%M:%S)"
+    start=$SECONDS
+    "step_$name"
+    echo "<== [$name] ok in $((SECONDS - start))s"
+}
+
+main() {
+    local steps=("$@")
+    if [ "${#steps[@]}" -eq 0 ]; then
+        steps=("${STEPS[@]}")
+    fi
+    for step in "${steps[@]}"; do
+        run_step "$step"
+    done
+    echo
+    echo "all steps passed: ${steps[*]}"
+}
+
+main "$@"
