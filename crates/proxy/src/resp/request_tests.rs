@@ -131,3 +131,33 @@ fn encode_command_round_trips() {
     assert_eq!(&request.bytes()[..], b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$0\r\n\r\n");
     assert_eq!(args(&request), v(&["MGET", "a", ""]));
 }
+
+#[test]
+fn arbitrary_bytes_never_stall_or_panic_the_decoder() {
+    // A deterministic xorshift stream of inputs biased towards RESP-looking bytes.
+    let alphabet = b"*$+-:\r\n0123456789-\"' \\x\x00abcGETSET";
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let limits = Limits {
+        max_request_bytes: 4096,
+        max_array_len: 64,
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 48) as usize;
+        let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        let mut buf = BytesMut::from(&input[..]);
+        let mut decoder = RequestDecoder::new(limits);
+        // Every successful decode consumes bytes, so this many rounds always suffice.
+        for _ in 0..=input.len() {
+            match decoder.decode(&mut buf) {
+                Ok(Some(request)) => assert!(request.argc() > 0),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}

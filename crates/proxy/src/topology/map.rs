@@ -102,7 +102,7 @@ impl SlotMap {
             let fields = as_array(shard).ok_or_else(|| bad("shard is not an array"))?;
             let slots = field(fields, "slots").and_then(as_array).ok_or_else(|| bad("no slots"))?;
             let bounds: Vec<i64> = slots.iter().filter_map(as_integer).collect();
-            if bounds.len() != slots.len() || bounds.len() % 2 != 0 {
+            if bounds.len() != slots.len() || !bounds.len().is_multiple_of(2) {
                 return Err(bad("slots is not a list of start/end pairs"));
             }
             let ranges = bounds
