@@ -131,3 +131,41 @@ fn failed_over_master_is_replaced_by_its_replica() {
         assert_eq!(got.as_deref(), Some("v"), "{key} lost in failover");
     }
 }
+
+#[test]
+fn paused_node_costs_only_its_own_requests_bounded_by_command_timeout() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(
+        &cluster,
+        ProxyOptions {
+            extra_toml: "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\ncommand_timeout = \"500ms\"\n".to_string(),
+            ..ProxyOptions::default()
+        },
+    );
+    let mut con = proxy.client();
+    let stuck_key = "{pause}:a";
+    let paused = cluster.node_for_key(stuck_key);
+    let other_key = (0..100)
+        .map(|i| format!("{{free{i}}}:b"))
+        .find(|k| cluster.node_for_key(k) != paused)
+        .expect("a key on another master");
+    cluster.pause(&paused);
+    let started = Instant::now();
+    let stuck = redis::cmd("GET").arg(stuck_key).query::<Option<String>>(&mut con);
+    let waited = started.elapsed();
+    let other = redis::cmd("SET").arg(&other_key).arg("1").query::<()>(&mut con);
+    cluster.resume(&paused);
+    let error = stuck.expect_err("a request to a paused node must time out");
+    assert!(error.to_string().contains("upstream timeout"), "{error}");
+    assert!(waited < Duration::from_secs(2), "timeout took {waited:?}");
+    other.expect("requests for other nodes keep working");
+    // After the node resumes, its connection was rebuilt and replies are not misattributed.
+    let recovered = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        redis::cmd("SET").arg(stuck_key).arg("x").query::<()>(&mut con).is_ok()
+    });
+    assert!(recovered);
+    let got: String = redis::cmd("GET").arg(stuck_key).query(&mut con).expect("GET after resume");
+    assert_eq!(got, "x");
+    let got: String = redis::cmd("GET").arg(&other_key).query(&mut con).expect("GET other after resume");
+    assert_eq!(got, "1");
+}

@@ -46,6 +46,8 @@ pub struct Shared {
     pub command_timeout: Duration,
     /// Whether reads may go to replicas (`upstream.read_from`).
     pub read_from: ReadFrom,
+    /// Refresh the topology at once on `MOVED` (`topology.refresh_on_moved`).
+    pub refresh_on_moved: bool,
     pub stats: Stats,
 }
 
@@ -273,6 +275,7 @@ impl Session {
         let Tag { seq, part } = upstream.tag;
         let topology = Arc::clone(&self.shared.topology);
         let retry_for = self.shared.command_timeout;
+        let refresh_on_moved = self.shared.refresh_on_moved;
         let Some(p) = self.pipeline.part_mut(seq, part) else {
             return;
         };
@@ -301,7 +304,9 @@ impl Session {
         match next {
             Redirect::Moved { addr, .. } => {
                 p.redirect = Some((addr.to_string(), false));
-                topology.request_refresh(Trigger::Moved);
+                if refresh_on_moved {
+                    topology.request_refresh(Trigger::Moved);
+                }
                 self.send(seq, part);
             }
             Redirect::Ask { addr, .. } => {
