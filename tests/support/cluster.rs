@@ -2,7 +2,7 @@
 //!
 //! Built natively, the way the ops tool builds one: SET-CONFIG-EPOCH and ADDSLOTSRANGE on the
 //! masters, MEET from the first node, REPLICATE once every node knows every other, then a wait
-//! until all views agree (see [`topology::check_settled`]).
+//! until all views agree (see [`Cluster::try_wait_state_ok`]).
 
 mod node;
 mod reshard;

@@ -40,9 +40,10 @@ pub async fn serve_plain(listener: TcpListener, shared: Arc<Shared>, max_clients
         stats.total_connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             let (reader, writer) = stream.into_split();
-            session::run(Arc::clone(&shared), reader, writer, peer).await;
+            session::run(Arc::clone(&shared), reader, writer, peer, stop).await;
             shared.stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
         });
     }

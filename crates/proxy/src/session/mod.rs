@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
 use crate::command::{CommandTable, Merge};
@@ -81,14 +81,17 @@ impl Stats {
 }
 
 /// Serves one client until it disconnects, sends `QUIT`, or breaks the protocol.
-pub async fn run<R, W>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr)
+///
+/// When `shutdown` turns true the session stops reading, writes the replies of every request it
+/// already read, and closes: a client never sees a truncated reply.
+pub async fn run<R, W>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr, shutdown: watch::Receiver<bool>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let id = shared.stats.next_client_id();
     let mut session = Session::new(shared, id, peer);
-    if let Err(error) = session.serve(reader, writer).await {
+    if let Err(error) = session.serve(reader, writer, shutdown).await {
         tracing::debug!(client = id, %peer, %error, "client connection ended with an error");
     }
 }
@@ -122,14 +125,14 @@ impl Session {
         }
     }
 
-    async fn serve<R, W>(&mut self, mut reader: R, mut writer: W) -> std::io::Result<()>
+    async fn serve<R, W>(&mut self, mut reader: R, mut writer: W, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let mut wbuf = BytesMut::with_capacity(16 * 1024);
-        let mut reading = true;
+        let mut reading = !*shutdown.borrow();
         let mut closing = false;
         loop {
             closing |= self.pipeline.release(&mut wbuf);
@@ -164,6 +167,10 @@ impl Session {
                 }
                 _ = sleep_until(next_retry.unwrap_or_else(Instant::now).into()), if next_retry.is_some() => {
                     self.resend_due();
+                }
+                changed = shutdown.changed(), if reading => {
+                    // A dropped sender means the server is going away too.
+                    reading = changed.is_ok() && !*shutdown.borrow();
                 }
             }
         }

@@ -1,0 +1,72 @@
+//! Start-up, `--check`, `--version` and graceful shutdown of the proxy process.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, Signal};
+
+#[test]
+fn sigterm_finishes_in_flight_replies_and_exits_zero() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut stream = TcpStream::connect(proxy.addr()).expect("connect");
+    let mut idle = TcpStream::connect(proxy.addr()).expect("connect idle client");
+    let count = 2_000;
+    let mut batch = Vec::new();
+    for i in 0..count {
+        batch.extend_from_slice(&redisforge_tests::resp_command(&[b"SET", format!("life:{i}").as_bytes(), b"v"]));
+    }
+    stream.write_all(&batch).expect("write pipeline");
+    // Let the proxy read the pipeline before the signal arrives.
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.signal(Signal::Term);
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 65536];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(received, b"+OK\r\n".repeat(count), "every request read before SIGTERM is answered, then EOF");
+    idle.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    assert_eq!(idle.read(&mut buf).expect("idle client gets EOF"), 0);
+    let status = proxy.wait_exit(Duration::from_secs(10)).expect("proxy exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+fn proxy_bin() -> std::path::PathBuf {
+    redisforge_tests::proxy::proxy_bin()
+}
+
+#[test]
+fn check_accepts_the_example_configs_and_names_bad_keys() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["config/redisforge.dev.toml", "config/redisforge.example.toml"] {
+        let out = Command::new(proxy_bin())
+            .args(["--config", &format!("{root}/{file}"), "--check"])
+            .env("REDIS_ACL_PASS", "x")
+            .output()
+            .expect("run --check");
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[listen]\nplain = \"127.0.0.1:1\"\n\n[upstream]\nseeds = [\"127.0.0.1:2\"]\nconnect_timeout = \"5\"\n")
+        .expect("write config");
+    let out = Command::new(proxy_bin()).args(["--config"]).arg(&bad).arg("--check").output().expect("run --check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("upstream.connect_timeout") && stderr.contains("line 6"), "{stderr}");
+}
+
+#[test]
+fn version_flag_prints_the_version() {
+    let out = Command::new(proxy_bin()).arg("--version").output().expect("run --version");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
