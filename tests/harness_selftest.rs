@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use redisforge_tests::{
-    Cluster, ClusterOptions, Proxy, ProxyOptions, Signal, SlotRange, raw_roundtrip_until,
-    reserve_port, resp_command, wait_until,
+    Cluster, ClusterOptions, Proxy, ProxyOptions, Signal, SlotRange, raw_roundtrip_until, reserve_port, resp_command,
+    wait_until,
 };
 
 fn pid_alive(pid: u32) -> bool {
@@ -22,10 +22,7 @@ fn assert_full_coverage(ranges: &[SlotRange]) {
             covered[usize::from(slot)] = true;
         }
     }
-    assert!(
-        covered.iter().all(|c| *c),
-        "not every slot is covered: {ranges:?}"
-    );
+    assert!(covered.iter().all(|c| *c), "not every slot is covered: {ranges:?}");
 }
 
 #[test]
@@ -48,28 +45,15 @@ fn own_cluster_routes_keys_fails_over_and_leaves_no_process() {
         let owner = cluster.node_for_key(&key);
         owners.insert(owner.clone());
         let mut con = cluster.client(&owner);
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg(i)
-            .query(&mut con)
-            .expect("SET on owner");
-        let got: i64 = redis::cmd("GET")
-            .arg(&key)
-            .query(&mut con)
-            .expect("GET on owner");
+        let _: () = redis::cmd("SET").arg(&key).arg(i).query(&mut con).expect("SET on owner");
+        let got: i64 = redis::cmd("GET").arg(&key).query(&mut con).expect("GET on owner");
         assert_eq!(got, i);
-        let other = masters
-            .iter()
-            .find(|m| **m != owner)
-            .expect("another master");
+        let other = masters.iter().find(|m| **m != owner).expect("another master");
         let moved = redis::cmd("GET")
             .arg(&key)
             .query::<Option<String>>(&mut cluster.client(other))
             .expect_err("non-owner redirects");
-        assert!(
-            moved.to_string().to_lowercase().contains("moved"),
-            "{moved}"
-        );
+        assert!(moved.to_string().to_lowercase().contains("moved"), "{moved}");
     }
     assert_eq!(owners.len(), 3, "30 keys should spread over all masters");
 
@@ -79,28 +63,18 @@ fn own_cluster_routes_keys_fails_over_and_leaves_no_process() {
     assert_eq!(replica.len(), 1, "replicas of {victim}: {replica:?}");
     let replica = &replica[0];
     // Let the replica acknowledge the writes before the master dies.
-    let _: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(2000)
-        .query(&mut cluster.client(&victim))
-        .expect("WAIT for replica");
+    let _: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut cluster.client(&victim)).expect("WAIT for replica");
     let killed_at = Instant::now();
     cluster.kill(&victim);
     let promoted = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         cluster.role(replica).as_deref() == Some("master")
     });
-    assert!(
-        promoted,
-        "{replica} not promoted after 10 s\n{}",
-        cluster.log_tails(10)
-    );
+    assert!(promoted, "{replica} not promoted after 10 s\n{}", cluster.log_tails(10));
     eprintln!("failover took {:?}", killed_at.elapsed());
     cluster.wait_state_ok();
     assert_eq!(cluster.node_for_key("selftest:0"), *replica);
-    let got: i64 = redis::cmd("GET")
-        .arg("selftest:0")
-        .query(&mut cluster.client(replica))
-        .expect("GET on promoted replica");
+    let got: i64 =
+        redis::cmd("GET").arg("selftest:0").query(&mut cluster.client(replica)).expect("GET on promoted replica");
     assert_eq!(got, 0);
 
     // The old master comes back as a replica of the new one.
@@ -121,19 +95,12 @@ fn own_cluster_routes_keys_fails_over_and_leaves_no_process() {
 #[test]
 fn shared_cluster_serves_reads_and_writes() {
     let cluster = Cluster::shared();
-    assert!(
-        std::ptr::eq(cluster, Cluster::shared()),
-        "one cluster per binary"
-    );
+    assert!(std::ptr::eq(cluster, Cluster::shared()), "one cluster per binary");
     assert_eq!(cluster.masters().len(), 3);
     for i in 0..10 {
         let key = format!("shared:{}:{i}", std::process::id());
         let mut con = cluster.client(&cluster.node_for_key(&key));
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg("v")
-            .query(&mut con)
-            .expect("SET");
+        let _: () = redis::cmd("SET").arg(&key).arg("v").query(&mut con).expect("SET");
         let got: String = redis::cmd("GET").arg(&key).query(&mut con).expect("GET");
         assert_eq!(got, "v");
     }
@@ -150,11 +117,7 @@ fn slot_migration_moves_keys_and_ownership() {
     let key = "{migrate}:a";
     let slot = cluster.slot_for_key(key);
     let from = cluster.node_for_slot(slot);
-    let to = cluster
-        .masters()
-        .into_iter()
-        .find(|m| *m != from)
-        .expect("a second master");
+    let to = cluster.masters().into_iter().find(|m| *m != from).expect("a second master");
     let mut con = cluster.client(&from);
     for suffix in ["a", "b", "c"] {
         let _: () = redis::cmd("SET")
@@ -168,10 +131,7 @@ fn slot_migration_moves_keys_and_ownership() {
     cluster.migrate_slot(slot, &from, &to);
     cluster.wait_state_ok();
     assert_eq!(cluster.node_for_key(key), to);
-    let got: String = redis::cmd("GET")
-        .arg(key)
-        .query(&mut cluster.client(&to))
-        .expect("GET on new owner");
+    let got: String = redis::cmd("GET").arg(key).query(&mut cluster.client(&to)).expect("GET on new owner");
     assert_eq!(got, "a");
     let keys: i64 = redis::cmd("CLUSTER")
         .arg("COUNTKEYSINSLOT")
@@ -183,17 +143,10 @@ fn slot_migration_moves_keys_and_ownership() {
 
 #[test]
 fn pause_and_resume_keep_the_node() {
-    let cluster = Cluster::start(ClusterOptions {
-        masters: 3,
-        replicas_per_master: 0,
-        ..ClusterOptions::default()
-    });
+    let cluster = Cluster::start(ClusterOptions { masters: 3, replicas_per_master: 0, ..ClusterOptions::default() });
     let node = cluster.masters()[0].clone();
     cluster.pause(&node);
-    assert!(
-        cluster.role(&node).is_none(),
-        "a paused node answers nothing"
-    );
+    assert!(cluster.role(&node).is_none(), "a paused node answers nothing");
     cluster.resume(&node);
     cluster.wait_state_ok();
     assert_eq!(cluster.role(&node).as_deref(), Some("master"));
@@ -248,14 +201,8 @@ fn proxy_harness_writes_config_waits_and_signals() {
         },
     );
     let config = proxy.config();
-    assert!(
-        config.contains(r#"seeds = ["127.0.0.1:1", "127.0.0.1:2"]"#),
-        "{config}"
-    );
-    assert!(
-        config.contains("password_env = \"REDISFORGE_TEST_UPSTREAM_PASS\""),
-        "{config}"
-    );
+    assert!(config.contains(r#"seeds = ["127.0.0.1:1", "127.0.0.1:2"]"#), "{config}");
+    assert!(config.contains("password_env = \"REDISFORGE_TEST_UPSTREAM_PASS\""), "{config}");
     assert_eq!(config.matches("[log]").count(), 1, "{config}");
     assert_eq!(config.matches("[listen]").count(), 1, "{config}");
     assert!(config.contains("format = \"json\""), "{config}");
@@ -267,20 +214,15 @@ fn proxy_harness_writes_config_waits_and_signals() {
     let mut con = proxy.client();
     let pong: String = redis::cmd("PING").query(&mut con).expect("PING");
     assert_eq!(pong, "PONG");
-    let raw = raw_roundtrip_until(
-        &proxy.addr(),
-        &resp_command(&[b"ECHO", b"hi"]),
-        Duration::from_secs(5),
-        |b| b.ends_with(b"hi\r\n"),
-    );
+    let raw = raw_roundtrip_until(&proxy.addr(), &resp_command(&[b"ECHO", b"hi"]), Duration::from_secs(5), |b| {
+        b.ends_with(b"hi\r\n")
+    });
     assert_eq!(raw, b"$2\r\nhi\r\n");
     let log = proxy.log();
     assert!(log.contains("upstream pass: pw, extra: yes"), "{log}");
 
     proxy.signal(Signal::Term);
-    let status = proxy
-        .wait_exit(Duration::from_secs(10))
-        .expect("exits on SIGTERM");
+    let status = proxy.wait_exit(Duration::from_secs(10)).expect("exits on SIGTERM");
     assert!(status.success(), "{status}");
     let pid = proxy.pid();
     drop(proxy);
@@ -291,31 +233,13 @@ fn proxy_harness_writes_config_waits_and_signals() {
 fn proxy_harness_reports_a_binary_that_exits() {
     let tools = tempfile::tempdir().expect("tempdir");
     let bin = tools.path().join("fails");
-    std::fs::write(
-        &bin,
-        "#!/bin/sh\necho 'bad key: upstream.seeds' >&2\nexit 1\n",
-    )
-    .expect("write");
+    std::fs::write(&bin, "#!/bin/sh\necho 'bad key: upstream.seeds' >&2\nexit 1\n").expect("write");
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let proxy = Proxy::spawn_with_seeds(
-        &[],
-        None,
-        ProxyOptions {
-            bin: Some(bin),
-            ..ProxyOptions::default()
-        },
-    );
-    let err = proxy
-        .wait_ready(Duration::from_secs(10))
-        .expect_err("an exiting binary is not ready");
+    let proxy = Proxy::spawn_with_seeds(&[], None, ProxyOptions { bin: Some(bin), ..ProxyOptions::default() });
+    let err = proxy.wait_ready(Duration::from_secs(10)).expect_err("an exiting binary is not ready");
     assert!(err.contains("bad key: upstream.seeds"), "{err}");
-    assert_eq!(
-        proxy
-            .wait_exit(Duration::from_secs(1))
-            .and_then(|s| s.code()),
-        Some(1)
-    );
+    assert_eq!(proxy.wait_exit(Duration::from_secs(1)).and_then(|s| s.code()), Some(1));
 }

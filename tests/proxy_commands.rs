@@ -69,7 +69,10 @@ fn multi_key_commands_across_slots_are_split_and_merged() {
         }
     }
     assert_eq!(con.exists::<_, i64>(&asked).expect("EXISTS"), 50);
-    assert_eq!(raw(&mut con, &["TOUCH", "cmd:split:1", "cmd:split:2", "cmd:split:absent"]).expect("TOUCH"), Value::Int(2));
+    assert_eq!(
+        raw(&mut con, &["TOUCH", "cmd:split:1", "cmd:split:2", "cmd:split:absent"]).expect("TOUCH"),
+        Value::Int(2)
+    );
     assert_eq!(con.unlink::<_, i64>(&keys[..10]).expect("UNLINK"), 10);
     assert_eq!(con.del::<_, i64>(&asked).expect("DEL"), 40);
     assert_eq!(con.exists::<_, i64>(&asked).expect("EXISTS after DEL"), 0);
@@ -118,10 +121,8 @@ fn commands_answered_by_the_proxy() {
     assert_eq!(time.len(), 2);
     let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut con).expect("COMMAND COUNT");
     assert!(count > 200, "{count}");
-    let keys: Vec<String> = redis::cmd("COMMAND")
-        .arg(&["GETKEYS", "MSET", "a", "1", "b", "2"])
-        .query(&mut con)
-        .expect("COMMAND GETKEYS");
+    let keys: Vec<String> =
+        redis::cmd("COMMAND").arg(&["GETKEYS", "MSET", "a", "1", "b", "2"]).query(&mut con).expect("COMMAND GETKEYS");
     assert_eq!(keys, ["a", "b"]);
 }
 
@@ -154,7 +155,9 @@ fn errors_use_redis_wording_and_keep_the_connection() {
     assert!(unknown.contains("unknown command 'NOSUCHCMD', with args beginning with: 'a'"), "{unknown}");
     let arity = err_text(raw(&mut con, &["GET"]));
     assert!(arity.contains("wrong number of arguments for 'get' command"), "{arity}");
-    for refused in [&["MONITOR"][..], &["SHUTDOWN"], &["CLUSTER", "SETSLOT", "1", "STABLE"], &["CONFIG", "SET", "maxmemory", "1"]] {
+    for refused in
+        [&["MONITOR"][..], &["SHUTDOWN"], &["CLUSTER", "SETSLOT", "1", "STABLE"], &["CONFIG", "SET", "maxmemory", "1"]]
+    {
         let text = err_text(raw(&mut con, refused));
         assert!(text.contains("unsupported command") && text.contains("in proxy"), "{refused:?}: {text}");
     }
@@ -207,10 +210,7 @@ fn ten_thousand_pipelined_mixed_commands_come_back_in_order() {
 #[test]
 fn quit_replies_ok_then_closes() {
     let proxy = proxy();
-    let reply = redisforge_tests::raw_roundtrip(
-        &proxy.addr(),
-        b"PING\r\nQUIT\r\nPING\r\n",
-        std::time::Duration::from_secs(5),
-    );
+    let reply =
+        redisforge_tests::raw_roundtrip(&proxy.addr(), b"PING\r\nQUIT\r\nPING\r\n", std::time::Duration::from_secs(5));
     assert_eq!(reply, b"+PONG\r\n+OK\r\n");
 }

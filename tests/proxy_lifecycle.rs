@@ -56,8 +56,11 @@ fn check_accepts_the_example_configs_and_names_bad_keys() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[listen]\nplain = \"127.0.0.1:1\"\n\n[upstream]\nseeds = [\"127.0.0.1:2\"]\nconnect_timeout = \"5\"\n")
-        .expect("write config");
+    std::fs::write(
+        &bad,
+        "[listen]\nplain = \"127.0.0.1:1\"\n\n[upstream]\nseeds = [\"127.0.0.1:2\"]\nconnect_timeout = \"5\"\n",
+    )
+    .expect("write config");
     let out = Command::new(proxy_bin()).args(["--config"]).arg(&bad).arg("--check").output().expect("run --check");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));

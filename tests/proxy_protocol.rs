@@ -51,11 +51,7 @@ fn huge_bulk_lengths_are_refused_without_buffering() {
 #[test]
 fn inline_commands_work_like_redis() {
     let proxy = proxy();
-    let reply = raw_roundtrip(
-        &proxy.addr(),
-        b"SET proto:inline \"a b\"\r\nGET proto:inline\r\n\r\nQUIT\r\n",
-        WAIT,
-    );
+    let reply = raw_roundtrip(&proxy.addr(), b"SET proto:inline \"a b\"\r\nGET proto:inline\r\n\r\nQUIT\r\n", WAIT);
     assert_eq!(reply, b"+OK\r\n$3\r\na b\r\n+OK\r\n");
 }
 

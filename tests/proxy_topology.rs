@@ -15,7 +15,13 @@ fn tagged_keys(tag: &str, n: usize) -> Vec<String> {
 
 /// Writes and reads `keys` through the proxy in a loop until `stop`, counting operations and
 /// recording every error with the operation that got it.
-fn spawn_client(proxy: &Proxy, keys: Vec<String>, stop: Arc<AtomicBool>, ops: Arc<AtomicUsize>, errors: Arc<Mutex<Vec<String>>>) -> thread::JoinHandle<()> {
+fn spawn_client(
+    proxy: &Proxy,
+    keys: Vec<String>,
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicUsize>,
+    errors: Arc<Mutex<Vec<String>>>,
+) -> thread::JoinHandle<()> {
     let mut con = proxy.client();
     thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -65,7 +71,9 @@ fn slot_migrated_live_costs_the_client_no_errors() {
     }
     cluster.finish_slot_migration(slot, &from, &to);
     let after = ops.load(Ordering::Relaxed);
-    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(20), || ops.load(Ordering::Relaxed) > after + 2000));
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || ops.load(Ordering::Relaxed) > after + 2000)
+    );
     stop.store(true, Ordering::Relaxed);
     client.join().expect("client thread");
 

@@ -31,9 +31,10 @@ fn wrong_upstream_password_is_reported_without_the_password() {
         Some(&("proxyuser".to_string(), "wrong-pass".to_string())),
         ProxyOptions::default(),
     );
-    let ready = redisforge_tests::wait_until(std::time::Duration::from_secs(10), std::time::Duration::from_millis(100), || {
-        proxy.log().contains("WRONGPASS")
-    });
+    let ready =
+        redisforge_tests::wait_until(std::time::Duration::from_secs(10), std::time::Duration::from_millis(100), || {
+            proxy.log().contains("WRONGPASS")
+        });
     let log = proxy.log();
     assert!(ready, "the login failure should be logged: {log}");
     assert!(!log.contains("wrong-pass"), "the password must never be logged");

@@ -43,12 +43,7 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions {
-            masters: 3,
-            replicas_per_master: 1,
-            acl_user: None,
-            extra_config: Vec::new(),
-        }
+        ClusterOptions { masters: 3, replicas_per_master: 1, acl_user: None, extra_config: Vec::new() }
     }
 }
 
@@ -71,10 +66,8 @@ impl Cluster {
     /// the tail of every node's log.
     pub fn start(opts: ClusterOptions) -> Cluster {
         assert!(opts.masters >= 1, "a cluster needs at least one master");
-        let dir = tempfile::Builder::new()
-            .prefix("redisforge-cluster-")
-            .tempdir()
-            .expect("create the cluster temp dir");
+        let dir =
+            tempfile::Builder::new().prefix("redisforge-cluster-").tempdir().expect("create the cluster temp dir");
         let pid_file = dir.path().join("pids");
         process::write_pid_file(&pid_file, []);
         let cluster = Cluster {
@@ -188,8 +181,7 @@ impl Cluster {
     /// # Panics
     /// When the node does not accept the connection.
     pub fn client(&self, addr: &str) -> Connection {
-        connect(addr, self.acl_user.as_ref(), CLIENT_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to node {addr}: {e}"))
+        connect(addr, self.acl_user.as_ref(), CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("connect to node {addr}: {e}"))
     }
 
     /// SIGKILLs a node and reaps it.
@@ -224,9 +216,7 @@ impl Cluster {
     /// After 30 s, with the reason and every node's log tail.
     pub fn wait_state_ok(&self) {
         if let Err(why) = self.try_wait_state_ok(SETTLE_TIMEOUT) {
-            self.fail(&format!(
-                "cluster did not settle within {SETTLE_TIMEOUT:?}: {why}"
-            ));
+            self.fail(&format!("cluster did not settle within {SETTLE_TIMEOUT:?}: {why}"));
         }
     }
 
@@ -243,19 +233,12 @@ impl Cluster {
         nodes.iter_mut().for_each(Node::kill);
         self.write_pids(&nodes);
         drop(nodes);
-        self.watchdog
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Every node's log tail, for failure messages in tests.
     pub fn log_tails(&self, lines: usize) -> String {
-        self.lock()
-            .iter()
-            .map(|n| n.log_tail(lines))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.lock().iter().map(|n| n.log_tail(lines)).collect::<Vec<_>>().join("\n")
     }
 
     fn create(&self, masters: usize, replicas_per_master: usize) {
@@ -284,9 +267,8 @@ impl Cluster {
         }
         let everyone_known = crate::wait_until(SETTLE_TIMEOUT, Duration::from_millis(50), || {
             addrs.iter().all(|a| {
-                topology::View::fetch(a, self.acl_user.as_ref()).is_ok_and(|v| {
-                    v.lines.len() == addrs.len() && v.lines.iter().all(|l| !l.is_unsettled())
-                })
+                topology::View::fetch(a, self.acl_user.as_ref())
+                    .is_ok_and(|v| v.lines.len() == addrs.len() && v.lines.iter().all(|l| !l.is_unsettled()))
             })
         });
         if !everyone_known {
@@ -298,9 +280,7 @@ impl Cluster {
             self.admin::<()>(&mut con, addr, &["CLUSTER", "REPLICATE", master_id]);
         }
         if let Err(why) = self.wait_settled(SETTLE_TIMEOUT, Some(replicas_per_master)) {
-            self.fail(&format!(
-                "new cluster did not settle within {SETTLE_TIMEOUT:?}: {why}"
-            ));
+            self.fail(&format!("new cluster did not settle within {SETTLE_TIMEOUT:?}: {why}"));
         }
     }
 
@@ -321,12 +301,7 @@ impl Cluster {
     }
 
     /// Runs an admin command that must succeed.
-    fn admin<T: redis::FromRedisValue>(
-        &self,
-        con: &mut Connection,
-        addr: &str,
-        args: &[&str],
-    ) -> T {
+    fn admin<T: redis::FromRedisValue>(&self, con: &mut Connection, addr: &str, args: &[&str]) -> T {
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
             cmd.arg(*a);
@@ -342,18 +317,11 @@ impl Cluster {
     }
 
     fn live_with_role(&self, role: &str) -> Vec<String> {
-        self.live_nodes()
-            .into_iter()
-            .filter(|a| self.role(a).as_deref() == Some(role))
-            .collect()
+        self.live_nodes().into_iter().filter(|a| self.role(a).as_deref() == Some(role)).collect()
     }
 
     fn nodes_in(&self, state: NodeState) -> Vec<String> {
-        self.lock()
-            .iter()
-            .filter(|n| n.state == state)
-            .map(Node::addr)
-            .collect()
+        self.lock().iter().filter(|n| n.state == state).map(Node::addr).collect()
     }
 
     fn with_node<T>(&self, addr: &str, f: impl FnOnce(&mut Node) -> T) -> T {
@@ -361,11 +329,7 @@ impl Cluster {
     }
 
     fn node_config(&self) -> NodeConfig<'_> {
-        NodeConfig {
-            root: self.dir.path(),
-            acl_user: self.acl_user.as_ref(),
-            extra_config: &self.extra_config,
-        }
+        NodeConfig { root: self.dir.path(), acl_user: self.acl_user.as_ref(), extra_config: &self.extra_config }
     }
 
     fn write_pids(&self, nodes: &[Node]) {
@@ -385,8 +349,5 @@ impl Drop for Cluster {
 }
 
 fn find<'a>(nodes: &'a mut [Node], addr: &str) -> &'a mut Node {
-    nodes
-        .iter_mut()
-        .find(|n| n.addr() == addr)
-        .unwrap_or_else(|| panic!("{addr} is not a node of this cluster"))
+    nodes.iter_mut().find(|n| n.addr() == addr).unwrap_or_else(|| panic!("{addr} is not a node of this cluster"))
 }

@@ -83,14 +83,10 @@ pub fn raw_roundtrip_until(
         .expect("raw_roundtrip: address resolves")
         .next()
         .expect("raw_roundtrip: address has at least one socket address");
-    let mut stream = TcpStream::connect_timeout(&sock, timeout)
-        .unwrap_or_else(|e| panic!("raw_roundtrip: connect to {addr}: {e}"));
-    stream
-        .set_write_timeout(Some(timeout))
-        .expect("raw_roundtrip: set write timeout");
-    stream
-        .write_all(bytes)
-        .unwrap_or_else(|e| panic!("raw_roundtrip: write to {addr}: {e}"));
+    let mut stream =
+        TcpStream::connect_timeout(&sock, timeout).unwrap_or_else(|e| panic!("raw_roundtrip: connect to {addr}: {e}"));
+    stream.set_write_timeout(Some(timeout)).expect("raw_roundtrip: set write timeout");
+    stream.write_all(bytes).unwrap_or_else(|e| panic!("raw_roundtrip: write to {addr}: {e}"));
     let mut received = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     // Each read is bounded by the time left, and the loop by the deadline.
@@ -99,9 +95,7 @@ pub fn raw_roundtrip_until(
         if left.is_zero() {
             break;
         }
-        stream
-            .set_read_timeout(Some(left))
-            .expect("raw_roundtrip: set read timeout");
+        stream.set_read_timeout(Some(left)).expect("raw_roundtrip: set read timeout");
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => received.extend_from_slice(&buf[..n]),
@@ -139,9 +133,6 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> (u16, String) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("GET {path} on {addr}: no HTTP status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }

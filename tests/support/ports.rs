@@ -53,12 +53,7 @@ pub fn reserve_port() -> PortGuard {
     for _ in 0..SPAN {
         let port = next_candidate();
         let path = dir.join(format!("{port}.lock"));
-        let Ok(file) = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-        else {
+        let Ok(file) = OpenOptions::new().create(true).truncate(false).write(true).open(&path) else {
             continue;
         };
         if file.try_lock().is_err() {
@@ -68,10 +63,7 @@ pub fn reserve_port() -> PortGuard {
             return PortGuard { port, _lock: file };
         }
     }
-    panic!(
-        "no free port pair in {BASE}..{} (and +{BUS_OFFSET})",
-        BASE + SPAN
-    );
+    panic!("no free port pair in {BASE}..{} (and +{BUS_OFFSET})", BASE + SPAN);
 }
 
 /// Reserves a port for the rest of this process's life and returns its number.
@@ -93,8 +85,7 @@ fn lock_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join("redisforge-ports");
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("create port lock dir {}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create port lock dir {}: {e}", dir.display()));
         dir
     })
     .clone()

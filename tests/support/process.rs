@@ -56,14 +56,7 @@ pub fn send_signal(pid: u32, sig: Signal) -> io::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "kill -s {} {pid}: {status}",
-            sig.name()
-        )))
-    }
+    if status.success() { Ok(()) } else { Err(io::Error::other(format!("kill -s {} {pid}: {status}", sig.name()))) }
 }
 
 /// SIGKILLs `child` (waking it first if stopped does not matter for SIGKILL) and reaps it.

@@ -74,11 +74,7 @@ impl Proxy {
     ///
     /// # Panics
     /// As [`Proxy::start`].
-    pub fn start_with_seeds(
-        seeds: &[String],
-        acl_user: Option<&(String, String)>,
-        opts: ProxyOptions,
-    ) -> Proxy {
+    pub fn start_with_seeds(seeds: &[String], acl_user: Option<&(String, String)>, opts: ProxyOptions) -> Proxy {
         let proxy = Proxy::spawn_with_seeds(seeds, acl_user, opts);
         if let Err(why) = proxy.wait_ready(READY_TIMEOUT) {
             panic!("{why}");
@@ -95,37 +91,18 @@ impl Proxy {
     ///
     /// # Panics
     /// When the binary cannot be started.
-    pub fn spawn_with_seeds(
-        seeds: &[String],
-        acl_user: Option<&(String, String)>,
-        opts: ProxyOptions,
-    ) -> Proxy {
-        let dir = tempfile::Builder::new()
-            .prefix("redisforge-proxy-")
-            .tempdir()
-            .expect("create the proxy temp dir");
+    pub fn spawn_with_seeds(seeds: &[String], acl_user: Option<&(String, String)>, opts: ProxyOptions) -> Proxy {
+        let dir = tempfile::Builder::new().prefix("redisforge-proxy-").tempdir().expect("create the proxy temp dir");
         let (plain, metrics) = (reserve_port(), reserve_port());
         let tls = opts.extra_toml.contains("@TLS@").then(reserve_port);
         let upstream_auth = acl_user
-            .map(|(user, _)| {
-                format!("user = \"{user}\"\npassword_env = \"{UPSTREAM_PASSWORD_ENV}\"")
-            })
+            .map(|(user, _)| format!("user = \"{user}\"\npassword_env = \"{UPSTREAM_PASSWORD_ENV}\""))
             .unwrap_or_default();
-        let seeds_toml = format!(
-            "[{}]",
-            seeds
-                .iter()
-                .map(|s| format!("\"{s}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let seeds_toml = format!("[{}]", seeds.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "));
         let config_text = merge_config(&opts.extra_toml)
             .replace("@PLAIN@", &plain.addr())
             .replace("@METRICS@", &metrics.addr())
-            .replace(
-                "@TLS@",
-                &tls.as_ref().map(PortGuard::addr).unwrap_or_default(),
-            )
+            .replace("@TLS@", &tls.as_ref().map(PortGuard::addr).unwrap_or_default())
             .replace("@SEEDS@", &seeds_toml)
             .replace("@UPSTREAM_AUTH@", &upstream_auth)
             .replace("@DIR@", &dir.path().display().to_string());
@@ -148,26 +125,13 @@ impl Proxy {
         }
         cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!(
-                "spawn {}: {e} (run `cargo build -p redisforge-proxy` or set REDISFORGE_PROXY_BIN)",
-                bin.display()
-            )
+            panic!("spawn {}: {e} (run `cargo build -p redisforge-proxy` or set REDISFORGE_PROXY_BIN)", bin.display())
         });
         let pid = child.id();
         let pid_file = dir.path().join("pids");
         process::write_pid_file(&pid_file, [pid]);
         let watchdog = Watchdog::spawn(&pid_file, Some(dir.path()));
-        Proxy {
-            child: Mutex::new(child),
-            pid,
-            plain,
-            metrics,
-            tls,
-            config_text,
-            log_path,
-            _watchdog: watchdog,
-            dir,
-        }
+        Proxy { child: Mutex::new(child), pid, plain, metrics, tls, config_text, log_path, _watchdog: watchdog, dir }
     }
 
     /// Waits until the proxy answers PING on its plain listener (`+PONG`, or `-NOAUTH` when it
@@ -188,17 +152,10 @@ impl Proxy {
                 exited = Some(status);
                 return true;
             }
-            if plain {
-                answers_ping(&target)
-            } else {
-                TcpStream::connect(&target).is_ok()
-            }
+            if plain { answers_ping(&target) } else { TcpStream::connect(&target).is_ok() }
         });
         match exited {
-            Some(status) => Err(format!(
-                "redisforge-proxy exited during start ({status}):\n{}",
-                self.log_tail(40)
-            )),
+            Some(status) => Err(format!("redisforge-proxy exited during start ({status}):\n{}", self.log_tail(40))),
             None if ready => Ok(()),
             None => Err(format!(
                 "redisforge-proxy did not get ready on {target} within {timeout:?}:\n{}",
@@ -247,13 +204,8 @@ impl Proxy {
     /// # Panics
     /// When the connection fails.
     pub fn client(&self) -> Connection {
-        connect(&self.addr(), None, CLIENT_TIMEOUT).unwrap_or_else(|e| {
-            panic!(
-                "connect to proxy {}: {e}\n{}",
-                self.addr(),
-                self.log_tail(20)
-            )
-        })
+        connect(&self.addr(), None, CLIENT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to proxy {}: {e}\n{}", self.addr(), self.log_tail(20)))
     }
 
     /// A plain client that authenticates as `user`.
@@ -283,8 +235,7 @@ impl Proxy {
     /// # Panics
     /// When the signal cannot be delivered (the process is gone).
     pub fn signal(&self, sig: Signal) {
-        process::send_signal(self.pid, sig)
-            .unwrap_or_else(|e| panic!("signal {sig:?} to proxy {}: {e}", self.pid));
+        process::send_signal(self.pid, sig).unwrap_or_else(|e| panic!("signal {sig:?} to proxy {}: {e}", self.pid));
     }
 
     /// SIGKILLs the proxy and reaps it.
@@ -299,9 +250,7 @@ impl Proxy {
 
     /// Everything the proxy has written to stdout and stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// The last `lines` lines of the log, for failure messages.
@@ -327,10 +276,7 @@ pub fn proxy_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("path of the running test binary");
     // target/debug/deps/<test> → target/debug/redisforge-proxy
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
     profile_dir.join("redisforge-proxy")
 }
 
@@ -380,10 +326,8 @@ fn split_sections(text: &str) -> (String, Vec<(String, String)>) {
     let mut chunks: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
         let trimmed = line.split('#').next().unwrap_or_default().trim();
-        let header = trimmed
-            .strip_prefix('[')
-            .filter(|rest| !rest.starts_with('['))
-            .and_then(|rest| rest.strip_suffix(']'));
+        let header =
+            trimmed.strip_prefix('[').filter(|rest| !rest.starts_with('[')).and_then(|rest| rest.strip_suffix(']'));
         match (header, chunks.last_mut()) {
             (Some(name), _) => chunks.push((name.trim().to_owned(), format!("{line}\n"))),
             (None, Some((_, chunk))) => chunk.push_str(&format!("{line}\n")),

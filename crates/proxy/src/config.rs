@@ -200,10 +200,7 @@ pub struct TopologyConfig {
 
 impl Default for TopologyConfig {
     fn default() -> Self {
-        Self {
-            refresh_interval: Duration::from_secs(10),
-            refresh_on_moved: true,
-        }
+        Self { refresh_interval: Duration::from_secs(10), refresh_on_moved: true }
     }
 }
 
@@ -229,9 +226,7 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self {
-            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
-        }
+        Self { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9901))) }
     }
 }
 
@@ -247,10 +242,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Json,
-            level: "info".to_owned(),
-        }
+        Self { format: LogFormat::Json, level: "info".to_owned() }
     }
 }
 
@@ -381,12 +373,7 @@ impl Config {
         let doc = doc.into_inner();
         let invalid = |key: String, message: String| {
             let line = locate(&doc, &key).map(|span| line_of(text, span.start));
-            ConfigError::Invalid {
-                file: None,
-                line,
-                key,
-                message,
-            }
+            ConfigError::Invalid { file: None, line, key, message }
         };
         // Checked on the raw document: a secret must be refused before anything else, and
         // deny_unknown_fields alone would only call it an unknown key.
@@ -408,10 +395,8 @@ impl Config {
     /// [`ConfigError::Read`] when the file cannot be read; otherwise as [`Config::from_toml`],
     /// with the file named in the message.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::from_toml(&text).map_err(|e| e.in_file(path))
     }
 
@@ -424,12 +409,7 @@ impl Config {
         let Some(var) = &self.upstream.password_env else {
             return Ok(None);
         };
-        let fail = |problem| {
-            Err(ConfigError::PasswordEnv {
-                var: var.clone(),
-                problem,
-            })
-        };
+        let fail = |problem| Err(ConfigError::PasswordEnv { var: var.clone(), problem });
         match std::env::var(var) {
             Ok(value) if value.is_empty() => fail("is empty"),
             Ok(value) => Ok(Some(value)),
@@ -442,16 +422,10 @@ impl Config {
     fn validate(&self) -> Result<(), Problem> {
         let (listen, limits, up) = (&self.listen, &self.limits, &self.upstream);
         if listen.tls.is_none() && listen.plain.is_none() {
-            problem(
-                "listen",
-                "no listener: set listen.plain, listen.tls or both",
-            )?;
+            problem("listen", "no listener: set listen.plain, listen.tls or both")?;
         }
         if listen.tls.is_some() && self.tls.is_none() {
-            problem(
-                "listen.tls",
-                "a TLS listener needs a [tls] section with cert and key",
-            )?;
+            problem("listen.tls", "a TLS listener needs a [tls] section with cert and key")?;
         }
         let counts = [
             ("listen.max_clients", listen.max_clients),
@@ -484,10 +458,7 @@ impl Config {
             problem("log.level", message)?;
         }
         if self.runtime.worker_threads.is_some_and(|n| n > 1024) {
-            problem(
-                "runtime.worker_threads",
-                "must be at most 1024 (0 = one per core)",
-            )?;
+            problem("runtime.worker_threads", "must be at most 1024 (0 = one per core)")?;
         }
         Ok(())
     }
@@ -495,10 +466,7 @@ impl Config {
     fn validate_upstream(&self) -> Result<(), Problem> {
         let up = &self.upstream;
         if up.seeds.is_empty() {
-            problem(
-                "upstream.seeds",
-                "at least one seed is required, e.g. [\"10.0.1.10:6379\"]",
-            )?;
+            problem("upstream.seeds", "at least one seed is required, e.g. [\"10.0.1.10:6379\"]")?;
         }
         for (i, seed) in up.seeds.iter().enumerate() {
             if let Err(message) = check_seed(seed) {
@@ -514,22 +482,12 @@ impl Config {
             let hint = "must be the name of an environment variable (letters, digits, _)";
             problem("upstream.password_env", format!("{hint}, not the password"))?;
         }
-        let files = [
-            ("ca", &up.ca),
-            ("client_cert", &up.client_cert),
-            ("client_key", &up.client_key),
-        ];
+        let files = [("ca", &up.ca), ("client_cert", &up.client_cert), ("client_key", &up.client_key)];
         if let Some((name, _)) = files.iter().find(|(_, path)| !up.tls && path.is_some()) {
-            problem(
-                format!("upstream.{name}"),
-                "is set but upstream.tls is false",
-            )?;
+            problem(format!("upstream.{name}"), "is set but upstream.tls is false")?;
         }
         if up.tls && up.ca.is_none() {
-            problem(
-                "upstream.ca",
-                "upstream.tls = true needs the CA that signed the nodes' certs",
-            )?;
+            problem("upstream.ca", "upstream.tls = true needs the CA that signed the nodes' certs")?;
         }
         match (&up.client_cert, &up.client_key) {
             (Some(_), None) => problem("upstream.client_key", "required with client_cert")?,
@@ -546,10 +504,7 @@ impl Config {
         let fix = "add [auth] with acl_file = \"config/users.acl\" or allow_anonymous = true";
         let Some(auth) = &self.auth else {
             // Without [auth] every client has all rights, which is only safe on loopback.
-            let listeners = [
-                ("listen.tls", self.listen.tls),
-                ("listen.plain", self.listen.plain),
-            ];
+            let listeners = [("listen.tls", self.listen.tls), ("listen.plain", self.listen.plain)];
             for (key, addr) in listeners {
                 if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
                     let why = "is not a loopback address and there is no [auth] section";
@@ -559,10 +514,7 @@ impl Config {
             return Ok(());
         };
         if auth.acl_file.is_none() && !auth.allow_anonymous {
-            problem(
-                "auth",
-                "needs acl_file = \"config/users.acl\", allow_anonymous = true, or both",
-            )?;
+            problem("auth", "needs acl_file = \"config/users.acl\", allow_anonymous = true, or both")?;
         }
         Ok(())
     }
@@ -573,9 +525,7 @@ fn check_seed(seed: &str) -> Result<(), String> {
     let bad = || format!("invalid seed {seed:?} (expected host:port, e.g. 10.0.1.10:6379)");
     let (host, port) = seed.rsplit_once(':').ok_or_else(bad)?;
     let host_ok = match host.strip_prefix('[') {
-        Some(inner) => inner
-            .strip_suffix(']')
-            .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
+        Some(inner) => inner.strip_suffix(']').is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
         None => {
             let name_char = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
             !host.is_empty() && host.chars().all(name_char)
@@ -595,9 +545,7 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
     let target_char = |c: char| c.is_ascii_alphanumeric() || "_:-.".contains(c);
     let valid = |directive: &str| {
         let level = match directive.trim().split_once('=') {
-            Some((target, level)) => {
-                (!target.is_empty() && target.chars().all(target_char)).then_some(level)
-            }
+            Some((target, level)) => (!target.is_empty() && target.chars().all(target_char)).then_some(level),
             None => Some(directive.trim()),
         };
         level.is_some_and(|level| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)))
@@ -607,9 +555,7 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
     }
     let levels = LEVELS.join(", ");
     let example = "\"info,redisforge_proxy=debug\"";
-    Err(format!(
-        "invalid log level {filter:?} (expected {levels}, or directives like {example})"
-    ))
+    Err(format!("invalid log level {filter:?} (expected {levels}, or directives like {example})"))
 }
 
 const DURATION_HINT: &str = "expected a number with a unit: 250ms, 1s, 1m";
@@ -626,11 +572,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         }
         Err(_) => return Err(too_large()),
     };
-    let scaled = |factor: u64| {
-        n.checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or_else(too_large)
-    };
+    let scaled = |factor: u64| n.checked_mul(factor).map(Duration::from_secs).ok_or_else(too_large);
     match unit {
         "ns" => Ok(Duration::from_nanos(n)),
         "us" | "µs" => Ok(Duration::from_micros(n)),
@@ -698,11 +640,8 @@ fn find_inline_secret(doc: &DeTable<'_>) -> Option<String> {
     let mut found = None;
     walk(doc, &mut String::new(), &mut |path, _, _| {
         let name = path.rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
-        let secret = ["password", "passwd", "secret"]
-            .iter()
-            .any(|s| name.contains(s))
-            || name == "pass"
-            || name == "token";
+        let secret =
+            ["password", "passwd", "secret"].iter().any(|s| name.contains(s)) || name == "pass" || name == "token";
         if secret && !name.ends_with("_env") && found.is_none() {
             found = Some(path.to_owned());
         }
@@ -724,11 +663,7 @@ fn walk(table: &DeTable<'_>, path: &mut String, visit: &mut dyn FnMut(&str, Span
     }
 }
 
-fn walk_value(
-    value: &Spanned<DeValue<'_>>,
-    path: &mut String,
-    visit: &mut dyn FnMut(&str, Span, Span),
-) {
+fn walk_value(value: &Spanned<DeValue<'_>>, path: &mut String, visit: &mut dyn FnMut(&str, Span, Span)) {
     match value.get_ref() {
         DeValue::Table(table) => walk(table, path, visit),
         DeValue::Array(items) => {
@@ -752,22 +687,11 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let mut message = error.message().to_owned();
     // Quote what the parser stopped at (e.g. the repeated name of a "duplicate key").
-    if let Some(snippet) = text
-        .get(span.clone())
-        .filter(|s| !s.is_empty() && !s.contains('\n'))
-    {
+    if let Some(snippet) = text.get(span.clone()).filter(|s| !s.is_empty() && !s.contains('\n')) {
         message.push_str(&format!(": `{snippet}`"));
     }
-    let (line, column) = (
-        line_of(text, span.start),
-        before[line_start..].chars().count() + 1,
-    );
-    ConfigError::Syntax {
-        file: None,
-        line,
-        column,
-        message,
-    }
+    let (line, column) = (line_of(text, span.start), before[line_start..].chars().count() + 1);
+    ConfigError::Syntax { file: None, line, column, message }
 }
 
 /// Turns a serde error into [`ConfigError::Invalid`], naming the deepest key covering its span.
@@ -777,36 +701,20 @@ fn deserialize_error(text: &str, doc: &DeTable<'_>, error: &toml::de::Error) -> 
     if let Some(offset) = span.as_ref().map(|s| s.start) {
         let covers = |s: Span| s.contains(&offset) || (s.is_empty() && s.start == offset);
         // Parents come first, so the last covering entry is the deepest.
-        walk(
-            doc,
-            &mut String::new(),
-            &mut |path, key_span, value_span| {
-                if covers(key_span) || covers(value_span) {
-                    path.clone_into(&mut key);
-                }
-            },
-        );
+        walk(doc, &mut String::new(), &mut |path, key_span, value_span| {
+            if covers(key_span) || covers(value_span) {
+                path.clone_into(&mut key);
+            }
+        });
     }
     let mut message = error.message().replacen("unknown field", "unknown key", 1);
     // A missing field's span is its table, so the field is appended to the table's path.
-    if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|m| m.strip_suffix('`'))
-    {
-        key = if key.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{key}.{field}")
-        };
+    if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        key = if key.is_empty() { field.to_owned() } else { format!("{key}.{field}") };
         message = "required key is missing".to_owned();
     }
     let line = span.map(|s| line_of(text, s.start));
-    ConfigError::Invalid {
-        file: None,
-        line,
-        key,
-        message,
-    }
+    ConfigError::Invalid { file: None, line, key, message }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -1,7 +1,6 @@
 use super::*;
 
-const MINIMAL: &str =
-    "[listen]\nplain = \"127.0.0.1:6379\"\n[upstream]\nseeds = [\"10.0.1.10:6379\"]\n";
+const MINIMAL: &str = "[listen]\nplain = \"127.0.0.1:6379\"\n[upstream]\nseeds = [\"10.0.1.10:6379\"]\n";
 
 fn parse(text: &str) -> Config {
     match Config::from_toml(text) {
@@ -35,10 +34,7 @@ fn with_upstream(extra: &str) -> String {
 #[test]
 fn minimal_file_gets_every_default() {
     let config = parse(MINIMAL);
-    assert_eq!(
-        config.listen.plain,
-        Some("127.0.0.1:6379".parse().expect("addr"))
-    );
+    assert_eq!(config.listen.plain, Some("127.0.0.1:6379".parse().expect("addr")));
     assert_eq!(config.listen.tls, None);
     assert_eq!(config.listen.max_clients, 10_000);
     assert_eq!(config.listen.shutdown_timeout, Duration::from_secs(10));
@@ -60,10 +56,7 @@ fn minimal_file_gets_every_default() {
     assert_eq!(config.topology.refresh_interval, Duration::from_secs(10));
     assert!(config.topology.refresh_on_moved);
     assert_eq!(config.auth, None);
-    assert_eq!(
-        config.metrics.listen,
-        Some("127.0.0.1:9901".parse().expect("addr"))
-    );
+    assert_eq!(config.metrics.listen, Some("127.0.0.1:9901".parse().expect("addr")));
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.log.level, "info");
     assert_eq!(config.runtime.worker_threads, None);
@@ -87,29 +80,13 @@ fn every_duration_unit_parses() {
             "[listen]\nplain = \"127.0.0.1:1\"\nidle_timeout = \"{text}\"\n{}",
             "[upstream]\nseeds = [\"a:1\"]\n"
         ));
-        assert_eq!(
-            config.listen.idle_timeout,
-            (!expected.is_zero()).then_some(expected),
-            "{text}"
-        );
+        assert_eq!(config.listen.idle_timeout, (!expected.is_zero()).then_some(expected), "{text}");
     }
 }
 
 #[test]
 fn malformed_durations_are_rejected() {
-    for text in [
-        "10",
-        "-1s",
-        "1.5s",
-        "s",
-        "",
-        "10 s",
-        " 10s",
-        "10sec",
-        "1d",
-        "ten",
-        "99999999999999999999s",
-    ] {
+    for text in ["10", "-1s", "1.5s", "s", "", "10 s", " 10s", "10sec", "1d", "ten", "99999999999999999999s"] {
         assert!(parse_duration(text).is_err(), "{text:?} should not parse");
     }
     assert!(parse_duration("18446744073709551615h").is_err_and(|e| e.contains("too large")));
@@ -118,12 +95,7 @@ fn malformed_durations_are_rejected() {
 #[test]
 fn duration_without_unit_names_key_and_line() {
     let text = with_upstream("connect_timeout = \"5\"");
-    assert_error(
-        &text,
-        "upstream.connect_timeout",
-        5,
-        "invalid duration \"5\" (expected a number with a unit",
-    );
+    assert_error(&text, "upstream.connect_timeout", 5, "invalid duration \"5\" (expected a number with a unit");
     assert_eq!(
         reject(&text).to_string(),
         "config error at line 5: upstream.connect_timeout: invalid duration \"5\" \
@@ -134,28 +106,13 @@ fn duration_without_unit_names_key_and_line() {
 #[test]
 fn bare_integer_duration_suggests_a_unit() {
     let text = with_upstream("command_timeout = 5");
-    assert_error(
-        &text,
-        "upstream.command_timeout",
-        5,
-        "expected a string with a unit",
-    );
+    assert_error(&text, "upstream.command_timeout", 5, "expected a string with a unit");
 }
 
 #[test]
 fn zero_timeouts_are_rejected() {
-    assert_error(
-        &with_upstream("command_timeout = \"0ms\""),
-        "upstream.command_timeout",
-        5,
-        "greater than 0s",
-    );
-    assert_error(
-        &with_upstream("connect_timeout = \"0s\""),
-        "upstream.connect_timeout",
-        5,
-        "greater than 0s",
-    );
+    assert_error(&with_upstream("command_timeout = \"0ms\""), "upstream.command_timeout", 5, "greater than 0s");
+    assert_error(&with_upstream("connect_timeout = \"0s\""), "upstream.connect_timeout", 5, "greater than 0s");
     let text = format!("{MINIMAL}[topology]\nrefresh_interval = \"0s\"\n");
     assert_error(&text, "topology.refresh_interval", 6, "greater than 0s");
     let text = "[listen]\nplain = \"127.0.0.1:1\"\nshutdown_timeout = \"0s\"\n[upstream]\nseeds = [\"a:1\"]\n";
@@ -164,42 +121,20 @@ fn zero_timeouts_are_rejected() {
 
 #[test]
 fn read_from_accepts_the_three_modes() {
-    for (text, expected) in [
-        ("master", ReadFrom::Master),
-        ("prefer-replica", ReadFrom::PreferReplica),
-        ("replica", ReadFrom::Replica),
-    ] {
+    for (text, expected) in
+        [("master", ReadFrom::Master), ("prefer-replica", ReadFrom::PreferReplica), ("replica", ReadFrom::Replica)]
+    {
         let config = parse(&with_upstream(&format!("read_from = \"{text}\"")));
         assert_eq!(config.upstream.read_from, expected);
     }
-    assert_error(
-        &with_upstream("read_from = \"slave\""),
-        "upstream.read_from",
-        5,
-        "prefer-replica",
-    );
-    assert_error(
-        &with_upstream("read_from = \"PreferReplica\""),
-        "upstream.read_from",
-        5,
-        "unknown variant",
-    );
+    assert_error(&with_upstream("read_from = \"slave\""), "upstream.read_from", 5, "prefer-replica");
+    assert_error(&with_upstream("read_from = \"PreferReplica\""), "upstream.read_from", 5, "unknown variant");
 }
 
 #[test]
 fn unknown_key_is_an_error_naming_it() {
-    assert_error(
-        &with_upstream("conections_per_node = 3"),
-        "upstream.conections_per_node",
-        5,
-        "unknown key",
-    );
-    assert_error(
-        &format!("{MINIMAL}[extra]\nx = 1\n"),
-        "extra",
-        5,
-        "unknown key",
-    );
+    assert_error(&with_upstream("conections_per_node = 3"), "upstream.conections_per_node", 5, "unknown key");
+    assert_error(&format!("{MINIMAL}[extra]\nx = 1\n"), "extra", 5, "unknown key");
     assert_error(
         "[listen]\nplain = \"127.0.0.1:1\"\nbogus = true\n[upstream]\nseeds = [\"a:1\"]\n",
         "listen.bogus",
@@ -210,18 +145,8 @@ fn unknown_key_is_an_error_naming_it() {
 
 #[test]
 fn wrong_type_names_key_and_line() {
-    assert_error(
-        &with_upstream("connections_per_node = \"two\""),
-        "upstream.connections_per_node",
-        5,
-        "invalid type",
-    );
-    assert_error(
-        &with_upstream("tls = \"yes\""),
-        "upstream.tls",
-        5,
-        "expected a boolean",
-    );
+    assert_error(&with_upstream("connections_per_node = \"two\""), "upstream.connections_per_node", 5, "invalid type");
+    assert_error(&with_upstream("tls = \"yes\""), "upstream.tls", 5, "expected a boolean");
     let text = "[listen]\nplain = \"127.0.0.1:1\"\n[upstream]\nseeds = \"a:1\"\n";
     assert_error(text, "upstream.seeds", 4, "expected a sequence");
     let text = "[listen]\nplain = \"127.0.0.1:1\"\n[upstream]\nseeds = [\n  \"a:1\",\n  7,\n]\n";
@@ -230,22 +155,12 @@ fn wrong_type_names_key_and_line() {
 
 #[test]
 fn negative_count_is_rejected() {
-    assert_error(
-        &with_upstream("connections_per_node = -1"),
-        "upstream.connections_per_node",
-        5,
-        "invalid value",
-    );
+    assert_error(&with_upstream("connections_per_node = -1"), "upstream.connections_per_node", 5, "invalid value");
 }
 
 #[test]
 fn inline_password_is_rejected_with_a_pointer_to_password_env() {
-    assert_error(
-        &with_upstream("password = \"hunter2\""),
-        "upstream.password",
-        5,
-        "password_env",
-    );
+    assert_error(&with_upstream("password = \"hunter2\""), "upstream.password", 5, "password_env");
     assert_error(
         &format!("{MINIMAL}[auth]\nacl_file = \"u.acl\"\npassword = \"x\"\n"),
         "auth.password",
@@ -265,12 +180,7 @@ fn inline_password_is_rejected_with_a_pointer_to_password_env() {
 #[test]
 fn password_env_must_be_a_variable_name_and_is_not_echoed() {
     let text = with_upstream("password_env = \"s3cr3t pass!\"");
-    assert_error(
-        &text,
-        "upstream.password_env",
-        5,
-        "name of an environment variable",
-    );
+    assert_error(&text, "upstream.password_env", 5, "name of an environment variable");
     assert!(!reject(&text).to_string().contains("s3cr3t"));
 }
 
@@ -279,13 +189,8 @@ fn upstream_password_reads_the_named_variable() {
     assert_eq!(parse(MINIMAL).upstream_password().ok(), Some(None));
     // Cargo sets CARGO_PKG_NAME for test processes; the crate forbids unsafe, so no set_var.
     let config = parse(&with_upstream("password_env = \"CARGO_PKG_NAME\""));
-    assert_eq!(
-        config.upstream_password().ok(),
-        Some(Some("redisforge-proxy".to_owned()))
-    );
-    let config = parse(&with_upstream(
-        "password_env = \"REDISFORGE_TEST_SURELY_UNSET_4F2A\"",
-    ));
+    assert_eq!(config.upstream_password().ok(), Some(Some("redisforge-proxy".to_owned())));
+    let config = parse(&with_upstream("password_env = \"REDISFORGE_TEST_SURELY_UNSET_4F2A\""));
     let error = config.upstream_password().expect_err("variable is unset");
     assert_eq!(error.key(), Some("upstream.password_env"));
     assert_eq!(
@@ -299,12 +204,7 @@ fn missing_upstream_section_is_named() {
     let error = reject("[listen]\nplain = \"127.0.0.1:1\"\n");
     assert_eq!(error.key(), Some("upstream"));
     assert_eq!(error.line(), None);
-    assert!(
-        error
-            .to_string()
-            .starts_with("config error: upstream: missing [upstream]"),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with("config error: upstream: missing [upstream]"), "{error}");
 }
 
 #[test]
@@ -325,20 +225,8 @@ fn empty_seeds_are_rejected_at_their_line() {
 
 #[test]
 fn each_seed_must_be_host_and_port() {
-    for bad in [
-        "10.0.1.10",
-        "10.0.1.10:",
-        ":6379",
-        "host:0",
-        "host:70000",
-        "::1:6379",
-        "[::1:6379",
-        "a b:1",
-        "h:p",
-    ] {
-        let text = format!(
-            "[listen]\nplain = \"127.0.0.1:1\"\n[upstream]\nseeds = [\"ok:1\",\n  \"{bad}\"]\n"
-        );
+    for bad in ["10.0.1.10", "10.0.1.10:", ":6379", "host:0", "host:70000", "::1:6379", "[::1:6379", "a b:1", "h:p"] {
+        let text = format!("[listen]\nplain = \"127.0.0.1:1\"\n[upstream]\nseeds = [\"ok:1\",\n  \"{bad}\"]\n");
         assert_error(&text, "upstream.seeds[1]", 5, "seed");
     }
     let config = parse(
@@ -349,20 +237,10 @@ fn each_seed_must_be_host_and_port() {
 
 #[test]
 fn a_listener_is_required() {
-    assert_error(
-        "[listen]\nmax_clients = 5\n[upstream]\nseeds = [\"a:1\"]\n",
-        "listen",
-        1,
-        "no listener",
-    );
+    assert_error("[listen]\nmax_clients = 5\n[upstream]\nseeds = [\"a:1\"]\n", "listen", 1, "no listener");
     let error = reject("[upstream]\nseeds = [\"a:1\"]\n");
     assert_eq!((error.key(), error.line()), (Some("listen"), None));
-    assert_error(
-        "[listen]\nplain = \"\"\n[upstream]\nseeds = [\"a:1\"]\n",
-        "listen",
-        1,
-        "no listener",
-    );
+    assert_error("[listen]\nplain = \"\"\n[upstream]\nseeds = [\"a:1\"]\n", "listen", 1, "no listener");
 }
 
 #[test]
@@ -373,54 +251,29 @@ fn bad_listener_address_names_key() {
         2,
         "invalid address",
     );
-    assert_error(
-        &format!("{MINIMAL}[metrics]\nlisten = \"9901\"\n"),
-        "metrics.listen",
-        6,
-        "invalid address",
-    );
+    assert_error(&format!("{MINIMAL}[metrics]\nlisten = \"9901\"\n"), "metrics.listen", 6, "invalid address");
 }
 
 #[test]
 fn tls_listener_needs_tls_section() {
     let text = "[listen]\ntls = \"127.0.0.1:6380\"\n[upstream]\nseeds = [\"a:1\"]\n";
     assert_error(text, "listen.tls", 2, "[tls]");
-    let config = parse(&format!(
-        "{text}[tls]\ncert = \"s.crt\"\nkey = \"s.key\"\nclient_ca = \"\"\n"
-    ));
+    let config = parse(&format!("{text}[tls]\ncert = \"s.crt\"\nkey = \"s.key\"\nclient_ca = \"\"\n"));
     let tls = config.tls.expect("tls section");
-    assert_eq!(
-        (tls.cert, tls.key, tls.client_ca),
-        ("s.crt".into(), "s.key".into(), None)
-    );
+    assert_eq!((tls.cert, tls.key, tls.client_ca), ("s.crt".into(), "s.key".into(), None));
 }
 
 #[test]
 fn tls_section_needs_cert_and_key() {
     let text = format!("{MINIMAL}[tls]\ncert = \"s.crt\"\n");
     assert_error(&text, "tls.key", 5, "required key is missing");
-    assert_error(
-        &format!("{MINIMAL}[tls]\ncert = \"\"\nkey = \"k\"\n"),
-        "tls.cert",
-        6,
-        "must not be empty",
-    );
+    assert_error(&format!("{MINIMAL}[tls]\ncert = \"\"\nkey = \"k\"\n"), "tls.cert", 6, "must not be empty");
 }
 
 #[test]
 fn upstream_tls_needs_a_ca_and_ca_needs_tls() {
-    assert_error(
-        &with_upstream("tls = true"),
-        "upstream.ca",
-        3,
-        "needs the CA",
-    );
-    assert_error(
-        &with_upstream("ca = \"ca.crt\""),
-        "upstream.ca",
-        5,
-        "upstream.tls is false",
-    );
+    assert_error(&with_upstream("tls = true"), "upstream.ca", 3, "needs the CA");
+    assert_error(&with_upstream("ca = \"ca.crt\""), "upstream.ca", 5, "upstream.tls is false");
     let config = parse(&with_upstream("tls = true\nca = \"ca.crt\""));
     assert_eq!(config.upstream.ca, Some(PathBuf::from("ca.crt")));
 }
@@ -439,46 +292,23 @@ fn client_cert_and_key_go_together() {
         3,
         "client_key",
     );
-    parse(&with_upstream(
-        "tls = true\nca = \"c\"\nclient_cert = \"x.crt\"\nclient_key = \"x.key\"",
-    ));
+    parse(&with_upstream("tls = true\nca = \"c\"\nclient_cert = \"x.crt\"\nclient_key = \"x.key\""));
 }
 
 #[test]
 fn connections_per_node_is_bounded() {
-    assert_error(
-        &with_upstream("connections_per_node = 0"),
-        "upstream.connections_per_node",
-        5,
-        "between 1 and 64",
-    );
-    assert_error(
-        &with_upstream("connections_per_node = 65"),
-        "upstream.connections_per_node",
-        5,
-        "between 1 and 64",
-    );
-    assert_eq!(
-        parse(&with_upstream("connections_per_node = 64"))
-            .upstream
-            .connections_per_node,
-        64
-    );
+    assert_error(&with_upstream("connections_per_node = 0"), "upstream.connections_per_node", 5, "between 1 and 64");
+    assert_error(&with_upstream("connections_per_node = 65"), "upstream.connections_per_node", 5, "between 1 and 64");
+    assert_eq!(parse(&with_upstream("connections_per_node = 64")).upstream.connections_per_node, 64);
 }
 
 #[test]
 fn zero_limits_are_rejected() {
-    for key in [
-        "max_request_bytes",
-        "max_array_len",
-        "max_pipeline",
-        "client_output_limit",
-    ] {
+    for key in ["max_request_bytes", "max_array_len", "max_pipeline", "client_output_limit"] {
         let text = format!("{MINIMAL}\n[limits]\n{key} = 0\n");
         assert_error(&text, &format!("limits.{key}"), 7, "at least 1");
     }
-    let text =
-        "[listen]\nplain = \"127.0.0.1:1\"\nmax_clients = 0\n[upstream]\nseeds = [\"a:1\"]\n";
+    let text = "[listen]\nplain = \"127.0.0.1:1\"\nmax_clients = 0\n[upstream]\nseeds = [\"a:1\"]\n";
     assert_error(text, "listen.max_clients", 3, "at least 1");
 }
 
@@ -494,45 +324,16 @@ fn non_loopback_listener_without_auth_is_rejected() {
 
 #[test]
 fn auth_section_needs_acl_file_or_anonymous() {
-    assert_error(
-        &format!("{MINIMAL}[auth]\nallow_anonymous = false\n"),
-        "auth",
-        5,
-        "acl_file",
-    );
-    assert_error(
-        &format!("{MINIMAL}[auth]\nacl_file = \"\"\n"),
-        "auth",
-        5,
-        "allow_anonymous = true",
-    );
+    assert_error(&format!("{MINIMAL}[auth]\nallow_anonymous = false\n"), "auth", 5, "acl_file");
+    assert_error(&format!("{MINIMAL}[auth]\nacl_file = \"\"\n"), "auth", 5, "allow_anonymous = true");
 }
 
 #[test]
 fn log_level_accepts_levels_and_directive_lists() {
-    for level in [
-        "info",
-        "DEBUG",
-        "off",
-        "info,redisforge_proxy=debug",
-        "warn, redisforge_proxy::session=trace",
-    ] {
-        assert_eq!(
-            parse(&format!("{MINIMAL}[log]\nlevel = \"{level}\"\n"))
-                .log
-                .level,
-            level
-        );
+    for level in ["info", "DEBUG", "off", "info,redisforge_proxy=debug", "warn, redisforge_proxy::session=trace"] {
+        assert_eq!(parse(&format!("{MINIMAL}[log]\nlevel = \"{level}\"\n")).log.level, level);
     }
-    for level in [
-        "",
-        "verbose",
-        "inf",
-        "info,",
-        "=debug",
-        "a b=info",
-        "redisforge_proxy=loud",
-    ] {
+    for level in ["", "verbose", "inf", "info,", "=debug", "a b=info", "redisforge_proxy=loud"] {
         assert_error(
             &format!("{MINIMAL}[log]\nformat = \"text\"\nlevel = \"{level}\"\n"),
             "log.level",
@@ -540,70 +341,32 @@ fn log_level_accepts_levels_and_directive_lists() {
             "invalid log level",
         );
     }
-    assert_error(
-        &format!("{MINIMAL}[log]\nformat = \"xml\"\n"),
-        "log.format",
-        6,
-        "json",
-    );
+    assert_error(&format!("{MINIMAL}[log]\nformat = \"xml\"\n"), "log.format", 6, "json");
 }
 
 #[test]
 fn worker_threads_zero_means_per_core() {
-    assert_eq!(
-        parse(&format!("{MINIMAL}[runtime]\nworker_threads = 0\n"))
-            .runtime
-            .worker_threads,
-        None
-    );
-    assert_eq!(
-        parse(&format!("{MINIMAL}[runtime]\nworker_threads = 4\n"))
-            .runtime
-            .worker_threads,
-        Some(4)
-    );
-    assert_error(
-        &format!("{MINIMAL}[runtime]\nworker_threads = 5000\n"),
-        "runtime.worker_threads",
-        6,
-        "at most 1024",
-    );
+    assert_eq!(parse(&format!("{MINIMAL}[runtime]\nworker_threads = 0\n")).runtime.worker_threads, None);
+    assert_eq!(parse(&format!("{MINIMAL}[runtime]\nworker_threads = 4\n")).runtime.worker_threads, Some(4));
+    assert_error(&format!("{MINIMAL}[runtime]\nworker_threads = 5000\n"), "runtime.worker_threads", 6, "at most 1024");
 }
 
 #[test]
 fn metrics_can_be_disabled() {
-    assert_eq!(
-        parse(&format!("{MINIMAL}[metrics]\nlisten = \"\"\n"))
-            .metrics
-            .listen,
-        None
-    );
+    assert_eq!(parse(&format!("{MINIMAL}[metrics]\nlisten = \"\"\n")).metrics.listen, None);
 }
 
 #[test]
 fn dotted_and_inline_keys_are_located_too() {
     let text = "listen.plain = \"127.0.0.1:1\"\nupstream = { seeds = [\"a:1\"], connect_timeout = \"x\" }\n";
-    assert_error(
-        text,
-        "upstream.connect_timeout",
-        2,
-        "invalid duration \"x\"",
-    );
+    assert_error(text, "upstream.connect_timeout", 2, "invalid duration \"x\"");
 }
 
 #[test]
 fn syntax_errors_carry_line_and_column() {
     let error = reject("[listen]\nplain = \"127.0.0.1:1\"\n[upstream]\nseeds = [\"a:1\"\n");
-    assert!(
-        matches!(error, ConfigError::Syntax { line: 4, .. }),
-        "{error:?}"
-    );
-    assert!(
-        error
-            .to_string()
-            .starts_with("config error at line 4, column "),
-        "{error}"
-    );
+    assert!(matches!(error, ConfigError::Syntax { line: 4, .. }), "{error:?}");
+    assert!(error.to_string().starts_with("config error at line 4, column "), "{error}");
     let error = reject("[listen]\nplain = \"127.0.0.1:1\"\nplain = \"127.0.0.1:2\"\n");
     assert_eq!(error.line(), Some(3), "{error}");
 }
@@ -615,10 +378,7 @@ fn load_names_the_file() {
     std::fs::write(&path, with_upstream("read_from = \"any\"")).expect("write");
     let shown = Config::load(&path).expect_err("invalid").to_string();
     assert!(
-        shown.starts_with(&format!(
-            "config error in {} at line 5: upstream.read_from:",
-            path.display()
-        )),
+        shown.starts_with(&format!("config error in {} at line 5: upstream.read_from:", path.display())),
         "{shown}"
     );
 
@@ -634,39 +394,21 @@ fn load_names_the_file() {
 #[test]
 fn example_config_is_valid_and_shows_defaults() {
     let config = parse(include_str!("../../../config/redisforge.example.toml"));
-    assert_eq!(
-        config.listen.max_clients,
-        ListenConfig::default().max_clients
-    );
+    assert_eq!(config.listen.max_clients, ListenConfig::default().max_clients);
     assert_eq!(config.limits, LimitsConfig::default());
     assert_eq!(config.topology, TopologyConfig::default());
     assert_eq!(config.metrics, MetricsConfig::default());
-    assert_eq!(
-        config.upstream.password_env.as_deref(),
-        Some("REDIS_ACL_PASS")
-    );
+    assert_eq!(config.upstream.password_env.as_deref(), Some("REDIS_ACL_PASS"));
     assert!(config.tls.is_some() && config.auth.is_some());
 }
 
 #[test]
 fn dev_config_is_valid() {
     let config = parse(include_str!("../../../config/redisforge.dev.toml"));
-    assert_eq!(
-        config.listen.plain,
-        Some("127.0.0.1:7379".parse().expect("addr"))
-    );
+    assert_eq!(config.listen.plain, Some("127.0.0.1:7379".parse().expect("addr")));
     assert_eq!(config.listen.tls, None);
     assert_eq!(config.tls, None);
-    assert_eq!(
-        config.upstream.seeds,
-        ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
-    );
-    assert_eq!(
-        config.metrics.listen,
-        Some("127.0.0.1:9901".parse().expect("addr"))
-    );
-    assert_eq!(
-        (config.log.format, config.log.level.as_str()),
-        (LogFormat::Text, "info")
-    );
+    assert_eq!(config.upstream.seeds, ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]);
+    assert_eq!(config.metrics.listen, Some("127.0.0.1:9901".parse().expect("addr")));
+    assert_eq!((config.log.format, config.log.level.as_str()), (LogFormat::Text, "info"));
 }

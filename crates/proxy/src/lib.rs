@@ -24,16 +24,16 @@
 
 pub mod command;
 pub mod config;
-pub mod resp;
-pub mod slot;
-pub mod topology;
-pub mod upstream;
-pub mod redirect;
-pub mod merge;
 pub mod listener;
+pub mod merge;
+pub mod redirect;
+pub mod resp;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod slot;
+pub mod topology;
+pub mod upstream;
 
 /// The Redis version the proxy reports in `HELLO` and `INFO` (the command set it was built for).
 pub const REDIS_COMPAT_VERSION: &str = "7.0.15";

@@ -13,7 +13,12 @@ use crate::session::{self, Shared};
 const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 
 /// Accepts plain-TCP clients until `shutdown` turns true.
-pub async fn serve_plain(listener: TcpListener, shared: Arc<Shared>, max_clients: usize, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_plain(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    max_clients: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

@@ -25,19 +25,13 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         return error.clone();
     }
     let merged = match kind {
-        Merge::AllOk => parts
-            .iter()
-            .all(|p| p.as_ref() == b"+OK\r\n")
-            .then(reply::ok),
-        Merge::SumIntegers => parts
-            .iter()
-            .try_fold(0i64, |sum, p| integer(p).and_then(|n| sum.checked_add(n)))
-            .map(reply::integer),
+        Merge::AllOk => parts.iter().all(|p| p.as_ref() == b"+OK\r\n").then(reply::ok),
+        Merge::SumIntegers => {
+            parts.iter().try_fold(0i64, |sum, p| integer(p).and_then(|n| sum.checked_add(n))).map(reply::integer)
+        }
         Merge::ArrayInKeyOrder => array_in_key_order(parts, places),
     };
-    merged.unwrap_or_else(|| {
-        reply::error("ERR proxy received an unexpected reply shape from a node while merging")
-    })
+    merged.unwrap_or_else(|| reply::error("ERR proxy received an unexpected reply shape from a node while merging"))
 }
 
 /// Parses an integer reply `:n\r\n`.
@@ -88,11 +82,7 @@ mod tests {
     fn mget_values_come_back_in_key_order() {
         // MGET a b c: a and c went to part 0, b to part 1.
         let parts = [b(b"*2\r\n$2\r\nva\r\n$-1\r\n"), b(b"*1\r\n$2\r\nvb\r\n")];
-        let places = [
-            KeyPlace { part: 0, index: 0 },
-            KeyPlace { part: 1, index: 0 },
-            KeyPlace { part: 0, index: 1 },
-        ];
+        let places = [KeyPlace { part: 0, index: 0 }, KeyPlace { part: 1, index: 0 }, KeyPlace { part: 0, index: 1 }];
         let merged = merge(&Merge::ArrayInKeyOrder, &parts, &places);
         assert_eq!(&merged[..], b"*3\r\n$2\r\nva\r\n$2\r\nvb\r\n$-1\r\n");
     }

@@ -35,10 +35,7 @@ pub fn classify(reply: &[u8]) -> Redirect<'_> {
     let code = words.next().unwrap_or(&[]);
     match code {
         b"MOVED" | b"ASK" => {
-            let slot = words
-                .next()
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .and_then(|s| s.parse::<Slot>().ok());
+            let slot = words.next().and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse::<Slot>().ok());
             let addr = words.next().and_then(|a| std::str::from_utf8(a).ok());
             match (slot, addr) {
                 (Some(slot), Some(addr)) if slot < crate::slot::SLOT_COUNT && !addr.is_empty() => {
@@ -63,24 +60,15 @@ mod tests {
 
     #[test]
     fn moved_and_ask_name_slot_and_node() {
-        assert_eq!(
-            classify(b"-MOVED 3999 127.0.0.1:6381\r\n"),
-            Redirect::Moved { slot: 3999, addr: "127.0.0.1:6381" }
-        );
-        assert_eq!(
-            classify(b"-ASK 123 10.0.0.2:7000\r\n"),
-            Redirect::Ask { slot: 123, addr: "10.0.0.2:7000" }
-        );
+        assert_eq!(classify(b"-MOVED 3999 127.0.0.1:6381\r\n"), Redirect::Moved { slot: 3999, addr: "127.0.0.1:6381" });
+        assert_eq!(classify(b"-ASK 123 10.0.0.2:7000\r\n"), Redirect::Ask { slot: 123, addr: "10.0.0.2:7000" });
         // Redis 7 may announce an unknown endpoint as ":port"; the caller resolves it.
         assert_eq!(classify(b"-MOVED 1 :7000\r\n"), Redirect::Moved { slot: 1, addr: ":7000" });
     }
 
     #[test]
     fn transient_cluster_errors_are_retried() {
-        assert_eq!(
-            classify(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"),
-            Redirect::TryAgain
-        );
+        assert_eq!(classify(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"), Redirect::TryAgain);
         assert_eq!(classify(b"-CLUSTERDOWN The cluster is down\r\n"), Redirect::ClusterDown);
     }
 

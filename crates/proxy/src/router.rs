@@ -17,11 +17,7 @@ pub enum Route {
     /// go to replicas.
     Single { slot: Option<Slot>, write: bool },
     /// Split into one request per slot, replies merged. Each part is sent to its slot's owner.
-    Split {
-        merge: Merge,
-        parts: Vec<Part>,
-        places: Vec<KeyPlace>,
-    },
+    Split { merge: Merge, parts: Vec<Part>, places: Vec<KeyPlace> },
     /// The request as is, to every master, replies merged.
     FanOut { merge: Merge },
     /// Answered by the session itself.
@@ -48,10 +44,7 @@ pub fn plan(table: &CommandTable, request: &Request, keys: &mut Vec<usize>) -> R
         return Route::Reply(unknown_command(request));
     };
     if !spec.arity_ok(request.argc()) {
-        return Route::Reply(reply::error(&format!(
-            "ERR wrong number of arguments for '{}' command",
-            spec.name
-        )));
+        return Route::Reply(reply::error(&format!("ERR wrong number of arguments for '{}' command", spec.name)));
     }
     match &spec.handling {
         Handling::Local => Route::Local,
@@ -60,7 +53,9 @@ pub fn plan(table: &CommandTable, request: &Request, keys: &mut Vec<usize>) -> R
             String::from_utf8_lossy(request.arg(0))
         ))),
         Handling::FanOut(merge) => Route::FanOut { merge: merge.clone() },
-        Handling::Stateful(StatefulKind::Blocking) if is_nonblocking_stream_read(request) => forward(spec, request, keys),
+        Handling::Stateful(StatefulKind::Blocking) if is_nonblocking_stream_read(request) => {
+            forward(spec, request, keys)
+        }
         Handling::Stateful(kind) => Route::Stateful(kind.clone()),
         Handling::Forward => forward(spec, request, keys),
         Handling::Split { merge, key_step } => split(spec, request, keys, merge, *key_step),
@@ -84,18 +79,12 @@ fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Rout
     }
     let mut slots = keys.iter().map(|&i| key_slot(request.arg(i)));
     let Some(first) = slots.next() else {
-        return Route::Single {
-            slot: None,
-            write: spec.is_write(),
-        };
+        return Route::Single { slot: None, write: spec.is_write() };
     };
     if slots.any(|s| s != first) {
         return Route::Reply(reply::error(CROSSSLOT));
     }
-    Route::Single {
-        slot: Some(first),
-        write: spec.is_write(),
-    }
+    Route::Single { slot: Some(first), write: spec.is_write() }
 }
 
 /// Splits a multi-key command (keys every `key_step` arguments from argument 1) into one request
@@ -106,10 +95,7 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
     }
     let first = keys.first().map(|&i| key_slot(request.arg(i)));
     if keys.iter().all(|&i| Some(key_slot(request.arg(i))) == first) {
-        return Route::Single {
-            slot: first,
-            write: spec.is_write(),
-        };
+        return Route::Single { slot: first, write: spec.is_write() };
     }
     // Group by slot in order of first appearance; remember where each key went for the merge.
     let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
@@ -123,10 +109,7 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
                 groups.len() - 1
             }
         };
-        places.push(KeyPlace {
-            part: part as u32,
-            index: groups[part].1.len() as u32,
-        });
+        places.push(KeyPlace { part: part as u32, index: groups[part].1.len() as u32 });
         groups[part].1.push(key);
     }
     let parts = groups
@@ -137,17 +120,10 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
             for key in group {
                 args.extend((key..key + key_step).map(|i| request.arg(i)));
             }
-            Part {
-                slot,
-                payload: encode_command(&args),
-            }
+            Part { slot, payload: encode_command(&args) }
         })
         .collect();
-    Route::Split {
-        merge: merge.clone(),
-        parts,
-        places,
-    }
+    Route::Split { merge: merge.clone(), parts, places }
 }
 
 /// Redis' reply to a command it does not know, arguments quoted as Redis quotes them.

@@ -52,11 +52,7 @@ fn mget_is_split_per_slot_and_remembers_key_order() {
     assert_eq!(&parts[1].payload[..], b"*2\r\n$4\r\nMGET\r\n$1\r\nb\r\n");
     assert_eq!(
         places,
-        vec![
-            KeyPlace { part: 0, index: 0 },
-            KeyPlace { part: 1, index: 0 },
-            KeyPlace { part: 0, index: 1 },
-        ]
+        vec![KeyPlace { part: 0, index: 0 }, KeyPlace { part: 1, index: 0 }, KeyPlace { part: 0, index: 1 },]
     );
 }
 
@@ -94,7 +90,10 @@ fn fan_out_local_and_stateful() {
 
 #[test]
 fn xread_blocks_only_with_block() {
-    assert_eq!(route(&["XREAD", "COUNT", "1", "STREAMS", "s", "0"]), Route::Single { slot: Some(key_slot(b"s")), write: false });
+    assert_eq!(
+        route(&["XREAD", "COUNT", "1", "STREAMS", "s", "0"]),
+        Route::Single { slot: Some(key_slot(b"s")), write: false }
+    );
     assert_eq!(route(&["XREAD", "BLOCK", "0", "STREAMS", "s", "0"]), Route::Stateful(StatefulKind::Blocking));
     // A stream named "block" is a key, not the option.
     assert!(matches!(route(&["XREAD", "STREAMS", "block", "0"]), Route::Single { .. }));

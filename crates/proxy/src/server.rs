@@ -11,12 +11,12 @@ use tokio::sync::watch;
 
 use crate::command::CommandTable;
 use crate::config::{Config, ConfigError, ReadFrom};
+use crate::listener;
 use crate::resp::Limits;
 use crate::session::{Shared, Stats};
 use crate::topology::refresh::TopologySettings;
 use crate::topology::{RefreshSignal, Topology, Trigger};
 use crate::upstream::{ConnSettings, Upstreams, admin};
-use crate::listener;
 
 /// Why the proxy could not start.
 #[derive(Debug, Error)]
@@ -97,10 +97,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = Vec::new();
     if let Some(addr) = config.listen.plain {
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr: addr.to_string(), source })?;
         tracing::info!(%addr, "listening (plain)");
         listeners.push(tokio::spawn(listener::serve_plain(
             listener,

@@ -47,27 +47,17 @@ impl Node {
         for _ in 0..START_ATTEMPTS {
             let guard = reserve_port();
             let dir = cfg.root.join(guard.port().to_string());
-            std::fs::create_dir_all(&dir)
-                .unwrap_or_else(|e| panic!("create node dir {}: {e}", dir.display()));
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create node dir {}: {e}", dir.display()));
             std::fs::write(dir.join("redis.conf"), config_text(cfg, guard.port(), &dir))
                 .unwrap_or_else(|e| panic!("write redis.conf in {}: {e}", dir.display()));
-            let mut node = Node {
-                guard,
-                dir,
-                child: None,
-                state: NodeState::Stopped,
-                id: String::new(),
-            };
+            let mut node = Node { guard, dir, child: None, state: NodeState::Stopped, id: String::new() };
             match node.spawn(cfg.acl_user) {
                 Ok(()) => return node,
                 Err(StartError::AddrInUse(msg)) => failures.push(msg),
                 Err(StartError::Other(msg)) => panic!("{msg}"),
             }
         }
-        panic!(
-            "redis-server could not bind after {START_ATTEMPTS} ports:\n{}",
-            failures.join("\n---\n")
-        );
+        panic!("redis-server could not bind after {START_ATTEMPTS} ports:\n{}", failures.join("\n---\n"));
     }
 
     pub fn addr(&self) -> String {
@@ -108,11 +98,8 @@ impl Node {
 
     /// Sends SIGSTOP or SIGCONT and records the new state.
     pub fn signal(&mut self, sig: Signal) {
-        let pid = self
-            .pid()
-            .unwrap_or_else(|| panic!("node {} is not running", self.addr()));
-        process::send_signal(pid, sig)
-            .unwrap_or_else(|e| panic!("signal {sig:?} to node {}: {e}", self.addr()));
+        let pid = self.pid().unwrap_or_else(|| panic!("node {} is not running", self.addr()));
+        process::send_signal(pid, sig).unwrap_or_else(|e| panic!("signal {sig:?} to node {}: {e}", self.addr()));
         match sig {
             Signal::Stop => self.state = NodeState::Paused,
             Signal::Cont => self.state = NodeState::Running,
@@ -158,9 +145,7 @@ impl Node {
                 exited = true;
                 return true;
             }
-            crate::conn::probe(&addr, acl_user)
-                .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con))
-                .is_ok()
+            crate::conn::probe(&addr, acl_user).and_then(|mut con| redis::cmd("PING").query::<String>(&mut con)).is_ok()
         });
         if ready && !exited {
             return Ok(());
@@ -170,9 +155,7 @@ impl Node {
         if tail.contains("Address already in use") {
             Err(StartError::AddrInUse(tail))
         } else if exited {
-            Err(StartError::Other(format!(
-                "redis-server on {addr} exited at start:\n{tail}"
-            )))
+            Err(StartError::Other(format!("redis-server on {addr} exited at start:\n{tail}")))
         } else {
             Err(StartError::Other(format!(
                 "redis-server on {addr} did not answer PING within {READY_TIMEOUT:?}:\n{tail}"

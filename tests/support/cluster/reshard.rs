@@ -35,10 +35,8 @@ impl Cluster {
     pub fn slot_ranges(&self) -> Vec<SlotRange> {
         let addr = self.any_live();
         let mut con = self.client(&addr);
-        let reply: Vec<Value> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query(&mut con)
-            .unwrap_or_else(|e| panic!("{addr}: CLUSTER SLOTS: {e}"));
+        let reply: Vec<Value> =
+            redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap_or_else(|e| panic!("{addr}: CLUSTER SLOTS: {e}"));
         reply.iter().map(parse_slot_range).collect()
     }
 
@@ -72,31 +70,24 @@ impl Cluster {
     /// # Panics
     /// When `replica` is not a replica, or it is not master within 20 s.
     pub fn failover(&self, replica: &str) {
-        let view = super::topology::View::fetch(replica, self.acl_user.as_ref())
-            .unwrap_or_else(|e| panic!("failover: {e}"));
+        let view =
+            super::topology::View::fetch(replica, self.acl_user.as_ref()).unwrap_or_else(|e| panic!("failover: {e}"));
         let master_id = view
             .myself()
             .and_then(|m| m.master_id.clone())
             .unwrap_or_else(|| panic!("failover: {replica} is not a replica"));
-        let master_down = self
-            .lock()
-            .iter()
-            .any(|n| n.id == master_id && n.state != NodeState::Running);
+        let master_down = self.lock().iter().any(|n| n.id == master_id && n.state != NodeState::Running);
         let mut cmd = redis::cmd("CLUSTER");
         cmd.arg("FAILOVER");
         if master_down {
             cmd.arg("FORCE");
         }
-        let _: () = cmd
-            .query(&mut self.client(replica))
-            .unwrap_or_else(|e| panic!("{replica}: CLUSTER FAILOVER: {e}"));
+        let _: () = cmd.query(&mut self.client(replica)).unwrap_or_else(|e| panic!("{replica}: CLUSTER FAILOVER: {e}"));
         let promoted = crate::wait_until(FAILOVER_TIMEOUT, Duration::from_millis(100), || {
             self.role(replica).as_deref() == Some("master")
         });
         if !promoted {
-            self.fail(&format!(
-                "{replica} was not promoted within {FAILOVER_TIMEOUT:?}"
-            ));
+            self.fail(&format!("{replica} was not promoted within {FAILOVER_TIMEOUT:?}"));
         }
         self.wait_state_ok();
     }
@@ -109,9 +100,7 @@ impl Cluster {
         // Each round moves up to a batch; the deadline bounds the loop.
         while self.move_slot_keys(slot, from, to, MIGRATE_BATCH) > 0 {
             if Instant::now() > deadline {
-                self.fail(&format!(
-                    "migrating slot {slot} took over {MIGRATE_DEADLINE:?}"
-                ));
+                self.fail(&format!("migrating slot {slot} took over {MIGRATE_DEADLINE:?}"));
             }
         }
         self.finish_slot_migration(slot, from, to);
@@ -123,17 +112,9 @@ impl Cluster {
         let slot = slot.to_string();
         let (from_id, to_id) = (self.node_id(from), self.node_id(to));
         let mut to_con = self.client(to);
-        self.admin::<()>(
-            &mut to_con,
-            to,
-            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id],
-        );
+        self.admin::<()>(&mut to_con, to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
         let mut from_con = self.client(from);
-        self.admin::<()>(
-            &mut from_con,
-            from,
-            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id],
-        );
+        self.admin::<()>(&mut from_con, from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
     }
 
     /// MIGRATEs up to `max_keys` keys of `slot` from `from` to `to`; returns how many it moved.
@@ -150,19 +131,12 @@ impl Cluster {
         }
         let (host, port) = to.rsplit_once(':').expect("addr is host:port");
         let mut cmd = redis::cmd("MIGRATE");
-        cmd.arg(host)
-            .arg(port)
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("REPLACE");
+        cmd.arg(host).arg(port).arg("").arg(0).arg(5000).arg("REPLACE");
         if let Some((user, pass)) = &self.acl_user {
             cmd.arg("AUTH2").arg(user).arg(pass);
         }
         cmd.arg("KEYS").arg(&keys);
-        let _: Value = cmd
-            .query(&mut con)
-            .unwrap_or_else(|e| panic!("{from}: MIGRATE slot {slot} to {to}: {e}"));
+        let _: Value = cmd.query(&mut con).unwrap_or_else(|e| panic!("{from}: MIGRATE slot {slot} to {to}: {e}"));
         keys.len()
     }
 
@@ -174,11 +148,7 @@ impl Cluster {
         order.extend(self.masters().into_iter().filter(|m| m != to && m != from));
         for addr in &order {
             let mut con = self.client(addr);
-            self.admin::<()>(
-                &mut con,
-                addr,
-                &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id],
-            );
+            self.admin::<()>(&mut con, addr, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id]);
         }
     }
 

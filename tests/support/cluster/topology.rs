@@ -31,9 +31,7 @@ impl NodeLine {
 
     /// Marked failing, half-introduced or address-less: not a settled member.
     pub fn is_unsettled(&self) -> bool {
-        ["fail", "fail?", "handshake", "noaddr"]
-            .iter()
-            .any(|f| self.has_flag(f))
+        ["fail", "fail?", "handshake", "noaddr"].iter().any(|f| self.has_flag(f))
     }
 }
 
@@ -68,11 +66,7 @@ pub(crate) fn parse_nodes(text: &str) -> Vec<NodeLine> {
 
 /// The value of `key:` in `INFO`/`CLUSTER INFO` output.
 pub(crate) fn info_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(key)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .map(str::trim)
-    })
+    text.lines().find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(':')).map(str::trim))
 }
 
 /// What one node reports: its `CLUSTER INFO`, `CLUSTER NODES` and `INFO replication`.
@@ -93,20 +87,14 @@ impl View {
             for a in &args[1..] {
                 cmd.arg(*a);
             }
-            cmd.query::<String>(&mut con)
-                .map_err(|e| format!("{addr}: {}: {e}", args.join(" ")))
+            cmd.query::<String>(&mut con).map_err(|e| format!("{addr}: {}: {e}", args.join(" ")))
         };
         let info = query(&["CLUSTER", "INFO"])?;
         let nodes = query(&["CLUSTER", "NODES"])?;
         let replication = query(&["INFO", "replication"])?;
-        let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query(&mut con)
-            .map_err(|e| format!("{addr}: CLUSTER SLOTS: {e}"))?;
-        let slots_replicas = slots
-            .iter()
-            .flat_map(|entry| parse_slot_range(entry).replicas)
-            .collect();
+        let slots: Vec<redis::Value> =
+            redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).map_err(|e| format!("{addr}: CLUSTER SLOTS: {e}"))?;
+        let slots_replicas = slots.iter().flat_map(|entry| parse_slot_range(entry).replicas).collect();
         let mut lines = parse_nodes(&nodes);
         // A node that has met nobody does not know its own IP yet (":port@bus").
         if let Some(me) = lines.iter_mut().find(|l| l.has_flag("myself")) {
@@ -157,26 +145,19 @@ pub(crate) fn check_settled(
     replicas_per_master: Option<usize>,
     master_live: &dyn Fn(&str) -> bool,
 ) -> Result<(), String> {
-    let views = live
-        .iter()
-        .map(|addr| View::fetch(addr, acl))
-        .collect::<Result<Vec<_>, _>>()?;
+    let views = live.iter().map(|addr| View::fetch(addr, acl)).collect::<Result<Vec<_>, _>>()?;
     let mut own: BTreeMap<&str, &NodeLine> = BTreeMap::new();
     for v in &views {
         if !v.state_ok {
             return Err(format!("{}: cluster_state is not ok", v.addr));
         }
-        let me = v
-            .myself()
-            .ok_or_else(|| format!("{}: no myself line", v.addr))?;
+        let me = v.myself().ok_or_else(|| format!("{}: no myself line", v.addr))?;
         own.insert(v.addr.as_str(), me);
     }
     let reference = views.first().ok_or("no live node")?.slot_owners();
     for v in &views {
         for addr in live {
-            let line = v
-                .line_for(addr)
-                .ok_or_else(|| format!("{} does not know {addr} yet", v.addr))?;
+            let line = v.line_for(addr).ok_or_else(|| format!("{} does not know {addr} yet", v.addr))?;
             if line.is_unsettled() {
                 return Err(format!("{} sees {addr} as {:?}", v.addr, line.flags));
             }
@@ -190,16 +171,9 @@ pub(crate) fn check_settled(
             return Err(format!("{}: slot {slot} is not covered", v.addr));
         }
         if owners != reference {
-            return Err(format!(
-                "{} disagrees with {} on slot owners",
-                v.addr, live[0]
-            ));
+            return Err(format!("{} disagrees with {} on slot owners", v.addr, live[0]));
         }
-        if let Some(owner) = owners
-            .iter()
-            .flatten()
-            .find(|o| !live.iter().any(|l| l == *o))
-        {
+        if let Some(owner) = owners.iter().flatten().find(|o| !live.iter().any(|l| l == *o)) {
             return Err(format!("{}: slots owned by non-live node {owner}", v.addr));
         }
     }
@@ -218,10 +192,7 @@ pub(crate) fn check_settled(
             return Err(format!("replica {} is not in sync with its master", v.addr));
         }
         if let Some(other) = views.iter().find(|o| !o.slots_replicas.contains(&v.addr)) {
-            return Err(format!(
-                "{}: CLUSTER SLOTS does not list replica {} yet",
-                other.addr, v.addr
-            ));
+            return Err(format!("{}: CLUSTER SLOTS does not list replica {} yet", other.addr, v.addr));
         }
     }
     if let Some(want) = replicas_per_master {
@@ -229,10 +200,7 @@ pub(crate) fn check_settled(
             if me.is_replica() {
                 continue;
             }
-            let have = own
-                .values()
-                .filter(|l| l.master_id.as_deref() == Some(me.id.as_str()))
-                .count();
+            let have = own.values().filter(|l| l.master_id.as_deref() == Some(me.id.as_str())).count();
             if have != want {
                 return Err(format!("master {addr} has {have} replicas, want {want}"));
             }

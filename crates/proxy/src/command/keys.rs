@@ -76,10 +76,7 @@ impl KeySpecFlags {
 
     /// The flag `COMMAND` calls `name` (case-insensitive); `None` for flags unknown here.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::NAMES
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|&(_, f)| f)
+        Self::NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(_, f)| f)
     }
 
     /// Whether every flag of `other` is set.
@@ -93,10 +90,7 @@ impl KeySpecFlags {
     }
 
     fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        names
-            .into_iter()
-            .filter_map(Self::from_name)
-            .fold(Self::default(), |a, b| a | b)
+        names.into_iter().filter_map(Self::from_name).fold(Self::default(), |a, b| a | b)
     }
 }
 
@@ -124,17 +118,9 @@ pub enum BeginSearch {
 pub enum FindKeys {
     /// The last key is `start + lastkey` when `lastkey >= 0`; otherwise `argc + lastkey`, or, when
     /// `limit > 0`, `start + (argc - start) / limit + lastkey` (XREAD's keys-then-ids layout).
-    Range {
-        lastkey: i32,
-        step: usize,
-        limit: usize,
-    },
+    Range { lastkey: i32, step: usize, limit: usize },
     /// The argument at `start + keynumidx` counts the keys, which begin at `start + firstkey`.
-    Keynum {
-        keynumidx: usize,
-        firstkey: usize,
-        step: usize,
-    },
+    Keynum { keynumidx: usize, firstkey: usize, step: usize },
     /// Not expressible as a spec; the spec is skipped.
     Unknown,
 }
@@ -154,9 +140,7 @@ impl KeySpec {
             flags: KeySpecFlags::from_names(flags.iter().copied()),
             begin_search: match begin {
                 RawBegin::Index(index) => begin_search(index, None),
-                RawBegin::Keyword(keyword, startfrom) => {
-                    begin_search(startfrom, Some(keyword.to_owned()))
-                }
+                RawBegin::Keyword(keyword, startfrom) => begin_search(startfrom, Some(keyword.to_owned())),
                 RawBegin::Unknown => BeginSearch::Unknown,
             },
             find_keys: match find {
@@ -190,9 +174,7 @@ impl KeySpec {
         for (key, value) in map_pairs(frame)? {
             match key {
                 b"flags" => {
-                    let names = array(value)?
-                        .iter()
-                        .filter_map(|f| text(f).and_then(|t| std::str::from_utf8(t).ok()));
+                    let names = array(value)?.iter().filter_map(|f| text(f).and_then(|t| std::str::from_utf8(t).ok()));
                     spec.flags = KeySpecFlags::from_names(names);
                 }
                 b"begin_search" => {
@@ -200,10 +182,7 @@ impl KeySpec {
                     spec.begin_search = match kind {
                         b"index" => begin_search(int_field(&args, b"index")?, None),
                         b"keyword" => {
-                            let keyword = args
-                                .iter()
-                                .find(|(k, _)| *k == b"keyword")
-                                .and_then(|(_, v)| text(v));
+                            let keyword = args.iter().find(|(k, _)| *k == b"keyword").and_then(|(_, v)| text(v));
                             let keyword = keyword.and_then(|k| std::str::from_utf8(k).ok())?;
                             begin_search(int_field(&args, b"startfrom")?, Some(keyword.to_owned()))
                         }
@@ -215,11 +194,7 @@ impl KeySpec {
                     let field = |name: &[u8]| int_field(&args, name);
                     spec.find_keys = match kind {
                         b"range" => range(field(b"lastkey")?, field(b"keystep")?, field(b"limit")?),
-                        b"keynum" => keynum(
-                            field(b"keynumidx")?,
-                            field(b"firstkey")?,
-                            field(b"keystep")?,
-                        ),
+                        b"keynum" => keynum(field(b"keynumidx")?, field(b"firstkey")?, field(b"keystep")?),
                         _ => FindKeys::Unknown,
                     };
                 }
@@ -232,11 +207,7 @@ impl KeySpec {
 
 /// Validating constructor: an index of 0 would name the command itself as a key.
 fn begin_search(index_or_startfrom: i64, keyword: Option<String>) -> BeginSearch {
-    match (
-        keyword,
-        usize::try_from(index_or_startfrom),
-        i32::try_from(index_or_startfrom),
-    ) {
+    match (keyword, usize::try_from(index_or_startfrom), i32::try_from(index_or_startfrom)) {
         (Some(keyword), _, Ok(startfrom)) => BeginSearch::Keyword { keyword, startfrom },
         (None, Ok(index), _) if index >= 1 => BeginSearch::Index(index),
         _ => BeginSearch::Unknown,
@@ -245,32 +216,16 @@ fn begin_search(index_or_startfrom: i64, keyword: Option<String>) -> BeginSearch
 
 /// Validating constructor: a step of 0 would never advance, so such specs are `Unknown`.
 fn range(lastkey: i64, step: i64, limit: i64) -> FindKeys {
-    match (
-        i32::try_from(lastkey),
-        usize::try_from(step),
-        usize::try_from(limit),
-    ) {
-        (Ok(lastkey), Ok(step), Ok(limit)) if step >= 1 => FindKeys::Range {
-            lastkey,
-            step,
-            limit,
-        },
+    match (i32::try_from(lastkey), usize::try_from(step), usize::try_from(limit)) {
+        (Ok(lastkey), Ok(step), Ok(limit)) if step >= 1 => FindKeys::Range { lastkey, step, limit },
         _ => FindKeys::Unknown,
     }
 }
 
 /// Validating constructor, as [`range`].
 fn keynum(keynumidx: i64, firstkey: i64, step: i64) -> FindKeys {
-    match (
-        usize::try_from(keynumidx),
-        usize::try_from(firstkey),
-        usize::try_from(step),
-    ) {
-        (Ok(keynumidx), Ok(firstkey), Ok(step)) if step >= 1 => FindKeys::Keynum {
-            keynumidx,
-            firstkey,
-            step,
-        },
+    match (usize::try_from(keynumidx), usize::try_from(firstkey), usize::try_from(step)) {
+        (Ok(keynumidx), Ok(firstkey), Ok(step)) if step >= 1 => FindKeys::Keynum { keynumidx, firstkey, step },
         _ => FindKeys::Unknown,
     }
 }
@@ -293,11 +248,7 @@ pub(super) fn text(frame: &OwnedFrame) -> Option<&[u8]> {
 /// The `(key, value)` pairs of a RESP2 map (a flat array of alternating keys and values).
 fn map_pairs(frame: &OwnedFrame) -> Option<impl Iterator<Item = (&[u8], &OwnedFrame)>> {
     let items = array(frame)?;
-    Some(
-        items
-            .chunks_exact(2)
-            .filter_map(|kv| Some((text(&kv[0])?, &kv[1]))),
-    )
+    Some(items.chunks_exact(2).filter_map(|kv| Some((text(&kv[0])?, &kv[1]))))
 }
 
 /// Fields of a RESP2 map, by name.
@@ -365,11 +316,7 @@ pub enum KeyError {
     /// The client's numkeys argument at argv `index` is unusable. `Display` is Redis' own message
     /// for `command` (without the `ERR ` prefix), so the caller can answer `-ERR {error}`.
     #[error("{}", numkeys_message(.command, *.problem))]
-    BadNumKeys {
-        command: String,
-        index: usize,
-        problem: NumKeysProblem,
-    },
+    BadNumKeys { command: String, index: usize, problem: NumKeysProblem },
 }
 
 /// Redis words numkeys errors differently per command family; mirror it so clients see no change.
@@ -383,8 +330,7 @@ fn numkeys_message(command: &str, problem: NumKeysProblem) -> String {
             Negative => "Number of keys can't be negative".into(),
             Zero | TooMany => TOO_MANY.into(),
         },
-        "zunion" | "zinter" | "zdiff" | "zunionstore" | "zinterstore" | "zdiffstore"
-        | "zintercard" => match problem {
+        "zunion" | "zinter" | "zdiff" | "zunionstore" | "zinterstore" | "zdiffstore" | "zintercard" => match problem {
             NotAnInteger => NOT_INTEGER.into(),
             Negative | Zero => format!("at least 1 input key is needed for '{command}' command"),
             TooMany => "syntax error".into(),
@@ -425,11 +371,7 @@ fn parse_numkeys(arg: &[u8]) -> Option<i64> {
         // Accumulate negatively so that i64::MIN parses too.
         value = value.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
     }
-    if negative {
-        Some(value)
-    } else {
-        value.checked_neg()
-    }
+    if negative { Some(value) } else { value.checked_neg() }
 }
 
 /// The argv index right after `keyword`, as Redis searches: forwards from `startfrom` up to but not
@@ -458,21 +400,15 @@ fn spec_positions(
     let argc = args.len();
     let start = match &spec.begin_search {
         BeginSearch::Index(i) => *i,
-        BeginSearch::Keyword { keyword, startfrom } => {
-            match keyword_start(args, keyword, *startfrom) {
-                Some(i) => i,
-                None => return Ok(()),
-            }
-        }
+        BeginSearch::Keyword { keyword, startfrom } => match keyword_start(args, keyword, *startfrom) {
+            Some(i) => i,
+            None => return Ok(()),
+        },
         BeginSearch::Unknown => return Ok(()),
     };
     // Signed arithmetic: negative lastkeys and short requests make `last` fall before `first`.
     let (first, last, step) = match spec.find_keys {
-        FindKeys::Range {
-            lastkey,
-            step,
-            limit,
-        } => {
+        FindKeys::Range { lastkey, step, limit } => {
             let (start_i, argc_i, lastkey) = (start as i64, argc as i64, i64::from(lastkey));
             let last = if lastkey >= 0 {
                 start_i + lastkey
@@ -483,11 +419,7 @@ fn spec_positions(
             };
             (start_i, last, step)
         }
-        FindKeys::Keynum {
-            keynumidx,
-            firstkey,
-            step,
-        } => {
+        FindKeys::Keynum { keynumidx, firstkey, step } => {
             let at = start + keynumidx;
             if at >= argc {
                 // An arity problem, which the arity check reports; there are no keys to find.
@@ -572,16 +504,12 @@ pub(super) fn find_key_positions(
         KeyFinder::Sort => sort_positions(args, out),
         KeyFinder::Migrate => migrate_positions(args, out),
         KeyFinder::Specs => {
-            let zero_ok = command
-                .flags
-                .contains(super::CommandFlags::NO_MANDATORY_KEYS);
+            let zero_ok = command.flags.contains(super::CommandFlags::NO_MANDATORY_KEYS);
             for spec in &command.key_specs {
-                spec_positions(spec, args, zero_ok, out).map_err(|(index, problem)| {
-                    KeyError::BadNumKeys {
-                        command: command.name.clone(),
-                        index,
-                        problem,
-                    }
+                spec_positions(spec, args, zero_ok, out).map_err(|(index, problem)| KeyError::BadNumKeys {
+                    command: command.name.clone(),
+                    index,
+                    problem,
                 })?;
             }
             // Specs report in spec order (GEORADIUS: STORE before STOREDIST); callers want request

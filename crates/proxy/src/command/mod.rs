@@ -124,10 +124,7 @@ impl CommandFlags {
 
     /// The flag `COMMAND` calls `name` (case-insensitive); `None` for flags unknown here.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::NAMES
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|&(_, f)| f)
+        Self::NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(_, f)| f)
     }
 
     /// Whether every flag of `other` is set.
@@ -142,17 +139,11 @@ impl CommandFlags {
 
     /// The `COMMAND` names of the flags that are set.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
-        Self::NAMES
-            .into_iter()
-            .filter(move |&(_, f)| self.contains(f))
-            .map(|(n, _)| n)
+        Self::NAMES.into_iter().filter(move |&(_, f)| self.contains(f)).map(|(n, _)| n)
     }
 
     fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        names
-            .into_iter()
-            .filter_map(Self::from_name)
-            .fold(Self::empty(), |a, b| a | b)
+        names.into_iter().filter_map(Self::from_name).fold(Self::empty(), |a, b| a | b)
     }
 }
 
@@ -250,11 +241,7 @@ impl CommandSpec {
     /// [`KeyError::BadNumKeys`] when a numkeys argument is not an integer, is negative, is zero
     /// for a command that needs keys, or counts more keys than there are arguments; its `Display`
     /// is Redis' own wording for that command.
-    pub fn key_positions(
-        &self,
-        args: &(impl Args + ?Sized),
-        out: &mut Vec<usize>,
-    ) -> Result<(), KeyError> {
+    pub fn key_positions(&self, args: &(impl Args + ?Sized), out: &mut Vec<usize>) -> Result<(), KeyError> {
         keys::find_key_positions(self, args, out)
     }
 
@@ -281,14 +268,7 @@ impl CommandSpec {
         let RawCommand(name, arity, flags, acl, specs) = *raw;
         let acl = acl.iter().map(|&c| c.to_owned()).collect();
         let specs = specs.iter().map(KeySpec::from_raw).collect();
-        CommandSpec::new(
-            name.to_owned(),
-            arity,
-            CommandFlags::from_names(flags.iter().copied()),
-            acl,
-            specs,
-            false,
-        )
+        CommandSpec::new(name.to_owned(), arity, CommandFlags::from_names(flags.iter().copied()), acl, specs, false)
     }
 }
 
@@ -374,10 +354,7 @@ impl CommandTable {
                 continue;
             };
             added += usize::from(self.insert(spec));
-            for sub in subcommands
-                .iter()
-                .filter_map(|s| parse_command(s).map(|(spec, _)| spec))
-            {
+            for sub in subcommands.iter().filter_map(|s| parse_command(s).map(|(spec, _)| spec)) {
                 added += usize::from(self.insert(sub));
             }
         }
@@ -432,10 +409,7 @@ impl CommandTable {
                 if self.commands.contains_key(container.as_bytes()) {
                     return false;
                 }
-                let entry = Entry {
-                    spec: index,
-                    subcommands: NameMap::default(),
-                };
+                let entry = Entry { spec: index, subcommands: NameMap::default() };
                 self.commands.insert(container.as_bytes().into(), entry);
             }
             Some(sub) => {
@@ -476,37 +450,25 @@ fn parse_command(frame: &OwnedFrame) -> Option<(CommandSpec, &[OwnedFrame])> {
     };
     let strings = |i: usize| -> Vec<String> {
         match fields.get(i) {
-            Some(OwnedFrame::Array(items)) => items
-                .iter()
-                .filter_map(keys::text)
-                .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
-                .collect(),
+            Some(OwnedFrame::Array(items)) => {
+                items.iter().filter_map(keys::text).map(|t| String::from_utf8_lossy(t).to_ascii_lowercase()).collect()
+            }
             _ => Vec::new(),
         }
     };
-    let name = std::str::from_utf8(keys::text(fields.first()?)?)
-        .ok()?
-        .to_ascii_lowercase();
+    let name = std::str::from_utf8(keys::text(fields.first()?)?).ok()?.to_ascii_lowercase();
     let arity = i32::try_from(int(1)?).ok()?;
     let flags = CommandFlags::from_names(strings(2).iter().map(String::as_str));
-    let acl = strings(6)
-        .into_iter()
-        .map(|c| c.trim_start_matches('@').to_owned())
-        .collect();
+    let acl = strings(6).into_iter().map(|c| c.trim_start_matches('@').to_owned()).collect();
     let key_specs = match fields.get(8) {
         Some(OwnedFrame::Array(specs)) => specs.iter().filter_map(KeySpec::from_frame).collect(),
-        _ => KeySpec::legacy(int(3)?, int(4)?, int(5)?)
-            .into_iter()
-            .collect(),
+        _ => KeySpec::legacy(int(3)?, int(4)?, int(5)?).into_iter().collect(),
     };
     let subcommands = match fields.get(9) {
         Some(OwnedFrame::Array(subs)) => subs.as_slice(),
         _ => &[],
     };
-    Some((
-        CommandSpec::new(name, arity, flags, acl, key_specs, true),
-        subcommands,
-    ))
+    Some((CommandSpec::new(name, arity, flags, acl, key_specs, true), subcommands))
 }
 
 const WHOLE_KEYSPACE: &str = "whole-keyspace commands through the proxy are not supported yet";
@@ -515,8 +477,7 @@ const NODE_LOCAL: &str = "it addresses a single cluster node; connect to that no
 const REPLICATION: &str = "replication streams are not proxied";
 const MONITORING: &str = "MONITOR streams are per node and are not proxied";
 const OPERATOR: &str = "operator commands are managed per node, not through the proxy";
-const ACL: &str =
-    "ACL users are managed per node and in the proxy configuration, not through the proxy";
+const ACL: &str = "ACL users are managed per node and in the proxy configuration, not through the proxy";
 const SINGLE_DB: &str = "Redis Cluster has only database 0";
 const SHARED_CONNECTIONS: &str = "upstream connections are shared by the proxy's clients, \
     so they cannot be listed, killed or unblocked";
@@ -531,42 +492,27 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
     use Merge::*;
     use StatefulKind::*;
     match name {
-        "mget" => Split {
-            merge: ArrayInKeyOrder,
-            key_step: 1,
-        },
-        "mset" => Split {
-            merge: AllOk,
-            key_step: 2,
-        },
-        "del" | "unlink" | "exists" | "touch" => Split {
-            merge: SumIntegers,
-            key_step: 1,
-        },
+        "mget" => Split { merge: ArrayInKeyOrder, key_step: 1 },
+        "mset" => Split { merge: AllOk, key_step: 2 },
+        "del" | "unlink" | "exists" | "touch" => Split { merge: SumIntegers, key_step: 1 },
         "dbsize" => FanOut(SumIntegers),
         "flushall" | "flushdb" | "script|flush" => FanOut(AllOk),
         "keys" | "scan" | "randomkey" => Refuse(WHOLE_KEYSPACE),
-        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly"
-        | "readwrite" | "info" | "acl|whoami" | "client|setname" | "client|getname"
-        | "client|id" | "client|setinfo" | "client|info" | "client|no-evict"
-        | "client|no-touch" | "client|reply" => Local,
+        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info"
+        | "acl|whoami" | "client|setname" | "client|getname" | "client|id" | "client|setinfo" | "client|info"
+        | "client|no-evict" | "client|no-touch" | "client|reply" => Local,
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Stateful(Transaction),
-        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
-        | "sunsubscribe" => Stateful(PubSub),
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => Stateful(PubSub),
         // XREAD is blocking only with BLOCK; the session checks, the table cannot.
         "wait" | "waitaof" | "xread" | "xreadgroup" => Stateful(Blocking),
         "monitor" => Refuse(MONITORING),
         "sync" | "psync" | "replconf" => Refuse(REPLICATION),
         "replicaof" | "slaveof" | "failover" => Refuse(TOPOLOGY),
-        "shutdown" | "debug" | "save" | "bgsave" | "bgrewriteaof" | "config|set"
-        | "config|resetstat" | "config|rewrite" | "client|pause" | "client|unpause" => {
-            Refuse(OPERATOR)
-        }
+        "shutdown" | "debug" | "save" | "bgsave" | "bgrewriteaof" | "config|set" | "config|resetstat"
+        | "config|rewrite" | "client|pause" | "client|unpause" => Refuse(OPERATOR),
         "swapdb" | "move" => Refuse(SINGLE_DB),
         "client|kill" | "client|list" | "client|unblock" => Refuse(SHARED_CONNECTIONS),
-        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => {
-            Refuse(TRACKING)
-        }
+        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => Refuse(TRACKING),
         "cluster|info"
         | "cluster|keyslot"
         | "cluster|slots"
@@ -587,10 +533,7 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
         | "cluster|replicate"
         | "cluster|set-config-epoch"
         | "cluster|bumpepoch" => Refuse(TOPOLOGY),
-        _ => match name
-            .split_once('|')
-            .map_or(name, |(container, _)| container)
-        {
+        _ => match name.split_once('|').map_or(name, |(container, _)| container) {
             "command" => Local,
             "cluster" => Refuse(NODE_LOCAL),
             "acl" => Refuse(ACL),

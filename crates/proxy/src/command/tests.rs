@@ -17,15 +17,11 @@ fn table() -> CommandTable {
 /// A request written as in `redis-cli` but without quoting: one space between arguments, and `""`
 /// for an empty argument.
 fn argv(line: &str) -> Vec<&str> {
-    line.split(' ')
-        .map(|a| if a == "\"\"" { "" } else { a })
-        .collect()
+    line.split(' ').map(|a| if a == "\"\"" { "" } else { a }).collect()
 }
 
 fn spec<'t>(table: &'t CommandTable, args: &[&str]) -> &'t CommandSpec {
-    table
-        .lookup(args)
-        .unwrap_or_else(|| panic!("{args:?} is unknown"))
+    table.lookup(args).unwrap_or_else(|| panic!("{args:?} is unknown"))
 }
 
 fn key_names<'a>(table: &CommandTable, line: &'a str) -> Result<Vec<&'a str>, KeyError> {
@@ -98,10 +94,7 @@ fn sharded_channels_are_routed_like_keys() {
 fn short_or_mismatched_requests_yield_fewer_keys_not_errors() {
     let t = table();
     assert_eq!(key_names(&t, "XREAD COUNT 1 STREAMS a"), Ok(vec![]));
-    assert_eq!(
-        key_names(&t, "GEORADIUS src 0 0 1 km STORE"),
-        Ok(vec!["src"])
-    );
+    assert_eq!(key_names(&t, "GEORADIUS src 0 0 1 km STORE"), Ok(vec!["src"]));
     assert_eq!(key_names(&t, "MIGRATE h 1 k 0 5000 KEYS a"), Ok(vec![]));
     assert_eq!(key_names(&t, "GET"), Ok(vec![]));
 }
@@ -123,12 +116,7 @@ const NUMKEYS_CASES: &[(&str, usize, NumKeysProblem, &str)] = {
         ("EVAL s x a", 2, NotAnInteger, NOT_INTEGER),
         ("EVAL s 01 a", 2, NotAnInteger, NOT_INTEGER),
         ("EVAL s +1 a", 2, NotAnInteger, NOT_INTEGER),
-        (
-            "EVAL s 99999999999999999999 a",
-            2,
-            NotAnInteger,
-            NOT_INTEGER,
-        ),
+        ("EVAL s 99999999999999999999 a", 2, NotAnInteger, NOT_INTEGER),
         ("ZUNIONSTORE d 0 a", 2, Zero, AT_LEAST_ZUNIONSTORE),
         ("ZUNIONSTORE d 2 a", 2, TooMany, SYNTAX),
         ("ZINTERCARD x a", 1, NotAnInteger, NOT_INTEGER),
@@ -152,11 +140,7 @@ fn numkeys_error(line: &str) -> (usize, NumKeysProblem, String) {
 #[test]
 fn bad_numkeys_is_an_error_worded_like_redis() {
     for &(line, index, problem, message) in NUMKEYS_CASES {
-        assert_eq!(
-            numkeys_error(line),
-            (index, problem, message.to_owned()),
-            "{line}"
-        );
+        assert_eq!(numkeys_error(line), (index, problem, message.to_owned()), "{line}");
     }
 }
 
@@ -164,9 +148,7 @@ fn bad_numkeys_is_an_error_worded_like_redis() {
 fn key_positions_clears_the_output_first() {
     let t = table();
     let mut out = vec![7, 8, 9];
-    spec(&t, &["PING"])
-        .key_positions(&["PING"], &mut out)
-        .unwrap();
+    spec(&t, &["PING"]).key_positions(&["PING"], &mut out).unwrap();
     assert!(out.is_empty());
 }
 
@@ -175,10 +157,7 @@ fn args_work_for_owned_and_borrowed_arguments() {
     let t = table();
     let owned: Vec<Vec<u8>> = vec![b"mget".to_vec(), b"a".to_vec(), b"b".to_vec()];
     let borrowed: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-    let bytes: Vec<bytes::Bytes> = owned
-        .iter()
-        .map(|a| bytes::Bytes::from(a.clone()))
-        .collect();
+    let bytes: Vec<bytes::Bytes> = owned.iter().map(|a| bytes::Bytes::from(a.clone())).collect();
     let mut out = Vec::new();
     spec(&t, &["mget"]).key_positions(&owned, &mut out).unwrap();
     assert_eq!(out, [1, 2]);
@@ -230,25 +209,16 @@ fn arity_follows_redis_conventions() {
 fn table_carries_flags_and_acl_categories() {
     let t = table();
     let has = |name, flag| spec(&t, &[name]).flags.contains(flag);
-    assert!(
-        has("get", CommandFlags::READONLY | CommandFlags::FAST) && !has("get", CommandFlags::WRITE)
-    );
+    assert!(has("get", CommandFlags::READONLY | CommandFlags::FAST) && !has("get", CommandFlags::WRITE));
     assert!(has("zunionstore", CommandFlags::MOVABLE_KEYS));
     assert!(has("eval", CommandFlags::NO_MANDATORY_KEYS));
     assert!(spec(&t, &["set"]).is_write() && !spec(&t, &["get"]).is_write());
-    assert_eq!(
-        spec(&t, &["get"]).acl_categories,
-        ["read", "string", "fast"]
-    );
+    assert_eq!(spec(&t, &["get"]).acl_categories, ["read", "string", "fast"]);
     let set_spec = &spec(&t, &["set"]).key_specs[0];
     let flags = KeySpecFlags::RW | KeySpecFlags::VARIABLE_FLAGS;
     assert!(set_spec.flags.contains(flags));
     assert_eq!(set_spec.begin_search, BeginSearch::Index(1));
-    let range = FindKeys::Range {
-        lastkey: 0,
-        step: 1,
-        limit: 0,
-    };
+    let range = FindKeys::Range { lastkey: 0, step: 1, limit: 0 };
     assert_eq!(set_spec.find_keys, range);
     assert!(t.len() > 360 && !t.is_empty() && t.iter().count() == t.len());
     assert!(t.iter().all(|s| s.name == s.name.to_ascii_lowercase()));
@@ -271,28 +241,13 @@ fn handling_overrides_are_applied() {
         (split(SumIntegers, 1), "del, unlink, exists, touch"),
         (FanOut(SumIntegers), "dbsize"),
         (FanOut(AllOk), "flushall, flushdb, script flush"),
-        (
-            Forward,
-            "get, time, script load, publish, spublish, pubsub channels, config get",
-        ),
-        (
-            Forward,
-            "cluster slots, cluster countkeysinslot, cluster keyslot",
-        ),
-        (
-            Local,
-            "ping, info, command, command getkeys, command docs, acl whoami",
-        ),
-        (
-            Local,
-            "client setname, client setinfo, client no-touch, client no-evict",
-        ),
+        (Forward, "get, time, script load, publish, spublish, pubsub channels, config get"),
+        (Forward, "cluster slots, cluster countkeysinslot, cluster keyslot"),
+        (Local, "ping, info, command, command getkeys, command docs, acl whoami"),
+        (Local, "client setname, client setinfo, client no-touch, client no-evict"),
         (Stateful(Transaction), "multi, exec, watch"),
         (Stateful(PubSub), "subscribe, ssubscribe, punsubscribe"),
-        (
-            Stateful(Blocking),
-            "blpop, bzmpop, blmove, wait, waitaof, xread, xreadgroup",
-        ),
+        (Stateful(Blocking), "blpop, bzmpop, blmove, wait, waitaof, xread, xreadgroup"),
     ];
     for (expected, lines) in &cases {
         for line in lines.split(", ") {
@@ -325,11 +280,7 @@ fn dangerous_commands_are_refused_with_a_reason() {
 #[test]
 fn every_cluster_acl_and_command_subcommand_is_decided() {
     let t = table();
-    let forwarded = |sub| {
-        "info keyslot slots shards nodes myid countkeysinslot"
-            .split(" ")
-            .any(|f| f == sub)
-    };
+    let forwarded = |sub| "info keyslot slots shards nodes myid countkeysinslot".split(" ").any(|f| f == sub);
     let (local, blocking) = (Handling::Local, Handling::Stateful(StatefulKind::Blocking));
     for s in t.iter() {
         let refused = matches!(s.handling, Handling::Refuse(_));
@@ -366,13 +317,7 @@ fn map(pairs: Vec<(&str, OwnedFrame)>) -> OwnedFrame {
 }
 
 /// A Redis 7 style `COMMAND` entry (`first/last/step` 1,1,1) with key specs and subcommands.
-fn entry(
-    name: &str,
-    arity: i64,
-    flags: &str,
-    specs: Vec<OwnedFrame>,
-    subs: Vec<OwnedFrame>,
-) -> OwnedFrame {
+fn entry(name: &str, arity: i64, flags: &str, specs: Vec<OwnedFrame>, subs: Vec<OwnedFrame>) -> OwnedFrame {
     use OwnedFrame::Integer;
     let (acl, tips) = (statuses("@read @slow"), array(vec![]));
     let (first, last, step) = (Integer(1), Integer(1), Integer(1));
@@ -384,51 +329,27 @@ fn entry(
 /// A RESP2 key spec `RO access`, begin_search index, find_keys range, as a module would declare it.
 fn index_range_spec(index: i64, lastkey: i64) -> OwnedFrame {
     use OwnedFrame::Integer;
-    let begin = map(vec![
-        ("type", bulk("index")),
-        ("spec", map(vec![("index", Integer(index))])),
-    ]);
-    let range = map(vec![
-        ("lastkey", Integer(lastkey)),
-        ("keystep", Integer(1)),
-        ("limit", Integer(0)),
-    ]);
+    let begin = map(vec![("type", bulk("index")), ("spec", map(vec![("index", Integer(index))]))]);
+    let range = map(vec![("lastkey", Integer(lastkey)), ("keystep", Integer(1)), ("limit", Integer(0))]);
     let find = map(vec![("type", bulk("range")), ("spec", range)]);
     let flags = statuses("RO access");
-    map(vec![
-        ("notes", bulk("n")),
-        ("flags", flags),
-        ("begin_search", begin),
-        ("find_keys", find),
-    ])
+    map(vec![("notes", bulk("n")), ("flags", flags), ("begin_search", begin), ("find_keys", find)])
 }
 
 #[test]
 fn learns_a_module_command_with_key_specs() {
     let mut t = table();
     let before = t.len();
-    let json_get = entry(
-        "JSON.GET",
-        -2,
-        "readonly module",
-        vec![index_range_spec(1, 0)],
-        vec![],
-    );
+    let json_get = entry("JSON.GET", -2, "readonly module", vec![index_range_spec(1, 0)], vec![]);
     let reply = array(vec![json_get]);
     assert_eq!(t.learn_from_command_reply(&reply), 1);
     assert_eq!(t.len(), before + 1);
     let json_get = spec(&t, &["json.get", "doc", "$.a"]);
     assert_eq!((json_get.name.as_str(), json_get.arity), ("json.get", -2));
     assert_eq!(json_get.handling, Handling::Forward);
-    assert_eq!(
-        json_get.flags,
-        CommandFlags::READONLY | CommandFlags::MODULE
-    );
+    assert_eq!(json_get.flags, CommandFlags::READONLY | CommandFlags::MODULE);
     assert_eq!(json_get.acl_categories, ["read", "slow"]);
-    assert_eq!(
-        json_get.key_specs[0].flags,
-        KeySpecFlags::RO | KeySpecFlags::ACCESS
-    );
+    assert_eq!(json_get.key_specs[0].flags, KeySpecFlags::RO | KeySpecFlags::ACCESS);
     assert_eq!(key_names(&t, "JSON.GET doc $.a"), Ok(vec!["doc"]));
     // Learning again adds nothing: known commands are kept.
     assert_eq!(t.learn_from_command_reply(&reply), 0);
@@ -440,20 +361,9 @@ fn learns_the_old_first_last_step_form() {
     let mut t = table();
     let old = |name: &str, first, last, step| {
         let (first, last, step) = (Integer(first), Integer(last), Integer(step));
-        array(vec![
-            bulk(name),
-            Integer(-2),
-            statuses("write"),
-            first,
-            last,
-            step,
-        ])
+        array(vec![bulk(name), Integer(-2), statuses("write"), first, last, step])
     };
-    let reply = array(vec![
-        old("mod.mset", 1, -1, 2),
-        old("mod.keyless", 0, 0, 0),
-        old("mod.two", 2, 3, 1),
-    ]);
+    let reply = array(vec![old("mod.mset", 1, -1, 2), old("mod.keyless", 0, 0, 0), old("mod.two", 2, 3, 1)]);
     assert_eq!(t.learn_from_command_reply(&reply), 3);
     assert_eq!(key_names(&t, "mod.mset a 1 b 2"), Ok(vec!["a", "b"]));
     assert_eq!(key_names(&t, "mod.keyless a"), Ok(vec![]));
@@ -469,13 +379,7 @@ fn learned_commands_keep_the_proxys_rules() {
         entry("get", 99, "", vec![], vec![]),
         entry("client", -2, "", vec![], vec![sub]),
         entry("mod.admin", 1, "admin", vec![], vec![]),
-        entry(
-            "mod.block",
-            -2,
-            "blocking",
-            vec![index_range_spec(1, 0)],
-            vec![],
-        ),
+        entry("mod.block", -2, "blocking", vec![index_range_spec(1, 0)], vec![]),
         status("not a command entry"),
         array(vec![bulk("truncated")]),
     ]);
@@ -484,10 +388,7 @@ fn learned_commands_keep_the_proxys_rules() {
     let refused = Handling::Refuse(UNKNOWN_ADMIN);
     assert_eq!(handling(&t, "client frobnicate x"), refused);
     assert_eq!(handling(&t, "mod.admin"), refused);
-    assert_eq!(
-        handling(&t, "mod.block k"),
-        Handling::Stateful(StatefulKind::Blocking)
-    );
+    assert_eq!(handling(&t, "mod.block k"), Handling::Stateful(StatefulKind::Blocking));
     assert_eq!(t.learn_from_command_reply(&status("OK")), 0);
 }
 
@@ -503,11 +404,7 @@ struct Server {
 impl Server {
     fn start() -> Option<Server> {
         let dir = tempfile::tempdir().ok()?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let args = format!("--port {port} --bind 127.0.0.1 --daemonize no --save");
         let child = Command::new("redis-server")
             .args(args.split(' ').chain([""]))
@@ -516,11 +413,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        let server = Server {
-            child,
-            port,
-            _dir: dir,
-        };
+        let server = Server { child, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -587,9 +480,7 @@ fn key_positions_agree_with_command_getkeys_of_a_real_server() {
 fn numkeys_errors_agree_with_a_real_server() {
     let Some(server) = real_server() else { return };
     for &(line, _, _, message) in NUMKEYS_CASES {
-        let OwnedFrame::Error(redis) = server.query(&argv(line)) else {
-            panic!("{line} did not fail")
-        };
+        let OwnedFrame::Error(redis) = server.query(&argv(line)) else { panic!("{line} did not fail") };
         assert_eq!(redis, format!("ERR {message}"), "{line}");
     }
 }
@@ -607,9 +498,6 @@ fn learning_a_real_command_reply_reproduces_the_builtin_table() {
     for s in learned.iter() {
         let b = spec(&builtin, &s.name.split('|').collect::<Vec<_>>());
         let b = (&b.name, b.arity, b.flags, &b.acl_categories, &b.key_specs);
-        assert_eq!(
-            b,
-            (&s.name, s.arity, s.flags, &s.acl_categories, &s.key_specs)
-        );
+        assert_eq!(b, (&s.name, s.arity, s.flags, &s.acl_categories, &s.key_specs));
     }
 }

@@ -22,10 +22,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits {
-            max_request_bytes: 512 * 1024 * 1024,
-            max_array_len: 1024 * 1024,
-        }
+        Limits { max_request_bytes: 512 * 1024 * 1024, max_array_len: 1024 * 1024 }
     }
 }
 
@@ -138,10 +135,7 @@ pub struct RequestDecoder {
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> RequestDecoder {
-        RequestDecoder {
-            limits,
-            multibulk: None,
-        }
+        RequestDecoder { limits, multibulk: None }
     }
 
     /// Takes the next complete request off the front of `buf`.
@@ -220,11 +214,7 @@ impl RequestDecoder {
     fn decode_inline(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Request>>, ProtocolError> {
         let window = &buf[..buf.len().min(MAX_LINE)];
         let Some(lf) = window.iter().position(|&b| b == b'\n') else {
-            return if buf.len() >= MAX_LINE {
-                Err(ProtocolError::InlineTooBig)
-            } else {
-                Ok(None)
-            };
+            return if buf.len() >= MAX_LINE { Err(ProtocolError::InlineTooBig) } else { Ok(None) };
         };
         let line = buf.split_to(lf + 1);
         let text = line[..lf].strip_suffix(b"\r").unwrap_or(&line[..lf]);
@@ -275,7 +265,12 @@ pub fn split_inline_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             };
             match quote {
                 Some(b'"') => {
-                    if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' && is_hex(line[i + 2]) && is_hex(line[i + 3]) {
+                    if c == b'\\'
+                        && i + 3 < line.len()
+                        && line[i + 1] == b'x'
+                        && is_hex(line[i + 2])
+                        && is_hex(line[i + 3])
+                    {
                         arg.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
                         i += 4;
                         continue;

@@ -55,14 +55,8 @@ fn partial_requests_resume_byte_by_byte() {
 fn inline_commands_follow_redis_quoting() {
     assert_eq!(decode_all(b"PING\r\n").expect("valid"), vec![v(&["PING"])]);
     assert_eq!(decode_all(b"set k  v\n").expect("valid"), vec![v(&["set", "k", "v"])]);
-    assert_eq!(
-        decode_all(b"SET \"a b\" 'c d'\r\n").expect("valid"),
-        vec![v(&["SET", "a b", "c d"])]
-    );
-    assert_eq!(
-        decode_all(b"ECHO \"\\x41\\n\"\r\n").expect("valid"),
-        vec![vec![b"ECHO".to_vec(), b"A\n".to_vec()]]
-    );
+    assert_eq!(decode_all(b"SET \"a b\" 'c d'\r\n").expect("valid"), vec![v(&["SET", "a b", "c d"])]);
+    assert_eq!(decode_all(b"ECHO \"\\x41\\n\"\r\n").expect("valid"), vec![vec![b"ECHO".to_vec(), b"A\n".to_vec()]]);
     assert_eq!(decode_all(b"\r\n\r\nPING\r\n").expect("valid"), vec![v(&["PING"])]);
     assert_eq!(decode_all(b"ECHO \"abc\r\n"), Err(ProtocolError::UnbalancedQuotes));
     // A NUL ends the line, as in Redis' C-string splitting; it must never stall the decoder.
@@ -90,34 +84,19 @@ fn malformed_requests_get_redis_errors() {
     assert_eq!(decode_all(b"*1\r\n+PING\r\n"), Err(ProtocolError::ExpectedBulk(b'+')));
     assert_eq!(decode_all(b"*1\r\n$-3\r\n"), Err(ProtocolError::InvalidBulkLength));
     assert_eq!(decode_all(b"*1\r\n$3\r\nPINGX\r\n"), Err(ProtocolError::MissingCrlf));
-    assert_eq!(
-        ProtocolError::ExpectedBulk(b'+').to_string(),
-        "expected '$', got '+'"
-    );
+    assert_eq!(ProtocolError::ExpectedBulk(b'+').to_string(), "expected '$', got '+'");
 }
 
 #[test]
 fn limits_refuse_before_buffering() {
-    let limits = Limits {
-        max_request_bytes: 100,
-        max_array_len: 3,
-    };
+    let limits = Limits { max_request_bytes: 100, max_array_len: 3 };
     let mut buf = BytesMut::from(&b"*4\r\n"[..]);
-    assert_eq!(
-        RequestDecoder::new(limits).decode(&mut buf).err(),
-        Some(ProtocolError::InvalidMultibulkLength)
-    );
+    assert_eq!(RequestDecoder::new(limits).decode(&mut buf).err(), Some(ProtocolError::InvalidMultibulkLength));
     // Only the header of a huge bulk has arrived: it is refused at once.
     let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$1000000\r\n"[..]);
-    assert_eq!(
-        RequestDecoder::new(limits).decode(&mut buf).err(),
-        Some(ProtocolError::InvalidBulkLength)
-    );
+    assert_eq!(RequestDecoder::new(limits).decode(&mut buf).err(), Some(ProtocolError::InvalidBulkLength));
     let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$95\r\n"[..]);
-    assert_eq!(
-        RequestDecoder::new(limits).decode(&mut buf).err(),
-        Some(ProtocolError::RequestTooBig(100))
-    );
+    assert_eq!(RequestDecoder::new(limits).decode(&mut buf).err(), Some(ProtocolError::RequestTooBig(100)));
     let long_inline = vec![b'a'; MAX_LINE + 10];
     assert_eq!(decode_all(&long_inline), Err(ProtocolError::InlineTooBig));
     let mut long_count = b"*".to_vec();
@@ -143,10 +122,7 @@ fn arbitrary_bytes_never_stall_or_panic_the_decoder() {
         state ^= state << 17;
         state
     };
-    let limits = Limits {
-        max_request_bytes: 4096,
-        max_array_len: 64,
-    };
+    let limits = Limits { max_request_bytes: 4096, max_array_len: 64 };
     for _ in 0..20_000 {
         let len = (next() % 48) as usize;
         let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();

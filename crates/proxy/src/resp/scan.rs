@@ -154,10 +154,7 @@ pub(crate) fn read_line(buf: &[u8], start: usize) -> Result<Option<Line>, ScanEr
     let limit = window.len().min(MAX_LINE);
     match window[..limit].iter().position(|&b| b == b'\n') {
         Some(0) => Err(ScanError::MissingCrlf),
-        Some(lf) if window[lf - 1] == b'\r' => Ok(Some(Line {
-            end: start + lf - 1,
-            next: start + lf + 1,
-        })),
+        Some(lf) if window[lf - 1] == b'\r' => Ok(Some(Line { end: start + lf - 1, next: start + lf + 1 })),
         Some(_) => Err(ScanError::MissingCrlf),
         None if window.len() >= MAX_LINE => Err(ScanError::LineTooLong),
         None => Ok(None),
@@ -177,9 +174,7 @@ pub(crate) fn parse_usize(digits: &[u8]) -> Option<usize> {
     if digits.is_empty() || digits.len() > 18 {
         return None;
     }
-    digits.iter().try_fold(0usize, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
-    })
+    digits.iter().try_fold(0usize, |n, &d| d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0')))
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 
 use super::Shared;
-use crate::resp::reply::{self, Protocol};
 use crate::resp::Request;
+use crate::resp::reply::{self, Protocol};
 
 /// Per-client state kept by the proxy instead of by a node.
 #[derive(Debug)]
@@ -27,15 +27,7 @@ pub struct ClientState {
 impl ClientState {
     /// The state of a newly connected client.
     pub fn new(id: u64, peer: SocketAddr) -> ClientState {
-        ClientState {
-            id,
-            peer,
-            protocol: Protocol::Resp2,
-            name: None,
-            lib_name: None,
-            lib_ver: None,
-            closing: false,
-        }
+        ClientState { id, peer, protocol: Protocol::Resp2, name: None, lib_name: None, lib_ver: None, closing: false }
     }
 }
 
@@ -120,7 +112,9 @@ fn hello(state: &mut ClientState, request: &Request) -> Answer {
         match option.as_slice() {
             b"AUTH" if i + 2 < request.argc() => {
                 if request.arg(i + 1) != b"default" {
-                    return Answer::Reply(reply::error("WRONGPASS invalid username-password pair or user is disabled."));
+                    return Answer::Reply(reply::error(
+                        "WRONGPASS invalid username-password pair or user is disabled.",
+                    ));
                 }
                 i += 3;
             }
@@ -139,10 +133,7 @@ fn hello(state: &mut ClientState, request: &Request) -> Answer {
     state.protocol = Protocol::Resp2;
     let mut out = BytesMut::new();
     reply::put_map_header(&mut out, state.protocol, 7);
-    for (key, value) in [
-        ("server", "redis"),
-        ("version", crate::REDIS_COMPAT_VERSION),
-    ] {
+    for (key, value) in [("server", "redis"), ("version", crate::REDIS_COMPAT_VERSION)] {
         reply::put_bulk(&mut out, key.as_bytes());
         reply::put_bulk(&mut out, value.as_bytes());
     }
@@ -166,7 +157,9 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
         (b"SETNAME", 3) => {
             let name = request.arg(2);
             if name.iter().any(|&b| b <= b' ' || b > b'~') {
-                return Answer::Reply(reply::error("ERR Client names cannot contain spaces, newlines or special characters."));
+                return Answer::Reply(reply::error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                ));
             }
             state.name = (!name.is_empty()).then(|| name.to_vec());
             Answer::Reply(reply::ok())
@@ -268,11 +261,8 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> String {
         );
     }
     if wanted("clients") {
-        let _ = write!(
-            out,
-            "# Clients\r\nconnected_clients:{}\r\n\r\n",
-            stats.connected_clients.load(Ordering::Relaxed)
-        );
+        let _ =
+            write!(out, "# Clients\r\nconnected_clients:{}\r\n\r\n", stats.connected_clients.load(Ordering::Relaxed));
     }
     if wanted("proxy") {
         let _ = write!(

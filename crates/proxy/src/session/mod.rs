@@ -125,7 +125,12 @@ impl Session {
         }
     }
 
-    async fn serve<R, W>(&mut self, mut reader: R, mut writer: W, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()>
+    async fn serve<R, W>(
+        &mut self,
+        mut reader: R,
+        mut writer: W,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<()>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,

@@ -41,15 +41,7 @@ pub struct Part {
 impl Part {
     /// A part not sent yet.
     pub fn new(payload: Bytes, target: Target, write: bool) -> Part {
-        Part {
-            payload,
-            target,
-            write,
-            redirect: None,
-            hops: 0,
-            retry_until: None,
-            reply: None,
-        }
+        Part { payload, target, write, redirect: None, hops: 0, retry_until: None, reply: None }
     }
 }
 
@@ -60,12 +52,7 @@ enum Entry {
     /// Waiting for the reply of a single part.
     Single(Part),
     /// Waiting for several parts whose replies are merged.
-    Multi {
-        parts: Vec<Part>,
-        missing: usize,
-        merge: Merge,
-        places: Vec<KeyPlace>,
-    },
+    Multi { parts: Vec<Part>, missing: usize, merge: Merge, places: Vec<KeyPlace> },
     /// Close the connection once every earlier reply is written (QUIT, protocol error).
     Close,
 }
@@ -113,12 +100,7 @@ impl Pipeline {
     pub fn push_multi(&mut self, parts: Vec<Part>, merge: Merge, places: Vec<KeyPlace>) -> u64 {
         let seq = self.next_seq();
         let missing = parts.len();
-        self.entries.push_back(Entry::Multi {
-            parts,
-            missing,
-            merge,
-            places,
-        });
+        self.entries.push_back(Entry::Multi { parts, missing, merge, places });
         seq
     }
 
@@ -142,12 +124,7 @@ impl Pipeline {
         };
         match entry {
             Entry::Single(p) if part == 0 => *entry = Entry::Ready(reply),
-            Entry::Multi {
-                parts,
-                missing,
-                merge: kind,
-                places,
-            } => {
+            Entry::Multi { parts, missing, merge: kind, places } => {
                 let Some(p) = parts.get_mut(part as usize) else {
                     return;
                 };

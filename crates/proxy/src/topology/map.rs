@@ -92,10 +92,7 @@ impl SlotMap {
     /// # Errors
     /// [`MapError`] when the reply is an error or not shaped as documented.
     pub fn from_cluster_shards(reply: &OwnedFrame, tls: bool) -> Result<SlotMap, MapError> {
-        let bad = |detail: &str| MapError::Malformed {
-            command: "CLUSTER SHARDS",
-            detail: detail.to_string(),
-        };
+        let bad = |detail: &str| MapError::Malformed { command: "CLUSTER SHARDS", detail: detail.to_string() };
         let shards = top_level(reply, "CLUSTER SHARDS")?;
         let mut out = Vec::with_capacity(shards.len());
         for shard in shards {
@@ -139,10 +136,7 @@ impl SlotMap {
     /// # Errors
     /// [`MapError`] when the reply is an error or not shaped as documented.
     pub fn from_cluster_slots(reply: &OwnedFrame) -> Result<SlotMap, MapError> {
-        let bad = |detail: &str| MapError::Malformed {
-            command: "CLUSTER SLOTS",
-            detail: detail.to_string(),
-        };
+        let bad = |detail: &str| MapError::Malformed { command: "CLUSTER SLOTS", detail: detail.to_string() };
         let mut shards: Vec<Shard> = Vec::new();
         for range in top_level(reply, "CLUSTER SLOTS")? {
             let items = as_array(range).ok_or_else(|| bad("range is not an array"))?;
@@ -160,10 +154,7 @@ impl SlotMap {
                 Some(shard) => shard.ranges.push(range),
                 None => shards.push(Shard {
                     master,
-                    replicas: replicas
-                        .into_iter()
-                        .map(|n| Node { role: Role::Replica, ..n })
-                        .collect(),
+                    replicas: replicas.into_iter().map(|n| Node { role: Role::Replica, ..n }).collect(),
                     ranges: vec![range],
                 }),
             }
@@ -191,10 +182,7 @@ impl SlotMap {
 
     /// Every node the map names, masters first.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.shards
-            .iter()
-            .map(|s| &s.master)
-            .chain(self.shards.iter().flat_map(|s| s.replicas.iter()))
+        self.shards.iter().map(|s| &s.master).chain(self.shards.iter().flat_map(|s| s.replicas.iter()))
     }
 
     /// How many slots changed owner (by master address) between `old` and `self`.
@@ -213,18 +201,12 @@ fn top_level<'a>(reply: &'a OwnedFrame, command: &'static str) -> Result<&'a [Ow
     match reply {
         OwnedFrame::Array(items) => Ok(items),
         OwnedFrame::Error(text) => Err(MapError::NodeError(text.clone())),
-        _ => Err(MapError::Malformed {
-            command,
-            detail: "reply is not an array".to_string(),
-        }),
+        _ => Err(MapError::Malformed { command, detail: "reply is not an array".to_string() }),
     }
 }
 
 fn slot_number(n: i64) -> Result<Slot, &'static str> {
-    u16::try_from(n)
-        .ok()
-        .filter(|&s| s < SLOT_COUNT)
-        .ok_or("slot number out of range")
+    u16::try_from(n).ok().filter(|&s| s < SLOT_COUNT).ok_or("slot number out of range")
 }
 
 fn as_array(frame: &OwnedFrame) -> Option<&[OwnedFrame]> {
@@ -251,10 +233,7 @@ fn as_text(frame: &OwnedFrame) -> Option<&str> {
 
 /// The value after `name` in a flat key/value array.
 fn field<'a>(fields: &'a [OwnedFrame], name: &str) -> Option<&'a OwnedFrame> {
-    fields
-        .chunks(2)
-        .find(|pair| as_text(&pair[0]) == Some(name))
-        .and_then(|pair| pair.get(1))
+    fields.chunks(2).find(|pair| as_text(&pair[0]) == Some(name)).and_then(|pair| pair.get(1))
 }
 
 fn parse_shard_node(frame: &OwnedFrame, tls: bool) -> Option<Node> {
@@ -299,11 +278,7 @@ fn parse_slots_node(frame: &OwnedFrame) -> Option<Node> {
 
 /// `host:port`, with IPv6 literals in brackets so the address parses back.
 pub fn join_host_port(host: &str, port: i64) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 #[cfg(test)]

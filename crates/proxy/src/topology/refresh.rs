@@ -11,7 +11,7 @@ use tokio::time::sleep;
 use super::map::{MapError, SlotMap};
 use super::{RefreshSignal, Trigger};
 use crate::slot::{SLOT_COUNT, Slot};
-use crate::upstream::{NodePool, Upstreams, UpstreamError, admin};
+use crate::upstream::{NodePool, UpstreamError, Upstreams, admin};
 
 /// Least time between two refreshes: a burst of `MOVED` replies during a reshard costs one refresh.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -37,12 +37,7 @@ pub struct Routing {
 
 impl Routing {
     fn empty() -> Routing {
-        Routing {
-            map: SlotMap::from_shards(Vec::new()),
-            masters: Vec::new(),
-            replicas: Vec::new(),
-            generation: 0,
-        }
+        Routing { map: SlotMap::from_shards(Vec::new()), masters: Vec::new(), replicas: Vec::new(), generation: 0 }
     }
 
     /// The pool of the master serving `slot`.
@@ -52,10 +47,7 @@ impl Routing {
 
     /// The replica pools of the shard serving `slot`.
     pub fn replicas(&self, slot: Slot) -> &[Arc<NodePool>] {
-        self.map
-            .shard_for(slot)
-            .and_then(|shard| self.replicas.get(shard))
-            .map_or(&[], |r| r.as_slice())
+        self.map.shard_for(slot).and_then(|shard| self.replicas.get(shard)).map_or(&[], |r| r.as_slice())
     }
 
     /// Every master's pool, one per shard.
@@ -207,11 +199,7 @@ impl Topology {
             return;
         }
         let moved = map.slots_moved_since(&old.map);
-        let masters = map
-            .shards()
-            .iter()
-            .map(|shard| self.upstreams.pool(&shard.master.addr, false))
-            .collect();
+        let masters = map.shards().iter().map(|shard| self.upstreams.pool(&shard.master.addr, false)).collect();
         let replicas = map
             .shards()
             .iter()
@@ -226,12 +214,7 @@ impl Topology {
         let generation = old.generation + 1;
         let covered = map.covered_slots();
         let shards = map.shards().len();
-        let routing = Routing {
-            map,
-            masters,
-            replicas,
-            generation,
-        };
+        let routing = Routing { map, masters, replicas, generation };
         // Pools of nodes the new map no longer names go away once their in-flight requests finish.
         let keep: Vec<String> = routing.map.nodes().map(|n| n.addr.clone()).collect();
         self.routing.store(Arc::new(routing));
@@ -261,10 +244,7 @@ impl Topology {
         let Ok(suspects) = self.suspects.lock() else {
             return false;
         };
-        routing
-            .masters()
-            .iter()
-            .any(|m| suspects.get(m.addr()).is_some_and(|since| since.elapsed() < SUSPECT_FOR))
+        routing.masters().iter().any(|m| suspects.get(m.addr()).is_some_and(|since| since.elapsed() < SUSPECT_FOR))
     }
 
     /// Runs the refresh loop until the process ends: every `refresh_interval`, at once on a signal
@@ -281,11 +261,7 @@ impl Topology {
                 sleep(DEBOUNCE).await;
                 let mut triggers = triggers;
                 triggers.extend(topology.signal.take());
-                let trigger = triggers
-                    .iter()
-                    .copied()
-                    .find(|t| *t != Trigger::Timer)
-                    .unwrap_or(Trigger::Timer);
+                let trigger = triggers.iter().copied().find(|t| *t != Trigger::Timer).unwrap_or(Trigger::Timer);
                 if let Err(error) = topology.refresh(trigger).await {
                     tracing::warn!(%error, trigger = trigger.as_str(), "topology refresh failed");
                 }

@@ -15,10 +15,7 @@ use crate::resp::{FrameScanner, request::encode_command};
 /// # Errors
 /// [`UpstreamError::Unreachable`] when the connection, the login or `extra` commands fail.
 pub async fn connect(addr: &str, settings: &ConnSettings, extra: &[&[&[u8]]]) -> Result<TcpStream, UpstreamError> {
-    let unreachable = |reason: String| UpstreamError::Unreachable {
-        addr: addr.to_string(),
-        reason,
-    };
+    let unreachable = |reason: String| UpstreamError::Unreachable { addr: addr.to_string(), reason };
     let mut stream = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(unreachable("connect timeout".to_string())),
         Ok(Err(e)) => return Err(unreachable(e.to_string())),

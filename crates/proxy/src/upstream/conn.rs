@@ -46,7 +46,12 @@ enum End {
     Failed(UpstreamError),
 }
 
-async fn run(addr: String, settings: Arc<ConnSettings>, readonly: bool, mut rx: mpsc::UnboundedReceiver<UpstreamRequest>) {
+async fn run(
+    addr: String,
+    settings: Arc<ConnSettings>,
+    readonly: bool,
+    mut rx: mpsc::UnboundedReceiver<UpstreamRequest>,
+) {
     let extra: &[&[&[u8]]] = if readonly { &[&[b"READONLY"]] } else { &[] };
     let mut backoff = Duration::from_millis(25);
     loop {
@@ -84,10 +89,7 @@ async fn run(addr: String, settings: Arc<ConnSettings>, readonly: bool, mut rx: 
 }
 
 fn fail(request: UpstreamRequest, error: UpstreamError) {
-    let _ = request.reply_to.send(UpstreamReply {
-        tag: request.tag,
-        result: Err(error),
-    });
+    let _ = request.reply_to.send(UpstreamReply { tag: request.tag, result: Err(error) });
 }
 
 /// Serves one established connection until it fails or the pool goes away.
@@ -166,11 +168,7 @@ fn queue(request: UpstreamRequest, wbuf: &mut BytesMut, inflight: &mut VecDeque<
         wbuf.extend_from_slice(ASKING);
     }
     wbuf.extend_from_slice(&request.payload);
-    inflight.push_back(InFlight {
-        asking_pending: request.asking,
-        request,
-        queued_at: now_tick,
-    });
+    inflight.push_back(InFlight { asking_pending: request.asking, request, queued_at: now_tick });
 }
 
 /// Hands every complete reply in `rbuf` to the request it answers.
@@ -192,10 +190,7 @@ fn dispatch_replies(
             return Err("reply without a request".to_string());
         };
         // A caller that went away (client disconnected) simply drops its reply.
-        let _ = entry.request.reply_to.send(UpstreamReply {
-            tag: entry.request.tag,
-            result: Ok(frame),
-        });
+        let _ = entry.request.reply_to.send(UpstreamReply { tag: entry.request.tag, result: Ok(frame) });
     }
     Ok(())
 }

@@ -16,9 +16,7 @@ pub struct NodePool {
 
 impl NodePool {
     fn new(addr: String, settings: &Arc<ConnSettings>, size: usize, readonly: bool) -> NodePool {
-        let conns = (0..size.max(1))
-            .map(|_| conn::spawn(addr.clone(), Arc::clone(settings), readonly))
-            .collect();
+        let conns = (0..size.max(1)).map(|_| conn::spawn(addr.clone(), Arc::clone(settings), readonly)).collect();
         NodePool { addr, conns }
     }
 
