@@ -73,3 +73,25 @@ fn version_flag_prints_the_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn idle_clients_are_closed_after_idle_timeout() {
+    let proxy = Proxy::start(
+        Cluster::shared(),
+        ProxyOptions { extra_toml: "[listen]\nplain = \"@PLAIN@\"\nidle_timeout = \"1s\"\n".to_string(), ..ProxyOptions::default() },
+    );
+    let mut active = proxy.client();
+    let mut idle = TcpStream::connect(proxy.addr()).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let started = Instant::now();
+    // The active client keeps talking for longer than the timeout and is not closed.
+    for _ in 0..15 {
+        let pong: String = redis::cmd("PING").query(&mut active).expect("active client stays connected");
+        assert_eq!(pong, "PONG");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut buf = [0u8; 16];
+    assert_eq!(idle.read(&mut buf).expect("EOF for the idle client"), 0);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+}

@@ -40,9 +40,14 @@ pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same sl
 
 /// Plans a request. `keys` is scratch space reused across calls to avoid an allocation each.
 pub fn plan(table: &CommandTable, request: &Request, keys: &mut Vec<usize>) -> Route {
-    let Some(spec) = table.lookup(request) else {
-        return Route::Reply(unknown_command(request));
-    };
+    match table.lookup(request) {
+        Some(spec) => plan_command(spec, request, keys),
+        None => Route::Reply(unknown_command(request)),
+    }
+}
+
+/// Plans a request whose command the caller already looked up (it also checks permissions on it).
+pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Route {
     if !spec.arity_ok(request.argc()) {
         return Route::Reply(reply::error(&format!("ERR wrong number of arguments for '{}' command", spec.name)));
     }
@@ -127,7 +132,7 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
 }
 
 /// Redis' reply to a command it does not know, arguments quoted as Redis quotes them.
-fn unknown_command(request: &Request) -> Bytes {
+pub fn unknown_command(request: &Request) -> Bytes {
     let name = String::from_utf8_lossy(request.arg(0));
     let args: String = (1..request.argc())
         .map(|i| format!("'{}' ", String::from_utf8_lossy(request.arg(i)).chars().take(128).collect::<String>()))

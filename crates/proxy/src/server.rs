@@ -89,6 +89,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         max_pipeline: config.limits.max_pipeline,
         client_output_limit: config.limits.client_output_limit,
         command_timeout: config.upstream.command_timeout,
+        idle_timeout: config.listen.idle_timeout,
         read_from: config.upstream.read_from,
         refresh_on_moved: config.topology.refresh_on_moved,
         stats: Stats::default(),

@@ -44,6 +44,8 @@ pub struct Shared {
     pub client_output_limit: usize,
     /// How long requests for an unreachable node are retried (while the topology catches up).
     pub command_timeout: Duration,
+    /// Close clients that send nothing for this long (`listen.idle_timeout`); `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// Whether reads may go to replicas (`upstream.read_from`).
     pub read_from: ReadFrom,
     /// Refresh the topology at once on `MOVED` (`topology.refresh_on_moved`).
@@ -139,6 +141,12 @@ impl Session {
         let mut wbuf = BytesMut::with_capacity(16 * 1024);
         let mut reading = !*shutdown.borrow();
         let mut closing = false;
+        // Idle clients are checked on one timer that is only re-armed when it fires, instead of a
+        // timer reset on every read.
+        let idle_timeout = self.shared.idle_timeout;
+        let mut last_read = Instant::now();
+        let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(3600)));
+        tokio::pin!(idle);
         loop {
             closing |= self.pipeline.release(&mut wbuf);
             if wbuf.len() > self.shared.client_output_limit {
@@ -167,8 +175,22 @@ impl Session {
                     if read? == 0 {
                         reading = false;
                     } else {
+                        if idle_timeout.is_some() {
+                            last_read = Instant::now();
+                        }
                         self.on_input(&mut rbuf);
                     }
+                }
+                () = &mut idle, if idle_timeout.is_some() => {
+                    let timeout = idle_timeout.unwrap_or_default();
+                    if self.pipeline.is_empty() && wbuf.is_empty() && last_read.elapsed() >= timeout {
+                        tracing::debug!(client = self.state.id, peer = %self.state.peer, "idle client timed out");
+                        return Ok(());
+                    }
+                    // Busy (replies pending) or active since: look again when it could next be idle.
+                    let now = Instant::now();
+                    let next = (last_read + timeout).max(now + timeout.min(Duration::from_secs(1)));
+                    idle.as_mut().reset(next.into());
                 }
                 _ = sleep_until(next_retry.unwrap_or_else(Instant::now).into()), if next_retry.is_some() => {
                     self.resend_due();
