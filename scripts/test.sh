@@ -8,7 +8,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-STEPS=(deps fmt clippy build test)
+STEPS=(deps fmt clippy build test monitoring)
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
@@ -69,6 +69,12 @@ step_test() {
     else
         cargo test --workspace --no-fail-fast
     fi
+}
+
+# Prometheus rules, Alertmanager config and the Grafana dashboard, checked against the metrics
+# the proxy really exports.
+step_monitoring() {
+    scripts/check-monitoring.sh
 }
 
 run_step() {

@@ -46,14 +46,22 @@ fn proxy_bin() -> std::path::PathBuf {
 #[test]
 fn check_accepts_the_example_configs_and_names_bad_keys() {
     let root = env!("CARGO_MANIFEST_DIR");
-    for file in ["config/redisforge.dev.toml", "config/redisforge.example.toml"] {
-        let out = Command::new(proxy_bin())
+    let check = |file: &str| {
+        Command::new(proxy_bin())
             .args(["--config", &format!("{root}/{file}"), "--check"])
+            .current_dir(root)
             .env("REDIS_ACL_PASS", "x")
             .output()
-            .expect("run --check");
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+            .expect("run --check")
+    };
+    let dev = check("config/redisforge.dev.toml");
+    assert!(dev.status.success(), "dev config: {}", String::from_utf8_lossy(&dev.stderr));
+    // The production example names certificate files that only exist on a real deployment: it
+    // must fail for exactly that reason, naming the file.
+    let production = check("config/redisforge.example.toml");
+    let stderr = String::from_utf8_lossy(&production.stderr);
+    assert_eq!(production.status.code(), Some(1));
+    assert!(stderr.contains("config/tls/server.crt"), "{stderr}");
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.toml");
     std::fs::write(
@@ -78,7 +86,10 @@ fn version_flag_prints_the_version() {
 fn idle_clients_are_closed_after_idle_timeout() {
     let proxy = Proxy::start(
         Cluster::shared(),
-        ProxyOptions { extra_toml: "[listen]\nplain = \"@PLAIN@\"\nidle_timeout = \"1s\"\n".to_string(), ..ProxyOptions::default() },
+        ProxyOptions {
+            extra_toml: "[listen]\nplain = \"@PLAIN@\"\nidle_timeout = \"1s\"\n".to_string(),
+            ..ProxyOptions::default()
+        },
     );
     let mut active = proxy.client();
     let mut idle = TcpStream::connect(proxy.addr()).expect("connect");

@@ -22,16 +22,19 @@
 //! The pure core (`resp`, `command`, `slot`, `redirect`, `merge`, `topology::map`) does no I/O.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod command;
 pub mod config;
 pub mod listener;
 pub mod merge;
+pub mod metrics;
 pub mod redirect;
 pub mod resp;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod slot;
+pub mod tls;
 pub mod topology;
 pub mod upstream;
 

@@ -1,22 +1,32 @@
-//! Accepting client connections: the connection limit, then one session task per client.
+//! Accepting client connections: the connection limit, the TLS handshake, then one session task
+//! per client.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::session::{self, Shared};
+use crate::tls::ReloadableAcceptor;
 
 /// The reply Redis gives a client beyond `maxclients`.
 const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 
-/// Accepts plain-TCP clients until `shutdown` turns true.
-pub async fn serve_plain(
+/// A client that has not finished its TLS handshake by then is dropped, so half-open connections
+/// cannot pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts clients until `shutdown` turns true; with `tls`, every connection first completes a
+/// TLS handshake with the acceptor's current certificate.
+pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     max_clients: usize,
+    tls: Option<Arc<ReloadableAcceptor>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -29,27 +39,84 @@ pub async fn serve_plain(
             Err(error) => {
                 // Out of file descriptors and similar: pause instead of spinning on the error.
                 tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let stats = &shared.stats;
-        if stats.connected_clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
-            stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
-            tokio::spawn(async move {
-                let _ = stream.write_all(MAX_CLIENTS_REACHED).await;
-                let _ = stream.shutdown().await;
-            });
+        let Some(connected) = Connected::admit(&shared, max_clients) else {
+            // Over TLS the refusal is only readable after a handshake; over plain TCP it is sent as
+            // is, like Redis does.
+            if tls.is_none() {
+                tokio::spawn(async move {
+                    let _ = stream.write_all(MAX_CLIENTS_REACHED).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
             continue;
-        }
-        stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        };
+        shared.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.client_connections_total.inc();
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         let stop = shutdown.clone();
+        let tls = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            let (reader, writer) = stream.into_split();
-            session::run(Arc::clone(&shared), reader, writer, peer, stop).await;
-            shared.stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
+            // Decrements the counts however the session ends, panics included.
+            let _connected = connected;
+            match tls {
+                None => {
+                    let (reader, writer) = stream.into_split();
+                    session::run(Arc::clone(&shared), reader, writer, peer, stop).await;
+                }
+                Some(acceptor) => serve_tls(acceptor, stream, peer, Arc::clone(&shared), stop).await,
+            }
         });
     }
+}
+
+/// One connected client, counted in `INFO` and in `client_connections` while it lives.
+struct Connected(Arc<Shared>);
+
+impl Connected {
+    /// Counts a new client, unless `max_clients` are connected already.
+    fn admit(shared: &Arc<Shared>, max_clients: usize) -> Option<Connected> {
+        if shared.stats.connected_clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
+            shared.stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        shared.metrics.client_connections.inc();
+        Some(Connected(Arc::clone(shared)))
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.client_connections.dec();
+    }
+}
+
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            shared.metrics.tls_handshake_errors_total.inc();
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_errors_total.inc();
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (reader, writer) = tokio::io::split(tls);
+    session::run(shared, reader, writer, peer, stop).await;
 }

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        if let Err(error) = config.upstream_password() {
+        if let Err(error) = server::prepare(&config) {
             eprintln!("redisforge-proxy: {error}");
             return ExitCode::FAILURE;
         }

@@ -48,8 +48,8 @@ pub fn plan(table: &CommandTable, request: &Request, keys: &mut Vec<usize>) -> R
 
 /// Plans a request whose command the caller already looked up (it also checks permissions on it).
 pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Route {
-    if !spec.arity_ok(request.argc()) {
-        return Route::Reply(reply::error(&format!("ERR wrong number of arguments for '{}' command", spec.name)));
+    if let Some(error) = arity_error(spec, request) {
+        return Route::Reply(error);
     }
     match &spec.handling {
         Handling::Local => Route::Local,
@@ -65,6 +65,12 @@ pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>
         Handling::Forward => forward(spec, request, keys),
         Handling::Split { merge, key_step } => split(spec, request, keys, merge, *key_step),
     }
+}
+
+/// Redis' reply to a request with the wrong number of arguments, if it has.
+pub fn arity_error(spec: &CommandSpec, request: &Request) -> Option<Bytes> {
+    (!spec.arity_ok(request.argc()))
+        .then(|| reply::error(&format!("ERR wrong number of arguments for '{}' command", spec.name)))
 }
 
 /// `XREAD`/`XREADGROUP` only block with a `BLOCK` argument; without it they are ordinary reads.

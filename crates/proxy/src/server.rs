@@ -9,11 +9,16 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::{Access, AclError};
 use crate::command::CommandTable;
 use crate::config::{Config, ConfigError, ReadFrom};
 use crate::listener;
+use crate::metrics::cluster;
+use crate::metrics::http::HealthCheck;
+use crate::metrics::{self, Metrics};
 use crate::resp::Limits;
 use crate::session::{Shared, Stats};
+use crate::tls::{self, ReloadableAcceptor, TlsError, TlsFiles};
 use crate::topology::refresh::TopologySettings;
 use crate::topology::{RefreshSignal, Topology, Trigger};
 use crate::upstream::{ConnSettings, Upstreams, admin};
@@ -26,8 +31,51 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
-    #[error("listen.tls is set but TLS is not implemented yet; use listen.plain")]
-    TlsNotImplemented,
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("listen.tls is set but the [tls] section is missing")]
+    TlsSectionMissing,
+    #[error("upstream.tls = true needs upstream.ca")]
+    UpstreamCaMissing,
+    #[error("ACL: {0}")]
+    Acl(#[from] AclError),
+}
+
+/// Everything built from files named in the config (certificates, keys), checked before serving.
+///
+/// Both `--check` and start-up go through here, so a file that `--check` accepts is one the
+/// proxy can start with.
+pub struct Prepared {
+    /// The client-facing TLS identity, when `listen.tls` is set.
+    pub acceptor: Option<Arc<ReloadableAcceptor>>,
+    /// TLS to the nodes, when `upstream.tls` is on.
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The upstream password from its environment variable.
+    pub password: Option<String>,
+}
+
+/// Loads and checks the files and secrets the config names.
+///
+/// # Errors
+/// [`ServerError`] naming the bad file or variable.
+pub fn prepare(config: &Config) -> Result<Prepared, ServerError> {
+    let password = config.upstream_password()?;
+    let acceptor = match (&config.listen.tls, &config.tls) {
+        (None, _) => None,
+        (Some(_), None) => return Err(ServerError::TlsSectionMissing),
+        (Some(_), Some(files)) => Some(Arc::new(ReloadableAcceptor::new(TlsFiles::from(files))?)),
+    };
+    let upstream_tls = match (config.upstream.tls, &config.upstream.ca) {
+        (false, _) => None,
+        (true, None) => return Err(ServerError::UpstreamCaMissing),
+        (true, Some(ca)) => {
+            Some(tls::client_config(ca, config.upstream.client_cert.as_deref(), config.upstream.client_key.as_deref())?)
+        }
+    };
+    // Checked against the built-in table here; at start-up the file is read again with the commands
+    // the cluster reports, so it may also name module commands.
+    Access::from_config(config.auth.as_ref(), &CommandTable::builtin())?;
+    Ok(Prepared { acceptor, upstream_tls, password })
 }
 
 /// Runs the proxy until `shutdown` completes, then stops accepting and waits (up to
@@ -36,10 +84,7 @@ pub enum ServerError {
 /// # Errors
 /// [`ServerError`] when the proxy cannot start; once serving, failures are logged and survived.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let password = config.upstream_password()?;
-    if config.listen.tls.is_some() {
-        return Err(ServerError::TlsNotImplemented);
-    }
+    let Prepared { acceptor, upstream_tls, password } = prepare(&config)?;
     let signal = RefreshSignal::new();
     // Connections report failures to the topology, which owns the pools: a weak back-reference
     // set once the topology exists breaks the cycle.
@@ -57,9 +102,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         password,
         connect_timeout: config.upstream.connect_timeout,
         command_timeout: config.upstream.command_timeout,
+        tls: upstream_tls,
         on_failure: Arc::new(on_failure),
     };
-    let upstreams = Arc::new(Upstreams::new(settings, config.upstream.connections_per_node));
+    let metrics = Metrics::new();
+    if let Some(acceptor) = &acceptor {
+        metrics.tls_cert_expiry_seconds.set(unix_now() + acceptor.expiry());
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let upstreams = Arc::new(Upstreams::new(settings, config.upstream.connections_per_node, Arc::clone(&metrics)));
     let topology = Topology::new(
         TopologySettings {
             seeds: config.upstream.seeds.clone(),
@@ -71,6 +122,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         signal,
     );
     let _ = topology_ref.set(Arc::downgrade(&topology));
+    // Bound before the first topology load, so /healthz answers (and /readyz says why not ready)
+    // while the proxy is still starting.
+    if let Some(addr) = config.metrics.listen {
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr: addr.to_string(), source })?;
+        tracing::info!(%addr, "metrics and health endpoints listening");
+        let health: HealthCheck = {
+            let (metrics, topology) = (Arc::clone(&metrics), Arc::clone(&topology));
+            Arc::new(move || cluster::readiness(&metrics, &topology))
+        };
+        tokio::spawn(metrics::http::serve(listener, Arc::clone(&metrics), health, stop_rx.clone()));
+    }
 
     if let Err(error) = topology.refresh(Trigger::Startup).await {
         // Not fatal: the refresher keeps polling quickly and clients get CLUSTERDOWN meanwhile.
@@ -78,8 +141,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let table = learn_commands(&topology).await;
     topology.spawn_refresher();
+    cluster::spawn_health_poller(Arc::clone(&metrics), Arc::clone(&topology), HEALTH_POLL_INTERVAL);
 
+    let access = Access::from_config(config.auth.as_ref(), &table)?;
     let shared = Arc::new(Shared {
+        metrics,
+        access,
         table: Arc::new(table),
         topology: Arc::clone(&topology),
         limits: Limits {
@@ -95,19 +162,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stats: Stats::default(),
     });
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = Vec::new();
-    if let Some(addr) = config.listen.plain {
+    for (addr, tls) in [(config.listen.plain, None), (config.listen.tls, acceptor.clone())] {
+        let Some(addr) = addr else {
+            continue;
+        };
         let listener =
             TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr: addr.to_string(), source })?;
-        tracing::info!(%addr, "listening (plain)");
-        listeners.push(tokio::spawn(listener::serve_plain(
-            listener,
-            Arc::clone(&shared),
-            config.listen.max_clients,
-            stop_rx.clone(),
-        )));
+        tracing::info!(%addr, tls = tls.is_some(), "listening");
+        let serve = listener::serve(listener, Arc::clone(&shared), config.listen.max_clients, tls, stop_rx.clone());
+        listeners.push(tokio::spawn(serve));
     }
+    spawn_reloader(acceptor, Arc::clone(&shared));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections");
@@ -120,6 +186,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// How often every node is asked for INFO replication (node_up, replication lag, /readyz).
+const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Reloads certificates and users on SIGHUP: new handshakes use the new certificate, open
+/// connections keep theirs, and users are looked up again on their next command. A bad new file
+/// is refused with a log line and what was in force stays.
+fn spawn_reloader(acceptor: Option<Arc<ReloadableAcceptor>>, shared: Arc<Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; certificates and users will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Some(acceptor) = &acceptor {
+                match acceptor.reload() {
+                    Ok(()) => {
+                        shared.metrics.tls_cert_expiry_seconds.set(unix_now() + acceptor.expiry());
+                        tracing::info!(expires_in_seconds = acceptor.expiry(), "TLS certificate reloaded");
+                    }
+                    Err(error) => tracing::error!(%error, "TLS reload refused; keeping the current certificate"),
+                }
+            }
+            match shared.access.reload(&shared.table) {
+                Ok(Some(users)) => tracing::info!(users, "ACL file reloaded"),
+                Ok(None) => {}
+                Err(error) => tracing::error!(%error, "ACL reload refused; keeping the current users"),
+            }
+        }
+    });
 }
 
 /// The built-in command table, plus the commands a master reports that the table does not know

@@ -101,6 +101,35 @@ impl std::ops::BitOr for KeySpecFlags {
     }
 }
 
+/// What a request does with one key, as Redis 7's ACL derives it from the key spec flags
+/// (`ACLSelectorCheckKey`): `access` reads the value; `insert`, `delete` and `update` write it. The
+/// `RW`/`RO`/`OW`/`RM` flags play no part, so a key flagged only `RO` (EXISTS, TYPE, OBJECT
+/// ENCODING) needs neither permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyAccess {
+    /// Only existence, type or metadata: any pattern matching the key allows it.
+    Metadata,
+    /// The value is read, returned or copied.
+    Read,
+    /// The value is written, added to or deleted, without being read.
+    Write,
+    /// The value is read and written.
+    ReadWrite,
+}
+
+impl KeyAccess {
+    /// The access a key found by a spec with `flags` needs.
+    pub fn from_flags(flags: KeySpecFlags) -> KeyAccess {
+        let write = KeySpecFlags::INSERT.0 | KeySpecFlags::DELETE.0 | KeySpecFlags::UPDATE.0;
+        match (flags.contains(KeySpecFlags::ACCESS), flags.0 & write != 0) {
+            (false, false) => KeyAccess::Metadata,
+            (true, false) => KeyAccess::Read,
+            (false, true) => KeyAccess::Write,
+            (true, true) => KeyAccess::ReadWrite,
+        }
+    }
+}
+
 /// Where the search for a spec's keys starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BeginSearch {
@@ -389,13 +418,13 @@ fn keyword_start(args: &(impl Args + ?Sized), keyword: &str, startfrom: i32) -> 
     found.map(|i| i + 1)
 }
 
-/// Appends the positions one spec finds. Specs that do not fit the request (a missing keyword,
-/// a range past the end) add nothing, like Redis; only a bad numkeys is the client's error.
+/// Reports the positions one spec finds to `found`. Specs that do not fit the request (a missing
+/// keyword, a range past the end) find nothing, like Redis; only a bad numkeys is the client's error.
 fn spec_positions(
     spec: &KeySpec,
     args: &(impl Args + ?Sized),
     zero_keys_ok: bool,
-    out: &mut Vec<usize>,
+    found: &mut impl FnMut(usize, KeySpecFlags),
 ) -> Result<(), (usize, NumKeysProblem)> {
     let argc = args.len();
     let start = match &spec.begin_search {
@@ -440,18 +469,21 @@ fn spec_positions(
     if first >= argc as i64 || last >= argc as i64 || last < first {
         return Ok(());
     }
-    out.extend((first as usize..=last as usize).step_by(step));
+    for position in (first as usize..=last as usize).step_by(step) {
+        found(position, spec.flags);
+    }
     Ok(())
 }
 
 /// SORT's finder, as Redis' `sortGetKeys`: the sorted key, plus the argument after the *last*
 /// STORE, skipping the arguments of LIMIT, GET and BY so a pattern named "store" is no keyword.
-fn sort_positions(args: &(impl Args + ?Sized), out: &mut Vec<usize>) {
+/// The sorted key is read, the destination overwritten.
+fn sort_positions(args: &(impl Args + ?Sized), found: &mut impl FnMut(usize, KeySpecFlags)) {
     let argc = args.len();
     if argc < 2 {
         return;
     }
-    out.push(1);
+    found(1, KeySpecFlags::RO | KeySpecFlags::ACCESS);
     let mut store = None;
     let mut i = 2;
     while i < argc {
@@ -465,19 +497,22 @@ fn sort_positions(args: &(impl Args + ?Sized), out: &mut Vec<usize>) {
         }
         i += 1;
     }
-    out.extend(store);
+    if let Some(store) = store {
+        found(store, KeySpecFlags::OW | KeySpecFlags::UPDATE);
+    }
 }
 
 /// MIGRATE's finder, as Redis' `migrateGetKeys`: the key argument (index 3), or, with the KEYS
-/// option (which requires an empty key argument), every argument after KEYS.
-fn migrate_positions(args: &(impl Args + ?Sized), out: &mut Vec<usize>) {
+/// option (which requires an empty key argument), every argument after KEYS; all read and deleted.
+fn migrate_positions(args: &(impl Args + ?Sized), found: &mut impl FnMut(usize, KeySpecFlags)) {
+    let flags = KeySpecFlags::RW | KeySpecFlags::ACCESS | KeySpecFlags::DELETE;
     let argc = args.len();
     let mut i = 6;
     while i < argc {
         let arg = args.get(i);
         if arg.eq_ignore_ascii_case(b"keys") {
             if args.get(3).is_empty() {
-                out.extend(i + 1..argc);
+                (i + 1..argc).for_each(|key| found(key, flags));
             }
             return;
         }
@@ -489,8 +524,34 @@ fn migrate_positions(args: &(impl Args + ?Sized), out: &mut Vec<usize>) {
         i += 1;
     }
     if argc > 3 {
-        out.push(3);
+        found(3, flags);
     }
+}
+
+/// Reports every key of a request for `command` to `found` with the flags of the spec (or the
+/// hand-written finder) that found it, in spec order. Specs flagged `not_key` (sharded channels)
+/// are skipped unless `with_not_key`.
+fn visit_keys(
+    command: &super::CommandSpec,
+    args: &(impl Args + ?Sized),
+    with_not_key: bool,
+    found: &mut impl FnMut(usize, KeySpecFlags),
+) -> Result<(), KeyError> {
+    match command.finder {
+        KeyFinder::Sort => sort_positions(args, found),
+        KeyFinder::Migrate => migrate_positions(args, found),
+        KeyFinder::Specs => {
+            let zero_ok = command.flags.contains(super::CommandFlags::NO_MANDATORY_KEYS);
+            for spec in command.key_specs.iter().filter(|s| with_not_key || !s.flags.contains(KeySpecFlags::NOT_KEY)) {
+                spec_positions(spec, args, zero_ok, found).map_err(|(index, problem)| KeyError::BadNumKeys {
+                    command: command.name.clone(),
+                    index,
+                    problem,
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fills `out` with the argv positions of the keys of a request for `command`, in request order.
@@ -500,25 +561,58 @@ pub(super) fn find_key_positions(
     out: &mut Vec<usize>,
 ) -> Result<(), KeyError> {
     out.clear();
-    match command.finder {
-        KeyFinder::Sort => sort_positions(args, out),
-        KeyFinder::Migrate => migrate_positions(args, out),
-        KeyFinder::Specs => {
-            let zero_ok = command.flags.contains(super::CommandFlags::NO_MANDATORY_KEYS);
-            for spec in &command.key_specs {
-                spec_positions(spec, args, zero_ok, out).map_err(|(index, problem)| KeyError::BadNumKeys {
-                    command: command.name.clone(),
-                    index,
-                    problem,
-                })?;
-            }
-            // Specs report in spec order (GEORADIUS: STORE before STOREDIST); callers want request
-            // order. Usually already sorted, so check before sorting.
-            if !out.is_sorted() {
-                out.sort_unstable();
-            }
-            out.dedup();
-        }
+    visit_keys(command, args, true, &mut |position, _| out.push(position))?;
+    // Specs report in spec order (GEORADIUS: STORE before STOREDIST); callers want request order.
+    // Usually already sorted, so check before sorting.
+    if !out.is_sorted() {
+        out.sort_unstable();
     }
+    out.dedup();
     Ok(())
+}
+
+/// Fills `out` with the keys of a request and the access each needs, in request order, as Redis'
+/// ACL sees them: no `not_key` specs, and for the commands whose specs say `variable_flags` the
+/// flags their `getkeys` function computes from the arguments.
+pub(super) fn find_keys_with_access(
+    command: &super::CommandSpec,
+    args: &(impl Args + ?Sized),
+    out: &mut Vec<(usize, KeyAccess)>,
+) -> Result<(), KeyError> {
+    out.clear();
+    visit_keys(command, args, false, &mut |position, mut flags| {
+        if flags.contains(KeySpecFlags::VARIABLE_FLAGS) {
+            flags = variable_flags(&command.name, args).unwrap_or(flags);
+        }
+        out.push((position, KeyAccess::from_flags(flags)));
+    })?;
+    // One position may need two kinds of access (from two specs); Redis checks each on its own.
+    if !out.is_sorted() {
+        out.sort_unstable();
+    }
+    out.dedup();
+    Ok(())
+}
+
+/// The flags `setGetKeys` and `bitfieldGetKeys` compute for the built-in commands whose specs say
+/// `variable_flags`; `None` for others (a module's), whose spec flags stand.
+fn variable_flags(command: &str, args: &(impl Args + ?Sized)) -> Option<KeySpecFlags> {
+    use KeySpecFlags as F;
+    let (argc, is) = (args.len(), |i: usize, word: &[u8]| args.get(i).eq_ignore_ascii_case(word));
+    let reads_only = match command {
+        // SET reads the old value only with GET, and then writes it too.
+        "set" if (3..argc).any(|i| is(i, b"get")) => return Some(F::RW | F::ACCESS | F::UPDATE),
+        "set" => return Some(F::OW | F::UPDATE),
+        // BITFIELD only reads when every operation is a complete GET or OVERFLOW; anything else
+        // (SET, INCRBY, a syntax error) counts as a write, the safe side.
+        "bitfield" => {
+            let mut i = 2;
+            while i < argc && ((is(i, b"get") && i + 2 < argc) || (is(i, b"overflow") && i + 1 < argc)) {
+                i += if is(i, b"get") { 3 } else { 2 };
+            }
+            i >= argc
+        }
+        _ => return None,
+    };
+    Some(if reads_only { F::RO | F::ACCESS } else { F::RW | F::ACCESS | F::UPDATE })
 }

@@ -22,7 +22,7 @@ use std::ops::{BitOr, BitOrAssign};
 
 use redis_protocol::resp2::types::OwnedFrame;
 
-pub use keys::{BeginSearch, FindKeys, KeyError, KeySpec, KeySpecFlags, NumKeysProblem};
+pub use keys::{BeginSearch, FindKeys, KeyAccess, KeyError, KeySpec, KeySpecFlags, NumKeysProblem};
 use keys::{KeyFinder, RawKeySpec};
 
 /// Arguments of one request, argv-style: index 0 is the command name.
@@ -211,6 +211,8 @@ pub struct CommandSpec {
     pub acl_categories: Vec<String>,
     pub key_specs: Vec<KeySpec>,
     pub handling: Handling,
+    /// Index of the `command` label this command's metrics use (bounded set, `other` for the rest).
+    pub metric_label: usize,
     finder: KeyFinder,
 }
 
@@ -245,6 +247,22 @@ impl CommandSpec {
         keys::find_key_positions(self, args, out)
     }
 
+    /// The keys of this request as Redis' ACL checks them: like [`Self::key_positions`] (request
+    /// order, same finders), each with the [`KeyAccess`] its key spec flags call for, but without
+    /// sharded pub/sub channels (`not_key` specs: ACL checks those as channels). SET and BITFIELD
+    /// (`variable_flags`) get their access from the arguments, as Redis computes it. Clears `out`
+    /// first; never allocates beyond growing `out`.
+    ///
+    /// # Errors
+    /// As [`Self::key_positions`].
+    pub fn key_positions_with_access(
+        &self,
+        args: &(impl Args + ?Sized),
+        out: &mut Vec<(usize, KeyAccess)>,
+    ) -> Result<(), KeyError> {
+        keys::find_keys_with_access(self, args, out)
+    }
+
     fn new(
         name: String,
         arity: i32,
@@ -256,6 +274,7 @@ impl CommandSpec {
         CommandSpec {
             handling: handling_for(&name, flags, learned),
             finder: KeyFinder::for_command(&name),
+            metric_label: crate::metrics::labels::label_index(&name),
             name,
             arity,
             flags,

@@ -7,7 +7,11 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 
+use std::sync::Arc;
+
 use super::Shared;
+use crate::auth::User;
+use crate::command::{CommandFlags, CommandSpec, KeyAccess};
 use crate::resp::Request;
 use crate::resp::reply::{self, Protocol};
 
@@ -22,12 +26,32 @@ pub struct ClientState {
     pub lib_ver: Option<Vec<u8>>,
     /// A QUIT or protocol error was seen: nothing more is read.
     pub closing: bool,
+    /// The logged-in user; `None` until AUTH when anonymous clients are refused.
+    pub user: Option<Arc<User>>,
+    /// The user is the anonymous one, not from an AUTH.
+    pub anonymous: bool,
+    /// [`Access::generation`](crate::auth::Access::generation) the user was resolved at.
+    pub user_generation: u64,
+    /// Failed AUTH attempts on this connection.
+    pub auth_failures: u32,
 }
 
 impl ClientState {
     /// The state of a newly connected client.
-    pub fn new(id: u64, peer: SocketAddr) -> ClientState {
-        ClientState { id, peer, protocol: Protocol::Resp2, name: None, lib_name: None, lib_ver: None, closing: false }
+    pub fn new(id: u64, peer: SocketAddr, user: Option<Arc<User>>, user_generation: u64) -> ClientState {
+        ClientState {
+            id,
+            peer,
+            protocol: Protocol::Resp2,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            closing: false,
+            anonymous: user.is_some(),
+            user,
+            user_generation,
+            auth_failures: 0,
+        }
     }
 }
 
@@ -66,15 +90,16 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
         },
         b"READONLY" | b"READWRITE" => Answer::Reply(reply::ok()),
         b"RESET" => {
-            *state = ClientState::new(state.id, state.peer);
+            *state = ClientState::new(state.id, state.peer, shared.access.anonymous_user(), shared.access.generation());
             Answer::Reply(Bytes::from_static(b"+RESET\r\n"))
         }
-        b"AUTH" => auth(request),
-        b"HELLO" => hello(state, request),
+        b"AUTH" => auth(state, shared, request),
+        b"HELLO" => hello(state, shared, request),
         b"CLIENT" => client(state, request),
         b"INFO" => Answer::Reply(reply::bulk(info(shared, state, request).as_bytes())),
         b"COMMAND" => command(shared, request),
-        b"ACL" => Answer::Reply(reply::bulk(b"default")),
+        // ACL WHOAMI is the only ACL subcommand the table lets through; users live in the file.
+        b"ACL" => Answer::Reply(reply::bulk(state.user.as_ref().map_or(&b"default"[..], |u| u.name.as_bytes()))),
         _ => Answer::Reply(reply::error(&format!(
             "ERR unsupported command '{}' in proxy",
             String::from_utf8_lossy(request.arg(0))
@@ -82,44 +107,100 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
     }
 }
 
-/// Without `[auth]` every client is the `default` user with no password, as on a Redis node
-/// without `requirepass`; Redis' replies for that case are kept.
-fn auth(request: &Request) -> Answer {
-    match request.argc() {
-        2 => Answer::Reply(reply::error(
-            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        )),
-        3 if request.arg(1) == b"default" => Answer::Reply(reply::ok()),
-        3 => Answer::Reply(reply::error("WRONGPASS invalid username-password pair or user is disabled.")),
-        _ => Answer::Reply(reply::error("ERR syntax error")),
+/// Failed logins one connection may make before it is closed, to slow down password guessing.
+const MAX_AUTH_FAILURES: u32 = 5;
+
+/// Checks that the client may run `spec`: logged in (or a command allowed before login), and
+/// permitted by its user's ACL rules. `None`: go ahead; `Some(reply)`: the refusal.
+pub fn authorize(
+    state: &mut ClientState,
+    shared: &Shared,
+    spec: &CommandSpec,
+    request: &Request,
+    scratch: &mut Vec<(usize, KeyAccess)>,
+) -> Option<Bytes> {
+    let access = &shared.access;
+    if !access.checks_permissions() {
+        return None;
+    }
+    let generation = access.generation();
+    if state.user_generation != generation {
+        // The ACL file was reloaded: a user turned off or removed is refused from now on.
+        state.user_generation = generation;
+        state.user = match &state.user {
+            Some(_) if state.anonymous => access.anonymous_user(),
+            Some(user) => access.current(&user.name),
+            None => None,
+        };
+    }
+    let Some(user) = &state.user else {
+        return (!spec.flags.contains(CommandFlags::NO_AUTH)).then(|| reply::error("NOAUTH Authentication required."));
+    };
+    user.check(spec, request, scratch).err().map(|denied| reply::error(&denied.reply_text()))
+}
+
+/// Logs the client in as `name`; counts and limits failures.
+fn log_in(state: &mut ClientState, shared: &Shared, name: &[u8], password: &[u8]) -> Result<(), Answer> {
+    let name = String::from_utf8_lossy(name);
+    match shared.access.authenticate(&name, password) {
+        Ok(user) => {
+            state.user = Some(user);
+            state.anonymous = false;
+            state.user_generation = shared.access.generation();
+            Ok(())
+        }
+        Err(error) => {
+            state.auth_failures += 1;
+            shared.metrics.auth_failures_total.inc();
+            // The user name helps operators; the password is never logged.
+            tracing::warn!(client = state.id, peer = %state.peer, user = %name, failures = state.auth_failures, "authentication failed");
+            let reply = reply::error(error.reply_text());
+            if state.auth_failures >= MAX_AUTH_FAILURES {
+                Err(Answer::ReplyAndClose(reply))
+            } else {
+                Err(Answer::Reply(reply))
+            }
+        }
+    }
+}
+
+/// `AUTH [user] password`. With only a password the user is `default`, as in Redis.
+fn auth(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer {
+    let (name, password) = match request.argc() {
+        2 if !shared.access.has_passwords() => {
+            return Answer::Reply(reply::error(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ));
+        }
+        2 => (&b"default"[..], request.arg(1)),
+        3 => (request.arg(1), request.arg(2)),
+        _ => return Answer::Reply(reply::error("ERR syntax error")),
+    };
+    match log_in(state, shared, name, password) {
+        Ok(()) => Answer::Reply(reply::ok()),
+        Err(answer) => answer,
     }
 }
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
-fn hello(state: &mut ClientState, request: &Request) -> Answer {
-    if request.argc() >= 2 {
-        match request.arg(1) {
-            b"2" => {}
-            // RESP3 needs the push and map types end to end; until the proxy speaks RESP3 to the nodes
-            // it refuses it the way Redis refuses unknown versions, and clients fall back to RESP2.
-            b"3" => return Answer::Reply(reply::error("NOPROTO unsupported protocol version")),
-            _ => return Answer::Reply(reply::error("NOPROTO unsupported protocol version")),
-        }
+fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer {
+    if request.argc() >= 2 && request.arg(1) != b"2" {
+        // RESP3 needs the push and map types end to end; until the proxy speaks RESP3 to the nodes
+        // it refuses it the way Redis refuses unknown versions, and clients fall back to RESP2.
+        return Answer::Reply(reply::error("NOPROTO unsupported protocol version"));
     }
+    let mut auth: Option<(&[u8], &[u8])> = None;
+    let mut name = None;
     let mut i = 2;
     while i < request.argc() {
         let option = upper(request.arg(i));
         match option.as_slice() {
             b"AUTH" if i + 2 < request.argc() => {
-                if request.arg(i + 1) != b"default" {
-                    return Answer::Reply(reply::error(
-                        "WRONGPASS invalid username-password pair or user is disabled.",
-                    ));
-                }
+                auth = Some((request.arg(i + 1), request.arg(i + 2)));
                 i += 3;
             }
             b"SETNAME" if i + 1 < request.argc() => {
-                state.name = Some(request.arg(i + 1).to_vec());
+                name = Some(request.arg(i + 1).to_vec());
                 i += 2;
             }
             _ => {
@@ -129,6 +210,19 @@ fn hello(state: &mut ClientState, request: &Request) -> Answer {
                 )));
             }
         }
+    }
+    if let Some((user, password)) = auth
+        && let Err(answer) = log_in(state, shared, user, password)
+    {
+        return answer;
+    }
+    if state.user.is_none() {
+        return Answer::Reply(reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        ));
+    }
+    if name.is_some() {
+        state.name = name;
     }
     state.protocol = Protocol::Resp2;
     let mut out = BytesMut::new();

@@ -18,8 +18,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
+use crate::auth::Access;
 use crate::command::{CommandTable, Merge};
 use crate::config::ReadFrom;
+use crate::metrics::{Metrics, labels};
 use crate::redirect::{self, MAX_HOPS, Redirect};
 use crate::resp::{Limits, RequestDecoder, reply};
 use crate::router::{self, Route};
@@ -27,7 +29,7 @@ use crate::topology::{Topology, Trigger};
 use crate::upstream::{NodePool, Tag, UpstreamReply, UpstreamRequest};
 
 pub use local::ClientState;
-use pipeline::{Part, Pipeline, Target};
+use pipeline::{Meta, Part, Pipeline, Target};
 
 /// Pause before resending after `TRYAGAIN`/`CLUSTERDOWN` or an unreachable node.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -35,7 +37,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// What every session shares: the command table, the topology, limits and counters.
 #[derive(Debug)]
 pub struct Shared {
+    pub metrics: Arc<Metrics>,
     pub table: Arc<CommandTable>,
+    /// Who clients are and what they may do.
+    pub access: Access,
     pub topology: Arc<Topology>,
     pub limits: Limits,
     /// Requests a client may have in flight before the proxy stops reading from it.
@@ -109,6 +114,8 @@ struct Session {
     delayed: Vec<(Instant, u64, u32)>,
     /// Scratch space for key positions.
     keys: Vec<usize>,
+    /// Scratch space for key positions with their access, for permission checks.
+    acl_keys: Vec<(usize, crate::command::KeyAccess)>,
 }
 
 impl Session {
@@ -116,7 +123,7 @@ impl Session {
         let (replies_tx, replies_rx) = mpsc::unbounded_channel();
         let decoder = RequestDecoder::new(shared.limits);
         Session {
-            state: ClientState::new(id, peer),
+            state: ClientState::new(id, peer, shared.access.anonymous_user(), shared.access.generation()),
             shared,
             pipeline: Pipeline::default(),
             decoder,
@@ -124,6 +131,7 @@ impl Session {
             replies_rx,
             delayed: Vec::new(),
             keys: Vec::with_capacity(16),
+            acl_keys: Vec::new(),
         }
     }
 
@@ -148,7 +156,7 @@ impl Session {
         let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(3600)));
         tokio::pin!(idle);
         loop {
-            closing |= self.pipeline.release(&mut wbuf);
+            closing |= self.pipeline.release(&mut wbuf, &self.shared.metrics);
             if wbuf.len() > self.shared.client_output_limit {
                 tracing::warn!(client = self.state.id, peer = %self.state.peer, buffered = wbuf.len(),
                     "client does not read its replies: output limit reached, disconnecting");
@@ -170,6 +178,10 @@ impl Session {
                 }
                 written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => {
                     written?;
+                    // TLS buffers records until flushed; for TCP the flush is free.
+                    if wbuf.is_empty() {
+                        writer.flush().await?;
+                    }
                 }
                 read = reader.read_buf(&mut rbuf), if can_read => {
                     if read? == 0 {
@@ -205,11 +217,13 @@ impl Session {
 
     /// Routes every complete request in `rbuf`.
     fn on_input(&mut self, rbuf: &mut BytesMut) {
+        // Every request completed by this read had its last byte read now: one clock read per read.
+        let read_at = Instant::now();
         loop {
             match self.decoder.decode(rbuf) {
                 Ok(Some(request)) => {
                     self.shared.stats.total_commands.fetch_add(1, Ordering::Relaxed);
-                    self.on_request(request);
+                    self.on_request(request, read_at);
                     if self.state.closing {
                         return;
                     }
@@ -218,7 +232,8 @@ impl Session {
                 Err(error) => {
                     // As Redis does: answer, then close; the stream cannot be resynchronised.
                     tracing::debug!(client = self.state.id, %error, "protocol error");
-                    self.pipeline.push_ready(reply::error(&format!("ERR Protocol error: {error}")));
+                    let meta = Meta { label: labels::OTHER, read_at };
+                    self.pipeline.push_ready(reply::error(&format!("ERR Protocol error: {error}")), meta);
                     self.pipeline.push_close();
                     self.state.closing = true;
                     rbuf.clear();
@@ -228,12 +243,25 @@ impl Session {
         }
     }
 
-    fn on_request(&mut self, request: crate::resp::Request) {
-        let route = router::plan(&self.shared.table, &request, &mut self.keys);
+    fn on_request(&mut self, request: crate::resp::Request, read_at: Instant) {
+        // Redis' order: unknown command, arity, authentication, permissions; then routing.
+        let shared = &self.shared;
+        let Some(spec) = shared.table.lookup(&request) else {
+            self.pipeline.push_ready(router::unknown_command(&request), Meta { label: labels::OTHER, read_at });
+            return;
+        };
+        let meta = Meta { label: spec.metric_label, read_at };
+        if let Some(refusal) = router::arity_error(spec, &request)
+            .or_else(|| local::authorize(&mut self.state, shared, spec, &request, &mut self.acl_keys))
+        {
+            self.pipeline.push_ready(refusal, meta);
+            return;
+        }
+        let route = router::plan_command(spec, &request, &mut self.keys);
         match route {
             Route::Single { slot, write } => {
                 let part = Part::new(request.bytes().clone(), Target::Slot(slot), write);
-                let seq = self.pipeline.push_single(part);
+                let seq = self.pipeline.push_single(part, meta);
                 self.send(seq, 0);
             }
             Route::Split { merge, parts, places } => {
@@ -242,40 +270,43 @@ impl Session {
                     .map(|p| Part::new(p.payload, Target::Slot(Some(p.slot)), true))
                     .collect();
                 let count = parts.len() as u32;
-                let seq = self.pipeline.push_multi(parts, merge, places);
+                let seq = self.pipeline.push_multi(parts, merge, places, meta);
                 (0..count).for_each(|part| self.send(seq, part));
             }
-            Route::FanOut { merge } => self.fan_out(request.bytes().clone(), merge),
+            Route::FanOut { merge } => self.fan_out(request.bytes().clone(), merge, meta),
             Route::Local => match local::answer(&mut self.state, &self.shared, &request) {
-                local::Answer::Reply(reply) => self.pipeline.push_ready(reply),
+                local::Answer::Reply(reply) => self.pipeline.push_ready(reply, meta),
                 local::Answer::ReplyAndClose(reply) => {
-                    self.pipeline.push_ready(reply);
+                    self.pipeline.push_ready(reply, meta);
                     self.pipeline.push_close();
                     self.state.closing = true;
                 }
                 local::Answer::AnyMaster => {
                     let part = Part::new(request.bytes().clone(), Target::Slot(None), false);
-                    let seq = self.pipeline.push_single(part);
+                    let seq = self.pipeline.push_single(part, meta);
                     self.send(seq, 0);
                 }
             },
-            Route::Stateful(_) => self.pipeline.push_ready(reply::error(&format!(
-                "ERR unsupported command '{}' in proxy: transactions, pub/sub and blocking commands are not supported yet",
-                String::from_utf8_lossy(request.arg(0))
-            ))),
-            Route::Reply(reply) => self.pipeline.push_ready(reply),
+            Route::Stateful(_) => self.pipeline.push_ready(
+                reply::error(&format!(
+                    "ERR unsupported command '{}' in proxy: transactions, pub/sub and blocking commands are not supported yet",
+                    String::from_utf8_lossy(request.arg(0))
+                )),
+                meta,
+            ),
+            Route::Reply(reply) => self.pipeline.push_ready(reply, meta),
         }
     }
 
     /// Sends the same request to every master and merges the replies.
-    fn fan_out(&mut self, payload: Bytes, merge: Merge) {
+    fn fan_out(&mut self, payload: Bytes, merge: Merge, meta: Meta) {
         let masters = self.shared.topology.routing().masters().len();
         if masters == 0 {
-            self.pipeline.push_ready(no_topology());
+            self.pipeline.push_ready(no_topology(), meta);
             return;
         }
         let parts = (0..masters).map(|i| Part::new(payload.clone(), Target::Master(i), true)).collect();
-        let seq = self.pipeline.push_multi(parts, merge, Vec::new());
+        let seq = self.pipeline.push_multi(parts, merge, Vec::new(), meta);
         (0..masters as u32).for_each(|part| self.send(seq, part));
     }
 
@@ -337,6 +368,7 @@ impl Session {
         p.hops += 1;
         match next {
             Redirect::Moved { addr, .. } => {
+                self.shared.metrics.redirections_moved.inc();
                 p.redirect = Some((addr.to_string(), false));
                 if refresh_on_moved {
                     topology.request_refresh(Trigger::Moved);
@@ -344,6 +376,7 @@ impl Session {
                 self.send(seq, part);
             }
             Redirect::Ask { addr, .. } => {
+                self.shared.metrics.redirections_ask.inc();
                 p.redirect = Some((addr.to_string(), true));
                 self.send(seq, part);
             }

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::command::Merge;
 use crate::merge::{KeyPlace, merge};
+use crate::metrics::Metrics;
 use crate::slot::Slot;
 
 /// Which node a part goes to when it is (re)sent.
@@ -57,10 +58,19 @@ enum Entry {
     Close,
 }
 
+/// What a request's metrics need: its `command` label and when its last byte was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub label: usize,
+    pub read_at: Instant,
+}
+
 /// The client's pipeline: entries by sequence number, oldest first.
 #[derive(Debug, Default)]
 pub struct Pipeline {
     entries: VecDeque<Entry>,
+    /// Per entry (close markers included, with no meaning), for the metrics at release.
+    metas: VecDeque<Option<Meta>>,
     /// Sequence number of the front entry.
     base: u64,
 }
@@ -80,27 +90,31 @@ impl Pipeline {
     }
 
     /// Appends a request whose reply is already known.
-    pub fn push_ready(&mut self, reply: Bytes) {
+    pub fn push_ready(&mut self, reply: Bytes, meta: Meta) {
         self.entries.push_back(Entry::Ready(reply));
+        self.metas.push_back(Some(meta));
     }
 
     /// Appends a marker after which the connection is closed.
     pub fn push_close(&mut self) {
         self.entries.push_back(Entry::Close);
+        self.metas.push_back(None);
     }
 
     /// Appends a single-part request; returns its sequence number.
-    pub fn push_single(&mut self, part: Part) -> u64 {
+    pub fn push_single(&mut self, part: Part, meta: Meta) -> u64 {
         let seq = self.next_seq();
         self.entries.push_back(Entry::Single(part));
+        self.metas.push_back(Some(meta));
         seq
     }
 
     /// Appends a request of several parts merged with `merge`; returns its sequence number.
-    pub fn push_multi(&mut self, parts: Vec<Part>, merge: Merge, places: Vec<KeyPlace>) -> u64 {
+    pub fn push_multi(&mut self, parts: Vec<Part>, merge: Merge, places: Vec<KeyPlace>, meta: Meta) -> u64 {
         let seq = self.next_seq();
         let missing = parts.len();
         self.entries.push_back(Entry::Multi { parts, missing, merge, places });
+        self.metas.push_back(Some(meta));
         seq
     }
 
@@ -142,15 +156,28 @@ impl Pipeline {
         }
     }
 
-    /// Moves every reply that is ready at the front into `out`, in order.
+    /// Moves every reply that is ready at the front into `out`, in order, and records each one's
+    /// result and latency (read to release, which is when it is handed to the socket).
     ///
     /// Returns true when a close marker was reached: nothing after it will ever be written.
-    pub fn release(&mut self, out: &mut BytesMut) -> bool {
+    pub fn release(&mut self, out: &mut BytesMut, metrics: &Metrics) -> bool {
+        let mut now = None;
         while let Some(front) = self.entries.front() {
             match front {
                 Entry::Ready(reply) => {
+                    if let Some(Some(meta)) = self.metas.front() {
+                        let command = metrics.command(meta.label);
+                        // RESP2 errors start with '-', RESP3 blob errors with '!'.
+                        match reply.first() {
+                            Some(b'-' | b'!') => command.error.inc(),
+                            _ => command.ok.inc(),
+                        }
+                        let now = *now.get_or_insert_with(Instant::now);
+                        command.duration.observe(now.saturating_duration_since(meta.read_at).as_secs_f64());
+                    }
                     out.extend_from_slice(reply);
                     self.entries.pop_front();
+                    self.metas.pop_front();
                     self.base += 1;
                 }
                 Entry::Close => return true,
@@ -165,59 +192,67 @@ impl Pipeline {
 mod tests {
     use super::*;
 
+    fn meta() -> Meta {
+        Meta { label: 0, read_at: Instant::now() }
+    }
+
     fn part() -> Part {
         Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Slot(None), false)
     }
 
     #[test]
     fn replies_are_released_in_request_order() {
+        let metrics = Metrics::new();
         let mut pipeline = Pipeline::default();
-        let a = pipeline.push_single(part());
-        let b = pipeline.push_single(part());
-        pipeline.push_ready(Bytes::from_static(b"+local\r\n"));
+        let a = pipeline.push_single(part(), meta());
+        let b = pipeline.push_single(part(), meta());
+        pipeline.push_ready(Bytes::from_static(b"+local\r\n"), meta());
         let mut out = BytesMut::new();
         pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
-        assert!(!pipeline.release(&mut out));
+        assert!(!pipeline.release(&mut out, &metrics));
         assert!(out.is_empty(), "b must wait for a");
         pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
-        pipeline.release(&mut out);
+        pipeline.release(&mut out, &metrics);
         assert_eq!(&out[..], b":1\r\n:2\r\n+local\r\n");
         assert!(pipeline.is_empty());
     }
 
     #[test]
     fn multi_part_requests_merge_when_all_parts_are_in() {
+        let metrics = Metrics::new();
         let mut pipeline = Pipeline::default();
-        let seq = pipeline.push_multi(vec![part(), part()], Merge::SumIntegers, Vec::new());
+        let seq = pipeline.push_multi(vec![part(), part()], Merge::SumIntegers, Vec::new(), meta());
         pipeline.complete(seq, 1, Bytes::from_static(b":2\r\n"));
         let mut out = BytesMut::new();
-        pipeline.release(&mut out);
+        pipeline.release(&mut out, &metrics);
         assert!(out.is_empty());
         // A duplicate reply for a part already answered changes nothing.
         pipeline.complete(seq, 1, Bytes::from_static(b":5\r\n"));
         pipeline.complete(seq, 0, Bytes::from_static(b":3\r\n"));
-        pipeline.release(&mut out);
+        pipeline.release(&mut out, &metrics);
         assert_eq!(&out[..], b":5\r\n");
     }
 
     #[test]
     fn close_marker_stops_release() {
+        let metrics = Metrics::new();
         let mut pipeline = Pipeline::default();
-        pipeline.push_ready(Bytes::from_static(b"+OK\r\n"));
+        pipeline.push_ready(Bytes::from_static(b"+OK\r\n"), meta());
         pipeline.push_close();
-        pipeline.push_ready(Bytes::from_static(b"+never\r\n"));
+        pipeline.push_ready(Bytes::from_static(b"+never\r\n"), meta());
         let mut out = BytesMut::new();
-        assert!(pipeline.release(&mut out));
+        assert!(pipeline.release(&mut out, &metrics));
         assert_eq!(&out[..], b"+OK\r\n");
     }
 
     #[test]
     fn stale_sequence_numbers_are_ignored() {
+        let metrics = Metrics::new();
         let mut pipeline = Pipeline::default();
-        let seq = pipeline.push_single(part());
+        let seq = pipeline.push_single(part(), meta());
         pipeline.complete(seq, 0, Bytes::from_static(b"+a\r\n"));
         let mut out = BytesMut::new();
-        pipeline.release(&mut out);
+        pipeline.release(&mut out, &metrics);
         pipeline.complete(seq, 0, Bytes::from_static(b"+late\r\n"));
         pipeline.complete(99, 0, Bytes::from_static(b"+future\r\n"));
         assert!(pipeline.part_mut(seq, 0).is_none());

@@ -144,6 +144,7 @@ impl Topology {
     /// # Errors
     /// The last node's error when no node gave a usable map.
     pub async fn refresh(&self, trigger: Trigger) -> Result<(), RefreshError> {
+        self.upstreams.metrics().topology_refresh(trigger.as_str()).inc();
         let candidates = self.candidates();
         let mut last_error = RefreshError::NoNodes;
         for addr in &candidates {
@@ -214,6 +215,7 @@ impl Topology {
         let generation = old.generation + 1;
         let covered = map.covered_slots();
         let shards = map.shards().len();
+        self.upstreams.metrics().cluster_slots_covered.set(covered as i64);
         let routing = Routing { map, masters, replicas, generation };
         // Pools of nodes the new map no longer names go away once their in-flight requests finish.
         let keep: Vec<String> = routing.map.nodes().map(|n| n.addr.clone()).collect();

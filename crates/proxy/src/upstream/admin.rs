@@ -7,22 +7,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::stream::UpstreamStream;
 use super::{ConnSettings, UpstreamError};
 use crate::resp::{FrameScanner, request::encode_command};
 
-/// Opens a TCP connection to `addr` within `connect_timeout` and logs in.
+/// Opens a connection to `addr` (TCP, then TLS when configured) within `connect_timeout` and
+/// logs in.
 ///
 /// # Errors
-/// [`UpstreamError::Unreachable`] when the connection, the login or `extra` commands fail.
-pub async fn connect(addr: &str, settings: &ConnSettings, extra: &[&[&[u8]]]) -> Result<TcpStream, UpstreamError> {
+/// [`UpstreamError::Unreachable`] when the connection, the handshake, the login or `extra`
+/// commands fail.
+pub async fn connect(addr: &str, settings: &ConnSettings, extra: &[&[&[u8]]]) -> Result<UpstreamStream, UpstreamError> {
     let unreachable = |reason: String| UpstreamError::Unreachable { addr: addr.to_string(), reason };
-    let mut stream = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+    let mut stream = match timeout(settings.connect_timeout, open(addr, settings)).await {
         Err(_) => return Err(unreachable("connect timeout".to_string())),
-        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Ok(Err(reason)) => return Err(unreachable(reason)),
         Ok(Ok(stream)) => stream,
     };
-    // Small pipelined requests must not wait for Nagle's algorithm.
-    let _ = stream.set_nodelay(true);
     let login = async {
         if let Some(password) = &settings.password {
             let reply = match &settings.user {
@@ -47,6 +48,23 @@ pub async fn connect(addr: &str, settings: &ConnSettings, extra: &[&[&[u8]]]) ->
         Ok(Err(reason)) => Err(unreachable(reason)),
         Ok(Ok(())) => Ok(stream),
     }
+}
+
+/// TCP connect, then the TLS handshake when `upstream.tls` is on.
+async fn open(addr: &str, settings: &ConnSettings) -> Result<UpstreamStream, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    // Small pipelined requests must not wait for Nagle's algorithm.
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &settings.tls else {
+        return Ok(UpstreamStream::Plain(tcp));
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let name = crate::tls::server_name(host).map_err(|e| e.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(tls))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    Ok(UpstreamStream::Tls(Box::new(stream)))
 }
 
 /// Sends one command to `addr` on a fresh connection and decodes the reply.

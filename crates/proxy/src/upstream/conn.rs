@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval, sleep};
 
+use super::stream::UpstreamStream;
 use super::{ConnSettings, UpstreamError, UpstreamReply, UpstreamRequest, admin};
+use crate::metrics::NodeMetrics;
 use crate::resp::FrameScanner;
 
 /// Stop taking new requests while this much is waiting to be written, so a node that reads slowly
@@ -24,9 +25,14 @@ const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 ///
 /// The task connects at once (so the pool is warm), reconnects with backoff when the connection
 /// breaks, and ends when every sender is dropped and nothing is in flight.
-pub fn spawn(addr: String, settings: Arc<ConnSettings>, readonly: bool) -> mpsc::UnboundedSender<UpstreamRequest> {
+pub fn spawn(
+    addr: String,
+    settings: Arc<ConnSettings>,
+    readonly: bool,
+    metrics: Arc<NodeMetrics>,
+) -> mpsc::UnboundedSender<UpstreamRequest> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(addr, settings, readonly, rx));
+    tokio::spawn(run(addr, settings, readonly, rx, metrics));
     tx
 }
 
@@ -51,6 +57,7 @@ async fn run(
     settings: Arc<ConnSettings>,
     readonly: bool,
     mut rx: mpsc::UnboundedReceiver<UpstreamRequest>,
+    metrics: Arc<NodeMetrics>,
 ) {
     let extra: &[&[&[u8]]] = if readonly { &[&[b"READONLY"]] } else { &[] };
     let mut backoff = Duration::from_millis(25);
@@ -58,7 +65,7 @@ async fn run(
         match admin::connect(&addr, &settings, extra).await {
             Ok(stream) => {
                 backoff = Duration::from_millis(25);
-                match serve(stream, &addr, &settings, &mut rx).await {
+                match serve(stream, &addr, &settings, &mut rx, &metrics).await {
                     End::Finished => return,
                     End::Failed(error) => {
                         tracing::warn!(node = %addr, %error, "upstream connection failed");
@@ -78,7 +85,7 @@ async fn run(
                         _ = &mut pause => break,
                         request = rx.recv() => match request {
                             None => return,
-                            Some(request) => fail(request, error.clone()),
+                            Some(request) => fail(request, error.clone(), &metrics),
                         },
                     }
                 }
@@ -88,18 +95,43 @@ async fn run(
     }
 }
 
-fn fail(request: UpstreamRequest, error: UpstreamError) {
+fn fail(request: UpstreamRequest, error: UpstreamError, metrics: &NodeMetrics) {
+    metrics.record_error(&error);
     let _ = request.reply_to.send(UpstreamReply { tag: request.tag, result: Err(error) });
 }
 
 /// Serves one established connection until it fails or the pool goes away.
 async fn serve(
-    stream: TcpStream,
+    stream: UpstreamStream,
     addr: &str,
     settings: &ConnSettings,
     rx: &mut mpsc::UnboundedReceiver<UpstreamRequest>,
+    metrics: &NodeMetrics,
 ) -> End {
-    let (mut reader, mut writer) = stream.into_split();
+    match stream {
+        UpstreamStream::Plain(tcp) => {
+            let (reader, writer) = tcp.into_split();
+            serve_halves(reader, writer, addr, settings, rx, metrics).await
+        }
+        UpstreamStream::Tls(tls) => {
+            let (reader, writer) = tokio::io::split(*tls);
+            serve_halves(reader, writer, addr, settings, rx, metrics).await
+        }
+    }
+}
+
+async fn serve_halves<R, W>(
+    mut reader: R,
+    mut writer: W,
+    addr: &str,
+    settings: &ConnSettings,
+    rx: &mut mpsc::UnboundedReceiver<UpstreamRequest>,
+    metrics: &NodeMetrics,
+) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut wbuf = BytesMut::with_capacity(64 * 1024);
@@ -125,12 +157,24 @@ async fn serve(
                 Ok(_) => {
                     if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight) {
                         tracing::error!(node = %addr, %error, "upstream sent bytes that match no request");
+                        metrics.protocol_errors.inc_by(inflight.len() as u64);
+                        for entry in inflight.drain(..) {
+                            let _ = entry.request.reply_to.send(UpstreamReply {
+                                tag: entry.request.tag,
+                                result: Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
+                            });
+                        }
                         break UpstreamError::ConnectionLost { addr: addr.to_string() };
                     }
                 }
             },
             written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => {
-                if written.is_err() {
+                // TLS buffers records until flushed; for TCP the flush is free.
+                let flushed = match written {
+                    Ok(_) if wbuf.is_empty() => writer.flush().await,
+                    other => other.map(|_| ()),
+                };
+                if flushed.is_err() {
                     break UpstreamError::ConnectionLost { addr: addr.to_string() };
                 }
             }
@@ -138,13 +182,16 @@ async fn serve(
                 None => open = false,
                 Some(request) => {
                     queue(request, &mut wbuf, &mut inflight, now_tick);
+                    let mut queued = 1;
                     // Drain what else is waiting so one write carries many commands.
                     while wbuf.len() < WRITE_HIGH_WATER {
                         match rx.try_recv() {
                             Ok(request) => queue(request, &mut wbuf, &mut inflight, now_tick),
                             Err(_) => break,
                         }
+                        queued += 1;
                     }
+                    metrics.requests.inc_by(queued);
                 }
             },
             _ = ticker.tick() => {
@@ -158,7 +205,7 @@ async fn serve(
         }
     };
     for entry in inflight.drain(..) {
-        fail(entry.request, failure.clone());
+        fail(entry.request, failure.clone(), metrics);
     }
     End::Failed(failure)
 }

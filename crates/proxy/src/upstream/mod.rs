@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod conn;
 pub mod pool;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +79,8 @@ pub struct ConnSettings {
     pub password: Option<String>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// TLS to the nodes (`upstream.tls`); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Called with the node's address when a connection to it fails, so that the topology can be
     /// refreshed at once instead of at the next timer tick.
     pub on_failure: Arc<dyn Fn(&str) + Send + Sync>,
@@ -90,6 +93,7 @@ impl std::fmt::Debug for ConnSettings {
             .field("user", &self.user)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -6,6 +6,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use super::{ConnSettings, UpstreamRequest, conn};
+use crate::metrics::Metrics;
 
 /// The connections to one node.
 #[derive(Debug)]
@@ -15,8 +16,11 @@ pub struct NodePool {
 }
 
 impl NodePool {
-    fn new(addr: String, settings: &Arc<ConnSettings>, size: usize, readonly: bool) -> NodePool {
-        let conns = (0..size.max(1)).map(|_| conn::spawn(addr.clone(), Arc::clone(settings), readonly)).collect();
+    fn new(addr: String, settings: &Arc<ConnSettings>, size: usize, readonly: bool, metrics: &Metrics) -> NodePool {
+        let node = metrics.node(&addr);
+        let conns = (0..size.max(1))
+            .map(|_| conn::spawn(addr.clone(), Arc::clone(settings), readonly, Arc::clone(&node)))
+            .collect();
         NodePool { addr, conns }
     }
 
@@ -47,19 +51,26 @@ impl NodePool {
 pub struct Upstreams {
     settings: Arc<ConnSettings>,
     connections_per_node: usize,
+    metrics: Arc<Metrics>,
     masters: DashMap<String, Arc<NodePool>>,
     replicas: DashMap<String, Arc<NodePool>>,
 }
 
 impl Upstreams {
     /// An empty registry.
-    pub fn new(settings: ConnSettings, connections_per_node: usize) -> Upstreams {
+    pub fn new(settings: ConnSettings, connections_per_node: usize, metrics: Arc<Metrics>) -> Upstreams {
         Upstreams {
             settings: Arc::new(settings),
             connections_per_node,
+            metrics,
             masters: DashMap::new(),
             replicas: DashMap::new(),
         }
+    }
+
+    /// The process' metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The connection settings every pool uses.
@@ -74,7 +85,13 @@ impl Upstreams {
             return Arc::clone(&pool);
         }
         Arc::clone(&registry.entry(addr.to_string()).or_insert_with(|| {
-            Arc::new(NodePool::new(addr.to_string(), &self.settings, self.connections_per_node, readonly))
+            Arc::new(NodePool::new(
+                addr.to_string(),
+                &self.settings,
+                self.connections_per_node,
+                readonly,
+                &self.metrics,
+            ))
         }))
     }
 
