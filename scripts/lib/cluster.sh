@@ -83,12 +83,19 @@ wait_port() {
     done
 }
 
-# 0 when PID is alive and its command name is NAME (guards against recycled pids).
+# 0 when PID is alive and its command name is NAME (guards against recycled pids). A zombie
+# counts as gone: daemons are reparented to PID 1, which may take a while to reap them.
 pid_is() {
-    local pid="$1" name="$2" comm
-    [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    # /proc/PID/comm is cut at 15 characters ("redisforge-proxy" -> "redisforge-prox").
+    local pid="$1" name="$2" stat comm state
+    [ -n "$pid" ] || return 1
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    # "PID (COMM) STATE ...": COMM may contain spaces and parentheses; it ends at the last ')'.
+    comm=${stat#*\(}
+    comm=${comm%\)*}
+    state=${stat##*\) }
+    state=${state%% *}
+    [ "$state" != Z ] || return 1
+    # COMM is cut at 15 characters ("redisforge-proxy" -> "redisforge-prox").
     [ "$comm" = "${name:0:15}" ]
 }
 
@@ -101,24 +108,44 @@ live_pid() {
     echo "$pid"
 }
 
-# stop_pid_file FILE NAME [TIMEOUT_S]: SIGTERM the process of FILE (when alive and named NAME),
-# wait up to TIMEOUT_S (default 10) for it to exit, then SIGKILL it. Removes FILE.
-stop_pid_file() {
-    local file="$1" name="$2" timeout_s="${3:-10}" pid deadline
-    if pid=$(live_pid "$file" "$name"); then
-        kill -TERM "$pid" 2>/dev/null || true
-        deadline=$((SECONDS + timeout_s))
+# stop_pids NAME TIMEOUT_S PID...: SIGTERM every PID still alive and named NAME, wait up to
+# TIMEOUT_S for all of them to exit, then SIGKILL the rest (and wait up to 5 s more).
+stop_pids() {
+    local name="$1" timeout_s="$2" pid deadline alive
+    shift 2
+    for pid in "$@"; do
+        if pid_is "$pid" "$name"; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+    deadline=$((SECONDS + timeout_s))
+    while :; do
+        alive=()
+        for pid in "$@"; do
+            if pid_is "$pid" "$name"; then
+                alive+=("$pid")
+            fi
+        done
+        [ "${#alive[@]}" -gt 0 ] || return 0
+        [ "$SECONDS" -lt "$deadline" ] || break
+        sleep 0.1
+    done
+    cluster_log "$name (pid ${alive[*]}) still running ${timeout_s}s after SIGTERM; sending SIGKILL"
+    kill -KILL "${alive[@]}" 2>/dev/null || true
+    deadline=$((SECONDS + 5))
+    for pid in "${alive[@]}"; do
         while pid_is "$pid" "$name" && [ "$SECONDS" -lt "$deadline" ]; do
             sleep 0.1
         done
-        if pid_is "$pid" "$name"; then
-            cluster_log "$name (pid $pid) ignored SIGTERM for ${timeout_s}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            deadline=$((SECONDS + 5))
-            while pid_is "$pid" "$name" && [ "$SECONDS" -lt "$deadline" ]; do
-                sleep 0.1
-            done
-        fi
+    done
+}
+
+# stop_pid_file FILE NAME [TIMEOUT_S]: stop the process of FILE (when alive and named NAME) with
+# stop_pids (TIMEOUT_S defaults to 10). Removes FILE.
+stop_pid_file() {
+    local file="$1" name="$2" timeout_s="${3:-10}" pid
+    if pid=$(live_pid "$file" "$name"); then
+        stop_pids "$name" "$timeout_s" "$pid"
     fi
     rm -f "$file"
 }
@@ -144,36 +171,51 @@ cluster_info_field() {
         tr -d '\r' | sed -n "s/^$2://p"
 }
 
-# 0 when every port in the list reports cluster_state:ok and knows all of them.
+# cluster_healthy REPLICAS PORT...: 0 when every node reports cluster_state:ok, knows all the
+# others and sees REPLICAS of them as replicas. Right after `--cluster create` the state is ok
+# before every node has learnt which nodes are replicas, and clients (redis-benchmark --cluster,
+# the proxy's first topology read) would see replicas as masters without slots.
 cluster_healthy() {
-    local n=$# port
+    local replicas="$1" port
+    shift
+    local n=$#
     for port in "$@"; do
         [ "$(cluster_info_field "$port" cluster_state)" = ok ] || return 1
         [ "$(cluster_info_field "$port" cluster_known_nodes)" = "$n" ] || return 1
+        [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$port" cluster nodes 2>/dev/null |
+            awk '$3 ~ /(^|,)slave(,|$)/' | wc -l)" -eq "$replicas" ] || return 1
     done
 }
 
 # 0 when every node of DIR runs (pid file alive) and the cluster is healthy.
 cluster_running() {
-    local dir="$1" port ports=()
-    [ -s "$dir/ports" ] || return 1
+    local dir="$1" port ports=() masters replicas
+    [ -s "$dir/ports" ] && [ -s "$dir/layout" ] || return 1
     mapfile -t ports <"$dir/ports"
     for port in "${ports[@]}"; do
         live_pid "$dir/$port/redis.pid" redis-server >/dev/null || return 1
     done
-    cluster_healthy "${ports[@]}"
+    masters=$(sed -n 's/^masters=\([0-9]*\) .*/\1/p' "$dir/layout")
+    replicas=$(sed -n 's/.* replicas=\([0-9]*\) .*/\1/p' "$dir/layout")
+    [ -n "$masters" ] && [ -n "$replicas" ] || return 1
+    cluster_healthy $((masters * replicas)) "${ports[@]}"
 }
 
 cluster_stop() {
     local dir port_dir
     dir=$(cluster_abs_dir "$1")
     [ -d "$dir" ] || return 0
+    local pids=() pid
     for port_dir in "$dir"/*/; do
-        [ -f "$port_dir/redis.pid" ] || continue
-        # With save "" a node exits at once; with persistence it may write an RDB first.
-        stop_pid_file "$port_dir/redis.pid" redis-server 30
+        if pid=$(live_pid "$port_dir/redis.pid" redis-server); then
+            pids+=("$pid")
+        fi
     done
-    rm -f "$dir/ports" "$dir/layout"
+    # All at once: with save "" a node exits at once; with persistence it may write an RDB first.
+    if [ "${#pids[@]}" -gt 0 ]; then
+        stop_pids redis-server 30 "${pids[@]}"
+    fi
+    rm -f "$dir"/*/redis.pid "$dir/ports" "$dir/layout"
 }
 
 cluster_tail_logs() {
@@ -191,9 +233,9 @@ cluster_start() {
         return 2
     fi
     local dir base="$2" masters="$3" replicas="$4" deadline
+    dir=$(cluster_abs_dir "$1")
     shift 4
     local extra=("$@")
-    dir=$(cluster_abs_dir "$1")
     if [ "$masters" -lt 3 ]; then
         echo "cluster_start: redis-cli --cluster create needs at least 3 masters" >&2
         return 2
@@ -276,7 +318,7 @@ cluster_start() {
         return 1
     fi
     deadline=$((SECONDS + CLUSTER_SETTLE_TIMEOUT))
-    until cluster_healthy "${ports[@]}"; do
+    until cluster_healthy $((masters * replicas)) "${ports[@]}"; do
         if [ "$SECONDS" -ge "$deadline" ]; then
             echo "cluster_start: no cluster_state:ok on every node after ${CLUSTER_SETTLE_TIMEOUT}s" >&2
             cluster_tail_logs "$dir"

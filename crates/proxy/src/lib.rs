@@ -26,6 +26,7 @@ pub mod auth;
 pub mod command;
 pub mod config;
 pub mod listener;
+pub mod logs;
 pub mod merge;
 pub mod metrics;
 pub mod redirect;

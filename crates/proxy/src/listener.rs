@@ -38,7 +38,7 @@ pub async fn serve(
             Ok(conn) => conn,
             Err(error) => {
                 // Out of file descriptors and similar: pause instead of spinning on the error.
-                tracing::warn!(%error, "accept failed");
+                crate::log_limited!(1, warn, %error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -108,12 +108,12 @@ async fn serve_tls(
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             shared.metrics.tls_handshake_errors_total.inc();
-            tracing::debug!(%peer, %error, "TLS handshake failed");
+            crate::log_limited!(10, info, %peer, %error, "TLS handshake failed");
             return;
         }
         Err(_) => {
             shared.metrics.tls_handshake_errors_total.inc();
-            tracing::debug!(%peer, "TLS handshake timed out");
+            crate::log_limited!(10, info, %peer, "TLS handshake timed out");
             return;
         }
     };

@@ -153,7 +153,7 @@ fn log_in(state: &mut ClientState, shared: &Shared, name: &[u8], password: &[u8]
             state.auth_failures += 1;
             shared.metrics.auth_failures_total.inc();
             // The user name helps operators; the password is never logged.
-            tracing::warn!(client = state.id, peer = %state.peer, user = %name, failures = state.auth_failures, "authentication failed");
+            crate::log_limited!(10, warn, client = state.id, peer = %state.peer, user = %name, failures = state.auth_failures, "authentication failed");
             let reply = reply::error(error.reply_text());
             if state.auth_failures >= MAX_AUTH_FAILURES {
                 Err(Answer::ReplyAndClose(reply))
@@ -364,7 +364,10 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> String {
             "# Proxy\r\nclient_id:{}\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntopology_generation:{}\r\n\r\n",
             state.id,
             stats.total_connections.load(Ordering::Relaxed),
-            stats.total_commands.load(Ordering::Relaxed),
+            (0..crate::metrics::labels::LABELS.len())
+                .map(|i| shared.metrics.command(i))
+                .map(|c| c.ok.get() + c.error.get())
+                .sum::<u64>(),
             routing.generation,
         );
     }

@@ -64,7 +64,6 @@ pub struct Stats {
     pub started: Instant,
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
-    pub total_commands: AtomicU64,
     next_client_id: AtomicU64,
 }
 
@@ -74,7 +73,6 @@ impl Default for Stats {
             started: Instant::now(),
             connected_clients: AtomicUsize::new(0),
             total_connections: AtomicU64::new(0),
-            total_commands: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
         }
     }
@@ -97,10 +95,35 @@ where
     W: AsyncWrite + Unpin,
 {
     let id = shared.stats.next_client_id();
+    let started = Instant::now();
+    crate::log_limited!(1000, info, client = id, %peer, "client connected");
     let mut session = Session::new(shared, id, peer);
-    if let Err(error) = session.serve(reader, writer, shutdown).await {
-        tracing::debug!(client = id, %peer, %error, "client connection ended with an error");
-    }
+    let result = session.serve(reader, writer, shutdown).await;
+    let traffic = &session.traffic;
+    let user = session.state.user.as_ref().map_or("", |u| u.name.as_str());
+    let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+    // Never the values or passwords: only sizes and counts.
+    crate::log_limited!(
+        1000,
+        info,
+        client = id,
+        %peer,
+        user,
+        duration_ms = started.elapsed().as_millis() as u64,
+        commands = traffic.commands,
+        bytes_in = traffic.bytes_in,
+        bytes_out = traffic.bytes_out,
+        error,
+        "client disconnected"
+    );
+}
+
+/// What one client sent and received, for its disconnect log line.
+#[derive(Debug, Default)]
+struct Traffic {
+    commands: u64,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 struct Session {
@@ -112,6 +135,7 @@ struct Session {
     replies_rx: mpsc::UnboundedReceiver<UpstreamReply>,
     /// Parts waiting to be resent, with when.
     delayed: Vec<(Instant, u64, u32)>,
+    traffic: Traffic,
     /// Scratch space for key positions.
     keys: Vec<usize>,
     /// Scratch space for key positions with their access, for permission checks.
@@ -130,6 +154,7 @@ impl Session {
             replies_tx,
             replies_rx,
             delayed: Vec::new(),
+            traffic: Traffic::default(),
             keys: Vec::with_capacity(16),
             acl_keys: Vec::new(),
         }
@@ -158,7 +183,7 @@ impl Session {
         loop {
             closing |= self.pipeline.release(&mut wbuf, &self.shared.metrics);
             if wbuf.len() > self.shared.client_output_limit {
-                tracing::warn!(client = self.state.id, peer = %self.state.peer, buffered = wbuf.len(),
+                crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered = wbuf.len(),
                     "client does not read its replies: output limit reached, disconnecting");
                 return Ok(());
             }
@@ -177,14 +202,16 @@ impl Session {
                     }
                 }
                 written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => {
-                    written?;
+                    self.traffic.bytes_out += written? as u64;
                     // TLS buffers records until flushed; for TCP the flush is free.
                     if wbuf.is_empty() {
                         writer.flush().await?;
                     }
                 }
                 read = reader.read_buf(&mut rbuf), if can_read => {
-                    if read? == 0 {
+                    let read = read?;
+                    self.traffic.bytes_in += read as u64;
+                    if read == 0 {
                         reading = false;
                     } else {
                         if idle_timeout.is_some() {
@@ -222,7 +249,7 @@ impl Session {
         loop {
             match self.decoder.decode(rbuf) {
                 Ok(Some(request)) => {
-                    self.shared.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+                    self.traffic.commands += 1;
                     self.on_request(request, read_at);
                     if self.state.closing {
                         return;

@@ -50,8 +50,6 @@ pub struct Node {
     pub role: Role,
     /// False when the cluster reports the node as failed.
     pub healthy: bool,
-    /// Replication offset as reported (0 when unknown).
-    pub replication_offset: i64,
 }
 
 /// A master and its replicas, serving some slot ranges.
@@ -256,7 +254,6 @@ fn parse_shard_node(frame: &OwnedFrame, tls: bool) -> Option<Node> {
         id: text("id").to_string(),
         role: if text("role") == "master" { Role::Master } else { Role::Replica },
         healthy: text("health") != "fail" && text("health") != "failed",
-        replication_offset: field(fields, "replication-offset").and_then(as_integer).unwrap_or(0),
     })
 }
 
@@ -272,7 +269,6 @@ fn parse_slots_node(frame: &OwnedFrame) -> Option<Node> {
         id: items.get(2).and_then(as_text).unwrap_or("").to_string(),
         role: Role::Master,
         healthy: true,
-        replication_offset: 0,
     })
 }
 

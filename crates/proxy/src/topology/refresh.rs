@@ -265,7 +265,7 @@ impl Topology {
                 triggers.extend(topology.signal.take());
                 let trigger = triggers.iter().copied().find(|t| *t != Trigger::Timer).unwrap_or(Trigger::Timer);
                 if let Err(error) = topology.refresh(trigger).await {
-                    tracing::warn!(%error, trigger = trigger.as_str(), "topology refresh failed");
+                    crate::log_limited!(1, warn, %error, trigger = trigger.as_str(), "topology refresh failed");
                 }
             }
         });

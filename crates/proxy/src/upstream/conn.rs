@@ -68,13 +68,13 @@ async fn run(
                 match serve(stream, &addr, &settings, &mut rx, &metrics).await {
                     End::Finished => return,
                     End::Failed(error) => {
-                        tracing::warn!(node = %addr, %error, "upstream connection failed");
+                        crate::log_limited!(5, warn, node = %addr, %error, "upstream connection failed");
                         (settings.on_failure)(&addr);
                     }
                 }
             }
             Err(error) => {
-                tracing::warn!(node = %addr, %error, "upstream connect failed");
+                crate::log_limited!(5, warn, node = %addr, %error, "upstream connect failed");
                 (settings.on_failure)(&addr);
                 // Requests for a node that cannot be reached fail at once (they were never sent, so the
                 // caller may retry elsewhere) rather than waiting out the backoff.
@@ -156,7 +156,7 @@ where
                 Err(_) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
                 Ok(_) => {
                     if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight) {
-                        tracing::error!(node = %addr, %error, "upstream sent bytes that match no request");
+                        crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
                         metrics.protocol_errors.inc_by(inflight.len() as u64);
                         for entry in inflight.drain(..) {
                             let _ = entry.request.reply_to.send(UpstreamReply {

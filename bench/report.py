@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Aggregate bench/run.sh raw results into markdown tables (stdlib only).
+
+    report.py RAW_CSV [--meta META_TSV] [--write RESULTS_MD]
+
+RAW_CSV columns: round,workload,target,rps,p50_ms,p99_ms,cpu_us_per_req,rss_kb,hwm_kb,requests,
+secs,status (status "ok" or why the run has no numbers). META_TSV lines, tab-separated:
+`command|date|loadavg|rounds|quick|redis|proxy <TAB> value` and `target|workload <TAB> name <TAB> text`.
+
+Prints the report to stdout. With --write, replaces the "latest run" section of RESULTS_MD (from
+the LATEST marker to the end) and keeps what comes before it; a new file gets a short header.
+"""
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import sys
+from collections import OrderedDict
+
+LATEST = "<!-- latest run: everything below is rewritten by bench/run.sh --write -->"
+
+HEADER = """# RedisForge benchmark results
+
+Written by `bench/run.sh --write` (see `bench/README.md` for what is measured and how to read it).
+Everything below the marker is replaced by each run; notes above it are kept.
+
+"""
+
+
+def num(text):
+    """float or None for empty/unparseable/infinite values."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    return value
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=0, suffix=""):
+    if value is None:
+        return "—"
+    if digits == 0:
+        return f"{value:,.0f}{suffix}"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def read_meta(path):
+    meta = {"target": OrderedDict(), "workload": OrderedDict()}
+    if not path:
+        return meta
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if parts[0] in ("target", "workload") and len(parts) >= 3:
+                meta[parts[0]][parts[1]] = parts[2]
+            elif len(parts) >= 2:
+                meta[parts[0]] = parts[1]
+    return meta
+
+
+def read_rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "memory": mem,
+        "kernel": f"{platform.system()} {platform.release()}",
+    }
+
+
+def aggregate(rows):
+    """{(workload, target): stats} in first-seen order, plus the failed runs."""
+    groups = OrderedDict()
+    failures = []
+    for row in rows:
+        key = (row["workload"], row["target"])
+        group = groups.setdefault(key, [])
+        if row["status"] != "ok":
+            failures.append(row)
+            continue
+        group.append(row)
+    stats = OrderedDict()
+    for key, runs in groups.items():
+        rps = [num(r["rps"]) for r in runs]
+        rps_ok = [v for v in rps if v is not None]
+        med = median(rps)
+        spread = None
+        if len(rps_ok) >= 2 and med:
+            spread = (max(rps_ok) - min(rps_ok)) / med * 100
+        stats[key] = {
+            "runs": len(runs),
+            "rps": med,
+            "spread": spread,
+            "p50": median(num(r["p50_ms"]) for r in runs),
+            "p99": median(num(r["p99_ms"]) for r in runs),
+            "cpu": median(num(r["cpu_us_per_req"]) for r in runs),
+            "rss": median(num(r["rss_kb"]) for r in runs),
+            "hwm": max((num(r["hwm_kb"]) or 0 for r in runs), default=0) or None,
+            "secs": median(num(r["secs"]) for r in runs),
+        }
+    return stats, failures
+
+
+def mib(kb):
+    return None if kb is None else kb / 1024
+
+
+def render(rows, meta):
+    stats, failures = aggregate(rows)
+    rounds = sorted({r["round"] for r in rows}, key=int)
+    workloads = list(OrderedDict.fromkeys(r["workload"] for r in rows))
+    targets = list(OrderedDict.fromkeys(r["target"] for r in rows))
+    out = []
+    w = out.append
+
+    w(f"Medians over {len(rounds)} round(s). ops/s spread = (max − min) / median across rounds. "
+      "CPU µs/req = user+system CPU time of the proxy process (redisforge-proxy or nutcracker) "
+      "divided by the requests of the run; RSS = VmRSS after the run, peak = VmHWM (lifetime peak "
+      "of the process up to that run).")
+    if meta.get("quick") == "1":
+        w("")
+        w("**Quick run (`--quick`): a tenth of the requests per run; a smoke test, not a measurement.**")
+    w("")
+    w("| workload | target | ops/s | spread | p50 ms | p99 ms | CPU µs/req | RSS MiB | peak MiB | runs |")
+    w("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for wl in workloads:
+        for t in targets:
+            s = stats.get((wl, t))
+            if s is None:
+                continue
+            w(f"| {wl} | {t} | {fmt(s['rps'])} | {fmt(s['spread'], 0, '%')} | {fmt(s['p50'], 3)} | "
+              f"{fmt(s['p99'], 3)} | {fmt(s['cpu'], 1)} | {fmt(mib(s['rss']), 1)} | "
+              f"{fmt(mib(s['hwm']), 1)} | {s['runs']}/{len(rounds)} |")
+
+    pairs = [("proxy", "direct"), ("proxy", "nutcracker")]
+    pairs = [p for p in pairs if p[0] in targets and p[1] in targets]
+    if pairs:
+        w("")
+        w("Ratios of medians (ops/s: above 1 = proxy faster; p99 and CPU: above 1 = proxy slower/costlier).")
+        w("")
+        head = ["workload"]
+        for a, b in pairs:
+            head += [f"ops/s {a}/{b}", f"p99 {a}/{b}"]
+        if ("proxy", "nutcracker") in pairs:
+            head.append("CPU proxy/nutcracker")
+        w("| " + " | ".join(head) + " |")
+        w("|---" + "|--:" * (len(head) - 1) + "|")
+        for wl in workloads:
+            cells = [wl]
+            for a, b in pairs:
+                sa, sb = stats.get((wl, a)), stats.get((wl, b))
+                cells.append(fmt(ratio(sa and sa["rps"], sb and sb["rps"]), 2))
+                cells.append(fmt(ratio(sa and sa["p99"], sb and sb["p99"]), 2))
+            if ("proxy", "nutcracker") in pairs:
+                sa, sb = stats.get((wl, "proxy")), stats.get((wl, "nutcracker"))
+                cells.append(fmt(ratio(sa and sa["cpu"], sb and sb["cpu"]), 2))
+            w("| " + " | ".join(cells) + " |")
+
+    if meta["workload"]:
+        w("")
+        w("Workloads (redis-benchmark 7.0, 64-byte values, 100k random keys prefilled):")
+        w("")
+        for name, about in meta["workload"].items():
+            w(f"- `{name}`: {about}")
+    if meta["target"]:
+        w("")
+        w("Targets:")
+        w("")
+        for name, about in meta["target"].items():
+            w(f"- `{name}`: {about}")
+
+    if failures:
+        w("")
+        w(f"Runs without numbers ({len(failures)}):")
+        w("")
+        for r in failures:
+            w(f"- round {r['round']} {r['workload']} {r['target']}: {r['status']}")
+
+    secs = [num(r["secs"]) for r in rows if r["status"] == "ok"]
+    secs = [s for s in secs if s is not None]
+    if secs:
+        w("")
+        w(f"Run length: median {statistics.median(secs):.1f} s, "
+          f"shortest {min(secs):.1f} s, longest {max(secs):.1f} s.")
+    return "\n".join(out) + "\n"
+
+
+def machine_block(meta):
+    m = machine()
+    lines = [
+        f"- date: {meta.get('date', '?')}",
+        f"- command: `{meta.get('command', '?')}`",
+        f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, {m['kernel']}",
+        f"- load average at start: {meta.get('loadavg', '?')} (the machine is shared: numbers are noisy)",
+        f"- redis: {meta.get('redis', '?')}",
+        f"- proxy: {meta.get('proxy', '?')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(path, body):
+    prefix = HEADER
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if LATEST in text:
+            prefix = text.split(LATEST, 1)[0]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(prefix)
+        f.write(LATEST + "\n\n## Latest run\n\n")
+        f.write(body)
+    os.replace(tmp, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("raw")
+    parser.add_argument("--meta")
+    parser.add_argument("--write", metavar="RESULTS_MD")
+    args = parser.parse_args()
+    rows = read_rows(args.raw)
+    if not rows:
+        print("no results", file=sys.stderr)
+        return 1
+    meta = read_meta(args.meta)
+    body = machine_block(meta) + "\n" + render(rows, meta)
+    sys.stdout.write(body)
+    if args.write:
+        write_results(args.write, body)
+        print(f"\nwritten to {args.write}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
