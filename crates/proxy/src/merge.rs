@@ -21,6 +21,9 @@ pub struct KeyPlace {
 /// The first error reply (in part order) wins, as the client would have seen an error from a
 /// single node too. `places` is only used by [`Merge::ArrayInKeyOrder`].
 pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
+    if *kind == Merge::LastReply {
+        return parts.last().cloned().unwrap_or_else(|| reply::error("ERR proxy merged no replies"));
+    }
     if let Some(error) = parts.iter().find(|p| p.first() == Some(&b'-')) {
         return error.clone();
     }
@@ -30,6 +33,7 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
             parts.iter().try_fold(0i64, |sum, p| integer(p).and_then(|n| sum.checked_add(n))).map(reply::integer)
         }
         Merge::ArrayInKeyOrder => array_in_key_order(parts, places),
+        Merge::LastReply => parts.last().cloned(),
     };
     merged.unwrap_or_else(|| reply::error("ERR proxy received an unexpected reply shape from a node while merging"))
 }

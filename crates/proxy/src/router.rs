@@ -67,6 +67,18 @@ pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>
     }
 }
 
+/// The one slot all keys of the request hash to (`None`: keyless).
+///
+/// # Errors
+/// The reply to give instead: `-CROSSSLOT`, or a bad key count.
+pub fn slot_of(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Result<Option<Slot>, Bytes> {
+    match forward(spec, request, keys) {
+        Route::Single { slot, .. } => Ok(slot),
+        Route::Reply(error) => Err(error),
+        _ => Ok(None),
+    }
+}
+
 /// Redis' reply to a request with the wrong number of arguments, if it has.
 pub fn arity_error(spec: &CommandSpec, request: &Request) -> Option<Bytes> {
     (!spec.arity_ok(request.argc()))

@@ -189,6 +189,9 @@ pub enum Merge {
     AllOk,
     /// The sum of the parts' integers (DEL, EXISTS, DBSIZE).
     SumIntegers,
+    /// The last part's reply, whatever the others were: a transaction sent as MULTI, the queued
+    /// commands and EXEC answers with EXEC's reply (an EXECABORT when a queued command failed).
+    LastReply,
 }
 
 /// Which per-client upstream state a stateful command needs.

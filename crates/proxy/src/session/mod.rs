@@ -7,6 +7,7 @@
 
 mod local;
 mod pipeline;
+mod stateful;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,14 +20,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
 use crate::auth::Access;
-use crate::command::{CommandTable, Merge};
+use crate::command::{CommandTable, Handling, Merge, StatefulKind};
 use crate::config::ReadFrom;
 use crate::metrics::{Metrics, labels};
 use crate::redirect::{self, MAX_HOPS, Redirect};
 use crate::resp::{Limits, RequestDecoder, reply};
 use crate::router::{self, Route};
+use crate::slot::Slot;
 use crate::topology::{Topology, Trigger};
-use crate::upstream::{NodePool, Tag, UpstreamReply, UpstreamRequest};
+use crate::upstream::{NodePool, OwnedConn, Tag, UpstreamReply, UpstreamRequest};
 
 pub use local::ClientState;
 use pipeline::{Meta, Part, Pipeline, Target};
@@ -136,6 +138,17 @@ struct Session {
     /// Parts waiting to be resent, with when.
     delayed: Vec<(Instant, u64, u32)>,
     traffic: Traffic,
+    /// The client's own upstream connection (transactions, blocking commands), when it needs one.
+    own: Option<OwnedConn>,
+    /// The transaction being queued, between MULTI and EXEC.
+    tx: Option<stateful::Transaction>,
+    /// WATCH is active on the own connection, for keys of this slot (`Some(None)`: keyless).
+    watch_slot: Option<Option<Slot>>,
+    /// A blocking command is in flight: like Redis, read nothing more from the client until it
+    /// is answered.
+    hold_reading: bool,
+    /// The slot of the client's last write, for WAIT.
+    last_write_slot: Option<Slot>,
     /// Scratch space for key positions.
     keys: Vec<usize>,
     /// Scratch space for key positions with their access, for permission checks.
@@ -155,6 +168,11 @@ impl Session {
             replies_rx,
             delayed: Vec::new(),
             traffic: Traffic::default(),
+            own: None,
+            tx: None,
+            watch_slot: None,
+            hold_reading: false,
+            last_write_slot: None,
             keys: Vec::with_capacity(16),
             acl_keys: Vec::new(),
         }
@@ -191,7 +209,10 @@ impl Session {
                 let _ = writer.shutdown().await;
                 return Ok(());
             }
-            let can_read = reading && !closing && self.pipeline.len() < self.shared.max_pipeline;
+            if self.hold_reading && self.pipeline.is_empty() {
+                self.hold_reading = false;
+            }
+            let can_read = reading && !closing && !self.hold_reading && self.pipeline.len() < self.shared.max_pipeline;
             let next_retry = self.delayed.iter().map(|d| d.0).min();
             tokio::select! {
                 biased;
@@ -212,6 +233,11 @@ impl Session {
                     let read = read?;
                     self.traffic.bytes_in += read as u64;
                     if read == 0 {
+                        // A client gone while blocked will never read the reply; dropping the own
+                        // connection unblocks the node.
+                        if self.hold_reading {
+                            return Ok(());
+                        }
                         reading = false;
                     } else {
                         if idle_timeout.is_some() {
@@ -274,6 +300,7 @@ impl Session {
         // Redis' order: unknown command, arity, authentication, permissions; then routing.
         let shared = &self.shared;
         let Some(spec) = shared.table.lookup(&request) else {
+            self.spoil_transaction();
             self.pipeline.push_ready(router::unknown_command(&request), Meta { label: labels::OTHER, read_at });
             return;
         };
@@ -281,21 +308,39 @@ impl Session {
         if let Some(refusal) = router::arity_error(spec, &request)
             .or_else(|| local::authorize(&mut self.state, shared, spec, &request, &mut self.acl_keys))
         {
+            self.spoil_transaction();
             self.pipeline.push_ready(refusal, meta);
             return;
+        }
+        if self.tx.is_some() && !stateful::controls_transaction(&request) {
+            // Inside MULTI commands are queued, not routed: they run together at EXEC.
+            // What one node cannot answer for the whole cluster (fan-out), what the proxy answers
+            // from its own state, and subscriptions cannot be part of a node's transaction; PING and
+            // ECHO mean the same on the node.
+            let queueable = match &spec.handling {
+                Handling::FanOut(_) | Handling::Refuse(_) | Handling::Stateful(StatefulKind::PubSub) => false,
+                Handling::Local => spec.name == "ping" || spec.name == "echo",
+                _ => true,
+            };
+            if !queueable {
+                return self.refuse_in_transaction(meta);
+            }
+            let slot = router::slot_of(spec, &request, &mut self.keys);
+            return self.queue_in_transaction(&request, slot, meta);
         }
         let route = router::plan_command(spec, &request, &mut self.keys);
         match route {
             Route::Single { slot, write } => {
+                if write && slot.is_some() {
+                    self.last_write_slot = slot;
+                }
                 let part = Part::new(request.bytes().clone(), Target::Slot(slot), write);
                 let seq = self.pipeline.push_single(part, meta);
                 self.send(seq, 0);
             }
             Route::Split { merge, parts, places } => {
-                let parts: Vec<Part> = parts
-                    .into_iter()
-                    .map(|p| Part::new(p.payload, Target::Slot(Some(p.slot)), true))
-                    .collect();
+                let parts: Vec<Part> =
+                    parts.into_iter().map(|p| Part::new(p.payload, Target::Slot(Some(p.slot)), true)).collect();
                 let count = parts.len() as u32;
                 let seq = self.pipeline.push_multi(parts, merge, places, meta);
                 (0..count).for_each(|part| self.send(seq, part));
@@ -314,13 +359,23 @@ impl Session {
                     self.send(seq, 0);
                 }
             },
-            Route::Stateful(_) => self.pipeline.push_ready(
-                reply::error(&format!(
-                    "ERR unsupported command '{}' in proxy: transactions, pub/sub and blocking commands are not supported yet",
-                    String::from_utf8_lossy(request.arg(0))
-                )),
-                meta,
-            ),
+            Route::Stateful(kind) => {
+                let slot = match router::slot_of(spec, &request, &mut self.keys) {
+                    Ok(slot) => slot,
+                    Err(error) => return self.pipeline.push_ready(error, meta),
+                };
+                match kind {
+                    StatefulKind::Transaction => self.on_transaction(request, slot, meta),
+                    StatefulKind::Blocking => self.on_blocking(request, slot, meta),
+                    StatefulKind::PubSub => self.pipeline.push_ready(
+                        reply::error(&format!(
+                            "ERR unsupported command '{}' in proxy: pub/sub is not supported yet",
+                            String::from_utf8_lossy(request.arg(0))
+                        )),
+                        meta,
+                    ),
+                }
+            }
             Route::Reply(reply) => self.pipeline.push_ready(reply, meta),
         }
     }
@@ -343,6 +398,21 @@ impl Session {
         let Some(p) = self.pipeline.part_mut(seq, part) else {
             return;
         };
+        if p.target == Target::Owned {
+            let (payload, redirect) = (p.payload.clone(), p.redirect.clone());
+            let asking = redirect.as_ref().is_some_and(|r| r.1);
+            // A redirected blocking command follows its key to the new node on a new own connection.
+            if let Some((addr, _)) = &redirect {
+                self.own_conn_at(addr);
+            }
+            let request =
+                UpstreamRequest { payload, asking, tag: Tag { seq, part }, reply_to: self.replies_tx.clone() };
+            match &self.own {
+                Some(own) => own.send(request),
+                None => self.pipeline.complete(seq, part, no_topology()),
+            }
+            return;
+        }
         let (pool, asking) = match pick_pool(&self.shared.topology, self.shared.read_from, p, affinity) {
             Some(found) => found,
             None => {
@@ -377,7 +447,14 @@ impl Session {
                 // Never sent: safe to retry once the topology has caught up with the failure, for as
                 // long as a client would wait for one command anyway.
                 let deadline = *p.retry_until.get_or_insert_with(|| Instant::now() + retry_for);
-                if error.never_sent() && Instant::now() < deadline {
+                // The own connection holds state (WATCH, MULTI, a block) that a retry elsewhere
+                // would not have: its failures go to the client.
+                let retry = error.never_sent() && p.target != Target::Owned;
+                if p.target == Target::Owned {
+                    self.own = None;
+                    self.watch_slot = None;
+                }
+                if retry && Instant::now() < deadline {
                     p.redirect = None;
                     topology.request_refresh(Trigger::NodeFailure);
                     self.delayed.push((Instant::now() + RETRY_PAUSE, seq, part));
@@ -388,7 +465,10 @@ impl Session {
             }
         };
         let next = redirect::classify(&bytes);
-        if next == Redirect::None || p.hops >= MAX_HOPS {
+        if next == Redirect::None || p.hops >= MAX_HOPS || !p.follow_redirects {
+            if next != Redirect::None && refresh_on_moved {
+                topology.request_refresh(Trigger::Moved);
+            }
             self.pipeline.complete(seq, part, bytes);
             return;
         }
@@ -451,6 +531,7 @@ fn pick_pool(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: us
             (!masters.is_empty()).then(|| &masters[affinity % masters.len()])
         }
         Target::Master(n) => routing.masters().get(n),
+        Target::Owned => None,
     };
     pool.map(|p| (Arc::clone(p), false))
 }

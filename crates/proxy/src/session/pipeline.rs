@@ -21,6 +21,8 @@ pub enum Target {
     Slot(Option<Slot>),
     /// Master number `n` of the current map (fan-out).
     Master(usize),
+    /// The client's own connection (transactions, blocking commands).
+    Owned,
 }
 
 /// One request to one node, with what the proxy learnt while sending it.
@@ -34,6 +36,8 @@ pub struct Part {
     pub redirect: Option<(String, bool)>,
     /// Redirections and retries so far.
     pub hops: u8,
+    /// Follow `MOVED`/`ASK` for this part; off inside a transaction, where a redirection aborts it.
+    pub follow_redirects: bool,
     /// When retrying an unreachable node gives up, set on its first failure.
     pub retry_until: Option<Instant>,
     reply: Option<Bytes>,
@@ -42,7 +46,7 @@ pub struct Part {
 impl Part {
     /// A part not sent yet.
     pub fn new(payload: Bytes, target: Target, write: bool) -> Part {
-        Part { payload, target, write, redirect: None, hops: 0, retry_until: None, reply: None }
+        Part { payload, target, write, redirect: None, hops: 0, follow_redirects: true, retry_until: None, reply: None }
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval, sleep};
 
 use super::stream::UpstreamStream;
-use super::{ConnSettings, UpstreamError, UpstreamReply, UpstreamRequest, admin};
+use super::{ConnSettings, ReplySender, Tag, UpstreamError, UpstreamReply, UpstreamRequest, admin};
 use crate::metrics::NodeMetrics;
 use crate::resp::FrameScanner;
 
@@ -28,13 +28,41 @@ const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 pub fn spawn(
     addr: String,
     settings: Arc<ConnSettings>,
-    readonly: bool,
+    mode: ConnMode,
     metrics: Arc<NodeMetrics>,
 ) -> mpsc::UnboundedSender<UpstreamRequest> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(addr, settings, readonly, rx, metrics));
+    tokio::spawn(run(addr, settings, mode, rx, metrics));
     tx
 }
+
+/// How a connection behaves: one of a node pool's, shared by many clients, or one a single client
+/// owns for state a shared connection cannot hold (a transaction, a blocking command, subscriptions).
+#[derive(Debug, Clone)]
+pub struct ConnMode {
+    /// Send `READONLY` after login (replica reads).
+    pub readonly: bool,
+    /// Reconnect with backoff after a failure (pools), or end (an owned connection: its state is
+    /// gone with it, and its owner decides what to do).
+    pub reconnect: bool,
+    /// Bound each reply by `command_timeout`; off for blocking commands and subscriptions, which
+    /// legitimately wait.
+    pub timeout: bool,
+    /// Where frames that answer no request go, tagged [`PUSH`]: pub/sub messages. `None`: such a
+    /// frame is a protocol error. The owner also learns here, with an error, that the connection
+    /// ended.
+    pub pushes: Option<ReplySender>,
+}
+
+impl ConnMode {
+    /// A pool connection.
+    pub fn pooled(readonly: bool) -> ConnMode {
+        ConnMode { readonly, reconnect: true, timeout: true, pushes: None }
+    }
+}
+
+/// The tag of frames that answer no request (pub/sub messages) and of an owned connection's end.
+pub const PUSH: Tag = Tag { seq: u64::MAX, part: u32::MAX };
 
 /// A request written (or about to be) whose reply has not come back yet.
 struct InFlight {
@@ -55,27 +83,33 @@ enum End {
 async fn run(
     addr: String,
     settings: Arc<ConnSettings>,
-    readonly: bool,
+    mode: ConnMode,
     mut rx: mpsc::UnboundedReceiver<UpstreamRequest>,
     metrics: Arc<NodeMetrics>,
 ) {
-    let extra: &[&[&[u8]]] = if readonly { &[&[b"READONLY"]] } else { &[] };
+    let extra: &[&[&[u8]]] = if mode.readonly { &[&[b"READONLY"]] } else { &[] };
     let mut backoff = Duration::from_millis(25);
     loop {
         match admin::connect(&addr, &settings, extra).await {
             Ok(stream) => {
                 backoff = Duration::from_millis(25);
-                match serve(stream, &addr, &settings, &mut rx, &metrics).await {
+                match serve(stream, &addr, &settings, &mode, &mut rx, &metrics).await {
                     End::Finished => return,
                     End::Failed(error) => {
                         crate::log_limited!(5, warn, node = %addr, %error, "upstream connection failed");
                         (settings.on_failure)(&addr);
+                        if !mode.reconnect {
+                            return end_owned(&mode, rx, error, &metrics);
+                        }
                     }
                 }
             }
             Err(error) => {
                 crate::log_limited!(5, warn, node = %addr, %error, "upstream connect failed");
                 (settings.on_failure)(&addr);
+                if !mode.reconnect {
+                    return end_owned(&mode, rx, error, &metrics);
+                }
                 // Requests for a node that cannot be reached fail at once (they were never sent, so the
                 // caller may retry elsewhere) rather than waiting out the backoff.
                 let pause = sleep(backoff);
@@ -95,6 +129,22 @@ async fn run(
     }
 }
 
+/// An owned connection is over: fail what is queued and tell the owner.
+fn end_owned(
+    mode: &ConnMode,
+    mut rx: mpsc::UnboundedReceiver<UpstreamRequest>,
+    error: UpstreamError,
+    metrics: &NodeMetrics,
+) {
+    rx.close();
+    while let Ok(request) = rx.try_recv() {
+        fail(request, error.clone(), metrics);
+    }
+    if let Some(pushes) = &mode.pushes {
+        let _ = pushes.send(UpstreamReply { tag: PUSH, result: Err(error) });
+    }
+}
+
 fn fail(request: UpstreamRequest, error: UpstreamError, metrics: &NodeMetrics) {
     metrics.record_error(&error);
     let _ = request.reply_to.send(UpstreamReply { tag: request.tag, result: Err(error) });
@@ -105,17 +155,18 @@ async fn serve(
     stream: UpstreamStream,
     addr: &str,
     settings: &ConnSettings,
+    mode: &ConnMode,
     rx: &mut mpsc::UnboundedReceiver<UpstreamRequest>,
     metrics: &NodeMetrics,
 ) -> End {
     match stream {
         UpstreamStream::Plain(tcp) => {
             let (reader, writer) = tcp.into_split();
-            serve_halves(reader, writer, addr, settings, rx, metrics).await
+            serve_halves(reader, writer, addr, settings, mode, rx, metrics).await
         }
         UpstreamStream::Tls(tls) => {
             let (reader, writer) = tokio::io::split(*tls);
-            serve_halves(reader, writer, addr, settings, rx, metrics).await
+            serve_halves(reader, writer, addr, settings, mode, rx, metrics).await
         }
     }
 }
@@ -125,6 +176,7 @@ async fn serve_halves<R, W>(
     mut writer: W,
     addr: &str,
     settings: &ConnSettings,
+    mode: &ConnMode,
     rx: &mut mpsc::UnboundedReceiver<UpstreamRequest>,
     metrics: &NodeMetrics,
 ) -> End
@@ -146,7 +198,9 @@ where
     let mut now_tick: u64 = 0;
 
     let failure = loop {
-        if !open && inflight.is_empty() {
+        // A pool connection finishes what is in flight; an owned one whose owner left (a client
+        // disconnected while blocked) has nobody to answer and stops at once.
+        if !open && (inflight.is_empty() || !mode.reconnect) {
             return End::Finished;
         }
         tokio::select! {
@@ -155,7 +209,7 @@ where
                 Ok(0) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
                 Err(_) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
                 Ok(_) => {
-                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight) {
+                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight, mode.pushes.as_ref()) {
                         crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
                         metrics.protocol_errors.inc_by(inflight.len() as u64);
                         for entry in inflight.drain(..) {
@@ -181,12 +235,13 @@ where
             request = rx.recv(), if open && wbuf.len() < WRITE_HIGH_WATER => match request {
                 None => open = false,
                 Some(request) => {
-                    queue(request, &mut wbuf, &mut inflight, now_tick);
+                    let expects_reply = mode.pushes.is_none();
+                    queue(request, &mut wbuf, &mut inflight, now_tick, expects_reply);
                     let mut queued = 1;
                     // Drain what else is waiting so one write carries many commands.
                     while wbuf.len() < WRITE_HIGH_WATER {
                         match rx.try_recv() {
-                            Ok(request) => queue(request, &mut wbuf, &mut inflight, now_tick),
+                            Ok(request) => queue(request, &mut wbuf, &mut inflight, now_tick, expects_reply),
                             Err(_) => break,
                         }
                         queued += 1;
@@ -196,7 +251,7 @@ where
             },
             _ = ticker.tick() => {
                 now_tick += 1;
-                if inflight.front().is_some_and(|f| now_tick - f.queued_at > timeout_ticks) {
+                if mode.timeout && inflight.front().is_some_and(|f| now_tick - f.queued_at > timeout_ticks) {
                     // Replies still to come would be matched to the wrong requests: the only safe
                     // way on is a new connection.
                     break UpstreamError::Timeout;
@@ -210,11 +265,20 @@ where
     End::Failed(failure)
 }
 
-fn queue(request: UpstreamRequest, wbuf: &mut BytesMut, inflight: &mut VecDeque<InFlight>, now_tick: u64) {
+fn queue(
+    request: UpstreamRequest,
+    wbuf: &mut BytesMut,
+    inflight: &mut VecDeque<InFlight>,
+    now_tick: u64,
+    expects_reply: bool,
+) {
     if request.asking {
         wbuf.extend_from_slice(ASKING);
     }
     wbuf.extend_from_slice(&request.payload);
+    if !expects_reply {
+        return;
+    }
     inflight.push_back(InFlight { asking_pending: request.asking, request, queued_at: now_tick });
 }
 
@@ -223,9 +287,16 @@ fn dispatch_replies(
     rbuf: &mut BytesMut,
     scanner: &mut FrameScanner,
     inflight: &mut VecDeque<InFlight>,
+    pushes: Option<&ReplySender>,
 ) -> Result<(), String> {
     while let Some(len) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
         let frame: Bytes = rbuf.split_to(len).freeze();
+        // A subscribed connection's frames (confirmations, messages, pongs) all go to its owner,
+        // in order: they do not pair one-to-one with requests.
+        if let Some(pushes) = pushes {
+            let _ = pushes.send(UpstreamReply { tag: PUSH, result: Ok(frame) });
+            continue;
+        }
         let Some(head) = inflight.front_mut() else {
             return Err("reply without a request".to_string());
         };

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-pub use pool::{NodePool, Upstreams};
+pub use conn::{ConnMode, PUSH};
+pub use pool::{NodePool, OwnedConn, Upstreams};
 
 /// Identifies a reply for its caller: which request (`seq`) and which part of it (`part`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,9 @@ impl NodePool {
     fn new(addr: String, settings: &Arc<ConnSettings>, size: usize, readonly: bool, metrics: &Metrics) -> NodePool {
         let node = metrics.node(&addr);
         let conns = (0..size.max(1))
-            .map(|_| conn::spawn(addr.clone(), Arc::clone(settings), readonly, Arc::clone(&node)))
+            .map(|_| {
+                conn::spawn(addr.clone(), Arc::clone(settings), conn::ConnMode::pooled(readonly), Arc::clone(&node))
+            })
             .collect();
         NodePool { addr, conns }
     }
@@ -37,6 +39,30 @@ impl NodePool {
         let conn = &self.conns[affinity % self.conns.len()];
         if let Err(mpsc::error::SendError(request)) = conn.send(request) {
             // The connection task is gone (only at shutdown): answer rather than lose the request.
+            let _ = request.reply_to.send(super::UpstreamReply {
+                tag: request.tag,
+                result: Err(super::UpstreamError::ConnectionLost { addr: self.addr.clone() }),
+            });
+        }
+    }
+}
+
+/// A connection owned by one client.
+#[derive(Debug)]
+pub struct OwnedConn {
+    addr: String,
+    tx: mpsc::UnboundedSender<UpstreamRequest>,
+}
+
+impl OwnedConn {
+    /// The node's `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Queues a request; answered on its `reply_to` (or as pushes for a subscribed connection).
+    pub fn send(&self, request: UpstreamRequest) {
+        if let Err(mpsc::error::SendError(request)) = self.tx.send(request) {
             let _ = request.reply_to.send(super::UpstreamReply {
                 tag: request.tag,
                 result: Err(super::UpstreamError::ConnectionLost { addr: self.addr.clone() }),
@@ -93,6 +119,13 @@ impl Upstreams {
                 &self.metrics,
             ))
         }))
+    }
+
+    /// A connection to `addr` owned by one client (see [`conn::ConnMode`]); it ends when the
+    /// returned sender is dropped, or when it fails.
+    pub fn owned(&self, addr: &str, mode: conn::ConnMode) -> OwnedConn {
+        let tx = conn::spawn(addr.to_string(), Arc::clone(&self.settings), mode, self.metrics.node(addr));
+        OwnedConn { addr: addr.to_string(), tx }
     }
 
     /// Drops the pools of nodes for which `keep` is false; their connections finish what is in

@@ -1,0 +1,215 @@
+//! Commands that need upstream state of their own: transactions and blocking commands run on a
+//! connection the client owns, never on a pooled connection shared with other clients.
+
+use bytes::Bytes;
+
+use super::Session;
+use super::pipeline::{Meta, Part, Target};
+use crate::command::Merge;
+use crate::resp::{Request, reply, request::encode_command};
+use crate::slot::Slot;
+use crate::upstream::ConnMode;
+
+/// A transaction being queued by the proxy between MULTI and EXEC.
+#[derive(Debug, Default)]
+pub(super) struct Transaction {
+    /// The queued commands, sent as MULTI, these, EXEC at EXEC time.
+    queued: Vec<Bytes>,
+    /// The slot every key so far hashes to.
+    slot: Option<Slot>,
+    /// A queued command was refused: EXEC answers EXECABORT, as Redis does.
+    dirty: bool,
+}
+
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+const NOT_IN_TRANSACTION: &str =
+    "ERR command not allowed inside a transaction through the proxy (it is not sent to a single node)";
+
+/// Whether a command is handled by the transaction machinery itself rather than queued.
+pub(super) fn controls_transaction(request: &Request) -> bool {
+    let name = request.arg(0);
+    [&b"exec"[..], b"discard", b"multi", b"watch", b"quit", b"reset"].iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+impl Session {
+    /// The client's own connection to the master of `slot` (any master without one), created or
+    /// moved there when needed. `None` when no master serves the slot.
+    fn own_conn_for(&mut self, slot: Option<Slot>) -> Option<()> {
+        let routing = self.shared.topology.routing();
+        let addr = match slot {
+            Some(slot) => routing.master(slot)?.addr().to_string(),
+            None => routing.masters().get(self.state.id as usize % routing.masters().len().max(1))?.addr().to_string(),
+        };
+        drop(routing);
+        self.own_conn_at(&addr);
+        Some(())
+    }
+
+    /// Makes sure the client's own connection goes to `addr`.
+    pub(super) fn own_conn_at(&mut self, addr: &str) {
+        if self.own.as_ref().is_none_or(|c| c.addr() != addr) {
+            // Blocking commands wait as long as they were asked to: no command timeout here.
+            let mode = ConnMode { readonly: false, reconnect: false, timeout: false, pushes: None };
+            self.own = Some(self.shared.topology.upstreams().owned(addr, mode));
+        }
+    }
+
+    /// A blocking command (BLPOP, XREAD BLOCK …): on the client's own connection, so that a blocked
+    /// client never holds up others; the client's later requests wait, as on Redis.
+    pub(super) fn on_blocking(&mut self, request: Request, slot: Option<Slot>, meta: Meta) {
+        // WAIT and WAITAOF count the replicas that acknowledged the client's writes, which went
+        // through its pooled connection to the node it last wrote to: ask there.
+        let name = request.arg(0);
+        if name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof") {
+            let part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
+            let seq = self.pipeline.push_single(part, meta);
+            self.send(seq, 0);
+            return;
+        }
+        if self.own_conn_for(slot).is_none() {
+            self.pipeline.push_ready(reply::error("CLUSTERDOWN Hash slot not served"), meta);
+            return;
+        }
+        let part = Part::new(request.bytes().clone(), Target::Owned, true);
+        let seq = self.pipeline.push_single(part, meta);
+        self.hold_reading = true;
+        self.send(seq, 0);
+    }
+
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+    pub(super) fn on_transaction(&mut self, request: Request, slot: Option<Slot>, meta: Meta) {
+        let name = request.arg(0).to_ascii_uppercase();
+        match name.as_slice() {
+            b"MULTI" => {
+                if self.tx.is_some() {
+                    return self.pipeline.push_ready(reply::error("ERR MULTI calls can not be nested"), meta);
+                }
+                self.tx = Some(Transaction { slot: self.watch_slot.flatten(), ..Transaction::default() });
+                self.pipeline.push_ready(reply::ok(), meta);
+            }
+            b"DISCARD" => {
+                if self.tx.take().is_none() {
+                    return self.pipeline.push_ready(reply::error("ERR DISCARD without MULTI"), meta);
+                }
+                self.unwatch(meta);
+            }
+            b"UNWATCH" => self.unwatch(meta),
+            b"WATCH" => {
+                if self.tx.is_some() {
+                    return self.pipeline.push_ready(reply::error("ERR WATCH inside MULTI is not allowed"), meta);
+                }
+                // All watched keys, and later the transaction's keys, must live on one node.
+                if let Some(Some(watched)) = self.watch_slot
+                    && slot.is_some_and(|s| s != watched)
+                {
+                    return self.pipeline.push_ready(reply::error(crate::router::CROSSSLOT), meta);
+                }
+                if self.own_conn_for(slot).is_none() {
+                    return self.pipeline.push_ready(reply::error("CLUSTERDOWN Hash slot not served"), meta);
+                }
+                self.watch_slot = Some(slot.or(self.watch_slot.flatten()));
+                let part = Part::new(request.bytes().clone(), Target::Owned, false);
+                let seq = self.pipeline.push_single(part, meta);
+                self.send(seq, 0);
+            }
+            _ => self.exec(meta),
+        }
+    }
+
+    /// Queues a command between MULTI and EXEC; `refusal` is an error found at queue time.
+    pub(super) fn queue_in_transaction(&mut self, request: &Request, slot: Result<Option<Slot>, Bytes>, meta: Meta) {
+        let Some(tx) = self.tx.as_mut() else {
+            return;
+        };
+        let reply = match slot {
+            Err(error) => Some(error),
+            Ok(Some(slot)) if tx.slot.is_some_and(|s| s != slot) => Some(reply::error(crate::router::CROSSSLOT)),
+            Ok(slot) => {
+                tx.slot = tx.slot.or(slot);
+                None
+            }
+        };
+        match reply {
+            Some(error) => {
+                tx.dirty = true;
+                self.pipeline.push_ready(error, meta);
+            }
+            None => {
+                tx.queued.push(request.bytes().clone());
+                self.pipeline.push_ready(Bytes::from_static(b"+QUEUED\r\n"), meta);
+            }
+        }
+    }
+
+    /// Marks the transaction in progress as failed (a queued command was refused before routing).
+    pub(super) fn spoil_transaction(&mut self) {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.dirty = true;
+        }
+    }
+
+    /// A command that cannot be part of a transaction through the proxy (fan-out, local state).
+    pub(super) fn refuse_in_transaction(&mut self, meta: Meta) {
+        self.spoil_transaction();
+        self.pipeline.push_ready(reply::error(NOT_IN_TRANSACTION), meta);
+    }
+
+    fn exec(&mut self, meta: Meta) {
+        let Some(tx) = self.tx.take() else {
+            return self.pipeline.push_ready(reply::error("ERR EXEC without MULTI"), meta);
+        };
+        let watched = self.watch_slot.take();
+        if tx.dirty {
+            if watched.is_some() {
+                self.send_unwatch();
+            }
+            return self.pipeline.push_ready(reply::error(EXECABORT), meta);
+        }
+        // Keyless transactions run on whichever master the own connection reaches.
+        let slot = tx.slot.or(watched.flatten());
+        if watched.is_none() && self.own_conn_for(slot).is_none() {
+            return self.pipeline.push_ready(reply::error("CLUSTERDOWN Hash slot not served"), meta);
+        }
+        // MULTI, the queued commands and EXEC go out together; the client gets EXEC's reply. A
+        // redirection of any of them makes the node answer EXECABORT: the map is refreshed and the
+        // client may retry, as with any aborted transaction.
+        let mut payloads = vec![encode_command(&[b"MULTI"])];
+        payloads.extend(tx.queued);
+        payloads.push(encode_command(&[b"EXEC"]));
+        let parts: Vec<Part> = payloads
+            .into_iter()
+            .map(|payload| {
+                let mut part = Part::new(payload, Target::Owned, true);
+                part.follow_redirects = false;
+                part
+            })
+            .collect();
+        let count = parts.len() as u32;
+        let seq = self.pipeline.push_multi(parts, Merge::LastReply, Vec::new(), meta);
+        (0..count).for_each(|part| self.send(seq, part));
+    }
+
+    /// UNWATCH (or DISCARD, which unwatches too), answered `+OK` by the node or the proxy.
+    fn unwatch(&mut self, meta: Meta) {
+        if self.watch_slot.take().is_some() && self.own.is_some() {
+            let part = Part::new(encode_command(&[b"UNWATCH"]), Target::Owned, false);
+            let seq = self.pipeline.push_single(part, meta);
+            self.send(seq, 0);
+        } else {
+            self.pipeline.push_ready(reply::ok(), meta);
+        }
+    }
+
+    /// Forgets the watched keys on the node without a reply to the client.
+    fn send_unwatch(&mut self) {
+        if let Some(own) = &self.own {
+            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            own.send(crate::upstream::UpstreamRequest {
+                payload: encode_command(&[b"UNWATCH"]),
+                asking: false,
+                tag: crate::upstream::PUSH,
+                reply_to: tx,
+            });
+        }
+    }
+}
