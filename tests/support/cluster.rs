@@ -18,8 +18,9 @@ pub use node::NodeState;
 pub use reshard::SlotRange;
 pub use topology::SLOTS;
 
-use crate::conn::{connect, probe};
+use crate::conn::{Access, connect, probe};
 use crate::process::{self, Signal, Watchdog};
+use crate::tls::NodeTls;
 use node::{Node, NodeConfig};
 
 /// How long a whole cluster gets to settle after start, restart or failover.
@@ -52,7 +53,9 @@ pub struct Cluster {
     // Field order matters for Drop: nodes die before the watchdog and the directory go.
     nodes: Mutex<Vec<Node>>,
     watchdog: Mutex<Option<Watchdog>>,
-    acl_user: Option<(String, String)>,
+    /// ACL login and TLS material of every harness connection to the nodes.
+    access: Access,
+    tls: Option<NodeTls>,
     extra_config: Vec<String>,
     pid_file: PathBuf,
     dir: tempfile::TempDir,
@@ -65,6 +68,29 @@ impl Cluster {
     /// When a node cannot start or the cluster does not settle within 30 s; the message carries
     /// the tail of every node's log.
     pub fn start(opts: ClusterOptions) -> Cluster {
+        Cluster::launch(opts, None)
+    }
+
+    /// Starts a TLS-only cluster and blocks until it is settled.
+    ///
+    /// Every node listens on `tls-port P` only (`port 0`), with `tls-cluster yes` (bus on
+    /// `P + 10000` over TLS, TLS ports announced in `CLUSTER SLOTS`/`SHARDS`/`NODES`),
+    /// `tls-replication yes` and `tls-auth-clients optional`; add `tls-auth-clients yes` to
+    /// `opts.extra_config` to require client certificates. Addresses ([`Cluster::nodes`],
+    /// [`Cluster::seeds`]) are the TLS ports, and every harness connection (setup, probes,
+    /// [`Cluster::client`], failover, reshard) uses TLS with `tls.ca` as root and `tls.cert`/
+    /// `tls.key` as client identity. `tls`'s files must outlive the cluster.
+    ///
+    /// A separate entry point rather than a `ClusterOptions` field so that exhaustive
+    /// `ClusterOptions { .. }` literals in existing suites keep compiling.
+    ///
+    /// # Panics
+    /// As [`Cluster::start`]; also when a certificate file cannot be read.
+    pub fn start_tls(opts: ClusterOptions, tls: NodeTls) -> Cluster {
+        Cluster::launch(opts, Some(tls))
+    }
+
+    fn launch(opts: ClusterOptions, tls: Option<NodeTls>) -> Cluster {
         assert!(opts.masters >= 1, "a cluster needs at least one master");
         let dir =
             tempfile::Builder::new().prefix("redisforge-cluster-").tempdir().expect("create the cluster temp dir");
@@ -73,7 +99,8 @@ impl Cluster {
         let cluster = Cluster {
             nodes: Mutex::new(Vec::new()),
             watchdog: Mutex::new(Some(Watchdog::spawn(&pid_file, Some(dir.path())))),
-            acl_user: opts.acl_user.clone(),
+            access: Access { acl: opts.acl_user.clone(), tls: tls.as_ref().map(NodeTls::client_certificates) },
+            tls,
             extra_config: opts.extra_config.clone(),
             pid_file,
             dir,
@@ -137,7 +164,12 @@ impl Cluster {
 
     /// The `(user, password)` every node requires, when the cluster was started with one.
     pub fn acl_user(&self) -> Option<&(String, String)> {
-        self.acl_user.as_ref()
+        self.access.acl.as_ref()
+    }
+
+    /// The certificate files of a TLS-only cluster ([`Cluster::start_tls`]), `None` for plain.
+    pub fn tls(&self) -> Option<&NodeTls> {
+        self.tls.as_ref()
     }
 
     /// The cluster's temp dir; each node lives in `<dir>/<port>` with `redis.log`, `nodes.conf`.
@@ -157,7 +189,7 @@ impl Cluster {
 
     /// `"master"` or `"slave"` as the node reports it, `None` when it does not answer.
     pub fn role(&self, addr: &str) -> Option<String> {
-        let mut con = probe(addr, self.acl_user.as_ref()).ok()?;
+        let mut con = probe(addr, &self.access).ok()?;
         let info: String = redis::cmd("INFO").arg("replication").query(&mut con).ok()?;
         topology::info_field(&info, "role").map(str::to_owned)
     }
@@ -168,7 +200,7 @@ impl Cluster {
         self.replicas()
             .into_iter()
             .filter(|r| {
-                topology::View::fetch(r, self.acl_user.as_ref())
+                topology::View::fetch(r, &self.access)
                     .ok()
                     .and_then(|v| v.myself().and_then(|m| m.master_id.clone()))
                     .is_some_and(|id| id == master_id)
@@ -181,7 +213,7 @@ impl Cluster {
     /// # Panics
     /// When the node does not accept the connection.
     pub fn client(&self, addr: &str) -> Connection {
-        connect(addr, self.acl_user.as_ref(), CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("connect to node {addr}: {e}"))
+        connect(addr, &self.access, CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("connect to node {addr}: {e}"))
     }
 
     /// SIGKILLs a node and reaps it.
@@ -206,7 +238,7 @@ impl Cluster {
     /// cluster to take it back.
     pub fn restart(&self, addr: &str) {
         let mut nodes = self.lock();
-        find(&mut nodes, addr).restart(self.acl_user.as_ref());
+        find(&mut nodes, addr).restart(&self.access);
         self.write_pids(&nodes);
     }
 
@@ -267,7 +299,7 @@ impl Cluster {
         }
         let everyone_known = crate::wait_until(SETTLE_TIMEOUT, Duration::from_millis(50), || {
             addrs.iter().all(|a| {
-                topology::View::fetch(a, self.acl_user.as_ref())
+                topology::View::fetch(a, &self.access)
                     .is_ok_and(|v| v.lines.len() == addrs.len() && v.lines.iter().all(|l| !l.is_unsettled()))
             })
         });
@@ -289,7 +321,7 @@ impl Cluster {
         let settled = crate::wait_until(timeout, Duration::from_millis(100), || {
             let live = self.live_nodes();
             let is_live = |a: &str| live.iter().any(|l| l == a);
-            match topology::check_settled(&live, self.acl_user.as_ref(), replicas, &is_live) {
+            match topology::check_settled(&live, &self.access, replicas, &is_live) {
                 Ok(()) => true,
                 Err(why) => {
                     last = why;
@@ -329,7 +361,13 @@ impl Cluster {
     }
 
     fn node_config(&self) -> NodeConfig<'_> {
-        NodeConfig { root: self.dir.path(), acl_user: self.acl_user.as_ref(), extra_config: &self.extra_config }
+        NodeConfig {
+            root: self.dir.path(),
+            acl_user: self.access.acl.as_ref(),
+            extra_config: &self.extra_config,
+            tls: self.tls.as_ref(),
+            access: &self.access,
+        }
     }
 
     fn write_pids(&self, nodes: &[Node]) {

@@ -6,7 +6,9 @@
 //! - [`cluster`]: [`Cluster`], a Redis Cluster of `redis-server` children built natively
 //!   (ADDSLOTSRANGE, MEET, REPLICATE) with kill/pause/restart/failover/reshard helpers.
 //! - [`proxy`]: [`Proxy`], the `redisforge-proxy` binary run as a child with a generated config.
-//! - `conn`: `redis` connections with connect/read/write timeouts and optional ACL auth.
+//! - `conn`: `redis` connections with connect/read/write timeouts, optional ACL auth and TLS.
+//! - [`tls`]: [`NodeTls`] certificate files for TLS-only clusters ([`Cluster::start_tls`]) and
+//!   [`generate_certs`] (`redisforge-ops certs generate`).
 //! - this file: [`raw_roundtrip`] for byte-level RESP tests and [`wait_until`] for bounded polling.
 //!
 //! Every child process is torn down by PID twice over: `Drop` kills and reaps it, and a small
@@ -26,6 +28,7 @@ mod conn;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod tls;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -35,6 +38,7 @@ pub use cluster::{Cluster, ClusterOptions, SlotRange};
 pub use ports::{PortGuard, free_port, reserve_port};
 pub use process::Signal;
 pub use proxy::{Proxy, ProxyOptions};
+pub use tls::{NodeTls, generate_certs};
 
 /// Polls `cond` every `interval` until it returns true or `timeout` passes; returns the last answer.
 ///

@@ -11,9 +11,10 @@ use std::time::Duration;
 use redis::Connection;
 
 use crate::cluster::Cluster;
-use crate::conn::{connect, connection_info};
+use crate::conn::{Access, connect, connection_info};
 use crate::ports::{PortGuard, reserve_port};
 use crate::process::{self, Signal, Watchdog};
+use crate::tls::NodeTls;
 
 /// How long a proxy gets to answer PING after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -29,9 +30,12 @@ pub const UPSTREAM_PASSWORD_ENV: &str = "REDISFORGE_TEST_UPSTREAM_PASS";
 /// other is appended; lines before the first header go to the top of the file. Placeholders,
 /// replaced everywhere: `@PLAIN@` and `@METRICS@` (the reserved `127.0.0.1:port` addresses),
 /// `@TLS@` (a further reserved address, only reserved when used), `@SEEDS@` (a TOML array),
-/// `@UPSTREAM_AUTH@` (the `user`/`password_env` lines, empty without an ACL user), `@DIR@` (the
-/// proxy's temp dir, e.g. for certs). So a test that tunes `[upstream]` writes
-/// `"[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\ncommand_timeout = \"500ms\"\n"`.
+/// `@UPSTREAM_AUTH@` (the `user`/`password_env` lines, empty without an ACL user),
+/// `@UPSTREAM_TLS@` (`tls`/`ca`/`client_cert`/`client_key` lines for a TLS-only cluster started
+/// with [`Cluster::start_tls`], see [`NodeTls::proxy_upstream_toml`]; empty otherwise and with
+/// the `*_with_seeds` constructors), `@DIR@` (the proxy's temp dir, e.g. for certs). So a test
+/// that tunes `[upstream]` writes
+/// `"[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\n@UPSTREAM_TLS@\ncommand_timeout = \"500ms\"\n"`.
 #[derive(Clone, Debug, Default)]
 pub struct ProxyOptions {
     /// TOML merged into the generated config (see above).
@@ -83,8 +87,10 @@ impl Proxy {
     }
 
     /// Starts a proxy in front of `cluster` without waiting for it (for start-up failure tests).
+    ///
+    /// For a TLS-only cluster the generated `[upstream]` has TLS on (`@UPSTREAM_TLS@`).
     pub fn spawn(cluster: &Cluster, opts: ProxyOptions) -> Proxy {
-        Proxy::spawn_with_seeds(&cluster.seeds(), cluster.acl_user(), opts)
+        Proxy::spawn_upstream(&cluster.seeds(), cluster.acl_user(), cluster.tls(), opts)
     }
 
     /// Starts a proxy with explicit seeds and upstream credentials, without waiting for it.
@@ -92,6 +98,15 @@ impl Proxy {
     /// # Panics
     /// When the binary cannot be started.
     pub fn spawn_with_seeds(seeds: &[String], acl_user: Option<&(String, String)>, opts: ProxyOptions) -> Proxy {
+        Proxy::spawn_upstream(seeds, acl_user, None, opts)
+    }
+
+    fn spawn_upstream(
+        seeds: &[String],
+        acl_user: Option<&(String, String)>,
+        upstream_tls: Option<&NodeTls>,
+        opts: ProxyOptions,
+    ) -> Proxy {
         let dir = tempfile::Builder::new().prefix("redisforge-proxy-").tempdir().expect("create the proxy temp dir");
         let (plain, metrics) = (reserve_port(), reserve_port());
         let tls = opts.extra_toml.contains("@TLS@").then(reserve_port);
@@ -105,6 +120,7 @@ impl Proxy {
             .replace("@TLS@", &tls.as_ref().map(PortGuard::addr).unwrap_or_default())
             .replace("@SEEDS@", &seeds_toml)
             .replace("@UPSTREAM_AUTH@", &upstream_auth)
+            .replace("@UPSTREAM_TLS@", &upstream_tls.map(NodeTls::proxy_upstream_toml).unwrap_or_default())
             .replace("@DIR@", &dir.path().display().to_string());
         let config_path = dir.path().join("redisforge.toml");
         std::fs::write(&config_path, &config_text).expect("write the proxy config");
@@ -204,7 +220,7 @@ impl Proxy {
     /// # Panics
     /// When the connection fails.
     pub fn client(&self) -> Connection {
-        connect(&self.addr(), None, CLIENT_TIMEOUT)
+        connect(&self.addr(), &Access::default(), CLIENT_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to proxy {}: {e}\n{}", self.addr(), self.log_tail(20)))
     }
 
@@ -214,7 +230,7 @@ impl Proxy {
     /// When the connection or AUTH fails (so auth tests can assert on it).
     pub fn client_as(&self, user: &str, pass: &str) -> redis::RedisResult<Connection> {
         let creds = (user.to_owned(), pass.to_owned());
-        connect(&self.addr(), Some(&creds), CLIENT_TIMEOUT)
+        connect(&self.addr(), &Access::plain(Some(&creds)), CLIENT_TIMEOUT)
     }
 
     /// A multiplexed async client on the plain listener; needs a Tokio runtime.
@@ -299,7 +315,7 @@ fn answers_ping(addr: &str) -> bool {
 fn merge_config(extra: &str) -> String {
     let generated = [
         ("listen", "plain = \"@PLAIN@\"\n"),
-        ("upstream", "seeds = @SEEDS@\n@UPSTREAM_AUTH@\n"),
+        ("upstream", "seeds = @SEEDS@\n@UPSTREAM_AUTH@\n@UPSTREAM_TLS@\n"),
         ("metrics", "listen = \"@METRICS@\"\n"),
         ("log", "format = \"text\"\nlevel = \"info\"\n"),
     ];

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::conn::Access;
 use crate::ports::{PortGuard, reserve_port};
 use crate::process::{self, Signal};
+use crate::tls::NodeTls;
 
 /// How often a node start is retried on a fresh port when the port turns out to be taken.
 const START_ATTEMPTS: usize = 5;
@@ -29,6 +31,10 @@ pub(crate) struct NodeConfig<'a> {
     pub root: &'a Path,
     pub acl_user: Option<&'a (String, String)>,
     pub extra_config: &'a [String],
+    /// TLS-only nodes when set.
+    pub tls: Option<&'a NodeTls>,
+    /// How the harness reaches a node (used for the readiness probe).
+    pub access: &'a Access,
 }
 
 /// One node: its reserved port, directory, process and the cluster id it keeps across restarts.
@@ -51,7 +57,7 @@ impl Node {
             std::fs::write(dir.join("redis.conf"), config_text(cfg, guard.port(), &dir))
                 .unwrap_or_else(|e| panic!("write redis.conf in {}: {e}", dir.display()));
             let mut node = Node { guard, dir, child: None, state: NodeState::Stopped, id: String::new() };
-            match node.spawn(cfg.acl_user) {
+            match node.spawn(cfg.access) {
                 Ok(()) => return node,
                 Err(StartError::AddrInUse(msg)) => failures.push(msg),
                 Err(StartError::Other(msg)) => panic!("{msg}"),
@@ -72,11 +78,11 @@ impl Node {
     ///
     /// The port stays reserved by this process, so "in use" can only be a socket still
     /// closing from the previous run: retried a few times before giving up.
-    pub fn restart(&mut self, acl_user: Option<&(String, String)>) {
+    pub fn restart(&mut self, access: &Access) {
         self.kill();
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match self.spawn(acl_user) {
+            match self.spawn(access) {
                 Ok(()) => return,
                 Err(StartError::AddrInUse(msg)) => {
                     last = msg;
@@ -118,7 +124,7 @@ impl Node {
         )
     }
 
-    fn spawn(&mut self, acl_user: Option<&(String, String)>) -> Result<(), StartError> {
+    fn spawn(&mut self, access: &Access) -> Result<(), StartError> {
         let stderr = File::create(self.dir.join("stderr.log"))
             .map_err(|e| StartError::Other(format!("create stderr.log: {e}")))?;
         let child = Command::new(redis_server_bin())
@@ -145,7 +151,7 @@ impl Node {
                 exited = true;
                 return true;
             }
-            crate::conn::probe(&addr, acl_user).and_then(|mut con| redis::cmd("PING").query::<String>(&mut con)).is_ok()
+            crate::conn::probe(&addr, access).and_then(|mut con| redis::cmd("PING").query::<String>(&mut con)).is_ok()
         });
         if ready && !exited {
             return Ok(());
@@ -182,8 +188,12 @@ pub(crate) fn redis_server_bin() -> String {
 
 fn config_text(cfg: &NodeConfig<'_>, port: u16, dir: &Path) -> String {
     let dir = dir.display();
-    let mut lines = vec![
-        format!("port {port}"),
+    let mut lines = match cfg.tls {
+        None => vec![format!("port {port}")],
+        // TLS only: no plaintext port; the bus port stays `port + 10000`.
+        Some(tls) => tls.node_config(port),
+    };
+    lines.extend([
         "bind 127.0.0.1".to_owned(),
         // Loopback only, so protected mode adds nothing but refusals.
         "protected-mode no".to_owned(),
@@ -203,7 +213,7 @@ fn config_text(cfg: &NodeConfig<'_>, port: u16, dir: &Path) -> String {
         format!("dir \"{dir}\""),
         format!("logfile \"{dir}/redis.log\""),
         "loglevel notice".to_owned(),
-    ];
+    ]);
     if let Some((user, pass)) = cfg.acl_user {
         lines.push(format!("user {user} on >{pass} ~* &* +@all"));
         lines.push("user default off".to_owned());

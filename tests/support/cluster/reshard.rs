@@ -70,8 +70,7 @@ impl Cluster {
     /// # Panics
     /// When `replica` is not a replica, or it is not master within 20 s.
     pub fn failover(&self, replica: &str) {
-        let view =
-            super::topology::View::fetch(replica, self.acl_user.as_ref()).unwrap_or_else(|e| panic!("failover: {e}"));
+        let view = super::topology::View::fetch(replica, &self.access).unwrap_or_else(|e| panic!("failover: {e}"));
         let master_id = view
             .myself()
             .and_then(|m| m.master_id.clone())
@@ -132,7 +131,7 @@ impl Cluster {
         let (host, port) = to.rsplit_once(':').expect("addr is host:port");
         let mut cmd = redis::cmd("MIGRATE");
         cmd.arg(host).arg(port).arg("").arg(0).arg(5000).arg("REPLACE");
-        if let Some((user, pass)) = &self.acl_user {
+        if let Some((user, pass)) = &self.access.acl {
             cmd.arg("AUTH2").arg(user).arg(pass);
         }
         cmd.arg("KEYS").arg(&keys);
@@ -155,7 +154,7 @@ impl Cluster {
     fn any_live(&self) -> String {
         self.live_nodes()
             .into_iter()
-            .find(|a| probe(a, self.acl_user.as_ref()).is_ok())
+            .find(|a| probe(a, &self.access).is_ok())
             .unwrap_or_else(|| self.fail("no live node answers"))
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::reshard::parse_slot_range;
-use crate::conn::probe;
+use crate::conn::{Access, probe};
 
 /// Total hash slots in a Redis Cluster.
 pub const SLOTS: usize = 16384;
@@ -80,8 +80,8 @@ pub(crate) struct View {
 }
 
 impl View {
-    pub fn fetch(addr: &str, acl: Option<&(String, String)>) -> Result<View, String> {
-        let mut con = probe(addr, acl).map_err(|e| format!("{addr}: connect: {e}"))?;
+    pub fn fetch(addr: &str, access: &Access) -> Result<View, String> {
+        let mut con = probe(addr, access).map_err(|e| format!("{addr}: connect: {e}"))?;
         let mut query = |args: &[&str]| -> Result<String, String> {
             let mut cmd = redis::cmd(args[0]);
             for a in &args[1..] {
@@ -141,11 +141,11 @@ impl View {
 /// With `replicas_per_master`, each master must also have exactly that many replicas.
 pub(crate) fn check_settled(
     live: &[String],
-    acl: Option<&(String, String)>,
+    access: &Access,
     replicas_per_master: Option<usize>,
     master_live: &dyn Fn(&str) -> bool,
 ) -> Result<(), String> {
-    let views = live.iter().map(|addr| View::fetch(addr, acl)).collect::<Result<Vec<_>, _>>()?;
+    let views = live.iter().map(|addr| View::fetch(addr, access)).collect::<Result<Vec<_>, _>>()?;
     let mut own: BTreeMap<&str, &NodeLine> = BTreeMap::new();
     for v in &views {
         if !v.state_ok {

@@ -7,6 +7,7 @@
 
 mod local;
 mod pipeline;
+mod pubsub;
 mod stateful;
 
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use crate::resp::{Limits, RequestDecoder, reply};
 use crate::router::{self, Route};
 use crate::slot::Slot;
 use crate::topology::{Topology, Trigger};
-use crate::upstream::{NodePool, OwnedConn, Tag, UpstreamReply, UpstreamRequest};
+use crate::upstream::{NodePool, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
 
 pub use local::ClientState;
 use pipeline::{Meta, Part, Pipeline, Target};
@@ -149,6 +150,14 @@ struct Session {
     hold_reading: bool,
     /// The slot of the client's last write, for WAIT.
     last_write_slot: Option<Slot>,
+    /// Subscriptions, while the client is in subscribed mode.
+    subs: Option<pubsub::Subscriptions>,
+    /// Frames written to the client outside the request pipeline (subscribed mode).
+    direct: BytesMut,
+    /// A request that needs every earlier reply written first (entering subscribed mode).
+    deferred: Option<(crate::resp::Request, Meta)>,
+    /// Requests are buffered, unparsed, behind a blocking command or subscription change.
+    paused_input: bool,
     /// Scratch space for key positions.
     keys: Vec<usize>,
     /// Scratch space for key positions with their access, for permission checks.
@@ -173,6 +182,10 @@ impl Session {
             watch_slot: None,
             hold_reading: false,
             last_write_slot: None,
+            subs: None,
+            direct: BytesMut::new(),
+            deferred: None,
+            paused_input: false,
             keys: Vec::with_capacity(16),
             acl_keys: Vec::new(),
         }
@@ -199,6 +212,15 @@ impl Session {
         let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(3600)));
         tokio::pin!(idle);
         loop {
+            if !self.direct.is_empty() {
+                wbuf.extend_from_slice(&self.direct.split());
+            }
+            if self.pipeline.is_empty()
+                && let Some((request, meta)) = self.deferred.take()
+            {
+                self.on_pubsub(&request, meta);
+                continue;
+            }
             closing |= self.pipeline.release(&mut wbuf, &self.shared.metrics);
             if wbuf.len() > self.shared.client_output_limit {
                 crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered = wbuf.len(),
@@ -212,7 +234,13 @@ impl Session {
             if self.hold_reading && self.pipeline.is_empty() {
                 self.hold_reading = false;
             }
-            let can_read = reading && !closing && !self.hold_reading && self.pipeline.len() < self.shared.max_pipeline;
+            if self.paused_input && !self.input_on_hold() && !closing {
+                self.paused_input = false;
+                self.on_input(&mut rbuf);
+                continue;
+            }
+            let can_read =
+                reading && !closing && !self.input_on_hold() && self.pipeline.len() < self.shared.max_pipeline;
             let next_retry = self.delayed.iter().map(|d| d.0).min();
             tokio::select! {
                 biased;
@@ -248,7 +276,8 @@ impl Session {
                 }
                 () = &mut idle, if idle_timeout.is_some() => {
                     let timeout = idle_timeout.unwrap_or_default();
-                    if self.pipeline.is_empty() && wbuf.is_empty() && last_read.elapsed() >= timeout {
+                    // Subscribers wait for messages, not requests: exempt, as in Redis.
+                    if self.pipeline.is_empty() && wbuf.is_empty() && self.subs.is_none() && last_read.elapsed() >= timeout {
                         tracing::debug!(client = self.state.id, peer = %self.state.peer, "idle client timed out");
                         return Ok(());
                     }
@@ -268,11 +297,21 @@ impl Session {
         }
     }
 
+    fn input_on_hold(&self) -> bool {
+        self.hold_reading || self.deferred.is_some() || self.awaiting_confirmations()
+    }
+
     /// Routes every complete request in `rbuf`.
     fn on_input(&mut self, rbuf: &mut BytesMut) {
         // Every request completed by this read had its last byte read now: one clock read per read.
         let read_at = Instant::now();
         loop {
+            // Like Redis with a blocked or subscribing client: later requests wait, unparsed, until
+            // the pending answer is in; serve() resumes here then.
+            if self.input_on_hold() {
+                self.paused_input = true;
+                return;
+            }
             match self.decoder.decode(rbuf) {
                 Ok(Some(request)) => {
                     self.traffic.commands += 1;
@@ -311,6 +350,9 @@ impl Session {
             self.spoil_transaction();
             self.pipeline.push_ready(refusal, meta);
             return;
+        }
+        if self.subscribed() {
+            return self.on_pubsub(&request, meta);
         }
         if self.tx.is_some() && !stateful::controls_transaction(&request) {
             // Inside MULTI commands are queued, not routed: they run together at EXEC.
@@ -367,13 +409,12 @@ impl Session {
                 match kind {
                     StatefulKind::Transaction => self.on_transaction(request, slot, meta),
                     StatefulKind::Blocking => self.on_blocking(request, slot, meta),
-                    StatefulKind::PubSub => self.pipeline.push_ready(
-                        reply::error(&format!(
-                            "ERR unsupported command '{}' in proxy: pub/sub is not supported yet",
-                            String::from_utf8_lossy(request.arg(0))
-                        )),
-                        meta,
-                    ),
+                    // Subscription frames must follow every earlier reply: wait for the pipeline.
+                    StatefulKind::PubSub if self.pipeline.is_empty() => self.on_pubsub(&request, meta),
+                    StatefulKind::PubSub => {
+                        self.deferred = Some((request, meta));
+                        self.hold_reading = true;
+                    }
                 }
             }
             Route::Reply(reply) => self.pipeline.push_ready(reply, meta),
@@ -434,6 +475,9 @@ impl Session {
 
     /// Takes a node's reply: follows redirections, retries transient failures, or stores it.
     fn on_reply(&mut self, upstream: UpstreamReply) {
+        if upstream.tag.seq == PUSH.seq {
+            return self.on_push(upstream);
+        }
         let Tag { seq, part } = upstream.tag;
         let topology = Arc::clone(&self.shared.topology);
         let retry_for = self.shared.command_timeout;

@@ -48,10 +48,11 @@ pub struct ConnMode {
     /// Bound each reply by `command_timeout`; off for blocking commands and subscriptions, which
     /// legitimately wait.
     pub timeout: bool,
-    /// Where frames that answer no request go, tagged [`PUSH`]: pub/sub messages. `None`: such a
-    /// frame is a protocol error. The owner also learns here, with an error, that the connection
-    /// ended.
-    pub pushes: Option<ReplySender>,
+    /// Where frames go on a subscribed connection, all of them in order and with this tag (its
+    /// `seq` is [`PUSH`]'s): confirmations, messages, pongs do not pair one-to-one with requests.
+    /// The owner also learns here, with an error, that the connection ended. `None`: replies are
+    /// matched to requests.
+    pub pushes: Option<(ReplySender, Tag)>,
 }
 
 impl ConnMode {
@@ -61,7 +62,8 @@ impl ConnMode {
     }
 }
 
-/// The tag of frames that answer no request (pub/sub messages) and of an owned connection's end.
+/// The `seq` of tags that answer no request: subscribed connections' frames, and replies nobody
+/// waits for.
 pub const PUSH: Tag = Tag { seq: u64::MAX, part: u32::MAX };
 
 /// A request written (or about to be) whose reply has not come back yet.
@@ -140,8 +142,8 @@ fn end_owned(
     while let Ok(request) = rx.try_recv() {
         fail(request, error.clone(), metrics);
     }
-    if let Some(pushes) = &mode.pushes {
-        let _ = pushes.send(UpstreamReply { tag: PUSH, result: Err(error) });
+    if let Some((pushes, tag)) = &mode.pushes {
+        let _ = pushes.send(UpstreamReply { tag: *tag, result: Err(error) });
     }
 }
 
@@ -287,14 +289,14 @@ fn dispatch_replies(
     rbuf: &mut BytesMut,
     scanner: &mut FrameScanner,
     inflight: &mut VecDeque<InFlight>,
-    pushes: Option<&ReplySender>,
+    pushes: Option<&(ReplySender, Tag)>,
 ) -> Result<(), String> {
     while let Some(len) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
         let frame: Bytes = rbuf.split_to(len).freeze();
         // A subscribed connection's frames (confirmations, messages, pongs) all go to its owner,
         // in order: they do not pair one-to-one with requests.
-        if let Some(pushes) = pushes {
-            let _ = pushes.send(UpstreamReply { tag: PUSH, result: Ok(frame) });
+        if let Some((pushes, tag)) = pushes {
+            let _ = pushes.send(UpstreamReply { tag: *tag, result: Ok(frame) });
             continue;
         }
         let Some(head) = inflight.front_mut() else {

@@ -1,0 +1,369 @@
+//! Pub/Sub: a subscribed client gets upstream connections of its own in subscribed mode, one for
+//! classic channels and patterns (any master: a cluster delivers PUBLISH everywhere) and one per
+//! shard for sharded channels. Their frames are forwarded to the client as received, in order.
+//! When such a connection dies, the proxy subscribes again elsewhere and swallows the repeated
+//! confirmations, so the client sees no gap other than messages published meanwhile.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
+
+use super::Session;
+use super::pipeline::Meta;
+use crate::resp::{Request, reply, request::encode_command};
+use crate::slot::key_slot;
+use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
+
+/// `part` of the tag of the classic (non-sharded) subscription connection.
+const CLASSIC: u32 = 0;
+
+/// A client's subscriptions and the connections that carry them.
+#[derive(Debug, Default)]
+pub(super) struct Subscriptions {
+    /// By tag part: [`CLASSIC`] and one per shard connection.
+    conns: HashMap<u32, SubConn>,
+    next_part: u32,
+}
+
+#[derive(Debug)]
+struct SubConn {
+    conn: OwnedConn,
+    /// Channels and patterns subscribed on this connection, from the node's confirmations.
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+    /// Confirmations of a resubscription still to swallow.
+    swallow: usize,
+    /// Confirmations (and PING answers) the client asked for and has not got yet. The proxy reads
+    /// nothing more from the client meanwhile, so every later reply keeps its place, and a zero
+    /// count only means the client left subscribed mode once nothing is awaited.
+    awaiting: usize,
+    /// The node's last reported subscription count.
+    count: i64,
+    sharded: bool,
+}
+
+/// The kind of a pub/sub frame (`message`, `subscribe` …): the first bulk of an array.
+fn frame_kind(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.strip_prefix(b"*")?;
+    let header_end = rest.windows(2).position(|w| w == b"\r\n")?;
+    let rest = rest[header_end + 2..].strip_prefix(b"$")?;
+    let len_end = rest.windows(2).position(|w| w == b"\r\n")?;
+    let len: usize = std::str::from_utf8(&rest[..len_end]).ok()?.parse().ok()?;
+    rest.get(len_end + 2..len_end + 2 + len)
+}
+
+/// How many frames the node will answer `payload` with on a subscribed connection: one per
+/// channel for (un)subscriptions (for an argument-less unsubscribe, one per current subscription,
+/// at least one), one for PING.
+fn expected_frames(payload: &[u8], conn: &SubConn) -> usize {
+    let Some(kind) = frame_kind(payload).map(<[u8]>::to_ascii_lowercase) else {
+        return 0;
+    };
+    let argc: usize = payload
+        .strip_prefix(b"*")
+        .and_then(|p| p.split(|&b| b == b'\r').next())
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .unwrap_or(1);
+    let channels = argc.saturating_sub(1);
+    match kind.as_slice() {
+        b"ping" => 1,
+        b"subscribe" | b"psubscribe" | b"ssubscribe" => channels,
+        b"unsubscribe" | b"sunsubscribe" if channels == 0 => conn.channels.len().max(1),
+        b"punsubscribe" if channels == 0 => conn.patterns.len().max(1),
+        b"unsubscribe" | b"sunsubscribe" | b"punsubscribe" => channels,
+        _ => 1,
+    }
+}
+
+const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
+
+impl Session {
+    /// Whether the proxy waits for subscription confirmations before reading more requests.
+    pub(super) fn awaiting_confirmations(&self) -> bool {
+        self.subs.as_ref().is_some_and(|s| s.conns.values().any(|c| c.awaiting > 0))
+    }
+
+    /// Whether the client is in subscribed mode (RESP2 rules apply to its requests).
+    pub(super) fn subscribed(&self) -> bool {
+        self.subs.is_some()
+    }
+
+    /// A (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET while subscribed, or the first
+    /// subscription (with the pipeline already empty).
+    pub(super) fn on_pubsub(&mut self, request: &Request, meta: Meta) {
+        let name = request.arg(0).to_ascii_lowercase();
+        let subs = self.subs.get_or_insert_with(Subscriptions::default);
+        match name.as_slice() {
+            b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe" | b"ping" => {
+                if name == b"ping" && !subs.conns.contains_key(&CLASSIC) && !subs.conns.is_empty() {
+                    // Only sharded subscriptions: any of their connections answers PING.
+                    let part = *subs.conns.keys().next().unwrap_or(&CLASSIC);
+                    return self.sub_send(part, request.bytes().clone());
+                }
+                if name.starts_with(b"un") && request.argc() == 1 && !subs.conns.contains_key(&CLASSIC) {
+                    // Nothing to unsubscribe from: Redis still confirms, with a null channel.
+                    let kind = &name[..];
+                    let mut out = BytesMut::new();
+                    reply::put_header(&mut out, b'*', 3);
+                    reply::put_bulk(&mut out, kind);
+                    out.extend_from_slice(b"$-1\r\n");
+                    reply::put_integer(&mut out, 0);
+                    self.direct.extend_from_slice(&out);
+                    return self.leave_subscribed_if_done();
+                }
+                if !self.ensure_classic() {
+                    return self.sub_error("CLUSTERDOWN The proxy has no cluster topology yet");
+                }
+                self.sub_send(CLASSIC, request.bytes().clone());
+            }
+            b"ssubscribe" | b"sunsubscribe" => {
+                if request.argc() == 1 {
+                    let parts: Vec<u32> = subs.conns.iter().filter(|(_, c)| c.sharded).map(|(p, _)| *p).collect();
+                    if parts.is_empty() {
+                        let mut out = BytesMut::new();
+                        reply::put_header(&mut out, b'*', 3);
+                        reply::put_bulk(&mut out, b"sunsubscribe");
+                        out.extend_from_slice(b"$-1\r\n");
+                        reply::put_integer(&mut out, 0);
+                        self.direct.extend_from_slice(&out);
+                        return self.leave_subscribed_if_done();
+                    }
+                    for part in parts {
+                        self.sub_send(part, request.bytes().clone());
+                    }
+                    return;
+                }
+                // Every channel of one SSUBSCRIBE must hash to one slot, as on Redis.
+                let slot = key_slot(request.arg(1));
+                if (2..request.argc()).any(|i| key_slot(request.arg(i)) != slot) {
+                    return self.sub_error(crate::router::CROSSSLOT);
+                }
+                let Some(addr) = self.shared.topology.routing().master(slot).map(|p| p.addr().to_string()) else {
+                    return self.sub_error("CLUSTERDOWN Hash slot not served");
+                };
+                let part = self.ensure_shard_conn(&addr);
+                self.sub_send(part, request.bytes().clone());
+            }
+            b"quit" => {
+                self.pipeline.push_ready(reply::ok(), meta);
+                self.pipeline.push_close();
+                self.state.closing = true;
+            }
+            b"reset" => {
+                self.subs = None;
+                self.pipeline.push_ready(Bytes::from_static(b"+RESET\r\n"), meta);
+            }
+            _ => self.sub_error(&format!("ERR Can't execute '{}': {ALLOWED}", String::from_utf8_lossy(&name))),
+        }
+    }
+
+    fn sub_error(&mut self, text: &str) {
+        self.direct.extend_from_slice(&reply::error(text));
+    }
+
+    fn sub_send(&mut self, part: u32, payload: Bytes) {
+        let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
+            return;
+        };
+        conn.awaiting += expected_frames(&payload, conn);
+        // Replies come back as pushes with the connection's tag; this channel is never read.
+        conn.conn.send(UpstreamRequest { payload, asking: false, tag: PUSH, reply_to: self.replies_tx.clone() });
+    }
+
+    fn open(&mut self, addr: &str, part: u32) -> OwnedConn {
+        let tag = Tag { seq: PUSH.seq, part };
+        let mode = ConnMode {
+            readonly: false,
+            reconnect: false,
+            timeout: false,
+            pushes: Some((self.replies_tx.clone(), tag)),
+        };
+        self.shared.topology.upstreams().owned(addr, mode)
+    }
+
+    /// The classic subscription connection, opened to a master when there is none.
+    fn ensure_classic(&mut self) -> bool {
+        if self.subs.as_ref().is_some_and(|s| s.conns.contains_key(&CLASSIC)) {
+            return true;
+        }
+        let routing = self.shared.topology.routing();
+        let masters = routing.masters();
+        let Some(addr) = masters.get(self.state.id as usize % masters.len().max(1)).map(|m| m.addr().to_string())
+        else {
+            return false;
+        };
+        drop(routing);
+        let conn = self.open(&addr, CLASSIC);
+        if let Some(subs) = self.subs.as_mut() {
+            subs.conns.insert(CLASSIC, SubConn::new(conn, false));
+        }
+        true
+    }
+
+    fn ensure_shard_conn(&mut self, addr: &str) -> u32 {
+        let existing = self
+            .subs
+            .as_ref()
+            .and_then(|s| s.conns.iter().find(|(_, c)| c.sharded && c.conn.addr() == addr).map(|(p, _)| *p));
+        if let Some(part) = existing {
+            return part;
+        }
+        let part = self.subs.as_mut().map_or(1, |s| {
+            s.next_part += 1;
+            s.next_part
+        });
+        let conn = self.open(addr, part);
+        if let Some(subs) = self.subs.as_mut() {
+            subs.conns.insert(part, SubConn::new(conn, true));
+        }
+        part
+    }
+
+    /// A frame (or the end) of subscription connection `part`.
+    pub(super) fn on_subscription_frame(&mut self, part: u32, result: Result<Bytes, crate::upstream::UpstreamError>) {
+        let Some(subs) = self.subs.as_mut() else {
+            return;
+        };
+        let Some(conn) = subs.conns.get_mut(&part) else {
+            return;
+        };
+        let frame = match result {
+            Ok(frame) => frame,
+            Err(error) => {
+                crate::log_limited!(5, warn, client = self.state.id, %error, "subscription connection lost; subscribing again");
+                return self.resubscribe(part);
+            }
+        };
+        let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
+        if conn.swallow == 0 && (matches!(kind.as_deref(), Some(b"pong")) || frame.starts_with(b"-")) {
+            conn.awaiting = conn.awaiting.saturating_sub(1);
+        }
+        let confirmation = matches!(
+            kind.as_deref(),
+            Some(b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe" | b"sunsubscribe")
+        );
+        if confirmation {
+            if let Ok(Some((OwnedFrame::Array(items), _))) = decode(&frame)
+                && let [OwnedFrame::BulkString(kind), name, OwnedFrame::Integer(count)] = items.as_slice()
+            {
+                conn.count = *count;
+                let name = match name {
+                    OwnedFrame::BulkString(name) => Some(Bytes::copy_from_slice(name)),
+                    _ => None,
+                };
+                if conn.swallow == 0 {
+                    conn.awaiting = conn.awaiting.saturating_sub(1);
+                }
+                if let Some(name) = name {
+                    match kind.to_ascii_lowercase().as_slice() {
+                        b"subscribe" | b"ssubscribe" => drop(conn.channels.insert(name)),
+                        b"psubscribe" => drop(conn.patterns.insert(name)),
+                        b"unsubscribe" | b"sunsubscribe" => drop(conn.channels.remove(&name)),
+                        _ => drop(conn.patterns.remove(&name)),
+                    }
+                }
+            }
+            if conn.swallow > 0 {
+                conn.swallow -= 1;
+                return;
+            }
+        }
+        self.direct.extend_from_slice(&frame);
+        if confirmation {
+            self.leave_subscribed_if_done();
+        }
+    }
+
+    /// Subscribes again, on a live master, to what connection `part` carried.
+    fn resubscribe(&mut self, part: u32) {
+        let Some(old) = self.subs.as_mut().and_then(|s| s.conns.remove(&part)) else {
+            return;
+        };
+        let routing = self.shared.topology.routing();
+        let addr = if old.sharded {
+            old.channels.iter().next().and_then(|c| routing.master(key_slot(c))).map(|p| p.addr().to_string())
+        } else {
+            let masters = routing.masters();
+            // Prefer another node than the one that failed; the topology may not know yet.
+            masters
+                .iter()
+                .map(|m| m.addr().to_string())
+                .find(|a| a != old.conn.addr())
+                .or_else(|| masters.first().map(|m| m.addr().to_string()))
+        };
+        drop(routing);
+        let Some(addr) = addr else {
+            return;
+        };
+        let conn = self.open(&addr, part);
+        let mut replacement = SubConn::new(conn, old.sharded);
+        replacement.count = old.count;
+        let (subscribe, psubscribe) = if old.sharded {
+            (&b"SSUBSCRIBE"[..], &b"PSUBSCRIBE"[..])
+        } else {
+            (&b"SUBSCRIBE"[..], &b"PSUBSCRIBE"[..])
+        };
+        let mut payloads = Vec::new();
+        if !old.channels.is_empty() {
+            let mut args: Vec<&[u8]> = vec![subscribe];
+            args.extend(old.channels.iter().map(|c| c.as_ref()));
+            payloads.push(encode_command(&args));
+        }
+        if !old.patterns.is_empty() {
+            let mut args: Vec<&[u8]> = vec![psubscribe];
+            args.extend(old.patterns.iter().map(|c| c.as_ref()));
+            payloads.push(encode_command(&args));
+        }
+        replacement.swallow = old.channels.len() + old.patterns.len();
+        if let Some(subs) = self.subs.as_mut() {
+            subs.conns.insert(part, replacement);
+        }
+        for payload in payloads {
+            self.sub_send(part, payload);
+        }
+    }
+
+    /// Back to normal mode once nothing is subscribed any more.
+    fn leave_subscribed_if_done(&mut self) {
+        let done = self
+            .subs
+            .as_ref()
+            .is_some_and(|s| s.conns.values().all(|c| c.count == 0 && c.swallow == 0 && c.awaiting == 0));
+        if done {
+            self.subs = None;
+        }
+    }
+
+    /// Handles a reply tagged for a subscription connection.
+    pub(super) fn on_push(&mut self, reply: UpstreamReply) {
+        self.on_subscription_frame(reply.tag.part, reply.result);
+    }
+}
+
+impl SubConn {
+    fn new(conn: OwnedConn, sharded: bool) -> SubConn {
+        SubConn {
+            conn,
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+            swallow: 0,
+            awaiting: 0,
+            count: 0,
+            sharded,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_kinds() {
+        assert_eq!(frame_kind(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"), Some(&b"message"[..]));
+        assert_eq!(frame_kind(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"), Some(&b"subscribe"[..]));
+        assert_eq!(frame_kind(b"+PONG\r\n"), None);
+        assert_eq!(frame_kind(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), Some(&b"pong"[..]));
+    }
+}

@@ -1,0 +1,143 @@
+//! Pub/Sub through the proxy: classic, pattern and sharded subscriptions, subscribed-mode rules,
+//! and resubscription when the node carrying a subscription dies.
+
+use std::time::Duration;
+
+use redis::{Connection, Value};
+use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, raw_roundtrip_until, wait_until};
+
+fn raw(con: &mut Connection, args: &[&str]) -> Result<Value, String> {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(con).map_err(|e| e.to_string())
+}
+
+/// Waits for the next message on a subscribed connection.
+fn next_message(pubsub: &mut redis::PubSub<'_>) -> (String, String) {
+    pubsub.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let msg = pubsub.get_message().expect("a message within 10 s");
+    (msg.get_channel_name().to_string(), msg.get_payload().expect("payload"))
+}
+
+#[test]
+fn two_proxy_clients_receive_what_a_publisher_on_any_node_publishes() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
+    let mut first = proxy.client();
+    let mut second = proxy.client();
+    let mut a = first.as_pubsub();
+    let mut b = second.as_pubsub();
+    a.subscribe("ps:news").expect("SUBSCRIBE");
+    b.psubscribe("ps:n*").expect("PSUBSCRIBE");
+    // A publisher straight on each master: the cluster delivers PUBLISH everywhere.
+    for (i, master) in cluster.masters().iter().enumerate() {
+        let mut publisher = cluster.client(master);
+        let text = format!("hello-{i}");
+        let _: i64 = redis::cmd("PUBLISH").arg("ps:news").arg(&text).query(&mut publisher).expect("PUBLISH");
+        assert_eq!(next_message(&mut a), ("ps:news".to_string(), text.clone()));
+        assert_eq!(next_message(&mut b), ("ps:news".to_string(), text));
+    }
+    // And through the proxy.
+    let mut publisher = proxy.client();
+    // PUBLISH counts the receivers on the node that ran it, as in any Redis Cluster.
+    let _: i64 = redis::cmd("PUBLISH").arg("ps:news").arg("via-proxy").query(&mut publisher).expect("PUBLISH");
+    assert_eq!(next_message(&mut a).1, "via-proxy");
+}
+
+#[test]
+fn subscribed_mode_follows_redis_rules() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let reply = raw_roundtrip_until(
+        &proxy.addr(),
+        b"SUBSCRIBE ps:rules\r\nGET x\r\nPING\r\nUNSUBSCRIBE ps:rules\r\nGET ps:rules:key\r\n",
+        Duration::from_secs(5),
+        |got| got.ends_with(b"$-1\r\n"),
+    );
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("*3\r\n$9\r\nsubscribe\r\n$8\r\nps:rules\r\n:1\r\n"), "{text}");
+    assert!(
+        text.contains("-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("*2\r\n$4\r\npong\r\n$0\r\n\r\n"), "{text}");
+    assert!(text.contains("*3\r\n$11\r\nunsubscribe\r\n$8\r\nps:rules\r\n:0\r\n"), "{text}");
+    assert!(text.ends_with("$-1\r\n"), "after the last UNSUBSCRIBE normal commands work again: {text}");
+}
+
+#[test]
+fn earlier_replies_come_before_the_subscription_confirmation() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let reply = raw_roundtrip_until(
+        &proxy.addr(),
+        b"SET ps:order 1\r\nGET ps:order\r\nSUBSCRIBE ps:order-ch\r\n",
+        Duration::from_secs(5),
+        |got| got.ends_with(b":1\r\n"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "+OK\r\n$1\r\n1\r\n*3\r\n$9\r\nsubscribe\r\n$11\r\nps:order-ch\r\n:1\r\n"
+    );
+}
+
+#[test]
+fn sharded_pubsub_is_routed_by_shard() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut subscriber = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    std::io::Write::write_all(&mut subscriber, b"SSUBSCRIBE {ps}a {ps}b\r\n").expect("write");
+    subscriber.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut published = false;
+    let mut publisher = proxy.client();
+    let done = wait_until(Duration::from_secs(10), Duration::from_millis(1), || {
+        if let Ok(n) = std::io::Read::read(&mut subscriber, &mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&seen);
+        if !published && text.matches("ssubscribe").count() == 2 {
+            assert_eq!(raw(&mut publisher, &["SPUBLISH", "{ps}a", "shard-msg"]), Ok(Value::Int(1)));
+            published = true;
+        }
+        text.contains("shard-msg")
+    });
+    let text = String::from_utf8_lossy(&seen);
+    assert!(done, "{text}");
+    assert!(text.contains("*3\r\n$8\r\nsmessage\r\n$5\r\n{ps}a\r\n$9\r\nshard-msg\r\n"), "{text}");
+}
+
+#[test]
+fn subscription_moves_to_another_node_when_its_node_dies() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut subscriber = proxy.client();
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.subscribe("ps:failover").expect("SUBSCRIBE");
+    // Find the master that carries the proxy's subscription connection.
+    let carrier = cluster
+        .masters()
+        .into_iter()
+        .find(|m| {
+            let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut cluster.client(m)).expect("CLIENT LIST");
+            list.lines().any(|l| l.contains("sub=1"))
+        })
+        .expect("a master carries the subscription");
+    cluster.kill(&carrier);
+    let survivor = cluster.masters().into_iter().find(|m| *m != carrier).expect("another master");
+    let mut publisher = cluster.client(&survivor);
+    pubsub.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    // Publish until the resubscribed connection delivers (bounded).
+    let mut delivered = false;
+    let mut attempt = 0;
+    let _ = wait_until(Duration::from_secs(20), Duration::from_millis(10), || {
+        attempt += 1;
+        let _: Result<i64, _> =
+            redis::cmd("PUBLISH").arg("ps:failover").arg(format!("m{attempt}")).query(&mut publisher);
+        if let Ok(msg) = pubsub.get_message() {
+            delivered = msg.get_channel_name() == "ps:failover";
+        }
+        delivered
+    });
+    assert!(delivered, "no message after the subscription's node died");
+}
