@@ -184,11 +184,17 @@ fn auth(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer {
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
 fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer {
-    if request.argc() >= 2 && request.arg(1) != b"2" {
-        // RESP3 needs the push and map types end to end; until the proxy speaks RESP3 to the nodes
-        // it refuses it the way Redis refuses unknown versions, and clients fall back to RESP2.
-        return Answer::Reply(reply::error("NOPROTO unsupported protocol version"));
-    }
+    let protocol = match request.argc() {
+        1 => state.protocol,
+        _ => match request.arg(1) {
+            b"2" => Protocol::Resp2,
+            b"3" => Protocol::Resp3,
+            version if std::str::from_utf8(version).ok().and_then(|v| v.parse::<i64>().ok()).is_some() => {
+                return Answer::Reply(reply::error("NOPROTO unsupported protocol version"));
+            }
+            _ => return Answer::Reply(reply::error("ERR Protocol version is not an integer or out of range")),
+        },
+    };
     let mut auth: Option<(&[u8], &[u8])> = None;
     let mut name = None;
     let mut i = 2;
@@ -224,7 +230,9 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
     if name.is_some() {
         state.name = name;
     }
-    state.protocol = Protocol::Resp2;
+    // From here on the client's requests use connections that speak its protocol, so replies
+    // keep their RESP3 types (maps, sets, doubles, pushes) and pass through untouched.
+    state.protocol = protocol;
     let mut out = BytesMut::new();
     reply::put_map_header(&mut out, state.protocol, 7);
     for (key, value) in [("server", "redis"), ("version", crate::REDIS_COMPAT_VERSION)] {
@@ -232,7 +240,7 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
         reply::put_bulk(&mut out, value.as_bytes());
     }
     reply::put_bulk(&mut out, b"proto");
-    reply::put_integer(&mut out, 2);
+    reply::put_integer(&mut out, if protocol == Protocol::Resp3 { 3 } else { 2 });
     reply::put_bulk(&mut out, b"id");
     reply::put_integer(&mut out, state.id as i64);
     // The proxy looks like one standalone node: cluster-aware clients must not try cluster mode.

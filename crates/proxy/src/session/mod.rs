@@ -25,6 +25,7 @@ use crate::command::{CommandTable, Handling, Merge, StatefulKind};
 use crate::config::ReadFrom;
 use crate::metrics::{Metrics, labels};
 use crate::redirect::{self, MAX_HOPS, Redirect};
+use crate::resp::reply::Protocol;
 use crate::resp::{Limits, RequestDecoder, reply};
 use crate::router::{self, Route};
 use crate::slot::Slot;
@@ -351,7 +352,9 @@ impl Session {
             self.pipeline.push_ready(refusal, meta);
             return;
         }
-        if self.subscribed() {
+        // RESP2 subscribed mode takes every command; in RESP3 other commands run normally.
+        let pubsub_command = matches!(spec.handling, Handling::Stateful(StatefulKind::PubSub));
+        if self.subscribed() && (self.state.protocol == Protocol::Resp2 || pubsub_command) {
             return self.on_pubsub(&request, meta);
         }
         if self.tx.is_some() && !stateful::controls_transaction(&request) {
@@ -464,6 +467,7 @@ impl Session {
         };
         pool.send(
             affinity,
+            self.state.protocol == Protocol::Resp3,
             UpstreamRequest {
                 payload: p.payload.clone(),
                 asking,

@@ -7,7 +7,6 @@
 use std::collections::{BTreeSet, HashMap};
 
 use bytes::{Bytes, BytesMut};
-use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
 
 use super::Session;
 use super::pipeline::Meta;
@@ -45,12 +44,35 @@ struct SubConn {
 
 /// The kind of a pub/sub frame (`message`, `subscribe` …): the first bulk of an array.
 fn frame_kind(frame: &[u8]) -> Option<&[u8]> {
-    let rest = frame.strip_prefix(b"*")?;
+    // RESP2 arrays and RESP3 pushes alike.
+    let rest = frame.strip_prefix(b"*").or_else(|| frame.strip_prefix(b">"))?;
     let header_end = rest.windows(2).position(|w| w == b"\r\n")?;
     let rest = rest[header_end + 2..].strip_prefix(b"$")?;
     let len_end = rest.windows(2).position(|w| w == b"\r\n")?;
     let len: usize = std::str::from_utf8(&rest[..len_end]).ok()?.parse().ok()?;
     rest.get(len_end + 2..len_end + 2 + len)
+}
+
+/// `(kind, channel, count)` of a (un)subscribe confirmation, RESP2 array or RESP3 push; the
+/// channel is `None` for the null of an unsubscribe with nothing subscribed.
+fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>, i64)> {
+    let header = frame.windows(2).position(|w| w == b"\r\n")?;
+    let mut at = header + 2;
+    let mut elements = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let len = crate::resp::FrameScanner::new().scan(frame.get(at..)?).ok()??;
+        elements.push(&frame[at..at + len]);
+        at += len;
+    }
+    let bulk = |element: &[u8]| -> Option<Vec<u8>> {
+        let body = element.strip_prefix(b"$")?;
+        let start = body.windows(2).position(|w| w == b"\r\n")? + 2;
+        Some(body.get(start..body.len().checked_sub(2)?)?.to_vec())
+    };
+    let kind = bulk(elements[0])?.to_ascii_lowercase();
+    let name = bulk(elements[1]).map(Bytes::from);
+    let count = std::str::from_utf8(elements[2].strip_prefix(b":")?.strip_suffix(b"\r\n")?).ok()?.parse().ok()?;
+    Some((kind, name, count))
 }
 
 /// How many frames the node will answer `payload` with on a subscribed connection: one per
@@ -175,6 +197,7 @@ impl Session {
         let tag = Tag { seq: PUSH.seq, part };
         let mode = ConnMode {
             readonly: false,
+            resp3: self.state.protocol == crate::resp::reply::Protocol::Resp3,
             reconnect: false,
             timeout: false,
             pushes: Some((self.replies_tx.clone(), tag)),
@@ -244,14 +267,8 @@ impl Session {
             Some(b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe" | b"sunsubscribe")
         );
         if confirmation {
-            if let Ok(Some((OwnedFrame::Array(items), _))) = decode(&frame)
-                && let [OwnedFrame::BulkString(kind), name, OwnedFrame::Integer(count)] = items.as_slice()
-            {
-                conn.count = *count;
-                let name = match name {
-                    OwnedFrame::BulkString(name) => Some(Bytes::copy_from_slice(name)),
-                    _ => None,
-                };
+            if let Some((kind, name, count)) = parse_confirmation(&frame) {
+                conn.count = count;
                 if conn.swallow == 0 {
                     conn.awaiting = conn.awaiting.saturating_sub(1);
                 }
@@ -365,5 +382,15 @@ mod tests {
         assert_eq!(frame_kind(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"), Some(&b"subscribe"[..]));
         assert_eq!(frame_kind(b"+PONG\r\n"), None);
         assert_eq!(frame_kind(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), Some(&b"pong"[..]));
+        assert_eq!(frame_kind(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"), Some(&b"message"[..]));
+    }
+
+    #[test]
+    fn confirmations_in_both_protocols() {
+        let (kind, name, count) = parse_confirmation(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n").expect("valid");
+        assert_eq!((kind.as_slice(), name.as_deref(), count), (&b"subscribe"[..], Some(&b"ch"[..]), 1));
+        let (kind, name, count) = parse_confirmation(b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n").expect("valid");
+        assert_eq!((kind.as_slice(), name, count), (&b"unsubscribe"[..], None, 0));
+        assert!(parse_confirmation(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n").is_none());
     }
 }

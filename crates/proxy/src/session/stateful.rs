@@ -49,7 +49,8 @@ impl Session {
     pub(super) fn own_conn_at(&mut self, addr: &str) {
         if self.own.as_ref().is_none_or(|c| c.addr() != addr) {
             // Blocking commands wait as long as they were asked to: no command timeout here.
-            let mode = ConnMode { readonly: false, reconnect: false, timeout: false, pushes: None };
+            let resp3 = self.state.protocol == crate::resp::reply::Protocol::Resp3;
+            let mode = ConnMode { readonly: false, resp3, reconnect: false, timeout: false, pushes: None };
             self.own = Some(self.shared.topology.upstreams().owned(addr, mode));
         }
     }

@@ -42,6 +42,8 @@ pub fn spawn(
 pub struct ConnMode {
     /// Send `READONLY` after login (replica reads).
     pub readonly: bool,
+    /// Speak RESP3 (`HELLO 3` after login), for clients that asked for it.
+    pub resp3: bool,
     /// Reconnect with backoff after a failure (pools), or end (an owned connection: its state is
     /// gone with it, and its owner decides what to do).
     pub reconnect: bool,
@@ -58,7 +60,7 @@ pub struct ConnMode {
 impl ConnMode {
     /// A pool connection.
     pub fn pooled(readonly: bool) -> ConnMode {
-        ConnMode { readonly, reconnect: true, timeout: true, pushes: None }
+        ConnMode { readonly, resp3: false, reconnect: true, timeout: true, pushes: None }
     }
 }
 
@@ -89,7 +91,12 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<UpstreamRequest>,
     metrics: Arc<NodeMetrics>,
 ) {
-    let extra: &[&[&[u8]]] = if mode.readonly { &[&[b"READONLY"]] } else { &[] };
+    let extra: &[&[&[u8]]] = match (mode.readonly, mode.resp3) {
+        (false, false) => &[],
+        (true, false) => &[&[b"READONLY"]],
+        (false, true) => &[&[b"HELLO", b"3"]],
+        (true, true) => &[&[b"HELLO", b"3"], &[b"READONLY"]],
+    };
     let mut backoff = Duration::from_millis(25);
     loop {
         match admin::connect(&addr, &settings, extra).await {

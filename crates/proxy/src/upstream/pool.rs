@@ -1,29 +1,32 @@
 //! Per-node pools and the registry of every pool, keyed by node address.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
+use super::ConnMode;
 use super::{ConnSettings, UpstreamRequest, conn};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NodeMetrics};
 
-/// The connections to one node.
+/// The connections to one node: RESP2 ones, and RESP3 ones opened on first use by a client that
+/// said `HELLO 3` (a connection's protocol is fixed at login, and replies pass through untouched,
+/// so each client must be served by connections speaking its protocol).
 #[derive(Debug)]
 pub struct NodePool {
     addr: String,
     conns: Vec<mpsc::UnboundedSender<UpstreamRequest>>,
+    resp3: OnceLock<Vec<mpsc::UnboundedSender<UpstreamRequest>>>,
+    settings: Arc<ConnSettings>,
+    readonly: bool,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl NodePool {
     fn new(addr: String, settings: &Arc<ConnSettings>, size: usize, readonly: bool, metrics: &Metrics) -> NodePool {
-        let node = metrics.node(&addr);
-        let conns = (0..size.max(1))
-            .map(|_| {
-                conn::spawn(addr.clone(), Arc::clone(settings), conn::ConnMode::pooled(readonly), Arc::clone(&node))
-            })
-            .collect();
-        NodePool { addr, conns }
+        let metrics = metrics.node(&addr);
+        let conns = spawn_conns(&addr, settings, size, ConnMode::pooled(readonly), &metrics);
+        NodePool { addr, conns, resp3: OnceLock::new(), settings: Arc::clone(settings), readonly, metrics }
     }
 
     /// The node's `host:port`.
@@ -35,8 +38,15 @@ impl NodePool {
     ///
     /// A client always passes the same affinity, so all its requests to one node travel one
     /// connection and Redis executes them in the order the client sent them.
-    pub fn send(&self, affinity: usize, request: UpstreamRequest) {
-        let conn = &self.conns[affinity % self.conns.len()];
+    pub fn send(&self, affinity: usize, resp3: bool, request: UpstreamRequest) {
+        let conns = match resp3 {
+            false => &self.conns,
+            true => self.resp3.get_or_init(|| {
+                let mode = ConnMode { resp3: true, ..ConnMode::pooled(self.readonly) };
+                spawn_conns(&self.addr, &self.settings, self.conns.len(), mode, &self.metrics)
+            }),
+        };
+        let conn = &conns[affinity % conns.len()];
         if let Err(mpsc::error::SendError(request)) = conn.send(request) {
             // The connection task is gone (only at shutdown): answer rather than lose the request.
             let _ = request.reply_to.send(super::UpstreamReply {
@@ -45,6 +55,18 @@ impl NodePool {
             });
         }
     }
+}
+
+fn spawn_conns(
+    addr: &str,
+    settings: &Arc<ConnSettings>,
+    size: usize,
+    mode: ConnMode,
+    metrics: &Arc<NodeMetrics>,
+) -> Vec<mpsc::UnboundedSender<UpstreamRequest>> {
+    (0..size.max(1))
+        .map(|_| conn::spawn(addr.to_string(), Arc::clone(settings), mode.clone(), Arc::clone(metrics)))
+        .collect()
 }
 
 /// A connection owned by one client.
@@ -121,9 +143,9 @@ impl Upstreams {
         }))
     }
 
-    /// A connection to `addr` owned by one client (see [`conn::ConnMode`]); it ends when the
+    /// A connection to `addr` owned by one client (see [`ConnMode`]); it ends when the
     /// returned sender is dropped, or when it fails.
-    pub fn owned(&self, addr: &str, mode: conn::ConnMode) -> OwnedConn {
+    pub fn owned(&self, addr: &str, mode: ConnMode) -> OwnedConn {
         let tx = conn::spawn(addr.to_string(), Arc::clone(&self.settings), mode, self.metrics.node(addr));
         OwnedConn { addr: addr.to_string(), tx }
     }
