@@ -42,6 +42,16 @@ step_deps() {
         "${SUDO[@]}" service redis-server stop >/dev/null 2>&1 || true
         echo "redis installed: $(redis-server --version)"
     fi
+    # redis-py: the second client ecosystem the end-to-end suites drive (tests/python/).
+    if ! have python3; then
+        apt_install python3 python3-pip
+    fi
+    if ! python3 -c "import redis" >/dev/null 2>&1; then
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            apt_install python3-pip
+        fi
+        python3 -m pip install --quiet redis || python3 -m pip install --quiet --break-system-packages redis
+    fi
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
         echo "cargo fmt and cargo clippy are required (rustup component add rustfmt clippy)" >&2
         return 1
