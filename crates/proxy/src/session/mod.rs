@@ -504,6 +504,8 @@ impl Session {
                 }
                 if retry && Instant::now() < deadline {
                     p.redirect = None;
+                    // A read whose replica is unreachable goes to the master from now on.
+                    p.write = true;
                     topology.request_refresh(Trigger::NodeFailure);
                     self.delayed.push((Instant::now() + RETRY_PAUSE, seq, part));
                 } else {
