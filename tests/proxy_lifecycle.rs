@@ -106,3 +106,31 @@ fn idle_clients_are_closed_after_idle_timeout() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
 }
+
+#[test]
+fn systemd_is_notified_when_ready_on_reload_and_on_stop() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let proxy = Proxy::start(
+        Cluster::shared(),
+        ProxyOptions {
+            env: vec![("NOTIFY_SOCKET".to_string(), socket_path.display().to_string())],
+            ..ProxyOptions::default()
+        },
+    );
+    let mut next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().contains("READY=1"), "READY=1 once the topology is loaded");
+    proxy.signal(Signal::Hup);
+    assert!(next().contains("RELOADING=1"));
+    assert!(next().contains("READY=1"));
+    proxy.signal(Signal::Term);
+    assert!(next().contains("STOPPING=1"));
+    assert!(proxy.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}

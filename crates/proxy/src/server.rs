@@ -22,6 +22,7 @@ use crate::tls::{self, ReloadableAcceptor, TlsError, TlsFiles};
 use crate::topology::refresh::TopologySettings;
 use crate::topology::{RefreshSignal, Topology, Trigger};
 use crate::upstream::{ConnSettings, Upstreams, admin};
+use sd_notify::NotifyState;
 
 /// Why the proxy could not start.
 #[derive(Debug, Error)]
@@ -174,8 +175,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listeners.push(tokio::spawn(serve));
     }
     spawn_reloader(acceptor, Arc::clone(&shared));
+    spawn_ready_notifier(&topology);
 
     shutdown.await;
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
     tracing::info!("shutting down: no new connections");
     let _ = stop_tx.send(true);
     for listener in listeners {
@@ -186,6 +189,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) the proxy is ready once the listeners are bound and a slot map is
+/// loaded, which may be after start-up when no node answered at first. Without systemd
+/// (`NOTIFY_SOCKET` unset) this does nothing.
+fn spawn_ready_notifier(topology: &Arc<Topology>) {
+    let mut changes = topology.subscribe();
+    tokio::spawn(async move {
+        if changes.wait_for(|generation| *generation > 0).await.is_ok() {
+            if let Err(error) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("serving")]) {
+                tracing::warn!(%error, "cannot notify systemd");
+            }
+        }
+    });
 }
 
 /// How often every node is asked for INFO replication (node_up, replication lag, /readyz).
@@ -206,6 +223,7 @@ fn spawn_reloader(acceptor: Option<Arc<ReloadableAcceptor>>, shared: Arc<Shared>
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
+            let _ = sd_notify::notify(&[NotifyState::Reloading]);
             if let Some(acceptor) = &acceptor {
                 match acceptor.reload() {
                     Ok(()) => {
@@ -220,6 +238,7 @@ fn spawn_reloader(acceptor: Option<Arc<ReloadableAcceptor>>, shared: Arc<Shared>
                 Ok(None) => {}
                 Err(error) => tracing::error!(%error, "ACL reload refused; keeping the current users"),
             }
+            let _ = sd_notify::notify(&[NotifyState::Ready]);
         }
     });
 }
