@@ -197,10 +197,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 fn spawn_ready_notifier(topology: &Arc<Topology>) {
     let mut changes = topology.subscribe();
     tokio::spawn(async move {
-        if changes.wait_for(|generation| *generation > 0).await.is_ok() {
-            if let Err(error) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("serving")]) {
-                tracing::warn!(%error, "cannot notify systemd");
-            }
+        if changes.wait_for(|generation| *generation > 0).await.is_ok()
+            && let Err(error) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("serving")])
+        {
+            tracing::warn!(%error, "cannot notify systemd");
         }
     });
 }
