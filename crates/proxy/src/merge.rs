@@ -1,10 +1,16 @@
 //! Combining the replies of a request that was split per slot (MGET, MSET, DEL …) or fanned out to
-//! every master (DBSIZE, FLUSHALL) into the one reply a single Redis node would have given.
+//! every master (DBSIZE, KEYS, SCRIPT LOAD, PUBSUB NUMSUB …) into the one reply a single Redis node
+//! would have given.
 //!
 //! Pure: raw reply bytes in, raw reply bytes out. Element bytes are copied as received, never
-//! decoded and re-encoded.
+//! decoded and re-encoded; only what the merge computes (sums, counts, a rewritten SCAN cursor) is
+//! written by the proxy. Both RESP2 and RESP3 replies are understood, and a merged reply keeps the
+//! form the nodes used (an array stays an array, a RESP3 set or map stays a set or map).
 
-use bytes::{Bytes, BytesMut};
+use std::collections::HashSet;
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::command::Merge;
 use crate::resp::{FrameScanner, reply};
@@ -16,26 +22,73 @@ pub struct KeyPlace {
     pub index: u32,
 }
 
-/// Merges the replies of all parts, `parts[i]` being the reply to part `i`.
+/// How many masters a proxy SCAN cursor can tell apart; see [`split_scan_cursor`].
+pub const SCAN_MAX_MASTERS: usize = 1024;
+
+/// Merges the replies of all parts, `parts[i]` being the reply to part `i` (for a fan-out: of
+/// master `i`).
 ///
 /// The first error reply (in part order) wins, as the client would have seen an error from a
-/// single node too. `places` is only used by [`Merge::ArrayInKeyOrder`].
+/// single node too; [`Merge::AnyOk`] and [`Merge::LastReply`] are the exceptions, they look at the
+/// errors themselves. `places` is only used by [`Merge::ArrayInKeyOrder`]. A reply of a shape the
+/// merge does not expect becomes an `-ERR`, never a panic.
 pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
-    if *kind == Merge::LastReply {
-        return parts.last().cloned().unwrap_or_else(|| reply::error("ERR proxy merged no replies"));
-    }
-    if let Some(error) = parts.iter().find(|p| p.first() == Some(&b'-')) {
+    if !matches!(kind, Merge::AnyOk | Merge::LastReply)
+        && let Some(error) = parts.iter().find(|p| is_error(p))
+    {
         return error.clone();
     }
     let merged = match kind {
+        Merge::LastReply => {
+            return parts.last().cloned().unwrap_or_else(|| reply::error("ERR proxy merged no replies"));
+        }
         Merge::AllOk => parts.iter().all(|p| p.as_ref() == b"+OK\r\n").then(reply::ok),
         Merge::SumIntegers => {
             parts.iter().try_fold(0i64, |sum, p| integer(p).and_then(|n| sum.checked_add(n))).map(reply::integer)
         }
         Merge::ArrayInKeyOrder => array_in_key_order(parts, places),
-        Merge::LastReply => parts.last().cloned(),
+        Merge::SameReply => same_reply(parts),
+        Merge::AllTrue => all_true(parts),
+        Merge::AnyOk => any_ok(parts),
+        Merge::ConcatArrays => concat_arrays(parts),
+        Merge::FirstNonNull => first_non_null(parts),
+        Merge::UnionArrays => union_arrays(parts),
+        Merge::SumPairs => sum_pairs(parts),
+        Merge::ScanCursor { master, masters } => scan_cursor(parts, *master, *masters),
+        Merge::InfoKeyspace => info_keyspace(parts),
     };
     merged.unwrap_or_else(|| reply::error("ERR proxy received an unexpected reply shape from a node while merging"))
+}
+
+/// Splits a cursor the proxy gave a SCAN client into the node cursor and the index of the master
+/// it belongs to (in the order of the topology's masters).
+///
+/// The encoding is `cursor = node_cursor * 1024 + master` ([`SCAN_MAX_MASTERS`]): the client's
+/// first cursor `0` is node cursor 0 on master 0; when a master's scan ends (node cursor 0) the
+/// next cursor is `master + 1`, node cursor 0 on the next master; after the last master it is `0`,
+/// which tells the client the scan is complete. [`Merge::ScanCursor`] writes these cursors.
+///
+/// Returns `None` for a cursor that is not a plain decimal fitting in 64 bits; the caller answers
+/// `-ERR invalid cursor`, as Redis does. The master index is always below [`SCAN_MAX_MASTERS`];
+/// the caller must also check it against the number of masters it has now (a cursor from before a
+/// topology change, or a made-up one, may name a master that does not exist).
+pub fn split_scan_cursor(cursor: &[u8]) -> Option<(u64, usize)> {
+    let cursor = parse_u64(cursor)?;
+    let masters = SCAN_MAX_MASTERS as u64;
+    Some((cursor / masters, usize::try_from(cursor % masters).ok()?))
+}
+
+/// The client cursor for node cursor `node` on master `master`; `None` when it does not fit.
+fn join_scan_cursor(node: u64, master: usize) -> Option<u64> {
+    if master >= SCAN_MAX_MASTERS {
+        return None;
+    }
+    node.checked_mul(SCAN_MAX_MASTERS as u64)?.checked_add(u64::try_from(master).ok()?)
+}
+
+/// Whether a reply is an error (`-` simple error, `!` RESP3 blob error).
+fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
 }
 
 /// Parses an integer reply `:n\r\n`.
@@ -44,76 +97,331 @@ fn integer(reply: &[u8]) -> Option<i64> {
     std::str::from_utf8(body).ok()?.parse().ok()
 }
 
-/// The byte ranges of the elements of an array reply.
-fn elements(reply: &[u8]) -> Option<Vec<(usize, usize)>> {
-    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
-    if reply.first() != Some(&b'*') {
+/// Parses a plain non-negative decimal (no sign, no spaces), as Redis parses cursors.
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
         return None;
     }
+    digits.iter().try_fold(0u64, |n, &d| match d {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(d - b'0')),
+        _ => None,
+    })
+}
+
+/// An aggregate reply taken apart: its type byte, its header count and the byte range of every
+/// element (twice the count for a RESP3 map).
+struct Aggregate {
+    kind: u8,
+    count: usize,
+    elements: Vec<Range<usize>>,
+}
+
+/// Takes apart an array (`*`), RESP3 set (`~`) or RESP3 map (`%`) that is exactly one frame.
+fn aggregate(reply: &[u8]) -> Option<Aggregate> {
+    let kind = *reply.first()?;
+    if !matches!(kind, b'*' | b'~' | b'%') {
+        return None;
+    }
+    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
     let count: usize = std::str::from_utf8(&reply[1..header_end]).ok()?.parse().ok()?;
-    let mut ranges = Vec::with_capacity(count);
+    let total = if kind == b'%' { count.checked_mul(2)? } else { count };
+    // Every element takes at least 3 bytes: a claimed count beyond that is a lie, not a reason to
+    // reserve memory.
+    let mut elements = Vec::with_capacity(total.min(reply.len() / 3));
     let mut at = header_end + 2;
-    for _ in 0..count {
+    for _ in 0..total {
         let len = FrameScanner::new().scan(&reply[at..]).ok()??;
-        ranges.push((at, at + len));
+        elements.push(at..at + len);
         at += len;
     }
-    (at == reply.len()).then_some(ranges)
+    (at == reply.len()).then_some(Aggregate { kind, count, elements })
+}
+
+/// The aggregates of every part, which must all be of one of `kinds` and all of the same kind.
+fn aggregates(parts: &[Bytes], kinds: &[u8]) -> Option<Vec<Aggregate>> {
+    let all: Vec<Aggregate> = parts.iter().map(|p| aggregate(p)).collect::<Option<_>>()?;
+    let kind = all.first()?.kind;
+    (kinds.contains(&kind) && all.iter().all(|a| a.kind == kind)).then_some(all)
+}
+
+/// The payload of a bulk string (`$`) or RESP3 verbatim string (`=`, payload after its `fmt:`),
+/// with the type byte.
+fn string_payload(reply: &[u8]) -> Option<(u8, &[u8])> {
+    let kind = *reply.first()?;
+    if !matches!(kind, b'$' | b'=') {
+        return None;
+    }
+    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
+    let len: usize = std::str::from_utf8(&reply[1..header_end]).ok()?.parse().ok()?;
+    let start = header_end + 2;
+    let payload = reply.get(start..start.checked_add(len)?)?;
+    if reply.len() != start + len + 2 || !reply.ends_with(b"\r\n") {
+        return None;
+    }
+    match kind {
+        b'=' => Some((kind, payload.get(4..).filter(|_| payload.get(3) == Some(&b':'))?)),
+        _ => Some((kind, payload)),
+    }
+}
+
+/// Writes `payload` as a bulk string, or as a RESP3 verbatim text string when `kind` is `=`.
+fn put_string(out: &mut BytesMut, kind: u8, payload: &[u8]) {
+    if kind == b'=' {
+        reply::put_header(out, b'=', payload.len() + 4);
+        out.put_slice(b"txt:");
+        out.put_slice(payload);
+        out.put_slice(b"\r\n");
+    } else {
+        reply::put_bulk(out, payload);
+    }
 }
 
 fn array_in_key_order(parts: &[Bytes], places: &[KeyPlace]) -> Option<Bytes> {
-    let ranges: Vec<Vec<(usize, usize)>> = parts.iter().map(|p| elements(p)).collect::<Option<_>>()?;
+    let arrays = parts.iter().map(|p| aggregate(p).filter(|a| a.kind == b'*')).collect::<Option<Vec<_>>>()?;
     let size: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 16;
     let mut out = BytesMut::with_capacity(size);
     reply::put_header(&mut out, b'*', places.len());
     for place in places {
         let part = usize::try_from(place.part).ok()?;
-        let (start, end) = *ranges.get(part)?.get(usize::try_from(place.index).ok()?)?;
-        out.extend_from_slice(&parts[part][start..end]);
+        let range = arrays.get(part)?.elements.get(usize::try_from(place.index).ok()?)?;
+        out.extend_from_slice(&parts[part][range.clone()]);
     }
     Some(out.freeze())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn b(s: &[u8]) -> Bytes {
-        Bytes::copy_from_slice(s)
-    }
-
-    #[test]
-    fn mget_values_come_back_in_key_order() {
-        // MGET a b c: a and c went to part 0, b to part 1.
-        let parts = [b(b"*2\r\n$2\r\nva\r\n$-1\r\n"), b(b"*1\r\n$2\r\nvb\r\n")];
-        let places = [KeyPlace { part: 0, index: 0 }, KeyPlace { part: 1, index: 0 }, KeyPlace { part: 0, index: 1 }];
-        let merged = merge(&Merge::ArrayInKeyOrder, &parts, &places);
-        assert_eq!(&merged[..], b"*3\r\n$2\r\nva\r\n$2\r\nvb\r\n$-1\r\n");
-    }
-
-    #[test]
-    fn counts_are_summed_and_oks_collapse() {
-        let parts = [b(b":2\r\n"), b(b":0\r\n"), b(b":1\r\n")];
-        assert_eq!(&merge(&Merge::SumIntegers, &parts, &[])[..], b":3\r\n");
-        let oks = [b(b"+OK\r\n"), b(b"+OK\r\n")];
-        assert_eq!(&merge(&Merge::AllOk, &oks, &[])[..], b"+OK\r\n");
-    }
-
-    #[test]
-    fn first_error_wins() {
-        let parts = [b(b":1\r\n"), b(b"-WRONGTYPE x\r\n"), b(b"-ERR y\r\n")];
-        assert_eq!(&merge(&Merge::SumIntegers, &parts, &[])[..], b"-WRONGTYPE x\r\n");
-    }
-
-    #[test]
-    fn unexpected_shapes_are_an_error_not_a_panic() {
-        let parts = [b(b"+QUEUED\r\n")];
-        let places = [KeyPlace { part: 0, index: 0 }];
-        assert!(merge(&Merge::ArrayInKeyOrder, &parts, &places).starts_with(b"-ERR"));
-        assert!(merge(&Merge::SumIntegers, &parts, &[]).starts_with(b"-ERR"));
-        assert!(merge(&Merge::AllOk, &[b(b"+QUEUED\r\n")], &[]).starts_with(b"-ERR"));
-        let short = [b(b"*1\r\n$1\r\na\r\n")];
-        let too_many = [KeyPlace { part: 0, index: 3 }];
-        assert!(merge(&Merge::ArrayInKeyOrder, &short, &too_many).starts_with(b"-ERR"));
+/// Every part's reply if they are all the same, else an error naming the first disagreement.
+fn same_reply(parts: &[Bytes]) -> Option<Bytes> {
+    let first = parts.first()?;
+    match parts.iter().position(|p| p != first) {
+        None => Some(first.clone()),
+        Some(other) => Some(reply::error(&format!(
+            "ERR nodes disagree: node 0 replied '{}', node {other} replied '{}'",
+            describe(first),
+            describe(&parts[other])
+        ))),
     }
 }
+
+/// A short human-readable form of a reply for an error message: a string's payload, else the
+/// reply's text, cut at 64 characters.
+fn describe(reply: &[u8]) -> String {
+    let text = string_payload(reply).map_or(reply.strip_suffix(b"\r\n").unwrap_or(reply), |(_, payload)| payload);
+    let text = String::from_utf8_lossy(text);
+    match text.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    }
+}
+
+/// A truth value: an integer (non-zero is true) or a RESP3 boolean.
+fn truth(element: &[u8]) -> Option<bool> {
+    match element {
+        b"#t\r\n" => Some(true),
+        b"#f\r\n" => Some(false),
+        _ => integer(element).map(|n| n != 0),
+    }
+}
+
+/// Element-wise AND of arrays of truth values of equal length (SCRIPT EXISTS).
+fn all_true(parts: &[Bytes]) -> Option<Bytes> {
+    let arrays = aggregates(parts, b"*")?;
+    let len = arrays[0].elements.len();
+    if arrays.iter().any(|a| a.elements.len() != len) {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(parts[0].len());
+    reply::put_header(&mut out, b'*', len);
+    for i in 0..len {
+        let values: Vec<&[u8]> = parts.iter().zip(&arrays).map(|(p, a)| &p[a.elements[i].clone()]).collect();
+        let truths: Vec<bool> = values.iter().map(|v| truth(v)).collect::<Option<_>>()?;
+        // The first false answer, else the first master's true one: copied as received.
+        let chosen = truths.iter().position(|t| !t).unwrap_or(0);
+        out.extend_from_slice(values[chosen]);
+    }
+    Some(out.freeze())
+}
+
+/// `+OK` when any part answered `+OK`; else the first error, preferring one that is not
+/// `NOTBUSY`: a master that is running a script it could not kill (`UNKILLABLE`) says more than
+/// the masters that were running nothing.
+fn any_ok(parts: &[Bytes]) -> Option<Bytes> {
+    if parts.iter().any(|p| p.as_ref() == b"+OK\r\n") {
+        return Some(reply::ok());
+    }
+    let informative = parts.iter().find(|p| is_error(p) && !p.starts_with(b"-NOTBUSY"));
+    informative.or_else(|| parts.iter().find(|p| is_error(p))).cloned()
+}
+
+/// Every part's elements in one aggregate, in part order (KEYS).
+fn concat_arrays(parts: &[Bytes]) -> Option<Bytes> {
+    let arrays = aggregates(parts, b"*~")?;
+    let total = arrays.iter().map(|a| a.elements.len()).sum();
+    let mut out = BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 16);
+    reply::put_header(&mut out, arrays[0].kind, total);
+    for (part, array) in parts.iter().zip(&arrays) {
+        if let (Some(first), Some(last)) = (array.elements.first(), array.elements.last()) {
+            out.extend_from_slice(&part[first.start..last.end]);
+        }
+    }
+    Some(out.freeze())
+}
+
+/// The first reply that is not null; the first null when all are (RANDOMKEY).
+fn first_non_null(parts: &[Bytes]) -> Option<Bytes> {
+    let is_null = |p: &Bytes| matches!(p.as_ref(), b"$-1\r\n" | b"_\r\n");
+    parts.iter().find(|p| !is_null(p)).or_else(|| parts.first()).cloned()
+}
+
+/// Every part's elements in one aggregate without duplicates, in order of first appearance
+/// (PUBSUB CHANNELS).
+fn union_arrays(parts: &[Bytes]) -> Option<Bytes> {
+    let arrays = aggregates(parts, b"*~")?;
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    let mut unique: Vec<&[u8]> = Vec::new();
+    for (part, array) in parts.iter().zip(&arrays) {
+        for range in &array.elements {
+            let element = &part[range.clone()];
+            if seen.insert(element) {
+                unique.push(element);
+            }
+        }
+    }
+    let mut out = BytesMut::with_capacity(unique.iter().map(|e| e.len()).sum::<usize>() + 16);
+    reply::put_header(&mut out, arrays[0].kind, unique.len());
+    unique.iter().for_each(|e| out.extend_from_slice(e));
+    Some(out.freeze())
+}
+
+/// Flat `[name, count, …]` arrays or RESP3 maps with the same names in the same order in every
+/// part: the names, each with the sum of its counts (PUBSUB NUMSUB).
+fn sum_pairs(parts: &[Bytes]) -> Option<Bytes> {
+    let all = aggregates(parts, b"*%")?;
+    let first = &all[0];
+    if first.elements.len() % 2 != 0 || all.iter().any(|a| a.count != first.count) {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(parts[0].len() + 16);
+    reply::put_header(&mut out, first.kind, first.count);
+    for at in (0..first.elements.len()).step_by(2) {
+        let name = &parts[0][first.elements[at].clone()];
+        let mut sum = 0i64;
+        for (part, aggregate) in parts.iter().zip(&all) {
+            if &part[aggregate.elements[at].clone()] != name {
+                return None;
+            }
+            sum = sum.checked_add(integer(&part[aggregate.elements[at + 1].clone()])?)?;
+        }
+        out.extend_from_slice(name);
+        reply::put_integer(&mut out, sum);
+    }
+    Some(out.freeze())
+}
+
+/// The reply of `SCAN <node cursor> …` on master `master` of `masters`, with the node's cursor
+/// replaced by the client cursor that continues the scan ([`split_scan_cursor`] has the encoding).
+fn scan_cursor(parts: &[Bytes], master: usize, masters: usize) -> Option<Bytes> {
+    let [part] = parts else {
+        return None;
+    };
+    let scan = aggregate(part).filter(|a| a.kind == b'*' && a.elements.len() == 2)?;
+    let (cursor_kind, node_cursor) = string_payload(&part[scan.elements[0].clone()])?;
+    let next = match parse_u64(node_cursor)? {
+        0 if master + 1 < masters => join_scan_cursor(0, master + 1),
+        0 => Some(0),
+        node => join_scan_cursor(node, master),
+    };
+    let Some(next) = next else {
+        return Some(reply::error(&format!(
+            "ERR proxy cannot continue SCAN: master {master} of {masters} or its cursor is beyond what a proxy cursor holds"
+        )));
+    };
+    let keys = &part[scan.elements[1].clone()];
+    let mut out = BytesMut::with_capacity(keys.len() + 32);
+    reply::put_header(&mut out, b'*', 2);
+    put_string(&mut out, cursor_kind, next.to_string().as_bytes());
+    out.extend_from_slice(keys);
+    Some(out.freeze())
+}
+
+/// One `dbN:` line of `INFO keyspace`, summed over the masters.
+#[derive(Debug, Default)]
+struct DbLine<'a> {
+    db: u64,
+    keys: u64,
+    expires: u64,
+    /// Σ avg_ttl × expires, to weight each master's average by how many volatile keys it has.
+    ttl_weight: u128,
+    /// Fields other than keys, expires and avg_ttl (`subexpiry` in Redis 7.4+): summed.
+    other: Vec<(&'a [u8], u64)>,
+}
+
+/// `INFO keyspace` of every master as one section: per database, keys and expires summed and
+/// avg_ttl weighted by expires.
+fn info_keyspace(parts: &[Bytes]) -> Option<Bytes> {
+    let mut dbs: Vec<DbLine> = Vec::new();
+    let mut kind = b'$';
+    for (i, part) in parts.iter().enumerate() {
+        let (part_kind, text) = string_payload(part)?;
+        if i == 0 {
+            kind = part_kind;
+        }
+        for line in text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)) {
+            if line.is_empty() || line.starts_with(b"#") {
+                continue;
+            }
+            add_db_line(&mut dbs, line)?;
+        }
+    }
+    dbs.sort_by_key(|d| d.db);
+    let mut text = b"# Keyspace\r\n".to_vec();
+    for db in &dbs {
+        let avg_ttl = db.ttl_weight.checked_div(u128::from(db.expires)).unwrap_or(0);
+        let line = format!("db{}:keys={},expires={},avg_ttl={avg_ttl}", db.db, db.keys, db.expires);
+        text.extend_from_slice(line.as_bytes());
+        for (name, sum) in &db.other {
+            text.push(b',');
+            text.extend_from_slice(name);
+            text.extend_from_slice(format!("={sum}").as_bytes());
+        }
+        text.extend_from_slice(b"\r\n");
+    }
+    let mut out = BytesMut::with_capacity(text.len() + 16);
+    put_string(&mut out, kind, &text);
+    Some(out.freeze())
+}
+
+/// Adds one `db0:keys=1,expires=0,avg_ttl=0` line to the sums.
+fn add_db_line<'a>(dbs: &mut Vec<DbLine<'a>>, line: &'a [u8]) -> Option<()> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let db = parse_u64(line[..colon].strip_prefix(b"db")?)?;
+    let at = match dbs.iter().position(|d| d.db == db) {
+        Some(at) => at,
+        None => {
+            dbs.push(DbLine { db, ..DbLine::default() });
+            dbs.len() - 1
+        }
+    };
+    let entry = &mut dbs[at];
+    let mut fields = (None, None);
+    for field in line[colon + 1..].split(|&b| b == b',') {
+        let eq = field.iter().position(|&b| b == b'=')?;
+        let (name, value) = (&field[..eq], parse_u64(&field[eq + 1..])?);
+        match name {
+            b"keys" => entry.keys = entry.keys.checked_add(value)?,
+            b"expires" => fields.0 = Some(value),
+            b"avg_ttl" => fields.1 = Some(value),
+            _ => match entry.other.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, sum)) => *sum = sum.checked_add(value)?,
+                None => entry.other.push((name, value)),
+            },
+        }
+    }
+    let expires = fields.0.unwrap_or(0);
+    entry.expires = entry.expires.checked_add(expires)?;
+    entry.ttl_weight = entry.ttl_weight.checked_add(u128::from(fields.1.unwrap_or(0)) * u128::from(expires))?;
+    Some(())
+}
+
+#[cfg(test)]
+#[path = "merge_tests.rs"]
+mod tests;

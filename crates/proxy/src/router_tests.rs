@@ -81,6 +81,10 @@ fn counting_commands_are_summed() {
 fn fan_out_local_and_stateful() {
     assert_eq!(route(&["DBSIZE"]), Route::FanOut { merge: Merge::SumIntegers });
     assert_eq!(route(&["FLUSHALL"]), Route::FanOut { merge: Merge::AllOk });
+    assert_eq!(route(&["KEYS", "user:*"]), Route::FanOut { merge: Merge::ConcatArrays });
+    assert_eq!(route(&["RANDOMKEY"]), Route::FanOut { merge: Merge::FirstNonNull });
+    assert_eq!(route(&["SCRIPT", "LOAD", "return 1"]), Route::FanOut { merge: Merge::SameReply });
+    assert_eq!(route(&["pubsub", "numsub", "a", "b"]), Route::FanOut { merge: Merge::SumPairs });
     assert_eq!(route(&["PING"]), Route::Local);
     assert_eq!(route(&["client", "setname", "x"]), Route::Local);
     assert_eq!(route(&["MULTI"]), Route::Stateful(StatefulKind::Transaction));
@@ -108,6 +112,10 @@ fn errors_use_redis_wording() {
     assert_eq!(error_text(route(&["GET"])), "-ERR wrong number of arguments for 'get' command\r\n");
     let refused = error_text(route(&["MONITOR"]));
     assert!(refused.starts_with("-ERR unsupported command 'MONITOR' in proxy"), "{refused}");
+    assert_eq!(error_text(route(&["KEYS"])), "-ERR wrong number of arguments for 'keys' command\r\n");
+    assert_eq!(error_text(route(&["RANDOMKEY", "x"])), "-ERR wrong number of arguments for 'randomkey' command\r\n");
+    // SCAN is answered by the session with a cluster-wide cursor.
+    assert_eq!(route(&["SCAN", "0"]), Route::Local);
     let cluster = error_text(route(&["CLUSTER", "SETSLOT", "1", "STABLE"]));
     assert!(cluster.starts_with("-ERR unsupported command 'CLUSTER' in proxy"), "{cluster}");
 }

@@ -180,18 +180,47 @@ pub enum Handling {
     Refuse(&'static str),
 }
 
-/// How the replies of a split or fanned-out command become one reply.
+/// How the replies of a split or fanned-out command become one reply (`crate::merge::merge`).
+///
+/// Unless a variant says otherwise, the first error reply in part order is the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Merge {
     /// One array with the elements put back in the order of the request's keys (MGET).
     ArrayInKeyOrder,
-    /// `+OK` when every part answered `+OK` (MSET, FLUSHALL).
+    /// `+OK` when every part answered `+OK` (MSET, FLUSHALL, SCRIPT FLUSH, FUNCTION DELETE).
     AllOk,
-    /// The sum of the parts' integers (DEL, EXISTS, DBSIZE).
+    /// The sum of the parts' integers (DEL, EXISTS, DBSIZE, PUBSUB NUMPAT).
     SumIntegers,
     /// The last part's reply, whatever the others were: a transaction sent as MULTI, the queued
     /// commands and EXEC answers with EXEC's reply (an EXECABORT when a queued command failed).
     LastReply,
+    /// The reply every part gave, which must be the same everywhere (SCRIPT LOAD's SHA1, FUNCTION
+    /// LOAD's library name); `-ERR nodes disagree: …` when it is not.
+    SameReply,
+    /// Arrays of 0/1 ANDed element-wise (SCRIPT EXISTS: a script exists only if every master has
+    /// it).
+    AllTrue,
+    /// `+OK` when any part answered `+OK`, else the first error, one other than `NOTBUSY` first
+    /// (SCRIPT KILL, FUNCTION KILL: only the master running the script can kill it).
+    AnyOk,
+    /// Every part's array flattened into one, in part order (KEYS).
+    ConcatArrays,
+    /// The first reply that is not null, else the null (RANDOMKEY).
+    FirstNonNull,
+    /// Every part's array merged without duplicates, in order of first appearance (PUBSUB
+    /// CHANNELS, PUBSUB SHARDCHANNELS).
+    UnionArrays,
+    /// `[name, count, …]` arrays, or RESP3 maps where a node answers with one, with the same names
+    /// in the same order everywhere: the counts summed per name, the form kept (PUBSUB NUMSUB,
+    /// PUBSUB SHARDNUMSUB).
+    SumPairs,
+    /// The one reply of `SCAN <node cursor> …` sent to master number `master` of `masters`, with
+    /// its cursor rewritten into the proxy's cursor for the client (`crate::merge::split_scan_cursor`
+    /// documents the encoding). Keys are copied as received.
+    ScanCursor { master: usize, masters: usize },
+    /// `INFO keyspace` of every master as one section: per database, `keys` and `expires` summed,
+    /// `avg_ttl` weighted by expires.
+    InfoKeyspace,
 }
 
 /// Which per-client upstream state a stateful command needs.
@@ -493,7 +522,6 @@ fn parse_command(frame: &OwnedFrame) -> Option<(CommandSpec, &[OwnedFrame])> {
     Some((CommandSpec::new(name, arity, flags, acl, key_specs, true), subcommands))
 }
 
-const WHOLE_KEYSPACE: &str = "whole-keyspace commands through the proxy are not supported yet";
 const TOPOLOGY: &str = "it would change the cluster topology behind the proxy";
 const NODE_LOCAL: &str = "it addresses a single cluster node; connect to that node directly";
 const REPLICATION: &str = "replication streams are not proxied";
@@ -517,9 +545,22 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
         "mget" => Split { merge: ArrayInKeyOrder, key_step: 1 },
         "mset" => Split { merge: AllOk, key_step: 2 },
         "del" | "unlink" | "exists" | "touch" => Split { merge: SumIntegers, key_step: 1 },
-        "dbsize" => FanOut(SumIntegers),
-        "flushall" | "flushdb" | "script|flush" => FanOut(AllOk),
-        "keys" | "scan" | "randomkey" => Refuse(WHOLE_KEYSPACE),
+        // Every master holds a part of the keyspace, its own scripts, functions and subscribers: a
+        // node answers for itself only, the proxy for the cluster.
+        "dbsize" | "pubsub|numpat" => FanOut(SumIntegers),
+        "flushall" | "flushdb" | "script|flush" | "function|delete" | "function|flush" | "function|restore" => {
+            FanOut(AllOk)
+        }
+        // EVALSHA and FCALL may go to any master, so scripts and functions are loaded on all.
+        "script|load" | "function|load" => FanOut(SameReply),
+        "script|exists" => FanOut(AllTrue),
+        "script|kill" | "function|kill" => FanOut(AnyOk),
+        "keys" => FanOut(ConcatArrays),
+        "randomkey" => FanOut(FirstNonNull),
+        "pubsub|channels" | "pubsub|shardchannels" => FanOut(UnionArrays),
+        "pubsub|numsub" | "pubsub|shardnumsub" => FanOut(SumPairs),
+        // A cluster-wide cursor walks the masters one after the other (see merge::split_scan_cursor).
+        "scan" => Local,
         "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info"
         | "acl|whoami" | "client|setname" | "client|getname" | "client|id" | "client|setinfo" | "client|info"
         | "client|no-evict" | "client|no-touch" | "client|reply" => Local,

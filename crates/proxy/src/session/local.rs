@@ -63,6 +63,8 @@ pub enum Answer {
     ReplyAndClose(Bytes),
     /// Not the proxy's to answer after all: any master knows (COMMAND, COMMAND DOCS …).
     AnyMaster,
+    /// INFO: these sections, followed by the `# Keyspace` section summed over the masters.
+    WithKeyspace(Bytes),
 }
 
 fn upper(arg: &[u8]) -> Vec<u8> {
@@ -96,7 +98,11 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
         b"AUTH" => auth(state, shared, request),
         b"HELLO" => hello(state, shared, request),
         b"CLIENT" => client(state, request),
-        b"INFO" => Answer::Reply(reply::bulk(info(shared, state, request).as_bytes())),
+        b"INFO" => match info(shared, state, request) {
+            // Keyspace numbers live on the masters: the session adds them to the proxy's sections.
+            (text, true) => Answer::WithKeyspace(Bytes::from(text)),
+            (text, false) => Answer::Reply(reply::bulk(text.as_bytes())),
+        },
         b"COMMAND" => command(shared, request),
         // ACL WHOAMI is the only ACL subcommand the table lets through; users live in the file.
         b"ACL" => Answer::Reply(reply::bulk(state.user.as_ref().map_or(&b"default"[..], |u| u.name.as_bytes()))),
@@ -338,7 +344,7 @@ fn command(shared: &Shared, request: &Request) -> Answer {
 }
 
 /// `INFO`: the proxy's own sections and a summary of the cluster behind it.
-fn info(shared: &Shared, state: &ClientState, request: &Request) -> String {
+fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, bool) {
     let wanted = |section: &str| {
         request.argc() < 2
             || (1..request.argc()).any(|i| {
@@ -393,5 +399,5 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> String {
     if out.ends_with("\r\n\r\n") {
         out.truncate(out.len() - 2);
     }
-    out
+    (out, wanted("keyspace"))
 }

@@ -390,13 +390,22 @@ impl Session {
                 let seq = self.pipeline.push_multi(parts, merge, places, meta);
                 (0..count).for_each(|part| self.send(seq, part));
             }
-            Route::FanOut { merge } => self.fan_out(request.bytes().clone(), merge, meta),
+            Route::FanOut { merge } => {
+                self.fan_out(request.bytes().clone(), merge, meta);
+            }
+            Route::Local if spec.name == "scan" => self.scan(&request, meta),
             Route::Local => match local::answer(&mut self.state, &self.shared, &request) {
                 local::Answer::Reply(reply) => self.pipeline.push_ready(reply, meta),
                 local::Answer::ReplyAndClose(reply) => {
                     self.pipeline.push_ready(reply, meta);
                     self.pipeline.push_close();
                     self.state.closing = true;
+                }
+                local::Answer::WithKeyspace(text) => {
+                    let payload = crate::resp::request::encode_command(&[&b"INFO"[..], b"keyspace"]);
+                    if let Some(seq) = self.fan_out(payload, Merge::InfoKeyspace, meta) {
+                        self.pipeline.set_prefix(seq, text);
+                    }
                 }
                 local::Answer::AnyMaster => {
                     let part = Part::new(request.bytes().clone(), Target::Slot(None), false);
@@ -425,15 +434,32 @@ impl Session {
     }
 
     /// Sends the same request to every master and merges the replies.
-    fn fan_out(&mut self, payload: Bytes, merge: Merge, meta: Meta) {
+    fn fan_out(&mut self, payload: Bytes, merge: Merge, meta: Meta) -> Option<u64> {
         let masters = self.shared.topology.routing().masters().len();
         if masters == 0 {
             self.pipeline.push_ready(no_topology(), meta);
-            return;
+            return None;
         }
         let parts = (0..masters).map(|i| Part::new(payload.clone(), Target::Master(i), true)).collect();
         let seq = self.pipeline.push_multi(parts, merge, Vec::new(), meta);
         (0..masters as u32).for_each(|part| self.send(seq, part));
+        Some(seq)
+    }
+
+    /// SCAN with a cluster-wide cursor: the cursor names a master and that master's own cursor, so
+    /// a full iteration walks every master once, with MATCH, COUNT and TYPE passed on.
+    fn scan(&mut self, request: &crate::resp::Request, meta: Meta) {
+        let masters = self.shared.topology.routing().masters().len();
+        let Some((node_cursor, master)) = crate::merge::split_scan_cursor(request.arg(1)).filter(|(_, m)| *m < masters)
+        else {
+            return self.pipeline.push_ready(reply::error("ERR invalid cursor"), meta);
+        };
+        let cursor = node_cursor.to_string();
+        let mut args: Vec<&[u8]> = vec![request.arg(0), cursor.as_bytes()];
+        args.extend((2..request.argc()).map(|i| request.arg(i)));
+        let part = Part::new(crate::resp::request::encode_command(&args), Target::Master(master), false);
+        let seq = self.pipeline.push_multi(vec![part], Merge::ScanCursor { master, masters }, Vec::new(), meta);
+        self.send(seq, 0);
     }
 
     /// Sends (or resends) part `part` of request `seq` to the node it is meant for now.

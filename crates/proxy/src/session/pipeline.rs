@@ -57,7 +57,14 @@ enum Entry {
     /// Waiting for the reply of a single part.
     Single(Part),
     /// Waiting for several parts whose replies are merged.
-    Multi { parts: Vec<Part>, missing: usize, merge: Merge, places: Vec<KeyPlace> },
+    Multi {
+        parts: Vec<Part>,
+        missing: usize,
+        merge: Merge,
+        places: Vec<KeyPlace>,
+        /// Text the proxy puts before the merged bulk string (INFO's own sections).
+        prefix: Option<Bytes>,
+    },
     /// Close the connection once every earlier reply is written (QUIT, protocol error).
     Close,
 }
@@ -117,9 +124,17 @@ impl Pipeline {
     pub fn push_multi(&mut self, parts: Vec<Part>, merge: Merge, places: Vec<KeyPlace>, meta: Meta) -> u64 {
         let seq = self.next_seq();
         let missing = parts.len();
-        self.entries.push_back(Entry::Multi { parts, missing, merge, places });
+        self.entries.push_back(Entry::Multi { parts, missing, merge, places, prefix: None });
         self.metas.push_back(Some(meta));
         seq
+    }
+
+    /// Sets the text put before the merged bulk reply of request `seq` (see [`Entry::Multi`]).
+    pub fn set_prefix(&mut self, seq: u64, text: Bytes) {
+        let index = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok());
+        if let Some(Entry::Multi { prefix, .. }) = index.and_then(|i| self.entries.get_mut(i)) {
+            *prefix = Some(text);
+        }
     }
 
     /// The part `part` of request `seq`, while it still waits for its reply.
@@ -142,7 +157,7 @@ impl Pipeline {
         };
         match entry {
             Entry::Single(p) if part == 0 => *entry = Entry::Ready(reply),
-            Entry::Multi { parts, missing, merge: kind, places } => {
+            Entry::Multi { parts, missing, merge: kind, places, prefix } => {
                 let Some(p) = parts.get_mut(part as usize) else {
                     return;
                 };
@@ -153,7 +168,11 @@ impl Pipeline {
                 *missing -= 1;
                 if *missing == 0 {
                     let replies: Vec<Bytes> = parts.iter_mut().filter_map(|p| p.reply.take()).collect();
-                    *entry = Entry::Ready(merge(kind, &replies, places));
+                    let merged = merge(kind, &replies, places);
+                    *entry = Entry::Ready(match prefix.take() {
+                        Some(text) => prepend_to_bulk(&text, &merged),
+                        None => merged,
+                    });
                 }
             }
             _ => {}
@@ -190,6 +209,24 @@ impl Pipeline {
         }
         false
     }
+}
+
+/// `text` followed by the content of the bulk string `bulk`, as one bulk string; an error (or any
+/// non-bulk reply) is returned as is.
+fn prepend_to_bulk(text: &[u8], bulk: &Bytes) -> Bytes {
+    let Some(body) = bulk.strip_prefix(b"$").or_else(|| bulk.strip_prefix(b"=")) else {
+        return bulk.clone();
+    };
+    let Some(start) = body.windows(2).position(|w| w == b"\r\n").map(|p| p + 2) else {
+        return bulk.clone();
+    };
+    let content = &body[start..body.len().saturating_sub(2)];
+    // A RESP3 verbatim string starts with its format, `txt:`.
+    let content = content.strip_prefix(b"txt:").unwrap_or(content);
+    let mut joined = Vec::with_capacity(text.len() + content.len());
+    joined.extend_from_slice(text);
+    joined.extend_from_slice(content);
+    crate::resp::reply::bulk(&joined)
 }
 
 #[cfg(test)]

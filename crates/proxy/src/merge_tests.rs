@@ -1,0 +1,284 @@
+//! Byte fixtures for every merge: node replies in, the client's reply out, RESP2 and RESP3.
+
+use super::*;
+
+fn b(s: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(s)
+}
+
+fn merged(kind: Merge, parts: &[&[u8]]) -> Bytes {
+    let parts: Vec<Bytes> = parts.iter().map(|p| b(p)).collect();
+    merge(&kind, &parts, &[])
+}
+
+fn is_shape_error(reply: &[u8]) -> bool {
+    reply.starts_with(b"-ERR proxy received an unexpected reply shape")
+}
+
+#[test]
+fn mget_values_come_back_in_key_order() {
+    // MGET a b c: a and c went to part 0, b to part 1.
+    let parts = [b(b"*2\r\n$2\r\nva\r\n$-1\r\n"), b(b"*1\r\n$2\r\nvb\r\n")];
+    let places = [KeyPlace { part: 0, index: 0 }, KeyPlace { part: 1, index: 0 }, KeyPlace { part: 0, index: 1 }];
+    let merged = merge(&Merge::ArrayInKeyOrder, &parts, &places);
+    assert_eq!(&merged[..], b"*3\r\n$2\r\nva\r\n$2\r\nvb\r\n$-1\r\n");
+}
+
+#[test]
+fn counts_are_summed_and_oks_collapse() {
+    assert_eq!(&merged(Merge::SumIntegers, &[b":2\r\n", b":0\r\n", b":1\r\n"])[..], b":3\r\n");
+    assert_eq!(&merged(Merge::AllOk, &[b"+OK\r\n", b"+OK\r\n"])[..], b"+OK\r\n");
+}
+
+#[test]
+fn first_error_wins() {
+    let parts: [&[u8]; 3] = [b":1\r\n", b"-WRONGTYPE x\r\n", b"-ERR y\r\n"];
+    assert_eq!(&merged(Merge::SumIntegers, &parts)[..], b"-WRONGTYPE x\r\n");
+    for kind in [Merge::SameReply, Merge::ConcatArrays, Merge::FirstNonNull, Merge::UnionArrays, Merge::SumPairs] {
+        assert_eq!(&merged(kind.clone(), &[b"*0\r\n", b"-ERR y\r\n", b"-ERR z\r\n"])[..], b"-ERR y\r\n", "{kind:?}");
+    }
+    // RESP3 blob errors are errors too.
+    assert_eq!(&merged(Merge::AllTrue, &[b"*1\r\n:1\r\n", b"!3\r\nERR\r\n"])[..], b"!3\r\nERR\r\n");
+}
+
+#[test]
+fn unexpected_shapes_are_an_error_not_a_panic() {
+    let parts = [b(b"+QUEUED\r\n")];
+    let places = [KeyPlace { part: 0, index: 0 }];
+    assert!(merge(&Merge::ArrayInKeyOrder, &parts, &places).starts_with(b"-ERR"));
+    assert!(merge(&Merge::SumIntegers, &parts, &[]).starts_with(b"-ERR"));
+    assert!(merge(&Merge::AllOk, &[b(b"+QUEUED\r\n")], &[]).starts_with(b"-ERR"));
+    let short = [b(b"*1\r\n$1\r\na\r\n")];
+    let too_many = [KeyPlace { part: 0, index: 3 }];
+    assert!(merge(&Merge::ArrayInKeyOrder, &short, &too_many).starts_with(b"-ERR"));
+    let kinds = [
+        Merge::SameReply,
+        Merge::AllTrue,
+        Merge::AnyOk,
+        Merge::ConcatArrays,
+        Merge::FirstNonNull,
+        Merge::UnionArrays,
+        Merge::SumPairs,
+        Merge::ScanCursor { master: 0, masters: 2 },
+        Merge::InfoKeyspace,
+    ];
+    for kind in kinds {
+        // No parts at all, a truncated frame, trailing bytes: never a panic.
+        let _ = merge(&kind, &[], &[]);
+        let _ = merged(kind.clone(), &[b"*3\r\n$1\r\na\r\n"]);
+        let _ = merged(kind.clone(), &[b"*1\r\n:1\r\n:2\r\n"]);
+        let _ = merged(kind.clone(), &[b"*99999999999\r\n"]);
+    }
+}
+
+#[test]
+fn same_reply_returns_the_agreed_sha() {
+    let sha: &[u8] = b"$40\r\ne0e1f9fabfc9d4800c877a703b823ac0578ff8db\r\n";
+    assert_eq!(&merged(Merge::SameReply, &[sha, sha, sha])[..], sha);
+    // FUNCTION LOAD answers with the library name.
+    assert_eq!(&merged(Merge::SameReply, &[b"$3\r\nlib\r\n", b"$3\r\nlib\r\n"])[..], b"$3\r\nlib\r\n");
+}
+
+#[test]
+fn same_reply_reports_nodes_that_disagree() {
+    let reply = merged(Merge::SameReply, &[b"$1\r\na\r\n", b"$1\r\na\r\n", b"$1\r\nb\r\n"]);
+    assert_eq!(&reply[..], b"-ERR nodes disagree: node 0 replied 'a', node 2 replied 'b'\r\n");
+    let long = format!("${}\r\n{}\r\n", 100, "x".repeat(100));
+    let reply = merged(Merge::SameReply, &[long.as_bytes(), b":1\r\n"]);
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("-ERR nodes disagree: node 0 replied 'xxx") && text.contains("…', node 1 replied ':1'"));
+    assert!(text.ends_with("\r\n") && !text[..text.len() - 2].contains(['\r', '\n']), "{text}");
+}
+
+#[test]
+fn script_exists_is_true_only_where_every_master_has_the_script() {
+    let parts: [&[u8]; 3] = [b"*3\r\n:1\r\n:1\r\n:0\r\n", b"*3\r\n:1\r\n:0\r\n:1\r\n", b"*3\r\n:1\r\n:1\r\n:1\r\n"];
+    assert_eq!(&merged(Merge::AllTrue, &parts)[..], b"*3\r\n:1\r\n:0\r\n:0\r\n");
+    // RESP3 booleans are understood and copied as received.
+    assert_eq!(&merged(Merge::AllTrue, &[b"*2\r\n#t\r\n#t\r\n", b"*2\r\n#f\r\n#t\r\n"])[..], b"*2\r\n#f\r\n#t\r\n");
+    assert_eq!(&merged(Merge::AllTrue, &[b"*0\r\n", b"*0\r\n"])[..], b"*0\r\n");
+}
+
+#[test]
+fn script_exists_with_different_lengths_or_non_integers_is_a_shape_error() {
+    assert!(is_shape_error(&merged(Merge::AllTrue, &[b"*1\r\n:1\r\n", b"*2\r\n:1\r\n:1\r\n"])));
+    assert!(is_shape_error(&merged(Merge::AllTrue, &[b"*1\r\n$1\r\n1\r\n"])));
+}
+
+#[test]
+fn script_kill_is_ok_when_any_master_killed_a_script() {
+    let notbusy: &[u8] = b"-NOTBUSY No scripts in execution right now.\r\n";
+    assert_eq!(&merged(Merge::AnyOk, &[notbusy, b"+OK\r\n", notbusy])[..], b"+OK\r\n");
+    assert_eq!(&merged(Merge::AnyOk, &[notbusy, notbusy])[..], notbusy);
+}
+
+#[test]
+fn script_kill_prefers_an_unkillable_script_over_notbusy() {
+    let notbusy: &[u8] = b"-NOTBUSY No scripts in execution right now.\r\n";
+    let unkillable: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands\r\n";
+    assert_eq!(&merged(Merge::AnyOk, &[notbusy, unkillable, notbusy])[..], unkillable);
+    assert!(is_shape_error(&merged(Merge::AnyOk, &[b":1\r\n"])));
+}
+
+#[test]
+fn keys_of_every_master_are_flattened() {
+    let parts: [&[u8]; 3] = [b"*2\r\n$1\r\na\r\n$2\r\nbb\r\n", b"*0\r\n", b"*1\r\n$3\r\nccc\r\n"];
+    assert_eq!(&merged(Merge::ConcatArrays, &parts)[..], b"*3\r\n$1\r\na\r\n$2\r\nbb\r\n$3\r\nccc\r\n");
+    assert_eq!(&merged(Merge::ConcatArrays, &[b"*0\r\n", b"*0\r\n"])[..], b"*0\r\n");
+    // Binary keys are copied byte for byte.
+    let binary: &[u8] = b"*1\r\n$4\r\n\r\n\x00\xff\r\n";
+    assert_eq!(&merged(Merge::ConcatArrays, &[binary, b"*0\r\n"])[..], binary);
+}
+
+#[test]
+fn arrays_of_different_kinds_are_not_mixed() {
+    assert!(is_shape_error(&merged(Merge::ConcatArrays, &[b"*1\r\n$1\r\na\r\n", b"~1\r\n$1\r\nb\r\n"])));
+    assert!(is_shape_error(&merged(Merge::ConcatArrays, &[b"$1\r\na\r\n"])));
+    assert_eq!(
+        &merged(Merge::ConcatArrays, &[b"~1\r\n$1\r\na\r\n", b"~1\r\n$1\r\nb\r\n"])[..],
+        b"~2\r\n$1\r\na\r\n$1\r\nb\r\n"
+    );
+}
+
+#[test]
+fn randomkey_takes_the_first_master_that_has_a_key() {
+    assert_eq!(&merged(Merge::FirstNonNull, &[b"$-1\r\n", b"$1\r\nk\r\n", b"$1\r\nj\r\n"])[..], b"$1\r\nk\r\n");
+    assert_eq!(&merged(Merge::FirstNonNull, &[b"_\r\n", b"_\r\n"])[..], b"_\r\n");
+    assert_eq!(&merged(Merge::FirstNonNull, &[b"$-1\r\n", b"$-1\r\n"])[..], b"$-1\r\n");
+    assert_eq!(&merged(Merge::FirstNonNull, &[b"_\r\n", b"$1\r\nk\r\n"])[..], b"$1\r\nk\r\n");
+}
+
+#[test]
+fn channels_are_deduplicated_in_order_of_first_appearance() {
+    let parts: [&[u8]; 3] =
+        [b"*2\r\n$1\r\na\r\n$1\r\nb\r\n", b"*2\r\n$1\r\nc\r\n$1\r\na\r\n", b"*2\r\n$1\r\nb\r\n$1\r\nd\r\n"];
+    assert_eq!(&merged(Merge::UnionArrays, &parts)[..], b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n");
+    assert_eq!(&merged(Merge::UnionArrays, &[b"*0\r\n", b"*0\r\n"])[..], b"*0\r\n");
+    // A RESP3 set stays a set.
+    assert_eq!(&merged(Merge::UnionArrays, &[b"~1\r\n$1\r\na\r\n", b"~1\r\n$1\r\na\r\n"])[..], b"~1\r\n$1\r\na\r\n");
+}
+
+#[test]
+fn numsub_counts_are_summed_per_channel() {
+    let parts: [&[u8]; 2] = [b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n", b"*4\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:5\r\n"];
+    assert_eq!(&merged(Merge::SumPairs, &parts)[..], b"*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:5\r\n");
+    assert_eq!(&merged(Merge::SumPairs, &[b"*0\r\n", b"*0\r\n"])[..], b"*0\r\n");
+    // A channel asked for twice is counted in both places, as Redis lists it twice.
+    let twice: &[u8] = b"*4\r\n$1\r\na\r\n:1\r\n$1\r\na\r\n:1\r\n";
+    assert_eq!(&merged(Merge::SumPairs, &[twice, twice])[..], b"*4\r\n$1\r\na\r\n:2\r\n$1\r\na\r\n:2\r\n");
+}
+
+#[test]
+fn numsub_as_a_resp3_map_stays_a_map() {
+    let parts: [&[u8]; 2] = [b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n", b"%2\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:5\r\n"];
+    assert_eq!(&merged(Merge::SumPairs, &parts)[..], b"%2\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:5\r\n");
+}
+
+#[test]
+fn numsub_with_different_names_or_odd_arrays_is_a_shape_error() {
+    let (a, b_): (&[u8], &[u8]) = (b"*2\r\n$1\r\na\r\n:1\r\n", b"*2\r\n$1\r\nb\r\n:1\r\n");
+    assert!(is_shape_error(&merged(Merge::SumPairs, &[a, b_])));
+    assert!(is_shape_error(&merged(Merge::SumPairs, &[b"*1\r\n$1\r\na\r\n"])));
+    assert!(is_shape_error(&merged(Merge::SumPairs, &[a, b"*0\r\n"])));
+    assert!(is_shape_error(&merged(Merge::SumPairs, &[a, b"%1\r\n$1\r\na\r\n:1\r\n"])));
+    assert!(is_shape_error(&merged(Merge::SumPairs, &[b"*2\r\n$1\r\na\r\n$1\r\n1\r\n"])));
+}
+
+fn scan(master: usize, masters: usize, reply: &[u8]) -> Bytes {
+    merged(Merge::ScanCursor { master, masters }, &[reply])
+}
+
+#[test]
+fn scan_cursor_keeps_scanning_the_same_master() {
+    let reply = scan(2, 3, b"*2\r\n$2\r\n17\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+    assert_eq!(&reply[..], b"*2\r\n$5\r\n17410\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+    assert_eq!(split_scan_cursor(b"17410"), Some((17, 2)));
+}
+
+#[test]
+fn scan_cursor_moves_to_the_next_master_then_ends() {
+    assert_eq!(&scan(0, 3, b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n")[..], b"*2\r\n$1\r\n1\r\n*1\r\n$1\r\nk\r\n");
+    assert_eq!(split_scan_cursor(b"1"), Some((0, 1)));
+    assert_eq!(&scan(1, 3, b"*2\r\n$1\r\n0\r\n*0\r\n")[..], b"*2\r\n$1\r\n2\r\n*0\r\n");
+    assert_eq!(&scan(2, 3, b"*2\r\n$1\r\n0\r\n*0\r\n")[..], b"*2\r\n$1\r\n0\r\n*0\r\n");
+    assert_eq!(&scan(0, 1, b"*2\r\n$1\r\n0\r\n*0\r\n")[..], b"*2\r\n$1\r\n0\r\n*0\r\n");
+    // The client's first cursor starts at master 0.
+    assert_eq!(split_scan_cursor(b"0"), Some((0, 0)));
+}
+
+#[test]
+fn scan_cursor_round_trips_and_rejects_what_it_cannot_hold() {
+    for (node, master) in [(0u64, 0usize), (1, 0), (5, 1023), (u64::MAX / 1024, 1023)] {
+        let cursor = join_scan_cursor(node, master).expect("fits");
+        assert_eq!(split_scan_cursor(cursor.to_string().as_bytes()), Some((node, master)));
+    }
+    assert_eq!(join_scan_cursor(u64::MAX / 1024 + 1, 0), None);
+    assert_eq!(join_scan_cursor(0, 1024), None);
+    let huge = format!("*2\r\n$20\r\n{}\r\n*0\r\n", u64::MAX);
+    assert!(scan(0, 2, huge.as_bytes()).starts_with(b"-ERR proxy cannot continue SCAN"));
+    assert!(scan(1024, 2000, b"*2\r\n$1\r\n5\r\n*0\r\n").starts_with(b"-ERR proxy cannot continue SCAN"));
+}
+
+#[test]
+fn invalid_client_cursors_are_rejected() {
+    for cursor in [&b""[..], b"-1", b"+1", b" 1", b"1x", b"abc", b"18446744073709551616"] {
+        assert_eq!(split_scan_cursor(cursor), None, "{}", String::from_utf8_lossy(cursor));
+    }
+    assert_eq!(split_scan_cursor(b"18446744073709551615"), Some((u64::MAX / 1024, 1023)));
+}
+
+#[test]
+fn scan_cursor_passes_errors_and_rejects_other_shapes() {
+    assert_eq!(&scan(0, 3, b"-ERR invalid cursor\r\n")[..], b"-ERR invalid cursor\r\n");
+    assert!(is_shape_error(&scan(0, 3, b"*1\r\n$1\r\n0\r\n")));
+    assert!(is_shape_error(&scan(0, 3, b"*2\r\n$1\r\nx\r\n*0\r\n")));
+    assert!(is_shape_error(&scan(0, 3, b"*2\r\n:0\r\n*0\r\n")));
+    let two = [b(b"*2\r\n$1\r\n0\r\n*0\r\n"), b(b"*2\r\n$1\r\n0\r\n*0\r\n")];
+    assert!(is_shape_error(&merge(&Merge::ScanCursor { master: 0, masters: 2 }, &two, &[])));
+}
+
+fn bulk(text: &str) -> Vec<u8> {
+    format!("${}\r\n{text}\r\n", text.len()).into_bytes()
+}
+
+#[test]
+fn keyspace_info_sums_keys_and_weights_avg_ttl_by_expires() {
+    let a = bulk("# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\n");
+    let b_ = bulk("# Keyspace\r\ndb0:keys=5,expires=6,avg_ttl=3000\r\n");
+    let c = bulk("# Keyspace\r\n");
+    let reply = merged(Merge::InfoKeyspace, &[&a, &b_, &c]);
+    // (1000×2 + 3000×6) / 8 = 2500.
+    assert_eq!(reply, bulk("# Keyspace\r\ndb0:keys=15,expires=8,avg_ttl=2500\r\n"));
+}
+
+#[test]
+fn keyspace_info_without_keys_is_an_empty_section() {
+    let empty = bulk("# Keyspace\r\n");
+    assert_eq!(merged(Merge::InfoKeyspace, &[&empty, &empty]), empty);
+}
+
+#[test]
+fn keyspace_info_without_expires_has_zero_avg_ttl_and_keeps_newer_fields() {
+    let a = bulk("# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0,subexpiry=1\r\n");
+    let b_ = bulk("# Keyspace\r\ndb0:keys=4,expires=0,avg_ttl=0,subexpiry=2\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n");
+    let reply = merged(Merge::InfoKeyspace, &[&b_, &a]);
+    let expected = "# Keyspace\r\ndb0:keys=7,expires=0,avg_ttl=0,subexpiry=3\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n";
+    assert_eq!(reply, bulk(expected));
+}
+
+#[test]
+fn keyspace_info_in_resp3_is_verbatim_text() {
+    let verbatim = |text: &str| format!("={}\r\ntxt:{text}\r\n", text.len() + 4).into_bytes();
+    let a = verbatim("# Keyspace\r\ndb0:keys=1,expires=1,avg_ttl=10\r\n");
+    let b_ = verbatim("# Keyspace\r\ndb0:keys=1,expires=1,avg_ttl=30\r\n");
+    let reply = merged(Merge::InfoKeyspace, &[&a, &b_]);
+    assert_eq!(reply, verbatim("# Keyspace\r\ndb0:keys=2,expires=2,avg_ttl=20\r\n"));
+}
+
+#[test]
+fn keyspace_info_that_is_not_a_keyspace_section_is_a_shape_error() {
+    assert!(is_shape_error(&merged(Merge::InfoKeyspace, &[&bulk("# Server\r\nredis_version:7.2.4\r\n")])));
+    assert!(is_shape_error(&merged(Merge::InfoKeyspace, &[&bulk("db0:keys=x\r\n")])));
+    assert!(is_shape_error(&merged(Merge::InfoKeyspace, &[b":1\r\n"])));
+    assert!(is_shape_error(&merged(Merge::InfoKeyspace, &[b"$5\r\nab\r\n"])));
+}
