@@ -202,3 +202,29 @@ fn moved_during_a_transaction_aborts_it_cleanly() {
     });
     assert!(committed, "transactions must work again after the slot moved");
 }
+
+#[test]
+fn noscript_after_a_failover_is_answered_by_loading_the_script_again() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut con = proxy.client();
+    let key = "{script}k";
+    assert_eq!(raw(&mut con, &["SET", key, "v"]), Ok(Value::Okay));
+    let sha: String =
+        redis::cmd("SCRIPT").arg("LOAD").arg("return redis.call('GET', KEYS[1])").query(&mut con).expect("SCRIPT LOAD");
+    assert_eq!(raw(&mut con, &["EVALSHA", &sha, "1", key]), Ok(Value::BulkString(b"v".to_vec())));
+    // A manual failover: the promoted replica never had the master's script cache.
+    let master = cluster.node_for_key(key);
+    let replica = cluster.replicas_of(&master).pop().expect("a replica");
+    cluster.failover(&replica);
+    let exists: Vec<i64> =
+        redis::cmd("SCRIPT").arg("EXISTS").arg(&sha).query(&mut cluster.client(&replica)).expect("EXISTS");
+    assert_eq!(exists, [0], "the new master lacks the script");
+    let recovered = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        raw(&mut con, &["EVALSHA", &sha, "1", key]) == Ok(Value::BulkString(b"v".to_vec()))
+    });
+    assert!(recovered, "EVALSHA must succeed after the failover");
+    // A script never seen by the proxy still gets Redis' own NOSCRIPT.
+    let unknown = raw(&mut con, &["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "0"]);
+    assert!(unknown.is_err_and(|e| e.contains("NOSCRIPT") || e.contains("No matching script")));
+}

@@ -161,6 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         read_from: config.upstream.read_from,
         refresh_on_moved: config.topology.refresh_on_moved,
         stats: Stats::default(),
+        scripts: Default::default(),
     });
 
     let mut listeners = Vec::new();

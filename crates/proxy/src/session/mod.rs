@@ -8,6 +8,7 @@
 mod local;
 mod pipeline;
 mod pubsub;
+pub mod scripts;
 mod stateful;
 
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub struct Shared {
     /// Refresh the topology at once on `MOVED` (`topology.refresh_on_moved`).
     pub refresh_on_moved: bool,
     pub stats: Stats,
+    /// Scripts seen through EVAL and SCRIPT LOAD, by SHA1, for NOSCRIPT recovery.
+    pub scripts: scripts::Scripts,
 }
 
 /// Process-wide counters shown by `INFO`.
@@ -373,6 +376,9 @@ impl Session {
             let slot = router::slot_of(spec, &request, &mut self.keys);
             return self.queue_in_transaction(&request, slot, meta);
         }
+        if spec.name == "script|load" || spec.name == "eval" || spec.name == "eval_ro" {
+            scripts::remember(&self.shared.scripts, &request);
+        }
         let route = router::plan_command(spec, &request, &mut self.keys);
         match route {
             Route::Single { slot, write } => {
@@ -470,13 +476,13 @@ impl Session {
         };
         if p.target == Target::Owned {
             let (payload, redirect) = (p.payload.clone(), p.redirect.clone());
-            let asking = redirect.as_ref().is_some_and(|r| r.1);
+            let prefix = redirect.as_ref().is_some_and(|r| r.1).then(asking_command);
             // A redirected blocking command follows its key to the new node on a new own connection.
             if let Some((addr, _)) = &redirect {
                 self.own_conn_at(addr);
             }
             let request =
-                UpstreamRequest { payload, asking, tag: Tag { seq, part }, reply_to: self.replies_tx.clone() };
+                UpstreamRequest { payload, prefix, tag: Tag { seq, part }, reply_to: self.replies_tx.clone() };
             match &self.own {
                 Some(own) => own.send(request),
                 None => self.pipeline.complete(seq, part, no_topology()),
@@ -496,7 +502,7 @@ impl Session {
             self.state.protocol == Protocol::Resp3,
             UpstreamRequest {
                 payload: p.payload.clone(),
-                asking,
+                prefix: if asking { Some(asking_command()) } else { p.prefix.take() },
                 tag: Tag { seq, part },
                 reply_to: self.replies_tx.clone(),
             },
@@ -540,6 +546,17 @@ impl Session {
                 return;
             }
         };
+        // A script the proxy saw loaded is missing on this node (a failover promoted a replica,
+        // which never had it): load it there and run the command again, once.
+        if bytes.starts_with(b"-NOSCRIPT")
+            && !p.script_reloaded
+            && let Some(script) = scripts::reload_for(&self.shared.scripts, &p.payload)
+        {
+            p.script_reloaded = true;
+            p.prefix = Some(script);
+            self.send(seq, part);
+            return;
+        }
         let next = redirect::classify(&bytes);
         if next == Redirect::None || p.hops >= MAX_HOPS || !p.follow_redirects {
             if next != Redirect::None && refresh_on_moved {
@@ -610,6 +627,11 @@ fn pick_pool(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: us
         Target::Owned => None,
     };
     pool.map(|p| (Arc::clone(p), false))
+}
+
+/// `ASKING`, sent before a request that follows an `-ASK` redirection.
+fn asking_command() -> Bytes {
+    Bytes::from_static(b"*1\r\n$6\r\nASKING\r\n")
 }
 
 fn no_topology() -> Bytes {

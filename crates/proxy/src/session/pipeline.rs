@@ -38,6 +38,10 @@ pub struct Part {
     pub hops: u8,
     /// Follow `MOVED`/`ASK` for this part; off inside a transaction, where a redirection aborts it.
     pub follow_redirects: bool,
+    /// A command to send just before the next attempt (`SCRIPT LOAD` after a `-NOSCRIPT`).
+    pub prefix: Option<Bytes>,
+    /// The script was loaded again after a `-NOSCRIPT`: a second one goes to the client.
+    pub script_reloaded: bool,
     /// When retrying an unreachable node gives up, set on its first failure.
     pub retry_until: Option<Instant>,
     reply: Option<Bytes>,
@@ -46,7 +50,18 @@ pub struct Part {
 impl Part {
     /// A part not sent yet.
     pub fn new(payload: Bytes, target: Target, write: bool) -> Part {
-        Part { payload, target, write, redirect: None, hops: 0, follow_redirects: true, retry_until: None, reply: None }
+        Part {
+            payload,
+            target,
+            write,
+            redirect: None,
+            hops: 0,
+            follow_redirects: true,
+            prefix: None,
+            script_reloaded: false,
+            retry_until: None,
+            reply: None,
+        }
     }
 }
 

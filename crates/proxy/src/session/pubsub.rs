@@ -190,7 +190,7 @@ impl Session {
         };
         conn.awaiting += expected_frames(&payload, conn);
         // Replies come back as pushes with the connection's tag; this channel is never read.
-        conn.conn.send(UpstreamRequest { payload, asking: false, tag: PUSH, reply_to: self.replies_tx.clone() });
+        conn.conn.send(UpstreamRequest { payload, prefix: None, tag: PUSH, reply_to: self.replies_tx.clone() });
     }
 
     fn open(&mut self, addr: &str, part: u32) -> OwnedConn {

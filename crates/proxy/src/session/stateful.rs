@@ -207,7 +207,7 @@ impl Session {
             let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
             own.send(crate::upstream::UpstreamRequest {
                 payload: encode_command(&[b"UNWATCH"]),
-                asking: false,
+                prefix: None,
                 tag: crate::upstream::PUSH,
                 reply_to: tx,
             });

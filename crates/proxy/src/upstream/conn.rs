@@ -19,8 +19,6 @@ use crate::resp::FrameScanner;
 /// holds back its senders' requests in the channel instead of growing one buffer without bound.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
-const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
-
 /// Starts the task for one connection to `addr` and returns the queue that feeds it.
 ///
 /// The task connects at once (so the pool is warm), reconnects with backoff when the connection
@@ -71,8 +69,8 @@ pub const PUSH: Tag = Tag { seq: u64::MAX, part: u32::MAX };
 /// A request written (or about to be) whose reply has not come back yet.
 struct InFlight {
     request: UpstreamRequest,
-    /// The `+OK` of a preceding `ASKING` is still to be swallowed.
-    asking_pending: bool,
+    /// The reply to the request's prefix command (ASKING, SCRIPT LOAD) is still to be swallowed.
+    prefix_pending: bool,
     /// Timeout tick count when the request was queued.
     queued_at: u64,
 }
@@ -281,14 +279,14 @@ fn queue(
     now_tick: u64,
     expects_reply: bool,
 ) {
-    if request.asking {
-        wbuf.extend_from_slice(ASKING);
+    if let Some(prefix) = &request.prefix {
+        wbuf.extend_from_slice(prefix);
     }
     wbuf.extend_from_slice(&request.payload);
     if !expects_reply {
         return;
     }
-    inflight.push_back(InFlight { asking_pending: request.asking, request, queued_at: now_tick });
+    inflight.push_back(InFlight { prefix_pending: request.prefix.is_some(), request, queued_at: now_tick });
 }
 
 /// Hands every complete reply in `rbuf` to the request it answers.
@@ -309,8 +307,8 @@ fn dispatch_replies(
         let Some(head) = inflight.front_mut() else {
             return Err("reply without a request".to_string());
         };
-        if head.asking_pending {
-            head.asking_pending = false;
+        if head.prefix_pending {
+            head.prefix_pending = false;
             continue;
         }
         let Some(entry) = inflight.pop_front() else {

@@ -35,8 +35,9 @@ pub type ReplySender = mpsc::UnboundedSender<UpstreamReply>;
 pub struct UpstreamRequest {
     /// The command as RESP bytes.
     pub payload: Bytes,
-    /// Precede the command with `ASKING` (after an `-ASK` redirection); its `+OK` is swallowed.
-    pub asking: bool,
+    /// A command sent just before this one on the same connection, whose reply is swallowed:
+    /// `ASKING` after an `-ASK`, `SCRIPT LOAD` after a `-NOSCRIPT`.
+    pub prefix: Option<Bytes>,
     pub tag: Tag,
     pub reply_to: ReplySender,
 }
