@@ -1,12 +1,15 @@
 //! Client requests: RESP multibulk arrays and inline commands, framed as Redis frames them.
 //!
-//! Two passes, as in mini-redis: first check that a whole request is buffered (and within the
-//! configured limits, without buffering an oversized request whole), then let `redis-protocol`
-//! decode the complete frame into argument ranges. The request keeps the bytes it arrived in, so it
-//! is forwarded upstream without being re-encoded.
+//! One pass over each header: it checks the limits as soon as a length is known (so an oversized
+//! request is refused without being buffered whole), resumes where it stopped when a request
+//! arrives in pieces, and records where each argument lies. The request keeps the bytes it arrived
+//! in, so it is forwarded upstream without being re-encoded.
+//!
+//! `redis-protocol` is not used here: its decoder re-parses from the start on every call and
+//! builds a frame tree, which cost about 1,300 instructions per request under callgrind — a tenth
+//! of the proxy's whole per-request cost — for ranges this pass already knows.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use redis_protocol::resp2::{decode::decode_range, types::RangeFrame};
 use thiserror::Error;
 
 use super::scan::{MAX_LINE, ScanError, parse_len, read_line};
@@ -56,24 +59,24 @@ pub enum ProtocolError {
 pub struct Request {
     /// The request as RESP bytes, exactly as forwarded upstream.
     bytes: Bytes,
-    /// Ranges of each argument inside `bytes`, all bulk strings.
-    args: Vec<RangeFrame>,
+    /// Start and end of each argument inside `bytes`.
+    args: Vec<(usize, usize)>,
 }
 
 impl Request {
-    /// Builds a request from a complete RESP multibulk frame.
-    fn from_frame(bytes: Bytes) -> Request {
-        let args = match decode_range(&bytes) {
-            Ok(Some((RangeFrame::Array(args), _))) => args,
-            // The framing pass accepted exactly one array of bulk strings, which always decodes.
-            _ => Vec::new(),
-        };
-        Request { bytes, args }
-    }
-
     /// Builds a request from arguments, encoding them as a RESP array.
     pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Request {
-        Request::from_frame(encode_command(args))
+        let bytes = encode_command(args);
+        let mut ranges = Vec::with_capacity(args.len());
+        // Each argument is `$<len>\r\n<data>\r\n` after the array header.
+        let mut at = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+        for arg in args {
+            let header = bytes[at..].iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+            let start = at + header;
+            ranges.push((start, start + arg.as_ref().len()));
+            at = start + arg.as_ref().len() + 2;
+        }
+        Request { bytes, args: ranges }
     }
 
     /// The RESP bytes to forward upstream.
@@ -89,8 +92,8 @@ impl Request {
     /// Argument `i` (0 is the command name); empty when out of range.
     pub fn arg(&self, i: usize) -> &[u8] {
         match self.args.get(i) {
-            Some(RangeFrame::BulkString((start, end))) => &self.bytes[*start..*end],
-            _ => &[],
+            Some(&(start, end)) => self.bytes.get(start..end).unwrap_or(&[]),
+            None => &[],
         }
     }
 }
@@ -130,12 +133,14 @@ pub struct RequestDecoder {
     limits: Limits,
     /// Arguments still expected in the multibulk being received, and the offset of the next one.
     multibulk: Option<(usize, usize)>,
+    /// Where the arguments received so far lie.
+    ranges: Vec<(usize, usize)>,
 }
 
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> RequestDecoder {
-        RequestDecoder { limits, multibulk: None }
+        RequestDecoder { limits, multibulk: None, ranges: Vec::new() }
     }
 
     /// Takes the next complete request off the front of `buf`.
@@ -169,7 +174,12 @@ impl RequestDecoder {
                             let _ = buf.split_to(line.next);
                             continue;
                         }
-                        Ok(Some(n)) if n <= self.limits.max_array_len => (n, line.next),
+                        Ok(Some(n)) if n <= self.limits.max_array_len => {
+                            // Capacity for small requests only: a huge count must not reserve memory
+                            // before its arguments have arrived.
+                            self.ranges = Vec::with_capacity(n.min(16));
+                            (n, line.next)
+                        }
                         _ => return Err(ProtocolError::InvalidMultibulkLength),
                     }
                 }
@@ -202,11 +212,13 @@ impl RequestDecoder {
                 if &buf[end - 2..end] != b"\r\n" {
                     return Err(ProtocolError::MissingCrlf);
                 }
+                self.ranges.push((line.next, line.next + len));
                 pos = end;
                 left -= 1;
             }
             self.multibulk = None;
-            return Ok(Some(Request::from_frame(buf.split_to(pos).freeze())));
+            let args = std::mem::take(&mut self.ranges);
+            return Ok(Some(Request { bytes: buf.split_to(pos).freeze(), args }));
         }
     }
 

@@ -208,6 +208,11 @@ impl Session {
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let mut wbuf = BytesMut::with_capacity(16 * 1024);
         let mut reading = !*shutdown.borrow();
+        // One future for the whole session rather than a new one (and a new waiter registration)
+        // on every turn of the loop; the server only ever sends `true`, so any change means stop.
+        let stop = shutdown.changed();
+        tokio::pin!(stop);
+        let mut stop_armed = reading;
         let mut closing = false;
         // Idle clients are checked on one timer that is only re-armed when it fires, instead of a
         // timer reset on every read.
@@ -293,9 +298,9 @@ impl Session {
                 _ = sleep_until(next_retry.unwrap_or_else(Instant::now).into()), if next_retry.is_some() => {
                     self.resend_due();
                 }
-                changed = shutdown.changed(), if reading => {
-                    // A dropped sender means the server is going away too.
-                    reading = changed.is_ok() && !*shutdown.borrow();
+                _ = &mut stop, if stop_armed => {
+                    stop_armed = false;
+                    reading = false;
                 }
             }
         }
