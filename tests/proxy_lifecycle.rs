@@ -121,7 +121,7 @@ fn systemd_is_notified_when_ready_on_reload_and_on_stop() {
             ..ProxyOptions::default()
         },
     );
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 512];
         let n = socket.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()

@@ -1,13 +1,17 @@
 //! `redisforge-ops`: operations toolkit for the cluster behind RedisForge.
 //!
 //! One module per verb group of `shared/SPEC.md`, each owning its clap arguments and a `run`:
-//! [`certs`] now; `cluster`, `backup`/`restore` and `smoke` join [`Command`] as they are built.
+//! [`certs`], [`cluster`] and [`smoke`]; `backup`/`restore` join [`Command`] as they are built.
 //!
-//! Exit status: 0 on success, 1 when a verb fails (the message on stderr says why), 2 for usage
+//! Exit status: 0 on success, 1 when a verb fails (the message on stderr says why; `cluster check`
+//! and `smoke` also exit 1 when they find problems, after printing their report), 2 for usage
 //! errors (clap's own).
 #![forbid(unsafe_code)]
 
+mod backup;
 mod certs;
+mod cluster;
+mod smoke;
 
 use std::process::ExitCode;
 
@@ -24,9 +28,18 @@ struct Cli {
 /// The verb groups; each new group is one more variant here and one more module.
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Back up every master to file://, s3://, gs:// or az:// storage; `backup list`, `backup verify`.
+    Backup(backup::BackupCommand),
+    /// Restore a backup (URL/ID) into fresh, empty cluster-enabled nodes.
+    Restore(backup::RestoreArgs),
     /// TLS certificates for development and mutual TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Build, check and reshape the Redis Cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// End-to-end check of an endpoint: PING, SET/GET, MGET and DEL across slots, pub/sub.
+    Smoke(smoke::SmokeArgs),
 }
 
 /// `certs …`
@@ -41,6 +54,10 @@ fn main() -> ExitCode {
     // Each verb keeps its own error enum; here they only need to be printed.
     let result: Result<(), Box<dyn std::error::Error>> = match &cli.command {
         Command::Certs(CertsCommand::Generate(args)) => certs::run(args).map_err(Into::into),
+        Command::Cluster(command) => cluster::run(command).map_err(Into::into),
+        Command::Smoke(args) => smoke::run(args).map_err(Into::into),
+        Command::Backup(command) => backup::run(command).map_err(Into::into),
+        Command::Restore(args) => backup::run_restore(args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,415 @@
+//! Test harness for the backup suites: real `redis-server` clusters on loopback, test data of every
+//! type, a key-by-key dump for comparisons, and the moto S3 server of `scripts/s3-test-server.sh`.
+//!
+//! Not part of the binary: only `crates/ops/tests/backup_cli.rs` compiles it (`#[path]`).
+//! Ports are picked free and servers retried on a fresh port when another process took it first.
+//! Every process started here is killed by PID on drop, and by a watchdog if the test process
+//! dies first.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use sha2::{Digest, Sha256};
+
+/// How long a cluster gets to settle.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A port `P` whose bus port `P + 10000` was free too when it was picked.
+pub struct PortGuard {
+    pub port: u16,
+}
+
+/// Picks a port pair in 12000..22000 (bus ports land below the ephemeral range) that binds right
+/// now. Distinct within this process; another process may still take it before the server binds,
+/// which is why every start here retries on a fresh port when the bind fails. (The root harness
+/// also flocks `/tmp/redisforge-ports/P.lock`; `File::try_lock` is newer than this crate's MSRV.)
+pub fn reserve_port() -> PortGuard {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: OnceLock<u32> = OnceLock::new();
+    // One random start per process, then a counter: threads of this process never pick alike.
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        (std::process::id() ^ nanos).wrapping_mul(7919) % 10_000
+    });
+    for _ in 0..10_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 12_000 + u16::try_from(start.wrapping_add(n) % 10_000).expect("below 10000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return PortGuard { port };
+        }
+    }
+    panic!("no free port pair in 12000..22000");
+}
+
+/// One `redis-server` child.
+pub struct Server {
+    pub guard: PortGuard,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Server {
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.guard.port)
+    }
+
+    /// Starts a cluster-enabled node in `root/<port>`, retrying on another port if it is taken.
+    pub fn start(root: &Path, extra: &[&str]) -> Server {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let guard = reserve_port();
+            let dir = root.join(guard.port.to_string());
+            std::fs::create_dir_all(&dir).expect("create node dir");
+            let mut conf = vec![
+                format!("port {}", guard.port),
+                "bind 127.0.0.1".into(),
+                "protected-mode no".into(),
+                "daemonize no".into(),
+                "cluster-enabled yes".into(),
+                "cluster-config-file nodes.conf".into(),
+                "cluster-node-timeout 2000".into(),
+                "appendonly no".into(),
+                "save \"\"".into(),
+                "repl-diskless-sync-delay 0".into(),
+                format!("dir {}", dir.display()),
+                "logfile redis.log".into(),
+            ];
+            conf.extend(extra.iter().map(|l| (*l).to_owned()));
+            std::fs::write(dir.join("redis.conf"), conf.join("\n") + "\n").expect("write redis.conf");
+            let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+            let child = Command::new(&bin)
+                .arg(dir.join("redis.conf"))
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+            let mut server = Server { guard, dir, child };
+            let up = wait_until(Duration::from_secs(10), || {
+                matches!(server.child.try_wait(), Ok(Some(_))) || query::<String>(&server.addr(), &["PING"]).is_ok()
+            });
+            if up && matches!(server.child.try_wait(), Ok(None)) {
+                return server;
+            }
+            last = std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default();
+        }
+        panic!("redis-server did not start:\n{last}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Nodes of one test, in a temp dir, with a watchdog that kills them if the test process dies.
+pub struct Nodes {
+    pub servers: Vec<Server>,
+    watchdog: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.servers.clear();
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+    }
+}
+
+impl Nodes {
+    /// `n` fresh, empty cluster-enabled nodes that know no one (restore targets).
+    pub fn fresh(n: usize, extra: &[&str]) -> Nodes {
+        let dir = tempfile::Builder::new().prefix("rf-backup-").tempdir().expect("temp dir");
+        let servers: Vec<Server> = (0..n).map(|_| Server::start(dir.path(), extra)).collect();
+        let pids: Vec<String> = servers.iter().map(|s| s.child.id().to_string()).collect();
+        // Kills the nodes within a second or two of the test process dying without unwinding.
+        let watchdog = Command::new("sh")
+            .args(["-c", "while kill -0 \"$0\" 2>/dev/null; do sleep 1; done; kill -9 $1 2>/dev/null"])
+            .arg(std::process::id().to_string())
+            .arg(pids.join(" "))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the watchdog");
+        Nodes { servers, watchdog, _dir: dir }
+    }
+
+    /// A settled cluster: `masters` masters with the slots split evenly, `replicas` each.
+    pub fn cluster(masters: usize, replicas: usize, extra: &[&str]) -> Nodes {
+        let nodes = Nodes::fresh(masters * (1 + replicas), extra);
+        let addrs = nodes.addrs();
+        let mut ids = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            query::<()>(addr, &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]).expect("epoch");
+            if i < masters {
+                let (first, last) = (i * 16384 / masters, (i + 1) * 16384 / masters - 1);
+                query::<()>(addr, &["CLUSTER", "ADDSLOTSRANGE", &first.to_string(), &last.to_string()]).expect("slots");
+            }
+            ids.push(query::<String>(addr, &["CLUSTER", "MYID"]).expect("myid"));
+        }
+        for addr in &addrs[1..] {
+            let port = addr.rsplit_once(':').expect("host:port").1;
+            query::<()>(&addrs[0], &["CLUSTER", "MEET", "127.0.0.1", port]).expect("meet");
+        }
+        let met = wait_until(SETTLE, || {
+            addrs.iter().all(|a| {
+                query::<String>(a, &["CLUSTER", "NODES"])
+                    .is_ok_and(|t| t.lines().count() == addrs.len() && !t.contains("handshake"))
+            })
+        });
+        assert!(met, "nodes did not meet");
+        for (i, addr) in addrs.iter().enumerate().skip(masters) {
+            let master = &ids[(i - masters) / replicas];
+            let ok = wait_until(SETTLE, || query::<()>(addr, &["CLUSTER", "REPLICATE", master]).is_ok());
+            assert!(ok, "{addr} could not replicate {master}");
+        }
+        nodes.wait_settled(masters);
+        nodes
+    }
+
+    /// Waits until every node has `cluster_state:ok` and sees `masters` masters owning slots and
+    /// every other node as a replica, and every replica's link to its master is up.
+    pub fn wait_settled(&self, masters: usize) {
+        let addrs = self.addrs();
+        let settled = wait_until(SETTLE, || {
+            addrs.iter().all(|a| {
+                let state = query::<String>(a, &["CLUSTER", "INFO"]).unwrap_or_default();
+                let nodes = query::<String>(a, &["CLUSTER", "NODES"]).unwrap_or_default();
+                let repl = query::<String>(a, &["INFO", "replication"]).unwrap_or_default();
+                let with = |role: &str| -> Vec<&str> {
+                    nodes.lines().filter(|l| l.split(' ').nth(2).is_some_and(|f| f.contains(role))).collect()
+                };
+                let owners = with("master").iter().filter(|l| l.split(' ').count() > 8).count();
+                state.contains("cluster_state:ok")
+                    && owners == masters
+                    && with("master").len() == masters
+                    && with("slave").len() == addrs.len() - masters
+                    && (repl.contains("role:master") || repl.contains("master_link_status:up"))
+            })
+        });
+        assert!(settled, "cluster did not settle within {SETTLE:?}");
+    }
+
+    /// Every node's address.
+    pub fn addrs(&self) -> Vec<String> {
+        self.servers.iter().map(Server::addr).collect()
+    }
+
+    /// Nodes that report role master.
+    pub fn masters(&self) -> Vec<String> {
+        self.role("role:master")
+    }
+
+    /// Nodes that report role slave.
+    pub fn replicas(&self) -> Vec<String> {
+        self.role("role:slave")
+    }
+
+    fn role(&self, role: &str) -> Vec<String> {
+        let is = |a: &String| query::<String>(a, &["INFO", "replication"]).is_ok_and(|i| i.contains(role));
+        self.addrs().into_iter().filter(is).collect()
+    }
+}
+
+/// Runs one command on `addr` over a fresh connection.
+pub fn query<T: redis::FromRedisValue>(addr: &str, args: &[&str]) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let mut con = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    con.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut cmd = redis::cmd(args[0]);
+    args[1..].iter().for_each(|a| {
+        cmd.arg(*a);
+    });
+    cmd.query(&mut con)
+}
+
+/// Polls `f` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes `n` keys through the cluster client, cycling through strings (every other one binary),
+/// hashes, lists, sets, sorted sets and streams; every 7th key gets a one-hour TTL.
+pub fn fill(seed: &str, n: usize) {
+    let client = redis::cluster::ClusterClient::new(vec![format!("redis://{seed}/")]).expect("cluster client");
+    let mut con = client.get_connection().expect("cluster connection");
+    for i in 0..n {
+        let key = format!("key:{i}");
+        let mut cmd = match i % 6 {
+            0 if i % 12 == 0 => redis::cmd("SET").arg(&key).arg(vec![0u8, 255, 13, 10, i as u8]).clone(),
+            0 => redis::cmd("SET").arg(&key).arg(format!("value-{i}")).clone(),
+            1 => redis::cmd("HSET").arg(&key).arg("a").arg(i).arg("b").arg(vec![0u8, 255, 10, i as u8]).clone(),
+            2 => redis::cmd("RPUSH").arg(&key).arg("x").arg(i).arg("z").arg("x").clone(),
+            3 => redis::cmd("SADD").arg(&key).arg(i).arg("m").arg("n").clone(),
+            4 => redis::cmd("ZADD").arg(&key).arg(1.5).arg("one").arg(i).arg("two").arg(-3).arg("three").clone(),
+            _ => redis::cmd("XADD").arg(&key).arg("*").arg("field").arg(i).clone(),
+        };
+        let _: Value = cmd.query(&mut con).unwrap_or_else(|e| panic!("write {key}: {e}"));
+        if i % 6 == 5 {
+            cmd = redis::cmd("XADD").arg(&key).arg("*").arg("more").arg("x").clone();
+            let _: Value = cmd.query(&mut con).expect("xadd");
+        }
+        if i % 7 == 0 {
+            let _: Value = redis::cmd("PEXPIRE").arg(&key).arg(3_600_000).query(&mut con).expect("pexpire");
+        }
+    }
+}
+
+/// Writes one string of `size` incompressible bytes (so the RDB holding it is about as large).
+pub fn fill_big(seed: &str, key: &str, size: usize) {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            // xorshift64: random enough that LZF cannot shrink it.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let client = redis::cluster::ClusterClient::new(vec![format!("redis://{seed}/")]).expect("cluster client");
+    let mut con = client.get_connection().expect("cluster connection");
+    let _: () = redis::cmd("SET").arg(key).arg(bytes).query(&mut con).expect("SET big value");
+}
+
+/// What a key holds: type, value in a canonical form, and whether it has a TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    pub kind: String,
+    pub value: String,
+    pub has_ttl: bool,
+}
+
+/// Every key of every master in `masters`, read from the node that holds it.
+pub fn dump(masters: &[String]) -> BTreeMap<Vec<u8>, KeyState> {
+    let mut all = BTreeMap::new();
+    for addr in masters {
+        let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(5)).expect("connect");
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).expect("KEYS");
+        for key in keys {
+            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut con).expect("TYPE");
+            let value = match kind.as_str() {
+                "string" => format!("{:?}", redis::cmd("GET").arg(&key).query::<Vec<u8>>(&mut con).expect("GET")),
+                "hash" => sorted(redis::cmd("HGETALL").arg(&key).query::<Vec<(Vec<u8>, Vec<u8>)>>(&mut con)),
+                "list" => {
+                    format!("{:?}", redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query::<Vec<Vec<u8>>>(&mut con))
+                }
+                "set" => sorted(redis::cmd("SMEMBERS").arg(&key).query::<Vec<Vec<u8>>>(&mut con)),
+                "zset" => format!(
+                    "{:?}",
+                    redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").query::<Vec<Vec<u8>>>(&mut con)
+                ),
+                _ => format!("{:?}", redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query::<Value>(&mut con)),
+            };
+            // Big values are compared by digest, not by a multi-megabyte debug string.
+            let value =
+                if value.len() > 4096 { format!("sha256:{}", hex::encode(Sha256::digest(&value))) } else { value };
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut con).expect("PTTL");
+            all.insert(key, KeyState { kind, value, has_ttl: ttl > 0 });
+        }
+    }
+    all
+}
+
+fn sorted<T: Ord + std::fmt::Debug>(v: redis::RedisResult<Vec<T>>) -> String {
+    let mut v = v.expect("read");
+    v.sort();
+    format!("{v:?}")
+}
+
+/// Prints a note that shows even when the test passes: libtest captures `print!`/`eprint!` of
+/// passing tests, not writes to the stderr handle, and a skipped check must never be silent.
+pub fn note(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "note: {msg}");
+}
+
+/// A moto S3 server started with `scripts/s3-test-server.sh`, stopped on drop.
+pub struct S3Server {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl S3Server {
+    /// Starts moto (installing it from PyPI when missing). `None`, with a printed note, only when
+    /// moto cannot be installed or started (no network, no python3).
+    pub fn start() -> Option<S3Server> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3-test-server.sh");
+        let mut last = String::new();
+        for _ in 0..3 {
+            let guard = reserve_port();
+            let dir = tempfile::Builder::new().prefix("rf-moto-").tempdir().expect("temp dir");
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg("start")
+                .arg(dir.path())
+                .arg(guard.port.to_string())
+                .output()
+                .expect("run scripts/s3-test-server.sh");
+            if out.status.success() {
+                return Some(S3Server { port: guard.port, dir, script });
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            if last.contains("install") || last.contains("python3") {
+                break;
+            }
+        }
+        note(&format!("SKIPPED the S3 checks: the moto S3 server could not be installed or started: {last}"));
+        None
+    }
+
+    /// The environment a client needs to reach it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]
+    }
+
+    /// An unsigned `PUT /path` (moto accepts it for new buckets and objects).
+    pub fn put(&self, path: &str, body: &[u8]) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)).expect("send");
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "PUT {path}: {}", reply.lines().next().unwrap_or_default());
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.dir.path()).status();
+    }
+}
