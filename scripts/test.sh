@@ -52,6 +52,8 @@ step_deps() {
         fi
         python3 -m pip install --quiet redis || python3 -m pip install --quiet --break-system-packages redis
     fi
+    # docker-compose, systemd-analyze, logrotate, envsubst for tests/deploy.rs.
+    scripts/install-test-deps.sh
     # moto's S3-compatible server for the backup suite (crates/ops/tests/backup_cli.rs).
     scripts/s3-test-server.sh install
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

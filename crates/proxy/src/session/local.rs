@@ -372,6 +372,14 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, boo
         let _ =
             write!(out, "# Clients\r\nconnected_clients:{}\r\n\r\n", stats.connected_clients.load(Ordering::Relaxed));
     }
+    // What client libraries read before they start: a standalone master that is not loading
+    // (ioredis' ready check waits for `loading:0`).
+    if wanted("replication") {
+        let _ = write!(out, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if wanted("persistence") {
+        let _ = write!(out, "# Persistence\r\nloading:0\r\nasync_loading:0\r\n\r\n");
+    }
     if wanted("proxy") {
         let _ = write!(
             out,
