@@ -16,8 +16,11 @@
 //! - [`upstream`] holds per-node pools of pipelined connections to Redis;
 //! - [`topology`] keeps the immutable slot map snapshot and refreshes it.
 //!
-//! Beside the path: [`config`] (typed TOML config), [`slot`] (key → slot hashing), [`redirect`]
-//! (pure MOVED/ASK decisions), [`merge`] (combining split replies).
+//! Beside the path: [`config`] (typed TOML config), [`tls`] (certificates, SIGHUP reload),
+//! [`auth`] (client users from a Redis ACL file), [`metrics`] (Prometheus metrics, `/healthz`,
+//! `/readyz`, the cluster health poller), [`logs`] (rate-limited logging), [`server`] (wiring),
+//! [`slot`] (key → slot hashing), [`redirect`] (pure MOVED/ASK decisions), [`merge`] (combining
+//! split and fanned-out replies).
 //!
 //! The pure core (`resp`, `command`, `slot`, `redirect`, `merge`, `topology::map`) does no I/O.
 #![forbid(unsafe_code)]
