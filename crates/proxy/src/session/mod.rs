@@ -36,6 +36,9 @@ use crate::upstream::{NodePool, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamReq
 pub use local::ClientState;
 use pipeline::{Meta, Part, Pipeline, Target};
 
+/// Read size for clients that send more than a few bytes at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Pause before resending after `TRYAGAIN`/`CLUSTERDOWN` or an unreachable node.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -205,8 +208,11 @@ impl Session {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut rbuf = BytesMut::with_capacity(16 * 1024);
-        let mut wbuf = BytesMut::with_capacity(16 * 1024);
+        // Buffers start empty and are given back whenever they empty out: an idle client holds no
+        // buffer memory, a busy one reads in large chunks.
+        let mut rbuf = BytesMut::new();
+        let mut wbuf = BytesMut::new();
+        let mut last_read_len = 0usize;
         let mut reading = !*shutdown.borrow();
         // One future for the whole session rather than a new one (and a new waiter registration)
         // on every turn of the loop; the server only ever sends `true`, so any change means stop.
@@ -248,6 +254,13 @@ impl Session {
                 self.on_input(&mut rbuf);
                 continue;
             }
+            // A client that filled the last small read is sending more: read in large chunks. An
+            // idle one reads with the minimal buffer `read_buf` reserves itself.
+            if last_read_len >= 64 && rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(READ_CHUNK);
+            } else if rbuf.is_empty() && last_read_len < 64 && rbuf.capacity() > 0 {
+                rbuf = BytesMut::new();
+            }
             let can_read =
                 reading && !closing && !self.input_on_hold() && self.pipeline.len() < self.shared.max_pipeline;
             let next_retry = self.delayed.iter().map(|d| d.0).min();
@@ -263,11 +276,13 @@ impl Session {
                     self.traffic.bytes_out += written? as u64;
                     // TLS buffers records until flushed; for TCP the flush is free.
                     if wbuf.is_empty() {
+                        wbuf = BytesMut::new();
                         writer.flush().await?;
                     }
                 }
                 read = reader.read_buf(&mut rbuf), if can_read => {
                     let read = read?;
+                    last_read_len = read;
                     self.traffic.bytes_in += read as u64;
                     if read == 0 {
                         // A client gone while blocked will never read the reply; dropping the own
