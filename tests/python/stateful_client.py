@@ -80,6 +80,11 @@ def main(port):
     check("evalsha", r.evalsha(sha, 1, "py:k:7"), "7")
     check("eval", r.eval("return ARGV[1]", 0, "x"), "x")
 
+    # SCAN with the proxy's cluster-wide cursor: every key of ours, exactly once.
+    scanned = list(r.scan_iter(match="py:k:*", count=50))
+    check("scan count", len(scanned), 100)
+    check("scan unique", len(set(scanned)), 100)
+
     # RESP3.
     r3 = redis.Redis(host="127.0.0.1", port=port, protocol=3, decode_responses=True)
     check("resp3 hgetall", r3.hgetall("py:{a}:h"), {"f1": "a", "f2": "b"})
