@@ -142,6 +142,83 @@ def mib(kb):
     return None if kb is None else kb / 1024
 
 
+# (target, reference, label) of the ratio columns.
+PAIRS = [
+    ("proxy", "direct", "proxy/direct"),
+    ("proxy", "nutcracker", "proxy/nutcracker"),
+    ("proxy-tls", "proxy", "TLS / plain proxy"),
+]
+# Targets with a proxy process whose CPU time is measured.
+PROXY_TARGETS = ["proxy", "proxy-tls", "nutcracker"]
+UNPIPELINED = ["set", "get"]
+PIPELINED = ["set-p16", "get-p16"]
+
+
+def get(stats, workload, target, field):
+    s = stats.get((workload, target))
+    return None if s is None else s[field]
+
+
+def verdict(values, ok):
+    """met / not met over the measured values (None = not measured)."""
+    measured = [v for v in values if v is not None]
+    if not measured:
+        return "not measured"
+    if not all(ok(v) for v in measured):
+        return "**not met**"
+    return "met" if len(measured) == len(values) else "met (partly measured)"
+
+
+def listing(pairs, digits=2, suffix=""):
+    """`set` 0.93, `get` 0.88"""
+    return ", ".join(f"`{wl}` {fmt(v, digits, suffix)}" for wl, v in pairs) or "—"
+
+
+def check_goals(stats, workloads):
+    """(goal, measured, verdict) rows for the goals of the issue."""
+    rows = []
+
+    def ratios(wls, a, b, field="rps"):
+        return [(wl, ratio(get(stats, wl, a, field), get(stats, wl, b, field))) for wl in wls]
+
+    def ratio_goal(goal, wls, a, b, limit):
+        pairs = ratios([wl for wl in wls if wl in workloads], a, b)
+        vals = [v for _, v in pairs]
+        if not pairs:
+            vals = [None]
+        rows.append((goal, listing(pairs) if any(v is not None for v in vals) else "—",
+                     verdict(vals, lambda v: v >= limit)))
+
+    ratio_goal("ops/s ≥ 0.90× direct, unpipelined", UNPIPELINED, "proxy", "direct", 0.90)
+    ratio_goal("ops/s ≥ 0.75× direct with `-P 16`", PIPELINED, "proxy", "direct", 0.75)
+    ratio_goal("MSET ops/s ≥ 0.80× direct (direct sends single-slot MSETs)", ["mset"],
+               "proxy", "direct", 0.80)
+
+    pairs = [(wl, v) for wl, v in ratios(workloads, "proxy", "nutcracker") if v is not None]
+    rows.append(("ops/s ahead of nutcracker in every row", listing(pairs),
+                 verdict([v for _, v in pairs] or [None], lambda v: v > 1)))
+
+    for goal, wls, limit in [
+        ("proxy CPU ≤ 10 µs per request, unpipelined", UNPIPELINED, 10),
+        ("proxy CPU ≤ 1.5 µs per request with `-P 16`", PIPELINED, 1.5),
+    ]:
+        pairs = [(wl, get(stats, wl, "proxy", "cpu")) for wl in wls if wl in workloads]
+        vals = [v for _, v in pairs] or [None]
+        shown = listing(pairs, 1, " µs") if any(v is not None for v in vals) else "—"
+        rows.append((goal, shown, verdict(vals, lambda v, limit=limit: v <= limit)))
+
+    p99_proxy, p99_direct = get(stats, "get-1c", "proxy", "p99"), get(stats, "get-1c", "direct", "p99")
+    extra = None if p99_proxy is None or p99_direct is None else p99_proxy - p99_direct
+    shown = "—" if extra is None else (
+        f"`get-1c` p99 {fmt(p99_proxy, 3)} ms vs direct {fmt(p99_direct, 3)} ms: "
+        f"{extra:+.3f} ms")
+    rows.append(("p99 with 1 client ≤ direct + 0.1 ms", shown,
+                 verdict([extra], lambda v: v <= 0.1 + 1e-9)))
+
+    ratio_goal("TLS ops/s ≥ 0.8× plain proxy, unpipelined", UNPIPELINED, "proxy-tls", "proxy", 0.8)
+    return rows
+
+
 def render(rows, meta):
     stats, failures = aggregate(rows)
     rounds = sorted({r["round"] for r in rows}, key=int)
@@ -169,29 +246,40 @@ def render(rows, meta):
               f"{fmt(s['p99'], 3)} | {fmt(s['cpu'], 1)} | {fmt(mib(s['rss']), 1)} | "
               f"{fmt(mib(s['hwm']), 1)} | {s['runs']}/{len(rounds)} |")
 
-    pairs = [("proxy", "direct"), ("proxy", "nutcracker")]
-    pairs = [p for p in pairs if p[0] in targets and p[1] in targets]
-    if pairs:
+    pairs = [p for p in PAIRS if p[0] in targets and p[1] in targets]
+    proxies = [t for t in PROXY_TARGETS if t in targets]
+    cpu_pairs = [p for p in pairs if p[1] != "direct"]
+    if pairs or proxies:
         w("")
-        w("Ratios of medians (ops/s: above 1 = proxy faster; p99 and CPU: above 1 = proxy slower/costlier).")
+        w("Ratios of medians (ops/s: above 1 = the first target faster; p99 and CPU: above 1 = the "
+          "first target slower/costlier), and the CPU time per request of each proxy.")
         w("")
         head = ["workload"]
-        for a, b in pairs:
-            head += [f"ops/s {a}/{b}", f"p99 {a}/{b}"]
-        if ("proxy", "nutcracker") in pairs:
-            head.append("CPU proxy/nutcracker")
+        for _, _, label in pairs:
+            head += [f"ops/s {label}", f"p99 {label}"]
+        head += [f"CPU {label}" for _, _, label in cpu_pairs]
+        head += [f"CPU µs/req {t}" for t in proxies]
         w("| " + " | ".join(head) + " |")
         w("|---" + "|--:" * (len(head) - 1) + "|")
         for wl in workloads:
             cells = [wl]
-            for a, b in pairs:
-                sa, sb = stats.get((wl, a)), stats.get((wl, b))
-                cells.append(fmt(ratio(sa and sa["rps"], sb and sb["rps"]), 2))
-                cells.append(fmt(ratio(sa and sa["p99"], sb and sb["p99"]), 2))
-            if ("proxy", "nutcracker") in pairs:
-                sa, sb = stats.get((wl, "proxy")), stats.get((wl, "nutcracker"))
-                cells.append(fmt(ratio(sa and sa["cpu"], sb and sb["cpu"]), 2))
+            for a, b, _ in pairs:
+                cells.append(fmt(ratio(get(stats, wl, a, "rps"), get(stats, wl, b, "rps")), 2))
+                cells.append(fmt(ratio(get(stats, wl, a, "p99"), get(stats, wl, b, "p99")), 2))
+            for a, b, _ in cpu_pairs:
+                cells.append(fmt(ratio(get(stats, wl, a, "cpu"), get(stats, wl, b, "cpu")), 2))
+            for t in proxies:
+                cells.append(fmt(get(stats, wl, t, "cpu"), 1))
             w("| " + " | ".join(cells) + " |")
+
+    w("")
+    w("Targets (the goals of the issue, checked against the medians above; "
+      "\"unpipelined\" = `set` and `get`, 50 clients):")
+    w("")
+    w("| goal | measured (medians) | verdict |")
+    w("|---|---|---|")
+    for goal, measured, verdict in check_goals(stats, workloads):
+        w(f"| {goal} | {measured} | {verdict} |")
 
     if meta["workload"]:
         w("")
@@ -201,7 +289,7 @@ def render(rows, meta):
             w(f"- `{name}`: {about}")
     if meta["target"]:
         w("")
-        w("Targets:")
+        w("Benchmark targets:")
         w("")
         for name, about in meta["target"].items():
             w(f"- `{name}`: {about}")
