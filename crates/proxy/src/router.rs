@@ -113,6 +113,10 @@ fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Rout
 /// Splits a multi-key command (keys every `key_step` arguments from argument 1) into one request
 /// per slot. A request whose keys share one slot is forwarded whole, as the common case.
 fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &Merge, key_step: usize) -> Route {
+    // MSET takes key/value pairs: an odd count is an arity error in Redis, not a missing value.
+    if (request.argc() - 1) % key_step != 0 {
+        return Route::Reply(reply::error(&format!("ERR wrong number of arguments for '{}' command", spec.name)));
+    }
     if let Err(error) = spec.key_positions(request, keys) {
         return Route::Reply(reply::error(&format!("ERR {error}")));
     }

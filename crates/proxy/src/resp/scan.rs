@@ -69,6 +69,10 @@ impl FrameScanner {
             let Some(header) = read_line(buf, self.pos)? else {
                 return Ok(None);
             };
+            // An empty line has no type byte.
+            if header.end <= self.pos {
+                return Err(ScanError::UnknownType(buf[self.pos]));
+            }
             let kind = buf[self.pos];
             let body = &buf[self.pos + 1..header.end];
             match kind {

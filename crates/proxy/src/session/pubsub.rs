@@ -259,7 +259,7 @@ impl Session {
             }
         };
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
-        if conn.swallow == 0 && (matches!(kind.as_deref(), Some(b"pong")) || frame.starts_with(b"-")) {
+        if matches!(kind.as_deref(), Some(b"pong")) || frame.starts_with(b"-") {
             conn.awaiting = conn.awaiting.saturating_sub(1);
         }
         let confirmation = matches!(
@@ -269,9 +269,8 @@ impl Session {
         if confirmation {
             if let Some((kind, name, count)) = parse_confirmation(&frame) {
                 conn.count = count;
-                if conn.swallow == 0 {
-                    conn.awaiting = conn.awaiting.saturating_sub(1);
-                }
+                // Every confirmation was awaited, swallowed (a resubscription) or not.
+                conn.awaiting = conn.awaiting.saturating_sub(1);
                 if let Some(name) = name {
                     match kind.to_ascii_lowercase().as_slice() {
                         b"subscribe" | b"ssubscribe" => drop(conn.channels.insert(name)),

@@ -71,7 +71,10 @@ pub struct SlotMap {
 
 impl SlotMap {
     /// Builds a map from shards, giving each slot to the shard that lists it.
-    pub fn from_shards(shards: Vec<Shard>) -> SlotMap {
+    pub fn from_shards(mut shards: Vec<Shard>) -> SlotMap {
+        // Nodes list shards in different orders; sorting by first slot makes a shard's index mean
+        // the same whichever node answered (SCAN cursors and keyless routing rely on it).
+        shards.sort_by_key(|s| s.ranges.iter().map(|r| r.0).min().unwrap_or(u16::MAX));
         let mut owner = vec![NO_OWNER; usize::from(SLOT_COUNT)].into_boxed_slice();
         for (index, shard) in shards.iter().enumerate() {
             for &(start, end) in &shard.ranges {
