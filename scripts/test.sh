@@ -8,7 +8,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-STEPS=(deps fmt clippy build test monitoring)
+STEPS=(deps fmt clippy build test monitoring fuzz)
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
@@ -89,6 +89,12 @@ step_test() {
 # the proxy really exports.
 step_monitoring() {
     scripts/check-monitoring.sh
+}
+
+# The RESP decoder, reply scanner and router under arbitrary input, 60 s in all (libFuzzer with a
+# nightly toolchain, else deterministic replay of the corpus plus mutations).
+step_fuzz() {
+    scripts/fuzz.sh 60
 }
 
 run_step() {
