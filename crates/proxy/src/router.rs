@@ -114,7 +114,7 @@ fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Rout
 /// per slot. A request whose keys share one slot is forwarded whole, as the common case.
 fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &Merge, key_step: usize) -> Route {
     // MSET takes key/value pairs: an odd count is an arity error in Redis, not a missing value.
-    if (request.argc() - 1) % key_step != 0 {
+    if !(request.argc() - 1).is_multiple_of(key_step) {
         return Route::Reply(reply::error(&format!("ERR wrong number of arguments for '{}' command", spec.name)));
     }
     if let Err(error) = spec.key_positions(request, keys) {
