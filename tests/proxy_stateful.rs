@@ -155,8 +155,9 @@ fn blocking_timeouts_are_respected_and_later_commands_wait_like_redis() {
 
 #[test]
 fn client_disconnecting_while_blocked_releases_its_upstream_connection() {
-    let cluster = Cluster::shared();
-    let proxy = proxy();
+    // Its own cluster: other tests' blocked clients would move the node's count.
+    let cluster = &Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
     let key = "blk:gone";
     let node = cluster.node_for_key(key);
     let blocked = |cluster: &Cluster| -> i64 {

@@ -36,20 +36,6 @@ const ERROR_GRACE: Duration = Duration::from_secs(2);
 /// Pub/sub messages published this close to the failover may be lost (at-most-once delivery while
 /// the proxy moves the subscription off the dead node).
 const PUBSUB_GRACE: Duration = Duration::from_secs(3);
-/// Known proxy bug: a subscriber whose subscription the failover moved to another node is never
-/// read from again, so its session (client socket and upstream connection) outlives it; see
-/// `subscriber_moved_off_a_killed_master_is_still_served_and_released_when_it_leaves` in
-/// tests/reliability_failover.rs. While true, up to one leaked session per subscriber is tolerated
-/// (and printed); set it to false once that test passes.
-const KNOWN_SUBSCRIBER_LEAK: bool = true;
-/// Known proxy bug: the proxy's master order follows the `CLUSTER SHARDS` order of whichever node
-/// answered its last topology refresh, and nodes disagree on that order; see
-/// `scan_returns_every_key_when_a_refresh_is_answered_by_a_node_listing_shards_in_another_order` in
-/// tests/reliability_failover.rs. A SCAN running across such a refresh skips or repeats masters, and
-/// a client's PUBLISHes move to another node (so a subscriber may get them out of order). While
-/// true, SCAN misses and PUBLISH reordering are counted and printed instead of failing the soak;
-/// set it to false once that test passes.
-const KNOWN_MASTER_ORDER_BUG: bool = true;
 /// File descriptors the proxy may hold beyond its start once every client left: pools to nodes that
 /// became masters or replicas during the soak.
 const FD_SLACK: usize = 4;
@@ -131,8 +117,6 @@ struct Soak {
     unsettled: Mutex<Vec<(Instant, Option<Instant>)>>,
     scans_checked: AtomicU64,
     scans_skipped: AtomicU64,
-    /// SCANs that missed keys, tolerated while [`KNOWN_MASTER_ORDER_BUG`] is true.
-    scans_missing: AtomicU64,
     /// When the soak started, for times in messages.
     began: OnceLock<Instant>,
 }
@@ -768,16 +752,7 @@ impl Client {
         }
         let began = self.soak.began.get().copied().unwrap_or(started);
         let when = format!("scan from +{:?} to +{:?}", started.saturating_duration_since(began), began.elapsed());
-        if KNOWN_MASTER_ORDER_BUG {
-            self.soak.scans_missing.fetch_add(1, Ordering::Relaxed);
-            println!(
-                "RELIABILITY soak: client {} SCAN missed {} keys ({when}; known master-order bug)",
-                self.id,
-                missed.len()
-            );
-        } else {
-            self.soak.wrong(format!("client {}: SCAN missed {missed:?} ({when})", self.id));
-        }
+        self.soak.wrong(format!("client {}: SCAN missed {missed:?} ({when})", self.id));
     }
 }
 
@@ -961,21 +936,15 @@ fn soak_mixed_clients_through_a_failover_and_a_slot_migration() {
     sub_stop.store(true, Ordering::Relaxed);
     let received: Vec<Result<Vec<u64>, String>> =
         subscribers.into_iter().map(|s| s.join().expect("subscriber thread")).collect();
-    // Each leaked subscriber holds its client socket and its upstream subscription connection.
-    let leaked = || if KNOWN_SUBSCRIBER_LEAK { client_connections(&proxy).unwrap_or(0.0) as usize } else { 0 };
     let clients_gone = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        let leaked = leaked();
-        leaked <= CLIENTS
-            && client_connections(&proxy) == Some(leaked as f64)
-            && fd_count(pid) <= fds_start + FD_SLACK + 2 * leaked
+        client_connections(&proxy) == Some(0.0) && fd_count(pid) <= fds_start + FD_SLACK
     });
-    let leaked_sessions = leaked();
     let (fds_end, rss_end) = (fd_count(pid), rss_mib(pid));
     let sockets_end = sockets(pid);
 
-    // Pub/sub: no duplicate; losses only around the failover; no reordering (but see
-    // KNOWN_MASTER_ORDER_BUG: a client's PUBLISHes can move to another node, and the cluster bus
-    // may then deliver two of them out of order; a single Redis node never reorders them).
+    // Pub/sub: no duplicate; losses only around the failover; reordering only next to a topology
+    // change. A client's PUBLISHes go to one master; when a failover or a migration changes which
+    // one, two of them may run on two nodes and the cluster bus may deliver them out of order.
     let lossy_from = kill_started - Duration::from_millis(500);
     let lossy_until = recovered + PUBSUB_GRACE;
     let topology_changes: Vec<(Instant, Instant)> = soak
@@ -1015,7 +984,7 @@ fn soak_mixed_clients_through_a_failover_and_a_slot_migration() {
         for w in got.windows(2).filter(|w| w[0] > w[1]) {
             reordered += 1;
             let at = sent_at.get(&w[1]).copied().unwrap_or(started);
-            if !KNOWN_MASTER_ORDER_BUG && !topology_changes.iter().any(|&(from, to)| from <= at && at <= to) {
+            if !topology_changes.iter().any(|&(from, to)| from <= at && at <= to) {
                 pubsub_problems.push(format!(
                     "subscriber {id}: message {} (published at +{:?}) delivered after {}, away from any topology change",
                     w[1],
@@ -1044,7 +1013,7 @@ fn soak_mixed_clients_through_a_failover_and_a_slot_migration() {
         "RELIABILITY soak: {:?} with {CLIENTS} clients, {} requests ({:.0}/s); kill -> promotion {:?}, promotion -> first \
          proxied write {:?}; slot {migrated_slot} migrated in {migration_took:?}; {} errors ({} outside the failover \
          window), {} wrong replies, {} acknowledged writes lost in the failover; pub/sub {delivered} delivered, \
-         {lost_messages} lost around the failover, {reordered} reordered; SCAN {} checked ({} missed keys, known bug), {} skipped (overlapped an event)",
+         {lost_messages} lost around the failover, {reordered} reordered near a topology change; SCAN {} checked, {} skipped (overlapped an event)",
         started.elapsed(),
         soak.ops.load(Ordering::Relaxed),
         soak.ops.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
@@ -1055,7 +1024,6 @@ fn soak_mixed_clients_through_a_failover_and_a_slot_migration() {
         wrong.len(),
         soak.lost.load(Ordering::Relaxed),
         soak.scans_checked.load(Ordering::Relaxed),
-        soak.scans_missing.load(Ordering::Relaxed),
         soak.scans_skipped.load(Ordering::Relaxed),
     );
     let periods: Vec<String> = soak
@@ -1068,8 +1036,7 @@ fn soak_mixed_clients_through_a_failover_and_a_slot_migration() {
     println!("RELIABILITY soak: failover and migration periods {periods:?}");
     println!(
         "RELIABILITY soak: proxy VmRSS {rss_start} MiB at start, peak {rss_peak} MiB, {rss_end} MiB at the end; fds \
-         {fds_start} at start, {fds_loaded} under load, {fds_end} after the clients left ({leaked_sessions} subscriber \
-         sessions leaked by the known bug)"
+         {fds_start} at start, {fds_loaded} under load, {fds_end} after the clients left"
     );
     let kinds: BTreeSet<String> =
         wrong.iter().map(|w| w.split(|c: char| c.is_ascii_digit()).take(2).collect::<Vec<_>>().join("#")).collect();

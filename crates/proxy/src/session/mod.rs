@@ -36,6 +36,10 @@ use crate::upstream::{NodePool, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamReq
 pub use local::ClientState;
 use pipeline::{Meta, Part, Pipeline, Target};
 
+/// Most bytes read from a client while its next request waits (behind a blocking command or a
+/// subscription change).
+const HELD_INPUT: usize = 64 * 1024;
+
 /// Read size for clients that send more than a few bytes at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -261,8 +265,11 @@ impl Session {
             } else if rbuf.is_empty() && last_read_len < 64 && rbuf.capacity() > 0 {
                 rbuf = BytesMut::new();
             }
-            let can_read =
-                reading && !closing && !self.input_on_hold() && self.pipeline.len() < self.shared.max_pipeline;
+            // While a request is on hold the socket is still read (up to HELD_INPUT bytes, kept
+            // unparsed, as Redis buffers a blocked client's input) so that a client that leaves is
+            // noticed and its blocked upstream connection released.
+            let room = !self.input_on_hold() || rbuf.len() < HELD_INPUT;
+            let can_read = reading && !closing && room && self.pipeline.len() < self.shared.max_pipeline;
             let next_retry = self.delayed.iter().map(|d| d.0).min();
             tokio::select! {
                 biased;
