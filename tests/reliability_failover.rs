@@ -1,5 +1,7 @@
 //! Master failures under pipelined load, every reply checked: a SIGKILLed master (the cluster
-//! fails it over, then the node comes back as a replica) and a manual `CLUSTER FAILOVER`.
+//! fails it over, then the node comes back as a replica) and a manual `CLUSTER FAILOVER`. Beside
+//! them, regressions found this way: a subscription moved off a dead node, SCAN across a topology
+//! refresh answered by another node, live masters' requests while a failover is pending.
 //!
 //! Eight clients pipeline 20 SET/GET pairs at a time on their own keys, spread over every master.
 //! Each SET writes a value unique to its client, key and sequence number, so a reply meant for
