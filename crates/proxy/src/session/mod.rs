@@ -585,6 +585,22 @@ impl Session {
             return;
         }
         let next = redirect::classify(&bytes);
+        // CLUSTERDOWN (every node says so while a failed master's replica waits to be promoted)
+        // and TRYAGAIN are transient: resend for as long as a client waits for one command,
+        // rather than a fixed number of hops.
+        if matches!(next, Redirect::TryAgain | Redirect::ClusterDown) && p.follow_redirects {
+            let deadline = *p.retry_until.get_or_insert_with(|| Instant::now() + retry_for);
+            if Instant::now() < deadline {
+                p.redirect = None;
+                if next == Redirect::ClusterDown {
+                    topology.request_refresh(Trigger::NodeFailure);
+                }
+                self.delayed.push((Instant::now() + RETRY_PAUSE, seq, part));
+            } else {
+                self.pipeline.complete(seq, part, bytes);
+            }
+            return;
+        }
         if next == Redirect::None || p.hops >= MAX_HOPS || !p.follow_redirects {
             if next != Redirect::None && refresh_on_moved {
                 topology.request_refresh(Trigger::Moved);
