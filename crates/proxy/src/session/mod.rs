@@ -662,10 +662,7 @@ fn pick_pool(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: us
         }
         Target::Slot(Some(slot)) => routing.master(slot),
         // Keyless commands spread over the masters by client; any one can answer them.
-        Target::Slot(None) => {
-            let masters = routing.masters();
-            (!masters.is_empty()).then(|| &masters[affinity % masters.len()])
-        }
+        Target::Slot(None) => routing.any_master(affinity),
         Target::Master(n) => routing.masters().get(n),
         Target::Owned => None,
     };

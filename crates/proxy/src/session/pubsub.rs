@@ -211,9 +211,7 @@ impl Session {
             return true;
         }
         let routing = self.shared.topology.routing();
-        let masters = routing.masters();
-        let Some(addr) = masters.get(self.state.id as usize % masters.len().max(1)).map(|m| m.addr().to_string())
-        else {
+        let Some(addr) = routing.any_master(self.state.id as usize).map(|m| m.addr().to_string()) else {
             return false;
         };
         drop(routing);

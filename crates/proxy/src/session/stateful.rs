@@ -38,7 +38,7 @@ impl Session {
         let routing = self.shared.topology.routing();
         let addr = match slot {
             Some(slot) => routing.master(slot)?.addr().to_string(),
-            None => routing.masters().get(self.state.id as usize % routing.masters().len().max(1))?.addr().to_string(),
+            None => routing.any_master(self.state.id as usize)?.addr().to_string(),
         };
         drop(routing);
         self.own_conn_at(&addr);

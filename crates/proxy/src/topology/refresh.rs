@@ -50,6 +50,12 @@ impl Routing {
         self.map.shard_for(slot).and_then(|shard| self.replicas.get(shard)).map_or(&[], |r| r.as_slice())
     }
 
+    /// The master a client's keyless commands go to: spread over the masters by `affinity`, the
+    /// same one for the same client while the map stands.
+    pub fn any_master(&self, affinity: usize) -> Option<&Arc<NodePool>> {
+        (!self.masters.is_empty()).then(|| &self.masters[affinity % self.masters.len()])
+    }
+
     /// Every master's pool, one per shard.
     pub fn masters(&self) -> &[Arc<NodePool>] {
         &self.masters
