@@ -1,9 +1,11 @@
 //! The cluster's shape as the proxy sees it: an immutable [`Routing`] snapshot swapped atomically
 //! (arc-swap), so a request sees either the old map or the new one, never half of each.
 //!
-//! [`map`] is the pure slot map; [`refresh`] fetches it from the nodes on start-up, on a timer, and
-//! at once (debounced) when a `MOVED` or a failed node connection says it is stale.
+//! [`map`] is the pure slot map; [`epoch`] settles nodes that disagree about it; [`refresh`] fetches
+//! it from the nodes on start-up, on a timer, and at once (debounced) when a `MOVED` or a failed
+//! node connection says it is stale.
 
+pub mod epoch;
 pub mod map;
 pub mod refresh;
 

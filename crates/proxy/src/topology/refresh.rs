@@ -8,6 +8,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::time::sleep;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use redis_protocol::resp2::types::OwnedFrame;
+
+use super::epoch::{self, View};
 use super::map::{MapError, SlotMap};
 use super::{RefreshSignal, Trigger};
 use crate::slot::{SLOT_COUNT, Slot};
@@ -15,6 +20,13 @@ use crate::upstream::{NodePool, UpstreamError, Upstreams, admin};
 
 /// Least time between two refreshes: a burst of `MOVED` replies during a reshard costs one refresh.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Nodes asked for their view of the cluster at once.
+const VIEWS: usize = 3;
+
+/// How long the other nodes of a batch may take to answer once one has: enough for a healthy node
+/// on a LAN, short enough that a paused node barely delays a refresh.
+const VIEW_GRACE: Duration = Duration::from_millis(100);
 
 /// Poll interval while some slots have no owner or a master's connections are failing, so that a
 /// promoted replica is found within a fraction of a second instead of at the next timer tick.
@@ -142,10 +154,12 @@ impl Topology {
         self.generation.subscribe()
     }
 
-    /// Fetches the map from the first node that answers and swaps it in if it changed.
+    /// Fetches the map from the nodes and swaps it in if it changed.
     ///
-    /// Nodes are tried in order: masters of the current map, their replicas, the configured seeds;
-    /// nodes with failing connections last. Seeds that are down are skipped.
+    /// Nodes are asked [`VIEWS`] at a time, in order: masters of the current map, their replicas,
+    /// the configured seeds; nodes with failing connections last. Once one answers, the others of
+    /// its batch get [`VIEW_GRACE`] to answer too, and where answers disagree the config epoch
+    /// decides (see [`epoch`]).
     ///
     /// # Errors
     /// The last node's error when no node gave a usable map.
@@ -153,17 +167,44 @@ impl Topology {
         self.upstreams.metrics().topology_refresh(trigger.as_str()).inc();
         let candidates = self.candidates();
         let mut last_error = RefreshError::NoNodes;
-        for addr in &candidates {
-            match self.fetch(addr).await {
-                Ok(map) if map.covered_slots() > 0 => {
-                    self.install(map, trigger);
-                    return Ok(());
-                }
-                Ok(_) => last_error = RefreshError::NoSlots(addr.clone()),
-                Err(error) => last_error = error,
+        for batch in candidates.chunks(VIEWS) {
+            let (views, error) = self.gather_views(batch).await;
+            if let Some(error) = error {
+                last_error = error;
+            }
+            if let Some(map) = epoch::resolve(views) {
+                self.install(map, trigger);
+                return Ok(());
             }
         }
         Err(last_error)
+    }
+
+    /// Asks every node of `batch` at once; returns the usable views in `batch` order and the last
+    /// error seen.
+    async fn gather_views(&self, batch: &[String]) -> (Vec<View>, Option<RefreshError>) {
+        let mut pending: FuturesUnordered<_> =
+            batch.iter().enumerate().map(|(i, addr)| async move { (i, addr, self.fetch(addr).await) }).collect();
+        let mut views: Vec<(usize, View)> = Vec::new();
+        let mut last_error = None;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                None => pending.next().await,
+                Some(deadline) => tokio::time::timeout_at(deadline, pending.next()).await.ok().flatten(),
+            };
+            let Some((i, addr, answer)) = next else { break };
+            match answer {
+                Ok(view) if view.map.covered_slots() > 0 => {
+                    views.push((i, view));
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + VIEW_GRACE);
+                }
+                Ok(_) => last_error = Some(RefreshError::NoSlots(addr.clone())),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        views.sort_by_key(|(i, _)| *i);
+        (views.into_iter().map(|(_, view)| view).collect(), last_error)
     }
 
     fn candidates(&self) -> Vec<String> {
@@ -185,19 +226,27 @@ impl Topology {
         healthy
     }
 
-    async fn fetch(&self, addr: &str) -> Result<SlotMap, RefreshError> {
+    /// One node's view: its `CLUSTER SHARDS` (or, before Redis 7, `CLUSTER SLOTS`) with the config
+    /// epochs from its `CLUSTER NODES`, read on one connection.
+    async fn fetch(&self, addr: &str) -> Result<View, RefreshError> {
         let settings = self.upstreams.settings();
         let query_error = |error: UpstreamError| RefreshError::Query(addr.to_string(), error);
-        let shards = admin::query(addr, settings, &[b"CLUSTER", b"SHARDS"]).await.map_err(query_error)?;
-        match SlotMap::from_cluster_shards(&shards, self.tls) {
-            Ok(map) => Ok(map),
+        let answers = admin::query_all(addr, settings, &[&[b"CLUSTER", b"SHARDS"], &[b"CLUSTER", b"NODES"]])
+            .await
+            .map_err(query_error)?;
+        let [shards, nodes] = <[OwnedFrame; 2]>::try_from(answers)
+            .map_err(|_| query_error(UpstreamError::ConnectionLost { addr: addr.to_string() }))?;
+        let epochs = epoch::parse_cluster_nodes(&nodes);
+        let map = match SlotMap::from_cluster_shards(&shards, self.tls) {
+            Ok(map) => map,
             // Servers before 7.0 have no CLUSTER SHARDS.
             Err(MapError::NodeError(_)) => {
                 let slots = admin::query(addr, settings, &[b"CLUSTER", b"SLOTS"]).await.map_err(query_error)?;
-                SlotMap::from_cluster_slots(&slots).map_err(|e| RefreshError::Map(addr.to_string(), e))
+                SlotMap::from_cluster_slots(&slots).map_err(|e| RefreshError::Map(addr.to_string(), e))?
             }
-            Err(error) => Err(RefreshError::Map(addr.to_string(), error)),
-        }
+            Err(error) => return Err(RefreshError::Map(addr.to_string(), error)),
+        };
+        Ok(View { map, epochs })
     }
 
     fn install(&self, map: SlotMap, trigger: Trigger) {

@@ -73,16 +73,35 @@ async fn open(addr: &str, settings: &ConnSettings) -> Result<UpstreamStream, Str
 /// [`UpstreamError`] when the node cannot be reached or does not answer in time. An error *reply*
 /// is returned as `Ok(OwnedFrame::Error(..))`.
 pub async fn query(addr: &str, settings: &ConnSettings, args: &[&[u8]]) -> Result<OwnedFrame, UpstreamError> {
+    let mut frames = query_all(addr, settings, &[args]).await?;
+    frames.pop().ok_or_else(|| UpstreamError::ConnectionLost { addr: addr.to_string() })
+}
+
+/// Sends several commands to `addr`, one after the other on one fresh connection, and decodes
+/// each reply: answers that must describe the same moment of the node (the slot map and the
+/// epochs behind it) come from one connection.
+///
+/// # Errors
+/// As [`query`].
+pub async fn query_all(
+    addr: &str,
+    settings: &ConnSettings,
+    commands: &[&[&[u8]]],
+) -> Result<Vec<OwnedFrame>, UpstreamError> {
     let mut stream = connect(addr, settings, &[]).await?;
-    let reply = match timeout(settings.command_timeout, roundtrip(&mut stream, args)).await {
-        Err(_) => return Err(UpstreamError::Timeout),
-        Ok(Err(_)) => return Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
-        Ok(Ok(reply)) => reply,
-    };
-    match decode(&reply) {
-        Ok(Some((frame, _))) => Ok(frame),
-        _ => Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
+    let mut frames = Vec::with_capacity(commands.len());
+    for args in commands {
+        let reply = match timeout(settings.command_timeout, roundtrip(&mut stream, args)).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(_)) => return Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
+            Ok(Ok(reply)) => reply,
+        };
+        match decode(&reply) {
+            Ok(Some((frame, _))) => frames.push(frame),
+            _ => return Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
+        }
     }
+    Ok(frames)
 }
 
 /// Writes one command and reads exactly one reply frame.
