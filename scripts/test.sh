@@ -54,6 +54,7 @@ step_deps() {
     fi
     # docker-compose, systemd-analyze, logrotate, envsubst for tests/deploy.rs.
     scripts/install-test-deps.sh
+    scripts/install-client-deps.sh # node-redis, ioredis, hiredis, openssl for tests/client_matrix.rs
     # moto's S3-compatible server for the backup suite (crates/ops/tests/backup_cli.rs).
     scripts/s3-test-server.sh install
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

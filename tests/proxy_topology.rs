@@ -177,3 +177,46 @@ fn paused_node_costs_only_its_own_requests_bounded_by_command_timeout() {
     let got: String = redis::cmd("GET").arg(&other_key).query(&mut con).expect("GET other after resume");
     assert_eq!(got, "1");
 }
+
+#[test]
+fn moved_to_an_unknown_endpoint_goes_to_the_port_on_the_same_host() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    // No timer refresh and no refresh on MOVED during the test: the redirection alone must do.
+    let proxy = Proxy::start(
+        &cluster,
+        ProxyOptions {
+            extra_toml: "[topology]\nrefresh_interval = \"1h\"\nrefresh_on_moved = false\n".to_string(),
+            ..Default::default()
+        },
+    );
+    let mut con = proxy.client();
+    let key = "{unknown-endpoint}k";
+    let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut con).expect("SET");
+    let slot = cluster.slot_for_key(key);
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.masters().into_iter().find(|m| *m != from).expect("another master");
+    cluster.migrate_slot(slot, &from, &to);
+    // From now on nodes answer `-MOVED slot :port`: "the host you asked, on this port".
+    for node in cluster.nodes() {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("cluster-preferred-endpoint-type")
+            .arg("unknown-endpoint")
+            .query(&mut cluster.client(&node))
+            .expect("CONFIG SET cluster-preferred-endpoint-type");
+    }
+    let moved = redis::cmd("GET").arg(key).query::<String>(&mut cluster.client(&from)).expect_err("moved away");
+    assert!(moved.to_string().contains(" :"), "the node names no host: {moved:?}");
+
+    for _ in 0..3 {
+        let value: String = redis::cmd("GET").arg(key).query(&mut con).expect("GET follows MOVED :port");
+        assert_eq!(value, "v");
+    }
+    let (_, body) = redisforge_tests::http_get(&proxy.metrics_addr(), "/metrics", Duration::from_secs(5));
+    let moved: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("redisforge_redirections_total{") && l.contains("moved"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(moved >= 3.0, "each GET was redirected: {moved}");
+}

@@ -182,6 +182,59 @@ fn client_that_never_reads_is_disconnected_at_the_output_limit_with_memory_bound
     assert!(slowest_good < Duration::from_secs(1), "the other client waited {slowest_good:?} for one SET+GET");
 }
 
+#[test]
+fn subscriber_that_never_reads_is_disconnected_at_the_output_limit_with_memory_bounded() {
+    let proxy = proxy_with("[limits]\nclient_output_limit = 4194304\n");
+    let pid = proxy.pid();
+    let channel = "cli:slow-subscriber";
+    let mut slow = raw_connect(&proxy.addr());
+    slow.write_all(&resp_command(&[b"SUBSCRIBE", channel.as_bytes()])).expect("send SUBSCRIBE");
+    let confirmation = read_some(&mut slow, 20);
+    assert!(String::from_utf8_lossy(&confirmation).contains("subscribe"), "{confirmation:?}");
+    let mut publisher = proxy.client();
+    let rss_start = rss_bytes(pid);
+
+    // 3,000 messages of 10 KB (30 MB) that the subscriber never reads, in pipelined batches; every
+    // PUBLISH is answered (1 receiver while it is subscribed, 0 once the proxy dropped it).
+    let message = "m".repeat(10 * 1024);
+    let mut rss_peak = rss_start;
+    let started = Instant::now();
+    let mut receivers_seen = Vec::new();
+    for _ in 0..30 {
+        let mut pipe = redis::pipe();
+        for _ in 0..100 {
+            pipe.cmd("PUBLISH").arg(channel).arg(&message);
+        }
+        let counts: Vec<i64> = pipe.query(&mut publisher).expect("PUBLISH batch");
+        assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
+        receivers_seen.extend(counts);
+        rss_peak = rss_peak.max(rss_bytes(pid));
+    }
+    let published_in = started.elapsed();
+    let disconnected = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        rss_peak = rss_peak.max(rss_bytes(pid));
+        proxy.log().contains("output limit reached")
+    });
+    let drained = drain_until_closed(&mut slow, Duration::from_secs(10));
+    let growth = rss_peak.saturating_sub(rss_start);
+    println!(
+        "RELIABILITY slow subscriber: 3,000 messages of 10 KB published in {published_in:?}; the subscriber had \
+         received {} KiB when closed; proxy VmRSS {} MiB at start, peak {} MiB (+{} MiB)",
+        drained.unwrap_or(0) / 1024,
+        rss_start / MIB,
+        rss_peak / MIB,
+        growth / MIB
+    );
+    assert!(disconnected, "the slow subscriber was not disconnected at the output limit\n{}", proxy.log_tail(20));
+    let drained = drained.expect("the slow subscriber's connection is closed");
+    assert!(drained < 20 * MIB, "the subscriber received {drained} bytes: the limit did not stop the messages");
+    assert!(growth < 64 * MIB, "proxy RSS grew by {} MiB (start {} MiB)", growth / MIB, rss_start / MIB);
+    assert_eq!(receivers_seen.last(), Some(&0), "the node still delivers to the dropped subscriber");
+    // The publisher's connection was never affected.
+    let pong: String = redis::cmd("PING").query(&mut publisher).expect("PING");
+    assert_eq!(pong, "PONG");
+}
+
 /// PING on a raw connection; the reply as text.
 fn ping(stream: &mut TcpStream) -> String {
     if stream.write_all(b"PING\r\n").is_err() {

@@ -129,8 +129,24 @@ fn frozen_master_times_out_only_its_own_requests_and_others_keep_their_speed() {
             (stuck, outcomes)
         })
     };
+    // Transactions run on a connection the client owns; they are bounded by command_timeout too.
+    let tx_thread = {
+        let key = stuck_keys[1].clone();
+        let mut con = connect(&proxy.addr());
+        thread::spawn(move || {
+            let started = Instant::now();
+            let watch = redis::cmd("WATCH").arg(&key).query::<()>(&mut con).map_err(|e| e.to_string());
+            let watch_took = started.elapsed();
+            let _: () = redis::cmd("MULTI").query(&mut con).expect("MULTI is answered by the proxy");
+            let _: () = redis::cmd("SET").arg(&key).arg("in-tx").query(&mut con).expect("SET is queued by the proxy");
+            let started = Instant::now();
+            let exec = redis::cmd("EXEC").query::<Vec<String>>(&mut con).map_err(|e| e.to_string());
+            (con, key, vec![(watch_took, watch.map(|()| Vec::new())), (started.elapsed(), exec)])
+        })
+    };
     let during = rate(WINDOW);
     let (mut stuck, outcomes) = stuck_thread.join().expect("stuck client");
+    let (mut tx_con, tx_key, tx_outcomes) = tx_thread.join().expect("transaction client");
     let pause_lasted = paused_at.elapsed();
     cluster.resume(&frozen);
     let resumed_at = Instant::now();
@@ -149,6 +165,10 @@ fn frozen_master_times_out_only_its_own_requests_and_others_keep_their_speed() {
     let values: Vec<String> = pipe.query(&mut stuck).expect("pipeline after the resume");
     let wanted: Vec<String> = (0..stuck_keys.len()).map(|i| format!("after:{i}")).collect();
     assert_eq!(values, wanted, "replies after the resume belong to their own requests");
+    // The transaction's connection works again too.
+    let replies: Vec<String> =
+        redis::pipe().atomic().cmd("SET").arg(&tx_key).arg("tx-after").query(&mut tx_con).expect("MULTI/EXEC after");
+    assert_eq!(replies, ["OK"]);
     let after = rate(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     fast.into_iter().for_each(|t| t.join().expect("fast client"));
@@ -171,6 +191,11 @@ fn frozen_master_times_out_only_its_own_requests_and_others_keep_their_speed() {
         let error = result.as_ref().expect_err("a request to a frozen master cannot succeed");
         assert!(error.contains("upstream timeout"), "{error}");
         assert!(*took < STUCK_BOUND, "a request to the frozen master took {took:?} to fail");
+    }
+    for (took, result) in &tx_outcomes {
+        let error = result.as_ref().expect_err("a transaction on a frozen master cannot succeed");
+        assert!(error.contains("upstream timeout"), "{error}");
+        assert!(*took < STUCK_BOUND, "a transaction step on the frozen master took {took:?} to fail");
     }
     assert!(ratio >= 0.5, "other masters slowed down to {:.0}% during the pause", ratio * 100.0);
 }

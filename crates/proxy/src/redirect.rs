@@ -54,6 +54,24 @@ pub fn classify(reply: &[u8]) -> Redirect<'_> {
     }
 }
 
+/// A redirection whose address is `:port` (a node that does not know its own endpoint, or
+/// `cluster-preferred-endpoint-type unknown-endpoint`) means "the host you asked, on this port";
+/// `host` is that host. Returns the reply with the host filled in, or `None` when there is nothing
+/// to fill in.
+pub fn fill_in_host(reply: &[u8], host: &str) -> Option<bytes::Bytes> {
+    let rest = reply.strip_prefix(b"-MOVED ").or_else(|| reply.strip_prefix(b"-ASK "))?;
+    let slot_end = rest.iter().position(|&b| b == b' ')?;
+    if rest.get(slot_end + 1) != Some(&b':') {
+        return None;
+    }
+    let at = reply.len() - rest.len() + slot_end + 1;
+    let mut filled = Vec::with_capacity(reply.len() + host.len());
+    filled.extend_from_slice(&reply[..at]);
+    filled.extend_from_slice(host.as_bytes());
+    filled.extend_from_slice(&reply[at..]);
+    Some(filled.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,8 +80,20 @@ mod tests {
     fn moved_and_ask_name_slot_and_node() {
         assert_eq!(classify(b"-MOVED 3999 127.0.0.1:6381\r\n"), Redirect::Moved { slot: 3999, addr: "127.0.0.1:6381" });
         assert_eq!(classify(b"-ASK 123 10.0.0.2:7000\r\n"), Redirect::Ask { slot: 123, addr: "10.0.0.2:7000" });
-        // Redis 7 may announce an unknown endpoint as ":port"; the caller resolves it.
+        // Redis 7 may announce an unknown endpoint as ":port"; the connection fills in its host
+        // (fill_in_host) before the session sees the reply.
         assert_eq!(classify(b"-MOVED 1 :7000\r\n"), Redirect::Moved { slot: 1, addr: ":7000" });
+    }
+
+    #[test]
+    fn an_unknown_endpoint_is_the_host_that_answered() {
+        let filled = fill_in_host(b"-MOVED 1 :7000\r\n", "10.0.0.5").expect("filled");
+        assert_eq!(&filled[..], b"-MOVED 1 10.0.0.5:7000\r\n");
+        let filled = fill_in_host(b"-ASK 16383 :7001\r\n", "[::1]").expect("filled");
+        assert_eq!(classify(&filled), Redirect::Ask { slot: 16383, addr: "[::1]:7001" });
+        assert!(fill_in_host(b"-MOVED 1 127.0.0.1:7000\r\n", "h").is_none());
+        assert!(fill_in_host(b"-ERR :x\r\n", "h").is_none());
+        assert!(fill_in_host(b"-MOVED\r\n", "h").is_none());
     }
 
     #[test]

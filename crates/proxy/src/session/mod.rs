@@ -43,6 +43,9 @@ const HELD_INPUT: usize = 64 * 1024;
 /// Read size for clients that send more than a few bytes at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// What Redis answers for a slot without an owner; the proxy says the same when its map has none.
+const SLOT_NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
+
 /// Pause before resending after `TRYAGAIN`/`CLUSTERDOWN` or an unreachable node.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -502,14 +505,19 @@ impl Session {
             return;
         };
         if p.target == Target::Owned {
-            let (payload, redirect) = (p.payload.clone(), p.redirect.clone());
+            let (payload, redirect, blocks) = (p.payload.clone(), p.redirect.clone(), p.blocks);
             let prefix = redirect.as_ref().is_some_and(|r| r.1).then(asking_command);
             // A redirected blocking command follows its key to the new node on a new own connection.
             if let Some((addr, _)) = &redirect {
                 self.own_conn_at(addr);
             }
-            let request =
-                UpstreamRequest { payload, prefix, tag: Tag { seq, part }, reply_to: self.replies_tx.clone() };
+            let request = UpstreamRequest {
+                payload,
+                prefix,
+                tag: Tag { seq, part },
+                reply_to: self.replies_tx.clone(),
+                bounded: !blocks,
+            };
             match &self.own {
                 Some(own) => own.send(request),
                 None => self.pipeline.complete(seq, part, no_topology()),
@@ -532,6 +540,7 @@ impl Session {
                 prefix: if asking { Some(asking_command()) } else { p.prefix.take() },
                 tag: Tag { seq, part },
                 reply_to: self.replies_tx.clone(),
+                bounded: true,
             },
         );
     }
@@ -680,7 +689,7 @@ fn no_topology() -> Bytes {
 
 fn no_owner(target: &Target) -> Bytes {
     match target {
-        Target::Slot(Some(_)) => reply::error("CLUSTERDOWN Hash slot not served"),
+        Target::Slot(Some(_)) => reply::error(SLOT_NOT_SERVED),
         _ => no_topology(),
     }
 }

@@ -44,6 +44,8 @@ pub struct Part {
     pub script_reloaded: bool,
     /// When retrying an unreachable node gives up, set on its first failure.
     pub retry_until: Option<Instant>,
+    /// A blocking command: its reply is not bounded by `command_timeout`.
+    pub blocks: bool,
     reply: Option<Bytes>,
 }
 
@@ -60,6 +62,7 @@ impl Part {
             prefix: None,
             script_reloaded: false,
             retry_until: None,
+            blocks: false,
             reply: None,
         }
     }

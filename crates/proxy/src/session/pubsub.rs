@@ -162,7 +162,7 @@ impl Session {
                     return self.sub_error(crate::router::CROSSSLOT);
                 }
                 let Some(addr) = self.shared.topology.routing().master(slot).map(|p| p.addr().to_string()) else {
-                    return self.sub_error("CLUSTERDOWN Hash slot not served");
+                    return self.sub_error(super::SLOT_NOT_SERVED);
                 };
                 let part = self.ensure_shard_conn(&addr);
                 self.sub_send(part, request.bytes().clone());
@@ -190,7 +190,13 @@ impl Session {
         };
         conn.awaiting += expected_frames(&payload, conn);
         // Replies come back as pushes with the connection's tag; this channel is never read.
-        conn.conn.send(UpstreamRequest { payload, prefix: None, tag: PUSH, reply_to: self.replies_tx.clone() });
+        conn.conn.send(UpstreamRequest {
+            payload,
+            prefix: None,
+            tag: PUSH,
+            reply_to: self.replies_tx.clone(),
+            bounded: true,
+        });
     }
 
     fn open(&mut self, addr: &str, part: u32) -> OwnedConn {
@@ -199,7 +205,6 @@ impl Session {
             readonly: false,
             resp3: self.state.protocol == crate::resp::reply::Protocol::Resp3,
             reconnect: false,
-            timeout: false,
             pushes: Some((self.replies_tx.clone(), tag)),
         };
         self.shared.topology.upstreams().owned(addr, mode)

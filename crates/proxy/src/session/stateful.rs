@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::Session;
+use super::{SLOT_NOT_SERVED, Session};
 use super::pipeline::{Meta, Part, Target};
 use crate::command::Merge;
 use crate::resp::{Request, reply, request::encode_command};
@@ -48,9 +48,8 @@ impl Session {
     /// Makes sure the client's own connection goes to `addr`.
     pub(super) fn own_conn_at(&mut self, addr: &str) {
         if self.own.as_ref().is_none_or(|c| c.addr() != addr) {
-            // Blocking commands wait as long as they were asked to: no command timeout here.
             let resp3 = self.state.protocol == crate::resp::reply::Protocol::Resp3;
-            let mode = ConnMode { readonly: false, resp3, reconnect: false, timeout: false, pushes: None };
+            let mode = ConnMode { readonly: false, resp3, reconnect: false, pushes: None };
             self.own = Some(self.shared.topology.upstreams().owned(addr, mode));
         }
     }
@@ -68,10 +67,13 @@ impl Session {
             return;
         }
         if self.own_conn_for(slot).is_none() {
-            self.pipeline.push_ready(reply::error("CLUSTERDOWN Hash slot not served"), meta);
+            self.pipeline.push_ready(reply::error(SLOT_NOT_SERVED), meta);
             return;
         }
-        let part = Part::new(request.bytes().clone(), Target::Owned, true);
+        let mut part = Part::new(request.bytes().clone(), Target::Owned, true);
+        // It waits as long as it was asked to: no command timeout. Everything else on the own
+        // connection (a transaction on a node that stopped answering) is bounded as usual.
+        part.blocks = true;
         let seq = self.pipeline.push_single(part, meta);
         self.hold_reading = true;
         self.send(seq, 0);
@@ -106,7 +108,7 @@ impl Session {
                     return self.pipeline.push_ready(reply::error(crate::router::CROSSSLOT), meta);
                 }
                 if self.own_conn_for(slot).is_none() {
-                    return self.pipeline.push_ready(reply::error("CLUSTERDOWN Hash slot not served"), meta);
+                    return self.pipeline.push_ready(reply::error(SLOT_NOT_SERVED), meta);
                 }
                 self.watch_slot = Some(slot.or(self.watch_slot.flatten()));
                 let part = Part::new(request.bytes().clone(), Target::Owned, false);
@@ -169,7 +171,7 @@ impl Session {
         // Keyless transactions run on whichever master the own connection reaches.
         let slot = tx.slot.or(watched.flatten());
         if watched.is_none() && self.own_conn_for(slot).is_none() {
-            return self.pipeline.push_ready(reply::error("CLUSTERDOWN Hash slot not served"), meta);
+            return self.pipeline.push_ready(reply::error(SLOT_NOT_SERVED), meta);
         }
         // MULTI, the queued commands and EXEC go out together; the client gets EXEC's reply. A
         // redirection of any of them makes the node answer EXECABORT: the map is refreshed and the
@@ -210,6 +212,7 @@ impl Session {
                 prefix: None,
                 tag: crate::upstream::PUSH,
                 reply_to: tx,
+                bounded: true,
             });
         }
     }

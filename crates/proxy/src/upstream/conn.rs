@@ -45,9 +45,6 @@ pub struct ConnMode {
     /// Reconnect with backoff after a failure (pools), or end (an owned connection: its state is
     /// gone with it, and its owner decides what to do).
     pub reconnect: bool,
-    /// Bound each reply by `command_timeout`; off for blocking commands and subscriptions, which
-    /// legitimately wait.
-    pub timeout: bool,
     /// Where frames go on a subscribed connection, all of them in order and with this tag (its
     /// `seq` is [`PUSH`]'s): confirmations, messages, pongs do not pair one-to-one with requests.
     /// The owner also learns here, with an error, that the connection ended. `None`: replies are
@@ -58,7 +55,7 @@ pub struct ConnMode {
 impl ConnMode {
     /// A pool connection.
     pub fn pooled(readonly: bool) -> ConnMode {
-        ConnMode { readonly, resp3: false, reconnect: true, timeout: true, pushes: None }
+        ConnMode { readonly, resp3: false, reconnect: true, pushes: None }
     }
 }
 
@@ -191,6 +188,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut wbuf = BytesMut::with_capacity(64 * 1024);
@@ -216,7 +214,7 @@ where
                 Ok(0) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
                 Err(_) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
                 Ok(_) => {
-                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight, mode.pushes.as_ref()) {
+                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight, mode.pushes.as_ref(), host) {
                         crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
                         metrics.protocol_errors.inc_by(inflight.len() as u64);
                         for entry in inflight.drain(..) {
@@ -258,7 +256,7 @@ where
             },
             _ = ticker.tick() => {
                 now_tick += 1;
-                if mode.timeout && inflight.front().is_some_and(|f| now_tick - f.queued_at > timeout_ticks) {
+                if inflight.front().is_some_and(|f| f.request.bounded && now_tick - f.queued_at > timeout_ticks) {
                     // Replies still to come would be matched to the wrong requests: the only safe
                     // way on is a new connection.
                     break UpstreamError::Timeout;
@@ -295,9 +293,15 @@ fn dispatch_replies(
     scanner: &mut FrameScanner,
     inflight: &mut VecDeque<InFlight>,
     pushes: Option<&(ReplySender, Tag)>,
+    host: &str,
 ) -> Result<(), String> {
     while let Some(len) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
-        let frame: Bytes = rbuf.split_to(len).freeze();
+        let mut frame: Bytes = rbuf.split_to(len).freeze();
+        if frame.first() == Some(&b'-')
+            && let Some(filled) = crate::redirect::fill_in_host(&frame, host)
+        {
+            frame = filled;
+        }
         // A subscribed connection's frames (confirmations, messages, pongs) all go to its owner,
         // in order: they do not pair one-to-one with requests.
         if let Some((pushes, tag)) = pushes {

@@ -40,6 +40,9 @@ pub struct UpstreamRequest {
     pub prefix: Option<Bytes>,
     pub tag: Tag,
     pub reply_to: ReplySender,
+    /// Whether `command_timeout` bounds the wait for the reply: false only for blocking commands,
+    /// which legitimately wait as long as they were asked to.
+    pub bounded: bool,
 }
 
 /// The answer to an [`UpstreamRequest`].
