@@ -60,17 +60,20 @@ pub async fn serve(
         let shared = Arc::clone(&shared);
         let stop = shutdown.clone();
         let tls = tls.as_ref().map(|t| t.acceptor());
-        tokio::spawn(async move {
-            // Decrements the counts however the session ends, panics included.
-            let _connected = connected;
-            match tls {
-                None => {
-                    let (reader, writer) = stream.into_split();
-                    session::run(Arc::clone(&shared), reader, writer, peer, stop).await;
-                }
-                Some(acceptor) => serve_tls(acceptor, stream, peer, Arc::clone(&shared), stop).await,
-            }
-        });
+        // Two spawns rather than one task that could take either path: a task is as large as its
+        // largest state, and a plain client's task would otherwise carry room for a TLS session.
+        // `connected` moves into the task, so the counts drop however it ends, panics included.
+        match tls {
+            None => tokio::spawn(async move {
+                let _connected = connected;
+                let (reader, writer) = stream.into_split();
+                session::run(shared, reader, writer, peer, stop).await;
+            }),
+            Some(acceptor) => tokio::spawn(async move {
+                let _connected = connected;
+                serve_tls(acceptor, stream, peer, shared, stop).await;
+            }),
+        };
     }
 }
 

@@ -148,8 +148,9 @@ struct Session {
     state: ClientState,
     pipeline: Pipeline,
     decoder: RequestDecoder,
-    replies_tx: mpsc::UnboundedSender<UpstreamReply>,
-    replies_rx: mpsc::UnboundedReceiver<UpstreamReply>,
+    /// Where nodes answer this client; created on its first request to a node, so a client that
+    /// never sends one (idle, or only PING) holds no channel.
+    replies: Option<Replies>,
     /// Parts waiting to be resent, with when.
     delayed: Vec<(Instant, u64, u32)>,
     traffic: Traffic,
@@ -180,15 +181,13 @@ struct Session {
 
 impl Session {
     fn new(shared: Arc<Shared>, id: u64, peer: SocketAddr) -> Session {
-        let (replies_tx, replies_rx) = mpsc::unbounded_channel();
         let decoder = RequestDecoder::new(shared.limits);
         Session {
             state: ClientState::new(id, peer, shared.access.anonymous_user(), shared.access.generation()),
             shared,
             pipeline: Pipeline::default(),
             decoder,
-            replies_tx,
-            replies_rx,
+            replies: None,
             delayed: Vec::new(),
             traffic: Traffic::default(),
             own: None,
@@ -276,9 +275,9 @@ impl Session {
             let next_retry = self.delayed.iter().map(|d| d.0).min();
             tokio::select! {
                 biased;
-                Some(reply) = self.replies_rx.recv() => {
+                Some(reply) = next_reply(&mut self.replies), if self.replies.is_some() => {
                     self.on_reply(reply);
-                    while let Ok(reply) = self.replies_rx.try_recv() {
+                    while let Some(reply) = self.replies.as_mut().and_then(|r| r.rx.try_recv().ok()) {
                         self.on_reply(reply);
                     }
                 }
@@ -320,7 +319,7 @@ impl Session {
                     let next = (last_read + timeout).max(now + timeout.min(Duration::from_secs(1)));
                     idle.as_mut().reset(next.into());
                 }
-                _ = sleep_until(next_retry.unwrap_or_else(Instant::now).into()), if next_retry.is_some() => {
+                () = retry_at(next_retry), if next_retry.is_some() => {
                     self.resend_due();
                 }
                 _ = &mut stop, if stop_armed => {
@@ -329,6 +328,15 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A sender for replies to this client, creating the channel on first use.
+    fn reply_sender(&mut self) -> mpsc::UnboundedSender<UpstreamReply> {
+        let replies = self.replies.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            Replies { tx, rx }
+        });
+        replies.tx.clone()
     }
 
     fn input_on_hold(&self) -> bool {
@@ -515,7 +523,7 @@ impl Session {
                 payload,
                 prefix,
                 tag: Tag { seq, part },
-                reply_to: self.replies_tx.clone(),
+                reply_to: self.reply_sender(),
                 bounded: !blocks,
             };
             match &self.own {
@@ -539,7 +547,7 @@ impl Session {
                 payload: p.payload.clone(),
                 prefix: if asking { Some(asking_command()) } else { p.prefix.take() },
                 tag: Tag { seq, part },
-                reply_to: self.replies_tx.clone(),
+                reply_to: self.reply_sender(),
                 bounded: true,
             },
         );
@@ -650,6 +658,29 @@ impl Session {
         for (seq, part) in due {
             self.send(seq, part);
         }
+    }
+}
+
+/// The channel nodes' replies come back to a session on.
+struct Replies {
+    tx: mpsc::UnboundedSender<UpstreamReply>,
+    rx: mpsc::UnboundedReceiver<UpstreamReply>,
+}
+
+/// Waits until `at`. `select!` builds every branch's future on each turn, enabled or not; this one
+/// creates its timer only when polled, so a turn without retries pending costs no timer set-up.
+async fn retry_at(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next reply on the session's channel; only polled once the channel exists.
+async fn next_reply(replies: &mut Option<Replies>) -> Option<UpstreamReply> {
+    match replies {
+        Some(replies) => replies.rx.recv().await,
+        None => None,
     }
 }
 

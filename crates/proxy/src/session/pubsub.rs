@@ -185,18 +185,13 @@ impl Session {
     }
 
     fn sub_send(&mut self, part: u32, payload: Bytes) {
+        let reply_to = self.reply_sender();
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
             return;
         };
         conn.awaiting += expected_frames(&payload, conn);
         // Replies come back as pushes with the connection's tag; this channel is never read.
-        conn.conn.send(UpstreamRequest {
-            payload,
-            prefix: None,
-            tag: PUSH,
-            reply_to: self.replies_tx.clone(),
-            bounded: true,
-        });
+        conn.conn.send(UpstreamRequest { payload, prefix: None, tag: PUSH, reply_to, bounded: true });
     }
 
     fn open(&mut self, addr: &str, part: u32) -> OwnedConn {
@@ -205,7 +200,7 @@ impl Session {
             readonly: false,
             resp3: self.state.protocol == crate::resp::reply::Protocol::Resp3,
             reconnect: false,
-            pushes: Some((self.replies_tx.clone(), tag)),
+            pushes: Some((self.reply_sender(), tag)),
         };
         self.shared.topology.upstreams().owned(addr, mode)
     }

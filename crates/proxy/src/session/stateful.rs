@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
-use super::{SLOT_NOT_SERVED, Session};
 use super::pipeline::{Meta, Part, Target};
+use super::{SLOT_NOT_SERVED, Session};
 use crate::command::Merge;
 use crate::resp::{Request, reply, request::encode_command};
 use crate::slot::Slot;
