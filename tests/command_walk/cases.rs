@@ -34,11 +34,6 @@ impl Mode {
             _ => return None,
         })
     }
-
-    /// Whether the case also runs directly on a node.
-    pub fn runs_on_a_node(self) -> bool {
-        !matches!(self, Mode::Refuse | Mode::Expect)
-    }
 }
 
 /// One command line of a case, arguments still holding placeholders.
@@ -132,7 +127,9 @@ pub fn parse(text: &str) -> Vec<Case> {
         let args = split_args(rest).unwrap_or_else(|why| bad_line(number, raw, &why));
         if keyword == "case" {
             let words: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            let Some((name, options)) = words.split_first() else { bad_line(number, raw, "a case needs a command name") };
+            let Some((name, options)) = words.split_first() else {
+                bad_line(number, raw, "a case needs a command name")
+            };
             let mut case = Case {
                 line: number,
                 name: name.clone(),
@@ -173,7 +170,7 @@ pub fn parse(text: &str) -> Vec<Case> {
         if case.run.is_empty() {
             fail("no `run` line");
         }
-        if (case.mode == Mode::Expect) != !case.expect.is_empty() {
+        if (case.mode == Mode::Expect) == case.expect.is_empty() {
             fail("`expect` lines belong to, and are needed by, `expect` cases");
         }
         if case.mode == Mode::Expect && case.expect.len() != case.run.len() {

@@ -167,15 +167,11 @@ impl Conn {
             .ok()
             .and_then(|mut a| a.next())
             .unwrap_or_else(|| panic!("{addr} is not a socket address"));
-        let stream = TcpStream::connect_timeout(&sock, REPLY_TIMEOUT).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let stream =
+            TcpStream::connect_timeout(&sock, REPLY_TIMEOUT).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         stream.set_write_timeout(Some(REPLY_TIMEOUT)).expect("set a write timeout");
         stream.set_nodelay(true).expect("set TCP_NODELAY");
         Conn { addr: addr.to_owned(), stream, buf: Vec::new() }
-    }
-
-    /// The address this connection goes to.
-    pub fn addr(&self) -> &str {
-        &self.addr
     }
 
     /// Sends one command and reads its reply: the exact bytes of one frame and the parsed frame.

@@ -38,10 +38,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.runtime.worker_threads {
-        runtime.worker_threads(threads);
-    }
+    // One worker thread is the current-thread scheduler: no work stealing and no cross-thread
+    // wake-ups, the cheapest way to run on a small machine shared with the nodes.
+    let mut runtime = match config.runtime.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(threads);
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::command::{CommandSpec, CommandTable, Handling, Merge, StatefulKind};
 use crate::merge::KeyPlace;
 use crate::resp::{Request, reply, request::encode_command};
-use crate::slot::{Slot, key_slot};
+use crate::slot::{SLOT_COUNT, Slot, key_slot};
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,8 +81,15 @@ pub fn slot_of(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> 
 
 /// Redis' reply to a request with the wrong number of arguments, if it has.
 pub fn arity_error(spec: &CommandSpec, request: &Request) -> Option<Bytes> {
-    (!spec.arity_ok(request.argc()))
-        .then(|| reply::error(&format!("ERR wrong number of arguments for '{}' command", spec.name)))
+    (!spec.arity_ok(request.argc())).then(|| {
+        let reason = format!("wrong number of arguments for '{}' command", spec.name);
+        // Redis rejects a malformed EXEC as an aborted transaction, inside MULTI or not
+        // (`rejectCommand` → `execCommandAbort`).
+        match spec.name.as_str() {
+            "exec" => reply::error(&format!("EXECABORT Transaction discarded because of: {reason}")),
+            _ => reply::error(&format!("ERR {reason}")),
+        }
+    })
 }
 
 /// `XREAD`/`XREADGROUP` only block with a `BLOCK` argument; without it they are ordinary reads.
@@ -96,7 +103,22 @@ fn is_nonblocking_stream_read(request: &Request) -> bool {
             .any(|a| a.eq_ignore_ascii_case(b"block"))
 }
 
+/// Keyless commands that are about one slot, named by the argument at this index: they go to the
+/// slot's owner, since any other master would answer for its own (empty) copy of the slot.
+const SLOT_ARGUMENT: &[(&str, usize)] = &[("cluster|countkeysinslot", 2)];
+
+/// The slot a [`SLOT_ARGUMENT`] command names; `None` for other commands and for arguments that
+/// are not a slot number (the node answers those with its own error).
+fn slot_argument(spec: &CommandSpec, request: &Request) -> Option<Slot> {
+    let &(_, index) = SLOT_ARGUMENT.iter().find(|(name, _)| *name == spec.name)?;
+    let arg = (index < request.argc()).then(|| request.arg(index))?;
+    std::str::from_utf8(arg).ok()?.parse::<Slot>().ok().filter(|&slot| slot < SLOT_COUNT)
+}
+
 fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Route {
+    if let Some(slot) = slot_argument(spec, request) {
+        return Route::Single { slot: Some(slot), write: spec.is_write() };
+    }
     if let Err(error) = spec.key_positions(request, keys) {
         return Route::Reply(reply::error(&format!("ERR {error}")));
     }

@@ -119,3 +119,31 @@ fn errors_use_redis_wording() {
     let cluster = error_text(route(&["CLUSTER", "SETSLOT", "1", "STABLE"]));
     assert!(cluster.starts_with("-ERR unsupported command 'CLUSTER' in proxy"), "{cluster}");
 }
+
+#[test]
+fn a_malformed_exec_is_an_aborted_transaction_as_in_redis() {
+    assert_eq!(
+        error_text(route(&["EXEC", "x"])),
+        "-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n"
+    );
+    assert_eq!(error_text(route(&["MULTI", "x"])), "-ERR wrong number of arguments for 'multi' command\r\n");
+}
+
+#[test]
+fn countkeysinslot_goes_to_the_owner_of_the_slot_it_names() {
+    assert_eq!(route(&["CLUSTER", "COUNTKEYSINSLOT", "12182"]), Route::Single { slot: Some(12182), write: false });
+    assert_eq!(route(&["cluster", "countkeysinslot", "0"]), Route::Single { slot: Some(0), write: false });
+    // Not a slot: any master answers with Redis' own error.
+    for bad in ["16384", "-1", "x", ""] {
+        assert_eq!(route(&["CLUSTER", "COUNTKEYSINSLOT", bad]), Route::Single { slot: None, write: false }, "{bad}");
+    }
+    assert_eq!(route(&["CLUSTER", "KEYSLOT", "12182"]), Route::Single { slot: None, write: false });
+}
+
+#[test]
+fn connection_state_commands_that_would_leak_to_other_clients_are_refused() {
+    for args in [&["ASKING"][..], &["SCRIPT", "DEBUG", "YES"], &["SCRIPT", "DEBUG", "NO"]] {
+        let text = error_text(route(args));
+        assert!(text.starts_with(&format!("-ERR unsupported command '{}' in proxy: ", args[0])), "{args:?}: {text}");
+    }
+}

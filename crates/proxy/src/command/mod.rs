@@ -22,7 +22,7 @@ use std::ops::{BitOr, BitOrAssign};
 
 use redis_protocol::resp2::types::OwnedFrame;
 
-pub use keys::{BeginSearch, FindKeys, KeyAccess, KeyError, KeySpec, KeySpecFlags, NumKeysProblem};
+pub use keys::{BeginSearch, FindKeys, GetKeysError, KeyAccess, KeyError, KeySpec, KeySpecFlags, NumKeysProblem};
 use keys::{KeyFinder, RawKeySpec};
 
 /// Arguments of one request, argv-style: index 0 is the command name.
@@ -430,6 +430,30 @@ impl CommandTable {
         self.specs.get(entry.spec)
     }
 
+    /// `COMMAND GETKEYS` for the request `args`, answered as Redis 7 answers it: the argv positions
+    /// of its keys in key-spec order, repeats kept, sharded channels left out, and an empty list
+    /// for commands whose keys are optional (EVAL with no keys). Unlike [`Self::lookup`], an
+    /// unknown subcommand is not its container. Allocates; not for the request path.
+    ///
+    /// # Errors
+    /// [`GetKeysError`], whose `Display` is Redis' message for each reason.
+    pub fn command_getkeys(&self, args: &(impl Args + ?Sized)) -> Result<Vec<usize>, GetKeysError> {
+        let mut buf = [0u8; MAX_NAME];
+        let entry = match args.is_empty() {
+            true => None,
+            false => lowercase(args.get(0), &mut buf).and_then(|name| self.commands.get(name)),
+        };
+        let Some(entry) = entry else {
+            return Err(GetKeysError::InvalidCommand);
+        };
+        let index = match entry.subcommands.is_empty() || args.len() == 1 {
+            true => Some(entry.spec),
+            false => lowercase(args.get(1), &mut buf).and_then(|sub| entry.subcommands.get(sub).copied()),
+        };
+        let spec = index.and_then(|i| self.specs.get(i)).ok_or(GetKeysError::InvalidCommand)?;
+        keys::command_getkeys(spec, args)
+    }
+
     /// Number of commands and subcommands.
     pub fn len(&self) -> usize {
         self.specs.len()
@@ -533,6 +557,8 @@ const SHARED_CONNECTIONS: &str = "upstream connections are shared by the proxy's
     so they cannot be listed, killed or unblocked";
 const TRACKING: &str = "client-side caching (tracking) is not supported through the proxy";
 const UNKNOWN_ADMIN: &str = "admin command unknown to the proxy";
+const ASKING: &str = "the proxy follows ASK redirections itself; ASKING would flag a connection other clients share";
+const SCRIPT_DEBUG: &str = "the Lua debugger needs a connection of its own, and the proxy's are shared";
 
 /// The proxy's decision for a command, by name; everything not listed is forwarded by its keys.
 /// `learned` marks commands that came from a node rather than the built-in table: unknown admin
@@ -575,6 +601,11 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
         | "config|rewrite" | "client|pause" | "client|unpause" => Refuse(OPERATOR),
         "swapdb" | "move" => Refuse(SINGLE_DB),
         "client|kill" | "client|list" | "client|unblock" => Refuse(SHARED_CONNECTIONS),
+        // Both set state on the node's connection that would apply to whichever client's request
+        // comes next on it: ASKING lets one command into an importing slot, SCRIPT DEBUG turns the
+        // next EVAL into a debugging session (SYNC mode even blocks the node).
+        "asking" => Refuse(ASKING),
+        "script|debug" => Refuse(SCRIPT_DEBUG),
         "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => Refuse(TRACKING),
         "cluster|info"
         | "cluster|keyslot"

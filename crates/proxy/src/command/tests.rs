@@ -72,6 +72,64 @@ fn key_positions_match_redis_getkeys_examples() {
     }
 }
 
+/// `COMMAND GETKEYS <line>` and Redis 7.0's answer: the keys, `*0` for an empty list, or the error.
+const GETKEYS_CASES: &[(&str, &str)] = &[
+    ("GET k", "k"),
+    ("SET k v GET", "k"),
+    ("LMOVE a a LEFT RIGHT", "a a"),
+    ("MGET a b a", "a b a"),
+    ("GEORADIUS g 0 0 1 km STOREDIST e STORE d", "g d e"),
+    ("ZUNIONSTORE d 2 a b WEIGHTS 1 2", "d a b"),
+    ("SORT s LIMIT 0 1 GET store STORE d", "s d"),
+    ("MIGRATE h 1 \"\" 0 5000 AUTH2 u p KEYS a b", "a b"),
+    ("MIGRATE h 1 k 0 5000 KEYS a", "ERR Invalid arguments specified for command"),
+    ("XREAD COUNT 1 STREAMS a b 0 0", "a b"),
+    ("XREAD STREAMS a b 0", "a"),
+    ("XREAD COUNT 1 x", "ERR Invalid arguments specified for command"),
+    ("SPUBLISH ch m", "ERR The command has no key arguments"),
+    ("SUNSUBSCRIBE ch", "ERR The command has no key arguments"),
+    ("PING x", "ERR The command has no key arguments"),
+    ("OBJECT HELP", "ERR The command has no key arguments"),
+    ("OBJECT NOSUCH k", "ERR Invalid command specified"),
+    ("NOSUCH k", "ERR Invalid command specified"),
+    ("GET a b", "ERR Invalid number of arguments specified for command"),
+    ("COMMAND GETKEYS GET", "ERR The command has no key arguments"),
+    ("EVAL s 0", "*0"),
+    ("EVAL s x", "*0"),
+    ("EVAL s 2 k", "*0"),
+    ("EVAL s -1", "*0"),
+    ("EVAL s 02 k1 k2", "k1 k2"),
+    ("FCALL f 1 k", "k"),
+    ("ZUNIONSTORE d 0 a", "ERR Invalid arguments specified for command"),
+    ("ZUNIONSTORE d 3 a b", "ERR Invalid arguments specified for command"),
+    ("ZUNIONSTORE d 02 a b", "a b d"),
+    ("ZINTERCARD 0 a", "ERR Invalid arguments specified for command"),
+    ("LMPOP x a LEFT", "ERR Invalid arguments specified for command"),
+    ("LMPOP 2 a b LEFT", "a b"),
+    ("BLMPOP 0 5 a LEFT", "ERR Invalid arguments specified for command"),
+    ("SINTERCARD +1 a", "a"),
+];
+
+/// What `command_getkeys` answers for `line`, written as in [`GETKEYS_CASES`].
+fn getkeys_answer(t: &CommandTable, line: &str) -> String {
+    let args = argv(line);
+    match t.command_getkeys(&args) {
+        Ok(keys) if keys.is_empty() => "*0".to_owned(),
+        Ok(keys) => keys.iter().map(|&i| args[i]).collect::<Vec<_>>().join(" "),
+        Err(error) => format!("ERR {error}"),
+    }
+}
+
+#[test]
+fn command_getkeys_answers_as_redis() {
+    let t = table();
+    for (line, expected) in GETKEYS_CASES {
+        assert_eq!(getkeys_answer(&t, line), *expected, "{line}");
+    }
+    // Learned commands answer like built-in ones; an empty request is no command.
+    assert_eq!(t.command_getkeys(&[] as &[&str]), Err(GetKeysError::InvalidCommand));
+}
+
 #[test]
 fn key_positions_are_in_request_order_even_when_specs_are_not() {
     // GEORADIUS lists its STORE spec before STOREDIST; Redis returns spec order, we request order.
@@ -249,7 +307,7 @@ fn handling_overrides_are_applied() {
         (FanOut(UnionArrays), "pubsub channels, pubsub shardchannels"),
         (FanOut(SumPairs), "pubsub numsub, pubsub shardnumsub"),
         (Forward, "get, time, publish, spublish, config get, lastsave"),
-        (Forward, "function list, function dump, function stats, script debug, pubsub help"),
+        (Forward, "function list, function dump, function stats, script help, pubsub help"),
         (Forward, "cluster slots, cluster countkeysinslot, cluster keyslot"),
         (Local, "ping, info, command, command getkeys, command docs, acl whoami"),
         (Local, "client setname, client setinfo, client no-touch, client no-evict"),
@@ -273,7 +331,7 @@ fn dangerous_commands_are_refused_with_a_reason() {
         "config resetstat, config rewrite, acl, acl setuser, acl list, module load",
         "latency latest, slowlog get, client kill, client list, client pause, client unpause",
         "client tracking, client caching, client getredir, client trackinginfo, client unblock",
-        "cluster, cluster meet, cluster setslot, cluster getkeysinslot",
+        "cluster, cluster meet, cluster setslot, cluster getkeysinslot, asking, script debug",
     ]
     .join(", ");
     for line in refused.split(", ") {
@@ -481,6 +539,24 @@ fn key_positions_agree_with_command_getkeys_of_a_real_server() {
             other => panic!("{line}: unexpected reply {other:?}"),
         };
         assert_eq!(key_names(&t, line).unwrap(), redis, "{line}");
+    }
+}
+
+#[test]
+fn command_getkeys_agrees_with_a_real_server() {
+    let Some(server) = real_server() else { return };
+    let t = table();
+    for (line, _) in GETKEYS_CASES {
+        let redis = match server.query(&[&["COMMAND", "GETKEYS"], argv(line).as_slice()].concat()) {
+            OwnedFrame::Array(keys) if keys.is_empty() => "*0".to_owned(),
+            OwnedFrame::Array(keys) => {
+                let text = |k| String::from_utf8_lossy(keys::text(k).unwrap()).into_owned();
+                keys.iter().map(text).collect::<Vec<_>>().join(" ")
+            }
+            OwnedFrame::Error(error) => error.to_string(),
+            other => panic!("{line}: unexpected reply {other:?}"),
+        };
+        assert_eq!(getkeys_answer(&t, line), redis, "{line}");
     }
 }
 

@@ -54,6 +54,22 @@ pub fn bulk(data: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Text meant for people (INFO, CLIENT INFO): a bulk string in RESP2, a verbatim string
+/// (`=len\r\ntxt:…`) in RESP3, as Redis answers.
+pub fn text(protocol: Protocol, text: &[u8]) -> Bytes {
+    match protocol {
+        Protocol::Resp2 => bulk(text),
+        Protocol::Resp3 => {
+            let mut out = BytesMut::with_capacity(text.len() + 20);
+            put_header(&mut out, b'=', text.len() + 4);
+            out.extend_from_slice(b"txt:");
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"\r\n");
+            out.freeze()
+        }
+    }
+}
+
 /// The null reply: `$-1` in RESP2, `_` in RESP3.
 pub fn null(protocol: Protocol) -> Bytes {
     match protocol {

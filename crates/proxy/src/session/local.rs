@@ -101,7 +101,7 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
         b"INFO" => match info(shared, state, request) {
             // Keyspace numbers live on the masters: the session adds them to the proxy's sections.
             (text, true) => Answer::WithKeyspace(Bytes::from(text)),
-            (text, false) => Answer::Reply(reply::bulk(text.as_bytes())),
+            (text, false) => Answer::Reply(reply::text(state.protocol, text.as_bytes())),
         },
         b"COMMAND" => command(shared, request),
         // ACL WHOAMI is the only ACL subcommand the table lets through; users live in the file.
@@ -292,7 +292,7 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
             }
             Answer::Reply(reply::ok())
         }
-        (b"INFO", 2) => Answer::Reply(reply::bulk(client_line(state).as_bytes())),
+        (b"INFO", 2) => Answer::Reply(reply::text(state.protocol, client_line(state).as_bytes())),
         (b"NO-EVICT" | b"NO-TOUCH", 3) => Answer::Reply(reply::ok()),
         (b"REPLY", 3) if request.arg(2).eq_ignore_ascii_case(b"on") => Answer::Reply(reply::ok()),
         (b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"NO-EVICT" | b"NO-TOUCH", _) => {
@@ -324,23 +324,16 @@ fn command(shared: &Shared, request: &Request) -> Answer {
     if request.argc() < 3 || !request.arg(1).eq_ignore_ascii_case(b"getkeys") {
         return Answer::AnyMaster;
     }
+    // Redis' GETKEYS rules, which differ from routing's: no arity check before the key search,
+    // channels are not keys, keys in key-spec order.
     let args: Vec<&[u8]> = (2..request.argc()).map(|i| request.arg(i)).collect();
-    let Some(spec) = shared.table.lookup(args.as_slice()) else {
-        return Answer::Reply(reply::error("ERR Invalid command specified"));
-    };
-    if !spec.arity_ok(args.len()) {
-        return Answer::Reply(reply::error("ERR Invalid number of arguments specified for command"));
+    match shared.table.command_getkeys(args.as_slice()) {
+        Ok(positions) => {
+            let keys: Vec<&[u8]> = positions.iter().filter_map(|&i| args.get(i).copied()).collect();
+            Answer::Reply(reply::bulk_array(&keys))
+        }
+        Err(error) => Answer::Reply(reply::error(&format!("ERR {error}"))),
     }
-    let mut positions = Vec::new();
-    if let Err(error) = spec.key_positions(args.as_slice(), &mut positions) {
-        return Answer::Reply(reply::error(&format!("ERR {error}")));
-    }
-    if positions.is_empty() {
-        return Answer::Reply(reply::error("ERR The command has no key arguments"));
-    }
-    let keys: Vec<&[u8]> = positions.iter().filter(|&&i| i < args.len()).map(|&i| args[i]).collect();
-
-    Answer::Reply(reply::bulk_array(&keys))
 }
 
 /// `INFO`: the proxy's own sections and a summary of the cluster behind it.
@@ -404,8 +397,11 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, boo
             routing.map.nodes().count(),
         );
     }
-    if out.ends_with("\r\n\r\n") {
+    // Sections are separated by one blank line, as Redis writes them; the keyspace section the
+    // session appends (from the masters) comes after such a line too.
+    let keyspace = wanted("keyspace");
+    if out.ends_with("\r\n\r\n") && !keyspace {
         out.truncate(out.len() - 2);
     }
-    (out, wanted("keyspace"))
+    (out, keyspace)
 }

@@ -389,7 +389,7 @@ impl Session {
         if let Some(refusal) = router::arity_error(spec, &request)
             .or_else(|| local::authorize(&mut self.state, shared, spec, &request, &mut self.acl_keys))
         {
-            self.spoil_transaction();
+            let refusal = self.refused(spec.name == "exec", refusal);
             self.pipeline.push_ready(refusal, meta);
             return;
         }

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use crate::command::Merge;
 use crate::merge::{KeyPlace, merge};
 use crate::metrics::Metrics;
+use crate::resp::reply::Protocol;
 use crate::slot::Slot;
 
 /// Which node a part goes to when it is (re)sent.
@@ -244,7 +245,8 @@ fn prepend_to_bulk(text: &[u8], bulk: &Bytes) -> Bytes {
     let mut joined = Vec::with_capacity(text.len() + content.len());
     joined.extend_from_slice(text);
     joined.extend_from_slice(content);
-    crate::resp::reply::bulk(&joined)
+    let protocol = if bulk.starts_with(b"=") { Protocol::Resp3 } else { Protocol::Resp2 };
+    crate::resp::reply::text(protocol, &joined)
 }
 
 #[cfg(test)]

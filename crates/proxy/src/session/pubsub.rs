@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::Session;
 use super::pipeline::Meta;
+use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply, request::encode_command};
 use crate::slot::key_slot;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
@@ -98,6 +99,17 @@ fn expected_frames(payload: &[u8], conn: &SubConn) -> usize {
     }
 }
 
+/// The confirmation of an unsubscribe with nothing subscribed: a null channel and a count of 0,
+/// as an array in RESP2 and a push in RESP3.
+fn nothing_unsubscribed(kind: &[u8], protocol: Protocol) -> Bytes {
+    let mut out = BytesMut::new();
+    reply::put_header(&mut out, if protocol == Protocol::Resp3 { b'>' } else { b'*' }, 3);
+    reply::put_bulk(&mut out, kind);
+    out.extend_from_slice(&reply::null(protocol));
+    reply::put_integer(&mut out, 0);
+    out.freeze()
+}
+
 const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
 
 impl Session {
@@ -125,13 +137,8 @@ impl Session {
                 }
                 if name.starts_with(b"un") && request.argc() == 1 && !subs.conns.contains_key(&CLASSIC) {
                     // Nothing to unsubscribe from: Redis still confirms, with a null channel.
-                    let kind = &name[..];
-                    let mut out = BytesMut::new();
-                    reply::put_header(&mut out, b'*', 3);
-                    reply::put_bulk(&mut out, kind);
-                    out.extend_from_slice(b"$-1\r\n");
-                    reply::put_integer(&mut out, 0);
-                    self.direct.extend_from_slice(&out);
+                    let confirmation = nothing_unsubscribed(&name, self.state.protocol);
+                    self.direct.extend_from_slice(&confirmation);
                     return self.leave_subscribed_if_done();
                 }
                 if !self.ensure_classic() {
@@ -143,12 +150,8 @@ impl Session {
                 if request.argc() == 1 {
                     let parts: Vec<u32> = subs.conns.iter().filter(|(_, c)| c.sharded).map(|(p, _)| *p).collect();
                     if parts.is_empty() {
-                        let mut out = BytesMut::new();
-                        reply::put_header(&mut out, b'*', 3);
-                        reply::put_bulk(&mut out, b"sunsubscribe");
-                        out.extend_from_slice(b"$-1\r\n");
-                        reply::put_integer(&mut out, 0);
-                        self.direct.extend_from_slice(&out);
+                        let confirmation = nothing_unsubscribed(b"sunsubscribe", self.state.protocol);
+                        self.direct.extend_from_slice(&confirmation);
                         return self.leave_subscribed_if_done();
                     }
                     for part in parts {

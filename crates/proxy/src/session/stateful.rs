@@ -151,6 +151,25 @@ impl Session {
         }
     }
 
+    /// A command refused before routing (arity, permissions) fails the transaction it was queued
+    /// in; a refused EXEC ends the transaction and unwatches, and says so (Redis'
+    /// `execCommandAbort`). Returns the error to answer.
+    pub(super) fn refused(&mut self, exec: bool, refusal: Bytes) -> Bytes {
+        if !exec {
+            self.spoil_transaction();
+            return refusal;
+        }
+        self.tx = None;
+        if self.watch_slot.take().is_some() {
+            self.send_unwatch();
+        }
+        if refusal.starts_with(b"-EXECABORT") {
+            return refusal;
+        }
+        let reason = crate::upstream::admin::first_line(&refusal);
+        reply::error(&format!("EXECABORT Transaction discarded because of: {reason}"))
+    }
+
     /// A command that cannot be part of a transaction through the proxy (fan-out, local state).
     pub(super) fn refuse_in_transaction(&mut self, meta: Meta) {
         self.spoil_transaction();
