@@ -162,6 +162,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         refresh_on_moved: config.topology.refresh_on_moved,
         stats: Stats::default(),
         scripts: Default::default(),
+        clients: Default::default(),
     });
 
     let mut listeners = Vec::new();

@@ -590,6 +590,9 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
         "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info"
         | "acl|whoami" | "client|setname" | "client|getname" | "client|id" | "client|setinfo" | "client|info"
         | "client|no-evict" | "client|no-touch" | "client|reply" => Local,
+        // A node's client list would show the proxy's pooled connections: these act on the
+        // proxy's own clients instead (session/clients.rs).
+        "client|list" | "client|kill" | "client|pause" | "client|unpause" => Local,
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Stateful(Transaction),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => Stateful(PubSub),
         // XREAD is blocking only with BLOCK; the session checks, the table cannot.
@@ -598,9 +601,9 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
         "sync" | "psync" | "replconf" => Refuse(REPLICATION),
         "replicaof" | "slaveof" | "failover" => Refuse(TOPOLOGY),
         "shutdown" | "debug" | "save" | "bgsave" | "bgrewriteaof" | "config|set" | "config|resetstat"
-        | "config|rewrite" | "client|pause" | "client|unpause" => Refuse(OPERATOR),
+        | "config|rewrite" => Refuse(OPERATOR),
         "swapdb" | "move" => Refuse(SINGLE_DB),
-        "client|kill" | "client|list" | "client|unblock" => Refuse(SHARED_CONNECTIONS),
+        "client|unblock" => Refuse(SHARED_CONNECTIONS),
         // Both set state on the node's connection that would apply to whichever client's request
         // comes next on it: ASKING lets one command into an importing slot, SCRIPT DEBUG turns the
         // next EVAL into a debugging session (SYNC mode even blocks the node).

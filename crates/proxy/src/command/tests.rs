@@ -329,7 +329,7 @@ fn dangerous_commands_are_refused_with_a_reason() {
         "monitor, sync, psync, replconf, shutdown, debug, replicaof",
         "slaveof, failover, save, bgsave, bgrewriteaof, swapdb, move, config set",
         "config resetstat, config rewrite, acl, acl setuser, acl list, module load",
-        "latency latest, slowlog get, client kill, client list, client pause, client unpause",
+        "latency latest, slowlog get",
         "client tracking, client caching, client getredir, client trackinginfo, client unblock",
         "cluster, cluster meet, cluster setslot, cluster getkeysinslot, asking, script debug",
     ]
@@ -341,6 +341,10 @@ fn dangerous_commands_are_refused_with_a_reason() {
         }
     }
     assert_eq!(handling(&t, "cluster addslots"), Handling::Refuse(TOPOLOGY));
+    // These act on the proxy's own clients (session/clients.rs).
+    for line in ["client kill", "client list", "client pause", "client unpause"] {
+        assert_eq!(handling(&t, line), Handling::Local, "{line}");
+    }
 }
 
 #[test]

@@ -292,7 +292,6 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
             }
             Answer::Reply(reply::ok())
         }
-        (b"INFO", 2) => Answer::Reply(reply::text(state.protocol, client_line(state).as_bytes())),
         (b"NO-EVICT" | b"NO-TOUCH", 3) => Answer::Reply(reply::ok()),
         (b"REPLY", 3) if request.arg(2).eq_ignore_ascii_case(b"on") => Answer::Reply(reply::ok()),
         (b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"NO-EVICT" | b"NO-TOUCH", _) => {
@@ -303,19 +302,6 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
             String::from_utf8_lossy(request.arg(1))
         ))),
     }
-}
-
-fn client_line(state: &ClientState) -> String {
-    let text = |v: &Option<Vec<u8>>| v.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-    format!(
-        "id={} addr={} name={} db=0 resp={} lib-name={} lib-ver={}\n",
-        state.id,
-        state.peer,
-        text(&state.name),
-        if state.protocol == Protocol::Resp3 { 3 } else { 2 },
-        text(&state.lib_name),
-        text(&state.lib_ver),
-    )
 }
 
 /// `COMMAND GETKEYS` is answered from the proxy's own table (it is what the proxy routes by);

@@ -5,6 +5,7 @@
 //! concurrently. Replies arrive on the session's own channel, tagged with their request's sequence
 //! number, and the [`Pipeline`] releases them in order.
 
+pub mod clients;
 mod local;
 mod pipeline;
 mod pubsub;
@@ -73,6 +74,8 @@ pub struct Shared {
     pub stats: Stats,
     /// Scripts seen through EVAL and SCRIPT LOAD, by SHA1, for NOSCRIPT recovery.
     pub scripts: scripts::Scripts,
+    /// The connected clients, for CLIENT LIST / KILL / PAUSE.
+    pub clients: clients::Clients,
 }
 
 /// Process-wide counters shown by `INFO`.
@@ -116,6 +119,7 @@ where
     crate::log_limited!(1000, info, client = id, %peer, "client connected");
     let mut session = Session::new(shared, id, peer);
     let result = session.serve(reader, writer, shutdown).await;
+    session.shared.clients.remove(id);
     let traffic = &session.traffic;
     let user = session.state.user.as_ref().map_or("", |u| u.name.as_str());
     let error = result.err().map(|e| e.to_string()).unwrap_or_default();
@@ -177,13 +181,21 @@ struct Session {
     keys: Vec<usize>,
     /// Scratch space for key positions with their access, for permission checks.
     acl_keys: Vec<(usize, crate::command::KeyAccess)>,
+    /// This client as CLIENT LIST / KILL see it.
+    entry: Arc<clients::ClientEntry>,
+    /// A request held by `CLIENT PAUSE`, with when it was read, and when the pause ends.
+    held: Option<(crate::resp::Request, Instant, Instant)>,
 }
 
 impl Session {
     fn new(shared: Arc<Shared>, id: u64, peer: SocketAddr) -> Session {
         let decoder = RequestDecoder::new(shared.limits);
+        let state = ClientState::new(id, peer, shared.access.anonymous_user(), shared.access.generation());
+        let entry = shared.clients.register(&state);
         Session {
-            state: ClientState::new(id, peer, shared.access.anonymous_user(), shared.access.generation()),
+            state,
+            entry,
+            held: None,
             shared,
             pipeline: Pipeline::default(),
             decoder,
@@ -255,6 +267,14 @@ impl Session {
             if self.hold_reading && self.pipeline.is_empty() {
                 self.hold_reading = false;
             }
+            if let Some((request, read_at, until)) = self.held.take() {
+                let pause = self.shared.clients.current_pause();
+                if pause.is_none() || Instant::now() >= until {
+                    self.on_request(request, read_at);
+                    continue;
+                }
+                self.held = Some((request, read_at, pause.map_or(until, |p| p.until)));
+            }
             if self.paused_input && !self.input_on_hold() && !closing {
                 self.paused_input = false;
                 self.on_input(&mut rbuf);
@@ -272,7 +292,8 @@ impl Session {
             // noticed and its blocked upstream connection released.
             let room = !self.input_on_hold() || rbuf.len() < HELD_INPUT;
             let can_read = reading && !closing && room && self.pipeline.len() < self.shared.max_pipeline;
-            let next_retry = self.delayed.iter().map(|d| d.0).min();
+            let next_retry = self.delayed.iter().map(|d| d.0).chain(self.held.as_ref().map(|h| h.2)).min();
+            let entry = Arc::clone(&self.entry);
             tokio::select! {
                 biased;
                 Some(reply) = next_reply(&mut self.replies), if self.replies.is_some() => {
@@ -322,6 +343,14 @@ impl Session {
                 () = retry_at(next_retry), if next_retry.is_some() => {
                     self.resend_due();
                 }
+                () = entry.signalled() => {
+                    // CLIENT KILL closes at once, as Redis does; an unpause only needs the loop to
+                    // look at the held request again.
+                    if entry.is_killed() {
+                        tracing::debug!(client = self.state.id, peer = %self.state.peer, "client killed");
+                        return Ok(());
+                    }
+                }
                 _ = &mut stop, if stop_armed => {
                     stop_armed = false;
                     reading = false;
@@ -340,7 +369,7 @@ impl Session {
     }
 
     fn input_on_hold(&self) -> bool {
-        self.hold_reading || self.deferred.is_some() || self.awaiting_confirmations()
+        self.held.is_some() || self.hold_reading || self.deferred.is_some() || self.awaiting_confirmations()
     }
 
     /// Routes every complete request in `rbuf`.
@@ -393,6 +422,18 @@ impl Session {
             self.pipeline.push_ready(refusal, meta);
             return;
         }
+        self.shared.clients.touch(&self.entry, spec.metric_label, read_at);
+        // CLIENT PAUSE holds every command (ALL) or those that may write (WRITE), like Redis;
+        // CLIENT UNPAUSE itself must get through.
+        if let Some(pause) = self.shared.clients.current_pause()
+            && (!pause.writes_only
+                || spec.is_write()
+                || spec.flags.contains(crate::command::CommandFlags::MAY_REPLICATE))
+            && spec.name != "client|unpause"
+        {
+            self.held = Some((request, read_at, pause.until));
+            return;
+        }
         // RESP2 subscribed mode takes every command; in RESP3 other commands run normally.
         let pubsub_command = matches!(spec.handling, Handling::Stateful(StatefulKind::PubSub));
         if self.subscribed() && (self.state.protocol == Protocol::Resp2 || pubsub_command) {
@@ -417,6 +458,7 @@ impl Session {
         if spec.name == "script|load" || spec.name == "eval" || spec.name == "eval_ro" {
             scripts::remember(&self.shared.scripts, &request);
         }
+        let describes = matches!(spec.name.as_str(), "hello" | "auth" | "reset" | "client|setname" | "client|setinfo");
         let route = router::plan_command(spec, &request, &mut self.keys);
         match route {
             Route::Single { slot, write } => {
@@ -438,7 +480,11 @@ impl Session {
                 self.fan_out(request.bytes().clone(), merge, meta);
             }
             Route::Local if spec.name == "scan" => self.scan(&request, meta),
-            Route::Local => match local::answer(&mut self.state, &self.shared, &request) {
+            Route::Local if clients::is_clients_command(&spec.name) => {
+                let reply = clients::command(&self.shared.clients, &self.state, &request);
+                self.pipeline.push_ready(reply, meta);
+            }
+            Route::Local => match self.answer_locally(describes, &request) {
                 local::Answer::Reply(reply) => self.pipeline.push_ready(reply, meta),
                 local::Answer::ReplyAndClose(reply) => {
                     self.pipeline.push_ready(reply, meta);
@@ -475,6 +521,16 @@ impl Session {
             }
             Route::Reply(reply) => self.pipeline.push_ready(reply, meta),
         }
+    }
+
+    /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
+    /// when the command may have changed it.
+    fn answer_locally(&mut self, describes: bool, request: &crate::resp::Request) -> local::Answer {
+        let answer = local::answer(&mut self.state, &self.shared, request);
+        if describes {
+            self.entry.describe(&self.state);
+        }
+        answer
     }
 
     /// Sends the same request to every master and merges the replies.

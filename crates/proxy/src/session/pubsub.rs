@@ -127,6 +127,7 @@ impl Session {
     /// subscription (with the pipeline already empty).
     pub(super) fn on_pubsub(&mut self, request: &Request, meta: Meta) {
         let name = request.arg(0).to_ascii_lowercase();
+        self.entry.set_subscribed(true);
         let subs = self.subs.get_or_insert_with(Subscriptions::default);
         match name.as_slice() {
             b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe" | b"ping" => {
@@ -177,6 +178,7 @@ impl Session {
             }
             b"reset" => {
                 self.subs = None;
+                self.entry.set_subscribed(false);
                 self.pipeline.push_ready(Bytes::from_static(b"+RESET\r\n"), meta);
             }
             _ => self.sub_error(&format!("ERR Can't execute '{}': {ALLOWED}", String::from_utf8_lossy(&name))),
@@ -349,6 +351,7 @@ impl Session {
             .is_some_and(|s| s.conns.values().all(|c| c.count == 0 && c.swallow == 0 && c.awaiting == 0));
         if done {
             self.subs = None;
+            self.entry.set_subscribed(false);
         }
     }
 

@@ -1,0 +1,371 @@
+//! The proxy's own clients as `CLIENT LIST`, `CLIENT KILL` and `CLIENT PAUSE` see them.
+//!
+//! Behind a proxy, a node's `CLIENT LIST` shows the proxy's pooled connections, not the
+//! applications; so these commands act on the proxy's clients instead. Each session registers an
+//! entry; what other sessions may read of it is behind a mutex that is only written when the
+//! client changes its description (name, user, library, protocol), while the per-request fields
+//! are relaxed atomics, so the hot path pays a couple of plain stores.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures_util::task::AtomicWaker;
+
+use super::ClientState;
+use crate::resp::reply::Protocol;
+
+/// Every connected client, and the pause set by `CLIENT PAUSE`.
+#[derive(Debug)]
+pub struct Clients {
+    entries: DashMap<u64, Arc<ClientEntry>>,
+    /// Fast check on every request: is any pause in force?
+    paused: AtomicBool,
+    pause: Mutex<Option<Pause>>,
+    started: Instant,
+}
+
+/// A `CLIENT PAUSE` in force.
+#[derive(Debug, Clone, Copy)]
+pub struct Pause {
+    pub until: Instant,
+    /// `WRITE`: only commands that may change data wait; `ALL`: every command does.
+    pub writes_only: bool,
+}
+
+/// One client, as other sessions may see and signal it.
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub id: u64,
+    pub peer: SocketAddr,
+    connected: Instant,
+    description: Mutex<Description>,
+    /// Milliseconds since the registry started, at the client's last request.
+    last_active_ms: AtomicU64,
+    /// Metric label index of the client's last command.
+    last_command: AtomicUsize,
+    subscribed: AtomicBool,
+    killed: AtomicBool,
+    /// Something for the session to look at (a kill, the end of a pause).
+    signalled: AtomicBool,
+    waker: AtomicWaker,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Description {
+    name: String,
+    user: String,
+    lib_name: String,
+    lib_ver: String,
+    resp: u8,
+}
+
+impl Default for Clients {
+    fn default() -> Clients {
+        Clients {
+            entries: DashMap::new(),
+            paused: AtomicBool::new(false),
+            pause: Mutex::new(None),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Clients {
+    /// Registers a new client; it stays listed until [`Clients::remove`].
+    pub fn register(&self, state: &ClientState) -> Arc<ClientEntry> {
+        let entry = Arc::new(ClientEntry {
+            id: state.id,
+            peer: state.peer,
+            connected: Instant::now(),
+            description: Mutex::new(Description::default()),
+            last_active_ms: AtomicU64::new(self.now_ms()),
+            last_command: AtomicUsize::new(usize::MAX),
+            subscribed: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            signalled: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        entry.describe(state);
+        self.entries.insert(state.id, Arc::clone(&entry));
+        entry
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.entries.remove(&id);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Records a request of `entry`'s client, read at `at` (for `idle=` and `cmd=`).
+    pub fn touch(&self, entry: &ClientEntry, label: usize, at: Instant) {
+        entry.last_active_ms.store(at.saturating_duration_since(self.started).as_millis() as u64, Ordering::Relaxed);
+        entry.last_command.store(label, Ordering::Relaxed);
+    }
+
+    /// `CLIENT LIST` lines of the clients `keep` accepts, in id order.
+    pub fn list(&self, keep: impl Fn(&ClientEntry) -> bool, command_name: impl Fn(usize) -> &'static str) -> String {
+        let mut entries: Vec<Arc<ClientEntry>> =
+            self.entries.iter().filter(|e| keep(e.value())).map(|e| Arc::clone(e.value())).collect();
+        entries.sort_by_key(|e| e.id);
+        let now = self.now_ms();
+        let mut out = String::new();
+        for entry in entries {
+            out.push_str(&entry.line(now, &command_name));
+        }
+        out
+    }
+
+    /// Closes the clients `matches` accepts; returns how many.
+    pub fn kill(&self, matches: impl Fn(&ClientEntry) -> bool) -> usize {
+        let mut killed = 0;
+        for entry in self.entries.iter().filter(|e| matches(e.value())) {
+            entry.killed.store(true, Ordering::Relaxed);
+            entry.signal();
+            killed += 1;
+        }
+        killed
+    }
+
+    /// `CLIENT PAUSE`: a longer pause replaces a shorter one, and `ALL` wins over `WRITE`, as in
+    /// Redis.
+    pub fn pause(&self, timeout: Duration, writes_only: bool) {
+        let until = Instant::now() + timeout;
+        if let Ok(mut pause) = self.pause.lock() {
+            let merged = match *pause {
+                Some(old) if old.until > Instant::now() => {
+                    Pause { until: old.until.max(until), writes_only: old.writes_only && writes_only }
+                }
+                _ => Pause { until, writes_only },
+            };
+            *pause = Some(merged);
+            self.paused.store(true, Ordering::Release);
+        }
+    }
+
+    /// `CLIENT UNPAUSE`: held clients go on at once.
+    pub fn unpause(&self) {
+        if let Ok(mut pause) = self.pause.lock() {
+            *pause = None;
+            self.paused.store(false, Ordering::Release);
+        }
+        for entry in self.entries.iter() {
+            entry.signal();
+        }
+    }
+
+    /// The pause in force, if any.
+    pub fn current_pause(&self) -> Option<Pause> {
+        if !self.paused.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut pause = self.pause.lock().ok()?;
+        match *pause {
+            Some(p) if p.until > Instant::now() => Some(p),
+            _ => {
+                *pause = None;
+                self.paused.store(false, Ordering::Release);
+                None
+            }
+        }
+    }
+}
+
+impl ClientEntry {
+    /// Copies what `CLIENT LIST` shows of `state`; called when the client changes it.
+    pub fn describe(&self, state: &ClientState) {
+        let text = |v: &Option<Vec<u8>>| v.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        let description = Description {
+            name: text(&state.name),
+            user: state.user.as_ref().map_or_else(String::new, |u| u.name.clone()),
+            lib_name: text(&state.lib_name),
+            lib_ver: text(&state.lib_ver),
+            resp: if state.protocol == Protocol::Resp3 { 3 } else { 2 },
+        };
+        if let Ok(mut current) = self.description.lock() {
+            *current = description;
+        }
+    }
+
+    pub fn set_subscribed(&self, subscribed: bool) {
+        self.subscribed.store(subscribed, Ordering::Relaxed);
+    }
+
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+    }
+
+    pub fn user(&self) -> String {
+        self.description.lock().map(|d| d.user.clone()).unwrap_or_default()
+    }
+
+    pub fn age(&self) -> Duration {
+        self.connected.elapsed()
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    fn signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves when another session signalled this one (a kill, an unpause).
+    pub fn signalled(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            match self.signalled.swap(false, Ordering::AcqRel) {
+                true => std::task::Poll::Ready(()),
+                false => std::task::Poll::Pending,
+            }
+        })
+    }
+
+    /// The `CLIENT LIST` / `CLIENT INFO` line, in Redis' field order for the fields a proxy has.
+    fn line(&self, now_ms: u64, command_name: &impl Fn(usize) -> &'static str) -> String {
+        let d = self.description.lock().map(|d| d.clone()).unwrap_or_default();
+        let idle = now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)) / 1000;
+        let label = self.last_command.load(Ordering::Relaxed);
+        let cmd = if label == usize::MAX { "NULL" } else { command_name(label) };
+        format!(
+            "id={} addr={} name={} age={} idle={idle} flags={} db=0 cmd={cmd} user={} resp={} lib-name={} lib-ver={}\n",
+            self.id,
+            self.peer,
+            d.name,
+            self.connected.elapsed().as_secs(),
+            if self.is_subscribed() { "P" } else { "N" },
+            d.user,
+            d.resp,
+            d.lib_name,
+            d.lib_ver,
+        )
+    }
+}
+
+/// Whether [`command`] answers `name`.
+pub fn is_clients_command(name: &str) -> bool {
+    matches!(name, "client|info" | "client|list" | "client|kill" | "client|pause" | "client|unpause")
+}
+
+/// `CLIENT LIST`, `CLIENT INFO`, `CLIENT KILL`, `CLIENT PAUSE` and `CLIENT UNPAUSE`, on the proxy's
+/// clients; `me` is the client asking.
+pub fn command(clients: &Clients, me: &ClientState, request: &crate::resp::Request) -> bytes::Bytes {
+    use crate::resp::reply;
+    let args: Vec<&[u8]> = (2..request.argc()).map(|i| request.arg(i)).collect();
+    let command_name = |label: usize| crate::metrics::labels::LABELS.get(label).copied().unwrap_or("NULL");
+    let sub = request.arg(1).to_ascii_lowercase();
+    match sub.as_slice() {
+        b"info" => reply::text(me.protocol, clients.list(|e| e.id == me.id, command_name).as_bytes()),
+        b"list" => match list_filter(&args) {
+            Ok(keep) => reply::text(me.protocol, clients.list(keep, command_name).as_bytes()),
+            Err(error) => reply::error(&error),
+        },
+        b"kill" => match args.as_slice() {
+            // The old form: one address, `+OK` or an error.
+            [addr] => match clients.kill(|e| e.peer.to_string().as_bytes() == *addr) {
+                0 => reply::error("ERR No such client"),
+                _ => reply::ok(),
+            },
+            _ => match kill_filter(&args, me.id) {
+                Ok(matches) => reply::integer(clients.kill(matches) as i64),
+                Err(error) => reply::error(&error),
+            },
+        },
+        b"pause" => {
+            let timeout = args.first().and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok());
+            let mode = args.get(1).map(|m| m.to_ascii_lowercase());
+            match (timeout, mode.as_deref(), args.len()) {
+                (None, _, 1 | 2) => reply::error("ERR timeout is not an integer or out of range"),
+                (Some(ms), None | Some(b"all"), 1 | 2) => {
+                    clients.pause(Duration::from_millis(ms), false);
+                    reply::ok()
+                }
+                (Some(ms), Some(b"write"), 2) => {
+                    clients.pause(Duration::from_millis(ms), true);
+                    reply::ok()
+                }
+                _ => reply::error("ERR syntax error"),
+            }
+        }
+        b"unpause" => {
+            clients.unpause();
+            reply::ok()
+        }
+        _ => reply::error("ERR syntax error"),
+    }
+}
+
+type Filter<'a> = Box<dyn Fn(&ClientEntry) -> bool + 'a>;
+
+/// `CLIENT LIST [TYPE type] [ID id …]`.
+fn list_filter<'a>(args: &[&'a [u8]]) -> Result<Filter<'a>, String> {
+    match args.split_first() {
+        None => Ok(Box::new(|_| true)),
+        Some((word, rest)) if word.eq_ignore_ascii_case(b"type") && rest.len() == 1 => client_type(rest[0]),
+        Some((word, rest)) if word.eq_ignore_ascii_case(b"id") && !rest.is_empty() => {
+            let ids = rest
+                .iter()
+                .map(|id| std::str::from_utf8(id).ok().and_then(|id| id.parse::<u64>().ok()))
+                .collect::<Option<Vec<u64>>>()
+                .ok_or("ERR Invalid client ID")?;
+            Ok(Box::new(move |e| ids.contains(&e.id)))
+        }
+        Some(_) => Err("ERR syntax error".to_string()),
+    }
+}
+
+/// `TYPE normal|pubsub|master|replica`: the proxy's clients are normal or subscribers; none is
+/// a master or a replica.
+fn client_type<'a>(kind: &[u8]) -> Result<Filter<'a>, String> {
+    match kind.to_ascii_lowercase().as_slice() {
+        b"normal" => Ok(Box::new(|e| !e.is_subscribed())),
+        b"pubsub" => Ok(Box::new(|e| e.is_subscribed())),
+        b"master" | b"replica" | b"slave" => Ok(Box::new(|_| false)),
+        _ => Err(format!("ERR Unknown client type '{}'", String::from_utf8_lossy(kind))),
+    }
+}
+
+/// `CLIENT KILL` filters: ID, ADDR, USER, TYPE, MAXAGE, SKIPME (yes by default); all must match.
+fn kill_filter<'a>(args: &[&'a [u8]], me: u64) -> Result<Filter<'a>, String> {
+    if args.is_empty() || !args.len().is_multiple_of(2) {
+        return Err("ERR syntax error".to_string());
+    }
+    let mut filters: Vec<Filter<'a>> = Vec::new();
+    let mut skip_me = true;
+    for pair in args.chunks(2) {
+        let (name, value) = (pair[0].to_ascii_lowercase(), pair[1]);
+        let number = || std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok());
+        match name.as_slice() {
+            b"id" => {
+                let id = number().ok_or("ERR client-id should be greater than 0")?;
+                filters.push(Box::new(move |e| e.id == id));
+            }
+            b"addr" => filters.push(Box::new(move |e| e.peer.to_string().as_bytes() == value)),
+            b"user" => {
+                let user = String::from_utf8_lossy(value).into_owned();
+                filters.push(Box::new(move |e| e.user() == user));
+            }
+            b"type" => filters.push(client_type(value)?),
+            b"maxage" => {
+                let age = Duration::from_secs(number().ok_or("ERR syntax error")?);
+                filters.push(Box::new(move |e| e.age() >= age));
+            }
+            b"skipme" => {
+                skip_me = match value.to_ascii_lowercase().as_slice() {
+                    b"yes" => true,
+                    b"no" => false,
+                    _ => return Err("ERR syntax error".to_string()),
+                }
+            }
+            // The proxy does not track which of its listeners a client came in on.
+            _ => return Err("ERR syntax error".to_string()),
+        }
+    }
+    Ok(Box::new(move |e| !(skip_me && e.id == me) && filters.iter().all(|f| f(e))))
+}
