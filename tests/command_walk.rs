@@ -5,7 +5,9 @@
 //! Each case runs through the proxy and then directly on the master owning the case's hash tag,
 //! each time on a freshly flushed cluster with the same fixture, and every reply must be the same
 //! bytes, or the same shape for the non-deterministic commands the file marks so. Commands the
-//! proxy refuses or answers differently on purpose are checked for that documented answer instead.
+//! proxy refuses or answers differently on purpose are checked for that documented answer instead;
+//! operator diagnostics answered per master (LATENCY, MEMORY STATS) must name every master, each
+//! with a reply of the type that master gives.
 //! A case the proxy sent to a node that does not own its slot (a `MOVED` it followed) fails too, so
 //! routing mistakes cannot hide behind redirections.
 //!
@@ -156,6 +158,7 @@ impl Walk {
             Mode::Refuse => self.check_refused(case, &through),
             Mode::Expect => self.check_expected(case, &through),
             Mode::AnyNode => self.check_any_node(case, &tags, &through),
+            Mode::PerNode => self.check_per_node(case, &tags, &through),
             Mode::Same | Mode::Shape | Mode::Type | Mode::Scan => {
                 self.flush();
                 let owner = self.owner(tags.slot);
@@ -236,6 +239,43 @@ impl Walk {
             }
         }
         self.fail(case, format!("no master answers as the proxy does:\n{}", seen.join("\n")));
+    }
+
+    /// Each `run` reply is keyed by every master's address, each value of the type that master
+    /// gives directly.
+    fn check_per_node(&mut self, case: &Case, tags: &Tags, through: &Side) {
+        let mut direct = BTreeMap::new();
+        for master in self.masters.clone() {
+            self.flush();
+            direct.insert(master.clone(), self.on_node(&master, case, tags));
+        }
+        let masters: BTreeSet<String> = self.masters.iter().cloned().collect();
+        for (i, reply) in through.run.iter().enumerate() {
+            let pairs: Vec<(String, &Frame)> = match reply {
+                Ok((_, Frame::Aggregate(b'%' | b'*', Some(items)))) if items.len().is_multiple_of(2) => items
+                    .chunks(2)
+                    .map(|pair| {
+                        (pair[0].text().map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default(), &pair[1])
+                    })
+                    .collect(),
+                _ => {
+                    self.fail(case, format!("run #{}: not keyed by node: {}", i + 1, describe(reply)));
+                    continue;
+                }
+            };
+            let named: BTreeSet<String> = pairs.iter().map(|(node, _)| node.clone()).collect();
+            if named != masters || pairs.len() != masters.len() {
+                self.fail(case, format!("run #{}: keyed by {named:?}, not by every master {masters:?}", i + 1));
+                continue;
+            }
+            for (node, value) in pairs {
+                let theirs = direct.get(&node).and_then(|side: &Side| side.run.get(i));
+                if !matches!(theirs, Some(Ok((bytes, _))) if bytes.first() == Some(&kind(value))) {
+                    let theirs = theirs.map_or_else(|| "<none>".to_owned(), describe);
+                    self.fail(case, format!("run #{}: {node}'s value {value:?} is not of the type of {theirs}", i + 1));
+                }
+            }
+        }
     }
 }
 
@@ -324,6 +364,13 @@ fn differences(case: &Case, through: &Side, direct: &Side) -> Option<String> {
         }
     }
     (!out.is_empty()).then(|| out.join("\n"))
+}
+
+/// A frame's type byte.
+fn kind(frame: &Frame) -> u8 {
+    match frame {
+        Frame::Line(kind, _) | Frame::Blob(kind, _) | Frame::Aggregate(kind, _) => *kind,
+    }
 }
 
 fn describe(reply: &Reply) -> String {

@@ -155,9 +155,7 @@ fn errors_use_redis_wording_and_keep_the_connection() {
     assert!(unknown.contains("unknown command 'NOSUCHCMD', with args beginning with: 'a'"), "{unknown}");
     let arity = err_text(raw(&mut con, &["GET"]));
     assert!(arity.contains("wrong number of arguments for 'get' command"), "{arity}");
-    for refused in
-        [&["MONITOR"][..], &["SHUTDOWN"], &["CLUSTER", "SETSLOT", "1", "STABLE"], &["CONFIG", "SET", "maxmemory", "1"]]
-    {
+    for refused in [&["MONITOR"][..], &["SHUTDOWN"], &["CLUSTER", "SETSLOT", "1", "STABLE"], &["DEBUG", "SLEEP", "0"]] {
         let text = err_text(raw(&mut con, refused));
         assert!(text.contains("unsupported command") && text.contains("in proxy"), "{refused:?}: {text}");
     }
@@ -213,4 +211,68 @@ fn quit_replies_ok_then_closes() {
     let reply =
         redisforge_tests::raw_roundtrip(&proxy.addr(), b"PING\r\nQUIT\r\nPING\r\n", std::time::Duration::from_secs(5));
     assert_eq!(reply, b"+PONG\r\n+OK\r\n");
+}
+
+/// `INFO` field `name` of `section`-less text.
+fn info_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+}
+
+#[test]
+fn info_has_every_default_section_with_cluster_wide_data_numbers() {
+    let cluster = Cluster::shared();
+    let proxy = proxy();
+    let mut con = proxy.client();
+    for i in 0..30 {
+        let _: () = con.set(format!("info:{i}"), i).expect("SET");
+    }
+    let text: String = redis::cmd("INFO").query(&mut con).expect("INFO");
+    for section in [
+        "# Server",
+        "# Clients",
+        "# Memory",
+        "# Persistence",
+        "# Stats",
+        "# Replication",
+        "# CPU",
+        "# Cluster",
+        "# Keyspace",
+    ] {
+        assert!(text.contains(&format!("{section}\r\n")), "{section} missing:\n{text}");
+    }
+    assert!(text.contains("\r\n\r\n# Memory\r\n"), "sections are separated by one blank line:\n{text}");
+    assert!(!text.ends_with("\r\n\r\n"), "no blank line at the end");
+    assert_eq!(info_field(&text, "role"), Some("master"));
+    assert_eq!(info_field(&text, "loading"), Some("0"));
+    assert!(info_field(&text, "used_cpu_user").is_some(), "the proxy's own CPU");
+
+    // Data numbers are the masters' sums: used_memory is more than any one master's.
+    let masters: Vec<String> = cluster.masters();
+    let node_memory: Vec<u64> = masters
+        .iter()
+        .map(|m| {
+            let text: String = redis::cmd("INFO").arg("memory").query(&mut cluster.client(m)).expect("node INFO");
+            info_field(&text, "used_memory").and_then(|v| v.parse().ok()).expect("used_memory")
+        })
+        .collect();
+    let summed: u64 = info_field(&text, "used_memory").and_then(|v| v.parse().ok()).expect("used_memory");
+    assert!(summed > *node_memory.iter().max().unwrap_or(&0), "{summed} vs {node_memory:?}");
+
+    // The version is the oldest node's, once the health poller has run (every few seconds).
+    let node_text: String = redis::cmd("INFO").arg("server").query(&mut cluster.client(&masters[0])).expect("INFO");
+    let node_version = info_field(&node_text, "redis_version").expect("redis_version").to_owned();
+    let version_seen =
+        redisforge_tests::wait_until(std::time::Duration::from_secs(20), std::time::Duration::from_millis(200), || {
+            let text: String = redis::cmd("INFO").arg("server").query(&mut con).expect("INFO server");
+            info_field(&text, "redis_version") == Some(node_version.as_str())
+        });
+    assert!(version_seen, "redis_version is not the nodes' {node_version}");
+
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut con).expect("INFO commandstats");
+    let set_calls = info_field(&stats, "cmdstat_set")
+        .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("cmdstat_set calls");
+    assert!(set_calls >= 30, "{stats}");
+    assert!(!stats.contains("# Server"), "only the section asked for");
 }

@@ -19,6 +19,10 @@ pub enum Mode {
     Expect,
     /// SCAN: iterated to the end through the proxy and on every master; the same set of keys.
     Scan,
+    /// Operator diagnostics answered per master (LATENCY, MEMORY STATS): the proxy's reply is keyed
+    /// by every master's address (a RESP2 flat array, a RESP3 map), and each master's value has the
+    /// type of that master's own reply.
+    PerNode,
 }
 
 impl Mode {
@@ -31,6 +35,7 @@ impl Mode {
             "refuse" => Mode::Refuse,
             "expect" => Mode::Expect,
             "scan" => Mode::Scan,
+            "pernode" => Mode::PerNode,
             _ => return None,
         })
     }

@@ -261,7 +261,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
-    /// Worker threads; `None` (absent or `0`) = one per CPU core.
+    /// Worker threads; `None` (absent or `0`) = one per CPU core, or a single thread on machines
+    /// with two cores or fewer.
     #[serde(deserialize_with = "optional_count")]
     pub worker_threads: Option<usize>,
 }
@@ -458,7 +459,7 @@ impl Config {
             problem("log.level", message)?;
         }
         if self.runtime.worker_threads.is_some_and(|n| n > 1024) {
-            problem("runtime.worker_threads", "must be at most 1024 (0 = one per core)")?;
+            problem("runtime.worker_threads", "must be at most 1024 (0 = automatic)")?;
         }
         Ok(())
     }

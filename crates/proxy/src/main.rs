@@ -39,15 +39,18 @@ fn main() -> ExitCode {
     }
     init_logging(&config);
     // One worker thread is the current-thread scheduler: no work stealing and no cross-thread
-    // wake-ups, the cheapest way to run on a small machine shared with the nodes.
-    let mut runtime = match config.runtime.worker_threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(threads) => {
+    // wake-ups. On a machine of two cores or fewer it is also the default: there the proxy shares
+    // the cores with its clients or nodes, and a second worker costs more in wake-ups than it adds
+    // (measured: 12.8 vs 14–16 µs of CPU per request, bench/RESULTS.md).
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = config.runtime.worker_threads.unwrap_or(if cores <= 2 { 1 } else { cores });
+    let mut runtime = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             runtime.worker_threads(threads);
             runtime
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,

@@ -6,6 +6,9 @@
 //! decoded and re-encoded; only what the merge computes (sums, counts, a rewritten SCAN cursor) is
 //! written by the proxy. Both RESP2 and RESP3 replies are understood, and a merged reply keeps the
 //! form the nodes used (an array stays an array, a RESP3 set or map stays a set or map).
+//!
+//! Operator commands sent to named nodes (CONFIG, SLOWLOG, LATENCY, MEMORY) are merged in
+//! `merge_nodes.rs`: those merges know which node gave which reply and say so.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -14,6 +17,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::command::Merge;
 use crate::resp::{FrameScanner, reply};
+
+#[path = "merge_nodes.rs"]
+mod nodes;
 
 /// Where one key of the original request went: which part, and its index among that part's keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +35,12 @@ pub const SCAN_MAX_MASTERS: usize = 1024;
 /// master `i`).
 ///
 /// The first error reply (in part order) wins, as the client would have seen an error from a
-/// single node too; [`Merge::AnyOk`] and [`Merge::LastReply`] are the exceptions, they look at the
-/// errors themselves. `places` is only used by [`Merge::ArrayInKeyOrder`]. A reply of a shape the
-/// merge does not expect becomes an `-ERR`, never a panic.
+/// single node too; [`Merge::AnyOk`], [`Merge::LastReply`] and [`Merge::AllOkNamed`] are the
+/// exceptions, they look at the errors themselves. `places` is only used by
+/// [`Merge::ArrayInKeyOrder`]. A reply of a shape the merge does not expect becomes an `-ERR`,
+/// never a panic.
 pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
-    if !matches!(kind, Merge::AnyOk | Merge::LastReply)
+    if !matches!(kind, Merge::AnyOk | Merge::LastReply | Merge::AllOkNamed { .. })
         && let Some(error) = parts.iter().find(|p| is_error(p))
     {
         return error.clone();
@@ -55,7 +62,11 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         Merge::UnionArrays => union_arrays(parts),
         Merge::SumPairs => sum_pairs(parts),
         Merge::ScanCursor { master, masters } => scan_cursor(parts, *master, *masters),
-        Merge::InfoKeyspace => info_keyspace(parts),
+        Merge::InfoSums => info::info_sums(parts),
+        Merge::ConfigValues { nodes } => nodes::config_values(parts, nodes),
+        Merge::AllOkNamed { command, nodes } => nodes::all_ok_named(parts, command, nodes),
+        Merge::Slowlog { nodes, count } => nodes::slowlog(parts, nodes, *count),
+        Merge::KeyedByNode { nodes, protocol } => nodes::keyed_by_node(parts, nodes, *protocol),
     };
     merged.unwrap_or_else(|| reply::error("ERR proxy received an unexpected reply shape from a node while merging"))
 }
@@ -343,84 +354,8 @@ fn scan_cursor(parts: &[Bytes], master: usize, masters: usize) -> Option<Bytes> 
     Some(out.freeze())
 }
 
-/// One `dbN:` line of `INFO keyspace`, summed over the masters.
-#[derive(Debug, Default)]
-struct DbLine<'a> {
-    db: u64,
-    keys: u64,
-    expires: u64,
-    /// Σ avg_ttl × expires, to weight each master's average by how many volatile keys it has.
-    ttl_weight: u128,
-    /// Fields other than keys, expires and avg_ttl (`subexpiry` in Redis 7.4+): summed.
-    other: Vec<(&'a [u8], u64)>,
-}
-
-/// `INFO keyspace` of every master as one section: per database, keys and expires summed and
-/// avg_ttl weighted by expires.
-fn info_keyspace(parts: &[Bytes]) -> Option<Bytes> {
-    let mut dbs: Vec<DbLine> = Vec::new();
-    let mut kind = b'$';
-    for (i, part) in parts.iter().enumerate() {
-        let (part_kind, text) = string_payload(part)?;
-        if i == 0 {
-            kind = part_kind;
-        }
-        for line in text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)) {
-            if line.is_empty() || line.starts_with(b"#") {
-                continue;
-            }
-            add_db_line(&mut dbs, line)?;
-        }
-    }
-    dbs.sort_by_key(|d| d.db);
-    let mut text = b"# Keyspace\r\n".to_vec();
-    for db in &dbs {
-        let avg_ttl = db.ttl_weight.checked_div(u128::from(db.expires)).unwrap_or(0);
-        let line = format!("db{}:keys={},expires={},avg_ttl={avg_ttl}", db.db, db.keys, db.expires);
-        text.extend_from_slice(line.as_bytes());
-        for (name, sum) in &db.other {
-            text.push(b',');
-            text.extend_from_slice(name);
-            text.extend_from_slice(format!("={sum}").as_bytes());
-        }
-        text.extend_from_slice(b"\r\n");
-    }
-    let mut out = BytesMut::with_capacity(text.len() + 16);
-    put_string(&mut out, kind, &text);
-    Some(out.freeze())
-}
-
-/// Adds one `db0:keys=1,expires=0,avg_ttl=0` line to the sums.
-fn add_db_line<'a>(dbs: &mut Vec<DbLine<'a>>, line: &'a [u8]) -> Option<()> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let db = parse_u64(line[..colon].strip_prefix(b"db")?)?;
-    let at = match dbs.iter().position(|d| d.db == db) {
-        Some(at) => at,
-        None => {
-            dbs.push(DbLine { db, ..DbLine::default() });
-            dbs.len() - 1
-        }
-    };
-    let entry = &mut dbs[at];
-    let mut fields = (None, None);
-    for field in line[colon + 1..].split(|&b| b == b',') {
-        let eq = field.iter().position(|&b| b == b'=')?;
-        let (name, value) = (&field[..eq], parse_u64(&field[eq + 1..])?);
-        match name {
-            b"keys" => entry.keys = entry.keys.checked_add(value)?,
-            b"expires" => fields.0 = Some(value),
-            b"avg_ttl" => fields.1 = Some(value),
-            _ => match entry.other.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, sum)) => *sum = sum.checked_add(value)?,
-                None => entry.other.push((name, value)),
-            },
-        }
-    }
-    let expires = fields.0.unwrap_or(0);
-    entry.expires = entry.expires.checked_add(expires)?;
-    entry.ttl_weight = entry.ttl_weight.checked_add(u128::from(fields.1.unwrap_or(0)) * u128::from(expires))?;
-    Some(())
-}
+#[path = "merge_info.rs"]
+mod info;
 
 #[cfg(test)]
 #[path = "merge_tests.rs"]

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use crate::command::{CommandSpec, CommandTable, Handling, Merge, StatefulKind};
+use crate::command::{AdminKind, CommandSpec, CommandTable, Handling, Merge, StatefulKind};
 use crate::merge::KeyPlace;
 use crate::resp::{Request, reply, request::encode_command};
 use crate::slot::{SLOT_COUNT, Slot, key_slot};
@@ -20,6 +20,9 @@ pub enum Route {
     Split { merge: Merge, parts: Vec<Part>, places: Vec<KeyPlace> },
     /// The request as is, to every master, replies merged.
     FanOut { merge: Merge },
+    /// The request as is, to the nodes the operator command calls for, replies merged with each
+    /// node named (the session resolves the nodes against the current map).
+    Admin(AdminKind),
     /// Answered by the session itself.
     Local,
     /// Needs per-client upstream state.
@@ -58,6 +61,7 @@ pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>
             String::from_utf8_lossy(request.arg(0))
         ))),
         Handling::FanOut(merge) => Route::FanOut { merge: merge.clone() },
+        Handling::Admin(kind) => Route::Admin(*kind),
         Handling::Stateful(StatefulKind::Blocking) if is_nonblocking_stream_read(request) => {
             forward(spec, request, keys)
         }

@@ -147,3 +147,36 @@ fn connection_state_commands_that_would_leak_to_other_clients_are_refused() {
         assert!(text.starts_with(&format!("-ERR unsupported command '{}' in proxy: ", args[0])), "{args:?}: {text}");
     }
 }
+
+#[test]
+fn operator_commands_go_to_named_nodes() {
+    assert_eq!(route(&["CONFIG", "GET", "maxmemory"]), Route::Admin(AdminKind::ConfigGet));
+    assert_eq!(route(&["config", "set", "maxmemory", "0"]), Route::Admin(AdminKind::EveryNode));
+    assert_eq!(route(&["CONFIG", "RESETSTAT"]), Route::Admin(AdminKind::EveryNode));
+    assert_eq!(route(&["SLOWLOG", "GET", "5"]), Route::Admin(AdminKind::SlowlogGet));
+    assert_eq!(route(&["SLOWLOG", "RESET"]), Route::Admin(AdminKind::EveryMasterOk));
+    assert_eq!(route(&["SLOWLOG", "LEN"]), Route::FanOut { merge: Merge::SumIntegers });
+    assert_eq!(route(&["LATENCY", "LATEST"]), Route::Admin(AdminKind::PerMaster));
+    assert_eq!(route(&["MEMORY", "STATS"]), Route::Admin(AdminKind::PerMaster));
+    // Arity is still the proxy's to check.
+    assert!(error_text(route(&["CONFIG", "SET", "maxmemory"])).contains("wrong number of arguments"));
+}
+
+#[test]
+fn refusals_say_why_and_what_to_do_instead() {
+    let cases: [(&[&str], &str); 8] = [
+        (&["SHUTDOWN"], "it would stop one cluster node"),
+        (&["DEBUG", "SLEEP", "0"], "run it on a node directly"),
+        (&["MONITOR"], "run MONITOR on a node directly"),
+        (&["PSYNC", "?", "-1"], "replication stream"),
+        (&["REPLICAOF", "NO", "ONE"], "redisforge-ops cluster add --replica-of"),
+        (&["CLUSTER", "FAILOVER"], "run CLUSTER FAILOVER on that replica"),
+        (&["CLUSTER", "SETSLOT", "1", "STABLE"], "use redisforge-ops cluster"),
+        (&["BGSAVE"], "redisforge-ops backup"),
+    ];
+    for (args, why) in cases {
+        let text = error_text(route(args));
+        let prefix = format!("-ERR unsupported command '{}' in proxy: ", args[0]);
+        assert!(text.starts_with(&prefix) && text.contains(why), "{args:?}: {text}");
+    }
+}

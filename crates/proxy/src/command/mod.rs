@@ -178,6 +178,27 @@ pub enum Handling {
     Stateful(StatefulKind),
     /// Refused with this reason, e.g. "it would change the cluster topology behind the proxy".
     Refuse(&'static str),
+    /// An operator command the session sends to nodes it names (CONFIG, SLOWLOG, LATENCY, MEMORY
+    /// diagnostics), so that the merged reply can say which node answered what.
+    Admin(AdminKind),
+}
+
+/// Which nodes an operator command goes to and how their replies come together; the session turns
+/// it into a [`Merge`] carrying the nodes' addresses (`session/admin.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminKind {
+    /// CONFIG GET: every master; per parameter the value most masters have ([`Merge::ConfigValues`]).
+    ConfigGet,
+    /// CONFIG SET / RESETSTAT / REWRITE: every node, replicas included, so a replica promoted later
+    /// runs with the same settings; `+OK` only when every node said OK ([`Merge::AllOkNamed`]).
+    EveryNode,
+    /// SLOWLOG RESET: every master (the nodes SLOWLOG GET reads); `+OK` only when all said OK.
+    EveryMasterOk,
+    /// SLOWLOG GET: every master's entries, newest first, each tagged with its node.
+    SlowlogGet,
+    /// LATENCY LATEST / HISTORY / DOCTOR / GRAPH / HISTOGRAM, MEMORY STATS / DOCTOR / MALLOC-STATS:
+    /// every master's own reply, keyed by the master's address ([`Merge::KeyedByNode`]).
+    PerMaster,
 }
 
 /// How the replies of a split or fanned-out command become one reply (`crate::merge::merge`).
@@ -218,9 +239,23 @@ pub enum Merge {
     /// its cursor rewritten into the proxy's cursor for the client (`crate::merge::split_scan_cursor`
     /// documents the encoding). Keys are copied as received.
     ScanCursor { master: usize, masters: usize },
-    /// `INFO keyspace` of every master as one section: per database, `keys` and `expires` summed,
-    /// `avg_ttl` weighted by expires.
-    InfoKeyspace,
+    /// `INFO` sections about the data (keyspace, stats, memory, commandstats, errorstats) of every
+    /// master as one reply: numbers summed, `avg_ttl` weighted by expires (see `merge_info.rs`).
+    InfoSums,
+    /// CONFIG GET from every master (`nodes[i]` answered part `i`): the first master's reply with,
+    /// per parameter, the value most masters have (a tie goes to the earliest master); parameters
+    /// the masters disagree on are logged as a warning (`crate::merge` documents the rule).
+    ConfigValues { nodes: Vec<String> },
+    /// `+OK` when every node answered `+OK`; else `-ERR <command> failed on <node> (<its reply>)`
+    /// naming every node that did not, with how many said OK. Errors are not passed through: they
+    /// are what this merge reports (CONFIG SET, SLOWLOG RESET).
+    AllOkNamed { command: String, nodes: Vec<String> },
+    /// SLOWLOG GET from every master: all entries, newest first by timestamp (ties keep master
+    /// order), at most `count`, each with `node=<address>` in its client-name field.
+    Slowlog { nodes: Vec<String>, count: usize },
+    /// Each master's reply as is, keyed by its address: a RESP3 map, or a RESP2 flat array
+    /// `[address, reply, …]` (LATENCY, MEMORY STATS).
+    KeyedByNode { nodes: Vec<String>, protocol: crate::resp::reply::Protocol },
 }
 
 /// Which per-client upstream state a stateful command needs.
@@ -546,17 +581,34 @@ fn parse_command(frame: &OwnedFrame) -> Option<(CommandSpec, &[OwnedFrame])> {
     Some((CommandSpec::new(name, arity, flags, acl, key_specs, true), subcommands))
 }
 
-const TOPOLOGY: &str = "it would change the cluster topology behind the proxy";
+// Every refusal says why the proxy will not run the command and, where there is one, what to do
+// instead: the client sees `-ERR unsupported command 'X' in proxy: <reason>`.
+const TOPOLOGY: &str = "it would change the cluster topology behind the proxy; \
+    use redisforge-ops cluster (create, add, remove, rebalance) or run it on the node concerned";
+const FAILOVER: &str = "a failover is started on the replica that takes over, \
+    and the proxy cannot tell which node that should be; run CLUSTER FAILOVER on that replica";
+const REPLICA_OF: &str = "it would change one node's replication behind the cluster's back; \
+    attach replicas with redisforge-ops cluster add --replica-of";
 const NODE_LOCAL: &str = "it addresses a single cluster node; connect to that node directly";
-const REPLICATION: &str = "replication streams are not proxied";
-const MONITORING: &str = "MONITOR streams are per node and are not proxied";
-const OPERATOR: &str = "operator commands are managed per node, not through the proxy";
+const REPLICATION: &str = "it opens a replication stream, which only a node can serve; \
+    replicas connect to their master directly";
+const MONITORING: &str = "MONITOR streams one node's commands on a connection of its own, \
+    and the proxy's connections are shared; run MONITOR on a node directly";
+const SHUTDOWN: &str = "it would stop one cluster node, not the cluster; \
+    stop nodes through their service manager (the proxy itself stops on SIGTERM)";
+const DEBUG: &str = "it can block, crash or corrupt the node it reaches (DEBUG SLEEP, SEGFAULT, RELOAD), \
+    which every client of the proxy shares; run it on a node directly";
+const PERSISTENCE: &str = "it would save one node only; \
+    redisforge-ops backup runs BGSAVE on every master and collects the files with a manifest";
+const MODULE: &str = "modules are loaded on every node alike at start-up (loadmodule in redis.conf), \
+    and the proxy learns their commands from COMMAND then";
 const ACL: &str = "ACL users are managed per node and in the proxy configuration, not through the proxy";
 const SINGLE_DB: &str = "Redis Cluster has only database 0";
 const SHARED_CONNECTIONS: &str = "upstream connections are shared by the proxy's clients, \
     so they cannot be listed, killed or unblocked";
 const TRACKING: &str = "client-side caching (tracking) is not supported through the proxy";
-const UNKNOWN_ADMIN: &str = "admin command unknown to the proxy";
+const UNKNOWN_ADMIN: &str = "it is an admin command the proxy does not know, \
+    so it cannot tell which nodes should run it";
 const ASKING: &str = "the proxy follows ASK redirections itself; ASKING would flag a connection other clients share";
 const SCRIPT_DEBUG: &str = "the Lua debugger needs a connection of its own, and the proxy's are shared";
 
@@ -599,9 +651,28 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
         "wait" | "waitaof" | "xread" | "xreadgroup" => Stateful(Blocking),
         "monitor" => Refuse(MONITORING),
         "sync" | "psync" | "replconf" => Refuse(REPLICATION),
-        "replicaof" | "slaveof" | "failover" => Refuse(TOPOLOGY),
-        "shutdown" | "debug" | "save" | "bgsave" | "bgrewriteaof" | "config|set" | "config|resetstat"
-        | "config|rewrite" => Refuse(OPERATOR),
+        "replicaof" | "slaveof" => Refuse(REPLICA_OF),
+        "failover" | "cluster|failover" => Refuse(FAILOVER),
+        "shutdown" => Refuse(SHUTDOWN),
+        "debug" => Refuse(DEBUG),
+        "save" | "bgsave" | "bgrewriteaof" => Refuse(PERSISTENCE),
+        // Operator commands (issue #10). Settings go to every node, replicas included, so that a
+        // replica promoted later runs with them too; diagnostics come from every master, each one
+        // named, since a node's slow log or latency samples only describe that node.
+        "config|get" => Admin(AdminKind::ConfigGet),
+        "config|set" | "config|resetstat" | "config|rewrite" => Admin(AdminKind::EveryNode),
+        "slowlog|get" => Admin(AdminKind::SlowlogGet),
+        "slowlog|reset" => Admin(AdminKind::EveryMasterOk),
+        "slowlog|len" | "latency|reset" => FanOut(SumIntegers),
+        "latency|latest"
+        | "latency|history"
+        | "latency|doctor"
+        | "latency|graph"
+        | "latency|histogram"
+        | "memory|stats"
+        | "memory|doctor"
+        | "memory|malloc-stats" => Admin(AdminKind::PerMaster),
+        "memory|purge" => FanOut(AllOk),
         "swapdb" | "move" => Refuse(SINGLE_DB),
         "client|unblock" => Refuse(SHARED_CONNECTIONS),
         // Both set state on the node's connection that would apply to whichever client's request
@@ -625,7 +696,6 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
         | "cluster|setslot"
         | "cluster|meet"
         | "cluster|forget"
-        | "cluster|failover"
         | "cluster|reset"
         | "cluster|replicate"
         | "cluster|set-config-epoch"
@@ -634,7 +704,7 @@ fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
             "command" => Local,
             "cluster" => Refuse(NODE_LOCAL),
             "acl" => Refuse(ACL),
-            "module" | "latency" | "slowlog" => Refuse(OPERATOR),
+            "module" => Refuse(MODULE),
             _ if flags.contains(CommandFlags::BLOCKING) => Stateful(Blocking),
             _ if learned && flags.contains(CommandFlags::ADMIN) => Refuse(UNKNOWN_ADMIN),
             _ => Forward,

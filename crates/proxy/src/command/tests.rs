@@ -306,7 +306,8 @@ fn handling_overrides_are_applied() {
         (FanOut(FirstNonNull), "randomkey"),
         (FanOut(UnionArrays), "pubsub channels, pubsub shardchannels"),
         (FanOut(SumPairs), "pubsub numsub, pubsub shardnumsub"),
-        (Forward, "get, time, publish, spublish, config get, lastsave"),
+        (Forward, "get, time, publish, spublish, config help, lastsave"),
+        (Forward, "slowlog help, latency help, memory help, memory usage"),
         (Forward, "function list, function dump, function stats, script help, pubsub help"),
         (Forward, "cluster slots, cluster countkeysinslot, cluster keyslot"),
         (Local, "ping, info, command, command getkeys, command docs, acl whoami"),
@@ -314,6 +315,14 @@ fn handling_overrides_are_applied() {
         (Stateful(Transaction), "multi, exec, watch"),
         (Stateful(PubSub), "subscribe, ssubscribe, punsubscribe"),
         (Stateful(Blocking), "blpop, bzmpop, blmove, wait, waitaof, xread, xreadgroup"),
+        (FanOut(SumIntegers), "slowlog len, latency reset"),
+        (FanOut(AllOk), "memory purge"),
+        (Admin(AdminKind::ConfigGet), "config get"),
+        (Admin(AdminKind::EveryNode), "config set, config resetstat, config rewrite"),
+        (Admin(AdminKind::SlowlogGet), "slowlog get"),
+        (Admin(AdminKind::EveryMasterOk), "slowlog reset"),
+        (Admin(AdminKind::PerMaster), "latency latest, latency history, latency doctor, latency graph"),
+        (Admin(AdminKind::PerMaster), "latency histogram, memory stats, memory doctor, memory malloc-stats"),
     ];
     for (expected, lines) in &cases {
         for line in lines.split(", ") {
@@ -327,9 +336,8 @@ fn dangerous_commands_are_refused_with_a_reason() {
     let t = table();
     let refused = [
         "monitor, sync, psync, replconf, shutdown, debug, replicaof",
-        "slaveof, failover, save, bgsave, bgrewriteaof, swapdb, move, config set",
-        "config resetstat, config rewrite, acl, acl setuser, acl list, module load",
-        "latency latest, slowlog get",
+        "slaveof, failover, save, bgsave, bgrewriteaof, swapdb, move, cluster failover",
+        "acl, acl setuser, acl list, module load",
         "client tracking, client caching, client getredir, client trackinginfo, client unblock",
         "cluster, cluster meet, cluster setslot, cluster getkeysinslot, asking, script debug",
     ]

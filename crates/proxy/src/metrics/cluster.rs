@@ -37,6 +37,8 @@ pub struct ReplicationInfo {
     pub master_addr: Option<String>,
     /// `slaveN:ip=…,port=…,state=…,offset=…` lines (masters).
     pub replicas: Vec<ReplicaOffset>,
+    /// `redis_version:` (from `INFO server`), for the version the proxy reports.
+    pub redis_version: Option<String>,
 }
 
 /// One `slaveN:` line of a master: a connected replica and the offset it acknowledged.
@@ -72,6 +74,7 @@ pub fn parse_info_replication(text: &str) -> ReplicationInfo {
             "master_link_status" => info.master_link_up = Some(value == "up"),
             "master_host" => master_host = Some(value),
             "master_port" => master_port = Some(value),
+            "redis_version" => info.redis_version = Some(value.to_string()),
             _ if is_replica_line(key) => info.replicas.extend(parse_replica_line(value)),
             _ => {}
         }
@@ -220,7 +223,7 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
         let addr = addr.clone();
         let settings = Arc::clone(&settings);
         queries.spawn(async move {
-            let probe = match admin::query(&addr, &settings, &[b"INFO", b"replication"]).await {
+            let probe = match admin::query(&addr, &settings, &[b"INFO", b"server", b"replication"]).await {
                 Ok(OwnedFrame::BulkString(text)) => {
                     Probe::Up(Some(parse_info_replication(&String::from_utf8_lossy(&text))))
                 }
@@ -243,6 +246,18 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
             probes.insert(addr, probe);
         }
     }
+    // Clients see the oldest server behind the proxy: a command or option that version lacks could
+    // fail on some node.
+    let lowest = probes
+        .values()
+        .filter_map(|p| match p {
+            Probe::Up(Some(info)) => info.redis_version.as_deref(),
+            _ => None,
+        })
+        .min_by_key(|v| version_key(v));
+    if let Some(lowest) = lowest {
+        topology.set_lowest_node_version(lowest);
+    }
     let assessment = assess(&shards, &probes);
     apply(metrics, &assessment, covered);
     let current: HashSet<String> = assessment.nodes.iter().map(|(addr, _, _)| addr.clone()).collect();
@@ -250,6 +265,11 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
         metrics.forget_node(gone);
     }
     current
+}
+
+/// `7.0.15` → `(7, 0, 15)`, for comparing versions; unparsable parts count as 0.
+fn version_key(version: &str) -> Vec<u64> {
+    version.split('.').map(|part| part.parse().unwrap_or(0)).collect()
 }
 
 /// Writes one poll's conclusions into the metrics and the state `/readyz` reads.

@@ -63,8 +63,9 @@ pub enum Answer {
     ReplyAndClose(Bytes),
     /// Not the proxy's to answer after all: any master knows (COMMAND, COMMAND DOCS …).
     AnyMaster,
-    /// INFO: these sections, followed by the `# Keyspace` section summed over the masters.
-    WithKeyspace(Bytes),
+    /// INFO: the proxy's own sections, followed by these sections of every master, summed
+    /// (`INFO` with these arguments, merged by `Merge::InfoSums`).
+    WithClusterSections(Bytes, Vec<&'static str>),
 }
 
 fn upper(arg: &[u8]) -> Vec<u8> {
@@ -99,9 +100,9 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
         b"HELLO" => hello(state, shared, request),
         b"CLIENT" => client(state, request),
         b"INFO" => match info(shared, state, request) {
-            // Keyspace numbers live on the masters: the session adds them to the proxy's sections.
-            (text, true) => Answer::WithKeyspace(Bytes::from(text)),
-            (text, false) => Answer::Reply(reply::text(state.protocol, text.as_bytes())),
+            (text, sections) if sections.is_empty() => Answer::Reply(reply::text(state.protocol, text.as_bytes())),
+            // Data numbers live on the masters: the session adds their sums to the proxy's sections.
+            (text, sections) => Answer::WithClusterSections(Bytes::from(text), sections),
         },
         b"COMMAND" => command(shared, request),
         // ACL WHOAMI is the only ACL subcommand the table lets through; users live in the file.
@@ -241,7 +242,8 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
     state.protocol = protocol;
     let mut out = BytesMut::new();
     reply::put_map_header(&mut out, state.protocol, 7);
-    for (key, value) in [("server", "redis"), ("version", crate::REDIS_COMPAT_VERSION)] {
+    let version = shared.topology.lowest_node_version();
+    for (key, value) in [("server", "redis"), ("version", version.as_deref().unwrap_or(crate::REDIS_COMPAT_VERSION))] {
         reply::put_bulk(&mut out, key.as_bytes());
         reply::put_bulk(&mut out, value.as_bytes());
     }
@@ -322,17 +324,22 @@ fn command(shared: &Shared, request: &Request) -> Answer {
     }
 }
 
-/// `INFO`: the proxy's own sections and a summary of the cluster behind it.
-fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, bool) {
+/// Sections about the data, not the proxy: asked of every master and summed.
+const CLUSTER_SECTIONS: [&str; 6] = ["memory", "stats", "errorstats", "commandstats", "latencystats", "keyspace"];
+
+/// What `INFO` without arguments (or `default`) shows, as in Redis.
+const DEFAULT_SECTIONS: [&str; 10] =
+    ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "errorstats", "cluster", "keyspace"];
+
+/// `INFO`: the proxy's own sections (server, clients, replication, persistence, cpu, proxy,
+/// cluster), and which data sections the masters are to add.
+fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, Vec<&'static str>) {
+    let args: Vec<Vec<u8>> = (1..request.argc()).map(|i| request.arg(i).to_ascii_lowercase()).collect();
+    let all = args.iter().any(|a| a == b"all" || a == b"everything");
+    let default = args.is_empty() || args.iter().any(|a| a == b"default");
     let wanted = |section: &str| {
-        request.argc() < 2
-            || (1..request.argc()).any(|i| {
-                let arg = request.arg(i);
-                arg.eq_ignore_ascii_case(section.as_bytes())
-                    || arg.eq_ignore_ascii_case(b"all")
-                    || arg.eq_ignore_ascii_case(b"everything")
-                    || arg.eq_ignore_ascii_case(b"default")
-            })
+        all || (default && (DEFAULT_SECTIONS.contains(&section) || section == "proxy"))
+            || args.iter().any(|a| a == section.as_bytes())
     };
     let stats = &shared.stats;
     let routing = shared.topology.routing();
@@ -341,7 +348,7 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, boo
         let _ = write!(
             out,
             "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nredisforge_version:{}\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n",
-            crate::REDIS_COMPAT_VERSION,
+            shared.topology.lowest_node_version().as_deref().unwrap_or(crate::REDIS_COMPAT_VERSION),
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             stats.started.elapsed().as_secs(),
@@ -358,6 +365,11 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, boo
     }
     if wanted("persistence") {
         let _ = write!(out, "# Persistence\r\nloading:0\r\nasync_loading:0\r\n\r\n");
+    }
+    if wanted("cpu")
+        && let Some((user, system)) = own_cpu_seconds()
+    {
+        let _ = write!(out, "# CPU\r\nused_cpu_sys:{system:.6}\r\nused_cpu_user:{user:.6}\r\n\r\n");
     }
     if wanted("proxy") {
         let _ = write!(
@@ -383,11 +395,22 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, boo
             routing.map.nodes().count(),
         );
     }
-    // Sections are separated by one blank line, as Redis writes them; the keyspace section the
-    // session appends (from the masters) comes after such a line too.
-    let keyspace = wanted("keyspace");
-    if out.ends_with("\r\n\r\n") && !keyspace {
+    // Sections are separated by one blank line, as Redis writes them; the masters' sections the
+    // session appends come after such a line too.
+    let cluster: Vec<&'static str> = CLUSTER_SECTIONS.into_iter().filter(|s| wanted(s)).collect();
+    if out.ends_with("\r\n\r\n") && cluster.is_empty() {
         out.truncate(out.len() - 2);
     }
-    (out, keyspace)
+    (out, cluster)
+}
+
+/// The proxy process' user and system CPU seconds, from `/proc/self/stat` (Linux; `None`
+/// elsewhere). Ticks are taken as 1/100 s, the value of `CLK_TCK` on every Linux platform.
+fn own_cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; fields after its closing parenthesis are fixed.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? / 100.0, ticks(12)? / 100.0))
 }

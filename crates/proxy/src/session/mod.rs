@@ -5,6 +5,7 @@
 //! concurrently. Replies arrive on the session's own channel, tagged with their request's sequence
 //! number, and the [`Pipeline`] releases them in order.
 
+mod admin;
 pub mod clients;
 mod local;
 mod pipeline;
@@ -445,7 +446,10 @@ impl Session {
             // from its own state, and subscriptions cannot be part of a node's transaction; PING and
             // ECHO mean the same on the node.
             let queueable = match &spec.handling {
-                Handling::FanOut(_) | Handling::Refuse(_) | Handling::Stateful(StatefulKind::PubSub) => false,
+                Handling::FanOut(_)
+                | Handling::Admin(_)
+                | Handling::Refuse(_)
+                | Handling::Stateful(StatefulKind::PubSub) => false,
                 Handling::Local => spec.name == "ping" || spec.name == "echo",
                 _ => true,
             };
@@ -479,6 +483,7 @@ impl Session {
             Route::FanOut { merge } => {
                 self.fan_out(request.bytes().clone(), merge, meta);
             }
+            Route::Admin(kind) => self.admin(&request, kind, meta),
             Route::Local if spec.name == "scan" => self.scan(&request, meta),
             Route::Local if clients::is_clients_command(&spec.name) => {
                 let reply = clients::command(&self.shared.clients, &self.state, &request);
@@ -491,9 +496,11 @@ impl Session {
                     self.pipeline.push_close();
                     self.state.closing = true;
                 }
-                local::Answer::WithKeyspace(text) => {
-                    let payload = crate::resp::request::encode_command(&[&b"INFO"[..], b"keyspace"]);
-                    if let Some(seq) = self.fan_out(payload, Merge::InfoKeyspace, meta) {
+                local::Answer::WithClusterSections(text, sections) => {
+                    let mut args: Vec<&[u8]> = vec![b"INFO"];
+                    args.extend(sections.iter().map(|s| s.as_bytes()));
+                    let payload = crate::resp::request::encode_command(&args);
+                    if let Some(seq) = self.fan_out(payload, Merge::InfoSums, meta) {
                         self.pipeline.set_prefix(seq, text);
                     }
                 }
@@ -745,6 +752,9 @@ fn pick_pool(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: us
     if let Some((addr, asking)) = &part.redirect {
         return Some((topology.upstreams().pool(addr, false), *asking));
     }
+    if let Target::Node { addr, replica } = &part.target {
+        return Some((topology.upstreams().pool(addr, *replica), false));
+    }
     let routing = topology.routing();
     let pool = match part.target {
         // Reads may go to a replica of the slot's shard; writes never do, and with no replica up
@@ -760,7 +770,7 @@ fn pick_pool(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: us
         // Keyless commands spread over the masters by client; any one can answer them.
         Target::Slot(None) => routing.any_master(affinity),
         Target::Master(n) => routing.masters().get(n),
-        Target::Owned => None,
+        Target::Owned | Target::Node { .. } => None,
     };
     pool.map(|p| (Arc::clone(p), false))
 }

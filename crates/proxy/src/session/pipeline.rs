@@ -22,6 +22,10 @@ pub enum Target {
     Slot(Option<Slot>),
     /// Master number `n` of the current map (fan-out).
     Master(usize),
+    /// The node at this address, whatever its role now: operator commands name the nodes they ran
+    /// on, so they must not follow a shard to another node. `replica` picks the pool that sends
+    /// `READONLY`, shared with replica reads.
+    Node { addr: String, replica: bool },
     /// The client's own connection (transactions, blocking commands).
     Owned,
 }

@@ -92,6 +92,8 @@ pub struct Topology {
     use_replicas: bool,
     /// Nodes whose connections failed recently, with when.
     suspects: Mutex<HashMap<String, Instant>>,
+    /// `redis_version` of the oldest node, from the health poller.
+    lowest_version: Mutex<Option<String>>,
     generation: watch::Sender<u64>,
 }
 
@@ -122,6 +124,7 @@ impl Topology {
             tls: settings.tls,
             use_replicas: settings.use_replicas,
             suspects: Mutex::new(HashMap::new()),
+            lowest_version: Mutex::new(None),
             generation: watch::channel(0).0,
         })
     }
@@ -147,6 +150,17 @@ impl Topology {
             suspects.insert(addr.to_string(), Instant::now());
         }
         self.signal.request(Trigger::NodeFailure);
+    }
+
+    /// The `redis_version` of the oldest node the health poller reached, if it has run.
+    pub fn lowest_node_version(&self) -> Option<String> {
+        self.lowest_version.lock().ok()?.clone()
+    }
+
+    pub fn set_lowest_node_version(&self, version: &str) {
+        if let Ok(mut lowest) = self.lowest_version.lock() {
+            *lowest = Some(version.to_string());
+        }
     }
 
     /// A receiver that changes whenever a new snapshot is swapped in.

@@ -243,10 +243,12 @@ where
                     let expects_reply = mode.pushes.is_none();
                     queue(request, &mut wbuf, &mut inflight, now_tick, expects_reply);
                     let mut queued = 1;
-                    // Let the other sessions that are ready in this turn of the scheduler queue
-                    // their requests first, so that one write (one wake-up of the node) carries
-                    // them all.
-                    yield_once().await;
+                    // Let every other session that is ready, and those whose sockets became
+                    // readable meanwhile (tokio polls the I/O driver before resuming a yielded
+                    // task), queue their requests first, so that one write (one wake-up of the
+                    // node) carries them all. Measured: 1.85 → 1.2 writes per unpipelined request
+                    // with 50 clients (bench/RESULTS.md).
+                    tokio::task::yield_now().await;
                     // Drain what else is waiting so one write carries many commands.
                     while wbuf.len() < WRITE_HIGH_WATER {
                         match rx.try_recv() {
@@ -326,19 +328,4 @@ fn dispatch_replies(
         let _ = entry.request.reply_to.send(UpstreamReply { tag: entry.request.tag, result: Ok(frame) });
     }
     Ok(())
-}
-
-/// Lets every other task that is ready run before this one goes on, without the I/O driver poll
-/// (an `epoll_wait` syscall) that `tokio::task::yield_now` adds: the task wakes itself, so the
-/// scheduler puts it at the back of its run queue.
-fn yield_once() -> impl Future<Output = ()> {
-    let mut yielded = false;
-    std::future::poll_fn(move |cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
 }

@@ -1,0 +1,84 @@
+//! Operator commands run on nodes the proxy names (issue #10): CONFIG GET from every master, CONFIG
+//! SET / RESETSTAT / REWRITE on every node, SLOWLOG, LATENCY and MEMORY diagnostics from every
+//! master, each reply merged with the nodes' addresses (`crate::merge` documents each merge).
+//!
+//! The nodes are read from the map when the command arrives and addressed by name
+//! ([`Target::Node`]), not by shard: a reply that says "127.0.0.1:7001 refused" must be about the
+//! node that was asked, even if a failover swaps the shard's master meanwhile.
+
+use super::Session;
+use super::no_topology;
+use super::pipeline::{Meta, Part, Target};
+use crate::command::{AdminKind, Merge};
+use crate::resp::Request;
+
+/// Entries SLOWLOG GET returns when no count is given, as in Redis.
+const SLOWLOG_DEFAULT_COUNT: usize = 10;
+
+impl Session {
+    /// Sends `request` as is to the nodes `kind` calls for and merges their replies, naming them.
+    pub(super) fn admin(&mut self, request: &Request, kind: AdminKind, meta: Meta) {
+        let nodes = self.admin_nodes(kind);
+        if nodes.is_empty() {
+            return self.pipeline.push_ready(no_topology(), meta);
+        }
+        let names: Vec<String> = nodes.iter().map(|(addr, _)| addr.clone()).collect();
+        let merge = match kind {
+            AdminKind::ConfigGet => Merge::ConfigValues { nodes: names },
+            AdminKind::EveryNode | AdminKind::EveryMasterOk => {
+                Merge::AllOkNamed { command: command_name(request), nodes: names }
+            }
+            AdminKind::SlowlogGet => Merge::Slowlog { nodes: names, count: slowlog_count(request) },
+            AdminKind::PerMaster => Merge::KeyedByNode { nodes: names, protocol: self.state.protocol },
+        };
+        let count = nodes.len() as u32;
+        let parts = nodes
+            .into_iter()
+            .map(|(addr, replica)| {
+                let mut part = Part::new(request.bytes().clone(), Target::Node { addr, replica }, true);
+                // These commands have no keys: a redirection would not be about them, and following
+                // one would answer for another node than the one named.
+                part.follow_redirects = false;
+                part
+            })
+            .collect();
+        let seq = self.pipeline.push_multi(parts, merge, Vec::new(), meta);
+        (0..count).for_each(|part| self.send(seq, part));
+    }
+
+    /// The nodes an operator command goes to, as `(address, is a replica)`: every master in map
+    /// order (the master of slot 0 first), then, for settings, every replica shard by shard.
+    /// Nodes the cluster reports as failed are included: a setting one of them missed must show
+    /// up as an error naming it, not vanish.
+    fn admin_nodes(&self, kind: AdminKind) -> Vec<(String, bool)> {
+        let routing = self.shared.topology.routing();
+        let shards = routing.map.shards();
+        let mut nodes: Vec<(String, bool)> = shards.iter().map(|s| (s.master.addr.clone(), false)).collect();
+        if kind == AdminKind::EveryNode {
+            nodes.extend(shards.iter().flat_map(|s| s.replicas.iter().map(|r| (r.addr.clone(), true))));
+        }
+        nodes
+    }
+}
+
+/// `CONFIG SET`, `SLOWLOG RESET`: the command and subcommand as an error message names them.
+fn command_name(request: &Request) -> String {
+    (0..request.argc().min(2))
+        .map(|i| String::from_utf8_lossy(request.arg(i)).to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The count of `SLOWLOG GET [count]`: 10 without one, every entry for a negative count (Redis 7
+/// allows only -1, Redis 6 any). What is not a number the nodes reject with their own error, which
+/// the merge passes on; the default is then unused.
+fn slowlog_count(request: &Request) -> usize {
+    if request.argc() < 3 {
+        return SLOWLOG_DEFAULT_COUNT;
+    }
+    let count = std::str::from_utf8(request.arg(2)).ok().and_then(|c| c.parse::<i64>().ok());
+    match count {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => SLOWLOG_DEFAULT_COUNT,
+    }
+}
