@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis_protocol::resp2::types::OwnedFrame;
 
+use super::handling::{TOPOLOGY, UNKNOWN_ADMIN};
 use super::*;
 
 fn table() -> CommandTable {

@@ -1,4 +1,4 @@
-//! Operator commands run on nodes the proxy names (issue #10): CONFIG GET from every master, CONFIG
+//! Operator commands run on nodes the proxy names: CONFIG GET from every master, CONFIG
 //! SET / RESETSTAT / REWRITE on every node, SLOWLOG, LATENCY and MEMORY diagnostics from every
 //! master, each reply merged with the nodes' addresses (`crate::merge` documents each merge).
 //!

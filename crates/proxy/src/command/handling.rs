@@ -1,0 +1,135 @@
+//! What the proxy does with each command: forward it by its keys, split it, fan it out, answer it
+//! itself, keep it on a client's own connection, or refuse it with the reason why.
+
+use super::{AdminKind, CommandFlags, Handling, Merge, StatefulKind};
+
+// Every refusal says why the proxy will not run the command and, where there is one, what to do
+// instead: the client sees `-ERR unsupported command 'X' in proxy: <reason>`.
+pub(super) const TOPOLOGY: &str = "it would change the cluster topology behind the proxy; \
+    use redisforge-ops cluster (create, add, remove, rebalance) or run it on the node concerned";
+const FAILOVER: &str = "a failover is started on the replica that takes over, \
+    and the proxy cannot tell which node that should be; run CLUSTER FAILOVER on that replica";
+const REPLICA_OF: &str = "it would change one node's replication behind the cluster's back; \
+    attach replicas with redisforge-ops cluster add --replica-of";
+const NODE_LOCAL: &str = "it addresses a single cluster node; connect to that node directly";
+const REPLICATION: &str = "it opens a replication stream, which only a node can serve; \
+    replicas connect to their master directly";
+const MONITORING: &str = "MONITOR streams one node's commands on a connection of its own, \
+    and the proxy's connections are shared; run MONITOR on a node directly";
+const SHUTDOWN: &str = "it would stop one cluster node, not the cluster; \
+    stop nodes through their service manager (the proxy itself stops on SIGTERM)";
+const DEBUG: &str = "it can block, crash or corrupt the node it reaches (DEBUG SLEEP, SEGFAULT, RELOAD), \
+    which every client of the proxy shares; run it on a node directly";
+const PERSISTENCE: &str = "it would save one node only; \
+    redisforge-ops backup runs BGSAVE on every master and collects the files with a manifest";
+const MODULE: &str = "modules are loaded on every node alike at start-up (loadmodule in redis.conf), \
+    and the proxy learns their commands from COMMAND then";
+const ACL: &str = "ACL users are managed per node and in the proxy configuration, not through the proxy";
+const SINGLE_DB: &str = "Redis Cluster has only database 0";
+const SHARED_CONNECTIONS: &str = "upstream connections are shared by the proxy's clients, \
+    so they cannot be listed, killed or unblocked";
+const TRACKING: &str = "client-side caching (tracking) is not supported through the proxy";
+pub(super) const UNKNOWN_ADMIN: &str = "it is an admin command the proxy does not know, \
+    so it cannot tell which nodes should run it";
+const ASKING: &str = "the proxy follows ASK redirections itself; ASKING would flag a connection other clients share";
+const SCRIPT_DEBUG: &str = "the Lua debugger needs a connection of its own, and the proxy's are shared";
+
+/// The proxy's decision for a command, by name; everything not listed is forwarded by its keys.
+/// `learned` marks commands that came from a node rather than the built-in table: unknown admin
+/// commands are refused because the proxy cannot tell whether they are safe to send to one node.
+pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Handling {
+    use Handling::*;
+    use Merge::*;
+    use StatefulKind::*;
+    match name {
+        "mget" => Split { merge: ArrayInKeyOrder, key_step: 1 },
+        "mset" => Split { merge: AllOk, key_step: 2 },
+        "del" | "unlink" | "exists" | "touch" => Split { merge: SumIntegers, key_step: 1 },
+        // Every master holds a part of the keyspace, its own scripts, functions and subscribers: a
+        // node answers for itself only, the proxy for the cluster.
+        "dbsize" | "pubsub|numpat" => FanOut(SumIntegers),
+        "flushall" | "flushdb" | "script|flush" | "function|delete" | "function|flush" | "function|restore" => {
+            FanOut(AllOk)
+        }
+        // EVALSHA and FCALL may go to any master, so scripts and functions are loaded on all.
+        "script|load" | "function|load" => FanOut(SameReply),
+        "script|exists" => FanOut(AllTrue),
+        "script|kill" | "function|kill" => FanOut(AnyOk),
+        "keys" => FanOut(ConcatArrays),
+        "randomkey" => FanOut(FirstNonNull),
+        "pubsub|channels" | "pubsub|shardchannels" => FanOut(UnionArrays),
+        "pubsub|numsub" | "pubsub|shardnumsub" => FanOut(SumPairs),
+        // A cluster-wide cursor walks the masters one after the other (see merge::split_scan_cursor).
+        "scan" => Local,
+        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info"
+        | "acl|whoami" | "client|setname" | "client|getname" | "client|id" | "client|setinfo" | "client|info"
+        | "client|no-evict" | "client|no-touch" | "client|reply" => Local,
+        // A node's client list would show the proxy's pooled connections: these act on the
+        // proxy's own clients instead (session/clients.rs).
+        "client|list" | "client|kill" | "client|pause" | "client|unpause" => Local,
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => Stateful(Transaction),
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => Stateful(PubSub),
+        // XREAD is blocking only with BLOCK; the session checks, the table cannot.
+        "wait" | "waitaof" | "xread" | "xreadgroup" => Stateful(Blocking),
+        "monitor" => Refuse(MONITORING),
+        "sync" | "psync" | "replconf" => Refuse(REPLICATION),
+        "replicaof" | "slaveof" => Refuse(REPLICA_OF),
+        "failover" | "cluster|failover" => Refuse(FAILOVER),
+        "shutdown" => Refuse(SHUTDOWN),
+        "debug" => Refuse(DEBUG),
+        "save" | "bgsave" | "bgrewriteaof" => Refuse(PERSISTENCE),
+        // Operator commands (issue #10). Settings go to every node, replicas included, so that a
+        // replica promoted later runs with them too; diagnostics come from every master, each one
+        // named, since a node's slow log or latency samples only describe that node.
+        "config|get" => Admin(AdminKind::ConfigGet),
+        "config|set" | "config|resetstat" | "config|rewrite" => Admin(AdminKind::EveryNode),
+        "slowlog|get" => Admin(AdminKind::SlowlogGet),
+        "slowlog|reset" => Admin(AdminKind::EveryMasterOk),
+        "slowlog|len" | "latency|reset" => FanOut(SumIntegers),
+        "latency|latest"
+        | "latency|history"
+        | "latency|doctor"
+        | "latency|graph"
+        | "latency|histogram"
+        | "memory|stats"
+        | "memory|doctor"
+        | "memory|malloc-stats" => Admin(AdminKind::PerMaster),
+        "memory|purge" => FanOut(AllOk),
+        "swapdb" | "move" => Refuse(SINGLE_DB),
+        "client|unblock" => Refuse(SHARED_CONNECTIONS),
+        // Both set state on the node's connection that would apply to whichever client's request
+        // comes next on it: ASKING lets one command into an importing slot, SCRIPT DEBUG turns the
+        // next EVAL into a debugging session (SYNC mode even blocks the node).
+        "asking" => Refuse(ASKING),
+        "script|debug" => Refuse(SCRIPT_DEBUG),
+        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => Refuse(TRACKING),
+        "cluster|info"
+        | "cluster|keyslot"
+        | "cluster|slots"
+        | "cluster|shards"
+        | "cluster|nodes"
+        | "cluster|myid"
+        | "cluster|countkeysinslot" => Forward,
+        "cluster|addslots"
+        | "cluster|addslotsrange"
+        | "cluster|delslots"
+        | "cluster|delslotsrange"
+        | "cluster|flushslots"
+        | "cluster|setslot"
+        | "cluster|meet"
+        | "cluster|forget"
+        | "cluster|reset"
+        | "cluster|replicate"
+        | "cluster|set-config-epoch"
+        | "cluster|bumpepoch" => Refuse(TOPOLOGY),
+        _ => match name.split_once('|').map_or(name, |(container, _)| container) {
+            "command" => Local,
+            "cluster" => Refuse(NODE_LOCAL),
+            "acl" => Refuse(ACL),
+            "module" => Refuse(MODULE),
+            _ if flags.contains(CommandFlags::BLOCKING) => Stateful(Blocking),
+            _ if learned && flags.contains(CommandFlags::ADMIN) => Refuse(UNKNOWN_ADMIN),
+            _ => Forward,
+        },
+    }
+}
