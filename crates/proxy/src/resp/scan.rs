@@ -44,6 +44,12 @@ pub struct FrameScanner {
     pos: usize,
     /// Elements still to come in each aggregate that is open, innermost last.
     open: Vec<u64>,
+    /// Where the bulk payload being waited for ends (its CRLF included), when `pos` is at its
+    /// header and the payload is not all there yet.
+    bulk_end: Option<usize>,
+    /// Bytes of a bulk payload (CRLF included) still to come after its header and first bytes
+    /// were taken away with [`FrameScanner::take_settled`].
+    bulk_left: usize,
 }
 
 impl FrameScanner {
@@ -54,7 +60,35 @@ impl FrameScanner {
 
     /// Whether the scanner is in the middle of a frame (some bytes of it were seen).
     pub fn in_frame(&self) -> bool {
-        self.pos > 0
+        self.pos > 0 || self.bulk_left > 0
+    }
+
+    /// How many bytes at the start of `buf` surely belong to the frame being scanned (headers and
+    /// elements already scanned, and the part of a bulk payload that has arrived), after a
+    /// [`FrameScanner::scan`] that returned `Ok(None)`. A caller may pass them on before the frame
+    /// is complete, then must call [`FrameScanner::take_settled`].
+    pub fn settled(&self, buf: &[u8]) -> usize {
+        match self.bulk_end {
+            // The CRLF after the payload is checked when it arrives: hold its two bytes back.
+            Some(end) => buf.len().min(end.saturating_sub(2)).max(self.pos),
+            None if self.bulk_left > 0 => buf.len().min(self.bulk_left.saturating_sub(2)),
+            None => self.pos.min(buf.len()),
+        }
+    }
+
+    /// The caller removed the first `n` bytes of the buffer, `n` at most [`FrameScanner::settled`]:
+    /// scanning goes on in what follows.
+    pub fn take_settled(&mut self, n: usize) {
+        if let Some(end) = self.bulk_end.take().filter(|_| n > self.pos) {
+            // Inside a bulk payload: what is left of it is skipped next time.
+            self.bulk_left = end - n;
+            self.pos = 0;
+        } else if self.bulk_left > 0 {
+            self.bulk_left -= n;
+        } else {
+            self.pos -= n.min(self.pos);
+            self.bulk_end = self.bulk_end.map(|end| end - n);
+        }
     }
 
     /// Continues scanning `buf`, which starts at the frame's first byte.
@@ -65,6 +99,20 @@ impl FrameScanner {
     /// # Errors
     /// A [`ScanError`] when the bytes are not RESP; the stream cannot be resynchronised after that.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
+        // The rest of a bulk payload whose start was taken away: it ends one element.
+        if self.bulk_left > 0 {
+            if buf.len() < self.bulk_left {
+                return Ok(None);
+            }
+            if &buf[self.bulk_left - 2..self.bulk_left] != b"\r\n" {
+                return Err(ScanError::MissingCrlf);
+            }
+            self.pos = self.bulk_left;
+            self.bulk_left = 0;
+            if let Some(len) = self.element_done() {
+                return Ok(Some(len));
+            }
+        }
         loop {
             let Some(header) = read_line(buf, self.pos)? else {
                 return Ok(None);
@@ -93,8 +141,10 @@ impl FrameScanner {
                                 .ok_or(ScanError::InvalidLength)?;
                             if buf.len() < end {
                                 // Stay on this header: the payload is skipped, not scanned, next time.
+                                self.bulk_end = Some(end);
                                 return Ok(None);
                             }
+                            self.bulk_end = None;
                             if &buf[end - 2..end] != b"\r\n" {
                                 return Err(ScanError::MissingCrlf);
                             }
@@ -125,21 +175,28 @@ impl FrameScanner {
                 }
                 other => return Err(ScanError::UnknownType(other)),
             }
-            // One element finished: it completes every aggregate whose last element it was.
-            loop {
-                match self.open.last_mut() {
-                    None => {
-                        let len = self.pos;
-                        self.pos = 0;
-                        return Ok(Some(len));
+            if let Some(len) = self.element_done() {
+                return Ok(Some(len));
+            }
+        }
+    }
+
+    /// One element finished: it completes every aggregate whose last element it was. Returns the
+    /// frame's length when that completes the frame (and resets the scanner).
+    fn element_done(&mut self) -> Option<usize> {
+        loop {
+            match self.open.last_mut() {
+                None => {
+                    let len = self.pos;
+                    self.pos = 0;
+                    return Some(len);
+                }
+                Some(left) => {
+                    *left -= 1;
+                    if *left > 0 {
+                        return None;
                     }
-                    Some(left) => {
-                        *left -= 1;
-                        if *left > 0 {
-                            break;
-                        }
-                        self.open.pop();
-                    }
+                    self.open.pop();
                 }
             }
         }
@@ -243,5 +300,59 @@ mod tests {
         assert_eq!(FrameScanner::new().scan(&long), Err(ScanError::LineTooLong));
         let huge = b"$99999999999999999999\r\n";
         assert_eq!(FrameScanner::new().scan(huge), Err(ScanError::InvalidLength));
+    }
+
+    /// Feeds `frame` in pieces of `step` bytes, taking the settled prefix after every piece, as a
+    /// connection streaming a large reply does; returns what was taken, the final piece included.
+    fn stream(frame: &[u8], step: usize) -> Vec<u8> {
+        let mut scanner = FrameScanner::new();
+        let mut buf = Vec::new();
+        let mut taken = Vec::new();
+        for piece in frame.chunks(step) {
+            buf.extend_from_slice(piece);
+            match scanner.scan(&buf).expect("valid RESP") {
+                Some(len) => {
+                    assert_eq!(len, buf.len(), "the frame ends with the last piece");
+                    taken.extend_from_slice(&buf);
+                    buf.clear();
+                }
+                None => {
+                    let settled = scanner.settled(&buf);
+                    taken.extend(buf.drain(..settled));
+                    scanner.take_settled(settled);
+                }
+            }
+        }
+        assert!(buf.is_empty() && !scanner.in_frame(), "the frame completed");
+        taken
+    }
+
+    #[test]
+    fn a_frame_taken_in_settled_pieces_is_passed_on_whole_and_in_order() {
+        let big = vec![b'x'; 1000];
+        let mut bulk = format!("${}\r\n", big.len()).into_bytes();
+        bulk.extend_from_slice(&big);
+        bulk.extend_from_slice(b"\r\n");
+        let mut array = b"*3\r\n:1\r\n".to_vec();
+        array.extend_from_slice(&bulk);
+        array.extend_from_slice(b"*2\r\n$3\r\nabc\r\n$-1\r\n");
+        let map = b"%2\r\n+a\r\n$5\r\nhello\r\n+b\r\n*1\r\n$2\r\nhi\r\n".to_vec();
+        for frame in [&bulk, &array, &map] {
+            for step in [1, 2, 3, 7, 64, 999, 1000, 5000] {
+                assert_eq!(stream(frame, step), *frame, "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_taken_bulk_without_its_crlf_is_still_an_error() {
+        let mut scanner = FrameScanner::new();
+        let mut buf = b"$4\r\nab".to_vec();
+        assert_eq!(scanner.scan(&buf), Ok(None));
+        let settled = scanner.settled(&buf);
+        buf.drain(..settled);
+        scanner.take_settled(settled);
+        buf.extend_from_slice(b"cdXY");
+        assert_eq!(scanner.scan(&buf), Err(ScanError::MissingCrlf));
     }
 }

@@ -35,6 +35,7 @@ impl Session {
                 tag: Tag { seq, part },
                 reply_to: self.reply_sender(),
                 bounded: !blocks,
+                streamable: false,
             };
             match &self.own {
                 Some(own) => own.send(request),
@@ -50,23 +51,36 @@ impl Session {
                 return;
             }
         };
-        pool.send(
-            affinity,
-            self.state.protocol == Protocol::Resp3,
-            UpstreamRequest {
-                payload: p.payload.clone(),
-                prefix: if asking { Some(asking_command()) } else { p.prefix.take() },
-                tag: Tag { seq, part },
-                reply_to: self.reply_sender(),
-                bounded: true,
-            },
-        );
+        let (payload, streamable) = (p.payload.clone(), p.streamable);
+        let prefix = if asking { Some(asking_command()) } else { p.prefix.take() };
+        let request = UpstreamRequest {
+            payload,
+            prefix,
+            tag: Tag { seq, part },
+            reply_to: self.reply_sender(),
+            bounded: true,
+            streamable,
+        };
+        pool.send(affinity, self.state.protocol == Protocol::Resp3, request);
     }
 
     /// Takes a node's reply: follows redirections, retries transient failures, or stores it.
     pub(super) fn on_reply(&mut self, upstream: UpstreamReply) {
         if upstream.tag.seq == PUSH.seq {
             return self.on_push(upstream);
+        }
+        if let Some(credit) = upstream.partial {
+            // A piece of a large reply: straight to the client when every earlier reply is
+            // written, so the reply streams through instead of being held whole. The credit goes
+            // back once the bytes are written; until then the node's connection reads no further
+            // ahead than its window.
+            if let Ok(piece) = upstream.result
+                && let Some(now) = self.pipeline.stream(upstream.tag.seq, piece)
+            {
+                self.direct.extend_from_slice(&now);
+                self.stream_credits.push((credit, now.len()));
+            }
+            return;
         }
         let Tag { seq, part } = upstream.tag;
         let topology = Arc::clone(&self.shared.topology);
@@ -77,6 +91,11 @@ impl Session {
         };
         let bytes = match upstream.result {
             Ok(bytes) => bytes,
+            Err(_) if p.streamed => {
+                // Half a reply is out: no error can follow it on the same stream.
+                self.broken = true;
+                return;
+            }
             Err(error) => {
                 // Never sent: safe to retry once the topology has caught up with the failure, for as
                 // long as a client would wait for one command anyway.

@@ -185,6 +185,11 @@ struct Session {
     acl_keys: Vec<(usize, crate::command::KeyAccess)>,
     /// This client as CLIENT LIST / KILL see it.
     entry: Arc<clients::ClientEntry>,
+    /// A reply broke off after part of it was streamed to the client: the connection cannot be
+    /// resynchronised and is closed.
+    broken: bool,
+    /// Credit for streamed pieces in the write buffer, given back once it is written.
+    stream_credits: Vec<(Arc<crate::upstream::StreamCredit>, usize)>,
     /// A request held by `CLIENT PAUSE`, with when it was read, and when the pause ends.
     held: Option<(crate::resp::Request, Instant, Instant)>,
 }
@@ -198,6 +203,8 @@ impl Session {
             state,
             entry,
             held: None,
+            broken: false,
+            stream_credits: Vec::new(),
             shared,
             pipeline: Pipeline::default(),
             decoder,
@@ -247,6 +254,11 @@ impl Session {
         let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(3600)));
         tokio::pin!(idle);
         loop {
+            if self.broken {
+                crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer,
+                    "a streamed reply broke off: closing the client connection");
+                return Ok(());
+            }
             if !self.direct.is_empty() {
                 wbuf.extend_from_slice(&self.direct.split());
             }
@@ -309,6 +321,9 @@ impl Session {
                     // TLS buffers records until flushed; for TCP the flush is free.
                     if wbuf.is_empty() {
                         wbuf = BytesMut::new();
+                        for (credit, written) in self.stream_credits.drain(..) {
+                            credit.give_back(written);
+                        }
                         writer.flush().await?;
                     }
                 }
@@ -470,7 +485,8 @@ impl Session {
                 if write && slot.is_some() {
                     self.last_write_slot = slot;
                 }
-                let part = Part::new(request.bytes().clone(), Target::Slot(slot), write);
+                let mut part = Part::new(request.bytes().clone(), Target::Slot(slot), write);
+                part.streamable = true;
                 let seq = self.pipeline.push_single(part, meta);
                 self.send(seq, 0);
             }

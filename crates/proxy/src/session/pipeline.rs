@@ -51,6 +51,12 @@ pub struct Part {
     pub retry_until: Option<Instant>,
     /// A blocking command: its reply is not bounded by `command_timeout`.
     pub blocks: bool,
+    /// The reply is forwarded untouched (a single-part request), so a large one may stream.
+    pub streamable: bool,
+    /// Pieces of a streamed reply received while earlier replies were still pending.
+    held: BytesMut,
+    /// Pieces of the reply were written to the client already.
+    pub streamed: bool,
     reply: Option<Bytes>,
 }
 
@@ -68,6 +74,9 @@ impl Part {
             script_reloaded: false,
             retry_until: None,
             blocks: false,
+            streamable: false,
+            held: BytesMut::new(),
+            streamed: false,
             reply: None,
         }
     }
@@ -77,6 +86,8 @@ impl Part {
 enum Entry {
     /// The reply is known.
     Ready(Bytes),
+    /// The rest of a reply whose start was streamed to the client already (never an error).
+    Streamed(Bytes),
     /// Waiting for the reply of a single part.
     Single(Part),
     /// Waiting for several parts whose replies are merged.
@@ -170,6 +181,26 @@ impl Pipeline {
         }
     }
 
+    /// A piece of a large reply to single-part request `seq`, more of which follows. Returns what
+    /// to write to the client now when the request is at the front (every earlier reply is
+    /// written); otherwise keeps the piece with the part, to go out with the rest.
+    pub fn stream(&mut self, seq: u64, piece: Bytes) -> Option<Bytes> {
+        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        let Entry::Single(p) = self.entries.get_mut(index)? else {
+            return None;
+        };
+        if index > 0 {
+            p.held.extend_from_slice(&piece);
+            return None;
+        }
+        p.streamed = true;
+        if p.held.is_empty() {
+            return Some(piece);
+        }
+        p.held.extend_from_slice(&piece);
+        Some(p.held.split().freeze())
+    }
+
     /// Stores the final reply of one part. Replies for requests no longer waiting are ignored.
     pub fn complete(&mut self, seq: u64, part: u32, reply: Bytes) {
         let Some(index) = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else {
@@ -179,7 +210,16 @@ impl Pipeline {
             return;
         };
         match entry {
-            Entry::Single(p) if part == 0 => *entry = Entry::Ready(reply),
+            Entry::Single(p) if part == 0 => {
+                let reply = match p.held.is_empty() {
+                    true => reply,
+                    false => {
+                        p.held.extend_from_slice(&reply);
+                        p.held.split().freeze()
+                    }
+                };
+                *entry = if p.streamed { Entry::Streamed(reply) } else { Entry::Ready(reply) };
+            }
             Entry::Multi { parts, missing, merge: kind, places, prefix } => {
                 let Some(p) = parts.get_mut(part as usize) else {
                     return;
@@ -210,12 +250,12 @@ impl Pipeline {
         let mut now = None;
         while let Some(front) = self.entries.front() {
             match front {
-                Entry::Ready(reply) => {
+                Entry::Ready(reply) | Entry::Streamed(reply) => {
                     if let Some(Some(meta)) = self.metas.front() {
                         let command = metrics.command(meta.label);
                         // RESP2 errors start with '-', RESP3 blob errors with '!'.
                         match reply.first() {
-                            Some(b'-' | b'!') => command.error.inc(),
+                            Some(b'-' | b'!') if matches!(front, Entry::Ready(_)) => command.error.inc(),
                             _ => command.ok.inc(),
                         }
                         let now = *now.get_or_insert_with(Instant::now);
@@ -263,6 +303,30 @@ mod tests {
 
     fn part() -> Part {
         Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Slot(None), false)
+    }
+
+    #[test]
+    fn a_streamed_reply_waits_for_earlier_replies_then_goes_out_in_order() {
+        let metrics = Metrics::new();
+        let mut pipeline = Pipeline::default();
+        let a = pipeline.push_single(part(), meta());
+        let b = pipeline.push_single(part(), meta());
+        // b's reply starts arriving before a's: its pieces are held.
+        assert_eq!(pipeline.stream(b, Bytes::from_static(b"$10\r\n01")), None);
+        assert_eq!(pipeline.stream(b, Bytes::from_static(b"234")), None);
+        let mut out = BytesMut::new();
+        pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
+        pipeline.release(&mut out, &metrics);
+        // Now at the front: what was held goes out with the next piece.
+        let now = pipeline.stream(b, Bytes::from_static(b"56")).expect("at the front");
+        out.extend_from_slice(&now);
+        assert_eq!(pipeline.stream(b, Bytes::from_static(b"7")).as_deref(), Some(&b"7"[..]));
+        out.extend_from_slice(b"7");
+        pipeline.complete(b, 0, Bytes::from_static(b"89\r\n"));
+        pipeline.release(&mut out, &metrics);
+        assert_eq!(&out[..], b":1\r\n$10\r\n0123456789\r\n");
+        assert!(pipeline.is_empty());
+        assert_eq!(metrics.command(0).error.get(), 0, "the rest of a streamed reply is not an error");
     }
 
     #[test]

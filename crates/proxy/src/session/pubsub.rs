@@ -196,7 +196,14 @@ impl Session {
         };
         conn.awaiting += expected_frames(&payload, conn);
         // Replies come back as pushes with the connection's tag; this channel is never read.
-        conn.conn.send(UpstreamRequest { payload, prefix: None, tag: PUSH, reply_to, bounded: true });
+        conn.conn.send(UpstreamRequest {
+            payload,
+            prefix: None,
+            tag: PUSH,
+            reply_to,
+            bounded: true,
+            streamable: false,
+        });
     }
 
     fn open(&mut self, addr: &str, part: u32) -> OwnedConn {

@@ -232,6 +232,7 @@ impl Session {
                 tag: crate::upstream::PUSH,
                 reply_to: tx,
                 bounded: true,
+                streamable: false,
             });
         }
     }

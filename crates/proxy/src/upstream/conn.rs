@@ -11,13 +11,18 @@ use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval, sleep};
 
 use super::stream::UpstreamStream;
-use super::{ConnSettings, ReplySender, Tag, UpstreamError, UpstreamReply, UpstreamRequest, admin};
+use super::{
+    ConnSettings, ReplySender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError, UpstreamReply, UpstreamRequest, admin,
+};
 use crate::metrics::NodeMetrics;
 use crate::resp::FrameScanner;
 
 /// Stop taking new requests while this much is waiting to be written, so a node that reads slowly
 /// holds back its senders' requests in the channel instead of growing one buffer without bound.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+/// How much of an incomplete reply must be here before it is passed on in pieces.
+const STREAM_AT: usize = 256 * 1024;
 
 /// Starts the task for one connection to `addr` and returns the queue that feeds it.
 ///
@@ -68,8 +73,15 @@ struct InFlight {
     request: UpstreamRequest,
     /// The reply to the request's prefix command (ASKING, SCRIPT LOAD) is still to be swallowed.
     prefix_pending: bool,
-    /// Timeout tick count when the request was queued.
+    /// Timeout tick count when the request was queued, or when the last piece of its reply was
+    /// passed on (a reply that keeps streaming is not timed out).
     queued_at: u64,
+    /// Pieces of the reply were passed on already.
+    streaming: bool,
+    /// Flow control of the streamed reply, from its first piece on.
+    credit: Option<Arc<StreamCredit>>,
+    /// Timeout tick since when reading waits for the client to catch up with the streamed reply.
+    stalled_since: Option<u64>,
 }
 
 /// How a connection ended.
@@ -145,13 +157,13 @@ fn end_owned(
         fail(request, error.clone(), metrics);
     }
     if let Some((pushes, tag)) = &mode.pushes {
-        let _ = pushes.send(UpstreamReply { tag: *tag, result: Err(error) });
+        let _ = pushes.send(UpstreamReply { tag: *tag, result: Err(error), partial: None });
     }
 }
 
 fn fail(request: UpstreamRequest, error: UpstreamError, metrics: &NodeMetrics) {
     metrics.record_error(&error);
-    let _ = request.reply_to.send(UpstreamReply { tag: request.tag, result: Err(error) });
+    let _ = request.reply_to.send(UpstreamReply { tag: request.tag, result: Err(error), partial: None });
 }
 
 /// Serves one established connection until it fails or the pool goes away.
@@ -208,19 +220,22 @@ where
         if !open && (inflight.is_empty() || !mode.reconnect) {
             return End::Finished;
         }
+        let stalled = inflight.front_mut().is_some_and(|head| stream_stalled(head, now_tick, timeout_ticks));
+        let credit = inflight.front().and_then(|head| head.credit.clone()).filter(|_| stalled);
         tokio::select! {
             biased;
-            read = reader.read_buf(&mut rbuf) => match read {
+            read = reader.read_buf(&mut rbuf), if !stalled => match read {
                 Ok(0) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
                 Err(_) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
                 Ok(_) => {
-                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight, mode.pushes.as_ref(), host) {
+                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight, mode.pushes.as_ref(), host, now_tick) {
                         crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
                         metrics.protocol_errors.inc_by(inflight.len() as u64);
                         for entry in inflight.drain(..) {
                             let _ = entry.request.reply_to.send(UpstreamReply {
                                 tag: entry.request.tag,
                                 result: Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
+                                partial: None,
                             });
                         }
                         break UpstreamError::ConnectionLost { addr: addr.to_string() };
@@ -260,6 +275,7 @@ where
                     metrics.requests.inc_by(queued);
                 }
             },
+            () = credit_returned(credit), if stalled => {}
             _ = ticker.tick() => {
                 now_tick += 1;
                 if inflight.front().is_some_and(|f| f.request.bounded && now_tick - f.queued_at > timeout_ticks) {
@@ -290,7 +306,14 @@ fn queue(
     if !expects_reply {
         return;
     }
-    inflight.push_back(InFlight { prefix_pending: request.prefix.is_some(), request, queued_at: now_tick });
+    inflight.push_back(InFlight {
+        prefix_pending: request.prefix.is_some(),
+        request,
+        queued_at: now_tick,
+        streaming: false,
+        credit: None,
+        stalled_since: None,
+    });
 }
 
 /// Hands every complete reply in `rbuf` to the request it answers.
@@ -300,6 +323,7 @@ fn dispatch_replies(
     inflight: &mut VecDeque<InFlight>,
     pushes: Option<&(ReplySender, Tag)>,
     host: &str,
+    now_tick: u64,
 ) -> Result<(), String> {
     while let Some(len) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
         let mut frame: Bytes = rbuf.split_to(len).freeze();
@@ -311,7 +335,7 @@ fn dispatch_replies(
         // A subscribed connection's frames (confirmations, messages, pongs) all go to its owner,
         // in order: they do not pair one-to-one with requests.
         if let Some((pushes, tag)) = pushes {
-            let _ = pushes.send(UpstreamReply { tag: *tag, result: Ok(frame) });
+            let _ = pushes.send(UpstreamReply { tag: *tag, result: Ok(frame), partial: None });
             continue;
         }
         let Some(head) = inflight.front_mut() else {
@@ -325,7 +349,60 @@ fn dispatch_replies(
             return Err("reply without a request".to_string());
         };
         // A caller that went away (client disconnected) simply drops its reply.
-        let _ = entry.request.reply_to.send(UpstreamReply { tag: entry.request.tag, result: Ok(frame) });
+        let _ = entry.request.reply_to.send(UpstreamReply { tag: entry.request.tag, result: Ok(frame), partial: None });
     }
+    stream_piece(rbuf, scanner, inflight, now_tick);
     Ok(())
+}
+
+/// Passes on what has arrived of a large reply to a request that may stream, once at least
+/// [`STREAM_AT`] bytes of it are here: the proxy then holds about one read of a reply of any size,
+/// not the whole of it. Errors (`-…`), which the session must inspect, never stream.
+fn stream_piece(rbuf: &mut BytesMut, scanner: &mut FrameScanner, inflight: &mut VecDeque<InFlight>, now_tick: u64) {
+    if rbuf.len() < STREAM_AT {
+        return;
+    }
+    let Some(head) = inflight.front_mut() else { return };
+    if !head.request.streamable || head.prefix_pending || (!head.streaming && rbuf.first() == Some(&b'-')) {
+        return;
+    }
+    let settled = scanner.settled(rbuf);
+    if settled < STREAM_AT {
+        return;
+    }
+    let piece = rbuf.split_to(settled).freeze();
+    scanner.take_settled(settled);
+    head.streaming = true;
+    head.queued_at = now_tick;
+    let credit = Arc::clone(head.credit.get_or_insert_with(Default::default));
+    credit.lend(piece.len());
+    let _ =
+        head.request.reply_to.send(UpstreamReply { tag: head.request.tag, result: Ok(piece), partial: Some(credit) });
+}
+
+/// Whether reading waits for the client of a streamed reply to catch up: more than
+/// [`STREAM_WINDOW`] passed on and not written yet. A client that does not catch up within
+/// `command_timeout` no longer holds the connection (which other clients' replies share): reading
+/// goes on, and the client output limit bounds what its session holds.
+fn stream_stalled(head: &mut InFlight, now_tick: u64, timeout_ticks: u64) -> bool {
+    let behind = head.credit.as_ref().is_some_and(|c| c.outstanding() > STREAM_WINDOW);
+    if !behind || head.request.reply_to.is_closed() {
+        head.stalled_since = None;
+        return false;
+    }
+    let since = *head.stalled_since.get_or_insert(now_tick);
+    let stalled = now_tick - since <= timeout_ticks;
+    if stalled {
+        // Waiting for the client is not the node being slow.
+        head.queued_at = now_tick;
+    }
+    stalled
+}
+
+/// Resolves when the session gives credit back.
+async fn credit_returned(credit: Option<Arc<StreamCredit>>) {
+    match credit {
+        Some(credit) => credit.returned().await,
+        None => std::future::pending().await,
+    }
 }

@@ -43,6 +43,9 @@ pub struct UpstreamRequest {
     /// Whether `command_timeout` bounds the wait for the reply: false only for blocking commands,
     /// which legitimately wait as long as they were asked to.
     pub bounded: bool,
+    /// Whether a large reply may be passed on in pieces before it is complete (the caller forwards
+    /// it untouched, rather than merging or inspecting it).
+    pub streamable: bool,
 }
 
 /// The answer to an [`UpstreamRequest`].
@@ -51,6 +54,49 @@ pub struct UpstreamReply {
     pub tag: Tag,
     /// The reply frame exactly as the node sent it, or why there is none.
     pub result: Result<Bytes, UpstreamError>,
+    /// Set when `result` is a piece of a large reply, more of which follows: the receiver gives
+    /// the piece's bytes back to this credit once they are written to its client (see
+    /// `conn::STREAM_AT`), so the connection reads no further ahead of a slow client than
+    /// [`STREAM_WINDOW`].
+    pub partial: Option<Arc<StreamCredit>>,
+}
+
+/// Most bytes of a streamed reply passed on but not yet written to the client, before the
+/// connection stops reading (for at most `command_timeout`, then the client output limit decides).
+pub const STREAM_WINDOW: usize = 8 * 1024 * 1024;
+
+/// Flow control of one streamed reply between the connection and the client's session.
+#[derive(Debug, Default)]
+pub struct StreamCredit {
+    outstanding: std::sync::atomic::AtomicUsize,
+    returned: tokio::sync::Notify,
+}
+
+impl StreamCredit {
+    /// Bytes passed on and not yet written to the client.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The connection passed on `n` more bytes.
+    pub fn lend(&self, n: usize) {
+        self.outstanding.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The session wrote `n` bytes to its client.
+    pub fn give_back(&self, n: usize) {
+        let _ = self.outstanding.fetch_update(
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+            |left| Some(left.saturating_sub(n)),
+        );
+        self.returned.notify_one();
+    }
+
+    /// Resolves once credit was given back (or had been, since the last wait).
+    pub async fn returned(&self) {
+        self.returned.notified().await;
+    }
 }
 
 /// Why a request got no reply from its node. Every variant is the upstream side's fault; whether

@@ -52,6 +52,7 @@ impl NodePool {
             let _ = request.reply_to.send(super::UpstreamReply {
                 tag: request.tag,
                 result: Err(super::UpstreamError::ConnectionLost { addr: self.addr.clone() }),
+                partial: None,
             });
         }
     }
@@ -88,6 +89,7 @@ impl OwnedConn {
             let _ = request.reply_to.send(super::UpstreamReply {
                 tag: request.tag,
                 result: Err(super::UpstreamError::ConnectionLost { addr: self.addr.clone() }),
+                partial: None,
             });
         }
     }
