@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use redis::{Connection, Value};
 use redisforge_proxy::resp::FrameScanner;
-use redisforge_proxy::slot::key_slot;
 use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, raw_roundtrip_until, resp_command, wait_until};
 
 /// Runs a raw command and returns the reply value, or the error's text.
@@ -57,37 +56,6 @@ fn config_get(con: &mut Connection, name: &str) -> String {
 
 fn info(con: &mut Connection, section: &str) -> String {
     raw(con, &["INFO", section]).map(|v| text(&v)).unwrap_or_else(|e| panic!("INFO {section}: {e}"))
-}
-
-/// The masters in slot order: the master of slot 0 first, as the proxy's map orders them.
-fn masters(cluster: &Cluster) -> Vec<String> {
-    let mut ranges = cluster.slot_ranges();
-    ranges.sort_by_key(|r| r.start);
-    let mut masters: Vec<String> = Vec::new();
-    for range in ranges {
-        if !masters.contains(&range.master) {
-            masters.push(range.master);
-        }
-    }
-    masters
-}
-
-/// One key per master (`<prefix>:<n>`), in the order of [`masters`].
-fn key_per_master(cluster: &Cluster, prefix: &str) -> Vec<String> {
-    let ranges = cluster.slot_ranges();
-    let owner = |key: &str| {
-        let slot = key_slot(key.as_bytes());
-        ranges.iter().find(|r| (r.start..=r.end).contains(&slot)).map(|r| r.master.clone())
-    };
-    masters(cluster)
-        .iter()
-        .map(|master| {
-            (0..10_000)
-                .map(|i| format!("{prefix}:{i}"))
-                .find(|key| owner(key).as_ref() == Some(master))
-                .unwrap_or_else(|| panic!("no key of {prefix} hashes to {master}"))
-        })
-        .collect()
 }
 
 /// A RESP2 flat array or RESP3 map of `address → reply`, as pairs.
@@ -171,7 +139,7 @@ fn config_set_refusals_name_each_node_and_config_get_resolves_disagreements_by_m
     }
 
     // Masters that disagree: the value most of them have, and a warning in the log.
-    let masters = masters(&cluster);
+    let masters = cluster.masters_in_slot_order();
     raw(&mut cluster.client(&masters[0]), &["CONFIG", "SET", "maxmemory-samples", "3"]).expect("CONFIG SET");
     let get = raw(&mut con, &["CONFIG", "GET", "maxmemory-samples"]);
     assert_eq!(get, Ok(Value::Array(vec![bulk("maxmemory-samples"), bulk("9")])), "2 of 3 masters have 9");
@@ -196,10 +164,10 @@ fn slowlog_is_merged_across_masters_newest_first_with_each_node_named() {
     let cluster = Cluster::start(ClusterOptions::default());
     let proxy = Proxy::start(&cluster, ProxyOptions::default());
     let mut con = proxy.client();
-    let masters = masters(&cluster);
+    let masters = cluster.masters_in_slot_order();
     assert_eq!(raw(&mut con, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]), Ok(Value::Okay));
     assert_eq!(raw(&mut con, &["SLOWLOG", "RESET"]), Ok(Value::Okay));
-    let keys = key_per_master(&cluster, "slow");
+    let keys = cluster.key_per_master("slow");
     for key in &keys {
         raw(&mut con, &["SET", key, "v"]).expect("SET");
         raw(&mut con, &["GET", key]).expect("GET");
@@ -263,7 +231,7 @@ fn latency_and_memory_diagnostics_name_every_master() {
     let cluster = Cluster::shared();
     let proxy = Proxy::start(cluster, ProxyOptions::default());
     let mut con = proxy.client();
-    let masters = masters(cluster);
+    let masters = cluster.masters_in_slot_order();
     let cases: [(&[&str], Shape); 6] = [
         (&["MEMORY", "STATS"], |v| matches!(v, Value::Array(a) if !a.is_empty())),
         (&["MEMORY", "DOCTOR"], |v| matches!(v, Value::BulkString(_))),
@@ -346,7 +314,7 @@ fn wait_counts_the_replicas_of_the_node_last_written() {
     let cluster = Cluster::shared();
     let proxy = Proxy::start(cluster, ProxyOptions::default());
     let mut con = proxy.client();
-    for key in key_per_master(cluster, "admin:wait") {
+    for key in cluster.key_per_master("admin:wait") {
         raw(&mut con, &["SET", &key, "v"]).expect("SET");
         // Each master has one replica; WAIT asks the master the SET went to.
         assert_eq!(raw(&mut con, &["WAIT", "1", "5000"]), Ok(Value::Int(1)), "after SET {key}");

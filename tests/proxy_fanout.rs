@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 use redisforge_proxy::resp::FrameScanner;
-use redisforge_proxy::slot::key_slot;
 use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, raw_roundtrip_until, resp_command};
 
 /// Runs a raw command and returns the reply value, or the error's text.
@@ -25,41 +24,12 @@ fn bulk(s: &str) -> Value {
     Value::BulkString(s.as_bytes().to_vec())
 }
 
-/// The masters serving slots, in slot order.
-fn masters(cluster: &Cluster) -> Vec<String> {
-    let mut masters: Vec<String> = Vec::new();
-    for range in cluster.slot_ranges() {
-        if !masters.contains(&range.master) {
-            masters.push(range.master);
-        }
-    }
-    masters
-}
-
-/// One key per master (`<prefix>:<n>`), in the order of [`masters`].
-fn key_per_master(cluster: &Cluster, prefix: &str) -> Vec<String> {
-    let ranges = cluster.slot_ranges();
-    let owner = |key: &str| {
-        let slot = key_slot(key.as_bytes());
-        ranges.iter().find(|r| (r.start..=r.end).contains(&slot)).map(|r| r.master.clone())
-    };
-    masters(cluster)
-        .iter()
-        .map(|master| {
-            (0..10_000)
-                .map(|i| format!("{prefix}:{i}"))
-                .find(|key| owner(key).as_ref() == Some(master))
-                .unwrap_or_else(|| panic!("no key of {prefix} hashes to {master}"))
-        })
-        .collect()
-}
-
 #[test]
 fn script_load_reaches_every_master_so_evalsha_works_on_any_key() {
     let cluster = Cluster::shared();
     let proxy = Proxy::start(cluster, ProxyOptions::default());
     let mut con = proxy.client();
-    let keys = key_per_master(cluster, "fanout:evalsha");
+    let keys = cluster.key_per_master("fanout:evalsha");
     assert_eq!(keys.len(), 3);
 
     let script = "redis.call('SET', KEYS[1], ARGV[1]) return 'fanout-evalsha'";
@@ -72,7 +42,7 @@ fn script_load_reaches_every_master_so_evalsha_works_on_any_key() {
         assert_eq!(raw(&mut con, &["EVALSHA", &sha, "1", key, "v"]), Ok(bulk("fanout-evalsha")), "{key}");
         assert_eq!(raw(&mut con, &["GET", key]), Ok(bulk("v")));
     }
-    for master in masters(cluster) {
+    for master in cluster.masters_in_slot_order() {
         let exists = raw(&mut cluster.client(&master), &["SCRIPT", "EXISTS", &sha]);
         assert_eq!(exists, Ok(Value::Array(vec![Value::Int(1)])), "{master} has the script");
     }
@@ -85,7 +55,7 @@ fn script_exists_is_true_only_when_every_master_has_the_script() {
     let mut con = proxy.client();
     let script = "return 'fanout-exists'";
     // Loaded on one master only: not usable through the proxy for every key yet.
-    let first = masters(cluster).remove(0);
+    let first = cluster.masters_in_slot_order().remove(0);
     let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(script).query(&mut cluster.client(&first)).expect("LOAD");
     let missing = "0123456789012345678901234567890123456789";
     let exists = |con: &mut Connection| raw(con, &["SCRIPT", "EXISTS", &sha, missing]);
@@ -143,7 +113,7 @@ fn function_load_reaches_every_master_and_delete_removes_it_everywhere() {
     let cluster = Cluster::shared();
     let proxy = Proxy::start(cluster, ProxyOptions::default());
     let mut con = proxy.client();
-    let keys = key_per_master(cluster, "fanout:fcall");
+    let keys = cluster.key_per_master("fanout:fcall");
     let library = "#!lua name=fanoutlib\n\
         redis.register_function('fanout_set', function(keys, args) \
             redis.call('SET', keys[1], args[1]) return 'fanout-fcall' end)";
@@ -172,7 +142,7 @@ fn keys_returns_the_matching_keys_of_every_master() {
     let proxy = Proxy::start(cluster, ProxyOptions::default());
     let mut con = proxy.client();
     let mut expected: Vec<String> = (0..40).map(|i| format!("fanout:keys:{i}")).collect();
-    expected.extend(key_per_master(cluster, "fanout:keys:m"));
+    expected.extend(cluster.key_per_master("fanout:keys:m"));
     for key in &expected {
         assert_eq!(raw(&mut con, &["SET", key, "1"]), Ok(Value::Okay));
     }
@@ -190,7 +160,7 @@ fn randomkey_finds_the_one_key_on_whichever_master_holds_it() {
     let proxy = Proxy::start(&cluster, ProxyOptions::default());
     let mut con = proxy.client();
     assert_eq!(raw(&mut con, &["RANDOMKEY"]), Ok(Value::Nil), "empty cluster");
-    for key in key_per_master(&cluster, "fanout:random") {
+    for key in cluster.key_per_master("fanout:random") {
         assert_eq!(raw(&mut con, &["SET", &key, "1"]), Ok(Value::Okay));
         assert_eq!(raw(&mut con, &["RANDOMKEY"]), Ok(bulk(&key)));
         assert_eq!(raw(&mut con, &["DBSIZE"]), Ok(Value::Int(1)));
@@ -228,7 +198,7 @@ fn pubsub_introspection_counts_the_subscribers_of_every_master() {
     let mut con = proxy.client();
     // The proxy has no subscriptions of its own yet: subscribe on the nodes directly, the same
     // channel on two masters.
-    let masters = masters(cluster);
+    let masters = cluster.masters_in_slot_order();
     let _subscribers = [
         subscriber(&masters[0], "SUBSCRIBE", "fanout:news"),
         subscriber(&masters[1], "SUBSCRIBE", "fanout:news"),
@@ -265,7 +235,7 @@ fn frames(mut bytes: &[u8]) -> Vec<&[u8]> {
 fn resp3_clients_get_merged_replies_in_the_form_a_node_gives() {
     let cluster = Cluster::shared();
     let proxy = Proxy::start(cluster, ProxyOptions::default());
-    let keys = key_per_master(cluster, "fanout:r3");
+    let keys = cluster.key_per_master("fanout:r3");
     let numsub = resp_command(&[b"PUBSUB", b"NUMSUB", b"fanout:r3:ch"]);
     let exists = resp_command(&[b"SCRIPT", b"EXISTS", b"0123456789012345678901234567890123456789"]);
     let mut input = b"HELLO 3\r\n".to_vec();
@@ -294,7 +264,7 @@ fn resp3_clients_get_merged_replies_in_the_form_a_node_gives() {
     node_input.extend_from_slice(&numsub);
     node_input.extend_from_slice(&exists);
     node_input.extend_from_slice(b"QUIT\r\n");
-    let master = masters(cluster).remove(0);
+    let master = cluster.masters_in_slot_order().remove(0);
     let node_reply = raw_roundtrip_until(&master, &node_input, timeout, |got| got.ends_with(b":0\r\n+OK\r\n"));
     let node_replies = frames(&node_reply);
     assert_eq!(node_replies.len(), 4, "{}", text(&node_reply));

@@ -5,21 +5,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use redisforge_tests::process::rss_bytes;
 use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command};
 
 const MIB: usize = 1024 * 1024;
 /// The value GET returns through the proxy.
 const VALUE_LEN: usize = 300 * MIB;
-
-fn rss(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
 
 #[test]
 fn a_reply_of_300_mb_streams_through_without_being_held_whole() {
@@ -34,7 +25,7 @@ fn a_reply_of_300_mb_streams_through_without_being_held_whole() {
     let _: () = redis::cmd("SET").arg(key).arg(&pattern).query(&mut cluster.client(&node)).expect("SET 300 MB");
 
     let pid = proxy.pid();
-    let before = rss(pid);
+    let before = rss_bytes(pid) as usize;
     let mut client = TcpStream::connect(proxy.addr()).expect("connect");
     client.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     client.write_all(&resp_command(&[b"GET", key.as_bytes()])).expect("send GET");
@@ -60,7 +51,7 @@ fn a_reply_of_300_mb_streams_through_without_being_held_whole() {
         }
         got += n;
         if got % (16 * MIB) < n {
-            peak = peak.max(rss(pid));
+            peak = peak.max(rss_bytes(pid) as usize);
         }
     }
     let took = started.elapsed();

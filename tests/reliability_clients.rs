@@ -10,25 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use redisforge_tests::process::{fd_count, rss_bytes};
 use redisforge_tests::{Cluster, Proxy, ProxyOptions, http_get, resp_command, wait_until};
 
 const MIB: u64 = 1024 * 1024;
-
-/// The proxy's resident memory, from `VmRSS` in `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib * 1024
-}
-
-/// How many file descriptors the proxy has open.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("list /proc/<pid>/fd").count()
-}
 
 /// The value of the sample named exactly `series` on `/metrics`.
 fn metric(proxy: &Proxy, series: &str) -> Option<f64> {

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use redis::{Cmd, Connection, Value};
 use redisforge_proxy::resp::FrameScanner;
 use redisforge_proxy::slot::key_slot;
+use redisforge_tests::process::{fd_count, rss_bytes};
 use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, http_get, wait_until};
 
 const CLIENTS: usize = 8;
@@ -51,20 +52,6 @@ fn connect(addr: &str) -> redis::RedisResult<Connection> {
     con.set_read_timeout(Some(Duration::from_secs(10)))?;
     con.set_write_timeout(Some(Duration::from_secs(10)))?;
     Ok(con)
-}
-
-fn rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kib / 1024
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("list /proc/<pid>/fd").count()
 }
 
 /// The proxy's TCP sockets as `local -> remote` ports (from `/proc/net/tcp`), for failure messages.
@@ -875,7 +862,7 @@ fn soak_mixed_clients_through_a_failover_and_a_slot_migration() {
 
     let _ = proxy.client();
     let fds_start = fd_count(pid);
-    let rss_start = rss_mib(pid);
+    let rss_start = rss_bytes(pid) / (1024 * 1024);
     let soak = Arc::new(Soak::default());
     soak.began.set(Instant::now()).expect("set once");
     let sub_stop = Arc::new(AtomicBool::new(false));
@@ -893,7 +880,7 @@ fn soak_mixed_clients_through_a_failover_and_a_slot_migration() {
     let mut sample = |until: Instant| {
         // Bounded by `until`, sampled twice a second.
         while Instant::now() < until {
-            rss_peak = rss_peak.max(rss_mib(pid));
+            rss_peak = rss_peak.max(rss_bytes(pid) / (1024 * 1024));
             thread::sleep(Duration::from_millis(500));
         }
     };
@@ -939,7 +926,7 @@ fn soak_mixed_clients_through_a_failover_and_a_slot_migration() {
     let clients_gone = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         client_connections(&proxy) == Some(0.0) && fd_count(pid) <= fds_start + FD_SLACK
     });
-    let (fds_end, rss_end) = (fd_count(pid), rss_mib(pid));
+    let (fds_end, rss_end) = (fd_count(pid), rss_bytes(pid) / (1024 * 1024));
     let sockets_end = sockets(pid);
 
     // Pub/sub: no duplicate; losses only around the failover; reordering only next to a topology

@@ -146,3 +146,25 @@ pub fn tail(path: &Path, lines: usize) -> String {
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
 }
+
+/// The resident memory of process `pid` in bytes (`VmRSS` in `/proc/<pid>/status`).
+///
+/// # Panics
+/// When the process is gone or the file has no `VmRSS`.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// How many file descriptors process `pid` has open.
+///
+/// # Panics
+/// When the process is gone.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("list /proc/<pid>/fd").count()
+}

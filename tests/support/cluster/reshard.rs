@@ -59,6 +59,37 @@ impl Cluster {
             .unwrap_or_else(|| panic!("slot {slot} is not covered"))
     }
 
+    /// The masters serving slots, in slot order (the order the proxy numbers its masters in).
+    pub fn masters_in_slot_order(&self) -> Vec<String> {
+        let mut ranges = self.slot_ranges();
+        ranges.sort_by_key(|r| r.start);
+        let mut masters: Vec<String> = Vec::new();
+        for range in ranges {
+            if !masters.contains(&range.master) {
+                masters.push(range.master);
+            }
+        }
+        masters
+    }
+
+    /// One key per master (`<prefix>:<n>`), in the order of [`Cluster::masters_in_slot_order`].
+    pub fn key_per_master(&self, prefix: &str) -> Vec<String> {
+        let ranges = self.slot_ranges();
+        let owner = |key: &str| {
+            let slot = self.slot_for_key(key);
+            ranges.iter().find(|r| (r.start..=r.end).contains(&slot)).map(|r| r.master.clone())
+        };
+        self.masters_in_slot_order()
+            .iter()
+            .map(|master| {
+                (0..10_000)
+                    .map(|i| format!("{prefix}:{i}"))
+                    .find(|key| owner(key).as_ref() == Some(master))
+                    .unwrap_or_else(|| panic!("no key of {prefix} hashes to {master}"))
+            })
+            .collect()
+    }
+
     /// The master serving `key` (`CLUSTER KEYSLOT` + `CLUSTER SLOTS`).
     pub fn node_for_key(&self, key: &str) -> String {
         self.node_for_slot(self.slot_for_key(key))
