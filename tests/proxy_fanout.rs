@@ -13,11 +13,7 @@ use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, raw_roundtr
 
 /// Runs a raw command and returns the reply value, or the error's text.
 fn raw(con: &mut Connection, args: &[&str]) -> Result<Value, String> {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd.query(con).map_err(|e| e.to_string())
+    redisforge_tests::query_args(con, args)
 }
 
 fn bulk(s: &str) -> Value {

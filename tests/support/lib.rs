@@ -40,6 +40,15 @@ pub use process::Signal;
 pub use proxy::{Proxy, ProxyOptions};
 pub use tls::{NodeTls, generate_certs};
 
+/// Runs the command `args` (name first) on `con`; the reply, or the error's text.
+pub fn query_args(con: &mut redis::Connection, args: &[&str]) -> Result<redis::Value, String> {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(con).map_err(|e| e.to_string())
+}
+
 /// Polls `cond` every `interval` until it returns true or `timeout` passes; returns the last answer.
 ///
 /// Bounded twice: by the deadline and by an iteration count derived from it, so a slow `cond`
