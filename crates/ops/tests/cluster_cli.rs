@@ -5,17 +5,17 @@
 //! Every server is killed by PID when its guard drops, also when a test panics.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::sleep;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redis::Commands;
+
+use redisforge_tests::{PortGuard, reserve_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redisforge-ops");
 /// Upper bound on one `redisforge-ops` run.
@@ -24,41 +24,9 @@ const OPS_TIMEOUT: Duration = Duration::from_secs(240);
 // ---------------------------------------------------------------------------------------------
 // Harness: port reservation, redis-server children, running the binary.
 
-/// A reserved port pair (`p`, `p + 10000`), held by a `flock` shared with the workspace harness's
-/// protocol (`/tmp/redisforge-ports/P.lock`), so parallel suites never pick the same port.
-struct Port {
-    port: u16,
-    _lock: File,
-}
-
-fn reserve_port() -> Port {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join("redisforge-ports");
-    std::fs::create_dir_all(&dir).unwrap();
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() ^ std::process::id();
-    for _ in 0..10_000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        // 12000..22000: bus ports (+10000) stay below the ephemeral range.
-        let port = 12000 + u16::try_from((seed.wrapping_add(n.wrapping_mul(7919))) % 10_000).unwrap();
-        let Ok(file) =
-            OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("{port}.lock")))
-        else {
-            continue;
-        };
-        if file.try_lock().is_err() {
-            continue;
-        }
-        let binds = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if binds(port) && binds(port + 10000) {
-            return Port { port, _lock: file };
-        }
-    }
-    panic!("no free port pair");
-}
-
 /// A `redis-server` child in its own directory.
 struct Server {
-    port: Port,
+    port: PortGuard,
     child: Child,
     dir: PathBuf,
     /// Started with [`ACL_USER`] and the default user off.
@@ -70,7 +38,7 @@ const ACL_USER: (&str, &str) = ("admin", "ops-secret");
 
 impl Server {
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port.port)
+        format!("127.0.0.1:{}", self.port.port())
     }
 
     fn url(&self) -> String {
@@ -131,10 +99,10 @@ fn start_nodes_with(n: usize, acl: bool) -> (tempfile::TempDir, Vec<Server>) {
 fn start_server(root: &Path, acl: bool) -> Server {
     for _ in 0..5 {
         let port = reserve_port();
-        let dir = root.join(port.port.to_string());
+        let dir = root.join(port.port().to_string());
         std::fs::create_dir_all(&dir).unwrap();
         let mut conf = vec![
-            format!("port {}", port.port),
+            format!("port {}", port.port()),
             "bind 127.0.0.1".into(),
             "protected-mode no".into(),
             "daemonize no".into(),
@@ -340,7 +308,7 @@ fn check_reports_an_open_slot_and_fix_finishes_the_migration() {
     dst.cmd::<()>(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src.id()]);
     src.cmd::<()>(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst.id()]);
     // Part of the slot already moved, as when a migration is interrupted.
-    let port = dst.port.port.to_string();
+    let port = dst.port.port().to_string();
     src.cmd::<()>(&["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", "{fixme}:0", "{fixme}:1", "{fixme}:2"]);
 
     let seed = servers[0].addr();
@@ -380,7 +348,7 @@ fn rebalance_first_closes_migrations_interrupted_at_either_end() {
     dst.cmd::<()>(&["CLUSTER", "SETSLOT", &late_s, "IMPORTING", &src.id()]);
     src.cmd::<()>(&["CLUSTER", "SETSLOT", &late_s, "MIGRATING", &dst.id()]);
     let keys: Vec<String> = (0..10).map(|i| format!("{{late}}:{i}")).collect();
-    let port = dst.port.port.to_string();
+    let port = dst.port.port().to_string();
     let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
     migrate.extend(keys.iter().map(String::as_str));
     src.cmd::<()>(&migrate);

@@ -1,45 +1,19 @@
 //! `redisforge-ops smoke` against real `redis-server` processes (plain, ACL, mutual TLS) and a
 //! dead port. Servers are killed by PID when their guard drops, also when a test panics.
 
-use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use redisforge_tests::{PortGuard, reserve_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redisforge-ops");
 
-/// A reserved loopback port (same `flock` protocol as the workspace harness).
-struct Port {
-    port: u16,
-    _lock: File,
-}
-
-fn reserve_port() -> Port {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join("redisforge-ports");
-    std::fs::create_dir_all(&dir).unwrap();
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() ^ std::process::id();
-    for _ in 0..10_000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 12000 + u16::try_from((seed.wrapping_add(n.wrapping_mul(7919))) % 10_000).unwrap();
-        let Ok(file) =
-            OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("{port}.lock")))
-        else {
-            continue;
-        };
-        if file.try_lock().is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Port { port, _lock: file };
-        }
-    }
-    panic!("no free port");
-}
-
 /// A plain (non-cluster) `redis-server`, killed on drop.
 struct Server {
-    port: Port,
+    port: PortGuard,
     child: Child,
 }
 
@@ -52,7 +26,7 @@ impl Drop for Server {
 
 impl Server {
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port.port)
+        format!("127.0.0.1:{}", self.port.port())
     }
 }
 
@@ -67,11 +41,11 @@ fn start(dir: &Path, extra: &[String], tls: bool) -> Option<Server> {
             "save \"\"".into(),
             "appendonly no".into(),
             format!("dir \"{}\"", dir.display()),
-            format!("logfile \"redis-{}.log\"", port.port),
+            format!("logfile \"redis-{}.log\"", port.port()),
         ];
-        conf.push(if tls { format!("port 0\ntls-port {}", port.port) } else { format!("port {}", port.port) });
+        conf.push(if tls { format!("port 0\ntls-port {}", port.port()) } else { format!("port {}", port.port()) });
         conf.extend(extra.iter().cloned());
-        let file = dir.join(format!("redis-{}.conf", port.port));
+        let file = dir.join(format!("redis-{}.conf", port.port()));
         std::fs::write(&file, conf.join("\n") + "\n").unwrap();
         let child = Command::new("redis-server")
             .arg(&file)
@@ -89,14 +63,14 @@ fn start(dir: &Path, extra: &[String], tls: bool) -> Option<Server> {
                 exited = true;
                 break;
             }
-            if TcpListener::bind(("127.0.0.1", server.port.port)).is_err() {
+            if TcpListener::bind(("127.0.0.1", server.port.port())).is_err() {
                 // Something listens; give the server a moment to finish start-up.
                 sleep(Duration::from_millis(100));
                 return Some(server);
             }
             sleep(Duration::from_millis(25));
         }
-        let log = std::fs::read_to_string(dir.join(format!("redis-{}.log", server.port.port))).unwrap_or_default();
+        let log = std::fs::read_to_string(dir.join(format!("redis-{}.log", server.port.port()))).unwrap_or_default();
         if log.contains("Address already in use") {
             continue;
         }
@@ -149,7 +123,7 @@ fn smoke_passes_against_a_plain_node_and_prints_the_table() {
 #[test]
 fn smoke_against_a_dead_port_fails_with_exit_1() {
     let port = reserve_port();
-    let out = smoke(&[&format!("127.0.0.1:{}", port.port)], &[]);
+    let out = smoke(&[&format!("127.0.0.1:{}", port.port())], &[]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     for step in STEPS {

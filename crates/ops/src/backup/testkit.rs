@@ -2,17 +2,16 @@
 //! type, a key-by-key dump for comparisons, and the moto S3 server of `scripts/s3-test-server.sh`.
 //!
 //! Not part of the binary: only `crates/ops/tests/backup_cli.rs` compiles it (`#[path]`).
-//! Ports are picked free and servers retried on a fresh port when another process took it first.
+//! Ports come from the workspace harness (`redisforge_tests::reserve_port`, a flock per port shared
+//! with every other suite); servers are still retried on a fresh port if a bind fails.
 //! Every process started here is killed by PID on drop, and by a watchdog if the test process
 //! dies first.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -21,32 +20,7 @@ use sha2::{Digest, Sha256};
 /// How long a cluster gets to settle.
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// A port `P` whose bus port `P + 10000` was free too when it was picked.
-pub struct PortGuard {
-    pub port: u16,
-}
-
-/// Picks a port pair in 12000..22000 (bus ports land below the ephemeral range) that binds right
-/// now. Distinct within this process; another process may still take it before the server binds,
-/// which is why every start here retries on a fresh port when the bind fails. (The root harness
-/// also flocks `/tmp/redisforge-ports/P.lock`; `File::try_lock` is newer than this crate's MSRV.)
-pub fn reserve_port() -> PortGuard {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    static START: OnceLock<u32> = OnceLock::new();
-    // One random start per process, then a counter: threads of this process never pick alike.
-    let start = *START.get_or_init(|| {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        (std::process::id() ^ nanos).wrapping_mul(7919) % 10_000
-    });
-    for _ in 0..10_000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 12_000 + u16::try_from(start.wrapping_add(n) % 10_000).expect("below 10000");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return PortGuard { port };
-        }
-    }
-    panic!("no free port pair in 12000..22000");
-}
+pub use redisforge_tests::{PortGuard, reserve_port};
 
 /// One `redis-server` child.
 pub struct Server {
@@ -58,7 +32,7 @@ pub struct Server {
 impl Server {
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.guard.port)
+        format!("127.0.0.1:{}", self.guard.port())
     }
 
     /// Starts a cluster-enabled node in `root/<port>`, retrying on another port if it is taken.
@@ -66,10 +40,10 @@ impl Server {
         let mut last = String::new();
         for _ in 0..5 {
             let guard = reserve_port();
-            let dir = root.join(guard.port.to_string());
+            let dir = root.join(guard.port().to_string());
             std::fs::create_dir_all(&dir).expect("create node dir");
             let mut conf = vec![
-                format!("port {}", guard.port),
+                format!("port {}", guard.port()),
                 "bind 127.0.0.1".into(),
                 "protected-mode no".into(),
                 "daemonize no".into(),
@@ -366,11 +340,11 @@ impl S3Server {
                 .arg(&script)
                 .arg("start")
                 .arg(dir.path())
-                .arg(guard.port.to_string())
+                .arg(guard.port().to_string())
                 .output()
                 .expect("run scripts/s3-test-server.sh");
             if out.status.success() {
-                return Some(S3Server { port: guard.port, dir, script });
+                return Some(S3Server { port: guard.port(), dir, script });
             }
             last = String::from_utf8_lossy(&out.stderr).into_owned();
             if last.contains("install") || last.contains("python3") {
