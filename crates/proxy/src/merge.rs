@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::command::Merge;
 use crate::resp::{FrameScanner, reply};
@@ -177,14 +177,8 @@ fn string_payload(reply: &[u8]) -> Option<(u8, &[u8])> {
 
 /// Writes `payload` as a bulk string, or as a RESP3 verbatim text string when `kind` is `=`.
 fn put_string(out: &mut BytesMut, kind: u8, payload: &[u8]) {
-    if kind == b'=' {
-        reply::put_header(out, b'=', payload.len() + 4);
-        out.put_slice(b"txt:");
-        out.put_slice(payload);
-        out.put_slice(b"\r\n");
-    } else {
-        reply::put_bulk(out, payload);
-    }
+    let protocol = if kind == b'=' { reply::Protocol::Resp3 } else { reply::Protocol::Resp2 };
+    reply::put_text(out, protocol, payload);
 }
 
 fn array_in_key_order(parts: &[Bytes], places: &[KeyPlace]) -> Option<Bytes> {

@@ -151,13 +151,7 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], field: &Field) {
         Field::Text(text, true) => text.to_vec(),
         Field::Pairs(pairs) if is_db(name) => keyspace_line(pairs),
         Field::Pairs(pairs) => {
-            let number = |key: &[u8]| {
-                pairs.iter().find(|(k, _)| *k == key).and_then(|(_, v)| match v {
-                    PairValue::Number(n, _) => Some(*n),
-                    PairValue::Text(_) => None,
-                })
-            };
-            let per_call = match (number(b"usec"), number(b"calls")) {
+            let per_call = match (pair_number(pairs, b"usec"), pair_number(pairs, b"calls")) {
                 (Some(usec), Some(calls)) if calls > 0.0 => Some(usec / calls),
                 _ => None,
             };
@@ -186,6 +180,14 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], field: &Field) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The numeric value of pair `key`, if it has one.
+fn pair_number(pairs: &[(&[u8], PairValue)], key: &[u8]) -> Option<f64> {
+    pairs.iter().find(|(k, _)| *k == key).and_then(|(_, v)| match v {
+        PairValue::Number(n, _) => Some(*n),
+        PairValue::Text(_) => None,
+    })
+}
+
 fn is_db(name: &[u8]) -> bool {
     name.strip_prefix(b"db").and_then(parse_u64).is_some()
 }
@@ -194,10 +196,7 @@ fn is_db(name: &[u8]) -> bool {
 /// cluster-wide average is computed from.
 fn weigh_ttl(field: &mut Field) {
     let Field::Pairs(pairs) = field else { return };
-    let expires = pairs.iter().find(|(k, _)| *k == b"expires").map_or(0.0, |(_, v)| match v {
-        PairValue::Number(n, _) => *n,
-        PairValue::Text(_) => 0.0,
-    });
+    let expires = pair_number(pairs, b"expires").unwrap_or(0.0);
     if let Some((_, PairValue::Number(ttl, _))) = pairs.iter_mut().find(|(k, _)| *k == b"avg_ttl") {
         *ttl *= expires;
     }
@@ -205,12 +204,7 @@ fn weigh_ttl(field: &mut Field) {
 
 /// `keys=…,expires=…,avg_ttl=…`, with avg_ttl the cluster-wide average weighted by expires.
 fn keyspace_line(pairs: &[(&[u8], PairValue)]) -> Vec<u8> {
-    let number = |key: &[u8]| {
-        pairs.iter().find(|(k, _)| *k == key).map_or(0.0, |(_, v)| match v {
-            PairValue::Number(n, _) => *n,
-            PairValue::Text(_) => 0.0,
-        })
-    };
+    let number = |key: &[u8]| pair_number(pairs, key).unwrap_or(0.0);
     let expires = number(b"expires");
     let avg_ttl = if expires > 0.0 { number(b"avg_ttl") / expires } else { 0.0 };
     let mut text = format!("keys={:.0},expires={expires:.0},avg_ttl={avg_ttl:.0}", number(b"keys")).into_bytes();

@@ -57,15 +57,20 @@ pub fn bulk(data: &[u8]) -> Bytes {
 /// Text meant for people (INFO, CLIENT INFO): a bulk string in RESP2, a verbatim string
 /// (`=len\r\ntxt:…`) in RESP3, as Redis answers.
 pub fn text(protocol: Protocol, text: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(text.len() + 24);
+    put_text(&mut out, protocol, text);
+    out.freeze()
+}
+
+/// Appends [`text`]'s encoding of `text`.
+pub fn put_text(out: &mut BytesMut, protocol: Protocol, text: &[u8]) {
     match protocol {
-        Protocol::Resp2 => bulk(text),
+        Protocol::Resp2 => put_bulk(out, text),
         Protocol::Resp3 => {
-            let mut out = BytesMut::with_capacity(text.len() + 20);
-            put_header(&mut out, b'=', text.len() + 4);
+            put_header(out, b'=', text.len() + 4);
             out.extend_from_slice(b"txt:");
             out.extend_from_slice(text);
             out.extend_from_slice(b"\r\n");
-            out.freeze()
         }
     }
 }

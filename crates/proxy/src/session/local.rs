@@ -76,6 +76,11 @@ fn wrong_args(name: &str) -> Answer {
     Answer::Reply(reply::error(&format!("ERR wrong number of arguments for '{name}' command")))
 }
 
+/// Whether the local command `name` may change what CLIENT LIST shows of the client.
+pub fn changes_description(name: &str) -> bool {
+    matches!(name, "hello" | "auth" | "reset" | "client|setname" | "client|setinfo")
+}
+
 /// Answers a command the command table marks as local.
 pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer {
     let name = upper(request.arg(0));

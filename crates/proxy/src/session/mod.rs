@@ -496,7 +496,6 @@ impl Session {
         if spec.name == "script|load" || spec.name == "eval" || spec.name == "eval_ro" {
             scripts::remember(&self.shared.scripts, &request);
         }
-        let describes = matches!(spec.name.as_str(), "hello" | "auth" | "reset" | "client|setname" | "client|setinfo");
         let route = router::plan_command(spec, &request, &mut self.keys);
         match route {
             Route::Single { slot, write } => {
@@ -524,7 +523,7 @@ impl Session {
                 let reply = clients::command(&self.shared.clients, &self.state, &request);
                 self.pipeline.push_ready(reply, meta);
             }
-            Route::Local => match self.answer_locally(describes, &request) {
+            Route::Local => match self.answer_locally(local::changes_description(&spec.name), &request) {
                 local::Answer::Reply(reply) => self.pipeline.push_ready(reply, meta),
                 local::Answer::ReplyAndClose(reply) => {
                     self.pipeline.push_ready(reply, meta);
@@ -566,7 +565,7 @@ impl Session {
     }
 
     /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
-    /// when the command may have changed it.
+    /// when the command may have changed it (`describes`).
     fn answer_locally(&mut self, describes: bool, request: &crate::resp::Request) -> local::Answer {
         let answer = local::answer(&mut self.state, &self.shared, request);
         if describes {

@@ -221,7 +221,7 @@ where
             return End::Finished;
         }
         let stalled = inflight.front_mut().is_some_and(|head| stream_stalled(head, now_tick, timeout_ticks));
-        let credit = inflight.front().and_then(|head| head.credit.clone()).filter(|_| stalled);
+        let credit = if stalled { inflight.front().and_then(|head| head.credit.clone()) } else { None };
         tokio::select! {
             biased;
             read = reader.read_buf(&mut rbuf), if !stalled => match read {
