@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 use redisforge_proxy::slot::key_slot;
-use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, wait_until};
+use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, read_until, wait_until};
 
 /// Load clients, each on its own proxy connection.
 const CLIENTS: usize = 8;
@@ -547,25 +547,6 @@ fn manual_failover_under_pipelined_load_costs_no_errors() {
     assert_eq!(observed.lost.load(Ordering::Relaxed), 0, "a manual failover must not lose acknowledged writes");
 }
 
-/// Reads from `stream` until `done(received)` or `timeout`.
-fn read_until(stream: &mut std::net::TcpStream, timeout: Duration, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
-    use std::io::Read;
-    let deadline = Instant::now() + timeout;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !done(&got) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    got
-}
-
 #[test]
 fn subscriber_moved_off_a_killed_master_is_still_served_and_released_when_it_leaves() {
     use std::io::Write;
@@ -640,6 +621,11 @@ fn proxy_master_at(con: &mut Connection, i: usize, first_slot_of: &dyn Fn(&str) 
     keys.first().map(|k| first_slot_of(k))
 }
 
+/// One SCAN page of the `rel:scan:*` keys: the next cursor and the keys.
+fn scan_page(con: &mut redis::Connection, cursor: &str) -> (String, Vec<String>) {
+    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg("rel:scan:*").arg("COUNT").arg(20).query(con).expect("SCAN")
+}
+
 #[test]
 fn scan_returns_every_key_when_a_refresh_is_answered_by_a_node_listing_shards_in_another_order() {
     let _serial = serial();
@@ -677,14 +663,7 @@ fn scan_returns_every_key_when_a_refresh_is_answered_by_a_node_listing_shards_in
     let mut seen = std::collections::HashSet::new();
     let mut cursor = "0".to_owned();
     for _ in 0..10_000 {
-        let (next, page): (String, Vec<String>) = redis::cmd("SCAN")
-            .arg(&cursor)
-            .arg("MATCH")
-            .arg("rel:scan:*")
-            .arg("COUNT")
-            .arg(20)
-            .query(&mut con)
-            .expect("SCAN");
+        let (next, page) = scan_page(&mut con, &cursor);
         seen.extend(page);
         cursor = next;
         if cursor.parse::<u64>().is_ok_and(|c| c % 1024 == 1 && c >= 1024) || cursor == "0" {
@@ -707,14 +686,7 @@ fn scan_returns_every_key_when_a_refresh_is_answered_by_a_node_listing_shards_in
         if cursor == "0" {
             break;
         }
-        let (next, page): (String, Vec<String>) = redis::cmd("SCAN")
-            .arg(&cursor)
-            .arg("MATCH")
-            .arg("rel:scan:*")
-            .arg("COUNT")
-            .arg(20)
-            .query(&mut con)
-            .expect("SCAN");
+        let (next, page) = scan_page(&mut con, &cursor);
         seen.extend(page);
         cursor = next;
     }

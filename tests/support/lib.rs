@@ -9,7 +9,8 @@
 //! - `conn`: `redis` connections with connect/read/write timeouts, optional ACL auth and TLS.
 //! - [`tls`]: [`NodeTls`] certificate files for TLS-only clusters ([`Cluster::start_tls`]) and
 //!   [`generate_certs`] (`redisforge-ops certs generate`).
-//! - this file: [`raw_roundtrip`] for byte-level RESP tests and [`wait_until`] for bounded polling.
+//! - this file: [`raw_roundtrip`] and [`read_until`] for byte-level RESP tests, [`wait_until`] for
+//!   bounded polling.
 //!
 //! Every child process is torn down by PID twice over: `Drop` kills and reaps it, and a small
 //! `sh` watchdog kills it once the test process is gone (panic=abort, SIGKILL, a `static`
@@ -84,12 +85,7 @@ pub fn raw_roundtrip(addr: &str, bytes: &[u8], timeout: Duration) -> Vec<u8> {
 ///
 /// # Panics
 /// When the connection or the write fails.
-pub fn raw_roundtrip_until(
-    addr: &str,
-    bytes: &[u8],
-    timeout: Duration,
-    mut done: impl FnMut(&[u8]) -> bool,
-) -> Vec<u8> {
+pub fn raw_roundtrip_until(addr: &str, bytes: &[u8], timeout: Duration, done: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
     let deadline = Instant::now() + timeout;
     let sock = addr
         .to_socket_addrs()
@@ -100,21 +96,25 @@ pub fn raw_roundtrip_until(
         TcpStream::connect_timeout(&sock, timeout).unwrap_or_else(|e| panic!("raw_roundtrip: connect to {addr}: {e}"));
     stream.set_write_timeout(Some(timeout)).expect("raw_roundtrip: set write timeout");
     stream.write_all(bytes).unwrap_or_else(|e| panic!("raw_roundtrip: write to {addr}: {e}"));
+    read_until(&mut stream, deadline.saturating_duration_since(Instant::now()), done)
+}
+
+/// Reads from `stream` until `done(received)`, the peer closes, or `timeout` passes; returns what
+/// arrived. Each read is bounded by the time left, and the loop by the deadline.
+pub fn read_until(stream: &mut TcpStream, timeout: Duration, mut done: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
     let mut received = Vec::new();
     let mut buf = [0u8; 16 * 1024];
-    // Each read is bounded by the time left, and the loop by the deadline.
     while !done(&received) {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             break;
         }
-        stream.set_read_timeout(Some(left)).expect("raw_roundtrip: set read timeout");
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => received.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            // A reset after the server replied and closed still counts as "closed".
+            // A timeout, or a reset after the server replied and closed, ends the read.
             Err(_) => break,
         }
     }
