@@ -11,6 +11,7 @@ mod dispatch;
 mod local;
 mod pipeline;
 mod pubsub;
+mod recent;
 pub mod scripts;
 mod stateful;
 

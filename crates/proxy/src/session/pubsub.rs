@@ -2,14 +2,17 @@
 //! classic channels and patterns (any master: a cluster delivers PUBLISH everywhere) and one per
 //! shard for sharded channels. Their frames are forwarded to the client as received, in order.
 //! When such a connection dies, the proxy subscribes again elsewhere and swallows the repeated
-//! confirmations, so the client sees no gap other than messages published meanwhile.
+//! confirmations, so the client sees no gap other than messages published meanwhile, and no
+//! message twice ([`RecentMessages`]).
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use super::Session;
 use super::pipeline::Meta;
+use super::recent::{REMEMBER_FOR, RecentMessages};
 use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply, request::encode_command};
 use crate::slot::key_slot;
@@ -41,6 +44,10 @@ struct SubConn {
     /// The node's last reported subscription count.
     count: i64,
     sharded: bool,
+    /// Messages this connection delivered lately, for a replacement to check against.
+    recent: RecentMessages,
+    /// On a replacement: what the connection it replaces delivered, checked until the instant.
+    predecessor: Option<(RecentMessages, Instant)>,
 }
 
 /// The kind of a pub/sub frame (`message`, `subscribe` …): the first bulk of an array.
@@ -269,6 +276,15 @@ impl Session {
             }
         };
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
+        if matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage")) && conn.already_delivered(&frame) {
+            crate::log_limited!(
+                5,
+                info,
+                client = self.state.id,
+                "dropped a message the failed subscription connection had delivered"
+            );
+            return;
+        }
         if matches!(kind.as_deref(), Some(b"pong")) || frame.starts_with(b"-") {
             conn.awaiting = conn.awaiting.saturating_sub(1);
         }
@@ -325,6 +341,9 @@ impl Session {
         let conn = self.open(&addr, part);
         let mut replacement = SubConn::new(conn, old.sharded);
         replacement.count = old.count;
+        if !old.recent.is_empty() {
+            replacement.predecessor = Some((old.recent, Instant::now() + REMEMBER_FOR));
+        }
         let (subscribe, psubscribe) = if old.sharded {
             (&b"SSUBSCRIBE"[..], &b"PSUBSCRIBE"[..])
         } else {
@@ -378,7 +397,25 @@ impl SubConn {
             awaiting: 0,
             count: 0,
             sharded,
+            recent: RecentMessages::default(),
+            predecessor: None,
         }
+    }
+
+    /// Whether a message frame is a copy of one the replaced connection delivered just before it
+    /// died (see [`RecentMessages`]); if not, it is remembered as delivered by this one.
+    fn already_delivered(&mut self, frame: &[u8]) -> bool {
+        let now = Instant::now();
+        if let Some((before, until)) = &mut self.predecessor {
+            if now < *until && before.take(frame, now) {
+                return true;
+            }
+            if now >= *until || before.is_empty() {
+                self.predecessor = None;
+            }
+        }
+        self.recent.remember(frame, now);
+        false
     }
 }
 
