@@ -24,6 +24,10 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 /// How much of an incomplete reply must be here before it is passed on in pieces.
 const STREAM_AT: usize = 256 * 1024;
 
+/// A batch held back while an earlier write's replies are coming (see `serve_halves`) goes out
+/// anyway once it is this large.
+const HOLD_BYTES: usize = 64 * 1024;
+
 /// Starts the task for one connection to `addr` and returns the queue that feeds it.
 ///
 /// The task connects at once (so the pool is warm), reconnects with backoff when the connection
@@ -213,6 +217,9 @@ where
     let mut ticker = interval(tick_every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut now_tick: u64 = 0;
+    // The last `unwritten` entries of `inflight` are (partly) still in `wbuf`.
+    let mut unwritten: usize = 0;
+    let mut partly_written = false;
 
     let failure = loop {
         // A pool connection finishes what is in flight; an owned one whose owner left (a client
@@ -222,6 +229,12 @@ where
         }
         let stalled = inflight.front_mut().is_some_and(|head| stream_stalled(head, now_tick, timeout_ticks));
         let credit = if stalled { inflight.front().and_then(|head| head.credit.clone()) } else { None };
+        // New requests wait while replies to an earlier write are still to come, and then go out
+        // together: the node answers in order, so they would only have waited in its socket, and
+        // under load each write (and each read on the node) carries many more commands. A lone
+        // request finds nothing in flight and goes out at once. A partly written batch is never
+        // held: its rest is what a reply may be waiting for.
+        let hold = !partly_written && inflight.len() > unwritten && wbuf.len() < HOLD_BYTES;
         tokio::select! {
             biased;
             read = reader.read_buf(&mut rbuf), if !stalled => match read {
@@ -242,7 +255,7 @@ where
                     }
                 }
             },
-            written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+            written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() && !hold => {
                 // TLS buffers records until flushed; for TCP the flush is free.
                 let flushed = match written {
                     Ok(_) if wbuf.is_empty() => writer.flush().await,
@@ -250,6 +263,10 @@ where
                 };
                 if flushed.is_err() {
                     break UpstreamError::ConnectionLost { addr: addr.to_string() };
+                }
+                partly_written = !wbuf.is_empty();
+                if !partly_written {
+                    unwritten = 0;
                 }
             }
             request = rx.recv(), if open && wbuf.len() < WRITE_HIGH_WATER => match request {
@@ -273,6 +290,9 @@ where
                         queued += 1;
                     }
                     metrics.requests.inc_by(queued);
+                    if expects_reply {
+                        unwritten += queued as usize;
+                    }
                 }
             },
             () = credit_returned(credit), if stalled => {}
