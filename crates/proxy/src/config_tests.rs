@@ -49,7 +49,7 @@ fn minimal_file_gets_every_default() {
     assert_eq!(config.upstream.user, None);
     assert_eq!(config.upstream.password_env, None);
     assert!(!config.upstream.tls);
-    assert_eq!(config.upstream.connections_per_node, 2);
+    assert_eq!(config.upstream.connections_per_node, None);
     assert_eq!(config.upstream.connect_timeout, Duration::from_secs(1));
     assert_eq!(config.upstream.command_timeout, Duration::from_secs(2));
     assert_eq!(config.upstream.read_from, ReadFrom::Master);
@@ -297,9 +297,18 @@ fn client_cert_and_key_go_together() {
 
 #[test]
 fn connections_per_node_is_bounded() {
-    assert_error(&with_upstream("connections_per_node = 0"), "upstream.connections_per_node", 5, "between 1 and 64");
     assert_error(&with_upstream("connections_per_node = 65"), "upstream.connections_per_node", 5, "between 1 and 64");
-    assert_eq!(parse(&with_upstream("connections_per_node = 64")).upstream.connections_per_node, 64);
+    assert_eq!(parse(&with_upstream("connections_per_node = 64")).connections_per_node(), 64);
+}
+
+#[test]
+fn connections_per_node_zero_is_one_per_single_thread_else_two() {
+    let auto = parse(&with_upstream("connections_per_node = 0"));
+    assert_eq!(auto.upstream.connections_per_node, None);
+    let one_thread = parse(&format!("{}[runtime]\nworker_threads = 1\n", with_upstream("connections_per_node = 0")));
+    assert_eq!(one_thread.connections_per_node(), 1);
+    let four_threads = parse(&format!("{}[runtime]\nworker_threads = 4\n", with_upstream("")));
+    assert_eq!(four_threads.connections_per_node(), 2);
 }
 
 #[test]

@@ -39,12 +39,8 @@ fn main() -> ExitCode {
     }
     init_logging(&config);
     // One worker thread is the current-thread scheduler: no work stealing and no cross-thread
-    // wake-ups. On a machine of two cores or fewer it is also the default: there the proxy shares
-    // the cores with its clients or nodes, and a second worker costs more in wake-ups than it adds
-    // (measured: 12.8 vs 14–16 µs of CPU per request, bench/RESULTS.md).
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = config.runtime.worker_threads.unwrap_or(if cores <= 2 { 1 } else { cores });
-    let mut runtime = match threads {
+    // wake-ups.
+    let mut runtime = match config.worker_threads() {
         1 => tokio::runtime::Builder::new_current_thread(),
         threads => {
             let mut runtime = tokio::runtime::Builder::new_multi_thread();

@@ -111,7 +111,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         metrics.tls_cert_expiry_seconds.set(unix_now() + acceptor.expiry());
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let upstreams = Arc::new(Upstreams::new(settings, config.upstream.connections_per_node, Arc::clone(&metrics)));
+    let upstreams = Arc::new(Upstreams::new(settings, config.connections_per_node(), Arc::clone(&metrics)));
     let topology = Topology::new(
         TopologySettings {
             seeds: config.upstream.seeds.clone(),
