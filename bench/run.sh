@@ -7,7 +7,8 @@
 #   --rounds N        rounds over every (workload, target); medians are over rounds (default 3)
 #   --quick           a tenth of the requests per run: a smoke test, not a measurement
 #   --write           also write the table to bench/RESULTS.md (its "Latest run" section)
-#   --targets LIST    comma-separated subset of: direct,proxy,proxy-tls,nutcracker (default all)
+#   --targets LIST    comma-separated subset of: direct,proxy,proxy-tls,nutcracker,nutcracker-r
+#                     (default all)
 #   --workloads LIST  comma-separated subset of: set,get,set-p16,get-p16,mset,get-1c,get-1000c
 #                     (default all)
 #   --no-build        use target/release/redisforge-proxy as it is
@@ -15,7 +16,8 @@
 #
 # Everything runs on 127.0.0.1 in a temp dir: a 3 masters + 3 replicas cluster on 7600-7605 (bus
 # 17600-17605), the proxy on 7690 (plain) and, with proxy-tls, 7691 (TLS, same process), three
-# standalone redis-servers on 7700-7702 and nutcracker on 7710 (stats 7711). Ports can be moved with
+# standalone redis-servers on 7700-7702 and nutcracker on 7710 (stats 7711); for nutcracker-r three
+# more on 7703-7705 with a replica each on 7706-7708, and nutcracker on 7712 (stats 7713). Ports can be moved with
 # BENCH_CLUSTER_BASE, BENCH_PROXY_PORT, BENCH_PROXY_TLS_PORT, BENCH_STANDALONE_BASE,
 # BENCH_NUTCRACKER_PORT. Every process started here is stopped on exit, Ctrl-C or failure.
 #
@@ -28,7 +30,7 @@ ROOT=$PWD
 # shellcheck source=scripts/lib/cluster.sh
 source "$ROOT/scripts/lib/cluster.sh"
 
-ALL_TARGETS=(direct proxy proxy-tls nutcracker)
+ALL_TARGETS=(direct proxy proxy-tls nutcracker nutcracker-r)
 ALL_WORKLOADS=(set get set-p16 get-p16 mset get-1c get-1000c)
 
 CLUSTER_BASE=${BENCH_CLUSTER_BASE:-7600}
@@ -37,6 +39,9 @@ PROXY_TLS_PORT=${BENCH_PROXY_TLS_PORT:-7691}
 STANDALONE_BASE=${BENCH_STANDALONE_BASE:-7700}
 NUTCRACKER_PORT=${BENCH_NUTCRACKER_PORT:-7710}
 NUTCRACKER_STATS_PORT=$((NUTCRACKER_PORT + 1))
+# nutcracker-r: a second nutcracker, in front of 3 more standalone servers that each have a replica.
+NUTCRACKER_R_PORT=$((NUTCRACKER_PORT + 2))
+NUTCRACKER_R_STATS_PORT=$((NUTCRACKER_PORT + 3))
 PROXY_LOG_LEVEL=${BENCH_PROXY_LOG_LEVEL:-info}
 # Upper bound on one redis-benchmark run; a run that hits it is recorded as "timeout".
 RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-240}
@@ -135,6 +140,7 @@ cleanup() {
         log "tearing down"
         stop_pid_file "$WORK/proxy.pid" redisforge-proxy 15
         stop_pid_file "$WORK/nutcracker.pid" nutcracker 10
+        stop_pid_file "$WORK/nutcracker-r.pid" nutcracker 10
         local f
         for f in "$WORK"/standalone/*/redis.pid; do
             [ -f "$f" ] && stop_pid_file "$f" redis-server 30
@@ -161,9 +167,9 @@ raise_fd_limit() {
     fi
 }
 
-# A standalone (non-cluster) redis-server for nutcracker: DIR PORT.
+# A standalone (non-cluster) redis-server for nutcracker: DIR PORT [MASTER_PORT] (a replica of it).
 standalone_start() {
-    local dir="$1" port="$2"
+    local dir="$1" port="$2" master="${3:-}"
     mkdir -p "$dir"
     cat >"$dir/redis.conf" <<EOF
 port $port
@@ -175,6 +181,7 @@ dir $dir
 save ""
 appendonly no
 auto-aof-rewrite-percentage 0
+${master:+replicaof 127.0.0.1 $master}
 EOF
     if port_open 127.0.0.1 "$port"; then
         die "127.0.0.1:$port is already in use (set BENCH_STANDALONE_BASE)"
@@ -307,17 +314,40 @@ target_proxy-tls() {
 }
 
 target_nutcracker() {
-    case "$1" in
+    nutcracker_target "$1" nutcracker "$NUTCRACKER_PORT" "$NUTCRACKER_STATS_PORT" 0
+}
+
+# The same proxy with the cluster's backend work: every write is also replicated, as the cluster's
+# masters replicate to their replicas on the same cores.
+target_nutcracker-r() {
+    nutcracker_target "$1" nutcracker-r "$NUTCRACKER_R_PORT" "$NUTCRACKER_R_STATS_PORT" 1
+}
+
+# nutcracker_target VERB NAME PORT STATS_PORT REPLICAS: nutcracker in front of 3 standalone
+# servers (STANDALONE_BASE.. for the first, the 3 ports after for the second, their replicas on
+# the 3 after those), each with REPLICAS (0 or 1) replica.
+nutcracker_target() {
+    local verb="$1" name="$2" port="$3" stats="$4" replicas="$5"
+    local base=$((STANDALONE_BASE + 3 * replicas))
+    case "$verb" in
         start)
-            [ -z "$(pid_from nutcracker nutcracker)" ] || return 0
+            [ -z "$(pid_from "$name" nutcracker)" ] || return 0
             local i servers=""
             for i in 0 1 2; do
-                standalone_start "$WORK/standalone/$((STANDALONE_BASE + i))" $((STANDALONE_BASE + i))
-                servers+="    - 127.0.0.1:$((STANDALONE_BASE + i)):1"$'\n'
+                standalone_start "$WORK/standalone/$((base + i))" $((base + i))
+                servers+="    - 127.0.0.1:$((base + i)):1"$'\n'
             done
-            cat >"$WORK/nutcracker.yml" <<EOF
+            if [ "$replicas" -eq 1 ]; then
+                for i in 0 1 2; do
+                    standalone_start "$WORK/standalone/$((base + 3 + i))" $((base + 3 + i)) $((base + i))
+                done
+                for i in 0 1 2; do
+                    wait_replica_online $((base + i))
+                done
+            fi
+            cat >"$WORK/$name.yml" <<EOF
 bench:
-  listen: 127.0.0.1:$NUTCRACKER_PORT
+  listen: 127.0.0.1:$port
   hash: fnv1a_64
   distribution: ketama
   redis: true
@@ -326,21 +356,34 @@ bench:
   servers:
 $servers
 EOF
-            if port_open 127.0.0.1 "$NUTCRACKER_PORT" || port_open 127.0.0.1 "$NUTCRACKER_STATS_PORT"; then
-                die "127.0.0.1:$NUTCRACKER_PORT or :$NUTCRACKER_STATS_PORT is in use (set BENCH_NUTCRACKER_PORT)"
+            if port_open 127.0.0.1 "$port" || port_open 127.0.0.1 "$stats"; then
+                die "127.0.0.1:$port or :$stats is in use (set BENCH_NUTCRACKER_PORT)"
             fi
             local nc
             nc=$(command -v nutcracker || echo /usr/sbin/nutcracker)
-            "$nc" -t -c "$WORK/nutcracker.yml" >/dev/null 2>&1 || die "nutcracker rejects $WORK/nutcracker.yml"
-            "$nc" -d -c "$WORK/nutcracker.yml" -s "$NUTCRACKER_STATS_PORT" -a 127.0.0.1 \
-                -p "$WORK/nutcracker.pid" -o "$WORK/nutcracker.log"
-            wait_port 127.0.0.1 "$NUTCRACKER_PORT" 10 || die "nutcracker did not start (see $WORK/nutcracker.log)"
+            "$nc" -t -c "$WORK/$name.yml" >/dev/null 2>&1 || die "nutcracker rejects $WORK/$name.yml"
+            "$nc" -d -c "$WORK/$name.yml" -s "$stats" -a 127.0.0.1 \
+                -p "$WORK/$name.pid" -o "$WORK/$name.log"
+            wait_port 127.0.0.1 "$port" 10 || die "nutcracker did not start (see $WORK/$name.log)"
             ;;
-        flags) printf '%s\n' -h 127.0.0.1 -p "$NUTCRACKER_PORT" ;;
-        pid) pid_from nutcracker nutcracker ;;
-        log) echo "$WORK/nutcracker.log" ;;
-        about) echo "nutcracker $(nutcracker_version) (twemproxy, C) in front of 3 standalone redis-servers, ketama/fnv1a_64, 1 connection per server" ;;
+        flags) printf '%s\n' -h 127.0.0.1 -p "$port" ;;
+        pid) pid_from "$name" nutcracker ;;
+        log) echo "$WORK/$name.log" ;;
+        about)
+            local backend="3 standalone redis-servers"
+            [ "$replicas" -eq 0 ] || backend="3 standalone redis-servers, each with a replica (the cluster's backend work)"
+            echo "nutcracker $(nutcracker_version) (twemproxy, C) in front of $backend, ketama/fnv1a_64, 1 connection per server"
+            ;;
     esac
+}
+
+# Until the standalone master on PORT reports its replica online (bounded: 30 s).
+wait_replica_online() {
+    local port="$1" deadline=$((SECONDS + 30))
+    until redis-cli -p "$port" info replication 2>/dev/null | grep -q 'slave0:.*state=online'; do
+        [ "$SECONDS" -lt "$deadline" ] || die "the replica of 127.0.0.1:$port did not sync within 30 s"
+        sleep 0.2
+    done
 }
 
 nutcracker_version() {
