@@ -403,9 +403,9 @@ impl Config {
 
     /// Pipelined connections per node: as configured, else one with a single worker thread and
     /// two otherwise. Every connection writes its own batches; on one thread a single connection
-    /// per node makes them the largest (measured over 7 alternating rounds: 3–5% more
-    /// unpipelined SETs and 2–7% more with `-P 16`, GET unchanged within noise; bench/RESULTS.md),
-    /// while several threads need several connections to work on one node at once.
+    /// per node makes them the largest (over 13 alternating rounds of `bench/ab.sh`, equal or a
+    /// few percent faster in most rows; bench/RESULTS.md), while several threads need several
+    /// connections to work on one node at once.
     pub fn connections_per_node(&self) -> usize {
         self.upstream.connections_per_node.unwrap_or(if self.worker_threads() == 1 { 1 } else { 2 })
     }
