@@ -115,14 +115,7 @@ fn subscription_moves_to_another_node_when_its_node_dies() {
     let mut pubsub = subscriber.as_pubsub();
     pubsub.subscribe("ps:failover").expect("SUBSCRIBE");
     // Find the master that carries the proxy's subscription connection.
-    let carrier = cluster
-        .masters()
-        .into_iter()
-        .find(|m| {
-            let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut cluster.client(m)).expect("CLIENT LIST");
-            list.lines().any(|l| l.contains("sub=1"))
-        })
-        .expect("a master carries the subscription");
+    let carrier = cluster.master_with_subscription();
     cluster.kill(&carrier);
     let survivor = cluster.masters().into_iter().find(|m| *m != carrier).expect("another master");
     let mut publisher = cluster.client(&survivor);

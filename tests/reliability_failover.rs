@@ -340,6 +340,14 @@ impl LoadClient {
 }
 
 /// Per slot: whether `master` serves it now.
+/// The master a test fails over (the first one), its replica, and the slots it owns.
+fn victim(cluster: &Cluster) -> (String, String, Arc<Vec<bool>>) {
+    let victim = cluster.masters().into_iter().next().expect("a master");
+    let replica = cluster.replicas_of(&victim).pop().expect("the victim has a replica");
+    let slots = slots_of(cluster, &victim);
+    (victim, replica, slots)
+}
+
 fn slots_of(cluster: &Cluster, master: &str) -> Arc<Vec<bool>> {
     let mut owned = vec![false; 16384];
     for range in cluster.slot_ranges().into_iter().filter(|r| r.master == master) {
@@ -426,9 +434,7 @@ fn sigkilled_master_under_pipelined_load_fails_over_without_wrong_replies_then_r
     let _serial = serial();
     let cluster = Cluster::start(ClusterOptions::default());
     let proxy = Proxy::start(&cluster, ProxyOptions::default());
-    let victim = cluster.masters().into_iter().next().expect("a master");
-    let replica = cluster.replicas_of(&victim).pop().expect("the victim has a replica");
-    let victim_slots = slots_of(&cluster, &victim);
+    let (victim, replica, victim_slots) = victim(&cluster);
     let probe_key = key_on(&victim_slots, "rel:probe");
 
     let load = Load::start(&proxy, Arc::clone(&victim_slots));
@@ -557,14 +563,7 @@ fn subscriber_moved_off_a_killed_master_is_still_served_and_released_when_it_lea
     subscriber.write_all(b"SUBSCRIBE rel:moved\r\n").expect("SUBSCRIBE");
     let confirmed = read_until(&mut subscriber, Duration::from_secs(5), |got| got.ends_with(b":1\r\n"));
     assert!(confirmed.starts_with(b"*3\r\n$9\r\nsubscribe\r\n"), "{}", String::from_utf8_lossy(&confirmed));
-    let carrier = cluster
-        .masters()
-        .into_iter()
-        .find(|m| {
-            let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut cluster.client(m)).expect("CLIENT LIST");
-            list.lines().any(|l| l.contains("sub=1"))
-        })
-        .expect("a master carries the subscription");
+    let carrier = cluster.master_with_subscription();
     cluster.kill(&carrier);
     let survivor = cluster.masters().into_iter().find(|m| *m != carrier).expect("another master");
     let mut publisher = cluster.client(&survivor);
@@ -708,9 +707,7 @@ fn live_masters_keys_get_no_errors_while_another_master_fails_over() {
     let _serial = serial();
     let cluster = Cluster::start(ClusterOptions::default());
     let proxy = Proxy::start(&cluster, ProxyOptions::default());
-    let victim = cluster.masters().into_iter().next().expect("a master");
-    let replica = cluster.replicas_of(&victim).pop().expect("the victim has a replica");
-    let victim_slots = slots_of(&cluster, &victim);
+    let (victim, replica, victim_slots) = victim(&cluster);
     let keys: Vec<String> = (0..1000)
         .map(|i| format!("rel:live:{i}"))
         .filter(|k| !victim_slots[usize::from(key_slot(k.as_bytes()))])

@@ -182,6 +182,20 @@ impl Cluster {
         self.live_with_role("master")
     }
 
+    /// The master that holds the proxy's subscribed connection (`sub=1` in its CLIENT LIST).
+    ///
+    /// # Panics
+    /// When no master has one.
+    pub fn master_with_subscription(&self) -> String {
+        self.masters()
+            .into_iter()
+            .find(|m| {
+                let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut self.client(m)).expect("CLIENT LIST");
+                list.lines().any(|l| l.contains("sub=1"))
+            })
+            .expect("a master carries the subscription")
+    }
+
     /// Live nodes that currently report themselves replica (re-read from the nodes).
     pub fn replicas(&self) -> Vec<String> {
         self.live_with_role("slave")
