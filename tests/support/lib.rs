@@ -6,6 +6,7 @@
 //! - [`cluster`]: [`Cluster`], a Redis Cluster of `redis-server` children built natively
 //!   (ADDSLOTSRANGE, MEET, REPLICATE) with kill/pause/restart/failover/reshard helpers.
 //! - [`proxy`]: [`Proxy`], the `redisforge-proxy` binary run as a child with a generated config.
+//! - [`server`]: [`RedisServer`], one `redis-server` with the caller's configuration (the ops suites).
 //! - `conn`: `redis` connections with connect/read/write timeouts, optional ACL auth and TLS.
 //! - [`tls`]: [`NodeTls`] certificate files for TLS-only clusters ([`Cluster::start_tls`]) and
 //!   [`generate_certs`] (`redisforge-ops certs generate`).
@@ -29,6 +30,7 @@ mod conn;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod server;
 pub mod tls;
 
 use std::io::{ErrorKind, Read, Write};
@@ -39,6 +41,7 @@ pub use cluster::{Cluster, ClusterOptions, SlotRange};
 pub use ports::{PortGuard, free_port, reserve_port};
 pub use process::Signal;
 pub use proxy::{Proxy, ProxyOptions};
+pub use server::RedisServer;
 pub use tls::{NodeTls, generate_certs};
 
 /// Runs the command `args` (name first) on `con`; the reply, or the error's text.

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::sleep;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 
-use redisforge_tests::{PortGuard, reserve_port};
+use redisforge_tests::RedisServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redisforge-ops");
 /// Upper bound on one `redisforge-ops` run.
@@ -24,11 +24,9 @@ const OPS_TIMEOUT: Duration = Duration::from_secs(240);
 // ---------------------------------------------------------------------------------------------
 // Harness: port reservation, redis-server children, running the binary.
 
-/// A `redis-server` child in its own directory.
+/// A cluster-enabled `redis-server` child in its own directory.
 struct Server {
-    port: PortGuard,
-    child: Child,
-    dir: PathBuf,
+    process: RedisServer,
     /// Started with [`ACL_USER`] and the default user off.
     acl: bool,
 }
@@ -38,7 +36,7 @@ const ACL_USER: (&str, &str) = ("admin", "ops-secret");
 
 impl Server {
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port.port())
+        self.process.addr()
     }
 
     fn url(&self) -> String {
@@ -73,13 +71,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `n` empty cluster-enabled nodes; the temp dir lives as long as the returned guard.
 fn start_nodes(n: usize) -> (tempfile::TempDir, Vec<Server>) {
     start_nodes_with(n, false)
@@ -97,15 +88,9 @@ fn start_nodes_with(n: usize, acl: bool) -> (tempfile::TempDir, Vec<Server>) {
 }
 
 fn start_server(root: &Path, acl: bool) -> Server {
-    for _ in 0..5 {
-        let port = reserve_port();
-        let dir = root.join(port.port().to_string());
-        std::fs::create_dir_all(&dir).unwrap();
+    let process = RedisServer::start(root, |port| {
         let mut conf = vec![
-            format!("port {}", port.port()),
-            "bind 127.0.0.1".into(),
-            "protected-mode no".into(),
-            "daemonize no".into(),
+            format!("port {port}"),
             "cluster-enabled yes".into(),
             "cluster-config-file nodes.conf".into(),
             "cluster-node-timeout 2000".into(),
@@ -113,8 +98,6 @@ fn start_server(root: &Path, acl: bool) -> Server {
             "appendonly no".into(),
             "repl-diskless-sync-delay 0".into(),
             "repl-ping-replica-period 1".into(),
-            format!("dir \"{}\"", dir.display()),
-            "logfile \"redis.log\"".into(),
         ];
         if acl {
             let (user, pass) = ACL_USER;
@@ -125,33 +108,10 @@ fn start_server(root: &Path, acl: bool) -> Server {
                 format!("masterauth {pass}"),
             ]);
         }
-        std::fs::write(dir.join("redis.conf"), conf.join("\n") + "\n").unwrap();
-        let child = Command::new("redis-server")
-            .arg(dir.join("redis.conf"))
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (is it installed?)");
-        let mut server = Server { port, child, dir, acl };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = server.child.try_wait() {
-                break;
-            }
-            let ping = redis::Client::open(server.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if ping.is_ok() {
-                return server;
-            }
-            sleep(Duration::from_millis(25));
-        }
-        let log = std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default();
-        assert!(log.contains("Address already in use"), "redis-server did not start:\n{log}");
-    }
-    panic!("redis-server could not bind after 5 ports");
+        conf
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    Server { process, acl }
 }
 
 /// Runs the binary, bounded by [`OPS_TIMEOUT`].
@@ -308,7 +268,7 @@ fn check_reports_an_open_slot_and_fix_finishes_the_migration() {
     dst.cmd::<()>(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src.id()]);
     src.cmd::<()>(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst.id()]);
     // Part of the slot already moved, as when a migration is interrupted.
-    let port = dst.port.port().to_string();
+    let port = dst.process.port().to_string();
     src.cmd::<()>(&["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", "{fixme}:0", "{fixme}:1", "{fixme}:2"]);
 
     let seed = servers[0].addr();
@@ -348,7 +308,7 @@ fn rebalance_first_closes_migrations_interrupted_at_either_end() {
     dst.cmd::<()>(&["CLUSTER", "SETSLOT", &late_s, "IMPORTING", &src.id()]);
     src.cmd::<()>(&["CLUSTER", "SETSLOT", &late_s, "MIGRATING", &dst.id()]);
     let keys: Vec<String> = (0..10).map(|i| format!("{{late}}:{i}")).collect();
-    let port = dst.port.port().to_string();
+    let port = dst.process.port().to_string();
     let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
     migrate.extend(keys.iter().map(String::as_str));
     src.cmd::<()>(&migrate);

@@ -1,83 +1,28 @@
 //! `redisforge-ops smoke` against real `redis-server` processes (plain, ACL, mutual TLS) and a
 //! dead port. Servers are killed by PID when their guard drops, also when a test panics.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-use redisforge_tests::{PortGuard, reserve_port};
+use redisforge_tests::{RedisServer, reserve_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redisforge-ops");
 
-/// A plain (non-cluster) `redis-server`, killed on drop.
-struct Server {
-    port: PortGuard,
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port.port())
-    }
-}
-
-/// Starts `redis-server` with `extra` config lines; `None` when it exits at once (e.g. no TLS
-/// support), with its log printed.
-fn start(dir: &Path, extra: &[String], tls: bool) -> Option<Server> {
-    for _ in 0..5 {
-        let port = reserve_port();
-        let mut conf = vec![
-            "bind 127.0.0.1".to_owned(),
-            "protected-mode no".into(),
-            "save \"\"".into(),
-            "appendonly no".into(),
-            format!("dir \"{}\"", dir.display()),
-            format!("logfile \"redis-{}.log\"", port.port()),
-        ];
-        conf.push(if tls { format!("port 0\ntls-port {}", port.port()) } else { format!("port {}", port.port()) });
+/// Starts a plain (non-cluster) `redis-server` with `extra` config lines, listening in TLS only
+/// when `tls`; killed by PID when it drops.
+///
+/// # Errors
+/// Its log, when it does not start.
+fn start(dir: &Path, extra: &[String], tls: bool) -> Result<RedisServer, String> {
+    RedisServer::start(dir, |port| {
+        let mut conf = match tls {
+            true => vec!["port 0".to_owned(), format!("tls-port {port}")],
+            false => vec![format!("port {port}")],
+        };
+        conf.extend(["save \"\"".to_owned(), "appendonly no".to_owned()]);
         conf.extend(extra.iter().cloned());
-        let file = dir.join(format!("redis-{}.conf", port.port()));
-        std::fs::write(&file, conf.join("\n") + "\n").unwrap();
-        let child = Command::new("redis-server")
-            .arg(&file)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (is it installed?)");
-        let mut server = Server { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut exited = false;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = server.child.try_wait() {
-                exited = true;
-                break;
-            }
-            if TcpListener::bind(("127.0.0.1", server.port.port())).is_err() {
-                // Something listens; give the server a moment to finish start-up.
-                sleep(Duration::from_millis(100));
-                return Some(server);
-            }
-            sleep(Duration::from_millis(25));
-        }
-        let log = std::fs::read_to_string(dir.join(format!("redis-{}.log", server.port.port()))).unwrap_or_default();
-        if log.contains("Address already in use") {
-            continue;
-        }
-        println!("note: redis-server did not start (exited: {exited}); log:\n{log}");
-        return None;
-    }
-    panic!("redis-server could not bind after 5 ports");
+        conf
+    })
 }
 
 fn smoke(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -104,7 +49,7 @@ const STEPS: [&str; 6] = ["connect", "ping", "set-get", "mget", "del", "pubsub"]
 #[test]
 fn smoke_passes_against_a_plain_node_and_prints_the_table() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[], false).expect("plain redis-server starts");
+    let server = start(dir.path(), &[], false).unwrap_or_else(|e| panic!("{e}"));
     let out = smoke(&[&server.addr()], &[]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
@@ -142,7 +87,7 @@ fn smoke_logs_in_as_an_acl_user_and_reports_a_refused_subscribe() {
         // An endpoint that refuses SUBSCRIBE, like the proxy without pub/sub support.
         "user nosub on >s3cret ~* &* +@all -subscribe".into(),
     ];
-    let server = start(dir.path(), &users, false).expect("redis-server starts");
+    let server = start(dir.path(), &users, false).unwrap_or_else(|e| panic!("{e}"));
     let addr = server.addr();
     let env = [("RF_SMOKE_PASS", "s3cret")];
 
@@ -180,9 +125,14 @@ fn smoke_speaks_mutual_tls_with_generated_certificates() {
         format!("tls-ca-cert-file {}", file("ca.crt")),
         "tls-auth-clients yes".into(),
     ];
-    let Some(server) = start(dir.path(), &tls, true) else {
-        println!("note: this redis-server has no TLS support; skipping");
-        return;
+    let server = match start(dir.path(), &tls, true) {
+        Ok(server) => server,
+        // A redis-server built without TLS does not know the tls-* directives.
+        Err(log) if log.contains("Bad directive") => {
+            println!("note: this redis-server has no TLS support; skipping:\n{log}");
+            return;
+        }
+        Err(log) => panic!("{log}"),
     };
     let (ca, cert, key) = (file("ca.crt"), file("client.crt"), file("client.key"));
     let out = smoke(&[&server.addr(), "--tls", "--ca", &ca, "--cert", &cert, "--key", &key], &[]);

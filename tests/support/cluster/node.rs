@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::conn::Access;
 use crate::ports::{PortGuard, reserve_port};
 use crate::process::{self, Signal};
+use crate::server::redis_server_bin;
 use crate::tls::NodeTls;
 
 /// How often a node start is retried on a fresh port when the port turns out to be taken.
@@ -179,11 +180,6 @@ impl Drop for Node {
 enum StartError {
     AddrInUse(String),
     Other(String),
-}
-
-/// `REDIS_SERVER` from the environment, else `redis-server` on PATH.
-pub(crate) fn redis_server_bin() -> String {
-    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
 fn config_text(cfg: &NodeConfig<'_>, port: u16, dir: &Path) -> String {

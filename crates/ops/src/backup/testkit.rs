@@ -20,76 +20,29 @@ use sha2::{Digest, Sha256};
 /// How long a cluster gets to settle.
 const SETTLE: Duration = Duration::from_secs(30);
 
-pub use redisforge_tests::{PortGuard, reserve_port};
+pub use redisforge_tests::{RedisServer, reserve_port};
 
-/// One `redis-server` child.
-pub struct Server {
-    pub guard: PortGuard,
-    pub dir: PathBuf,
-    child: Child,
-}
-
-impl Server {
-    /// `127.0.0.1:<port>`.
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.guard.port())
-    }
-
-    /// Starts a cluster-enabled node in `root/<port>`, retrying on another port if it is taken.
-    pub fn start(root: &Path, extra: &[&str]) -> Server {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let guard = reserve_port();
-            let dir = root.join(guard.port().to_string());
-            std::fs::create_dir_all(&dir).expect("create node dir");
-            let mut conf = vec![
-                format!("port {}", guard.port()),
-                "bind 127.0.0.1".into(),
-                "protected-mode no".into(),
-                "daemonize no".into(),
-                "cluster-enabled yes".into(),
-                "cluster-config-file nodes.conf".into(),
-                "cluster-node-timeout 2000".into(),
-                "appendonly no".into(),
-                "save \"\"".into(),
-                "repl-diskless-sync-delay 0".into(),
-                format!("dir {}", dir.display()),
-                "logfile redis.log".into(),
-            ];
-            conf.extend(extra.iter().map(|l| (*l).to_owned()));
-            std::fs::write(dir.join("redis.conf"), conf.join("\n") + "\n").expect("write redis.conf");
-            let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
-            let child = Command::new(&bin)
-                .arg(dir.join("redis.conf"))
-                .current_dir(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-            let mut server = Server { guard, dir, child };
-            let up = wait_until(Duration::from_secs(10), || {
-                matches!(server.child.try_wait(), Ok(Some(_))) || query::<String>(&server.addr(), &["PING"]).is_ok()
-            });
-            if up && matches!(server.child.try_wait(), Ok(None)) {
-                return server;
-            }
-            last = std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default();
-        }
-        panic!("redis-server did not start:\n{last}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A cluster-enabled node that knows no one yet, in `root/<port>`.
+fn start_node(root: &Path, extra: &[&str]) -> RedisServer {
+    RedisServer::start(root, |port| {
+        let mut conf = vec![
+            format!("port {port}"),
+            "cluster-enabled yes".into(),
+            "cluster-config-file nodes.conf".into(),
+            "cluster-node-timeout 2000".into(),
+            "appendonly no".into(),
+            "save \"\"".into(),
+            "repl-diskless-sync-delay 0".into(),
+        ];
+        conf.extend(extra.iter().map(|l| (*l).to_owned()));
+        conf
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Nodes of one test, in a temp dir, with a watchdog that kills them if the test process dies.
 pub struct Nodes {
-    pub servers: Vec<Server>,
+    pub servers: Vec<RedisServer>,
     watchdog: Child,
     _dir: tempfile::TempDir,
 }
@@ -106,8 +59,8 @@ impl Nodes {
     /// `n` fresh, empty cluster-enabled nodes that know no one (restore targets).
     pub fn fresh(n: usize, extra: &[&str]) -> Nodes {
         let dir = tempfile::Builder::new().prefix("rf-backup-").tempdir().expect("temp dir");
-        let servers: Vec<Server> = (0..n).map(|_| Server::start(dir.path(), extra)).collect();
-        let pids: Vec<String> = servers.iter().map(|s| s.child.id().to_string()).collect();
+        let servers: Vec<RedisServer> = (0..n).map(|_| start_node(dir.path(), extra)).collect();
+        let pids: Vec<String> = servers.iter().map(|s| s.pid().to_string()).collect();
         // Kills the nodes within a second or two of the test process dying without unwinding.
         let watchdog = Command::new("sh")
             .args(["-c", "while kill -0 \"$0\" 2>/dev/null; do sleep 1; done; kill -9 $1 2>/dev/null"])
@@ -179,7 +132,7 @@ impl Nodes {
 
     /// Every node's address.
     pub fn addrs(&self) -> Vec<String> {
-        self.servers.iter().map(Server::addr).collect()
+        self.servers.iter().map(RedisServer::addr).collect()
     }
 
     /// Nodes that report role master.
