@@ -167,7 +167,7 @@ fn end_owned(
 
 fn fail(request: UpstreamRequest, error: UpstreamError, metrics: &NodeMetrics) {
     metrics.record_error(&error);
-    let _ = request.reply_to.send(UpstreamReply { tag: request.tag, result: Err(error), partial: None });
+    request.fail(error);
 }
 
 /// Serves one established connection until it fails or the pool goes away.
@@ -245,11 +245,7 @@ where
                         crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
                         metrics.protocol_errors.inc_by(inflight.len() as u64);
                         for entry in inflight.drain(..) {
-                            let _ = entry.request.reply_to.send(UpstreamReply {
-                                tag: entry.request.tag,
-                                result: Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
-                                partial: None,
-                            });
+                            entry.request.fail(UpstreamError::ConnectionLost { addr: addr.to_string() });
                         }
                         break UpstreamError::ConnectionLost { addr: addr.to_string() };
                     }

@@ -48,6 +48,13 @@ pub struct UpstreamRequest {
     pub streamable: bool,
 }
 
+impl UpstreamRequest {
+    /// Answers the request with `error` instead of a reply; a caller that went away is not told.
+    pub fn fail(self, error: UpstreamError) {
+        let _ = self.reply_to.send(UpstreamReply { tag: self.tag, result: Err(error), partial: None });
+    }
+}
+
 /// The answer to an [`UpstreamRequest`].
 #[derive(Debug)]
 pub struct UpstreamReply {

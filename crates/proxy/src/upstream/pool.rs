@@ -49,11 +49,7 @@ impl NodePool {
         let conn = &conns[affinity % conns.len()];
         if let Err(mpsc::error::SendError(request)) = conn.send(request) {
             // The connection task is gone (only at shutdown): answer rather than lose the request.
-            let _ = request.reply_to.send(super::UpstreamReply {
-                tag: request.tag,
-                result: Err(super::UpstreamError::ConnectionLost { addr: self.addr.clone() }),
-                partial: None,
-            });
+            request.fail(super::UpstreamError::ConnectionLost { addr: self.addr.clone() });
         }
     }
 }
@@ -86,11 +82,7 @@ impl OwnedConn {
     /// Queues a request; answered on its `reply_to` (or as pushes for a subscribed connection).
     pub fn send(&self, request: UpstreamRequest) {
         if let Err(mpsc::error::SendError(request)) = self.tx.send(request) {
-            let _ = request.reply_to.send(super::UpstreamReply {
-                tag: request.tag,
-                result: Err(super::UpstreamError::ConnectionLost { addr: self.addr.clone() }),
-                partial: None,
-            });
+            request.fail(super::UpstreamError::ConnectionLost { addr: self.addr.clone() });
         }
     }
 }
