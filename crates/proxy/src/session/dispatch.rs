@@ -169,14 +169,8 @@ impl Session {
                 p.redirect = Some((addr.to_string(), true));
                 self.send(seq, part);
             }
-            Redirect::TryAgain | Redirect::ClusterDown => {
-                p.redirect = None;
-                if next == Redirect::ClusterDown {
-                    topology.request_refresh(Trigger::NodeFailure);
-                }
-                self.delayed.push((Instant::now() + RETRY_PAUSE, seq, part));
-            }
-            Redirect::None => {}
+            // Retried above; no reply reaches this point without a redirection to follow.
+            Redirect::TryAgain | Redirect::ClusterDown | Redirect::None => {}
         }
     }
 
