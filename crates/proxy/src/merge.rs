@@ -157,7 +157,7 @@ fn aggregates(parts: &[Bytes], kinds: &[u8]) -> Option<Vec<Aggregate>> {
 
 /// The payload of a bulk string (`$`) or RESP3 verbatim string (`=`, payload after its `fmt:`),
 /// with the type byte.
-fn string_payload(reply: &[u8]) -> Option<(u8, &[u8])> {
+pub(crate) fn string_payload(reply: &[u8]) -> Option<(u8, &[u8])> {
     let kind = *reply.first()?;
     if !matches!(kind, b'$' | b'=') {
         return None;
@@ -176,7 +176,7 @@ fn string_payload(reply: &[u8]) -> Option<(u8, &[u8])> {
 }
 
 /// Writes `payload` as a bulk string, or as a RESP3 verbatim text string when `kind` is `=`.
-fn put_string(out: &mut BytesMut, kind: u8, payload: &[u8]) {
+pub(crate) fn put_string(out: &mut BytesMut, kind: u8, payload: &[u8]) {
     let protocol = if kind == b'=' { reply::Protocol::Resp3 } else { reply::Protocol::Resp2 };
     reply::put_text(out, protocol, payload);
 }

@@ -10,9 +10,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::command::Merge;
-use crate::merge::{KeyPlace, merge};
+use crate::merge::{KeyPlace, merge, put_string, string_payload};
 use crate::metrics::Metrics;
-use crate::resp::reply::Protocol;
 use crate::slot::Slot;
 
 /// Which node a part goes to when it is (re)sent.
@@ -274,23 +273,18 @@ impl Pipeline {
     }
 }
 
-/// `text` followed by the content of the bulk string `bulk`, as one bulk string; an error (or any
-/// non-bulk reply) is returned as is.
+/// `text` followed by the content of the bulk (or RESP3 verbatim) string `bulk`, as one string of
+/// the same type; an error (or any other reply) is returned as is.
 fn prepend_to_bulk(text: &[u8], bulk: &Bytes) -> Bytes {
-    let Some(body) = bulk.strip_prefix(b"$").or_else(|| bulk.strip_prefix(b"=")) else {
+    let Some((kind, content)) = string_payload(bulk) else {
         return bulk.clone();
     };
-    let Some(start) = body.windows(2).position(|w| w == b"\r\n").map(|p| p + 2) else {
-        return bulk.clone();
-    };
-    let content = &body[start..body.len().saturating_sub(2)];
-    // A RESP3 verbatim string starts with its format, `txt:`.
-    let content = content.strip_prefix(b"txt:").unwrap_or(content);
     let mut joined = Vec::with_capacity(text.len() + content.len());
     joined.extend_from_slice(text);
     joined.extend_from_slice(content);
-    let protocol = if bulk.starts_with(b"=") { Protocol::Resp3 } else { Protocol::Resp2 };
-    crate::resp::reply::text(protocol, &joined)
+    let mut out = BytesMut::with_capacity(joined.len() + 24);
+    put_string(&mut out, kind, &joined);
+    out.freeze()
 }
 
 #[cfg(test)]
@@ -327,6 +321,17 @@ mod tests {
         assert_eq!(&out[..], b":1\r\n$10\r\n0123456789\r\n");
         assert!(pipeline.is_empty());
         assert_eq!(metrics.command(0).error.get(), 0, "the rest of a streamed reply is not an error");
+    }
+
+    #[test]
+    fn the_proxy_sections_go_before_the_merged_info_in_either_protocol() {
+        let text = b"# Server\r\n\r\n";
+        let bulk = Bytes::from_static(b"$11\r\n# Keyspace\n\r\n");
+        assert_eq!(&prepend_to_bulk(text, &bulk)[..], b"$23\r\n# Server\r\n\r\n# Keyspace\n\r\n");
+        let verbatim = Bytes::from_static(b"=15\r\ntxt:# Keyspace\n\r\n");
+        assert_eq!(&prepend_to_bulk(text, &verbatim)[..], b"=27\r\ntxt:# Server\r\n\r\n# Keyspace\n\r\n");
+        let error = Bytes::from_static(b"-ERR no\r\n");
+        assert_eq!(prepend_to_bulk(text, &error), error);
     }
 
     #[test]
