@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 /// How long a cluster gets to settle.
 const SETTLE: Duration = Duration::from_secs(30);
 
+use redisforge_tests::process::{Watchdog, write_pid_file};
 pub use redisforge_tests::{RedisServer, reserve_port};
 
 /// A cluster-enabled node that knows no one yet, in `root/<port>`.
@@ -42,17 +43,10 @@ fn start_node(root: &Path, extra: &[&str]) -> RedisServer {
 
 /// Nodes of one test, in a temp dir, with a watchdog that kills them if the test process dies.
 pub struct Nodes {
+    /// Dropped first (fields drop in order): the nodes stop before their watchdog does.
     pub servers: Vec<RedisServer>,
-    watchdog: Child,
+    _watchdog: Watchdog,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        self.servers.clear();
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
-    }
 }
 
 impl Nodes {
@@ -60,18 +54,11 @@ impl Nodes {
     pub fn fresh(n: usize, extra: &[&str]) -> Nodes {
         let dir = tempfile::Builder::new().prefix("rf-backup-").tempdir().expect("temp dir");
         let servers: Vec<RedisServer> = (0..n).map(|_| start_node(dir.path(), extra)).collect();
-        let pids: Vec<String> = servers.iter().map(|s| s.pid().to_string()).collect();
         // Kills the nodes within a second or two of the test process dying without unwinding.
-        let watchdog = Command::new("sh")
-            .args(["-c", "while kill -0 \"$0\" 2>/dev/null; do sleep 1; done; kill -9 $1 2>/dev/null"])
-            .arg(std::process::id().to_string())
-            .arg(pids.join(" "))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the watchdog");
-        Nodes { servers, watchdog, _dir: dir }
+        let pid_file = dir.path().join("pids");
+        write_pid_file(&pid_file, servers.iter().map(RedisServer::pid));
+        let watchdog = Watchdog::spawn(&pid_file, None);
+        Nodes { servers, _watchdog: watchdog, _dir: dir }
     }
 
     /// A settled cluster: `masters` masters with the slots split evenly, `replicas` each.
