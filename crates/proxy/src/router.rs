@@ -16,6 +16,9 @@ pub enum Route {
     /// To one node: the owner of `slot`, or any master for a keyless command. `write` commands never
     /// go to replicas.
     Single { slot: Option<Slot>, write: bool },
+    /// A script or function (`function`: FCALL): like `Single`, but on one of the node's script
+    /// lanes, where it may run as long as it likes without holding up other clients' commands.
+    Script { slot: Option<Slot>, write: bool, function: bool },
     /// Split into one request per slot, replies merged. Each part is sent to its slot's owner.
     Split { merge: Merge, parts: Vec<Part>, places: Vec<KeyPlace> },
     /// The request as is, to every master, replies merged.
@@ -67,6 +70,10 @@ pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>
         }
         Handling::Stateful(kind) => Route::Stateful(kind.clone()),
         Handling::Forward => forward(spec, request, keys),
+        Handling::Script { function } => match forward(spec, request, keys) {
+            Route::Single { slot, write } => Route::Script { slot, write, function: *function },
+            other => other,
+        },
         Handling::Split { merge, key_step } => split(spec, request, keys, merge, *key_step),
     }
 }

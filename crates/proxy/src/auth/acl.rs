@@ -377,6 +377,7 @@ pub(super) fn parse_users(text: &str, table: &CommandTable) -> Result<HashMap<St
         for rule in rules {
             apply(&mut user, rule, &catalog).map_err(|e| error(e.describe(rule)))?;
         }
+        user.node_user = Some(Arc::new(super::NodeUser::new(name, rules)));
         users.insert(name.to_owned(), Arc::new(user));
     }
     Ok(users)

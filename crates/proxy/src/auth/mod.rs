@@ -13,6 +13,7 @@
 mod access;
 mod acl;
 mod glob;
+mod node_user;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,7 @@ use subtle::{Choice, ConstantTimeEq};
 use crate::command::{Args, CommandSpec, CommandTable, KeyAccess};
 
 pub use access::Access;
+pub use node_user::{NODE_USER_PREFIX, NodeUser};
 
 /// Every user of an ACL file by name (names are case-sensitive, as in Redis).
 ///
@@ -107,11 +109,14 @@ pub struct User {
     /// SHA-256 digests of the passwords.
     passwords: Vec<[u8; 32]>,
     rules: acl::Rules,
+    /// The user's twin on the nodes, which scripts, functions and transactions run as; `None` for
+    /// the unrestricted user of a proxy without an ACL file (the upstream user serves it).
+    pub node_user: Option<Arc<NodeUser>>,
 }
 
 impl User {
     fn new(name: &str, rules: acl::Rules) -> User {
-        User { name: name.to_owned(), enabled: false, nopass: false, passwords: Vec::new(), rules }
+        User { name: name.to_owned(), enabled: false, nopass: false, passwords: Vec::new(), rules, node_user: None }
     }
 
     /// All-permissions user used when no ACL file is configured (Redis' default user:

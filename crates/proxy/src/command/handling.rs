@@ -55,6 +55,8 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         "script|load" | "function|load" => FanOut(SameReply),
         "script|exists" => FanOut(AllTrue),
         "script|kill" | "function|kill" => FanOut(AnyOk),
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => Script { function: false },
+        "fcall" | "fcall_ro" => Script { function: true },
         "keys" => FanOut(ConcatArrays),
         "randomkey" => FanOut(FirstNonNull),
         "pubsub|channels" | "pubsub|shardchannels" => FanOut(UnionArrays),

@@ -168,6 +168,9 @@ pub enum Handling {
     /// Sent to the master owning the slot of its keys (all keys must share a slot, else the caller
     /// answers -CROSSSLOT); keyless commands go to any master.
     Forward,
+    /// A script (EVAL, EVALSHA and `_RO` forms) or, with `function`, a function (FCALL, FCALL_RO):
+    /// routed like `Forward`, run on a connection of its own (it may keep the node busy).
+    Script { function: bool },
     /// Multi-key command split per slot and merged; `key_step` = 1 for MGET/DEL/EXISTS/UNLINK/
     /// TOUCH, 2 for MSET (key, value pairs).
     Split { merge: Merge, key_step: usize },

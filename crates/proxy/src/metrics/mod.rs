@@ -66,6 +66,9 @@ pub struct NodeMetrics {
     pub connections_lost: IntCounter,
     /// `upstream_errors_total{node,kind="protocol"}`: the node sent bytes that are not a RESP reply.
     pub protocol_errors: IntCounter,
+    /// `node_busy{node}`: 1 while a script or function keeps the node busy (other clients' commands
+    /// for it are answered `-BUSY`), else 0.
+    pub busy: IntGauge,
 }
 
 impl NodeMetrics {
@@ -125,6 +128,7 @@ pub struct Metrics {
     upstream_requests: IntCounterVec,
     upstream_errors: IntCounterVec,
     node_up: IntGaugeVec,
+    node_busy: IntGaugeVec,
     replication_lag: IntGaugeVec,
     /// The role each node's `node_up` series carries, to drop the old series when it changes.
     roles: Mutex<HashMap<String, &'static str>>,
@@ -185,6 +189,11 @@ impl Metrics {
             "1 when the node answered the last health poll, else 0; by node and role.",
             &["node", "role"],
         );
+        let node_busy = b.gauge_vec(
+            "node_busy",
+            "1 while a script or function keeps the node busy (other commands for it get -BUSY), else 0.",
+            &["node"],
+        );
         let replication_lag = b.gauge_vec(
             "replication_lag_bytes",
             "Bytes of replication stream a replica is behind its master, at the last health poll.",
@@ -216,6 +225,7 @@ impl Metrics {
             upstream_requests,
             upstream_errors,
             node_up,
+            node_busy,
             replication_lag,
             roles: Mutex::new(HashMap::new()),
             poll: Mutex::new(PollState::default()),
@@ -237,7 +247,7 @@ impl Metrics {
 
     /// The handles of node `addr` (`host:port`), creating its series at zero.
     ///
-    /// Resolves five series: call it when the node's pool is created and keep the result, not per
+    /// Resolves six series: call it when the node's pool is created and keep the result, not per
     /// request. Calling it again for the same node returns handles to the same series.
     pub fn node(&self, addr: &str) -> Arc<NodeMetrics> {
         let error = |kind: &str| self.upstream_errors.with_label_values(&[addr, kind]);
@@ -247,6 +257,7 @@ impl Metrics {
             connect_errors: error("connect"),
             connections_lost: error("connection_lost"),
             protocol_errors: error("protocol"),
+            busy: self.node_busy.with_label_values(&[addr]),
         })
     }
 

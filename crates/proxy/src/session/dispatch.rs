@@ -36,6 +36,7 @@ impl Session {
                 reply_to: self.reply_sender(),
                 bounded: !blocks,
                 streamable: false,
+                lease: None,
             };
             match &self.own {
                 Some(own) => own.send(request),
@@ -51,17 +52,34 @@ impl Session {
                 return;
             }
         };
-        let (payload, streamable) = (p.payload.clone(), p.streamable);
+        // A script keeps the node busy: answer as the node would, at once, rather than queue
+        // behind the script for as long as it runs.
+        if !p.allow_busy
+            && let Some(busy) = pool.busy_reply()
+        {
+            self.pipeline.complete(seq, part, reply::error(busy));
+            return;
+        }
+        let (payload, streamable, script) = (p.payload.clone(), p.streamable, p.script);
         let prefix = if asking { Some(asking_command()) } else { p.prefix.take() };
         let request = UpstreamRequest {
             payload,
             prefix,
             tag: Tag { seq, part },
             reply_to: self.reply_sender(),
-            bounded: true,
+            // A script runs as long as it likes; SCRIPT KILL, not a timeout, is how it is stopped.
+            bounded: script.is_none(),
             streamable,
+            lease: None,
         };
-        pool.send(affinity, self.state.protocol == Protocol::Resp3, request);
+        let resp3 = self.state.protocol == Protocol::Resp3;
+        match script {
+            None => pool.send(affinity, resp3, request),
+            Some(kind) => {
+                let user = self.state.user.as_ref().and_then(|u| u.node_user.as_ref());
+                pool.send_script(user, resp3, kind, request);
+            }
+        }
     }
 
     /// Takes a node's reply: follows redirections, retries transient failures, or stores it.

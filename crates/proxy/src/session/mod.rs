@@ -34,7 +34,7 @@ use crate::resp::{Limits, RequestDecoder, reply};
 use crate::router::{self, Route};
 use crate::slot::Slot;
 use crate::topology::Topology;
-use crate::upstream::{OwnedConn, UpstreamReply};
+use crate::upstream::{OwnedConn, ScriptKind, UpstreamReply};
 
 use dispatch::no_topology;
 pub use local::ClientState;
@@ -508,6 +508,16 @@ impl Session {
                 let seq = self.pipeline.push_single(part, meta);
                 self.send(seq, 0);
             }
+            Route::Script { slot, write, function } => {
+                if write && slot.is_some() {
+                    self.last_write_slot = slot;
+                }
+                let mut part = Part::new(request.bytes().clone(), Target::Slot(slot), write);
+                part.streamable = true;
+                part.script = Some(if function { ScriptKind::Function } else { ScriptKind::Eval });
+                let seq = self.pipeline.push_single(part, meta);
+                self.send(seq, 0);
+            }
             Route::Split { merge, parts, places } => {
                 let parts: Vec<Part> =
                     parts.into_iter().map(|p| Part::new(p.payload, Target::Slot(Some(p.slot)), true)).collect();
@@ -516,7 +526,9 @@ impl Session {
                 (0..count).for_each(|part| self.send(seq, part));
             }
             Route::FanOut { merge } => {
-                self.fan_out(request.bytes().clone(), merge, meta);
+                // SCRIPT KILL and FUNCTION KILL must reach a node that a script keeps busy.
+                let allow_busy = spec.flags.contains(crate::command::CommandFlags::ALLOW_BUSY);
+                self.fan_out_parts(request.bytes().clone(), merge, meta, allow_busy);
             }
             Route::Admin(kind) => self.admin(&request, kind, meta),
             Route::Local if spec.name == "scan" => self.scan(&request, meta),
@@ -577,12 +589,23 @@ impl Session {
 
     /// Sends the same request to every master and merges the replies.
     fn fan_out(&mut self, payload: Bytes, merge: Merge, meta: Meta) -> Option<u64> {
+        self.fan_out_parts(payload, merge, meta, false)
+    }
+
+    /// [`Self::fan_out`]; `allow_busy` lets the parts through to nodes a script keeps busy.
+    fn fan_out_parts(&mut self, payload: Bytes, merge: Merge, meta: Meta, allow_busy: bool) -> Option<u64> {
         let masters = self.shared.topology.routing().masters().len();
         if masters == 0 {
             self.pipeline.push_ready(no_topology(), meta);
             return None;
         }
-        let parts = (0..masters).map(|i| Part::new(payload.clone(), Target::Master(i), true)).collect();
+        let parts = (0..masters)
+            .map(|i| {
+                let mut part = Part::new(payload.clone(), Target::Master(i), true);
+                part.allow_busy = allow_busy;
+                part
+            })
+            .collect();
         let seq = self.pipeline.push_multi(parts, merge, Vec::new(), meta);
         (0..masters as u32).for_each(|part| self.send(seq, part));
         Some(seq)

@@ -13,6 +13,7 @@ use crate::command::Merge;
 use crate::merge::{KeyPlace, merge, put_string, string_payload};
 use crate::metrics::Metrics;
 use crate::slot::Slot;
+use crate::upstream::ScriptKind;
 
 /// Which node a part goes to when it is (re)sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,11 @@ pub struct Part {
     pub blocks: bool,
     /// The reply is forwarded untouched (a single-part request), so a large one may stream.
     pub streamable: bool,
+    /// A script or function: sent on one of the node's script lanes, not a pooled connection.
+    pub script: Option<ScriptKind>,
+    /// Sent even while a script keeps the node busy (SCRIPT KILL, FUNCTION KILL: Redis'
+    /// `allow_busy` commands); other parts get the node's `-BUSY` error then.
+    pub allow_busy: bool,
     /// Pieces of a streamed reply received while earlier replies were still pending.
     held: BytesMut,
     /// Pieces of the reply were written to the client already.
@@ -74,6 +80,8 @@ impl Part {
             retry_until: None,
             blocks: false,
             streamable: false,
+            script: None,
+            allow_busy: false,
             held: BytesMut::new(),
             streamed: false,
             reply: None,

@@ -210,17 +210,16 @@ impl Session {
             reply_to,
             bounded: true,
             streamable: false,
+            lease: None,
         });
     }
 
     fn open(&mut self, addr: &str, part: u32) -> OwnedConn {
         let tag = Tag { seq: PUSH.seq, part };
-        let mode = ConnMode {
-            readonly: false,
-            resp3: self.state.protocol == crate::resp::reply::Protocol::Resp3,
-            reconnect: false,
-            pushes: Some((self.reply_sender(), tag)),
-        };
+        // Channel permissions are the proxy's to check (nothing on a subscribed connection runs
+        // a script), so it stays the upstream user.
+        let resp3 = self.state.protocol == crate::resp::reply::Protocol::Resp3;
+        let mode = ConnMode { pushes: Some((self.reply_sender(), tag)), ..ConnMode::owned(resp3, None) };
         self.shared.topology.upstreams().owned(addr, mode)
     }
 

@@ -49,7 +49,9 @@ impl Session {
     pub(super) fn own_conn_at(&mut self, addr: &str) {
         if self.own.as_ref().is_none_or(|c| c.addr() != addr) {
             let resp3 = self.state.protocol == crate::resp::reply::Protocol::Resp3;
-            let mode = ConnMode { readonly: false, resp3, reconnect: false, pushes: None };
+            // The client's node-side user: a transaction may run EVAL or FCALL.
+            let user = self.state.user.as_ref().and_then(|u| u.node_user.clone());
+            let mode = ConnMode::owned(resp3, user);
             self.own = Some(self.shared.topology.upstreams().owned(addr, mode));
         }
     }
@@ -233,6 +235,7 @@ impl Session {
                 reply_to: tx,
                 bounded: true,
                 streamable: false,
+                lease: None,
             });
         }
     }

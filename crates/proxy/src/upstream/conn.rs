@@ -10,10 +10,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval, sleep};
 
+use super::lanes::NodeScripts;
 use super::stream::UpstreamStream;
 use super::{
     ConnSettings, ReplySender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError, UpstreamReply, UpstreamRequest, admin,
 };
+use crate::auth::NodeUser;
 use crate::metrics::NodeMetrics;
 use crate::resp::FrameScanner;
 
@@ -59,12 +61,39 @@ pub struct ConnMode {
     /// The owner also learns here, with an error, that the connection ended. `None`: replies are
     /// matched to requests.
     pub pushes: Option<(ReplySender, Tag)>,
+    /// Log in as this node-side user after the proxy's own login, so the node enforces a client's
+    /// ACL rules on what its scripts call; `None`: stay the upstream user.
+    pub user: Option<Arc<NodeUser>>,
+    /// The node's scripts: while one runs the node answers nothing else, which is not a timeout
+    /// (the node answers `-BUSY` itself once its busy-reply-threshold passes). `None`: always time out.
+    pub node_scripts: Option<Arc<NodeScripts>>,
 }
 
 impl ConnMode {
     /// A pool connection.
     pub fn pooled(readonly: bool) -> ConnMode {
-        ConnMode { readonly, resp3: false, reconnect: true, pushes: None }
+        ConnMode { readonly, resp3: false, reconnect: true, pushes: None, user: None, node_scripts: None }
+    }
+
+    /// An owned connection (transactions, blocking commands, subscriptions), logged in as `user`.
+    pub fn owned(resp3: bool, user: Option<Arc<NodeUser>>) -> ConnMode {
+        ConnMode { readonly: false, resp3, reconnect: false, pushes: None, user, node_scripts: None }
+    }
+
+    /// What is sent after the proxy's own login: the node-side user's login, then `HELLO 3` and
+    /// `READONLY` as the mode asks.
+    fn login_commands(&self, settings: &ConnSettings) -> Vec<Vec<Vec<u8>>> {
+        let mut commands = Vec::new();
+        if let Some(user) = &self.user {
+            commands.extend(user.login_commands(settings.password.as_deref()));
+        }
+        if self.resp3 {
+            commands.push(vec![b"HELLO".to_vec(), b"3".to_vec()]);
+        }
+        if self.readonly {
+            commands.push(vec![b"READONLY".to_vec()]);
+        }
+        commands
     }
 }
 
@@ -102,15 +131,12 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<UpstreamRequest>,
     metrics: Arc<NodeMetrics>,
 ) {
-    let extra: &[&[&[u8]]] = match (mode.readonly, mode.resp3) {
-        (false, false) => &[],
-        (true, false) => &[&[b"READONLY"]],
-        (false, true) => &[&[b"HELLO", b"3"]],
-        (true, true) => &[&[b"HELLO", b"3"], &[b"READONLY"]],
-    };
+    let commands = mode.login_commands(&settings);
+    let arguments: Vec<Vec<&[u8]>> = commands.iter().map(|c| c.iter().map(Vec::as_slice).collect()).collect();
+    let extra: Vec<&[&[u8]]> = arguments.iter().map(Vec::as_slice).collect();
     let mut backoff = Duration::from_millis(25);
     loop {
-        match admin::connect(&addr, &settings, extra).await {
+        match admin::connect(&addr, &settings, &extra).await {
             Ok(stream) => {
                 backoff = Duration::from_millis(25);
                 match serve(stream, &addr, &settings, &mode, &mut rx, &metrics).await {
@@ -294,6 +320,13 @@ where
             () = credit_returned(credit), if stalled => {}
             _ = ticker.tick() => {
                 now_tick += 1;
+                if let Some(head) = inflight.front_mut()
+                    && mode.node_scripts.as_ref().is_some_and(|scripts| scripts.any_running())
+                {
+                    // The node is running a client's script: it answers when the script ends, or
+                    // with -BUSY once its busy-reply-threshold passes. Waiting is not failing.
+                    head.queued_at = now_tick;
+                }
                 if inflight.front().is_some_and(|f| f.request.bounded && now_tick - f.queued_at > timeout_ticks) {
                     // Replies still to come would be matched to the wrong requests: the only safe
                     // way on is a new connection.

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod lanes;
 pub mod pool;
 pub mod stream;
 
@@ -18,6 +19,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 pub use conn::{ConnMode, PUSH};
+pub use lanes::{LaneLease, ScriptKind};
 pub use pool::{NodePool, OwnedConn, Upstreams};
 
 /// Identifies a reply for its caller: which request (`seq`) and which part of it (`part`).
@@ -46,6 +48,9 @@ pub struct UpstreamRequest {
     /// Whether a large reply may be passed on in pieces before it is complete (the caller forwards
     /// it untouched, rather than merging or inspecting it).
     pub streamable: bool,
+    /// Set by a script lane: keeps the lane counted busy until the request is answered and
+    /// dropped (see [`lanes`]).
+    pub lease: Option<LaneLease>,
 }
 
 impl UpstreamRequest {

@@ -5,8 +5,9 @@ use std::sync::{Arc, OnceLock};
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
-use super::ConnMode;
-use super::{ConnSettings, UpstreamRequest, conn};
+use super::lanes::{Lanes, ScriptKind};
+use super::{ConnMode, ConnSettings, UpstreamRequest, conn};
+use crate::auth::NodeUser;
 use crate::metrics::{Metrics, NodeMetrics};
 
 /// The connections to one node: RESP2 ones, and RESP3 ones opened on first use by a client that
@@ -20,13 +21,28 @@ pub struct NodePool {
     settings: Arc<ConnSettings>,
     readonly: bool,
     metrics: Arc<NodeMetrics>,
+    /// Where the node's scripts and functions run, apart from these shared connections.
+    lanes: Arc<Lanes>,
 }
 
 impl NodePool {
     fn new(addr: String, settings: &Arc<ConnSettings>, size: usize, readonly: bool, metrics: &Metrics) -> NodePool {
         let metrics = metrics.node(&addr);
-        let conns = spawn_conns(&addr, settings, size, ConnMode::pooled(readonly), &metrics);
-        NodePool { addr, conns, resp3: OnceLock::new(), settings: Arc::clone(settings), readonly, metrics }
+        let lanes = Arc::new(Lanes::new(&addr, settings, readonly, &metrics));
+        let mode = ConnMode { node_scripts: Some(Arc::clone(lanes.node_scripts())), ..ConnMode::pooled(readonly) };
+        let conns = spawn_conns(&addr, settings, size, mode, &metrics);
+        NodePool { addr, conns, resp3: OnceLock::new(), settings: Arc::clone(settings), readonly, metrics, lanes }
+    }
+
+    /// Queues a script or function on a script lane of the node (see [`Lanes`]), logged in as the
+    /// client's node-side `user`.
+    pub fn send_script(&self, user: Option<&Arc<NodeUser>>, resp3: bool, kind: ScriptKind, request: UpstreamRequest) {
+        self.lanes.send(user, resp3, kind, request);
+    }
+
+    /// Redis' `-BUSY` error text while a script keeps the node busy (see [`Lanes::busy_reply`]).
+    pub fn busy_reply(&self) -> Option<&'static str> {
+        self.lanes.busy_reply()
     }
 
     /// The node's `host:port`.
@@ -42,7 +58,8 @@ impl NodePool {
         let conns = match resp3 {
             false => &self.conns,
             true => self.resp3.get_or_init(|| {
-                let mode = ConnMode { resp3: true, ..ConnMode::pooled(self.readonly) };
+                let node_scripts = Some(Arc::clone(self.lanes.node_scripts()));
+                let mode = ConnMode { resp3: true, node_scripts, ..ConnMode::pooled(self.readonly) };
                 spawn_conns(&self.addr, &self.settings, self.conns.len(), mode, &self.metrics)
             }),
         };

@@ -1,0 +1,154 @@
+//! A user's ACL rules hold inside scripts and functions run through the proxy, exactly as on a
+//! Redis node: the same ACL file is loaded into a standalone node and into the proxy, the same
+//! scripts run as the same users against both, and the verdicts (error or not) and the effects
+//! (which keys exist afterwards) must match.
+
+use redis::{Connection, Value};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, RedisServer, query_args};
+
+const USERS: &str = "\
+user admin on >admin-pass ~* &* +@all
+user app on >app-pass ~app:* resetchannels &app:* +@all -@dangerous
+user reader on >read-pass ~app:* -@all +@read +@scripting -function|load
+";
+
+/// The two sides of the comparison: the proxy in front of a cluster, and one Redis node.
+struct Sides {
+    proxy: Proxy,
+    node: RedisServer,
+    _dir: tempfile::TempDir,
+}
+
+fn sides() -> Sides {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("users.acl");
+    std::fs::write(&file, USERS).expect("write acl");
+    let extra = format!("[auth]\nacl_file = \"{}\"\n", file.display());
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions { extra_toml: extra, ..ProxyOptions::default() });
+    let acl = file.display().to_string();
+    let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}"), format!("aclfile {acl}")])
+        .expect("reference node");
+    Sides { proxy, node, _dir: dir }
+}
+
+fn login(addr: &str, user: &str, pass: &str) -> Connection {
+    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+    let mut con = client.get_connection().expect("connect");
+    query_args(&mut con, &["AUTH", user, pass]).unwrap_or_else(|e| panic!("AUTH {user} at {addr}: {e}"));
+    con
+}
+
+/// What a command did, for comparison: refused (with the error's first word) or answered.
+fn verdict(result: &Result<Value, String>) -> &'static str {
+    match result {
+        Err(_) => "error",
+        // EXEC answers an array whose elements may be errors.
+        Ok(Value::Array(items)) if items.iter().any(|v| matches!(v, Value::ServerError(_))) => "error inside",
+        Ok(_) => "ok",
+    }
+}
+
+fn exists(con: &mut Connection, key: &str) -> bool {
+    query_args(con, &["EXISTS", key]) == Ok(Value::Int(1))
+}
+
+/// Runs `commands` as `user` on both sides; the verdict of each and whether `watched` exists
+/// afterwards must be the same on both.
+fn same_on_both(sides: &Sides, user: (&str, &str), commands: &[&[&str]], watched: &[&str]) {
+    let mut proxy = login(&sides.proxy.addr(), user.0, user.1);
+    let mut node = login(&sides.node.addr(), user.0, user.1);
+    for command in commands {
+        let through_proxy = query_args(&mut proxy, command);
+        let on_node = query_args(&mut node, command);
+        assert_eq!(
+            verdict(&through_proxy),
+            verdict(&on_node),
+            "{} {command:?}: proxy {through_proxy:?}, node {on_node:?}",
+            user.0
+        );
+    }
+    let mut proxy_admin = login(&sides.proxy.addr(), "admin", "admin-pass");
+    let mut node_admin = login(&sides.node.addr(), "admin", "admin-pass");
+    for key in watched {
+        assert_eq!(
+            exists(&mut proxy_admin, key),
+            exists(&mut node_admin, key),
+            "{} wrote {key} on one side only",
+            user.0
+        );
+    }
+}
+
+#[test]
+fn scripts_run_with_the_callers_key_rules() {
+    let sides = sides();
+    let write_declared = "return redis.call('SET', KEYS[1], 'x')";
+    let write_secret = "return redis.call('SET', 'secret:{app:1}', 'x')";
+    let read_secret = "return redis.call('GET', 'secret:{app:1}')";
+    let write_anywhere = "return redis.call('SET', 'secret:3', 'x')";
+    same_on_both(
+        &sides,
+        ("app", "app-pass"),
+        &[
+            &["EVAL", write_declared, "1", "app:{app:1}"],
+            // The declared key passes; the undeclared one inside the script must not.
+            &["EVAL", write_secret, "1", "app:{app:1}"],
+            &["EVAL", read_secret, "1", "app:{app:1}"],
+            &["EVAL", write_anywhere, "0"],
+            &["EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "app:{app:1}"],
+        ],
+        &["app:{app:1}", "secret:{app:1}", "secret:3"],
+    );
+    // The same scripts as a user whose rules allow every key do write.
+    same_on_both(
+        &sides,
+        ("admin", "admin-pass"),
+        &[&["EVAL", write_secret, "1", "app:{app:1}"], &["DEL", "secret:{app:1}"]],
+        &["secret:{app:1}"],
+    );
+}
+
+#[test]
+fn functions_and_transactions_run_with_the_callers_key_rules() {
+    let sides = sides();
+    let library = "#!lua name=esc\nredis.register_function('esc', function(keys) \
+                   return redis.call('SET', 'secret:{app:2}', 'x') end)\n\
+                   redis.register_function{function_name='own', callback=function(keys) \
+                   return redis.call('SET', keys[1], 'y') end}";
+    same_on_both(
+        &sides,
+        ("app", "app-pass"),
+        &[
+            &["FUNCTION", "LOAD", "REPLACE", library],
+            &["FCALL", "esc", "1", "app:{app:2}"],
+            &["FCALL", "own", "1", "app:{app:2}"],
+        ],
+        &["secret:{app:2}", "app:{app:2}"],
+    );
+    // A script queued in a transaction runs on the client's own connection: same rules there.
+    let mut proxy = login(&sides.proxy.addr(), "app", "app-pass");
+    let mut node = login(&sides.node.addr(), "app", "app-pass");
+    for con in [&mut proxy, &mut node] {
+        assert_eq!(query_args(con, &["MULTI"]), Ok(Value::Okay));
+        let queued = query_args(con, &["EVAL", "return redis.call('SET', 'secret:{app:4}', 'x')", "1", "app:{app:4}"]);
+        assert_eq!(queued, Ok(Value::SimpleString("QUEUED".into())));
+    }
+    let (through_proxy, on_node) = (query_args(&mut proxy, &["EXEC"]), query_args(&mut node, &["EXEC"]));
+    assert_eq!(verdict(&through_proxy), verdict(&on_node), "proxy {through_proxy:?}, node {on_node:?}");
+    same_on_both(&sides, ("app", "app-pass"), &[], &["secret:{app:4}"]);
+}
+
+#[test]
+fn a_read_only_user_cannot_write_from_a_script() {
+    let sides = sides();
+    same_on_both(
+        &sides,
+        ("reader", "read-pass"),
+        &[
+            &["EVAL", "return redis.call('SET', KEYS[1], 'x')", "1", "app:{app:5}"],
+            &["EVAL", "return redis.call('GET', KEYS[1])", "1", "app:{app:5}"],
+            &["EVAL", "return redis.call('DEL', KEYS[1])", "1", "app:{app:5}"],
+        ],
+        &["app:{app:5}"],
+    );
+}

@@ -1,0 +1,151 @@
+//! Long scripts and functions through the proxy, as on one Redis node: a busy master answers other
+//! clients `-BUSY` promptly instead of queueing them behind the script, SCRIPT KILL and FUNCTION
+//! KILL reach it and stop the script (`NOTBUSY` when nothing runs, `UNKILLABLE` after a write),
+//! and the master serves normally afterwards.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use redisforge_tests::{
+    Cluster, ClusterOptions, Proxy, ProxyOptions, http_get, query_args, raw_roundtrip, resp_command, wait_until,
+};
+
+/// Keys of one slot, so every script and probe below is about the same master.
+const KEY: &str = "{busy}k";
+const PROBE: &str = "{busy}probe";
+
+/// A cluster of its own: a busy master must not disturb other tests. No replicas, so a busy master
+/// is never failed over; the nodes answer `-BUSY` (and the cluster bus) after 300 ms of a script.
+fn cluster() -> Cluster {
+    Cluster::start(ClusterOptions {
+        masters: 3,
+        replicas_per_master: 0,
+        extra_config: vec!["busy-reply-threshold 300".to_owned()],
+        ..ClusterOptions::default()
+    })
+}
+
+/// A key on another master than [`KEY`]'s.
+fn key_elsewhere(cluster: &Cluster) -> String {
+    let owner = |key: &str| {
+        let slot = cluster.slot_for_key(key);
+        cluster.slot_ranges().into_iter().find(|r| (r.start..=r.end).contains(&slot)).map(|r| r.master)
+    };
+    let busy = owner(KEY);
+    cluster.key_per_master("elsewhere").into_iter().find(|k| owner(k) != busy).expect("three masters")
+}
+
+/// Runs `args` on a new client in a thread; the thread returns the reply or error text.
+fn in_background(proxy: &Proxy, args: &[&str]) -> thread::JoinHandle<Result<Value, String>> {
+    let mut con = proxy.client();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        query_args(&mut con, &args)
+    })
+}
+
+/// The first reply line of `args` on a new raw connection, exactly as the proxy sent it.
+fn raw_line(proxy: &Proxy, args: &[&str]) -> String {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let mut request = resp_command(&args);
+    request.extend_from_slice(&resp_command(&[b"QUIT"]));
+    let reply = raw_roundtrip(&proxy.addr(), &request, Duration::from_secs(5));
+    String::from_utf8_lossy(&reply).lines().next().unwrap_or_default().to_owned()
+}
+
+/// The proxy's `node_busy` series with value 1.
+fn busy_nodes(proxy: &Proxy) -> Vec<String> {
+    let (_, body) = http_get(&proxy.metrics_addr(), "/metrics", Duration::from_secs(5));
+    body.lines().filter(|l| l.starts_with("redisforge_node_busy{") && l.ends_with(" 1")).map(str::to_owned).collect()
+}
+
+/// Waits until a GET of [`PROBE`] is answered `-BUSY`, and returns that error line and how long
+/// the GET itself took.
+fn wait_busy(proxy: &Proxy) -> (String, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sent = Instant::now();
+        match raw_line(proxy, &["GET", PROBE]) {
+            line if line.starts_with("-BUSY ") => return (line, sent.elapsed()),
+            other => assert!(Instant::now() < deadline, "the master never turned busy: last reply {other:?}"),
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_busy_script_answers_busy_promptly_and_script_kill_stops_it() {
+    let cluster = cluster();
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    // Asked of the nodes before any of them is busy.
+    let elsewhere = key_elsewhere(&cluster);
+    let mut admin = proxy.client();
+    assert_eq!(query_args(&mut admin, &["SET", PROBE, "before"]), Ok(Value::Okay));
+    assert_eq!(
+        raw_line(&proxy, &["SCRIPT", "KILL"]),
+        "-NOTBUSY No scripts in execution right now.",
+        "SCRIPT KILL with no script running, as on a node"
+    );
+
+    let script = in_background(&proxy, &["EVAL", "while true do end", "1", KEY]);
+    let (error, took) = wait_busy(&proxy);
+    assert_eq!(error, "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.");
+    // Once busy, the answer is prompt: far below the command timeout (2 s), not queued.
+    let (_, again) = wait_busy(&proxy);
+    assert!(again < Duration::from_millis(500), "BUSY took {again:?} (first probe {took:?})");
+    assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || !busy_nodes(&proxy).is_empty()));
+    assert!(proxy.log().contains("node busy running a script"), "a log line names the busy node");
+    // Other masters serve as usual meanwhile.
+    assert_eq!(query_args(&mut admin, &["SET", &elsewhere, "v"]), Ok(Value::Okay));
+
+    let killed = Instant::now();
+    assert_eq!(query_args(&mut admin, &["SCRIPT", "KILL"]), Ok(Value::Okay));
+    let outcome = script.join().expect("script thread");
+    let error = outcome.expect_err("a killed script fails");
+    assert!(error.contains("Script killed by user with SCRIPT KILL"), "{error}");
+    assert!(killed.elapsed() < Duration::from_secs(2));
+
+    // The master serves normally again, on every connection, with the right replies.
+    for _ in 0..20 {
+        assert_eq!(query_args(&mut admin, &["GET", PROBE]), Ok(Value::BulkString(b"before".to_vec())));
+    }
+    assert!(wait_until(Duration::from_secs(3), Duration::from_millis(50), || busy_nodes(&proxy).is_empty()));
+    assert_eq!(
+        query_args(&mut admin, &["EVAL", "return redis.call('GET', KEYS[1])", "1", PROBE]),
+        Ok(Value::BulkString(b"before".to_vec()))
+    );
+}
+
+#[test]
+fn function_kill_stops_a_busy_function_and_a_writing_script_is_unkillable() {
+    let cluster = cluster();
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    // Asked of the nodes before any of them is busy.
+    let elsewhere = key_elsewhere(&cluster);
+    let mut admin = proxy.client();
+    let library = "#!lua name=busylib\nredis.register_function('spin', function(keys) while true do end end)";
+    assert_eq!(
+        query_args(&mut admin, &["FUNCTION", "LOAD", "REPLACE", library]),
+        Ok(Value::BulkString(b"busylib".to_vec()))
+    );
+    assert_eq!(raw_line(&proxy, &["FUNCTION", "KILL"]), "-NOTBUSY No scripts in execution right now.");
+
+    let function = in_background(&proxy, &["FCALL", "spin", "1", KEY]);
+    let (error, _) = wait_busy(&proxy);
+    assert_eq!(error, "-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.");
+    assert_eq!(query_args(&mut admin, &["FUNCTION", "KILL"]), Ok(Value::Okay));
+    let error = function.join().expect("function thread").expect_err("a killed function fails");
+    assert!(error.contains("killed"), "{error}");
+    assert_eq!(query_args(&mut admin, &["GET", PROBE]), Ok(Value::Nil));
+
+    // A script that wrote cannot be killed (the node says UNKILLABLE); nothing else is disturbed
+    // but that master, which only SHUTDOWN NOSAVE on the node itself ends (the test cluster goes).
+    let _writer = in_background(&proxy, &["EVAL", "redis.call('SET', KEYS[1], 'x') while true do end", "1", KEY]);
+    wait_busy(&proxy);
+    let error = raw_line(&proxy, &["SCRIPT", "KILL"]);
+    assert!(error.starts_with("-UNKILLABLE Sorry the script already executed write commands"), "{error}");
+    assert!(query_args(&mut admin, &["SHUTDOWN", "NOSAVE"]).expect_err("refused").contains("unsupported command"));
+    assert_eq!(query_args(&mut admin, &["SET", &elsewhere, "v"]), Ok(Value::Okay));
+}
