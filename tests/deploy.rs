@@ -566,6 +566,7 @@ fn template_nodes_give_the_proxy_user_what_it_needs() {
         &["dbsize"],
         &["lastsave"],
         &["sort", "k"],
+        &["acl", "setuser", "redisforge.app", "reset"],
     ];
     for args in allowed {
         assert_eq!(dryrun(&mut admin, "proxy", args), Ok(()), "proxy must be allowed {args:?}");

@@ -59,6 +59,7 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         Merge::AnyOk => any_ok(parts),
         Merge::ConcatArrays => concat_arrays(parts),
         Merge::FirstNonNull => first_non_null(parts),
+        Merge::RandomKey { seed } => random_key(parts, *seed),
         Merge::UnionArrays => union_arrays(parts),
         Merge::SumPairs => sum_pairs(parts),
         Merge::ScanCursor { master, masters } => scan_cursor(parts, *master, *masters),
@@ -275,6 +276,34 @@ fn concat_arrays(parts: &[Bytes]) -> Option<Bytes> {
 fn first_non_null(parts: &[Bytes]) -> Option<Bytes> {
     let is_null = |p: &Bytes| matches!(p.as_ref(), b"$-1\r\n" | b"_\r\n");
     parts.iter().find(|p| !is_null(p)).or_else(|| parts.first()).cloned()
+}
+
+/// RANDOMKEY for the whole cluster: `parts` holds every master's `DBSIZE`, then every master's
+/// `RANDOMKEY`; a master with keys is chosen with probability proportional to its key count, as
+/// one node picks uniformly among all its keys. Null when no master has a key.
+fn random_key(parts: &[Bytes], seed: u64) -> Option<Bytes> {
+    let masters = parts.len() / 2;
+    let (counts, keys) = parts.split_at(masters);
+    let is_null = |p: &Bytes| matches!(p.as_ref(), b"$-1\r\n" | b"_\r\n");
+    let mut weighted = Vec::with_capacity(masters);
+    for (count, key) in counts.iter().zip(keys) {
+        let count = u64::try_from(integer(count)?).unwrap_or(0);
+        if count > 0 && !is_null(key) {
+            weighted.push((count, key));
+        }
+    }
+    let total: u64 = weighted.iter().map(|(count, _)| count).sum();
+    if total == 0 {
+        return keys.first().cloned();
+    }
+    let mut pick = seed % total;
+    for (count, key) in weighted {
+        if pick < count {
+            return Some(key.clone());
+        }
+        pick -= count;
+    }
+    None
 }
 
 /// Every part's elements in one aggregate without duplicates, in order of first appearance

@@ -303,3 +303,17 @@ fn info_stats_memory_and_commandstats_are_summed_and_disagreeing_text_left_out()
          cmdstat_set:calls=1,usec=4,usec_per_call=4.00,rejected_calls=0,failed_calls=0\r\n";
     assert_eq!(String::from_utf8_lossy(&reply), String::from_utf8_lossy(&bulk(expected)));
 }
+
+#[test]
+fn randomkey_weights_masters_by_key_count() {
+    let parts = |counts: [&'static [u8]; 3], keys: [&'static [u8]; 3]| -> Vec<Bytes> {
+        counts.iter().chain(keys.iter()).map(|p| Bytes::from_static(p)).collect()
+    };
+    let cluster = parts([b":1\r\n", b":0\r\n", b":3\r\n"], [b"$1\r\na\r\n", b"$-1\r\n", b"$1\r\nc\r\n"]);
+    // Seeds 0..4 fall on the four keys in turn: one of master a's, three of master c's.
+    let picks: Vec<Bytes> = (0..4).map(|seed| merge(&Merge::RandomKey { seed }, &cluster, &[])).collect();
+    assert_eq!(&picks[0][..], b"$1\r\na\r\n");
+    assert!(picks[1..].iter().all(|p| &p[..] == b"$1\r\nc\r\n"), "{picks:?}");
+    let empty = parts([b":0\r\n", b":0\r\n", b":0\r\n"], [b"_\r\n", b"_\r\n", b"_\r\n"]);
+    assert_eq!(&merge(&Merge::RandomKey { seed: 7 }, &empty, &[])[..], b"_\r\n");
+}

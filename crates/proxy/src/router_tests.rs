@@ -82,7 +82,7 @@ fn fan_out_local_and_stateful() {
     assert_eq!(route(&["DBSIZE"]), Route::FanOut { merge: Merge::SumIntegers });
     assert_eq!(route(&["FLUSHALL"]), Route::FanOut { merge: Merge::AllOk });
     assert_eq!(route(&["KEYS", "user:*"]), Route::FanOut { merge: Merge::ConcatArrays });
-    assert_eq!(route(&["RANDOMKEY"]), Route::FanOut { merge: Merge::FirstNonNull });
+    assert_eq!(route(&["RANDOMKEY"]), Route::Local);
     assert_eq!(route(&["SCRIPT", "LOAD", "return 1"]), Route::FanOut { merge: Merge::SameReply });
     assert_eq!(route(&["pubsub", "numsub", "a", "b"]), Route::FanOut { merge: Merge::SumPairs });
     assert_eq!(route(&["PING"]), Route::Local);

@@ -58,7 +58,8 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => Script { function: false },
         "fcall" | "fcall_ro" => Script { function: true },
         "keys" => FanOut(ConcatArrays),
-        "randomkey" => FanOut(FirstNonNull),
+        // Asks every master for its key count and a key, then picks one weighted by the counts.
+        "randomkey" => Local,
         "pubsub|channels" | "pubsub|shardchannels" => FanOut(UnionArrays),
         "pubsub|numsub" | "pubsub|shardnumsub" => FanOut(SumPairs),
         // A cluster-wide cursor walks the masters one after the other (see merge::split_scan_cursor).

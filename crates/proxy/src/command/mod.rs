@@ -231,8 +231,12 @@ pub enum Merge {
     AnyOk,
     /// Every part's array flattened into one, in part order (KEYS).
     ConcatArrays,
-    /// The first reply that is not null, else the null (RANDOMKEY).
+    /// The first reply that is not null, else the null.
     FirstNonNull,
+    /// RANDOMKEY across the cluster: the parts are every master's `DBSIZE`, then every master's
+    /// `RANDOMKEY` in the same order; one key is picked with each master weighted by its key
+    /// count, from `seed` (the merge stays a pure function).
+    RandomKey { seed: u64 },
     /// Every part's array merged without duplicates, in order of first appearance (PUBSUB
     /// CHANNELS, PUBSUB SHARDCHANNELS).
     UnionArrays,

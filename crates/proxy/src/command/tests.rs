@@ -304,7 +304,6 @@ fn handling_overrides_are_applied() {
         (FanOut(AllTrue), "script exists"),
         (FanOut(AnyOk), "script kill, function kill"),
         (FanOut(ConcatArrays), "keys"),
-        (FanOut(FirstNonNull), "randomkey"),
         (FanOut(UnionArrays), "pubsub channels, pubsub shardchannels"),
         (FanOut(SumPairs), "pubsub numsub, pubsub shardnumsub"),
         (Forward, "get, time, publish, spublish, config help, lastsave"),

@@ -298,6 +298,7 @@ impl Metrics {
         }
         self.clear_replication_lag(addr);
         let _ = self.upstream_requests.remove_label_values(&[addr]);
+        let _ = self.node_busy.remove_label_values(&[addr]);
         for kind in UPSTREAM_ERROR_KINDS {
             let _ = self.upstream_errors.remove_label_values(&[addr, kind]);
         }

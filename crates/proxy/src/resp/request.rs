@@ -12,7 +12,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::scan::{MAX_LINE, ScanError, parse_len, read_line};
+use super::scan::{MAX_LINE, ScanError, parse_len, parse_usize, read_line};
 
 /// Size limits on one request, from `[limits]` in the config.
 #[derive(Debug, Clone, Copy)]
@@ -169,8 +169,15 @@ impl RequestDecoder {
                     let Some(line) = read_line(buf, 0).map_err(|e| header_error(e, true))? else {
                         return Ok(None);
                     };
-                    match parse_len(&buf[1..line.end]) {
+                    let count = &buf[1..line.end];
+                    match parse_len(count) {
+                        // Redis skips a header that counts no arguments (`*0`, `*-1`, `*-10`: any
+                        // count ≤ 0) and reads on.
                         Ok(Some(0)) | Ok(None) => {
+                            let _ = buf.split_to(line.next);
+                            continue;
+                        }
+                        Err(_) if count.first() == Some(&b'-') && parse_usize(&count[1..]).is_some() => {
                             let _ = buf.split_to(line.next);
                             continue;
                         }

@@ -76,6 +76,11 @@ fn inline_request_is_reencoded_as_resp() {
 #[test]
 fn empty_multibulk_is_skipped() {
     assert_eq!(decode_all(b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n").expect("valid"), vec![v(&["PING"])]);
+    // Any count ≤ 0 is skipped, as Redis' processMultibulkBuffer does; a count that is no number
+    // is still an error.
+    assert_eq!(decode_all(b"*-10\r\n*1\r\n$4\r\nPING\r\n").expect("valid"), vec![v(&["PING"])]);
+    assert!(decode_all(b"*-x\r\n").is_err());
+    assert!(decode_all(b"*--1\r\n").is_err());
 }
 
 #[test]

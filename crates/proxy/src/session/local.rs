@@ -34,6 +34,35 @@ pub struct ClientState {
     pub user_generation: u64,
     /// Failed AUTH attempts on this connection.
     pub auth_failures: u32,
+    /// `CLIENT REPLY`: whether the client gets its replies.
+    pub reply_mode: ReplyMode,
+}
+
+/// `CLIENT REPLY ON|OFF|SKIP`, as Redis keeps it per client: the commands still run, the proxy
+/// only drops the replies it must not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    /// No replies until `CLIENT REPLY ON`.
+    Off,
+    /// The next command's reply is dropped, then replies are on again.
+    SkipNext,
+}
+
+impl ClientState {
+    /// Whether the reply to the request just read is dropped; `is_client_reply`: the request is
+    /// `CLIENT REPLY` itself, which decides its own reply.
+    pub fn reply_dropped(&mut self, is_client_reply: impl FnOnce() -> bool) -> bool {
+        match self.reply_mode {
+            ReplyMode::On => false,
+            _ if is_client_reply() => false,
+            ReplyMode::Off => true,
+            ReplyMode::SkipNext => {
+                self.reply_mode = ReplyMode::On;
+                true
+            }
+        }
+    }
 }
 
 impl ClientState {
@@ -51,6 +80,7 @@ impl ClientState {
             user,
             user_generation,
             auth_failures: 0,
+            reply_mode: ReplyMode::On,
         }
     }
 }
@@ -88,7 +118,9 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
     match name.as_slice() {
         b"PING" => match argc {
             1 => Answer::Reply(Bytes::from_static(b"+PONG\r\n")),
-            _ => Answer::Reply(reply::bulk(request.arg(1))),
+            2 => Answer::Reply(reply::bulk(request.arg(1))),
+            // The table's arity (-1) allows any count; Redis' pingCommand then refuses more than one.
+            _ => wrong_args("ping"),
         },
         b"ECHO" => Answer::Reply(reply::bulk(request.arg(1))),
         b"QUIT" => Answer::ReplyAndClose(reply::ok()),
@@ -300,7 +332,24 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
             Answer::Reply(reply::ok())
         }
         (b"NO-EVICT" | b"NO-TOUCH", 3) => Answer::Reply(reply::ok()),
-        (b"REPLY", 3) if request.arg(2).eq_ignore_ascii_case(b"on") => Answer::Reply(reply::ok()),
+        // OFF and SKIP are not answered at all (Redis' `clientCommand`); SKIP while OFF changes nothing.
+        (b"REPLY", 3) => match upper(request.arg(2)).as_slice() {
+            b"ON" => {
+                state.reply_mode = ReplyMode::On;
+                Answer::Reply(reply::ok())
+            }
+            b"OFF" => {
+                state.reply_mode = ReplyMode::Off;
+                Answer::Reply(Bytes::new())
+            }
+            b"SKIP" => {
+                if state.reply_mode != ReplyMode::Off {
+                    state.reply_mode = ReplyMode::SkipNext;
+                }
+                Answer::Reply(Bytes::new())
+            }
+            _ => Answer::Reply(reply::error("ERR syntax error")),
+        },
         (b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"NO-EVICT" | b"NO-TOUCH", _) => {
             wrong_args(&format!("client|{}", String::from_utf8_lossy(&sub).to_lowercase()))
         }

@@ -431,7 +431,7 @@ impl Session {
                 Err(error) => {
                     // As Redis does: answer, then close; the stream cannot be resynchronised.
                     tracing::debug!(client = self.state.id, %error, "protocol error");
-                    let meta = Meta { label: labels::OTHER, read_at };
+                    let meta = Meta { label: labels::OTHER, read_at, dropped: false };
                     self.pipeline.push_ready(reply::error(&format!("ERR Protocol error: {error}")), meta);
                     self.pipeline.push_close();
                     self.state.closing = true;
@@ -444,13 +444,15 @@ impl Session {
 
     fn on_request(&mut self, request: crate::resp::Request, read_at: Instant) {
         // Redis' order: unknown command, arity, authentication, permissions; then routing.
+        let dropped = self.state.reply_dropped(|| is_client_reply(&request));
         let shared = &self.shared;
         let Some(spec) = shared.table.lookup(&request) else {
             self.spoil_transaction();
-            self.pipeline.push_ready(router::unknown_command(&request), Meta { label: labels::OTHER, read_at });
+            let meta = Meta { label: labels::OTHER, read_at, dropped };
+            self.pipeline.push_ready(router::unknown_command(&request), meta);
             return;
         };
-        let meta = Meta { label: spec.metric_label, read_at };
+        let meta = Meta { label: spec.metric_label, read_at, dropped };
         if let Some(refusal) = router::arity_error(spec, &request)
             .or_else(|| local::authorize(&mut self.state, shared, spec, &request, &mut self.acl_keys))
         {
@@ -488,8 +490,12 @@ impl Session {
                 Handling::Local => spec.name == "ping" || spec.name == "echo",
                 _ => true,
             };
+            // Redis' own refusal first, for the commands no node queues (SHUTDOWN, SAVE, SYNC …).
+            if spec.flags.contains(crate::command::CommandFlags::NO_MULTI) {
+                return self.refuse_in_transaction(meta, stateful::NOT_ALLOWED_IN_MULTI);
+            }
             if !queueable {
-                return self.refuse_in_transaction(meta);
+                return self.refuse_in_transaction(meta, stateful::NOT_IN_TRANSACTION);
             }
             let slot = router::slot_of(spec, &request, &mut self.keys);
             return self.queue_in_transaction(&request, slot, meta);
@@ -532,6 +538,7 @@ impl Session {
             }
             Route::Admin(kind) => self.admin(&request, kind, meta),
             Route::Local if spec.name == "scan" => self.scan(&request, meta),
+            Route::Local if spec.name == "randomkey" => self.random_key(meta),
             Route::Local if clients::is_clients_command(&spec.name) => {
                 let reply = clients::command(&self.shared.clients, &self.state, &request);
                 self.pipeline.push_ready(reply, meta);
@@ -611,6 +618,23 @@ impl Session {
         Some(seq)
     }
 
+    /// RANDOMKEY over the whole cluster: every master's key count and one of its keys, merged
+    /// into one key picked with each master weighted by its count ([`Merge::RandomKey`]).
+    fn random_key(&mut self, meta: Meta) {
+        let masters = self.shared.topology.routing().masters().len();
+        if masters == 0 {
+            return self.pipeline.push_ready(no_topology(), meta);
+        }
+        let mut parts = Vec::with_capacity(2 * masters);
+        for command in [&b"DBSIZE"[..], b"RANDOMKEY"] {
+            let payload = crate::resp::request::encode_command(&[command]);
+            parts.extend((0..masters).map(|i| Part::new(payload.clone(), Target::Master(i), false)));
+        }
+        let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), self.state.id);
+        let seq = self.pipeline.push_multi(parts, Merge::RandomKey { seed }, Vec::new(), meta);
+        (0..2 * masters as u32).for_each(|part| self.send(seq, part));
+    }
+
     /// SCAN with a cluster-wide cursor: the cursor names a master and that master's own cursor, so
     /// a full iteration walks every master once, with MATCH, COUNT and TYPE passed on.
     fn scan(&mut self, request: &crate::resp::Request, meta: Meta) {
@@ -626,6 +650,13 @@ impl Session {
         let seq = self.pipeline.push_multi(vec![part], Merge::ScanCursor { master, masters }, Vec::new(), meta);
         self.send(seq, 0);
     }
+}
+
+/// Whether `request` is `CLIENT REPLY …`, which decides whether it is answered itself.
+fn is_client_reply(request: &crate::resp::Request) -> bool {
+    request.argc() >= 2
+        && request.arg(0).eq_ignore_ascii_case(b"client")
+        && request.arg(1).eq_ignore_ascii_case(b"reply")
 }
 
 /// The channel nodes' replies come back to a session on.

@@ -115,6 +115,8 @@ enum Entry {
 pub struct Meta {
     pub label: usize,
     pub read_at: Instant,
+    /// The reply is counted but not sent (`CLIENT REPLY OFF`/`SKIP`).
+    pub dropped: bool,
 }
 
 /// The client's pipeline: entries by sequence number, oldest first.
@@ -268,7 +270,9 @@ impl Pipeline {
                         let now = *now.get_or_insert_with(Instant::now);
                         command.duration.observe(now.saturating_duration_since(meta.read_at).as_secs_f64());
                     }
-                    out.extend_from_slice(reply);
+                    if !self.metas.front().is_some_and(|m| m.is_some_and(|m| m.dropped)) {
+                        out.extend_from_slice(reply);
+                    }
                     self.entries.pop_front();
                     self.metas.pop_front();
                     self.base += 1;
@@ -300,7 +304,7 @@ mod tests {
     use super::*;
 
     fn meta() -> Meta {
-        Meta { label: 0, read_at: Instant::now() }
+        Meta { label: 0, read_at: Instant::now(), dropped: false }
     }
 
     fn part() -> Part {

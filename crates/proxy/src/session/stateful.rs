@@ -21,8 +21,10 @@ pub(super) struct Transaction {
     dirty: bool,
 }
 
+/// Redis' refusal of a `no_multi` command between MULTI and EXEC (`processCommand`).
+pub(super) const NOT_ALLOWED_IN_MULTI: &str = "ERR Command not allowed inside a transaction";
 const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
-const NOT_IN_TRANSACTION: &str =
+pub(super) const NOT_IN_TRANSACTION: &str =
     "ERR command not allowed inside a transaction through the proxy (it is not sent to a single node)";
 
 /// Whether a command is handled by the transaction machinery itself rather than queued.
@@ -172,10 +174,11 @@ impl Session {
         reply::error(&format!("EXECABORT Transaction discarded because of: {reason}"))
     }
 
-    /// A command that cannot be part of a transaction through the proxy (fan-out, local state).
-    pub(super) fn refuse_in_transaction(&mut self, meta: Meta) {
+    /// A command that cannot be part of a transaction (fan-out, local state, `no_multi`): refused
+    /// with `error`, and EXEC will answer EXECABORT, as Redis' `rejectCommand` does.
+    pub(super) fn refuse_in_transaction(&mut self, meta: Meta, error: &str) {
         self.spoil_transaction();
-        self.pipeline.push_ready(reply::error(NOT_IN_TRANSACTION), meta);
+        self.pipeline.push_ready(reply::error(error), meta);
     }
 
     fn exec(&mut self, meta: Meta) {
