@@ -57,7 +57,7 @@ impl Session {
         if !p.allow_busy
             && let Some(busy) = pool.busy_reply()
         {
-            self.pipeline.complete(seq, part, reply::error(busy));
+            self.pipeline.complete(seq, part, reply::error(&busy));
             return;
         }
         let (payload, streamable, script) = (p.payload.clone(), p.streamable, p.script);

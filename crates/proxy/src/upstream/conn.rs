@@ -267,7 +267,8 @@ where
                 Ok(0) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
                 Err(_) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
                 Ok(_) => {
-                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight, mode.pushes.as_ref(), host, now_tick) {
+                    let scripts = mode.node_scripts.as_deref();
+                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight, (mode.pushes.as_ref(), scripts), host, now_tick) {
                         crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
                         metrics.protocol_errors.inc_by(inflight.len() as u64);
                         for entry in inflight.drain(..) {
@@ -370,16 +371,19 @@ fn dispatch_replies(
     rbuf: &mut BytesMut,
     scanner: &mut FrameScanner,
     inflight: &mut VecDeque<InFlight>,
-    pushes: Option<&(ReplySender, Tag)>,
+    (pushes, scripts): (Option<&(ReplySender, Tag)>, Option<&NodeScripts>),
     host: &str,
     now_tick: u64,
 ) -> Result<(), String> {
     while let Some(len) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
         let mut frame: Bytes = rbuf.split_to(len).freeze();
-        if frame.first() == Some(&b'-')
-            && let Some(filled) = crate::redirect::fill_in_host(&frame, host)
-        {
-            frame = filled;
+        if frame.first() == Some(&b'-') {
+            if let Some(filled) = crate::redirect::fill_in_host(&frame, host) {
+                frame = filled;
+            }
+            if let Some(scripts) = scripts {
+                scripts.saw_error(&frame);
+            }
         }
         // A subscribed connection's frames (confirmations, messages, pongs) all go to its owner,
         // in order: they do not pair one-to-one with requests.

@@ -32,11 +32,11 @@ pub const MAX_LANES: usize = 32;
 /// Idle lanes kept per node for the next scripts; more are closed as they turn idle.
 const KEEP_IDLE: usize = 4;
 
-/// Redis' error while a script (`EVAL`) keeps it busy (`shared.slowevalerr`).
-pub const BUSY_SCRIPT: &str = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+/// Redis' error while a script (`EVAL`) keeps it busy (`shared.slowevalerr`); Valkey says
+/// `Valkey is busy`, so the server's name is learned from the node's own `-BUSY` replies.
+const BUSY_SCRIPT: &str = "is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
 /// Redis' error while a function (`FCALL`) keeps it busy (`shared.slowscripterr`).
-pub const BUSY_FUNCTION: &str =
-    "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
+const BUSY_FUNCTION: &str = "is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
 
 /// What runs on a lane: an EVAL-family script or a function; they have their own `-BUSY` texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +74,31 @@ pub struct NodeScripts {
     epoch: Instant,
     /// Wakes the watcher when a script starts.
     started: Notify,
+    /// The server's name in its `-BUSY` errors (`Redis`, `Valkey`), once a node sent one.
+    server_name: std::sync::OnceLock<String>,
 }
 
 impl NodeScripts {
     /// Whether any script or function is in flight on the node.
     pub fn any_running(&self) -> bool {
         self.running.load(Ordering::Acquire) > 0
+    }
+
+    /// Takes note of an error reply of the node: a `-BUSY <Name> is busy …` names the server.
+    pub fn saw_error(&self, frame: &[u8]) {
+        if self.server_name.get().is_none()
+            && let Some(rest) = frame.strip_prefix(b"-BUSY ")
+            && let Some(end) = rest.iter().position(|&b| b == b' ')
+            && rest[end..].starts_with(b" is busy")
+        {
+            let _ = self.server_name.set(String::from_utf8_lossy(&rest[..end]).into_owned());
+        }
+    }
+
+    /// The node's `-BUSY` error (without `-` and CRLF) for a script or a function.
+    fn busy_error(&self, function: bool) -> String {
+        let name = self.server_name.get().map_or("Redis", String::as_str);
+        format!("BUSY {name} {}", if function { BUSY_FUNCTION } else { BUSY_SCRIPT })
     }
 
     fn now_ms(&self) -> u64 {
@@ -133,7 +152,12 @@ impl Lanes {
             readonly,
             metrics: Arc::clone(metrics),
             lanes: Mutex::new(Vec::new()),
-            node: Arc::new(NodeScripts { running: AtomicUsize::new(0), epoch: Instant::now(), started: Notify::new() }),
+            node: Arc::new(NodeScripts {
+                running: AtomicUsize::new(0),
+                epoch: Instant::now(),
+                started: Notify::new(),
+                server_name: std::sync::OnceLock::new(),
+            }),
             busy_after,
             watcher: std::sync::Once::new(),
         }
@@ -195,13 +219,13 @@ impl Lanes {
 
     /// Redis' `-BUSY` error (without `-` and CRLF) while a script has kept the node busy for
     /// longer than `busy_after`; `None` while the node serves commands.
-    pub fn busy_reply(&self) -> Option<&'static str> {
+    pub fn busy_reply(&self) -> Option<String> {
         if !self.node.any_running() {
             return None;
         }
         let (started, function) = self.oldest_script()?;
         let ran = Duration::from_millis(self.node.now_ms().saturating_sub(started));
-        (ran >= self.busy_after).then_some(if function { BUSY_FUNCTION } else { BUSY_SCRIPT })
+        (ran >= self.busy_after).then(|| self.node.busy_error(function))
     }
 
     /// The start (ms since the node's epoch) and kind of the longest-running script.

@@ -41,7 +41,7 @@ impl NodePool {
     }
 
     /// Redis' `-BUSY` error text while a script keeps the node busy (see [`Lanes::busy_reply`]).
-    pub fn busy_reply(&self) -> Option<&'static str> {
+    pub fn busy_reply(&self) -> Option<String> {
         self.lanes.busy_reply()
     }
 
