@@ -567,6 +567,7 @@ fn template_nodes_give_the_proxy_user_what_it_needs() {
         &["lastsave"],
         &["sort", "k"],
         &["acl", "setuser", "redisforge.app", "reset"],
+        &["client", "unblock", "12", "error"],
     ];
     for args in allowed {
         assert_eq!(dryrun(&mut admin, "proxy", args), Ok(()), "proxy must be allowed {args:?}");

@@ -156,6 +156,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         max_pipeline: config.limits.max_pipeline,
         client_output_limit: config.limits.client_output_limit,
+        max_clients: config.listen.max_clients,
         command_timeout: config.upstream.command_timeout,
         idle_timeout: config.listen.idle_timeout,
         read_from: config.upstream.read_from,

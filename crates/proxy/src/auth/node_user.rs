@@ -19,11 +19,12 @@ use sha2::{Digest, Sha256};
 pub const NODE_USER_PREFIX: &str = "redisforge.";
 
 /// Commands the proxy itself sends on such a connection, beside the client's: `ASKING` after an
-/// `-ASK`, `SCRIPT LOAD` after a `-NOSCRIPT`, the transaction frame and `UNWATCH` it adds, and
-/// `READONLY` for replica reads. Each is `noscript` in Redis or only changes the connection's own
+/// `-ASK`, `SCRIPT LOAD` after a `-NOSCRIPT`, the transaction frame and `UNWATCH` it adds,
+/// `READONLY` for replica reads, and `CLIENT ID` (for CLIENT UNBLOCK on the client's behalf). Each is `noscript` in Redis or only changes the connection's own
 /// state, so granting them gives a script nothing the client's rules deny; the client's own use of
 /// them is still checked by the proxy against the client's rules.
-const PROXY_COMMANDS: [&str; 7] = ["+asking", "+script|load", "+multi", "+exec", "+discard", "+unwatch", "+readonly"];
+const PROXY_COMMANDS: [&str; 8] =
+    ["+asking", "+script|load", "+multi", "+exec", "+discard", "+unwatch", "+readonly", "+client|id"];
 
 /// A client user as a node-side ACL user: its name on the nodes and the rules to give it there.
 #[derive(Clone, PartialEq, Eq)]

@@ -26,8 +26,6 @@ const MODULE: &str = "modules are loaded on every node alike at start-up (loadmo
     and the proxy learns their commands from COMMAND then";
 const ACL: &str = "ACL users are managed per node and in the proxy configuration, not through the proxy";
 const SINGLE_DB: &str = "Redis Cluster has only database 0";
-const SHARED_CONNECTIONS: &str = "upstream connections are shared by the proxy's clients, \
-    so they cannot be listed, killed or unblocked";
 const TRACKING: &str = "client-side caching (tracking) is not supported through the proxy";
 pub(super) const UNKNOWN_ADMIN: &str = "it is an admin command the proxy does not know, \
     so it cannot tell which nodes should run it";
@@ -69,7 +67,7 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         | "client|no-evict" | "client|no-touch" | "client|reply" => Local,
         // A node's client list would show the proxy's pooled connections: these act on the
         // proxy's own clients instead (session/clients.rs).
-        "client|list" | "client|kill" | "client|pause" | "client|unpause" => Local,
+        "client|list" | "client|kill" | "client|pause" | "client|unpause" | "client|unblock" => Local,
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Stateful(Transaction),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => Stateful(PubSub),
         // XREAD is blocking only with BLOCK; the session checks, the table cannot.
@@ -99,7 +97,6 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         | "memory|malloc-stats" => Admin(AdminKind::PerMaster),
         "memory|purge" => FanOut(AllOk),
         "swapdb" | "move" => Refuse(SINGLE_DB),
-        "client|unblock" => Refuse(SHARED_CONNECTIONS),
         // Both set state on the node's connection that would apply to whichever client's request
         // comes next on it: ASKING lets one command into an importing slot, SCRIPT DEBUG turns the
         // next EVAL into a debugging session (SYNC mode even blocks the node).

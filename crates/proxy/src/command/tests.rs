@@ -338,7 +338,7 @@ fn dangerous_commands_are_refused_with_a_reason() {
         "monitor, sync, psync, replconf, shutdown, debug, replicaof",
         "slaveof, failover, save, bgsave, bgrewriteaof, swapdb, move, cluster failover",
         "acl, acl setuser, acl list, module load",
-        "client tracking, client caching, client getredir, client trackinginfo, client unblock",
+        "client tracking, client caching, client getredir, client trackinginfo",
         "cluster, cluster meet, cluster setslot, cluster getkeysinslot, asking, script debug",
     ]
     .join(", ");
@@ -350,7 +350,7 @@ fn dangerous_commands_are_refused_with_a_reason() {
     }
     assert_eq!(handling(&t, "cluster addslots"), Handling::Refuse(TOPOLOGY));
     // These act on the proxy's own clients (session/clients.rs).
-    for line in ["client kill", "client list", "client pause", "client unpause"] {
+    for line in ["client kill", "client list", "client pause", "client unpause", "client unblock"] {
         assert_eq!(handling(&t, line), Handling::Local, "{line}");
     }
 }

@@ -7,7 +7,7 @@
 //! are relaxed atomics, so the hot path pays a couple of plain stores.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,24 @@ pub struct Pause {
     pub writes_only: bool,
 }
 
+/// How `CLIENT UNBLOCK` ends a block: as if it timed out, or with `-UNBLOCKED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unblock {
+    Timeout = 1,
+    Error = 2,
+}
+
+/// The proxy's clients as `INFO clients` counts them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClientTotals {
+    pub blocked_clients: u64,
+    pub pubsub_clients: u64,
+    pub watching_clients: u64,
+    pub clients_in_timeout_table: u64,
+    pub total_watched_keys: u64,
+    pub total_blocking_keys: u64,
+}
+
 /// One client, as other sessions may see and signal it.
 #[derive(Debug)]
 pub struct ClientEntry {
@@ -47,8 +65,16 @@ pub struct ClientEntry {
     /// Metric label index of the client's last command.
     last_command: AtomicUsize,
     subscribed: AtomicBool,
+    /// Keys the client is blocked on (0: not blocked in a blocking command).
+    blocked_keys: AtomicU32,
+    /// The block has a timeout (Redis keeps such clients in its timeout table).
+    blocked_with_timeout: AtomicBool,
+    /// Keys the client WATCHes.
+    watched_keys: AtomicU32,
+    /// A `CLIENT UNBLOCK` for the session to carry out ([`Unblock`] as a number; 0: none).
+    unblock: AtomicU8,
     killed: AtomicBool,
-    /// Something for the session to look at (a kill, the end of a pause).
+    /// Something for the session to look at (a kill, the end of a pause, an unblock).
     signalled: AtomicBool,
     waker: AtomicWaker,
 }
@@ -84,6 +110,10 @@ impl Clients {
             last_active_ms: AtomicU64::new(self.now_ms()),
             last_command: AtomicUsize::new(usize::MAX),
             subscribed: AtomicBool::new(false),
+            blocked_keys: AtomicU32::new(0),
+            blocked_with_timeout: AtomicBool::new(false),
+            watched_keys: AtomicU32::new(0),
+            unblock: AtomicU8::new(0),
             killed: AtomicBool::new(false),
             signalled: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -105,6 +135,36 @@ impl Clients {
     pub fn touch(&self, entry: &ClientEntry, label: usize, at: Instant) {
         entry.last_active_ms.store(at.saturating_duration_since(self.started).as_millis() as u64, Ordering::Relaxed);
         entry.last_command.store(label, Ordering::Relaxed);
+    }
+
+    /// What `INFO clients` counts about the proxy's clients, summed over them.
+    pub fn totals(&self) -> ClientTotals {
+        let mut totals = ClientTotals::default();
+        for entry in self.entries.iter() {
+            let blocked = entry.blocked_keys.load(Ordering::Relaxed);
+            let watched = entry.watched_keys.load(Ordering::Relaxed);
+            totals.blocked_clients += u64::from(blocked > 0);
+            totals.total_blocking_keys += u64::from(blocked);
+            totals.clients_in_timeout_table +=
+                u64::from(blocked > 0 && entry.blocked_with_timeout.load(Ordering::Relaxed));
+            totals.pubsub_clients += u64::from(entry.is_subscribed());
+            totals.watching_clients += u64::from(watched > 0);
+            totals.total_watched_keys += u64::from(watched);
+        }
+        totals
+    }
+
+    /// `CLIENT UNBLOCK id`: asks client `id`'s session to unblock it; whether it was blocked.
+    pub fn unblock(&self, id: u64, how: Unblock) -> bool {
+        let Some(entry) = self.entries.get(&id).map(|e| Arc::clone(&e)) else {
+            return false;
+        };
+        if entry.blocked_keys.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        entry.unblock.store(how as u8, Ordering::Release);
+        entry.signal();
+        true
     }
 
     /// `CLIENT LIST` lines of the clients `keep` accepts, in id order.
@@ -199,6 +259,29 @@ impl ClientEntry {
         self.subscribed.load(Ordering::Relaxed)
     }
 
+    /// The client is blocked on `keys` keys (0: no longer blocked), with a timeout or not.
+    pub fn set_blocked(&self, keys: u32, with_timeout: bool) {
+        self.blocked_with_timeout.store(with_timeout, Ordering::Relaxed);
+        self.blocked_keys.store(keys, Ordering::Release);
+        if keys == 0 {
+            self.unblock.store(0, Ordering::Release);
+        }
+    }
+
+    /// The client watches `keys` keys (0: none).
+    pub fn set_watched(&self, keys: u32) {
+        self.watched_keys.store(keys, Ordering::Relaxed);
+    }
+
+    /// A pending `CLIENT UNBLOCK`, taken (the session carries it out once).
+    pub fn take_unblock(&self) -> Option<Unblock> {
+        match self.unblock.swap(0, Ordering::AcqRel) {
+            1 => Some(Unblock::Timeout),
+            2 => Some(Unblock::Error),
+            _ => None,
+        }
+    }
+
     pub fn user(&self) -> String {
         self.description.lock().map(|d| d.user.clone()).unwrap_or_default()
     }
@@ -239,7 +322,11 @@ impl ClientEntry {
             self.peer,
             d.name,
             self.connected.elapsed().as_secs(),
-            if self.is_subscribed() { "P" } else { "N" },
+            match (self.is_subscribed(), self.blocked_keys.load(Ordering::Relaxed) > 0) {
+                (true, _) => "P",
+                (false, true) => "b",
+                (false, false) => "N",
+            },
             d.user,
             d.resp,
             d.lib_name,
@@ -250,7 +337,7 @@ impl ClientEntry {
 
 /// Whether [`command`] answers `name`.
 pub fn is_clients_command(name: &str) -> bool {
-    matches!(name, "client|info" | "client|list" | "client|kill" | "client|pause" | "client|unpause")
+    matches!(name, "client|info" | "client|list" | "client|kill" | "client|pause" | "client|unpause" | "client|unblock")
 }
 
 /// `CLIENT LIST`, `CLIENT INFO`, `CLIENT KILL`, `CLIENT PAUSE` and `CLIENT UNPAUSE`, on the proxy's
@@ -296,6 +383,18 @@ pub fn command(clients: &Clients, me: &ClientState, request: &crate::resp::Reque
         b"unpause" => {
             clients.unpause();
             reply::ok()
+        }
+        // Redis' clientCommand: the reason first, then the id.
+        b"unblock" => {
+            let how = match args.get(1).map(|a| a.to_ascii_lowercase()).as_deref() {
+                None | Some(b"timeout") => Unblock::Timeout,
+                Some(b"error") => Unblock::Error,
+                Some(_) => return reply::error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"),
+            };
+            match args.first().and_then(|id| std::str::from_utf8(id).ok()?.parse::<u64>().ok()) {
+                Some(id) => reply::integer(i64::from(clients.unblock(id, how))),
+                None => reply::error("ERR value is not an integer or out of range"),
+            }
         }
         _ => reply::error("ERR syntax error"),
     }

@@ -124,6 +124,8 @@ impl Session {
                 if p.target == Target::Owned {
                     self.own = None;
                     self.watch_slot = None;
+                    self.watched_keys = 0;
+                    self.entry.set_watched(0);
                 }
                 if retry && Instant::now() < deadline {
                     p.redirect = None;

@@ -397,25 +397,34 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, Vec
     };
     let stats = &shared.stats;
     let routing = shared.topology.routing();
+    let version = shared.topology.lowest_node_version();
+    let version = version.as_deref().unwrap_or(crate::REDIS_COMPAT_VERSION);
     let mut out = String::new();
     if wanted("server") {
         let _ = write!(
             out,
             "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nredisforge_version:{}\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\n\r\n",
-            shared.topology.lowest_node_version().as_deref().unwrap_or(crate::REDIS_COMPAT_VERSION),
+            version,
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             stats.started.elapsed().as_secs(),
         );
     }
     if wanted("clients") {
-        let _ =
-            write!(out, "# Clients\r\nconnected_clients:{}\r\n\r\n", stats.connected_clients.load(Ordering::Relaxed));
+        clients_section(&mut out, shared, version);
     }
     // What client libraries read before they start: a standalone master that is not loading
     // (ioredis' ready check waits for `loading:0`).
     if wanted("replication") {
-        let _ = write!(out, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+        // A standalone master without replicas of its own, as one node reports it (the cluster's
+        // replicas are the nodes' business; WAIT through the proxy counts them).
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n\
+             master_replid:{REPLID}\r\nmaster_replid2:{NO_REPLID}\r\nmaster_repl_offset:0\r\n\
+             second_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:1048576\r\n\
+             repl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\n\r\n"
+        );
     }
     if wanted("persistence") {
         let _ = write!(out, "# Persistence\r\nloading:0\r\nasync_loading:0\r\n\r\n");
@@ -456,6 +465,42 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, Vec
         out.truncate(out.len() - 2);
     }
     (out, cluster)
+}
+
+/// The proxy's replication id: 40 hex digits, as a node's `master_replid`, fixed for the process.
+const REPLID: &str = "7265646973666f7267652d70726f78792d726964";
+/// The all-zero id a node shows as `master_replid2` when it has no previous one.
+const NO_REPLID: &str = "0000000000000000000000000000000000000000";
+
+/// `# Clients` with the fields Redis `version` reports there, in its order, counted over the
+/// proxy's own clients: 7.0's, plus the blocking-key totals of 7.2, plus the pub/sub and WATCH
+/// counts of 7.4. Fields about a node's internals the proxy does not have (cluster bus
+/// connections, tracking, input buffers) are 0.
+fn clients_section(out: &mut String, shared: &Shared, version: &str) {
+    let mut numbers = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(7), numbers.next().unwrap_or(0));
+    let at_least = |a: u32, b: u32| (major, minor) >= (a, b);
+    let totals = shared.clients.totals();
+    let connected = shared.stats.connected_clients.load(Ordering::Relaxed);
+    let _ = write!(
+        out,
+        "# Clients\r\nconnected_clients:{connected}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
+         client_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\n\
+         tracking_clients:0\r\n",
+        shared.max_clients, totals.blocked_clients,
+    );
+    if at_least(7, 4) {
+        let _ =
+            write!(out, "pubsub_clients:{}\r\nwatching_clients:{}\r\n", totals.pubsub_clients, totals.watching_clients);
+    }
+    let _ = write!(out, "clients_in_timeout_table:{}\r\n", totals.clients_in_timeout_table);
+    if at_least(7, 4) {
+        let _ = write!(out, "total_watched_keys:{}\r\n", totals.total_watched_keys);
+    }
+    if at_least(7, 2) {
+        let _ = write!(out, "total_blocking_keys:{}\r\ntotal_blocking_keys_on_nokey:0\r\n", totals.total_blocking_keys);
+    }
+    out.push_str("\r\n");
 }
 
 /// The proxy process' user and system CPU seconds, from `/proc/self/stat` (Linux; `None`

@@ -72,6 +72,8 @@ pub struct Shared {
     pub max_pipeline: usize,
     /// Replies buffered for a client that does not read before it is disconnected.
     pub client_output_limit: usize,
+    /// Clients the listener accepts at once (`listen.max_clients`), INFO's `maxclients`.
+    pub max_clients: usize,
     /// How long requests for an unreachable node are retried (while the topology catches up).
     pub command_timeout: Duration,
     /// Close clients that send nothing for this long (`listen.idle_timeout`); `None`: never.
@@ -173,6 +175,8 @@ struct Session {
     tx: Option<stateful::Transaction>,
     /// WATCH is active on the own connection, for keys of this slot (`Some(None)`: keyless).
     watch_slot: Option<Option<Slot>>,
+    /// Keys WATCHed on the own connection, for INFO clients.
+    watched_keys: u32,
     /// A blocking command is in flight: like Redis, read nothing more from the client until it
     /// is answered.
     hold_reading: bool,
@@ -221,6 +225,7 @@ impl Session {
             own: None,
             tx: None,
             watch_slot: None,
+            watched_keys: 0,
             hold_reading: false,
             last_write_slot: None,
             subs: None,
@@ -293,6 +298,7 @@ impl Session {
             }
             if self.hold_reading && self.pipeline.is_empty() {
                 self.hold_reading = false;
+                self.entry.set_blocked(0, false);
             }
             if let Some((request, read_at, until)) = self.held.take() {
                 let pause = self.shared.clients.current_pause();
@@ -385,6 +391,9 @@ impl Session {
                     if entry.is_killed() {
                         tracing::debug!(client = self.state.id, peer = %self.state.peer, "client killed");
                         return Ok(());
+                    }
+                    if let Some(how) = entry.take_unblock() {
+                        self.unblock_own(how);
                     }
                 }
                 _ = &mut stop, if stop_armed => {

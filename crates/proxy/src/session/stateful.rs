@@ -58,6 +58,40 @@ impl Session {
         }
     }
 
+    /// `CLIENT UNBLOCK` of this client by another: the node unblocks the own connection's command
+    /// (`CLIENT UNBLOCK <its id> TIMEOUT|ERROR`, sent on a pooled connection), so the reply is the
+    /// node's own: a timeout's null or `-UNBLOCKED`. Nothing is lost: a command the node already
+    /// answered is not unblocked.
+    pub(super) fn unblock_own(&mut self, how: super::clients::Unblock) {
+        let Some((addr, id)) = self.own.as_ref().and_then(|own| Some((own.addr().to_string(), own.node_client_id()?)))
+        else {
+            return;
+        };
+        let how: &[u8] = match how {
+            super::clients::Unblock::Timeout => b"TIMEOUT",
+            super::clients::Unblock::Error => b"ERROR",
+        };
+        let id = id.to_string();
+        let (reply_to, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        let request = crate::upstream::UpstreamRequest {
+            payload: encode_command(&[&b"CLIENT"[..], b"UNBLOCK", id.as_bytes(), how]),
+            prefix: None,
+            tag: crate::upstream::PUSH,
+            reply_to,
+            bounded: true,
+            streamable: false,
+            lease: None,
+        };
+        self.shared.topology.upstreams().pool(&addr, false).send(self.state.id as usize, false, request);
+    }
+
+    /// Ends WATCH: the watched slot, taken, and the watched keys no longer counted.
+    pub(super) fn forget_watch(&mut self) -> Option<Option<Slot>> {
+        self.watched_keys = 0;
+        self.entry.set_watched(0);
+        self.watch_slot.take()
+    }
+
     /// A blocking command (BLPOP, XREAD BLOCK …): on the client's own connection, so that a blocked
     /// client never holds up others; the client's later requests wait, as on Redis.
     pub(super) fn on_blocking(&mut self, request: Request, slot: Option<Slot>, meta: Meta) {
@@ -74,6 +108,9 @@ impl Session {
             self.pipeline.push_ready(reply::error(SLOT_NOT_SERVED), meta);
             return;
         }
+        // INFO clients (`blocked_clients`, `total_blocking_keys`, `clients_in_timeout_table`) and
+        // CLIENT UNBLOCK see the client as blocked until the reply is in (see `serve`).
+        self.entry.set_blocked(self.keys.len().max(1) as u32, has_timeout(&request));
         let mut part = Part::new(request.bytes().clone(), Target::Owned, true);
         // It waits as long as it was asked to: no command timeout. Everything else on the own
         // connection (a transaction on a node that stopped answering) is bounded as usual.
@@ -115,6 +152,9 @@ impl Session {
                     return self.pipeline.push_ready(reply::error(SLOT_NOT_SERVED), meta);
                 }
                 self.watch_slot = Some(slot.or(self.watch_slot.flatten()));
+                // INFO clients counts watching clients and their keys, as Redis does.
+                self.watched_keys += (request.argc() - 1) as u32;
+                self.entry.set_watched(self.watched_keys);
                 let part = Part::new(request.bytes().clone(), Target::Owned, false);
                 let seq = self.pipeline.push_single(part, meta);
                 self.send(seq, 0);
@@ -164,7 +204,7 @@ impl Session {
             return refusal;
         }
         self.tx = None;
-        if self.watch_slot.take().is_some() {
+        if self.forget_watch().is_some() {
             self.send_unwatch();
         }
         if refusal.starts_with(b"-EXECABORT") {
@@ -185,7 +225,7 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return self.pipeline.push_ready(reply::error("ERR EXEC without MULTI"), meta);
         };
-        let watched = self.watch_slot.take();
+        let watched = self.forget_watch();
         if tx.dirty {
             if watched.is_some() {
                 self.send_unwatch();
@@ -218,7 +258,7 @@ impl Session {
 
     /// UNWATCH (or DISCARD, which unwatches too), answered `+OK` by the node or the proxy.
     fn unwatch(&mut self, meta: Meta) {
-        if self.watch_slot.take().is_some() && self.own.is_some() {
+        if self.forget_watch().is_some() && self.own.is_some() {
             let part = Part::new(encode_command(&[b"UNWATCH"]), Target::Owned, false);
             let seq = self.pipeline.push_single(part, meta);
             self.send(seq, 0);
@@ -242,4 +282,24 @@ impl Session {
             });
         }
     }
+}
+
+/// Whether a blocking command waits for a limited time (a timeout other than 0), which puts a
+/// Redis client in the server's timeout table: BLMPOP and BZMPOP name it first, XREAD and
+/// XREADGROUP after BLOCK, every other blocking command last.
+fn has_timeout(request: &Request) -> bool {
+    let name = request.arg(0).to_ascii_lowercase();
+    let argc = request.argc();
+    let timeout = match name.as_slice() {
+        b"blmpop" | b"bzmpop" => request.arg(1),
+        b"xread" | b"xreadgroup" => {
+            let block = (1..argc).find(|&i| request.arg(i).eq_ignore_ascii_case(b"block"));
+            match block.filter(|&i| i + 1 < argc) {
+                Some(i) => request.arg(i + 1),
+                None => return false,
+            }
+        }
+        _ => request.arg(argc - 1),
+    };
+    std::str::from_utf8(timeout).ok().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > 0.0)
 }

@@ -67,17 +67,28 @@ pub struct ConnMode {
     /// The node's scripts: while one runs the node answers nothing else, which is not a timeout
     /// (the node answers `-BUSY` itself once its busy-reply-threshold passes). `None`: always time out.
     pub node_scripts: Option<Arc<NodeScripts>>,
+    /// Where to store the node's `CLIENT ID` of the connection once logged in (owned connections:
+    /// `CLIENT UNBLOCK` of a proxy client unblocks it on the node).
+    pub node_client_id: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl ConnMode {
     /// A pool connection.
     pub fn pooled(readonly: bool) -> ConnMode {
-        ConnMode { readonly, resp3: false, reconnect: true, pushes: None, user: None, node_scripts: None }
+        ConnMode {
+            readonly,
+            resp3: false,
+            reconnect: true,
+            pushes: None,
+            user: None,
+            node_scripts: None,
+            node_client_id: None,
+        }
     }
 
     /// An owned connection (transactions, blocking commands, subscriptions), logged in as `user`.
     pub fn owned(resp3: bool, user: Option<Arc<NodeUser>>) -> ConnMode {
-        ConnMode { readonly: false, resp3, reconnect: false, pushes: None, user, node_scripts: None }
+        ConnMode { user, ..ConnMode { resp3, reconnect: false, ..ConnMode::pooled(false) } }
     }
 
     /// What is sent after the proxy's own login: the node-side user's login, then `HELLO 3` and
@@ -137,7 +148,10 @@ async fn run(
     let mut backoff = Duration::from_millis(25);
     loop {
         match admin::connect(&addr, &settings, &extra).await {
-            Ok(stream) => {
+            Ok(mut stream) => {
+                if let Some(id) = &mode.node_client_id {
+                    id.store(node_client_id(&mut stream, &settings).await, std::sync::atomic::Ordering::Release);
+                }
                 backoff = Duration::from_millis(25);
                 match serve(stream, &addr, &settings, &mode, &mut rx, &metrics).await {
                     End::Finished => return,
@@ -172,6 +186,18 @@ async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// The node's `CLIENT ID` of a connection that just logged in; 0 when it cannot be had.
+async fn node_client_id(stream: &mut UpstreamStream, settings: &ConnSettings) -> u64 {
+    let asked = tokio::time::timeout(settings.command_timeout, admin::roundtrip(stream, &[b"CLIENT", b"ID"]));
+    match asked.await {
+        Ok(Ok(reply)) => reply
+            .strip_prefix(b":")
+            .and_then(|rest| std::str::from_utf8(rest).ok()?.trim_end().parse().ok())
+            .unwrap_or(0),
+        _ => 0,
     }
 }
 

@@ -248,6 +248,7 @@ impl Lanes {
             pushes: None,
             user: user.cloned(),
             node_scripts: None,
+            node_client_id: None,
         };
         let tx = conn::spawn(self.addr.clone(), Arc::clone(&self.settings), mode, Arc::clone(&self.metrics));
         let state = Arc::new(LaneState {

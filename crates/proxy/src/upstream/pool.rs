@@ -1,5 +1,6 @@
 //! Per-node pools and the registry of every pool, keyed by node address.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
@@ -88,12 +89,19 @@ fn spawn_conns(
 pub struct OwnedConn {
     addr: String,
     tx: mpsc::UnboundedSender<UpstreamRequest>,
+    /// The node's `CLIENT ID` of the connection (0 until it is known), for `CLIENT UNBLOCK`.
+    node_client_id: Arc<AtomicU64>,
 }
 
 impl OwnedConn {
     /// The node's `host:port`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The node's id of this connection, once it logged in.
+    pub fn node_client_id(&self) -> Option<u64> {
+        Some(self.node_client_id.load(Ordering::Acquire)).filter(|&id| id != 0)
     }
 
     /// Queues a request; answered on its `reply_to` (or as pushes for a subscribed connection).
@@ -157,8 +165,10 @@ impl Upstreams {
     /// A connection to `addr` owned by one client (see [`ConnMode`]); it ends when the
     /// returned sender is dropped, or when it fails.
     pub fn owned(&self, addr: &str, mode: ConnMode) -> OwnedConn {
+        let node_client_id = Arc::new(AtomicU64::new(0));
+        let mode = ConnMode { node_client_id: Some(Arc::clone(&node_client_id)), ..mode };
         let tx = conn::spawn(addr.to_string(), Arc::clone(&self.settings), mode, self.metrics.node(addr));
-        OwnedConn { addr: addr.to_string(), tx }
+        OwnedConn { addr: addr.to_string(), tx, node_client_id }
     }
 
     /// Drops the pools of nodes for which `keep` is false; their connections finish what is in

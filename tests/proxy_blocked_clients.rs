@@ -1,0 +1,137 @@
+//! Blocked clients are visible and can be unblocked, as on one node: `INFO clients` counts them
+//! (`blocked_clients`, the timeout table, and the fields of the server version the proxy serves),
+//! `CLIENT LIST` flags them `b`, and `CLIENT UNBLOCK id [TIMEOUT|ERROR]` ends their command with
+//! the node's own reply.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use redis::Value;
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, query_args, resp_command, wait_until};
+
+fn proxy() -> Proxy {
+    Proxy::start(Cluster::shared(), ProxyOptions::default())
+}
+
+/// One field of `INFO clients` through `con`, if the section has it.
+fn clients_field(con: &mut redis::Connection, field: &str) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg("clients").query(con).expect("INFO clients");
+    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(str::to_owned)
+}
+
+/// A raw client that sends `CLIENT ID` and then `command`, which blocks; returns the socket and
+/// the proxy's id of that client.
+fn blocked_client(proxy: &Proxy, command: &[&str]) -> (TcpStream, u64) {
+    let mut socket = TcpStream::connect(proxy.addr()).expect("connect");
+    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    socket.write_all(&resp_command(&[b"CLIENT", b"ID"])).expect("send");
+    let mut buf = [0u8; 64];
+    let n = socket.read(&mut buf).expect("CLIENT ID reply");
+    let id = String::from_utf8_lossy(&buf[..n]).trim_start_matches(':').trim().parse().expect("an id");
+    let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();
+    socket.write_all(&resp_command(&args)).expect("send the blocking command");
+    (socket, id)
+}
+
+fn read_reply(socket: &mut TcpStream) -> String {
+    let mut buf = [0u8; 256];
+    let n = socket.read(&mut buf).expect("the blocked command's reply");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn blocked_clients_are_counted_listed_and_unblocked_with_the_nodes_replies() {
+    let proxy = proxy();
+    let mut admin = proxy.client();
+    assert_eq!(clients_field(&mut admin, "blocked_clients").as_deref(), Some("0"));
+    assert!(clients_field(&mut admin, "maxclients").is_some());
+
+    let (mut waiting, id) = blocked_client(&proxy, &["BLPOP", "{blocked}a", "{blocked}b", "0"]);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            clients_field(&mut admin, "blocked_clients").as_deref() == Some("1")
+        }),
+        "monitoring tools poll blocked_clients to know a client is blocked"
+    );
+    // No timeout: not in the timeout table. Redis 7.2+ also counts the keys blocked on.
+    assert_eq!(clients_field(&mut admin, "clients_in_timeout_table").as_deref(), Some("0"));
+    if let Some(keys) = clients_field(&mut admin, "total_blocking_keys") {
+        assert_eq!(keys, "2");
+    }
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).expect("CLIENT LIST");
+    let line = list.lines().find(|l| l.starts_with(&format!("id={id} "))).expect("the blocked client is listed");
+    assert!(line.contains(" flags=b "), "{line}");
+
+    // TIMEOUT (the default): the command ends as if it had timed out, with the node's null.
+    assert_eq!(query_args(&mut admin, &["CLIENT", "UNBLOCK", &id.to_string()]), Ok(Value::Int(1)));
+    assert_eq!(read_reply(&mut waiting), "*-1\r\n");
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        clients_field(&mut admin, "blocked_clients").as_deref() == Some("0")
+    }));
+    assert_eq!(query_args(&mut admin, &["CLIENT", "UNBLOCK", &id.to_string()]), Ok(Value::Int(0)), "not blocked now");
+
+    // ERROR, on a block with a timeout (which puts it in the timeout table).
+    waiting.write_all(&resp_command(&[b"BLPOP", b"{blocked}a", b"30"])).expect("block again");
+    assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        clients_field(&mut admin, "clients_in_timeout_table").as_deref() == Some("1")
+    }));
+    assert_eq!(query_args(&mut admin, &["CLIENT", "UNBLOCK", &id.to_string(), "ERROR"]), Ok(Value::Int(1)));
+    assert_eq!(read_reply(&mut waiting), "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n");
+
+    // The connection goes on serving its client.
+    waiting.write_all(&resp_command(&[b"PING"])).expect("ping");
+    assert_eq!(read_reply(&mut waiting), "+PONG\r\n");
+    let error = query_args(&mut admin, &["CLIENT", "UNBLOCK", &id.to_string(), "LATER"]).expect_err("bad reason");
+    assert!(error.contains("CLIENT UNBLOCK reason should be TIMEOUT or ERROR"), "{error}");
+    assert_eq!(query_args(&mut admin, &["CLIENT", "UNBLOCK", "999999"]), Ok(Value::Int(0)));
+}
+
+#[test]
+fn info_takes_several_sections_and_everything() {
+    let proxy = proxy();
+    let mut con = proxy.client();
+    let two: String = redis::cmd("INFO").arg("server").arg("clients").query(&mut con).expect("INFO server clients");
+    let sections: Vec<&str> = two.lines().filter(|l| l.starts_with("# ")).collect();
+    assert_eq!(sections, ["# Server", "# Clients"], "{two}");
+    let everything: String = redis::cmd("INFO").arg("everything").query(&mut con).expect("INFO everything");
+    for section in ["# Server", "# Clients", "# Replication", "# Keyspace"] {
+        assert!(everything.contains(section), "{section} missing from INFO everything");
+    }
+    for field in ["master_repl_offset:", "connected_slaves:", "master_replid:"] {
+        assert!(everything.contains(field), "{field} missing");
+    }
+}
+
+#[test]
+fn watching_clients_are_counted_where_the_version_reports_them() {
+    let proxy = proxy();
+    let mut admin = proxy.client();
+    let mut watcher = proxy.client();
+    assert_eq!(query_args(&mut watcher, &["WATCH", "{watch}a", "{watch}b"]), Ok(Value::Okay));
+    // Redis 7.4 and later report these; 7.0 has neither field. The proxy reports its oldest
+    // node's version (learned by its health poll) and that version's fields.
+    let version = || {
+        let info: String = redis::cmd("INFO").arg("server").query(&mut proxy.client()).expect("INFO server");
+        info.lines().find_map(|l| l.strip_prefix("redis_version:")).map(str::to_owned).unwrap_or_default()
+    };
+    let node_version: String = {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut Cluster::shared().client(&Cluster::shared().masters()[0]))
+            .expect("node INFO");
+        info.lines().find_map(|l| l.strip_prefix("redis_version:")).map(str::to_owned).unwrap_or_default()
+    };
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || version() == node_version));
+    let newer =
+        node_version.split('.').take(2).map(|n| n.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>() >= vec![7, 4];
+    assert_eq!(clients_field(&mut admin, "watching_clients").is_some(), newer, "fields of {node_version}");
+    if let Some(watching) = clients_field(&mut admin, "watching_clients") {
+        assert_eq!(watching, "1");
+        assert_eq!(clients_field(&mut admin, "total_watched_keys").as_deref(), Some("2"));
+        assert_eq!(query_args(&mut watcher, &["UNWATCH"]), Ok(Value::Okay));
+        assert_eq!(clients_field(&mut admin, "watching_clients").as_deref(), Some("0"));
+    } else {
+        assert_eq!(clients_field(&mut admin, "total_watched_keys"), None, "7.0's field set");
+    }
+}
