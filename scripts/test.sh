@@ -13,7 +13,7 @@ STEPS=(deps fmt clippy build test versions monitoring fuzz)
 # Suites that exercise what differs between server versions (scripts and functions, ACL inside
 # them, transactions and blocking commands, protocol details), run again against each other
 # version's cluster in the `versions` step.
-VERSION_SUITES=(proxy_scripts proxy_acl_scripts proxy_stateful proxy_protocol_details proxy_blocked_clients)
+VERSION_SUITES=(proxy_scripts proxy_acl_scripts proxy_stateful proxy_protocol_details proxy_blocked_clients proxy_pubsub_counts)
 OTHER_VERSIONS=(redis-7.4 valkey-8)
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"

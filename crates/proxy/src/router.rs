@@ -118,6 +118,16 @@ fn is_nonblocking_stream_read(request: &Request) -> bool {
 /// slot's owner, since any other master would answer for its own (empty) copy of the slot.
 const SLOT_ARGUMENT: &[(&str, usize)] = &[("cluster|countkeysinslot", 2)];
 
+/// The slot whose master is the *pub/sub home*: every classic (non-sharded) subscription made
+/// through any RedisForge in front of the cluster lives there, and PUBLISH and PUBSUB
+/// CHANNELS/NUMSUB/NUMPAT go there. A node counts only its own subscribers, so this makes PUBLISH
+/// answer the number of clients that received the message, as one Redis node does. Slot 0, so
+/// that every proxy instance picks the same master without talking to the others.
+pub const PUBSUB_HOME_SLOT: Slot = 0;
+
+/// Commands answered by the pub/sub home (see [`PUBSUB_HOME_SLOT`]).
+const AT_PUBSUB_HOME: &[&str] = &["publish", "pubsub|channels", "pubsub|numsub", "pubsub|numpat"];
+
 /// The slot a [`SLOT_ARGUMENT`] command names; `None` for other commands and for arguments that
 /// are not a slot number (the node answers those with its own error).
 fn slot_argument(spec: &CommandSpec, request: &Request) -> Option<Slot> {
@@ -129,6 +139,10 @@ fn slot_argument(spec: &CommandSpec, request: &Request) -> Option<Slot> {
 fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Route {
     if let Some(slot) = slot_argument(spec, request) {
         return Route::Single { slot: Some(slot), write: spec.is_write() };
+    }
+    if spec.flags.contains(crate::command::CommandFlags::PUBSUB) && AT_PUBSUB_HOME.contains(&spec.name.as_str()) {
+        // `write`: never a replica, whose subscribers are not the home's.
+        return Route::Single { slot: Some(PUBSUB_HOME_SLOT), write: true };
     }
     if let Err(error) = spec.key_positions(request, keys) {
         return Route::Reply(reply::error(&format!("ERR {error}")));

@@ -45,7 +45,7 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         "del" | "unlink" | "exists" | "touch" => Split { merge: SumIntegers, key_step: 1 },
         // Every master holds a part of the keyspace, its own scripts, functions and subscribers: a
         // node answers for itself only, the proxy for the cluster.
-        "dbsize" | "pubsub|numpat" => FanOut(SumIntegers),
+        "dbsize" => FanOut(SumIntegers),
         "flushall" | "flushdb" | "script|flush" | "function|delete" | "function|flush" | "function|restore" => {
             FanOut(AllOk)
         }
@@ -58,8 +58,10 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         "keys" => FanOut(ConcatArrays),
         // Asks every master for its key count and a key, then picks one weighted by the counts.
         "randomkey" => Local,
-        "pubsub|channels" | "pubsub|shardchannels" => FanOut(UnionArrays),
-        "pubsub|numsub" | "pubsub|shardnumsub" => FanOut(SumPairs),
+        // Classic subscriptions made through any RedisForge all live on one master, the pub/sub
+        // home (router::PUBSUB_HOME_SLOT), where PUBLISH and these go too: its counts are exact.
+        "pubsub|shardchannels" => FanOut(UnionArrays),
+        "pubsub|shardnumsub" => FanOut(SumPairs),
         // A cluster-wide cursor walks the masters one after the other (see merge::split_scan_cursor).
         "scan" => Local,
         "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info"

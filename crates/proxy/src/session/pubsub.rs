@@ -15,6 +15,7 @@ use super::pipeline::Meta;
 use super::recent::{REMEMBER_FOR, RecentMessages};
 use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply, request::encode_command};
+use crate::router::PUBSUB_HOME_SLOT;
 use crate::slot::key_slot;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
 
@@ -27,6 +28,8 @@ pub(super) struct Subscriptions {
     /// By tag part: [`CLASSIC`] and one per shard connection.
     conns: HashMap<u32, SubConn>,
     next_part: u32,
+    /// The topology generation the classic connection's home was last checked at.
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -44,10 +47,20 @@ struct SubConn {
     /// The node's last reported subscription count.
     count: i64,
     sharded: bool,
+    /// A mirror: carries only keyspace-notification subscriptions to a master other than the
+    /// home (notifications are published on each node for its own keys and never travel the
+    /// cluster bus); its confirmations are swallowed, its messages delivered.
+    mirror: bool,
     /// Messages this connection delivered lately, for a replacement to check against.
     recent: RecentMessages,
     /// On a replacement: what the connection it replaces delivered, checked until the instant.
     predecessor: Option<(RecentMessages, Instant)>,
+}
+
+/// Whether a channel or pattern names keyspace notifications, which each node publishes for its
+/// own keys only.
+fn is_notification(name: &[u8]) -> bool {
+    name.starts_with(b"__key")
 }
 
 /// The kind of a pub/sub frame (`message`, `subscribe` …): the first bulk of an array.
@@ -134,6 +147,10 @@ impl Session {
     /// subscription (with the pipeline already empty).
     pub(super) fn on_pubsub(&mut self, request: &Request, meta: Meta) {
         let name = request.arg(0).to_ascii_lowercase();
+        if !self.awaiting_confirmations() {
+            // Clients ping subscribed connections to keep them alive: a chance to follow the home.
+            self.rehome_if_moved();
+        }
         self.entry.set_subscribed(true);
         let subs = self.subs.get_or_insert_with(Subscriptions::default);
         match name.as_slice() {
@@ -153,6 +170,9 @@ impl Session {
                     return self.sub_error("CLUSTERDOWN The proxy has no cluster topology yet");
                 }
                 self.sub_send(CLASSIC, request.bytes().clone());
+                if name != b"ping" {
+                    self.mirror_notifications(&name, request);
+                }
             }
             b"ssubscribe" | b"sunsubscribe" => {
                 if request.argc() == 1 {
@@ -228,11 +248,9 @@ impl Session {
         if self.subs.as_ref().is_some_and(|s| s.conns.contains_key(&CLASSIC)) {
             return true;
         }
-        let routing = self.shared.topology.routing();
-        let Some(addr) = routing.any_master(self.state.id as usize).map(|m| m.addr().to_string()) else {
+        let Some(addr) = self.pubsub_home(None) else {
             return false;
         };
-        drop(routing);
         let conn = self.open(&addr, CLASSIC);
         if let Some(subs) = self.subs.as_mut() {
             subs.conns.insert(CLASSIC, SubConn::new(conn, false));
@@ -275,7 +293,8 @@ impl Session {
             }
         };
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
-        if matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage")) && conn.already_delivered(&frame) {
+        let message = matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage"));
+        if message && conn.already_delivered(&frame) {
             crate::log_limited!(
                 5,
                 info,
@@ -313,6 +332,8 @@ impl Session {
         self.direct.extend_from_slice(&frame);
         if confirmation {
             self.leave_subscribed_if_done();
+        } else if message && !self.awaiting_confirmations() {
+            self.rehome_if_moved();
         }
     }
 
@@ -322,23 +343,27 @@ impl Session {
             return;
         };
         let routing = self.shared.topology.routing();
-        let addr = if old.sharded {
+        let addr = if old.mirror {
+            // A mirror belongs to its master: back there while it is a master, else gone.
+            let same = old.conn.addr().to_string();
+            let still_master = routing.masters().iter().any(|m| m.addr() == same);
+            drop(routing);
+            if !still_master {
+                return;
+            }
+            Some(same)
+        } else if old.sharded {
             old.channels.iter().next().and_then(|c| routing.master(key_slot(c))).map(|p| p.addr().to_string())
         } else {
-            let masters = routing.masters();
-            // Prefer another node than the one that failed; the topology may not know yet.
-            masters
-                .iter()
-                .map(|m| m.addr().to_string())
-                .find(|a| a != old.conn.addr())
-                .or_else(|| masters.first().map(|m| m.addr().to_string()))
+            drop(routing);
+            self.pubsub_home(Some(old.conn.addr()))
         };
-        drop(routing);
         let Some(addr) = addr else {
             return;
         };
         let conn = self.open(&addr, part);
         let mut replacement = SubConn::new(conn, old.sharded);
+        replacement.mirror = old.mirror;
         replacement.count = old.count;
         if !old.recent.is_empty() {
             replacement.predecessor = Some((old.recent, Instant::now() + REMEMBER_FOR));
@@ -365,6 +390,92 @@ impl Session {
         }
         for payload in payloads {
             self.sub_send(part, payload);
+        }
+    }
+
+    /// Keyspace notifications (`__keyspace@…`, `__keyevent@…` channels, and patterns starting with
+    /// `__key`) happen on each master for its own keys: the part of a (P)(UN)SUBSCRIBE about them
+    /// is sent to every other master too, on mirror connections whose confirmations the client
+    /// never sees (it gets the home's, in order and with the right counts).
+    fn mirror_notifications(&mut self, name: &[u8], request: &Request) {
+        let notifications: Vec<&[u8]> =
+            (1..request.argc()).map(|i| request.arg(i)).filter(|c| is_notification(c)).collect();
+        let has_mirrors = self.subs.as_ref().is_some_and(|s| s.conns.values().any(|c| c.mirror));
+        let unsubscribe_all = name.starts_with(b"un") || name.starts_with(b"pun");
+        let unsubscribe_all = unsubscribe_all && request.argc() == 1;
+        if notifications.is_empty() && !(unsubscribe_all && has_mirrors) {
+            return;
+        }
+        let mut args: Vec<&[u8]> = vec![request.arg(0)];
+        args.extend(notifications);
+        let payload = encode_command(&args);
+        for part in self.ensure_mirrors() {
+            if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) {
+                conn.swallow += expected_frames(&payload, conn);
+            }
+            self.sub_send(part, payload.clone());
+        }
+    }
+
+    /// A mirror connection to every master but the classic connection's; their parts.
+    fn ensure_mirrors(&mut self) -> Vec<u32> {
+        let classic = self.subs.as_ref().and_then(|s| s.conns.get(&CLASSIC)).map(|c| c.conn.addr().to_string());
+        let masters: Vec<String> =
+            self.shared.topology.routing().masters().iter().map(|m| m.addr().to_string()).collect();
+        let mut parts = Vec::new();
+        for addr in masters.into_iter().filter(|a| Some(a) != classic.as_ref()) {
+            let existing = self
+                .subs
+                .as_ref()
+                .and_then(|s| s.conns.iter().find(|(_, c)| c.mirror && c.conn.addr() == addr).map(|(p, _)| *p));
+            let part = match existing {
+                Some(part) => part,
+                None => {
+                    let part = self.subs.as_mut().map_or(1, |s| {
+                        s.next_part += 1;
+                        s.next_part
+                    });
+                    let mut mirror = SubConn::new(self.open(&addr, part), false);
+                    mirror.mirror = true;
+                    if let Some(subs) = self.subs.as_mut() {
+                        subs.conns.insert(part, mirror);
+                    }
+                    part
+                }
+            };
+            parts.push(part);
+        }
+        parts
+    }
+
+    /// The pub/sub home: the master of [`PUBSUB_HOME_SLOT`], where every proxy's classic
+    /// subscriptions and PUBLISH go so that PUBLISH counts them all. While the topology still
+    /// names `failed` (a home that just died), another master serves meanwhile and the client is
+    /// moved back once the new home is known ([`Self::rehome_if_moved`]).
+    fn pubsub_home(&self, failed: Option<&str>) -> Option<String> {
+        let routing = self.shared.topology.routing();
+        let home = routing.master(PUBSUB_HOME_SLOT).map(|m| m.addr().to_string());
+        match home {
+            Some(home) if Some(home.as_str()) != failed => Some(home),
+            _ => routing.masters().iter().map(|m| m.addr().to_string()).find(|a| Some(a.as_str()) != failed),
+        }
+    }
+
+    /// Moves the classic subscriptions to the pub/sub home when the topology names another master
+    /// for it than the one they are on (a failover, a slot move, a stand-in after a failure), so
+    /// that PUBLISH counts them again. Checked when the topology changed since the last look.
+    fn rehome_if_moved(&mut self) {
+        let generation = self.shared.topology.routing().generation;
+        let Some(subs) = self.subs.as_mut() else { return };
+        if subs.generation == generation {
+            return;
+        }
+        subs.generation = generation;
+        let Some(on) = subs.conns.get(&CLASSIC).map(|c| c.conn.addr().to_string()) else { return };
+        let home = self.shared.topology.routing().master(PUBSUB_HOME_SLOT).map(|m| m.addr().to_string());
+        if home.is_some_and(|home| home != on) {
+            crate::log_limited!(5, info, client = self.state.id, from = %on, "subscriptions follow the pub/sub home");
+            self.resubscribe(CLASSIC);
         }
     }
 
@@ -396,6 +507,7 @@ impl SubConn {
             awaiting: 0,
             count: 0,
             sharded,
+            mirror: false,
             recent: RecentMessages::default(),
             predecessor: None,
         }

@@ -1,0 +1,121 @@
+//! Pub/sub counts as on one node: PUBLISH answers how many clients received the message, counting
+//! the subscribers of every RedisForge in front of the cluster (channels and matching patterns);
+//! PUBSUB NUMSUB / NUMPAT / CHANNELS are exact; keyspace notifications reach a proxy subscriber
+//! from every master; the counts stay exact after a failover of the pub/sub home.
+
+use std::time::Duration;
+
+use redis::{Connection, Value};
+use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, query_args, wait_until};
+
+/// PUBLISH through `con`, the count it answers.
+fn publish(con: &mut Connection, channel: &str, message: &str) -> i64 {
+    match query_args(con, &["PUBLISH", channel, message]) {
+        Ok(Value::Int(n)) => n,
+        other => panic!("PUBLISH {channel}: {other:?}"),
+    }
+}
+
+fn next_message(pubsub: &mut redis::PubSub<'_>) -> (String, String) {
+    pubsub.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let msg = pubsub.get_message().expect("a message within 10 s");
+    (msg.get_channel_name().to_string(), msg.get_payload().expect("payload"))
+}
+
+#[test]
+fn publish_counts_the_subscribers_of_every_proxy_on_every_channel() {
+    let cluster = Cluster::shared();
+    let (one, two) = (Proxy::start(cluster, ProxyOptions::default()), Proxy::start(cluster, ProxyOptions::default()));
+    let (mut a, mut b, mut c, mut d) = (one.client(), two.client(), one.client(), two.client());
+    // Channels in slots of every master: each client subscribes to all of them.
+    let channels: Vec<String> = (0..12).map(|i| format!("count:{i}")).collect();
+    let names: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let mut sub_a = a.as_pubsub();
+    let mut sub_b = b.as_pubsub();
+    let mut sub_c = c.as_pubsub();
+    sub_a.subscribe(&names).expect("SUBSCRIBE through proxy one");
+    sub_b.subscribe(&names).expect("SUBSCRIBE through proxy two");
+    // Two clients on the same pattern: one unique pattern, two receivers.
+    sub_c.psubscribe("count:*").expect("PSUBSCRIBE");
+    let mut pattern_two = d.as_pubsub();
+    pattern_two.psubscribe("count:*").expect("PSUBSCRIBE through proxy two");
+
+    let mut publisher = one.client();
+    for channel in &channels {
+        assert_eq!(publish(&mut publisher, channel, "x"), 4, "PUBLISH {channel}: 2 channel + 2 pattern subscribers");
+        assert_eq!(next_message(&mut sub_a), (channel.clone(), "x".to_owned()));
+        assert_eq!(next_message(&mut sub_b), (channel.clone(), "x".to_owned()));
+        assert_eq!(next_message(&mut sub_c).1, "x");
+        assert_eq!(next_message(&mut pattern_two).1, "x");
+    }
+    assert_eq!(publish(&mut publisher, "nobody-listens", "x"), 0);
+
+    let numsub = query_args(&mut publisher, &["PUBSUB", "NUMSUB", "count:0", "count:7", "other"]);
+    let expected = ["count:0", "2", "count:7", "2", "other", "0"];
+    match numsub {
+        Ok(Value::Array(items)) => {
+            let got: Vec<String> = items
+                .iter()
+                .map(|v| match v {
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    Value::Int(n) => n.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(got, expected);
+        }
+        other => panic!("NUMSUB: {other:?}"),
+    }
+    assert_eq!(query_args(&mut publisher, &["PUBSUB", "NUMPAT"]), Ok(Value::Int(1)), "unique patterns");
+    match query_args(&mut publisher, &["PUBSUB", "CHANNELS", "count:*"]) {
+        Ok(Value::Array(items)) => assert_eq!(items.len(), channels.len()),
+        other => panic!("CHANNELS: {other:?}"),
+    }
+}
+
+#[test]
+fn keyspace_notifications_reach_a_proxy_subscriber_from_every_master() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
+    let mut admin = proxy.client();
+    assert_eq!(query_args(&mut admin, &["CONFIG", "SET", "notify-keyspace-events", "KA"]), Ok(Value::Okay));
+    let mut listener = proxy.client();
+    let mut events = listener.as_pubsub();
+    events.psubscribe("__keyspace@0__:notify:*").expect("PSUBSCRIBE");
+    // One key on each master: each node publishes the notification for its own key only.
+    for key in cluster.key_per_master("notify") {
+        assert_eq!(query_args(&mut admin, &["SET", &key, "v"]), Ok(Value::Okay));
+        assert_eq!(next_message(&mut events), (format!("__keyspace@0__:{key}"), "set".to_owned()), "{key}");
+    }
+    drop(events);
+    assert_eq!(query_args(&mut admin, &["CONFIG", "SET", "notify-keyspace-events", ""]), Ok(Value::Okay));
+}
+
+#[test]
+fn counts_stay_exact_after_the_pubsub_home_fails_over() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut subscriber = proxy.client();
+    let mut sub = subscriber.as_pubsub();
+    sub.subscribe("failover:ch").expect("SUBSCRIBE");
+    let mut publisher = proxy.client();
+    assert_eq!(publish(&mut publisher, "failover:ch", "before"), 1);
+    assert_eq!(next_message(&mut sub).1, "before");
+
+    // The pub/sub home is the master of slot 0; its replica takes over.
+    let home = cluster.node_for_slot(0);
+    let replica = cluster.replicas_of(&home).into_iter().next().expect("a replica");
+    cluster.failover(&replica);
+    // The subscription follows the home (checked when a message or a PING passes); PUBLISH goes
+    // to the new home and counts it again.
+    let mut delivered = 0;
+    let exact = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        let _ = query_args(&mut publisher, &["PING"]);
+        let n = publish(&mut publisher, "failover:ch", "after");
+        if n == 1 {
+            delivered += 1;
+        }
+        n == 1 && sub.get_message().is_ok()
+    });
+    assert!(exact, "PUBLISH never counted the subscriber after the failover ({delivered} counted)");
+}
