@@ -580,8 +580,9 @@ fn subscriber_moved_off_a_killed_master_is_still_served_and_released_when_it_lea
     let pong = read_until(&mut subscriber, Duration::from_secs(5), |got| got.ends_with(b"$0\r\n\r\n"));
     assert!(
         pong.ends_with(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
-        "PING in subscribed mode after the move: {:?}",
-        String::from_utf8_lossy(&pong)
+        "PING in subscribed mode after the move: {:?}\n{}",
+        String::from_utf8_lossy(&pong),
+        proxy.log_tail(30)
     );
     // And its disconnect is seen: the proxy counts no client any more.
     drop(subscriber);

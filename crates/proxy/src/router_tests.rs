@@ -84,7 +84,7 @@ fn fan_out_local_and_stateful() {
     assert_eq!(route(&["KEYS", "user:*"]), Route::FanOut { merge: Merge::ConcatArrays });
     assert_eq!(route(&["RANDOMKEY"]), Route::Local);
     assert_eq!(route(&["SCRIPT", "LOAD", "return 1"]), Route::FanOut { merge: Merge::SameReply });
-    assert_eq!(route(&["pubsub", "numsub", "a", "b"]), Route::FanOut { merge: Merge::SumPairs });
+    assert_eq!(route(&["pubsub", "shardnumsub", "a", "b"]), Route::FanOut { merge: Merge::SumPairs });
     assert_eq!(route(&["PING"]), Route::Local);
     assert_eq!(route(&["client", "setname", "x"]), Route::Local);
     assert_eq!(route(&["MULTI"]), Route::Stateful(StatefulKind::Transaction));
@@ -179,4 +179,15 @@ fn refusals_say_why_and_what_to_do_instead() {
         let prefix = format!("-ERR unsupported command '{}' in proxy: ", args[0]);
         assert!(text.starts_with(&prefix) && text.contains(why), "{args:?}: {text}");
     }
+}
+
+#[test]
+fn publish_and_pubsub_introspection_go_to_the_pubsub_home() {
+    for args in
+        [&["PUBLISH", "ch", "m"][..], &["PUBSUB", "NUMSUB", "ch"], &["PUBSUB", "CHANNELS"], &["PUBSUB", "NUMPAT"]]
+    {
+        assert_eq!(route(args), Route::Single { slot: Some(PUBSUB_HOME_SLOT), write: true }, "{args:?}");
+    }
+    // Sharded publishing goes by the channel's slot, as before.
+    assert!(matches!(route(&["SPUBLISH", "ch", "m"]), Route::Single { slot: Some(s), .. } if s == key_slot(b"ch")));
 }

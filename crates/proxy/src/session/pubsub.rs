@@ -251,7 +251,11 @@ impl Session {
         let Some(addr) = self.pubsub_home(None) else {
             return false;
         };
+        let generation = self.shared.topology.routing().generation;
         let conn = self.open(&addr, CLASSIC);
+        if let Some(subs) = self.subs.as_mut() {
+            subs.generation = generation;
+        }
         if let Some(subs) = self.subs.as_mut() {
             subs.conns.insert(CLASSIC, SubConn::new(conn, false));
         }
@@ -365,6 +369,10 @@ impl Session {
         let mut replacement = SubConn::new(conn, old.sharded);
         replacement.mirror = old.mirror;
         replacement.count = old.count;
+        // What the client is subscribed to, whether or not the node confirmed it yet: a
+        // replacement that fails before its confirmations come must not forget them.
+        replacement.channels = old.channels.clone();
+        replacement.patterns = old.patterns.clone();
         if !old.recent.is_empty() {
             replacement.predecessor = Some((old.recent, Instant::now() + REMEMBER_FOR));
         }
