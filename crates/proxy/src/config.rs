@@ -119,6 +119,23 @@ pub struct TlsConfig {
     /// CA bundle for client certificates; set = mutual TLS required. `""` or absent = off.
     #[serde(default, deserialize_with = "optional_string")]
     pub client_ca: Option<PathBuf>,
+    /// Log a client in as the ACL user its certificate names (Valkey's `tls-auth-clients-user`):
+    /// `"off"` (default), `"cn"` (the subject's common name) or `"san"` (the first DNS, e-mail or
+    /// URI subject alternative name). Needs `client_ca` and `[auth] acl_file`.
+    #[serde(default)]
+    pub client_user: CertificateUser,
+}
+
+/// Which field of a client certificate names its ACL user (`tls.client_user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateUser {
+    #[default]
+    Off,
+    /// The subject's common name.
+    Cn,
+    /// The first subject alternative name of type DNS, e-mail or URI.
+    San,
 }
 
 /// `[upstream]`: the Redis Cluster nodes and how the proxy connects to them.
@@ -447,6 +464,16 @@ impl Config {
         }
         if listen.tls.is_some() && self.tls.is_none() {
             problem("listen.tls", "a TLS listener needs a [tls] section with cert and key")?;
+        }
+        if let Some(tls) = &self.tls
+            && tls.client_user != CertificateUser::Off
+        {
+            if tls.client_ca.is_none() {
+                problem("tls.client_user", "needs tls.client_ca: only a verified client certificate may name a user")?;
+            }
+            if self.auth.as_ref().and_then(|a| a.acl_file.as_ref()).is_none() {
+                problem("tls.client_user", "needs [auth] acl_file: the users certificates name live there")?;
+            }
         }
         let counts = [
             ("listen.max_clients", listen.max_clients),

@@ -264,6 +264,21 @@ fn tls_listener_needs_tls_section() {
 }
 
 #[test]
+fn certificate_users_need_mutual_tls_and_an_acl_file() {
+    let tls = "[tls]\ncert = \"s.crt\"\nkey = \"s.key\"\n";
+    let without_ca = reject(&format!("{MINIMAL}{tls}client_user = \"cn\"\n"));
+    assert_eq!(without_ca.key(), Some("tls.client_user"), "{without_ca}");
+    assert!(without_ca.to_string().contains("tls.client_ca"), "{without_ca}");
+    let without_users = reject(&format!("{MINIMAL}{tls}client_ca = \"ca.crt\"\nclient_user = \"san\"\n"));
+    assert!(without_users.to_string().contains("acl_file"), "{without_users}");
+    let config =
+        parse(&format!("{MINIMAL}{tls}client_ca = \"ca.crt\"\nclient_user = \"cn\"\n[auth]\nacl_file = \"u.acl\"\n"));
+    assert_eq!(config.tls.map(|t| t.client_user), Some(crate::config::CertificateUser::Cn));
+    let unknown = reject(&format!("{MINIMAL}{tls}client_user = \"serial\"\n"));
+    assert_eq!(unknown.key(), Some("tls.client_user"), "{unknown}");
+}
+
+#[test]
 fn tls_section_needs_cert_and_key() {
     let text = format!("{MINIMAL}[tls]\ncert = \"s.crt\"\n");
     assert_error(&text, "tls.key", 5, "required key is missing");

@@ -67,7 +67,7 @@ pub async fn serve(
             None => tokio::spawn(async move {
                 let _connected = connected;
                 let (reader, writer) = stream.into_split();
-                session::run(shared, reader, writer, peer, stop).await;
+                session::run(shared, reader, writer, peer, None, stop).await;
             }),
             Some(acceptor) => tokio::spawn(async move {
                 let _connected = connected;
@@ -120,6 +120,13 @@ async fn serve_tls(
             return;
         }
     };
+    // With `tls.client_user`, the verified certificate names the client's ACL user.
+    let identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::tls::certificate_user(leaf, shared.certificate_user));
     let (reader, writer) = tokio::io::split(tls);
-    session::run(shared, reader, writer, peer, stop).await;
+    session::run(shared, reader, writer, peer, identity, stop).await;
 }

@@ -157,6 +157,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         max_pipeline: config.limits.max_pipeline,
         client_output_limit: config.limits.client_output_limit,
         max_clients: config.listen.max_clients,
+        certificate_user: config.tls.as_ref().map(|t| t.client_user).unwrap_or_default(),
         command_timeout: config.upstream.command_timeout,
         idle_timeout: config.listen.idle_timeout,
         read_from: config.upstream.read_from,

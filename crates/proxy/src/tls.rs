@@ -526,3 +526,28 @@ fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
 #[cfg(test)]
 #[path = "tls_tests.rs"]
 mod tests;
+
+/// The ACL user name a client certificate gives (`tls.client_user`): the subject's common name,
+/// or its first DNS, e-mail or URI subject alternative name. `None` when the field is off, absent
+/// or not text. Only called on a certificate rustls verified against `client_ca`.
+pub fn certificate_user(der: &[u8], field: crate::config::CertificateUser) -> Option<String> {
+    use crate::config::CertificateUser;
+    use x509_parser::extensions::GeneralName;
+    if field == CertificateUser::Off {
+        return None;
+    }
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = match field {
+        CertificateUser::Off => None,
+        CertificateUser::Cn => certificate.subject().iter_common_name().next()?.as_str().ok().map(str::to_owned),
+        CertificateUser::San => {
+            certificate.subject_alternative_name().ok()??.value.general_names.iter().find_map(|name| match name {
+                GeneralName::DNSName(text) | GeneralName::RFC822Name(text) | GeneralName::URI(text) => {
+                    Some((*text).to_owned())
+                }
+                _ => None,
+            })
+        }
+    };
+    name.filter(|n| !n.is_empty())
+}

@@ -74,6 +74,8 @@ pub struct Shared {
     pub client_output_limit: usize,
     /// Clients the listener accepts at once (`listen.max_clients`), INFO's `maxclients`.
     pub max_clients: usize,
+    /// Which field of a verified client certificate names the client's ACL user.
+    pub certificate_user: crate::config::CertificateUser,
     /// How long requests for an unreachable node are retried (while the topology catches up).
     pub command_timeout: Duration,
     /// Close clients that send nothing for this long (`listen.idle_timeout`); `None`: never.
@@ -120,8 +122,18 @@ impl Stats {
 ///
 /// When `shutdown` turns true the session stops reading, writes the replies of every request it
 /// already read, and closes: a client never sees a truncated reply.
-pub async fn run<R, W>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr, shutdown: watch::Receiver<bool>)
-where
+///
+/// `identity` is the ACL user a verified client certificate names (`tls.client_user`): the client
+/// starts logged in as that user when it exists and is on, as with Valkey's
+/// `tls-auth-clients-user`; otherwise it starts as any client does.
+pub async fn run<R, W>(
+    shared: Arc<Shared>,
+    reader: R,
+    writer: W,
+    peer: SocketAddr,
+    identity: Option<String>,
+    shutdown: watch::Receiver<bool>,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -129,6 +141,9 @@ where
     let started = Instant::now();
     crate::log_limited!(1000, info, client = id, %peer, "client connected");
     let mut session = Session::new(shared, id, peer);
+    if let Some(name) = identity {
+        session.log_in_by_certificate(&name);
+    }
     let result = session.serve(reader, writer, shutdown).await;
     session.shared.clients.remove(id);
     let traffic = &session.traffic;
@@ -401,6 +416,22 @@ impl Session {
                     reading = false;
                 }
             }
+        }
+    }
+
+    /// Logs the client in as `name`, the user its verified certificate names, if that user exists
+    /// and is on; a certificate naming no such user leaves the client as it was.
+    fn log_in_by_certificate(&mut self, name: &str) {
+        match self.shared.access.current(name) {
+            Some(user) => {
+                crate::log_limited!(100, info, client = self.state.id, user = %name, "logged in by client certificate");
+                self.state.user = Some(user);
+                self.state.anonymous = false;
+                self.state.user_generation = self.shared.access.generation();
+                self.entry.describe(&self.state);
+            }
+            None => crate::log_limited!(10, info, client = self.state.id, user = %name,
+                "client certificate names no enabled ACL user; the client must log in"),
         }
     }
 
