@@ -13,7 +13,7 @@ STEPS=(deps fmt clippy build test versions monitoring fuzz)
 # Suites that exercise what differs between server versions (scripts and functions, ACL inside
 # them, transactions and blocking commands, protocol details), run again against each other
 # version's cluster in the `versions` step.
-VERSION_SUITES=(proxy_scripts proxy_acl_scripts proxy_stateful proxy_protocol_details proxy_blocked_clients proxy_pubsub_counts)
+VERSION_SUITES=(proxy_scripts proxy_acl_scripts proxy_stateful proxy_protocol_details proxy_blocked_clients proxy_pubsub_counts acl_differential)
 OTHER_VERSIONS=(redis-7.4 valkey-8)
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
@@ -97,17 +97,19 @@ step_test() {
 # against each, with the harness' REDIS_SERVER pointing at that version's redis-server.
 step_versions() {
     scripts/install-server-versions.sh install "${OTHER_VERSIONS[@]}"
-    local tests=() version bin
+    local tests=() filter="" version bin
     for suite in "${VERSION_SUITES[@]}"; do
         tests+=(--test "$suite")
+        filter="${filter:+$filter | }binary($suite)"
     done
+    # --workspace, as in the test step: the same feature set, so nothing is compiled again.
     for version in "${OTHER_VERSIONS[@]}"; do
         bin="$(scripts/install-server-versions.sh path "$version")"
         echo "--- ${VERSION_SUITES[*]} against $("$bin/redis-server" --version)"
         if cargo nextest --version >/dev/null 2>&1; then
-            REDIS_SERVER="$bin/redis-server" cargo nextest run -p redisforge-tests --no-fail-fast "${tests[@]}"
+            REDIS_SERVER="$bin/redis-server" cargo nextest run --workspace --no-fail-fast -E "$filter"
         else
-            REDIS_SERVER="$bin/redis-server" cargo test -p redisforge-tests --no-fail-fast "${tests[@]}"
+            REDIS_SERVER="$bin/redis-server" cargo test --workspace --no-fail-fast "${tests[@]}"
         fi
     done
 }

@@ -48,7 +48,7 @@ pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same sl
 pub fn plan(table: &CommandTable, request: &Request, keys: &mut Vec<usize>) -> Route {
     match table.lookup(request) {
         Some(spec) => plan_command(spec, request, keys),
-        None => Route::Reply(unknown_command(request)),
+        None => Route::Reply(unknown_command(table, request)),
     }
 }
 
@@ -201,8 +201,13 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
 }
 
 /// Redis' reply to a command it does not know, arguments quoted as Redis quotes them.
-pub fn unknown_command(request: &Request) -> Bytes {
+pub fn unknown_command(table: &CommandTable, request: &Request) -> Bytes {
     let name = String::from_utf8_lossy(request.arg(0));
+    // Redis' commandCheckExistence: a known container with an unknown subcommand says so.
+    if request.argc() > 1 && table.is_container(request.arg(0)) {
+        let sub: String = String::from_utf8_lossy(request.arg(1)).chars().take(128).collect();
+        return reply::error(&format!("ERR unknown subcommand '{sub}'. Try {} HELP.", name.to_uppercase()));
+    }
     let args: String = (1..request.argc())
         .map(|i| format!("'{}' ", String::from_utf8_lossy(request.arg(i)).chars().take(128).collect::<String>()))
         .collect();

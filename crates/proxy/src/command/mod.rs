@@ -448,17 +448,35 @@ impl CommandTable {
             let Some((spec, subcommands)) = parse_command(entry) else {
                 continue;
             };
-            added += usize::from(self.insert(spec));
+            added += usize::from(self.insert_or_adopt(spec));
             for sub in subcommands.iter().filter_map(|s| parse_command(s).map(|(spec, _)| spec)) {
-                added += usize::from(self.insert(sub));
+                added += usize::from(self.insert_or_adopt(sub));
             }
         }
         added
     }
 
+    /// Adds a learned command; for one the table knows, takes over the server's `no_multi` flag
+    /// only (Valkey 8 refuses WATCH inside MULTI that way, before checking permissions, where
+    /// Redis 7.0 refuses it in the command itself): the proxy follows the server it serves there,
+    /// and keeps its own decisions for everything else.
+    fn insert_or_adopt(&mut self, spec: CommandSpec) -> bool {
+        let no_multi = spec.flags.contains(CommandFlags::NO_MULTI);
+        let name = spec.name.clone();
+        if self.insert(spec) {
+            return true;
+        }
+        if no_multi && let Some(known) = self.specs.iter_mut().find(|s| s.name == name) {
+            known.flags |= CommandFlags::NO_MULTI;
+        }
+        false
+    }
+
     /// Case-insensitive lookup without allocating. For commands with subcommands (CLIENT, CONFIG,
     /// OBJECT, XINFO, ...) returns the subcommand's spec when `args[1]` names a known subcommand,
-    /// else the container's spec.
+    /// the container's when there is no `args[1]`, and `None` for an unknown subcommand, as Redis'
+    /// `lookupCommand` does (the request is then refused before any permission check; see
+    /// [`Self::is_container`]).
     pub fn lookup(&self, args: &(impl Args + ?Sized)) -> Option<&CommandSpec> {
         if args.is_empty() {
             return None;
@@ -466,12 +484,16 @@ impl CommandTable {
         let mut buf = [0u8; MAX_NAME];
         let entry = self.commands.get(lowercase(args.get(0), &mut buf)?)?;
         if !entry.subcommands.is_empty() && args.len() > 1 {
-            let sub = lowercase(args.get(1), &mut buf).and_then(|s| entry.subcommands.get(s));
-            if let Some(&i) = sub {
-                return self.specs.get(i);
-            }
+            let &sub = lowercase(args.get(1), &mut buf).and_then(|s| entry.subcommands.get(s))?;
+            return self.specs.get(sub);
         }
         self.specs.get(entry.spec)
+    }
+
+    /// Whether `name` is a command with subcommands (Redis' `isContainerCommandBySds`).
+    pub fn is_container(&self, name: &[u8]) -> bool {
+        let mut buf = [0u8; MAX_NAME];
+        lowercase(name, &mut buf).and_then(|n| self.commands.get(n)).is_some_and(|e| !e.subcommands.is_empty())
     }
 
     /// `COMMAND GETKEYS` for the request `args`, answered as Redis 7 answers it: the argv positions

@@ -237,15 +237,17 @@ fn lookup_is_case_insensitive() {
 }
 
 #[test]
-fn lookup_finds_subcommands_and_falls_back_to_the_container() {
+fn lookup_finds_subcommands_and_the_container_alone() {
     let t = table();
     let name = |line: &str| spec(&t, &argv(line)).name.clone();
     assert_eq!(name("CLIENT setname x"), "client|setname");
     assert_eq!(name("config GET maxmemory"), "config|get");
     assert_eq!(name("object Encoding k"), "object|encoding");
     assert_eq!(name("XINFO STREAM s"), "xinfo|stream");
-    assert_eq!(name("client bogus"), "client");
     assert_eq!(name("client"), "client");
+    // An unknown subcommand is no command at all, as in Redis' lookupCommand.
+    assert!(t.lookup(&argv("client bogus")).is_none());
+    assert!(t.is_container(b"CLIENT") && !t.is_container(b"get"));
     // A plain command's arguments are never mistaken for subcommands.
     assert_eq!(name("get setname"), "get");
 }

@@ -192,6 +192,9 @@ struct Session {
     watch_slot: Option<Option<Slot>>,
     /// Keys WATCHed on the own connection, for INFO clients.
     watched_keys: u32,
+    /// A `CLIENT UNBLOCK` of this client not carried out yet, and when to try (again): until the
+    /// block ends, since the node may not have the blocking command yet when it is first asked.
+    pending_unblock: Option<(clients::Unblock, Instant)>,
     /// A blocking command is in flight: like Redis, read nothing more from the client until it
     /// is answered.
     hold_reading: bool,
@@ -241,6 +244,7 @@ impl Session {
             tx: None,
             watch_slot: None,
             watched_keys: 0,
+            pending_unblock: None,
             hold_reading: false,
             last_write_slot: None,
             subs: None,
@@ -314,6 +318,7 @@ impl Session {
             if self.hold_reading && self.pipeline.is_empty() {
                 self.hold_reading = false;
                 self.entry.set_blocked(0, false);
+                self.pending_unblock = None;
             }
             if let Some((request, read_at, until)) = self.held.take() {
                 let pause = self.shared.clients.current_pause();
@@ -342,7 +347,13 @@ impl Session {
             // noticed and its blocked upstream connection released.
             let room = !self.input_on_hold() || rbuf.len() < HELD_INPUT;
             let can_read = reading && !closing && room && self.pipeline.len() < self.shared.max_pipeline;
-            let next_retry = self.delayed.iter().map(|d| d.0).chain(self.held.as_ref().map(|h| h.2)).min();
+            let next_retry = self
+                .delayed
+                .iter()
+                .map(|d| d.0)
+                .chain(self.held.as_ref().map(|h| h.2))
+                .chain(self.pending_unblock.map(|(_, at)| at))
+                .min();
             tokio::select! {
                 biased;
                 Some(reply) = next_reply(&mut self.replies), if self.replies.is_some() => {
@@ -399,6 +410,7 @@ impl Session {
                 }
                 () = retry_at(next_retry), if next_retry.is_some() => {
                     self.resend_due();
+                    self.retry_unblock();
                 }
                 () = entry.signalled() => {
                     // CLIENT KILL closes at once, as Redis does; an unpause only needs the loop to
@@ -408,7 +420,8 @@ impl Session {
                         return Ok(());
                     }
                     if let Some(how) = entry.take_unblock() {
-                        self.unblock_own(how);
+                        self.pending_unblock = Some((how, Instant::now()));
+                        self.retry_unblock();
                     }
                 }
                 _ = &mut stop, if stop_armed => {
@@ -489,10 +502,19 @@ impl Session {
         let Some(spec) = shared.table.lookup(&request) else {
             self.spoil_transaction();
             let meta = Meta { label: labels::OTHER, read_at, dropped };
-            self.pipeline.push_ready(router::unknown_command(&request), meta);
+            let table = Arc::clone(&self.shared.table);
+            self.pipeline.push_ready(router::unknown_command(&table, &request), meta);
             return;
         };
         let meta = Meta { label: spec.metric_label, read_at, dropped };
+        // Redis' order (processCommand): arity, login, a `no_multi` command inside MULTI, then the
+        // user's permissions.
+        let no_multi = self.tx.is_some()
+            && self.state.user.is_some()
+            && spec.flags.contains(crate::command::CommandFlags::NO_MULTI);
+        if no_multi && router::arity_error(spec, &request).is_none() {
+            return self.refuse_in_transaction(meta, stateful::NOT_ALLOWED_IN_MULTI);
+        }
         if let Some(refusal) = router::arity_error(spec, &request)
             .or_else(|| local::authorize(&mut self.state, shared, spec, &request, &mut self.acl_keys))
         {
@@ -530,10 +552,6 @@ impl Session {
                 Handling::Local => spec.name == "ping" || spec.name == "echo",
                 _ => true,
             };
-            // Redis' own refusal first, for the commands no node queues (SHUTDOWN, SAVE, SYNC …).
-            if spec.flags.contains(crate::command::CommandFlags::NO_MULTI) {
-                return self.refuse_in_transaction(meta, stateful::NOT_ALLOWED_IN_MULTI);
-            }
             if !queueable {
                 return self.refuse_in_transaction(meta, stateful::NOT_IN_TRANSACTION);
             }

@@ -10,6 +10,9 @@ use crate::resp::{Request, reply, request::encode_command};
 use crate::slot::Slot;
 use crate::upstream::ConnMode;
 
+/// How often a pending `CLIENT UNBLOCK` is sent again while the client stays blocked.
+const UNBLOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A transaction being queued by the proxy between MULTI and EXEC.
 #[derive(Debug, Default)]
 pub(super) struct Transaction {
@@ -62,7 +65,7 @@ impl Session {
     /// (`CLIENT UNBLOCK <its id> TIMEOUT|ERROR`, sent on a pooled connection), so the reply is the
     /// node's own: a timeout's null or `-UNBLOCKED`. Nothing is lost: a command the node already
     /// answered is not unblocked.
-    pub(super) fn unblock_own(&mut self, how: super::clients::Unblock) {
+    fn unblock_own(&mut self, how: super::clients::Unblock) {
         let Some((addr, id)) = self.own.as_ref().and_then(|own| Some((own.addr().to_string(), own.node_client_id()?)))
         else {
             return;
@@ -83,6 +86,23 @@ impl Session {
             lease: None,
         };
         self.shared.topology.upstreams().pool(&addr, false).send(self.state.id as usize, false, request);
+    }
+
+    /// Carries out a pending `CLIENT UNBLOCK` while the client is still blocked, and tries again
+    /// every [`UNBLOCK_RETRY`]: the own connection may still be logging in, or its blocking
+    /// command may not have reached the node, when the unblock is first sent. A block that ended
+    /// clears it (see `serve`), so a later command is never unblocked by it.
+    pub(super) fn retry_unblock(&mut self) {
+        let Some((how, at)) = self.pending_unblock else { return };
+        if !self.hold_reading {
+            self.pending_unblock = None;
+            return;
+        }
+        if at > std::time::Instant::now() {
+            return;
+        }
+        self.unblock_own(how);
+        self.pending_unblock = Some((how, std::time::Instant::now() + UNBLOCK_RETRY));
     }
 
     /// Ends WATCH: the watched slot, taken, and the watched keys no longer counted.
