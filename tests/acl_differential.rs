@@ -18,7 +18,7 @@ mod resp;
 
 use cases::{Case, Tags};
 use redisforge_proxy::slot::key_slot;
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, RedisServer};
+use redisforge_tests::AclSides;
 use resp::{Conn, show};
 
 const CASES: &str = include_str!("command_walk/cases.txt");
@@ -53,39 +53,19 @@ fn login(addr: &str, user: &str, pass: &str) -> Conn {
     conn
 }
 
-struct Sides {
-    proxy: Proxy,
-    node: RedisServer,
-    _dir: tempfile::TempDir,
-}
-
-impl Sides {
-    fn start() -> Sides {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("users.acl");
-        std::fs::write(&file, USERS).expect("write acl");
-        let extra = format!("[auth]\nacl_file = \"{}\"\n", file.display());
-        let proxy = Proxy::start(Cluster::shared(), ProxyOptions { extra_toml: extra, ..ProxyOptions::default() });
-        let acl = file.display().to_string();
-        let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}"), format!("aclfile {acl}")])
-            .expect("reference node");
-        Sides { proxy, node, _dir: dir }
-    }
-
-    fn addrs(&self) -> [String; 2] {
-        [self.proxy.addr(), self.node.addr()]
-    }
+fn addrs(sides: &AclSides) -> [String; 2] {
+    [sides.proxy.addr(), sides.node.addr()]
 }
 
 /// Runs `case` with `tags` as `user` on both sides; returns the disagreements.
-fn compare(sides: &Sides, case: &Case, tags: &Tags, user: (&str, &str), admins: &mut [Conn; 2]) -> Vec<String> {
+fn compare(sides: &AclSides, case: &Case, tags: &Tags, user: (&str, &str), admins: &mut [Conn; 2]) -> Vec<String> {
     let mut problems = Vec::new();
     for admin in admins.iter_mut() {
         for line in &case.setup {
             let _ = admin.call(&tags.expand(line));
         }
     }
-    let [proxy_addr, node_addr] = sides.addrs();
+    let [proxy_addr, node_addr] = addrs(sides);
     let mut through_proxy = login(&proxy_addr, user.0, user.1);
     let mut on_node = login(&node_addr, user.0, user.1);
     for line in &case.run {
@@ -124,10 +104,10 @@ fn compare(sides: &Sides, case: &Case, tags: &Tags, user: (&str, &str), admins: 
 
 #[test]
 fn acl_verdicts_match_a_node_for_every_command_as_every_user() {
-    let sides = Sides::start();
+    let sides = AclSides::start(USERS);
     let cases: Vec<Case> = cases::parse(CASES).into_iter().filter(|c| !c.fresh).collect();
     assert!(cases.len() > 300, "the case file covers the command table: {} cases", cases.len());
-    let [proxy_addr, node_addr] = sides.addrs();
+    let [proxy_addr, node_addr] = addrs(&sides);
     let mut admins = [login(&proxy_addr, "admin", "admin-pass"), login(&node_addr, "admin", "admin-pass")];
     let slot_of = |key: &[u8]| key_slot(key);
     let mut problems = Vec::new();

@@ -4,7 +4,7 @@
 //! (which keys exist afterwards) must match.
 
 use redis::{Connection, Value};
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, RedisServer, query_args};
+use redisforge_tests::{AclSides, query_args};
 
 const USERS: &str = "\
 user admin on >admin-pass ~* &* +@all
@@ -12,23 +12,8 @@ user app on >app-pass ~app:* resetchannels &app:* +@all -@dangerous
 user reader on >read-pass ~app:* -@all +@read +@scripting -function|load
 ";
 
-/// The two sides of the comparison: the proxy in front of a cluster, and one Redis node.
-struct Sides {
-    proxy: Proxy,
-    node: RedisServer,
-    _dir: tempfile::TempDir,
-}
-
-fn sides() -> Sides {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("users.acl");
-    std::fs::write(&file, USERS).expect("write acl");
-    let extra = format!("[auth]\nacl_file = \"{}\"\n", file.display());
-    let proxy = Proxy::start(Cluster::shared(), ProxyOptions { extra_toml: extra, ..ProxyOptions::default() });
-    let acl = file.display().to_string();
-    let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}"), format!("aclfile {acl}")])
-        .expect("reference node");
-    Sides { proxy, node, _dir: dir }
+fn sides() -> AclSides {
+    AclSides::start(USERS)
 }
 
 fn login(addr: &str, user: &str, pass: &str) -> Connection {
@@ -54,7 +39,7 @@ fn exists(con: &mut Connection, key: &str) -> bool {
 
 /// Runs `commands` as `user` on both sides; the verdict of each and whether `watched` exists
 /// afterwards must be the same on both.
-fn same_on_both(sides: &Sides, user: (&str, &str), commands: &[&[&str]], watched: &[&str]) {
+fn same_on_both(sides: &AclSides, user: (&str, &str), commands: &[&[&str]], watched: &[&str]) {
     let mut proxy = login(&sides.proxy.addr(), user.0, user.1);
     let mut node = login(&sides.node.addr(), user.0, user.1);
     for command in commands {

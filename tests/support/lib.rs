@@ -7,6 +7,8 @@
 //!   (ADDSLOTSRANGE, MEET, REPLICATE) with kill/pause/restart/failover/reshard helpers.
 //! - [`proxy`]: [`Proxy`], the `redisforge-proxy` binary run as a child with a generated config.
 //! - [`server`]: [`RedisServer`], one `redis-server` with the caller's configuration (the ops suites).
+//! - `acl_sides`: [`AclSides`], a proxy and a standalone node loaded with the same ACL file, for
+//!   differential ACL tests.
 //! - `conn`: `redis` connections with connect/read/write timeouts, optional ACL auth and TLS.
 //! - [`tls`]: [`NodeTls`] certificate files for TLS-only clusters ([`Cluster::start_tls`]) and
 //!   [`generate_certs`] (`redisforge-ops certs generate`).
@@ -25,6 +27,7 @@
 //! let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).expect("SET via proxy");
 //! ```
 
+mod acl_sides;
 pub mod cluster;
 mod conn;
 pub mod ports;
@@ -37,6 +40,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+pub use acl_sides::AclSides;
 pub use cluster::{Cluster, ClusterOptions, SlotRange};
 pub use ports::{PortGuard, free_port, reserve_port};
 pub use process::Signal;
