@@ -10,6 +10,7 @@
 //! the ACL suites.
 
 // The command walk's case file and raw RESP client; this suite uses part of the client only.
+#[allow(dead_code)]
 #[path = "command_walk/cases.rs"]
 mod cases;
 #[allow(dead_code)]

@@ -34,7 +34,7 @@ use redisforge_proxy::command::{CommandTable, Handling};
 use redisforge_proxy::slot::key_slot;
 use redisforge_tests::{Cluster, Proxy, ProxyOptions, SlotRange, http_get};
 
-use cases::{Case, Line, Mode, Tags};
+use cases::{Case, Line, Mode, Presence, Tags};
 use resp::{Conn, Frame, show};
 
 const CASES: &str = include_str!("command_walk/cases.txt");
@@ -442,7 +442,11 @@ fn coverage(cases: &[Case], commands: &BTreeMap<String, i64>, table: &CommandTab
         let at = format!("{} (cases.txt:{})", case.name, case.line);
         let name_args: Vec<&[u8]> = case.name.split('|').map(str::as_bytes).collect();
         let Some(spec) = table.lookup(name_args.as_slice()).filter(|s| s.name == case.name) else {
-            problems.push(format!("{at}: not a command the proxy's table knows"));
+            // Newer than the built-in table (Redis 7.4's HEXPIRE …): the proxy learns it from the
+            // node's COMMAND at start-up; the walk compares its replies all the same.
+            if case.presence != Presence::New {
+                problems.push(format!("{at}: not a command the proxy's table knows"));
+            }
             continue;
         };
         if !commands.contains_key(&case.name) && !matches!(case.mode, Mode::Expect | Mode::Refuse) {
@@ -483,10 +487,11 @@ fn finish(what: &str, checked: usize, failures: &[String]) {
 
 #[test]
 fn every_command_answers_through_the_proxy_as_on_its_node() {
-    let cases = cases::parse(CASES);
     let mut walk = Walk::start(false);
     let first = walk.masters[0].clone();
     let commands = node_commands(walk.nodes.get_mut(&first).expect("a connection per master"));
+    let cases: Vec<Case> =
+        cases::parse(CASES).into_iter().filter(|c| c.applies(|n| commands.contains_key(n))).collect();
     assert!(commands.len() > 300, "COMMAND reported only {} commands", commands.len());
     walk.failures = coverage(&cases, &commands, &CommandTable::builtin());
     for (index, case) in cases.iter().enumerate() {
@@ -506,8 +511,11 @@ fn every_command_answers_through_the_proxy_as_on_its_node() {
 /// `expect` ones, whose replies are written in RESP2.
 #[test]
 fn every_command_answers_through_the_proxy_as_on_its_node_in_resp3() {
-    let cases = cases::parse(CASES);
     let mut walk = Walk::start(true);
+    let first = walk.masters[0].clone();
+    let commands = node_commands(walk.nodes.get_mut(&first).expect("a connection per master"));
+    let cases: Vec<Case> =
+        cases::parse(CASES).into_iter().filter(|c| c.applies(|n| commands.contains_key(n))).collect();
     let mut walked = 0;
     for (index, case) in cases.iter().enumerate().filter(|(_, c)| c.mode != Mode::Expect) {
         walk.case(index, case);
@@ -527,6 +535,7 @@ fn command_getkeys_through_the_proxy_matches_the_node() {
     let (mut via_proxy, mut direct) = (Conn::open(&proxy.addr()), Conn::open(&node));
     // Commands newer than the node (the proxy's supplement) have nothing to compare with.
     let commands = node_commands(&mut direct);
+    let cases: Vec<Case> = cases.into_iter().filter(|c| c.applies(|n| commands.contains_key(n))).collect();
     let mut failures = Vec::new();
     let mut checked = 0;
     for (index, case) in cases.iter().enumerate().filter(|(_, c)| commands.contains_key(&c.name)) {

@@ -66,6 +66,30 @@ pub struct Case {
     pub expect: Vec<Vec<u8>>,
     /// Extra invocations for the `COMMAND GETKEYS` comparison only.
     pub getkeys: Vec<Line>,
+    /// Which servers the case is for, by whether their `COMMAND` reports the command.
+    pub presence: Presence,
+}
+
+/// Options `new` and `absent`: cases for commands some server versions have and others lack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Every server.
+    Always,
+    /// Only where the node reports the command (newer than Redis 7.0: HEXPIRE, CLUSTER MYSHARDID).
+    New,
+    /// Only where the node does not report it (the proxy's answer for servers without it).
+    Absent,
+}
+
+impl Case {
+    /// Whether the case is for a server whose `COMMAND` reports `reported`.
+    pub fn applies(&self, reported: impl Fn(&str) -> bool) -> bool {
+        match self.presence {
+            Presence::Always => true,
+            Presence::New => reported(&self.name),
+            Presence::Absent => !reported(&self.name),
+        }
+    }
 }
 
 /// Values of the placeholders for one case.
@@ -145,10 +169,13 @@ pub fn parse(text: &str) -> Vec<Case> {
                 cleanup: Vec::new(),
                 expect: Vec::new(),
                 getkeys: Vec::new(),
+                presence: Presence::Always,
             };
             for option in options {
                 match (option.as_str(), Mode::from_name(option)) {
                     ("fresh", _) => case.fresh = true,
+                    ("new", _) => case.presence = Presence::New,
+                    ("absent", _) => case.presence = Presence::Absent,
                     (_, Some(mode)) => case.mode = mode,
                     _ => bad_line(number, raw, &format!("unknown case option {option:?}")),
                 }

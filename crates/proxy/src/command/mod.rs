@@ -456,18 +456,21 @@ impl CommandTable {
         added
     }
 
-    /// Adds a learned command; for one the table knows, takes over the server's `no_multi` flag
-    /// only (Valkey 8 refuses WATCH inside MULTI that way, before checking permissions, where
-    /// Redis 7.0 refuses it in the command itself): the proxy follows the server it serves there,
-    /// and keeps its own decisions for everything else.
+    /// Adds a learned command; for one the table knows, takes over the server's arity and
+    /// `no_multi` flag only, where the server's version differs from 7.0 (Redis 7.4 lets COMMAND
+    /// GETKEYS take a command without arguments; Valkey 8 refuses WATCH inside MULTI as a
+    /// `no_multi` command, before checking permissions): the proxy follows the server it serves
+    /// there, and keeps its own decisions for everything else.
     fn insert_or_adopt(&mut self, spec: CommandSpec) -> bool {
-        let no_multi = spec.flags.contains(CommandFlags::NO_MULTI);
-        let name = spec.name.clone();
+        let (no_multi, arity, name) = (spec.flags.contains(CommandFlags::NO_MULTI), spec.arity, spec.name.clone());
         if self.insert(spec) {
             return true;
         }
-        if no_multi && let Some(known) = self.specs.iter_mut().find(|s| s.name == name) {
-            known.flags |= CommandFlags::NO_MULTI;
+        if let Some(known) = self.specs.iter_mut().find(|s| s.name == name) {
+            known.arity = arity;
+            if no_multi {
+                known.flags |= CommandFlags::NO_MULTI;
+            }
         }
         false
     }

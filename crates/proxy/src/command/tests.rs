@@ -466,7 +466,10 @@ fn learned_commands_keep_the_proxys_rules() {
         array(vec![bulk("truncated")]),
     ]);
     assert_eq!(t.learn_from_command_reply(&reply), 3);
-    assert_eq!(spec(&t, &["get"]).arity, 2);
+    // A known command keeps the proxy's decisions but takes the server's arity (the server
+    // checks arguments its way: Redis 7.4's COMMAND GETKEYS takes fewer than 7.0's).
+    assert_eq!(spec(&t, &["get"]).arity, 99);
+    assert_eq!(spec(&t, &["get"]).handling, Handling::Forward);
     let refused = Handling::Refuse(UNKNOWN_ADMIN);
     assert_eq!(handling(&t, "client frobnicate x"), refused);
     assert_eq!(handling(&t, "mod.admin"), refused);
@@ -600,4 +603,20 @@ fn learning_a_real_command_reply_reproduces_the_builtin_table() {
         let b = (&b.name, b.arity, b.flags, &b.acl_categories, &b.key_specs);
         assert_eq!(b, (&s.name, s.arity, s.flags, &s.acl_categories, &s.key_specs));
     }
+}
+
+#[test]
+fn learning_takes_over_the_servers_arity_of_known_commands() {
+    let Some(server) = real_server() else { return };
+    let reply = server.query(&["COMMAND"]);
+    let mut t = table();
+    t.learn_from_command_reply(&reply);
+    let OwnedFrame::Array(info) = server.query(&["COMMAND", "INFO", "command|getkeys"]) else { panic!("COMMAND INFO") };
+    let OwnedFrame::Array(fields) = &info[0] else { panic!("COMMAND INFO entry: {info:?}") };
+    let OwnedFrame::Integer(arity) = fields[1] else { panic!("arity: {fields:?}") };
+    assert_eq!(
+        i64::from(spec(&t, &["command", "getkeys"]).arity),
+        arity,
+        "the server's arity (-4 in 7.0, -3 from 7.4)"
+    );
 }
