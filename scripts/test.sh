@@ -11,13 +11,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STEPS=(deps fmt clippy build test versions monitoring fuzz)
 
 # Suites that exercise what differs between server versions (scripts and functions, ACL inside
-# them, transactions and blocking commands, protocol details), run again against each other
+# them, transactions and blocking commands, protocol details, failover), run again against each other
 # version's cluster in the `versions` step.
-VERSION_SUITES=(proxy_scripts proxy_acl_scripts proxy_stateful proxy_protocol_details proxy_blocked_clients proxy_pubsub_counts acl_differential)
+VERSION_SUITES=(proxy_scripts proxy_acl_scripts proxy_stateful proxy_protocol_details proxy_blocked_clients proxy_pubsub_counts acl_differential reliability_failover)
 OTHER_VERSIONS=(redis-7.4 valkey-8)
-# The command walk needs a case for every command a server reports: Valkey 8 adds commands that
-# have none yet (README, Not done yet), so it walks Redis 7.4 only.
-WALK_VERSIONS=(redis-7.4)
+# The command walk needs a case for every command a server reports (cases marked `new` run only
+# where the server has the command): it walks each other version too.
+WALK_VERSIONS=(redis-7.4 valkey-8)
 
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"

@@ -65,3 +65,33 @@ fn randomkey_draws_from_every_master() {
     }
     assert!(keys.iter().all(|k| seen.contains(k)), "RANDOMKEY drew only {seen:?} of {keys:?}");
 }
+
+/// Valkey 8's SCRIPT SHOW: a script cached by EVAL is known only to the master that ran it, yet a
+/// client of one node finds it whatever key it used; the proxy asks every master.
+#[test]
+fn script_show_finds_a_script_that_eval_cached_on_any_master() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
+    let mut con = proxy.client();
+    if query_args(&mut con, &["COMMAND", "INFO", "script|show"]) == Ok(redis::Value::Array(vec![redis::Value::Nil])) {
+        println!("skipped: this server version has no SCRIPT SHOW");
+        return;
+    }
+    // A standalone node computes the script's SHA1 without caching it in the cluster.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}")]).expect("reference node");
+    let mut reference = redis::Client::open(format!("redis://{}/", node.addr())).and_then(|c| c.get_connection());
+    let reference = reference.as_mut().expect("connect to the reference node");
+    for key in cluster.key_per_master("script-show") {
+        let body = format!("return 'shown {key}'");
+        let Ok(redis::Value::BulkString(sha)) = query_args(reference, &["SCRIPT", "LOAD", &body]) else {
+            panic!("SCRIPT LOAD on the reference node")
+        };
+        let sha = String::from_utf8_lossy(&sha).into_owned();
+        assert!(query_args(&mut con, &["EVAL", &body, "1", &key]).is_ok(), "EVAL with {key}");
+        let shown = query_args(&mut con, &["SCRIPT", "SHOW", &sha]);
+        assert_eq!(shown, Ok(redis::Value::BulkString(body.into_bytes())), "SCRIPT SHOW after EVAL with {key}");
+    }
+    let unknown = query_args(&mut con, &["SCRIPT", "SHOW", "ffffffffffffffffffffffffffffffffffffffff"]);
+    assert!(matches!(&unknown, Err(e) if e.contains("No matching script")), "{unknown:?}");
+}

@@ -251,8 +251,8 @@ fn all_true(parts: &[Bytes]) -> Option<Bytes> {
 /// `NOTBUSY`: a master that is running a script it could not kill (`UNKILLABLE`) says more than
 /// the masters that were running nothing.
 fn any_ok(parts: &[Bytes]) -> Option<Bytes> {
-    if parts.iter().any(|p| p.as_ref() == b"+OK\r\n") {
-        return Some(reply::ok());
+    if let Some(success) = parts.iter().find(|p| !is_error(p)) {
+        return Some(success.clone());
     }
     let informative = parts.iter().find(|p| is_error(p) && !p.starts_with(b"-NOTBUSY"));
     informative.or_else(|| parts.iter().find(|p| is_error(p))).cloned()

@@ -117,7 +117,14 @@ fn script_kill_prefers_an_unkillable_script_over_notbusy() {
     let notbusy: &[u8] = b"-NOTBUSY No scripts in execution right now.\r\n";
     let unkillable: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands\r\n";
     assert_eq!(&merged(Merge::AnyOk, &[notbusy, unkillable, notbusy])[..], unkillable);
-    assert!(is_shape_error(&merged(Merge::AnyOk, &[b":1\r\n"])));
+}
+
+#[test]
+fn script_show_answers_with_the_master_that_knows_the_script() {
+    let noscript: &[u8] = b"-NOSCRIPT No matching script.\r\n";
+    let body: &[u8] = b"$8\r\nreturn 1\r\n";
+    assert_eq!(&merged(Merge::AnyOk, &[noscript, body, noscript])[..], body);
+    assert_eq!(&merged(Merge::AnyOk, &[noscript, noscript])[..], noscript);
 }
 
 #[test]

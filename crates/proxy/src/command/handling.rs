@@ -30,6 +30,8 @@ const TRACKING: &str = "client-side caching (tracking) is not supported through 
 pub(super) const UNKNOWN_ADMIN: &str = "it is an admin command the proxy does not know, \
     so it cannot tell which nodes should run it";
 const ASKING: &str = "the proxy follows ASK redirections itself; ASKING would flag a connection other clients share";
+const IMPORT_SOURCE: &str = "it marks the connection it is sent on as an import source, \
+    and the proxy's connections are shared; run it on a node directly";
 const SCRIPT_DEBUG: &str = "the Lua debugger needs a connection of its own, and the proxy's are shared";
 
 /// The proxy's decision for a command, by name; everything not listed is forwarded by its keys.
@@ -53,6 +55,8 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         "script|load" | "function|load" => FanOut(SameReply),
         "script|exists" => FanOut(AllTrue),
         "script|kill" | "function|kill" => FanOut(AnyOk),
+        // A script EVAL cached is known only to the master that ran it (Valkey 8's SCRIPT SHOW).
+        "script|show" => FanOut(AnyOk),
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => Script { function: false },
         "fcall" | "fcall_ro" => Script { function: true },
         "keys" => FanOut(ConcatArrays),
@@ -66,7 +70,7 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         "scan" => Local,
         "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info"
         | "acl|whoami" | "client|setname" | "client|getname" | "client|id" | "client|setinfo" | "client|info"
-        | "client|no-evict" | "client|no-touch" | "client|reply" => Local,
+        | "client|no-evict" | "client|no-touch" | "client|reply" | "client|capa" => Local,
         // A node's client list would show the proxy's pooled connections: these act on the
         // proxy's own clients instead (session/clients.rs).
         "client|list" | "client|kill" | "client|pause" | "client|unpause" | "client|unblock" => Local,
@@ -86,9 +90,11 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         // named, since a node's slow log or latency samples only describe that node.
         "config|get" => Admin(AdminKind::ConfigGet),
         "config|set" | "config|resetstat" | "config|rewrite" => Admin(AdminKind::EveryNode),
-        "slowlog|get" => Admin(AdminKind::SlowlogGet),
-        "slowlog|reset" => Admin(AdminKind::EveryMasterOk),
-        "slowlog|len" | "latency|reset" => FanOut(SumIntegers),
+        // Valkey 8's COMMANDLOG keeps SLOWLOG's entries for slow, large-request and large-reply
+        // commands: the same merges, the count at the same place (`COMMANDLOG GET <count> <type>`).
+        "slowlog|get" | "commandlog|get" => Admin(AdminKind::SlowlogGet),
+        "slowlog|reset" | "commandlog|reset" => Admin(AdminKind::EveryMasterOk),
+        "slowlog|len" | "commandlog|len" | "latency|reset" => FanOut(SumIntegers),
         "latency|latest"
         | "latency|history"
         | "latency|doctor"
@@ -104,6 +110,7 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         // next EVAL into a debugging session (SYNC mode even blocks the node).
         "asking" => Refuse(ASKING),
         "script|debug" => Refuse(SCRIPT_DEBUG),
+        "client|import-source" => Refuse(IMPORT_SOURCE),
         "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => Refuse(TRACKING),
         "cluster|info"
         | "cluster|keyslot"

@@ -226,8 +226,9 @@ pub enum Merge {
     /// Arrays of 0/1 ANDed element-wise (SCRIPT EXISTS: a script exists only if every master has
     /// it).
     AllTrue,
-    /// `+OK` when any part answered `+OK`, else the first error, one other than `NOTBUSY` first
-    /// (SCRIPT KILL, FUNCTION KILL: only the master running the script can kill it).
+    /// The first part that is not an error, else the first error, one other than `NOTBUSY` first:
+    /// SCRIPT KILL and FUNCTION KILL (only the master running the script can kill it, the others
+    /// answer `NOTBUSY`), SCRIPT SHOW (only a master that ran or loaded the script knows it).
     AnyOk,
     /// Every part's array flattened into one, in part order (KEYS).
     ConcatArrays,
