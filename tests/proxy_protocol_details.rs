@@ -95,3 +95,39 @@ fn script_show_finds_a_script_that_eval_cached_on_any_master() {
     let unknown = query_args(&mut con, &["SCRIPT", "SHOW", "ffffffffffffffffffffffffffffffffffffffff"]);
     assert!(matches!(&unknown, Err(e) if e.contains("No matching script")), "{unknown:?}");
 }
+
+/// CONFIG SET inside MULTI is queued and answered inside EXEC's reply as on a node, and the setting
+/// reaches every node of the cluster (as CONFIG SET outside a transaction does) once EXEC ran it;
+/// a transaction a WATCH aborted changes no node.
+#[test]
+fn config_set_inside_multi_is_queued_and_reaches_every_node() {
+    let answer = same_as_a_node(
+        b"MULTI\r\nCONFIG SET maxmemory-samples 7\r\nCONFIG SET nosuch-parameter 1\r\nSET {cfgmulti}a 1\r\nEXEC\r\n\
+          CONFIG GET maxmemory-samples\r\nCONFIG SET maxmemory-samples 5\r\nQUIT\r\n",
+    );
+    assert!(answer.starts_with("+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n-ERR"), "{answer}");
+    // Every node, replicas included, ran it; then WATCH aborts a second one.
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
+    let mut con = proxy.client();
+    let mut other = proxy.client();
+    let samples = |value: &str| {
+        cluster.nodes().into_iter().all(|addr| {
+            let mut node = redis::Client::open(format!("redis://{addr}/")).and_then(|c| c.get_connection());
+            let got = node.as_mut().map(|n| query_args(n, &["CONFIG", "GET", "maxmemory-samples"]));
+            matches!(got, Ok(Ok(redis::Value::Array(items))) if items.get(1) == Some(&redis::Value::BulkString(value.into())))
+        })
+    };
+    for command in [&["MULTI"][..], &["CONFIG", "SET", "maxmemory-samples", "9"], &["EXEC"]] {
+        assert!(query_args(&mut con, command).is_ok(), "{command:?}");
+    }
+    assert!(samples("9"), "every node has maxmemory-samples 9");
+    assert!(query_args(&mut con, &["WATCH", "{cfgmulti}w"]).is_ok());
+    assert!(query_args(&mut other, &["SET", "{cfgmulti}w", "changed"]).is_ok());
+    for command in [&["MULTI"][..], &["CONFIG", "SET", "maxmemory-samples", "3"]] {
+        assert!(query_args(&mut con, command).is_ok(), "{command:?}");
+    }
+    assert_eq!(query_args(&mut con, &["EXEC"]), Ok(redis::Value::Nil), "the WATCH aborted the transaction");
+    assert!(samples("9"), "no node took the aborted setting");
+    assert!(query_args(&mut con, &["CONFIG", "SET", "maxmemory-samples", "5"]).is_ok());
+}

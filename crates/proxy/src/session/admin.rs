@@ -50,7 +50,7 @@ impl Session {
     /// order (the master of slot 0 first), then, for settings, every replica shard by shard.
     /// Nodes the cluster reports as failed are included: a setting one of them missed must show
     /// up as an error naming it, not vanish.
-    fn admin_nodes(&self, kind: AdminKind) -> Vec<(String, bool)> {
+    pub(super) fn admin_nodes(&self, kind: AdminKind) -> Vec<(String, bool)> {
         let routing = self.shared.topology.routing();
         let shards = routing.map.shards();
         let mut nodes: Vec<(String, bool)> = shards.iter().map(|s| (s.master.addr.clone(), false)).collect();

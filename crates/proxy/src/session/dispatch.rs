@@ -16,6 +16,21 @@ use crate::topology::{Topology, Trigger};
 use crate::upstream::{NodePool, PUSH, Tag, UpstreamReply, UpstreamRequest};
 
 impl Session {
+    /// Stores the final reply of part `part` of request `seq`. Parts deferred on it go out now if
+    /// it ran (neither an error nor null: a transaction's settings after EXEC), else they are
+    /// settled unsent.
+    pub(super) fn complete(&mut self, seq: u64, part: u32, reply: Bytes) {
+        let deferred = self.pipeline.part_mut(seq, part).map(|p| std::mem::take(&mut p.deferred)).unwrap_or_default();
+        let ran = !matches!(reply.first(), Some(b'-' | b'!' | b'_')) && !reply.starts_with(b"*-1\r\n");
+        self.pipeline.complete(seq, part, reply);
+        for other in deferred {
+            match ran {
+                true => self.send(seq, other),
+                false => self.pipeline.complete(seq, other, reply::ok()),
+            }
+        }
+    }
+
     /// Sends (or resends) part `part` of request `seq` to the node it is meant for now.
     pub(super) fn send(&mut self, seq: u64, part: u32) {
         let affinity = self.state.id as usize;
@@ -40,7 +55,7 @@ impl Session {
             };
             match &self.own {
                 Some(own) => own.send(request),
-                None => self.pipeline.complete(seq, part, no_topology()),
+                None => self.complete(seq, part, no_topology()),
             }
             return;
         }
@@ -48,7 +63,7 @@ impl Session {
             Some(found) => found,
             None => {
                 let reply = no_owner(&p.target);
-                self.pipeline.complete(seq, part, reply);
+                self.complete(seq, part, reply);
                 return;
             }
         };
@@ -57,7 +72,7 @@ impl Session {
         if !p.allow_busy
             && let Some(busy) = pool.busy_reply()
         {
-            self.pipeline.complete(seq, part, reply::error(&busy));
+            self.complete(seq, part, reply::error(&busy));
             return;
         }
         let (payload, streamable, script) = (p.payload.clone(), p.streamable, p.script);
@@ -134,7 +149,7 @@ impl Session {
                     topology.request_refresh(Trigger::NodeFailure);
                     self.delayed.push((Instant::now() + RETRY_PAUSE, seq, part));
                 } else {
-                    self.pipeline.complete(seq, part, reply::error(&format!("ERR {error}")));
+                    self.complete(seq, part, reply::error(&format!("ERR {error}")));
                 }
                 return;
             }
@@ -163,7 +178,7 @@ impl Session {
                 }
                 self.delayed.push((Instant::now() + RETRY_PAUSE, seq, part));
             } else {
-                self.pipeline.complete(seq, part, bytes);
+                self.complete(seq, part, bytes);
             }
             return;
         }
@@ -171,7 +186,7 @@ impl Session {
             if next != Redirect::None && refresh_on_moved {
                 topology.request_refresh(Trigger::Moved);
             }
-            self.pipeline.complete(seq, part, bytes);
+            self.complete(seq, part, bytes);
             return;
         }
         p.hops += 1;

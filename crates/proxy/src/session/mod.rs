@@ -544,11 +544,14 @@ impl Session {
             // What one node cannot answer for the whole cluster (fan-out), what the proxy answers
             // from its own state, and subscriptions cannot be part of a node's transaction; PING and
             // ECHO mean the same on the node.
+            // Settings (CONFIG SET) run in the node's transaction and reach the other nodes
+            // once EXEC has run them (stateful.rs).
+            let setting = spec.handling == Handling::Admin(crate::command::AdminKind::EveryNode);
             let queueable = match &spec.handling {
                 Handling::FanOut(_)
                 | Handling::Admin(_)
                 | Handling::Refuse(_)
-                | Handling::Stateful(StatefulKind::PubSub) => false,
+                | Handling::Stateful(StatefulKind::PubSub) => setting,
                 Handling::Local => spec.name == "ping" || spec.name == "echo",
                 _ => true,
             };
@@ -556,7 +559,7 @@ impl Session {
                 return self.refuse_in_transaction(meta, stateful::NOT_IN_TRANSACTION);
             }
             let slot = router::slot_of(spec, &request, &mut self.keys);
-            return self.queue_in_transaction(&request, slot, meta);
+            return self.queue_in_transaction(&request, slot, setting, meta);
         }
         if spec.name == "script|load" || spec.name == "eval" || spec.name == "eval_ro" {
             scripts::remember(&self.shared.scripts, &request);

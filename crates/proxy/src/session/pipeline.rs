@@ -58,6 +58,9 @@ pub struct Part {
     /// Sent even while a script keeps the node busy (SCRIPT KILL, FUNCTION KILL: Redis'
     /// `allow_busy` commands); other parts get the node's `-BUSY` error then.
     pub allow_busy: bool,
+    /// Parts of the same request sent only once this part's reply is in, and only if it is
+    /// neither an error nor null (a transaction's settings for the other nodes, after its EXEC).
+    pub deferred: Vec<u32>,
     /// Pieces of a streamed reply received while earlier replies were still pending.
     held: BytesMut,
     /// Pieces of the reply were written to the client already.
@@ -82,6 +85,7 @@ impl Part {
             streamable: false,
             script: None,
             allow_busy: false,
+            deferred: Vec::new(),
             held: BytesMut::new(),
             streamed: false,
             reply: None,

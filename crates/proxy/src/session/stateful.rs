@@ -22,6 +22,9 @@ pub(super) struct Transaction {
     slot: Option<Slot>,
     /// A queued command was refused: EXEC answers EXECABORT, as Redis does.
     dirty: bool,
+    /// Queued settings (CONFIG SET, RESETSTAT, REWRITE): outside a transaction they go to every
+    /// node, so after EXEC has run them on the transaction's node they go to the others too.
+    settings: Vec<Bytes>,
 }
 
 /// Redis' refusal of a `no_multi` command between MULTI and EXEC (`processCommand`).
@@ -184,7 +187,13 @@ impl Session {
     }
 
     /// Queues a command between MULTI and EXEC; `refusal` is an error found at queue time.
-    pub(super) fn queue_in_transaction(&mut self, request: &Request, slot: Result<Option<Slot>, Bytes>, meta: Meta) {
+    pub(super) fn queue_in_transaction(
+        &mut self,
+        request: &Request,
+        slot: Result<Option<Slot>, Bytes>,
+        setting: bool,
+        meta: Meta,
+    ) {
         let Some(tx) = self.tx.as_mut() else {
             return;
         };
@@ -202,6 +211,9 @@ impl Session {
                 self.pipeline.push_ready(error, meta);
             }
             None => {
+                if setting {
+                    tx.settings.push(request.bytes().clone());
+                }
                 tx.queued.push(request.bytes().clone());
                 self.pipeline.push_ready(Bytes::from_static(b"+QUEUED\r\n"), meta);
             }
@@ -263,17 +275,42 @@ impl Session {
         let mut payloads = vec![encode_command(&[b"MULTI"])];
         payloads.extend(tx.queued);
         payloads.push(encode_command(&[b"EXEC"]));
-        let parts: Vec<Part> = payloads
-            .into_iter()
-            .map(|payload| {
-                let mut part = Part::new(payload, Target::Owned, true);
-                part.follow_redirects = false;
-                part
-            })
-            .collect();
+        let mut parts: Vec<Part> = self.settings_elsewhere(&tx.settings);
+        let deferred: Vec<u32> = (0..parts.len() as u32).collect();
+        parts.extend(payloads.into_iter().map(|payload| {
+            let mut part = Part::new(payload, Target::Owned, true);
+            part.follow_redirects = false;
+            part
+        }));
         let count = parts.len() as u32;
+        // The settings for the other nodes wait for EXEC's reply (they go out only if it ran),
+        // and EXEC's reply waits for theirs: the client sees it once every node has the setting.
+        // Later requests wait unread meanwhile, so none reaches a node before the setting does.
+        if let Some(exec) = parts.last_mut() {
+            exec.deferred = deferred.clone();
+        }
+        self.hold_reading |= !deferred.is_empty();
         let seq = self.pipeline.push_multi(parts, Merge::LastReply, Vec::new(), meta);
-        (0..count).for_each(|part| self.send(seq, part));
+        (deferred.len() as u32..count).for_each(|part| self.send(seq, part));
+    }
+
+    /// One part per node other than the own connection's, for each queued setting.
+    fn settings_elsewhere(&self, settings: &[Bytes]) -> Vec<Part> {
+        if settings.is_empty() {
+            return Vec::new();
+        }
+        let own_addr = self.own.as_ref().map(|own| own.addr().to_string());
+        let nodes = self.admin_nodes(crate::command::AdminKind::EveryNode);
+        let elsewhere = nodes.into_iter().filter(|(addr, _)| Some(addr) != own_addr.as_ref());
+        elsewhere
+            .flat_map(|(addr, replica)| {
+                settings.iter().map(move |setting| {
+                    let mut part = Part::new(setting.clone(), Target::Node { addr: addr.clone(), replica }, true);
+                    part.follow_redirects = false;
+                    part
+                })
+            })
+            .collect()
     }
 
     /// UNWATCH (or DISCARD, which unwatches too), answered `+OK` by the node or the proxy.
