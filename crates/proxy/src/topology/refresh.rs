@@ -251,13 +251,21 @@ impl Topology {
         let [shards, nodes] = <[OwnedFrame; 2]>::try_from(answers)
             .map_err(|_| query_error(UpstreamError::ConnectionLost { addr: addr.to_string() }))?;
         let epochs = epoch::parse_cluster_nodes(&nodes);
+        let from_slots = || async {
+            let slots = admin::query(addr, settings, &[b"CLUSTER", b"SLOTS"]).await.map_err(query_error)?;
+            SlotMap::from_cluster_slots(&slots).map_err(|e| RefreshError::Map(addr.to_string(), e))
+        };
         let map = match SlotMap::from_cluster_shards(&shards, self.tls) {
+            // Redis 7.4.1 lists the shard of a master promoted by a failover with no slots (its
+            // CLUSTER SLOTS and NODES have them): a map with unowned slots is checked against
+            // CLUSTER SLOTS, and the one that covers more wins.
+            Ok(map) if map.covered_slots() < usize::from(crate::slot::SLOT_COUNT) => match from_slots().await {
+                Ok(by_slots) if by_slots.covered_slots() > map.covered_slots() => by_slots,
+                _ => map,
+            },
             Ok(map) => map,
             // Servers before 7.0 have no CLUSTER SHARDS.
-            Err(MapError::NodeError(_)) => {
-                let slots = admin::query(addr, settings, &[b"CLUSTER", b"SLOTS"]).await.map_err(query_error)?;
-                SlotMap::from_cluster_slots(&slots).map_err(|e| RefreshError::Map(addr.to_string(), e))?
-            }
+            Err(MapError::NodeError(_)) => from_slots().await?,
             Err(error) => return Err(RefreshError::Map(addr.to_string(), error)),
         };
         Ok(View { map, epochs })
