@@ -59,9 +59,9 @@ case "$mode" in
         done
         ;;
     replay)
-        cargo build --manifest-path fuzz/Cargo.toml --release --no-default-features --bins
+        cargo build --manifest-path fuzz/Cargo.toml --profile replay --no-default-features --bins
         for target in "${TARGETS[@]}"; do
-            if ! "fuzz/target/release/$target" --replay --seconds "$PER_TARGET" --seed "${FUZZ_SEED:-1}"; then
+            if ! "fuzz/target/replay/$target" --replay --seconds "$PER_TARGET" --seed "${FUZZ_SEED:-1}"; then
                 echo "fuzz: $target found a failing input (see fuzz/artifacts/$target/)" >&2
                 exit 1
             fi
