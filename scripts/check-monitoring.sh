@@ -46,7 +46,7 @@ trap 'rm -rf "$work"' EXIT
 
 # One cargo run prints both the exported names and a sample rendering, each line after a marker.
 echo "== exported metrics (cargo test metrics::tests::print_)"
-cargo test --quiet -p redisforge-proxy --lib metrics::tests::print_ -- --nocapture --test-threads=1 >"$work/out"
+cargo test --quiet --workspace --lib metrics::tests::print_ -- --nocapture --test-threads=1 >"$work/out"
 # The markers are matched anywhere in a line: the harness's `test … ` may precede the first one.
 sed -n 's/^.*EXPORTED-METRIC //p' "$work/out" >"$work/names"
 sed -n 's/^.*RENDERED-METRICS //p' "$work/out" >"$work/metrics.txt"
