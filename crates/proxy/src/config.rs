@@ -20,7 +20,6 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;
 
 /// The whole proxy configuration, one field per TOML section.

@@ -18,7 +18,8 @@
 //!
 //! Beside the path: [`config`] (typed TOML config), [`tls`] (certificates, SIGHUP reload),
 //! [`auth`] (client users from a Redis ACL file), [`metrics`] (Prometheus metrics, `/healthz`,
-//! `/readyz`, the cluster health poller), [`logs`] (rate-limited logging), [`server`] (wiring),
+//! `/readyz`), [`health`] (the cluster health poller that feeds them), [`logs`] (rate-limited
+//! logging), [`server`] (wiring),
 //! [`slot`] (key → slot hashing), [`redirect`] (pure MOVED/ASK decisions), [`merge`] (combining
 //! split and fanned-out replies).
 //!
@@ -28,6 +29,7 @@
 pub mod auth;
 pub mod command;
 pub mod config;
+pub mod health;
 pub mod listener;
 pub mod logs;
 pub mod merge;

@@ -8,7 +8,7 @@
 //! form the nodes used (an array stays an array, a RESP3 set or map stays a set or map).
 //!
 //! Operator commands sent to named nodes (CONFIG, SLOWLOG, LATENCY, MEMORY) are merged in
-//! `merge_nodes.rs`: those merges know which node gave which reply and say so.
+//! `merge/nodes.rs`: those merges know which node gave which reply and say so.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -18,7 +18,6 @@ use bytes::{Bytes, BytesMut};
 use crate::command::Merge;
 use crate::resp::{FrameScanner, reply};
 
-#[path = "merge_nodes.rs"]
 mod nodes;
 
 /// Where one key of the original request went: which part, and its index among that part's keys.
@@ -377,9 +376,7 @@ fn scan_cursor(parts: &[Bytes], master: usize, masters: usize) -> Option<Bytes> 
     Some(out.freeze())
 }
 
-#[path = "merge_info.rs"]
 mod info;
 
 #[cfg(test)]
-#[path = "merge_tests.rs"]
 mod tests;

@@ -218,5 +218,4 @@ pub fn unknown_command(table: &CommandTable, request: &Request) -> Bytes {
 }
 
 #[cfg(test)]
-#[path = "router_tests.rs"]
 mod tests;

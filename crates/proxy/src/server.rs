@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use crate::auth::{Access, AclError};
 use crate::command::CommandTable;
 use crate::config::{Config, ConfigError, ReadFrom};
+use crate::health;
 use crate::listener;
-use crate::metrics::cluster;
 use crate::metrics::http::HealthCheck;
 use crate::metrics::{self, Metrics};
 use crate::resp::Limits;
@@ -21,7 +21,7 @@ use crate::session::{Shared, Stats};
 use crate::tls::{self, ReloadableAcceptor, TlsError, TlsFiles};
 use crate::topology::refresh::TopologySettings;
 use crate::topology::{RefreshSignal, Topology, Trigger};
-use crate::upstream::{ConnSettings, Upstreams, admin};
+use crate::upstream::{ConnSettings, Upstreams, connect};
 use sd_notify::NotifyState;
 
 /// Why the proxy could not start.
@@ -131,7 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::info!(%addr, "metrics and health endpoints listening");
         let health: HealthCheck = {
             let (metrics, topology) = (Arc::clone(&metrics), Arc::clone(&topology));
-            Arc::new(move || cluster::readiness(&metrics, &topology))
+            Arc::new(move || health::readiness(&metrics, &topology))
         };
         tokio::spawn(metrics::http::serve(listener, Arc::clone(&metrics), health, stop_rx.clone()));
     }
@@ -142,7 +142,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let table = learn_commands(&topology).await;
     topology.spawn_refresher();
-    cluster::spawn_health_poller(Arc::clone(&metrics), Arc::clone(&topology), HEALTH_POLL_INTERVAL);
+    health::spawn_health_poller(Arc::clone(&metrics), Arc::clone(&topology), HEALTH_POLL_INTERVAL);
 
     let access = Access::from_config(config.auth.as_ref(), &table)?;
     let shared = Arc::new(Shared {
@@ -255,7 +255,7 @@ async fn learn_commands(topology: &Topology) -> CommandTable {
     let Some(addr) = master else {
         return table;
     };
-    match admin::query(&addr, topology.upstreams().settings(), &[b"COMMAND"]).await {
+    match connect::query(&addr, topology.upstreams().settings(), &[b"COMMAND"]).await {
         Ok(reply) => {
             let learned = table.learn_from_command_reply(&reply);
             tracing::info!(node = %addr, learned, known = table.len(), "command table loaded");

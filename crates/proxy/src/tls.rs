@@ -524,7 +524,6 @@ fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
 }
 
 #[cfg(test)]
-#[path = "tls_tests.rs"]
 mod tests;
 
 /// The ACL user name a client certificate gives (`tls.client_user`): the subject's common name,

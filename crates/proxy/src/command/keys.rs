@@ -11,7 +11,6 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use super::Args;
 
-#[path = "getkeys.rs"]
 mod getkeys;
 pub use getkeys::GetKeysError;
 pub(super) use getkeys::command_getkeys;

@@ -250,7 +250,7 @@ pub enum Merge {
     /// documents the encoding). Keys are copied as received.
     ScanCursor { master: usize, masters: usize },
     /// `INFO` sections about the data (keyspace, stats, memory, commandstats, errorstats) of every
-    /// master as one reply: numbers summed, `avg_ttl` weighted by expires (see `merge_info.rs`).
+    /// master as one reply: numbers summed, `avg_ttl` weighted by expires (see `merge/info.rs`).
     InfoSums,
     /// CONFIG GET from every master (`nodes[i]` answered part `i`): the first master's reply with,
     /// per parameter, the value most masters have (a tie goes to the earliest master); parameters

@@ -37,7 +37,7 @@ pub enum Health {
 }
 
 /// Computes [`Health`] for each `/readyz` request; called on the metrics task, so it must be cheap
-/// and must not block (e.g. [`super::cluster::readiness`]).
+/// and must not block (e.g. [`crate::health::readiness`]).
 pub type HealthCheck = Arc<dyn Fn() -> Health + Send + Sync>;
 
 /// Serves the metrics endpoints on `listener` until `shutdown` turns true (or its sender is
@@ -134,5 +134,4 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 #[cfg(test)]
-#[path = "http_tests.rs"]
 mod tests;

@@ -4,11 +4,10 @@
 //! [`Metrics`] owns the registry and the handles. Per-command handles are resolved for every label
 //! of [`labels::LABELS`] at construction and found by index; per-node handles are resolved when a
 //! node's pool is created ([`Metrics::node`]). [`http`] serves `/metrics`, `/healthz` and `/readyz`;
-//! [`cluster`] polls the nodes for `node_up`, replication lag and slot coverage.
+//! [`crate::health`] polls the nodes for `node_up`, replication lag and slot coverage.
 //!
 //! The exported names are part of the external contract (SPEC "Metrics"): rename nothing.
 
-pub mod cluster;
 pub mod http;
 pub mod labels;
 #[cfg(test)]

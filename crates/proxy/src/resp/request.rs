@@ -356,5 +356,4 @@ fn hex(b: u8) -> u8 {
 }
 
 #[cfg(test)]
-#[path = "request_tests.rs"]
 mod tests;

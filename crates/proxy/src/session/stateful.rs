@@ -242,7 +242,7 @@ impl Session {
         if refusal.starts_with(b"-EXECABORT") {
             return refusal;
         }
-        let reason = crate::upstream::admin::first_line(&refusal);
+        let reason = crate::upstream::connect::first_line(&refusal);
         reply::error(&format!("EXECABORT Transaction discarded because of: {reason}"))
     }
 

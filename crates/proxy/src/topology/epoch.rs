@@ -93,5 +93,4 @@ pub fn resolve(mut views: Vec<View>) -> Option<SlotMap> {
 }
 
 #[cfg(test)]
-#[path = "epoch_tests.rs"]
 mod tests;

@@ -281,5 +281,4 @@ pub fn join_host_port(host: &str, port: i64) -> String {
 }
 
 #[cfg(test)]
-#[path = "map_tests.rs"]
 mod tests;

@@ -16,7 +16,7 @@ use super::epoch::{self, View};
 use super::map::{MapError, SlotMap};
 use super::{RefreshSignal, Trigger};
 use crate::slot::{SLOT_COUNT, Slot};
-use crate::upstream::{NodePool, UpstreamError, Upstreams, admin};
+use crate::upstream::{NodePool, UpstreamError, Upstreams, connect};
 
 /// Least time between two refreshes: a burst of `MOVED` replies during a reshard costs one refresh.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -245,14 +245,14 @@ impl Topology {
     async fn fetch(&self, addr: &str) -> Result<View, RefreshError> {
         let settings = self.upstreams.settings();
         let query_error = |error: UpstreamError| RefreshError::Query(addr.to_string(), error);
-        let answers = admin::query_all(addr, settings, &[&[b"CLUSTER", b"SHARDS"], &[b"CLUSTER", b"NODES"]])
+        let answers = connect::query_all(addr, settings, &[&[b"CLUSTER", b"SHARDS"], &[b"CLUSTER", b"NODES"]])
             .await
             .map_err(query_error)?;
         let [shards, nodes] = <[OwnedFrame; 2]>::try_from(answers)
             .map_err(|_| query_error(UpstreamError::ConnectionLost { addr: addr.to_string() }))?;
         let epochs = epoch::parse_cluster_nodes(&nodes);
         let from_slots = || async {
-            let slots = admin::query(addr, settings, &[b"CLUSTER", b"SLOTS"]).await.map_err(query_error)?;
+            let slots = connect::query(addr, settings, &[b"CLUSTER", b"SLOTS"]).await.map_err(query_error)?;
             SlotMap::from_cluster_slots(&slots).map_err(|e| RefreshError::Map(addr.to_string(), e))
         };
         let map = match SlotMap::from_cluster_shards(&shards, self.tls) {

@@ -13,7 +13,7 @@ use tokio::time::{MissedTickBehavior, interval, sleep};
 use super::lanes::NodeScripts;
 use super::stream::UpstreamStream;
 use super::{
-    ConnSettings, ReplySender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError, UpstreamReply, UpstreamRequest, admin,
+    ConnSettings, ReplySender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError, UpstreamReply, UpstreamRequest, connect,
 };
 use crate::auth::NodeUser;
 use crate::metrics::NodeMetrics;
@@ -147,7 +147,7 @@ async fn run(
     let extra: Vec<&[&[u8]]> = arguments.iter().map(Vec::as_slice).collect();
     let mut backoff = Duration::from_millis(25);
     loop {
-        match admin::connect(&addr, &settings, &extra).await {
+        match connect::connect(&addr, &settings, &extra).await {
             Ok(mut stream) => {
                 if let Some(id) = &mode.node_client_id {
                     id.store(node_client_id(&mut stream, &settings).await, std::sync::atomic::Ordering::Release);
@@ -191,7 +191,7 @@ async fn run(
 
 /// The node's `CLIENT ID` of a connection that just logged in; 0 when it cannot be had.
 async fn node_client_id(stream: &mut UpstreamStream, settings: &ConnSettings) -> u64 {
-    let asked = tokio::time::timeout(settings.command_timeout, admin::roundtrip(stream, &[b"CLIENT", b"ID"]));
+    let asked = tokio::time::timeout(settings.command_timeout, connect::roundtrip(stream, &[b"CLIENT", b"ID"]));
     match asked.await {
         Ok(Ok(reply)) => reply
             .strip_prefix(b":")

@@ -5,8 +5,8 @@
 //! never wait on a connection: they queue an [`UpstreamRequest`] and get an [`UpstreamReply`] on
 //! their own channel, tagged so they can put it back in their order.
 
-pub mod admin;
 pub mod conn;
+pub mod connect;
 pub mod lanes;
 pub mod pool;
 pub mod stream;

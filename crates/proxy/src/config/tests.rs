@@ -417,7 +417,7 @@ fn load_names_the_file() {
 
 #[test]
 fn example_config_is_valid_and_shows_defaults() {
-    let config = parse(include_str!("../../../config/redisforge.example.toml"));
+    let config = parse(include_str!("../../../../config/redisforge.example.toml"));
     assert_eq!(config.listen.max_clients, ListenConfig::default().max_clients);
     assert_eq!(config.limits, LimitsConfig::default());
     assert_eq!(config.topology, TopologyConfig::default());
@@ -428,7 +428,7 @@ fn example_config_is_valid_and_shows_defaults() {
 
 #[test]
 fn dev_config_is_valid() {
-    let config = parse(include_str!("../../../config/redisforge.dev.toml"));
+    let config = parse(include_str!("../../../../config/redisforge.dev.toml"));
     assert_eq!(config.listen.plain, Some("127.0.0.1:7379".parse().expect("addr")));
     assert_eq!(config.listen.tls, None);
     assert_eq!(config.tls, None);

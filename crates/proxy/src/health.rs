@@ -2,7 +2,7 @@
 //! short-lived connection, and turns the answers into `node_up`, `replication_lag_bytes`,
 //! `cluster_slots_covered`, `cluster_state_ok` and what `/readyz` reports.
 //!
-//! Polling uses its own connections ([`admin::query`]), never a client pipeline, so a slow or dead
+//! Polling uses its own connections ([`connect::query`]), never a client pipeline, so a slow or dead
 //! node delays the poll, not a request. Parsing and the health decision are pure functions.
 
 use std::collections::{HashMap, HashSet};
@@ -13,11 +13,11 @@ use redis_protocol::resp2::types::OwnedFrame;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::MissedTickBehavior;
 
-use super::Metrics;
-use super::http::Health;
+use crate::metrics::Metrics;
+use crate::metrics::http::Health;
 use crate::slot::SLOT_COUNT;
 use crate::topology::{Role, Topology};
-use crate::upstream::admin;
+use crate::upstream::connect;
 
 /// Shortest poll interval accepted; a zero interval would spin.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -223,7 +223,7 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
         let addr = addr.clone();
         let settings = Arc::clone(&settings);
         queries.spawn(async move {
-            let probe = match admin::query(&addr, &settings, &[b"INFO", b"server", b"replication"]).await {
+            let probe = match connect::query(&addr, &settings, &[b"INFO", b"server", b"replication"]).await {
                 Ok(OwnedFrame::BulkString(text)) => {
                     Probe::Up(Some(parse_info_replication(&String::from_utf8_lossy(&text))))
                 }
@@ -323,5 +323,4 @@ pub fn readiness(metrics: &Metrics, topology: &Topology) -> Health {
 }
 
 #[cfg(test)]
-#[path = "cluster_tests.rs"]
 mod tests;

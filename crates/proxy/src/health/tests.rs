@@ -214,7 +214,7 @@ fn start_cluster_node(dir: &std::path::Path) -> Node {
 }
 
 async fn send(addr: &str, args: &[&[u8]]) -> Option<OwnedFrame> {
-    admin::query(addr, &settings(), args).await.ok()
+    connect::query(addr, &settings(), args).await.ok()
 }
 
 fn text(frame: Option<OwnedFrame>) -> String {

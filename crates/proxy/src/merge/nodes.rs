@@ -252,5 +252,4 @@ pub(super) fn keyed_by_node(parts: &[Bytes], nodes: &[String], protocol: Protoco
 }
 
 #[cfg(test)]
-#[path = "merge_nodes_tests.rs"]
 mod tests;
