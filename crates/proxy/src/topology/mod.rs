@@ -1,13 +1,15 @@
 //! The cluster's shape as the proxy sees it: an immutable [`Routing`] snapshot swapped atomically
 //! (arc-swap), so a request sees either the old map or the new one, never half of each.
 //!
-//! [`map`] is the pure slot map; [`epoch`] settles nodes that disagree about it; [`refresh`] fetches
-//! it from the nodes on start-up, on a timer, and at once (debounced) when a `MOVED` or a failed
-//! node connection says it is stale.
+//! [`map`] is the pure slot map; [`routing`] pairs it with the nodes' pools; [`epoch`] settles
+//! nodes that disagree about it; [`refresh`] holds the live [`Topology`] and fetches the map from
+//! the nodes on start-up, on a timer, and at once (debounced) when a `MOVED` or a failed node
+//! connection says it is stale.
 
 pub mod epoch;
 pub mod map;
 pub mod refresh;
+mod routing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -15,7 +17,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::Notify;
 
 pub use map::{Node, Role, Shard, SlotMap};
-pub use refresh::{Routing, Topology};
+pub use refresh::Topology;
+pub use routing::Routing;
 
 /// Why a topology refresh ran; the label of `topology_refreshes_total{trigger}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

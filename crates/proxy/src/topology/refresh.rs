@@ -14,9 +14,9 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use super::epoch::{self, View};
 use super::map::{MapError, SlotMap};
-use super::{RefreshSignal, Trigger};
-use crate::slot::{SLOT_COUNT, Slot};
-use crate::upstream::{NodePool, UpstreamError, Upstreams, connect};
+use super::{RefreshSignal, Routing, Trigger};
+use crate::slot::SLOT_COUNT;
+use crate::upstream::{UpstreamError, Upstreams, connect};
 
 /// Least time between two refreshes: a burst of `MOVED` replies during a reshard costs one refresh.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -34,50 +34,6 @@ const FAST_POLL: Duration = Duration::from_millis(100);
 
 /// How long a node that failed a connection keeps the refresher in fast polling.
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
-
-/// One consistent view of the cluster: the slot map and the pools of the nodes it names.
-#[derive(Debug)]
-pub struct Routing {
-    pub map: SlotMap,
-    /// Pool of each shard's master, by shard index.
-    masters: Vec<Arc<NodePool>>,
-    /// Pools of each shard's replicas (empty when replicas are not read from).
-    replicas: Vec<Vec<Arc<NodePool>>>,
-    /// Increases with every swap.
-    pub generation: u64,
-}
-
-impl Routing {
-    fn empty() -> Routing {
-        Routing { map: SlotMap::from_shards(Vec::new()), masters: Vec::new(), replicas: Vec::new(), generation: 0 }
-    }
-
-    /// The pool of the master serving `slot`.
-    pub fn master(&self, slot: Slot) -> Option<&Arc<NodePool>> {
-        self.map.shard_for(slot).and_then(|shard| self.masters.get(shard))
-    }
-
-    /// The replica pools of the shard serving `slot`.
-    pub fn replicas(&self, slot: Slot) -> &[Arc<NodePool>] {
-        self.map.shard_for(slot).and_then(|shard| self.replicas.get(shard)).map_or(&[], |r| r.as_slice())
-    }
-
-    /// The master a client's keyless commands go to: spread over the masters by `affinity`, the
-    /// same one for the same client while the map stands.
-    pub fn any_master(&self, affinity: usize) -> Option<&Arc<NodePool>> {
-        (!self.masters.is_empty()).then(|| &self.masters[affinity % self.masters.len()])
-    }
-
-    /// Every master's pool, one per shard.
-    pub fn masters(&self) -> &[Arc<NodePool>] {
-        &self.masters
-    }
-
-    /// Whether every slot has an owner.
-    pub fn is_complete(&self) -> bool {
-        self.map.covered_slots() == usize::from(SLOT_COUNT)
-    }
-}
 
 /// The live topology: the current [`Routing`] and what keeps it fresh.
 pub struct Topology {
@@ -259,7 +215,7 @@ impl Topology {
             // Redis 7.4.1 lists the shard of a master promoted by a failover with no slots (its
             // CLUSTER SLOTS and NODES have them): a map with unowned slots is checked against
             // CLUSTER SLOTS, and the one that covers more wins.
-            Ok(map) if map.covered_slots() < usize::from(crate::slot::SLOT_COUNT) => match from_slots().await {
+            Ok(map) if map.covered_slots() < usize::from(SLOT_COUNT) => match from_slots().await {
                 Ok(by_slots) if by_slots.covered_slots() > map.covered_slots() => by_slots,
                 _ => map,
             },
