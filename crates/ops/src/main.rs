@@ -1,17 +1,14 @@
 //! `redisforge-ops`: operations toolkit for the cluster behind RedisForge.
 //!
-//! One module per verb group of `shared/SPEC.md`, each owning its clap arguments and a `run`:
-//! [`certs`], [`cluster`] and [`smoke`]; `backup`/`restore` join [`Command`] as they are built.
+//! The verbs live in the library (`lib.rs`): one module per verb group of `shared/SPEC.md`, each
+//! owning its clap arguments and a `run`.
 //!
 //! Exit status: 0 on success, 1 when a verb fails (the message on stderr says why; `cluster check`
 //! and `smoke` also exit 1 when they find problems, after printing their report), 2 for usage
 //! errors (clap's own).
 #![forbid(unsafe_code)]
 
-mod backup;
-mod certs;
-mod cluster;
-mod smoke;
+use redisforge_ops::{backup, certs, cluster, smoke};
 
 use std::process::ExitCode;
 

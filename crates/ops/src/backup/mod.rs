@@ -254,32 +254,24 @@ pub fn run_restore(args: &RestoreArgs) -> Result<(), BackupError> {
     restore::restore(args)
 }
 
-/// Test seam: `(id, complete)` of every backup at `url`, through the same code as `backup list`.
-#[cfg(test)]
-#[allow(dead_code)]
+/// `(id, complete)` of every backup at `url`, through the same code as `backup list`.
 pub fn backups_at(url: &str) -> Result<Vec<(String, bool)>, BackupError> {
     let loc = store::open(url, false)?;
     Ok(catalog::scan(&loc)?.into_iter().map(|b| (b.id, b.problem.is_none())).collect())
 }
 
-/// Test seam: one stored object at `url`, by path relative to it.
-#[cfg(test)]
-#[allow(dead_code)]
+/// One stored object at `url`, by path relative to it.
 pub fn read_object(url: &str, rel: &str) -> Result<Vec<u8>, BackupError> {
     let loc = store::open(url, false)?;
     loc.get_bytes(rel)?.ok_or_else(|| BackupError::NotFound { id: rel.to_owned(), location: loc.shown().to_owned() })
 }
 
-/// Test seam: overwrites one stored object at `url` (to corrupt a backup behind the tool's back).
-#[cfg(test)]
-#[allow(dead_code)]
+/// Overwrites one stored object at `url` (to corrupt a backup behind the tool's back).
 pub fn write_object(url: &str, rel: &str, bytes: &[u8]) -> Result<(), BackupError> {
     store::open(url, false)?.put_bytes(rel, bytes.to_vec())
 }
 
-/// Test seam: runs `f` with extra `AWS_*` variables for storage opened on this thread.
-#[cfg(test)]
-#[allow(dead_code)]
+/// Runs `f` with extra `AWS_*` variables for storage opened on this thread.
 pub fn with_storage_env<T>(vars: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
     store::with_env(vars, f)
 }

@@ -332,14 +332,12 @@ fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-#[cfg(test)]
 thread_local! {
     static ENV_OVERRIDES: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with extra `AWS_*` variables that win over the process environment for stores opened
-/// on this thread (tests run in parallel threads and cannot safely set process variables).
-#[cfg(test)]
+/// on this thread (callers on parallel threads, such as tests, cannot safely set process variables).
 pub fn with_env<T>(vars: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
     let vars = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let previous = ENV_OVERRIDES.with(|o| std::mem::replace(&mut *o.borrow_mut(), vars));
@@ -348,14 +346,8 @@ pub fn with_env<T>(vars: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
     result
 }
 
-#[cfg(test)]
 fn env_overrides(prefix: &str) -> Vec<(String, String)> {
     ENV_OVERRIDES.with(|o| o.borrow().iter().filter(|(k, _)| k.starts_with(prefix)).cloned().collect())
-}
-
-#[cfg(not(test))]
-fn env_overrides(_prefix: &str) -> Vec<(String, String)> {
-    Vec::new()
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub fn take(args: &TakeArgs) -> Result<(), BackupError> {
             .into_iter()
             .map(|(shard, worker)| {
                 worker.join().unwrap_or_else(|_| {
-                    Err(BackupError::Node { node: shard.master.addr.clone(), why: "backup worker panicked".to_owned() })
+                    Err(BackupError::Node { node: shard.master.addr(), why: "backup worker panicked".to_owned() })
                 })
             })
             .collect()
@@ -118,7 +118,7 @@ fn back_up_master(
     timeout: Duration,
 ) -> Result<MasterEntry, BackupError> {
     let master = &shard.master;
-    let mut node = Node::connect(&master.addr, login)?;
+    let mut node = Node::connect(&master.addr(), login)?;
     let snap = snapshot::take(&mut node, &master.id, aof, timeout)?;
     let mut files = Vec::with_capacity(snap.files.len());
     for file in &snap.files {
@@ -135,11 +135,17 @@ fn back_up_master(
         Persistence::Rdb => "RDB",
         Persistence::Aof => "AOF",
     };
-    println!("  {} {}: {kind} snapshot, {} files, {} uploaded", master.addr, master.id, files.len(), human_size(size));
+    println!(
+        "  {} {}: {kind} snapshot, {} files, {} uploaded",
+        master.addr(),
+        master.id,
+        files.len(),
+        human_size(size)
+    );
     Ok(MasterEntry {
         node_id: master.id.clone(),
-        address: master.addr.clone(),
-        slots: master.slots.clone(),
+        address: master.addr(),
+        slots: topology::slot_ranges(master),
         replicas: shard.replica_ids.clone(),
         redis_version: snap.redis_version,
         persistence: snap.persistence,

@@ -2,29 +2,7 @@
 //! `CLUSTER NODES`, plus `INFO` field lookup. Pure: text in, decisions out.
 
 use super::manifest::{SLOTS, SlotRange};
-
-/// One line of `CLUSTER NODES`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeLine {
-    /// Node id.
-    pub id: String,
-    /// `host:port` clients use.
-    pub addr: String,
-    /// Flags: `myself`, `master`, `slave`, `fail`, `handshake`, …
-    pub flags: Vec<String>,
-    /// The master's id, for replicas.
-    pub master_id: Option<String>,
-    /// Slots it serves.
-    pub slots: Vec<SlotRange>,
-    /// Whether a slot of it is being imported or migrated (`[slot->-id]` entries).
-    pub migrating: bool,
-}
-
-impl NodeLine {
-    fn has(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f == flag)
-    }
-}
+use crate::cluster::view::{NodeLine, View};
 
 /// A master that owns slots, with its replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,45 +13,22 @@ pub struct Shard {
     pub replica_ids: Vec<String>,
 }
 
-/// Parses `CLUSTER NODES`; `seed_host` stands in for an empty host (a node that does not know its
-/// own address yet reports `:port`).
+/// Parses `CLUSTER NODES` with the cluster verbs' parser ([`View::parse`]); `seed_host` stands in
+/// for an empty host (a node that does not know its own address yet reports `:port`).
 ///
 /// # Errors
 /// A message naming the line that could not be parsed.
 pub fn parse_cluster_nodes(text: &str, seed_host: &str) -> Result<Vec<NodeLine>, String> {
-    let mut nodes = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.len() < 8 {
-            return Err(format!("short CLUSTER NODES line: {line}"));
-        }
-        // ip:port@cport[,hostname]
-        let endpoint = fields[1].split(['@', ',']).next().unwrap_or_default();
-        let (host, port) = endpoint.rsplit_once(':').ok_or_else(|| format!("bad address in: {line}"))?;
-        let host = if host.is_empty() { seed_host } else { host };
-        let mut slots = Vec::new();
-        let mut migrating = false;
-        for slot in &fields[8..] {
-            if slot.starts_with('[') {
-                migrating = true;
-                continue;
-            }
-            let (a, b) = slot.split_once('-').unwrap_or((slot, slot));
-            let (Ok(start), Ok(end)) = (a.parse::<u16>(), b.parse::<u16>()) else {
-                return Err(format!("bad slot {slot:?} in: {line}"));
-            };
-            slots.push(SlotRange { start, end });
-        }
-        nodes.push(NodeLine {
-            id: fields[0].to_owned(),
-            addr: format!("{host}:{port}"),
-            flags: fields[2].split(',').map(str::to_owned).collect(),
-            master_id: Some(fields[3]).filter(|m| *m != "-").map(str::to_owned),
-            slots,
-            migrating,
-        });
+    let mut view = View::parse(text).map_err(|e| e.to_string())?;
+    for node in view.nodes.iter_mut().filter(|n| n.host.is_empty()) {
+        node.host = seed_host.to_owned();
     }
-    Ok(nodes)
+    Ok(view.nodes)
+}
+
+/// A node's slots as the manifest writes them.
+pub fn slot_ranges(node: &NodeLine) -> Vec<SlotRange> {
+    node.slots.iter().map(|&(start, end)| SlotRange { start, end }).collect()
 }
 
 /// The masters that own slots, sorted by their first slot, after checking that the cluster is in
@@ -83,26 +38,26 @@ pub fn parse_cluster_nodes(text: &str, seed_host: &str) -> Result<Vec<NodeLine>,
 /// A message when a slot-owning master is failing, a slot migration is in progress, or some slots
 /// have no master (such a backup could not be restored into a healthy cluster).
 pub fn shards(nodes: &[NodeLine]) -> Result<Vec<Shard>, String> {
-    if let Some(n) = nodes.iter().find(|n| n.migrating) {
-        return Err(format!("a slot migration is in progress on {} ({}); back up after it finished", n.addr, n.id));
+    if let Some(n) = nodes.iter().find(|n| !n.migrating.is_empty() || !n.importing.is_empty()) {
+        return Err(format!("a slot migration is in progress on {} ({}); back up after it finished", n.addr(), n.id));
     }
     let mut shards: Vec<Shard> = nodes
         .iter()
-        .filter(|n| n.has("master") && !n.slots.is_empty())
+        .filter(|n| n.flags.master && !n.slots.is_empty())
         .map(|m| Shard {
             master: m.clone(),
             replica_ids: nodes
                 .iter()
-                .filter(|r| r.master_id.as_deref() == Some(m.id.as_str()) && !r.has("master"))
+                .filter(|r| r.master_id.as_deref() == Some(m.id.as_str()) && !r.flags.master)
                 .map(|r| r.id.clone())
                 .collect(),
         })
         .collect();
-    if let Some(s) = shards.iter().find(|s| s.master.has("fail") || s.master.has("noaddr")) {
-        return Err(format!("master {} ({}) is failing; repair the cluster first", s.master.addr, s.master.id));
+    if let Some(s) = shards.iter().find(|s| s.master.flags.fail || s.master.flags.noaddr) {
+        return Err(format!("master {} ({}) is failing; repair the cluster first", s.master.addr(), s.master.id));
     }
-    shards.sort_by_key(|s| s.master.slots.iter().map(|r| r.start).min());
-    let gaps = uncovered(shards.iter().flat_map(|s| s.master.slots.iter().copied()));
+    shards.sort_by_key(|s| s.master.slots.iter().map(|&(start, _)| start).min());
+    let gaps = uncovered(shards.iter().flat_map(|s| slot_ranges(&s.master)));
     if !gaps.is_empty() {
         let list: Vec<String> = gaps.iter().map(|r| format!("{}-{}", r.start, r.end)).collect();
         return Err(format!("slots {} have no master; repair the cluster first", list.join(", ")));
@@ -165,11 +120,11 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
         let nodes = parse_cluster_nodes(NODES, "10.0.0.1").unwrap();
         assert_eq!(nodes.len(), 6);
         let shards = shards(&nodes).unwrap();
-        let addrs: Vec<&str> = shards.iter().map(|s| s.master.addr.as_str()).collect();
+        let addrs: Vec<String> = shards.iter().map(|s| s.master.addr()).collect();
         assert_eq!(addrs, ["10.0.0.1:30001", "127.0.0.1:30002", "127.0.0.1:30003"]);
         assert_eq!(shards[0].replica_ids, ["07c37dfeb235213a872192d90877d0cd55635b91"]);
-        assert_eq!(shards[0].master.slots, [SlotRange { start: 0, end: 5460 }]);
-        assert_eq!(nodes[0].addr, "127.0.0.1:30004", "hostname after the comma is not part of the address");
+        assert_eq!(slot_ranges(&shards[0].master), [SlotRange { start: 0, end: 5460 }]);
+        assert_eq!(nodes[0].addr(), "127.0.0.1:30004", "hostname after the comma is not part of the address");
     }
 
     #[test]
@@ -177,7 +132,7 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
         let line = "e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:1@2 master - 0 0 1 connected 0-10 12 14-16383";
         let nodes = parse_cluster_nodes(line, "x").unwrap();
         assert_eq!(nodes[0].slots.len(), 3);
-        assert_eq!(nodes[0].slots[1], SlotRange { start: 12, end: 12 });
+        assert_eq!(nodes[0].slots[1], (12, 12));
         let err = shards(&nodes).unwrap_err();
         assert!(err.contains("slots 11-11, 13-13 have no master"), "{err}");
     }

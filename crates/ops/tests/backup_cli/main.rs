@@ -2,93 +2,39 @@
 //! `redis-server` clusters on loopback, backups to a local directory and to a moto S3 server,
 //! restores into fresh nodes compared key by key (type, value, TTL present or not).
 //!
-//! The scenarios drive the binary. While `main.rs` does not dispatch the backup verbs yet
-//! (`redisforge-ops backup --help` fails), they print a note and run in-process through the same
-//! clap types and `run` functions instead; the binary-only checks are skipped with a note then.
-//! The module is compiled in here through `#[path]`, as is the unit tests' harness.
+//! The scenarios drive the binary; checks of what is stored call the library's backup module
+//! (`redisforge_ops::backup`) through the same code the verbs use.
 
-#[path = "../src/backup/mod.rs"]
-#[allow(dead_code)]
-mod backup;
-#[path = "../src/backup/testkit.rs"]
 #[allow(dead_code)]
 mod testkit;
 
+use redisforge_ops::backup;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use clap::Parser;
 use serde_json::Value as Json;
 use testkit::{KeyState, Nodes, S3Server, dump, fill, fill_big, query};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redisforge-ops");
 const KEYS: usize = 1000;
 
-/// The backup verbs exactly as `main.rs` declares them.
-#[derive(Parser, Debug)]
-struct Cli {
-    #[command(subcommand)]
-    command: Verb,
-}
+/// Runs the `redisforge-ops` binary.
+#[derive(Clone, Copy, Debug)]
+struct Tool;
 
-#[derive(clap::Subcommand, Debug)]
-enum Verb {
-    Backup(backup::BackupCommand),
-    Restore(backup::RestoreArgs),
-}
-
-/// How a scenario runs the tool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Driver {
-    Binary,
-    InProcess,
-}
-
-/// Exit status and what the user would read (stdout + stderr; in-process: the error message).
+/// Exit status and what the user would read (stdout + stderr).
 struct Outcome {
     code: i32,
     text: String,
 }
 
-fn wired() -> bool {
-    Command::new(BIN).args(["backup", "--help"]).output().is_ok_and(|o| o.status.success())
-}
-
-impl Driver {
-    fn pick() -> Driver {
-        if wired() {
-            Driver::Binary
-        } else {
-            testkit::note("`redisforge-ops backup` is not wired into main.rs yet; running the scenario in-process");
-            Driver::InProcess
-        }
-    }
-
+impl Tool {
     fn run(self, args: &[&str], env: &[(&str, String)]) -> Outcome {
-        match self {
-            Driver::Binary => {
-                let out = Command::new(BIN).args(args).envs(env.iter().map(|(k, v)| (k, v))).output().expect("run");
-                let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-                println!("$ redisforge-ops {}\n{text}", args.join(" "));
-                Outcome { code: out.status.code().unwrap_or(-1), text }
-            }
-            Driver::InProcess => {
-                let cli = match Cli::try_parse_from(std::iter::once("redisforge-ops").chain(args.iter().copied())) {
-                    Ok(cli) => cli,
-                    Err(e) => return Outcome { code: 2, text: e.to_string() },
-                };
-                let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                let result = backup::with_storage_env(&vars, || match &cli.command {
-                    Verb::Backup(cmd) => backup::run(cmd),
-                    Verb::Restore(args) => backup::run_restore(args),
-                });
-                match result {
-                    Ok(()) => Outcome { code: 0, text: String::new() },
-                    Err(e) => Outcome { code: 1, text: format!("redisforge-ops: {e}") },
-                }
-            }
-        }
+        let out = Command::new(BIN).args(args).envs(env.iter().map(|(k, v)| (k, v))).output().expect("run");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        println!("$ redisforge-ops {}\n{text}", args.join(" "));
+        Outcome { code: out.status.code().unwrap_or(-1), text }
     }
 
     fn ok(self, args: &[&str], env: &[(&str, String)]) -> String {
@@ -158,7 +104,7 @@ fn args<'a>(head: &[&'a str], nodes: &'a [String]) -> Vec<&'a str> {
 
 #[test]
 fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
-    let driver = Driver::pick();
+    let tool = Tool;
     let source = Nodes::cluster(3, 1, &[]);
     let seed = source.addrs()[0].clone();
     fill(&seed, KEYS);
@@ -168,11 +114,11 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     let url = format!("file://{}", store.path().display());
     let none = &[];
 
-    let text = driver.fails(&["backup", "--from", &seed, "--to", &url, "--aof"], none);
+    let text = tool.fails(&["backup", "--from", &seed, "--to", &url, "--aof"], none);
     assert!(text.contains("appendonly yes"), "{text}");
     assert!(backups(&url, none).is_empty(), "a failed backup left files behind");
 
-    driver.ok(&["backup", "--from", &seed, "--to", &url], none);
+    tool.ok(&["backup", "--from", &seed, "--to", &url], none);
     let first = only_backup(&url, none);
     let m = manifest(store.path(), &first);
     let masters = m["masters"].as_array().unwrap();
@@ -192,11 +138,9 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     }
     assert_eq!(slots, 16384);
 
-    let listed = driver.ok(&["backup", "list", &url], none);
-    if driver == Driver::Binary {
-        assert!(listed.lines().any(|l| l.starts_with(&first) && l.contains(" 3 ") && l.ends_with("yes")), "{listed}");
-    }
-    driver.ok(&["backup", "verify", &format!("{url}/{first}")], none);
+    let listed = tool.ok(&["backup", "list", &url], none);
+    assert!(listed.lines().any(|l| l.starts_with(&first) && l.contains(" 3 ") && l.ends_with("yes")), "{listed}");
+    tool.ok(&["backup", "verify", &format!("{url}/{first}")], none);
 
     // One flipped byte in one stored RDB.
     let rdb = first_file(&m, "rdb");
@@ -205,24 +149,24 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&stored, &bytes).unwrap();
-    let text = driver.fails(&["backup", "verify", &format!("{url}/{first}")], none);
+    let text = tool.fails(&["backup", "verify", &format!("{url}/{first}")], none);
     assert!(text.contains(&rdb) && text.contains("sha256"), "{text}");
 
     let targets = Nodes::fresh(4, &[]);
     let target_addrs = targets.addrs();
-    let text = driver.fails(&args(&["restore", &format!("{url}/{first}"), "--to"], &target_addrs), none);
+    let text = tool.fails(&args(&["restore", &format!("{url}/{first}"), "--to"], &target_addrs), none);
     assert!(text.contains(&rdb), "{text}");
     assert_untouched(&targets);
-    let text = driver.fails(&args(&["restore", &format!("{url}/{first}"), "--to"], &target_addrs[..2]), none);
+    let text = tool.fails(&args(&["restore", &format!("{url}/{first}"), "--to"], &target_addrs[..2]), none);
     assert!(text.contains("3 masters but --to names 2 nodes"), "{text}");
-    let text = driver.fails(&args(&["restore", &format!("{url}/{first}"), "--to"], &source.addrs()[..3]), none);
+    let text = tool.fails(&args(&["restore", &format!("{url}/{first}"), "--to"], &source.addrs()[..3]), none);
     assert!(text.contains("already in a cluster"), "{text}");
     assert_untouched(&targets);
 
-    driver.ok(&["backup", "--from", &seed, "--to", &url, "--keep", "1"], none);
+    tool.ok(&["backup", "--from", &seed, "--to", &url, "--keep", "1"], none);
     let second = only_backup(&url, none);
     assert_ne!(second, first, "--keep 1 kept the older backup");
-    driver.ok(&args(&["restore", &format!("{url}/{second}"), "--to"], &target_addrs), none);
+    tool.ok(&args(&["restore", &format!("{url}/{second}"), "--to"], &target_addrs), none);
     targets.wait_settled(3);
     assert_eq!(targets.replicas().len(), 1, "the fourth node becomes a replica");
     assert_same_keys(&expected, &dump(&targets.masters()));
@@ -231,7 +175,7 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
 #[test]
 fn s3_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     let Some(s3) = S3Server::start() else { return };
-    let driver = Driver::pick();
+    let tool = Tool;
     let env = s3.env();
     s3.put("/backups", b"");
     let url = "s3://backups/clusters/a";
@@ -242,18 +186,16 @@ fn s3_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     fill_big(&seed, "big", 12 << 20);
     let expected = dump(&source.masters());
 
-    driver.ok(&["backup", "--from", &seed, "--to", url], &env);
+    tool.ok(&["backup", "--from", &seed, "--to", url], &env);
     let first = only_backup(url, &env);
-    let listed = driver.ok(&["backup", "list", url], &env);
-    if driver == Driver::Binary {
-        assert!(listed.contains(&first) && listed.contains("yes"), "{listed}");
-    }
-    driver.ok(&["backup", "verify", &format!("{url}/{first}")], &env);
+    let listed = tool.ok(&["backup", "list", url], &env);
+    assert!(listed.contains(&first) && listed.contains("yes"), "{listed}");
+    tool.ok(&["backup", "verify", &format!("{url}/{first}")], &env);
     let m = fetch_manifest(url, &first, &env);
     let sizes = m["masters"].as_array().unwrap().iter().flat_map(|m| m["files"].as_array().unwrap().clone());
     assert!(sizes.filter_map(|f| f["size"].as_u64()).any(|s| s > 12 << 20), "no multipart-sized file: {m}");
 
-    let missing = driver.fails(&["backup", "verify", &format!("{url}/20000101T000000Z")], &env);
+    let missing = tool.fails(&["backup", "verify", &format!("{url}/20000101T000000Z")], &env);
     assert!(missing.contains("no complete backup 20000101T000000Z"), "{missing}");
 
     // Overwrite one stored object behind the tool's back.
@@ -261,14 +203,14 @@ fn s3_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     backup::with_storage_env(&vars, || backup::write_object(url, &format!("{first}/{rdb}"), b"not an rdb"))
         .expect("overwrite a stored file");
-    let text = driver.fails(&["backup", "verify", &format!("{url}/{first}")], &env);
+    let text = tool.fails(&["backup", "verify", &format!("{url}/{first}")], &env);
     assert!(text.contains(&rdb), "{text}");
 
-    driver.ok(&["backup", "--from", &seed, "--to", url, "--keep", "1"], &env);
+    tool.ok(&["backup", "--from", &seed, "--to", url, "--keep", "1"], &env);
     let second = only_backup(url, &env);
     assert_ne!(second, first);
     let targets = Nodes::fresh(3, &[]);
-    driver.ok(&args(&["restore", &format!("{url}/{second}"), "--to"], &targets.addrs()), &env);
+    tool.ok(&args(&["restore", &format!("{url}/{second}"), "--to"], &targets.addrs()), &env);
     targets.wait_settled(3);
     assert_same_keys(&expected, &dump(&targets.masters()));
 }
@@ -283,7 +225,7 @@ fn fetch_manifest(url: &str, id: &str, env: &[(&str, String)]) -> Json {
 
 #[test]
 fn aof_backups_copy_the_aof_directory_and_restore_key_for_key() {
-    let driver = Driver::pick();
+    let tool = Tool;
     let source = Nodes::cluster(3, 0, &["appendonly yes"]);
     let seed = source.addrs()[0].clone();
     fill(&seed, KEYS);
@@ -291,7 +233,7 @@ fn aof_backups_copy_the_aof_directory_and_restore_key_for_key() {
     let store = tempfile::tempdir().unwrap();
     let url = format!("file://{}", store.path().display());
 
-    driver.ok(&["backup", "--from", &seed, "--to", &url, "--aof"], &[]);
+    tool.ok(&["backup", "--from", &seed, "--to", &url, "--aof"], &[]);
     let id = only_backup(&url, &[]);
     let m = manifest(store.path(), &id);
     for master in m["masters"].as_array().unwrap() {
@@ -301,22 +243,18 @@ fn aof_backups_copy_the_aof_directory_and_restore_key_for_key() {
             assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
         }
     }
-    driver.ok(&["backup", "verify", &format!("{url}/{id}")], &[]);
+    tool.ok(&["backup", "verify", &format!("{url}/{id}")], &[]);
     let targets = Nodes::fresh(3, &[]);
-    driver.ok(&args(&["restore", &format!("{url}/{id}"), "--to"], &targets.addrs()), &[]);
+    tool.ok(&args(&["restore", &format!("{url}/{id}"), "--to"], &targets.addrs()), &[]);
     targets.wait_settled(3);
     assert_same_keys(&expected, &dump(&targets.masters()));
 }
 
 #[test]
 fn cli_usage_errors_exit_2_and_failures_exit_1_with_a_reason() {
-    if !wired() {
-        testkit::note("SKIPPED: `redisforge-ops backup` is not wired into main.rs yet");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().display());
-    let d = Driver::Binary;
+    let d = Tool;
     assert_eq!(d.run(&["backup"], &[]).code, 2);
     assert_eq!(d.run(&["backup", "--from", "127.0.0.1:1", "--to", &url, "--keep", "0"], &[]).code, 2);
     assert_eq!(d.run(&["restore", &format!("{url}/20250101T000000Z")], &[]).code, 2);
@@ -333,12 +271,6 @@ fn cli_usage_errors_exit_2_and_failures_exit_1_with_a_reason() {
 
 #[test]
 fn acl_login_reads_the_password_from_pass_env_and_never_prints_it() {
-    if !wired() {
-        testkit::note(
-            "SKIPPED: `redisforge-ops backup` is not wired into main.rs yet (--pass-env reads the process env)",
-        );
-        return;
-    }
     const PASS: &str = "Pa55-w0rd-for-backup";
     let acl = format!("user ops on >{PASS} ~* &* +@all");
     let source = Nodes::cluster(1, 0, &[&acl]);
@@ -347,7 +279,7 @@ fn acl_login_reads_the_password_from_pass_env_and_never_prints_it() {
     let expected = dump(&source.masters());
     let store = tempfile::tempdir().unwrap();
     let url = format!("file://{}", store.path().display());
-    let d = Driver::Binary;
+    let d = Tool;
     let login = ["--user", "ops", "--pass-env", "RF_BACKUP_TEST_PASS"];
 
     let wrong = [("RF_BACKUP_TEST_PASS", "not-the-password".to_owned())];
