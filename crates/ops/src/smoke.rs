@@ -15,6 +15,7 @@ use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::Value;
+use redisforge_cluster::slot::key_slot;
 
 use crate::cluster::node::{ConnArgs, Connector, Node, NodeError};
 use crate::cluster::parse_duration;
@@ -343,42 +344,9 @@ fn unique_token() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-/// Redis Cluster hash slot of a key: CRC16 (XMODEM) of the hash tag or whole key, mod 16384.
-pub fn key_slot(key: &[u8]) -> u16 {
-    let hashed = match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    crc16(hashed) % 16384
-}
-
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in data {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-        }
-    }
-    crc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_slots_match_redis() {
-        // Values from CLUSTER KEYSLOT on redis-server 7.
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % 16384, "empty tag: whole key");
-        // The CRC16/XMODEM check value.
-        assert_eq!(crc16(b"123456789"), 0x31C3);
-    }
 
     #[test]
     fn smoke_keys_land_in_three_different_slots() {

@@ -39,7 +39,8 @@ pub mod resp;
 pub mod router;
 pub mod server;
 pub mod session;
-pub mod slot;
+/// Key → hash slot ([`redisforge_cluster::slot`], shared with the ops toolkit and the tests).
+pub use redisforge_cluster::slot;
 pub mod tls;
 pub mod topology;
 pub mod upstream;

@@ -142,29 +142,11 @@ impl Node {
     }
 }
 
-/// Splits `host:port`, `[v6]:port` included.
-pub fn split_addr(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, port.parse().ok()?))
-}
+pub use redisforge_cluster::addr::split_addr;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_split_into_host_and_port() {
-        assert_eq!(split_addr("127.0.0.1:7000"), Some(("127.0.0.1", 7000)));
-        assert_eq!(split_addr("[::1]:7000"), Some(("::1", 7000)));
-        assert_eq!(split_addr("redis-0.svc:6379"), Some(("redis-0.svc", 6379)));
-        assert_eq!(split_addr("nohost"), None);
-        assert_eq!(split_addr(":7000"), None);
-        assert_eq!(split_addr("h:99999"), None);
-    }
 
     #[test]
     fn login_debug_hides_the_password() {

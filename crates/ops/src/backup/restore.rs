@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use super::loader::{self, Loader};
 use super::manifest::{Manifest, SLOTS, SlotRange};
 use super::node::{Login, Node, split_addr};
-use super::topology::{info_field, info_num};
 use super::{BackupError, RestoreArgs, catalog, human_size, store};
+use redisforge_cluster::info::{info_field, info_num};
 
 /// Longest wait for the targets to meet, and again for `cluster_state:ok`.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::BackupError;
 use super::manifest::{AofLayout, FileKind, Persistence, is_safe_name};
 use super::node::Node;
-use super::topology::{info_field, info_num};
+use redisforge_cluster::info::{info_field, info_num};
 
 /// Pause between two `INFO persistence` polls.
 const POLL: Duration = Duration::from_millis(100);

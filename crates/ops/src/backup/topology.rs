@@ -2,7 +2,7 @@
 //! `CLUSTER NODES`, plus `INFO` field lookup. Pure: text in, decisions out.
 
 use super::manifest::{SLOTS, SlotRange};
-use crate::cluster::view::{NodeLine, View};
+use redisforge_cluster::nodes::{NodeLine, View};
 
 /// A master that owns slots, with its replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,16 +92,6 @@ pub fn uncovered(ranges: impl IntoIterator<Item = SlotRange>) -> Vec<SlotRange> 
     gaps
 }
 
-/// The value of `name:` in an `INFO` reply.
-pub fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(':'))).map(str::trim)
-}
-
-/// An `INFO` field as an integer.
-pub fn info_num(info: &str, name: &str) -> Option<i64> {
-    info_field(info, name).and_then(|v| v.parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,14 +143,5 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 1 conn
         assert!(parse_cluster_nodes("abc", "h").unwrap_err().contains("abc"));
         let bad = "e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:1@2 master - 0 0 1 connected x-y";
         assert!(parse_cluster_nodes(bad, "h").unwrap_err().contains("bad slot"));
-    }
-
-    #[test]
-    fn info_fields_are_found_by_exact_name() {
-        let info = "# Persistence\r\nrdb_bgsave_in_progress:0\r\nrdb_last_bgsave_status:ok\r\nrdb_saves:3\r\n";
-        assert_eq!(info_field(info, "rdb_last_bgsave_status"), Some("ok"));
-        assert_eq!(info_num(info, "rdb_saves"), Some(3));
-        assert_eq!(info_field(info, "rdb_bgsave"), None);
-        assert_eq!(info_num(info, "missing"), None);
     }
 }

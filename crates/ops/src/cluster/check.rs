@@ -20,8 +20,8 @@ use std::time::Duration;
 use super::migrate::{MoveOpts, close_open_slots};
 use super::node::{ConnArgs, Connector, Pool};
 use super::state::{ClusterState, short};
-use super::view::fmt_ranges;
 use super::{ClusterError, parse_duration, parse_zone, summary_table, wait_for, zone_map};
+use redisforge_cluster::nodes::fmt_ranges;
 
 /// `redisforge-ops cluster check`.
 #[derive(Debug, Clone, clap::Args)]
@@ -162,7 +162,7 @@ pub fn diagnose(state: &ClusterState, zones: &BTreeMap<String, String>, min_repl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::view::View;
+    use redisforge_cluster::nodes::View;
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";

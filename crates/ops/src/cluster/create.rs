@@ -19,8 +19,9 @@ use std::time::Duration;
 use super::node::{ConnArgs, Connector, Pool, split_addr};
 use super::plan::{self, Member};
 use super::state::ClusterState;
-use super::view::{NodeLine, SLOTS, View, to_ranges};
 use super::{ClusterError, normalize_addr, parse_duration, parse_zone, resolve_ip, summary_table, wait_for, zone_map};
+use redisforge_cluster::nodes::{NodeLine, View, to_ranges};
+use redisforge_cluster::slot::SLOT_COUNT;
 
 /// `redisforge-ops cluster create`.
 #[derive(Debug, Clone, clap::Args)]
@@ -132,7 +133,7 @@ pub fn run(args: &CreateArgs) -> Result<(), ClusterError> {
             add_slots(&mut pool, &p.addr, a, b)?;
         }
     }
-    eprintln!("create: assigned {SLOTS} slots to {masters} masters");
+    eprintln!("create: assigned {SLOT_COUNT} slots to {masters} masters");
 
     let first = &nodes[0];
     for p in &probes[1..] {
@@ -180,7 +181,7 @@ fn already_created(probes: &[Probe], masters: usize, replicas: usize, zones: &BT
     let Some(view) = probes.first().map(|p| &p.view) else { return false };
     let given: BTreeSet<String> = probes.iter().map(|p| p.addr.clone()).collect();
     let known: BTreeSet<String> = view.nodes.iter().map(NodeLine::addr).collect();
-    if given != known || view.covered() != usize::from(SLOTS) {
+    if given != known || view.covered() != usize::from(SLOT_COUNT) {
         return false;
     }
     let owners: Vec<&NodeLine> = view.masters().filter(|m| !m.slots.is_empty()).collect();

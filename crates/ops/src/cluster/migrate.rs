@@ -22,7 +22,7 @@ use super::ClusterError;
 use super::node::{NodeError, Pool, split_addr};
 use super::plan::Move;
 use super::state::{ClusterState, OpenSlot, short};
-use super::view::NodeLine;
+use redisforge_cluster::nodes::NodeLine;
 
 /// `MIGRATE` timeout (milliseconds) per I/O step between the nodes; below the client's 10 s read
 /// timeout, so the node gives up (and says why) before we do.

@@ -17,7 +17,6 @@ pub mod node;
 pub mod plan;
 pub mod reshard;
 pub mod state;
-pub mod view;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -25,8 +24,8 @@ use std::time::{Duration, Instant};
 
 pub use node::NodeError;
 use plan::PlanError;
+use redisforge_cluster::nodes::{View, fmt_ranges};
 use state::{ClusterState, short};
-use view::{View, fmt_ranges};
 
 /// `redisforge-ops cluster …`
 #[derive(Debug, clap::Subcommand)]

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use redis::{Client, ConnectionAddr, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
 
-use super::view::{ParseError, View, info_fields};
+use redisforge_cluster::info::info_fields;
+use redisforge_cluster::nodes::{ParseError, View};
 
 /// Connect and per-command timeout; MIGRATE batches get their own, longer timeout on top.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,13 +107,8 @@ impl NodeError {
 /// # Errors
 /// [`NodeError::BadAddress`].
 pub fn split_addr(addr: &str) -> Result<(String, u16), NodeError> {
-    let bad = || NodeError::BadAddress(addr.to_owned());
-    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-    let port = port.parse().map_err(|_| bad())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(bad());
-    }
+    let (host, port) =
+        redisforge_cluster::addr::split_addr(addr).ok_or_else(|| NodeError::BadAddress(addr.to_owned()))?;
     Ok((host.to_owned(), port))
 }
 

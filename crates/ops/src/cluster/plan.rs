@@ -1,7 +1,7 @@
 //! Pure planning for the cluster verbs: the even slot split of `create`, replica placement by zone
 //! and host, and the slot moves of `rebalance`, `add` and `remove`. No I/O; unit-tested here.
 
-use super::view::SLOTS;
+use redisforge_cluster::slot::SLOT_COUNT;
 
 /// Why no plan exists for the requested shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,13 +34,13 @@ pub enum PlanError {
 /// Contiguous, even split of the 16384 slots over `masters` masters: master `i` gets
 /// `i*16384/M ..= (i+1)*16384/M - 1`, so sizes differ by at most one.
 pub fn even_ranges(masters: usize) -> Vec<(u16, u16)> {
-    let total = usize::from(SLOTS);
+    let total = usize::from(SLOT_COUNT);
     (0..masters)
         .map(|i| {
             let first = i * total / masters;
             let last = (i + 1) * total / masters - 1;
             // Both are below 16384 because i < masters.
-            (u16::try_from(first).unwrap_or(SLOTS - 1), u16::try_from(last).unwrap_or(SLOTS - 1))
+            (u16::try_from(first).unwrap_or(SLOT_COUNT - 1), u16::try_from(last).unwrap_or(SLOT_COUNT - 1))
         })
         .collect()
 }
@@ -310,12 +310,12 @@ mod tests {
             let ranges = even_ranges(m);
             assert_eq!(ranges.len(), m);
             assert_eq!(ranges[0].0, 0);
-            assert_eq!(ranges[m - 1].1, SLOTS - 1);
+            assert_eq!(ranges[m - 1].1, SLOT_COUNT - 1);
             for pair in ranges.windows(2) {
                 assert_eq!(pair[0].1 + 1, pair[1].0, "gap or overlap for {m} masters");
             }
             let sizes: Vec<usize> = ranges.iter().map(|&(a, b)| usize::from(b - a) + 1).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), usize::from(SLOTS));
+            assert_eq!(sizes.iter().sum::<usize>(), usize::from(SLOT_COUNT));
             assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{m}: {sizes:?}");
         }
         assert_eq!(even_ranges(3), [(0, 5460), (5461, 10921), (10922, 16383)]);

@@ -281,7 +281,7 @@ fn balance(pool: &mut Pool, seed: &str, threshold: f64, moves: &MoveArgs, label:
     if !uncovered.is_empty() {
         return Err(ClusterError::Refused(format!(
             "slots {} are not covered; fix coverage before rebalancing (see `cluster check`)",
-            super::view::fmt_ranges(&uncovered)
+            redisforge_cluster::nodes::fmt_ranges(&uncovered)
         )));
     }
     let planned = plan::rebalance_moves(&state.master_slots(), threshold);
@@ -318,7 +318,7 @@ fn finish_interrupted(pool: &mut Pool, seed: &str, moves: &MoveArgs) -> Result<C
 }
 
 /// [`ClusterState::find`], with `host:port` given by name resolved first.
-fn find_node<'a>(state: &'a ClusterState, what: &str) -> Result<&'a super::view::NodeLine, ClusterError> {
+fn find_node<'a>(state: &'a ClusterState, what: &str) -> Result<&'a redisforge_cluster::nodes::NodeLine, ClusterError> {
     match state.find(what) {
         Err(e) if what.contains(':') => normalize_addr(what).map_or(Err(e), |addr| state.find(&addr)),
         found => found,

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::ClusterError;
 use super::node::Pool;
 use super::plan::MasterSlots;
-use super::view::{NodeLine, SLOTS, View, to_ranges};
+use redisforge_cluster::nodes::{NodeLine, View, to_ranges};
+use redisforge_cluster::slot::SLOT_COUNT;
 
 /// A slot a node has marked open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,7 @@ impl ClusterState {
     /// Slots no master owns in the seed's view, as ranges.
     pub fn uncovered(&self) -> Vec<(u16, u16)> {
         let owners = self.view.slot_owners();
-        to_ranges((0..SLOTS).filter(|&s| owners[usize::from(s)].is_none()))
+        to_ranges((0..SLOT_COUNT).filter(|&s| owners[usize::from(s)].is_none()))
     }
 
     /// Reachable nodes whose view differs from the seed's — slot owners, roles (master, replica of
@@ -141,9 +142,12 @@ impl ClusterState {
         for (id, view) in &self.views {
             let addr = self.addr_of(id).unwrap_or_else(|| id.clone());
             let owners = view.slot_owners();
-            let differ = to_ranges((0..SLOTS).filter(|&s| owners[usize::from(s)] != reference[usize::from(s)]));
+            let differ = to_ranges((0..SLOT_COUNT).filter(|&s| owners[usize::from(s)] != reference[usize::from(s)]));
             if !differ.is_empty() {
-                out.push((addr.clone(), format!("slot owners differ for {}", super::view::fmt_ranges(&differ))));
+                out.push((
+                    addr.clone(),
+                    format!("slot owners differ for {}", redisforge_cluster::nodes::fmt_ranges(&differ)),
+                ));
             }
             // Roles: a REPLICATE (or failover) reaches the other nodes by gossip, a moment later.
             let role = |n: &NodeLine| {
@@ -185,7 +189,7 @@ impl ClusterState {
         }
         let uncovered = self.uncovered();
         if !uncovered.is_empty() {
-            return Err(format!("slots {} are not covered", super::view::fmt_ranges(&uncovered)));
+            return Err(format!("slots {} are not covered", redisforge_cluster::nodes::fmt_ranges(&uncovered)));
         }
         if let Some(open) = self.open_slots().first() {
             return Err(format!("slot {} is still open", open.slot));

@@ -1,7 +1,7 @@
 //! Test harness for the backup suites: real `redis-server` clusters on loopback, test data of every
 //! type, a key-by-key dump for comparisons, and the moto S3 server of `scripts/s3-test-server.sh`.
 //!
-//! Not part of the binary: only `crates/ops/tests/backup_cli.rs` compiles it (`#[path]`).
+//! Not part of the binary: the backup suite's own helpers (`mod testkit` in `main.rs`).
 //! Ports come from the workspace harness (`redisforge_tests::reserve_port`, a flock per port shared
 //! with every other suite); servers are still retried on a fresh port if a bind fails.
 //! Every process started here is killed by PID on drop, and by a watchdog if the test process

@@ -16,19 +16,17 @@ use crate::slot::{SLOT_COUNT, Slot};
 
 /// Config epoch of each node, by node id, from a `CLUSTER NODES` reply.
 ///
-/// Each line is `id addr flags master-id ping-sent pong-recv config-epoch link-state slots…`;
-/// lines that do not parse are skipped (a node with an unknown epoch counts as epoch 0).
+/// Lines are read with the shared `CLUSTER NODES` parser; lines that do not parse are skipped (a
+/// node with an unknown epoch counts as epoch 0).
 pub fn parse_cluster_nodes(reply: &OwnedFrame) -> HashMap<String, u64> {
     let text = match reply {
         OwnedFrame::BulkString(bytes) | OwnedFrame::SimpleString(bytes) => String::from_utf8_lossy(bytes),
         _ => return HashMap::new(),
     };
     text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let epoch = fields.get(6)?.parse().ok()?;
-            Some((fields.first()?.to_string(), epoch))
-        })
+        .filter(|line| !line.trim().is_empty())
+        .filter_map(|line| redisforge_cluster::nodes::parse_line(line.trim()).ok())
+        .map(|node| (node.id, node.config_epoch))
         .collect()
 }
 

@@ -6,10 +6,7 @@
 //! `[N->-<id>]` (migrating to `id`) or `[N-<-<id>]` (importing from `id`). Open-slot markers only
 //! ever appear on the `myself` line.
 
-use std::collections::BTreeMap;
-
-/// Number of hash slots in a Redis Cluster.
-pub const SLOTS: u16 = 16384;
+use crate::slot::SLOT_COUNT as SLOTS;
 
 /// Why a `CLUSTER NODES` reply could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,7 +162,11 @@ impl View {
     }
 }
 
-fn parse_line(line: &str) -> Result<NodeLine, ParseError> {
+/// Parses one line of `CLUSTER NODES`.
+///
+/// # Errors
+/// What is wrong with the line.
+pub fn parse_line(line: &str) -> Result<NodeLine, ParseError> {
     let err = |reason| ParseError { line: line.to_owned(), reason };
     let fields: Vec<&str> = line.split_whitespace().collect();
     if fields.len() < 8 {
@@ -268,15 +269,6 @@ pub fn fmt_ranges(ranges: &[(u16, u16)]) -> String {
     parts.join(",")
 }
 
-/// `key:value` lines of `CLUSTER INFO` / `INFO` as a map (comments and blank lines skipped).
-pub fn info_fields(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.trim().split_once(':'))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,12 +347,5 @@ a1b2c3d4e5f60718293a4b5c6d7e8f9012345678 :0@0 master,fail,noaddr - 1426238316232
         assert_eq!(to_ranges([5, 1, 2, 3, 9, 10, 3]), [(1, 3), (5, 5), (9, 10)]);
         assert_eq!(fmt_ranges(&to_ranges([5, 1, 2, 3, 9, 10])), "1-3,5,9-10");
         assert_eq!(fmt_ranges(&[]), "-");
-    }
-
-    #[test]
-    fn info_fields_skip_sections() {
-        let info = info_fields("# Cluster\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\n");
-        assert_eq!(info.get("cluster_state").map(String::as_str), Some("ok"));
-        assert_eq!(info.get("cluster_slots_assigned").map(String::as_str), Some("16384"));
     }
 }
