@@ -22,11 +22,6 @@
 //! Under nextest every test has its own cluster; the walk is sequential and owns that cluster's
 //! keyspace, which it flushes between sides and cases.
 
-#[path = "command_walk/cases.rs"]
-mod cases;
-#[path = "command_walk/resp.rs"]
-mod resp;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -34,10 +29,8 @@ use redisforge_proxy::command::{CommandTable, Handling};
 use redisforge_proxy::slot::key_slot;
 use redisforge_tests::{Cluster, Proxy, ProxyOptions, SlotRange, http_get};
 
-use cases::{Case, Line, Mode, Presence, Tags};
-use resp::{Conn, Frame, show};
-
-const CASES: &str = include_str!("command_walk/cases.txt");
+use redisforge_tests::command_cases::{self as cases, CASES, Case, Line, Mode, Presence, Tags};
+use redisforge_tests::resp::{Conn, Frame, show};
 
 /// Commands `COMMAND` reports that have no case, with the reason. Keep it short: a command here
 /// is not checked at all.

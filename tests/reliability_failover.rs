@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 use redisforge_proxy::slot::key_slot;
-use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, read_until, wait_until};
+use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, connect, read_until, wait_until};
 
 /// Load clients, each on its own proxy connection.
 const CLIENTS: usize = 8;
@@ -50,15 +50,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A connection to the proxy with bounded connect, read and write times.
-fn connect(addr: &str) -> redis::RedisResult<Connection> {
-    let client = redis::Client::open(format!("redis://{addr}/"))?;
-    let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
-    con.set_read_timeout(Some(Duration::from_secs(10)))?;
-    con.set_write_timeout(Some(Duration::from_secs(10)))?;
-    Ok(con)
 }
 
 /// A reply that was an error, with when its request was sent and whether its key lived on the

@@ -24,11 +24,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 const STUCK_BOUND: Duration = Duration::from_millis(1500);
 
 fn connect(addr: &str) -> Connection {
-    let client = redis::Client::open(format!("redis://{addr}/")).expect("proxy address");
-    let con = client.get_connection_with_timeout(Duration::from_secs(5)).expect("connect to the proxy");
-    con.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
-    con.set_write_timeout(Some(Duration::from_secs(10))).expect("write timeout");
-    con
+    redisforge_tests::connect(addr).expect("connect to the proxy")
 }
 
 /// Keys with `prefix` whose slot `wanted` accepts, `n` of them.

@@ -23,7 +23,7 @@ use redis::{Cmd, Connection, Value};
 use redisforge_proxy::resp::FrameScanner;
 use redisforge_proxy::slot::key_slot;
 use redisforge_tests::process::{fd_count, rss_bytes};
-use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, http_get, wait_until};
+use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, connect, http_get, wait_until};
 
 const CLIENTS: usize = 8;
 /// Soak length without `REDISFORGE_SOAK_SECS`.
@@ -44,14 +44,6 @@ const FD_SLACK: usize = 4;
 fn soak_duration() -> Duration {
     let secs = std::env::var("REDISFORGE_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SECS);
     Duration::from_secs(secs.max(30))
-}
-
-fn connect(addr: &str) -> redis::RedisResult<Connection> {
-    let client = redis::Client::open(format!("redis://{addr}/"))?;
-    let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
-    con.set_read_timeout(Some(Duration::from_secs(10)))?;
-    con.set_write_timeout(Some(Duration::from_secs(10)))?;
-    Ok(con)
 }
 
 /// The proxy's TCP sockets as `local -> remote` ports (from `/proc/net/tcp`), for failure messages.

@@ -7,7 +7,7 @@
 //! up to a barrier the admin publishes after the run: pub/sub delivery keeps order per channel
 //! class and node, so everything published before the barrier has arrived when it does.
 
-use super::resp::{Conn, Frame};
+use redisforge_tests::resp::{Conn, Frame};
 
 /// Keys and messages, sorted, so both sides compare with `==`.
 #[derive(Debug, PartialEq, Eq, Default)]

@@ -6,7 +6,7 @@
 //! may only reach keys of its declared slot in a cluster (a documented difference this suite does
 //! not test). `{t}` stays the declared key's placeholder and takes both prefixes, as in the table.
 
-use super::cases::{Case, Mode, Presence};
+use redisforge_tests::command_cases::{Case, Mode, Presence};
 
 /// A small deterministic generator (xorshift64*): the same seed gives the same cases everywhere.
 pub struct Rng(u64);

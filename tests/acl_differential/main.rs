@@ -10,24 +10,14 @@
 //! Each case runs on new connections, so cases that change the connection (QUIT, HELLO, AUTH,
 //! subscriptions) are walked too.
 
-// The command walk's case file and raw RESP client; this suite uses part of the client only.
-#[allow(dead_code)]
-#[path = "../command_walk/cases.rs"]
-mod cases;
-#[allow(dead_code)]
-#[path = "../command_walk/resp.rs"]
-mod resp;
-
-use cases::{Case, Tags};
 use effects::Observer;
 use redisforge_proxy::slot::key_slot;
 use redisforge_tests::AclSides;
-use resp::{Conn, show};
+use redisforge_tests::command_cases::{self as cases, CASES, Case, Tags};
+use redisforge_tests::resp::{self, Conn, show};
 
 mod effects;
 mod generated;
-
-const CASES: &str = include_str!("../command_walk/cases.txt");
 
 const USERS: &str = "\
 user admin on >admin-pass ~* &* +@all

@@ -29,10 +29,12 @@
 
 mod acl_sides;
 pub mod cluster;
+pub mod command_cases;
 mod conn;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod resp;
 pub mod server;
 pub mod tls;
 
@@ -47,6 +49,16 @@ pub use process::Signal;
 pub use proxy::{Proxy, ProxyOptions};
 pub use server::RedisServer;
 pub use tls::{NodeTls, generate_certs};
+
+/// A plain connection to `addr` (the proxy or a node) with bounded connect (5 s), read and write
+/// (10 s) times, so a stuck peer fails a test instead of hanging it.
+pub fn connect(addr: &str) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    con.set_read_timeout(Some(Duration::from_secs(10)))?;
+    con.set_write_timeout(Some(Duration::from_secs(10)))?;
+    Ok(con)
+}
 
 /// Runs the command `args` (name first) on `con`; the reply, or the error's text.
 pub fn query_args(con: &mut redis::Connection, args: &[&str]) -> Result<redis::Value, String> {

@@ -258,7 +258,9 @@ async fn learn_commands(topology: &Topology) -> CommandTable {
     match connect::query(&addr, topology.upstreams().settings(), &[b"COMMAND"]).await {
         Ok(reply) => {
             let learned = table.learn_from_command_reply(&reply);
-            tracing::info!(node = %addr, learned, known = table.len(), "command table loaded");
+            // `built_in` says which Redis the table started from, `learned` what this cluster adds.
+            let built_in = CommandTable::builtin_redis_version();
+            tracing::info!(node = %addr, built_in, learned, known = table.len(), "command table loaded");
         }
         Err(error) => tracing::warn!(node = %addr, %error, "COMMAND failed; using the built-in table only"),
     }

@@ -137,7 +137,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
 /// Encodes `args` as one RESP2 array of bulk strings.
 pub fn encode(args: &[Vec<u8>]) -> Vec<u8> {
     let slices: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-    redisforge_tests::resp_command(&slices)
+    crate::resp_command(&slices)
 }
 
 /// Shows reply bytes readably in failure messages, cut at `max` characters.

@@ -1,12 +1,15 @@
-//! The case file of the command walk (`cases.txt`, whose header documents the format) and the
-//! placeholders its arguments use.
+//! The case file of the command walk (`tests/command_walk/cases.txt`, whose header documents the
+//! format) and the placeholders its arguments use; the command walk and the ACL differential run it.
+
+/// The case file's text.
+pub const CASES: &str = include_str!("../command_walk/cases.txt");
 
 /// How the walk judges a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Through the proxy and on the owning node, every `run` reply is the same bytes.
     Same,
-    /// As `Same`, but only the shape is compared ([`super::resp::Frame::shape`]): the values differ
+    /// As `Same`, but only the shape is compared ([`crate::resp::Frame::shape`]): the values differ
     /// from run to run (time, randomness, idle times, node-local counters).
     Shape,
     /// As `Same`, but only the reply's type byte is compared (free text such as INFO).
