@@ -20,13 +20,12 @@ impl Session {
     /// it ran (neither an error nor null: a transaction's settings after EXEC), else they are
     /// settled unsent.
     pub(super) fn complete(&mut self, seq: u64, part: u32, reply: Bytes) {
-        let deferred = self.pipeline.part_mut(seq, part).map(|p| std::mem::take(&mut p.deferred)).unwrap_or_default();
         let ran = !matches!(reply.first(), Some(b'-' | b'!' | b'_')) && !reply.starts_with(b"*-1\r\n");
-        self.pipeline.complete(seq, part, reply);
-        for other in deferred {
+        for other in self.pipeline.complete(seq, part, reply) {
             match ran {
                 true => self.send(seq, other),
-                false => self.pipeline.complete(seq, other, reply::ok()),
+                // Settled unsent: a deferred part defers nothing itself.
+                false => drop(self.pipeline.complete(seq, other, reply::ok())),
             }
         }
     }

@@ -214,14 +214,16 @@ impl Pipeline {
         Some(p.held.split().freeze())
     }
 
-    /// Stores the final reply of one part. Replies for requests no longer waiting are ignored.
-    pub fn complete(&mut self, seq: u64, part: u32, reply: Bytes) {
+    /// Stores the final reply of one part and hands back the parts deferred on it
+    /// ([`Part::deferred`]). Replies for requests no longer waiting are ignored.
+    pub fn complete(&mut self, seq: u64, part: u32, reply: Bytes) -> Vec<u32> {
         let Some(index) = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else {
-            return;
+            return Vec::new();
         };
         let Some(entry) = self.entries.get_mut(index) else {
-            return;
+            return Vec::new();
         };
+        let mut deferred = Vec::new();
         match entry {
             Entry::Single(p) if part == 0 => {
                 let reply = match p.held.is_empty() {
@@ -235,11 +237,12 @@ impl Pipeline {
             }
             Entry::Multi { parts, missing, merge: kind, places, prefix } => {
                 let Some(p) = parts.get_mut(part as usize) else {
-                    return;
+                    return Vec::new();
                 };
                 if p.reply.is_some() {
-                    return;
+                    return Vec::new();
                 }
+                deferred = std::mem::take(&mut p.deferred);
                 p.reply = Some(reply);
                 *missing -= 1;
                 if *missing == 0 {
@@ -253,6 +256,7 @@ impl Pipeline {
             }
             _ => {}
         }
+        deferred
     }
 
     /// Moves every reply that is ready at the front into `out`, in order, and records each one's
