@@ -100,7 +100,7 @@ impl Cluster {
                     parts.iter().map(|part| self.node(part.slot).execute(&decode(&part.payload), resp3)).collect();
                 merge::merge(&merge, &replies, &places)
             }
-            Route::Reply(reply) => reply,
+            Route::Refuse(error) => error.to_resp(),
             other => panic!("{:?} routed as {other:?}", show(args)),
         }
     }

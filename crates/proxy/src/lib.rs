@@ -29,6 +29,8 @@
 pub mod auth;
 pub mod command;
 pub mod config;
+pub mod error;
+pub mod executor;
 pub mod health;
 pub mod listener;
 pub mod logs;
@@ -39,6 +41,7 @@ pub mod resp;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod shared;
 /// Key → hash slot ([`redisforge_cluster::slot`], shared with the ops toolkit and the tests).
 pub use redisforge_cluster::slot;
 pub mod tls;

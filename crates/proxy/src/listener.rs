@@ -10,7 +10,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::session::{self, Shared};
+use crate::session;
+use crate::shared::Shared;
 use crate::tls::ReloadableAcceptor;
 
 /// The reply Redis gives a client beyond `maxclients`.

@@ -16,6 +16,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use crate::command::Merge;
+use crate::error::ProxyError;
 use crate::resp::{FrameScanner, reply};
 
 mod nodes;
@@ -46,7 +47,10 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
     }
     let merged = match kind {
         Merge::LastReply => {
-            return parts.last().cloned().unwrap_or_else(|| reply::error("ERR proxy merged no replies"));
+            return parts
+                .last()
+                .cloned()
+                .unwrap_or_else(|| ProxyError::Merge("proxy merged no replies".into()).to_resp());
         }
         Merge::AllOk => parts.iter().all(|p| p.as_ref() == b"+OK\r\n").then(reply::ok),
         Merge::SumIntegers => {
@@ -68,7 +72,9 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         Merge::Slowlog { nodes, count } => nodes::slowlog(parts, nodes, *count),
         Merge::KeyedByNode { nodes, protocol } => nodes::keyed_by_node(parts, nodes, *protocol),
     };
-    merged.unwrap_or_else(|| reply::error("ERR proxy received an unexpected reply shape from a node while merging"))
+    merged.unwrap_or_else(|| {
+        ProxyError::Merge("proxy received an unexpected reply shape from a node while merging".into()).to_resp()
+    })
 }
 
 /// Splits a cursor the proxy gave a SCAN client into the node cursor and the index of the master
@@ -199,11 +205,17 @@ fn same_reply(parts: &[Bytes]) -> Option<Bytes> {
     let first = parts.first()?;
     match parts.iter().position(|p| p != first) {
         None => Some(first.clone()),
-        Some(other) => Some(reply::error(&format!(
-            "ERR nodes disagree: node 0 replied '{}', node {other} replied '{}'",
-            describe(first),
-            describe(&parts[other])
-        ))),
+        Some(other) => Some(
+            ProxyError::Merge(
+                format!(
+                    "nodes disagree: node 0 replied '{}', node {other} replied '{}'",
+                    describe(first),
+                    describe(&parts[other])
+                )
+                .into(),
+            )
+            .to_resp(),
+        ),
     }
 }
 
@@ -364,9 +376,10 @@ fn scan_cursor(parts: &[Bytes], master: usize, masters: usize) -> Option<Bytes> 
         node => join_scan_cursor(node, master),
     };
     let Some(next) = next else {
-        return Some(reply::error(&format!(
-            "ERR proxy cannot continue SCAN: master {master} of {masters} or its cursor is beyond what a proxy cursor holds"
-        )));
+        let error = format!(
+            "proxy cannot continue SCAN: master {master} of {masters} or its cursor is beyond what a proxy cursor holds"
+        );
+        return Some(ProxyError::Merge(error.into()).to_resp());
     };
     let keys = &part[scan.elements[1].clone()];
     let mut out = BytesMut::with_capacity(keys.len() + 32);

@@ -5,9 +5,10 @@
 
 use bytes::Bytes;
 
-use crate::command::{AdminKind, CommandSpec, CommandTable, Handling, Merge, StatefulKind};
+use crate::command::{AdminKind, CommandSpec, CommandTable, Handling, LocalKind, Merge, StatefulKind};
+use crate::error::ProxyError;
 use crate::merge::KeyPlace;
-use crate::resp::{Request, reply, request::encode_command};
+use crate::resp::{Request, request::encode_command};
 use crate::slot::{SLOT_COUNT, Slot, key_slot};
 
 /// Where a request goes.
@@ -26,12 +27,12 @@ pub enum Route {
     /// The request as is, to the nodes the operator command calls for, replies merged with each
     /// node named (the session resolves the nodes against the current map).
     Admin(AdminKind),
-    /// Answered by the session itself.
-    Local,
+    /// Answered by the proxy itself, by the part of the session the kind names.
+    Local(LocalKind),
     /// Needs per-client upstream state.
     Stateful(StatefulKind),
-    /// Answered at once with this reply (an error: unknown command, arity, cross-slot, refused).
-    Reply(Bytes),
+    /// Refused at once with this error (unknown command, arity, cross-slot, unsupported).
+    Refuse(ProxyError),
 }
 
 /// One per-slot piece of a split request.
@@ -41,28 +42,24 @@ pub struct Part {
     pub payload: Bytes,
 }
 
-/// The reply Redis gives when the keys of one request live in different slots.
-pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
-
 /// Plans a request. `keys` is scratch space reused across calls to avoid an allocation each.
 pub fn plan(table: &CommandTable, request: &Request, keys: &mut Vec<usize>) -> Route {
     match table.lookup(request) {
         Some(spec) => plan_command(spec, request, keys),
-        None => Route::Reply(unknown_command(table, request)),
+        None => Route::Refuse(unknown_command(table, request)),
     }
 }
 
 /// Plans a request whose command the caller already looked up (it also checks permissions on it).
 pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Route {
     if let Some(error) = arity_error(spec, request) {
-        return Route::Reply(error);
+        return Route::Refuse(error);
     }
     match &spec.handling {
-        Handling::Local => Route::Local,
-        Handling::Refuse(reason) => Route::Reply(reply::error(&format!(
-            "ERR unsupported command '{}' in proxy: {reason}",
-            String::from_utf8_lossy(request.arg(0))
-        ))),
+        Handling::Local(kind) => Route::Local(*kind),
+        Handling::Refuse(reason) => {
+            Route::Refuse(ProxyError::Unsupported { command: String::from_utf8_lossy(request.arg(0)).into(), reason })
+        }
         Handling::FanOut(merge) => Route::FanOut { merge: merge.clone() },
         Handling::Admin(kind) => Route::Admin(*kind),
         Handling::Stateful(StatefulKind::Blocking) if is_nonblocking_stream_read(request) => {
@@ -82,25 +79,17 @@ pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>
 ///
 /// # Errors
 /// The reply to give instead: `-CROSSSLOT`, or a bad key count.
-pub fn slot_of(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Result<Option<Slot>, Bytes> {
+pub fn slot_of(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Result<Option<Slot>, ProxyError> {
     match forward(spec, request, keys) {
         Route::Single { slot, .. } => Ok(slot),
-        Route::Reply(error) => Err(error),
+        Route::Refuse(error) => Err(error),
         _ => Ok(None),
     }
 }
 
 /// Redis' reply to a request with the wrong number of arguments, if it has.
-pub fn arity_error(spec: &CommandSpec, request: &Request) -> Option<Bytes> {
-    (!spec.arity_ok(request.argc())).then(|| {
-        let reason = format!("wrong number of arguments for '{}' command", spec.name);
-        // Redis rejects a malformed EXEC as an aborted transaction, inside MULTI or not
-        // (`rejectCommand` → `execCommandAbort`).
-        match spec.name.as_str() {
-            "exec" => reply::error(&format!("EXECABORT Transaction discarded because of: {reason}")),
-            _ => reply::error(&format!("ERR {reason}")),
-        }
-    })
+pub fn arity_error(spec: &CommandSpec, request: &Request) -> Option<ProxyError> {
+    (!spec.arity_ok(request.argc())).then(|| ProxyError::arity(&spec.name))
 }
 
 /// `XREAD`/`XREADGROUP` only block with a `BLOCK` argument; without it they are ordinary reads.
@@ -145,14 +134,14 @@ fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Rout
         return Route::Single { slot: Some(PUBSUB_HOME_SLOT), write: true };
     }
     if let Err(error) = spec.key_positions(request, keys) {
-        return Route::Reply(reply::error(&format!("ERR {error}")));
+        return Route::Refuse(ProxyError::command(format!("ERR {error}")));
     }
     let mut slots = keys.iter().map(|&i| key_slot(request.arg(i)));
     let Some(first) = slots.next() else {
         return Route::Single { slot: None, write: spec.is_write() };
     };
     if slots.any(|s| s != first) {
-        return Route::Reply(reply::error(CROSSSLOT));
+        return Route::Refuse(ProxyError::CrossSlot);
     }
     Route::Single { slot: Some(first), write: spec.is_write() }
 }
@@ -162,10 +151,10 @@ fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Rout
 fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &Merge, key_step: usize) -> Route {
     // MSET takes key/value pairs: an odd count is an arity error in Redis, not a missing value.
     if !(request.argc() - 1).is_multiple_of(key_step) {
-        return Route::Reply(reply::error(&format!("ERR wrong number of arguments for '{}' command", spec.name)));
+        return Route::Refuse(ProxyError::arity(&spec.name));
     }
     if let Err(error) = spec.key_positions(request, keys) {
-        return Route::Reply(reply::error(&format!("ERR {error}")));
+        return Route::Refuse(ProxyError::command(format!("ERR {error}")));
     }
     let first = keys.first().map(|&i| key_slot(request.arg(i)));
     if keys.iter().all(|&i| Some(key_slot(request.arg(i))) == first) {
@@ -201,17 +190,20 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
 }
 
 /// Redis' reply to a command it does not know, arguments quoted as Redis quotes them.
-pub fn unknown_command(table: &CommandTable, request: &Request) -> Bytes {
+pub fn unknown_command(table: &CommandTable, request: &Request) -> ProxyError {
     let name = String::from_utf8_lossy(request.arg(0));
     // Redis' commandCheckExistence: a known container with an unknown subcommand says so.
     if request.argc() > 1 && table.is_container(request.arg(0)) {
         let sub: String = String::from_utf8_lossy(request.arg(1)).chars().take(128).collect();
-        return reply::error(&format!("ERR unknown subcommand '{sub}'. Try {} HELP.", name.to_uppercase()));
+        return ProxyError::UnknownCommand(format!(
+            "ERR unknown subcommand '{sub}'. Try {} HELP.",
+            name.to_uppercase()
+        ));
     }
     let args: String = (1..request.argc())
         .map(|i| format!("'{}' ", String::from_utf8_lossy(request.arg(i)).chars().take(128).collect::<String>()))
         .collect();
-    reply::error(&format!(
+    ProxyError::UnknownCommand(format!(
         "ERR unknown command '{}', with args beginning with: {args}",
         name.chars().take(128).collect::<String>()
     ))

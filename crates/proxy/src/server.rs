@@ -17,7 +17,7 @@ use crate::listener;
 use crate::metrics::http::HealthCheck;
 use crate::metrics::{self, Metrics};
 use crate::resp::Limits;
-use crate::session::{Shared, Stats};
+use crate::shared::{Shared, Stats};
 use crate::tls::{self, ReloadableAcceptor, TlsError, TlsFiles};
 use crate::topology::refresh::TopologySettings;
 use crate::topology::{RefreshSignal, Topology, Trigger};

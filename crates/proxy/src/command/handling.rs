@@ -1,7 +1,7 @@
 //! What the proxy does with each command: forward it by its keys, split it, fan it out, answer it
 //! itself, keep it on a client's own connection, or refuse it with the reason why.
 
-use super::{AdminKind, CommandFlags, Handling, Merge, StatefulKind};
+use super::{AdminKind, CommandFlags, Handling, LocalKind, Merge, StatefulKind};
 
 // Every refusal says why the proxy will not run the command and, where there is one, what to do
 // instead: the client sees `-ERR unsupported command 'X' in proxy: <reason>`.
@@ -61,19 +61,21 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         "fcall" | "fcall_ro" => Script { function: true },
         "keys" => FanOut(ConcatArrays),
         // Asks every master for its key count and a key, then picks one weighted by the counts.
-        "randomkey" => Local,
+        "randomkey" => Local(LocalKind::RandomKey),
         // Classic subscriptions made through any RedisForge all live on one master, the pub/sub
         // home (router::PUBSUB_HOME_SLOT), where PUBLISH and these go too: its counts are exact.
         "pubsub|shardchannels" => FanOut(UnionArrays),
         "pubsub|shardnumsub" => FanOut(SumPairs),
         // A cluster-wide cursor walks the masters one after the other (see merge::split_scan_cursor).
-        "scan" => Local,
-        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info"
-        | "acl|whoami" | "client|setname" | "client|getname" | "client|id" | "client|setinfo" | "client|info"
-        | "client|no-evict" | "client|no-touch" | "client|reply" | "client|capa" => Local,
+        "scan" => Local(LocalKind::Scan),
+        "ping" | "echo" => Local(LocalKind::Echo),
+        "quit" | "select" | "hello" | "auth" | "reset" | "readonly" | "readwrite" | "info" | "acl|whoami"
+        | "client|setname" | "client|getname" | "client|id" | "client|setinfo" | "client|no-evict"
+        | "client|no-touch" | "client|reply" | "client|capa" => Local(LocalKind::Connection),
         // A node's client list would show the proxy's pooled connections: these act on the
         // proxy's own clients instead (session/clients.rs).
-        "client|list" | "client|kill" | "client|pause" | "client|unpause" | "client|unblock" => Local,
+        "client|info" | "client|list" | "client|kill" | "client|pause" | "client|unblock" => Local(LocalKind::Clients),
+        "client|unpause" => Local(LocalKind::Unpause),
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Stateful(Transaction),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => Stateful(PubSub),
         // XREAD is blocking only with BLOCK; the session checks, the table cannot.
@@ -132,7 +134,7 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         | "cluster|set-config-epoch"
         | "cluster|bumpepoch" => Refuse(TOPOLOGY),
         _ => match name.split_once('|').map_or(name, |(container, _)| container) {
-            "command" => Local,
+            "command" => Local(LocalKind::Connection),
             "cluster" => Refuse(NODE_LOCAL),
             "acl" => Refuse(ACL),
             "module" => Refuse(MODULE),

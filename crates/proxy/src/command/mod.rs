@@ -176,8 +176,8 @@ pub enum Handling {
     Split { merge: Merge, key_step: usize },
     /// Sent to every master, replies merged.
     FanOut(Merge),
-    /// Answered by the proxy itself (the session decides how, by name).
-    Local,
+    /// Answered by the proxy itself, by the module the kind names.
+    Local(LocalKind),
     /// Needs per-client upstream state (transactions, pub/sub, blocking commands); the session
     /// handles them.
     Stateful(StatefulKind),
@@ -266,6 +266,25 @@ pub enum Merge {
     /// Each master's reply as is, keyed by its address: a RESP3 map, or a RESP2 flat array
     /// `[address, reply, …]` (LATENCY, MEMORY STATS).
     KeyedByNode { nodes: Vec<String>, protocol: crate::resp::reply::Protocol },
+}
+
+/// Which part of the proxy answers a local command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalKind {
+    /// From the client's own connection state: HELLO, AUTH, CLIENT SETNAME, INFO, COMMAND …
+    /// (`session/local.rs`).
+    Connection,
+    /// PING and ECHO: answered like `Connection`, and they mean the same on a node, so a
+    /// transaction may queue them.
+    Echo,
+    /// The proxy's clients: CLIENT LIST, INFO, KILL, PAUSE, UNBLOCK (`session/clients.rs`).
+    Clients,
+    /// CLIENT UNPAUSE: like `Clients`, and it gets through a `CLIENT PAUSE` itself.
+    Unpause,
+    /// SCAN: a cluster-wide cursor walking the masters one after the other.
+    Scan,
+    /// RANDOMKEY: one key from the masters, each weighted by its key count.
+    RandomKey,
 }
 
 /// Which per-client upstream state a stateful command needs.

@@ -314,8 +314,11 @@ fn handling_overrides_are_applied() {
         (Forward, "slowlog help, latency help, memory help, memory usage"),
         (Forward, "function list, function dump, function stats, script help, pubsub help"),
         (Forward, "cluster slots, cluster countkeysinslot, cluster keyslot"),
-        (Local, "ping, info, command, command getkeys, command docs, acl whoami"),
-        (Local, "client setname, client setinfo, client no-touch, client no-evict"),
+        (Local(LocalKind::Echo), "ping, echo"),
+        (Local(LocalKind::Connection), "info, command, command getkeys, command docs, acl whoami"),
+        (Local(LocalKind::Connection), "client setname, client setinfo, client no-touch, client no-evict"),
+        (Local(LocalKind::Scan), "scan"),
+        (Local(LocalKind::RandomKey), "randomkey"),
         (Stateful(Transaction), "multi, exec, watch"),
         (Stateful(PubSub), "subscribe, ssubscribe, punsubscribe"),
         (Stateful(Blocking), "blpop, bzmpop, blmove, wait, waitaof, xread, xreadgroup"),
@@ -354,16 +357,17 @@ fn dangerous_commands_are_refused_with_a_reason() {
     }
     assert_eq!(handling(&t, "cluster addslots"), Handling::Refuse(TOPOLOGY));
     // These act on the proxy's own clients (session/clients.rs).
-    for line in ["client kill", "client list", "client pause", "client unpause", "client unblock"] {
-        assert_eq!(handling(&t, line), Handling::Local, "{line}");
+    for line in ["client kill", "client list", "client info", "client pause", "client unblock"] {
+        assert_eq!(handling(&t, line), Handling::Local(LocalKind::Clients), "{line}");
     }
+    assert_eq!(handling(&t, "client unpause"), Handling::Local(LocalKind::Unpause));
 }
 
 #[test]
 fn every_cluster_acl_and_command_subcommand_is_decided() {
     let t = table();
     let forwarded = |sub| "info keyslot slots shards nodes myid countkeysinslot".split(" ").any(|f| f == sub);
-    let (local, blocking) = (Handling::Local, Handling::Stateful(StatefulKind::Blocking));
+    let (local, blocking) = (Handling::Local(LocalKind::Connection), Handling::Stateful(StatefulKind::Blocking));
     for s in t.iter() {
         let refused = matches!(s.handling, Handling::Refuse(_));
         match s.name.split_once('|') {

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 
 use super::{Aggregate, aggregate, aggregates, describe, integer, string_payload};
+use crate::error::ProxyError;
 use crate::resp::reply::{self, Protocol};
 
 /// Parameters that differ from node to node by nature (addresses, files, failover preference):
@@ -154,12 +155,18 @@ pub(super) fn all_ok_named(parts: &[Bytes], command: &str, nodes: &[String]) -> 
     }
     let failed: usize = groups.iter().map(|(_, nodes)| nodes.len()).sum();
     let detail: Vec<String> = groups.iter().map(|(reason, nodes)| format!("{} ({reason})", nodes.join(", "))).collect();
-    Some(reply::error(&format!(
-        "ERR {command} failed on {}; {} of {} nodes said OK",
-        detail.join("; on "),
-        parts.len() - failed,
-        parts.len()
-    )))
+    Some(
+        ProxyError::Merge(
+            format!(
+                "{command} failed on {}; {} of {} nodes said OK",
+                detail.join("; on "),
+                parts.len() - failed,
+                parts.len()
+            )
+            .into(),
+        )
+        .to_resp(),
+    )
 }
 
 /// What a node answered, for an error message: an error's text, else the reply described.

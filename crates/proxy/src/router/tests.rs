@@ -8,7 +8,7 @@ fn route(args: &[&str]) -> Route {
 
 fn error_text(route: Route) -> String {
     match route {
-        Route::Reply(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Route::Refuse(error) => String::from_utf8_lossy(&error.to_resp()).into_owned(),
         other => panic!("expected an error reply, got {other:?}"),
     }
 }
@@ -82,11 +82,11 @@ fn fan_out_local_and_stateful() {
     assert_eq!(route(&["DBSIZE"]), Route::FanOut { merge: Merge::SumIntegers });
     assert_eq!(route(&["FLUSHALL"]), Route::FanOut { merge: Merge::AllOk });
     assert_eq!(route(&["KEYS", "user:*"]), Route::FanOut { merge: Merge::ConcatArrays });
-    assert_eq!(route(&["RANDOMKEY"]), Route::Local);
+    assert_eq!(route(&["RANDOMKEY"]), Route::Local(LocalKind::RandomKey));
     assert_eq!(route(&["SCRIPT", "LOAD", "return 1"]), Route::FanOut { merge: Merge::SameReply });
     assert_eq!(route(&["pubsub", "shardnumsub", "a", "b"]), Route::FanOut { merge: Merge::SumPairs });
-    assert_eq!(route(&["PING"]), Route::Local);
-    assert_eq!(route(&["client", "setname", "x"]), Route::Local);
+    assert_eq!(route(&["PING"]), Route::Local(LocalKind::Echo));
+    assert_eq!(route(&["client", "setname", "x"]), Route::Local(LocalKind::Connection));
     assert_eq!(route(&["MULTI"]), Route::Stateful(StatefulKind::Transaction));
     assert_eq!(route(&["BLPOP", "a", "0"]), Route::Stateful(StatefulKind::Blocking));
     assert_eq!(route(&["SUBSCRIBE", "c"]), Route::Stateful(StatefulKind::PubSub));
@@ -115,7 +115,7 @@ fn errors_use_redis_wording() {
     assert_eq!(error_text(route(&["KEYS"])), "-ERR wrong number of arguments for 'keys' command\r\n");
     assert_eq!(error_text(route(&["RANDOMKEY", "x"])), "-ERR wrong number of arguments for 'randomkey' command\r\n");
     // SCAN is answered by the session with a cluster-wide cursor.
-    assert_eq!(route(&["SCAN", "0"]), Route::Local);
+    assert_eq!(route(&["SCAN", "0"]), Route::Local(LocalKind::Scan));
     let cluster = error_text(route(&["CLUSTER", "SETSLOT", "1", "STABLE"]));
     assert!(cluster.starts_with("-ERR unsupported command 'CLUSTER' in proxy"), "{cluster}");
 }

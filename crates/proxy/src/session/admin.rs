@@ -7,9 +7,10 @@
 //! node that was asked, even if a failover swaps the shard's master meanwhile.
 
 use super::Session;
-use super::no_topology;
-use super::pipeline::{Meta, Part, Target};
+use super::pipeline::Meta;
 use crate::command::{AdminKind, Merge};
+use crate::error::ProxyError;
+use crate::executor::{Part, Target};
 use crate::resp::Request;
 
 /// Entries SLOWLOG GET returns when no count is given, as in Redis.
@@ -20,7 +21,7 @@ impl Session {
     pub(super) fn admin(&mut self, request: &Request, kind: AdminKind, meta: Meta) {
         let nodes = self.admin_nodes(kind);
         if nodes.is_empty() {
-            return self.pipeline.push_ready(no_topology(), meta);
+            return self.push_error(ProxyError::NoTopology, meta);
         }
         let names: Vec<String> = nodes.iter().map(|(addr, _)| addr.clone()).collect();
         let merge = match kind {

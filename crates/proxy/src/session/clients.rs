@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
 
 use super::ClientState;
+use crate::error::ProxyError;
 use crate::resp::reply::Protocol;
 
 /// Every connected client, and the pause set by `CLIENT PAUSE`.
@@ -335,68 +336,67 @@ impl ClientEntry {
     }
 }
 
-/// Whether [`command`] answers `name`.
-pub fn is_clients_command(name: &str) -> bool {
-    matches!(name, "client|info" | "client|list" | "client|kill" | "client|pause" | "client|unpause" | "client|unblock")
-}
-
 /// `CLIENT LIST`, `CLIENT INFO`, `CLIENT KILL`, `CLIENT PAUSE` and `CLIENT UNPAUSE`, on the proxy's
 /// clients; `me` is the client asking.
-pub fn command(clients: &Clients, me: &ClientState, request: &crate::resp::Request) -> bytes::Bytes {
+pub fn command(
+    clients: &Clients,
+    me: &ClientState,
+    request: &crate::resp::Request,
+) -> Result<bytes::Bytes, ProxyError> {
     use crate::resp::reply;
     let args: Vec<&[u8]> = (2..request.argc()).map(|i| request.arg(i)).collect();
     let command_name = |label: usize| crate::metrics::labels::LABELS.get(label).copied().unwrap_or("NULL");
     let sub = request.arg(1).to_ascii_lowercase();
     match sub.as_slice() {
-        b"info" => reply::text(me.protocol, clients.list(|e| e.id == me.id, command_name).as_bytes()),
+        b"info" => Ok(reply::text(me.protocol, clients.list(|e| e.id == me.id, command_name).as_bytes())),
         b"list" => match list_filter(&args) {
-            Ok(keep) => reply::text(me.protocol, clients.list(keep, command_name).as_bytes()),
-            Err(error) => reply::error(&error),
+            Ok(keep) => Ok(reply::text(me.protocol, clients.list(keep, command_name).as_bytes())),
+            Err(error) => Err(ProxyError::command(error)),
         },
         b"kill" => match args.as_slice() {
             // The old form: one address, `+OK` or an error.
             [addr] => match clients.kill(|e| e.peer.to_string().as_bytes() == *addr) {
-                0 => reply::error("ERR No such client"),
-                _ => reply::ok(),
+                0 => Err(ProxyError::command("ERR No such client")),
+                _ => Ok(reply::ok()),
             },
             _ => match kill_filter(&args, me.id) {
-                Ok(matches) => reply::integer(clients.kill(matches) as i64),
-                Err(error) => reply::error(&error),
+                Ok(matches) => Ok(reply::integer(clients.kill(matches) as i64)),
+                Err(error) => Err(ProxyError::command(error)),
             },
         },
         b"pause" => {
             let timeout = args.first().and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok());
             let mode = args.get(1).map(|m| m.to_ascii_lowercase());
             match (timeout, mode.as_deref(), args.len()) {
-                (None, _, 1 | 2) => reply::error("ERR timeout is not an integer or out of range"),
+                (None, _, 1 | 2) => Err(ProxyError::command("ERR timeout is not an integer or out of range")),
                 (Some(ms), None | Some(b"all"), 1 | 2) => {
                     clients.pause(Duration::from_millis(ms), false);
-                    reply::ok()
+                    Ok(reply::ok())
                 }
                 (Some(ms), Some(b"write"), 2) => {
                     clients.pause(Duration::from_millis(ms), true);
-                    reply::ok()
+                    Ok(reply::ok())
                 }
-                _ => reply::error("ERR syntax error"),
+                _ => Err(ProxyError::command("ERR syntax error")),
             }
         }
         b"unpause" => {
             clients.unpause();
-            reply::ok()
+            Ok(reply::ok())
         }
         // Redis' clientCommand: the reason first, then the id.
         b"unblock" => {
             let how = match args.get(1).map(|a| a.to_ascii_lowercase()).as_deref() {
                 None | Some(b"timeout") => Unblock::Timeout,
                 Some(b"error") => Unblock::Error,
-                Some(_) => return reply::error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"),
+                Some(_) => return Err(ProxyError::command("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")),
             };
             match args.first().and_then(|id| std::str::from_utf8(id).ok()?.parse::<u64>().ok()) {
-                Some(id) => reply::integer(i64::from(clients.unblock(id, how))),
-                None => reply::error("ERR value is not an integer or out of range"),
+                Some(id) => Ok(reply::integer(i64::from(clients.unblock(id, how)))),
+                None => Err(ProxyError::command("ERR value is not an integer or out of range")),
             }
         }
-        _ => reply::error("ERR syntax error"),
+        _ => Err(ProxyError::command("ERR syntax error")),
     }
 }
 

@@ -9,11 +9,12 @@ use bytes::{Bytes, BytesMut};
 
 use std::sync::Arc;
 
-use super::Shared;
 use crate::auth::User;
 use crate::command::{CommandFlags, CommandSpec, KeyAccess};
+use crate::error::ProxyError;
 use crate::resp::Request;
 use crate::resp::reply::{self, Protocol};
+use crate::shared::Shared;
 
 /// Per-client state kept by the proxy instead of by a node.
 #[derive(Debug)]
@@ -89,6 +90,8 @@ impl ClientState {
 #[derive(Debug)]
 pub enum Answer {
     Reply(Bytes),
+    /// Refused, as a node would refuse the command.
+    Error(ProxyError),
     /// Reply, then close the connection (QUIT).
     ReplyAndClose(Bytes),
     /// Not the proxy's to answer after all: any master knows (COMMAND, COMMAND DOCS …).
@@ -103,12 +106,15 @@ fn upper(arg: &[u8]) -> Vec<u8> {
 }
 
 fn wrong_args(name: &str) -> Answer {
-    Answer::Reply(reply::error(&format!("ERR wrong number of arguments for '{name}' command")))
+    Answer::Error(ProxyError::arity(name))
 }
 
-/// Whether the local command `name` may change what CLIENT LIST shows of the client.
-pub fn changes_description(name: &str) -> bool {
-    matches!(name, "hello" | "auth" | "reset" | "client|setname" | "client|setinfo")
+/// Whether the local command may have changed what CLIENT LIST shows of the client.
+pub fn changes_description(request: &Request) -> bool {
+    let name = request.arg(0);
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let client_sub = |n: &[u8]| request.argc() > 1 && request.arg(1).eq_ignore_ascii_case(n);
+    is(b"hello") || is(b"auth") || is(b"reset") || (is(b"client") && (client_sub(b"setname") || client_sub(b"setinfo")))
 }
 
 /// Answers a command the command table marks as local.
@@ -126,7 +132,9 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
         b"QUIT" => Answer::ReplyAndClose(reply::ok()),
         b"SELECT" => match request.arg(1) {
             b"0" => Answer::Reply(reply::ok()),
-            _ => Answer::Reply(reply::error("ERR DB index is out of range (a Redis Cluster has only database 0)")),
+            _ => {
+                Answer::Error(ProxyError::command("ERR DB index is out of range (a Redis Cluster has only database 0)"))
+            }
         },
         b"READONLY" | b"READWRITE" => Answer::Reply(reply::ok()),
         b"RESET" => {
@@ -144,7 +152,7 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
         b"COMMAND" => command(shared, request),
         // ACL WHOAMI is the only ACL subcommand the table lets through; users live in the file.
         b"ACL" => Answer::Reply(reply::bulk(state.user.as_ref().map_or(&b"default"[..], |u| u.name.as_bytes()))),
-        _ => Answer::Reply(reply::error(&format!(
+        _ => Answer::Error(ProxyError::command(format!(
             "ERR unsupported command '{}' in proxy",
             String::from_utf8_lossy(request.arg(0))
         ))),
@@ -162,7 +170,7 @@ pub fn authorize(
     spec: &CommandSpec,
     request: &Request,
     scratch: &mut Vec<(usize, KeyAccess)>,
-) -> Option<Bytes> {
+) -> Option<ProxyError> {
     let access = &shared.access;
     if !access.checks_permissions() {
         return None;
@@ -178,9 +186,9 @@ pub fn authorize(
         };
     }
     let Some(user) = &state.user else {
-        return (!spec.flags.contains(CommandFlags::NO_AUTH)).then(|| reply::error("NOAUTH Authentication required."));
+        return (!spec.flags.contains(CommandFlags::NO_AUTH)).then_some(ProxyError::NoAuth);
     };
-    user.check(spec, request, scratch).err().map(|denied| reply::error(&denied.reply_text()))
+    user.check(spec, request, scratch).err().map(ProxyError::Denied)
 }
 
 /// Logs the client in as `name`; counts and limits failures.
@@ -198,11 +206,11 @@ fn log_in(state: &mut ClientState, shared: &Shared, name: &[u8], password: &[u8]
             shared.metrics.auth_failures_total.inc();
             // The user name helps operators; the password is never logged.
             crate::log_limited!(10, warn, client = state.id, peer = %state.peer, user = %name, failures = state.auth_failures, "authentication failed");
-            let reply = reply::error(error.reply_text());
+            let error = ProxyError::Auth(error);
             if state.auth_failures >= MAX_AUTH_FAILURES {
-                Err(Answer::ReplyAndClose(reply))
+                Err(Answer::ReplyAndClose(error.to_resp()))
             } else {
-                Err(Answer::Reply(reply))
+                Err(Answer::Error(error))
             }
         }
     }
@@ -212,13 +220,13 @@ fn log_in(state: &mut ClientState, shared: &Shared, name: &[u8], password: &[u8]
 fn auth(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer {
     let (name, password) = match request.argc() {
         2 if !shared.access.has_passwords() => {
-            return Answer::Reply(reply::error(
+            return Answer::Error(ProxyError::command(
                 "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
             ));
         }
         2 => (&b"default"[..], request.arg(1)),
         3 => (request.arg(1), request.arg(2)),
-        _ => return Answer::Reply(reply::error("ERR syntax error")),
+        _ => return Answer::Error(ProxyError::command("ERR syntax error")),
     };
     match log_in(state, shared, name, password) {
         Ok(()) => Answer::Reply(reply::ok()),
@@ -234,9 +242,9 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
             b"2" => Protocol::Resp2,
             b"3" => Protocol::Resp3,
             version if std::str::from_utf8(version).ok().and_then(|v| v.parse::<i64>().ok()).is_some() => {
-                return Answer::Reply(reply::error("NOPROTO unsupported protocol version"));
+                return Answer::Error(ProxyError::command("NOPROTO unsupported protocol version"));
             }
-            _ => return Answer::Reply(reply::error("ERR Protocol version is not an integer or out of range")),
+            _ => return Answer::Error(ProxyError::command("ERR Protocol version is not an integer or out of range")),
         },
     };
     let mut auth: Option<(&[u8], &[u8])> = None;
@@ -254,7 +262,7 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
                 i += 2;
             }
             _ => {
-                return Answer::Reply(reply::error(&format!(
+                return Answer::Error(ProxyError::command(format!(
                     "ERR Syntax error in HELLO option '{}'",
                     String::from_utf8_lossy(request.arg(i))
                 )));
@@ -267,7 +275,7 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
         return answer;
     }
     if state.user.is_none() {
-        return Answer::Reply(reply::error(
+        return Answer::Error(ProxyError::command(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         ));
     }
@@ -304,7 +312,7 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
         (b"SETNAME", 3) => {
             let name = request.arg(2);
             if name.iter().any(|&b| b <= b' ' || b > b'~') {
-                return Answer::Reply(reply::error(
+                return Answer::Error(ProxyError::command(
                     "ERR Client names cannot contain spaces, newlines or special characters.",
                 ));
             }
@@ -323,7 +331,7 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
                 b"LIB-NAME" => state.lib_name = Some(value),
                 b"LIB-VER" => state.lib_ver = Some(value),
                 _ => {
-                    return Answer::Reply(reply::error(&format!(
+                    return Answer::Error(ProxyError::command(format!(
                         "ERR Unrecognized option '{}'",
                         String::from_utf8_lossy(request.arg(2))
                     )));
@@ -352,12 +360,12 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
                 }
                 Answer::Reply(Bytes::new())
             }
-            _ => Answer::Reply(reply::error("ERR syntax error")),
+            _ => Answer::Error(ProxyError::command("ERR syntax error")),
         },
         (b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"NO-EVICT" | b"NO-TOUCH", _) => {
             wrong_args(&format!("client|{}", String::from_utf8_lossy(&sub).to_lowercase()))
         }
-        _ => Answer::Reply(reply::error(&format!(
+        _ => Answer::Error(ProxyError::command(format!(
             "ERR unsupported command 'CLIENT {}' in proxy",
             String::from_utf8_lossy(request.arg(1))
         ))),
@@ -378,7 +386,7 @@ fn command(shared: &Shared, request: &Request) -> Answer {
             let keys: Vec<&[u8]> = positions.iter().filter_map(|&i| args.get(i).copied()).collect();
             Answer::Reply(reply::bulk_array(&keys))
         }
-        Err(error) => Answer::Reply(reply::error(&format!("ERR {error}"))),
+        Err(error) => Answer::Error(ProxyError::command(format!("ERR {error}"))),
     }
 }
 

@@ -12,33 +12,30 @@ mod local;
 mod pipeline;
 mod pubsub;
 mod recent;
-pub mod scripts;
 mod stateful;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::sleep_until;
 
-use crate::auth::Access;
-use crate::command::{CommandTable, Handling, Merge, StatefulKind};
-use crate::config::ReadFrom;
-use crate::metrics::{Metrics, labels};
+use crate::command::{Handling, LocalKind, Merge, StatefulKind};
+use crate::error::ProxyError;
+use crate::executor::{Executor, Part, Target, scripts};
+use crate::metrics::labels;
+use crate::resp::RequestDecoder;
 use crate::resp::reply::Protocol;
-use crate::resp::{Limits, RequestDecoder, reply};
 use crate::router::{self, Route};
+use crate::shared::Shared;
 use crate::slot::Slot;
-use crate::topology::Topology;
-use crate::upstream::{OwnedConn, ScriptKind, UpstreamReply};
+use crate::upstream::ScriptKind;
 
-use dispatch::no_topology;
 pub use local::ClientState;
-use pipeline::{Meta, Part, Pipeline, Target};
+use pipeline::{Meta, Pipeline};
 
 /// Most bytes read from a client while its next request waits (behind a blocking command or a
 /// subscription change).
@@ -52,71 +49,6 @@ const MAX_READ_HINT: usize = 4096;
 
 /// Read size for clients that send more than a few bytes at a time.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// What Redis answers for a slot without an owner; the proxy says the same when its map has none.
-const SLOT_NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
-
-/// Pause before resending after `TRYAGAIN`/`CLUSTERDOWN` or an unreachable node.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
-
-/// What every session shares: the command table, the topology, limits and counters.
-#[derive(Debug)]
-pub struct Shared {
-    pub metrics: Arc<Metrics>,
-    pub table: Arc<CommandTable>,
-    /// Who clients are and what they may do.
-    pub access: Access,
-    pub topology: Arc<Topology>,
-    pub limits: Limits,
-    /// Requests a client may have in flight before the proxy stops reading from it.
-    pub max_pipeline: usize,
-    /// Replies buffered for a client that does not read before it is disconnected.
-    pub client_output_limit: usize,
-    /// Clients the listener accepts at once (`listen.max_clients`), INFO's `maxclients`.
-    pub max_clients: usize,
-    /// Which field of a verified client certificate names the client's ACL user.
-    pub certificate_user: crate::config::CertificateUser,
-    /// How long requests for an unreachable node are retried (while the topology catches up).
-    pub command_timeout: Duration,
-    /// Close clients that send nothing for this long (`listen.idle_timeout`); `None`: never.
-    pub idle_timeout: Option<Duration>,
-    /// Whether reads may go to replicas (`upstream.read_from`).
-    pub read_from: ReadFrom,
-    /// Refresh the topology at once on `MOVED` (`topology.refresh_on_moved`).
-    pub refresh_on_moved: bool,
-    pub stats: Stats,
-    /// Scripts seen through EVAL and SCRIPT LOAD, by SHA1, for NOSCRIPT recovery.
-    pub scripts: scripts::Scripts,
-    /// The connected clients, for CLIENT LIST / KILL / PAUSE.
-    pub clients: clients::Clients,
-}
-
-/// Process-wide counters shown by `INFO`.
-#[derive(Debug)]
-pub struct Stats {
-    pub started: Instant,
-    pub connected_clients: AtomicUsize,
-    pub total_connections: AtomicU64,
-    next_client_id: AtomicU64,
-}
-
-impl Default for Stats {
-    fn default() -> Stats {
-        Stats {
-            started: Instant::now(),
-            connected_clients: AtomicUsize::new(0),
-            total_connections: AtomicU64::new(0),
-            next_client_id: AtomicU64::new(1),
-        }
-    }
-}
-
-impl Stats {
-    /// A new client id, unique for the process' life (`CLIENT ID`).
-    pub fn next_client_id(&self) -> u64 {
-        self.next_client_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
 
 /// Serves one client until it disconnects, sends `QUIT`, or breaks the protocol.
 ///
@@ -178,14 +110,9 @@ struct Session {
     state: ClientState,
     pipeline: Pipeline,
     decoder: RequestDecoder,
-    /// Where nodes answer this client; created on its first request to a node, so a client that
-    /// never sends one (idle, or only PING) holds no channel.
-    replies: Option<Replies>,
-    /// Parts waiting to be resent, with when.
-    delayed: Vec<(Instant, u64, u32)>,
+    /// Gets the parts of the client's requests answered: peers, redirects, retries.
+    exec: Executor,
     traffic: Traffic,
-    /// The client's own upstream connection (transactions, blocking commands), when it needs one.
-    own: Option<OwnedConn>,
     /// The transaction being queued, between MULTI and EXEC.
     tx: Option<stateful::Transaction>,
     /// WATCH is active on the own connection, for keys of this slot (`Some(None)`: keyless).
@@ -237,10 +164,8 @@ impl Session {
             shared,
             pipeline: Pipeline::default(),
             decoder,
-            replies: None,
-            delayed: Vec::new(),
+            exec: Executor::default(),
             traffic: Traffic::default(),
-            own: None,
             tx: None,
             watch_slot: None,
             watched_keys: 0,
@@ -348,17 +273,17 @@ impl Session {
             let room = !self.input_on_hold() || rbuf.len() < HELD_INPUT;
             let can_read = reading && !closing && room && self.pipeline.len() < self.shared.max_pipeline;
             let next_retry = self
-                .delayed
-                .iter()
-                .map(|d| d.0)
+                .exec
+                .next_retry()
+                .into_iter()
                 .chain(self.held.as_ref().map(|h| h.2))
                 .chain(self.pending_unblock.map(|(_, at)| at))
                 .min();
             tokio::select! {
                 biased;
-                Some(reply) = next_reply(&mut self.replies), if self.replies.is_some() => {
+                Some(reply) = self.exec.next_reply(), if self.exec.has_replies() => {
                     self.on_reply(reply);
-                    while let Some(reply) = self.replies.as_mut().and_then(|r| r.rx.try_recv().ok()) {
+                    while let Some(reply) = self.exec.try_next_reply() {
                         self.on_reply(reply);
                     }
                 }
@@ -448,15 +373,6 @@ impl Session {
         }
     }
 
-    /// A sender for replies to this client, creating the channel on first use.
-    fn reply_sender(&mut self) -> mpsc::UnboundedSender<UpstreamReply> {
-        let replies = self.replies.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            Replies { tx, rx }
-        });
-        replies.tx.clone()
-    }
-
     fn input_on_hold(&self) -> bool {
         self.held.is_some() || self.hold_reading || self.deferred.is_some() || self.awaiting_confirmations()
     }
@@ -485,7 +401,7 @@ impl Session {
                     // As Redis does: answer, then close; the stream cannot be resynchronised.
                     tracing::debug!(client = self.state.id, %error, "protocol error");
                     let meta = Meta { label: labels::OTHER, read_at, dropped: false };
-                    self.pipeline.push_ready(reply::error(&format!("ERR Protocol error: {error}")), meta);
+                    self.push_error(ProxyError::Protocol(error.to_string()), meta);
                     self.pipeline.push_close();
                     self.state.closing = true;
                     rbuf.clear();
@@ -503,7 +419,7 @@ impl Session {
             self.spoil_transaction();
             let meta = Meta { label: labels::OTHER, read_at, dropped };
             let table = Arc::clone(&self.shared.table);
-            self.pipeline.push_ready(router::unknown_command(&table, &request), meta);
+            self.push_error(router::unknown_command(&table, &request), meta);
             return;
         };
         let meta = Meta { label: spec.metric_label, read_at, dropped };
@@ -519,7 +435,7 @@ impl Session {
             .or_else(|| local::authorize(&mut self.state, shared, spec, &request, &mut self.acl_keys))
         {
             let refusal = self.refused(spec.name == "exec", refusal);
-            self.pipeline.push_ready(refusal, meta);
+            self.push_error(refusal, meta);
             return;
         }
         self.shared.clients.touch(&self.entry, spec.metric_label, read_at);
@@ -529,7 +445,7 @@ impl Session {
             && (!pause.writes_only
                 || spec.is_write()
                 || spec.flags.contains(crate::command::CommandFlags::MAY_REPLICATE))
-            && spec.name != "client|unpause"
+            && spec.handling != Handling::Local(LocalKind::Unpause)
         {
             self.held = Some((request, read_at, pause.until));
             return;
@@ -552,7 +468,7 @@ impl Session {
                 | Handling::Admin(_)
                 | Handling::Refuse(_)
                 | Handling::Stateful(StatefulKind::PubSub) => setting,
-                Handling::Local => spec.name == "ping" || spec.name == "echo",
+                Handling::Local(kind) => *kind == LocalKind::Echo,
                 _ => true,
             };
             if !queueable {
@@ -561,9 +477,7 @@ impl Session {
             let slot = router::slot_of(spec, &request, &mut self.keys);
             return self.queue_in_transaction(&request, slot, setting, meta);
         }
-        if spec.name == "script|load" || spec.name == "eval" || spec.name == "eval_ro" {
-            scripts::remember(&self.shared.scripts, &request);
-        }
+        scripts::remember(&self.shared.scripts, spec, &request);
         let route = router::plan_command(spec, &request, &mut self.keys);
         match route {
             Route::Single { slot, write } => {
@@ -598,37 +512,19 @@ impl Session {
                 self.fan_out_parts(request.bytes().clone(), merge, meta, allow_busy);
             }
             Route::Admin(kind) => self.admin(&request, kind, meta),
-            Route::Local if spec.name == "scan" => self.scan(&request, meta),
-            Route::Local if spec.name == "randomkey" => self.random_key(meta),
-            Route::Local if clients::is_clients_command(&spec.name) => {
-                let reply = clients::command(&self.shared.clients, &self.state, &request);
-                self.pipeline.push_ready(reply, meta);
+            Route::Local(LocalKind::Scan) => self.scan(&request, meta),
+            Route::Local(LocalKind::RandomKey) => self.random_key(meta),
+            Route::Local(LocalKind::Clients | LocalKind::Unpause) => {
+                match clients::command(&self.shared.clients, &self.state, &request) {
+                    Ok(reply) => self.pipeline.push_ready(reply, meta),
+                    Err(error) => self.push_error(error, meta),
+                }
             }
-            Route::Local => match self.answer_locally(local::changes_description(&spec.name), &request) {
-                local::Answer::Reply(reply) => self.pipeline.push_ready(reply, meta),
-                local::Answer::ReplyAndClose(reply) => {
-                    self.pipeline.push_ready(reply, meta);
-                    self.pipeline.push_close();
-                    self.state.closing = true;
-                }
-                local::Answer::WithClusterSections(text, sections) => {
-                    let mut args: Vec<&[u8]> = vec![b"INFO"];
-                    args.extend(sections.iter().map(|s| s.as_bytes()));
-                    let payload = crate::resp::request::encode_command(&args);
-                    if let Some(seq) = self.fan_out(payload, Merge::InfoSums, meta) {
-                        self.pipeline.set_prefix(seq, text);
-                    }
-                }
-                local::Answer::AnyMaster => {
-                    let part = Part::new(request.bytes().clone(), Target::Slot(None), false);
-                    let seq = self.pipeline.push_single(part, meta);
-                    self.send(seq, 0);
-                }
-            },
+            Route::Local(LocalKind::Connection | LocalKind::Echo) => self.answer_locally(&request, meta),
             Route::Stateful(kind) => {
                 let slot = match router::slot_of(spec, &request, &mut self.keys) {
                     Ok(slot) => slot,
-                    Err(error) => return self.pipeline.push_ready(error, meta),
+                    Err(error) => return self.push_error(error, meta),
                 };
                 match kind {
                     StatefulKind::Transaction => self.on_transaction(request, slot, meta),
@@ -641,18 +537,39 @@ impl Session {
                     }
                 }
             }
-            Route::Reply(reply) => self.pipeline.push_ready(reply, meta),
+            Route::Refuse(error) => self.push_error(error, meta),
         }
     }
 
     /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
-    /// when the command may have changed it (`describes`).
-    fn answer_locally(&mut self, describes: bool, request: &crate::resp::Request) -> local::Answer {
+    /// when the command may have changed it.
+    fn answer_locally(&mut self, request: &crate::resp::Request, meta: Meta) {
         let answer = local::answer(&mut self.state, &self.shared, request);
-        if describes {
+        if local::changes_description(request) {
             self.entry.describe(&self.state);
         }
-        answer
+        match answer {
+            local::Answer::Reply(reply) => self.pipeline.push_ready(reply, meta),
+            local::Answer::Error(error) => self.push_error(error, meta),
+            local::Answer::ReplyAndClose(reply) => {
+                self.pipeline.push_ready(reply, meta);
+                self.pipeline.push_close();
+                self.state.closing = true;
+            }
+            local::Answer::WithClusterSections(text, sections) => {
+                let mut args: Vec<&[u8]> = vec![b"INFO"];
+                args.extend(sections.iter().map(|s| s.as_bytes()));
+                let payload = crate::resp::request::encode_command(&args);
+                if let Some(seq) = self.fan_out(payload, Merge::InfoSums, meta) {
+                    self.pipeline.set_prefix(seq, text);
+                }
+            }
+            local::Answer::AnyMaster => {
+                let part = Part::new(request.bytes().clone(), Target::Slot(None), false);
+                let seq = self.pipeline.push_single(part, meta);
+                self.send(seq, 0);
+            }
+        }
     }
 
     /// Sends the same request to every master and merges the replies.
@@ -664,7 +581,7 @@ impl Session {
     fn fan_out_parts(&mut self, payload: Bytes, merge: Merge, meta: Meta, allow_busy: bool) -> Option<u64> {
         let masters = self.shared.topology.routing().masters().len();
         if masters == 0 {
-            self.pipeline.push_ready(no_topology(), meta);
+            self.push_error(ProxyError::NoTopology, meta);
             return None;
         }
         let parts = (0..masters)
@@ -684,7 +601,7 @@ impl Session {
     fn random_key(&mut self, meta: Meta) {
         let masters = self.shared.topology.routing().masters().len();
         if masters == 0 {
-            return self.pipeline.push_ready(no_topology(), meta);
+            return self.push_error(ProxyError::NoTopology, meta);
         }
         let mut parts = Vec::with_capacity(2 * masters);
         for command in [&b"DBSIZE"[..], b"RANDOMKEY"] {
@@ -702,7 +619,7 @@ impl Session {
         let masters = self.shared.topology.routing().masters().len();
         let Some((node_cursor, master)) = crate::merge::split_scan_cursor(request.arg(1)).filter(|(_, m)| *m < masters)
         else {
-            return self.pipeline.push_ready(reply::error("ERR invalid cursor"), meta);
+            return self.push_error(ProxyError::command("ERR invalid cursor"), meta);
         };
         let cursor = node_cursor.to_string();
         let mut args: Vec<&[u8]> = vec![request.arg(0), cursor.as_bytes()];
@@ -720,25 +637,11 @@ fn is_client_reply(request: &crate::resp::Request) -> bool {
         && request.arg(1).eq_ignore_ascii_case(b"reply")
 }
 
-/// The channel nodes' replies come back to a session on.
-struct Replies {
-    tx: mpsc::UnboundedSender<UpstreamReply>,
-    rx: mpsc::UnboundedReceiver<UpstreamReply>,
-}
-
 /// Waits until `at`. `select!` builds every branch's future on each turn, enabled or not; this one
 /// creates its timer only when polled, so a turn without retries pending costs no timer set-up.
 async fn retry_at(at: Option<Instant>) {
     match at {
         Some(at) => sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The next reply on the session's channel; only polled once the channel exists.
-async fn next_reply(replies: &mut Option<Replies>) -> Option<UpstreamReply> {
-    match replies {
-        Some(replies) => replies.rx.recv().await,
-        None => None,
     }
 }

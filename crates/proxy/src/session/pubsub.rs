@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use super::Session;
 use super::pipeline::Meta;
 use super::recent::{REMEMBER_FOR, RecentMessages};
+use crate::error::ProxyError;
 use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply, request::encode_command};
 use crate::router::PUBSUB_HOME_SLOT;
@@ -167,7 +168,7 @@ impl Session {
                     return self.leave_subscribed_if_done();
                 }
                 if !self.ensure_classic() {
-                    return self.sub_error("CLUSTERDOWN The proxy has no cluster topology yet");
+                    return self.sub_error(ProxyError::NoTopology);
                 }
                 self.sub_send(CLASSIC, request.bytes().clone());
                 if name != b"ping" {
@@ -190,10 +191,10 @@ impl Session {
                 // Every channel of one SSUBSCRIBE must hash to one slot, as on Redis.
                 let slot = key_slot(request.arg(1));
                 if (2..request.argc()).any(|i| key_slot(request.arg(i)) != slot) {
-                    return self.sub_error(crate::router::CROSSSLOT);
+                    return self.sub_error(ProxyError::CrossSlot);
                 }
                 let Some(addr) = self.shared.topology.routing().master(slot).map(|p| p.addr().to_string()) else {
-                    return self.sub_error(super::SLOT_NOT_SERVED);
+                    return self.sub_error(ProxyError::SlotNotServed);
                 };
                 let part = self.ensure_shard_conn(&addr);
                 self.sub_send(part, request.bytes().clone());
@@ -208,16 +209,19 @@ impl Session {
                 self.entry.set_subscribed(false);
                 self.pipeline.push_ready(Bytes::from_static(b"+RESET\r\n"), meta);
             }
-            _ => self.sub_error(&format!("ERR Can't execute '{}': {ALLOWED}", String::from_utf8_lossy(&name))),
+            _ => self.sub_error(ProxyError::command(format!(
+                "ERR Can't execute '{}': {ALLOWED}",
+                String::from_utf8_lossy(&name)
+            ))),
         }
     }
 
-    fn sub_error(&mut self, text: &str) {
-        self.direct.extend_from_slice(&reply::error(text));
+    fn sub_error(&mut self, error: ProxyError) {
+        self.direct.extend_from_slice(&error.to_resp());
     }
 
     fn sub_send(&mut self, part: u32, payload: Bytes) {
-        let reply_to = self.reply_sender();
+        let reply_to = self.exec.reply_sender();
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
             return;
         };
@@ -239,7 +243,7 @@ impl Session {
         // Channel permissions are the proxy's to check (nothing on a subscribed connection runs
         // a script), so it stays the upstream user.
         let resp3 = self.state.protocol == crate::resp::reply::Protocol::Resp3;
-        let mode = ConnMode { pushes: Some((self.reply_sender(), tag)), ..ConnMode::owned(resp3, None) };
+        let mode = ConnMode { pushes: Some((self.exec.reply_sender(), tag)), ..ConnMode::owned(resp3, None) };
         self.shared.topology.upstreams().owned(addr, mode)
     }
 

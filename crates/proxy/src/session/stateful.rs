@@ -1,14 +1,17 @@
 //! Commands that need upstream state of their own: transactions and blocking commands run on a
 //! connection the client owns, never on a pooled connection shared with other clients.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
-use super::pipeline::{Meta, Part, Target};
-use super::{SLOT_NOT_SERVED, Session};
+use super::Session;
+use super::pipeline::Meta;
 use crate::command::Merge;
+use crate::error::ProxyError;
+use crate::executor::{Part, Target};
 use crate::resp::{Request, reply, request::encode_command};
 use crate::slot::Slot;
-use crate::upstream::ConnMode;
 
 /// How often a pending `CLIENT UNBLOCK` is sent again while the client stays blocked.
 const UNBLOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -28,10 +31,11 @@ pub(super) struct Transaction {
 }
 
 /// Redis' refusal of a `no_multi` command between MULTI and EXEC (`processCommand`).
-pub(super) const NOT_ALLOWED_IN_MULTI: &str = "ERR Command not allowed inside a transaction";
-const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
-pub(super) const NOT_IN_TRANSACTION: &str =
-    "ERR command not allowed inside a transaction through the proxy (it is not sent to a single node)";
+pub(super) const NOT_ALLOWED_IN_MULTI: ProxyError =
+    ProxyError::Command(Cow::Borrowed("ERR Command not allowed inside a transaction"));
+pub(super) const NOT_IN_TRANSACTION: ProxyError = ProxyError::Command(Cow::Borrowed(
+    "ERR command not allowed inside a transaction through the proxy (it is not sent to a single node)",
+));
 
 /// Whether a command is handled by the transaction machinery itself rather than queued.
 pub(super) fn controls_transaction(request: &Request) -> bool {
@@ -49,19 +53,8 @@ impl Session {
             None => routing.any_master(self.state.id as usize)?.addr().to_string(),
         };
         drop(routing);
-        self.own_conn_at(&addr);
+        self.exec.own_conn_at(&self.shared, super::dispatch::caller(&self.state), &addr);
         Some(())
-    }
-
-    /// Makes sure the client's own connection goes to `addr`.
-    pub(super) fn own_conn_at(&mut self, addr: &str) {
-        if self.own.as_ref().is_none_or(|c| c.addr() != addr) {
-            let resp3 = self.state.protocol == crate::resp::reply::Protocol::Resp3;
-            // The client's node-side user: a transaction may run EVAL or FCALL.
-            let user = self.state.user.as_ref().and_then(|u| u.node_user.clone());
-            let mode = ConnMode::owned(resp3, user);
-            self.own = Some(self.shared.topology.upstreams().owned(addr, mode));
-        }
     }
 
     /// `CLIENT UNBLOCK` of this client by another: the node unblocks the own connection's command
@@ -69,7 +62,7 @@ impl Session {
     /// node's own: a timeout's null or `-UNBLOCKED`. Nothing is lost: a command the node already
     /// answered is not unblocked.
     fn unblock_own(&mut self, how: super::clients::Unblock) {
-        let Some((addr, id)) = self.own.as_ref().and_then(|own| Some((own.addr().to_string(), own.node_client_id()?)))
+        let Some((addr, id)) = self.exec.own().and_then(|own| Some((own.addr().to_string(), own.node_client_id()?)))
         else {
             return;
         };
@@ -128,7 +121,7 @@ impl Session {
             return;
         }
         if self.own_conn_for(slot).is_none() {
-            self.pipeline.push_ready(reply::error(SLOT_NOT_SERVED), meta);
+            self.push_error(ProxyError::SlotNotServed, meta);
             return;
         }
         // INFO clients (`blocked_clients`, `total_blocking_keys`, `clients_in_timeout_table`) and
@@ -149,30 +142,30 @@ impl Session {
         match name.as_slice() {
             b"MULTI" => {
                 if self.tx.is_some() {
-                    return self.pipeline.push_ready(reply::error("ERR MULTI calls can not be nested"), meta);
+                    return self.push_error(ProxyError::command("ERR MULTI calls can not be nested"), meta);
                 }
                 self.tx = Some(Transaction { slot: self.watch_slot.flatten(), ..Transaction::default() });
                 self.pipeline.push_ready(reply::ok(), meta);
             }
             b"DISCARD" => {
                 if self.tx.take().is_none() {
-                    return self.pipeline.push_ready(reply::error("ERR DISCARD without MULTI"), meta);
+                    return self.push_error(ProxyError::command("ERR DISCARD without MULTI"), meta);
                 }
                 self.unwatch(meta);
             }
             b"UNWATCH" => self.unwatch(meta),
             b"WATCH" => {
                 if self.tx.is_some() {
-                    return self.pipeline.push_ready(reply::error("ERR WATCH inside MULTI is not allowed"), meta);
+                    return self.push_error(ProxyError::command("ERR WATCH inside MULTI is not allowed"), meta);
                 }
                 // All watched keys, and later the transaction's keys, must live on one node.
                 if let Some(Some(watched)) = self.watch_slot
                     && slot.is_some_and(|s| s != watched)
                 {
-                    return self.pipeline.push_ready(reply::error(crate::router::CROSSSLOT), meta);
+                    return self.push_error(ProxyError::CrossSlot, meta);
                 }
                 if self.own_conn_for(slot).is_none() {
-                    return self.pipeline.push_ready(reply::error(SLOT_NOT_SERVED), meta);
+                    return self.push_error(ProxyError::SlotNotServed, meta);
                 }
                 self.watch_slot = Some(slot.or(self.watch_slot.flatten()));
                 // INFO clients counts watching clients and their keys, as Redis does.
@@ -190,7 +183,7 @@ impl Session {
     pub(super) fn queue_in_transaction(
         &mut self,
         request: &Request,
-        slot: Result<Option<Slot>, Bytes>,
+        slot: Result<Option<Slot>, ProxyError>,
         setting: bool,
         meta: Meta,
     ) {
@@ -199,7 +192,7 @@ impl Session {
         };
         let reply = match slot {
             Err(error) => Some(error),
-            Ok(Some(slot)) if tx.slot.is_some_and(|s| s != slot) => Some(reply::error(crate::router::CROSSSLOT)),
+            Ok(Some(slot)) if tx.slot.is_some_and(|s| s != slot) => Some(ProxyError::CrossSlot),
             Ok(slot) => {
                 tx.slot = tx.slot.or(slot);
                 None
@@ -208,7 +201,7 @@ impl Session {
         match reply {
             Some(error) => {
                 tx.dirty = true;
-                self.pipeline.push_ready(error, meta);
+                self.push_error(error, meta);
             }
             None => {
                 if setting {
@@ -230,7 +223,7 @@ impl Session {
     /// A command refused before routing (arity, permissions) fails the transaction it was queued
     /// in; a refused EXEC ends the transaction and unwatches, and says so (Redis'
     /// `execCommandAbort`). Returns the error to answer.
-    pub(super) fn refused(&mut self, exec: bool, refusal: Bytes) -> Bytes {
+    pub(super) fn refused(&mut self, exec: bool, refusal: ProxyError) -> ProxyError {
         if !exec {
             self.spoil_transaction();
             return refusal;
@@ -239,35 +232,34 @@ impl Session {
         if self.forget_watch().is_some() {
             self.send_unwatch();
         }
-        if refusal.starts_with(b"-EXECABORT") {
-            return refusal;
+        match refusal {
+            ProxyError::ExecAbort(_) | ProxyError::ExecAbortPrevious => refusal,
+            other => ProxyError::ExecAbort(other.to_string()),
         }
-        let reason = crate::upstream::connect::first_line(&refusal);
-        reply::error(&format!("EXECABORT Transaction discarded because of: {reason}"))
     }
 
     /// A command that cannot be part of a transaction (fan-out, local state, `no_multi`): refused
     /// with `error`, and EXEC will answer EXECABORT, as Redis' `rejectCommand` does.
-    pub(super) fn refuse_in_transaction(&mut self, meta: Meta, error: &str) {
+    pub(super) fn refuse_in_transaction(&mut self, meta: Meta, error: ProxyError) {
         self.spoil_transaction();
-        self.pipeline.push_ready(reply::error(error), meta);
+        self.push_error(error, meta);
     }
 
     fn exec(&mut self, meta: Meta) {
         let Some(tx) = self.tx.take() else {
-            return self.pipeline.push_ready(reply::error("ERR EXEC without MULTI"), meta);
+            return self.push_error(ProxyError::command("ERR EXEC without MULTI"), meta);
         };
         let watched = self.forget_watch();
         if tx.dirty {
             if watched.is_some() {
                 self.send_unwatch();
             }
-            return self.pipeline.push_ready(reply::error(EXECABORT), meta);
+            return self.push_error(ProxyError::ExecAbortPrevious, meta);
         }
         // Keyless transactions run on whichever master the own connection reaches.
         let slot = tx.slot.or(watched.flatten());
         if watched.is_none() && self.own_conn_for(slot).is_none() {
-            return self.pipeline.push_ready(reply::error(SLOT_NOT_SERVED), meta);
+            return self.push_error(ProxyError::SlotNotServed, meta);
         }
         // MULTI, the queued commands and EXEC go out together; the client gets EXEC's reply. A
         // redirection of any of them makes the node answer EXECABORT: the map is refreshed and the
@@ -299,7 +291,7 @@ impl Session {
         if settings.is_empty() {
             return Vec::new();
         }
-        let own_addr = self.own.as_ref().map(|own| own.addr().to_string());
+        let own_addr = self.exec.own().map(|own| own.addr().to_string());
         let nodes = self.admin_nodes(crate::command::AdminKind::EveryNode);
         let elsewhere = nodes.into_iter().filter(|(addr, _)| Some(addr) != own_addr.as_ref());
         elsewhere
@@ -315,7 +307,7 @@ impl Session {
 
     /// UNWATCH (or DISCARD, which unwatches too), answered `+OK` by the node or the proxy.
     fn unwatch(&mut self, meta: Meta) {
-        if self.forget_watch().is_some() && self.own.is_some() {
+        if self.forget_watch().is_some() && self.exec.own().is_some() {
             let part = Part::new(encode_command(&[b"UNWATCH"]), Target::Owned, false);
             let seq = self.pipeline.push_single(part, meta);
             self.send(seq, 0);
@@ -326,7 +318,7 @@ impl Session {
 
     /// Forgets the watched keys on the node without a reply to the client.
     fn send_unwatch(&mut self) {
-        if let Some(own) = &self.own {
+        if let Some(own) = self.exec.own() {
             let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
             own.send(crate::upstream::UpstreamRequest {
                 payload: encode_command(&[b"UNWATCH"]),

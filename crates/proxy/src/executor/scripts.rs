@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use dashmap::DashMap;
 
+use crate::command::CommandSpec;
 use crate::resp::{Request, request::encode_command};
 
 /// Scripts kept at most: applications that generate scripts on the fly must not grow the proxy
@@ -14,9 +15,14 @@ const MAX_SCRIPTS: usize = 10_000;
 /// Script bodies by lowercase hex SHA1.
 pub type Scripts = DashMap<String, Bytes>;
 
-/// Records the script of an `EVAL`/`EVAL_RO` (argument 1) or `SCRIPT LOAD` (argument 2).
-pub fn remember(scripts: &Scripts, request: &Request) {
-    let body = if request.arg(0).eq_ignore_ascii_case(b"script") { request.arg(2) } else { request.arg(1) };
+/// Records the script of an `EVAL`/`EVAL_RO` (argument 1) or `SCRIPT LOAD` (argument 2); other
+/// commands carry no script body.
+pub fn remember(scripts: &Scripts, spec: &CommandSpec, request: &Request) {
+    let body = match spec.name.as_str() {
+        "eval" | "eval_ro" => request.arg(1),
+        "script|load" => request.arg(2),
+        _ => return,
+    };
     if scripts.len() >= MAX_SCRIPTS {
         return;
     }
@@ -45,13 +51,21 @@ fn parse_args(payload: &Bytes) -> Option<Vec<Bytes>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Remembers the script `args` carry, as the session does for every request.
+    pub(crate) fn remember_args(scripts: &Scripts, args: &[&str]) {
+        let table = crate::command::CommandTable::builtin();
+        let request = Request::from_args(args);
+        let spec = table.lookup(&request).expect("a known command");
+        remember(scripts, spec, &request);
+    }
 
     #[test]
     fn evalsha_of_a_remembered_script_is_reloaded() {
         let scripts = Scripts::default();
-        remember(&scripts, &Request::from_args(&["SCRIPT", "LOAD", "return 1"]));
+        remember_args(&scripts, &["SCRIPT", "LOAD", "return 1"]);
         // SHA1("return 1"), as Redis computes it.
         let sha = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db";
         assert!(scripts.contains_key(sha));
@@ -67,7 +81,7 @@ mod tests {
     #[test]
     fn eval_bodies_are_remembered_too() {
         let scripts = Scripts::default();
-        remember(&scripts, &Request::from_args(&["EVAL", "return 1", "0"]));
+        remember_args(&scripts, &["EVAL", "return 1", "0"]);
         assert!(scripts.contains_key("e0e1f9fabfc9d4800c877a703b823ac0578ff8db"));
     }
 }

@@ -1,0 +1,250 @@
+//! The executor: gets each part of a client's requests answered by the cluster.
+//!
+//! The session hands it parts (one per node a request goes to) and gets back, for each, either
+//! the reply to keep or nothing yet. In between the executor runs explicit phases:
+//!
+//! 1. **choose the peer** ([`peer`]): the slot's master, a replica for reads when `read_from`
+//!    allows, the node a redirection named, or the client's own connection;
+//! 2. **send** on that node's pooled, pipelined connections (scripts on a script lane);
+//! 3. **on the reply** ([`outcome`]): done; follow `MOVED`/`ASK`; load a missing script and run
+//!    again; retry a transient failure (`TRYAGAIN`, `CLUSTERDOWN`, an unreachable node) after a
+//!    pause until `command_timeout`; or fail with a [`ProxyError`].
+//!
+//! Ordering is not its business: the session's pipeline releases replies in request order.
+
+pub mod outcome;
+pub mod part;
+pub mod peer;
+pub mod scripts;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use outcome::{Outcome, RetryPolicy};
+pub use part::{Part, Target};
+
+use crate::auth::NodeUser;
+use crate::error::ProxyError;
+use crate::shared::Shared;
+use crate::topology::Trigger;
+use crate::upstream::{ConnMode, OwnedConn, ReplySender, Tag, UpstreamReply, UpstreamRequest};
+
+/// Pause before resending after `TRYAGAIN`/`CLUSTERDOWN` or an unreachable node.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Who the parts are sent for: what the choice of connection depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The client's id: spreads clients over a pool's connections and a shard's replicas.
+    pub id: u64,
+    /// The client speaks RESP3: its parts go on connections that do too.
+    pub resp3: bool,
+    /// The client's node-side twin user, which scripts run as (see `auth::node_user`).
+    pub node_user: Option<&'a Arc<NodeUser>>,
+}
+
+/// What became of a part given to the executor.
+#[derive(Debug)]
+pub enum Step {
+    /// Sent, or waiting to be resent: its reply will come back on the executor's channel.
+    Pending,
+    /// The answer to keep: the node's reply or the proxy's error.
+    Answered(Bytes),
+    /// The proxy's error, and the client's own connection is gone with whatever state it held
+    /// (WATCH, a transaction, a block).
+    OwnLost(Bytes),
+    /// A reply broke off after part of it was streamed to the client.
+    Broken,
+}
+
+/// One client's in-flight parts' machinery: its reply channel, its parts waiting to be resent,
+/// and its own upstream connection.
+#[derive(Debug, Default)]
+pub struct Executor {
+    /// Where nodes answer this client; created on its first part, so a client that never sends
+    /// one (idle, or only PING) holds no channel.
+    replies: Option<Replies>,
+    /// Parts waiting to be resent, with when.
+    delayed: Vec<(Instant, Tag)>,
+    /// The client's own upstream connection (transactions, blocking commands), when it needs one.
+    own: Option<OwnedConn>,
+}
+
+/// The channel nodes' replies come back to a session on.
+#[derive(Debug)]
+struct Replies {
+    tx: mpsc::UnboundedSender<UpstreamReply>,
+    rx: mpsc::UnboundedReceiver<UpstreamReply>,
+}
+
+impl Executor {
+    /// Sends `part`: chooses its peer and queues it there. `Some(error)`: answered at once, as
+    /// when no node serves its slot or a script keeps the node busy.
+    pub fn send(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
+        if part.target == Target::Owned {
+            return self.send_owned(shared, caller, tag, part);
+        }
+        let (pool, asking) = match peer::choose(&shared.topology, shared.read_from, part, caller.id as usize) {
+            Ok(found) => found,
+            Err(error) => return Some(error),
+        };
+        // A script keeps the node busy: answer as the node would, at once, rather than queue
+        // behind the script for as long as it runs.
+        if !part.allow_busy
+            && let Some(busy) = pool.busy_reply()
+        {
+            return Some(ProxyError::Busy(busy));
+        }
+        let prefix = if asking { Some(peer::asking_command()) } else { part.prefix.take() };
+        let request = UpstreamRequest {
+            payload: part.payload.clone(),
+            prefix,
+            tag,
+            reply_to: self.reply_sender(),
+            // A script runs as long as it likes; SCRIPT KILL, not a timeout, is how it is stopped.
+            bounded: part.script.is_none(),
+            streamable: part.streamable,
+            lease: None,
+        };
+        match part.script {
+            None => pool.send(caller.id as usize, caller.resp3, request),
+            Some(kind) => pool.send_script(caller.node_user, caller.resp3, kind, request),
+        }
+        None
+    }
+
+    /// A part for the client's own connection; a redirected blocking command follows its key to
+    /// the new node on a new own connection.
+    fn send_owned(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
+        let prefix = part.redirect.as_ref().is_some_and(|r| r.1).then(peer::asking_command);
+        if let Some((addr, _)) = &part.redirect {
+            self.own_conn_at(shared, caller, addr);
+        }
+        let request = UpstreamRequest {
+            payload: part.payload.clone(),
+            prefix,
+            tag,
+            reply_to: self.reply_sender(),
+            bounded: !part.blocks,
+            streamable: false,
+            lease: None,
+        };
+        match &self.own {
+            Some(own) => own.send(request),
+            None => return Some(ProxyError::NoTopology),
+        }
+        None
+    }
+
+    /// Takes a node's reply (or failure) for `part`: follows redirections, retries transient
+    /// failures, or returns the answer.
+    pub fn on_reply(
+        &mut self,
+        shared: &Shared,
+        caller: Caller,
+        tag: Tag,
+        part: &mut Part,
+        result: Result<Bytes, crate::upstream::UpstreamError>,
+    ) -> Step {
+        let policy = RetryPolicy { retry_for: shared.command_timeout };
+        let now = Instant::now();
+        match outcome::on_reply(part, result, policy, &shared.scripts, now) {
+            Outcome::Done { reply, stale_map } => {
+                if stale_map && shared.refresh_on_moved {
+                    shared.topology.request_refresh(Trigger::Moved);
+                }
+                Step::Answered(reply)
+            }
+            Outcome::Failed { error, own_lost: true } => {
+                self.own = None;
+                Step::OwnLost(error.to_resp())
+            }
+            Outcome::Failed { error, own_lost: false } => Step::Answered(error.to_resp()),
+            Outcome::Redirected { moved } => {
+                let redirections = &shared.metrics;
+                match moved {
+                    true => redirections.redirections_moved.inc(),
+                    false => redirections.redirections_ask.inc(),
+                }
+                if moved && shared.refresh_on_moved {
+                    shared.topology.request_refresh(Trigger::Moved);
+                }
+                self.resend(shared, caller, tag, part)
+            }
+            Outcome::ScriptLoaded => self.resend(shared, caller, tag, part),
+            Outcome::RetryLater { node_failed } => {
+                if node_failed {
+                    shared.topology.request_refresh(Trigger::NodeFailure);
+                }
+                self.delayed.push((now + RETRY_PAUSE, tag));
+                Step::Pending
+            }
+            Outcome::Broken => Step::Broken,
+        }
+    }
+
+    /// Sends a part again now.
+    pub fn resend(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Step {
+        match self.send(shared, caller, tag, part) {
+            None => Step::Pending,
+            Some(error) => Step::Answered(error.to_resp()),
+        }
+    }
+
+    /// When the next delayed part is due.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.delayed.iter().map(|d| d.0).min()
+    }
+
+    /// Takes the parts due for resending now.
+    pub fn take_due(&mut self) -> Vec<Tag> {
+        let now = Instant::now();
+        let due = self.delayed.iter().filter(|d| d.0 <= now).map(|d| d.1).collect();
+        self.delayed.retain(|d| d.0 > now);
+        due
+    }
+
+    /// A sender for replies to this client, creating the channel on first use.
+    pub fn reply_sender(&mut self) -> ReplySender {
+        let replies = self.replies.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            Replies { tx, rx }
+        });
+        replies.tx.clone()
+    }
+
+    /// Whether replies may come (the channel exists).
+    pub fn has_replies(&self) -> bool {
+        self.replies.is_some()
+    }
+
+    /// The next reply on the channel; pending forever while there is none.
+    pub async fn next_reply(&mut self) -> Option<UpstreamReply> {
+        match &mut self.replies {
+            Some(replies) => replies.rx.recv().await,
+            None => None,
+        }
+    }
+
+    /// A reply already on the channel, without waiting.
+    pub fn try_next_reply(&mut self) -> Option<UpstreamReply> {
+        self.replies.as_mut().and_then(|r| r.rx.try_recv().ok())
+    }
+
+    /// The client's own connection, if it has one.
+    pub fn own(&self) -> Option<&OwnedConn> {
+        self.own.as_ref()
+    }
+
+    /// Makes sure the client's own connection goes to `addr`.
+    pub fn own_conn_at(&mut self, shared: &Shared, caller: Caller, addr: &str) {
+        if self.own.as_ref().is_none_or(|c| c.addr() != addr) {
+            // The client's node-side user: a transaction may run EVAL or FCALL.
+            let mode = ConnMode::owned(caller.resp3, caller.node_user.cloned());
+            self.own = Some(shared.topology.upstreams().owned(addr, mode));
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! On a node's reply: what it means for the part that got it. Pure: it reads the reply, updates
+//! the part (its next node, its retry deadline, a script to load first) and says what to do next;
+//! the executor carries that out.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::part::{Part, Target};
+use super::scripts::{self, Scripts};
+use crate::error::ProxyError;
+use crate::redirect::{self, MAX_HOPS, Redirect};
+use crate::upstream::UpstreamError;
+
+/// What to do with a part after its node answered (or failed to).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The answer: the node's reply, or the proxy's error. `stale_map`: the reply was a
+    /// redirection the proxy did not follow, so its map is behind.
+    Done { reply: Bytes, stale_map: bool },
+    /// The proxy's error for the part. The client's own connection failed when `own_lost`: its
+    /// state (WATCH, a transaction) is gone with it.
+    Failed { error: ProxyError, own_lost: bool },
+    /// A redirection: the part now names its new node; send it there at once.
+    Redirected { moved: bool },
+    /// The node lacked a script the proxy knows: the part now loads it first; send again at once.
+    ScriptLoaded,
+    /// A transient failure: send again after a pause, until the part's retry deadline.
+    /// `node_failed`: the topology should be refreshed now.
+    RetryLater { node_failed: bool },
+    /// Part of a reply already went to the client and the rest broke off: the client connection
+    /// cannot be resynchronised.
+    Broken,
+}
+
+/// How long a part is retried for.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// From a part's first transient failure, how long it may be resent.
+    pub retry_for: Duration,
+}
+
+/// Decides what `result` means for `part`, updating the part for its next attempt.
+pub fn on_reply(
+    part: &mut Part,
+    result: Result<Bytes, UpstreamError>,
+    policy: RetryPolicy,
+    scripts: &Scripts,
+    now: Instant,
+) -> Outcome {
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(error) => return on_failure(part, error, policy, now),
+    };
+    // A script the proxy saw loaded is missing on this node (a failover promoted a replica, which
+    // never had it): load it there and run the command again, once.
+    if reply.starts_with(b"-NOSCRIPT")
+        && !part.script_reloaded
+        && let Some(load) = scripts::reload_for(scripts, &part.payload)
+    {
+        part.script_reloaded = true;
+        part.prefix = Some(load);
+        return Outcome::ScriptLoaded;
+    }
+    let next = redirect::classify(&reply);
+    // CLUSTERDOWN (every node says so while a failed master's replica waits to be promoted) and
+    // TRYAGAIN are transient: resend for as long as a client waits for one command, rather than
+    // a fixed number of hops.
+    if matches!(next, Redirect::TryAgain | Redirect::ClusterDown) && part.follow_redirects {
+        if now < *part.retry_until.get_or_insert(now + policy.retry_for) {
+            part.redirect = None;
+            return Outcome::RetryLater { node_failed: next == Redirect::ClusterDown };
+        }
+        return Outcome::Done { reply, stale_map: false };
+    }
+    if next == Redirect::None || part.hops >= MAX_HOPS || !part.follow_redirects {
+        return Outcome::Done { stale_map: next != Redirect::None, reply };
+    }
+    part.hops += 1;
+    match next {
+        Redirect::Moved { addr, .. } => {
+            part.redirect = Some((addr.to_string(), false));
+            Outcome::Redirected { moved: true }
+        }
+        Redirect::Ask { addr, .. } => {
+            part.redirect = Some((addr.to_string(), true));
+            Outcome::Redirected { moved: false }
+        }
+        // Handled above: only a redirection to follow reaches this point.
+        Redirect::TryAgain | Redirect::ClusterDown | Redirect::None => Outcome::Done { reply, stale_map: false },
+    }
+}
+
+/// A part that got no reply. Never sent: safe to retry once the topology has caught up with the
+/// failure, for as long as a client would wait for one command anyway. Maybe applied (a timeout,
+/// a connection lost in flight): the client gets the error, never a silent second write.
+fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: Instant) -> Outcome {
+    if part.streamed {
+        return Outcome::Broken;
+    }
+    // The own connection holds state (WATCH, MULTI, a block) that a retry elsewhere would not
+    // have: its failures go to the client.
+    let own = part.target == Target::Owned;
+    let deadline = *part.retry_until.get_or_insert(now + policy.retry_for);
+    if error.never_sent() && !own && now < deadline {
+        part.redirect = None;
+        // A read whose replica is unreachable goes to the master from now on.
+        part.write = true;
+        return Outcome::RetryLater { node_failed: true };
+    }
+    Outcome::Failed { error: error.into(), own_lost: own }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: RetryPolicy = RetryPolicy { retry_for: Duration::from_secs(5) };
+
+    fn get() -> Part {
+        Part::new(Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n"), Target::Slot(Some(15495)), false)
+    }
+
+    fn reply(text: &'static [u8]) -> Result<Bytes, UpstreamError> {
+        Ok(Bytes::from_static(text))
+    }
+
+    #[test]
+    fn an_ordinary_reply_is_the_answer() {
+        let mut part = get();
+        let outcome = on_reply(&mut part, reply(b"$1\r\nx\r\n"), POLICY, &Scripts::default(), Instant::now());
+        assert_eq!(outcome, Outcome::Done { reply: Bytes::from_static(b"$1\r\nx\r\n"), stale_map: false });
+    }
+
+    #[test]
+    fn moved_and_ask_name_the_next_node_until_the_hop_limit() {
+        let mut part = get();
+        let now = Instant::now();
+        let moved = on_reply(&mut part, reply(b"-MOVED 15495 10.0.0.2:6379\r\n"), POLICY, &Scripts::default(), now);
+        assert_eq!(moved, Outcome::Redirected { moved: true });
+        assert_eq!(part.redirect, Some(("10.0.0.2:6379".to_string(), false)));
+        let ask = on_reply(&mut part, reply(b"-ASK 15495 10.0.0.3:6379\r\n"), POLICY, &Scripts::default(), now);
+        assert_eq!(ask, Outcome::Redirected { moved: false });
+        assert_eq!(part.redirect, Some(("10.0.0.3:6379".to_string(), true)));
+        part.hops = MAX_HOPS;
+        let last = on_reply(&mut part, reply(b"-MOVED 15495 10.0.0.4:6379\r\n"), POLICY, &Scripts::default(), now);
+        assert!(matches!(last, Outcome::Done { stale_map: true, .. }), "{last:?}");
+    }
+
+    #[test]
+    fn inside_a_transaction_a_redirection_goes_to_the_client() {
+        let mut part = get();
+        part.follow_redirects = false;
+        let outcome = on_reply(&mut part, reply(b"-MOVED 1 a:1\r\n"), POLICY, &Scripts::default(), Instant::now());
+        assert!(matches!(outcome, Outcome::Done { stale_map: true, .. }));
+        let down = on_reply(&mut part, reply(b"-CLUSTERDOWN x\r\n"), POLICY, &Scripts::default(), Instant::now());
+        assert!(matches!(down, Outcome::Done { stale_map: true, .. }));
+    }
+
+    #[test]
+    fn transient_errors_are_retried_until_the_deadline_then_answered() {
+        let mut part = get();
+        let start = Instant::now();
+        let scripts = Scripts::default();
+        let first = on_reply(&mut part, reply(b"-CLUSTERDOWN The cluster is down\r\n"), POLICY, &scripts, start);
+        assert_eq!(first, Outcome::RetryLater { node_failed: true });
+        let again = on_reply(&mut part, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, start + Duration::from_secs(4));
+        assert_eq!(again, Outcome::RetryLater { node_failed: false });
+        let late = on_reply(&mut part, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, start + Duration::from_secs(6));
+        assert!(matches!(late, Outcome::Done { .. }));
+    }
+
+    #[test]
+    fn only_requests_never_sent_are_retried_and_never_on_the_own_connection() {
+        let unreachable = || UpstreamError::Unreachable { addr: "a:1".into(), reason: "refused".into() };
+        let now = Instant::now();
+        let mut part = get();
+        assert_eq!(on_failure(&mut part, unreachable(), POLICY, now), Outcome::RetryLater { node_failed: true });
+        assert!(part.write, "a read retried goes to the master");
+        let timeout = on_failure(&mut get(), UpstreamError::Timeout, POLICY, now);
+        assert_eq!(timeout, Outcome::Failed { error: UpstreamError::Timeout.into(), own_lost: false });
+        let mut own = get();
+        own.target = Target::Owned;
+        assert_eq!(
+            on_failure(&mut own, unreachable(), POLICY, now),
+            Outcome::Failed { error: unreachable().into(), own_lost: true }
+        );
+        let mut streamed = get();
+        streamed.streamed = true;
+        assert_eq!(on_failure(&mut streamed, UpstreamError::Timeout, POLICY, now), Outcome::Broken);
+    }
+
+    #[test]
+    fn a_missing_script_is_loaded_once() {
+        let scripts = Scripts::default();
+        scripts::tests::remember_args(&scripts, &["SCRIPT", "LOAD", "return 1"]);
+        let evalsha = crate::resp::Request::from_args(&["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"]);
+        let mut part = Part::new(evalsha.bytes().clone(), Target::Slot(None), true);
+        let now = Instant::now();
+        let first = on_reply(&mut part, reply(b"-NOSCRIPT No matching script\r\n"), POLICY, &scripts, now);
+        assert_eq!(first, Outcome::ScriptLoaded);
+        assert!(part.prefix.is_some());
+        let second = on_reply(&mut part, reply(b"-NOSCRIPT No matching script\r\n"), POLICY, &scripts, now);
+        assert!(matches!(second, Outcome::Done { .. }));
+    }
+}

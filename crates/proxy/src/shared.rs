@@ -1,0 +1,73 @@
+//! What every session shares: the command table, the topology, client limits and counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::auth::Access;
+use crate::command::CommandTable;
+use crate::config::ReadFrom;
+use crate::executor::scripts;
+use crate::metrics::Metrics;
+use crate::resp::Limits;
+use crate::session::clients;
+use crate::topology::Topology;
+
+/// What every session shares: the command table, the topology, limits and counters.
+#[derive(Debug)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub table: Arc<CommandTable>,
+    /// Who clients are and what they may do.
+    pub access: Access,
+    pub topology: Arc<Topology>,
+    pub limits: Limits,
+    /// Requests a client may have in flight before the proxy stops reading from it.
+    pub max_pipeline: usize,
+    /// Replies buffered for a client that does not read before it is disconnected.
+    pub client_output_limit: usize,
+    /// Clients the listener accepts at once (`listen.max_clients`), INFO's `maxclients`.
+    pub max_clients: usize,
+    /// Which field of a verified client certificate names the client's ACL user.
+    pub certificate_user: crate::config::CertificateUser,
+    /// How long requests for an unreachable node are retried (while the topology catches up).
+    pub command_timeout: Duration,
+    /// Close clients that send nothing for this long (`listen.idle_timeout`); `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Whether reads may go to replicas (`upstream.read_from`).
+    pub read_from: ReadFrom,
+    /// Refresh the topology at once on `MOVED` (`topology.refresh_on_moved`).
+    pub refresh_on_moved: bool,
+    pub stats: Stats,
+    /// Scripts seen through EVAL and SCRIPT LOAD, by SHA1, for NOSCRIPT recovery.
+    pub scripts: scripts::Scripts,
+    /// The connected clients, for CLIENT LIST / KILL / PAUSE.
+    pub clients: clients::Clients,
+}
+
+/// Process-wide counters shown by `INFO`.
+#[derive(Debug)]
+pub struct Stats {
+    pub started: Instant,
+    pub connected_clients: AtomicUsize,
+    pub total_connections: AtomicU64,
+    next_client_id: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            started: Instant::now(),
+            connected_clients: AtomicUsize::new(0),
+            total_connections: AtomicU64::new(0),
+            next_client_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Stats {
+    /// A new client id, unique for the process' life (`CLIENT ID`).
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
