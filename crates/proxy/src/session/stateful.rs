@@ -223,8 +223,8 @@ impl Session {
     /// A command refused before routing (arity, permissions) fails the transaction it was queued
     /// in; a refused EXEC ends the transaction and unwatches, and says so (Redis'
     /// `execCommandAbort`). Returns the error to answer.
-    pub(super) fn refused(&mut self, exec: bool, refusal: ProxyError) -> ProxyError {
-        if !exec {
+    pub(super) fn refused(&mut self, spec: &crate::command::CommandSpec, refusal: ProxyError) -> ProxyError {
+        if spec.name != "exec" {
             self.spoil_transaction();
             return refusal;
         }

@@ -1,0 +1,136 @@
+//! A client's requests from bytes to a route: framing, Redis' admission checks in Redis' order
+//! (unknown command, arity, login, `no_multi` inside MULTI, permissions), CLIENT PAUSE, subscribed
+//! mode and transaction queueing; then the route is carried out (`route.rs`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::pipeline::Meta;
+use super::{Session, is_client_reply, local, stateful};
+use crate::command::{AdminKind, CommandFlags, CommandSpec, Handling, LocalKind, StatefulKind};
+use crate::error::ProxyError;
+use crate::executor::scripts;
+use crate::metrics::labels;
+use crate::resp::Request;
+use crate::resp::reply::Protocol;
+use crate::router;
+
+impl Session {
+    /// Routes every complete request in `rbuf`.
+    pub(super) fn on_input(&mut self, rbuf: &mut BytesMut) {
+        // Every request completed by this read had its last byte read now: one clock read per read.
+        let read_at = Instant::now();
+        loop {
+            // Like Redis with a blocked or subscribing client: later requests wait, unparsed, until
+            // the pending answer is in; serve() resumes here then.
+            if self.input_on_hold() {
+                self.paused_input = true;
+                return;
+            }
+            match self.decoder.decode(rbuf) {
+                Ok(Some(request)) => {
+                    self.traffic.commands += 1;
+                    self.on_request(request, read_at);
+                    if self.state.closing {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    // As Redis does: answer, then close; the stream cannot be resynchronised.
+                    tracing::debug!(client = self.state.id, %error, "protocol error");
+                    let meta = Meta { label: labels::OTHER, read_at, dropped: false };
+                    self.push_error(ProxyError::Protocol(error.to_string()), meta);
+                    self.pipeline.push_close();
+                    self.state.closing = true;
+                    rbuf.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One request: admitted or refused, held, taken by subscribed mode or a transaction, or
+    /// routed and carried out.
+    pub(super) fn on_request(&mut self, request: Request, read_at: Instant) {
+        let dropped = self.state.reply_dropped(|| is_client_reply(&request));
+        // The table outlives the request; holding it apart from `self` lets the steps below
+        // borrow the session mutably.
+        let shared = Arc::clone(&self.shared);
+        let Some(spec) = shared.table.lookup(&request) else {
+            self.spoil_transaction();
+            let meta = Meta { label: labels::OTHER, read_at, dropped };
+            return self.push_error(router::unknown_command(&shared.table, &request), meta);
+        };
+        let meta = Meta { label: spec.metric_label, read_at, dropped };
+        if let Some(refusal) = self.admission(spec, &request) {
+            return self.push_error(refusal, meta);
+        }
+        shared.clients.touch(&self.entry, spec.metric_label, read_at);
+        if self.paused(spec) {
+            let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
+            self.held = Some((request, read_at, until));
+            return;
+        }
+        // RESP2 subscribed mode takes every command; in RESP3 other commands run normally.
+        let pubsub_command = matches!(spec.handling, Handling::Stateful(StatefulKind::PubSub));
+        if self.subscribed() && (self.state.protocol == Protocol::Resp2 || pubsub_command) {
+            return self.on_pubsub(&request, meta);
+        }
+        if self.tx.is_some() && !stateful::controls_transaction(&request) {
+            return self.queue(spec, &request, meta);
+        }
+        scripts::remember(&shared.scripts, spec, &request);
+        let route = router::plan_command(spec, &request, &mut self.keys);
+        self.carry_out(route, spec, request, meta);
+    }
+
+    /// Redis' checks after the command is known, in `processCommand`'s order: arity, login, a
+    /// `no_multi` command inside MULTI, then the user's permissions. The one arity check of a
+    /// request. A refusal fails the transaction being queued; a refused EXEC ends it.
+    fn admission(&mut self, spec: &CommandSpec, request: &Request) -> Option<ProxyError> {
+        let arity = router::arity_error(spec, request);
+        let no_multi = self.tx.is_some() && self.state.user.is_some() && spec.flags.contains(CommandFlags::NO_MULTI);
+        if no_multi && arity.is_none() {
+            self.spoil_transaction();
+            return Some(stateful::NOT_ALLOWED_IN_MULTI);
+        }
+        let refusal =
+            arity.or_else(|| local::authorize(&mut self.state, &self.shared, spec, request, &mut self.acl_keys))?;
+        Some(self.refused(spec, refusal))
+    }
+
+    /// Whether CLIENT PAUSE holds the command: every command (ALL) or those that may write
+    /// (WRITE), like Redis; CLIENT UNPAUSE itself gets through.
+    fn paused(&self, spec: &CommandSpec) -> bool {
+        let Some(pause) = self.shared.clients.current_pause() else {
+            return false;
+        };
+        let may_write = spec.is_write() || spec.flags.contains(CommandFlags::MAY_REPLICATE);
+        (!pause.writes_only || may_write) && spec.handling != Handling::Local(LocalKind::Unpause)
+    }
+
+    /// Inside MULTI commands are queued, not routed: they run together at EXEC. What one node
+    /// cannot answer for the whole cluster (fan-out), what the proxy answers from its own state,
+    /// and subscriptions cannot be part of a node's transaction; PING and ECHO mean the same on
+    /// the node. Settings (CONFIG SET) run in the node's transaction and reach the other nodes
+    /// once EXEC has run them (stateful.rs).
+    fn queue(&mut self, spec: &CommandSpec, request: &Request, meta: Meta) {
+        let setting = spec.handling == Handling::Admin(AdminKind::EveryNode);
+        let queueable = match &spec.handling {
+            Handling::FanOut(_)
+            | Handling::Admin(_)
+            | Handling::Refuse(_)
+            | Handling::Stateful(StatefulKind::PubSub) => setting,
+            Handling::Local(kind) => *kind == LocalKind::Echo,
+            _ => true,
+        };
+        if !queueable {
+            return self.refuse_in_transaction(meta, stateful::NOT_IN_TRANSACTION);
+        }
+        let slot = router::slot_of(spec, request, &mut self.keys);
+        self.queue_in_transaction(request, slot, setting, meta);
+    }
+}

@@ -1,0 +1,177 @@
+//! Carrying out a [`Route`]: a part per node it names, handed to the executor; or an answer
+//! from the session's own modules (local state, the proxy's clients, transactions, blocking
+//! commands, subscriptions, operator commands in `admin.rs`).
+
+use bytes::Bytes;
+
+use super::pipeline::Meta;
+use super::{Session, clients, local};
+use crate::command::{CommandFlags, CommandSpec, LocalKind, Merge, StatefulKind};
+use crate::error::ProxyError;
+use crate::executor::{Part, Target};
+use crate::resp::Request;
+use crate::router::{self, Route};
+use crate::upstream::ScriptKind;
+
+impl Session {
+    /// Carries out `route`, planned for `request` of command `spec`.
+    pub(super) fn carry_out(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
+        match route {
+            Route::Single { slot, write } => self.single(&request, slot, write, None, meta),
+            Route::Script { slot, write, function } => {
+                let kind = if function { ScriptKind::Function } else { ScriptKind::Eval };
+                self.single(&request, slot, write, Some(kind), meta);
+            }
+            Route::Split { merge, parts, places } => {
+                let parts: Vec<Part> =
+                    parts.into_iter().map(|p| Part::new(p.payload, Target::Slot(Some(p.slot)), true)).collect();
+                let count = parts.len() as u32;
+                let seq = self.pipeline.push_multi(parts, merge, places, meta);
+                (0..count).for_each(|part| self.send(seq, part));
+            }
+            Route::FanOut { merge } => {
+                // SCRIPT KILL and FUNCTION KILL must reach a node that a script keeps busy.
+                let allow_busy = spec.flags.contains(CommandFlags::ALLOW_BUSY);
+                self.fan_out_parts(request.bytes().clone(), merge, meta, allow_busy);
+            }
+            Route::Admin(kind) => self.admin(&request, kind, meta),
+            Route::Local(LocalKind::Scan) => self.scan(&request, meta),
+            Route::Local(LocalKind::RandomKey) => self.random_key(meta),
+            Route::Local(LocalKind::Clients | LocalKind::Unpause) => {
+                match clients::command(&self.shared.clients, &self.state, &request) {
+                    Ok(reply) => self.pipeline.push_ready(reply, meta),
+                    Err(error) => self.push_error(error, meta),
+                }
+            }
+            Route::Local(LocalKind::Connection | LocalKind::Echo) => self.answer_locally(&request, meta),
+            Route::Stateful(kind) => self.stateful(kind, spec, request, meta),
+            Route::Refuse(error) => self.push_error(error, meta),
+        }
+    }
+
+    /// A request for one node: the slot's owner (any master when keyless), or one of its script
+    /// lanes. Its reply is forwarded untouched, so a large one may stream.
+    fn single(
+        &mut self,
+        request: &Request,
+        slot: Option<crate::slot::Slot>,
+        write: bool,
+        script: Option<ScriptKind>,
+        meta: Meta,
+    ) {
+        if write && slot.is_some() {
+            self.last_write_slot = slot;
+        }
+        let mut part = Part::new(request.bytes().clone(), Target::Slot(slot), write);
+        part.streamable = true;
+        part.script = script;
+        let seq = self.pipeline.push_single(part, meta);
+        self.send(seq, 0);
+    }
+
+    /// Transactions, blocking commands and subscriptions: on connections of the client's own.
+    fn stateful(&mut self, kind: StatefulKind, spec: &CommandSpec, request: Request, meta: Meta) {
+        let slot = match router::slot_of(spec, &request, &mut self.keys) {
+            Ok(slot) => slot,
+            Err(error) => return self.push_error(error, meta),
+        };
+        match kind {
+            StatefulKind::Transaction => self.on_transaction(request, slot, meta),
+            StatefulKind::Blocking => self.on_blocking(request, slot, meta),
+            // Subscription frames must follow every earlier reply: wait for the pipeline.
+            StatefulKind::PubSub if self.pipeline.is_empty() => self.on_pubsub(&request, meta),
+            StatefulKind::PubSub => {
+                self.deferred = Some((request, meta));
+                self.hold_reading = true;
+            }
+        }
+    }
+
+    /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
+    /// when the command may have changed it.
+    fn answer_locally(&mut self, request: &Request, meta: Meta) {
+        let answer = local::answer(&mut self.state, &self.shared, request);
+        if local::changes_description(request) {
+            self.entry.describe(&self.state);
+        }
+        match answer {
+            local::Answer::Reply(reply) => self.pipeline.push_ready(reply, meta),
+            local::Answer::Error(error) => self.push_error(error, meta),
+            local::Answer::ReplyAndClose(reply) => {
+                self.pipeline.push_ready(reply, meta);
+                self.pipeline.push_close();
+                self.state.closing = true;
+            }
+            local::Answer::WithClusterSections(text, sections) => {
+                let mut args: Vec<&[u8]> = vec![b"INFO"];
+                args.extend(sections.iter().map(|s| s.as_bytes()));
+                let payload = crate::resp::request::encode_command(&args);
+                if let Some(seq) = self.fan_out(payload, Merge::InfoSums, meta) {
+                    self.pipeline.set_prefix(seq, text);
+                }
+            }
+            local::Answer::AnyMaster => {
+                let part = Part::new(request.bytes().clone(), Target::Slot(None), false);
+                let seq = self.pipeline.push_single(part, meta);
+                self.send(seq, 0);
+            }
+        }
+    }
+
+    /// Sends the same request to every master and merges the replies.
+    pub(super) fn fan_out(&mut self, payload: Bytes, merge: Merge, meta: Meta) -> Option<u64> {
+        self.fan_out_parts(payload, merge, meta, false)
+    }
+
+    /// [`Self::fan_out`]; `allow_busy` lets the parts through to nodes a script keeps busy.
+    fn fan_out_parts(&mut self, payload: Bytes, merge: Merge, meta: Meta, allow_busy: bool) -> Option<u64> {
+        let masters = self.shared.topology.routing().masters().len();
+        if masters == 0 {
+            self.push_error(ProxyError::NoTopology, meta);
+            return None;
+        }
+        let parts = (0..masters)
+            .map(|i| {
+                let mut part = Part::new(payload.clone(), Target::Master(i), true);
+                part.allow_busy = allow_busy;
+                part
+            })
+            .collect();
+        let seq = self.pipeline.push_multi(parts, merge, Vec::new(), meta);
+        (0..masters as u32).for_each(|part| self.send(seq, part));
+        Some(seq)
+    }
+
+    /// RANDOMKEY over the whole cluster: every master's key count and one of its keys, merged
+    /// into one key picked with each master weighted by its count ([`Merge::RandomKey`]).
+    fn random_key(&mut self, meta: Meta) {
+        let masters = self.shared.topology.routing().masters().len();
+        if masters == 0 {
+            return self.push_error(ProxyError::NoTopology, meta);
+        }
+        let mut parts = Vec::with_capacity(2 * masters);
+        for command in [&b"DBSIZE"[..], b"RANDOMKEY"] {
+            let payload = crate::resp::request::encode_command(&[command]);
+            parts.extend((0..masters).map(|i| Part::new(payload.clone(), Target::Master(i), false)));
+        }
+        let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), self.state.id);
+        let seq = self.pipeline.push_multi(parts, Merge::RandomKey { seed }, Vec::new(), meta);
+        (0..2 * masters as u32).for_each(|part| self.send(seq, part));
+    }
+
+    /// SCAN with a cluster-wide cursor: the cursor names a master and that master's own cursor, so
+    /// a full iteration walks every master once, with MATCH, COUNT and TYPE passed on.
+    fn scan(&mut self, request: &Request, meta: Meta) {
+        let masters = self.shared.topology.routing().masters().len();
+        let Some((node_cursor, master)) = crate::merge::split_scan_cursor(request.arg(1)).filter(|(_, m)| *m < masters)
+        else {
+            return self.push_error(ProxyError::command("ERR invalid cursor"), meta);
+        };
+        let cursor = node_cursor.to_string();
+        let mut args: Vec<&[u8]> = vec![request.arg(0), cursor.as_bytes()];
+        args.extend((2..request.argc()).map(|i| request.arg(i)));
+        let part = Part::new(crate::resp::request::encode_command(&args), Target::Master(master), false);
+        let seq = self.pipeline.push_multi(vec![part], Merge::ScanCursor { master, masters }, Vec::new(), meta);
+        self.send(seq, 0);
+    }
+}
