@@ -10,17 +10,21 @@
 //! File existence of certificates, keys and ACL files is checked by the `tls` and `auth` modules.
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
+mod source;
 #[cfg(test)]
 mod tests;
+mod values;
+
+use source::{SECRET_HINT, deserialize_error, find_inline_secret, line_of, locate, syntax_error};
+#[cfg(test)]
+use values::parse_duration;
+use values::{duration, optional_addr, optional_count, optional_duration, optional_string};
 
 /// The whole proxy configuration, one field per TOML section.
 ///
@@ -603,181 +607,4 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
     let levels = LEVELS.join(", ");
     let example = "\"info,redisforge_proxy=debug\"";
     Err(format!("invalid log level {filter:?} (expected {levels}, or directives like {example})"))
-}
-
-const DURATION_HINT: &str = "expected a number with a unit: 250ms, 1s, 1m";
-
-/// Parses `<digits><unit>` with unit `ns`, `us`, `ms`, `s`, `m` or `h`, e.g. `"250ms"`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    let (number, unit) = text.split_at(digits);
-    let too_large = || format!("duration {text:?} is too large");
-    let n: u64 = match number.parse() {
-        Ok(n) => n,
-        Err(_) if number.is_empty() => {
-            return Err(format!("invalid duration {text:?} ({DURATION_HINT})"));
-        }
-        Err(_) => return Err(too_large()),
-    };
-    let scaled = |factor: u64| n.checked_mul(factor).map(Duration::from_secs).ok_or_else(too_large);
-    match unit {
-        "ns" => Ok(Duration::from_nanos(n)),
-        "us" | "µs" => Ok(Duration::from_micros(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => scaled(60),
-        "h" => scaled(3600),
-        _ => Err(format!("invalid duration {text:?} ({DURATION_HINT})")),
-    }
-}
-
-/// Reads a duration string; any other TOML type gets serde's "invalid type … expected" error.
-struct DurationVisitor;
-
-impl Visitor<'_> for DurationVisitor {
-    type Value = Duration;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a string with a unit such as \"250ms\", \"1s\" or \"1m\"")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-        parse_duration(v).map_err(E::custom)
-    }
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    d.deserialize_str(DurationVisitor)
-}
-
-fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let value = d.deserialize_str(DurationVisitor)?;
-    Ok((!value.is_zero()).then_some(value))
-}
-
-fn optional_string<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: From<String>,
-{
-    let value = String::deserialize(d)?;
-    Ok((!value.is_empty()).then(|| T::from(value)))
-}
-
-fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    let value = String::deserialize(d)?;
-    if value.is_empty() {
-        return Ok(None);
-    }
-    let hint = "expected ip:port such as 127.0.0.1:6379 or [::1]:6379; \"\" = off";
-    let error = |_| de::Error::custom(format!("invalid address {value:?} ({hint})"));
-    value.parse().map(Some).map_err(error)
-}
-
-fn optional_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    let value = usize::deserialize(d)?;
-    Ok((value > 0).then_some(value))
-}
-
-const SECRET_HINT: &str = "secrets are never written inline: put the password in an environment \
-     variable and name that variable with password_env (e.g. upstream.password_env = \"REDIS_ACL_PASS\")";
-
-/// Finds the first key anywhere that looks like an inline secret, as a dotted path.
-fn find_inline_secret(doc: &DeTable<'_>) -> Option<String> {
-    let mut found = None;
-    walk(doc, &mut String::new(), &mut |path, _, _| {
-        let name = path.rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
-        let secret =
-            ["password", "passwd", "secret"].iter().any(|s| name.contains(s)) || name == "pass" || name == "token";
-        if secret && !name.ends_with("_env") && found.is_none() {
-            found = Some(path.to_owned());
-        }
-    });
-    found
-}
-
-/// Calls `visit(path, key span, value span)` for every key and array item, parents first.
-fn walk(table: &DeTable<'_>, path: &mut String, visit: &mut dyn FnMut(&str, Span, Span)) {
-    for (key, value) in table.iter() {
-        let mark = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(key.get_ref());
-        visit(path, key.span(), value.span());
-        walk_value(value, path, visit);
-        path.truncate(mark);
-    }
-}
-
-fn walk_value(value: &Spanned<DeValue<'_>>, path: &mut String, visit: &mut dyn FnMut(&str, Span, Span)) {
-    match value.get_ref() {
-        DeValue::Table(table) => walk(table, path, visit),
-        DeValue::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let mark = path.len();
-                path.push_str(&format!("[{i}]"));
-                visit(path, item.span(), item.span());
-                walk_value(item, path, visit);
-                path.truncate(mark);
-            }
-        }
-        _ => {}
-    }
-}
-
-type Span = Range<usize>;
-
-fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
-    let span = error.span().unwrap_or(0..0);
-    let before = text.get(..span.start).unwrap_or(text);
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let mut message = error.message().to_owned();
-    // Quote what the parser stopped at (e.g. the repeated name of a "duplicate key").
-    if let Some(snippet) = text.get(span.clone()).filter(|s| !s.is_empty() && !s.contains('\n')) {
-        message.push_str(&format!(": `{snippet}`"));
-    }
-    let (line, column) = (line_of(text, span.start), before[line_start..].chars().count() + 1);
-    ConfigError::Syntax { file: None, line, column, message }
-}
-
-/// Turns a serde error into [`ConfigError::Invalid`], naming the deepest key covering its span.
-fn deserialize_error(text: &str, doc: &DeTable<'_>, error: &toml::de::Error) -> ConfigError {
-    let span = error.span();
-    let mut key = String::new();
-    if let Some(offset) = span.as_ref().map(|s| s.start) {
-        let covers = |s: Span| s.contains(&offset) || (s.is_empty() && s.start == offset);
-        // Parents come first, so the last covering entry is the deepest.
-        walk(doc, &mut String::new(), &mut |path, key_span, value_span| {
-            if covers(key_span) || covers(value_span) {
-                path.clone_into(&mut key);
-            }
-        });
-    }
-    let mut message = error.message().replacen("unknown field", "unknown key", 1);
-    // A missing field's span is its table, so the field is appended to the table's path.
-    if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
-        key = if key.is_empty() { field.to_owned() } else { format!("{key}.{field}") };
-        message = "required key is missing".to_owned();
-    }
-    let line = span.map(|s| line_of(text, s.start));
-    ConfigError::Invalid { file: None, line, key, message }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    let before = &text.as_bytes()[..offset.min(text.len())];
-    before.iter().filter(|&&b| b == b'\n').count() + 1
-}
-
-/// Finds the span of a dotted key like `upstream.seeds[1]`, or of its deepest present ancestor.
-fn locate(doc: &DeTable<'_>, target: &str) -> Option<Span> {
-    let mut best: Option<(usize, Span)> = None;
-    walk(doc, &mut String::new(), &mut |path, key_span, _| {
-        let rest = target.strip_prefix(path);
-        let ancestor = rest.is_some_and(|r| r.is_empty() || r.starts_with(['.', '[']));
-        if ancestor && best.as_ref().is_none_or(|(len, _)| path.len() > *len) {
-            best = Some((path.len(), key_span));
-        }
-    });
-    best.map(|(_, span)| span)
 }

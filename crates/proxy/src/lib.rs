@@ -4,26 +4,33 @@
 //! Redis node, and the proxy routes every command to the node that owns its keys.
 //!
 //! # Layout
-//! A request's path through the crate, top to bottom:
+//! A request's path through the crate, top to bottom (a request → a [`router::Route`] → a part
+//! per node, [`executor::Part`]):
 //!
 //! - [`listener`] accepts client connections (connection limit) and spawns a session for each;
-//! - [`session`] owns one client: reads pipelined requests, dispatches them, and writes replies back
-//!   in request order;
+//! - [`session`] owns one client (the *downstream* side): `serve.rs` is its event loop,
+//!   `request.rs` frames requests and runs Redis' admission checks (arity, login, ACL),
+//!   `route.rs` carries out the route, `pipeline.rs` writes replies back in request order;
+//!   transactions and blocking commands (`stateful.rs`), subscriptions (`pubsub.rs`), local
+//!   answers (`local.rs`, `clients.rs`) and operator commands (`admin.rs`) beside them;
 //! - [`resp`] frames requests (RESP arrays and inline commands) and scans reply boundaries;
 //! - [`command`] knows every command: arity, flags, key positions, how the proxy handles it;
 //! - [`router`] turns a request into a [`router::Route`]: one slot, split per slot, fan-out to every
-//!   master, answered locally, or refused;
-//! - [`upstream`] holds per-node pools of pipelined connections to Redis;
+//!   master, answered locally, stateful, or refused;
+//! - [`executor`] gets each part answered: chooses the node (`peer.rs`), sends it, and decides on
+//!   the reply (`outcome.rs`: done, follow MOVED/ASK, reload a script, retry, fail);
+//! - [`upstream`] holds per-node pools of pipelined connections to Redis (the *upstream* side);
 //! - [`topology`] keeps the immutable slot map snapshot and refreshes it.
 //!
-//! Beside the path: [`config`] (typed TOML config), [`tls`] (certificates, SIGHUP reload),
-//! [`auth`] (client users from a Redis ACL file), [`metrics`] (Prometheus metrics, `/healthz`,
-//! `/readyz`), [`health`] (the cluster health poller that feeds them), [`logs`] (rate-limited
-//! logging), [`server`] (wiring),
-//! [`slot`] (key → slot hashing), [`redirect`] (pure MOVED/ASK decisions), [`merge`] (combining
-//! split and fanned-out replies).
+//! Beside the path: [`error`] (the one error vocabulary, turned into RESP in one place),
+//! [`shared`] (what every session shares), [`config`] (typed TOML config), [`tls`]
+//! (certificates, SIGHUP reload), [`auth`] (client users from a Redis ACL file), [`metrics`]
+//! (Prometheus metrics, `/healthz`, `/readyz`), [`health`] (the cluster health poller that feeds
+//! them), [`logs`] (rate-limited logging), [`server`] (wiring), [`slot`] (key → slot hashing),
+//! [`redirect`] (pure MOVED/ASK decisions), [`merge`] (combining split and fanned-out replies).
 //!
-//! The pure core (`resp`, `command`, `slot`, `redirect`, `merge`, `topology::map`) does no I/O.
+//! The pure core (`resp`, `command`, `router`, `slot`, `redirect`, `merge`, `executor::outcome`,
+//! `topology::map`) does no I/O.
 #![forbid(unsafe_code)]
 
 pub mod auth;

@@ -42,19 +42,21 @@ pub struct Part {
     pub payload: Bytes,
 }
 
-/// Plans a request. `keys` is scratch space reused across calls to avoid an allocation each.
+/// Plans a request: looks its command up, checks its arity, and plans it. `keys` is scratch space
+/// reused across calls to avoid an allocation each.
 pub fn plan(table: &CommandTable, request: &Request, keys: &mut Vec<usize>) -> Route {
-    match table.lookup(request) {
-        Some(spec) => plan_command(spec, request, keys),
-        None => Route::Refuse(unknown_command(table, request)),
+    let Some(spec) = table.lookup(request) else {
+        return Route::Refuse(unknown_command(table, request));
+    };
+    match arity_error(spec, request) {
+        Some(error) => Route::Refuse(error),
+        None => plan_command(spec, request, keys),
     }
 }
 
-/// Plans a request whose command the caller already looked up (it also checks permissions on it).
+/// Plans a request whose command the caller already looked up and whose arity it checked (the
+/// session checks arity with the rest of Redis' admission checks, in Redis' order).
 pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Route {
-    if let Some(error) = arity_error(spec, request) {
-        return Route::Refuse(error);
-    }
     match &spec.handling {
         Handling::Local(kind) => Route::Local(*kind),
         Handling::Refuse(reason) => {

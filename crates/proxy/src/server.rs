@@ -86,43 +86,12 @@ pub fn prepare(config: &Config) -> Result<Prepared, ServerError> {
 /// [`ServerError`] when the proxy cannot start; once serving, failures are logged and survived.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let Prepared { acceptor, upstream_tls, password } = prepare(&config)?;
-    let signal = RefreshSignal::new();
-    // Connections report failures to the topology, which owns the pools: a weak back-reference
-    // set once the topology exists breaks the cycle.
-    let topology_ref: Arc<OnceLock<Weak<Topology>>> = Arc::new(OnceLock::new());
-    let on_failure = {
-        let topology_ref = Arc::clone(&topology_ref);
-        move |addr: &str| {
-            if let Some(topology) = topology_ref.get().and_then(Weak::upgrade) {
-                topology.report_failure(addr);
-            }
-        }
-    };
-    let settings = ConnSettings {
-        user: config.upstream.user.clone(),
-        password,
-        connect_timeout: config.upstream.connect_timeout,
-        command_timeout: config.upstream.command_timeout,
-        tls: upstream_tls,
-        on_failure: Arc::new(on_failure),
-    };
     let metrics = Metrics::new();
     if let Some(acceptor) = &acceptor {
         metrics.tls_cert_expiry_seconds.set(unix_now() + acceptor.expiry());
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let upstreams = Arc::new(Upstreams::new(settings, config.connections_per_node(), Arc::clone(&metrics)));
-    let topology = Topology::new(
-        TopologySettings {
-            seeds: config.upstream.seeds.clone(),
-            refresh_interval: config.topology.refresh_interval,
-            tls: config.upstream.tls,
-            use_replicas: config.upstream.read_from != ReadFrom::Master,
-        },
-        Arc::clone(&upstreams),
-        signal,
-    );
-    let _ = topology_ref.set(Arc::downgrade(&topology));
+    let topology = build_topology(&config, upstream_tls, password, &metrics);
     // Bound before the first topology load, so /healthz answers (and /readyz says why not ready)
     // while the proxy is still starting.
     if let Some(addr) = config.metrics.listen {
@@ -143,29 +112,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let table = learn_commands(&topology).await;
     topology.spawn_refresher();
     health::spawn_health_poller(Arc::clone(&metrics), Arc::clone(&topology), HEALTH_POLL_INTERVAL);
-
     let access = Access::from_config(config.auth.as_ref(), &table)?;
-    let shared = Arc::new(Shared {
-        metrics,
-        access,
-        table: Arc::new(table),
-        topology: Arc::clone(&topology),
-        limits: Limits {
-            max_request_bytes: config.limits.max_request_bytes,
-            max_array_len: config.limits.max_array_len,
-        },
-        max_pipeline: config.limits.max_pipeline,
-        client_output_limit: config.limits.client_output_limit,
-        max_clients: config.listen.max_clients,
-        certificate_user: config.tls.as_ref().map(|t| t.client_user).unwrap_or_default(),
-        command_timeout: config.upstream.command_timeout,
-        idle_timeout: config.listen.idle_timeout,
-        read_from: config.upstream.read_from,
-        refresh_on_moved: config.topology.refresh_on_moved,
-        stats: Stats::default(),
-        scripts: Default::default(),
-        clients: Default::default(),
-    });
+    let shared = Arc::new(shared_state(&config, metrics, access, table, Arc::clone(&topology)));
 
     let mut listeners = Vec::new();
     for (addr, tls) in [(config.listen.plain, None), (config.listen.tls, acceptor.clone())] {
@@ -193,6 +141,78 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// The node pools and the topology that owns them; nothing is loaded yet.
+fn build_topology(
+    config: &Config,
+    upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    password: Option<String>,
+    metrics: &Arc<Metrics>,
+) -> Arc<Topology> {
+    // Connections report failures to the topology, which owns the pools: a weak back-reference
+    // set once the topology exists breaks the cycle.
+    let topology_ref: Arc<OnceLock<Weak<Topology>>> = Arc::new(OnceLock::new());
+    let on_failure = {
+        let topology_ref = Arc::clone(&topology_ref);
+        move |addr: &str| {
+            if let Some(topology) = topology_ref.get().and_then(Weak::upgrade) {
+                topology.report_failure(addr);
+            }
+        }
+    };
+    let settings = ConnSettings {
+        user: config.upstream.user.clone(),
+        password,
+        connect_timeout: config.upstream.connect_timeout,
+        command_timeout: config.upstream.command_timeout,
+        tls: upstream_tls,
+        on_failure: Arc::new(on_failure),
+    };
+    let upstreams = Arc::new(Upstreams::new(settings, config.connections_per_node(), Arc::clone(metrics)));
+    let topology = Topology::new(
+        TopologySettings {
+            seeds: config.upstream.seeds.clone(),
+            refresh_interval: config.topology.refresh_interval,
+            tls: config.upstream.tls,
+            use_replicas: config.upstream.read_from != ReadFrom::Master,
+        },
+        upstreams,
+        RefreshSignal::new(),
+    );
+    let _ = topology_ref.set(Arc::downgrade(&topology));
+    topology
+}
+
+/// What every session shares, from the configuration and what start-up learnt.
+fn shared_state(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    access: Access,
+    table: CommandTable,
+    topology: Arc<Topology>,
+) -> Shared {
+    Shared {
+        metrics,
+        access,
+        table: Arc::new(table),
+        topology,
+        limits: Limits {
+            max_request_bytes: config.limits.max_request_bytes,
+            max_array_len: config.limits.max_array_len,
+        },
+        max_pipeline: config.limits.max_pipeline,
+        client_output_limit: config.limits.client_output_limit,
+        max_clients: config.listen.max_clients,
+        certificate_user: config.tls.as_ref().map(|t| t.client_user).unwrap_or_default(),
+        command_timeout: config.upstream.command_timeout,
+        idle_timeout: config.listen.idle_timeout,
+        read_from: config.upstream.read_from,
+        refresh_on_moved: config.topology.refresh_on_moved,
+        stats: Stats::default(),
+        scripts: Default::default(),
+        clients: Default::default(),
+    }
 }
 
 /// Tells systemd (`Type=notify`) the proxy is ready once the listeners are bound and a slot map is

@@ -68,6 +68,50 @@ impl Probe {
 pub fn run(args: &CreateArgs) -> Result<(), ClusterError> {
     // Addresses as CLUSTER NODES shows them, so that names and IPs compare equal.
     let nodes = &args.nodes.iter().map(|n| normalize_addr(n)).collect::<Result<Vec<_>, _>>()?;
+    let (zones, masters, placement) = layout(args, nodes)?;
+    let mut pool = Pool::new(Connector::new(&args.conn)?);
+    let mut probes = Vec::with_capacity(nodes.len());
+    for addr in nodes {
+        let view = pool.cluster_nodes(addr)?;
+        let keys: i64 = pool.query(addr, &["DBSIZE"])?;
+        probes.push(Probe { addr: addr.clone(), view, keys });
+    }
+    if already_created(&probes, masters, args.replicas, &zones) {
+        let state = wait_settled(&mut pool, nodes, masters, args.timeout)?;
+        println!("already created: {} nodes, {masters} masters, {} replica(s) each", nodes.len(), args.replicas);
+        print!("{}", summary_table(&state.view, &zones));
+        return Ok(());
+    }
+    let dirty = dirt(&probes)?;
+    if !dirty.is_empty() && !args.force {
+        return Err(ClusterError::NotEmpty(dirty));
+    }
+    assign_slots(&mut pool, &probes, masters)?;
+    meet(&mut pool, &probes, nodes, args.timeout)?;
+    let first = &nodes[0];
+    let view = pool.cluster_nodes(first)?;
+    let id_of = |addr: &str| view.by_addr(addr).map(|n| n.id.clone());
+    for (r, &m) in placement.iter().enumerate() {
+        let replica = &nodes[masters + r];
+        let master_id = id_of(&nodes[m])
+            .ok_or_else(|| ClusterError::Refused(format!("{first} does not list master {}", nodes[m])))?;
+        if view.by_addr(replica).and_then(|n| n.master_id.as_deref()) == Some(master_id.as_str()) {
+            continue;
+        }
+        pool.query::<()>(replica, &["CLUSTER", "REPLICATE", &master_id])?;
+    }
+    let state = wait_settled(&mut pool, nodes, masters, args.timeout)?;
+    println!("created: {} nodes, {masters} masters, {} replica(s) each", nodes.len(), args.replicas);
+    print!("{}", summary_table(&state.view, &zones));
+    Ok(())
+}
+
+/// The requested layout: each node's zone, the number of masters, and which master each replica
+/// follows (`placement[r]`: the master of replica `r`).
+type Layout = (BTreeMap<String, String>, usize, Vec<usize>);
+
+/// Checks the requested layout before anything is touched.
+fn layout(args: &CreateArgs, nodes: &[String]) -> Result<Layout, ClusterError> {
     let unique: BTreeSet<&String> = nodes.iter().collect();
     if unique.len() != nodes.len() {
         return Err(ClusterError::BadArgs("a node is listed twice".into()));
@@ -85,23 +129,13 @@ pub fn run(args: &CreateArgs) -> Result<(), ClusterError> {
         .map(|n| Ok(Member { host: split_addr(n)?.0, zone: zones.get(n).cloned() }))
         .collect::<Result<Vec<_>, ClusterError>>()?;
     let placement = plan::place_replicas(&members[..masters], &members[masters..], args.replicas)?;
+    Ok((zones, masters, placement))
+}
 
-    let mut pool = Pool::new(Connector::new(&args.conn)?);
-    let mut probes = Vec::with_capacity(nodes.len());
-    for addr in nodes {
-        let view = pool.cluster_nodes(addr)?;
-        let keys: i64 = pool.query(addr, &["DBSIZE"])?;
-        probes.push(Probe { addr: addr.clone(), view, keys });
-    }
-
-    if already_created(&probes, masters, args.replicas, &zones) {
-        let state = wait_settled(&mut pool, nodes, masters, args.timeout)?;
-        println!("already created: {} nodes, {masters} masters, {} replica(s) each", nodes.len(), args.replicas);
-        print!("{}", summary_table(&state.view, &zones));
-        return Ok(());
-    }
+/// Why the nodes are not fresh: keys, slots, or other nodes they know (empty when fresh).
+fn dirt(probes: &[Probe]) -> Result<Vec<String>, ClusterError> {
     let mut dirty = Vec::new();
-    for p in &probes {
+    for p in probes {
         let me = p.me()?;
         if p.keys > 0 {
             dirty.push(format!("{} holds {} keys", p.addr, p.keys));
@@ -113,11 +147,12 @@ pub fn run(args: &CreateArgs) -> Result<(), ClusterError> {
             dirty.push(format!("{} knows {} other nodes", p.addr, p.view.nodes.len() - 1));
         }
     }
-    if !dirty.is_empty() && !args.force {
-        return Err(ClusterError::NotEmpty(dirty));
-    }
+    Ok(dirty)
+}
 
-    // Distinct config epochs up front: no collision-resolution round after MEET.
+/// Gives each of the first `masters` nodes an even share of the slots (what it lacks of it), with
+/// distinct config epochs up front: no collision-resolution round after MEET.
+fn assign_slots(pool: &mut Pool, probes: &[Probe], masters: usize) -> Result<(), ClusterError> {
     for (i, p) in probes.iter().enumerate() {
         if p.view.nodes.len() == 1 && p.me()?.config_epoch == 0 {
             let epoch = (i + 1).to_string();
@@ -130,11 +165,15 @@ pub fn run(args: &CreateArgs) -> Result<(), ClusterError> {
     for (p, &(first, last)) in probes.iter().zip(&ranges) {
         let owned: BTreeSet<u16> = p.me()?.slot_list().into_iter().collect();
         for (a, b) in to_ranges((first..=last).filter(|s| !owned.contains(s))) {
-            add_slots(&mut pool, &p.addr, a, b)?;
+            add_slots(pool, &p.addr, a, b)?;
         }
     }
     eprintln!("create: assigned {SLOT_COUNT} slots to {masters} masters");
+    Ok(())
+}
 
+/// Introduces every node to the first, and waits until every node knows every other.
+fn meet(pool: &mut Pool, probes: &[Probe], nodes: &[String], timeout: Duration) -> Result<(), ClusterError> {
     let first = &nodes[0];
     for p in &probes[1..] {
         if probes[0].view.by_addr(&p.addr).is_some_and(|n| !n.flags.handshake) {
@@ -144,7 +183,7 @@ pub fn run(args: &CreateArgs) -> Result<(), ClusterError> {
         let bus = p.me()?.bus_port.to_string();
         pool.query::<()>(first, &["CLUSTER", "MEET", &resolve_ip(&host)?, &port.to_string(), &bus])?;
     }
-    wait_for(args.timeout, "every node to know every other", || {
+    wait_for(timeout, "every node to know every other", || {
         for addr in nodes {
             let view = pool.cluster_nodes(addr).map_err(|e| e.to_string())?;
             for other in nodes {
@@ -157,21 +196,6 @@ pub fn run(args: &CreateArgs) -> Result<(), ClusterError> {
         Ok(())
     })?;
     eprintln!("create: all {} nodes met", nodes.len());
-
-    let view = pool.cluster_nodes(first)?;
-    let id_of = |addr: &str| view.by_addr(addr).map(|n| n.id.clone());
-    for (r, &m) in placement.iter().enumerate() {
-        let replica = &nodes[masters + r];
-        let master_id = id_of(&nodes[m])
-            .ok_or_else(|| ClusterError::Refused(format!("{first} does not list master {}", nodes[m])))?;
-        if view.by_addr(replica).and_then(|n| n.master_id.as_deref()) == Some(master_id.as_str()) {
-            continue;
-        }
-        pool.query::<()>(replica, &["CLUSTER", "REPLICATE", &master_id])?;
-    }
-    let state = wait_settled(&mut pool, nodes, masters, args.timeout)?;
-    println!("created: {} nodes, {masters} masters, {} replica(s) each", nodes.len(), args.replicas);
-    print!("{}", summary_table(&state.view, &zones));
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use super::node::{ConnArgs, Connector, Pool, split_addr};
 use super::plan;
 use super::state::{ClusterState, short};
 use super::{ClusterError, MoveArgs, normalize_addr, resolve_ip, summary_table, wait_converged, wait_for};
+use redisforge_cluster::nodes::NodeLine;
 
 /// Default `--threshold` of `rebalance`: masters within 2 % of their target are left alone.
 pub const DEFAULT_THRESHOLD_PCT: f64 = 2.0;
@@ -79,25 +80,7 @@ pub fn add(args: &AddArgs) -> Result<(), ClusterError> {
     if state.view.by_addr(node).is_some_and(|n| !n.flags.handshake) {
         eprintln!("add: {} is already a member; continuing with the remaining steps", node);
     } else {
-        let own = pool.cluster_nodes(node)?;
-        let keys: i64 = pool.query(node, &["DBSIZE"])?;
-        let me = own.myself().ok_or_else(|| ClusterError::Refused(format!("{}: no myself line", node)))?;
-        let mut dirty = Vec::new();
-        if keys > 0 {
-            dirty.push(format!("{} holds {keys} keys", node));
-        }
-        if !me.slots.is_empty() {
-            dirty.push(format!("{} owns {} slots", node, me.slot_count()));
-        }
-        if own.nodes.len() > 1 {
-            dirty.push(format!("{} knows {} other nodes", node, own.nodes.len() - 1));
-        }
-        if !dirty.is_empty() {
-            return Err(ClusterError::NotEmpty(dirty));
-        }
-        let (host, port) = split_addr(node)?;
-        let bus = me.bus_port.to_string();
-        pool.query::<()>(&args.to, &["CLUSTER", "MEET", &resolve_ip(&host)?, &port.to_string(), &bus])?;
+        introduce(&mut pool, &args.to, node)?;
     }
     let members: Vec<String> = state.view.nodes.iter().filter(|n| !n.is_failing()).map(|n| n.addr()).collect();
     let new_id = wait_for(args.moves.timeout, "every node to know the new node", || {
@@ -121,33 +104,7 @@ pub fn add(args: &AddArgs) -> Result<(), ClusterError> {
     eprintln!("add: {} joined as {}", node, short(&new_id));
 
     if let Some(master) = &args.replica_of {
-        let state = ClusterState::load(&mut pool, &args.to)?;
-        let master = find_node(&state, master)?.clone();
-        if !master.is_master() {
-            return Err(ClusterError::Refused(format!(
-                "--replica-of {}: {} is not a master",
-                master.id,
-                master.addr()
-            )));
-        }
-        let already = state.view.by_id(&new_id).and_then(|n| n.master_id.as_deref()) == Some(master.id.as_str());
-        if !already {
-            pool.query::<()>(node, &["CLUSTER", "REPLICATE", &master.id])?;
-        }
-        let everyone: Vec<String> = state.view.nodes.iter().filter(|n| !n.is_failing()).map(|n| n.addr()).collect();
-        wait_for(args.moves.timeout, "the new replica to sync and every node to see it as one", || {
-            let link = pool.with(node, |n| n.info("replication", "master_link_status")).map_err(|e| e.to_string())?;
-            if link.as_deref() != Some("up") {
-                return Err(format!("master_link_status:{}", link.unwrap_or_default()));
-            }
-            for addr in &everyone {
-                let view = pool.cluster_nodes(addr).map_err(|e| e.to_string())?;
-                if view.by_id(&new_id).and_then(|n| n.master_id.as_deref()) != Some(master.id.as_str()) {
-                    return Err(format!("{addr} does not list {} as a replica of {} yet", node, master.addr()));
-                }
-            }
-            Ok(())
-        })?;
+        let master = replicate(&mut pool, args, node, &new_id, master)?;
         println!("added {} as a replica of {}", node, master.addr());
     } else if args.no_rebalance {
         println!("added {} as an empty master", node);
@@ -172,29 +129,7 @@ pub fn remove(args: &RemoveArgs) -> Result<(), ClusterError> {
     let state = ClusterState::load(&mut pool, &args.from)?;
     let target = match find_node(&state, &args.id) {
         Ok(t) => t.clone(),
-        Err(e) => {
-            // Still known by some node (a removal killed half-way, after the seed forgot it)?
-            let wanted = normalize_addr(&args.id).unwrap_or_else(|_| args.id.clone());
-            let mut stale = Vec::new();
-            for (viewer, view) in &state.views {
-                let hit = view.nodes.iter().find(|n| n.id == args.id || n.addr() == wanted);
-                if let (Some(hit), Some(at)) = (hit, state.addr_of(viewer)) {
-                    stale.push((at, hit.id.clone(), hit.addr()));
-                }
-            }
-            let Some((_, id, target_addr)) = stale.first().cloned() else {
-                println!("{}: not a member of the cluster; nothing to remove ({e})", args.id);
-                return Ok(());
-            };
-            for (at, id, _) in &stale {
-                forget(&mut pool, at, id)?;
-            }
-            if let Err(e) = pool.query::<()>(&target_addr, &["CLUSTER", "RESET", "HARD"]) {
-                eprintln!("warning: CLUSTER RESET HARD on {target_addr} failed: {e}");
-            }
-            println!("{} ({}): forgotten by the {} node(s) that still knew it", target_addr, short(&id), stale.len());
-            return Ok(());
-        }
+        Err(e) => return forget_stale(&mut pool, &state, &args.id, &e),
     };
     let addr = target.addr();
     if state.view.myself().is_some_and(|m| m.id == target.id) {
@@ -249,6 +184,96 @@ pub fn remove(args: &RemoveArgs) -> Result<(), ClusterError> {
     let state = wait_converged(&mut pool, &args.from, args.moves.timeout)?;
     println!("removed {addr} ({}) from the cluster", short(&target.id));
     print!("{}", summary_table(&state.view, &BTreeMap::new()));
+    Ok(())
+}
+
+/// MEETs a fresh node from `seed`; refused when it holds keys, owns slots or knows other nodes.
+fn introduce(pool: &mut Pool, seed: &str, node: &str) -> Result<(), ClusterError> {
+    let own = pool.cluster_nodes(node)?;
+    let keys: i64 = pool.query(node, &["DBSIZE"])?;
+    let me = own.myself().ok_or_else(|| ClusterError::Refused(format!("{}: no myself line", node)))?;
+    let mut dirty = Vec::new();
+    if keys > 0 {
+        dirty.push(format!("{} holds {keys} keys", node));
+    }
+    if !me.slots.is_empty() {
+        dirty.push(format!("{} owns {} slots", node, me.slot_count()));
+    }
+    if own.nodes.len() > 1 {
+        dirty.push(format!("{} knows {} other nodes", node, own.nodes.len() - 1));
+    }
+    if !dirty.is_empty() {
+        return Err(ClusterError::NotEmpty(dirty));
+    }
+    let (host, port) = split_addr(node)?;
+    let bus = me.bus_port.to_string();
+    pool.query::<()>(seed, &["CLUSTER", "MEET", &resolve_ip(&host)?, &port.to_string(), &bus])?;
+    Ok(())
+}
+
+/// Makes the new node (`new_id` at `node`) a replica of `master` and waits until it synced and
+/// every node sees it as one; returns the master.
+fn replicate(
+    pool: &mut Pool,
+    args: &AddArgs,
+    node: &str,
+    new_id: &str,
+    master: &str,
+) -> Result<NodeLine, ClusterError> {
+    let state = ClusterState::load(pool, &args.to)?;
+    let master = find_node(&state, master)?.clone();
+    if !master.is_master() {
+        return Err(ClusterError::Refused(format!("--replica-of {}: {} is not a master", master.id, master.addr())));
+    }
+    let already = state.view.by_id(new_id).and_then(|n| n.master_id.as_deref()) == Some(master.id.as_str());
+    if !already {
+        pool.query::<()>(node, &["CLUSTER", "REPLICATE", &master.id])?;
+    }
+    let everyone: Vec<String> = state.view.nodes.iter().filter(|n| !n.is_failing()).map(|n| n.addr()).collect();
+    wait_for(args.moves.timeout, "the new replica to sync and every node to see it as one", || {
+        let link = pool.with(node, |n| n.info("replication", "master_link_status")).map_err(|e| e.to_string())?;
+        if link.as_deref() != Some("up") {
+            return Err(format!("master_link_status:{}", link.unwrap_or_default()));
+        }
+        for addr in &everyone {
+            let view = pool.cluster_nodes(addr).map_err(|e| e.to_string())?;
+            if view.by_id(new_id).and_then(|n| n.master_id.as_deref()) != Some(master.id.as_str()) {
+                return Err(format!("{addr} does not list {} as a replica of {} yet", node, master.addr()));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(master)
+}
+
+/// A node the seed does not know but some member still does (a removal killed half-way, after
+/// the seed forgot it): forgotten where it is still known, and reset. Nothing to do when no
+/// member knows it (`missing` says why the seed did not find it).
+fn forget_stale(
+    pool: &mut Pool,
+    state: &ClusterState,
+    wanted: &str,
+    missing: &ClusterError,
+) -> Result<(), ClusterError> {
+    let addr = normalize_addr(wanted).unwrap_or_else(|_| wanted.to_string());
+    let mut stale = Vec::new();
+    for (viewer, view) in &state.views {
+        let hit = view.nodes.iter().find(|n| n.id == wanted || n.addr() == addr);
+        if let (Some(hit), Some(at)) = (hit, state.addr_of(viewer)) {
+            stale.push((at, hit.id.clone(), hit.addr()));
+        }
+    }
+    let Some((_, id, target_addr)) = stale.first().cloned() else {
+        println!("{wanted}: not a member of the cluster; nothing to remove ({missing})");
+        return Ok(());
+    };
+    for (at, id, _) in &stale {
+        forget(pool, at, id)?;
+    }
+    if let Err(e) = pool.query::<()>(&target_addr, &["CLUSTER", "RESET", "HARD"]) {
+        eprintln!("warning: CLUSTER RESET HARD on {target_addr} failed: {e}");
+    }
+    println!("{} ({}): forgotten by the {} node(s) that still knew it", target_addr, short(&id), stale.len());
     Ok(())
 }
 

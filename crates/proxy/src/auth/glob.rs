@@ -17,6 +17,9 @@ pub fn matches(pattern: &[u8], string: &[u8]) -> bool {
 ///
 /// `skip_longer` is Redis' fix for exponential backtracking: once the rest of the pattern after a
 /// `*` matched nowhere in the rest of the string, no earlier `*` can help by matching more.
+///
+/// Longer than ~80 lines on purpose: a line-for-line port of the C function, so that it can be
+/// checked against Redis' source (and its fixes carried over) side by side.
 fn match_from(pattern: &[u8], mut p: usize, string: &[u8], mut s: usize, skip_longer: &mut bool) -> bool {
     // The C code reads the NUL terminator past the end of the pattern; 0 stands in for it.
     let at = |i: usize| pattern.get(i).copied().unwrap_or(0);

@@ -260,6 +260,9 @@ fn header_error(err: ScanError, count: bool) -> ProtocolError {
 /// Splits an inline command line into arguments with the quoting rules of Redis' `sdssplitargs`:
 /// double quotes with `\n \r \t \b \a \\ \"` and `\xHH` escapes, single quotes with `\'`, and a
 /// closing quote that must be followed by a space or the end. `None` for unbalanced quotes.
+///
+/// Longer than ~80 lines on purpose: one state machine ported from `sdssplitargs` state for state,
+/// so that it can be checked against Redis' source side by side.
 pub fn split_inline_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     // Redis splits inline commands as a C string: a NUL byte ends the line.
     let line = line.split(|&b| b == 0).next().unwrap_or(&[]);

@@ -98,6 +98,9 @@ impl FrameScanner {
     ///
     /// # Errors
     /// A [`ScanError`] when the bytes are not RESP; the stream cannot be resynchronised after that.
+    ///
+    /// Longer than ~80 lines on purpose: the scanner's one hot loop, a state machine over RESP's
+    /// type bytes kept in one function so the compiler keeps its state in registers.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
         // The rest of a bulk payload whose start was taken away: it ends one element.
         if self.bulk_left > 0 {

@@ -243,6 +243,97 @@ async fn serve(
     }
 }
 
+/// One established connection's state: what is written, what is in flight, what was read.
+struct Wire {
+    inflight: VecDeque<InFlight>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    scanner: FrameScanner,
+    /// The last `unwritten` entries of `inflight` are (partly) still in `wbuf`.
+    unwritten: usize,
+    partly_written: bool,
+    /// Ticks of the coarse timeout clock so far, and how many make a `command_timeout`.
+    now_tick: u64,
+    timeout_ticks: u64,
+}
+
+impl Wire {
+    /// Hands every complete reply read to its request. Bytes that match no request leave the
+    /// connection out of step: everything in flight fails and the connection is dropped.
+    fn on_read(&mut self, addr: &str, mode: &ConnMode, metrics: &NodeMetrics) -> Result<(), UpstreamError> {
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        let scripts = mode.node_scripts.as_deref();
+        let context = (mode.pushes.as_ref(), scripts);
+        let Err(error) =
+            dispatch_replies(&mut self.rbuf, &mut self.scanner, &mut self.inflight, context, host, self.now_tick)
+        else {
+            return Ok(());
+        };
+        crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
+        metrics.protocol_errors.inc_by(self.inflight.len() as u64);
+        for entry in self.inflight.drain(..) {
+            entry.request.fail(UpstreamError::ConnectionLost { addr: addr.to_string() });
+        }
+        Err(UpstreamError::ConnectionLost { addr: addr.to_string() })
+    }
+
+    /// Queues `first` and every other request waiting, so that one write carries them all.
+    async fn take_requests(
+        &mut self,
+        first: UpstreamRequest,
+        rx: &mut mpsc::UnboundedReceiver<UpstreamRequest>,
+        mode: &ConnMode,
+        metrics: &NodeMetrics,
+    ) {
+        let expects_reply = mode.pushes.is_none();
+        queue(first, &mut self.wbuf, &mut self.inflight, self.now_tick, expects_reply);
+        let mut queued = 1;
+        // Let every other session that is ready, and those whose sockets became readable
+        // meanwhile (tokio polls the I/O driver before resuming a yielded task), queue their
+        // requests first, so that one write (one wake-up of the node) carries them all. Measured:
+        // 1.85 → 1.2 writes per unpipelined request with 50 clients (bench/RESULTS.md).
+        tokio::task::yield_now().await;
+        while self.wbuf.len() < WRITE_HIGH_WATER {
+            match rx.try_recv() {
+                Ok(request) => queue(request, &mut self.wbuf, &mut self.inflight, self.now_tick, expects_reply),
+                Err(_) => break,
+            }
+            queued += 1;
+        }
+        metrics.requests.inc_by(queued);
+        if expects_reply {
+            self.unwritten += queued as usize;
+        }
+    }
+
+    /// Advances the timeout clock; the head request waiting longer than `command_timeout` fails
+    /// the connection, since replies still to come would be matched to the wrong requests.
+    fn on_tick(&mut self, mode: &ConnMode) -> Result<(), UpstreamError> {
+        self.now_tick += 1;
+        if let Some(head) = self.inflight.front_mut()
+            && mode.node_scripts.as_ref().is_some_and(|scripts| scripts.any_running())
+        {
+            // The node is running a client's script: it answers when the script ends, or with
+            // -BUSY once its busy-reply-threshold passes. Waiting is not failing.
+            head.queued_at = self.now_tick;
+        }
+        let late = |f: &InFlight| f.request.bounded && self.now_tick - f.queued_at > self.timeout_ticks;
+        match self.inflight.front().is_some_and(late) {
+            true => Err(UpstreamError::Timeout),
+            false => Ok(()),
+        }
+    }
+
+    /// New requests wait while replies to an earlier write are still to come, and then go out
+    /// together: the node answers in order, so they would only have waited in its socket, and
+    /// under load each write (and each read on the node) carries many more commands. A lone
+    /// request finds nothing in flight and goes out at once. A partly written batch is never
+    /// held: its rest is what a reply may be waiting for.
+    fn holds_writes(&self) -> bool {
+        !self.partly_written && self.inflight.len() > self.unwritten && self.wbuf.len() < HOLD_BYTES
+    }
+}
+
 async fn serve_halves<R, W>(
     mut reader: R,
     mut writer: W,
@@ -256,113 +347,65 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    let mut inflight: VecDeque<InFlight> = VecDeque::new();
-    let mut rbuf = BytesMut::with_capacity(64 * 1024);
-    let mut wbuf = BytesMut::with_capacity(64 * 1024);
-    let mut scanner = FrameScanner::new();
-    let mut open = true;
     // Timeouts are checked on a coarse tick instead of a timer per request: a clock read and a timer
     // registration per command would cost more than the check itself.
     let tick_every = (settings.command_timeout / 8).clamp(Duration::from_millis(5), Duration::from_millis(100));
-    let timeout_ticks = settings.command_timeout.as_nanos().div_ceil(tick_every.as_nanos()).max(1) as u64;
     let mut ticker = interval(tick_every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut now_tick: u64 = 0;
-    // The last `unwritten` entries of `inflight` are (partly) still in `wbuf`.
-    let mut unwritten: usize = 0;
-    let mut partly_written = false;
-
+    let mut wire = Wire {
+        inflight: VecDeque::new(),
+        rbuf: BytesMut::with_capacity(64 * 1024),
+        wbuf: BytesMut::with_capacity(64 * 1024),
+        scanner: FrameScanner::new(),
+        unwritten: 0,
+        partly_written: false,
+        now_tick: 0,
+        timeout_ticks: settings.command_timeout.as_nanos().div_ceil(tick_every.as_nanos()).max(1) as u64,
+    };
+    let mut open = true;
     let failure = loop {
         // A pool connection finishes what is in flight; an owned one whose owner left (a client
         // disconnected while blocked) has nobody to answer and stops at once.
-        if !open && (inflight.is_empty() || !mode.reconnect) {
+        if !open && (wire.inflight.is_empty() || !mode.reconnect) {
             return End::Finished;
         }
-        let stalled = inflight.front_mut().is_some_and(|head| stream_stalled(head, now_tick, timeout_ticks));
-        let credit = if stalled { inflight.front().and_then(|head| head.credit.clone()) } else { None };
-        // New requests wait while replies to an earlier write are still to come, and then go out
-        // together: the node answers in order, so they would only have waited in its socket, and
-        // under load each write (and each read on the node) carries many more commands. A lone
-        // request finds nothing in flight and goes out at once. A partly written batch is never
-        // held: its rest is what a reply may be waiting for.
-        let hold = !partly_written && inflight.len() > unwritten && wbuf.len() < HOLD_BYTES;
+        let (now_tick, timeout_ticks) = (wire.now_tick, wire.timeout_ticks);
+        let stalled = wire.inflight.front_mut().is_some_and(|head| stream_stalled(head, now_tick, timeout_ticks));
+        let credit = if stalled { wire.inflight.front().and_then(|head| head.credit.clone()) } else { None };
+        let hold = wire.holds_writes();
         tokio::select! {
             biased;
-            read = reader.read_buf(&mut rbuf), if !stalled => match read {
-                Ok(0) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
-                Err(_) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
-                Ok(_) => {
-                    let scripts = mode.node_scripts.as_deref();
-                    if let Err(error) = dispatch_replies(&mut rbuf, &mut scanner, &mut inflight, (mode.pushes.as_ref(), scripts), host, now_tick) {
-                        crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
-                        metrics.protocol_errors.inc_by(inflight.len() as u64);
-                        for entry in inflight.drain(..) {
-                            entry.request.fail(UpstreamError::ConnectionLost { addr: addr.to_string() });
-                        }
-                        break UpstreamError::ConnectionLost { addr: addr.to_string() };
-                    }
-                }
+            read = reader.read_buf(&mut wire.rbuf), if !stalled => match read {
+                Ok(0) | Err(_) => break UpstreamError::ConnectionLost { addr: addr.to_string() },
+                Ok(_) => if let Err(error) = wire.on_read(addr, mode, metrics) {
+                    break error;
+                },
             },
-            written = writer.write_buf(&mut wbuf), if !wbuf.is_empty() && !hold => {
+            written = writer.write_buf(&mut wire.wbuf), if !wire.wbuf.is_empty() && !hold => {
                 // TLS buffers records until flushed; for TCP the flush is free.
                 let flushed = match written {
-                    Ok(_) if wbuf.is_empty() => writer.flush().await,
+                    Ok(_) if wire.wbuf.is_empty() => writer.flush().await,
                     other => other.map(|_| ()),
                 };
                 if flushed.is_err() {
                     break UpstreamError::ConnectionLost { addr: addr.to_string() };
                 }
-                partly_written = !wbuf.is_empty();
-                if !partly_written {
-                    unwritten = 0;
+                wire.partly_written = !wire.wbuf.is_empty();
+                if !wire.partly_written {
+                    wire.unwritten = 0;
                 }
             }
-            request = rx.recv(), if open && wbuf.len() < WRITE_HIGH_WATER => match request {
+            request = rx.recv(), if open && wire.wbuf.len() < WRITE_HIGH_WATER => match request {
                 None => open = false,
-                Some(request) => {
-                    let expects_reply = mode.pushes.is_none();
-                    queue(request, &mut wbuf, &mut inflight, now_tick, expects_reply);
-                    let mut queued = 1;
-                    // Let every other session that is ready, and those whose sockets became
-                    // readable meanwhile (tokio polls the I/O driver before resuming a yielded
-                    // task), queue their requests first, so that one write (one wake-up of the
-                    // node) carries them all. Measured: 1.85 → 1.2 writes per unpipelined request
-                    // with 50 clients (bench/RESULTS.md).
-                    tokio::task::yield_now().await;
-                    // Drain what else is waiting so one write carries many commands.
-                    while wbuf.len() < WRITE_HIGH_WATER {
-                        match rx.try_recv() {
-                            Ok(request) => queue(request, &mut wbuf, &mut inflight, now_tick, expects_reply),
-                            Err(_) => break,
-                        }
-                        queued += 1;
-                    }
-                    metrics.requests.inc_by(queued);
-                    if expects_reply {
-                        unwritten += queued as usize;
-                    }
-                }
+                Some(request) => wire.take_requests(request, rx, mode, metrics).await,
             },
             () = credit_returned(credit), if stalled => {}
-            _ = ticker.tick() => {
-                now_tick += 1;
-                if let Some(head) = inflight.front_mut()
-                    && mode.node_scripts.as_ref().is_some_and(|scripts| scripts.any_running())
-                {
-                    // The node is running a client's script: it answers when the script ends, or
-                    // with -BUSY once its busy-reply-threshold passes. Waiting is not failing.
-                    head.queued_at = now_tick;
-                }
-                if inflight.front().is_some_and(|f| f.request.bounded && now_tick - f.queued_at > timeout_ticks) {
-                    // Replies still to come would be matched to the wrong requests: the only safe
-                    // way on is a new connection.
-                    break UpstreamError::Timeout;
-                }
-            }
+            _ = ticker.tick() => if let Err(error) = wire.on_tick(mode) {
+                break error;
+            },
         }
     };
-    for entry in inflight.drain(..) {
+    for entry in wire.inflight.drain(..) {
         fail(entry.request, failure.clone(), metrics);
     }
     End::Failed(failure)
