@@ -150,8 +150,7 @@ impl Executor {
         result: Result<Bytes, crate::upstream::UpstreamError>,
     ) -> Step {
         let policy = RetryPolicy { retry_for: shared.command_timeout };
-        let now = Instant::now();
-        match outcome::on_reply(part, result, policy, &shared.scripts, now) {
+        match outcome::on_reply(part, result, policy, &shared.scripts, Instant::now) {
             Outcome::Done { reply, stale_map } => {
                 if stale_map && shared.refresh_on_moved {
                     shared.topology.request_refresh(Trigger::Moved);
@@ -179,7 +178,7 @@ impl Executor {
                 if node_failed {
                     shared.topology.request_refresh(Trigger::NodeFailure);
                 }
-                self.delayed.push((now + RETRY_PAUSE, tag));
+                self.delayed.push((Instant::now() + RETRY_PAUSE, tag));
                 Step::Pending
             }
             Outcome::Broken => Step::Broken,

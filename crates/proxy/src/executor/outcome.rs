@@ -40,17 +40,18 @@ pub struct RetryPolicy {
     pub retry_for: Duration,
 }
 
-/// Decides what `result` means for `part`, updating the part for its next attempt.
+/// Decides what `result` means for `part`, updating the part for its next attempt. `now` reads
+/// the clock, which only failures and transient errors need: an ordinary reply costs no clock read.
 pub fn on_reply(
     part: &mut Part,
     result: Result<Bytes, UpstreamError>,
     policy: RetryPolicy,
     scripts: &Scripts,
-    now: Instant,
+    now: impl Fn() -> Instant,
 ) -> Outcome {
     let reply = match result {
         Ok(reply) => reply,
-        Err(error) => return on_failure(part, error, policy, now),
+        Err(error) => return on_failure(part, error, policy, now()),
     };
     // A script the proxy saw loaded is missing on this node (a failover promoted a replica, which
     // never had it): load it there and run the command again, once.
@@ -67,6 +68,7 @@ pub fn on_reply(
     // TRYAGAIN are transient: resend for as long as a client waits for one command, rather than
     // a fixed number of hops.
     if matches!(next, Redirect::TryAgain | Redirect::ClusterDown) && part.follow_redirects {
+        let now = now();
         if now < *part.retry_until.get_or_insert(now + policy.retry_for) {
             part.redirect = None;
             return Outcome::RetryLater { node_failed: next == Redirect::ClusterDown };
@@ -128,7 +130,7 @@ mod tests {
     #[test]
     fn an_ordinary_reply_is_the_answer() {
         let mut part = get();
-        let outcome = on_reply(&mut part, reply(b"$1\r\nx\r\n"), POLICY, &Scripts::default(), Instant::now());
+        let outcome = on_reply(&mut part, reply(b"$1\r\nx\r\n"), POLICY, &Scripts::default(), Instant::now);
         assert_eq!(outcome, Outcome::Done { reply: Bytes::from_static(b"$1\r\nx\r\n"), stale_map: false });
     }
 
@@ -136,14 +138,14 @@ mod tests {
     fn moved_and_ask_name_the_next_node_until_the_hop_limit() {
         let mut part = get();
         let now = Instant::now();
-        let moved = on_reply(&mut part, reply(b"-MOVED 15495 10.0.0.2:6379\r\n"), POLICY, &Scripts::default(), now);
+        let moved = on_reply(&mut part, reply(b"-MOVED 15495 10.0.0.2:6379\r\n"), POLICY, &Scripts::default(), || now);
         assert_eq!(moved, Outcome::Redirected { moved: true });
         assert_eq!(part.redirect, Some(("10.0.0.2:6379".to_string(), false)));
-        let ask = on_reply(&mut part, reply(b"-ASK 15495 10.0.0.3:6379\r\n"), POLICY, &Scripts::default(), now);
+        let ask = on_reply(&mut part, reply(b"-ASK 15495 10.0.0.3:6379\r\n"), POLICY, &Scripts::default(), || now);
         assert_eq!(ask, Outcome::Redirected { moved: false });
         assert_eq!(part.redirect, Some(("10.0.0.3:6379".to_string(), true)));
         part.hops = MAX_HOPS;
-        let last = on_reply(&mut part, reply(b"-MOVED 15495 10.0.0.4:6379\r\n"), POLICY, &Scripts::default(), now);
+        let last = on_reply(&mut part, reply(b"-MOVED 15495 10.0.0.4:6379\r\n"), POLICY, &Scripts::default(), || now);
         assert!(matches!(last, Outcome::Done { stale_map: true, .. }), "{last:?}");
     }
 
@@ -151,9 +153,9 @@ mod tests {
     fn inside_a_transaction_a_redirection_goes_to_the_client() {
         let mut part = get();
         part.follow_redirects = false;
-        let outcome = on_reply(&mut part, reply(b"-MOVED 1 a:1\r\n"), POLICY, &Scripts::default(), Instant::now());
+        let outcome = on_reply(&mut part, reply(b"-MOVED 1 a:1\r\n"), POLICY, &Scripts::default(), Instant::now);
         assert!(matches!(outcome, Outcome::Done { stale_map: true, .. }));
-        let down = on_reply(&mut part, reply(b"-CLUSTERDOWN x\r\n"), POLICY, &Scripts::default(), Instant::now());
+        let down = on_reply(&mut part, reply(b"-CLUSTERDOWN x\r\n"), POLICY, &Scripts::default(), Instant::now);
         assert!(matches!(down, Outcome::Done { stale_map: true, .. }));
     }
 
@@ -162,11 +164,11 @@ mod tests {
         let mut part = get();
         let start = Instant::now();
         let scripts = Scripts::default();
-        let first = on_reply(&mut part, reply(b"-CLUSTERDOWN The cluster is down\r\n"), POLICY, &scripts, start);
+        let first = on_reply(&mut part, reply(b"-CLUSTERDOWN The cluster is down\r\n"), POLICY, &scripts, || start);
         assert_eq!(first, Outcome::RetryLater { node_failed: true });
-        let again = on_reply(&mut part, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, start + Duration::from_secs(4));
+        let again = on_reply(&mut part, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, || start + Duration::from_secs(4));
         assert_eq!(again, Outcome::RetryLater { node_failed: false });
-        let late = on_reply(&mut part, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, start + Duration::from_secs(6));
+        let late = on_reply(&mut part, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, || start + Duration::from_secs(6));
         assert!(matches!(late, Outcome::Done { .. }));
     }
 
@@ -197,10 +199,10 @@ mod tests {
         let evalsha = crate::resp::Request::from_args(&["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"]);
         let mut part = Part::new(evalsha.bytes().clone(), Target::Slot(None), true);
         let now = Instant::now();
-        let first = on_reply(&mut part, reply(b"-NOSCRIPT No matching script\r\n"), POLICY, &scripts, now);
+        let first = on_reply(&mut part, reply(b"-NOSCRIPT No matching script\r\n"), POLICY, &scripts, || now);
         assert_eq!(first, Outcome::ScriptLoaded);
         assert!(part.prefix.is_some());
-        let second = on_reply(&mut part, reply(b"-NOSCRIPT No matching script\r\n"), POLICY, &scripts, now);
+        let second = on_reply(&mut part, reply(b"-NOSCRIPT No matching script\r\n"), POLICY, &scripts, || now);
         assert!(matches!(second, Outcome::Done { .. }));
     }
 }

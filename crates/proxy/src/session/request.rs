@@ -2,7 +2,6 @@
 //! (unknown command, arity, login, `no_multi` inside MULTI, permissions), CLIENT PAUSE, subscribed
 //! mode and transaction queueing; then the route is carried out (`route.rs`).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -16,10 +15,15 @@ use crate::metrics::labels;
 use crate::resp::Request;
 use crate::resp::reply::Protocol;
 use crate::router;
+use crate::shared::Shared;
 
 impl Session {
     /// Routes every complete request in `rbuf`.
-    pub(super) fn on_input(&mut self, rbuf: &mut BytesMut) {
+    ///
+    /// `shared` is the session's own handle on what sessions share, held apart from `self` so
+    /// that the command spec a request borrows from it can live beside `&mut self` without a
+    /// reference count change per request.
+    pub(super) fn on_input(&mut self, shared: &Shared, rbuf: &mut BytesMut) {
         // Every request completed by this read had its last byte read now: one clock read per read.
         let read_at = Instant::now();
         loop {
@@ -32,7 +36,7 @@ impl Session {
             match self.decoder.decode(rbuf) {
                 Ok(Some(request)) => {
                     self.traffic.commands += 1;
-                    self.on_request(request, read_at);
+                    self.on_request(shared, request, read_at);
                     if self.state.closing {
                         return;
                     }
@@ -54,11 +58,8 @@ impl Session {
 
     /// One request: admitted or refused, held, taken by subscribed mode or a transaction, or
     /// routed and carried out.
-    pub(super) fn on_request(&mut self, request: Request, read_at: Instant) {
+    pub(super) fn on_request(&mut self, shared: &Shared, request: Request, read_at: Instant) {
         let dropped = self.state.reply_dropped(|| is_client_reply(&request));
-        // The table outlives the request; holding it apart from `self` lets the steps below
-        // borrow the session mutably.
-        let shared = Arc::clone(&self.shared);
         let Some(spec) = shared.table.lookup(&request) else {
             self.spoil_transaction();
             let meta = Meta { label: labels::OTHER, read_at, dropped };

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::time::sleep_until;
 
 use super::Session;
+use crate::shared::Shared;
 
 /// Most bytes read from a client while its next request waits (behind a blocking command or a
 /// subscription change).
@@ -34,6 +35,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Buffers start empty and are given back whenever they empty out: an idle client holds no
 /// buffer memory, a busy one reads in large chunks.
 struct ClientIo {
+    /// The session's own handle on what sessions share, passed down beside `&mut Session`.
+    shared: Arc<Shared>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// Bytes the last read returned.
@@ -64,8 +67,9 @@ enum Settled {
 }
 
 impl ClientIo {
-    fn new(reading: bool) -> ClientIo {
+    fn new(shared: Arc<Shared>, reading: bool) -> ClientIo {
         ClientIo {
+            shared,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             last_read_len: 0,
@@ -105,7 +109,7 @@ impl Session {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut io = ClientIo::new(!*shutdown.borrow());
+        let mut io = ClientIo::new(Arc::clone(&self.shared), !*shutdown.borrow());
         let entry = Arc::clone(&self.entry);
         // One future for the whole session rather than a new one (and a new waiter registration)
         // on every turn of the loop; the server only ever sends `true`, so any change means stop.
@@ -216,14 +220,14 @@ impl Session {
         if let Some((request, read_at, until)) = self.held.take() {
             let pause = self.shared.clients.current_pause();
             if pause.is_none() || Instant::now() >= until {
-                self.on_request(request, read_at);
+                self.on_request(&io.shared, request, read_at);
                 return Settled::Again;
             }
             self.held = Some((request, read_at, pause.map_or(until, |p| p.until)));
         }
         if self.paused_input && !self.input_on_hold() && !io.closing {
             self.paused_input = false;
-            self.on_input(&mut io.rbuf);
+            self.on_input(&io.shared, &mut io.rbuf);
             return Settled::Again;
         }
         Settled::Wait
@@ -243,7 +247,7 @@ impl Session {
             io.last_read = Instant::now();
         }
         io.burst += read;
-        self.on_input(&mut io.rbuf);
+        self.on_input(&io.shared, &mut io.rbuf);
         if io.rbuf.is_empty() {
             io.read_hint = io.burst.next_power_of_two().clamp(MIN_READ, MAX_READ_HINT);
             io.burst = 0;

@@ -244,7 +244,9 @@ async fn serve(
 }
 
 /// One established connection's state: what is written, what is in flight, what was read.
-struct Wire {
+struct Wire<'a> {
+    /// The node's host, filled into redirections that name only a port.
+    host: &'a str,
     inflight: VecDeque<InFlight>,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -257,15 +259,14 @@ struct Wire {
     timeout_ticks: u64,
 }
 
-impl Wire {
+impl Wire<'_> {
     /// Hands every complete reply read to its request. Bytes that match no request leave the
     /// connection out of step: everything in flight fails and the connection is dropped.
     fn on_read(&mut self, addr: &str, mode: &ConnMode, metrics: &NodeMetrics) -> Result<(), UpstreamError> {
-        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
         let scripts = mode.node_scripts.as_deref();
         let context = (mode.pushes.as_ref(), scripts);
         let Err(error) =
-            dispatch_replies(&mut self.rbuf, &mut self.scanner, &mut self.inflight, context, host, self.now_tick)
+            dispatch_replies(&mut self.rbuf, &mut self.scanner, &mut self.inflight, context, self.host, self.now_tick)
         else {
             return Ok(());
         };
@@ -353,6 +354,7 @@ where
     let mut ticker = interval(tick_every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut wire = Wire {
+        host: addr.rsplit_once(':').map_or(addr, |(host, _)| host),
         inflight: VecDeque::new(),
         rbuf: BytesMut::with_capacity(64 * 1024),
         wbuf: BytesMut::with_capacity(64 * 1024),
