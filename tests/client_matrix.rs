@@ -26,6 +26,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use redisforge_tests::resp::{self, Frame};
 use redisforge_tests::{Cluster, Proxy, ProxyOptions, generate_certs, resp_command};
 
 /// The ACL user every client logs in as.
@@ -357,88 +358,43 @@ impl Reply {
     }
 }
 
-fn parse_int(line: &[u8]) -> Result<i64, String> {
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad RESP length or integer {:?}", String::from_utf8_lossy(line)))
+/// Parses one reply from the start of `buf` with the harness' RESP parser: `Ok(None)` while it is
+/// incomplete, else the reply and the number of bytes it took. RESP3 attributes are dropped.
+fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
+    Ok(resp::parse(buf)?.map(|(frame, used)| (Reply::from(frame), used)))
 }
 
-/// Parses one reply from the start of `buf`: `Ok(None)` while it is incomplete, else the reply
-/// and the number of bytes it took. RESP3 attributes are read and dropped.
-fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
-    let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
-        return Ok(None);
-    };
-    let (kind, line) = (buf[0], &buf[1..line_end]);
-    let text = || String::from_utf8_lossy(line).into_owned();
-    let mut pos = line_end + 2;
-    let reply = match kind {
-        b'+' => Reply::Status(text()),
-        b'-' => Reply::Error(text()),
-        b':' => Reply::Int(parse_int(line)?),
-        b',' => Reply::Double(text()),
-        b'(' => Reply::BigNumber(text()),
-        b'#' => Reply::Bool(line == b"t"),
-        b'_' => Reply::Nil,
-        b'$' | b'=' | b'!' => {
-            let len = parse_int(line)?;
-            if len < 0 {
-                Reply::Nil
-            } else {
-                let len = usize::try_from(len).map_err(|e| e.to_string())?;
-                if buf.len() < pos + len + 2 {
-                    return Ok(None);
-                }
-                let data = buf[pos..pos + len].to_vec();
-                pos += len + 2;
+impl From<Frame> for Reply {
+    fn from(frame: Frame) -> Reply {
+        let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+        match frame {
+            Frame::Line(b'+', line) => Reply::Status(text(line)),
+            Frame::Line(b'-', line) => Reply::Error(text(line)),
+            Frame::Line(b':', line) => Reply::Int(text(line).parse().unwrap_or(i64::MIN)),
+            Frame::Line(b',', line) => Reply::Double(text(line)),
+            Frame::Line(b'(', line) => Reply::BigNumber(text(line)),
+            Frame::Line(b'#', line) => Reply::Bool(line == b"t"),
+            Frame::Line(..) | Frame::Blob(_, None) | Frame::Aggregate(_, None) => Reply::Nil,
+            Frame::Blob(b'$', Some(data)) => Reply::Bulk(data),
+            Frame::Blob(b'!', Some(data)) => Reply::Error(text(data)),
+            // A verbatim string's text, without its `txt:` format.
+            Frame::Blob(_, Some(data)) => Reply::Verbatim(data.get(4..).unwrap_or_default().to_vec()),
+            Frame::Aggregate(kind, Some(items)) => {
+                let mut items = items.into_iter().map(Reply::from);
                 match kind {
-                    b'$' => Reply::Bulk(data),
-                    b'!' => Reply::Error(String::from_utf8_lossy(&data).into_owned()),
-                    _ => Reply::Verbatim(data.get(4..).unwrap_or_default().to_vec()),
+                    b'~' => Reply::Set(items.collect()),
+                    b'>' => Reply::Push(items.collect()),
+                    b'%' => Reply::Map(std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()),
+                    _ => Reply::Array(items.collect()),
                 }
             }
         }
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            let n = parse_int(line)?;
-            if n < 0 {
-                Reply::Nil
-            } else {
-                let n = usize::try_from(n).map_err(|e| e.to_string())?;
-                let count = if matches!(kind, b'%' | b'|') { 2 * n } else { n };
-                let mut items = Vec::with_capacity(count.min(1024));
-                for _ in 0..count {
-                    match parse_reply(&buf[pos..])? {
-                        Some((item, used)) => {
-                            items.push(item);
-                            pos += used;
-                        }
-                        None => return Ok(None),
-                    }
-                }
-                let pairs = |items: Vec<Reply>| {
-                    let mut it = items.into_iter();
-                    std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
-                };
-                match kind {
-                    b'*' => Reply::Array(items),
-                    b'~' => Reply::Set(items),
-                    b'>' => Reply::Push(items),
-                    b'%' => Reply::Map(pairs(items)),
-                    // An attribute describes the reply that follows it: return that reply.
-                    _ => {
-                        return Ok(parse_reply(&buf[pos..])?.map(|(reply, used)| (reply, pos + used)));
-                    }
-                }
-            }
-        }
-        other => return Err(format!("not a RESP type byte: {:?}", other as char)),
-    };
-    Ok(Some((reply, pos)))
+    }
 }
 
 /// A client connection that writes raw RESP and reads replies one at a time, over plain TCP or
-/// through `openssl s_client` for TLS (its stdin and stdout carry the application bytes).
+/// through `openssl s_client` for TLS (its stdin and stdout carry the application bytes). The
+/// harness' [`resp::Conn`] speaks plain TCP only; the TLS tunnel is what this one adds.
 struct RawConn {
     label: String,
     writer: Box<dyn Write + Send>,

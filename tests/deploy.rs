@@ -7,13 +7,11 @@
 //! with that hint rather than skipping it. Binaries come from `cargo build --workspace --bins`.
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use redisforge_tests::ports::BUS_OFFSET;
+use redisforge_tests::ports::{PortBlock, reserve_block};
 use redisforge_tests::process::{Watchdog, write_pid_file};
 use redisforge_tests::proxy::proxy_bin;
 use redisforge_tests::tls::ops_bin;
@@ -688,42 +686,6 @@ fn compose_nodes_proxy_config_and_users_work_together() {
 
 // ---------------------------------------------------------------- quick-start
 
-/// `n` consecutive ports (and their bus ports), reserved with the harness' lock protocol:
-/// the first through [`reserve_port`], the others by locking `<port>.lock` the same way.
-struct PortBlock {
-    first: PortGuard,
-    _rest: Vec<File>,
-}
-
-fn reserve_block(n: u16) -> PortBlock {
-    let lock_dir = std::env::temp_dir().join("redisforge-ports");
-    let binds = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
-    for _ in 0..500 {
-        let first = reserve_port();
-        let base = first.port();
-        let mut rest = Vec::new();
-        let ok = (1..n).all(|i| {
-            let Some(port) = base.checked_add(i).filter(|p| p.checked_add(BUS_OFFSET).is_some()) else {
-                return false;
-            };
-            let Ok(file) =
-                OpenOptions::new().create(true).truncate(false).write(true).open(lock_dir.join(format!("{port}.lock")))
-            else {
-                return false;
-            };
-            if file.try_lock().is_err() || !binds(port) || !binds(port + BUS_OFFSET) {
-                return false;
-            }
-            rest.push(file);
-            true
-        });
-        if ok {
-            return PortBlock { first, _rest: rest };
-        }
-    }
-    panic!("no {n} consecutive free ports");
-}
-
 /// One run of scripts/start-local.sh in its own state dir and ports; `--down` on drop.
 struct QuickStart {
     env: Vec<(String, String)>,
@@ -743,7 +705,7 @@ impl QuickStart {
         let bin_dir = proxy_bin().parent().expect("binary dir").to_path_buf();
         let env = [
             ("REDISFORGE_LOCAL_DIR", dir.path().join("local").display().to_string()),
-            ("REDISFORGE_BASE_PORT", cluster.first.port().to_string()),
+            ("REDISFORGE_BASE_PORT", cluster.first().to_string()),
             ("REDISFORGE_TLS_PORT", tls.port().to_string()),
             ("REDISFORGE_PLAIN_PORT", plain.port().to_string()),
             ("REDISFORGE_METRICS_PORT", metrics.port().to_string()),
@@ -848,7 +810,7 @@ fn quick_start_runs_end_to_end_and_down_leaves_nothing() {
     let gone = wait_until(Duration::from_secs(20), Duration::from_millis(100), || !pids.iter().any(|&p| running(p)));
     let left: Vec<u32> = pids.iter().copied().filter(|&p| running(p)).collect();
     assert!(gone, "processes left after --down: {left:?}");
-    let base = qs.cluster_ports.first.port();
+    let base = qs.cluster_ports.first();
     for port in (base..base + 6).chain([tls_port, qs.metrics.port()]) {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),

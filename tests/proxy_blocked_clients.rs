@@ -3,12 +3,11 @@
 //! `CLIENT LIST` flags them `b`, and `CLIENT UNBLOCK id [TIMEOUT|ERROR]` ends their command with
 //! the node's own reply.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use redis::Value;
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, query_args, resp_command, wait_until};
+use redisforge_tests::resp::Conn;
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, query_args, wait_until};
 
 fn proxy() -> Proxy {
     Proxy::start(Cluster::shared(), ProxyOptions::default())
@@ -22,22 +21,22 @@ fn clients_field(con: &mut redis::Connection, field: &str) -> Option<String> {
 
 /// A raw client that sends `CLIENT ID` and then `command`, which blocks; returns the socket and
 /// the proxy's id of that client.
-fn blocked_client(proxy: &Proxy, command: &[&str]) -> (TcpStream, u64) {
-    let mut socket = TcpStream::connect(proxy.addr()).expect("connect");
-    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    socket.write_all(&resp_command(&[b"CLIENT", b"ID"])).expect("send");
-    let mut buf = [0u8; 64];
-    let n = socket.read(&mut buf).expect("CLIENT ID reply");
-    let id = String::from_utf8_lossy(&buf[..n]).trim_start_matches(':').trim().parse().expect("an id");
-    let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();
-    socket.write_all(&resp_command(&args)).expect("send the blocking command");
-    (socket, id)
+fn blocked_client(proxy: &Proxy, command: &[&str]) -> (Conn, u64) {
+    let mut conn = Conn::open(&proxy.addr());
+    let (_, id) = conn.call(&args(&["CLIENT", "ID"])).expect("CLIENT ID");
+    let id = id.integer().and_then(|id| u64::try_from(id).ok()).expect("an id");
+    conn.send(&args(command)).expect("send the blocking command");
+    (conn, id)
 }
 
-fn read_reply(socket: &mut TcpStream) -> String {
-    let mut buf = [0u8; 256];
-    let n = socket.read(&mut buf).expect("the blocked command's reply");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+fn args(words: &[&str]) -> Vec<Vec<u8>> {
+    words.iter().map(|w| w.as_bytes().to_vec()).collect()
+}
+
+/// The next reply's exact bytes.
+fn read_reply(conn: &mut Conn) -> String {
+    let (bytes, _) = conn.read().expect("the blocked command's reply");
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[test]
@@ -72,7 +71,7 @@ fn blocked_clients_are_counted_listed_and_unblocked_with_the_nodes_replies() {
     assert_eq!(query_args(&mut admin, &["CLIENT", "UNBLOCK", &id.to_string()]), Ok(Value::Int(0)), "not blocked now");
 
     // ERROR, on a block with a timeout (which puts it in the timeout table).
-    waiting.write_all(&resp_command(&[b"BLPOP", b"{blocked}a", b"30"])).expect("block again");
+    waiting.send(&args(&["BLPOP", "{blocked}a", "30"])).expect("block again");
     assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
         clients_field(&mut admin, "clients_in_timeout_table").as_deref() == Some("1")
     }));
@@ -80,7 +79,7 @@ fn blocked_clients_are_counted_listed_and_unblocked_with_the_nodes_replies() {
     assert_eq!(read_reply(&mut waiting), "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n");
 
     // The connection goes on serving its client.
-    waiting.write_all(&resp_command(&[b"PING"])).expect("ping");
+    waiting.send(&args(&["PING"])).expect("ping");
     assert_eq!(read_reply(&mut waiting), "+PONG\r\n");
     let error = query_args(&mut admin, &["CLIENT", "UNBLOCK", &id.to_string(), "LATER"]).expect_err("bad reason");
     assert!(error.contains("CLIENT UNBLOCK reason should be TIMEOUT or ERROR"), "{error}");

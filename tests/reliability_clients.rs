@@ -11,18 +11,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redisforge_tests::process::{fd_count, rss_bytes};
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, http_get, resp_command, wait_until};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command, wait_until};
 
 const MIB: u64 = 1024 * 1024;
 
 /// The value of the sample named exactly `series` on `/metrics`.
 fn metric(proxy: &Proxy, series: &str) -> Option<f64> {
-    let (status, body) = http_get(&proxy.metrics_addr(), "/metrics", Duration::from_secs(5));
-    assert_eq!(status, 200, "/metrics");
-    body.lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    proxy.metric(series)
 }
 
 fn proxy_with(extra_toml: &str) -> Proxy {

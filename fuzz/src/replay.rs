@@ -71,7 +71,9 @@ const TOKENS: &[&[u8]] = &[
 /// The input being run, for the panic hook.
 static CURRENT: Mutex<Option<(String, Vec<u8>)>> = Mutex::new(None);
 
-/// A small deterministic generator (xorshift64*).
+/// A small deterministic generator (xorshift64*). The test harness has the same one
+/// (`tests/support/rng.rs`); this package is standalone on purpose (see its Cargo.toml), so it
+/// keeps a copy rather than depend on the harness.
 struct Rng(u64);
 
 impl Rng {

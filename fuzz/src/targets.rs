@@ -182,14 +182,14 @@ fn check_route(request: &Request, scratch: &mut Vec<usize>) {
     let table = table();
     let route = router::plan(table, request, scratch);
     let Some(spec) = table.lookup(request) else {
-        assert!(matches!(route, Route::Reply(_)), "an unknown command was routed: {route:?}");
+        assert!(matches!(route, Route::Refuse(_)), "an unknown command was routed: {route:?}");
         return;
     };
     let mut positions = Vec::new();
     let keys: Vec<&[u8]> = match spec.key_positions(request, &mut positions) {
         Ok(()) => positions.iter().map(|&i| request.arg(i)).collect(),
         Err(_) => {
-            assert!(matches!(route, Route::Reply(_)), "keys that cannot be found, yet routed: {route:?}");
+            assert!(matches!(route, Route::Refuse(_)), "keys that cannot be found, yet routed: {route:?}");
             return;
         }
     };

@@ -7,30 +7,7 @@
 //! not test). `{t}` stays the declared key's placeholder and takes both prefixes, as in the table.
 
 use redisforge_tests::command_cases::{Case, Mode, Presence};
-
-/// A small deterministic generator (xorshift64*): the same seed gives the same cases everywhere.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
+use redisforge_tests::rng::Rng;
 
 /// The library the `fcall` cases call: one function that runs any command, one that may not write.
 pub const LIBRARY: &str = "#!lua name=gen\n\

@@ -35,6 +35,7 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod resp;
+pub mod rng;
 pub mod server;
 pub mod tls;
 

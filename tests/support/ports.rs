@@ -77,6 +77,51 @@ pub fn free_port() -> u16 {
     port
 }
 
+/// `n` consecutive ports (each with its bus port), reserved as [`reserve_port`] reserves one: for a
+/// script that numbers its nodes from one base port (scripts/start-local.sh).
+#[derive(Debug)]
+pub struct PortBlock {
+    first: PortGuard,
+    _rest: Vec<File>,
+}
+
+impl PortBlock {
+    /// The first port of the block.
+    pub fn first(&self) -> u16 {
+        self.first.port
+    }
+}
+
+/// Reserves `n` consecutive ports for as long as the block lives.
+///
+/// # Panics
+/// When no such block is free after many tries.
+pub fn reserve_block(n: u16) -> PortBlock {
+    let dir = lock_dir();
+    for _ in 0..500 {
+        let first = reserve_port();
+        let mut rest = Vec::new();
+        let locked = (1..n).all(|i| {
+            let Some(port) = first.port.checked_add(i).filter(|p| p.checked_add(BUS_OFFSET).is_some()) else {
+                return false;
+            };
+            let path = dir.join(format!("{port}.lock"));
+            let Ok(file) = OpenOptions::new().create(true).truncate(false).write(true).open(path) else {
+                return false;
+            };
+            if file.try_lock().is_err() || !binds(port) || !binds(port + BUS_OFFSET) {
+                return false;
+            }
+            rest.push(file);
+            true
+        });
+        if locked {
+            return PortBlock { first, _rest: rest };
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
 fn binds(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }

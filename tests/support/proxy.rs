@@ -191,6 +191,20 @@ impl Proxy {
     }
 
     /// The metrics listener, `127.0.0.1:port`.
+    /// The value of the sample named exactly `series` (with its labels, e.g.
+    /// `redisforge_held_requests` or `redisforge_redirections_total{kind="moved"}`) on `/metrics`.
+    ///
+    /// # Panics
+    /// When `/metrics` does not answer 200.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (status, body) = crate::http_get(&self.metrics_addr(), "/metrics", Duration::from_secs(5));
+        assert_eq!(status, 200, "/metrics");
+        body.lines()
+            .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
     pub fn metrics_addr(&self) -> String {
         self.metrics.addr()
     }

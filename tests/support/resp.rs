@@ -180,8 +180,16 @@ impl Conn {
     /// When the write fails, the connection closes, the reply is not RESP or does not come within
     /// the reply timeout; the connection should not be used after that.
     pub fn call(&mut self, args: &[Vec<u8>]) -> Result<(Vec<u8>, Frame), String> {
-        self.stream.write_all(&encode(args)).map_err(|e| format!("write to {}: {e}", self.addr))?;
+        self.send(args)?;
         self.read()
+    }
+
+    /// Sends one command without reading its reply (a command that blocks, or a pipeline).
+    ///
+    /// # Errors
+    /// When the write fails.
+    pub fn send(&mut self, args: &[Vec<u8>]) -> Result<(), String> {
+        self.stream.write_all(&encode(args)).map_err(|e| format!("write to {}: {e}", self.addr))
     }
 
     /// Reads the next reply frame.

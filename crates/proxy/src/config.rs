@@ -98,6 +98,14 @@ pub struct LimitsConfig {
     pub max_pipeline: usize,
     /// Bytes of buffered replies to a client that does not read before it is disconnected.
     pub client_output_limit: usize,
+    /// Requests held at once, proxy-wide, while the cluster fails over (`upstream.failover_wait`).
+    pub held_requests: usize,
+    /// Bytes of requests held at once, proxy-wide.
+    pub held_bytes: usize,
+    /// Requests one client may have held at once.
+    pub held_requests_per_client: usize,
+    /// Bytes of requests one client may have held at once.
+    pub held_bytes_per_client: usize,
 }
 
 impl Default for LimitsConfig {
@@ -107,6 +115,10 @@ impl Default for LimitsConfig {
             max_array_len: 1_048_576,
             max_pipeline: 10_000,
             client_output_limit: 64 * 1024 * 1024,
+            held_requests: 100_000,
+            held_bytes: 256 * 1024 * 1024,
+            held_requests_per_client: 10_000,
+            held_bytes_per_client: 64 * 1024 * 1024,
         }
     }
 }
@@ -174,6 +186,10 @@ pub struct UpstreamConfig {
     /// Bound on one upstream reply.
     #[serde(deserialize_with = "duration")]
     pub command_timeout: Duration,
+    /// How long a request that never reached its node (the master unreachable, `CLUSTERDOWN`, a
+    /// slot without an owner) is held for the cluster to fail over before it fails; `0s`: not held.
+    #[serde(deserialize_with = "duration")]
+    pub failover_wait: Duration,
     /// Which nodes serve read-only commands.
     pub read_from: ReadFrom,
 }
@@ -191,6 +207,7 @@ impl Default for UpstreamConfig {
             connections_per_node: None,
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
+            failover_wait: Duration::from_secs(15),
             read_from: ReadFrom::Master,
         }
     }
@@ -484,6 +501,10 @@ impl Config {
             ("limits.max_array_len", limits.max_array_len),
             ("limits.max_pipeline", limits.max_pipeline),
             ("limits.client_output_limit", limits.client_output_limit),
+            ("limits.held_requests", limits.held_requests),
+            ("limits.held_bytes", limits.held_bytes),
+            ("limits.held_requests_per_client", limits.held_requests_per_client),
+            ("limits.held_bytes_per_client", limits.held_bytes_per_client),
         ];
         if let Some((key, _)) = counts.into_iter().find(|(_, n)| *n == 0) {
             problem(key, "must be at least 1")?;

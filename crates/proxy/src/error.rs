@@ -77,6 +77,13 @@ pub enum ProxyError {
     /// The request got no reply from its node.
     #[error("ERR {0}")]
     Upstream(UpstreamError),
+    /// The request would wait for the cluster to fail over, but the bound on requests held
+    /// meanwhile is reached (`[limits]`, `executor::hold`); `whose`: the client's or the proxy's.
+    #[error(
+        "CLUSTERDOWN the cluster is failing over and {whose} bound of requests held meanwhile is reached \
+         (limits.held_requests_per_client, limits.held_requests)"
+    )]
+    HoldFull { whose: &'static str },
     /// The proxy could not combine the nodes' replies into one.
     #[error("ERR {0}")]
     Merge(Cow<'static, str>),
@@ -92,7 +99,7 @@ impl ProxyError {
             }
             Command(_) | ExecAbortPrevious | ExecAbort(_) => Side::Downstream,
             Busy(_) | Upstream(_) => Side::Upstream,
-            Unsupported { .. } | SlotNotServed | NoTopology | Merge(_) => Side::Proxy,
+            Unsupported { .. } | SlotNotServed | NoTopology | HoldFull { .. } | Merge(_) => Side::Proxy,
         }
     }
 
@@ -100,7 +107,9 @@ impl ProxyError {
     /// it never reached a node and the cause may pass (a map catching up, a node coming back).
     pub fn retry_safe(&self) -> bool {
         match self {
-            ProxyError::SlotNotServed | ProxyError::NoTopology | ProxyError::Busy(_) => true,
+            ProxyError::SlotNotServed | ProxyError::NoTopology | ProxyError::Busy(_) | ProxyError::HoldFull { .. } => {
+                true
+            }
             ProxyError::Upstream(error) => error.never_sent(),
             _ => false,
         }

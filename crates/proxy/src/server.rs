@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::auth::{Access, AclError};
 use crate::command::CommandTable;
 use crate::config::{Config, ConfigError, ReadFrom};
+use crate::executor::hold::{HoldBudget, HoldLimits};
 use crate::health;
 use crate::listener;
 use crate::metrics::http::HealthCheck;
@@ -193,7 +194,6 @@ fn shared_state(
     topology: Arc<Topology>,
 ) -> Shared {
     Shared {
-        metrics,
         access,
         table: Arc::new(table),
         topology,
@@ -210,8 +210,19 @@ fn shared_state(
         read_from: config.upstream.read_from,
         refresh_on_moved: config.topology.refresh_on_moved,
         stats: Stats::default(),
+        hold: Arc::new(HoldBudget::new(
+            config.upstream.failover_wait,
+            HoldLimits {
+                max_requests: config.limits.held_requests,
+                max_bytes: config.limits.held_bytes,
+                per_client_requests: config.limits.held_requests_per_client,
+                per_client_bytes: config.limits.held_bytes_per_client,
+            },
+            metrics.held.now.clone(),
+        )),
         scripts: Default::default(),
         clients: Default::default(),
+        metrics,
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::auth::Access;
 use crate::command::CommandTable;
 use crate::config::ReadFrom;
+use crate::executor::hold::HoldBudget;
 use crate::executor::scripts;
 use crate::metrics::Metrics;
 use crate::resp::Limits;
@@ -39,6 +40,8 @@ pub struct Shared {
     /// Refresh the topology at once on `MOVED` (`topology.refresh_on_moved`).
     pub refresh_on_moved: bool,
     pub stats: Stats,
+    /// Bounds and counts of requests held while the cluster fails over.
+    pub hold: Arc<HoldBudget>,
     /// Scripts seen through EVAL and SCRIPT LOAD, by SHA1, for NOSCRIPT recovery.
     pub scripts: scripts::Scripts,
     /// The connected clients, for CLIENT LIST / KILL / PAUSE.

@@ -7,11 +7,13 @@
 //!    allows, the node a redirection named, or the client's own connection;
 //! 2. **send** on that node's pooled, pipelined connections (scripts on a script lane);
 //! 3. **on the reply** ([`outcome`]): done; follow `MOVED`/`ASK`; load a missing script and run
-//!    again; retry a transient failure (`TRYAGAIN`, `CLUSTERDOWN`, an unreachable node) after a
-//!    pause until `command_timeout`; or fail with a [`ProxyError`].
+//!    again; retry after a pause — `TRYAGAIN` until `command_timeout`, and while the cluster fails
+//!    over (an unreachable master, `CLUSTERDOWN`, a slot without an owner) hold the part, within
+//!    bounds, until `upstream.failover_wait` ([`hold`]); or fail with a [`ProxyError`].
 //!
 //! Ordering is not its business: the session's pipeline releases replies in request order.
 
+pub mod hold;
 pub mod outcome;
 pub mod part;
 pub mod peer;
@@ -31,6 +33,7 @@ use crate::error::ProxyError;
 use crate::shared::Shared;
 use crate::topology::Trigger;
 use crate::upstream::{ConnMode, OwnedConn, ReplySender, Tag, UpstreamReply, UpstreamRequest};
+use hold::{HoldBudget, Holding};
 
 /// Pause before resending after `TRYAGAIN`/`CLUSTERDOWN` or an unreachable node.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -62,8 +65,11 @@ pub enum Step {
 
 /// One client's in-flight parts' machinery: its reply channel, its parts waiting to be resent,
 /// and its own upstream connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Executor {
+    /// The proxy-wide bounds on held parts, and what this client holds of them.
+    budget: Arc<HoldBudget>,
+    holding: Holding,
     /// Where nodes answer this client; created on its first part, so a client that never sends
     /// one (idle, or only PING) holds no channel.
     replies: Option<Replies>,
@@ -80,16 +86,37 @@ struct Replies {
     rx: mpsc::UnboundedReceiver<UpstreamReply>,
 }
 
+impl Drop for Executor {
+    /// A client that leaves with parts held gives their room back.
+    fn drop(&mut self) {
+        self.budget.give_back_all(&mut self.holding);
+    }
+}
+
 impl Executor {
+    pub fn new(budget: Arc<HoldBudget>) -> Executor {
+        Executor { budget, holding: Holding::default(), replies: None, delayed: Vec::new(), own: None }
+    }
+
     /// Sends `part`: chooses its peer and queues it there. `Some(error)`: answered at once, as
-    /// when no node serves its slot or a script keeps the node busy.
+    /// when a script keeps the node busy, or no node has served its slot for `failover_wait`.
     pub fn send(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
+        let error = self.try_send(shared, caller, tag, part)?;
+        self.stop_holding(shared, part, false);
+        Some(error)
+    }
+
+    fn try_send(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
         if part.target == Target::Owned {
             return self.send_owned(shared, caller, tag, part);
         }
-        let (pool, asking) = match peer::choose(&shared.topology, shared.read_from, part, caller.id as usize) {
-            Ok(found) => found,
-            Err(error) => return Some(error),
+        let Some((pool, asking)) = peer::choose(&shared.topology, shared.read_from, part, caller.id as usize) else {
+            return match peer::no_peer(&part.target) {
+                // No master serves the slot: the cluster may be failing over; wait for the map to
+                // name one.
+                ProxyError::SlotNotServed => self.hold(shared, tag, part, ProxyError::SlotNotServed),
+                other => Some(other),
+            };
         };
         // A script keeps the node busy: answer as the node would, at once, rather than queue
         // behind the script for as long as it runs.
@@ -149,19 +176,27 @@ impl Executor {
         part: &mut Part,
         result: Result<Bytes, crate::upstream::UpstreamError>,
     ) -> Step {
-        let policy = RetryPolicy { retry_for: shared.command_timeout };
+        let policy = RetryPolicy { retry_for: shared.command_timeout, hold_for: self.budget.wait };
         match outcome::on_reply(part, result, policy, &shared.scripts, Instant::now) {
             Outcome::Done { reply, stale_map } => {
                 if stale_map && shared.refresh_on_moved {
                     shared.topology.request_refresh(Trigger::Moved);
                 }
+                self.stop_holding(shared, part, true);
                 Step::Answered(reply)
             }
-            Outcome::Failed { error, own_lost: true } => {
-                self.own = None;
-                Step::OwnLost(error.to_resp())
+            Outcome::Expired(reply) => {
+                self.stop_holding(shared, part, false);
+                Step::Answered(reply)
             }
-            Outcome::Failed { error, own_lost: false } => Step::Answered(error.to_resp()),
+            Outcome::Failed { error, own_lost } => {
+                self.stop_holding(shared, part, false);
+                if own_lost {
+                    self.own = None;
+                    return Step::OwnLost(error.to_resp());
+                }
+                Step::Answered(error.to_resp())
+            }
             Outcome::Redirected { moved } => {
                 let redirections = &shared.metrics;
                 match moved {
@@ -178,6 +213,9 @@ impl Executor {
                 if node_failed {
                     shared.topology.request_refresh(Trigger::NodeFailure);
                 }
+                if let Err(full) = self.start_holding(shared, part) {
+                    return Step::Answered(full.to_resp());
+                }
                 self.delayed.push((Instant::now() + RETRY_PAUSE, tag));
                 Step::Pending
             }
@@ -193,7 +231,60 @@ impl Executor {
         }
     }
 
+    /// Holds a part that found no node to go to, to be sent again after a pause, while its
+    /// deadline has not passed and the bounds allow; else the error to answer (`error`, or
+    /// [`ProxyError::HoldFull`]).
+    fn hold(&mut self, shared: &Shared, tag: Tag, part: &mut Part, error: ProxyError) -> Option<ProxyError> {
+        let now = Instant::now();
+        if now >= *part.retry_until.get_or_insert(now + self.budget.wait) {
+            return Some(error);
+        }
+        if let Err(full) = self.start_holding(shared, part) {
+            return Some(full);
+        }
+        shared.topology.request_refresh(Trigger::NodeFailure);
+        self.delayed.push((now + RETRY_PAUSE, tag));
+        None
+    }
+
+    /// Counts `part` as held, once, within the client's and the proxy's bounds.
+    fn start_holding(&mut self, shared: &Shared, part: &mut Part) -> Result<(), ProxyError> {
+        if part.holding {
+            return Ok(());
+        }
+        match self.budget.take(&mut self.holding, part.payload.len()) {
+            Ok(()) => {
+                part.holding = true;
+                shared.metrics.held.total.inc();
+                Ok(())
+            }
+            Err(full) => {
+                shared.metrics.held.refused.inc();
+                Err(full)
+            }
+        }
+    }
+
+    /// A held part has its answer: a node's reply (`released`), or the proxy's error.
+    fn stop_holding(&mut self, shared: &Shared, part: &mut Part, released: bool) {
+        if !part.holding {
+            return;
+        }
+        part.holding = false;
+        self.budget.give_back(&mut self.holding, part.payload.len());
+        match released {
+            true => shared.metrics.held.released.inc(),
+            false => shared.metrics.held.expired.inc(),
+        }
+    }
+
+    /// Whether parts are held, waiting for the cluster to fail over.
+    pub fn holds_parts(&self) -> bool {
+        !self.holding.is_empty()
+    }
+
     /// When the next delayed part is due.
+    #[inline]
     pub fn next_retry(&self) -> Option<Instant> {
         self.delayed.iter().map(|d| d.0).min()
     }
@@ -216,6 +307,7 @@ impl Executor {
     }
 
     /// Whether replies may come (the channel exists).
+    #[inline]
     pub fn has_replies(&self) -> bool {
         self.replies.is_some()
     }
@@ -229,11 +321,13 @@ impl Executor {
     }
 
     /// A reply already on the channel, without waiting.
+    #[inline]
     pub fn try_next_reply(&mut self) -> Option<UpstreamReply> {
         self.replies.as_mut().and_then(|r| r.rx.try_recv().ok())
     }
 
     /// The client's own connection, if it has one.
+    #[inline]
     pub fn own(&self) -> Option<&OwnedConn> {
         self.own.as_ref()
     }

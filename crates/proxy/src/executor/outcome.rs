@@ -18,6 +18,9 @@ pub enum Outcome {
     /// The answer: the node's reply, or the proxy's error. `stale_map`: the reply was a
     /// redirection the proxy did not follow, so its map is behind.
     Done { reply: Bytes, stale_map: bool },
+    /// A transient error (`CLUSTERDOWN`, `TRYAGAIN`) still there when the part's retry deadline
+    /// passed: the node's reply is the answer.
+    Expired(Bytes),
     /// The proxy's error for the part. The client's own connection failed when `own_lost`: its
     /// state (WATCH, a transaction) is gone with it.
     Failed { error: ProxyError, own_lost: bool },
@@ -33,11 +36,14 @@ pub enum Outcome {
     Broken,
 }
 
-/// How long a part is retried for.
+/// How long a part is retried for, from its first transient failure.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
-    /// From a part's first transient failure, how long it may be resent.
+    /// After `TRYAGAIN` (a slot in migration): `command_timeout`.
     pub retry_for: Duration,
+    /// While the cluster fails over — the node unreachable, `CLUSTERDOWN` — or a slot has no
+    /// owner: `upstream.failover_wait` (see [`super::hold`]).
+    pub hold_for: Duration,
 }
 
 /// Decides what `result` means for `part`, updating the part for its next attempt. `now` reads
@@ -69,11 +75,12 @@ pub fn on_reply(
     // a fixed number of hops.
     if matches!(next, Redirect::TryAgain | Redirect::ClusterDown) && part.follow_redirects {
         let now = now();
-        if now < *part.retry_until.get_or_insert(now + policy.retry_for) {
+        let wait = if next == Redirect::ClusterDown { policy.hold_for } else { policy.retry_for };
+        if now < *part.retry_until.get_or_insert(now + wait) {
             part.redirect = None;
             return Outcome::RetryLater { node_failed: next == Redirect::ClusterDown };
         }
-        return Outcome::Done { reply, stale_map: false };
+        return Outcome::Expired(reply);
     }
     if next == Redirect::None || part.hops >= MAX_HOPS || !part.follow_redirects {
         return Outcome::Done { stale_map: next != Redirect::None, reply };
@@ -93,9 +100,9 @@ pub fn on_reply(
     }
 }
 
-/// A part that got no reply. Never sent: safe to retry once the topology has caught up with the
-/// failure, for as long as a client would wait for one command anyway. Maybe applied (a timeout,
-/// a connection lost in flight): the client gets the error, never a silent second write.
+/// A part that got no reply. Never sent: safe to hold until the topology names a node that
+/// answers, for up to `failover_wait`. Maybe applied (a timeout, a connection lost in flight): the
+/// client gets the error, never a silent second write.
 fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: Instant) -> Outcome {
     if part.streamed {
         return Outcome::Broken;
@@ -103,7 +110,7 @@ fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: I
     // The own connection holds state (WATCH, MULTI, a block) that a retry elsewhere would not
     // have: its failures go to the client.
     let own = part.target == Target::Owned;
-    let deadline = *part.retry_until.get_or_insert(now + policy.retry_for);
+    let deadline = *part.retry_until.get_or_insert(now + policy.hold_for);
     if error.never_sent() && !own && now < deadline {
         part.redirect = None;
         // A read whose replica is unreachable goes to the master from now on.
@@ -117,7 +124,7 @@ fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: I
 mod tests {
     use super::*;
 
-    const POLICY: RetryPolicy = RetryPolicy { retry_for: Duration::from_secs(5) };
+    const POLICY: RetryPolicy = RetryPolicy { retry_for: Duration::from_secs(5), hold_for: Duration::from_secs(15) };
 
     fn get() -> Part {
         Part::new(Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n"), Target::Slot(Some(15495)), false)
@@ -164,12 +171,37 @@ mod tests {
         let mut part = get();
         let start = Instant::now();
         let scripts = Scripts::default();
-        let first = on_reply(&mut part, reply(b"-CLUSTERDOWN The cluster is down\r\n"), POLICY, &scripts, || start);
-        assert_eq!(first, Outcome::RetryLater { node_failed: true });
+        let first = on_reply(&mut part, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, || start);
+        assert_eq!(first, Outcome::RetryLater { node_failed: false });
         let again = on_reply(&mut part, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, || start + Duration::from_secs(4));
         assert_eq!(again, Outcome::RetryLater { node_failed: false });
         let late = on_reply(&mut part, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, || start + Duration::from_secs(6));
-        assert!(matches!(late, Outcome::Done { .. }));
+        assert_eq!(late, Outcome::Expired(Bytes::from_static(b"-TRYAGAIN x\r\n")));
+    }
+
+    #[test]
+    fn a_failover_is_waited_for_longer_than_a_migration() {
+        let start = Instant::now();
+        let scripts = Scripts::default();
+        let mut down = get();
+        let first = on_reply(&mut down, reply(b"-CLUSTERDOWN The cluster is down\r\n"), POLICY, &scripts, || start);
+        assert_eq!(first, Outcome::RetryLater { node_failed: true });
+        let later = start + Duration::from_secs(10);
+        let held = on_reply(&mut down, reply(b"-CLUSTERDOWN The cluster is down\r\n"), POLICY, &scripts, || later);
+        assert_eq!(held, Outcome::RetryLater { node_failed: true }, "within failover_wait");
+        let mut moving = get();
+        assert!(matches!(
+            on_reply(&mut moving, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, || start),
+            Outcome::RetryLater { .. }
+        ));
+        let late = on_reply(&mut moving, reply(b"-TRYAGAIN x\r\n"), POLICY, &scripts, || later);
+        assert!(matches!(late, Outcome::Expired(_)), "past command_timeout");
+        let unreachable = UpstreamError::Unreachable { addr: "a:1".into(), reason: "refused".into() };
+        let mut part = get();
+        assert!(matches!(on_failure(&mut part, unreachable.clone(), POLICY, start), Outcome::RetryLater { .. }));
+        assert!(matches!(on_failure(&mut part, unreachable.clone(), POLICY, later), Outcome::RetryLater { .. }));
+        let expired = start + Duration::from_secs(16);
+        assert!(matches!(on_failure(&mut part, unreachable, POLICY, expired), Outcome::Failed { .. }));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Part {
     pub script_reloaded: bool,
     /// When retrying an unreachable node gives up, set on its first failure.
     pub retry_until: Option<Instant>,
+    /// Counted as held while it waits to be resent (`executor::hold`).
+    pub holding: bool,
     /// A blocking command: its reply is not bounded by `command_timeout`.
     pub blocks: bool,
     /// The reply is forwarded untouched (a single-part request), so a large one may stream.
@@ -77,6 +79,7 @@ impl Part {
             prefix: None,
             script_reloaded: false,
             retry_until: None,
+            holding: false,
             blocks: false,
             streamable: false,
             script: None,

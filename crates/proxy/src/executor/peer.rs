@@ -11,19 +11,15 @@ use crate::error::ProxyError;
 use crate::topology::Topology;
 use crate::upstream::NodePool;
 
-/// The pool a part goes to now, and whether it must be preceded by `ASKING`; the error to
-/// answer when the map names no node for it. Never called for [`Target::Owned`].
-pub fn choose(
-    topology: &Topology,
-    read_from: ReadFrom,
-    part: &Part,
-    affinity: usize,
-) -> Result<(Arc<NodePool>, bool), ProxyError> {
+/// The pool a part goes to now, and whether it must be preceded by `ASKING`; `None` when the
+/// map names no node for it ([`no_peer`] says why). Never called for [`Target::Owned`].
+#[inline]
+pub fn choose(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: usize) -> Option<(Arc<NodePool>, bool)> {
     if let Some((addr, asking)) = &part.redirect {
-        return Ok((topology.upstreams().pool(addr, false), *asking));
+        return Some((topology.upstreams().pool(addr, false), *asking));
     }
     if let Target::Node { addr, replica } = &part.target {
-        return Ok((topology.upstreams().pool(addr, *replica), false));
+        return Some((topology.upstreams().pool(addr, *replica), false));
     }
     let routing = topology.routing();
     let pool = match part.target {
@@ -42,10 +38,15 @@ pub fn choose(
         Target::Master(n) => routing.masters().get(n),
         Target::Owned | Target::Node { .. } => None,
     };
-    match (pool, &part.target) {
-        (Some(pool), _) => Ok((Arc::clone(pool), false)),
-        (None, Target::Slot(Some(_))) => Err(ProxyError::SlotNotServed),
-        (None, _) => Err(ProxyError::NoTopology),
+    pool.map(|pool| (Arc::clone(pool), false))
+}
+
+/// Why [`choose`] found no node for a part aimed at `target`: Redis' answer for a slot without an
+/// owner, or the proxy's when it has no map at all.
+pub fn no_peer(target: &Target) -> ProxyError {
+    match target {
+        Target::Slot(Some(_)) => ProxyError::SlotNotServed,
+        _ => ProxyError::NoTopology,
     }
 }
 

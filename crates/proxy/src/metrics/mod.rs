@@ -81,6 +81,40 @@ impl NodeMetrics {
     }
 }
 
+/// Requests held while the cluster fails over (`executor::hold`).
+#[derive(Debug)]
+pub struct HeldMetrics {
+    /// `held_requests`: parts held now.
+    pub now: IntGauge,
+    /// `held_requests_total`: parts ever held.
+    pub total: IntCounter,
+    /// `held_requests_released_total`: held parts that a node answered in the end.
+    pub released: IntCounter,
+    /// `held_requests_expired_total`: held parts answered with the proxy's error (`failover_wait`
+    /// passed, or the node failed with the part in flight).
+    pub expired: IntCounter,
+    /// `held_requests_refused_total`: parts failed at once because a hold bound was reached.
+    pub refused: IntCounter,
+}
+
+impl HeldMetrics {
+    fn register(b: &mut Builder) -> HeldMetrics {
+        HeldMetrics {
+            now: b.gauge("held_requests", "Requests held now, waiting for the cluster to fail over."),
+            total: b.counter("held_requests_total", "Requests held while the cluster failed over."),
+            released: b.counter("held_requests_released_total", "Held requests that a node answered in the end."),
+            expired: b.counter(
+                "held_requests_expired_total",
+                "Held requests answered with an error: upstream.failover_wait passed, or the node failed.",
+            ),
+            refused: b.counter(
+                "held_requests_refused_total",
+                "Requests failed at once because a bound on held requests ([limits]) was reached.",
+            ),
+        }
+    }
+}
+
 /// Name, help and type of a registered family, to print its `# HELP`/`# TYPE` lines while it has
 /// no series yet (the registry leaves such families out).
 #[derive(Debug)]
@@ -121,6 +155,8 @@ pub struct Metrics {
     pub redirections_moved: IntCounter,
     /// `redirections_total{kind="ask"}`.
     pub redirections_ask: IntCounter,
+    /// Requests held while the cluster fails over.
+    pub held: HeldMetrics,
     commands: Vec<CommandMetrics>,
     /// By index in [`REFRESH_TRIGGERS`].
     refreshes: Vec<IntCounter>,
@@ -202,6 +238,7 @@ impl Metrics {
             &["node"],
         );
 
+        let held = HeldMetrics::register(&mut b);
         let commands = labels::LABELS
             .iter()
             .map(|label| CommandMetrics {
@@ -222,6 +259,7 @@ impl Metrics {
             tls_cert_expiry_seconds,
             redirections_moved: redirections.with_label_values(&["moved"]),
             redirections_ask: redirections.with_label_values(&["ask"]),
+            held,
             commands,
             refreshes: REFRESH_TRIGGERS.iter().map(|trigger| refreshes.with_label_values(&[*trigger])).collect(),
             upstream_requests,

@@ -145,6 +145,7 @@ impl Session {
         let decoder = RequestDecoder::new(shared.limits);
         let state = ClientState::new(id, peer, shared.access.anonymous_user(), shared.access.generation());
         let entry = shared.clients.register(&state);
+        let exec = Executor::new(Arc::clone(&shared.hold));
         Session {
             state,
             entry,
@@ -154,7 +155,7 @@ impl Session {
             shared,
             pipeline: Pipeline::default(),
             decoder,
-            exec: Executor::default(),
+            exec,
             traffic: Traffic::default(),
             tx: None,
             watch_slot: None,

@@ -84,6 +84,7 @@ impl ClientIo {
     /// A client that filled the last read is sending more: read in large chunks. Otherwise the
     /// buffer is a fresh one of the client's usual size whenever it empties, so a client that
     /// goes idle holds no more than that.
+    #[inline]
     fn size_read_buffer(&mut self) {
         let spare = self.rbuf.capacity() - self.rbuf.len();
         if self.last_read_len >= self.read_hint && spare < 1024 {
@@ -239,9 +240,10 @@ impl Session {
         self.traffic.bytes_in += read as u64;
         if read == 0 {
             // A client gone while blocked will never read the reply; dropping the own connection
-            // unblocks the node.
+            // unblocks the node. One gone while its requests are held for a failover is dropped
+            // too, as Redis frees a client at EOF, so that it holds nothing any longer.
             io.reading = false;
-            return !self.hold_reading;
+            return !self.hold_reading && !self.exec.holds_parts();
         }
         if self.shared.idle_timeout.is_some() {
             io.last_read = Instant::now();
@@ -284,10 +286,11 @@ impl Session {
 
     /// When the loop must wake up without an event: a part's retry, a pause's end, an unblock
     /// to send again.
+    #[inline]
     fn next_wake(&self) -> Option<Instant> {
         let held = self.held.as_ref().map(|h| h.2);
         let unblock = self.pending_unblock.map(|(_, at)| at);
-        [self.exec.next_retry(), held, unblock].into_iter().flatten().min()
+        self.exec.next_retry().into_iter().chain(held).chain(unblock).min()
     }
 }
 
