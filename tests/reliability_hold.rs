@@ -29,7 +29,8 @@ fn cluster() -> Cluster {
 }
 
 fn proxy(cluster: &Cluster, wait: Duration, limits: &str) -> Proxy {
-    let extra_toml = format!("[upstream]\nseeds = @SEEDS@\nfailover_wait = \"{}ms\"\n[limits]\n{limits}\n", wait.as_millis());
+    let extra_toml =
+        format!("[upstream]\nseeds = @SEEDS@\nfailover_wait = \"{}ms\"\n[limits]\n{limits}\n", wait.as_millis());
     Proxy::start(cluster, ProxyOptions { extra_toml, ..ProxyOptions::default() })
 }
 

@@ -11,7 +11,7 @@
 //! - [`session`] owns one client (the *downstream* side): `serve.rs` is its event loop,
 //!   `request.rs` frames requests and runs Redis' admission checks (arity, login, ACL),
 //!   `route.rs` carries out the route, `pipeline.rs` writes replies back in request order;
-//!   transactions and blocking commands (`stateful.rs`), subscriptions (`pubsub.rs`), local
+//!   transactions (`transaction.rs`), blocking commands (`blocking.rs`), subscriptions (`pubsub.rs`), local
 //!   answers (`local.rs`, `clients.rs`) and operator commands (`admin.rs`) beside them;
 //! - [`resp`] frames requests (RESP arrays and inline commands) and scans reply boundaries;
 //! - [`command`] knows every command: arity, flags, key positions, how the proxy handles it;

@@ -7,6 +7,7 @@ use super::Session;
 use crate::error::ProxyError;
 use crate::executor::{Caller, Step};
 use crate::resp::reply::{self, Protocol};
+use crate::slot::Slot;
 use crate::upstream::{PUSH, Tag, UpstreamReply};
 
 impl Session {
@@ -54,6 +55,19 @@ impl Session {
             }
             Step::Broken => self.broken = true,
         }
+    }
+
+    /// The client's own connection to the master of `slot` (any master without one), created or
+    /// moved there when needed. `None` when no master serves the slot.
+    pub(super) fn own_conn_for(&mut self, slot: Option<Slot>) -> Option<()> {
+        let routing = self.shared.topology.routing();
+        let addr = match slot {
+            Some(slot) => routing.master(slot)?.addr().to_string(),
+            None => routing.any_master(self.state.id as usize)?.addr().to_string(),
+        };
+        drop(routing);
+        self.exec.own_conn_at(&self.shared, caller(&self.state), &addr);
+        Some(())
     }
 
     /// Resends the parts whose retry pause is over.

@@ -9,10 +9,11 @@
 //! `request.rs` (framing, Redis' admission checks, pause, subscribed mode, MULTI queueing) →
 //! `route.rs` (carrying out the route) → `dispatch.rs` (parts to and from the executor) →
 //! `pipeline.rs` (replies in order). What the proxy answers itself lives beside them: `local.rs`
-//! (connection state), `clients.rs` (CLIENT LIST/KILL/PAUSE), `stateful.rs` (transactions and
-//! blocking commands), `pubsub.rs` and `recent.rs` (subscriptions), `admin.rs` (operator commands).
+//! (connection state), `clients.rs` (CLIENT LIST/KILL/PAUSE), `transaction.rs` (MULTI/EXEC/WATCH),
+//! `blocking.rs` (blocking commands), `pubsub.rs` and `recent.rs` (subscriptions), `admin.rs` (operator commands).
 
 mod admin;
+mod blocking;
 pub mod clients;
 mod dispatch;
 mod local;
@@ -22,7 +23,7 @@ mod recent;
 mod request;
 mod route;
 mod serve;
-mod stateful;
+mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,7 +105,7 @@ struct Session {
     exec: Executor,
     traffic: Traffic,
     /// The transaction being queued, between MULTI and EXEC.
-    tx: Option<stateful::Transaction>,
+    tx: Option<transaction::Transaction>,
     /// WATCH is active on the own connection, for keys of this slot (`Some(None)`: keyless).
     watch_slot: Option<Option<Slot>>,
     /// Keys WATCHed on the own connection, for INFO clients.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::pipeline::Meta;
-use super::{Session, is_client_reply, local, stateful};
+use super::{Session, is_client_reply, local, transaction};
 use crate::command::{AdminKind, CommandFlags, CommandSpec, Handling, LocalKind, StatefulKind};
 use crate::error::ProxyError;
 use crate::executor::scripts;
@@ -80,7 +80,7 @@ impl Session {
         if self.subscribed() && (self.state.protocol == Protocol::Resp2 || pubsub_command) {
             return self.on_pubsub(&request, meta);
         }
-        if self.tx.is_some() && !stateful::controls_transaction(&request) {
+        if self.tx.is_some() && !transaction::controls_transaction(&request) {
             return self.queue(spec, &request, meta);
         }
         scripts::remember(&shared.scripts, spec, &request);
@@ -96,7 +96,7 @@ impl Session {
         let no_multi = self.tx.is_some() && self.state.user.is_some() && spec.flags.contains(CommandFlags::NO_MULTI);
         if no_multi && arity.is_none() {
             self.spoil_transaction();
-            return Some(stateful::NOT_ALLOWED_IN_MULTI);
+            return Some(transaction::NOT_ALLOWED_IN_MULTI);
         }
         let refusal =
             arity.or_else(|| local::authorize(&mut self.state, &self.shared, spec, request, &mut self.acl_keys))?;
@@ -117,7 +117,7 @@ impl Session {
     /// cannot answer for the whole cluster (fan-out), what the proxy answers from its own state,
     /// and subscriptions cannot be part of a node's transaction; PING and ECHO mean the same on
     /// the node. Settings (CONFIG SET) run in the node's transaction and reach the other nodes
-    /// once EXEC has run them (stateful.rs).
+    /// once EXEC has run them (transaction.rs).
     fn queue(&mut self, spec: &CommandSpec, request: &Request, meta: Meta) {
         let setting = spec.handling == Handling::Admin(AdminKind::EveryNode);
         let queueable = match &spec.handling {
@@ -129,7 +129,7 @@ impl Session {
             _ => true,
         };
         if !queueable {
-            return self.refuse_in_transaction(meta, stateful::NOT_IN_TRANSACTION);
+            return self.refuse_in_transaction(meta, transaction::NOT_IN_TRANSACTION);
         }
         let slot = router::slot_of(spec, request, &mut self.keys);
         self.queue_in_transaction(request, slot, setting, meta);

@@ -1,0 +1,107 @@
+//! Blocking commands (BLPOP, XREAD BLOCK, WAIT …): on the client's own connection, so that a
+//! blocked client never holds up others, with the client's later requests waiting as on Redis;
+//! CLIENT UNBLOCK by another client is carried out on the node.
+
+use super::Session;
+use super::pipeline::Meta;
+use crate::error::ProxyError;
+use crate::executor::{Part, Target};
+use crate::resp::{Request, request::encode_command};
+use crate::slot::Slot;
+
+/// How often a pending `CLIENT UNBLOCK` is sent again while the client stays blocked.
+const UNBLOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Session {
+    /// `CLIENT UNBLOCK` of this client by another: the node unblocks the own connection's command
+    /// (`CLIENT UNBLOCK <its id> TIMEOUT|ERROR`, sent on a pooled connection), so the reply is the
+    /// node's own: a timeout's null or `-UNBLOCKED`. Nothing is lost: a command the node already
+    /// answered is not unblocked.
+    fn unblock_own(&mut self, how: super::clients::Unblock) {
+        let Some((addr, id)) = self.exec.own().and_then(|own| Some((own.addr().to_string(), own.node_client_id()?)))
+        else {
+            return;
+        };
+        let how: &[u8] = match how {
+            super::clients::Unblock::Timeout => b"TIMEOUT",
+            super::clients::Unblock::Error => b"ERROR",
+        };
+        let id = id.to_string();
+        let (reply_to, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        let request = crate::upstream::UpstreamRequest {
+            payload: encode_command(&[&b"CLIENT"[..], b"UNBLOCK", id.as_bytes(), how]),
+            prefix: None,
+            tag: crate::upstream::PUSH,
+            reply_to,
+            bounded: true,
+            streamable: false,
+            lease: None,
+        };
+        self.shared.topology.upstreams().pool(&addr, false).send(self.state.id as usize, false, request);
+    }
+
+    /// Carries out a pending `CLIENT UNBLOCK` while the client is still blocked, and tries again
+    /// every [`UNBLOCK_RETRY`]: the own connection may still be logging in, or its blocking
+    /// command may not have reached the node, when the unblock is first sent. A block that ended
+    /// clears it (see `serve`), so a later command is never unblocked by it.
+    pub(super) fn retry_unblock(&mut self) {
+        let Some((how, at)) = self.pending_unblock else { return };
+        if !self.hold_reading {
+            self.pending_unblock = None;
+            return;
+        }
+        if at > std::time::Instant::now() {
+            return;
+        }
+        self.unblock_own(how);
+        self.pending_unblock = Some((how, std::time::Instant::now() + UNBLOCK_RETRY));
+    }
+
+    /// A blocking command (BLPOP, XREAD BLOCK …): on the client's own connection, so that a blocked
+    /// client never holds up others; the client's later requests wait, as on Redis.
+    pub(super) fn on_blocking(&mut self, request: Request, slot: Option<Slot>, meta: Meta) {
+        // WAIT and WAITAOF count the replicas that acknowledged the client's writes, which went
+        // through its pooled connection to the node it last wrote to: ask there.
+        let name = request.arg(0);
+        if name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof") {
+            let part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
+            let seq = self.pipeline.push_single(part, meta);
+            self.send(seq, 0);
+            return;
+        }
+        if self.own_conn_for(slot).is_none() {
+            self.push_error(ProxyError::SlotNotServed, meta);
+            return;
+        }
+        // INFO clients (`blocked_clients`, `total_blocking_keys`, `clients_in_timeout_table`) and
+        // CLIENT UNBLOCK see the client as blocked until the reply is in (see `serve`).
+        self.entry.set_blocked(self.keys.len().max(1) as u32, has_timeout(&request));
+        let mut part = Part::new(request.bytes().clone(), Target::Owned, true);
+        // It waits as long as it was asked to: no command timeout. Everything else on the own
+        // connection (a transaction on a node that stopped answering) is bounded as usual.
+        part.blocks = true;
+        let seq = self.pipeline.push_single(part, meta);
+        self.hold_reading = true;
+        self.send(seq, 0);
+    }
+}
+
+/// Whether a blocking command waits for a limited time (a timeout other than 0), which puts a
+/// Redis client in the server's timeout table: BLMPOP and BZMPOP name it first, XREAD and
+/// XREADGROUP after BLOCK, every other blocking command last.
+fn has_timeout(request: &Request) -> bool {
+    let name = request.arg(0).to_ascii_lowercase();
+    let argc = request.argc();
+    let timeout = match name.as_slice() {
+        b"blmpop" | b"bzmpop" => request.arg(1),
+        b"xread" | b"xreadgroup" => {
+            let block = (1..argc).find(|&i| request.arg(i).eq_ignore_ascii_case(b"block"));
+            match block.filter(|&i| i + 1 < argc) {
+                Some(i) => request.arg(i + 1),
+                None => return false,
+            }
+        }
+        _ => request.arg(argc - 1),
+    };
+    std::str::from_utf8(timeout).ok().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > 0.0)
+}
