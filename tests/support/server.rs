@@ -94,7 +94,7 @@ impl RedisServer {
 }
 
 /// `REDIS_SERVER` from the environment, else `redis-server` on PATH.
-pub(crate) fn redis_server_bin() -> String {
+pub fn redis_server_bin() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 

@@ -111,7 +111,7 @@ impl Executor {
             return self.send_owned(shared, caller, tag, part);
         }
         let Some((pool, asking)) = peer::choose(&shared.topology, shared.read_from, part, caller.id as usize) else {
-            return match peer::no_peer(&part.target) {
+            return match peer::no_peer(&shared.topology, &part.target) {
                 // No master serves the slot: the cluster may be failing over; wait for the map to
                 // name one.
                 ProxyError::SlotNotServed => self.hold(shared, tag, part, ProxyError::SlotNotServed),

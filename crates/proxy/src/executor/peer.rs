@@ -42,10 +42,11 @@ pub fn choose(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: u
 }
 
 /// Why [`choose`] found no node for a part aimed at `target`: Redis' answer for a slot without an
-/// owner, or the proxy's when it has no map at all.
-pub fn no_peer(target: &Target) -> ProxyError {
+/// owner in a map that has masters (a failover may give it one), or the proxy's when it has no map
+/// at all (it could not load one: nothing to wait for).
+pub fn no_peer(topology: &Topology, target: &Target) -> ProxyError {
     match target {
-        Target::Slot(Some(_)) => ProxyError::SlotNotServed,
+        Target::Slot(Some(_)) if !topology.routing().masters().is_empty() => ProxyError::SlotNotServed,
         _ => ProxyError::NoTopology,
     }
 }
