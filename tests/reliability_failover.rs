@@ -90,6 +90,8 @@ struct Observed {
     first_victim_ack: Mutex<Option<Instant>>,
     /// Set by the test once the killed master is reaped.
     killed_at: OnceLock<Instant>,
+    /// Every pipeline's round trip, with when it was sent.
+    round_trips: Mutex<Vec<(Instant, Duration)>>,
 }
 
 impl Observed {
@@ -103,6 +105,15 @@ impl Observed {
 
     fn wrong_replies(&self) -> Vec<String> {
         self.wrong.lock().expect("wrong lock").clone()
+    }
+
+    /// The 99th percentile and the maximum of the round trips of pipelines sent in `window`.
+    fn round_trip_p99(&self, window: std::ops::Range<Instant>) -> Option<(Duration, Duration)> {
+        let all = self.round_trips.lock().expect("round trips lock");
+        let mut inside: Vec<Duration> = all.iter().filter(|(sent, _)| window.contains(sent)).map(|r| r.1).collect();
+        inside.sort();
+        let p99 = *inside.get(inside.len().checked_sub(1)? * 99 / 100)?;
+        Some((p99, *inside.last()?))
     }
 }
 
@@ -245,6 +256,7 @@ impl LoadClient {
             }
         };
         let now = Instant::now();
+        self.observed.round_trips.lock().expect("round trips lock").push((sent, now - sent));
         if replies.len() != keys.len() * 2 {
             self.observed.wrong(format!(
                 "client {}: {} replies to {} requests",
@@ -512,6 +524,12 @@ fn sigkilled_master_under_pipelined_load_fails_over_without_wrong_replies_then_r
     );
     assert!(failures.iter().all(|f| f.sent < rejoin_started), "errors while the old master rejoined");
     assert!(recovery < RECOVERY_BOUND, "promotion -> first proxied write took {recovery:?}");
+    let steady = observed.round_trip_p99(killed_at - Duration::from_secs(5)..kill_started);
+    let during = observed.round_trip_p99(kill_started..recovered_at + ERROR_GRACE);
+    println!(
+        "RELIABILITY failover: pipeline (40 commands) round trip p99 / max: {steady:?} in the 5 s before the kill, \
+         {during:?} from the kill until the failed slots were served again"
+    );
     // Hold, don't fail: only requests in flight when the master died may fail; those sent after
     // the kill waited for the failover (upstream.failover_wait) and were answered.
     let held_but_failed: Vec<&Failure> = failures.iter().filter(|f| f.sent > killed_at + IN_FLIGHT_MARGIN).collect();

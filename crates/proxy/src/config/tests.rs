@@ -436,3 +436,16 @@ fn dev_config_is_valid() {
     assert_eq!(config.metrics.listen, Some("127.0.0.1:9901".parse().expect("addr")));
     assert_eq!((config.log.format, config.log.level.as_str()), (LogFormat::Text, "info"));
 }
+
+#[test]
+fn failover_holding_defaults_and_bounds() {
+    let config = parse(MINIMAL);
+    assert_eq!(config.upstream.failover_wait, Duration::from_secs(15));
+    assert_eq!(config.limits.held_requests, 100_000);
+    assert_eq!(config.limits.held_requests_per_client, 10_000);
+    // 0s turns holding off; a zero bound is refused like every other count.
+    let off = parse(&with_upstream("failover_wait = \"0s\""));
+    assert_eq!(off.upstream.failover_wait, Duration::ZERO);
+    let text = format!("{MINIMAL}[limits]\nheld_requests_per_client = 0\n");
+    assert!(reject(&text).to_string().contains("limits.held_requests_per_client"), "{}", reject(&text));
+}
