@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # A/B comparison of proxy builds or settings, alternating in every round, against the same cluster.
 #
-#   bench/ab.sh [--rounds N] NAME=BINARY[@UPSTREAM_LINE] ...
+#   bench/ab.sh [--rounds N] [--no-predixy] NAME=BINARY[@UPSTREAM_LINE] ... [predixy]
 #
 #   NAME=BINARY                 a redisforge-proxy binary to compare (copy builds aside first:
 #                               cp target/release/redisforge-proxy /tmp/proxy-before)
 #   NAME=BINARY@UPSTREAM_LINE   the same with one more line in its [upstream] section, e.g.
 #                               c1=target/release/redisforge-proxy@connections_per_node=1
 #   --rounds N                  rounds (default 3); medians are over rounds
+#   predixy                     where the predixy row runs in a round (default: after the NAMEs)
+#   --no-predixy                leave out the predixy row
+#
+# When predixy has been built (bench/predixy.sh path), every round also runs a `predixy` row:
+# predixy (C++, a benchmark peer only) with WorkerThreads 1 in front of the same cluster (config
+# from bench/predixy.sh conf). Without the binary, one line says the row is skipped. The name
+# predixy is reserved for that row.
 #
 # The cluster (3 masters + 3 replicas on 127.0.0.1:7800-7805, BENCH_AB_BASE moves it) is started in
 # a temp dir and stopped on exit, as is every proxy (ports 7890 and up). Each round runs direct
@@ -27,12 +34,16 @@ BASE=${BENCH_AB_BASE:-7800}
 PORT=7890
 NAMES=()
 declare -A BINS EXTRAS
+PREDIXY=auto
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --no-predixy) PREDIXY=""; shift ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        predixy) NAMES+=(predixy); shift ;;
         *=*)
             name=${1%%=*} spec=${1#*=}
+            [ "$name" != predixy ] || { echo "ab: the name predixy is reserved for the predixy row" >&2; exit 2; }
             NAMES+=("$name")
             BINS[$name]=${spec%%@*}
             EXTRAS[$name]=""
@@ -42,6 +53,21 @@ while [ "$#" -gt 0 ]; do
         *) echo "ab: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+if [ "$PREDIXY" = auto ]; then
+    if PREDIXY=$("$ROOT/bench/predixy.sh" path 2>/dev/null); then
+        [[ " ${NAMES[*]} " == *" predixy "* ]] || NAMES+=(predixy)
+    else
+        PREDIXY=""
+        echo "ab: predixy row skipped: predixy is not built (PREDIXY_SRC=DIR bench/predixy.sh build; see bench/predixy.sh --help)" >&2
+    fi
+fi
+if [ -z "$PREDIXY" ]; then
+    kept=()
+    for name in "${NAMES[@]}"; do
+        [ "$name" = predixy ] || kept+=("$name")
+    done
+    NAMES=("${kept[@]}")
+fi
 [ "${#NAMES[@]}" -gt 0 ] || { echo "ab: name at least one NAME=BINARY (see --help)" >&2; exit 2; }
 ensure_redis_installed
 
@@ -79,7 +105,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
     for name in "${NAMES[@]}"; do
         PORT=$((PORT + 1))
-        cat >"$WORK/$name.toml" <<EOF
+        if [ "$name" = predixy ]; then
+            # shellcheck disable=SC2046 # one argument per node port
+            "$ROOT/bench/predixy.sh" conf "$PORT" $(cluster_ports "$WORK/cluster") >"$WORK/$name.conf"
+            "$PREDIXY" "$WORK/$name.conf" >"$WORK/$name.log" 2>&1 &
+        else
+            cat >"$WORK/$name.toml" <<EOF
 [listen]
 plain = "127.0.0.1:$PORT"
 [metrics]
@@ -90,7 +121,8 @@ ${EXTRAS[$name]}
 [log]
 level = "warn"
 EOF
-        "${BINS[$name]}" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+            "${BINS[$name]}" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+        fi
         PROXY_PID=$!
         wait_port 127.0.0.1 "$PORT" 10 || { cat "$WORK/$name.log" >&2; exit 1; }
         redis-benchmark -p "$PORT" -q -t get -n 20000 -c 50 -r 100000 >/dev/null 2>&1

@@ -147,10 +147,11 @@ PAIRS = [
     ("proxy", "direct", "proxy/direct"),
     ("proxy", "nutcracker", "proxy/nutcracker"),
     ("proxy", "nutcracker-r", "proxy/nutcracker-r"),
+    ("proxy", "predixy", "proxy/predixy"),
     ("proxy-tls", "proxy", "TLS / plain proxy"),
 ]
 # Targets with a proxy process whose CPU time is measured.
-PROXY_TARGETS = ["proxy", "proxy-tls", "nutcracker", "nutcracker-r"]
+PROXY_TARGETS = ["proxy", "proxy-tls", "nutcracker", "nutcracker-r", "predixy"]
 UNPIPELINED = ["set", "get"]
 PIPELINED = ["set-p16", "get-p16"]
 
@@ -234,7 +235,7 @@ def render(rows, meta):
     w = out.append
 
     w(f"Medians over {len(rounds)} round(s). ops/s spread = (max − min) / median across rounds. "
-      "CPU µs/req = user+system CPU time of the proxy process (redisforge-proxy or nutcracker) "
+      "CPU µs/req = user+system CPU time of the proxy process (redisforge-proxy, nutcracker or predixy) "
       "divided by the requests of the run; RSS = VmRSS after the run, peak = VmHWM (lifetime peak "
       "of the process up to that run).")
     if meta.get("quick") == "1":

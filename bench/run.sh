@@ -7,8 +7,9 @@
 #   --rounds N        rounds over every (workload, target); medians are over rounds (default 3)
 #   --quick           a tenth of the requests per run: a smoke test, not a measurement
 #   --write           also write the table to bench/RESULTS.md (its "Latest run" section)
-#   --targets LIST    comma-separated subset of: direct,proxy,proxy-tls,nutcracker,nutcracker-r
-#                     (default all)
+#   --targets LIST    comma-separated subset of: direct,proxy,proxy-tls,nutcracker,nutcracker-r,
+#                     predixy (default all; predixy only when built with bench/predixy.sh, else
+#                     skipped with a line saying so)
 #   --workloads LIST  comma-separated subset of: set,get,set-p16,get-p16,mset,get-1c,get-1000c
 #                     (default all)
 #   --no-build        use target/release/redisforge-proxy as it is
@@ -19,7 +20,9 @@
 # standalone redis-servers on 7700-7702 and nutcracker on 7710 (stats 7711); for nutcracker-r three
 # more on 7703-7705 with a replica each on 7706-7708, and nutcracker on 7712 (stats 7713). Ports can be moved with
 # BENCH_CLUSTER_BASE, BENCH_PROXY_PORT, BENCH_PROXY_TLS_PORT, BENCH_STANDALONE_BASE,
-# BENCH_NUTCRACKER_PORT. Every process started here is stopped on exit, Ctrl-C or failure.
+# BENCH_NUTCRACKER_PORT. With predixy (a benchmark peer only, built by bench/predixy.sh), predixy on
+# 7692 (BENCH_PREDIXY_PORT) in front of the same cluster as the proxy. Every process started here
+# is stopped on exit, Ctrl-C or failure.
 #
 # A target is one `target_NAME` function (verbs: start, flags, pid, log, about); a workload is one
 # `workload_NAME` function. Add one and name it in ALL_TARGETS / ALL_WORKLOADS.
@@ -30,12 +33,13 @@ ROOT=$PWD
 # shellcheck source=scripts/lib/cluster.sh
 source "$ROOT/scripts/lib/cluster.sh"
 
-ALL_TARGETS=(direct proxy proxy-tls nutcracker nutcracker-r)
+ALL_TARGETS=(direct proxy proxy-tls nutcracker nutcracker-r predixy)
 ALL_WORKLOADS=(set get set-p16 get-p16 mset get-1c get-1000c)
 
 CLUSTER_BASE=${BENCH_CLUSTER_BASE:-7600}
 PROXY_PORT=${BENCH_PROXY_PORT:-7690}
 PROXY_TLS_PORT=${BENCH_PROXY_TLS_PORT:-7691}
+PREDIXY_PORT=${BENCH_PREDIXY_PORT:-7692}
 STANDALONE_BASE=${BENCH_STANDALONE_BASE:-7700}
 NUTCRACKER_PORT=${BENCH_NUTCRACKER_PORT:-7710}
 NUTCRACKER_STATS_PORT=$((NUTCRACKER_PORT + 1))
@@ -141,6 +145,7 @@ cleanup() {
         stop_pid_file "$WORK/proxy.pid" redisforge-proxy 15
         stop_pid_file "$WORK/nutcracker.pid" nutcracker 10
         stop_pid_file "$WORK/nutcracker-r.pid" nutcracker 10
+        stop_pid_file "$WORK/predixy.pid" predixy 10
         local f
         for f in "$WORK"/standalone/*/redis.pid; do
             [ -f "$f" ] && stop_pid_file "$f" redis-server 30
@@ -377,6 +382,43 @@ EOF
     esac
 }
 
+# predixy (C++, https://github.com/joyieldInc/predixy): a benchmark peer only, never a dependency.
+# Built by bench/predixy.sh; config from `bench/predixy.sh conf` (WorkerThreads 1, reads from
+# masters), in front of the same cluster as the proxy, so it uses the keys the proxy filled.
+PREDIXY_BIN=""
+target_predixy() {
+    case "$1" in
+        start)
+            need_cluster
+            [ -z "$(pid_from predixy predixy)" ] || return 0
+            if port_open 127.0.0.1 "$PREDIXY_PORT"; then
+                die "127.0.0.1:$PREDIXY_PORT is already in use (set BENCH_PREDIXY_PORT)"
+            fi
+            local nodes=()
+            mapfile -t nodes < <(cluster_ports "$WORK/cluster")
+            "$ROOT/bench/predixy.sh" conf "$PREDIXY_PORT" "${nodes[@]}" >"$WORK/predixy.conf"
+            "$PREDIXY_BIN" "$WORK/predixy.conf" >"$WORK/predixy.log" 2>&1 </dev/null &
+            echo $! >"$WORK/predixy.pid"
+            local deadline=$((SECONDS + 30))
+            until [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$PREDIXY_PORT" ping 2>/dev/null)" = PONG ]; do
+                if ! kill -0 "$(cat "$WORK/predixy.pid")" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+                    tail -n 30 "$WORK/predixy.log" >&2
+                    die "predixy did not answer PING within 30s"
+                fi
+                sleep 0.2
+            done
+            ;;
+        flags) printf '%s\n' -h 127.0.0.1 -p "$PREDIXY_PORT" ;;
+        pid) pid_from predixy predixy ;;
+        log) echo "$WORK/predixy.log" ;;
+        about)
+            local commit
+            commit=$(cut -c1-7 "$(dirname "$(dirname "$PREDIXY_BIN")")/SOURCE" 2>/dev/null || echo unknown)
+            echo "predixy ($commit, C++, built by bench/predixy.sh) with WorkerThreads 1 in front of the same cluster as the proxy, reads from masters"
+            ;;
+    esac
+}
+
 # Until the standalone master on PORT reports its replica online (bounded: 30 s).
 wait_replica_online() {
     local port="$1" deadline=$((SECONDS + 30))
@@ -594,6 +636,17 @@ main() {
     echo "round,workload,target,rps,p50_ms,p99_ms,cpu_us_per_req,rss_kb,hwm_kb,requests,secs,status" >"$WORK/raw.csv"
 
     local t
+    if [[ " ${TARGETS[*]} " == *" predixy "* ]]; then
+        if ! PREDIXY_BIN=$("$ROOT/bench/predixy.sh" path 2>/dev/null); then
+            log "predixy target skipped: predixy is not built (PREDIXY_SRC=DIR bench/predixy.sh build; see bench/predixy.sh --help)"
+            local kept=()
+            for t in "${TARGETS[@]}"; do
+                [ "$t" = predixy ] || kept+=("$t")
+            done
+            TARGETS=("${kept[@]}")
+            [ "${#TARGETS[@]}" -gt 0 ] || die "no targets left"
+        fi
+    fi
     for t in "${TARGETS[@]}"; do
         [ "$t" != proxy-tls ] || PROXY_TLS=1
     done
@@ -605,6 +658,10 @@ main() {
     for t in "${TARGETS[@]}"; do
         # proxy-tls reaches the same cluster with the same key names as proxy: filled once is enough.
         if [ "$t" = proxy-tls ] && [ -n "${TARGET_PIDS[proxy]+set}" ]; then
+            continue
+        fi
+        # predixy reaches the same cluster with the same key names as proxy too.
+        if [ "$t" = predixy ] && [ -n "${TARGET_PIDS[proxy]+set}" ]; then
             continue
         fi
         prefill "$t"
