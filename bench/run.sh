@@ -626,6 +626,17 @@ main() {
         cargo build --release --locked --workspace --bins
     fi
     [ -x "$PROXY_BIN" ] || die "$PROXY_BIN is missing (drop --no-build)"
+    if [[ " ${TARGETS[*]} " == *" predixy "* ]]; then
+        if ! PREDIXY_BIN=$("$ROOT/bench/predixy.sh" path 2>/dev/null); then
+            log "predixy target skipped: predixy is not built (PREDIXY_SRC=DIR bench/predixy.sh build; see bench/predixy.sh --help)"
+            local kept=() t
+            for t in "${TARGETS[@]}"; do
+                [ "$t" = predixy ] || kept+=("$t")
+            done
+            TARGETS=("${kept[@]}")
+            [ "${#TARGETS[@]}" -gt 0 ] || die "no targets left"
+        fi
+    fi
 
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/redisforge-bench.XXXXXX")
     exec 8>&1 9>&2
@@ -636,17 +647,6 @@ main() {
     echo "round,workload,target,rps,p50_ms,p99_ms,cpu_us_per_req,rss_kb,hwm_kb,requests,secs,status" >"$WORK/raw.csv"
 
     local t
-    if [[ " ${TARGETS[*]} " == *" predixy "* ]]; then
-        if ! PREDIXY_BIN=$("$ROOT/bench/predixy.sh" path 2>/dev/null); then
-            log "predixy target skipped: predixy is not built (PREDIXY_SRC=DIR bench/predixy.sh build; see bench/predixy.sh --help)"
-            local kept=()
-            for t in "${TARGETS[@]}"; do
-                [ "$t" = predixy ] || kept+=("$t")
-            done
-            TARGETS=("${kept[@]}")
-            [ "${#TARGETS[@]}" -gt 0 ] || die "no targets left"
-        fi
-    fi
     for t in "${TARGETS[@]}"; do
         [ "$t" != proxy-tls ] || PROXY_TLS=1
     done

@@ -107,9 +107,17 @@ fn add_rebalance_and_remove_a_master_under_proxy_traffic() {
     let removed = ops(&["cluster", "remove", &id, "--from", &seed]);
     assert!(removed.status.success(), "cluster remove: {}", String::from_utf8_lossy(&removed.stderr));
     let after_remove = ops_done.load(Ordering::Relaxed);
-    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+    let resumed = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
         ops_done.load(Ordering::Relaxed) > after_remove + 500
-    }));
+    });
+    assert!(
+        resumed,
+        "writers stalled after the removal: {} ops, held requests {:?}, errors {:?}\n{}",
+        ops_done.load(Ordering::Relaxed) - after_remove,
+        proxy.metric("redisforge_held_requests"),
+        errors.lock().expect("lock").first(),
+        proxy.log_tail(30)
+    );
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.join().expect("writer");
