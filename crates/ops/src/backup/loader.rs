@@ -149,6 +149,29 @@ impl Loader {
         }
     }
 
+    /// Copies the Redis functions the snapshot holds (an RDB or AOF carries the node's function
+    /// libraries) to `target` with `FUNCTION DUMP` / `FUNCTION RESTORE … REPLACE`; returns how many
+    /// libraries were copied (0 when there are none, or the loader predates functions).
+    ///
+    /// # Errors
+    /// [`BackupError::Redis`] when the target refuses the payload.
+    pub fn copy_functions_to(&mut self, target: &mut Node) -> Result<usize, BackupError> {
+        let Ok(libraries) = self.node.try_query::<Vec<Value>>(&["FUNCTION", "LIST"]) else {
+            return Ok(0); // Redis before 7.0: no functions to copy
+        };
+        if libraries.is_empty() {
+            return Ok(0);
+        }
+        let payload: Vec<u8> = self.node.query(&["FUNCTION", "DUMP"])?;
+        redis::cmd("FUNCTION")
+            .arg("RESTORE")
+            .arg(payload)
+            .arg("REPLACE")
+            .query::<()>(target.con())
+            .map_err(|e| target.error(&["FUNCTION", "RESTORE"], e))?;
+        Ok(libraries.len())
+    }
+
     /// Checks that `target` holds every key the loader still has; when the counts differ, finds
     /// the missing keys (keys that expired in between are not missing).
     ///

@@ -91,8 +91,15 @@ fn fill(
         let mut loader = Loader::start(bin, &work.join(format!("m{i}")), master, args.timeout)?;
         loader.copy_to(&mut target.node, args.batch)?;
         let keys = loader.check_count(&mut target.node, &master.node_id, args.batch)?;
+        // Every master holds the libraries (FUNCTION LOAD reaches each), so each gets its own back.
+        let libraries = loader.copy_functions_to(&mut target.node)?;
         restored += keys;
-        println!("  {} <- {} (slots {}): {keys} keys", target.addr, master.node_id, slot_text(&master.slots));
+        println!(
+            "  {} <- {} (slots {}): {keys} keys, {libraries} function libraries",
+            target.addr,
+            master.node_id,
+            slot_text(&master.slots)
+        );
     }
     wait_replicas(targets, masters);
     Ok(restored)

@@ -110,6 +110,11 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     fill(&seed, KEYS);
     let expected = dump(&source.masters());
     assert_eq!(expected.len(), KEYS);
+    // A function library on every master, as FUNCTION LOAD through the proxy leaves it.
+    for master in source.masters() {
+        let loaded: String = query(&master, &["FUNCTION", "LOAD", LIBRARY]).unwrap();
+        assert_eq!(loaded, "backed");
+    }
     let store = tempfile::tempdir().unwrap();
     let url = format!("file://{}", store.path().display());
     let none = &[];
@@ -170,7 +175,15 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     targets.wait_settled(3);
     assert_eq!(targets.replicas().len(), 1, "the fourth node becomes a replica");
     assert_same_keys(&expected, &dump(&targets.masters()));
+    // The functions came back with the keys, on every master.
+    for master in targets.masters() {
+        let answer: String = query(&master, &["FCALL", "backed_answer", "0"]).unwrap();
+        assert_eq!(answer, "42", "FCALL on {master}");
+    }
 }
+
+/// A Redis function library (`#!lua name=backed`) the backups must carry.
+const LIBRARY: &str = "#!lua name=backed\nredis.register_function('backed_answer', function() return '42' end)";
 
 #[test]
 fn s3_backups_are_listed_verified_pruned_and_restored_key_for_key() {
