@@ -8,7 +8,7 @@
 //! errors (clap's own).
 #![forbid(unsafe_code)]
 
-use redisforge_ops::{backup, certs, cluster, smoke};
+use redisforge_ops::{backup, certs, cluster, progress, smoke};
 
 use std::process::ExitCode;
 
@@ -18,6 +18,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "redisforge-ops", version, about = "Operations toolkit for RedisForge")]
 struct Cli {
+    /// No progress display (a bar on a terminal, a line every few seconds elsewhere).
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +51,7 @@ enum CertsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    progress::init(cli.quiet);
     // Each verb keeps its own error enum; here they only need to be printed.
     let result: Result<(), Box<dyn std::error::Error>> = match &cli.command {
         Command::Certs(CertsCommand::Generate(args)) => certs::run(args).map_err(Into::into),

@@ -477,7 +477,8 @@ fn rebalance_killed_half_way_converges_when_run_again() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("no progress reported");
-        if line.starts_with("rebalance: 1/") {
+        // Not a terminal: plain progress lines, the first as the moves start.
+        if line.starts_with("rebalance: ") && line.ends_with(" slots to do") {
             break;
         }
     }
@@ -488,8 +489,11 @@ fn rebalance_killed_half_way_converges_when_run_again() {
     let moved = members(&servers[0].nodes()).iter().find(|m| m.1 == servers[3].addr()).unwrap().4;
     assert!(moved < 4096, "killed after all slots moved ({moved}); the test proves nothing");
 
-    let out = ok(&["cluster", "rebalance", &seed]);
-    assert!(out.contains("rebalanced") || out.contains("balanced"), "{out}");
+    // --quiet: the result on stdout, no progress on stderr.
+    let rerun = ops(&["--quiet", "cluster", "rebalance", &seed]);
+    let (out, err) = (text(&rerun.stdout), text(&rerun.stderr));
+    assert!(rerun.status.success() && (out.contains("rebalanced") || out.contains("balanced")), "{out}\n{err}");
+    assert!(!err.contains("slots to do") && !err.contains("done in"), "--quiet printed progress:\n{err}");
     for m in members(&servers[0].nodes()) {
         assert_eq!(m.4, 4096, "{} holds {} slots after the re-run", m.1, m.4);
     }

@@ -14,6 +14,7 @@ use redis::Value;
 use super::BackupError;
 use super::manifest::{MasterEntry, Persistence};
 use super::node::Node;
+use crate::progress::{Progress, Unit};
 
 /// Pause between readiness probes while the loader starts and loads.
 const POLL: Duration = Duration::from_millis(50);
@@ -115,6 +116,14 @@ impl Loader {
     /// [`BackupError::Redis`] when a DUMP or a RESTORE fails (for example a target older than the
     /// loader, which cannot read its DUMP format, or a key whose slot the target does not own).
     pub fn copy_to(&mut self, target: &mut Node, batch: u32) -> Result<u64, BackupError> {
+        let total = self.dbsize()?;
+        let mut progress = Progress::new(&format!("restore into {}", target.name()), total, Unit::Keys);
+        let sent = self.copy_keys(target, batch, &mut progress)?;
+        progress.finish();
+        Ok(sent)
+    }
+
+    fn copy_keys(&mut self, target: &mut Node, batch: u32, progress: &mut Progress) -> Result<u64, BackupError> {
         let mut sent = 0u64;
         let mut cursor = 0u64;
         loop {
@@ -141,6 +150,7 @@ impl Loader {
                     sent += 1;
                 }
                 write.query::<()>(target.con()).map_err(|e| target.error(&["RESTORE"], e))?;
+                progress.add(keys.len() as u64, "");
             }
             if next == 0 {
                 return Ok(sent);

@@ -14,7 +14,7 @@
 //! deleting the source copy, different ones stop the run with [`ClusterError::KeyConflict`].
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::Value;
 
@@ -22,6 +22,7 @@ use super::ClusterError;
 use super::node::{NodeError, Pool, split_addr};
 use super::plan::Move;
 use super::state::{ClusterState, OpenSlot, short};
+use crate::progress::{Progress, Unit};
 use redisforge_cluster::nodes::NodeLine;
 
 /// `MIGRATE` timeout (milliseconds) per I/O step between the nodes; below the client's 10 s read
@@ -29,8 +30,6 @@ use redisforge_cluster::nodes::NodeLine;
 const MIGRATE_TIMEOUT_MS: &str = "5000";
 /// Retries of a MIGRATE the target refused as transient (200 ms apart).
 const TRANSIENT_RETRIES: u32 = 25;
-/// Print a progress line at least this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Knobs of a migration run.
 #[derive(Debug, Clone, Copy)]
@@ -137,9 +136,8 @@ pub fn run_moves(
     label: &str,
 ) -> Result<Stats, ClusterError> {
     let mut stats = Stats::default();
-    let mut last_print = Instant::now();
-    let total = moves.len();
-    for (i, mv) in moves.iter().enumerate() {
+    let mut progress = Progress::new(label, moves.len() as u64, Unit::Slots);
+    for mv in moves {
         let find = |id: &str| {
             state.view.by_id(id).cloned().ok_or_else(|| ClusterError::UnknownNode {
                 node: id.to_owned(),
@@ -151,18 +149,10 @@ pub fn run_moves(
         set_slot(pool, &src.addr(), mv.slot, "MIGRATING", &dst.id)?;
         stats.keys += finish(pool, state, mv.slot, &src, &dst, opts)?;
         stats.slots += 1;
-        if i == 0 || i + 1 == total || last_print.elapsed() >= PROGRESS_EVERY {
-            eprintln!(
-                "{label}: {}/{total} slots, {} keys moved (slot {} {} -> {})",
-                i + 1,
-                stats.keys,
-                mv.slot,
-                src.addr(),
-                dst.addr()
-            );
-            last_print = Instant::now();
-        }
+        let note = format!("{} keys moved, slot {} {} -> {}", stats.keys, mv.slot, src.addr(), dst.addr());
+        progress.add(1, &note);
     }
+    progress.finish();
     Ok(stats)
 }
 
