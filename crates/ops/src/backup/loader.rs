@@ -128,27 +128,18 @@ impl Loader {
         let mut cursor = 0u64;
         loop {
             let (next, keys) = self.scan(cursor, batch)?;
+            let mut write = redis::pipe();
+            for (key, ttl, payload) in self.dump(&keys)? {
+                // -1: no expiry (RESTORE's 0); 0 or -2: expiring right now, so not restored.
+                let ttl = match ttl {
+                    -1 => 0,
+                    t if t > 0 => t,
+                    _ => continue,
+                };
+                write.cmd("RESTORE").arg(key).arg(ttl).arg(payload).arg("REPLACE").ignore();
+                sent += 1;
+            }
             if !keys.is_empty() {
-                let mut read = redis::pipe();
-                for key in &keys {
-                    read.cmd("PTTL").arg(key).cmd("DUMP").arg(key);
-                }
-                let replies: Vec<Value> =
-                    read.query(self.node.con()).map_err(|e| self.node.error(&["PTTL+DUMP"], e))?;
-                let mut write = redis::pipe();
-                for (key, pair) in keys.iter().zip(replies.chunks(2)) {
-                    let (Value::Int(ttl), Value::BulkString(payload)) = (&pair[0], &pair[1]) else {
-                        continue; // gone since SCAN saw it
-                    };
-                    // -1: no expiry (RESTORE's 0); 0 or -2: expiring right now, so not restored.
-                    let ttl = match *ttl {
-                        -1 => 0,
-                        t if t > 0 => t,
-                        _ => continue,
-                    };
-                    write.cmd("RESTORE").arg(key).arg(ttl).arg(payload).arg("REPLACE").ignore();
-                    sent += 1;
-                }
                 write.query::<()>(target.con()).map_err(|e| target.error(&["RESTORE"], e))?;
                 progress.add(keys.len() as u64, "");
             }
@@ -157,6 +148,23 @@ impl Loader {
             }
             cursor = next;
         }
+    }
+
+    /// `(key, PTTL, DUMP payload)` of `keys`, in one pipelined round trip; keys gone since they
+    /// were scanned are left out.
+    ///
+    /// # Errors
+    /// [`BackupError::Redis`].
+    pub fn dump(&mut self, keys: &[Vec<u8>]) -> Result<Vec<super::reshape::Dumped>, BackupError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut read = redis::pipe();
+        for key in keys {
+            read.cmd("PTTL").arg(key).cmd("DUMP").arg(key);
+        }
+        let replies: Vec<Value> = read.query(self.node.con()).map_err(|e| self.node.error(&["PTTL+DUMP"], e))?;
+        Ok(super::reshape::dumped(keys, &replies))
     }
 
     /// Copies the Redis functions the snapshot holds (an RDB or AOF carries the node's function
@@ -234,7 +242,11 @@ impl Loader {
         })
     }
 
-    fn scan(&mut self, cursor: u64, batch: u32) -> Result<(u64, Vec<Vec<u8>>), BackupError> {
+    /// One `SCAN` step: the next cursor (0: done) and up to about `batch` keys.
+    ///
+    /// # Errors
+    /// [`BackupError::Redis`].
+    pub fn scan(&mut self, cursor: u64, batch: u32) -> Result<(u64, Vec<Vec<u8>>), BackupError> {
         redis::cmd("SCAN")
             .arg(cursor)
             .arg("COUNT")

@@ -23,6 +23,7 @@ mod catalog;
 mod loader;
 mod manifest;
 mod node;
+mod reshape;
 mod restore;
 mod snapshot;
 mod store;
@@ -103,8 +104,15 @@ pub struct RestoreArgs {
     pub backup: String,
     /// Empty redis-servers with cluster-enabled yes, not in a cluster yet: one per backed-up master
     /// (in manifest order); any more become replicas, round-robin.
-    #[arg(long, value_name = "NODE", num_args = 1.., required = true)]
+    #[arg(long, value_name = "NODE", num_args = 1.., required_unless_present = "into", conflicts_with = "into")]
     pub to: Vec<String>,
+    /// A running cluster of any number of masters (one of its nodes): each key goes to the master
+    /// owning its slot there. The cluster must be empty unless `--replace`.
+    #[arg(long, value_name = "SEED")]
+    pub into: Option<String>,
+    /// With `--into`: overwrite keys of the same names instead of refusing a non-empty cluster.
+    #[arg(long, requires = "into")]
+    pub replace: bool,
     /// Redis ACL login for the target nodes.
     #[command(flatten)]
     pub auth: AuthArgs,

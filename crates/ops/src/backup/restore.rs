@@ -41,16 +41,15 @@ struct Target {
 /// See [`BackupError`]; [`BackupError::BadTargets`] and [`BackupError::Verify`] come before any
 /// target is changed.
 pub fn restore(args: &RestoreArgs) -> Result<(), BackupError> {
+    if let Some(seed) = &args.into {
+        return super::reshape::restore_into(args, seed);
+    }
     let (url, id) = store::split_backup(&args.backup)?;
     let loc = store::open(&url, false)?;
     let manifest = catalog::read_manifest(&loc, &id)?;
     let login = Login::from_args(&args.auth)?;
     let mut targets = check_targets(&args.to, manifest.masters.len(), &login)?;
-    let bin = args
-        .redis_server
-        .clone()
-        .or_else(|| std::env::var_os("REDIS_SERVER").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("redis-server"));
+    let bin = loader_bin(args);
     check_loader_version(&bin, &targets)?;
 
     let work = WorkDir::create(args.work_dir.as_deref(), &id)?;
@@ -301,17 +300,27 @@ fn slot_text(ranges: &[SlotRange]) -> String {
 }
 
 /// The restore's private download directory (mode 0700), removed when dropped.
-struct WorkDir(PathBuf);
+/// The `redis-server` the temporary loaders run: `--redis-server`, else `$REDIS_SERVER`, else the
+/// one on PATH.
+pub(super) fn loader_bin(args: &RestoreArgs) -> PathBuf {
+    args.redis_server
+        .clone()
+        .or_else(|| std::env::var_os("REDIS_SERVER").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+/// The restore's private directory (mode 0700), removed when done.
+pub(super) struct WorkDir(PathBuf);
 
 impl WorkDir {
-    fn create(base: Option<&Path>, id: &str) -> Result<WorkDir, BackupError> {
+    pub(super) fn create(base: Option<&Path>, id: &str) -> Result<WorkDir, BackupError> {
         let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
         let dir = base.join(format!("redisforge-restore-{id}-{}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| BackupError::io(&dir, e))?;
         Ok(WorkDir(dir))
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 }

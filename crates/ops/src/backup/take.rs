@@ -85,8 +85,8 @@ pub fn take(args: &TakeArgs) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// The masters to back up, from the seed's `CLUSTER NODES`.
-fn discover(seed: &str, login: &Login) -> Result<Vec<Shard>, BackupError> {
+/// The masters to back up (or to restore into), from the seed's `CLUSTER NODES`.
+pub(super) fn discover(seed: &str, login: &Login) -> Result<Vec<Shard>, BackupError> {
     let mut node = Node::connect(seed, login)?;
     let text: String = node.query(&["CLUSTER", "NODES"])?;
     let seed_host = split_addr(seed).map_or("127.0.0.1", |(h, _)| h);

@@ -98,6 +98,21 @@ fn assert_untouched(nodes: &Nodes) {
     }
 }
 
+/// A cluster of 3 masters (`replicas` each) with `KEYS` keys of every type and a function library
+/// on every master (as FUNCTION LOAD through the proxy leaves it): the nodes, a seed, the keys.
+fn source_cluster(replicas: usize) -> (Nodes, String, BTreeMap<Vec<u8>, KeyState>) {
+    let source = Nodes::cluster(3, replicas, &[]);
+    let seed = source.addrs()[0].clone();
+    fill(&seed, KEYS);
+    let expected = dump(&source.masters());
+    assert_eq!(expected.len(), KEYS);
+    for master in source.masters() {
+        let loaded: String = query(&master, &["FUNCTION", "LOAD", LIBRARY]).unwrap();
+        assert_eq!(loaded, "backed");
+    }
+    (source, seed, expected)
+}
+
 fn args<'a>(head: &[&'a str], nodes: &'a [String]) -> Vec<&'a str> {
     head.iter().copied().chain(nodes.iter().map(String::as_str)).collect()
 }
@@ -105,16 +120,7 @@ fn args<'a>(head: &[&'a str], nodes: &'a [String]) -> Vec<&'a str> {
 #[test]
 fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     let tool = Tool;
-    let source = Nodes::cluster(3, 1, &[]);
-    let seed = source.addrs()[0].clone();
-    fill(&seed, KEYS);
-    let expected = dump(&source.masters());
-    assert_eq!(expected.len(), KEYS);
-    // A function library on every master, as FUNCTION LOAD through the proxy leaves it.
-    for master in source.masters() {
-        let loaded: String = query(&master, &["FUNCTION", "LOAD", LIBRARY]).unwrap();
-        assert_eq!(loaded, "backed");
-    }
+    let (source, seed, expected) = source_cluster(1);
     let store = tempfile::tempdir().unwrap();
     let url = format!("file://{}", store.path().display());
     let none = &[];
@@ -309,4 +315,53 @@ fn acl_login_reads_the_password_from_pass_env_and_never_prints_it() {
     assert!(!out.contains(PASS), "{out}");
     targets.wait_settled(1);
     assert_same_keys(&expected, &dump(&targets.masters()));
+}
+
+#[test]
+fn a_backup_restores_into_a_running_cluster_of_another_shape() {
+    let tool = Tool;
+    let (_source, seed, expected) = source_cluster(0);
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    let none = &[];
+    tool.ok(&["backup", "--from", &seed, "--to", &url], none);
+    let id = only_backup(&url, none);
+    let backup = format!("{url}/{id}");
+    // An expiry a minute out, compared after the restore: kept as an absolute time.
+    let ttl_key = expected.iter().find(|(_, state)| state.has_ttl).map(|(key, _)| key.clone()).unwrap();
+    let ttl_key = String::from_utf8(ttl_key).unwrap();
+    let source_ttl: i64 = cluster_query(&seed, &["PTTL", &ttl_key]);
+
+    for masters in [2, 4] {
+        let target = Nodes::cluster(masters, 0, &[]);
+        let into = target.addrs()[0].clone();
+        let text = tool.ok(&["restore", &backup, "--into", &into], none);
+        assert!(text.contains(&format!("into {masters} masters")), "{text}");
+        assert_same_keys(&expected, &dump(&target.masters()));
+        let restored_ttl: i64 = cluster_query(&into, &["PTTL", &ttl_key]);
+        assert!(
+            restored_ttl > 0 && restored_ttl <= source_ttl,
+            "{ttl_key}: {source_ttl} ms before, {restored_ttl} after"
+        );
+        for master in target.masters() {
+            let answer: String = query(&master, &["FCALL", "backed_answer", "0"]).unwrap();
+            assert_eq!(answer, "42", "functions on {master}");
+        }
+        // Not empty any more: refused without --replace, overwritten with it.
+        let refused = tool.fails(&["restore", &backup, "--into", &into], none);
+        assert!(refused.contains("--replace"), "{refused}");
+        tool.ok(&["restore", &backup, "--into", &into, "--replace"], none);
+        assert_same_keys(&expected, &dump(&target.masters()));
+    }
+}
+
+/// `args` on the node of a cluster that owns the key (the first argument after the command).
+fn cluster_query<T: redis::FromRedisValue>(seed: &str, args: &[&str]) -> T {
+    let client = redis::cluster::ClusterClient::new(vec![format!("redis://{seed}/")]).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut con).unwrap()
 }
