@@ -86,13 +86,14 @@ step_build() {
 }
 
 step_test() {
-    # tests/reliability_netns.rs partitions real nodes with network namespaces; where they cannot be
-    # made (not root) it passes without running, and this line says so in the CI output.
+    # tests/reliability_netns.rs and the chaos soak (tests/soak) partition real nodes with network
+    # namespaces; where they cannot be made (not root) the first passes without running and the
+    # soak runs without partitions, and this line says so in the CI output.
     local probe="rf-probe-$$"
     if ip netns add "$probe" 2>/dev/null; then
         ip netns del "$probe"
     else
-        echo "NOTE: no network namespaces here (needs root and ip netns): reliability_netns skips its partition test" >&2
+        echo "NOTE: no network namespaces here (needs root and ip netns): reliability_netns skips its partition test, the soak runs without partitions" >&2
     fi
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run --workspace --no-fail-fast

@@ -15,14 +15,18 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 use redisforge_proxy::slot::key_slot;
-use redisforge_tests::netns::{self, Netns, Side};
+use redisforge_tests::netns::{self, Netns};
 use redisforge_tests::proxy::proxy_bin;
 use redisforge_tests::server::redis_server_bin;
 use redisforge_tests::{connect, http_get, query_args, wait_until};
 
+/// The two sides of the partition: namespace 0 holds the first master and the proxy, namespace 1
+/// the majority.
+const SIDE_A: usize = 0;
+const SIDE_B: usize = 1;
 /// Nodes: (side, port). The first three are masters; node 3 + i replicates master i.
-const NODES: [(Side, u16); 6] =
-    [(Side::A, 7001), (Side::B, 7002), (Side::B, 7003), (Side::B, 7004), (Side::B, 7005), (Side::B, 7006)];
+const NODES: [(usize, u16); 6] =
+    [(SIDE_A, 7001), (SIDE_B, 7002), (SIDE_B, 7003), (SIDE_B, 7004), (SIDE_B, 7005), (SIDE_B, 7006)];
 const PROXY_PORT: u16 = 6390;
 const METRICS_PORT: u16 = 9990;
 /// Upper bound on any wait in this test.
@@ -148,7 +152,7 @@ fn start_cluster(ns: &Netns, root: &std::path::Path) -> (Processes, Vec<String>)
 
 /// The proxy, in namespace A beside the first master.
 fn start_proxy(ns: &Netns, root: &std::path::Path, seeds: &[String]) -> (Child, String) {
-    let ip = ns.ip(Side::A);
+    let ip = ns.ip(SIDE_A);
     let acl = root.join("users.acl");
     std::fs::write(&acl, "user default on nopass ~* &* +@all\n").expect("users.acl");
     let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
@@ -163,7 +167,7 @@ fn start_proxy(ns: &Netns, root: &std::path::Path, seeds: &[String]) -> (Child, 
     std::fs::write(&config_path, config).expect("proxy.toml");
     let log = std::fs::File::create(root.join("proxy.log")).expect("proxy.log");
     let child = ns
-        .command(Side::A, &proxy_bin().display().to_string())
+        .command(SIDE_A, &proxy_bin().display().to_string())
         .arg("--config")
         .arg(&config_path)
         .stdin(Stdio::null())
@@ -211,7 +215,7 @@ fn spawn_writer(addr: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<(
 
 #[test]
 fn after_a_partition_heals_the_proxy_follows_the_majoritys_newer_epoch() {
-    let ns = match Netns::create() {
+    let ns = match Netns::create(2) {
         Ok(ns) => ns,
         Err(why) => {
             println!("SKIP reliability_netns: cannot create network namespaces here ({why})");
@@ -222,7 +226,7 @@ fn after_a_partition_heals_the_proxy_follows_the_majoritys_newer_epoch() {
     let (mut processes, addrs) = start_cluster(&ns, dir.path());
     let (proxy, proxy_addr) = start_proxy(&ns, dir.path(), &addrs);
     processes.0.push(proxy);
-    let metrics_addr = format!("{}:{METRICS_PORT}", ns.ip(Side::A));
+    let metrics_addr = format!("{}:{METRICS_PORT}", ns.ip(SIDE_A));
     let (old_master, new_master) = (addrs[0].clone(), addrs[3].clone());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -231,13 +235,13 @@ fn after_a_partition_heals_the_proxy_follows_the_majoritys_newer_epoch() {
 
     // The master and the proxy are cut off from the majority, which fails the master over.
     let cut = Instant::now();
-    ns.partition();
+    ns.cut(SIDE_A, SIDE_B).expect("cut the sides apart");
     let promoted = wait_until(WAIT, Duration::from_millis(100), || role(&new_master).as_deref() == Some("master"));
     assert!(promoted, "the majority did not promote the replica");
     let promoted_after = cut.elapsed();
     thread::sleep(Duration::from_secs(1));
     let healed = Instant::now();
-    ns.heal();
+    ns.mend(SIDE_A, SIDE_B).expect("join the sides again");
     let demoted = wait_until(WAIT, Duration::from_millis(100), || role(&old_master).as_deref() == Some("slave"));
     assert!(demoted, "the old master did not learn the newer epoch");
 

@@ -5,23 +5,26 @@
 //! until all views agree (see [`Cluster::try_wait_state_ok`]).
 
 mod node;
+mod partition;
 mod reshard;
 mod topology;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use redis::Connection;
 
 pub use node::NodeState;
+pub use partition::Isolation;
 pub use reshard::SlotRange;
 pub use topology::SLOTS;
 
 use crate::conn::{Access, connect, probe};
+use crate::netns::Netns;
 use crate::process::{self, Signal, Watchdog};
 use crate::tls::NodeTls;
-use node::{Node, NodeConfig};
+use node::{Node, NodeConfig, Place};
 
 /// How long a whole cluster gets to settle after start, restart or failover.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,6 +55,8 @@ impl Default for ClusterOptions {
 pub struct Cluster {
     // Field order matters for Drop: nodes die before the watchdog and the directory go.
     nodes: Mutex<Vec<Node>>,
+    /// The namespaces of a partitionable cluster, one per node ([`Cluster::start_partitionable`]).
+    network: Option<Arc<Netns>>,
     watchdog: Mutex<Option<Watchdog>>,
     /// ACL login and TLS material of every harness connection to the nodes.
     access: Access,
@@ -68,7 +73,7 @@ impl Cluster {
     /// When a node cannot start or the cluster does not settle within 30 s; the message carries
     /// the tail of every node's log.
     pub fn start(opts: ClusterOptions) -> Cluster {
-        Cluster::launch(opts, None)
+        Cluster::launch(opts, None, None)
     }
 
     /// Starts a TLS-only cluster and blocks until it is settled.
@@ -87,10 +92,10 @@ impl Cluster {
     /// # Panics
     /// As [`Cluster::start`]; also when a certificate file cannot be read.
     pub fn start_tls(opts: ClusterOptions, tls: NodeTls) -> Cluster {
-        Cluster::launch(opts, Some(tls))
+        Cluster::launch(opts, Some(tls), None)
     }
 
-    fn launch(opts: ClusterOptions, tls: Option<NodeTls>) -> Cluster {
+    fn launch(opts: ClusterOptions, tls: Option<NodeTls>, network: Option<Arc<Netns>>) -> Cluster {
         assert!(opts.masters >= 1, "a cluster needs at least one master");
         let dir =
             tempfile::Builder::new().prefix("redisforge-cluster-").tempdir().expect("create the cluster temp dir");
@@ -98,6 +103,7 @@ impl Cluster {
         process::write_pid_file(&pid_file, []);
         let cluster = Cluster {
             nodes: Mutex::new(Vec::new()),
+            network,
             watchdog: Mutex::new(Some(Watchdog::spawn(&pid_file, Some(dir.path())))),
             access: Access { acl: opts.acl_user.clone(), tls: tls.as_ref().map(NodeTls::client_certificates) },
             tls,
@@ -106,8 +112,12 @@ impl Cluster {
             dir,
         };
         let total = opts.masters * (1 + opts.replicas_per_master);
-        for _ in 0..total {
-            let node = Node::launch(&cluster.node_config());
+        for i in 0..total {
+            let place = match &cluster.network {
+                Some(netns) => Place::Namespace(Arc::clone(netns), i),
+                None => Place::Loopback,
+            };
+            let node = Node::launch(&cluster.node_config(), place);
             let mut nodes = cluster.lock();
             nodes.push(node);
             cluster.write_pids(&nodes);
@@ -127,7 +137,8 @@ impl Cluster {
         SHARED.get_or_init(|| Cluster::start(ClusterOptions::default()))
     }
 
-    /// Every node's address (`127.0.0.1:port`), in start order, whatever its state.
+    /// Every node's address (`127.0.0.1:port`, or its namespace's address), in start order,
+    /// whatever its state.
     pub fn nodes(&self) -> Vec<String> {
         self.lock().iter().map(Node::addr).collect()
     }

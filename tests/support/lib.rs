@@ -45,7 +45,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 pub use acl_sides::AclSides;
-pub use cluster::{Cluster, ClusterOptions, SlotRange};
+pub use cluster::{Cluster, ClusterOptions, Isolation, SlotRange};
 pub use ports::{PortGuard, free_port, reserve_port};
 pub use process::Signal;
 pub use proxy::{Proxy, ProxyOptions};

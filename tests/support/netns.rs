@@ -1,7 +1,10 @@
-//! Two network namespaces joined by a bridge in the test's own namespace, to partition real
-//! nodes: side A and side B each get an address on a /24 of their own, the test process reaches
-//! both through the bridge, and [`Netns::partition`] drops every packet between A and B (as a
-//! cut link does: no reset, no error, silence) until [`Netns::heal`].
+//! Network namespaces joined by a bridge in the test's own namespace, to partition real nodes.
+//!
+//! Namespace `i` gets the address `10.213.S.(i + 2)` on a /24 of its own (`S` is picked free);
+//! the test process reaches every namespace through the bridge (`10.213.S.1`). [`Netns::cut`]
+//! drops every packet between two namespaces, [`Netns::cut_from_host`] every packet from a
+//! namespace to the test's side, as a cut link does: no reset, no error, silence. `mend_*` lets
+//! them through again.
 //!
 //! Creating namespaces needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN); [`Netns::create`] says why
 //! it cannot, so a test can skip with that reason. Everything is removed on drop; processes
@@ -11,32 +14,30 @@
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The two sides and the bridge between them.
+/// At most this many namespaces per bridge (addresses .2 to .201).
+const MAX_NAMESPACES: usize = 200;
+
+/// The namespaces and the bridge between them.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
     subnet: u8,
-}
-
-/// One side of the partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    A,
-    B,
+    count: usize,
 }
 
 impl Netns {
-    /// Creates both namespaces and the bridge.
+    /// Creates `count` namespaces and the bridge.
     ///
     /// # Errors
     /// Why the machine cannot (not root, no `ip`, namespaces disabled): skip the test with it.
-    pub fn create() -> Result<Netns, String> {
+    pub fn create(count: usize) -> Result<Netns, String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        assert!((1..=MAX_NAMESPACES).contains(&count), "1 to {MAX_NAMESPACES} namespaces");
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        // Interface names have at most 15 bytes: "rf" + 6 hex digits + a 3-byte suffix.
+        // Interface names have at most 15 bytes: "rf" + 6 hex digits + at most 5 more.
         let name = format!("rf{:06x}", ((std::process::id() << 4) | (n & 0xf)) & 0xff_ffff);
         let subnet = free_subnet()?;
-        let netns = Netns { name, subnet };
+        let netns = Netns { name, subnet, count };
         netns.build().inspect_err(|_| netns.remove())?;
         Ok(netns)
     }
@@ -45,66 +46,90 @@ impl Netns {
         let bridge = self.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["link", "set", &bridge, "up"])?;
-        ip(&["addr", "add", &format!("10.213.{}.1/24", self.subnet), "dev", &bridge])?;
-        for side in [Side::A, Side::B] {
-            let (ns, veth, peer) = (self.ns(side), self.veth(side), format!("{}{}", self.veth(side), "p"));
+        ip(&["addr", "add", &format!("{}/24", self.host_ip()), "dev", &bridge])?;
+        for i in 0..self.count {
+            let (ns, veth, peer) = (self.ns(i), self.veth(i), format!("{}p", self.veth(i)));
             ip(&["netns", "add", &ns])?;
             ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer])?;
             ip(&["link", "set", &veth, "netns", &ns])?;
             ip(&["link", "set", &peer, "master", &bridge])?;
             ip(&["link", "set", &peer, "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.ip(side)), "dev", &veth])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.ip(i)), "dev", &veth])?;
             ip(&["-n", &ns, "link", "set", &veth, "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
         Ok(())
     }
 
-    /// The address of `side`.
-    pub fn ip(&self, side: Side) -> String {
-        let host = match side {
-            Side::A => 2,
-            Side::B => 3,
-        };
-        format!("10.213.{}.{host}", self.subnet)
+    /// How many namespaces there are.
+    pub fn count(&self) -> usize {
+        self.count
     }
 
-    /// A command run inside `side`'s namespace (`ip netns exec` execs it in place, so the child's
-    /// pid is the program's own).
-    pub fn command(&self, side: Side, program: &str) -> Command {
+    /// The address of namespace `i`.
+    pub fn ip(&self, i: usize) -> String {
+        assert!(i < self.count, "namespace {i} of {}", self.count);
+        format!("10.213.{}.{}", self.subnet, i + 2)
+    }
+
+    /// The test process' address on the bridge: where connections from the host come from.
+    pub fn host_ip(&self) -> String {
+        format!("10.213.{}.1", self.subnet)
+    }
+
+    /// A command run inside namespace `i` (`ip netns exec` execs it in place, so the child's pid
+    /// is the program's own).
+    pub fn command(&self, i: usize, program: &str) -> Command {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.ns(side), program]);
+        command.args(["netns", "exec", &self.ns(i), program]);
         command
     }
 
-    /// Drops every packet between the sides, both ways.
+    /// Drops every packet between namespaces `a` and `b`, both ways.
     ///
-    /// # Panics
-    /// When the routes cannot be added.
-    pub fn partition(&self) {
-        for (side, other) in [(Side::A, Side::B), (Side::B, Side::A)] {
-            let route = format!("{}/32", self.ip(other));
-            ip(&["-n", &self.ns(side), "route", "add", "blackhole", &route]).unwrap_or_else(|e| panic!("{e}"));
+    /// # Errors
+    /// When a route cannot be added (already cut).
+    pub fn cut(&self, a: usize, b: usize) -> Result<(), String> {
+        for (from, to) in [(a, b), (b, a)] {
+            ip(&["-n", &self.ns(from), "route", "add", "blackhole", &format!("{}/32", self.ip(to))])?;
         }
+        Ok(())
     }
 
-    /// Lets packets between the sides through again.
+    /// Lets packets between `a` and `b` through again.
     ///
-    /// # Panics
-    /// When the routes cannot be removed.
-    pub fn heal(&self) {
-        for (side, other) in [(Side::A, Side::B), (Side::B, Side::A)] {
-            let route = format!("{}/32", self.ip(other));
-            ip(&["-n", &self.ns(side), "route", "del", "blackhole", &route]).unwrap_or_else(|e| panic!("{e}"));
+    /// # Errors
+    /// When a route cannot be removed (not cut).
+    pub fn mend(&self, a: usize, b: usize) -> Result<(), String> {
+        for (from, to) in [(a, b), (b, a)] {
+            ip(&["-n", &self.ns(from), "route", "del", "blackhole", &format!("{}/32", self.ip(to))])?;
         }
+        Ok(())
     }
 
-    fn ns(&self, side: Side) -> String {
-        format!("{}-{side:?}", self.name)
+    /// Drops every packet namespace `i` sends to the host: what the host sends arrives, but no
+    /// answer comes back, so connections from the host see silence.
+    ///
+    /// # Errors
+    /// When the route cannot be added.
+    pub fn cut_from_host(&self, i: usize) -> Result<(), String> {
+        ip(&["-n", &self.ns(i), "route", "add", "blackhole", &format!("{}/32", self.host_ip())])
     }
 
-    fn veth(&self, side: Side) -> String {
-        format!("{}{}", self.name, if side == Side::A { "va" } else { "vb" })
+    /// Undoes [`Netns::cut_from_host`].
+    ///
+    /// # Errors
+    /// When the route cannot be removed.
+    pub fn mend_to_host(&self, i: usize) -> Result<(), String> {
+        ip(&["-n", &self.ns(i), "route", "del", "blackhole", &format!("{}/32", self.host_ip())])
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("{}-{i}", self.name)
+    }
+
+    fn veth(&self, i: usize) -> String {
+        format!("{}v{i}", self.name)
     }
 
     fn bridge(&self) -> String {
@@ -112,8 +137,8 @@ impl Netns {
     }
 
     fn remove(&self) {
-        for side in [Side::A, Side::B] {
-            let _ = ip(&["netns", "del", &self.ns(side)]);
+        for i in 0..self.count {
+            let _ = ip(&["netns", "del", &self.ns(i)]);
         }
         let _ = ip(&["link", "del", &self.bridge()]);
     }

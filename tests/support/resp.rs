@@ -162,16 +162,23 @@ impl Conn {
     /// # Panics
     /// When the connection fails.
     pub fn open(addr: &str) -> Conn {
+        Conn::connect(addr).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Connects to `addr`, or says why it cannot.
+    ///
+    /// # Errors
+    /// When `addr` is not a socket address or the connection fails within the reply timeout.
+    pub fn connect(addr: &str) -> Result<Conn, String> {
         let sock = addr
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
-            .unwrap_or_else(|| panic!("{addr} is not a socket address"));
-        let stream =
-            TcpStream::connect_timeout(&sock, REPLY_TIMEOUT).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        stream.set_write_timeout(Some(REPLY_TIMEOUT)).expect("set a write timeout");
-        stream.set_nodelay(true).expect("set TCP_NODELAY");
-        Conn { addr: addr.to_owned(), stream, buf: Vec::new() }
+            .ok_or_else(|| format!("{addr} is not a socket address"))?;
+        let stream = TcpStream::connect_timeout(&sock, REPLY_TIMEOUT).map_err(|e| format!("connect to {addr}: {e}"))?;
+        stream.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        Ok(Conn { addr: addr.to_owned(), stream, buf: Vec::new() })
     }
 
     /// Sends one command and reads its reply: the exact bytes of one frame and the parsed frame.

@@ -3,9 +3,11 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conn::Access;
+use crate::netns::Netns;
 use crate::ports::{PortGuard, reserve_port};
 use crate::process::{self, Signal};
 use crate::server::redis_server_bin;
@@ -38,26 +40,61 @@ pub(crate) struct NodeConfig<'a> {
     pub access: &'a Access,
 }
 
+/// Where a node runs: on 127.0.0.1, or alone in namespace `index` of a [`Netns`] (so that it can
+/// be partitioned from the other nodes and from the harness).
+#[derive(Clone, Debug)]
+pub(crate) enum Place {
+    Loopback,
+    Namespace(Arc<Netns>, usize),
+}
+
+impl Place {
+    fn ip(&self) -> String {
+        match self {
+            Place::Loopback => "127.0.0.1".to_owned(),
+            Place::Namespace(netns, i) => netns.ip(*i),
+        }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        match self {
+            Place::Loopback => Command::new(program),
+            Place::Namespace(netns, i) => netns.command(*i, program),
+        }
+    }
+}
+
 /// One node: its reserved port, directory, process and the cluster id it keeps across restarts.
 pub(crate) struct Node {
     guard: PortGuard,
+    pub place: Place,
     pub dir: PathBuf,
     child: Option<Child>,
     pub state: NodeState,
     pub id: String,
+    /// Set while the node is cut off ([`crate::Cluster::isolate`]).
+    pub isolated: Option<super::Isolation>,
 }
 
 impl Node {
     /// Starts a fresh node on a newly reserved port, retrying on other ports if one is taken.
-    pub fn launch(cfg: &NodeConfig<'_>) -> Node {
+    pub fn launch(cfg: &NodeConfig<'_>, place: Place) -> Node {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let guard = reserve_port();
             let dir = cfg.root.join(guard.port().to_string());
             std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create node dir {}: {e}", dir.display()));
-            std::fs::write(dir.join("redis.conf"), config_text(cfg, guard.port(), &dir))
+            std::fs::write(dir.join("redis.conf"), config_text(cfg, &place.ip(), guard.port(), &dir))
                 .unwrap_or_else(|e| panic!("write redis.conf in {}: {e}", dir.display()));
-            let mut node = Node { guard, dir, child: None, state: NodeState::Stopped, id: String::new() };
+            let mut node = Node {
+                guard,
+                place: place.clone(),
+                dir,
+                child: None,
+                state: NodeState::Stopped,
+                id: String::new(),
+                isolated: None,
+            };
             match node.spawn(cfg.access) {
                 Ok(()) => return node,
                 Err(StartError::AddrInUse(msg)) => failures.push(msg),
@@ -68,7 +105,7 @@ impl Node {
     }
 
     pub fn addr(&self) -> String {
-        self.guard.addr()
+        format!("{}:{}", self.place.ip(), self.guard.port())
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -128,7 +165,9 @@ impl Node {
     fn spawn(&mut self, access: &Access) -> Result<(), StartError> {
         let stderr = File::create(self.dir.join("stderr.log"))
             .map_err(|e| StartError::Other(format!("create stderr.log: {e}")))?;
-        let child = Command::new(redis_server_bin())
+        let child = self
+            .place
+            .command(&redis_server_bin())
             .arg(self.dir.join("redis.conf"))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -182,7 +221,7 @@ enum StartError {
     Other(String),
 }
 
-fn config_text(cfg: &NodeConfig<'_>, port: u16, dir: &Path) -> String {
+fn config_text(cfg: &NodeConfig<'_>, ip: &str, port: u16, dir: &Path) -> String {
     let dir = dir.display();
     let mut lines = match cfg.tls {
         None => vec![format!("port {port}")],
@@ -190,8 +229,8 @@ fn config_text(cfg: &NodeConfig<'_>, port: u16, dir: &Path) -> String {
         Some(tls) => tls.node_config(port),
     };
     lines.extend([
-        "bind 127.0.0.1".to_owned(),
-        // Loopback only, so protected mode adds nothing but refusals.
+        format!("bind {ip}"),
+        // Loopback or a test's own namespace, so protected mode adds nothing but refusals.
         "protected-mode no".to_owned(),
         "daemonize no".to_owned(),
         "cluster-enabled yes".to_owned(),
