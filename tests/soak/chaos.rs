@@ -91,7 +91,11 @@ fn inject(cluster: &Cluster, proxy: &Proxy, soak: &Soak, kind: Kind, rng: &mut R
     );
     soak.close(event, note.clone());
     if let Err(why) = settled {
-        soak.wrong(format!("{kind:?} of {node} {note}: the cluster did not settle: {why}\n{}", cluster.log_tails(10)));
+        soak.wrong(format!(
+            "{kind:?} of {node} {note}: the cluster did not settle: {why}\n{}\n{}",
+            cluster.views(),
+            cluster.log_tails(30)
+        ));
     } else if served.is_none() {
         soak.wrong(format!("{kind:?} of {node} {note}: writes through the proxy did not recover"));
     }

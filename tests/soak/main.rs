@@ -138,6 +138,7 @@ fn chaos_soak_under_mixed_load_loses_nothing_the_proxy_acknowledged() {
     let seed = std::env::var("REDISFORGE_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
     });
+    println!("RELIABILITY soak: seed {seed} (REDISFORGE_SOAK_SEED={seed} replays its events)");
     let cluster = Cluster::start_partitionable(ClusterOptions::default()).unwrap_or_else(|why| {
         println!("NOTE soak: cannot create network namespaces here ({why}): the soak runs without partitions");
         Cluster::start(ClusterOptions::default())
@@ -163,7 +164,14 @@ fn chaos_soak_under_mixed_load_loses_nothing_the_proxy_acknowledged() {
     let rss_peak = sampler.join().expect("rss sampler");
 
     // Every acknowledged write readable: each client reads all its keys back.
-    cluster.wait_state_ok();
+    if let Err(why) = cluster.try_wait_state_ok(Duration::from_secs(30)) {
+        let wrong = soak.wrong.lock().expect("wrong lock").clone();
+        panic!(
+            "the cluster did not settle after the soak: {why}\nwrong so far: {wrong:#?}\n{}\n{}",
+            cluster.views(),
+            cluster.log_tails(40)
+        );
+    }
     let unread: usize = clients.iter_mut().map(|c| c.verify(Duration::from_secs(20))).sum();
     drop(clients);
     // Let the last messages arrive before the subscribers stop.

@@ -124,6 +124,13 @@ impl Netns {
         ip(&["-n", &self.ns(i), "route", "del", "blackhole", &format!("{}/32", self.host_ip())])
     }
 
+    /// The blackhole routes in namespace `i` (what [`Netns::cut`] left there), for failure messages.
+    pub fn cuts(&self, i: usize) -> Vec<String> {
+        run("ip", &["-n", &self.ns(i), "route", "show", "type", "blackhole"])
+            .map(|out| out.lines().map(str::to_owned).collect())
+            .unwrap_or_else(|e| vec![e])
+    }
+
     fn ns(&self, i: usize) -> String {
         format!("{}-{i}", self.name)
     }

@@ -67,6 +67,26 @@ impl Cluster {
         }
     }
 
+    /// Each node's own view (`CLUSTER NODES` as the node answers it) and, for a partitionable
+    /// cluster, the cuts in its namespace: what a test prints when the cluster does not settle.
+    pub fn views(&self) -> String {
+        let mut out = String::new();
+        for addr in self.nodes() {
+            let view = crate::conn::probe(&addr, &self.access)
+                .and_then(|mut con| redis::cmd("CLUSTER").arg("NODES").query::<String>(&mut con))
+                .unwrap_or_else(|e| format!("(no answer: {e})\n"));
+            let cuts = match &self.network {
+                Some(_) => {
+                    let (netns, i) = self.namespace_of(&addr);
+                    format!("cuts: {:?}\n", netns.cuts(i))
+                }
+                None => String::new(),
+            };
+            out.push_str(&format!("== {addr} ({:?}) ==\n{cuts}{view}", self.state(&addr)));
+        }
+        out
+    }
+
     /// Whether the nodes run in namespaces and can be isolated.
     pub fn is_partitionable(&self) -> bool {
         self.network.is_some()
