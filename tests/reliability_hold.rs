@@ -107,6 +107,32 @@ fn a_request_for_a_slot_without_master_waits_and_goes_to_the_master_that_takes_i
 }
 
 #[test]
+fn a_blocking_pop_for_a_slot_without_master_waits_then_blocks_on_the_master_that_takes_it() {
+    let cluster = cluster();
+    let proxy = proxy(&cluster, FAILOVER_WAIT, "");
+    let key = "hold:queue";
+    let slot = key_slot(key.as_bytes());
+    let master = owner(&cluster, slot);
+    drop_slot(&cluster, slot);
+
+    let mut popper = Conn::open(&proxy.addr());
+    popper.send(&args(&["BLPOP", key, "10"])).expect("send BLPOP");
+    thread::sleep(Duration::from_millis(600));
+    assert_eq!(proxy.metric("redisforge_held_requests"), Some(1.0), "the BLPOP is held, not failed");
+    give_slot(&cluster, &master, slot);
+    // Once it blocks on the master, a push through the proxy wakes it.
+    let blocked = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        proxy.metric("redisforge_held_requests") == Some(0.0)
+    });
+    assert!(blocked, "the BLPOP was not sent once the slot had a master");
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(query_args(&mut proxy.client(), &["RPUSH", key, "item"]), Ok(Value::Int(1)));
+    let (reply, _) = popper.read().expect("BLPOP reply");
+    assert_eq!(reply, b"*2\r\n$10\r\nhold:queue\r\n$4\r\nitem\r\n".to_vec(), "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(proxy.metric("redisforge_held_requests_expired_total"), Some(0.0));
+}
+
+#[test]
 fn held_requests_fail_when_failover_wait_passes_and_past_the_bound_at_once() {
     let cluster = cluster();
     let proxy = proxy(&cluster, FAILOVER_WAIT, "held_requests_per_client = 3");

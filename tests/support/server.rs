@@ -33,24 +33,54 @@ impl RedisServer {
     /// The server's log when it exits at start or does not listen in time, other than for a port
     /// taken meanwhile (then another port is tried).
     pub fn start(root: &Path, config: impl Fn(u16) -> Vec<String>) -> Result<RedisServer, String> {
+        RedisServer::launch(root, config, false)
+    }
+
+    /// Like [`RedisServer::start`], but the server's `dir` is a tmpfs mounted only in a mount
+    /// namespace of its own (`unshare --mount`): its RDB, AOF and `nodes.conf` exist for it alone,
+    /// as on another host. Its configuration and log live beside that directory
+    /// (`root/<port>.conf`, `root/<port>.log`). Needs root; see [`can_hide_files`].
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn start_hidden(root: &Path, config: impl Fn(u16) -> Vec<String>) -> Result<RedisServer, String> {
+        RedisServer::launch(root, config, true)
+    }
+
+    fn launch(root: &Path, config: impl Fn(u16) -> Vec<String>, hidden: bool) -> Result<RedisServer, String> {
         let mut taken = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let guard = reserve_port();
             let dir = root.join(guard.port().to_string());
             std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            let (conf, log) = if hidden {
+                (root.join(format!("{}.conf", guard.port())), root.join(format!("{}.log", guard.port())))
+            } else {
+                (dir.join("redis.conf"), dir.join("redis.log"))
+            };
             let mut lines = vec![
                 "bind 127.0.0.1".to_owned(),
                 "protected-mode no".to_owned(),
                 "daemonize no".to_owned(),
                 format!("dir \"{}\"", dir.display()),
-                "logfile \"redis.log\"".to_owned(),
+                format!("logfile \"{}\"", log.display()),
             ];
             lines.extend(config(guard.port()));
-            let conf = dir.join("redis.conf");
             std::fs::write(&conf, lines.join("\n") + "\n").map_err(|e| format!("write {}: {e}", conf.display()))?;
             let bin = redis_server_bin();
-            let child = Command::new(&bin)
-                .arg(&conf)
+            let mut command = if hidden {
+                // unshare and sh exec in place: the child's pid is redis-server's.
+                let mut command = Command::new("unshare");
+                command.args(["--mount", "--propagation", "private", "sh", "-c"]);
+                command.arg(r#"mount -t tmpfs tmpfs "$1" && cd "$1" && exec "$2" "$3""#).arg("sh");
+                command.arg(&dir).arg(&bin).arg(&conf);
+                command
+            } else {
+                let mut command = Command::new(&bin);
+                command.arg(&conf);
+                command
+            };
+            let child = command
                 .current_dir(&dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -66,7 +96,7 @@ impl RedisServer {
             if listening && !exited {
                 return Ok(server);
             }
-            let log = process::tail(&server.dir.join("redis.log"), 30);
+            let log = process::tail(&log, 30);
             if !log.contains("Address already in use") {
                 return Err(format!("redis-server on {} did not start (exited: {exited}):\n{log}", server.addr()));
             }
@@ -90,6 +120,21 @@ impl RedisServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+}
+
+/// Whether this machine can run [`RedisServer::start_hidden`] (root, `unshare`, tmpfs); `Err`
+/// says why not.
+pub fn can_hide_files() -> Result<(), String> {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /mnt"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("unshare: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("unshare --mount: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 

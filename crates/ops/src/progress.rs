@@ -52,7 +52,8 @@ pub enum Unit {
 pub struct Progress {
     label: String,
     unit: Unit,
-    total: u64,
+    /// `None` when the total is not known beforehand (a snapshot streamed by a master).
+    total: Option<u64>,
     done: u64,
     started: Instant,
     last_line: Instant,
@@ -63,14 +64,29 @@ pub struct Progress {
 impl Progress {
     /// Starts showing the progress of `label` (e.g. `rebalance`) over `total` units.
     pub fn new(label: &str, total: u64, unit: Unit) -> Progress {
+        Progress::start(label, Some(total), unit)
+    }
+
+    /// Starts showing the progress of `label` when the total is not known: how much so far and
+    /// how fast, no ETA.
+    pub fn open_ended(label: &str, unit: Unit) -> Progress {
+        Progress::start(label, None, unit)
+    }
+
+    fn start(label: &str, total: Option<u64>, unit: Unit) -> Progress {
         let mode = mode();
         let bar = (mode == Mode::Bar).then(|| {
-            let template = match unit {
-                Unit::Bytes => "{prefix}: [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, ETA {eta} {msg}",
-                Unit::Slots | Unit::Keys => "{prefix}: [{bar:30}] {pos}/{len} {per_sec}, ETA {eta} {msg}",
+            let template = match (unit, total) {
+                (Unit::Bytes, Some(_)) => "{prefix}: [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, ETA {eta} {msg}",
+                (Unit::Slots | Unit::Keys, Some(_)) => "{prefix}: [{bar:30}] {pos}/{len} {per_sec}, ETA {eta} {msg}",
+                (Unit::Bytes, None) => "{prefix}: {spinner} {bytes} {bytes_per_sec} {msg}",
+                (Unit::Slots | Unit::Keys, None) => "{prefix}: {spinner} {pos} {per_sec} {msg}",
             };
             let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
-            let bar = ProgressBar::new(total).with_style(style.progress_chars("=> "));
+            let bar = match total {
+                Some(total) => ProgressBar::new(total).with_style(style.progress_chars("=> ")),
+                None => ProgressBar::new_spinner().with_style(style),
+            };
             bar.set_prefix(label.to_owned());
             bar
         });
@@ -78,7 +94,10 @@ impl Progress {
         let progress =
             Progress { label: label.to_owned(), unit, total, done: 0, started: now, last_line: now, bar, mode };
         if mode == Mode::Lines {
-            eprintln!("{}: {} to do", progress.label, progress.amount(total));
+            match total {
+                Some(total) => eprintln!("{}: {} to do", progress.label, progress.amount(total)),
+                None => eprintln!("{}: started", progress.label),
+            }
         }
         progress
     }
@@ -112,24 +131,29 @@ impl Progress {
         }
     }
 
+    /// Ends the display without the closing line: the work failed, and its error says so.
+    pub fn abandon(self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
     /// `rebalance: 1200 of 5461 slots (21%), 300 slots/s, ETA 14s`.
     fn line(&self) -> String {
         let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = self.done as f64 / elapsed;
-        let percent = self.done.saturating_mul(100).checked_div(self.total).unwrap_or(100);
-        let left = self.total.saturating_sub(self.done);
-        let eta = if rate > 0.0 { format!("{:.0}s", left as f64 / rate) } else { "?".to_owned() };
+        let per_second = self.done as f64 / elapsed;
         let rate = match self.unit {
-            Unit::Bytes => format!("{}/s", HumanBytes(rate as u64)),
-            Unit::Slots => format!("{rate:.0} slots/s"),
-            Unit::Keys => format!("{rate:.0} keys/s"),
+            Unit::Bytes => format!("{}/s", HumanBytes(per_second as u64)),
+            Unit::Slots => format!("{per_second:.0} slots/s"),
+            Unit::Keys => format!("{per_second:.0} keys/s"),
         };
-        format!(
-            "{}: {} of {} ({percent}%), {rate}, ETA {eta}",
-            self.label,
-            self.count(self.done),
-            self.amount(self.total)
-        )
+        let Some(total) = self.total else {
+            return format!("{}: {} so far, {rate}", self.label, self.amount(self.done));
+        };
+        let percent = self.done.saturating_mul(100).checked_div(total).unwrap_or(100);
+        let left = total.saturating_sub(self.done);
+        let eta = if per_second > 0.0 { format!("{:.0}s", left as f64 / per_second) } else { "?".to_owned() };
+        format!("{}: {} of {} ({percent}%), {rate}, ETA {eta}", self.label, self.count(self.done), self.amount(total))
     }
 
     fn count(&self, n: u64) -> String {
@@ -163,5 +187,8 @@ mod tests {
         assert!(bytes.line().starts_with("backup: 0 B of 3.00 MiB (0%)"), "{}", bytes.line());
         let empty = Progress::new("restore", 0, Unit::Keys);
         assert!(empty.line().contains("(100%)"), "{}", empty.line());
+        let mut streamed = Progress::open_ended("backup", Unit::Bytes);
+        streamed.add(2 << 20, "");
+        assert!(streamed.line().starts_with("backup: 2.00 MiB so far, "), "{}", streamed.line());
     }
 }

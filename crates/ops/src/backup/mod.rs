@@ -12,17 +12,19 @@
 //! the UTC start time `YYYYMMDDTHHMMSSZ`, so ids sort by age. A directory without `manifest.json`
 //! is an incomplete backup: listed as such, never restored, pruned once older than kept backups.
 //!
-//! # Where the files come from
-//! Redis writes its RDB/AOF into its own directory and has no command that streams it to a client
-//! in a portable way, so this tool reads each master's `dir` (from `CONFIG GET dir`) on the local
-//! filesystem: run it on the host of the nodes, or where their data directories are mounted at the
-//! same paths. The node's `nodes.conf` there must name the node as `myself`, so a same-named
-//! directory of another node is never copied by mistake.
+//! # Where the snapshots come from
+//! By default over the network, as a replica gets them ([`replication`]): each master streams an
+//! RDB that goes straight to the store, so one ops host backs up masters on any host. With
+//! `--from-disk` the tool instead has each master BGSAVE (or rewrite its AOF) and reads the files
+//! from its `dir` on the local filesystem ([`snapshot`]): for nodes on this host, or with their
+//! data directories mounted at the same paths; the node's `nodes.conf` there must name the node
+//! as `myself`, so a same-named directory of another node is never copied by mistake.
 
 mod catalog;
 mod loader;
 mod manifest;
 mod node;
+mod replication;
 mod reshape;
 mod restore;
 mod snapshot;
@@ -74,10 +76,17 @@ pub struct TakeArgs {
     /// After a successful backup, delete the oldest backups so that N complete ones remain.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
-    /// Rewrite and copy the append-only file instead of an RDB snapshot (the default on masters
-    /// with appendonly yes; needs appendonly yes).
+    /// Read each master's files from its `dir` on this host instead of streaming a snapshot over
+    /// the network: for nodes on this host or with their data directories mounted here.
     #[arg(long)]
+    pub from_disk: bool,
+    /// With --from-disk: rewrite and copy the append-only file instead of an RDB snapshot (the
+    /// default there on masters with appendonly yes; needs appendonly yes).
+    #[arg(long, requires = "from_disk")]
     pub aof: bool,
+    /// Masters backed up at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallel: u32,
     /// Redis ACL login.
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -336,12 +345,18 @@ mod tests {
 
     #[test]
     fn backup_flags_list_verify_and_restore_parse() {
-        let Command::Backup(b) = parse("backup --from 127.0.0.1:7000 --to file:///b --keep 3 --aof").unwrap() else {
+        let Command::Backup(b) =
+            parse("backup --from 127.0.0.1:7000 --to file:///b --keep 3 --from-disk --aof").unwrap()
+        else {
             panic!("not backup")
         };
         assert!(b.action.is_none());
         assert_eq!(b.take.from.as_deref(), Some("127.0.0.1:7000"));
         assert_eq!((b.take.keep, b.take.aof, b.take.timeout), (Some(3), true, Duration::from_secs(1800)));
+        assert_eq!((b.take.from_disk, b.take.parallel), (true, 4));
+        // AOF files exist only on the node's disk.
+        assert!(parse("backup --from h:1 --to file:///b --aof").is_err());
+        assert!(parse("backup --from h:1 --to file:///b --parallel 0").is_err());
 
         let Command::Backup(b) = parse("backup list s3://bkt/p").unwrap() else { panic!("not backup") };
         assert!(matches!(b.action, Some(BackupAction::List { url }) if url == "s3://bkt/p"));

@@ -43,6 +43,13 @@ impl Login {
         Ok(Login { user: args.user.clone(), password })
     }
 
+    /// The arguments of `AUTH` for this login (`[user, password]` or `[password]`), `None` without
+    /// a password: for connections that speak RESP by hand (the replication handshake).
+    pub fn auth_args(&self) -> Option<Vec<String>> {
+        let password = self.password.clone()?;
+        Some(self.user.clone().into_iter().chain(std::iter::once(password)).collect())
+    }
+
     fn settings(&self) -> RedisConnectionInfo {
         let mut info = RedisConnectionInfo::default();
         if let Some(user) = &self.user {

@@ -18,8 +18,9 @@ use redisforge_cluster::info::{info_field, info_num};
 const POLL: Duration = Duration::from_millis(100);
 
 /// Hint added to errors about node files: they are read locally.
-pub const LOCAL_HINT: &str = " (backup reads each master's files from the local filesystem at the node's `dir`: \
-     run it on the nodes' host, or mount their data directories at the same paths)";
+pub const LOCAL_HINT: &str = " (with --from-disk, backup reads each master's files from the local filesystem at \
+     the node's `dir`: run it on the nodes' host, mount their data directories at the same paths, or leave out \
+     --from-disk to stream the snapshots over the network)";
 
 /// A finished snapshot and the local files that make it up.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@
 //! or `GOOGLE_SERVICE_ACCOUNT`; `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, ….
 //! Credentials in the URL itself are refused, so no message can ever echo them.
 
+use std::io::Read;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::BackupError;
 use super::manifest::is_backup_id;
@@ -167,49 +168,66 @@ impl Location {
     /// # Errors
     /// [`BackupError::Io`] when the file cannot be read, [`BackupError::Store`] when the upload fails.
     pub fn put_file(&self, rel: &str, local: &FsPath) -> Result<Digest, BackupError> {
+        let io = |e| BackupError::io(local, e);
+        let mut file = std::fs::File::open(local).map_err(io)?;
+        self.put_reader(rel, &mut file, &io, &mut |_| {})
+    }
+
+    /// Uploads everything `source` yields to `rel` as it comes (one PUT when it is small,
+    /// otherwise a multipart upload of [`CHUNK`]s with a few parts in flight), hashing it on the
+    /// way: memory stays at a few chunks whatever the size. `sent(n)` is told of every `n` bytes
+    /// read. A failed read aborts the upload, so no partial object is left.
+    ///
+    /// # Errors
+    /// `io(e)` for a failed read, [`BackupError::Store`] when the upload fails.
+    pub fn put_reader(
+        &self,
+        rel: &str,
+        source: &mut dyn Read,
+        io: &dyn Fn(std::io::Error) -> BackupError,
+        sent: &mut dyn FnMut(u64),
+    ) -> Result<Digest, BackupError> {
         let path = self.path(rel);
         let fail = self.store_error("upload", rel);
-        self.rt.block_on(async {
-            let io = |e| BackupError::io(local, e);
-            let mut file = tokio::fs::File::open(local).await.map_err(io)?;
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            let mut first = vec![0u8; CHUNK];
-            let n = read_full(&mut file, &mut first).await.map_err(io)?;
-            first.truncate(n);
-            hasher.update(&first);
+        // WriteMultipart spawns each part's upload onto the runtime.
+        let _runtime = self.rt.enter();
+        let mut hasher = Sha256::new();
+        let mut first = vec![0u8; CHUNK];
+        let n = read_full(source, &mut first).map_err(io)?;
+        first.truncate(n);
+        hasher.update(&first);
+        sent(n as u64);
+        let mut size = n as u64;
+        if n < CHUNK {
+            self.rt.block_on(self.store.put(&path, PutPayload::from(first))).map_err(&fail)?;
+            return Ok(Digest { size, sha256: hex::encode(hasher.finalize()) });
+        }
+        let upload = self.rt.block_on(self.store.put_multipart(&path)).map_err(&fail)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        writer.write(&first);
+        let mut buf = vec![0u8; 1 << 20];
+        let streamed: Result<(), BackupError> = loop {
+            // Reads block this thread; the parts already written upload on the runtime's workers.
+            let n = match source.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(io(e)),
+            };
+            hasher.update(&buf[..n]);
             size += n as u64;
-            if n < CHUNK {
-                self.store.put(&path, PutPayload::from(first)).await.map_err(&fail)?;
-                return Ok(Digest { size, sha256: hex::encode(hasher.finalize()) });
+            sent(n as u64);
+            if let Err(source) = self.rt.block_on(writer.wait_for_capacity(PARTS_IN_FLIGHT)) {
+                break Err(BackupError::Store { what: format!("upload {path}"), source });
             }
-            let upload = self.store.put_multipart(&path).await.map_err(&fail)?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-            writer.write(&first);
-            let mut buf = vec![0u8; 1 << 20];
-            let streamed: Result<(), BackupError> = async {
-                loop {
-                    let n = file.read(&mut buf).await.map_err(io)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    hasher.update(&buf[..n]);
-                    size += n as u64;
-                    writer
-                        .wait_for_capacity(PARTS_IN_FLIGHT)
-                        .await
-                        .map_err(|source| BackupError::Store { what: format!("upload {}", path), source })?;
-                    writer.write(&buf[..n]);
-                }
-            }
-            .await;
-            if let Err(e) = streamed {
-                let _ = writer.abort().await;
-                return Err(e);
-            }
-            writer.finish().await.map_err(&fail)?;
-            Ok(Digest { size, sha256: hex::encode(hasher.finalize()) })
-        })
+            writer.write(&buf[..n]);
+        };
+        if let Err(e) = streamed {
+            let _ = self.rt.block_on(writer.abort());
+            return Err(e);
+        }
+        self.rt.block_on(writer.finish()).map_err(&fail)?;
+        Ok(Digest { size, sha256: hex::encode(hasher.finalize()) })
     }
 
     /// Writes a small object in one PUT.
@@ -312,15 +330,16 @@ impl Location {
     }
 }
 
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn read_full(source: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        let n = file.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        filled += n;
     }
     Ok(filled)
 }

@@ -1,10 +1,13 @@
 //! `redisforge-ops backup`, `backup list`, `backup verify` and `restore` end to end: real
-//! `redis-server` clusters on loopback, backups to a local directory and to a moto S3 server,
-//! restores into fresh nodes compared key by key (type, value, TTL present or not).
+//! `redis-server` clusters on loopback, backups over the network (the default) and from the nodes'
+//! files (`--from-disk`) to a local directory and to a moto S3 server, from nodes whose files this
+//! host cannot read (`network.rs`), restores into fresh nodes and into running clusters of another
+//! shape compared key by key (type, value, TTL present or not).
 //!
 //! The scenarios drive the binary; checks of what is stored call the library's backup module
 //! (`redisforge_ops::backup`) through the same code the verbs use.
 
+mod network;
 #[allow(dead_code)]
 mod testkit;
 
@@ -125,8 +128,13 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     let url = format!("file://{}", store.path().display());
     let none = &[];
 
-    let text = tool.fails(&["backup", "--from", &seed, "--to", &url, "--aof"], none);
+    let text = tool.fails(&["backup", "--from", &seed, "--to", &url, "--from-disk", "--aof"], none);
     assert!(text.contains("appendonly yes"), "{text}");
+    assert_eq!(
+        tool.run(&["backup", "--from", &seed, "--to", &url, "--aof"], none).code,
+        2,
+        "--aof without --from-disk"
+    );
     assert!(backups(&url, none).is_empty(), "a failed backup left files behind");
 
     tool.ok(&["backup", "--from", &seed, "--to", &url], none);
@@ -138,6 +146,8 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     for master in masters {
         assert_eq!(master["replicas"].as_array().unwrap().len(), 1, "{master}");
         assert_eq!(master["persistence"], "rdb");
+        // Streamed over the network: the RDB alone (no nodes.conf, which only --from-disk reads).
+        assert_eq!(master["files"].as_array().unwrap().len(), 1, "{master}");
         for r in master["slots"].as_array().unwrap() {
             slots += r["end"].as_u64().unwrap() - r["start"].as_u64().unwrap() + 1;
         }
@@ -174,8 +184,13 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     assert!(text.contains("already in a cluster"), "{text}");
     assert_untouched(&targets);
 
-    tool.ok(&["backup", "--from", &seed, "--to", &url, "--keep", "1"], none);
+    tool.ok(&["backup", "--from", &seed, "--to", &url, "--keep", "1", "--from-disk", "--parallel", "1"], none);
     let second = only_backup(&url, none);
+    let kinds = manifest(store.path(), &second)["masters"][0]["files"].to_string();
+    assert!(
+        kinds.contains("nodes-conf") && kinds.contains("\"rdb\""),
+        "--from-disk copies the RDB and nodes.conf: {kinds}"
+    );
     assert_ne!(second, first, "--keep 1 kept the older backup");
     tool.ok(&args(&["restore", &format!("{url}/{second}"), "--to"], &target_addrs), none);
     targets.wait_settled(3);
@@ -187,6 +202,9 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
         assert_eq!(answer, "42", "FCALL on {master}");
     }
 }
+
+/// The ACL rules of a user that can take backups over the network (the README's).
+const BACKUP_RULES: &str = "+cluster|nodes +cluster|myid +info +config|get +replconf +sync";
 
 /// A Redis function library (`#!lua name=backed`) the backups must carry.
 const LIBRARY: &str = "#!lua name=backed\nredis.register_function('backed_answer', function() return '42' end)";
@@ -252,7 +270,7 @@ fn aof_backups_copy_the_aof_directory_and_restore_key_for_key() {
     let store = tempfile::tempdir().unwrap();
     let url = format!("file://{}", store.path().display());
 
-    tool.ok(&["backup", "--from", &seed, "--to", &url, "--aof"], &[]);
+    tool.ok(&["backup", "--from", &seed, "--to", &url, "--from-disk", "--aof"], &[]);
     let id = only_backup(&url, &[]);
     let m = manifest(store.path(), &id);
     for master in m["masters"].as_array().unwrap() {
@@ -292,7 +310,9 @@ fn cli_usage_errors_exit_2_and_failures_exit_1_with_a_reason() {
 fn acl_login_reads_the_password_from_pass_env_and_never_prints_it() {
     const PASS: &str = "Pa55-w0rd-for-backup";
     let acl = format!("user ops on >{PASS} ~* &* +@all");
-    let source = Nodes::cluster(1, 0, &[&acl]);
+    // Exactly the rules the README gives a backup user.
+    let backup_acl = format!("user backup on >{PASS} {BACKUP_RULES}");
+    let source = Nodes::cluster(1, 0, &[&acl, &backup_acl]);
     let seed = source.addrs()[0].clone();
     fill(&seed, 100);
     let expected = dump(&source.masters());
@@ -300,13 +320,14 @@ fn acl_login_reads_the_password_from_pass_env_and_never_prints_it() {
     let url = format!("file://{}", store.path().display());
     let d = Tool;
     let login = ["--user", "ops", "--pass-env", "RF_BACKUP_TEST_PASS"];
+    let backup_login = ["--user", "backup", "--pass-env", "RF_BACKUP_TEST_PASS"];
 
     let wrong = [("RF_BACKUP_TEST_PASS", "not-the-password".to_owned())];
-    let text = d.fails(&[&["backup", "--from", &seed, "--to", &url][..], &login].concat(), &wrong);
+    let text = d.fails(&[&["backup", "--from", &seed, "--to", &url][..], &backup_login].concat(), &wrong);
     assert!(text.contains(&seed) && !text.contains("not-the-password"), "{text}");
 
     let right = [("RF_BACKUP_TEST_PASS", PASS.to_owned())];
-    let out = d.ok(&[&["backup", "--from", &seed, "--to", &url][..], &login].concat(), &right);
+    let out = d.ok(&[&["backup", "--from", &seed, "--to", &url][..], &backup_login].concat(), &right);
     assert!(!out.contains(PASS), "{out}");
     let id = only_backup(&url, &[]);
     let targets = Nodes::fresh(1, &[&acl]);

@@ -21,11 +21,13 @@ use sha2::{Digest, Sha256};
 const SETTLE: Duration = Duration::from_secs(30);
 
 use redisforge_tests::process::{Watchdog, write_pid_file};
+pub use redisforge_tests::server::can_hide_files;
 pub use redisforge_tests::{RedisServer, reserve_port};
 
-/// A cluster-enabled node that knows no one yet, in `root/<port>`.
-fn start_node(root: &Path, extra: &[&str]) -> RedisServer {
-    RedisServer::start(root, |port| {
+/// A cluster-enabled node that knows no one yet, in `root/<port>` (a directory only the node can
+/// see when `hidden`, see [`RedisServer::start_hidden`]).
+fn start_node(root: &Path, extra: &[&str], hidden: bool) -> RedisServer {
+    let config = |port: u16| {
         let mut conf = vec![
             format!("port {port}"),
             "cluster-enabled yes".into(),
@@ -37,8 +39,9 @@ fn start_node(root: &Path, extra: &[&str]) -> RedisServer {
         ];
         conf.extend(extra.iter().map(|l| (*l).to_owned()));
         conf
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let started = if hidden { RedisServer::start_hidden(root, config) } else { RedisServer::start(root, config) };
+    started.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Nodes of one test, in a temp dir, with a watchdog that kills them if the test process dies.
@@ -52,8 +55,12 @@ pub struct Nodes {
 impl Nodes {
     /// `n` fresh, empty cluster-enabled nodes that know no one (restore targets).
     pub fn fresh(n: usize, extra: &[&str]) -> Nodes {
+        Nodes::fresh_with(n, extra, false)
+    }
+
+    fn fresh_with(n: usize, extra: &[&str], hidden: bool) -> Nodes {
         let dir = tempfile::Builder::new().prefix("rf-backup-").tempdir().expect("temp dir");
-        let servers: Vec<RedisServer> = (0..n).map(|_| start_node(dir.path(), extra)).collect();
+        let servers: Vec<RedisServer> = (0..n).map(|_| start_node(dir.path(), extra, hidden)).collect();
         // Kills the nodes within a second or two of the test process dying without unwinding.
         let pid_file = dir.path().join("pids");
         write_pid_file(&pid_file, servers.iter().map(RedisServer::pid));
@@ -63,7 +70,17 @@ impl Nodes {
 
     /// A settled cluster: `masters` masters with the slots split evenly, `replicas` each.
     pub fn cluster(masters: usize, replicas: usize, extra: &[&str]) -> Nodes {
-        let nodes = Nodes::fresh(masters * (1 + replicas), extra);
+        Nodes::cluster_with(masters, replicas, extra, false)
+    }
+
+    /// A settled cluster whose nodes' files this process cannot read: each node's `dir` is a
+    /// tmpfs in a mount namespace of its own, as if the nodes ran on other hosts.
+    pub fn hidden_cluster(masters: usize, replicas: usize, extra: &[&str]) -> Nodes {
+        Nodes::cluster_with(masters, replicas, extra, true)
+    }
+
+    fn cluster_with(masters: usize, replicas: usize, extra: &[&str], hidden: bool) -> Nodes {
+        let nodes = Nodes::fresh_with(masters * (1 + replicas), extra, hidden);
         let addrs = nodes.addrs();
         let mut ids = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
@@ -226,7 +243,15 @@ pub fn dump(masters: &[String]) -> BTreeMap<Vec<u8>, KeyState> {
         for key in keys {
             let kind: String = redis::cmd("TYPE").arg(&key).query(&mut con).expect("TYPE");
             let value = match kind.as_str() {
-                "string" => format!("{:?}", redis::cmd("GET").arg(&key).query::<Vec<u8>>(&mut con).expect("GET")),
+                "string" => {
+                    let bytes: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut con).expect("GET");
+                    // A big value by its digest, not as a multi-megabyte debug string.
+                    if bytes.len() > 4096 {
+                        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+                    } else {
+                        format!("{bytes:?}")
+                    }
+                }
                 "hash" => sorted(redis::cmd("HGETALL").arg(&key).query::<Vec<(Vec<u8>, Vec<u8>)>>(&mut con)),
                 "list" => {
                     format!("{:?}", redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query::<Vec<Vec<u8>>>(&mut con))
@@ -236,7 +261,11 @@ pub fn dump(masters: &[String]) -> BTreeMap<Vec<u8>, KeyState> {
                     "{:?}",
                     redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").query::<Vec<Vec<u8>>>(&mut con)
                 ),
-                _ => format!("{:?}", redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query::<Value>(&mut con)),
+                _ => format!(
+                    "{:?} groups {:?}",
+                    redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query::<Value>(&mut con),
+                    redis::cmd("XINFO").arg("GROUPS").arg(&key).query::<Value>(&mut con)
+                ),
             };
             // Big values are compared by digest, not by a multi-megabyte debug string.
             let value =

@@ -146,6 +146,26 @@ impl Executor {
     /// A part for the client's own connection; a redirected blocking command follows its key to
     /// the new node on a new own connection.
     fn send_owned(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
+        if let Some(slot) = part.rehome
+            && part.redirect.is_none()
+        {
+            let routing = shared.topology.routing();
+            let master = match slot {
+                Some(slot) => routing.master(slot),
+                None => routing.any_master(caller.id as usize),
+            }
+            .map(|m| m.addr().to_string());
+            drop(routing);
+            let Some(addr) = master else {
+                return self.hold(shared, tag, part, ProxyError::SlotNotServed);
+            };
+            // Sent again after a failure that happened before the command reached the node: on a
+            // fresh connection, wherever the map now says.
+            if part.retry_until.is_some() {
+                self.own = None;
+            }
+            self.own_conn_at(shared, caller, &addr);
+        }
         let prefix = part.redirect.as_ref().is_some_and(|r| r.1).then(peer::asking_command);
         if let Some((addr, _)) = &part.redirect {
             self.own_conn_at(shared, caller, addr);
@@ -162,6 +182,10 @@ impl Executor {
         match &self.own {
             Some(own) => own.send(request),
             None => return Some(ProxyError::NoTopology),
+        }
+        // A blocking command waits on the node now, no longer for a node: not held any more.
+        if part.blocks {
+            self.stop_holding(shared, part, true);
         }
         None
     }

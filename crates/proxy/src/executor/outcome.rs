@@ -107,11 +107,12 @@ fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: I
     if part.streamed {
         return Outcome::Broken;
     }
-    // The own connection holds state (WATCH, MULTI, a block) that a retry elsewhere would not
-    // have: its failures go to the client.
+    // The own connection holds state (WATCH, MULTI) that a retry elsewhere would not have: its
+    // failures go to the client, unless the connection holds nothing of the client's.
     let own = part.target == Target::Owned;
+    let pinned = own && part.rehome.is_none();
     let deadline = *part.retry_until.get_or_insert(now + policy.hold_for);
-    if error.never_sent() && !own && now < deadline {
+    if error.never_sent() && !pinned && now < deadline {
         part.redirect = None;
         // A read whose replica is unreachable goes to the master from now on.
         part.write = true;

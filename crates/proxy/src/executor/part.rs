@@ -47,6 +47,12 @@ pub struct Part {
     pub holding: bool,
     /// A blocking command: its reply is not bounded by `command_timeout`.
     pub blocks: bool,
+    /// An own-connection part whose connection holds nothing the client set (a blocking command
+    /// outside WATCH and MULTI), for the slot given (`None`: any master): its connection is
+    /// opened at the slot's master when it is sent, and when it was never sent (the node
+    /// unreachable, no master) it is held through a failover and sent on a fresh connection,
+    /// like a pooled part.
+    pub rehome: Option<Option<crate::slot::Slot>>,
     /// The reply is forwarded untouched (a single-part request), so a large one may stream.
     pub streamable: bool,
     /// A script or function: sent on one of the node's script lanes, not a pooled connection.
@@ -81,6 +87,7 @@ impl Part {
             retry_until: None,
             holding: false,
             blocks: false,
+            rehome: None,
             streamable: false,
             script: None,
             allow_busy: false,

@@ -69,7 +69,11 @@ impl Session {
             self.send(seq, 0);
             return;
         }
-        if self.own_conn_for(slot).is_none() {
+        // Outside WATCH and MULTI the own connection holds nothing of the client's: the executor
+        // opens it at the slot's master and, through a failover, holds the command for the next
+        // one. A watching client's command must go where its WATCH is.
+        let stateless = self.watch_slot.is_none() && self.tx.is_none();
+        if !stateless && self.own_conn_for(slot).is_none() {
             self.push_error(ProxyError::SlotNotServed, meta);
             return;
         }
@@ -80,6 +84,7 @@ impl Session {
         // It waits as long as it was asked to: no command timeout. Everything else on the own
         // connection (a transaction on a node that stopped answering) is bounded as usual.
         part.blocks = true;
+        part.rehome = stateless.then_some(slot);
         let seq = self.pipeline.push_single(part, meta);
         self.hold_reading = true;
         self.send(seq, 0);
