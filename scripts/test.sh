@@ -64,8 +64,10 @@ step_deps() {
     # docker-compose, systemd-analyze, logrotate, envsubst for tests/deploy.rs.
     scripts/install-test-deps.sh
     scripts/install-client-deps.sh # node-redis, ioredis, hiredis, openssl for tests/client_matrix.rs
-    # moto's S3-compatible server for the backup suite (crates/ops/tests/backup_cli/).
+    # moto's S3-compatible server and Azurite (Azure Blob) for the backup suite
+    # (crates/ops/tests/backup_cli/).
     scripts/s3-test-server.sh install
+    scripts/az-test-server.sh install
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
         echo "cargo fmt and cargo clippy are required (rustup component add rustfmt clippy)" >&2
         return 1

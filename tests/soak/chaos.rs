@@ -73,6 +73,18 @@ fn inject(cluster: &Cluster, proxy: &Proxy, soak: &Soak, kind: Kind, rng: &mut R
         Kind::Migration => unreachable!("migrations are not faults"),
     }
     thread::sleep(hold);
+    if kind == Kind::Kill && was_master {
+        // A master without persistence that comes back before its replica took over would serve
+        // the last RDB it loaded as a replica, or nothing: Redis' documented hazard, which
+        // operators avoid by not restarting such masters at once. Restart it once replaced.
+        let replaced = wait_until(SETTLE, Duration::from_millis(100), || {
+            let first = slots.iter().position(|&s| s).unwrap_or(0) as u16;
+            cluster.slot_ranges().iter().any(|r| (r.start..=r.end).contains(&first) && r.master != node)
+        });
+        if !replaced {
+            soak.wrong(format!("the replica of killed master {node} was not promoted"));
+        }
+    }
     match kind {
         Kind::Kill => cluster.restart(&node),
         Kind::Pause => cluster.resume(&node),

@@ -7,6 +7,7 @@
 //! The scenarios drive the binary; checks of what is stored call the library's backup module
 //! (`redisforge_ops::backup`) through the same code the verbs use.
 
+mod azure;
 mod network;
 #[allow(dead_code)]
 mod testkit;

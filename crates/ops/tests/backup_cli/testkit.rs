@@ -356,3 +356,55 @@ impl Drop for S3Server {
         let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.dir.path()).status();
     }
 }
+
+/// An Azurite blob service started with `scripts/az-test-server.sh`, stopped on drop.
+pub struct AzServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl AzServer {
+    /// Starts Azurite with `container` created (installing it from npm when missing). `None`,
+    /// with a printed note, only when it cannot be installed (no npm, no network).
+    pub fn start(container: &str) -> Option<AzServer> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/az-test-server.sh");
+        let mut last = String::new();
+        for _ in 0..3 {
+            let guard = reserve_port();
+            let dir = tempfile::Builder::new().prefix("rf-azurite-").tempdir().expect("temp dir");
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg("start")
+                .arg(dir.path())
+                .arg(guard.port().to_string())
+                .arg(container)
+                .output()
+                .expect("run scripts/az-test-server.sh");
+            if out.status.success() {
+                return Some(AzServer { port: guard.port(), dir, script });
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!last.contains("exited at start") || last.contains("EADDRINUSE"), "Azurite failed: {last}");
+            if last.contains("install") || last.contains("is needed") {
+                break;
+            }
+        }
+        note(&format!("SKIPPED the Azure checks: Azurite could not be installed or started: {last}"));
+        None
+    }
+
+    /// The environment a client needs to reach it (the emulator's well-known account).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR", "true".to_owned()),
+            ("AZURITE_BLOB_STORAGE_URL", format!("http://127.0.0.1:{}", self.port)),
+        ]
+    }
+}
+
+impl Drop for AzServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.dir.path()).status();
+    }
+}
