@@ -127,7 +127,9 @@ impl Progress {
             bar.finish_and_clear();
         }
         if self.mode != Mode::Quiet {
-            eprintln!("{}, done in {:.1?}", self.line(), self.started.elapsed());
+            // The last line of an open-ended count is its total, not an amount "so far".
+            let line = self.line().replace(" so far,", ",");
+            eprintln!("{line}, done in {:.1?}", self.started.elapsed());
         }
     }
 

@@ -35,6 +35,8 @@ mod topology;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::cluster::node::ConnArgs;
+
 /// `redisforge-ops backup …`: take a backup (flags), or `list` / `verify` (subcommands).
 #[derive(Debug, Clone, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -87,23 +89,12 @@ pub struct TakeArgs {
     /// Masters backed up at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: u32,
-    /// Redis ACL login.
+    /// Redis ACL login and TLS, as for the cluster verbs.
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub auth: ConnArgs,
     /// Longest wait for one master's BGSAVE or AOF rewrite ("90s", "30m", "2h").
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
     pub timeout: Duration,
-}
-
-/// `--user U --pass-env VAR`: an ACL login whose password is read from an environment variable.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct AuthArgs {
-    /// Redis ACL user (with --pass-env; without --user the default user authenticates).
-    #[arg(long, value_name = "U", requires = "pass_env")]
-    pub user: Option<String>,
-    /// Name of the environment variable that holds the password (never the password itself).
-    #[arg(long, value_name = "VAR")]
-    pub pass_env: Option<String>,
 }
 
 /// `restore URL/ID --to NODE...`.
@@ -124,7 +115,7 @@ pub struct RestoreArgs {
     pub replace: bool,
     /// Redis ACL login for the target nodes.
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub auth: ConnArgs,
     /// redis-server binary for the temporary loaders (default: $REDIS_SERVER, else redis-server on
     /// PATH); it must read the backup's RDB/AOF version.
     #[arg(long, value_name = "PATH")]

@@ -5,20 +5,33 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use redis::{Client, ConnectionAddr, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{
+    Client, ClientTlsConfig, ConnectionAddr, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates,
+};
 
-use super::{AuthArgs, BackupError};
+use super::{BackupError, ConnArgs};
 
 /// Connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read/write timeout per command: long enough for DUMP of a big key or a `WAIT`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// An ACL login; the password is never printed (`Debug` redacts it).
+/// An ACL login, and TLS material when the nodes speak TLS; the password is never printed
+/// (`Debug` redacts it).
 #[derive(Clone, Default)]
 pub struct Login {
     user: Option<String>,
     password: Option<String>,
+    tls: Option<Tls>,
+}
+
+/// The PEM files of `--tls --ca F [--cert F --key F]`, read once.
+#[derive(Clone, Default)]
+pub struct Tls {
+    /// Roots to verify nodes with; the system's when `None`.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate chain and key, for nodes that require them.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for Login {
@@ -26,6 +39,7 @@ impl fmt::Debug for Login {
         f.debug_struct("Login")
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -35,12 +49,28 @@ impl Login {
     ///
     /// # Errors
     /// [`BackupError::PassEnvUnset`] when that variable is not set (or not UTF-8).
-    pub fn from_args(args: &AuthArgs) -> Result<Login, BackupError> {
+    pub fn from_args(args: &ConnArgs) -> Result<Login, BackupError> {
         let password = match &args.pass_env {
             Some(var) => Some(std::env::var(var).map_err(|_| BackupError::PassEnvUnset(var.clone()))?),
             None => None,
         };
-        Ok(Login { user: args.user.clone(), password })
+        let read = |path: &Path| std::fs::read(path).map_err(|e| BackupError::io(path, e));
+        let tls = match args.tls {
+            false => None,
+            true => Some(Tls {
+                ca: args.ca.as_deref().map(read).transpose()?,
+                identity: match (&args.cert, &args.key) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+            }),
+        };
+        Ok(Login { user: args.user.clone(), password, tls })
+    }
+
+    /// The TLS material, when the nodes speak TLS.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// The arguments of `AUTH` for this login (`[user, password]` or `[password]`), `None` without
@@ -76,7 +106,11 @@ impl Node {
     pub fn connect(addr: &str, login: &Login) -> Result<Node, BackupError> {
         let (host, port) = split_addr(addr)
             .ok_or_else(|| BackupError::Node { node: addr.to_owned(), why: "not a host:port address".to_owned() })?;
-        Node::open(addr, ConnectionAddr::Tcp(host.to_owned(), port), login)
+        let target = match login.tls {
+            None => ConnectionAddr::Tcp(host.to_owned(), port),
+            Some(_) => ConnectionAddr::TcpTls { host: host.to_owned(), port, insecure: false, tls_params: None },
+        };
+        Node::open(addr, target, login)
     }
 
     /// Connects to the unix socket of a temporary loader.
@@ -89,8 +123,23 @@ impl Node {
 
     fn open(name: &str, addr: ConnectionAddr, login: &Login) -> Result<Node, BackupError> {
         let fail = |source| BackupError::Redis { node: name.to_owned(), what: "connect".to_owned(), source };
+        let over_tls = matches!(addr, ConnectionAddr::TcpTls { .. });
         let info = addr.into_connection_info().map_err(fail)?.set_redis_settings(login.settings());
-        let client = Client::open(info).map_err(fail)?;
+        let client = match (&login.tls, over_tls) {
+            (Some(tls), true) => {
+                // redis builds its TLS configuration from the process' default rustls provider.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let certificates = TlsCertificates {
+                    client_tls: tls
+                        .identity
+                        .as_ref()
+                        .map(|(cert, key)| ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() }),
+                    root_cert: tls.ca.clone(),
+                };
+                Client::build_with_tls(info, certificates).map_err(fail)?
+            }
+            _ => Client::open(info).map_err(fail)?,
+        };
         let con = client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(fail)?;
         con.set_read_timeout(Some(COMMAND_TIMEOUT)).map_err(fail)?;
         con.set_write_timeout(Some(COMMAND_TIMEOUT)).map_err(fail)?;
@@ -157,7 +206,7 @@ mod tests {
 
     #[test]
     fn login_debug_hides_the_password() {
-        let login = Login { user: Some("ops".to_owned()), password: Some("s3cret".to_owned()) };
+        let login = Login { user: Some("ops".to_owned()), password: Some("s3cret".to_owned()), tls: None };
         let text = format!("{login:?}");
         assert!(text.contains("ops") && !text.contains("s3cret"), "{text}");
     }

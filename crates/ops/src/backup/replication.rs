@@ -2,7 +2,8 @@
 //! replication handshake makes the master fork and stream an RDB, so the backup needs no access to
 //! the node's files and works from any host that reaches the node.
 //!
-//! The handshake: `AUTH` (with `--user`/`--pass-env`), `REPLCONF capa eof` (so a master with
+//! Over TLS with `--tls` (rustls, `--ca`, `--cert`/`--key`), as the other verbs. The handshake:
+//! `AUTH` (with `--user`/`--pass-env`), `REPLCONF capa eof` (so a master with
 //! `repl-diskless-sync yes`, Redis 7's default, streams from memory instead of writing a file
 //! first), `REPLCONF rdb-only 1` (7.0+: no replication stream after the RDB; older servers refuse
 //! the option, which is harmless), then `SYNC`. While the master prepares the snapshot it sends a
@@ -13,10 +14,18 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
 use super::BackupError;
-use super::node::Login;
+use super::node::{Login, Tls};
+
+/// The connection to the master: TCP, or TLS over it.
+trait Duplex: Read + Write + Send {}
+impl<T: Read + Write + Send> Duplex for T {}
 
 /// Connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +81,13 @@ pub fn open(addr: &str, login: &Login, wait: Duration) -> Result<RdbStream, Back
         .set_read_timeout(Some(wait))
         .and_then(|()| stream.set_write_timeout(Some(wait)))
         .map_err(|e| fail(e.to_string()))?;
+    let stream: Box<dyn Duplex> = match login.tls() {
+        None => Box::new(stream),
+        Some(tls) => {
+            let host = redisforge_cluster::addr::split_addr(addr).map_or(addr, |(host, _)| host);
+            tls_over(stream, host, tls).map_err(|e| fail(format!("TLS: {e}")))?
+        }
+    };
     let mut reader = BufReader::with_capacity(1 << 20, stream);
     if let Some(auth) = login.auth_args() {
         let words: Vec<&str> = std::iter::once("AUTH").chain(auth.iter().map(String::as_str)).collect();
@@ -88,7 +104,41 @@ pub fn open(addr: &str, login: &Login, wait: Duration) -> Result<RdbStream, Back
     Ok(RdbStream::new(Box::new(io::Cursor::new(buffered).chain(reader.into_inner())), framing))
 }
 
-fn send(stream: &mut TcpStream, words: &[&str]) -> io::Result<()> {
+/// TLS to `host` over `tcp`, verified with `--ca` (or the system's roots), with the client
+/// certificate when given. The handshake happens on the first read or write.
+fn tls_over(tcp: TcpStream, host: &str, tls: &Tls) -> io::Result<Box<dyn Duplex>> {
+    let bad = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+            }
+        }
+        None => {
+            let _ = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots);
+    let config = match &tls.identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad(&e))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| bad(&e))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let name =
+        ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_owned()).map_err(|e| bad(&e))?;
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| bad(&e))?;
+    Ok(Box::new(rustls::StreamOwned::new(connection, tcp)))
+}
+
+fn send(stream: &mut dyn Write, words: &[&str]) -> io::Result<()> {
     let mut out = format!("*{}\r\n", words.len()).into_bytes();
     for w in words {
         out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
@@ -97,7 +147,7 @@ fn send(stream: &mut TcpStream, words: &[&str]) -> io::Result<()> {
 }
 
 /// Sends a command whose reply is one status line; `Err` with the server's error text.
-fn call(reader: &mut BufReader<TcpStream>, words: &[&str]) -> io::Result<()> {
+fn call(reader: &mut BufReader<Box<dyn Duplex>>, words: &[&str]) -> io::Result<()> {
     send(reader.get_mut(), words)?;
     let line = line(reader)?;
     match line.strip_prefix('+') {
@@ -107,7 +157,7 @@ fn call(reader: &mut BufReader<TcpStream>, words: &[&str]) -> io::Result<()> {
 }
 
 /// One `\r\n`-terminated line, without the terminator.
-fn line(reader: &mut BufReader<TcpStream>) -> io::Result<String> {
+fn line(reader: &mut BufReader<Box<dyn Duplex>>) -> io::Result<String> {
     let mut raw = Vec::new();
     reader.by_ref().take(MAX_LINE as u64).read_until(b'\n', &mut raw)?;
     if raw.last() != Some(&b'\n') {
@@ -120,7 +170,7 @@ fn line(reader: &mut BufReader<TcpStream>) -> io::Result<String> {
 }
 
 /// The RDB's header line, after the newlines the master sends while it forks.
-fn header(reader: &mut BufReader<TcpStream>) -> io::Result<String> {
+fn header(reader: &mut BufReader<Box<dyn Duplex>>) -> io::Result<String> {
     loop {
         let available = reader.fill_buf()?;
         match available.first() {

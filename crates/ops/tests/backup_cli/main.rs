@@ -11,6 +11,7 @@ mod azure;
 mod network;
 #[allow(dead_code)]
 mod testkit;
+mod tls;
 
 use redisforge_ops::backup;
 use std::collections::BTreeMap;

@@ -80,7 +80,7 @@ fn backups_stream_over_the_network_from_nodes_whose_files_this_host_cannot_read(
     let id = only_backup(&url, none);
     // Not a terminal: plain progress lines, a first and a last one.
     assert!(text.contains(&format!("backup {id}: started")), "{text}");
-    assert!(text.contains(&format!("backup {id}: ")) && text.contains("so far") && text.contains("done in"), "{text}");
+    assert!(text.contains(&format!("backup {id}: ")) && text.contains("MiB, ") && text.contains("done in"), "{text}");
     tool.ok(&["backup", "verify", &format!("{url}/{id}")], none);
 
     // Into a running cluster of another shape: every key (but those written during the backup),
@@ -97,4 +97,18 @@ fn backups_stream_over_the_network_from_nodes_whose_files_this_host_cannot_read(
         let answer: String = query(&master, &["FCALL", "backed_answer", "0"]).unwrap();
         assert_eq!(answer, "42", "functions on {master}");
     }
+
+    // On a terminal (a pseudo-terminal from `script`): a bar redrawn in place with bytes and rate,
+    // cleared at the end, then the closing line.
+    let command = format!("{} backup --from {seed} --to {url}", crate::BIN);
+    let out = std::process::Command::new("script").args(["-q", "-e", "-c", &command, "/dev/null"]).output();
+    let Ok(out) = out else {
+        note("SKIP the terminal check: no `script` here");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("\x1b[") && shown.contains("MiB/s"), "no bar drawn on the terminal:\n{shown:?}");
+    assert!(!shown.contains(": started"), "plain lines on a terminal:\n{shown:?}");
+    assert!(!shown.contains("so far") && shown.contains("done in"), "no closing line:\n{shown:?}");
 }
