@@ -52,6 +52,10 @@ pub struct MasterEntry {
     pub aof: Option<AofLayout>,
     /// Every file copied from the node.
     pub files: Vec<FileEntry>,
+    /// Its Redis functions as `FUNCTION DUMP` gave them (hex) when the backup started; the RDB or
+    /// AOF carries them too, and restore loads them from there. `None` before Redis 7.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<String>,
 }
 
 /// What kind of snapshot a master's files are.
@@ -235,6 +239,7 @@ mod tests {
                     size: 10,
                     sha256: "a".repeat(64),
                 }],
+                functions: Some("f5c3".to_owned()),
             }],
         }
     }

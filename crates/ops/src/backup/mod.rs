@@ -369,7 +369,8 @@ mod tests {
             "backup --from h:1",
             "backup --to file:///b",
             "backup --from h:1 --to file:///b --keep 0",
-            "backup --from h:1 --to file:///b --user u",
+            // TLS files without --tls.
+            "backup --from h:1 --to file:///b --ca ca.crt",
             "backup --from h:1 list file:///b",
             "restore file:///b/20250131T120000Z",
             "backup --from h:1 --to file:///b --timeout 5x",

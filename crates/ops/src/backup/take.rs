@@ -160,11 +160,13 @@ fn back_up_master(
     let master = &shard.master;
     let mut node = Node::connect(&master.addr(), login)?;
     let mut sent = |n: u64| progress.lock().unwrap_or_else(PoisonError::into_inner).add(n, "");
-    let entry = if args.from_disk {
+    let functions = function_dump(&mut node)?;
+    let mut entry = if args.from_disk {
         from_disk(loc, id, shard, &mut node, args.aof, args.timeout, &mut sent)?
     } else {
         over_network(loc, id, shard, &mut node, login, args.timeout, &mut sent)?
     };
+    entry.functions = functions;
     let size: u64 = entry.files.iter().map(|f| f.size).sum();
     let kind = match entry.persistence {
         Persistence::Rdb => "RDB",
@@ -259,6 +261,17 @@ fn master_entry(
         dbfilename,
         aof,
         files,
+        functions: None,
+    }
+}
+
+/// The master's Redis functions as `FUNCTION DUMP` gives them (hex), for the manifest; `None` on
+/// servers without functions (before 7.0).
+fn function_dump(node: &mut Node) -> Result<Option<String>, BackupError> {
+    match node.try_query::<Vec<u8>>(&["FUNCTION", "DUMP"]) {
+        Ok(payload) => Ok(Some(hex::encode(payload))),
+        Err(e) if e.to_string().to_ascii_lowercase().contains("unknown command") => Ok(None),
+        Err(e) => Err(node.error(&["FUNCTION", "DUMP"], e)),
     }
 }
 

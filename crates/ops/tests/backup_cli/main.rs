@@ -150,6 +150,9 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
         assert_eq!(master["persistence"], "rdb");
         // Streamed over the network: the RDB alone (no nodes.conf, which only --from-disk reads).
         assert_eq!(master["files"].as_array().unwrap().len(), 1, "{master}");
+        // The functions, as FUNCTION DUMP gives them: the library's name is in the payload.
+        let functions = hex::decode(master["functions"].as_str().unwrap_or_default()).unwrap();
+        assert!(functions.windows(6).any(|w| w == b"backed"), "{master}");
         for r in master["slots"].as_array().unwrap() {
             slots += r["end"].as_u64().unwrap() - r["start"].as_u64().unwrap() + 1;
         }
@@ -206,7 +209,7 @@ fn file_backups_are_listed_verified_pruned_and_restored_key_for_key() {
 }
 
 /// The ACL rules of a user that can take backups over the network (the README's).
-const BACKUP_RULES: &str = "+cluster|nodes +cluster|myid +info +config|get +replconf +sync";
+const BACKUP_RULES: &str = "+cluster|nodes +cluster|myid +info +config|get +function|dump +replconf +sync";
 
 /// A Redis function library (`#!lua name=backed`) the backups must carry.
 const LIBRARY: &str = "#!lua name=backed\nredis.register_function('backed_answer', function() return '42' end)";
