@@ -18,6 +18,9 @@
 # Exit status: 0 ok, 1 failure (message on stderr), 2 usage.
 set -euo pipefail
 
+# shellcheck source=lib/cluster.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cluster.sh"
+
 START_TIMEOUT=${AZ_TEST_SERVER_TIMEOUT:-60}
 AZURITE_DIR=${AZURITE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/redisforge/azurite}
 AZURITE_VERSION=3.35.0
@@ -84,9 +87,11 @@ start() {
         die "a server already runs for $dir (pid $(cat "$dir/azurite.pid"))"
     fi
     install
-    # Loopback only; --skipApiVersionCheck: the Rust client may speak a newer API version.
+    # Loopback only, and no telemetry (Azurite would send it to Azure); --skipApiVersionCheck: the
+    # Rust client may speak a newer API version than this Azurite.
     setsid "$(azurite_bin)" --blobHost 127.0.0.1 --blobPort "$port" --location "$dir/data" \
-        --skipApiVersionCheck --loose --disableProductStyleUrl >"$dir/azurite.log" 2>&1 </dev/null &
+        --skipApiVersionCheck --loose --disableProductStyleUrl --disableTelemetry \
+        >"$dir/azurite.log" 2>&1 </dev/null &
     local pid=$!
     echo "$pid" >"$dir/azurite.pid"
     local deadline=$((SECONDS + START_TIMEOUT))
@@ -106,20 +111,10 @@ start() {
     die "azurite did not take container $container on port $port within ${START_TIMEOUT}s: $(tail -n 3 "$dir/create.log" 2>/dev/null) $(tail -n 5 "$dir/azurite.log" 2>/dev/null)"
 }
 
+# stop_pid_file (scripts/lib/cluster.sh): TERM, then KILL after 5 s, only if the pid file's
+# process is still the server.
 stop() {
-    local dir=$1 pid
-    [ -f "$dir/azurite.pid" ] || return 0
-    pid=$(cat "$dir/azurite.pid")
-    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        # Bounded: 5 s of TERM, then KILL.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/azurite.pid"
+    stop_pid_file "$1/azurite.pid" node 5
 }
 
 case "${1:-}" in

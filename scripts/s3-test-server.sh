@@ -13,6 +13,9 @@
 # Exit status: 0 ok, 1 failure (message on stderr), 2 usage.
 set -euo pipefail
 
+# shellcheck source=lib/cluster.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cluster.sh"
+
 # Seconds `start` waits for the server to answer.
 START_TIMEOUT=${S3_TEST_SERVER_TIMEOUT:-30}
 
@@ -83,20 +86,10 @@ start() {
     die "moto_server did not answer on port $port within ${START_TIMEOUT}s: $(tail -n 5 "$dir/moto.log" 2>/dev/null)"
 }
 
+# stop_pid_file (scripts/lib/cluster.sh): TERM, then KILL after 5 s, only if the pid file's
+# process is still the server.
 stop() {
-    local dir=$1 pid
-    [ -f "$dir/moto.pid" ] || return 0
-    pid=$(cat "$dir/moto.pid")
-    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        # Bounded: 5 s of TERM, then KILL.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/moto.pid"
+    stop_pid_file "$1/moto.pid" moto_server 5
 }
 
 case "${1:-}" in

@@ -55,17 +55,7 @@ fn push(id: usize, addr: &str, soak: &Soak, deadline: Instant) -> (Vec<(u64, Ins
     while !soak.stopped() && Instant::now() < deadline {
         seq += 1;
         let sent = Instant::now();
-        let c = match con.as_mut() {
-            Some(c) => c,
-            None => match connect(addr) {
-                Ok(c) => con.insert(c),
-                Err(e) => {
-                    soak.failed(sent, format!("pusher {id}: {e}"));
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            },
-        };
+        let Some(c) = connection(&mut con, addr, soak, &format!("pusher {id}")) else { continue };
         let result = redis::cmd("RPUSH").arg(&key).arg(seq).query::<Value>(c);
         soak.ops.fetch_add(1, Ordering::Relaxed);
         match result {
@@ -90,17 +80,7 @@ fn pop(id: usize, addr: &str, soak: &Soak, deadline: Instant) -> Vec<(u64, Insta
     // After the stop the popper drains: it ends at the first BLPOP that times out.
     while Instant::now() < deadline + Duration::from_secs(10) {
         let sent = Instant::now();
-        let c = match con.as_mut() {
-            Some(c) => c,
-            None => match connect(addr) {
-                Ok(c) => con.insert(c),
-                Err(e) => {
-                    soak.failed(sent, format!("popper {id}: {e}"));
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            },
-        };
+        let Some(c) = connection(&mut con, addr, soak, &format!("popper {id}")) else { continue };
         let result = redis::cmd("BLPOP").arg(&key).arg(BLOCK_SECS).query::<Value>(c);
         soak.ops.fetch_add(1, Ordering::Relaxed);
         match result {
@@ -124,6 +104,22 @@ fn pop(id: usize, addr: &str, soak: &Soak, deadline: Instant) -> Vec<(u64, Insta
         }
     }
     popped
+}
+
+/// The worker's connection through the proxy, opened when there is none; `None` (recorded as a
+/// failure, after a short pause) when the proxy cannot be reached.
+fn connection<'a>(con: &'a mut Option<Connection>, addr: &str, soak: &Soak, who: &str) -> Option<&'a mut Connection> {
+    if con.is_none() {
+        match connect(addr) {
+            Ok(c) => *con = Some(c),
+            Err(e) => {
+                soak.failed(Instant::now(), format!("{who}: {e}"));
+                thread::sleep(Duration::from_millis(100));
+                return None;
+            }
+        }
+    }
+    con.as_mut()
 }
 
 fn check(id: usize, soak: &Soak, acked: &[(u64, Instant)], last: u64, popped: &[(u64, Instant)]) -> Queue {
