@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use redis::Value;
+use redisforge_proxy::slot::key_slot;
 
 use crate::client::{Client, Data, items, text};
 
@@ -334,8 +335,11 @@ impl Client {
         }
         self.soak.scans_checked.fetch_add(1, Ordering::Relaxed);
         let mut missed = Vec::new();
+        let now = Instant::now();
         for (key, entry) in &self.keys {
-            if !entry.certain {
+            // Unknown, or possibly changed by a fault of its master since the model learned it (a
+            // write lost, or one that timed out and was applied late): the next full read decides.
+            if !entry.certain || self.soak.at_risk(key_slot(key.as_bytes()), entry.since, now) {
                 continue;
             }
             match (seen.contains(key), entry.data.is_some()) {
