@@ -120,14 +120,9 @@ impl Client {
     /// Sends `cmd`; an error reply or a broken connection is recorded and returned as `None`.
     pub fn call(&mut self, cmd: &Cmd) -> Option<Value> {
         let sent = Instant::now();
-        if self.con.is_none() {
-            self.con = connect(&self.addr).ok();
-        }
-        let result = match self.con.as_mut() {
-            Some(con) => cmd.query::<Value>(con),
-            None => Err(redis::RedisError::from((redis::ErrorKind::Io, "cannot connect to the proxy"))),
-        };
         self.soak.ops.fetch_add(1, Ordering::Relaxed);
+        // A proxy that refuses the connection is recorded as this request's failure.
+        let result = cmd.query::<Value>(self.connection()?);
         match result {
             Ok(Value::ServerError(e)) => self.failed(sent, format!("{} {}", e.code(), e.details().unwrap_or(""))),
             Ok(value) => Some(value),

@@ -112,8 +112,8 @@ impl Progress {
             }
             (None, Mode::Lines) if self.last_line.elapsed() >= LINE_EVERY => {
                 match note {
-                    "" => eprintln!("{}", self.line()),
-                    note => eprintln!("{} ({note})", self.line()),
+                    "" => eprintln!("{}", self.line(false)),
+                    note => eprintln!("{} ({note})", self.line(false)),
                 }
                 self.last_line = Instant::now();
             }
@@ -127,9 +127,7 @@ impl Progress {
             bar.finish_and_clear();
         }
         if self.mode != Mode::Quiet {
-            // The last line of an open-ended count is its total, not an amount "so far".
-            let line = self.line().replace(" so far,", ",");
-            eprintln!("{line}, done in {:.1?}", self.started.elapsed());
+            eprintln!("{}, done in {:.1?}", self.line(true), self.started.elapsed());
         }
     }
 
@@ -140,8 +138,9 @@ impl Progress {
         }
     }
 
-    /// `rebalance: 1200 of 5461 slots (21%), 300 slots/s, ETA 14s`.
-    fn line(&self) -> String {
+    /// `rebalance: 1200 of 5461 slots (21%), 300 slots/s, ETA 14s`; an open-ended count says how
+    /// much `so far`, except in its `closing` line, where that is the total.
+    fn line(&self, closing: bool) -> String {
         let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
         let per_second = self.done as f64 / elapsed;
         let rate = match self.unit {
@@ -150,7 +149,8 @@ impl Progress {
             Unit::Keys => format!("{per_second:.0} keys/s"),
         };
         let Some(total) = self.total else {
-            return format!("{}: {} so far, {rate}", self.label, self.amount(self.done));
+            let so_far = if closing { "" } else { " so far" };
+            return format!("{}: {}{so_far}, {rate}", self.label, self.amount(self.done));
         };
         let percent = self.done.saturating_mul(100).checked_div(total).unwrap_or(100);
         let left = total.saturating_sub(self.done);
@@ -182,15 +182,16 @@ mod tests {
     fn a_plain_line_says_how_much_of_what_how_fast_and_how_long_yet() {
         let mut progress = Progress::new("rebalance", 200, Unit::Slots);
         progress.add(50, "slot 7");
-        let line = progress.line();
+        let line = progress.line(false);
         assert!(line.starts_with("rebalance: 50 of 200 slots (25%), "), "{line}");
         assert!(line.contains(" slots/s, ETA "), "{line}");
         let bytes = Progress::new("backup", 3 << 20, Unit::Bytes);
-        assert!(bytes.line().starts_with("backup: 0 B of 3.00 MiB (0%)"), "{}", bytes.line());
+        assert!(bytes.line(false).starts_with("backup: 0 B of 3.00 MiB (0%)"), "{}", bytes.line(false));
         let empty = Progress::new("restore", 0, Unit::Keys);
-        assert!(empty.line().contains("(100%)"), "{}", empty.line());
+        assert!(empty.line(false).contains("(100%)"), "{}", empty.line(false));
         let mut streamed = Progress::open_ended("backup", Unit::Bytes);
         streamed.add(2 << 20, "");
-        assert!(streamed.line().starts_with("backup: 2.00 MiB so far, "), "{}", streamed.line());
+        assert!(streamed.line(false).starts_with("backup: 2.00 MiB so far, "), "{}", streamed.line(false));
+        assert!(streamed.line(true).starts_with("backup: 2.00 MiB, "), "{}", streamed.line(true));
     }
 }

@@ -5,11 +5,10 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use redis::{
-    Client, ClientTlsConfig, ConnectionAddr, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates,
-};
+use redis::{Client, ConnectionAddr, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
 
 use super::{BackupError, ConnArgs};
+use crate::cluster::node::{NodeError, tls_certificates};
 
 /// Connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,16 +21,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Login {
     user: Option<String>,
     password: Option<String>,
-    tls: Option<Tls>,
-}
-
-/// The PEM files of `--tls --ca F [--cert F --key F]`, read once.
-#[derive(Clone, Default)]
-pub struct Tls {
-    /// Roots to verify nodes with; the system's when `None`.
-    pub ca: Option<Vec<u8>>,
-    /// Client certificate chain and key, for nodes that require them.
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The PEM files of `--tls --ca F [--cert F --key F]`, as the cluster verbs read them.
+    tls: Option<TlsCertificates>,
 }
 
 impl fmt::Debug for Login {
@@ -54,22 +45,15 @@ impl Login {
             Some(var) => Some(std::env::var(var).map_err(|_| BackupError::PassEnvUnset(var.clone()))?),
             None => None,
         };
-        let read = |path: &Path| std::fs::read(path).map_err(|e| BackupError::io(path, e));
-        let tls = match args.tls {
-            false => None,
-            true => Some(Tls {
-                ca: args.ca.as_deref().map(read).transpose()?,
-                identity: match (&args.cert, &args.key) {
-                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-                    _ => None,
-                },
-            }),
-        };
+        let tls = tls_certificates(args).map_err(|e| match e {
+            NodeError::ReadFile { path, source } => BackupError::io(&path, source),
+            other => BackupError::Node { node: "--tls".to_owned(), why: other.to_string() },
+        })?;
         Ok(Login { user: args.user.clone(), password, tls })
     }
 
     /// The TLS material, when the nodes speak TLS.
-    pub fn tls(&self) -> Option<&Tls> {
+    pub fn tls(&self) -> Option<&TlsCertificates> {
         self.tls.as_ref()
     }
 
@@ -126,18 +110,7 @@ impl Node {
         let over_tls = matches!(addr, ConnectionAddr::TcpTls { .. });
         let info = addr.into_connection_info().map_err(fail)?.set_redis_settings(login.settings());
         let client = match (&login.tls, over_tls) {
-            (Some(tls), true) => {
-                // redis builds its TLS configuration from the process' default rustls provider.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let certificates = TlsCertificates {
-                    client_tls: tls
-                        .identity
-                        .as_ref()
-                        .map(|(cert, key)| ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() }),
-                    root_cert: tls.ca.clone(),
-                };
-                Client::build_with_tls(info, certificates).map_err(fail)?
-            }
+            (Some(certificates), true) => Client::build_with_tls(info, certificates.clone()).map_err(fail)?,
             _ => Client::open(info).map_err(fail)?,
         };
         let con = client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(fail)?;

@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use super::BackupError;
-use super::node::{Login, Tls};
+use super::node::Login;
 
 /// The connection to the master: TCP, or TLS over it.
 trait Duplex: Read + Write + Send {}
@@ -106,10 +106,10 @@ pub fn open(addr: &str, login: &Login, wait: Duration) -> Result<RdbStream, Back
 
 /// TLS to `host` over `tcp`, verified with `--ca` (or the system's roots), with the client
 /// certificate when given. The handshake happens on the first read or write.
-fn tls_over(tcp: TcpStream, host: &str, tls: &Tls) -> io::Result<Box<dyn Duplex>> {
+fn tls_over(tcp: TcpStream, host: &str, tls: &redis::TlsCertificates) -> io::Result<Box<dyn Duplex>> {
     let bad = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
     let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca {
+    match &tls.root_cert {
         Some(pem) => {
             for cert in CertificateDer::pem_slice_iter(pem) {
                 roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
@@ -124,8 +124,8 @@ fn tls_over(tcp: TcpStream, host: &str, tls: &Tls) -> io::Result<Box<dyn Duplex>
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(&e))?
         .with_root_certificates(roots);
-    let config = match &tls.identity {
-        Some((cert, key)) => {
+    let config = match &tls.client_tls {
+        Some(redis::ClientTlsConfig { client_cert: cert, client_key: key }) => {
             let chain = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))?;
             let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad(&e))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| bad(&e))?

@@ -136,21 +136,7 @@ impl Connector {
             Some(var) => Some(std::env::var(var).map_err(|_| NodeError::PasswordEnv(var.clone()))?),
             None => None,
         };
-        let tls = if args.tls {
-            install_crypto_provider();
-            let read = |p: &Path| std::fs::read(p).map_err(|source| NodeError::ReadFile { path: p.to_owned(), source });
-            let client_tls = match (&args.cert, &args.key) {
-                (Some(cert), Some(key)) => {
-                    Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? })
-                }
-                _ => None,
-            };
-            let root_cert = args.ca.as_deref().map(read).transpose()?;
-            Some(TlsCertificates { client_tls, root_cert })
-        } else {
-            None
-        };
-        Ok(Connector { user: args.user.clone(), pass, tls })
+        Ok(Connector { user: args.user.clone(), pass, tls: tls_certificates(args)? })
     }
 
     /// Opens a connection to `addr` with [`IO_TIMEOUT`] on connect, reads and writes.
@@ -193,6 +179,25 @@ impl Connector {
             _ => Vec::new(),
         }
     }
+}
+
+/// The PEM files of `--tls --ca F [--cert F --key F]`, read once, for `redis` clients (and the
+/// backup's own TLS stream); `None` without `--tls`. Makes rustls' ring provider the default.
+///
+/// # Errors
+/// [`NodeError::ReadFile`].
+pub fn tls_certificates(args: &ConnArgs) -> Result<Option<TlsCertificates>, NodeError> {
+    if !args.tls {
+        return Ok(None);
+    }
+    install_crypto_provider();
+    let read = |p: &Path| std::fs::read(p).map_err(|source| NodeError::ReadFile { path: p.to_owned(), source });
+    let client_tls = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? }),
+        _ => None,
+    };
+    let root_cert = args.ca.as_deref().map(read).transpose()?;
+    Ok(Some(TlsCertificates { client_tls, root_cert }))
 }
 
 /// Installs rustls' ring provider as the process default once (redis builds its TLS config from

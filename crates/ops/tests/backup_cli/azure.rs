@@ -1,8 +1,8 @@
 //! `az://` backups against Azurite, the Azure Blob Storage emulator from the npm registry: taken
 //! over the network, listed, verified and restored into a cluster of another shape.
 
-use crate::testkit::{AzServer, Nodes, dump, fill, fill_big};
-use crate::{KEYS, Tool, assert_same_keys};
+use crate::testkit::{AzServer, Nodes, dump};
+use crate::{Tool, assert_same_keys, source_with_a_big_value};
 
 #[test]
 fn az_backups_are_listed_verified_and_restored_key_for_key() {
@@ -10,12 +10,7 @@ fn az_backups_are_listed_verified_and_restored_key_for_key() {
     let tool = Tool;
     let env = az.env();
     let url = "az://backups/clusters/a";
-    let source = Nodes::cluster(3, 0, &[]);
-    let seed = source.addrs()[0].clone();
-    fill(&seed, KEYS);
-    // One RDB over the 8 MiB single-PUT limit goes up in blocks.
-    fill_big(&seed, "big", 12 << 20);
-    let expected = dump(&source.masters());
+    let (_source, seed, expected) = source_with_a_big_value();
 
     let out = tool.ok(&["backup", "--from", &seed, "--to", url], &env);
     let id = out

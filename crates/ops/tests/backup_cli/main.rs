@@ -118,6 +118,17 @@ fn source_cluster(replicas: usize) -> (Nodes, String, BTreeMap<Vec<u8>, KeyState
     (source, seed, expected)
 }
 
+/// 3 masters with `KEYS` keys of every type and one 12 MiB value, so that the RDB holding it goes
+/// over the 8 MiB single-PUT limit and up to the store in parts: the nodes, a seed, the keys.
+fn source_with_a_big_value() -> (Nodes, String, BTreeMap<Vec<u8>, KeyState>) {
+    let source = Nodes::cluster(3, 0, &[]);
+    let seed = source.addrs()[0].clone();
+    fill(&seed, KEYS);
+    fill_big(&seed, "big", 12 << 20);
+    let expected = dump(&source.masters());
+    (source, seed, expected)
+}
+
 fn args<'a>(head: &[&'a str], nodes: &'a [String]) -> Vec<&'a str> {
     head.iter().copied().chain(nodes.iter().map(String::as_str)).collect()
 }
@@ -221,12 +232,7 @@ fn s3_backups_are_listed_verified_pruned_and_restored_key_for_key() {
     let env = s3.env();
     s3.put("/backups", b"");
     let url = "s3://backups/clusters/a";
-    let source = Nodes::cluster(3, 0, &[]);
-    let seed = source.addrs()[0].clone();
-    fill(&seed, KEYS);
-    // One RDB over the 8 MiB single-PUT limit goes up as a multipart upload.
-    fill_big(&seed, "big", 12 << 20);
-    let expected = dump(&source.masters());
+    let (_source, seed, expected) = source_with_a_big_value();
 
     tool.ok(&["backup", "--from", &seed, "--to", url], &env);
     let first = only_backup(url, &env);

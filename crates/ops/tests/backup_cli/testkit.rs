@@ -289,39 +289,72 @@ pub fn note(msg: &str) {
     let _ = writeln!(std::io::stderr(), "note: {msg}");
 }
 
-/// A moto S3 server started with `scripts/s3-test-server.sh`, stopped on drop.
-pub struct S3Server {
+/// A test server run by one of the `scripts/*-test-server.sh` scripts (`start DIR PORT ARGS…`,
+/// `stop DIR`) on a reserved port, stopped on drop.
+pub struct ScriptServer {
     pub port: u16,
     dir: tempfile::TempDir,
     script: PathBuf,
+}
+
+impl ScriptServer {
+    /// Starts `scripts/<script> start DIR PORT args…`, on up to three fresh ports; `Err` with the
+    /// script's last message. `hopeless(message)` stops the tries early (nothing to install with).
+    fn start(
+        script: &str,
+        prefix: &str,
+        args: &[&str],
+        hopeless: impl Fn(&str) -> bool,
+    ) -> Result<ScriptServer, String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts").join(script);
+        let mut last = String::new();
+        for _ in 0..3 {
+            let guard = reserve_port();
+            let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir");
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg("start")
+                .arg(dir.path())
+                .arg(guard.port().to_string())
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+            if out.status.success() {
+                return Ok(ScriptServer { port: guard.port(), dir, script });
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            if hopeless(&last) {
+                break;
+            }
+        }
+        Err(last)
+    }
+}
+
+impl Drop for ScriptServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.dir.path()).status();
+    }
+}
+
+/// A moto S3 server started with `scripts/s3-test-server.sh`, stopped on drop.
+pub struct S3Server {
+    pub port: u16,
+    _server: ScriptServer,
 }
 
 impl S3Server {
     /// Starts moto (installing it from PyPI when missing). `None`, with a printed note, only when
     /// moto cannot be installed or started (no network, no python3).
     pub fn start() -> Option<S3Server> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3-test-server.sh");
-        let mut last = String::new();
-        for _ in 0..3 {
-            let guard = reserve_port();
-            let dir = tempfile::Builder::new().prefix("rf-moto-").tempdir().expect("temp dir");
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg("start")
-                .arg(dir.path())
-                .arg(guard.port().to_string())
-                .output()
-                .expect("run scripts/s3-test-server.sh");
-            if out.status.success() {
-                return Some(S3Server { port: guard.port(), dir, script });
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-            if last.contains("install") || last.contains("python3") {
-                break;
+        let hopeless = |m: &str| m.contains("install") || m.contains("python3");
+        match ScriptServer::start("s3-test-server.sh", "rf-moto-", &[], hopeless) {
+            Ok(server) => Some(S3Server { port: server.port, _server: server }),
+            Err(last) => {
+                note(&format!("SKIPPED the S3 checks: the moto S3 server could not be installed or started: {last}"));
+                None
             }
         }
-        note(&format!("SKIPPED the S3 checks: the moto S3 server could not be installed or started: {last}"));
-        None
     }
 
     /// The environment a client needs to reach it.
@@ -351,47 +384,27 @@ impl S3Server {
     }
 }
 
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.dir.path()).status();
-    }
-}
-
 /// An Azurite blob service started with `scripts/az-test-server.sh`, stopped on drop.
 pub struct AzServer {
     pub port: u16,
-    dir: tempfile::TempDir,
-    script: PathBuf,
+    _server: ScriptServer,
 }
 
 impl AzServer {
     /// Starts Azurite with `container` created (installing it from npm when missing). `None`,
     /// with a printed note, only when it cannot be installed (no npm, no network).
     pub fn start(container: &str) -> Option<AzServer> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/az-test-server.sh");
-        let mut last = String::new();
-        for _ in 0..3 {
-            let guard = reserve_port();
-            let dir = tempfile::Builder::new().prefix("rf-azurite-").tempdir().expect("temp dir");
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg("start")
-                .arg(dir.path())
-                .arg(guard.port().to_string())
-                .arg(container)
-                .output()
-                .expect("run scripts/az-test-server.sh");
-            if out.status.success() {
-                return Some(AzServer { port: guard.port(), dir, script });
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-            assert!(!last.contains("exited at start") || last.contains("EADDRINUSE"), "Azurite failed: {last}");
-            if last.contains("install") || last.contains("is needed") {
-                break;
+        let hopeless = |m: &str| {
+            assert!(!m.contains("exited at start") || m.contains("EADDRINUSE"), "Azurite failed: {m}");
+            m.contains("install") || m.contains("is needed")
+        };
+        match ScriptServer::start("az-test-server.sh", "rf-azurite-", &[container], hopeless) {
+            Ok(server) => Some(AzServer { port: server.port, _server: server }),
+            Err(last) => {
+                note(&format!("SKIPPED the Azure checks: Azurite could not be installed or started: {last}"));
+                None
             }
         }
-        note(&format!("SKIPPED the Azure checks: Azurite could not be installed or started: {last}"));
-        None
     }
 
     /// The environment a client needs to reach it (the emulator's well-known account).
@@ -400,11 +413,5 @@ impl AzServer {
             ("AZURE_STORAGE_USE_EMULATOR", "true".to_owned()),
             ("AZURITE_BLOB_STORAGE_URL", format!("http://127.0.0.1:{}", self.port)),
         ]
-    }
-}
-
-impl Drop for AzServer {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.dir.path()).status();
     }
 }

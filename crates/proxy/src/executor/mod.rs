@@ -149,14 +149,7 @@ impl Executor {
         if let Some(slot) = part.rehome
             && part.redirect.is_none()
         {
-            let routing = shared.topology.routing();
-            let master = match slot {
-                Some(slot) => routing.master(slot),
-                None => routing.any_master(caller.id as usize),
-            }
-            .map(|m| m.addr().to_string());
-            drop(routing);
-            let Some(addr) = master else {
+            let Some(addr) = peer::own_master(&shared.topology, slot, caller.id as usize) else {
                 return self.hold(shared, tag, part, ProxyError::SlotNotServed);
             };
             // Sent again after a failure that happened before the command reached the node: on a

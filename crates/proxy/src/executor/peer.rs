@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::part::{Part, Target};
 use crate::config::ReadFrom;
 use crate::error::ProxyError;
+use crate::slot::Slot;
 use crate::topology::Topology;
 use crate::upstream::NodePool;
 
@@ -39,6 +40,17 @@ pub fn choose(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: u
         Target::Owned | Target::Node { .. } => None,
     };
     pool.map(|pool| (Arc::clone(pool), false))
+}
+
+/// Where a client's own connection for `slot` goes: the slot's master, or for keyless commands
+/// any master (spread by `affinity`); `None` when the map names none.
+pub fn own_master(topology: &Topology, slot: Option<Slot>, affinity: usize) -> Option<String> {
+    let routing = topology.routing();
+    let master = match slot {
+        Some(slot) => routing.master(slot),
+        None => routing.any_master(affinity),
+    };
+    master.map(|m| m.addr().to_string())
 }
 
 /// Why [`choose`] found no node for a part aimed at `target`: Redis' answer for a slot without an

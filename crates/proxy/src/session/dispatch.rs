@@ -60,12 +60,7 @@ impl Session {
     /// The client's own connection to the master of `slot` (any master without one), created or
     /// moved there when needed. `None` when no master serves the slot.
     pub(super) fn own_conn_for(&mut self, slot: Option<Slot>) -> Option<()> {
-        let routing = self.shared.topology.routing();
-        let addr = match slot {
-            Some(slot) => routing.master(slot)?.addr().to_string(),
-            None => routing.any_master(self.state.id as usize)?.addr().to_string(),
-        };
-        drop(routing);
+        let addr = crate::executor::peer::own_master(&self.shared.topology, slot, self.state.id as usize)?;
         self.exec.own_conn_at(&self.shared, caller(&self.state), &addr);
         Some(())
     }
