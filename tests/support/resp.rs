@@ -199,28 +199,46 @@ impl Conn {
         self.stream.write_all(&encode(args)).map_err(|e| format!("write to {}: {e}", self.addr))
     }
 
+    /// Sends bytes as they are (a pipeline built with [`encode`]).
+    ///
+    /// # Errors
+    /// When the write fails.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream.write_all(bytes).map_err(|e| format!("write to {}: {e}", self.addr))
+    }
+
     /// Reads the next reply frame.
     ///
     /// # Errors
     /// As [`Conn::call`].
     pub fn read(&mut self) -> Result<(Vec<u8>, Frame), String> {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
+        self.read_within(REPLY_TIMEOUT)?
+            .ok_or_else(|| format!("no complete reply from {} within {REPLY_TIMEOUT:?}", self.addr))
+    }
+
+    /// Reads the next frame if one comes within `timeout` (`None`: nothing came).
+    ///
+    /// # Errors
+    /// When the connection closes or sends something that is not RESP.
+    pub fn read_within(&mut self, timeout: Duration) -> Result<Option<(Vec<u8>, Frame)>, String> {
+        let deadline = Instant::now() + timeout;
         let mut chunk = [0u8; 16 * 1024];
         // Bounded by the deadline: every read waits at most for the time left.
         loop {
             if let Some((frame, used)) = parse(&self.buf)? {
                 let bytes: Vec<u8> = self.buf.drain(..used).collect();
-                return Ok((bytes, frame));
+                return Ok(Some((bytes, frame)));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("no complete reply from {} within {REPLY_TIMEOUT:?}", self.addr));
+                return Ok(None);
             }
             self.stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(format!("{} closed the connection", self.addr)),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return Err(format!("read from {}: {e}", self.addr)),
             }
         }

@@ -16,11 +16,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::de::DeTable;
 
+mod sections;
 mod source;
 #[cfg(test)]
 mod tests;
 mod values;
 
+pub use sections::{LogConfig, LogFormat, MetricsConfig, RuntimeConfig, TrackingConfig};
 use source::{SECRET_HINT, deserialize_error, find_inline_secret, line_of, locate, syntax_error};
 #[cfg(test)]
 use values::parse_duration;
@@ -46,6 +48,8 @@ pub struct Config {
     pub topology: TopologyConfig,
     /// `[auth]`: client authentication; absent = anonymous clients, loopback listeners only.
     pub auth: Option<AuthConfig>,
+    /// `[tracking]`: client-side caching (CLIENT TRACKING).
+    pub tracking: TrackingConfig,
     /// `[metrics]`: the HTTP metrics and health endpoint.
     pub metrics: MetricsConfig,
     /// `[log]`: log output format and filter.
@@ -254,58 +258,6 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
 }
 
-/// `[metrics]`: the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Listen address; `""` = no metrics endpoint.
-    #[serde(deserialize_with = "optional_addr")]
-    pub listen: Option<SocketAddr>,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9901))) }
-    }
-}
-
-/// `[log]`: log output.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// Line format.
-    pub format: LogFormat,
-    /// A level or `EnvFilter`-style directive list, e.g. `"info,redisforge_proxy=debug"`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self { format: LogFormat::Json, level: "info".to_owned() }
-    }
-}
-
-/// Log line format (`log.format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// `"json"`: one JSON object per line.
-    #[default]
-    Json,
-    /// `"text"`: human-readable lines.
-    Text,
-}
-
-/// `[runtime]`: async runtime sizing.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuntimeConfig {
-    /// Worker threads; `None` (absent or `0`) = one per CPU core, or a single thread on machines
-    /// with two cores or fewer.
-    #[serde(deserialize_with = "optional_count")]
-    pub worker_threads: Option<usize>,
-}
-
 /// Why a configuration was rejected; every variant names what to fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -505,6 +457,7 @@ impl Config {
             ("limits.held_bytes", limits.held_bytes),
             ("limits.held_requests_per_client", limits.held_requests_per_client),
             ("limits.held_bytes_per_client", limits.held_bytes_per_client),
+            ("tracking.max_keys", self.tracking.max_keys),
         ];
         if let Some((key, _)) = counts.into_iter().find(|(_, n)| *n == 0) {
             problem(key, "must be at least 1")?;
@@ -514,6 +467,7 @@ impl Config {
             ("upstream.connect_timeout", up.connect_timeout),
             ("upstream.command_timeout", up.command_timeout),
             ("topology.refresh_interval", self.topology.refresh_interval),
+            ("tracking.liveness_interval", self.tracking.liveness_interval),
         ];
         if let Some((key, _)) = timeouts.into_iter().find(|(_, d)| d.is_zero()) {
             problem(key, "must be greater than 0s")?;

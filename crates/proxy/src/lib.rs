@@ -53,6 +53,7 @@ pub mod shared;
 pub use redisforge_cluster::slot;
 pub mod tls;
 pub mod topology;
+pub mod tracking;
 pub mod upstream;
 
 /// The Redis version the proxy reports in `HELLO` and `INFO` (the command set it was built for).

@@ -128,6 +128,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listeners.push(tokio::spawn(serve));
     }
     spawn_reloader(acceptor, Arc::clone(&shared));
+    let timing = crate::tracking::stream::StreamTiming {
+        liveness_interval: config.tracking.liveness_interval,
+        command_timeout: config.upstream.command_timeout,
+    };
+    crate::tracking::stream::spawn_supervisor(Arc::clone(&shared.tracking), Arc::clone(&topology), timing);
     spawn_ready_notifier(&topology);
 
     shutdown.await;
@@ -222,6 +227,7 @@ fn shared_state(
         )),
         scripts: Default::default(),
         clients: Default::default(),
+        tracking: Arc::new(crate::tracking::Hub::new(config.tracking.max_keys, metrics.tracking.clone())),
         metrics,
     }
 }

@@ -46,6 +46,8 @@ pub struct Shared {
     pub scripts: scripts::Scripts,
     /// The connected clients, for CLIENT LIST / KILL / PAUSE.
     pub clients: clients::Clients,
+    /// Client-side caching: who tracks, which keys they read.
+    pub tracking: Arc<crate::tracking::Hub>,
 }
 
 /// Process-wide counters shown by `INFO`.

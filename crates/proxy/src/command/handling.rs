@@ -26,7 +26,6 @@ const MODULE: &str = "modules are loaded on every node alike at start-up (loadmo
     and the proxy learns their commands from COMMAND then";
 const ACL: &str = "ACL users are managed per node and in the proxy configuration, not through the proxy";
 const SINGLE_DB: &str = "Redis Cluster has only database 0";
-const TRACKING: &str = "client-side caching (tracking) is not supported through the proxy";
 pub(super) const UNKNOWN_ADMIN: &str = "it is an admin command the proxy does not know, \
     so it cannot tell which nodes should run it";
 const ASKING: &str = "the proxy follows ASK redirections itself; ASKING would flag a connection other clients share";
@@ -117,7 +116,7 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         "asking" => Refuse(ASKING),
         "script|debug" => Refuse(SCRIPT_DEBUG),
         "client|import-source" => Refuse(IMPORT_SOURCE),
-        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => Refuse(TRACKING),
+        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => Local(LocalKind::Tracking),
         "cluster|info"
         | "cluster|keyslot"
         | "cluster|slots"

@@ -284,6 +284,9 @@ pub enum LocalKind {
     Clients,
     /// CLIENT UNPAUSE: like `Clients`, and it gets through a `CLIENT PAUSE` itself.
     Unpause,
+    /// CLIENT TRACKING, CACHING, GETREDIR, TRACKINGINFO: client-side caching
+    /// (`session/tracking.rs`).
+    Tracking,
     /// SCAN: a cluster-wide cursor walking the masters one after the other.
     Scan,
     /// RANDOMKEY: one key from the masters, each weighted by its key count.

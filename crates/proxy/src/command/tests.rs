@@ -347,7 +347,6 @@ fn dangerous_commands_are_refused_with_a_reason() {
         "monitor, sync, psync, replconf, shutdown, debug, replicaof",
         "slaveof, failover, save, bgsave, bgrewriteaof, swapdb, move, cluster failover",
         "acl, acl setuser, acl list, module load",
-        "client tracking, client caching, client getredir, client trackinginfo",
         "cluster, cluster meet, cluster setslot, cluster getkeysinslot, asking, script debug",
     ]
     .join(", ");
@@ -363,6 +362,10 @@ fn dangerous_commands_are_refused_with_a_reason() {
         assert_eq!(handling(&t, line), Handling::Local(LocalKind::Clients), "{line}");
     }
     assert_eq!(handling(&t, "client unpause"), Handling::Local(LocalKind::Unpause));
+    // Client-side caching is the proxy's own (session/tracking.rs).
+    for line in ["client tracking", "client caching", "client getredir", "client trackinginfo"] {
+        assert_eq!(handling(&t, line), Handling::Local(LocalKind::Tracking), "{line}");
+    }
 }
 
 #[test]

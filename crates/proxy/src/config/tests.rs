@@ -449,3 +449,13 @@ fn failover_holding_defaults_and_bounds() {
     let text = format!("{MINIMAL}[limits]\nheld_requests_per_client = 0\n");
     assert!(reject(&text).to_string().contains("limits.held_requests_per_client"), "{}", reject(&text));
 }
+
+#[test]
+fn tracking_section_sets_the_table_limit_and_refuses_zero() {
+    assert_eq!(parse(MINIMAL).tracking, TrackingConfig::default());
+    assert_eq!(parse(MINIMAL).tracking.max_keys, 1_000_000);
+    let text = format!("{MINIMAL}[tracking]\nmax_keys = 1000\nliveness_interval = \"500ms\"\n");
+    let tracking = parse(&text).tracking;
+    assert_eq!((tracking.max_keys, tracking.liveness_interval), (1000, Duration::from_millis(500)));
+    assert_error(&format!("{MINIMAL}[tracking]\nmax_keys = 0\n"), "tracking.max_keys", 6, "must be at least 1");
+}

@@ -125,6 +125,9 @@ impl Executor {
         {
             return Some(ProxyError::Busy(busy));
         }
+        if part.tracked && !shared.tracking.is_confirmed(pool.addr()) {
+            part.blind = true;
+        }
         let prefix = if asking { Some(peer::asking_command()) } else { part.prefix.take() };
         let request = UpstreamRequest {
             payload: part.payload.clone(),
@@ -173,7 +176,10 @@ impl Executor {
             lease: None,
         };
         match &self.own {
-            Some(own) => own.send(request),
+            Some(own) => {
+                part.blind |= part.tracked && !shared.tracking.is_confirmed(own.addr());
+                own.send(request);
+            }
             None => return Some(ProxyError::NoTopology),
         }
         // A blocking command waits on the node now, no longer for a node: not held any more.

@@ -70,6 +70,12 @@ pub struct Part {
     pub streamed: bool,
     /// The reply, once in, while other parts of the same request are still waiting.
     pub(crate) reply: Option<Bytes>,
+    /// A read of a client with CLIENT TRACKING on: it goes to masters only, whose tracking
+    /// streams watch its keys (`crate::tracking`).
+    pub tracked: bool,
+    /// A tracked read was sent to a master whose tracking stream was not confirmed: the client
+    /// must not keep what it read.
+    pub blind: bool,
 }
 
 impl Part {
@@ -95,6 +101,8 @@ impl Part {
             held: BytesMut::new(),
             streamed: false,
             reply: None,
+            tracked: false,
+            blind: false,
         }
     }
 }

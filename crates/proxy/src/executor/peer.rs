@@ -26,7 +26,8 @@ pub fn choose(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: u
     let pool = match part.target {
         // Reads may go to a replica of the slot's shard; writes never do, and with no replica up
         // reads fall back to the master.
-        Target::Slot(Some(slot)) if !part.write && read_from != ReadFrom::Master => {
+        // Tracked reads go to masters: the tracking streams watch masters only.
+        Target::Slot(Some(slot)) if !part.write && !part.tracked && read_from != ReadFrom::Master => {
             let replicas = routing.replicas(slot);
             match replicas.is_empty() {
                 true => routing.master(slot),

@@ -115,6 +115,67 @@ impl HeldMetrics {
     }
 }
 
+/// Client-side caching (`crate::tracking`).
+#[derive(Debug, Clone)]
+pub struct TrackingMetrics {
+    /// `tracking_clients`: clients with CLIENT TRACKING on.
+    pub clients: IntGauge,
+    /// `tracking_keys`: keys in the proxy's tracking table.
+    pub keys: IntGauge,
+    /// `tracking_invalidations_total`: modified keys the masters' tracking streams reported.
+    pub invalidations: IntCounter,
+    /// `tracking_evictions_total`: keys invalidated because the table reached `tracking.max_keys`.
+    pub evictions: IntCounter,
+    /// `tracking_flushes_total{reason}`, by index in [`crate::tracking::FlushReason::ALL`].
+    flushes: Vec<IntCounter>,
+    /// `tracking_stream_up{node}`: 1 while the master's tracking stream is confirmed.
+    streams_up: IntGaugeVec,
+}
+
+impl TrackingMetrics {
+    fn register(b: &mut Builder) -> TrackingMetrics {
+        let flushes = b.counter_vec(
+            "tracking_flushes_total",
+            "Times every tracking client was told to flush its cache, by reason \
+             (stream_lost, stream_up, topology, node_flush).",
+            &["reason"],
+        );
+        TrackingMetrics {
+            clients: b.gauge("tracking_clients", "Clients with CLIENT TRACKING on."),
+            keys: b.gauge("tracking_keys", "Keys in the proxy's tracking table (bounded by tracking.max_keys)."),
+            invalidations: b
+                .counter("tracking_invalidations_total", "Modified keys reported by the masters' tracking streams."),
+            evictions: b.counter(
+                "tracking_evictions_total",
+                "Keys invalidated for their readers because the tracking table was full.",
+            ),
+            flushes: crate::tracking::FlushReason::ALL
+                .iter()
+                .map(|reason| flushes.with_label_values(&[reason.label()]))
+                .collect(),
+            streams_up: b.gauge_vec(
+                "tracking_stream_up",
+                "1 while the proxy's tracking stream to the master is confirmed, else 0.",
+                &["node"],
+            ),
+        }
+    }
+
+    /// `tracking_flushes_total{reason}`.
+    pub fn flush(&self, reason: crate::tracking::FlushReason) -> &IntCounter {
+        let index = crate::tracking::FlushReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        &self.flushes[index]
+    }
+
+    /// Sets `tracking_stream_up{node}`; a stream gone for good drops its series.
+    pub fn stream_up(&self, node: &str, up: Option<bool>) {
+        match up {
+            Some(up) => self.streams_up.with_label_values(&[node]).set(i64::from(up)),
+            None => drop(self.streams_up.remove_label_values(&[node])),
+        }
+    }
+}
+
 /// Name, help and type of a registered family, to print its `# HELP`/`# TYPE` lines while it has
 /// no series yet (the registry leaves such families out).
 #[derive(Debug)]
@@ -157,6 +218,7 @@ pub struct Metrics {
     pub redirections_ask: IntCounter,
     /// Requests held while the cluster fails over.
     pub held: HeldMetrics,
+    pub tracking: TrackingMetrics,
     commands: Vec<CommandMetrics>,
     /// By index in [`REFRESH_TRIGGERS`].
     refreshes: Vec<IntCounter>,
@@ -239,6 +301,7 @@ impl Metrics {
         );
 
         let held = HeldMetrics::register(&mut b);
+        let tracking = TrackingMetrics::register(&mut b);
         let commands = labels::LABELS
             .iter()
             .map(|label| CommandMetrics {
@@ -260,6 +323,7 @@ impl Metrics {
             redirections_moved: redirections.with_label_values(&["moved"]),
             redirections_ask: redirections.with_label_values(&["ask"]),
             held,
+            tracking,
             commands,
             refreshes: REFRESH_TRIGGERS.iter().map(|trigger| refreshes.with_label_values(&[*trigger])).collect(),
             upstream_requests,

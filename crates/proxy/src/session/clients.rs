@@ -7,7 +7,7 @@
 //! are relaxed atomics, so the hot path pays a couple of plain stores.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use futures_util::task::AtomicWaker;
 use super::ClientState;
 use crate::error::ProxyError;
 use crate::resp::reply::Protocol;
+use crate::tracking::TrackingEvent;
 
 /// Every connected client, and the pause set by `CLIENT PAUSE`.
 #[derive(Debug)]
@@ -75,10 +76,21 @@ pub struct ClientEntry {
     /// A `CLIENT UNBLOCK` for the session to carry out ([`Unblock`] as a number; 0: none).
     unblock: AtomicU8,
     killed: AtomicBool,
-    /// Something for the session to look at (a kill, the end of a pause, an unblock).
+    /// Something for the session to look at (a kill, the end of a pause, an unblock, tracking
+    /// messages).
     signalled: AtomicBool,
     waker: AtomicWaker,
+    /// Client-side caching messages for the session to send ([`crate::tracking`]).
+    inbox: Mutex<Vec<TrackingEvent>>,
+    /// CLIENT LIST's tracking flags ([`TRACKING`], [`BROKEN_REDIRECT`], [`BCAST`]) and `redir=`.
+    tracking_flags: AtomicU8,
+    redirect: AtomicI64,
 }
+
+/// [`ClientEntry::set_tracking`] flags, shown as `t`, `R` and `B` in CLIENT LIST.
+pub const TRACKING: u8 = 1;
+pub const BROKEN_REDIRECT: u8 = 2;
+pub const BCAST: u8 = 4;
 
 #[derive(Debug, Default, Clone)]
 struct Description {
@@ -118,10 +130,18 @@ impl Clients {
             killed: AtomicBool::new(false),
             signalled: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            inbox: Mutex::new(Vec::new()),
+            tracking_flags: AtomicU8::new(0),
+            redirect: AtomicI64::new(-1),
         });
         entry.describe(state);
         self.entries.insert(state.id, Arc::clone(&entry));
         entry
+    }
+
+    /// The connected client `id`.
+    pub fn entry(&self, id: u64) -> Option<Arc<ClientEntry>> {
+        self.entries.get(&id).map(|e| Arc::clone(e.value()))
     }
 
     pub fn remove(&self, id: u64) {
@@ -295,6 +315,23 @@ impl ClientEntry {
         self.killed.load(Ordering::Relaxed)
     }
 
+    /// Queues a client-side caching message for the session and wakes it.
+    pub fn deliver(&self, event: TrackingEvent) {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        self.signal();
+    }
+
+    /// The messages queued since the last call.
+    pub fn take_inbox(&self) -> Vec<TrackingEvent> {
+        std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// What CLIENT LIST shows of the client's tracking: flags, and the redirect (-1: off).
+    pub fn set_tracking(&self, flags: u8, redirect: i64) {
+        self.tracking_flags.store(flags, Ordering::Relaxed);
+        self.redirect.store(redirect, Ordering::Relaxed);
+    }
+
     fn signal(&self) {
         self.signalled.store(true, Ordering::Release);
         self.waker.wake();
@@ -311,6 +348,24 @@ impl ClientEntry {
         })
     }
 
+    /// CLIENT LIST's `flags=`, in Redis' order of the flags a proxy client can have.
+    fn flags(&self) -> String {
+        let tracking = self.tracking_flags.load(Ordering::Relaxed);
+        let mut flags = String::new();
+        let set = [
+            (self.is_subscribed(), 'P'),
+            (self.blocked_keys.load(Ordering::Relaxed) > 0, 'b'),
+            (tracking & TRACKING != 0, 't'),
+            (tracking & BROKEN_REDIRECT != 0, 'R'),
+            (tracking & BCAST != 0, 'B'),
+        ];
+        flags.extend(set.iter().filter(|(on, _)| *on).map(|(_, flag)| *flag));
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        flags
+    }
+
     /// The `CLIENT LIST` / `CLIENT INFO` line, in Redis' field order for the fields a proxy has.
     fn line(&self, now_ms: u64, command_name: &impl Fn(usize) -> &'static str) -> String {
         let d = self.description.lock().map(|d| d.clone()).unwrap_or_default();
@@ -318,17 +373,14 @@ impl ClientEntry {
         let label = self.last_command.load(Ordering::Relaxed);
         let cmd = if label == usize::MAX { "NULL" } else { command_name(label) };
         format!(
-            "id={} addr={} name={} age={} idle={idle} flags={} db=0 cmd={cmd} user={} resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} name={} age={} idle={idle} flags={} db=0 cmd={cmd} user={} redir={} resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             d.name,
             self.connected.elapsed().as_secs(),
-            match (self.is_subscribed(), self.blocked_keys.load(Ordering::Relaxed) > 0) {
-                (true, _) => "P",
-                (false, true) => "b",
-                (false, false) => "N",
-            },
+            self.flags(),
             d.user,
+            self.redirect.load(Ordering::Relaxed),
             d.resp,
             d.lib_name,
             d.lib_ver,

@@ -14,9 +14,11 @@ impl Session {
     /// Sends (or resends) part `part` of request `seq` to the node it is meant for now.
     pub(super) fn send(&mut self, seq: u64, part: u32) {
         let caller = caller(&self.state);
+        let tracked = self.tracking.is_some() && self.is_tracked_read(seq);
         let Some(p) = self.pipeline.part_mut(seq, part) else {
             return;
         };
+        p.tracked |= tracked;
         if let Some(error) = self.exec.send(&self.shared, caller, Tag { seq, part }, p) {
             self.complete(seq, part, error.to_resp());
         }
@@ -76,6 +78,9 @@ impl Session {
     /// it ran (neither an error nor null: a transaction's settings after EXEC), else they are
     /// settled unsent.
     pub(super) fn complete(&mut self, seq: u64, part: u32, reply: Bytes) {
+        if self.tracking.is_some() && self.pipeline.part_mut(seq, part).is_some_and(|p| p.blind) {
+            self.invalidate_blind_read(seq);
+        }
         let ran = !matches!(reply.first(), Some(b'-' | b'!' | b'_')) && !reply.starts_with(b"*-1\r\n");
         for other in self.pipeline.complete(seq, part, reply) {
             match ran {

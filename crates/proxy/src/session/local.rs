@@ -498,8 +498,10 @@ fn clients_section(out: &mut String, shared: &Shared, version: &str) {
         out,
         "# Clients\r\nconnected_clients:{connected}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
          client_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\n\
-         tracking_clients:0\r\n",
-        shared.max_clients, totals.blocked_clients,
+         tracking_clients:{}\r\n",
+        shared.max_clients,
+        totals.blocked_clients,
+        shared.tracking.tracker_count(),
     );
     if at_least(7, 4) {
         let _ =

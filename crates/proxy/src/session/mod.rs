@@ -23,6 +23,7 @@ mod recent;
 mod request;
 mod route;
 mod serve;
+mod tracking;
 mod transaction;
 
 use std::net::SocketAddr;
@@ -68,6 +69,7 @@ pub async fn run<R, W>(
         session.log_in_by_certificate(&name);
     }
     let result = session.serve(reader, writer, shutdown).await;
+    session.stop_tracking();
     session.shared.clients.remove(id);
     let traffic = &session.traffic;
     let user = session.state.user.as_ref().map_or("", |u| u.name.as_str());
@@ -139,6 +141,8 @@ struct Session {
     stream_credits: Vec<(Arc<crate::upstream::StreamCredit>, usize)>,
     /// A request held by `CLIENT PAUSE`, with when it was read, and when the pause ends.
     held: Option<(crate::resp::Request, Instant, Instant)>,
+    /// CLIENT TRACKING is on (`None` for every other client: their requests pay nothing for it).
+    tracking: Option<Box<tracking::Tracking>>,
 }
 
 impl Session {
@@ -151,6 +155,7 @@ impl Session {
             state,
             entry,
             held: None,
+            tracking: None,
             broken: false,
             stream_credits: Vec::new(),
             shared,

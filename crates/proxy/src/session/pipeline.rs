@@ -52,6 +52,9 @@ pub struct Pipeline {
     metas: VecDeque<Option<Meta>>,
     /// Sequence number of the front entry.
     base: u64,
+    /// Frames written once the reply of the request with this sequence number is (client-side
+    /// caching messages, which must follow the replies of requests read before they came).
+    trailers: VecDeque<(u64, Bytes)>,
 }
 
 impl Pipeline {
@@ -64,8 +67,24 @@ impl Pipeline {
         self.entries.is_empty()
     }
 
-    fn next_seq(&self) -> u64 {
+    /// The sequence number the next request gets.
+    pub fn next_seq(&self) -> u64 {
         self.base + self.entries.len() as u64
+    }
+
+    /// Writes `frame` right after the reply of the last request appended so far (call only while
+    /// the pipeline is not empty; otherwise the frame can go out at once).
+    pub fn push_trailer(&mut self, frame: Bytes) {
+        let after = self.next_seq().saturating_sub(1);
+        self.trailers.push_back((after, frame));
+    }
+
+    pub fn trailer_count(&self) -> usize {
+        self.trailers.len()
+    }
+
+    pub fn clear_trailers(&mut self) {
+        self.trailers.clear();
     }
 
     /// Appends a request whose reply is already known.
@@ -205,6 +224,11 @@ impl Pipeline {
                     self.entries.pop_front();
                     self.metas.pop_front();
                     self.base += 1;
+                    while self.trailers.front().is_some_and(|(after, _)| *after < self.base) {
+                        if let Some((_, frame)) = self.trailers.pop_front() {
+                            out.extend_from_slice(&frame);
+                        }
+                    }
                 }
                 Entry::Close => return true,
                 Entry::Single(_) | Entry::Multi { .. } => return false,
@@ -307,6 +331,23 @@ mod tests {
         pipeline.complete(seq, 0, Bytes::from_static(b":3\r\n"));
         pipeline.release(&mut out, &metrics);
         assert_eq!(&out[..], b":5\r\n");
+    }
+
+    #[test]
+    fn trailers_follow_the_replies_of_requests_read_before_them() {
+        let metrics = Metrics::new();
+        let mut pipeline = Pipeline::default();
+        let a = pipeline.push_single(part(), meta());
+        pipeline.push_trailer(Bytes::from_static(b">after-a\r\n"));
+        let b = pipeline.push_single(part(), meta());
+        let mut out = BytesMut::new();
+        pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
+        pipeline.release(&mut out, &metrics);
+        assert!(out.is_empty());
+        pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
+        pipeline.release(&mut out, &metrics);
+        assert_eq!(&out[..], b":1\r\n>after-a\r\n:2\r\n");
+        assert_eq!(pipeline.trailer_count(), 0);
     }
 
     #[test]

@@ -205,6 +205,7 @@ impl Session {
                 self.state.closing = true;
             }
             b"reset" => {
+                self.stop_tracking();
                 self.subs = None;
                 self.entry.set_subscribed(false);
                 self.pipeline.push_ready(Bytes::from_static(b"+RESET\r\n"), meta);

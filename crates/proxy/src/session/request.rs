@@ -80,6 +80,9 @@ impl Session {
         if self.subscribed() && (self.state.protocol == Protocol::Resp2 || pubsub_command) {
             return self.on_pubsub(&request, meta);
         }
+        if self.tracking.is_some() {
+            self.on_tracked_request(spec, &request);
+        }
         if self.tx.is_some() && !transaction::controls_transaction(&request) {
             return self.queue(spec, &request, meta);
         }

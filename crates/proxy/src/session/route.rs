@@ -43,6 +43,7 @@ impl Session {
                     Err(error) => self.push_error(error, meta),
                 }
             }
+            Route::Local(LocalKind::Tracking) => self.client_tracking(&request, meta),
             Route::Local(LocalKind::Connection | LocalKind::Echo) => self.answer_locally(&request, meta),
             Route::Stateful(kind) => self.stateful(kind, spec, request, meta),
             Route::Refuse(error) => self.push_error(error, meta),
@@ -90,6 +91,9 @@ impl Session {
     /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
     /// when the command may have changed it.
     fn answer_locally(&mut self, request: &Request, meta: Meta) {
+        if request.arg(0).eq_ignore_ascii_case(b"reset") {
+            self.stop_tracking();
+        }
         let answer = local::answer(&mut self.state, &self.shared, request);
         if local::changes_description(request) {
             self.entry.describe(&self.state);

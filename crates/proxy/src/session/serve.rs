@@ -277,6 +277,7 @@ impl Session {
             tracing::debug!(client = self.state.id, peer = %self.state.peer, "client killed");
             return false;
         }
+        self.on_tracking_events();
         if let Some(how) = self.entry.take_unblock() {
             self.pending_unblock = Some((how, Instant::now()));
             self.retry_unblock();
