@@ -462,5 +462,54 @@ fn failover_migration_and_flushall_leave_no_cache_stale() {
     let _: () = redis::cmd("FLUSHALL").query(&mut writer).expect("FLUSHALL");
     assert_eq!(expect_frames(&mut reader, 1), vec![FLUSH_PUSH.to_string()]);
     assert_eq!(drain(&mut reader, Duration::from_millis(300), 5), Vec::<String>::new());
+
+    // With reads from replicas, tracked reads still go to masters (the streams watch masters);
+    // untracked reads use the replicas.
+    let replica_reads = ProxyOptions {
+        extra_toml: "[upstream]\nseeds = @SEEDS@\nread_from = \"replica\"\n".into(),
+        ..ProxyOptions::default()
+    };
+    let replicas_proxy = Proxy::start(&cluster, replica_reads);
+    let key = &keys[2];
+    set(&mut writer, key, "r");
+    let (master, replica) = (cluster.node_for_key(key), cluster.replicas_of(&cluster.node_for_key(key)).remove(0));
+    let gets = |addr: &str| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut cluster.client(addr)).expect("INFO");
+        let line = info.lines().find(|l| l.starts_with("cmdstat_get:")).unwrap_or("cmdstat_get:calls=0,");
+        line["cmdstat_get:calls=".len()..].split(',').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let mut plain = open(&replicas_proxy, false);
+    let (master_before, replica_before) = (gets(&master), gets(&replica));
+    for _ in 0..20 {
+        call_quiet(&mut plain, &["GET", key]);
+    }
+    assert!(gets(&replica) >= replica_before + 20, "untracked reads go to the replica");
+    let mut tracked = tracker(&replicas_proxy, &cluster, &[]);
+    let (master_before_tracked, replica_before_tracked) = (gets(&master), gets(&replica));
+    assert!(master_before_tracked >= master_before);
+    for _ in 0..20 {
+        call_quiet(&mut tracked, &["GET", key]);
+    }
+    assert!(gets(&master) >= master_before_tracked + 20, "tracked reads go to the master");
+    assert!(gets(&replica) < replica_before_tracked + 20, "tracked reads do not go to the replica");
+
+    // A master killed: its stream breaks, every cache is flushed, and after the promotion the new
+    // master's changes are heard.
+    let victim = cluster.node_for_key(&keys[1]);
+    set(&mut writer, &keys[1], "3");
+    assert_eq!(call_quiet(&mut reader, &["GET", &keys[1]]), "$1\r\n3\r\n");
+    let started = Instant::now();
+    cluster.kill(&victim);
+    assert_eq!(expect_frames(&mut reader, 1), vec![FLUSH_PUSH.to_string()]);
+    assert!(started.elapsed() < Duration::from_secs(5), "flushed after {:?}", started.elapsed());
+    cluster.wait_state_ok();
+    wait_streams(&proxy, &cluster);
+    drain(&mut reader, Duration::from_millis(300), 10);
+    let readable = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        call(&mut reader, &["GET", &keys[1]], &mut Vec::new()) == "$1\r\n3\r\n"
+    });
+    assert!(readable, "the promoted replica serves the key");
+    set(&mut writer, &keys[1], "4");
+    assert!(expect_frames(&mut reader, 1).contains(&push_for(&keys[1])));
     cluster.shutdown();
 }
