@@ -47,6 +47,14 @@ class Proxy:
         return 0
 
 
+    def streams_up(self, masters):
+        """Whether the proxy's tracking stream to every master is confirmed (they open once a
+        client tracks)."""
+        body = urllib.request.urlopen(self.url, timeout=5).read().decode()
+        up = {m for m in masters if f'redisforge_tracking_stream_up{{node="{m}"}} 1' in body}
+        return up == set(masters)
+
+
 def cached_client(port):
     return redis.Redis(host="127.0.0.1", port=port, protocol=3, cache_config=CacheConfig(), decode_responses=True)
 
@@ -157,6 +165,8 @@ def main():
         print(f"SKIPPED: redis-py caches only with Redis 7.4 or later; this cluster reports {version}")
         return
     proxy = Proxy(metrics_addr)
+    # Reads before the streams are up are not kept by the cache (the proxy invalidates them).
+    eventually("tracking streams up", lambda: proxy.streams_up(masters), True, 15.0)
     reads_are_cached_until_a_write(r, plain, proxy, keys)
     other_commands(r, plain, keys)
     a_lost_stream_flushes_the_cache(r, plain, masters, pid, keys)

@@ -59,7 +59,6 @@ pub async fn serve(
         shared.metrics.client_connections_total.inc();
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
-        let stop = shutdown.clone();
         let tls = tls.as_ref().map(|t| t.acceptor());
         // Two spawns rather than one task that could take either path: a task is as large as its
         // largest state, and a plain client's task would otherwise carry room for a TLS session.
@@ -68,11 +67,11 @@ pub async fn serve(
             None => tokio::spawn(async move {
                 let _connected = connected;
                 let (reader, writer) = stream.into_split();
-                session::run(shared, reader, writer, peer, None, stop).await;
+                session::run(shared, reader, writer, peer, None).await;
             }),
             Some(acceptor) => tokio::spawn(async move {
                 let _connected = connected;
-                serve_tls(acceptor, stream, peer, shared, stop).await;
+                serve_tls(acceptor, stream, peer, shared).await;
             }),
         };
     }
@@ -100,13 +99,7 @@ impl Drop for Connected {
     }
 }
 
-async fn serve_tls(
-    acceptor: tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-) {
+async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
@@ -129,5 +122,5 @@ async fn serve_tls(
         .and_then(|chain| chain.first())
         .and_then(|leaf| crate::tls::certificate_user(leaf, shared.certificate_user));
     let (reader, writer) = tokio::io::split(tls);
-    session::run(shared, reader, writer, peer, identity, stop).await;
+    session::run(shared, reader, writer, peer, identity).await;
 }

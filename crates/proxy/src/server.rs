@@ -139,6 +139,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
     tracing::info!("shutting down: no new connections");
     let _ = stop_tx.send(true);
+    shared.clients.stop_all();
     for listener in listeners {
         let _ = listener.await;
     }

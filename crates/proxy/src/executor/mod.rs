@@ -22,8 +22,10 @@ pub mod scripts;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 pub use outcome::{Outcome, RetryPolicy};
 pub use part::{Part, Target};
@@ -32,7 +34,9 @@ use crate::auth::NodeUser;
 use crate::error::ProxyError;
 use crate::shared::Shared;
 use crate::topology::Trigger;
-use crate::upstream::{ConnMode, OwnedConn, ReplySender, Tag, UpstreamReply, UpstreamRequest};
+use crate::upstream::{
+    ConnMode, OwnedConn, ReplyReceiver, ReplySender, Tag, UpstreamReply, UpstreamRequest, reply_channel,
+};
 use hold::{HoldBudget, Holding};
 
 /// Pause before resending after `TRYAGAIN`/`CLUSTERDOWN` or an unreachable node.
@@ -79,11 +83,11 @@ pub struct Executor {
     own: Option<OwnedConn>,
 }
 
-/// The channel nodes' replies come back to a session on.
+/// The queue nodes' replies come back to a session on.
 #[derive(Debug)]
 struct Replies {
-    tx: mpsc::UnboundedSender<UpstreamReply>,
-    rx: mpsc::UnboundedReceiver<UpstreamReply>,
+    tx: ReplySender,
+    rx: ReplyReceiver,
 }
 
 impl Drop for Executor {
@@ -323,7 +327,7 @@ impl Executor {
     /// A sender for replies to this client, creating the channel on first use.
     pub fn reply_sender(&mut self) -> ReplySender {
         let replies = self.replies.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = reply_channel();
             Replies { tx, rx }
         });
         replies.tx.clone()
@@ -335,18 +339,14 @@ impl Executor {
         self.replies.is_some()
     }
 
-    /// The next reply on the channel; pending forever while there is none.
-    pub async fn next_reply(&mut self) -> Option<UpstreamReply> {
-        match &mut self.replies {
-            Some(replies) => replies.rx.recv().await,
-            None => None,
+    /// Moves every reply waiting into `into`; pending while there is none (forever before the
+    /// first part was sent).
+    pub fn poll_replies(&self, cx: &mut Context<'_>, into: &mut VecDeque<UpstreamReply>) -> Poll<()> {
+        match &self.replies {
+            // The executor holds a sender itself: the queue never ends while it is alive.
+            Some(replies) => replies.rx.poll_take(cx, into).map(|_| ()),
+            None => Poll::Pending,
         }
-    }
-
-    /// A reply already on the channel, without waiting.
-    #[inline]
-    pub fn try_next_reply(&mut self) -> Option<UpstreamReply> {
-        self.replies.as_mut().and_then(|r| r.rx.try_recv().ok())
     }
 
     /// The client's own connection, if it has one.

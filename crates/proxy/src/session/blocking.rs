@@ -27,7 +27,7 @@ impl Session {
             super::clients::Unblock::Error => b"ERROR",
         };
         let id = id.to_string();
-        let (reply_to, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        let (reply_to, _ignored) = crate::upstream::reply_channel();
         let request = crate::upstream::UpstreamRequest {
             payload: encode_command(&[&b"CLIENT"[..], b"UNBLOCK", id.as_bytes(), how]),
             prefix: None,

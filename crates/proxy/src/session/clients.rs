@@ -27,6 +27,8 @@ pub struct Clients {
     paused: AtomicBool,
     pause: Mutex<Option<Pause>>,
     started: Instant,
+    /// The server is shutting down: sessions stop reading (see [`Clients::stop_all`]).
+    stopping: AtomicBool,
 }
 
 /// A `CLIENT PAUSE` in force.
@@ -108,6 +110,7 @@ impl Default for Clients {
             paused: AtomicBool::new(false),
             pause: Mutex::new(None),
             started: Instant::now(),
+            stopping: AtomicBool::new(false),
         }
     }
 }
@@ -137,6 +140,21 @@ impl Clients {
         entry.describe(state);
         self.entries.insert(state.id, Arc::clone(&entry));
         entry
+    }
+
+    /// Shutdown: every session stops reading, writes the replies of what it read, and closes.
+    /// Sessions learn it by their one signal (no shutdown branch polled on every request); one
+    /// registered after this call sees [`Clients::is_stopping`] when it starts.
+    pub fn stop_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for entry in self.entries.iter() {
+            entry.signal();
+        }
+    }
+
+    /// Whether the server is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// The connected client `id`.

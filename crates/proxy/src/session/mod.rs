@@ -32,7 +32,6 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 
 use crate::executor::Executor;
 use crate::resp::RequestDecoder;
@@ -44,20 +43,14 @@ use pipeline::{Meta, Pipeline};
 
 /// Serves one client until it disconnects, sends `QUIT`, or breaks the protocol.
 ///
-/// When `shutdown` turns true the session stops reading, writes the replies of every request it
+/// When the server shuts down ([`clients::Clients::stop_all`]) the session stops reading, writes the replies of every request it
 /// already read, and closes: a client never sees a truncated reply.
 ///
 /// `identity` is the ACL user a verified client certificate names (`tls.client_user`): the client
 /// starts logged in as that user when it exists and is on, as with Valkey's
 /// `tls-auth-clients-user`; otherwise it starts as any client does.
-pub async fn run<R, W>(
-    shared: Arc<Shared>,
-    reader: R,
-    writer: W,
-    peer: SocketAddr,
-    identity: Option<String>,
-    shutdown: watch::Receiver<bool>,
-) where
+pub async fn run<R, W>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr, identity: Option<String>)
+where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -68,7 +61,7 @@ pub async fn run<R, W>(
     if let Some(name) = identity {
         session.log_in_by_certificate(&name);
     }
-    let result = session.serve(reader, writer, shutdown).await;
+    let result = session.serve(reader, writer).await;
     session.stop_tracking();
     session.shared.clients.remove(id);
     let traffic = &session.traffic;
@@ -105,6 +98,8 @@ struct Session {
     decoder: RequestDecoder,
     /// Gets the parts of the client's requests answered: peers, redirects, retries.
     exec: Executor,
+    /// Nodes' replies taken from the executor's queue, handled in order.
+    reply_batch: std::collections::VecDeque<crate::upstream::UpstreamReply>,
     traffic: Traffic,
     /// The transaction being queued, between MULTI and EXEC.
     tx: Option<transaction::Transaction>,
@@ -162,6 +157,7 @@ impl Session {
             pipeline: Pipeline::default(),
             decoder,
             exec,
+            reply_batch: std::collections::VecDeque::new(),
             traffic: Traffic::default(),
             tx: None,
             watch_slot: None,

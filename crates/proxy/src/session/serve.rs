@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::sleep_until;
 
 use super::Session;
@@ -29,6 +28,10 @@ const MAX_READ_HINT: usize = 4096;
 
 /// Read size for clients that send more than a few bytes at a time.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Largest write buffer kept once written out; a bigger one (a burst of large replies) is given
+/// back, so an idle client holds little.
+const KEEP_WRITE_BUFFER: usize = 4096;
 
 /// The client socket's side of a session: its buffers and how much to read at a time.
 ///
@@ -82,41 +85,54 @@ impl ClientIo {
     }
 
     /// A client that filled the last read is sending more: read in large chunks. Otherwise the
-    /// buffer is a fresh one of the client's usual size whenever it empties, so a client that
-    /// goes idle holds no more than that.
+    /// buffer holds the client's usual size whenever it empties, so a client that goes idle holds
+    /// no more than that.
+    ///
+    /// Requests are slices of the read buffer, in flight until answered: while they are
+    /// (`in_flight`) the buffer's spare room is read into as it is; once they are answered the
+    /// buffer is taken back in place, so a client's requests cost no allocation each.
     #[inline]
-    fn size_read_buffer(&mut self) {
+    fn size_read_buffer(&mut self, in_flight: bool) {
         let spare = self.rbuf.capacity() - self.rbuf.len();
         if self.last_read_len >= self.read_hint && spare < 1024 {
             self.rbuf.reserve(READ_CHUNK);
-        } else if self.rbuf.is_empty() && self.last_read_len < self.read_hint && spare != self.read_hint {
-            self.rbuf = BytesMut::with_capacity(self.read_hint);
+            return;
+        }
+        if !self.rbuf.is_empty() || self.last_read_len >= self.read_hint || spare == self.read_hint {
+            return;
+        }
+        if spare > MAX_READ_HINT || (spare < self.read_hint && (spare == 0 || !in_flight)) {
+            let reclaimed = spare < self.read_hint && self.rbuf.try_reclaim(self.read_hint);
+            if !reclaimed || self.rbuf.capacity() > MAX_READ_HINT {
+                self.rbuf = BytesMut::with_capacity(self.read_hint);
+            }
+        }
+    }
+
+    /// Everything buffered was written: the write buffer is kept for the next replies (one
+    /// allocation per client, not per reply) unless a large burst grew it.
+    #[inline]
+    fn written_out(&mut self) {
+        // True (room found or taken back) exactly when the whole buffer is larger than kept.
+        if self.wbuf.try_reclaim(KEEP_WRITE_BUFFER + 1) {
+            self.wbuf = BytesMut::new();
         }
     }
 }
 
 impl Session {
-    /// Serves the client until it leaves, is closed, or the server shuts down.
+    /// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
+    /// [`clients::Clients::stop_all`](super::clients::Clients::stop_all)).
     ///
     /// A little over ~80 lines: the `select!` lists every event a session waits for in priority
     /// order, each branch a call to a named step; split up, the order would no longer be visible.
-    pub(super) async fn serve<R, W>(
-        &mut self,
-        mut reader: R,
-        mut writer: W,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> std::io::Result<()>
+    pub(super) async fn serve<R, W>(&mut self, mut reader: R, mut writer: W) -> std::io::Result<()>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut io = ClientIo::new(Arc::clone(&self.shared), !*shutdown.borrow());
+        let mut io = ClientIo::new(Arc::clone(&self.shared), !self.shared.clients.is_stopping());
         let entry = Arc::clone(&self.entry);
-        // One future for the whole session rather than a new one (and a new waiter registration)
-        // on every turn of the loop; the server only ever sends `true`, so any change means stop.
-        let stop = shutdown.changed();
-        tokio::pin!(stop);
-        let mut stop_armed = io.reading;
         // Idle clients are checked on one timer that is only re-armed when it fires, instead of a
         // timer reset on every read.
         let idle_timeout = self.shared.idle_timeout;
@@ -132,7 +148,7 @@ impl Session {
                 }
                 Settled::Drop => return Ok(()),
             }
-            io.size_read_buffer();
+            io.size_read_buffer(!self.pipeline.is_empty());
             // While a request is on hold the socket is still read (up to HELD_INPUT bytes, kept
             // unparsed, as Redis buffers a blocked client's input) so that a client that leaves is
             // noticed and its blocked upstream connection released.
@@ -141,17 +157,13 @@ impl Session {
             let next_wake = self.next_wake();
             tokio::select! {
                 biased;
-                Some(reply) = self.exec.next_reply(), if self.exec.has_replies() => {
-                    self.on_reply(reply);
-                    while let Some(reply) = self.exec.try_next_reply() {
-                        self.on_reply(reply);
-                    }
-                }
+                () = std::future::poll_fn(|cx| self.exec.poll_replies(cx, &mut self.reply_batch)),
+                    if self.exec.has_replies() => self.on_replies(),
                 written = writer.write_buf(&mut io.wbuf), if !io.wbuf.is_empty() => {
                     self.traffic.bytes_out += written? as u64;
                     // TLS buffers records until flushed; for TCP the flush is free.
                     if io.wbuf.is_empty() {
-                        io.wbuf = BytesMut::new();
+                        io.written_out();
                         for (credit, written) in self.stream_credits.drain(..) {
                             credit.give_back(written);
                         }
@@ -178,10 +190,7 @@ impl Session {
                     if !self.on_signal() {
                         return Ok(());
                     }
-                }
-                _ = &mut stop, if stop_armed => {
-                    stop_armed = false;
-                    io.reading = false;
+                    io.reading &= !self.shared.clients.is_stopping();
                 }
             }
         }

@@ -232,7 +232,7 @@ impl Session {
     /// Forgets the watched keys on the node without a reply to the client.
     fn send_unwatch(&mut self) {
         if let Some(own) = self.exec.own() {
-            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, _rx) = crate::upstream::reply_channel();
             own.send(crate::upstream::UpstreamRequest {
                 payload: encode_command(&[b"UNWATCH"]),
                 prefix: None,

@@ -14,14 +14,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis_protocol::resp3::decode::complete::decode;
-use redis_protocol::resp3::types::OwnedFrame;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{FlushReason, Hub, Stamp, StreamState};
 use crate::topology::Topology;
-use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
+use crate::upstream::{
+    ConnMode, OwnedConn, PUSH, ReplyReceiver, ReplySender, Tag, UpstreamReply, UpstreamRequest, reply_channel,
+};
 
 /// Streams stay open this long after the last tracker left (clients reconnect and track again).
 const LINGER: Duration = Duration::from_secs(30);
@@ -43,11 +42,13 @@ pub fn spawn_supervisor(hub: Arc<Hub>, topology: Arc<Topology>, timing: StreamTi
 
 async fn supervise(hub: Arc<Hub>, topology: Arc<Topology>, timing: StreamTiming) {
     let mut streams: HashMap<String, JoinHandle<()>> = HashMap::new();
-    let mut last_tracker = Instant::now();
+    // None until the first client tracks: a proxy whose clients never track opens no stream
+    // (each would make its master push every key written, and the proxy parse it).
+    let mut last_tracker: Option<Instant> = None;
     loop {
         if hub.tracker_count() > 0 {
-            last_tracker = Instant::now();
-        } else if last_tracker.elapsed() >= LINGER {
+            last_tracker = Some(Instant::now());
+        } else if last_tracker.is_none_or(|at| at.elapsed() >= LINGER) {
             for (addr, task) in streams.drain() {
                 task.abort();
                 stream_gone(&hub, &addr, None);
@@ -93,7 +94,7 @@ async fn follow(hub: Arc<Hub>, topology: Arc<Topology>, addr: String, state: Arc
     let master: Arc<str> = Arc::from(addr.as_str());
     let mut backoff = Duration::from_millis(100);
     loop {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = reply_channel();
         let mode = ConnMode { pushes: Some((tx.clone(), PUSH)), ..ConnMode::owned(true, None) };
         let conn = topology.upstreams().owned(&addr, mode);
         // Named so that operators see whose connection it is in the node's CLIENT LIST.
@@ -101,7 +102,7 @@ async fn follow(hub: Arc<Hub>, topology: Arc<Topology>, addr: String, state: Arc
         conn.send(request(&[b"CLIENT", b"SETNAME", name.as_bytes()], &tx));
         conn.send(request(&[b"CLIENT", b"TRACKING", b"ON", b"BCAST"], &tx));
         let started = Instant::now();
-        let why = serve(&hub, &master, &state, &conn, &mut rx, timing).await;
+        let why = serve(&hub, &master, &state, &conn, &rx, timing).await;
         drop(conn);
         if state.confirmed.swap(false, Ordering::AcqRel) {
             hub.metrics.stream_up(&addr, Some(false));
@@ -122,14 +123,14 @@ async fn serve(
     master: &Arc<str>,
     state: &StreamState,
     conn: &OwnedConn,
-    rx: &mut mpsc::UnboundedReceiver<UpstreamReply>,
+    rx: &ReplyReceiver,
     timing: StreamTiming,
 ) -> String {
     let mut liveness = tokio::time::interval(timing.liveness_interval);
     liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When each unanswered PING was sent, oldest first.
     let mut unanswered: VecDeque<Instant> = VecDeque::new();
-    let (tx, _) = mpsc::unbounded_channel();
+    let (tx, _) = reply_channel();
     // SETNAME's and TRACKING's: tracking is on at the second.
     let mut oks_to_come = 2;
     loop {
@@ -175,19 +176,14 @@ async fn serve(
 }
 
 /// Sends a `PING`, numbered before it is queued (see [`Hub::barrier`]).
-fn ping(
-    state: &StreamState,
-    conn: &OwnedConn,
-    tx: &mpsc::UnboundedSender<UpstreamReply>,
-    unanswered: &mut VecDeque<Instant>,
-) {
+fn ping(state: &StreamState, conn: &OwnedConn, tx: &ReplySender, unanswered: &mut VecDeque<Instant>) {
     state.pings.fetch_add(1, Ordering::AcqRel);
     unanswered.push_back(Instant::now());
     conn.send(request(&[b"PING"], tx));
 }
 
 /// A request on the stream; its reply comes back as a frame on the stream's channel.
-fn request(args: &[&[u8]], reply_to: &mpsc::UnboundedSender<UpstreamReply>) -> UpstreamRequest {
+fn request(args: &[&[u8]], reply_to: &ReplySender) -> UpstreamRequest {
     UpstreamRequest {
         payload: crate::resp::request::encode_command(args),
         prefix: None,
@@ -213,6 +209,8 @@ enum Frame {
     Other,
 }
 
+/// What a frame of the stream says. Invalidation pushes come one per write on the master, so
+/// they are read in place rather than through a general RESP3 decoder.
 fn parse(frame: &[u8]) -> Frame {
     match frame {
         b"+OK\r\n" => return Frame::Confirmed,
@@ -220,22 +218,33 @@ fn parse(frame: &[u8]) -> Frame {
         [b'-' | b'!', ..] => return Frame::Error(String::from_utf8_lossy(frame).trim_end().to_string()),
         _ => {}
     }
-    let Ok(Some((OwnedFrame::Push { data, .. }, _))) = decode(frame) else {
+    let Some(rest) = frame.strip_prefix(b">2\r\n$10\r\ninvalidate\r\n".as_slice()) else {
         return Frame::Other;
     };
-    let is_invalidate = matches!(data.first(), Some(OwnedFrame::BlobString { data, .. }) if data == b"invalidate");
-    match (is_invalidate, data.get(1)) {
-        (true, Some(OwnedFrame::Null)) => Frame::Flushed,
-        (true, Some(OwnedFrame::Array { data: keys, .. })) => Frame::Keys(
-            keys.iter()
-                .filter_map(|k| match k {
-                    OwnedFrame::BlobString { data, .. } => Some(Bytes::copy_from_slice(data)),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => Frame::Other,
+    if rest == b"_\r\n" || rest == b"*-1\r\n" {
+        return Frame::Flushed;
     }
+    invalidated_keys(rest).map_or(Frame::Other, Frame::Keys)
+}
+
+/// The keys of an invalidation push's array (`*N` then N bulk strings), `None` if malformed.
+fn invalidated_keys(frame: &[u8]) -> Option<Vec<Bytes>> {
+    let (count, mut rest) = length_line(frame.strip_prefix(b"*")?)?;
+    let mut keys = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let (len, after) = length_line(rest.strip_prefix(b"$")?)?;
+        let key = after.get(..len)?;
+        rest = after.get(len..)?.strip_prefix(b"\r\n")?;
+        keys.push(Bytes::copy_from_slice(key));
+    }
+    rest.is_empty().then_some(keys)
+}
+
+/// A decimal length ended by CRLF, and what follows it.
+fn length_line(line: &[u8]) -> Option<(usize, &[u8])> {
+    let end = line.iter().position(|&b| b == b'\r')?;
+    let len = std::str::from_utf8(&line[..end]).ok()?.parse().ok()?;
+    Some((len, line[end..].strip_prefix(b"\r\n")?))
 }
 
 #[cfg(test)]
@@ -253,5 +262,9 @@ mod tests {
         );
         assert!(matches!(parse(b"-NOPERM no\r\n"), Frame::Error(text) if text == "-NOPERM no"));
         assert_eq!(parse(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"), Frame::Other);
+        assert_eq!(parse(b">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$5\r\nbc\r\n"), Frame::Other);
+        assert_eq!(parse(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\na\r\nzz"), Frame::Other);
+        let binary = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$4\r\na\r\nb\r\n";
+        assert_eq!(parse(binary), Frame::Keys(vec![Bytes::from_static(b"a\r\nb")]));
     }
 }

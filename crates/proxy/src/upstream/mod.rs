@@ -9,6 +9,7 @@ pub mod conn;
 pub mod connect;
 pub mod lanes;
 pub mod pool;
+pub mod reply;
 pub mod stream;
 
 use std::sync::Arc;
@@ -16,11 +17,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use thiserror::Error;
-use tokio::sync::mpsc;
 
 pub use conn::{ConnMode, PUSH};
 pub use lanes::{LaneLease, ScriptKind};
 pub use pool::{NodePool, OwnedConn, Upstreams};
+pub use reply::{ReplyReceiver, ReplySender, reply_channel};
 
 /// Identifies a reply for its caller: which request (`seq`) and which part of it (`part`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +29,6 @@ pub struct Tag {
     pub seq: u64,
     pub part: u32,
 }
-
-/// The channel a caller receives its replies on.
-pub type ReplySender = mpsc::UnboundedSender<UpstreamReply>;
 
 /// One command for one node.
 #[derive(Debug)]
