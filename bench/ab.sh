@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # A/B comparison of proxy builds or settings, alternating in every round, against the same cluster.
 #
-#   bench/ab.sh [--rounds N] [--no-predixy] NAME=BINARY[@UPSTREAM_LINE] ... [predixy]
+#   bench/ab.sh [--rounds N] [--no-predixy] [--quick] NAME=BINARY[@SETTING] ... [predixy]
 #
 #   NAME=BINARY                 a redisforge-proxy binary to compare (copy builds aside first:
-#                               cp target/release/redisforge-proxy /tmp/proxy-before)
-#   NAME=BINARY@UPSTREAM_LINE   the same with one more line in its [upstream] section, e.g.
+#                               cp target/release/redisforge-proxy /tmp/proxy-before), run with
+#                               [runtime] worker_threads = 1, as predixy runs with WorkerThreads 1
+#   NAME=BINARY@SETTING         the same with one setting more: SECTION.KEY=VALUE, or KEY=VALUE for
+#                               the [upstream] section, e.g.
 #                               c1=target/release/redisforge-proxy@connections_per_node=1
+#                               w2=target/release/redisforge-proxy@runtime.worker_threads=2
+#   --quick                     GET and SET only (no MSET/MGET rows)
 #   --rounds N                  rounds (default 3); medians are over rounds
 #   predixy                     where the predixy row runs in a round (default: after the NAMEs)
 #   --no-predixy                leave out the predixy row
@@ -18,9 +22,10 @@
 #
 # The cluster (3 masters + 3 replicas on 127.0.0.1:7800-7805, BENCH_AB_BASE moves it) is started in
 # a temp dir and stopped on exit, as is every proxy (ports 7890 and up). Each round runs direct
-# (redis-benchmark --cluster) and then every NAME in order, on four workloads: GET and SET, 50
-# clients, without pipelining and with -P 16. It prints ops/s, the ratio to direct and the proxy's
-# CPU µs per request (from /proc/PID/stat). Faster than bench/run.sh, for deciding between two
+# (redis-benchmark --cluster) and then every NAME in order, on six workloads: GET and SET, 50
+# clients, without pipelining and with -P 16; MSET and MGET of 10 random keys (keys of different
+# slots, split by the proxy; direct cannot send them and has no row). It prints ops/s, the ratio
+# to direct and to predixy, and the proxy's CPU µs per request (from /proc/PID/stat). Faster than bench/run.sh, for deciding between two
 # builds; bench/run.sh remains the measurement of record.
 
 set -euo pipefail
@@ -30,6 +35,7 @@ ROOT=$PWD
 source "$ROOT/scripts/lib/cluster.sh"
 
 ROUNDS=3
+QUICK=0
 BASE=${BENCH_AB_BASE:-7800}
 PORT=7890
 NAMES=()
@@ -39,7 +45,8 @@ while [ "$#" -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
         --no-predixy) PREDIXY=""; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        --quick) QUICK=1; shift ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         predixy) NAMES+=(predixy); shift ;;
         *=*)
             name=${1%%=*} spec=${1#*=}
@@ -87,6 +94,48 @@ WORKLOADS=(
     "-t get -n 1000000 -c 50 -r 100000 -d 64 -P 16"
     "-t set -n 800000 -c 50 -r 100000 -d 64 -P 16"
 )
+# Multi-key rows: redis-benchmark's MSET writes 10 keys; MGET reads 10 (a custom command, each
+# __rand_int__ drawn on its own), keys of different slots.
+MGET_KEYS=$(printf ' key:__rand_int__%.0s' {1..10})
+[ "$QUICK" -eq 1 ] || WORKLOADS+=(
+    "-t mset -n 100000 -c 50 -r 100000 -d 64"
+    "-n 100000 -c 50 -r 100000 MGET$MGET_KEYS"
+)
+
+# Whether direct (redis-benchmark --cluster) can run a workload: not multi-key commands over slots.
+direct_can() {
+    [[ "$1" != *"-t mset"* && "$1" != *MGET* ]]
+}
+
+# The config of proxy NAME on PORT: one worker, as predixy's row, and its SETTING if any.
+proxy_config() {
+    local name="$1" port="$2" extra="${EXTRAS[$1]}" section="upstream" workers="worker_threads = 1"
+    if [[ "${extra%%=*}" == *.* ]]; then
+        section=${extra%%.*}
+        extra=${extra#*.}
+    fi
+    local upstream_line="" runtime_line="" other=""
+    case "$section" in
+        upstream) upstream_line=$extra ;;
+        runtime) if [[ "$extra" == worker_threads=* ]]; then workers=$extra; else runtime_line=$extra; fi ;;
+        *) other=$(printf '[%s]\n%s' "$section" "$extra") ;;
+    esac
+    cat <<EOF
+[listen]
+plain = "127.0.0.1:$port"
+[metrics]
+listen = "127.0.0.1:$((port + 100))"
+[upstream]
+seeds = ["127.0.0.1:$BASE"]
+$upstream_line
+[runtime]
+$workers
+$runtime_line
+[log]
+level = "warn"
+$other
+EOF
+}
 
 # ops/s of one redis-benchmark run (bounded: 240 s).
 ops() {
@@ -100,6 +149,7 @@ ticks() {
 results="$WORK/results"
 for ((round = 1; round <= ROUNDS; round++)); do
     for workload in "${WORKLOADS[@]}"; do
+        direct_can "$workload" || continue
         # shellcheck disable=SC2086 # a workload is a list of flags
         echo "direct|$workload|$(ops --cluster -p "$BASE" $workload)||" >>"$results"
     done
@@ -110,17 +160,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
             "$ROOT/bench/predixy.sh" conf "$PORT" $(cluster_ports "$WORK/cluster") >"$WORK/$name.conf"
             "$PREDIXY" "$WORK/$name.conf" >"$WORK/$name.log" 2>&1 &
         else
-            cat >"$WORK/$name.toml" <<EOF
-[listen]
-plain = "127.0.0.1:$PORT"
-[metrics]
-listen = "127.0.0.1:$((PORT + 100))"
-[upstream]
-seeds = ["127.0.0.1:$BASE"]
-${EXTRAS[$name]}
-[log]
-level = "warn"
-EOF
+            proxy_config "$name" "$PORT" >"$WORK/$name.toml"
             "${BINS[$name]}" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
         fi
         PROXY_PID=$!
@@ -154,12 +194,17 @@ for line in open(sys.argv[1]):
 workloads = list(dict.fromkeys(w for w, _ in order))
 for workload in workloads:
     print(workload)
-    direct = statistics.median(r for r, _ in runs[(workload, "direct")])
+    def median_ops(name):
+        rows = runs.get((workload, name))
+        return statistics.median(r for r, _ in rows) if rows else None
+    direct, predixy = median_ops("direct"), median_ops("predixy")
     for w, name in order:
         if w != workload:
             continue
-        rps = statistics.median(r for r, _ in runs[(w, name)])
+        rps = median_ops(name)
         cpus = [c for _, c in runs[(w, name)] if c is not None]
         cpu = f"{statistics.median(cpus):6.2f} µs/req" if cpus else "      —"
-        print(f"  {name:12} {rps:10.0f} ops/s  {rps / direct:5.2f}× direct  CPU {cpu}  ({len(runs[(w, name)])} runs)")
+        vs_direct = f"{rps / direct:5.2f}× direct" if direct else "   — direct"
+        vs_predixy = f"{rps / predixy:5.2f}× predixy" if predixy and name != "predixy" else ""
+        print(f"  {name:12} {rps:10.0f} ops/s  {vs_direct}  CPU {cpu}  {vs_predixy}  ({len(runs[(w, name)])} runs)")
 EOF

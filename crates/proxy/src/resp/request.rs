@@ -10,6 +10,7 @@
 //! of the proxy's whole per-request cost — for ranges this pass already knows.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 use thiserror::Error;
 
 use super::scan::{MAX_LINE, ScanError, parse_len, parse_usize, read_line};
@@ -59,15 +60,22 @@ pub enum ProtocolError {
 pub struct Request {
     /// The request as RESP bytes, exactly as forwarded upstream.
     bytes: Bytes,
-    /// Start and end of each argument inside `bytes`.
-    args: Vec<(usize, usize)>,
+    /// Start and end of each argument inside `bytes`: inline for the usual few arguments, so a
+    /// request costs no allocation of its own.
+    args: ArgRanges,
 }
+
+/// Where each argument of a request lies.
+type ArgRanges = SmallVec<[(usize, usize); INLINE_ARGS]>;
+
+/// Arguments kept inline in a [`Request`] (`SET key value EX 10` has five).
+const INLINE_ARGS: usize = 5;
 
 impl Request {
     /// Builds a request from arguments, encoding them as a RESP array.
     pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Request {
         let bytes = encode_command(args);
-        let mut ranges = Vec::with_capacity(args.len());
+        let mut ranges = ArgRanges::with_capacity(args.len());
         // Each argument is `$<len>\r\n<data>\r\n` after the array header.
         let mut at = bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
         for arg in args {
@@ -134,13 +142,13 @@ pub struct RequestDecoder {
     /// Arguments still expected in the multibulk being received, and the offset of the next one.
     multibulk: Option<(usize, usize)>,
     /// Where the arguments received so far lie.
-    ranges: Vec<(usize, usize)>,
+    ranges: ArgRanges,
 }
 
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> RequestDecoder {
-        RequestDecoder { limits, multibulk: None, ranges: Vec::new() }
+        RequestDecoder { limits, multibulk: None, ranges: ArgRanges::new() }
     }
 
     /// Takes the next complete request off the front of `buf`.
@@ -184,7 +192,7 @@ impl RequestDecoder {
                         Ok(Some(n)) if n <= self.limits.max_array_len => {
                             // Capacity for small requests only: a huge count must not reserve memory
                             // before its arguments have arrived.
-                            self.ranges = Vec::with_capacity(n.min(16));
+                            self.ranges = ArgRanges::with_capacity(n.min(16));
                             (n, line.next)
                         }
                         _ => return Err(ProtocolError::InvalidMultibulkLength),

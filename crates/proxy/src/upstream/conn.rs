@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval, sleep};
 
 use super::lanes::NodeScripts;
 use super::stream::UpstreamStream;
 use super::{
-    ConnSettings, ReplySender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError, UpstreamReply, UpstreamRequest, connect,
+    ConnSettings, ReplySender, RequestReceiver, RequestSender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError,
+    UpstreamReply, UpstreamRequest, connect, queue,
 };
 use crate::auth::NodeUser;
 use crate::metrics::NodeMetrics;
@@ -34,15 +34,43 @@ const HOLD_BYTES: usize = 64 * 1024;
 ///
 /// The task connects at once (so the pool is warm), reconnects with backoff when the connection
 /// breaks, and ends when every sender is dropped and nothing is in flight.
-pub fn spawn(
-    addr: String,
-    settings: Arc<ConnSettings>,
-    mode: ConnMode,
-    metrics: Arc<NodeMetrics>,
-) -> mpsc::UnboundedSender<UpstreamRequest> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(addr, settings, mode, rx, metrics));
+pub fn spawn(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, metrics: Arc<NodeMetrics>) -> RequestSender {
+    let (tx, rx) = queue::channel();
+    tokio::spawn(run(addr, settings, mode, Inbox { rx, waiting: VecDeque::new() }, metrics));
     tx
+}
+
+/// The requests for a connection: its queue, and those taken from it and not written yet (kept
+/// across reconnects, like the queue).
+struct Inbox {
+    rx: RequestReceiver,
+    waiting: VecDeque<UpstreamRequest>,
+}
+
+impl Inbox {
+    /// Ready with true once requests wait, with false once every sender is gone and none is left.
+    fn poll_take(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        if !self.waiting.is_empty() {
+            return std::task::Poll::Ready(true);
+        }
+        self.rx.poll_take(cx, &mut self.waiting).map(|taken| taken > 0)
+    }
+
+    /// Takes whatever else was queued meanwhile.
+    fn take_more(&mut self) {
+        let _ = self.rx.take(&mut self.waiting);
+    }
+
+    /// Answers every request waiting with `error`; with `close`, later sends are refused too.
+    fn fail_all(&mut self, error: &UpstreamError, metrics: &NodeMetrics, close: bool) {
+        if close {
+            self.rx.close();
+        }
+        self.take_more();
+        for request in self.waiting.drain(..) {
+            fail(request, error.clone(), metrics);
+        }
+    }
 }
 
 /// How a connection behaves: one of a node pool's, shared by many clients, or one a single client
@@ -135,13 +163,7 @@ enum End {
     Failed(UpstreamError),
 }
 
-async fn run(
-    addr: String,
-    settings: Arc<ConnSettings>,
-    mode: ConnMode,
-    mut rx: mpsc::UnboundedReceiver<UpstreamRequest>,
-    metrics: Arc<NodeMetrics>,
-) {
+async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbox: Inbox, metrics: Arc<NodeMetrics>) {
     let commands = mode.login_commands(&settings);
     let arguments: Vec<Vec<&[u8]>> = commands.iter().map(|c| c.iter().map(Vec::as_slice).collect()).collect();
     let extra: Vec<&[&[u8]]> = arguments.iter().map(Vec::as_slice).collect();
@@ -153,13 +175,13 @@ async fn run(
                     id.store(node_client_id(&mut stream, &settings).await, std::sync::atomic::Ordering::Release);
                 }
                 backoff = Duration::from_millis(25);
-                match serve(stream, &addr, &settings, &mode, &mut rx, &metrics).await {
+                match serve(stream, &addr, &settings, &mode, &mut inbox, &metrics).await {
                     End::Finished => return,
                     End::Failed(error) => {
                         crate::log_limited!(5, warn, node = %addr, %error, "upstream connection failed");
                         (settings.on_failure)(&addr);
                         if !mode.reconnect {
-                            return end_owned(&mode, rx, error, &metrics);
+                            return end_owned(&mode, inbox, error, &metrics);
                         }
                     }
                 }
@@ -168,7 +190,7 @@ async fn run(
                 crate::log_limited!(5, warn, node = %addr, %error, "upstream connect failed");
                 (settings.on_failure)(&addr);
                 if !mode.reconnect {
-                    return end_owned(&mode, rx, error, &metrics);
+                    return end_owned(&mode, inbox, error, &metrics);
                 }
                 // Requests for a node that cannot be reached fail at once (they were never sent, so the
                 // caller may retry elsewhere) rather than waiting out the backoff.
@@ -177,9 +199,9 @@ async fn run(
                 loop {
                     tokio::select! {
                         _ = &mut pause => break,
-                        request = rx.recv() => match request {
-                            None => return,
-                            Some(request) => fail(request, error.clone(), &metrics),
+                        waiting = std::future::poll_fn(|cx| inbox.poll_take(cx)) => match waiting {
+                            false => return,
+                            true => inbox.fail_all(&error, &metrics, false),
                         },
                     }
                 }
@@ -202,16 +224,8 @@ async fn node_client_id(stream: &mut UpstreamStream, settings: &ConnSettings) ->
 }
 
 /// An owned connection is over: fail what is queued and tell the owner.
-fn end_owned(
-    mode: &ConnMode,
-    mut rx: mpsc::UnboundedReceiver<UpstreamRequest>,
-    error: UpstreamError,
-    metrics: &NodeMetrics,
-) {
-    rx.close();
-    while let Ok(request) = rx.try_recv() {
-        fail(request, error.clone(), metrics);
-    }
+fn end_owned(mode: &ConnMode, mut inbox: Inbox, error: UpstreamError, metrics: &NodeMetrics) {
+    inbox.fail_all(&error, metrics, true);
     if let Some((pushes, tag)) = &mode.pushes {
         let _ = pushes.send(UpstreamReply { tag: *tag, result: Err(error), partial: None });
     }
@@ -228,17 +242,17 @@ async fn serve(
     addr: &str,
     settings: &ConnSettings,
     mode: &ConnMode,
-    rx: &mut mpsc::UnboundedReceiver<UpstreamRequest>,
+    inbox: &mut Inbox,
     metrics: &NodeMetrics,
 ) -> End {
     match stream {
         UpstreamStream::Plain(tcp) => {
             let (reader, writer) = tcp.into_split();
-            serve_halves(reader, writer, addr, settings, mode, rx, metrics).await
+            serve_halves(reader, writer, addr, settings, mode, inbox, metrics).await
         }
         UpstreamStream::Tls(tls) => {
             let (reader, writer) = tokio::io::split(*tls);
-            serve_halves(reader, writer, addr, settings, mode, rx, metrics).await
+            serve_halves(reader, writer, addr, settings, mode, inbox, metrics).await
         }
     }
 }
@@ -278,27 +292,23 @@ impl Wire<'_> {
         Err(UpstreamError::ConnectionLost { addr: addr.to_string() })
     }
 
-    /// Queues `first` and every other request waiting, so that one write carries them all.
-    async fn take_requests(
-        &mut self,
-        first: UpstreamRequest,
-        rx: &mut mpsc::UnboundedReceiver<UpstreamRequest>,
-        mode: &ConnMode,
-        metrics: &NodeMetrics,
-    ) {
-        let expects_reply = mode.pushes.is_none();
-        queue(first, &mut self.wbuf, &mut self.inflight, self.now_tick, expects_reply);
-        let mut queued = 1;
+    /// Queues the requests waiting, and every other request sent meanwhile, so that one write
+    /// carries them all (up to [`WRITE_HIGH_WATER`]; the rest wait for the next turn).
+    async fn take_requests(&mut self, inbox: &mut Inbox, mode: &ConnMode, metrics: &NodeMetrics) {
         // Let every other session that is ready, and those whose sockets became readable
         // meanwhile (tokio polls the I/O driver before resuming a yielded task), queue their
         // requests first, so that one write (one wake-up of the node) carries them all. Measured:
         // 1.85 → 1.2 writes per unpipelined request with 50 clients (bench/RESULTS.md).
-        tokio::task::yield_now().await;
-        while self.wbuf.len() < WRITE_HIGH_WATER {
-            match rx.try_recv() {
-                Ok(request) => queue(request, &mut self.wbuf, &mut self.inflight, self.now_tick, expects_reply),
-                Err(_) => break,
-            }
+        if self.wbuf.is_empty() {
+            tokio::task::yield_now().await;
+            inbox.take_more();
+        }
+        let expects_reply = mode.pushes.is_none();
+        let mut queued = 0;
+        while self.wbuf.len() < WRITE_HIGH_WATER
+            && let Some(request) = inbox.waiting.pop_front()
+        {
+            queue(request, &mut self.wbuf, &mut self.inflight, self.now_tick, expects_reply);
             queued += 1;
         }
         metrics.requests.inc_by(queued);
@@ -341,7 +351,7 @@ async fn serve_halves<R, W>(
     addr: &str,
     settings: &ConnSettings,
     mode: &ConnMode,
-    rx: &mut mpsc::UnboundedReceiver<UpstreamRequest>,
+    inbox: &mut Inbox,
     metrics: &NodeMetrics,
 ) -> End
 where
@@ -397,10 +407,12 @@ where
                     wire.unwritten = 0;
                 }
             }
-            request = rx.recv(), if open && wire.wbuf.len() < WRITE_HIGH_WATER => match request {
-                None => open = false,
-                Some(request) => wire.take_requests(request, rx, mode, metrics).await,
-            },
+            waiting = std::future::poll_fn(|cx| inbox.poll_take(cx)), if open && wire.wbuf.len() < WRITE_HIGH_WATER => {
+                match waiting {
+                    false => open = false,
+                    true => wire.take_requests(inbox, mode, metrics).await,
+                }
+            }
             () = credit_returned(credit), if stalled => {}
             _ = ticker.tick() => if let Err(error) = wire.on_tick(mode) {
                 break error;

@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
-use super::{ConnMode, ConnSettings, UpstreamError, UpstreamRequest, conn};
+use super::{ConnMode, ConnSettings, RequestSender, UpstreamError, UpstreamRequest, conn};
 use crate::auth::NodeUser;
 use crate::metrics::NodeMetrics;
 
@@ -48,7 +48,7 @@ pub enum ScriptKind {
 /// One script connection.
 #[derive(Debug)]
 struct Lane {
-    tx: mpsc::UnboundedSender<UpstreamRequest>,
+    tx: RequestSender,
     resp3: bool,
     user: Option<Arc<NodeUser>>,
     state: Arc<LaneState>,
@@ -212,7 +212,7 @@ impl Lanes {
             self.node.started.notify_one();
         }
         request.lease = Some(LaneLease { state: Arc::clone(state) });
-        if let Err(mpsc::error::SendError(request)) = lane.tx.send(request) {
+        if let Err(request) = lane.tx.send(request) {
             request.fail(UpstreamError::ConnectionLost { addr: self.addr.clone() });
         }
     }

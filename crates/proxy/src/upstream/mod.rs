@@ -9,7 +9,7 @@ pub mod conn;
 pub mod connect;
 pub mod lanes;
 pub mod pool;
-pub mod reply;
+pub mod queue;
 pub mod stream;
 
 use std::sync::Arc;
@@ -21,7 +21,19 @@ use thiserror::Error;
 pub use conn::{ConnMode, PUSH};
 pub use lanes::{LaneLease, ScriptKind};
 pub use pool::{NodePool, OwnedConn, Upstreams};
-pub use reply::{ReplyReceiver, ReplySender, reply_channel};
+
+/// Where a node connection sends the replies of one caller.
+pub type ReplySender = queue::Sender<UpstreamReply>;
+/// The caller's end of its replies' queue.
+pub type ReplyReceiver = queue::Receiver<UpstreamReply>;
+/// The queue feeding one node connection.
+pub type RequestSender = queue::Sender<UpstreamRequest>;
+type RequestReceiver = queue::Receiver<UpstreamRequest>;
+
+/// A new queue for a caller's replies.
+pub fn reply_channel() -> (ReplySender, ReplyReceiver) {
+    queue::channel()
+}
 
 /// Identifies a reply for its caller: which request (`seq`) and which part of it (`part`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,10 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
-use tokio::sync::mpsc;
 
 use super::lanes::{Lanes, ScriptKind};
-use super::{ConnMode, ConnSettings, UpstreamRequest, conn};
+use super::{ConnMode, ConnSettings, RequestSender, UpstreamRequest, conn};
 use crate::auth::NodeUser;
 use crate::metrics::{Metrics, NodeMetrics};
 
@@ -17,8 +16,8 @@ use crate::metrics::{Metrics, NodeMetrics};
 #[derive(Debug)]
 pub struct NodePool {
     addr: String,
-    conns: Vec<mpsc::UnboundedSender<UpstreamRequest>>,
-    resp3: OnceLock<Vec<mpsc::UnboundedSender<UpstreamRequest>>>,
+    conns: Vec<RequestSender>,
+    resp3: OnceLock<Vec<RequestSender>>,
     settings: Arc<ConnSettings>,
     readonly: bool,
     metrics: Arc<NodeMetrics>,
@@ -65,7 +64,7 @@ impl NodePool {
             }),
         };
         let conn = &conns[affinity % conns.len()];
-        if let Err(mpsc::error::SendError(request)) = conn.send(request) {
+        if let Err(request) = conn.send(request) {
             // The connection task is gone (only at shutdown): answer rather than lose the request.
             request.fail(super::UpstreamError::ConnectionLost { addr: self.addr.clone() });
         }
@@ -78,7 +77,7 @@ fn spawn_conns(
     size: usize,
     mode: ConnMode,
     metrics: &Arc<NodeMetrics>,
-) -> Vec<mpsc::UnboundedSender<UpstreamRequest>> {
+) -> Vec<RequestSender> {
     (0..size.max(1))
         .map(|_| conn::spawn(addr.to_string(), Arc::clone(settings), mode.clone(), Arc::clone(metrics)))
         .collect()
@@ -88,7 +87,7 @@ fn spawn_conns(
 #[derive(Debug)]
 pub struct OwnedConn {
     addr: String,
-    tx: mpsc::UnboundedSender<UpstreamRequest>,
+    tx: RequestSender,
     /// The node's `CLIENT ID` of the connection (0 until it is known), for `CLIENT UNBLOCK`.
     node_client_id: Arc<AtomicU64>,
 }
@@ -106,7 +105,7 @@ impl OwnedConn {
 
     /// Queues a request; answered on its `reply_to` (or as pushes for a subscribed connection).
     pub fn send(&self, request: UpstreamRequest) {
-        if let Err(mpsc::error::SendError(request)) = self.tx.send(request) {
+        if let Err(request) = self.tx.send(request) {
             request.fail(super::UpstreamError::ConnectionLost { addr: self.addr.clone() });
         }
     }

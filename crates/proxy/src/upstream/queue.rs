@@ -1,0 +1,231 @@
+//! The queues between sessions and node connections, both ways: requests to a connection,
+//! replies back to a session. Many senders push; the one receiver takes everything waiting in one
+//! go.
+//!
+//! A message is one push under an uncontended lock, and the receiver is woken only when its queue
+//! turns non-empty; the receiver swaps the whole queue out with one lock, and finds an empty queue
+//! empty without taking the lock. A general channel (tokio's `mpsc`) costs several times that per
+//! message, on a path every request takes twice (bench/RESULTS.md, "queues").
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+
+/// What the senders and the receiver of one queue share.
+#[derive(Debug)]
+struct Shared<T> {
+    queue: Mutex<Waiting<T>>,
+    /// `queue` holds messages (changed under its lock).
+    queued: AtomicBool,
+    waker: AtomicWaker,
+    senders: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Waiting<T> {
+    messages: VecDeque<T>,
+    /// The receiver is gone or closed the queue: nothing more is taken in.
+    closed: bool,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Waiting<T>> {
+        // A panic while holding the lock leaves a valid queue: go on with it.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One of the senders of a queue.
+#[derive(Debug)]
+pub struct Sender<T>(Arc<Shared<T>>);
+
+/// The receiving end of a queue.
+#[derive(Debug)]
+pub struct Receiver<T>(Arc<Shared<T>>);
+
+/// A new, empty queue.
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Waiting { messages: VecDeque::new(), closed: false }),
+        queued: AtomicBool::new(false),
+        waker: AtomicWaker::new(),
+        senders: AtomicUsize::new(1),
+    });
+    (Sender(Arc::clone(&shared)), Receiver(shared))
+}
+
+impl<T> Sender<T> {
+    /// Queues `message`; gives it back when the receiver is gone or closed the queue (decided
+    /// under the queue's lock, so a message is either taken in and seen by the receiver, or
+    /// given back: never left behind).
+    pub fn send(&self, message: T) -> Result<(), T> {
+        let was_empty = {
+            let mut queue = self.0.lock();
+            if queue.closed {
+                return Err(message);
+            }
+            let was_empty = queue.messages.is_empty();
+            queue.messages.push_back(message);
+            self.0.queued.store(true, Ordering::Release);
+            was_empty
+        };
+        // A non-empty queue has had its wake-up already.
+        if was_empty {
+            self.0.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether the receiver is gone or closed the queue.
+    pub fn is_closed(&self) -> bool {
+        self.0.lock().closed
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Sender<T> {
+        self.0.senders.fetch_add(1, Ordering::Relaxed);
+        Sender(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        // The last sender gone: a receiver waiting on an empty queue learns that nothing comes.
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.waker.wake();
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Moves every waiting message to the back of `into` (best passed empty: the two buffers are
+    /// swapped, so neither allocates once warm). Ready with how many were taken; ready with 0 only
+    /// when every sender is gone and nothing is left.
+    pub fn poll_take(&self, cx: &mut Context<'_>, into: &mut VecDeque<T>) -> Poll<usize> {
+        if self.0.queued.load(Ordering::Acquire)
+            && let Some(taken) = self.take(into)
+        {
+            return Poll::Ready(taken);
+        }
+        self.0.waker.register(cx.waker());
+        // A message (or the last sender's drop) between the check and the registration.
+        if self.0.queued.load(Ordering::Acquire)
+            && let Some(taken) = self.take(into)
+        {
+            return Poll::Ready(taken);
+        }
+        match self.0.senders.load(Ordering::Acquire) {
+            0 => Poll::Ready(self.take(into).unwrap_or(0)),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Moves every waiting message to the back of `into`, without waiting; `None` when none waits.
+    pub fn take(&self, into: &mut VecDeque<T>) -> Option<usize> {
+        let mut queue = self.0.lock();
+        self.0.queued.store(false, Ordering::Release);
+        if queue.messages.is_empty() {
+            return None;
+        }
+        let taken = queue.messages.len();
+        match into.is_empty() {
+            true => std::mem::swap(&mut queue.messages, into),
+            false => into.extend(queue.messages.drain(..)),
+        }
+        Some(taken)
+    }
+
+    /// The next message; `None` once every sender is gone and the queue is empty.
+    pub async fn recv(&self) -> Option<T> {
+        std::future::poll_fn(|cx| {
+            if let Some(message) = self.try_recv() {
+                return Poll::Ready(Some(message));
+            }
+            self.0.waker.register(cx.waker());
+            match self.try_recv() {
+                Some(message) => Poll::Ready(Some(message)),
+                None if self.0.senders.load(Ordering::Acquire) == 0 => Poll::Ready(self.try_recv()),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// The next message, without waiting.
+    pub fn try_recv(&self) -> Option<T> {
+        let mut queue = self.0.lock();
+        let message = queue.messages.pop_front();
+        self.0.queued.store(!queue.messages.is_empty(), Ordering::Release);
+        message
+    }
+
+    /// Takes nothing more in: later sends give their message back. What is queued stays, for
+    /// [`Receiver::try_recv`] to drain.
+    pub fn close(&self) {
+        self.0.lock().closed = true;
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let left = {
+            let mut queue = self.0.lock();
+            queue.closed = true;
+            std::mem::take(&mut queue.messages)
+        };
+        // Messages left hold what they answer (stream credits, lane leases): freed now, outside
+        // the lock.
+        drop(left);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_come_in_order_and_the_end_is_seen_once_senders_are_gone() {
+        let (tx, rx) = channel();
+        let other = tx.clone();
+        tx.send(1).expect("receiver alive");
+        other.send(2).expect("receiver alive");
+        let mut batch = VecDeque::new();
+        let taken = std::future::poll_fn(|cx| rx.poll_take(cx, &mut batch)).await;
+        assert_eq!(taken, 2);
+        assert_eq!(Vec::from(batch), [1, 2]);
+        tx.send(3).expect("receiver alive");
+        drop((tx, other));
+        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(rx.recv().await, None, "every sender gone, nothing left");
+        let mut batch = VecDeque::new();
+        assert_eq!(std::future::poll_fn(|cx| rx.poll_take(cx, &mut batch)).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_by_a_message_from_another_task() {
+        let (tx, rx) = channel();
+        let sender = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.send("reply").is_ok()
+        });
+        assert_eq!(rx.recv().await, Some("reply"));
+        assert!(sender.await.expect("sender task"));
+    }
+
+    #[test]
+    fn a_closed_or_gone_receiver_gives_messages_back_and_keeps_what_it_had() {
+        let (tx, rx) = channel();
+        tx.send(1).expect("open");
+        assert!(!tx.is_closed());
+        rx.close();
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(2), Err(2));
+        assert_eq!(rx.try_recv(), Some(1));
+        drop(rx);
+        assert_eq!(tx.send(3), Err(3));
+    }
+}
