@@ -83,6 +83,8 @@ PROXY_PID=""
 cleanup() {
     [ -z "$PROXY_PID" ] || kill "$PROXY_PID" 2>/dev/null || true
     cluster_stop "$WORK/cluster" || true
+    # The raw results outlive the run: a report that fails can be made again from them.
+    [ ! -f "$WORK/results" ] || cp "$WORK/results" /tmp/redisforge-ab-results.last
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -137,9 +139,12 @@ $other
 EOF
 }
 
-# ops/s of one redis-benchmark run (bounded: 240 s).
+# ops/s of one redis-benchmark run (bounded: 240 s): the rps field of its CSV result line; empty
+# when the run printed none (its output is kept in $WORK/last-run.out). --csv goes first: after a
+# custom command (MGET ...) it would be one of the command's arguments.
 ops() {
-    timeout 240 redis-benchmark "$@" --csv 2>/dev/null | tail -n 1 | cut -d, -f2 | tr -d '"'
+    timeout 240 redis-benchmark --csv "$@" >"$WORK/last-run.out" 2>&1 || true
+    { grep -v '^"test"' "$WORK/last-run.out" || true; } | { grep '^"' || true; } | tail -n 1 | cut -d, -f2 | tr -d '"'
 }
 
 ticks() {
@@ -190,7 +195,10 @@ for line in open(sys.argv[1]):
     if (workload, name) not in runs:
         order.append((workload, name))
     cpu = float(cpu_us) / float(requests) if requests else None
-    runs[(workload, name)].append((float(rps or 0), cpu))
+    if not rps:
+        print(f"ab: no result for {name} on {workload}", file=sys.stderr)
+        continue
+    runs[(workload, name)].append((float(rps), cpu))
 workloads = list(dict.fromkeys(w for w, _ in order))
 for workload in workloads:
     print(workload)
@@ -202,6 +210,9 @@ for workload in workloads:
         if w != workload:
             continue
         rps = median_ops(name)
+        if rps is None:
+            print(f"  {name:12} no result")
+            continue
         cpus = [c for _, c in runs[(w, name)] if c is not None]
         cpu = f"{statistics.median(cpus):6.2f} µs/req" if cpus else "      —"
         vs_direct = f"{rps / direct:5.2f}× direct" if direct else "   — direct"

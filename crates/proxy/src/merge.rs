@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::command::Merge;
 use crate::error::ProxyError;
@@ -187,17 +188,41 @@ pub(crate) fn put_string(out: &mut BytesMut, kind: u8, payload: &[u8]) {
     reply::put_text(out, protocol, payload);
 }
 
+/// Each part's array elements, put back in the order of the keys (MGET). A part's elements are
+/// taken in order, as its keys' places number them: each part is read once, front to back.
 fn array_in_key_order(parts: &[Bytes], places: &[KeyPlace]) -> Option<Bytes> {
-    let arrays = parts.iter().map(|p| aggregate(p).filter(|a| a.kind == b'*')).collect::<Option<Vec<_>>>()?;
+    // Per part: where its next element starts, how many were taken, how many it has.
+    let mut cursors: SmallVec<[(usize, u32, usize); 16]> =
+        parts.iter().map(|p| array_start(p).map(|(at, count)| (at, 0, count))).collect::<Option<_>>()?;
     let size: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 16;
     let mut out = BytesMut::with_capacity(size);
     reply::put_header(&mut out, b'*', places.len());
+    let mut scanner = FrameScanner::new();
     for place in places {
         let part = usize::try_from(place.part).ok()?;
-        let range = arrays.get(part)?.elements.get(usize::try_from(place.index).ok()?)?;
-        out.extend_from_slice(&parts[part][range.clone()]);
+        let (at, taken, count) = cursors.get_mut(part)?;
+        if place.index != *taken || *taken as usize >= *count {
+            return None;
+        }
+        *taken += 1;
+        let reply = &parts[part];
+        let len = scanner.scan(&reply[*at..]).ok()??;
+        out.extend_from_slice(&reply[*at..*at + len]);
+        *at += len;
     }
-    Some(out.freeze())
+    let whole =
+        cursors.iter().zip(parts).all(|(&(at, taken, count), part)| taken as usize == count && at == part.len());
+    whole.then(|| out.freeze())
+}
+
+/// Where the first element of an array reply (`*`) starts, and how many it has.
+fn array_start(reply: &[u8]) -> Option<(usize, usize)> {
+    if reply.first() != Some(&b'*') {
+        return None;
+    }
+    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
+    let count = std::str::from_utf8(&reply[1..header_end]).ok()?.parse().ok()?;
+    Some((header_end + 2, count))
 }
 
 /// Every part's reply if they are all the same, else an error naming the first disagreement.

@@ -3,12 +3,14 @@
 //! Pure: it reads the command table and hashes keys, but knows nothing of nodes or sockets. Which
 //! node owns a slot is looked up when the route is dispatched, so a route survives a topology swap.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::command::{AdminKind, CommandSpec, CommandTable, Handling, LocalKind, Merge, StatefulKind};
 use crate::error::ProxyError;
 use crate::merge::KeyPlace;
-use crate::resp::{Request, request::encode_command};
+use crate::resp::Request;
+use crate::resp::reply::put_header;
 use crate::slot::{SLOT_COUNT, Slot, key_slot};
 
 /// Where a request goes.
@@ -158,34 +160,40 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
     if let Err(error) = spec.key_positions(request, keys) {
         return Route::Refuse(ProxyError::command(format!("ERR {error}")));
     }
-    let first = keys.first().map(|&i| key_slot(request.arg(i)));
-    if keys.iter().all(|&i| Some(key_slot(request.arg(i))) == first) {
+    // Each key hashed once; inline for the usual few keys, so the common single-slot request
+    // allocates nothing here.
+    let slots: SmallVec<[Slot; 16]> = keys.iter().map(|&i| key_slot(request.arg(i))).collect();
+    let first = slots.first().copied();
+    if slots.iter().all(|&slot| Some(slot) == first) {
         return Route::Single { slot: first, write: spec.is_write() };
     }
-    // Group by slot in order of first appearance; remember where each key went for the merge.
-    let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+    // Group by slot in order of first appearance; remember where each key went for the merge
+    // (the part its slot's group became, and its place in that part).
+    let mut groups: SmallVec<[(Slot, u32); 16]> = SmallVec::new();
     let mut places = Vec::with_capacity(keys.len());
-    for &key in keys.iter() {
-        let slot = key_slot(request.arg(key));
+    for &slot in &slots {
         let part = match groups.iter().position(|(s, _)| *s == slot) {
             Some(part) => part,
             None => {
-                groups.push((slot, Vec::new()));
+                groups.push((slot, 0));
                 groups.len() - 1
             }
         };
-        places.push(KeyPlace { part: part as u32, index: groups[part].1.len() as u32 });
-        groups[part].1.push(key);
+        places.push(KeyPlace { part: part as u32, index: groups[part].1 });
+        groups[part].1 += 1;
     }
+    // Every part's payload in one buffer, each argument copied as the client encoded it.
+    let mut out = BytesMut::with_capacity(request.bytes().len() + groups.len() * (16 + request.arg_encoded(0).len()));
     let parts = groups
-        .into_iter()
-        .map(|(slot, group)| {
-            let mut args: Vec<&[u8]> = Vec::with_capacity(1 + group.len() * key_step);
-            args.push(request.arg(0));
-            for key in group {
-                args.extend((key..key + key_step).map(|i| request.arg(i)));
+        .iter()
+        .enumerate()
+        .map(|(part, &(slot, count))| {
+            put_header(&mut out, b'*', 1 + count as usize * key_step);
+            out.extend_from_slice(request.arg_encoded(0));
+            for (&key, _) in keys.iter().zip(&places).filter(|(_, place)| place.part == part as u32) {
+                (key..key + key_step).for_each(|i| out.extend_from_slice(request.arg_encoded(i)));
             }
-            Part { slot, payload: encode_command(&args) }
+            Part { slot, payload: out.split().freeze() }
         })
         .collect();
     Route::Split { merge: merge.clone(), parts, places }

@@ -97,6 +97,17 @@ impl Request {
         self.args.len()
     }
 
+    /// Argument `i` as the client encoded it, `$<len>\r\n<data>\r\n` (copied whole into the parts
+    /// of a split request); empty when out of range.
+    pub fn arg_encoded(&self, i: usize) -> &[u8] {
+        let Some(&(start, end)) = self.args.get(i) else {
+            return &[];
+        };
+        // The data follows its header `$<digits>\r\n`: the last `$` before the CRLF starts it.
+        let header = self.bytes.get(..start.saturating_sub(2)).and_then(|b| b.iter().rposition(|&c| c == b'$'));
+        header.and_then(|header| self.bytes.get(header..end + 2)).unwrap_or(&[])
+    }
+
     /// Argument `i` (0 is the command name); empty when out of range.
     pub fn arg(&self, i: usize) -> &[u8] {
         match self.args.get(i) {

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::command::Merge;
 use crate::executor::Part;
@@ -186,7 +187,7 @@ impl Pipeline {
                 p.reply = Some(reply);
                 *missing -= 1;
                 if *missing == 0 {
-                    let replies: Vec<Bytes> = parts.iter_mut().filter_map(|p| p.reply.take()).collect();
+                    let replies: SmallVec<[Bytes; 16]> = parts.iter_mut().filter_map(|p| p.reply.take()).collect();
                     let merged = merge(kind, &replies, places);
                     *entry = Entry::Ready(match prefix.take() {
                         Some(text) => prepend_to_bulk(&text, &merged),

@@ -29,9 +29,9 @@ const MAX_READ_HINT: usize = 4096;
 /// Read size for clients that send more than a few bytes at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Largest write buffer kept once written out; a bigger one (a burst of large replies) is given
-/// back, so an idle client holds little.
-const KEEP_WRITE_BUFFER: usize = 4096;
+/// Largest write buffer kept once written out (room for the usual small replies); a bigger one
+/// (a burst of large replies) is given back, so an idle client holds little (bench/idle.py).
+const KEEP_WRITE_BUFFER: usize = 1024;
 
 /// The client socket's side of a session: its buffers and how much to read at a time.
 ///
