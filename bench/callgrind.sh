@@ -5,6 +5,8 @@
 #
 #   bench/callgrind.sh [--proxy BINARY] [--no-predixy] [--keep]
 #   PIPE=16 bench/callgrind.sh ...      the GET run with -P 16
+#   MULTI=1 bench/callgrind.sh ...      multi-key requests over slots instead: 5,000 MSETs and
+#                                       5,000 MGETs of 10 random keys each (the proxy splits them)
 #
 #   --proxy BINARY   the redisforge-proxy to measure (default target/release/redisforge-proxy;
 #                    build it with cargo build --release -p redisforge-proxy)
@@ -47,7 +49,7 @@ while [ "$#" -gt 0 ]; do
         --proxy) PROXY_BIN="$2"; shift 2 ;;
         --no-predixy) WITH_PREDIXY=0; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "callgrind: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -76,6 +78,14 @@ SET_RUN=(-t set -n 10000 -c 10 -r 10000 -d 64)
 GET_RUN=(-t get -n 20000 -c 10 -r 10000 -d 64)
 [ -z "$PIPE" ] || GET_RUN+=(-P "$PIPE")
 REQUESTS=30000
+if [ -n "${MULTI:-}" ]; then
+    # redis-benchmark's MSET writes 10 keys; MGET is a custom command, each __rand_int__ drawn
+    # on its own.
+    SET_RUN=(-t mset -n 5000 -c 10 -r 10000 -d 64)
+    mapfile -t GET_RUN < <(printf '%s\n' -n 5000 -c 10 -r 10000 MGET; printf 'key:__rand_int__\n%.0s' {1..10})
+    [ -z "$PIPE" ] || GET_RUN=(-P "$PIPE" "${GET_RUN[@]}")
+    REQUESTS=10000
+fi
 
 WORK=$(mktemp -d /tmp/redisforge-callgrind.XXXXXX)
 VG_PID=""
@@ -123,7 +133,8 @@ pick_port() {
 }
 
 bench() {
-    timeout -k 5 "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$PORT" "$@" --csv 2>>"$WORK/benchmark.err" |
+    # --csv before the workload: after a custom command (MGET ...) it would be one of its arguments.
+    timeout -k 5 "$RUN_TIMEOUT" redis-benchmark --csv -h 127.0.0.1 -p "$PORT" "$@" 2>>"$WORK/benchmark.err" |
         tail -n 1 | cut -d, -f2 | tr -d '"'
 }
 
