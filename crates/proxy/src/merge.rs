@@ -136,17 +136,15 @@ struct Aggregate {
 
 /// Takes apart an array (`*`), RESP3 set (`~`) or RESP3 map (`%`) that is exactly one frame.
 fn aggregate(reply: &[u8]) -> Option<Aggregate> {
-    let kind = *reply.first()?;
+    let (kind, count, first) = aggregate_header(reply)?;
     if !matches!(kind, b'*' | b'~' | b'%') {
         return None;
     }
-    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
-    let count: usize = std::str::from_utf8(&reply[1..header_end]).ok()?.parse().ok()?;
     let total = if kind == b'%' { count.checked_mul(2)? } else { count };
     // Every element takes at least 3 bytes: a claimed count beyond that is a lie, not a reason to
     // reserve memory.
     let mut elements = Vec::with_capacity(total.min(reply.len() / 3));
-    let mut at = header_end + 2;
+    let mut at = first;
     for _ in 0..total {
         let len = FrameScanner::new().scan(&reply[at..]).ok()??;
         elements.push(at..at + len);
@@ -217,12 +215,18 @@ fn array_in_key_order(parts: &[Bytes], places: &[KeyPlace]) -> Option<Bytes> {
 
 /// Where the first element of an array reply (`*`) starts, and how many it has.
 fn array_start(reply: &[u8]) -> Option<(usize, usize)> {
-    if reply.first() != Some(&b'*') {
-        return None;
+    match aggregate_header(reply)? {
+        (b'*', count, first) => Some((first, count)),
+        _ => None,
     }
+}
+
+/// A reply's type byte, the count in its header line, and where its first element starts.
+fn aggregate_header(reply: &[u8]) -> Option<(u8, usize, usize)> {
+    let kind = *reply.first()?;
     let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
-    let count = std::str::from_utf8(&reply[1..header_end]).ok()?.parse().ok()?;
-    Some((header_end + 2, count))
+    let count: usize = std::str::from_utf8(reply.get(1..header_end)?).ok()?.parse().ok()?;
+    Some((kind, count, header_end + 2))
 }
 
 /// Every part's reply if they are all the same, else an error naming the first disagreement.

@@ -19,11 +19,10 @@ pub mod part;
 pub mod peer;
 pub mod scripts;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 

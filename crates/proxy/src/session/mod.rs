@@ -43,8 +43,8 @@ use pipeline::{Meta, Pipeline};
 
 /// Serves one client until it disconnects, sends `QUIT`, or breaks the protocol.
 ///
-/// When the server shuts down ([`clients::Clients::stop_all`]) the session stops reading, writes the replies of every request it
-/// already read, and closes: a client never sees a truncated reply.
+/// When the server shuts down ([`clients::Clients::stop_all`]) the session stops reading, writes
+/// the replies of every request it already read, and closes: a client never sees a truncated reply.
 ///
 /// `identity` is the ACL user a verified client certificate names (`tls.client_user`): the client
 /// starts logged in as that user when it exists and is on, as with Valkey's

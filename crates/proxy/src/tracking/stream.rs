@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::{FlushReason, Hub, Stamp, StreamState};
+use crate::resp::scan::{parse_usize, read_line};
 use crate::topology::Topology;
 use crate::upstream::{
     ConnMode, OwnedConn, PUSH, ReplyReceiver, ReplySender, Tag, UpstreamReply, UpstreamRequest, reply_channel,
@@ -229,22 +230,28 @@ fn parse(frame: &[u8]) -> Frame {
 
 /// The keys of an invalidation push's array (`*N` then N bulk strings), `None` if malformed.
 fn invalidated_keys(frame: &[u8]) -> Option<Vec<Bytes>> {
-    let (count, mut rest) = length_line(frame.strip_prefix(b"*")?)?;
+    let (count, mut at) = header(frame, 0, b'*')?;
     let mut keys = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
-        let (len, after) = length_line(rest.strip_prefix(b"$")?)?;
-        let key = after.get(..len)?;
-        rest = after.get(len..)?.strip_prefix(b"\r\n")?;
+        let (len, start) = header(frame, at, b'$')?;
+        let key = frame.get(start..start.checked_add(len)?)?;
+        at = start + len;
+        if frame.get(at..at + 2)? != b"\r\n" {
+            return None;
+        }
+        at += 2;
         keys.push(Bytes::copy_from_slice(key));
     }
-    rest.is_empty().then_some(keys)
+    (at == frame.len()).then_some(keys)
 }
 
-/// A decimal length ended by CRLF, and what follows it.
-fn length_line(line: &[u8]) -> Option<(usize, &[u8])> {
-    let end = line.iter().position(|&b| b == b'\r')?;
-    let len = std::str::from_utf8(&line[..end]).ok()?.parse().ok()?;
-    Some((len, line[end..].strip_prefix(b"\r\n")?))
+/// The length in the `kind` header line at `at`, and where what follows the line starts.
+fn header(frame: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
+    if frame.get(at) != Some(&kind) {
+        return None;
+    }
+    let line = read_line(frame, at).ok()??;
+    Some((parse_usize(&frame[at + 1..line.end])?, line.next))
 }
 
 #[cfg(test)]
