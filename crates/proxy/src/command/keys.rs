@@ -316,6 +316,9 @@ fn int_field(args: &[(&[u8], &OwnedFrame)], name: &[u8]) -> Option<i64> {
 pub(super) enum KeyFinder {
     /// The key specs alone.
     Specs,
+    /// One spec naming one key at this argv index (GET, SET, INCR … most commands): found without
+    /// walking the spec, the request path's usual case.
+    One(usize),
     /// SORT: the sorted key plus the destination after the last STORE (specs say `unknown`).
     Sort,
     /// MIGRATE: the key argument, or every key after KEYS (the spec is `incomplete`).
@@ -323,10 +326,20 @@ pub(super) enum KeyFinder {
 }
 
 impl KeyFinder {
-    pub(super) fn for_command(name: &str) -> KeyFinder {
-        match name {
-            "sort" => KeyFinder::Sort,
-            "migrate" => KeyFinder::Migrate,
+    pub(super) fn for_command(name: &str, specs: &[KeySpec]) -> KeyFinder {
+        match (name, specs) {
+            ("sort", _) => KeyFinder::Sort,
+            ("migrate", _) => KeyFinder::Migrate,
+            (
+                _,
+                [
+                    KeySpec {
+                        flags,
+                        begin_search: BeginSearch::Index(index),
+                        find_keys: FindKeys::Range { lastkey: 0, .. },
+                    },
+                ],
+            ) if !flags.contains(KeySpecFlags::NOT_KEY) => KeyFinder::One(*index),
             _ => KeyFinder::Specs,
         }
     }
@@ -550,6 +563,12 @@ fn visit_keys(
     match command.finder {
         KeyFinder::Sort => sort_positions(args, found),
         KeyFinder::Migrate => migrate_positions(args, found),
+        // What spec_positions finds for the one spec (nothing when the request is too short).
+        KeyFinder::One(index) => {
+            if let (true, Some(spec)) = (index < args.len(), command.key_specs.first()) {
+                found(index, spec.flags);
+            }
+        }
         KeyFinder::Specs => {
             let zero_ok = command.flags.contains(super::CommandFlags::NO_MANDATORY_KEYS);
             for spec in command.key_specs.iter().filter(|s| with_not_key || !s.flags.contains(KeySpecFlags::NOT_KEY)) {

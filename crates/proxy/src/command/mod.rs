@@ -375,7 +375,7 @@ impl CommandSpec {
     ) -> Self {
         CommandSpec {
             handling: handling_for(&name, flags, learned),
-            finder: KeyFinder::for_command(&name),
+            finder: KeyFinder::for_command(&name, &key_specs),
             metric_label: crate::metrics::labels::label_index(&name),
             name,
             arity,

@@ -338,6 +338,12 @@ impl Executor {
         self.replies.is_some()
     }
 
+    /// Moves every reply waiting into `into` without waiting; false when there was none.
+    #[inline]
+    pub fn take_replies(&self, into: &mut VecDeque<UpstreamReply>) -> bool {
+        self.replies.as_ref().is_some_and(|replies| replies.rx.take_queued(into))
+    }
+
     /// Moves every reply waiting into `into`; pending while there is none (forever before the
     /// first part was sent).
     pub fn poll_replies(&self, cx: &mut Context<'_>, into: &mut VecDeque<UpstreamReply>) -> Poll<()> {

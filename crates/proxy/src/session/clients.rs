@@ -170,10 +170,10 @@ impl Clients {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Records a request of `entry`'s client, read at `at` (for `idle=` and `cmd=`).
-    pub fn touch(&self, entry: &ClientEntry, label: usize, at: Instant) {
+    /// Records that `entry`'s client sent something, read at `at` (for `idle=`): once per read,
+    /// as Redis updates a client's last interaction when it reads from it.
+    pub fn touch(&self, entry: &ClientEntry, at: Instant) {
         entry.last_active_ms.store(at.saturating_duration_since(self.started).as_millis() as u64, Ordering::Relaxed);
-        entry.last_command.store(label, Ordering::Relaxed);
     }
 
     /// What `INFO clients` counts about the proxy's clients, summed over them.
@@ -355,15 +355,19 @@ impl ClientEntry {
         self.waker.wake();
     }
 
-    /// Resolves when another session signalled this one (a kill, an unpause).
-    pub fn signalled(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            self.waker.register(cx.waker());
-            match self.signalled.swap(false, Ordering::AcqRel) {
-                true => std::task::Poll::Ready(()),
-                false => std::task::Poll::Pending,
-            }
-        })
+    /// Records the command of the client's latest request (for `cmd=`).
+    #[inline]
+    pub fn record_command(&self, label: usize) {
+        self.last_command.store(label, Ordering::Relaxed);
+    }
+
+    /// Ready when another session signalled this one (a kill, an unpause) since last asked.
+    pub fn poll_signalled(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        match self.signalled.swap(false, Ordering::AcqRel) {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
     }
 
     /// CLIENT LIST's `flags=`, in Redis' order of the flags a proxy client can have.

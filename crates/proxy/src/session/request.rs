@@ -26,6 +26,7 @@ impl Session {
     pub(super) fn on_input(&mut self, shared: &Shared, rbuf: &mut BytesMut) {
         // Every request completed by this read had its last byte read now: one clock read per read.
         let read_at = Instant::now();
+        shared.clients.touch(&self.entry, read_at);
         loop {
             // Like Redis with a blocked or subscribing client: later requests wait, unparsed, until
             // the pending answer is in; serve() resumes here then.
@@ -69,7 +70,7 @@ impl Session {
         if let Some(refusal) = self.admission(spec, &request) {
             return self.push_error(refusal, meta);
         }
-        shared.clients.touch(&self.entry, spec.metric_label, read_at);
+        self.entry.record_command(spec.metric_label);
         if self.paused(spec) {
             let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
             self.held = Some((request, read_at, until));

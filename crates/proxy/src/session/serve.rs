@@ -2,16 +2,20 @@
 //! reply, room to write, a request to read, the idle timer, a retry coming due, a CLIENT KILL /
 //! UNBLOCK / UNPAUSE signal, or shutdown.
 //!
-//! Each turn first settles what needs no waiting ([`Session::settle`]): replies ready in order go
-//! into the write buffer, held requests whose reason is gone are taken up again. Only then does it
-//! wait.
+//! Each pass first settles what needs no waiting ([`Session::settle`]): replies ready in order go
+//! into the write buffer, held requests whose reason is gone are taken up again. Then it handles
+//! the first event source that is ready and passes again; it waits only when none is
+//! ([`Session::poll_serve`]).
 
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::sleep_until;
+use tokio::time::{Sleep, sleep};
 
 use super::Session;
 use crate::shared::Shared;
@@ -28,6 +32,9 @@ const MAX_READ_HINT: usize = 4096;
 
 /// Read size for clients that send more than a few bytes at a time.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// A timer's deadline while it has nothing to wait for.
+const FAR: Duration = Duration::from_secs(3600);
 
 /// Largest write buffer kept once written out (room for the usual small replies); a bigger one
 /// (a burst of large replies) is given back, so an idle client holds little (bench/idle.py).
@@ -54,6 +61,8 @@ struct ClientIo {
     reading: bool,
     /// A close marker was released: write what is buffered, then close.
     closing: bool,
+    /// Everything buffered is written; the writer is flushed before anything else is done.
+    flushing: bool,
     last_read: Instant,
 }
 
@@ -80,6 +89,7 @@ impl ClientIo {
             burst: 0,
             reading,
             closing: false,
+            flushing: false,
             last_read: Instant::now(),
         }
     }
@@ -120,80 +130,160 @@ impl ClientIo {
     }
 }
 
+/// How serving a client ended.
+enum End {
+    /// Everything is written: shut the connection down cleanly.
+    Close,
+    /// Drop the connection as it is (the client left or was killed, it idled out, a stream broke).
+    Drop,
+}
+
+/// The session's two timers: the idle check, re-armed only when it fires (instead of a timer
+/// reset on every read), and the next retry, pause end or unblock (re-armed when that moves).
+struct Timers<'a> {
+    idle: Pin<&'a mut Sleep>,
+    idle_timeout: Option<Duration>,
+    due: Pin<&'a mut Sleep>,
+}
+
 impl Session {
     /// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
     /// [`clients::Clients::stop_all`](super::clients::Clients::stop_all)).
-    ///
-    /// A little over ~80 lines: the `select!` lists every event a session waits for in priority
-    /// order, each branch a call to a named step; split up, the order would no longer be visible.
     pub(super) async fn serve<R, W>(&mut self, mut reader: R, mut writer: W) -> std::io::Result<()>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let mut io = ClientIo::new(Arc::clone(&self.shared), !self.shared.clients.is_stopping());
-        let entry = Arc::clone(&self.entry);
-        // Idle clients are checked on one timer that is only re-armed when it fires, instead of a
-        // timer reset on every read.
         let idle_timeout = self.shared.idle_timeout;
-        let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(3600)));
-        tokio::pin!(idle);
+        let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
+        let due = pin!(sleep(FAR));
+        let mut timers = Timers { idle, idle_timeout, due };
+        let end = poll_fn(|cx| self.poll_serve(cx, &mut io, &mut reader, &mut writer, &mut timers)).await?;
+        if let End::Close = end {
+            let _ = writer.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// One wake-up of the session: passes over everything it waits for, in priority order (a
+    /// node's reply, room to write, a request to read, its timers), handling whatever is ready and
+    /// settling after each, until nothing is. Only then are the reply queue and the signal asked
+    /// to wake the task (`poll_*`, which registers the waker): a pass costs a few loads, not a
+    /// future per event source (measured against the `select!` it replaces: bench/RESULTS.md).
+    ///
+    /// A client that keeps the session busy still yields: socket reads and writes draw on tokio's
+    /// per-task budget.
+    fn poll_serve<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut ClientIo,
+        reader: &mut R,
+        writer: &mut W,
+        timers: &mut Timers<'_>,
+    ) -> Poll<std::io::Result<End>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         loop {
-            match self.settle(&mut io) {
+            // TLS buffers records until flushed; for TCP the flush is free. Nothing else is done
+            // meanwhile.
+            if io.flushing {
+                ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                io.flushing = false;
+            }
+            match self.settle(io) {
                 Settled::Wait => {}
                 Settled::Again => continue,
-                Settled::Close => {
-                    let _ = writer.shutdown().await;
-                    return Ok(());
-                }
-                Settled::Drop => return Ok(()),
+                Settled::Close => return Poll::Ready(Ok(End::Close)),
+                Settled::Drop => return Poll::Ready(Ok(End::Drop)),
+            }
+            if self.exec.take_replies(&mut self.reply_batch) {
+                self.on_replies();
+                continue;
+            }
+            if !io.wbuf.is_empty()
+                && let Poll::Ready(written) = pin!(writer.write_buf(&mut io.wbuf)).poll(cx)
+            {
+                self.on_written(io, written?);
+                continue;
             }
             io.size_read_buffer(!self.pipeline.is_empty());
-            // While a request is on hold the socket is still read (up to HELD_INPUT bytes, kept
-            // unparsed, as Redis buffers a blocked client's input) so that a client that leaves is
-            // noticed and its blocked upstream connection released.
-            let room = !self.input_on_hold() || io.rbuf.len() < HELD_INPUT;
-            let can_read = io.reading && !io.closing && room && self.pipeline.len() < self.shared.max_pipeline;
-            let next_wake = self.next_wake();
-            tokio::select! {
-                biased;
-                () = std::future::poll_fn(|cx| self.exec.poll_replies(cx, &mut self.reply_batch)),
-                    if self.exec.has_replies() => self.on_replies(),
-                written = writer.write_buf(&mut io.wbuf), if !io.wbuf.is_empty() => {
-                    self.traffic.bytes_out += written? as u64;
-                    // TLS buffers records until flushed; for TCP the flush is free.
-                    if io.wbuf.is_empty() {
-                        io.written_out();
-                        for (credit, written) in self.stream_credits.drain(..) {
-                            credit.give_back(written);
-                        }
-                        writer.flush().await?;
-                    }
-                }
-                read = reader.read_buf(&mut io.rbuf), if can_read => {
-                    if !self.on_read(&mut io, read?) {
-                        return Ok(());
-                    }
-                }
-                () = &mut idle, if idle_timeout.is_some() => {
-                    let timeout = idle_timeout.unwrap_or_default();
-                    match self.idle_check(&io, timeout) {
-                        Some(next) => idle.as_mut().reset(next.into()),
-                        None => return Ok(()),
-                    }
-                }
-                () = wake_at(next_wake), if next_wake.is_some() => {
-                    self.resend_due();
-                    self.retry_unblock();
-                }
-                () = entry.signalled() => {
-                    if !self.on_signal() {
-                        return Ok(());
-                    }
-                    io.reading &= !self.shared.clients.is_stopping();
+            if self.can_read(io)
+                && let Poll::Ready(read) = pin!(reader.read_buf(&mut io.rbuf)).poll(cx)
+            {
+                match self.on_read(io, read?) {
+                    true => continue,
+                    false => return Poll::Ready(Ok(End::Drop)),
                 }
             }
+            match self.poll_timers(cx, io, timers) {
+                Poll::Ready(true) => continue,
+                Poll::Ready(false) => return Poll::Ready(Ok(End::Drop)),
+                Poll::Pending => {}
+            }
+            // Nothing is ready: ask to be woken by a reply or a signal, checking both once more.
+            if self.exec.poll_replies(cx, &mut self.reply_batch).is_ready() {
+                self.on_replies();
+                continue;
+            }
+            if self.entry.poll_signalled(cx).is_ready() {
+                match self.on_signal() {
+                    true => io.reading &= !self.shared.clients.is_stopping(),
+                    false => return Poll::Ready(Ok(End::Drop)),
+                }
+                continue;
+            }
+            return Poll::Pending;
         }
+    }
+
+    /// Whether to read from the client now. While a request is on hold the socket is still read
+    /// (up to HELD_INPUT bytes, kept unparsed, as Redis buffers a blocked client's input) so that
+    /// a client that leaves is noticed and its blocked upstream connection released.
+    #[inline]
+    fn can_read(&self, io: &ClientIo) -> bool {
+        let room = !self.input_on_hold() || io.rbuf.len() < HELD_INPUT;
+        io.reading && !io.closing && room && self.pipeline.len() < self.shared.max_pipeline
+    }
+
+    /// `written` bytes went to the client; once all are, the buffer is flushed and kept, and the
+    /// credit of streamed pieces given back.
+    fn on_written(&mut self, io: &mut ClientIo, written: usize) {
+        self.traffic.bytes_out += written as u64;
+        if io.wbuf.is_empty() {
+            io.written_out();
+            for (credit, written) in self.stream_credits.drain(..) {
+                credit.give_back(written);
+            }
+            io.flushing = true;
+        }
+    }
+
+    /// Ready(true) when a timer fired and was handled, Ready(false) when the client idled out.
+    fn poll_timers(&mut self, cx: &mut Context<'_>, io: &ClientIo, timers: &mut Timers<'_>) -> Poll<bool> {
+        if let Some(timeout) = timers.idle_timeout
+            && timers.idle.as_mut().poll(cx).is_ready()
+        {
+            return match self.idle_check(io, timeout) {
+                Some(next) => {
+                    timers.idle.as_mut().reset(next.into());
+                    Poll::Ready(true)
+                }
+                None => Poll::Ready(false),
+            };
+        }
+        let Some(at) = self.next_wake() else {
+            return Poll::Pending;
+        };
+        if timers.due.deadline() != at.into() {
+            timers.due.as_mut().reset(at.into());
+        }
+        ready!(timers.due.as_mut().poll(cx));
+        self.resend_due();
+        self.retry_unblock();
+        Poll::Ready(true)
     }
 
     /// Does what needs no waiting: releases ready replies into the write buffer, enforces the
@@ -301,14 +391,5 @@ impl Session {
         let held = self.held.as_ref().map(|h| h.2);
         let unblock = self.pending_unblock.map(|(_, at)| at);
         self.exec.next_retry().into_iter().chain(held).chain(unblock).min()
-    }
-}
-
-/// Waits until `at`. `select!` builds every branch's future on each turn, enabled or not; this one
-/// creates its timer only when polled, so a turn without retries pending costs no timer set-up.
-async fn wake_at(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

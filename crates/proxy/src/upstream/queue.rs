@@ -124,6 +124,13 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// [`Receiver::take`] when something was queued, seen without the lock: an event loop looks
+    /// on each pass and registers its waker ([`Receiver::poll_take`]) only before it waits.
+    #[inline]
+    pub fn take_queued(&self, into: &mut VecDeque<T>) -> bool {
+        self.0.queued.load(Ordering::Acquire) && self.take(into).is_some()
+    }
+
     /// Moves every waiting message to the back of `into`, without waiting; `None` when none waits.
     pub fn take(&self, into: &mut VecDeque<T>) -> Option<usize> {
         let mut queue = self.0.lock();
