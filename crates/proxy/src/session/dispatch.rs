@@ -26,12 +26,10 @@ impl Session {
 
     /// Takes the replies in `reply_batch` (filled by the executor), in the order they came.
     pub(super) fn on_replies(&mut self) {
-        let mut batch = std::mem::take(&mut self.reply_batch);
-        for reply in batch.drain(..) {
+        // The batch keeps its capacity for the next one.
+        while let Some(reply) = self.reply_batch.pop_front() {
             self.on_reply(reply);
         }
-        // Kept, with its capacity, for the next batch.
-        self.reply_batch = batch;
     }
 
     /// Takes a node's reply: pushes and pieces of a streamed reply go to the client; the rest

@@ -104,15 +104,20 @@ impl ClientIo {
     #[inline]
     fn size_read_buffer(&mut self, in_flight: bool) {
         let spare = self.rbuf.capacity() - self.rbuf.len();
-        if self.last_read_len >= self.read_hint && spare < 1024 {
-            self.rbuf.reserve(READ_CHUNK);
+        if self.last_read_len >= self.read_hint {
+            if spare < 1024 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
             return;
         }
-        if !self.rbuf.is_empty() || self.last_read_len >= self.read_hint || spare == self.read_hint {
+        // Otherwise only an empty buffer is resized, to the client's usual size.
+        if !self.rbuf.is_empty() || spare == self.read_hint {
             return;
         }
-        if spare > MAX_READ_HINT || (spare < self.read_hint && (spare == 0 || !in_flight)) {
-            let reclaimed = spare < self.read_hint && self.rbuf.try_reclaim(self.read_hint);
+        let too_big = spare > MAX_READ_HINT;
+        let too_small = spare < self.read_hint && (spare == 0 || !in_flight);
+        if too_big || too_small {
+            let reclaimed = too_small && self.rbuf.try_reclaim(self.read_hint);
             if !reclaimed || self.rbuf.capacity() > MAX_READ_HINT {
                 self.rbuf = BytesMut::with_capacity(self.read_hint);
             }
