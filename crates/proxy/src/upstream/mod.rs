@@ -11,6 +11,7 @@ pub mod lanes;
 pub mod pool;
 pub mod queue;
 pub mod stream;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +92,10 @@ pub const STREAM_WINDOW: usize = 8 * 1024 * 1024;
 #[derive(Debug, Default)]
 pub struct StreamCredit {
     outstanding: std::sync::atomic::AtomicUsize,
-    returned: tokio::sync::Notify,
+    /// Credit was given back since the connection last looked.
+    returned: std::sync::atomic::AtomicBool,
+    /// The connection waiting for credit.
+    waker: futures_util::task::AtomicWaker,
 }
 
 impl StreamCredit {
@@ -112,12 +116,18 @@ impl StreamCredit {
             std::sync::atomic::Ordering::Acquire,
             |left| Some(left.saturating_sub(n)),
         );
-        self.returned.notify_one();
+        self.returned.store(true, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
     }
 
-    /// Resolves once credit was given back (or had been, since the last wait).
-    pub async fn returned(&self) {
-        self.returned.notified().await;
+    /// Ready once credit was given back since the last time it was (the waker is registered
+    /// first, so a give-back in between is not missed).
+    pub fn poll_returned(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        match self.returned.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
     }
 }
 
