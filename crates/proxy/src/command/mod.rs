@@ -16,12 +16,11 @@
 
 mod handling;
 mod keys;
+mod names;
 mod table;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{BitOr, BitOrAssign};
 
 use redis_protocol::resp2::types::OwnedFrame;
@@ -29,6 +28,9 @@ use redis_protocol::resp2::types::OwnedFrame;
 use handling::handling_for;
 pub use keys::{BeginSearch, FindKeys, GetKeysError, KeyAccess, KeyError, KeySpec, KeySpecFlags, NumKeysProblem};
 use keys::{KeyFinder, RawKeySpec};
+#[cfg(test)]
+use names::MAX_NAME;
+use names::Names;
 
 /// Arguments of one request, argv-style: index 0 is the command name.
 pub trait Args {
@@ -403,45 +405,18 @@ pub(crate) struct RawCommand(
     pub &'static [RawKeySpec],
 );
 
-/// Longest command or subcommand name a lookup can match; longer names are unknown commands, which
-/// keeps the lowercased copy on the stack.
-const MAX_NAME: usize = 64;
-
-/// FNV-1a: command names are short and the table is fixed, so SipHash's DoS resistance buys
-/// nothing here while costing time on every request.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-type NameMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<Fnv>>;
-
 /// A top-level command and, for containers (CLIENT, CONFIG, ...), its subcommands by bare name.
 #[derive(Debug, Clone, Default)]
 struct Entry {
     spec: usize,
-    subcommands: NameMap<usize>,
+    subcommands: Names<usize>,
 }
 
 /// Every command the proxy knows: built once at start-up, then shared read-only (behind an `Arc`).
 #[derive(Debug, Clone, Default)]
 pub struct CommandTable {
     specs: Vec<CommandSpec>,
-    commands: NameMap<Entry>,
+    commands: Names<Entry>,
 }
 
 impl CommandTable {
@@ -510,10 +485,9 @@ impl CommandTable {
         if args.is_empty() {
             return None;
         }
-        let mut buf = [0u8; MAX_NAME];
-        let entry = self.commands.get(lowercase(args.get(0), &mut buf)?)?;
+        let entry = self.commands.get(args.get(0))?;
         if !entry.subcommands.is_empty() && args.len() > 1 {
-            let &sub = lowercase(args.get(1), &mut buf).and_then(|s| entry.subcommands.get(s))?;
+            let &sub = entry.subcommands.get(args.get(1))?;
             return self.specs.get(sub);
         }
         self.specs.get(entry.spec)
@@ -521,8 +495,7 @@ impl CommandTable {
 
     /// Whether `name` is a command with subcommands (Redis' `isContainerCommandBySds`).
     pub fn is_container(&self, name: &[u8]) -> bool {
-        let mut buf = [0u8; MAX_NAME];
-        lowercase(name, &mut buf).and_then(|n| self.commands.get(n)).is_some_and(|e| !e.subcommands.is_empty())
+        self.commands.get(name).is_some_and(|e| !e.subcommands.is_empty())
     }
 
     /// `COMMAND GETKEYS` for the request `args`, answered as Redis 7 answers it: the argv positions
@@ -533,17 +506,16 @@ impl CommandTable {
     /// # Errors
     /// [`GetKeysError`], whose `Display` is Redis' message for each reason.
     pub fn command_getkeys(&self, args: &(impl Args + ?Sized)) -> Result<Vec<usize>, GetKeysError> {
-        let mut buf = [0u8; MAX_NAME];
         let entry = match args.is_empty() {
             true => None,
-            false => lowercase(args.get(0), &mut buf).and_then(|name| self.commands.get(name)),
+            false => self.commands.get(args.get(0)),
         };
         let Some(entry) = entry else {
             return Err(GetKeysError::InvalidCommand);
         };
         let index = match entry.subcommands.is_empty() || args.len() == 1 {
             true => Some(entry.spec),
-            false => lowercase(args.get(1), &mut buf).and_then(|sub| entry.subcommands.get(sub).copied()),
+            false => entry.subcommands.get(args.get(1)).copied(),
         };
         let spec = index.and_then(|i| self.specs.get(i)).ok_or(GetKeysError::InvalidCommand)?;
         keys::command_getkeys(spec, args)
@@ -571,39 +543,19 @@ impl CommandTable {
             Some((container, sub)) => (container, Some(sub)),
             None => (spec.name.as_str(), None),
         };
-        if container.len() > MAX_NAME || sub.is_some_and(|s| s.len() > MAX_NAME) {
+        let added = match sub {
+            None => self.commands.insert(container.as_bytes(), Entry { spec: index, subcommands: Names::default() }),
+            Some(sub) => self
+                .commands
+                .get_mut(container.as_bytes())
+                .is_some_and(|entry| entry.subcommands.insert(sub.as_bytes(), index)),
+        };
+        if !added {
             return false;
-        }
-        match sub {
-            None => {
-                if self.commands.contains_key(container.as_bytes()) {
-                    return false;
-                }
-                let entry = Entry { spec: index, subcommands: NameMap::default() };
-                self.commands.insert(container.as_bytes().into(), entry);
-            }
-            Some(sub) => {
-                let Some(entry) = self.commands.get_mut(container.as_bytes()) else {
-                    return false;
-                };
-                if entry.subcommands.contains_key(sub.as_bytes()) {
-                    return false;
-                }
-                entry.subcommands.insert(sub.as_bytes().into(), index);
-            }
         }
         self.specs.push(spec);
         true
     }
-}
-
-/// Lowercases `name` into `buf`; `None` when it does not fit (no command is that long).
-fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; MAX_NAME]) -> Option<&'b [u8]> {
-    let out = buf.get_mut(..name.len())?;
-    for (o, &c) in out.iter_mut().zip(name) {
-        *o = c.to_ascii_lowercase();
-    }
-    Some(out)
 }
 
 /// Parses one entry of a `COMMAND` reply into a spec and the raw frames of its subcommands.

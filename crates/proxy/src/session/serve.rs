@@ -36,9 +36,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A timer's deadline while it has nothing to wait for.
 const FAR: Duration = Duration::from_secs(3600);
 
-/// Largest write buffer kept once written out (room for the usual small replies); a bigger one
-/// (a burst of large replies) is given back, so an idle client holds little (bench/idle.py).
-const KEEP_WRITE_BUFFER: usize = 1024;
+/// Largest write buffer kept once written out: room for a pipeline of a few dozen small replies
+/// (`-P 16` of 64-byte values is 1.1 KiB), so such a client's replies are written without an
+/// allocation per batch; a bigger buffer (a burst of large replies) is given back, so a client
+/// holds at most this much once idle (Redis keeps a 16 KiB reply buffer per client).
+const KEEP_WRITE_BUFFER: usize = 4096;
 
 /// The client socket's side of a session: its buffers and how much to read at a time.
 ///
@@ -128,9 +130,12 @@ impl ClientIo {
     /// allocation per client, not per reply) unless a large burst grew it.
     #[inline]
     fn written_out(&mut self) {
-        // True (room found or taken back) exactly when the whole buffer is larger than kept.
+        // True (room found or taken back) exactly when the whole buffer is larger than kept;
+        // otherwise its room is taken back in place, so the next replies find it.
         if self.wbuf.try_reclaim(KEEP_WRITE_BUFFER + 1) {
             self.wbuf = BytesMut::new();
+        } else {
+            let _ = self.wbuf.try_reclaim(1);
         }
     }
 }
