@@ -300,7 +300,7 @@ impl Wire<'_> {
 struct Ticker<'a> {
     sleep: Pin<&'a mut Sleep>,
     every: Duration,
-    /// Polled since last (re)set: the timer holds the task's waker.
+    /// Polled (with budget) since last (re)set: the timer holds the task's waker.
     armed: bool,
 }
 
@@ -309,8 +309,11 @@ impl Ticker<'_> {
         if self.armed && !self.sleep.is_elapsed() {
             return Poll::Pending;
         }
+        // Out of tokio's per-task budget, a `Sleep` returns Pending before it registers (the task
+        // is woken again at once instead): it only counts as armed after a poll that had budget.
+        let can_register = tokio::task::coop::has_budget_remaining();
         if self.sleep.as_mut().poll(cx).is_pending() {
-            self.armed = true;
+            self.armed = can_register;
             return Poll::Pending;
         }
         // The next tick a whole period from now, however late this one was.
