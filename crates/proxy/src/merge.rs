@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 
 use crate::command::Merge;
 use crate::error::ProxyError;
-use crate::resp::{FrameScanner, reply};
+use crate::resp::{FrameScanner, reply, scan};
 
 mod nodes;
 
@@ -136,7 +136,7 @@ struct Aggregate {
 
 /// Takes apart an array (`*`), RESP3 set (`~`) or RESP3 map (`%`) that is exactly one frame.
 fn aggregate(reply: &[u8]) -> Option<Aggregate> {
-    let (kind, count, first) = aggregate_header(reply)?;
+    let (kind, count, first) = scan::header(reply, 0)?;
     if !matches!(kind, b'*' | b'~' | b'%') {
         return None;
     }
@@ -163,13 +163,10 @@ fn aggregates(parts: &[Bytes], kinds: &[u8]) -> Option<Vec<Aggregate>> {
 /// The payload of a bulk string (`$`) or RESP3 verbatim string (`=`, payload after its `fmt:`),
 /// with the type byte.
 pub(crate) fn string_payload(reply: &[u8]) -> Option<(u8, &[u8])> {
-    let kind = *reply.first()?;
+    let (kind, len, start) = scan::header(reply, 0)?;
     if !matches!(kind, b'$' | b'=') {
         return None;
     }
-    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
-    let len: usize = std::str::from_utf8(&reply[1..header_end]).ok()?.parse().ok()?;
-    let start = header_end + 2;
     let payload = reply.get(start..start.checked_add(len)?)?;
     if reply.len() != start + len + 2 || !reply.ends_with(b"\r\n") {
         return None;
@@ -215,18 +212,10 @@ fn array_in_key_order(parts: &[Bytes], places: &[KeyPlace]) -> Option<Bytes> {
 
 /// Where the first element of an array reply (`*`) starts, and how many it has.
 fn array_start(reply: &[u8]) -> Option<(usize, usize)> {
-    match aggregate_header(reply)? {
+    match scan::header(reply, 0)? {
         (b'*', count, first) => Some((first, count)),
         _ => None,
     }
-}
-
-/// A reply's type byte, the count in its header line, and where its first element starts.
-fn aggregate_header(reply: &[u8]) -> Option<(u8, usize, usize)> {
-    let kind = *reply.first()?;
-    let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
-    let count: usize = std::str::from_utf8(reply.get(1..header_end)?).ok()?.parse().ok()?;
-    Some((kind, count, header_end + 2))
 }
 
 /// Every part's reply if they are all the same, else an error naming the first disagreement.

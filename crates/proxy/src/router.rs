@@ -182,15 +182,26 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
         places.push(KeyPlace { part: part as u32, index: groups[part].1 });
         groups[part].1 += 1;
     }
+    // The keys part after part, each part's in request order: a key goes where its part starts
+    // plus its place in the part (one pass over the keys, however many parts).
+    let mut starts: SmallVec<[usize; 16]> = SmallVec::with_capacity(groups.len());
+    groups.iter().fold(0, |start, &(_, count)| {
+        starts.push(start);
+        start + count as usize
+    });
+    let mut by_part: SmallVec<[usize; 16]> = smallvec::smallvec![0; keys.len()];
+    for (&key, place) in keys.iter().zip(&places) {
+        by_part[starts[place.part as usize] + place.index as usize] = key;
+    }
     // Every part's payload in one buffer, each argument copied as the client encoded it.
     let mut out = BytesMut::with_capacity(request.bytes().len() + groups.len() * (16 + request.arg_encoded(0).len()));
     let parts = groups
         .iter()
-        .enumerate()
-        .map(|(part, &(slot, count))| {
+        .zip(&starts)
+        .map(|(&(slot, count), &start)| {
             put_header(&mut out, b'*', 1 + count as usize * key_step);
             out.extend_from_slice(request.arg_encoded(0));
-            for (&key, _) in keys.iter().zip(&places).filter(|(_, place)| place.part == part as u32) {
+            for &key in &by_part[start..start + count as usize] {
                 (key..key + key_step).for_each(|i| out.extend_from_slice(request.arg_encoded(i)));
             }
             Part { slot, payload: out.split().freeze() }

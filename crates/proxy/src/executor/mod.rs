@@ -341,7 +341,7 @@ impl Executor {
     /// Moves every reply waiting into `into` without waiting; false when there was none.
     #[inline]
     pub fn take_replies(&self, into: &mut VecDeque<UpstreamReply>) -> bool {
-        self.replies.as_ref().is_some_and(|replies| replies.rx.take_queued(into))
+        self.replies.as_ref().and_then(|replies| replies.rx.take_queued(into)).is_some()
     }
 
     /// Moves every reply waiting into `into`; pending while there is none (forever before the

@@ -225,6 +225,15 @@ pub(crate) fn read_line(buf: &[u8], start: usize) -> Result<Option<Line>, ScanEr
     }
 }
 
+/// The header line of the frame at `at` in a complete reply: its type byte, the count or length
+/// the line carries, and where what follows the line starts. `None` when there is no complete
+/// line there or it carries no non-negative number (a null, a simple string).
+pub(crate) fn header(frame: &[u8], at: usize) -> Option<(u8, usize, usize)> {
+    let kind = *frame.get(at)?;
+    let line = read_line(frame, at).ok()??;
+    Some((kind, parse_usize(frame.get(at + 1..line.end)?)?, line.next))
+}
+
 /// Parses a RESP length: `Some(n)` for n ≥ 0, `None` for the null length `-1`.
 pub(crate) fn parse_len(digits: &[u8]) -> Result<Option<usize>, ScanError> {
     if digits == b"-1" {

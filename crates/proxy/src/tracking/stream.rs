@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::{FlushReason, Hub, Stamp, StreamState};
-use crate::resp::scan::{parse_usize, read_line};
+use crate::resp::scan;
 use crate::topology::Topology;
 use crate::upstream::{
     ConnMode, OwnedConn, PUSH, ReplyReceiver, ReplySender, Tag, UpstreamReply, UpstreamRequest, reply_channel,
@@ -247,11 +247,10 @@ fn invalidated_keys(frame: &[u8]) -> Option<Vec<Bytes>> {
 
 /// The length in the `kind` header line at `at`, and where what follows the line starts.
 fn header(frame: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
-    if frame.get(at) != Some(&kind) {
-        return None;
+    match scan::header(frame, at)? {
+        (found, len, next) if found == kind => Some((len, next)),
+        _ => None,
     }
-    let line = read_line(frame, at).ok()??;
-    Some((parse_usize(&frame[at + 1..line.end])?, line.next))
 }
 
 #[cfg(test)]

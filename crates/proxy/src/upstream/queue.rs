@@ -106,16 +106,12 @@ impl<T> Receiver<T> {
     /// swapped, so neither allocates once warm). Ready with how many were taken; ready with 0 only
     /// when every sender is gone and nothing is left.
     pub fn poll_take(&self, cx: &mut Context<'_>, into: &mut VecDeque<T>) -> Poll<usize> {
-        if self.0.queued.load(Ordering::Acquire)
-            && let Some(taken) = self.take(into)
-        {
+        if let Some(taken) = self.take_queued(into) {
             return Poll::Ready(taken);
         }
         self.0.waker.register(cx.waker());
         // A message (or the last sender's drop) between the check and the registration.
-        if self.0.queued.load(Ordering::Acquire)
-            && let Some(taken) = self.take(into)
-        {
+        if let Some(taken) = self.take_queued(into) {
             return Poll::Ready(taken);
         }
         match self.0.senders.load(Ordering::Acquire) {
@@ -127,8 +123,11 @@ impl<T> Receiver<T> {
     /// [`Receiver::take`] when something was queued, seen without the lock: an event loop looks
     /// on each pass and registers its waker ([`Receiver::poll_take`]) only before it waits.
     #[inline]
-    pub fn take_queued(&self, into: &mut VecDeque<T>) -> bool {
-        self.0.queued.load(Ordering::Acquire) && self.take(into).is_some()
+    pub fn take_queued(&self, into: &mut VecDeque<T>) -> Option<usize> {
+        match self.0.queued.load(Ordering::Acquire) {
+            true => self.take(into),
+            false => None,
+        }
     }
 
     /// Moves every waiting message to the back of `into`, without waiting; `None` when none waits.
