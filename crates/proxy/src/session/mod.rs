@@ -138,6 +138,8 @@ struct Session {
     held: Option<(crate::resp::Request, Instant, Instant)>,
     /// CLIENT TRACKING is on (`None` for every other client: their requests pay nothing for it).
     tracking: Option<Box<tracking::Tracking>>,
+    /// The protocol of the connections the client's unanswered requests went out on.
+    sent_protocol: crate::resp::reply::Protocol,
 }
 
 impl Session {
@@ -171,6 +173,7 @@ impl Session {
             paused_input: false,
             keys: Vec::with_capacity(16),
             acl_keys: Vec::new(),
+            sent_protocol: crate::resp::reply::Protocol::default(),
         }
     }
 
@@ -191,10 +194,23 @@ impl Session {
     }
 
     /// Whether the client's next request must wait, unparsed: a CLIENT PAUSE holds a request, a
-    /// blocking command or a transaction's settings are in flight, or a subscription change
-    /// waits for earlier replies or for its confirmations.
+    /// blocking command or a transaction's settings are in flight, a subscription change waits
+    /// for earlier replies or for its confirmations, or HELLO changed the protocol while earlier
+    /// requests are unanswered.
     fn input_on_hold(&self) -> bool {
-        self.held.is_some() || self.hold_reading || self.deferred.is_some() || self.awaiting_confirmations()
+        self.held.is_some()
+            || self.hold_reading
+            || self.deferred.is_some()
+            || self.awaiting_confirmations()
+            || self.switching_protocol()
+    }
+
+    /// HELLO changed the client's protocol while requests sent in the old one are unanswered.
+    /// A node connection speaks one protocol, so later requests go out on other connections,
+    /// which could overtake the earlier ones (a read after HELLO 3 passing the write before it);
+    /// they wait until the earlier ones are answered, as one Redis connection orders them.
+    fn switching_protocol(&self) -> bool {
+        self.state.protocol != self.sent_protocol && !self.pipeline.is_empty()
     }
 }
 

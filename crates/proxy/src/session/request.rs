@@ -34,6 +34,9 @@ impl Session {
                 self.paused_input = true;
                 return;
             }
+            if self.pipeline.is_empty() {
+                self.sent_protocol = self.state.protocol;
+            }
             match self.decoder.decode(rbuf) {
                 Ok(Some(request)) => {
                     self.traffic.commands += 1;
