@@ -206,6 +206,9 @@ impl Pipeline {
     /// Returns true when a close marker was reached: nothing after it will ever be written.
     pub fn release(&mut self, out: &mut BytesMut, metrics: &Metrics) -> bool {
         let mut now = None;
+        // Requests read together (a pipelined batch) share their read time, and so their latency:
+        // worked out once for them.
+        let mut latency: Option<(Instant, f64)> = None;
         while let Some(front) = self.entries.front() {
             match front {
                 Entry::Ready(reply) | Entry::Streamed(reply) => {
@@ -216,8 +219,16 @@ impl Pipeline {
                             Some(b'-' | b'!') if matches!(front, Entry::Ready(_)) => command.error.inc(),
                             _ => command.ok.inc(),
                         }
-                        let now = *now.get_or_insert_with(Instant::now);
-                        command.duration.observe(now.saturating_duration_since(meta.read_at).as_secs_f64());
+                        let seconds = match latency {
+                            Some((read_at, seconds)) if read_at == meta.read_at => seconds,
+                            _ => {
+                                let now = *now.get_or_insert_with(Instant::now);
+                                let seconds = now.saturating_duration_since(meta.read_at).as_secs_f64();
+                                latency = Some((meta.read_at, seconds));
+                                seconds
+                            }
+                        };
+                        command.duration.observe(seconds);
                     }
                     if !self.metas.front().is_some_and(|m| m.is_some_and(|m| m.dropped)) {
                         out.extend_from_slice(reply);
