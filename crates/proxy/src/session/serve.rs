@@ -42,6 +42,9 @@ const FAR: Duration = Duration::from_secs(3600);
 /// holds at most this much once idle (Redis keeps a 16 KiB reply buffer per client).
 const KEEP_WRITE_BUFFER: usize = 4096;
 
+/// Largest write that waits a turn for the rest of its batch's replies (see [`Turn::Yield`]).
+const BATCH_WAIT_BYTES: usize = 64 * 1024;
+
 /// The client socket's side of a session: its buffers and how much to read at a time.
 ///
 /// Buffers start empty and are given back whenever they empty out: an idle client holds no
@@ -65,6 +68,8 @@ struct ClientIo {
     closing: bool,
     /// Everything buffered is written; the writer is flushed before anything else is done.
     flushing: bool,
+    /// The replies buffered have waited a turn for the rest of their batch: written now.
+    waited: bool,
     last_read: Instant,
 }
 
@@ -92,6 +97,7 @@ impl ClientIo {
             reading,
             closing: false,
             flushing: false,
+            waited: false,
             last_read: Instant::now(),
         }
     }
@@ -140,8 +146,15 @@ impl ClientIo {
     }
 }
 
-/// How serving a client ended.
-enum End {
+/// What the session's loop must do that needs waiting, or how serving the client ended.
+enum Turn {
+    /// Replies are ready while the client's other requests are still out: let every other task
+    /// that is ready run first (node connections with the rest of the batch's replies among them),
+    /// then write, so that a pipelined batch goes out in one write, not one per node that answers.
+    /// Measured (`bench/ab.sh --rounds 9 --quick`): GET `-P 16` +4.7% ops/s and 1.26 → 1.20 CPU
+    /// µs per request, SET `-P 16` +1.4% (bench/RESULTS.md); a client with one request out never
+    /// waits.
+    Yield,
     /// Everything is written: shut the connection down cleanly.
     Close,
     /// Drop the connection as it is (the client left or was killed, it idled out, a stream broke).
@@ -169,11 +182,16 @@ impl Session {
         let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
         let due = pin!(sleep(FAR));
         let mut timers = Timers { idle, idle_timeout, due };
-        let end = poll_fn(|cx| self.poll_serve(cx, &mut io, &mut reader, &mut writer, &mut timers)).await?;
-        if let End::Close = end {
-            let _ = writer.shutdown().await;
+        loop {
+            match poll_fn(|cx| self.poll_serve(cx, &mut io, &mut reader, &mut writer, &mut timers)).await? {
+                Turn::Yield => tokio::task::yield_now().await,
+                Turn::Close => {
+                    let _ = writer.shutdown().await;
+                    return Ok(());
+                }
+                Turn::Drop => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// One wake-up of the session: passes over everything it waits for, in priority order (a
@@ -191,7 +209,7 @@ impl Session {
         reader: &mut R,
         writer: &mut W,
         timers: &mut Timers<'_>,
-    ) -> Poll<std::io::Result<End>>
+    ) -> Poll<std::io::Result<Turn>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -206,12 +224,16 @@ impl Session {
             match self.settle(io) {
                 Settled::Wait => {}
                 Settled::Again => continue,
-                Settled::Close => return Poll::Ready(Ok(End::Close)),
-                Settled::Drop => return Poll::Ready(Ok(End::Drop)),
+                Settled::Close => return Poll::Ready(Ok(Turn::Close)),
+                Settled::Drop => return Poll::Ready(Ok(Turn::Drop)),
             }
             if self.exec.take_replies(&mut self.reply_batch) {
                 self.on_replies();
                 continue;
+            }
+            if !io.wbuf.is_empty() && self.waits_for_batch(io) {
+                io.waited = true;
+                return Poll::Ready(Ok(Turn::Yield));
             }
             if !io.wbuf.is_empty()
                 && let Poll::Ready(written) = pin!(writer.write_buf(&mut io.wbuf)).poll(cx)
@@ -225,12 +247,12 @@ impl Session {
             {
                 match self.on_read(io, read?) {
                     true => continue,
-                    false => return Poll::Ready(Ok(End::Drop)),
+                    false => return Poll::Ready(Ok(Turn::Drop)),
                 }
             }
             match self.poll_timers(cx, io, timers) {
                 Poll::Ready(true) => continue,
-                Poll::Ready(false) => return Poll::Ready(Ok(End::Drop)),
+                Poll::Ready(false) => return Poll::Ready(Ok(Turn::Drop)),
                 Poll::Pending => {}
             }
             // Nothing is ready: ask to be woken by a reply or a signal, checking both once more.
@@ -241,7 +263,7 @@ impl Session {
             if self.entry.poll_signalled(cx).is_ready() {
                 match self.on_signal() {
                     true => io.reading &= !self.shared.clients.is_stopping(),
-                    false => return Poll::Ready(Ok(End::Drop)),
+                    false => return Poll::Ready(Ok(Turn::Drop)),
                 }
                 continue;
             }
@@ -258,11 +280,20 @@ impl Session {
         io.reading && !io.closing && room && self.pipeline.len() < self.shared.max_pipeline
     }
 
+    /// Whether the replies buffered wait a turn before they are written ([`Turn::Yield`]): only
+    /// once per write, only while other requests of the client are still out, and not for a
+    /// streamed reply (whose node connection waits for the credit) or a large buffer.
+    #[inline]
+    fn waits_for_batch(&self, io: &ClientIo) -> bool {
+        !io.waited && !self.pipeline.is_empty() && self.stream_credits.is_empty() && io.wbuf.len() < BATCH_WAIT_BYTES
+    }
+
     /// `written` bytes went to the client; once all are, the buffer is flushed and kept, and the
     /// credit of streamed pieces given back.
     fn on_written(&mut self, io: &mut ClientIo, written: usize) {
         self.traffic.bytes_out += written as u64;
         if io.wbuf.is_empty() {
+            io.waited = false;
             io.written_out();
             for (credit, written) in self.stream_credits.drain(..) {
                 credit.give_back(written);
