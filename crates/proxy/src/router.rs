@@ -3,6 +3,8 @@
 //! Pure: it reads the command table and hashes keys, but knows nothing of nodes or sockets. Which
 //! node owns a slot is looked up when the route is dispatched, so a route survives a topology swap.
 
+use std::collections::HashMap;
+
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
@@ -169,19 +171,9 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
     }
     // Group by slot in order of first appearance; remember where each key went for the merge
     // (the part its slot's group became, and its place in that part).
-    let mut groups: SmallVec<[(Slot, u32); 16]> = SmallVec::new();
-    let mut places = Vec::with_capacity(keys.len());
-    for &slot in &slots {
-        let part = match groups.iter().position(|(s, _)| *s == slot) {
-            Some(part) => part,
-            None => {
-                groups.push((slot, 0));
-                groups.len() - 1
-            }
-        };
-        places.push(KeyPlace { part: part as u32, index: groups[part].1 });
-        groups[part].1 += 1;
-    }
+    let mut groups = SlotGroups::default();
+    let places: Vec<KeyPlace> = slots.iter().map(|&slot| groups.place(slot)).collect();
+    let groups = groups.groups;
     // The keys part after part, each part's in request order: a key goes where its part starts
     // plus its place in the part (one pass over the keys, however many parts).
     let mut starts: SmallVec<[usize; 16]> = SmallVec::with_capacity(groups.len());
@@ -208,6 +200,45 @@ fn split(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>, merge: &M
         })
         .collect();
     Route::Split { merge: merge.clone(), parts, places }
+}
+
+/// The slots of a split request's keys, in order of first appearance, with how many keys each
+/// has so far. A few groups are searched in place; past [`SlotGroups::SEARCHED`] a map finds them,
+/// so a request over thousands of slots costs a lookup per key, not a search over every group.
+#[derive(Default)]
+struct SlotGroups {
+    groups: SmallVec<[(Slot, u32); SlotGroups::SEARCHED]>,
+    /// Slot → group, filled once the groups outgrow a search.
+    index: HashMap<Slot, u32>,
+}
+
+impl SlotGroups {
+    const SEARCHED: usize = 16;
+
+    /// Where the next key of `slot` goes: its group (created when the slot is new) and its place
+    /// there.
+    fn place(&mut self, slot: Slot) -> KeyPlace {
+        let found = match self.index.is_empty() {
+            true => self.groups.iter().position(|(s, _)| *s == slot),
+            false => self.index.get(&slot).map(|&part| part as usize),
+        };
+        let part = found.unwrap_or_else(|| self.add(slot));
+        let place = KeyPlace { part: part as u32, index: self.groups[part].1 };
+        self.groups[part].1 += 1;
+        place
+    }
+
+    fn add(&mut self, slot: Slot) -> usize {
+        self.groups.push((slot, 0));
+        let part = self.groups.len() - 1;
+        if self.groups.len() > Self::SEARCHED {
+            if self.index.is_empty() {
+                self.index.extend(self.groups.iter().enumerate().map(|(part, &(slot, _))| (slot, part as u32)));
+            }
+            self.index.insert(slot, part as u32);
+        }
+        part
+    }
 }
 
 /// Redis' reply to a command it does not know, arguments quoted as Redis quotes them.

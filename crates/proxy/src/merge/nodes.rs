@@ -175,8 +175,8 @@ fn reply_text(part: &[u8]) -> String {
         Some(b'-') => String::from_utf8_lossy(part[1..].strip_suffix(b"\r\n").unwrap_or(&part[1..])).into_owned(),
         // A RESP3 blob error: `!<len>\r\n<text>\r\n`.
         Some(b'!') => {
-            let body = part.windows(2).position(|w| w == b"\r\n").map_or(&part[1..], |end| &part[end + 2..]);
-            String::from_utf8_lossy(body.strip_suffix(b"\r\n").unwrap_or(body)).into_owned()
+            let body = crate::resp::scan::header(part, 0).and_then(|(_, len, start)| part.get(start..start + len));
+            String::from_utf8_lossy(body.unwrap_or(&part[1..])).into_owned()
         }
         _ => describe(part),
     };

@@ -57,6 +57,33 @@ fn mget_is_split_per_slot_and_remembers_key_order() {
 }
 
 #[test]
+fn a_split_over_many_slots_keeps_every_key_in_its_slots_part_in_order() {
+    // More slots than are searched in place: the groups are found through the map from the 17th.
+    let keys: Vec<String> = (0..200).map(|i| format!("key:{}", i % 50)).collect();
+    let mut args = vec!["MGET".to_string()];
+    args.extend(keys.iter().cloned());
+    let Route::Split { parts, places, .. } = route(&args.iter().map(String::as_str).collect::<Vec<_>>()) else {
+        panic!("expected a split");
+    };
+    let distinct: std::collections::HashSet<Slot> = keys.iter().map(|k| key_slot(k.as_bytes())).collect();
+    assert_eq!(parts.len(), distinct.len());
+    assert!(parts.len() > 16, "{} parts", parts.len());
+    // Each key's place names the part of its slot and the key's order among that part's keys.
+    let mut seen = vec![0u32; parts.len()];
+    for (key, place) in keys.iter().zip(&places) {
+        let part = &parts[place.part as usize];
+        assert_eq!(part.slot, key_slot(key.as_bytes()), "{key}");
+        assert_eq!(place.index, seen[place.part as usize], "{key}");
+        seen[place.part as usize] += 1;
+        let needle = format!("${}\r\n{key}\r\n", key.len());
+        assert!(part.payload.windows(needle.len()).any(|w| w == needle.as_bytes()), "{key} in its part");
+    }
+    // Parts come in order of their slot's first key.
+    let firsts: Vec<u32> = places.iter().filter(|p| p.index == 0).map(|p| p.part).collect();
+    assert_eq!(firsts, (0..parts.len() as u32).collect::<Vec<_>>());
+}
+
+#[test]
 fn mset_keeps_values_with_their_keys() {
     let Route::Split { merge, parts, .. } = route(&["MSET", "a", "1", "b", "2"]) else {
         panic!("expected a split");

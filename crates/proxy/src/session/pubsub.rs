@@ -15,7 +15,7 @@ use super::pipeline::Meta;
 use super::recent::{REMEMBER_FOR, RecentMessages};
 use crate::error::ProxyError;
 use crate::resp::reply::Protocol;
-use crate::resp::{Request, reply, request::encode_command};
+use crate::resp::{Request, reply, request::encode_command, scan};
 use crate::router::PUBSUB_HOME_SLOT;
 use crate::slot::key_slot;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
@@ -67,30 +67,31 @@ fn is_notification(name: &[u8]) -> bool {
 /// The kind of a pub/sub frame (`message`, `subscribe` …): the first bulk of an array.
 fn frame_kind(frame: &[u8]) -> Option<&[u8]> {
     // RESP2 arrays and RESP3 pushes alike.
-    let rest = frame.strip_prefix(b"*").or_else(|| frame.strip_prefix(b">"))?;
-    let header_end = rest.windows(2).position(|w| w == b"\r\n")?;
-    let rest = rest[header_end + 2..].strip_prefix(b"$")?;
-    let len_end = rest.windows(2).position(|w| w == b"\r\n")?;
-    let len: usize = std::str::from_utf8(&rest[..len_end]).ok()?.parse().ok()?;
-    rest.get(len_end + 2..len_end + 2 + len)
+    let (b'*' | b'>', _, first) = scan::header(frame, 0)? else {
+        return None;
+    };
+    bulk_at(frame, first)
+}
+
+/// The content of the bulk string at `at` in `frame`; `None` for anything else (a null included).
+fn bulk_at(frame: &[u8], at: usize) -> Option<&[u8]> {
+    let (b'$', len, start) = scan::header(frame, at)? else {
+        return None;
+    };
+    frame.get(start..start.checked_add(len)?)
 }
 
 /// `(kind, channel, count)` of a (un)subscribe confirmation, RESP2 array or RESP3 push; the
 /// channel is `None` for the null of an unsubscribe with nothing subscribed.
 fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>, i64)> {
-    let header = frame.windows(2).position(|w| w == b"\r\n")?;
-    let mut at = header + 2;
+    let (_, _, mut at) = scan::header(frame, 0)?;
     let mut elements = Vec::with_capacity(3);
     for _ in 0..3 {
         let len = crate::resp::FrameScanner::new().scan(frame.get(at..)?).ok()??;
         elements.push(&frame[at..at + len]);
         at += len;
     }
-    let bulk = |element: &[u8]| -> Option<Vec<u8>> {
-        let body = element.strip_prefix(b"$")?;
-        let start = body.windows(2).position(|w| w == b"\r\n")? + 2;
-        Some(body.get(start..body.len().checked_sub(2)?)?.to_vec())
-    };
+    let bulk = |element: &[u8]| bulk_at(element, 0).map(<[u8]>::to_vec);
     let kind = bulk(elements[0])?.to_ascii_lowercase();
     let name = bulk(elements[1]).map(Bytes::from);
     let count = std::str::from_utf8(elements[2].strip_prefix(b":")?.strip_suffix(b"\r\n")?).ok()?.parse().ok()?;
