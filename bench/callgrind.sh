@@ -7,6 +7,13 @@
 #   PIPE=16 bench/callgrind.sh ...      the GET run with -P 16
 #   MULTI=1 bench/callgrind.sh ...      multi-key requests over slots instead: 5,000 MSETs and
 #                                       5,000 MGETs of 10 random keys each (the proxy splits them)
+#   TLS=1 bench/callgrind.sh ...        through the proxy's TLS listener (redisforge-proxy only:
+#                                       predixy has no TLS); certificates from redisforge-ops certs
+#                                       generate (cargo build --release -p redisforge-ops). The
+#                                       client connections' handshakes (22: 2 × 10 clients and
+#                                       redis-benchmark's CONFIG GET probe) are in the load run; the
+#                                       idle run makes as many (one PING each), so (total - idle)
+#                                       leaves them out
 #
 #   --proxy BINARY   the redisforge-proxy to measure (default target/release/redisforge-proxy;
 #                    build it with cargo build --release -p redisforge-proxy)
@@ -42,6 +49,8 @@ BASE=${BENCH_CG_BASE:-7830}
 NEXT_PORT=${BENCH_CG_PORT:-7930}
 RUN_TIMEOUT=${BENCH_CG_TIMEOUT:-600}
 PIPE=${PIPE:-}
+TLS=${TLS:-}
+OPS_BIN=$ROOT/target/release/redisforge-ops
 WITH_PREDIXY=1
 KEEP=0
 while [ "$#" -gt 0 ]; do
@@ -49,7 +58,7 @@ while [ "$#" -gt 0 ]; do
         --proxy) PROXY_BIN="$2"; shift 2 ;;
         --no-predixy) WITH_PREDIXY=0; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
         *) echo "callgrind: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -62,6 +71,14 @@ if [ -n "$PIPE" ] && ! [[ "$PIPE" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 PREDIXY=""
+CLIENT_TLS=()
+if [ -n "$TLS" ]; then
+    WITH_PREDIXY=0
+    [ -x "$OPS_BIN" ] || {
+        echo "callgrind: TLS=1 needs $OPS_BIN (cargo build --release -p redisforge-ops)" >&2
+        exit 2
+    }
+fi
 if [ "$WITH_PREDIXY" -eq 1 ]; then
     if ! PREDIXY=$("$ROOT/bench/predixy.sh" path 2>/dev/null); then
         PREDIXY=""
@@ -134,10 +151,17 @@ pick_port() {
 
 bench() {
     # --csv before the workload: after a custom command (MGET ...) it would be one of its arguments.
-    timeout -k 5 "$RUN_TIMEOUT" redis-benchmark --csv -h 127.0.0.1 -p "$PORT" "$@" 2>>"$WORK/benchmark.err" |
+    timeout -k 5 "$RUN_TIMEOUT" redis-benchmark --csv -h 127.0.0.1 -p "$PORT" "${CLIENT_TLS[@]}" "$@" 2>>"$WORK/benchmark.err" |
         tail -n 1 | cut -d, -f2 | tr -d '"'
 }
 
+if [ -n "$TLS" ]; then
+    "$OPS_BIN" certs generate "$WORK/certs" --hosts localhost,127.0.0.1 >"$WORK/certs.log" 2>&1 || {
+        cat "$WORK/certs.log" >&2
+        exit 1
+    }
+    CLIENT_TLS=(--tls --cacert "$WORK/certs/ca.crt")
+fi
 cluster_start "$WORK/cluster" "$BASE" 3 1 'save ""' 'appendonly no' 'auto-aof-rewrite-percentage 0' >&2
 mapfile -t NODES < <(cluster_ports "$WORK/cluster")
 
@@ -155,9 +179,11 @@ measure() {
         redisforge)
             local seeds
             seeds=$(printf '"127.0.0.1:%s",' "${NODES[@]}")
+            local listen="plain = \"127.0.0.1:$PORT\""
+            [ -z "$TLS" ] || listen="tls = \"127.0.0.1:$PORT\""$'\n'"[tls]"$'\n'"cert = \"$WORK/certs/server.crt\""$'\n'"key = \"$WORK/certs/server.key\""
             cat >"$WORK/redisforge.toml" <<EOF
 [listen]
-plain = "127.0.0.1:$PORT"
+$listen
 [upstream]
 seeds = [${seeds%,}]
 [metrics]
@@ -193,10 +219,16 @@ EOF
             echo "callgrind: a redis-benchmark run through $name failed or timed out" >&2
             exit 1
         fi
-    elif [ "$(timeout 30 redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" != PONG ]; then
-        tail -n 30 "$WORK/$name.$mode.log" >&2
-        echo "callgrind: $name did not answer PING" >&2
-        exit 1
+    else
+        local pings=1 i
+        [ -z "$TLS" ] || pings=22
+        for ((i = 0; i < pings; i++)); do
+            if [ "$(timeout 30 redis-cli -h 127.0.0.1 -p "$PORT" "${CLIENT_TLS[@]}" ping 2>/dev/null)" != PONG ]; then
+                tail -n 30 "$WORK/$name.$mode.log" >&2
+                echo "callgrind: $name did not answer PING" >&2
+                exit 1
+            fi
+        done
     fi
     secs=$((SECONDS - t0))
     kill -TERM "$VG_PID"
