@@ -43,6 +43,7 @@ pub mod listener;
 pub mod logs;
 pub mod merge;
 pub mod metrics;
+pub mod readiness;
 pub mod redirect;
 pub mod resp;
 pub mod router;

@@ -14,10 +14,11 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Sleep, sleep};
 
 use super::Session;
+use crate::readiness::ReadGate;
 use crate::shared::Shared;
 
 /// Most bytes read from a client while its next request waits (behind a blocking command or a
@@ -71,6 +72,8 @@ struct ClientIo {
     /// The replies buffered have waited a turn for the rest of their batch: written now.
     waited: bool,
     last_read: Instant,
+    /// Reads the socket only when it may have something.
+    read_gate: ReadGate,
 }
 
 /// What a turn of the loop does after settling.
@@ -99,6 +102,7 @@ impl ClientIo {
             flushing: false,
             waited: false,
             last_read: Instant::now(),
+            read_gate: ReadGate::default(),
         }
     }
 
@@ -243,7 +247,7 @@ impl Session {
             }
             io.size_read_buffer(!self.pipeline.is_empty());
             if self.can_read(io)
-                && let Poll::Ready(read) = pin!(reader.read_buf(&mut io.rbuf)).poll(cx)
+                && let Poll::Ready(read) = io.read_gate.poll_read(cx, reader, &mut io.rbuf)
             {
                 match self.on_read(io, read?) {
                     true => continue,

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Sleep, sleep};
 
 use super::conn::{ConnMode, End, Inbox, fail};
@@ -20,6 +20,7 @@ use super::{
     ConnSettings, ReplySender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError, UpstreamReply, UpstreamRequest,
 };
 use crate::metrics::NodeMetrics;
+use crate::readiness::ReadGate;
 use crate::resp::FrameScanner;
 
 /// Stop taking new requests while this much is waiting to be written, so a node that reads slowly
@@ -57,6 +58,8 @@ struct Wire<'a> {
     addr: &'a str,
     inflight: VecDeque<InFlight>,
     rbuf: BytesMut,
+    /// Reads the node's socket only when it may have something.
+    read_gate: ReadGate,
     wbuf: BytesMut,
     scanner: FrameScanner,
     /// The last `unwritten` entries of `inflight` are (partly) still in `wbuf`.
@@ -171,6 +174,7 @@ where
         addr,
         inflight: VecDeque::new(),
         rbuf: BytesMut::with_capacity(64 * 1024),
+        read_gate: ReadGate::default(),
         wbuf: BytesMut::with_capacity(64 * 1024),
         scanner: FrameScanner::new(),
         unwritten: 0,
@@ -238,7 +242,7 @@ impl Wire<'_> {
             }
             let (now_tick, timeout_ticks) = (self.now_tick, self.timeout_ticks);
             let stalled = self.inflight.front_mut().is_some_and(|head| stream_stalled(head, now_tick, timeout_ticks));
-            if !stalled && let Poll::Ready(read) = pin!(reader.read_buf(&mut self.rbuf)).poll(cx) {
+            if !stalled && let Poll::Ready(read) = self.read_gate.poll_read(cx, reader, &mut self.rbuf) {
                 if let Err(error) = read.map_err(|_| self.lost()).and_then(|n| self.on_read(n, mode, metrics)) {
                     return Poll::Ready(Turn::Failed(error));
                 }
