@@ -1,13 +1,14 @@
 //! Prometheus metrics: every handle resolved once, so that counting on the data path is an atomic
 //! add with no lock, no lookup and no allocation.
 //!
-//! [`Metrics`] owns the registry and the handles. Per-command handles are resolved for every label
-//! of [`labels::LABELS`] at construction and found by index; per-node handles are resolved when a
-//! node's pool is created ([`Metrics::node`]). [`http`] serves `/metrics`, `/healthz` and `/readyz`;
+//! [`Metrics`] owns the registry and the handles. The per-command series, added to on every reply,
+//! are counted per thread by label index and summed when scraped ([`commands`]); per-node handles
+//! are resolved when a node's pool is created ([`Metrics::node`]). [`http`] serves `/metrics`, `/healthz` and `/readyz`;
 //! [`crate::health`] polls the nodes for `node_up`, replication lag and slot coverage.
 //!
 //! The exported names are part of the external contract (SPEC "Metrics"): rename nothing.
 
+mod commands;
 pub mod http;
 pub mod labels;
 #[cfg(test)]
@@ -18,12 +19,10 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use prometheus::core::Collector;
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::upstream::UpstreamError;
+use commands::CommandSeries;
 
 /// Prefix of every exported name.
 pub const PREFIX: &str = "redisforge_";
@@ -40,17 +39,6 @@ pub const REFRESH_TRIGGERS: [&str; 5] = ["startup", "timer", "moved", "node_fail
 
 /// Values of the `role` label of `node_up`.
 const ROLES: [&str; 2] = ["master", "replica"];
-
-/// Counters and latency of one `command` label.
-#[derive(Debug, Clone)]
-pub struct CommandMetrics {
-    /// `commands_total{command,result="ok"}`: the client got a non-error reply.
-    pub ok: IntCounter,
-    /// `commands_total{command,result="error"}`: the client got an error reply (from Redis or the proxy).
-    pub error: IntCounter,
-    /// `command_duration_seconds{command}`: from the request read to its reply queued for the client.
-    pub duration: Histogram,
-}
 
 /// Counters of one upstream node, shared by every connection of its pool.
 #[derive(Debug, Clone)]
@@ -219,7 +207,10 @@ pub struct Metrics {
     /// Requests held while the cluster fails over.
     pub held: HeldMetrics,
     pub tracking: TrackingMetrics,
-    commands: Vec<CommandMetrics>,
+    /// `commands_total{command,result}` (ok: a non-error reply, error: an error reply from Redis
+    /// or the proxy) and `command_duration_seconds{command}` (from the request read to its reply
+    /// queued for the client), counted per thread.
+    commands: CommandSeries,
     /// By index in [`REFRESH_TRIGGERS`].
     refreshes: Vec<IntCounter>,
     upstream_requests: IntCounterVec,
@@ -264,15 +255,9 @@ impl Metrics {
         );
         let redirections =
             b.counter_vec("redirections_total", "MOVED and ASK redirections followed, by kind.", &["kind"]);
-        let commands_total = b.counter_vec(
-            "commands_total",
+        let commands = b.command_series(
             "Client commands answered, by command and result (ok or error).",
-            &["command", "result"],
-        );
-        let durations = b.histogram_vec(
-            "command_duration_seconds",
             "Time from reading a client command to queueing its reply, by command.",
-            &["command"],
         );
         let refreshes =
             b.counter_vec("topology_refreshes_total", "Slot map refreshes, by what triggered them.", &["trigger"]);
@@ -302,14 +287,6 @@ impl Metrics {
 
         let held = HeldMetrics::register(&mut b);
         let tracking = TrackingMetrics::register(&mut b);
-        let commands = labels::LABELS
-            .iter()
-            .map(|label| CommandMetrics {
-                ok: commands_total.with_label_values(&[*label, "ok"]),
-                error: commands_total.with_label_values(&[*label, "error"]),
-                duration: durations.with_label_values(&[*label]),
-            })
-            .collect();
         Arc::new(Metrics {
             registry: b.registry,
             families: b.families,
@@ -336,10 +313,15 @@ impl Metrics {
         })
     }
 
-    /// The handles of the `command` label at `label` (an index from [`labels::label_index`]); an
-    /// index out of range counts as `"other"`.
-    pub fn command(&self, label: usize) -> &CommandMetrics {
-        &self.commands[label.min(labels::OTHER)]
+    /// Counts a reply to a command of `label` (an index from [`labels::label_index`]; out of
+    /// range counts as `"other"`): an error reply or not, `seconds` after the request was read.
+    pub fn record_command(&self, label: usize, error: bool, seconds: f64) {
+        self.commands.record(label, error, seconds);
+    }
+
+    /// Replies counted under every `command` label so far.
+    pub fn commands_answered(&self) -> u64 {
+        self.commands.total()
     }
 
     /// `topology_refreshes_total{trigger}`; a trigger not in [`REFRESH_TRIGGERS`] counts as `"other"`.
@@ -474,8 +456,9 @@ impl Builder {
         self.register(IntGaugeVec::new(opts, labels))
     }
 
-    fn histogram_vec(&mut self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-        let opts = HistogramOpts::from(self.describe(name, help, "histogram")).buckets(DURATION_BUCKETS.to_vec());
-        self.register(HistogramVec::new(opts, labels))
+    fn command_series(&mut self, help_total: &str, help_duration: &str) -> CommandSeries {
+        self.describe("commands_total", help_total, "counter");
+        self.describe("command_duration_seconds", help_duration, "histogram");
+        self.register(Ok(CommandSeries::new(help_total, help_duration)))
     }
 }

@@ -71,20 +71,44 @@ fn fixed_label_series_exist_at_zero() {
 #[test]
 fn command_handles_count_under_their_label() {
     let metrics = Metrics::new();
-    let get = metrics.command(labels::label_index("get"));
-    get.ok.inc();
-    get.ok.inc();
-    get.error.inc();
-    get.duration.observe(0.0003);
-    metrics.command(labels::label_index("bitfield")).ok.inc();
+    let get = labels::label_index("get");
+    metrics.record_command(get, false, 0.0003);
+    metrics.record_command(get, false, 5.0);
+    metrics.record_command(get, true, 0.00001);
+    metrics.record_command(labels::label_index("bitfield"), false, 0.001);
     // An index past the table is counted as other, not a panic.
-    metrics.command(usize::MAX).ok.inc();
+    metrics.record_command(usize::MAX, false, 0.001);
     let text = metrics.render();
     assert_eq!(sample(&text, r#"redisforge_commands_total{command="get",result="ok"}"#), Some(2.0));
     assert_eq!(sample(&text, r#"redisforge_commands_total{command="get",result="error"}"#), Some(1.0));
     assert_eq!(sample(&text, r#"redisforge_commands_total{command="other",result="ok"}"#), Some(2.0));
-    assert_eq!(sample(&text, r#"redisforge_command_duration_seconds_bucket{command="get",le="0.0005"}"#), Some(1.0));
-    assert_eq!(sample(&text, r#"redisforge_command_duration_seconds_bucket{command="get",le="0.00025"}"#), Some(0.0));
+    assert_eq!(sample(&text, r#"redisforge_command_duration_seconds_bucket{command="get",le="0.0005"}"#), Some(2.0));
+    assert_eq!(sample(&text, r#"redisforge_command_duration_seconds_bucket{command="get",le="0.00025"}"#), Some(1.0));
+    // Above the last bound: only in +Inf.
+    assert_eq!(sample(&text, r#"redisforge_command_duration_seconds_bucket{command="get",le="2"}"#), Some(2.0));
+    assert_eq!(sample(&text, r#"redisforge_command_duration_seconds_bucket{command="get",le="+Inf"}"#), Some(3.0));
+    assert_eq!(sample(&text, r#"redisforge_command_duration_seconds_count{command="get"}"#), Some(3.0));
+    let sum = sample(&text, r#"redisforge_command_duration_seconds_sum{command="get"}"#).expect("sum");
+    assert!((sum - 5.00031).abs() < 1e-9, "{sum}");
+    assert_eq!(metrics.commands_answered(), 5);
+}
+
+#[test]
+fn command_counts_from_every_thread_are_summed() {
+    let metrics = Metrics::new();
+    let get = labels::label_index("get");
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| (0..100).for_each(|_| metrics.record_command(get, false, 0.001)));
+        }
+    });
+    metrics.record_command(get, true, 0.001);
+    let text = metrics.render();
+    assert_eq!(sample(&text, r#"redisforge_commands_total{command="get",result="ok"}"#), Some(400.0));
+    assert_eq!(sample(&text, r#"redisforge_commands_total{command="get",result="error"}"#), Some(1.0));
+    assert_eq!(sample(&text, r#"redisforge_command_duration_seconds_count{command="get"}"#), Some(401.0));
+    // Another registry on the same threads counts apart.
+    assert_eq!(Metrics::new().commands_answered(), 0);
 }
 
 #[test]

@@ -452,10 +452,7 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, Vec
             "# Proxy\r\nclient_id:{}\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntopology_generation:{}\r\n\r\n",
             state.id,
             stats.total_connections.load(Ordering::Relaxed),
-            (0..crate::metrics::labels::LABELS.len())
-                .map(|i| shared.metrics.command(i))
-                .map(|c| c.ok.get() + c.error.get())
-                .sum::<u64>(),
+            shared.metrics.commands_answered(),
             routing.generation,
         );
     }

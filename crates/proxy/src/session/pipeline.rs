@@ -213,12 +213,8 @@ impl Pipeline {
             match front {
                 Entry::Ready(reply) | Entry::Streamed(reply) => {
                     if let Some(Some(meta)) = self.metas.front() {
-                        let command = metrics.command(meta.label);
                         // RESP2 errors start with '-', RESP3 blob errors with '!'.
-                        match reply.first() {
-                            Some(b'-' | b'!') if matches!(front, Entry::Ready(_)) => command.error.inc(),
-                            _ => command.ok.inc(),
-                        }
+                        let error = matches!(reply.first(), Some(b'-' | b'!')) && matches!(front, Entry::Ready(_));
                         let seconds = match latency {
                             Some((read_at, seconds)) if read_at == meta.read_at => seconds,
                             _ => {
@@ -228,7 +224,7 @@ impl Pipeline {
                                 seconds
                             }
                         };
-                        command.duration.observe(seconds);
+                        metrics.record_command(meta.label, error, seconds);
                     }
                     if !self.metas.front().is_some_and(|m| m.is_some_and(|m| m.dropped)) {
                         out.extend_from_slice(reply);
@@ -298,7 +294,14 @@ mod tests {
         pipeline.release(&mut out, &metrics);
         assert_eq!(&out[..], b":1\r\n$10\r\n0123456789\r\n");
         assert!(pipeline.is_empty());
-        assert_eq!(metrics.command(0).error.get(), 0, "the rest of a streamed reply is not an error");
+        let text = metrics.render();
+        assert!(
+            text.contains(&format!(
+                "redisforge_commands_total{{command=\"{}\",result=\"error\"}} 0",
+                crate::metrics::labels::LABELS[0]
+            )),
+            "the rest of a streamed reply is not an error"
+        );
     }
 
     #[test]
