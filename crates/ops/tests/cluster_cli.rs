@@ -399,9 +399,17 @@ fn add_and_remove_a_master_under_client_load_lose_nothing() {
         let mut con = cluster_client(&servers[0]);
         std::thread::spawn(move || {
             let mut rounds = 0u64;
-            // Bounded: the main thread stops it; the round cap is a backstop.
-            while rounds < 10_000 && (rounds == 0 || !stop.load(Ordering::Relaxed)) {
+            // Bounded: the main thread stops it (looked at before every command once the first
+            // round, which writes every key, is done: a client whose map went stale after the
+            // removal retries each command with backoff, so a round could last for minutes); the
+            // deadline is a backstop.
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let stopped = |rounds: u64| rounds > 0 && (stop.load(Ordering::Relaxed) || Instant::now() > deadline);
+            while !stopped(rounds) {
                 for i in 0..2000 {
+                    if stopped(rounds) {
+                        break;
+                    }
                     let (key, value) = (format!("load:{i}"), format!("v{i}"));
                     if let Err(e) = con.set::<_, _, ()>(&key, &value) {
                         let _ = errors_tx.send(format!("SET {key}: {e}"));
