@@ -175,7 +175,7 @@ fn reply_text(part: &[u8]) -> String {
         Some(b'-') => String::from_utf8_lossy(part[1..].strip_suffix(b"\r\n").unwrap_or(&part[1..])).into_owned(),
         // A RESP3 blob error: `!<len>\r\n<text>\r\n`.
         Some(b'!') => {
-            let body = crate::resp::scan::header(part, 0).and_then(|(_, len, start)| part.get(start..start + len));
+            let body = crate::resp::scan::string_at(part, 0).map(|(_, body)| body);
             String::from_utf8_lossy(body.unwrap_or(&part[1..])).into_owned()
         }
         _ => describe(part),

@@ -234,6 +234,13 @@ pub(crate) fn header(frame: &[u8], at: usize) -> Option<(u8, usize, usize)> {
     Some((kind, parse_usize(frame.get(at + 1..line.end)?)?, line.next))
 }
 
+/// The type byte and payload of the length-prefixed string (bulk `$`, blob error `!`, verbatim
+/// `=`) at `at` in a complete reply; `None` for a null or anything without a length.
+pub(crate) fn string_at(frame: &[u8], at: usize) -> Option<(u8, &[u8])> {
+    let (kind, len, start) = header(frame, at)?;
+    Some((kind, frame.get(start..start.checked_add(len)?)?))
+}
+
 /// Parses a RESP length: `Some(n)` for n ≥ 0, `None` for the null length `-1`.
 pub(crate) fn parse_len(digits: &[u8]) -> Result<Option<usize>, ScanError> {
     if digits == b"-1" {
@@ -253,6 +260,15 @@ pub(crate) fn parse_usize(digits: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_at_reads_the_payload_of_a_length_prefixed_string_only() {
+        assert_eq!(string_at(b"*2\r\n$3\r\nfoo\r\n:1\r\n", 4), Some((b'$', &b"foo"[..])));
+        assert_eq!(string_at(b"!9\r\nERR oops!\r\n", 0), Some((b'!', &b"ERR oops!"[..])));
+        assert_eq!(string_at(b"$-1\r\n", 0), None, "a null has no payload");
+        assert_eq!(string_at(b"+OK\r\n", 0), None);
+        assert_eq!(string_at(b"$10\r\nshort\r\n", 0), None, "cut short");
+    }
 
     fn whole(frame: &[u8]) -> Option<usize> {
         FrameScanner::new().scan(frame).expect("valid RESP")

@@ -75,10 +75,7 @@ fn frame_kind(frame: &[u8]) -> Option<&[u8]> {
 
 /// The content of the bulk string at `at` in `frame`; `None` for anything else (a null included).
 fn bulk_at(frame: &[u8], at: usize) -> Option<&[u8]> {
-    let (b'$', len, start) = scan::header(frame, at)? else {
-        return None;
-    };
-    frame.get(start..start.checked_add(len)?)
+    scan::string_at(frame, at).and_then(|(kind, payload)| (kind == b'$').then_some(payload))
 }
 
 /// `(kind, channel, count)` of a (un)subscribe confirmation, RESP2 array or RESP3 push; the
