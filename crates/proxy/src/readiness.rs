@@ -54,16 +54,21 @@ impl Default for ReadGate {
 impl ReadGate {
     /// Reads from `reader` into `buf`, unless the last read returned Pending and the socket has
     /// not woken the task since: Pending then, with the task's waker kept for the socket's wake.
+    ///
+    /// The task's waker is registered only when a read is tried: while the socket has not woken
+    /// the gate, the waker registered at the last read is still in place (the socket's wake is
+    /// what takes it), so registering it again on every pass would only repeat that.
     pub fn poll_read<R: AsyncRead + Unpin>(
         &mut self,
         cx: &Context<'_>,
         reader: &mut R,
         buf: &mut BytesMut,
     ) -> Poll<std::io::Result<usize>> {
-        self.signal.task.register(cx.waker());
-        if self.armed && !self.signal.woken.swap(false, Ordering::Acquire) {
+        if self.armed && !self.signal.woken.load(Ordering::Acquire) {
             return Poll::Pending;
         }
+        self.signal.woken.store(false, Ordering::Release);
+        self.signal.task.register(cx.waker());
         // Out of tokio's per-task budget a read returns Pending and wakes this waker at once: the
         // next pass reads again.
         let read = pin!(reader.read_buf(buf)).poll(&mut Context::from_waker(&self.waker));

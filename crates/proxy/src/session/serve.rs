@@ -71,6 +71,11 @@ struct ClientIo {
     flushing: bool,
     /// The replies buffered have waited a turn for the rest of their batch: written now.
     waited: bool,
+    /// The loop last stopped (waiting, or yielding a turn) right after a pass that settled and
+    /// changed nothing: the session's own state is as settled as it was, so the first pass after
+    /// the wake-up skips settling (everything that changes it — a reply, a read, a write, a
+    /// timer, a signal — leads to another pass, which settles).
+    settled: bool,
     last_read: Instant,
     /// Reads the socket only when it may have something.
     read_gate: ReadGate,
@@ -101,6 +106,7 @@ impl ClientIo {
             closing: false,
             flushing: false,
             waited: false,
+            settled: false,
             last_read: Instant::now(),
             read_gate: ReadGate::default(),
         }
@@ -225,11 +231,14 @@ impl Session {
                 ready!(Pin::new(&mut *writer).poll_flush(cx))?;
                 io.flushing = false;
             }
-            match self.settle(io) {
-                Settled::Wait => {}
-                Settled::Again => continue,
-                Settled::Close => return Poll::Ready(Ok(Turn::Close)),
-                Settled::Drop => return Poll::Ready(Ok(Turn::Drop)),
+            match std::mem::take(&mut io.settled) {
+                true => {}
+                false => match self.settle(io) {
+                    Settled::Wait => {}
+                    Settled::Again => continue,
+                    Settled::Close => return Poll::Ready(Ok(Turn::Close)),
+                    Settled::Drop => return Poll::Ready(Ok(Turn::Drop)),
+                },
             }
             if self.exec.take_replies(&mut self.reply_batch) {
                 self.on_replies();
@@ -237,6 +246,7 @@ impl Session {
             }
             if !io.wbuf.is_empty() && self.waits_for_batch(io) {
                 io.waited = true;
+                io.settled = true;
                 return Poll::Ready(Ok(Turn::Yield));
             }
             if !io.wbuf.is_empty()
@@ -271,6 +281,7 @@ impl Session {
                 }
                 continue;
             }
+            io.settled = true;
             return Poll::Pending;
         }
     }
