@@ -52,6 +52,13 @@ impl Default for ReadGate {
 }
 
 impl ReadGate {
+    /// Whether a read may find something: no read has returned Pending since the socket last
+    /// woke the gate. While it may not, [`ReadGate::poll_read`] returns Pending without reading.
+    #[inline]
+    pub fn may_read(&self) -> bool {
+        !self.armed || self.signal.woken.load(Ordering::Acquire)
+    }
+
     /// Reads from `reader` into `buf`, unless the last read returned Pending and the socket has
     /// not woken the task since: Pending then, with the task's waker kept for the socket's wake.
     ///
@@ -64,7 +71,7 @@ impl ReadGate {
         reader: &mut R,
         buf: &mut BytesMut,
     ) -> Poll<std::io::Result<usize>> {
-        if self.armed && !self.signal.woken.load(Ordering::Acquire) {
+        if !self.may_read() {
             return Poll::Pending;
         }
         self.signal.woken.store(false, Ordering::Release);

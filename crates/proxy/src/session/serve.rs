@@ -142,6 +142,18 @@ impl ClientIo {
         }
     }
 
+    /// Sizes the read buffer (see [`ClientIo::size_read_buffer`]) and reads into it.
+    #[inline]
+    fn read_into<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &Context<'_>,
+        reader: &mut R,
+        in_flight: bool,
+    ) -> Poll<std::io::Result<usize>> {
+        self.size_read_buffer(in_flight);
+        self.read_gate.poll_read(cx, reader, &mut self.rbuf)
+    }
+
     /// Everything buffered was written: the write buffer is kept for the next replies (one
     /// allocation per client, not per reply) unless a large burst grew it.
     #[inline]
@@ -204,11 +216,16 @@ impl Session {
         }
     }
 
-    /// One wake-up of the session: passes over everything it waits for, in priority order (a
-    /// node's reply, room to write, a request to read, its timers), handling whatever is ready and
-    /// settling after each, until nothing is. Only then are the reply queue and the signal asked
-    /// to wake the task (`poll_*`, which registers the waker): a pass costs a few loads, not a
-    /// future per event source (measured against the `select!` it replaces: bench/RESULTS.md).
+    /// One wake-up of the session: takes the replies that came, then passes over everything it
+    /// waits for, in priority order (room to write, a request to read, its timers), handling
+    /// whatever is ready and settling after each, until nothing is. Only then are the reply queue
+    /// and the signal asked to wake the task (`poll_*`, which registers the waker): a pass costs a
+    /// few loads, not a future per event source (measured against the `select!` it replaces:
+    /// bench/RESULTS.md).
+    ///
+    /// Replies are taken once per wake-up, not on every pass: they come from node connections,
+    /// which wake the task; one queued meanwhile (or by the session itself, when a send fails at
+    /// once) is found by the reply queue's check before the task waits.
     ///
     /// A client that keeps the session busy still yields: socket reads and writes draw on tokio's
     /// per-task budget.
@@ -224,6 +241,10 @@ impl Session {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        if self.exec.take_replies(&mut self.reply_batch) {
+            self.on_replies();
+            io.settled = false;
+        }
         loop {
             // TLS buffers records until flushed; for TCP the flush is free. Nothing else is done
             // meanwhile.
@@ -240,10 +261,6 @@ impl Session {
                     Settled::Drop => return Poll::Ready(Ok(Turn::Drop)),
                 },
             }
-            if self.exec.take_replies(&mut self.reply_batch) {
-                self.on_replies();
-                continue;
-            }
             if !io.wbuf.is_empty() && self.waits_for_batch(io) {
                 io.waited = true;
                 io.settled = true;
@@ -255,9 +272,11 @@ impl Session {
                 self.on_written(io, written?);
                 continue;
             }
-            io.size_read_buffer(!self.pipeline.is_empty());
+            // The buffer is sized before each read tried (a client that goes idle last tried one
+            // that found nothing, so its buffer was sized for idling then).
             if self.can_read(io)
-                && let Poll::Ready(read) = io.read_gate.poll_read(cx, reader, &mut io.rbuf)
+                && io.read_gate.may_read()
+                && let Poll::Ready(read) = io.read_into(cx, reader, !self.pipeline.is_empty())
             {
                 match self.on_read(io, read?) {
                     true => continue,
