@@ -1,6 +1,7 @@
 //! Protocol details where the proxy answers for one Redis node, each checked against a real node
 //! with the same bytes: PING's arity, request headers that count no arguments, CLIENT REPLY
-//! OFF/ON/SKIP, a `no_multi` command inside MULTI; and RANDOMKEY drawing from every master.
+//! OFF/ON/SKIP (also ahead of a subscription that waits for the skipped reply), a `no_multi`
+//! command inside MULTI; and RANDOMKEY drawing from every master.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -35,6 +36,14 @@ fn client_reply_off_on_and_skip_match_a_node() {
           PING\r\nCLIENT REPLY OFF\r\nCLIENT REPLY SKIP\r\nPING\r\nCLIENT REPLY ON\r\nCLIENT REPLY MAYBE\r\nQUIT\r\n",
     );
     assert_eq!(answer, "+OK\r\n$1\r\n1\r\n$1\r\n2\r\n+OK\r\n-ERR syntax error\r\n+OK\r\n");
+}
+
+#[test]
+fn a_subscription_behind_a_skipped_reply_still_goes_out() {
+    // SUBSCRIBE waits for the GET before it, whose reply CLIENT REPLY SKIP drops: when that reply
+    // comes, nothing is written, and the subscription must go out all the same.
+    let answer = same_as_a_node(b"CLIENT REPLY SKIP\r\nGET {skipsub}a\r\nSUBSCRIBE {skipsub}ch\r\nQUIT\r\n");
+    assert_eq!(answer, "*3\r\n$9\r\nsubscribe\r\n$11\r\n{skipsub}ch\r\n:1\r\n+OK\r\n");
 }
 
 #[test]

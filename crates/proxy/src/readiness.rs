@@ -52,35 +52,41 @@ impl Default for ReadGate {
 }
 
 impl ReadGate {
-    /// Whether a read may find something: no read has returned Pending since the socket last
-    /// woke the gate. While it may not, [`ReadGate::poll_read`] returns Pending without reading.
+    /// Registers the task's waker and says whether a read may find something: the last read did
+    /// not return Pending, or the socket has woken the gate since (the mark is taken).
+    ///
+    /// The waker is registered on every call, not only when a read is tried: a socket's wake sets
+    /// the mark and then takes the registered waker, and a read tried between the two would clear
+    /// the mark while the wake still takes the waker registered for that read — without a new
+    /// registration on the next pass, the socket's next wake would find none.
     #[inline]
-    pub fn may_read(&self) -> bool {
-        !self.armed || self.signal.woken.load(Ordering::Acquire)
+    pub fn poll_ready(&mut self, cx: &Context<'_>) -> bool {
+        self.signal.task.register(cx.waker());
+        !self.armed || self.signal.woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// Reads from `reader` into `buf` once (after [`ReadGate::poll_ready`] said a read may find
+    /// something); a read that finds nothing arms the gate until the socket wakes it.
+    pub fn read<R: AsyncRead + Unpin>(&mut self, reader: &mut R, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+        // Out of tokio's per-task budget a read returns Pending and wakes this waker at once: the
+        // next pass reads again.
+        let read = pin!(reader.read_buf(buf)).poll(&mut Context::from_waker(&self.waker));
+        self.armed = read.is_pending();
+        read
     }
 
     /// Reads from `reader` into `buf`, unless the last read returned Pending and the socket has
     /// not woken the task since: Pending then, with the task's waker kept for the socket's wake.
-    ///
-    /// The task's waker is registered only when a read is tried: while the socket has not woken
-    /// the gate, the waker registered at the last read is still in place (the socket's wake is
-    /// what takes it), so registering it again on every pass would only repeat that.
     pub fn poll_read<R: AsyncRead + Unpin>(
         &mut self,
         cx: &Context<'_>,
         reader: &mut R,
         buf: &mut BytesMut,
     ) -> Poll<std::io::Result<usize>> {
-        if !self.may_read() {
-            return Poll::Pending;
+        match self.poll_ready(cx) {
+            true => self.read(reader, buf),
+            false => Poll::Pending,
         }
-        self.signal.woken.store(false, Ordering::Release);
-        self.signal.task.register(cx.waker());
-        // Out of tokio's per-task budget a read returns Pending and wakes this waker at once: the
-        // next pass reads again.
-        let read = pin!(reader.read_buf(buf)).poll(&mut Context::from_waker(&self.waker));
-        self.armed = read.is_pending();
-        read
     }
 }
 
@@ -106,5 +112,38 @@ mod tests {
         assert!(gate.poll_read(&cx, &mut server, &mut buf).is_pending());
         drop(client);
         assert!(matches!(gate.poll_read(&cx, &mut server, &mut buf), Poll::Ready(Ok(0))), "EOF wakes it too");
+    }
+
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_split_around_a_read_does_not_leave_the_task_without_a_waker() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let mut gate = ReadGate::default();
+        let mut buf = BytesMut::with_capacity(64);
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let cx = Context::from_waker(&waker);
+        assert!(gate.poll_read(&cx, &mut server, &mut buf).is_pending());
+        // A wake of the socket, on another thread, sets the mark ...
+        gate.signal.woken.store(true, Ordering::Release);
+        // ... a pass reads meanwhile (the mark taken, nothing there) ...
+        assert!(gate.poll_read(&cx, &mut server, &mut buf).is_pending());
+        // ... and the wake then takes the waker that pass registered.
+        gate.signal.task.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // The task's next pass finds no mark and reads nothing, but registers its waker again,
+        // so that the socket's next wake reaches the task.
+        assert!(gate.poll_read(&cx, &mut server, &mut buf).is_pending());
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"PING\r\n").await.expect("write");
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "the socket's wake reached the task");
+        assert!(matches!(gate.poll_read(&cx, &mut server, &mut buf), Poll::Ready(Ok(6))));
     }
 }

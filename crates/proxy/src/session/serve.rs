@@ -142,16 +142,11 @@ impl ClientIo {
         }
     }
 
-    /// Sizes the read buffer (see [`ClientIo::size_read_buffer`]) and reads into it.
+    /// Sizes the read buffer (see [`ClientIo::size_read_buffer`]) and reads into it once.
     #[inline]
-    fn read_into<R: AsyncRead + Unpin>(
-        &mut self,
-        cx: &Context<'_>,
-        reader: &mut R,
-        in_flight: bool,
-    ) -> Poll<std::io::Result<usize>> {
+    fn read_into<R: AsyncRead + Unpin>(&mut self, reader: &mut R, in_flight: bool) -> Poll<std::io::Result<usize>> {
         self.size_read_buffer(in_flight);
-        self.read_gate.poll_read(cx, reader, &mut self.rbuf)
+        self.read_gate.read(reader, &mut self.rbuf)
     }
 
     /// Everything buffered was written: the write buffer is kept for the next replies (one
@@ -275,8 +270,8 @@ impl Session {
             // The buffer is sized before each read tried (a client that goes idle last tried one
             // that found nothing, so its buffer was sized for idling then).
             if self.can_read(io)
-                && io.read_gate.may_read()
-                && let Poll::Ready(read) = io.read_into(cx, reader, !self.pipeline.is_empty())
+                && io.read_gate.poll_ready(cx)
+                && let Poll::Ready(read) = io.read_into(reader, !self.pipeline.is_empty())
             {
                 match self.on_read(io, read?) {
                     true => continue,
@@ -372,13 +367,15 @@ impl Session {
         if !self.direct.is_empty() {
             io.wbuf.extend_from_slice(&self.direct.split());
         }
+        io.closing |= self.pipeline.release(&mut io.wbuf, &self.shared.metrics);
+        // After the release: the replies it takes may be dropped ones (CLIENT REPLY SKIP), which
+        // empty the pipeline with nothing to write, and so no later pass would look again.
         if self.pipeline.is_empty()
             && let Some((request, meta)) = self.deferred.take()
         {
             self.on_pubsub(&request, meta);
             return Settled::Again;
         }
-        io.closing |= self.pipeline.release(&mut io.wbuf, &self.shared.metrics);
         if io.wbuf.len() > self.shared.client_output_limit {
             crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered = io.wbuf.len(),
                 "client does not read its replies: output limit reached, disconnecting");
