@@ -1,24 +1,37 @@
 //! Protocol details where the proxy answers for one Redis node, each checked against a real node
 //! with the same bytes: PING's arity, request headers that count no arguments, CLIENT REPLY
-//! OFF/ON/SKIP (also ahead of a subscription that waits for the skipped reply), a `no_multi`
-//! command inside MULTI; and RANDOMKEY drawing from every master.
+//! OFF/ON/SKIP (also ahead of a subscription that waits for the skipped reply, for a command
+//! CLIENT PAUSE holds, for a reply large enough to stream, for RESET, and for requests read before
+//! the client half-closes), a `no_multi` command inside MULTI; and RANDOMKEY drawing from every
+//! master.
 
 use std::collections::HashSet;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, RedisServer, query_args, raw_roundtrip};
+use redisforge_tests::{
+    Cluster, ClusterOptions, Proxy, ProxyOptions, RedisServer, query_args, raw_roundtrip, read_until,
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `exchange` against the proxy and against a standalone node; the two outcomes must be
+/// identical. Returns the outcome.
+fn same_on_both(what: &str, exchange: impl Fn(&str) -> String) -> String {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}")]).expect("reference node");
+    let (through_proxy, on_node) = (exchange(&proxy.addr()), exchange(&node.addr()));
+    assert_eq!(through_proxy, on_node, "proxy vs node for {what}");
+    through_proxy
+}
 
 /// Sends the same raw bytes (which end with QUIT) through the proxy and to a standalone node;
 /// the two answers must be identical. Returns the answer.
 fn same_as_a_node(bytes: &[u8]) -> String {
-    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}")]).expect("reference node");
-    let through_proxy = raw_roundtrip(&proxy.addr(), bytes, Duration::from_secs(5));
-    let on_node = raw_roundtrip(&node.addr(), bytes, Duration::from_secs(5));
-    let (through_proxy, on_node) = (String::from_utf8_lossy(&through_proxy), String::from_utf8_lossy(&on_node));
-    assert_eq!(through_proxy, on_node, "proxy vs node for {:?}", String::from_utf8_lossy(bytes));
-    through_proxy.into_owned()
+    let what = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+    same_on_both(&what, |addr| String::from_utf8_lossy(&raw_roundtrip(addr, bytes, WAIT)).into_owned())
 }
 
 #[test]
@@ -44,6 +57,51 @@ fn a_subscription_behind_a_skipped_reply_still_goes_out() {
     // comes, nothing is written, and the subscription must go out all the same.
     let answer = same_as_a_node(b"CLIENT REPLY SKIP\r\nGET {skipsub}a\r\nSUBSCRIBE {skipsub}ch\r\nQUIT\r\n");
     assert_eq!(answer, "*3\r\n$9\r\nsubscribe\r\n$11\r\n{skipsub}ch\r\n:1\r\n+OK\r\n");
+}
+
+#[test]
+fn a_skipped_reply_stays_skipped_for_a_command_client_pause_held() {
+    let answer = same_on_both("CLIENT REPLY SKIP before a SET that CLIENT PAUSE WRITE holds", |addr| {
+        let mut pauser = TcpStream::connect(addr).expect("connect");
+        pauser.write_all(b"CLIENT PAUSE 300 WRITE\r\n").expect("write");
+        assert_eq!(read_until(&mut pauser, WAIT, |r| r.ends_with(b"\r\n")), b"+OK\r\n");
+        let reply = raw_roundtrip(addr, b"CLIENT REPLY SKIP\r\nSET {held}k v\r\nGET {held}k\r\nQUIT\r\n", WAIT);
+        String::from_utf8_lossy(&reply).into_owned()
+    });
+    assert_eq!(answer, "$1\r\nv\r\n+OK\r\n");
+}
+
+#[test]
+fn a_large_reply_under_client_reply_off_is_not_streamed_out() {
+    // 1 MiB: well past the size from which the proxy passes a reply on in pieces.
+    let value = vec![b'x'; 1 << 20];
+    let mut bytes = b"CLIENT REPLY OFF\r\n".to_vec();
+    bytes.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$9\r\n{{bigoff}}k\r\n${}\r\n", value.len()).as_bytes());
+    bytes.extend_from_slice(&value);
+    bytes.extend_from_slice(b"\r\nGET {bigoff}k\r\nCLIENT REPLY ON\r\nPING\r\nDEL {bigoff}k\r\nQUIT\r\n");
+    assert_eq!(same_as_a_node(&bytes), "+OK\r\n+PONG\r\n:1\r\n+OK\r\n");
+}
+
+#[test]
+fn reset_answers_when_replies_are_off_and_is_skipped_like_any_command() {
+    // RESET turns CLIENT REPLY OFF back on before it answers; a SKIP skips RESET's own reply.
+    let answer = same_as_a_node(b"CLIENT REPLY OFF\r\nRESET\r\nPING\r\nCLIENT REPLY SKIP\r\nRESET\r\nPING\r\nQUIT\r\n");
+    assert_eq!(answer, "+RESET\r\n+PONG\r\n+PONG\r\n+OK\r\n");
+}
+
+#[test]
+fn requests_read_before_a_half_close_all_run_when_replies_are_off() {
+    // SET b waits while HELLO 3 switches the protocol with SET a still out; then the client
+    // half-closes. Every request it sent runs, as on a node.
+    let outcome = same_on_both("requests before a half-close, replies off, HELLO 3 in between", |addr| {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.write_all(b"CLIENT REPLY OFF\r\nSET {eof}a 1\r\nHELLO 3\r\nSET {eof}b 2\r\n").expect("write");
+        stream.shutdown(Shutdown::Write).expect("half-close");
+        let before_close = read_until(&mut stream, WAIT, |_| false);
+        let after = raw_roundtrip(addr, b"MGET {eof}a {eof}b\r\nDEL {eof}a {eof}b\r\nQUIT\r\n", WAIT);
+        format!("{:?} then {}", String::from_utf8_lossy(&before_close), String::from_utf8_lossy(&after))
+    });
+    assert_eq!(outcome, "\"\" then *2\r\n$1\r\n1\r\n$1\r\n2\r\n:2\r\n+OK\r\n");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Pub/Sub through the proxy: classic, pattern and sharded subscriptions, subscribed-mode rules,
-//! and resubscription when the node carrying a subscription dies.
+//! resubscription when the node carrying a subscription dies, and a multi-channel subscription the
+//! node refuses with one error.
 
 use std::time::Duration;
 
@@ -133,4 +134,28 @@ fn subscription_moves_to_another_node_when_its_node_dies() {
         delivered
     });
     assert!(delivered, "no message after the subscription's node died");
+}
+
+#[test]
+fn a_multi_channel_subscription_refused_with_one_error_does_not_hold_the_client() {
+    // The proxy's map is stale: the slot moved after the proxy read it, so the sharded
+    // subscription goes to the old owner, which refuses both channels with a single -MOVED.
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let slot = cluster.slot_for_key("{refused}a");
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.masters().into_iter().find(|m| *m != from).expect("another master");
+    cluster.migrate_slot(slot, &from, &to);
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    std::io::Write::write_all(&mut client, b"SSUBSCRIBE {refused}a {refused}b\r\n").expect("write");
+    let refusal = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| r.ends_with(b"\r\n"));
+    let refusal = String::from_utf8_lossy(&refusal).into_owned();
+    // Whatever the subscription got (the node's error, or confirmations once the proxy caught
+    // up), the client's next request is answered: nothing waits for confirmations that never come.
+    std::io::Write::write_all(&mut client, b"PING\r\n").expect("write");
+    let pong = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| {
+        String::from_utf8_lossy(r).to_ascii_lowercase().contains("pong")
+    });
+    let pong = String::from_utf8_lossy(&pong).to_ascii_lowercase();
+    assert!(pong.contains("pong"), "PING after {refusal:?} got {pong:?}");
 }

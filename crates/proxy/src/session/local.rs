@@ -39,6 +39,20 @@ pub struct ClientState {
     pub reply_mode: ReplyMode,
 }
 
+/// What a request does to the reply mode, which decides whether its own reply is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyControl {
+    /// Nothing: its reply follows the mode.
+    None,
+    /// `CLIENT REPLY …`: it decides its own reply, and a SKIP does not count it as the next
+    /// command.
+    Decides,
+    /// RESET: turns an OFF back on before it answers, but is itself the command a SKIP skips (Redis'
+    /// `clearClientConnectionState` clears `CLIENT_REPLY_OFF` and `_SKIP_NEXT`, not the skip in
+    /// force for the running command).
+    TurnsOn,
+}
+
 /// `CLIENT REPLY ON|OFF|SKIP`, as Redis keeps it per client: the commands still run, the proxy
 /// only drops the replies it must not send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +65,16 @@ pub enum ReplyMode {
 }
 
 impl ClientState {
-    /// Whether the reply to the request just read is dropped; `is_client_reply`: the request is
-    /// `CLIENT REPLY` itself, which decides its own reply.
-    pub fn reply_dropped(&mut self, is_client_reply: impl FnOnce() -> bool) -> bool {
-        match self.reply_mode {
-            ReplyMode::On => false,
-            _ if is_client_reply() => false,
-            ReplyMode::Off => true,
-            ReplyMode::SkipNext => {
+    /// Whether the reply to the request just read is dropped, given what the request does to the
+    /// reply mode itself (`control`, asked only while replies are not plainly on).
+    pub fn reply_dropped(&mut self, control: impl FnOnce() -> ReplyControl) -> bool {
+        match (self.reply_mode, control) {
+            (ReplyMode::On, _) => false,
+            (ReplyMode::Off, control) => control() == ReplyControl::None,
+            (ReplyMode::SkipNext, control) => {
+                if control() == ReplyControl::Decides {
+                    return false;
+                }
                 self.reply_mode = ReplyMode::On;
                 true
             }

@@ -13,6 +13,7 @@
 //! `blocking.rs` (blocking commands), `pubsub.rs` and `recent.rs` (subscriptions), `admin.rs` (operator commands).
 
 mod admin;
+mod awaited;
 mod blocking;
 pub mod clients;
 mod dispatch;
@@ -134,8 +135,10 @@ struct Session {
     broken: bool,
     /// Credit for streamed pieces in the write buffer, given back once it is written.
     stream_credits: Vec<(Arc<crate::upstream::StreamCredit>, usize)>,
-    /// A request held by `CLIENT PAUSE`, with when it was read, and when the pause ends.
-    held: Option<(crate::resp::Request, Instant, Instant)>,
+    /// A request held by `CLIENT PAUSE`, with when it was read, when the pause ends, and whether
+    /// its reply is dropped (decided when it was read, as Redis keeps a postponed command's
+    /// CLIENT REPLY SKIP).
+    held: Option<(crate::resp::Request, Instant, Instant, bool)>,
     /// CLIENT TRACKING is on (`None` for every other client: their requests pay nothing for it).
     tracking: Option<Box<tracking::Tracking>>,
     /// The protocol of the connections the client's unanswered requests went out on.
@@ -214,9 +217,14 @@ impl Session {
     }
 }
 
-/// Whether `request` is `CLIENT REPLY …`, which decides whether it is answered itself.
-fn is_client_reply(request: &crate::resp::Request) -> bool {
-    request.argc() >= 2
+/// What `request` does to the reply mode ([`local::ReplyControl`]).
+fn reply_control(request: &crate::resp::Request) -> local::ReplyControl {
+    let client_reply = request.argc() >= 2
         && request.arg(0).eq_ignore_ascii_case(b"client")
-        && request.arg(1).eq_ignore_ascii_case(b"reply")
+        && request.arg(1).eq_ignore_ascii_case(b"reply");
+    match client_reply {
+        true => local::ReplyControl::Decides,
+        false if request.argc() == 1 && request.arg(0).eq_ignore_ascii_case(b"reset") => local::ReplyControl::TurnsOn,
+        false => local::ReplyControl::None,
+    }
 }

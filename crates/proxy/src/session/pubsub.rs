@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::Session;
+use super::awaited::Awaited;
 use super::pipeline::Meta;
 use super::recent::{REMEMBER_FOR, RecentMessages};
 use crate::error::ProxyError;
@@ -41,10 +42,11 @@ struct SubConn {
     patterns: BTreeSet<Bytes>,
     /// Confirmations of a resubscription still to swallow.
     swallow: usize,
-    /// Confirmations (and PING answers) the client asked for and has not got yet. The proxy reads
-    /// nothing more from the client meanwhile, so every later reply keeps its place, and a zero
-    /// count only means the client left subscribed mode once nothing is awaited.
-    awaiting: usize,
+    /// Confirmations (and PING answers) the client asked for and has not got yet, per command
+    /// (see [`Awaited`]). The proxy reads nothing more from the client meanwhile, so every later
+    /// reply keeps its place, and a zero count only means the client left subscribed mode once
+    /// nothing is awaited.
+    awaiting: Awaited,
     /// The node's last reported subscription count.
     count: i64,
     sharded: bool,
@@ -134,7 +136,7 @@ const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RE
 impl Session {
     /// Whether the proxy waits for subscription confirmations before reading more requests.
     pub(super) fn awaiting_confirmations(&self) -> bool {
-        self.subs.as_ref().is_some_and(|s| s.conns.values().any(|c| c.awaiting > 0))
+        self.subs.as_ref().is_some_and(|s| s.conns.values().any(|c| c.awaiting.any()))
     }
 
     /// Whether the client is in subscribed mode (RESP2 rules apply to its requests).
@@ -224,7 +226,8 @@ impl Session {
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
             return;
         };
-        conn.awaiting += expected_frames(&payload, conn);
+        let frames = expected_frames(&payload, conn);
+        conn.awaiting.expect(frames);
         // Replies come back as pushes with the connection's tag; this channel is never read.
         conn.conn.send(UpstreamRequest {
             payload,
@@ -310,8 +313,12 @@ impl Session {
             );
             return;
         }
-        if matches!(kind.as_deref(), Some(b"pong")) || frame.starts_with(b"-") {
-            conn.awaiting = conn.awaiting.saturating_sub(1);
+        // An error answers a whole command; a PING's answer is a `pong` frame, or (on a RESP3
+        // connection) a plain reply that is no push.
+        if frame.starts_with(b"-") {
+            conn.awaiting.refused();
+        } else if matches!(kind.as_deref(), Some(b"pong")) || (!frame.starts_with(b">") && kind.is_none()) {
+            conn.awaiting.answered_one();
         }
         let confirmation = matches!(
             kind.as_deref(),
@@ -321,7 +328,7 @@ impl Session {
             if let Some((kind, name, count)) = parse_confirmation(&frame) {
                 conn.count = count;
                 // Every confirmation was awaited, swallowed (a resubscription) or not.
-                conn.awaiting = conn.awaiting.saturating_sub(1);
+                conn.awaiting.answered_one();
                 if let Some(name) = name {
                     match kind.to_ascii_lowercase().as_slice() {
                         b"subscribe" | b"ssubscribe" => drop(conn.channels.insert(name)),
@@ -495,7 +502,7 @@ impl Session {
         let done = self
             .subs
             .as_ref()
-            .is_some_and(|s| s.conns.values().all(|c| c.count == 0 && c.swallow == 0 && c.awaiting == 0));
+            .is_some_and(|s| s.conns.values().all(|c| c.count == 0 && c.swallow == 0 && !c.awaiting.any()));
         if done {
             self.subs = None;
             self.entry.set_subscribed(false);
@@ -515,7 +522,7 @@ impl SubConn {
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
             swallow: 0,
-            awaiting: 0,
+            awaiting: Awaited::default(),
             count: 0,
             sharded,
             mirror: false,

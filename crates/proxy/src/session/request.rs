@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::pipeline::Meta;
-use super::{Session, is_client_reply, local, transaction};
+use super::{Session, local, reply_control, transaction};
 use crate::command::{AdminKind, CommandFlags, CommandSpec, Handling, LocalKind, StatefulKind};
 use crate::error::ProxyError;
 use crate::executor::scripts;
@@ -63,7 +63,13 @@ impl Session {
     /// One request: admitted or refused, held, taken by subscribed mode or a transaction, or
     /// routed and carried out.
     pub(super) fn on_request(&mut self, shared: &Shared, request: Request, read_at: Instant) {
-        let dropped = self.state.reply_dropped(|| is_client_reply(&request));
+        let dropped = self.state.reply_dropped(|| reply_control(&request));
+        self.run_request(shared, request, read_at, dropped);
+    }
+
+    /// [`Session::on_request`] once whether its reply is dropped is known (a request held by
+    /// CLIENT PAUSE is run again with what was decided when it was read).
+    pub(super) fn run_request(&mut self, shared: &Shared, request: Request, read_at: Instant, dropped: bool) {
         let Some(spec) = shared.table.lookup(&request) else {
             self.spoil_transaction();
             let meta = Meta { label: labels::OTHER, read_at, dropped };
@@ -76,7 +82,7 @@ impl Session {
         self.entry.record_command(spec.metric_label);
         if self.paused(spec) {
             let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
-            self.held = Some((request, read_at, until));
+            self.held = Some((request, read_at, until, dropped));
             return;
         }
         // RESP2 subscribed mode takes every command; in RESP3 other commands run normally.

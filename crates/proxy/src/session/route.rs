@@ -64,7 +64,8 @@ impl Session {
             self.last_write_slot = slot;
         }
         let mut part = Part::new(request.bytes().clone(), Target::Slot(slot), write);
-        part.streamable = true;
+        // A dropped reply (CLIENT REPLY OFF/SKIP) is never written, so none of it may stream out.
+        part.streamable = !meta.dropped;
         part.script = script;
         let seq = self.pipeline.push_single(part, meta);
         self.send(seq, 0);

@@ -381,7 +381,10 @@ impl Session {
                 "client does not read its replies: output limit reached, disconnecting");
             return Settled::Drop;
         }
-        if io.wbuf.is_empty() && (io.closing || (!io.reading && self.pipeline.is_empty())) {
+        // A client that stopped sending is closed once everything it sent is answered — also what
+        // waits unparsed, unless something holds it (taken up below once nothing does).
+        let input_left = self.paused_input && !self.input_on_hold();
+        if io.wbuf.is_empty() && (io.closing || (!io.reading && self.pipeline.is_empty() && !input_left)) {
             return Settled::Close;
         }
         if self.hold_reading && self.pipeline.is_empty() {
@@ -389,13 +392,13 @@ impl Session {
             self.entry.set_blocked(0, false);
             self.pending_unblock = None;
         }
-        if let Some((request, read_at, until)) = self.held.take() {
+        if let Some((request, read_at, until, dropped)) = self.held.take() {
             let pause = self.shared.clients.current_pause();
             if pause.is_none() || Instant::now() >= until {
-                self.on_request(&io.shared, request, read_at);
+                self.run_request(&io.shared, request, read_at, dropped);
                 return Settled::Again;
             }
-            self.held = Some((request, read_at, pause.map_or(until, |p| p.until)));
+            self.held = Some((request, read_at, pause.map_or(until, |p| p.until), dropped));
         }
         if self.paused_input && !self.input_on_hold() && !io.closing {
             self.paused_input = false;
