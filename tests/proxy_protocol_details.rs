@@ -2,8 +2,8 @@
 //! with the same bytes: PING's arity, request headers that count no arguments, CLIENT REPLY
 //! OFF/ON/SKIP (also ahead of a subscription that waits for the skipped reply, for a command
 //! CLIENT PAUSE holds, for a reply large enough to stream, for RESET, and for requests read before
-//! the client half-closes), a `no_multi` command inside MULTI; and RANDOMKEY drawing from every
-//! master.
+//! the client half-closes), nothing run after QUIT, a `no_multi` command inside MULTI; and
+//! RANDOMKEY drawing from every master.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -49,6 +49,16 @@ fn client_reply_off_on_and_skip_match_a_node() {
           PING\r\nCLIENT REPLY OFF\r\nCLIENT REPLY SKIP\r\nPING\r\nCLIENT REPLY ON\r\nCLIENT REPLY MAYBE\r\nQUIT\r\n",
     );
     assert_eq!(answer, "+OK\r\n$1\r\n1\r\n$1\r\n2\r\n+OK\r\n-ERR syntax error\r\n+OK\r\n");
+}
+
+#[test]
+fn a_malformed_client_reply_is_refused_under_the_mode_in_force() {
+    // Only a valid CLIENT REPLY ON|OFF|SKIP decides its own reply; a malformed one is an error
+    // like any command's, which the SKIP (or OFF) in force drops.
+    let answer = same_as_a_node(
+        b"CLIENT REPLY SKIP\r\nCLIENT REPLY FOO\r\nPING\r\nCLIENT REPLY OFF\r\nCLIENT REPLY\r\nCLIENT REPLY ON\r\nPING\r\nQUIT\r\n",
+    );
+    assert_eq!(answer, "+PONG\r\n+OK\r\n+PONG\r\n+OK\r\n");
 }
 
 #[test]
@@ -102,6 +112,26 @@ fn requests_read_before_a_half_close_all_run_when_replies_are_off() {
         format!("{:?} then {}", String::from_utf8_lossy(&before_close), String::from_utf8_lossy(&after))
     });
     assert_eq!(outcome, "\"\" then *2\r\n$1\r\n1\r\n$1\r\n2\r\n:2\r\n+OK\r\n");
+}
+
+#[test]
+fn nothing_sent_after_quit_runs() {
+    // QUIT waits behind a script that takes a while; meanwhile the client sends a SET, which a
+    // node never runs once QUIT was read.
+    let outcome = same_on_both("a SET sent after QUIT, before QUIT's reply", |addr| {
+        let script = "local i = 0 while i < 3000000 do i = i + 1 end return 'slow'";
+        let mut first = format!("*3\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n", script.len()).into_bytes();
+        first.extend_from_slice(b"QUIT\r\n");
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.write_all(&first).expect("write");
+        std::thread::sleep(Duration::from_millis(30));
+        // Ignored by the peer once QUIT was read (it may already have closed: no error expected).
+        let _ = stream.write_all(b"SET {afterquit}k v\r\n");
+        let answers = read_until(&mut stream, WAIT, |_| false);
+        let after = raw_roundtrip(addr, b"EXISTS {afterquit}k\r\nQUIT\r\n", WAIT);
+        format!("{} then {}", String::from_utf8_lossy(&answers), String::from_utf8_lossy(&after))
+    });
+    assert_eq!(outcome, "$4\r\nslow\r\n+OK\r\n then :0\r\n+OK\r\n");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Pub/Sub through the proxy: classic, pattern and sharded subscriptions, subscribed-mode rules,
-//! resubscription when the node carrying a subscription dies, and a multi-channel subscription the
-//! node refuses with one error.
+//! resubscription when the node carrying a subscription dies, a multi-channel first subscription
+//! the node refuses with one error, and a RESP3 subscription behind an earlier request's reply.
 
 use std::time::Duration;
 
@@ -137,7 +137,7 @@ fn subscription_moves_to_another_node_when_its_node_dies() {
 }
 
 #[test]
-fn a_multi_channel_subscription_refused_with_one_error_does_not_hold_the_client() {
+fn a_first_subscription_the_node_refuses_with_one_error_leaves_the_client_in_normal_mode() {
     // The proxy's map is stale: the slot moved after the proxy read it, so the sharded
     // subscription goes to the old owner, which refuses both channels with a single -MOVED.
     let cluster = Cluster::start(ClusterOptions::default());
@@ -150,12 +150,35 @@ fn a_multi_channel_subscription_refused_with_one_error_does_not_hold_the_client(
     std::io::Write::write_all(&mut client, b"SSUBSCRIBE {refused}a {refused}b\r\n").expect("write");
     let refusal = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| r.ends_with(b"\r\n"));
     let refusal = String::from_utf8_lossy(&refusal).into_owned();
-    // Whatever the subscription got (the node's error, or confirmations once the proxy caught
-    // up), the client's next request is answered: nothing waits for confirmations that never come.
-    std::io::Write::write_all(&mut client, b"PING\r\n").expect("write");
-    let pong = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| {
-        String::from_utf8_lossy(r).to_ascii_lowercase().contains("pong")
+    // The node refused the client's first subscription: the client is not subscribed (as on
+    // Redis), and nothing waits for confirmations that never come. Its GET runs normally.
+    assert!(refusal.starts_with('-'), "{refusal}");
+    std::io::Write::write_all(&mut client, b"GET {refused}a\r\n").expect("write");
+    let got = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| r.ends_with(b"\r\n"));
+    assert_eq!(String::from_utf8_lossy(&got), "$-1\r\n", "GET after {refusal:?}");
+}
+
+#[test]
+fn a_resp3_subscription_does_not_overtake_an_earlier_reply() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    let first = b"HELLO 3\r\nSUBSCRIBE {order}a\r\n";
+    std::io::Write::write_all(&mut client, first).expect("write");
+    let subscribed = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| {
+        String::from_utf8_lossy(r).contains("{order}a\r\n:1\r\n")
     });
-    let pong = String::from_utf8_lossy(&pong).to_ascii_lowercase();
-    assert!(pong.contains("pong"), "PING after {refusal:?} got {pong:?}");
+    assert!(String::from_utf8_lossy(&subscribed).contains("{order}a\r\n:1\r\n"));
+    // A script that takes a while, then another subscription: its confirmation is a push that
+    // must come after the script's reply, as one node sends them.
+    let script = "local i = 0 while i < 3000000 do i = i + 1 end return 'slow'";
+    let mut next = format!("*3\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n", script.len()).into_bytes();
+    next.extend_from_slice(b"SUBSCRIBE {order}b\r\n");
+    std::io::Write::write_all(&mut client, &next).expect("write");
+    let rest = redisforge_tests::read_until(&mut client, Duration::from_secs(10), |r| {
+        let text = String::from_utf8_lossy(r);
+        text.contains("{order}b\r\n:2\r\n") && text.contains("slow")
+    });
+    let rest = String::from_utf8_lossy(&rest);
+    let (slow, confirmed) = (rest.find("slow"), rest.find("{order}b"));
+    assert!(slow.is_some() && confirmed.is_some() && slow < confirmed, "{rest}");
 }

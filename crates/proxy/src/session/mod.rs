@@ -219,9 +219,11 @@ impl Session {
 
 /// What `request` does to the reply mode ([`local::ReplyControl`]).
 fn reply_control(request: &crate::resp::Request) -> local::ReplyControl {
-    let client_reply = request.argc() >= 2
+    // Only a valid CLIENT REPLY ON|OFF|SKIP: a malformed one is refused under the mode in force.
+    let client_reply = request.argc() == 3
         && request.arg(0).eq_ignore_ascii_case(b"client")
-        && request.arg(1).eq_ignore_ascii_case(b"reply");
+        && request.arg(1).eq_ignore_ascii_case(b"reply")
+        && [&b"on"[..], b"off", b"skip"].iter().any(|mode| request.arg(2).eq_ignore_ascii_case(mode));
     match client_reply {
         true => local::ReplyControl::Decides,
         false if request.argc() == 1 && request.arg(0).eq_ignore_ascii_case(b"reset") => local::ReplyControl::TurnsOn,

@@ -217,8 +217,11 @@ impl Session {
         }
     }
 
+    /// A subscription command refused by the proxy; a client whose first subscription is refused
+    /// is not in subscribed mode, as on Redis.
     fn sub_error(&mut self, error: ProxyError) {
         self.direct.extend_from_slice(&error.to_resp());
+        self.leave_subscribed_if_done();
     }
 
     fn sub_send(&mut self, part: u32, payload: Bytes) {
@@ -344,7 +347,8 @@ impl Session {
             }
         }
         self.direct.extend_from_slice(&frame);
-        if confirmation {
+        // A refused first subscription leaves the client in normal mode, as on Redis.
+        if confirmation || frame.starts_with(b"-") {
             self.leave_subscribed_if_done();
         } else if message && !self.awaiting_confirmations() {
             self.rehome_if_moved();

@@ -28,6 +28,11 @@ impl Session {
         let read_at = Instant::now();
         shared.clients.touch(&self.entry, read_at);
         loop {
+            // After QUIT or a protocol error nothing more runs, whatever arrives before the
+            // connection is closed.
+            if self.state.closing {
+                return;
+            }
             // Like Redis with a blocked or subscribing client: later requests wait, unparsed, until
             // the pending answer is in; serve() resumes here then.
             if self.input_on_hold() {
@@ -41,9 +46,6 @@ impl Session {
                 Ok(Some(request)) => {
                     self.traffic.commands += 1;
                     self.on_request(shared, request, read_at);
-                    if self.state.closing {
-                        return;
-                    }
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -88,7 +90,7 @@ impl Session {
         // RESP2 subscribed mode takes every command; in RESP3 other commands run normally.
         let pubsub_command = matches!(spec.handling, Handling::Stateful(StatefulKind::PubSub));
         if self.subscribed() && (self.state.protocol == Protocol::Resp2 || pubsub_command) {
-            return self.on_pubsub(&request, meta);
+            return self.pubsub_in_order(request, meta);
         }
         if self.tracking.is_some() {
             self.on_tracked_request(spec, &request);

@@ -80,13 +80,19 @@ impl Session {
         match kind {
             StatefulKind::Transaction => self.on_transaction(request, slot, meta),
             StatefulKind::Blocking => self.on_blocking(request, slot, meta),
-            // Subscription frames must follow every earlier reply: wait for the pipeline.
-            StatefulKind::PubSub if self.pipeline.is_empty() => self.on_pubsub(&request, meta),
-            StatefulKind::PubSub => {
-                self.deferred = Some((request, meta));
-                self.hold_reading = true;
-            }
+            StatefulKind::PubSub => self.pubsub_in_order(request, meta),
         }
+    }
+
+    /// A subscription command, or any command in RESP2 subscribed mode, once every earlier reply
+    /// is out: subscription frames go to the client directly, so one sent while earlier requests
+    /// are unanswered would overtake their replies. Until then it waits, and nothing more is read.
+    pub(super) fn pubsub_in_order(&mut self, request: Request, meta: Meta) {
+        if self.pipeline.is_empty() {
+            return self.on_pubsub(&request, meta);
+        }
+        self.deferred = Some((request, meta));
+        self.hold_reading = true;
     }
 
     /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
