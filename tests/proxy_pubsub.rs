@@ -1,6 +1,7 @@
 //! Pub/Sub through the proxy: classic, pattern and sharded subscriptions, subscribed-mode rules,
 //! resubscription when the node carrying a subscription dies, a multi-channel first subscription
-//! the node refuses with one error, and a RESP3 subscription behind an earlier request's reply.
+//! the node refuses with one error, a RESP3 subscription behind an earlier request's reply, and
+//! RESET leaving subscribed mode in RESP3.
 
 use std::time::Duration;
 
@@ -181,4 +182,25 @@ fn a_resp3_subscription_does_not_overtake_an_earlier_reply() {
     let rest = String::from_utf8_lossy(&rest);
     let (slow, confirmed) = (rest.find("slow"), rest.find("{order}b"));
     assert!(slow.is_some() && confirmed.is_some() && slow < confirmed, "{rest}");
+}
+
+#[test]
+fn reset_from_a_resp3_subscriber_leaves_subscribed_mode() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    std::io::Write::write_all(&mut client, b"HELLO 3\r\nSUBSCRIBE {reset3}ch\r\n").expect("write");
+    let subscribed = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| {
+        String::from_utf8_lossy(r).contains("{reset3}ch\r\n:1\r\n")
+    });
+    assert!(String::from_utf8_lossy(&subscribed).contains("{reset3}ch\r\n:1\r\n"));
+    // RESET: back to RESP2, no subscription; the GET runs as in normal mode (a RESP2 null).
+    std::io::Write::write_all(&mut client, b"RESET\r\nGET {reset3}k\r\n").expect("write");
+    let after = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| r.ends_with(b"$-1\r\n"));
+    assert_eq!(String::from_utf8_lossy(&after), "+RESET\r\n$-1\r\n");
+    // Its subscription connection is closed: once the node has seen that, nobody hears the channel.
+    let mut publisher = proxy.client();
+    let unheard = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        raw(&mut publisher, &["PUBLISH", "{reset3}ch", "late"]) == Ok(Value::Int(0))
+    });
+    assert!(unheard, "the channel still has a subscriber after RESET");
 }

@@ -204,12 +204,7 @@ impl Session {
                 self.pipeline.push_close();
                 self.state.closing = true;
             }
-            b"reset" => {
-                self.stop_tracking();
-                self.subs = None;
-                self.entry.set_subscribed(false);
-                self.pipeline.push_ready(Bytes::from_static(b"+RESET\r\n"), meta);
-            }
+            b"reset" => self.answer_locally(request, meta),
             _ => self.sub_error(ProxyError::command(format!(
                 "ERR Can't execute '{}': {ALLOWED}",
                 String::from_utf8_lossy(&name)
@@ -499,6 +494,13 @@ impl Session {
             crate::log_limited!(5, info, client = self.state.id, from = %on, "subscriptions follow the pub/sub home");
             self.resubscribe(CLASSIC);
         }
+    }
+
+    /// Drops every subscription at once (RESET): their connections close, the client is back in
+    /// normal mode.
+    pub(super) fn leave_subscriptions(&mut self) {
+        self.subs = None;
+        self.entry.set_subscribed(false);
     }
 
     /// Back to normal mode once nothing is subscribed any more.

@@ -97,9 +97,12 @@ impl Session {
 
     /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
     /// when the command may have changed it.
-    fn answer_locally(&mut self, request: &Request, meta: Meta) {
+    pub(super) fn answer_locally(&mut self, request: &Request, meta: Meta) {
         if request.arg(0).eq_ignore_ascii_case(b"reset") {
+            // RESET leaves every mode: tracking and subscriptions here, the client's own state
+            // (protocol, reply mode, name …) in `local::answer`; in either protocol.
             self.stop_tracking();
+            self.leave_subscriptions();
         }
         let answer = local::answer(&mut self.state, &self.shared, request);
         if local::changes_description(request) {
