@@ -11,7 +11,8 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use redisforge_tests::{
-    Cluster, ClusterOptions, Proxy, ProxyOptions, RedisServer, query_args, raw_roundtrip, read_until,
+    Cluster, ClusterOptions, Proxy, ProxyOptions, RedisServer, query_args, raw_roundtrip, read_until, resp_command,
+    slow_script_command,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -86,9 +87,8 @@ fn a_large_reply_under_client_reply_off_is_not_streamed_out() {
     // 1 MiB: well past the size from which the proxy passes a reply on in pieces.
     let value = vec![b'x'; 1 << 20];
     let mut bytes = b"CLIENT REPLY OFF\r\n".to_vec();
-    bytes.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$9\r\n{{bigoff}}k\r\n${}\r\n", value.len()).as_bytes());
-    bytes.extend_from_slice(&value);
-    bytes.extend_from_slice(b"\r\nGET {bigoff}k\r\nCLIENT REPLY ON\r\nPING\r\nDEL {bigoff}k\r\nQUIT\r\n");
+    bytes.extend_from_slice(&resp_command(&[b"SET", b"{bigoff}k", &value]));
+    bytes.extend_from_slice(b"GET {bigoff}k\r\nCLIENT REPLY ON\r\nPING\r\nDEL {bigoff}k\r\nQUIT\r\n");
     assert_eq!(same_as_a_node(&bytes), "+OK\r\n+PONG\r\n:1\r\n+OK\r\n");
 }
 
@@ -119,8 +119,7 @@ fn nothing_sent_after_quit_runs() {
     // QUIT waits behind a script that takes a while; meanwhile the client sends a SET, which a
     // node never runs once QUIT was read.
     let outcome = same_on_both("a SET sent after QUIT, before QUIT's reply", |addr| {
-        let script = "local i = 0 while i < 3000000 do i = i + 1 end return 'slow'";
-        let mut first = format!("*3\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n", script.len()).into_bytes();
+        let mut first = slow_script_command();
         first.extend_from_slice(b"QUIT\r\n");
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.write_all(&first).expect("write");

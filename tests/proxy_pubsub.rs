@@ -171,8 +171,7 @@ fn a_resp3_subscription_does_not_overtake_an_earlier_reply() {
     assert!(String::from_utf8_lossy(&subscribed).contains("{order}a\r\n:1\r\n"));
     // A script that takes a while, then another subscription: its confirmation is a push that
     // must come after the script's reply, as one node sends them.
-    let script = "local i = 0 while i < 3000000 do i = i + 1 end return 'slow'";
-    let mut next = format!("*3\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n", script.len()).into_bytes();
+    let mut next = redisforge_tests::slow_script_command();
     next.extend_from_slice(b"SUBSCRIBE {order}b\r\n");
     std::io::Write::write_all(&mut client, &next).expect("write");
     let rest = redisforge_tests::read_until(&mut client, Duration::from_secs(10), |r| {

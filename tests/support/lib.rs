@@ -153,6 +153,12 @@ pub fn resp_command(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// An EVAL of a script that counts to three million before it answers `slow`: for tests that need
+/// one reply to come late.
+pub fn slow_script_command() -> Vec<u8> {
+    resp_command(&[b"EVAL", b"local i = 0 while i < 3000000 do i = i + 1 end return 'slow'", b"0"])
+}
+
 /// `GET path` over HTTP/1.1 on `addr` (the metrics endpoint); returns `(status, body)`.
 ///
 /// # Panics

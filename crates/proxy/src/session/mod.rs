@@ -208,6 +208,11 @@ impl Session {
             || self.switching_protocol()
     }
 
+    /// Input was left unparsed while on hold, and nothing holds it any more: it can run now.
+    fn paused_input_can_run(&self) -> bool {
+        self.paused_input && !self.input_on_hold()
+    }
+
     /// HELLO changed the client's protocol while requests sent in the old one are unanswered.
     /// A node connection speaks one protocol, so later requests go out on other connections,
     /// which could overtake the earlier ones (a read after HELLO 3 passing the write before it);

@@ -44,8 +44,8 @@ struct SubConn {
     swallow: usize,
     /// Confirmations (and PING answers) the client asked for and has not got yet, per command
     /// (see [`Awaited`]). The proxy reads nothing more from the client meanwhile, so every later
-    /// reply keeps its place, and a zero count only means the client left subscribed mode once
-    /// nothing is awaited.
+    /// reply keeps its place, and a subscription count of zero only means the client left
+    /// subscribed mode once nothing is owed.
     awaiting: Awaited,
     /// The node's last reported subscription count.
     count: i64,
@@ -313,7 +313,8 @@ impl Session {
         }
         // An error answers a whole command; a PING's answer is a `pong` frame, or (on a RESP3
         // connection) a plain reply that is no push.
-        if frame.starts_with(b"-") {
+        let refused = frame.starts_with(b"-");
+        if refused {
             conn.awaiting.refused();
         } else if matches!(kind.as_deref(), Some(b"pong")) || (!frame.starts_with(b">") && kind.is_none()) {
             conn.awaiting.answered_one();
@@ -343,7 +344,7 @@ impl Session {
         }
         self.direct.extend_from_slice(&frame);
         // A refused first subscription leaves the client in normal mode, as on Redis.
-        if confirmation || frame.starts_with(b"-") {
+        if confirmation || refused {
             self.leave_subscribed_if_done();
         } else if message && !self.awaiting_confirmations() {
             self.rehome_if_moved();
@@ -510,8 +511,7 @@ impl Session {
             .as_ref()
             .is_some_and(|s| s.conns.values().all(|c| c.count == 0 && c.swallow == 0 && !c.awaiting.any()));
         if done {
-            self.subs = None;
-            self.entry.set_subscribed(false);
+            self.leave_subscriptions();
         }
     }
 

@@ -383,7 +383,7 @@ impl Session {
         }
         // A client that stopped sending is closed once everything it sent is answered — also what
         // waits unparsed, unless something holds it (taken up below once nothing does).
-        let input_left = self.paused_input && !self.input_on_hold();
+        let input_left = self.paused_input_can_run();
         if io.wbuf.is_empty() && (io.closing || (!io.reading && self.pipeline.is_empty() && !input_left)) {
             return Settled::Close;
         }
@@ -400,7 +400,7 @@ impl Session {
             }
             self.held = Some((request, read_at, pause.map_or(until, |p| p.until), dropped));
         }
-        if self.paused_input && !self.input_on_hold() && !io.closing {
+        if self.paused_input_can_run() && !io.closing {
             self.paused_input = false;
             self.on_input(&io.shared, &mut io.rbuf);
             return Settled::Again;
