@@ -13,17 +13,18 @@ pub(super) const MAX_NAME: usize = 64;
 const PACKED: usize = 15;
 
 /// Names to `V`. A short name is packed, lowercased, into an integer with its length: a lookup
-/// is a few shifts, a multiply and an integer compare, where hashing bytes and comparing slices
-/// cost ~150 instructions per request (bench/RESULTS.md). Longer names go through a byte-keyed map.
+/// is a copy, a few integer operations, a multiply and an integer compare ([`Packed`]), where
+/// hashing bytes and comparing slices cost ~150 instructions per request (bench/RESULTS.md).
+/// Longer names go through a byte-keyed map.
 #[derive(Debug, Clone)]
 pub(super) struct Names<V> {
-    packed: HashMap<u128, V, BuildHasherDefault<Mix>>,
+    packed: Packed<V>,
     long: HashMap<Box<[u8]>, V, BuildHasherDefault<Fnv>>,
 }
 
 impl<V> Default for Names<V> {
     fn default() -> Self {
-        Names { packed: HashMap::default(), long: HashMap::default() }
+        Names { packed: Packed { slots: Vec::new(), values: Vec::new() }, long: HashMap::default() }
     }
 }
 
@@ -32,14 +33,14 @@ impl<V> Names<V> {
     #[inline]
     pub(super) fn get(&self, name: &[u8]) -> Option<&V> {
         match pack(name) {
-            Some(key) => self.packed.get(&key),
+            Some(key) => self.packed.find(key).map(|i| &self.packed.values[i]),
             None => self.long.get(lowercase(name, &mut [0; MAX_NAME])?),
         }
     }
 
     pub(super) fn get_mut(&mut self, name: &[u8]) -> Option<&mut V> {
         match pack(name) {
-            Some(key) => self.packed.get_mut(&key),
+            Some(key) => self.packed.find(key).map(|i| &mut self.packed.values[i]),
             None => self.long.get_mut(lowercase(name, &mut [0; MAX_NAME])?),
         }
     }
@@ -51,28 +52,42 @@ impl<V> Names<V> {
         }
         match pack(name) {
             Some(key) => self.packed.insert(key, value),
-            None => self.long.insert(name.to_ascii_lowercase().into(), value),
-        };
+            None => drop(self.long.insert(name.to_ascii_lowercase().into(), value)),
+        }
         true
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.packed.is_empty() && self.long.is_empty()
+        self.packed.values.is_empty() && self.long.is_empty()
     }
 }
 
 /// `name` lowercased into an integer, its length in the top byte (so `get` and `get\0` differ),
-/// when it is at most [`PACKED`] bytes long.
+/// when it is at most [`PACKED`] bytes long. One copy into a zeroed word and a lowercase of eight
+/// bytes at a time in a few integer operations, where a loop over the bytes cost ~60
+/// instructions per request (bench/RESULTS.md).
 #[inline]
 fn pack(name: &[u8]) -> Option<u128> {
-    if name.len() > PACKED {
-        return None;
-    }
-    let mut key = (name.len() as u128) << 120;
-    for (i, &b) in name.iter().enumerate() {
-        key |= u128::from(b.to_ascii_lowercase()) << (8 * i);
-    }
-    Some(key)
+    let mut bytes = [0u8; 16];
+    bytes.get_mut(..name.len()).filter(|_| name.len() <= PACKED)?.copy_from_slice(name);
+    let word = u128::from_le_bytes(bytes);
+    let low = u128::from(lowercase_word(word as u64));
+    let high = u128::from(lowercase_word((word >> 64) as u64));
+    Some((name.len() as u128) << 120 | high << 64 | low)
+}
+
+/// Each byte of `word` as `u8::to_ascii_lowercase` makes it: a byte gets 0x20 added exactly
+/// when it is `A`..=`Z` (its top bit clear, at least `A`, not above `Z`; the sums stay inside
+/// their byte because the top bit is masked off first).
+#[inline]
+fn lowercase_word(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOP: u64 = ONES * 0x80;
+    let low_bits = word & !TOP;
+    let at_least_a = low_bits + ONES * u64::from(0x80 - b'A');
+    let above_z = low_bits + ONES * u64::from(0x80 - b'Z' - 1);
+    let upper = at_least_a & !above_z & !word & TOP;
+    word | upper >> 2
 }
 
 /// Lowercases `name` into `buf`; `None` when it does not fit (no command is that long).
@@ -84,27 +99,67 @@ fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; MAX_NAME]) -> Option<&'b [u8]> {
     Some(out)
 }
 
-/// Hashes a packed name with one folded multiply (as foldhash does): both halves of the product
-/// depend on every byte, so hashbrown's bucket (low bits) and tag (top bits) are both spread.
-#[derive(Default)]
-struct Mix(u64);
+/// Packed names to values: open addressing in a table at most half full, so a lookup is one
+/// multiply, a load and a compare or two of the key (hashbrown's generic hashing, tag groups and
+/// probing cost ~80 instructions per request here). Filled once, when the command table is built.
+#[derive(Debug, Clone)]
+struct Packed<V> {
+    /// Per slot: a key and the index of its value, or [`EMPTY`].
+    slots: Vec<(u128, u32)>,
+    values: Vec<V>,
+}
 
-impl Hasher for Mix {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// The value index of an empty slot.
+const EMPTY: u32 = u32::MAX;
 
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u128(u128::from(self.0) << 8 | u128::from(b));
+impl<V> Packed<V> {
+    #[inline]
+    fn find(&self, key: u128) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut at = spread(key) & mask;
+        // At most half the slots are taken: the probe meets an empty one.
+        loop {
+            let (slot_key, index) = self.slots[at];
+            if index == EMPTY {
+                return None;
+            }
+            if slot_key == key {
+                return Some(index as usize);
+            }
+            at = (at + 1) & mask;
         }
     }
 
-    fn write_u128(&mut self, key: u128) {
-        let folded = (key as u64) ^ (key >> 64) as u64 ^ self.0;
-        let product = u128::from(folded) * 0x9e37_79b9_7f4a_7c15;
-        self.0 = (product as u64) ^ (product >> 64) as u64;
+    /// Adds `key` (not present yet).
+    fn insert(&mut self, key: u128, value: V) {
+        if (self.values.len() + 1) * 2 > self.slots.len() {
+            let size = (self.slots.len() * 2).max(64);
+            let old = std::mem::replace(&mut self.slots, vec![(0, EMPTY); size]);
+            for (key, index) in old.into_iter().filter(|&(_, index)| index != EMPTY) {
+                self.place(key, index);
+            }
+        }
+        self.place(key, self.values.len() as u32);
+        self.values.push(value);
     }
+
+    fn place(&mut self, key: u128, index: u32) {
+        let mask = self.slots.len() - 1;
+        let mut at = spread(key) & mask;
+        while self.slots[at].1 != EMPTY {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = (key, index);
+    }
+}
+
+/// A slot number from a packed name with one folded multiply (as foldhash does): both halves of
+/// the product depend on every byte.
+#[inline]
+fn spread(key: u128) -> usize {
+    let folded = (key as u64) ^ (key >> 64) as u64;
+    let product = u128::from(folded) * 0x9e37_79b9_7f4a_7c15;
+    ((product as u64) ^ (product >> 64) as u64) as usize
 }
 
 /// FNV-1a for the few long names: the table is fixed, so SipHash's DoS resistance buys nothing.
@@ -152,5 +207,36 @@ mod tests {
             *value = 7;
         }
         assert_eq!(names.get(b"x"), Some(&7));
+    }
+
+    #[test]
+    fn a_table_that_grew_many_times_finds_every_name_and_nothing_else() {
+        let mut names = Names::default();
+        for i in 0..3000 {
+            assert!(names.insert(format!("Cmd{i}").as_bytes(), i));
+        }
+        for i in 0..3000 {
+            assert_eq!(names.get(format!("cMD{i}").as_bytes()), Some(&i));
+            assert_eq!(names.get(format!("cmd{}", i + 3000).as_bytes()), None);
+        }
+    }
+
+    #[test]
+    fn packing_matches_lowercasing_byte_by_byte() {
+        fn reference(name: &[u8]) -> u128 {
+            let bytes = name.iter().enumerate();
+            bytes.fold((name.len() as u128) << 120, |key, (i, &b)| key | u128::from(b.to_ascii_lowercase()) << (8 * i))
+        }
+        // Every byte value, at every position and length a packed name has.
+        for len in 0..=PACKED {
+            for byte in 0..=u8::MAX {
+                for at in 0..len {
+                    let mut name: Vec<u8> = (0..len as u8).map(|i| b'@' + i * 5).collect();
+                    name[at] = byte;
+                    assert_eq!(pack(&name), Some(reference(&name)), "{name:?}");
+                }
+            }
+        }
+        assert_eq!(pack(&[b'a'; PACKED + 1]), None);
     }
 }

@@ -32,7 +32,7 @@ pub use part::{Part, Target};
 use crate::auth::NodeUser;
 use crate::error::ProxyError;
 use crate::shared::Shared;
-use crate::topology::Trigger;
+use crate::topology::{Routing, Trigger};
 use crate::upstream::{
     ConnMode, OwnedConn, ReplyReceiver, ReplySender, Tag, UpstreamReply, UpstreamRequest, reply_channel,
 };
@@ -80,6 +80,11 @@ pub struct Executor {
     delayed: Vec<(Instant, Tag)>,
     /// The client's own upstream connection (transactions, blocking commands), when it needs one.
     own: Option<OwnedConn>,
+    /// The map the parts of this wake-up of the session are routed by: read once per wake-up
+    /// (a pipelined batch), not once per part (~60 instructions each with arc-swap's guard),
+    /// and let go when the wake-up ends ([`Executor::end_wake_up`]), so that an idle client
+    /// never keeps an old map, and the pools of nodes it no longer names, alive.
+    routing: Option<Arc<Routing>>,
 }
 
 /// The queue nodes' replies come back to a session on.
@@ -98,7 +103,13 @@ impl Drop for Executor {
 
 impl Executor {
     pub fn new(budget: Arc<HoldBudget>) -> Executor {
-        Executor { budget, holding: Holding::default(), replies: None, delayed: Vec::new(), own: None }
+        Executor { budget, holding: Holding::default(), replies: None, delayed: Vec::new(), own: None, routing: None }
+    }
+
+    /// The session's wake-up is over: the next one reads the current map again.
+    #[inline]
+    pub fn end_wake_up(&mut self) {
+        self.routing = None;
     }
 
     /// Sends `part`: chooses its peer and queues it there. `Some(error)`: answered at once, as
@@ -113,7 +124,9 @@ impl Executor {
         if part.target == Target::Owned {
             return self.send_owned(shared, caller, tag, part);
         }
-        let Some((pool, asking)) = peer::choose(&shared.topology, shared.read_from, part, caller.id as usize) else {
+        let routing = self.routing.get_or_insert_with(|| shared.topology.routing_snapshot());
+        let peers = (&**routing, &**shared.topology.upstreams());
+        let Some((pool, asking)) = peer::choose(peers, shared.read_from, part, caller.id as usize) else {
             return match peer::no_peer(&shared.topology, &part.target) {
                 // No master serves the slot: the cluster may be failing over; wait for the map to
                 // name one.

@@ -9,20 +9,24 @@ use super::part::{Part, Target};
 use crate::config::ReadFrom;
 use crate::error::ProxyError;
 use crate::slot::Slot;
-use crate::topology::Topology;
-use crate::upstream::NodePool;
+use crate::topology::{Routing, Topology};
+use crate::upstream::{NodePool, Upstreams};
 
 /// The pool a part goes to now, and whether it must be preceded by `ASKING`; `None` when the
 /// map names no node for it ([`no_peer`] says why). Never called for [`Target::Owned`].
 #[inline]
-pub fn choose(topology: &Topology, read_from: ReadFrom, part: &Part, affinity: usize) -> Option<(Arc<NodePool>, bool)> {
+pub fn choose(
+    (routing, upstreams): (&Routing, &Upstreams),
+    read_from: ReadFrom,
+    part: &Part,
+    affinity: usize,
+) -> Option<(Arc<NodePool>, bool)> {
     if let Some((addr, asking)) = &part.redirect {
-        return Some((topology.upstreams().pool(addr, false), *asking));
+        return Some((upstreams.pool(addr, false), *asking));
     }
     if let Target::Node { addr, replica } = &part.target {
-        return Some((topology.upstreams().pool(addr, *replica), false));
+        return Some((upstreams.pool(addr, *replica), false));
     }
-    let routing = topology.routing();
     let pool = match part.target {
         // Reads may go to a replica of the slot's shard; writes never do, and with no replica up
         // reads fall back to the master.

@@ -200,7 +200,12 @@ impl Session {
         let due = pin!(sleep(FAR));
         let mut timers = Timers { idle, idle_timeout, due };
         loop {
-            match poll_fn(|cx| self.poll_serve(cx, &mut io, &mut reader, &mut writer, &mut timers)).await? {
+            let wake_up = |cx: &mut Context<'_>| {
+                let turn = self.poll_serve(cx, &mut io, &mut reader, &mut writer, &mut timers);
+                self.exec.end_wake_up();
+                turn
+            };
+            match poll_fn(wake_up).await? {
                 Turn::Yield => tokio::task::yield_now().await,
                 Turn::Close => {
                     let _ = writer.shutdown().await;

@@ -90,6 +90,12 @@ impl Topology {
         self.routing.load()
     }
 
+    /// The current snapshot, owned: for a caller that routes several requests by it in one go
+    /// and lets it go right after (it keeps the map's pools alive while held).
+    pub fn routing_snapshot(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
     /// The registry of node pools.
     pub fn upstreams(&self) -> &Arc<Upstreams> {
         &self.upstreams

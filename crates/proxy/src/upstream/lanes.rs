@@ -80,6 +80,7 @@ pub struct NodeScripts {
 
 impl NodeScripts {
     /// Whether any script or function is in flight on the node.
+    #[inline]
     pub fn any_running(&self) -> bool {
         self.running.load(Ordering::Acquire) > 0
     }
@@ -218,11 +219,18 @@ impl Lanes {
     }
 
     /// Redis' `-BUSY` error (without `-` and CRLF) while a script has kept the node busy for
-    /// longer than `busy_after`; `None` while the node serves commands.
+    /// longer than `busy_after`; `None` while the node serves commands. Asked for every request:
+    /// the usual answer (no script running) is one load, inlined.
+    #[inline]
     pub fn busy_reply(&self) -> Option<String> {
-        if !self.node.any_running() {
-            return None;
+        match self.node.any_running() {
+            true => self.busy_script_reply(),
+            false => None,
         }
+    }
+
+    #[inline(never)]
+    fn busy_script_reply(&self) -> Option<String> {
         let (started, function) = self.oldest_script()?;
         let ran = Duration::from_millis(self.node.now_ms().saturating_sub(started));
         (ran >= self.busy_after).then(|| self.node.busy_error(function))

@@ -41,6 +41,7 @@ impl NodePool {
     }
 
     /// Redis' `-BUSY` error text while a script keeps the node busy (see [`Lanes::busy_reply`]).
+    #[inline]
     pub fn busy_reply(&self) -> Option<String> {
         self.lanes.busy_reply()
     }

@@ -142,3 +142,24 @@ fn arbitrary_bytes_never_stall_or_panic_the_decoder() {
         }
     }
 }
+
+#[test]
+fn long_and_zero_padded_headers_read_as_short_ones() {
+    // One to nine digits take the short path, ten or more the general one: both read the same,
+    // whole or byte by byte, and a count of more than the inline arguments keeps them all.
+    let value = "v".repeat(12);
+    let mut input = b"*0000000006\r\n$3\r\nSET\r\n$01\r\nk\r\n".to_vec();
+    input.extend_from_slice(format!("$0000000012\r\n{value}\r\n$2\r\nEX\r\n$000000001\r\n9\r\n$0\r\n\r\n").as_bytes());
+    let expected = vec![v(&["SET", "k", &value, "EX", "9", ""])];
+    assert_eq!(decode_all(&input).expect("valid"), expected);
+    let mut decoder = decoder();
+    let mut buf = BytesMut::new();
+    let mut got = Vec::new();
+    for byte in &input {
+        buf.put_u8(*byte);
+        got.extend(decoder.decode(&mut buf).expect("valid").map(|request| args(&request)));
+    }
+    assert_eq!(got, expected);
+    assert_eq!(decode_all(b"*1\r\n$1000000000000000000\r\n"), Err(ProtocolError::InvalidBulkLength));
+    assert_eq!(decode_all(b"*1\r\n$3x\r\n"), Err(ProtocolError::InvalidBulkLength));
+}
