@@ -317,6 +317,36 @@ mod tests {
         Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Slot(None), false)
     }
 
+    fn part_named(payload: &'static [u8]) -> Part {
+        Part::new(Bytes::from_static(payload), Target::Slot(None), false)
+    }
+
+    #[test]
+    fn answered_out_of_order_replies_go_out_in_order_and_freed_slots_serve_new_parts() {
+        let metrics = Metrics::new();
+        let mut pipeline = Pipeline::default();
+        let seqs: Vec<u64> =
+            [&b"a"[..], b"b", b"c"].iter().map(|p| pipeline.push_single(part_named(p), meta())).collect();
+        let mut out = BytesMut::new();
+        pipeline.complete(seqs[1], 0, Bytes::from_static(b"+b\r\n"));
+        assert!(pipeline.part_mut(seqs[1], 0).is_none(), "answered");
+        pipeline.release(&mut out, &metrics);
+        assert!(out.is_empty(), "a is still out");
+        // d takes b's slot while a and c still wait in theirs.
+        let d = pipeline.push_single(part_named(b"d"), meta());
+        for (seq, payload) in [(seqs[0], &b"a"[..]), (seqs[2], b"c"), (d, b"d")] {
+            assert_eq!(&pipeline.part_mut(seq, 0).expect("waiting").payload[..], payload);
+        }
+        for (seq, reply) in [(d, &b"+d\r\n"[..]), (seqs[0], b"+a\r\n"), (seqs[2], b"+c\r\n")] {
+            pipeline.complete(seq, 0, Bytes::from_static(reply));
+        }
+        pipeline.release(&mut out, &metrics);
+        assert_eq!(&out[..], b"+a\r\n+b\r\n+c\r\n+d\r\n");
+        assert!(pipeline.is_empty());
+        assert_eq!(pipeline.singles.iter().filter(|slot| slot.is_some()).count(), 0, "every part dropped");
+        assert_eq!(pipeline.free.len(), pipeline.singles.len(), "every slot free again");
+    }
+
     #[test]
     fn a_streamed_reply_waits_for_earlier_replies_then_goes_out_in_order() {
         let metrics = Metrics::new();
