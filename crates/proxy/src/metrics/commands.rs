@@ -72,15 +72,15 @@ impl CommandSeries {
         }))
     }
 
-    /// Counts a reply of the command at `label` (an index from [`labels::label_index`]; out of
-    /// range counts as `"other"`): an error or not, `seconds` after its request was read.
-    pub fn record(&self, label: usize, error: bool, seconds: f64) {
+    /// Counts `count` replies of the command at `label` (an index from [`labels::label_index`];
+    /// out of range counts as `"other"`): errors or not, each `seconds` after its request was read.
+    pub fn record(&self, label: usize, error: bool, seconds: f64, count: u64) {
         self.with_shard(|shard| {
             let tally = &shard.tallies[label.min(labels::OTHER)];
-            add(if error { &tally.error } else { &tally.ok }, 1);
+            add(if error { &tally.error } else { &tally.ok }, count);
             let bucket = DURATION_BUCKETS.iter().position(|&bound| seconds <= bound).unwrap_or(BUCKETS - 1);
-            add(&tally.buckets[bucket], 1);
-            let sum = f64::from_bits(tally.sum.load(Ordering::Relaxed)) + seconds;
+            add(&tally.buckets[bucket], count);
+            let sum = f64::from_bits(tally.sum.load(Ordering::Relaxed)) + seconds * count as f64;
             tally.sum.store(sum.to_bits(), Ordering::Relaxed);
         });
     }

@@ -42,6 +42,10 @@ impl Session {
             if self.pipeline.is_empty() {
                 self.sent_protocol = self.state.protocol;
             }
+            // Everything read was taken: nothing to decode (the usual end of an unpipelined read).
+            if rbuf.is_empty() {
+                return;
+            }
             match self.decoder.decode(rbuf) {
                 Ok(Some(request)) => {
                     self.traffic.commands += 1;
