@@ -113,6 +113,7 @@ struct Packed<V> {
 const EMPTY: u32 = u32::MAX;
 
 impl<V> Packed<V> {
+    /// The index of `key`'s value.
     #[inline]
     fn find(&self, key: u128) -> Option<usize> {
         let mask = self.slots.len().checked_sub(1)?;
@@ -143,6 +144,7 @@ impl<V> Packed<V> {
         self.values.push(value);
     }
 
+    /// Puts `key` in the first free slot from its own on (the table has room).
     fn place(&mut self, key: u128, index: u32) {
         let mask = self.slots.len() - 1;
         let mut at = spread(key) & mask;

@@ -106,6 +106,13 @@ impl Executor {
         Executor { budget, holding: Holding::default(), replies: None, delayed: Vec::new(), own: None, routing: None }
     }
 
+    /// The map this wake-up of the session routes by, read now when this is its first use. A
+    /// fan-out counts the masters it sends to here, so that its parts, resolved by the same map,
+    /// reach each master once.
+    pub fn routing(&mut self, shared: &Shared) -> &Routing {
+        self.routing.get_or_insert_with(|| shared.topology.routing_snapshot())
+    }
+
     /// The session's wake-up is over: the next one reads the current map again.
     #[inline]
     pub fn end_wake_up(&mut self) {
@@ -127,7 +134,7 @@ impl Executor {
         let routing = self.routing.get_or_insert_with(|| shared.topology.routing_snapshot());
         let peers = (&**routing, &**shared.topology.upstreams());
         let Some((pool, asking)) = peer::choose(peers, shared.read_from, part, caller.id as usize) else {
-            return match peer::no_peer(&shared.topology, &part.target) {
+            return match peer::no_peer(routing, &part.target) {
                 // No master serves the slot: the cluster may be failing over; wait for the map to
                 // name one.
                 ProxyError::SlotNotServed => self.hold(shared, tag, part, ProxyError::SlotNotServed),

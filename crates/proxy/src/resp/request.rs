@@ -302,6 +302,7 @@ enum Header {
     Args(usize, usize),
     /// A header that counts no arguments, dropped.
     Skipped,
+    /// The line has not all arrived yet.
     Incomplete,
 }
 

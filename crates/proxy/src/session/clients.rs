@@ -267,6 +267,8 @@ impl Clients {
         }
     }
 
+    /// [`Clients::current_pause`] once a pause was set: apart, so that the inlined check stays
+    /// one load. Clears a pause whose time is up.
     #[inline(never)]
     fn pause_in_force(&self) -> Option<Pause> {
         let mut pause = self.pause.lock().ok()?;

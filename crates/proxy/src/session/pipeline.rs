@@ -124,7 +124,7 @@ impl Pipeline {
                 // unpipelined client keeps one slot.
                 if self.singles.len() == self.singles.capacity() {
                     self.singles.reserve_exact(self.singles.len().max(1));
-                    self.free.reserve_exact(self.singles.capacity() - self.free.capacity());
+                    self.free.reserve_exact(self.singles.capacity());
                 }
                 self.singles.push(Some(part));
                 self.singles.len() - 1
@@ -272,11 +272,13 @@ struct Run {
     label: usize,
     error: bool,
     read_at: Instant,
+    /// Their latency: read to release.
     seconds: f64,
     count: u64,
 }
 
 impl Tally {
+    /// One more reply: joins the run, or ends it (counted now) and starts the next.
     fn add(&mut self, meta: Meta, error: bool, metrics: &Metrics) {
         let seconds = match &mut self.run {
             Some(run) if run.read_at == meta.read_at => {
@@ -297,6 +299,7 @@ impl Tally {
         }
     }
 
+    /// Counts the last run.
     fn finish(self, metrics: &Metrics) {
         if let Some(done) = self.run {
             metrics.record_commands(done.label, done.error, done.seconds, done.count);

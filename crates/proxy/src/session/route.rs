@@ -139,7 +139,7 @@ impl Session {
 
     /// [`Self::fan_out`]; `allow_busy` lets the parts through to nodes a script keeps busy.
     fn fan_out_parts(&mut self, payload: Bytes, merge: Merge, meta: Meta, allow_busy: bool) -> Option<u64> {
-        let masters = self.shared.topology.routing().masters().len();
+        let masters = self.exec.routing(&self.shared).masters().len();
         if masters == 0 {
             self.push_error(ProxyError::NoTopology, meta);
             return None;
@@ -159,7 +159,7 @@ impl Session {
     /// RANDOMKEY over the whole cluster: every master's key count and one of its keys, merged
     /// into one key picked with each master weighted by its count ([`Merge::RandomKey`]).
     fn random_key(&mut self, meta: Meta) {
-        let masters = self.shared.topology.routing().masters().len();
+        let masters = self.exec.routing(&self.shared).masters().len();
         if masters == 0 {
             return self.push_error(ProxyError::NoTopology, meta);
         }
@@ -176,7 +176,7 @@ impl Session {
     /// SCAN with a cluster-wide cursor: the cursor names a master and that master's own cursor, so
     /// a full iteration walks every master once, with MATCH, COUNT and TYPE passed on.
     fn scan(&mut self, request: &Request, meta: Meta) {
-        let masters = self.shared.topology.routing().masters().len();
+        let masters = self.exec.routing(&self.shared).masters().len();
         let Some((node_cursor, master)) = crate::merge::split_scan_cursor(request.arg(1)).filter(|(_, m)| *m < masters)
         else {
             return self.push_error(ProxyError::command("ERR invalid cursor"), meta);

@@ -229,6 +229,7 @@ impl Lanes {
         }
     }
 
+    /// [`Lanes::busy_reply`] while a script runs: apart, so that the inlined check stays one load.
     #[inline(never)]
     fn busy_script_reply(&self) -> Option<String> {
         let (started, function) = self.oldest_script()?;
