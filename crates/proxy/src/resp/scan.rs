@@ -317,6 +317,22 @@ mod tests {
     }
 
     #[test]
+    fn padded_and_null_bulk_headers_read_alike_whole_and_byte_by_byte() {
+        // Zero-padded lengths and a null inside one frame.
+        let mut frame = b"*4\r\n$5\r\nhello\r\n$000000003\r\nabc\r\n$0000000002\r\nxy\r\n$-1\r\n".to_vec();
+        frame.extend_from_slice(b":1\r\n");
+        let len = frame.len() - 4;
+        assert_eq!(whole(&frame), Some(len));
+        let mut scanner = FrameScanner::new();
+        for end in 0..len {
+            assert_eq!(scanner.scan(&frame[..end]).expect("valid"), None, "prefix {end}");
+        }
+        assert_eq!(scanner.scan(&frame).expect("valid"), Some(len));
+        assert_eq!(FrameScanner::new().scan(b"$3\r\nabcd\r\n"), Err(ScanError::MissingCrlf));
+        assert_eq!(FrameScanner::new().scan(b"$3x\r\nabc\r\n"), Err(ScanError::InvalidLength));
+    }
+
+    #[test]
     fn malformed_input_is_an_error_not_a_panic() {
         assert_eq!(FrameScanner::new().scan(b"?x\r\n"), Err(ScanError::UnknownType(b'?')));
         assert_eq!(FrameScanner::new().scan(b"$abc\r\n"), Err(ScanError::InvalidLength));
