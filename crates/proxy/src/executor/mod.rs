@@ -131,8 +131,8 @@ impl Executor {
         if part.target == Target::Owned {
             return self.send_owned(shared, caller, tag, part);
         }
-        let routing = self.routing.get_or_insert_with(|| shared.topology.routing_snapshot());
-        let peers = (&**routing, &**shared.topology.upstreams());
+        let routing = self.routing(shared);
+        let peers = (routing, &**shared.topology.upstreams());
         let Some((pool, asking)) = peer::choose(peers, shared.read_from, part, caller.id as usize) else {
             return match peer::no_peer(routing, &part.target) {
                 // No master serves the slot: the cluster may be failing over; wait for the map to

@@ -58,9 +58,9 @@ pub fn own_master(topology: &Topology, slot: Option<Slot>, affinity: usize) -> O
     master.map(|m| m.addr().to_string())
 }
 
-/// Why [`choose`] found no node in `routing` (the same map) for a part aimed at `target`: Redis' answer for a slot without an
-/// owner in a map that has masters (a failover may give it one), or the proxy's when it has no map
-/// at all (it could not load one: nothing to wait for).
+/// Why [`choose`] found no node in `routing` (the same map) for a part aimed at `target`: Redis'
+/// answer for a slot without an owner in a map that has masters (a failover may give it one), or
+/// the proxy's when it has no map at all (it could not load one: nothing to wait for).
 pub fn no_peer(routing: &Routing, target: &Target) -> ProxyError {
     match target {
         Target::Slot(Some(_)) if !routing.masters().is_empty() => ProxyError::SlotNotServed,

@@ -313,13 +313,9 @@ impl Metrics {
         })
     }
 
-    /// Counts a reply to a command of `label` (an index from [`labels::label_index`]; out of
-    /// range counts as `"other"`): an error reply or not, `seconds` after the request was read.
-    pub fn record_command(&self, label: usize, error: bool, seconds: f64) {
-        self.commands.record(label, error, seconds, 1);
-    }
-
-    /// [`Metrics::record_command`] for `count` such replies at once.
+    /// Counts `count` replies to a command of `label` (an index from [`labels::label_index`]; out
+    /// of range counts as `"other"`): error replies or not, each `seconds` after its request was
+    /// read.
     pub fn record_commands(&self, label: usize, error: bool, seconds: f64, count: u64) {
         self.commands.record(label, error, seconds, count);
     }

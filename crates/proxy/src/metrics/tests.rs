@@ -72,12 +72,12 @@ fn fixed_label_series_exist_at_zero() {
 fn command_handles_count_under_their_label() {
     let metrics = Metrics::new();
     let get = labels::label_index("get");
-    metrics.record_command(get, false, 0.0003);
-    metrics.record_command(get, false, 5.0);
-    metrics.record_command(get, true, 0.00001);
-    metrics.record_command(labels::label_index("bitfield"), false, 0.001);
+    metrics.record_commands(get, false, 0.0003, 1);
+    metrics.record_commands(get, false, 5.0, 1);
+    metrics.record_commands(get, true, 0.00001, 1);
+    metrics.record_commands(labels::label_index("bitfield"), false, 0.001, 1);
     // An index past the table is counted as other, not a panic.
-    metrics.record_command(usize::MAX, false, 0.001);
+    metrics.record_commands(usize::MAX, false, 0.001, 1);
     let text = metrics.render();
     assert_eq!(sample(&text, r#"redisforge_commands_total{command="get",result="ok"}"#), Some(2.0));
     assert_eq!(sample(&text, r#"redisforge_commands_total{command="get",result="error"}"#), Some(1.0));
@@ -99,10 +99,10 @@ fn command_counts_from_every_thread_are_summed() {
     let get = labels::label_index("get");
     std::thread::scope(|scope| {
         for _ in 0..4 {
-            scope.spawn(|| (0..100).for_each(|_| metrics.record_command(get, false, 0.001)));
+            scope.spawn(|| (0..100).for_each(|_| metrics.record_commands(get, false, 0.001, 1)));
         }
     });
-    metrics.record_command(get, true, 0.001);
+    metrics.record_commands(get, true, 0.001, 1);
     let text = metrics.render();
     assert_eq!(sample(&text, r#"redisforge_commands_total{command="get",result="ok"}"#), Some(400.0));
     assert_eq!(sample(&text, r#"redisforge_commands_total{command="get",result="error"}"#), Some(1.0));

@@ -295,15 +295,21 @@ impl Tally {
         };
         let run = Run { label: meta.label, error, read_at: meta.read_at, seconds, count: 1 };
         if let Some(done) = self.run.replace(run) {
-            metrics.record_commands(done.label, done.error, done.seconds, done.count);
+            done.record(metrics);
         }
     }
 
     /// Counts the last run.
     fn finish(self, metrics: &Metrics) {
         if let Some(done) = self.run {
-            metrics.record_commands(done.label, done.error, done.seconds, done.count);
+            done.record(metrics);
         }
+    }
+}
+
+impl Run {
+    fn record(self, metrics: &Metrics) {
+        metrics.record_commands(self.label, self.error, self.seconds, self.count);
     }
 }
 
