@@ -1,11 +1,13 @@
 //! CLIENT LIST / INFO / KILL / PAUSE / UNPAUSE act on the proxy's own clients (a node's client list
 //! would only show the proxy's pooled connections).
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::Connection;
-use redisforge_tests::{Cluster, Proxy, ProxyOptions};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command};
 
 fn named(proxy: &Proxy, name: &str) -> (Connection, i64) {
     let mut con = proxy.client();
@@ -116,4 +118,63 @@ fn client_pause_write_holds_writes_not_reads_and_unpause_releases() {
 
     let bad = redis::cmd("CLIENT").arg("PAUSE").arg("soon").query::<()>(&mut admin).expect_err("bad timeout");
     assert!(bad.to_string().contains("timeout is not an integer"), "{bad}");
+}
+
+fn raw_client(proxy: &Proxy) -> TcpStream {
+    let stream = TcpStream::connect(proxy.addr()).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    stream
+}
+
+/// Reads exactly as many bytes as `expected` has and compares them.
+fn expect_bytes(stream: &mut TcpStream, expected: &[u8], what: &str) {
+    let mut got = vec![0u8; expected.len()];
+    stream.read_exact(&mut got).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(expected), "{what}");
+}
+
+/// A client that sends nothing for 2 s has its session give back its spare buffers (README,
+/// "Memory"); whatever the client has in progress must come through that: half a request, a
+/// transaction being queued, a BLPOP blocked on the node, a subscription, a pipeline's room.
+#[test]
+fn clients_idle_past_the_buffer_trim_keep_what_they_have_in_progress() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut half = raw_client(&proxy);
+    let set = resp_command(&[b"SET", b"clients:trim:half", b"value"]);
+    half.write_all(&set[..set.len() / 2]).expect("first half");
+
+    let mut tx = raw_client(&proxy);
+    tx.write_all(&[resp_command(&[b"MULTI"]), resp_command(&[b"SET", b"clients:trim:tx", b"1"])].concat())
+        .expect("MULTI");
+    expect_bytes(&mut tx, b"+OK\r\n+QUEUED\r\n", "MULTI and a queued SET");
+
+    let mut blocked = raw_client(&proxy);
+    blocked.write_all(&resp_command(&[b"BLPOP", b"clients:trim:list", b"20"])).expect("BLPOP");
+
+    let mut sub = raw_client(&proxy);
+    sub.write_all(&resp_command(&[b"SUBSCRIBE", b"clients:trim:chan"])).expect("SUBSCRIBE");
+    expect_bytes(&mut sub, b"*3\r\n$9\r\nsubscribe\r\n$17\r\nclients:trim:chan\r\n:1\r\n", "subscribed");
+
+    let mut piped = raw_client(&proxy);
+    let gets: Vec<u8> = (0..32).flat_map(|_| resp_command(&[b"GET", b"clients:trim:none"])).collect();
+    piped.write_all(&gets).expect("pipeline");
+    expect_bytes(&mut piped, &b"$-1\r\n".repeat(32), "a pipeline before the idle spell");
+
+    // Idle past the trim (asked after 2 s without a request, looked at once a second).
+    thread::sleep(Duration::from_millis(3500));
+
+    half.write_all(&set[set.len() / 2..]).expect("second half");
+    expect_bytes(&mut half, b"+OK\r\n", "a request half sent before the idle spell");
+    tx.write_all(&resp_command(&[b"EXEC"])).expect("EXEC");
+    expect_bytes(&mut tx, b"*1\r\n+OK\r\n", "the transaction queued before the idle spell");
+    let mut other = proxy.client();
+    let _: i64 = redis::cmd("RPUSH").arg("clients:trim:list").arg("x").query(&mut other).expect("RPUSH");
+    expect_bytes(&mut blocked, b"*2\r\n$17\r\nclients:trim:list\r\n$1\r\nx\r\n", "the blocked BLPOP");
+    let receivers: i64 = redis::cmd("PUBLISH").arg("clients:trim:chan").arg("hi").query(&mut other).expect("PUBLISH");
+    assert_eq!(receivers, 1);
+    expect_bytes(&mut sub, b"*3\r\n$7\r\nmessage\r\n$17\r\nclients:trim:chan\r\n$2\r\nhi\r\n", "a message");
+    piped.write_all(&gets).expect("pipeline");
+    expect_bytes(&mut piped, &b"$-1\r\n".repeat(32), "a pipeline after the idle spell");
+    let value: String = redis::cmd("GET").arg("clients:trim:half").query(&mut other).expect("GET");
+    assert_eq!(value, "value");
 }

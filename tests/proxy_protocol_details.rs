@@ -2,7 +2,7 @@
 //! with the same bytes: PING's arity, request headers that count no arguments, CLIENT REPLY
 //! OFF/ON/SKIP (also ahead of a subscription that waits for the skipped reply, for a command
 //! CLIENT PAUSE holds, for a reply large enough to stream, for RESET, and for requests read before
-//! the client half-closes), nothing run after QUIT, a `no_multi` command inside MULTI; and
+//! the client half-closes, for a subscribed client's PING and pushes), nothing run after QUIT, a `no_multi` command inside MULTI; and
 //! RANDOMKEY drawing from every master.
 
 use std::collections::HashSet;
@@ -68,6 +68,57 @@ fn a_subscription_behind_a_skipped_reply_still_goes_out() {
     // comes, nothing is written, and the subscription must go out all the same.
     let answer = same_as_a_node(b"CLIENT REPLY SKIP\r\nGET {skipsub}a\r\nSUBSCRIBE {skipsub}ch\r\nQUIT\r\n");
     assert_eq!(answer, "*3\r\n$9\r\nsubscribe\r\n$11\r\n{skipsub}ch\r\n:1\r\n+OK\r\n");
+}
+
+/// PUBLISHes `message` on `channel` through `addr` until one subscriber gets it (bounded).
+fn publish_until_heard(addr: &str, channel: &str, message: &str) {
+    let mut publisher = TcpStream::connect(addr).expect("connect");
+    let publish = resp_command(&[b"PUBLISH", channel.as_bytes(), message.as_bytes()]);
+    for _ in 0..100 {
+        publisher.write_all(&publish).expect("PUBLISH");
+        if read_until(&mut publisher, WAIT, |r| r.ends_with(b"\r\n")) == b":1\r\n" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no subscriber heard {message} on {channel}");
+}
+
+#[test]
+fn a_skipped_subscribe_still_confirms_and_messages_still_come() {
+    // Confirmations and messages are pushes, which CLIENT REPLY SKIP does not silence.
+    let answer = same_on_both("CLIENT REPLY SKIP before SUBSCRIBE", |addr| {
+        let mut sub = TcpStream::connect(addr).expect("connect");
+        sub.write_all(b"CLIENT REPLY SKIP\r\nSUBSCRIBE {skipconf}ch\r\nPING\r\n").expect("write");
+        let mut seen = read_until(&mut sub, WAIT, |r| r.ends_with(b"pong\r\n$0\r\n\r\n"));
+        publish_until_heard(addr, "{skipconf}ch", "m");
+        sub.write_all(b"QUIT\r\n").expect("QUIT");
+        seen.extend(read_until(&mut sub, WAIT, |_| false));
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let confirmation = "*3\r\n$9\r\nsubscribe\r\n$12\r\n{skipconf}ch\r\n:1\r\n";
+    let message = "*3\r\n$7\r\nmessage\r\n$12\r\n{skipconf}ch\r\n$1\r\nm\r\n";
+    assert_eq!(answer, format!("{confirmation}*2\r\n$4\r\npong\r\n$0\r\n\r\n{message}+OK\r\n"));
+}
+
+#[test]
+fn a_subscribed_ping_and_error_are_silenced_while_replies_are_off_but_pushes_are_not() {
+    // The PING goes to the subscription's connection; its answer comes back from there, after
+    // the reply mode was decided. The GET is refused in subscribed mode by the proxy itself.
+    let answer = same_on_both("CLIENT REPLY OFF while subscribed", |addr| {
+        let mut sub = TcpStream::connect(addr).expect("connect");
+        sub.write_all(b"CLIENT REPLY OFF\r\nSUBSCRIBE {silent}ch\r\nPING\r\nGET {silent}k\r\n").expect("write");
+        let mut seen = read_until(&mut sub, WAIT, |r| r.ends_with(b":1\r\n"));
+        publish_until_heard(addr, "{silent}ch", "m");
+        seen.extend(read_until(&mut sub, WAIT, |r| r.ends_with(b"$1\r\nm\r\n")));
+        sub.write_all(b"UNSUBSCRIBE\r\nCLIENT REPLY ON\r\nPING\r\nQUIT\r\n").expect("ON");
+        seen.extend(read_until(&mut sub, WAIT, |_| false));
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let subscribed = "*3\r\n$9\r\nsubscribe\r\n$10\r\n{silent}ch\r\n:1\r\n";
+    let message = "*3\r\n$7\r\nmessage\r\n$10\r\n{silent}ch\r\n$1\r\nm\r\n";
+    let unsubscribed = "*3\r\n$11\r\nunsubscribe\r\n$10\r\n{silent}ch\r\n:0\r\n";
+    assert_eq!(answer, format!("{subscribed}{message}{unsubscribed}+OK\r\n+PONG\r\n+OK\r\n"));
 }
 
 #[test]

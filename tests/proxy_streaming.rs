@@ -75,3 +75,124 @@ fn a_reply_of_300_mb_streams_through_without_being_held_whole() {
     assert_eq!(&pong, b"+PONG\r\n");
     let _: () = redis::cmd("DEL").arg(key).query(&mut cluster.client(&node)).expect("DEL");
 }
+
+/// A key of the form `stream:{tag}:name` served by a node other than `other`'s.
+fn key_elsewhere(cluster: &Cluster, other: &str, name: &str) -> String {
+    let avoid = cluster.node_for_key(other);
+    (0..100)
+        .map(|i| format!("stream:{{t{i}}}:{name}"))
+        .find(|key| cluster.node_for_key(key) != avoid)
+        .expect("a slot on another node among 100 tags")
+}
+
+/// Writes a value of `len` bytes of the test pattern on the node that owns `key`.
+fn set_pattern(cluster: &Cluster, key: &str, len: usize) {
+    let pattern: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let _: () =
+        redis::cmd("SET").arg(key).arg(&pattern).query(&mut cluster.client(&cluster.node_for_key(key))).expect("SET");
+}
+
+/// Reads until `want` bytes came, the peer closed, or `deadline` passed.
+fn read_up_to(client: &mut TcpStream, want: usize, deadline: Duration) -> Vec<u8> {
+    let started = Instant::now();
+    let mut got = Vec::with_capacity(want);
+    let mut buf = vec![0u8; MIB];
+    while got.len() < want && started.elapsed() < deadline {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+/// Whether `bytes` start with the bulk string of `len` bytes of the test pattern; returns its
+/// length on the wire.
+fn pattern_bulk_at(bytes: &[u8], len: usize) -> Result<usize, String> {
+    let header = format!("${len}\r\n").into_bytes();
+    if !bytes.starts_with(&header) {
+        return Err(format!("no bulk header of {len}: {}", redisforge_tests::resp::show(bytes, 40)));
+    }
+    let body = &bytes[header.len()..];
+    if body.len() < len + 2 {
+        return Err(format!("the bulk string broke off after {} of {len} bytes", body.len()));
+    }
+    if let Some(at) = (0..len).find(|&i| body[i] != (i % 251) as u8) {
+        return Err(format!(
+            "byte {at} of the bulk string is foreign: {}",
+            redisforge_tests::resp::show(&body[at..], 60)
+        ));
+    }
+    match &body[len..len + 2] {
+        b"\r\n" => Ok(header.len() + len + 2),
+        _ => Err("no CRLF after the bulk string".to_string()),
+    }
+}
+
+/// A large reply that arrives while an earlier request of the same client is still out waits in
+/// the proxy, and streams on once the earlier reply is in. (The waiting pieces' flow-control
+/// credit used to stay lent until the reply's next piece came, which a node connection past its
+/// 8 MiB window never read: the reply stalled until `command_timeout` let the connection read on.)
+#[test]
+fn a_large_reply_behind_a_slow_one_streams_on_once_the_slow_one_is_in() {
+    const LEN: usize = 24 * MIB;
+    let cluster = Cluster::shared();
+    // A long command timeout, so that a stall shows as one.
+    let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\ncommand_timeout = \"30s\"\n";
+    let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: upstream.to_string(), ..ProxyOptions::default() });
+    let slow_key = "stream:{slow}:script";
+    let big_key = key_elsewhere(cluster, slow_key, "behind");
+    set_pattern(cluster, &big_key, LEN);
+
+    let mut client = TcpStream::connect(proxy.addr()).expect("connect");
+    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    // About a second of Lua on the slow key's node, then the large GET on another node.
+    let script = b"local i = 0 while i < 100000000 do i = i + 1 end return 'slow'";
+    let slow = resp_command(&[b"EVAL", script, b"1", slow_key.as_bytes()]);
+    client.write_all(&[slow, resp_command(&[b"GET", big_key.as_bytes()])].concat()).expect("send");
+    let first = b"$4\r\nslow\r\n";
+    let bulk = format!("${LEN}\r\n").len() + LEN + 2;
+    // The script takes about a second; the reply then streams on at once.
+    let got = read_up_to(&mut client, first.len() + bulk, Duration::from_secs(10));
+    assert!(got.starts_with(first), "{}", redisforge_tests::resp::show(&got, 80));
+    assert_eq!(pattern_bulk_at(&got[first.len()..], LEN), Ok(bulk));
+    let _: () = redis::cmd("DEL").arg(&big_key).query(&mut proxy.client()).expect("DEL");
+}
+
+/// Pub/sub pushes that come while a large reply streams to a RESP3 client wait for its end: a
+/// push written in the middle of a bulk string would corrupt it.
+#[test]
+fn pushes_wait_for_the_end_of_a_streamed_reply() {
+    const LEN: usize = 24 * MIB;
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
+    let big_key = "stream:{push}:big";
+    set_pattern(cluster, big_key, LEN);
+
+    let mut client = TcpStream::connect(proxy.addr()).expect("connect");
+    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    client.write_all(&resp_command(&[b"HELLO", b"3"])).expect("HELLO");
+    let hello = read_up_to(&mut client, 1, Duration::from_secs(5));
+    assert!(hello.starts_with(b"%"), "{}", redisforge_tests::resp::show(&hello, 80));
+    client.write_all(&resp_command(&[b"SUBSCRIBE", b"stream:chan"])).expect("SUBSCRIBE");
+    let confirmation = b">3\r\n$9\r\nsubscribe\r\n$11\r\nstream:chan\r\n:1\r\n";
+    assert_eq!(read_up_to(&mut client, confirmation.len(), Duration::from_secs(5)), confirmation);
+
+    // The reply fills the socket and the proxy's window while the client reads nothing; the
+    // messages come meanwhile.
+    client.write_all(&resp_command(&[b"GET", big_key.as_bytes()])).expect("GET");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut publisher = proxy.client();
+    for i in 0..5 {
+        let receivers: i64 =
+            redis::cmd("PUBLISH").arg("stream:chan").arg(format!("m{i}")).query(&mut publisher).expect("PUBLISH");
+        assert_eq!(receivers, 1);
+    }
+    let message = |i: usize| format!(">3\r\n$7\r\nmessage\r\n$11\r\nstream:chan\r\n$2\r\nm{i}\r\n").into_bytes();
+    let messages: Vec<u8> = (0..5).flat_map(message).collect();
+    let bulk = format!("${LEN}\r\n").len() + LEN + 2;
+    let got = read_up_to(&mut client, bulk + messages.len(), Duration::from_secs(30));
+    assert_eq!(pattern_bulk_at(&got, LEN), Ok(bulk), "the reply arrived whole, with no push inside");
+    assert_eq!(redisforge_tests::resp::show(&got[bulk..], 400), redisforge_tests::resp::show(&messages, 400));
+    let _: () = redis::cmd("DEL").arg(big_key).query(&mut proxy.client()).expect("DEL");
+}

@@ -134,6 +134,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     crate::tracking::stream::spawn_supervisor(Arc::clone(&shared.tracking), Arc::clone(&topology), timing);
     spawn_ready_notifier(&topology);
+    spawn_idle_trimmer(Arc::downgrade(&shared));
 
     shutdown.await;
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
@@ -246,6 +247,28 @@ fn spawn_ready_notifier(topology: &Arc<Topology>) {
         }
     });
 }
+
+/// Once a second, asks the clients that sent nothing for [`IDLE_TRIM_AFTER`] to give back the
+/// buffers their last requests left them ([`Clients::trim_idle`](crate::session::clients::Clients::trim_idle)),
+/// as Redis' `clientsCron` frees idle clients' query buffers. One pass over the clients a
+/// second; nothing on a request's path.
+fn spawn_idle_trimmer(shared: Weak<Shared>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            shared.clients.trim_idle(IDLE_TRIM_AFTER);
+        }
+    });
+}
+
+/// How long a client sends nothing before its session gives back its spare buffers (Redis frees
+/// an idle client's query buffer after 2 s).
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(2);
 
 /// How often every node is asked for INFO replication (node_up, replication lag, /readyz).
 const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(5);

@@ -21,6 +21,9 @@ pub struct Access {
     acl_file: Option<PathBuf>,
     /// What a client that never sends AUTH is: `None` means it must log in first.
     anonymous: Anonymous,
+    /// The password-less `default` user every client of a proxy without an ACL file is, shared
+    /// rather than built per connection (it is ~200 bytes an idle client would otherwise keep).
+    unrestricted: Arc<User>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +64,13 @@ impl Access {
             (Some(_), true) => Anonymous::DefaultUser,
             (Some(_), false) => Anonymous::Refused,
         };
-        Ok(Access { users: ArcSwap::from_pointee(users), generation: AtomicU64::new(0), acl_file, anonymous })
+        Ok(Access {
+            users: ArcSwap::from_pointee(users),
+            generation: AtomicU64::new(0),
+            acl_file,
+            anonymous,
+            unrestricted: Arc::new(User::unrestricted("default")),
+        })
     }
 
     /// Whether users come from an ACL file (and requests are checked against their rules).
@@ -72,13 +81,13 @@ impl Access {
     /// The user a new connection starts as; `None`: it must AUTH first.
     pub fn anonymous_user(&self) -> Option<Arc<User>> {
         match self.anonymous {
-            Anonymous::Unrestricted => Some(Arc::new(User::unrestricted("default"))),
+            Anonymous::Unrestricted => Some(Arc::clone(&self.unrestricted)),
             Anonymous::DefaultUser => Some(
                 self.users
                     .load()
                     .get("default")
                     .filter(|u| u.enabled)
-                    .unwrap_or_else(|| Arc::new(User::unrestricted("default"))),
+                    .unwrap_or_else(|| Arc::clone(&self.unrestricted)),
             ),
             Anonymous::Refused => None,
         }
@@ -94,7 +103,7 @@ impl Access {
     pub fn authenticate(&self, name: &str, password: &[u8]) -> Result<Arc<User>, AuthError> {
         if self.acl_file.is_none() {
             return match name {
-                "default" => Ok(Arc::new(User::unrestricted("default"))),
+                "default" => Ok(Arc::clone(&self.unrestricted)),
                 _ => Err(AuthError::WrongPass),
             };
         }

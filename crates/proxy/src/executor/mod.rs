@@ -364,6 +364,18 @@ impl Executor {
         self.replies.as_ref().and_then(|replies| replies.rx.take_queued(into)).is_some()
     }
 
+    /// Gives back the reply queue's buffer while it is empty (an idle client's: see
+    /// [`Clients::trim_idle`](crate::session::clients::Clients::trim_idle)), and the room of
+    /// the retry list.
+    pub fn give_back_idle_memory(&mut self) {
+        if let Some(replies) = &self.replies {
+            replies.rx.give_back_idle_memory();
+        }
+        if self.delayed.is_empty() {
+            self.delayed = Vec::new();
+        }
+    }
+
     /// Moves every reply waiting into `into`; pending while there is none (forever before the
     /// first part was sent).
     pub fn poll_replies(&self, cx: &mut Context<'_>, into: &mut VecDeque<UpstreamReply>) -> Poll<()> {

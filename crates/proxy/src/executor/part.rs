@@ -66,6 +66,9 @@ pub struct Part {
     /// Pieces of a streamed reply received while earlier replies were still pending (kept by the
     /// session's pipeline, which releases replies in order).
     pub(crate) held: BytesMut,
+    /// What the node connection lent the pieces in `held` against (see
+    /// [`crate::upstream::StreamCredit`]).
+    pub(crate) credit: Option<std::sync::Arc<crate::upstream::StreamCredit>>,
     /// Pieces of the reply were written to the client already.
     pub streamed: bool,
     /// The reply, once in, while other parts of the same request are still waiting.
@@ -99,6 +102,7 @@ impl Part {
             allow_busy: false,
             deferred: Vec::new(),
             held: BytesMut::new(),
+            credit: None,
             streamed: false,
             reply: None,
             tracked: false,

@@ -79,8 +79,14 @@ pub struct ClientEntry {
     unblock: AtomicU8,
     killed: AtomicBool,
     /// Something for the session to look at (a kill, the end of a pause, an unblock, tracking
-    /// messages).
+    /// messages, a trim).
     signalled: AtomicBool,
+    /// The session is asked to give back the memory an idle client need not keep
+    /// ([`Clients::trim_idle`]).
+    trim: AtomicBool,
+    /// The `last_active_ms` of the idle spell the session was last asked to trim for, so that
+    /// it is asked once per spell (`u64::MAX`: never asked).
+    trim_asked_for: AtomicU64,
     waker: AtomicWaker,
     /// Client-side caching messages for the session to send ([`crate::tracking`]).
     inbox: Mutex<Vec<TrackingEvent>>,
@@ -132,6 +138,8 @@ impl Clients {
             unblock: AtomicU8::new(0),
             killed: AtomicBool::new(false),
             signalled: AtomicBool::new(false),
+            trim: AtomicBool::new(false),
+            trim_asked_for: AtomicU64::new(u64::MAX),
             waker: AtomicWaker::new(),
             inbox: Mutex::new(Vec::new()),
             tracking_flags: AtomicU8::new(0),
@@ -191,6 +199,24 @@ impl Clients {
             totals.total_watched_keys += u64::from(watched);
         }
         totals
+    }
+
+    /// Asks each client that sent nothing for `after` to give back the buffers its busy moments
+    /// left it, once per idle spell, as Redis' `clientsCron` frees an idle client's query buffer:
+    /// an idle client then holds little more than its socket. Called about once a second (see
+    /// `server::spawn_idle_trimmer`); a busy client pays nothing for it.
+    pub fn trim_idle(&self, after: Duration) {
+        let now = self.now_ms();
+        let after = after.as_millis() as u64;
+        for entry in self.entries.iter() {
+            let last_active = entry.last_active_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last_active) >= after
+                && entry.trim_asked_for.swap(last_active, Ordering::Relaxed) != last_active
+            {
+                entry.trim.store(true, Ordering::Release);
+                entry.signal();
+            }
+        }
     }
 
     /// `CLIENT UNBLOCK id`: asks client `id`'s session to unblock it; whether it was blocked.
@@ -328,6 +354,11 @@ impl ClientEntry {
             2 => Some(Unblock::Error),
             _ => None,
         }
+    }
+
+    /// Whether the session was asked to trim its buffers since it last looked.
+    pub fn take_trim(&self) -> bool {
+        self.trim.swap(false, Ordering::AcqRel)
     }
 
     pub fn user(&self) -> String {
@@ -551,3 +582,6 @@ fn kill_filter<'a>(args: &[&'a [u8]], me: u64) -> Result<Filter<'a>, String> {
     }
     Ok(Box::new(move |e| !(skip_me && e.id == me) && filters.iter().all(|f| f(e))))
 }
+
+#[cfg(test)]
+mod tests;

@@ -39,15 +39,12 @@ impl Session {
             return self.on_push(upstream);
         }
         if let Some(credit) = upstream.partial {
-            // A piece of a large reply: straight to the client when every earlier reply is
-            // written, so the reply streams through instead of being held whole. The credit goes
-            // back once the bytes are written; until then the node's connection reads no further
-            // ahead than its window.
-            if let Ok(piece) = upstream.result
-                && let Some(now) = self.pipeline.stream(upstream.tag.seq, piece)
-            {
-                self.direct.extend_from_slice(&now);
-                self.stream_credits.push((credit, now.len()));
+            // A piece of a large reply: to the client as soon as every earlier reply is written,
+            // so the reply streams through instead of being held whole. The credit goes back once
+            // the bytes are written; until then the node's connection reads no further ahead
+            // than its window.
+            if let Ok(piece) = upstream.result {
+                self.pipeline.stream(upstream.tag.seq, &piece, &credit);
             }
             return;
         }

@@ -84,6 +84,17 @@ where
     );
 }
 
+/// A request held by `CLIENT PAUSE`.
+struct Held {
+    request: crate::resp::Request,
+    read_at: Instant,
+    /// When the pause ends.
+    until: Instant,
+    /// Its reply is dropped: decided when it was read, as Redis keeps a postponed command's
+    /// CLIENT REPLY SKIP.
+    dropped: bool,
+}
+
 /// What one client sent and received, for its disconnect log line.
 #[derive(Debug, Default)]
 struct Traffic {
@@ -103,7 +114,7 @@ struct Session {
     reply_batch: std::collections::VecDeque<crate::upstream::UpstreamReply>,
     traffic: Traffic,
     /// The transaction being queued, between MULTI and EXEC.
-    tx: Option<transaction::Transaction>,
+    tx: Option<Box<transaction::Transaction>>,
     /// WATCH is active on the own connection, for keys of this slot (`Some(None)`: keyless).
     watch_slot: Option<Option<Slot>>,
     /// Keys WATCHed on the own connection, for INFO clients.
@@ -117,11 +128,12 @@ struct Session {
     /// The slot of the client's last write, for WAIT.
     last_write_slot: Option<Slot>,
     /// Subscriptions, while the client is in subscribed mode.
-    subs: Option<pubsub::Subscriptions>,
+    subs: Option<Box<pubsub::Subscriptions>>,
     /// Frames written to the client outside the request pipeline (subscribed mode).
     direct: BytesMut,
-    /// A request that needs every earlier reply written first (entering subscribed mode).
-    deferred: Option<(crate::resp::Request, Meta)>,
+    /// A request that needs every earlier reply written first (entering subscribed mode). Boxed,
+    /// as is `held`: rare, and inline they would add ~300 bytes to every client.
+    deferred: Option<Box<(crate::resp::Request, Meta)>>,
     /// Requests are buffered, unparsed, behind a blocking command or subscription change.
     paused_input: bool,
     /// Scratch space for key positions.
@@ -133,12 +145,8 @@ struct Session {
     /// A reply broke off after part of it was streamed to the client: the connection cannot be
     /// resynchronised and is closed.
     broken: bool,
-    /// Credit for streamed pieces in the write buffer, given back once it is written.
-    stream_credits: Vec<(Arc<crate::upstream::StreamCredit>, usize)>,
-    /// A request held by `CLIENT PAUSE`, with when it was read, when the pause ends, and whether
-    /// its reply is dropped (decided when it was read, as Redis keeps a postponed command's
-    /// CLIENT REPLY SKIP).
-    held: Option<(crate::resp::Request, Instant, Instant, bool)>,
+    /// A request held by `CLIENT PAUSE`.
+    held: Option<Box<Held>>,
     /// CLIENT TRACKING is on (`None` for every other client: their requests pay nothing for it).
     tracking: Option<Box<tracking::Tracking>>,
     /// The protocol of the connections the client's unanswered requests went out on.
@@ -157,7 +165,6 @@ impl Session {
             held: None,
             tracking: None,
             broken: false,
-            stream_credits: Vec::new(),
             shared,
             pipeline: Pipeline::default(),
             decoder,
@@ -174,7 +181,7 @@ impl Session {
             direct: BytesMut::new(),
             deferred: None,
             paused_input: false,
-            keys: Vec::with_capacity(16),
+            keys: Vec::new(),
             acl_keys: Vec::new(),
             sent_protocol: crate::resp::reply::Protocol::default(),
         }

@@ -5,6 +5,7 @@
 //! request order however the nodes interleave. Pure bookkeeping: no I/O.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -14,6 +15,7 @@ use crate::command::Merge;
 use crate::executor::Part;
 use crate::merge::{KeyPlace, merge, put_string, string_payload};
 use crate::metrics::Metrics;
+use crate::upstream::StreamCredit;
 
 #[derive(Debug)]
 enum Entry {
@@ -67,6 +69,10 @@ pub struct Pipeline {
     /// bench/RESULTS.md). Slots are reused (`free`), so a part costs no allocation.
     singles: Vec<Option<Part>>,
     free: Vec<usize>,
+    /// Credit for the pieces of streamed replies released into the write buffer, given back
+    /// ([`Pipeline::give_back_credit`]) once it is written, so that a node connection reads no
+    /// further ahead of a slow client than its window.
+    credits: Vec<(Arc<StreamCredit>, usize)>,
 }
 
 impl Pipeline {
@@ -77,6 +83,16 @@ impl Pipeline {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Gives back the memory of an empty pipeline's queues (an idle client's: see
+    /// [`Clients::trim_idle`](super::clients::Clients::trim_idle)); the next request takes them
+    /// again at their first size. A pipeline with anything in it keeps everything.
+    pub fn give_back_idle_memory(&mut self) {
+        let idle = self.trailers.is_empty() && self.credits.is_empty();
+        if self.is_empty() && idle && self.singles.iter().all(Option::is_none) {
+            *self = Pipeline { base: self.base, ..Pipeline::default() };
+        }
     }
 
     /// The sequence number the next request gets.
@@ -162,25 +178,62 @@ impl Pipeline {
         }
     }
 
-    /// A piece of a large reply to single-part request `seq`, more of which follows. Returns what
-    /// to write to the client now when the request is at the front (every earlier reply is
-    /// written); otherwise keeps the piece with the part, to go out with the rest.
-    pub fn stream(&mut self, seq: u64, piece: Bytes) -> Option<Bytes> {
-        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
-        let Entry::Single(slot) = self.entries.get_mut(index)? else {
-            return None;
+    /// A piece of a large reply to single-part request `seq`, more of which follows, lent by the
+    /// node connection against `credit`. Kept with the part until [`Pipeline::release`] writes it:
+    /// at once when the request is at the front, else once every earlier reply is written. A
+    /// piece for a request no longer waiting is dropped and its credit given back at once.
+    pub fn stream(&mut self, seq: u64, piece: &[u8], credit: &Arc<StreamCredit>) {
+        let index = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok());
+        let p = match index.and_then(|i| self.entries.get(i)) {
+            Some(Entry::Single(slot)) => self.singles.get_mut(*slot).and_then(Option::as_mut),
+            _ => None,
         };
-        let p = self.singles.get_mut(*slot)?.as_mut()?;
-        if index > 0 {
-            p.held.extend_from_slice(&piece);
-            return None;
+        let Some(p) = p else {
+            return credit.give_back(piece.len());
+        };
+        p.held.extend_from_slice(piece);
+        p.credit.get_or_insert_with(|| Arc::clone(credit));
+    }
+
+    /// Writes what arrived of the streamed reply of the single part in `slot` (the front
+    /// request's) to `out`, keeping the credit to give back once it is written.
+    fn release_pieces(&mut self, slot: usize, out: &mut BytesMut) {
+        let Some(p) = self.singles.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if p.held.is_empty() {
+            return;
         }
         p.streamed = true;
-        if p.held.is_empty() {
-            return Some(piece);
+        if let Some(credit) = &p.credit {
+            self.credits.push((Arc::clone(credit), p.held.len()));
         }
-        p.held.extend_from_slice(&piece);
-        Some(p.held.split().freeze())
+        out.extend_from_slice(&p.held);
+        p.held.clear();
+    }
+
+    /// Whether the front request's reply is part-way out: its start is written, its end is not.
+    /// Nothing else may be written to the client until it is (pushes wait).
+    pub fn mid_stream(&self) -> bool {
+        match self.entries.front() {
+            Some(Entry::Single(slot)) => self.singles.get(*slot).and_then(Option::as_ref).is_some_and(|p| p.streamed),
+            // Its last piece is in, not yet written.
+            Some(Entry::Streamed(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether streamed pieces wait in the write buffer for their credit to be given back.
+    pub fn has_credit_out(&self) -> bool {
+        !self.credits.is_empty()
+    }
+
+    /// The write buffer was written out: the credit of the pieces in it goes back to their node
+    /// connections.
+    pub fn give_back_credit(&mut self) {
+        for (credit, written) in self.credits.drain(..) {
+            credit.give_back(written);
+        }
     }
 
     /// Stores the final reply of one part and hands back the parts deferred on it
@@ -233,7 +286,11 @@ impl Pipeline {
                 Some(Entry::Ready(reply)) => (reply, false),
                 Some(Entry::Streamed(reply)) => (reply, true),
                 Some(Entry::Close) => break true,
-                Some(Entry::Single(_) | Entry::Multi(_)) | None => break false,
+                Some(&Entry::Single(slot)) => {
+                    self.release_pieces(slot, out);
+                    break false;
+                }
+                Some(Entry::Multi(_)) | None => break false,
             };
             let meta = self.metas.front().copied().flatten();
             if let Some(meta) = meta {
@@ -350,192 +407,4 @@ fn prepend_to_bulk(text: &[u8], bulk: &Bytes) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::executor::Target;
-
-    fn meta() -> Meta {
-        Meta { label: 0, read_at: Instant::now(), dropped: false }
-    }
-
-    fn part() -> Part {
-        Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Slot(None), false)
-    }
-
-    fn part_named(payload: &'static [u8]) -> Part {
-        Part::new(Bytes::from_static(payload), Target::Slot(None), false)
-    }
-
-    #[test]
-    fn replies_released_together_are_counted_by_command_outcome_and_read_time() {
-        use crate::metrics::labels::label_index;
-        let metrics = Metrics::new();
-        let mut pipeline = Pipeline::default();
-        let (get, set) = (label_index("get"), label_index("set"));
-        let batch = Instant::now();
-        let later = batch + std::time::Duration::from_millis(1);
-        let replies: [(usize, Instant, &[u8]); 6] = [
-            (get, batch, b"$1\r\na\r\n"),
-            (get, batch, b"$-1\r\n"),
-            (get, batch, b"-WRONGTYPE x\r\n"),
-            (set, batch, b"+OK\r\n"),
-            (get, later, b"$1\r\nb\r\n"),
-            (get, batch, b"$1\r\nc\r\n"),
-        ];
-        for (label, read_at, reply) in replies {
-            pipeline.push_ready(Bytes::from_static(reply), Meta { label, read_at, dropped: false });
-        }
-        let mut out = BytesMut::new();
-        pipeline.release(&mut out, &metrics);
-        let text = metrics.render();
-        for (command, result, count) in [("get", "ok", 4), ("get", "error", 1), ("set", "ok", 1)] {
-            let series = format!("redisforge_commands_total{{command=\"{command}\",result=\"{result}\"}} {count}");
-            assert!(text.contains(&series), "{series} in\n{text}");
-        }
-        assert!(text.contains("redisforge_command_duration_seconds_count{command=\"get\"} 5"), "{text}");
-    }
-
-    #[test]
-    fn answered_out_of_order_replies_go_out_in_order_and_freed_slots_serve_new_parts() {
-        let metrics = Metrics::new();
-        let mut pipeline = Pipeline::default();
-        let seqs: Vec<u64> =
-            [&b"a"[..], b"b", b"c"].iter().map(|p| pipeline.push_single(part_named(p), meta())).collect();
-        let mut out = BytesMut::new();
-        pipeline.complete(seqs[1], 0, Bytes::from_static(b"+b\r\n"));
-        assert!(pipeline.part_mut(seqs[1], 0).is_none(), "answered");
-        pipeline.release(&mut out, &metrics);
-        assert!(out.is_empty(), "a is still out");
-        // d takes b's slot while a and c still wait in theirs.
-        let d = pipeline.push_single(part_named(b"d"), meta());
-        for (seq, payload) in [(seqs[0], &b"a"[..]), (seqs[2], b"c"), (d, b"d")] {
-            assert_eq!(&pipeline.part_mut(seq, 0).expect("waiting").payload[..], payload);
-        }
-        for (seq, reply) in [(d, &b"+d\r\n"[..]), (seqs[0], b"+a\r\n"), (seqs[2], b"+c\r\n")] {
-            pipeline.complete(seq, 0, Bytes::from_static(reply));
-        }
-        pipeline.release(&mut out, &metrics);
-        assert_eq!(&out[..], b"+a\r\n+b\r\n+c\r\n+d\r\n");
-        assert!(pipeline.is_empty());
-        assert_eq!(pipeline.singles.iter().filter(|slot| slot.is_some()).count(), 0, "every part dropped");
-        assert_eq!(pipeline.free.len(), pipeline.singles.len(), "every slot free again");
-    }
-
-    #[test]
-    fn a_streamed_reply_waits_for_earlier_replies_then_goes_out_in_order() {
-        let metrics = Metrics::new();
-        let mut pipeline = Pipeline::default();
-        let a = pipeline.push_single(part(), meta());
-        let b = pipeline.push_single(part(), meta());
-        // b's reply starts arriving before a's: its pieces are held.
-        assert_eq!(pipeline.stream(b, Bytes::from_static(b"$10\r\n01")), None);
-        assert_eq!(pipeline.stream(b, Bytes::from_static(b"234")), None);
-        let mut out = BytesMut::new();
-        pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
-        pipeline.release(&mut out, &metrics);
-        // Now at the front: what was held goes out with the next piece.
-        let now = pipeline.stream(b, Bytes::from_static(b"56")).expect("at the front");
-        out.extend_from_slice(&now);
-        assert_eq!(pipeline.stream(b, Bytes::from_static(b"7")).as_deref(), Some(&b"7"[..]));
-        out.extend_from_slice(b"7");
-        pipeline.complete(b, 0, Bytes::from_static(b"89\r\n"));
-        pipeline.release(&mut out, &metrics);
-        assert_eq!(&out[..], b":1\r\n$10\r\n0123456789\r\n");
-        assert!(pipeline.is_empty());
-        let text = metrics.render();
-        assert!(
-            text.contains(&format!(
-                "redisforge_commands_total{{command=\"{}\",result=\"error\"}} 0",
-                crate::metrics::labels::LABELS[0]
-            )),
-            "the rest of a streamed reply is not an error"
-        );
-    }
-
-    #[test]
-    fn the_proxy_sections_go_before_the_merged_info_in_either_protocol() {
-        let text = b"# Server\r\n\r\n";
-        let bulk = Bytes::from_static(b"$11\r\n# Keyspace\n\r\n");
-        assert_eq!(&prepend_to_bulk(text, &bulk)[..], b"$23\r\n# Server\r\n\r\n# Keyspace\n\r\n");
-        let verbatim = Bytes::from_static(b"=15\r\ntxt:# Keyspace\n\r\n");
-        assert_eq!(&prepend_to_bulk(text, &verbatim)[..], b"=27\r\ntxt:# Server\r\n\r\n# Keyspace\n\r\n");
-        let error = Bytes::from_static(b"-ERR no\r\n");
-        assert_eq!(prepend_to_bulk(text, &error), error);
-    }
-
-    #[test]
-    fn replies_are_released_in_request_order() {
-        let metrics = Metrics::new();
-        let mut pipeline = Pipeline::default();
-        let a = pipeline.push_single(part(), meta());
-        let b = pipeline.push_single(part(), meta());
-        pipeline.push_ready(Bytes::from_static(b"+local\r\n"), meta());
-        let mut out = BytesMut::new();
-        pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
-        assert!(!pipeline.release(&mut out, &metrics));
-        assert!(out.is_empty(), "b must wait for a");
-        pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
-        pipeline.release(&mut out, &metrics);
-        assert_eq!(&out[..], b":1\r\n:2\r\n+local\r\n");
-        assert!(pipeline.is_empty());
-    }
-
-    #[test]
-    fn multi_part_requests_merge_when_all_parts_are_in() {
-        let metrics = Metrics::new();
-        let mut pipeline = Pipeline::default();
-        let seq = pipeline.push_multi(vec![part(), part()], Merge::SumIntegers, Vec::new(), meta());
-        pipeline.complete(seq, 1, Bytes::from_static(b":2\r\n"));
-        let mut out = BytesMut::new();
-        pipeline.release(&mut out, &metrics);
-        assert!(out.is_empty());
-        // A duplicate reply for a part already answered changes nothing.
-        pipeline.complete(seq, 1, Bytes::from_static(b":5\r\n"));
-        pipeline.complete(seq, 0, Bytes::from_static(b":3\r\n"));
-        pipeline.release(&mut out, &metrics);
-        assert_eq!(&out[..], b":5\r\n");
-    }
-
-    #[test]
-    fn trailers_follow_the_replies_of_requests_read_before_them() {
-        let metrics = Metrics::new();
-        let mut pipeline = Pipeline::default();
-        let a = pipeline.push_single(part(), meta());
-        pipeline.push_trailer(Bytes::from_static(b">after-a\r\n"));
-        let b = pipeline.push_single(part(), meta());
-        let mut out = BytesMut::new();
-        pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
-        pipeline.release(&mut out, &metrics);
-        assert!(out.is_empty());
-        pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
-        pipeline.release(&mut out, &metrics);
-        assert_eq!(&out[..], b":1\r\n>after-a\r\n:2\r\n");
-        assert_eq!(pipeline.trailer_count(), 0);
-    }
-
-    #[test]
-    fn close_marker_stops_release() {
-        let metrics = Metrics::new();
-        let mut pipeline = Pipeline::default();
-        pipeline.push_ready(Bytes::from_static(b"+OK\r\n"), meta());
-        pipeline.push_close();
-        pipeline.push_ready(Bytes::from_static(b"+never\r\n"), meta());
-        let mut out = BytesMut::new();
-        assert!(pipeline.release(&mut out, &metrics));
-        assert_eq!(&out[..], b"+OK\r\n");
-    }
-
-    #[test]
-    fn stale_sequence_numbers_are_ignored() {
-        let metrics = Metrics::new();
-        let mut pipeline = Pipeline::default();
-        let seq = pipeline.push_single(part(), meta());
-        pipeline.complete(seq, 0, Bytes::from_static(b"+a\r\n"));
-        let mut out = BytesMut::new();
-        pipeline.release(&mut out, &metrics);
-        pipeline.complete(seq, 0, Bytes::from_static(b"+late\r\n"));
-        pipeline.complete(99, 0, Bytes::from_static(b"+future\r\n"));
-        assert!(pipeline.part_mut(seq, 0).is_none());
-        assert!(pipeline.is_empty());
-    }
-}
+mod tests;

@@ -153,13 +153,13 @@ impl Session {
             self.rehome_if_moved();
         }
         self.entry.set_subscribed(true);
-        let subs = self.subs.get_or_insert_with(Subscriptions::default);
+        let subs = self.subs.get_or_insert_with(Box::default);
         match name.as_slice() {
             b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe" | b"ping" => {
                 if name == b"ping" && !subs.conns.contains_key(&CLASSIC) && !subs.conns.is_empty() {
                     // Only sharded subscriptions: any of their connections answers PING.
                     let part = *subs.conns.keys().next().unwrap_or(&CLASSIC);
-                    return self.sub_send(part, request.bytes().clone());
+                    return self.sub_send(part, request.bytes().clone(), meta.dropped);
                 }
                 if name.starts_with(b"un") && request.argc() == 1 && !subs.conns.contains_key(&CLASSIC) {
                     // Nothing to unsubscribe from: Redis still confirms, with a null channel.
@@ -168,9 +168,9 @@ impl Session {
                     return self.leave_subscribed_if_done();
                 }
                 if !self.ensure_classic() {
-                    return self.sub_error(ProxyError::NoTopology);
+                    return self.sub_error(ProxyError::NoTopology, meta);
                 }
-                self.sub_send(CLASSIC, request.bytes().clone());
+                self.sub_send(CLASSIC, request.bytes().clone(), meta.dropped);
                 if name != b"ping" {
                     self.mirror_notifications(&name, request);
                 }
@@ -184,20 +184,20 @@ impl Session {
                         return self.leave_subscribed_if_done();
                     }
                     for part in parts {
-                        self.sub_send(part, request.bytes().clone());
+                        self.sub_send(part, request.bytes().clone(), meta.dropped);
                     }
                     return;
                 }
                 // Every channel of one SSUBSCRIBE must hash to one slot, as on Redis.
                 let slot = key_slot(request.arg(1));
                 if (2..request.argc()).any(|i| key_slot(request.arg(i)) != slot) {
-                    return self.sub_error(ProxyError::CrossSlot);
+                    return self.sub_error(ProxyError::CrossSlot, meta);
                 }
                 let Some(addr) = self.shared.topology.routing().master(slot).map(|p| p.addr().to_string()) else {
-                    return self.sub_error(ProxyError::SlotNotServed);
+                    return self.sub_error(ProxyError::SlotNotServed, meta);
                 };
                 let part = self.ensure_shard_conn(&addr);
-                self.sub_send(part, request.bytes().clone());
+                self.sub_send(part, request.bytes().clone(), meta.dropped);
             }
             b"quit" => {
                 self.pipeline.push_ready(reply::ok(), meta);
@@ -205,27 +205,39 @@ impl Session {
                 self.state.closing = true;
             }
             b"reset" => self.answer_locally(request, meta),
-            _ => self.sub_error(ProxyError::command(format!(
-                "ERR Can't execute '{}': {ALLOWED}",
-                String::from_utf8_lossy(&name)
-            ))),
+            _ => self.sub_error(
+                ProxyError::command(format!("ERR Can't execute '{}': {ALLOWED}", String::from_utf8_lossy(&name))),
+                meta,
+            ),
         }
     }
 
     /// A subscription command refused by the proxy; a client whose first subscription is refused
     /// is not in subscribed mode, as on Redis.
-    fn sub_error(&mut self, error: ProxyError) {
-        self.direct.extend_from_slice(&error.to_resp());
+    fn sub_error(&mut self, error: ProxyError, meta: Meta) {
+        self.write_direct(&error.to_resp(), meta.dropped);
         self.leave_subscribed_if_done();
     }
 
-    fn sub_send(&mut self, part: u32, payload: Bytes) {
+    /// Writes a frame outside the pipeline, unless it is `dropped`. Under CLIENT REPLY OFF or
+    /// SKIP Redis drops a subscription command's plain replies (a PING's answer, an error) but
+    /// still sends its confirmations and every message, which it writes as pushes
+    /// (`CLIENT_PUSHING` in Redis 7.0.15's pubsub.c).
+    fn write_direct(&mut self, frame: &[u8], dropped: bool) {
+        if !dropped {
+            self.direct.extend_from_slice(frame);
+        }
+    }
+
+    /// Sends a subscription command on connection `part`; `dropped`: its answers are not for the
+    /// client (its reply was skipped or turned off).
+    fn sub_send(&mut self, part: u32, payload: Bytes, dropped: bool) {
         let reply_to = self.exec.reply_sender();
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
             return;
         };
         let frames = expected_frames(&payload, conn);
-        conn.awaiting.expect(frames);
+        conn.awaiting.expect(frames, dropped);
         // Replies come back as pushes with the connection's tag; this channel is never read.
         conn.conn.send(UpstreamRequest {
             payload,
@@ -314,10 +326,13 @@ impl Session {
         // An error answers a whole command; a PING's answer is a `pong` frame, or (on a RESP3
         // connection) a plain reply that is no push.
         let refused = frame.starts_with(b"-");
+        // A plain answer (an error, a PING's) is dropped when its command's reply was; pushes never
+        // are (see `write_direct`).
+        let mut dropped = false;
         if refused {
-            conn.awaiting.refused();
+            dropped = conn.awaiting.refused();
         } else if matches!(kind.as_deref(), Some(b"pong")) || (!frame.starts_with(b">") && kind.is_none()) {
-            conn.awaiting.answered_one();
+            dropped = conn.awaiting.answered_one();
         }
         let confirmation = matches!(
             kind.as_deref(),
@@ -342,7 +357,7 @@ impl Session {
                 return;
             }
         }
-        self.direct.extend_from_slice(&frame);
+        self.write_direct(&frame, dropped);
         // A refused first subscription leaves the client in normal mode, as on Redis.
         if confirmation || refused {
             self.leave_subscribed_if_done();
@@ -407,7 +422,7 @@ impl Session {
             subs.conns.insert(part, replacement);
         }
         for payload in payloads {
-            self.sub_send(part, payload);
+            self.sub_send(part, payload, false);
         }
     }
 
@@ -431,7 +446,7 @@ impl Session {
             if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) {
                 conn.swallow += expected_frames(&payload, conn);
             }
-            self.sub_send(part, payload.clone());
+            self.sub_send(part, payload.clone(), false);
         }
     }
 

@@ -88,7 +88,7 @@ impl Session {
         self.entry.record_command(spec.metric_label);
         if self.paused(spec) {
             let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
-            self.held = Some((request, read_at, until, dropped));
+            self.held = Some(Box::new(super::Held { request, read_at, until, dropped }));
             return;
         }
         // RESP2 subscribed mode takes every command; in RESP3 other commands run normally.

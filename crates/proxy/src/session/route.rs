@@ -91,7 +91,7 @@ impl Session {
         if self.pipeline.is_empty() {
             return self.on_pubsub(&request, meta);
         }
-        self.deferred = Some((request, meta));
+        self.deferred = Some(Box::new((request, meta)));
         self.hold_reading = true;
     }
 

@@ -294,7 +294,7 @@ impl Session {
                 continue;
             }
             if self.entry.poll_signalled(cx).is_ready() {
-                match self.on_signal() {
+                match self.on_signal(io) {
                     true => io.reading &= !self.shared.clients.is_stopping(),
                     false => return Poll::Ready(Ok(Turn::Drop)),
                 }
@@ -319,7 +319,7 @@ impl Session {
     /// streamed reply (whose node connection waits for the credit) or a large buffer.
     #[inline]
     fn waits_for_batch(&self, io: &ClientIo) -> bool {
-        !io.waited && !self.pipeline.is_empty() && self.stream_credits.is_empty() && io.wbuf.len() < BATCH_WAIT_BYTES
+        !io.waited && !self.pipeline.is_empty() && !self.pipeline.has_credit_out() && io.wbuf.len() < BATCH_WAIT_BYTES
     }
 
     /// `written` bytes went to the client; once all are, the buffer is flushed and kept, and the
@@ -329,9 +329,7 @@ impl Session {
         if io.wbuf.is_empty() {
             io.waited = false;
             io.written_out();
-            for (credit, written) in self.stream_credits.drain(..) {
-                credit.give_back(written);
-            }
+            self.pipeline.give_back_credit();
             io.flushing = true;
         }
     }
@@ -369,15 +367,23 @@ impl Session {
                 "a streamed reply broke off: closing the client connection");
             return Settled::Drop;
         }
-        if !self.direct.is_empty() {
+        // Frames outside the pipeline (pushes, subscription frames) go before the replies released
+        // now, but never inside a streamed reply: they wait for its end.
+        if !self.direct.is_empty() && !self.pipeline.mid_stream() {
             io.wbuf.extend_from_slice(&self.direct.split());
         }
-        io.closing |= self.pipeline.release(&mut io.wbuf, &self.shared.metrics);
+        let closed = self.pipeline.release(&mut io.wbuf, &self.shared.metrics);
+        // A streamed reply that ended just now lets the frames that waited for it go.
+        if !self.direct.is_empty() && !closed && !self.pipeline.mid_stream() {
+            io.wbuf.extend_from_slice(&self.direct.split());
+        }
+        io.closing |= closed;
         // After the release: the replies it takes may be dropped ones (CLIENT REPLY SKIP), which
         // empty the pipeline with nothing to write, and so no later pass would look again.
         if self.pipeline.is_empty()
-            && let Some((request, meta)) = self.deferred.take()
+            && let Some(deferred) = self.deferred.take()
         {
+            let (request, meta) = *deferred;
             self.on_pubsub(&request, meta);
             return Settled::Again;
         }
@@ -397,13 +403,14 @@ impl Session {
             self.entry.set_blocked(0, false);
             self.pending_unblock = None;
         }
-        if let Some((request, read_at, until, dropped)) = self.held.take() {
+        if let Some(mut held) = self.held.take() {
             let pause = self.shared.clients.current_pause();
-            if pause.is_none() || Instant::now() >= until {
-                self.run_request(&io.shared, request, read_at, dropped);
+            if pause.is_none() || Instant::now() >= held.until {
+                self.run_request(&io.shared, held.request, held.read_at, held.dropped);
                 return Settled::Again;
             }
-            self.held = Some((request, read_at, pause.map_or(until, |p| p.until), dropped));
+            held.until = pause.map_or(held.until, |p| p.until);
+            self.held = Some(held);
         }
         if self.paused_input_can_run() && !io.closing {
             self.paused_input = false;
@@ -451,7 +458,7 @@ impl Session {
 
     /// Another client signalled this one. CLIENT KILL closes at once, as Redis does (returns
     /// false); an unpause only needs the loop to look at the held request again.
-    fn on_signal(&mut self) -> bool {
+    fn on_signal(&mut self, io: &mut ClientIo) -> bool {
         if self.entry.is_killed() {
             tracing::debug!(client = self.state.id, peer = %self.state.peer, "client killed");
             return false;
@@ -461,14 +468,42 @@ impl Session {
             self.pending_unblock = Some((how, Instant::now()));
             self.retry_unblock();
         }
+        if self.entry.take_trim() {
+            self.give_back_idle_memory(io);
+        }
         true
+    }
+
+    /// The client has sent nothing for a while ([`Clients::trim_idle`](super::clients::Clients::trim_idle)):
+    /// the buffers its last busy moment left empty are given back, so that an idle client holds
+    /// little more than its socket; the next request takes them again at their first size. Only
+    /// empty ones: a client idle while its requests are out keeps what they use.
+    fn give_back_idle_memory(&mut self, io: &mut ClientIo) {
+        if io.rbuf.is_empty() {
+            io.rbuf = BytesMut::new();
+            // The next read is sized by the client's usual requests, not as a burst's next chunk.
+            io.last_read_len = 0;
+        }
+        if io.wbuf.is_empty() {
+            io.wbuf = BytesMut::new();
+        }
+        if self.direct.is_empty() {
+            self.direct = BytesMut::new();
+        }
+        if self.reply_batch.is_empty() {
+            self.reply_batch = std::collections::VecDeque::new();
+        }
+        self.keys = Vec::new();
+        self.acl_keys = Vec::new();
+        self.pipeline.give_back_idle_memory();
+        self.exec.give_back_idle_memory();
     }
 
     /// When the loop must wake up without an event: a part's retry, a pause's end, an unblock
     /// to send again.
     #[inline]
     fn next_wake(&self) -> Option<Instant> {
-        let held = self.held.as_ref().map(|h| h.2);
+        let held = self.held.as_ref().map(|h| h.until);
         let unblock = self.pending_unblock.map(|(_, at)| at);
         self.exec.next_retry().into_iter().chain(held).chain(unblock).min()
     }

@@ -57,7 +57,7 @@ impl Session {
                 if self.tx.is_some() {
                     return self.push_error(ProxyError::command("ERR MULTI calls can not be nested"), meta);
                 }
-                self.tx = Some(Transaction { slot: self.watch_slot.flatten(), ..Transaction::default() });
+                self.tx = Some(Box::new(Transaction { slot: self.watch_slot.flatten(), ..Transaction::default() }));
                 self.pipeline.push_ready(reply::ok(), meta);
             }
             b"DISCARD" => {

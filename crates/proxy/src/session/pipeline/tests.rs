@@ -1,0 +1,230 @@
+use super::*;
+use crate::executor::Target;
+
+fn meta() -> Meta {
+    Meta { label: 0, read_at: Instant::now(), dropped: false }
+}
+
+fn part() -> Part {
+    Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Slot(None), false)
+}
+
+fn part_named(payload: &'static [u8]) -> Part {
+    Part::new(Bytes::from_static(payload), Target::Slot(None), false)
+}
+
+#[test]
+fn replies_released_together_are_counted_by_command_outcome_and_read_time() {
+    use crate::metrics::labels::label_index;
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::default();
+    let (get, set) = (label_index("get"), label_index("set"));
+    let batch = Instant::now();
+    let later = batch + std::time::Duration::from_millis(1);
+    let replies: [(usize, Instant, &[u8]); 6] = [
+        (get, batch, b"$1\r\na\r\n"),
+        (get, batch, b"$-1\r\n"),
+        (get, batch, b"-WRONGTYPE x\r\n"),
+        (set, batch, b"+OK\r\n"),
+        (get, later, b"$1\r\nb\r\n"),
+        (get, batch, b"$1\r\nc\r\n"),
+    ];
+    for (label, read_at, reply) in replies {
+        pipeline.push_ready(Bytes::from_static(reply), Meta { label, read_at, dropped: false });
+    }
+    let mut out = BytesMut::new();
+    pipeline.release(&mut out, &metrics);
+    let text = metrics.render();
+    for (command, result, count) in [("get", "ok", 4), ("get", "error", 1), ("set", "ok", 1)] {
+        let series = format!("redisforge_commands_total{{command=\"{command}\",result=\"{result}\"}} {count}");
+        assert!(text.contains(&series), "{series} in\n{text}");
+    }
+    assert!(text.contains("redisforge_command_duration_seconds_count{command=\"get\"} 5"), "{text}");
+}
+
+#[test]
+fn only_an_empty_pipeline_gives_its_memory_back_and_numbering_goes_on() {
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::default();
+    let first = pipeline.push_single(part(), meta());
+    let second = pipeline.push_single(part(), meta());
+    pipeline.complete(first, 0, Bytes::from_static(b"+PONG\r\n"));
+    let mut out = BytesMut::new();
+    pipeline.release(&mut out, &metrics);
+    pipeline.give_back_idle_memory();
+    assert!(pipeline.part_mut(second, 0).is_some(), "a waiting part is kept");
+    assert!(pipeline.singles.capacity() > 0);
+    pipeline.complete(second, 0, Bytes::from_static(b"+PONG\r\n"));
+    pipeline.release(&mut out, &metrics);
+    pipeline.give_back_idle_memory();
+    assert_eq!(pipeline.singles.capacity() + pipeline.free.capacity() + pipeline.entries.capacity(), 0);
+    assert_eq!(pipeline.metas.capacity(), 0);
+    assert_eq!(pipeline.push_single(part(), meta()), second + 1, "sequence numbers go on");
+    assert_eq!(&out[..], b"+PONG\r\n+PONG\r\n");
+}
+
+#[test]
+fn answered_out_of_order_replies_go_out_in_order_and_freed_slots_serve_new_parts() {
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::default();
+    let seqs: Vec<u64> = [&b"a"[..], b"b", b"c"].iter().map(|p| pipeline.push_single(part_named(p), meta())).collect();
+    let mut out = BytesMut::new();
+    pipeline.complete(seqs[1], 0, Bytes::from_static(b"+b\r\n"));
+    assert!(pipeline.part_mut(seqs[1], 0).is_none(), "answered");
+    pipeline.release(&mut out, &metrics);
+    assert!(out.is_empty(), "a is still out");
+    // d takes b's slot while a and c still wait in theirs.
+    let d = pipeline.push_single(part_named(b"d"), meta());
+    for (seq, payload) in [(seqs[0], &b"a"[..]), (seqs[2], b"c"), (d, b"d")] {
+        assert_eq!(&pipeline.part_mut(seq, 0).expect("waiting").payload[..], payload);
+    }
+    for (seq, reply) in [(d, &b"+d\r\n"[..]), (seqs[0], b"+a\r\n"), (seqs[2], b"+c\r\n")] {
+        pipeline.complete(seq, 0, Bytes::from_static(reply));
+    }
+    pipeline.release(&mut out, &metrics);
+    assert_eq!(&out[..], b"+a\r\n+b\r\n+c\r\n+d\r\n");
+    assert!(pipeline.is_empty());
+    assert_eq!(pipeline.singles.iter().filter(|slot| slot.is_some()).count(), 0, "every part dropped");
+    assert_eq!(pipeline.free.len(), pipeline.singles.len(), "every slot free again");
+}
+
+#[test]
+fn a_streamed_reply_waits_for_earlier_replies_then_goes_out_in_order() {
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::default();
+    let a = pipeline.push_single(part(), meta());
+    let b = pipeline.push_single(part(), meta());
+    let credit = Arc::new(StreamCredit::default());
+    // b's reply starts arriving before a's: its pieces are held, their credit still lent.
+    for piece in [&b"$10\r\n01"[..], b"234"] {
+        credit.lend(piece.len());
+        pipeline.stream(b, piece, &credit);
+    }
+    let mut out = BytesMut::new();
+    pipeline.release(&mut out, &metrics);
+    assert!(out.is_empty() && !pipeline.mid_stream() && !pipeline.has_credit_out());
+    // a's reply releases what b held: b is now part-way out, and once the buffer is written
+    // the held pieces' credit goes back (it used to stay lent until b's next piece came,
+    // which a connection out of credit never read).
+    pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
+    pipeline.release(&mut out, &metrics);
+    assert_eq!(&out[..], b":1\r\n$10\r\n01234");
+    assert!(pipeline.mid_stream());
+    pipeline.give_back_credit();
+    assert_eq!(credit.outstanding(), 0);
+    credit.lend(2);
+    pipeline.stream(b, b"56", &credit);
+    pipeline.release(&mut out, &metrics);
+    pipeline.complete(b, 0, Bytes::from_static(b"789\r\n"));
+    assert!(pipeline.mid_stream(), "the end is in, not out");
+    pipeline.release(&mut out, &metrics);
+    assert_eq!(&out[..], b":1\r\n$10\r\n0123456789\r\n");
+    assert!(pipeline.is_empty() && !pipeline.mid_stream());
+    pipeline.give_back_credit();
+    assert_eq!(credit.outstanding(), 0);
+    let text = metrics.render();
+    assert!(
+        text.contains(&format!(
+            "redisforge_commands_total{{command=\"{}\",result=\"error\"}} 0",
+            crate::metrics::labels::LABELS[0]
+        )),
+        "the rest of a streamed reply is not an error"
+    );
+}
+
+#[test]
+fn a_piece_for_a_request_no_longer_waiting_gives_its_credit_back_at_once() {
+    let mut pipeline = Pipeline::default();
+    let credit = Arc::new(StreamCredit::default());
+    credit.lend(5);
+    pipeline.stream(7, b"12345", &credit);
+    assert_eq!(credit.outstanding(), 0);
+    assert!(!pipeline.has_credit_out());
+}
+
+#[test]
+fn the_proxy_sections_go_before_the_merged_info_in_either_protocol() {
+    let text = b"# Server\r\n\r\n";
+    let bulk = Bytes::from_static(b"$11\r\n# Keyspace\n\r\n");
+    assert_eq!(&prepend_to_bulk(text, &bulk)[..], b"$23\r\n# Server\r\n\r\n# Keyspace\n\r\n");
+    let verbatim = Bytes::from_static(b"=15\r\ntxt:# Keyspace\n\r\n");
+    assert_eq!(&prepend_to_bulk(text, &verbatim)[..], b"=27\r\ntxt:# Server\r\n\r\n# Keyspace\n\r\n");
+    let error = Bytes::from_static(b"-ERR no\r\n");
+    assert_eq!(prepend_to_bulk(text, &error), error);
+}
+
+#[test]
+fn replies_are_released_in_request_order() {
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::default();
+    let a = pipeline.push_single(part(), meta());
+    let b = pipeline.push_single(part(), meta());
+    pipeline.push_ready(Bytes::from_static(b"+local\r\n"), meta());
+    let mut out = BytesMut::new();
+    pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
+    assert!(!pipeline.release(&mut out, &metrics));
+    assert!(out.is_empty(), "b must wait for a");
+    pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
+    pipeline.release(&mut out, &metrics);
+    assert_eq!(&out[..], b":1\r\n:2\r\n+local\r\n");
+    assert!(pipeline.is_empty());
+}
+
+#[test]
+fn multi_part_requests_merge_when_all_parts_are_in() {
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::default();
+    let seq = pipeline.push_multi(vec![part(), part()], Merge::SumIntegers, Vec::new(), meta());
+    pipeline.complete(seq, 1, Bytes::from_static(b":2\r\n"));
+    let mut out = BytesMut::new();
+    pipeline.release(&mut out, &metrics);
+    assert!(out.is_empty());
+    // A duplicate reply for a part already answered changes nothing.
+    pipeline.complete(seq, 1, Bytes::from_static(b":5\r\n"));
+    pipeline.complete(seq, 0, Bytes::from_static(b":3\r\n"));
+    pipeline.release(&mut out, &metrics);
+    assert_eq!(&out[..], b":5\r\n");
+}
+
+#[test]
+fn trailers_follow_the_replies_of_requests_read_before_them() {
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::default();
+    let a = pipeline.push_single(part(), meta());
+    pipeline.push_trailer(Bytes::from_static(b">after-a\r\n"));
+    let b = pipeline.push_single(part(), meta());
+    let mut out = BytesMut::new();
+    pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
+    pipeline.release(&mut out, &metrics);
+    assert!(out.is_empty());
+    pipeline.complete(a, 0, Bytes::from_static(b":1\r\n"));
+    pipeline.release(&mut out, &metrics);
+    assert_eq!(&out[..], b":1\r\n>after-a\r\n:2\r\n");
+    assert_eq!(pipeline.trailer_count(), 0);
+}
+
+#[test]
+fn close_marker_stops_release() {
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::default();
+    pipeline.push_ready(Bytes::from_static(b"+OK\r\n"), meta());
+    pipeline.push_close();
+    pipeline.push_ready(Bytes::from_static(b"+never\r\n"), meta());
+    let mut out = BytesMut::new();
+    assert!(pipeline.release(&mut out, &metrics));
+    assert_eq!(&out[..], b"+OK\r\n");
+}
+
+#[test]
+fn stale_sequence_numbers_are_ignored() {
+    let metrics = Metrics::new();
+    let mut pipeline = Pipeline::default();
+    let seq = pipeline.push_single(part(), meta());
+    pipeline.complete(seq, 0, Bytes::from_static(b"+a\r\n"));
+    let mut out = BytesMut::new();
+    pipeline.release(&mut out, &metrics);
+    pipeline.complete(seq, 0, Bytes::from_static(b"+late\r\n"));
+    pipeline.complete(99, 0, Bytes::from_static(b"+future\r\n"));
+    assert!(pipeline.part_mut(seq, 0).is_none());
+    assert!(pipeline.is_empty());
+}
