@@ -2,7 +2,8 @@
 //! with the same bytes: PING's arity, request headers that count no arguments, CLIENT REPLY
 //! OFF/ON/SKIP (also ahead of a subscription that waits for the skipped reply, for a command
 //! CLIENT PAUSE holds, for a reply large enough to stream, for RESET, and for requests read before
-//! the client half-closes, for a subscribed client's PING and pushes), nothing run after QUIT, a `no_multi` command inside MULTI; and
+//! the client half-closes, for a subscribed client's PING and pushes), a RESP3 subscriber
+//! switching to RESP2, nothing run after QUIT, a `no_multi` command inside MULTI; and
 //! RANDOMKEY drawing from every master.
 
 use std::collections::HashSet;
@@ -119,6 +120,28 @@ fn a_subscribed_ping_and_error_are_silenced_while_replies_are_off_but_pushes_are
     let message = "*3\r\n$7\r\nmessage\r\n$10\r\n{silent}ch\r\n$1\r\nm\r\n";
     let unsubscribed = "*3\r\n$11\r\nunsubscribe\r\n$10\r\n{silent}ch\r\n:0\r\n";
     assert_eq!(answer, format!("{subscribed}{message}{unsubscribed}+OK\r\n+PONG\r\n+OK\r\n"));
+}
+
+#[test]
+fn a_resp3_subscriber_that_switches_to_resp2_gets_what_a_resp2_subscriber_gets() {
+    // HELLO's replies, which differ between the two, are skipped.
+    let answer = same_on_both("HELLO 2 while subscribed in RESP3", |addr| {
+        let mut sub = TcpStream::connect(addr).expect("connect");
+        sub.write_all(b"CLIENT REPLY SKIP\r\nHELLO 3\r\nSUBSCRIBE {hello2}ch\r\n").expect("write");
+        let mut seen = read_until(&mut sub, WAIT, |r| r.ends_with(b":1\r\n"));
+        sub.write_all(b"CLIENT REPLY SKIP\r\nHELLO 2\r\nPING\r\nPING hi\r\n").expect("HELLO 2");
+        seen.extend(read_until(&mut sub, WAIT, |r| r.ends_with(b"$2\r\nhi\r\n")));
+        publish_until_heard(addr, "{hello2}ch", "m");
+        seen.extend(read_until(&mut sub, WAIT, |r| r.ends_with(b"$1\r\nm\r\n")));
+        sub.write_all(b"GET {hello2}k\r\nUNSUBSCRIBE\r\nUNSUBSCRIBE\r\nQUIT\r\n").expect("UNSUBSCRIBE");
+        seen.extend(read_until(&mut sub, WAIT, |_| false));
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let pongs = "*2\r\n$4\r\npong\r\n$0\r\n\r\n*2\r\n$4\r\npong\r\n$2\r\nhi\r\n";
+    let message = "*3\r\n$7\r\nmessage\r\n$10\r\n{hello2}ch\r\n$1\r\nm\r\n";
+    assert!(answer.starts_with(">3\r\n$9\r\nsubscribe\r\n$10\r\n{hello2}ch\r\n:1\r\n"), "{answer}");
+    assert!(answer.contains(&format!("{pongs}{message}-ERR Can't execute 'get'")), "{answer}");
+    assert!(answer.ends_with("*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n+OK\r\n"), "{answer}");
 }
 
 #[test]

@@ -138,9 +138,10 @@ fn subscription_moves_to_another_node_when_its_node_dies() {
 }
 
 #[test]
-fn a_first_subscription_the_node_refuses_with_one_error_leaves_the_client_in_normal_mode() {
+fn a_sharded_subscription_follows_moved_and_one_the_node_refuses_leaves_normal_mode() {
     // The proxy's map is stale: the slot moved after the proxy read it, so the sharded
-    // subscription goes to the old owner, which refuses both channels with a single -MOVED.
+    // subscription goes to the old owner, which refuses both channels with a single -MOVED. The
+    // proxy follows it, as it does for any request: the client only sees the confirmations.
     let cluster = Cluster::start(ClusterOptions::default());
     let proxy = Proxy::start(&cluster, ProxyOptions::default());
     let slot = cluster.slot_for_key("{refused}a");
@@ -149,13 +150,36 @@ fn a_first_subscription_the_node_refuses_with_one_error_leaves_the_client_in_nor
     cluster.migrate_slot(slot, &from, &to);
     let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
     std::io::Write::write_all(&mut client, b"SSUBSCRIBE {refused}a {refused}b\r\n").expect("write");
-    let refusal = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| r.ends_with(b"\r\n"));
+    let wait = Duration::from_secs(5);
+    let confirmed = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b":2\r\n"));
+    let expected =
+        "*3\r\n$10\r\nssubscribe\r\n$10\r\n{refused}a\r\n:1\r\n*3\r\n$10\r\nssubscribe\r\n$10\r\n{refused}b\r\n:2\r\n";
+    assert_eq!(String::from_utf8_lossy(&confirmed), expected);
+    let receivers: i64 =
+        redis::cmd("SPUBLISH").arg("{refused}a").arg("hi").query(&mut proxy.client()).expect("SPUBLISH");
+    assert_eq!(receivers, 1, "subscribed on the slot's new owner");
+    let message = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b"hi\r\n"));
+    assert_eq!(String::from_utf8_lossy(&message), "*3\r\n$8\r\nsmessage\r\n$10\r\n{refused}a\r\n$2\r\nhi\r\n");
+    std::io::Write::write_all(&mut client, b"SUNSUBSCRIBE\r\nGET {refused}a\r\n").expect("write");
+    let left = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b"$-1\r\n"));
+    assert!(String::from_utf8_lossy(&left).ends_with(":0\r\n$-1\r\n"), "{}", String::from_utf8_lossy(&left));
+
+    // A refusal that is no redirection (the nodes' default user, which the proxy logs in as,
+    // may not use the channel) reaches the client; its first subscription refused, the client
+    // is not subscribed (as on Redis), and nothing waits for confirmations that never come.
+    for node in cluster.masters() {
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", "default", "resetchannels", "&{refused}a"])
+            .query(&mut cluster.client(&node))
+            .expect("ACL SETUSER");
+    }
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    std::io::Write::write_all(&mut client, b"SSUBSCRIBE {refused}c\r\n").expect("write");
+    let refusal = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b"\r\n"));
     let refusal = String::from_utf8_lossy(&refusal).into_owned();
-    // The node refused the client's first subscription: the client is not subscribed (as on
-    // Redis), and nothing waits for confirmations that never come. Its GET runs normally.
-    assert!(refusal.starts_with('-'), "{refusal}");
+    assert!(refusal.starts_with("-NOPERM"), "{refusal}");
     std::io::Write::write_all(&mut client, b"GET {refused}a\r\n").expect("write");
-    let got = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| r.ends_with(b"\r\n"));
+    let got = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b"\r\n"));
     assert_eq!(String::from_utf8_lossy(&got), "$-1\r\n", "GET after {refusal:?}");
 }
 

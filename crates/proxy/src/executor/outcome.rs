@@ -56,6 +56,9 @@ pub fn on_reply(
     now: impl Fn() -> Instant,
 ) -> Outcome {
     let reply = match result {
+        // The end of a reply whose pieces were passed on: the tail of a value, however it reads
+        // (a value may hold `-TRYAGAIN\r\n`), never a redirection or an error to act on.
+        Ok(reply) if part.reply_started() => return Outcome::Done { reply, stale_map: false },
         Ok(reply) => reply,
         Err(error) => return on_failure(part, error, policy, now()),
     };
@@ -107,6 +110,12 @@ fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: I
     if part.streamed {
         return Outcome::Broken;
     }
+    // Pieces that came but were not written yet go with the reply they began: the client gets
+    // the error alone, never half a value followed by it.
+    if let Some(credit) = part.credit.take() {
+        credit.give_back(part.held.len());
+    }
+    part.held.clear();
     // The own connection holds state (WATCH, MULTI) that a retry elsewhere would not have: its
     // failures go to the client, unless the connection holds nothing of the client's.
     let own = part.target == Target::Owned;
@@ -223,6 +232,24 @@ mod tests {
         let mut streamed = get();
         streamed.streamed = true;
         assert_eq!(on_failure(&mut streamed, UpstreamError::Timeout, POLICY, now), Outcome::Broken);
+        // Pieces held, none written: dropped, and the error is the whole answer.
+        let mut held = get();
+        held.held.extend_from_slice(b"$100\r\nabc");
+        assert_eq!(
+            on_failure(&mut held, UpstreamError::Timeout, POLICY, now),
+            Outcome::Failed { error: UpstreamError::Timeout.into(), own_lost: false }
+        );
+        assert!(held.held.is_empty());
+    }
+
+    #[test]
+    fn the_end_of_a_reply_passed_on_in_pieces_is_never_acted_on() {
+        let mut part = get();
+        part.held.extend_from_slice(b"$22\r\nabc\r\n");
+        let tail = reply(b"-TRYAGAIN x\r\n-ASK 1 evil:1\r\n\r\n");
+        let outcome = on_reply(&mut part, tail.clone(), POLICY, &Scripts::default(), Instant::now);
+        assert_eq!(outcome, Outcome::Done { reply: tail.expect("ok"), stale_map: false });
+        assert_eq!(part.redirect, None);
     }
 
     #[test]

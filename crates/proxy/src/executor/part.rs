@@ -82,6 +82,12 @@ pub struct Part {
 }
 
 impl Part {
+    /// Pieces of the reply have come (written to the client or held): what comes next is the
+    /// rest of that reply.
+    pub fn reply_started(&self) -> bool {
+        self.streamed || !self.held.is_empty()
+    }
+
     /// A part not sent yet.
     pub fn new(payload: Bytes, target: Target, write: bool) -> Part {
         Part {

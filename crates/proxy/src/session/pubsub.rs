@@ -8,18 +8,21 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::Session;
-use super::awaited::Awaited;
+use super::awaited::{Awaited, Pending};
 use super::pipeline::Meta;
 use super::recent::{REMEMBER_FOR, RecentMessages};
 use crate::error::ProxyError;
+use crate::redirect::{self, MAX_HOPS, Redirect};
 use crate::resp::reply::Protocol;
-use crate::resp::{Request, reply, request::encode_command, scan};
+use crate::resp::{Request, reply, request::encode_command};
 use crate::router::PUBSUB_HOME_SLOT;
 use crate::slot::key_slot;
+use crate::topology::Trigger;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
+use frames::{expected_frames, frame_kind, nothing_unsubscribed, parse_confirmation};
 
 /// `part` of the tag of the classic (non-sharded) subscription connection.
 const CLASSIC: u32 = 0;
@@ -50,6 +53,9 @@ struct SubConn {
     /// The node's last reported subscription count.
     count: i64,
     sharded: bool,
+    /// Opened in RESP3: its frames are pushes, which a client that switched to RESP2 since
+    /// (`HELLO 2`) gets as arrays ([`frames::in_resp2`]).
+    resp3: bool,
     /// A mirror: carries only keyspace-notification subscriptions to a master other than the
     /// home (notifications are published on each node for its own keys and never travel the
     /// cluster bus); its confirmations are swallowed, its messages delivered.
@@ -66,70 +72,7 @@ fn is_notification(name: &[u8]) -> bool {
     name.starts_with(b"__key")
 }
 
-/// The kind of a pub/sub frame (`message`, `subscribe` …): the first bulk of an array.
-fn frame_kind(frame: &[u8]) -> Option<&[u8]> {
-    // RESP2 arrays and RESP3 pushes alike.
-    let (b'*' | b'>', _, first) = scan::header(frame, 0)? else {
-        return None;
-    };
-    bulk_at(frame, first)
-}
-
-/// The content of the bulk string at `at` in `frame`; `None` for anything else (a null included).
-fn bulk_at(frame: &[u8], at: usize) -> Option<&[u8]> {
-    scan::string_at(frame, at).and_then(|(kind, payload)| (kind == b'$').then_some(payload))
-}
-
-/// `(kind, channel, count)` of a (un)subscribe confirmation, RESP2 array or RESP3 push; the
-/// channel is `None` for the null of an unsubscribe with nothing subscribed.
-fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>, i64)> {
-    let (_, _, mut at) = scan::header(frame, 0)?;
-    let mut elements = Vec::with_capacity(3);
-    for _ in 0..3 {
-        let len = crate::resp::FrameScanner::new().scan(frame.get(at..)?).ok()??;
-        elements.push(&frame[at..at + len]);
-        at += len;
-    }
-    let bulk = |element: &[u8]| bulk_at(element, 0).map(<[u8]>::to_vec);
-    let kind = bulk(elements[0])?.to_ascii_lowercase();
-    let name = bulk(elements[1]).map(Bytes::from);
-    let count = std::str::from_utf8(elements[2].strip_prefix(b":")?.strip_suffix(b"\r\n")?).ok()?.parse().ok()?;
-    Some((kind, name, count))
-}
-
-/// How many frames the node will answer `payload` with on a subscribed connection: one per
-/// channel for (un)subscriptions (for an argument-less unsubscribe, one per current subscription,
-/// at least one), one for PING.
-fn expected_frames(payload: &[u8], conn: &SubConn) -> usize {
-    let Some(kind) = frame_kind(payload).map(<[u8]>::to_ascii_lowercase) else {
-        return 0;
-    };
-    let argc: usize = payload
-        .strip_prefix(b"*")
-        .and_then(|p| p.split(|&b| b == b'\r').next())
-        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
-        .unwrap_or(1);
-    let channels = argc.saturating_sub(1);
-    match kind.as_slice() {
-        b"ping" => 1,
-        b"subscribe" | b"psubscribe" | b"ssubscribe" => channels,
-        b"unsubscribe" | b"sunsubscribe" if channels == 0 => conn.channels.len().max(1),
-        b"punsubscribe" if channels == 0 => conn.patterns.len().max(1),
-        b"unsubscribe" | b"sunsubscribe" | b"punsubscribe" => channels,
-        _ => 1,
-    }
-}
-
-/// The confirmation of an unsubscribe with nothing subscribed: a null channel and a count of 0,
-/// as an array in RESP2 and a push in RESP3.
-fn nothing_unsubscribed(kind: &[u8], protocol: Protocol) -> Bytes {
-    let mut out = BytesMut::new();
-    reply::put_header(&mut out, if protocol == Protocol::Resp3 { b'>' } else { b'*' }, 3);
-    reply::put_bulk(&mut out, kind);
-    out.extend_from_slice(&reply::null(protocol));
-    reply::put_integer(&mut out, 0);
-    out.freeze()
-}
+mod frames;
 
 const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
 
@@ -229,15 +172,23 @@ impl Session {
         }
     }
 
-    /// Sends a subscription command on connection `part`; `dropped`: its answers are not for the
-    /// client (its reply was skipped or turned off).
+    /// Sends the client's subscription command on connection `part`; `dropped`: its plain
+    /// answers are not for the client (its reply was skipped or turned off). An SSUBSCRIBE the
+    /// node refuses with `-MOVED` is sent again where it points ([`Session::follow_moved`]).
     fn sub_send(&mut self, part: u32, payload: Bytes, dropped: bool) {
+        let resend = frame_kind(&payload).is_some_and(|k| k.eq_ignore_ascii_case(b"ssubscribe"));
+        let resend = resend.then(|| (payload.clone(), 0));
+        self.sub_send_as(part, payload, dropped, resend);
+    }
+
+    /// Sends a subscription command on connection `part` (see [`Awaited::expect`]).
+    fn sub_send_as(&mut self, part: u32, payload: Bytes, dropped: bool, resend: Option<(Bytes, u8)>) {
         let reply_to = self.exec.reply_sender();
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
             return;
         };
-        let frames = expected_frames(&payload, conn);
-        conn.awaiting.expect(frames, dropped);
+        let frames = expected_frames(&payload, conn.channels.len(), conn.patterns.len());
+        conn.awaiting.expect(frames, dropped, resend);
         // Replies come back as pushes with the connection's tag; this channel is never read.
         conn.conn.send(UpstreamRequest {
             payload,
@@ -250,13 +201,14 @@ impl Session {
         });
     }
 
-    fn open(&mut self, addr: &str, part: u32) -> OwnedConn {
+    /// A subscription connection to `addr`, in the client's protocol.
+    fn open(&mut self, addr: &str, part: u32, sharded: bool) -> SubConn {
         let tag = Tag { seq: PUSH.seq, part };
         // Channel permissions are the proxy's to check (nothing on a subscribed connection runs
         // a script), so it stays the upstream user.
-        let resp3 = self.state.protocol == crate::resp::reply::Protocol::Resp3;
+        let resp3 = self.state.protocol == Protocol::Resp3;
         let mode = ConnMode { pushes: Some((self.exec.reply_sender(), tag)), ..ConnMode::owned(resp3, None) };
-        self.shared.topology.upstreams().owned(addr, mode)
+        SubConn::new(self.shared.topology.upstreams().owned(addr, mode), sharded, resp3)
     }
 
     /// The classic subscription connection, opened to a master when there is none.
@@ -268,12 +220,10 @@ impl Session {
             return false;
         };
         let generation = self.shared.topology.routing().generation;
-        let conn = self.open(&addr, CLASSIC);
+        let conn = self.open(&addr, CLASSIC, false);
         if let Some(subs) = self.subs.as_mut() {
             subs.generation = generation;
-        }
-        if let Some(subs) = self.subs.as_mut() {
-            subs.conns.insert(CLASSIC, SubConn::new(conn, false));
+            subs.conns.insert(CLASSIC, conn);
         }
         true
     }
@@ -290,9 +240,9 @@ impl Session {
             s.next_part += 1;
             s.next_part
         });
-        let conn = self.open(addr, part);
+        let conn = self.open(addr, part, true);
         if let Some(subs) = self.subs.as_mut() {
-            subs.conns.insert(part, SubConn::new(conn, true));
+            subs.conns.insert(part, conn);
         }
         part
     }
@@ -312,6 +262,7 @@ impl Session {
                 return self.resubscribe(part);
             }
         };
+        let in_resp2 = conn.resp3 && self.state.protocol == Protocol::Resp2;
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
         let message = matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage"));
         if message && conn.already_delivered(&frame) {
@@ -330,7 +281,14 @@ impl Session {
         // are (see `write_direct`).
         let mut dropped = false;
         if refused {
-            dropped = conn.awaiting.refused();
+            let command = conn.awaiting.refused();
+            if let Some(Pending { resend: Some((payload, hops)), dropped, .. }) = &command
+                && *hops < MAX_HOPS
+                && let Redirect::Moved { addr, .. } = redirect::classify(&frame)
+            {
+                return self.follow_moved(part, addr.to_string(), payload.clone(), *dropped, hops + 1);
+            }
+            dropped = command.is_some_and(|c| c.dropped);
         } else if matches!(kind.as_deref(), Some(b"pong")) || (!frame.starts_with(b">") && kind.is_none()) {
             dropped = conn.awaiting.answered_one();
         }
@@ -357,12 +315,34 @@ impl Session {
                 return;
             }
         }
+        let frame = match in_resp2 {
+            true => frames::in_resp2(&frame).unwrap_or(frame),
+            false => frame,
+        };
         self.write_direct(&frame, dropped);
         // A refused first subscription leaves the client in normal mode, as on Redis.
         if confirmation || refused {
             self.leave_subscribed_if_done();
         } else if message && !self.awaiting_confirmations() {
             self.rehome_if_moved();
+        }
+    }
+
+    /// The node behind connection `from` refused an SSUBSCRIBE with `-MOVED`: the proxy's slot
+    /// map was stale. The subscription goes where the node points, as a pooled request follows a
+    /// `-MOVED` (up to the same number of hops), and the map is refreshed; the client sees only
+    /// the confirmations. A connection left carrying nothing is closed.
+    fn follow_moved(&mut self, from: u32, addr: String, payload: Bytes, dropped: bool, hops: u8) {
+        self.shared.metrics.redirections_moved.inc();
+        if self.shared.refresh_on_moved {
+            self.shared.topology.request_refresh(Trigger::Moved);
+        }
+        let part = self.ensure_shard_conn(&addr);
+        self.sub_send_as(part, payload.clone(), dropped, Some((payload, hops)));
+        if let Some(subs) = self.subs.as_mut()
+            && subs.conns.get(&from).is_some_and(SubConn::carries_nothing)
+        {
+            subs.conns.remove(&from);
         }
     }
 
@@ -390,8 +370,7 @@ impl Session {
         let Some(addr) = addr else {
             return;
         };
-        let conn = self.open(&addr, part);
-        let mut replacement = SubConn::new(conn, old.sharded);
+        let mut replacement = self.open(&addr, part, old.sharded);
         replacement.mirror = old.mirror;
         replacement.count = old.count;
         // What the client is subscribed to, whether or not the node confirmed it yet: a
@@ -422,7 +401,7 @@ impl Session {
             subs.conns.insert(part, replacement);
         }
         for payload in payloads {
-            self.sub_send(part, payload, false);
+            self.sub_send_as(part, payload, false, None);
         }
     }
 
@@ -444,9 +423,9 @@ impl Session {
         let payload = encode_command(&args);
         for part in self.ensure_mirrors() {
             if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) {
-                conn.swallow += expected_frames(&payload, conn);
+                conn.swallow += expected_frames(&payload, conn.channels.len(), conn.patterns.len());
             }
-            self.sub_send(part, payload.clone(), false);
+            self.sub_send_as(part, payload.clone(), false, None);
         }
     }
 
@@ -468,7 +447,7 @@ impl Session {
                         s.next_part += 1;
                         s.next_part
                     });
-                    let mut mirror = SubConn::new(self.open(&addr, part), false);
+                    let mut mirror = self.open(&addr, part, false);
                     mirror.mirror = true;
                     if let Some(subs) = self.subs.as_mut() {
                         subs.conns.insert(part, mirror);
@@ -537,9 +516,10 @@ impl Session {
 }
 
 impl SubConn {
-    fn new(conn: OwnedConn, sharded: bool) -> SubConn {
+    fn new(conn: OwnedConn, sharded: bool, resp3: bool) -> SubConn {
         SubConn {
             conn,
+            resp3,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
             swallow: 0,
@@ -550,6 +530,12 @@ impl SubConn {
             recent: RecentMessages::default(),
             predecessor: None,
         }
+    }
+
+    /// A sharded connection with no subscription, confirmed or awaited: nothing to keep it for.
+    fn carries_nothing(&self) -> bool {
+        let empty = self.channels.is_empty() && self.patterns.is_empty() && self.count == 0;
+        self.sharded && !self.mirror && empty && self.swallow == 0 && !self.awaiting.any()
     }
 
     /// Whether a message frame is a copy of one the replaced connection delivered just before it
@@ -566,28 +552,5 @@ impl SubConn {
         }
         self.recent.remember(frame, now);
         false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frame_kinds() {
-        assert_eq!(frame_kind(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"), Some(&b"message"[..]));
-        assert_eq!(frame_kind(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"), Some(&b"subscribe"[..]));
-        assert_eq!(frame_kind(b"+PONG\r\n"), None);
-        assert_eq!(frame_kind(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), Some(&b"pong"[..]));
-        assert_eq!(frame_kind(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"), Some(&b"message"[..]));
-    }
-
-    #[test]
-    fn confirmations_in_both_protocols() {
-        let (kind, name, count) = parse_confirmation(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n").expect("valid");
-        assert_eq!((kind.as_slice(), name.as_deref(), count), (&b"subscribe"[..], Some(&b"ch"[..]), 1));
-        let (kind, name, count) = parse_confirmation(b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n").expect("valid");
-        assert_eq!((kind.as_slice(), name, count), (&b"unsubscribe"[..], None, 0));
-        assert!(parse_confirmation(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n").is_none());
     }
 }

@@ -1,0 +1,144 @@
+//! The frames of subscription connections: what kind a frame is, what a confirmation says, how
+//! many frames a command is answered with, and a frame in the client's protocol when the client
+//! switched to RESP2 (`HELLO 2`) over connections opened in RESP3.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::resp::reply::{self, Protocol};
+use crate::resp::scan;
+
+/// The kind of a pub/sub frame (`message`, `subscribe` …): the first bulk of an array.
+pub(super) fn frame_kind(frame: &[u8]) -> Option<&[u8]> {
+    // RESP2 arrays and RESP3 pushes alike.
+    let (b'*' | b'>', _, first) = scan::header(frame, 0)? else {
+        return None;
+    };
+    bulk_at(frame, first)
+}
+
+/// The content of the bulk string at `at` in `frame`; `None` for anything else (a null included).
+fn bulk_at(frame: &[u8], at: usize) -> Option<&[u8]> {
+    scan::string_at(frame, at).and_then(|(kind, payload)| (kind == b'$').then_some(payload))
+}
+
+/// `(kind, channel, count)` of a (un)subscribe confirmation, RESP2 array or RESP3 push; the
+/// channel is `None` for the null of an unsubscribe with nothing subscribed.
+pub(super) fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>, i64)> {
+    let (_, _, mut at) = scan::header(frame, 0)?;
+    let mut elements = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let len = crate::resp::FrameScanner::new().scan(frame.get(at..)?).ok()??;
+        elements.push(&frame[at..at + len]);
+        at += len;
+    }
+    let bulk = |element: &[u8]| bulk_at(element, 0).map(<[u8]>::to_vec);
+    let kind = bulk(elements[0])?.to_ascii_lowercase();
+    let name = bulk(elements[1]).map(Bytes::from);
+    let count = std::str::from_utf8(elements[2].strip_prefix(b":")?.strip_suffix(b"\r\n")?).ok()?.parse().ok()?;
+    Some((kind, name, count))
+}
+
+/// How many frames the node will answer `payload` with on a subscribed connection: one per
+/// channel for (un)subscriptions (for an argument-less unsubscribe, one per current subscription,
+/// at least one), one for PING.
+pub(super) fn expected_frames(payload: &[u8], channels_now: usize, patterns_now: usize) -> usize {
+    let Some(kind) = frame_kind(payload).map(<[u8]>::to_ascii_lowercase) else {
+        return 0;
+    };
+    let argc: usize = payload
+        .strip_prefix(b"*")
+        .and_then(|p| p.split(|&b| b == b'\r').next())
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .unwrap_or(1);
+    let channels = argc.saturating_sub(1);
+    match kind.as_slice() {
+        b"ping" => 1,
+        b"subscribe" | b"psubscribe" | b"ssubscribe" => channels,
+        b"unsubscribe" | b"sunsubscribe" if channels == 0 => channels_now.max(1),
+        b"punsubscribe" if channels == 0 => patterns_now.max(1),
+        b"unsubscribe" | b"sunsubscribe" | b"punsubscribe" => channels,
+        _ => 1,
+    }
+}
+
+/// The confirmation of an unsubscribe with nothing subscribed: a null channel and a count of 0,
+/// as an array in RESP2 and a push in RESP3.
+pub(super) fn nothing_unsubscribed(kind: &[u8], protocol: Protocol) -> Bytes {
+    let mut out = BytesMut::new();
+    reply::put_header(&mut out, if protocol == Protocol::Resp3 { b'>' } else { b'*' }, 3);
+    reply::put_bulk(&mut out, kind);
+    out.extend_from_slice(&reply::null(protocol));
+    reply::put_integer(&mut out, 0);
+    out.freeze()
+}
+
+/// `frame` as Redis writes it to a RESP2 subscriber, for a client that switched to RESP2
+/// (`HELLO 2`) while its subscription connections speak RESP3: a push becomes an array (a null
+/// channel a RESP2 null), a PING's plain answer the `pong` array (`PING` answers `+PONG` on a
+/// RESP3 connection, `*2 pong ""` to a RESP2 subscriber). `None` for what reads the same in both
+/// (errors).
+pub(super) fn in_resp2(frame: &[u8]) -> Option<Bytes> {
+    let mut out = BytesMut::with_capacity(frame.len() + 16);
+    match frame.first()? {
+        b'>' => {
+            let (_, count, mut at) = scan::header(frame, 0)?;
+            reply::put_header(&mut out, b'*', count);
+            for _ in 0..count {
+                let len = crate::resp::FrameScanner::new().scan(frame.get(at..)?).ok()??;
+                let element = &frame[at..at + len];
+                out.extend_from_slice(if element == b"_\r\n" { b"$-1\r\n" } else { element });
+                at += len;
+            }
+        }
+        b'+' | b'$' => {
+            reply::put_header(&mut out, b'*', 2);
+            reply::put_bulk(&mut out, b"pong");
+            match frame.starts_with(b"$") {
+                true => out.extend_from_slice(frame),
+                false => reply::put_bulk(&mut out, b""),
+            }
+        }
+        _ => return None,
+    }
+    Some(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_kinds() {
+        assert_eq!(frame_kind(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"), Some(&b"message"[..]));
+        assert_eq!(frame_kind(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"), Some(&b"subscribe"[..]));
+        assert_eq!(frame_kind(b"+PONG\r\n"), None);
+        assert_eq!(frame_kind(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), Some(&b"pong"[..]));
+        assert_eq!(frame_kind(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"), Some(&b"message"[..]));
+    }
+
+    #[test]
+    fn resp3_frames_as_a_resp2_subscriber_gets_them() {
+        let as_resp2 = |frame: &[u8]| in_resp2(frame).map(|f| f.to_vec());
+        assert_eq!(
+            as_resp2(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n").as_deref(),
+            Some(&b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"[..])
+        );
+        assert_eq!(
+            as_resp2(b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n").as_deref(),
+            Some(&b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"[..])
+        );
+        assert_eq!(as_resp2(b"+PONG\r\n").as_deref(), Some(&b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"[..]));
+        assert_eq!(as_resp2(b"$2\r\nhi\r\n").as_deref(), Some(&b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n"[..]));
+        assert_eq!(as_resp2(b"-ERR no\r\n"), None);
+        assert_eq!(as_resp2(b">3\r\n$7\r\nmessage\r\n"), None, "a truncated push is not made up");
+    }
+
+    #[test]
+    fn confirmations_in_both_protocols() {
+        let (kind, name, count) = parse_confirmation(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n").expect("valid");
+        assert_eq!((kind.as_slice(), name.as_deref(), count), (&b"subscribe"[..], Some(&b"ch"[..]), 1));
+        let (kind, name, count) = parse_confirmation(b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n").expect("valid");
+        assert_eq!((kind.as_slice(), name, count), (&b"unsubscribe"[..], None, 0));
+        assert!(parse_confirmation(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n").is_none());
+    }
+}
