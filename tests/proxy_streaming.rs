@@ -196,3 +196,44 @@ fn pushes_wait_for_the_end_of_a_streamed_reply() {
     assert_eq!(redisforge_tests::resp::show(&got[bulk..], 400), redisforge_tests::resp::show(&messages, 400));
     let _: () = redis::cmd("DEL").arg(big_key).query(&mut proxy.client()).expect("DEL");
 }
+
+/// Pieces of a large reply that wait behind an earlier, slow reply are output the client has not
+/// taken: past `limits.client_output_limit` the client is disconnected, as when its write buffer
+/// grows past it, and the proxy does not keep the reply. (Once a stall outlasted
+/// `command_timeout`, such pieces used to pile up with no bound but the reply's size.)
+#[test]
+fn a_large_reply_waiting_behind_a_slow_one_counts_against_the_output_limit() {
+    const LEN: usize = 64 * MIB;
+    let cluster = Cluster::shared();
+    // A command timeout well past the script's ~3 s, so that nothing but the limit ends the wait.
+    let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\ncommand_timeout = \"20s\"\n";
+    let config = format!("[limits]\nclient_output_limit = 2097152\n{upstream}");
+    let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: config, ..ProxyOptions::default() });
+    let slow_key = "stream:{slow}:limit";
+    let big_key = key_elsewhere(cluster, slow_key, "limited");
+    set_pattern(cluster, &big_key, LEN);
+    let before = rss_bytes(proxy.pid()) as usize;
+
+    let mut client = TcpStream::connect(proxy.addr()).expect("connect");
+    client.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let script = b"local i = 0 while i < 300000000 do i = i + 1 end return 'slow'";
+    let slow = resp_command(&[b"EVAL", script, b"1", slow_key.as_bytes()]);
+    let sent = Instant::now();
+    client.write_all(&[slow, resp_command(&[b"GET", big_key.as_bytes()])].concat()).expect("send");
+    let got = read_up_to(&mut client, LEN, Duration::from_secs(20));
+    let closed_after = sent.elapsed();
+    assert!(
+        got.is_empty(),
+        "the client is disconnected before the slow reply is written: {}",
+        redisforge_tests::resp::show(&got, 80)
+    );
+    // As soon as the waiting pieces pass the limit, not once the script is done (~3 s) and they
+    // reach the write buffer.
+    assert!(closed_after < Duration::from_millis(1500), "disconnected after {closed_after:?}");
+    let grown = (rss_bytes(proxy.pid()) as usize).saturating_sub(before);
+    assert!(grown < 32 * MIB, "the proxy grew by {} MiB for a {} MiB reply", grown / MIB, LEN / MIB);
+    // Other clients are served.
+    let pong: String = redis::cmd("PING").query(&mut proxy.client()).expect("PING");
+    assert_eq!(pong, "PONG");
+    let _: () = redis::cmd("DEL").arg(&big_key).query(&mut proxy.client()).expect("DEL");
+}

@@ -44,7 +44,10 @@ impl Session {
             // the bytes are written; until then the node's connection reads no further ahead
             // than its window.
             if let Ok(piece) = upstream.result {
-                self.pipeline.stream(upstream.tag.seq, &piece, &credit);
+                let kept = self.pipeline.stream(upstream.tag.seq, &piece, &credit);
+                // Pieces waiting behind earlier replies are output the client has not taken, as
+                // the write buffer is: past the limit the client is disconnected, as Redis does.
+                self.over_output_limit |= kept > self.shared.client_output_limit;
             }
             return;
         }

@@ -145,6 +145,8 @@ struct Session {
     /// A reply broke off after part of it was streamed to the client: the connection cannot be
     /// resynchronised and is closed.
     broken: bool,
+    /// A reply waiting behind earlier ones grew past `limits.client_output_limit`.
+    over_output_limit: bool,
     /// A request held by `CLIENT PAUSE`.
     held: Option<Box<Held>>,
     /// CLIENT TRACKING is on (`None` for every other client: their requests pay nothing for it).
@@ -165,6 +167,7 @@ impl Session {
             held: None,
             tracking: None,
             broken: false,
+            over_output_limit: false,
             shared,
             pipeline: Pipeline::default(),
             decoder,

@@ -182,17 +182,20 @@ impl Pipeline {
     /// node connection against `credit`. Kept with the part until [`Pipeline::release`] writes it:
     /// at once when the request is at the front, else once every earlier reply is written. A
     /// piece for a request no longer waiting is dropped and its credit given back at once.
-    pub fn stream(&mut self, seq: u64, piece: &[u8], credit: &Arc<StreamCredit>) {
+    /// Returns how many bytes of the reply the part now keeps unwritten.
+    pub fn stream(&mut self, seq: u64, piece: &[u8], credit: &Arc<StreamCredit>) -> usize {
         let index = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok());
         let p = match index.and_then(|i| self.entries.get(i)) {
             Some(Entry::Single(slot)) => self.singles.get_mut(*slot).and_then(Option::as_mut),
             _ => None,
         };
         let Some(p) = p else {
-            return credit.give_back(piece.len());
+            credit.give_back(piece.len());
+            return 0;
         };
         p.held.extend_from_slice(piece);
         p.credit.get_or_insert_with(|| Arc::clone(credit));
+        p.held.len()
     }
 
     /// Writes what arrived of the streamed reply of the single part in `slot` (the front

@@ -387,7 +387,7 @@ impl Session {
             self.on_pubsub(&request, meta);
             return Settled::Again;
         }
-        if io.wbuf.len() > self.shared.client_output_limit {
+        if io.wbuf.len() > self.shared.client_output_limit || self.over_output_limit {
             crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered = io.wbuf.len(),
                 "client does not read its replies: output limit reached, disconnecting");
             return Settled::Drop;

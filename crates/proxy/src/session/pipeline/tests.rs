@@ -96,9 +96,9 @@ fn a_streamed_reply_waits_for_earlier_replies_then_goes_out_in_order() {
     let b = pipeline.push_single(part(), meta());
     let credit = Arc::new(StreamCredit::default());
     // b's reply starts arriving before a's: its pieces are held, their credit still lent.
-    for piece in [&b"$10\r\n01"[..], b"234"] {
+    for (piece, kept) in [(&b"$10\r\n01"[..], 7), (b"234", 10)] {
         credit.lend(piece.len());
-        pipeline.stream(b, piece, &credit);
+        assert_eq!(pipeline.stream(b, piece, &credit), kept, "what b keeps unwritten");
     }
     let mut out = BytesMut::new();
     pipeline.release(&mut out, &metrics);
@@ -137,7 +137,7 @@ fn a_piece_for_a_request_no_longer_waiting_gives_its_credit_back_at_once() {
     let mut pipeline = Pipeline::default();
     let credit = Arc::new(StreamCredit::default());
     credit.lend(5);
-    pipeline.stream(7, b"12345", &credit);
+    assert_eq!(pipeline.stream(7, b"12345", &credit), 0);
     assert_eq!(credit.outstanding(), 0);
     assert!(!pipeline.has_credit_out());
 }
