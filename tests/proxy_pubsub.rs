@@ -138,6 +138,49 @@ fn subscription_moves_to_another_node_when_its_node_dies() {
 }
 
 #[test]
+fn sharded_subscriptions_of_two_slots_move_together_when_their_node_dies() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    // Two channels of different slots on one master: one subscription connection carries both.
+    let first = "{sa}ch".to_string();
+    let node = cluster.node_for_key(&first);
+    let second = (0..1000)
+        .map(|i| format!("{{sb{i}}}ch"))
+        .find(|c| cluster.node_for_key(c) == node && cluster.slot_for_key(c) != cluster.slot_for_key(&first))
+        .expect("another slot of the same master");
+    let mut subscriber = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    let subscribe = format!("SSUBSCRIBE {first}\r\nSSUBSCRIBE {second}\r\n");
+    std::io::Write::write_all(&mut subscriber, subscribe.as_bytes()).expect("write");
+    let confirmed = redisforge_tests::read_until(&mut subscriber, Duration::from_secs(5), |r| r.ends_with(b":2\r\n"));
+    assert!(confirmed.ends_with(b":2\r\n"), "{}", String::from_utf8_lossy(&confirmed));
+
+    cluster.kill(&node);
+    // Publish on both channels until each delivers through the replacement (bounded).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    subscriber.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let mut publisher = proxy.client();
+    let mut attempt = 0;
+    let both = wait_until(Duration::from_secs(30), Duration::from_millis(10), || {
+        attempt += 1;
+        for channel in [&first, &second] {
+            let _: Result<i64, _> =
+                redis::cmd("SPUBLISH").arg(channel).arg(format!("m{attempt}")).query(&mut publisher);
+        }
+        if let Ok(n) = std::io::Read::read(&mut subscriber, &mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&seen);
+        text.contains(&format!("smessage\r\n${}\r\n{first}\r\n", first.len()))
+            && text.contains(&format!("smessage\r\n${}\r\n{second}\r\n", second.len()))
+    });
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(both, "not both channels delivered after their node died: {text}");
+    // The resubscription is the proxy's own: no confirmation or error of it reaches the client.
+    assert!(!text.contains("ssubscribe") && !text.starts_with('-') && !text.contains("\r\n-"), "{text}");
+}
+
+#[test]
 fn a_sharded_subscription_follows_moved_and_one_the_node_refuses_leaves_normal_mode() {
     // The proxy's map is stale: the slot moved after the proxy read it, so the sharded
     // subscription goes to the old owner, which refuses both channels with a single -MOVED. The

@@ -73,7 +73,8 @@ fn a_reply_of_300_mb_streams_through_without_being_held_whole() {
     let mut pong = [0u8; 7];
     client.read_exact(&mut pong).expect("PONG");
     assert_eq!(&pong, b"+PONG\r\n");
-    let _: () = redis::cmd("DEL").arg(key).query(&mut cluster.client(&node)).expect("DEL");
+    // Through the proxy: under load the node may have failed over meanwhile.
+    let _: () = redis::cmd("DEL").arg(key).query(&mut proxy.client()).expect("DEL");
 }
 
 /// A key of the form `stream:{tag}:name` served by a node other than `other`'s.
@@ -90,6 +91,18 @@ fn set_pattern(cluster: &Cluster, key: &str, len: usize) {
     let pattern: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     let _: () =
         redis::cmd("SET").arg(key).arg(&pattern).query(&mut cluster.client(&cluster.node_for_key(key))).expect("SET");
+}
+
+/// Freezes the node of `key` (SIGSTOP) now and wakes it after `for_how_long` (shorter than the
+/// cluster's node timeout, so no failover), from another thread: the proxy's requests to it wait
+/// meanwhile, with no CPU spent, unlike a busy script.
+fn slow_for_a_while(cluster: &'static Cluster, key: &str, for_how_long: Duration) -> std::thread::JoinHandle<()> {
+    let node = cluster.node_for_key(key);
+    cluster.pause(&node);
+    std::thread::spawn(move || {
+        std::thread::sleep(for_how_long);
+        cluster.resume(&node);
+    })
 }
 
 /// Reads until `want` bytes came, the peer closed, or `deadline` passed.
@@ -140,20 +153,21 @@ fn a_large_reply_behind_a_slow_one_streams_on_once_the_slow_one_is_in() {
     // A long command timeout, so that a stall shows as one.
     let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\ncommand_timeout = \"30s\"\n";
     let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: upstream.to_string(), ..ProxyOptions::default() });
-    let slow_key = "stream:{slow}:script";
+    let slow_key = "stream:{slow}:frozen";
     let big_key = key_elsewhere(cluster, slow_key, "behind");
     set_pattern(cluster, &big_key, LEN);
 
     let mut client = TcpStream::connect(proxy.addr()).expect("connect");
     client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    // About a second of Lua on the slow key's node, then the large GET on another node.
-    let script = b"local i = 0 while i < 100000000 do i = i + 1 end return 'slow'";
-    let slow = resp_command(&[b"EVAL", script, b"1", slow_key.as_bytes()]);
+    // A GET on a node frozen for a second, then the large GET on another node.
+    let resumed = slow_for_a_while(cluster, slow_key, Duration::from_secs(1));
+    let slow = resp_command(&[b"GET", slow_key.as_bytes()]);
     client.write_all(&[slow, resp_command(&[b"GET", big_key.as_bytes()])].concat()).expect("send");
-    let first = b"$4\r\nslow\r\n";
+    let first = b"$-1\r\n";
     let bulk = format!("${LEN}\r\n").len() + LEN + 2;
-    // The script takes about a second; the reply then streams on at once.
+    // The frozen node answers after about a second; the reply then streams on at once.
     let got = read_up_to(&mut client, first.len() + bulk, Duration::from_secs(10));
+    resumed.join().expect("resumed");
     assert!(got.starts_with(first), "{}", redisforge_tests::resp::show(&got, 80));
     assert_eq!(pattern_bulk_at(&got[first.len()..], LEN), Ok(bulk));
     let _: () = redis::cmd("DEL").arg(&big_key).query(&mut proxy.client()).expect("DEL");
@@ -205,7 +219,8 @@ fn pushes_wait_for_the_end_of_a_streamed_reply() {
 fn a_large_reply_waiting_behind_a_slow_one_counts_against_the_output_limit() {
     const LEN: usize = 64 * MIB;
     let cluster = Cluster::shared();
-    // A command timeout well past the script's ~3 s, so that nothing but the limit ends the wait.
+    // A command timeout well past the frozen node's 1.5 s, so that nothing but the limit ends the
+    // wait.
     let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\ncommand_timeout = \"20s\"\n";
     let config = format!("[limits]\nclient_output_limit = 2097152\n{upstream}");
     let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: config, ..ProxyOptions::default() });
@@ -216,20 +231,21 @@ fn a_large_reply_waiting_behind_a_slow_one_counts_against_the_output_limit() {
 
     let mut client = TcpStream::connect(proxy.addr()).expect("connect");
     client.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let script = b"local i = 0 while i < 300000000 do i = i + 1 end return 'slow'";
-    let slow = resp_command(&[b"EVAL", script, b"1", slow_key.as_bytes()]);
+    let resumed = slow_for_a_while(cluster, slow_key, Duration::from_millis(1500));
+    let slow = resp_command(&[b"GET", slow_key.as_bytes()]);
     let sent = Instant::now();
     client.write_all(&[slow, resp_command(&[b"GET", big_key.as_bytes()])].concat()).expect("send");
     let got = read_up_to(&mut client, LEN, Duration::from_secs(20));
     let closed_after = sent.elapsed();
+    resumed.join().expect("resumed");
     assert!(
         got.is_empty(),
         "the client is disconnected before the slow reply is written: {}",
         redisforge_tests::resp::show(&got, 80)
     );
-    // As soon as the waiting pieces pass the limit, not once the script is done (~3 s) and they
-    // reach the write buffer.
-    assert!(closed_after < Duration::from_millis(1500), "disconnected after {closed_after:?}");
+    // As soon as the waiting pieces pass the limit, not once the frozen node answers (1.5 s) and
+    // they reach the write buffer.
+    assert!(closed_after < Duration::from_millis(1000), "disconnected after {closed_after:?}");
     let grown = (rss_bytes(proxy.pid()) as usize).saturating_sub(before);
     assert!(grown < 32 * MIB, "the proxy grew by {} MiB for a {} MiB reply", grown / MIB, LEN / MIB);
     // Other clients are served.

@@ -1,4 +1,4 @@
-//! The answers a subscription connection still owes the client, command by command.
+//! The answers a subscription connection still owes, command by command.
 //!
 //! While a subscription command's answers are outstanding the session reads nothing more from the
 //! client, so every later reply keeps its place. The node answers the commands of a connection in
@@ -8,23 +8,73 @@
 //! error settles its command as a whole: a plain count would wait forever for the confirmations a
 //! refused multi-channel command never sends.
 //!
-//! Each command also carries whether its plain answers are dropped (CLIENT REPLY OFF or SKIP when
-//! it was read: they come later, when the reply mode may have changed), and an SSUBSCRIBE its
-//! bytes, to be sent again where a `-MOVED` points.
+//! Each command also says who its answers are for. The proxy's own commands (a resubscription on
+//! a replacement connection, a mirror's notifications) answer nobody; a client command answers
+//! the client, except its plain answers when its reply was dropped (CLIENT REPLY OFF or SKIP when
+//! it was read: they come later, when the reply mode may have changed). And it keeps its bytes,
+//! to be sent again where a `-MOVED` points or on a connection that replaces a dead one.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-/// A command sent on a subscription connection and not fully answered.
-#[derive(Debug)]
-pub(super) struct Pending {
-    /// Frames still owed.
-    left: usize,
+/// A subscription command as sent on a connection.
+#[derive(Debug, Clone)]
+pub(super) struct Command {
+    pub payload: Bytes,
     /// Its plain answers (a PING's, an error) are not for the client.
     pub dropped: bool,
-    /// An SSUBSCRIBE: its bytes, and how many `-MOVED` it followed to get here.
-    pub resend: Option<(Bytes, u8)>,
+    /// How many of its first answers go to nobody: all of them for the proxy's own commands;
+    /// those the client already had, for a client command sent again on a replacement.
+    pub skip: usize,
+    /// `-MOVED` redirections it followed.
+    pub hops: u8,
+}
+
+impl Command {
+    /// A command of the client's.
+    pub(super) fn client(payload: Bytes, dropped: bool) -> Command {
+        Command { payload, dropped, skip: 0, hops: 0 }
+    }
+
+    /// A command of the proxy's own, whose answers nobody sees.
+    pub(super) fn own(payload: Bytes) -> Command {
+        Command { payload, dropped: false, skip: usize::MAX, hops: 0 }
+    }
+}
+
+/// A command not fully answered.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub command: Command,
+    /// Frames it is answered with in all, and still owed.
+    frames: usize,
+    left: usize,
+}
+
+impl Pending {
+    /// Nothing it still owes is for the client (an error included).
+    pub(super) fn is_own(&self) -> bool {
+        self.command.skip >= self.left
+    }
+
+    /// The command to send again elsewhere: the answers the client already had are skipped there
+    /// — but for an unsubscribe from everything, which the new connection answers for what it
+    /// still carries (what was confirmed is gone from it already).
+    pub(super) fn again(self) -> Command {
+        let everything = super::pubsub::arguments(&self.command.payload).is_empty();
+        let answered = if everything { 0 } else { self.frames - self.left };
+        Command { skip: self.command.skip.saturating_add(answered), ..self.command }
+    }
+}
+
+/// Who one answer is for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Answer {
+    /// For nobody: a confirmation of the proxy's own, or one the client already had.
+    pub swallowed: bool,
+    /// A plain answer to a command whose reply the client dropped.
+    pub dropped: bool,
 }
 
 /// Frames still owed, per command sent and not fully answered, oldest first.
@@ -32,32 +82,37 @@ pub(super) struct Pending {
 pub(super) struct Awaited(VecDeque<Pending>);
 
 impl Awaited {
-    /// A command was sent that the node answers with `frames` frames (none: nothing to wait for);
-    /// `dropped`: the client gets none of its plain answers.
-    pub(super) fn expect(&mut self, frames: usize, dropped: bool, resend: Option<(Bytes, u8)>) {
+    /// `command` was sent; the node answers it with `frames` frames (none: nothing to wait for).
+    pub(super) fn expect(&mut self, frames: usize, command: Command) {
         if frames > 0 {
-            self.0.push_back(Pending { left: frames, dropped, resend });
+            self.0.push_back(Pending { command, frames, left: frames });
         }
     }
 
-    /// One frame answering the oldest command came (a confirmation, a PING's answer); whether
-    /// it is dropped (false when nothing was owed).
-    pub(super) fn answered_one(&mut self) -> bool {
+    /// One frame answering the oldest command came (a confirmation, a PING's answer): who it is
+    /// for (the client, when nothing was owed: a frame the node sent on its own).
+    pub(super) fn answered_one(&mut self) -> Answer {
         let Some(front) = self.0.front_mut() else {
-            return false;
+            return Answer::default();
         };
-        let dropped = front.dropped;
+        let answer = Answer { swallowed: front.command.skip > 0, dropped: front.command.dropped };
+        front.command.skip = front.command.skip.saturating_sub(1);
         front.left -= 1;
         if front.left == 0 {
             self.0.pop_front();
         }
-        dropped
+        answer
     }
 
     /// The node refused the oldest command: nothing more comes for it. The command, if one was
     /// owed anything.
     pub(super) fn refused(&mut self) -> Option<Pending> {
         self.0.pop_front()
+    }
+
+    /// Every command still owed something, oldest first (their connection died).
+    pub(super) fn take_all(&mut self) -> Vec<Pending> {
+        self.0.drain(..).collect()
     }
 
     /// Whether anything is still owed.
@@ -70,31 +125,56 @@ impl Awaited {
 mod tests {
     use super::*;
 
+    fn command(text: &'static [u8]) -> Bytes {
+        Bytes::from_static(text)
+    }
+
     #[test]
     fn confirmations_settle_their_own_command_and_an_error_a_whole_command() {
         let mut awaited = Awaited::default();
-        awaited.expect(0, false, None);
+        awaited.expect(0, Command::client(command(b"*1\r\n$4\r\nPING\r\n"), false));
         assert!(!awaited.any(), "a command answered with nothing owes nothing");
         // SSUBSCRIBE a b (two confirmations), then PING (one answer), its reply skipped.
-        let ssubscribe = Bytes::from_static(b"*3\r\n$10\r\nSSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n");
-        awaited.expect(2, false, Some((ssubscribe.clone(), 0)));
-        awaited.expect(1, true, None);
+        let ssubscribe = command(b"*3\r\n$10\r\nSSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n");
+        awaited.expect(2, Command::client(ssubscribe.clone(), false));
+        awaited.expect(1, Command::client(command(b"*1\r\n$4\r\nPING\r\n"), true));
         // The node refuses the SSUBSCRIBE with one -MOVED: only PING's answer is owed now.
         let refused = awaited.refused().expect("owed");
-        assert!(!refused.dropped, "the SSUBSCRIBE's error goes out");
-        assert_eq!(refused.resend, Some((ssubscribe, 0)), "it can be sent again elsewhere");
+        assert!(!refused.is_own() && !refused.command.dropped, "the SSUBSCRIBE's error goes out");
+        assert_eq!(refused.command.payload, ssubscribe, "it can be sent again elsewhere");
         assert!(awaited.any());
-        assert!(awaited.answered_one(), "the PING's answer is dropped");
+        assert_eq!(awaited.answered_one(), Answer { swallowed: false, dropped: true }, "the PING's answer is dropped");
         assert!(!awaited.any());
-        // SUBSCRIBE a b confirmed channel by channel.
-        awaited.expect(2, false, None);
-        assert!(!awaited.answered_one());
-        assert!(awaited.any());
-        assert!(!awaited.answered_one());
-        assert!(!awaited.any());
-        // Frames nobody waits for change nothing.
-        assert!(!awaited.answered_one());
+        // Frames nobody waits for are the client's.
+        assert_eq!(awaited.answered_one(), Answer::default());
         assert!(awaited.refused().is_none());
+    }
+
+    #[test]
+    fn the_proxys_own_commands_answer_nobody_and_a_command_sent_again_skips_what_was_answered() {
+        let mut awaited = Awaited::default();
+        awaited.expect(2, Command::own(command(b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n")));
+        let subscribe = command(b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n$1\r\nd\r\n");
+        awaited.expect(2, Command::client(subscribe.clone(), false));
+        assert!(awaited.answered_one().swallowed);
+        assert!(awaited.answered_one().swallowed);
+        assert!(!awaited.answered_one().swallowed, "c is confirmed to the client");
+        // The connection dies before d's confirmation: sent again, c's is skipped there.
+        let pending = awaited.take_all();
+        assert_eq!(pending.len(), 1);
+        let again = pending.into_iter().next().expect("one").again();
+        assert_eq!((again.payload.clone(), again.skip), (subscribe, 1));
+        awaited.expect(2, again);
+        assert!(awaited.answered_one().swallowed);
+        assert!(!awaited.answered_one().swallowed);
         assert!(!awaited.any());
+        // An unsubscribe from everything, half answered, is answered again for what is left.
+        awaited.expect(2, Command::client(command(b"*1\r\n$11\r\nUNSUBSCRIBE\r\n"), false));
+        assert!(!awaited.answered_one().swallowed);
+        let again = awaited.take_all().into_iter().next().expect("one").again();
+        assert_eq!(again.skip, 0, "nothing skipped: the new connection confirms only what is left");
+        // A refused command of the proxy's own is nobody's error.
+        awaited.expect(1, Command::own(command(b"*2\r\n$10\r\nSSUBSCRIBE\r\n$1\r\na\r\n")));
+        assert!(awaited.refused().is_some_and(|p| p.is_own()));
     }
 }

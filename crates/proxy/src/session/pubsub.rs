@@ -11,16 +11,14 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::Session;
-use super::awaited::{Awaited, Pending};
+use super::awaited::{Answer, Awaited, Command};
 use super::pipeline::Meta;
-use super::recent::{REMEMBER_FOR, RecentMessages};
+use super::recent::RecentMessages;
 use crate::error::ProxyError;
-use crate::redirect::{self, MAX_HOPS, Redirect};
 use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply, request::encode_command};
 use crate::router::PUBSUB_HOME_SLOT;
 use crate::slot::key_slot;
-use crate::topology::Trigger;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
 use frames::{expected_frames, frame_kind, nothing_unsubscribed, parse_confirmation};
 
@@ -43,8 +41,6 @@ struct SubConn {
     /// Channels and patterns subscribed on this connection, from the node's confirmations.
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
-    /// Confirmations of a resubscription still to swallow.
-    swallow: usize,
     /// Confirmations (and PING answers) the client asked for and has not got yet, per command
     /// (see [`Awaited`]). The proxy reads nothing more from the client meanwhile, so every later
     /// reply keeps its place, and a subscription count of zero only means the client left
@@ -53,6 +49,9 @@ struct SubConn {
     /// The node's last reported subscription count.
     count: i64,
     sharded: bool,
+    /// Replacements in a row that failed before the node sent anything (see
+    /// [`Session::resubscribe`]).
+    failures: u32,
     /// Opened in RESP3: its frames are pushes, which a client that switched to RESP2 since
     /// (`HELLO 2`) gets as arrays ([`frames::in_resp2`]).
     resp3: bool,
@@ -73,6 +72,8 @@ fn is_notification(name: &[u8]) -> bool {
 }
 
 mod frames;
+pub(super) use frames::arguments;
+mod resubscribe;
 
 const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
 
@@ -136,10 +137,19 @@ impl Session {
                 if (2..request.argc()).any(|i| key_slot(request.arg(i)) != slot) {
                     return self.sub_error(ProxyError::CrossSlot, meta);
                 }
-                let Some(addr) = self.shared.topology.routing().master(slot).map(|p| p.addr().to_string()) else {
-                    return self.sub_error(ProxyError::SlotNotServed, meta);
+                // A channel is unsubscribed where it is subscribed, which a followed `-MOVED` may
+                // have made another node than the map names yet.
+                let holder = (name == b"sunsubscribe")
+                    .then(|| subs.conns.iter().find(|(_, c)| c.sharded && c.channels.contains(request.arg(1))))
+                    .flatten()
+                    .map(|(part, _)| *part);
+                let part = match holder {
+                    Some(part) => part,
+                    None => match self.shared.topology.routing().master(slot).map(|p| p.addr().to_string()) {
+                        Some(addr) => self.ensure_shard_conn(&addr),
+                        None => return self.sub_error(ProxyError::SlotNotServed, meta),
+                    },
                 };
-                let part = self.ensure_shard_conn(&addr);
                 self.sub_send(part, request.bytes().clone(), meta.dropped);
             }
             b"quit" => {
@@ -173,22 +183,20 @@ impl Session {
     }
 
     /// Sends the client's subscription command on connection `part`; `dropped`: its plain
-    /// answers are not for the client (its reply was skipped or turned off). An SSUBSCRIBE the
-    /// node refuses with `-MOVED` is sent again where it points ([`Session::follow_moved`]).
+    /// answers are not for the client (its reply was skipped or turned off).
     fn sub_send(&mut self, part: u32, payload: Bytes, dropped: bool) {
-        let resend = frame_kind(&payload).is_some_and(|k| k.eq_ignore_ascii_case(b"ssubscribe"));
-        let resend = resend.then(|| (payload.clone(), 0));
-        self.sub_send_as(part, payload, dropped, resend);
+        self.sub_send_as(part, Command::client(payload, dropped));
     }
 
     /// Sends a subscription command on connection `part` (see [`Awaited::expect`]).
-    fn sub_send_as(&mut self, part: u32, payload: Bytes, dropped: bool, resend: Option<(Bytes, u8)>) {
+    fn sub_send_as(&mut self, part: u32, command: Command) {
         let reply_to = self.exec.reply_sender();
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
             return;
         };
-        let frames = expected_frames(&payload, conn.channels.len(), conn.patterns.len());
-        conn.awaiting.expect(frames, dropped, resend);
+        let frames = expected_frames(&command.payload, conn.channels.len(), conn.patterns.len());
+        let payload = command.payload.clone();
+        conn.awaiting.expect(frames, command);
         // Replies come back as pushes with the connection's tag; this channel is never read.
         conn.conn.send(UpstreamRequest {
             payload,
@@ -203,11 +211,17 @@ impl Session {
 
     /// A subscription connection to `addr`, in the client's protocol.
     fn open(&mut self, addr: &str, part: u32, sharded: bool) -> SubConn {
+        let resp3 = self.state.protocol == Protocol::Resp3;
+        self.open_as(addr, part, sharded, resp3, std::time::Duration::ZERO)
+    }
+
+    /// A subscription connection to `addr` in the given protocol, connecting after `delay`.
+    fn open_as(&mut self, addr: &str, part: u32, sharded: bool, resp3: bool, delay: std::time::Duration) -> SubConn {
         let tag = Tag { seq: PUSH.seq, part };
         // Channel permissions are the proxy's to check (nothing on a subscribed connection runs
         // a script), so it stays the upstream user.
-        let resp3 = self.state.protocol == Protocol::Resp3;
-        let mode = ConnMode { pushes: Some((self.exec.reply_sender(), tag)), ..ConnMode::owned(resp3, None) };
+        let owned = ConnMode::owned(resp3, None);
+        let mode = ConnMode { pushes: Some((self.exec.reply_sender(), tag)), connect_after: delay, ..owned };
         SubConn::new(self.shared.topology.upstreams().owned(addr, mode), sharded, resp3)
     }
 
@@ -256,7 +270,10 @@ impl Session {
             return;
         };
         let frame = match result {
-            Ok(frame) => frame,
+            Ok(frame) => {
+                conn.failures = 0;
+                frame
+            }
             Err(error) => {
                 crate::log_limited!(5, warn, client = self.state.id, %error, "subscription connection lost; subscribing again");
                 return self.resubscribe(part);
@@ -279,129 +296,49 @@ impl Session {
         let refused = frame.starts_with(b"-");
         // A plain answer (an error, a PING's) is dropped when its command's reply was; pushes never
         // are (see `write_direct`).
-        let mut dropped = false;
+        let mut answer = Answer::default();
         if refused {
-            let command = conn.awaiting.refused();
-            if let Some(Pending { resend: Some((payload, hops)), dropped, .. }) = &command
-                && *hops < MAX_HOPS
-                && let Redirect::Moved { addr, .. } = redirect::classify(&frame)
-            {
-                return self.follow_moved(part, addr.to_string(), payload.clone(), *dropped, hops + 1);
-            }
-            dropped = command.is_some_and(|c| c.dropped);
+            let Some(pending) = conn.awaiting.refused() else {
+                return self.write_direct(&frame, false);
+            };
+            return self.on_refused(part, pending, &frame);
         } else if matches!(kind.as_deref(), Some(b"pong")) || (!frame.starts_with(b">") && kind.is_none()) {
-            dropped = conn.awaiting.answered_one();
+            answer = conn.awaiting.answered_one();
         }
         let confirmation = matches!(
             kind.as_deref(),
             Some(b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe" | b"sunsubscribe")
         );
-        if confirmation {
-            if let Some((kind, name, count)) = parse_confirmation(&frame) {
-                conn.count = count;
-                // Every confirmation was awaited, swallowed (a resubscription) or not.
-                conn.awaiting.answered_one();
-                if let Some(name) = name {
-                    match kind.to_ascii_lowercase().as_slice() {
-                        b"subscribe" | b"ssubscribe" => drop(conn.channels.insert(name)),
-                        b"psubscribe" => drop(conn.patterns.insert(name)),
-                        b"unsubscribe" | b"sunsubscribe" => drop(conn.channels.remove(&name)),
-                        _ => drop(conn.patterns.remove(&name)),
-                    }
+        if confirmation && let Some((kind, name, count)) = parse_confirmation(&frame) {
+            conn.count = count;
+            // Every confirmation was awaited, by the client or by the proxy itself; one for the
+            // client is a push, which CLIENT REPLY OFF/SKIP never drops (see `write_direct`).
+            answer = Answer { dropped: false, ..conn.awaiting.answered_one() };
+            if let Some(name) = name {
+                match kind.to_ascii_lowercase().as_slice() {
+                    b"subscribe" | b"ssubscribe" => drop(conn.channels.insert(name)),
+                    b"psubscribe" => drop(conn.patterns.insert(name)),
+                    b"unsubscribe" | b"sunsubscribe" => drop(conn.channels.remove(&name)),
+                    _ => drop(conn.patterns.remove(&name)),
                 }
             }
-            if conn.swallow > 0 {
-                conn.swallow -= 1;
-                return;
+        }
+        if answer.swallowed {
+            // The last of the proxy's own confirmations may be what kept the client subscribed.
+            if confirmation {
+                self.leave_subscribed_if_done();
             }
+            return;
         }
         let frame = match in_resp2 {
             true => frames::in_resp2(&frame).unwrap_or(frame),
             false => frame,
         };
-        self.write_direct(&frame, dropped);
-        // A refused first subscription leaves the client in normal mode, as on Redis.
-        if confirmation || refused {
+        self.write_direct(&frame, answer.dropped);
+        if confirmation {
             self.leave_subscribed_if_done();
         } else if message && !self.awaiting_confirmations() {
             self.rehome_if_moved();
-        }
-    }
-
-    /// The node behind connection `from` refused an SSUBSCRIBE with `-MOVED`: the proxy's slot
-    /// map was stale. The subscription goes where the node points, as a pooled request follows a
-    /// `-MOVED` (up to the same number of hops), and the map is refreshed; the client sees only
-    /// the confirmations. A connection left carrying nothing is closed.
-    fn follow_moved(&mut self, from: u32, addr: String, payload: Bytes, dropped: bool, hops: u8) {
-        self.shared.metrics.redirections_moved.inc();
-        if self.shared.refresh_on_moved {
-            self.shared.topology.request_refresh(Trigger::Moved);
-        }
-        let part = self.ensure_shard_conn(&addr);
-        self.sub_send_as(part, payload.clone(), dropped, Some((payload, hops)));
-        if let Some(subs) = self.subs.as_mut()
-            && subs.conns.get(&from).is_some_and(SubConn::carries_nothing)
-        {
-            subs.conns.remove(&from);
-        }
-    }
-
-    /// Subscribes again, on a live master, to what connection `part` carried.
-    fn resubscribe(&mut self, part: u32) {
-        let Some(old) = self.subs.as_mut().and_then(|s| s.conns.remove(&part)) else {
-            return;
-        };
-        let routing = self.shared.topology.routing();
-        let addr = if old.mirror {
-            // A mirror belongs to its master: back there while it is a master, else gone.
-            let same = old.conn.addr().to_string();
-            let still_master = routing.masters().iter().any(|m| m.addr() == same);
-            drop(routing);
-            if !still_master {
-                return;
-            }
-            Some(same)
-        } else if old.sharded {
-            old.channels.iter().next().and_then(|c| routing.master(key_slot(c))).map(|p| p.addr().to_string())
-        } else {
-            drop(routing);
-            self.pubsub_home(Some(old.conn.addr()))
-        };
-        let Some(addr) = addr else {
-            return;
-        };
-        let mut replacement = self.open(&addr, part, old.sharded);
-        replacement.mirror = old.mirror;
-        replacement.count = old.count;
-        // What the client is subscribed to, whether or not the node confirmed it yet: a
-        // replacement that fails before its confirmations come must not forget them.
-        replacement.channels = old.channels.clone();
-        replacement.patterns = old.patterns.clone();
-        if !old.recent.is_empty() {
-            replacement.predecessor = Some((old.recent, Instant::now() + REMEMBER_FOR));
-        }
-        let (subscribe, psubscribe) = if old.sharded {
-            (&b"SSUBSCRIBE"[..], &b"PSUBSCRIBE"[..])
-        } else {
-            (&b"SUBSCRIBE"[..], &b"PSUBSCRIBE"[..])
-        };
-        let mut payloads = Vec::new();
-        if !old.channels.is_empty() {
-            let mut args: Vec<&[u8]> = vec![subscribe];
-            args.extend(old.channels.iter().map(|c| c.as_ref()));
-            payloads.push(encode_command(&args));
-        }
-        if !old.patterns.is_empty() {
-            let mut args: Vec<&[u8]> = vec![psubscribe];
-            args.extend(old.patterns.iter().map(|c| c.as_ref()));
-            payloads.push(encode_command(&args));
-        }
-        replacement.swallow = old.channels.len() + old.patterns.len();
-        if let Some(subs) = self.subs.as_mut() {
-            subs.conns.insert(part, replacement);
-        }
-        for payload in payloads {
-            self.sub_send_as(part, payload, false, None);
         }
     }
 
@@ -422,10 +359,7 @@ impl Session {
         args.extend(notifications);
         let payload = encode_command(&args);
         for part in self.ensure_mirrors() {
-            if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) {
-                conn.swallow += expected_frames(&payload, conn.channels.len(), conn.patterns.len());
-            }
-            self.sub_send_as(part, payload.clone(), false, None);
+            self.sub_send_as(part, Command::own(payload.clone()));
         }
     }
 
@@ -500,10 +434,7 @@ impl Session {
 
     /// Back to normal mode once nothing is subscribed any more.
     fn leave_subscribed_if_done(&mut self) {
-        let done = self
-            .subs
-            .as_ref()
-            .is_some_and(|s| s.conns.values().all(|c| c.count == 0 && c.swallow == 0 && !c.awaiting.any()));
+        let done = self.subs.as_ref().is_some_and(|s| s.conns.values().all(|c| c.count == 0 && !c.awaiting.any()));
         if done {
             self.leave_subscriptions();
         }
@@ -520,9 +451,9 @@ impl SubConn {
         SubConn {
             conn,
             resp3,
+            failures: 0,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
-            swallow: 0,
             awaiting: Awaited::default(),
             count: 0,
             sharded,
@@ -535,7 +466,7 @@ impl SubConn {
     /// A sharded connection with no subscription, confirmed or awaited: nothing to keep it for.
     fn carries_nothing(&self) -> bool {
         let empty = self.channels.is_empty() && self.patterns.is_empty() && self.count == 0;
-        self.sharded && !self.mirror && empty && self.swallow == 0 && !self.awaiting.any()
+        self.sharded && !self.mirror && empty && !self.awaiting.any()
     }
 
     /// Whether a message frame is a copy of one the replaced connection delivered just before it

@@ -84,6 +84,9 @@ pub struct ConnMode {
     /// Where to store the node's `CLIENT ID` of the connection once logged in (owned connections:
     /// `CLIENT UNBLOCK` of a proxy client unblocks it on the node).
     pub node_client_id: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Wait this long before connecting: a subscription connection replacing one that failed
+    /// at once backs off, rather than reconnecting in a tight loop to a node that is down.
+    pub connect_after: Duration,
 }
 
 impl ConnMode {
@@ -97,6 +100,7 @@ impl ConnMode {
             user: None,
             node_scripts: None,
             node_client_id: None,
+            connect_after: Duration::ZERO,
         }
     }
 
@@ -138,6 +142,9 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
     let arguments: Vec<Vec<&[u8]>> = commands.iter().map(|c| c.iter().map(Vec::as_slice).collect()).collect();
     let extra: Vec<&[&[u8]]> = arguments.iter().map(Vec::as_slice).collect();
     let mut backoff = Duration::from_millis(25);
+    if !mode.connect_after.is_zero() {
+        sleep(mode.connect_after).await;
+    }
     loop {
         match connect::connect(&addr, &settings, &extra).await {
             Ok(mut stream) => {

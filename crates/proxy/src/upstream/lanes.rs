@@ -258,6 +258,7 @@ impl Lanes {
             user: user.cloned(),
             node_scripts: None,
             node_client_id: None,
+            connect_after: std::time::Duration::ZERO,
         };
         let tx = conn::spawn(self.addr.clone(), Arc::clone(&self.settings), mode, Arc::clone(&self.metrics));
         let state = Arc::new(LaneState {

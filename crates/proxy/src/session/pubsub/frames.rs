@@ -38,6 +38,28 @@ pub(super) fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>
     Some((kind, name, count))
 }
 
+/// The arguments of a command as the proxy sends it (a RESP array of bulk strings), after its
+/// name: the channels of a (un)subscription.
+pub(in crate::session) fn arguments(payload: &[u8]) -> Vec<Bytes> {
+    let Some((b'*', count, mut at)) = scan::header(payload, 0) else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(count.saturating_sub(1));
+    for i in 0..count {
+        let Some(len) = crate::resp::FrameScanner::new().scan(payload.get(at..).unwrap_or_default()).ok().flatten()
+        else {
+            break;
+        };
+        if i > 0
+            && let Some(arg) = bulk_at(payload, at)
+        {
+            out.push(Bytes::copy_from_slice(arg));
+        }
+        at += len;
+    }
+    out
+}
+
 /// How many frames the node will answer `payload` with on a subscribed connection: one per
 /// channel for (un)subscriptions (for an argument-less unsubscribe, one per current subscription,
 /// at least one), one for PING.
@@ -131,6 +153,13 @@ mod tests {
         assert_eq!(as_resp2(b"$2\r\nhi\r\n").as_deref(), Some(&b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n"[..]));
         assert_eq!(as_resp2(b"-ERR no\r\n"), None);
         assert_eq!(as_resp2(b">3\r\n$7\r\nmessage\r\n"), None, "a truncated push is not made up");
+    }
+
+    #[test]
+    fn the_channels_of_a_command() {
+        let payload = crate::resp::request::encode_command(&[&b"SSUBSCRIBE"[..], b"{a}x", b"{a}y"]);
+        assert_eq!(arguments(&payload), [Bytes::from_static(b"{a}x"), Bytes::from_static(b"{a}y")]);
+        assert!(arguments(b"+OK\r\n").is_empty());
     }
 
     #[test]

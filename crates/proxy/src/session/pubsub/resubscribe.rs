@@ -1,0 +1,183 @@
+//! When a subscription connection is refused or lost: an SSUBSCRIBE refused with `-MOVED` (a
+//! stale slot map) follows the redirection; a dead connection is replaced, subscribed again to
+//! what it carried (the proxy's own commands, whose confirmations the client never sees), and
+//! what the client still waited for on it is sent again there.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::SubConn;
+use super::frames::{arguments, frame_kind};
+use crate::error::ProxyError;
+use crate::redirect::{self, MAX_HOPS, Redirect};
+use crate::resp::request::encode_command;
+use crate::session::Session;
+use crate::session::awaited::{Command, Pending};
+use crate::session::recent::REMEMBER_FOR;
+use crate::slot::key_slot;
+use crate::topology::Trigger;
+
+/// The first backoff of a replacement whose predecessor failed before the node said anything,
+/// doubled for each further such failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(25);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Replacements in a row that may fail before the client's waiting subscription commands are
+/// refused for want of a node (about 20 s with the backoff).
+const GIVE_UP_AFTER: u32 = 25;
+
+impl Session {
+    /// The node behind connection `part` refused `pending` with one error, `frame`. An
+    /// SSUBSCRIBE refused with `-MOVED` goes where it points; another refusal of the client's
+    /// command reaches the client (one of the proxy's own is only logged).
+    pub(super) fn on_refused(&mut self, part: u32, pending: Pending, frame: &[u8]) {
+        let sharded = frame_kind(&pending.command.payload).is_some_and(|k| k.eq_ignore_ascii_case(b"ssubscribe"));
+        if sharded
+            && pending.command.hops < MAX_HOPS
+            && let Redirect::Moved { addr, .. } = redirect::classify(frame)
+        {
+            return self.follow_moved(part, addr.to_string(), pending.command);
+        }
+        self.close_if_carrying_nothing(part);
+        if pending.is_own() {
+            let error = String::from_utf8_lossy(frame).trim_end().to_string();
+            crate::log_limited!(5, warn, client = self.state.id, %error, "a node refused a resubscription");
+        } else {
+            self.write_direct(frame, pending.command.dropped);
+        }
+        // A refused first subscription leaves the client in normal mode, as on Redis.
+        self.leave_subscribed_if_done();
+    }
+
+    /// The node behind connection `from` refused an SSUBSCRIBE with `-MOVED`: the proxy's slot
+    /// map was stale. The subscription goes where the node points, as a pooled request follows a
+    /// `-MOVED` (up to the same number of hops), and the map is refreshed; whoever the command's
+    /// answers were for gets them from there. A connection left carrying nothing is closed.
+    fn follow_moved(&mut self, from: u32, addr: String, command: Command) {
+        self.shared.metrics.redirections_moved.inc();
+        if self.shared.refresh_on_moved {
+            self.shared.topology.request_refresh(Trigger::Moved);
+        }
+        // Its channels live elsewhere now (a resubscription's were counted on `from` already).
+        if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&from)) {
+            for channel in arguments(&command.payload) {
+                conn.channels.remove(&channel);
+            }
+        }
+        let part = self.ensure_shard_conn(&addr);
+        self.sub_send_as(part, Command { hops: command.hops + 1, ..command });
+        self.close_if_carrying_nothing(from);
+    }
+
+    /// Closes sharded connection `part` if it carries nothing any more.
+    fn close_if_carrying_nothing(&mut self, part: u32) {
+        if let Some(subs) = self.subs.as_mut()
+            && subs.conns.get(&part).is_some_and(SubConn::carries_nothing)
+        {
+            subs.conns.remove(&part);
+        }
+    }
+
+    /// Subscribes again, on a live master, to what connection `part` carried, and sends there
+    /// again what the client still waited for on it (skipping the answers it already had).
+    pub(super) fn resubscribe(&mut self, part: u32) {
+        let Some(mut old) = self.subs.as_mut().and_then(|s| s.conns.remove(&part)) else {
+            return;
+        };
+        // Every command still owed something goes again, the proxy's own included (a mirror's
+        // UNSUBSCRIBE, an SSUBSCRIBE that followed a `-MOVED` here).
+        let waited = old.awaiting.take_all();
+        // While the map names no node for it, the old one is tried again (the map may not know
+        // yet of a failover), for a while.
+        let home = self.replacement_home(&old, &waited);
+        let home = home.or_else(|| (old.failures < GIVE_UP_AFTER).then(|| old.conn.addr().to_string()));
+        let Some(addr) = home else {
+            return self.refuse_waited(waited);
+        };
+        // The replacement speaks the protocol the old one did, so that the messages it repeats
+        // are recognised (`RecentMessages` compares frames); one replacing a connection that
+        // failed before the node said anything backs off.
+        let delay = match old.failures {
+            0 => Duration::ZERO,
+            n => (RETRY_FIRST * 2u32.saturating_pow(n - 1)).min(RETRY_MAX),
+        };
+        let mut replacement = self.open_as(&addr, part, old.sharded, old.resp3, delay);
+        replacement.failures = old.failures + 1;
+        replacement.mirror = old.mirror;
+        // Its own count comes with its confirmations; meanwhile what it owes keeps the client
+        // subscribed.
+        // What the client is subscribed to, whether or not the node confirmed it yet: a
+        // replacement that fails before its confirmations come must not forget them.
+        replacement.channels = old.channels.clone();
+        replacement.patterns = old.patterns.clone();
+        replacement.predecessor = match old.recent.is_empty() {
+            false => Some((std::mem::take(&mut old.recent), Instant::now() + REMEMBER_FOR)),
+            // A replacement that delivered nothing passes on what its own predecessor delivered.
+            true => old.predecessor.take(),
+        };
+        if let Some(subs) = self.subs.as_mut() {
+            subs.conns.insert(part, replacement);
+        }
+        for payload in resubscriptions(&old) {
+            self.sub_send_as(part, Command::own(payload));
+        }
+        for pending in waited {
+            self.sub_send_as(part, pending.again());
+        }
+    }
+
+    /// Where a replacement for `old` goes: a mirror back to its master while it is one, sharded
+    /// subscriptions to the master of their (first) channel's slot, classic ones to the pub/sub
+    /// home. `None`: nowhere now.
+    fn replacement_home(&self, old: &SubConn, waited: &[Pending]) -> Option<String> {
+        let routing = self.shared.topology.routing();
+        if old.mirror {
+            let same = old.conn.addr().to_string();
+            return routing.masters().iter().any(|m| m.addr() == same).then_some(same);
+        }
+        if old.sharded {
+            let waited_channel = waited.iter().flat_map(|p| arguments(&p.command.payload)).next();
+            let channel = old.channels.iter().next().cloned().or(waited_channel)?;
+            return routing.master(key_slot(&channel)).map(|p| p.addr().to_string());
+        }
+        drop(routing);
+        let failed = old.conn.addr().to_string();
+        self.pubsub_home(Some(&failed))
+    }
+
+    /// No node to send the client's waiting subscription commands to: each is refused, and the
+    /// client leaves subscribed mode if nothing else keeps it there.
+    fn refuse_waited(&mut self, waited: Vec<Pending>) {
+        let error = ProxyError::NoTopology.to_resp();
+        for pending in waited.into_iter().filter(|p| !p.is_own()) {
+            self.write_direct(&error, pending.command.dropped);
+        }
+        self.leave_subscribed_if_done();
+    }
+}
+
+/// The proxy's own commands that subscribe a replacement to what `old` carried: classic channels
+/// in one SUBSCRIBE, sharded ones in one SSUBSCRIBE per slot (Redis refuses one across slots),
+/// patterns in one PSUBSCRIBE.
+fn resubscriptions(old: &SubConn) -> Vec<Bytes> {
+    let mut payloads = Vec::new();
+    if old.sharded {
+        let mut by_slot: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
+        for channel in &old.channels {
+            by_slot.entry(key_slot(channel)).or_insert_with(|| vec![&b"SSUBSCRIBE"[..]]).push(channel);
+        }
+        payloads.extend(by_slot.values().map(|args| encode_command(args)));
+    } else if !old.channels.is_empty() {
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(old.channels.iter().map(|c| c.as_ref()));
+        payloads.push(encode_command(&args));
+    }
+    if !old.patterns.is_empty() {
+        let mut args: Vec<&[u8]> = vec![b"PSUBSCRIBE"];
+        args.extend(old.patterns.iter().map(|c| c.as_ref()));
+        payloads.push(encode_command(&args));
+    }
+    payloads
+}
