@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use redisforge_tests::process::rss_bytes;
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command};
+use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, resp_command};
 
 const MIB: usize = 1024 * 1024;
 /// The value GET returns through the proxy.
@@ -93,15 +93,19 @@ fn set_pattern(cluster: &Cluster, key: &str, len: usize) {
         redis::cmd("SET").arg(key).arg(&pattern).query(&mut cluster.client(&cluster.node_for_key(key))).expect("SET");
 }
 
-/// Freezes the node of `key` (SIGSTOP) now and wakes it after `for_how_long` (shorter than the
-/// cluster's node timeout, so no failover), from another thread: the proxy's requests to it wait
-/// meanwhile, with no CPU spent, unlike a busy script.
-fn slow_for_a_while(cluster: &'static Cluster, key: &str, for_how_long: Duration) -> std::thread::JoinHandle<()> {
+/// Runs `body` with the node of `key` frozen (SIGSTOP) for its first `for_how_long` (shorter
+/// than the cluster's node timeout, so no failover): the proxy's requests to it wait meanwhile,
+/// with no CPU spent, unlike a busy script. The node is woken however `body` ends. Only on a
+/// cluster of the test's own ([`Cluster::shared`] must not have paused nodes).
+fn with_node_frozen<T>(cluster: &Cluster, key: &str, for_how_long: Duration, body: impl FnOnce() -> T) -> T {
     let node = cluster.node_for_key(key);
     cluster.pause(&node);
-    std::thread::spawn(move || {
-        std::thread::sleep(for_how_long);
-        cluster.resume(&node);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(for_how_long);
+            cluster.resume(&node);
+        });
+        body()
     })
 }
 
@@ -149,25 +153,25 @@ fn pattern_bulk_at(bytes: &[u8], len: usize) -> Result<usize, String> {
 #[test]
 fn a_large_reply_behind_a_slow_one_streams_on_once_the_slow_one_is_in() {
     const LEN: usize = 24 * MIB;
-    let cluster = Cluster::shared();
+    let cluster = Cluster::start(ClusterOptions::default());
     // A long command timeout, so that a stall shows as one.
     let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\ncommand_timeout = \"30s\"\n";
-    let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: upstream.to_string(), ..ProxyOptions::default() });
+    let proxy = Proxy::start(&cluster, ProxyOptions { extra_toml: upstream.to_string(), ..ProxyOptions::default() });
     let slow_key = "stream:{slow}:frozen";
-    let big_key = key_elsewhere(cluster, slow_key, "behind");
-    set_pattern(cluster, &big_key, LEN);
+    let big_key = key_elsewhere(&cluster, slow_key, "behind");
+    set_pattern(&cluster, &big_key, LEN);
 
     let mut client = TcpStream::connect(proxy.addr()).expect("connect");
     client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     // A GET on a node frozen for a second, then the large GET on another node.
-    let resumed = slow_for_a_while(cluster, slow_key, Duration::from_secs(1));
-    let slow = resp_command(&[b"GET", slow_key.as_bytes()]);
-    client.write_all(&[slow, resp_command(&[b"GET", big_key.as_bytes()])].concat()).expect("send");
     let first = b"$-1\r\n";
     let bulk = format!("${LEN}\r\n").len() + LEN + 2;
-    // The frozen node answers after about a second; the reply then streams on at once.
-    let got = read_up_to(&mut client, first.len() + bulk, Duration::from_secs(10));
-    resumed.join().expect("resumed");
+    let got = with_node_frozen(&cluster, slow_key, Duration::from_secs(1), || {
+        let slow = resp_command(&[b"GET", slow_key.as_bytes()]);
+        client.write_all(&[slow, resp_command(&[b"GET", big_key.as_bytes()])].concat()).expect("send");
+        // The frozen node answers after about a second; the reply then streams on at once.
+        read_up_to(&mut client, first.len() + bulk, Duration::from_secs(10))
+    });
     assert!(got.starts_with(first), "{}", redisforge_tests::resp::show(&got, 80));
     assert_eq!(pattern_bulk_at(&got[first.len()..], LEN), Ok(bulk));
     let _: () = redis::cmd("DEL").arg(&big_key).query(&mut proxy.client()).expect("DEL");
@@ -218,26 +222,26 @@ fn pushes_wait_for_the_end_of_a_streamed_reply() {
 #[test]
 fn a_large_reply_waiting_behind_a_slow_one_counts_against_the_output_limit() {
     const LEN: usize = 64 * MIB;
-    let cluster = Cluster::shared();
+    let cluster = Cluster::start(ClusterOptions::default());
     // A command timeout well past the frozen node's 1.5 s, so that nothing but the limit ends the
     // wait.
     let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\ncommand_timeout = \"20s\"\n";
     let config = format!("[limits]\nclient_output_limit = 2097152\n{upstream}");
-    let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: config, ..ProxyOptions::default() });
-    let slow_key = "stream:{slow}:limit";
-    let big_key = key_elsewhere(cluster, slow_key, "limited");
-    set_pattern(cluster, &big_key, LEN);
+    let proxy = Proxy::start(&cluster, ProxyOptions { extra_toml: config, ..ProxyOptions::default() });
+    let slow_key = "stream:{limit}:frozen";
+    let big_key = key_elsewhere(&cluster, slow_key, "limited");
+    set_pattern(&cluster, &big_key, LEN);
     let before = rss_bytes(proxy.pid()) as usize;
 
     let mut client = TcpStream::connect(proxy.addr()).expect("connect");
     client.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let resumed = slow_for_a_while(cluster, slow_key, Duration::from_millis(1500));
-    let slow = resp_command(&[b"GET", slow_key.as_bytes()]);
-    let sent = Instant::now();
-    client.write_all(&[slow, resp_command(&[b"GET", big_key.as_bytes()])].concat()).expect("send");
-    let got = read_up_to(&mut client, LEN, Duration::from_secs(20));
-    let closed_after = sent.elapsed();
-    resumed.join().expect("resumed");
+    let (got, closed_after) = with_node_frozen(&cluster, slow_key, Duration::from_millis(1500), || {
+        let slow = resp_command(&[b"GET", slow_key.as_bytes()]);
+        let sent = Instant::now();
+        client.write_all(&[slow, resp_command(&[b"GET", big_key.as_bytes()])].concat()).expect("send");
+        let got = read_up_to(&mut client, LEN, Duration::from_secs(20));
+        (got, sent.elapsed())
+    });
     assert!(
         got.is_empty(),
         "the client is disconnected before the slow reply is written: {}",
@@ -245,7 +249,7 @@ fn a_large_reply_waiting_behind_a_slow_one_counts_against_the_output_limit() {
     );
     // As soon as the waiting pieces pass the limit, not once the frozen node answers (1.5 s) and
     // they reach the write buffer.
-    assert!(closed_after < Duration::from_millis(1000), "disconnected after {closed_after:?}");
+    assert!(closed_after < Duration::from_millis(1200), "disconnected after {closed_after:?}");
     let grown = (rss_bytes(proxy.pid()) as usize).saturating_sub(before);
     assert!(grown < 32 * MIB, "the proxy grew by {} MiB for a {} MiB reply", grown / MIB, LEN / MIB);
     // Other clients are served.

@@ -271,7 +271,10 @@ impl Session {
         };
         let frame = match result {
             Ok(frame) => {
-                conn.failures = 0;
+                // The node works (an error is no sign of it: a refusal retried must back off).
+                if !frame.starts_with(b"-") {
+                    conn.failures = 0;
+                }
                 frame
             }
             Err(error) => {

@@ -30,15 +30,21 @@ const GIVE_UP_AFTER: u32 = 25;
 
 impl Session {
     /// The node behind connection `part` refused `pending` with one error, `frame`. An
-    /// SSUBSCRIBE refused with `-MOVED` goes where it points; another refusal of the client's
-    /// command reaches the client (one of the proxy's own is only logged).
+    /// SSUBSCRIBE refused with `-MOVED` goes where it points; a resubscription refused otherwise
+    /// (`-CLUSTERDOWN`, `-TRYAGAIN` during a failover) is tried again on a new connection, backing
+    /// off, for about 20 s; another refusal of the client's command reaches the client.
     pub(super) fn on_refused(&mut self, part: u32, pending: Pending, frame: &[u8]) {
-        let sharded = frame_kind(&pending.command.payload).is_some_and(|k| k.eq_ignore_ascii_case(b"ssubscribe"));
-        if sharded
+        let kind = frame_kind(&pending.command.payload).map(<[u8]>::to_ascii_lowercase);
+        if kind.as_deref() == Some(b"ssubscribe")
             && pending.command.hops < MAX_HOPS
             && let Redirect::Moved { addr, .. } = redirect::classify(frame)
         {
             return self.follow_moved(part, addr.to_string(), pending.command);
+        }
+        let subscribes = matches!(kind.as_deref(), Some(b"subscribe" | b"psubscribe" | b"ssubscribe"));
+        let failures = self.subs.as_ref().and_then(|s| s.conns.get(&part)).map_or(GIVE_UP_AFTER, |c| c.failures);
+        if pending.is_own() && subscribes && failures < GIVE_UP_AFTER {
+            return self.resubscribe(part);
         }
         self.close_if_carrying_nothing(part);
         if pending.is_own() {
@@ -92,7 +98,10 @@ impl Session {
         // While the map names no node for it, the old one is tried again (the map may not know
         // yet of a failover), for a while.
         let home = self.replacement_home(&old, &waited);
-        let home = home.or_else(|| (old.failures < GIVE_UP_AFTER).then(|| old.conn.addr().to_string()));
+        // A mirror whose master is gone (failed over) is dropped: its master's successor is
+        // mirrored once the client subscribes again.
+        let retry_old = !old.mirror && old.failures < GIVE_UP_AFTER;
+        let home = home.or_else(|| retry_old.then(|| old.conn.addr().to_string()));
         let Some(addr) = home else {
             return self.refuse_waited(waited);
         };
