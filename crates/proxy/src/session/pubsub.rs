@@ -52,6 +52,9 @@ struct SubConn {
     /// Replacements in a row that failed before the node sent anything (see
     /// [`Session::resubscribe`]).
     failures: u32,
+    /// Resubscriptions the nodes refused for now in a row (`-CLUSTERDOWN` …), carried over to
+    /// replacements until one is answered in full: bounds the retries and sets their backoff.
+    refusals: u32,
     /// Opened in RESP3: its frames are pushes, which a client that switched to RESP2 since
     /// (`HELLO 2`) gets as arrays ([`frames::in_resp2`]).
     resp3: bool,
@@ -317,6 +320,10 @@ impl Session {
             // Every confirmation was awaited, by the client or by the proxy itself; one for the
             // client is a push, which CLIENT REPLY OFF/SKIP never drops (see `write_direct`).
             answer = Answer { dropped: false, ..conn.awaiting.answered_one() };
+            if !conn.awaiting.any() {
+                // Everything sent on it is answered: nothing refused is left to retry.
+                conn.refusals = 0;
+            }
             if let Some(name) = name {
                 match kind.to_ascii_lowercase().as_slice() {
                     b"subscribe" | b"ssubscribe" => drop(conn.channels.insert(name)),
@@ -455,6 +462,7 @@ impl SubConn {
             conn,
             resp3,
             failures: 0,
+            refusals: 0,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
             awaiting: Awaited::default(),

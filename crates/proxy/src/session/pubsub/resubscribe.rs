@@ -42,9 +42,12 @@ impl Session {
             return self.follow_moved(part, addr.to_string(), pending.command);
         }
         let subscribes = matches!(kind.as_deref(), Some(b"subscribe" | b"psubscribe" | b"ssubscribe"));
-        let failures = self.subs.as_ref().and_then(|s| s.conns.get(&part)).map_or(GIVE_UP_AFTER, |c| c.failures);
-        if pending.is_own() && subscribes && failures < GIVE_UP_AFTER {
-            return self.resubscribe(part);
+        if pending.is_own() && subscribes && is_transient(frame) {
+            let conn = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part));
+            if let Some(conn) = conn.filter(|c| c.refusals < GIVE_UP_AFTER) {
+                conn.refusals += 1;
+                return self.replace(part, Some(pending));
+            }
         }
         self.close_if_carrying_nothing(part);
         if pending.is_own() {
@@ -89,12 +92,18 @@ impl Session {
     /// Subscribes again, on a live master, to what connection `part` carried, and sends there
     /// again what the client still waited for on it (skipping the answers it already had).
     pub(super) fn resubscribe(&mut self, part: u32) {
+        self.replace(part, None);
+    }
+
+    /// [`Session::resubscribe`], with `refused` (a resubscription the node refused for now) sent
+    /// again first.
+    fn replace(&mut self, part: u32, refused: Option<Pending>) {
         let Some(mut old) = self.subs.as_mut().and_then(|s| s.conns.remove(&part)) else {
             return;
         };
         // Every command still owed something goes again, the proxy's own included (a mirror's
         // UNSUBSCRIBE, an SSUBSCRIBE that followed a `-MOVED` here).
-        let waited = old.awaiting.take_all();
+        let waited: Vec<Pending> = refused.into_iter().chain(old.awaiting.take_all()).collect();
         // While the map names no node for it, the old one is tried again (the map may not know
         // yet of a failover), for a while.
         let home = self.replacement_home(&old, &waited);
@@ -108,12 +117,13 @@ impl Session {
         // The replacement speaks the protocol the old one did, so that the messages it repeats
         // are recognised (`RecentMessages` compares frames); one replacing a connection that
         // failed before the node said anything backs off.
-        let delay = match old.failures {
+        let delay = match old.failures.max(old.refusals) {
             0 => Duration::ZERO,
             n => (RETRY_FIRST * 2u32.saturating_pow(n - 1)).min(RETRY_MAX),
         };
         let mut replacement = self.open_as(&addr, part, old.sharded, old.resp3, delay);
         replacement.failures = old.failures + 1;
+        replacement.refusals = old.refusals;
         replacement.mirror = old.mirror;
         // Its own count comes with its confirmations; meanwhile what it owes keeps the client
         // subscribed.
@@ -167,6 +177,13 @@ impl Session {
     }
 }
 
+/// Whether a node's refusal is one a later try may not get: the cluster is failing over or the
+/// slot migrating (`-CLUSTERDOWN`, `-TRYAGAIN`), the node starting or its master gone
+/// (`-LOADING`, `-MASTERDOWN`). Anything else (`-NOPERM` …) is final.
+fn is_transient(frame: &[u8]) -> bool {
+    [&b"-CLUSTERDOWN"[..], b"-TRYAGAIN", b"-LOADING", b"-MASTERDOWN"].iter().any(|code| frame.starts_with(code))
+}
+
 /// The proxy's own commands that subscribe a replacement to what `old` carried: classic channels
 /// in one SUBSCRIBE, sharded ones in one SSUBSCRIBE per slot (Redis refuses one across slots),
 /// patterns in one PSUBSCRIBE.
@@ -189,4 +206,19 @@ fn resubscriptions(old: &SubConn) -> Vec<Bytes> {
         payloads.push(encode_command(&args));
     }
     payloads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+
+    #[test]
+    fn only_a_failover_or_a_starting_node_makes_a_refusal_worth_retrying() {
+        assert!(is_transient(b"-CLUSTERDOWN Hash slot not served\r\n"));
+        assert!(is_transient(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"));
+        assert!(is_transient(b"-LOADING Redis is loading the dataset in memory\r\n"));
+        assert!(is_transient(b"-MASTERDOWN Link with MASTER is down\r\n"));
+        assert!(!is_transient(b"-NOPERM this user has no permissions to access one of the channels\r\n"));
+        assert!(!is_transient(b"-ERR unknown command\r\n"));
+    }
 }
