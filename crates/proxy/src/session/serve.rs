@@ -368,14 +368,11 @@ impl Session {
             return Settled::Drop;
         }
         // Frames outside the pipeline (pushes, subscription frames) go before the replies released
-        // now, but never inside a streamed reply: they wait for its end.
-        if !self.direct.is_empty() && !self.pipeline.mid_stream() {
-            io.wbuf.extend_from_slice(&self.direct.split());
-        }
+        // now; those that waited for the end of a streamed reply, after the release that ends it.
+        self.release_direct_frames(&mut io.wbuf);
         let closed = self.pipeline.release(&mut io.wbuf, &self.shared.metrics);
-        // A streamed reply that ended just now lets the frames that waited for it go.
-        if !self.direct.is_empty() && !closed && !self.pipeline.mid_stream() {
-            io.wbuf.extend_from_slice(&self.direct.split());
+        if !closed {
+            self.release_direct_frames(&mut io.wbuf);
         }
         io.closing |= closed;
         // After the release: the replies it takes may be dropped ones (CLIENT REPLY SKIP), which
@@ -418,6 +415,14 @@ impl Session {
             return Settled::Again;
         }
         Settled::Wait
+    }
+
+    /// Moves the frames written outside the pipeline into `wbuf`, unless a streamed reply is
+    /// part-way out: they never land inside it, and wait for its end.
+    fn release_direct_frames(&mut self, wbuf: &mut BytesMut) {
+        if !self.direct.is_empty() && !self.pipeline.mid_stream() {
+            wbuf.extend_from_slice(&self.direct.split());
+        }
     }
 
     /// Bytes read from the client (`read`; 0 at EOF). Returns false when the session must end.

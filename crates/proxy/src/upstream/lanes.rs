@@ -248,18 +248,9 @@ impl Lanes {
     }
 
     fn open(&self, user: Option<&Arc<NodeUser>>, resp3: bool) -> Lane {
-        let mode = ConnMode {
-            readonly: self.readonly,
-            resp3,
-            // A lane that breaks fails its script (it may have run) and is replaced by the next
-            // script's new lane: it holds no state worth reconnecting for.
-            reconnect: false,
-            pushes: None,
-            user: user.cloned(),
-            node_scripts: None,
-            node_client_id: None,
-            connect_after: std::time::Duration::ZERO,
-        };
+        // Owned, so not reconnecting: a lane that breaks fails its script (it may have run) and is
+        // replaced by the next script's new lane; it holds no state worth reconnecting for.
+        let mode = ConnMode { readonly: self.readonly, ..ConnMode::owned(resp3, user.cloned()) };
         let tx = conn::spawn(self.addr.clone(), Arc::clone(&self.settings), mode, Arc::clone(&self.metrics));
         let state = Arc::new(LaneState {
             in_flight: AtomicUsize::new(0),

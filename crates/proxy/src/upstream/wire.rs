@@ -364,8 +364,8 @@ fn dispatch_replies(
     while let Some(len) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
         let mut frame: Bytes = rbuf.split_to(len).freeze();
         // The rest of a reply passed on in pieces is the tail of a value, whatever it starts with.
-        let tail = pushes.is_none() && inflight.front().is_some_and(|head| head.streaming);
-        if frame.first() == Some(&b'-') && !tail {
+        let tail = || pushes.is_none() && inflight.front().is_some_and(|head| head.streaming);
+        if frame.first() == Some(&b'-') && !tail() {
             if let Some(filled) = crate::redirect::fill_in_host(&frame, host) {
                 frame = filled;
             }

@@ -21,43 +21,42 @@ fn bulk_at(frame: &[u8], at: usize) -> Option<&[u8]> {
     scan::string_at(frame, at).and_then(|(kind, payload)| (kind == b'$').then_some(payload))
 }
 
-/// `(kind, channel, count)` of a (un)subscribe confirmation, RESP2 array or RESP3 push; the
-/// channel is `None` for the null of an unsubscribe with nothing subscribed.
-pub(super) fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>, i64)> {
-    let (_, _, mut at) = scan::header(frame, 0)?;
-    let mut elements = Vec::with_capacity(3);
-    for _ in 0..3 {
+/// The type byte and the elements of an aggregate frame (a RESP2 array, a RESP3 push); `None`
+/// for any other frame or one cut short.
+fn elements(frame: &[u8]) -> Option<(u8, Vec<&[u8]>)> {
+    let (kind @ (b'*' | b'>'), count, mut at) = scan::header(frame, 0)? else {
+        return None;
+    };
+    let mut elements = Vec::with_capacity(count.min(16));
+    for _ in 0..count {
         let len = crate::resp::FrameScanner::new().scan(frame.get(at..)?).ok()??;
         elements.push(&frame[at..at + len]);
         at += len;
     }
+    Some((kind, elements))
+}
+
+/// `(kind, channel, count)` of a (un)subscribe confirmation, RESP2 array or RESP3 push; the
+/// channel is `None` for the null of an unsubscribe with nothing subscribed.
+pub(super) fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>, i64)> {
+    let (_, elements) = elements(frame)?;
+    let [kind, name, count] = elements.get(..3)? else {
+        return None;
+    };
     let bulk = |element: &[u8]| bulk_at(element, 0).map(<[u8]>::to_vec);
-    let kind = bulk(elements[0])?.to_ascii_lowercase();
-    let name = bulk(elements[1]).map(Bytes::from);
-    let count = std::str::from_utf8(elements[2].strip_prefix(b":")?.strip_suffix(b"\r\n")?).ok()?.parse().ok()?;
+    let kind = bulk(kind)?.to_ascii_lowercase();
+    let name = bulk(name).map(Bytes::from);
+    let count = std::str::from_utf8(count.strip_prefix(b":")?.strip_suffix(b"\r\n")?).ok()?.parse().ok()?;
     Some((kind, name, count))
 }
 
 /// The arguments of a command as the proxy sends it (a RESP array of bulk strings), after its
 /// name: the channels of a (un)subscription.
 pub(in crate::session) fn arguments(payload: &[u8]) -> Vec<Bytes> {
-    let Some((b'*', count, mut at)) = scan::header(payload, 0) else {
+    let Some((b'*', elements)) = elements(payload) else {
         return Vec::new();
     };
-    let mut out = Vec::with_capacity(count.saturating_sub(1));
-    for i in 0..count {
-        let Some(len) = crate::resp::FrameScanner::new().scan(payload.get(at..).unwrap_or_default()).ok().flatten()
-        else {
-            break;
-        };
-        if i > 0
-            && let Some(arg) = bulk_at(payload, at)
-        {
-            out.push(Bytes::copy_from_slice(arg));
-        }
-        at += len;
-    }
-    out
+    elements.iter().skip(1).filter_map(|element| bulk_at(element, 0)).map(Bytes::copy_from_slice).collect()
 }
 
 /// How many frames the node will answer `payload` with on a subscribed connection: one per
@@ -103,13 +102,10 @@ pub(super) fn in_resp2(frame: &[u8]) -> Option<Bytes> {
     let mut out = BytesMut::with_capacity(frame.len() + 16);
     match frame.first()? {
         b'>' => {
-            let (_, count, mut at) = scan::header(frame, 0)?;
-            reply::put_header(&mut out, b'*', count);
-            for _ in 0..count {
-                let len = crate::resp::FrameScanner::new().scan(frame.get(at..)?).ok()??;
-                let element = &frame[at..at + len];
+            let (_, elements) = elements(frame)?;
+            reply::put_header(&mut out, b'*', elements.len());
+            for element in elements {
                 out.extend_from_slice(if element == b"_\r\n" { b"$-1\r\n" } else { element });
-                at += len;
             }
         }
         b'+' | b'$' => {
