@@ -4,7 +4,7 @@
 //! CLIENT PAUSE holds, for a reply large enough to stream, for RESET, and for requests read before
 //! the client half-closes, for a subscribed client's PING and pushes), a RESP3 subscriber
 //! switching to RESP2, nothing run after QUIT, a `no_multi` command inside MULTI; and
-//! RANDOMKEY drawing from every master.
+//! RANDOMKEY drawing from every master, and sharded subscription counts over several masters.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -300,4 +300,39 @@ fn config_set_inside_multi_is_queued_and_reaches_every_node() {
     assert_eq!(query_args(&mut con, &["EXEC"]), Ok(redis::Value::Nil), "the WATCH aborted the transaction");
     assert!(samples("9"), "no node took the aborted setting");
     assert!(query_args(&mut con, &["CONFIG", "SET", "maxmemory-samples", "5"]).is_ok());
+}
+
+/// A client's sharded channels live on as many masters as their slots: `{a}` (slot 15495) and
+/// `{b}` (slot 3300) are on different masters of three, each with a subscription connection of
+/// its own behind the proxy. The counts in the confirmations are the client's, over all of them,
+/// as one node counts them, also for a channel it never subscribed and for an unsubscribe from
+/// everything.
+#[test]
+fn shard_subscription_counts_over_several_masters_match_a_node() {
+    let answer = same_as_a_node(
+        b"SSUBSCRIBE {a}x\r\nSSUBSCRIBE {b}y\r\nSSUBSCRIBE {a}z\r\nSUNSUBSCRIBE {b}y\r\nSUNSUBSCRIBE {b}none\r\n\
+          SUNSUBSCRIBE {a}x {a}z\r\nPING\r\nQUIT\r\n",
+    );
+    let confirmation = |kind: &str, channel: &str, count: u8| {
+        format!("*3\r\n${}\r\n{kind}\r\n${}\r\n{channel}\r\n:{count}\r\n", kind.len(), channel.len())
+    };
+    let expected = [
+        confirmation("ssubscribe", "{a}x", 1),
+        confirmation("ssubscribe", "{b}y", 2),
+        confirmation("ssubscribe", "{a}z", 3),
+        confirmation("sunsubscribe", "{b}y", 2),
+        confirmation("sunsubscribe", "{b}none", 2),
+        confirmation("sunsubscribe", "{a}x", 1),
+        confirmation("sunsubscribe", "{a}z", 0),
+    ]
+    .concat();
+    assert_eq!(answer, format!("{expected}+PONG\r\n+OK\r\n"));
+    // An unsubscribe from everything: the node's order of channels is its own; the counts go
+    // down to zero across both masters, and the client is back in normal mode.
+    let counts = same_on_both("SUNSUBSCRIBE from everything", |addr| {
+        let bytes = b"SSUBSCRIBE {a}x\r\nSSUBSCRIBE {b}y\r\nSUNSUBSCRIBE\r\nPING\r\nQUIT\r\n";
+        let answer = String::from_utf8_lossy(&raw_roundtrip(addr, bytes, WAIT)).into_owned();
+        answer.lines().filter(|line| line.starts_with(':') || line.starts_with('+')).collect::<Vec<_>>().join(" ")
+    });
+    assert_eq!(counts, ":1 :2 :1 :0 +PONG +OK");
 }

@@ -1,7 +1,7 @@
 //! Pub/Sub through the proxy: classic, pattern and sharded subscriptions, subscribed-mode rules,
 //! resubscription when the node carrying a subscription dies, a multi-channel first subscription
-//! the node refuses with one error, a RESP3 subscription behind an earlier request's reply, and
-//! RESET leaving subscribed mode in RESP3.
+//! the node refuses with one error, a shard channel following its slot to another master, an SUNSUBSCRIBE following `-MOVED`, a RESP3
+//! subscription behind an earlier request's reply, and RESET leaving subscribed mode in RESP3.
 
 use std::time::Duration;
 
@@ -224,6 +224,85 @@ fn a_sharded_subscription_follows_moved_and_one_the_node_refuses_leaves_normal_m
     std::io::Write::write_all(&mut client, b"GET {refused}a\r\n").expect("write");
     let got = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b"\r\n"));
     assert_eq!(String::from_utf8_lossy(&got), "$-1\r\n", "GET after {refusal:?}");
+}
+
+#[test]
+fn a_shard_channel_follows_its_slot_to_another_master() {
+    // A node that loses a slot unsubscribes the slot's shard channels itself (Redis sends an
+    // `sunsubscribe` push). A client of one node never sees that: the proxy subscribes the
+    // channel again on the slot's new master, and the counts stay the client's.
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let moving = "{moving}a".to_string();
+    let slot = cluster.slot_for_key(&moving);
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.masters().into_iter().find(|m| *m != from).expect("another master");
+    let staying = (0..1000)
+        .map(|i| format!("{{staying{i}}}b"))
+        .find(|c| cluster.node_for_key(c) == from && cluster.slot_for_key(c) != slot)
+        .expect("another slot of the same master");
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    let subscribe = format!("SSUBSCRIBE {moving}\r\nSSUBSCRIBE {staying}\r\n");
+    std::io::Write::write_all(&mut client, subscribe.as_bytes()).expect("write");
+    let wait = Duration::from_secs(5);
+    let confirmed = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b":2\r\n"));
+    assert!(confirmed.ends_with(b":2\r\n"), "{}", String::from_utf8_lossy(&confirmed));
+
+    cluster.migrate_slot(slot, &from, &to);
+    let mut publisher = proxy.client();
+    let mut attempt = 0;
+    let delivered = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        attempt += 1;
+        let receivers: Result<i64, _> =
+            redis::cmd("SPUBLISH").arg(&moving).arg(format!("m{attempt}")).query(&mut publisher);
+        receivers == Ok(1)
+    });
+    assert!(delivered, "the channel is not subscribed on the slot's new master");
+    let message = format!("$9\r\n{moving}\r\n$2\r\nm{attempt}\r\n");
+    let got = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(message.as_bytes()));
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(got.ends_with(&message), "{got}");
+    assert!(!got.contains("sunsubscribe"), "the node's own unsubscribe reached the client: {got}");
+
+    // One more channel of the moved slot, then an unsubscribe from everything (two masters now).
+    std::io::Write::write_all(&mut client, b"SSUBSCRIBE {moving}c\r\n").expect("write");
+    let third = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b"\r\n:3\r\n"));
+    assert!(third.ends_with(b"$9\r\n{moving}c\r\n:3\r\n"), "{}", String::from_utf8_lossy(&third));
+    std::io::Write::write_all(&mut client, b"SUNSUBSCRIBE\r\nGET {moving}a\r\n").expect("write");
+    let left = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b"$-1\r\n"));
+    let left = String::from_utf8_lossy(&left).into_owned();
+    let counts: Vec<&str> = left.lines().filter(|line| line.starts_with(':')).collect();
+    assert_eq!(counts, [":2", ":1", ":0"], "{left}");
+    assert!(left.ends_with(":0\r\n$-1\r\n"), "back in normal mode: {left}");
+}
+
+#[test]
+fn an_sunsubscribe_through_a_stale_map_follows_moved() {
+    // The map stays stale (no refresh): an SUNSUBSCRIBE of a channel the client never subscribed
+    // goes to the slot's old owner, which answers `-MOVED`; a node answers it with a
+    // confirmation, and so does the proxy, from the node the redirection names.
+    let cluster = Cluster::start(ClusterOptions::default());
+    let options = ProxyOptions {
+        extra_toml: "[topology]\nrefresh_interval = \"1h\"\nrefresh_on_moved = false\n".to_string(),
+        ..ProxyOptions::default()
+    };
+    let proxy = Proxy::start(&cluster, options);
+    let slot = cluster.slot_for_key("{stale}a");
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.masters().into_iter().find(|m| *m != from).expect("another master");
+    cluster.migrate_slot(slot, &from, &to);
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    let wait = Duration::from_secs(5);
+    std::io::Write::write_all(
+        &mut client,
+        b"SSUBSCRIBE {stale}a\r\nSUNSUBSCRIBE {stale}b\r\nSUNSUBSCRIBE {stale}a\r\n",
+    )
+    .expect("write");
+    let got = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b"{stale}a\r\n:0\r\n"));
+    let expected = "*3\r\n$10\r\nssubscribe\r\n$8\r\n{stale}a\r\n:1\r\n\
+                    *3\r\n$12\r\nsunsubscribe\r\n$8\r\n{stale}b\r\n:1\r\n\
+                    *3\r\n$12\r\nsunsubscribe\r\n$8\r\n{stale}a\r\n:0\r\n";
+    assert_eq!(String::from_utf8_lossy(&got), expected);
 }
 
 #[test]

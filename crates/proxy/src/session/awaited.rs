@@ -18,6 +18,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::pubsub::{arguments, frame_kind};
+
 /// A subscription command as sent on a connection.
 #[derive(Debug, Clone)]
 pub(super) struct Command {
@@ -50,6 +52,10 @@ pub(super) struct Pending {
     /// Frames it is answered with in all, and still owed.
     frames: usize,
     left: usize,
+    /// An SUNSUBSCRIBE from every shard channel: answered once a confirmation says none is left
+    /// (its count reaches 0), however many channels the connection carried when it was sent
+    /// (channels may have moved to another connection since, or been dropped by the node).
+    until_none_left: bool,
 }
 
 impl Pending {
@@ -62,7 +68,7 @@ impl Pending {
     /// — but for an unsubscribe from everything, which the new connection answers for what it
     /// still carries (what was confirmed is gone from it already).
     pub(super) fn again(self) -> Command {
-        let everything = super::pubsub::arguments(&self.command.payload).is_empty();
+        let everything = arguments(&self.command.payload).is_empty();
         let answered = if everything { 0 } else { self.frames - self.left };
         Command { skip: self.command.skip.saturating_add(answered), ..self.command }
     }
@@ -85,20 +91,43 @@ impl Awaited {
     /// `command` was sent; the node answers it with `frames` frames (none: nothing to wait for).
     pub(super) fn expect(&mut self, frames: usize, command: Command) {
         if frames > 0 {
-            self.0.push_back(Pending { command, frames, left: frames });
+            let kind = frame_kind(&command.payload);
+            let sunsubscribe = kind.is_some_and(|k| k.eq_ignore_ascii_case(b"sunsubscribe"));
+            let until_none_left = sunsubscribe && arguments(&command.payload).is_empty();
+            self.0.push_back(Pending { command, frames, left: frames, until_none_left });
         }
     }
 
-    /// One frame answering the oldest command came (a confirmation, a PING's answer): who it is
-    /// for (the client, when nothing was owed: a frame the node sent on its own).
-    pub(super) fn answered_one(&mut self) -> Answer {
+    /// Whether a confirmation of `kind` for `channel` answers the oldest command: a node confirms
+    /// a command with the command's own kind, channel by channel in the order given. One that
+    /// does not fit came unasked: a node that lost a shard channel's slot (a migration, a
+    /// failover) unsubscribes its subscribers on its own.
+    pub(super) fn expects(&self, kind: &[u8], channel: Option<&[u8]>) -> bool {
+        let Some(front) = self.0.front() else {
+            return false;
+        };
+        if !frame_kind(&front.command.payload).is_some_and(|k| k.eq_ignore_ascii_case(kind)) {
+            return false;
+        }
+        let channels = arguments(&front.command.payload);
+        channels.is_empty() || channels.get(front.frames - front.left).map(Bytes::as_ref) == channel
+    }
+
+    /// One frame answering the oldest command came (a confirmation with the subscription `count`
+    /// it reports, a PING's answer): who it is for (the client, when nothing was owed: a frame
+    /// the node sent on its own).
+    pub(super) fn answered_one(&mut self, count: Option<i64>) -> Answer {
         let Some(front) = self.0.front_mut() else {
             return Answer::default();
         };
         let answer = Answer { swallowed: front.command.skip > 0, dropped: front.command.dropped };
         front.command.skip = front.command.skip.saturating_sub(1);
-        front.left -= 1;
-        if front.left == 0 {
+        let done = match front.until_none_left {
+            true => count == Some(0),
+            false => front.left == 1,
+        };
+        front.left = front.left.saturating_sub(1).max(1);
+        if done {
             self.0.pop_front();
         }
         answer
@@ -143,10 +172,14 @@ mod tests {
         assert!(!refused.is_own() && !refused.command.dropped, "the SSUBSCRIBE's error goes out");
         assert_eq!(refused.command.payload, ssubscribe, "it can be sent again elsewhere");
         assert!(awaited.any());
-        assert_eq!(awaited.answered_one(), Answer { swallowed: false, dropped: true }, "the PING's answer is dropped");
+        assert_eq!(
+            awaited.answered_one(None),
+            Answer { swallowed: false, dropped: true },
+            "the PING's answer is dropped"
+        );
         assert!(!awaited.any());
         // Frames nobody waits for are the client's.
-        assert_eq!(awaited.answered_one(), Answer::default());
+        assert_eq!(awaited.answered_one(None), Answer::default());
         assert!(awaited.refused().is_none());
     }
 
@@ -156,25 +189,50 @@ mod tests {
         awaited.expect(2, Command::own(command(b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n")));
         let subscribe = command(b"*3\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n$1\r\nd\r\n");
         awaited.expect(2, Command::client(subscribe.clone(), false));
-        assert!(awaited.answered_one().swallowed);
-        assert!(awaited.answered_one().swallowed);
-        assert!(!awaited.answered_one().swallowed, "c is confirmed to the client");
+        assert!(awaited.answered_one(None).swallowed);
+        assert!(awaited.answered_one(None).swallowed);
+        assert!(!awaited.answered_one(None).swallowed, "c is confirmed to the client");
         // The connection dies before d's confirmation: sent again, c's is skipped there.
         let pending = awaited.take_all();
         assert_eq!(pending.len(), 1);
         let again = pending.into_iter().next().expect("one").again();
         assert_eq!((again.payload.clone(), again.skip), (subscribe, 1));
         awaited.expect(2, again);
-        assert!(awaited.answered_one().swallowed);
-        assert!(!awaited.answered_one().swallowed);
+        assert!(awaited.answered_one(None).swallowed);
+        assert!(!awaited.answered_one(None).swallowed);
         assert!(!awaited.any());
         // An unsubscribe from everything, half answered, is answered again for what is left.
         awaited.expect(2, Command::client(command(b"*1\r\n$11\r\nUNSUBSCRIBE\r\n"), false));
-        assert!(!awaited.answered_one().swallowed);
+        assert!(!awaited.answered_one(None).swallowed);
         let again = awaited.take_all().into_iter().next().expect("one").again();
         assert_eq!(again.skip, 0, "nothing skipped: the new connection confirms only what is left");
         // A refused command of the proxy's own is nobody's error.
         awaited.expect(1, Command::own(command(b"*2\r\n$10\r\nSSUBSCRIBE\r\n$1\r\na\r\n")));
         assert!(awaited.refused().is_some_and(|p| p.is_own()));
+    }
+
+    #[test]
+    fn a_confirmation_answers_a_command_only_when_it_fits_it() {
+        let mut awaited = Awaited::default();
+        assert!(!awaited.expects(b"sunsubscribe", Some(b"a")), "nothing owed: the node's own frame");
+        awaited.expect(2, Command::client(command(b"*3\r\n$10\r\nSSUBSCRIBE\r\n$1\r\na\r\n$1\r\nb\r\n"), false));
+        // The node lost another channel's slot meanwhile: its sunsubscribe is no answer.
+        assert!(!awaited.expects(b"sunsubscribe", Some(b"c")));
+        assert!(!awaited.expects(b"ssubscribe", Some(b"b")), "confirmations come in the order asked");
+        assert!(awaited.expects(b"ssubscribe", Some(b"a")));
+        awaited.answered_one(Some(1));
+        assert!(awaited.expects(b"ssubscribe", Some(b"b")));
+        awaited.answered_one(Some(2));
+        assert!(!awaited.any());
+        // An SUNSUBSCRIBE from everything fits any channel and ends with a count of 0, however
+        // many channels it was sent for.
+        awaited.expect(1, Command::client(command(b"*1\r\n$12\r\nSUNSUBSCRIBE\r\n"), false));
+        assert!(awaited.expects(b"sunsubscribe", Some(b"a")));
+        awaited.answered_one(Some(2));
+        awaited.answered_one(Some(1));
+        assert!(awaited.any(), "channels are left");
+        assert!(awaited.expects(b"sunsubscribe", Some(b"c")));
+        awaited.answered_one(Some(0));
+        assert!(!awaited.any());
     }
 }

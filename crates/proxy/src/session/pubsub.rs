@@ -20,7 +20,7 @@ use crate::resp::{Request, reply, request::encode_command};
 use crate::router::PUBSUB_HOME_SLOT;
 use crate::slot::key_slot;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
-use frames::{expected_frames, frame_kind, nothing_unsubscribed, parse_confirmation};
+use frames::{expected_frames, nothing_unsubscribed, parse_confirmation, with_count};
 
 /// `part` of the tag of the classic (non-sharded) subscription connection.
 const CLASSIC: u32 = 0;
@@ -75,7 +75,7 @@ fn is_notification(name: &[u8]) -> bool {
 }
 
 mod frames;
-pub(super) use frames::arguments;
+pub(super) use frames::{arguments, frame_kind};
 mod resubscribe;
 
 const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
@@ -266,10 +266,7 @@ impl Session {
 
     /// A frame (or the end) of subscription connection `part`.
     pub(super) fn on_subscription_frame(&mut self, part: u32, result: Result<Bytes, crate::upstream::UpstreamError>) {
-        let Some(subs) = self.subs.as_mut() else {
-            return;
-        };
-        let Some(conn) = subs.conns.get_mut(&part) else {
+        let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
             return;
         };
         let frame = match result {
@@ -297,42 +294,30 @@ impl Session {
             );
             return;
         }
-        // An error answers a whole command; a PING's answer is a `pong` frame, or (on a RESP3
-        // connection) a plain reply that is no push.
-        let refused = frame.starts_with(b"-");
-        // A plain answer (an error, a PING's) is dropped when its command's reply was; pushes never
-        // are (see `write_direct`).
-        let mut answer = Answer::default();
-        if refused {
+        // An error answers a whole command.
+        if frame.starts_with(b"-") {
             let Some(pending) = conn.awaiting.refused() else {
                 return self.write_direct(&frame, false);
             };
             return self.on_refused(part, pending, &frame);
-        } else if matches!(kind.as_deref(), Some(b"pong")) || (!frame.starts_with(b">") && kind.is_none()) {
-            answer = conn.awaiting.answered_one();
         }
         let confirmation = matches!(
             kind.as_deref(),
             Some(b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe" | b"sunsubscribe")
         );
-        if confirmation && let Some((kind, name, count)) = parse_confirmation(&frame) {
-            conn.count = count;
-            // Every confirmation was awaited, by the client or by the proxy itself; one for the
-            // client is a push, which CLIENT REPLY OFF/SKIP never drops (see `write_direct`).
-            answer = Answer { dropped: false, ..conn.awaiting.answered_one() };
-            if !conn.awaiting.any() {
-                // Everything sent on it is answered: nothing refused is left to retry.
-                conn.refusals = 0;
+        // A PING's answer is a `pong` frame, or (on a RESP3 connection) a plain reply that is no
+        // push. A plain answer (an error, a PING's) is dropped when its command's reply was;
+        // pushes never are (see `write_direct`).
+        let (answer, frame) = if confirmation {
+            match self.on_confirmation(part, frame) {
+                Some(answered) => answered,
+                None => return,
             }
-            if let Some(name) = name {
-                match kind.to_ascii_lowercase().as_slice() {
-                    b"subscribe" | b"ssubscribe" => drop(conn.channels.insert(name)),
-                    b"psubscribe" => drop(conn.patterns.insert(name)),
-                    b"unsubscribe" | b"sunsubscribe" => drop(conn.channels.remove(&name)),
-                    _ => drop(conn.patterns.remove(&name)),
-                }
-            }
-        }
+        } else if matches!(kind.as_deref(), Some(b"pong")) || (!frame.starts_with(b">") && kind.is_none()) {
+            (conn.awaiting.answered_one(None), frame)
+        } else {
+            (Answer::default(), frame)
+        };
         if answer.swallowed {
             // The last of the proxy's own confirmations may be what kept the client subscribed.
             if confirmation {
@@ -350,6 +335,66 @@ impl Session {
         } else if message && !self.awaiting_confirmations() {
             self.rehome_if_moved();
         }
+    }
+
+    /// A (un)subscribe confirmation on connection `part`: the subscriptions it reports are
+    /// recorded, and it answers the command it confirms. Returns who it is for and the frame as
+    /// the client gets it — a shard channel's with the client's count over all its shard
+    /// connections, as one node counts them — or `None` when it is the proxy's to handle: a node
+    /// that lost a shard channel's slot unsubscribed it on its own, and the channel follows its
+    /// slot ([`Session::follow_slot`]).
+    fn on_confirmation(&mut self, part: u32, frame: Bytes) -> Option<(Answer, Bytes)> {
+        let subs = self.subs.as_mut()?;
+        let conn = subs.conns.get_mut(&part)?;
+        let Some((kind, name, count)) = parse_confirmation(&frame) else {
+            return Some((Answer::default(), frame));
+        };
+        let asked = conn.awaiting.expects(&kind, name.as_deref());
+        conn.count = count;
+        // Every confirmation asked for was awaited, by the client or by the proxy itself; one
+        // for the client is a push, which CLIENT REPLY OFF/SKIP never drops (see `write_direct`).
+        let answer = match asked {
+            true => Answer { dropped: false, ..conn.awaiting.answered_one(Some(count)) },
+            false => Answer::default(),
+        };
+        if !conn.awaiting.any() {
+            // Everything sent on it is answered: nothing refused is left to retry.
+            conn.refusals = 0;
+        }
+        if let Some(name) = name.clone() {
+            match kind.as_slice() {
+                b"subscribe" | b"ssubscribe" => drop(conn.channels.insert(name)),
+                b"psubscribe" => drop(conn.patterns.insert(name)),
+                b"unsubscribe" | b"sunsubscribe" => drop(conn.channels.remove(&name)),
+                _ => drop(conn.patterns.remove(&name)),
+            }
+        }
+        let sharded = conn.sharded && !conn.mirror;
+        if sharded
+            && !asked
+            && kind == b"sunsubscribe"
+            && let Some(channel) = name
+            && self.follow_slot(part, channel)
+        {
+            return None;
+        }
+        if !sharded || !matches!(kind.as_slice(), b"ssubscribe" | b"sunsubscribe") {
+            return Some((answer, frame));
+        }
+        let total = self.shard_subscriptions();
+        // A shard connection left with nothing (the channels it had moved, or were unsubscribed
+        // where a `-MOVED` pointed) is not kept open for nothing.
+        self.close_if_carrying_nothing(part);
+        Some((answer, with_count(&frame, total).unwrap_or(frame)))
+    }
+
+    /// How many shard channels the client is subscribed to, over all its connections: the count
+    /// one node reports in SSUBSCRIBE and SUNSUBSCRIBE confirmations.
+    fn shard_subscriptions(&self) -> i64 {
+        let conns = self.subs.as_ref().map(|s| s.conns.values());
+        let count: usize =
+            conns.into_iter().flatten().filter(|c| c.sharded && !c.mirror).map(|c| c.channels.len()).sum();
+        i64::try_from(count).unwrap_or(i64::MAX)
     }
 
     /// Keyspace notifications (`__keyspace@…`, `__keyevent@…` channels, and patterns starting with

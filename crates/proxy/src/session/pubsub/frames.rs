@@ -8,7 +8,7 @@ use crate::resp::reply::{self, Protocol};
 use crate::resp::scan;
 
 /// The kind of a pub/sub frame (`message`, `subscribe` …): the first bulk of an array.
-pub(super) fn frame_kind(frame: &[u8]) -> Option<&[u8]> {
+pub(in crate::session) fn frame_kind(frame: &[u8]) -> Option<&[u8]> {
     // RESP2 arrays and RESP3 pushes alike.
     let (b'*' | b'>', _, first) = scan::header(frame, 0)? else {
         return None;
@@ -48,6 +48,23 @@ pub(super) fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>
     let name = bulk(name).map(Bytes::from);
     let count = std::str::from_utf8(count.strip_prefix(b":")?.strip_suffix(b"\r\n")?).ok()?.parse().ok()?;
     Some((kind, name, count))
+}
+
+/// `confirmation` with the subscription count it ends with replaced by `count`; `None` for a
+/// frame that is no confirmation.
+pub(super) fn with_count(confirmation: &[u8], count: i64) -> Option<Bytes> {
+    let (kind, elements) = elements(confirmation)?;
+    let (last, rest) = elements.split_last()?;
+    if !last.starts_with(b":") {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(confirmation.len() + 4);
+    reply::put_header(&mut out, kind, elements.len());
+    for element in rest {
+        out.extend_from_slice(element);
+    }
+    reply::put_integer(&mut out, count);
+    Some(out.freeze())
 }
 
 /// The arguments of a command as the proxy sends it (a RESP array of bulk strings), after its
@@ -156,6 +173,21 @@ mod tests {
         let payload = crate::resp::request::encode_command(&[&b"SSUBSCRIBE"[..], b"{a}x", b"{a}y"]);
         assert_eq!(arguments(&payload), [Bytes::from_static(b"{a}x"), Bytes::from_static(b"{a}y")]);
         assert!(arguments(b"+OK\r\n").is_empty());
+    }
+
+    #[test]
+    fn a_confirmation_with_another_count() {
+        let with = |frame: &[u8], count| with_count(frame, count).map(|f| f.to_vec());
+        assert_eq!(
+            with(b"*3\r\n$10\r\nssubscribe\r\n$1\r\nc\r\n:1\r\n", 12).as_deref(),
+            Some(&b"*3\r\n$10\r\nssubscribe\r\n$1\r\nc\r\n:12\r\n"[..])
+        );
+        assert_eq!(
+            with(b">3\r\n$12\r\nsunsubscribe\r\n_\r\n:3\r\n", 0).as_deref(),
+            Some(&b">3\r\n$12\r\nsunsubscribe\r\n_\r\n:0\r\n"[..])
+        );
+        assert_eq!(with(b"*3\r\n$8\r\nsmessage\r\n$1\r\nc\r\n$1\r\nm\r\n", 1), None);
+        assert_eq!(with(b"*3\r\n$10\r\nssubscribe\r\n", 1), None, "cut short");
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Session {
     /// off, for about 20 s; another refusal of the client's command reaches the client.
     pub(super) fn on_refused(&mut self, part: u32, pending: Pending, frame: &[u8]) {
         let kind = frame_kind(&pending.command.payload).map(<[u8]>::to_ascii_lowercase);
-        if kind.as_deref() == Some(b"ssubscribe")
+        if matches!(kind.as_deref(), Some(b"ssubscribe" | b"sunsubscribe"))
             && pending.command.hops < MAX_HOPS
             && let Redirect::Moved { addr, .. } = redirect::classify(frame)
         {
@@ -60,8 +60,8 @@ impl Session {
         self.leave_subscribed_if_done();
     }
 
-    /// The node behind connection `from` refused an SSUBSCRIBE with `-MOVED`: the proxy's slot
-    /// map was stale. The subscription goes where the node points, as a pooled request follows a
+    /// The node behind connection `from` refused an SSUBSCRIBE (or an SUNSUBSCRIBE, sent again on
+    /// a replacement) with `-MOVED`: the proxy's slot map was stale. The command goes where the node points, as a pooled request follows a
     /// `-MOVED` (up to the same number of hops), and the map is refreshed; whoever the command's
     /// answers were for gets them from there. A connection left carrying nothing is closed.
     fn follow_moved(&mut self, from: u32, addr: String, command: Command) {
@@ -80,8 +80,29 @@ impl Session {
         self.close_if_carrying_nothing(from);
     }
 
+    /// The node behind sharded connection `part` unsubscribed the client from `channel` on its
+    /// own: it lost the channel's slot (a migration ended, a failover took it). A client of one
+    /// node never sees that, so the channel follows its slot: it is subscribed again, as the
+    /// proxy's own command, on the slot's master, and the map refreshed (a stale map sends it back
+    /// to the same node, whose `-MOVED` is followed). False when the map names no master for the
+    /// slot: the client is told, as a node tells it.
+    pub(super) fn follow_slot(&mut self, part: u32, channel: Bytes) -> bool {
+        if self.shared.refresh_on_moved {
+            self.shared.topology.request_refresh(Trigger::Moved);
+        }
+        let master = self.shared.topology.routing().master(key_slot(&channel)).map(|m| m.addr().to_string());
+        let Some(addr) = master else {
+            return false;
+        };
+        crate::log_limited!(5, info, client = self.state.id, to = %addr, "a shard channel follows its slot");
+        let to = self.ensure_shard_conn(&addr);
+        self.sub_send_as(to, Command::own(encode_command(&[&b"SSUBSCRIBE"[..], &channel])));
+        self.close_if_carrying_nothing(part);
+        true
+    }
+
     /// Closes sharded connection `part` if it carries nothing any more.
-    fn close_if_carrying_nothing(&mut self, part: u32) {
+    pub(super) fn close_if_carrying_nothing(&mut self, part: u32) {
         if let Some(subs) = self.subs.as_mut()
             && subs.conns.get(&part).is_some_and(SubConn::carries_nothing)
         {
