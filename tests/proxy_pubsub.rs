@@ -1,7 +1,9 @@
 //! Pub/Sub through the proxy: classic, pattern and sharded subscriptions, subscribed-mode rules,
 //! resubscription when the node carrying a subscription dies, a multi-channel first subscription
-//! the node refuses with one error, a shard channel following its slot to another master, an SUNSUBSCRIBE following `-MOVED`, a RESP3
-//! subscription behind an earlier request's reply, and RESET leaving subscribed mode in RESP3.
+//! the node refuses with one error, a shard channel following its slot to another master, an
+//! SUNSUBSCRIBE following `-MOVED`, keyspace notifications while a master stands in for a dead
+//! pub/sub home, a RESP3 subscription behind an earlier request's reply, and RESET leaving
+//! subscribed mode in RESP3.
 
 use std::time::Duration;
 
@@ -303,6 +305,72 @@ fn an_sunsubscribe_through_a_stale_map_follows_moved() {
                     *3\r\n$12\r\nsunsubscribe\r\n$8\r\n{stale}b\r\n:1\r\n\
                     *3\r\n$12\r\nsunsubscribe\r\n$8\r\n{stale}a\r\n:0\r\n";
     assert_eq!(String::from_utf8_lossy(&got), expected);
+}
+
+#[test]
+fn keyspace_notifications_arrive_once_while_another_master_stands_in_for_a_dead_home() {
+    // No replicas, and the nodes serve their slots without full coverage: once the pub/sub home
+    // dies nothing takes its slots, the map keeps naming it, and another master stands in for it.
+    // The stand-in publishes its own keys' notifications on the subscription connection itself,
+    // so its mirror must go; and the subscriptions must not be moved back to the dead home.
+    let options = ClusterOptions {
+        replicas_per_master: 0,
+        extra_config: vec!["cluster-require-full-coverage no".into(), "notify-keyspace-events KA".into()],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(options);
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    std::io::Write::write_all(&mut client, b"PSUBSCRIBE __keyspace@0__:once:*\r\n").expect("write");
+    let confirmed = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| r.ends_with(b":1\r\n"));
+    assert!(confirmed.ends_with(b":1\r\n"), "{}", String::from_utf8_lossy(&confirmed));
+    let home = cluster.node_for_slot(0);
+    let keys: Vec<(String, String)> = cluster
+        .key_per_master("once")
+        .into_iter()
+        .map(|key| (cluster.node_for_key(&key), key))
+        .filter(|(node, _)| *node != home)
+        .collect();
+    cluster.kill(&home);
+
+    // Until every live master's notifications come through (bounded).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    client.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let notified =
+        |seen: &[u8], key: &str| String::from_utf8_lossy(seen).matches(&format!(":{key}\r\n$3\r\nset")).count();
+    let all = wait_until(Duration::from_secs(20), Duration::from_millis(10), || {
+        for (node, key) in &keys {
+            let _: Result<(), _> = redis::cmd("SET").arg(key).arg("v").query(&mut cluster.client(node));
+        }
+        if let Ok(n) = std::io::Read::read(&mut client, &mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        keys.iter().all(|(_, key)| notified(&seen, key) > 0)
+    });
+    assert!(all, "not every live master's notifications came: {}", String::from_utf8_lossy(&seen));
+    // Settled: one SET on each live master is one notification, also a few moments later.
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(n) = std::io::Read::read(&mut client, &mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+    for round in 0..3 {
+        seen.clear();
+        for (node, key) in &keys {
+            let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut cluster.client(node)).expect("SET");
+        }
+        let _ = wait_until(Duration::from_millis(500), Duration::from_millis(10), || {
+            if let Ok(n) = std::io::Read::read(&mut client, &mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+            }
+            false
+        });
+        for (_, key) in &keys {
+            assert_eq!(notified(&seen, key), 1, "round {round}, {key}: {}", String::from_utf8_lossy(&seen));
+        }
+    }
 }
 
 #[test]

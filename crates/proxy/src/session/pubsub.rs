@@ -16,8 +16,7 @@ use super::pipeline::Meta;
 use super::recent::RecentMessages;
 use crate::error::ProxyError;
 use crate::resp::reply::Protocol;
-use crate::resp::{Request, reply, request::encode_command};
-use crate::router::PUBSUB_HOME_SLOT;
+use crate::resp::{Request, reply};
 use crate::slot::key_slot;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
 use frames::{expected_frames, nothing_unsubscribed, parse_confirmation, with_count};
@@ -76,6 +75,7 @@ fn is_notification(name: &[u8]) -> bool {
 
 mod frames;
 pub(super) use frames::{arguments, frame_kind};
+mod home;
 mod resubscribe;
 
 const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
@@ -395,89 +395,6 @@ impl Session {
         let count: usize =
             conns.into_iter().flatten().filter(|c| c.sharded && !c.mirror).map(|c| c.channels.len()).sum();
         i64::try_from(count).unwrap_or(i64::MAX)
-    }
-
-    /// Keyspace notifications (`__keyspace@…`, `__keyevent@…` channels, and patterns starting with
-    /// `__key`) happen on each master for its own keys: the part of a (P)(UN)SUBSCRIBE about them
-    /// is sent to every other master too, on mirror connections whose confirmations the client
-    /// never sees (it gets the home's, in order and with the right counts).
-    fn mirror_notifications(&mut self, name: &[u8], request: &Request) {
-        let notifications: Vec<&[u8]> =
-            (1..request.argc()).map(|i| request.arg(i)).filter(|c| is_notification(c)).collect();
-        let has_mirrors = self.subs.as_ref().is_some_and(|s| s.conns.values().any(|c| c.mirror));
-        let unsubscribe_all = name.starts_with(b"un") || name.starts_with(b"pun");
-        let unsubscribe_all = unsubscribe_all && request.argc() == 1;
-        if notifications.is_empty() && !(unsubscribe_all && has_mirrors) {
-            return;
-        }
-        let mut args: Vec<&[u8]> = vec![request.arg(0)];
-        args.extend(notifications);
-        let payload = encode_command(&args);
-        for part in self.ensure_mirrors() {
-            self.sub_send_as(part, Command::own(payload.clone()));
-        }
-    }
-
-    /// A mirror connection to every master but the classic connection's; their parts.
-    fn ensure_mirrors(&mut self) -> Vec<u32> {
-        let classic = self.subs.as_ref().and_then(|s| s.conns.get(&CLASSIC)).map(|c| c.conn.addr().to_string());
-        let masters: Vec<String> =
-            self.shared.topology.routing().masters().iter().map(|m| m.addr().to_string()).collect();
-        let mut parts = Vec::new();
-        for addr in masters.into_iter().filter(|a| Some(a) != classic.as_ref()) {
-            let existing = self
-                .subs
-                .as_ref()
-                .and_then(|s| s.conns.iter().find(|(_, c)| c.mirror && c.conn.addr() == addr).map(|(p, _)| *p));
-            let part = match existing {
-                Some(part) => part,
-                None => {
-                    let part = self.subs.as_mut().map_or(1, |s| {
-                        s.next_part += 1;
-                        s.next_part
-                    });
-                    let mut mirror = self.open(&addr, part, false);
-                    mirror.mirror = true;
-                    if let Some(subs) = self.subs.as_mut() {
-                        subs.conns.insert(part, mirror);
-                    }
-                    part
-                }
-            };
-            parts.push(part);
-        }
-        parts
-    }
-
-    /// The pub/sub home: the master of [`PUBSUB_HOME_SLOT`], where every proxy's classic
-    /// subscriptions and PUBLISH go so that PUBLISH counts them all. While the topology still
-    /// names `failed` (a home that just died), another master serves meanwhile and the client is
-    /// moved back once the new home is known ([`Self::rehome_if_moved`]).
-    fn pubsub_home(&self, failed: Option<&str>) -> Option<String> {
-        let routing = self.shared.topology.routing();
-        let home = routing.master(PUBSUB_HOME_SLOT).map(|m| m.addr().to_string());
-        match home {
-            Some(home) if Some(home.as_str()) != failed => Some(home),
-            _ => routing.masters().iter().map(|m| m.addr().to_string()).find(|a| Some(a.as_str()) != failed),
-        }
-    }
-
-    /// Moves the classic subscriptions to the pub/sub home when the topology names another master
-    /// for it than the one they are on (a failover, a slot move, a stand-in after a failure), so
-    /// that PUBLISH counts them again. Checked when the topology changed since the last look.
-    fn rehome_if_moved(&mut self) {
-        let generation = self.shared.topology.routing().generation;
-        let Some(subs) = self.subs.as_mut() else { return };
-        if subs.generation == generation {
-            return;
-        }
-        subs.generation = generation;
-        let Some(on) = subs.conns.get(&CLASSIC).map(|c| c.conn.addr().to_string()) else { return };
-        let home = self.shared.topology.routing().master(PUBSUB_HOME_SLOT).map(|m| m.addr().to_string());
-        if home.is_some_and(|home| home != on) {
-            crate::log_limited!(5, info, client = self.state.id, from = %on, "subscriptions follow the pub/sub home");
-            self.resubscribe(CLASSIC);
-        }
     }
 
     /// Drops every subscription at once (RESET): their connections close, the client is back in

@@ -418,7 +418,9 @@ impl Session {
     }
 
     /// Moves the frames written outside the pipeline into `wbuf`, unless a streamed reply is
-    /// part-way out: they never land inside it, and wait for its end.
+    /// part-way out: they never land inside it, and wait for its end. Inlined: it runs twice per
+    /// settling and nearly always finds nothing.
+    #[inline]
     fn release_direct_frames(&mut self, wbuf: &mut BytesMut) {
         if !self.direct.is_empty() && !self.pipeline.mid_stream() {
             wbuf.extend_from_slice(&self.direct.split());

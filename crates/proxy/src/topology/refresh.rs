@@ -114,6 +114,15 @@ impl Topology {
         self.signal.request(Trigger::NodeFailure);
     }
 
+    /// Whether connections to `addr` failed lately (within [`SUSPECT_FOR`], while it is a master):
+    /// a master the map still names may be dead, its failover not done yet.
+    pub fn is_suspect(&self, addr: &str) -> bool {
+        let Ok(suspects) = self.suspects.lock() else {
+            return false;
+        };
+        suspects.get(addr).is_some_and(|since| since.elapsed() < SUSPECT_FOR)
+    }
+
     /// The `redis_version` of the oldest node the health poller reached, if it has run.
     pub fn lowest_node_version(&self) -> Option<String> {
         self.lowest_version.lock().ok()?.clone()

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::SubConn;
 use super::frames::{arguments, frame_kind};
+use super::{CLASSIC, SubConn};
 use crate::error::ProxyError;
 use crate::redirect::{self, MAX_HOPS, Redirect};
 use crate::resp::request::encode_command;
@@ -165,6 +165,14 @@ impl Session {
         }
         for pending in waited {
             self.sub_send_as(part, pending.again());
+        }
+        if part == CLASSIC {
+            self.fit_mirrors();
+            // Possibly on a stand-in now, which the map does not say: look at the home again at
+            // the next chance, changed map or not.
+            if let Some(subs) = self.subs.as_mut() {
+                subs.generation = 0;
+            }
         }
     }
 

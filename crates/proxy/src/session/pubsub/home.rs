@@ -1,0 +1,146 @@
+//! Where a client's classic subscriptions live: on the pub/sub home (the master of
+//! [`PUBSUB_HOME_SLOT`]), or on a stand-in while the home is failing, with mirror connections to
+//! every other master for keyspace notifications, which each node publishes for its own keys only.
+
+use bytes::Bytes;
+
+use super::{CLASSIC, SubConn, is_notification};
+use crate::resp::{Request, request::encode_command};
+use crate::router::PUBSUB_HOME_SLOT;
+use crate::session::Session;
+use crate::session::awaited::Command;
+
+impl Session {
+    /// Keyspace notifications (`__keyspace@…`, `__keyevent@…` channels, and patterns starting with
+    /// `__key`) happen on each master for its own keys: the part of a (P)(UN)SUBSCRIBE about them
+    /// is sent to every other master too, on mirror connections whose confirmations the client
+    /// never sees (it gets the home's, in order and with the right counts).
+    pub(super) fn mirror_notifications(&mut self, name: &[u8], request: &Request) {
+        let notifications: Vec<&[u8]> =
+            (1..request.argc()).map(|i| request.arg(i)).filter(|c| is_notification(c)).collect();
+        let has_mirrors = self.subs.as_ref().is_some_and(|s| s.conns.values().any(|c| c.mirror));
+        let unsubscribe_all = name.starts_with(b"un") || name.starts_with(b"pun");
+        let unsubscribe_all = unsubscribe_all && request.argc() == 1;
+        if notifications.is_empty() && !(unsubscribe_all && has_mirrors) {
+            return;
+        }
+        let mut args: Vec<&[u8]> = vec![request.arg(0)];
+        args.extend(notifications);
+        let payload = encode_command(&args);
+        for (part, _) in self.ensure_mirrors() {
+            self.sub_send_as(part, Command::own(payload.clone()));
+        }
+    }
+
+    /// A mirror connection to every master but the classic connection's and those failing
+    /// lately; their parts, and whether each was opened now.
+    fn ensure_mirrors(&mut self) -> Vec<(u32, bool)> {
+        let classic = self.subs.as_ref().and_then(|s| s.conns.get(&CLASSIC)).map(|c| c.conn.addr().to_string());
+        let topology = &self.shared.topology;
+        let masters: Vec<String> = (topology.routing().masters().iter())
+            .map(|m| m.addr().to_string())
+            .filter(|a| Some(a) != classic.as_ref() && !topology.is_suspect(a))
+            .collect();
+        let mut parts = Vec::new();
+        for addr in masters {
+            let existing = self
+                .subs
+                .as_ref()
+                .and_then(|s| s.conns.iter().find(|(_, c)| c.mirror && c.conn.addr() == addr).map(|(p, _)| *p));
+            if let Some(part) = existing {
+                parts.push((part, false));
+                continue;
+            }
+            let part = self.subs.as_mut().map_or(1, |s| {
+                s.next_part += 1;
+                s.next_part
+            });
+            let mut mirror = self.open(&addr, part, false);
+            mirror.mirror = true;
+            if let Some(subs) = self.subs.as_mut() {
+                subs.conns.insert(part, mirror);
+            }
+            parts.push((part, true));
+        }
+        parts
+    }
+
+    /// The classic connection moved (its node failed, or the home moved): the master it is on now
+    /// delivers that master's notifications through it, so a mirror there would deliver them
+    /// twice and goes; every other master that is not failing gets a mirror of the notification
+    /// subscriptions, the master it left among them.
+    pub(super) fn fit_mirrors(&mut self) {
+        let Some(subs) = self.subs.as_mut() else { return };
+        let Some(classic) = subs.conns.get(&CLASSIC) else { return };
+        let on = classic.conn.addr().to_string();
+        let notifications = notification_subscriptions(classic);
+        subs.conns.retain(|_, c| !(c.mirror && c.conn.addr() == on));
+        if notifications.is_empty() {
+            return;
+        }
+        for (part, opened) in self.ensure_mirrors() {
+            for payload in notifications.iter().filter(|_| opened) {
+                self.sub_send_as(part, Command::own(payload.clone()));
+            }
+        }
+    }
+
+    /// The pub/sub home: the master of [`PUBSUB_HOME_SLOT`], where every proxy's classic
+    /// subscriptions and PUBLISH go so that PUBLISH counts them all. While the topology still
+    /// names a home that is failing (`failed`, or one whose connections failed lately), another
+    /// master stands in meanwhile and the client is moved back once the home works, or a new one
+    /// is known ([`Self::rehome_if_moved`]).
+    pub(super) fn pubsub_home(&self, failed: Option<&str>) -> Option<String> {
+        let topology = &self.shared.topology;
+        let routing = topology.routing();
+        let usable = |addr: &str| Some(addr) != failed && !topology.is_suspect(addr);
+        let home = routing.master(PUBSUB_HOME_SLOT).map(|m| m.addr().to_string());
+        let masters = || routing.masters().iter().map(|m| m.addr().to_string());
+        match home {
+            Some(home) if usable(&home) => Some(home),
+            _ => masters().find(|a| usable(a)).or_else(|| masters().find(|a| Some(a.as_str()) != failed)),
+        }
+    }
+
+    /// Moves the classic subscriptions to the pub/sub home when the topology names another master
+    /// for it than the one they are on (a failover, a slot move, a stand-in after a failure), so
+    /// that PUBLISH counts them again — not to a home whose connections failed lately (the map
+    /// may name a dead home until its failover is done): that is looked at again at the next
+    /// chance. Checked when the topology changed since the last look.
+    pub(super) fn rehome_if_moved(&mut self) {
+        let generation = self.shared.topology.routing().generation;
+        let Some(subs) = self.subs.as_mut() else { return };
+        if subs.generation == generation {
+            return;
+        }
+        let Some(on) = subs.conns.get(&CLASSIC).map(|c| c.conn.addr().to_string()) else {
+            subs.generation = generation;
+            return;
+        };
+        let home = self.shared.topology.routing().master(PUBSUB_HOME_SLOT).map(|m| m.addr().to_string());
+        let Some(home) = home.filter(|home| *home != on) else {
+            subs.generation = generation;
+            return;
+        };
+        if self.shared.topology.is_suspect(&home) {
+            return;
+        }
+        subs.generation = generation;
+        crate::log_limited!(5, info, client = self.state.id, from = %on, "subscriptions follow the pub/sub home");
+        self.resubscribe(CLASSIC);
+    }
+}
+
+/// The proxy's own commands that subscribe a mirror to the notification channels and patterns of
+/// the classic connection.
+fn notification_subscriptions(classic: &SubConn) -> Vec<Bytes> {
+    let mut payloads = Vec::new();
+    for (command, names) in [(&b"SUBSCRIBE"[..], &classic.channels), (b"PSUBSCRIBE", &classic.patterns)] {
+        let mut args: Vec<&[u8]> = vec![command];
+        args.extend(names.iter().map(Bytes::as_ref).filter(|name| is_notification(name)));
+        if args.len() > 1 {
+            payloads.push(encode_command(&args));
+        }
+    }
+    payloads
+}
