@@ -1,9 +1,9 @@
 //! Pub/Sub through the proxy: classic, pattern and sharded subscriptions, subscribed-mode rules,
 //! resubscription when the node carrying a subscription dies, a multi-channel first subscription
-//! the node refuses with one error, a shard channel following its slot to another master, an
-//! SUNSUBSCRIBE following `-MOVED`, keyspace notifications while a master stands in for a dead
-//! pub/sub home, a RESP3 subscription behind an earlier request's reply, and RESET leaving
-//! subscribed mode in RESP3.
+//! the node refuses with one error, a shard channel following its slot to another master (or
+//! unsubscribed when no node serves it), an SUNSUBSCRIBE following `-MOVED`, keyspace
+//! notifications while a master stands in for a dead pub/sub home, a RESP3 subscription behind an
+//! earlier request's reply, and RESET leaving subscribed mode in RESP3.
 
 use std::time::Duration;
 
@@ -276,6 +276,33 @@ fn a_shard_channel_follows_its_slot_to_another_master() {
     let counts: Vec<&str> = left.lines().filter(|line| line.starts_with(':')).collect();
     assert_eq!(counts, [":2", ":1", ":0"], "{left}");
     assert!(left.ends_with(":0\r\n$-1\r\n"), "back in normal mode: {left}");
+}
+
+#[test]
+fn a_shard_channel_whose_slot_is_served_nowhere_is_unsubscribed_as_a_node_does() {
+    // The slot's owner drops the slot (CLUSTER DELSLOTS) and with it the channel, telling its
+    // subscribers with an `sunsubscribe` push. The proxy tries the slot's master (its map, not
+    // refreshed here, still names the same node), which refuses; the client then gets the push
+    // a node sends, and with no channel left is back in normal mode.
+    let cluster = Cluster::start(ClusterOptions::default());
+    let options = ProxyOptions {
+        extra_toml: "[topology]\nrefresh_interval = \"1h\"\nrefresh_on_moved = false\n".to_string(),
+        ..ProxyOptions::default()
+    };
+    let proxy = Proxy::start(&cluster, options);
+    let slot = cluster.slot_for_key("{nowhere}a");
+    let owner = cluster.node_for_slot(slot);
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    let wait = Duration::from_secs(5);
+    std::io::Write::write_all(&mut client, b"SSUBSCRIBE {nowhere}a\r\n").expect("write");
+    let confirmed = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b":1\r\n"));
+    assert!(confirmed.ends_with(b":1\r\n"), "{}", String::from_utf8_lossy(&confirmed));
+    let _: () = redis::cmd("CLUSTER").arg("DELSLOTS").arg(slot).query(&mut cluster.client(&owner)).expect("DELSLOTS");
+    let told = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b":0\r\n"));
+    assert_eq!(String::from_utf8_lossy(&told), "*3\r\n$12\r\nsunsubscribe\r\n$10\r\n{nowhere}a\r\n:0\r\n");
+    std::io::Write::write_all(&mut client, b"PING\r\n").expect("write");
+    let pong = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b"\r\n"));
+    assert_eq!(String::from_utf8_lossy(&pong), "+PONG\r\n", "back in normal mode");
 }
 
 #[test]

@@ -31,17 +31,20 @@ pub(super) struct Command {
     pub skip: usize,
     /// `-MOVED` redirections it followed.
     pub hops: u8,
+    /// The proxy's own SSUBSCRIBE of a channel whose node dropped it when it lost the slot: if
+    /// it is refused, the client is told the channel is gone, as that node would have told it.
+    pub follows_slot: bool,
 }
 
 impl Command {
     /// A command of the client's.
     pub(super) fn client(payload: Bytes, dropped: bool) -> Command {
-        Command { payload, dropped, skip: 0, hops: 0 }
+        Command { payload, dropped, skip: 0, hops: 0, follows_slot: false }
     }
 
     /// A command of the proxy's own, whose answers nobody sees.
     pub(super) fn own(payload: Bytes) -> Command {
-        Command { payload, dropped: false, skip: usize::MAX, hops: 0 }
+        Command { payload, dropped: false, skip: usize::MAX, hops: 0, follows_slot: false }
     }
 }
 
@@ -52,6 +55,8 @@ pub(super) struct Pending {
     /// Frames it is answered with in all, and still owed.
     frames: usize,
     left: usize,
+    /// Its channels (patterns), in the order the node confirms them.
+    channels: Vec<Bytes>,
     /// An SUNSUBSCRIBE from every shard channel: answered once a confirmation says none is left
     /// (its count reaches 0), however many channels the connection carried when it was sent
     /// (channels may have moved to another connection since, or been dropped by the node).
@@ -59,6 +64,11 @@ pub(super) struct Pending {
 }
 
 impl Pending {
+    /// Its channels (patterns), as the node confirms them.
+    pub(super) fn channels(&self) -> &[Bytes] {
+        &self.channels
+    }
+
     /// Nothing it still owes is for the client (an error included).
     pub(super) fn is_own(&self) -> bool {
         self.command.skip >= self.left
@@ -68,7 +78,7 @@ impl Pending {
     /// — but for an unsubscribe from everything, which the new connection answers for what it
     /// still carries (what was confirmed is gone from it already).
     pub(super) fn again(self) -> Command {
-        let everything = arguments(&self.command.payload).is_empty();
+        let everything = self.channels.is_empty();
         let answered = if everything { 0 } else { self.frames - self.left };
         Command { skip: self.command.skip.saturating_add(answered), ..self.command }
     }
@@ -93,8 +103,9 @@ impl Awaited {
         if frames > 0 {
             let kind = frame_kind(&command.payload);
             let sunsubscribe = kind.is_some_and(|k| k.eq_ignore_ascii_case(b"sunsubscribe"));
-            let until_none_left = sunsubscribe && arguments(&command.payload).is_empty();
-            self.0.push_back(Pending { command, frames, left: frames, until_none_left });
+            let channels = arguments(&command.payload);
+            let until_none_left = sunsubscribe && channels.is_empty();
+            self.0.push_back(Pending { command, frames, left: frames, channels, until_none_left });
         }
     }
 
@@ -109,7 +120,7 @@ impl Awaited {
         if !frame_kind(&front.command.payload).is_some_and(|k| k.eq_ignore_ascii_case(kind)) {
             return false;
         }
-        let channels = arguments(&front.command.payload);
+        let channels = &front.channels;
         channels.is_empty() || channels.get(front.frames - front.left).map(Bytes::as_ref) == channel
     }
 
@@ -137,6 +148,17 @@ impl Awaited {
     /// owed anything.
     pub(super) fn refused(&mut self) -> Option<Pending> {
         self.0.pop_front()
+    }
+
+    /// `pending`, taken by [`Awaited::refused`] for an error that turned out not to answer it, is
+    /// owed again, first.
+    pub(super) fn put_back(&mut self, pending: Pending) {
+        self.0.push_front(pending);
+    }
+
+    /// Whether an SUNSUBSCRIBE from every shard channel is waiting for its answers.
+    pub(super) fn unsubscribes_all(&self) -> bool {
+        self.0.iter().any(|p| p.until_none_left)
     }
 
     /// Every command still owed something, oldest first (their connection died).

@@ -19,7 +19,7 @@ use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply};
 use crate::slot::key_slot;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
-use frames::{expected_frames, nothing_unsubscribed, parse_confirmation, with_count};
+use frames::{confirmation, expected_frames, parse_confirmation, with_count};
 
 /// `part` of the tag of the classic (non-sharded) subscription connection.
 const CLASSIC: u32 = 0;
@@ -110,7 +110,7 @@ impl Session {
                 }
                 if name.starts_with(b"un") && request.argc() == 1 && !subs.conns.contains_key(&CLASSIC) {
                     // Nothing to unsubscribe from: Redis still confirms, with a null channel.
-                    let confirmation = nothing_unsubscribed(&name, self.state.protocol);
+                    let confirmation = confirmation(&name, None, 0, self.state.protocol);
                     self.direct.extend_from_slice(&confirmation);
                     return self.leave_subscribed_if_done();
                 }
@@ -126,7 +126,7 @@ impl Session {
                 if request.argc() == 1 {
                     let parts: Vec<u32> = subs.conns.iter().filter(|(_, c)| c.sharded).map(|(p, _)| *p).collect();
                     if parts.is_empty() {
-                        let confirmation = nothing_unsubscribed(b"sunsubscribe", self.state.protocol);
+                        let confirmation = confirmation(b"sunsubscribe", None, 0, self.state.protocol);
                         self.direct.extend_from_slice(&confirmation);
                         return self.leave_subscribed_if_done();
                     }
@@ -361,22 +361,24 @@ impl Session {
             // Everything sent on it is answered: nothing refused is left to retry.
             conn.refusals = 0;
         }
-        if let Some(name) = name.clone() {
-            match kind.as_slice() {
-                b"subscribe" | b"ssubscribe" => drop(conn.channels.insert(name)),
-                b"psubscribe" => drop(conn.patterns.insert(name)),
-                b"unsubscribe" | b"sunsubscribe" => drop(conn.channels.remove(&name)),
-                _ => drop(conn.patterns.remove(&name)),
-            }
-        }
+        let changed = name.clone().is_some_and(|name| match kind.as_slice() {
+            b"subscribe" | b"ssubscribe" => conn.channels.insert(name),
+            b"psubscribe" => conn.patterns.insert(name),
+            b"unsubscribe" | b"sunsubscribe" => conn.channels.remove(&name),
+            _ => conn.patterns.remove(&name),
+        });
         let sharded = conn.sharded && !conn.mirror;
-        if sharded
-            && !asked
-            && kind == b"sunsubscribe"
-            && let Some(channel) = name
-            && self.follow_slot(part, channel)
-        {
-            return None;
+        if sharded && !asked && kind == b"sunsubscribe" {
+            // The node dropped a channel on its own; one the connection no longer carries (the
+            // client's own SUNSUBSCRIBE of it crossed the node's) is nobody's any more.
+            match name {
+                Some(channel) if changed => {
+                    if self.follow_slot(part, channel) {
+                        return None;
+                    }
+                }
+                _ => return None,
+            }
         }
         if !sharded || !matches!(kind.as_slice(), b"ssubscribe" | b"sunsubscribe") {
             return Some((answer, frame));

@@ -99,14 +99,17 @@ pub(super) fn expected_frames(payload: &[u8], channels_now: usize, patterns_now:
     }
 }
 
-/// The confirmation of an unsubscribe with nothing subscribed: a null channel and a count of 0,
-/// as an array in RESP2 and a push in RESP3.
-pub(super) fn nothing_unsubscribed(kind: &[u8], protocol: Protocol) -> Bytes {
+/// A (un)subscribe confirmation of `kind` for `channel` (`None`: the null of an unsubscribe with
+/// nothing subscribed) with the subscription `count`, as an array in RESP2 and a push in RESP3.
+pub(super) fn confirmation(kind: &[u8], channel: Option<&[u8]>, count: i64, protocol: Protocol) -> Bytes {
     let mut out = BytesMut::new();
     reply::put_header(&mut out, if protocol == Protocol::Resp3 { b'>' } else { b'*' }, 3);
     reply::put_bulk(&mut out, kind);
-    out.extend_from_slice(&reply::null(protocol));
-    reply::put_integer(&mut out, 0);
+    match channel {
+        Some(channel) => reply::put_bulk(&mut out, channel),
+        None => out.extend_from_slice(&reply::null(protocol)),
+    }
+    reply::put_integer(&mut out, count);
     out.freeze()
 }
 
@@ -173,6 +176,14 @@ mod tests {
         let payload = crate::resp::request::encode_command(&[&b"SSUBSCRIBE"[..], b"{a}x", b"{a}y"]);
         assert_eq!(arguments(&payload), [Bytes::from_static(b"{a}x"), Bytes::from_static(b"{a}y")]);
         assert!(arguments(b"+OK\r\n").is_empty());
+    }
+
+    #[test]
+    fn confirmations_made_up_as_a_node_writes_them() {
+        let made = |channel: Option<&[u8]>, count, protocol| confirmation(b"sunsubscribe", channel, count, protocol);
+        assert_eq!(made(Some(b"c"), 2, Protocol::Resp2), &b"*3\r\n$12\r\nsunsubscribe\r\n$1\r\nc\r\n:2\r\n"[..]);
+        assert_eq!(made(None, 0, Protocol::Resp2), &b"*3\r\n$12\r\nsunsubscribe\r\n$-1\r\n:0\r\n"[..]);
+        assert_eq!(made(None, 0, Protocol::Resp3), &b">3\r\n$12\r\nsunsubscribe\r\n_\r\n:0\r\n"[..]);
     }
 
     #[test]

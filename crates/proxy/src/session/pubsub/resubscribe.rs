@@ -1,5 +1,6 @@
-//! When a subscription connection is refused or lost: an SSUBSCRIBE refused with `-MOVED` (a
-//! stale slot map) follows the redirection; a dead connection is replaced, subscribed again to
+//! When a subscription connection is refused or lost: an SSUBSCRIBE or SUNSUBSCRIBE refused
+//! with `-MOVED` (a stale slot map) follows the redirection; a shard channel its node dropped
+//! (the node lost the slot) follows its slot; a dead connection is replaced, subscribed again to
 //! what it carried (the proxy's own commands, whose confirmations the client never sees), and
 //! what the client still waited for on it is sent again there.
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::frames::{arguments, frame_kind};
+use super::frames::{arguments, confirmation, frame_kind};
 use super::{CLASSIC, SubConn};
 use crate::error::ProxyError;
 use crate::redirect::{self, MAX_HOPS, Redirect};
@@ -29,28 +30,43 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 const GIVE_UP_AFTER: u32 = 25;
 
 impl Session {
-    /// The node behind connection `part` refused `pending` with one error, `frame`. An
-    /// SSUBSCRIBE refused with `-MOVED` goes where it points; a resubscription refused otherwise
+    /// The node behind connection `part` refused `pending` with one error, `frame`. A sharded
+    /// command refused with `-MOVED` goes where it points; a resubscription refused otherwise
     /// (`-CLUSTERDOWN`, `-TRYAGAIN` during a failover) is tried again on a new connection, backing
     /// off, for about 20 s; another refusal of the client's command reaches the client.
     pub(super) fn on_refused(&mut self, part: u32, pending: Pending, frame: &[u8]) {
         let kind = frame_kind(&pending.command.payload).map(<[u8]>::to_ascii_lowercase);
         if matches!(kind.as_deref(), Some(b"ssubscribe" | b"sunsubscribe"))
-            && pending.command.hops < MAX_HOPS
-            && let Redirect::Moved { addr, .. } = redirect::classify(frame)
+            && let Redirect::Moved { slot, addr } = redirect::classify(frame)
         {
-            return self.follow_moved(part, addr.to_string(), pending.command);
+            // A `-MOVED` for another slot than the command's answers a command the node already
+            // answered with a confirmation of its own (it lost the slot meanwhile): not this one.
+            if pending.channels().first().is_some_and(|channel| key_slot(channel) != slot) {
+                if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) {
+                    conn.awaiting.put_back(pending);
+                }
+                return;
+            }
+            if pending.command.hops < MAX_HOPS {
+                return self.follow_moved(part, addr.to_string(), pending);
+            }
         }
         let subscribes = matches!(kind.as_deref(), Some(b"subscribe" | b"psubscribe" | b"ssubscribe"));
-        if pending.is_own() && subscribes && is_transient(frame) {
+        // A channel following its slot is refused by the slot's node, not by a failing connection.
+        if pending.is_own() && subscribes && is_transient(frame) && !pending.command.follows_slot {
             let conn = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part));
             if let Some(conn) = conn.filter(|c| c.refusals < GIVE_UP_AFTER) {
                 conn.refusals += 1;
                 return self.replace(part, Some(pending));
             }
         }
+        if pending.is_own() && subscribes {
+            self.forget(part, &pending);
+        }
         self.close_if_carrying_nothing(part);
-        if pending.is_own() {
+        if pending.command.follows_slot {
+            self.tell_unsubscribed(pending.channels());
+        } else if pending.is_own() {
             let error = String::from_utf8_lossy(frame).trim_end().to_string();
             crate::log_limited!(5, warn, client = self.state.id, %error, "a node refused a resubscription");
         } else {
@@ -60,23 +76,56 @@ impl Session {
         self.leave_subscribed_if_done();
     }
 
-    /// The node behind connection `from` refused an SSUBSCRIBE (or an SUNSUBSCRIBE, sent again on
-    /// a replacement) with `-MOVED`: the proxy's slot map was stale. The command goes where the node points, as a pooled request follows a
-    /// `-MOVED` (up to the same number of hops), and the map is refreshed; whoever the command's
-    /// answers were for gets them from there. A connection left carrying nothing is closed.
-    fn follow_moved(&mut self, from: u32, addr: String, command: Command) {
+    /// The proxy's own subscription `refused` is given up: what it subscribes to is not carried by
+    /// connection `part` (a replacement took it over from its predecessor), so counts stay exact.
+    fn forget(&mut self, part: u32, refused: &Pending) {
+        let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
+            return;
+        };
+        let patterns = frame_kind(&refused.command.payload).is_some_and(|k| k.eq_ignore_ascii_case(b"psubscribe"));
+        let names = if patterns { &mut conn.patterns } else { &mut conn.channels };
+        for name in refused.channels() {
+            names.remove(name);
+        }
+    }
+
+    /// Shard `channels` the proxy could not subscribe again after their node dropped them: the
+    /// client gets the `sunsubscribe` confirmations that node would have sent it, counted as one
+    /// node counts.
+    fn tell_unsubscribed(&mut self, channels: &[Bytes]) {
+        let count = self.shard_subscriptions();
+        for channel in channels {
+            let frame = confirmation(b"sunsubscribe", Some(channel), count, self.state.protocol);
+            self.write_direct(&frame, false);
+        }
+    }
+
+    /// The node behind connection `from` refused `pending`, an SSUBSCRIBE (or an SUNSUBSCRIBE),
+    /// with `-MOVED`: the proxy's slot map was stale. The command goes where the node points, as a
+    /// pooled request follows a `-MOVED` (up to the same number of hops), and the map is
+    /// refreshed; whoever the command's answers were for gets them from there. A connection left
+    /// carrying nothing is closed.
+    fn follow_moved(&mut self, from: u32, addr: String, pending: Pending) {
         self.shared.metrics.redirections_moved.inc();
         if self.shared.refresh_on_moved {
             self.shared.topology.request_refresh(Trigger::Moved);
         }
+        let own = pending.is_own();
+        let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&from)) else {
+            return;
+        };
         // Its channels live elsewhere now (a resubscription's were counted on `from` already).
-        if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&from)) {
-            for channel in arguments(&command.payload) {
-                conn.channels.remove(&channel);
-            }
+        for channel in pending.channels() {
+            conn.channels.remove(channel);
         }
-        let part = self.ensure_shard_conn(&addr);
-        self.sub_send_as(part, Command { hops: command.hops + 1, ..command });
+        // The proxy's own resubscription is moot once the client unsubscribes from everything
+        // behind it: subscribed elsewhere, it would outlive that.
+        let moot = own && conn.awaiting.unsubscribes_all();
+        if !moot {
+            let command = pending.again();
+            let part = self.ensure_shard_conn(&addr);
+            self.sub_send_as(part, Command { hops: command.hops + 1, ..command });
+        }
         self.close_if_carrying_nothing(from);
     }
 
@@ -84,8 +133,8 @@ impl Session {
     /// own: it lost the channel's slot (a migration ended, a failover took it). A client of one
     /// node never sees that, so the channel follows its slot: it is subscribed again, as the
     /// proxy's own command, on the slot's master, and the map refreshed (a stale map sends it back
-    /// to the same node, whose `-MOVED` is followed). False when the map names no master for the
-    /// slot: the client is told, as a node tells it.
+    /// to the same node, whose `-MOVED` is followed); counted meanwhile where it goes. False when
+    /// the map names no master for the slot: the client is told, as a node tells it.
     pub(super) fn follow_slot(&mut self, part: u32, channel: Bytes) -> bool {
         if self.shared.refresh_on_moved {
             self.shared.topology.request_refresh(Trigger::Moved);
@@ -96,7 +145,11 @@ impl Session {
         };
         crate::log_limited!(5, info, client = self.state.id, to = %addr, "a shard channel follows its slot");
         let to = self.ensure_shard_conn(&addr);
-        self.sub_send_as(to, Command::own(encode_command(&[&b"SSUBSCRIBE"[..], &channel])));
+        let payload = encode_command(&[&b"SSUBSCRIBE"[..], &channel]);
+        if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&to)) {
+            conn.channels.insert(channel);
+        }
+        self.sub_send_as(to, Command { follows_slot: true, ..Command::own(payload) });
         self.close_if_carrying_nothing(part);
         true
     }
