@@ -3,7 +3,8 @@
 //! the node refuses with one error, a shard channel following its slot to another master (or
 //! unsubscribed when no node serves it), an SUNSUBSCRIBE following `-MOVED`, keyspace
 //! notifications while a master stands in for a dead pub/sub home, a RESP3 subscription behind an
-//! earlier request's reply, and RESET leaving subscribed mode in RESP3.
+//! earlier request's reply, RESET leaving subscribed mode in RESP3, and a subscriber disconnected
+//! when its subscriptions cannot be restored.
 
 use std::time::Duration;
 
@@ -398,6 +399,32 @@ fn keyspace_notifications_arrive_once_while_another_master_stands_in_for_a_dead_
             assert_eq!(notified(&seen, key), 1, "round {round}, {key}: {}", String::from_utf8_lossy(&seen));
         }
     }
+}
+
+#[test]
+fn a_subscriber_whose_subscriptions_cannot_be_restored_is_disconnected() {
+    // The nodes' user loses its channel permissions: Redis disconnects the proxy's subscription
+    // connection (as it does any subscriber of a channel it may no longer use), and the
+    // resubscription is refused with -NOPERM for good. The client is disconnected too, as it
+    // would be by the node, so that it reconnects and subscribes again, not left waiting.
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    let wait = Duration::from_secs(5);
+    std::io::Write::write_all(&mut client, b"SUBSCRIBE lost:ch\r\n").expect("write");
+    let confirmed = redisforge_tests::read_until(&mut client, wait, |r| r.ends_with(b":1\r\n"));
+    assert!(confirmed.ends_with(b":1\r\n"), "{}", String::from_utf8_lossy(&confirmed));
+    for node in cluster.nodes() {
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", "default", "resetchannels"])
+            .query(&mut cluster.client(&node))
+            .expect("ACL SETUSER");
+    }
+    client.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut rest = Vec::new();
+    let read = std::io::Read::read_to_end(&mut client, &mut rest);
+    assert!(read.is_ok(), "the client was not disconnected: {read:?} after {}", String::from_utf8_lossy(&rest));
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }
 
 #[test]

@@ -62,6 +62,10 @@ impl Session {
         }
         if pending.is_own() && subscribes {
             self.forget(part, &pending);
+            let mirror = self.subs.as_ref().and_then(|s| s.conns.get(&part)).is_some_and(|c| c.mirror);
+            if !mirror && !pending.command.follows_slot {
+                self.lose_subscriptions("a node refused the resubscription");
+            }
         }
         self.close_if_carrying_nothing(part);
         if pending.command.follows_slot {
@@ -186,6 +190,10 @@ impl Session {
         let retry_old = !old.mirror && old.failures < GIVE_UP_AFTER;
         let home = home.or_else(|| retry_old.then(|| old.conn.addr().to_string()));
         let Some(addr) = home else {
+            let carried = !old.channels.is_empty() || !old.patterns.is_empty();
+            if carried && !old.mirror {
+                self.lose_subscriptions("no node to subscribe again on");
+            }
             return self.refuse_waited(waited);
         };
         // The replacement speaks the protocol the old one did, so that the messages it repeats
@@ -246,6 +254,20 @@ impl Session {
         drop(routing);
         let failed = old.conn.addr().to_string();
         self.pubsub_home(Some(&failed))
+    }
+
+    /// The client's subscriptions cannot be restored after their connection died (no node takes
+    /// them, or a node refuses them for good, e.g. `-NOPERM` once the nodes' user lost the
+    /// channels): the client connection is closed once what is buffered for it is written, as a
+    /// dying node closes it, rather than left subscribed to nothing. Client libraries reconnect and
+    /// subscribe again; Redis itself disconnects a subscriber whose channel permissions are revoked.
+    fn lose_subscriptions(&mut self, why: &str) {
+        if self.state.closing {
+            return;
+        }
+        crate::log_limited!(5, warn, client = self.state.id, why, "subscriptions lost: closing the client connection");
+        self.pipeline.push_close();
+        self.state.closing = true;
     }
 
     /// No node to send the client's waiting subscription commands to: each is refused, and the
