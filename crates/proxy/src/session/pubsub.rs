@@ -15,6 +15,7 @@ use super::awaited::{Answer, Awaited, Command};
 use super::pipeline::Meta;
 use super::recent::RecentMessages;
 use crate::error::ProxyError;
+use crate::redirect::{self, Redirect};
 use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply};
 use crate::slot::key_slot;
@@ -32,6 +33,9 @@ pub(super) struct Subscriptions {
     next_part: u32,
     /// The topology generation the classic connection's home was last checked at.
     generation: u64,
+    /// When to look at the home again though the map did not change (the classic connection is on
+    /// a stand-in, see [`Session::rehome_if_moved`]).
+    look_again_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -242,6 +246,8 @@ impl Session {
             subs.generation = generation;
             subs.conns.insert(CLASSIC, conn);
         }
+        // A mirror left on its node from an earlier classic connection would deliver twice.
+        self.fit_mirrors();
         true
     }
 
@@ -297,7 +303,12 @@ impl Session {
         // An error answers a whole command.
         if frame.starts_with(b"-") {
             let Some(pending) = conn.awaiting.refused() else {
-                return self.write_direct(&frame, false);
+                // A redirection answers a command: with none owed, it is one the node already
+                // answered with a confirmation of its own (see `on_refused`), nobody's.
+                if !matches!(redirect::classify(&frame), Redirect::Moved { .. } | Redirect::Ask { .. }) {
+                    self.write_direct(&frame, false);
+                }
+                return;
             };
             return self.on_refused(part, pending, &frame);
         }

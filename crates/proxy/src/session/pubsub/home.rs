@@ -2,6 +2,8 @@
 //! [`PUBSUB_HOME_SLOT`]), or on a stand-in while the home is failing, with mirror connections to
 //! every other master for keyspace notifications, which each node publishes for its own keys only.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 
 use super::{CLASSIC, SubConn, is_notification};
@@ -9,6 +11,10 @@ use crate::resp::{Request, request::encode_command};
 use crate::router::PUBSUB_HOME_SLOT;
 use crate::session::Session;
 use crate::session::awaited::Command;
+
+/// How long a client's classic subscriptions stay on a stand-in before the home, which the map
+/// names but whose connections failed lately, is looked at again.
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
 impl Session {
     /// Keyspace notifications (`__keyspace@…`, `__keyevent@…` channels, and patterns starting with
@@ -32,14 +38,13 @@ impl Session {
         }
     }
 
-    /// A mirror connection to every master but the classic connection's and those failing
-    /// lately; their parts, and whether each was opened now.
+    /// A mirror connection to every master but the classic connection's (one is opened only to a
+    /// master that did not fail lately); their parts, and whether each was opened now.
     fn ensure_mirrors(&mut self) -> Vec<(u32, bool)> {
         let classic = self.subs.as_ref().and_then(|s| s.conns.get(&CLASSIC)).map(|c| c.conn.addr().to_string());
-        let topology = &self.shared.topology;
-        let masters: Vec<String> = (topology.routing().masters().iter())
+        let masters: Vec<String> = (self.shared.topology.routing().masters().iter())
             .map(|m| m.addr().to_string())
-            .filter(|a| Some(a) != classic.as_ref() && !topology.is_suspect(a))
+            .filter(|a| Some(a) != classic.as_ref())
             .collect();
         let mut parts = Vec::new();
         for addr in masters {
@@ -49,6 +54,9 @@ impl Session {
                 .and_then(|s| s.conns.iter().find(|(_, c)| c.mirror && c.conn.addr() == addr).map(|(p, _)| *p));
             if let Some(part) = existing {
                 parts.push((part, false));
+                continue;
+            }
+            if self.shared.topology.is_suspect(&addr) {
                 continue;
             }
             let part = self.subs.as_mut().map_or(1, |s| {
@@ -65,16 +73,21 @@ impl Session {
         parts
     }
 
-    /// The classic connection moved (its node failed, or the home moved): the master it is on now
-    /// delivers that master's notifications through it, so a mirror there would deliver them
-    /// twice and goes; every other master that is not failing gets a mirror of the notification
-    /// subscriptions, the master it left among them.
+    /// Fits the mirrors to where the classic connection is and to the map: the master the
+    /// classic connection is on delivers that master's notifications through it, so a mirror
+    /// there would deliver them twice and goes, as does one to a node that is no master any more
+    /// (a replica publishes notifications for its master's writes too); every other master that
+    /// is not failing gets a mirror of the notification subscriptions (the master the classic
+    /// connection left, one added to the cluster). Called when the classic connection moved or
+    /// the map changed.
     pub(super) fn fit_mirrors(&mut self) {
+        let routing = self.shared.topology.routing_snapshot();
         let Some(subs) = self.subs.as_mut() else { return };
         let Some(classic) = subs.conns.get(&CLASSIC) else { return };
         let on = classic.conn.addr().to_string();
         let notifications = notification_subscriptions(classic);
-        subs.conns.retain(|_, c| !(c.mirror && c.conn.addr() == on));
+        let is_master = |addr: &str| routing.masters().iter().any(|m| m.addr() == addr);
+        subs.conns.retain(|_, c| !c.mirror || (c.conn.addr() != on && is_master(c.conn.addr())));
         if notifications.is_empty() {
             return;
         }
@@ -105,29 +118,46 @@ impl Session {
     /// Moves the classic subscriptions to the pub/sub home when the topology names another master
     /// for it than the one they are on (a failover, a slot move, a stand-in after a failure), so
     /// that PUBLISH counts them again — not to a home whose connections failed lately (the map
-    /// may name a dead home until its failover is done): that is looked at again at the next
-    /// chance. Checked when the topology changed since the last look.
+    /// may name a dead home until its failover is done): that is looked at again a second later.
+    /// Checked when the map changed since the last look (the mirrors are fitted to it then), or
+    /// when a look is due.
     pub(super) fn rehome_if_moved(&mut self) {
-        let generation = self.shared.topology.routing().generation;
         let Some(subs) = self.subs.as_mut() else { return };
-        if subs.generation == generation {
+        let generation = self.shared.topology.routing().generation;
+        let due = subs.look_again_at.is_some_and(|at| Instant::now() >= at);
+        if subs.generation == generation && !due {
             return;
         }
-        let Some(on) = subs.conns.get(&CLASSIC).map(|c| c.conn.addr().to_string()) else {
-            subs.generation = generation;
-            return;
-        };
-        let home = self.shared.topology.routing().master(PUBSUB_HOME_SLOT).map(|m| m.addr().to_string());
-        let Some(home) = home.filter(|home| *home != on) else {
-            subs.generation = generation;
-            return;
-        };
-        if self.shared.topology.is_suspect(&home) {
-            return;
-        }
+        let changed = subs.generation != generation;
         subs.generation = generation;
-        crate::log_limited!(5, info, client = self.state.id, from = %on, "subscriptions follow the pub/sub home");
-        self.resubscribe(CLASSIC);
+        subs.look_again_at = None;
+        // Some(whether it failed lately) when the home is another master than the one the classic
+        // connection is on.
+        let home_elsewhere = subs.conns.get(&CLASSIC).and_then(|classic| {
+            let routing = self.shared.topology.routing();
+            let home = routing.master(PUBSUB_HOME_SLOT).map(|m| m.addr()).filter(|home| *home != classic.conn.addr());
+            home.map(|home| self.shared.topology.is_suspect(home))
+        });
+        match home_elsewhere {
+            Some(false) => {
+                crate::log_limited!(5, info, client = self.state.id, "subscriptions follow the pub/sub home");
+                // Replacing the classic connection fits the mirrors too.
+                return self.resubscribe(CLASSIC);
+            }
+            Some(true) => subs.look_again_at = Some(Instant::now() + LOOK_AGAIN),
+            None => {}
+        }
+        if changed {
+            self.fit_mirrors();
+        }
+    }
+
+    /// The classic connection may be on a stand-in now, which the map does not say: the home is
+    /// looked at again at the next chance, changed map or not.
+    pub(super) fn look_at_home_soon(&mut self) {
+        if let Some(subs) = self.subs.as_mut() {
+            subs.look_again_at = Some(Instant::now());
+        }
     }
 }
 

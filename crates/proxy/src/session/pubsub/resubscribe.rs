@@ -36,12 +36,12 @@ impl Session {
     /// off, for about 20 s; another refusal of the client's command reaches the client.
     pub(super) fn on_refused(&mut self, part: u32, pending: Pending, frame: &[u8]) {
         let kind = frame_kind(&pending.command.payload).map(<[u8]>::to_ascii_lowercase);
-        if matches!(kind.as_deref(), Some(b"ssubscribe" | b"sunsubscribe"))
-            && let Redirect::Moved { slot, addr } = redirect::classify(frame)
-        {
-            // A `-MOVED` for another slot than the command's answers a command the node already
-            // answered with a confirmation of its own (it lost the slot meanwhile): not this one.
-            if pending.channels().first().is_some_and(|channel| key_slot(channel) != slot) {
+        if let Redirect::Moved { slot, addr } = redirect::classify(frame) {
+            // Only a sharded command with channels is redirected, and for its own slot: a
+            // `-MOVED` for anything else answers a command the node already answered with a
+            // confirmation of its own (it lost the slot meanwhile), not this one.
+            let sharded = matches!(kind.as_deref(), Some(b"ssubscribe" | b"sunsubscribe"));
+            if !sharded || pending.channels().first().is_none_or(|channel| key_slot(channel) != slot) {
                 if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) {
                     conn.awaiting.put_back(pending);
                 }
@@ -114,7 +114,8 @@ impl Session {
         if self.shared.refresh_on_moved {
             self.shared.topology.request_refresh(Trigger::Moved);
         }
-        let own = pending.is_own();
+        let own = pending.is_own()
+            && frame_kind(&pending.command.payload).is_some_and(|k| k.eq_ignore_ascii_case(b"ssubscribe"));
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&from)) else {
             return;
         };
@@ -124,13 +125,23 @@ impl Session {
         }
         // The proxy's own resubscription is moot once the client unsubscribes from everything
         // behind it: subscribed elsewhere, it would outlive that.
-        let moot = own && conn.awaiting.unsubscribes_all();
-        if !moot {
-            let command = pending.again();
+        if !(own && self.unsubscribing_from_every_shard_channel()) {
             let part = self.ensure_shard_conn(&addr);
+            // The proxy's own subscriptions count where they go from now (the client's count
+            // once confirmed).
+            if let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)).filter(|_| own) {
+                conn.channels.extend(pending.channels().iter().cloned());
+            }
+            let command = pending.again();
             self.sub_send_as(part, Command { hops: command.hops + 1, ..command });
         }
         self.close_if_carrying_nothing(from);
+    }
+
+    /// Whether the client's SUNSUBSCRIBE from every shard channel is still being answered, on any
+    /// connection: a shard channel the proxy would subscribe again now would outlive it.
+    fn unsubscribing_from_every_shard_channel(&self) -> bool {
+        self.subs.as_ref().is_some_and(|s| s.conns.values().any(|c| c.awaiting.unsubscribes_all()))
     }
 
     /// The node behind sharded connection `part` unsubscribed the client from `channel` on its
@@ -142,6 +153,9 @@ impl Session {
     pub(super) fn follow_slot(&mut self, part: u32, channel: Bytes) -> bool {
         if self.shared.refresh_on_moved {
             self.shared.topology.request_refresh(Trigger::Moved);
+        }
+        if self.unsubscribing_from_every_shard_channel() {
+            return true;
         }
         let master = self.shared.topology.routing().master(key_slot(&channel)).map(|m| m.addr().to_string());
         let Some(addr) = master else {
@@ -185,8 +199,8 @@ impl Session {
         // While the map names no node for it, the old one is tried again (the map may not know
         // yet of a failover), for a while.
         let home = self.replacement_home(&old, &waited);
-        // A mirror whose master is gone (failed over) is dropped: its master's successor is
-        // mirrored once the client subscribes again.
+        // A mirror whose master is gone (failed over) is dropped: its master's successor gets
+        // one when the map names it (`fit_mirrors`).
         let retry_old = !old.mirror && old.failures < GIVE_UP_AFTER;
         let home = home.or_else(|| retry_old.then(|| old.conn.addr().to_string()));
         let Some(addr) = home else {
@@ -229,11 +243,7 @@ impl Session {
         }
         if part == CLASSIC {
             self.fit_mirrors();
-            // Possibly on a stand-in now, which the map does not say: look at the home again at
-            // the next chance, changed map or not.
-            if let Some(subs) = self.subs.as_mut() {
-                subs.generation = 0;
-            }
+            self.look_at_home_soon();
         }
     }
 
