@@ -20,7 +20,7 @@ pub mod peer;
 pub mod scripts;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,11 @@ pub use part::{Part, Target};
 use crate::auth::NodeUser;
 use crate::error::ProxyError;
 use crate::shared::Shared;
+use crate::slot::Slot;
 use crate::topology::{Routing, Trigger};
 use crate::upstream::{
-    ConnMode, OwnedConn, ReplyReceiver, ReplySender, Tag, UpstreamReply, UpstreamRequest, reply_channel,
+    ConnMode, OwnedConn, ReplyReceiver, ReplySender, Tag, UpstreamReply, UpstreamRequest, queue::HandOver,
+    reply_channel,
 };
 use hold::{HoldBudget, Holding};
 
@@ -76,8 +78,12 @@ pub struct Executor {
     /// Where nodes answer this client; created on its first part, so a client that never sends
     /// one (idle, or only PING) holds no channel.
     replies: Option<Replies>,
-    /// Parts waiting to be resent, with when.
-    delayed: Vec<(Instant, Tag)>,
+    /// Parts waiting to be resent, with when, and the slot their order is kept in (see
+    /// [`order_slot`]).
+    delayed: Vec<(Instant, Tag, Option<Slot>)>,
+    /// Parts a later part of the client overtook while they waited to be resent (see
+    /// [`Executor::take_overtaken`]).
+    overtaken: Vec<Tag>,
     /// The client's own upstream connection (transactions, blocking commands), when it needs one.
     own: Option<OwnedConn>,
     /// The map the parts of this wake-up of the session are routed by: read once per wake-up
@@ -85,6 +91,9 @@ pub struct Executor {
     /// and let go when the wake-up ends ([`Executor::end_wake_up`]), so that an idle client
     /// never keeps an old map, and the pools of nodes it no longer names, alive.
     routing: Option<Arc<Routing>>,
+    /// Where node replies are handed over rather than queued, once the reply queue exists
+    /// ([`queue::Receiver::hand_over_to`](crate::upstream::queue::Receiver::hand_over_to)).
+    hand_over: Option<Weak<dyn HandOver<UpstreamReply>>>,
 }
 
 /// The queue nodes' replies come back to a session on.
@@ -92,6 +101,21 @@ pub struct Executor {
 struct Replies {
     tx: ReplySender,
     rx: ReplyReceiver,
+}
+
+/// The slot a part's order is kept in: a part for one slot stays behind earlier parts of that
+/// slot; one without (a fan-out, the own connection, a keyless command: `None`) behind every
+/// earlier part, and every later part behind it.
+fn order_slot(part: &Part) -> Option<Slot> {
+    match part.target {
+        Target::Slot(slot) => slot,
+        _ => None,
+    }
+}
+
+/// Whether parts of these slots keep their order (see [`order_slot`]).
+fn in_order(a: Option<Slot>, b: Option<Slot>) -> bool {
+    a.is_none() || b.is_none() || a == b
 }
 
 impl Drop for Executor {
@@ -103,7 +127,24 @@ impl Drop for Executor {
 
 impl Executor {
     pub fn new(budget: Arc<HoldBudget>) -> Executor {
-        Executor { budget, holding: Holding::default(), replies: None, delayed: Vec::new(), own: None, routing: None }
+        Executor {
+            budget,
+            holding: Holding::default(),
+            replies: None,
+            delayed: Vec::new(),
+            overtaken: Vec::new(),
+            own: None,
+            routing: None,
+            hand_over: None,
+        }
+    }
+
+    /// Has node replies handed over to `receiver` when it takes them, instead of queued.
+    pub fn hand_replies_over_to(&mut self, receiver: Weak<dyn HandOver<UpstreamReply>>) {
+        if let Some(replies) = &self.replies {
+            replies.rx.hand_over_to(receiver.clone());
+        }
+        self.hand_over = Some(receiver);
     }
 
     /// The map this wake-up of the session routes by, read now when this is its first use. A
@@ -121,10 +162,59 @@ impl Executor {
 
     /// Sends `part`: chooses its peer and queues it there. `Some(error)`: answered at once, as
     /// when a script keeps the node busy, or no node has served its slot for `failover_wait`.
+    ///
+    /// A client's requests run in the order it sent them, as on one node: while an earlier part
+    /// of the same slot (or one without a slot) waits to be resent, this one waits behind it.
     pub fn send(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
+        if !self.delayed.is_empty() && self.waits_behind(tag, order_slot(part)) {
+            if let Err(full) = self.start_holding(shared, part) {
+                return Some(full);
+            }
+            self.delayed.push((Instant::now() + RETRY_PAUSE, tag, order_slot(part)));
+            return None;
+        }
         let error = self.try_send(shared, caller, tag, part)?;
         self.stop_holding(shared, part, false);
         Some(error)
+    }
+
+    /// Whether an earlier part kept in order with one of `slot` waits to be resent.
+    fn waits_behind(&self, tag: Tag, slot: Option<Slot>) -> bool {
+        self.delayed.iter().any(|&(_, earlier, of)| earlier.seq < tag.seq && in_order(of, slot))
+    }
+
+    /// Part `tag` ran (or may have) on a node: earlier parts kept in order with it that wait to be
+    /// resent would run after it now, so they are not resent (see [`Executor::take_overtaken`]).
+    fn ran(&mut self, tag: Tag, slot: Option<Slot>) {
+        if self.delayed.is_empty() {
+            return;
+        }
+        let overtaken = &mut self.overtaken;
+        self.delayed.retain(|&(_, earlier, of)| {
+            let keep = earlier.seq >= tag.seq || !in_order(of, slot);
+            if !keep {
+                overtaken.push(earlier);
+            }
+            keep
+        });
+    }
+
+    /// Parts that waited to be resent when a later part of theirs ran: the session answers each
+    /// with the error that made it wait ([`Executor::give_up`]), as a node answered it then.
+    pub fn take_overtaken(&mut self) -> Vec<Tag> {
+        std::mem::take(&mut self.overtaken)
+    }
+
+    /// Whether parts were overtaken (see [`Executor::take_overtaken`]).
+    #[inline]
+    pub fn has_overtaken(&self) -> bool {
+        !self.overtaken.is_empty()
+    }
+
+    /// An overtaken part is not resent: its answer is the error that made it wait.
+    pub fn give_up(&mut self, shared: &Shared, part: &mut Part) -> Bytes {
+        self.stop_holding(shared, part, false);
+        part.retry_error.take().unwrap_or_else(|| ProxyError::NoTopology.to_resp())
     }
 
     fn try_send(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
@@ -229,6 +319,7 @@ impl Executor {
                     shared.topology.request_refresh(Trigger::Moved);
                 }
                 self.stop_holding(shared, part, true);
+                self.ran(tag, order_slot(part));
                 Step::Answered(reply)
             }
             Outcome::Expired(reply) => {
@@ -237,6 +328,8 @@ impl Executor {
             }
             Outcome::Failed { error, own_lost } => {
                 self.stop_holding(shared, part, false);
+                // Maybe applied (in flight when its connection failed, or timed out).
+                self.ran(tag, order_slot(part));
                 if own_lost {
                     self.own = None;
                     return Step::OwnLost(error.to_resp());
@@ -262,7 +355,7 @@ impl Executor {
                 if let Err(full) = self.start_holding(shared, part) {
                     return Step::Answered(full.to_resp());
                 }
-                self.delayed.push((Instant::now() + RETRY_PAUSE, tag));
+                self.delayed.push((Instant::now() + RETRY_PAUSE, tag, order_slot(part)));
                 Step::Pending
             }
             Outcome::Broken => Step::Broken,
@@ -289,7 +382,8 @@ impl Executor {
             return Some(full);
         }
         shared.topology.request_refresh(Trigger::NodeFailure);
-        self.delayed.push((now + RETRY_PAUSE, tag));
+        part.retry_error = Some(error.to_resp());
+        self.delayed.push((now + RETRY_PAUSE, tag, order_slot(part)));
         None
     }
 
@@ -345,8 +439,12 @@ impl Executor {
 
     /// A sender for replies to this client, creating the channel on first use.
     pub fn reply_sender(&mut self) -> ReplySender {
+        let hand_over = &self.hand_over;
         let replies = self.replies.get_or_insert_with(|| {
             let (tx, rx) = reply_channel();
+            if let Some(receiver) = hand_over {
+                rx.hand_over_to(receiver.clone());
+            }
             Replies { tx, rx }
         });
         replies.tx.clone()
@@ -399,5 +497,45 @@ impl Executor {
             let mode = ConnMode::owned(caller.resp3, caller.node_user.cloned());
             self.own = Some(shared.topology.upstreams().owned(addr, mode));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::hold::HoldLimits;
+
+    fn executor() -> Executor {
+        let limits = HoldLimits { max_requests: 10, max_bytes: 1000, per_client_requests: 10, per_client_bytes: 1000 };
+        let gauge = prometheus::IntGauge::new("held", "held").expect("a gauge");
+        Executor::new(Arc::new(HoldBudget::new(Duration::from_secs(15), limits, gauge)))
+    }
+
+    fn tag(seq: u64) -> Tag {
+        Tag { seq, part: 0 }
+    }
+
+    #[test]
+    fn a_later_part_waits_behind_an_earlier_one_of_its_slot_and_one_that_ran_first_overtakes_it() {
+        let mut exec = executor();
+        let at = Instant::now();
+        // Request 3 (slot 7) waits to be resent.
+        exec.delayed.push((at, tag(3), Some(7)));
+        assert!(exec.waits_behind(tag(4), Some(7)), "a later request of its slot");
+        assert!(exec.waits_behind(tag(4), None), "a later request without a slot");
+        assert!(!exec.waits_behind(tag(4), Some(8)), "another slot keeps its own order");
+        assert!(!exec.waits_behind(tag(3), Some(7)), "another part of the same request");
+        assert!(!exec.waits_behind(tag(2), Some(7)), "an earlier request");
+        // Request 5 of another slot ran: 3 is not overtaken; request 4 of slot 7 ran: it is.
+        exec.ran(tag(5), Some(8));
+        assert!(!exec.has_overtaken());
+        exec.ran(tag(4), Some(7));
+        assert_eq!(exec.take_overtaken(), [tag(3)]);
+        assert!(exec.delayed.is_empty(), "not resent any more");
+        // One without a slot (a fan-out) is kept in order with every slot.
+        exec.delayed.push((at, tag(6), None));
+        assert!(exec.waits_behind(tag(7), Some(1)));
+        exec.ran(tag(9), Some(2));
+        assert_eq!(exec.take_overtaken(), [tag(6)]);
     }
 }

@@ -81,6 +81,7 @@ pub fn on_reply(
         let wait = if next == Redirect::ClusterDown { policy.hold_for } else { policy.retry_for };
         if now < *part.retry_until.get_or_insert(now + wait) {
             part.redirect = None;
+            part.retry_error = Some(reply.clone());
             return Outcome::RetryLater { node_failed: next == Redirect::ClusterDown };
         }
         return Outcome::Expired(reply);
@@ -125,6 +126,7 @@ fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: I
         part.redirect = None;
         // A read whose replica is unreachable goes to the master from now on.
         part.write = true;
+        part.retry_error = Some(crate::error::ProxyError::from(error).to_resp());
         return Outcome::RetryLater { node_failed: true };
     }
     Outcome::Failed { error: error.into(), own_lost: own }

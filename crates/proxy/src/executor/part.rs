@@ -41,6 +41,9 @@ pub struct Part {
     pub prefix: Option<Bytes>,
     /// The script was loaded again after a `-NOSCRIPT`: a second one goes to the client.
     pub script_reloaded: bool,
+    /// What made it wait to be resent (`-CLUSTERDOWN`, `-TRYAGAIN`, the node unreachable): its
+    /// answer if a later part of the client runs first ([`super::Executor::take_overtaken`]).
+    pub retry_error: Option<Bytes>,
     /// When retrying an unreachable node gives up, set on its first failure.
     pub retry_until: Option<Instant>,
     /// Counted as held while it waits to be resent (`executor::hold`).
@@ -99,6 +102,7 @@ impl Part {
             follow_redirects: true,
             prefix: None,
             script_reloaded: false,
+            retry_error: None,
             retry_until: None,
             holding: false,
             blocks: false,

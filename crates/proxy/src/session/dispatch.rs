@@ -65,6 +65,22 @@ impl Session {
             }
             Step::Broken => self.broken = true,
         }
+        if self.exec.has_overtaken() {
+            self.answer_overtaken();
+        }
+    }
+
+    /// Parts that waited to be resent when a later part of the client ran: resent now, they would
+    /// run after it, which one node never does. Each is answered with the error that made it wait,
+    /// as the node answered it.
+    fn answer_overtaken(&mut self) {
+        for Tag { seq, part } in self.exec.take_overtaken() {
+            let Some(p) = self.pipeline.part_mut(seq, part) else {
+                continue;
+            };
+            let error = self.exec.give_up(&self.shared, p);
+            self.complete(seq, part, error);
+        }
     }
 
     /// The client's own connection to the master of `slot` (any master without one), created or

@@ -53,7 +53,7 @@ use pipeline::{Meta, Pipeline};
 pub async fn run<R, W>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr, identity: Option<String>)
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = shared.stats.next_client_id();
     let started = Instant::now();
@@ -62,7 +62,9 @@ where
     if let Some(name) = identity {
         session.log_in_by_certificate(&name);
     }
-    let result = session.serve(reader, writer).await;
+    let (served, result) = serve::serve(session, reader, writer).await;
+    let mut served = serve::lock(&served);
+    let session = &mut served.session;
     session.stop_tracking();
     session.shared.clients.remove(id);
     let traffic = &session.traffic;

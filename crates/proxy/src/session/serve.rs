@@ -5,9 +5,11 @@
 //! Each pass first settles what needs no waiting ([`Session::settle`]): replies ready in order go
 //! into the write buffer, held requests whose reason is gone are taken up again. Then it handles
 //! the first event source that is ready and passes again; it waits only when none is
-//! ([`Session::poll_serve`]).
+//! ([`Session::poll_serve`]). While it waits, a node connection with a reply for it handles the
+//! reply itself and writes what it releases (`handover.rs`): the task is woken only when that
+//! leaves it something to do.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -15,11 +17,14 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Sleep, sleep};
+use tokio::time::Sleep;
 
 use super::Session;
 use crate::readiness::ReadGate;
 use crate::shared::Shared;
+
+mod handover;
+pub(super) use handover::{lock, serve};
 
 /// Most bytes read from a client while its next request waits (behind a blocking command or a
 /// subscription change).
@@ -187,35 +192,6 @@ struct Timers<'a> {
 }
 
 impl Session {
-    /// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
-    /// [`clients::Clients::stop_all`](super::clients::Clients::stop_all)).
-    pub(super) async fn serve<R, W>(&mut self, mut reader: R, mut writer: W) -> std::io::Result<()>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        let mut io = ClientIo::new(Arc::clone(&self.shared), !self.shared.clients.is_stopping());
-        let idle_timeout = self.shared.idle_timeout;
-        let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
-        let due = pin!(sleep(FAR));
-        let mut timers = Timers { idle, idle_timeout, due };
-        loop {
-            let wake_up = |cx: &mut Context<'_>| {
-                let turn = self.poll_serve(cx, &mut io, &mut reader, &mut writer, &mut timers);
-                self.exec.end_wake_up();
-                turn
-            };
-            match poll_fn(wake_up).await? {
-                Turn::Yield => tokio::task::yield_now().await,
-                Turn::Close => {
-                    let _ = writer.shutdown().await;
-                    return Ok(());
-                }
-                Turn::Drop => return Ok(()),
-            }
-        }
-    }
-
     /// One wake-up of the session: takes the replies that came, then passes over everything it
     /// waits for, in priority order (room to write, a request to read, its timers), handling
     /// whatever is ready and settling after each, until nothing is. Only then are the reply queue

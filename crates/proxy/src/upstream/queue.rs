@@ -9,19 +9,35 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
+/// Where a queue's messages may be handed over at once instead of queued: the receiver itself,
+/// when it is free to take one now (see [`Receiver::hand_over_to`]).
+pub trait HandOver<T>: Send + Sync {
+    /// Takes `message` now, or gives it back (the receiver is busy, or would rather have it
+    /// queued) to be queued. One taken must come after those queued before it: the receiver takes
+    /// what is queued first.
+    fn try_take(&self, message: T) -> Result<(), T>;
+}
+
 /// What the senders and the receiver of one queue share.
-#[derive(Debug)]
 struct Shared<T> {
     queue: Mutex<Waiting<T>>,
     /// `queue` holds messages (changed under its lock).
     queued: AtomicBool,
     waker: AtomicWaker,
     senders: AtomicUsize,
+    /// Tried before the queue, once set.
+    hand_over: OnceLock<Weak<dyn HandOver<T>>>,
+}
+
+impl<T> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("queued", &self.queued).field("senders", &self.senders).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -53,6 +69,7 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
         queued: AtomicBool::new(false),
         waker: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
+        hand_over: OnceLock::new(),
     });
     (Sender(Arc::clone(&shared)), Receiver(shared))
 }
@@ -62,6 +79,13 @@ impl<T> Sender<T> {
     /// under the queue's lock, so a message is either taken in and seen by the receiver, or
     /// given back: never left behind).
     pub fn send(&self, message: T) -> Result<(), T> {
+        let message = match self.0.hand_over.get().and_then(Weak::upgrade) {
+            Some(receiver) => match receiver.try_take(message) {
+                Ok(()) => return Ok(()),
+                Err(message) => message,
+            },
+            None => message,
+        };
         let was_empty = {
             let mut queue = self.0.lock();
             if queue.closed {
@@ -185,6 +209,13 @@ impl<T> Receiver<T> {
         message
     }
 
+    /// Has later sends hand their message to `receiver` when it takes it, instead of queueing it
+    /// and waking the receiving task: a session takes its node replies this way while its task
+    /// waits, so that a reply costs no task wake-up (see `session::serve`). Set once.
+    pub fn hand_over_to(&self, receiver: Weak<dyn HandOver<T>>) {
+        let _ = self.0.hand_over.set(receiver);
+    }
+
     /// Takes nothing more in: later sends give their message back. What is queued stays, for
     /// [`Receiver::try_recv`] to drain.
     pub fn close(&self) {
@@ -266,5 +297,40 @@ mod tests {
         assert_eq!(rx.try_recv(), Some(1));
         drop(rx);
         assert_eq!(tx.send(3), Err(3));
+    }
+
+    /// Takes messages while `open`, into `taken`.
+    struct Taker {
+        open: std::sync::atomic::AtomicBool,
+        taken: Mutex<Vec<u32>>,
+    }
+
+    impl HandOver<u32> for Taker {
+        fn try_take(&self, message: u32) -> Result<(), u32> {
+            if !self.open.load(Ordering::Acquire) {
+                return Err(message);
+            }
+            self.taken.lock().expect("not poisoned").push(message);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_receiver_that_takes_messages_gets_them_without_the_queue_and_the_queue_keeps_the_rest() {
+        let (tx, rx) = channel();
+        let taker = Arc::new(Taker { open: AtomicBool::new(true), taken: Mutex::new(Vec::new()) });
+        tx.send(1).expect("open");
+        let weak: Weak<Taker> = Arc::downgrade(&taker);
+        rx.hand_over_to(weak);
+        tx.send(2).expect("open");
+        taker.open.store(false, Ordering::Release);
+        tx.send(3).expect("open");
+        assert_eq!(*taker.taken.lock().expect("not poisoned"), [2]);
+        let mut batch = VecDeque::new();
+        assert_eq!(rx.take(&mut batch), Some(2));
+        assert_eq!(Vec::from(batch), [1, 3], "queued before the hand-over was set, and refused by it");
+        drop(taker);
+        tx.send(4).expect("open");
+        assert_eq!(rx.try_recv(), Some(4), "a receiver gone from the hand-over: queued");
     }
 }

@@ -1,0 +1,159 @@
+//! Replies handed over to a waiting session by the node connection that read them, instead of
+//! queued for the session's task: no task wake-up per reply.
+//!
+//! The session's state lives behind a lock its task holds while it runs. A node connection with
+//! a reply for the session takes the lock if it is free and the task waits (its last poll
+//! returned Pending, with every waker registered), handles the reply as the task would, and
+//! writes the client's replies; the task is woken only when that leaves it something to do — a
+//! write that must wait, a pipelined batch to gather, input it may read again, a timer to arm,
+//! the connection to close. Otherwise (the lock is taken, the task is running or about to) the
+//! reply is queued and wakes the task as before. A reply handed over takes the queued ones first,
+//! so the session sees a connection's replies in the order sent.
+//!
+//! Measured (bench/RESULTS.md, "Replies handed over"): one task poll per unpipelined request
+//! instead of two.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::sleep;
+
+use super::{ClientIo, FAR, Settled, Timers, Turn};
+use crate::session::Session;
+use crate::upstream::UpstreamReply;
+use crate::upstream::queue::HandOver;
+
+/// What a session's task shares with the node connections that hand it replies.
+pub(in crate::session) struct Served<W> {
+    pub(in crate::session) session: Session,
+    io: ClientIo,
+    writer: W,
+    /// The task's waker, kept from its last poll: writes made for it register it, and it wakes
+    /// the task.
+    waker: Option<Waker>,
+    /// The task waits: its last poll returned Pending, so a reply may be handed over.
+    waiting: bool,
+}
+
+/// Locks `served`; a panic while it was held leaves a session that is not served any more
+/// (`waiting` is false), so its state is still safe to read.
+pub(in crate::session) fn lock<W>(served: &Mutex<Served<W>>) -> MutexGuard<'_, Served<W>> {
+    served.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
+/// [`Clients::stop_all`](crate::session::clients::Clients::stop_all)). Returns the session, for
+/// what is done once it ended, and how serving ended.
+pub(in crate::session) async fn serve<R, W>(
+    session: Session,
+    mut reader: R,
+    writer: W,
+) -> (Arc<Mutex<Served<W>>>, std::io::Result<()>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let io = ClientIo::new(Arc::clone(&session.shared), !session.shared.clients.is_stopping());
+    let idle_timeout = session.shared.idle_timeout;
+    let served = Arc::new(Mutex::new(Served { session, io, writer, waker: None, waiting: false }));
+    let receiver: Weak<Mutex<Served<W>>> = Arc::downgrade(&served);
+    lock(&served).session.exec.hand_replies_over_to(receiver);
+    let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
+    let due = pin!(sleep(FAR));
+    let mut timers = Timers { idle, idle_timeout, due };
+    let result = loop {
+        let wake_up = |cx: &mut Context<'_>| {
+            let mut guard = lock(&served);
+            let Served { session, io, writer, waker, waiting } = &mut *guard;
+            let turn = session.poll_serve(cx, io, &mut reader, writer, &mut timers);
+            session.exec.end_wake_up();
+            *waiting = turn.is_pending();
+            if *waiting && !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+            turn
+        };
+        match poll_fn(wake_up).await {
+            Ok(Turn::Yield) => tokio::task::yield_now().await,
+            Ok(Turn::Close) => {
+                let _ = poll_fn(|cx| Pin::new(&mut lock(&served).writer).poll_shutdown(cx)).await;
+                break Ok(());
+            }
+            Ok(Turn::Drop) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    (served, result)
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<Served<W>> {
+    fn try_take(&self, reply: UpstreamReply) -> Result<(), UpstreamReply> {
+        let mut served = match self.try_lock() {
+            Ok(served) => served,
+            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return Err(reply),
+        };
+        if !served.waiting {
+            return Err(reply);
+        }
+        served.take(reply);
+        Ok(())
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Served<W> {
+    /// Handles `reply` (after the replies queued before it) as the task's next poll would, and
+    /// writes what it releases; wakes the task when that leaves it something to do.
+    fn take(&mut self, reply: UpstreamReply) {
+        let Served { session, io, writer, waker, waiting } = self;
+        let Some(waker) = waker.as_ref() else {
+            return;
+        };
+        let could_read = session.can_read(io);
+        let wake_at = session.next_wake();
+        session.exec.take_replies(&mut session.reply_batch);
+        session.reply_batch.push_back(reply);
+        session.on_replies();
+        let done = session.write_released(io, writer, waker);
+        session.exec.end_wake_up();
+        if !done || session.can_read(io) != could_read || session.next_wake() != wake_at {
+            *waiting = false;
+            io.settled = false;
+            waker.wake_by_ref();
+        }
+    }
+}
+
+impl Session {
+    /// Settles and writes what is released, for a reply handed over: true when that is all there
+    /// was to do — the state settled, everything written and flushed. False leaves the rest to
+    /// the task: a write that must wait (its waker, `waker`, is registered), a pipelined batch's
+    /// gathering, a request taken up again, the connection to close.
+    fn write_released<W: AsyncWrite + Unpin>(&mut self, io: &mut ClientIo, writer: &mut W, waker: &Waker) -> bool {
+        if !matches!(self.settle(io), Settled::Wait) {
+            return false;
+        }
+        if io.wbuf.is_empty() {
+            return true;
+        }
+        if self.waits_for_batch(io) {
+            return false;
+        }
+        let mut cx = Context::from_waker(waker);
+        match pin!(writer.write_buf(&mut io.wbuf)).poll(&mut cx) {
+            Poll::Ready(Ok(written)) => self.on_written(io, written),
+            // An error is the task's to see (its write fails the same way).
+            Poll::Ready(Err(_)) | Poll::Pending => return false,
+        }
+        if !io.wbuf.is_empty() {
+            return false;
+        }
+        match Pin::new(writer).poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => io.flushing = false,
+            Poll::Ready(Err(_)) | Poll::Pending => return false,
+        }
+        true
+    }
+}
