@@ -2,9 +2,10 @@
 //! with the same bytes: PING's arity, request headers that count no arguments, CLIENT REPLY
 //! OFF/ON/SKIP (also ahead of a subscription that waits for the skipped reply, for a command
 //! CLIENT PAUSE holds, for a reply large enough to stream, for RESET, and for requests read before
-//! the client half-closes, for a subscribed client's PING and pushes), a RESP3 subscriber
-//! switching to RESP2, nothing run after QUIT, a `no_multi` command inside MULTI; and
-//! RANDOMKEY drawing from every master, and sharded subscription counts over several masters.
+//! the client half-closes, for a subscribed client's PING and pushes), replies and the close after
+//! a half-close, a RESP3 subscriber switching to RESP2, nothing run after QUIT, a `no_multi`
+//! command inside MULTI; and RANDOMKEY drawing from every master, and sharded subscription counts
+//! over several masters.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -186,6 +187,26 @@ fn requests_read_before_a_half_close_all_run_when_replies_are_off() {
         format!("{:?} then {}", String::from_utf8_lossy(&before_close), String::from_utf8_lossy(&after))
     });
     assert_eq!(outcome, "\"\" then *2\r\n$1\r\n1\r\n$1\r\n2\r\n:2\r\n+OK\r\n");
+}
+
+#[test]
+fn a_client_that_half_closes_gets_every_reply_and_then_the_close() {
+    // The last reply (a slow script's) comes after the client's end of the connection is read: it
+    // is written by whoever handles it, and the connection then closes, as a node closes it.
+    let outcome = same_on_both("replies after a half-close, then the close", |addr| {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        let mut requests = b"GET {hc}a\r\nSET {hc}a 1\r\nGET {hc}a\r\n".to_vec();
+        requests.extend(slow_script_command());
+        stream.write_all(&requests).expect("write");
+        stream.shutdown(Shutdown::Write).expect("half-close");
+        let started = std::time::Instant::now();
+        let replies = read_until(&mut stream, WAIT, |_| false);
+        // At once, not when something else (the idle trimmer, a timeout) happens to look.
+        let closed = started.elapsed() < Duration::from_millis(1500);
+        let _ = raw_roundtrip(addr, b"DEL {hc}a\r\nQUIT\r\n", WAIT);
+        format!("{:?}, closed: {closed}", String::from_utf8_lossy(&replies))
+    });
+    assert_eq!(outcome, "\"$-1\\r\\n+OK\\r\\n$1\\r\\n1\\r\\n$4\\r\\nslow\\r\\n\", closed: true");
 }
 
 #[test]

@@ -170,6 +170,7 @@ impl Executor {
             if let Err(full) = self.start_holding(shared, part) {
                 return Some(full);
             }
+            part.retry_error = None;
             self.delayed.push((Instant::now() + RETRY_PAUSE, tag, order_slot(part)));
             return None;
         }
@@ -214,7 +215,9 @@ impl Executor {
     /// An overtaken part is not resent: its answer is the error that made it wait.
     pub fn give_up(&mut self, shared: &Shared, part: &mut Part) -> Bytes {
         self.stop_holding(shared, part, false);
-        part.retry_error.take().unwrap_or_else(|| ProxyError::NoTopology.to_resp())
+        let waited =
+            || ProxyError::command("TRYAGAIN an earlier request of this client could not be sent yet").to_resp();
+        part.retry_error.take().unwrap_or_else(waited)
     }
 
     fn try_send(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
@@ -423,6 +426,12 @@ impl Executor {
         !self.holding.is_empty()
     }
 
+    /// How many parts wait to be resent: a change means the session's retry timer needs arming.
+    #[inline]
+    pub fn retries_waiting(&self) -> usize {
+        self.delayed.len()
+    }
+
     /// When the next delayed part is due.
     #[inline]
     pub fn next_retry(&self) -> Option<Instant> {
@@ -432,8 +441,10 @@ impl Executor {
     /// Takes the parts due for resending now.
     pub fn take_due(&mut self) -> Vec<Tag> {
         let now = Instant::now();
-        let due = self.delayed.iter().filter(|d| d.0 <= now).map(|d| d.1).collect();
+        let mut due: Vec<Tag> = self.delayed.iter().filter(|d| d.0 <= now).map(|d| d.1).collect();
         self.delayed.retain(|d| d.0 > now);
+        // In the client's order: a part gated behind another may come due with it.
+        due.sort_unstable_by_key(|tag| (tag.seq, tag.part));
         due
     }
 
@@ -537,5 +548,16 @@ mod tests {
         assert!(exec.waits_behind(tag(7), Some(1)));
         exec.ran(tag(9), Some(2));
         assert_eq!(exec.take_overtaken(), [tag(6)]);
+    }
+
+    #[test]
+    fn parts_that_come_due_together_are_resent_in_the_clients_order() {
+        let mut exec = executor();
+        let at = Instant::now();
+        // 1 waited, 3 was gated behind it, then 2 (sent before 3) came back to wait too.
+        for seq in [1, 3, 2] {
+            exec.delayed.push((at, tag(seq), Some(7)));
+        }
+        assert_eq!(exec.take_due(), [tag(1), tag(2), tag(3)]);
     }
 }

@@ -278,6 +278,13 @@ impl Pipeline {
         }
     }
 
+    /// Whether the front request still waits for some of its parts' replies (a split or fanned
+    /// out request): nothing can be released before they are in.
+    #[inline]
+    pub fn front_waits_for_parts(&self) -> bool {
+        matches!(self.entries.front(), Some(Entry::Multi(_)))
+    }
+
     /// Moves every reply that is ready at the front into `out`, in order, and records each one's
     /// result and latency (read to release, which is when it is handed to the socket).
     ///

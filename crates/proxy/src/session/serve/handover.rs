@@ -14,6 +14,7 @@
 //! instead of two.
 
 use std::future::{Future, poll_fn};
+use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::task::{Context, Poll, Waker};
@@ -23,8 +24,8 @@ use tokio::time::sleep;
 
 use super::{ClientIo, FAR, Settled, Timers, Turn};
 use crate::session::Session;
-use crate::upstream::UpstreamReply;
 use crate::upstream::queue::HandOver;
+use crate::upstream::{PUSH, UpstreamReply};
 
 /// What a session's task shares with the node connections that hand it replies.
 pub(in crate::session) struct Served<W> {
@@ -36,10 +37,14 @@ pub(in crate::session) struct Served<W> {
     waker: Option<Waker>,
     /// The task waits: its last poll returned Pending, so a reply may be handed over.
     waiting: bool,
+    /// Handling a reply handed over panicked: the state may be half changed, so the task ends the
+    /// session at its next poll (the node connection that handed it over goes on).
+    failed: bool,
 }
 
-/// Locks `served`; a panic while it was held leaves a session that is not served any more
-/// (`waiting` is false), so its state is still safe to read.
+/// Locks `served`. A panic while it was held (in the task, which then ends; or in a hand-over,
+/// which marks it `failed`) leaves a session that is served no more: its state is read only to
+/// end it.
 pub(in crate::session) fn lock<W>(served: &Mutex<Served<W>>) -> MutexGuard<'_, Served<W>> {
     served.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -58,7 +63,7 @@ where
 {
     let io = ClientIo::new(Arc::clone(&session.shared), !session.shared.clients.is_stopping());
     let idle_timeout = session.shared.idle_timeout;
-    let served = Arc::new(Mutex::new(Served { session, io, writer, waker: None, waiting: false }));
+    let served = Arc::new(Mutex::new(Served { session, io, writer, waker: None, waiting: false, failed: false }));
     let receiver: Weak<Mutex<Served<W>>> = Arc::downgrade(&served);
     lock(&served).session.exec.hand_replies_over_to(receiver);
     let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
@@ -67,7 +72,10 @@ where
     let result = loop {
         let wake_up = |cx: &mut Context<'_>| {
             let mut guard = lock(&served);
-            let Served { session, io, writer, waker, waiting } = &mut *guard;
+            let Served { session, io, writer, waker, waiting, failed } = &mut *guard;
+            if *failed {
+                return Poll::Ready(Ok(Turn::Drop));
+            }
             let turn = session.poll_serve(cx, io, &mut reader, writer, &mut timers);
             session.exec.end_wake_up();
             *waiting = turn.is_pending();
@@ -95,10 +103,28 @@ impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<S
             Ok(served) => served,
             Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return Err(reply),
         };
-        if !served.waiting {
+        // A pipelined client's replies go through the queue: the task gathers a batch's replies
+        // into one write (`Turn::Yield`), which a hand-over per reply would only delay.
+        if !served.waiting || served.session.pipeline.len() > 1 {
             return Err(reply);
         }
-        served.take(reply);
+        let Some(waker) = served.waker.clone() else {
+            return Err(reply);
+        };
+        // Session code runs in the node connection's task now: a panic in it must not end that
+        // task, which serves other clients too. The session ends instead.
+        let taken = std::panic::catch_unwind(AssertUnwindSafe(|| served.take(reply, &waker)));
+        if taken.is_err() {
+            crate::log_limited!(
+                5,
+                error,
+                client = served.session.state.id,
+                "handling a node reply panicked: closing the client"
+            );
+            served.failed = true;
+            served.waiting = false;
+            waker.wake();
+        }
         Ok(())
     }
 }
@@ -106,19 +132,26 @@ impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<S
 impl<W: AsyncWrite + Unpin> Served<W> {
     /// Handles `reply` (after the replies queued before it) as the task's next poll would, and
     /// writes what it releases; wakes the task when that leaves it something to do.
-    fn take(&mut self, reply: UpstreamReply) {
-        let Served { session, io, writer, waker, waiting } = self;
-        let Some(waker) = waker.as_ref() else {
-            return;
-        };
+    fn take(&mut self, reply: UpstreamReply, waker: &Waker) {
+        let Served { session, io, writer, waiting, .. } = self;
+        // What the task's last poll left waiting on: reading (its read gate armed, or not) and
+        // the retry timer (armed for the retries waiting then; a reply only ever adds or removes
+        // retries, so their number tells whether the timer needs arming).
         let could_read = session.can_read(io);
-        let wake_at = session.next_wake();
+        let retries = session.exec.retries_waiting();
+        let part_reply = reply.tag.seq != PUSH.seq && reply.partial.is_none();
         session.exec.take_replies(&mut session.reply_batch);
         session.reply_batch.push_back(reply);
         session.on_replies();
-        let done = session.write_released(io, writer, waker);
+        // One part's reply of a request still waiting for others changes nothing to settle or
+        // write (a 10-key MGET's parts cost no settling each).
+        let unchanged = part_reply && session.pipeline.front_waits_for_parts() && session.direct.is_empty();
+        let done = match unchanged && !session.broken && !session.over_output_limit {
+            true => true,
+            false => session.write_released(io, writer, waker),
+        };
         session.exec.end_wake_up();
-        if !done || session.can_read(io) != could_read || session.next_wake() != wake_at {
+        if !done || session.can_read(io) != could_read || session.exec.retries_waiting() != retries {
             *waiting = false;
             io.settled = false;
             waker.wake_by_ref();
@@ -133,6 +166,11 @@ impl Session {
     /// gathering, a request taken up again, the connection to close.
     fn write_released<W: AsyncWrite + Unpin>(&mut self, io: &mut ClientIo, writer: &mut W, waker: &Waker) -> bool {
         if !matches!(self.settle(io), Settled::Wait) {
+            return false;
+        }
+        // Whether a client that stopped sending (or a session closing) is done is for the task to
+        // settle once everything is written.
+        if !io.reading || io.closing {
             return false;
         }
         if io.wbuf.is_empty() {
