@@ -58,11 +58,8 @@ where
     let id = shared.stats.next_client_id();
     let started = Instant::now();
     crate::log_limited!(1000, info, client = id, %peer, "client connected");
-    let mut session = Session::new(shared, id, peer);
-    if let Some(name) = identity {
-        session.log_in_by_certificate(&name);
-    }
-    let (served, result) = serve::serve(session, reader, writer).await;
+    let served = serve::served(Session::started(shared, id, peer, identity.as_deref()), writer);
+    let result = serve::serve(&served, reader).await;
     let mut served = serve::lock(&served);
     let session = &mut served.session;
     session.stop_tracking();
@@ -158,6 +155,15 @@ struct Session {
 }
 
 impl Session {
+    /// A new client's session, logged in as the user its certificate names, if any (see [`run`]).
+    fn started(shared: Arc<Shared>, id: u64, peer: SocketAddr, identity: Option<&str>) -> Session {
+        let mut session = Session::new(shared, id, peer);
+        if let Some(name) = identity {
+            session.log_in_by_certificate(name);
+        }
+        session
+    }
+
     fn new(shared: Arc<Shared>, id: u64, peer: SocketAddr) -> Session {
         let decoder = RequestDecoder::new(shared.limits);
         let state = ClientState::new(id, peer, shared.access.anonymous_user(), shared.access.generation());

@@ -24,7 +24,7 @@ use crate::readiness::ReadGate;
 use crate::shared::Shared;
 
 mod handover;
-pub(super) use handover::{lock, serve};
+pub(super) use handover::{lock, serve, served};
 
 /// Most bytes read from a client while its next request waits (behind a blocking command or a
 /// subscription change).

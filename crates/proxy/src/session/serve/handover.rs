@@ -49,32 +49,37 @@ pub(in crate::session) fn lock<W>(served: &Mutex<Served<W>>) -> MutexGuard<'_, S
     served.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
-/// [`Clients::stop_all`](crate::session::clients::Clients::stop_all)). Returns the session, for
-/// what is done once it ended, and how serving ended.
-pub(in crate::session) async fn serve<R, W>(
-    session: Session,
-    mut reader: R,
-    writer: W,
-) -> (Arc<Mutex<Served<W>>>, std::io::Result<()>)
+/// The state `session` is served from, with the client's `writer`, set up for replies to be
+/// handed over. Built outside any future: a session moved through an async function's arguments
+/// would keep a second copy of its ~800 bytes in that future's state, per idle client.
+pub(in crate::session) fn served<W>(session: Session, writer: W) -> Arc<Mutex<Served<W>>>
 where
-    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let io = ClientIo::new(Arc::clone(&session.shared), !session.shared.clients.is_stopping());
-    let idle_timeout = session.shared.idle_timeout;
     let served = Arc::new(Mutex::new(Served { session, io, writer, waker: None, waiting: false, failed: false }));
     let receiver: Weak<Mutex<Served<W>>> = Arc::downgrade(&served);
     lock(&served).session.exec.hand_replies_over_to(receiver);
+    served
+}
+
+/// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
+/// [`Clients::stop_all`](crate::session::clients::Clients::stop_all)).
+pub(in crate::session) async fn serve<R, W>(served: &Mutex<Served<W>>, mut reader: R) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let idle_timeout = lock(served).session.shared.idle_timeout;
     let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
     let due = pin!(sleep(FAR));
     let mut timers = Timers { idle, idle_timeout, due };
-    let result = loop {
+    loop {
         let wake_up = |cx: &mut Context<'_>| {
-            let mut guard = lock(&served);
+            let mut guard = lock(served);
             let Served { session, io, writer, waker, waiting, failed } = &mut *guard;
             if *failed {
-                return Poll::Ready(Ok(Turn::Drop));
+                return Poll::Ready(Err(std::io::Error::other("handling a node reply panicked")));
             }
             let turn = session.poll_serve(cx, io, &mut reader, writer, &mut timers);
             session.exec.end_wake_up();
@@ -87,14 +92,13 @@ where
         match poll_fn(wake_up).await {
             Ok(Turn::Yield) => tokio::task::yield_now().await,
             Ok(Turn::Close) => {
-                let _ = poll_fn(|cx| Pin::new(&mut lock(&served).writer).poll_shutdown(cx)).await;
+                let _ = poll_fn(|cx| Pin::new(&mut lock(served).writer).poll_shutdown(cx)).await;
                 break Ok(());
             }
             Ok(Turn::Drop) => break Ok(()),
             Err(error) => break Err(error),
         }
-    };
-    (served, result)
+    }
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<Served<W>> {
@@ -108,12 +112,12 @@ impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<S
         if !served.waiting || served.session.pipeline.len() > 1 {
             return Err(reply);
         }
-        let Some(waker) = served.waker.clone() else {
+        if served.waker.is_none() {
             return Err(reply);
-        };
+        }
         // Session code runs in the node connection's task now: a panic in it must not end that
         // task, which serves other clients too. The session ends instead.
-        let taken = std::panic::catch_unwind(AssertUnwindSafe(|| served.take(reply, &waker)));
+        let taken = std::panic::catch_unwind(AssertUnwindSafe(|| served.take(reply)));
         if taken.is_err() {
             crate::log_limited!(
                 5,
@@ -123,7 +127,9 @@ impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<S
             );
             served.failed = true;
             served.waiting = false;
-            waker.wake();
+            if let Some(waker) = &served.waker {
+                waker.wake_by_ref();
+            }
         }
         Ok(())
     }
@@ -132,20 +138,23 @@ impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<S
 impl<W: AsyncWrite + Unpin> Served<W> {
     /// Handles `reply` (after the replies queued before it) as the task's next poll would, and
     /// writes what it releases; wakes the task when that leaves it something to do.
-    fn take(&mut self, reply: UpstreamReply, waker: &Waker) {
-        let Served { session, io, writer, waiting, .. } = self;
+    fn take(&mut self, reply: UpstreamReply) {
+        let Served { session, io, writer, waiting, waker, .. } = self;
+        let Some(waker) = waker.as_ref() else {
+            return;
+        };
         // What the task's last poll left waiting on: reading (its read gate armed, or not) and
         // the retry timer (armed for the retries waiting then; a reply only ever adds or removes
         // retries, so their number tells whether the timer needs arming).
         let could_read = session.can_read(io);
         let retries = session.exec.retries_waiting();
         let part_reply = reply.tag.seq != PUSH.seq && reply.partial.is_none();
-        session.exec.take_replies(&mut session.reply_batch);
+        let queued = session.exec.take_replies(&mut session.reply_batch);
         session.reply_batch.push_back(reply);
         session.on_replies();
         // One part's reply of a request still waiting for others changes nothing to settle or
-        // write (a 10-key MGET's parts cost no settling each).
-        let unchanged = part_reply && session.pipeline.front_waits_for_parts() && session.direct.is_empty();
+        // write (a 10-key MGET's parts cost no settling each); replies queued before it may have.
+        let unchanged = part_reply && !queued && session.pipeline.front_waits_for_parts() && session.direct.is_empty();
         let done = match unchanged && !session.broken && !session.over_output_limit {
             true => true,
             false => session.write_released(io, writer, waker),
