@@ -8,7 +8,8 @@
 //! per node, [`executor::Part`]):
 //!
 //! - [`listener`] accepts client connections (connection limit) and spawns a session for each;
-//! - [`session`] owns one client (the *downstream* side): `serve.rs` is its event loop,
+//! - [`session`] owns one client (the *downstream* side): `serve.rs` is its event loop (node
+//!   replies handled by the connection that read them while it waits: `serve/handover.rs`),
 //!   `request.rs` frames requests and runs Redis' admission checks (arity, login, ACL),
 //!   `route.rs` carries out the route, `pipeline.rs` writes replies back in request order;
 //!   transactions (`transaction.rs`), blocking commands (`blocking.rs`), subscriptions (`pubsub.rs`), local

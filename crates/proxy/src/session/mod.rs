@@ -5,7 +5,8 @@
 //! and commands for different nodes run concurrently. Replies come back tagged with their request's
 //! sequence number, and the [`Pipeline`] releases them in order.
 //!
-//! A request's path through the session, one file per step: `serve.rs` (the event loop) →
+//! A request's path through the session, one file per step: `serve.rs` (the event loop;
+//! `serve/handover.rs`: node replies handled by the connection that read them while it waits) →
 //! `request.rs` (framing, Redis' admission checks, pause, subscribed mode, MULTI queueing) →
 //! `route.rs` (carrying out the route) → `dispatch.rs` (parts to and from the executor) →
 //! `pipeline.rs` (replies in order). What the proxy answers itself lives beside them: `local.rs`
@@ -58,10 +59,10 @@ where
     let id = shared.stats.next_client_id();
     let started = Instant::now();
     crate::log_limited!(1000, info, client = id, %peer, "client connected");
-    let served = serve::served(Session::started(shared, id, peer, identity.as_deref()), writer);
+    let served = serve::served(Session::new(shared, id, peer, identity.as_deref()), writer);
     let result = serve::serve(&served, reader).await;
-    let mut served = serve::lock(&served);
-    let session = &mut served.session;
+    let mut ended = serve::lock(&served);
+    let session = &mut ended.session;
     session.stop_tracking();
     session.shared.clients.remove(id);
     let traffic = &session.traffic;
@@ -156,15 +157,15 @@ struct Session {
 
 impl Session {
     /// A new client's session, logged in as the user its certificate names, if any (see [`run`]).
-    fn started(shared: Arc<Shared>, id: u64, peer: SocketAddr, identity: Option<&str>) -> Session {
-        let mut session = Session::new(shared, id, peer);
+    fn new(shared: Arc<Shared>, id: u64, peer: SocketAddr, identity: Option<&str>) -> Session {
+        let mut session = Session::unnamed(shared, id, peer);
         if let Some(name) = identity {
             session.log_in_by_certificate(name);
         }
         session
     }
 
-    fn new(shared: Arc<Shared>, id: u64, peer: SocketAddr) -> Session {
+    fn unnamed(shared: Arc<Shared>, id: u64, peer: SocketAddr) -> Session {
         let decoder = RequestDecoder::new(shared.limits);
         let state = ClientState::new(id, peer, shared.access.anonymous_user(), shared.access.generation());
         let entry = shared.clients.register(&state);

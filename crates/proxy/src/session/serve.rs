@@ -9,22 +9,23 @@
 //! reply itself and writes what it releases (`handover.rs`): the task is woken only when that
 //! leaves it something to do.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::Sleep;
+use tokio::time::{Sleep, sleep};
 
 use super::Session;
 use crate::readiness::ReadGate;
 use crate::shared::Shared;
 
 mod handover;
-pub(super) use handover::{lock, serve, served};
+use handover::Served;
+pub(super) use handover::{lock, served};
 
 /// Most bytes read from a client while its next request waits (behind a blocking command or a
 /// subscription change).
@@ -191,6 +192,44 @@ struct Timers<'a> {
     due: Pin<&'a mut Sleep>,
 }
 
+/// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
+/// [`Clients::stop_all`](crate::session::clients::Clients::stop_all)).
+pub(in crate::session) async fn serve<R, W>(served: &Mutex<Served<W>>, mut reader: R) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let idle_timeout = lock(served).session.shared.idle_timeout;
+    let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
+    let due = pin!(sleep(FAR));
+    let mut timers = Timers { idle, idle_timeout, due };
+    loop {
+        let wake_up = |cx: &mut Context<'_>| {
+            let mut guard = lock(served);
+            let Served { session, io, writer, waker, waiting, failed } = &mut *guard;
+            if *failed {
+                return Poll::Ready(Err(std::io::Error::other("handling a node reply panicked")));
+            }
+            let turn = session.poll_serve(cx, io, &mut reader, writer, &mut timers);
+            session.exec.end_wake_up();
+            *waiting = turn.is_pending();
+            if *waiting && !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+            turn
+        };
+        match poll_fn(wake_up).await {
+            Ok(Turn::Yield) => tokio::task::yield_now().await,
+            Ok(Turn::Close) => {
+                let _ = poll_fn(|cx| Pin::new(&mut lock(served).writer).poll_shutdown(cx)).await;
+                break Ok(());
+            }
+            Ok(Turn::Drop) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    }
+}
+
 impl Session {
     /// One wake-up of the session: takes the replies that came, then passes over everything it
     /// waits for, in priority order (room to write, a request to read, its timers), handling
@@ -200,7 +239,7 @@ impl Session {
     /// bench/RESULTS.md).
     ///
     /// Replies are taken once per wake-up, not on every pass: they come from node connections,
-    /// which wake the task; one queued meanwhile (or by the session itself, when a send fails at
+    /// which wake the task (or, while it waits, handle them themselves: `handover.rs`); one queued meanwhile (or by the session itself, when a send fails at
     /// once) is found by the reply queue's check before the task waits.
     ///
     /// A client that keeps the session busy still yields: socket reads and writes draw on tokio's

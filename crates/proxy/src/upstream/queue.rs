@@ -211,7 +211,7 @@ impl<T> Receiver<T> {
 
     /// Has later sends hand their message to `receiver` when it takes it, instead of queueing it
     /// and waking the receiving task: a session takes its node replies this way while its task
-    /// waits, so that a reply costs no task wake-up (see `session::serve`). Set once.
+    /// waits, so that a reply costs no task wake-up (see `session/serve/handover.rs`). Set once.
     pub fn hand_over_to(&self, receiver: Weak<dyn HandOver<T>>) {
         let _ = self.0.hand_over.set(receiver);
     }

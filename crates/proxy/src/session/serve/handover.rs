@@ -10,19 +10,18 @@
 //! reply is queued and wakes the task as before. A reply handed over takes the queued ones first,
 //! so the session sees a connection's replies in the order sent.
 //!
-//! Measured (bench/RESULTS.md, "Replies handed over"): one task poll per unpipelined request
-//! instead of two.
+//! Measured (bench/RESULTS.md, "Session of 2026-12-05, second part"): one task poll per
+//! unpipelined request instead of two.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::task::{Context, Poll, Waker};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::sleep;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{ClientIo, FAR, Settled, Timers, Turn};
+use super::{ClientIo, Settled};
 use crate::session::Session;
 use crate::upstream::queue::HandOver;
 use crate::upstream::{PUSH, UpstreamReply};
@@ -30,16 +29,16 @@ use crate::upstream::{PUSH, UpstreamReply};
 /// What a session's task shares with the node connections that hand it replies.
 pub(in crate::session) struct Served<W> {
     pub(in crate::session) session: Session,
-    io: ClientIo,
-    writer: W,
+    pub(super) io: ClientIo,
+    pub(super) writer: W,
     /// The task's waker, kept from its last poll: writes made for it register it, and it wakes
     /// the task.
-    waker: Option<Waker>,
+    pub(super) waker: Option<Waker>,
     /// The task waits: its last poll returned Pending, so a reply may be handed over.
-    waiting: bool,
+    pub(super) waiting: bool,
     /// Handling a reply handed over panicked: the state may be half changed, so the task ends the
     /// session at its next poll (the node connection that handed it over goes on).
-    failed: bool,
+    pub(super) failed: bool,
 }
 
 /// Locks `served`. A panic while it was held (in the task, which then ends; or in a hand-over,
@@ -51,7 +50,8 @@ pub(in crate::session) fn lock<W>(served: &Mutex<Served<W>>) -> MutexGuard<'_, S
 
 /// The state `session` is served from, with the client's `writer`, set up for replies to be
 /// handed over. Built outside any future: a session moved through an async function's arguments
-/// would keep a second copy of its ~800 bytes in that future's state, per idle client.
+/// kept a second copy of itself in that future's state (measured: 2.63 → 5.16 KiB per idle
+/// client).
 pub(in crate::session) fn served<W>(session: Session, writer: W) -> Arc<Mutex<Served<W>>>
 where
     W: AsyncWrite + Unpin + Send + 'static,
@@ -61,44 +61,6 @@ where
     let receiver: Weak<Mutex<Served<W>>> = Arc::downgrade(&served);
     lock(&served).session.exec.hand_replies_over_to(receiver);
     served
-}
-
-/// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
-/// [`Clients::stop_all`](crate::session::clients::Clients::stop_all)).
-pub(in crate::session) async fn serve<R, W>(served: &Mutex<Served<W>>, mut reader: R) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let idle_timeout = lock(served).session.shared.idle_timeout;
-    let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
-    let due = pin!(sleep(FAR));
-    let mut timers = Timers { idle, idle_timeout, due };
-    loop {
-        let wake_up = |cx: &mut Context<'_>| {
-            let mut guard = lock(served);
-            let Served { session, io, writer, waker, waiting, failed } = &mut *guard;
-            if *failed {
-                return Poll::Ready(Err(std::io::Error::other("handling a node reply panicked")));
-            }
-            let turn = session.poll_serve(cx, io, &mut reader, writer, &mut timers);
-            session.exec.end_wake_up();
-            *waiting = turn.is_pending();
-            if *waiting && !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *waker = Some(cx.waker().clone());
-            }
-            turn
-        };
-        match poll_fn(wake_up).await {
-            Ok(Turn::Yield) => tokio::task::yield_now().await,
-            Ok(Turn::Close) => {
-                let _ = poll_fn(|cx| Pin::new(&mut lock(served).writer).poll_shutdown(cx)).await;
-                break Ok(());
-            }
-            Ok(Turn::Drop) => break Ok(()),
-            Err(error) => break Err(error),
-        }
-    }
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<Served<W>> {
@@ -112,24 +74,22 @@ impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<S
         if !served.waiting || served.session.pipeline.len() > 1 {
             return Err(reply);
         }
-        if served.waker.is_none() {
-            return Err(reply);
-        }
         // Session code runs in the node connection's task now: a panic in it must not end that
         // task, which serves other clients too. The session ends instead.
         let taken = std::panic::catch_unwind(AssertUnwindSafe(|| served.take(reply)));
-        if taken.is_err() {
-            crate::log_limited!(
-                5,
-                error,
-                client = served.session.state.id,
-                "handling a node reply panicked: closing the client"
-            );
-            served.failed = true;
-            served.waiting = false;
-            if let Some(waker) = &served.waker {
-                waker.wake_by_ref();
-            }
+        if let Ok(taken) = taken {
+            return taken;
+        }
+        crate::log_limited!(
+            5,
+            error,
+            client = served.session.state.id,
+            "handling a node reply panicked: closing the client"
+        );
+        served.failed = true;
+        served.waiting = false;
+        if let Some(waker) = &served.waker {
+            waker.wake_by_ref();
         }
         Ok(())
     }
@@ -137,11 +97,12 @@ impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<S
 
 impl<W: AsyncWrite + Unpin> Served<W> {
     /// Handles `reply` (after the replies queued before it) as the task's next poll would, and
-    /// writes what it releases; wakes the task when that leaves it something to do.
-    fn take(&mut self, reply: UpstreamReply) {
+    /// writes what it releases; wakes the task when that leaves it something to do. Gives the
+    /// reply back when the task has not waited yet (no waker to write and wake with).
+    fn take(&mut self, reply: UpstreamReply) -> Result<(), UpstreamReply> {
         let Served { session, io, writer, waiting, waker, .. } = self;
         let Some(waker) = waker.as_ref() else {
-            return;
+            return Err(reply);
         };
         // What the task's last poll left waiting on: reading (its read gate armed, or not) and
         // the retry timer (armed for the retries waiting then; a reply only ever adds or removes
@@ -165,6 +126,7 @@ impl<W: AsyncWrite + Unpin> Served<W> {
             io.settled = false;
             waker.wake_by_ref();
         }
+        Ok(())
     }
 }
 
