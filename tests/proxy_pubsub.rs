@@ -26,6 +26,16 @@ fn next_message(pubsub: &mut redis::PubSub<'_>) -> (String, String) {
     (msg.get_channel_name().to_string(), msg.get_payload().expect("payload"))
 }
 
+/// A proxy that never refreshes its slot map after start-up (no timer to speak of, none on
+/// `-MOVED`): a slot moved later leaves it stale.
+fn proxy_keeping_its_first_map(cluster: &Cluster) -> Proxy {
+    let options = ProxyOptions {
+        extra_toml: "[topology]\nrefresh_interval = \"1h\"\nrefresh_on_moved = false\n".to_string(),
+        ..ProxyOptions::default()
+    };
+    Proxy::start(cluster, options)
+}
+
 #[test]
 fn two_proxy_clients_receive_what_a_publisher_on_any_node_publishes() {
     let cluster = Cluster::shared();
@@ -286,11 +296,7 @@ fn a_shard_channel_whose_slot_is_served_nowhere_is_unsubscribed_as_a_node_does()
     // refreshed here, still names the same node), which refuses; the client then gets the push
     // a node sends, and with no channel left is back in normal mode.
     let cluster = Cluster::start(ClusterOptions::default());
-    let options = ProxyOptions {
-        extra_toml: "[topology]\nrefresh_interval = \"1h\"\nrefresh_on_moved = false\n".to_string(),
-        ..ProxyOptions::default()
-    };
-    let proxy = Proxy::start(&cluster, options);
+    let proxy = proxy_keeping_its_first_map(&cluster);
     let slot = cluster.slot_for_key("{nowhere}a");
     let owner = cluster.node_for_slot(slot);
     let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
@@ -312,11 +318,7 @@ fn an_sunsubscribe_through_a_stale_map_follows_moved() {
     // goes to the slot's old owner, which answers `-MOVED`; a node answers it with a
     // confirmation, and so does the proxy, from the node the redirection names.
     let cluster = Cluster::start(ClusterOptions::default());
-    let options = ProxyOptions {
-        extra_toml: "[topology]\nrefresh_interval = \"1h\"\nrefresh_on_moved = false\n".to_string(),
-        ..ProxyOptions::default()
-    };
-    let proxy = Proxy::start(&cluster, options);
+    let proxy = proxy_keeping_its_first_map(&cluster);
     let slot = cluster.slot_for_key("{stale}a");
     let from = cluster.node_for_slot(slot);
     let to = cluster.masters().into_iter().find(|m| *m != from).expect("another master");

@@ -171,12 +171,17 @@ impl Executor {
                 return Some(full);
             }
             part.retry_error = None;
-            self.delayed.push((Instant::now() + RETRY_PAUSE, tag, order_slot(part)));
+            self.delay(Instant::now(), tag, part);
             return None;
         }
         let error = self.try_send(shared, caller, tag, part)?;
         self.stop_holding(shared, part, false);
         Some(error)
+    }
+
+    /// Part `tag` is resent [`RETRY_PAUSE`] after `now`, kept in order with the client's others.
+    fn delay(&mut self, now: Instant, tag: Tag, part: &Part) {
+        self.delayed.push((now + RETRY_PAUSE, tag, order_slot(part)));
     }
 
     /// Whether an earlier part kept in order with one of `slot` waits to be resent.
@@ -358,7 +363,7 @@ impl Executor {
                 if let Err(full) = self.start_holding(shared, part) {
                     return Step::Answered(full.to_resp());
                 }
-                self.delayed.push((Instant::now() + RETRY_PAUSE, tag, order_slot(part)));
+                self.delay(Instant::now(), tag, part);
                 Step::Pending
             }
             Outcome::Broken => Step::Broken,
@@ -386,7 +391,7 @@ impl Executor {
         }
         shared.topology.request_refresh(Trigger::NodeFailure);
         part.retry_error = Some(error.to_resp());
-        self.delayed.push((now + RETRY_PAUSE, tag, order_slot(part)));
+        self.delay(now, tag, part);
         None
     }
 

@@ -46,6 +46,12 @@ impl Command {
     pub(super) fn own(payload: Bytes) -> Command {
         Command { payload, dropped: false, skip: usize::MAX, hops: 0, follows_slot: false }
     }
+
+    /// Whether it is the command `name` (lowercase), whatever case it was sent in; also what
+    /// kind a confirmation of it is.
+    pub(super) fn is(&self, name: &[u8]) -> bool {
+        frame_kind(&self.payload).is_some_and(|kind| kind.eq_ignore_ascii_case(name))
+    }
 }
 
 /// A command not fully answered.
@@ -101,10 +107,8 @@ impl Awaited {
     /// `command` was sent; the node answers it with `frames` frames (none: nothing to wait for).
     pub(super) fn expect(&mut self, frames: usize, command: Command) {
         if frames > 0 {
-            let kind = frame_kind(&command.payload);
-            let sunsubscribe = kind.is_some_and(|k| k.eq_ignore_ascii_case(b"sunsubscribe"));
             let channels = arguments(&command.payload);
-            let until_none_left = sunsubscribe && channels.is_empty();
+            let until_none_left = command.is(b"sunsubscribe") && channels.is_empty();
             self.0.push_back(Pending { command, frames, left: frames, channels, until_none_left });
         }
     }
@@ -117,7 +121,7 @@ impl Awaited {
         let Some(front) = self.0.front() else {
             return false;
         };
-        if !frame_kind(&front.command.payload).is_some_and(|k| k.eq_ignore_ascii_case(kind)) {
+        if !front.command.is(kind) {
             return false;
         }
         let channels = &front.channels;

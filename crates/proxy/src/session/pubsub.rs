@@ -252,18 +252,26 @@ impl Session {
     }
 
     fn ensure_shard_conn(&mut self, addr: &str) -> u32 {
-        let existing = self
-            .subs
-            .as_ref()
-            .and_then(|s| s.conns.iter().find(|(_, c)| c.sharded && c.conn.addr() == addr).map(|(p, _)| *p));
-        if let Some(part) = existing {
-            return part;
+        match self.part_to(addr, |c| c.sharded) {
+            Some(part) => part,
+            None => self.add_conn(addr, true, false),
         }
+    }
+
+    /// The part of the client's connection to `addr` that `fits` (a shard connection, a mirror).
+    fn part_to(&self, addr: &str, fits: impl Fn(&SubConn) -> bool) -> Option<u32> {
+        let conns = &self.subs.as_ref()?.conns;
+        conns.iter().find(|(_, c)| fits(c) && c.conn.addr() == addr).map(|(part, _)| *part)
+    }
+
+    /// Opens a subscription connection to `addr` as a new part: a shard connection, or a mirror.
+    fn add_conn(&mut self, addr: &str, sharded: bool, mirror: bool) -> u32 {
         let part = self.subs.as_mut().map_or(1, |s| {
             s.next_part += 1;
             s.next_part
         });
-        let conn = self.open(addr, part, true);
+        let mut conn = self.open(addr, part, sharded);
+        conn.mirror = mirror;
         if let Some(subs) = self.subs.as_mut() {
             subs.conns.insert(part, conn);
         }

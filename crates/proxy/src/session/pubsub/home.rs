@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use super::{CLASSIC, SubConn, is_notification};
+use super::resubscribe::resubscriptions;
+use super::{CLASSIC, is_notification};
 use crate::resp::{Request, request::encode_command};
 use crate::router::PUBSUB_HOME_SLOT;
 use crate::session::Session;
@@ -48,27 +47,11 @@ impl Session {
             .collect();
         let mut parts = Vec::new();
         for addr in masters {
-            let existing = self
-                .subs
-                .as_ref()
-                .and_then(|s| s.conns.iter().find(|(_, c)| c.mirror && c.conn.addr() == addr).map(|(p, _)| *p));
-            if let Some(part) = existing {
+            if let Some(part) = self.part_to(&addr, |c| c.mirror) {
                 parts.push((part, false));
-                continue;
+            } else if !self.shared.topology.is_suspect(&addr) {
+                parts.push((self.add_conn(&addr, false, true), true));
             }
-            if self.shared.topology.is_suspect(&addr) {
-                continue;
-            }
-            let part = self.subs.as_mut().map_or(1, |s| {
-                s.next_part += 1;
-                s.next_part
-            });
-            let mut mirror = self.open(&addr, part, false);
-            mirror.mirror = true;
-            if let Some(subs) = self.subs.as_mut() {
-                subs.conns.insert(part, mirror);
-            }
-            parts.push((part, true));
         }
         parts
     }
@@ -85,7 +68,7 @@ impl Session {
         let Some(subs) = self.subs.as_mut() else { return };
         let Some(classic) = subs.conns.get(&CLASSIC) else { return };
         let on = classic.conn.addr().to_string();
-        let notifications = notification_subscriptions(classic);
+        let notifications = resubscriptions(classic, is_notification);
         let is_master = |addr: &str| routing.masters().iter().any(|m| m.addr() == addr);
         subs.conns.retain(|_, c| !c.mirror || (c.conn.addr() != on && is_master(c.conn.addr())));
         if notifications.is_empty() {
@@ -159,18 +142,4 @@ impl Session {
             subs.look_again_at = Some(Instant::now());
         }
     }
-}
-
-/// The proxy's own commands that subscribe a mirror to the notification channels and patterns of
-/// the classic connection.
-fn notification_subscriptions(classic: &SubConn) -> Vec<Bytes> {
-    let mut payloads = Vec::new();
-    for (command, names) in [(&b"SUBSCRIBE"[..], &classic.channels), (b"PSUBSCRIBE", &classic.patterns)] {
-        let mut args: Vec<&[u8]> = vec![command];
-        args.extend(names.iter().map(Bytes::as_ref).filter(|name| is_notification(name)));
-        if args.len() > 1 {
-            payloads.push(encode_command(&args));
-        }
-    }
-    payloads
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::frames::{arguments, confirmation, frame_kind};
+use super::frames::{confirmation, frame_kind};
 use super::{CLASSIC, SubConn};
 use crate::error::ProxyError;
 use crate::redirect::{self, MAX_HOPS, Redirect};
@@ -86,8 +86,7 @@ impl Session {
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else {
             return;
         };
-        let patterns = frame_kind(&refused.command.payload).is_some_and(|k| k.eq_ignore_ascii_case(b"psubscribe"));
-        let names = if patterns { &mut conn.patterns } else { &mut conn.channels };
+        let names = if refused.command.is(b"psubscribe") { &mut conn.patterns } else { &mut conn.channels };
         for name in refused.channels() {
             names.remove(name);
         }
@@ -114,8 +113,7 @@ impl Session {
         if self.shared.refresh_on_moved {
             self.shared.topology.request_refresh(Trigger::Moved);
         }
-        let own = pending.is_own()
-            && frame_kind(&pending.command.payload).is_some_and(|k| k.eq_ignore_ascii_case(b"ssubscribe"));
+        let own = pending.is_own() && pending.command.is(b"ssubscribe");
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&from)) else {
             return;
         };
@@ -235,7 +233,7 @@ impl Session {
         if let Some(subs) = self.subs.as_mut() {
             subs.conns.insert(part, replacement);
         }
-        for payload in resubscriptions(&old) {
+        for payload in resubscriptions(&old, |_| true) {
             self.sub_send_as(part, Command::own(payload));
         }
         for pending in waited {
@@ -257,7 +255,7 @@ impl Session {
             return routing.masters().iter().any(|m| m.addr() == same).then_some(same);
         }
         if old.sharded {
-            let waited_channel = waited.iter().flat_map(|p| arguments(&p.command.payload)).next();
+            let waited_channel = waited.iter().find_map(|p| p.channels().first().cloned());
             let channel = old.channels.iter().next().cloned().or(waited_channel)?;
             return routing.master(key_slot(&channel)).map(|p| p.addr().to_string());
         }
@@ -298,28 +296,31 @@ fn is_transient(frame: &[u8]) -> bool {
     [&b"-CLUSTERDOWN"[..], b"-TRYAGAIN", b"-LOADING", b"-MASTERDOWN"].iter().any(|code| frame.starts_with(code))
 }
 
-/// The proxy's own commands that subscribe a replacement to what `old` carried: classic channels
-/// in one SUBSCRIBE, sharded ones in one SSUBSCRIBE per slot (Redis refuses one across slots),
-/// patterns in one PSUBSCRIBE.
-fn resubscriptions(old: &SubConn) -> Vec<Bytes> {
+/// The proxy's own commands that subscribe a connection to what `old` carried and `keep` keeps:
+/// classic channels in one SUBSCRIBE, sharded ones in one SSUBSCRIBE per slot (Redis refuses one
+/// across slots), patterns in one PSUBSCRIBE. A replacement takes everything; a mirror the
+/// keyspace notifications of the classic connection.
+pub(super) fn resubscriptions(old: &SubConn, keep: impl Fn(&[u8]) -> bool) -> Vec<Bytes> {
     let mut payloads = Vec::new();
+    let channels = old.channels.iter().map(Bytes::as_ref).filter(|c| keep(c));
     if old.sharded {
         let mut by_slot: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
-        for channel in &old.channels {
+        for channel in channels {
             by_slot.entry(key_slot(channel)).or_insert_with(|| vec![&b"SSUBSCRIBE"[..]]).push(channel);
         }
         payloads.extend(by_slot.values().map(|args| encode_command(args)));
-    } else if !old.channels.is_empty() {
-        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-        args.extend(old.channels.iter().map(|c| c.as_ref()));
-        payloads.push(encode_command(&args));
+    } else {
+        payloads.extend(subscription(b"SUBSCRIBE", channels));
     }
-    if !old.patterns.is_empty() {
-        let mut args: Vec<&[u8]> = vec![b"PSUBSCRIBE"];
-        args.extend(old.patterns.iter().map(|c| c.as_ref()));
-        payloads.push(encode_command(&args));
-    }
+    payloads.extend(subscription(b"PSUBSCRIBE", old.patterns.iter().map(Bytes::as_ref).filter(|p| keep(p))));
     payloads
+}
+
+/// `command` with `names`, unless there is none.
+fn subscription<'a>(command: &'a [u8], names: impl Iterator<Item = &'a [u8]>) -> Option<Bytes> {
+    let mut args = vec![command];
+    args.extend(names);
+    (args.len() > 1).then(|| encode_command(&args))
 }
 
 #[cfg(test)]
