@@ -5,6 +5,7 @@
 #
 #   bench/callgrind.sh [--proxy BINARY] [--no-predixy] [--keep]
 #   PIPE=16 bench/callgrind.sh ...      the GET run with -P 16
+#   PIPE=16 PIPE_ALL=1 bench/callgrind.sh   the SET run with -P 16 too: every request pipelined
 #   MULTI=1 bench/callgrind.sh ...      multi-key requests over slots instead: 5,000 MSETs and
 #                                       5,000 MGETs of 10 random keys each (the proxy splits them)
 #   TLS=1 bench/callgrind.sh ...        through the proxy's TLS listener (redisforge-proxy only:
@@ -58,7 +59,7 @@ while [ "$#" -gt 0 ]; do
         --proxy) PROXY_BIN="$2"; shift 2 ;;
         --no-predixy) WITH_PREDIXY=0; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "callgrind: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -94,6 +95,7 @@ fi
 SET_RUN=(-t set -n 10000 -c 10 -r 10000 -d 64)
 GET_RUN=(-t get -n 20000 -c 10 -r 10000 -d 64)
 [ -z "$PIPE" ] || GET_RUN+=(-P "$PIPE")
+[ -z "$PIPE" ] || [ -z "${PIPE_ALL:-}" ] || SET_RUN+=(-P "$PIPE")
 REQUESTS=30000
 if [ -n "${MULTI:-}" ]; then
     # redis-benchmark's MSET writes 10 keys; MGET is a custom command, each __rand_int__ drawn

@@ -62,3 +62,46 @@ fn reads_fall_back_to_the_master_when_the_replica_is_down() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Connections a node has in read-only mode (`flags=r` in CLIENT LIST): the proxy's replica-pool
+/// connections, which send READONLY, and no other.
+fn readonly_connections(cluster: &Cluster, node: &str) -> usize {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut cluster.client(node)).expect("CLIENT LIST");
+    list.lines().filter(|line| line.split(' ').any(|field| field.starts_with("flags=") && field.contains('r'))).count()
+}
+
+/// A client keeps the map it routed by from one request to the next (a cheaper check than a new
+/// snapshot per request), and a map keeps the pools of the nodes it names. A client that stays
+/// connected but idle must not keep a removed node's connections open: it lets its map go when
+/// its spare memory is given back (after ~2 s idle), and the pool closes.
+#[test]
+fn an_idle_client_does_not_keep_a_removed_replicas_connections_open() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let extra = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\nread_from = \"replica\"\n\
+                 [topology]\nrefresh_interval = \"1s\"\n";
+    let proxy = Proxy::start(&cluster, ProxyOptions { extra_toml: extra.to_string(), ..ProxyOptions::default() });
+    let key = "rr:removed";
+    let master = cluster.node_for_key(key);
+    let replica = cluster.replicas_of(&master).pop().expect("a replica");
+    let mut idle = proxy.client();
+    let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut idle).expect("SET");
+    let read = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        redis::cmd("GET").arg(key).query::<Option<String>>(&mut idle).ok().flatten().as_deref() == Some("v")
+    });
+    assert!(read, "the read through the replica's pool");
+    assert!(readonly_connections(&cluster, &replica) > 0, "the proxy has a replica pool on {replica}");
+
+    // The replica leaves the cluster: it forgets every node, and every other node forgets it.
+    let replica_id = cluster.node_id(&replica);
+    let _: () = redis::cmd("CLUSTER").arg("RESET").arg("HARD").query(&mut cluster.client(&replica)).expect("RESET");
+    for node in cluster.nodes().iter().filter(|n| **n != replica) {
+        let _: () =
+            redis::cmd("CLUSTER").arg("FORGET").arg(&replica_id).query(&mut cluster.client(node)).expect("FORGET");
+    }
+    // `idle` sends nothing more, and stays connected.
+    let closed = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        readonly_connections(&cluster, &replica) == 0
+    });
+    assert!(closed, "the proxy's connections to the removed replica {replica} stay open");
+    let _: Option<String> = redis::cmd("GET").arg(key).query(&mut idle).expect("the idle client still reads");
+}

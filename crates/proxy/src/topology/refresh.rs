@@ -1,6 +1,7 @@
 //! Fetching the slot map from the nodes and swapping it in.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,10 @@ pub struct Topology {
     /// `redis_version` of the oldest node, from the health poller.
     lowest_version: Mutex<Option<String>>,
     generation: watch::Sender<u64>,
+    /// The generation of the map in `routing`, stored after it: a holder of a snapshot tells
+    /// whether it is still the current one with a load, not a snapshot read (see
+    /// [`Topology::routing_generation`]).
+    installed: AtomicU64,
 }
 
 impl std::fmt::Debug for Topology {
@@ -82,6 +87,7 @@ impl Topology {
             suspects: Mutex::new(HashMap::new()),
             lowest_version: Mutex::new(None),
             generation: watch::channel(0).0,
+            installed: AtomicU64::new(0),
         })
     }
 
@@ -94,6 +100,14 @@ impl Topology {
     /// and lets it go right after (it keeps the map's pools alive while held).
     pub fn routing_snapshot(&self) -> Arc<Routing> {
         self.routing.load_full()
+    }
+
+    /// The generation of the current map ([`Routing::generation`]); a snapshot of that generation
+    /// is the current one. Changes after the map does: a holder that sees the old generation
+    /// routes by the old map, as if it had looked an instant earlier.
+    #[inline]
+    pub fn routing_generation(&self) -> u64 {
+        self.installed.load(Ordering::Acquire)
     }
 
     /// The registry of node pools.
@@ -268,6 +282,7 @@ impl Topology {
         // Pools of nodes the new map no longer names go away once their in-flight requests finish.
         let keep: Vec<String> = routing.map.nodes().map(|n| n.addr.clone()).collect();
         self.routing.store(Arc::new(routing));
+        self.installed.store(generation, Ordering::Release);
         self.upstreams.retain(|addr| keep.iter().any(|k| k == addr));
         if let Ok(mut suspects) = self.suspects.lock() {
             // A suspect that is no longer a master needs no fast polling.
