@@ -2,7 +2,8 @@
 //! resubscription when the node carrying a subscription dies, a multi-channel first subscription
 //! the node refuses with one error, a shard channel following its slot to another master (or
 //! unsubscribed when no node serves it), an SUNSUBSCRIBE following `-MOVED`, keyspace
-//! notifications while a master stands in for a dead pub/sub home, a RESP3 subscription behind an
+//! notifications while a master stands in for a dead pub/sub home and from a promoted replica to
+//! a subscriber that sends nothing, a RESP3 subscription behind an
 //! earlier request's reply, RESET leaving subscribed mode in RESP3, and a subscriber disconnected
 //! when its subscriptions cannot be restored.
 
@@ -401,6 +402,61 @@ fn keyspace_notifications_arrive_once_while_another_master_stands_in_for_a_dead_
             assert_eq!(notified(&seen, key), 1, "round {round}, {key}: {}", String::from_utf8_lossy(&seen));
         }
     }
+}
+
+/// Reads what arrives on `client` until `done` says it is all there, or `timeout`; each turn
+/// first runs `nudge` (writes that make the nodes publish).
+fn read_while(
+    client: &mut std::net::TcpStream,
+    timeout: Duration,
+    mut nudge: impl FnMut(),
+    done: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    client.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    wait_until(timeout, Duration::from_millis(10), || {
+        nudge();
+        if let Ok(n) = std::io::Read::read(client, &mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        done(&seen)
+    });
+    seen
+}
+
+#[test]
+fn keyspace_notifications_of_a_promoted_master_reach_a_subscriber_that_sends_nothing() {
+    // A subscriber that only listens sends nothing, and with no other master writing it receives
+    // nothing either: the promoted replica's notifications must come because the map named it,
+    // not because the subscriber happened to do something.
+    let options =
+        ClusterOptions { extra_config: vec!["notify-keyspace-events KA".into()], ..ClusterOptions::default() };
+    let cluster = Cluster::start(options);
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let home = cluster.node_for_slot(0);
+    let key = cluster.key_per_master("promoted").into_iter().find(|k| cluster.node_for_key(k) != home).expect("a key");
+    let master = cluster.node_for_key(&key);
+    let replica = cluster.replicas_of(&master).pop().expect("a replica");
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    std::io::Write::write_all(&mut client, b"PSUBSCRIBE __keyspace@0__:promoted*\r\n").expect("write");
+    let confirmed = redisforge_tests::read_until(&mut client, Duration::from_secs(5), |r| r.ends_with(b":1\r\n"));
+    assert!(confirmed.ends_with(b":1\r\n"), "{}", String::from_utf8_lossy(&confirmed));
+    let notified = |seen: &[u8]| String::from_utf8_lossy(seen).contains(&format!(":{key}\r\n$3\r\nset"));
+    let set_on = |node: &str| {
+        let _: Result<(), _> = redis::cmd("SET").arg(&key).arg("v").query(&mut cluster.client(node));
+    };
+    let seen = read_while(&mut client, Duration::from_secs(10), || set_on(&master), notified);
+    assert!(notified(&seen), "the master's notifications: {}", String::from_utf8_lossy(&seen));
+
+    cluster.kill(&master);
+    let promoted = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        cluster.role(&replica).as_deref() == Some("master")
+    });
+    assert!(promoted, "{replica} was not promoted");
+    let seen = read_while(&mut client, Duration::from_secs(15), || set_on(&replica), notified);
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(notified(seen.as_bytes()), "no notification from the promoted {replica}: {seen}\n{}", proxy.log_tail(30));
 }
 
 #[test]

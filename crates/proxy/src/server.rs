@@ -135,6 +135,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     crate::tracking::stream::spawn_supervisor(Arc::clone(&shared.tracking), Arc::clone(&topology), timing);
     spawn_ready_notifier(&topology);
     spawn_idle_trimmer(Arc::downgrade(&shared));
+    spawn_subscription_follower(Arc::downgrade(&shared), &topology);
 
     shutdown.await;
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
@@ -244,6 +245,21 @@ fn spawn_ready_notifier(topology: &Arc<Topology>) {
             && let Err(error) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("serving")])
         {
             tracing::warn!(%error, "cannot notify systemd");
+        }
+    });
+}
+
+/// Asks every subscribed client to look at the slot map when it changed: classic subscriptions
+/// follow the pub/sub home, keyspace-notification mirrors the masters, as soon as the map names
+/// them (a subscriber that only listens may send nothing for hours).
+fn spawn_subscription_follower(shared: Weak<Shared>, topology: &Arc<Topology>) {
+    let mut changes = topology.subscribe();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            shared.clients.signal_subscribed();
         }
     });
 }

@@ -443,12 +443,6 @@ impl Executor {
         !self.holding.is_empty()
     }
 
-    /// How many parts wait to be resent: a change means the session's retry timer needs arming.
-    #[inline]
-    pub fn retries_waiting(&self) -> usize {
-        self.delayed.len()
-    }
-
     /// When the next delayed part is due.
     #[inline]
     pub fn next_retry(&self) -> Option<Instant> {

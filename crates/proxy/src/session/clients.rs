@@ -219,6 +219,14 @@ impl Clients {
         }
     }
 
+    /// The slot map changed: every subscribed client's session is asked to look, so that its
+    /// subscriptions follow the map now rather than at its next message or command.
+    pub fn signal_subscribed(&self) {
+        for entry in self.entries.iter().filter(|entry| entry.is_subscribed()) {
+            entry.signal();
+        }
+    }
+
     /// `CLIENT UNBLOCK id`: asks client `id`'s session to unblock it; whether it was blocked.
     pub fn unblock(&self, id: u64, how: Unblock) -> bool {
         let Some(entry) = self.entries.get(&id).map(|e| Arc::clone(&e)) else {

@@ -371,6 +371,9 @@ impl Session {
         ready!(timers.due.as_mut().poll(cx));
         self.resend_due();
         self.retry_unblock();
+        if self.home_look_due_at().is_some_and(|due| due <= Instant::now()) {
+            self.follow_map();
+        }
         Poll::Ready(true)
     }
 
@@ -493,6 +496,8 @@ impl Session {
         if self.entry.take_trim() {
             self.give_back_idle_memory(io);
         }
+        // The map may have changed (see `Clients::signal_subscribed`).
+        self.follow_map();
         true
     }
 
@@ -527,6 +532,7 @@ impl Session {
     fn next_wake(&self) -> Option<Instant> {
         let held = self.held.as_ref().map(|h| h.until);
         let unblock = self.pending_unblock.map(|(_, at)| at);
-        self.exec.next_retry().into_iter().chain(held).chain(unblock).min()
+        let home_look = self.home_look_due_at();
+        self.exec.next_retry().into_iter().chain(held).chain(unblock).chain(home_look).min()
     }
 }

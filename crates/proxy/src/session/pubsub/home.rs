@@ -135,6 +135,27 @@ impl Session {
         }
     }
 
+    /// Subscriptions follow the map now (see [`Self::rehome_if_moved`]): called when the map
+    /// changed and when a look at the home is due. While subscription commands wait for their
+    /// confirmations the look waits for them.
+    pub(in crate::session) fn follow_map(&mut self) {
+        if self.subs.is_none() {
+            return;
+        }
+        match self.awaiting_confirmations() {
+            true => self.look_at_home_soon(),
+            false => self.rehome_if_moved(),
+        }
+    }
+
+    /// When the session looks at the pub/sub home again by itself, with no message or command to
+    /// prompt it (a home that was failing, a stand-in); `None` while confirmations are awaited.
+    #[inline]
+    pub(in crate::session) fn home_look_due_at(&self) -> Option<Instant> {
+        let due = self.subs.as_ref()?.look_again_at?;
+        (!self.awaiting_confirmations()).then_some(due)
+    }
+
     /// The classic connection may be on a stand-in now, which the map does not say: the home is
     /// looked at again at the next chance, changed map or not.
     pub(super) fn look_at_home_soon(&mut self) {

@@ -105,10 +105,10 @@ impl<W: AsyncWrite + Unpin> Served<W> {
             return Err(reply);
         };
         // What the task's last poll left waiting on: reading (its read gate armed, or not) and
-        // the retry timer (armed for the retries waiting then; a reply only ever adds or removes
-        // retries, so their number tells whether the timer needs arming).
+        // its timer (armed for the next wake-up then: a retry, a hold's end, a look at the pub/sub
+        // home; one due at another time now needs the task to arm it).
         let could_read = session.can_read(io);
-        let retries = session.exec.retries_waiting();
+        let wake_at = session.next_wake();
         let part_reply = reply.tag.seq != PUSH.seq && reply.partial.is_none();
         let queued = session.exec.take_replies(&mut session.reply_batch);
         session.reply_batch.push_back(reply);
@@ -121,7 +121,7 @@ impl<W: AsyncWrite + Unpin> Served<W> {
             false => session.write_released(io, writer, waker),
         };
         session.exec.end_wake_up();
-        if !done || session.can_read(io) != could_read || session.exec.retries_waiting() != retries {
+        if !done || session.can_read(io) != could_read || session.next_wake() != wake_at {
             *waiting = false;
             io.settled = false;
             waker.wake_by_ref();
