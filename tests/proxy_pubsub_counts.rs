@@ -1,7 +1,8 @@
 //! Pub/sub counts as on one node: PUBLISH answers how many clients received the message, counting
 //! the subscribers of every RedisForge in front of the cluster (channels and matching patterns);
 //! PUBSUB NUMSUB / NUMPAT / CHANNELS are exact; keyspace notifications reach a proxy subscriber
-//! from every master; the counts stay exact after a failover of the pub/sub home.
+//! from every master; the counts stay exact after a failover of the pub/sub home, also for a
+//! subscriber that sends nothing.
 
 use std::time::Duration;
 
@@ -106,8 +107,8 @@ fn counts_stay_exact_after_the_pubsub_home_fails_over() {
     let home = cluster.node_for_slot(0);
     let replica = cluster.replicas_of(&home).into_iter().next().expect("a replica");
     cluster.failover(&replica);
-    // The subscription follows the home (checked when a message or a PING passes); PUBLISH goes
-    // to the new home and counts it again.
+    // The subscription follows the home (once the proxy's map names it); PUBLISH goes to the new
+    // home and counts it again.
     let mut delivered = 0;
     let exact = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
         let _ = query_args(&mut publisher, &["PING"]);
@@ -118,4 +119,33 @@ fn counts_stay_exact_after_the_pubsub_home_fails_over() {
         n == 1 && sub.get_message().is_ok()
     });
     assert!(exact, "PUBLISH never counted the subscriber after the failover ({delivered} counted)");
+}
+
+#[test]
+fn publish_counts_a_subscriber_that_sends_nothing_once_the_home_failed_over() {
+    // The proxy refreshes its map every second; the subscriber neither sends nor receives anything
+    // between the failover and the PUBLISH: its subscription must follow the home because the map
+    // changed (it used to wait for a message or a command, and the first PUBLISH counted 0).
+    let cluster = Cluster::start(ClusterOptions::default());
+    let options =
+        ProxyOptions { extra_toml: "[topology]\nrefresh_interval = \"1s\"\n".to_string(), ..Default::default() };
+    let proxy = Proxy::start(&cluster, options);
+    let mut subscriber = proxy.client();
+    let mut sub = subscriber.as_pubsub();
+    sub.subscribe("quiet:ch").expect("SUBSCRIBE");
+    let mut publisher = proxy.client();
+    assert_eq!(publish(&mut publisher, "quiet:ch", "before"), 1);
+    assert_eq!(next_message(&mut sub).1, "before");
+
+    let home = cluster.node_for_slot(0);
+    let replica = cluster.replicas_of(&home).into_iter().next().expect("a replica");
+    cluster.failover(&replica);
+    let promoted = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        cluster.role(&replica).as_deref() == Some("master")
+    });
+    assert!(promoted, "{replica} was not promoted");
+    // Two refreshes of the map, and time for the subscription to move.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(publish(&mut publisher, "quiet:ch", "after"), 1, "the first PUBLISH after the failover");
+    assert_eq!(next_message(&mut sub).1, "after");
 }
