@@ -89,12 +89,16 @@ pub struct Executor {
     /// The map the parts of this wake-up of the session are routed by: looked at once per
     /// wake-up (a pipelined batch), not once per part, and kept from one wake-up to the next
     /// while it is the current one (a generation compare instead of arc-swap's snapshot, ~60
-    /// instructions, and its reference count). An idle client lets it go when its spare memory
-    /// is given back ([`Executor::give_back_idle_memory`], after ~2 s), so that it does not keep an old map,
-    /// and the pools of nodes that map names, alive.
+    /// instructions, and its reference count) — while the client is active. An idle one lets it
+    /// go when its spare memory is given back ([`Executor::give_back_idle_memory`], after ~2 s),
+    /// and routes by a map only for one wake-up at a time until it sends again (a retry, a
+    /// redirection): an idle client keeps no old map, and no pools of nodes that map names, alive.
     routing: Option<Arc<Routing>>,
     /// `routing` was checked against the current generation in this wake-up.
     routing_checked: bool,
+    /// The client sent something since it was last found idle: `routing` is kept between
+    /// wake-ups.
+    keeps_routing: bool,
     /// Where node replies are handed over rather than queued, once the reply queue exists
     /// ([`queue::Receiver::hand_over_to`](crate::upstream::queue::Receiver::hand_over_to)).
     hand_over: Option<Weak<dyn HandOver<UpstreamReply>>>,
@@ -140,6 +144,7 @@ impl Executor {
             own: None,
             routing: None,
             routing_checked: false,
+            keeps_routing: false,
             hand_over: None,
         }
     }
@@ -166,10 +171,20 @@ impl Executor {
         self.routing.get_or_insert_with(|| shared.topology.routing_snapshot())
     }
 
-    /// The session's wake-up is over: the next one checks whether its map is still current.
+    /// The session's wake-up is over: the next one checks whether its map is still current (an
+    /// idle client's map is let go).
     #[inline]
     pub fn end_wake_up(&mut self) {
         self.routing_checked = false;
+        if !self.keeps_routing {
+            self.routing = None;
+        }
+    }
+
+    /// The client sent something: the map may be kept between wake-ups again (see `routing`).
+    #[inline]
+    pub fn client_active(&mut self) {
+        self.keeps_routing = true;
     }
 
     /// Sends `part`: chooses its peer and queues it there. `Some(error)`: answered at once, as
@@ -489,6 +504,7 @@ impl Executor {
     /// the retry list; lets go of the map kept between wake-ups.
     pub fn give_back_idle_memory(&mut self) {
         self.routing = None;
+        self.keeps_routing = false;
         if let Some(replies) = &self.replies {
             replies.rx.give_back_idle_memory();
         }

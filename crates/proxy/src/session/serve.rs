@@ -185,7 +185,8 @@ enum Turn {
 }
 
 /// The session's two timers: the idle check, re-armed only when it fires (instead of a timer
-/// reset on every read), and the next retry, pause end or unblock (re-armed when that moves).
+/// reset on every read), and the next retry, pause end, unblock or look at the pub/sub home
+/// (re-armed when that moves).
 struct Timers<'a> {
     idle: Pin<&'a mut Sleep>,
     idle_timeout: Option<Duration>,
@@ -449,6 +450,7 @@ impl Session {
     fn on_read(&mut self, io: &mut ClientIo, read: usize) -> bool {
         io.last_read_len = read;
         self.traffic.bytes_in += read as u64;
+        self.exec.client_active();
         if read == 0 {
             // A client gone while blocked will never read the reply; dropping the own connection
             // unblocks the node. One gone while its requests are held for a failover is dropped
@@ -527,7 +529,7 @@ impl Session {
     }
 
     /// When the loop must wake up without an event: a part's retry, a pause's end, an unblock
-    /// to send again.
+    /// to send again, a look at the pub/sub home (see `Session::home_look_due_at`).
     #[inline]
     fn next_wake(&self) -> Option<Instant> {
         let held = self.held.as_ref().map(|h| h.until);

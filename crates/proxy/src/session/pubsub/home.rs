@@ -139,7 +139,8 @@ impl Session {
     /// changed and when a look at the home is due. While subscription commands wait for their
     /// confirmations the look waits for them.
     pub(in crate::session) fn follow_map(&mut self) {
-        if self.subs.is_none() {
+        // A client being closed (its subscriptions lost) or a server stopping moves nothing.
+        if self.subs.is_none() || self.state.closing || self.shared.clients.is_stopping() {
             return;
         }
         match self.awaiting_confirmations() {
