@@ -458,6 +458,12 @@ impl Executor {
         !self.holding.is_empty()
     }
 
+    /// Whether parts wait to be resent.
+    #[inline]
+    pub fn has_retries(&self) -> bool {
+        !self.delayed.is_empty()
+    }
+
     /// When the next delayed part is due.
     #[inline]
     pub fn next_retry(&self) -> Option<Instant> {
