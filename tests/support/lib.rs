@@ -31,6 +31,7 @@ mod acl_sides;
 pub mod cluster;
 pub mod command_cases;
 mod conn;
+pub mod modules;
 pub mod netns;
 pub mod ports;
 pub mod process;
