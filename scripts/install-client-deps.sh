@@ -2,8 +2,8 @@
 # What the client matrix (tests/client_matrix.rs) needs besides redis-py, installed only when missing:
 #
 #   node + npm       run tests/clients/node/matrix.js (node-redis and ioredis)
-#   gcc, libc6-dev,  compile tests/clients/hiredis/matrix.c against Debian's libhiredis
-#   libhiredis-dev
+#   gcc, libc6-dev,  compile tests/clients/hiredis/matrix.c against Debian's libhiredis, and
+#   libhiredis-dev   the Redis test module tests/modules/keyspecs.c (tests/proxy_modules.rs, as cc)
 #   openssl          the `openssl s_client` tunnel the raw-RESP handshake tests use over TLS
 #   node_modules     `npm ci` in tests/clients/node, from the committed package-lock.json
 #
@@ -30,7 +30,7 @@ fi
 if ! have npm; then
     missing+=(npm)
 fi
-if ! have gcc; then
+if ! have gcc || ! have cc || [ ! -f /usr/include/stdlib.h ]; then
     missing+=(gcc libc6-dev)
 fi
 if [ ! -f /usr/include/hiredis/hiredis.h ]; then

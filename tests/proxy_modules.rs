@@ -2,8 +2,9 @@
 //! key-spec test module (`tests/modules/keyspecs.c`) loaded into every node. For each way a module
 //! declares its keys (only the legacy first/last/step, a getkeys callback, index and keyword
 //! searches, ranges and key counts), the proxy's `COMMAND GETKEYS` — answered from what it learned —
-//! is byte for byte the node's, and the command is routed by those keys: keys of one slot run on
-//! their master, keys of several slots get the node's `-CROSSSLOT`.
+//! is byte for byte the node's (Redis' own cases, `tests/unit/moduleapi/keyspecs.tcl`), and the
+//! command is routed by those keys: keys of one slot go straight to their master (no `-MOVED` to
+//! follow), keys of several slots get a node's `-CROSSSLOT` from the proxy, no node running it.
 
 use std::time::Duration;
 
@@ -24,7 +25,48 @@ const CASES: &[&str] = &[
 ];
 
 fn cluster() -> Cluster {
-    Cluster::start(ClusterOptions { extra_config: vec![modules::keyspecs_loadmodule()], ..ClusterOptions::default() })
+    let module = modules::keyspecs_loadmodule(env!("CARGO_TARGET_TMPDIR"));
+    Cluster::start(ClusterOptions { extra_config: vec![module], ..ClusterOptions::default() })
+}
+
+/// How often the masters ran or refused `kspec.*` commands (INFO commandstats' `calls` and
+/// `rejected_calls`).
+fn kspec_calls(cluster: &Cluster) -> u64 {
+    let mut total = 0;
+    for master in cluster.masters() {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut cluster.client(&master)).expect("INFO");
+        for line in info.lines().filter(|l| l.starts_with("cmdstat_kspec.")) {
+            for field in line.split([':', ',']) {
+                if let Some(n) = field.strip_prefix("calls=").or_else(|| field.strip_prefix("rejected_calls=")) {
+                    total += n.parse::<u64>().expect("a count");
+                }
+            }
+        }
+    }
+    total
+}
+
+/// `case` with each key given a tag of its own, every tag in another slot (asked of a node).
+fn spread(cluster: &Cluster, case: &str) -> Vec<String> {
+    let mut con = cluster.client(&cluster.masters()[0]);
+    let mut slots = std::collections::HashSet::new();
+    let mut candidates = (0..).map(|n| format!("spread{n}:"));
+    case.split(' ')
+        .map(|arg| match arg.contains("{k}") {
+            true => {
+                let key = candidates
+                    .by_ref()
+                    .find(|key| {
+                        slots.insert(
+                            redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query::<u16>(&mut con).expect("KEYSLOT"),
+                        )
+                    })
+                    .expect("a key in a slot of its own");
+                arg.replace("{k}", &key)
+            }
+            false => arg.to_string(),
+        })
+        .collect()
 }
 
 /// `case` with its keys' `{k}` made `{tag}`, split into arguments.
@@ -57,26 +99,23 @@ fn command_getkeys_for_module_commands_matches_the_node() {
 fn module_commands_are_routed_by_their_keys() {
     let cluster = cluster();
     let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let moved = || proxy.metric("redisforge_redirections_total{kind=\"moved\"}").expect("the MOVED counter");
     for case in CASES {
-        // Every key in one slot: the command runs on that slot's master, as on the node.
+        // Every key in one slot: the command runs on that slot's master, as on the node, and the
+        // proxy sent it there itself (a wrong guess would have been corrected by a -MOVED).
         let one_slot = args(case, "m");
         let owner = cluster.node_for_key("{m}");
         let from_proxy = roundtrip(&proxy.addr(), &one_slot);
         assert_eq!(from_proxy, "+OK\r\n", "{case}, keys of one slot");
         assert_eq!(from_proxy, roundtrip(&owner, &one_slot), "{case}, keys of one slot, on the node");
-        // The keys spread over slots: refused with a cluster node's error.
-        let mut n = 0;
-        let spread: Vec<String> = case
-            .split(' ')
-            .map(|arg| match arg.contains("{k}") {
-                true => {
-                    n += 1;
-                    arg.replace("{k}", &format!("spread{n}:"))
-                }
-                false => arg.to_string(),
-            })
-            .collect();
-        let from_proxy = roundtrip(&proxy.addr(), &spread);
+        assert_eq!(moved(), 0.0, "{case}: the proxy sent it to the wrong master first");
+        // The keys spread over slots: refused with a cluster node's error, by the proxy itself.
+        let before = kspec_calls(&cluster);
+        let from_proxy = roundtrip(&proxy.addr(), &spread(&cluster, case));
         assert_eq!(from_proxy, "-CROSSSLOT Keys in request don't hash to the same slot\r\n", "{case}, keys over slots");
+        assert_eq!(kspec_calls(&cluster), before, "{case}, keys over slots: a node saw it");
     }
+    // The count does see what nodes run: each case ran twice with its keys in one slot (through
+    // the proxy and on the node).
+    assert_eq!(kspec_calls(&cluster), 2 * CASES.len() as u64);
 }
