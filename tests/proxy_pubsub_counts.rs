@@ -2,7 +2,7 @@
 //! the subscribers of every RedisForge in front of the cluster (channels and matching patterns);
 //! PUBSUB NUMSUB / NUMPAT / CHANNELS are exact; keyspace notifications reach a proxy subscriber
 //! from every master; the counts stay exact after a failover of the pub/sub home, also for a
-//! subscriber that sends nothing.
+//! subscriber that sends nothing, and go back to a home that returns without a failover.
 
 use std::time::Duration;
 
@@ -153,4 +153,50 @@ fn publish_counts_a_subscriber_that_sends_nothing_once_the_home_failed_over() {
     assert!(moved, "the subscription did not follow the home\n{}", proxy.log_tail(30));
     assert_eq!(publish(&mut publisher, "quiet:ch", "after"), 1, "the first PUBLISH after the failover");
     assert_eq!(next_message(&mut sub).1, "after");
+}
+
+/// `PUBSUB NUMSUB channel` asked of `node` directly: its own subscribers.
+fn numsub_on(cluster: &Cluster, node: &str, channel: &str) -> i64 {
+    match query_args(&mut cluster.client(node), &["PUBSUB", "NUMSUB", channel]) {
+        Ok(Value::Array(items)) => match items.get(1) {
+            Some(Value::Int(n)) => *n,
+            other => panic!("NUMSUB on {node}: {other:?}"),
+        },
+        other => panic!("NUMSUB on {node}: {other:?}"),
+    }
+}
+
+#[test]
+fn subscriptions_go_back_to_a_home_that_returns_without_a_failover() {
+    // No replicas and no full coverage required: the dead home's slots stay its own, another
+    // master stands in for it, and when it comes back (restarted, same node) the subscriptions
+    // return as soon as the proxy reaches it again — not 30 s after it failed.
+    let options = ClusterOptions {
+        replicas_per_master: 0,
+        extra_config: vec!["cluster-require-full-coverage no".into()],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(options);
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut subscriber = proxy.client();
+    let mut sub = subscriber.as_pubsub();
+    sub.subscribe("return:ch").expect("SUBSCRIBE");
+    let home = cluster.node_for_slot(0);
+    assert_eq!(numsub_on(&cluster, &home, "return:ch"), 1, "subscribed on the home");
+
+    cluster.kill(&home);
+    let others: Vec<String> = cluster.masters().into_iter().filter(|m| *m != home).collect();
+    let stand_in = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        others.iter().any(|m| numsub_on(&cluster, m, "return:ch") == 1)
+    });
+    assert!(stand_in, "no master stood in for the dead home\n{}", proxy.log_tail(20));
+
+    cluster.restart(&home);
+    let back = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        numsub_on(&cluster, &home, "return:ch") == 1
+    });
+    assert!(back, "the subscription did not go back to the home within 10 s\n{}", proxy.log_tail(20));
+    let mut publisher = proxy.client();
+    assert_eq!(publish(&mut publisher, "return:ch", "back"), 1, "PUBLISH on the home counts the subscriber");
+    assert_eq!(next_message(&mut sub).1, "back");
 }

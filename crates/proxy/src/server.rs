@@ -22,7 +22,7 @@ use crate::shared::{Shared, Stats};
 use crate::tls::{self, ReloadableAcceptor, TlsError, TlsFiles};
 use crate::topology::refresh::TopologySettings;
 use crate::topology::{RefreshSignal, Topology, Trigger};
-use crate::upstream::{ConnSettings, Upstreams, connect};
+use crate::upstream::{ConnSettings, NodeReport, Upstreams, connect};
 use sd_notify::NotifyState;
 
 /// Why the proxy could not start.
@@ -159,14 +159,17 @@ fn build_topology(
     password: Option<String>,
     metrics: &Arc<Metrics>,
 ) -> Arc<Topology> {
-    // Connections report failures to the topology, which owns the pools: a weak back-reference
-    // set once the topology exists breaks the cycle.
+    // Connections report failures and reconnections to the topology, which owns the pools: a
+    // weak back-reference set once the topology exists breaks the cycle.
     let topology_ref: Arc<OnceLock<Weak<Topology>>> = Arc::new(OnceLock::new());
-    let on_failure = {
+    let on_node = {
         let topology_ref = Arc::clone(&topology_ref);
-        move |addr: &str| {
+        move |addr: &str, report: NodeReport| {
             if let Some(topology) = topology_ref.get().and_then(Weak::upgrade) {
-                topology.report_failure(addr);
+                match report {
+                    NodeReport::Failed => topology.report_failure(addr),
+                    NodeReport::Connected => topology.report_reachable(addr),
+                }
             }
         }
     };
@@ -176,7 +179,7 @@ fn build_topology(
         connect_timeout: config.upstream.connect_timeout,
         command_timeout: config.upstream.command_timeout,
         tls: upstream_tls,
-        on_failure: Arc::new(on_failure),
+        on_node: Arc::new(on_node),
     };
     let upstreams = Arc::new(Upstreams::new(settings, config.connections_per_node(), Arc::clone(metrics)));
     let topology = Topology::new(

@@ -153,7 +153,7 @@ fn settings() -> ConnSettings {
         connect_timeout: Duration::from_millis(500),
         command_timeout: Duration::from_secs(2),
         tls: None,
-        on_failure: Arc::new(|_: &str| {}),
+        on_node: Arc::new(|_: &str, _| {}),
     }
 }
 

@@ -128,8 +128,20 @@ impl Topology {
         self.signal.request(Trigger::NodeFailure);
     }
 
-    /// Whether connections to `addr` failed lately (within [`SUSPECT_FOR`], while it is a master):
-    /// a master the map still names may be dead, its failover not done yet.
+    /// A connection to `addr` was made: a node that failed is reachable again (it restarted without
+    /// a failover, or a partition healed), so it is no longer suspect — the pub/sub home goes back
+    /// to it at once rather than [`SUSPECT_FOR`] after its failure.
+    pub fn report_reachable(&self, addr: &str) {
+        if let Ok(mut suspects) = self.suspects.lock()
+            && !suspects.is_empty()
+        {
+            suspects.remove(addr);
+        }
+    }
+
+    /// Whether connections to `addr` failed lately (within [`SUSPECT_FOR`], while it is a master,
+    /// and none was made since): a master the map still names may be dead, its failover not done
+    /// yet.
     pub fn is_suspect(&self, addr: &str) -> bool {
         let Ok(suspects) = self.suspects.lock() else {
             return false;

@@ -10,8 +10,8 @@ use tokio::time::sleep;
 use super::lanes::NodeScripts;
 use super::stream::UpstreamStream;
 use super::{
-    ConnSettings, ReplySender, RequestReceiver, RequestSender, Tag, UpstreamError, UpstreamReply, UpstreamRequest,
-    connect, queue,
+    ConnSettings, NodeReport, ReplySender, RequestReceiver, RequestSender, Tag, UpstreamError, UpstreamReply,
+    UpstreamRequest, connect, queue,
 };
 use crate::auth::NodeUser;
 use crate::metrics::NodeMetrics;
@@ -152,11 +152,12 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
                     id.store(node_client_id(&mut stream, &settings).await, std::sync::atomic::Ordering::Release);
                 }
                 backoff = Duration::from_millis(25);
+                (settings.on_node)(&addr, NodeReport::Connected);
                 match serve(stream, &addr, &settings, &mode, &mut inbox, &metrics).await {
                     End::Finished => return,
                     End::Failed(error) => {
                         crate::log_limited!(5, warn, node = %addr, %error, "upstream connection failed");
-                        (settings.on_failure)(&addr);
+                        (settings.on_node)(&addr, NodeReport::Failed);
                         if !mode.reconnect {
                             return end_owned(&mode, inbox, error, &metrics);
                         }
@@ -165,7 +166,7 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
             }
             Err(error) => {
                 crate::log_limited!(5, warn, node = %addr, %error, "upstream connect failed");
-                (settings.on_failure)(&addr);
+                (settings.on_node)(&addr, NodeReport::Failed);
                 if !mode.reconnect {
                     return end_owned(&mode, inbox, error, &metrics);
                 }

@@ -164,9 +164,22 @@ pub struct ConnSettings {
     pub command_timeout: Duration,
     /// TLS to the nodes (`upstream.tls`); `None`: plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// Called with the node's address when a connection to it fails, so that the topology can be
-    /// refreshed at once instead of at the next timer tick.
-    pub on_failure: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Called with the node's address when a connection to it fails (the topology is refreshed at
+    /// once instead of at the next timer tick, and the node counts as suspect) or is made (the node
+    /// is reachable again: no longer suspect).
+    pub on_node: NodeReporter,
+}
+
+/// Where connections report on their node (see [`ConnSettings::on_node`]).
+pub type NodeReporter = Arc<dyn Fn(&str, NodeReport) + Send + Sync>;
+
+/// What a connection tells the topology about its node (see [`ConnSettings::on_node`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeReport {
+    /// A connection failed, or could not be made.
+    Failed,
+    /// A connection was made and logged in.
+    Connected,
 }
 
 impl std::fmt::Debug for ConnSettings {
