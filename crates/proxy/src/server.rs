@@ -168,7 +168,7 @@ fn build_topology(
             if let Some(topology) = topology_ref.get().and_then(Weak::upgrade) {
                 match report {
                     NodeReport::Failed => topology.report_failure(addr),
-                    NodeReport::Connected => topology.report_reachable(addr),
+                    NodeReport::Answered { since } => topology.report_reachable(addr, since),
                 }
             }
         }

@@ -128,12 +128,13 @@ impl Topology {
         self.signal.request(Trigger::NodeFailure);
     }
 
-    /// A connection to `addr` was made: a node that failed is reachable again (it restarted without
-    /// a failover, or a partition healed), so it is no longer suspect — the pub/sub home goes back
-    /// to it at once rather than [`SUSPECT_FOR`] after its failure.
-    pub fn report_reachable(&self, addr: &str) {
+    /// A node that failed answered again, to a probe sent at `since` (it restarted without a
+    /// failover, or a partition healed): it is no longer suspect — the pub/sub home goes back to
+    /// it at once rather than [`SUSPECT_FOR`] after its failure — unless a failure was reported
+    /// after the probe was sent.
+    pub fn report_reachable(&self, addr: &str, since: Instant) {
         if let Ok(mut suspects) = self.suspects.lock()
-            && !suspects.is_empty()
+            && suspects.get(addr).is_some_and(|failed| *failed < since)
         {
             suspects.remove(addr);
         }

@@ -145,17 +145,20 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
     if !mode.connect_after.is_zero() {
         sleep(mode.connect_after).await;
     }
+    // The last connection (or attempt) failed: the next one tells the topology once the node
+    // answers.
+    let mut failed = false;
     loop {
-        match connect::connect(&addr, &settings, &extra).await {
+        match connect_answered(&addr, &settings, &extra, failed).await {
             Ok(mut stream) => {
                 if let Some(id) = &mode.node_client_id {
                     id.store(node_client_id(&mut stream, &settings).await, std::sync::atomic::Ordering::Release);
                 }
                 backoff = Duration::from_millis(25);
-                (settings.on_node)(&addr, NodeReport::Connected);
                 match serve(stream, &addr, &settings, &mode, &mut inbox, &metrics).await {
                     End::Finished => return,
                     End::Failed(error) => {
+                        failed = true;
                         crate::log_limited!(5, warn, node = %addr, %error, "upstream connection failed");
                         (settings.on_node)(&addr, NodeReport::Failed);
                         if !mode.reconnect {
@@ -165,6 +168,7 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
                 }
             }
             Err(error) => {
+                failed = true;
                 crate::log_limited!(5, warn, node = %addr, %error, "upstream connect failed");
                 (settings.on_node)(&addr, NodeReport::Failed);
                 if !mode.reconnect {
@@ -187,6 +191,27 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
             }
         }
     }
+}
+
+/// Connects and logs in; after a failure (`probe`), also sends a `PING` and reports the node
+/// reachable once it answers (an unanswered one fails the connection as a timeout).
+async fn connect_answered(
+    addr: &str,
+    settings: &ConnSettings,
+    extra: &[&[&[u8]]],
+    probe: bool,
+) -> Result<UpstreamStream, UpstreamError> {
+    let mut stream = connect::connect(addr, settings, extra).await?;
+    if probe {
+        let since = std::time::Instant::now();
+        let ping = tokio::time::timeout(settings.command_timeout, connect::roundtrip(&mut stream, &[b"PING"]));
+        match ping.await {
+            Ok(Ok(_)) => (settings.on_node)(addr, NodeReport::Answered { since }),
+            Ok(Err(_)) => return Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
+            Err(_) => return Err(UpstreamError::Timeout),
+        }
+    }
+    Ok(stream)
 }
 
 /// The node's `CLIENT ID` of a connection that just logged in; 0 when it cannot be had.

@@ -165,8 +165,8 @@ pub struct ConnSettings {
     /// TLS to the nodes (`upstream.tls`); `None`: plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Called with the node's address when a connection to it fails (the topology is refreshed at
-    /// once instead of at the next timer tick, and the node counts as suspect) or is made (the node
-    /// is reachable again: no longer suspect).
+    /// once instead of at the next timer tick, and the node counts as suspect), and when a pool
+    /// connection that failed reaches it again (no longer suspect).
     pub on_node: NodeReporter,
 }
 
@@ -178,8 +178,10 @@ pub type NodeReporter = Arc<dyn Fn(&str, NodeReport) + Send + Sync>;
 pub enum NodeReport {
     /// A connection failed, or could not be made.
     Failed,
-    /// A connection was made and logged in.
-    Connected,
+    /// A pool connection that had failed connected again and the node answered a `PING` sent at
+    /// `since` (a TCP connect alone succeeds on a frozen node too): failures reported before then
+    /// are over, later ones are not.
+    Answered { since: std::time::Instant },
 }
 
 impl std::fmt::Debug for ConnSettings {
