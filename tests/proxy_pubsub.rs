@@ -365,39 +365,29 @@ fn keyspace_notifications_arrive_once_while_another_master_stands_in_for_a_dead_
     cluster.kill(&home);
 
     // Until every live master's notifications come through (bounded).
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    client.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
     let notified =
         |seen: &[u8], key: &str| String::from_utf8_lossy(seen).matches(&format!(":{key}\r\n$3\r\nset")).count();
-    let all = wait_until(Duration::from_secs(20), Duration::from_millis(10), || {
+    let set_each = || {
         for (node, key) in &keys {
             let _: Result<(), _> = redis::cmd("SET").arg(key).arg("v").query(&mut cluster.client(node));
         }
-        if let Ok(n) = std::io::Read::read(&mut client, &mut buf) {
-            seen.extend_from_slice(&buf[..n]);
-        }
-        keys.iter().all(|(_, key)| notified(&seen, key) > 0)
-    });
-    assert!(all, "not every live master's notifications came: {}", String::from_utf8_lossy(&seen));
+    };
+    let all_notified = |seen: &[u8]| keys.iter().all(|(_, key)| notified(seen, key) > 0);
+    let seen = read_while(&mut client, Duration::from_secs(20), set_each, all_notified);
+    assert!(all_notified(&seen), "not every live master's notifications came: {}", String::from_utf8_lossy(&seen));
     // Settled: one SET on each live master is one notification, also a few moments later.
     std::thread::sleep(Duration::from_millis(300));
+    let mut buf = [0u8; 16 * 1024];
     while let Ok(n) = std::io::Read::read(&mut client, &mut buf) {
         if n == 0 {
             break;
         }
     }
     for round in 0..3 {
-        seen.clear();
         for (node, key) in &keys {
             let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut cluster.client(node)).expect("SET");
         }
-        let _ = wait_until(Duration::from_millis(500), Duration::from_millis(10), || {
-            if let Ok(n) = std::io::Read::read(&mut client, &mut buf) {
-                seen.extend_from_slice(&buf[..n]);
-            }
-            false
-        });
+        let seen = read_while(&mut client, Duration::from_millis(500), || {}, |_| false);
         for (_, key) in &keys {
             assert_eq!(notified(&seen, key), 1, "round {round}, {key}: {}", String::from_utf8_lossy(&seen));
         }

@@ -121,6 +121,17 @@ fn counts_stay_exact_after_the_pubsub_home_fails_over() {
     assert!(exact, "PUBLISH never counted the subscriber after the failover ({delivered} counted)");
 }
 
+/// `PUBSUB NUMSUB channel` asked of `node` directly: its own subscribers.
+fn numsub_on(cluster: &Cluster, node: &str, channel: &str) -> i64 {
+    match query_args(&mut cluster.client(node), &["PUBSUB", "NUMSUB", channel]) {
+        Ok(Value::Array(items)) => match items.get(1) {
+            Some(Value::Int(n)) => *n,
+            other => panic!("NUMSUB on {node}: {other:?}"),
+        },
+        other => panic!("NUMSUB on {node}: {other:?}"),
+    }
+}
+
 #[test]
 fn publish_counts_a_subscriber_that_sends_nothing_once_the_home_failed_over() {
     // The proxy refreshes its map every second; the subscriber neither sends nor receives anything
@@ -147,23 +158,11 @@ fn publish_counts_a_subscriber_that_sends_nothing_once_the_home_failed_over() {
     // The subscription moved to the new home (its own count, asked directly): nothing but the
     // map change can have moved it, as the subscriber sent and received nothing.
     let moved = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
-        let numsub = query_args(&mut cluster.client(&replica), &["PUBSUB", "NUMSUB", "quiet:ch"]);
-        matches!(numsub, Ok(Value::Array(items)) if items.get(1) == Some(&Value::Int(1)))
+        numsub_on(&cluster, &replica, "quiet:ch") == 1
     });
     assert!(moved, "the subscription did not follow the home\n{}", proxy.log_tail(30));
     assert_eq!(publish(&mut publisher, "quiet:ch", "after"), 1, "the first PUBLISH after the failover");
     assert_eq!(next_message(&mut sub).1, "after");
-}
-
-/// `PUBSUB NUMSUB channel` asked of `node` directly: its own subscribers.
-fn numsub_on(cluster: &Cluster, node: &str, channel: &str) -> i64 {
-    match query_args(&mut cluster.client(node), &["PUBSUB", "NUMSUB", channel]) {
-        Ok(Value::Array(items)) => match items.get(1) {
-            Some(Value::Int(n)) => *n,
-            other => panic!("NUMSUB on {node}: {other:?}"),
-        },
-        other => panic!("NUMSUB on {node}: {other:?}"),
-    }
 }
 
 #[test]

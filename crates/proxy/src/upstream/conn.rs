@@ -152,7 +152,7 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
         match connect_answered(&addr, &settings, &extra, failed).await {
             Ok(mut stream) => {
                 if let Some(id) = &mode.node_client_id {
-                    id.store(node_client_id(&mut stream, &settings).await, std::sync::atomic::Ordering::Release);
+                    id.store(node_client_id(&mut stream, &addr, &settings).await, std::sync::atomic::Ordering::Release);
                 }
                 backoff = Duration::from_millis(25);
                 match serve(stream, &addr, &settings, &mode, &mut inbox, &metrics).await {
@@ -204,25 +204,35 @@ async fn connect_answered(
     let mut stream = connect::connect(addr, settings, extra).await?;
     if probe {
         let since = std::time::Instant::now();
-        let ping = tokio::time::timeout(settings.command_timeout, connect::roundtrip(&mut stream, &[b"PING"]));
-        match ping.await {
-            Ok(Ok(_)) => (settings.on_node)(addr, NodeReport::Answered { since }),
-            Ok(Err(_)) => return Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
-            Err(_) => return Err(UpstreamError::Timeout),
-        }
+        ask(&mut stream, addr, settings, &[b"PING"]).await?;
+        (settings.on_node)(addr, NodeReport::Answered { since });
     }
     Ok(stream)
 }
 
 /// The node's `CLIENT ID` of a connection that just logged in; 0 when it cannot be had.
-async fn node_client_id(stream: &mut UpstreamStream, settings: &ConnSettings) -> u64 {
-    let asked = tokio::time::timeout(settings.command_timeout, connect::roundtrip(stream, &[b"CLIENT", b"ID"]));
-    match asked.await {
-        Ok(Ok(reply)) => reply
+async fn node_client_id(stream: &mut UpstreamStream, addr: &str, settings: &ConnSettings) -> u64 {
+    match ask(stream, addr, settings, &[b"CLIENT", b"ID"]).await {
+        Ok(reply) => reply
             .strip_prefix(b":")
             .and_then(|rest| std::str::from_utf8(rest).ok()?.trim_end().parse().ok())
             .unwrap_or(0),
-        _ => 0,
+        Err(_) => 0,
+    }
+}
+
+/// One command on a connection that is not served yet, its reply awaited for at most
+/// `command_timeout`.
+async fn ask(
+    stream: &mut UpstreamStream,
+    addr: &str,
+    settings: &ConnSettings,
+    args: &[&[u8]],
+) -> Result<bytes::Bytes, UpstreamError> {
+    match tokio::time::timeout(settings.command_timeout, connect::roundtrip(stream, args)).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(_)) => Err(UpstreamError::ConnectionLost { addr: addr.to_string() }),
+        Err(_) => Err(UpstreamError::Timeout),
     }
 }
 
