@@ -3,9 +3,10 @@
 //! shard for sharded channels. Their frames are forwarded to the client as received, in order.
 //! When such a connection dies, the proxy subscribes again elsewhere and swallows the repeated
 //! confirmations, so the client sees no gap other than messages published meanwhile, and no
-//! message twice ([`RecentMessages`]).
+//! message twice ([`Delivered`]).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use super::Session;
 use super::awaited::{Answer, Awaited, Command};
 use super::pipeline::Meta;
-use super::recent::RecentMessages;
+use super::recent::{Delivered, REMEMBER_FOR};
 use crate::error::ProxyError;
 use crate::redirect::{self, Redirect};
 use crate::resp::reply::Protocol;
@@ -22,15 +23,23 @@ use crate::slot::key_slot;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
 use frames::{confirmation, expected_frames, parse_confirmation, with_count};
 
-/// `part` of the tag of the classic (non-sharded) subscription connection.
+/// The key of the classic (non-sharded) subscription connection in [`Subscriptions::conns`].
 const CLASSIC: u32 = 0;
+
+/// The next subscription connection's link (see [`SubConn::link`]): one counter for the whole
+/// process, so that no two connections a client ever had share one, across `RESET` too.
+static NEXT_LINK: AtomicU32 = AtomicU32::new(0);
 
 /// A client's subscriptions and the connections that carry them.
 #[derive(Debug, Default)]
 pub(super) struct Subscriptions {
-    /// By tag part: [`CLASSIC`] and one per shard connection.
+    /// By part: [`CLASSIC`] and one per shard connection or mirror. A replacement takes the part
+    /// of the connection it replaces.
     conns: HashMap<u32, SubConn>,
     next_part: u32,
+    /// Connections replaced lately: their link, the part of their replacement, and until when
+    /// their frames may still arrive ([`Delivered::late_from_predecessor`]).
+    replaced: Vec<(u32, u32, Instant)>,
     /// The topology generation the classic connection's home was last checked at.
     generation: u64,
     /// When to look at the home again though the map did not change (the classic connection is on
@@ -41,6 +50,9 @@ pub(super) struct Subscriptions {
 #[derive(Debug)]
 struct SubConn {
     conn: OwnedConn,
+    /// The tag part its frames carry: its own, never its predecessor's, so that a frame the
+    /// replaced connection sent late is not taken for the replacement's.
+    link: u32,
     /// Channels and patterns subscribed on this connection, from the node's confirmations.
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
@@ -65,10 +77,9 @@ struct SubConn {
     /// home (notifications are published on each node for its own keys and never travel the
     /// cluster bus); its confirmations are swallowed, its messages delivered.
     mirror: bool,
-    /// Messages this connection delivered lately, for a replacement to check against.
-    recent: RecentMessages,
-    /// On a replacement: what the connection it replaces delivered, checked until the instant.
-    predecessor: Option<(RecentMessages, Instant)>,
+    /// Messages this connection (and the one it replaced) delivered lately, so that no copy of
+    /// one is delivered again.
+    delivered: Delivered,
 }
 
 /// Whether a channel or pattern names keyspace notifications, which each node publishes for its
@@ -217,19 +228,20 @@ impl Session {
     }
 
     /// A subscription connection to `addr`, in the client's protocol.
-    fn open(&mut self, addr: &str, part: u32, sharded: bool) -> SubConn {
+    fn open(&mut self, addr: &str, sharded: bool) -> SubConn {
         let resp3 = self.state.protocol == Protocol::Resp3;
-        self.open_as(addr, part, sharded, resp3, std::time::Duration::ZERO)
+        self.open_as(addr, sharded, resp3, std::time::Duration::ZERO)
     }
 
     /// A subscription connection to `addr` in the given protocol, connecting after `delay`.
-    fn open_as(&mut self, addr: &str, part: u32, sharded: bool, resp3: bool, delay: std::time::Duration) -> SubConn {
-        let tag = Tag { seq: PUSH.seq, part };
+    fn open_as(&mut self, addr: &str, sharded: bool, resp3: bool, delay: std::time::Duration) -> SubConn {
+        let link = NEXT_LINK.fetch_add(1, Ordering::Relaxed) % PUSH.part;
+        let tag = Tag { seq: PUSH.seq, part: link };
         // Channel permissions are the proxy's to check (nothing on a subscribed connection runs
         // a script), so it stays the upstream user.
         let owned = ConnMode::owned(resp3, None);
         let mode = ConnMode { pushes: Some((self.exec.reply_sender(), tag)), connect_after: delay, ..owned };
-        SubConn::new(self.shared.topology.upstreams().owned(addr, mode), sharded, resp3)
+        SubConn::new(self.shared.topology.upstreams().owned(addr, mode), link, sharded, resp3)
     }
 
     /// The classic subscription connection, opened to a master when there is none.
@@ -241,7 +253,7 @@ impl Session {
             return false;
         };
         let generation = self.shared.topology.routing().generation;
-        let conn = self.open(&addr, CLASSIC, false);
+        let conn = self.open(&addr, false);
         if let Some(subs) = self.subs.as_mut() {
             subs.generation = generation;
             subs.conns.insert(CLASSIC, conn);
@@ -270,7 +282,7 @@ impl Session {
             s.next_part += 1;
             s.next_part
         });
-        let mut conn = self.open(addr, part, sharded);
+        let mut conn = self.open(addr, sharded);
         conn.mirror = mirror;
         if let Some(subs) = self.subs.as_mut() {
             subs.conns.insert(part, conn);
@@ -299,7 +311,7 @@ impl Session {
         let in_resp2 = conn.resp3 && self.state.protocol == Protocol::Resp2;
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
         let message = matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage"));
-        if message && conn.already_delivered(&frame) {
+        if message && conn.delivered.already_delivered(&frame, Instant::now()) {
             crate::log_limited!(
                 5,
                 info,
@@ -433,16 +445,58 @@ impl Session {
         }
     }
 
-    /// Handles a reply tagged for a subscription connection.
+    /// Handles a frame of a subscription connection: one of the client's connections, or one
+    /// replaced lately whose frame was on its way.
     pub(super) fn on_push(&mut self, reply: UpstreamReply) {
-        self.on_subscription_frame(reply.tag.part, reply.result);
+        let Some(subs) = self.subs.as_mut() else { return };
+        let link = reply.tag.part;
+        if let Some((&part, _)) = subs.conns.iter().find(|(_, c)| c.link == link) {
+            return self.on_subscription_frame(part, reply.result);
+        }
+        let now = Instant::now();
+        subs.replaced.retain(|(_, _, until)| now < *until);
+        if let Some(&(_, part, _)) = subs.replaced.iter().find(|(old, _, _)| *old == link) {
+            self.on_late_frame(part, reply.result);
+        }
+    }
+
+    /// A frame of a replaced connection: its messages are passed on unless the replacement on
+    /// `part` already did; anything else (confirmations, `PING` answers, its end) answered
+    /// commands that were sent again on the replacement, which answers them.
+    fn on_late_frame(&mut self, part: u32, result: Result<Bytes, crate::upstream::UpstreamError>) {
+        let Ok(frame) = result else { return };
+        let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
+        if !matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage")) {
+            return;
+        }
+        let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else { return };
+        if !conn.delivered.late_from_predecessor(&frame, Instant::now()) {
+            return;
+        }
+        let in_resp2 = conn.resp3 && self.state.protocol == Protocol::Resp2;
+        let frame = match in_resp2 {
+            true => frames::in_resp2(&frame).unwrap_or(frame),
+            false => frame,
+        };
+        self.write_direct(&frame, false);
+    }
+
+    /// Notes that the connection with `link` was replaced by the one on `part`, for its frames
+    /// still on their way.
+    fn note_replaced(&mut self, link: u32, part: u32) {
+        if let Some(subs) = self.subs.as_mut() {
+            let now = Instant::now();
+            subs.replaced.retain(|(_, _, until)| now < *until);
+            subs.replaced.push((link, part, now + REMEMBER_FOR));
+        }
     }
 }
 
 impl SubConn {
-    fn new(conn: OwnedConn, sharded: bool, resp3: bool) -> SubConn {
+    fn new(conn: OwnedConn, link: u32, sharded: bool, resp3: bool) -> SubConn {
         SubConn {
             conn,
+            link,
             resp3,
             failures: 0,
             refusals: 0,
@@ -452,8 +506,7 @@ impl SubConn {
             count: 0,
             sharded,
             mirror: false,
-            recent: RecentMessages::default(),
-            predecessor: None,
+            delivered: Delivered::default(),
         }
     }
 
@@ -461,21 +514,5 @@ impl SubConn {
     fn carries_nothing(&self) -> bool {
         let empty = self.channels.is_empty() && self.patterns.is_empty() && self.count == 0;
         self.sharded && !self.mirror && empty && !self.awaiting.any()
-    }
-
-    /// Whether a message frame is a copy of one the replaced connection delivered just before it
-    /// died (see [`RecentMessages`]); if not, it is remembered as delivered by this one.
-    fn already_delivered(&mut self, frame: &[u8]) -> bool {
-        let now = Instant::now();
-        if let Some((before, until)) = &mut self.predecessor {
-            if now < *until && before.take(frame, now) {
-                return true;
-            }
-            if now >= *until || before.is_empty() {
-                self.predecessor = None;
-            }
-        }
-        self.recent.remember(frame, now);
-        false
     }
 }

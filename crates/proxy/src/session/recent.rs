@@ -62,6 +62,60 @@ impl RecentMessages {
     }
 }
 
+/// What one subscription connection delivered lately and, on a replacement, what the connection
+/// it replaced delivered: the memory [`RecentMessages`] keeps, per connection.
+///
+/// A replaced connection's frames can still reach the session after its replacement took over:
+/// those already queued, and those its task read before it saw it was dropped. They are messages
+/// the old node delivered, so they are passed on, but remembered as the predecessor's: the new
+/// node's copy of one of them is then dropped like any other copy of a predecessor's message.
+#[derive(Debug, Default)]
+pub(super) struct Delivered {
+    own: RecentMessages,
+    /// What the replaced connection delivered, checked until the instant.
+    predecessor: Option<(RecentMessages, Instant)>,
+}
+
+impl Delivered {
+    /// Whether a message of this connection is a copy of one its predecessor delivered; if not,
+    /// it is remembered as delivered by this one.
+    pub fn already_delivered(&mut self, frame: &[u8], now: Instant) -> bool {
+        if let Some((before, until)) = &mut self.predecessor {
+            if now < *until && before.take(frame, now) {
+                return true;
+            }
+            if now >= *until || before.is_empty() {
+                self.predecessor = None;
+            }
+        }
+        self.own.remember(frame, now);
+        false
+    }
+
+    /// A message of the replaced connection that arrived after the replacement took over: whether
+    /// it is news to the client (this connection did not deliver it yet); if so it counts as the
+    /// predecessor's delivery, for the new node's copy to be recognised.
+    pub fn late_from_predecessor(&mut self, frame: &[u8], now: Instant) -> bool {
+        if self.own.take(frame, now) {
+            return false;
+        }
+        let (before, until) = self.predecessor.get_or_insert_with(|| (RecentMessages::default(), now));
+        before.remember(frame, now);
+        *until = (*until).max(now + REMEMBER_FOR);
+        true
+    }
+
+    /// What a replacement of this connection checks its messages against: what this one delivered
+    /// or, if it delivered nothing, what its own predecessor did.
+    pub fn hand_over(&mut self, now: Instant) -> Delivered {
+        let predecessor = match self.own.is_empty() {
+            false => Some((std::mem::take(&mut self.own), now + REMEMBER_FOR)),
+            true => self.predecessor.take(),
+        };
+        Delivered { own: RecentMessages::default(), predecessor }
+    }
+}
+
 fn fingerprint(frame: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();
     frame.hash(&mut hasher);
@@ -96,6 +150,34 @@ mod tests {
         let later = then + REMEMBER_FOR + Duration::from_millis(1);
         assert!(!recent.take(A, later));
         assert!(recent.is_empty());
+    }
+
+    #[test]
+    fn a_replacement_drops_the_new_nodes_copy_of_what_the_old_connection_delivered() {
+        let now = Instant::now();
+        let mut old = Delivered::default();
+        assert!(!old.already_delivered(A, now));
+        let mut replacement = old.hand_over(now);
+        assert!(replacement.already_delivered(A, now), "the new node's copy of A");
+        assert!(!replacement.already_delivered(B, now));
+        assert!(!replacement.already_delivered(A, now), "A published again is news");
+    }
+
+    #[test]
+    fn a_late_frame_of_the_replaced_connection_counts_as_its_delivery() {
+        let now = Instant::now();
+        // The old connection delivered nothing before it was replaced; then one of its messages,
+        // on its way meanwhile, arrives, and after it the new node's copy.
+        let mut replacement = Delivered::default().hand_over(now);
+        assert!(replacement.late_from_predecessor(A, now), "passed on: the client did not have it");
+        assert!(replacement.already_delivered(A, now), "the new node's copy is dropped");
+        // The other way round: the new node's copy first, the old connection's late one dropped.
+        assert!(!replacement.already_delivered(B, now));
+        assert!(!replacement.late_from_predecessor(B, now));
+        // A late frame extends the check past the hand-over's window.
+        let later = now + REMEMBER_FOR - Duration::from_millis(1);
+        assert!(replacement.late_from_predecessor(A, later));
+        assert!(replacement.already_delivered(A, later + Duration::from_millis(10)));
     }
 
     #[test]

@@ -16,7 +16,6 @@ use crate::redirect::{self, MAX_HOPS, Redirect};
 use crate::resp::request::encode_command;
 use crate::session::Session;
 use crate::session::awaited::{Command, Pending};
-use crate::session::recent::REMEMBER_FOR;
 use crate::slot::key_slot;
 use crate::topology::Trigger;
 
@@ -215,7 +214,7 @@ impl Session {
             0 => Duration::ZERO,
             n => (RETRY_FIRST * 2u32.saturating_pow(n - 1)).min(RETRY_MAX),
         };
-        let mut replacement = self.open_as(&addr, part, old.sharded, old.resp3, delay);
+        let mut replacement = self.open_as(&addr, old.sharded, old.resp3, delay);
         replacement.failures = old.failures + 1;
         replacement.refusals = old.refusals;
         replacement.mirror = old.mirror;
@@ -225,14 +224,11 @@ impl Session {
         // replacement that fails before its confirmations come must not forget them.
         replacement.channels = old.channels.clone();
         replacement.patterns = old.patterns.clone();
-        replacement.predecessor = match old.recent.is_empty() {
-            false => Some((std::mem::take(&mut old.recent), Instant::now() + REMEMBER_FOR)),
-            // A replacement that delivered nothing passes on what its own predecessor delivered.
-            true => old.predecessor.take(),
-        };
+        replacement.delivered = old.delivered.hand_over(Instant::now());
         if let Some(subs) = self.subs.as_mut() {
             subs.conns.insert(part, replacement);
         }
+        self.note_replaced(old.link, part);
         for payload in resubscriptions(&old, |_| true) {
             self.sub_send_as(part, Command::own(payload));
         }
