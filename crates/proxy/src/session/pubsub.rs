@@ -14,13 +14,13 @@ use bytes::Bytes;
 use super::Session;
 use super::awaited::{Answer, Awaited, Command};
 use super::pipeline::Meta;
-use super::recent::{Delivered, REMEMBER_FOR};
+use super::recent::Delivered;
 use crate::error::ProxyError;
 use crate::redirect::{self, Redirect};
 use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply};
 use crate::slot::key_slot;
-use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamReply, UpstreamRequest};
+use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamRequest};
 use frames::{confirmation, expected_frames, parse_confirmation, with_count};
 
 /// The key of the classic (non-sharded) subscription connection in [`Subscriptions::conns`].
@@ -37,9 +37,8 @@ pub(super) struct Subscriptions {
     /// of the connection it replaces.
     conns: HashMap<u32, SubConn>,
     next_part: u32,
-    /// Connections replaced lately: their link, the part of their replacement, and until when
-    /// their frames may still arrive ([`Delivered::late_from_predecessor`]).
-    replaced: Vec<(u32, u32, Instant)>,
+    /// Connections replaced lately, whose frames may still arrive.
+    replaced: Vec<replaced::Replaced>,
     /// The topology generation the classic connection's home was last checked at.
     generation: u64,
     /// When to look at the home again though the map did not change (the classic connection is on
@@ -91,6 +90,7 @@ fn is_notification(name: &[u8]) -> bool {
 mod frames;
 pub(super) use frames::{arguments, frame_kind};
 mod home;
+mod replaced;
 mod resubscribe;
 
 const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
@@ -113,6 +113,9 @@ impl Session {
         if !self.awaiting_confirmations() {
             // Clients ping subscribed connections to keep them alive: a chance to follow the home.
             self.rehome_if_moved();
+        }
+        if name != b"ping" {
+            self.close_moved_connections();
         }
         self.entry.set_subscribed(true);
         let subs = self.subs.get_or_insert_with(Box::default);
@@ -340,7 +343,9 @@ impl Session {
         // push. A plain answer (an error, a PING's) is dropped when its command's reply was;
         // pushes never are (see `write_direct`).
         let (answer, frame) = if confirmation {
-            match self.on_confirmation(part, frame) {
+            let answered = self.on_confirmation(part, frame);
+            self.on_replacement_confirmed(part);
+            match answered {
                 Some(answered) => answered,
                 None => return,
             }
@@ -442,52 +447,6 @@ impl Session {
         let done = self.subs.as_ref().is_some_and(|s| s.conns.values().all(|c| c.count == 0 && !c.awaiting.any()));
         if done {
             self.leave_subscriptions();
-        }
-    }
-
-    /// Handles a frame of a subscription connection: one of the client's connections, or one
-    /// replaced lately whose frame was on its way.
-    pub(super) fn on_push(&mut self, reply: UpstreamReply) {
-        let Some(subs) = self.subs.as_mut() else { return };
-        let link = reply.tag.part;
-        if let Some((&part, _)) = subs.conns.iter().find(|(_, c)| c.link == link) {
-            return self.on_subscription_frame(part, reply.result);
-        }
-        let now = Instant::now();
-        subs.replaced.retain(|(_, _, until)| now < *until);
-        if let Some(&(_, part, _)) = subs.replaced.iter().find(|(old, _, _)| *old == link) {
-            self.on_late_frame(part, reply.result);
-        }
-    }
-
-    /// A frame of a replaced connection: its messages are passed on unless the replacement on
-    /// `part` already did; anything else (confirmations, `PING` answers, its end) answered
-    /// commands that were sent again on the replacement, which answers them.
-    fn on_late_frame(&mut self, part: u32, result: Result<Bytes, crate::upstream::UpstreamError>) {
-        let Ok(frame) = result else { return };
-        let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
-        if !matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage")) {
-            return;
-        }
-        let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else { return };
-        if !conn.delivered.late_from_predecessor(&frame, Instant::now()) {
-            return;
-        }
-        let in_resp2 = conn.resp3 && self.state.protocol == Protocol::Resp2;
-        let frame = match in_resp2 {
-            true => frames::in_resp2(&frame).unwrap_or(frame),
-            false => frame,
-        };
-        self.write_direct(&frame, false);
-    }
-
-    /// Notes that the connection with `link` was replaced by the one on `part`, for its frames
-    /// still on their way.
-    fn note_replaced(&mut self, link: u32, part: u32) {
-        if let Some(subs) = self.subs.as_mut() {
-            let now = Instant::now();
-            subs.replaced.retain(|(_, _, until)| now < *until);
-            subs.replaced.push((link, part, now + REMEMBER_FOR));
         }
     }
 }

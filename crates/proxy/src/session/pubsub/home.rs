@@ -43,7 +43,7 @@ impl Session {
         let classic = self.subs.as_ref().and_then(|s| s.conns.get(&CLASSIC)).map(|c| c.conn.addr().to_string());
         let masters: Vec<String> = (self.shared.topology.routing().masters().iter())
             .map(|m| m.addr().to_string())
-            .filter(|a| Some(a) != classic.as_ref())
+            .filter(|a| Some(a) != classic.as_ref() && !self.kept_on(a))
             .collect();
         let mut parts = Vec::new();
         for addr in masters {
@@ -125,7 +125,7 @@ impl Session {
             Some(false) => {
                 crate::log_limited!(5, info, client = self.state.id, "subscriptions follow the pub/sub home");
                 // Replacing the classic connection fits the mirrors too.
-                return self.resubscribe(CLASSIC);
+                return self.move_classic();
             }
             Some(true) => subs.look_again_at = Some(Instant::now() + LOOK_AGAIN),
             None => {}
@@ -143,6 +143,7 @@ impl Session {
         if self.subs.is_none() || self.state.closing || self.shared.clients.is_stopping() {
             return;
         }
+        self.close_replaced(Instant::now());
         match self.awaiting_confirmations() {
             true => self.look_at_home_soon(),
             false => self.rehome_if_moved(),

@@ -56,7 +56,7 @@ impl Session {
             let conn = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part));
             if let Some(conn) = conn.filter(|c| c.refusals < GIVE_UP_AFTER) {
                 conn.refusals += 1;
-                return self.replace(part, Some(pending));
+                return self.replace(part, Some(pending), false);
             }
         }
         if pending.is_own() && subscribes {
@@ -181,12 +181,18 @@ impl Session {
     /// Subscribes again, on a live master, to what connection `part` carried, and sends there
     /// again what the client still waited for on it (skipping the answers it already had).
     pub(super) fn resubscribe(&mut self, part: u32) {
-        self.replace(part, None);
+        self.replace(part, None, false);
+    }
+
+    /// Moves the classic subscriptions to the pub/sub home, the connection they are on staying
+    /// subscribed until the new one is confirmed (see `replaced.rs`).
+    pub(super) fn move_classic(&mut self) {
+        self.replace(CLASSIC, None, true);
     }
 
     /// [`Session::resubscribe`], with `refused` (a resubscription the node refused for now) sent
-    /// again first.
-    fn replace(&mut self, part: u32, refused: Option<Pending>) {
+    /// again first; `moved`: the old connection works and is kept until the new one is confirmed.
+    fn replace(&mut self, part: u32, refused: Option<Pending>, moved: bool) {
         let Some(mut old) = self.subs.as_mut().and_then(|s| s.conns.remove(&part)) else {
             return;
         };
@@ -208,7 +214,7 @@ impl Session {
             return self.refuse_waited(waited);
         };
         // The replacement speaks the protocol the old one did, so that the messages it repeats
-        // are recognised (`RecentMessages` compares frames); one replacing a connection that
+        // are recognised (`Delivered` compares frames); one replacing a connection that
         // failed before the node said anything backs off.
         let delay = match old.failures.max(old.refusals) {
             0 => Duration::ZERO,
@@ -228,8 +234,9 @@ impl Session {
         if let Some(subs) = self.subs.as_mut() {
             subs.conns.insert(part, replacement);
         }
-        self.note_replaced(old.link, part);
-        for payload in resubscriptions(&old, |_| true) {
+        let payloads = resubscriptions(&old, |_| true);
+        self.note_replaced(old.link, part, moved.then_some(old.conn));
+        for payload in payloads {
             self.sub_send_as(part, Command::own(payload));
         }
         for pending in waited {

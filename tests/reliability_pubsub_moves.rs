@@ -1,8 +1,13 @@
-//! Pub/sub across a partition of the pub/sub home: the home is cut off from the other nodes (the
-//! proxy still reaches it), its replica takes over, the subscriptions move there, and the cut
-//! heals. The old home delivered the messages published on it meanwhile, and its cluster bus,
-//! held up by the cut, passes them to the new home only when the cut heals — seconds later, to
-//! the subscriptions that moved there. A client of the proxy must not get them twice.
+//! Subscriptions that move to another node while messages flow: the client gets every message
+//! once, as from one Redis node.
+//!
+//! - A manual failover hands the pub/sub home to its replica while the old home works: the
+//!   subscriptions move, and the old connection stays subscribed until the new one is confirmed,
+//!   so nothing published meanwhile is lost (and what both deliver comes once).
+//! - A partition cuts the home off from the other nodes (the proxy still reaches it), its replica
+//!   takes over, the subscriptions move there, and the cut heals: the old home delivered the
+//!   messages published on it meanwhile, and its cluster bus, held up by the cut, may pass them to
+//!   the new home only when the cut heals, to the subscriptions that moved there.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use redisforge_proxy::resp::FrameScanner;
 use redisforge_proxy::router::PUBSUB_HOME_SLOT;
-use redisforge_tests::{Cluster, ClusterOptions, Isolation, Proxy, ProxyOptions, connect};
+use redisforge_tests::{Cluster, ClusterOptions, Isolation, Proxy, ProxyOptions, connect, wait_until};
 
 const CHANNEL: &str = "partition:ch";
 /// Between two PUBLISHes.
@@ -48,6 +53,69 @@ fn spawn_subscriber(addr: &str, stop: Arc<AtomicBool>) -> thread::JoinHandle<Res
         }
         Ok(got)
     })
+}
+
+/// Each sequence number `got` holds twice or more.
+fn twice(got: &[u64]) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    got.iter().copied().filter(|s| !seen.insert(*s)).collect()
+}
+
+/// How many clients `node` counts on [`CHANNEL`].
+fn numsub_on(cluster: &Cluster, node: &str) -> i64 {
+    let reply: (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(CHANNEL)
+        .query(&mut cluster.client(node))
+        .unwrap_or_else(|e| panic!("NUMSUB on {node}: {e}"));
+    reply.1
+}
+
+#[test]
+fn a_subscriber_loses_no_message_when_a_manual_failover_moves_the_home() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let home = cluster.node_for_slot(PUBSUB_HOME_SLOT);
+    let replica = cluster.replicas_of(&home).into_iter().next().expect("the home has a replica");
+    let stop = Arc::new(AtomicBool::new(false));
+    let subscriber = spawn_subscriber(&proxy.addr(), Arc::clone(&stop));
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(20), || numsub_on(&cluster, &home) == 1));
+    // Published on a third master, as fast as one connection goes: the cluster bus brings each
+    // message to the old home and to the new one, so only the move itself could lose one.
+    let third = cluster.masters().into_iter().find(|m| *m != home).expect("another master");
+    let mut publisher = cluster.client(&third);
+    let publishing = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let publishing = Arc::clone(&publishing);
+        thread::spawn(move || {
+            let (deadline, mut acknowledged) = (Instant::now() + Duration::from_secs(60), Vec::new());
+            for seq in 0..2_000_000u64 {
+                if !publishing.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                if redis::cmd("PUBLISH").arg(CHANNEL).arg(seq).query::<i64>(&mut publisher).is_ok() {
+                    acknowledged.push(seq);
+                }
+            }
+            acknowledged
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    cluster.failover(&replica);
+    // The proxy follows the new map (its refresh, or a redirection) and moves the subscription.
+    let moved = wait_until(Duration::from_secs(20), Duration::from_millis(20), || numsub_on(&cluster, &replica) == 1);
+    thread::sleep(Duration::from_millis(300));
+    publishing.store(false, Ordering::Relaxed);
+    let acknowledged = publisher.join().expect("publisher thread");
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let got = subscriber.join().expect("subscriber thread").expect("subscriber");
+    assert!(moved, "the subscription did not move to the new home");
+    assert!(numsub_on(&cluster, &home) == 0, "the old home still has the subscription");
+    assert!(twice(&got).is_empty(), "messages delivered twice: {:?}", twice(&got));
+    let received: std::collections::HashSet<u64> = got.iter().copied().collect();
+    let lost: Vec<u64> = acknowledged.iter().copied().filter(|s| !received.contains(s)).collect();
+    assert!(lost.is_empty(), "{} of {} messages lost in the move: {lost:?}", lost.len(), acknowledged.len());
 }
 
 #[test]
@@ -88,9 +156,8 @@ fn messages_of_a_partitioned_home_are_not_delivered_again_when_the_partition_hea
     stop.store(true, Ordering::Relaxed);
     let got = subscriber.join().expect("subscriber thread").expect("subscriber");
     assert!(promoted, "the home's replica was not promoted during the partition (a failover is the case)");
-    let mut seen = std::collections::HashSet::new();
-    let twice: Vec<u64> = got.iter().copied().filter(|s| !seen.insert(*s)).collect();
-    assert!(twice.is_empty(), "messages delivered twice: {twice:?} (of {} delivered)", got.len());
+    assert!(twice(&got).is_empty(), "messages delivered twice: {:?} (of {} delivered)", twice(&got), got.len());
+    let seen: std::collections::HashSet<u64> = got.iter().copied().collect();
     // Nothing was dropped once the cluster was whole again: the last second's messages all came.
     let published = published.lock().expect("published").clone();
     let last: Vec<u64> = published.iter().rev().take(100).copied().collect();

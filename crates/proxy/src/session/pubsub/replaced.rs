@@ -1,0 +1,147 @@
+//! Subscription connections replaced lately: one that died, or one that moved because the pub/sub
+//! home is another master now while its node still works.
+//!
+//! A replaced connection's frames can reach the session after its replacement took over: those
+//! queued before, and those its task read before it saw it was dropped. Each connection's frames
+//! carry its own link, so they are known as the old connection's: its messages are passed on
+//! unless the replacement delivered them already, and remembered as its predecessor's
+//! ([`Delivered::late_from_predecessor`]). A connection that moved stays subscribed until its
+//! replacement confirmed every subscription and [`OVERLAP`] more, so that a message published
+//! meanwhile reaches the client from one node or the other, once — as it would from one Redis
+//! node, which never drops a subscriber's message.
+//!
+//! [`Delivered::late_from_predecessor`]: crate::session::recent::Delivered::late_from_predecessor
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{frame_kind, frames};
+use crate::resp::reply::Protocol;
+use crate::session::Session;
+use crate::session::recent::REMEMBER_FOR;
+use crate::upstream::{OwnedConn, UpstreamError, UpstreamReply};
+
+/// How long a moved connection stays subscribed after its replacement is confirmed: a message
+/// published just before the replacement subscribed may reach the old node a little later than
+/// the new one (the cluster bus brings it to each on its own time), and only the old connection
+/// delivers it. Both deliver what comes in between; the copies are dropped.
+const OVERLAP: Duration = Duration::from_millis(100);
+
+/// A connection replaced lately.
+#[derive(Debug)]
+pub(in crate::session) struct Replaced {
+    /// The old connection's link (the tag part of its frames).
+    link: u32,
+    /// Where its replacement is.
+    part: u32,
+    /// Its frames are handled until then.
+    until: Instant,
+    /// A connection that moved off a working node, and when it closes: [`OVERLAP`] after its
+    /// replacement is confirmed, when the client changes its subscriptions (the old connection
+    /// would deliver what the client no longer wants), or when its frames stop being handled.
+    kept: Option<(OwnedConn, Instant)>,
+}
+
+impl Session {
+    /// Handles a frame of a subscription connection: one of the client's connections, or one
+    /// replaced lately.
+    pub(in crate::session) fn on_push(&mut self, reply: UpstreamReply) {
+        let Some(subs) = self.subs.as_mut() else { return };
+        if !subs.replaced.is_empty() {
+            self.close_replaced(Instant::now());
+        }
+        let Some(subs) = self.subs.as_mut() else { return };
+        let link = reply.tag.part;
+        if let Some((&part, _)) = subs.conns.iter().find(|(_, c)| c.link == link) {
+            return self.on_subscription_frame(part, reply.result);
+        }
+        let subs = self.subs.as_ref();
+        if let Some(part) = subs.and_then(|s| s.replaced.iter().find(|r| r.link == link)).map(|r| r.part) {
+            self.on_late_frame(part, reply.result);
+        }
+    }
+
+    /// A frame of a replaced connection: its messages are passed on unless the replacement on
+    /// `part` already did; anything else (confirmations, `PING` answers, its end) answered
+    /// commands that were sent again on the replacement, which answers them.
+    fn on_late_frame(&mut self, part: u32, result: Result<Bytes, UpstreamError>) {
+        let Ok(frame) = result else { return };
+        let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
+        if !matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage")) {
+            return;
+        }
+        let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else { return };
+        if !conn.delivered.late_from_predecessor(&frame, Instant::now()) {
+            return;
+        }
+        let frame = match conn.resp3 && self.state.protocol == Protocol::Resp2 {
+            true => frames::in_resp2(&frame).unwrap_or(frame),
+            false => frame,
+        };
+        self.write_direct(&frame, false);
+    }
+
+    /// Notes that the connection with `link` was replaced by the one on `part`; `kept`: the old
+    /// connection itself, when it moved off a working node.
+    pub(super) fn note_replaced(&mut self, link: u32, part: u32, kept: Option<OwnedConn>) {
+        let now = Instant::now();
+        self.close_replaced(now);
+        if let Some(subs) = self.subs.as_mut() {
+            let (until, kept) = (now + REMEMBER_FOR, kept.map(|conn| (conn, now + REMEMBER_FOR)));
+            subs.replaced.push(Replaced { link, part, until, kept });
+        }
+    }
+
+    /// The connection on `part` got the confirmations it waited for: the connections it replaced
+    /// close [`OVERLAP`] later.
+    pub(super) fn on_replacement_confirmed(&mut self, part: u32) {
+        let Some(subs) = self.subs.as_mut() else { return };
+        if subs.replaced.is_empty() || subs.conns.get(&part).is_none_or(|c| c.awaiting.any()) {
+            return;
+        }
+        let close_at = Instant::now() + OVERLAP;
+        let mut kept = false;
+        for (_, at) in subs.replaced.iter_mut().filter(|r| r.part == part).filter_map(|r| r.kept.as_mut()) {
+            *at = (*at).min(close_at);
+            kept = true;
+        }
+        // The session's timer closes them if no frame comes first (`follow_map`).
+        if kept {
+            subs.look_again_at = Some(subs.look_again_at.map_or(close_at, |at| at.min(close_at)));
+        }
+    }
+
+    /// The client changes its subscriptions: a moved connection still open would deliver by the
+    /// old ones, so it closes now.
+    pub(super) fn close_moved_connections(&mut self) {
+        if self.subs.as_ref().is_some_and(|s| s.replaced.iter().any(|r| r.kept.is_some())) {
+            self.close_replaced(Instant::now() + REMEMBER_FOR + OVERLAP);
+        }
+    }
+
+    /// The nodes where a moved connection still delivers: no mirror is opened there meanwhile,
+    /// as it would deliver that node's keyspace notifications a second time.
+    pub(super) fn kept_on(&self, addr: &str) -> bool {
+        let replaced = self.subs.iter().flat_map(|s| s.replaced.iter());
+        replaced.filter_map(|r| r.kept.as_ref()).any(|(kept, _)| kept.addr() == addr)
+    }
+
+    /// Closes the moved connections due by `now` and forgets the replaced ones whose frames are
+    /// no longer expected; a closed connection's node gets a mirror.
+    pub(super) fn close_replaced(&mut self, now: Instant) {
+        let Some(subs) = self.subs.as_mut() else { return };
+        let mut closed = false;
+        for replaced in &mut subs.replaced {
+            if replaced.kept.as_ref().is_some_and(|(_, at)| now >= *at) {
+                replaced.kept = None;
+                closed = true;
+            }
+        }
+        let real_now = Instant::now();
+        subs.replaced.retain(|r| real_now < r.until);
+        if closed {
+            self.fit_mirrors();
+        }
+    }
+}
