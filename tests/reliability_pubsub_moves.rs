@@ -119,6 +119,30 @@ fn a_subscriber_loses_no_message_when_a_manual_failover_moves_the_home() {
 }
 
 #[test]
+fn a_quiet_subscriber_is_not_left_subscribed_on_the_old_home_after_a_move() {
+    // No message flows: the old connection, kept subscribed through the move, must close by the
+    // session's timer, not by a frame that never comes.
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let home = cluster.node_for_slot(PUBSUB_HOME_SLOT);
+    let replica = cluster.replicas_of(&home).into_iter().next().expect("the home has a replica");
+    let stop = Arc::new(AtomicBool::new(false));
+    let subscriber = spawn_subscriber(&proxy.addr(), Arc::clone(&stop));
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(20), || numsub_on(&cluster, &home) == 1));
+    cluster.failover(&replica);
+    let moved = wait_until(Duration::from_secs(20), Duration::from_millis(20), || numsub_on(&cluster, &replica) == 1);
+    let moved_at = Instant::now();
+    let left = wait_until(Duration::from_secs(3), Duration::from_millis(20), || numsub_on(&cluster, &home) == 0);
+    let after = moved_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let got = subscriber.join().expect("subscriber thread").expect("subscriber");
+    assert!(moved, "the subscription did not move to the new home");
+    assert!(left, "the old home still counts the subscriber 3 s after the move");
+    assert!(got.is_empty(), "nothing was published, yet the subscriber got {got:?}");
+    println!("the old home let the subscriber go {after:?} after the new home counted it");
+}
+
+#[test]
 fn messages_of_a_partitioned_home_are_not_delivered_again_when_the_partition_heals() {
     let cluster = match Cluster::start_partitionable(ClusterOptions::default()) {
         Ok(cluster) => cluster,

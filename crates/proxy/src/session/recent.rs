@@ -55,6 +55,14 @@ impl RecentMessages {
         self.delivered.is_empty()
     }
 
+    /// Both memories in one, oldest first, the oldest dropped beyond the capacity.
+    fn merged(self, other: RecentMessages) -> RecentMessages {
+        let mut delivered: Vec<(u64, Instant)> = self.delivered.into_iter().chain(other.delivered).collect();
+        delivered.sort_by_key(|(_, at)| *at);
+        let excess = delivered.len().saturating_sub(CAPACITY);
+        RecentMessages { delivered: delivered.into_iter().skip(excess).collect() }
+    }
+
     fn forget_before(&mut self, now: Instant) {
         while self.delivered.front().is_some_and(|(_, at)| now.duration_since(*at) > REMEMBER_FOR) {
             self.delivered.pop_front();
@@ -106,11 +114,14 @@ impl Delivered {
     }
 
     /// What a replacement of this connection checks its messages against: what this one delivered
-    /// or, if it delivered nothing, what its own predecessor did.
+    /// and what its own predecessor did, if that is still checked (a connection that moved may
+    /// still be delivering).
     pub fn hand_over(&mut self, now: Instant) -> Delivered {
-        let predecessor = match self.own.is_empty() {
-            false => Some((std::mem::take(&mut self.own), now + REMEMBER_FOR)),
-            true => self.predecessor.take(),
+        let own = std::mem::take(&mut self.own);
+        let predecessor = match self.predecessor.take().filter(|(_, until)| now < *until) {
+            Some((before, until)) => Some((own.merged(before), until.max(now + REMEMBER_FOR))),
+            None if own.is_empty() => None,
+            None => Some((own, now + REMEMBER_FOR)),
         };
         Delivered { own: RecentMessages::default(), predecessor }
     }
@@ -178,6 +189,18 @@ mod tests {
         let later = now + REMEMBER_FOR - Duration::from_millis(1);
         assert!(replacement.late_from_predecessor(A, later));
         assert!(replacement.already_delivered(A, later + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_second_replacement_still_knows_what_the_first_ones_predecessor_delivered() {
+        let now = Instant::now();
+        let mut old = Delivered::default();
+        assert!(!old.already_delivered(A, now));
+        let mut first = old.hand_over(now);
+        assert!(!first.already_delivered(B, now), "the first replacement delivers B");
+        let mut second = first.hand_over(now);
+        assert!(second.already_delivered(A, now), "the old connection's A");
+        assert!(second.already_delivered(B, now), "the first replacement's B");
     }
 
     #[test]

@@ -372,8 +372,8 @@ impl Session {
         ready!(timers.due.as_mut().poll(cx));
         self.resend_due();
         self.retry_unblock();
-        if self.home_look_due_at().is_some_and(|due| due <= Instant::now()) {
-            self.follow_map();
+        if self.subs.is_some() {
+            self.on_pubsub_timer();
         }
         Poll::Ready(true)
     }
@@ -529,7 +529,8 @@ impl Session {
     }
 
     /// When the loop must wake up without an event: a part's retry, a pause's end, an unblock
-    /// to send again, a look at the pub/sub home (see `Session::home_look_due_at`).
+    /// to send again, a look at the pub/sub home or a moved subscription connection to close (see
+    /// `Session::pubsub_due_at`).
     #[inline(always)]
     fn next_wake(&self) -> Option<Instant> {
         // The usual case, looked at per poll and twice per reply handed over: nothing to wait for.
@@ -545,7 +546,7 @@ impl Session {
     fn next_wake_of_any(&self) -> Option<Instant> {
         let held = self.held.as_ref().map(|h| h.until);
         let unblock = self.pending_unblock.map(|(_, at)| at);
-        let home_look = self.home_look_due_at();
-        self.exec.next_retry().into_iter().chain(held).chain(unblock).chain(home_look).min()
+        let pubsub = self.pubsub_due_at();
+        self.exec.next_retry().into_iter().chain(held).chain(unblock).chain(pubsub).min()
     }
 }

@@ -36,6 +36,13 @@ fn elements(frame: &[u8]) -> Option<(u8, Vec<&[u8]>)> {
     Some((kind, elements))
 }
 
+/// What a message frame was delivered for: the channel of a `message` or `smessage`, the pattern
+/// of a `pmessage`.
+pub(super) fn subject(message: &[u8]) -> Option<&[u8]> {
+    let (_, elements) = elements(message)?;
+    bulk_at(elements.get(1)?, 0)
+}
+
 /// `(kind, channel, count)` of a (un)subscribe confirmation, RESP2 array or RESP3 push; the
 /// channel is `None` for the null of an unsubscribe with nothing subscribed.
 pub(super) fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>, i64)> {

@@ -143,7 +143,6 @@ impl Session {
         if self.subs.is_none() || self.state.closing || self.shared.clients.is_stopping() {
             return;
         }
-        self.close_replaced(Instant::now());
         match self.awaiting_confirmations() {
             true => self.look_at_home_soon(),
             false => self.rehome_if_moved(),
@@ -152,10 +151,24 @@ impl Session {
 
     /// When the session looks at the pub/sub home again by itself, with no message or command to
     /// prompt it (a home that was failing, a stand-in); `None` while confirmations are awaited.
-    #[inline]
-    pub(in crate::session) fn home_look_due_at(&self) -> Option<Instant> {
+    fn home_look_due_at(&self) -> Option<Instant> {
         let due = self.subs.as_ref()?.look_again_at?;
         (!self.awaiting_confirmations()).then_some(due)
+    }
+
+    /// When the session's timer must act on the client's subscriptions: a look at the home, a
+    /// moved connection to close.
+    pub(in crate::session) fn pubsub_due_at(&self) -> Option<Instant> {
+        self.home_look_due_at().into_iter().chain(self.next_close_at()).min()
+    }
+
+    /// The session's timer fired: closes the moved connections due, looks at the home if due.
+    pub(in crate::session) fn on_pubsub_timer(&mut self) {
+        let now = Instant::now();
+        self.close_replaced(|at| at <= now);
+        if self.home_look_due_at().is_some_and(|due| due <= now) {
+            self.follow_map();
+        }
     }
 
     /// The classic connection may be on a stand-in now, which the map does not say: the home is

@@ -4,11 +4,11 @@
 //! A replaced connection's frames can reach the session after its replacement took over: those
 //! queued before, and those its task read before it saw it was dropped. Each connection's frames
 //! carry its own link, so they are known as the old connection's: its messages are passed on
-//! unless the replacement delivered them already, and remembered as its predecessor's
-//! ([`Delivered::late_from_predecessor`]). A connection that moved stays subscribed until its
-//! replacement confirmed every subscription and [`OVERLAP`] more, so that a message published
-//! meanwhile reaches the client from one node or the other, once — as it would from one Redis
-//! node, which never drops a subscriber's message.
+//! unless the replacement delivered them already or the client unsubscribed from them since, and
+//! remembered as its predecessor's ([`Delivered::late_from_predecessor`]). A connection that moved
+//! stays subscribed until its replacement confirmed every subscription and [`OVERLAP`] more, so
+//! that a message published meanwhile reaches the client from one node or the other, once — as
+//! it would from one Redis node, which never drops a subscriber's message.
 //!
 //! [`Delivered::late_from_predecessor`]: crate::session::recent::Delivered::late_from_predecessor
 
@@ -28,6 +28,10 @@ use crate::upstream::{OwnedConn, UpstreamError, UpstreamReply};
 /// delivers it. Both deliver what comes in between; the copies are dropped.
 const OVERLAP: Duration = Duration::from_millis(100);
 
+/// A moved connection closes this long after the move at the latest, confirmed replacement or not
+/// (one that cannot subscribe backs off and tries again meanwhile).
+const KEEP_AT_MOST: Duration = Duration::from_secs(10);
+
 /// A connection replaced lately.
 #[derive(Debug)]
 pub(in crate::session) struct Replaced {
@@ -35,11 +39,11 @@ pub(in crate::session) struct Replaced {
     link: u32,
     /// Where its replacement is.
     part: u32,
-    /// Its frames are handled until then.
+    /// Its frames are handled until then ([`REMEMBER_FOR`] after it was replaced, or closed).
     until: Instant,
     /// A connection that moved off a working node, and when it closes: [`OVERLAP`] after its
-    /// replacement is confirmed, when the client changes its subscriptions (the old connection
-    /// would deliver what the client no longer wants), or when its frames stop being handled.
+    /// replacement is confirmed, at once when the client unsubscribes (it would deliver what the
+    /// client no longer wants), at [`KEEP_AT_MOST`] after the move at the latest.
     kept: Option<(OwnedConn, Instant)>,
 }
 
@@ -48,31 +52,30 @@ impl Session {
     /// replaced lately.
     pub(in crate::session) fn on_push(&mut self, reply: UpstreamReply) {
         let Some(subs) = self.subs.as_mut() else { return };
-        if !subs.replaced.is_empty() {
-            self.close_replaced(Instant::now());
-        }
-        let Some(subs) = self.subs.as_mut() else { return };
         let link = reply.tag.part;
         if let Some((&part, _)) = subs.conns.iter().find(|(_, c)| c.link == link) {
             return self.on_subscription_frame(part, reply.result);
         }
-        let subs = self.subs.as_ref();
-        if let Some(part) = subs.and_then(|s| s.replaced.iter().find(|r| r.link == link)).map(|r| r.part) {
+        let part = subs.replaced.iter().find(|r| r.link == link && Instant::now() < r.until).map(|r| r.part);
+        if let Some(part) = part {
             self.on_late_frame(part, reply.result);
         }
     }
 
     /// A frame of a replaced connection: its messages are passed on unless the replacement on
-    /// `part` already did; anything else (confirmations, `PING` answers, its end) answered
-    /// commands that were sent again on the replacement, which answers them.
+    /// `part` already did, or no longer carries their channel or pattern (the client unsubscribed
+    /// since); anything else (confirmations, `PING` answers, its end) answered commands that were
+    /// sent again on the replacement, which answers them.
     fn on_late_frame(&mut self, part: u32, result: Result<Bytes, UpstreamError>) {
         let Ok(frame) = result else { return };
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
-        if !matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage")) {
-            return;
-        }
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else { return };
-        if !conn.delivered.late_from_predecessor(&frame, Instant::now()) {
+        let carried = match (kind.as_deref(), frames::subject(&frame)) {
+            (Some(b"message" | b"smessage"), Some(channel)) => conn.channels.contains(channel),
+            (Some(b"pmessage"), Some(pattern)) => conn.patterns.contains(pattern),
+            _ => false,
+        };
+        if !carried || !conn.delivered.late_from_predecessor(&frame, Instant::now()) {
             return;
         }
         let frame = match conn.resp3 && self.state.protocol == Protocol::Resp2 {
@@ -86,10 +89,10 @@ impl Session {
     /// connection itself, when it moved off a working node.
     pub(super) fn note_replaced(&mut self, link: u32, part: u32, kept: Option<OwnedConn>) {
         let now = Instant::now();
-        self.close_replaced(now);
+        self.close_replaced(|at| at <= now);
         if let Some(subs) = self.subs.as_mut() {
-            let (until, kept) = (now + REMEMBER_FOR, kept.map(|conn| (conn, now + REMEMBER_FOR)));
-            subs.replaced.push(Replaced { link, part, until, kept });
+            let kept = kept.map(|conn| (conn, now + KEEP_AT_MOST));
+            subs.replaced.push(Replaced { link, part, until: now + REMEMBER_FOR, kept });
         }
     }
 
@@ -101,23 +104,21 @@ impl Session {
             return;
         }
         let close_at = Instant::now() + OVERLAP;
-        let mut kept = false;
         for (_, at) in subs.replaced.iter_mut().filter(|r| r.part == part).filter_map(|r| r.kept.as_mut()) {
             *at = (*at).min(close_at);
-            kept = true;
-        }
-        // The session's timer closes them if no frame comes first (`follow_map`).
-        if kept {
-            subs.look_again_at = Some(subs.look_again_at.map_or(close_at, |at| at.min(close_at)));
         }
     }
 
-    /// The client changes its subscriptions: a moved connection still open would deliver by the
-    /// old ones, so it closes now.
+    /// The client unsubscribes: a moved connection still open would deliver by the old
+    /// subscriptions, so it closes now.
     pub(super) fn close_moved_connections(&mut self) {
-        if self.subs.as_ref().is_some_and(|s| s.replaced.iter().any(|r| r.kept.is_some())) {
-            self.close_replaced(Instant::now() + REMEMBER_FOR + OVERLAP);
-        }
+        self.close_replaced(|_| true);
+    }
+
+    /// When the next moved connection is to close (see [`Session::pubsub_due_at`]).
+    pub(super) fn next_close_at(&self) -> Option<Instant> {
+        let replaced = self.subs.as_ref()?.replaced.iter();
+        replaced.filter_map(|r| r.kept.as_ref().map(|(_, at)| *at)).min()
     }
 
     /// The nodes where a moved connection still delivers: no mirror is opened there meanwhile,
@@ -127,19 +128,21 @@ impl Session {
         replaced.filter_map(|r| r.kept.as_ref()).any(|(kept, _)| kept.addr() == addr)
     }
 
-    /// Closes the moved connections due by `now` and forgets the replaced ones whose frames are
-    /// no longer expected; a closed connection's node gets a mirror.
-    pub(super) fn close_replaced(&mut self, now: Instant) {
+    /// Closes the moved connections whose closing time is `due`, and forgets the replaced ones
+    /// whose frames are no longer expected; a closed connection's node gets a mirror.
+    pub(super) fn close_replaced(&mut self, due: impl Fn(Instant) -> bool) {
         let Some(subs) = self.subs.as_mut() else { return };
+        let now = Instant::now();
         let mut closed = false;
         for replaced in &mut subs.replaced {
-            if replaced.kept.as_ref().is_some_and(|(_, at)| now >= *at) {
+            if replaced.kept.as_ref().is_some_and(|(_, at)| due(*at)) {
                 replaced.kept = None;
+                // What its task read before it saw it was closed is still on its way.
+                replaced.until = replaced.until.max(now + REMEMBER_FOR);
                 closed = true;
             }
         }
-        let real_now = Instant::now();
-        subs.replaced.retain(|r| real_now < r.until);
+        subs.replaced.retain(|r| r.kept.is_some() || now < r.until);
         if closed {
             self.fit_mirrors();
         }
