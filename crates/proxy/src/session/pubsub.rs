@@ -110,9 +110,6 @@ impl Session {
     /// subscription (with the pipeline already empty).
     pub(super) fn on_pubsub(&mut self, request: &Request, meta: Meta) {
         let name = request.arg(0).to_ascii_lowercase();
-        if matches!(name.as_slice(), b"unsubscribe" | b"punsubscribe") {
-            self.close_moved_connections();
-        }
         if !self.awaiting_confirmations() {
             // Clients ping subscribed connections to keep them alive: a chance to follow the home.
             self.rehome_if_moved();

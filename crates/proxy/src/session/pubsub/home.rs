@@ -140,7 +140,10 @@ impl Session {
     /// confirmations the look waits for them.
     pub(in crate::session) fn follow_map(&mut self) {
         // A client being closed (its subscriptions lost) or a server stopping moves nothing.
-        if self.subs.is_none() || self.state.closing || self.shared.clients.is_stopping() {
+        let Some(subs) = self.subs.as_mut() else { return };
+        if self.state.closing || self.shared.clients.is_stopping() {
+            // Nor looks again: a look left due would wake the session's timer at once, again.
+            subs.look_again_at = None;
             return;
         }
         match self.awaiting_confirmations() {

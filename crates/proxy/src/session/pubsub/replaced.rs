@@ -6,9 +6,11 @@
 //! carry its own link, so they are known as the old connection's: its messages are passed on
 //! unless the replacement delivered them already or the client unsubscribed from them since, and
 //! remembered as its predecessor's ([`Delivered::late_from_predecessor`]). A connection that moved
-//! stays subscribed until its replacement confirmed every subscription and [`OVERLAP`] more, so
-//! that a message published meanwhile reaches the client from one node or the other, once — as
-//! it would from one Redis node, which never drops a subscriber's message.
+//! stays subscribed until its replacement confirmed every subscription and [`OVERLAP`] more
+//! ([`KEEP_AT_MOST`] at most), so that a message published meanwhile reaches the client from one
+//! node or the other, once — as it would from one Redis node, which never drops a subscriber's
+//! message. A client that unsubscribes meanwhile gets no more of the old connection's messages
+//! for what it left (they are checked against what the replacement still carries).
 //!
 //! [`Delivered::late_from_predecessor`]: crate::session::recent::Delivered::late_from_predecessor
 
@@ -39,11 +41,11 @@ pub(in crate::session) struct Replaced {
     link: u32,
     /// Where its replacement is.
     part: u32,
-    /// Its frames are handled until then ([`REMEMBER_FOR`] after it was replaced, or closed).
+    /// Its frames are handled while it is kept, and until then: [`REMEMBER_FOR`] after it was
+    /// replaced, or after it closed.
     until: Instant,
     /// A connection that moved off a working node, and when it closes: [`OVERLAP`] after its
-    /// replacement is confirmed, at once when the client unsubscribes (it would deliver what the
-    /// client no longer wants), at [`KEEP_AT_MOST`] after the move at the latest.
+    /// replacement is confirmed, [`KEEP_AT_MOST`] after the move at the latest.
     kept: Option<(OwnedConn, Instant)>,
 }
 
@@ -56,7 +58,8 @@ impl Session {
         if let Some((&part, _)) = subs.conns.iter().find(|(_, c)| c.link == link) {
             return self.on_subscription_frame(part, reply.result);
         }
-        let part = subs.replaced.iter().find(|r| r.link == link && Instant::now() < r.until).map(|r| r.part);
+        let handled = |r: &&Replaced| r.link == link && (r.kept.is_some() || Instant::now() < r.until);
+        let part = subs.replaced.iter().find(handled).map(|r| r.part);
         if let Some(part) = part {
             self.on_late_frame(part, reply.result);
         }
@@ -64,7 +67,8 @@ impl Session {
 
     /// A frame of a replaced connection: its messages are passed on unless the replacement on
     /// `part` already did, or no longer carries their channel or pattern (the client unsubscribed
-    /// since); anything else (confirmations, `PING` answers, its end) answered commands that were
+    /// since; a shard channel that moved to another connection since is dropped too, as that
+    /// connection's memory cannot tell whether it delivered it); anything else (confirmations, `PING` answers, its end) answered commands that were
     /// sent again on the replacement, which answers them.
     fn on_late_frame(&mut self, part: u32, result: Result<Bytes, UpstreamError>) {
         let Ok(frame) = result else { return };
@@ -107,12 +111,6 @@ impl Session {
         for (_, at) in subs.replaced.iter_mut().filter(|r| r.part == part).filter_map(|r| r.kept.as_mut()) {
             *at = (*at).min(close_at);
         }
-    }
-
-    /// The client unsubscribes: a moved connection still open would deliver by the old
-    /// subscriptions, so it closes now.
-    pub(super) fn close_moved_connections(&mut self) {
-        self.close_replaced(|_| true);
     }
 
     /// When the next moved connection is to close (see [`Session::pubsub_due_at`]).

@@ -106,7 +106,8 @@ impl<W: AsyncWrite + Unpin> Served<W> {
         };
         // What the task's last poll left waiting on: reading (its read gate armed, or not) and
         // its timer (armed for the next wake-up then: a retry, a hold's end, a look at the pub/sub
-        // home; one due at another time now needs the task to arm it).
+        // home, a moved subscription connection to close; one due at another time now needs the
+        // task to arm it).
         let could_read = session.can_read(io);
         let wake_at = session.next_wake();
         let part_reply = reply.tag.seq != PUSH.seq && reply.partial.is_none();
