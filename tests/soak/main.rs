@@ -87,7 +87,7 @@ fn client_connections(proxy: &Proxy) -> Option<f64> {
 struct Workers {
     clients: Vec<thread::JoinHandle<Client>>,
     published: Vec<pubsub::Published>,
-    subscribers: Vec<thread::JoinHandle<Result<Vec<u64>, String>>>,
+    subscribers: Vec<thread::JoinHandle<Result<pubsub::Received, String>>>,
     pipeliners: Vec<thread::JoinHandle<u64>>,
     queues: Vec<thread::JoinHandle<blocking::Queue>>,
     sub_stop: Arc<AtomicBool>,
@@ -149,6 +149,9 @@ fn chaos_soak_under_mixed_load_loses_nothing_the_proxy_acknowledged() {
     let rss_start = rss_bytes(pid) / (1024 * 1024);
     let soak = Arc::new(Soak::default());
     let started = Instant::now();
+    // The proxy's log is in wall-clock time; the soak's events are in seconds from its start.
+    let soak_started_unix =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     soak.began.set(started).expect("set once");
     let deadline = started + duration + Duration::from_secs(60);
     let workers = start_workers(&proxy, &soak, deadline);
@@ -200,7 +203,13 @@ fn chaos_soak_under_mixed_load_loses_nothing_the_proxy_acknowledged() {
         outside.iter().take(10).map(|f| (soak.at(f.sent), soak.at(f.answered), &f.text)).collect::<Vec<_>>()
     );
     assert_eq!(unread, 0, "keys that could not be read back after the soak");
-    assert!(delivery.problems.is_empty(), "pub/sub: {:#?}", delivery.problems);
+    assert!(
+        delivery.problems.is_empty(),
+        "pub/sub: {:#?}\nthe proxy's log on subscriptions (wall clock; the soak started {} s after the Unix epoch):\n{}",
+        delivery.problems,
+        soak_started_unix,
+        proxy.log().lines().filter(|l| l.contains("subscri")).collect::<Vec<_>>().join("\n")
+    );
     assert!(soak.scans_checked.load(Ordering::Relaxed) > 0, "no SCAN ran away from the events");
     assert!(rss_peak <= RSS_BOUND_MIB, "proxy VmRSS peaked at {rss_peak} MiB");
     assert!(

@@ -19,10 +19,14 @@ use crate::shared::Soak;
 /// What a client published on its channel: sequence number and when, in order.
 pub type Published = Arc<Mutex<Vec<(u64, Instant)>>>;
 
+/// What a subscriber received: sequence number and when, in order.
+pub type Received = Vec<(u64, Instant)>;
+
 /// Messages published this close to a fault may be lost; around any event, reordered.
 const PUBSUB_GRACE: Duration = Duration::from_secs(3);
 
-/// A subscriber on the client's channel: records the sequence numbers it receives, in order.
+/// A subscriber on the client's channel: records the sequence numbers it receives, in order, with
+/// when each came.
 /// Returns once the subscription is confirmed.
 ///
 /// Raw TCP and the proxy's own frame scanner rather than a client library, so that what is counted
@@ -32,7 +36,7 @@ pub fn spawn_subscriber(
     id: usize,
     stop: Arc<AtomicBool>,
     deadline: Instant,
-) -> JoinHandle<Result<Vec<u64>, String>> {
+) -> JoinHandle<Result<Received, String>> {
     use std::io::{Read, Write};
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handle = thread::spawn(move || {
@@ -67,7 +71,7 @@ pub fn spawn_subscriber(
                             .strip_prefix(&format!("{id}:"))
                             .and_then(|s| s.parse().ok())
                             .ok_or_else(|| format!("subscriber {id} got {payload:?}"))?;
-                        got.push(seq);
+                        got.push((seq, Instant::now()));
                     }
                     _ => return Err(format!("subscriber {id}: unexpected frame {text:?}")),
                 }
@@ -90,7 +94,7 @@ pub struct Delivery {
 }
 
 /// Checks what each subscriber received against what its client published.
-pub fn check(soak: &Soak, received: Vec<Result<Vec<u64>, String>>, published: &[Published]) -> Delivery {
+pub fn check(soak: &Soak, received: Vec<Result<Received, String>>, published: &[Published]) -> Delivery {
     let windows = |faults_only: bool, before: Duration| -> Vec<(Instant, Instant)> {
         soak.events
             .lock()
@@ -104,8 +108,8 @@ pub fn check(soak: &Soak, received: Vec<Result<Vec<u64>, String>>, published: &[
     let inside = |spans: &[(Instant, Instant)], at: Instant| spans.iter().any(|&(from, to)| from <= at && at <= to);
     let mut out = Delivery::default();
     for (id, (got, sent)) in received.into_iter().zip(published).enumerate() {
-        let got = match got {
-            Ok(got) => got,
+        let (got, arrived): (Vec<u64>, Vec<Instant>) = match got {
+            Ok(got) => got.into_iter().unzip(),
             Err(e) => {
                 out.problems.push(e);
                 continue;
@@ -116,10 +120,18 @@ pub fn check(soak: &Soak, received: Vec<Result<Vec<u64>, String>>, published: &[
         if unique.len() != got.len() {
             let mut counted = HashMap::new();
             got.iter().for_each(|seq| *counted.entry(*seq).or_insert(0) += 1);
+            // When each copy came tells a late frame (copies close together) from a message a
+            // node delivered again much later.
+            let came = |seq: u64| -> Vec<String> {
+                got.iter().zip(&arrived).filter(|(s, _)| **s == seq).map(|(_, at)| soak.at(*at)).collect()
+            };
             let twice: Vec<String> = counted
                 .iter()
                 .filter(|(_, n)| **n > 1)
-                .map(|(seq, n)| format!("{seq} x{n} (published at {:?})", sent_at.get(seq).map(|t| soak.at(*t))))
+                .map(|(seq, n)| {
+                    let published = sent_at.get(seq).map(|t| soak.at(*t));
+                    format!("{seq} x{n} (published at {published:?}, delivered at {:?})", came(*seq))
+                })
                 .collect();
             out.problems.push(format!("subscriber {id}: messages delivered more than once: {twice:?}"));
         }
