@@ -486,40 +486,47 @@ pub fn command(
                 Err(error) => Err(ProxyError::command(error)),
             },
         },
-        b"pause" => {
-            let timeout = args.first().and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok());
-            let mode = args.get(1).map(|m| m.to_ascii_lowercase());
-            match (timeout, mode.as_deref(), args.len()) {
-                (None, _, 1 | 2) => Err(ProxyError::command("ERR timeout is not an integer or out of range")),
-                (Some(ms), None | Some(b"all"), 1 | 2) => {
-                    clients.pause(Duration::from_millis(ms), false);
-                    Ok(reply::ok())
-                }
-                (Some(ms), Some(b"write"), 2) => {
-                    clients.pause(Duration::from_millis(ms), true);
-                    Ok(reply::ok())
-                }
-                _ => Err(ProxyError::command("ERR syntax error")),
-            }
+        // Redis' clientCommand: the mode first, then the timeout.
+        b"pause" if args.len() <= 2 => {
+            let writes_only = match args.get(1).map(|m| m.to_ascii_lowercase()).as_deref() {
+                None | Some(b"all") => false,
+                Some(b"write") => true,
+                Some(_) => return Err(ProxyError::command("ERR CLIENT PAUSE mode must be WRITE or ALL")),
+            };
+            let ms = args.first().and_then(|t| std::str::from_utf8(t).ok()?.parse::<i64>().ok());
+            let ms = ms.ok_or_else(|| ProxyError::command("ERR timeout is not an integer or out of range"))?;
+            let ms = u64::try_from(ms).map_err(|_| ProxyError::command("ERR timeout is negative"))?;
+            clients.pause(Duration::from_millis(ms), writes_only);
+            Ok(reply::ok())
         }
         b"unpause" => {
             clients.unpause();
             Ok(reply::ok())
         }
         // Redis' clientCommand: the reason first, then the id.
-        b"unblock" => {
+        b"unblock" if args.len() <= 2 => {
             let how = match args.get(1).map(|a| a.to_ascii_lowercase()).as_deref() {
                 None | Some(b"timeout") => Unblock::Timeout,
                 Some(b"error") => Unblock::Error,
                 Some(_) => return Err(ProxyError::command("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")),
             };
-            match args.first().and_then(|id| std::str::from_utf8(id).ok()?.parse::<u64>().ok()) {
-                Some(id) => Ok(reply::integer(i64::from(clients.unblock(id, how)))),
+            match args.first().and_then(|id| std::str::from_utf8(id).ok()?.parse::<i64>().ok()) {
+                // No client has a negative id: nobody to unblock, as on Redis.
+                Some(id) => Ok(reply::integer(i64::from(u64::try_from(id).is_ok_and(|id| clients.unblock(id, how))))),
                 None => Err(ProxyError::command("ERR value is not an integer or out of range")),
             }
         }
-        _ => Err(ProxyError::command("ERR syntax error")),
+        _ => Err(subcommand_syntax_error(request)),
     }
+}
+
+/// Redis' `addReplySubcommandSyntaxError`: the subcommand as the client spelled it.
+fn subcommand_syntax_error(request: &crate::resp::Request) -> ProxyError {
+    ProxyError::command(format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
+        String::from_utf8_lossy(request.arg(1)),
+        String::from_utf8_lossy(request.arg(0)).to_ascii_uppercase()
+    ))
 }
 
 type Filter<'a> = Box<dyn Fn(&ClientEntry) -> bool + 'a>;
@@ -554,17 +561,21 @@ fn client_type<'a>(kind: &[u8]) -> Result<Filter<'a>, String> {
 
 /// `CLIENT KILL` filters: ID, ADDR, USER, TYPE, MAXAGE, SKIPME (yes by default); all must match.
 fn kill_filter<'a>(args: &[&'a [u8]], me: u64) -> Result<Filter<'a>, String> {
-    if args.is_empty() || !args.len().is_multiple_of(2) {
+    if args.is_empty() {
         return Err("ERR syntax error".to_string());
     }
     let mut filters: Vec<Filter<'a>> = Vec::new();
     let mut skip_me = true;
+    // Left to right, as Redis parses them: the first bad option is the one reported.
     for pair in args.chunks(2) {
-        let (name, value) = (pair[0].to_ascii_lowercase(), pair[1]);
+        let [name, value] = *pair else {
+            return Err("ERR syntax error".to_string());
+        };
+        let name = name.to_ascii_lowercase();
         let number = || std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok());
         match name.as_slice() {
             b"id" => {
-                let id = number().ok_or("ERR client-id should be greater than 0")?;
+                let id = number().filter(|&id| id >= 1).ok_or("ERR client-id should be greater than 0")?;
                 filters.push(Box::new(move |e| e.id == id));
             }
             b"addr" => filters.push(Box::new(move |e| e.peer.to_string().as_bytes() == value)),

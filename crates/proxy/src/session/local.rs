@@ -355,7 +355,10 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
             }
             Answer::Reply(reply::ok())
         }
-        (b"NO-EVICT" | b"NO-TOUCH", 3) => Answer::Reply(reply::ok()),
+        (b"NO-EVICT" | b"NO-TOUCH", 3) => match upper(request.arg(2)).as_slice() {
+            b"ON" | b"OFF" => Answer::Reply(reply::ok()),
+            _ => Answer::Error(ProxyError::command("ERR syntax error")),
+        },
         // Valkey 8: capabilities a client declares (`redirect`: it follows -REDIRECT from a
         // replica). The proxy never redirects its clients, so every capability is accepted and
         // changes nothing, as unknown ones do on a node. Arity (-3) is checked by the table.

@@ -141,7 +141,8 @@ impl Session {
 
     /// `CLIENT CACHING YES|NO`.
     fn caching_command(&mut self, arg: &[u8]) -> Result<Bytes, ProxyError> {
-        let Some(t) = self.tracking.as_mut().filter(|t| t.optin || t.optout) else {
+        // Redis checks only that tracking is on here; the mode comes with YES or NO.
+        let Some(t) = self.tracking.as_mut() else {
             return Err(error(
                 "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
             ));
