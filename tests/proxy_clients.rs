@@ -47,6 +47,15 @@ fn client_list_and_info_show_the_proxys_clients() {
     assert_eq!(field(info.trim_end(), "id"), Some(b_id.to_string().as_str()));
 
     assert_eq!(list(&mut a, &["ID", &b_id.to_string()]).len(), 1);
+    // As Redis: each id looked up in turn, repeats included; a negative one finds nobody.
+    let (a_text, b_text) = (a_id.to_string(), b_id.to_string());
+    let ids: Vec<String> = list(&mut a, &["ID", &b_text, "-5", &a_text, &b_text])
+        .iter()
+        .map(|l| field(l, "id").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ids, [b_text.clone(), a_text.clone(), b_text.clone()]);
+    let bad = redis::cmd("CLIENT").arg("LIST").arg("ID").arg("x").query::<String>(&mut a).expect_err("bad id");
+    assert!(bad.to_string().contains("Invalid client ID"), "{bad}");
     assert_eq!(list(&mut a, &["TYPE", "normal"]).len(), 2);
     assert_eq!(list(&mut a, &["TYPE", "pubsub"]).len(), 0);
     assert!(list(&mut a, &["TYPE", "master"]).is_empty());

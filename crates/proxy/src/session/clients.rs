@@ -253,6 +253,14 @@ impl Clients {
         out
     }
 
+    /// `CLIENT LIST ID …`: the clients with these ids, in the order asked, each as often as asked
+    /// (Redis looks each id up in turn).
+    pub fn list_ids(&self, ids: &[i64], command_name: impl Fn(usize) -> &'static str) -> String {
+        let now = self.now_ms();
+        let found = ids.iter().filter_map(|&id| self.entry(u64::try_from(id).ok()?));
+        found.map(|entry| entry.line(now, &command_name)).collect()
+    }
+
     /// Closes the clients `matches` accepts; returns how many.
     pub fn kill(&self, matches: impl Fn(&ClientEntry) -> bool) -> usize {
         let mut killed = 0;
@@ -471,6 +479,11 @@ pub fn command(
     let sub = request.arg(1).to_ascii_lowercase();
     match sub.as_slice() {
         b"info" => Ok(reply::text(me.protocol, clients.list(|e| e.id == me.id, command_name).as_bytes())),
+        b"list" if args.len() > 1 && args[0].eq_ignore_ascii_case(b"id") => {
+            let ids = args[1..].iter().map(|id| std::str::from_utf8(id).ok()?.parse::<i64>().ok());
+            let ids = ids.collect::<Option<Vec<i64>>>().ok_or_else(|| ProxyError::command("ERR Invalid client ID"))?;
+            Ok(reply::text(me.protocol, clients.list_ids(&ids, command_name).as_bytes()))
+        }
         b"list" => match list_filter(&args) {
             Ok(keep) => Ok(reply::text(me.protocol, clients.list(keep, command_name).as_bytes())),
             Err(error) => Err(ProxyError::command(error)),
@@ -531,19 +544,11 @@ fn subcommand_syntax_error(request: &crate::resp::Request) -> ProxyError {
 
 type Filter<'a> = Box<dyn Fn(&ClientEntry) -> bool + 'a>;
 
-/// `CLIENT LIST [TYPE type] [ID id …]`.
+/// `CLIENT LIST [TYPE type]` (the ID form is `Clients::list_ids`).
 fn list_filter<'a>(args: &[&'a [u8]]) -> Result<Filter<'a>, String> {
     match args.split_first() {
         None => Ok(Box::new(|_| true)),
         Some((word, rest)) if word.eq_ignore_ascii_case(b"type") && rest.len() == 1 => client_type(rest[0]),
-        Some((word, rest)) if word.eq_ignore_ascii_case(b"id") && !rest.is_empty() => {
-            let ids = rest
-                .iter()
-                .map(|id| std::str::from_utf8(id).ok().and_then(|id| id.parse::<u64>().ok()))
-                .collect::<Option<Vec<u64>>>()
-                .ok_or("ERR Invalid client ID")?;
-            Ok(Box::new(move |e| ids.contains(&e.id)))
-        }
         Some(_) => Err("ERR syntax error".to_string()),
     }
 }

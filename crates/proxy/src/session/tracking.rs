@@ -40,8 +40,9 @@ pub(super) struct Tracking {
     optin: bool,
     optout: bool,
     noloop: bool,
-    /// `CLIENT CACHING yes|no` for the next command.
-    caching: Option<bool>,
+    /// `CLIENT CACHING yes|no` for the next command: one flag, as Redis' `CLIENT_TRACKING_CACHING`
+    /// — YES under OPTIN, NO under OPTOUT; it outlives CLIENT commands, TRACKING ON included.
+    caching: bool,
     broken_redirect: bool,
     /// A read was tracked since the last flush was sent: a flush now means something.
     read_since_flush: bool,
@@ -115,6 +116,7 @@ impl Session {
             noloop: options.noloop,
             read_since_flush: tracking.read_since_flush,
             reads: std::mem::take(&mut tracking.reads),
+            caching: tracking.caching,
             ..Tracking::default()
         };
         let bcast_prefixes = tracking.bcast.then(|| tracking.prefixes.iter().cloned().collect());
@@ -148,11 +150,11 @@ impl Session {
             ));
         };
         match arg.to_ascii_lowercase().as_slice() {
-            b"yes" if t.optin => t.caching = Some(true),
+            b"yes" if t.optin => t.caching = true,
             b"yes" => {
                 return Err(error("ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode."));
             }
-            b"no" if t.optout => t.caching = Some(false),
+            b"no" if t.optout => t.caching = true,
             b"no" => return Err(error("ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.")),
             _ => return Err(error("ERR syntax error")),
         }
@@ -175,13 +177,13 @@ impl Session {
         let read =
             (spec.flags.contains(CommandFlags::READONLY) && !spec.flags.contains(CommandFlags::PUBSUB)) || script;
         // OPTIN tracks only after CACHING yes, OPTOUT all but after CACHING no.
-        let skipped = (t.optin && t.caching != Some(true)) || (t.optout && t.caching == Some(false));
+        let skipped = (t.optin && !t.caching) || (t.optout && t.caching);
         let exec = in_multi && name.eq_ignore_ascii_case(b"exec");
         // The caching flag lasts for one command, or a whole transaction, and CLIENT commands
         // leave it alone (Redis' resetClient).
         let opens = name.eq_ignore_ascii_case(b"multi") || name.eq_ignore_ascii_case(b"client");
         if !opens && (!in_multi || exec || name.eq_ignore_ascii_case(b"discard")) {
-            t.caching = None;
+            t.caching = false;
         }
         if exec && !t.queued.is_empty() {
             let keys: Arc<[Bytes]> = std::mem::take(&mut t.queued).into();
@@ -432,9 +434,9 @@ fn tracking_info(tracking: Option<&Tracking>, protocol: Protocol) -> Bytes {
             let set = [
                 (t.bcast, &b"bcast"[..]),
                 (t.optin, b"optin"),
-                (t.optin && t.caching == Some(true), b"caching-yes"),
+                (t.optin && t.caching, b"caching-yes"),
                 (t.optout, b"optout"),
-                (t.optout && t.caching == Some(false), b"caching-no"),
+                (t.optout && t.caching, b"caching-no"),
                 (t.noloop, b"noloop"),
                 (t.broken_redirect, b"broken_redirect"),
             ];

@@ -64,7 +64,7 @@ fn trackinginfo_has_redis_shapes_in_both_protocols() {
     assert_eq!(&off[..], b"*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n");
     let off3 = tracking_info(None, Protocol::Resp3);
     assert_eq!(&off3[..], b"%3\r\n$5\r\nflags\r\n~1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n");
-    let optin = Tracking { optin: true, caching: Some(true), noloop: true, redirect: 5, ..Tracking::default() };
+    let optin = Tracking { optin: true, caching: true, noloop: true, redirect: 5, ..Tracking::default() };
     let info = tracking_info(Some(&optin), Protocol::Resp2);
     let expected = b"*6\r\n$5\r\nflags\r\n*4\r\n$2\r\non\r\n$5\r\noptin\r\n$11\r\ncaching-yes\r\n$6\r\nnoloop\r\n\
 $8\r\nredirect\r\n:5\r\n$8\r\nprefixes\r\n*0\r\n";
