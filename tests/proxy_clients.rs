@@ -94,6 +94,28 @@ fn client_kill_closes_the_named_clients() {
 }
 
 #[test]
+fn client_pause_write_holds_an_exec_whose_queued_commands_write() {
+    // Redis counts an EXEC as a write when a command it runs writes (`mstate.cmd_flags`).
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let (mut admin, _) = named(&proxy, "admin");
+    let (mut writer, _) = named(&proxy, "writer");
+    let (mut reader, _) = named(&proxy, "reader");
+    let _: () = redis::cmd("MULTI").query(&mut writer).expect("MULTI");
+    let _: () = redis::cmd("SET").arg("clients:pause-exec").arg("1").query(&mut writer).expect("SET queued");
+    let _: () = redis::cmd("MULTI").query(&mut reader).expect("MULTI");
+    let _: () = redis::cmd("GET").arg("clients:pause-exec").query(&mut reader).expect("GET queued");
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(600).arg("WRITE").query(&mut admin).expect("CLIENT PAUSE WRITE");
+    let started = Instant::now();
+    let _: redis::Value = redis::cmd("EXEC").query(&mut reader).expect("read-only EXEC");
+    assert!(started.elapsed() < Duration::from_millis(400), "a read-only EXEC was held: {:?}", started.elapsed());
+    let started = Instant::now();
+    let _: redis::Value = redis::cmd("EXEC").query(&mut writer).expect("writing EXEC");
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(400), "the writing EXEC was not held: {held:?}");
+    assert!(held < Duration::from_secs(3), "the writing EXEC was held too long: {held:?}");
+}
+
+#[test]
 fn client_pause_write_holds_writes_not_reads_and_unpause_releases() {
     let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
     let (mut admin, _) = named(&proxy, "admin");

@@ -123,13 +123,14 @@ impl Session {
     }
 
     /// Whether CLIENT PAUSE holds the command: every command (ALL) or those that may write
-    /// (WRITE), like Redis; CLIENT UNPAUSE itself gets through.
+    /// (WRITE: an EXEC too when a command it runs may), like Redis; CLIENT UNPAUSE itself gets
+    /// through.
     fn paused(&self, spec: &CommandSpec) -> bool {
         let Some(pause) = self.shared.clients.current_pause() else {
             return false;
         };
-        let may_write = spec.is_write() || spec.flags.contains(CommandFlags::MAY_REPLICATE);
-        (!pause.writes_only || may_write) && spec.handling != Handling::Local(LocalKind::Unpause)
+        let exec_writes = spec.name == "exec" && self.tx.as_ref().is_some_and(|tx| tx.may_write);
+        (!pause.writes_only || may_write(spec) || exec_writes) && spec.handling != Handling::Local(LocalKind::Unpause)
     }
 
     /// Inside MULTI commands are queued, not routed: they run together at EXEC. What one node
@@ -151,6 +152,11 @@ impl Session {
             return self.refuse_in_transaction(meta, transaction::NOT_IN_TRANSACTION);
         }
         let slot = router::slot_of(spec, request, &mut self.keys);
-        self.queue_in_transaction(request, slot, setting, meta);
+        self.queue_in_transaction(request, slot, setting, may_write(spec), meta);
     }
+}
+
+/// Whether a command writes or may replicate: what CLIENT PAUSE WRITE holds.
+fn may_write(spec: &CommandSpec) -> bool {
+    spec.is_write() || spec.flags.contains(CommandFlags::MAY_REPLICATE)
 }

@@ -23,6 +23,9 @@ pub(super) struct Transaction {
     slot: Option<Slot>,
     /// A queued command was refused: EXEC answers EXECABORT, as Redis does.
     dirty: bool,
+    /// A queued command writes or may replicate: CLIENT PAUSE WRITE holds the EXEC, as Redis
+    /// does (its `mstate.cmd_flags`).
+    pub(super) may_write: bool,
     /// Queued settings (CONFIG SET, RESETSTAT, REWRITE): outside a transaction they go to every
     /// node, so after EXEC has run them on the transaction's node they go to the others too.
     settings: Vec<Bytes>,
@@ -98,6 +101,7 @@ impl Session {
         request: &Request,
         slot: Result<Option<Slot>, ProxyError>,
         setting: bool,
+        may_write: bool,
         meta: Meta,
     ) {
         let Some(tx) = self.tx.as_mut() else {
@@ -121,6 +125,7 @@ impl Session {
                     tx.settings.push(request.bytes().clone());
                 }
                 tx.queued.push(request.bytes().clone());
+                tx.may_write |= may_write;
                 self.pipeline.push_ready(Bytes::from_static(b"+QUEUED\r\n"), meta);
             }
         }
