@@ -121,6 +121,15 @@ impl Access {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Whether a user of that name exists, on or off (`CLIENT KILL USER`): without an ACL file
+    /// only `default` does.
+    pub fn user_exists(&self, name: &str) -> bool {
+        match self.acl_file {
+            None => name == "default",
+            Some(_) => self.users.load().get(name).is_some(),
+        }
+    }
+
     /// `name`'s current definition, if it still exists and is on.
     pub fn current(&self, name: &str) -> Option<Arc<User>> {
         self.users.load().get(name).filter(|u| u.enabled)

@@ -472,6 +472,7 @@ pub fn command(
     clients: &Clients,
     me: &ClientState,
     request: &crate::resp::Request,
+    user_exists: impl Fn(&str) -> bool,
 ) -> Result<bytes::Bytes, ProxyError> {
     use crate::resp::reply;
     let args: Vec<&[u8]> = (2..request.argc()).map(|i| request.arg(i)).collect();
@@ -494,7 +495,7 @@ pub fn command(
                 0 => Err(ProxyError::command("ERR No such client")),
                 _ => Ok(reply::ok()),
             },
-            _ => match kill_filter(&args, me.id) {
+            _ => match kill_filter(&args, me.id, user_exists) {
                 Ok(matches) => Ok(reply::integer(clients.kill(matches) as i64)),
                 Err(error) => Err(ProxyError::command(error)),
             },
@@ -565,7 +566,7 @@ fn client_type<'a>(kind: &[u8]) -> Result<Filter<'a>, String> {
 }
 
 /// `CLIENT KILL` filters: ID, ADDR, USER, TYPE, MAXAGE, SKIPME (yes by default); all must match.
-fn kill_filter<'a>(args: &[&'a [u8]], me: u64) -> Result<Filter<'a>, String> {
+fn kill_filter<'a>(args: &[&'a [u8]], me: u64, user_exists: impl Fn(&str) -> bool) -> Result<Filter<'a>, String> {
     if args.is_empty() {
         return Err("ERR syntax error".to_string());
     }
@@ -586,6 +587,9 @@ fn kill_filter<'a>(args: &[&'a [u8]], me: u64) -> Result<Filter<'a>, String> {
             b"addr" => filters.push(Box::new(move |e| e.peer.to_string().as_bytes() == value)),
             b"user" => {
                 let user = String::from_utf8_lossy(value).into_owned();
+                if !user_exists(&user) {
+                    return Err(format!("ERR No such user '{user}'"));
+                }
                 filters.push(Box::new(move |e| e.user() == user));
             }
             b"type" => filters.push(client_type(value)?),

@@ -38,7 +38,8 @@ impl Session {
             Route::Local(LocalKind::Scan) => self.scan(&request, meta),
             Route::Local(LocalKind::RandomKey) => self.random_key(meta),
             Route::Local(LocalKind::Clients | LocalKind::Unpause) => {
-                match clients::command(&self.shared.clients, &self.state, &request) {
+                let user_exists = |name: &str| self.shared.access.user_exists(name);
+                match clients::command(&self.shared.clients, &self.state, &request, user_exists) {
                     Ok(reply) => self.pipeline.push_ready(reply, meta),
                     Err(error) => self.push_error(error, meta),
                 }
