@@ -45,6 +45,11 @@ fn client_list_and_info_show_the_proxys_clients() {
     let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut b).expect("CLIENT INFO");
     assert_eq!(field(info.trim_end(), "name"), Some("beta"));
     assert_eq!(field(info.trim_end(), "id"), Some(b_id.to_string().as_str()));
+    // Redis' `lastcmd->fullname`: the subcommand too, and any command, not only the metrics' ones.
+    assert_eq!(field(info.trim_end(), "cmd"), Some("client|info"), "{info}");
+    let _: Option<String> = redis::cmd("LINDEX").arg("clients:list").arg(0).query(&mut b).unwrap_or(None);
+    let beta = list(&mut a, &["ID", &b_id.to_string()]);
+    assert_eq!(field(&beta[0], "cmd"), Some("lindex"), "{beta:?}");
 
     assert_eq!(list(&mut a, &["ID", &b_id.to_string()]).len(), 1);
     // As Redis: each id looked up in turn, repeats included; a negative one finds nobody.

@@ -317,6 +317,8 @@ pub struct CommandSpec {
     pub handling: Handling,
     /// Index of the `command` label this command's metrics use (bounded set, `other` for the rest).
     pub metric_label: usize,
+    /// Its place in the table, which names it again for `CLIENT LIST`'s `cmd=` ([`CommandTable::name_at`]).
+    pub index: usize,
     finder: KeyFinder,
 }
 
@@ -379,6 +381,7 @@ impl CommandSpec {
             handling: handling_for(&name, flags, learned),
             finder: KeyFinder::for_command(&name, &key_specs),
             metric_label: crate::metrics::labels::label_index(&name),
+            index: 0,
             name,
             arity,
             flags,
@@ -481,6 +484,11 @@ impl CommandTable {
     /// the container's when there is no `args[1]`, and `None` for an unknown subcommand, as Redis'
     /// `lookupCommand` does (the request is then refused before any permission check; see
     /// [`Self::is_container`]).
+    /// The full name (`client|info`) of the spec at [`CommandSpec::index`] `index`.
+    pub fn name_at(&self, index: usize) -> Option<&str> {
+        self.specs.get(index).map(|spec| spec.name.as_str())
+    }
+
     pub fn lookup(&self, args: &(impl Args + ?Sized)) -> Option<&CommandSpec> {
         if args.is_empty() {
             return None;
@@ -537,8 +545,9 @@ impl CommandTable {
 
     /// Adds `spec` unless its name is known, too long to look up, or a subcommand of an unknown
     /// container. Returns whether it was added.
-    fn insert(&mut self, spec: CommandSpec) -> bool {
+    fn insert(&mut self, mut spec: CommandSpec) -> bool {
         let index = self.specs.len();
+        spec.index = index;
         let (container, sub) = match spec.name.split_once('|') {
             Some((container, sub)) => (container, Some(sub)),
             None => (spec.name.as_str(), None),

@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
 
 use super::ClientState;
+use crate::command::CommandTable;
 use crate::error::ProxyError;
 use crate::resp::reply::Protocol;
 use crate::tracking::TrackingEvent;
@@ -66,7 +67,7 @@ pub struct ClientEntry {
     description: Mutex<Description>,
     /// Milliseconds since the registry started, at the client's last request.
     last_active_ms: AtomicU64,
-    /// Metric label index of the client's last command.
+    /// The client's last command, as its place in the command table (`usize::MAX`: none yet).
     last_command: AtomicUsize,
     subscribed: AtomicBool,
     /// Keys the client is blocked on (0: not blocked in a blocking command).
@@ -241,24 +242,24 @@ impl Clients {
     }
 
     /// `CLIENT LIST` lines of the clients `keep` accepts, in id order.
-    pub fn list(&self, keep: impl Fn(&ClientEntry) -> bool, command_name: impl Fn(usize) -> &'static str) -> String {
+    pub fn list(&self, keep: impl Fn(&ClientEntry) -> bool, names: &CommandTable) -> String {
         let mut entries: Vec<Arc<ClientEntry>> =
             self.entries.iter().filter(|e| keep(e.value())).map(|e| Arc::clone(e.value())).collect();
         entries.sort_by_key(|e| e.id);
         let now = self.now_ms();
         let mut out = String::new();
         for entry in entries {
-            out.push_str(&entry.line(now, &command_name));
+            out.push_str(&entry.line(now, names));
         }
         out
     }
 
     /// `CLIENT LIST ID …`: the clients with these ids, in the order asked, each as often as asked
     /// (Redis looks each id up in turn).
-    pub fn list_ids(&self, ids: &[i64], command_name: impl Fn(usize) -> &'static str) -> String {
+    pub fn list_ids(&self, ids: &[i64], names: &CommandTable) -> String {
         let now = self.now_ms();
         let found = ids.iter().filter_map(|&id| self.entry(u64::try_from(id).ok()?));
-        found.map(|entry| entry.line(now, &command_name)).collect()
+        found.map(|entry| entry.line(now, names)).collect()
     }
 
     /// Closes the clients `matches` accepts; returns how many.
@@ -413,8 +414,8 @@ impl ClientEntry {
 
     /// Records the command of the client's latest request (for `cmd=`).
     #[inline]
-    pub fn record_command(&self, label: usize) {
-        self.last_command.store(label, Ordering::Relaxed);
+    pub fn record_command(&self, index: usize) {
+        self.last_command.store(index, Ordering::Relaxed);
     }
 
     /// Ready when another session signalled this one (a kill, an unpause) since last asked.
@@ -445,11 +446,11 @@ impl ClientEntry {
     }
 
     /// The `CLIENT LIST` / `CLIENT INFO` line, in Redis' field order for the fields a proxy has.
-    fn line(&self, now_ms: u64, command_name: &impl Fn(usize) -> &'static str) -> String {
+    fn line(&self, now_ms: u64, names: &CommandTable) -> String {
         let d = self.description.lock().map(|d| d.clone()).unwrap_or_default();
         let idle = now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)) / 1000;
-        let label = self.last_command.load(Ordering::Relaxed);
-        let cmd = if label == usize::MAX { "NULL" } else { command_name(label) };
+        // Redis' `lastcmd->fullname`: `client|info`, not the metrics label.
+        let cmd = names.name_at(self.last_command.load(Ordering::Relaxed)).unwrap_or("NULL");
         format!(
             "id={} addr={} name={} age={} idle={idle} flags={} db=0 cmd={cmd} user={} redir={} resp={} lib-name={} lib-ver={}\n",
             self.id,
@@ -470,23 +471,23 @@ impl ClientEntry {
 /// clients; `me` is the client asking.
 pub fn command(
     clients: &Clients,
+    names: &CommandTable,
     me: &ClientState,
     request: &crate::resp::Request,
     user_exists: impl Fn(&str) -> bool,
 ) -> Result<bytes::Bytes, ProxyError> {
     use crate::resp::reply;
     let args: Vec<&[u8]> = (2..request.argc()).map(|i| request.arg(i)).collect();
-    let command_name = |label: usize| crate::metrics::labels::LABELS.get(label).copied().unwrap_or("NULL");
     let sub = request.arg(1).to_ascii_lowercase();
     match sub.as_slice() {
-        b"info" => Ok(reply::text(me.protocol, clients.list(|e| e.id == me.id, command_name).as_bytes())),
+        b"info" => Ok(reply::text(me.protocol, clients.list(|e| e.id == me.id, names).as_bytes())),
         b"list" if args.len() > 1 && args[0].eq_ignore_ascii_case(b"id") => {
             let ids = args[1..].iter().map(|id| std::str::from_utf8(id).ok()?.parse::<i64>().ok());
             let ids = ids.collect::<Option<Vec<i64>>>().ok_or_else(|| ProxyError::command("ERR Invalid client ID"))?;
-            Ok(reply::text(me.protocol, clients.list_ids(&ids, command_name).as_bytes()))
+            Ok(reply::text(me.protocol, clients.list_ids(&ids, names).as_bytes()))
         }
         b"list" => match list_filter(&args) {
-            Ok(keep) => Ok(reply::text(me.protocol, clients.list(keep, command_name).as_bytes())),
+            Ok(keep) => Ok(reply::text(me.protocol, clients.list(keep, names).as_bytes())),
             Err(error) => Err(ProxyError::command(error)),
         },
         b"kill" => match args.as_slice() {

@@ -85,7 +85,7 @@ impl Session {
         if let Some(refusal) = self.admission(spec, &request) {
             return self.push_error(refusal, meta);
         }
-        self.entry.record_command(spec.metric_label);
+        self.entry.record_command(spec.index);
         if self.paused(spec) {
             let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
             self.held = Some(Box::new(super::Held { request, read_at, until, dropped }));

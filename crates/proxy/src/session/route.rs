@@ -39,7 +39,7 @@ impl Session {
             Route::Local(LocalKind::RandomKey) => self.random_key(meta),
             Route::Local(LocalKind::Clients | LocalKind::Unpause) => {
                 let user_exists = |name: &str| self.shared.access.user_exists(name);
-                match clients::command(&self.shared.clients, &self.state, &request, user_exists) {
+                match clients::command(&self.shared.clients, &self.shared.table, &self.state, &request, user_exists) {
                     Ok(reply) => self.pipeline.push_ready(reply, meta),
                     Err(error) => self.push_error(error, meta),
                 }
