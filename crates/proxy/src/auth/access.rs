@@ -121,13 +121,10 @@ impl Access {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Whether a user of that name exists, on or off (`CLIENT KILL USER`): without an ACL file
-    /// only `default` does.
+    /// Whether a user of that name exists, on or off (`CLIENT KILL USER`): `default` always does,
+    /// as on Redis (anonymous clients run as it), the others as the ACL file has them.
     pub fn user_exists(&self, name: &str) -> bool {
-        match self.acl_file {
-            None => name == "default",
-            Some(_) => self.users.load().get(name).is_some(),
-        }
+        name == "default" || (self.acl_file.is_some() && self.users.load().get(name).is_some())
     }
 
     /// `name`'s current definition, if it still exists and is on.

@@ -401,7 +401,7 @@ fn numkeys_message(command: &str, problem: NumKeysProblem) -> String {
 }
 
 /// Parses an integer the way Redis' `string2ll` does: optional `-`, no leading zeros, fits i64.
-fn parse_numkeys(arg: &[u8]) -> Option<i64> {
+pub(crate) fn parse_integer(arg: &[u8]) -> Option<i64> {
     let (negative, digits) = match arg {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, arg),
@@ -464,7 +464,7 @@ fn spec_positions(
                 // An arity problem, which the arity check reports; there are no keys to find.
                 return Ok(());
             }
-            let numkeys = parse_numkeys(args.get(at)).ok_or((at, NumKeysProblem::NotAnInteger))?;
+            let numkeys = parse_integer(args.get(at)).ok_or((at, NumKeysProblem::NotAnInteger))?;
             let first = (start + firstkey) as i64;
             match numkeys {
                 n if n < 0 => return Err((at, NumKeysProblem::Negative)),

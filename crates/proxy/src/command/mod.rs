@@ -16,6 +16,7 @@
 
 mod handling;
 mod keys;
+pub(crate) use keys::parse_integer;
 mod names;
 mod table;
 #[cfg(test)]
@@ -479,16 +480,16 @@ impl CommandTable {
         false
     }
 
-    /// Case-insensitive lookup without allocating. For commands with subcommands (CLIENT, CONFIG,
-    /// OBJECT, XINFO, ...) returns the subcommand's spec when `args[1]` names a known subcommand,
-    /// the container's when there is no `args[1]`, and `None` for an unknown subcommand, as Redis'
-    /// `lookupCommand` does (the request is then refused before any permission check; see
-    /// [`Self::is_container`]).
     /// The full name (`client|info`) of the spec at [`CommandSpec::index`] `index`.
     pub fn name_at(&self, index: usize) -> Option<&str> {
         self.specs.get(index).map(|spec| spec.name.as_str())
     }
 
+    /// Case-insensitive lookup without allocating. For commands with subcommands (CLIENT, CONFIG,
+    /// OBJECT, XINFO, ...) returns the subcommand's spec when `args[1]` names a known subcommand,
+    /// the container's when there is no `args[1]`, and `None` for an unknown subcommand, as Redis'
+    /// `lookupCommand` does (the request is then refused before any permission check; see
+    /// [`Self::is_container`]).
     pub fn lookup(&self, args: &(impl Args + ?Sized)) -> Option<&CommandSpec> {
         if args.is_empty() {
             return None;

@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
 
 use super::ClientState;
-use crate::command::CommandTable;
+use crate::command::{CommandTable, parse_integer};
 use crate::error::ProxyError;
 use crate::resp::reply::Protocol;
 use crate::tracking::TrackingEvent;
@@ -482,7 +482,7 @@ pub fn command(
     match sub.as_slice() {
         b"info" => Ok(reply::text(me.protocol, clients.list(|e| e.id == me.id, names).as_bytes())),
         b"list" if args.len() > 1 && args[0].eq_ignore_ascii_case(b"id") => {
-            let ids = args[1..].iter().map(|id| std::str::from_utf8(id).ok()?.parse::<i64>().ok());
+            let ids = args[1..].iter().map(|id| parse_integer(id));
             let ids = ids.collect::<Option<Vec<i64>>>().ok_or_else(|| ProxyError::command("ERR Invalid client ID"))?;
             Ok(reply::text(me.protocol, clients.list_ids(&ids, names).as_bytes()))
         }
@@ -508,7 +508,7 @@ pub fn command(
                 Some(b"write") => true,
                 Some(_) => return Err(ProxyError::command("ERR CLIENT PAUSE mode must be WRITE or ALL")),
             };
-            let ms = args.first().and_then(|t| std::str::from_utf8(t).ok()?.parse::<i64>().ok());
+            let ms = args.first().and_then(|t| parse_integer(t));
             let ms = ms.ok_or_else(|| ProxyError::command("ERR timeout is not an integer or out of range"))?;
             let ms = u64::try_from(ms).map_err(|_| ProxyError::command("ERR timeout is negative"))?;
             clients.pause(Duration::from_millis(ms), writes_only);
@@ -525,7 +525,7 @@ pub fn command(
                 Some(b"error") => Unblock::Error,
                 Some(_) => return Err(ProxyError::command("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")),
             };
-            match args.first().and_then(|id| std::str::from_utf8(id).ok()?.parse::<i64>().ok()) {
+            match args.first().and_then(|id| parse_integer(id)) {
                 // No client has a negative id: nobody to unblock, as on Redis.
                 Some(id) => Ok(reply::integer(i64::from(u64::try_from(id).is_ok_and(|id| clients.unblock(id, how))))),
                 None => Err(ProxyError::command("ERR value is not an integer or out of range")),
@@ -579,11 +579,11 @@ fn kill_filter<'a>(args: &[&'a [u8]], me: u64, user_exists: impl Fn(&str) -> boo
             return Err("ERR syntax error".to_string());
         };
         let name = name.to_ascii_lowercase();
-        let number = || std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok());
+        let number = || parse_integer(value).filter(|&n| n >= 1);
         match name.as_slice() {
             b"id" => {
-                let id = number().filter(|&id| id >= 1).ok_or("ERR client-id should be greater than 0")?;
-                filters.push(Box::new(move |e| e.id == id));
+                let id = number().ok_or("ERR client-id should be greater than 0")?;
+                filters.push(Box::new(move |e| i64::try_from(e.id) == Ok(id)));
             }
             b"addr" => filters.push(Box::new(move |e| e.peer.to_string().as_bytes() == value)),
             b"user" => {
@@ -594,9 +594,11 @@ fn kill_filter<'a>(args: &[&'a [u8]], me: u64, user_exists: impl Fn(&str) -> boo
                 filters.push(Box::new(move |e| e.user() == user));
             }
             b"type" => filters.push(client_type(value)?),
+            // Redis 7.4's: whole seconds, clients at least that old.
             b"maxage" => {
-                let age = Duration::from_secs(number().ok_or("ERR syntax error")?);
-                filters.push(Box::new(move |e| e.age() >= age));
+                let max = parse_integer(value).ok_or("ERR maxage is not an integer or out of range")?;
+                let max = u64::try_from(max).ok().filter(|&m| m > 0).ok_or("ERR maxage should be greater than 0")?;
+                filters.push(Box::new(move |e| e.age().as_secs() >= max));
             }
             b"skipme" => {
                 skip_me = match value.to_ascii_lowercase().as_slice() {

@@ -77,15 +77,18 @@ impl Session {
     /// CLIENT PAUSE is run again with what was decided when it was read).
     pub(super) fn run_request(&mut self, shared: &Shared, request: Request, read_at: Instant, dropped: bool) {
         let Some(spec) = shared.table.lookup(&request) else {
+            // Redis' `lastcmd` is set by the lookup: no command now.
+            self.entry.record_command(usize::MAX);
             self.spoil_transaction();
             let meta = Meta { label: labels::OTHER, read_at, dropped };
             return self.push_error(router::unknown_command(&shared.table, &request), meta);
         };
         let meta = Meta { label: spec.metric_label, read_at, dropped };
+        // Set at lookup, before any check, as Redis' `lastcmd` is.
+        self.entry.record_command(spec.index);
         if let Some(refusal) = self.admission(spec, &request) {
             return self.push_error(refusal, meta);
         }
-        self.entry.record_command(spec.index);
         if self.paused(spec) {
             let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
             self.held = Some(Box::new(super::Held { request, read_at, until, dropped }));

@@ -62,7 +62,7 @@ fn strict_spec_positions(command: &crate::command::CommandSpec, args: &(impl Arg
             FindKeys::Range { lastkey, step, limit } => (start as i64, range_last(start, argc, lastkey, limit), step),
             FindKeys::Keynum { keynumidx, firstkey, step } => {
                 let at = start + keynumidx;
-                let numkeys = (at < argc).then(|| parse_numkeys(args.get(at))).flatten().filter(|&n| n >= 0)?;
+                let numkeys = (at < argc).then(|| super::parse_integer(args.get(at))).flatten().filter(|&n| n >= 0)?;
                 let first = (start + firstkey) as i64;
                 (first, first.saturating_add(numkeys) - 1, step)
             }
