@@ -79,6 +79,7 @@ impl Session {
         let Some(spec) = shared.table.lookup(&request) else {
             // Redis' `lastcmd` is set by the lookup: no command now.
             self.entry.record_command(usize::MAX);
+            self.on_refused_request(request.arg(0));
             self.spoil_transaction();
             let meta = Meta { label: labels::OTHER, read_at, dropped };
             return self.push_error(router::unknown_command(&shared.table, &request), meta);
@@ -87,6 +88,7 @@ impl Session {
         // Set at lookup, before any check, as Redis' `lastcmd` is.
         self.entry.record_command(spec.index);
         if let Some(refusal) = self.admission(spec, &request) {
+            self.on_refused_request(request.arg(0));
             return self.push_error(refusal, meta);
         }
         if self.paused(spec) {

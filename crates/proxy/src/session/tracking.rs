@@ -161,6 +161,18 @@ impl Session {
         Ok(reply::ok())
     }
 
+    /// A request refused before it ran (unknown, wrong arity, no permission) ends a `CLIENT
+    /// CACHING` as one that ran does — unless a transaction is open or it was a CLIENT command
+    /// (Redis' `resetClient`).
+    pub(super) fn on_refused_request(&mut self, name: &[u8]) {
+        if self.tx.is_none()
+            && !name.eq_ignore_ascii_case(b"client")
+            && let Some(t) = self.tracking.as_deref_mut()
+        {
+            t.caching = false;
+        }
+    }
+
     /// Called for every admitted request of a tracking client, before it is routed: a read's keys
     /// are registered (before it is sent, so no change after it runs can be missed); inside MULTI
     /// they wait for EXEC. Redis tracks read-only commands and what scripts read (here: a script's
