@@ -71,8 +71,17 @@ fn numsub_on(cluster: &Cluster, node: &str) -> i64 {
     reply.1
 }
 
-#[test]
-fn a_subscriber_loses_no_message_when_a_manual_failover_moves_the_home() {
+/// A cluster, a proxy, and a subscriber on [`CHANNEL`] through it, counted on the pub/sub home.
+struct Subscribed {
+    cluster: Cluster,
+    _proxy: Proxy,
+    home: String,
+    replica: String,
+    stop: Arc<AtomicBool>,
+    subscriber: thread::JoinHandle<Result<Vec<u64>, String>>,
+}
+
+fn subscribed() -> Subscribed {
     let cluster = Cluster::start(ClusterOptions::default());
     let proxy = Proxy::start(&cluster, ProxyOptions::default());
     let home = cluster.node_for_slot(PUBSUB_HOME_SLOT);
@@ -80,6 +89,12 @@ fn a_subscriber_loses_no_message_when_a_manual_failover_moves_the_home() {
     let stop = Arc::new(AtomicBool::new(false));
     let subscriber = spawn_subscriber(&proxy.addr(), Arc::clone(&stop));
     assert!(wait_until(Duration::from_secs(10), Duration::from_millis(20), || numsub_on(&cluster, &home) == 1));
+    Subscribed { cluster, _proxy: proxy, home, replica, stop, subscriber }
+}
+
+#[test]
+fn a_subscriber_loses_no_message_when_a_manual_failover_moves_the_home() {
+    let Subscribed { cluster, _proxy, home, replica, stop, subscriber } = subscribed();
     // Published on a third master, as fast as one connection goes: the cluster bus brings each
     // message to the old home and to the new one, so only the move itself could lose one.
     let third = cluster.masters().into_iter().find(|m| *m != home).expect("another master");
@@ -122,13 +137,7 @@ fn a_subscriber_loses_no_message_when_a_manual_failover_moves_the_home() {
 fn a_quiet_subscriber_is_not_left_subscribed_on_the_old_home_after_a_move() {
     // No message flows: the old connection, kept subscribed through the move, must close by the
     // session's timer, not by a frame that never comes.
-    let cluster = Cluster::start(ClusterOptions::default());
-    let proxy = Proxy::start(&cluster, ProxyOptions::default());
-    let home = cluster.node_for_slot(PUBSUB_HOME_SLOT);
-    let replica = cluster.replicas_of(&home).into_iter().next().expect("the home has a replica");
-    let stop = Arc::new(AtomicBool::new(false));
-    let subscriber = spawn_subscriber(&proxy.addr(), Arc::clone(&stop));
-    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(20), || numsub_on(&cluster, &home) == 1));
+    let Subscribed { cluster, _proxy, home, replica, stop, subscriber } = subscribed();
     cluster.failover(&replica);
     let moved = wait_until(Duration::from_secs(20), Duration::from_millis(20), || numsub_on(&cluster, &replica) == 1);
     let moved_at = Instant::now();

@@ -579,10 +579,9 @@ fn kill_filter<'a>(args: &[&'a [u8]], me: u64, user_exists: impl Fn(&str) -> boo
             return Err("ERR syntax error".to_string());
         };
         let name = name.to_ascii_lowercase();
-        let number = || parse_integer(value).filter(|&n| n >= 1);
         match name.as_slice() {
             b"id" => {
-                let id = number().ok_or("ERR client-id should be greater than 0")?;
+                let id = parse_integer(value).filter(|&n| n >= 1).ok_or("ERR client-id should be greater than 0")?;
                 filters.push(Box::new(move |e| i64::try_from(e.id) == Ok(id)));
             }
             b"addr" => filters.push(Box::new(move |e| e.peer.to_string().as_bytes() == value)),

@@ -21,7 +21,7 @@ use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply};
 use crate::slot::key_slot;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamRequest};
-use frames::{confirmation, expected_frames, parse_confirmation, with_count};
+use frames::{confirmation, expected_frames, is_message, parse_confirmation, with_count};
 
 /// The key of the classic (non-sharded) subscription connection in [`Subscriptions::conns`].
 const CLASSIC: u32 = 0;
@@ -200,6 +200,15 @@ impl Session {
         }
     }
 
+    /// A frame of a connection opened in RESP3 (`from_resp3`) or not, as the client reads it now:
+    /// one that switched to RESP2 since (`HELLO 2`) gets pushes as arrays ([`frames::in_resp2`]).
+    fn in_client_protocol(&self, frame: Bytes, from_resp3: bool) -> Bytes {
+        match from_resp3 && self.state.protocol == Protocol::Resp2 {
+            true => frames::in_resp2(&frame).unwrap_or(frame),
+            false => frame,
+        }
+    }
+
     /// Sends the client's subscription command on connection `part`; `dropped`: its plain
     /// answers are not for the client (its reply was skipped or turned off).
     fn sub_send(&mut self, part: u32, payload: Bytes, dropped: bool) {
@@ -308,9 +317,9 @@ impl Session {
                 return self.resubscribe(part);
             }
         };
-        let in_resp2 = conn.resp3 && self.state.protocol == Protocol::Resp2;
+        let from_resp3 = conn.resp3;
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
-        let message = matches!(kind.as_deref(), Some(b"message" | b"pmessage" | b"smessage"));
+        let message = is_message(kind.as_deref());
         if message && conn.delivered.already_delivered(&frame, Instant::now()) {
             crate::log_limited!(
                 5,
@@ -358,10 +367,7 @@ impl Session {
             }
             return;
         }
-        let frame = match in_resp2 {
-            true => frames::in_resp2(&frame).unwrap_or(frame),
-            false => frame,
-        };
+        let frame = self.in_client_protocol(frame, from_resp3);
         self.write_direct(&frame, answer.dropped);
         if confirmation {
             self.leave_subscribed_if_done();

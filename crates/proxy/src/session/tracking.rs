@@ -53,6 +53,17 @@ pub(super) struct Tracking {
     queued: Vec<Bytes>,
 }
 
+impl Tracking {
+    /// What Redis' `resetClient` does to the caching flag after every command, run or refused: it
+    /// lasts for one command, or a whole transaction (`in_multi`: one is open once `name` is
+    /// done), and CLIENT commands leave it alone.
+    fn after_command(&mut self, name: &[u8], in_multi: bool) {
+        if !in_multi && !name.eq_ignore_ascii_case(b"client") {
+            self.caching = false;
+        }
+    }
+}
+
 /// `CLIENT TRACKING`'s options, as parsed.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Options {
@@ -162,14 +173,12 @@ impl Session {
     }
 
     /// A request refused before it ran (unknown, wrong arity, no permission) ends a `CLIENT
-    /// CACHING` as one that ran does — unless a transaction is open or it was a CLIENT command
-    /// (Redis' `resetClient`).
+    /// CACHING` as one that ran does ([`Tracking::after_command`]); the transaction, if any, stays
+    /// open.
     pub(super) fn on_refused_request(&mut self, name: &[u8]) {
-        if self.tx.is_none()
-            && !name.eq_ignore_ascii_case(b"client")
-            && let Some(t) = self.tracking.as_deref_mut()
-        {
-            t.caching = false;
+        let in_multi = self.tx.is_some();
+        if let Some(t) = self.tracking.as_deref_mut() {
+            t.after_command(name, in_multi);
         }
     }
 
@@ -191,12 +200,8 @@ impl Session {
         // OPTIN tracks only after CACHING yes, OPTOUT all but after CACHING no.
         let skipped = (t.optin && !t.caching) || (t.optout && t.caching);
         let exec = in_multi && name.eq_ignore_ascii_case(b"exec");
-        // The caching flag lasts for one command, or a whole transaction, and CLIENT commands
-        // leave it alone (Redis' resetClient).
-        let opens = name.eq_ignore_ascii_case(b"multi") || name.eq_ignore_ascii_case(b"client");
-        if !opens && (!in_multi || exec || name.eq_ignore_ascii_case(b"discard")) {
-            t.caching = false;
-        }
+        let ends = exec || name.eq_ignore_ascii_case(b"discard");
+        t.after_command(name, (in_multi && !ends) || name.eq_ignore_ascii_case(b"multi"));
         if exec && !t.queued.is_empty() {
             let keys: Arc<[Bytes]> = std::mem::take(&mut t.queued).into();
             self.track_keys(keys);

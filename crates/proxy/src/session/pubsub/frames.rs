@@ -36,6 +36,12 @@ fn elements(frame: &[u8]) -> Option<(u8, Vec<&[u8]>)> {
     Some((kind, elements))
 }
 
+/// Whether a frame of that kind (see [`frame_kind`], lowercased) is a message: what a
+/// subscription delivers, rather than a confirmation or a `PING` answer.
+pub(super) fn is_message(kind: Option<&[u8]>) -> bool {
+    matches!(kind, Some(b"message" | b"pmessage" | b"smessage"))
+}
+
 /// What a message frame was delivered for: the channel of a `message` or `smessage`, the pattern
 /// of a `pmessage`.
 pub(super) fn subject(message: &[u8]) -> Option<&[u8]> {

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{frame_kind, frames};
-use crate::resp::reply::Protocol;
 use crate::session::Session;
 use crate::session::recent::REMEMBER_FOR;
 use crate::upstream::{OwnedConn, UpstreamError, UpstreamReply};
@@ -68,8 +67,9 @@ impl Session {
     /// A frame of a replaced connection: its messages are passed on unless the replacement on
     /// `part` already did, or no longer carries their channel or pattern (the client unsubscribed
     /// since; a shard channel that moved to another connection since is dropped too, as that
-    /// connection's memory cannot tell whether it delivered it); anything else (confirmations, `PING` answers, its end) answered commands that were
-    /// sent again on the replacement, which answers them.
+    /// connection's memory cannot tell whether it delivered it); anything else (confirmations,
+    /// `PING` answers, its end) answered commands that were sent again on the replacement, which
+    /// answers them.
     fn on_late_frame(&mut self, part: u32, result: Result<Bytes, UpstreamError>) {
         let Ok(frame) = result else { return };
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
@@ -82,10 +82,8 @@ impl Session {
         if !carried || !conn.delivered.late_from_predecessor(&frame, Instant::now()) {
             return;
         }
-        let frame = match conn.resp3 && self.state.protocol == Protocol::Resp2 {
-            true => frames::in_resp2(&frame).unwrap_or(frame),
-            false => frame,
-        };
+        let from_resp3 = conn.resp3;
+        let frame = self.in_client_protocol(frame, from_resp3);
         self.write_direct(&frame, false);
     }
 
