@@ -47,6 +47,10 @@ fn client_list_and_info_show_the_proxys_clients() {
     assert_eq!(field(info.trim_end(), "id"), Some(b_id.to_string().as_str()));
     // Redis' `lastcmd->fullname`: the subcommand too, and any command, not only the metrics' ones.
     assert_eq!(field(info.trim_end(), "cmd"), Some("client|info"), "{info}");
+    let master = Cluster::shared().masters().into_iter().next().expect("a master");
+    let on_node: String =
+        redis::cmd("CLIENT").arg("INFO").query(&mut Cluster::shared().client(&master)).expect("CLIENT INFO on a node");
+    assert_eq!(field(on_node.trim_end(), "cmd"), field(info.trim_end(), "cmd"), "as a node names it: {on_node}");
     let _: Option<String> = redis::cmd("LINDEX").arg("clients:list").arg(0).query(&mut b).unwrap_or(None);
     let beta = list(&mut a, &["ID", &b_id.to_string()]);
     assert_eq!(field(&beta[0], "cmd"), Some("lindex"), "{beta:?}");
