@@ -25,8 +25,11 @@
 # (redis-benchmark --cluster) and then every NAME in order, on six workloads: GET and SET, 50
 # clients, without pipelining and with -P 16; MSET and MGET of 10 random keys (keys of different
 # slots, split by the proxy; direct cannot send them and has no row). It prints ops/s, the ratio
-# to direct and to predixy, and the proxy's CPU µs per request (from /proc/PID/stat). Faster than bench/run.sh, for deciding between two
-# builds; bench/run.sh remains the measurement of record.
+# to direct and to predixy, the proxy's CPU µs per request (from /proc/PID/stat), and the
+# cluster's: all six nodes' CPU µs per request together (`nodes`), which is higher when a proxy
+# sends the nodes smaller batches (more reads and writes on the nodes for the same requests).
+# Faster than bench/run.sh, for deciding between two builds; bench/run.sh remains the measurement
+# of record.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -46,7 +49,7 @@ while [ "$#" -gt 0 ]; do
         --rounds) ROUNDS="$2"; shift 2 ;;
         --no-predixy) PREDIXY=""; shift ;;
         --quick) QUICK=1; shift ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         predixy) NAMES+=(predixy); shift ;;
         *=*)
             name=${1%%=*} spec=${1#*=}
@@ -151,12 +154,29 @@ ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+# CPU ticks of all the cluster's nodes together: a proxy that sends the nodes smaller batches makes
+# them read and write more often, which costs the machine as much as the proxy's own CPU.
+NODE_PIDS=()
+for node_port in $(cluster_ports "$WORK/cluster"); do
+    NODE_PIDS+=("$(live_pid "$WORK/cluster/$node_port/redis.pid" redis-server)")
+done
+node_ticks() {
+    local pid sum=0
+    for pid in "${NODE_PIDS[@]}"; do
+        sum=$((sum + $(ticks "$pid")))
+    done
+    echo "$sum"
+}
+
 results="$WORK/results"
 for ((round = 1; round <= ROUNDS; round++)); do
     for workload in "${WORKLOADS[@]}"; do
         direct_can "$workload" || continue
+        nodes_before=$(node_ticks)
         # shellcheck disable=SC2086 # a workload is a list of flags
-        echo "direct|$workload|$(ops --cluster -p "$BASE" $workload)||" >>"$results"
+        rps=$(ops --cluster -p "$BASE" $workload)
+        requests=$(grep -oP '(?<=-n )\d+' <<<"$workload")
+        echo "direct|$workload|$rps||$requests|$((($(node_ticks) - nodes_before) * 1000000 / $(getconf CLK_TCK)))" >>"$results"
     done
     for name in "${NAMES[@]}"; do
         PORT=$((PORT + 1))
@@ -172,12 +192,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
         wait_port 127.0.0.1 "$PORT" 10 || { cat "$WORK/$name.log" >&2; exit 1; }
         redis-benchmark -p "$PORT" -q -t get -n 20000 -c 50 -r 100000 >/dev/null 2>&1
         for workload in "${WORKLOADS[@]}"; do
-            before=$(ticks "$PROXY_PID")
+            before=$(ticks "$PROXY_PID") nodes_before=$(node_ticks)
             # shellcheck disable=SC2086
             rps=$(ops -p "$PORT" $workload)
-            after=$(ticks "$PROXY_PID")
+            after=$(ticks "$PROXY_PID") nodes_after=$(node_ticks)
             requests=$(grep -oP '(?<=-n )\d+' <<<"$workload")
-            echo "$name|$workload|$rps|$(((after - before) * 1000000 / $(getconf CLK_TCK)))|$requests" >>"$results"
+            tick_us=$((1000000 / $(getconf CLK_TCK)))
+            echo "$name|$workload|$rps|$(((after - before) * tick_us))|$requests|$(((nodes_after - nodes_before) * tick_us))" >>"$results"
         done
         kill "$PROXY_PID"
         wait "$PROXY_PID" 2>/dev/null || true
@@ -191,20 +212,21 @@ import collections, statistics, sys
 runs = collections.defaultdict(list)
 order = []
 for line in open(sys.argv[1]):
-    name, workload, rps, cpu_us, requests = line.rstrip("\n").split("|")
+    name, workload, rps, cpu_us, requests, nodes_us = line.rstrip("\n").split("|")
     if (workload, name) not in runs:
         order.append((workload, name))
-    cpu = float(cpu_us) / float(requests) if requests else None
+    cpu = float(cpu_us) / float(requests) if cpu_us else None
+    nodes = float(nodes_us) / float(requests) if nodes_us else None
     if not rps:
         print(f"ab: no result for {name} on {workload}", file=sys.stderr)
         continue
-    runs[(workload, name)].append((float(rps), cpu))
+    runs[(workload, name)].append((float(rps), cpu, nodes))
 workloads = list(dict.fromkeys(w for w, _ in order))
 for workload in workloads:
     print(workload)
     def median_ops(name):
         rows = runs.get((workload, name))
-        return statistics.median(r for r, _ in rows) if rows else None
+        return statistics.median(r for r, _, _ in rows) if rows else None
     direct, predixy = median_ops("direct"), median_ops("predixy")
     for w, name in order:
         if w != workload:
@@ -213,9 +235,11 @@ for workload in workloads:
         if rps is None:
             print(f"  {name:12} no result")
             continue
-        cpus = [c for _, c in runs[(w, name)] if c is not None]
+        cpus = [c for _, c, _ in runs[(w, name)] if c is not None]
         cpu = f"{statistics.median(cpus):6.2f} µs/req" if cpus else "      —"
+        node_cpus = [n for _, _, n in runs[(w, name)] if n is not None]
+        nodes = f"{statistics.median(node_cpus):6.2f}" if node_cpus else "     —"
         vs_direct = f"{rps / direct:5.2f}× direct" if direct else "   — direct"
         vs_predixy = f"{rps / predixy:5.2f}× predixy" if predixy and name != "predixy" else ""
-        print(f"  {name:12} {rps:10.0f} ops/s  {vs_direct}  CPU {cpu}  {vs_predixy}  ({len(runs[(w, name)])} runs)")
+        print(f"  {name:12} {rps:10.0f} ops/s  {vs_direct}  CPU {cpu}  nodes {nodes}  {vs_predixy}  ({len(runs[(w, name)])} runs)")
 EOF
