@@ -60,3 +60,10 @@ pub mod upstream;
 
 /// The Redis version the proxy reports in `HELLO` and `INFO` (the command set it was built for).
 pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
+
+/// Whether `version` (`major.minor.patch`, as a node's `redis_version`) is `major.minor` or later:
+/// the replies whose fields grew with Redis' versions follow the nodes behind the proxy.
+pub fn version_at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut numbers = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
+}

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::session;
+use crate::session::{self, ClientSocket};
 use crate::shared::Shared;
 use crate::tls::ReloadableAcceptor;
 
@@ -58,6 +58,7 @@ pub async fn serve(
         shared.stats.total_connections.fetch_add(1, Ordering::Relaxed);
         shared.metrics.client_connections_total.inc();
         let _ = stream.set_nodelay(true);
+        let socket = client_socket(&stream, peer);
         let shared = Arc::clone(&shared);
         let tls = tls.as_ref().map(|t| t.acceptor());
         // Two spawns rather than one task that could take either path: a task is as large as its
@@ -67,11 +68,11 @@ pub async fn serve(
             None => tokio::spawn(async move {
                 let _connected = connected;
                 let (reader, writer) = stream.into_split();
-                session::run(shared, reader, writer, peer, None).await;
+                session::run(shared, reader, writer, socket, None).await;
             }),
             Some(acceptor) => tokio::spawn(async move {
                 let _connected = connected;
-                serve_tls(acceptor, stream, peer, shared).await;
+                serve_tls(acceptor, stream, socket, shared).await;
             }),
         };
     }
@@ -99,7 +100,16 @@ impl Drop for Connected {
     }
 }
 
-async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// What `CLIENT LIST` names of a client's connection: its address, the proxy's address it came
+/// in on (`laddr`) and the socket's descriptor (`fd`).
+fn client_socket(stream: &TcpStream, peer: SocketAddr) -> ClientSocket {
+    use std::os::fd::AsRawFd;
+    let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    ClientSocket { peer, local, fd: stream.as_raw_fd() }
+}
+
+async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, socket: ClientSocket, shared: Arc<Shared>) {
+    let peer = socket.peer;
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
@@ -122,5 +132,5 @@ async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, peer:
         .and_then(|chain| chain.first())
         .and_then(|leaf| crate::tls::certificate_user(leaf, shared.certificate_user));
     let (reader, writer) = tokio::io::split(tls);
-    session::run(shared, reader, writer, peer, identity).await;
+    session::run(shared, reader, writer, socket, identity).await;
 }

@@ -6,7 +6,6 @@
 //! client changes its description (name, user, library, protocol), while the per-request fields
 //! are relaxed atomics, so the hot path pays a couple of plain stores.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,8 +14,7 @@ use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
 
 use super::ClientState;
-use crate::command::{CommandTable, parse_integer};
-use crate::error::ProxyError;
+use crate::command::CommandTable;
 use crate::resp::reply::Protocol;
 use crate::tracking::TrackingEvent;
 
@@ -62,7 +60,7 @@ pub struct ClientTotals {
 #[derive(Debug)]
 pub struct ClientEntry {
     pub id: u64,
-    pub peer: SocketAddr,
+    pub socket: ClientSocket,
     connected: Instant,
     description: Mutex<Description>,
     /// Milliseconds since the registry started, at the client's last request.
@@ -94,6 +92,8 @@ pub struct ClientEntry {
     /// CLIENT LIST's tracking flags ([`TRACKING`], [`BROKEN_REDIRECT`], [`BCAST`]) and `redir=`.
     tracking_flags: AtomicU8,
     redirect: AtomicI64,
+    /// What the session published of its buffers, subscriptions and transaction (see `line.rs`).
+    published: line::Published,
 }
 
 /// [`ClientEntry::set_tracking`] flags, shown as `t`, `R` and `B` in CLIENT LIST.
@@ -124,10 +124,10 @@ impl Default for Clients {
 
 impl Clients {
     /// Registers a new client; it stays listed until [`Clients::remove`].
-    pub fn register(&self, state: &ClientState) -> Arc<ClientEntry> {
+    pub fn register(&self, state: &ClientState, socket: ClientSocket) -> Arc<ClientEntry> {
         let entry = Arc::new(ClientEntry {
             id: state.id,
-            peer: state.peer,
+            socket,
             connected: Instant::now(),
             description: Mutex::new(Description::default()),
             last_active_ms: AtomicU64::new(self.now_ms()),
@@ -145,6 +145,7 @@ impl Clients {
             inbox: Mutex::new(Vec::new()),
             tracking_flags: AtomicU8::new(0),
             redirect: AtomicI64::new(-1),
+            published: line::Published::default(),
         });
         entry.describe(state);
         self.entries.insert(state.id, Arc::clone(&entry));
@@ -242,24 +243,30 @@ impl Clients {
     }
 
     /// `CLIENT LIST` lines of the clients `keep` accepts, in id order.
-    pub fn list(&self, keep: impl Fn(&ClientEntry) -> bool, names: &CommandTable) -> String {
+    pub fn list(
+        &self,
+        keep: impl Fn(&ClientEntry) -> bool,
+        names: &CommandTable,
+        format: LineFormat,
+        asking: Option<Asking>,
+    ) -> String {
         let mut entries: Vec<Arc<ClientEntry>> =
             self.entries.iter().filter(|e| keep(e.value())).map(|e| Arc::clone(e.value())).collect();
         entries.sort_by_key(|e| e.id);
         let now = self.now_ms();
         let mut out = String::new();
         for entry in entries {
-            out.push_str(&entry.line(now, names));
+            out.push_str(&entry.line(now, names, format, asking));
         }
         out
     }
 
     /// `CLIENT LIST ID …`: the clients with these ids, in the order asked, each as often as asked
     /// (Redis looks each id up in turn).
-    pub fn list_ids(&self, ids: &[i64], names: &CommandTable) -> String {
+    pub fn list_ids(&self, ids: &[i64], names: &CommandTable, format: LineFormat, asking: Option<Asking>) -> String {
         let now = self.now_ms();
         let found = ids.iter().filter_map(|&id| self.entry(u64::try_from(id).ok()?));
-        found.map(|entry| entry.line(now, names)).collect()
+        found.map(|entry| entry.line(now, names, format, asking)).collect()
     }
 
     /// Closes the clients `matches` accepts; returns how many.
@@ -426,192 +433,12 @@ impl ClientEntry {
             false => std::task::Poll::Pending,
         }
     }
-
-    /// CLIENT LIST's `flags=`, in Redis' order of the flags a proxy client can have.
-    fn flags(&self) -> String {
-        let tracking = self.tracking_flags.load(Ordering::Relaxed);
-        let mut flags = String::new();
-        let set = [
-            (self.is_subscribed(), 'P'),
-            (self.blocked_keys.load(Ordering::Relaxed) > 0, 'b'),
-            (tracking & TRACKING != 0, 't'),
-            (tracking & BROKEN_REDIRECT != 0, 'R'),
-            (tracking & BCAST != 0, 'B'),
-        ];
-        flags.extend(set.iter().filter(|(on, _)| *on).map(|(_, flag)| *flag));
-        if flags.is_empty() {
-            flags.push('N');
-        }
-        flags
-    }
-
-    /// The `CLIENT LIST` / `CLIENT INFO` line, in Redis' field order for the fields a proxy has.
-    fn line(&self, now_ms: u64, names: &CommandTable) -> String {
-        let d = self.description.lock().map(|d| d.clone()).unwrap_or_default();
-        let idle = now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)) / 1000;
-        // Redis' `lastcmd->fullname`: `client|info`, not the metrics label.
-        let cmd = names.name_at(self.last_command.load(Ordering::Relaxed)).unwrap_or("NULL");
-        format!(
-            "id={} addr={} name={} age={} idle={idle} flags={} db=0 cmd={cmd} user={} redir={} resp={} lib-name={} lib-ver={}\n",
-            self.id,
-            self.peer,
-            d.name,
-            self.connected.elapsed().as_secs(),
-            self.flags(),
-            d.user,
-            self.redirect.load(Ordering::Relaxed),
-            d.resp,
-            d.lib_name,
-            d.lib_ver,
-        )
-    }
 }
 
-/// `CLIENT LIST`, `CLIENT INFO`, `CLIENT KILL`, `CLIENT PAUSE` and `CLIENT UNPAUSE`, on the proxy's
-/// clients; `me` is the client asking.
-pub fn command(
-    clients: &Clients,
-    names: &CommandTable,
-    me: &ClientState,
-    request: &crate::resp::Request,
-    user_exists: impl Fn(&str) -> bool,
-) -> Result<bytes::Bytes, ProxyError> {
-    use crate::resp::reply;
-    let args: Vec<&[u8]> = (2..request.argc()).map(|i| request.arg(i)).collect();
-    let sub = request.arg(1).to_ascii_lowercase();
-    match sub.as_slice() {
-        b"info" => Ok(reply::text(me.protocol, clients.list(|e| e.id == me.id, names).as_bytes())),
-        b"list" if args.len() > 1 && args[0].eq_ignore_ascii_case(b"id") => {
-            let ids = args[1..].iter().map(|id| parse_integer(id));
-            let ids = ids.collect::<Option<Vec<i64>>>().ok_or_else(|| ProxyError::command("ERR Invalid client ID"))?;
-            Ok(reply::text(me.protocol, clients.list_ids(&ids, names).as_bytes()))
-        }
-        b"list" => match list_filter(&args) {
-            Ok(keep) => Ok(reply::text(me.protocol, clients.list(keep, names).as_bytes())),
-            Err(error) => Err(ProxyError::command(error)),
-        },
-        b"kill" => match args.as_slice() {
-            // The old form: one address, `+OK` or an error.
-            [addr] => match clients.kill(|e| e.peer.to_string().as_bytes() == *addr) {
-                0 => Err(ProxyError::command("ERR No such client")),
-                _ => Ok(reply::ok()),
-            },
-            _ => match kill_filter(&args, me.id, user_exists) {
-                Ok(matches) => Ok(reply::integer(clients.kill(matches) as i64)),
-                Err(error) => Err(ProxyError::command(error)),
-            },
-        },
-        // Redis' clientCommand: the mode first, then the timeout.
-        b"pause" if args.len() <= 2 => {
-            let writes_only = match args.get(1).map(|m| m.to_ascii_lowercase()).as_deref() {
-                None | Some(b"all") => false,
-                Some(b"write") => true,
-                Some(_) => return Err(ProxyError::command("ERR CLIENT PAUSE mode must be WRITE or ALL")),
-            };
-            let ms = args.first().and_then(|t| parse_integer(t));
-            let ms = ms.ok_or_else(|| ProxyError::command("ERR timeout is not an integer or out of range"))?;
-            let ms = u64::try_from(ms).map_err(|_| ProxyError::command("ERR timeout is negative"))?;
-            clients.pause(Duration::from_millis(ms), writes_only);
-            Ok(reply::ok())
-        }
-        b"unpause" => {
-            clients.unpause();
-            Ok(reply::ok())
-        }
-        // Redis' clientCommand: the reason first, then the id.
-        b"unblock" if args.len() <= 2 => {
-            let how = match args.get(1).map(|a| a.to_ascii_lowercase()).as_deref() {
-                None | Some(b"timeout") => Unblock::Timeout,
-                Some(b"error") => Unblock::Error,
-                Some(_) => return Err(ProxyError::command("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")),
-            };
-            match args.first().and_then(|id| parse_integer(id)) {
-                // No client has a negative id: nobody to unblock, as on Redis.
-                Some(id) => Ok(reply::integer(i64::from(u64::try_from(id).is_ok_and(|id| clients.unblock(id, how))))),
-                None => Err(ProxyError::command("ERR value is not an integer or out of range")),
-            }
-        }
-        _ => Err(subcommand_syntax_error(request)),
-    }
-}
-
-/// Redis' `addReplySubcommandSyntaxError`: the subcommand as the client spelled it.
-fn subcommand_syntax_error(request: &crate::resp::Request) -> ProxyError {
-    ProxyError::command(format!(
-        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
-        String::from_utf8_lossy(request.arg(1)),
-        String::from_utf8_lossy(request.arg(0)).to_ascii_uppercase()
-    ))
-}
-
-type Filter<'a> = Box<dyn Fn(&ClientEntry) -> bool + 'a>;
-
-/// `CLIENT LIST [TYPE type]` (the ID form is `Clients::list_ids`).
-fn list_filter<'a>(args: &[&'a [u8]]) -> Result<Filter<'a>, String> {
-    match args.split_first() {
-        None => Ok(Box::new(|_| true)),
-        Some((word, rest)) if word.eq_ignore_ascii_case(b"type") && rest.len() == 1 => client_type(rest[0]),
-        Some(_) => Err("ERR syntax error".to_string()),
-    }
-}
-
-/// `TYPE normal|pubsub|master|replica`: the proxy's clients are normal or subscribers; none is
-/// a master or a replica.
-fn client_type<'a>(kind: &[u8]) -> Result<Filter<'a>, String> {
-    match kind.to_ascii_lowercase().as_slice() {
-        b"normal" => Ok(Box::new(|e| !e.is_subscribed())),
-        b"pubsub" => Ok(Box::new(|e| e.is_subscribed())),
-        b"master" | b"replica" | b"slave" => Ok(Box::new(|_| false)),
-        _ => Err(format!("ERR Unknown client type '{}'", String::from_utf8_lossy(kind))),
-    }
-}
-
-/// `CLIENT KILL` filters: ID, ADDR, USER, TYPE, MAXAGE, SKIPME (yes by default); all must match.
-fn kill_filter<'a>(args: &[&'a [u8]], me: u64, user_exists: impl Fn(&str) -> bool) -> Result<Filter<'a>, String> {
-    if args.is_empty() {
-        return Err("ERR syntax error".to_string());
-    }
-    let mut filters: Vec<Filter<'a>> = Vec::new();
-    let mut skip_me = true;
-    // Left to right, as Redis parses them: the first bad option is the one reported.
-    for pair in args.chunks(2) {
-        let [name, value] = *pair else {
-            return Err("ERR syntax error".to_string());
-        };
-        let name = name.to_ascii_lowercase();
-        match name.as_slice() {
-            b"id" => {
-                let id = parse_integer(value).filter(|&n| n >= 1).ok_or("ERR client-id should be greater than 0")?;
-                filters.push(Box::new(move |e| i64::try_from(e.id) == Ok(id)));
-            }
-            b"addr" => filters.push(Box::new(move |e| e.peer.to_string().as_bytes() == value)),
-            b"user" => {
-                let user = String::from_utf8_lossy(value).into_owned();
-                if !user_exists(&user) {
-                    return Err(format!("ERR No such user '{user}'"));
-                }
-                filters.push(Box::new(move |e| e.user() == user));
-            }
-            b"type" => filters.push(client_type(value)?),
-            // Redis 7.4's: whole seconds, clients at least that old.
-            b"maxage" => {
-                let max = parse_integer(value).ok_or("ERR maxage is not an integer or out of range")?;
-                let max = u64::try_from(max).ok().filter(|&m| m > 0).ok_or("ERR maxage should be greater than 0")?;
-                filters.push(Box::new(move |e| e.age().as_secs() >= max));
-            }
-            b"skipme" => {
-                skip_me = match value.to_ascii_lowercase().as_slice() {
-                    b"yes" => true,
-                    b"no" => false,
-                    _ => return Err("ERR syntax error".to_string()),
-                }
-            }
-            // The proxy does not track which of its listeners a client came in on.
-            _ => return Err("ERR syntax error".to_string()),
-        }
-    }
-    Ok(Box::new(move |e| !(skip_me && e.id == me) && filters.iter().all(|f| f(e))))
-}
+mod command;
+mod line;
+pub use command::command;
+pub use line::{Asking, ClientSocket, LineFormat};
 
 #[cfg(test)]
 mod tests;

@@ -505,9 +505,7 @@ const NO_REPLID: &str = "0000000000000000000000000000000000000000";
 /// counts of 7.4. Fields about a node's internals the proxy does not have (cluster bus
 /// connections, tracking, input buffers) are 0.
 fn clients_section(out: &mut String, shared: &Shared, version: &str) {
-    let mut numbers = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (numbers.next().unwrap_or(7), numbers.next().unwrap_or(0));
-    let at_least = |a: u32, b: u32| (major, minor) >= (a, b);
+    let at_least = |major, minor| crate::version_at_least(version, major, minor);
     let totals = shared.clients.totals();
     let connected = shared.stats.connected_clients.load(Ordering::Relaxed);
     let _ = write!(

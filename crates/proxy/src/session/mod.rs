@@ -28,7 +28,6 @@ mod serve;
 mod tracking;
 mod transaction;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +39,7 @@ use crate::resp::RequestDecoder;
 use crate::shared::Shared;
 use crate::slot::Slot;
 
+pub use clients::ClientSocket;
 pub use local::ClientState;
 use pipeline::{Meta, Pipeline};
 
@@ -51,15 +51,16 @@ use pipeline::{Meta, Pipeline};
 /// `identity` is the ACL user a verified client certificate names (`tls.client_user`): the client
 /// starts logged in as that user when it exists and is on, as with Valkey's
 /// `tls-auth-clients-user`; otherwise it starts as any client does.
-pub async fn run<R, W>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr, identity: Option<String>)
+pub async fn run<R, W>(shared: Arc<Shared>, reader: R, writer: W, socket: ClientSocket, identity: Option<String>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = shared.stats.next_client_id();
+    let peer = socket.peer;
     let started = Instant::now();
     crate::log_limited!(1000, info, client = id, %peer, "client connected");
-    let served = serve::served(Session::new(shared, id, peer, identity.as_deref()), writer);
+    let served = serve::served(Session::new(shared, id, socket, identity.as_deref()), writer);
     let result = serve::serve(&served, reader).await;
     let mut ended = serve::lock(&served);
     let session = &mut ended.session;
@@ -157,18 +158,18 @@ struct Session {
 
 impl Session {
     /// A new client's session, logged in as the user its certificate names, if any (see [`run`]).
-    fn new(shared: Arc<Shared>, id: u64, peer: SocketAddr, identity: Option<&str>) -> Session {
-        let mut session = Session::unnamed(shared, id, peer);
+    fn new(shared: Arc<Shared>, id: u64, socket: ClientSocket, identity: Option<&str>) -> Session {
+        let mut session = Session::unnamed(shared, id, socket);
         if let Some(name) = identity {
             session.log_in_by_certificate(name);
         }
         session
     }
 
-    fn unnamed(shared: Arc<Shared>, id: u64, peer: SocketAddr) -> Session {
+    fn unnamed(shared: Arc<Shared>, id: u64, socket: ClientSocket) -> Session {
         let decoder = RequestDecoder::new(shared.limits);
-        let state = ClientState::new(id, peer, shared.access.anonymous_user(), shared.access.generation());
-        let entry = shared.clients.register(&state);
+        let state = ClientState::new(id, socket.peer, shared.access.anonymous_user(), shared.access.generation());
+        let entry = shared.clients.register(&state, socket);
         let exec = Executor::new(Arc::clone(&shared.hold));
         Session {
             state,

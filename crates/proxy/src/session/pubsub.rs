@@ -443,6 +443,23 @@ impl Session {
     pub(super) fn leave_subscriptions(&mut self) {
         self.subs = None;
         self.entry.set_subscribed(false);
+        self.publish_subscriptions();
+    }
+
+    /// What CLIENT LIST counts of the client's subscriptions (`sub`, `psub`, `ssub`): the
+    /// confirmed channels and patterns of its connections, a mirror's keyspace-notification
+    /// copies not counted twice.
+    pub(super) fn publish_subscriptions(&self) {
+        let conns = self.subs.as_ref().map(|s| s.conns.values().filter(|c| !c.mirror));
+        let (mut sub, mut psub, mut ssub) = (0, 0, 0);
+        for conn in conns.into_iter().flatten() {
+            match conn.sharded {
+                true => ssub += conn.channels.len(),
+                false => sub += conn.channels.len(),
+            }
+            psub += conn.patterns.len();
+        }
+        self.entry.publish_subscriptions(sub, psub, ssub);
     }
 
     /// Back to normal mode once nothing is subscribed any more.

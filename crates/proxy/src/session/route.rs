@@ -39,7 +39,10 @@ impl Session {
             Route::Local(LocalKind::RandomKey) => self.random_key(meta),
             Route::Local(LocalKind::Clients | LocalKind::Unpause) => {
                 let user_exists = |name: &str| self.shared.access.user_exists(name);
-                match clients::command(&self.shared.clients, &self.shared.table, &self.state, &request, user_exists) {
+                let version = self.shared.topology.lowest_node_version();
+                let format = clients::LineFormat::of_version(version.as_deref().unwrap_or(crate::REDIS_COMPAT_VERSION));
+                let (table, state) = (&self.shared.table, &self.state);
+                match clients::command(&self.shared.clients, table, state, &request, format, user_exists) {
                     Ok(reply) => self.pipeline.push_ready(reply, meta),
                     Err(error) => self.push_error(error, meta),
                 }
@@ -100,8 +103,10 @@ impl Session {
     /// when the command may have changed it.
     pub(super) fn answer_locally(&mut self, request: &Request, meta: Meta) {
         if request.arg(0).eq_ignore_ascii_case(b"reset") {
-            // RESET leaves every mode: tracking and subscriptions here, the client's own state
-            // (protocol, reply mode, name …) in `local::answer`; in either protocol.
+            // RESET leaves every mode: a transaction and WATCH, tracking and subscriptions here,
+            // the client's own state (protocol, reply mode, name …) in `local::answer`; in either
+            // protocol.
+            self.discard_transaction();
             self.stop_tracking();
             self.leave_subscriptions();
         }

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Sleep, sleep};
 
 use super::Session;
+use super::clients::ClientEntry;
 use crate::readiness::ReadGate;
 use crate::shared::Shared;
 
@@ -69,6 +70,9 @@ struct ClientIo {
     read_hint: usize,
     /// Bytes read since the read buffer last emptied.
     burst: usize,
+    /// The most reply bytes one write took since the buffers were last given back (`CLIENT
+    /// LIST`'s `rbp`).
+    reply_peak: usize,
     /// Still reading requests (not after EOF or shutdown).
     reading: bool,
     /// A close marker was released: write what is buffered, then close.
@@ -108,6 +112,7 @@ impl ClientIo {
             last_read_len: 0,
             read_hint: MIN_READ,
             burst: 0,
+            reply_peak: 0,
             reading,
             closing: false,
             flushing: false,
@@ -145,6 +150,18 @@ impl ClientIo {
             if !reclaimed || self.rbuf.capacity() > MAX_READ_HINT {
                 self.rbuf = BytesMut::with_capacity(self.read_hint);
             }
+        }
+    }
+
+    /// What `CLIENT LIST` shows of the buffers, as the session leaves them when it waits: a
+    /// few stores per wake-up, and the output only while some waits for the socket.
+    #[inline]
+    fn publish(&self, entry: &ClientEntry) {
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        entry.publish_buffers(self.rbuf.len(), spare, self.wbuf.capacity(), self.reply_peak);
+        if !self.wbuf.is_empty() {
+            // The client is slow to read: CLIENT LIST shows what waits for it.
+            entry.publish_output(self.wbuf.len());
         }
     }
 
@@ -316,6 +333,7 @@ impl Session {
                 }
                 continue;
             }
+            io.publish(&self.entry);
             io.settled = true;
             return Poll::Pending;
         }
@@ -342,7 +360,11 @@ impl Session {
     /// credit of streamed pieces given back.
     fn on_written(&mut self, io: &mut ClientIo, written: usize) {
         self.traffic.bytes_out += written as u64;
+        io.reply_peak = io.reply_peak.max(written);
         if io.wbuf.is_empty() {
+            if self.entry.output_published() {
+                self.entry.publish_output(0);
+            }
             io.waited = false;
             io.written_out();
             self.pipeline.give_back_credit();
@@ -516,6 +538,8 @@ impl Session {
         if io.wbuf.is_empty() {
             io.wbuf = BytesMut::new();
         }
+        io.reply_peak = 0;
+        io.publish(&self.entry);
         if self.direct.is_empty() {
             self.direct = BytesMut::new();
         }

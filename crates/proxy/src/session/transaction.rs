@@ -29,6 +29,9 @@ pub(super) struct Transaction {
     /// Queued settings (CONFIG SET, RESETSTAT, REWRITE): outside a transaction they go to every
     /// node, so after EXEC has run them on the transaction's node they go to the others too.
     settings: Vec<Bytes>,
+    /// CLIENT LIST's `multi-mem`: the queued commands' argument bytes and a pointer per argument,
+    /// as Redis counts them.
+    argv_mem: u64,
 }
 
 /// Redis' refusal of a `no_multi` command between MULTI and EXEC (`processCommand`).
@@ -61,12 +64,14 @@ impl Session {
                     return self.push_error(ProxyError::command("ERR MULTI calls can not be nested"), meta);
                 }
                 self.tx = Some(Box::new(Transaction { slot: self.watch_slot.flatten(), ..Transaction::default() }));
+                self.publish_multi();
                 self.pipeline.push_ready(reply::ok(), meta);
             }
             b"DISCARD" => {
                 if self.tx.take().is_none() {
                     return self.push_error(ProxyError::command("ERR DISCARD without MULTI"), meta);
                 }
+                self.publish_multi();
                 self.unwatch(meta);
             }
             b"UNWATCH" => self.unwatch(meta),
@@ -125,10 +130,27 @@ impl Session {
                     tx.settings.push(request.bytes().clone());
                 }
                 tx.queued.push(request.bytes().clone());
+                tx.argv_mem += (0..request.argc()).map(|i| request.arg(i).len() as u64 + 8).sum::<u64>();
                 tx.may_write |= may_write;
+                self.publish_multi();
                 self.pipeline.push_ready(Bytes::from_static(b"+QUEUED\r\n"), meta);
             }
         }
+    }
+
+    /// Ends the transaction being queued, if any, and WATCH: a refused EXEC, and RESET (Redis'
+    /// `discardTransaction` in `clearClientConnectionState`).
+    pub(super) fn discard_transaction(&mut self) {
+        self.tx = None;
+        self.publish_multi();
+        if self.forget_watch().is_some() {
+            self.send_unwatch();
+        }
+    }
+
+    /// What CLIENT LIST shows of the transaction being queued (`multi`, `multi-mem`).
+    fn publish_multi(&self) {
+        self.entry.publish_multi(self.tx.as_ref().map(|tx| (tx.queued.len(), tx.argv_mem)));
     }
 
     /// Marks the transaction in progress as failed (a queued command was refused before routing).
@@ -146,10 +168,7 @@ impl Session {
             self.spoil_transaction();
             return refusal;
         }
-        self.tx = None;
-        if self.forget_watch().is_some() {
-            self.send_unwatch();
-        }
+        self.discard_transaction();
         match refusal {
             ProxyError::ExecAbort(_) | ProxyError::ExecAbortPrevious => refusal,
             other => ProxyError::ExecAbort(other.to_string()),
@@ -167,6 +186,7 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return self.push_error(ProxyError::command("ERR EXEC without MULTI"), meta);
         };
+        self.publish_multi();
         let watched = self.forget_watch();
         if tx.dirty {
             if watched.is_some() {

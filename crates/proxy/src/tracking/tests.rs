@@ -8,8 +8,9 @@ fn hub(max_keys: usize) -> Hub {
 }
 
 fn client(clients: &Clients, id: u64) -> Arc<ClientEntry> {
-    let state = ClientState::new(id, "127.0.0.1:1".parse().expect("address"), None, 0);
-    clients.register(&state)
+    let peer = "127.0.0.1:1".parse().expect("address");
+    let state = ClientState::new(id, peer, None, 0);
+    clients.register(&state, crate::session::ClientSocket::peer_only(peer))
 }
 
 fn key(name: &str) -> Bytes {

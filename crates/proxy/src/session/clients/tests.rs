@@ -1,13 +1,17 @@
 use std::time::{Duration, Instant};
 
-use super::Clients;
+use super::{ClientSocket, Clients};
 use crate::session::ClientState;
 
 #[test]
 fn an_idle_client_is_asked_to_trim_once_per_idle_spell() {
     let clients = Clients::default();
-    let idle = clients.register(&ClientState::new(1, "127.0.0.1:1".parse().expect("address"), None, 0));
-    let busy = clients.register(&ClientState::new(2, "127.0.0.1:2".parse().expect("address"), None, 0));
+    let register = |id: u64| {
+        let peer = format!("127.0.0.1:{id}").parse().expect("address");
+        clients.register(&ClientState::new(id, peer, None, 0), ClientSocket::peer_only(peer))
+    };
+    let idle = register(1);
+    let busy = register(2);
     let after = Duration::from_millis(50);
     clients.trim_idle(after);
     assert!(!idle.take_trim() && !busy.take_trim(), "not idle long enough");

@@ -55,7 +55,10 @@ impl Session {
         let Some(subs) = self.subs.as_mut() else { return };
         let link = reply.tag.part;
         if let Some((&part, _)) = subs.conns.iter().find(|(_, c)| c.link == link) {
-            return self.on_subscription_frame(part, reply.result);
+            self.on_subscription_frame(part, reply.result);
+            // A confirmation, a refusal or a lost connection may have changed what the client is
+            // subscribed to (a few loads and stores, also after a message).
+            return self.publish_subscriptions();
         }
         let handled = |r: &&Replaced| r.link == link && (r.kept.is_some() || Instant::now() < r.until);
         let part = subs.replaced.iter().find(handled).map(|r| r.part);

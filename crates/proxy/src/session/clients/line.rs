@@ -1,0 +1,217 @@
+//! The `CLIENT LIST` / `CLIENT INFO` line: Redis' fields, in Redis' order, for the version of the
+//! nodes behind the proxy (7.0's, and 7.4's `watch`), always with Redis 7.2's `lib-name` and
+//! `lib-ver`: the proxy takes `CLIENT SETINFO` whatever the nodes' version (client libraries send
+//! it when they connect), so the line shows what was set.
+//!
+//! Redis reads a client's buffers from its client struct when it lists it. A session owns its
+//! buffers, so it publishes what the line shows of them where they change anyway, off the
+//! per-request path: the input buffer after each read (with `idle`), the output waiting for the
+//! socket when a wake-up ends with it, subscriptions when a confirmation changes them, the
+//! transaction when a command is queued.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+
+use super::{BCAST, BROKEN_REDIRECT, ClientEntry, TRACKING};
+use crate::command::CommandTable;
+
+/// Redis' reply buffer and the blocks of its reply list are this size (`PROTO_REPLY_CHUNK_BYTES`).
+const REPLY_BLOCK: u64 = 16 * 1024;
+
+/// The client's connection as the line names it: `addr`, `laddr` (the proxy's address it came in
+/// on) and `fd`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSocket {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The socket's descriptor; -1 when there is none (as Redis shows for its fake clients).
+    pub fd: i32,
+}
+
+impl ClientSocket {
+    /// A client whose local address and descriptor are not known (unit tests).
+    pub fn peer_only(peer: SocketAddr) -> ClientSocket {
+        ClientSocket { peer, local: SocketAddr::from(([0, 0, 0, 0], 0)), fd: -1 }
+    }
+}
+
+/// What a session published of its state for other clients' `CLIENT LIST`.
+#[derive(Debug)]
+pub(super) struct Published {
+    /// Bytes read and not parsed yet (`qbuf`) and the read buffer's spare room (`qbuf-free`),
+    /// after the last read: high and low 32 bits.
+    input: AtomicU64,
+    /// The write buffer's capacity (`rbs`) and the largest batch of replies it held (`rbp`):
+    /// high and low 32 bits.
+    reply_buffer: AtomicU64,
+    /// Reply bytes waiting for the socket when the session last stopped.
+    output: AtomicU64,
+    /// A write waits for the socket (`events=rw`).
+    writing: AtomicBool,
+    /// Channels, patterns and shard channels subscribed.
+    sub: AtomicU32,
+    psub: AtomicU32,
+    ssub: AtomicU32,
+    /// Commands queued in MULTI (-1: no transaction) and their arguments' bytes.
+    multi: AtomicI64,
+    multi_mem: AtomicU64,
+}
+
+impl Default for Published {
+    fn default() -> Published {
+        Published {
+            input: AtomicU64::new(0),
+            reply_buffer: AtomicU64::new(0),
+            output: AtomicU64::new(0),
+            writing: AtomicBool::new(false),
+            sub: AtomicU32::new(0),
+            psub: AtomicU32::new(0),
+            ssub: AtomicU32::new(0),
+            multi: AtomicI64::new(-1),
+            multi_mem: AtomicU64::new(0),
+        }
+    }
+}
+
+fn pair(high: usize, low: usize) -> u64 {
+    (high.min(u32::MAX as usize) as u64) << 32 | low.min(u32::MAX as usize) as u64
+}
+
+fn unpair(both: u64) -> (u64, u64) {
+    (both >> 32, both & u64::from(u32::MAX))
+}
+
+impl ClientEntry {
+    /// What is left unparsed, the read buffer's room, and the write buffer's size and peak.
+    #[inline]
+    pub fn publish_buffers(&self, unparsed: usize, spare: usize, reply_capacity: usize, reply_peak: usize) {
+        self.published.input.store(pair(unparsed, spare), Ordering::Relaxed);
+        self.published.reply_buffer.store(pair(reply_capacity, reply_peak), Ordering::Relaxed);
+    }
+
+    /// `waiting` reply bytes wait for the socket (0: everything is written).
+    pub fn publish_output(&self, waiting: usize) {
+        self.published.output.store(waiting as u64, Ordering::Relaxed);
+        self.published.writing.store(waiting > 0, Ordering::Relaxed);
+    }
+
+    /// Whether a backlog was published, which the session must clear once it is written.
+    #[inline]
+    pub fn output_published(&self) -> bool {
+        self.published.writing.load(Ordering::Relaxed)
+    }
+
+    /// The client's subscriptions: channels, patterns, shard channels.
+    pub fn publish_subscriptions(&self, sub: usize, psub: usize, ssub: usize) {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.published.sub.store(count(sub), Ordering::Relaxed);
+        self.published.psub.store(count(psub), Ordering::Relaxed);
+        self.published.ssub.store(count(ssub), Ordering::Relaxed);
+    }
+
+    /// The transaction being queued: commands and their memory (Redis counts each command's
+    /// argument bytes and a pointer per argument); `None` outside MULTI.
+    pub fn publish_multi(&self, queued: Option<(usize, u64)>) {
+        let (count, memory) = queued.map_or((-1, 0), |(count, memory)| (count as i64, memory));
+        self.published.multi.store(count, Ordering::Relaxed);
+        self.published.multi_mem.store(memory, Ordering::Relaxed);
+    }
+
+    /// CLIENT LIST's `flags=`, in Redis' order of the flags a proxy client can have.
+    fn flags(&self) -> String {
+        let tracking = self.tracking_flags.load(Ordering::Relaxed);
+        let mut flags = String::new();
+        let set = [
+            (self.is_subscribed(), 'P'),
+            (self.blocked_keys.load(Ordering::Relaxed) > 0, 'b'),
+            (tracking & TRACKING != 0, 't'),
+            (tracking & BROKEN_REDIRECT != 0, 'R'),
+            (tracking & BCAST != 0, 'B'),
+        ];
+        flags.extend(set.iter().filter(|(on, _)| *on).map(|(_, flag)| *flag));
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        flags
+    }
+
+    /// The client's line. `asking` is the request being run when this is the client asking: as
+    /// on Redis, its own query buffer then holds that request and `argv-mem` counts its
+    /// arguments.
+    pub(super) fn line(&self, now_ms: u64, names: &CommandTable, format: LineFormat, asking: Option<Asking>) -> String {
+        let d = self.description.lock().map(|d| d.clone()).unwrap_or_default();
+        let p = &self.published;
+        let asking = asking.filter(|a| a.id == self.id);
+        let idle = now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)) / 1000;
+        let (mut qbuf, qbuf_free) = unpair(p.input.load(Ordering::Relaxed));
+        // Redis' reply buffer holds at most one block, the rest goes to its reply list: the
+        // write buffer is shown so, its first block as the buffer (`rbs`, `rbp`, `obl`), the rest
+        // as the list's blocks (`oll`) and bytes (`omem`).
+        let (capacity, peak) = unpair(p.reply_buffer.load(Ordering::Relaxed));
+        let (rbs, rbp) = (capacity.min(REPLY_BLOCK), peak.min(REPLY_BLOCK));
+        let argv_mem = asking.map_or(0, |a| a.argv_mem);
+        qbuf += asking.map_or(0, |a| a.request_len);
+        let multi_mem = p.multi_mem.load(Ordering::Relaxed);
+        let waiting = p.output.load(Ordering::Relaxed);
+        let obl = waiting.min(REPLY_BLOCK);
+        let omem = waiting - obl;
+        let oll = omem.div_ceil(REPLY_BLOCK);
+        let fixed = std::mem::size_of::<crate::session::Session>() as u64;
+        let tot_mem = fixed + qbuf + qbuf_free + capacity.max(waiting) + argv_mem + multi_mem;
+        // Redis' `lastcmd->fullname`: `client|info`, not the metrics label.
+        let cmd = names.name_at(self.last_command.load(Ordering::Relaxed)).unwrap_or("NULL");
+        let mut line = format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={idle} flags={} db=0 sub={} psub={} ssub={} multi={}",
+            self.id,
+            self.socket.peer,
+            self.socket.local,
+            self.socket.fd,
+            d.name,
+            self.connected.elapsed().as_secs(),
+            self.flags(),
+            p.sub.load(Ordering::Relaxed),
+            p.psub.load(Ordering::Relaxed),
+            p.ssub.load(Ordering::Relaxed),
+            p.multi.load(Ordering::Relaxed),
+        );
+        if format.watch {
+            let _ = write!(line, " watch={}", self.watched_keys.load(Ordering::Relaxed));
+        }
+        let events = if p.writing.load(Ordering::Relaxed) { "rw" } else { "r" };
+        let _ = write!(
+            line,
+            " qbuf={qbuf} qbuf-free={qbuf_free} argv-mem={argv_mem} multi-mem={multi_mem} rbs={rbs} rbp={rbp} \
+             obl={obl} oll={oll} omem={omem} tot-mem={tot_mem} events={events} cmd={cmd} user={} redir={} resp={}",
+            d.user,
+            self.redirect.load(Ordering::Relaxed),
+            d.resp,
+        );
+        let _ = writeln!(line, " lib-name={} lib-ver={}", d.lib_name, d.lib_ver);
+        line
+    }
+}
+
+/// The fields of the line that depend on the nodes' version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineFormat {
+    /// `watch` (Redis 7.4 and later).
+    pub watch: bool,
+}
+
+impl LineFormat {
+    /// The line of a node of `version` (`major.minor.patch`).
+    pub fn of_version(version: &str) -> LineFormat {
+        LineFormat { watch: crate::version_at_least(version, 7, 4) }
+    }
+}
+
+/// The request being run by the client asking for the list.
+#[derive(Debug, Clone, Copy)]
+pub struct Asking {
+    pub id: u64,
+    /// Its bytes, in the client's query buffer while it runs.
+    pub request_len: u64,
+    /// Its arguments' bytes.
+    pub argv_mem: u64,
+}

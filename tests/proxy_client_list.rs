@@ -1,0 +1,305 @@
+//! CLIENT LIST / CLIENT INFO lines carry a node's fields in a node's order (Redis 7.0's, 7.4's
+//! `watch` by the nodes' version; always 7.2's `lib-name`/`lib-ver`, as the proxy takes `CLIENT
+//! SETINFO` on every version), and their values describe the
+//! proxy's client: its subscriptions, its transaction, the output waiting for it, the proxy's
+//! address it came in on. Also: RESET discards a transaction being queued, as on a node. Runs
+//! against every server version of the version suites (`scripts/test.sh`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use redis::Connection;
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command};
+
+/// Redis 7.2's field names, in order: the line the proxy shows for a Valkey 8 node, which
+/// reports `redis_version:7.2.4` (Valkey's own line adds `capa`, `watch` and three traffic
+/// counters).
+const REDIS_7_2_FIELDS: &[&str] = &[
+    "id",
+    "addr",
+    "laddr",
+    "fd",
+    "name",
+    "age",
+    "idle",
+    "flags",
+    "db",
+    "sub",
+    "psub",
+    "ssub",
+    "multi",
+    "qbuf",
+    "qbuf-free",
+    "argv-mem",
+    "multi-mem",
+    "rbs",
+    "rbp",
+    "obl",
+    "oll",
+    "omem",
+    "tot-mem",
+    "events",
+    "cmd",
+    "user",
+    "redir",
+    "resp",
+    "lib-name",
+    "lib-ver",
+];
+
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split(' ').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+fn names(line: &str) -> Vec<&str> {
+    line.trim_end().split(' ').filter_map(|kv| kv.split_once('=').map(|(name, _)| name)).collect()
+}
+
+fn client_info(con: &mut Connection) -> String {
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(con).expect("CLIENT INFO");
+    info.trim_end().to_string()
+}
+
+/// The line of client `id` in `CLIENT LIST ID id`, asked by `con`.
+fn line_of(con: &mut Connection, id: i64) -> String {
+    let text: String = redis::cmd("CLIENT").arg("LIST").arg("ID").arg(id).query(con).expect("CLIENT LIST ID");
+    text.trim_end().to_string()
+}
+
+fn client_id(con: &mut Connection) -> i64 {
+    redis::cmd("CLIENT").arg("ID").query(con).expect("CLIENT ID")
+}
+
+fn a_master_client() -> Connection {
+    let master = Cluster::shared().masters().into_iter().next().expect("a master");
+    Cluster::shared().client(&master)
+}
+
+/// A connection to the master that owns `key`'s slot (another answers `-MOVED`).
+fn node_owning(key: &str) -> Connection {
+    for master in Cluster::shared().masters() {
+        let mut con = Cluster::shared().client(&master);
+        if redis::cmd("EXISTS").arg(key).query::<i64>(&mut con).is_ok() {
+            return con;
+        }
+    }
+    panic!("no master owns {key}'s slot");
+}
+
+fn is_valkey(node: &mut Connection) -> bool {
+    let info: String = redis::cmd("INFO").arg("server").query(node).expect("INFO server");
+    info.contains("valkey_version:")
+}
+
+#[test]
+fn client_info_has_the_fields_of_a_node_in_its_order() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut con = proxy.client();
+    let mut node = a_master_client();
+    let on_node = client_info(&mut node);
+    let on_proxy = client_info(&mut con);
+    let mut expected: Vec<&str> = match is_valkey(&mut node) {
+        true => REDIS_7_2_FIELDS.to_vec(),
+        false => names(&on_node),
+    };
+    if !expected.contains(&"lib-name") {
+        expected.extend(["lib-name", "lib-ver"]);
+    }
+    assert_eq!(names(&on_proxy), expected, "proxy: {on_proxy}\nnode:  {on_node}");
+
+    // The values a node gives its asking client: the request in its query buffer, its arguments.
+    assert_eq!(field(&on_proxy, "qbuf"), Some("26"), "{on_proxy}");
+    assert_eq!(field(&on_proxy, "argv-mem"), field(&on_node, "argv-mem"), "{on_proxy}");
+    for (name, value) in [("multi", "-1"), ("sub", "0"), ("psub", "0"), ("ssub", "0"), ("events", "r"), ("db", "0")] {
+        assert_eq!(field(&on_proxy, name), Some(value), "{name}: {on_proxy}");
+    }
+    assert_eq!(field(&on_proxy, "laddr"), Some(proxy.addr().as_str()), "the proxy's address: {on_proxy}");
+    let fd: i64 = field(&on_proxy, "fd").and_then(|fd| fd.parse().ok()).expect("fd");
+    assert!(fd > 2, "a socket's descriptor: {on_proxy}");
+    let tot_mem: u64 = field(&on_proxy, "tot-mem").and_then(|m| m.parse().ok()).expect("tot-mem");
+    assert!(tot_mem > 0, "{on_proxy}");
+}
+
+/// Another client's line counts its subscriptions and its transaction as a node counts them
+/// (`sub`/`psub`/`ssub`, `multi`, `multi-mem`): the same commands on a node give the same values.
+#[test]
+fn client_list_counts_other_clients_subscriptions_and_transaction() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut lister = proxy.client();
+    let (mut node, mut node_lister) = (node_owning("list:fields:{tx}"), node_owning("list:fields:{tx}"));
+
+    // The same transaction queued through the proxy and on a node: the node decides the values.
+    let queued: [&[&str]; 2] = [&["SET", "list:fields:{tx}", "value"], &["INCRBY", "list:fields:{tx}:n", "12"]];
+    let mut tx = proxy.client();
+    let tx_id = client_id(&mut tx);
+    let node_tx_id = client_id(&mut node);
+    for con in [&mut tx, &mut node] {
+        let _: () = redis::cmd("MULTI").query(con).expect("MULTI");
+        for command in queued {
+            let _: String = redis::cmd(command[0]).arg(&command[1..]).query(con).expect("queued");
+        }
+    }
+    let proxied = line_of(&mut lister, tx_id);
+    let direct = line_of(&mut node_lister, node_tx_id);
+    assert_eq!(field(&proxied, "multi"), Some("2"), "{proxied}");
+    assert_eq!(field(&proxied, "multi"), field(&direct, "multi"), "{proxied}\n{direct}");
+    assert_eq!(field(&proxied, "multi-mem"), field(&direct, "multi-mem"), "{proxied}\n{direct}");
+    for con in [&mut tx, &mut node] {
+        let _: () = redis::cmd("DISCARD").query(con).expect("DISCARD");
+    }
+    assert_eq!(field(&line_of(&mut lister, tx_id), "multi"), Some("-1"));
+
+    // Two channels, one pattern, one shard channel.
+    let mut subscriber = TcpStream::connect(proxy.addr()).expect("connect");
+    subscriber.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    subscriber.write_all(&resp_command(&[b"CLIENT", b"ID"])).expect("CLIENT ID");
+    let id = read_integer(&mut subscriber);
+    let commands = [
+        resp_command(&[b"SUBSCRIBE", b"list:fields:a", b"list:fields:b"]),
+        resp_command(&[b"PSUBSCRIBE", b"list:fields:*"]),
+        resp_command(&[b"SSUBSCRIBE", b"list:fields:s"]),
+    ]
+    .concat();
+    subscriber.write_all(&commands).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let counted = loop {
+        let line = line_of(&mut lister, id);
+        let counts = (field(&line, "sub"), field(&line, "psub"), field(&line, "ssub"));
+        if counts == (Some("2"), Some("1"), Some("1")) || Instant::now() > deadline {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(field(&counted, "sub"), Some("2"), "{counted}");
+    assert_eq!(field(&counted, "psub"), Some("1"), "{counted}");
+    assert_eq!(field(&counted, "ssub"), Some("1"), "{counted}");
+    assert_eq!(field(&counted, "flags"), Some("P"), "{counted}");
+
+    subscriber.write_all(&resp_command(&[b"UNSUBSCRIBE", b"list:fields:a"])).expect("UNSUBSCRIBE");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let line = line_of(&mut lister, id);
+        if field(&line, "sub") == Some("1") || Instant::now() > deadline {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!((field(&line, "sub"), field(&line, "psub")), (Some("1"), Some("1")), "{line}");
+    subscriber.write_all(&resp_command(&[b"RESET"])).expect("RESET");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let line = line_of(&mut lister, id);
+        if field(&line, "flags") == Some("N") || Instant::now() > deadline {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let counts = (field(&line, "sub"), field(&line, "psub"), field(&line, "ssub"));
+    assert_eq!(counts, (Some("0"), Some("0"), Some("0")), "after RESET: {line}");
+}
+
+/// Reads one `:N\r\n` reply.
+fn read_integer(stream: &mut TcpStream) -> i64 {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).expect("an integer reply");
+        line.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&line);
+    text.trim_start_matches(':').trim_end().parse().unwrap_or_else(|_| panic!("an integer: {text:?}"))
+}
+
+/// A client that does not read its replies shows them waiting (`obl`/`omem`, `events=rw`), and
+/// nothing once it has read them.
+#[test]
+fn a_client_that_does_not_read_shows_its_replies_waiting() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut lister = proxy.client();
+    let value = vec![b'v'; 1 << 20];
+    let _: () = redis::cmd("SET").arg("list:fields:big").arg(&value).query(&mut lister).expect("SET");
+
+    let mut slow = TcpStream::connect(proxy.addr()).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    slow.write_all(&resp_command(&[b"CLIENT", b"ID"])).expect("CLIENT ID");
+    let id = read_integer(&mut slow);
+    let gets = 16;
+    let pipeline: Vec<u8> = (0..gets).flat_map(|_| resp_command(&[b"GET", b"list:fields:big"])).collect();
+    slow.write_all(&pipeline).expect("GETs");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiting = loop {
+        let line = line_of(&mut lister, id);
+        let bytes = |name| field(&line, name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if bytes("obl") + bytes("omem") > 1 << 20 || Instant::now() > deadline {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let bytes = |name| field(&waiting, name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    assert!(bytes("obl") + bytes("omem") > 1 << 20, "replies wait for the client: {waiting}");
+    assert_eq!(field(&waiting, "events"), Some("rw"), "{waiting}");
+    assert!(bytes("oll") > 0, "in 16 KiB blocks past the kept buffer: {waiting}");
+    assert!(bytes("tot-mem") > bytes("omem"), "{waiting}");
+
+    let reply_len = "$1048576\r\n".len() + (1 << 20) + 2;
+    let mut left = gets * reply_len;
+    let mut buffer = vec![0u8; 256 * 1024];
+    while left > 0 {
+        let read = slow.read(&mut buffer).expect("the replies");
+        assert!(read > 0, "the proxy closed the connection with {left} bytes to go");
+        left = left.saturating_sub(read);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let drained = loop {
+        let line = line_of(&mut lister, id);
+        if field(&line, "events") == Some("r") || Instant::now() > deadline {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for (name, value) in [("obl", "0"), ("oll", "0"), ("omem", "0"), ("events", "r")] {
+        assert_eq!(field(&drained, name), Some(value), "{name} once everything was read: {drained}");
+    }
+}
+
+/// `CLIENT KILL LADDR` closes the clients that came in on that proxy address, as on a node.
+#[test]
+fn client_kill_laddr_closes_the_clients_of_that_address() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut admin = proxy.client();
+    let mut victim = TcpStream::connect(proxy.addr()).expect("connect");
+    victim.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    victim.write_all(&resp_command(&[b"PING"])).expect("PING");
+    let mut pong = [0u8; 7];
+    victim.read_exact(&mut pong).expect("PONG");
+
+    let none: i64 =
+        redis::cmd("CLIENT").arg("KILL").arg("LADDR").arg("127.0.0.1:1").query(&mut admin).expect("KILL LADDR");
+    assert_eq!(none, 0, "no client came in on another address");
+    let killed: i64 =
+        redis::cmd("CLIENT").arg("KILL").arg("LADDR").arg(proxy.addr()).query(&mut admin).expect("KILL LADDR");
+    assert_eq!(killed, 1, "the other client; the one asking is skipped (SKIPME yes)");
+    let mut rest = [0u8; 1];
+    assert_eq!(victim.read(&mut rest).expect("closed"), 0, "the killed client's connection is closed");
+}
+
+/// RESET discards a transaction being queued, as a node's `clearClientConnectionState` does: the
+/// queued commands never run and EXEC has no MULTI to end.
+#[test]
+fn reset_discards_a_transaction_being_queued() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut con = proxy.client();
+    let key = "list:fields:reset";
+    let _: () = redis::cmd("DEL").arg(key).query(&mut con).expect("DEL");
+    let _: () = redis::cmd("MULTI").query(&mut con).expect("MULTI");
+    let _: String = redis::cmd("SET").arg(key).arg("queued").query(&mut con).expect("queued");
+    let reset: String = redis::cmd("RESET").query(&mut con).expect("RESET");
+    assert_eq!(reset, "RESET");
+    let exec = redis::cmd("EXEC").query::<()>(&mut con).expect_err("EXEC after RESET");
+    assert!(exec.to_string().contains("EXEC without MULTI"), "{exec}");
+    let value: Option<String> = redis::cmd("GET").arg(key).query(&mut con).expect("GET");
+    assert_eq!(value, None, "the queued SET never ran");
+    assert_eq!(field(&client_info(&mut con), "multi"), Some("-1"));
+}
