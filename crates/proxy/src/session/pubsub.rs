@@ -446,9 +446,9 @@ impl Session {
         self.publish_subscriptions();
     }
 
-    /// What CLIENT LIST counts of the client's subscriptions (`sub`, `psub`, `ssub`): the
-    /// confirmed channels and patterns of its connections, a mirror's keyspace-notification
-    /// copies not counted twice.
+    /// What CLIENT LIST counts of the client's subscriptions (`sub`, `psub`, `ssub`): the channels
+    /// and patterns its connections carry (confirmed by the nodes, or subscribed again by the
+    /// proxy and on their way), a mirror's keyspace-notification copies not counted twice.
     pub(super) fn publish_subscriptions(&self) {
         let conns = self.subs.as_ref().map(|s| s.conns.values().filter(|c| !c.mirror));
         let (mut sub, mut psub, mut ssub) = (0, 0, 0);

@@ -125,6 +125,9 @@ impl Session {
                 tx.dirty = true;
                 self.push_error(error, meta);
             }
+            // A transaction that failed already keeps nothing more (EXEC aborts it), as Redis'
+            // `queueMultiCommand`; the command is still answered QUEUED.
+            None if tx.dirty => self.pipeline.push_ready(Bytes::from_static(b"+QUEUED\r\n"), meta),
             None => {
                 if setting {
                     tx.settings.push(request.bytes().clone());

@@ -9,8 +9,8 @@ use crate::command::{CommandTable, parse_integer};
 use crate::error::ProxyError;
 use crate::session::ClientState;
 
-/// `CLIENT LIST`, `CLIENT INFO`, `CLIENT KILL`, `CLIENT PAUSE` and `CLIENT UNPAUSE`, on the proxy's
-/// clients; `me` is the client asking, `format` the line of the nodes' version.
+/// `CLIENT LIST`, `CLIENT INFO`, `CLIENT KILL`, `CLIENT PAUSE`, `CLIENT UNPAUSE` and `CLIENT
+/// UNBLOCK`, on the proxy's clients; `me` is the client asking, `format` the line of the nodes' version.
 pub fn command(
     clients: &Clients,
     names: &CommandTable,

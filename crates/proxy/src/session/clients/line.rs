@@ -4,10 +4,10 @@
 //! it when they connect), so the line shows what was set.
 //!
 //! Redis reads a client's buffers from its client struct when it lists it. A session owns its
-//! buffers, so it publishes what the line shows of them where they change anyway, off the
-//! per-request path: the input buffer after each read (with `idle`), the output waiting for the
-//! socket when a wake-up ends with it, subscriptions when a confirmation changes them, the
-//! transaction when a command is queued.
+//! buffers, so it publishes what the line shows of them at moments it passes anyway: its buffers
+//! (and the output waiting for the socket, if any) each time it waits, its subscriptions after
+//! each frame of a subscription connection, its transaction when a command is queued or the
+//! transaction ends.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -124,6 +124,7 @@ impl ClientEntry {
         let mut flags = String::new();
         let set = [
             (self.is_subscribed(), 'P'),
+            (self.published.multi.load(Ordering::Relaxed) >= 0, 'x'),
             (self.blocked_keys.load(Ordering::Relaxed) > 0, 'b'),
             (tracking & TRACKING != 0, 't'),
             (tracking & BROKEN_REDIRECT != 0, 'R'),
@@ -144,14 +145,16 @@ impl ClientEntry {
         let p = &self.published;
         let asking = asking.filter(|a| a.id == self.id);
         let idle = now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)) / 1000;
-        let (mut qbuf, qbuf_free) = unpair(p.input.load(Ordering::Relaxed));
+        let (unparsed, qbuf_free) = unpair(p.input.load(Ordering::Relaxed));
         // Redis' reply buffer holds at most one block, the rest goes to its reply list: the
         // write buffer is shown so, its first block as the buffer (`rbs`, `rbp`, `obl`), the rest
         // as the list's blocks (`oll`) and bytes (`omem`).
         let (capacity, peak) = unpair(p.reply_buffer.load(Ordering::Relaxed));
         let (rbs, rbp) = (capacity.min(REPLY_BLOCK), peak.min(REPLY_BLOCK));
         let argv_mem = asking.map_or(0, |a| a.argv_mem);
-        qbuf += asking.map_or(0, |a| a.request_len);
+        // The asking client's query buffer holds the request being run (what it published when
+        // it last waited may be that request's first part).
+        let qbuf = asking.map_or(unparsed, |a| a.request_len);
         let multi_mem = p.multi_mem.load(Ordering::Relaxed);
         let waiting = p.output.load(Ordering::Relaxed);
         let obl = waiting.min(REPLY_BLOCK);
