@@ -144,6 +144,17 @@ fn client_list_counts_other_clients_subscriptions_and_transaction() {
     let mut tx = proxy.client();
     let tx_id = client_id(&mut tx);
     let node_tx_id = client_id(&mut node);
+    // A key watched twice counts once (`watch`, Redis 7.4 and later; on 7.0 neither line has it).
+    for con in [&mut tx, &mut node] {
+        let keys = ["list:fields:{tx}", "list:fields:{tx}:n", "list:fields:{tx}"];
+        let _: () = redis::cmd("WATCH").arg(&keys).query(con).expect("WATCH");
+    }
+    let proxied = line_of(&mut lister, tx_id);
+    let direct = line_of(&mut node_lister, node_tx_id);
+    if !is_valkey(&mut node_lister) {
+        // (Valkey 8 reports Redis 7.2, whose line has no `watch`.)
+        assert_eq!(field(&proxied, "watch"), field(&direct, "watch"), "{proxied}\n{direct}");
+    }
     for con in [&mut tx, &mut node] {
         let _: () = redis::cmd("MULTI").query(con).expect("MULTI");
         for command in queued {
@@ -340,4 +351,22 @@ fn reset_discards_a_transaction_being_queued() {
     let value: Option<String> = redis::cmd("GET").arg(key).query(&mut con).expect("GET");
     assert_eq!(value, None, "the queued SET never ran");
     assert_eq!(field(&client_info(&mut con), "multi"), Some("-1"));
+}
+
+/// RESET ends WATCH, as on a node: a watched key changed afterwards no longer aborts a
+/// transaction.
+#[test]
+fn reset_ends_watch() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut con = proxy.client();
+    let mut other = proxy.client();
+    let key = "list:fields:{reset-watch}";
+    let _: () = redis::cmd("WATCH").arg(key).query(&mut con).expect("WATCH");
+    let reset: String = redis::cmd("RESET").query(&mut con).expect("RESET");
+    assert_eq!(reset, "RESET");
+    let _: () = redis::cmd("SET").arg(key).arg("changed").query(&mut other).expect("SET by another client");
+    let _: () = redis::cmd("MULTI").query(&mut con).expect("MULTI");
+    let _: String = redis::cmd("SET").arg(format!("{key}:tx")).arg("ran").query(&mut con).expect("QUEUED");
+    let exec: Option<Vec<String>> = redis::cmd("EXEC").query(&mut con).expect("EXEC");
+    assert_eq!(exec, Some(vec!["OK".to_string()]), "the watch ended with RESET: EXEC runs");
 }

@@ -11,6 +11,7 @@ use super::pipeline::Meta;
 use crate::command::Merge;
 use crate::error::ProxyError;
 use crate::executor::{Part, Target};
+use crate::metrics::labels;
 use crate::resp::{Request, reply, request::encode_command};
 use crate::slot::Slot;
 
@@ -50,7 +51,7 @@ pub(super) fn controls_transaction(request: &Request) -> bool {
 impl Session {
     /// Ends WATCH: the watched slot, taken, and the watched keys no longer counted.
     pub(super) fn forget_watch(&mut self) -> Option<Option<Slot>> {
-        self.watched_keys = 0;
+        self.watched_keys = Vec::new();
         self.entry.set_watched(0);
         self.watch_slot.take()
     }
@@ -90,8 +91,13 @@ impl Session {
                 }
                 self.watch_slot = Some(slot.or(self.watch_slot.flatten()));
                 // INFO clients counts watching clients and their keys, as Redis does.
-                self.watched_keys += (request.argc() - 1) as u32;
-                self.entry.set_watched(self.watched_keys);
+                // A key watched again is counted once, as Redis' `watchForKey` skips it.
+                for key in (1..request.argc()).map(|i| request.arg(i)) {
+                    if !self.watched_keys.iter().any(|watched| watched.as_ref() == key) {
+                        self.watched_keys.push(Bytes::copy_from_slice(key));
+                    }
+                }
+                self.entry.set_watched(u32::try_from(self.watched_keys.len()).unwrap_or(u32::MAX));
                 let part = Part::new(request.bytes().clone(), Target::Owned, false);
                 let seq = self.pipeline.push_single(part, meta);
                 self.send(seq, 0);
@@ -143,11 +149,11 @@ impl Session {
 
     /// Ends the transaction being queued, if any, and WATCH: a refused EXEC, and RESET (Redis'
     /// `discardTransaction` in `clearClientConnectionState`).
-    pub(super) fn discard_transaction(&mut self) {
+    pub(super) fn discard_transaction(&mut self, meta: Meta) {
         self.tx = None;
         self.publish_multi();
         if self.forget_watch().is_some() {
-            self.send_unwatch();
+            self.send_unwatch(meta);
         }
     }
 
@@ -166,12 +172,17 @@ impl Session {
     /// A command refused before routing (arity, permissions) fails the transaction it was queued
     /// in; a refused EXEC ends the transaction and unwatches, and says so (Redis'
     /// `execCommandAbort`). Returns the error to answer.
-    pub(super) fn refused(&mut self, spec: &crate::command::CommandSpec, refusal: ProxyError) -> ProxyError {
+    pub(super) fn refused(
+        &mut self,
+        spec: &crate::command::CommandSpec,
+        refusal: ProxyError,
+        meta: Meta,
+    ) -> ProxyError {
         if spec.name != "exec" {
             self.spoil_transaction();
             return refusal;
         }
-        self.discard_transaction();
+        self.discard_transaction(meta);
         match refusal {
             ProxyError::ExecAbort(_) | ProxyError::ExecAbortPrevious => refusal,
             other => ProxyError::ExecAbort(other.to_string()),
@@ -193,7 +204,7 @@ impl Session {
         let watched = self.forget_watch();
         if tx.dirty {
             if watched.is_some() {
-                self.send_unwatch();
+                self.send_unwatch(meta);
             }
             return self.push_error(ProxyError::ExecAbortPrevious, meta);
         }
@@ -257,19 +268,15 @@ impl Session {
         }
     }
 
-    /// Forgets the watched keys on the node without a reply to the client.
-    fn send_unwatch(&mut self) {
-        if let Some(own) = self.exec.own() {
-            let (tx, _rx) = crate::upstream::reply_channel();
-            own.send(crate::upstream::UpstreamRequest {
-                payload: encode_command(&[b"UNWATCH"]),
-                prefix: None,
-                tag: crate::upstream::PUSH,
-                reply_to: tx,
-                bounded: true,
-                streamable: false,
-                lease: None,
-            });
+    /// Forgets the watched keys on the node without a reply to the client: an UNWATCH in the
+    /// client's pipeline like any of its requests (its reply dropped), so that it reaches the
+    /// own connection after the WATCH it ends, even one held for a retry or a redirection.
+    fn send_unwatch(&mut self, meta: Meta) {
+        if self.exec.own().is_some() {
+            let part = Part::new(encode_command(&[b"UNWATCH"]), Target::Owned, false);
+            let meta = Meta { label: labels::label_index("unwatch"), dropped: true, ..meta };
+            let seq = self.pipeline.push_single(part, meta);
+            self.send(seq, 0);
         }
     }
 }
