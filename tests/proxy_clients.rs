@@ -219,3 +219,45 @@ fn clients_idle_past_the_buffer_trim_keep_what_they_have_in_progress() {
     let value: String = redis::cmd("GET").arg("clients:trim:half").query(&mut other).expect("GET");
     assert_eq!(value, "value");
 }
+
+/// CLIENT PAUSE WRITE goes by a script's own flags, as Redis' `getCommandFlags` does: a script
+/// declaring `no-writes` in its shebang (EVAL, or EVALSHA of a script the proxy has seen) runs
+/// during the pause; one with a shebang without it, or with none (EVAL's `may-replicate`), waits,
+/// as does PUBLISH (compared with a node by hand: Redis 7.0.15 holds EVAL without a shebang,
+/// `#!lua` and PUBLISH, and lets `#!lua flags=no-writes` through).
+#[test]
+fn client_pause_write_lets_a_no_writes_script_through() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let (mut admin, _) = named(&proxy, "admin");
+    let (mut worker, _) = named(&proxy, "scripts");
+    let key = "clients:pause-script";
+    let read_only = "#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])";
+    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(read_only).query(&mut worker).expect("SCRIPT LOAD");
+    let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut worker).expect("SET");
+
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(600).arg("WRITE").query(&mut admin).expect("CLIENT PAUSE WRITE");
+    let paused_at = Instant::now();
+    let value: String = redis::cmd("EVAL").arg(read_only).arg(1).arg(key).query(&mut worker).expect("EVAL no-writes");
+    assert_eq!(value, "v");
+    let value: String = redis::cmd("EVALSHA").arg(&sha).arg(1).arg(key).query(&mut worker).expect("EVALSHA no-writes");
+    assert_eq!(value, "v");
+    assert!(paused_at.elapsed() < Duration::from_millis(400), "a no-writes script was held: {:?}", paused_at.elapsed());
+
+    let writing = "#!lua\nreturn redis.call('SET', KEYS[1], 'w')";
+    let _: String = redis::cmd("EVAL").arg(writing).arg(1).arg(key).query(&mut worker).expect("EVAL writing");
+    let held = paused_at.elapsed();
+    assert!(held >= Duration::from_millis(550), "a script with a shebang and no no-writes was not held: {held:?}");
+
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(600).arg("WRITE").query(&mut admin).expect("CLIENT PAUSE WRITE");
+    let paused_at = Instant::now();
+    let _: i64 = redis::cmd("EVAL").arg("return 1").arg(0).query(&mut worker).expect("EVAL without a shebang");
+    let held = paused_at.elapsed();
+    assert!(held >= Duration::from_millis(550), "a script without a shebang (may-replicate) was not held: {held:?}");
+
+    // PUBLISH is `may-replicate` too, though `COMMAND` does not say so (Redis hides the flag).
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(600).arg("WRITE").query(&mut admin).expect("CLIENT PAUSE WRITE");
+    let paused_at = Instant::now();
+    let _: i64 = redis::cmd("PUBLISH").arg("clients:pause-channel").arg("m").query(&mut worker).expect("PUBLISH");
+    let held = paused_at.elapsed();
+    assert!(held >= Duration::from_millis(550), "PUBLISH was not held: {held:?}");
+}

@@ -42,6 +42,49 @@ pub fn reload_for(scripts: &Scripts, payload: &Bytes) -> Option<Bytes> {
     Some(encode_command(&[&b"SCRIPT"[..], b"LOAD", &body]))
 }
 
+/// Whether the script of an EVAL-family request writes, when its shebang says so: Redis takes
+/// the flags a script declares (`#!lua flags=no-writes,…`) instead of the command's own
+/// (`evalGetCommandFlags`, `scriptFlagsToCmdFlags`): a script with a shebang writes unless it
+/// declares `no-writes`. `None` when the command's flags decide: no shebang (Redis' compatibility
+/// mode), a shebang Redis would refuse, an EVALSHA of a script the proxy has not seen, or not a
+/// script at all.
+pub fn shebang_writes(scripts: &Scripts, spec: &CommandSpec, request: &Request) -> Option<bool> {
+    match spec.name.as_str() {
+        "eval" | "eval_ro" => shebang_no_writes(request.arg(1)).map(|no_writes| !no_writes),
+        "evalsha" | "evalsha_ro" => {
+            let sha = String::from_utf8_lossy(request.arg(1)).to_ascii_lowercase();
+            let body = scripts.get(&sha)?;
+            shebang_no_writes(&body).map(|no_writes| !no_writes)
+        }
+        _ => None,
+    }
+}
+
+/// Script flags Redis 7.0 knows (`scripts_flags_def`); any other makes it refuse the shebang.
+const SCRIPT_FLAGS: &[&[u8]] = &[b"no-writes", b"allow-oom", b"allow-stale", b"no-cluster", b"allow-cross-slot-keys"];
+
+/// Whether a script's `#!lua` shebang declares `no-writes`, as Redis' `evalExtractShebangFlags`
+/// reads it; `None` without a shebang or with one it refuses.
+fn shebang_no_writes(body: &[u8]) -> Option<bool> {
+    let line = body.strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n')?];
+    let mut parts = line.split(|b| b.is_ascii_whitespace()).filter(|part| !part.is_empty());
+    if parts.next()? != b"lua" {
+        return None;
+    }
+    let mut no_writes = false;
+    for part in parts {
+        let flags = part.strip_prefix(b"flags=")?;
+        for flag in flags.split(|&b| b == b',').filter(|flag| !flag.is_empty()) {
+            if !SCRIPT_FLAGS.contains(&flag) {
+                return None;
+            }
+            no_writes |= flag == b"no-writes";
+        }
+    }
+    Some(no_writes)
+}
+
 /// The first two arguments of a RESP request (enough to tell EVALSHA and its SHA).
 fn parse_args(payload: &Bytes) -> Option<Vec<Bytes>> {
     let mut decoder = crate::resp::RequestDecoder::new(crate::resp::Limits::default());
@@ -76,6 +119,40 @@ pub(crate) mod tests {
         assert!(reload_for(&scripts, unknown.bytes()).is_none());
         let get = Request::from_args(&["GET", sha]);
         assert!(reload_for(&scripts, get.bytes()).is_none());
+    }
+
+    #[test]
+    fn a_shebang_decides_whether_a_script_writes() {
+        let cases: &[(&str, Option<bool>)] = &[
+            ("return 1", None),
+            ("#!lua\nreturn 1", Some(false)),
+            ("#!lua flags=no-writes\nreturn 1", Some(true)),
+            ("#!lua flags=allow-oom,no-writes\nreturn 1", Some(true)),
+            ("#!lua flags=allow-oom\nreturn 1", Some(false)),
+            ("#!lua   flags=no-writes  \nreturn 1", Some(true)),
+            ("#!lua flags=\nreturn 1", Some(false)),
+            ("#!lua flags=no-writes,bogus\nreturn 1", None),
+            ("#!lua name=x\nreturn 1", None),
+            ("#!python flags=no-writes\nreturn 1", None),
+            ("#!lua flags=no-writes", None),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(shebang_no_writes(body.as_bytes()), *expected, "{body:?}");
+        }
+        let scripts = Scripts::default();
+        let table = crate::command::CommandTable::builtin();
+        let writes = |args: &[&str]| {
+            let request = Request::from_args(args);
+            shebang_writes(&scripts, table.lookup(&request).expect("known"), &request)
+        };
+        assert_eq!(writes(&["EVAL", "#!lua flags=no-writes\nreturn 1", "0"]), Some(false));
+        assert_eq!(writes(&["EVAL", "return 1", "0"]), None);
+        let body = "#!lua flags=no-writes\nreturn 2";
+        let sha = sha1_smol::Sha1::from(body).digest().to_string();
+        assert_eq!(writes(&["EVALSHA", &sha, "0"]), None, "not seen yet");
+        remember_args(&scripts, &["SCRIPT", "LOAD", body]);
+        assert_eq!(writes(&["EVALSHA", &sha.to_ascii_uppercase(), "0"]), Some(false));
+        assert_eq!(writes(&["GET", "k"]), None);
     }
 
     #[test]

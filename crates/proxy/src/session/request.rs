@@ -91,7 +91,7 @@ impl Session {
             self.on_refused_request(request.arg(0));
             return self.push_error(refusal, meta);
         }
-        if self.paused(spec) {
+        if self.paused(spec, &request) {
             let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
             self.held = Some(Box::new(super::Held { request, read_at, until, dropped }));
             return;
@@ -130,12 +130,13 @@ impl Session {
     /// Whether CLIENT PAUSE holds the command: every command (ALL) or those that may write
     /// (WRITE: an EXEC too when a command it runs may), like Redis; CLIENT UNPAUSE itself gets
     /// through.
-    fn paused(&self, spec: &CommandSpec) -> bool {
+    fn paused(&self, spec: &CommandSpec, request: &Request) -> bool {
         let Some(pause) = self.shared.clients.current_pause() else {
             return false;
         };
         let exec_writes = spec.name == "exec" && self.tx.as_ref().is_some_and(|tx| tx.may_write);
-        (!pause.writes_only || may_write(spec) || exec_writes) && spec.handling != Handling::Local(LocalKind::Unpause)
+        let writes = || may_write(&self.shared, spec, request) || exec_writes;
+        (!pause.writes_only || writes()) && spec.handling != Handling::Local(LocalKind::Unpause)
     }
 
     /// Inside MULTI commands are queued, not routed: they run together at EXEC. What one node
@@ -157,11 +158,14 @@ impl Session {
             return self.refuse_in_transaction(meta, transaction::NOT_IN_TRANSACTION);
         }
         let slot = router::slot_of(spec, request, &mut self.keys);
-        self.queue_in_transaction(request, slot, setting, may_write(spec), meta);
+        let may_write = may_write(&self.shared, spec, request);
+        self.queue_in_transaction(request, slot, setting, may_write, meta);
     }
 }
 
-/// Whether a command writes or may replicate: what CLIENT PAUSE WRITE holds.
-fn may_write(spec: &CommandSpec) -> bool {
-    spec.is_write() || spec.flags.contains(CommandFlags::MAY_REPLICATE)
+/// Whether a command writes or may replicate: what CLIENT PAUSE WRITE holds. A script's shebang
+/// flags decide for it, as in Redis' `getCommandFlags` (a `no-writes` script is a read).
+fn may_write(shared: &Shared, spec: &CommandSpec, request: &Request) -> bool {
+    crate::executor::scripts::shebang_writes(&shared.scripts, spec, request)
+        .unwrap_or_else(|| spec.is_write() || spec.flags.contains(CommandFlags::MAY_REPLICATE))
 }
