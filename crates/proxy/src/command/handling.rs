@@ -147,3 +147,16 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         },
     }
 }
+
+/// Commands Redis flags `may_replicate` without reporting it: `COMMAND` hides that flag on
+/// purpose (server.c's `addReplyCommandFlags`), so neither the generated table nor a node's reply
+/// carries it. Redis 7.0.15's commands.c; `CLIENT PAUSE WRITE` holds them as it holds writes.
+const HIDDEN_MAY_REPLICATE: [&str; 6] = ["pfcount", "publish", "spublish", "eval", "evalsha", "fcall"];
+
+/// The flags Redis gives command `name` beyond those `COMMAND` reports.
+pub(super) fn hidden_flags(name: &str) -> CommandFlags {
+    match HIDDEN_MAY_REPLICATE.contains(&name) {
+        true => CommandFlags::MAY_REPLICATE,
+        false => CommandFlags::empty(),
+    }
+}

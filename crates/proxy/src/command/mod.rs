@@ -378,9 +378,7 @@ impl CommandSpec {
         key_specs: Vec<KeySpec>,
         learned: bool,
     ) -> Self {
-        if HIDDEN_MAY_REPLICATE.contains(&name.as_str()) {
-            flags |= CommandFlags::MAY_REPLICATE;
-        }
+        flags |= handling::hidden_flags(&name);
         CommandSpec {
             handling: handling_for(&name, flags, learned),
             finder: KeyFinder::for_command(&name, &key_specs),
@@ -401,11 +399,6 @@ impl CommandSpec {
         CommandSpec::new(name.to_owned(), arity, CommandFlags::from_names(flags.iter().copied()), acl, specs, false)
     }
 }
-
-/// Commands Redis flags `may_replicate` without reporting it: `COMMAND` hides that flag on
-/// purpose (server.c's `addReplyCommandFlags`), so neither the generated table nor a node's reply
-/// carries it. Redis 7.0.15's commands.c; `CLIENT PAUSE WRITE` holds them as it holds writes.
-const HIDDEN_MAY_REPLICATE: [&str; 6] = ["pfcount", "publish", "spublish", "eval", "evalsha", "fcall"];
 
 /// One command as the generated table stores it: name, arity, flags, ACL categories, key specs.
 #[derive(Debug, Clone, Copy)]

@@ -66,16 +66,20 @@ const SCRIPT_FLAGS: &[&[u8]] = &[b"no-writes", b"allow-oom", b"allow-stale", b"n
 /// Whether a script's `#!lua` shebang declares `no-writes`, as Redis' `evalExtractShebangFlags`
 /// reads it; `None` without a shebang or with one it refuses.
 fn shebang_no_writes(body: &[u8]) -> Option<bool> {
-    let line = body.strip_prefix(b"#!")?;
-    let line = &line[..line.iter().position(|&b| b == b'\n')?];
+    if !body.starts_with(b"#!") {
+        return None;
+    }
+    let line = &body[..body.iter().position(|&b| b == b'\n')?];
     let mut parts = line.split(|b| b.is_ascii_whitespace()).filter(|part| !part.is_empty());
-    if parts.next()? != b"lua" {
+    if parts.next()? != b"#!lua" {
         return None;
     }
     let mut no_writes = false;
     for part in parts {
-        let flags = part.strip_prefix(b"flags=")?;
-        for flag in flags.split(|&b| b == b',').filter(|flag| !flag.is_empty()) {
+        // `flags=` alone declares none; otherwise every comma-separated flag must be known (an
+        // empty one, as in `no-writes,`, is not). Quoted tokens are left to the node.
+        let flags = part.strip_prefix(b"flags=").filter(|flags| !flags.iter().any(|&b| b == b'"' || b == b'\''))?;
+        for flag in flags.split(|&b| b == b',').filter(|_| !flags.is_empty()) {
             if !SCRIPT_FLAGS.contains(&flag) {
                 return None;
             }
@@ -135,6 +139,10 @@ pub(crate) mod tests {
             ("#!lua name=x\nreturn 1", None),
             ("#!python flags=no-writes\nreturn 1", None),
             ("#!lua flags=no-writes", None),
+            ("#! lua flags=no-writes\nreturn 1", None),
+            ("#!lua flags=no-writes,\nreturn 1", None),
+            ("#!lua flags=allow-oom,,no-writes\nreturn 1", None),
+            ("#!lua flags=no-writes\r\nreturn 1", Some(true)),
         ];
         for (body, expected) in cases {
             assert_eq!(shebang_no_writes(body.as_bytes()), *expected, "{body:?}");

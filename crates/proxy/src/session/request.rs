@@ -87,7 +87,7 @@ impl Session {
         let meta = Meta { label: spec.metric_label, read_at, dropped };
         // Set at lookup, before any check, as Redis' `lastcmd` is.
         self.entry.record_command(spec.index);
-        if let Some(refusal) = self.admission(spec, &request, meta) {
+        if let Some(refusal) = self.admission(spec, &request) {
             self.on_refused_request(request.arg(0));
             return self.push_error(refusal, meta);
         }
@@ -115,7 +115,7 @@ impl Session {
     /// Redis' checks after the command is known, in `processCommand`'s order: arity, login, a
     /// `no_multi` command inside MULTI, then the user's permissions. The one arity check of a
     /// request. A refusal fails the transaction being queued; a refused EXEC ends it.
-    fn admission(&mut self, spec: &CommandSpec, request: &Request, meta: Meta) -> Option<ProxyError> {
+    fn admission(&mut self, spec: &CommandSpec, request: &Request) -> Option<ProxyError> {
         let arity = router::arity_error(spec, request);
         let no_multi = self.tx.is_some() && self.state.user.is_some() && spec.flags.contains(CommandFlags::NO_MULTI);
         if no_multi && arity.is_none() {
@@ -124,7 +124,7 @@ impl Session {
         }
         let refusal =
             arity.or_else(|| local::authorize(&mut self.state, &self.shared, spec, request, &mut self.acl_keys))?;
-        Some(self.refused(spec, refusal, meta))
+        Some(self.refused(spec, refusal))
     }
 
     /// Whether CLIENT PAUSE holds the command: every command (ALL) or those that may write

@@ -106,7 +106,7 @@ impl Session {
             // RESET leaves every mode: a transaction and WATCH, tracking and subscriptions here,
             // the client's own state (protocol, reply mode, name …) in `local::answer`; in either
             // protocol.
-            self.discard_transaction(meta);
+            self.discard_transaction();
             self.stop_tracking();
             self.leave_subscriptions();
         }

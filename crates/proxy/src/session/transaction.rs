@@ -11,7 +11,6 @@ use super::pipeline::Meta;
 use crate::command::Merge;
 use crate::error::ProxyError;
 use crate::executor::{Part, Target};
-use crate::metrics::labels;
 use crate::resp::{Request, reply, request::encode_command};
 use crate::slot::Slot;
 
@@ -149,11 +148,11 @@ impl Session {
 
     /// Ends the transaction being queued, if any, and WATCH: a refused EXEC, and RESET (Redis'
     /// `discardTransaction` in `clearClientConnectionState`).
-    pub(super) fn discard_transaction(&mut self, meta: Meta) {
+    pub(super) fn discard_transaction(&mut self) {
         self.tx = None;
         self.publish_multi();
         if self.forget_watch().is_some() {
-            self.send_unwatch(meta);
+            self.send_unwatch();
         }
     }
 
@@ -172,17 +171,12 @@ impl Session {
     /// A command refused before routing (arity, permissions) fails the transaction it was queued
     /// in; a refused EXEC ends the transaction and unwatches, and says so (Redis'
     /// `execCommandAbort`). Returns the error to answer.
-    pub(super) fn refused(
-        &mut self,
-        spec: &crate::command::CommandSpec,
-        refusal: ProxyError,
-        meta: Meta,
-    ) -> ProxyError {
+    pub(super) fn refused(&mut self, spec: &crate::command::CommandSpec, refusal: ProxyError) -> ProxyError {
         if spec.name != "exec" {
             self.spoil_transaction();
             return refusal;
         }
-        self.discard_transaction(meta);
+        self.discard_transaction();
         match refusal {
             ProxyError::ExecAbort(_) | ProxyError::ExecAbortPrevious => refusal,
             other => ProxyError::ExecAbort(other.to_string()),
@@ -204,7 +198,7 @@ impl Session {
         let watched = self.forget_watch();
         if tx.dirty {
             if watched.is_some() {
-                self.send_unwatch(meta);
+                self.send_unwatch();
             }
             return self.push_error(ProxyError::ExecAbortPrevious, meta);
         }
@@ -268,15 +262,21 @@ impl Session {
         }
     }
 
-    /// Forgets the watched keys on the node without a reply to the client: an UNWATCH in the
-    /// client's pipeline like any of its requests (its reply dropped), so that it reaches the
-    /// own connection after the WATCH it ends, even one held for a retry or a redirection.
-    fn send_unwatch(&mut self, meta: Meta) {
-        if self.exec.own().is_some() {
-            let part = Part::new(encode_command(&[b"UNWATCH"]), Target::Owned, false);
-            let meta = Meta { label: labels::label_index("unwatch"), dropped: true, ..meta };
-            let seq = self.pipeline.push_single(part, meta);
-            self.send(seq, 0);
+    /// Forgets the watched keys on the node without a reply to the client. Sent straight to the
+    /// own connection, nobody waiting for it: its failure means the connection, and its WATCH,
+    /// are gone anyway (a reply waited for would have the connection's loss end a newer WATCH).
+    fn send_unwatch(&mut self) {
+        if let Some(own) = self.exec.own() {
+            let (tx, _rx) = crate::upstream::reply_channel();
+            own.send(crate::upstream::UpstreamRequest {
+                payload: encode_command(&[b"UNWATCH"]),
+                prefix: None,
+                tag: crate::upstream::PUSH,
+                reply_to: tx,
+                bounded: true,
+                streamable: false,
+                lease: None,
+            });
         }
     }
 }
