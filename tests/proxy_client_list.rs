@@ -370,3 +370,53 @@ fn reset_ends_watch() {
     let exec: Option<Vec<String>> = redis::cmd("EXEC").query(&mut con).expect("EXEC");
     assert_eq!(exec, Some(vec!["OK".to_string()]), "the watch ended with RESET: EXEC runs");
 }
+
+/// Sends `commands` on a new connection to `addr` and returns everything that comes back within
+/// `wait` (enough for every reply on loopback).
+fn exchange(addr: &str, commands: &[&[&[u8]]], wait: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let bytes: Vec<u8> = commands.iter().flat_map(|args| resp_command(args)).collect();
+    stream.write_all(&bytes).expect("write");
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        stream.set_read_timeout(Some(left)).expect("read timeout");
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => got.extend_from_slice(&buffer[..read]),
+        }
+    }
+    got
+}
+
+/// A transaction's replies come in the protocol the client speaks when it runs, as on a node,
+/// though its own connection was opened in another: RESET after `HELLO 3` (back to RESP2), and
+/// `HELLO 3` between WATCH and EXEC (the WATCH stays).
+#[test]
+fn a_transaction_answers_in_the_protocol_the_client_speaks_now() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let hash = "list:fields:{proto}";
+    let mut con = proxy.client();
+    let _: () = redis::cmd("HSET").arg(hash).arg("a").arg("1").query(&mut con).expect("HSET");
+    let node = Cluster::shared()
+        .masters()
+        .into_iter()
+        .find(|addr| redis::cmd("EXISTS").arg(hash).query::<i64>(&mut Cluster::shared().client(addr)).is_ok())
+        .expect("the hash's master");
+    let (key, hello3): (&[u8], &[&[u8]]) = (hash.as_bytes(), &[b"HELLO", b"3"]);
+    let (watch, reset): (&[&[u8]], &[&[u8]]) = (&[b"WATCH", key], &[b"RESET"]);
+    let transaction: [&[&[u8]]; 3] = [&[b"MULTI"], &[b"HGETALL", key], &[b"EXEC"]];
+    let after_reset: Vec<&[&[u8]]> = [hello3, watch, reset, watch].into_iter().chain(transaction).collect();
+    let switched: Vec<&[&[u8]]> = [watch, hello3].into_iter().chain(transaction).collect();
+    for (name, commands, exec_reply) in [
+        ("RESET after HELLO 3", &after_reset, &b"*1\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n"[..]),
+        ("HELLO 3 after WATCH", &switched, &b"*1\r\n%1\r\n$1\r\na\r\n$1\r\n1\r\n"[..]),
+    ] {
+        let wait = Duration::from_millis(700);
+        let through_proxy = exchange(&proxy.addr(), commands, wait);
+        let on_node = exchange(&node, commands, wait);
+        assert!(on_node.ends_with(exec_reply), "{name}, node: {}", String::from_utf8_lossy(&on_node));
+        assert!(through_proxy.ends_with(exec_reply), "{name}, proxy: {}", String::from_utf8_lossy(&through_proxy));
+    }
+}

@@ -27,16 +27,8 @@ impl Session {
             super::clients::Unblock::Error => b"ERROR",
         };
         let id = id.to_string();
-        let (reply_to, _ignored) = crate::upstream::reply_channel();
-        let request = crate::upstream::UpstreamRequest {
-            payload: encode_command(&[&b"CLIENT"[..], b"UNBLOCK", id.as_bytes(), how]),
-            prefix: None,
-            tag: crate::upstream::PUSH,
-            reply_to,
-            bounded: true,
-            streamable: false,
-            lease: None,
-        };
+        let payload = encode_command(&[&b"CLIENT"[..], b"UNBLOCK", id.as_bytes(), how]);
+        let request = crate::upstream::UpstreamRequest::unanswered(payload);
         self.shared.topology.upstreams().pool(&addr, false).send(self.state.id as usize, false, request);
     }
 

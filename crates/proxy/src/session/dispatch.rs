@@ -7,6 +7,7 @@ use super::Session;
 use crate::error::ProxyError;
 use crate::executor::{Caller, Step};
 use crate::resp::reply::{self, Protocol};
+use crate::resp::request::encode_command;
 use crate::slot::Slot;
 use crate::upstream::{PUSH, Tag, UpstreamReply};
 
@@ -89,6 +90,16 @@ impl Session {
         let addr = crate::executor::peer::own_master(&self.shared.topology, slot, self.state.id as usize)?;
         self.exec.own_conn_at(&self.shared, caller(&self.state), &addr);
         Some(())
+    }
+
+    /// The client switched protocol (HELLO, RESET): its own connection, if it has one, switches
+    /// too, in the client's order (a HELLO whose reply is dropped), so that later commands on it
+    /// are answered in the client's protocol while its WATCH stays, as on a node.
+    pub(super) fn switch_own_protocol(&mut self) {
+        if let Some(own) = self.exec.own() {
+            let version: &[u8] = if self.state.protocol == Protocol::Resp3 { b"3" } else { b"2" };
+            own.send(crate::upstream::UpstreamRequest::unanswered(encode_command(&[b"HELLO", version])));
+        }
     }
 
     /// Resends the parts whose retry pause is over.

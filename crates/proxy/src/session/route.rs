@@ -110,7 +110,11 @@ impl Session {
             self.stop_tracking();
             self.leave_subscriptions();
         }
+        let protocol = self.state.protocol;
         let answer = local::answer(&mut self.state, &self.shared, request);
+        if self.state.protocol != protocol {
+            self.switch_own_protocol();
+        }
         if local::changes_description(request) {
             self.entry.describe(&self.state);
         }

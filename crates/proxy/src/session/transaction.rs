@@ -267,16 +267,7 @@ impl Session {
     /// are gone anyway (a reply waited for would have the connection's loss end a newer WATCH).
     fn send_unwatch(&mut self) {
         if let Some(own) = self.exec.own() {
-            let (tx, _rx) = crate::upstream::reply_channel();
-            own.send(crate::upstream::UpstreamRequest {
-                payload: encode_command(&[b"UNWATCH"]),
-                prefix: None,
-                tag: crate::upstream::PUSH,
-                reply_to: tx,
-                bounded: true,
-                streamable: false,
-                lease: None,
-            });
+            own.send(crate::upstream::UpstreamRequest::unanswered(encode_command(&[b"UNWATCH"])));
         }
     }
 }

@@ -65,6 +65,14 @@ pub struct UpstreamRequest {
 }
 
 impl UpstreamRequest {
+    /// A command nobody waits for (its reply, or its failure, is dropped): the proxy's own
+    /// housekeeping on a client's connection, in the client's order (UNWATCH, HELLO, CLIENT
+    /// UNBLOCK).
+    pub fn unanswered(payload: Bytes) -> UpstreamRequest {
+        let (reply_to, _dropped) = reply_channel();
+        UpstreamRequest { payload, prefix: None, tag: PUSH, reply_to, bounded: true, streamable: false, lease: None }
+    }
+
     /// Answers the request with `error` instead of a reply; a caller that went away is not told.
     pub fn fail(self, error: UpstreamError) {
         let _ = self.reply_to.send(UpstreamReply { tag: self.tag, result: Err(error), partial: None });
