@@ -1,4 +1,4 @@
-//! What both floors share: just enough RESP to find a request's end and key and a reply's end,
+//! What the floors share: just enough RESP to find a request's end and key and a reply's end,
 //! the key's slot, the bench config's listen address and seeds, and the slot map from
 //! `CLUSTER SLOTS` (read once at start; no redirections are followed).
 
