@@ -231,8 +231,11 @@ fn main() {
     let (masters, owner) = resp::slot_map(&seeds[0]).expect("the slot map from the first seed");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
-        let ready =
-            Arc::new(Ready { ids: Mutex::new(Vec::new()), worker: AtomicWaker::new(), accepted: Mutex::new(Vec::new()) });
+        let ready = Arc::new(Ready {
+            ids: Mutex::new(Vec::new()),
+            worker: AtomicWaker::new(),
+            accepted: Mutex::new(Vec::new()),
+        });
         let mut nodes = Vec::new();
         for (index, addr) in masters.iter().enumerate() {
             let stream = TcpStream::connect(addr).await.expect("a master");
