@@ -67,6 +67,24 @@ fn line_of(con: &mut Connection, id: i64) -> String {
     text.trim_end().to_string()
 }
 
+/// Client `id`'s line once `done` holds for it (sessions publish what it shows when they wait),
+/// or its last line after `within`.
+fn line_when(lister: &mut Connection, id: i64, within: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let line = line_of(lister, id);
+        if done(&line) || Instant::now() > deadline {
+            return line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A byte count of the line (0 when absent).
+fn bytes(line: &str, name: &str) -> u64 {
+    field(line, name).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 fn client_id(con: &mut Connection) -> i64 {
     redis::cmd("CLIENT").arg("ID").query(con).expect("CLIENT ID")
 }
@@ -198,39 +216,19 @@ fn client_list_counts_other_clients_subscriptions_and_transaction() {
     ]
     .concat();
     subscriber.write_all(&commands).expect("subscribe");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let counted = loop {
-        let line = line_of(&mut lister, id);
-        let counts = (field(&line, "sub"), field(&line, "psub"), field(&line, "ssub"));
-        if counts == (Some("2"), Some("1"), Some("1")) || Instant::now() > deadline {
-            break line;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let counted = line_when(&mut lister, id, Duration::from_secs(5), |line| {
+        (field(line, "sub"), field(line, "psub"), field(line, "ssub")) == (Some("2"), Some("1"), Some("1"))
+    });
     assert_eq!(field(&counted, "sub"), Some("2"), "{counted}");
     assert_eq!(field(&counted, "psub"), Some("1"), "{counted}");
     assert_eq!(field(&counted, "ssub"), Some("1"), "{counted}");
     assert_eq!(field(&counted, "flags"), Some("P"), "{counted}");
 
     subscriber.write_all(&resp_command(&[b"UNSUBSCRIBE", b"list:fields:a"])).expect("UNSUBSCRIBE");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        let line = line_of(&mut lister, id);
-        if field(&line, "sub") == Some("1") || Instant::now() > deadline {
-            break line;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let line = line_when(&mut lister, id, Duration::from_secs(5), |line| field(line, "sub") == Some("1"));
     assert_eq!((field(&line, "sub"), field(&line, "psub")), (Some("1"), Some("1")), "{line}");
     subscriber.write_all(&resp_command(&[b"RESET"])).expect("RESET");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        let line = line_of(&mut lister, id);
-        if field(&line, "flags") == Some("N") || Instant::now() > deadline {
-            break line;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let line = line_when(&mut lister, id, Duration::from_secs(5), |line| field(line, "flags") == Some("N"));
     let counts = (field(&line, "sub"), field(&line, "psub"), field(&line, "ssub"));
     assert_eq!(counts, (Some("0"), Some("0"), Some("0")), "after RESET: {line}");
 }
@@ -264,20 +262,12 @@ fn a_client_that_does_not_read_shows_its_replies_waiting() {
     let pipeline: Vec<u8> = (0..gets).flat_map(|_| resp_command(&[b"GET", b"list:fields:big"])).collect();
     slow.write_all(&pipeline).expect("GETs");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let waiting = loop {
-        let line = line_of(&mut lister, id);
-        let bytes = |name| field(&line, name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        if bytes("obl") + bytes("omem") > 1 << 20 || Instant::now() > deadline {
-            break line;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let bytes = |name| field(&waiting, name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    assert!(bytes("obl") + bytes("omem") > 1 << 20, "replies wait for the client: {waiting}");
+    let waiting =
+        line_when(&mut lister, id, Duration::from_secs(10), |line| bytes(line, "obl") + bytes(line, "omem") > 1 << 20);
+    assert!(bytes(&waiting, "obl") + bytes(&waiting, "omem") > 1 << 20, "replies wait for the client: {waiting}");
     assert_eq!(field(&waiting, "events"), Some("rw"), "{waiting}");
-    assert!(bytes("oll") > 0, "in 16 KiB blocks past the kept buffer: {waiting}");
-    assert!(bytes("tot-mem") > bytes("omem"), "{waiting}");
+    assert!(bytes(&waiting, "oll") > 0, "in 16 KiB blocks past the kept buffer: {waiting}");
+    assert!(bytes(&waiting, "tot-mem") > bytes(&waiting, "omem"), "{waiting}");
 
     let reply_len = "$1048576\r\n".len() + (1 << 20) + 2;
     let mut left = gets * reply_len;
@@ -287,14 +277,7 @@ fn a_client_that_does_not_read_shows_its_replies_waiting() {
         assert!(read > 0, "the proxy closed the connection with {left} bytes to go");
         left = left.saturating_sub(read);
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let drained = loop {
-        let line = line_of(&mut lister, id);
-        if field(&line, "events") == Some("r") || Instant::now() > deadline {
-            break line;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let drained = line_when(&mut lister, id, Duration::from_secs(5), |line| field(line, "events") == Some("r"));
     for (name, value) in [("obl", "0"), ("oll", "0"), ("omem", "0"), ("events", "r")] {
         assert_eq!(field(&drained, name), Some(value), "{name} once everything was read: {drained}");
     }
