@@ -10,47 +10,18 @@
 mod queue;
 mod resp;
 mod shape;
+mod signal;
 
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
-
-use futures_util::task::AtomicWaker;
+use std::task::{Context, Poll, Waker};
 
 use shape::Job;
+use signal::lock;
 
-/// What the futures' wakers, the spawner and the worker share.
-#[derive(Default)]
-struct Ready {
-    ids: Mutex<Vec<usize>>,
-    spawned: Mutex<Vec<Job>>,
-    worker: AtomicWaker,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// One future's waker: queues its id once until the worker polls it.
-struct Signal {
-    id: usize,
-    queued: AtomicBool,
-    ready: Arc<Ready>,
-}
-
-impl Wake for Signal {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            lock(&self.ready.ids).push(self.id);
-            self.ready.worker.wake();
-        }
-    }
-}
+type Ready = signal::Ready<Job>;
+type Signal = signal::Signal<Job>;
 
 struct Slot {
     job: Job,
@@ -62,7 +33,7 @@ struct Slot {
 fn turn(ready: &Arc<Ready>, slots: &mut Vec<Option<Slot>>, cx: &Context<'_>) -> Poll<()> {
     loop {
         ready.worker.register(cx.waker());
-        let spawned = std::mem::take(&mut *lock(&ready.spawned));
+        let spawned = std::mem::take(&mut *lock(&ready.arrivals));
         let mut ids = std::mem::take(&mut *lock(&ready.ids));
         if spawned.is_empty() && ids.is_empty() {
             return Poll::Pending;
@@ -94,7 +65,7 @@ fn main() {
         poll_fn(|cx| turn(&worker, &mut slots, cx)).await;
     }));
     runtime.block_on(shape::serve(listen, masters, owner, |job| {
-        lock(&ready.spawned).push(job);
+        lock(&ready.arrivals).push(job);
         ready.worker.wake();
     }));
 }

@@ -8,60 +8,28 @@
 //! redirections, a node that closes ends the process. See README.md.
 
 mod resp;
+mod signal;
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use signal::lock;
 
 /// The id the accepting task queues when it has new clients.
 const ACCEPTED: usize = usize::MAX;
 /// Client ids start here; node ids are their index.
 const FIRST_CLIENT: usize = 1 << 20;
 
-/// What the sockets' wakers and the worker share.
-struct Ready {
-    ids: Mutex<Vec<usize>>,
-    worker: AtomicWaker,
-    accepted: Mutex<Vec<TcpStream>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Ready {
-    fn push(&self, id: usize) {
-        lock(&self.ids).push(id);
-        self.worker.wake();
-    }
-}
-
-/// One socket's waker: queues the socket's id once until it is serviced.
-struct Signal {
-    id: usize,
-    queued: AtomicBool,
-    ready: Arc<Ready>,
-}
-
-impl Wake for Signal {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            self.ready.push(self.id);
-        }
-    }
-}
+type Ready = signal::Ready<TcpStream>;
+type Signal = signal::Signal<TcpStream>;
 
 struct Socket {
     stream: TcpStream,
@@ -162,7 +130,7 @@ impl Worker {
     }
 
     fn accept(&mut self) {
-        let accepted = std::mem::take(&mut *lock(&self.ready.accepted));
+        let accepted = std::mem::take(&mut *lock(&self.ready.arrivals));
         for stream in accepted {
             let index = self.clients.len();
             let socket = Socket::new(stream, FIRST_CLIENT + index, &self.ready);
@@ -231,11 +199,7 @@ fn main() {
     let (masters, owner) = resp::slot_map(&seeds[0]).expect("the slot map from the first seed");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
-        let ready = Arc::new(Ready {
-            ids: Mutex::new(Vec::new()),
-            worker: AtomicWaker::new(),
-            accepted: Mutex::new(Vec::new()),
-        });
+        let ready = Arc::new(Ready::default());
         let mut nodes = Vec::new();
         for (index, addr) in masters.iter().enumerate() {
             let stream = TcpStream::connect(addr).await.expect("a master");
@@ -245,7 +209,7 @@ fn main() {
         let accepting = Arc::clone(&ready);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                lock(&accepting.accepted).push(stream);
+                lock(&accepting.arrivals).push(stream);
                 accepting.push(ACCEPTED);
             }
         });
