@@ -10,6 +10,7 @@ const USERS: &str = "\
 user admin on >admin-pass ~* &* +@all
 user app on >app-pass ~app:* resetchannels &app:* +@all -@dangerous
 user reader on >read-pass ~app:* -@all +@read +@scripting -function|load
+user scripter on >script-pass ~app:* -@all +@read +@scripting +multi +exec +watch -function|load
 ";
 
 fn sides() -> AclSides {
@@ -135,5 +136,37 @@ fn a_read_only_user_cannot_write_from_a_script() {
             &["EVAL", "return redis.call('DEL', KEYS[1])", "1", "app:{app:5}"],
         ],
         &["app:{app:5}"],
+    );
+}
+
+/// A client that logs in as another user keeps its own connection (and its WATCH), and a script
+/// in its next transaction runs with the new user's rules, as on a node: `scripter` may run
+/// transactions and scripts but not write from them, though the connection was first `admin`'s
+/// (AUTH, then HELLO with AUTH); back as `admin`, the same script writes.
+#[test]
+fn a_transaction_runs_as_the_user_the_client_logged_in_as_last() {
+    let sides = sides();
+    let write = "return redis.call('SET', KEYS[1], 'x')";
+    same_on_both(
+        &sides,
+        ("admin", "admin-pass"),
+        &[
+            &["WATCH", "app:{sw}:watched"],
+            &["AUTH", "scripter", "script-pass"],
+            &["MULTI"],
+            &["EVAL", write, "1", "app:{sw}:by-scripter"],
+            &["EXEC"],
+            &["AUTH", "admin", "admin-pass"],
+            &["WATCH", "app:{sw}:watched"],
+            &["HELLO", "2", "AUTH", "scripter", "script-pass"],
+            &["MULTI"],
+            &["EVAL", write, "1", "app:{sw}:by-hello"],
+            &["EXEC"],
+            &["AUTH", "admin", "admin-pass"],
+            &["MULTI"],
+            &["EVAL", write, "1", "app:{sw}:by-admin"],
+            &["EXEC"],
+        ],
+        &["app:{sw}:by-scripter", "app:{sw}:by-hello", "app:{sw}:by-admin"],
     );
 }

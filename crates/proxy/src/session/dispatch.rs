@@ -1,9 +1,12 @@
 //! Between the pipeline and the executor: parts go out to the executor, and what it makes of
 //! each node's reply comes back into the pipeline, where replies wait for their turn.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::Session;
+use crate::auth::NodeUser;
 use crate::error::ProxyError;
 use crate::executor::{Caller, Step};
 use crate::resp::reply::{self, Protocol};
@@ -92,13 +95,30 @@ impl Session {
         Some(())
     }
 
-    /// The client switched protocol (HELLO, RESET): its own connection, if it has one, switches
-    /// too, in the client's order (a HELLO whose reply is dropped), so that later commands on it
-    /// are answered in the client's protocol while its WATCH stays, as on a node.
-    pub(super) fn switch_own_protocol(&mut self) {
-        if let Some(own) = self.exec.own() {
-            let version: &[u8] = if self.state.protocol == Protocol::Resp3 { b"3" } else { b"2" };
-            own.send(crate::upstream::UpstreamRequest::unanswered(encode_command(&[b"HELLO", version])));
+    /// What the client's own connection follows of the client: its protocol and node-side user.
+    pub(super) fn own_conn_terms(&self) -> (Protocol, Option<Arc<NodeUser>>) {
+        (self.state.protocol, caller(&self.state).node_user.cloned())
+    }
+
+    /// The client switched protocol or user (HELLO, AUTH, RESET) since `before`: its own
+    /// connection, if it has one, follows, in the client's order (commands whose replies are
+    /// dropped), so that later commands on it are answered in the client's protocol and its
+    /// scripts run as its user on the node, while its WATCH stays, as on a node.
+    pub(super) fn follow_client_on_own(&mut self, before: (Protocol, Option<Arc<NodeUser>>)) {
+        let Some(own) = self.exec.own() else { return };
+        let (protocol, user) = self.own_conn_terms();
+        let user_changed = match (&before.1, &user) {
+            (Some(before), Some(now)) => !Arc::ptr_eq(before, now),
+            (before, now) => before.is_some() != now.is_some(),
+        };
+        let send = |args: &[&[u8]]| own.send(crate::upstream::UpstreamRequest::unanswered(encode_command(args)));
+        if user_changed {
+            for command in self.shared.topology.upstreams().login_commands(user.as_deref()) {
+                send(&command.iter().map(Vec::as_slice).collect::<Vec<_>>());
+            }
+        }
+        if protocol != before.0 {
+            send(&[b"HELLO", if protocol == Protocol::Resp3 { b"3" } else { b"2" }]);
         }
     }
 

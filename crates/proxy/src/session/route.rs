@@ -110,11 +110,9 @@ impl Session {
             self.stop_tracking();
             self.leave_subscriptions();
         }
-        let protocol = self.state.protocol;
+        let before = self.own_conn_terms();
         let answer = local::answer(&mut self.state, &self.shared, request);
-        if self.state.protocol != protocol {
-            self.switch_own_protocol();
-        }
+        self.follow_client_on_own(before);
         if local::changes_description(request) {
             self.entry.describe(&self.state);
         }

@@ -171,6 +171,21 @@ impl Upstreams {
         OwnedConn { addr: addr.to_string(), tx, node_client_id }
     }
 
+    /// The commands that log a client's own connection in as `user`'s node-side twin, or back in
+    /// as the proxy's upstream user (`None`; the `default` user when none is configured, which
+    /// then has no password): a client that logs in as someone else keeps its connection, and its
+    /// WATCH, as on a node.
+    pub fn login_commands(&self, user: Option<&NodeUser>) -> Vec<Vec<Vec<u8>>> {
+        let password = self.settings.password.as_deref();
+        match user {
+            Some(user) => user.login_commands(password).to_vec(),
+            None => {
+                let name = self.settings.user.as_deref().unwrap_or("default");
+                vec![vec![b"AUTH".to_vec(), name.as_bytes().to_vec(), password.unwrap_or("").as_bytes().to_vec()]]
+            }
+        }
+    }
+
     /// Drops the pools of nodes for which `keep` is false; their connections finish what is in
     /// flight and close.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
