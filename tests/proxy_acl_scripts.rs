@@ -142,11 +142,26 @@ fn a_read_only_user_cannot_write_from_a_script() {
 /// A client that logs in as another user keeps its own connection (and its WATCH), and a script
 /// in its next transaction runs with the new user's rules, as on a node: `scripter` may run
 /// transactions and scripts but not write from them, though the connection was first `admin`'s
-/// (AUTH, then HELLO with AUTH); back as `admin`, the same script writes.
+/// (AUTH, then HELLO with AUTH); back as `admin`, the same script writes. The switch also works
+/// from a user without ACL rights to one whose twin the node has not seen.
 #[test]
 fn a_transaction_runs_as_the_user_the_client_logged_in_as_last() {
     let sides = sides();
     let write = "return redis.call('SET', KEYS[1], 'x')";
+    // First (no twin of `scripter` exists on the nodes yet), from a user that may not set up node
+    // users itself (`app`: no ACL commands): the proxy logs in as itself before it sets one up.
+    same_on_both(
+        &sides,
+        ("app", "app-pass"),
+        &[
+            &["WATCH", "app:{sw2}:watched"],
+            &["AUTH", "scripter", "script-pass"],
+            &["MULTI"],
+            &["EVAL", write, "1", "app:{sw2}:by-scripter"],
+            &["EXEC"],
+        ],
+        &["app:{sw2}:by-scripter"],
+    );
     same_on_both(
         &sides,
         ("admin", "admin-pass"),

@@ -28,7 +28,7 @@ impl Session {
         };
         let id = id.to_string();
         let payload = encode_command(&[&b"CLIENT"[..], b"UNBLOCK", id.as_bytes(), how]);
-        let request = crate::upstream::UpstreamRequest::unanswered(payload);
+        let request = crate::upstream::UpstreamRequest::unanswered(payload, crate::upstream::PUSH);
         self.shared.topology.upstreams().pool(&addr, false).send(self.state.id as usize, false, request);
     }
 

@@ -12,7 +12,7 @@ use crate::executor::{Caller, Step};
 use crate::resp::reply::{self, Protocol};
 use crate::resp::request::encode_command;
 use crate::slot::Slot;
-use crate::upstream::{PUSH, Tag, UpstreamReply};
+use crate::upstream::{LOGIN, PUSH, Tag, UpstreamReply, UpstreamRequest};
 
 impl Session {
     /// Sends (or resends) part `part` of request `seq` to the node it is meant for now.
@@ -105,20 +105,31 @@ impl Session {
     /// dropped), so that later commands on it are answered in the client's protocol and its
     /// scripts run as its user on the node, while its WATCH stays, as on a node.
     pub(super) fn follow_client_on_own(&mut self, before: (Protocol, Option<Arc<NodeUser>>)) {
-        let Some(own) = self.exec.own() else { return };
         let (protocol, user) = self.own_conn_terms();
         let user_changed = match (&before.1, &user) {
             (Some(before), Some(now)) => !Arc::ptr_eq(before, now),
             (before, now) => before.is_some() != now.is_some(),
         };
-        let send = |args: &[&[u8]]| own.send(crate::upstream::UpstreamRequest::unanswered(encode_command(args)));
         if user_changed {
-            for command in self.shared.topology.upstreams().login_commands(user.as_deref()) {
-                send(&command.iter().map(Vec::as_slice).collect::<Vec<_>>());
-            }
+            self.log_own_in_again();
         }
-        if protocol != before.0 {
-            send(&[b"HELLO", if protocol == Protocol::Resp3 { b"3" } else { b"2" }]);
+        if protocol != before.0
+            && let Some(own) = self.exec.own()
+        {
+            let version: &[u8] = if protocol == Protocol::Resp3 { b"3" } else { b"2" };
+            own.send(UpstreamRequest::unanswered(encode_command(&[b"HELLO", version]), PUSH));
+        }
+    }
+
+    /// Logs the client's own connection, if it has one, in again as the client's user now (its
+    /// node-side twin set up afresh, or the proxy itself): after AUTH or RESET, or an ACL reload
+    /// that may have changed the user's rules. An error fails the connection ([`LOGIN`]).
+    pub(super) fn log_own_in_again(&self) {
+        let Some(own) = self.exec.own() else { return };
+        let user = caller(&self.state).node_user.map(|user| &**user);
+        for command in self.shared.topology.upstreams().login_commands(user) {
+            let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+            own.send(UpstreamRequest::unanswered(encode_command(&args), LOGIN));
         }
     }
 

@@ -122,8 +122,14 @@ impl Session {
             self.spoil_transaction();
             return Some(transaction::NOT_ALLOWED_IN_MULTI);
         }
-        let refusal =
-            arity.or_else(|| local::authorize(&mut self.state, &self.shared, spec, request, &mut self.acl_keys))?;
+        let generation = self.state.user_generation;
+        let authorized =
+            arity.or_else(|| local::authorize(&mut self.state, &self.shared, spec, request, &mut self.acl_keys));
+        if self.state.user_generation != generation {
+            // The ACL file was reloaded: the client's node-side twin may have new rules.
+            self.log_own_in_again();
+        }
+        let refusal = authorized?;
         Some(self.refused(spec, refusal))
     }
 

@@ -267,7 +267,10 @@ impl Session {
     /// are gone anyway (a reply waited for would have the connection's loss end a newer WATCH).
     fn send_unwatch(&mut self) {
         if let Some(own) = self.exec.own() {
-            own.send(crate::upstream::UpstreamRequest::unanswered(encode_command(&[b"UNWATCH"])));
+            own.send(crate::upstream::UpstreamRequest::unanswered(
+                encode_command(&[b"UNWATCH"]),
+                crate::upstream::PUSH,
+            ));
         }
     }
 }

@@ -130,6 +130,11 @@ impl ConnMode {
 /// waits for.
 pub const PUSH: Tag = Tag { seq: u64::MAX, part: u32::MAX };
 
+/// The tag of a login sent on an established connection (a client's own connection following
+/// its user): nobody waits for its reply, but an error fails the connection, which must not go on
+/// with the previous user's rights.
+pub const LOGIN: Tag = Tag { seq: u64::MAX, part: u32::MAX - 1 };
+
 /// How a connection ended.
 pub(super) enum End {
     /// Every sender is gone and nothing is in flight: the pool was dropped.

@@ -25,11 +25,8 @@ pub async fn connect(addr: &str, settings: &ConnSettings, extra: &[&[&[u8]]]) ->
         Ok(Ok(stream)) => stream,
     };
     let login = async {
-        if let Some(password) = &settings.password {
-            let reply = match &settings.user {
-                Some(user) => roundtrip(&mut stream, &[b"AUTH", user.as_bytes(), password.as_bytes()]).await?,
-                None => roundtrip(&mut stream, &[b"AUTH", password.as_bytes()]).await?,
-            };
+        if let Some(auth) = proxy_login(settings) {
+            let reply = roundtrip(&mut stream, &auth.iter().map(Vec::as_slice).collect::<Vec<_>>()).await?;
             if reply.first() == Some(&b'-') {
                 // The node's own text, e.g. WRONGPASS; never the password.
                 return Err(format!("login refused: {}", first_line(&reply)));
@@ -48,6 +45,16 @@ pub async fn connect(addr: &str, settings: &ConnSettings, extra: &[&[&[u8]]]) ->
         Ok(Err(reason)) => Err(unreachable(reason)),
         Ok(Ok(())) => Ok(stream),
     }
+}
+
+/// The proxy's own login on a node (`upstream.user`/`password`): `AUTH [user] password`, or
+/// nothing without a password (the node's `default` user).
+pub(super) fn proxy_login(settings: &ConnSettings) -> Option<Vec<Vec<u8>>> {
+    let password = settings.password.as_ref()?.as_bytes().to_vec();
+    Some(match &settings.user {
+        Some(user) => vec![b"AUTH".to_vec(), user.as_bytes().to_vec(), password],
+        None => vec![b"AUTH".to_vec(), password],
+    })
 }
 
 /// TCP connect, then the TLS handshake when `upstream.tls` is on.

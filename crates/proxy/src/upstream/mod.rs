@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use thiserror::Error;
 
-pub use conn::{ConnMode, PUSH};
+pub use conn::{ConnMode, LOGIN, PUSH};
 pub use lanes::{LaneLease, ScriptKind};
 pub use pool::{NodePool, OwnedConn, Upstreams};
 
@@ -67,10 +67,10 @@ pub struct UpstreamRequest {
 impl UpstreamRequest {
     /// A command nobody waits for (its reply, or its failure, is dropped): the proxy's own
     /// housekeeping on a client's connection, in the client's order (UNWATCH, HELLO, CLIENT
-    /// UNBLOCK).
-    pub fn unanswered(payload: Bytes) -> UpstreamRequest {
+    /// UNBLOCK; with [`LOGIN`], a login, whose error fails the connection).
+    pub fn unanswered(payload: Bytes, tag: Tag) -> UpstreamRequest {
         let (reply_to, _dropped) = reply_channel();
-        UpstreamRequest { payload, prefix: None, tag: PUSH, reply_to, bounded: true, streamable: false, lease: None }
+        UpstreamRequest { payload, prefix: None, tag, reply_to, bounded: true, streamable: false, lease: None }
     }
 
     /// Answers the request with `error` instead of a reply; a caller that went away is not told.

@@ -171,19 +171,18 @@ impl Upstreams {
         OwnedConn { addr: addr.to_string(), tx, node_client_id }
     }
 
-    /// The commands that log a client's own connection in as `user`'s node-side twin, or back in
-    /// as the proxy's upstream user (`None`; the `default` user when none is configured, which
-    /// then has no password): a client that logs in as someone else keeps its connection, and its
+    /// The commands that log an established connection in again, as `user`'s node-side twin or
+    /// (`None`) as the proxy itself: first back as the proxy, as when it connected (without an
+    /// upstream password, the `default` user, which then has none), whose rights set the twin up;
+    /// then the twin's. A client that logs in as someone else keeps its own connection, and its
     /// WATCH, as on a node.
     pub fn login_commands(&self, user: Option<&NodeUser>) -> Vec<Vec<Vec<u8>>> {
-        let password = self.settings.password.as_deref();
-        match user {
-            Some(user) => user.login_commands(password).to_vec(),
-            None => {
-                let name = self.settings.user.as_deref().unwrap_or("default");
-                vec![vec![b"AUTH".to_vec(), name.as_bytes().to_vec(), password.unwrap_or("").as_bytes().to_vec()]]
-            }
+        let proxy = super::connect::proxy_login(&self.settings);
+        let mut commands = vec![proxy.unwrap_or_else(|| vec![b"AUTH".to_vec(), b"default".to_vec(), Vec::new()])];
+        if let Some(user) = user {
+            commands.extend(user.login_commands(self.settings.password.as_deref()));
         }
+        commands
     }
 
     /// Drops the pools of nodes for which `keep` is false; their connections finish what is in

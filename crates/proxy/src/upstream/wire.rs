@@ -389,6 +389,13 @@ fn dispatch_replies(
         let Some(entry) = inflight.pop_front() else {
             return Err("reply without a request".to_string());
         };
+        if entry.request.tag == super::LOGIN && frame.first() == Some(&b'-') {
+            // Never the password: the command is not logged, only the node's answer.
+            return Err(format!(
+                "login refused: {}",
+                String::from_utf8_lossy(frame.split(|&b| b == b'\r').next().unwrap_or(&[]))
+            ));
+        }
         // A caller that went away (client disconnected) simply drops its reply.
         let _ = entry.request.reply_to.send(UpstreamReply { tag: entry.request.tag, result: Ok(frame), partial: None });
     }
