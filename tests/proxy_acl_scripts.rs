@@ -185,3 +185,28 @@ fn a_transaction_runs_as_the_user_the_client_logged_in_as_last() {
         &["app:{sw}:by-scripter", "app:{sw}:by-hello", "app:{sw}:by-admin"],
     );
 }
+
+/// The same switch with the login and the transaction pipelined in one write: the transaction
+/// runs as the new user, and the proxy's hold of what follows the connection's new login until
+/// the node accepted it neither stalls nor reorders the pipeline.
+#[test]
+fn a_pipelined_transaction_after_auth_runs_as_the_new_user() {
+    let sides = sides();
+    let write = "return redis.call('SET', KEYS[1], 'x')";
+    for addr in [sides.proxy.addr(), sides.node.addr()] {
+        let mut con = login(&addr, "admin", "admin-pass");
+        query_args(&mut con, &["WATCH", "app:{sw3}:watched"]).expect("WATCH");
+        let mut pipe = redis::pipe();
+        pipe.cmd("AUTH").arg("scripter").arg("script-pass").ignore();
+        pipe.cmd("MULTI").ignore();
+        pipe.cmd("EVAL").arg(write).arg(1).arg("app:{sw3}:piped").ignore();
+        pipe.cmd("EXEC");
+        let exec: Result<Vec<Value>, _> = pipe.query(&mut con);
+        let verdict = match exec {
+            Ok(values) => format!("{values:?}"),
+            Err(error) => format!("error: {error}"),
+        };
+        let mut admin = login(&addr, "admin", "admin-pass");
+        assert!(!exists(&mut admin, "app:{sw3}:piped"), "{addr}: the script wrote as admin: {verdict}");
+    }
+}

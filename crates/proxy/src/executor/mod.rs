@@ -535,6 +535,11 @@ impl Executor {
         self.own.as_ref()
     }
 
+    /// Drops the client's own connection (it closes once nothing else holds it).
+    pub fn close_own(&mut self) {
+        self.own = None;
+    }
+
     /// Makes sure the client's own connection goes to `addr`.
     pub fn own_conn_at(&mut self, shared: &Shared, caller: Caller, addr: &str) {
         if self.own.as_ref().is_none_or(|c| c.addr() != addr) {

@@ -123,8 +123,15 @@ impl Session {
 
     /// Logs the client's own connection, if it has one, in again as the client's user now (its
     /// node-side twin set up afresh, or the proxy itself): after AUTH or RESET, or an ACL reload
-    /// that may have changed the user's rules. An error fails the connection ([`LOGIN`]).
-    pub(super) fn log_own_in_again(&self) {
+    /// that may have changed the user's rules. An error fails the connection ([`LOGIN`]). A
+    /// client logged in as nobody now (its user removed, or RESET where anonymous clients are
+    /// refused) keeps no own connection: it may run nothing on one until it logs in again.
+    pub(super) fn log_own_in_again(&mut self) {
+        if self.state.user.is_none() && self.exec.own().is_some() {
+            self.exec.close_own();
+            self.forget_watch();
+            return;
+        }
         let Some(own) = self.exec.own() else { return };
         let user = caller(&self.state).node_user.map(|user| &**user);
         for command in self.shared.topology.upstreams().login_commands(user) {

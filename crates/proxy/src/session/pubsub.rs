@@ -244,7 +244,8 @@ impl Session {
 
     /// A subscription connection to `addr` in the given protocol, connecting after `delay`.
     fn open_as(&mut self, addr: &str, sharded: bool, resp3: bool, delay: std::time::Duration) -> SubConn {
-        let link = NEXT_LINK.fetch_add(1, Ordering::Relaxed) % PUSH.part;
+        // Below the parts of PUSH and LOGIN, the tags nobody's frames carry.
+        let link = NEXT_LINK.fetch_add(1, Ordering::Relaxed) % crate::upstream::LOGIN.part;
         let tag = Tag { seq: PUSH.seq, part: link };
         // Channel permissions are the proxy's to check (nothing on a subscribed connection runs
         // a script), so it stays the upstream user.

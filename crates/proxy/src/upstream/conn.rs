@@ -140,6 +140,8 @@ pub(super) enum End {
     /// Every sender is gone and nothing is in flight: the pool was dropped.
     Finished,
     Failed(UpstreamError),
+    /// A login sent on it was refused ([`LOGIN`]): the node works, the connection is closed.
+    LoginRefused(UpstreamError),
 }
 
 async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbox: Inbox, metrics: Arc<NodeMetrics>) {
@@ -162,6 +164,12 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
                 backoff = Duration::from_millis(25);
                 match serve(stream, &addr, &settings, &mode, &mut inbox, &metrics).await {
                     End::Finished => return,
+                    End::LoginRefused(error) => {
+                        failed = true;
+                        if !mode.reconnect {
+                            return end_owned(&mode, inbox, error, &metrics);
+                        }
+                    }
                     End::Failed(error) => {
                         failed = true;
                         crate::log_limited!(5, warn, node = %addr, %error, "upstream connection failed");

@@ -72,6 +72,9 @@ struct Wire<'a> {
     /// Ticks of the coarse timeout clock so far, and how many make a `command_timeout`.
     now_tick: u64,
     timeout_ticks: u64,
+    /// A login sent on the connection was refused ([`super::LOGIN`]): it was closed for that,
+    /// not because the node failed.
+    login_refused: bool,
 }
 
 impl Wire<'_> {
@@ -84,13 +87,21 @@ impl Wire<'_> {
         let addr = self.addr;
         let scripts = mode.node_scripts.as_deref();
         let context = (mode.pushes.as_ref(), scripts);
-        let Err(error) =
+        let Err(refusal) =
             dispatch_replies(&mut self.rbuf, &mut self.scanner, &mut self.inflight, context, self.host, self.now_tick)
         else {
             return Ok(());
         };
-        crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
-        metrics.protocol_errors.inc_by(self.inflight.len() as u64);
+        match refusal {
+            Refusal::Login(answer) => {
+                crate::log_limited!(5, warn, node = %addr, %answer, "a client's own connection could not log in as its new user: closed");
+                self.login_refused = true;
+            }
+            Refusal::Mismatch(error) => {
+                crate::log_limited!(5, error, node = %addr, %error, "upstream sent bytes that match no request");
+                metrics.protocol_errors.inc_by(self.inflight.len() as u64);
+            }
+        }
         let lost = self.lost();
         for entry in self.inflight.drain(..) {
             entry.request.fail(lost.clone());
@@ -114,6 +125,11 @@ impl Wire<'_> {
         while self.wbuf.len() < WRITE_HIGH_WATER
             && let Some(request) = inbox.waiting.pop_front()
         {
+            // What follows a login waits for its answer (see `awaits_login`).
+            if self.awaits_login() && request.tag != super::LOGIN {
+                inbox.waiting.push_front(request);
+                break;
+            }
             queue(request, &mut self.wbuf, &mut self.inflight, self.now_tick, expects_reply);
             queued += 1;
         }
@@ -139,6 +155,14 @@ impl Wire<'_> {
             true => Err(UpstreamError::Timeout),
             false => Ok(()),
         }
+    }
+
+    /// A login sent on the connection (a client's own, following its user) is not answered yet:
+    /// nothing is written behind it until it is, so that nothing runs with the rights of the
+    /// user before it if it is refused. Logins are queued last (`take_requests`), so one pending
+    /// is the last entry in flight.
+    fn awaits_login(&self) -> bool {
+        self.inflight.back().is_some_and(|entry| entry.request.tag == super::LOGIN)
     }
 
     /// New requests wait while replies to an earlier write are still to come, and then go out
@@ -183,6 +207,7 @@ where
         open: true,
         now_tick: 0,
         timeout_ticks: settings.command_timeout.as_nanos().div_ceil(tick_every.as_nanos()).max(1) as u64,
+        login_refused: false,
     };
     let failure = loop {
         let io = (&mut reader, &mut writer, &mut ticker);
@@ -195,7 +220,10 @@ where
     for entry in wire.inflight.drain(..) {
         fail(entry.request, failure.clone(), metrics);
     }
-    End::Failed(failure)
+    match wire.login_refused {
+        true => End::LoginRefused(failure),
+        false => End::Failed(failure),
+    }
 }
 
 /// What the connection's loop must do that needs waiting, or how it ended.
@@ -258,7 +286,7 @@ impl Wire<'_> {
                 self.on_written();
                 continue;
             }
-            if self.open && self.wbuf.len() < WRITE_HIGH_WATER {
+            if self.open && self.wbuf.len() < WRITE_HIGH_WATER && !self.awaits_login() {
                 match inbox.poll_take(cx) {
                     Poll::Ready(true) => return Poll::Ready(Turn::Take),
                     Poll::Ready(false) => {
@@ -352,6 +380,14 @@ fn queue(
     });
 }
 
+/// Why reading a connection's replies ends it.
+enum Refusal {
+    /// Bytes that answer no request: the connection is out of step.
+    Mismatch(String),
+    /// A login sent on it was refused (the node's answer, first line).
+    Login(String),
+}
+
 /// Hands every complete reply in `rbuf` to the request it answers.
 fn dispatch_replies(
     rbuf: &mut BytesMut,
@@ -360,8 +396,9 @@ fn dispatch_replies(
     (pushes, scripts): (Option<&(ReplySender, Tag)>, Option<&NodeScripts>),
     host: &str,
     now_tick: u64,
-) -> Result<(), String> {
-    while let Some(len) = scanner.scan(rbuf).map_err(|e| e.to_string())? {
+) -> Result<(), Refusal> {
+    let mismatch = |what: &str| Refusal::Mismatch(what.to_string());
+    while let Some(len) = scanner.scan(rbuf).map_err(|e| Refusal::Mismatch(e.to_string()))? {
         let mut frame: Bytes = rbuf.split_to(len).freeze();
         // The rest of a reply passed on in pieces is the tail of a value, whatever it starts with.
         let tail = || pushes.is_none() && inflight.front().is_some_and(|head| head.streaming);
@@ -380,21 +417,18 @@ fn dispatch_replies(
             continue;
         }
         let Some(head) = inflight.front_mut() else {
-            return Err("reply without a request".to_string());
+            return Err(mismatch("reply without a request"));
         };
         if head.prefix_pending {
             head.prefix_pending = false;
             continue;
         }
         let Some(entry) = inflight.pop_front() else {
-            return Err("reply without a request".to_string());
+            return Err(mismatch("reply without a request"));
         };
         if entry.request.tag == super::LOGIN && frame.first() == Some(&b'-') {
             // Never the password: the command is not logged, only the node's answer.
-            return Err(format!(
-                "login refused: {}",
-                String::from_utf8_lossy(frame.split(|&b| b == b'\r').next().unwrap_or(&[]))
-            ));
+            return Err(Refusal::Login(super::connect::first_line(&frame)));
         }
         // A caller that went away (client disconnected) simply drops its reply.
         let _ = entry.request.reply_to.send(UpstreamReply { tag: entry.request.tag, result: Ok(frame), partial: None });
