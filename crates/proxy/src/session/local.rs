@@ -303,8 +303,8 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
     state.protocol = protocol;
     let mut out = BytesMut::new();
     reply::put_map_header(&mut out, state.protocol, 7);
-    let version = shared.topology.lowest_node_version();
-    for (key, value) in [("server", "redis"), ("version", version.as_deref().unwrap_or(crate::REDIS_COMPAT_VERSION))] {
+    let version = shared.topology.reported_version();
+    for (key, value) in [("server", "redis"), ("version", version.as_str())] {
         reply::put_bulk(&mut out, key.as_bytes());
         reply::put_bulk(&mut out, value.as_bytes());
     }
@@ -428,8 +428,8 @@ fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, Vec
     };
     let stats = &shared.stats;
     let routing = shared.topology.routing();
-    let version = shared.topology.lowest_node_version();
-    let version = version.as_deref().unwrap_or(crate::REDIS_COMPAT_VERSION);
+    let version = shared.topology.reported_version();
+    let version = version.as_str();
     let mut out = String::new();
     if wanted("server") {
         let _ = write!(

@@ -39,8 +39,7 @@ impl Session {
             Route::Local(LocalKind::RandomKey) => self.random_key(meta),
             Route::Local(LocalKind::Clients | LocalKind::Unpause) => {
                 let user_exists = |name: &str| self.shared.access.user_exists(name);
-                let version = self.shared.topology.lowest_node_version();
-                let format = clients::LineFormat::of_version(version.as_deref().unwrap_or(crate::REDIS_COMPAT_VERSION));
+                let format = clients::LineFormat::of_version(&self.shared.topology.reported_version());
                 let (table, state) = (&self.shared.table, &self.state);
                 match clients::command(&self.shared.clients, table, state, &request, format, user_exists) {
                     Ok(reply) => self.pipeline.push_ready(reply, meta),
@@ -110,10 +109,13 @@ impl Session {
             self.stop_tracking();
             self.leave_subscriptions();
         }
-        let before = self.own_conn_terms();
+        // Only what changes the client's description (HELLO, AUTH, RESET among them) can change
+        // the protocol or user its own connection follows: a PING takes no snapshot.
+        let changes = local::changes_description(request);
+        let before = changes.then(|| self.own_conn_terms());
         let answer = local::answer(&mut self.state, &self.shared, request);
-        self.follow_client_on_own(before);
-        if local::changes_description(request) {
+        if let Some(before) = before {
+            self.follow_client_on_own(before);
             self.entry.describe(&self.state);
         }
         match answer {

@@ -150,9 +150,12 @@ impl Topology {
         suspects.get(addr).is_some_and(|since| since.elapsed() < SUSPECT_FOR)
     }
 
-    /// The `redis_version` of the oldest node the health poller reached, if it has run.
-    pub fn lowest_node_version(&self) -> Option<String> {
-        self.lowest_version.lock().ok()?.clone()
+    /// The version the proxy answers for (HELLO, INFO, the fields of CLIENT LIST): the
+    /// `redis_version` of the oldest node the health poller reached, or the version the command
+    /// table was built for before it has run.
+    pub fn reported_version(&self) -> String {
+        let lowest = self.lowest_version.lock().ok().and_then(|lowest| lowest.clone());
+        lowest.unwrap_or_else(|| crate::REDIS_COMPAT_VERSION.to_string())
     }
 
     pub fn set_lowest_node_version(&self, version: &str) {
