@@ -154,6 +154,8 @@ struct Session {
     tracking: Option<Box<tracking::Tracking>>,
     /// The protocol of the connections the client's unanswered requests went out on.
     sent_protocol: crate::resp::reply::Protocol,
+    /// When a read next records the client's last interaction ([`clients::Clients::touch`]).
+    next_touch: Instant,
 }
 
 impl Session {
@@ -197,6 +199,7 @@ impl Session {
             keys: Vec::new(),
             acl_keys: Vec::new(),
             sent_protocol: crate::resp::reply::Protocol::default(),
+            next_touch: Instant::now(),
         }
     }
 

@@ -17,6 +17,9 @@ use crate::resp::reply::Protocol;
 use crate::router;
 use crate::shared::Shared;
 
+/// How often a busy client's last interaction is recorded (see [`Session::on_input`]).
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Session {
     /// Routes every complete request in `rbuf`.
     ///
@@ -26,7 +29,13 @@ impl Session {
     pub(super) fn on_input(&mut self, shared: &Shared, rbuf: &mut BytesMut) {
         // Every request completed by this read had its last byte read now: one clock read per read.
         let read_at = Instant::now();
-        shared.clients.touch(&self.entry, read_at);
+        // `idle=` counts seconds (Redis' from a clock cached per event-loop turn): recorded at
+        // most once per TOUCH_EVERY, a comparison per read instead of a conversion to
+        // milliseconds (~70 instructions per unpipelined request).
+        if read_at >= self.next_touch {
+            shared.clients.touch(&self.entry, read_at);
+            self.next_touch = read_at + TOUCH_EVERY;
+        }
         loop {
             // After QUIT or a protocol error nothing more runs, whatever arrives before the
             // connection is closed.

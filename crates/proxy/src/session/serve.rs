@@ -459,11 +459,20 @@ impl Session {
     }
 
     /// Moves the frames written outside the pipeline into `wbuf`, unless a streamed reply is
-    /// part-way out: they never land inside it, and wait for its end. Inlined: it runs twice per
-    /// settling and nearly always finds nothing.
-    #[inline]
+    /// part-way out: they never land inside it, and wait for its end. The look is inlined (it
+    /// runs twice per settling and nearly always finds nothing), the move is not: together they
+    /// were a call of ~25 instructions each time.
+    #[inline(always)]
     fn release_direct_frames(&mut self, wbuf: &mut BytesMut) {
-        if !self.direct.is_empty() && !self.pipeline.mid_stream() {
+        if !self.direct.is_empty() {
+            self.move_direct_frames(wbuf);
+        }
+    }
+
+    /// [`Session::release_direct_frames`] when there are some.
+    #[inline(never)]
+    fn move_direct_frames(&mut self, wbuf: &mut BytesMut) {
+        if !self.pipeline.mid_stream() {
             wbuf.extend_from_slice(&self.direct.split());
         }
     }
