@@ -239,3 +239,49 @@ fn noscript_after_a_failover_is_answered_by_loading_the_script_again() {
     let unknown = raw(&mut con, &["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "0"]);
     assert!(unknown.is_err_and(|e| e.contains("NOSCRIPT") || e.contains("No matching script")));
 }
+
+/// The master whose CLIENT LIST shows a connection that last ran `cmd`, and that connection's id.
+fn node_connection_that_ran(cmd: &str) -> Option<(String, String)> {
+    for master in Cluster::shared().masters() {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut Cluster::shared().client(&master)).ok()?;
+        let line = list.lines().find(|line| line.split(' ').any(|field| field == format!("cmd={cmd}")));
+        if let Some(id) = line.and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id="))) {
+            return Some((master, id.to_string()));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_watch_lost_with_its_connection_fails_the_next_exec_and_applies_nothing() {
+    let proxy = proxy();
+    let mut a = proxy.client();
+    let mut b = proxy.client();
+    assert_eq!(raw(&mut a, &["SET", "{lostwatch}k", "1"]), Ok(Value::Okay));
+    assert_eq!(raw(&mut a, &["WATCH", "{lostwatch}k"]), Ok(Value::Okay));
+    // A blocking command inside WATCH runs where the WATCH is: one no other test of this binary
+    // sends marks that connection on the node.
+    assert_eq!(raw(&mut a, &["BZMPOP", "0.01", "1", "{lostwatch}z", "MIN"]), Ok(Value::Nil));
+    // The node connection holding the WATCH goes away (a node restart or a network cut would do
+    // the same); then another client writes the key, which that WATCH was there to notice.
+    let (master, id) = node_connection_that_ran("bzmpop").expect("the connection holding the WATCH");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query(&mut Cluster::shared().client(&master))
+        .expect("KILL");
+    assert_eq!(killed, 1);
+    assert_eq!(raw(&mut b, &["SET", "{lostwatch}k", "2"]), Ok(Value::Okay));
+    assert_eq!(raw(&mut a, &["MULTI"]), Ok(Value::Okay));
+    assert_eq!(raw(&mut a, &["SET", "{lostwatch}k", "3"]), Ok(Value::SimpleString("QUEUED".into())));
+    // As a client of the node itself would see its connection fail: EXEC is an error, and the
+    // transaction does not run without the WATCH (no lost update).
+    let error = raw(&mut a, &["EXEC"]).expect_err("the WATCH is gone with its connection");
+    assert!(error.contains("upstream connection to") && error.contains("lost"), "{error}");
+    assert_eq!(raw(&mut a, &["GET", "{lostwatch}k"]), Ok(Value::BulkString(b"2".to_vec())));
+    // The WATCH ended with its connection: the next transaction commits on a new one.
+    assert_eq!(raw(&mut a, &["MULTI"]), Ok(Value::Okay));
+    assert_eq!(raw(&mut a, &["SET", "{lostwatch}k", "4"]), Ok(Value::SimpleString("QUEUED".into())));
+    assert_eq!(raw(&mut a, &["EXEC"]), Ok(Value::Array(vec![Value::Okay])));
+}
