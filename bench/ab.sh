@@ -14,6 +14,11 @@
 #   --rounds N                  rounds (default 3); medians are over rounds
 #   predixy                     where the predixy row runs in a round (default: after the NAMEs)
 #   --no-predixy                leave out the predixy row
+#   --syscalls                  also count each proxy's socket syscalls per request (writes:
+#                               write + writev; reads: read + recvfrom; epoll_wait), with perf's
+#                               syscall tracepoints (Debian's linux-perf, run as root); printed as
+#                               `sys w/r/e`. Tells a change that moves kernel work (batching)
+#                               from one that moves only user space.
 #
 # When predixy has been built (bench/predixy.sh path), every round also runs a `predixy` row:
 # predixy (C++, a benchmark peer only) with WorkerThreads 1 in front of the same cluster (config
@@ -29,7 +34,7 @@
 # cluster's: all six nodes' CPU µs per request together (`nodes`), which is higher when a proxy
 # sends the nodes smaller batches (more reads and writes on the nodes for the same requests).
 # Faster than bench/run.sh, for deciding between two builds; bench/run.sh remains the measurement
-# of record.
+# of record. The raw results of the last run are kept in /tmp/redisforge-ab-results.last.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,12 +49,14 @@ PORT=7890
 NAMES=()
 declare -A BINS EXTRAS
 PREDIXY=auto
+SYSCALLS=0
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
         --no-predixy) PREDIXY=""; shift ;;
         --quick) QUICK=1; shift ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        --syscalls) SYSCALLS=1; shift ;;
+        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
         predixy) NAMES+=(predixy); shift ;;
         *=*)
             name=${1%%=*} spec=${1#*=}
@@ -79,11 +86,13 @@ if [ -z "$PREDIXY" ]; then
     NAMES=("${kept[@]}")
 fi
 [ "${#NAMES[@]}" -gt 0 ] || { echo "ab: name at least one NAME=BINARY (see --help)" >&2; exit 2; }
+[ "$SYSCALLS" -eq 0 ] || command -v perf >/dev/null || { echo "ab: --syscalls needs perf (apt-get install linux-perf)" >&2; exit 2; }
 ensure_redis_installed
 
 WORK=$(mktemp -d /tmp/redisforge-ab.XXXXXX)
-PROXY_PID=""
+PROXY_PID="" PERF_PID=""
 cleanup() {
+    [ -z "$PERF_PID" ] || kill "$PERF_PID" 2>/dev/null || true
     [ -z "$PROXY_PID" ] || kill "$PROXY_PID" 2>/dev/null || true
     cluster_stop "$WORK/cluster" || true
     # The raw results outlive the run: a report that fails can be made again from them.
@@ -154,6 +163,33 @@ ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+# With --syscalls: starts counting process $1's socket syscalls (perf stat into $WORK/perf.out).
+count_syscalls() {
+    [ "$SYSCALLS" -eq 1 ] || return 0
+    local events=syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_read
+    events+=,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait
+    perf stat -x, -o "$WORK/perf.out" -p "$1" -e "$events" 2>/dev/null &
+    PERF_PID=$!
+    # Time for perf to attach to the process's threads.
+    sleep 0.5
+}
+
+# With --syscalls: stops the count and sets COUNTED to "writes reads epoll_waits" (totals); empty
+# when perf counted nothing or without --syscalls. Not for a subshell: it waits for perf, its child.
+COUNTED=""
+stop_counting() {
+    COUNTED=""
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
+    [ -f "$WORK/perf.out" ] || return 0
+    COUNTED=$(awk -F, '$1 ~ /^[0-9]+$/ { split($3, e, ":"); n[e[2]] = $1 }
+        END { w = n["sys_enter_write"] + n["sys_enter_writev"]; r = n["sys_enter_read"] + n["sys_enter_recvfrom"]
+              if (w + r > 0) printf "%d %d %d", w, r, n["sys_enter_epoll_wait"] }' "$WORK/perf.out")
+    rm -f "$WORK/perf.out"
+}
+
 # CPU ticks of all the cluster's nodes together: a proxy that sends the nodes smaller batches makes
 # them read and write more often, which costs the machine as much as the proxy's own CPU.
 NODE_PIDS=()
@@ -176,7 +212,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         # shellcheck disable=SC2086 # a workload is a list of flags
         rps=$(ops --cluster -p "$BASE" $workload)
         requests=$(grep -oP '(?<=-n )\d+' <<<"$workload")
-        echo "direct|$workload|$rps||$requests|$((($(node_ticks) - nodes_before) * 1000000 / $(getconf CLK_TCK)))" >>"$results"
+        echo "direct|$workload|$rps||$requests|$((($(node_ticks) - nodes_before) * 1000000 / $(getconf CLK_TCK)))|" >>"$results"
     done
     for name in "${NAMES[@]}"; do
         PORT=$((PORT + 1))
@@ -192,13 +228,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
         wait_port 127.0.0.1 "$PORT" 10 || { cat "$WORK/$name.log" >&2; exit 1; }
         redis-benchmark -p "$PORT" -q -t get -n 20000 -c 50 -r 100000 >/dev/null 2>&1
         for workload in "${WORKLOADS[@]}"; do
+            count_syscalls "$PROXY_PID"
             before=$(ticks "$PROXY_PID") nodes_before=$(node_ticks)
             # shellcheck disable=SC2086
             rps=$(ops -p "$PORT" $workload)
             after=$(ticks "$PROXY_PID") nodes_after=$(node_ticks)
+            stop_counting
             requests=$(grep -oP '(?<=-n )\d+' <<<"$workload")
             tick_us=$((1000000 / $(getconf CLK_TCK)))
-            echo "$name|$workload|$rps|$(((after - before) * tick_us))|$requests|$(((nodes_after - nodes_before) * tick_us))" >>"$results"
+            echo "$name|$workload|$rps|$(((after - before) * tick_us))|$requests|$(((nodes_after - nodes_before) * tick_us))|$COUNTED" >>"$results"
         done
         kill "$PROXY_PID"
         wait "$PROXY_PID" 2>/dev/null || true
@@ -212,7 +250,7 @@ import collections, statistics, sys
 runs = collections.defaultdict(list)
 order = []
 for line in open(sys.argv[1]):
-    name, workload, rps, cpu_us, requests, nodes_us = line.rstrip("\n").split("|")
+    name, workload, rps, cpu_us, requests, nodes_us, syscalls = line.rstrip("\n").split("|")
     if (workload, name) not in runs:
         order.append((workload, name))
     cpu = float(cpu_us) / float(requests) if cpu_us else None
@@ -220,13 +258,14 @@ for line in open(sys.argv[1]):
     if not rps:
         print(f"ab: no result for {name} on {workload}", file=sys.stderr)
         continue
-    runs[(workload, name)].append((float(rps), cpu, nodes))
+    calls = [int(c) / float(requests) for c in syscalls.split()] if syscalls else None
+    runs[(workload, name)].append((float(rps), cpu, nodes, calls))
 workloads = list(dict.fromkeys(w for w, _ in order))
 for workload in workloads:
     print(workload)
     def median_ops(name):
         rows = runs.get((workload, name))
-        return statistics.median(r for r, _, _ in rows) if rows else None
+        return statistics.median(r[0] for r in rows) if rows else None
     direct, predixy = median_ops("direct"), median_ops("predixy")
     for w, name in order:
         if w != workload:
@@ -235,11 +274,16 @@ for workload in workloads:
         if rps is None:
             print(f"  {name:12} no result")
             continue
-        cpus = [c for _, c, _ in runs[(w, name)] if c is not None]
+        cpus = [r[1] for r in runs[(w, name)] if r[1] is not None]
         cpu = f"{statistics.median(cpus):6.2f} µs/req" if cpus else "      —"
-        node_cpus = [n for _, _, n in runs[(w, name)] if n is not None]
+        node_cpus = [r[2] for r in runs[(w, name)] if r[2] is not None]
         nodes = f"{statistics.median(node_cpus):6.2f}" if node_cpus else "     —"
         vs_direct = f"{rps / direct:5.2f}× direct" if direct else "   — direct"
         vs_predixy = f"{rps / predixy:5.2f}× predixy" if predixy and name != "predixy" else ""
-        print(f"  {name:12} {rps:10.0f} ops/s  {vs_direct}  CPU {cpu}  nodes {nodes}  {vs_predixy}  ({len(runs[(w, name)])} runs)")
+        counted = [r[3] for r in runs[(w, name)] if r[3] is not None]
+        sys_calls = ""
+        if counted:
+            w_r_e = [statistics.median(c[i] for c in counted) for i in range(3)]
+            sys_calls = "  sys w/r/e " + "/".join(f"{v:.2f}" for v in w_r_e)
+        print(f"  {name:12} {rps:10.0f} ops/s  {vs_direct}  CPU {cpu}  nodes {nodes}{sys_calls}  {vs_predixy}  ({len(runs[(w, name)])} runs)")
 EOF
