@@ -180,8 +180,9 @@ impl Clients {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Records that `entry`'s client sent something, read at `at` (for `idle=`): once per read,
-    /// as Redis updates a client's last interaction when it reads from it.
+    /// Records that `entry`'s client sent something, read at `at` (for `idle=` and the idle
+    /// trimmer): on a read, as Redis updates a client's last interaction when it reads from it,
+    /// at most every 10 ms of a busy client (`Session::on_input`).
     pub fn touch(&self, entry: &ClientEntry, at: Instant) {
         entry.last_active_ms.store(at.saturating_duration_since(self.started).as_millis() as u64, Ordering::Relaxed);
     }
