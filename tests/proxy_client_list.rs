@@ -403,3 +403,44 @@ fn a_transaction_answers_in_the_protocol_the_client_speaks_now() {
         assert!(through_proxy.ends_with(exec_reply), "{name}, proxy: {}", String::from_utf8_lossy(&through_proxy));
     }
 }
+
+/// `redis_version` from INFO server.
+fn redis_version(con: &mut Connection) -> String {
+    let info: String = redis::cmd("INFO").arg("server").query(con).expect("INFO server");
+    info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or_default().trim().to_string()
+}
+
+/// READONLY, CLIENT NO-EVICT and CLIENT NO-TOUCH show in `flags` as a node shows them (`r`, `e`,
+/// `T`), and RESET ends them as the nodes' version does (7.0 keeps NO-EVICT, 7.2 ends it too).
+#[test]
+fn connection_modes_show_in_flags_as_on_a_node() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut con = proxy.client();
+    let mut node = a_master_client();
+    // What RESET ends follows the version the proxy learns from its first health poll.
+    let version = redis_version(&mut node);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_version(&mut con) != version && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let no_touch = redis::cmd("CLIENT").arg("NO-TOUCH").arg("OFF").query::<()>(&mut node).is_ok();
+    let mut steps: Vec<(&[&str], &str)> = vec![(&["READONLY"], "r"), (&["CLIENT", "NO-EVICT", "ON"], "re")];
+    if no_touch {
+        steps.push((&["CLIENT", "NO-TOUCH", "ON"], "reT"));
+    }
+    steps.push((&["READWRITE"], if no_touch { "eT" } else { "e" }));
+    for (command, flags) in steps {
+        for side in [&mut con, &mut node] {
+            let _: () = redis::cmd(command[0]).arg(&command[1..]).query(side).expect("the command");
+        }
+        let (proxied, direct) = (client_info(&mut con), client_info(&mut node));
+        assert_eq!(field(&direct, "flags"), Some(flags), "node after {command:?}: {direct}");
+        assert_eq!(field(&proxied, "flags"), field(&direct, "flags"), "after {command:?}\n{proxied}\n{direct}");
+    }
+    for side in [&mut con, &mut node] {
+        let reset: String = redis::cmd("RESET").query(side).expect("RESET");
+        assert_eq!(reset, "RESET");
+    }
+    let (proxied, direct) = (client_info(&mut con), client_info(&mut node));
+    assert_eq!(field(&proxied, "flags"), field(&direct, "flags"), "after RESET\n{proxied}\n{direct}");
+}

@@ -108,6 +108,7 @@ struct Description {
     lib_name: String,
     lib_ver: String,
     resp: u8,
+    modes: super::local::ClientModes,
 }
 
 impl Default for Clients {
@@ -344,6 +345,7 @@ impl ClientEntry {
             lib_name: text(&state.lib_name),
             lib_ver: text(&state.lib_ver),
             resp: if state.protocol == Protocol::Resp3 { 3 } else { 2 },
+            modes: state.modes,
         };
         if let Ok(mut current) = self.description.lock() {
             *current = description;

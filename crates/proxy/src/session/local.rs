@@ -37,6 +37,18 @@ pub struct ClientState {
     pub auth_failures: u32,
     /// `CLIENT REPLY`: whether the client gets its replies.
     pub reply_mode: ReplyMode,
+    /// READONLY, CLIENT NO-EVICT and NO-TOUCH: answered by the proxy, shown in CLIENT LIST.
+    pub modes: ClientModes,
+}
+
+/// Connection modes a client switches on and off, shown as CLIENT LIST's flags `r`, `e` and `T`.
+/// The proxy answers them itself: replicas serve reads by `read_from`, and the nodes' eviction and
+/// LRU see the proxy's connections, not the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientModes {
+    pub readonly: bool,
+    pub no_evict: bool,
+    pub no_touch: bool,
 }
 
 /// What a request does to the reply mode, which decides whether its own reply is dropped.
@@ -98,6 +110,7 @@ impl ClientState {
             user_generation,
             auth_failures: 0,
             reply_mode: ReplyMode::On,
+            modes: ClientModes::default(),
         }
     }
 }
@@ -130,7 +143,9 @@ pub fn changes_description(request: &Request) -> bool {
     let name = request.arg(0);
     let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
     let client_sub = |n: &[u8]| request.argc() > 1 && request.arg(1).eq_ignore_ascii_case(n);
-    is(b"hello") || is(b"auth") || is(b"reset") || (is(b"client") && (client_sub(b"setname") || client_sub(b"setinfo")))
+    let client_changes = [&b"setname"[..], b"setinfo", b"no-evict", b"no-touch"].into_iter().any(client_sub);
+    let changes = [&b"hello"[..], b"auth", b"reset", b"readonly", b"readwrite"].into_iter().any(is);
+    changes || (is(b"client") && client_changes)
 }
 
 /// Answers a command the command table marks as local.
@@ -152,9 +167,19 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
                 Answer::Error(ProxyError::command("ERR DB index is out of range (a Redis Cluster has only database 0)"))
             }
         },
-        b"READONLY" | b"READWRITE" => Answer::Reply(reply::ok()),
+        b"READONLY" | b"READWRITE" => {
+            state.modes.readonly = name.as_slice() == b"READONLY";
+            Answer::Reply(reply::ok())
+        }
         b"RESET" => {
+            // Redis' clearClientConnectionState: READONLY always ends; NO-EVICT (and NO-TOUCH,
+            // new in 7.2) only from 7.2 on.
+            let kept = match crate::version_at_least(&shared.topology.reported_version(), 7, 2) {
+                true => ClientModes::default(),
+                false => ClientModes { no_evict: state.modes.no_evict, ..ClientModes::default() },
+            };
             *state = ClientState::new(state.id, state.peer, shared.access.anonymous_user(), shared.access.generation());
+            state.modes = kept;
             Answer::Reply(Bytes::from_static(b"+RESET\r\n"))
         }
         b"AUTH" => auth(state, shared, request),
@@ -355,10 +380,18 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
             }
             Answer::Reply(reply::ok())
         }
-        (b"NO-EVICT" | b"NO-TOUCH", 3) => match upper(request.arg(2)).as_slice() {
-            b"ON" | b"OFF" => Answer::Reply(reply::ok()),
-            _ => Answer::Error(ProxyError::command("ERR syntax error")),
-        },
+        (b"NO-EVICT" | b"NO-TOUCH", 3) => {
+            let on = match upper(request.arg(2)).as_slice() {
+                b"ON" => true,
+                b"OFF" => false,
+                _ => return Answer::Error(ProxyError::command("ERR syntax error")),
+            };
+            match sub.as_slice() {
+                b"NO-EVICT" => state.modes.no_evict = on,
+                _ => state.modes.no_touch = on,
+            }
+            Answer::Reply(reply::ok())
+        }
         // Valkey 8: capabilities a client declares (`redirect`: it follows -REDIRECT from a
         // replica). The proxy never redirects its clients, so every capability is accepted and
         // changes nothing, as unknown ones do on a node. Arity (-3) is checked by the table.

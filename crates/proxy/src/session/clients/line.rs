@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use super::{BCAST, BROKEN_REDIRECT, ClientEntry, TRACKING};
 use crate::command::CommandTable;
+use crate::session::local::ClientModes;
 
 /// Redis' reply buffer and the blocks of its reply list are this size (`PROTO_REPLY_CHUNK_BYTES`).
 const REPLY_BLOCK: u64 = 16 * 1024;
@@ -119,7 +120,7 @@ impl ClientEntry {
     }
 
     /// CLIENT LIST's `flags=`, in Redis' order of the flags a proxy client can have.
-    fn flags(&self) -> String {
+    fn flags(&self, modes: ClientModes) -> String {
         let tracking = self.tracking_flags.load(Ordering::Relaxed);
         let mut flags = String::new();
         let set = [
@@ -129,6 +130,9 @@ impl ClientEntry {
             (tracking & TRACKING != 0, 't'),
             (tracking & BROKEN_REDIRECT != 0, 'R'),
             (tracking & BCAST != 0, 'B'),
+            (modes.readonly, 'r'),
+            (modes.no_evict, 'e'),
+            (modes.no_touch, 'T'),
         ];
         flags.extend(set.iter().filter(|(on, _)| *on).map(|(_, flag)| *flag));
         if flags.is_empty() {
@@ -172,7 +176,7 @@ impl ClientEntry {
             self.socket.fd,
             d.name,
             self.connected.elapsed().as_secs(),
-            self.flags(),
+            self.flags(d.modes),
             p.sub.load(Ordering::Relaxed),
             p.psub.load(Ordering::Relaxed),
             p.ssub.load(Ordering::Relaxed),
