@@ -423,6 +423,7 @@ fn connection_modes_show_in_flags_as_on_a_node() {
     while redis_version(&mut con) != version && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(redis_version(&mut con), version, "the proxy reports the nodes' version");
     let no_touch = redis::cmd("CLIENT").arg("NO-TOUCH").arg("OFF").query::<()>(&mut node).is_ok();
     let mut steps: Vec<(&[&str], &str)> = vec![(&["READONLY"], "r"), (&["CLIENT", "NO-EVICT", "ON"], "re")];
     if no_touch {
