@@ -146,8 +146,9 @@ impl Session {
         }
     }
 
-    /// Ends the transaction being queued, if any, and WATCH: a refused EXEC, and RESET (Redis'
-    /// `discardTransaction` in `clearClientConnectionState`).
+    /// Ends the transaction being queued, if any, and WATCH: a refused EXEC, an EXEC of a
+    /// transaction a refused command failed, and RESET (Redis' `discardTransaction` in
+    /// `clearClientConnectionState`).
     pub(super) fn discard_transaction(&mut self) {
         self.tx = None;
         self.publish_multi();
@@ -191,17 +192,19 @@ impl Session {
     }
 
     fn exec(&mut self, meta: Meta) {
-        let Some(tx) = self.tx.take() else {
-            return self.push_error(ProxyError::command("ERR EXEC without MULTI"), meta);
-        };
+        match self.tx.as_ref().map(|tx| tx.dirty) {
+            None => return self.push_error(ProxyError::command("ERR EXEC without MULTI"), meta),
+            // A queued command was refused: nothing runs, and the WATCH ends, as Redis'
+            // `execCommand` does.
+            Some(true) => {
+                self.discard_transaction();
+                return self.push_error(ProxyError::ExecAbortPrevious, meta);
+            }
+            Some(false) => {}
+        }
+        let Some(tx) = self.tx.take() else { return };
         self.publish_multi();
         let watched = self.forget_watch();
-        if tx.dirty {
-            if watched.is_some() {
-                self.send_unwatch();
-            }
-            return self.push_error(ProxyError::ExecAbortPrevious, meta);
-        }
         // Keyless transactions run on whichever master the own connection reaches.
         let slot = tx.slot.or(watched.flatten());
         if watched.is_none() && self.own_conn_for(slot).is_none() {
