@@ -254,7 +254,7 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
             Probe::Up(Some(info)) => info.redis_version.as_deref(),
             _ => None,
         })
-        .min_by_key(|v| version_key(v));
+        .min_by_key(|v| crate::version_key(v));
     if let Some(lowest) = lowest {
         topology.set_lowest_node_version(lowest);
     }
@@ -265,11 +265,6 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
         metrics.forget_node(gone);
     }
     current
-}
-
-/// `7.0.15` → `(7, 0, 15)`, for comparing versions; unparsable parts count as 0.
-fn version_key(version: &str) -> Vec<u64> {
-    version.split('.').map(|part| part.parse().unwrap_or(0)).collect()
 }
 
 /// Writes one poll's conclusions into the metrics and the state `/readyz` reads.

@@ -63,7 +63,14 @@ pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
 
 /// Whether `version` (`major.minor.patch`, as a node's `redis_version`) is `major.minor` or later:
 /// the replies whose fields grew with Redis' versions follow the nodes behind the proxy.
-pub fn version_at_least(version: &str, major: u32, minor: u32) -> bool {
-    let mut numbers = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
-    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
+pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
+    let key = version_key(version);
+    let part = |i: usize| key.get(i).copied().unwrap_or(0);
+    (part(0), part(1)) >= (major, minor)
+}
+
+/// `7.0.15` → `[7, 0, 15]`, for comparing versions (a missing part sorts first); unparsable parts
+/// count as 0.
+pub fn version_key(version: &str) -> Vec<u64> {
+    version.split('.').map(|part| part.parse().unwrap_or(0)).collect()
 }
