@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use redis::Connection;
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command, wait_until};
 
 /// Redis 7.2's field names, in order: the line the proxy shows for a Valkey 8 node, which
 /// reports `redis_version:7.2.4` (Valkey's own line adds `capa`, `watch` and three traffic
@@ -419,11 +419,9 @@ fn connection_modes_show_in_flags_as_on_a_node() {
     let mut node = a_master_client();
     // What RESET ends follows the version the proxy learns from its first health poll.
     let version = redis_version(&mut node);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while redis_version(&mut con) != version && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(redis_version(&mut con), version, "the proxy reports the nodes' version");
+    let reported =
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || redis_version(&mut con) == version);
+    assert!(reported, "the proxy reports the nodes' version {version}");
     let no_touch = redis::cmd("CLIENT").arg("NO-TOUCH").arg("OFF").query::<()>(&mut node).is_ok();
     let mut steps: Vec<(&[&str], &str)> = vec![(&["READONLY"], "r"), (&["CLIENT", "NO-EVICT", "ON"], "re")];
     if no_touch {
