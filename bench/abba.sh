@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Two proxy builds on one workload, run in ABBA order, for changes of a few per cent that
+# bench/ab.sh's fixed order within a round cannot separate from the position effect (on this
+# machine the second run of a pair is often faster: bench/RESULTS.md).
+#
+#   bench/abba.sh [--pairs N] A_BINARY B_BINARY [redis-benchmark args]
+#
+#   --pairs N   ABBA blocks (default 4): 2N runs of each build
+#   redis-benchmark args default to `-t get -n 1000000 -c 50 -r 100000 -d 64 -P 16`
+#
+# Both proxies ([runtime] worker_threads = 1, plain listener) run side by side in front of one
+# 3 masters + 3 replicas cluster (127.0.0.1:7860-7865, BENCH_ABBA_BASE moves it; proxies on the
+# next free ports from 7960), each idle while the other is measured. Prints every run's ops/s,
+# each build's median, and the median of the per-block ratios B/A (each block's two B runs over
+# its two A runs). Every process started is stopped by its pid on exit; every run is bounded
+# (240 s).
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+# shellcheck source=scripts/lib/cluster.sh
+source "$ROOT/scripts/lib/cluster.sh"
+
+PAIRS=4
+BASE=${BENCH_ABBA_BASE:-7860}
+if [ "${1:-}" = --pairs ]; then
+    PAIRS=$2
+    shift 2
+fi
+[ "$#" -ge 2 ] || { sed -n '2,17p' "$0"; exit 2; }
+A_BIN=$1 B_BIN=$2
+shift 2
+[ -x "$A_BIN" ] && [ -x "$B_BIN" ] || { echo "abba: both binaries must be executables" >&2; exit 2; }
+LOAD=("$@")
+[ "${#LOAD[@]}" -gt 0 ] || LOAD=(-t get -n 1000000 -c 50 -r 100000 -d 64 -P 16)
+ensure_redis_installed
+
+WORK=$(mktemp -d /tmp/redisforge-abba.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    cluster_stop "$WORK/cluster" || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+cluster_start "$WORK/cluster" "$BASE" 3 1 'save ""' 'appendonly no' >&2
+
+free_port() {
+    local port=$1
+    while port_open 127.0.0.1 "$port" || port_open 127.0.0.1 $((port + 100)); do
+        port=$((port + 1))
+    done
+    echo "$port"
+}
+
+start_proxy() {
+    local bin=$1 port=$2
+    cat >"$WORK/$port.toml" <<EOF
+[listen]
+plain = "127.0.0.1:$port"
+[metrics]
+listen = "127.0.0.1:$((port + 100))"
+[upstream]
+seeds = ["127.0.0.1:$BASE"]
+[runtime]
+worker_threads = 1
+[log]
+level = "warn"
+EOF
+    "$bin" --config "$WORK/$port.toml" >"$WORK/$port.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 100); do
+        redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.1
+    done
+    echo "abba: $bin did not answer on $port" >&2
+    exit 1
+}
+
+A_PORT=$(free_port 7960)
+start_proxy "$A_BIN" "$A_PORT"
+B_PORT=$(free_port $((A_PORT + 1)))
+start_proxy "$B_BIN" "$B_PORT"
+# Keys exist for GETs; both proxies warm.
+for port in "$A_PORT" "$B_PORT"; do
+    timeout 240 redis-benchmark -p "$port" -t set -n 100000 -c 50 -r 100000 -d 64 -P 16 -q >/dev/null
+done
+
+run() {
+    timeout 240 redis-benchmark --csv -p "$1" "${LOAD[@]}" 2>/dev/null | grep -v '^"test"' | tail -n 1 | cut -d, -f2 | tr -d '"'
+}
+
+echo "abba: ${LOAD[*]}; A=$A_BIN B=$B_BIN; $PAIRS ABBA blocks"
+A_ALL=() B_ALL=() RATIOS=()
+for block in $(seq "$PAIRS"); do
+    a1=$(run "$A_PORT") b1=$(run "$B_PORT") b2=$(run "$B_PORT") a2=$(run "$A_PORT")
+    A_ALL+=("$a1" "$a2") B_ALL+=("$b1" "$b2")
+    ratio=$(awk -v a="$a1" -v b="$a2" -v c="$b1" -v d="$b2" 'BEGIN { printf "%.3f", (c + d) / (a + b) }')
+    RATIOS+=("$ratio")
+    echo "  block $block: A $a1 $a2  B $b1 $b2  B/A $ratio"
+done
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+echo "  A median $(median "${A_ALL[@]}") ops/s, B median $(median "${B_ALL[@]}") ops/s, B/A per block: median $(median "${RATIOS[@]}")"
