@@ -220,3 +220,82 @@ fn moved_to_an_unknown_endpoint_goes_to_the_port_on_the_same_host() {
         .sum();
     assert!(moved >= 3.0, "each GET was redirected: {moved}");
 }
+
+/// RESET has the proxy end WATCH on the client's own connection itself (an UNWATCH nobody waits
+/// for, as after an aborted EXEC; HELLO and AUTH likewise send HELLO or a login). A WATCH before
+/// it that the node answered `-TRYAGAIN` (its slot migrating with one of its keys moved) is sent
+/// again later: the UNWATCH must still come after it, or the node keeps watching a key the client
+/// stopped watching, and a later transaction of that client fails for a write it never watched.
+/// And a WATCH after the RESET must come after the UNWATCH, or it ends at once. As on one node.
+#[test]
+fn reset_after_a_retried_watch_ends_it_and_only_it() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let (present, later) = ("{unwatch}a", "{unwatch}c");
+    let mut con = proxy.client();
+    redis::cmd("SET").arg(present).arg("1").query::<()>(&mut con).expect("SET");
+    let mut client = std::net::TcpStream::connect(proxy.addr()).expect("connect to the proxy");
+
+    // The key WATCH named before RESET changes: the transaction commits.
+    let replies = retried_watch_then(&cluster, &mut client, &[]);
+    assert_eq!(replies, "+OK\r\n+RESET\r\n");
+    redis::cmd("SET").arg(present).arg("2").query::<()>(&mut con).expect("SET by another client");
+    assert_eq!(transaction(&mut client, later), "*1\r\n+OK\r\n", "WATCH before RESET ended");
+
+    // The key WATCH named after RESET changes: the transaction does not commit.
+    let replies = retried_watch_then(&cluster, &mut client, &[b"WATCH", later.as_bytes()]);
+    assert_eq!(replies, "+OK\r\n+RESET\r\n+OK\r\n");
+    redis::cmd("SET").arg(later).arg("2").query::<()>(&mut con).expect("SET by another client");
+    assert_eq!(transaction(&mut client, later), "*-1\r\n", "WATCH after RESET still on");
+}
+
+/// Sends `WATCH {unwatch}a {unwatch}b`, `RESET` and `then` in one write while the keys' slot
+/// migrates with only `a` on its owner, so the node answers the WATCH `-TRYAGAIN`; calls the
+/// migration off after 300 ms, so the proxy's next try succeeds; returns the replies.
+fn retried_watch_then(cluster: &Cluster, client: &mut std::net::TcpStream, then: &[&[u8]]) -> String {
+    use redisforge_tests::{read_until, resp_command};
+    use std::io::Write;
+
+    let slot = cluster.slot_for_key("{unwatch}a");
+    let from = cluster.node_for_slot(slot);
+    let to = cluster.masters().into_iter().find(|m| *m != from).expect("another master");
+    cluster.begin_slot_migration(slot, &from, &to);
+    let mut batch = resp_command(&[b"WATCH", b"{unwatch}a", b"{unwatch}b"]);
+    batch.extend(resp_command(&[b"RESET"]));
+    if !then.is_empty() {
+        batch.extend(resp_command(then));
+    }
+    client.write_all(&batch).expect("WATCH, RESET, …");
+    thread::sleep(Duration::from_millis(300));
+    for node in [&to, &from] {
+        let mut node_con = cluster.client(node);
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("STABLE")
+            .query::<()>(&mut node_con)
+            .expect("SETSLOT STABLE");
+    }
+    let lines = 2 + usize::from(!then.is_empty());
+    let replies =
+        read_until(client, Duration::from_secs(10), |got| got.windows(2).filter(|w| w == b"\r\n").count() >= lines);
+    String::from_utf8_lossy(&replies).into_owned()
+}
+
+/// Runs `MULTI`, `SET key 1`, `EXEC` on `client`; returns EXEC's reply.
+fn transaction(client: &mut std::net::TcpStream, key: &str) -> String {
+    use redisforge_tests::{read_until, resp_command};
+    use std::io::Write;
+
+    let mut tx = resp_command(&[b"MULTI"]);
+    tx.extend(resp_command(&[b"SET", key.as_bytes(), b"1"]));
+    tx.extend(resp_command(&[b"EXEC"]));
+    client.write_all(&tx).expect("MULTI, SET, EXEC");
+    // MULTI's and SET's replies, then EXEC's: one line (nil, an error) or an array of one.
+    let answered = |got: &[u8]| {
+        let lines = got.windows(2).filter(|w| w == b"\r\n").count();
+        lines >= 4 || (lines == 3 && !got.ends_with(b"*1\r\n"))
+    };
+    let replies = String::from_utf8_lossy(&read_until(client, Duration::from_secs(10), answered)).into_owned();
+    replies.strip_prefix("+OK\r\n+QUEUED\r\n").unwrap_or(&replies).to_string()
+}

@@ -15,6 +15,7 @@
 
 pub mod hold;
 pub mod outcome;
+mod own;
 pub mod part;
 pub mod peer;
 pub mod scripts;
@@ -35,8 +36,7 @@ use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::topology::{Routing, Trigger};
 use crate::upstream::{
-    ConnMode, OwnedConn, ReplyReceiver, ReplySender, Tag, UpstreamReply, UpstreamRequest, queue::HandOver,
-    reply_channel,
+    OwnedConn, ReplyReceiver, ReplySender, Tag, UpstreamReply, UpstreamRequest, queue::HandOver, reply_channel,
 };
 use hold::{HoldBudget, Holding};
 
@@ -86,6 +86,9 @@ pub struct Executor {
     overtaken: Vec<Tag>,
     /// The client's own upstream connection (transactions, blocking commands), when it needs one.
     own: Option<OwnedConn>,
+    /// Commands the proxy sends on the own connection itself, waiting for their turn
+    /// ([`Executor::send_on_own`]).
+    own_follow_ups: VecDeque<own::FollowUp>,
     /// The map the parts of this wake-up of the session are routed by: looked at once per
     /// wake-up (a pipelined batch), not once per part, and kept from one wake-up to the next
     /// while it is the current one (a generation compare instead of arc-swap's snapshot, ~60
@@ -142,6 +145,7 @@ impl Executor {
             delayed: Vec::new(),
             overtaken: Vec::new(),
             own: None,
+            own_follow_ups: VecDeque::new(),
             routing: None,
             routing_checked: false,
             keeps_routing: false,
@@ -193,7 +197,8 @@ impl Executor {
     /// A client's requests run in the order it sent them, as on one node: while an earlier part
     /// of the same slot (or one without a slot) waits to be resent, this one waits behind it.
     pub fn send(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
-        if !self.delayed.is_empty() && self.waits_behind(tag, order_slot(part)) {
+        if (!self.delayed.is_empty() && self.waits_behind(tag, order_slot(part))) || self.waits_for_follow_up(tag, part)
+        {
             if let Err(full) = self.start_holding(shared, part) {
                 return Some(full);
             }
@@ -290,49 +295,6 @@ impl Executor {
         match part.script {
             None => pool.send(caller.id as usize, caller.resp3, request),
             Some(kind) => pool.send_script(caller.node_user, caller.resp3, kind, request),
-        }
-        None
-    }
-
-    /// A part for the client's own connection; a redirected blocking command follows its key to
-    /// the new node on a new own connection.
-    fn send_owned(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
-        if let Some(slot) = part.rehome
-            && part.redirect.is_none()
-        {
-            let Some(addr) = peer::own_master(&shared.topology, slot, caller.id as usize) else {
-                return self.hold(shared, tag, part, ProxyError::SlotNotServed);
-            };
-            // Sent again after a failure that happened before the command reached the node: on a
-            // fresh connection, wherever the map now says.
-            if part.retry_until.is_some() {
-                self.own = None;
-            }
-            self.own_conn_at(shared, caller, &addr);
-        }
-        let prefix = part.redirect.as_ref().is_some_and(|r| r.1).then(peer::asking_command);
-        if let Some((addr, _)) = &part.redirect {
-            self.own_conn_at(shared, caller, addr);
-        }
-        let request = UpstreamRequest {
-            payload: part.payload.clone(),
-            prefix,
-            tag,
-            reply_to: self.reply_sender(),
-            bounded: !part.blocks,
-            streamable: false,
-            lease: None,
-        };
-        match &self.own {
-            Some(own) => {
-                part.blind |= part.tracked && !shared.tracking.is_confirmed(own.addr());
-                own.send(request);
-            }
-            None => return Some(ProxyError::NoTopology),
-        }
-        // A blocking command waits on the node now, no longer for a node: not held any more.
-        if part.blocks {
-            self.stop_holding(shared, part, true);
         }
         None
     }
@@ -528,32 +490,13 @@ impl Executor {
             None => Poll::Pending,
         }
     }
-
-    /// The client's own connection, if it has one.
-    #[inline]
-    pub fn own(&self) -> Option<&OwnedConn> {
-        self.own.as_ref()
-    }
-
-    /// Drops the client's own connection (it closes once nothing else holds it).
-    pub fn close_own(&mut self) {
-        self.own = None;
-    }
-
-    /// Makes sure the client's own connection goes to `addr`.
-    pub fn own_conn_at(&mut self, shared: &Shared, caller: Caller, addr: &str) {
-        if self.own.as_ref().is_none_or(|c| c.addr() != addr) {
-            // The client's node-side user: a transaction may run EVAL or FCALL.
-            let mode = ConnMode::owned(caller.resp3, caller.node_user.cloned());
-            self.own = Some(shared.topology.upstreams().owned(addr, mode));
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::executor::hold::HoldLimits;
+    use crate::upstream::PUSH;
 
     fn executor() -> Executor {
         let limits = HoldLimits { max_requests: 10, max_bytes: 1000, per_client_requests: 10, per_client_bytes: 1000 };
@@ -587,6 +530,29 @@ mod tests {
         assert!(exec.waits_behind(tag(7), Some(1)));
         exec.ran(tag(9), Some(2));
         assert_eq!(exec.take_overtaken(), [tag(6)]);
+    }
+
+    #[test]
+    fn a_command_for_the_own_connection_waits_for_earlier_replies_and_holds_later_parts_back() {
+        let mut exec = executor();
+        let unwatch = || UpstreamRequest::unanswered(Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"), PUSH);
+        // Nothing earlier waits for its reply: sent at once, nothing kept.
+        exec.send_on_own(None, unwatch());
+        assert!(!exec.has_own_follow_ups());
+        // Request 5 waits for its reply: kept, and the own connection's parts after it wait.
+        exec.send_on_own(Some(5), unwatch());
+        let owned = Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Owned, false);
+        let pooled = Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Slot(Some(7)), false);
+        assert!(exec.waits_for_follow_up(tag(6), &owned));
+        assert!(!exec.waits_for_follow_up(tag(5), &owned), "an earlier request's part");
+        assert!(!exec.waits_for_follow_up(tag(6), &pooled), "a part for a pool");
+        // One with nothing of its own to wait for still goes behind the one kept.
+        exec.send_on_own(None, unwatch());
+        exec.release_own_follow_ups(5);
+        assert!(exec.has_own_follow_ups(), "request 5 not released yet");
+        exec.release_own_follow_ups(6);
+        assert!(!exec.has_own_follow_ups(), "both go once request 5 is released");
+        assert!(!exec.waits_for_follow_up(tag(6), &owned));
     }
 
     #[test]

@@ -113,12 +113,17 @@ impl Session {
         if user_changed {
             self.log_own_in_again();
         }
-        if protocol != before.0
-            && let Some(own) = self.exec.own()
-        {
+        if protocol != before.0 && self.exec.own().is_some() {
             let version: &[u8] = if protocol == Protocol::Resp3 { b"3" } else { b"2" };
-            own.send(UpstreamRequest::unanswered(encode_command(&[b"HELLO", version]), PUSH));
+            self.send_on_own(UpstreamRequest::unanswered(encode_command(&[b"HELLO", version]), PUSH));
         }
+    }
+
+    /// Sends `request`, a command of the proxy's own nobody waits for, on the client's own
+    /// connection once every request before it has its final reply (see
+    /// [`Executor::send_on_own`](crate::executor::Executor::send_on_own)).
+    pub(super) fn send_on_own(&mut self, request: UpstreamRequest) {
+        self.exec.send_on_own(self.pipeline.last_unanswered(), request);
     }
 
     /// Logs the client's own connection, if it has one, in again as the client's user now (its
@@ -132,11 +137,13 @@ impl Session {
             self.forget_watch();
             return;
         }
-        let Some(own) = self.exec.own() else { return };
+        if self.exec.own().is_none() {
+            return;
+        }
         let user = caller(&self.state).node_user.map(|user| &**user);
         for command in self.shared.topology.upstreams().login_commands(user) {
             let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
-            own.send(UpstreamRequest::unanswered(encode_command(&args), LOGIN));
+            self.send_on_own(UpstreamRequest::unanswered(encode_command(&args), LOGIN));
         }
     }
 

@@ -106,6 +106,18 @@ impl Pipeline {
         self.base + self.entries.len() as u64
     }
 
+    /// The sequence number of the oldest request whose reply is not released yet.
+    pub fn first_unreleased(&self) -> u64 {
+        self.base
+    }
+
+    /// The sequence number of the newest request whose reply is not final yet: some of its parts
+    /// are out, or wait to be sent again.
+    pub fn last_unanswered(&self) -> Option<u64> {
+        let index = self.entries.iter().rposition(|q| matches!(q.entry, Entry::Single(_) | Entry::Multi(_)))?;
+        Some(self.base + index as u64)
+    }
+
     /// Writes `frame` right after the reply of the last request appended so far (call only while
     /// the pipeline is not empty; otherwise the frame can go out at once).
     pub fn push_trailer(&mut self, frame: Bytes) {

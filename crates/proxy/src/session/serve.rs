@@ -412,6 +412,9 @@ impl Session {
         // now; those that waited for the end of a streamed reply, after the release that ends it.
         self.release_direct_frames(&mut io.wbuf);
         let closed = self.pipeline.release(&mut io.wbuf, &self.shared.metrics);
+        if self.exec.has_own_follow_ups() {
+            self.exec.release_own_follow_ups(self.pipeline.first_unreleased());
+        }
         if !closed {
             self.release_direct_frames(&mut io.wbuf);
         }

@@ -265,15 +265,14 @@ impl Session {
         }
     }
 
-    /// Forgets the watched keys on the node without a reply to the client. Sent straight to the
-    /// own connection, nobody waiting for it: its failure means the connection, and its WATCH,
-    /// are gone anyway (a reply waited for would have the connection's loss end a newer WATCH).
+    /// Forgets the watched keys on the node without a reply to the client: nobody waits for it,
+    /// since its failure means the connection, and its WATCH, are gone anyway (a reply waited for
+    /// would have the connection's loss end a newer WATCH). It goes out after the WATCH it ends,
+    /// also one sent again after a retry ([`Session::send_on_own`]).
     fn send_unwatch(&mut self) {
-        if let Some(own) = self.exec.own() {
-            own.send(crate::upstream::UpstreamRequest::unanswered(
-                encode_command(&[b"UNWATCH"]),
-                crate::upstream::PUSH,
-            ));
+        if self.exec.own().is_some() {
+            let unwatch = encode_command(&[b"UNWATCH"]);
+            self.send_on_own(crate::upstream::UpstreamRequest::unanswered(unwatch, crate::upstream::PUSH));
         }
     }
 }

@@ -1,0 +1,130 @@
+//! The client's own upstream connection (transactions, WATCH, blocking commands): where its
+//! parts go, and the commands the proxy sends on it itself, kept in the client's order.
+
+use super::{Caller, Executor, Part, Target, peer};
+use crate::error::ProxyError;
+use crate::shared::Shared;
+use crate::upstream::{ConnMode, OwnedConn, Tag, UpstreamRequest};
+
+/// A command the proxy sends on the client's own connection itself, nobody waiting for its reply
+/// (UNWATCH after RESET or an aborted EXEC, HELLO after a change of protocol, a login after one
+/// of user), which goes out once the replies to every request up to `after` are final.
+#[derive(Debug)]
+pub(super) struct FollowUp {
+    after: u64,
+    request: UpstreamRequest,
+}
+
+impl Executor {
+    /// The client's own connection, if it has one.
+    #[inline]
+    pub fn own(&self) -> Option<&OwnedConn> {
+        self.own.as_ref()
+    }
+
+    /// Drops the client's own connection (it closes once nothing else holds it).
+    pub fn close_own(&mut self) {
+        self.own = None;
+    }
+
+    /// Makes sure the client's own connection goes to `addr`.
+    pub fn own_conn_at(&mut self, shared: &Shared, caller: Caller, addr: &str) {
+        if self.own.as_ref().is_none_or(|c| c.addr() != addr) {
+            // The client's node-side user: a transaction may run EVAL or FCALL.
+            let mode = ConnMode::owned(caller.resp3, caller.node_user.cloned());
+            self.own = Some(shared.topology.upstreams().owned(addr, mode));
+        }
+    }
+
+    /// A part for the client's own connection; a redirected blocking command follows its key to
+    /// the new node on a new own connection.
+    pub(super) fn send_owned(
+        &mut self,
+        shared: &Shared,
+        caller: Caller,
+        tag: Tag,
+        part: &mut Part,
+    ) -> Option<ProxyError> {
+        if let Some(slot) = part.rehome
+            && part.redirect.is_none()
+        {
+            let Some(addr) = peer::own_master(&shared.topology, slot, caller.id as usize) else {
+                return self.hold(shared, tag, part, ProxyError::SlotNotServed);
+            };
+            // Sent again after a failure that happened before the command reached the node: on a
+            // fresh connection, wherever the map now says.
+            if part.retry_until.is_some() {
+                self.own = None;
+            }
+            self.own_conn_at(shared, caller, &addr);
+        }
+        let prefix = part.redirect.as_ref().is_some_and(|r| r.1).then(peer::asking_command);
+        if let Some((addr, _)) = &part.redirect {
+            self.own_conn_at(shared, caller, addr);
+        }
+        let request = UpstreamRequest {
+            payload: part.payload.clone(),
+            prefix,
+            tag,
+            reply_to: self.reply_sender(),
+            bounded: !part.blocks,
+            streamable: false,
+            lease: None,
+        };
+        match &self.own {
+            Some(own) => {
+                part.blind |= part.tracked && !shared.tracking.is_confirmed(own.addr());
+                own.send(request);
+            }
+            None => return Some(ProxyError::NoTopology),
+        }
+        // A blocking command waits on the node now, no longer for a node: not held any more.
+        if part.blocks {
+            self.stop_holding(shared, part, true);
+        }
+        None
+    }
+
+    /// Sends `request` on the own connection in the client's order: at once when no earlier
+    /// request waits for its reply (`after` is `None`), else once the replies to every request up
+    /// to `after` are final ([`Executor::release_own_follow_ups`]). A part still waiting may be
+    /// sent again — after a `-TRYAGAIN`, or on a fresh connection while the cluster fails over —
+    /// and a command sent meanwhile would overtake it (an UNWATCH before the WATCH it was to end).
+    /// The own connection's later parts wait behind it ([`Executor::waits_for_follow_up`]).
+    pub fn send_on_own(&mut self, after: Option<u64>, request: UpstreamRequest) {
+        let waiting = self.own_follow_ups.back().map(|f| f.after);
+        // Behind those waiting already, in order.
+        let Some(after) = after.max(waiting) else {
+            if let Some(own) = &self.own {
+                own.send(request);
+            }
+            return;
+        };
+        self.own_follow_ups.push_back(FollowUp { after, request });
+    }
+
+    /// Whether commands wait to be sent on the own connection ([`Executor::send_on_own`]).
+    #[inline]
+    pub fn has_own_follow_ups(&self) -> bool {
+        !self.own_follow_ups.is_empty()
+    }
+
+    /// Sends the commands waiting for the own connection whose turn came: the replies to every
+    /// request before `unreleased` (the oldest request whose reply is not released yet) are.
+    pub fn release_own_follow_ups(&mut self, unreleased: u64) {
+        while self.own_follow_ups.front().is_some_and(|f| f.after < unreleased) {
+            let Some(FollowUp { request, .. }) = self.own_follow_ups.pop_front() else { break };
+            // Without an own connection any more, its state is gone with it: nothing to follow.
+            if let Some(own) = &self.own {
+                own.send(request);
+            }
+        }
+    }
+
+    /// Whether `part`, for the own connection, must wait for a command the proxy sends there
+    /// before it (see [`Executor::send_on_own`]).
+    #[inline]
+    pub(super) fn waits_for_follow_up(&self, tag: Tag, part: &Part) -> bool {
+        part.target == Target::Owned && self.own_follow_ups.front().is_some_and(|f| tag.seq > f.after)
+    }
+}
