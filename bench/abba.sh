@@ -7,6 +7,8 @@
 #
 #   --pairs N   ABBA blocks (default 4): 2N runs of each build
 #   redis-benchmark args default to `-t get -n 1000000 -c 50 -r 100000 -d 64 -P 16`
+#   B_BINARY may be the word `predixy`: the peer built by bench/predixy.sh (one worker thread),
+#               for a ratio to predixy without bench/ab.sh's fixed order (predixy last)
 #
 # Both proxies ([runtime] worker_threads = 1, plain listener) run side by side in front of one
 # 3 masters + 3 replicas cluster (127.0.0.1:7860-7865, BENCH_ABBA_BASE moves it; proxies on the
@@ -23,6 +25,7 @@ source "$ROOT/scripts/lib/cluster.sh"
 
 PAIRS=4
 BASE=${BENCH_ABBA_BASE:-7860}
+B_IS_PREDIXY=0
 if [ "${1:-}" = --pairs ]; then
     PAIRS=$2
     shift 2
@@ -30,6 +33,10 @@ fi
 [ "$#" -ge 2 ] || { sed -n '2,17p' "$0"; exit 2; }
 A_BIN=$1 B_BIN=$2
 shift 2
+if [ "$B_BIN" = predixy ]; then
+    B_BIN=$("$ROOT/bench/predixy.sh" path) || { echo "abba: predixy is not built (see bench/predixy.sh --help)" >&2; exit 2; }
+    B_IS_PREDIXY=1
+fi
 [ -x "$A_BIN" ] && [ -x "$B_BIN" ] || { echo "abba: both binaries must be executables" >&2; exit 2; }
 LOAD=("$@")
 [ "${#LOAD[@]}" -gt 0 ] || LOAD=(-t get -n 1000000 -c 50 -r 100000 -d 64 -P 16)
@@ -57,6 +64,13 @@ free_port() {
 
 start_proxy() {
     local bin=$1 port=$2
+    if [ "$bin" = "$B_BIN" ] && [ "$B_IS_PREDIXY" -eq 1 ]; then
+        "$ROOT/bench/predixy.sh" conf "$port" $(seq "$BASE" $((BASE + 5))) >"$WORK/$port.conf"
+        "$bin" "$WORK/$port.conf" >"$WORK/$port.log" 2>&1 &
+        PIDS+=("$!")
+        wait_answer "$bin" "$port"
+        return
+    fi
     cat >"$WORK/$port.toml" <<EOF
 [listen]
 plain = "127.0.0.1:$port"
@@ -71,11 +85,15 @@ level = "warn"
 EOF
     "$bin" --config "$WORK/$port.toml" >"$WORK/$port.log" 2>&1 &
     PIDS+=("$!")
+    wait_answer "$bin" "$port"
+}
+
+wait_answer() {
     for _ in $(seq 100); do
-        redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
+        redis-cli -p "$2" ping 2>/dev/null | grep -q PONG && return 0
         sleep 0.1
     done
-    echo "abba: $bin did not answer on $port" >&2
+    echo "abba: $1 did not answer on $2" >&2
     exit 1
 }
 

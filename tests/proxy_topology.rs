@@ -259,6 +259,11 @@ fn retried_watch_then(cluster: &Cluster, client: &mut std::net::TcpStream, then:
     let slot = cluster.slot_for_key("{unwatch}a");
     let from = cluster.node_for_slot(slot);
     let to = cluster.masters().into_iter().find(|m| *m != from).expect("another master");
+    let tryagains = || {
+        let info: String = redis::cmd("INFO").arg("errorstats").query(&mut cluster.client(&from)).expect("INFO");
+        info.lines().find_map(|l| l.strip_prefix("errorstat_TRYAGAIN:count=")?.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    let tryagains_before = tryagains();
     cluster.begin_slot_migration(slot, &from, &to);
     let mut batch = resp_command(&[b"WATCH", b"{unwatch}a", b"{unwatch}b"]);
     batch.extend(resp_command(&[b"RESET"]));
@@ -279,6 +284,7 @@ fn retried_watch_then(cluster: &Cluster, client: &mut std::net::TcpStream, then:
     let lines = 2 + usize::from(!then.is_empty());
     let replies =
         read_until(client, Duration::from_secs(10), |got| got.windows(2).filter(|w| w == b"\r\n").count() >= lines);
+    assert!(tryagains() > tryagains_before, "the node answered the WATCH -TRYAGAIN");
     String::from_utf8_lossy(&replies).into_owned()
 }
 

@@ -11,7 +11,8 @@
 //!    over (an unreachable master, `CLUSTERDOWN`, a slot without an owner) hold the part, within
 //!    bounds, until `upstream.failover_wait` ([`hold`]); or fail with a [`ProxyError`].
 //!
-//! Ordering is not its business: the session's pipeline releases replies in request order.
+//! The order of replies is not its business (the session's pipeline releases them in request
+//! order); the order in which parts reach the nodes is, where a part is sent again.
 
 pub mod hold;
 pub mod outcome;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use outcome::{Outcome, RetryPolicy};
+pub use own::OwnCommand;
 pub use part::{Part, Target};
 
 use crate::auth::NodeUser;
@@ -89,6 +91,9 @@ pub struct Executor {
     /// Commands the proxy sends on the own connection itself, waiting for their turn
     /// ([`Executor::send_on_own`]).
     own_follow_ups: VecDeque<own::FollowUp>,
+    /// Counts the own connections opened (and closed), so that a command waiting for one is not
+    /// sent on the next ([`own::OwnCommand::Terms`]).
+    own_generation: u64,
     /// The map the parts of this wake-up of the session are routed by: looked at once per
     /// wake-up (a pipelined batch), not once per part, and kept from one wake-up to the next
     /// while it is the current one (a generation compare instead of arc-swap's snapshot, ~60
@@ -146,6 +151,7 @@ impl Executor {
             overtaken: Vec::new(),
             own: None,
             own_follow_ups: VecDeque::new(),
+            own_generation: 0,
             routing: None,
             routing_checked: false,
             keeps_routing: false,
@@ -195,7 +201,9 @@ impl Executor {
     /// when a script keeps the node busy, or no node has served its slot for `failover_wait`.
     ///
     /// A client's requests run in the order it sent them, as on one node: while an earlier part
-    /// of the same slot (or one without a slot) waits to be resent, this one waits behind it.
+    /// of the same slot (or one without a slot) waits to be resent, this one waits behind it; a
+    /// part for the own connection also waits behind the proxy's own commands queued there
+    /// before it ([`Executor::send_on_own`]).
     pub fn send(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
         if (!self.delayed.is_empty() && self.waits_behind(tag, order_slot(part))) || self.waits_for_follow_up(tag, part)
         {
@@ -328,7 +336,7 @@ impl Executor {
                 // Maybe applied (in flight when its connection failed, or timed out).
                 self.ran(tag, order_slot(part));
                 if own_lost {
-                    self.own = None;
+                    self.replace_own(None);
                     return Step::OwnLost(error.to_resp());
                 }
                 Step::Answered(error.to_resp())
@@ -537,22 +545,27 @@ mod tests {
         let mut exec = executor();
         let unwatch = || UpstreamRequest::unanswered(Bytes::from_static(b"*1\r\n$7\r\nUNWATCH\r\n"), PUSH);
         // Nothing earlier waits for its reply: sent at once, nothing kept.
-        exec.send_on_own(None, unwatch());
+        exec.send_on_own(None, unwatch(), OwnCommand::Unwatch);
         assert!(!exec.has_own_follow_ups());
         // Request 5 waits for its reply: kept, and the own connection's parts after it wait.
-        exec.send_on_own(Some(5), unwatch());
+        exec.send_on_own(Some(5), unwatch(), OwnCommand::Unwatch);
         let owned = Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Owned, false);
         let pooled = Part::new(Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), Target::Slot(Some(7)), false);
         assert!(exec.waits_for_follow_up(tag(6), &owned));
         assert!(!exec.waits_for_follow_up(tag(5), &owned), "an earlier request's part");
         assert!(!exec.waits_for_follow_up(tag(6), &pooled), "a part for a pool");
         // One with nothing of its own to wait for still goes behind the one kept.
-        exec.send_on_own(None, unwatch());
+        exec.send_on_own(None, unwatch(), OwnCommand::Unwatch);
         exec.release_own_follow_ups(5);
         assert!(exec.has_own_follow_ups(), "request 5 not released yet");
         exec.release_own_follow_ups(6);
         assert!(!exec.has_own_follow_ups(), "both go once request 5 is released");
         assert!(!exec.waits_for_follow_up(tag(6), &owned));
+        // A part held back behind them is due at once.
+        exec.delayed.push((Instant::now() + Duration::from_secs(60), tag(7), None));
+        exec.send_on_own(Some(6), unwatch(), OwnCommand::Terms);
+        exec.release_own_follow_ups(7);
+        assert_eq!(exec.take_due(), [tag(7)]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::Session;
 use crate::auth::NodeUser;
 use crate::error::ProxyError;
-use crate::executor::{Caller, Step};
+use crate::executor::{Caller, OwnCommand, Step};
 use crate::resp::reply::{self, Protocol};
 use crate::resp::request::encode_command;
 use crate::slot::Slot;
@@ -115,15 +115,16 @@ impl Session {
         }
         if protocol != before.0 && self.exec.own().is_some() {
             let version: &[u8] = if protocol == Protocol::Resp3 { b"3" } else { b"2" };
-            self.send_on_own(UpstreamRequest::unanswered(encode_command(&[b"HELLO", version]), PUSH));
+            let hello = UpstreamRequest::unanswered(encode_command(&[b"HELLO", version]), PUSH);
+            self.send_on_own(hello, OwnCommand::Terms);
         }
     }
 
     /// Sends `request`, a command of the proxy's own nobody waits for, on the client's own
-    /// connection once every request before it has its final reply (see
+    /// connection once every earlier request for that connection has its final reply (see
     /// [`Executor::send_on_own`](crate::executor::Executor::send_on_own)).
-    pub(super) fn send_on_own(&mut self, request: UpstreamRequest) {
-        self.exec.send_on_own(self.pipeline.last_unanswered(), request);
+    pub(super) fn send_on_own(&mut self, request: UpstreamRequest, kind: OwnCommand) {
+        self.exec.send_on_own(self.pipeline.last_unanswered_on_own(), request, kind);
     }
 
     /// Logs the client's own connection, if it has one, in again as the client's user now (its
@@ -143,7 +144,7 @@ impl Session {
         let user = caller(&self.state).node_user.map(|user| &**user);
         for command in self.shared.topology.upstreams().login_commands(user) {
             let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
-            self.send_on_own(UpstreamRequest::unanswered(encode_command(&args), LOGIN));
+            self.send_on_own(UpstreamRequest::unanswered(encode_command(&args), LOGIN), OwnCommand::Terms);
         }
     }
 

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use crate::command::Merge;
-use crate::executor::Part;
+use crate::executor::{Part, Target};
 use crate::merge::{KeyPlace, merge, put_string, string_payload};
 use crate::metrics::Metrics;
 use crate::upstream::StreamCredit;
@@ -111,10 +111,15 @@ impl Pipeline {
         self.base
     }
 
-    /// The sequence number of the newest request whose reply is not final yet: some of its parts
-    /// are out, or wait to be sent again.
-    pub fn last_unanswered(&self) -> Option<u64> {
-        let index = self.entries.iter().rposition(|q| matches!(q.entry, Entry::Single(_) | Entry::Multi(_)))?;
+    /// The sequence number of the newest request for the client's own connection whose reply is
+    /// not final yet: some of its parts are out, or wait to be sent again.
+    pub fn last_unanswered_on_own(&self) -> Option<u64> {
+        let on_own = |part: &Part| part.target == Target::Owned;
+        let index = self.entries.iter().rposition(|q| match &q.entry {
+            Entry::Single(slot) => self.singles.get(*slot).and_then(Option::as_ref).is_some_and(on_own),
+            Entry::Multi(multi) => multi.parts.iter().any(on_own),
+            _ => false,
+        })?;
         Some(self.base + index as u64)
     }
 

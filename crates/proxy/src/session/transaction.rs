@@ -272,7 +272,8 @@ impl Session {
     fn send_unwatch(&mut self) {
         if self.exec.own().is_some() {
             let unwatch = encode_command(&[b"UNWATCH"]);
-            self.send_on_own(crate::upstream::UpstreamRequest::unanswered(unwatch, crate::upstream::PUSH));
+            let unwatch = crate::upstream::UpstreamRequest::unanswered(unwatch, crate::upstream::PUSH);
+            self.send_on_own(unwatch, crate::executor::OwnCommand::Unwatch);
         }
     }
 }

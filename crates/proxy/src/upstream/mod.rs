@@ -66,8 +66,10 @@ pub struct UpstreamRequest {
 
 impl UpstreamRequest {
     /// A command nobody waits for (its reply, or its failure, is dropped): the proxy's own
-    /// housekeeping on a client's connection, in the client's order (UNWATCH, HELLO, CLIENT
-    /// UNBLOCK; with [`LOGIN`], a login, whose error fails the connection).
+    /// housekeeping — UNWATCH, HELLO and, with [`LOGIN`], a login (whose error fails the
+    /// connection) on a client's own connection, in the client's order
+    /// ([`Executor::send_on_own`](crate::executor::Executor::send_on_own)); CLIENT UNBLOCK on a
+    /// pool connection.
     pub fn unanswered(payload: Bytes, tag: Tag) -> UpstreamRequest {
         let (reply_to, _dropped) = reply_channel();
         UpstreamRequest { payload, prefix: None, tag, reply_to, bounded: true, streamable: false, lease: None }
