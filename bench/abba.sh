@@ -13,9 +13,10 @@
 # Both proxies ([runtime] worker_threads = 1, plain listener) run side by side in front of one
 # 3 masters + 3 replicas cluster (127.0.0.1:7860-7865, BENCH_ABBA_BASE moves it; proxies on the
 # next free ports from 7960), each idle while the other is measured. Prints every run's ops/s,
-# each build's median, and the median of the per-block ratios B/A (each block's two B runs over
-# its two A runs). Every process started is stopped by its pid on exit; every run is bounded
-# (240 s).
+# each build's median, the median of the per-block ratios B/A (each block's two B runs over its
+# two A runs), and each build's median CPU µs per request (user + system time of its process
+# over the run, from /proc/PID/stat). Every process started is stopped by its pid on exit;
+# every run is bounded (240 s).
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,7 +31,7 @@ if [ "${1:-}" = --pairs ]; then
     PAIRS=$2
     shift 2
 fi
-[ "$#" -ge 2 ] || { sed -n '2,17p' "$0"; exit 2; }
+[ "$#" -ge 2 ] || { sed -n '2,19p' "$0"; exit 2; }
 A_BIN=$1 B_BIN=$2
 shift 2
 if [ "$B_BIN" = predixy ]; then
@@ -106,14 +107,38 @@ for port in "$A_PORT" "$B_PORT"; do
     timeout 240 redis-benchmark -p "$port" -t set -n 100000 -c 50 -r 100000 -d 64 -P 16 -q >/dev/null
 done
 
+declare -A PID_OF
+PID_OF[$A_PORT]=${PIDS[0]}
+PID_OF[$B_PORT]=${PIDS[1]}
+REQUESTS=$(printf '%s\n' "${LOAD[@]}" | awk 'prev == "-n" { print; exit } { prev = $0 }')
+REQUESTS=${REQUESTS:-100000}
+CPU_A=() CPU_B=()
+
+ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# One run against the proxy on port $1: prints its ops/s; appends its CPU µs per request (from
+# /proc/PID/stat, user + system) to CPU_A or CPU_B ($2).
 run() {
-    timeout 240 redis-benchmark --csv -p "$1" "${LOAD[@]}" 2>/dev/null | grep -v '^"test"' | tail -n 1 | cut -d, -f2 | tr -d '"'
+    local pid=${PID_OF[$1]} before after
+    before=$(ticks "$pid")
+    timeout 240 redis-benchmark --csv -p "$1" "${LOAD[@]}" 2>/dev/null | grep -v '^"test"' | tail -n 1 | cut -d, -f2 | tr -d '"' >"$WORK/ops"
+    after=$(ticks "$pid")
+    local cpu
+    cpu=$(awk -v t=$((after - before)) -v n="$REQUESTS" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+    if [ "$2" = A ]; then CPU_A+=("$cpu"); else CPU_B+=("$cpu"); fi
+    cat "$WORK/ops"
 }
 
 echo "abba: ${LOAD[*]}; A=$A_BIN B=$B_BIN; $PAIRS ABBA blocks"
 A_ALL=() B_ALL=() RATIOS=()
 for block in $(seq "$PAIRS"); do
-    a1=$(run "$A_PORT") b1=$(run "$B_PORT") b2=$(run "$B_PORT") a2=$(run "$A_PORT")
+    run "$A_PORT" A >"$WORK/a1"
+    run "$B_PORT" B >"$WORK/b1"
+    run "$B_PORT" B >"$WORK/b2"
+    run "$A_PORT" A >"$WORK/a2"
+    a1=$(cat "$WORK/a1") b1=$(cat "$WORK/b1") b2=$(cat "$WORK/b2") a2=$(cat "$WORK/a2")
     A_ALL+=("$a1" "$a2") B_ALL+=("$b1" "$b2")
     ratio=$(awk -v a="$a1" -v b="$a2" -v c="$b1" -v d="$b2" 'BEGIN { printf "%.3f", (c + d) / (a + b) }')
     RATIOS+=("$ratio")
@@ -123,3 +148,4 @@ median() {
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 echo "  A median $(median "${A_ALL[@]}") ops/s, B median $(median "${B_ALL[@]}") ops/s, B/A per block: median $(median "${RATIOS[@]}")"
+echo "  CPU µs per request (the proxy process, user + system): A median $(median "${CPU_A[@]}"), B median $(median "${CPU_B[@]}")"

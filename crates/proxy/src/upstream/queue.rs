@@ -109,6 +109,12 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Tells the queue apart from others while it lives: equal for senders of the same queue.
+    #[inline]
+    pub fn queue_id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// Whether the receiver is gone or closed the queue.
     pub fn is_closed(&self) -> bool {
         self.0.lock().closed
