@@ -41,6 +41,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 # shellcheck source=scripts/lib/cluster.sh
 source "$ROOT/scripts/lib/cluster.sh"
+# shellcheck source=bench/proxy-config.sh
+source "$ROOT/bench/proxy-config.sh"
 
 ROUNDS=3
 QUICK=0
@@ -123,32 +125,7 @@ direct_can() {
 
 # The config of proxy NAME on PORT: one worker, as predixy's row, and its SETTING if any.
 proxy_config() {
-    local name="$1" port="$2" extra="${EXTRAS[$1]}" section="upstream" workers="worker_threads = 1"
-    if [[ "${extra%%=*}" == *.* ]]; then
-        section=${extra%%.*}
-        extra=${extra#*.}
-    fi
-    local upstream_line="" runtime_line="" other=""
-    case "$section" in
-        upstream) upstream_line=$extra ;;
-        runtime) if [[ "$extra" == worker_threads=* ]]; then workers=$extra; else runtime_line=$extra; fi ;;
-        *) other=$(printf '[%s]\n%s' "$section" "$extra") ;;
-    esac
-    cat <<EOF
-[listen]
-plain = "127.0.0.1:$port"
-[metrics]
-listen = "127.0.0.1:$((port + 100))"
-[upstream]
-seeds = ["127.0.0.1:$BASE"]
-$upstream_line
-[runtime]
-$workers
-$runtime_line
-[log]
-level = "warn"
-$other
-EOF
+    bench_proxy_config "$2" "$BASE" "${EXTRAS[$1]}"
 }
 
 # ops/s of one redis-benchmark run (bounded: 240 s): the rps field of its CSV result line; empty

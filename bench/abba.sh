@@ -23,6 +23,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 # shellcheck source=scripts/lib/cluster.sh
 source "$ROOT/scripts/lib/cluster.sh"
+# shellcheck source=bench/proxy-config.sh
+source "$ROOT/bench/proxy-config.sh"
 
 PAIRS=4
 BASE=${BENCH_ABBA_BASE:-7860}
@@ -72,18 +74,7 @@ start_proxy() {
         wait_answer "$bin" "$port"
         return
     fi
-    cat >"$WORK/$port.toml" <<EOF
-[listen]
-plain = "127.0.0.1:$port"
-[metrics]
-listen = "127.0.0.1:$((port + 100))"
-[upstream]
-seeds = ["127.0.0.1:$BASE"]
-[runtime]
-worker_threads = 1
-[log]
-level = "warn"
-EOF
+    bench_proxy_config "$port" "$BASE" >"$WORK/$port.toml"
     "$bin" --config "$WORK/$port.toml" >"$WORK/$port.log" 2>&1 &
     PIDS+=("$!")
     wait_answer "$bin" "$port"

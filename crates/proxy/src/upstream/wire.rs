@@ -30,8 +30,8 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 /// How much of an incomplete reply must be here before it is passed on in pieces.
 const STREAM_AT: usize = 256 * 1024;
 
-/// A batch held back while an earlier write's replies are coming (see `serve_halves`) goes out
-/// anyway once it is this large.
+/// A batch held back while an earlier write's replies are coming (see `Wire::holds_writes`) goes
+/// out anyway once it is this large.
 const HOLD_BYTES: usize = 64 * 1024;
 
 /// A request written (or about to be) whose reply has not come back yet.
@@ -179,7 +179,7 @@ impl Wire<'_> {
     /// once. A partly written batch is never held: its rest is what a reply may be waiting for.
     /// Nor is a pipelined batch, a batch already: holding it added the proxy's turn to its round
     /// trip. Measured in ABBA blocks (`bench/abba.sh`, bench/RESULTS.md, "seventh part"): without
-    /// the hold `-P 16` GET +8.7 %, unpipelined GET −2 to −4 % with 2 % more CPU per request.
+    /// the hold `-P 16` GET +8.7 %, unpipelined GET −1.5 to −4 % with 2 % more CPU per request.
     fn holds_writes(&self) -> bool {
         !self.partly_written && !self.pipelined && self.inflight.len() > self.unwritten && self.wbuf.len() < HOLD_BYTES
     }
