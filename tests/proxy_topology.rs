@@ -1,12 +1,13 @@
 //! Topology changes under a live client: a slot migrated, a node restarted, a master failed over.
 //! Each test kills or reshards nodes, so each starts its own cluster.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, wait_until};
+use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, read_until, resp_command, wait_until};
 
 /// Keys with one hash tag all live in one slot; `n` of them.
 fn tagged_keys(tag: &str, n: usize) -> Vec<String> {
@@ -253,9 +254,6 @@ fn reset_after_a_retried_watch_ends_it_and_only_it() {
 /// migrates with only `a` on its owner, so the node answers the WATCH `-TRYAGAIN`; calls the
 /// migration off after 300 ms, so the proxy's next try succeeds; returns the replies.
 fn retried_watch_then(cluster: &Cluster, client: &mut std::net::TcpStream, then: &[&[u8]]) -> String {
-    use redisforge_tests::{read_until, resp_command};
-    use std::io::Write;
-
     let slot = cluster.slot_for_key("{unwatch}a");
     let from = cluster.node_for_slot(slot);
     let to = cluster.masters().into_iter().find(|m| *m != from).expect("another master");
@@ -290,9 +288,6 @@ fn retried_watch_then(cluster: &Cluster, client: &mut std::net::TcpStream, then:
 
 /// Runs `MULTI`, `SET key 1`, `EXEC` on `client`; returns EXEC's reply.
 fn transaction(client: &mut std::net::TcpStream, key: &str) -> String {
-    use redisforge_tests::{read_until, resp_command};
-    use std::io::Write;
-
     let mut tx = resp_command(&[b"MULTI"]);
     tx.extend(resp_command(&[b"SET", key.as_bytes(), b"1"]));
     tx.extend(resp_command(&[b"EXEC"]));

@@ -113,7 +113,7 @@ impl Session {
         if user_changed {
             self.log_own_in_again();
         }
-        if protocol != before.0 && self.exec.own().is_some() {
+        if protocol != before.0 {
             let version: &[u8] = if protocol == Protocol::Resp3 { b"3" } else { b"2" };
             let hello = UpstreamRequest::unanswered(encode_command(&[b"HELLO", version]), PUSH);
             self.send_on_own(hello, OwnCommand::Terms);
@@ -121,10 +121,13 @@ impl Session {
     }
 
     /// Sends `request`, a command of the proxy's own nobody waits for, on the client's own
-    /// connection once every earlier request for that connection has its final reply (see
-    /// [`Executor::send_on_own`](crate::executor::Executor::send_on_own)).
+    /// connection, if it has one, once every earlier request for that connection has its final
+    /// reply (see [`Executor::send_on_own`](crate::executor::Executor::send_on_own)). Without an
+    /// own connection there is no state on a node for it to change.
     pub(super) fn send_on_own(&mut self, request: UpstreamRequest, kind: OwnCommand) {
-        self.exec.send_on_own(self.pipeline.last_unanswered_on_own(), request, kind);
+        if self.exec.own().is_some() {
+            self.exec.send_on_own(self.pipeline.last_unanswered_on_own(), request, kind);
+        }
     }
 
     /// Logs the client's own connection, if it has one, in again as the client's user now (its

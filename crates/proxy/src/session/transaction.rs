@@ -270,10 +270,8 @@ impl Session {
     /// would have the connection's loss end a newer WATCH). It goes out after the WATCH it ends,
     /// also one sent again after a retry ([`Session::send_on_own`]).
     fn send_unwatch(&mut self) {
-        if self.exec.own().is_some() {
-            let unwatch = encode_command(&[b"UNWATCH"]);
-            let unwatch = crate::upstream::UpstreamRequest::unanswered(unwatch, crate::upstream::PUSH);
-            self.send_on_own(unwatch, crate::executor::OwnCommand::Unwatch);
-        }
+        let unwatch =
+            crate::upstream::UpstreamRequest::unanswered(encode_command(&[b"UNWATCH"]), crate::upstream::PUSH);
+        self.send_on_own(unwatch, crate::executor::OwnCommand::Unwatch);
     }
 }
