@@ -290,12 +290,14 @@ impl Client {
         let seq = self.next_seq();
         let sent = Instant::now();
         let channel = format!("soak:c{}:ch", self.id);
-        match self.call(redis::cmd("PUBLISH").arg(&channel).arg(format!("{}:{seq}", self.id))) {
-            Some(Value::Int(_)) => self.published.lock().expect("published lock").push((seq, sent)),
-            Some(other) => self.soak.wrong(format!("PUBLISH: {other:?}")),
-            // Perhaps published: the subscriber may or may not see it.
+        let reply = self.call(redis::cmd("PUBLISH").arg(&channel).arg(format!("{}:{seq}", self.id)));
+        match reply {
+            Some(Value::Int(_)) => {}
+            Some(ref other) => self.soak.wrong(format!("PUBLISH: {other:?}")),
+            // Perhaps published, perhaps later: the subscriber may or may not see it.
             None => {}
         }
+        self.published.lock().expect("published lock").push((seq, sent, reply.is_some()));
     }
 
     /// SCAN over the whole cluster for this client's keys.

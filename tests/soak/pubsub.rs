@@ -16,8 +16,10 @@ use redisforge_proxy::resp::FrameScanner;
 
 use crate::shared::Soak;
 
-/// What a client published on its channel: sequence number and when, in order.
-pub type Published = Arc<Mutex<Vec<(u64, Instant)>>>;
+/// What a client published on its channel, in order: sequence number, when, and whether the proxy
+/// acknowledged it. A PUBLISH answered with an error (a timeout) may still run on its node later,
+/// after the partition heals, so its time counts for the reordering check but it may be lost.
+pub type Published = Arc<Mutex<Vec<(u64, Instant, bool)>>>;
 
 /// What a subscriber received: sequence number and when, in order.
 pub type Received = Vec<(u64, Instant)>;
@@ -115,7 +117,8 @@ pub fn check(soak: &Soak, received: Vec<Result<Received, String>>, published: &[
                 continue;
             }
         };
-        let sent_at: HashMap<u64, Instant> = sent.lock().expect("published lock").iter().copied().collect();
+        let sent = sent.lock().expect("published lock");
+        let sent_at: HashMap<u64, Instant> = sent.iter().map(|&(seq, at, _)| (seq, at)).collect();
         let unique: HashSet<u64> = got.iter().copied().collect();
         if unique.len() != got.len() {
             let mut counted = HashMap::new();
@@ -148,8 +151,8 @@ pub fn check(soak: &Soak, received: Vec<Result<Received, String>>, published: &[
             }
         }
         out.delivered += unique.len();
-        for (&seq, &at) in &sent_at {
-            if unique.contains(&seq) {
+        for &(seq, at, acknowledged) in sent.iter() {
+            if !acknowledged || unique.contains(&seq) {
                 continue;
             }
             out.lost += 1;
