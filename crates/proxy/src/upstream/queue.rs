@@ -109,6 +109,35 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Queues every message of `run`, in order, under one lock and with at most one wake-up (a
+    /// pipelined client's replies read together from one node: one message each cost ~190
+    /// instructions, bench/RESULTS.md). A run of one goes as [`Sender::send`] sends it, so it may
+    /// be handed over; a longer one is always queued (a receiver that takes a batch gathers it
+    /// itself). When the receiver is gone the messages are dropped, where `send` gives them back.
+    pub fn send_run(&self, run: &mut Vec<T>) {
+        if run.len() <= 1 {
+            if let Some(message) = run.pop() {
+                let _ = self.send(message);
+            }
+            return;
+        }
+        let was_empty = {
+            let mut queue = self.0.lock();
+            if queue.closed {
+                drop(queue);
+                run.clear();
+                return;
+            }
+            let was_empty = queue.messages.is_empty();
+            queue.messages.extend(run.drain(..));
+            self.0.queued.store(true, Ordering::Release);
+            was_empty
+        };
+        if was_empty {
+            self.0.waker.wake();
+        }
+    }
+
     /// Tells the queue apart from others while it lives: equal for senders of the same queue.
     #[inline]
     pub fn queue_id(&self) -> usize {
@@ -338,5 +367,26 @@ mod tests {
         drop(taker);
         tx.send(4).expect("open");
         assert_eq!(rx.try_recv(), Some(4), "a receiver gone from the hand-over: queued");
+    }
+
+    #[test]
+    fn a_run_is_queued_in_order_and_only_a_run_of_one_may_be_handed_over() {
+        let (tx, rx) = channel();
+        let taker = Arc::new(Taker { open: AtomicBool::new(true), taken: Mutex::new(Vec::new()) });
+        let weak: Weak<Taker> = Arc::downgrade(&taker);
+        rx.hand_over_to(weak);
+        let mut run = vec![1, 2, 3];
+        tx.send_run(&mut run);
+        assert!(run.is_empty(), "the run is taken, its buffer kept");
+        run.push(4);
+        tx.send_run(&mut run);
+        assert_eq!(*taker.taken.lock().expect("not poisoned"), [4], "a run of one goes as one send");
+        let mut batch = VecDeque::new();
+        assert_eq!(rx.take(&mut batch), Some(3));
+        assert_eq!(Vec::from(batch), [1, 2, 3]);
+        rx.close();
+        run.extend([5, 6]);
+        tx.send_run(&mut run);
+        assert!(run.is_empty() && rx.try_recv().is_none(), "a closed queue drops the run");
     }
 }

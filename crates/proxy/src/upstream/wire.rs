@@ -62,6 +62,8 @@ struct Wire<'a> {
     read_gate: ReadGate,
     wbuf: BytesMut,
     scanner: FrameScanner,
+    /// Replies read for one client one after another, queued to it together.
+    run: ReplyRun,
     /// The last `unwritten` entries of `inflight` are (partly) still in `wbuf`.
     unwritten: usize,
     partly_written: bool,
@@ -88,10 +90,16 @@ impl Wire<'_> {
         }
         let addr = self.addr;
         let scripts = mode.node_scripts.as_deref();
-        let context = (mode.pushes.as_ref(), scripts);
-        let Err(refusal) =
-            dispatch_replies(&mut self.rbuf, &mut self.scanner, &mut self.inflight, context, self.host, self.now_tick)
-        else {
+        let context = (mode.pushes.as_ref(), scripts, self.host);
+        let dispatched =
+            dispatch_replies(&mut self.rbuf, &mut self.scanner, &mut self.inflight, &mut self.run, context);
+        // Every reply read goes to its client before anything else is sent on: a streamed
+        // piece, or the failure of what is still in flight.
+        self.run.flush();
+        if dispatched.is_ok() {
+            stream_piece(&mut self.rbuf, &mut self.scanner, &mut self.inflight, self.now_tick);
+        }
+        let Err(refusal) = dispatched else {
             return Ok(());
         };
         match refusal {
@@ -211,6 +219,7 @@ where
         read_gate: ReadGate::default(),
         wbuf: BytesMut::with_capacity(64 * 1024),
         scanner: FrameScanner::new(),
+        run: ReplyRun::default(),
         unwritten: 0,
         partly_written: false,
         pipelined: false,
@@ -400,14 +409,43 @@ enum Refusal {
     Login(String),
 }
 
-/// Hands every complete reply in `rbuf` to the request it answers.
+/// Replies read for one client one after another (a pipelined client's, from one read), queued
+/// to it together once the run ends: one lock and at most one wake-up for the run
+/// ([`super::queue::Sender::send_run`]).
+#[derive(Default)]
+struct ReplyRun {
+    to: Option<ReplySender>,
+    replies: Vec<UpstreamReply>,
+}
+
+impl ReplyRun {
+    fn is_empty(&self) -> bool {
+        self.to.is_none()
+    }
+
+    /// Adds `reply` for `reply_to`'s client, whose run this is (or starts).
+    fn push(&mut self, reply_to: ReplySender, reply: UpstreamReply) {
+        // A later sender is a clone of the run's.
+        self.to.get_or_insert(reply_to);
+        self.replies.push(reply);
+    }
+
+    /// Queues the run to its client (a client that went away simply drops its replies).
+    fn flush(&mut self) {
+        if let Some(to) = self.to.take() {
+            to.send_run(&mut self.replies);
+        }
+    }
+}
+
+/// Hands every complete reply in `rbuf` to the request it answers (a pipelined client's through
+/// `run`, which the caller flushes: the rest of a run may still be unread).
 fn dispatch_replies(
     rbuf: &mut BytesMut,
     scanner: &mut FrameScanner,
     inflight: &mut VecDeque<InFlight>,
-    (pushes, scripts): (Option<&(ReplySender, Tag)>, Option<&NodeScripts>),
-    host: &str,
-    now_tick: u64,
+    run: &mut ReplyRun,
+    (pushes, scripts, host): (Option<&(ReplySender, Tag)>, Option<&NodeScripts>, &str),
 ) -> Result<(), Refusal> {
     let mismatch = |what: &str| Refusal::Mismatch(what.to_string());
     while let Some(len) = scanner.scan(rbuf).map_err(|e| Refusal::Mismatch(e.to_string()))? {
@@ -442,10 +480,23 @@ fn dispatch_replies(
             // Never the password: the command is not logged, only the node's answer.
             return Err(Refusal::Login(super::connect::first_line(&frame)));
         }
-        // A caller that went away (client disconnected) simply drops its reply.
-        let _ = entry.request.reply_to.send(UpstreamReply { tag: entry.request.tag, result: Ok(frame), partial: None });
+        let UpstreamRequest { reply_to, tag, lease, .. } = entry.request;
+        let reply = UpstreamReply { tag, result: Ok(frame), partial: None };
+        // The next request in flight is the same client's (a pipelined batch): this reply waits
+        // for the run to end. A script lane's reply goes at once: the lane counts busy until it
+        // is with its client (its lease, dropped after this).
+        let same_client = |next: &InFlight| next.request.reply_to.queue_id() == reply_to.queue_id();
+        let run_goes_on = lease.is_none() && inflight.front().is_some_and(same_client);
+        if run.is_empty() && !run_goes_on {
+            // A caller that went away (client disconnected) simply drops its reply.
+            let _ = reply_to.send(reply);
+            continue;
+        }
+        run.push(reply_to, reply);
+        if !run_goes_on {
+            run.flush();
+        }
     }
-    stream_piece(rbuf, scanner, inflight, now_tick);
     Ok(())
 }
 
