@@ -210,7 +210,7 @@ impl Executor {
             if let Err(full) = self.start_holding(shared, part) {
                 return Some(full);
             }
-            part.retry_error = None;
+            part.set_retry_error(None);
             self.delay(Instant::now(), tag, part);
             return None;
         }
@@ -262,7 +262,7 @@ impl Executor {
         self.stop_holding(shared, part, false);
         let waited =
             || ProxyError::command("TRYAGAIN an earlier request of this client could not be sent yet").to_resp();
-        part.retry_error.take().unwrap_or_else(waited)
+        part.take_retry_error().unwrap_or_else(waited)
     }
 
     fn try_send(&mut self, shared: &Shared, caller: Caller, tag: Tag, part: &mut Part) -> Option<ProxyError> {
@@ -289,7 +289,7 @@ impl Executor {
         if part.tracked && !shared.tracking.is_confirmed(pool.addr()) {
             part.blind = true;
         }
-        let prefix = if asking { Some(peer::asking_command()) } else { part.prefix.take() };
+        let prefix = if asking { Some(peer::asking_command()) } else { part.take_prefix() };
         let request = UpstreamRequest {
             payload: part.payload.clone(),
             prefix,
@@ -380,14 +380,14 @@ impl Executor {
     /// [`ProxyError::HoldFull`]).
     fn hold(&mut self, shared: &Shared, tag: Tag, part: &mut Part, error: ProxyError) -> Option<ProxyError> {
         let now = Instant::now();
-        if now >= *part.retry_until.get_or_insert(now + self.budget.wait) {
+        if now >= part.retry_deadline(now + self.budget.wait) {
             return Some(error);
         }
         if let Err(full) = self.start_holding(shared, part) {
             return Some(full);
         }
         shared.topology.request_refresh(Trigger::NodeFailure);
-        part.retry_error = Some(error.to_resp());
+        part.set_retry_error(Some(error.to_resp()));
         self.delay(now, tag, part);
         None
     }

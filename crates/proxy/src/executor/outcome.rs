@@ -69,7 +69,7 @@ pub fn on_reply(
         && let Some(load) = scripts::reload_for(scripts, &part.payload)
     {
         part.script_reloaded = true;
-        part.prefix = Some(load);
+        part.set_prefix(load);
         return Outcome::ScriptLoaded;
     }
     let next = redirect::classify(&reply);
@@ -79,9 +79,9 @@ pub fn on_reply(
     if matches!(next, Redirect::TryAgain | Redirect::ClusterDown) && part.follow_redirects {
         let now = now();
         let wait = if next == Redirect::ClusterDown { policy.hold_for } else { policy.retry_for };
-        if now < *part.retry_until.get_or_insert(now + wait) {
-            part.redirect = None;
-            part.retry_error = Some(reply.clone());
+        if now < part.retry_deadline(now + wait) {
+            part.set_redirect(None);
+            part.set_retry_error(Some(reply.clone()));
             return Outcome::RetryLater { node_failed: next == Redirect::ClusterDown };
         }
         return Outcome::Expired(reply);
@@ -92,11 +92,11 @@ pub fn on_reply(
     part.hops += 1;
     match next {
         Redirect::Moved { addr, .. } => {
-            part.redirect = Some((addr.to_string(), false));
+            part.set_redirect(Some((addr.to_string(), false)));
             Outcome::Redirected { moved: true }
         }
         Redirect::Ask { addr, .. } => {
-            part.redirect = Some((addr.to_string(), true));
+            part.set_redirect(Some((addr.to_string(), true)));
             Outcome::Redirected { moved: false }
         }
         // Handled above: only a redirection to follow reaches this point.
@@ -113,20 +113,22 @@ fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: I
     }
     // Pieces that came but were not written yet go with the reply they began: the client gets
     // the error alone, never half a value followed by it.
-    if let Some(credit) = part.credit.take() {
-        credit.give_back(part.held.len());
+    if let Some(pieces) = part.pieces_if_any() {
+        if let Some(credit) = pieces.credit.take() {
+            credit.give_back(pieces.held.len());
+        }
+        pieces.held.clear();
     }
-    part.held.clear();
     // The own connection holds state (WATCH, MULTI) that a retry elsewhere would not have: its
     // failures go to the client, unless the connection holds nothing of the client's.
     let own = part.target == Target::Owned;
     let pinned = own && part.rehome.is_none();
-    let deadline = *part.retry_until.get_or_insert(now + policy.hold_for);
+    let deadline = part.retry_deadline(now + policy.hold_for);
     if error.never_sent() && !pinned && now < deadline {
-        part.redirect = None;
+        part.set_redirect(None);
         // A read whose replica is unreachable goes to the master from now on.
         part.write = true;
-        part.retry_error = Some(crate::error::ProxyError::from(error).to_resp());
+        part.set_retry_error(Some(crate::error::ProxyError::from(error).to_resp()));
         return Outcome::RetryLater { node_failed: true };
     }
     Outcome::Failed { error: error.into(), own_lost: own }
@@ -159,10 +161,10 @@ mod tests {
         let now = Instant::now();
         let moved = on_reply(&mut part, reply(b"-MOVED 15495 10.0.0.2:6379\r\n"), POLICY, &Scripts::default(), || now);
         assert_eq!(moved, Outcome::Redirected { moved: true });
-        assert_eq!(part.redirect, Some(("10.0.0.2:6379".to_string(), false)));
+        assert_eq!(part.redirect(), Some(&("10.0.0.2:6379".to_string(), false)));
         let ask = on_reply(&mut part, reply(b"-ASK 15495 10.0.0.3:6379\r\n"), POLICY, &Scripts::default(), || now);
         assert_eq!(ask, Outcome::Redirected { moved: false });
-        assert_eq!(part.redirect, Some(("10.0.0.3:6379".to_string(), true)));
+        assert_eq!(part.redirect(), Some(&("10.0.0.3:6379".to_string(), true)));
         part.hops = MAX_HOPS;
         let last = on_reply(&mut part, reply(b"-MOVED 15495 10.0.0.4:6379\r\n"), POLICY, &Scripts::default(), || now);
         assert!(matches!(last, Outcome::Done { stale_map: true, .. }), "{last:?}");
@@ -236,22 +238,22 @@ mod tests {
         assert_eq!(on_failure(&mut streamed, UpstreamError::Timeout, POLICY, now), Outcome::Broken);
         // Pieces held, none written: dropped, and the error is the whole answer.
         let mut held = get();
-        held.held.extend_from_slice(b"$100\r\nabc");
+        held.pieces_mut().held.extend_from_slice(b"$100\r\nabc");
         assert_eq!(
             on_failure(&mut held, UpstreamError::Timeout, POLICY, now),
             Outcome::Failed { error: UpstreamError::Timeout.into(), own_lost: false }
         );
-        assert!(held.held.is_empty());
+        assert!(held.held().is_some_and(bytes::BytesMut::is_empty));
     }
 
     #[test]
     fn the_end_of_a_reply_passed_on_in_pieces_is_never_acted_on() {
         let mut part = get();
-        part.held.extend_from_slice(b"$22\r\nabc\r\n");
+        part.pieces_mut().held.extend_from_slice(b"$22\r\nabc\r\n");
         let tail = reply(b"-TRYAGAIN x\r\n-ASK 1 evil:1\r\n\r\n");
         let outcome = on_reply(&mut part, tail.clone(), POLICY, &Scripts::default(), Instant::now);
         assert_eq!(outcome, Outcome::Done { reply: tail.expect("ok"), stale_map: false });
-        assert_eq!(part.redirect, None);
+        assert_eq!(part.redirect(), None);
     }
 
     #[test]
@@ -263,7 +265,7 @@ mod tests {
         let now = Instant::now();
         let first = on_reply(&mut part, reply(b"-NOSCRIPT No matching script\r\n"), POLICY, &scripts, || now);
         assert_eq!(first, Outcome::ScriptLoaded);
-        assert!(part.prefix.is_some());
+        assert!(part.take_prefix().is_some());
         let second = on_reply(&mut part, reply(b"-NOSCRIPT No matching script\r\n"), POLICY, &scripts, || now);
         assert!(matches!(second, Outcome::Done { .. }));
     }

@@ -60,20 +60,20 @@ impl Executor {
         part: &mut Part,
     ) -> Option<ProxyError> {
         if let Some(slot) = part.rehome
-            && part.redirect.is_none()
+            && part.redirect().is_none()
         {
             let Some(addr) = peer::own_master(&shared.topology, slot, caller.id as usize) else {
                 return self.hold(shared, tag, part, ProxyError::SlotNotServed);
             };
             // Sent again after a failure that happened before the command reached the node: on a
             // fresh connection, wherever the map now says.
-            if part.retry_until.is_some() {
+            if part.has_retry_deadline() {
                 self.replace_own(None);
             }
             self.own_conn_at(shared, caller, &addr);
         }
-        let prefix = part.redirect.as_ref().is_some_and(|r| r.1).then(peer::asking_command);
-        if let Some((addr, _)) = &part.redirect {
+        let prefix = part.redirect().is_some_and(|r| r.1).then(peer::asking_command);
+        if let Some((addr, _)) = part.redirect() {
             self.own_conn_at(shared, caller, addr);
         }
         let request = UpstreamRequest {

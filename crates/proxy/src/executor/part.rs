@@ -25,27 +25,23 @@ pub enum Target {
 }
 
 /// One request to one node, with what the proxy learnt while sending it.
+///
+/// What most parts never need — a redirection, a retry, pieces of a streamed reply — is boxed
+/// ([`Detour`], [`Pieces`]) and made on first use: a part is built and moved into the pipeline on
+/// every request, and with those fields inline it was 288 bytes, a `memcpy` call per move
+/// (bench/RESULTS.md).
 #[derive(Debug, Clone)]
 pub struct Part {
     pub payload: Bytes,
     pub target: Target,
     /// Commands that write never go to replicas.
     pub write: bool,
-    /// Set by a redirection: send to this node instead of the map's owner, with `ASKING` if asked.
-    pub redirect: Option<(String, bool)>,
     /// Redirections and retries so far.
     pub hops: u8,
     /// Follow `MOVED`/`ASK` for this part; off inside a transaction, where a redirection aborts it.
     pub follow_redirects: bool,
-    /// A command to send just before the next attempt (`SCRIPT LOAD` after a `-NOSCRIPT`).
-    pub prefix: Option<Bytes>,
     /// The script was loaded again after a `-NOSCRIPT`: a second one goes to the client.
     pub script_reloaded: bool,
-    /// What made it wait to be resent (`-CLUSTERDOWN`, `-TRYAGAIN`, the node unreachable): its
-    /// answer if a later part of the client runs first ([`super::Executor::take_overtaken`]).
-    pub retry_error: Option<Bytes>,
-    /// When retrying an unreachable node gives up, set on its first failure.
-    pub retry_until: Option<Instant>,
     /// Counted as held while it waits to be resent (`executor::hold`).
     pub holding: bool,
     /// A blocking command: its reply is not bounded by `command_timeout`.
@@ -63,15 +59,10 @@ pub struct Part {
     /// Sent even while a script keeps the node busy (SCRIPT KILL, FUNCTION KILL: Redis'
     /// `allow_busy` commands); other parts get the node's `-BUSY` error then.
     pub allow_busy: bool,
-    /// Parts of the same request sent only once this part's reply is in, and only if it is
-    /// neither an error nor null (a transaction's settings for the other nodes, after its EXEC).
-    pub deferred: Vec<u32>,
-    /// Pieces of a streamed reply received while earlier replies were still pending (kept by the
-    /// session's pipeline, which releases replies in order).
-    pub(crate) held: BytesMut,
-    /// What the node connection lent the pieces in `held` against (see
-    /// [`crate::upstream::StreamCredit`]).
-    pub(crate) credit: Option<std::sync::Arc<crate::upstream::StreamCredit>>,
+    /// Where the part goes other than its target's node, and what else it carries then.
+    detour: Option<Box<Detour>>,
+    /// Pieces of a streamed reply not written yet.
+    pieces: Option<Box<Pieces>>,
     /// Pieces of the reply were written to the client already.
     pub streamed: bool,
     /// The reply, once in, while other parts of the same request are still waiting.
@@ -84,11 +75,37 @@ pub struct Part {
     pub blind: bool,
 }
 
+/// What a part picks up when its first attempt is not the end of it, and the parts it defers.
+#[derive(Debug, Clone, Default)]
+struct Detour {
+    /// Set by a redirection: send to this node instead of the map's owner, with `ASKING` if asked.
+    redirect: Option<(String, bool)>,
+    /// A command to send just before the next attempt (`SCRIPT LOAD` after a `-NOSCRIPT`).
+    prefix: Option<Bytes>,
+    /// What made it wait to be resent (`-CLUSTERDOWN`, `-TRYAGAIN`, the node unreachable): its
+    /// answer if a later part of the client runs first ([`super::Executor::take_overtaken`]).
+    retry_error: Option<Bytes>,
+    /// When retrying an unreachable node gives up, set on its first failure.
+    retry_until: Option<Instant>,
+    /// Parts of the same request sent only once this part's reply is in, and only if it is
+    /// neither an error nor null (a transaction's settings for the other nodes, after its EXEC).
+    deferred: Vec<u32>,
+}
+
+/// Pieces of a streamed reply received while earlier replies were still pending (kept by the
+/// session's pipeline, which releases replies in order), and what the node connection lent them
+/// against (see [`crate::upstream::StreamCredit`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Pieces {
+    pub(crate) held: BytesMut,
+    pub(crate) credit: Option<std::sync::Arc<crate::upstream::StreamCredit>>,
+}
+
 impl Part {
     /// Pieces of the reply have come (written to the client or held): what comes next is the
     /// rest of that reply.
     pub fn reply_started(&self) -> bool {
-        self.streamed || !self.held.is_empty()
+        self.streamed || self.held().is_some_and(|held| !held.is_empty())
     }
 
     /// A part not sent yet.
@@ -97,26 +114,92 @@ impl Part {
             payload,
             target,
             write,
-            redirect: None,
             hops: 0,
             follow_redirects: true,
-            prefix: None,
             script_reloaded: false,
-            retry_error: None,
-            retry_until: None,
             holding: false,
             blocks: false,
             rehome: None,
             streamable: false,
             script: None,
             allow_busy: false,
-            deferred: Vec::new(),
-            held: BytesMut::new(),
-            credit: None,
+            detour: None,
+            pieces: None,
             streamed: false,
             reply: None,
             tracked: false,
             blind: false,
         }
+    }
+
+    fn detour_mut(&mut self) -> &mut Detour {
+        self.detour.get_or_insert_with(Box::default)
+    }
+
+    /// The node a redirection named, and whether it asked (`ASK`) rather than moved the slot.
+    pub fn redirect(&self) -> Option<&(String, bool)> {
+        self.detour.as_ref().and_then(|d| d.redirect.as_ref())
+    }
+
+    pub fn set_redirect(&mut self, redirect: Option<(String, bool)>) {
+        if redirect.is_some() || self.detour.is_some() {
+            self.detour_mut().redirect = redirect;
+        }
+    }
+
+    /// The command to send just before the next attempt, taken: it goes once.
+    pub fn take_prefix(&mut self) -> Option<Bytes> {
+        self.detour.as_mut().and_then(|d| d.prefix.take())
+    }
+
+    pub fn set_prefix(&mut self, prefix: Bytes) {
+        self.detour_mut().prefix = Some(prefix);
+    }
+
+    /// What made the part wait to be resent, taken.
+    pub fn take_retry_error(&mut self) -> Option<Bytes> {
+        self.detour.as_mut().and_then(|d| d.retry_error.take())
+    }
+
+    pub fn set_retry_error(&mut self, error: Option<Bytes>) {
+        if error.is_some() || self.detour.is_some() {
+            self.detour_mut().retry_error = error;
+        }
+    }
+
+    /// Whether a retry's deadline is set (the part failed before).
+    pub fn has_retry_deadline(&self) -> bool {
+        self.detour.as_ref().is_some_and(|d| d.retry_until.is_some())
+    }
+
+    /// When retrying gives up: set to `first` on the first call.
+    pub fn retry_deadline(&mut self, first: Instant) -> Instant {
+        *self.detour_mut().retry_until.get_or_insert(first)
+    }
+
+    /// The parts deferred on this one, taken.
+    pub fn take_deferred(&mut self) -> Vec<u32> {
+        self.detour.as_mut().map(|d| std::mem::take(&mut d.deferred)).unwrap_or_default()
+    }
+
+    pub fn set_deferred(&mut self, deferred: Vec<u32>) {
+        if !deferred.is_empty() {
+            self.detour_mut().deferred = deferred;
+        }
+    }
+
+    /// Pieces of a streamed reply held, if any came.
+    pub(crate) fn held(&self) -> Option<&BytesMut> {
+        self.pieces.as_ref().map(|p| &p.held)
+    }
+
+    /// The held pieces, made on first use.
+    pub(crate) fn pieces_mut(&mut self) -> &mut Pieces {
+        self.pieces.get_or_insert_with(Box::default)
+    }
+
+    /// The held pieces, if any came (nothing is made).
+    pub(crate) fn pieces_if_any(&mut self) -> Option<&mut Pieces> {
+        self.pieces.as_deref_mut()
     }
 }

@@ -21,7 +21,7 @@ pub fn choose(
     part: &Part,
     affinity: usize,
 ) -> Option<(Arc<NodePool>, bool)> {
-    if let Some((addr, asking)) = &part.redirect {
+    if let Some((addr, asking)) = part.redirect() {
         return Some((upstreams.pool(addr, false), *asking));
     }
     if let Target::Node { addr, replica } = &part.target {

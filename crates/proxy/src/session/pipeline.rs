@@ -213,9 +213,10 @@ impl Pipeline {
             credit.give_back(piece.len());
             return 0;
         };
-        p.held.extend_from_slice(piece);
-        p.credit.get_or_insert_with(|| Arc::clone(credit));
-        p.held.len()
+        let pieces = p.pieces_mut();
+        pieces.held.extend_from_slice(piece);
+        pieces.credit.get_or_insert_with(|| Arc::clone(credit));
+        pieces.held.len()
     }
 
     /// Writes what arrived of the streamed reply of the single part in `slot` (the front
@@ -224,15 +225,15 @@ impl Pipeline {
         let Some(p) = self.singles.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if p.held.is_empty() {
+        p.streamed |= p.held().is_some_and(|held| !held.is_empty());
+        let Some(pieces) = p.pieces_if_any().filter(|pieces| !pieces.held.is_empty()) else {
             return;
+        };
+        if let Some(credit) = &pieces.credit {
+            self.credits.push((Arc::clone(credit), pieces.held.len()));
         }
-        p.streamed = true;
-        if let Some(credit) = &p.credit {
-            self.credits.push((Arc::clone(credit), p.held.len()));
-        }
-        out.extend_from_slice(&p.held);
-        p.held.clear();
+        out.extend_from_slice(&pieces.held);
+        pieces.held.clear();
     }
 
     /// Whether the front request's reply is part-way out: its start is written, its end is not.
@@ -279,11 +280,11 @@ impl Pipeline {
                 let Some(p) = self.singles.get_mut(slot).and_then(Option::as_mut) else {
                     return Vec::new();
                 };
-                let reply = match p.held.is_empty() {
-                    true => reply,
-                    false => {
-                        p.held.extend_from_slice(&reply);
-                        p.held.split().freeze()
+                let reply = match p.pieces_if_any().filter(|pieces| !pieces.held.is_empty()) {
+                    None => reply,
+                    Some(pieces) => {
+                        pieces.held.extend_from_slice(&reply);
+                        pieces.held.split().freeze()
                     }
                 };
                 *entry = if p.streamed { Entry::Streamed(reply) } else { Entry::Ready(reply) };
@@ -414,7 +415,7 @@ fn complete_part(multi: &mut Multi, part: u32, reply: Bytes) -> (Vec<u32>, Optio
     let Some(p) = parts.get_mut(part as usize).filter(|p| p.reply.is_none()) else {
         return (Vec::new(), None);
     };
-    let deferred = std::mem::take(&mut p.deferred);
+    let deferred = p.take_deferred();
     p.reply = Some(reply);
     *missing -= 1;
     if *missing > 0 {

@@ -228,7 +228,7 @@ impl Session {
         // and EXEC's reply waits for theirs: the client sees it once every node has the setting.
         // Later requests wait unread meanwhile, so none reaches a node before the setting does.
         if let Some(exec) = parts.last_mut() {
-            exec.deferred = deferred.clone();
+            exec.set_deferred(deferred.clone());
         }
         self.hold_reading |= !deferred.is_empty();
         let seq = self.pipeline.push_multi(parts, Merge::LastReply, Vec::new(), meta);
