@@ -42,10 +42,16 @@ struct InFlight {
     /// Timeout tick count when the request was queued, or when the last piece of its reply was
     /// passed on (a reply that keeps streaming is not timed out).
     queued_at: u64,
-    /// Pieces of the reply were passed on already.
-    streaming: bool,
+    /// Pieces of the reply were passed on already: their flow control. Boxed, as few replies
+    /// stream: an entry moves in and out of the in-flight queue on every request, inline in a
+    /// `memcpy` call above 128 bytes (bench/RESULTS.md).
+    stream: Option<Box<Streaming>>,
+}
+
+/// A reply passed on in pieces.
+struct Streaming {
     /// Flow control of the streamed reply, from its first piece on.
-    credit: Option<Arc<StreamCredit>>,
+    credit: Arc<StreamCredit>,
     /// Timeout tick since when reading waits for the client to catch up with the streamed reply.
     stalled_since: Option<u64>,
 }
@@ -317,7 +323,7 @@ impl Wire<'_> {
                 }
             }
             if stalled
-                && let Some(credit) = self.inflight.front().and_then(|head| head.credit.as_ref())
+                && let Some(credit) = self.inflight.front().and_then(|head| head.stream.as_ref().map(|s| &s.credit))
                 && credit.poll_returned(cx).is_ready()
             {
                 continue;
@@ -395,9 +401,7 @@ fn queue(
         prefix_pending: request.prefix.is_some(),
         request,
         queued_at: now_tick,
-        streaming: false,
-        credit: None,
-        stalled_since: None,
+        stream: None,
     });
 }
 
@@ -451,7 +455,7 @@ fn dispatch_replies(
     while let Some(len) = scanner.scan(rbuf).map_err(|e| Refusal::Mismatch(e.to_string()))? {
         let mut frame: Bytes = rbuf.split_to(len).freeze();
         // The rest of a reply passed on in pieces is the tail of a value, whatever it starts with.
-        let tail = || pushes.is_none() && inflight.front().is_some_and(|head| head.streaming);
+        let tail = || pushes.is_none() && inflight.front().is_some_and(|head| head.stream.is_some());
         if frame.first() == Some(&b'-') && !tail() {
             if let Some(filled) = crate::redirect::fill_in_host(&frame, host) {
                 frame = filled;
@@ -508,7 +512,7 @@ fn stream_piece(rbuf: &mut BytesMut, scanner: &mut FrameScanner, inflight: &mut 
         return;
     }
     let Some(head) = inflight.front_mut() else { return };
-    if !head.request.streamable || head.prefix_pending || (!head.streaming && rbuf.first() == Some(&b'-')) {
+    if !head.request.streamable || head.prefix_pending || (head.stream.is_none() && rbuf.first() == Some(&b'-')) {
         return;
     }
     let settled = scanner.settled(rbuf);
@@ -517,9 +521,9 @@ fn stream_piece(rbuf: &mut BytesMut, scanner: &mut FrameScanner, inflight: &mut 
     }
     let piece = rbuf.split_to(settled).freeze();
     scanner.take_settled(settled);
-    head.streaming = true;
     head.queued_at = now_tick;
-    let credit = Arc::clone(head.credit.get_or_insert_with(Default::default));
+    let stream = head.stream.get_or_insert_with(|| Box::new(Streaming { credit: Arc::default(), stalled_since: None }));
+    let credit = Arc::clone(&stream.credit);
     credit.lend(piece.len());
     let _ =
         head.request.reply_to.send(UpstreamReply { tag: head.request.tag, result: Ok(piece), partial: Some(credit) });
@@ -530,12 +534,14 @@ fn stream_piece(rbuf: &mut BytesMut, scanner: &mut FrameScanner, inflight: &mut 
 /// `command_timeout` no longer holds the connection (which other clients' replies share): reading
 /// goes on, and the client output limit bounds what its session holds.
 fn stream_stalled(head: &mut InFlight, now_tick: u64, timeout_ticks: u64) -> bool {
-    let behind = head.credit.as_ref().is_some_and(|c| c.outstanding() > STREAM_WINDOW);
-    if !behind || head.request.reply_to.is_closed() {
-        head.stalled_since = None;
+    let Some(stream) = head.stream.as_mut() else {
+        return false;
+    };
+    if stream.credit.outstanding() <= STREAM_WINDOW || head.request.reply_to.is_closed() {
+        stream.stalled_since = None;
         return false;
     }
-    let since = *head.stalled_since.get_or_insert(now_tick);
+    let since = *stream.stalled_since.get_or_insert(now_tick);
     let stalled = now_tick - since <= timeout_ticks;
     if stalled {
         // Waiting for the client is not the node being slow.
