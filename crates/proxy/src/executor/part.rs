@@ -59,9 +59,11 @@ pub struct Part {
     /// Sent even while a script keeps the node busy (SCRIPT KILL, FUNCTION KILL: Redis'
     /// `allow_busy` commands); other parts get the node's `-BUSY` error then.
     pub allow_busy: bool,
-    /// Where the part goes other than its target's node, and what else it carries then.
+    /// What the part picked up on the way: a redirection, a retry, a command to send first, the
+    /// parts it defers.
     detour: Option<Box<Detour>>,
-    /// Pieces of a streamed reply not written yet.
+    /// Pieces of a streamed reply held until earlier replies are written, and their credit;
+    /// made when the first piece comes, kept until the part is done.
     pieces: Option<Box<Pieces>>,
     /// Pieces of the reply were written to the client already.
     pub streamed: bool,
@@ -75,7 +77,9 @@ pub struct Part {
     pub blind: bool,
 }
 
-/// What a part picks up when its first attempt is not the end of it, and the parts it defers.
+/// What a part picks up when its first attempt is not the end of it — a redirection, a command
+/// to send first, a retry's deadline and error — and, for a transaction's EXEC, the parts sent
+/// only after it: all of it rare, so none of it is inline in every part.
 #[derive(Debug, Clone, Default)]
 struct Detour {
     /// Set by a redirection: send to this node instead of the map's owner, with `ASKING` if asked.
@@ -141,6 +145,7 @@ impl Part {
         self.detour.as_ref().and_then(|d| d.redirect.as_ref())
     }
 
+    /// Sends the part to this node from now on (`None`: to its target's node again).
     pub fn set_redirect(&mut self, redirect: Option<(String, bool)>) {
         if redirect.is_some() || self.detour.is_some() {
             self.detour_mut().redirect = redirect;
@@ -152,6 +157,7 @@ impl Part {
         self.detour.as_mut().and_then(|d| d.prefix.take())
     }
 
+    /// Sends `prefix` just before the next attempt, once.
     pub fn set_prefix(&mut self, prefix: Bytes) {
         self.detour_mut().prefix = Some(prefix);
     }
@@ -161,6 +167,7 @@ impl Part {
         self.detour.as_mut().and_then(|d| d.retry_error.take())
     }
 
+    /// What made the part wait to be resent (`None`: nothing any more).
     pub fn set_retry_error(&mut self, error: Option<Bytes>) {
         if error.is_some() || self.detour.is_some() {
             self.detour_mut().retry_error = error;
@@ -182,8 +189,10 @@ impl Part {
         self.detour.as_mut().map(|d| std::mem::take(&mut d.deferred)).unwrap_or_default()
     }
 
+    /// Sends these parts of the same request only once this part's reply is in (replacing any
+    /// set before).
     pub fn set_deferred(&mut self, deferred: Vec<u32>) {
-        if !deferred.is_empty() {
+        if !deferred.is_empty() || self.detour.is_some() {
             self.detour_mut().deferred = deferred;
         }
     }

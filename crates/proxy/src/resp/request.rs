@@ -92,6 +92,12 @@ impl Request {
         &self.bytes
     }
 
+    /// The RESP bytes, the request consumed: a request forwarded whole hands them on without a
+    /// second reference to count.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
     /// Number of arguments, the command name included.
     pub fn argc(&self) -> usize {
         self.args.len()

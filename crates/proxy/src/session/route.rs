@@ -17,10 +17,10 @@ impl Session {
     /// Carries out `route`, planned for `request` of command `spec`.
     pub(super) fn carry_out(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
         match route {
-            Route::Single { slot, write } => self.single(&request, slot, write, None, meta),
+            Route::Single { slot, write } => self.single(request.into_bytes(), slot, write, None, meta),
             Route::Script { slot, write, function } => {
                 let kind = if function { ScriptKind::Function } else { ScriptKind::Eval };
-                self.single(&request, slot, write, Some(kind), meta);
+                self.single(request.into_bytes(), slot, write, Some(kind), meta);
             }
             Route::Split { merge, parts, places } => {
                 let parts: Vec<Part> =
@@ -57,7 +57,7 @@ impl Session {
     /// lanes. Its reply is forwarded untouched, so a large one may stream.
     fn single(
         &mut self,
-        request: &Request,
+        payload: Bytes,
         slot: Option<crate::slot::Slot>,
         write: bool,
         script: Option<ScriptKind>,
@@ -66,7 +66,7 @@ impl Session {
         if write && slot.is_some() {
             self.last_write_slot = slot;
         }
-        let mut part = Part::new(request.bytes().clone(), Target::Slot(slot), write);
+        let mut part = Part::new(payload, Target::Slot(slot), write);
         // A dropped reply (CLIENT REPLY OFF/SKIP) is never written, so none of it may stream out.
         part.streamable = !meta.dropped;
         part.script = script;

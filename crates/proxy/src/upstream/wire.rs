@@ -43,8 +43,8 @@ struct InFlight {
     /// passed on (a reply that keeps streaming is not timed out).
     queued_at: u64,
     /// Pieces of the reply were passed on already: their flow control. Boxed, as few replies
-    /// stream: an entry moves in and out of the in-flight queue on every request, inline in a
-    /// `memcpy` call above 128 bytes (bench/RESULTS.md).
+    /// stream: every entry is moved into and out of the in-flight queue, and Rust moves a value
+    /// larger than 128 bytes with a call to `memcpy` (bench/RESULTS.md).
     stream: Option<Box<Streaming>>,
 }
 
@@ -486,11 +486,15 @@ fn dispatch_replies(
         }
         let UpstreamRequest { reply_to, tag, lease, .. } = entry.request;
         let reply = UpstreamReply { tag, result: Ok(frame), partial: None };
-        // The next request in flight is the same client's (a pipelined batch): this reply waits
-        // for the run to end. A script lane's reply goes at once: the lane counts busy until it
-        // is with its client (its lease, dropped after this).
-        let same_client = |next: &InFlight| next.request.reply_to.queue_id() == reply_to.queue_id();
-        let run_goes_on = lease.is_none() && inflight.front().is_some_and(same_client);
+        // The next request in flight is the same client's next request (a pipelined batch): this
+        // reply waits for the run to end. Not the next part of the same request (a split MGET's
+        // parts on one node): a client waiting for one request takes each part's reply handed
+        // over, without a wake-up. A script lane's reply goes at once: the lane counts busy until
+        // it is with its client (its lease, dropped after this).
+        let pipelined = |next: &InFlight| {
+            next.request.reply_to.queue_id() == reply_to.queue_id() && next.request.tag.seq != tag.seq
+        };
+        let run_goes_on = lease.is_none() && inflight.front().is_some_and(pipelined);
         if run.is_empty() && !run_goes_on {
             // A caller that went away (client disconnected) simply drops its reply.
             let _ = reply_to.send(reply);
@@ -549,3 +553,6 @@ fn stream_stalled(head: &mut InFlight, now_tick: u64, timeout_ticks: u64) -> boo
     }
     stalled
 }
+
+#[cfg(test)]
+mod tests;
