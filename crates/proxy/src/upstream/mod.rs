@@ -64,7 +64,28 @@ pub struct UpstreamRequest {
     pub lease: Option<LaneLease>,
 }
 
+/// Which client sent a request (its reply queue) and which of its requests (`seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    client: usize,
+    seq: u64,
+}
+
+impl Origin {
+    /// Whether the two are requests of one pipelining client side by side: the same client,
+    /// another request. The parts of one split request share their origin; a client waiting for
+    /// one request at a time never has two different requests in flight on one connection.
+    pub fn pipelined_with(self, other: Origin) -> bool {
+        self.client == other.client && self.seq != other.seq
+    }
+}
+
 impl UpstreamRequest {
+    /// Which client sent it, and which of its requests.
+    pub fn origin(&self) -> Origin {
+        Origin { client: self.reply_to.queue_id(), seq: self.tag.seq }
+    }
+
     /// A command nobody waits for (its reply, or its failure, is dropped): the proxy's own
     /// housekeeping — UNWATCH, HELLO and, with [`LOGIN`], a login (whose error fails the
     /// connection) on a client's own connection, in the client's order

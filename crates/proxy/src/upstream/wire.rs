@@ -138,9 +138,7 @@ impl Wire<'_> {
         }
         let expects_reply = mode.pushes.is_none();
         let mut queued = 0;
-        // The request before, by its client's reply queue and its `seq` (parts of one split
-        // request share it: their client sends one request at a time).
-        let mut previous = None;
+        let mut previous: Option<super::Origin> = None;
         while self.wbuf.len() < WRITE_HIGH_WATER
             && let Some(request) = inbox.waiting.pop_front()
         {
@@ -149,8 +147,8 @@ impl Wire<'_> {
                 inbox.waiting.push_front(request);
                 break;
             }
-            let this = (request.reply_to.queue_id(), request.tag.seq);
-            self.pipelined |= previous.is_some_and(|(client, seq)| client == this.0 && seq != this.1);
+            let this = request.origin();
+            self.pipelined |= previous.is_some_and(|earlier| earlier.pipelined_with(this));
             previous = Some(this);
             queue(request, &mut self.wbuf, &mut self.inflight, self.now_tick, expects_reply);
             queued += 1;
@@ -484,6 +482,7 @@ fn dispatch_replies(
             // Never the password: the command is not logged, only the node's answer.
             return Err(Refusal::Login(super::connect::first_line(&frame)));
         }
+        let origin = entry.request.origin();
         let UpstreamRequest { reply_to, tag, lease, .. } = entry.request;
         let reply = UpstreamReply { tag, result: Ok(frame), partial: None };
         // The next request in flight is the same client's next request (a pipelined batch): this
@@ -491,9 +490,7 @@ fn dispatch_replies(
         // parts on one node): a client waiting for one request takes each part's reply handed
         // over, without a wake-up. A script lane's reply goes at once: the lane counts busy until
         // it is with its client (its lease, dropped after this).
-        let pipelined = |next: &InFlight| {
-            next.request.reply_to.queue_id() == reply_to.queue_id() && next.request.tag.seq != tag.seq
-        };
+        let pipelined = |next: &InFlight| next.request.origin().pipelined_with(origin);
         let run_goes_on = lease.is_none() && inflight.front().is_some_and(pipelined);
         if run.is_empty() && !run_goes_on {
             // A caller that went away (client disconnected) simply drops its reply.
