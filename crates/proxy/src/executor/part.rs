@@ -140,6 +140,14 @@ impl Part {
         self.detour.get_or_insert_with(Box::default)
     }
 
+    /// The detour to change: made when `setting` something, not to clear what was never set.
+    fn detour_to_change(&mut self, setting: bool) -> Option<&mut Detour> {
+        match setting {
+            true => Some(self.detour_mut()),
+            false => self.detour.as_deref_mut(),
+        }
+    }
+
     /// The node a redirection named, and whether it asked (`ASK`) rather than moved the slot.
     pub fn redirect(&self) -> Option<&(String, bool)> {
         self.detour.as_ref().and_then(|d| d.redirect.as_ref())
@@ -147,8 +155,8 @@ impl Part {
 
     /// Sends the part to this node from now on (`None`: to its target's node again).
     pub fn set_redirect(&mut self, redirect: Option<(String, bool)>) {
-        if redirect.is_some() || self.detour.is_some() {
-            self.detour_mut().redirect = redirect;
+        if let Some(detour) = self.detour_to_change(redirect.is_some()) {
+            detour.redirect = redirect;
         }
     }
 
@@ -169,8 +177,8 @@ impl Part {
 
     /// What made the part wait to be resent (`None`: nothing any more).
     pub fn set_retry_error(&mut self, error: Option<Bytes>) {
-        if error.is_some() || self.detour.is_some() {
-            self.detour_mut().retry_error = error;
+        if let Some(detour) = self.detour_to_change(error.is_some()) {
+            detour.retry_error = error;
         }
     }
 
@@ -192,8 +200,8 @@ impl Part {
     /// Sends these parts of the same request only once this part's reply is in (replacing any
     /// set before).
     pub fn set_deferred(&mut self, deferred: Vec<u32>) {
-        if !deferred.is_empty() || self.detour.is_some() {
-            self.detour_mut().deferred = deferred;
+        if let Some(detour) = self.detour_to_change(!deferred.is_empty()) {
+            detour.deferred = deferred;
         }
     }
 

@@ -225,7 +225,6 @@ impl Pipeline {
         let Some(p) = self.singles.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        p.streamed |= p.held().is_some_and(|held| !held.is_empty());
         let Some(pieces) = p.pieces_if_any().filter(|pieces| !pieces.held.is_empty()) else {
             return;
         };
@@ -234,6 +233,7 @@ impl Pipeline {
         }
         out.extend_from_slice(&pieces.held);
         pieces.held.clear();
+        p.streamed = true;
     }
 
     /// Whether the front request's reply is part-way out: its start is written, its end is not.

@@ -121,6 +121,8 @@ impl<T> Sender<T> {
             }
             return;
         }
+        // The same locked push as `send`'s, for many messages: one helper for both moved each
+        // request through a closure, +18 instructions per `send` (bench/RESULTS.md).
         let was_empty = {
             let mut queue = self.0.lock();
             if queue.closed {
