@@ -8,6 +8,9 @@
 #   PIPE=16 PIPE_ALL=1 bench/callgrind.sh   the SET run with -P 16 too: every request pipelined
 #   MULTI=1 bench/callgrind.sh ...      multi-key requests over slots instead: 5,000 MSETs and
 #                                       5,000 MGETs of 10 random keys each (the proxy splits them)
+#   CALLGRIND_OPTS='--dump-instr=yes' bench/callgrind.sh --keep ...
+#                                       extra valgrind options (here: counts per instruction, for
+#                                       callgrind_annotate or kcachegrind on the kept output)
 #   TLS=1 bench/callgrind.sh ...        through the proxy's TLS listener (redisforge-proxy only:
 #                                       predixy has no TLS); certificates from redisforge-ops certs
 #                                       generate (cargo build --release -p redisforge-ops). The
@@ -204,7 +207,8 @@ EOF
             ;;
     esac
     echo "callgrind: $name ($mode) on 127.0.0.1:$PORT under valgrind --tool=callgrind" >&2
-    valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >"$WORK/$name.$mode.log" 2>&1 </dev/null &
+    # shellcheck disable=SC2086 # CALLGRIND_OPTS is a list of options
+    valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --callgrind-out-file="$out" "${cmd[@]}" >"$WORK/$name.$mode.log" 2>&1 </dev/null &
     VG_PID=$!
     # Start-up under valgrind is slow (tens of times slower than native).
     if ! wait_port 127.0.0.1 "$PORT" 120; then

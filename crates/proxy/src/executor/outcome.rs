@@ -59,6 +59,8 @@ pub fn on_reply(
         // The end of a reply whose pieces were passed on: the tail of a value, however it reads
         // (a value may hold `-TRYAGAIN\r\n`), never a redirection or an error to act on.
         Ok(reply) if part.reply_started() => return Outcome::Done { reply, stale_map: false },
+        // Only an error can ask for a reload, a redirection or a retry: the usual reply is done.
+        Ok(reply) if reply.first() != Some(&b'-') => return Outcome::Done { reply, stale_map: false },
         Ok(reply) => reply,
         Err(error) => return on_failure(part, error, policy, now()),
     };

@@ -163,3 +163,44 @@ fn long_and_zero_padded_headers_read_as_short_ones() {
     assert_eq!(decode_all(b"*1\r\n$1000000000000000000\r\n"), Err(ProtocolError::InvalidBulkLength));
     assert_eq!(decode_all(b"*1\r\n$3x\r\n"), Err(ProtocolError::InvalidBulkLength));
 }
+
+#[test]
+fn whole_requests_read_as_requests_arriving_byte_by_byte() {
+    // A request in the buffer whole takes the one-pass path (`whole_request`); arriving byte by
+    // byte it takes the general one. Both must give the same requests and the same errors, at
+    // the limits too.
+    let limits = Limits { max_request_bytes: 30, max_array_len: 3 };
+    let byte_by_byte = |input: &[u8]| -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let (mut decoder, mut buf, mut out) = (RequestDecoder::new(limits), BytesMut::new(), Vec::new());
+        for byte in input {
+            buf.put_u8(*byte);
+            out.extend(decoder.decode(&mut buf)?.map(|request| args(&request)));
+        }
+        Ok(out)
+    };
+    let whole = |input: &[u8]| -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let (mut decoder, mut buf, mut out) = (RequestDecoder::new(limits), BytesMut::from(input), Vec::new());
+        while let Some(request) = decoder.decode(&mut buf)? {
+            out.push(args(&request));
+        }
+        Ok(out)
+    };
+    let inputs: [&[u8]; 8] = [
+        b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n",
+        // 30 bytes exactly, then one more.
+        b"*2\r\n$3\r\nSET\r\n$10\r\n0123456789\r\n",
+        b"*2\r\n$3\r\nSET\r\n$11\r\n0123456789a\r\n",
+        // The most arguments allowed, then one more.
+        b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",
+        b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n",
+        b"*1\r\n$3\r\nGETX\r\n",
+        b"*1\r\n:3\r\nGET\r\n",
+        b"*0\r\n*1\r\n$0\r\n\r\n",
+    ];
+    for input in inputs {
+        assert_eq!(whole(input), byte_by_byte(input), "{:?}", String::from_utf8_lossy(input));
+    }
+    assert_eq!(whole(inputs[1]).expect("valid"), vec![v(&["SET", "0123456789"])]);
+    assert_eq!(whole(inputs[2]), Err(ProtocolError::RequestTooBig(30)));
+    assert_eq!(whole(inputs[4]), Err(ProtocolError::InvalidMultibulkLength));
+}
