@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 use thiserror::Error;
 
-use super::scan::{MAX_LINE, ScanError, parse_len, parse_usize, read_line};
+use super::scan::{MAX_LINE, ScanError, parse_len, parse_usize, read_line, short_header};
 
 /// Size limits on one request, from `[limits]` in the config.
 #[derive(Debug, Clone, Copy)]
@@ -344,29 +344,6 @@ enum Header {
     Skipped,
     /// The line has not all arrived yet.
     Incomplete,
-}
-
-/// The usual header line at `at`: a type byte, one to nine digits and CRLF, all in `buf`; its
-/// number and where the line ends. `None` for anything else (more digits, a sign, a line still
-/// arriving, bad bytes), which the general path ([`read_line`], [`parse_len`]) then reads and
-/// judges: this one only spares it the search for the line's end, about half of decoding a
-/// short request. Always inlined: as a call it cost ~10 instructions of its ~30 (three or four
-/// headers per request).
-#[inline(always)]
-fn short_header(buf: &[u8], at: usize) -> Option<(usize, usize)> {
-    let (mut value, mut end) = (0, at + 1);
-    while end <= at + 9 {
-        let &digit = buf.get(end)?;
-        if !digit.is_ascii_digit() {
-            break;
-        }
-        value = value * 10 + usize::from(digit - b'0');
-        end += 1;
-    }
-    if end == at + 1 || buf.get(end..end + 2)? != b"\r\n" {
-        return None;
-    }
-    Some((value, end + 2))
 }
 
 fn header_error(err: ScanError, count: bool) -> ProtocolError {
