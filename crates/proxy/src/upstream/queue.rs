@@ -79,13 +79,20 @@ impl<T> Sender<T> {
     /// under the queue's lock, so a message is either taken in and seen by the receiver, or
     /// given back: never left behind).
     pub fn send(&self, message: T) -> Result<(), T> {
-        let message = match self.0.hand_over.get().and_then(Weak::upgrade) {
+        match self.0.hand_over.get().and_then(Weak::upgrade) {
             Some(receiver) => match receiver.try_take(message) {
-                Ok(()) => return Ok(()),
-                Err(message) => message,
+                Ok(()) => Ok(()),
+                Err(message) => self.push(message),
             },
-            None => message,
-        };
+            // Pushed from where it was passed: binding it anew first copied it once more (a
+            // request is ~100 bytes).
+            None => self.push(message),
+        }
+    }
+
+    /// [`Sender::send`]'s push onto the queue.
+    #[inline(always)]
+    fn push(&self, message: T) -> Result<(), T> {
         let was_empty = {
             let mut queue = self.0.lock();
             if queue.closed {
