@@ -219,9 +219,9 @@ impl RequestDecoder {
 
     /// The usual request in one pass: a multibulk of at most [`INLINE_ARGS`] arguments with short
     /// headers ([`short_header`]), all of it in `buf` and within the limits, taken off its front.
-    /// `None` for anything else, which the general path below then reads,
+    /// `None` for anything else, which [`RequestDecoder::decode`]'s general path then reads,
     /// resuming, skipping or refusing as the bytes require: this one only spares the common case
-    /// its bookkeeping (~170 instructions of a three-argument request, bench/RESULTS.md).
+    /// that path's bookkeeping (~170 instructions of a three-argument request, bench/RESULTS.md).
     #[inline]
     fn whole_request(&self, buf: &mut BytesMut) -> Option<Request> {
         let (count, mut pos) = short_header(buf, 0)?;

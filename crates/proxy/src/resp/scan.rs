@@ -116,20 +116,8 @@ impl FrameScanner {
                 return Ok(Some(len));
             }
         }
-        // A whole bulk string at the start, the usual reply to a read: its short header read
-        // without the line search, and no state to keep (~50 instructions of ~115,
-        // bench/RESULTS.md). Anything else, or a string not all here yet, takes the loop.
-        if self.pos == 0
-            && self.open.is_empty()
-            && buf.first() == Some(&b'$')
-            && let Some((len, start)) = short_header(buf, 0)
-            && let Some(crlf) = buf.get(start + len..start + len + 2)
-        {
-            if crlf != b"\r\n" {
-                return Err(ScanError::MissingCrlf);
-            }
-            self.bulk_end = None;
-            return Ok(Some(start + len + 2));
+        if let Some(whole) = self.whole_bulk(buf) {
+            return whole.map(Some);
         }
         loop {
             let Some(header) = read_line(buf, self.pos)? else {
@@ -199,6 +187,25 @@ impl FrameScanner {
         }
     }
 
+    /// A whole bulk string at the start of a frame, the usual reply to a read: its short header
+    /// read without the line search, and no state to keep (~50 instructions of ~115,
+    /// bench/RESULTS.md); `Some` with its length, or the error the loop would find. `None` for
+    /// anything else, or a string not all here yet: [`FrameScanner::scan`]'s loop reads those.
+    #[inline(always)]
+    fn whole_bulk(&mut self, buf: &[u8]) -> Option<Result<usize, ScanError>> {
+        if self.pos != 0 || !self.open.is_empty() || buf.first() != Some(&b'$') {
+            return None;
+        }
+        let (len, start) = short_header(buf, 0)?;
+        let crlf = buf.get(start + len..start + len + 2)?;
+        if crlf != b"\r\n" {
+            return Some(Err(ScanError::MissingCrlf));
+        }
+        // It may have been seen incomplete before: nothing of it is pending now.
+        self.bulk_end = None;
+        Some(Ok(start + len + 2))
+    }
+
     /// One element finished: it completes every aggregate whose last element it was. Returns the
     /// frame's length when that completes the frame (and resets the scanner).
     fn element_done(&mut self) -> Option<usize> {
@@ -260,8 +267,8 @@ pub(crate) fn string_at(frame: &[u8], at: usize) -> Option<(u8, &[u8])> {
 /// number and where the line ends. `None` for anything else (more digits, a sign, a line still
 /// arriving, bad bytes), which the general path ([`read_line`], [`parse_len`]) then reads and
 /// judges: this one only spares it the search for the line's end, about half of decoding a
-/// short request (and of scanning a bulk string reply). Always inlined: as a call it cost ~10 instructions of its ~30 (three or four
-/// headers per request).
+/// short request (and of scanning a bulk string reply). Always inlined: as a call it cost ~10
+/// instructions of its ~30 (three or four headers per request).
 #[inline(always)]
 pub(crate) fn short_header(buf: &[u8], at: usize) -> Option<(usize, usize)> {
     let (mut value, mut end) = (0, at + 1);
@@ -424,6 +431,17 @@ mod tests {
                 assert_eq!(stream(frame, step), *frame, "step {step}");
             }
         }
+    }
+
+    #[test]
+    fn a_bulk_seen_incomplete_then_whole_leaves_nothing_pending() {
+        // The usual small reply split over two reads, without its start taken in between.
+        let mut scanner = FrameScanner::new();
+        assert_eq!(scanner.scan(b"$3\r\nfo"), Ok(None));
+        assert_eq!(scanner.scan(b"$3\r\nfoo\r\n+OK\r\n"), Ok(Some(9)));
+        assert!(!scanner.in_frame());
+        assert_eq!(scanner.settled(b"+O"), 0);
+        assert_eq!(scanner.scan(b"+OK\r\n"), Ok(Some(5)));
     }
 
     #[test]

@@ -82,7 +82,12 @@ impl<T> Sender<T> {
         match self.0.hand_over.get().and_then(Weak::upgrade) {
             Some(receiver) => match receiver.try_take(message) {
                 Ok(()) => Ok(()),
-                Err(message) => self.push(message),
+                Err(message) => {
+                    // Let go first, as before the push: a receiver dropped meanwhile closes the
+                    // queue, and the message comes back rather than being dropped with it.
+                    drop(receiver);
+                    self.push(message)
+                }
             },
             // Pushed from where it was passed: binding it anew first copied it once more (a
             // request is ~100 bytes).
@@ -90,7 +95,8 @@ impl<T> Sender<T> {
         }
     }
 
-    /// [`Sender::send`]'s push onto the queue.
+    /// [`Sender::send`]'s push onto the queue. Always inlined, so that the message goes into the
+    /// queue from where the caller passed it rather than through one more copy.
     #[inline(always)]
     fn push(&self, message: T) -> Result<(), T> {
         let was_empty = {
