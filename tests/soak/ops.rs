@@ -291,13 +291,18 @@ impl Client {
         let sent = Instant::now();
         let channel = format!("soak:c{}:ch", self.id);
         let reply = self.call(redis::cmd("PUBLISH").arg(&channel).arg(format!("{}:{seq}", self.id)));
-        match reply {
-            Some(Value::Int(_)) => {}
-            Some(ref other) => self.soak.wrong(format!("PUBLISH: {other:?}")),
+        // Only a count acknowledges the message: a wrong reply is reported as wrong, and not once
+        // more as a loss should the message never come.
+        let acknowledged = match reply {
+            Some(Value::Int(_)) => true,
+            Some(ref other) => {
+                self.soak.wrong(format!("PUBLISH: {other:?}"));
+                false
+            }
             // Perhaps published, perhaps later: the subscriber may or may not see it.
-            None => {}
-        }
-        self.published.lock().expect("published lock").push((seq, sent, reply.is_some()));
+            None => false,
+        };
+        self.published.lock().expect("published lock").push((seq, sent, acknowledged));
     }
 
     /// SCAN over the whole cluster for this client's keys.
