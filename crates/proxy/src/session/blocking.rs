@@ -57,8 +57,7 @@ impl Session {
         let name = request.arg(0);
         if name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof") {
             let part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
-            let seq = self.pipeline.push_single(part, meta);
-            self.send(seq, 0);
+            self.send_single(part, meta);
             return;
         }
         // Outside WATCH and MULTI the own connection holds nothing of the client's: the executor
@@ -77,9 +76,8 @@ impl Session {
         // connection (a transaction on a node that stopped answering) is bounded as usual.
         part.blocks = true;
         part.rehome = stateless.then_some(slot);
-        let seq = self.pipeline.push_single(part, meta);
         self.hold_reading = true;
-        self.send(seq, 0);
+        self.send_single(part, meta);
     }
 }
 

@@ -148,14 +148,12 @@ impl Pipeline {
         self.entries.push_back(Queued { entry: Entry::Close, meta: None });
     }
 
-    /// Appends a single-part request; returns its sequence number.
-    pub fn push_single(&mut self, part: Part, meta: Meta) -> u64 {
+    /// Appends a single-part request; returns its sequence number and the part, where it now
+    /// lies (to be sent without being looked up again).
+    pub fn push_single(&mut self, part: Part, meta: Meta) -> (u64, &mut Part) {
         let seq = self.next_seq();
         let slot = match self.free.pop() {
-            Some(slot) => {
-                self.singles[slot] = Some(part);
-                slot
-            }
+            Some(slot) => slot,
             None => {
                 // Grown from one slot by doubling (a Vec's first push makes room for four): an
                 // unpipelined client keeps one slot.
@@ -163,12 +161,12 @@ impl Pipeline {
                     self.singles.reserve_exact(self.singles.len().max(1));
                     self.free.reserve_exact(self.singles.capacity());
                 }
-                self.singles.push(Some(part));
+                self.singles.push(None);
                 self.singles.len() - 1
             }
         };
         self.entries.push_back(Queued { entry: Entry::Single(slot), meta: Some(meta) });
-        seq
+        (seq, self.singles[slot].insert(part))
     }
 
     /// Appends a request of several parts merged with `merge`; returns its sequence number.

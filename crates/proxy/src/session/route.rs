@@ -70,8 +70,7 @@ impl Session {
         // A dropped reply (CLIENT REPLY OFF/SKIP) is never written, so none of it may stream out.
         part.streamable = !meta.dropped;
         part.script = script;
-        let seq = self.pipeline.push_single(part, meta);
-        self.send(seq, 0);
+        self.send_single(part, meta);
     }
 
     /// Transactions, blocking commands and subscriptions: on connections of the client's own.
@@ -136,8 +135,7 @@ impl Session {
             }
             local::Answer::AnyMaster => {
                 let part = Part::new(request.bytes().clone(), Target::Slot(None), false);
-                let seq = self.pipeline.push_single(part, meta);
-                self.send(seq, 0);
+                self.send_single(part, meta);
             }
         }
     }

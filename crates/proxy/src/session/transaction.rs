@@ -98,8 +98,7 @@ impl Session {
                 }
                 self.entry.set_watched(u32::try_from(self.watched_keys.len()).unwrap_or(u32::MAX));
                 let part = Part::new(request.bytes().clone(), Target::Owned, false);
-                let seq = self.pipeline.push_single(part, meta);
-                self.send(seq, 0);
+                self.send_single(part, meta);
             }
             _ => self.exec(meta),
         }
@@ -258,8 +257,7 @@ impl Session {
     fn unwatch(&mut self, meta: Meta) {
         if self.forget_watch().is_some() && self.exec.own().is_some() {
             let part = Part::new(encode_command(&[b"UNWATCH"]), Target::Owned, false);
-            let seq = self.pipeline.push_single(part, meta);
-            self.send(seq, 0);
+            self.send_single(part, meta);
         } else {
             self.pipeline.push_ready(reply::ok(), meta);
         }

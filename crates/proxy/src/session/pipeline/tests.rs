@@ -46,8 +46,8 @@ fn replies_released_together_are_counted_by_command_outcome_and_read_time() {
 fn only_an_empty_pipeline_gives_its_memory_back_and_numbering_goes_on() {
     let metrics = Metrics::new();
     let mut pipeline = Pipeline::default();
-    let first = pipeline.push_single(part(), meta());
-    let second = pipeline.push_single(part(), meta());
+    let first = pipeline.push_single(part(), meta()).0;
+    let second = pipeline.push_single(part(), meta()).0;
     pipeline.complete(first, 0, Bytes::from_static(b"+PONG\r\n"));
     let mut out = BytesMut::new();
     pipeline.release(&mut out, &metrics);
@@ -58,7 +58,7 @@ fn only_an_empty_pipeline_gives_its_memory_back_and_numbering_goes_on() {
     pipeline.release(&mut out, &metrics);
     pipeline.give_back_idle_memory();
     assert_eq!(pipeline.singles.capacity() + pipeline.free.capacity() + pipeline.entries.capacity(), 0);
-    assert_eq!(pipeline.push_single(part(), meta()), second + 1, "sequence numbers go on");
+    assert_eq!(pipeline.push_single(part(), meta()).0, second + 1, "sequence numbers go on");
     assert_eq!(&out[..], b"+PONG\r\n+PONG\r\n");
 }
 
@@ -66,14 +66,15 @@ fn only_an_empty_pipeline_gives_its_memory_back_and_numbering_goes_on() {
 fn answered_out_of_order_replies_go_out_in_order_and_freed_slots_serve_new_parts() {
     let metrics = Metrics::new();
     let mut pipeline = Pipeline::default();
-    let seqs: Vec<u64> = [&b"a"[..], b"b", b"c"].iter().map(|p| pipeline.push_single(part_named(p), meta())).collect();
+    let seqs: Vec<u64> =
+        [&b"a"[..], b"b", b"c"].iter().map(|p| pipeline.push_single(part_named(p), meta()).0).collect();
     let mut out = BytesMut::new();
     pipeline.complete(seqs[1], 0, Bytes::from_static(b"+b\r\n"));
     assert!(pipeline.part_mut(seqs[1], 0).is_none(), "answered");
     pipeline.release(&mut out, &metrics);
     assert!(out.is_empty(), "a is still out");
     // d takes b's slot while a and c still wait in theirs.
-    let d = pipeline.push_single(part_named(b"d"), meta());
+    let d = pipeline.push_single(part_named(b"d"), meta()).0;
     for (seq, payload) in [(seqs[0], &b"a"[..]), (seqs[2], b"c"), (d, b"d")] {
         assert_eq!(&pipeline.part_mut(seq, 0).expect("waiting").payload[..], payload);
     }
@@ -91,8 +92,8 @@ fn answered_out_of_order_replies_go_out_in_order_and_freed_slots_serve_new_parts
 fn a_streamed_reply_waits_for_earlier_replies_then_goes_out_in_order() {
     let metrics = Metrics::new();
     let mut pipeline = Pipeline::default();
-    let a = pipeline.push_single(part(), meta());
-    let b = pipeline.push_single(part(), meta());
+    let a = pipeline.push_single(part(), meta()).0;
+    let b = pipeline.push_single(part(), meta()).0;
     let credit = Arc::new(StreamCredit::default());
     // b's reply starts arriving before a's: its pieces are held, their credit still lent.
     for (piece, kept) in [(&b"$10\r\n01"[..], 7), (b"234", 10)] {
@@ -156,8 +157,8 @@ fn the_proxy_sections_go_before_the_merged_info_in_either_protocol() {
 fn replies_are_released_in_request_order() {
     let metrics = Metrics::new();
     let mut pipeline = Pipeline::default();
-    let a = pipeline.push_single(part(), meta());
-    let b = pipeline.push_single(part(), meta());
+    let a = pipeline.push_single(part(), meta()).0;
+    let b = pipeline.push_single(part(), meta()).0;
     pipeline.push_ready(Bytes::from_static(b"+local\r\n"), meta());
     let mut out = BytesMut::new();
     pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
@@ -189,9 +190,9 @@ fn multi_part_requests_merge_when_all_parts_are_in() {
 fn trailers_follow_the_replies_of_requests_read_before_them() {
     let metrics = Metrics::new();
     let mut pipeline = Pipeline::default();
-    let a = pipeline.push_single(part(), meta());
+    let a = pipeline.push_single(part(), meta()).0;
     pipeline.push_trailer(Bytes::from_static(b">after-a\r\n"));
-    let b = pipeline.push_single(part(), meta());
+    let b = pipeline.push_single(part(), meta()).0;
     let mut out = BytesMut::new();
     pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
     pipeline.release(&mut out, &metrics);
@@ -218,7 +219,7 @@ fn close_marker_stops_release() {
 fn stale_sequence_numbers_are_ignored() {
     let metrics = Metrics::new();
     let mut pipeline = Pipeline::default();
-    let seq = pipeline.push_single(part(), meta());
+    let seq = pipeline.push_single(part(), meta()).0;
     pipeline.complete(seq, 0, Bytes::from_static(b"+a\r\n"));
     let mut out = BytesMut::new();
     pipeline.release(&mut out, &metrics);
