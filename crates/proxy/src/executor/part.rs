@@ -27,9 +27,9 @@ pub enum Target {
 /// One request to one node, with what the proxy learnt while sending it.
 ///
 /// What most parts never need — a redirection, a retry, pieces of a streamed reply — is boxed
-/// ([`Detour`], [`Pieces`]) and made on first use: a part is built and moved into the pipeline on
-/// every request, and with those fields inline it was 288 bytes, a `memcpy` call per move
-/// (bench/RESULTS.md).
+/// in one [`Detour`] and made on first use: a part is built and moved into the pipeline on every
+/// request, and with those fields inline it was 288 bytes, a `memcpy` call per move; in two boxes
+/// its drop looked at each (bench/RESULTS.md).
 #[derive(Debug, Clone)]
 pub struct Part {
     pub payload: Bytes,
@@ -60,11 +60,8 @@ pub struct Part {
     /// `allow_busy` commands); other parts get the node's `-BUSY` error then.
     pub allow_busy: bool,
     /// What the part picked up on the way: a redirection, a retry, a command to send first, the
-    /// parts it defers.
+    /// parts it defers, pieces of its streamed reply.
     detour: Option<Box<Detour>>,
-    /// Pieces of a streamed reply held until earlier replies are written, and their credit;
-    /// made when the first piece comes, kept until the part is done.
-    pieces: Option<Box<Pieces>>,
     /// Pieces of the reply were written to the client already.
     pub streamed: bool,
     /// The reply, once in, while other parts of the same request are still waiting.
@@ -78,8 +75,9 @@ pub struct Part {
 }
 
 /// What a part picks up when its first attempt is not the end of it — a redirection, a command
-/// to send first, a retry's deadline and error — and, for a transaction's EXEC, the parts sent
-/// only after it: all of it rare, so none of it is inline in every part.
+/// to send first, a retry's deadline and error, pieces of a reply large enough to stream — and,
+/// for a transaction's EXEC, the parts sent only after it: all of it rare, so none of it is
+/// inline in every part.
 #[derive(Debug, Clone, Default)]
 struct Detour {
     /// Set by a redirection: send to this node instead of the map's owner, with `ASKING` if asked.
@@ -94,6 +92,9 @@ struct Detour {
     /// Parts of the same request sent only once this part's reply is in, and only if it is
     /// neither an error nor null (a transaction's settings for the other nodes, after its EXEC).
     deferred: Vec<u32>,
+    /// Pieces of a streamed reply held until earlier replies are written, and their credit; kept
+    /// until the part is done.
+    pieces: Pieces,
 }
 
 /// Pieces of a streamed reply received while earlier replies were still pending (kept by the
@@ -128,7 +129,6 @@ impl Part {
             script: None,
             allow_busy: false,
             detour: None,
-            pieces: None,
             streamed: false,
             reply: None,
             tracked: false,
@@ -205,18 +205,18 @@ impl Part {
         }
     }
 
-    /// Pieces of a streamed reply held, if any came.
+    /// Pieces of a streamed reply held (`None`, or empty, when none are).
     pub(crate) fn held(&self) -> Option<&BytesMut> {
-        self.pieces.as_ref().map(|p| &p.held)
+        self.detour.as_ref().map(|d| &d.pieces.held)
     }
 
     /// The held pieces, made on first use.
     pub(crate) fn pieces_mut(&mut self) -> &mut Pieces {
-        self.pieces.get_or_insert_with(Box::default)
+        &mut self.detour_mut().pieces
     }
 
-    /// The held pieces, if any came (nothing is made).
+    /// The held pieces, if the part has a detour (nothing is made; they may be empty).
     pub(crate) fn pieces_if_any(&mut self) -> Option<&mut Pieces> {
-        self.pieces.as_deref_mut()
+        self.detour.as_deref_mut().map(|d| &mut d.pieces)
     }
 }
