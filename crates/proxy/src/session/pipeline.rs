@@ -70,8 +70,8 @@ pub struct Pipeline {
     /// caching messages, which must follow the replies of requests read before they came).
     trailers: VecDeque<(u64, Bytes)>,
     /// The parts of single-part requests waiting for their reply, where [`Entry::Single`] finds
-    /// them: a part is ~250 bytes, and kept here it is written once and dropped in place, where
-    /// in `entries` it was copied on every push and release (~150 instructions per request,
+    /// them: a part is 120 bytes (~250 when this was measured), and kept here it is written once
+    /// and dropped in place, where in `entries` it was copied on every push and release (~150 instructions per request,
     /// bench/RESULTS.md). Slots are reused (`free`), so a part costs no allocation.
     singles: Vec<Option<Part>>,
     free: Vec<usize>,
@@ -166,6 +166,8 @@ impl Pipeline {
             }
         };
         self.entries.push_back(Queued { entry: Entry::Single(slot), meta: Some(meta) });
+        // A slot is freed once, when its part is done and dropped: a free one is empty.
+        debug_assert!(self.singles[slot].is_none(), "slot {slot} reused while taken");
         (seq, self.singles[slot].insert(part))
     }
 

@@ -228,3 +228,18 @@ fn stale_sequence_numbers_are_ignored() {
     assert!(pipeline.part_mut(seq, 0).is_none());
     assert!(pipeline.is_empty());
 }
+
+#[test]
+fn a_pushed_single_part_is_the_one_the_pipeline_keeps() {
+    let mut pipeline = Pipeline::default();
+    let (first, kept) = pipeline.push_single(part(), meta());
+    kept.tracked = true;
+    assert!(pipeline.part_mut(first, 0).is_some_and(|p| p.tracked), "changed where it is kept");
+    pipeline.complete(first, 0, Bytes::from_static(b"+OK\r\n"));
+    // The freed slot is taken again: the new part is there, not the old one.
+    let (second, kept) = pipeline.push_single(part(), meta());
+    assert!(!kept.tracked);
+    kept.blind = true;
+    assert!(pipeline.part_mut(second, 0).is_some_and(|p| p.blind && !p.tracked));
+    assert_eq!(pipeline.singles.len(), 1, "the slot was reused");
+}
