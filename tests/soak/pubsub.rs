@@ -17,8 +17,9 @@ use redisforge_proxy::resp::FrameScanner;
 use crate::shared::Soak;
 
 /// What a client published on its channel, in order: sequence number, when, and whether the proxy
-/// acknowledged it (answered with a count). A PUBLISH answered with an error (a timeout) may still run on its node later,
-/// after the partition heals, so its time counts for the reordering check but it may be lost.
+/// acknowledged it (answered with a count). A PUBLISH answered with an error (a timeout) may still
+/// run on its node later, after the partition heals, so its time counts for the reordering check
+/// but it may be lost.
 pub type Published = Arc<Mutex<Vec<(u64, Instant, bool)>>>;
 
 /// What a subscriber received: sequence number and when, in order.

@@ -181,12 +181,6 @@ impl RequestDecoder {
             if buf.is_empty() {
                 return Ok(None);
             }
-            if self.multibulk.is_none()
-                && buf[0] == b'*'
-                && let Some(request) = self.whole_request(buf)
-            {
-                return Ok(Some(request));
-            }
             if self.multibulk.is_none() && buf[0] != b'*' {
                 match self.decode_inline(buf)? {
                     Some(Some(request)) => return Ok(Some(request)),
@@ -196,6 +190,8 @@ impl RequestDecoder {
             }
             let (mut left, mut pos) = match self.multibulk {
                 Some(state) => state,
+                // A multibulk starts here: read in one pass when it is the usual kind.
+                None if let Some(request) = self.whole_request(buf) => return Ok(Some(request)),
                 None => match self.multibulk_header(buf)? {
                     Header::Args(count, next) => (count, next),
                     Header::Skipped => continue,

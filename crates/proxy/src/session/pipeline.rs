@@ -71,8 +71,8 @@ pub struct Pipeline {
     trailers: VecDeque<(u64, Bytes)>,
     /// The parts of single-part requests waiting for their reply, where [`Entry::Single`] finds
     /// them: a part is 120 bytes (~250 when this was measured), and kept here it is written once
-    /// and dropped in place, where in `entries` it was copied on every push and release (~150 instructions per request,
-    /// bench/RESULTS.md). Slots are reused (`free`), so a part costs no allocation.
+    /// and dropped in place, where in `entries` it was copied on every push and release (~150
+    /// instructions per request, bench/RESULTS.md). Slots are reused (`free`), so a part costs no allocation.
     singles: Vec<Option<Part>>,
     free: Vec<usize>,
     /// Credit for the pieces of streamed replies released into the write buffer, given back
