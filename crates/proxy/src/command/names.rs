@@ -34,8 +34,15 @@ impl<V> Names<V> {
     pub(super) fn get(&self, name: &[u8]) -> Option<&V> {
         match pack(name) {
             Some(key) => self.packed.find(key).map(|i| &self.packed.values[i]),
-            None => self.long.get(lowercase(name, &mut [0; MAX_NAME])?),
+            None => self.get_long(name),
         }
+    }
+
+    /// [`Names::get`] for a name too long to pack. Not inlined: its lowercased copy on the stack
+    /// made every lookup set up a frame of ~140 bytes and save six registers.
+    #[inline(never)]
+    fn get_long(&self, name: &[u8]) -> Option<&V> {
+        self.long.get(lowercase(name, &mut [0; MAX_NAME])?)
     }
 
     pub(super) fn get_mut(&mut self, name: &[u8]) -> Option<&mut V> {
@@ -63,17 +70,46 @@ impl<V> Names<V> {
 }
 
 /// `name` lowercased into an integer, its length in the top byte (so `get` and `get\0` differ),
-/// when it is at most [`PACKED`] bytes long. One copy into a zeroed word and a lowercase of eight
-/// bytes at a time in a few integer operations, where a loop over the bytes cost ~60
-/// instructions per request (bench/RESULTS.md).
+/// when it is at most [`PACKED`] bytes long. Read with a few word loads ([`load_short`]) and
+/// lowercased eight bytes at a time in a few integer operations, where a loop over the bytes cost
+/// ~60 instructions per request and a copy into a zeroed word a `memcpy` call of ~20
+/// (bench/RESULTS.md).
 #[inline]
 fn pack(name: &[u8]) -> Option<u128> {
-    let mut bytes = [0u8; 16];
-    bytes.get_mut(..name.len()).filter(|_| name.len() <= PACKED)?.copy_from_slice(name);
-    let word = u128::from_le_bytes(bytes);
-    let low = u128::from(lowercase_word(word as u64));
-    let high = u128::from(lowercase_word((word >> 64) as u64));
+    if name.len() > PACKED {
+        return None;
+    }
+    let (low, high) = load_short(name);
+    let low = u128::from(lowercase_word(low));
+    // Most names fit in the low word: the high one is zero then.
+    let high = u128::from(if name.len() > 8 { lowercase_word(high) } else { 0 });
     Some((name.len() as u128) << 120 | high << 64 | low)
+}
+
+/// The bytes of `name` (at most 16) as two little-endian words, zeros past its end: loads that
+/// overlap where the length is not a whole word, merged with shifts (the bytes they share are the
+/// same), instead of a copy of unknown length.
+#[inline(always)]
+fn load_short(name: &[u8]) -> (u64, u64) {
+    let word = |at: usize| name.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+    let half = |at: usize| name.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
+    let len = name.len();
+    match len {
+        8..=16 => {
+            // The last eight bytes, shifted down so that byte 8 lands at the bottom.
+            let tail = word(len - 8).checked_shr(8 * (16 - len) as u32).unwrap_or(0);
+            (word(0), tail)
+        }
+        4..=7 => {
+            let tail = u64::from(half(len - 4)) << (8 * (len - 4));
+            (u64::from(half(0)) | tail, 0)
+        }
+        1..=3 => {
+            let byte = |i: usize| u64::from(name[i]) << (8 * i);
+            (byte(0) | byte(len / 2) | byte(len - 1), 0)
+        }
+        _ => (0, 0),
+    }
 }
 
 /// Each byte of `word` as `u8::to_ascii_lowercase` makes it: a byte gets 0x20 added exactly
@@ -188,6 +224,17 @@ impl Hasher for Fnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_names_load_as_their_bytes_padded_with_zeros() {
+        let bytes: Vec<u8> = (1..=16u8).map(|i| i.wrapping_mul(37) | 0x80).collect();
+        for len in 0..=16 {
+            let mut padded = [0u8; 16];
+            padded[..len].copy_from_slice(&bytes[..len]);
+            let want = (u64::from_le_bytes(padded[..8].try_into().expect("8")), u64::from_le_bytes(padded[8..].try_into().expect("8")));
+            assert_eq!(load_short(&bytes[..len]), want, "length {len}");
+        }
+    }
 
     #[test]
     fn names_are_found_in_any_case_and_only_with_their_exact_length() {
