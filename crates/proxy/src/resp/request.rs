@@ -224,8 +224,9 @@ impl RequestDecoder {
         if count == 0 || count > INLINE_ARGS || count > self.limits.max_array_len {
             return None;
         }
-        let mut ranges = ArgRanges::new();
-        for _ in 0..count {
+        // Filled in place and handed over whole: a push per argument checked for room each time.
+        let mut ranges = [(0, 0); INLINE_ARGS];
+        for range in ranges.iter_mut().take(count) {
             if *buf.get(pos)? != b'$' {
                 return None;
             }
@@ -235,10 +236,11 @@ impl RequestDecoder {
             if end > self.limits.max_request_bytes || buf.get(end - 2..end)? != b"\r\n" {
                 return None;
             }
-            ranges.push((start, end - 2));
+            *range = (start, end - 2);
             pos = end;
         }
-        Some(Request { bytes: buf.split_to(pos).freeze(), args: ranges })
+        let args = ArgRanges::from_buf_and_len(ranges, count);
+        Some(Request { bytes: buf.split_to(pos).freeze(), args })
     }
 
     /// The `*<count>` line at the front of `buf`. A header that counts no arguments (`*0`, `*-1`,

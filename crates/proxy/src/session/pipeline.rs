@@ -287,7 +287,10 @@ impl Pipeline {
                         pieces.held.split().freeze()
                     }
                 };
-                *entry = if p.streamed { Entry::Streamed(reply) } else { Entry::Ready(reply) };
+                let done = if p.streamed { Entry::Streamed(reply) } else { Entry::Ready(reply) };
+                // The entry replaced is a `Single`, an index that owns nothing: forgotten rather
+                // than dropped, which was a call into `Entry`'s drop glue per reply.
+                std::mem::forget(std::mem::replace(entry, done));
                 // The part is done: dropped where it lies, its slot free for the next one.
                 self.singles[slot] = None;
                 self.free.push(slot);
