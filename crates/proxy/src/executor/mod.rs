@@ -289,7 +289,7 @@ impl Executor {
         if part.tracked && !shared.tracking.is_confirmed(pool.addr()) {
             part.blind = true;
         }
-        let prefix = if asking { Some(peer::asking_command()) } else { part.take_prefix() };
+        let prefix = if asking { Some(peer::asking_command()) } else { part.take_prefix() }.map(Box::new);
         let request = UpstreamRequest {
             payload: part.payload.clone(),
             prefix,

@@ -72,7 +72,7 @@ impl Executor {
             }
             self.own_conn_at(shared, caller, &addr);
         }
-        let prefix = part.redirect().is_some_and(|r| r.1).then(peer::asking_command);
+        let prefix = part.redirect().is_some_and(|r| r.1).then(|| Box::new(peer::asking_command()));
         if let Some((addr, _)) = part.redirect() {
             self.own_conn_at(shared, caller, addr);
         }

@@ -49,8 +49,9 @@ pub struct UpstreamRequest {
     /// The command as RESP bytes.
     pub payload: Bytes,
     /// A command sent just before this one on the same connection, whose reply is swallowed:
-    /// `ASKING` after an `-ASK`, `SCRIPT LOAD` after a `-NOSCRIPT`.
-    pub prefix: Option<Bytes>,
+    /// `ASKING` after an `-ASK`, `SCRIPT LOAD` after a `-NOSCRIPT`. Boxed: it is rare, and the
+    /// request is moved four times on its way (80 bytes rather than 104).
+    pub prefix: Option<Box<Bytes>>,
     pub tag: Tag,
     pub reply_to: ReplySender,
     /// Whether `command_timeout` bounds the wait for the reply: false only for blocking commands,

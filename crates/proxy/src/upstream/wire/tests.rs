@@ -62,3 +62,10 @@ fn a_pipelined_clients_replies_read_together_are_queued_as_one_run_and_others_ha
     assert_eq!(*b_waiting.taken.lock().expect("not poisoned"), [(1, 0)]);
     assert_eq!(b_rx.take(&mut queued), None);
 }
+
+#[test]
+fn a_request_and_its_in_flight_entry_stay_small() {
+    // Moved on every request: session -> queue -> connection -> in flight -> reply.
+    assert!(std::mem::size_of::<UpstreamRequest>() <= 80, "{}", std::mem::size_of::<UpstreamRequest>());
+    assert!(std::mem::size_of::<InFlight>() <= 104, "{}", std::mem::size_of::<InFlight>());
+}
