@@ -134,3 +134,19 @@ fn watching_clients_are_counted_where_the_version_reports_them() {
         assert_eq!(clients_field(&mut admin, "total_watched_keys"), None, "7.0's field set");
     }
 }
+
+#[test]
+fn replies_before_a_blocking_command_in_a_batch_are_not_held_back_for_it() {
+    let proxy = proxy();
+    // One batch, one write: a write, then a pop that waits up to 3 s on an empty list of another
+    // slot. As on one node, the write's reply is sent at once, not with the pop's.
+    let mut conn = Conn::open(&proxy.addr());
+    let mut batch = redisforge_tests::resp::encode(&args(&["SET", "{batch}written", "v"]));
+    batch.extend(redisforge_tests::resp::encode(&args(&["BLPOP", "{elsewhere}empty", "3"])));
+    conn.send_raw(&batch).expect("send the batch");
+    let sent = std::time::Instant::now();
+    let first = conn.read_within(Duration::from_secs(2)).expect("the connection stays");
+    assert_eq!(first.map(|(bytes, _)| bytes), Some(b"+OK\r\n".to_vec()), "the write's reply, before the pop's");
+    assert!(sent.elapsed() < Duration::from_secs(2));
+    assert_eq!(read_reply(&mut conn), "*-1\r\n", "the pop times out");
+}

@@ -231,7 +231,10 @@ mod tests {
         for len in 0..=16 {
             let mut padded = [0u8; 16];
             padded[..len].copy_from_slice(&bytes[..len]);
-            let want = (u64::from_le_bytes(padded[..8].try_into().expect("8")), u64::from_le_bytes(padded[8..].try_into().expect("8")));
+            let want = (
+                u64::from_le_bytes(padded[..8].try_into().expect("8")),
+                u64::from_le_bytes(padded[8..].try_into().expect("8")),
+            );
             assert_eq!(load_short(&bytes[..len]), want, "length {len}");
         }
     }

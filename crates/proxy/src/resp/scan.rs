@@ -343,7 +343,9 @@ mod tests {
                 assert_eq!(short_header(format!("xx{buf}").as_bytes(), 2), want.map(|(n, end)| (n, end + 2)));
             }
         }
-        for bad in ["$\r\nabcdefgh", "$1\rxabcdefgh", "$1x\r\nabcdefg", "$-1\r\nabcdefg", "$1\n\rabcdefgh", "$12\r\r\nabcdef"] {
+        for bad in
+            ["$\r\nabcdefgh", "$1\rxabcdefgh", "$1x\r\nabcdefg", "$-1\r\nabcdefg", "$1\n\rabcdefgh", "$12\r\r\nabcdef"]
+        {
             assert_eq!(short_header(bad.as_bytes(), 0), None, "{bad:?}");
         }
     }

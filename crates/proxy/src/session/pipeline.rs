@@ -79,6 +79,10 @@ pub struct Pipeline {
     /// ([`Pipeline::give_back_credit`]) once it is written, so that a node connection reads no
     /// further ahead of a slow client than its window.
     credits: Vec<(Arc<StreamCredit>, usize)>,
+    /// The newest request that may wait long at its node — a script or a blocking command, which
+    /// no `command_timeout` bounds: replies released before it do not wait for the rest of their
+    /// batch while it is out ([`Pipeline::waits_long`]).
+    long_seq: Option<u64>,
 }
 
 impl Pipeline {
@@ -166,15 +170,33 @@ impl Pipeline {
             }
         };
         self.entries.push_back(Queued { entry: Entry::Single(slot), meta: Some(meta) });
+        self.note_long(seq, &part);
         // A slot is freed once, when its part is done and dropped: a free one is empty.
         debug_assert!(self.singles[slot].is_none(), "slot {slot} reused while taken");
         (seq, self.singles[slot].insert(part))
+    }
+
+    /// Notes request `seq` as one that may wait long when `part` may ([`Pipeline::long_seq`]).
+    #[inline]
+    fn note_long(&mut self, seq: u64, part: &Part) {
+        if part.script.is_some() || part.blocks {
+            self.long_seq = Some(seq);
+        }
+    }
+
+    /// Whether a request that may wait long at its node (a script, a blocking command) is still
+    /// unreleased.
+    pub fn waits_long(&self) -> bool {
+        self.long_seq.is_some_and(|seq| seq >= self.base)
     }
 
     /// Appends a request of several parts merged with `merge`; returns its sequence number.
     pub fn push_multi(&mut self, parts: Vec<Part>, merge: Merge, places: Vec<KeyPlace>, meta: Meta) -> u64 {
         let seq = self.next_seq();
         let missing = parts.len();
+        for part in &parts {
+            self.note_long(seq, part);
+        }
         let entry = Entry::Multi(Box::new(Multi { parts, missing, merge, places, prefix: None }));
         self.entries.push_back(Queued { entry, meta: Some(meta) });
         seq

@@ -356,6 +356,24 @@ impl Session {
         !io.waited && !self.pipeline.is_empty() && !self.pipeline.has_credit_out() && io.wbuf.len() < BATCH_WAIT_BYTES
     }
 
+    /// Whether the replies released may wait in the write buffer, with nothing to wake the task,
+    /// for the rest of their batch, to go out with it in one write when a node connection hands
+    /// over the last reply (`serve/handover.rs`): while every request still out is answered soon
+    /// without the task — none may wait long at its node (a script, a blocking command:
+    /// [`Pipeline::waits_long`](super::pipeline::Pipeline::waits_long)), none is held through a
+    /// failover or waits to be resent — and the buffer is small and holds no streamed pieces
+    /// (their node connection waits for the credit). Otherwise the task writes them.
+    #[inline]
+    fn gathers_in_place(&self, io: &ClientIo) -> bool {
+        !self.pipeline.is_empty()
+            && io.wbuf.len() < BATCH_WAIT_BYTES
+            && !self.pipeline.has_credit_out()
+            && !self.pipeline.waits_long()
+            && !self.hold_reading
+            && !self.exec.holds_parts()
+            && !self.exec.has_retries()
+    }
+
     /// `written` bytes went to the client; once all are, the buffer is flushed and kept, and the
     /// credit of streamed pieces given back.
     fn on_written(&mut self, io: &mut ClientIo, written: usize) {

@@ -21,6 +21,10 @@ pub trait HandOver<T>: Send + Sync {
     /// queued) to be queued. One taken must come after those queued before it: the receiver takes
     /// what is queued first.
     fn try_take(&self, message: T) -> Result<(), T>;
+
+    /// Takes every message of `run` now, in order, leaving it empty; or none of them (false),
+    /// leaving `run` as it was, to be queued.
+    fn try_take_run(&self, run: &mut Vec<T>) -> bool;
 }
 
 /// What the senders and the receiver of one queue share.
@@ -124,14 +128,19 @@ impl<T> Sender<T> {
 
     /// Queues every message of `run`, in order, under one lock and with at most one wake-up (a
     /// pipelined client's replies read together from one node: one message each cost ~190
-    /// instructions, bench/RESULTS.md). A run of one goes as [`Sender::send`] sends it, so it may
-    /// be handed over; a longer one is always queued (a receiver that takes a batch gathers it
-    /// itself). When the receiver is gone the messages are dropped, where `send` gives them back.
+    /// instructions, bench/RESULTS.md), unless the receiver takes the whole run handed over. A run
+    /// of one goes as [`Sender::send`] sends it. When the receiver is gone the messages are
+    /// dropped, where `send` gives them back.
     pub fn send_run(&self, run: &mut Vec<T>) {
         if run.len() <= 1 {
             if let Some(message) = run.pop() {
                 let _ = self.send(message);
             }
+            return;
+        }
+        if let Some(receiver) = self.0.hand_over.get().and_then(Weak::upgrade)
+            && receiver.try_take_run(run)
+        {
             return;
         }
         // The same locked push as `send`'s, for many messages: one helper for both moved each
@@ -363,6 +372,14 @@ mod tests {
             self.taken.lock().expect("not poisoned").push(message);
             Ok(())
         }
+
+        fn try_take_run(&self, run: &mut Vec<u32>) -> bool {
+            if !self.open.load(Ordering::Acquire) {
+                return false;
+            }
+            self.taken.lock().expect("not poisoned").append(run);
+            true
+        }
     }
 
     #[test]
@@ -385,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_is_queued_in_order_and_only_a_run_of_one_may_be_handed_over() {
+    fn a_run_is_handed_over_whole_or_queued_in_order() {
         let (tx, rx) = channel();
         let taker = Arc::new(Taker { open: AtomicBool::new(true), taken: Mutex::new(Vec::new()) });
         let weak: Weak<Taker> = Arc::downgrade(&taker);
@@ -395,10 +412,14 @@ mod tests {
         assert!(run.is_empty(), "the run is taken, its buffer kept");
         run.push(4);
         tx.send_run(&mut run);
-        assert_eq!(*taker.taken.lock().expect("not poisoned"), [4], "a run of one goes as one send");
+        assert_eq!(*taker.taken.lock().expect("not poisoned"), [1, 2, 3, 4], "handed over, in order");
+        taker.open.store(false, Ordering::Release);
+        run.extend([5, 6, 7]);
+        tx.send_run(&mut run);
+        assert!(run.is_empty(), "refused by the receiver: queued");
         let mut batch = VecDeque::new();
         assert_eq!(rx.take(&mut batch), Some(3));
-        assert_eq!(Vec::from(batch), [1, 2, 3]);
+        assert_eq!(Vec::from(batch), [5, 6, 7]);
         rx.close();
         run.extend([5, 6]);
         tx.send_run(&mut run);

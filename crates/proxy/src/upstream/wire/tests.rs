@@ -5,7 +5,8 @@ use crate::upstream::queue::HandOver;
 use crate::upstream::{ReplyReceiver, reply_channel};
 
 /// A session whose task waits: it takes every reply handed over, as `session/serve/handover.rs`
-/// does for a client with one request out.
+/// does for a client with one request out, and leaves runs queued, as it does when its batch may
+/// not wait for the rest (a script out, say).
 #[derive(Default)]
 struct Waiting {
     taken: Mutex<Vec<(u64, u32)>>,
@@ -15,6 +16,10 @@ impl HandOver<UpstreamReply> for Waiting {
     fn try_take(&self, reply: UpstreamReply) -> Result<(), UpstreamReply> {
         self.taken.lock().expect("not poisoned").push((reply.tag.seq, reply.tag.part));
         Ok(())
+    }
+
+    fn try_take_run(&self, _run: &mut Vec<UpstreamReply>) -> bool {
+        false
     }
 }
 
