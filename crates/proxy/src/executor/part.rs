@@ -106,6 +106,16 @@ pub(crate) struct Pieces {
     pub(crate) credit: Option<std::sync::Arc<crate::upstream::StreamCredit>>,
 }
 
+impl Pieces {
+    /// The whole rest of the reply: the pieces held, then `last`. Out of line: it is rare, and
+    /// the path that completes every reply keeps a small frame without it.
+    #[inline(never)]
+    pub(crate) fn end_with(&mut self, last: &[u8]) -> bytes::Bytes {
+        self.held.extend_from_slice(last);
+        self.held.split().freeze()
+    }
+}
+
 impl Part {
     /// Pieces of the reply have come (written to the client or held): what comes next is the
     /// rest of that reply.
