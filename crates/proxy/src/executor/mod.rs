@@ -308,8 +308,32 @@ impl Executor {
     }
 
     /// Takes a node's reply (or failure) for `part`: follows redirections, retries transient
-    /// failures, or returns the answer.
+    /// failures, or returns the answer. The usual reply — no error, or the end of one whose
+    /// pieces went on already — is the answer, checked here inlined into the session's reply
+    /// handling (what `outcome::on_reply` would say: [`Outcome::Done`] without a stale map); the
+    /// rest is out of line ([`Executor::on_other_reply`]).
+    #[inline]
     pub fn on_reply(
+        &mut self,
+        shared: &Shared,
+        caller: Caller,
+        tag: Tag,
+        part: &mut Part,
+        result: Result<Bytes, crate::upstream::UpstreamError>,
+    ) -> Step {
+        match result {
+            Ok(reply) if reply.first() != Some(&b'-') || part.reply_started() => {
+                self.stop_holding(shared, part, true);
+                self.ran(tag, order_slot(part));
+                Step::Answered(reply)
+            }
+            result => self.on_other_reply(shared, caller, tag, part, result),
+        }
+    }
+
+    /// [`Executor::on_reply`] for an error reply or a failure.
+    #[inline(never)]
+    fn on_other_reply(
         &mut self,
         shared: &Shared,
         caller: Caller,

@@ -55,18 +55,8 @@ impl Session {
         if upstream.tag.seq == PUSH.seq {
             return self.on_push(upstream);
         }
-        if let Some(credit) = upstream.partial {
-            // A piece of a large reply: to the client as soon as every earlier reply is written,
-            // so the reply streams through instead of being held whole. The credit goes back once
-            // the bytes are written; until then the node's connection reads no further ahead
-            // than its window.
-            if let Ok(piece) = upstream.result {
-                let kept = self.pipeline.stream(upstream.tag.seq, &piece, &credit);
-                // Pieces waiting behind earlier replies are output the client has not taken, as
-                // the write buffer is: past the limit the client is disconnected, as Redis does.
-                self.over_output_limit |= kept > self.shared.client_output_limit;
-            }
-            return;
+        if upstream.partial.is_some() {
+            return self.on_piece(upstream);
         }
         let Tag { seq, part } = upstream.tag;
         let caller = caller(&self.state);
@@ -84,6 +74,19 @@ impl Session {
         }
         if self.exec.has_overtaken() {
             self.answer_overtaken();
+        }
+    }
+
+    /// A piece of a large reply: to the client as soon as every earlier reply is written, so the
+    /// reply streams through instead of being held whole. The credit goes back once the bytes
+    /// are written; until then the node's connection reads no further ahead than its window.
+    #[inline(never)]
+    fn on_piece(&mut self, upstream: UpstreamReply) {
+        if let (Ok(piece), Some(credit)) = (upstream.result, upstream.partial) {
+            let kept = self.pipeline.stream(upstream.tag.seq, &piece, &credit);
+            // Pieces waiting behind earlier replies are output the client has not taken, as the
+            // write buffer is: past the limit the client is disconnected, as Redis does.
+            self.over_output_limit |= kept > self.shared.client_output_limit;
         }
     }
 
