@@ -137,16 +137,22 @@ fn watching_clients_are_counted_where_the_version_reports_them() {
 
 #[test]
 fn replies_before_a_blocking_command_in_a_batch_are_not_held_back_for_it() {
-    let proxy = proxy();
-    // One batch, one write: a write, then a pop that waits up to 3 s on an empty list of another
-    // slot. As on one node, the write's reply is sent at once, not with the pop's.
-    let mut conn = Conn::open(&proxy.addr());
-    let mut batch = redisforge_tests::resp::encode(&args(&["SET", "{batch}written", "v"]));
-    batch.extend(redisforge_tests::resp::encode(&args(&["BLPOP", "{elsewhere}empty", "3"])));
-    conn.send_raw(&batch).expect("send the batch");
-    let sent = std::time::Instant::now();
-    let first = conn.read_within(Duration::from_secs(2)).expect("the connection stays");
-    assert_eq!(first.map(|(bytes, _)| bytes), Some(b"+OK\r\n".to_vec()), "the write's reply, before the pop's");
-    assert!(sent.elapsed() < Duration::from_secs(2));
-    assert_eq!(read_reply(&mut conn), "*-1\r\n", "the pop times out");
+    // WAIT is bounded by the command timeout: room for its 3 s.
+    let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\n@UPSTREAM_TLS@\ncommand_timeout = \"10s\"\n";
+    let proxy =
+        Proxy::start(Cluster::shared(), ProxyOptions { extra_toml: upstream.to_owned(), ..ProxyOptions::default() });
+    // One batch, one write: a write, then a command that waits up to 3 s — a pop on an empty list
+    // of another slot; WAIT for more replicas than there are. As on one node, the write's reply
+    // is sent at once, not with the waiting command's.
+    let waiting: [(&[&str], &str); 2] =
+        [(&["BLPOP", "{elsewhere}empty", "3"], "*-1\r\n"), (&["WAIT", "5", "3000"], ":1\r\n")];
+    for (command, reply) in waiting {
+        let mut conn = Conn::open(&proxy.addr());
+        let mut batch = redisforge_tests::resp::encode(&args(&["SET", "{batch}written", "v"]));
+        batch.extend(redisforge_tests::resp::encode(&args(command)));
+        conn.send_raw(&batch).expect("send the batch");
+        let first = conn.read_within(Duration::from_secs(2)).expect("the connection stays");
+        assert_eq!(first.map(|(bytes, _)| bytes), Some(b"+OK\r\n".to_vec()), "the write's reply, before {command:?}'s");
+        assert_eq!(read_reply(&mut conn), reply, "{command:?} waits out its timeout");
+    }
 }

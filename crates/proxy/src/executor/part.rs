@@ -46,6 +46,10 @@ pub struct Part {
     pub holding: bool,
     /// A blocking command: its reply is not bounded by `command_timeout`.
     pub blocks: bool,
+    /// The node may keep the reply for long even so (WAIT, WAITAOF: until replicas acknowledge
+    /// or the timeout): replies of the client's earlier requests are not held back for it (see
+    /// `Pipeline::waits_long`).
+    pub waits_long: bool,
     /// An own-connection part whose connection holds nothing the client set (a blocking command
     /// outside WATCH and MULTI), for the slot given (`None`: any master): its connection is
     /// opened at the slot's master when it is sent, and when it was never sent (the node
@@ -134,6 +138,7 @@ impl Part {
             script_reloaded: false,
             holding: false,
             blocks: false,
+            waits_long: false,
             rehome: None,
             streamable: false,
             script: None,

@@ -56,7 +56,8 @@ impl Session {
         // through its pooled connection to the node it last wrote to: ask there.
         let name = request.arg(0);
         if name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof") {
-            let part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
+            let mut part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
+            part.waits_long = true;
             self.send_single(part, meta);
             return;
         }

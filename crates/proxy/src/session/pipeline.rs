@@ -80,8 +80,8 @@ pub struct Pipeline {
     /// further ahead of a slow client than its window.
     credits: Vec<(Arc<StreamCredit>, usize)>,
     /// The newest request that may wait long at its node — a script or a blocking command, which
-    /// no `command_timeout` bounds: replies released before it do not wait for the rest of their
-    /// batch while it is out ([`Pipeline::waits_long`]).
+    /// no `command_timeout` bounds, or WAIT: replies released before it do not wait for the rest
+    /// of their batch while it is out ([`Pipeline::waits_long`]).
     long_seq: Option<u64>,
 }
 
@@ -179,13 +179,13 @@ impl Pipeline {
     /// Notes request `seq` as one that may wait long when `part` may ([`Pipeline::long_seq`]).
     #[inline]
     fn note_long(&mut self, seq: u64, part: &Part) {
-        if part.script.is_some() || part.blocks {
+        if part.script.is_some() || part.blocks || part.waits_long {
             self.long_seq = Some(seq);
         }
     }
 
-    /// Whether a request that may wait long at its node (a script, a blocking command) is still
-    /// unreleased.
+    /// Whether a request that may wait long at its node (a script, a blocking command, WAIT) is
+    /// still unreleased.
     pub fn waits_long(&self) -> bool {
         self.long_seq.is_some_and(|seq| seq >= self.base)
     }
@@ -337,7 +337,8 @@ impl Pipeline {
     }
 
     /// Moves every reply that is ready at the front into `out`, in order, and records each one's
-    /// result and latency (read to release, which is when it is handed to the socket).
+    /// result and latency (read to release: when the reply is next in order for the client,
+    /// written then or, in a pipelined batch, with the rest of the batch a little later).
     ///
     /// Returns true when a close marker was reached: nothing after it will ever be written.
     pub fn release(&mut self, out: &mut BytesMut, metrics: &Metrics) -> bool {

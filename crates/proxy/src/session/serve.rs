@@ -6,8 +6,9 @@
 //! into the write buffer, held requests whose reason is gone are taken up again. Then it handles
 //! the first event source that is ready and passes again; it waits only when none is
 //! ([`Session::poll_serve`]). While it waits, a node connection with a reply for it handles the
-//! reply itself and writes what it releases (`handover.rs`): the task is woken only when that
-//! leaves it something to do.
+//! reply itself and writes what it releases, or leaves a pipelined batch's replies for the
+//! hand-over that completes the batch (`handover.rs`): the task is woken only when that leaves it
+//! something to do.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -50,7 +51,9 @@ const FAR: Duration = Duration::from_secs(3600);
 /// holds at most this much once idle (Redis keeps a 16 KiB reply buffer per client).
 const KEEP_WRITE_BUFFER: usize = 4096;
 
-/// Largest write that waits a turn for the rest of its batch's replies (see [`Turn::Yield`]).
+/// Largest write that waits a turn for the rest of its batch's replies (see [`Turn::Yield`]), and
+/// most replies a batch gathers in the write buffer across hand-overs
+/// ([`Session::gathers_in_place`]).
 const BATCH_WAIT_BYTES: usize = 64 * 1024;
 
 /// The client socket's side of a session: its buffers and how much to read at a time.
@@ -358,15 +361,17 @@ impl Session {
 
     /// Whether the replies released may wait in the write buffer, with nothing to wake the task,
     /// for the rest of their batch, to go out with it in one write when a node connection hands
-    /// over the last reply (`serve/handover.rs`): while every request still out is answered soon
-    /// without the task — none may wait long at its node (a script, a blocking command:
+    /// over the last reply (`serve/handover.rs`): while every request still out is answered
+    /// without the task within `command_timeout` at most, and nearly always at once — none may
+    /// wait long at its node (a script, a blocking command, WAIT:
     /// [`Pipeline::waits_long`](super::pipeline::Pipeline::waits_long)), none is held through a
-    /// failover or waits to be resent — and the buffer is small and holds no streamed pieces
-    /// (their node connection waits for the credit). Otherwise the task writes them.
+    /// failover or waits to be resent — and the buffer is small (below half the client output
+    /// limit too, so that gathering never disconnects a client that reads) and holds no streamed
+    /// pieces (their node connection waits for the credit). Otherwise the task writes them.
     #[inline]
     fn gathers_in_place(&self, io: &ClientIo) -> bool {
         !self.pipeline.is_empty()
-            && io.wbuf.len() < BATCH_WAIT_BYTES
+            && io.wbuf.len() < BATCH_WAIT_BYTES.min(self.shared.client_output_limit / 2)
             && !self.pipeline.has_credit_out()
             && !self.pipeline.waits_long()
             && !self.hold_reading

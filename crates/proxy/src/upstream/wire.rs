@@ -411,9 +411,9 @@ enum Refusal {
     Login(String),
 }
 
-/// Replies read for one client one after another (a pipelined client's, from one read), queued
-/// to it together once the run ends: one lock and at most one wake-up for the run
-/// ([`super::queue::Sender::send_run`]).
+/// Replies read for one client one after another (a pipelined client's, from one read), passed
+/// on together once the run ends: handed over whole to a waiting session, or queued with one lock
+/// and at most one wake-up for the run ([`super::queue::Sender::send_run`]).
 #[derive(Default)]
 struct ReplyRun {
     to: Option<ReplySender>,
@@ -432,7 +432,7 @@ impl ReplyRun {
         self.replies.push(reply);
     }
 
-    /// Queues the run to its client (a client that went away simply drops its replies).
+    /// Passes the run on to its client (a client that went away simply drops its replies).
     fn flush(&mut self) {
         if let Some(to) = self.to.take() {
             to.send_run(&mut self.replies);
