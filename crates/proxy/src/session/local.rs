@@ -205,6 +205,7 @@ const MAX_AUTH_FAILURES: u32 = 5;
 
 /// Checks that the client may run `spec`: logged in (or a command allowed before login), and
 /// permitted by its user's ACL rules. `None`: go ahead; `Some(reply)`: the refusal.
+#[inline]
 pub fn authorize(
     state: &mut ClientState,
     shared: &Shared,
@@ -212,10 +213,23 @@ pub fn authorize(
     request: &Request,
     scratch: &mut Vec<(usize, KeyAccess)>,
 ) -> Option<ProxyError> {
-    let access = &shared.access;
-    if !access.checks_permissions() {
-        return None;
+    match shared.access.checks_permissions() {
+        true => authorize_user(state, shared, spec, request, scratch),
+        false => None,
     }
+}
+
+/// [`authorize`] when users have permissions to check. Out of line: inlined into every request's
+/// path, the permission check's code made that path's frame large for proxies without users.
+#[inline(never)]
+fn authorize_user(
+    state: &mut ClientState,
+    shared: &Shared,
+    spec: &CommandSpec,
+    request: &Request,
+    scratch: &mut Vec<(usize, KeyAccess)>,
+) -> Option<ProxyError> {
+    let access = &shared.access;
     let generation = access.generation();
     if state.user_generation != generation {
         // The ACL file was reloaded: a user turned off or removed is refused from now on.

@@ -86,12 +86,7 @@ impl Session {
     /// CLIENT PAUSE is run again with what was decided when it was read).
     pub(super) fn run_request(&mut self, shared: &Shared, request: Request, read_at: Instant, dropped: bool) {
         let Some(spec) = shared.table.lookup(&request) else {
-            // Redis' `lastcmd` is set by the lookup: no command now.
-            self.entry.record_command(usize::MAX);
-            self.on_refused_request(request.arg(0));
-            self.spoil_transaction();
-            let meta = Meta { label: labels::OTHER, read_at, dropped };
-            return self.push_error(router::unknown_command(&shared.table, &request), meta);
+            return self.on_unknown_command(shared, &request, Meta { label: labels::OTHER, read_at, dropped });
         };
         let meta = Meta { label: spec.metric_label, read_at, dropped };
         // Set at lookup, before any check, as Redis' `lastcmd` is.
@@ -119,6 +114,18 @@ impl Session {
         scripts::remember(&shared.scripts, spec, &request);
         let route = router::plan_command(spec, &request, &mut self.keys);
         self.carry_out(route, spec, request, meta);
+    }
+
+    /// A request for a command the table does not know: Redis' error, and the transaction being
+    /// queued fails. Out of line, like every rare path of [`Session::run_request`]: their code
+    /// inlined made the usual path's frame large (bench/RESULTS.md).
+    #[inline(never)]
+    fn on_unknown_command(&mut self, shared: &Shared, request: &Request, meta: Meta) {
+        // Redis' `lastcmd` is set by the lookup: no command now.
+        self.entry.record_command(usize::MAX);
+        self.on_refused_request(request.arg(0));
+        self.spoil_transaction();
+        self.push_error(router::unknown_command(&shared.table, request), meta);
     }
 
     /// Redis' checks after the command is known, in `processCommand`'s order: arity, login, a
@@ -159,6 +166,7 @@ impl Session {
     /// and subscriptions cannot be part of a node's transaction; PING and ECHO mean the same on
     /// the node. Settings (CONFIG SET) run in the node's transaction and reach the other nodes
     /// once EXEC has run them (transaction.rs).
+    #[inline(never)]
     fn queue(&mut self, spec: &CommandSpec, request: &Request, meta: Meta) {
         let setting = spec.handling == Handling::Admin(AdminKind::EveryNode);
         let queueable = match &spec.handling {
