@@ -272,12 +272,7 @@ impl Executor {
         let routing = self.routing(shared);
         let peers = (routing, &**shared.topology.upstreams());
         let Some((pool, asking)) = peer::choose(peers, shared.read_from, part, caller.id as usize) else {
-            return match peer::no_peer(routing, &part.target) {
-                // No master serves the slot: the cluster may be failing over; wait for the map to
-                // name one.
-                ProxyError::SlotNotServed => self.hold(shared, tag, part, ProxyError::SlotNotServed),
-                other => Some(other),
-            };
+            return self.no_peer(shared, tag, part);
         };
         // A script keeps the node busy: answer as the node would, at once, rather than queue
         // behind the script for as long as it runs.
@@ -305,6 +300,18 @@ impl Executor {
             Some(kind) => pool.send_script(caller.node_user, caller.resp3, kind, request),
         }
         None
+    }
+
+    /// No node to send `part` to. Out of line: rare, and inlined it made every send's frame
+    /// larger.
+    #[inline(never)]
+    fn no_peer(&mut self, shared: &Shared, tag: Tag, part: &mut Part) -> Option<ProxyError> {
+        match peer::no_peer(self.routing(shared), &part.target) {
+            // No master serves the slot: the cluster may be failing over; wait for the map to name
+            // one.
+            ProxyError::SlotNotServed => self.hold(shared, tag, part, ProxyError::SlotNotServed),
+            other => Some(other),
+        }
     }
 
     /// Takes a node's reply (or failure) for `part`: follows redirections, retries transient
