@@ -20,6 +20,7 @@ use crate::slot::{SLOT_COUNT, Slot, key_slot};
 pub enum Route {
     /// To one node: the owner of `slot`, or any master for a keyless command. `write` commands never
     /// go to replicas.
+    /// Owns nothing: `Session::carry_out` forgets it rather than drop it (keep it so).
     Single { slot: Option<Slot>, write: bool },
     /// A script or function (`function`: FCALL): like `Single`, but on one of the node's script
     /// lanes, where it may run as long as it likes without holding up other clients' commands.

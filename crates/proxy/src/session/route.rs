@@ -33,6 +33,7 @@ impl Session {
     #[inline(never)]
     fn carry_out_other(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
         match route {
+            // Not reached from `carry_out`, which sends these itself; kept for completeness.
             Route::Single { slot, write } => self.single(request.into_bytes(), slot, write, None, meta),
             Route::Script { slot, write, function } => {
                 let kind = if function { ScriptKind::Function } else { ScriptKind::Eval };
