@@ -315,10 +315,9 @@ impl Executor {
     }
 
     /// Takes a node's reply (or failure) for `part`: follows redirections, retries transient
-    /// failures, or returns the answer. The usual reply — no error, or the end of one whose
-    /// pieces went on already — is the answer, checked here inlined into the session's reply
-    /// handling (what `outcome::on_reply` would say: [`Outcome::Done`] without a stale map); the
-    /// rest is out of line ([`Executor::on_other_reply`]).
+    /// failures, or returns the answer. The usual reply ([`outcome::is_final`]) is the answer,
+    /// checked here inlined into the session's reply handling; the rest is out of line
+    /// ([`Executor::on_other_reply`]).
     #[inline]
     pub fn on_reply(
         &mut self,
@@ -329,13 +328,18 @@ impl Executor {
         result: Result<Bytes, crate::upstream::UpstreamError>,
     ) -> Step {
         match result {
-            Ok(reply) if reply.first() != Some(&b'-') || part.reply_started() => {
-                self.stop_holding(shared, part, true);
-                self.ran(tag, order_slot(part));
-                Step::Answered(reply)
-            }
+            Ok(reply) if outcome::is_final(part, &reply) => self.answered(shared, tag, part, reply),
             result => self.on_other_reply(shared, caller, tag, part, result),
         }
+    }
+
+    /// `reply` is part `tag`'s answer: a part held through a failover is released, and earlier
+    /// parts waiting to be resent are overtaken by it.
+    #[inline]
+    fn answered(&mut self, shared: &Shared, tag: Tag, part: &mut Part, reply: Bytes) -> Step {
+        self.stop_holding(shared, part, true);
+        self.ran(tag, order_slot(part));
+        Step::Answered(reply)
     }
 
     /// [`Executor::on_reply`] for an error reply or a failure.
@@ -354,9 +358,7 @@ impl Executor {
                 if stale_map && shared.refresh_on_moved {
                     shared.topology.request_refresh(Trigger::Moved);
                 }
-                self.stop_holding(shared, part, true);
-                self.ran(tag, order_slot(part));
-                Step::Answered(reply)
+                self.answered(shared, tag, part, reply)
             }
             Outcome::Expired(reply) => {
                 self.stop_holding(shared, part, false);

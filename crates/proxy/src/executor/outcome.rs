@@ -46,6 +46,15 @@ pub struct RetryPolicy {
     pub hold_for: Duration,
 }
 
+/// Whether `reply` is the answer for `part` as it is, with nothing to act on: only an error can ask
+/// for a reload, a redirection or a retry, and the end of a reply whose pieces were passed on is
+/// the tail of a value, however it reads (a value may hold `-TRYAGAIN\r\n`). The usual reply;
+/// [`super::Executor::on_reply`] checks it before calling [`on_reply`], which checks it too.
+#[inline]
+pub fn is_final(part: &Part, reply: &[u8]) -> bool {
+    reply.first() != Some(&b'-') || part.reply_started()
+}
+
 /// Decides what `result` means for `part`, updating the part for its next attempt. `now` reads
 /// the clock, which only failures and transient errors need: an ordinary reply costs no clock read.
 pub fn on_reply(
@@ -56,11 +65,7 @@ pub fn on_reply(
     now: impl Fn() -> Instant,
 ) -> Outcome {
     let reply = match result {
-        // The end of a reply whose pieces were passed on: the tail of a value, however it reads
-        // (a value may hold `-TRYAGAIN\r\n`), never a redirection or an error to act on.
-        Ok(reply) if part.reply_started() => return Outcome::Done { reply, stale_map: false },
-        // Only an error can ask for a reload, a redirection or a retry: the usual reply is done.
-        Ok(reply) if reply.first() != Some(&b'-') => return Outcome::Done { reply, stale_map: false },
+        Ok(reply) if is_final(part, &reply) => return Outcome::Done { reply, stale_map: false },
         Ok(reply) => reply,
         Err(error) => return on_failure(part, error, policy, now()),
     };

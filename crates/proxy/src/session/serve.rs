@@ -356,7 +356,15 @@ impl Session {
     /// streamed reply (whose node connection waits for the credit) or a large buffer.
     #[inline]
     fn waits_for_batch(&self, io: &ClientIo) -> bool {
-        !io.waited && !self.pipeline.is_empty() && !self.pipeline.has_credit_out() && io.wbuf.len() < BATCH_WAIT_BYTES
+        !io.waited && self.batch_can_grow(io, BATCH_WAIT_BYTES)
+    }
+
+    /// What both ways of waiting for the rest of a batch ask: requests are still out, no streamed
+    /// pieces wait in the write buffer (their node connection waits for the credit), and the
+    /// buffer holds less than `up_to`.
+    #[inline]
+    fn batch_can_grow(&self, io: &ClientIo, up_to: usize) -> bool {
+        !self.pipeline.is_empty() && !self.pipeline.has_credit_out() && io.wbuf.len() < up_to
     }
 
     /// Whether the replies released may wait in the write buffer, with nothing to wake the task,
@@ -370,9 +378,7 @@ impl Session {
     /// pieces (their node connection waits for the credit). Otherwise the task writes them.
     #[inline]
     fn gathers_in_place(&self, io: &ClientIo) -> bool {
-        !self.pipeline.is_empty()
-            && io.wbuf.len() < BATCH_WAIT_BYTES.min(self.shared.client_output_limit / 2)
-            && !self.pipeline.has_credit_out()
+        self.batch_can_grow(io, BATCH_WAIT_BYTES.min(self.shared.client_output_limit / 2))
             && !self.pipeline.waits_long()
             && !self.hold_reading
             && !self.exec.holds_parts()
