@@ -139,20 +139,27 @@ fn watching_clients_are_counted_where_the_version_reports_them() {
 fn replies_before_a_blocking_command_in_a_batch_are_not_held_back_for_it() {
     // WAIT is bounded by the command timeout: room for its 3 s.
     let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\n@UPSTREAM_TLS@\ncommand_timeout = \"10s\"\n";
-    let proxy =
-        Proxy::start(Cluster::shared(), ProxyOptions { extra_toml: upstream.to_owned(), ..ProxyOptions::default() });
-    // One batch, one write: a write, then a command that waits up to 3 s — a pop on an empty list
-    // of another slot; WAIT for more replicas than there are. As on one node, the write's reply
-    // is sent at once, not with the waiting command's.
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: upstream.to_owned(), ..ProxyOptions::default() });
+    // The node the batch's keys live on answers it too, as the reference.
+    let slot = cluster.slot_for_key("{batch}written");
+    let node =
+        cluster.slot_ranges().into_iter().find(|r| (r.start..=r.end).contains(&slot)).expect("slot served").master;
+    // One batch, one write: a write, then a command that waits up to 3 s — a pop on an empty list;
+    // WAIT for more replicas than there are. As on the node, the write's reply is sent at once,
+    // not with the waiting command's.
     let waiting: [(&[&str], &str); 2] =
-        [(&["BLPOP", "{elsewhere}empty", "3"], "*-1\r\n"), (&["WAIT", "5", "3000"], ":1\r\n")];
+        [(&["BLPOP", "{batch}empty", "3"], "*-1\r\n"), (&["WAIT", "5", "3000"], ":1\r\n")];
     for (command, reply) in waiting {
-        let mut conn = Conn::open(&proxy.addr());
-        let mut batch = redisforge_tests::resp::encode(&args(&["SET", "{batch}written", "v"]));
-        batch.extend(redisforge_tests::resp::encode(&args(command)));
-        conn.send_raw(&batch).expect("send the batch");
-        let first = conn.read_within(Duration::from_secs(2)).expect("the connection stays");
-        assert_eq!(first.map(|(bytes, _)| bytes), Some(b"+OK\r\n".to_vec()), "the write's reply, before {command:?}'s");
-        assert_eq!(read_reply(&mut conn), reply, "{command:?} waits out its timeout");
+        for (target, addr) in [("node", node.as_str()), ("proxy", proxy.addr().as_str())] {
+            let mut conn = Conn::open(addr);
+            let mut batch = redisforge_tests::resp::encode(&args(&["SET", "{batch}written", "v"]));
+            batch.extend(redisforge_tests::resp::encode(&args(command)));
+            conn.send_raw(&batch).expect("send the batch");
+            let first = conn.read_within(Duration::from_secs(2)).expect("the connection stays");
+            let first = first.map(|(bytes, _)| bytes);
+            assert_eq!(first, Some(b"+OK\r\n".to_vec()), "{target}: the write's reply, before {command:?}'s");
+            assert_eq!(read_reply(&mut conn), reply, "{target}: {command:?} waits out its timeout");
+        }
     }
 }
