@@ -108,9 +108,17 @@ impl Session {
         if subs.replaced.is_empty() || subs.conns.get(&part).is_none_or(|c| c.awaiting.any()) {
             return;
         }
-        let close_at = Instant::now() + OVERLAP;
+        let now = Instant::now();
+        let close_at = now + OVERLAP;
+        let mut overlapping = false;
         for (_, at) in subs.replaced.iter_mut().filter(|r| r.part == part).filter_map(|r| r.kept.as_mut()) {
             *at = (*at).min(close_at);
+            overlapping = true;
+        }
+        // Both deliver from now on, each far behind the other at times: the replacement remembers
+        // what it delivers until the kept one's copies come.
+        if let Some(conn) = subs.conns.get_mut(&part).filter(|_| overlapping) {
+            conn.delivered.expect_predecessor(now);
         }
     }
 
