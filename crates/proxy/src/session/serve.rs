@@ -26,6 +26,7 @@ use crate::readiness::ReadGate;
 use crate::shared::Shared;
 
 mod handover;
+mod idle;
 use handover::Served;
 pub(super) use handover::{lock, served};
 
@@ -533,19 +534,6 @@ impl Session {
         true
     }
 
-    /// The idle timer fired: `None` when the client has been idle for `timeout` and is closed,
-    /// else when to look again. Subscribers wait for messages, not requests: exempt, as in Redis.
-    fn idle_check(&self, io: &ClientIo, timeout: Duration) -> Option<Instant> {
-        let idle = self.pipeline.is_empty() && io.wbuf.is_empty() && self.subs.is_none();
-        if idle && io.last_read.elapsed() >= timeout {
-            tracing::debug!(client = self.state.id, peer = %self.state.peer, "idle client timed out");
-            return None;
-        }
-        // Busy (replies pending) or active since: look again when it could next be idle.
-        let now = Instant::now();
-        Some((io.last_read + timeout).max(now + timeout.min(Duration::from_secs(1))))
-    }
-
     /// Another client signalled this one. CLIENT KILL closes at once, as Redis does (returns
     /// false); an unpause only needs the loop to look at the held request again.
     fn on_signal(&mut self, io: &mut ClientIo) -> bool {
@@ -564,33 +552,6 @@ impl Session {
         // The map may have changed (see `Clients::signal_subscribed`).
         self.follow_map();
         true
-    }
-
-    /// The client has sent nothing for a while ([`Clients::trim_idle`](super::clients::Clients::trim_idle)):
-    /// the buffers its last busy moment left empty are given back, so that an idle client holds
-    /// little more than its socket; the next request takes them again at their first size. Only
-    /// empty ones: a client idle while its requests are out keeps what they use.
-    fn give_back_idle_memory(&mut self, io: &mut ClientIo) {
-        if io.rbuf.is_empty() {
-            io.rbuf = BytesMut::new();
-            // The next read is sized by the client's usual requests, not as a burst's next chunk.
-            io.last_read_len = 0;
-        }
-        if io.wbuf.is_empty() {
-            io.wbuf = BytesMut::new();
-        }
-        io.reply_peak = 0;
-        io.publish(&self.entry);
-        if self.direct.is_empty() {
-            self.direct = BytesMut::new();
-        }
-        if self.reply_batch.is_empty() {
-            self.reply_batch = std::collections::VecDeque::new();
-        }
-        self.keys = Vec::new();
-        self.acl_keys = Vec::new();
-        self.pipeline.give_back_idle_memory();
-        self.exec.give_back_idle_memory();
     }
 
     /// When the loop must wake up without an event: a part's retry, a pause's end, an unblock
