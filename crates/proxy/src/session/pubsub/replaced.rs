@@ -5,14 +5,14 @@
 //! queued before, and those its task read before it saw it was dropped. Each connection's frames
 //! carry its own link, so they are known as the old connection's: its messages are passed on
 //! unless the replacement delivered them already or the client unsubscribed from them since, and
-//! remembered as its predecessor's ([`Delivered::late_from_predecessor`]). A connection that moved
+//! remembered as its delivery ([`Delivered::late_from`]). A connection that moved
 //! stays subscribed until its replacement confirmed every subscription and [`OVERLAP`] more
 //! ([`KEEP_AT_MOST`] at most), so that a message published meanwhile reaches the client from one
 //! node or the other, once — as it would from one Redis node, which never drops a subscriber's
 //! message. A client that unsubscribes meanwhile gets no more of the old connection's messages
 //! for what it left (they are checked against what the replacement still carries).
 //!
-//! [`Delivered::late_from_predecessor`]: crate::session::recent::Delivered::late_from_predecessor
+//! [`Delivered::late_from`]: crate::session::recent::Delivered::late_from
 
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,7 @@ impl Session {
         let handled = |r: &&Replaced| r.link == link && (r.kept.is_some() || Instant::now() < r.until);
         let part = subs.replaced.iter().find(handled).map(|r| r.part);
         if let Some(part) = part {
-            self.on_late_frame(part, reply.result);
+            self.on_late_frame(part, link, reply.result);
         }
     }
 
@@ -73,7 +73,7 @@ impl Session {
     /// connection's memory cannot tell whether it delivered it); anything else (confirmations,
     /// `PING` answers, its end) answered commands that were sent again on the replacement, which
     /// answers them.
-    fn on_late_frame(&mut self, part: u32, result: Result<Bytes, UpstreamError>) {
+    fn on_late_frame(&mut self, part: u32, link: u32, result: Result<Bytes, UpstreamError>) {
         let Ok(frame) = result else { return };
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
         let Some(conn) = self.subs.as_mut().and_then(|s| s.conns.get_mut(&part)) else { return };
@@ -82,7 +82,7 @@ impl Session {
             (Some(b"pmessage"), Some(pattern)) => conn.patterns.contains(pattern),
             _ => false,
         };
-        if !carried || !conn.delivered.late_from_predecessor(&frame, Instant::now()) {
+        if !carried || !conn.delivered.late_from(link, &frame, Instant::now()) {
             return;
         }
         let from_resp3 = conn.resp3;
@@ -118,14 +118,15 @@ impl Session {
         // Both deliver from now on, each far behind the other at times: the replacement remembers
         // what it delivers until the kept one's copies come.
         if let Some(conn) = subs.conns.get_mut(&part).filter(|_| overlapping) {
-            conn.delivered.expect_predecessor(now);
+            conn.delivered.expect_overlap(now);
         }
     }
 
-    /// When the next moved connection is to close (see [`Session::pubsub_due_at`]).
+    /// When the next moved connection is to close, or the next replaced one's frames are no
+    /// longer expected (see [`Session::pubsub_due_at`]).
     pub(super) fn next_close_at(&self) -> Option<Instant> {
         let replaced = self.subs.as_ref()?.replaced.iter();
-        replaced.filter_map(|r| r.kept.as_ref().map(|(_, at)| *at)).min()
+        replaced.map(|r| r.kept.as_ref().map_or(r.until, |(_, at)| *at)).min()
     }
 
     /// The nodes where a moved connection still delivers: no mirror is opened there meanwhile,
@@ -136,7 +137,8 @@ impl Session {
     }
 
     /// Closes the moved connections whose closing time is `due`, and forgets the replaced ones
-    /// whose frames are no longer expected; a closed connection's node gets a mirror.
+    /// whose frames are no longer expected (and what the connections remember of their copies,
+    /// which a quiet connection would keep); a closed connection's node gets a mirror.
     pub(super) fn close_replaced(&mut self, due: impl Fn(Instant) -> bool) {
         let Some(subs) = self.subs.as_mut() else { return };
         let now = Instant::now();
@@ -149,7 +151,11 @@ impl Session {
                 closed = true;
             }
         }
+        let before = subs.replaced.len();
         subs.replaced.retain(|r| r.kept.is_some() || now < r.until);
+        if subs.replaced.len() < before {
+            subs.conns.values_mut().for_each(|c| c.delivered.trim(now));
+        }
         if closed {
             self.fit_mirrors();
         }
