@@ -13,9 +13,11 @@
 //! So each copy counts for the connection (the *source*) that sent it: the client got a message
 //! as many times as the source that sent it most often did in the last [`REMEMBER_FOR`], and a
 //! copy is passed on only when its source has now sent it more often than that. Pub/sub promises
-//! at-most-once delivery: the price is that an identical message published again within that
-//! moment is lost when the connection that delivers it missed the first one (it subscribed after
-//! it), which at-most-once allows around a failover; a duplicate it does not.
+//! at-most-once delivery, and copies of a message published again with the same payload cannot be
+//! told apart: the proxy errs towards dropping. A payload repeated within [`REMEMBER_FOR`] (a
+//! heartbeat) may be lost for up to that long after a replacement or a move, where the new
+//! connection missed the first ones; at-most-once allows that around a failover, a duplicate it
+//! does not.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -27,13 +29,16 @@ use smallvec::SmallVec;
 pub(super) const REMEMBER_FOR: Duration = Duration::from_secs(2);
 /// At most this many messages are remembered per connection while no other connection delivers
 /// the same ones (the usual case), so that a busy channel costs a fixed amount of memory whatever
-/// its rate: enough for the copies a dead node's successor may still get over the cluster bus.
+/// its rate.
 const CAPACITY: usize = 512;
-/// At most this many while a connection that moved off a working node may still deliver beside
-/// its replacement: one copy of each message is remembered until the other arrives, however far
-/// behind scheduling and the cluster bus put it. About 3 MiB at most (entries and table), for a
-/// few seconds, per moving subscription; given back once the overlap is over.
-const OVERLAP_CAPACITY: usize = 65_536;
+/// At most this many while the connections it replaced may still deliver copies: a connection
+/// that moved off a working node beside its replacement, a dead node's bus copies reaching its
+/// successor late. One copy of each message is remembered until the others arrive, however far
+/// behind scheduling and the cluster bus put them (more than 512 messages on a loaded machine).
+/// About 4 MiB at most (entries and table), for a few seconds, per replaced subscription
+/// connection of a busy channel; given back when the replaced connections' frames are no longer
+/// expected ([`Delivered::end_overlap`]).
+const OVERLAP_CAPACITY: usize = 32_768;
 /// The sources told apart: the connection and its latest predecessors. Copies from an older one
 /// (replaced this often within [`REMEMBER_FOR`]) are passed on only when no source sent them.
 const SOURCES: usize = 8;
@@ -48,7 +53,9 @@ pub(super) struct Delivered {
     /// The links (tag parts) of the connections this one replaced, latest first: sources 1, 2, …
     /// (source 0 is this connection).
     links: SmallVec<[u32; 2]>,
-    /// Until when a connection this one replaced may deliver beside it (see [`OVERLAP_CAPACITY`]).
+    /// Until when a connection this one replaced may still deliver copies (see
+    /// [`OVERLAP_CAPACITY`]); the session ends it earlier once their frames are no longer
+    /// expected.
     overlap_until: Option<Instant>,
 }
 
@@ -57,9 +64,11 @@ pub(super) struct Delivered {
 struct Copies {
     /// How many of them the client got.
     passed: u32,
-    /// Per source, how many of them it sent. A source's copies stand for the oldest passed ones
-    /// first, so that forgetting the oldest takes one from every source that sent any.
-    sent: SmallVec<[u32; 2]>,
+    /// Per source, how many of them it sent, never more than `passed`. Forgetting the oldest takes
+    /// one from every source that sent any: right for a source that sent the oldest, and for one
+    /// that did not (it subscribed later) it undercounts, which can only drop a later copy of the
+    /// same payload, never pass one twice.
+    sent: SmallVec<[u32; 4]>,
 }
 
 impl Delivered {
@@ -87,9 +96,10 @@ impl Delivered {
     }
 
     /// What the replacement of this connection (`link`) checks its messages against: everything
-    /// delivered lately, this connection now its latest predecessor. `moved`: this connection
-    /// stays subscribed meanwhile (it moved off a working node).
-    pub fn hand_over(&mut self, link: u32, moved: bool, now: Instant) -> Delivered {
+    /// delivered lately, this connection now its latest predecessor, whose copies (late from the
+    /// cluster bus, or from the connection itself when it moved and stays subscribed meanwhile)
+    /// are remembered up to [`OVERLAP_CAPACITY`] until [`Delivered::end_overlap`].
+    pub fn hand_over(&mut self, link: u32, now: Instant) -> Delivered {
         let mut replacement = std::mem::take(self);
         for copies in replacement.copies.values_mut() {
             copies.sent.insert(0, 0);
@@ -97,15 +107,15 @@ impl Delivered {
         }
         replacement.links.insert(0, link);
         replacement.links.truncate(SOURCES - 1);
-        if moved {
-            replacement.expect_overlap(now);
-        }
+        replacement.expect_overlap(now);
         replacement
     }
 
-    /// Forgets what is too old to be copied still, and gives back the memory an overlap took once
-    /// it is over: for a connection that delivers nothing more after it.
-    pub fn trim(&mut self, now: Instant) {
+    /// No connection this one replaced sends frames any more: forgets what is too old to be
+    /// copied still, and gives back the memory the overlap took (a connection that goes quiet
+    /// would keep it otherwise).
+    pub fn end_overlap(&mut self, now: Instant) {
+        self.overlap_until = None;
         self.forget_before(now);
         self.bound(now);
     }
@@ -160,7 +170,7 @@ impl Delivered {
     fn forget_oldest(&mut self) {
         let Some((print, _)) = self.passed.pop_front() else { return };
         let Some(copies) = self.copies.get_mut(&print) else { return };
-        copies.passed -= 1;
+        copies.passed = copies.passed.saturating_sub(1);
         for sent in copies.sent.iter_mut() {
             *sent = sent.saturating_sub(1);
         }

@@ -154,7 +154,9 @@ impl Session {
         let before = subs.replaced.len();
         subs.replaced.retain(|r| r.kept.is_some() || now < r.until);
         if subs.replaced.len() < before {
-            subs.conns.values_mut().for_each(|c| c.delivered.trim(now));
+            let replaced = &subs.replaced;
+            let done = subs.conns.iter_mut().filter(|(part, _)| !replaced.iter().any(|r| r.part == **part));
+            done.for_each(|(_, c)| c.delivered.end_overlap(now));
         }
         if closed {
             self.fit_mirrors();

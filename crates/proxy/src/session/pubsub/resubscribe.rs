@@ -230,7 +230,7 @@ impl Session {
         // replacement that fails before its confirmations come must not forget them.
         replacement.channels = old.channels.clone();
         replacement.patterns = old.patterns.clone();
-        replacement.delivered = old.delivered.hand_over(old.link, moved, Instant::now());
+        replacement.delivered = old.delivered.hand_over(old.link, Instant::now());
         if let Some(subs) = self.subs.as_mut() {
             subs.conns.insert(part, replacement);
         }
