@@ -137,10 +137,9 @@ fn watching_clients_are_counted_where_the_version_reports_them() {
 
 #[test]
 fn replies_before_a_blocking_command_in_a_batch_are_not_held_back_for_it() {
-    // WAIT is bounded by the command timeout: room for its 3 s.
-    let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\n@UPSTREAM_TLS@\ncommand_timeout = \"10s\"\n";
+    // Both wait 3 s, longer than the default command timeout.
     let cluster = Cluster::shared();
-    let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: upstream.to_owned(), ..ProxyOptions::default() });
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
     // The node the batch's keys live on answers it too, as the reference.
     let slot = cluster.slot_for_key("{batch}written");
     let node =
@@ -161,5 +160,38 @@ fn replies_before_a_blocking_command_in_a_batch_are_not_held_back_for_it() {
             assert_eq!(first, Some(b"+OK\r\n".to_vec()), "{target}: the write's reply, before {command:?}'s");
             assert_eq!(read_reply(&mut conn), reply, "{target}: {command:?} waits out its timeout");
         }
+    }
+}
+
+#[test]
+fn a_wait_longer_than_the_command_timeout_gets_the_nodes_count_and_holds_up_no_other_client() {
+    // command_timeout 1 s: a WAIT of 2.5 s used to fail with `upstream timeout` after 1 s, and the
+    // shared connection it ran on took other clients' requests down with it.
+    let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\n@UPSTREAM_TLS@\ncommand_timeout = \"1s\"\n";
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: upstream.to_owned(), ..ProxyOptions::default() });
+    let slot = cluster.slot_for_key("{longwait}k");
+    let node =
+        cluster.slot_ranges().into_iter().find(|r| (r.start..=r.end).contains(&slot)).expect("slot served").master;
+    // More replicas than there are: the node waits out the timeout and counts its one replica.
+    for (target, addr) in [("node", node.as_str()), ("proxy", proxy.addr().as_str())] {
+        let mut waiter = Conn::open(addr);
+        assert_eq!(waiter.call(&args(&["SET", "{longwait}k", "v"])).map(|(b, _)| b).ok(), Some(b"+OK\r\n".to_vec()));
+        let started = std::time::Instant::now();
+        waiter.send(&args(&["WAIT", "5", "2500"])).expect("send WAIT");
+        // Meanwhile another client reads a key of the same node, through the same connection.
+        let mut other = Conn::open(addr);
+        let asked = std::time::Instant::now();
+        let got = other.call(&args(&["GET", "{longwait}k"])).map(|(b, _)| b).ok();
+        assert_eq!(got, Some(b"$1\r\nv\r\n".to_vec()), "{target}: the other client's read");
+        assert!(asked.elapsed() < Duration::from_millis(700), "{target}: the read waited {:?}", asked.elapsed());
+        assert_eq!(read_reply(&mut waiter), ":1\r\n", "{target}: WAIT's count after its timeout");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(2400) && waited < Duration::from_secs(4), "{target}: {waited:?}");
+        // Enough replicas: the reply comes as soon as they acknowledged, also with no timeout.
+        assert_eq!(waiter.call(&args(&["SET", "{longwait}k", "w"])).map(|(b, _)| b).ok(), Some(b"+OK\r\n".to_vec()));
+        let quick = std::time::Instant::now();
+        assert_eq!(waiter.call(&args(&["WAIT", "1", "0"])).map(|(b, _)| b).ok(), Some(b":1\r\n".to_vec()));
+        assert!(quick.elapsed() < Duration::from_secs(1), "{target}: WAIT 1 0 took {:?}", quick.elapsed());
     }
 }

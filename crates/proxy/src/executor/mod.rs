@@ -20,6 +20,7 @@ mod own;
 pub mod part;
 pub mod peer;
 pub mod scripts;
+pub mod wait;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -31,6 +32,7 @@ use bytes::Bytes;
 pub use outcome::{Outcome, RetryPolicy};
 pub use own::OwnCommand;
 pub use part::{Part, Target};
+pub use wait::WaitPlan;
 
 use crate::auth::NodeUser;
 use crate::error::ProxyError;
@@ -328,7 +330,8 @@ impl Executor {
         result: Result<Bytes, crate::upstream::UpstreamError>,
     ) -> Step {
         match result {
-            Ok(reply) if outcome::is_final(part, &reply) => self.answered(shared, tag, part, reply),
+            // A WAIT's short waits are looked at too (`wait.rs`).
+            Ok(reply) if outcome::is_final(part, &reply) && !part.waits_long => self.answered(shared, tag, part, reply),
             result => self.on_other_reply(shared, caller, tag, part, result),
         }
     }
@@ -385,7 +388,7 @@ impl Executor {
                 }
                 self.resend(shared, caller, tag, part)
             }
-            Outcome::ScriptLoaded => self.resend(shared, caller, tag, part),
+            Outcome::ScriptLoaded | Outcome::WaitAgain => self.resend(shared, caller, tag, part),
             Outcome::RetryLater { node_failed } => {
                 if node_failed {
                     shared.topology.request_refresh(Trigger::NodeFailure);

@@ -28,6 +28,9 @@ pub enum Outcome {
     Redirected { moved: bool },
     /// The node lacked a script the proxy knows: the part now loads it first; send again at once.
     ScriptLoaded,
+    /// One short wait of a WAIT or WAITAOF came back short of what the client asked for, with
+    /// time left: the part now asks for the rest; send again at once (`super::wait`).
+    WaitAgain,
     /// A transient failure: send again after a pause, until the part's retry deadline.
     /// `node_failed`: the topology should be refreshed now.
     RetryLater { node_failed: bool },
@@ -55,6 +58,20 @@ pub fn is_final(part: &Part, reply: &[u8]) -> bool {
     reply.first() != Some(&b'-') || part.reply_started()
 }
 
+/// A reply with nothing to act on: the answer, unless it ends one short wait of a WAIT or WAITAOF
+/// short of what the client asked for while its time is not up (the part then asks again).
+fn final_reply(part: &mut Part, reply: Bytes, policy: RetryPolicy, now: impl Fn() -> Instant) -> Outcome {
+    let step = super::wait::step(policy.retry_for);
+    let again = part.wait_plan().filter(|plan| plan.short_of(&reply)).and_then(|plan| plan.next(now(), step));
+    match again {
+        Some(payload) => {
+            part.payload = payload;
+            Outcome::WaitAgain
+        }
+        None => Outcome::Done { reply, stale_map: false },
+    }
+}
+
 /// Decides what `result` means for `part`, updating the part for its next attempt. `now` reads
 /// the clock, which only failures and transient errors need: an ordinary reply costs no clock read.
 pub fn on_reply(
@@ -65,7 +82,7 @@ pub fn on_reply(
     now: impl Fn() -> Instant,
 ) -> Outcome {
     let reply = match result {
-        Ok(reply) if is_final(part, &reply) => return Outcome::Done { reply, stale_map: false },
+        Ok(reply) if is_final(part, &reply) => return final_reply(part, reply, policy, now),
         Ok(reply) => reply,
         Err(error) => return on_failure(part, error, policy, now()),
     };

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use super::wait::WaitPlan;
 use crate::slot::Slot;
 use crate::upstream::ScriptKind;
 
@@ -99,6 +100,8 @@ struct Detour {
     /// Pieces of a streamed reply held until earlier replies are written, and their credit; kept
     /// until the part is done.
     pieces: Pieces,
+    /// A WAIT or WAITAOF asked of the node in short waits (`super::wait`).
+    wait: Option<WaitPlan>,
 }
 
 /// Pieces of a streamed reply received while earlier replies were still pending (kept by the
@@ -205,6 +208,16 @@ impl Part {
     /// When retrying gives up: set to `first` on the first call.
     pub fn retry_deadline(&mut self, first: Instant) -> Instant {
         *self.detour_mut().retry_until.get_or_insert(first)
+    }
+
+    /// What the client asked a WAIT or WAITAOF for, when it is asked of the node in short waits.
+    pub fn wait_plan(&self) -> Option<&WaitPlan> {
+        self.detour.as_ref().and_then(|d| d.wait.as_ref())
+    }
+
+    /// Asks the node in short waits what the client asked a WAIT or WAITAOF for.
+    pub fn set_wait_plan(&mut self, plan: WaitPlan) {
+        self.detour_mut().wait = Some(plan);
     }
 
     /// The parts deferred on this one, taken.

@@ -5,7 +5,7 @@
 use super::Session;
 use super::pipeline::Meta;
 use crate::error::ProxyError;
-use crate::executor::{Part, Target};
+use crate::executor::{Part, Target, WaitPlan};
 use crate::resp::{Request, request::encode_command};
 use crate::slot::Slot;
 
@@ -58,6 +58,14 @@ impl Session {
         if name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof") {
             let mut part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
             part.waits_long = true;
+            // Asked of the node in short waits, as that connection is shared (`executor/wait.rs`).
+            let now = std::time::Instant::now();
+            if let Some(plan) = WaitPlan::of(&request, now)
+                && let Some(payload) = plan.next(now, crate::executor::wait::step(self.shared.command_timeout))
+            {
+                part.payload = payload;
+                part.set_wait_plan(plan);
+            }
             self.send_single(part, meta);
             return;
         }
