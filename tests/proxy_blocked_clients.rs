@@ -188,6 +188,15 @@ fn a_wait_longer_than_the_command_timeout_gets_the_nodes_count_and_holds_up_no_o
         assert_eq!(read_reply(&mut waiter), ":1\r\n", "{target}: WAIT's count after its timeout");
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(2400) && waited < Duration::from_secs(4), "{target}: {waited:?}");
+        // A write pipelined after a WAIT runs once it returns, not between its short waits.
+        let mut batch = redisforge_tests::resp::encode(&args(&["WAIT", "5", "1200"]));
+        batch.extend(redisforge_tests::resp::encode(&args(&["SET", "{longwait}k", "after"])));
+        waiter.send_raw(&batch).expect("send the batch");
+        std::thread::sleep(Duration::from_millis(600));
+        let seen = other.call(&args(&["GET", "{longwait}k"])).map(|(b, _)| b).ok();
+        assert_eq!(seen, Some(b"$1\r\nv\r\n".to_vec()), "{target}: the write ran while WAIT waited");
+        assert_eq!(read_reply(&mut waiter), ":1\r\n", "{target}: WAIT's count");
+        assert_eq!(read_reply(&mut waiter), "+OK\r\n", "{target}: then the write's reply");
         // Enough replicas: the reply comes as soon as they acknowledged, also with no timeout.
         assert_eq!(waiter.call(&args(&["SET", "{longwait}k", "w"])).map(|(b, _)| b).ok(), Some(b"+OK\r\n".to_vec()));
         let quick = std::time::Instant::now();

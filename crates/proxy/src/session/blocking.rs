@@ -66,6 +66,9 @@ impl Session {
                 part.payload = payload;
                 part.set_wait_plan(plan);
             }
+            // As on a node, the client's later requests run only once it returns (a write sent
+            // between two short waits would be applied before the WAIT's reply).
+            self.hold_reading = true;
             self.send_single(part, meta);
             return;
         }
