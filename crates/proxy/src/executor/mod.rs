@@ -388,7 +388,12 @@ impl Executor {
                 }
                 self.resend(shared, caller, tag, part)
             }
-            Outcome::ScriptLoaded | Outcome::WaitAgain => self.resend(shared, caller, tag, part),
+            Outcome::ScriptLoaded => self.resend(shared, caller, tag, part),
+            Outcome::WaitAgain { answered } => {
+                // The node answered: a hold is over (counted with the payload it held).
+                self.stop_holding_bytes(shared, part, true, answered);
+                self.resend(shared, caller, tag, part)
+            }
             Outcome::RetryLater { node_failed } => {
                 if node_failed {
                     shared.topology.request_refresh(Trigger::NodeFailure);
@@ -448,11 +453,17 @@ impl Executor {
 
     /// A held part has its answer: a node's reply (`released`), or the proxy's error.
     fn stop_holding(&mut self, shared: &Shared, part: &mut Part, released: bool) {
+        let bytes = part.payload.len();
+        self.stop_holding_bytes(shared, part, released, bytes);
+    }
+
+    /// [`Executor::stop_holding`] of a part that held `bytes` (its payload then).
+    fn stop_holding_bytes(&mut self, shared: &Shared, part: &mut Part, released: bool, bytes: usize) {
         if !part.holding {
             return;
         }
         part.holding = false;
-        self.budget.give_back(&mut self.holding, part.payload.len());
+        self.budget.give_back(&mut self.holding, bytes);
         match released {
             true => shared.metrics.held.released.inc(),
             false => shared.metrics.held.expired.inc(),

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::part::{Part, Target};
 use super::scripts::{self, Scripts};
+use super::wait::WaitPlan;
 use crate::error::ProxyError;
 use crate::redirect::{self, MAX_HOPS, Redirect};
 use crate::upstream::UpstreamError;
@@ -29,8 +30,10 @@ pub enum Outcome {
     /// The node lacked a script the proxy knows: the part now loads it first; send again at once.
     ScriptLoaded,
     /// One short wait of a WAIT or WAITAOF came back short of what the client asked for, with
-    /// time left: the part now asks for the rest; send again at once (`super::wait`).
-    WaitAgain,
+    /// time left, or the node refused it: the part now asks for the rest, or sends the client's
+    /// own command for the node's error; send again at once (`super::wait`). `answered`: the
+    /// length of the payload the node answered, which a hold counted.
+    WaitAgain { answered: usize },
     /// A transient failure: send again after a pause, until the part's retry deadline.
     /// `node_failed`: the topology should be refreshed now.
     RetryLater { node_failed: bool },
@@ -65,8 +68,8 @@ fn final_reply(part: &mut Part, reply: Bytes, policy: RetryPolicy, now: impl Fn(
     let again = part.wait_plan().filter(|plan| plan.short_of(&reply)).and_then(|plan| plan.next(now(), step));
     match again {
         Some(payload) => {
-            part.payload = payload;
-            Outcome::WaitAgain
+            let answered = std::mem::replace(&mut part.payload, payload).len();
+            Outcome::WaitAgain { answered }
         }
         None => Outcome::Done { reply, stale_map: false },
     }
@@ -109,6 +112,14 @@ pub fn on_reply(
             return Outcome::RetryLater { node_failed: next == Redirect::ClusterDown };
         }
         return Outcome::Expired(reply);
+    }
+    if next == Redirect::None
+        && let Some(original) = part.take_wait_plan().map(WaitPlan::into_original).filter(|o| *o != part.payload)
+    {
+        // The node refused a short wait (`super::wait`): the client's own command, for the
+        // node's error about it.
+        let answered = std::mem::replace(&mut part.payload, original).len();
+        return Outcome::WaitAgain { answered };
     }
     if next == Redirect::None || part.hops >= MAX_HOPS || !part.follow_redirects {
         return Outcome::Done { stale_map: next != Redirect::None, reply };

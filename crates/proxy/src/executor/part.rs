@@ -215,6 +215,11 @@ impl Part {
         self.detour.as_ref().and_then(|d| d.wait.as_ref())
     }
 
+    /// The plan of a WAIT or WAITAOF asked in short waits, taken: the next reply is the answer.
+    pub fn take_wait_plan(&mut self) -> Option<WaitPlan> {
+        self.detour.as_mut().and_then(|d| d.wait.take())
+    }
+
     /// Asks the node in short waits what the client asked a WAIT or WAITAOF for.
     pub fn set_wait_plan(&mut self, plan: WaitPlan) {
         self.detour_mut().wait = Some(plan);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::command::parse_integer;
 use crate::resp::Request;
 use crate::resp::request::encode_command;
 
@@ -27,6 +28,9 @@ pub fn step(command_timeout: Duration) -> Duration {
     STEP.min(command_timeout / 2)
 }
 
+/// A timeout beyond this (about 31 years) is left to the node, which may call it out of range.
+const LONGEST: u64 = 1_000_000_000_000;
+
 /// What the client asked a WAIT or WAITAOF for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitPlan {
@@ -35,13 +39,17 @@ pub struct WaitPlan {
     numreplicas: i64,
     /// When the client's timeout passes; `None`: it waits until enough acknowledged.
     until: Option<Instant>,
+    /// The client's own command: sent as it is when the node refuses a short wait, so that the
+    /// client gets the node's error about its command (`unknown command` with its arguments, on a
+    /// version without WAITAOF).
+    original: Bytes,
 }
 
 impl WaitPlan {
     /// The plan of `request`, a WAIT or WAITAOF read at `now`; `None` when its arguments are not
     /// what the node accepts (it is sent as it is, for the node's own error).
     pub fn of(request: &Request, now: Instant) -> Option<WaitPlan> {
-        let number = |i: usize| std::str::from_utf8(request.arg(i)).ok()?.parse::<i64>().ok();
+        let number = |i: usize| parse_integer(request.arg(i));
         let (numlocal, numreplicas, timeout) = match request.argc() {
             3 if request.arg(0).eq_ignore_ascii_case(b"wait") => (None, number(1)?, number(2)?),
             4 if request.arg(0).eq_ignore_ascii_case(b"waitaof") => (Some(number(1)?), number(2)?, number(3)?),
@@ -50,8 +58,17 @@ impl WaitPlan {
         if numreplicas < 0 || numlocal.is_some_and(|n| n < 0) || timeout < 0 {
             return None;
         }
-        let until = (timeout > 0).then(|| now + Duration::from_millis(timeout as u64));
-        Some(WaitPlan { numlocal, numreplicas, until })
+        let until = match timeout as u64 {
+            0 => None,
+            1..=LONGEST => Some(now.checked_add(Duration::from_millis(timeout as u64))?),
+            _ => return None,
+        };
+        Some(WaitPlan { numlocal, numreplicas, until, original: request.bytes().clone() })
+    }
+
+    /// The client's own command (see [`WaitPlan::original`]).
+    pub fn into_original(self) -> Bytes {
+        self.original
     }
 
     /// The command for the node's next wait: the client's, with the time left, at most `step`.
@@ -146,7 +163,17 @@ mod tests {
     #[test]
     fn arguments_the_node_refuses_are_sent_as_they_are() {
         let now = Instant::now();
-        for args in [&["WAIT", "1"][..], &["WAIT", "x", "10"], &["WAIT", "1", "-1"], &["WAITAOF", "1", "1"]] {
+        let refused: [&[&str]; 8] = [
+            &["WAIT", "1"],
+            &["WAIT", "x", "10"],
+            &["WAIT", "1", "-1"],
+            &["WAITAOF", "1", "1"],
+            &["WAIT", "+1", "10"],
+            &["WAIT", "1", "010"],
+            &["WAIT", "1", "5.0"],
+            &["WAIT", "1", "9223372036854775807"],
+        ];
+        for args in refused {
             assert_eq!(WaitPlan::of(&request(args), now), None, "{args:?}");
         }
     }

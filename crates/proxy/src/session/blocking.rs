@@ -58,14 +58,7 @@ impl Session {
         if name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof") {
             let mut part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
             part.waits_long = true;
-            // Asked of the node in short waits, as that connection is shared (`executor/wait.rs`).
-            let now = std::time::Instant::now();
-            if let Some(plan) = WaitPlan::of(&request, now)
-                && let Some(payload) = plan.next(now, crate::executor::wait::step(self.shared.command_timeout))
-            {
-                part.payload = payload;
-                part.set_wait_plan(plan);
-            }
+            self.plan_short_waits(&request, &mut part);
             // As on a node, the client's later requests run only once it returns (a write sent
             // between two short waits would be applied before the WAIT's reply).
             self.hold_reading = true;
@@ -90,6 +83,27 @@ impl Session {
         part.rehome = stateless.then_some(slot);
         self.hold_reading = true;
         self.send_single(part, meta);
+    }
+}
+
+impl Session {
+    /// A WAIT or WAITAOF is asked of the node in short waits, as the connection it goes to is
+    /// shared (`executor/wait.rs`), each on the node its first went to: a promoted replica's
+    /// connection never carried the client's writes, and would count acknowledgements of nothing.
+    fn plan_short_waits(&self, request: &Request, part: &mut Part) {
+        let now = std::time::Instant::now();
+        let affinity = self.state.id as usize;
+        let Some(addr) = crate::executor::peer::own_master(&self.shared.topology, self.last_write_slot, affinity)
+        else {
+            return;
+        };
+        let Some(plan) = WaitPlan::of(request, now) else { return };
+        let Some(payload) = plan.next(now, crate::executor::wait::step(self.shared.command_timeout)) else {
+            return;
+        };
+        part.payload = payload;
+        part.target = Target::Node { addr, replica: false };
+        part.set_wait_plan(plan);
     }
 }
 
