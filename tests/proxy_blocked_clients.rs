@@ -197,6 +197,19 @@ fn a_wait_longer_than_the_command_timeout_gets_the_nodes_count_and_holds_up_no_o
         assert_eq!(seen, Some(b"$1\r\nv\r\n".to_vec()), "{target}: the write ran while WAIT waited");
         assert_eq!(read_reply(&mut waiter), ":1\r\n", "{target}: WAIT's count");
         assert_eq!(read_reply(&mut waiter), "+OK\r\n", "{target}: then the write's reply");
+        // CLIENT UNBLOCK ends a WAIT with no timeout: with its count, or with Redis' error.
+        let id = waiter.call(&args(&["CLIENT", "ID"])).ok().and_then(|(_, v)| v.integer()).expect("an id");
+        for (how, reply) in [("TIMEOUT", ":1\r\n"), ("ERROR", "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n")] {
+            waiter.send(&args(&["WAIT", "5", "0"])).expect("send WAIT");
+            let blocked = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+                let list = other.call(&args(&["CLIENT", "LIST", "ID", &id.to_string()])).map(|(b, _)| b);
+                list.is_ok_and(|l| String::from_utf8_lossy(&l).contains("flags=b"))
+            });
+            assert!(blocked, "{target}: the waiting client is flagged blocked");
+            let unblocked = other.call(&args(&["CLIENT", "UNBLOCK", &id.to_string(), how])).map(|(b, _)| b).ok();
+            assert_eq!(unblocked, Some(b":1\r\n".to_vec()), "{target}: CLIENT UNBLOCK {how}");
+            assert_eq!(read_reply(&mut waiter), reply, "{target}: WAIT unblocked with {how}");
+        }
         // Enough replicas: the reply comes as soon as they acknowledged, also with no timeout.
         assert_eq!(waiter.call(&args(&["SET", "{longwait}k", "w"])).map(|(b, _)| b).ok(), Some(b"+OK\r\n".to_vec()));
         let quick = std::time::Instant::now();

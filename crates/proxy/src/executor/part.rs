@@ -220,6 +220,13 @@ impl Part {
         self.detour.as_mut().and_then(|d| d.wait.take())
     }
 
+    /// `CLIENT UNBLOCK` of the WAIT or WAITAOF this part asks in short waits: the one out is the
+    /// last. Whether the part is one.
+    pub fn end_wait(&mut self, error: bool) -> bool {
+        let plan = self.detour.as_mut().and_then(|d| d.wait.as_mut());
+        plan.map(|plan| plan.end(error)).is_some()
+    }
+
     /// Asks the node in short waits what the client asked a WAIT or WAITAOF for.
     pub fn set_wait_plan(&mut self, plan: WaitPlan) {
         self.detour_mut().wait = Some(plan);

@@ -43,7 +43,13 @@ pub struct WaitPlan {
     /// client gets the node's error about its command (`unknown command` with its arguments, on a
     /// version without WAITAOF).
     original: Bytes,
+    /// `CLIENT UNBLOCK` ended it: the short wait out is the last (`Some(true)`: answered with
+    /// Redis' `-UNBLOCKED` error rather than its count).
+    unblocked: Option<bool>,
 }
+
+/// Redis' reply to a command ended by `CLIENT UNBLOCK … ERROR`.
+pub const UNBLOCKED: &[u8] = b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n";
 
 impl WaitPlan {
     /// The plan of `request`, a WAIT or WAITAOF read at `now`; `None` when its arguments are not
@@ -63,7 +69,18 @@ impl WaitPlan {
             1..=LONGEST => Some(now.checked_add(Duration::from_millis(timeout as u64))?),
             _ => return None,
         };
-        Some(WaitPlan { numlocal, numreplicas, until, original: request.bytes().clone() })
+        Some(WaitPlan { numlocal, numreplicas, until, original: request.bytes().clone(), unblocked: None })
+    }
+
+    /// `CLIENT UNBLOCK`: the short wait out is the last; with `error`, its answer is Redis'
+    /// `-UNBLOCKED` error.
+    pub fn end(&mut self, error: bool) {
+        self.unblocked = Some(error);
+    }
+
+    /// Ended by `CLIENT UNBLOCK … ERROR`: the answer is [`UNBLOCKED`].
+    pub fn unblocked_with_error(&self) -> bool {
+        self.unblocked == Some(true)
     }
 
     /// The client's own command (see [`WaitPlan::original`]).
@@ -74,6 +91,9 @@ impl WaitPlan {
     /// The command for the node's next wait: the client's, with the time left, at most `step`.
     /// `None` once the client's timeout passed.
     pub fn next(&self, now: Instant, step: Duration) -> Option<Bytes> {
+        if self.unblocked.is_some() {
+            return None;
+        }
         let left = match self.until {
             Some(until) if now >= until => return None,
             Some(until) => (until - now).min(step),

@@ -18,6 +18,9 @@ impl Session {
     /// node's own: a timeout's null or `-UNBLOCKED`. Nothing is lost: a command the node already
     /// answered is not unblocked.
     fn unblock_own(&mut self, how: super::clients::Unblock) {
+        if self.end_wait(how) {
+            return;
+        }
         let Some((addr, id)) = self.exec.own().and_then(|own| Some((own.addr().to_string(), own.node_client_id()?)))
         else {
             return;
@@ -60,8 +63,10 @@ impl Session {
             part.waits_long = true;
             self.plan_short_waits(&request, &mut part);
             // As on a node, the client's later requests run only once it returns (a write sent
-            // between two short waits would be applied before the WAIT's reply).
+            // between two short waits would be applied before the WAIT's reply), and INFO,
+            // CLIENT LIST and CLIENT UNBLOCK see it blocked, on no key.
             self.hold_reading = true;
+            self.entry.set_blocked(Some(0), has_timeout(&request));
             self.send_single(part, meta);
             return;
         }
@@ -75,7 +80,7 @@ impl Session {
         }
         // INFO clients (`blocked_clients`, `total_blocking_keys`, `clients_in_timeout_table`) and
         // CLIENT UNBLOCK see the client as blocked until the reply is in (see `serve`).
-        self.entry.set_blocked(self.keys.len().max(1) as u32, has_timeout(&request));
+        self.entry.set_blocked(Some(self.keys.len().max(1) as u32), has_timeout(&request));
         let mut part = Part::new(request.bytes().clone(), Target::Owned, true);
         // It waits as long as it was asked to: no command timeout. Everything else on the own
         // connection (a transaction on a node that stopped answering) is bounded as usual.
@@ -87,6 +92,15 @@ impl Session {
 }
 
 impl Session {
+    /// `CLIENT UNBLOCK` of a client in WAIT or WAITAOF, asked of the node in short waits: the one
+    /// out is the last, its reply the count so far (`TIMEOUT`) or Redis' error (`ERROR`). Whether
+    /// the client was in one.
+    fn end_wait(&mut self, how: super::clients::Unblock) -> bool {
+        let Some(seq) = self.pipeline.next_seq().checked_sub(1) else { return false };
+        let Some(part) = self.pipeline.part_mut(seq, 0) else { return false };
+        part.end_wait(matches!(how, super::clients::Unblock::Error))
+    }
+
     /// A WAIT or WAITAOF is asked of the node in short waits, as the connection it goes to is
     /// shared (`executor/wait.rs`), each on the node its first went to: a promoted replica's
     /// connection never carried the client's writes, and would count acknowledgements of nothing.

@@ -68,8 +68,8 @@ pub struct ClientEntry {
     /// The client's last command, as its place in the command table (`usize::MAX`: none yet).
     last_command: AtomicUsize,
     subscribed: AtomicBool,
-    /// Keys the client is blocked on (0: not blocked in a blocking command).
-    blocked_keys: AtomicU32,
+    /// One more than the keys the client is blocked on (0: not blocked; 1: in WAIT, on no key).
+    blocked: AtomicU32,
     /// The block has a timeout (Redis keeps such clients in its timeout table).
     blocked_with_timeout: AtomicBool,
     /// Keys the client WATCHes.
@@ -134,7 +134,7 @@ impl Clients {
             last_active_ms: AtomicU64::new(self.now_ms()),
             last_command: AtomicUsize::new(usize::MAX),
             subscribed: AtomicBool::new(false),
-            blocked_keys: AtomicU32::new(0),
+            blocked: AtomicU32::new(0),
             blocked_with_timeout: AtomicBool::new(false),
             watched_keys: AtomicU32::new(0),
             unblock: AtomicU8::new(0),
@@ -192,10 +192,10 @@ impl Clients {
     pub fn totals(&self) -> ClientTotals {
         let mut totals = ClientTotals::default();
         for entry in self.entries.iter() {
-            let blocked = entry.blocked_keys.load(Ordering::Relaxed);
+            let blocked = entry.blocked.load(Ordering::Relaxed);
             let watched = entry.watched_keys.load(Ordering::Relaxed);
             totals.blocked_clients += u64::from(blocked > 0);
-            totals.total_blocking_keys += u64::from(blocked);
+            totals.total_blocking_keys += u64::from(blocked.saturating_sub(1));
             totals.clients_in_timeout_table +=
                 u64::from(blocked > 0 && entry.blocked_with_timeout.load(Ordering::Relaxed));
             totals.pubsub_clients += u64::from(entry.is_subscribed());
@@ -236,7 +236,7 @@ impl Clients {
         let Some(entry) = self.entries.get(&id).map(|e| Arc::clone(&e)) else {
             return false;
         };
-        if entry.blocked_keys.load(Ordering::Acquire) == 0 {
+        if entry.blocked.load(Ordering::Acquire) == 0 {
             return false;
         }
         entry.unblock.store(how as u8, Ordering::Release);
@@ -360,11 +360,12 @@ impl ClientEntry {
         self.subscribed.load(Ordering::Relaxed)
     }
 
-    /// The client is blocked on `keys` keys (0: no longer blocked), with a timeout or not.
-    pub fn set_blocked(&self, keys: u32, with_timeout: bool) {
+    /// The client is blocked on `keys` keys (`Some(0)`: WAIT, on none; `None`: no longer
+    /// blocked), with a timeout or not.
+    pub fn set_blocked(&self, keys: Option<u32>, with_timeout: bool) {
         self.blocked_with_timeout.store(with_timeout, Ordering::Relaxed);
-        self.blocked_keys.store(keys, Ordering::Release);
-        if keys == 0 {
+        self.blocked.store(keys.map_or(0, |k| k.saturating_add(1)), Ordering::Release);
+        if keys.is_none() {
             self.unblock.store(0, Ordering::Release);
         }
     }
