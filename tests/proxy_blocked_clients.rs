@@ -208,6 +208,9 @@ fn a_wait_longer_than_the_command_timeout_gets_the_nodes_count_and_holds_up_no_o
             assert!(blocked, "{target}: the waiting client is flagged blocked");
             let unblocked = other.call(&args(&["CLIENT", "UNBLOCK", &id.to_string(), how])).map(|(b, _)| b).ok();
             assert_eq!(unblocked, Some(b":1\r\n".to_vec()), "{target}: CLIENT UNBLOCK {how}");
+            // The first unblock decides: the client is no longer blocked.
+            let again = other.call(&args(&["CLIENT", "UNBLOCK", &id.to_string(), "TIMEOUT"])).map(|(b, _)| b).ok();
+            assert_eq!(again, Some(b":0\r\n".to_vec()), "{target}: a second CLIENT UNBLOCK after {how}");
             assert_eq!(read_reply(&mut waiter), reply, "{target}: WAIT unblocked with {how}");
         }
         // Enough replicas: the reply comes as soon as they acknowledged, also with no timeout.

@@ -64,9 +64,6 @@ pub fn is_final(part: &Part, reply: &[u8]) -> bool {
 /// A reply with nothing to act on: the answer, unless it ends one short wait of a WAIT or WAITAOF
 /// short of what the client asked for while its time is not up (the part then asks again).
 fn final_reply(part: &mut Part, reply: Bytes, policy: RetryPolicy, now: impl Fn() -> Instant) -> Outcome {
-    if part.wait_plan().is_some_and(WaitPlan::unblocked_with_error) {
-        return Outcome::Done { reply: Bytes::from_static(super::wait::UNBLOCKED), stale_map: false };
-    }
     let step = super::wait::step(policy.retry_for);
     let again = part.wait_plan().filter(|plan| plan.short_of(&reply)).and_then(|plan| plan.next(now(), step));
     match again {
@@ -88,6 +85,10 @@ pub fn on_reply(
     now: impl Fn() -> Instant,
 ) -> Outcome {
     let reply = match result {
+        // A WAIT ended by `CLIENT UNBLOCK … ERROR`: whatever its short wait got (`super::wait`).
+        Ok(_) if part.wait_plan().is_some_and(WaitPlan::unblocked_with_error) => {
+            return Outcome::Done { reply: Bytes::from_static(super::wait::UNBLOCKED), stale_map: false };
+        }
         Ok(reply) if is_final(part, &reply) => return final_reply(part, reply, policy, now),
         Ok(reply) => reply,
         Err(error) => return on_failure(part, error, policy, now()),

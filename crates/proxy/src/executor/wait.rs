@@ -73,9 +73,9 @@ impl WaitPlan {
     }
 
     /// `CLIENT UNBLOCK`: the short wait out is the last; with `error`, its answer is Redis'
-    /// `-UNBLOCKED` error.
+    /// `-UNBLOCKED` error. The first one decides.
     pub fn end(&mut self, error: bool) {
-        self.unblocked = Some(error);
+        self.unblocked.get_or_insert(error);
     }
 
     /// Ended by `CLIENT UNBLOCK … ERROR`: the answer is [`UNBLOCKED`].

@@ -98,7 +98,12 @@ impl Session {
     fn end_wait(&mut self, how: super::clients::Unblock) -> bool {
         let Some(seq) = self.pipeline.next_seq().checked_sub(1) else { return false };
         let Some(part) = self.pipeline.part_mut(seq, 0) else { return false };
-        part.end_wait(matches!(how, super::clients::Unblock::Error))
+        if !part.end_wait(matches!(how, super::clients::Unblock::Error)) {
+            return false;
+        }
+        // Unblocked now, as on a node: INFO no longer counts it, another CLIENT UNBLOCK gets 0.
+        self.entry.set_blocked(None, false);
+        true
     }
 
     /// A WAIT or WAITAOF is asked of the node in short waits, as the connection it goes to is
