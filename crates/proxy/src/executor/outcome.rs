@@ -118,10 +118,12 @@ pub fn on_reply(
         return Outcome::Expired(reply);
     }
     if next == Redirect::None
+        && reply.starts_with(b"-ERR ")
         && let Some(original) = part.take_wait_plan().map(WaitPlan::into_original).filter(|o| *o != part.payload)
     {
         // The node refused a short wait (`super::wait`): the client's own command, for the
-        // node's error about it.
+        // node's error about it (an unknown command's echoes its arguments). Only a plain `-ERR`:
+        // after a transient one (`-BUSY`, `-LOADING`) the command could block the connection.
         let answered = std::mem::replace(&mut part.payload, original).len();
         return Outcome::WaitAgain { answered };
     }

@@ -6,10 +6,14 @@
 //! passed: sent as asked, `WAIT 1 5000` with a replica down would hold every other request on that
 //! connection for 5 s, and past `command_timeout` it failed with `upstream timeout` and took the
 //! connection's other requests down with it. So the node is asked to wait at most 100 ms (and
-//! half of `command_timeout`) at a time, and asked again, with the time left, while fewer acknowledged
-//! than the client asked for: the client's reply is the node's count once enough acknowledged or
-//! its own timeout passed (never, with 0), as from one node, and the other requests on that
-//! connection wait for one short wait at most (for each client waiting so).
+//! half of `command_timeout`) at a time, and asked again, with the time left, while fewer
+//! acknowledged than the client asked for: the client's reply is the node's count once enough
+//! acknowledged or its own timeout passed (never, with 0), as from one node, and the other
+//! requests on that connection wait for one short wait at most (for each client waiting so).
+//!
+//! Each short wait counts the acknowledgements of the connection's last write when it is sent,
+//! other clients' writes in between included: under a steady write load with replicas more than
+//! a short wait behind, the count may stay below what one long WAIT sent first would reach.
 
 use std::time::{Duration, Instant};
 

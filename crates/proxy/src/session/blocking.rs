@@ -1,6 +1,7 @@
-//! Blocking commands (BLPOP, XREAD BLOCK, WAIT …): on the client's own connection, so that a
-//! blocked client never holds up others, with the client's later requests waiting as on Redis;
-//! CLIENT UNBLOCK by another client is carried out on the node.
+//! Blocking commands (BLPOP, XREAD BLOCK …): on the client's own connection, so that a blocked
+//! client never holds up others, with the client's later requests waiting as on Redis; CLIENT
+//! UNBLOCK by another client is carried out on the node. WAIT and WAITAOF go where the client's
+//! writes went, its pooled connection, in short waits (`executor/wait.rs`).
 
 use super::Session;
 use super::pipeline::Meta;
@@ -61,12 +62,14 @@ impl Session {
         if name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof") {
             let mut part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
             part.waits_long = true;
-            self.plan_short_waits(&request, &mut part);
+            let planned = self.plan_short_waits(&request, &mut part);
             // As on a node, the client's later requests run only once it returns (a write sent
             // between two short waits would be applied before the WAIT's reply), and INFO,
             // CLIENT LIST and CLIENT UNBLOCK see it blocked, on no key.
             self.hold_reading = true;
-            self.entry.set_blocked(Some(0), has_timeout(&request));
+            if planned {
+                self.entry.set_blocked(Some(0), has_timeout(&request));
+            }
             self.send_single(part, meta);
             return;
         }
@@ -109,20 +112,21 @@ impl Session {
     /// A WAIT or WAITAOF is asked of the node in short waits, as the connection it goes to is
     /// shared (`executor/wait.rs`), each on the node its first went to: a promoted replica's
     /// connection never carried the client's writes, and would count acknowledgements of nothing.
-    fn plan_short_waits(&self, request: &Request, part: &mut Part) {
+    fn plan_short_waits(&self, request: &Request, part: &mut Part) -> bool {
         let now = std::time::Instant::now();
         let affinity = self.state.id as usize;
         let Some(addr) = crate::executor::peer::own_master(&self.shared.topology, self.last_write_slot, affinity)
         else {
-            return;
+            return false;
         };
-        let Some(plan) = WaitPlan::of(request, now) else { return };
+        let Some(plan) = WaitPlan::of(request, now) else { return false };
         let Some(payload) = plan.next(now, crate::executor::wait::step(self.shared.command_timeout)) else {
-            return;
+            return false;
         };
         part.payload = payload;
         part.target = Target::Node { addr, replica: false };
         part.set_wait_plan(plan);
+        true
     }
 }
 

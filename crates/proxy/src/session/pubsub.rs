@@ -76,8 +76,8 @@ struct SubConn {
     /// home (notifications are published on each node for its own keys and never travel the
     /// cluster bus); its confirmations are swallowed, its messages delivered.
     mirror: bool,
-    /// Messages this connection (and the one it replaced) delivered lately, so that no copy of
-    /// one is delivered again.
+    /// Messages this connection and the ones it replaced lately delivered, so that no copy of one
+    /// is delivered again.
     delivered: Delivered,
 }
 
@@ -326,7 +326,7 @@ impl Session {
                 5,
                 info,
                 client = self.state.id,
-                "dropped a message the failed subscription connection had delivered"
+                "dropped a copy of a message a replaced subscription connection had delivered"
             );
             return;
         }

@@ -160,12 +160,13 @@ impl Session {
     }
 
     /// When the session's timer must act on the client's subscriptions: a look at the home, a
-    /// moved connection to close.
+    /// moved connection to close, a replaced one whose frames are no longer expected.
     pub(in crate::session) fn pubsub_due_at(&self) -> Option<Instant> {
         self.home_look_due_at().into_iter().chain(self.next_close_at()).min()
     }
 
-    /// The session's timer fired: closes the moved connections due, looks at the home if due.
+    /// The session's timer fired: closes the moved connections due (and forgets the replaced ones
+    /// done), looks at the home if due.
     pub(in crate::session) fn on_pubsub_timer(&mut self) {
         let now = Instant::now();
         self.close_replaced(|at| at <= now);

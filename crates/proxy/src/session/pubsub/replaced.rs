@@ -94,11 +94,13 @@ impl Session {
     /// connection itself, when it moved off a working node.
     pub(super) fn note_replaced(&mut self, link: u32, part: u32, kept: Option<OwnedConn>) {
         let now = Instant::now();
-        self.close_replaced(|at| at <= now);
+        // Noted before those done are forgotten: that ends the overlap of every connection left
+        // without a replaced one, which this replacement is not.
         if let Some(subs) = self.subs.as_mut() {
             let kept = kept.map(|conn| (conn, now + KEEP_AT_MOST));
             subs.replaced.push(Replaced { link, part, until: now + REMEMBER_FOR, kept });
         }
+        self.close_replaced(|at| at <= now);
     }
 
     /// The connection on `part` got the confirmations it waited for: the connections it replaced

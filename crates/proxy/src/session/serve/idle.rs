@@ -23,7 +23,8 @@ impl Session {
         Some((io.last_read + timeout).max(now + timeout.min(Duration::from_secs(1))))
     }
 
-    /// The client has sent nothing for a while ([`Clients::trim_idle`](super::clients::Clients::trim_idle)):
+    /// The client has sent nothing for a while
+    /// ([`Clients::trim_idle`](crate::session::clients::Clients::trim_idle)):
     /// the buffers its last busy moment left empty are given back, so that an idle client holds
     /// little more than its socket; the next request takes them again at their first size. Only
     /// empty ones: a client idle while its requests are out keeps what they use.
