@@ -18,6 +18,7 @@ use smallvec::SmallVec;
 
 use crate::command::Merge;
 use crate::error::ProxyError;
+use crate::resp::scan::integer;
 use crate::resp::{FrameScanner, reply, scan};
 
 mod nodes;
@@ -107,12 +108,6 @@ fn join_scan_cursor(node: u64, master: usize) -> Option<u64> {
 /// Whether a reply is an error (`-` simple error, `!` RESP3 blob error).
 fn is_error(reply: &[u8]) -> bool {
     matches!(reply.first(), Some(b'-' | b'!'))
-}
-
-/// Parses an integer reply `:n\r\n`.
-fn integer(reply: &[u8]) -> Option<i64> {
-    let body = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    std::str::from_utf8(body).ok()?.parse().ok()
 }
 
 /// Parses a plain non-negative decimal (no sign, no spaces), as Redis parses cursors.

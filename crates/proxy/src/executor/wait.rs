@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::command::parse_integer;
-use crate::resp::Request;
 use crate::resp::request::encode_command;
+use crate::resp::{Request, scan};
 
 /// The longest one wait holds the connection it shares with other clients.
 const STEP: Duration = Duration::from_millis(100);
@@ -119,23 +119,20 @@ impl WaitPlan {
     /// for (an error or any other reply is the answer as it is).
     pub fn short_of(&self, reply: &[u8]) -> bool {
         match self.numlocal {
-            None => integer(reply).is_some_and(|acked| acked < self.numreplicas),
+            None => scan::integer(reply).is_some_and(|acked| acked < self.numreplicas),
             Some(numlocal) => {
-                let Some(rest) = reply.strip_prefix(b"*2\r\n") else { return false };
-                let Some(end) = rest.iter().position(|b| *b == b'\n') else { return false };
-                match (integer(&rest[..=end]), integer(&rest[end + 1..])) {
-                    (Some(local), Some(replicas)) => local < numlocal || replicas < self.numreplicas,
-                    _ => false,
-                }
+                waitaof_counts(reply).is_some_and(|(local, replicas)| local < numlocal || replicas < self.numreplicas)
             }
         }
     }
 }
 
-/// The value of a whole RESP integer reply (`:n\r\n`).
-fn integer(reply: &[u8]) -> Option<i64> {
-    let digits = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    std::str::from_utf8(digits).ok()?.parse().ok()
+/// The two counts of a whole WAITAOF reply (`*2\r\n:local\r\n:replicas\r\n`).
+fn waitaof_counts(reply: &[u8]) -> Option<(i64, i64)> {
+    let (b'*', 2, at) = scan::header(reply, 0)? else { return None };
+    let (local, at) = scan::integer_at(reply, at)?;
+    let (replicas, end) = scan::integer_at(reply, at)?;
+    (end == reply.len()).then_some((local, replicas))
 }
 
 #[cfg(test)]

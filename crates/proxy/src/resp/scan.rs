@@ -256,6 +256,21 @@ pub(crate) fn header(frame: &[u8], at: usize) -> Option<(u8, usize, usize)> {
     Some((kind, parse_usize(frame.get(at + 1..line.end)?)?, line.next))
 }
 
+/// The value of the integer reply (`:n\r\n`) at `at` in a complete reply, and where it ends.
+pub(crate) fn integer_at(frame: &[u8], at: usize) -> Option<(i64, usize)> {
+    if frame.get(at) != Some(&b':') {
+        return None;
+    }
+    let line = read_line(frame, at).ok()??;
+    let value = std::str::from_utf8(frame.get(at + 1..line.end)?).ok()?.parse().ok()?;
+    Some((value, line.next))
+}
+
+/// The value of `reply` when it is one whole integer reply (`:n\r\n`).
+pub(crate) fn integer(reply: &[u8]) -> Option<i64> {
+    integer_at(reply, 0).filter(|(_, end)| *end == reply.len()).map(|(value, _)| value)
+}
+
 /// The type byte and payload of the length-prefixed string (bulk `$`, blob error `!`, verbatim
 /// `=`) at `at` in a complete reply; `None` for a null or anything without a length.
 pub(crate) fn string_at(frame: &[u8], at: usize) -> Option<(u8, &[u8])> {
@@ -498,5 +513,18 @@ mod tests {
         scanner.take_settled(settled);
         buf.extend_from_slice(b"cdXY");
         assert_eq!(scanner.scan(&buf), Err(ScanError::MissingCrlf));
+    }
+
+    #[test]
+    fn integer_replies_are_read_whole_or_in_place() {
+        assert_eq!(integer(b":42\r\n"), Some(42));
+        assert_eq!(integer(b":-7\r\n"), Some(-7));
+        assert_eq!(integer(b":42\r\n:1\r\n"), None, "more than one reply");
+        assert_eq!(integer(b"$2\r\n42\r\n"), None, "a bulk string");
+        assert_eq!(integer(b":4x\r\n"), None);
+        let pair = b"*2\r\n:1\r\n:0\r\n";
+        assert_eq!(integer_at(pair, 4), Some((1, 8)));
+        assert_eq!(integer_at(pair, 8), Some((0, pair.len())));
+        assert_eq!(integer_at(pair, 0), None, "an array header");
     }
 }

@@ -226,10 +226,7 @@ async fn connect_answered(
 /// The node's `CLIENT ID` of a connection that just logged in; 0 when it cannot be had.
 async fn node_client_id(stream: &mut UpstreamStream, addr: &str, settings: &ConnSettings) -> u64 {
     match ask(stream, addr, settings, &[b"CLIENT", b"ID"]).await {
-        Ok(reply) => reply
-            .strip_prefix(b":")
-            .and_then(|rest| std::str::from_utf8(rest).ok()?.trim_end().parse().ok())
-            .unwrap_or(0),
+        Ok(reply) => crate::resp::scan::integer(&reply).and_then(|id| u64::try_from(id).ok()).unwrap_or(0),
         Err(_) => 0,
     }
 }

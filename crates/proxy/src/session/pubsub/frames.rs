@@ -59,7 +59,7 @@ pub(super) fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>
     let bulk = |element: &[u8]| bulk_at(element, 0).map(<[u8]>::to_vec);
     let kind = bulk(kind)?.to_ascii_lowercase();
     let name = bulk(name).map(Bytes::from);
-    let count = std::str::from_utf8(count.strip_prefix(b":")?.strip_suffix(b"\r\n")?).ok()?.parse().ok()?;
+    let count = scan::integer(count)?;
     Some((kind, name, count))
 }
 
