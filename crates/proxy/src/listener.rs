@@ -131,6 +131,6 @@ async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, socke
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|leaf| crate::tls::certificate_user(leaf, shared.certificate_user));
-    let (reader, writer) = tokio::io::split(tls);
+    let (reader, writer) = tokio::io::split(crate::tls::PlaintextReads(tls));
     session::run(shared, reader, writer, socket, identity).await;
 }

@@ -523,8 +523,11 @@ fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+mod reads;
 #[cfg(test)]
 mod tests;
+
+pub use reads::PlaintextReads;
 
 /// The ACL user name a client certificate gives (`tls.client_user`): the subject's common name,
 /// or its first DNS, e-mail or URI subject alternative name. `None` when the field is off, absent

@@ -458,3 +458,90 @@ fn truncated_der_is_not_a_certificate() {
     assert!(der_tlv(&[0x30, 0x85, 1, 1, 1, 1, 1]).is_none(), "5-byte length");
     assert!(der_tlv(&[0x30, 0x80]).is_none(), "indefinite length is BER, not DER");
 }
+
+// --- Reading decrypted records (`reads.rs`). ---
+
+/// A duplex end that counts the reads tried on it.
+struct CountedReads {
+    io: DuplexStream,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountedReads {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedReads {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// One read of `stream` into a fresh 64-byte buffer: what it got, and the socket reads it tried.
+async fn read_once<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    reads: &std::sync::atomic::AtomicUsize,
+) -> (Vec<u8>, usize) {
+    let before = reads.load(std::sync::atomic::Ordering::Relaxed);
+    let mut buf = Vec::with_capacity(64);
+    stream.read_buf(&mut buf).await.unwrap();
+    (buf, reads.load(std::sync::atomic::Ordering::Relaxed) - before)
+}
+
+#[tokio::test]
+async fn plaintext_reads_try_the_socket_once_per_read_and_take_every_record_decrypted() {
+    let pki = Pki::new();
+    let acceptor = ReloadableAcceptor::new(pki.server_files()).unwrap();
+    let (client_io, server_io) = duplex(64 * 1024);
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server_io = CountedReads { io: server_io, reads: Arc::clone(&reads) };
+    let connector = TlsConnector::from(client_trusting(&pki.ca, &[&rustls::version::TLS13]));
+    let (server, client) = tokio::join!(
+        acceptor.acceptor().accept(server_io),
+        connector.connect(server_name("localhost").unwrap(), client_io)
+    );
+    let (mut server, mut client) = (PlaintextReads(server.unwrap()), client.unwrap());
+
+    // One record: one socket read (tokio-rustls' own poll_read tries a second, which finds nothing).
+    client.write_all(b"PING\r\n").await.unwrap();
+    assert_eq!(read_once(&mut server, &reads).await, (b"PING\r\n".to_vec(), 1));
+
+    // Three records that came together: all three from the one socket read that brought them.
+    for _ in 0..3 {
+        client.write_all(b"PING\r\n").await.unwrap();
+    }
+    assert_eq!(read_once(&mut server, &reads).await, (b"PING\r\n".repeat(3), 1));
+
+    // Writes pass through; the peer's close_notify ends the reads.
+    server.write_all(b"+PONG\r\n").await.unwrap();
+    let mut pong = [0u8; 7];
+    client.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    client.shutdown().await.unwrap();
+    assert_eq!(read_once(&mut server, &reads).await.0, b"");
+}
