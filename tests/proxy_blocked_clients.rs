@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::Value;
 use redisforge_tests::resp::Conn;
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, query_args, wait_until};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, RedisServer, query_args, wait_until};
 
 fn proxy() -> Proxy {
     Proxy::start(Cluster::shared(), ProxyOptions::default())
@@ -135,6 +135,88 @@ fn watching_clients_are_counted_where_the_version_reports_them() {
     }
 }
 
+/// `INFO clients` of the server at `addr`, as `field:value` lines.
+fn clients_section(addr: &str) -> String {
+    let mut conn = Conn::open(addr);
+    let (bytes, _) = conn.call(&args(&["INFO", "clients"])).expect("INFO clients");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn field_of(section: &str, field: &str) -> Option<String> {
+    section.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(str::to_owned)
+}
+
+/// Clients that block on and watch overlapping keys at `addr`: two BLPOPs sharing a key, a
+/// consumer group's reader (which a deletion of its stream unblocks), two WATCHes sharing a key.
+/// Returned once `blocked_clients` counts the three blocked.
+fn hold_overlapping_keys(addr: &str) -> Vec<Conn> {
+    let mut setup = Conn::open(addr);
+    let (created, _) =
+        setup.call(&args(&["XGROUP", "CREATE", "{distinct}s", "g", "$", "MKSTREAM"])).expect("XGROUP CREATE");
+    assert_eq!(created, b"+OK\r\n", "{}", String::from_utf8_lossy(&created));
+    let mut held = vec![setup];
+    for blocking in [
+        &["BLPOP", "{distinct}a", "{distinct}b", "0"][..],
+        &["BLPOP", "{distinct}a", "0"],
+        &["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "{distinct}s", ">"],
+    ] {
+        let mut conn = Conn::open(addr);
+        conn.send(&args(blocking)).expect("send the blocking command");
+        held.push(conn);
+    }
+    for watched in [&["WATCH", "{distinct}a", "{distinct}w"][..], &["WATCH", "{distinct}w"]] {
+        let mut conn = Conn::open(addr);
+        let (ok, _) = conn.call(&args(watched)).expect("WATCH");
+        assert_eq!(ok, b"+OK\r\n");
+        held.push(conn);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            field_of(&clients_section(addr), "blocked_clients").as_deref() == Some("3")
+        }),
+        "three clients blocked at {addr}"
+    );
+    held
+}
+
+#[test]
+fn keys_blocked_on_or_watched_by_several_clients_count_once_as_on_a_node() {
+    let proxy = proxy();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}")]).expect("reference node");
+    // The proxy shows the fields of its oldest node's version (learned by its health poll), the
+    // reference node's too: the harness starts both from the same redis-server.
+    let version = |section: &str| {
+        let mut conn = Conn::open(&proxy.addr());
+        let (bytes, _) = conn.call(&args(&["INFO", section])).expect("INFO");
+        field_of(&String::from_utf8_lossy(&bytes), "redis_version")
+    };
+    let node_version = {
+        let mut conn = Conn::open(&node.addr());
+        let (bytes, _) = conn.call(&args(&["INFO", "server"])).expect("node INFO");
+        field_of(&String::from_utf8_lossy(&bytes), "redis_version")
+    };
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || version("server") == node_version));
+
+    let _through_proxy = hold_overlapping_keys(&proxy.addr());
+    let _on_node = hold_overlapping_keys(&node.addr());
+    let (proxy_section, node_section) = (clients_section(&proxy.addr()), clients_section(&node.addr()));
+    // Every field the proxy reports of these, as the node reports it: Redis 7.2 and later count
+    // {a, b, s} blocked on (s also on deletion), 7.4 and later {a, w} watched by two clients.
+    let fields = [
+        ("blocked_clients", "3"),
+        ("total_blocking_keys", "3"),
+        ("total_blocking_keys_on_nokey", "1"),
+        ("watching_clients", "2"),
+        ("total_watched_keys", "2"),
+    ];
+    for (field, expected) in fields {
+        let Some(shown) = field_of(&proxy_section, field) else { continue };
+        assert_eq!(Some(&shown), field_of(&node_section, field).as_ref(), "{field}: proxy vs node {node_version:?}");
+        assert_eq!(shown, expected, "{field}");
+    }
+}
+
 #[test]
 fn replies_before_a_blocking_command_in_a_batch_are_not_held_back_for_it() {
     // Both wait 3 s, longer than the default command timeout.
@@ -197,7 +279,11 @@ fn a_wait_longer_than_the_command_timeout_gets_the_nodes_count_and_holds_up_no_o
         assert_eq!(seen, Some(b"$1\r\nv\r\n".to_vec()), "{target}: the write ran while WAIT waited");
         assert_eq!(read_reply(&mut waiter), ":1\r\n", "{target}: WAIT's count");
         assert_eq!(read_reply(&mut waiter), "+OK\r\n", "{target}: then the write's reply");
-        // CLIENT UNBLOCK ends a WAIT with no timeout: with its count, or with Redis' error.
+        // CLIENT UNBLOCK ends a WAIT with no timeout: with its count, or with Redis' error. The
+        // replica acknowledges the write first, so that the count is 1 (on a busy machine its
+        // acknowledgement could come after the unblock, on the node as through the proxy).
+        let acked = waiter.call(&args(&["WAIT", "1", "5000"])).map(|(b, _)| b).ok();
+        assert_eq!(acked, Some(b":1\r\n".to_vec()), "{target}: the replica acknowledged");
         let id = waiter.call(&args(&["CLIENT", "ID"])).ok().and_then(|(_, v)| v.integer()).expect("an id");
         for (how, reply) in [("TIMEOUT", ":1\r\n"), ("ERROR", "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n")] {
             waiter.send(&args(&["WAIT", "5", "0"])).expect("send WAIT");

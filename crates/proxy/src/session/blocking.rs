@@ -9,6 +9,7 @@ use crate::error::ProxyError;
 use crate::executor::{Part, Target, WaitPlan};
 use crate::resp::{Request, request::encode_command};
 use crate::slot::Slot;
+use bytes::Bytes;
 
 /// How often a pending `CLIENT UNBLOCK` is sent again while the client stays blocked.
 const UNBLOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -68,7 +69,7 @@ impl Session {
             // CLIENT LIST and CLIENT UNBLOCK see it blocked, on no key.
             self.hold_reading = true;
             if planned {
-                self.entry.set_blocked(Some(0), has_timeout(&request));
+                self.entry.block(Vec::new(), false, has_timeout(&request));
             }
             self.send_single(part, meta);
             return;
@@ -83,7 +84,10 @@ impl Session {
         }
         // INFO clients (`blocked_clients`, `total_blocking_keys`, `clients_in_timeout_table`) and
         // CLIENT UNBLOCK see the client as blocked until the reply is in (see `serve`).
-        self.entry.set_blocked(Some(self.keys.len().max(1) as u32), has_timeout(&request));
+        let keys = self.keys.iter().map(|&at| Bytes::copy_from_slice(request.arg(at))).collect();
+        // A consumer group's reader is unblocked when its stream is deleted (Redis' `_on_nokey`).
+        let on_nokey = name.eq_ignore_ascii_case(b"xreadgroup");
+        self.entry.block(keys, on_nokey, has_timeout(&request));
         let mut part = Part::new(request.bytes().clone(), Target::Owned, true);
         // It waits as long as it was asked to: no command timeout. Everything else on the own
         // connection (a transaction on a node that stopped answering) is bounded as usual.
@@ -105,7 +109,7 @@ impl Session {
             return false;
         }
         // Unblocked now, as on a node: INFO no longer counts it, another CLIENT UNBLOCK gets 0.
-        self.entry.set_blocked(None, false);
+        self.entry.unblocked();
         true
     }
 

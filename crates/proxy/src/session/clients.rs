@@ -6,10 +6,12 @@
 //! client changes its description (name, user, library, protocol), while the per-request fields
 //! are relaxed atomics, so the hot path pays a couple of plain stores.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
 
@@ -54,6 +56,7 @@ pub struct ClientTotals {
     pub clients_in_timeout_table: u64,
     pub total_watched_keys: u64,
     pub total_blocking_keys: u64,
+    pub total_blocking_keys_on_nokey: u64,
 }
 
 /// One client, as other sessions may see and signal it.
@@ -68,12 +71,14 @@ pub struct ClientEntry {
     /// The client's last command, as its place in the command table (`usize::MAX`: none yet).
     last_command: AtomicUsize,
     subscribed: AtomicBool,
-    /// One more than the keys the client is blocked on (0: not blocked; 1: in WAIT, on no key).
-    blocked: AtomicU32,
+    /// The client is blocked (on the keys in `keys_held`; in WAIT, on none).
+    blocked: AtomicBool,
     /// The block has a timeout (Redis keeps such clients in its timeout table).
     blocked_with_timeout: AtomicBool,
-    /// Keys the client WATCHes.
+    /// How many keys the client WATCHes (CLIENT LIST's `watch=`).
     watched_keys: AtomicU32,
+    /// The keys themselves, blocked on and watched, for INFO's counts of distinct keys.
+    keys_held: Mutex<KeysHeld>,
     /// A `CLIENT UNBLOCK` for the session to carry out ([`Unblock`] as a number; 0: none).
     unblock: AtomicU8,
     killed: AtomicBool,
@@ -94,6 +99,18 @@ pub struct ClientEntry {
     redirect: AtomicI64,
     /// What the session published of its buffers, subscriptions and transaction (see `line.rs`).
     published: line::Published,
+}
+
+/// The keys a client is blocked on and watches. INFO clients counts them over every client, each
+/// key once however many clients hold it (Redis 7.2's `total_blocking_keys` and
+/// `total_blocking_keys_on_nokey`, 7.4's `total_watched_keys`: the sizes of a node's dicts of
+/// such keys), so they are kept by name; only blocking commands and WATCH write them.
+#[derive(Debug, Default)]
+struct KeysHeld {
+    blocking: Vec<Bytes>,
+    /// The block ends if a key is deleted (XREADGROUP): Redis counts its keys in `_on_nokey` too.
+    unblock_on_nokey: bool,
+    watched: Vec<Bytes>,
 }
 
 /// [`ClientEntry::set_tracking`] flags, shown as `t`, `R` and `B` in CLIENT LIST.
@@ -134,9 +151,10 @@ impl Clients {
             last_active_ms: AtomicU64::new(self.now_ms()),
             last_command: AtomicUsize::new(usize::MAX),
             subscribed: AtomicBool::new(false),
-            blocked: AtomicU32::new(0),
+            blocked: AtomicBool::new(false),
             blocked_with_timeout: AtomicBool::new(false),
             watched_keys: AtomicU32::new(0),
+            keys_held: Mutex::new(KeysHeld::default()),
             unblock: AtomicU8::new(0),
             killed: AtomicBool::new(false),
             signalled: AtomicBool::new(false),
@@ -191,17 +209,23 @@ impl Clients {
     /// What `INFO clients` counts about the proxy's clients, summed over them.
     pub fn totals(&self) -> ClientTotals {
         let mut totals = ClientTotals::default();
+        let (mut blocking, mut on_nokey, mut watched) = (HashSet::new(), HashSet::new(), HashSet::new());
         for entry in self.entries.iter() {
             let blocked = entry.blocked.load(Ordering::Relaxed);
-            let watched = entry.watched_keys.load(Ordering::Relaxed);
-            totals.blocked_clients += u64::from(blocked > 0);
-            totals.total_blocking_keys += u64::from(blocked.saturating_sub(1));
-            totals.clients_in_timeout_table +=
-                u64::from(blocked > 0 && entry.blocked_with_timeout.load(Ordering::Relaxed));
+            totals.blocked_clients += u64::from(blocked);
+            totals.clients_in_timeout_table += u64::from(blocked && entry.blocked_with_timeout.load(Ordering::Relaxed));
             totals.pubsub_clients += u64::from(entry.is_subscribed());
-            totals.watching_clients += u64::from(watched > 0);
-            totals.total_watched_keys += u64::from(watched);
+            totals.watching_clients += u64::from(entry.watched_keys.load(Ordering::Relaxed) > 0);
+            let held = entry.keys_held();
+            blocking.extend(held.blocking.iter().cloned());
+            if held.unblock_on_nokey {
+                on_nokey.extend(held.blocking.iter().cloned());
+            }
+            watched.extend(held.watched.iter().cloned());
         }
+        totals.total_blocking_keys = blocking.len() as u64;
+        totals.total_blocking_keys_on_nokey = on_nokey.len() as u64;
+        totals.total_watched_keys = watched.len() as u64;
         totals
     }
 
@@ -236,7 +260,7 @@ impl Clients {
         let Some(entry) = self.entries.get(&id).map(|e| Arc::clone(&e)) else {
             return false;
         };
-        if entry.blocked.load(Ordering::Acquire) == 0 {
+        if !entry.blocked.load(Ordering::Acquire) {
             return false;
         }
         entry.unblock.store(how as u8, Ordering::Release);
@@ -360,19 +384,46 @@ impl ClientEntry {
         self.subscribed.load(Ordering::Relaxed)
     }
 
-    /// The client is blocked on `keys` keys (`Some(0)`: WAIT, on none; `None`: no longer
-    /// blocked), with a timeout or not.
-    pub fn set_blocked(&self, keys: Option<u32>, with_timeout: bool) {
+    /// The client is blocked on `keys` (none: in WAIT), with a timeout or not; a block that a
+    /// key's deletion ends (XREADGROUP) with `unblock_on_nokey`.
+    pub fn block(&self, keys: Vec<Bytes>, unblock_on_nokey: bool, with_timeout: bool) {
+        let mut held = self.keys_held();
+        held.blocking = keys;
+        held.unblock_on_nokey = unblock_on_nokey;
         self.blocked_with_timeout.store(with_timeout, Ordering::Relaxed);
-        self.blocked.store(keys.map_or(0, |k| k.saturating_add(1)), Ordering::Release);
-        if keys.is_none() {
-            self.unblock.store(0, Ordering::Release);
+        self.blocked.store(true, Ordering::Release);
+    }
+
+    /// The client is no longer blocked; a `CLIENT UNBLOCK` not yet carried out is dropped.
+    pub fn unblocked(&self) {
+        self.keys_held().blocking = Vec::new();
+        self.blocked_with_timeout.store(false, Ordering::Relaxed);
+        self.blocked.store(false, Ordering::Release);
+        self.unblock.store(0, Ordering::Release);
+    }
+
+    /// The client watches `key` too (a key watched again is counted once, as Redis'
+    /// `watchForKey` skips it).
+    pub fn watch(&self, key: &[u8]) {
+        let mut held = self.keys_held();
+        if !held.watched.iter().any(|watched| watched.as_ref() == key) {
+            held.watched.push(Bytes::copy_from_slice(key));
+            self.watched_keys.store(u32::try_from(held.watched.len()).unwrap_or(u32::MAX), Ordering::Relaxed);
         }
     }
 
-    /// The client watches `keys` keys (0: none).
-    pub fn set_watched(&self, keys: u32) {
-        self.watched_keys.store(keys, Ordering::Relaxed);
+    /// The client watches nothing now (UNWATCH, EXEC, DISCARD, a reset).
+    pub fn unwatch(&self) {
+        if self.watched_keys.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.keys_held().watched = Vec::new();
+        self.watched_keys.store(0, Ordering::Relaxed);
+    }
+
+    fn keys_held(&self) -> std::sync::MutexGuard<'_, KeysHeld> {
+        // A panic while holding the lock leaves valid lists: go on with them.
+        self.keys_held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A pending `CLIENT UNBLOCK`, taken (the session carries it out once).

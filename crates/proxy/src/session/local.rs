@@ -573,7 +573,11 @@ fn clients_section(out: &mut String, shared: &Shared, version: &str) {
         let _ = write!(out, "total_watched_keys:{}\r\n", totals.total_watched_keys);
     }
     if at_least(7, 2) {
-        let _ = write!(out, "total_blocking_keys:{}\r\ntotal_blocking_keys_on_nokey:0\r\n", totals.total_blocking_keys);
+        let _ = write!(
+            out,
+            "total_blocking_keys:{}\r\ntotal_blocking_keys_on_nokey:{}\r\n",
+            totals.total_blocking_keys, totals.total_blocking_keys_on_nokey
+        );
     }
     out.push_str("\r\n");
 }

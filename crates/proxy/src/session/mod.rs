@@ -118,8 +118,6 @@ struct Session {
     tx: Option<Box<transaction::Transaction>>,
     /// WATCH is active on the own connection, for keys of this slot (`Some(None)`: keyless).
     watch_slot: Option<Option<Slot>>,
-    /// Keys WATCHed on the own connection, each once (INFO clients, CLIENT LIST's `watch`).
-    watched_keys: Vec<bytes::Bytes>,
     /// A `CLIENT UNBLOCK` of this client not carried out yet, and when to try (again): until the
     /// block ends, since the node may not have the blocking command yet when it is first asked.
     pending_unblock: Option<(clients::Unblock, Instant)>,
@@ -188,7 +186,6 @@ impl Session {
             traffic: Traffic::default(),
             tx: None,
             watch_slot: None,
-            watched_keys: Vec::new(),
             pending_unblock: None,
             hold_reading: false,
             last_write_slot: None,

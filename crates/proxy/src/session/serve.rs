@@ -471,7 +471,7 @@ impl Session {
         }
         if self.hold_reading && self.pipeline.is_empty() {
             self.hold_reading = false;
-            self.entry.set_blocked(None, false);
+            self.entry.unblocked();
             self.pending_unblock = None;
         }
         if let Some(mut held) = self.held.take() {

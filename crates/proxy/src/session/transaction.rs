@@ -50,8 +50,7 @@ pub(super) fn controls_transaction(request: &Request) -> bool {
 impl Session {
     /// Ends WATCH: the watched slot, taken, and the watched keys no longer counted.
     pub(super) fn forget_watch(&mut self) -> Option<Option<Slot>> {
-        self.watched_keys = Vec::new();
-        self.entry.set_watched(0);
+        self.entry.unwatch();
         self.watch_slot.take()
     }
 
@@ -90,13 +89,9 @@ impl Session {
                 }
                 self.watch_slot = Some(slot.or(self.watch_slot.flatten()));
                 // INFO clients counts watching clients and their keys, as Redis does.
-                // A key watched again is counted once, as Redis' `watchForKey` skips it.
                 for key in (1..request.argc()).map(|i| request.arg(i)) {
-                    if !self.watched_keys.iter().any(|watched| watched.as_ref() == key) {
-                        self.watched_keys.push(Bytes::copy_from_slice(key));
-                    }
+                    self.entry.watch(key);
                 }
-                self.entry.set_watched(u32::try_from(self.watched_keys.len()).unwrap_or(u32::MAX));
                 let part = Part::new(request.bytes().clone(), Target::Owned, false);
                 self.send_single(part, meta);
             }
