@@ -147,8 +147,9 @@ fn field_of(section: &str, field: &str) -> Option<String> {
 }
 
 /// Clients that block on and watch overlapping keys at `addr`: two BLPOPs sharing a key, a
-/// consumer group's reader (which a deletion of its stream unblocks), two WATCHes sharing a key.
-/// Returned once `blocked_clients` counts the three blocked.
+/// consumer group's reader (which a deletion of its stream unblocks), a BLMOVE (which waits on its
+/// source only), two WATCHes sharing a key. Returned once `blocked_clients` counts the four
+/// blocked.
 fn hold_overlapping_keys(addr: &str) -> Vec<Conn> {
     let mut setup = Conn::open(addr);
     let (created, _) =
@@ -159,6 +160,7 @@ fn hold_overlapping_keys(addr: &str) -> Vec<Conn> {
         &["BLPOP", "{distinct}a", "{distinct}b", "0"][..],
         &["BLPOP", "{distinct}a", "0"],
         &["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "{distinct}s", ">"],
+        &["BLMOVE", "{distinct}m", "{distinct}d", "LEFT", "RIGHT", "0"],
     ] {
         let mut conn = Conn::open(addr);
         conn.send(&args(blocking)).expect("send the blocking command");
@@ -172,9 +174,9 @@ fn hold_overlapping_keys(addr: &str) -> Vec<Conn> {
     }
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-            field_of(&clients_section(addr), "blocked_clients").as_deref() == Some("3")
+            field_of(&clients_section(addr), "blocked_clients").as_deref() == Some("4")
         }),
-        "three clients blocked at {addr}"
+        "four clients blocked at {addr}"
     );
     held
 }
@@ -198,23 +200,40 @@ fn keys_blocked_on_or_watched_by_several_clients_count_once_as_on_a_node() {
     };
     assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || version("server") == node_version));
 
-    let _through_proxy = hold_overlapping_keys(&proxy.addr());
-    let _on_node = hold_overlapping_keys(&node.addr());
-    let (proxy_section, node_section) = (clients_section(&proxy.addr()), clients_section(&node.addr()));
+    let through_proxy = hold_overlapping_keys(&proxy.addr());
+    let on_node = hold_overlapping_keys(&node.addr());
     // Every field the proxy reports of these, as the node reports it: Redis 7.2 and later count
-    // {a, b, s} blocked on (s also on deletion), 7.4 and later {a, w} watched by two clients.
-    let fields = [
-        ("blocked_clients", "3"),
-        ("total_blocking_keys", "3"),
+    // {a, b, s, m} blocked on (s also on deletion), 7.4 and later {a, w} watched by two clients.
+    let held = [
+        ("blocked_clients", "4"),
+        ("total_blocking_keys", "4"),
         ("total_blocking_keys_on_nokey", "1"),
         ("watching_clients", "2"),
         ("total_watched_keys", "2"),
     ];
-    for (field, expected) in fields {
-        let Some(shown) = field_of(&proxy_section, field) else { continue };
-        assert_eq!(Some(&shown), field_of(&node_section, field).as_ref(), "{field}: proxy vs node {node_version:?}");
-        assert_eq!(shown, expected, "{field}");
+    let same_as_node = |expected: &[(&str, &str)]| {
+        let (proxy_section, node_section) = (clients_section(&proxy.addr()), clients_section(&node.addr()));
+        for (field, value) in expected {
+            let Some(shown) = field_of(&proxy_section, field) else { continue };
+            assert_eq!(
+                Some(&shown),
+                field_of(&node_section, field).as_ref(),
+                "{field}: proxy vs node {node_version:?}"
+            );
+            assert_eq!(shown, *value, "{field}");
+        }
+    };
+    same_as_node(&held);
+    // Once the clients are gone, nothing is held any more.
+    drop((through_proxy, on_node));
+    for addr in [proxy.addr(), node.addr()] {
+        assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            let section = clients_section(&addr);
+            field_of(&section, "blocked_clients").as_deref() == Some("0")
+                && field_of(&section, "watching_clients").is_none_or(|w| w == "0")
+        }));
     }
+    same_as_node(&held.map(|(field, _)| (field, "0")));
 }
 
 #[test]

@@ -84,7 +84,12 @@ impl Session {
         }
         // INFO clients (`blocked_clients`, `total_blocking_keys`, `clients_in_timeout_table`) and
         // CLIENT UNBLOCK see the client as blocked until the reply is in (see `serve`).
-        let keys = self.keys.iter().map(|&at| Bytes::copy_from_slice(request.arg(at))).collect();
+        // BLMOVE and BRPOPLPUSH wait on their source only, as Redis' `blockForKeys` is told.
+        let waits_on = match name.eq_ignore_ascii_case(b"blmove") || name.eq_ignore_ascii_case(b"brpoplpush") {
+            true => &self.keys[..self.keys.len().min(1)],
+            false => &self.keys[..],
+        };
+        let keys = waits_on.iter().map(|&at| Bytes::copy_from_slice(request.arg(at))).collect();
         // A consumer group's reader is unblocked when its stream is deleted (Redis' `_on_nokey`).
         let on_nokey = name.eq_ignore_ascii_case(b"xreadgroup");
         self.entry.block(keys, on_nokey, has_timeout(&request));

@@ -215,7 +215,11 @@ impl Clients {
             totals.blocked_clients += u64::from(blocked);
             totals.clients_in_timeout_table += u64::from(blocked && entry.blocked_with_timeout.load(Ordering::Relaxed));
             totals.pubsub_clients += u64::from(entry.is_subscribed());
-            totals.watching_clients += u64::from(entry.watched_keys.load(Ordering::Relaxed) > 0);
+            let watching = entry.watched_keys.load(Ordering::Relaxed) > 0;
+            totals.watching_clients += u64::from(watching);
+            if !blocked && !watching {
+                continue;
+            }
             let held = entry.keys_held();
             blocking.extend(held.blocking.iter().cloned());
             if held.unblock_on_nokey {
@@ -402,14 +406,16 @@ impl ClientEntry {
         self.unblock.store(0, Ordering::Release);
     }
 
-    /// The client watches `key` too (a key watched again is counted once, as Redis'
+    /// The client watches `keys` too (a key watched again is counted once, as Redis'
     /// `watchForKey` skips it).
-    pub fn watch(&self, key: &[u8]) {
+    pub fn watch<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
         let mut held = self.keys_held();
-        if !held.watched.iter().any(|watched| watched.as_ref() == key) {
-            held.watched.push(Bytes::copy_from_slice(key));
-            self.watched_keys.store(u32::try_from(held.watched.len()).unwrap_or(u32::MAX), Ordering::Relaxed);
+        for key in keys {
+            if !held.watched.iter().any(|watched| watched.as_ref() == key) {
+                held.watched.push(Bytes::copy_from_slice(key));
+            }
         }
+        self.watched_keys.store(u32::try_from(held.watched.len()).unwrap_or(u32::MAX), Ordering::Relaxed);
     }
 
     /// The client watches nothing now (UNWATCH, EXEC, DISCARD, a reset).

@@ -89,9 +89,7 @@ impl Session {
                 }
                 self.watch_slot = Some(slot.or(self.watch_slot.flatten()));
                 // INFO clients counts watching clients and their keys, as Redis does.
-                for key in (1..request.argc()).map(|i| request.arg(i)) {
-                    self.entry.watch(key);
-                }
+                self.entry.watch((1..request.argc()).map(|i| request.arg(i)));
                 let part = Part::new(request.bytes().clone(), Target::Owned, false);
                 self.send_single(part, meta);
             }

@@ -537,6 +537,15 @@ async fn plaintext_reads_try_the_socket_once_per_read_and_take_every_record_decr
     }
     assert_eq!(read_once(&mut server, &reads).await, (b"PING\r\n".repeat(3), 1));
 
+    // A buffer smaller than the record: the rest comes from rustls, without a socket read.
+    client.write_all(b"PING\r\n").await.unwrap();
+    let before = reads.load(std::sync::atomic::Ordering::Relaxed);
+    let mut small = [0u8; 4];
+    assert_eq!(server.read(&mut small).await.unwrap(), 4);
+    assert_eq!(server.read(&mut small).await.unwrap(), 2);
+    assert_eq!(&small[..2], b"\r\n");
+    assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed) - before, 1);
+
     // Writes pass through; the peer's close_notify ends the reads.
     server.write_all(b"+PONG\r\n").await.unwrap();
     let mut pong = [0u8; 7];

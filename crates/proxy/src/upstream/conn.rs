@@ -274,7 +274,7 @@ async fn serve(
             super::wire::serve_halves(reader, writer, addr, settings, mode, inbox, metrics).await
         }
         UpstreamStream::Tls(tls) => {
-            let (reader, writer) = tokio::io::split(crate::tls::PlaintextReads(*tls));
+            let (reader, writer) = tokio::io::split(*tls);
             super::wire::serve_halves(reader, writer, addr, settings, mode, inbox, metrics).await
         }
     }

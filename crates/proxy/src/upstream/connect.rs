@@ -71,7 +71,7 @@ async fn open(addr: &str, settings: &ConnSettings) -> Result<UpstreamStream, Str
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS handshake: {e}"))?;
-    Ok(UpstreamStream::Tls(Box::new(stream)))
+    Ok(UpstreamStream::Tls(Box::new(crate::tls::PlaintextReads(stream))))
 }
 
 /// Sends one command to `addr` on a fresh connection and decodes the reply.

@@ -8,11 +8,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::tls::PlaintextReads;
+
 /// A node connection. Plain streams are split without a lock; TLS streams need `tokio::io::split`.
 #[derive(Debug)]
 pub enum UpstreamStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// Read through [`PlaintextReads`] from the handshake on (the login's replies too).
+    Tls(Box<PlaintextReads<TlsStream<TcpStream>>>),
 }
 
 impl AsyncRead for UpstreamStream {
