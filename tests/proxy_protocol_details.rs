@@ -12,6 +12,7 @@ use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
+use redisforge_tests::resp::Conn;
 use redisforge_tests::{
     Cluster, ClusterOptions, Proxy, ProxyOptions, RedisServer, query_args, raw_roundtrip, read_until, resp_command,
     slow_script_command,
@@ -325,6 +326,69 @@ fn config_set_inside_multi_is_queued_and_reaches_every_node() {
     assert_eq!(query_args(&mut con, &["EXEC"]), Ok(redis::Value::Nil), "the WATCH aborted the transaction");
     assert!(samples("9"), "no node took the aborted setting");
     assert!(query_args(&mut con, &["CONFIG", "SET", "maxmemory-samples", "5"]).is_ok());
+}
+
+/// The connection commands the proxy answers itself are queued inside MULTI and run at EXEC, their
+/// replies at their places in EXEC's array, errors included, as on a node; also in a transaction
+/// of nothing else.
+#[test]
+fn connection_commands_inside_multi_run_at_exec_as_on_a_node() {
+    let mut bytes = Vec::new();
+    for command in [
+        &[&b"MULTI"[..]][..],
+        &[b"CLIENT", b"SETNAME", b"tx-name"],
+        &[b"SET", b"{connmulti}k", b"v"],
+        &[b"CLIENT", b"GETNAME"],
+        &[b"GET", b"{connmulti}k"],
+        &[b"CLIENT", b"SETNAME", b"a b"],
+        &[b"SELECT", b"0"],
+        &[b"ACL", b"WHOAMI"],
+        &[b"CLIENT", b"NO-EVICT", b"maybe"],
+        &[b"EXEC"],
+        &[b"CLIENT", b"GETNAME"],
+        &[b"MULTI"],
+        &[b"CLIENT", b"SETNAME", b"only"],
+        &[b"CLIENT", b"GETNAME"],
+        &[b"EXEC"],
+        &[b"QUIT"],
+    ] {
+        bytes.extend(resp_command(command));
+    }
+    let answer = same_as_a_node(&bytes);
+    assert!(answer.contains("*8\r\n+OK\r\n+OK\r\n$7\r\ntx-name\r\n$1\r\nv\r\n-ERR"), "{answer}");
+    assert!(answer.ends_with("*2\r\n+OK\r\n$4\r\nonly\r\n+OK\r\n"), "{answer}");
+}
+
+/// A transaction a WATCH aborted runs none of its connection commands, as on a node; one that ran
+/// answers CLIENT ID with the client's id.
+#[test]
+fn connection_commands_of_an_aborted_transaction_do_not_run() {
+    let answer = same_on_both("WATCH abort with CLIENT SETNAME", |addr| {
+        let (mut client, mut other) = (Conn::open(addr), Conn::open(addr));
+        let mut transcript = String::new();
+        let mut say = |conn: &mut Conn, words: &[&str]| {
+            let args: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+            let (bytes, frame) = conn.call(&args).expect("a reply");
+            transcript.push_str(&String::from_utf8_lossy(&bytes));
+            frame
+        };
+        say(&mut client, &["WATCH", "{connmulti}w"]);
+        say(&mut other, &["SET", "{connmulti}w", "changed"]);
+        say(&mut client, &["MULTI"]);
+        say(&mut client, &["CLIENT", "SETNAME", "aborted"]);
+        say(&mut client, &["EXEC"]);
+        say(&mut client, &["CLIENT", "GETNAME"]);
+        let outside = say(&mut client, &["CLIENT", "ID"]).integer();
+        say(&mut client, &["MULTI"]);
+        say(&mut client, &["CLIENT", "ID"]);
+        let exec = say(&mut client, &["EXEC"]);
+        let inside = exec.items().and_then(|items| items.first()).and_then(|id| id.integer());
+        // The ids differ between the two servers; that they agree within each is what compares.
+        let transcript = transcript.replace(&format!(":{}\r\n", outside.unwrap_or(-1)), ":ID\r\n");
+        format!("{transcript}; inside EXEC: {}", if inside == outside { "same id" } else { "another id" })
+    });
+    assert!(answer.contains("*-1\r\n$-1\r\n"), "{answer}");
+    assert!(answer.ends_with("same id"), "{answer}");
 }
 
 /// A client's sharded channels live on as many masters as their slots: `{a}` (slot 15495) and

@@ -37,23 +37,18 @@ pub const SCAN_MAX_MASTERS: usize = 1024;
 /// master `i`).
 ///
 /// The first error reply (in part order) wins, as the client would have seen an error from a
-/// single node too; [`Merge::AnyOk`], [`Merge::LastReply`] and [`Merge::AllOkNamed`] are the
+/// single node too; [`Merge::AnyOk`], [`Merge::Exec`] and [`Merge::AllOkNamed`] are the
 /// exceptions, they look at the errors themselves. `places` is only used by
 /// [`Merge::ArrayInKeyOrder`]. A reply of a shape the merge does not expect becomes an `-ERR`,
 /// never a panic.
 pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
-    if !matches!(kind, Merge::AnyOk | Merge::LastReply | Merge::AllOkNamed { .. })
+    if !matches!(kind, Merge::AnyOk | Merge::Exec { .. } | Merge::AllOkNamed { .. })
         && let Some(error) = parts.iter().find(|p| is_error(p))
     {
         return error.clone();
     }
     let merged = match kind {
-        Merge::LastReply => {
-            return parts
-                .last()
-                .cloned()
-                .unwrap_or_else(|| ProxyError::Merge("proxy merged no replies".into()).to_resp());
-        }
+        Merge::Exec { local_places } => exec_with_local(parts, local_places),
         Merge::AllOk => parts.iter().all(|p| p.as_ref() == b"+OK\r\n").then(reply::ok),
         Merge::SumIntegers => {
             parts.iter().try_fold(0i64, |sum, p| integer(p).and_then(|n| sum.checked_add(n))).map(reply::integer)
@@ -203,6 +198,28 @@ fn array_in_key_order(parts: &[Bytes], places: &[KeyPlace]) -> Option<Bytes> {
     let whole =
         cursors.iter().zip(parts).all(|(&(at, taken, count), part)| taken as usize == count && at == part.len());
     whole.then(|| out.freeze())
+}
+
+/// EXEC's reply with the local replies (the last parts) put in at `places` of its array. A
+/// transaction that did not run (a null for a WATCH, EXECABORT) answers as EXEC did: its local
+/// commands did not run either.
+fn exec_with_local(parts: &[Bytes], places: &[u32]) -> Option<Bytes> {
+    let (node, local) = parts.split_at(parts.len().checked_sub(places.len())?);
+    let exec = node.last()?;
+    let Some(array) = aggregate(exec).filter(|a| a.kind == b'*' && !local.is_empty()) else {
+        return Some(exec.clone());
+    };
+    let total = array.elements.len() + local.len();
+    let mut out = BytesMut::with_capacity(exec.len() + local.iter().map(|l| l.len()).sum::<usize>() + 8);
+    reply::put_header(&mut out, b'*', total);
+    let (mut from_node, mut from_proxy) = (array.elements.iter(), places.iter().zip(local).peekable());
+    for at in 0..total {
+        match from_proxy.next_if(|(place, _)| **place as usize == at) {
+            Some((_, reply)) => out.extend_from_slice(reply),
+            None => out.extend_from_slice(&exec[from_node.next()?.clone()]),
+        }
+    }
+    Some(out.freeze())
 }
 
 /// Where the first element of an array reply (`*`) starts, and how many it has.

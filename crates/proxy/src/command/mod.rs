@@ -223,9 +223,11 @@ pub enum Merge {
     AllOk,
     /// The sum of the parts' integers (DEL, EXISTS, DBSIZE, PUBSUB NUMPAT).
     SumIntegers,
-    /// The last part's reply, whatever the others were: a transaction sent as MULTI, the queued
-    /// commands and EXEC answers with EXEC's reply (an EXECABORT when a queued command failed).
-    LastReply,
+    /// A transaction sent as MULTI, the queued commands and EXEC: EXEC's reply, whatever the
+    /// others were (an EXECABORT when a queued command failed), with the replies of the
+    /// connection commands the proxy ran itself at EXEC put in at their places in its array. Those
+    /// are the last parts, one per place (ascending); EXEC's is the part before them.
+    Exec { local_places: Vec<u32> },
     /// The reply every part gave, which must be the same everywhere (SCRIPT LOAD's SHA1, FUNCTION
     /// LOAD's library name); `-ERR nodes disagree: …` when it is not.
     SameReply,

@@ -324,3 +324,22 @@ fn randomkey_weights_masters_by_key_count() {
     let empty = parts([b":0\r\n", b":0\r\n", b":0\r\n"], [b"_\r\n", b"_\r\n", b"_\r\n"]);
     assert_eq!(&merge(&Merge::RandomKey { seed: 7 }, &empty, &[])[..], b"_\r\n");
 }
+
+#[test]
+fn exec_takes_the_proxys_replies_at_their_places() {
+    let exec = |places: Vec<u32>, parts: &[&[u8]]| merged(Merge::Exec { local_places: places }, parts);
+    // MULTI, QUEUED for SET and GET, EXEC's array of 2; CLIENT SETNAME first, GETNAME last.
+    let parts: [&[u8]; 6] =
+        [b"+OK\r\n", b"+QUEUED\r\n", b"+QUEUED\r\n", b"*2\r\n+OK\r\n$1\r\nv\r\n", b"+OK\r\n", b"$1\r\nn\r\n"];
+    assert_eq!(&exec(vec![0, 3], &parts)[..], b"*4\r\n+OK\r\n+OK\r\n$1\r\nv\r\n$1\r\nn\r\n");
+    // Nothing else queued: EXEC's empty array holds the proxy's replies only.
+    assert_eq!(&exec(vec![0], &[b"+OK\r\n", b"*0\r\n", b"-ERR bad\r\n"])[..], b"*1\r\n-ERR bad\r\n");
+    // Not run (a WATCH, in RESP2 and RESP3; EXECABORT): EXEC's reply as it came.
+    for not_run in [&b"*-1\r\n"[..], b"_\r\n", b"-EXECABORT Transaction discarded\r\n"] {
+        assert_eq!(&exec(vec![0], &[b"+OK\r\n", not_run, b"+OK\r\n"])[..], not_run);
+    }
+    // Nothing the proxy answers: EXEC's reply, whatever came before it.
+    assert_eq!(&exec(vec![], &[b"-ERR x\r\n", b"*1\r\n:1\r\n"])[..], b"*1\r\n:1\r\n");
+    // EXEC's array shorter than the places say: a shape error, not a panic.
+    assert!(is_shape_error(&exec(vec![2], &[b"+OK\r\n", b"*0\r\n", b"+OK\r\n"])));
+}

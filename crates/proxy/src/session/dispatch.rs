@@ -183,11 +183,17 @@ impl Session {
         }
         let ran = !matches!(reply.first(), Some(b'-' | b'!' | b'_')) && !reply.starts_with(b"*-1\r\n");
         for other in self.pipeline.complete(seq, part, reply) {
-            match ran {
-                true => self.send(seq, other),
+            let answer = match (ran, self.pipeline.local_part(seq, other)) {
+                (true, None) => {
+                    self.send(seq, other);
+                    continue;
+                }
+                // A connection command queued in the transaction EXEC ran (transaction.rs).
+                (true, Some(payload)) => self.answer_in_exec(payload),
                 // Settled unsent: a deferred part defers nothing itself.
-                false => drop(self.pipeline.complete(seq, other, reply::ok())),
-            }
+                (false, _) => reply::ok(),
+            };
+            drop(self.pipeline.complete(seq, other, answer));
         }
     }
 

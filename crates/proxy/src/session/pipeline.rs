@@ -210,6 +210,18 @@ impl Pipeline {
         }
     }
 
+    /// The payload of part `part` of request `seq` when the session answers it itself (a
+    /// connection command queued in a transaction: the last parts of a [`Merge::Exec`]), while it
+    /// waits for its reply.
+    pub fn local_part(&self, seq: u64, part: u32) -> Option<Bytes> {
+        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        let Entry::Multi(multi) = &self.entries.get(index)?.entry else { return None };
+        let Merge::Exec { local_places } = &multi.merge else { return None };
+        let first_local = multi.parts.len().checked_sub(local_places.len())?;
+        let p = multi.parts.get(part as usize).filter(|p| part as usize >= first_local && p.reply.is_none())?;
+        Some(p.payload.clone())
+    }
+
     /// The part `part` of request `seq`, while it still waits for its reply.
     pub fn part_mut(&mut self, seq: u64, part: u32) -> Option<&mut Part> {
         let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;

@@ -162,10 +162,10 @@ impl Session {
     }
 
     /// Inside MULTI commands are queued, not routed: they run together at EXEC. What one node
-    /// cannot answer for the whole cluster (fan-out), what the proxy answers from its own state,
-    /// and subscriptions cannot be part of a node's transaction; PING and ECHO mean the same on
-    /// the node. Settings (CONFIG SET) run in the node's transaction and reach the other nodes
-    /// once EXEC has run them (transaction.rs).
+    /// cannot answer for the whole cluster (fan-out) and subscriptions cannot be part of a node's
+    /// transaction; PING and ECHO mean the same on the node. Settings (CONFIG SET) run in the
+    /// node's transaction and reach the other nodes once EXEC has run them; the connection
+    /// commands the proxy answers itself run once EXEC has run (transaction.rs).
     #[inline(never)]
     fn queue(&mut self, spec: &CommandSpec, request: &Request, meta: Meta) {
         let setting = spec.handling == Handling::Admin(AdminKind::EveryNode);
@@ -178,6 +178,9 @@ impl Session {
             _ => true,
         };
         if !queueable {
+            if transaction::QUEUED_LOCALLY.contains(&spec.name.as_str()) {
+                return self.queue_locally(request, meta);
+            }
             return self.refuse_in_transaction(meta, transaction::NOT_IN_TRANSACTION);
         }
         let slot = router::slot_of(spec, request, &mut self.keys);

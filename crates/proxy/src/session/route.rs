@@ -116,15 +116,9 @@ impl Session {
 
     /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
     /// when the command may have changed it.
-    pub(super) fn answer_locally(&mut self, request: &Request, meta: Meta) {
-        if request.arg(0).eq_ignore_ascii_case(b"reset") {
-            // RESET leaves every mode: a transaction and WATCH, tracking and subscriptions here,
-            // the client's own state (protocol, reply mode, name …) in `local::answer`; in either
-            // protocol.
-            self.discard_transaction();
-            self.stop_tracking();
-            self.leave_subscriptions();
-        }
+    /// Runs a command the proxy answers itself, and keeps what its change of the client's
+    /// description concerns in step (the own connection, CLIENT LIST).
+    fn run_local(&mut self, request: &Request) -> local::Answer {
         // Only what changes the client's description (HELLO, AUTH, RESET among them) can change
         // the protocol or user its own connection follows: a PING takes no snapshot.
         let changes = local::changes_description(request);
@@ -134,7 +128,36 @@ impl Session {
             self.follow_client_on_own(before);
             self.entry.describe(&self.state);
         }
-        match answer {
+        answer
+    }
+
+    /// The reply of a connection command queued in a transaction ([`transaction::QUEUED_LOCALLY`]),
+    /// run now that EXEC ran: an element of EXEC's array, errors included.
+    pub(super) fn answer_in_exec(&mut self, payload: Bytes) -> Bytes {
+        let mut buf = bytes::BytesMut::from(payload.as_ref());
+        let request = match crate::resp::RequestDecoder::new(self.shared.limits).decode(&mut buf) {
+            Ok(Some(request)) => request,
+            // Bytes the session decoded once already: never reached.
+            _ => return ProxyError::command("ERR the proxy could not read a queued command again").to_resp(),
+        };
+        match self.run_local(&request) {
+            local::Answer::Reply(reply) => reply,
+            local::Answer::Error(error) => error.to_resp(),
+            // Only the commands of QUEUED_LOCALLY come here; none answers otherwise.
+            _ => ProxyError::command("ERR command not allowed inside a transaction through the proxy").to_resp(),
+        }
+    }
+
+    pub(super) fn answer_locally(&mut self, request: &Request, meta: Meta) {
+        if request.arg(0).eq_ignore_ascii_case(b"reset") {
+            // RESET leaves every mode: a transaction and WATCH, tracking and subscriptions here,
+            // the client's own state (protocol, reply mode, name …) in `local::answer`; in either
+            // protocol.
+            self.discard_transaction();
+            self.stop_tracking();
+            self.leave_subscriptions();
+        }
+        match self.run_local(request) {
             local::Answer::Reply(reply) => self.pipeline.push_ready(reply, meta),
             local::Answer::Error(error) => self.push_error(error, meta),
             local::Answer::ReplyAndClose(reply) => {

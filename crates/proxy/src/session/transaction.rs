@@ -19,6 +19,9 @@ use crate::slot::Slot;
 pub(super) struct Transaction {
     /// The queued commands, sent as MULTI, these, EXEC at EXEC time.
     queued: Vec<Bytes>,
+    /// Connection commands the proxy answers itself ([`QUEUED_LOCALLY`]), with their places
+    /// among all the queued commands: run once the node ran the transaction.
+    local: Vec<(u32, Bytes)>,
     /// The slot every key so far hashes to.
     slot: Option<Slot>,
     /// A queued command was refused: EXEC answers EXECABORT, as Redis does.
@@ -40,6 +43,25 @@ pub(super) const NOT_ALLOWED_IN_MULTI: ProxyError =
 pub(super) const NOT_IN_TRANSACTION: ProxyError = ProxyError::Command(Cow::Borrowed(
     "ERR command not allowed inside a transaction through the proxy (it is not sent to a single node)",
 ));
+
+/// The connection commands the proxy answers itself that a transaction queues, as a node does:
+/// they run at EXEC, once the node ran the transaction's other commands (not when a WATCH aborted
+/// it), with their replies at their places in EXEC's array. The others the proxy answers itself
+/// stay refused inside MULTI: what changes who the client is or how it is answered (AUTH, HELLO,
+/// CLIENT REPLY), what needs every node or any (INFO, COMMAND, SCAN), the client registry
+/// (CLIENT LIST, KILL, PAUSE …, whose view in the middle of an EXEC the proxy cannot give).
+pub(super) const QUEUED_LOCALLY: [&str; 10] = [
+    "client|setname",
+    "client|getname",
+    "client|id",
+    "client|setinfo",
+    "client|no-evict",
+    "client|no-touch",
+    "select",
+    "readonly",
+    "readwrite",
+    "acl|whoami",
+];
 
 /// Whether a command is handled by the transaction machinery itself rather than queued.
 pub(super) fn controls_transaction(request: &Request) -> bool {
@@ -138,6 +160,21 @@ impl Session {
         }
     }
 
+    /// Queues a connection command the proxy answers itself ([`QUEUED_LOCALLY`]): QUEUED now,
+    /// run at EXEC.
+    pub(super) fn queue_locally(&mut self, request: &Request, meta: Meta) {
+        let Some(tx) = self.tx.as_mut() else {
+            return;
+        };
+        if !tx.dirty {
+            let place = u32::try_from(tx.queued.len() + tx.local.len()).unwrap_or(u32::MAX);
+            tx.local.push((place, request.bytes().clone()));
+            tx.argv_mem += (0..request.argc()).map(|i| request.arg(i).len() as u64 + 8).sum::<u64>();
+            self.publish_multi();
+        }
+        self.pipeline.push_ready(Bytes::from_static(b"+QUEUED\r\n"), meta);
+    }
+
     /// Ends the transaction being queued, if any, and WATCH: a refused EXEC, an EXEC of a
     /// transaction a refused command failed, and RESET (Redis' `discardTransaction` in
     /// `clearClientConnectionState`).
@@ -151,7 +188,7 @@ impl Session {
 
     /// What CLIENT LIST shows of the transaction being queued (`multi`, `multi-mem`).
     fn publish_multi(&self) {
-        self.entry.publish_multi(self.tx.as_ref().map(|tx| (tx.queued.len(), tx.argv_mem)));
+        self.entry.publish_multi(self.tx.as_ref().map(|tx| (tx.queued.len() + tx.local.len(), tx.argv_mem)));
     }
 
     /// Marks the transaction in progress as failed (a queued command was refused before routing).
@@ -209,22 +246,27 @@ impl Session {
         payloads.extend(tx.queued);
         payloads.push(encode_command(&[b"EXEC"]));
         let mut parts: Vec<Part> = self.settings_elsewhere(&tx.settings);
-        let deferred: Vec<u32> = (0..parts.len() as u32).collect();
+        let settings = parts.len() as u32;
         parts.extend(payloads.into_iter().map(|payload| {
             let mut part = Part::new(payload, Target::Owned, true);
             part.follow_redirects = false;
             part
         }));
-        let count = parts.len() as u32;
-        // The settings for the other nodes wait for EXEC's reply (they go out only if it ran),
-        // and EXEC's reply waits for theirs: the client sees it once every node has the setting.
-        // Later requests wait unread meanwhile, so none reaches a node before the setting does.
-        if let Some(exec) = parts.last_mut() {
+        let sent = parts.len() as u32;
+        // The local commands are the last parts, answered by the session (`Session::complete`).
+        let local_places = tx.local.iter().map(|(place, _)| *place).collect();
+        parts.extend(tx.local.into_iter().map(|(_, payload)| Part::new(payload, Target::Owned, false)));
+        // The settings for the other nodes and the local commands wait for EXEC's reply (they
+        // run only if it ran), and EXEC's reply waits for theirs: the client sees it once every
+        // node has the setting. Later requests wait unread meanwhile, so none reaches a node
+        // before the setting does, nor runs before the local commands changed the client.
+        let deferred: Vec<u32> = (0..settings).chain(sent..parts.len() as u32).collect();
+        if let Some(exec) = parts.get_mut(sent as usize - 1) {
             exec.set_deferred(deferred.clone());
         }
         self.hold_reading |= !deferred.is_empty();
-        let seq = self.pipeline.push_multi(parts, Merge::LastReply, Vec::new(), meta);
-        (deferred.len() as u32..count).for_each(|part| self.send(seq, part));
+        let seq = self.pipeline.push_multi(parts, Merge::Exec { local_places }, Vec::new(), meta);
+        (settings..sent).for_each(|part| self.send(seq, part));
     }
 
     /// One part per node other than the own connection's, for each queued setting.
