@@ -329,13 +329,14 @@ fn config_set_inside_multi_is_queued_and_reaches_every_node() {
 }
 
 /// The connection commands the proxy answers itself are queued inside MULTI and run at EXEC, their
-/// replies at their places in EXEC's array, errors included, as on a node; also in a transaction
-/// of nothing else.
+/// replies at their places in EXEC's array, errors included, as on a node; beside a setting
+/// (which also goes to the other nodes, as its own part), and in a transaction of nothing else.
 #[test]
 fn connection_commands_inside_multi_run_at_exec_as_on_a_node() {
     let mut bytes = Vec::new();
     for command in [
         &[&b"MULTI"[..]][..],
+        &[b"CONFIG", b"SET", b"lfu-log-factor", b"10"],
         &[b"CLIENT", b"SETNAME", b"tx-name"],
         &[b"SET", b"{connmulti}k", b"v"],
         &[b"CLIENT", b"GETNAME"],
@@ -355,8 +356,32 @@ fn connection_commands_inside_multi_run_at_exec_as_on_a_node() {
         bytes.extend(resp_command(command));
     }
     let answer = same_as_a_node(&bytes);
-    assert!(answer.contains("*8\r\n+OK\r\n+OK\r\n$7\r\ntx-name\r\n$1\r\nv\r\n-ERR"), "{answer}");
+    assert!(answer.contains("*9\r\n+OK\r\n+OK\r\n+OK\r\n$7\r\ntx-name\r\n$1\r\nv\r\n-ERR"), "{answer}");
     assert!(answer.ends_with("*2\r\n+OK\r\n$4\r\nonly\r\n+OK\r\n"), "{answer}");
+}
+
+/// A client that half-closes right after such a transaction still gets EXEC's reply and those of
+/// what it sent after it, then the close, as from a node (the proxy used to take the end of its
+/// input, read while EXEC waited, for a blocked client's and drop it).
+#[test]
+fn a_half_close_after_a_transaction_with_connection_commands_loses_no_reply() {
+    let outcome = same_on_both("half-close after EXEC with CLIENT SETNAME", |addr| {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        let mut requests = Vec::new();
+        for command in [
+            &[&b"MULTI"[..]][..],
+            &[b"CLIENT", b"SETNAME", b"closing"],
+            &[b"SET", b"{connmulti}hc", b"1"],
+            &[b"EXEC"],
+            &[b"CLIENT", b"GETNAME"],
+        ] {
+            requests.extend(resp_command(command));
+        }
+        stream.write_all(&requests).expect("write");
+        stream.shutdown(Shutdown::Write).expect("half-close");
+        String::from_utf8_lossy(&read_until(&mut stream, WAIT, |_| false)).into_owned()
+    });
+    assert_eq!(outcome, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n$7\r\nclosing\r\n");
 }
 
 /// A transaction a WATCH aborted runs none of its connection commands, as on a node; one that ran

@@ -343,3 +343,20 @@ fn exec_takes_the_proxys_replies_at_their_places() {
     // EXEC's array shorter than the places say: a shape error, not a panic.
     assert!(is_shape_error(&exec(vec![2], &[b"+OK\r\n", b"*0\r\n", b"+OK\r\n"])));
 }
+
+#[test]
+fn exec_finds_its_reply_after_the_settings_for_other_nodes() {
+    // CONFIG SET's copies for two other nodes come first; then MULTI, QUEUED for CONFIG SET and
+    // GET, EXEC's array, and CLIENT SETNAME (queued second).
+    let parts: [&[u8]; 7] = [
+        b"+OK\r\n",
+        b"-ERR no\r\n",
+        b"+OK\r\n",
+        b"+QUEUED\r\n",
+        b"+QUEUED\r\n",
+        b"*2\r\n+OK\r\n$1\r\nv\r\n",
+        b"+OK\r\n",
+    ];
+    let merged = merged(Merge::Exec { local_places: vec![1] }, &parts);
+    assert_eq!(&merged[..], b"*3\r\n+OK\r\n+OK\r\n$1\r\nv\r\n");
+}

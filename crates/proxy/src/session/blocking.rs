@@ -68,6 +68,7 @@ impl Session {
             // between two short waits would be applied before the WAIT's reply), and INFO,
             // CLIENT LIST and CLIENT UNBLOCK see it blocked, on no key.
             self.hold_reading = true;
+            self.blocked = true;
             if planned {
                 self.entry.block(Vec::new(), false, has_timeout(&request));
             }
@@ -99,6 +100,7 @@ impl Session {
         part.blocks = true;
         part.rehome = stateless.then_some(slot);
         self.hold_reading = true;
+        self.blocked = true;
         self.send_single(part, meta);
     }
 }

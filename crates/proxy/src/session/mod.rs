@@ -121,9 +121,14 @@ struct Session {
     /// A `CLIENT UNBLOCK` of this client not carried out yet, and when to try (again): until the
     /// block ends, since the node may not have the blocking command yet when it is first asked.
     pending_unblock: Option<(clients::Unblock, Instant)>,
-    /// A blocking command is in flight: like Redis, read nothing more from the client until it
-    /// is answered.
+    /// Read nothing more from the client until the pipeline is answered, like Redis while a
+    /// blocking command is in flight: a blocking command, WAIT, a subscription waiting for
+    /// earlier replies, EXEC's deferred parts (settings for other nodes, connection commands).
     hold_reading: bool,
+    /// A blocking command or WAIT is in flight: a client that leaves meanwhile is dropped at once,
+    /// as Redis frees a blocked client at EOF (its reply would never be read, and dropping the own
+    /// connection unblocks the node). Anything else it sent is answered before the close.
+    blocked: bool,
     /// The slot of the client's last write, for WAIT.
     last_write_slot: Option<Slot>,
     /// Subscriptions, while the client is in subscribed mode.
@@ -188,6 +193,7 @@ impl Session {
             watch_slot: None,
             pending_unblock: None,
             hold_reading: false,
+            blocked: false,
             last_write_slot: None,
             subs: None,
             direct: BytesMut::new(),

@@ -114,8 +114,6 @@ impl Session {
         self.hold_reading = true;
     }
 
-    /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
-    /// when the command may have changed it.
     /// Runs a command the proxy answers itself, and keeps what its change of the client's
     /// description concerns in step (the own connection, CLIENT LIST).
     fn run_local(&mut self, request: &Request) -> local::Answer {
@@ -148,6 +146,8 @@ impl Session {
         }
     }
 
+    /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
+    /// when the command may have changed it.
     pub(super) fn answer_locally(&mut self, request: &Request, meta: Meta) {
         if request.arg(0).eq_ignore_ascii_case(b"reset") {
             // RESET leaves every mode: a transaction and WATCH, tracking and subscriptions here,

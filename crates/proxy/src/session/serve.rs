@@ -471,6 +471,7 @@ impl Session {
         }
         if self.hold_reading && self.pipeline.is_empty() {
             self.hold_reading = false;
+            self.blocked = false;
             self.entry.unblocked();
             self.pending_unblock = None;
         }
@@ -520,7 +521,7 @@ impl Session {
             // unblocks the node. One gone while its requests are held for a failover is dropped
             // too, as Redis frees a client at EOF, so that it holds nothing any longer.
             io.reading = false;
-            return !self.hold_reading && !self.exec.holds_parts();
+            return !self.blocked && !self.exec.holds_parts();
         }
         if self.shared.idle_timeout.is_some() {
             io.last_read = Instant::now();

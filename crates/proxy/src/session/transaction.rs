@@ -44,13 +44,15 @@ pub(super) const NOT_IN_TRANSACTION: ProxyError = ProxyError::Command(Cow::Borro
     "ERR command not allowed inside a transaction through the proxy (it is not sent to a single node)",
 ));
 
-/// The connection commands the proxy answers itself that a transaction queues, as a node does:
+/// The connection commands the proxy answers itself that a transaction queues, as a node does
+/// (CLIENT CAPA as Valkey 8 does):
 /// they run at EXEC, once the node ran the transaction's other commands (not when a WATCH aborted
 /// it), with their replies at their places in EXEC's array. The others the proxy answers itself
 /// stay refused inside MULTI: what changes who the client is or how it is answered (AUTH, HELLO,
 /// CLIENT REPLY), what needs every node or any (INFO, COMMAND, SCAN), the client registry
 /// (CLIENT LIST, KILL, PAUSE …, whose view in the middle of an EXEC the proxy cannot give).
-pub(super) const QUEUED_LOCALLY: [&str; 10] = [
+pub(super) const QUEUED_LOCALLY: [&str; 11] = [
+    "client|capa",
     "client|setname",
     "client|getname",
     "client|id",
