@@ -181,9 +181,9 @@ impl Session {
         if self.tracking.is_some() && self.pipeline.part_mut(seq, part).is_some_and(|p| p.blind) {
             self.invalidate_blind_read(seq);
         }
-        let ran = !matches!(reply.first(), Some(b'-' | b'!' | b'_')) && !reply.starts_with(b"*-1\r\n");
-        for other in self.pipeline.complete(seq, part, reply) {
-            let answer = match (ran, self.pipeline.local_part(seq, other)) {
+        let deferred = self.pipeline.complete(seq, part, reply);
+        for other in deferred.parts {
+            let answer = match (deferred.ran, self.pipeline.local_part(seq, other)) {
                 (true, None) => {
                     self.send(seq, other);
                     continue;

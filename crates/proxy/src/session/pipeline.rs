@@ -300,22 +300,23 @@ impl Pipeline {
     }
 
     /// Stores the final reply of one part and hands back the parts deferred on it
-    /// ([`Part::deferred`]). Replies for requests no longer waiting are ignored.
+    /// ([`Part::deferred`]) with whether that reply says its command ran. Replies for requests no
+    /// longer waiting are ignored.
     /// Inlined, with the rare paths (a merge, a streamed reply's end) out of line: as a call with
     /// those in its frame it cost ~25 instructions per reply more (bench/RESULTS.md).
     #[inline(always)]
-    pub fn complete(&mut self, seq: u64, part: u32, reply: Bytes) -> Vec<u32> {
+    pub fn complete(&mut self, seq: u64, part: u32, reply: Bytes) -> Deferred {
         let Some(index) = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else {
-            return Vec::new();
+            return Deferred::default();
         };
         let Some(Queued { entry, .. }) = self.entries.get_mut(index) else {
-            return Vec::new();
+            return Deferred::default();
         };
         match entry {
             Entry::Single(slot) if part == 0 => {
                 let slot = *slot;
                 let Some(p) = self.singles.get_mut(slot).and_then(Option::as_mut) else {
-                    return Vec::new();
+                    return Deferred::default();
                 };
                 let reply = match p.pieces_if_any().filter(|pieces| !pieces.held.is_empty()) {
                     None => reply,
@@ -328,7 +329,7 @@ impl Pipeline {
                 // The part is done: dropped where it lies, its slot free for the next one.
                 self.singles[slot] = None;
                 self.free.push(slot);
-                Vec::new()
+                Deferred::default()
             }
             Entry::Multi(multi) => {
                 let (deferred, merged) = complete_part(multi, part, reply);
@@ -337,7 +338,7 @@ impl Pipeline {
                 }
                 deferred
             }
-            _ => Vec::new(),
+            _ => Deferred::default(),
         }
     }
 
@@ -446,15 +447,32 @@ impl Run {
     }
 }
 
+/// The parts of a request deferred on a part just completed (sent only once its reply is in),
+/// and whether that reply says its command ran: not an error, nor the null of a transaction a
+/// WATCH aborted. If it did not, the deferred parts are settled unsent.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    pub parts: Vec<u32>,
+    pub ran: bool,
+}
+
+/// Whether `reply` says its command ran (see [`Deferred`]).
+fn ran(reply: &[u8]) -> bool {
+    !matches!(reply.first(), Some(b'-' | b'!' | b'_')) && !reply.starts_with(b"*-1\r\n")
+}
+
 /// Stores the reply of part `part` of `multi`: the parts deferred on it, and the merged reply once
 /// it was the last one missing.
 #[inline(never)]
-fn complete_part(multi: &mut Multi, part: u32, reply: Bytes) -> (Vec<u32>, Option<Bytes>) {
+fn complete_part(multi: &mut Multi, part: u32, reply: Bytes) -> (Deferred, Option<Bytes>) {
     let Multi { parts, missing, merge: kind, places, prefix } = multi;
     let Some(p) = parts.get_mut(part as usize).filter(|p| p.reply.is_none()) else {
-        return (Vec::new(), None);
+        return (Deferred::default(), None);
     };
     let deferred = p.take_deferred();
+    // Looked at only where parts wait on this one: a single request's reply is never inspected.
+    let ran = !deferred.is_empty() && ran(&reply);
+    let deferred = Deferred { parts: deferred, ran };
     p.reply = Some(reply);
     *missing -= 1;
     if *missing > 0 {
