@@ -59,11 +59,11 @@ impl Session {
             return self.on_piece(upstream);
         }
         let Tag { seq, part } = upstream.tag;
-        let caller = caller(&self.state);
         let Some(p) = self.pipeline.part_mut(seq, part) else {
             return;
         };
-        match self.exec.on_reply(&self.shared, caller, upstream.tag, p, upstream.result) {
+        let state = &self.state;
+        match self.exec.on_reply(&self.shared, || caller(state), upstream.tag, p, upstream.result) {
             Step::Pending => {}
             Step::Answered(reply) => self.complete(seq, part, reply),
             Step::OwnLost(reply) => {
