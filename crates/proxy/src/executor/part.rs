@@ -95,7 +95,8 @@ struct Detour {
     /// When retrying an unreachable node gives up, set on its first failure.
     retry_until: Option<Instant>,
     /// Parts of the same request sent only once this part's reply is in, and only if it is
-    /// neither an error nor null (a transaction's settings for the other nodes, after its EXEC).
+    /// neither an error nor null (a transaction's settings for the other nodes, after its EXEC;
+    /// its queued connection commands, which the session answers instead of sending).
     deferred: Vec<u32>,
     /// Pieces of a streamed reply held until earlier replies are written, and their credit; kept
     /// until the part is done.

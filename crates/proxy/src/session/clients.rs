@@ -3,8 +3,9 @@
 //! Behind a proxy, a node's `CLIENT LIST` shows the proxy's pooled connections, not the
 //! applications; so these commands act on the proxy's clients instead. Each session registers an
 //! entry; what other sessions may read of it is behind a mutex that is only written when the
-//! client changes its description (name, user, library, protocol), while the per-request fields
-//! are relaxed atomics, so the hot path pays a couple of plain stores.
+//! client changes its description (name, user, library, protocol), and the keys it blocks on or
+//! watches behind another, written only by blocking commands and WATCH, while the per-request
+//! fields are relaxed atomics, so the hot path pays a couple of plain stores.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};

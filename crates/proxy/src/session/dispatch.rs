@@ -175,8 +175,9 @@ impl Session {
     }
 
     /// Stores the final reply of part `part` of request `seq`. Parts deferred on it go out now if
-    /// it ran (neither an error nor null: a transaction's settings after EXEC), else they are
-    /// settled unsent.
+    /// it ran (neither an error nor null: a transaction's settings after EXEC), or are answered by
+    /// the session (its queued connection commands, [`super::pipeline::Pipeline::local_part`]);
+    /// else they are settled unsent.
     pub(super) fn complete(&mut self, seq: u64, part: u32, reply: Bytes) {
         if self.tracking.is_some() && self.pipeline.part_mut(seq, part).is_some_and(|p| p.blind) {
             self.invalidate_blind_read(seq);

@@ -300,8 +300,8 @@ impl Pipeline {
     }
 
     /// Stores the final reply of one part and hands back the parts deferred on it
-    /// ([`Part::deferred`]) with whether that reply says its command ran. Replies for requests no
-    /// longer waiting are ignored.
+    /// ([`Part::take_deferred`]) with whether that reply says its command ran. Replies for
+    /// requests no longer waiting are ignored.
     /// Inlined, with the rare paths (a merge, a streamed reply's end) out of line: as a call with
     /// those in its frame it cost ~25 instructions per reply more (bench/RESULTS.md).
     #[inline(always)]

@@ -129,8 +129,9 @@ impl Session {
         answer
     }
 
-    /// The reply of a connection command queued in a transaction ([`transaction::QUEUED_LOCALLY`]),
-    /// run now that EXEC ran: an element of EXEC's array, errors included.
+    /// The reply of a connection command queued in a transaction
+    /// ([`super::transaction::QUEUED_LOCALLY`]), run now that EXEC ran: an element of EXEC's
+    /// array, errors included.
     pub(super) fn answer_in_exec(&mut self, payload: Bytes) -> Bytes {
         let mut buf = bytes::BytesMut::from(payload.as_ref());
         let request = match crate::resp::RequestDecoder::new(self.shared.limits).decode(&mut buf) {
@@ -142,7 +143,7 @@ impl Session {
             local::Answer::Reply(reply) => reply,
             local::Answer::Error(error) => error.to_resp(),
             // Only the commands of QUEUED_LOCALLY come here; none answers otherwise.
-            _ => ProxyError::command("ERR command not allowed inside a transaction through the proxy").to_resp(),
+            _ => super::transaction::NOT_IN_TRANSACTION.to_resp(),
         }
     }
 

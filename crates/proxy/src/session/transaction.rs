@@ -45,12 +45,12 @@ pub(super) const NOT_IN_TRANSACTION: ProxyError = ProxyError::Command(Cow::Borro
 ));
 
 /// The connection commands the proxy answers itself that a transaction queues, as a node does
-/// (CLIENT CAPA as Valkey 8 does):
-/// they run at EXEC, once the node ran the transaction's other commands (not when a WATCH aborted
-/// it), with their replies at their places in EXEC's array. The others the proxy answers itself
-/// stay refused inside MULTI: what changes who the client is or how it is answered (AUTH, HELLO,
-/// CLIENT REPLY), what needs every node or any (INFO, COMMAND, SCAN), the client registry
-/// (CLIENT LIST, KILL, PAUSE …, whose view in the middle of an EXEC the proxy cannot give).
+/// (CLIENT CAPA as Valkey 8 does): they run at EXEC, once the node ran the transaction's other
+/// commands (not when a WATCH aborted it), with their replies at their places in EXEC's array.
+/// The others the proxy answers itself (but PING and ECHO, sent to the node) stay refused inside
+/// MULTI: what changes who the client is or how it is answered (AUTH, HELLO, CLIENT REPLY), what
+/// needs every node or any (INFO, COMMAND, SCAN), the client registry (CLIENT LIST, INFO, KILL,
+/// PAUSE …, whose view in the middle of an EXEC the proxy cannot give).
 pub(super) const QUEUED_LOCALLY: [&str; 11] = [
     "client|capa",
     "client|setname",
@@ -166,7 +166,8 @@ impl Session {
     /// run at EXEC.
     pub(super) fn queue_locally(&mut self, request: &Request, meta: Meta) {
         let Some(tx) = self.tx.as_mut() else {
-            return;
+            // Outside a transaction (never, as called): answered at once.
+            return self.answer_locally(request, meta);
         };
         if !tx.dirty {
             let place = u32::try_from(tx.queued.len() + tx.local.len()).unwrap_or(u32::MAX);
