@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::pipeline::Meta;
+use super::transaction::RunsAt;
 use super::{Session, local, reply_control, transaction};
 use crate::command::{AdminKind, CommandFlags, CommandSpec, Handling, LocalKind, StatefulKind};
 use crate::error::ProxyError;
@@ -168,24 +169,27 @@ impl Session {
     /// commands the proxy answers itself run once EXEC has run (transaction.rs).
     #[inline(never)]
     fn queue(&mut self, spec: &CommandSpec, request: &Request, meta: Meta) {
-        let setting = spec.handling == Handling::Admin(AdminKind::EveryNode);
-        let queueable = match &spec.handling {
+        let runs = match &spec.handling {
+            Handling::Admin(AdminKind::EveryNode) => RunsAt::EveryNode,
             Handling::FanOut(_)
             | Handling::Admin(_)
             | Handling::Refuse(_)
-            | Handling::Stateful(StatefulKind::PubSub) => setting,
-            Handling::Local(kind) => *kind == LocalKind::Echo,
-            _ => true,
-        };
-        if !queueable {
-            if transaction::QUEUED_LOCALLY.contains(&spec.name.as_str()) {
-                return self.queue_locally(request, meta);
+            | Handling::Stateful(StatefulKind::PubSub) => {
+                return self.refuse_in_transaction(meta, transaction::NOT_IN_TRANSACTION);
             }
-            return self.refuse_in_transaction(meta, transaction::NOT_IN_TRANSACTION);
-        }
-        let slot = router::slot_of(spec, request, &mut self.keys);
-        let may_write = may_write(&self.shared, spec, request);
-        self.queue_in_transaction(request, slot, setting, may_write, meta);
+            Handling::Local(LocalKind::Echo) => RunsAt::Node,
+            Handling::Local(_) if transaction::QUEUED_LOCALLY.contains(&spec.name.as_str()) => RunsAt::Proxy,
+            Handling::Local(_) => return self.refuse_in_transaction(meta, transaction::NOT_IN_TRANSACTION),
+            _ => RunsAt::Node,
+        };
+        // What the proxy runs itself holds no key of the node's transaction and writes nothing.
+        let (slot, may_write) = match runs {
+            RunsAt::Proxy => (Ok(None), false),
+            RunsAt::Node | RunsAt::EveryNode => {
+                (router::slot_of(spec, request, &mut self.keys), may_write(&self.shared, spec, request))
+            }
+        };
+        self.queue_in_transaction(request, slot, runs, may_write, meta);
     }
 }
 

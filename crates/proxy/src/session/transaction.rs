@@ -65,6 +65,18 @@ pub(super) const QUEUED_LOCALLY: [&str; 11] = [
     "acl|whoami",
 ];
 
+/// Where a command queued in a transaction runs once EXEC is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunsAt {
+    /// In the node's transaction.
+    Node,
+    /// In the node's transaction, and once EXEC ran it on every other node too (CONFIG SET,
+    /// RESETSTAT, REWRITE: settings).
+    EveryNode,
+    /// In the proxy, once the node ran the transaction ([`QUEUED_LOCALLY`]).
+    Proxy,
+}
+
 /// Whether a command is handled by the transaction machinery itself rather than queued.
 pub(super) fn controls_transaction(request: &Request) -> bool {
     let name = request.arg(0);
@@ -121,12 +133,13 @@ impl Session {
         }
     }
 
-    /// Queues a command between MULTI and EXEC; `refusal` is an error found at queue time.
+    /// Queues a command between MULTI and EXEC, to run where `runs` says; `slot` is an error
+    /// when one was found at queue time.
     pub(super) fn queue_in_transaction(
         &mut self,
         request: &Request,
         slot: Result<Option<Slot>, ProxyError>,
-        setting: bool,
+        runs: RunsAt,
         may_write: bool,
         meta: Meta,
     ) {
@@ -150,32 +163,23 @@ impl Session {
             // `queueMultiCommand`; the command is still answered QUEUED.
             None if tx.dirty => self.pipeline.push_ready(Bytes::from_static(b"+QUEUED\r\n"), meta),
             None => {
-                if setting {
-                    tx.settings.push(request.bytes().clone());
+                match runs {
+                    RunsAt::Proxy => {
+                        let place = u32::try_from(tx.queued.len() + tx.local.len()).unwrap_or(u32::MAX);
+                        tx.local.push((place, request.bytes().clone()));
+                    }
+                    RunsAt::EveryNode => {
+                        tx.settings.push(request.bytes().clone());
+                        tx.queued.push(request.bytes().clone());
+                    }
+                    RunsAt::Node => tx.queued.push(request.bytes().clone()),
                 }
-                tx.queued.push(request.bytes().clone());
                 tx.argv_mem += (0..request.argc()).map(|i| request.arg(i).len() as u64 + 8).sum::<u64>();
                 tx.may_write |= may_write;
                 self.publish_multi();
                 self.pipeline.push_ready(Bytes::from_static(b"+QUEUED\r\n"), meta);
             }
         }
-    }
-
-    /// Queues a connection command the proxy answers itself ([`QUEUED_LOCALLY`]): QUEUED now,
-    /// run at EXEC.
-    pub(super) fn queue_locally(&mut self, request: &Request, meta: Meta) {
-        let Some(tx) = self.tx.as_mut() else {
-            // Outside a transaction (never, as called): answered at once.
-            return self.answer_locally(request, meta);
-        };
-        if !tx.dirty {
-            let place = u32::try_from(tx.queued.len() + tx.local.len()).unwrap_or(u32::MAX);
-            tx.local.push((place, request.bytes().clone()));
-            tx.argv_mem += (0..request.argc()).map(|i| request.arg(i).len() as u64 + 8).sum::<u64>();
-            self.publish_multi();
-        }
-        self.pipeline.push_ready(Bytes::from_static(b"+QUEUED\r\n"), meta);
     }
 
     /// Ends the transaction being queued, if any, and WATCH: a refused EXEC, an EXEC of a
