@@ -16,7 +16,7 @@ fn proxy() -> Proxy {
 /// One field of `INFO clients` through `con`, if the section has it.
 fn clients_field(con: &mut redis::Connection, field: &str) -> Option<String> {
     let info: String = redis::cmd("INFO").arg("clients").query(con).expect("INFO clients");
-    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(str::to_owned)
+    field_of(&info, field)
 }
 
 /// A raw client that sends `CLIENT ID` and then `command`, which blocks; returns the socket and
@@ -135,13 +135,14 @@ fn watching_clients_are_counted_where_the_version_reports_them() {
     }
 }
 
-/// `INFO clients` of the server at `addr`, as `field:value` lines.
-fn clients_section(addr: &str) -> String {
+/// `INFO <section>` of the server at `addr`, as `field:value` lines.
+fn info_section(addr: &str, section: &str) -> String {
     let mut conn = Conn::open(addr);
-    let (bytes, _) = conn.call(&args(&["INFO", "clients"])).expect("INFO clients");
+    let (bytes, _) = conn.call(&args(&["INFO", section])).expect("INFO");
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// One field of an INFO text, if it has it.
 fn field_of(section: &str, field: &str) -> Option<String> {
     section.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(str::to_owned)
 }
@@ -174,7 +175,7 @@ fn hold_overlapping_keys(addr: &str) -> Vec<Conn> {
     }
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-            field_of(&clients_section(addr), "blocked_clients").as_deref() == Some("4")
+            field_of(&info_section(addr, "clients"), "blocked_clients").as_deref() == Some("4")
         }),
         "four clients blocked at {addr}"
     );
@@ -188,17 +189,9 @@ fn keys_blocked_on_or_watched_by_several_clients_count_once_as_on_a_node() {
     let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}")]).expect("reference node");
     // The proxy shows the fields of its oldest node's version (learned by its health poll), the
     // reference node's too: the harness starts both from the same redis-server.
-    let version = |section: &str| {
-        let mut conn = Conn::open(&proxy.addr());
-        let (bytes, _) = conn.call(&args(&["INFO", section])).expect("INFO");
-        field_of(&String::from_utf8_lossy(&bytes), "redis_version")
-    };
-    let node_version = {
-        let mut conn = Conn::open(&node.addr());
-        let (bytes, _) = conn.call(&args(&["INFO", "server"])).expect("node INFO");
-        field_of(&String::from_utf8_lossy(&bytes), "redis_version")
-    };
-    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || version("server") == node_version));
+    let version = |addr: &str| field_of(&info_section(addr, "server"), "redis_version");
+    let node_version = version(&node.addr());
+    assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || version(&proxy.addr()) == node_version));
 
     let through_proxy = hold_overlapping_keys(&proxy.addr());
     let on_node = hold_overlapping_keys(&node.addr());
@@ -212,7 +205,8 @@ fn keys_blocked_on_or_watched_by_several_clients_count_once_as_on_a_node() {
         ("total_watched_keys", "2"),
     ];
     let same_as_node = |expected: &[(&str, &str)]| {
-        let (proxy_section, node_section) = (clients_section(&proxy.addr()), clients_section(&node.addr()));
+        let (proxy_section, node_section) =
+            (info_section(&proxy.addr(), "clients"), info_section(&node.addr(), "clients"));
         for (field, value) in expected {
             let Some(shown) = field_of(&proxy_section, field) else { continue };
             assert_eq!(
@@ -228,7 +222,7 @@ fn keys_blocked_on_or_watched_by_several_clients_count_once_as_on_a_node() {
     drop((through_proxy, on_node));
     for addr in [proxy.addr(), node.addr()] {
         assert!(wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-            let section = clients_section(&addr);
+            let section = info_section(&addr, "clients");
             field_of(&section, "blocked_clients").as_deref() == Some("0")
                 && field_of(&section, "watching_clients").is_none_or(|w| w == "0")
         }));
