@@ -328,13 +328,17 @@ fn config_set_inside_multi_is_queued_and_reaches_every_node() {
     assert!(query_args(&mut con, &["CONFIG", "SET", "maxmemory-samples", "5"]).is_ok());
 }
 
+/// `commands`, each as a RESP array, one after the other.
+fn resp_commands(commands: &[&[&[u8]]]) -> Vec<u8> {
+    commands.iter().flat_map(|command| resp_command(command)).collect()
+}
+
 /// The connection commands the proxy answers itself are queued inside MULTI and run at EXEC, their
 /// replies at their places in EXEC's array, errors included, as on a node; beside a setting
 /// (which also goes to the other nodes, as its own part), and in a transaction of nothing else.
 #[test]
 fn connection_commands_inside_multi_run_at_exec_as_on_a_node() {
-    let mut bytes = Vec::new();
-    for command in [
+    let bytes = resp_commands(&[
         &[&b"MULTI"[..]][..],
         &[b"CONFIG", b"SET", b"lfu-log-factor", b"10"],
         &[b"CLIENT", b"SETNAME", b"tx-name"],
@@ -352,9 +356,7 @@ fn connection_commands_inside_multi_run_at_exec_as_on_a_node() {
         &[b"CLIENT", b"GETNAME"],
         &[b"EXEC"],
         &[b"QUIT"],
-    ] {
-        bytes.extend(resp_command(command));
-    }
+    ]);
     let answer = same_as_a_node(&bytes);
     assert!(answer.contains("*9\r\n+OK\r\n+OK\r\n+OK\r\n$7\r\ntx-name\r\n$1\r\nv\r\n-ERR"), "{answer}");
     assert!(answer.ends_with("*2\r\n+OK\r\n$4\r\nonly\r\n+OK\r\n"), "{answer}");
@@ -367,16 +369,13 @@ fn connection_commands_inside_multi_run_at_exec_as_on_a_node() {
 fn a_half_close_after_a_transaction_with_connection_commands_loses_no_reply() {
     let outcome = same_on_both("half-close after EXEC with CLIENT SETNAME", |addr| {
         let mut stream = TcpStream::connect(addr).expect("connect");
-        let mut requests = Vec::new();
-        for command in [
-            &[&b"MULTI"[..]][..],
+        let requests = resp_commands(&[
+            &[b"MULTI"],
             &[b"CLIENT", b"SETNAME", b"closing"],
             &[b"SET", b"{connmulti}hc", b"1"],
             &[b"EXEC"],
             &[b"CLIENT", b"GETNAME"],
-        ] {
-            requests.extend(resp_command(command));
-        }
+        ]);
         stream.write_all(&requests).expect("write");
         stream.shutdown(Shutdown::Write).expect("half-close");
         String::from_utf8_lossy(&read_until(&mut stream, WAIT, |_| false)).into_owned()
