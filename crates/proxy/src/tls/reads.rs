@@ -53,24 +53,27 @@ where
         }
         // The first fill may read the socket (Pending registers the task's waker, as a read does);
         // the next ones only take records already decrypted.
-        let data = ready!(Pin::new(&mut *stream).poll_fill_buf(cx))?;
-        let taken = data.len().min(buf.remaining());
-        buf.put_slice(&data[..taken]);
-        Pin::new(&mut *stream).consume(taken);
+        ready!(take_chunk(stream, cx, buf))?;
         while buf.remaining() > 0 && stream.holds_plaintext() {
-            let Poll::Ready(Ok(data)) = Pin::new(&mut *stream).poll_fill_buf(cx) else {
-                // An error here comes back from the next read, which goes to rustls again.
-                break;
-            };
-            if data.is_empty() {
-                break;
-            }
-            let taken = data.len().min(buf.remaining());
-            buf.put_slice(&data[..taken]);
-            Pin::new(&mut *stream).consume(taken);
+            // An error here comes back from the next read, which goes to rustls again.
+            let Poll::Ready(Ok(1..)) = take_chunk(stream, cx, buf) else { break };
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// Copies into `buf` what one fill of `stream` yields (as much as fits) and consumes it; how many
+/// bytes (0 at the end of the stream).
+fn take_chunk<S: AsyncBufRead + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<usize>> {
+    let data = ready!(Pin::new(&mut *stream).poll_fill_buf(cx))?;
+    let taken = data.len().min(buf.remaining());
+    buf.put_slice(&data[..taken]);
+    Pin::new(stream).consume(taken);
+    Poll::Ready(Ok(taken))
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for PlaintextReads<S> {
