@@ -60,7 +60,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let socket = client_socket(&stream, peer);
         let shared = Arc::clone(&shared);
-        let tls = tls.as_ref().map(|t| t.acceptor());
+        let tls = tls.as_ref().map(|t| t.config());
         // Two spawns rather than one task that could take either path: a task is as large as its
         // largest state, and a plain client's task would otherwise carry room for a TLS session.
         // `connected` moves into the task, so the counts drop however it ends, panics included.
@@ -70,9 +70,9 @@ pub async fn serve(
                 let (reader, writer) = stream.into_split();
                 session::run(shared, reader, writer, socket, None).await;
             }),
-            Some(acceptor) => tokio::spawn(async move {
+            Some(config) => tokio::spawn(async move {
                 let _connected = connected;
-                serve_tls(acceptor, stream, socket, shared).await;
+                serve_tls(config, stream, socket, shared).await;
             }),
         };
     }
@@ -108,9 +108,9 @@ fn client_socket(stream: &TcpStream, peer: SocketAddr) -> ClientSocket {
     ClientSocket { peer, local, fd: stream.as_raw_fd() }
 }
 
-async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, socket: ClientSocket, shared: Arc<Shared>) {
+async fn serve_tls(config: Arc<rustls::ServerConfig>, stream: TcpStream, socket: ClientSocket, shared: Arc<Shared>) {
     let peer = socket.peer;
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, crate::tls::accept(stream, config)).await;
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
@@ -126,11 +126,10 @@ async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, socke
     };
     // With `tls.client_user`, the verified certificate names the client's ACL user.
     let identity = tls
-        .get_ref()
-        .1
+        .connection()
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|leaf| crate::tls::certificate_user(leaf, shared.certificate_user));
-    let (reader, writer) = tokio::io::split(crate::tls::PlaintextReads(tls));
+    let (reader, writer) = tokio::io::split(tls);
     session::run(shared, reader, writer, socket, identity).await;
 }

@@ -229,9 +229,9 @@ impl ReloadableAcceptor {
         Ok(Self { files, current: ArcSwap::from_pointee(loaded) })
     }
 
-    /// An acceptor for the config current now; take a fresh one for every accepted connection.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.current.load().config.clone())
+    /// The config current now, for one accepted connection's handshake ([`accept`]).
+    pub fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.load().config)
     }
 
     /// Re-reads the files and, when they are valid, makes them current for new handshakes.
@@ -524,10 +524,12 @@ fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
 }
 
 mod reads;
+mod server_stream;
 #[cfg(test)]
 mod tests;
 
 pub use reads::PlaintextReads;
+pub use server_stream::{ServerStream, accept};
 
 /// The ACL user name a client certificate gives (`tls.client_user`): the subject's common name,
 /// or its first DNS, e-mail or URI subject alternative name. `None` when the field is off, absent

@@ -22,17 +22,11 @@ pub trait HoldsPlaintext {
     fn holds_plaintext(&self) -> bool;
 }
 
-impl<IO> HoldsPlaintext for tokio_rustls::server::TlsStream<IO> {
+impl<IO> HoldsPlaintext for tokio_rustls::client::TlsStream<IO> {
     fn holds_plaintext(&self) -> bool {
         // rustls wants to read except while it holds plaintext, after the peer's close_notify (a
         // fill then finds the end: the loop below stops) and while a handshake has records to
         // send (never: the stream is handed over after the handshake).
-        !self.get_ref().1.wants_read()
-    }
-}
-
-impl<IO> HoldsPlaintext for tokio_rustls::client::TlsStream<IO> {
-    fn holds_plaintext(&self) -> bool {
         !self.get_ref().1.wants_read()
     }
 }

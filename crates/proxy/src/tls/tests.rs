@@ -9,7 +9,7 @@ use rcgen::{
 };
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
-use tokio_rustls::{TlsConnector, client, server};
+use tokio_rustls::{TlsConnector, client};
 
 type Ymd = (i32, u8, u8);
 
@@ -106,18 +106,18 @@ fn client_trusting(
     Arc::new(config)
 }
 
-type Handshake = (std::io::Result<server::TlsStream<DuplexStream>>, std::io::Result<client::TlsStream<DuplexStream>>);
+type Handshake = (std::io::Result<ServerStream<DuplexStream>>, std::io::Result<client::TlsStream<DuplexStream>>);
 
 /// Runs both ends of a handshake to `localhost` at once and returns both outcomes.
-async fn handshake(acceptor: tokio_rustls::TlsAcceptor, client: Arc<ClientConfig>) -> Handshake {
+async fn handshake(acceptor: &ReloadableAcceptor, client: Arc<ClientConfig>) -> Handshake {
     let (client_io, server_io) = duplex(64 * 1024);
     let connector = TlsConnector::from(client);
     let name = server_name("localhost").unwrap();
-    tokio::join!(acceptor.accept(server_io), connector.connect(name, client_io))
+    tokio::join!(accept(server_io, acceptor.config()), connector.connect(name, client_io))
 }
 
 /// Sends a line each way over an established session.
-async fn round_trip(server: &mut server::TlsStream<DuplexStream>, client: &mut client::TlsStream<DuplexStream>) {
+async fn round_trip(server: &mut ServerStream<DuplexStream>, client: &mut client::TlsStream<DuplexStream>) {
     client.write_all(b"PING\r\n").await.unwrap();
     client.flush().await.unwrap();
     let mut buf = [0u8; 6];
@@ -260,10 +260,10 @@ async fn handshake_completes_over_tls12_and_tls13() {
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
         (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
     ] {
-        let (server, client) = handshake(acceptor.acceptor(), client_trusting(&pki.ca, &[version])).await;
+        let (server, client) = handshake(&acceptor, client_trusting(&pki.ca, &[version])).await;
         let (mut server, mut client) = (server.unwrap(), client.unwrap());
         assert_eq!(client.get_ref().1.protocol_version(), Some(expected));
-        assert_eq!(server.get_ref().1.protocol_version(), Some(expected));
+        assert_eq!(server.connection().protocol_version(), Some(expected));
         round_trip(&mut server, &mut client).await;
     }
 }
@@ -276,9 +276,9 @@ async fn mtls_accepts_a_client_certificate_from_the_client_ca() {
     let (cert, key) = pki.write("client", &pki.client_leaf("client"));
     let client = client_config(&ca, Some(&cert), Some(&key)).unwrap();
 
-    let (server, client) = handshake(acceptor.acceptor(), client).await;
+    let (server, client) = handshake(&acceptor, client).await;
     let (mut server, mut client) = (server.unwrap(), client.unwrap());
-    assert!(server.get_ref().1.peer_certificates().is_some_and(|certs| !certs.is_empty()));
+    assert!(server.connection().peer_certificates().is_some_and(|certs| !certs.is_empty()));
     round_trip(&mut server, &mut client).await;
 }
 
@@ -288,7 +288,7 @@ async fn mtls_refuses_a_client_without_a_certificate() {
     let ca = pki.write_ca("ca.crt", &pki.ca);
     let acceptor = ReloadableAcceptor::new(TlsFiles { client_ca: Some(ca.clone()), ..pki.server_files() }).unwrap();
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let (server, _client) = handshake(acceptor.acceptor(), client_trusting(&pki.ca, &[version])).await;
+        let (server, _client) = handshake(&acceptor, client_trusting(&pki.ca, &[version])).await;
         assert!(server.is_err(), "{version:?}: server accepted a client without a certificate");
     }
 }
@@ -304,7 +304,7 @@ async fn mtls_refuses_a_client_certificate_from_another_ca() {
     // The rogue client trusts the real CA for the server, so only its own certificate is wrong.
     let client = client_config(&ca, Some(&cert), Some(&key)).unwrap();
 
-    let (server, client) = handshake(acceptor.acceptor(), client).await;
+    let (server, client) = handshake(&acceptor, client).await;
     assert!(server.is_err(), "server accepted a certificate from another CA");
     // Under TLS 1.3 the client finishes before the server judges its certificate; it learns of
     // the refusal on its first read.
@@ -320,7 +320,7 @@ async fn client_refuses_a_server_signed_by_another_ca() {
     let acceptor = ReloadableAcceptor::new(pki.server_files()).unwrap();
     let other_ca = pki.write_ca("other-ca.crt", &new_ca("other CA"));
     let client = client_config(&other_ca, None, None).unwrap();
-    let (_server, client) = handshake(acceptor.acceptor(), client).await;
+    let (_server, client) = handshake(&acceptor, client).await;
     assert!(client.is_err(), "client trusted a server certificate from another CA");
 }
 
@@ -363,7 +363,7 @@ async fn reload_serves_the_new_certificate_to_new_handshakes_only() {
     let acceptor = ReloadableAcceptor::new(TlsFiles { cert, key, client_ca: None }).unwrap();
     let client = client_trusting(&pki.ca, &[&rustls::version::TLS13]);
 
-    let (old_server, old_client) = handshake(acceptor.acceptor(), client.clone()).await;
+    let (old_server, old_client) = handshake(&acceptor, client.clone()).await;
     let (mut old_server, mut old_client) = (old_server.unwrap(), old_client.unwrap());
     assert_eq!(presented(&old_client), first.cert.der().to_vec());
     let old_expiry = acceptor.expiry();
@@ -373,7 +373,7 @@ async fn reload_serves_the_new_certificate_to_new_handshakes_only() {
     acceptor.reload().unwrap();
     assert!(acceptor.expiry() < old_expiry, "expiry follows the reloaded certificate");
 
-    let (new_server, new_client) = handshake(acceptor.acceptor(), client).await;
+    let (new_server, new_client) = handshake(&acceptor, client).await;
     let (mut new_server, mut new_client) = (new_server.unwrap(), new_client.unwrap());
     assert_eq!(presented(&new_client), second.cert.der().to_vec());
     round_trip(&mut new_server, &mut new_client).await;
@@ -400,7 +400,7 @@ async fn failed_reload_keeps_serving_the_old_certificate() {
     assert!(matches!(acceptor.reload(), Err(TlsError::KeyMismatch { .. })));
 
     assert_eq!(acceptor.expiry(), expiry);
-    let (server, client) = handshake(acceptor.acceptor(), client_trusting(&pki.ca, &[&rustls::version::TLS13])).await;
+    let (server, client) = handshake(&acceptor, client_trusting(&pki.ca, &[&rustls::version::TLS13])).await;
     let (mut server, mut client) = (server.unwrap(), client.unwrap());
     assert_eq!(presented(&client), leaf.cert.der().to_vec());
     round_trip(&mut server, &mut client).await;
@@ -459,98 +459,4 @@ fn truncated_der_is_not_a_certificate() {
     assert!(der_tlv(&[0x30, 0x80]).is_none(), "indefinite length is BER, not DER");
 }
 
-// --- Reading decrypted records (`reads.rs`). ---
-
-/// A duplex end that counts the reads tried on it.
-struct CountedReads {
-    io: DuplexStream,
-    reads: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl tokio::io::AsyncRead for CountedReads {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for CountedReads {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// One read of `stream` into a fresh 64-byte buffer: what it got, and the socket reads it tried.
-async fn read_once<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-    reads: &std::sync::atomic::AtomicUsize,
-) -> (Vec<u8>, usize) {
-    let before = reads.load(std::sync::atomic::Ordering::Relaxed);
-    let mut buf = Vec::with_capacity(64);
-    stream.read_buf(&mut buf).await.unwrap();
-    (buf, reads.load(std::sync::atomic::Ordering::Relaxed) - before)
-}
-
-#[tokio::test]
-async fn plaintext_reads_try_the_socket_once_per_read_and_take_every_record_decrypted() {
-    let pki = Pki::new();
-    let acceptor = ReloadableAcceptor::new(pki.server_files()).unwrap();
-    let (client_io, server_io) = duplex(64 * 1024);
-    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let server_io = CountedReads { io: server_io, reads: Arc::clone(&reads) };
-    let connector = TlsConnector::from(client_trusting(&pki.ca, &[&rustls::version::TLS13]));
-    let (server, client) = tokio::join!(
-        acceptor.acceptor().accept(server_io),
-        connector.connect(server_name("localhost").unwrap(), client_io)
-    );
-    let (mut server, mut client) = (PlaintextReads(server.unwrap()), client.unwrap());
-
-    // One record: one socket read (tokio-rustls' own poll_read tries a second, which finds nothing).
-    client.write_all(b"PING\r\n").await.unwrap();
-    assert_eq!(read_once(&mut server, &reads).await, (b"PING\r\n".to_vec(), 1));
-
-    // Three records that came together: all three from the one socket read that brought them.
-    for _ in 0..3 {
-        client.write_all(b"PING\r\n").await.unwrap();
-    }
-    assert_eq!(read_once(&mut server, &reads).await, (b"PING\r\n".repeat(3), 1));
-
-    // A buffer smaller than the record: the rest comes from rustls, without a socket read.
-    client.write_all(b"PING\r\n").await.unwrap();
-    let before = reads.load(std::sync::atomic::Ordering::Relaxed);
-    let mut small = [0u8; 4];
-    assert_eq!(server.read(&mut small).await.unwrap(), 4);
-    assert_eq!(server.read(&mut small).await.unwrap(), 2);
-    assert_eq!(&small[..2], b"\r\n");
-    assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed) - before, 1);
-
-    // Writes pass through; the peer's close_notify ends the reads.
-    server.write_all(b"+PONG\r\n").await.unwrap();
-    let mut pong = [0u8; 7];
-    client.read_exact(&mut pong).await.unwrap();
-    assert_eq!(&pong, b"+PONG\r\n");
-    client.shutdown().await.unwrap();
-    assert_eq!(read_once(&mut server, &reads).await.0, b"");
-}
+mod streams;

@@ -1,0 +1,202 @@
+//! The listener's TLS stream (`server_stream.rs`) and the node side's reads (`reads.rs`), over
+//! `tokio::io::duplex` with counted socket reads.
+
+use super::*;
+
+/// A duplex end that counts the reads tried on it.
+struct CountedReads {
+    io: DuplexStream,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountedReads {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedReads {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// One read of `stream` into a fresh 64-byte buffer: what it got, and the socket reads it tried.
+async fn read_once<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    reads: &std::sync::atomic::AtomicUsize,
+) -> (Vec<u8>, usize) {
+    let before = reads.load(std::sync::atomic::Ordering::Relaxed);
+    let mut buf = Vec::with_capacity(64);
+    stream.read_buf(&mut buf).await.unwrap();
+    (buf, reads.load(std::sync::atomic::Ordering::Relaxed) - before)
+}
+
+/// A TLS 1.3 session over a duplex of `capacity` bytes whose server end counts its socket reads;
+/// the client end also counts its own.
+async fn counted_pair(
+    pki: &Pki,
+    capacity: usize,
+) -> (ServerStream<CountedReads>, PlaintextReads<client::TlsStream<CountedReads>>, Counts) {
+    let acceptor = ReloadableAcceptor::new(pki.server_files()).unwrap();
+    let (client_io, server_io) = duplex(capacity);
+    let counts = Counts::default();
+    let server_io = CountedReads { io: server_io, reads: Arc::clone(&counts.server) };
+    let client_io = CountedReads { io: client_io, reads: Arc::clone(&counts.client) };
+    let connector = TlsConnector::from(client_trusting(&pki.ca, &[&rustls::version::TLS13]));
+    let (server, client) = tokio::join!(
+        accept(server_io, acceptor.config()),
+        connector.connect(server_name("localhost").unwrap(), client_io)
+    );
+    (server.unwrap(), PlaintextReads(client.unwrap()), counts)
+}
+
+/// Socket reads tried by each end of a [`counted_pair`].
+#[derive(Default)]
+struct Counts {
+    server: Arc<std::sync::atomic::AtomicUsize>,
+    client: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[tokio::test]
+async fn server_stream_reads_the_socket_once_per_read_and_takes_every_record_it_brought() {
+    let pki = Pki::new();
+    let (mut server, mut client, counts) = counted_pair(&pki, 64 * 1024).await;
+
+    // One record: one socket read.
+    client.write_all(b"PING\r\n").await.unwrap();
+    assert_eq!(read_once(&mut server, &counts.server).await, (b"PING\r\n".to_vec(), 1));
+
+    // Three records that came together: all three from the one socket read that brought them.
+    for _ in 0..3 {
+        client.write_all(b"PING\r\n").await.unwrap();
+    }
+    assert_eq!(read_once(&mut server, &counts.server).await, (b"PING\r\n".repeat(3), 1));
+
+    // A buffer smaller than the record: the rest comes without a socket read.
+    client.write_all(b"PING\r\n").await.unwrap();
+    let before = counts.server.load(std::sync::atomic::Ordering::Relaxed);
+    let mut small = [0u8; 4];
+    assert_eq!(server.read(&mut small).await.unwrap(), 4);
+    assert_eq!(server.read(&mut small).await.unwrap(), 2);
+    assert_eq!(&small[..2], b"\r\n");
+    assert_eq!(counts.server.load(std::sync::atomic::Ordering::Relaxed) - before, 1);
+
+    // The client's reads through `PlaintextReads`: every record one socket read brought.
+    for _ in 0..3 {
+        server.write_all(b"+PONG\r\n").await.unwrap();
+    }
+    server.flush().await.unwrap();
+    let (pongs, reads) = read_once(&mut client, &counts.client).await;
+    assert_eq!(pongs, b"+PONG\r\n".repeat(3));
+    assert_eq!(reads, 1);
+
+    // The peer's close_notify ends the reads; the server can still answer (a half-close).
+    client.0.shutdown().await.unwrap();
+    assert_eq!(read_once(&mut server, &counts.server).await.0, b"");
+    server.write_all(b"+OK\r\n").await.unwrap();
+    server.flush().await.unwrap();
+    let mut ok = [0u8; 5];
+    client.read_exact(&mut ok).await.unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+}
+
+#[tokio::test]
+async fn server_stream_carries_large_payloads_both_ways_through_a_small_socket_buffer() {
+    let pki = Pki::new();
+    // 4 KiB of socket buffer against payloads of 300 KiB: both ends wait for the other often.
+    let (mut server, mut client, _) = counted_pair(&pki, 4 * 1024).await;
+    let request: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+    let reply: Vec<u8> = request.iter().rev().copied().collect();
+
+    let to_server = async {
+        client.write_all(&request).await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = vec![0u8; reply.len()];
+        client.read_exact(&mut got).await.unwrap();
+        got
+    };
+    let at_server = async {
+        let mut got = vec![0u8; request.len()];
+        server.read_exact(&mut got).await.unwrap();
+        server.write_all(&reply).await.unwrap();
+        server.flush().await.unwrap();
+        got
+    };
+    let (client_got, server_got) = tokio::join!(to_server, at_server);
+    assert!(server_got == request, "the request arrived altered");
+    assert!(client_got == reply, "the reply arrived altered");
+
+    // The server closes cleanly: the client reads the end of the stream, not an error.
+    server.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn server_stream_follows_a_key_update_from_the_client() {
+    let pki = Pki::new();
+    let (mut server, mut client, _) = counted_pair(&pki, 64 * 1024).await;
+    for round in 0..3 {
+        // The client asks for new keys both ways (TLS 1.3 KeyUpdate, update_requested): the
+        // server must answer with its own before its next record can be read.
+        client.0.get_mut().1.refresh_traffic_keys().unwrap();
+        client.write_all(b"PING\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        let mut ping = [0u8; 6];
+        server.read_exact(&mut ping).await.unwrap();
+        assert_eq!(&ping, b"PING\r\n", "round {round}");
+        server.write_all(b"+PONG\r\n").await.unwrap();
+        server.flush().await.unwrap();
+        let mut pong = [0u8; 7];
+        client.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"+PONG\r\n", "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn server_stream_ends_reads_when_the_client_leaves_without_close_notify() {
+    let pki = Pki::new();
+    let (mut server, client, _) = counted_pair(&pki, 64 * 1024).await;
+    drop(client);
+    let mut buf = [0u8; 8];
+    assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn server_stream_refuses_a_handshake_that_is_not_tls() {
+    let pki = Pki::new();
+    let acceptor = ReloadableAcceptor::new(pki.server_files()).unwrap();
+    let (mut client_io, server_io) = duplex(64 * 1024);
+    let server = tokio::spawn(accept(server_io, acceptor.config()));
+    client_io.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    let error = server.await.unwrap().err().expect("a RESP request is no ClientHello");
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+    // The refusal is an alert the client can read, not silence.
+    let mut alert = [0u8; 1];
+    client_io.read_exact(&mut alert).await.unwrap();
+    assert_eq!(alert[0], 21, "TLS alert record");
+}
