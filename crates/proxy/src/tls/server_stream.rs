@@ -59,6 +59,9 @@ pub struct ServerStream<IO> {
     peer_closed: bool,
     /// Our close_notify is queued.
     close_queued: bool,
+    /// rustls refused what came (its alert is queued): the connection is over, and rustls is not
+    /// asked again (it would process the failed record a second time).
+    failed: Option<io::ErrorKind>,
 }
 
 /// Where processing the records received so far stopped.
@@ -104,24 +107,22 @@ where
         fresh: false,
         peer_closed: false,
         close_queued: false,
+        failed: None,
     };
     loop {
-        let stop = match stream.process(None, ToSend::Nothing) {
-            Ok(stop) => stop,
-            Err(error) => {
-                // The alert rustls queued for the failure goes out before the error is returned.
-                stream.queue_alerts();
-                let _ = std::future::poll_fn(|cx| stream.poll_send(cx)).await;
-                return Err(error);
-            }
-        };
-        // Each of the handshake's flights (and the session tickets after it) goes out at once.
-        std::future::poll_fn(|cx| stream.poll_send(cx)).await?;
+        let processed = stream.process(None, ToSend::Nothing);
+        // Each of the handshake's flights (and the session tickets after it, or the alert that
+        // says why it failed) goes out at once.
+        let sent = std::future::poll_fn(|cx| stream.poll_send(cx)).await;
+        let stop = processed?;
+        sent?;
         match stop {
-            Stop::Traffic { .. } => return Ok(stream),
+            // rustls may allow data before the client's Finished (half-RTT data): the handshake
+            // is over only once that is in too.
+            Stop::Traffic { .. } if !stream.conn.is_handshaking() => return Ok(stream),
             Stop::Decrypted => {}
             Stop::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Stop::NeedsInput => {
+            Stop::Traffic { .. } | Stop::NeedsInput => {
                 if std::future::poll_fn(|cx| stream.poll_fill(cx)).await? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
@@ -142,7 +143,21 @@ impl<IO> ServerStream<IO> {
     /// encrypted into `outgoing`). Handshake messages and alerts rustls answers with are encoded
     /// into `outgoing` on the way. Each call of rustls' costs a pass over its state (~200
     /// instructions), so a request's read and its reply's write take one each.
-    fn process(&mut self, mut read: Option<&mut ReadBuf<'_>>, send: ToSend<'_>) -> io::Result<Stop> {
+    fn process(&mut self, read: Option<&mut ReadBuf<'_>>, send: ToSend<'_>) -> io::Result<Stop> {
+        if let Some(kind) = self.failed {
+            return Err(kind.into());
+        }
+        let processed = self.process_records(read, send);
+        if let Err(error) = &processed {
+            // The alert rustls queued for the failure goes out with the next send.
+            self.failed = Some(error.kind());
+            self.queue_alerts();
+        }
+        processed
+    }
+
+    /// [`ServerStream::process`] while rustls has not failed.
+    fn process_records(&mut self, mut read: Option<&mut ReadBuf<'_>>, send: ToSend<'_>) -> io::Result<Stop> {
         let Self { conn, incoming, plaintext, outgoing, filled, fresh, peer_closed, close_queued, .. } = self;
         loop {
             let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming.unread());
@@ -278,25 +293,32 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<IO> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
+        let room = buf.remaining();
         loop {
             if this.take_plaintext(buf) || this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
             if this.fresh {
-                let before = buf.remaining();
-                let stop = this.process(Some(buf), ToSend::Nothing)?;
+                let stop = this.process(Some(buf), ToSend::Nothing);
                 // What rustls answered with (a key update, an alert) goes out now if the socket
-                // takes it; otherwise before the next write. An error shows there, or on a read.
+                // takes it; otherwise before the next write.
                 if this.unsent() {
                     let _ = this.poll_send(cx);
                 }
+                let stop = stop?;
                 // Every record the socket brought, while the caller has room.
                 if stop == Stop::Decrypted && this.fresh && buf.remaining() > 0 {
                     continue;
                 }
-                if stop == Stop::Closed || buf.remaining() < before || this.peer_closed {
+                if stop == Stop::Closed || this.peer_closed {
                     return Poll::Ready(Ok(()));
                 }
+            }
+            // Records decrypted on an earlier pass are returned before the socket is tried (a
+            // Pending read would drop them): a record with nothing for the reader (a key update,
+            // an empty record) may follow one with data.
+            if buf.remaining() < room {
+                return Poll::Ready(Ok(()));
             }
             // Nothing decrypted yet: read the socket (Pending registers the caller's waker). Its
             // end without a close_notify ends the stream too, as a plain connection's would.
@@ -320,10 +342,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerStream<IO> {
         let data = &data[..data.len().min(MAX_WRITE)];
         let encrypted = loop {
             // Records complete in `incoming` come first (decrypted into `plaintext`).
-            match this.process(None, ToSend::Data(data))? {
-                Stop::Traffic { encrypted } => break encrypted,
-                Stop::Decrypted => {}
-                Stop::NeedsInput | Stop::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            match this.process(None, ToSend::Data(data)) {
+                Ok(Stop::Traffic { encrypted }) => break encrypted,
+                Ok(Stop::Decrypted) => {}
+                Ok(Stop::NeedsInput | Stop::Closed) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Err(error) => {
+                    // The alert first, best effort.
+                    let _ = this.poll_send(cx);
+                    return Poll::Ready(Err(error));
+                }
             }
         };
         // Sent at once; what the socket does not take now goes before the next write, or at the

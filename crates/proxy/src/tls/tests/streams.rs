@@ -178,6 +178,24 @@ async fn server_stream_follows_a_key_update_from_the_client() {
 }
 
 #[tokio::test]
+async fn server_stream_returns_a_request_followed_by_a_key_update_in_the_same_socket_read() {
+    let pki = Pki::new();
+    let (mut server, mut client, counts) = counted_pair(&pki, 64 * 1024).await;
+    // The request's record, then the client's KeyUpdate record: one socket read brings both, and
+    // the second has nothing for the reader.
+    client.write_all(b"PING\r\n").await.unwrap();
+    client.0.get_mut().1.refresh_traffic_keys().unwrap();
+    client.flush().await.unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), read_once(&mut server, &counts.server));
+    assert_eq!(read.await.expect("the request was dropped: the read waits").0, b"PING\r\n");
+    server.write_all(b"+PONG\r\n").await.unwrap();
+    server.flush().await.unwrap();
+    let mut pong = [0u8; 7];
+    client.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+}
+
+#[tokio::test]
 async fn server_stream_ends_reads_when_the_client_leaves_without_close_notify() {
     let pki = Pki::new();
     let (mut server, client, _) = counted_pair(&pki, 64 * 1024).await;
