@@ -81,6 +81,19 @@ struct Counts {
     client: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// The server writes `reply` and the client reads exactly that.
+async fn server_answers<C: tokio::io::AsyncRead + Unpin>(
+    server: &mut ServerStream<CountedReads>,
+    client: &mut C,
+    reply: &[u8],
+) {
+    server.write_all(reply).await.unwrap();
+    server.flush().await.unwrap();
+    let mut got = vec![0u8; reply.len()];
+    client.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, reply);
+}
+
 #[tokio::test]
 async fn server_stream_reads_the_socket_once_per_read_and_takes_every_record_it_brought() {
     let pki = Pki::new();
@@ -117,11 +130,7 @@ async fn server_stream_reads_the_socket_once_per_read_and_takes_every_record_it_
     // The peer's close_notify ends the reads; the server can still answer (a half-close).
     client.0.shutdown().await.unwrap();
     assert_eq!(read_once(&mut server, &counts.server).await.0, b"");
-    server.write_all(b"+OK\r\n").await.unwrap();
-    server.flush().await.unwrap();
-    let mut ok = [0u8; 5];
-    client.read_exact(&mut ok).await.unwrap();
-    assert_eq!(&ok, b"+OK\r\n");
+    server_answers(&mut server, &mut client, b"+OK\r\n").await;
 }
 
 #[tokio::test]
@@ -169,11 +178,7 @@ async fn server_stream_follows_a_key_update_from_the_client() {
         let mut ping = [0u8; 6];
         server.read_exact(&mut ping).await.unwrap();
         assert_eq!(&ping, b"PING\r\n", "round {round}");
-        server.write_all(b"+PONG\r\n").await.unwrap();
-        server.flush().await.unwrap();
-        let mut pong = [0u8; 7];
-        client.read_exact(&mut pong).await.unwrap();
-        assert_eq!(&pong, b"+PONG\r\n", "round {round}");
+        server_answers(&mut server, &mut client, b"+PONG\r\n").await;
     }
 }
 
@@ -188,11 +193,7 @@ async fn server_stream_returns_a_request_followed_by_a_key_update_in_the_same_so
     client.flush().await.unwrap();
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), read_once(&mut server, &counts.server));
     assert_eq!(read.await.expect("the request was dropped: the read waits").0, b"PING\r\n");
-    server.write_all(b"+PONG\r\n").await.unwrap();
-    server.flush().await.unwrap();
-    let mut pong = [0u8; 7];
-    client.read_exact(&mut pong).await.unwrap();
-    assert_eq!(&pong, b"+PONG\r\n");
+    server_answers(&mut server, &mut client, b"+PONG\r\n").await;
 }
 
 #[tokio::test]
