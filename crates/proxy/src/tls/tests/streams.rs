@@ -197,6 +197,26 @@ async fn server_stream_returns_a_request_followed_by_a_key_update_in_the_same_so
 }
 
 #[tokio::test]
+async fn server_stream_fails_for_good_on_a_forged_record_and_tells_the_client() {
+    let pki = Pki::new();
+    let (mut server, mut client, _) = counted_pair(&pki, 64 * 1024).await;
+    // An application-data record whose tag cannot verify, written under the client's TLS layer.
+    let forged = [23, 3, 3, 0, 22, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22];
+    client.0.get_mut().0.io.write_all(&forged).await.unwrap();
+    let mut buf = [0u8; 16];
+    let error = server.read(&mut buf).await.expect_err("a forged record is refused");
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+    // rustls is not asked again (it would process the failed record twice): every later call
+    // fails the same way, and none panics.
+    assert_eq!(server.read(&mut buf).await.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    assert!(server.write_all(b"+OK\r\n").await.is_err());
+    let _ = server.shutdown().await;
+    // The client got the alert that says why.
+    let mut rest = Vec::new();
+    assert!(client.read_to_end(&mut rest).await.is_err(), "the client reads an alert, not data");
+}
+
+#[tokio::test]
 async fn server_stream_ends_reads_when_the_client_leaves_without_close_notify() {
     let pki = Pki::new();
     let (mut server, client, _) = counted_pair(&pki, 64 * 1024).await;
