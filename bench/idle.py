@@ -2,7 +2,7 @@
 """Memory per idle client: opens N connections to a running proxy and reads its VmRSS.
 
     bench/idle.py --pid PID --port PORT [--clients 5000] [--ping-share 0.5]
-                  [--request ping|set-get] [--waves 1] [--settle 2]
+                  [--request ping|set-get] [--waves 1] [--settle 2] [--tls-ca CA.crt]
 
 Part of the clients (half by default) send a request first and read the reply, so both a client
 that never spoke and one that did are counted: one PING, or with `--request set-get` a SET and a
@@ -11,12 +11,15 @@ With `--waves N` the clients connect in N waves, `--settle` seconds apart: a pro
 clients give their buffers back (after 2 s without a request) serves later waves from the memory
 earlier ones returned, which is what many clients that idle after a burst cost. Prints VmRSS
 before and after and the cost per client, per wave and overall. The proxy's `listen.max_clients`
-must allow all clients, and `ulimit -n` must allow as many sockets here.
+must allow all clients, and `ulimit -n` must allow as many sockets here. With `--tls-ca` the
+clients connect to a TLS listener (TLS 1.3, the server's certificate checked against that CA, for
+`localhost`), so the cost of a client's TLS session is counted too.
 """
 
 import argparse
 import resource
 import socket
+import ssl
 import time
 
 
@@ -37,7 +40,12 @@ def main() -> None:
     parser.add_argument("--request", choices=["ping", "set-get"], default="ping")
     parser.add_argument("--waves", type=int, default=1)
     parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument("--tls-ca", help="connect over TLS, trusting this CA")
     args = parser.parse_args()
+    tls = None
+    if args.tls_ca:
+        tls = ssl.create_default_context(cafile=args.tls_ca)
+        tls.minimum_version = ssl.TLSVersion.TLSv1_3
     total = args.clients * args.waves
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -52,6 +60,8 @@ def main() -> None:
         wave_start = rss_kib(args.pid)
         for i in range(args.clients):
             sock = socket.create_connection(("127.0.0.1", args.port), timeout=10)
+            if tls:
+                sock = tls.wrap_socket(sock, server_hostname="localhost")
             if i < talking:
                 talk(sock, args.request, f"idle:{wave}:{i}".encode())
             clients.append(sock)

@@ -27,8 +27,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// the buffer of encrypted bytes stays this size however large a reply is.
 const MAX_WRITE: usize = 4 * 16 * 1024;
 
-/// Room kept for the socket's next read (one read usually brings a client's whole request).
-const READ_ROOM: usize = 4 * 1024;
+/// Room kept for the socket's next read: a request of a few hundred bytes, or a ClientHello, in one read;
+/// an idle client holds no more (a read that fills it grows the room to a whole record).
+const READ_ROOM: usize = 1024;
 
 /// A read that filled this room asks for one largest record's worth next time.
 const LARGE_READ: usize = 16 * 1024 + 256;
@@ -119,7 +120,12 @@ where
         match stop {
             // rustls may allow data before the client's Finished (half-RTT data): the handshake
             // is over only once that is in too.
-            Stop::Traffic { .. } if !stream.conn.is_handshaking() => return Ok(stream),
+            Stop::Traffic { .. } if !stream.conn.is_handshaking() => {
+                // The handshake's flights (the certificate chain: a few KiB) are sent: their room
+                // is given back, and replies start from a buffer their own size.
+                stream.outgoing = Vec::new();
+                return Ok(stream);
+            }
             Stop::Decrypted => {}
             Stop::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
             Stop::Traffic { .. } | Stop::NeedsInput => {
@@ -135,6 +141,12 @@ impl<IO> ServerStream<IO> {
     /// The connection's TLS state: protocol version, the client's certificates.
     pub fn connection(&self) -> &UnbufferedServerConnection {
         &self.conn
+    }
+
+    /// Bytes the stream's own buffers hold (what an idle client costs beyond rustls' state).
+    #[cfg(test)]
+    pub(super) fn buffer_bytes(&self) -> usize {
+        self.incoming.buf.capacity() + self.outgoing.capacity() + self.plaintext.capacity()
     }
 
     /// Processes the records received until rustls has something for the caller: decrypted

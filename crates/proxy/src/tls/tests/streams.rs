@@ -217,6 +217,32 @@ async fn server_stream_fails_for_good_on_a_forged_record_and_tells_the_client() 
 }
 
 #[tokio::test]
+async fn server_stream_buffers_stay_small_for_small_requests_and_grow_for_large_ones() {
+    let pki = Pki::new();
+    let (mut server, mut client, _) = counted_pair(&pki, 64 * 1024).await;
+    // After the handshake the certificate chain's room is given back: the read room is left.
+    assert!(server.buffer_bytes() <= 1024, "{} bytes after the handshake", server.buffer_bytes());
+    client.write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n").await.unwrap();
+    let mut request = [0u8; 22];
+    server.read_exact(&mut request).await.unwrap();
+    server_answers(&mut server, &mut client, b"$5\r\nvalue\r\n").await;
+    assert!(server.buffer_bytes() <= 1024 + 128, "{} bytes after a GET", server.buffer_bytes());
+    // A 100 KiB request: reads grow to whole records, and the request arrives intact.
+    let large = vec![b'x'; 100 * 1024];
+    let write = async {
+        client.write_all(&large).await?;
+        client.flush().await
+    };
+    let (written, read) = tokio::join!(write, async {
+        let mut got = vec![0u8; large.len()];
+        server.read_exact(&mut got).await.map(|_| got)
+    });
+    written.unwrap();
+    assert!(read.unwrap() == large);
+    assert!(server.buffer_bytes() >= 16 * 1024, "{} bytes after a large request", server.buffer_bytes());
+}
+
+#[tokio::test]
 async fn server_stream_ends_reads_when_the_client_leaves_without_close_notify() {
     let pki = Pki::new();
     let (mut server, client, _) = counted_pair(&pki, 64 * 1024).await;
