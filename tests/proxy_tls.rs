@@ -72,6 +72,26 @@ fn redis_client_over_rustls_reaches_the_cluster() {
 }
 
 #[test]
+fn large_values_and_long_pipelines_cross_tls_intact() {
+    let certs = certs();
+    let proxy = tls_proxy(certs.path(), None);
+    let mut con = tls_client(&proxy, &certs.path().join("ca.crt"), None).expect("TLS connection");
+    // A value of many TLS records each way (records carry at most 16 KiB).
+    let large: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let _: () = redis::cmd("SET").arg("tls:large").arg(&large).query(&mut con).expect("SET 3 MB over TLS");
+    let got: Vec<u8> = redis::cmd("GET").arg("tls:large").query(&mut con).expect("GET 3 MB over TLS");
+    assert!(got == large, "the 3 MB value came back altered ({} bytes)", got.len());
+    // 2,000 requests in one write, over many slots: their replies, in order.
+    let mut pipe = redis::pipe();
+    for i in 0..1000 {
+        pipe.cmd("SET").arg(format!("tls:p:{i}")).arg(i).ignore();
+        pipe.cmd("GET").arg(format!("tls:p:{i}"));
+    }
+    let values: Vec<u32> = pipe.query(&mut con).expect("pipeline over TLS");
+    assert_eq!(values, (0..1000).collect::<Vec<u32>>());
+}
+
+#[test]
 fn redis_cli_with_tls_and_cacert_works() {
     let certs = certs();
     let proxy = tls_proxy(certs.path(), None);

@@ -51,17 +51,16 @@ use pipeline::{Meta, Pipeline};
 /// `identity` is the ACL user a verified client certificate names (`tls.client_user`): the client
 /// starts logged in as that user when it exists and is on, as with Valkey's
 /// `tls-auth-clients-user`; otherwise it starts as any client does.
-pub async fn run<R, W>(shared: Arc<Shared>, reader: R, writer: W, socket: ClientSocket, identity: Option<String>)
+pub async fn run<S>(shared: Arc<Shared>, stream: S, socket: ClientSocket, identity: Option<String>)
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = shared.stats.next_client_id();
     let peer = socket.peer;
     let started = Instant::now();
     crate::log_limited!(1000, info, client = id, %peer, "client connected");
-    let served = serve::served(Session::new(shared, id, socket, identity.as_deref()), writer);
-    let result = serve::serve(&served, reader).await;
+    let served = serve::served(Session::new(shared, id, socket, identity.as_deref()), stream);
+    let result = serve::serve(&served).await;
     let mut ended = serve::lock(&served);
     let session = &mut ended.session;
     session.stop_tracking();

@@ -81,7 +81,7 @@ struct ClientIo {
     reading: bool,
     /// A close marker was released: write what is buffered, then close.
     closing: bool,
-    /// Everything buffered is written; the writer is flushed before anything else is done.
+    /// Everything buffered is written; the stream is flushed before anything else is done.
     flushing: bool,
     /// The replies buffered have waited a turn for the rest of their batch: written now.
     waited: bool,
@@ -216,10 +216,9 @@ struct Timers<'a> {
 
 /// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
 /// [`Clients::stop_all`](crate::session::clients::Clients::stop_all)).
-pub(in crate::session) async fn serve<R, W>(served: &Mutex<Served<W>>, mut reader: R) -> std::io::Result<()>
+pub(in crate::session) async fn serve<S>(served: &Mutex<Served<S>>) -> std::io::Result<()>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let idle_timeout = lock(served).session.shared.idle_timeout;
     let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
@@ -228,11 +227,11 @@ where
     loop {
         let wake_up = |cx: &mut Context<'_>| {
             let mut guard = lock(served);
-            let Served { session, io, writer, waker, waiting, failed } = &mut *guard;
+            let Served { session, io, stream, waker, waiting, failed } = &mut *guard;
             if *failed {
                 return Poll::Ready(Err(std::io::Error::other("handling a node reply panicked")));
             }
-            let turn = session.poll_serve(cx, io, &mut reader, writer, &mut timers);
+            let turn = session.poll_serve(cx, io, stream, &mut timers);
             session.exec.end_wake_up();
             *waiting = turn.is_pending();
             if *waiting && !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -243,7 +242,7 @@ where
         match poll_fn(wake_up).await {
             Ok(Turn::Yield) => tokio::task::yield_now().await,
             Ok(Turn::Close) => {
-                let _ = poll_fn(|cx| Pin::new(&mut lock(served).writer).poll_shutdown(cx)).await;
+                let _ = poll_fn(|cx| Pin::new(&mut lock(served).stream).poll_shutdown(cx)).await;
                 break Ok(());
             }
             Ok(Turn::Drop) => break Ok(()),
@@ -266,17 +265,15 @@ impl Session {
     ///
     /// A client that keeps the session busy still yields: socket reads and writes draw on tokio's
     /// per-task budget.
-    fn poll_serve<R, W>(
+    fn poll_serve<S>(
         &mut self,
         cx: &mut Context<'_>,
         io: &mut ClientIo,
-        reader: &mut R,
-        writer: &mut W,
+        stream: &mut S,
         timers: &mut Timers<'_>,
     ) -> Poll<std::io::Result<Turn>>
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         if self.exec.take_replies(&mut self.reply_batch) {
             self.on_replies();
@@ -286,7 +283,7 @@ impl Session {
             // TLS buffers records until flushed; for TCP the flush is free. Nothing else is done
             // meanwhile.
             if io.flushing {
-                ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                ready!(Pin::new(&mut *stream).poll_flush(cx))?;
                 io.flushing = false;
             }
             match std::mem::take(&mut io.settled) {
@@ -304,7 +301,7 @@ impl Session {
                 return Poll::Ready(Ok(Turn::Yield));
             }
             if !io.wbuf.is_empty()
-                && let Poll::Ready(written) = pin!(writer.write_buf(&mut io.wbuf)).poll(cx)
+                && let Poll::Ready(written) = pin!(stream.write_buf(&mut io.wbuf)).poll(cx)
             {
                 self.on_written(io, written?);
                 continue;
@@ -313,7 +310,7 @@ impl Session {
             // that found nothing, so its buffer was sized for idling then).
             if self.can_read(io)
                 && io.read_gate.poll_ready(cx)
-                && let Poll::Ready(read) = io.read_into(reader, !self.pipeline.is_empty())
+                && let Poll::Ready(read) = io.read_into(stream, !self.pipeline.is_empty())
             {
                 match self.on_read(io, read?) {
                     true => continue,

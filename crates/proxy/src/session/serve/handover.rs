@@ -31,10 +31,11 @@ use crate::upstream::queue::HandOver;
 use crate::upstream::{PUSH, UpstreamReply};
 
 /// What a session's task shares with the node connections that hand it replies.
-pub(in crate::session) struct Served<W> {
+pub(in crate::session) struct Served<S> {
     pub(in crate::session) session: Session,
     pub(super) io: ClientIo,
-    pub(super) writer: W,
+    /// The client's connection: read by the task, written by the task and by hand-overs.
+    pub(super) stream: S,
     /// The task's waker, kept from its last poll: writes made for it register it, and it wakes
     /// the task.
     pub(super) waker: Option<Waker>,
@@ -48,26 +49,26 @@ pub(in crate::session) struct Served<W> {
 /// Locks `served`. A panic while it was held (in the task, which then ends; or in a hand-over,
 /// which marks it `failed`) leaves a session that is served no more: its state is read only to
 /// end it.
-pub(in crate::session) fn lock<W>(served: &Mutex<Served<W>>) -> MutexGuard<'_, Served<W>> {
+pub(in crate::session) fn lock<S>(served: &Mutex<Served<S>>) -> MutexGuard<'_, Served<S>> {
     served.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The state `session` is served from, with the client's `writer`, set up for replies to be
+/// The state `session` is served from, with the client's `stream`, set up for replies to be
 /// handed over. Built outside any future: a session moved through an async function's arguments
 /// kept a second copy of itself in that future's state (measured: 2.63 → 5.16 KiB per idle
 /// client).
-pub(in crate::session) fn served<W>(session: Session, writer: W) -> Arc<Mutex<Served<W>>>
+pub(in crate::session) fn served<S>(session: Session, stream: S) -> Arc<Mutex<Served<S>>>
 where
-    W: AsyncWrite + Unpin + Send + 'static,
+    S: AsyncWrite + Unpin + Send + 'static,
 {
     let io = ClientIo::new(Arc::clone(&session.shared), !session.shared.clients.is_stopping());
-    let served = Arc::new(Mutex::new(Served { session, io, writer, waker: None, waiting: false, failed: false }));
-    let receiver: Weak<Mutex<Served<W>>> = Arc::downgrade(&served);
+    let served = Arc::new(Mutex::new(Served { session, io, stream, waker: None, waiting: false, failed: false }));
+    let receiver: Weak<Mutex<Served<S>>> = Arc::downgrade(&served);
     lock(&served).session.exec.hand_replies_over_to(receiver);
     served
 }
 
-impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<Served<W>> {
+impl<S: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<Served<S>> {
     fn try_take(&self, reply: UpstreamReply) -> Result<(), UpstreamReply> {
         let mut reply = Some(reply);
         match hand_over(self, |served| served.take(&mut reply)) {
@@ -84,7 +85,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<S
 /// Runs `take` on the session when its task waits and the lock is free, and, for a client with
 /// several requests out, when their replies may wait in its write buffer for the rest of their
 /// batch ([`Session::gathers_in_place`]); false when it did not run, or declined.
-fn hand_over<W: AsyncWrite + Unpin>(served: &Mutex<Served<W>>, take: impl FnOnce(&mut Served<W>) -> bool) -> bool {
+fn hand_over<S: AsyncWrite + Unpin>(served: &Mutex<Served<S>>, take: impl FnOnce(&mut Served<S>) -> bool) -> bool {
     let mut served = match served.try_lock() {
         Ok(served) => served,
         Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return false,
@@ -116,7 +117,7 @@ fn hand_over<W: AsyncWrite + Unpin>(served: &Mutex<Served<W>>, take: impl FnOnce
     true
 }
 
-impl<W: AsyncWrite + Unpin> Served<W> {
+impl<S: AsyncWrite + Unpin> Served<S> {
     /// Handles `reply` (taken out of the option) as [`Served::handle`] does.
     fn take(&mut self, reply: &mut Option<UpstreamReply>) -> bool {
         let part_reply = reply.as_ref().is_some_and(|r| r.tag.seq != PUSH.seq && r.partial.is_none());
@@ -134,7 +135,7 @@ impl<W: AsyncWrite + Unpin> Served<W> {
     /// once the task has waited (its waker is kept, to write and wake with). `part_reply`: one
     /// reply, for a part.
     fn handle(&mut self, part_reply: bool, replies: impl IntoIterator<Item = UpstreamReply>) -> bool {
-        let Served { session, io, writer, waiting, waker, .. } = self;
+        let Served { session, io, stream, waiting, waker, .. } = self;
         let Some(waker) = waker.as_ref() else {
             return false;
         };
@@ -157,7 +158,7 @@ impl<W: AsyncWrite + Unpin> Served<W> {
         let unchanged = part_reply && !queued && session.pipeline.front_waits_for_parts() && session.direct.is_empty();
         let done = match unchanged && !session.broken && !session.over_output_limit {
             true => true,
-            false => session.write_released(io, writer, waker),
+            false => session.write_released(io, stream, waker),
         };
         session.exec.end_wake_up();
         if !done || session.can_read(io) != could_read || session.next_wake() != wake_at {
