@@ -269,13 +269,7 @@ async fn serve(
     metrics: &NodeMetrics,
 ) -> End {
     match stream {
-        UpstreamStream::Plain(tcp) => {
-            let (reader, writer) = tcp.into_split();
-            super::wire::serve_halves(reader, writer, addr, settings, mode, inbox, metrics).await
-        }
-        UpstreamStream::Tls(tls) => {
-            let (reader, writer) = tokio::io::split(*tls);
-            super::wire::serve_halves(reader, writer, addr, settings, mode, inbox, metrics).await
-        }
+        UpstreamStream::Plain(tcp) => super::wire::serve_stream(tcp, addr, settings, mode, inbox, metrics).await,
+        UpstreamStream::Tls(tls) => super::wire::serve_stream(tls, addr, settings, mode, inbox, metrics).await,
     }
 }

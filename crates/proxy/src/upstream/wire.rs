@@ -197,10 +197,10 @@ impl Wire<'_> {
     }
 }
 
-/// Serves one established connection (its two halves) until it fails or the pool goes away.
-pub(super) async fn serve_halves<R, W>(
-    mut reader: R,
-    mut writer: W,
+/// Serves one established connection (read and written by this one task, so not split in halves)
+/// until it fails or the pool goes away.
+pub(super) async fn serve_stream<S>(
+    mut stream: S,
     addr: &str,
     settings: &ConnSettings,
     mode: &ConnMode,
@@ -208,8 +208,7 @@ pub(super) async fn serve_halves<R, W>(
     metrics: &NodeMetrics,
 ) -> End
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     // Timeouts are checked on a coarse tick instead of a timer per request: a clock read and a timer
     // registration per command would cost more than the check itself.
@@ -234,8 +233,8 @@ where
         login_refused: false,
     };
     let failure = loop {
-        let io = (&mut reader, &mut writer, &mut ticker);
-        match poll_fn(|cx| wire.poll_serve(cx, io.0, io.1, io.2, inbox, mode, metrics)).await {
+        let io = (&mut stream, &mut ticker);
+        match poll_fn(|cx| wire.poll_serve(cx, io.0, io.1, inbox, mode, metrics)).await {
             Turn::Take => wire.take_requests(inbox, mode, metrics).await,
             Turn::Finished => return End::Finished,
             Turn::Failed(error) => break error,
@@ -265,19 +264,17 @@ impl Wire<'_> {
     /// before the task waits. The same shape as the session's loop (session/serve.rs), for the
     /// same reason: no futures rebuilt per turn.
     #[allow(clippy::too_many_arguments)]
-    fn poll_serve<R, W>(
+    fn poll_serve<S>(
         &mut self,
         cx: &mut Context<'_>,
-        reader: &mut R,
-        writer: &mut W,
+        stream: &mut S,
         ticker: &mut Ticker<'_>,
         inbox: &mut Inbox,
         mode: &ConnMode,
         metrics: &NodeMetrics,
     ) -> Poll<Turn>
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         loop {
             // A pool connection finishes what is in flight; an owned one whose owner left (a client
@@ -287,14 +284,14 @@ impl Wire<'_> {
             }
             // TLS buffers records until flushed; for TCP the flush is free.
             if self.flushing {
-                if ready!(Pin::new(&mut *writer).poll_flush(cx)).is_err() {
+                if ready!(Pin::new(&mut *stream).poll_flush(cx)).is_err() {
                     return Poll::Ready(Turn::Failed(self.lost()));
                 }
                 self.flushing = false;
             }
             let (now_tick, timeout_ticks) = (self.now_tick, self.timeout_ticks);
             let stalled = self.inflight.front_mut().is_some_and(|head| stream_stalled(head, now_tick, timeout_ticks));
-            if !stalled && let Poll::Ready(read) = self.read_gate.poll_read(cx, reader, &mut self.rbuf) {
+            if !stalled && let Poll::Ready(read) = self.read_gate.poll_read(cx, stream, &mut self.rbuf) {
                 if let Err(error) = read.map_err(|_| self.lost()).and_then(|n| self.on_read(n, mode, metrics)) {
                     return Poll::Ready(Turn::Failed(error));
                 }
@@ -302,7 +299,7 @@ impl Wire<'_> {
             }
             if !self.wbuf.is_empty()
                 && !self.holds_writes()
-                && let Poll::Ready(written) = pin!(writer.write_buf(&mut self.wbuf)).poll(cx)
+                && let Poll::Ready(written) = pin!(stream.write_buf(&mut self.wbuf)).poll(cx)
             {
                 if written.is_err() {
                     return Poll::Ready(Turn::Failed(self.lost()));
