@@ -10,7 +10,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::tls::PlaintextReads;
 
-/// A node connection. Plain streams are split without a lock; TLS streams need `tokio::io::split`.
+/// A node connection, read and written whole by its wire task (`wire::serve_stream`).
 #[derive(Debug)]
 pub enum UpstreamStream {
     Plain(TcpStream),

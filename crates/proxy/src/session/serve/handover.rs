@@ -176,7 +176,7 @@ impl Session {
     /// the rest of its batch ([`Session::gathers_in_place`]). False leaves the rest to
     /// the task: a write that must wait (its waker, `waker`, is registered), a pipelined batch's
     /// gathering, a request taken up again, the connection to close.
-    fn write_released<W: AsyncWrite + Unpin>(&mut self, io: &mut ClientIo, writer: &mut W, waker: &Waker) -> bool {
+    fn write_released<S: AsyncWrite + Unpin>(&mut self, io: &mut ClientIo, stream: &mut S, waker: &Waker) -> bool {
         if !matches!(self.settle(io), Settled::Wait) {
             return false;
         }
@@ -192,7 +192,7 @@ impl Session {
             return false;
         }
         let mut cx = Context::from_waker(waker);
-        match pin!(writer.write_buf(&mut io.wbuf)).poll(&mut cx) {
+        match pin!(stream.write_buf(&mut io.wbuf)).poll(&mut cx) {
             Poll::Ready(Ok(written)) => self.on_written(io, written),
             // An error is the task's to see (its write fails the same way).
             Poll::Ready(Err(_)) | Poll::Pending => return false,
@@ -200,7 +200,7 @@ impl Session {
         if !io.wbuf.is_empty() {
             return false;
         }
-        match Pin::new(writer).poll_flush(&mut cx) {
+        match Pin::new(stream).poll_flush(&mut cx) {
             Poll::Ready(Ok(())) => io.flushing = false,
             Poll::Ready(Err(_)) | Poll::Pending => return false,
         }
