@@ -72,9 +72,9 @@ enum Stop {
     NeedsInput,
     /// Records were decrypted (more may be complete in `incoming`).
     Decrypted,
-    /// The handshake is over: what was given to write is encrypted (`encrypted` bytes of it);
-    /// application data may come.
-    Traffic { encrypted: usize },
+    /// The handshake is over: what was given to write is encrypted, all of it; application data
+    /// may come.
+    Traffic,
     /// Both sides sent close_notify.
     Closed,
 }
@@ -120,7 +120,7 @@ where
         match stop {
             // rustls may allow data before the client's Finished (half-RTT data): the handshake
             // is over only once that is in too.
-            Stop::Traffic { .. } if !stream.conn.is_handshaking() => {
+            Stop::Traffic if !stream.conn.is_handshaking() => {
                 // The handshake's flights (the certificate chain: a few KiB) are sent: their room
                 // is given back, and replies start from a buffer their own size.
                 stream.outgoing = Vec::new();
@@ -128,7 +128,7 @@ where
             }
             Stop::Decrypted => {}
             Stop::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Stop::Traffic { .. } | Stop::NeedsInput => {
+            Stop::Traffic | Stop::NeedsInput => {
                 if std::future::poll_fn(|cx| stream.poll_fill(cx)).await? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
@@ -193,26 +193,24 @@ impl<IO> ServerStream<IO> {
                 }
                 ConnectionState::BlockedHandshake => Some(Stop::NeedsInput),
                 ConnectionState::WriteTraffic(mut traffic) => {
-                    let encrypted = match send {
-                        ToSend::Nothing => 0,
+                    match send {
+                        ToSend::Nothing => {}
                         ToSend::Data(data) => {
                             let records = data.len().div_ceil(16 * 1024);
                             let room = data.len() + records * RECORD_OVERHEAD;
                             encode_into(outgoing, filled, room, |buf| {
                                 traffic.encrypt(data, buf).map_err(encrypt_room)
                             })?;
-                            data.len()
                         }
-                        ToSend::CloseNotify if *close_queued => 0,
+                        ToSend::CloseNotify if *close_queued => {}
                         ToSend::CloseNotify => {
                             encode_into(outgoing, filled, RECORD_OVERHEAD, |buf| {
                                 traffic.queue_close_notify(buf).map_err(encrypt_room)
                             })?;
                             *close_queued = true;
-                            0
                         }
-                    };
-                    Some(Stop::Traffic { encrypted })
+                    }
+                    Some(Stop::Traffic)
                 }
                 ConnectionState::PeerClosed => {
                     *peer_closed = true;
@@ -233,8 +231,8 @@ impl<IO> ServerStream<IO> {
         }
     }
 
-    /// After a failed handshake: encodes the alerts rustls queued for it into `outgoing`. Only
-    /// while some are queued: rustls hands them out before it looks at the records received,
+    /// After rustls failed (in the handshake or after it): encodes the alerts it queued for the
+    /// failure into `outgoing`. Only while some are queued: rustls hands them out before it looks at the records received,
     /// which failed already and must not be processed again.
     fn queue_alerts(&mut self) {
         let Self { conn, incoming, outgoing, filled, .. } = self;
@@ -352,10 +350,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerStream<IO> {
             return Poll::Ready(Ok(0));
         }
         let data = &data[..data.len().min(MAX_WRITE)];
-        let encrypted = loop {
+        loop {
             // Records complete in `incoming` come first (decrypted into `plaintext`).
             match this.process(None, ToSend::Data(data)) {
-                Ok(Stop::Traffic { encrypted }) => break encrypted,
+                Ok(Stop::Traffic) => break,
                 Ok(Stop::Decrypted) => {}
                 Ok(Stop::NeedsInput | Stop::Closed) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
                 Err(error) => {
@@ -364,13 +362,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerStream<IO> {
                     return Poll::Ready(Err(error));
                 }
             }
-        };
+        }
         // Sent at once; what the socket does not take now goes before the next write, or at the
         // flush.
         if let Poll::Ready(Err(error)) = this.poll_send(cx) {
             return Poll::Ready(Err(error));
         }
-        Poll::Ready(Ok(encrypted))
+        Poll::Ready(Ok(data.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
