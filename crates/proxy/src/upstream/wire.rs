@@ -233,8 +233,7 @@ where
         login_refused: false,
     };
     let failure = loop {
-        let io = (&mut stream, &mut ticker);
-        match poll_fn(|cx| wire.poll_serve(cx, io.0, io.1, inbox, mode, metrics)).await {
+        match poll_fn(|cx| wire.poll_serve(cx, &mut stream, &mut ticker, inbox, mode, metrics)).await {
             Turn::Take => wire.take_requests(inbox, mode, metrics).await,
             Turn::Finished => return End::Finished,
             Turn::Failed(error) => break error,
@@ -263,7 +262,6 @@ impl Wire<'_> {
     /// handling whatever is ready, until nothing is; the request queue registers the waker only
     /// before the task waits. The same shape as the session's loop (session/serve.rs), for the
     /// same reason: no futures rebuilt per turn.
-    #[allow(clippy::too_many_arguments)]
     fn poll_serve<S>(
         &mut self,
         cx: &mut Context<'_>,
