@@ -57,6 +57,7 @@ pub mod tls;
 pub mod topology;
 pub mod tracking;
 pub mod upstream;
+pub mod writes;
 
 /// The Redis version the proxy reports in `HELLO` and `INFO` (the command set it was built for).
 pub const REDIS_COMPAT_VERSION: &str = "7.0.15";

@@ -17,6 +17,8 @@ use crate::merge::{KeyPlace, merge, put_string, string_payload};
 use crate::metrics::Metrics;
 use crate::upstream::StreamCredit;
 
+use super::write_buffer::WriteBuffer;
+
 #[derive(Debug)]
 enum Entry {
     /// The reply is known.
@@ -255,7 +257,7 @@ impl Pipeline {
 
     /// Writes what arrived of the streamed reply of the single part in `slot` (the front
     /// request's) to `out`, keeping the credit to give back once it is written.
-    fn release_pieces(&mut self, slot: usize, out: &mut BytesMut) {
+    fn release_pieces(&mut self, slot: usize, out: &mut WriteBuffer) {
         let Some(p) = self.singles.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -354,7 +356,7 @@ impl Pipeline {
     /// written then or, in a pipelined batch, with the rest of the batch a little later).
     ///
     /// Returns true when a close marker was reached: nothing after it will ever be written.
-    pub fn release(&mut self, out: &mut BytesMut, metrics: &Metrics) -> bool {
+    pub fn release(&mut self, out: &mut WriteBuffer, metrics: &Metrics) -> bool {
         let mut tally = Tally::default();
         let closed = loop {
             let Some(Queued { entry, meta }) = self.entries.front() else {

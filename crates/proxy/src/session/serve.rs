@@ -17,11 +17,12 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Sleep, sleep};
 
 use super::Session;
 use super::clients::ClientEntry;
+use super::write_buffer::WriteBuffer;
 use crate::readiness::ReadGate;
 use crate::shared::Shared;
 
@@ -65,7 +66,7 @@ struct ClientIo {
     /// The session's own handle on what sessions share, passed down beside `&mut Session`.
     shared: Arc<Shared>,
     rbuf: BytesMut,
-    wbuf: BytesMut,
+    wbuf: WriteBuffer,
     /// Bytes the last read returned.
     last_read_len: usize,
     /// What this client's requests usually take: the bytes of its last burst, read until the
@@ -112,7 +113,7 @@ impl ClientIo {
         ClientIo {
             shared,
             rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
+            wbuf: WriteBuffer::default(),
             last_read_len: 0,
             read_hint: MIN_READ,
             burst: 0,
@@ -180,13 +181,7 @@ impl ClientIo {
     /// allocation per client, not per reply) unless a large burst grew it.
     #[inline]
     fn written_out(&mut self) {
-        // True (room found or taken back) exactly when the whole buffer is larger than kept;
-        // otherwise its room is taken back in place, so the next replies find it.
-        if self.wbuf.try_reclaim(KEEP_WRITE_BUFFER + 1) {
-            self.wbuf = BytesMut::new();
-        } else {
-            let _ = self.wbuf.try_reclaim(1);
-        }
+        self.wbuf.shrink_when_empty(KEEP_WRITE_BUFFER);
     }
 }
 
@@ -301,7 +296,7 @@ impl Session {
                 return Poll::Ready(Ok(Turn::Yield));
             }
             if !io.wbuf.is_empty()
-                && let Poll::Ready(written) = pin!(stream.write_buf(&mut io.wbuf)).poll(cx)
+                && let Poll::Ready(written) = crate::writes::poll_write_buf(stream, cx, &mut io.wbuf)
             {
                 self.on_written(io, written?);
                 continue;
@@ -494,7 +489,7 @@ impl Session {
     /// runs twice per settling and nearly always finds nothing), the move is not: together they
     /// were a call of ~25 instructions each time.
     #[inline(always)]
-    fn release_direct_frames(&mut self, wbuf: &mut BytesMut) {
+    fn release_direct_frames(&mut self, wbuf: &mut WriteBuffer) {
         if !self.direct.is_empty() {
             self.move_direct_frames(wbuf);
         }
@@ -502,9 +497,10 @@ impl Session {
 
     /// [`Session::release_direct_frames`] when there are some.
     #[inline(never)]
-    fn move_direct_frames(&mut self, wbuf: &mut BytesMut) {
+    fn move_direct_frames(&mut self, wbuf: &mut WriteBuffer) {
         if !self.pipeline.mid_stream() {
-            wbuf.extend_from_slice(&self.direct.split());
+            wbuf.extend_from_slice(&self.direct);
+            self.direct.clear();
         }
     }
 

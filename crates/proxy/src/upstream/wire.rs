@@ -5,13 +5,13 @@
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Sleep, sleep};
 
 use super::conn::{ConnMode, End, Inbox, fail};
@@ -297,7 +297,7 @@ impl Wire<'_> {
             }
             if !self.wbuf.is_empty()
                 && !self.holds_writes()
-                && let Poll::Ready(written) = pin!(stream.write_buf(&mut self.wbuf)).poll(cx)
+                && let Poll::Ready(written) = crate::writes::poll_write_buf(stream, cx, &mut self.wbuf)
             {
                 if written.is_err() {
                     return Poll::Ready(Turn::Failed(self.lost()));

@@ -32,7 +32,7 @@ fn replies_released_together_are_counted_by_command_outcome_and_read_time() {
     for (label, read_at, reply) in replies {
         pipeline.push_ready(Bytes::from_static(reply), Meta { label, read_at, dropped: false });
     }
-    let mut out = BytesMut::new();
+    let mut out = WriteBuffer::default();
     pipeline.release(&mut out, &metrics);
     let text = metrics.render();
     for (command, result, count) in [("get", "ok", 4), ("get", "error", 1), ("set", "ok", 1)] {
@@ -49,7 +49,7 @@ fn only_an_empty_pipeline_gives_its_memory_back_and_numbering_goes_on() {
     let first = pipeline.push_single(part(), meta()).0;
     let second = pipeline.push_single(part(), meta()).0;
     pipeline.complete(first, 0, Bytes::from_static(b"+PONG\r\n"));
-    let mut out = BytesMut::new();
+    let mut out = WriteBuffer::default();
     pipeline.release(&mut out, &metrics);
     pipeline.give_back_idle_memory();
     assert!(pipeline.part_mut(second, 0).is_some(), "a waiting part is kept");
@@ -68,7 +68,7 @@ fn answered_out_of_order_replies_go_out_in_order_and_freed_slots_serve_new_parts
     let mut pipeline = Pipeline::default();
     let seqs: Vec<u64> =
         [&b"a"[..], b"b", b"c"].iter().map(|p| pipeline.push_single(part_named(p), meta()).0).collect();
-    let mut out = BytesMut::new();
+    let mut out = WriteBuffer::default();
     pipeline.complete(seqs[1], 0, Bytes::from_static(b"+b\r\n"));
     assert!(pipeline.part_mut(seqs[1], 0).is_none(), "answered");
     pipeline.release(&mut out, &metrics);
@@ -100,7 +100,7 @@ fn a_streamed_reply_waits_for_earlier_replies_then_goes_out_in_order() {
         credit.lend(piece.len());
         assert_eq!(pipeline.stream(b, piece, &credit), kept, "what b keeps unwritten");
     }
-    let mut out = BytesMut::new();
+    let mut out = WriteBuffer::default();
     pipeline.release(&mut out, &metrics);
     assert!(out.is_empty() && !pipeline.mid_stream() && !pipeline.has_credit_out());
     // a's reply releases what b held: b is now part-way out, and once the buffer is written
@@ -160,7 +160,7 @@ fn replies_are_released_in_request_order() {
     let a = pipeline.push_single(part(), meta()).0;
     let b = pipeline.push_single(part(), meta()).0;
     pipeline.push_ready(Bytes::from_static(b"+local\r\n"), meta());
-    let mut out = BytesMut::new();
+    let mut out = WriteBuffer::default();
     pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
     assert!(!pipeline.release(&mut out, &metrics));
     assert!(out.is_empty(), "b must wait for a");
@@ -176,7 +176,7 @@ fn multi_part_requests_merge_when_all_parts_are_in() {
     let mut pipeline = Pipeline::default();
     let seq = pipeline.push_multi(vec![part(), part()], Merge::SumIntegers, Vec::new(), meta());
     pipeline.complete(seq, 1, Bytes::from_static(b":2\r\n"));
-    let mut out = BytesMut::new();
+    let mut out = WriteBuffer::default();
     pipeline.release(&mut out, &metrics);
     assert!(out.is_empty());
     // A duplicate reply for a part already answered changes nothing.
@@ -193,7 +193,7 @@ fn trailers_follow_the_replies_of_requests_read_before_them() {
     let a = pipeline.push_single(part(), meta()).0;
     pipeline.push_trailer(Bytes::from_static(b">after-a\r\n"));
     let b = pipeline.push_single(part(), meta()).0;
-    let mut out = BytesMut::new();
+    let mut out = WriteBuffer::default();
     pipeline.complete(b, 0, Bytes::from_static(b":2\r\n"));
     pipeline.release(&mut out, &metrics);
     assert!(out.is_empty());
@@ -210,7 +210,7 @@ fn close_marker_stops_release() {
     pipeline.push_ready(Bytes::from_static(b"+OK\r\n"), meta());
     pipeline.push_close();
     pipeline.push_ready(Bytes::from_static(b"+never\r\n"), meta());
-    let mut out = BytesMut::new();
+    let mut out = WriteBuffer::default();
     assert!(pipeline.release(&mut out, &metrics));
     assert_eq!(&out[..], b"+OK\r\n");
 }
@@ -221,7 +221,7 @@ fn stale_sequence_numbers_are_ignored() {
     let mut pipeline = Pipeline::default();
     let seq = pipeline.push_single(part(), meta()).0;
     pipeline.complete(seq, 0, Bytes::from_static(b"+a\r\n"));
-    let mut out = BytesMut::new();
+    let mut out = WriteBuffer::default();
     pipeline.release(&mut out, &metrics);
     pipeline.complete(seq, 0, Bytes::from_static(b"+late\r\n"));
     pipeline.complete(99, 0, Bytes::from_static(b"+future\r\n"));

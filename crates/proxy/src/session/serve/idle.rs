@@ -34,9 +34,7 @@ impl Session {
             // The next read is sized by the client's usual requests, not as a burst's next chunk.
             io.last_read_len = 0;
         }
-        if io.wbuf.is_empty() {
-            io.wbuf = BytesMut::new();
-        }
+        io.wbuf.shrink_when_empty(0);
         io.reply_peak = 0;
         io.publish(&self.entry);
         if self.direct.is_empty() {
