@@ -101,7 +101,7 @@ mod tests {
         assert_eq!((buffer.len(), buffer.chunk()), (6, &b"\r\n:1\r\n"[..]));
         let room = buffer.capacity();
         buffer.advance(6);
-        assert!(buffer.is_empty() && buffer.len() == 0 && buffer.capacity() == room);
+        assert!(buffer.is_empty() && buffer.remaining() == 0 && buffer.capacity() == room);
         buffer.extend_from_slice(b"+PONG\r\n");
         assert_eq!(buffer.chunk(), b"+PONG\r\n");
     }
