@@ -17,13 +17,13 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::time::{Sleep, sleep};
 
 use super::Session;
 use super::clients::ClientEntry;
 use super::write_buffer::WriteBuffer;
-use crate::readiness::ReadGate;
+use crate::readiness::{ReadGate, ReadReady};
 use crate::shared::Shared;
 
 mod handover;
@@ -170,9 +170,13 @@ impl ClientIo {
         }
     }
 
-    /// Sizes the read buffer (see [`ClientIo::size_read_buffer`]) and reads into it once.
+    /// Sizes the read buffer (see [`ClientIo::size_read_buffer`]) and reads into it once, unless
+    /// the last read drained the socket and it has nothing yet ([`ReadGate::drained`]).
     #[inline]
-    fn read_into<R: AsyncRead + Unpin>(&mut self, reader: &mut R, in_flight: bool) -> Poll<std::io::Result<usize>> {
+    fn read_into<R: ReadReady>(&mut self, reader: &mut R, in_flight: bool) -> Poll<std::io::Result<usize>> {
+        if self.read_gate.drained(reader) {
+            return Poll::Pending;
+        }
         self.size_read_buffer(in_flight);
         self.read_gate.read(reader, &mut self.rbuf)
     }
@@ -213,7 +217,7 @@ struct Timers<'a> {
 /// [`Clients::stop_all`](crate::session::clients::Clients::stop_all)).
 pub(in crate::session) async fn serve<S>(served: &Mutex<Served<S>>) -> std::io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadReady + AsyncWrite,
 {
     let idle_timeout = lock(served).session.shared.idle_timeout;
     let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
@@ -268,7 +272,7 @@ impl Session {
         timers: &mut Timers<'_>,
     ) -> Poll<std::io::Result<Turn>>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: ReadReady + AsyncWrite,
     {
         if self.exec.take_replies(&mut self.reply_batch) {
             self.on_replies();

@@ -36,6 +36,9 @@ impl<IO> HoldsPlaintext for tokio_rustls::client::TlsStream<IO> {
 #[derive(Debug)]
 pub struct PlaintextReads<S>(pub S);
 
+/// Reads tell: rustls may hold decrypted bytes its socket does not show.
+impl<S> crate::readiness::ReadReady for PlaintextReads<S> where S: AsyncBufRead + HoldsPlaintext + Unpin {}
+
 impl<S> AsyncRead for PlaintextReads<S>
 where
     S: AsyncBufRead + HoldsPlaintext + Unpin,

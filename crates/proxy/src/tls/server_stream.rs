@@ -297,6 +297,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
     }
 }
 
+/// Reads tell: the stream may hold a record or decrypted bytes its socket does not show.
+impl<IO: AsyncRead + AsyncWrite + Unpin> crate::readiness::ReadReady for ServerStream<IO> {}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::time::{Sleep, sleep};
 
 use super::conn::{ConnMode, End, Inbox, fail};
@@ -20,7 +20,7 @@ use super::{
     ConnSettings, ReplySender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError, UpstreamReply, UpstreamRequest,
 };
 use crate::metrics::NodeMetrics;
-use crate::readiness::ReadGate;
+use crate::readiness::{ReadGate, ReadReady};
 use crate::resp::FrameScanner;
 
 /// Stop taking new requests while this much is waiting to be written, so a node that reads slowly
@@ -208,7 +208,7 @@ pub(super) async fn serve_stream<S>(
     metrics: &NodeMetrics,
 ) -> End
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadReady + AsyncWrite,
 {
     // Timeouts are checked on a coarse tick instead of a timer per request: a clock read and a timer
     // registration per command would cost more than the check itself.
@@ -272,7 +272,7 @@ impl Wire<'_> {
         metrics: &NodeMetrics,
     ) -> Poll<Turn>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: ReadReady + AsyncWrite,
     {
         loop {
             // A pool connection finishes what is in flight; an owned one whose owner left (a client
