@@ -27,7 +27,6 @@ mod route;
 mod serve;
 mod tracking;
 mod transaction;
-mod write_buffer;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -17,7 +17,7 @@ use crate::merge::{KeyPlace, merge, put_string, string_payload};
 use crate::metrics::Metrics;
 use crate::upstream::StreamCredit;
 
-use super::write_buffer::WriteBuffer;
+use crate::writes::WriteBuffer;
 
 #[derive(Debug)]
 enum Entry {

@@ -22,9 +22,9 @@ use tokio::time::{Sleep, sleep};
 
 use super::Session;
 use super::clients::ClientEntry;
-use super::write_buffer::WriteBuffer;
 use crate::readiness::{ReadGate, ReadReady};
 use crate::shared::Shared;
+use crate::writes::WriteBuffer;
 
 mod handover;
 mod idle;
@@ -300,7 +300,7 @@ impl Session {
                 return Poll::Ready(Ok(Turn::Yield));
             }
             if !io.wbuf.is_empty()
-                && let Poll::Ready(written) = crate::writes::poll_write_buf(stream, cx, &mut io.wbuf)
+                && let Poll::Ready(written) = io.wbuf.poll_write_to(stream, cx)
             {
                 self.on_written(io, written?);
                 continue;

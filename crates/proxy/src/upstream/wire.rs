@@ -22,6 +22,7 @@ use super::{
 use crate::metrics::NodeMetrics;
 use crate::readiness::{ReadGate, ReadReady};
 use crate::resp::FrameScanner;
+use crate::writes::WriteBuffer;
 
 /// Stop taking new requests while this much is waiting to be written, so a node that reads slowly
 /// holds back its senders' requests in the channel instead of growing one buffer without bound.
@@ -66,7 +67,7 @@ struct Wire<'a> {
     rbuf: BytesMut,
     /// Reads the node's socket only when it may have something.
     read_gate: ReadGate,
-    wbuf: BytesMut,
+    wbuf: WriteBuffer,
     scanner: FrameScanner,
     /// Replies read for one client one after another, queued to it together.
     run: ReplyRun,
@@ -220,7 +221,7 @@ where
         inflight: VecDeque::new(),
         rbuf: BytesMut::with_capacity(64 * 1024),
         read_gate: ReadGate::default(),
-        wbuf: BytesMut::with_capacity(64 * 1024),
+        wbuf: WriteBuffer::with_capacity(64 * 1024),
         scanner: FrameScanner::new(),
         run: ReplyRun::default(),
         unwritten: 0,
@@ -297,7 +298,7 @@ impl Wire<'_> {
             }
             if !self.wbuf.is_empty()
                 && !self.holds_writes()
-                && let Poll::Ready(written) = crate::writes::poll_write_buf(stream, cx, &mut self.wbuf)
+                && let Poll::Ready(written) = self.wbuf.poll_write_to(stream, cx)
             {
                 if written.is_err() {
                     return Poll::Ready(Turn::Failed(self.lost()));
@@ -378,7 +379,7 @@ impl Ticker<'_> {
 
 fn queue(
     request: UpstreamRequest,
-    wbuf: &mut BytesMut,
+    wbuf: &mut WriteBuffer,
     inflight: &mut VecDeque<InFlight>,
     now_tick: u64,
     expects_reply: bool,

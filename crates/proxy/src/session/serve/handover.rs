@@ -191,7 +191,7 @@ impl Session {
             return false;
         }
         let mut cx = Context::from_waker(waker);
-        match crate::writes::poll_write_buf(stream, &mut cx, &mut io.wbuf) {
+        match io.wbuf.poll_write_to(stream, &mut cx) {
             Poll::Ready(Ok(written)) => self.on_written(io, written),
             // An error is the task's to see (its write fails the same way).
             Poll::Ready(Err(_)) | Poll::Pending => return false,

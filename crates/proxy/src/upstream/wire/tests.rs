@@ -47,7 +47,7 @@ fn request(to: &ReplySender, seq: u64, part: u32) -> UpstreamRequest {
 #[test]
 fn a_pipelined_clients_replies_read_together_are_queued_as_one_run_and_others_handed_over() {
     let ((a, a_rx, a_waiting), (b, b_rx, b_waiting)) = (client(), client());
-    let (mut wbuf, mut inflight) = (BytesMut::new(), VecDeque::new());
+    let (mut wbuf, mut inflight) = (WriteBuffer::default(), VecDeque::new());
     // Client a pipelines requests 1 and 2, client b sends one, then a sends request 3 split in two
     // parts (one request: its client waits for it alone).
     for (to, seq, part) in [(&a, 1, 0), (&a, 2, 0), (&b, 1, 0), (&a, 3, 0), (&a, 3, 1)] {
