@@ -23,6 +23,8 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::readiness::ReadReady;
+
 /// Most plaintext one write encrypts: four full records. A larger write is taken in pieces, so
 /// the buffer of encrypted bytes stays this size however large a reply is.
 const MAX_WRITE: usize = 4 * 16 * 1024;
@@ -297,8 +299,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
     }
 }
 
-/// Reads tell: the stream may hold a record or decrypted bytes its socket does not show.
-impl<IO: AsyncRead + AsyncWrite + Unpin> crate::readiness::ReadReady for ServerStream<IO> {}
+impl<IO: ReadReady + AsyncWrite> ReadReady for ServerStream<IO> {
+    /// Ready while the stream holds what a read returns without the socket (decrypted bytes, a
+    /// whole record, the peer's end, a failure); otherwise as its socket says.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.plaintext.is_empty() || self.fresh || self.peer_closed || self.failed.is_some() {
+            return Poll::Ready(());
+        }
+        self.io.poll_read_ready(cx)
+    }
+}
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
