@@ -15,7 +15,7 @@
 #   predixy                     where the predixy row runs in a round (default: after the NAMEs)
 #   --no-predixy                leave out the predixy row
 #   --syscalls                  also count each proxy's socket syscalls per request (writes:
-#                               write + writev; reads: read + recvfrom; epoll_wait), with perf's
+#                               write + writev + sendto; reads: read + recvfrom; epoll_wait), with perf's
 #                               syscall tracepoints (Debian's linux-perf, run as root); printed as
 #                               `sys w/r/e`. Tells a change that moves kernel work (batching)
 #                               from one that moves only user space.
@@ -143,8 +143,8 @@ ticks() {
 # With --syscalls: starts counting process $1's socket syscalls (perf stat into $WORK/perf.out).
 count_syscalls() {
     [ "$SYSCALLS" -eq 1 ] || return 0
-    local events=syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_read
-    events+=,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait
+    local events=syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto
+    events+=,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait
     perf stat -x, -o "$WORK/perf.out" -p "$1" -e "$events" 2>/dev/null &
     PERF_PID=$!
     # Time for perf to attach to the process's threads.
@@ -162,7 +162,7 @@ stop_counting() {
     PERF_PID=""
     [ -f "$WORK/perf.out" ] || return 0
     COUNTED=$(awk -F, '$1 ~ /^[0-9]+$/ { split($3, e, ":"); n[e[2]] = $1 }
-        END { w = n["sys_enter_write"] + n["sys_enter_writev"]; r = n["sys_enter_read"] + n["sys_enter_recvfrom"]
+        END { w = n["sys_enter_write"] + n["sys_enter_writev"] + n["sys_enter_sendto"]; r = n["sys_enter_read"] + n["sys_enter_recvfrom"]
               if (w + r > 0) printf "%d %d %d", w, r, n["sys_enter_epoll_wait"] }' "$WORK/perf.out")
     rm -f "$WORK/perf.out"
 }

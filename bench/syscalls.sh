@@ -4,7 +4,7 @@
 #   bench/syscalls.sh PID PORT REDIS-BENCHMARK-ARGS...
 #   bench/syscalls.sh 1234 6380 -t get -n 100000 -c 50 -r 100000 -d 64
 #
-# Counts writev, recvfrom, epoll_wait and futex calls of process PID with perf's syscall
+# Counts writev, sendto (RedisForge writes with send since 2026-12-06), recvfrom, epoll_wait and futex calls of process PID with perf's syscall
 # tracepoints (Debian's linux-perf; they work where hardware counters do not) and reads its
 # utime+stime from /proc/PID/stat before and after. `-n` must be among the arguments.
 set -euo pipefail
@@ -14,7 +14,7 @@ n=$(printf '%s\n' "$@" | grep -A1 -x -- '-n' | tail -1)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 perf stat -x, -o "$out" -p "$pid" \
-    -e 'syscalls:sys_enter_writev,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,context-switches' &
+    -e 'syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,context-switches' &
 perf_pid=$!
 sleep 0.3
 read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
