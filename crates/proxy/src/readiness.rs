@@ -8,7 +8,8 @@
 //! their own that marks the socket as worth reading and then wakes the task.
 //!
 //! A read that returns bytes without filling the buffer has drained the socket (tokio clears its
-//! readiness then), so the next attempt only asks the socket for readiness ([`ReadReady`]), which
+//! readiness then, on Linux's epoll and the BSDs' kqueue; elsewhere the check says Ready and the
+//! read tells), so the next attempt only asks the socket for readiness ([`ReadReady`]), which
 //! registers the waker as a read finding nothing would, without sizing a buffer or setting up a
 //! read (~90 instructions per unpipelined request, once on each side).
 
@@ -52,7 +53,8 @@ pub struct ReadGate {
     signal: Arc<Signal>,
     /// The waker reads register: it marks the signal and wakes the task.
     waker: Waker,
-    /// The last read returned Pending; `waker` waits for the socket.
+    /// The last read returned Pending, or [`ReadGate::drained`] found nothing: `waker` waits for
+    /// the socket.
     armed: bool,
     /// The last read returned bytes without filling the buffer: the socket is likely drained.
     drained: bool,

@@ -63,11 +63,14 @@ impl WriteBuffer {
         self.bytes.capacity()
     }
 
-    /// Appends `data` after what is not written yet. A buffer part-way written moves its unwritten
-    /// rest to the start first when that makes room, rather than growing.
+    /// Appends `data` after what is not written yet. A buffer part-way written first moves its
+    /// unwritten rest to the start when that makes the room and the rest is no longer than what
+    /// was written (so each byte is moved at most about once, as `BytesMut::reserve` does);
+    /// otherwise it grows.
     #[inline]
     pub fn extend_from_slice(&mut self, data: &[u8]) {
-        if self.sent > 0 && self.bytes.capacity() - self.bytes.len() < data.len() {
+        let spare = self.bytes.capacity() - self.bytes.len();
+        if spare < data.len() && self.sent > 0 && self.sent >= self.len() && spare + self.sent >= data.len() {
             self.bytes.drain(..self.sent);
             self.sent = 0;
         }
@@ -132,6 +135,18 @@ mod tests {
         assert!(buffer.is_empty() && buffer.remaining() == 0 && buffer.capacity() == room);
         buffer.extend_from_slice(b"+PONG\r\n");
         assert_eq!(buffer.chunk(), b"+PONG\r\n");
+    }
+
+    #[test]
+    fn a_long_unwritten_rest_is_not_moved_for_a_little_room() {
+        let mut buffer = WriteBuffer::default();
+        buffer.extend_from_slice(&[b'a'; 1000]);
+        let room = buffer.capacity();
+        buffer.advance(10);
+        buffer.extend_from_slice(&[b'b'; 20]);
+        assert!(buffer.capacity() > room, "grown, not 990 bytes moved to make 10 bytes of room");
+        assert_eq!((buffer.sent, buffer.len()), (10, 1010));
+        assert!(buffer[..990].iter().all(|&b| b == b'a') && buffer[990..].iter().all(|&b| b == b'b'));
     }
 
     #[test]

@@ -175,6 +175,11 @@ impl ClientIo {
     #[inline]
     fn read_into<R: ReadReady>(&mut self, reader: &mut R, in_flight: bool) -> Poll<std::io::Result<usize>> {
         if self.read_gate.drained(reader) {
+            // As a read that found nothing would have: an emptied buffer a burst grew goes back
+            // to the client's usual size before the client idles.
+            if self.rbuf.is_empty() && self.rbuf.capacity() > MAX_READ_HINT {
+                self.size_read_buffer(in_flight);
+            }
             return Poll::Pending;
         }
         self.size_read_buffer(in_flight);
@@ -305,8 +310,8 @@ impl Session {
                 self.on_written(io, written?);
                 continue;
             }
-            // The buffer is sized before each read tried (a client that goes idle last tried one
-            // that found nothing, so its buffer was sized for idling then).
+            // The buffer is sized before each read tried, and a large emptied one also when the
+            // socket is known drained (so a client that goes idle holds its usual size).
             if self.can_read(io)
                 && io.read_gate.poll_ready(cx)
                 && let Poll::Ready(read) = io.read_into(stream, !self.pipeline.is_empty())
