@@ -148,7 +148,7 @@ pub fn leaf_expiry(files: &TlsFiles) -> Result<(SystemTime, i64), TlsError> {
 /// The upstream side's rustls config: trust the CAs in `ca`, and with `client_cert` and
 /// `client_key`, present that identity to the nodes (mutual TLS).
 ///
-/// Pass it to a `tokio_rustls::TlsConnector` with [`server_name`] of the node's host.
+/// Pass it to [`connect`] with [`server_name`] of the node's host.
 ///
 /// # Errors
 /// A file is missing or does not parse, only one of `client_cert`/`client_key` is given, the
@@ -523,13 +523,11 @@ fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-mod reads;
-mod server_stream;
+mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use reads::PlaintextReads;
-pub use server_stream::{ServerStream, accept};
+pub use stream::{ClientStream, ServerStream, Side, TlsStream, accept, connect};
 
 /// The ACL user name a client certificate gives (`tls.client_user`): the subject's common name,
 /// or its first DNS, e-mail or URI subject alternative name. `None` when the field is off, absent

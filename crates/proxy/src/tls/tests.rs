@@ -459,4 +459,5 @@ fn truncated_der_is_not_a_certificate() {
     assert!(der_tlv(&[0x30, 0x80]).is_none(), "indefinite length is BER, not DER");
 }
 
+mod client_stream;
 mod streams;

@@ -67,11 +67,9 @@ async fn open(addr: &str, settings: &ConnSettings) -> Result<UpstreamStream, Str
     };
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     let name = crate::tls::server_name(host).map_err(|e| e.to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(tls))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS handshake: {e}"))?;
-    Ok(UpstreamStream::Tls(Box::new(crate::tls::PlaintextReads(stream))))
+    let stream =
+        crate::tls::connect(tcp, std::sync::Arc::clone(tls), name).await.map_err(|e| format!("TLS handshake: {e}"))?;
+    Ok(UpstreamStream::Tls(Box::new(stream)))
 }
 
 /// Sends one command to `addr` on a fresh connection and decodes the reply.

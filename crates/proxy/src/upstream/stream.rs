@@ -6,16 +6,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
-use crate::tls::PlaintextReads;
+use crate::tls::ClientStream;
 
 /// A node connection, read and written whole by its wire task (`wire::serve_stream`).
 #[derive(Debug)]
 pub enum UpstreamStream {
     Plain(TcpStream),
-    /// Read through [`PlaintextReads`] from the handshake on (the login's replies too).
-    Tls(Box<PlaintextReads<TlsStream<TcpStream>>>),
+    /// Boxed: rustls' connection state is ~1 KiB, a plain connection's stream a few words.
+    Tls(Box<ClientStream<TcpStream>>),
 }
 
 impl AsyncRead for UpstreamStream {

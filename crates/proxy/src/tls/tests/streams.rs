@@ -1,10 +1,11 @@
-//! The listener's TLS stream (`server_stream.rs`) and the node side's reads (`reads.rs`), over
+//! The listener's TLS stream (`stream.rs`'s server side) against tokio-rustls' client, over
 //! `tokio::io::duplex` with counted socket reads.
 
 use super::*;
 
 /// A duplex end that counts the reads tried on it.
-struct CountedReads {
+#[derive(Debug)]
+pub(super) struct CountedReads {
     io: DuplexStream,
     reads: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -45,7 +46,7 @@ impl tokio::io::AsyncWrite for CountedReads {
 }
 
 /// One read of `stream` into a fresh 64-byte buffer: what it got, and the socket reads it tried.
-async fn read_once<S: tokio::io::AsyncRead + Unpin>(
+pub(super) async fn read_once<S: tokio::io::AsyncRead + Unpin>(
     stream: &mut S,
     reads: &std::sync::atomic::AtomicUsize,
 ) -> (Vec<u8>, usize) {
@@ -60,25 +61,33 @@ async fn read_once<S: tokio::io::AsyncRead + Unpin>(
 async fn counted_pair(
     pki: &Pki,
     capacity: usize,
-) -> (ServerStream<CountedReads>, PlaintextReads<client::TlsStream<CountedReads>>, Counts) {
+) -> (ServerStream<CountedReads>, client::TlsStream<CountedReads>, Counts) {
     let acceptor = ReloadableAcceptor::new(pki.server_files()).unwrap();
-    let (client_io, server_io) = duplex(capacity);
     let counts = Counts::default();
-    let server_io = CountedReads { io: server_io, reads: Arc::clone(&counts.server) };
-    let client_io = CountedReads { io: client_io, reads: Arc::clone(&counts.client) };
+    let (client_io, server_io) = CountedReads::pair(capacity, &counts);
     let connector = TlsConnector::from(client_trusting(&pki.ca, &[&rustls::version::TLS13]));
     let (server, client) = tokio::join!(
         accept(server_io, acceptor.config()),
         connector.connect(server_name("localhost").unwrap(), client_io)
     );
-    (server.unwrap(), PlaintextReads(client.unwrap()), counts)
+    (server.unwrap(), client.unwrap(), counts)
 }
 
 /// Socket reads tried by each end of a [`counted_pair`].
 #[derive(Default)]
-struct Counts {
-    server: Arc<std::sync::atomic::AtomicUsize>,
-    client: Arc<std::sync::atomic::AtomicUsize>,
+pub(super) struct Counts {
+    pub(super) server: Arc<std::sync::atomic::AtomicUsize>,
+    pub(super) client: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountedReads {
+    /// The two ends of a duplex of `capacity` bytes, counting their socket reads in `counts`
+    /// (the client's end first).
+    pub(super) fn pair(capacity: usize, counts: &Counts) -> (CountedReads, CountedReads) {
+        let (client_io, server_io) = duplex(capacity);
+        let client = CountedReads { io: client_io, reads: Arc::clone(&counts.client) };
+        (client, CountedReads { io: server_io, reads: Arc::clone(&counts.server) })
+    }
 }
 
 /// The server writes `reply` and the client reads exactly that.
@@ -118,17 +127,8 @@ async fn server_stream_reads_the_socket_once_per_read_and_takes_every_record_it_
     assert_eq!(&small[..2], b"\r\n");
     assert_eq!(counts.server.load(std::sync::atomic::Ordering::Relaxed) - before, 1);
 
-    // The client's reads through `PlaintextReads`: every record one socket read brought.
-    for _ in 0..3 {
-        server.write_all(b"+PONG\r\n").await.unwrap();
-    }
-    server.flush().await.unwrap();
-    let (pongs, reads) = read_once(&mut client, &counts.client).await;
-    assert_eq!(pongs, b"+PONG\r\n".repeat(3));
-    assert_eq!(reads, 1);
-
     // The peer's close_notify ends the reads; the server can still answer (a half-close).
-    client.0.shutdown().await.unwrap();
+    client.shutdown().await.unwrap();
     assert_eq!(read_once(&mut server, &counts.server).await.0, b"");
     server_answers(&mut server, &mut client, b"+OK\r\n").await;
 }
@@ -138,31 +138,38 @@ async fn server_stream_carries_large_payloads_both_ways_through_a_small_socket_b
     let pki = Pki::new();
     // 4 KiB of socket buffer against payloads of 300 KiB: both ends wait for the other often.
     let (mut server, mut client, _) = counted_pair(&pki, 4 * 1024).await;
+    exchange_large_payloads(&mut client, &mut server).await;
+}
+
+/// `requester` sends 300 KiB and `answerer`, once it has it all, 300 KiB back: both must arrive
+/// intact. Then `answerer` closes cleanly and `requester` reads the end of the stream, not an error.
+pub(super) async fn exchange_large_payloads<R, A>(requester: &mut R, answerer: &mut A)
+where
+    R: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let request: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
     let reply: Vec<u8> = request.iter().rev().copied().collect();
-
-    let to_server = async {
-        client.write_all(&request).await.unwrap();
-        client.flush().await.unwrap();
+    let ask = async {
+        requester.write_all(&request).await.unwrap();
+        requester.flush().await.unwrap();
         let mut got = vec![0u8; reply.len()];
-        client.read_exact(&mut got).await.unwrap();
+        requester.read_exact(&mut got).await.unwrap();
         got
     };
-    let at_server = async {
+    let answer = async {
         let mut got = vec![0u8; request.len()];
-        server.read_exact(&mut got).await.unwrap();
-        server.write_all(&reply).await.unwrap();
-        server.flush().await.unwrap();
+        answerer.read_exact(&mut got).await.unwrap();
+        answerer.write_all(&reply).await.unwrap();
+        answerer.flush().await.unwrap();
         got
     };
-    let (client_got, server_got) = tokio::join!(to_server, at_server);
-    assert!(server_got == request, "the request arrived altered");
-    assert!(client_got == reply, "the reply arrived altered");
-
-    // The server closes cleanly: the client reads the end of the stream, not an error.
-    server.shutdown().await.unwrap();
+    let (reply_got, request_got) = tokio::join!(ask, answer);
+    assert!(request_got == request, "the request arrived altered");
+    assert!(reply_got == reply, "the reply arrived altered");
+    answerer.shutdown().await.unwrap();
     let mut rest = Vec::new();
-    assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+    assert_eq!(requester.read_to_end(&mut rest).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -172,7 +179,7 @@ async fn server_stream_follows_a_key_update_from_the_client() {
     for round in 0..3 {
         // The client asks for new keys both ways (TLS 1.3 KeyUpdate, update_requested): the
         // server must answer with its own before its next record can be read.
-        client.0.get_mut().1.refresh_traffic_keys().unwrap();
+        client.get_mut().1.refresh_traffic_keys().unwrap();
         client.write_all(b"PING\r\n").await.unwrap();
         client.flush().await.unwrap();
         let mut ping = [0u8; 6];
@@ -189,7 +196,7 @@ async fn server_stream_returns_a_request_followed_by_a_key_update_in_the_same_so
     // The request's record, then the client's KeyUpdate record: one socket read brings both, and
     // the second has nothing for the reader.
     client.write_all(b"PING\r\n").await.unwrap();
-    client.0.get_mut().1.refresh_traffic_keys().unwrap();
+    client.get_mut().1.refresh_traffic_keys().unwrap();
     client.flush().await.unwrap();
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), read_once(&mut server, &counts.server));
     assert_eq!(read.await.expect("the request was dropped: the read waits").0, b"PING\r\n");
@@ -202,7 +209,7 @@ async fn server_stream_fails_for_good_on_a_forged_record_and_tells_the_client() 
     let (mut server, mut client, _) = counted_pair(&pki, 64 * 1024).await;
     // An application-data record whose tag cannot verify, written under the client's TLS layer.
     let forged = [23, 3, 3, 0, 22, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22];
-    client.0.get_mut().0.io.write_all(&forged).await.unwrap();
+    client.get_mut().0.io.write_all(&forged).await.unwrap();
     let mut buf = [0u8; 16];
     let error = server.read(&mut buf).await.expect_err("a forged record is refused");
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
@@ -258,7 +265,7 @@ async fn server_stream_refuses_a_handshake_that_is_not_tls() {
     let (mut client_io, server_io) = duplex(64 * 1024);
     let server = tokio::spawn(accept(server_io, acceptor.config()));
     client_io.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
-    let error = server.await.unwrap().err().expect("a RESP request is no ClientHello");
+    let error = server.await.unwrap().expect_err("a RESP request is no ClientHello");
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
     // The refusal is an alert the client can read, not silence.
     let mut alert = [0u8; 1];

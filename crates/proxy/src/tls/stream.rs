@@ -1,26 +1,33 @@
-//! The listener's side of a client's TLS connection, on rustls' unbuffered API.
+//! A TLS connection on rustls' unbuffered API, either side: the listener's (a client's
+//! connection, [`ServerStream`]) and a node connection's ([`ClientStream`]).
 //!
 //! tokio-rustls drives rustls' buffered connection: each write copies the plaintext into rustls,
 //! which encrypts it into a fresh `Vec` per record, queues it and writes it out through a 64-entry
 //! `IoSlice` array; each read goes through rustls' own deframing buffer. Here the stream keeps its
 //! own two buffers, reused for the connection's life: replies are encrypted straight from the
-//! session's write buffer into `outgoing` and written from it, and what the socket delivers lands
-//! in `incoming`, where rustls deframes and decrypts it. Measured (`TLS=1 bench/callgrind.sh
-//! --no-predixy`, bench/RESULTS.md): 10,349 → 10,130 instructions per unpipelined request.
+//! session's write buffer (or a node connection's) into `outgoing` and written from it, and what
+//! the socket delivers lands in `incoming`, where rustls deframes and decrypts it. Measured
+//! (`TLS=1 bench/callgrind.sh --no-predixy`, bench/RESULTS.md): 10,349 → 10,130 instructions per
+//! unpipelined request on the listener's side.
 //!
 //! Nothing is held back: a write encrypts and sends at once (what the socket does not take is sent
 //! before anything written later, and by `poll_flush`); a read goes to the socket only when no
 //! decrypted byte is waiting, and takes every record that one socket read brought.
 
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use rustls::ServerConfig;
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::ServerName;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedConnectionCommon, UnbufferedStatus,
+};
+use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::readiness::ReadReady;
@@ -44,10 +51,40 @@ const KEEP_OUTGOING: usize = 8 * 1024;
 /// nonce under TLS 1.2, tag).
 const RECORD_OVERHEAD: usize = 64;
 
-/// A server-side TLS stream: the handshake is over once [`accept`] returns it.
-pub struct ServerStream<IO> {
+/// rustls' unbuffered connection of one side: what [`TlsStream`] drives.
+pub trait Side: Deref<Target = UnbufferedConnectionCommon<Self::Data>> + DerefMut {
+    type Data;
+
+    /// rustls' `process_tls_records` of this side (an inherent method of each side's connection).
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Side for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, ServerConnectionData> {
+        UnbufferedConnectionCommon::<ServerConnectionData>::process_tls_records(self, incoming)
+    }
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, ClientConnectionData> {
+        UnbufferedConnectionCommon::<ClientConnectionData>::process_tls_records(self, incoming)
+    }
+}
+
+/// The listener's side of a client's TLS connection, as [`accept`] returns it.
+pub type ServerStream<IO> = TlsStream<UnbufferedServerConnection, IO>;
+
+/// A node connection's TLS, as [`connect`] returns it.
+pub type ClientStream<IO> = TlsStream<UnbufferedClientConnection, IO>;
+
+/// A TLS stream over `io`: the handshake is over once [`accept`] or [`connect`] returns it.
+pub struct TlsStream<C, IO> {
     io: IO,
-    conn: UnbufferedServerConnection,
+    conn: C,
     /// TLS bytes read and not processed yet: after processing, part of a record at most.
     incoming: Incoming,
     /// Decrypted bytes a read had no room for.
@@ -65,6 +102,16 @@ pub struct ServerStream<IO> {
     /// rustls refused what came (its alert is queued): the connection is over, and rustls is not
     /// asked again (it would process the failed record a second time).
     failed: Option<io::ErrorKind>,
+}
+
+impl<C, IO: std::fmt::Debug> std::fmt::Debug for TlsStream<C, IO> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("io", &self.io)
+            .field("peer_closed", &self.peer_closed)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where processing the records received so far stopped.
@@ -98,8 +145,29 @@ pub async fn accept<IO>(io: IO, config: Arc<ServerConfig>) -> io::Result<ServerS
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
-    let mut stream = ServerStream {
+    handshake(io, UnbufferedServerConnection::new(config).map_err(tls_error)?).await
+}
+
+/// Runs the client side of a handshake with the server `name` on `io` with `config`, and returns
+/// the stream ready for application data.
+///
+/// # Errors
+/// The handshake failed (the server's certificate was refused, say: after the alert that says
+/// why is sent, best effort), or the peer left.
+pub async fn connect<IO>(io: IO, config: Arc<ClientConfig>, name: ServerName<'static>) -> io::Result<ClientStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    handshake(io, UnbufferedClientConnection::new(config, name).map_err(tls_error)?).await
+}
+
+/// Exchanges the handshake's flights over `io` until `conn` is done with them: a client's
+/// connection starts with its hello, a server's waits for one.
+async fn handshake<C: Side, IO>(io: IO, conn: C) -> io::Result<TlsStream<C, IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut stream = TlsStream {
         io,
         conn,
         incoming: Incoming::default(),
@@ -120,11 +188,11 @@ where
         let stop = processed?;
         sent?;
         match stop {
-            // rustls may allow data before the client's Finished (half-RTT data): the handshake
-            // is over only once that is in too.
+            // rustls may allow data before the peer's Finished (a server's half-RTT data): the
+            // handshake is over only once that is in too.
             Stop::Traffic if !stream.conn.is_handshaking() => {
-                // The handshake's flights (the certificate chain: a few KiB) are sent: their room
-                // is given back, and replies start from a buffer their own size.
+                // The handshake's flights (a certificate chain: a few KiB) are sent: their room
+                // is given back, and later records start from a buffer their own size.
                 stream.outgoing = Vec::new();
                 return Ok(stream);
             }
@@ -139,9 +207,9 @@ where
     }
 }
 
-impl<IO> ServerStream<IO> {
-    /// The connection's TLS state: protocol version, the client's certificates.
-    pub fn connection(&self) -> &UnbufferedServerConnection {
+impl<C: Side, IO> TlsStream<C, IO> {
+    /// The connection's TLS state: protocol version, the peer's certificates.
+    pub fn connection(&self) -> &C {
         &self.conn
     }
 
@@ -170,11 +238,11 @@ impl<IO> ServerStream<IO> {
         processed
     }
 
-    /// [`ServerStream::process`] while rustls has not failed.
+    /// [`TlsStream::process`] while rustls has not failed.
     fn process_records(&mut self, mut read: Option<&mut ReadBuf<'_>>, send: ToSend<'_>) -> io::Result<Stop> {
         let Self { conn, incoming, plaintext, outgoing, filled, fresh, peer_closed, close_queued, .. } = self;
         loop {
-            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming.unread());
+            let UnbufferedStatus { mut discard, state } = conn.process(incoming.unread());
             let stop = match state.map_err(tls_error)? {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
@@ -239,7 +307,7 @@ impl<IO> ServerStream<IO> {
     fn queue_alerts(&mut self) {
         let Self { conn, incoming, outgoing, filled, .. } = self;
         while conn.wants_write() {
-            let UnbufferedStatus { state, .. } = conn.process_tls_records(incoming.unread());
+            let UnbufferedStatus { state, .. } = conn.process(incoming.unread());
             let Ok(ConnectionState::EncodeTlsData(mut encode)) = state else {
                 return;
             };
@@ -265,7 +333,7 @@ impl<IO> ServerStream<IO> {
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
+impl<C: Side, IO: AsyncRead + AsyncWrite + Unpin> TlsStream<C, IO> {
     /// Reads the socket once into `incoming`; how many bytes (0 at its end).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let room = self.incoming.room(READ_ROOM);
@@ -299,7 +367,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ServerStream<IO> {
     }
 }
 
-impl<IO: ReadReady + AsyncWrite> ReadReady for ServerStream<IO> {
+impl<C: Side + Unpin, IO: ReadReady + AsyncWrite> ReadReady for TlsStream<C, IO> {
     /// Ready while the stream holds what a read returns without the socket (decrypted bytes, a
     /// whole record, the peer's end, a failure); otherwise as its socket says.
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -310,7 +378,7 @@ impl<IO: ReadReady + AsyncWrite> ReadReady for ServerStream<IO> {
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<IO> {
+impl<C: Side + Unpin, IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<C, IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {
@@ -352,7 +420,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<IO> {
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerStream<IO> {
+impl<C: Side + Unpin, IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<C, IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         // Bytes an earlier write encrypted go first; until they are sent, nothing new is taken.
