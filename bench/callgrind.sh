@@ -18,6 +18,11 @@
 #                                       redis-benchmark's CONFIG GET probe) are in the load run; the
 #                                       idle run makes as many (one PING each), so (total - idle)
 #                                       leaves them out
+#   UPSTREAM_TLS=1 bench/callgrind.sh ... the cluster's nodes TLS only (scripts/lib/cluster.sh's
+#                                       CLUSTER_TLS) and the proxy's node connections over TLS
+#                                       (`upstream.tls`); with TLS=1 too, TLS on both sides.
+#                                       redisforge-proxy only; the node connections' handshakes
+#                                       are in both runs alike
 #
 #   --proxy BINARY   the redisforge-proxy to measure (default target/release/redisforge-proxy;
 #                    build it with cargo build --release -p redisforge-proxy)
@@ -54,6 +59,7 @@ NEXT_PORT=${BENCH_CG_PORT:-7930}
 RUN_TIMEOUT=${BENCH_CG_TIMEOUT:-600}
 PIPE=${PIPE:-}
 TLS=${TLS:-}
+UPSTREAM_TLS=${UPSTREAM_TLS:-}
 OPS_BIN=$ROOT/target/release/redisforge-ops
 WITH_PREDIXY=1
 KEEP=0
@@ -76,10 +82,10 @@ if [ -n "$PIPE" ] && ! [[ "$PIPE" =~ ^[1-9][0-9]*$ ]]; then
 fi
 PREDIXY=""
 CLIENT_TLS=()
-if [ -n "$TLS" ]; then
+if [ -n "$TLS$UPSTREAM_TLS" ]; then
     WITH_PREDIXY=0
     [ -x "$OPS_BIN" ] || {
-        echo "callgrind: TLS=1 needs $OPS_BIN (cargo build --release -p redisforge-ops)" >&2
+        echo "callgrind: TLS=1 and UPSTREAM_TLS=1 need $OPS_BIN (cargo build --release -p redisforge-ops)" >&2
         exit 2
     }
 fi
@@ -160,13 +166,14 @@ bench() {
         tail -n 1 | cut -d, -f2 | tr -d '"'
 }
 
-if [ -n "$TLS" ]; then
+if [ -n "$TLS$UPSTREAM_TLS" ]; then
     "$OPS_BIN" certs generate "$WORK/certs" --hosts localhost,127.0.0.1 >"$WORK/certs.log" 2>&1 || {
         cat "$WORK/certs.log" >&2
         exit 1
     }
-    CLIENT_TLS=(--tls --cacert "$WORK/certs/ca.crt")
 fi
+[ -z "$TLS" ] || CLIENT_TLS=(--tls --cacert "$WORK/certs/ca.crt")
+[ -z "$UPSTREAM_TLS" ] || export CLUSTER_TLS="$WORK/certs"
 cluster_start "$WORK/cluster" "$BASE" 3 1 'save ""' 'appendonly no' 'auto-aof-rewrite-percentage 0' >&2
 mapfile -t NODES < <(cluster_ports "$WORK/cluster")
 
@@ -177,7 +184,7 @@ measure() {
     local node
     for node in "${NODES[@]}"; do
         # Replicas answer READONLY; the masters are what counts.
-        timeout 5 redis-cli -h 127.0.0.1 -p "$node" flushall >/dev/null 2>&1 || true
+        cluster_cli 5 -h 127.0.0.1 -p "$node" flushall >/dev/null 2>&1 || true
     done
     pick_port
     case "$name" in
@@ -186,11 +193,14 @@ measure() {
             seeds=$(printf '"127.0.0.1:%s",' "${NODES[@]}")
             local listen="plain = \"127.0.0.1:$PORT\""
             [ -z "$TLS" ] || listen="tls = \"127.0.0.1:$PORT\""$'\n'"[tls]"$'\n'"cert = \"$WORK/certs/server.crt\""$'\n'"key = \"$WORK/certs/server.key\""
+            local upstream_tls=""
+            [ -z "$UPSTREAM_TLS" ] || upstream_tls="tls = true"$'\n'"ca = \"$WORK/certs/ca.crt\""
             cat >"$WORK/redisforge.toml" <<EOF
 [listen]
 $listen
 [upstream]
 seeds = [${seeds%,}]
+$upstream_tls
 [metrics]
 listen = ""
 [log]

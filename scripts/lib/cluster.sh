@@ -13,6 +13,10 @@
 #   cluster_ports DIR                   prints the node ports of DIR, one per line
 #   stop_pid_file FILE NAME [TIMEOUT_S] TERM (then KILL) the process of FILE when its command is NAME
 #
+# CLUSTER_TLS=DIR (set before cluster_start) makes the nodes TLS only: each serves TLS on its port
+# (and on its bus), with DIR/server.crt, DIR/server.key and DIR/ca.crt (as `redisforge-ops certs
+# generate DIR` writes them); the helpers' own redis-cli calls use TLS then.
+#
 # Everything binds 127.0.0.1 and every wait is bounded. Nothing here kills a process that is not
 # named in a pid file of its own directory, so clusters of other users and tests are left alone.
 # Callers are expected to run with `set -euo pipefail`; functions return non-zero on failure.
@@ -24,6 +28,17 @@ else
     CLUSTER_SUDO=()
 fi
 CLUSTER_APT_UPDATED=${CLUSTER_APT_UPDATED:-0}
+
+# cluster_cli TIMEOUT_S ARGS...: redis-cli ARGS within TIMEOUT_S, over TLS when CLUSTER_TLS is set.
+cluster_cli() {
+    local seconds="$1"
+    shift
+    if [ -n "${CLUSTER_TLS:-}" ]; then
+        timeout "$seconds" redis-cli --tls --cacert "$CLUSTER_TLS/ca.crt" "$@"
+    else
+        timeout "$seconds" redis-cli "$@"
+    fi
+}
 
 # Seconds a new cluster gets to reach cluster_state:ok on every node.
 CLUSTER_SETTLE_TIMEOUT=${CLUSTER_SETTLE_TIMEOUT:-60}
@@ -167,7 +182,7 @@ cluster_ports() {
 
 # The value of FIELD in `CLUSTER INFO` of 127.0.0.1:PORT, or nothing.
 cluster_info_field() {
-    timeout 3 redis-cli -h 127.0.0.1 -p "$1" cluster info 2>/dev/null |
+    cluster_cli 3 -h 127.0.0.1 -p "$1" cluster info 2>/dev/null |
         tr -d '\r' | sed -n "s/^$2://p"
 }
 
@@ -182,7 +197,7 @@ cluster_healthy() {
     for port in "$@"; do
         [ "$(cluster_info_field "$port" cluster_state)" = ok ] || return 1
         [ "$(cluster_info_field "$port" cluster_known_nodes)" = "$n" ] || return 1
-        [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$port" cluster nodes 2>/dev/null |
+        [ "$(cluster_cli 3 -h 127.0.0.1 -p "$port" cluster nodes 2>/dev/null |
             awk '$3 ~ /(^|,)slave(,|$)/' | wc -l)" -eq "$replicas" ] || return 1
     done
 }
@@ -245,6 +260,7 @@ cluster_start() {
         ports+=($((base + i)))
     done
     layout=$(printf 'masters=%s replicas=%s base=%s\n' "$masters" "$replicas" "$base"
+        [ -z "${CLUSTER_TLS:-}" ] || printf 'tls=%s\n' "$CLUSTER_TLS"
         printf '%s\n' "${extra[@]+"${extra[@]}"}")
 
     if [ -s "$dir/layout" ] && [ "$(cat "$dir/layout")" = "$layout" ] && cluster_running "$dir"; then
@@ -279,6 +295,16 @@ cluster_start() {
             echo "dir $node_dir"
             echo 'save ""'
             echo "appendonly no"
+            if [ -n "${CLUSTER_TLS:-}" ]; then
+                echo "port 0"
+                echo "tls-port $port"
+                echo "tls-cert-file $CLUSTER_TLS/server.crt"
+                echo "tls-key-file $CLUSTER_TLS/server.key"
+                echo "tls-ca-cert-file $CLUSTER_TLS/ca.crt"
+                echo "tls-auth-clients no"
+                echo "tls-cluster yes"
+                echo "tls-replication yes"
+            fi
             # Later lines win in redis.conf, so these override the defaults above.
             printf '%s\n' "${extra[@]+"${extra[@]}"}"
         } >"$node_dir/redis.conf"
@@ -311,7 +337,7 @@ cluster_start() {
         addrs+=("127.0.0.1:$port")
     done
     cluster_log "creating a cluster of $masters masters + $replicas replica(s) each on ports ${ports[0]}-${ports[n - 1]}"
-    if ! timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas "$replicas" \
+    if ! cluster_cli 60 --cluster create "${addrs[@]}" --cluster-replicas "$replicas" \
         --cluster-yes >"$dir/create.log" 2>&1; then
         echo "cluster_start: redis-cli --cluster create failed" >&2
         cluster_tail_logs "$dir"

@@ -36,8 +36,9 @@ use crate::readiness::ReadReady;
 /// the buffer of encrypted bytes stays this size however large a reply is.
 const MAX_WRITE: usize = 4 * 16 * 1024;
 
-/// Room kept for the socket's next read: a request of a few hundred bytes, or a ClientHello, in one read;
-/// an idle client holds no more (a read that fills it grows the room to a whole record).
+/// Room kept for the socket's next read: a request or a reply of a few hundred bytes, or a
+/// ClientHello, in one read; an idle connection holds no more (a read that fills it grows the room
+/// to a whole record).
 const READ_ROOM: usize = 1024;
 
 /// A read that filled this room asks for one largest record's worth next time.
@@ -342,7 +343,7 @@ impl<C: Side, IO: AsyncRead + AsyncWrite + Unpin> TlsStream<C, IO> {
         let (read, full) = (buf.filled().len(), buf.remaining() == 0);
         self.incoming.end += read;
         if full {
-            // The client sends more than a few KiB at a time: take a whole record per read.
+            // The peer sends more than a few KiB at a time: take a whole record per read.
             self.incoming.room(LARGE_READ);
         }
         self.fresh = true;

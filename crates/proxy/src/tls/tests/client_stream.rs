@@ -65,3 +65,41 @@ async fn client_stream_refuses_a_node_whose_certificate_its_roots_do_not_sign() 
     // The server heard why (the client's alert), rather than waiting.
     assert!(server.is_err());
 }
+
+#[tokio::test]
+async fn client_stream_waits_when_only_the_servers_session_tickets_came() {
+    let pki = Pki::new();
+    let (server, client, _) = client_pair(&pki, &pki.ca, &[&rustls::version::TLS13], 64 * 1024).await;
+    let (mut server, mut client) = (server.unwrap(), client.unwrap());
+    server.flush().await.unwrap();
+    // TLS 1.3 servers send tickets after the handshake: records with nothing for the reader,
+    // which must not read as the end of the stream.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_millis(200), client.read(&mut buf)).await;
+    assert!(read.is_err(), "a read with only tickets in returned {read:?}");
+    server.write_all(b"+OK\r\n").await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(client.read(&mut buf).await.unwrap(), 5);
+}
+
+#[tokio::test]
+async fn client_stream_follows_key_updates_from_the_server() {
+    let pki = Pki::new();
+    let (server, client, _) = client_pair(&pki, &pki.ca, &[&rustls::version::TLS13], 64 * 1024).await;
+    let (mut server, mut client) = (server.unwrap(), client.unwrap());
+    for round in 0..3 {
+        // New keys both ways, asked by the server: the client's answer must precede its next
+        // record, encrypted under its new key.
+        server.get_mut().1.refresh_traffic_keys().unwrap();
+        server.write_all(b"+PONG\r\n").await.unwrap();
+        server.flush().await.unwrap();
+        let mut pong = [0u8; 7];
+        client.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"+PONG\r\n", "round {round}");
+        client.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        let mut ping = [0u8; 14];
+        server.read_exact(&mut ping).await.unwrap();
+        assert_eq!(&ping, b"*1\r\n$4\r\nPING\r\n", "round {round}");
+    }
+}
