@@ -1,7 +1,7 @@
 //! A node connection's TLS stream (`stream.rs`'s client side) against tokio-rustls' server, over
 //! `tokio::io::duplex` with counted socket reads.
 
-use super::streams::{CountedReads, Counts, exchange_large_payloads, read_once};
+use super::streams::{CountedReads, Counts, carries, exchange_large_payloads, read_once};
 use super::*;
 
 /// A session over a duplex of `capacity` bytes: tokio-rustls' server with `pki`'s identity, and
@@ -91,15 +91,7 @@ async fn client_stream_follows_key_updates_from_the_server() {
         // New keys both ways, asked by the server: the client's answer must precede its next
         // record, encrypted under its new key.
         server.get_mut().1.refresh_traffic_keys().unwrap();
-        server.write_all(b"+PONG\r\n").await.unwrap();
-        server.flush().await.unwrap();
-        let mut pong = [0u8; 7];
-        client.read_exact(&mut pong).await.unwrap();
-        assert_eq!(&pong, b"+PONG\r\n", "round {round}");
-        client.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
-        client.flush().await.unwrap();
-        let mut ping = [0u8; 14];
-        server.read_exact(&mut ping).await.unwrap();
-        assert_eq!(&ping, b"*1\r\n$4\r\nPING\r\n", "round {round}");
+        carries(&mut server, &mut client, format!("+PONG {round}\r\n").as_bytes()).await;
+        carries(&mut client, &mut server, b"*1\r\n$4\r\nPING\r\n").await;
     }
 }

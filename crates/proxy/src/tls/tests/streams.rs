@@ -90,17 +90,17 @@ impl CountedReads {
     }
 }
 
-/// The server writes `reply` and the client reads exactly that.
-async fn server_answers<C: tokio::io::AsyncRead + Unpin>(
-    server: &mut ServerStream<CountedReads>,
-    client: &mut C,
-    reply: &[u8],
-) {
-    server.write_all(reply).await.unwrap();
-    server.flush().await.unwrap();
-    let mut got = vec![0u8; reply.len()];
-    client.read_exact(&mut got).await.unwrap();
-    assert_eq!(got, reply);
+/// `from` writes `bytes` and `to` reads exactly those.
+pub(super) async fn carries<W, R>(from: &mut W, to: &mut R, bytes: &[u8])
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    R: tokio::io::AsyncRead + Unpin,
+{
+    from.write_all(bytes).await.unwrap();
+    from.flush().await.unwrap();
+    let mut got = vec![0u8; bytes.len()];
+    to.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, bytes);
 }
 
 #[tokio::test]
@@ -130,7 +130,7 @@ async fn server_stream_reads_the_socket_once_per_read_and_takes_every_record_it_
     // The peer's close_notify ends the reads; the server can still answer (a half-close).
     client.shutdown().await.unwrap();
     assert_eq!(read_once(&mut server, &counts.server).await.0, b"");
-    server_answers(&mut server, &mut client, b"+OK\r\n").await;
+    carries(&mut server, &mut client, b"+OK\r\n").await;
 }
 
 #[tokio::test]
@@ -180,12 +180,8 @@ async fn server_stream_follows_a_key_update_from_the_client() {
         // The client asks for new keys both ways (TLS 1.3 KeyUpdate, update_requested): the
         // server must answer with its own before its next record can be read.
         client.get_mut().1.refresh_traffic_keys().unwrap();
-        client.write_all(b"PING\r\n").await.unwrap();
-        client.flush().await.unwrap();
-        let mut ping = [0u8; 6];
-        server.read_exact(&mut ping).await.unwrap();
-        assert_eq!(&ping, b"PING\r\n", "round {round}");
-        server_answers(&mut server, &mut client, b"+PONG\r\n").await;
+        carries(&mut client, &mut server, format!("PING {round}\r\n").as_bytes()).await;
+        carries(&mut server, &mut client, b"+PONG\r\n").await;
     }
 }
 
@@ -200,7 +196,7 @@ async fn server_stream_returns_a_request_followed_by_a_key_update_in_the_same_so
     client.flush().await.unwrap();
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), read_once(&mut server, &counts.server));
     assert_eq!(read.await.expect("the request was dropped: the read waits").0, b"PING\r\n");
-    server_answers(&mut server, &mut client, b"+PONG\r\n").await;
+    carries(&mut server, &mut client, b"+PONG\r\n").await;
 }
 
 #[tokio::test]
@@ -232,7 +228,7 @@ async fn server_stream_buffers_stay_small_for_small_requests_and_grow_for_large_
     client.write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n").await.unwrap();
     let mut request = [0u8; 22];
     server.read_exact(&mut request).await.unwrap();
-    server_answers(&mut server, &mut client, b"$5\r\nvalue\r\n").await;
+    carries(&mut server, &mut client, b"$5\r\nvalue\r\n").await;
     assert!(server.buffer_bytes() <= 1024 + 128, "{} bytes after a GET", server.buffer_bytes());
     // A 100 KiB request: reads grow to whole records, and the request arrives intact.
     let large = vec![b'x'; 100 * 1024];
