@@ -17,7 +17,6 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Buf;
 use tokio::io::AsyncWrite;
 
 /// Bytes waiting to be written to a connection: appended at the end, written from the front.
@@ -40,9 +39,20 @@ impl WriteBuffer {
     where
         W: AsyncWrite + Unpin + ?Sized,
     {
-        let written = ready!(Pin::new(writer).poll_write(cx, &self.bytes[self.sent..]))?;
+        let written = ready!(Pin::new(writer).poll_write(cx, &self[..]))?;
         self.advance(written);
         Poll::Ready(Ok(written))
+    }
+
+    /// `count` more bytes were written; once all are, the buffer starts over at its beginning.
+    #[inline]
+    fn advance(&mut self, count: usize) {
+        assert!(count <= self.len(), "advanced {count} bytes past the {} buffered", self.len());
+        self.sent += count;
+        if self.sent == self.bytes.len() {
+            self.bytes.clear();
+            self.sent = 0;
+        }
     }
 
     /// Bytes not yet written.
@@ -95,29 +105,6 @@ impl std::ops::Deref for WriteBuffer {
     }
 }
 
-impl Buf for WriteBuffer {
-    #[inline]
-    fn remaining(&self) -> usize {
-        self.len()
-    }
-
-    #[inline]
-    fn chunk(&self) -> &[u8] {
-        &self.bytes[self.sent..]
-    }
-
-    /// `count` more bytes were written; once all are, the buffer starts over at its beginning.
-    #[inline]
-    fn advance(&mut self, count: usize) {
-        assert!(count <= self.len(), "advanced {count} bytes past the {} buffered", self.len());
-        self.sent += count;
-        if self.sent == self.bytes.len() {
-            self.bytes.clear();
-            self.sent = 0;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,12 +116,12 @@ mod tests {
         buffer.extend_from_slice(b":1\r\n");
         assert_eq!(&buffer[..], b"+OK\r\n:1\r\n");
         buffer.advance(3);
-        assert_eq!((buffer.len(), buffer.chunk()), (6, &b"\r\n:1\r\n"[..]));
+        assert_eq!((buffer.len(), &buffer[..]), (6, &b"\r\n:1\r\n"[..]));
         let room = buffer.capacity();
         buffer.advance(6);
-        assert!(buffer.is_empty() && buffer.remaining() == 0 && buffer.capacity() == room);
+        assert!(buffer.is_empty() && buffer[..].is_empty() && buffer.capacity() == room);
         buffer.extend_from_slice(b"+PONG\r\n");
-        assert_eq!(buffer.chunk(), b"+PONG\r\n");
+        assert_eq!(&buffer[..], b"+PONG\r\n");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! decrypted byte is waiting, and takes every record that one socket read brought.
 
 use std::io;
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -53,7 +53,7 @@ const KEEP_OUTGOING: usize = 8 * 1024;
 const RECORD_OVERHEAD: usize = 64;
 
 /// rustls' unbuffered connection of one side: what [`TlsStream`] drives.
-pub trait Side: Deref<Target = UnbufferedConnectionCommon<Self::Data>> + DerefMut {
+pub trait Side: Deref<Target = UnbufferedConnectionCommon<Self::Data>> {
     type Data;
 
     /// rustls' `process_tls_records` of this side (an inherent method of each side's connection).
