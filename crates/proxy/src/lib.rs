@@ -51,6 +51,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod socket;
 /// Key → hash slot ([`redisforge_cluster::slot`], shared with the ops toolkit and the tests).
 pub use redisforge_cluster::slot;
 pub mod tls;

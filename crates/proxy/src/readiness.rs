@@ -9,44 +9,19 @@
 //!
 //! A read that returns bytes without filling the buffer has drained the socket (tokio clears its
 //! readiness then, on Linux's epoll and the BSDs' kqueue; elsewhere the check says Ready and the
-//! read tells), so the next attempt only asks the socket for readiness ([`ReadReady`]), which
+//! read tells), so the next attempt only asks the socket for readiness
+//! ([`Socket::poll_read_ready`]), which
 //! registers the waker as a read finding nothing would, without sizing a buffer or setting up a
 //! read (~90 instructions per unpipelined request, once on each side).
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::BytesMut;
 use futures_util::task::AtomicWaker;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::TcpStream;
 
-/// A stream that can say whether a read may find something without reading.
-pub trait ReadReady: AsyncRead + Unpin {
-    /// Pending, with `cx`'s waker registered for the stream's next readiness, when a read now
-    /// would find nothing; Ready when it may find something (or fail). The default says Ready:
-    /// the read itself tells (a TLS stream may hold decrypted bytes its socket does not show).
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let _ = cx;
-        Poll::Ready(())
-    }
-}
-
-impl ReadReady for TcpStream {
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        // An error is Ready: the read that follows reports it.
-        TcpStream::poll_read_ready(self, cx).map(|_| ())
-    }
-}
-
-impl<S: ReadReady + ?Sized> ReadReady for Box<S> {
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        (**self).poll_read_ready(cx)
-    }
-}
+use crate::socket::Socket;
 
 /// Reads a socket only when it may have something (see the module's doc).
 pub struct ReadGate {
@@ -103,7 +78,7 @@ impl ReadGate {
     /// without reading. If so the gate is armed as by a read that found nothing, its waker
     /// registered for the socket's next readiness, and no read need be tried.
     #[inline]
-    pub fn drained<R: ReadReady>(&mut self, reader: &mut R) -> bool {
+    pub fn drained<R: Socket>(&mut self, reader: &mut R) -> bool {
         if !std::mem::take(&mut self.drained) {
             return false;
         }
@@ -114,10 +89,8 @@ impl ReadGate {
     /// Reads from `reader` into `buf` once (after [`ReadGate::poll_ready`] said a read may find
     /// something, and [`ReadGate::drained`] did not say it finds nothing); a read that finds
     /// nothing arms the gate until the socket wakes it.
-    pub fn read<R: AsyncRead + Unpin>(&mut self, reader: &mut R, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
-        // Out of tokio's per-task budget a read returns Pending and wakes this waker at once: the
-        // next pass reads again.
-        let read = pin!(reader.read_buf(buf)).poll(&mut Context::from_waker(&self.waker));
+    pub fn read<R: Socket>(&mut self, reader: &mut R, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+        let read = reader.poll_read_into(&mut Context::from_waker(&self.waker), buf);
         self.armed = read.is_pending();
         self.drained = matches!(read, Poll::Ready(Ok(n)) if n > 0 && buf.len() < buf.capacity());
         read
@@ -125,7 +98,7 @@ impl ReadGate {
 
     /// Reads from `reader` into `buf`, unless the last read returned Pending and the socket has
     /// not woken the task since: Pending then, with the task's waker kept for the socket's wake.
-    pub fn poll_read<R: ReadReady>(
+    pub fn poll_read<R: Socket>(
         &mut self,
         cx: &Context<'_>,
         reader: &mut R,
@@ -141,8 +114,7 @@ impl ReadGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    impl ReadReady for tokio::io::DuplexStream {}
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn a_pending_read_is_not_tried_again_until_the_socket_wakes_it() {

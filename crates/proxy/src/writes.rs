@@ -14,10 +14,9 @@
 //! byte is written, in the same call that counts it written.
 
 use std::io;
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::AsyncWrite;
+use crate::socket::Socket;
 
 /// Bytes waiting to be written to a connection: appended at the end, written from the front.
 #[derive(Default)]
@@ -35,11 +34,8 @@ impl WriteBuffer {
     /// Writes the bytes not yet written to `writer` (one write: as many as it takes) and moves
     /// past those written, whose count it returns.
     #[inline]
-    pub fn poll_write_to<W>(&mut self, writer: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<usize>>
-    where
-        W: AsyncWrite + Unpin + ?Sized,
-    {
-        let written = ready!(Pin::new(writer).poll_write(cx, &self[..]))?;
+    pub fn poll_write_to<W: Socket>(&mut self, writer: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let written = ready!(writer.poll_write_from(cx, &self[..]))?;
         self.advance(written);
         Poll::Ready(Ok(written))
     }

@@ -32,13 +32,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
 
 use crate::executor::Executor;
-use crate::readiness::ReadReady;
 use crate::resp::RequestDecoder;
 use crate::shared::Shared;
 use crate::slot::Slot;
+use crate::socket::Socket;
 
 pub use clients::ClientSocket;
 pub use local::ClientState;
@@ -54,7 +53,7 @@ use pipeline::{Meta, Pipeline};
 /// `tls-auth-clients-user`; otherwise it starts as any client does.
 pub async fn run<S>(shared: Arc<Shared>, stream: S, socket: ClientSocket, identity: Option<String>)
 where
-    S: ReadReady + AsyncWrite + Send + 'static,
+    S: Socket + Send + 'static,
 {
     let id = shared.stats.next_client_id();
     let peer = socket.peer;

@@ -17,13 +17,13 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
 use tokio::time::{Sleep, sleep};
 
 use super::Session;
 use super::clients::ClientEntry;
-use crate::readiness::{ReadGate, ReadReady};
+use crate::readiness::ReadGate;
 use crate::shared::Shared;
+use crate::socket::{IoBudget, Socket};
 use crate::writes::WriteBuffer;
 
 mod handover;
@@ -173,7 +173,7 @@ impl ClientIo {
     /// Sizes the read buffer (see [`ClientIo::size_read_buffer`]) and reads into it once, unless
     /// the last read drained the socket and it has nothing yet ([`ReadGate::drained`]).
     #[inline]
-    fn read_into<R: ReadReady>(&mut self, reader: &mut R, in_flight: bool) -> Poll<std::io::Result<usize>> {
+    fn read_into<R: Socket>(&mut self, reader: &mut R, in_flight: bool) -> Poll<std::io::Result<usize>> {
         if self.read_gate.drained(reader) {
             // As a read that found nothing would have: an emptied buffer a burst grew goes back
             // to the client's usual size before the client idles.
@@ -222,7 +222,7 @@ struct Timers<'a> {
 /// [`Clients::stop_all`](crate::session::clients::Clients::stop_all)).
 pub(in crate::session) async fn serve<S>(served: &Mutex<Served<S>>) -> std::io::Result<()>
 where
-    S: ReadReady + AsyncWrite,
+    S: Socket,
 {
     let idle_timeout = lock(served).session.shared.idle_timeout;
     let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
@@ -267,8 +267,8 @@ impl Session {
     /// which wake the task (or, while it waits, handle them themselves: `handover.rs`); one queued meanwhile (or by the session itself, when a send fails at
     /// once) is found by the reply queue's check before the task waits.
     ///
-    /// A client that keeps the session busy still yields: socket reads and writes draw on tokio's
-    /// per-task budget.
+    /// A client that keeps the session busy still yields, after [`IoBudget`]'s passes (its
+    /// socket's reads and writes do not draw on tokio's per-task budget).
     fn poll_serve<S>(
         &mut self,
         cx: &mut Context<'_>,
@@ -277,13 +277,17 @@ impl Session {
         timers: &mut Timers<'_>,
     ) -> Poll<std::io::Result<Turn>>
     where
-        S: ReadReady + AsyncWrite,
+        S: Socket,
     {
         if self.exec.take_replies(&mut self.reply_batch) {
             self.on_replies();
             io.settled = false;
         }
+        let mut budget = IoBudget::new();
         loop {
+            if !budget.spend() {
+                return Poll::Ready(Ok(Turn::Yield));
+            }
             // TLS buffers records until flushed; for TCP the flush is free. Nothing else is done
             // meanwhile.
             if io.flushing {

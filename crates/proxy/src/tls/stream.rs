@@ -30,7 +30,7 @@ use rustls::unbuffered::{
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::readiness::ReadReady;
+use crate::socket::Socket;
 
 /// Most plaintext one write encrypts: four full records. A larger write is taken in pieces, so
 /// the buffer of encrypted bytes stays this size however large a reply is.
@@ -144,7 +144,7 @@ enum ToSend<'a> {
 /// The handshake failed (after the alert that says why is sent, best effort), or the peer left.
 pub async fn accept<IO>(io: IO, config: Arc<ServerConfig>) -> io::Result<ServerStream<IO>>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: Socket,
 {
     handshake(io, UnbufferedServerConnection::new(config).map_err(tls_error)?).await
 }
@@ -157,7 +157,7 @@ where
 /// why is sent, best effort), or the peer left.
 pub async fn connect<IO>(io: IO, config: Arc<ClientConfig>, name: ServerName<'static>) -> io::Result<ClientStream<IO>>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: Socket,
 {
     handshake(io, UnbufferedClientConnection::new(config, name).map_err(tls_error)?).await
 }
@@ -166,7 +166,7 @@ where
 /// connection starts with its hello, a server's waits for one.
 async fn handshake<C: Side, IO>(io: IO, conn: C) -> io::Result<TlsStream<C, IO>>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: Socket,
 {
     let mut stream = TlsStream {
         io,
@@ -334,13 +334,13 @@ impl<C: Side, IO> TlsStream<C, IO> {
     }
 }
 
-impl<C: Side, IO: AsyncRead + AsyncWrite + Unpin> TlsStream<C, IO> {
+impl<C: Side, IO: Socket> TlsStream<C, IO> {
     /// Reads the socket once into `incoming`; how many bytes (0 at its end).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let room = self.incoming.room(READ_ROOM);
-        let mut buf = ReadBuf::new(room);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
-        let (read, full) = (buf.filled().len(), buf.remaining() == 0);
+        let mut room = self.incoming.room(READ_ROOM);
+        let size = room.len();
+        let read = ready!(self.io.poll_read_into(cx, &mut room))?;
+        let full = read == size;
         self.incoming.end += read;
         if full {
             // The peer sends more than a few KiB at a time: take a whole record per read.
@@ -353,7 +353,7 @@ impl<C: Side, IO: AsyncRead + AsyncWrite + Unpin> TlsStream<C, IO> {
     /// Writes `outgoing` to the socket until all of it is sent.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.unsent() {
-            let written = ready!(Pin::new(&mut self.io).poll_write(cx, &self.outgoing[self.sent..self.filled]))?;
+            let written = ready!(self.io.poll_write_from(cx, &self.outgoing[self.sent..self.filled]))?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -368,7 +368,7 @@ impl<C: Side, IO: AsyncRead + AsyncWrite + Unpin> TlsStream<C, IO> {
     }
 }
 
-impl<C: Side + Unpin, IO: ReadReady + AsyncWrite> ReadReady for TlsStream<C, IO> {
+impl<C: Side + Unpin, IO: Socket> Socket for TlsStream<C, IO> {
     /// Ready while the stream holds what a read returns without the socket (decrypted bytes, a
     /// whole record, the peer's end, a failure); otherwise as its socket says.
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -379,7 +379,7 @@ impl<C: Side + Unpin, IO: ReadReady + AsyncWrite> ReadReady for TlsStream<C, IO>
     }
 }
 
-impl<C: Side + Unpin, IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<C, IO> {
+impl<C: Side + Unpin, IO: Socket> AsyncRead for TlsStream<C, IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if buf.remaining() == 0 {
@@ -421,7 +421,7 @@ impl<C: Side + Unpin, IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStrea
     }
 }
 
-impl<C: Side + Unpin, IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<C, IO> {
+impl<C: Side + Unpin, IO: Socket> AsyncWrite for TlsStream<C, IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         // Bytes an earlier write encrypted go first; until they are sent, nothing new is taken.

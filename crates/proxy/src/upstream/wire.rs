@@ -11,7 +11,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWrite;
 use tokio::time::{Sleep, sleep};
 
 use super::conn::{ConnMode, End, Inbox, fail};
@@ -20,8 +19,9 @@ use super::{
     ConnSettings, ReplySender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError, UpstreamReply, UpstreamRequest,
 };
 use crate::metrics::NodeMetrics;
-use crate::readiness::{ReadGate, ReadReady};
+use crate::readiness::ReadGate;
 use crate::resp::FrameScanner;
+use crate::socket::{IoBudget, Socket};
 use crate::writes::WriteBuffer;
 
 /// Stop taking new requests while this much is waiting to be written, so a node that reads slowly
@@ -209,7 +209,7 @@ pub(super) async fn serve_stream<S>(
     metrics: &NodeMetrics,
 ) -> End
 where
-    S: ReadReady + AsyncWrite,
+    S: Socket,
 {
     // Timeouts are checked on a coarse tick instead of a timer per request: a clock read and a timer
     // registration per command would cost more than the check itself.
@@ -236,6 +236,7 @@ where
     let failure = loop {
         match poll_fn(|cx| wire.poll_serve(cx, &mut stream, &mut ticker, inbox, mode, metrics)).await {
             Turn::Take => wire.take_requests(inbox, mode, metrics).await,
+            Turn::Yield => tokio::task::yield_now().await,
             Turn::Finished => return End::Finished,
             Turn::Failed(error) => break error,
         }
@@ -253,6 +254,8 @@ where
 enum Turn {
     /// Requests wait to be queued ([`Wire::take_requests`], which first lets other clients add theirs).
     Take,
+    /// The wake-up spent its [`IoBudget`]: other tasks of the worker run first.
+    Yield,
     Finished,
     Failed(UpstreamError),
 }
@@ -262,7 +265,7 @@ impl Wire<'_> {
     /// to read, requests to write, requests queued, a stalled stream's credit, the timeout tick),
     /// handling whatever is ready, until nothing is; the request queue registers the waker only
     /// before the task waits. The same shape as the session's loop (session/serve.rs), for the
-    /// same reason: no futures rebuilt per turn.
+    /// same reason: no futures rebuilt per turn; like it, it yields after [`IoBudget`]'s passes.
     fn poll_serve<S>(
         &mut self,
         cx: &mut Context<'_>,
@@ -273,9 +276,13 @@ impl Wire<'_> {
         metrics: &NodeMetrics,
     ) -> Poll<Turn>
     where
-        S: ReadReady + AsyncWrite,
+        S: Socket,
     {
+        let mut budget = IoBudget::new();
         loop {
+            if !budget.spend() {
+                return Poll::Ready(Turn::Yield);
+            }
             // A pool connection finishes what is in flight; an owned one whose owner left (a client
             // disconnected while blocked) has nobody to answer and stops at once.
             if !self.open && (self.inflight.is_empty() || !mode.reconnect) {

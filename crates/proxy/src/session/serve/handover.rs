@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::task::{Context, Poll, Waker};
 
-use tokio::io::AsyncWrite;
+use crate::socket::Socket;
 
 use super::{ClientIo, Settled};
 use crate::session::Session;
@@ -58,7 +58,7 @@ pub(in crate::session) fn lock<S>(served: &Mutex<Served<S>>) -> MutexGuard<'_, S
 /// client).
 pub(in crate::session) fn served<S>(session: Session, stream: S) -> Arc<Mutex<Served<S>>>
 where
-    S: AsyncWrite + Unpin + Send + 'static,
+    S: Socket + Send + 'static,
 {
     let io = ClientIo::new(Arc::clone(&session.shared), !session.shared.clients.is_stopping());
     let served = Arc::new(Mutex::new(Served { session, io, stream, waker: None, waiting: false, failed: false }));
@@ -67,7 +67,7 @@ where
     served
 }
 
-impl<S: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<Served<S>> {
+impl<S: Socket + Send + 'static> HandOver<UpstreamReply> for Mutex<Served<S>> {
     fn try_take(&self, reply: UpstreamReply) -> Result<(), UpstreamReply> {
         let mut reply = Some(reply);
         match hand_over(self, |served| served.take(&mut reply)) {
@@ -84,7 +84,7 @@ impl<S: AsyncWrite + Unpin + Send + 'static> HandOver<UpstreamReply> for Mutex<S
 /// Runs `take` on the session when its task waits and the lock is free, and, for a client with
 /// several requests out, when their replies may wait in its write buffer for the rest of their
 /// batch ([`Session::gathers_in_place`]); false when it did not run, or declined.
-fn hand_over<S: AsyncWrite + Unpin>(served: &Mutex<Served<S>>, take: impl FnOnce(&mut Served<S>) -> bool) -> bool {
+fn hand_over<S: Socket>(served: &Mutex<Served<S>>, take: impl FnOnce(&mut Served<S>) -> bool) -> bool {
     let mut served = match served.try_lock() {
         Ok(served) => served,
         Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return false,
@@ -116,7 +116,7 @@ fn hand_over<S: AsyncWrite + Unpin>(served: &Mutex<Served<S>>, take: impl FnOnce
     true
 }
 
-impl<S: AsyncWrite + Unpin> Served<S> {
+impl<S: Socket> Served<S> {
     /// Handles `reply` (taken out of the option) as [`Served::handle`] does.
     fn take(&mut self, reply: &mut Option<UpstreamReply>) -> bool {
         let part_reply = reply.as_ref().is_some_and(|r| r.tag.seq != PUSH.seq && r.partial.is_none());
@@ -175,7 +175,7 @@ impl Session {
     /// the rest of its batch ([`Session::gathers_in_place`]). False leaves the rest to
     /// the task: a write that must wait (its waker, `waker`, is registered), a pipelined batch's
     /// gathering, a request taken up again, the connection to close.
-    fn write_released<S: AsyncWrite + Unpin>(&mut self, io: &mut ClientIo, stream: &mut S, waker: &Waker) -> bool {
+    fn write_released<S: Socket>(&mut self, io: &mut ClientIo, stream: &mut S, waker: &Waker) -> bool {
         if !matches!(self.settle(io), Settled::Wait) {
             return false;
         }

@@ -21,6 +21,8 @@ impl tokio::io::AsyncRead for CountedReads {
     }
 }
 
+impl crate::socket::Socket for CountedReads {}
+
 impl tokio::io::AsyncWrite for CountedReads {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
