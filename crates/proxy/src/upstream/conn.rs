@@ -2,13 +2,15 @@
 //! logs in, and serves the established connection (`wire.rs`) with the requests of its queue.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::sleep;
 
 use super::lanes::NodeScripts;
+use super::queue::HandOver;
 use super::stream::UpstreamStream;
+use super::wire::Outlet;
 use super::{
     ConnSettings, NodeReport, ReplySender, RequestReceiver, RequestSender, Tag, UpstreamError, UpstreamReply,
     UpstreamRequest, connect, queue,
@@ -22,14 +24,17 @@ use crate::metrics::NodeMetrics;
 /// breaks, and ends when every sender is dropped and nothing is in flight.
 pub fn spawn(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, metrics: Arc<NodeMetrics>) -> RequestSender {
     let (tx, rx) = queue::channel();
-    tokio::spawn(run(addr, settings, mode, Inbox { rx, waiting: VecDeque::new() }, metrics));
+    let outlet = Arc::new(Outlet::new(Inbox { rx, waiting: VecDeque::new() }, Arc::clone(&metrics)));
+    let receiver: Weak<dyn HandOver<UpstreamRequest>> = Arc::downgrade(&outlet) as Weak<Outlet>;
+    outlet.lock().inbox.rx.hand_over_to(receiver);
+    tokio::spawn(run(addr, settings, mode, outlet, metrics));
     tx
 }
 
 /// The requests for a connection: its queue, and those taken from it and not written yet (kept
 /// across reconnects, like the queue).
 pub(super) struct Inbox {
-    rx: RequestReceiver,
+    pub(super) rx: RequestReceiver,
     pub(super) waiting: VecDeque<UpstreamRequest>,
 }
 
@@ -44,7 +49,7 @@ impl Inbox {
 
     /// Takes whatever else was queued meanwhile.
     pub(super) fn take_more(&mut self) {
-        let _ = self.rx.take(&mut self.waiting);
+        let _ = self.rx.take_queued(&mut self.waiting);
     }
 
     /// Answers every request waiting with `error`; with `close`, later sends are refused too.
@@ -144,7 +149,13 @@ pub(super) enum End {
     LoginRefused(UpstreamError),
 }
 
-async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbox: Inbox, metrics: Arc<NodeMetrics>) {
+async fn run(
+    addr: String,
+    settings: Arc<ConnSettings>,
+    mode: ConnMode,
+    outlet: Arc<Outlet>,
+    metrics: Arc<NodeMetrics>,
+) {
     let commands = mode.login_commands(&settings);
     let arguments: Vec<Vec<&[u8]>> = commands.iter().map(|c| c.iter().map(Vec::as_slice).collect()).collect();
     let extra: Vec<&[&[u8]]> = arguments.iter().map(Vec::as_slice).collect();
@@ -162,12 +173,12 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
                     id.store(node_client_id(&mut stream, &addr, &settings).await, std::sync::atomic::Ordering::Release);
                 }
                 backoff = Duration::from_millis(25);
-                match serve(stream, &addr, &settings, &mode, &mut inbox, &metrics).await {
+                match serve(stream, &addr, &settings, &mode, &outlet, &metrics).await {
                     End::Finished => return,
                     End::LoginRefused(error) => {
                         failed = true;
                         if !mode.reconnect {
-                            return end_owned(&mode, inbox, error, &metrics);
+                            return end_owned(&mode, &outlet, error, &metrics);
                         }
                     }
                     End::Failed(error) => {
@@ -175,7 +186,7 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
                         crate::log_limited!(5, warn, node = %addr, %error, "upstream connection failed");
                         (settings.on_node)(&addr, NodeReport::Failed);
                         if !mode.reconnect {
-                            return end_owned(&mode, inbox, error, &metrics);
+                            return end_owned(&mode, &outlet, error, &metrics);
                         }
                     }
                 }
@@ -185,7 +196,7 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
                 crate::log_limited!(5, warn, node = %addr, %error, "upstream connect failed");
                 (settings.on_node)(&addr, NodeReport::Failed);
                 if !mode.reconnect {
-                    return end_owned(&mode, inbox, error, &metrics);
+                    return end_owned(&mode, &outlet, error, &metrics);
                 }
                 // Requests for a node that cannot be reached fail at once (they were never sent, so the
                 // caller may retry elsewhere) rather than waiting out the backoff.
@@ -194,9 +205,9 @@ async fn run(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, mut inbo
                 loop {
                     tokio::select! {
                         _ = &mut pause => break,
-                        waiting = std::future::poll_fn(|cx| inbox.poll_take(cx)) => match waiting {
+                        waiting = std::future::poll_fn(|cx| outlet.lock().inbox.poll_take(cx)) => match waiting {
                             false => return,
-                            true => inbox.fail_all(&error, &metrics, false),
+                            true => outlet.lock().inbox.fail_all(&error, &metrics, false),
                         },
                     }
                 }
@@ -247,8 +258,8 @@ async fn ask(
 }
 
 /// An owned connection is over: fail what is queued and tell the owner.
-fn end_owned(mode: &ConnMode, mut inbox: Inbox, error: UpstreamError, metrics: &NodeMetrics) {
-    inbox.fail_all(&error, metrics, true);
+fn end_owned(mode: &ConnMode, outlet: &Outlet, error: UpstreamError, metrics: &NodeMetrics) {
+    outlet.lock().inbox.fail_all(&error, metrics, true);
     if let Some((pushes, tag)) = &mode.pushes {
         let _ = pushes.send(UpstreamReply { tag: *tag, result: Err(error), partial: None });
     }
@@ -265,11 +276,11 @@ async fn serve(
     addr: &str,
     settings: &ConnSettings,
     mode: &ConnMode,
-    inbox: &mut Inbox,
+    outlet: &Outlet,
     metrics: &NodeMetrics,
 ) -> End {
     match stream {
-        UpstreamStream::Plain(tcp) => super::wire::serve_stream(tcp, addr, settings, mode, inbox, metrics).await,
-        UpstreamStream::Tls(tls) => super::wire::serve_stream(tls, addr, settings, mode, inbox, metrics).await,
+        UpstreamStream::Plain(tcp) => super::wire::serve_stream(tcp, addr, settings, mode, outlet, metrics).await,
+        UpstreamStream::Tls(tls) => super::wire::serve_stream(tls, addr, settings, mode, outlet, metrics).await,
     }
 }

@@ -1,7 +1,8 @@
-//! One established connection to a node: its event loop, which writes queued requests in batches
-//! and hands each reply to the request at the head of its in-flight FIFO (or, on a subscribed
-//! connection, every frame to the owner), with the timeout clock and the flow control of streamed
-//! replies. `conn.rs` connects, reconnects and keeps the queue across connections.
+//! One established connection to a node: its event loop, which writes requests in batches (put in
+//! its write buffer by their sessions, `outlet.rs`, or queued for it) and hands each reply to the
+//! request at the head of its in-flight FIFO (or, on a subscribed connection, every frame to the
+//! owner; `replies.rs`), with the timeout clock and the flow control of streamed replies.
+//! `conn.rs` connects, reconnects and keeps the queue across connections.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -10,19 +11,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::time::{Sleep, sleep};
 
 use super::conn::{ConnMode, End, Inbox, fail};
-use super::lanes::NodeScripts;
-use super::{
-    ConnSettings, ReplySender, STREAM_WINDOW, StreamCredit, Tag, UpstreamError, UpstreamReply, UpstreamRequest,
-};
+use super::{ConnSettings, StreamCredit, UpstreamError, UpstreamRequest};
 use crate::metrics::NodeMetrics;
 use crate::readiness::ReadGate;
 use crate::resp::FrameScanner;
 use crate::socket::{IoBudget, Socket};
 use crate::writes::WriteBuffer;
+pub(super) use outlet::Outlet;
+use replies::{Refusal, ReplyRun, dispatch_replies, stream_piece, stream_stalled};
 
 /// Stop taking new requests while this much is waiting to be written, so a node that reads slowly
 /// holds back its senders' requests in the channel instead of growing one buffer without bound.
@@ -57,12 +57,16 @@ struct Streaming {
     stalled_since: Option<u64>,
 }
 
-/// One established connection's state: what is written, what is in flight, what was read.
-struct Wire<'a> {
-    /// The node's host, filled into redirections that name only a port.
-    host: &'a str,
-    /// The node's `host:port`, for errors.
-    addr: &'a str,
+/// One established connection's state: what is written, what is in flight, what was read. It
+/// lives in the connection's [`Outlet`], where sessions hand requests straight into it.
+pub(super) struct Wire {
+    /// The node's `host:port`, for errors; its host (the first `host_len` bytes) is filled into
+    /// redirections that name only a port.
+    addr: Arc<str>,
+    host_len: usize,
+    /// Requests are answered one by one (not a subscribed connection, whose frames all go to
+    /// its owner).
+    expects_reply: bool,
     inflight: VecDeque<InFlight>,
     rbuf: BytesMut,
     /// Reads the node's socket only when it may have something.
@@ -76,6 +80,11 @@ struct Wire<'a> {
     partly_written: bool,
     /// What waits in `wbuf` holds a pipelined batch: two requests of one client side by side.
     pipelined: bool,
+    /// The client and request of the last request put in `wbuf` since it was last written out.
+    last_origin: Option<super::Origin>,
+    /// A request handed over started a batch and woke the task: it yields once before writing,
+    /// so that the other sessions of the turn add theirs (as [`Turn::Take`] does).
+    gather: bool,
     /// Everything buffered is written; the writer is flushed before anything else is done.
     flushing: bool,
     /// Requests may still come (some sender is left).
@@ -88,16 +97,16 @@ struct Wire<'a> {
     login_refused: bool,
 }
 
-impl Wire<'_> {
+impl Wire {
     /// Hands every complete reply read to its request. Bytes that match no request leave the
     /// connection out of step: everything in flight fails and the connection is dropped.
     fn on_read(&mut self, read: usize, mode: &ConnMode, metrics: &NodeMetrics) -> Result<(), UpstreamError> {
         if read == 0 {
             return Err(self.lost());
         }
-        let addr = self.addr;
+        let addr = &self.addr[..];
         let scripts = mode.node_scripts.as_deref();
-        let context = (mode.pushes.as_ref(), scripts, self.host);
+        let context = (mode.pushes.as_ref(), scripts, &self.addr[..self.host_len]);
         let dispatched =
             dispatch_replies(&mut self.rbuf, &mut self.scanner, &mut self.inflight, &mut self.run, context);
         // Every reply read goes to its client before anything else is sent on: a streamed
@@ -126,20 +135,9 @@ impl Wire<'_> {
         Err(lost)
     }
 
-    /// Queues the requests waiting, and every other request sent meanwhile, so that one write
-    /// carries them all (up to [`WRITE_HIGH_WATER`]; the rest wait for the next turn).
-    async fn take_requests(&mut self, inbox: &mut Inbox, mode: &ConnMode, metrics: &NodeMetrics) {
-        // Let every other session that is ready, and those whose sockets became readable
-        // meanwhile (tokio polls the I/O driver before resuming a yielded task), queue their
-        // requests first, so that one write (one wake-up of the node) carries them all. Measured:
-        // 1.85 → 1.2 writes per unpipelined request with 50 clients (bench/RESULTS.md).
-        if self.wbuf.is_empty() {
-            tokio::task::yield_now().await;
-            inbox.take_more();
-        }
-        let expects_reply = mode.pushes.is_none();
+    /// Queues the requests waiting (up to [`WRITE_HIGH_WATER`]; the rest wait for the next turn).
+    fn take_requests(&mut self, inbox: &mut Inbox, metrics: &NodeMetrics) {
         let mut queued = 0;
-        let mut previous: Option<super::Origin> = None;
         while self.wbuf.len() < WRITE_HIGH_WATER
             && let Some(request) = inbox.waiting.pop_front()
         {
@@ -148,15 +146,33 @@ impl Wire<'_> {
                 inbox.waiting.push_front(request);
                 break;
             }
-            let this = request.origin();
-            self.pipelined |= previous.is_some_and(|earlier| earlier.pipelined_with(this));
-            previous = Some(this);
-            queue(request, &mut self.wbuf, &mut self.inflight, self.now_tick, expects_reply);
+            self.admit(request);
             queued += 1;
         }
         metrics.requests.inc_by(queued);
-        if expects_reply {
-            self.unwritten += queued as usize;
+    }
+
+    /// Takes `request`, handed over by its sender ([`Outlet`]), after the requests queued
+    /// before it.
+    fn hand_over(&mut self, request: UpstreamRequest, inbox: &mut Inbox, metrics: &NodeMetrics) {
+        inbox.take_more();
+        if inbox.waiting.is_empty() && self.wbuf.len() < WRITE_HIGH_WATER && !self.awaits_login() {
+            self.admit(request);
+            metrics.requests.inc();
+            return;
+        }
+        inbox.waiting.push_back(request);
+        self.take_requests(inbox, metrics);
+    }
+
+    /// Puts `request` in the write buffer (and in flight, when a reply is expected).
+    fn admit(&mut self, request: UpstreamRequest) {
+        let this = request.origin();
+        self.pipelined |= self.last_origin.is_some_and(|earlier| earlier.pipelined_with(this));
+        self.last_origin = Some(this);
+        queue(request, &mut self.wbuf, &mut self.inflight, self.now_tick, self.expects_reply);
+        if self.expects_reply {
+            self.unwritten += 1;
         }
     }
 
@@ -199,13 +215,14 @@ impl Wire<'_> {
 }
 
 /// Serves one established connection (read and written by this one task, so not split in halves)
-/// until it fails or the pool goes away.
+/// until it fails or the pool goes away. Its state lives in `outlet` meanwhile, where sessions
+/// hand their requests straight into it.
 pub(super) async fn serve_stream<S>(
     mut stream: S,
     addr: &str,
     settings: &ConnSettings,
     mode: &ConnMode,
-    inbox: &mut Inbox,
+    outlet: &Outlet,
     metrics: &NodeMetrics,
 ) -> End
 where
@@ -215,31 +232,37 @@ where
     // registration per command would cost more than the check itself.
     let tick_every = (settings.command_timeout / 8).clamp(Duration::from_millis(5), Duration::from_millis(100));
     let mut ticker = Ticker { sleep: std::pin::pin!(sleep(tick_every)), every: tick_every, armed: false };
-    let mut wire = Wire {
-        host: addr.rsplit_once(':').map_or(addr, |(host, _)| host),
-        addr,
-        inflight: VecDeque::new(),
-        rbuf: BytesMut::with_capacity(64 * 1024),
-        read_gate: ReadGate::default(),
-        wbuf: WriteBuffer::with_capacity(64 * 1024),
-        scanner: FrameScanner::new(),
-        run: ReplyRun::default(),
-        unwritten: 0,
-        partly_written: false,
-        pipelined: false,
-        flushing: false,
-        open: true,
-        now_tick: 0,
-        timeout_ticks: settings.command_timeout.as_nanos().div_ceil(tick_every.as_nanos()).max(1) as u64,
-        login_refused: false,
-    };
+    let timeout_ticks = settings.command_timeout.as_nanos().div_ceil(tick_every.as_nanos()).max(1) as u64;
+    outlet.open(Wire::new(addr, mode, timeout_ticks));
     let failure = loop {
-        match poll_fn(|cx| wire.poll_serve(cx, &mut stream, &mut ticker, inbox, mode, metrics)).await {
-            Turn::Take => wire.take_requests(inbox, mode, metrics).await,
+        let turn = poll_fn(|cx| {
+            outlet.poll_wire(cx, |wire, inbox, cx| wire.poll_serve(cx, &mut stream, &mut ticker, inbox, mode, metrics))
+        });
+        match turn.await {
+            Turn::Take => {
+                // Let every other session that is ready, and those whose sockets became readable
+                // meanwhile (tokio polls the I/O driver before resuming a yielded task), queue their
+                // requests first, so that one write (one wake-up of the node) carries them all.
+                // Measured: 1.85 → 1.2 writes per unpipelined request with 50 clients
+                // (bench/RESULTS.md).
+                if outlet.with_wire(|wire, _| wire.wbuf.is_empty()) {
+                    tokio::task::yield_now().await;
+                }
+                outlet.with_wire(|wire, inbox| {
+                    inbox.take_more();
+                    wire.take_requests(inbox, metrics);
+                });
+            }
             Turn::Yield => tokio::task::yield_now().await,
-            Turn::Finished => return End::Finished,
+            Turn::Finished => {
+                outlet.close();
+                return End::Finished;
+            }
             Turn::Failed(error) => break error,
         }
+    };
+    let Some(mut wire) = outlet.close() else {
+        return End::Failed(failure);
     };
     for entry in wire.inflight.drain(..) {
         fail(entry.request, failure.clone(), metrics);
@@ -250,17 +273,45 @@ where
     }
 }
 
+impl Wire {
+    fn new(addr: &str, mode: &ConnMode, timeout_ticks: u64) -> Wire {
+        Wire {
+            addr: Arc::from(addr),
+            host_len: addr.rsplit_once(':').map_or(addr.len(), |(host, _)| host.len()),
+            expects_reply: mode.pushes.is_none(),
+            inflight: VecDeque::new(),
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            read_gate: ReadGate::default(),
+            wbuf: WriteBuffer::with_capacity(64 * 1024),
+            scanner: FrameScanner::new(),
+            run: ReplyRun::default(),
+            unwritten: 0,
+            partly_written: false,
+            pipelined: false,
+            last_origin: None,
+            gather: false,
+            flushing: false,
+            open: true,
+            now_tick: 0,
+            timeout_ticks,
+            login_refused: false,
+        }
+    }
+}
+
 /// What the connection's loop must do that needs waiting, or how it ended.
-enum Turn {
-    /// Requests wait to be queued ([`Wire::take_requests`], which first lets other clients add theirs).
+pub(super) enum Turn {
+    /// Requests wait to be queued ([`Wire::take_requests`], after the task lets other clients add
+    /// theirs).
     Take,
-    /// The wake-up spent its [`IoBudget`]: other tasks of the worker run first.
+    /// Other tasks of the worker run first: the wake-up spent its [`IoBudget`], or a request
+    /// handed over started a batch that the other sessions of the turn may add to.
     Yield,
     Finished,
     Failed(UpstreamError),
 }
 
-impl Wire<'_> {
+impl Wire {
     /// One wake-up of the connection: passes over what it waits for, in priority order (replies
     /// to read, requests to write, requests queued, a stalled stream's credit, the timeout tick),
     /// handling whatever is ready, until nothing is; the request queue registers the waker only
@@ -279,6 +330,9 @@ impl Wire<'_> {
         S: Socket,
     {
         let mut budget = IoBudget::new();
+        if std::mem::take(&mut self.gather) {
+            return Poll::Ready(Turn::Yield);
+        }
         loop {
             if !budget.spend() {
                 return Poll::Ready(Turn::Yield);
@@ -345,6 +399,7 @@ impl Wire<'_> {
         if !self.partly_written {
             self.unwritten = 0;
             self.pipelined = false;
+            self.last_origin = None;
             self.flushing = true;
         }
     }
@@ -406,153 +461,8 @@ fn queue(
     });
 }
 
-/// Why reading a connection's replies ends it.
-enum Refusal {
-    /// Bytes that answer no request: the connection is out of step.
-    Mismatch(String),
-    /// A login sent on it was refused (the node's answer, first line).
-    Login(String),
-}
-
-/// Replies read for one client one after another (a pipelined client's, from one read), passed
-/// on together once the run ends: handed over whole to a waiting session, or queued with one lock
-/// and at most one wake-up for the run ([`super::queue::Sender::send_run`]).
-#[derive(Default)]
-struct ReplyRun {
-    to: Option<ReplySender>,
-    replies: Vec<UpstreamReply>,
-}
-
-impl ReplyRun {
-    fn is_empty(&self) -> bool {
-        self.to.is_none()
-    }
-
-    /// Adds `reply` for `reply_to`'s client, whose run this is (or starts).
-    fn push(&mut self, reply_to: ReplySender, reply: UpstreamReply) {
-        // A later sender is a clone of the run's.
-        self.to.get_or_insert(reply_to);
-        self.replies.push(reply);
-    }
-
-    /// Passes the run on to its client (a client that went away simply drops its replies).
-    fn flush(&mut self) {
-        if let Some(to) = self.to.take() {
-            to.send_run(&mut self.replies);
-        }
-    }
-}
-
-/// Hands every complete reply in `rbuf` to the request it answers (a pipelined client's through
-/// `run`, which the caller flushes: the rest of a run may still be unread).
-fn dispatch_replies(
-    rbuf: &mut BytesMut,
-    scanner: &mut FrameScanner,
-    inflight: &mut VecDeque<InFlight>,
-    run: &mut ReplyRun,
-    (pushes, scripts, host): (Option<&(ReplySender, Tag)>, Option<&NodeScripts>, &str),
-) -> Result<(), Refusal> {
-    let mismatch = |what: &str| Refusal::Mismatch(what.to_string());
-    while let Some(len) = scanner.scan(rbuf).map_err(|e| Refusal::Mismatch(e.to_string()))? {
-        let mut frame: Bytes = rbuf.split_to(len).freeze();
-        // The rest of a reply passed on in pieces is the tail of a value, whatever it starts with.
-        let tail = || pushes.is_none() && inflight.front().is_some_and(|head| head.stream.is_some());
-        if frame.first() == Some(&b'-') && !tail() {
-            if let Some(filled) = crate::redirect::fill_in_host(&frame, host) {
-                frame = filled;
-            }
-            if let Some(scripts) = scripts {
-                scripts.saw_error(&frame);
-            }
-        }
-        // A subscribed connection's frames (confirmations, messages, pongs) all go to its owner,
-        // in order: they do not pair one-to-one with requests.
-        if let Some((pushes, tag)) = pushes {
-            let _ = pushes.send(UpstreamReply { tag: *tag, result: Ok(frame), partial: None });
-            continue;
-        }
-        let Some(head) = inflight.front_mut() else {
-            return Err(mismatch("reply without a request"));
-        };
-        if head.prefix_pending {
-            head.prefix_pending = false;
-            continue;
-        }
-        let Some(entry) = inflight.pop_front() else {
-            return Err(mismatch("reply without a request"));
-        };
-        if entry.request.tag == super::LOGIN && frame.first() == Some(&b'-') {
-            // Never the password: the command is not logged, only the node's answer.
-            return Err(Refusal::Login(super::connect::first_line(&frame)));
-        }
-        let origin = entry.request.origin();
-        let UpstreamRequest { reply_to, tag, lease, .. } = entry.request;
-        let reply = UpstreamReply { tag, result: Ok(frame), partial: None };
-        // The next request in flight is the same client's next request (a pipelined batch): this
-        // reply waits for the run to end. Not the next part of the same request (a split MGET's
-        // parts on one node): a client waiting for one request takes each part's reply handed
-        // over, without a wake-up. A script lane's reply goes at once: the lane counts busy until
-        // it is with its client (its lease, dropped after this).
-        let pipelined = |next: &InFlight| next.request.origin().pipelined_with(origin);
-        let run_goes_on = lease.is_none() && inflight.front().is_some_and(pipelined);
-        if run.is_empty() && !run_goes_on {
-            // A caller that went away (client disconnected) simply drops its reply.
-            let _ = reply_to.send(reply);
-            continue;
-        }
-        run.push(reply_to, reply);
-        if !run_goes_on {
-            run.flush();
-        }
-    }
-    Ok(())
-}
-
-/// Passes on what has arrived of a large reply to a request that may stream, once at least
-/// [`STREAM_AT`] bytes of it are here: the proxy then holds about one read of a reply of any size,
-/// not the whole of it. Errors (`-…`), which the session must inspect, never stream.
-fn stream_piece(rbuf: &mut BytesMut, scanner: &mut FrameScanner, inflight: &mut VecDeque<InFlight>, now_tick: u64) {
-    if rbuf.len() < STREAM_AT {
-        return;
-    }
-    let Some(head) = inflight.front_mut() else { return };
-    if !head.request.streamable || head.prefix_pending || (head.stream.is_none() && rbuf.first() == Some(&b'-')) {
-        return;
-    }
-    let settled = scanner.settled(rbuf);
-    if settled < STREAM_AT {
-        return;
-    }
-    let piece = rbuf.split_to(settled).freeze();
-    scanner.take_settled(settled);
-    head.queued_at = now_tick;
-    let stream = head.stream.get_or_insert_with(|| Box::new(Streaming { credit: Arc::default(), stalled_since: None }));
-    let credit = Arc::clone(&stream.credit);
-    credit.lend(piece.len());
-    let _ =
-        head.request.reply_to.send(UpstreamReply { tag: head.request.tag, result: Ok(piece), partial: Some(credit) });
-}
-
-/// Whether reading waits for the client of a streamed reply to catch up: more than
-/// [`STREAM_WINDOW`] passed on and not written yet. A client that does not catch up within
-/// `command_timeout` no longer holds the connection (which other clients' replies share): reading
-/// goes on, and the client output limit bounds what its session holds.
-fn stream_stalled(head: &mut InFlight, now_tick: u64, timeout_ticks: u64) -> bool {
-    let Some(stream) = head.stream.as_mut() else {
-        return false;
-    };
-    if stream.credit.outstanding() <= STREAM_WINDOW || head.request.reply_to.is_closed() {
-        stream.stalled_since = None;
-        return false;
-    }
-    let since = *stream.stalled_since.get_or_insert(now_tick);
-    let stalled = now_tick - since <= timeout_ticks;
-    if stalled {
-        // Waiting for the client is not the node being slow.
-        head.queued_at = now_tick;
-    }
-    stalled
-}
+mod outlet;
+mod replies;
 
 #[cfg(test)]
 mod tests;

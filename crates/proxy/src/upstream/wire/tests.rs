@@ -1,8 +1,11 @@
 use std::sync::{Arc, Mutex, Weak};
 
+use bytes::Bytes;
+
 use super::*;
 use crate::upstream::queue::HandOver;
 use crate::upstream::{ReplyReceiver, reply_channel};
+use crate::upstream::{ReplySender, Tag, UpstreamReply};
 
 /// A session whose task waits: it takes every reply handed over, as `session/serve/handover.rs`
 /// does for a client with one request out, and leaves runs queued, as it does when its batch may
