@@ -7,10 +7,10 @@
 //! ~100 instructions, about once per unpipelined request on each side). Reads register a waker of
 //! their own that marks the socket as worth reading and then wakes the task.
 //!
-//! A read that returns bytes without filling the buffer has drained the socket (tokio clears its
-//! readiness then, on Linux's epoll and the BSDs' kqueue; elsewhere the check says Ready and the
-//! read tells), so the next attempt only asks the socket for readiness
-//! ([`Socket::poll_read_ready`]), which
+//! A read that returns bytes without filling the buffer has drained the socket (its readiness is
+//! cleared then, on Linux's epoll and the BSDs' kqueue, as tokio's own reads do: `socket.rs`;
+//! elsewhere the check says Ready and the read tells), so the next attempt only asks the socket
+//! for readiness ([`Socket::poll_read_ready`]), which
 //! registers the waker as a read finding nothing would, without sizing a buffer or setting up a
 //! read (~90 instructions per unpipelined request, once on each side).
 

@@ -7,7 +7,9 @@
 //! TCP reads and writes go through tokio's `try_io` instead (one load of the socket's
 //! readiness, then the syscall), register the waker only when the socket has nothing, and leave
 //! the budget to the loop that calls them ([`IoBudget`]): the session's and the node
-//! connection's loops yield after as many passes as tokio's budget would have allowed.
+//! connection's loops yield after 128 passes in one wake-up (tokio's budget: 128 operations per
+//! task poll). A node connection's hand-over of replies to a waiting session writes the client's
+//! replies within its own passes (one write per hand-over).
 
 use std::future::Future;
 use std::io;
@@ -46,16 +48,19 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin {
 /// kqueue report readiness by edges, so its readiness is cleared then: the next try waits for the
 /// socket's next event instead of making a syscall to learn that nothing is there). tokio's own
 /// reads and writes do the same on these systems.
-const EDGE_TRIGGERED: bool = cfg!(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "illumos",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
-    target_os = "macos",
-    target_os = "ios",
+const EDGE_TRIGGERED: bool = cfg!(all(
+    not(mio_unsupported_force_poll_poll),
+    any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        target_os = "macos",
+        target_os = "ios",
+    )
 ));
 
 impl Socket for TcpStream {

@@ -31,8 +31,8 @@ pub fn spawn(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, metrics:
     tx
 }
 
-/// The requests for a connection: its queue, and those taken from it and not written yet (kept
-/// across reconnects, like the queue).
+/// The requests for a connection: its queue, and those taken from it and not in the write buffer
+/// yet (kept across reconnects, like the queue).
 pub(super) struct Inbox {
     pub(super) rx: RequestReceiver,
     pub(super) waiting: VecDeque<UpstreamRequest>,

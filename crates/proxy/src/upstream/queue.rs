@@ -79,9 +79,10 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
 }
 
 impl<T> Sender<T> {
-    /// Queues `message`; gives it back when the receiver is gone or closed the queue (decided
-    /// under the queue's lock, so a message is either taken in and seen by the receiver, or
-    /// given back: never left behind).
+    /// Hands `message` over to the receiver when it takes it ([`Receiver::hand_over_to`]), else
+    /// queues it; gives it back when the receiver is gone or closed the queue (decided under the
+    /// queue's lock, so a message is either taken in and seen by the receiver, or given back:
+    /// never left behind).
     pub fn send(&self, message: T) -> Result<(), T> {
         match self.0.hand_over.get().and_then(Weak::upgrade) {
             Some(receiver) => match receiver.try_take(message) {
@@ -270,7 +271,9 @@ impl<T> Receiver<T> {
 
     /// Has later sends hand their message to `receiver` when it takes it, instead of queueing it
     /// and waking the receiving task: a session takes its node replies this way while its task
-    /// waits, so that a reply costs no task wake-up (see `session/serve/handover.rs`). Set once.
+    /// waits, so that a reply costs no task wake-up (see `session/serve/handover.rs`), and a node
+    /// connection its requests, straight into its write buffer (`upstream/wire/outlet.rs`). Set
+    /// once.
     pub fn hand_over_to(&self, receiver: Weak<dyn HandOver<T>>) {
         let _ = self.0.hand_over.set(receiver);
     }

@@ -25,7 +25,8 @@ pub(super) use outlet::Outlet;
 use replies::{Refusal, ReplyRun, dispatch_replies, stream_piece, stream_stalled};
 
 /// Stop taking new requests while this much is waiting to be written, so a node that reads slowly
-/// holds back its senders' requests in the channel instead of growing one buffer without bound.
+/// holds back its senders' requests in its queue (`Inbox`) instead of growing one buffer without
+/// bound.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
 /// How much of an incomplete reply must be here before it is passed on in pieces.
@@ -82,8 +83,8 @@ pub(super) struct Wire {
     pipelined: bool,
     /// The client and request of the last request put in `wbuf` since it was last written out.
     last_origin: Option<super::Origin>,
-    /// A request handed over started a batch and woke the task: it yields once before writing,
-    /// so that the other sessions of the turn add theirs (as [`Turn::Take`] does).
+    /// A request handed over started a batch: the task yields once before writing it, so that
+    /// the other sessions of the turn add theirs (as [`Turn::Take`] does).
     gather: bool,
     /// Everything buffered is written; the writer is flushed before anything else is done.
     flushing: bool,
@@ -163,6 +164,23 @@ impl Wire {
         }
         inbox.waiting.push_back(request);
         self.take_requests(inbox, metrics);
+    }
+
+    /// Takes the requests in flight whose bytes are all still in the write buffer (the node has
+    /// seen nothing of them) out of flight, in order: when the connection ends they can go out
+    /// on the next one. A request partly written stays, and fails with the connection.
+    fn never_sent(&mut self) -> Vec<UpstreamRequest> {
+        let (mut unsent, mut count) = (0, 0);
+        for entry in self.inflight.iter().rev() {
+            let size = entry.request.payload.len() + entry.request.prefix.as_ref().map_or(0, |p| p.len());
+            if unsent + size > self.wbuf.len() {
+                break;
+            }
+            unsent += size;
+            count += 1;
+        }
+        let at = self.inflight.len() - count;
+        self.inflight.split_off(at).into_iter().map(|entry| entry.request).collect()
     }
 
     /// Puts `request` in the write buffer (and in flight, when a reply is expected).
@@ -330,9 +348,6 @@ impl Wire {
         S: Socket,
     {
         let mut budget = IoBudget::new();
-        if std::mem::take(&mut self.gather) {
-            return Poll::Ready(Turn::Yield);
-        }
         loop {
             if !budget.spend() {
                 return Poll::Ready(Turn::Yield);
@@ -356,6 +371,12 @@ impl Wire {
                     return Poll::Ready(Turn::Failed(error));
                 }
                 continue;
+            }
+            // A batch that requests handed over started waits one yield for the rest of the turn's
+            // (as `Turn::Take` waits before taking queued ones).
+            if self.gather && !self.holds_writes() {
+                self.gather = false;
+                return Poll::Ready(Turn::Yield);
             }
             if !self.wbuf.is_empty()
                 && !self.holds_writes()

@@ -32,6 +32,9 @@ pub(in crate::upstream) struct Outgoing {
     pub(in crate::upstream) inbox: Inbox,
     /// The established connection, while the task serves it.
     wire: Option<Wire>,
+    /// The connection takes requests handed over: false from the poll that ends it (failed, or
+    /// finished) on, so that nothing handed over then is failed with it.
+    serving: bool,
     /// The task waits: its last poll of the connection returned Pending.
     waiting: bool,
     /// The task's waker, from that poll.
@@ -40,7 +43,10 @@ pub(in crate::upstream) struct Outgoing {
 
 impl Outlet {
     pub(in crate::upstream) fn new(inbox: Inbox, metrics: Arc<NodeMetrics>) -> Outlet {
-        Outlet { state: Mutex::new(Outgoing { inbox, wire: None, waiting: false, waker: None }), metrics }
+        Outlet {
+            state: Mutex::new(Outgoing { inbox, wire: None, serving: false, waiting: false, waker: None }),
+            metrics,
+        }
     }
 
     /// Locks the shared state. A panic while it was held leaves a valid queue and connection
@@ -53,12 +59,22 @@ impl Outlet {
     pub(super) fn open(&self, wire: Wire) {
         let mut state = self.lock();
         state.wire = Some(wire);
+        state.serving = true;
         state.waiting = false;
     }
 
-    /// The connection is served no more; later requests are queued. Returns its state.
+    /// The connection is served no more; later requests are queued. Returns its state, with the
+    /// requests whose bytes were not written at all put back in front of the queue (they go out
+    /// on the next connection, as those still queued do).
     pub(super) fn close(&self) -> Option<Wire> {
-        self.lock().wire.take()
+        let mut state = self.lock();
+        let Outgoing { inbox, wire, serving, .. } = &mut *state;
+        *serving = false;
+        let mut wire = wire.take()?;
+        for request in wire.never_sent().into_iter().rev() {
+            inbox.waiting.push_front(request);
+        }
+        Some(wire)
     }
 
     /// Runs `f` on the established connection and the queue (the task, between polls).
@@ -76,11 +92,14 @@ impl Outlet {
         serve: impl FnOnce(&mut Wire, &mut Inbox, &mut Context<'_>) -> Poll<Turn>,
     ) -> Poll<Turn> {
         let mut state = self.lock();
-        let Outgoing { inbox, wire, waiting, waker } = &mut *state;
+        let Outgoing { inbox, wire, serving, waiting, waker } = &mut *state;
         let Some(wire) = wire.as_mut() else {
             return Poll::Ready(Turn::Finished);
         };
         let turn = serve(wire, inbox, cx);
+        if let Poll::Ready(Turn::Finished | Turn::Failed(_)) = turn {
+            *serving = false;
+        }
         *waiting = turn.is_pending();
         if *waiting && !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             *waker = Some(cx.waker().clone());
@@ -93,18 +112,25 @@ impl HandOver<UpstreamRequest> for Outlet {
     fn try_take(&self, request: UpstreamRequest) -> Result<(), UpstreamRequest> {
         let mut state = match self.state.try_lock() {
             Ok(state) => state,
-            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return Err(request),
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(request),
         };
-        let Outgoing { inbox, wire, waiting, waker } = &mut *state;
-        let Some(wire) = wire.as_mut().filter(|wire| wire.expects_reply) else {
+        let Outgoing { inbox, wire, serving, waiting, waker } = &mut *state;
+        let Some(wire) = wire.as_mut().filter(|wire| *serving && wire.expects_reply) else {
             return Err(request);
         };
-        let starts_batch = wire.wbuf.is_empty();
+        let buffered = wire.wbuf.len();
         wire.hand_over(request, inbox, &self.metrics);
-        // A task that waits is woken to write; one that started the batch first lets the other
-        // sessions of the turn add theirs. A task that does not wait polls again anyway.
-        if *waiting && let Some(waker) = waker.as_ref() {
-            wire.gather |= starts_batch;
+        let grew = wire.wbuf.len() > buffered;
+        // A batch this starts waits a yield for the other sessions of the turn to add theirs.
+        wire.gather |= grew && buffered == 0;
+        // A task that waits is woken to write what went into the buffer (not for a request that
+        // waits behind a login or a full buffer: the task takes it when it may). A task that does
+        // not wait polls again anyway.
+        if *waiting
+            && grew
+            && let Some(waker) = waker.as_ref()
+        {
             *waiting = false;
             waker.wake_by_ref();
         }
@@ -249,5 +275,33 @@ mod tests {
         assert!(tx.send(request(&client, 2, b"GET", None)).is_ok());
         assert_eq!(written(&outlet), b"AUTH");
         assert_eq!(outlet.lock().inbox.waiting.len(), 1, "held until the login is answered");
+    }
+
+    #[tokio::test]
+    async fn a_closed_connections_requests_not_written_at_all_go_to_the_next_one() {
+        let (outlet, tx) = outlet();
+        let (client, _replies) = reply_channel();
+        let wakes = Arc::new(Wakes::default());
+        open_waiting(&outlet, &ConnMode::pooled(false), &wakes);
+        for (seq, payload) in [(1, &b"AA"[..]), (2, b"BB"), (3, b"CC")] {
+            assert!(tx.send(request(&client, seq, payload, None)).is_ok());
+        }
+        // The socket takes three bytes: A whole, B in part, C not at all.
+        let (mut socket, _node) = tokio::io::duplex(3);
+        let sent = outlet.with_wire(|wire, _| {
+            let sent = wire.wbuf.poll_write_to(&mut socket, &mut Context::from_waker(Waker::noop()));
+            matches!(sent, Poll::Ready(Ok(3)))
+        });
+        assert!(sent, "three bytes written");
+        let Some(wire) = outlet.close() else { panic!("a connection was open") };
+        let failing: Vec<u64> = wire.inflight.iter().map(|entry| entry.request.tag.seq).collect();
+        assert_eq!(failing, [1, 2], "what the node may have seen fails with the connection");
+        let queued: Vec<u64> = outlet.lock().inbox.waiting.iter().map(|r| r.tag.seq).collect();
+        assert_eq!(queued, [3]);
+        // Nothing is handed over to a closed connection; the next one writes C first.
+        assert!(tx.send(request(&client, 4, b"DD", None)).is_ok());
+        open_waiting(&outlet, &ConnMode::pooled(false), &wakes);
+        assert!(tx.send(request(&client, 5, b"EE", None)).is_ok());
+        assert_eq!(written(&outlet), b"CCDDEE");
     }
 }
