@@ -445,11 +445,12 @@ impl<C: Side + Unpin, IO: Socket> AsyncWrite for TlsStream<C, IO> {
                 }
             }
         }
-        // Sent at once; what the socket does not take now goes before the next write, or at the
-        // flush.
-        if let Poll::Ready(Err(error)) = this.poll_send(cx) {
-            return Poll::Ready(Err(error));
-        }
+        // Encrypted: the bytes are taken, whatever the socket does with them now. Sent at once;
+        // what the socket does not take goes before the next write, or at the flush, and a
+        // failure shows there. Reported here, it would count as unwritten bytes of which some
+        // records may have reached the peer (a node connection puts requests of which nothing
+        // was written back in its queue for the next connection).
+        let _ = this.poll_send(cx);
         Poll::Ready(Ok(data.len()))
     }
 

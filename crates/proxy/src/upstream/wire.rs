@@ -167,8 +167,13 @@ impl Wire {
     }
 
     /// Takes the requests in flight whose bytes are all still in the write buffer (the node has
-    /// seen nothing of them) out of flight, in order: when the connection ends they can go out
-    /// on the next one. A request partly written stays, and fails with the connection.
+    /// seen nothing of them) out of flight, in order, when the connection ends: they can go out
+    /// on the next one. Not a request of a client that has an earlier one on the way (written,
+    /// if only in part): a connection dropped after a timeout may still deliver that one to the
+    /// node, which could then run it after the later one, sent on the next connection. Those,
+    /// and the requests partly written, stay and fail with the connection. (The node's request
+    /// count, `metrics.requests`, counts a request taken back again when the next connection
+    /// takes it.)
     fn never_sent(&mut self) -> Vec<UpstreamRequest> {
         let (mut unsent, mut count) = (0, 0);
         for entry in self.inflight.iter().rev() {
@@ -179,8 +184,18 @@ impl Wire {
             unsent += size;
             count += 1;
         }
-        let at = self.inflight.len() - count;
-        self.inflight.split_off(at).into_iter().map(|entry| entry.request).collect()
+        let first_unsent = self.inflight.len() - count;
+        let on_the_way: std::collections::HashSet<usize> =
+            self.inflight.range(..first_unsent).map(|entry| entry.request.reply_to.queue_id()).collect();
+        let tail = self.inflight.split_off(first_unsent);
+        let mut taken = Vec::new();
+        for entry in tail {
+            match on_the_way.contains(&entry.request.reply_to.queue_id()) {
+                true => self.inflight.push_back(entry),
+                false => taken.push(entry.request),
+            }
+        }
+        taken
     }
 
     /// Puts `request` in the write buffer (and in flight, when a reply is expected).

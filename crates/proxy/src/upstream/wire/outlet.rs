@@ -280,13 +280,13 @@ mod tests {
     #[tokio::test]
     async fn a_closed_connections_requests_not_written_at_all_go_to_the_next_one() {
         let (outlet, tx) = outlet();
-        let (client, _replies) = reply_channel();
+        let clients: Vec<_> = (0..3).map(|_| reply_channel()).collect();
         let wakes = Arc::new(Wakes::default());
         open_waiting(&outlet, &ConnMode::pooled(false), &wakes);
-        for (seq, payload) in [(1, &b"AA"[..]), (2, b"BB"), (3, b"CC")] {
-            assert!(tx.send(request(&client, seq, payload, None)).is_ok());
+        for (client, seq, payload) in [(0, 1, &b"AA"[..]), (1, 1, b"BB"), (2, 1, b"CC"), (1, 2, b"DD")] {
+            assert!(tx.send(request(&clients[client].0, seq, payload, None)).is_ok());
         }
-        // The socket takes three bytes: A whole, B in part, C not at all.
+        // The socket takes three bytes: A whole, B in part, C and D not at all.
         let (mut socket, _node) = tokio::io::duplex(3);
         let sent = outlet.with_wire(|wire, _| {
             let sent = wire.wbuf.poll_write_to(&mut socket, &mut Context::from_waker(Waker::noop()));
@@ -294,14 +294,16 @@ mod tests {
         });
         assert!(sent, "three bytes written");
         let Some(wire) = outlet.close() else { panic!("a connection was open") };
-        let failing: Vec<u64> = wire.inflight.iter().map(|entry| entry.request.tag.seq).collect();
-        assert_eq!(failing, [1, 2], "what the node may have seen fails with the connection");
-        let queued: Vec<u64> = outlet.lock().inbox.waiting.iter().map(|r| r.tag.seq).collect();
-        assert_eq!(queued, [3]);
+        // What the node may have seen fails with the connection, and so does D, whose client has
+        // B on the way (the node could still run B after D, sent on the next connection).
+        let failing: Vec<&[u8]> = wire.inflight.iter().map(|entry| &entry.request.payload[..]).collect();
+        assert_eq!(failing, [&b"AA"[..], b"BB", b"DD"]);
+        let queued: Vec<Vec<u8>> = outlet.lock().inbox.waiting.iter().map(|r| r.payload.to_vec()).collect();
+        assert_eq!(queued, [b"CC".to_vec()]);
         // Nothing is handed over to a closed connection; the next one writes C first.
-        assert!(tx.send(request(&client, 4, b"DD", None)).is_ok());
+        assert!(tx.send(request(&clients[0].0, 2, b"EE", None)).is_ok());
         open_waiting(&outlet, &ConnMode::pooled(false), &wakes);
-        assert!(tx.send(request(&client, 5, b"EE", None)).is_ok());
-        assert_eq!(written(&outlet), b"CCDDEE");
+        assert!(tx.send(request(&clients[2].0, 2, b"FF", None)).is_ok());
+        assert_eq!(written(&outlet), b"CCEEFF");
     }
 }
