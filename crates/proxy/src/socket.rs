@@ -70,38 +70,44 @@ impl Socket for TcpStream {
     }
 
     fn poll_read_into<B: BufMut>(&mut self, cx: &mut Context<'_>, buf: &mut B) -> Poll<io::Result<usize>> {
-        loop {
+        poll_try_io(self, cx, Interest::READABLE, |socket| {
             let room = buf.chunk_mut().len();
-            let mut read = 0;
-            // The outer `try_io` takes the readiness before the read, so clearing it for a short
-            // read cannot lose an event that came after the read.
-            let tried = self.try_io(Interest::READABLE, || {
-                read = self.try_read_buf(buf)?;
-                short(read, room)
-            });
-            match tried {
-                Ok(()) => return Poll::Ready(Ok(read)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => return Poll::Ready(Ok(read)),
-                // Nothing to read: wait for the socket; readiness that came meanwhile reads again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(TcpStream::poll_read_ready(self, cx))?,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+            Ok((socket.try_read_buf(buf)?, room))
+        })
     }
 
     fn poll_write_from(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            let mut written = 0;
-            let tried = self.try_io(Interest::WRITABLE, || {
-                written = self.try_write(bytes)?;
-                short(written, bytes.len())
-            });
-            match tried {
-                Ok(()) => return Poll::Ready(Ok(written)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && written > 0 => return Poll::Ready(Ok(written)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(self.poll_write_ready(cx))?,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        poll_try_io(self, cx, Interest::WRITABLE, |socket| Ok((socket.try_write(bytes)?, bytes.len())))
+    }
+}
+
+/// One read or write of `socket` by `attempt` (how many bytes it moved, of how many it had room
+/// for), through `try_io`; when the socket has nothing (or no room), `cx`'s waker is registered
+/// for its readiness, and a readiness that came meanwhile tries again.
+fn poll_try_io(
+    socket: &TcpStream,
+    cx: &mut Context<'_>,
+    interest: Interest,
+    mut attempt: impl FnMut(&TcpStream) -> io::Result<(usize, usize)>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        let mut done = 0;
+        // The outer `try_io` takes the readiness before the syscall, so clearing it for a short
+        // read or write cannot lose an event that came after it.
+        let tried = socket.try_io(interest, || {
+            let (moved, room) = attempt(socket)?;
+            done = moved;
+            short(moved, room)
+        });
+        match tried {
+            Ok(()) => return Poll::Ready(Ok(done)),
+            // Bytes moved: the error is `short`'s, which only cleared the readiness.
+            Err(_) if done > 0 => return Poll::Ready(Ok(done)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match interest == Interest::READABLE {
+                true => ready!(socket.poll_read_ready(cx))?,
+                false => ready!(socket.poll_write_ready(cx))?,
+            },
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }

@@ -2,13 +2,12 @@
 //! logs in, and serves the established connection (`wire.rs`) with the requests of its queue.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::sleep;
 
 use super::lanes::NodeScripts;
-use super::queue::HandOver;
 use super::stream::UpstreamStream;
 use super::wire::Outlet;
 use super::{
@@ -24,9 +23,7 @@ use crate::metrics::NodeMetrics;
 /// breaks, and ends when every sender is dropped and nothing is in flight.
 pub fn spawn(addr: String, settings: Arc<ConnSettings>, mode: ConnMode, metrics: Arc<NodeMetrics>) -> RequestSender {
     let (tx, rx) = queue::channel();
-    let outlet = Arc::new(Outlet::new(Inbox { rx, waiting: VecDeque::new() }, Arc::clone(&metrics)));
-    let receiver: Weak<dyn HandOver<UpstreamRequest>> = Arc::downgrade(&outlet) as Weak<Outlet>;
-    outlet.lock().inbox.rx.hand_over_to(receiver);
+    let outlet = Outlet::new(Inbox { rx, waiting: VecDeque::new() }, Arc::clone(&metrics));
     tokio::spawn(run(addr, settings, mode, outlet, metrics));
     tx
 }

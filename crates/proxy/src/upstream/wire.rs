@@ -139,11 +139,8 @@ impl Wire {
     /// Queues the requests waiting (up to [`WRITE_HIGH_WATER`]; the rest wait for the next turn).
     fn take_requests(&mut self, inbox: &mut Inbox, metrics: &NodeMetrics) {
         let mut queued = 0;
-        while self.wbuf.len() < WRITE_HIGH_WATER
-            && let Some(request) = inbox.waiting.pop_front()
-        {
-            // What follows a login waits for its answer (see `awaits_login`).
-            if self.awaits_login() && request.tag != super::LOGIN {
+        while let Some(request) = inbox.waiting.pop_front() {
+            if !self.admits(&request) {
                 inbox.waiting.push_front(request);
                 break;
             }
@@ -153,11 +150,17 @@ impl Wire {
         metrics.requests.inc_by(queued);
     }
 
+    /// Whether `request` may go into the write buffer now: the buffer is below
+    /// [`WRITE_HIGH_WATER`], and what follows a login waits for its answer (see `awaits_login`).
+    fn admits(&self, request: &UpstreamRequest) -> bool {
+        self.wbuf.len() < WRITE_HIGH_WATER && (request.tag == super::LOGIN || !self.awaits_login())
+    }
+
     /// Takes `request`, handed over by its sender ([`Outlet`]), after the requests queued
     /// before it.
     fn hand_over(&mut self, request: UpstreamRequest, inbox: &mut Inbox, metrics: &NodeMetrics) {
         inbox.take_more();
-        if inbox.waiting.is_empty() && self.wbuf.len() < WRITE_HIGH_WATER && !self.awaits_login() {
+        if inbox.waiting.is_empty() && self.admits(&request) {
             self.admit(request);
             metrics.requests.inc();
             return;

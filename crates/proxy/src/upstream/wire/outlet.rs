@@ -11,7 +11,7 @@
 //! request is queued as before. The mirror of the replies' hand-over to a waiting session
 //! (`session/serve/handover.rs`).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use super::{Turn, Wire};
@@ -42,11 +42,16 @@ pub(in crate::upstream) struct Outgoing {
 }
 
 impl Outlet {
-    pub(in crate::upstream) fn new(inbox: Inbox, metrics: Arc<NodeMetrics>) -> Outlet {
-        Outlet {
+    /// The outlet of the connection whose queue is `inbox`: the queue's later sends hand their
+    /// requests to it.
+    pub(in crate::upstream) fn new(inbox: Inbox, metrics: Arc<NodeMetrics>) -> Arc<Outlet> {
+        let outlet = Arc::new(Outlet {
             state: Mutex::new(Outgoing { inbox, wire: None, serving: false, waiting: false, waker: None }),
             metrics,
-        }
+        });
+        let receiver: Weak<dyn HandOver<UpstreamRequest>> = Arc::downgrade(&outlet) as Weak<Outlet>;
+        outlet.lock().inbox.rx.hand_over_to(receiver);
+        outlet
     }
 
     /// Locks the shared state. A panic while it was held leaves a valid queue and connection
@@ -146,7 +151,6 @@ impl HandOver<UpstreamRequest> for Outlet {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::sync::Weak;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
 
@@ -185,10 +189,7 @@ mod tests {
     fn outlet() -> (Arc<Outlet>, Sender<UpstreamRequest>) {
         let (tx, rx) = queue::channel();
         let metrics = Metrics::new().node("127.0.0.1:7000");
-        let outlet = Arc::new(Outlet::new(Inbox { rx, waiting: VecDeque::new() }, metrics));
-        let receiver: Weak<dyn HandOver<UpstreamRequest>> = Arc::downgrade(&outlet) as Weak<Outlet>;
-        outlet.lock().inbox.rx.hand_over_to(receiver);
-        (outlet, tx)
+        (Outlet::new(Inbox { rx, waiting: VecDeque::new() }, metrics), tx)
     }
 
     /// Opens a connection on `outlet` whose task waits (its last poll returned Pending).
