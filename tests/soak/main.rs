@@ -26,7 +26,7 @@ mod pipeline;
 mod pubsub;
 mod shared;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -254,19 +254,32 @@ fn report(
         soak.scans_checked.load(Ordering::Relaxed),
         soak.scans_skipped.load(Ordering::Relaxed),
     );
+    let kind = |f: &Failure| f.text.split(|c: char| c.is_ascii_digit()).take(2).collect::<Vec<_>>().join("#");
     for e in &events {
-        let errors = failures.iter().filter(|f| f.answered >= e.start && e.end.is_none_or(|end| f.sent <= end)).count();
+        let during: Vec<&Failure> =
+            failures.iter().filter(|f| f.answered >= e.start && e.end.is_none_or(|end| f.sent <= end)).collect();
         println!(
-            "RELIABILITY soak event at {}: {:?} {} {} — {errors} errors",
+            "RELIABILITY soak event at {}: {:?} {} {} — {} errors",
             soak.at(e.start),
             e.kind,
             e.node,
-            e.note
+            e.note,
+            during.len()
         );
+        // The kinds behind an event with many errors, to tell in-flight losses from held
+        // requests that ran out of time.
+        if during.len() >= 100 {
+            println!("RELIABILITY soak event kinds {:#?}", count_kinds(during.into_iter().map(kind)));
+        }
     }
-    let kinds: BTreeSet<String> = failures
-        .iter()
-        .map(|f| f.text.split(|c: char| c.is_ascii_digit()).take(2).collect::<Vec<_>>().join("#"))
-        .collect();
-    println!("RELIABILITY soak: error kinds {kinds:#?}");
+    println!("RELIABILITY soak: error kinds {:#?}", count_kinds(failures.iter().map(kind)));
+}
+
+/// How many failures of each kind (their text with the numbers folded).
+fn count_kinds(kinds: impl Iterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for k in kinds {
+        *counts.entry(k).or_insert(0) += 1;
+    }
+    counts
 }

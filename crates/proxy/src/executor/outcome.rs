@@ -145,9 +145,9 @@ pub fn on_reply(
     }
 }
 
-/// A part that got no reply. Never sent: safe to hold until the topology names a node that
-/// answers, for up to `failover_wait`. Maybe applied (a timeout, a connection lost in flight): the
-/// client gets the error, never a silent second write.
+/// A part that got no reply. Never sent, or a read lost in flight: safe to hold until the
+/// topology names a node that answers, for up to `failover_wait`. Maybe applied (a timeout, a
+/// write lost in flight): the client gets the error, never a silent second write.
 fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: Instant) -> Outcome {
     if part.streamed {
         return Outcome::Broken;
@@ -165,7 +165,10 @@ fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: I
     let own = part.target == Target::Owned;
     let pinned = own && part.rehome.is_none();
     let deadline = part.retry_deadline(now + policy.hold_for);
-    if error.never_sent() && !pinned && now < deadline {
+    // A read lost in flight is resent as one never sent: a node that died mid-pipeline costs
+    // its writes an error (they may have run), not its reads.
+    let resend = error.never_sent() || (error.lost_in_flight() && part.resend_after_loss());
+    if resend && !pinned && now < deadline {
         part.set_redirect(None);
         // A read whose replica is unreachable goes to the master from now on.
         part.write = true;
@@ -260,7 +263,7 @@ mod tests {
     }
 
     #[test]
-    fn only_requests_never_sent_are_retried_and_never_on_the_own_connection() {
+    fn requests_never_sent_are_retried_but_not_timed_out_ones_nor_on_the_own_connection() {
         let unreachable = || UpstreamError::Unreachable { addr: "a:1".into(), reason: "refused".into() };
         let now = Instant::now();
         let mut part = get();
@@ -285,6 +288,40 @@ mod tests {
             Outcome::Failed { error: UpstreamError::Timeout.into(), own_lost: false }
         );
         assert!(held.held().is_some_and(bytes::BytesMut::is_empty));
+    }
+
+    #[test]
+    fn a_read_lost_in_flight_is_resent_once_a_write_never() {
+        let lost = || UpstreamError::ConnectionLost { addr: "a:1".into() };
+        let now = Instant::now();
+        let mut read = get();
+        read.readonly = true;
+        assert_eq!(on_failure(&mut read, lost(), POLICY, now), Outcome::RetryLater { node_failed: true });
+        // Its answer if a later request of the client overtakes it: the loss.
+        assert_eq!(read.take_retry_error().as_deref(), Some(&b"-ERR upstream connection to a:1 lost\r\n"[..]));
+        // Lost again (a read that makes its node drop the connection): the client's error.
+        assert_eq!(
+            on_failure(&mut read, lost(), POLICY, now),
+            Outcome::Failed { error: lost().into(), own_lost: false }
+        );
+        let mut write = get();
+        write.write = true;
+        assert_eq!(
+            on_failure(&mut write, lost(), POLICY, now),
+            Outcome::Failed { error: lost().into(), own_lost: false }
+        );
+        // A blocking read would start its wait again; the own connection holds the client's state.
+        let mut blocking = get();
+        (blocking.readonly, blocking.blocks) = (true, true);
+        assert!(matches!(on_failure(&mut blocking, lost(), POLICY, now), Outcome::Failed { .. }));
+        let mut own = get();
+        (own.readonly, own.target, own.rehome) = (true, Target::Owned, Some(None));
+        assert!(matches!(on_failure(&mut own, lost(), POLICY, now), Outcome::Failed { .. }));
+        // Past `failover_wait` (or with it off) the loss is the answer.
+        let mut late = get();
+        late.readonly = true;
+        let off = RetryPolicy { hold_for: Duration::ZERO, ..POLICY };
+        assert!(matches!(on_failure(&mut late, lost(), off, now), Outcome::Failed { .. }));
     }
 
     #[test]

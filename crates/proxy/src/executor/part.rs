@@ -37,6 +37,9 @@ pub struct Part {
     pub target: Target,
     /// Commands that write never go to replicas.
     pub write: bool,
+    /// The command only reads (Redis' `readonly` flag): sending it again cannot apply anything
+    /// twice, so one lost with its connection in flight may be resent (`outcome::on_failure`).
+    pub readonly: bool,
     /// Redirections and retries so far.
     pub hops: u8,
     /// Follow `MOVED`/`ASK` for this part; off inside a transaction, where a redirection aborts it.
@@ -94,6 +97,9 @@ struct Detour {
     retry_error: Option<Bytes>,
     /// When retrying an unreachable node gives up, set on its first failure.
     retry_until: Option<Instant>,
+    /// A read was resent once after its connection was lost in flight: a second loss is the
+    /// client's error (a read that makes its node drop the connection is not sent again and again).
+    resent_after_loss: bool,
     /// Parts of the same request sent only once this part's reply is in, and only if it is
     /// neither an error nor null (a transaction's settings for the other nodes, after its EXEC;
     /// its queued connection commands, which the session answers instead of sending).
@@ -137,6 +143,7 @@ impl Part {
             payload,
             target,
             write,
+            readonly: false,
             hops: 0,
             follow_redirects: true,
             script_reloaded: false,
@@ -204,6 +211,17 @@ impl Part {
     /// Whether a retry's deadline is set (the part failed before).
     pub fn has_retry_deadline(&self) -> bool {
         self.detour.as_ref().is_some_and(|d| d.retry_until.is_some())
+    }
+
+    /// Whether this part may be resent after its connection was lost with it in flight: it only
+    /// reads, goes to a pooled connection (an own connection holds client state, a blocking read
+    /// would start its wait again) and was not resent for a loss before. Counts the resend.
+    pub fn resend_after_loss(&mut self) -> bool {
+        if !self.readonly || self.blocks || self.target == Target::Owned {
+            return false;
+        }
+        let detour = self.detour_mut();
+        !std::mem::replace(&mut detour.resent_after_loss, true)
     }
 
     /// When retrying gives up: set to `first` on the first call.

@@ -23,7 +23,8 @@ impl Session {
                 // It owns nothing: forgotten rather than dropped through `Route`'s drop glue (a
                 // call per request).
                 std::mem::forget(route);
-                self.single(request.into_bytes(), slot, write, None, meta);
+                let readonly = spec.flags.contains(CommandFlags::READONLY);
+                self.single(request.into_bytes(), slot, (write, readonly), None, meta);
             }
             route => self.carry_out_other(route, spec, request, meta),
         }
@@ -32,16 +33,23 @@ impl Session {
     /// [`Session::carry_out`] for every route but [`Route::Single`].
     #[inline(never)]
     fn carry_out_other(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
+        let readonly = spec.flags.contains(CommandFlags::READONLY);
         match route {
             // Not reached from `carry_out`, which sends these itself; kept for completeness.
-            Route::Single { slot, write } => self.single(request.into_bytes(), slot, write, None, meta),
+            Route::Single { slot, write } => self.single(request.into_bytes(), slot, (write, readonly), None, meta),
             Route::Script { slot, write, function } => {
                 let kind = if function { ScriptKind::Function } else { ScriptKind::Eval };
-                self.single(request.into_bytes(), slot, write, Some(kind), meta);
+                self.single(request.into_bytes(), slot, (write, readonly), Some(kind), meta);
             }
             Route::Split { merge, parts, places } => {
-                let parts: Vec<Part> =
-                    parts.into_iter().map(|p| Part::new(p.payload, Target::Slot(Some(p.slot)), true)).collect();
+                let parts: Vec<Part> = parts
+                    .into_iter()
+                    .map(|p| {
+                        let mut part = Part::new(p.payload, Target::Slot(Some(p.slot)), true);
+                        part.readonly = readonly;
+                        part
+                    })
+                    .collect();
                 let count = parts.len() as u32;
                 let seq = self.pipeline.push_multi(parts, merge, places, meta);
                 (0..count).for_each(|part| self.send(seq, part));
@@ -71,12 +79,14 @@ impl Session {
     }
 
     /// A request for one node: the slot's owner (any master when keyless), or one of its script
-    /// lanes. Its reply is forwarded untouched, so a large one may stream.
+    /// lanes. Its reply is forwarded untouched, so a large one may stream. `(write, readonly)`:
+    /// whether the command writes (never to a replica) and whether it only reads (may be resent
+    /// after a lost connection).
     fn single(
         &mut self,
         payload: Bytes,
         slot: Option<crate::slot::Slot>,
-        write: bool,
+        (write, readonly): (bool, bool),
         script: Option<ScriptKind>,
         meta: Meta,
     ) {
@@ -84,6 +94,7 @@ impl Session {
             self.last_write_slot = slot;
         }
         let mut part = Part::new(payload, Target::Slot(slot), write);
+        part.readonly = readonly;
         // A dropped reply (CLIENT REPLY OFF/SKIP) is never written, so none of it may stream out.
         part.streamable = !meta.dropped;
         part.script = script;

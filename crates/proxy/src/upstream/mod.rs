@@ -184,6 +184,12 @@ impl UpstreamError {
     pub fn never_sent(&self) -> bool {
         matches!(self, UpstreamError::Unreachable { .. })
     }
+
+    /// Whether the connection broke with the request in flight: it may have run, so only a
+    /// request that cannot change anything may be sent again.
+    pub fn lost_in_flight(&self) -> bool {
+        matches!(self, UpstreamError::ConnectionLost { .. })
+    }
 }
 
 /// How the proxy connects and logs in to nodes, shared by every connection.
