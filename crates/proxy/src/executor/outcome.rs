@@ -295,7 +295,7 @@ mod tests {
         let lost = || UpstreamError::ConnectionLost { addr: "a:1".into() };
         let now = Instant::now();
         let mut read = get();
-        read.readonly = true;
+        read.resend_safe = true;
         assert_eq!(on_failure(&mut read, lost(), POLICY, now), Outcome::RetryLater { node_failed: true });
         // Its answer if a later request of the client overtakes it: the loss.
         assert_eq!(read.take_retry_error().as_deref(), Some(&b"-ERR upstream connection to a:1 lost\r\n"[..]));
@@ -312,14 +312,14 @@ mod tests {
         );
         // A blocking read would start its wait again; the own connection holds the client's state.
         let mut blocking = get();
-        (blocking.readonly, blocking.blocks) = (true, true);
+        (blocking.resend_safe, blocking.blocks) = (true, true);
         assert!(matches!(on_failure(&mut blocking, lost(), POLICY, now), Outcome::Failed { .. }));
         let mut own = get();
-        (own.readonly, own.target, own.rehome) = (true, Target::Owned, Some(None));
+        (own.resend_safe, own.target, own.rehome) = (true, Target::Owned, Some(None));
         assert!(matches!(on_failure(&mut own, lost(), POLICY, now), Outcome::Failed { .. }));
         // Past `failover_wait` (or with it off) the loss is the answer.
         let mut late = get();
-        late.readonly = true;
+        late.resend_safe = true;
         let off = RetryPolicy { hold_for: Duration::ZERO, ..POLICY };
         assert!(matches!(on_failure(&mut late, lost(), off, now), Outcome::Failed { .. }));
     }

@@ -37,9 +37,11 @@ pub struct Part {
     pub target: Target,
     /// Commands that write never go to replicas.
     pub write: bool,
-    /// The command only reads (Redis' `readonly` flag): sending it again cannot apply anything
-    /// twice, so one lost with its connection in flight may be resent (`outcome::on_failure`).
-    pub readonly: bool,
+    /// Sending it again cannot change what the client sees, so one lost with its connection in
+    /// flight may be resent (`outcome::on_failure`): set when the command only reads (Redis'
+    /// `readonly` flag), cleared when it is lost if a later request of the client that keeps
+    /// order with it was sent meanwhile (`Pipeline::on_lost`: that one may have run first).
+    pub resend_safe: bool,
     /// Redirections and retries so far.
     pub hops: u8,
     /// Follow `MOVED`/`ASK` for this part; off inside a transaction, where a redirection aborts it.
@@ -143,7 +145,7 @@ impl Part {
             payload,
             target,
             write,
-            readonly: false,
+            resend_safe: false,
             hops: 0,
             follow_redirects: true,
             script_reloaded: false,
@@ -213,11 +215,12 @@ impl Part {
         self.detour.as_ref().is_some_and(|d| d.retry_until.is_some())
     }
 
-    /// Whether this part may be resent after its connection was lost with it in flight: it only
-    /// reads, goes to a pooled connection (an own connection holds client state, a blocking read
-    /// would start its wait again) and was not resent for a loss before. Counts the resend.
+    /// Whether this part may be resent after its connection was lost with it in flight: it is
+    /// [`Part::resend_safe`], goes to a connection the proxy shares (an own connection holds
+    /// client state, a blocking read would start its wait again) and was not resent for a loss
+    /// before. Counts the resend.
     pub fn resend_after_loss(&mut self) -> bool {
-        if !self.readonly || self.blocks || self.target == Target::Owned {
+        if !self.resend_safe || self.blocks || self.target == Target::Owned {
             return false;
         }
         let detour = self.detour_mut();

@@ -59,6 +59,9 @@ impl Session {
             return self.on_piece(upstream);
         }
         let Tag { seq, part } = upstream.tag;
+        if matches!(&upstream.result, Err(error) if error.lost_in_flight()) {
+            self.pipeline.on_lost(seq, part);
+        }
         let Some(p) = self.pipeline.part_mut(seq, part) else {
             return;
         };

@@ -53,13 +53,43 @@ struct Multi {
     prefix: Option<Bytes>,
 }
 
-/// What a request's metrics need: its `command` label and when its last byte was read.
+/// What a request's metrics need: its `command` label and when its last byte was read; and
+/// what a resend of an earlier request must not pass ([`Reach`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Meta {
     pub label: usize,
     pub read_at: Instant,
     /// The reply is counted but not sent (`CLIENT REPLY OFF`/`SKIP`).
     pub dropped: bool,
+    /// Set as the request enters the pipeline.
+    pub reach: Reach,
+}
+
+impl Meta {
+    pub fn new(label: usize, read_at: Instant, dropped: bool) -> Meta {
+        Meta { label, read_at, dropped, reach: Reach::Any }
+    }
+}
+
+/// Which of the client's earlier requests a request keeps its order with, as the executor keeps
+/// a client's parts in order (`executor::in_order`): those of its slot, or all of them (a
+/// keyless, multi-part or own-connection request). One the proxy answered itself reached no node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Proxy,
+    Slot(crate::slot::Slot),
+    Any,
+}
+
+impl Reach {
+    /// Whether a request of this reach keeps its order with a part for `slot` (`None`: any).
+    fn meets(self, slot: Option<crate::slot::Slot>) -> bool {
+        match self {
+            Reach::Proxy => false,
+            Reach::Slot(own) => slot.is_none_or(|slot| slot == own),
+            Reach::Any => true,
+        }
+    }
 }
 
 /// The client's pipeline: entries by sequence number, oldest first.
@@ -146,6 +176,7 @@ impl Pipeline {
 
     /// Appends a request whose reply is already known.
     pub fn push_ready(&mut self, reply: Bytes, meta: Meta) {
+        let meta = Meta { reach: Reach::Proxy, ..meta };
         self.entries.push_back(Queued { entry: Entry::Ready(reply), meta: Some(meta) });
     }
 
@@ -171,7 +202,11 @@ impl Pipeline {
                 self.singles.len() - 1
             }
         };
-        self.entries.push_back(Queued { entry: Entry::Single(slot), meta: Some(meta) });
+        let reach = match part.target {
+            Target::Slot(Some(slot)) => Reach::Slot(slot),
+            _ => Reach::Any,
+        };
+        self.entries.push_back(Queued { entry: Entry::Single(slot), meta: Some(Meta { reach, ..meta }) });
         self.note_long(seq, &part);
         // A slot is freed once, when its part is done and dropped: a free one is empty.
         debug_assert!(self.singles[slot].is_none(), "slot {slot} reused while taken");
@@ -222,6 +257,29 @@ impl Pipeline {
         let first_local = multi.parts.len().checked_sub(local_places.len())?;
         let p = multi.parts.get(part as usize).filter(|p| part as usize >= first_local && p.reply.is_none())?;
         Some(p.payload.clone())
+    }
+
+    /// Part `part` of request `seq` was lost with its connection in flight: it may be resent
+    /// only if the client sent no later request that keeps order with it — that one may have run
+    /// already (or run before the resend), and the resent read must not see it. Rare: out of
+    /// line.
+    #[inline(never)]
+    pub fn on_lost(&mut self, seq: u64, part: u32) {
+        let Some(index) = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else {
+            return;
+        };
+        let Some(slot) = self.part_mut(seq, part).map(|lost| match lost.target {
+            Target::Slot(slot) => slot,
+            _ => None,
+        }) else {
+            return;
+        };
+        let followed = self.entries.iter().skip(index + 1).any(|q| q.meta.is_some_and(|meta| meta.reach.meets(slot)));
+        if let Some(lost) = self.part_mut(seq, part)
+            && followed
+        {
+            lost.resend_safe = false;
+        }
     }
 
     /// The part `part` of request `seq`, while it still waits for its reply.

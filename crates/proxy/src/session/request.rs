@@ -65,7 +65,7 @@ impl Session {
                 Err(error) => {
                     // As Redis does: answer, then close; the stream cannot be resynchronised.
                     tracing::debug!(client = self.state.id, %error, "protocol error");
-                    let meta = Meta { label: labels::OTHER, read_at, dropped: false };
+                    let meta = Meta::new(labels::OTHER, read_at, false);
                     self.push_error(ProxyError::Protocol(error.to_string()), meta);
                     self.pipeline.push_close();
                     self.state.closing = true;
@@ -87,9 +87,9 @@ impl Session {
     /// CLIENT PAUSE is run again with what was decided when it was read).
     pub(super) fn run_request(&mut self, shared: &Shared, request: Request, read_at: Instant, dropped: bool) {
         let Some(spec) = shared.table.lookup(&request) else {
-            return self.on_unknown_command(shared, &request, Meta { label: labels::OTHER, read_at, dropped });
+            return self.on_unknown_command(shared, &request, Meta::new(labels::OTHER, read_at, dropped));
         };
-        let meta = Meta { label: spec.metric_label, read_at, dropped };
+        let meta = Meta::new(spec.metric_label, read_at, dropped);
         // Set at lookup, before any check, as Redis' `lastcmd` is.
         self.entry.record_command(spec.index);
         if let Some(refusal) = self.admission(spec, &request) {

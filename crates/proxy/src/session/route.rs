@@ -46,7 +46,7 @@ impl Session {
                     .into_iter()
                     .map(|p| {
                         let mut part = Part::new(p.payload, Target::Slot(Some(p.slot)), true);
-                        part.readonly = readonly;
+                        part.resend_safe = readonly;
                         part
                     })
                     .collect();
@@ -94,7 +94,7 @@ impl Session {
             self.last_write_slot = slot;
         }
         let mut part = Part::new(payload, Target::Slot(slot), write);
-        part.readonly = readonly;
+        part.resend_safe = readonly;
         // A dropped reply (CLIENT REPLY OFF/SKIP) is never written, so none of it may stream out.
         part.streamable = !meta.dropped;
         part.script = script;

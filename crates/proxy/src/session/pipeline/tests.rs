@@ -2,7 +2,7 @@ use super::*;
 use crate::executor::Target;
 
 fn meta() -> Meta {
-    Meta { label: 0, read_at: Instant::now(), dropped: false }
+    Meta::new(0, Instant::now(), false)
 }
 
 fn part() -> Part {
@@ -30,7 +30,7 @@ fn replies_released_together_are_counted_by_command_outcome_and_read_time() {
         (get, batch, b"$1\r\nc\r\n"),
     ];
     for (label, read_at, reply) in replies {
-        pipeline.push_ready(Bytes::from_static(reply), Meta { label, read_at, dropped: false });
+        pipeline.push_ready(Bytes::from_static(reply), Meta::new(label, read_at, false));
     }
     let mut out = WriteBuffer::default();
     pipeline.release(&mut out, &metrics);
@@ -242,4 +242,38 @@ fn a_pushed_single_part_is_the_one_the_pipeline_keeps() {
     kept.blind = true;
     assert!(pipeline.part_mut(second, 0).is_some_and(|p| p.blind && !p.tracked));
     assert_eq!(pipeline.singles.len(), 1, "the slot was reused");
+}
+
+#[test]
+fn a_lost_read_stays_resendable_only_while_no_later_request_of_its_slot_was_sent() {
+    let on = |slot: Option<u16>| {
+        let mut part = Part::new(Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"), Target::Slot(slot), false);
+        part.resend_safe = true;
+        part
+    };
+    let resendable_after_loss = |later: &dyn Fn(&mut Pipeline)| {
+        let mut pipeline = Pipeline::default();
+        let read = pipeline.push_single(on(Some(7)), meta()).0;
+        later(&mut pipeline);
+        pipeline.on_lost(read, 0);
+        pipeline.part_mut(read, 0).is_some_and(|p| p.resend_safe)
+    };
+    assert!(resendable_after_loss(&|_| {}), "nothing after it");
+    assert!(resendable_after_loss(&|p| p.push_ready(Bytes::from_static(b"+PONG\r\n"), meta())), "answered here");
+    // Another slot's request, even answered already, does not hold a resend back.
+    assert!(resendable_after_loss(&|p| {
+        let other = p.push_single(on(Some(8)), meta()).0;
+        p.complete(other, 0, Bytes::from_static(b"$1\r\nx\r\n"));
+    }));
+    // The same slot's, answered or not, a keyless or a multi-part one: it may have run first.
+    assert!(!resendable_after_loss(&|p| {
+        let same = p.push_single(on(Some(7)), meta()).0;
+        p.complete(same, 0, Bytes::from_static(b"+OK\r\n"));
+    }));
+    assert!(!resendable_after_loss(&|p| {
+        p.push_single(on(None), meta());
+    }));
+    assert!(!resendable_after_loss(&|p| {
+        p.push_multi(vec![on(Some(8))], Merge::AllOk, Vec::new(), meta());
+    }));
 }
