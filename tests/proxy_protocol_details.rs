@@ -180,7 +180,7 @@ fn reset_answers_when_replies_are_off_and_is_skipped_like_any_command() {
 
 #[test]
 fn requests_read_before_a_half_close_all_run_when_replies_are_off() {
-    // SET b waits while HELLO 3 switches the protocol with SET a still out; then the client
+    // HELLO 3 waits for SET a, still out, and SET b behind it; then the client
     // half-closes. Every request it sent runs, as on a node.
     let outcome = same_on_both("requests before a half-close, replies off, HELLO 3 in between", |addr| {
         let mut stream = TcpStream::connect(addr).expect("connect");

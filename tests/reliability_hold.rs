@@ -225,6 +225,7 @@ fn reads_lost_in_flight_with_their_master_are_resent_and_writes_answered_with_th
     let mut reader = send(&[&["GET", key], &["GET", &other]]);
     let mut merged = send(&[&["MGET", key, &other]]);
     let mut twice = send(&[&["GET", key], &["GET", key]]);
+    let mut switching = send(&[&["HGETALL", key], &["HELLO", "3"]]);
     thread::sleep(Duration::from_millis(300));
     // SIGKILL (the restart's first step) resets the connection with the requests unanswered; the
     // node comes back empty (no persistence) on its port and takes its slots again.
@@ -242,6 +243,9 @@ fn reads_lost_in_flight_with_their_master_are_resent_and_writes_answered_with_th
     assert_eq!(reply(&mut merged), "*2\r\n$-1\r\n$5\r\nthere\r\n", "an MGET's lost part, resent");
     assert_eq!(reply(&mut twice), lost, "a GET followed by another of its slot");
     assert_eq!(reply(&mut twice), "$-1\r\n", "the last GET, resent");
+    // HELLO waits for the requests before it: the resent read still goes out in RESP2.
+    assert_eq!(reply(&mut switching), "*0\r\n", "an HGETALL resent as it was sent, in RESP2");
+    assert!(reply(&mut switching).starts_with('%'), "then HELLO 3's map");
     println!(
         "RELIABILITY hold: reads lost in flight with their killed master resent; the write answered with the loss"
     );

@@ -134,9 +134,9 @@ struct Session {
     subs: Option<Box<pubsub::Subscriptions>>,
     /// Frames written to the client outside the request pipeline (subscribed mode).
     direct: BytesMut,
-    /// A request that needs every earlier reply written first (entering subscribed mode). Boxed,
+    /// A request that needs every earlier request answered first (see [`AfterEarlier`]). Boxed,
     /// as is `held`: rare, and inline they would add ~300 bytes to every client.
-    deferred: Option<Box<(crate::resp::Request, Meta)>>,
+    deferred: Option<Box<(crate::resp::Request, Meta, AfterEarlier)>>,
     /// Requests are buffered, unparsed, behind a blocking command or subscription change.
     paused_input: bool,
     /// Scratch space for key positions.
@@ -154,8 +154,6 @@ struct Session {
     held: Option<Box<Held>>,
     /// CLIENT TRACKING is on (`None` for every other client: their requests pay nothing for it).
     tracking: Option<Box<tracking::Tracking>>,
-    /// The protocol of the connections the client's unanswered requests went out on.
-    sent_protocol: crate::resp::reply::Protocol,
     /// When a read next records the client's last interaction ([`clients::Clients::touch`]).
     next_touch: Instant,
 }
@@ -200,7 +198,6 @@ impl Session {
             paused_input: false,
             keys: Vec::new(),
             acl_keys: Vec::new(),
-            sent_protocol: crate::resp::reply::Protocol::default(),
             next_touch: Instant::now(),
         }
     }
@@ -226,25 +223,28 @@ impl Session {
     /// for earlier replies or for its confirmations, or HELLO changed the protocol while earlier
     /// requests are unanswered.
     fn input_on_hold(&self) -> bool {
-        self.held.is_some()
-            || self.hold_reading
-            || self.deferred.is_some()
-            || self.awaiting_confirmations()
-            || self.switching_protocol()
+        self.held.is_some() || self.hold_reading || self.deferred.is_some() || self.awaiting_confirmations()
     }
 
     /// Input was left unparsed while on hold, and nothing holds it any more: it can run now.
     fn paused_input_can_run(&self) -> bool {
         self.paused_input && !self.input_on_hold()
     }
+}
 
-    /// HELLO changed the client's protocol while requests sent in the old one are unanswered.
-    /// A node connection speaks one protocol, so later requests go out on other connections,
-    /// which could overtake the earlier ones (a read after HELLO 3 passing the write before it);
-    /// they wait until the earlier ones are answered, as one Redis connection orders them.
-    fn switching_protocol(&self) -> bool {
-        self.state.protocol != self.sent_protocol && !self.pipeline.is_empty()
-    }
+/// Why a request waits until every earlier request of the client is answered (and nothing more is
+/// read meanwhile), as one Redis connection would have run those first.
+#[derive(Debug, Clone, Copy)]
+enum AfterEarlier {
+    /// A subscription change, or any command in RESP2 subscribed mode: subscription frames go
+    /// to the client directly, so one sent while earlier requests are unanswered would overtake
+    /// their replies.
+    PubSub,
+    /// HELLO, AUTH or RESET: they change the protocol and user that the client's requests are
+    /// sent with, and an earlier request still unanswered may be sent again (held through a
+    /// failover, a read lost in flight) — with what it was sent with first. Later requests would
+    /// also go out on connections of the new protocol and could overtake the earlier ones.
+    Identity,
 }
 
 /// What `request` does to the reply mode ([`local::ReplyControl`]).

@@ -49,9 +49,6 @@ impl Session {
                 self.paused_input = true;
                 return;
             }
-            if self.pipeline.is_empty() {
-                self.sent_protocol = self.state.protocol;
-            }
             // Everything read was taken: nothing to decode (the usual end of an unpipelined read).
             if rbuf.is_empty() {
                 return;

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::pipeline::Meta;
-use super::{Session, clients, local};
+use super::{AfterEarlier, Session, clients, local};
 use crate::command::{CommandFlags, CommandSpec, LocalKind, Merge, StatefulKind};
 use crate::error::ProxyError;
 use crate::executor::{Part, Target};
@@ -114,15 +114,28 @@ impl Session {
         }
     }
 
-    /// A subscription command, or any command in RESP2 subscribed mode, once every earlier reply
-    /// is out: subscription frames go to the client directly, so one sent while earlier requests
-    /// are unanswered would overtake their replies. Until then it waits, and nothing more is read.
+    /// A subscription command, or any command in RESP2 subscribed mode, once every earlier
+    /// request is answered ([`AfterEarlier::PubSub`]).
     pub(super) fn pubsub_in_order(&mut self, request: Request, meta: Meta) {
-        if self.pipeline.is_empty() {
-            return self.on_pubsub(&request, meta);
+        match self.pipeline.is_empty() {
+            true => self.on_pubsub(&request, meta),
+            false => self.after_earlier(request, meta, AfterEarlier::PubSub),
         }
-        self.deferred = Some(Box::new((request, meta)));
-        self.hold_reading = true;
+    }
+
+    /// Runs `request` once every earlier request is answered; until then later input waits,
+    /// unparsed (and, for a subscription change, also until its confirmations are in).
+    fn after_earlier(&mut self, request: Request, meta: Meta, why: AfterEarlier) {
+        self.deferred = Some(Box::new((request, meta, why)));
+        self.hold_reading |= matches!(why, AfterEarlier::PubSub);
+    }
+
+    /// A request that waited for every earlier one to be answered ([`Session::after_earlier`]).
+    pub(super) fn run_after_earlier(&mut self, request: &Request, meta: Meta, why: AfterEarlier) {
+        match why {
+            AfterEarlier::PubSub => self.on_pubsub(request, meta),
+            AfterEarlier::Identity => self.answer_locally(request, meta),
+        }
     }
 
     /// Runs a command the proxy answers itself, and keeps what its change of the client's
@@ -161,7 +174,12 @@ impl Session {
     /// A command the proxy answers from the client's state; what CLIENT LIST shows is refreshed
     /// when the command may have changed it.
     pub(super) fn answer_locally(&mut self, request: &Request, meta: Meta) {
-        if request.arg(0).eq_ignore_ascii_case(b"reset") {
+        let name = request.arg(0);
+        if !self.pipeline.is_empty() && [&b"hello"[..], b"auth", b"reset"].iter().any(|c| name.eq_ignore_ascii_case(c))
+        {
+            return self.after_earlier(request.clone(), meta, AfterEarlier::Identity);
+        }
+        if name.eq_ignore_ascii_case(b"reset") {
             // RESET leaves every mode: a transaction and WATCH, tracking and subscriptions here,
             // the client's own state (protocol, reply mode, name …) in `local::answer`; in either
             // protocol.

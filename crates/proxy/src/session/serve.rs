@@ -459,8 +459,8 @@ impl Session {
         if self.pipeline.is_empty()
             && let Some(deferred) = self.deferred.take()
         {
-            let (request, meta) = *deferred;
-            self.on_pubsub(&request, meta);
+            let (request, meta, why) = *deferred;
+            self.run_after_earlier(&request, meta, why);
             return Settled::Again;
         }
         if io.wbuf.len() > self.shared.client_output_limit || self.over_output_limit {
