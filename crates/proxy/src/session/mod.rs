@@ -137,7 +137,8 @@ struct Session {
     /// A request that needs every earlier request answered first (see [`AfterEarlier`]). Boxed,
     /// as is `held`: rare, and inline they would add ~300 bytes to every client.
     deferred: Option<Box<(crate::resp::Request, Meta, AfterEarlier)>>,
-    /// Requests are buffered, unparsed, behind a blocking command or subscription change.
+    /// Requests are buffered, unparsed, behind a blocking command, a subscription change or a
+    /// HELLO, AUTH or RESET that waits for earlier replies.
     paused_input: bool,
     /// Scratch space for key positions.
     keys: Vec<usize>,
@@ -219,9 +220,9 @@ impl Session {
     }
 
     /// Whether the client's next request must wait, unparsed: a CLIENT PAUSE holds a request, a
-    /// blocking command or a transaction's settings are in flight, a subscription change waits
-    /// for earlier replies or for its confirmations, or HELLO changed the protocol while earlier
-    /// requests are unanswered.
+    /// blocking command or a transaction's settings are in flight, a subscription change or a
+    /// HELLO, AUTH or RESET waits for earlier replies ([`AfterEarlier`]), or a subscription change
+    /// for its confirmations.
     fn input_on_hold(&self) -> bool {
         self.held.is_some() || self.hold_reading || self.deferred.is_some() || self.awaiting_confirmations()
     }

@@ -126,6 +126,8 @@ impl Session {
     /// Runs `request` once every earlier request is answered; until then later input waits,
     /// unparsed (and, for a subscription change, also until its confirmations are in).
     fn after_earlier(&mut self, request: Request, meta: Meta, why: AfterEarlier) {
+        // Nothing is parsed while one waits: never two at once.
+        debug_assert!(self.deferred.is_none(), "a request already waits for earlier replies");
         self.deferred = Some(Box::new((request, meta, why)));
         self.hold_reading |= matches!(why, AfterEarlier::PubSub);
     }

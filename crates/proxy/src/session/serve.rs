@@ -31,8 +31,8 @@ mod idle;
 use handover::Served;
 pub(super) use handover::{lock, served};
 
-/// Most bytes read from a client while its next request waits (behind a blocking command or a
-/// subscription change).
+/// Most bytes read from a client while its next request waits (behind a blocking command, a
+/// subscription change, or a HELLO, AUTH or RESET waiting for earlier replies).
 const HELD_INPUT: usize = 64 * 1024;
 
 /// Smallest read buffer, and the size a new client starts with.
