@@ -124,7 +124,7 @@ struct Replies {
 /// The slot a part's order is kept in: a part for one slot stays behind earlier parts of that
 /// slot; one without (a fan-out, the own connection, a keyless command: `None`) behind every
 /// earlier part, and every later part behind it.
-fn order_slot(part: &Part) -> Option<Slot> {
+pub fn order_slot(part: &Part) -> Option<Slot> {
     match part.target {
         Target::Slot(slot) => slot,
         _ => None,
@@ -132,7 +132,7 @@ fn order_slot(part: &Part) -> Option<Slot> {
 }
 
 /// Whether parts of these slots keep their order (see [`order_slot`]).
-fn in_order(a: Option<Slot>, b: Option<Slot>) -> bool {
+pub fn in_order(a: Option<Slot>, b: Option<Slot>) -> bool {
     a.is_none() || b.is_none() || a == b
 }
 

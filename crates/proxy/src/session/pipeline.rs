@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use crate::command::Merge;
-use crate::executor::{Part, Target};
+use crate::executor::{Part, Target, in_order, order_slot};
 use crate::merge::{KeyPlace, merge, put_string, string_payload};
 use crate::metrics::Metrics;
 use crate::upstream::StreamCredit;
@@ -67,18 +67,18 @@ pub struct Meta {
 
 impl Meta {
     pub fn new(label: usize, read_at: Instant, dropped: bool) -> Meta {
-        Meta { label, read_at, dropped, reach: Reach::Any }
+        Meta { label, read_at, dropped, reach: Reach::Node(None) }
     }
 }
 
-/// Which of the client's earlier requests a request keeps its order with, as the executor keeps
-/// a client's parts in order (`executor::in_order`): those of its slot, or all of them (a
-/// keyless, multi-part or own-connection request). One the proxy answered itself reached no node.
+/// Which of the client's parts a request keeps its order with, as the executor keeps them
+/// (`executor::order_slot`, `executor::in_order`): one that reached a node, those of its slot (or
+/// all, `None`: a keyless, multi-part or own-connection request); one the proxy answered itself,
+/// none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
     Proxy,
-    Slot(crate::slot::Slot),
-    Any,
+    Node(Option<crate::slot::Slot>),
 }
 
 impl Reach {
@@ -86,8 +86,7 @@ impl Reach {
     fn meets(self, slot: Option<crate::slot::Slot>) -> bool {
         match self {
             Reach::Proxy => false,
-            Reach::Slot(own) => slot.is_none_or(|slot| slot == own),
-            Reach::Any => true,
+            Reach::Node(of) => in_order(of, slot),
         }
     }
 }
@@ -202,10 +201,7 @@ impl Pipeline {
                 self.singles.len() - 1
             }
         };
-        let reach = match part.target {
-            Target::Slot(Some(slot)) => Reach::Slot(slot),
-            _ => Reach::Any,
-        };
+        let reach = Reach::Node(order_slot(&part));
         self.entries.push_back(Queued { entry: Entry::Single(slot), meta: Some(Meta { reach, ..meta }) });
         self.note_long(seq, &part);
         // A slot is freed once, when its part is done and dropped: a free one is empty.
@@ -268,10 +264,7 @@ impl Pipeline {
         let Some(index) = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else {
             return;
         };
-        let Some(slot) = self.part_mut(seq, part).map(|lost| match lost.target {
-            Target::Slot(slot) => slot,
-            _ => None,
-        }) else {
+        let Some(slot) = self.part_mut(seq, part).map(|lost| order_slot(lost)) else {
             return;
         };
         let followed = self.entries.iter().skip(index + 1).any(|q| q.meta.is_some_and(|meta| meta.reach.meets(slot)));
