@@ -277,3 +277,12 @@ fn a_lost_read_stays_resendable_only_while_no_later_request_of_its_slot_was_sent
         p.push_multi(vec![on(Some(8))], Merge::AllOk, Vec::new(), meta());
     }));
 }
+
+/// Every request's entry carries a `Meta`: its `reach` fits in the padding after `dropped`, so
+/// entries (and the memcpy of each push and release) did not grow with it.
+#[test]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn a_request_s_meta_stays_32_bytes() {
+    assert_eq!(std::mem::size_of::<Meta>(), 32);
+    assert_eq!(std::mem::size_of::<Option<Meta>>(), 32);
+}
