@@ -170,7 +170,7 @@ fn on_failure(part: &mut Part, error: UpstreamError, policy: RetryPolicy, now: I
     let resend = error.never_sent() || (error.lost_in_flight() && part.resend_after_loss());
     if resend && !pinned && now < deadline {
         part.set_redirect(None);
-        // A read whose replica is unreachable goes to the master from now on.
+        // A read whose replica is unreachable, or lost it, goes to the master from now on.
         part.write = true;
         part.set_retry_error(Some(crate::error::ProxyError::from(error).to_resp()));
         return Outcome::RetryLater { node_failed: true };

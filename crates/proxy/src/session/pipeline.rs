@@ -261,15 +261,13 @@ impl Pipeline {
     /// line.
     #[inline(never)]
     pub fn on_lost(&mut self, seq: u64, part: u32) {
-        let Some(index) = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else {
-            return;
-        };
         let Some(slot) = self.part_mut(seq, part).map(|lost| order_slot(lost)) else {
             return;
         };
-        let followed = self.entries.iter().skip(index + 1).any(|q| q.meta.is_some_and(|meta| meta.reach.meets(slot)));
-        if let Some(lost) = self.part_mut(seq, part)
-            && followed
+        // The part was found: `seq` is in the pipeline, at `seq - base`.
+        let later = (seq - self.base) as usize + 1;
+        if self.entries.iter().skip(later).any(|q| q.meta.is_some_and(|meta| meta.reach.meets(slot)))
+            && let Some(lost) = self.part_mut(seq, part)
         {
             lost.resend_safe = false;
         }
