@@ -8,6 +8,9 @@
 //!   takes over, the subscriptions move there, and the cut heals: the old home delivered the
 //!   messages published on it meanwhile, and its cluster bus, held up by the cut, may pass them to
 //!   the new home only when the cut heals, to the subscriptions that moved there.
+//! - Subscription commands in flight when their node dies (SUBSCRIBE and PSUBSCRIBE on the home,
+//!   SSUBSCRIBE on its shard, sent while the node is frozen, then SIGKILL): each is sent again on
+//!   the connection that replaces the lost one and confirmed once, with one node's count.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use redisforge_proxy::resp::FrameScanner;
 use redisforge_proxy::router::PUBSUB_HOME_SLOT;
+use redisforge_proxy::slot::key_slot;
+use redisforge_tests::resp::Conn;
 use redisforge_tests::{Cluster, ClusterOptions, Isolation, Proxy, ProxyOptions, connect, wait_until};
 
 const CHANNEL: &str = "partition:ch";
@@ -202,4 +207,96 @@ fn messages_of_a_partitioned_home_are_not_delivered_again_when_the_partition_hea
     let last: Vec<u64> = published.iter().rev().take(100).copied().collect();
     let missing: Vec<&u64> = last.iter().filter(|s| !seen.contains(s)).collect();
     assert!(missing.is_empty(), "messages published after the cut healed were lost: {missing:?}");
+}
+
+/// A channel named `prefix:N` whose slot `node` owns.
+fn channel_on(cluster: &Cluster, node: &str, prefix: &str) -> String {
+    (0..100_000)
+        .map(|i| format!("{prefix}:{i}"))
+        .find(|c| cluster.node_for_slot(key_slot(c.as_bytes())) == node)
+        .expect("a channel on the node")
+}
+
+/// Reads `con`'s frames until one is `want`, for at most `within`; the frames read, `want` last.
+fn read_until(con: &mut Conn, want: &[u8], within: Duration) -> Result<Vec<String>, String> {
+    let (deadline, mut seen) = (Instant::now() + within, Vec::new());
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Some((bytes, _)) = con.read_within(left)? else { break };
+        seen.push(String::from_utf8_lossy(&bytes).into_owned());
+        if bytes == want {
+            return Ok(seen);
+        }
+    }
+    Err(format!("{:?} did not come within {within:?}; came: {seen:?}", String::from_utf8_lossy(want)))
+}
+
+/// Publishes `command channel message` through `publisher` every 100 ms until `subscriber` gets
+/// the message (`expected`), for at most 20 s: delivery while subscriptions move is at-most-once,
+/// so a message published before the subscription is back may be lost.
+fn publish_until_delivered(publisher: &mut Conn, command: &str, channel: &str, subscriber: &mut Conn, expected: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let args: Vec<Vec<u8>> = [command, channel, "hello"].iter().map(|w| w.as_bytes().to_vec()).collect();
+        publisher.call(&args).unwrap_or_else(|e| panic!("{command} {channel}: {e}"));
+        if read_until(subscriber, expected, Duration::from_millis(100)).is_ok() {
+            return;
+        }
+    }
+    panic!("{command} {channel}: the subscriber got no message within 20 s");
+}
+
+#[test]
+fn subscription_commands_in_flight_when_their_node_dies_are_confirmed_by_the_replacement() {
+    let cluster = Cluster::start(ClusterOptions { masters: 3, replicas_per_master: 0, ..ClusterOptions::default() });
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let home = cluster.node_for_slot(PUBSUB_HOME_SLOT);
+    let (first, second) = (channel_on(&cluster, &home, "inflight:a"), channel_on(&cluster, &home, "inflight:b"));
+    let command = |words: &[&str]| words.iter().map(|w| w.as_bytes().to_vec()).collect::<Vec<_>>();
+    let confirmation = |kind: &str, channel: &str, count: u8| {
+        format!("*3\r\n${}\r\n{kind}\r\n${}\r\n{channel}\r\n:{count}\r\n", kind.len(), channel.len()).into_bytes()
+    };
+    // A classic subscriber (on the pub/sub home) and a sharded one (on the shard of the home's
+    // slots), each confirmed once before the home freezes.
+    let mut classic = Conn::open(&proxy.addr());
+    classic.send(&command(&["SUBSCRIBE", "inflight:classic"])).expect("subscribe");
+    read_until(&mut classic, &confirmation("subscribe", "inflight:classic", 1), Duration::from_secs(10))
+        .expect("the first subscription");
+    let mut sharded = Conn::open(&proxy.addr());
+    sharded.send(&command(&["SSUBSCRIBE", &first])).expect("ssubscribe");
+    read_until(&mut sharded, &confirmation("ssubscribe", &first, 1), Duration::from_secs(10))
+        .expect("the first shard subscription");
+
+    // Frozen, the home reads nothing: the next subscription commands sit unanswered on their
+    // connections when SIGKILL (the restart's first step) resets them.
+    cluster.pause(&home);
+    classic.send(&command(&["SUBSCRIBE", "inflight:later"])).expect("subscribe");
+    classic.send(&command(&["PSUBSCRIBE", "inflight:pattern:*"])).expect("psubscribe");
+    sharded.send(&command(&["SSUBSCRIBE", &second])).expect("ssubscribe");
+    thread::sleep(Duration::from_millis(300));
+    cluster.restart(&home);
+
+    // Each is answered once, by the connection that replaced the lost one, with the count one
+    // node gives; the subscriptions made before the loss are restored without a word to the client.
+    let within = Duration::from_secs(30);
+    let later = read_until(&mut classic, &confirmation("subscribe", "inflight:later", 2), within).expect("SUBSCRIBE");
+    assert_eq!(later.len(), 1, "only the confirmation of the SUBSCRIBE in flight: {later:?}");
+    let pattern =
+        read_until(&mut classic, &confirmation("psubscribe", "inflight:pattern:*", 3), within).expect("PSUBSCRIBE");
+    assert_eq!(pattern.len(), 1, "only the confirmation of the PSUBSCRIBE in flight: {pattern:?}");
+    let shard = read_until(&mut sharded, &confirmation("ssubscribe", &second, 2), within).expect("SSUBSCRIBE");
+    assert_eq!(shard.len(), 1, "only the confirmation of the SSUBSCRIBE in flight: {shard:?}");
+
+    // Every subscription, old and new, delivers again.
+    let mut publisher = Conn::open(&proxy.addr());
+    let message = |channel: &str| format!("*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n$5\r\nhello\r\n", channel.len());
+    for channel in ["inflight:classic", "inflight:later"] {
+        publish_until_delivered(&mut publisher, "PUBLISH", channel, &mut classic, message(channel).as_bytes());
+    }
+    let pmessage = "*4\r\n$8\r\npmessage\r\n$18\r\ninflight:pattern:*\r\n$18\r\ninflight:pattern:x\r\n$5\r\nhello\r\n";
+    publish_until_delivered(&mut publisher, "PUBLISH", "inflight:pattern:x", &mut classic, pmessage.as_bytes());
+    for channel in [&first, &second] {
+        let smessage = format!("*3\r\n$8\r\nsmessage\r\n${}\r\n{channel}\r\n$5\r\nhello\r\n", channel.len());
+        publish_until_delivered(&mut publisher, "SPUBLISH", channel, &mut sharded, smessage.as_bytes());
+    }
+    println!("RELIABILITY pubsub: subscription commands in flight on a killed node confirmed once by the replacement");
 }
