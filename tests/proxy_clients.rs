@@ -261,3 +261,33 @@ fn client_pause_write_lets_a_no_writes_script_through() {
     let held = paused_at.elapsed();
     assert!(held >= Duration::from_millis(550), "PUBLISH was not held: {held:?}");
 }
+
+/// CLIENT SETINFO as Redis 7.2 takes it (Redis 7.0 has no SETINFO; the texts are 7.2's
+/// `clientSetinfoCommand`): a value with spaces, newlines or other bytes outside `!`..=`~` is
+/// refused, naming the attribute as the client typed it; an empty value clears the attribute.
+#[test]
+fn client_setinfo_refuses_what_would_break_client_list_and_clears_on_empty() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut con = proxy.client();
+    let setinfo = |con: &mut Connection, attr: &str, value: &str| -> Result<(), String> {
+        let reply: redis::RedisResult<()> = redis::cmd("CLIENT").arg("SETINFO").arg(attr).arg(value).query(con);
+        reply.map_err(|e| e.to_string())
+    };
+    let info = |con: &mut Connection| -> String { redis::cmd("CLIENT").arg("INFO").query(con).expect("CLIENT INFO") };
+    setinfo(&mut con, "lib-name", "redis-py").expect("a valid lib-name");
+    setinfo(&mut con, "LIB-VER", "5.0.1").expect("a valid lib-ver");
+    let spaced = setinfo(&mut con, "lib-name", "a b").expect_err("a lib-name with a space");
+    assert!(spaced.contains("lib-name cannot contain spaces, newlines or special characters."), "{spaced}");
+    let newline = setinfo(&mut con, "LIB-VER", "1\n2").expect_err("a lib-ver with a newline");
+    assert!(newline.contains("LIB-VER cannot contain spaces, newlines or special characters."), "{newline}");
+    let line = info(&mut con);
+    assert_eq!(
+        (field(&line, "lib-name"), field(line.trim_end(), "lib-ver")),
+        (Some("redis-py"), Some("5.0.1")),
+        "{line}"
+    );
+    setinfo(&mut con, "lib-name", "").expect("an empty lib-name");
+    let line = info(&mut con);
+    assert_eq!(field(&line, "lib-name"), Some(""), "cleared: {line}");
+    assert_eq!(field(line.trim_end(), "lib-ver"), Some("5.0.1"), "{line}");
+}

@@ -127,6 +127,29 @@ fn a_subscribed_ping_and_error_are_silenced_while_replies_are_off_but_pushes_are
     assert_eq!(answer, format!("{subscribed}{message}{unsubscribed}+OK\r\n+PONG\r\n+OK\r\n"));
 }
 
+/// A RESP2 subscriber's other commands are refused with Redis' text, which names a subcommand
+/// as Redis' table does (`client|id`); an unknown command or a wrong arity is refused as such
+/// first, as `processCommand` checks those before the subscribed context.
+#[test]
+fn commands_refused_while_subscribed_are_named_as_a_node_names_them() {
+    let answer = same_on_both("commands while subscribed", |addr| {
+        let mut sub = TcpStream::connect(addr).expect("connect");
+        sub.write_all(b"SUBSCRIBE {subnames}ch\r\n").expect("write");
+        let mut seen = read_until(&mut sub, WAIT, |r| r.ends_with(b":1\r\n"));
+        sub.write_all(
+            b"CLIENT ID\r\nCONFIG GET maxmemory\r\nGET {subnames}k\r\nNOSUCH\r\nGET\r\nUNSUBSCRIBE\r\nQUIT\r\n",
+        )
+        .expect("write");
+        seen.extend(read_until(&mut sub, WAIT, |_| false));
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    assert!(answer.contains("-ERR Can't execute 'client|id': only"), "{answer}");
+    assert!(answer.contains("-ERR Can't execute 'config|get': only"), "{answer}");
+    assert!(answer.contains("-ERR Can't execute 'get': only"), "{answer}");
+    assert!(answer.contains("-ERR unknown command 'NOSUCH'"), "{answer}");
+    assert!(answer.contains("-ERR wrong number of arguments for 'get' command"), "{answer}");
+}
+
 #[test]
 fn a_resp3_subscriber_that_switches_to_resp2_gets_what_a_resp2_subscriber_gets() {
     // HELLO's replies, which differ between the two, are skipped.
@@ -331,6 +354,30 @@ fn config_set_inside_multi_is_queued_and_reaches_every_node() {
 /// `commands`, each as a RESP array, one after the other.
 fn resp_commands(commands: &[&[&[u8]]]) -> Vec<u8> {
     commands.iter().flat_map(|command| resp_command(command)).collect()
+}
+
+/// HELLO's SETNAME is checked as CLIENT SETNAME is, where Redis checks it (before the options
+/// after it and before the protocol changes), and an empty name clears the name. A HELLO that
+/// works answers with this connection's id, so its reply is skipped (`CLIENT REPLY SKIP`).
+#[test]
+fn hello_setname_is_checked_and_an_empty_name_clears_it_as_on_a_node() {
+    let bytes = resp_commands(&[
+        &[&b"CLIENT"[..], b"SETNAME", b"first"][..],
+        &[b"HELLO", b"3", b"SETNAME", b"a b"],
+        &[b"HELLO", b"3", b"SETNAME", b"new\nline", b"BOGUS"],
+        &[b"HELLO", b"3", b"BOGUS", b"SETNAME", b"a b"],
+        &[b"CLIENT", b"GETNAME"],
+        &[b"CLIENT", b"REPLY", b"SKIP"],
+        &[b"HELLO", b"2", b"SETNAME", b""],
+        &[b"CLIENT", b"GETNAME"],
+        &[b"QUIT"],
+    ]);
+    let answer = same_as_a_node(&bytes);
+    let bad_name = "-ERR Client names cannot contain spaces, newlines or special characters.\r\n";
+    let expected = format!(
+        "+OK\r\n{bad_name}{bad_name}-ERR Syntax error in HELLO option 'BOGUS'\r\n$5\r\nfirst\r\n$-1\r\n+OK\r\n"
+    );
+    assert_eq!(answer, expected, "RESP2 throughout; the empty name cleared the name");
 }
 
 /// The connection commands the proxy answers itself are queued inside MULTI and run at EXEC, their

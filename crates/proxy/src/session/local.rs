@@ -312,8 +312,12 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
                 auth = Some((request.arg(i + 1), request.arg(i + 2)));
                 i += 3;
             }
+            // Checked where Redis checks it, before the options after it and the login.
             b"SETNAME" if i + 1 < request.argc() => {
-                name = Some(request.arg(i + 1).to_vec());
+                name = Some(match client_name(request.arg(i + 1)) {
+                    Ok(name) => name,
+                    Err(answer) => return answer,
+                });
                 i += 2;
             }
             _ => {
@@ -334,7 +338,7 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         ));
     }
-    if name.is_some() {
+    if let Some(name) = name {
         state.name = name;
     }
     // From here on the client's requests use connections that speak its protocol, so replies
@@ -361,37 +365,52 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
     Answer::Reply(out.freeze())
 }
 
+/// The client name `name` sets (CLIENT SETNAME, HELLO's SETNAME): none when it is empty, as
+/// Redis clears the name then; Redis' error for a name with spaces, newlines or other bytes
+/// outside `!`..=`~` (they would break CLIENT LIST's format).
+fn client_name(name: &[u8]) -> Result<Option<Vec<u8>>, Answer> {
+    if !is_client_attr(name) {
+        return Err(Answer::Error(ProxyError::command(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        )));
+    }
+    Ok((!name.is_empty()).then(|| name.to_vec()))
+}
+
+/// Whether a client name or library attribute has only the bytes Redis allows: `!`..=`~`.
+fn is_client_attr(value: &[u8]) -> bool {
+    value.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
 fn client(state: &mut ClientState, request: &Request) -> Answer {
     let sub = upper(request.arg(1));
     match (sub.as_slice(), request.argc()) {
-        (b"SETNAME", 3) => {
-            let name = request.arg(2);
-            if name.iter().any(|&b| b <= b' ' || b > b'~') {
-                return Answer::Error(ProxyError::command(
-                    "ERR Client names cannot contain spaces, newlines or special characters.",
-                ));
+        (b"SETNAME", 3) => match client_name(request.arg(2)) {
+            Ok(name) => {
+                state.name = name;
+                Answer::Reply(reply::ok())
             }
-            state.name = (!name.is_empty()).then(|| name.to_vec());
-            Answer::Reply(reply::ok())
-        }
+            Err(answer) => answer,
+        },
         (b"GETNAME", 2) => match &state.name {
             Some(name) => Answer::Reply(reply::bulk(name)),
             None => Answer::Reply(reply::null(state.protocol)),
         },
         (b"ID", 2) => Answer::Reply(reply::integer(state.id as i64)),
         (b"SETINFO", 4) => {
-            let attr = upper(request.arg(2));
-            let value = request.arg(3).to_vec();
-            match attr.as_slice() {
-                b"LIB-NAME" => state.lib_name = Some(value),
-                b"LIB-VER" => state.lib_ver = Some(value),
-                _ => {
-                    return Answer::Error(ProxyError::command(format!(
-                        "ERR Unrecognized option '{}'",
-                        String::from_utf8_lossy(request.arg(2))
-                    )));
-                }
+            let attr = String::from_utf8_lossy(request.arg(2));
+            let field = match upper(request.arg(2)).as_slice() {
+                b"LIB-NAME" => &mut state.lib_name,
+                b"LIB-VER" => &mut state.lib_ver,
+                _ => return Answer::Error(ProxyError::command(format!("ERR Unrecognized option '{attr}'"))),
+            };
+            // Redis 7.2's check (it keeps CLIENT LIST splittable by spaces); empty clears.
+            let value = request.arg(3);
+            if !is_client_attr(value) {
+                let error = format!("ERR {attr} cannot contain spaces, newlines or special characters.");
+                return Answer::Error(ProxyError::command(error));
             }
+            *field = (!value.is_empty()).then(|| value.to_vec());
             Answer::Reply(reply::ok())
         }
         (b"NO-EVICT" | b"NO-TOUCH", 3) => {

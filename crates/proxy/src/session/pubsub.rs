@@ -176,10 +176,12 @@ impl Session {
                 self.state.closing = true;
             }
             b"reset" => self.answer_locally(request, meta),
-            _ => self.sub_error(
-                ProxyError::command(format!("ERR Can't execute '{}': {ALLOWED}", String::from_utf8_lossy(&name))),
-                meta,
-            ),
+            _ => {
+                // Named as Redis' table names it (`lastcmd->fullname`): `client|id` for a subcommand.
+                let spec = self.shared.table.lookup(request);
+                let full_name = spec.map_or_else(|| String::from_utf8_lossy(&name).into_owned(), |s| s.name.clone());
+                self.sub_error(ProxyError::command(format!("ERR Can't execute '{full_name}': {ALLOWED}")), meta);
+            }
         }
     }
 
