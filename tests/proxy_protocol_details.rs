@@ -356,6 +356,74 @@ fn resp_commands(commands: &[&[&[u8]]]) -> Vec<u8> {
     commands.iter().flat_map(|command| resp_command(command)).collect()
 }
 
+/// CLIENT KILL as on a node: an option given twice keeps its last value; a client killed already
+/// is not killed (or counted) again; a client that kills itself gets the replies before and of
+/// the kill and is closed, and what it sent after the kill does not run. CLIENT TRACKING's
+/// REDIRECT id is read as Redis reads integers.
+#[test]
+fn client_kill_repeats_self_kills_and_redirect_ids_as_on_a_node() {
+    let answer = same_on_both("CLIENT KILL", |addr| {
+        let id = |con: &mut Conn| match con.call(&[b"CLIENT".to_vec(), b"ID".to_vec()]) {
+            Ok((_, frame)) => frame.integer().expect("an id"),
+            Err(e) => panic!("CLIENT ID: {e}"),
+        };
+        let (mut first, mut second) = (Conn::open(addr), Conn::open(addr));
+        let (first_id, second_id) = (id(&mut first), id(&mut second));
+        let mut killer = TcpStream::connect(addr).expect("connect");
+        let own: Vec<u8> = resp_command(&[b"CLIENT", b"INFO"]);
+        killer.write_all(&own).expect("CLIENT INFO");
+        let info = String::from_utf8_lossy(&read_until(&mut killer, WAIT, |r| r.ends_with(b"\n\r\n"))).into_owned();
+        let own_addr = info.split(' ').find_map(|f| f.strip_prefix("addr=")).expect("addr=").to_owned();
+        let (first_id, second_id) = (first_id.to_string(), second_id.to_string());
+        let plus_id = format!("+{first_id}");
+        let pipeline = [
+            &[&b"CLIENT"[..], b"TRACKING", b"ON", b"REDIRECT", plus_id.as_bytes()][..],
+            &[b"CLIENT", b"KILL", b"ID", first_id.as_bytes(), b"ID", second_id.as_bytes()],
+            &[b"CLIENT", b"KILL", b"ID", second_id.as_bytes()],
+            &[b"SET", b"{selfkill}k", b"before"],
+            &[b"CLIENT", b"KILL", own_addr.as_bytes()],
+            &[b"SET", b"{selfkill}k", b"after"],
+        ];
+        killer.write_all(&resp_commands(&pipeline)).expect("pipeline");
+        let mut seen = read_until(&mut killer, WAIT, |_| false);
+        let mut check = Conn::open(addr);
+        seen.extend(check.call(&[b"GET".to_vec(), b"{selfkill}k".to_vec()]).expect("GET").0);
+        seen.extend(first.call(&[b"PING".to_vec()]).expect("the first client lives").0);
+        let _ = check.call(&[b"DEL".to_vec(), b"{selfkill}k".to_vec()]);
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    assert_eq!(
+        answer,
+        "-ERR value is not an integer or out of range\r\n:1\r\n:0\r\n+OK\r\n+OK\r\n$6\r\nbefore\r\n+PONG\r\n"
+    );
+}
+
+/// HELLO's protocol version and SELECT's index are read as Redis reads integers (no `+`, no
+/// leading zeros, no `-0`), so what is not one gets Redis' integer error, not the version's or
+/// the index's.
+#[test]
+fn hello_and_select_parse_their_numbers_as_a_node_does() {
+    let bytes = resp_commands(&[
+        &[&b"HELLO"[..], b"+3"][..],
+        &[b"HELLO", b"03"],
+        &[b"HELLO", b"-0"],
+        &[b"HELLO", b"4"],
+        &[b"SELECT", b"abc"],
+        &[b"SELECT", b"00"],
+        &[b"SELECT", b"99999999999"],
+        &[b"SELECT", b"0"],
+        &[b"QUIT"],
+    ]);
+    let answer = same_as_a_node(&bytes);
+    let not_integer = "-ERR Protocol version is not an integer or out of range\r\n";
+    let expected = format!(
+        "{not_integer}{not_integer}{not_integer}-NOPROTO unsupported protocol version\r\n\
+         -ERR value is not an integer or out of range\r\n-ERR value is not an integer or out of range\r\n\
+         -ERR value is out of range, value must between -2147483648 and 2147483647\r\n+OK\r\n+OK\r\n"
+    );
+    assert_eq!(answer, expected);
+}
+
 /// HELLO's SETNAME is checked as CLIENT SETNAME is, where Redis checks it (before the options
 /// after it and before the protocol changes), and an empty name clears the name. A HELLO that
 /// works answers with this connection's id, so its reply is skipped (`CLIENT REPLY SKIP`).

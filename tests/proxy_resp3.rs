@@ -67,3 +67,23 @@ fn resp3_subscribers_get_push_frames_and_may_run_other_commands() {
     assert!(text.contains("_\r\n"), "GET runs while subscribed in RESP3: {text}");
     assert!(text.contains(">3\r\n$7\r\nmessage\r\n$5\r\nr3:ch\r\n$6\r\npushed\r\n"), "{text}");
 }
+
+/// A RESP3 subscriber may open a transaction (RESP3 has no subscribed-mode limits); a
+/// subscription command inside it is refused as any subscription command inside MULTI is through
+/// the proxy (it is not sent to one node), and EXEC then fails, instead of subscribing at once
+/// outside the transaction.
+#[test]
+fn a_resp3_subscribers_subscription_inside_multi_is_refused_not_run_at_once() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let text = roundtrip(
+        &proxy,
+        b"CLIENT REPLY SKIP\r\nHELLO 3\r\nSUBSCRIBE r3tx:a\r\nMULTI\r\nSUBSCRIBE r3tx:b\r\nEXEC\r\nPING\r\nQUIT\r\n",
+        b"+OK\r\n+PONG\r\n+OK\r\n",
+    );
+    assert_eq!(
+        text,
+        ">3\r\n$9\r\nsubscribe\r\n$6\r\nr3tx:a\r\n:1\r\n+OK\r\n\
+         -ERR command not allowed inside a transaction through the proxy (it is not sent to a single node)\r\n\
+         -EXECABORT Transaction discarded because of previous errors.\r\n+PONG\r\n+OK\r\n"
+    );
+}

@@ -281,8 +281,10 @@ impl Clients {
         format: LineFormat,
         asking: Option<Asking>,
     ) -> String {
+        // A killed client is gone for Redis at once; its session may still be closing.
+        let listed = |e: &ClientEntry| !e.is_killed() && keep(e);
         let mut entries: Vec<Arc<ClientEntry>> =
-            self.entries.iter().filter(|e| keep(e.value())).map(|e| Arc::clone(e.value())).collect();
+            self.entries.iter().filter(|e| listed(e.value())).map(|e| Arc::clone(e.value())).collect();
         entries.sort_by_key(|e| e.id);
         let now = self.now_ms();
         let mut out = String::new();
@@ -296,14 +298,14 @@ impl Clients {
     /// (Redis looks each id up in turn).
     pub fn list_ids(&self, ids: &[i64], names: &CommandTable, format: LineFormat, asking: Option<Asking>) -> String {
         let now = self.now_ms();
-        let found = ids.iter().filter_map(|&id| self.entry(u64::try_from(id).ok()?));
+        let found = ids.iter().filter_map(|&id| self.entry(u64::try_from(id).ok()?).filter(|e| !e.is_killed()));
         found.map(|entry| entry.line(now, names, format, asking)).collect()
     }
 
-    /// Closes the clients `matches` accepts; returns how many.
+    /// Closes the clients `matches` accepts; returns how many (one killed already is gone).
     pub fn kill(&self, matches: impl Fn(&ClientEntry) -> bool) -> usize {
         let mut killed = 0;
-        for entry in self.entries.iter().filter(|e| matches(e.value())) {
+        for entry in self.entries.iter().filter(|e| !e.is_killed() && matches(e.value())) {
             entry.killed.store(true, Ordering::Relaxed);
             entry.signal();
             killed += 1;

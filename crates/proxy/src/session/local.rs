@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
 use crate::auth::User;
-use crate::command::{CommandFlags, CommandSpec, KeyAccess};
+use crate::command::{CommandFlags, CommandSpec, KeyAccess, parse_integer};
 use crate::error::ProxyError;
 use crate::resp::Request;
 use crate::resp::reply::{self, Protocol};
@@ -161,9 +161,15 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
         },
         b"ECHO" => Answer::Reply(reply::bulk(request.arg(1))),
         b"QUIT" => Answer::ReplyAndClose(reply::ok()),
-        b"SELECT" => match request.arg(1) {
-            b"0" => Answer::Reply(reply::ok()),
-            _ => {
+        // Parsed as Redis' `getIntFromObjectOrReply` parses it; only then is an index other
+        // than 0 refused.
+        b"SELECT" => match parse_integer(request.arg(1)) {
+            Some(0) => Answer::Reply(reply::ok()),
+            None => Answer::Error(ProxyError::command("ERR value is not an integer or out of range")),
+            Some(index) if i32::try_from(index).is_err() => Answer::Error(ProxyError::command(
+                "ERR value is out of range, value must between -2147483648 and 2147483647",
+            )),
+            Some(_) => {
                 Answer::Error(ProxyError::command("ERR DB index is out of range (a Redis Cluster has only database 0)"))
             }
         },
@@ -293,13 +299,14 @@ fn auth(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer {
 fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer {
     let protocol = match request.argc() {
         1 => state.protocol,
-        _ => match request.arg(1) {
-            b"2" => Protocol::Resp2,
-            b"3" => Protocol::Resp3,
-            version if std::str::from_utf8(version).ok().and_then(|v| v.parse::<i64>().ok()).is_some() => {
-                return Answer::Error(ProxyError::command("NOPROTO unsupported protocol version"));
+        // Redis' strict integer parse: `+3`, `03` and `-0` are not integers.
+        _ => match parse_integer(request.arg(1)) {
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return Answer::Error(ProxyError::command("NOPROTO unsupported protocol version")),
+            None => {
+                return Answer::Error(ProxyError::command("ERR Protocol version is not an integer or out of range"));
             }
-            _ => return Answer::Error(ProxyError::command("ERR Protocol version is not an integer or out of range")),
         },
     };
     let mut auth: Option<(&[u8], &[u8])> = None;
@@ -334,9 +341,14 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
         return answer;
     }
     if state.user.is_none() {
-        return Answer::Error(ProxyError::command(
-            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
-        ));
+        // The nodes' version's text: Redis 7.2 added `<proto>`.
+        let proto = match crate::version_at_least(&shared.topology.reported_version(), 7, 2) {
+            true => "<proto> ",
+            false => "",
+        };
+        return Answer::Error(ProxyError::command(format!(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO {proto}AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"
+        )));
     }
     if let Some(name) = name {
         state.name = name;

@@ -98,9 +98,11 @@ impl Session {
             self.held = Some(Box::new(super::Held { request, read_at, until, dropped }));
             return;
         }
-        // RESP2 subscribed mode takes every command; in RESP3 other commands run normally.
+        // RESP2 subscribed mode takes every command; in RESP3 other commands run normally, and
+        // inside MULTI a subscription command is queued, which refuses it (not sent to one node).
         let pubsub_command = matches!(spec.handling, Handling::Stateful(StatefulKind::PubSub));
-        if self.subscribed() && (self.state.protocol == Protocol::Resp2 || pubsub_command) {
+        let resp3_queued = self.tx.is_some() && self.state.protocol == Protocol::Resp3;
+        if self.subscribed() && (self.state.protocol == Protocol::Resp2 || (pubsub_command && !resp3_queued)) {
             return self.pubsub_in_order(request, meta);
         }
         if self.tracking.is_some() {

@@ -70,6 +70,12 @@ impl Session {
                     Ok(reply) => self.pipeline.push_ready(reply, meta),
                     Err(error) => self.push_error(error, meta),
                 }
+                // Killed by its own CLIENT KILL: as Redis closes after the reply, nothing read after
+                // it runs, and the replies before it and its own still go out.
+                if self.entry.is_killed() {
+                    self.pipeline.push_close();
+                    self.state.closing = true;
+                }
             }
             Route::Local(LocalKind::Tracking) => self.client_tracking(&request, meta),
             Route::Local(LocalKind::Connection | LocalKind::Echo) => self.answer_locally(&request, meta),

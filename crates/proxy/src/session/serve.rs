@@ -544,7 +544,8 @@ impl Session {
     /// Another client signalled this one. CLIENT KILL closes at once, as Redis does (returns
     /// false); an unpause only needs the loop to look at the held request again.
     fn on_signal(&mut self, io: &mut ClientIo) -> bool {
-        if self.entry.is_killed() {
+        // A client that killed itself closes after its replies, as the session arranged then.
+        if self.entry.is_killed() && !self.state.closing {
             tracing::debug!(client = self.state.id, peer = %self.state.peer, "client killed");
             return false;
         }

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use super::Session;
 use super::clients::{BCAST, BROKEN_REDIRECT, TRACKING};
 use super::pipeline::Meta;
-use crate::command::{CommandFlags, CommandSpec, Handling};
+use crate::command::{CommandFlags, CommandSpec, Handling, parse_integer};
 use crate::error::ProxyError;
 use crate::resp::Request;
 use crate::resp::reply::{self, Protocol, put_bulk, put_header};
@@ -369,8 +369,8 @@ fn parse_options(request: &Request, exists: impl Fn(u64) -> bool) -> Result<Opti
                 if options.redirect.is_some() {
                     return Err(error("ERR A client can only redirect to a single other client"));
                 }
-                let id = std::str::from_utf8(request.arg(i)).ok().and_then(|s| s.parse::<i64>().ok());
-                let id = id.ok_or(error("ERR value is not an integer or out of range"))?;
+                // Redis' strict parse: `+5`, `05` and `-0` are not integers.
+                let id = parse_integer(request.arg(i)).ok_or(error("ERR value is not an integer or out of range"))?;
                 if id <= 0 || !exists(id as u64) {
                     return Err(error("ERR The client ID you want redirect to does not exist"));
                 }

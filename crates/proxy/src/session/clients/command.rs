@@ -113,12 +113,12 @@ fn client_type<'a>(kind: &[u8]) -> Result<Filter<'a>, String> {
 }
 
 /// `CLIENT KILL` filters: ID, ADDR, LADDR, USER, TYPE, MAXAGE, SKIPME (yes by default); all must
-/// match.
+/// match. An option given twice keeps its last value, as Redis' parse overwrites it.
 fn kill_filter<'a>(args: &[&'a [u8]], me: u64, user_exists: impl Fn(&str) -> bool) -> Result<Filter<'a>, String> {
     if args.is_empty() {
         return Err("ERR syntax error".to_string());
     }
-    let mut filters: Vec<Filter<'a>> = Vec::new();
+    let mut filters: Vec<(Vec<u8>, Filter<'a>)> = Vec::new();
     let mut skip_me = true;
     // Left to right, as Redis parses them: the first bad option is the one reported.
     for pair in args.chunks(2) {
@@ -126,36 +126,39 @@ fn kill_filter<'a>(args: &[&'a [u8]], me: u64, user_exists: impl Fn(&str) -> boo
             return Err("ERR syntax error".to_string());
         };
         let name = name.to_ascii_lowercase();
-        match name.as_slice() {
+        let filter: Filter<'a> = match name.as_slice() {
             b"id" => {
                 let id = parse_integer(value).filter(|&n| n >= 1).ok_or("ERR client-id should be greater than 0")?;
-                filters.push(Box::new(move |e| i64::try_from(e.id) == Ok(id)));
+                Box::new(move |e| i64::try_from(e.id) == Ok(id))
             }
-            b"addr" => filters.push(Box::new(move |e| e.socket.peer.to_string().as_bytes() == value)),
-            b"laddr" => filters.push(Box::new(move |e| e.socket.local.to_string().as_bytes() == value)),
+            b"addr" => Box::new(move |e| e.socket.peer.to_string().as_bytes() == value),
+            b"laddr" => Box::new(move |e| e.socket.local.to_string().as_bytes() == value),
             b"user" => {
                 let user = String::from_utf8_lossy(value).into_owned();
                 if !user_exists(&user) {
                     return Err(format!("ERR No such user '{user}'"));
                 }
-                filters.push(Box::new(move |e| e.user() == user));
+                Box::new(move |e| e.user() == user)
             }
-            b"type" => filters.push(client_type(value)?),
+            b"type" => client_type(value)?,
             // Redis 7.4's: whole seconds, clients at least that old.
             b"maxage" => {
                 let max = parse_integer(value).ok_or("ERR maxage is not an integer or out of range")?;
                 let max = u64::try_from(max).ok().filter(|&m| m > 0).ok_or("ERR maxage should be greater than 0")?;
-                filters.push(Box::new(move |e| e.age().as_secs() >= max));
+                Box::new(move |e| e.age().as_secs() >= max)
             }
             b"skipme" => {
                 skip_me = match value.to_ascii_lowercase().as_slice() {
                     b"yes" => true,
                     b"no" => false,
                     _ => return Err("ERR syntax error".to_string()),
-                }
+                };
+                continue;
             }
             _ => return Err("ERR syntax error".to_string()),
-        }
+        };
+        filters.retain(|(kind, _)| *kind != name);
+        filters.push((name, filter));
     }
-    Ok(Box::new(move |e| !(skip_me && e.id == me) && filters.iter().all(|f| f(e))))
+    Ok(Box::new(move |e| !(skip_me && e.id == me) && filters.iter().all(|(_, f)| f(e))))
 }
