@@ -172,3 +172,26 @@ fn sighup_reloads_users_and_a_user_turned_off_is_refused_next() {
     let mut admin = login(&proxy, "admin", "admin-pass");
     assert_eq!(raw(&mut admin, &["PING"]), Ok(Value::SimpleString("PONG".into())));
 }
+
+/// The file's `default` user decides as Redis' does: turned `off`, anonymous clients must log in
+/// even with `allow_anonymous` (it does not fall back to an unrestricted user); `nopass`, a
+/// one-argument `AUTH <password>` is Redis' configuration error.
+#[test]
+fn the_files_default_user_decides_anonymous_access_and_auth_password_as_on_redis() {
+    let off = "user default off nopass ~* +@all\nuser admin on >admin-pass ~* &* +@all\n";
+    let (proxy, _dir) = proxy_with(off, true);
+    let reply = raw_roundtrip(
+        &proxy.addr(),
+        b"GET acl:anon\r\nAUTH admin admin-pass\r\nPING\r\nQUIT\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(String::from_utf8_lossy(&reply), "-NOAUTH Authentication required.\r\n+OK\r\n+PONG\r\n+OK\r\n");
+
+    let nopass = "user default on nopass ~* +@all\nuser admin on >admin-pass ~* &* +@all\n";
+    let (proxy, _dir) = proxy_with(nopass, true);
+    let reply = raw_roundtrip(&proxy.addr(), b"AUTH anything\r\nPING\r\nQUIT\r\n", Duration::from_secs(5));
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n+PONG\r\n+OK\r\n"
+    );
+}

@@ -82,13 +82,11 @@ impl Access {
     pub fn anonymous_user(&self) -> Option<Arc<User>> {
         match self.anonymous {
             Anonymous::Unrestricted => Some(Arc::clone(&self.unrestricted)),
-            Anonymous::DefaultUser => Some(
-                self.users
-                    .load()
-                    .get("default")
-                    .filter(|u| u.enabled)
-                    .unwrap_or_else(|| Arc::clone(&self.unrestricted)),
-            ),
+            // The file's `default` user; turned off, every client must log in, as on Redis.
+            Anonymous::DefaultUser => match self.users.load().get("default") {
+                Some(default) => default.enabled.then_some(default),
+                None => Some(Arc::clone(&self.unrestricted)),
+            },
             Anonymous::Refused => None,
         }
     }
@@ -110,10 +108,11 @@ impl Access {
         self.users.load().authenticate(name, password)
     }
 
-    /// Whether a password-less `AUTH <password>` can mean anything: with no ACL file there is no
-    /// password to check, which Redis reports as a configuration error.
+    /// Whether `AUTH <password>` (as `default`) has a password to check: not without an ACL file,
+    /// nor when the file's `default` user is `nopass` (takes any password), which Redis reports as
+    /// a configuration error. A file without `default` has no such user: the login fails.
     pub fn has_passwords(&self) -> bool {
-        self.acl_file.is_some()
+        self.acl_file.is_some() && !self.users.load().get("default").is_some_and(|user| user.is_nopass())
     }
 
     /// Increases with every successful reload.
@@ -178,6 +177,17 @@ mod tests {
         let (allowed, _dir) = access("user default on nopass +get ~*\n", true);
         let anonymous = allowed.anonymous_user().expect("anonymous allowed");
         assert_eq!(anonymous.name, "default");
+        assert!(!allowed.has_passwords(), "AUTH <password> with a nopass default is Redis' configuration error");
+        // A default user turned off lets no one in without AUTH, as on Redis.
+        let (off, _dir) = access("user default off nopass +@all ~*\n", true);
+        assert!(off.anonymous_user().is_none(), "an off default user is not the anonymous user");
+        let (none, _dir) = access("user alice on >pw +@all ~*\n", true);
+        assert_eq!(
+            none.anonymous_user().map(|u| u.name.clone()).as_deref(),
+            Some("default"),
+            "no default: unrestricted"
+        );
+        assert!(none.has_passwords(), "no default user: AUTH <password> is a failed login");
     }
 
     #[test]
