@@ -140,8 +140,12 @@ fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Rout
         // `write`: never a replica, whose subscribers are not the home's.
         return Route::Single { slot: Some(PUBSUB_HOME_SLOT), write: true };
     }
-    if let Err(error) = spec.key_positions(request, keys) {
-        return Route::Refuse(ProxyError::command(format!("ERR {error}")));
+    match spec.key_positions(request, keys) {
+        Ok(()) => {}
+        // FCALL's own checks start with the function, which only a node knows ("Function not
+        // found" comes before "Bad number of keys provided"): sent where a node would route it.
+        Err(error) if error.node_answers() => crate::command::function_fallback_keys(request, keys),
+        Err(error) => return Route::Refuse(ProxyError::command(format!("ERR {error}"))),
     }
     let mut slots = keys.iter().map(|&i| key_slot(request.arg(i)));
     let Some(first) = slots.next() else {

@@ -27,7 +27,10 @@ use std::ops::{BitOr, BitOrAssign};
 use redis_protocol::resp2::types::OwnedFrame;
 
 use handling::handling_for;
-pub use keys::{BeginSearch, FindKeys, GetKeysError, KeyAccess, KeyError, KeySpec, KeySpecFlags, NumKeysProblem};
+pub use keys::{
+    BeginSearch, FindKeys, GetKeysError, KeyAccess, KeyError, KeySpec, KeySpecFlags, NumKeysProblem,
+    function_fallback_keys,
+};
 use keys::{KeyFinder, RawKeySpec};
 #[cfg(test)]
 use names::MAX_NAME;

@@ -629,3 +629,23 @@ fn learning_takes_over_the_servers_arity_of_known_commands() {
         "the server's arity (-4 in 7.0, -3 from 7.4)"
     );
 }
+
+/// FCALL's keys when its numkeys is not an integer Redis' key spec reads: C's `atoi`, as
+/// Redis' `functionGetKeys` reads it, so the request goes where a node would send it.
+#[test]
+fn fcall_fallback_keys_read_numkeys_as_atoi() {
+    let keys = |line: &str| {
+        let args: Vec<&str> = line.split(' ').collect();
+        let mut out = Vec::new();
+        super::function_fallback_keys(&args[..], &mut out);
+        out
+    };
+    assert_eq!(keys("FCALL f 01 a b"), vec![3]);
+    assert_eq!(keys("FCALL f 2x a b"), vec![3, 4]);
+    assert_eq!(keys("FCALL f +1 a"), vec![3]);
+    assert_eq!(keys("FCALL f x a"), Vec::<usize>::new());
+    assert_eq!(keys("FCALL f -1 a"), Vec::<usize>::new());
+    assert_eq!(keys("FCALL f 3 a b"), Vec::<usize>::new(), "more than there are: none");
+    assert_eq!(keys("FCALL f 99999999999999999999999 a"), Vec::<usize>::new());
+    assert_eq!(keys("FCALL f"), Vec::<usize>::new());
+}
