@@ -356,6 +356,75 @@ fn resp_commands(commands: &[&[&[u8]]]) -> Vec<u8> {
     commands.iter().flat_map(|command| resp_command(command)).collect()
 }
 
+/// A pipeline mixing the kinds of node connection a client's requests travel — the pooled one,
+/// script lanes, the client's own (transactions, WATCH) — runs in the order sent, as on one
+/// node: a script sees the SET before it, a GET the script's write, a transaction the write
+/// before it and a GET the transaction's, two scripts run in turn, and the client's own write
+/// after its WATCH aborts its EXEC. Without the order (each connection runs its own requests in
+/// order, not the client's) nearly every round of this came back wrong.
+#[test]
+fn a_pipeline_across_pool_script_lanes_and_own_connection_runs_in_order_as_on_a_node() {
+    const KEY: &[u8] = b"{chanorder}k";
+    let script = |body: &'static [u8]| -> [&[u8]; 4] { [b"EVAL", body, b"1", KEY] };
+    let (get, incr, set5) = (
+        script(b"return redis.call('GET', KEYS[1])"),
+        script(b"return redis.call('INCR', KEYS[1])"),
+        script(b"return redis.call('SET', KEYS[1], '5')"),
+    );
+    let round: Vec<&[&[u8]]> = vec![
+        &[b"SET", KEY, b"0"],
+        &get,
+        &set5,
+        &[b"GET", KEY],
+        &incr,
+        &incr,
+        &[b"MULTI"],
+        &[b"SET", KEY, b"2"],
+        &[b"EXEC"],
+        &[b"GET", KEY],
+        &[b"SET", KEY, b"1"],
+        &[b"MULTI"],
+        &[b"GET", KEY],
+        &[b"EXEC"],
+        &[b"WATCH", KEY],
+        &[b"SET", KEY, b"3"],
+        &[b"MULTI"],
+        &[b"INCR", KEY],
+        &[b"EXEC"],
+        &[b"GET", KEY],
+    ];
+    let mut commands: Vec<&[&[u8]]> = (0..5).flat_map(|_| round.iter().copied()).collect();
+    commands.push(&[b"DEL", KEY]);
+    commands.push(&[b"QUIT"]);
+    let answer = same_as_a_node(&resp_commands(&commands));
+    let one = "+OK\r\n$1\r\n0\r\n+OK\r\n$1\r\n5\r\n:6\r\n:7\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n$1\r\n2\r\n\
+               +OK\r\n+OK\r\n+QUEUED\r\n*1\r\n$1\r\n1\r\n+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n3\r\n";
+    assert_eq!(answer, format!("{}:1\r\n+OK\r\n", one.repeat(5)));
+}
+
+/// Inside MULTI, PUBLISH does not tie the transaction to the pub/sub home's slot (any master
+/// publishes to the whole cluster), and a command whose numkeys a node cannot read is queued, its
+/// own error coming in EXEC's array, as on a node (the transaction was refused with EXECABORT).
+#[test]
+fn publish_and_a_bad_numkeys_inside_multi_are_queued_as_on_a_node() {
+    let bytes = resp_commands(&[
+        &[&b"MULTI"[..]][..],
+        &[b"SET", b"{pubtx}k", b"1"],
+        &[b"PUBLISH", b"pubtx:nobody", b"hi"],
+        &[b"EVAL", b"return 1", b"5", b"a"],
+        &[b"GET", b"{pubtx}k"],
+        &[b"EXEC"],
+        &[b"DEL", b"{pubtx}k"],
+        &[b"QUIT"],
+    ]);
+    let answer = same_as_a_node(&bytes);
+    assert_eq!(
+        answer,
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n\
+         *4\r\n+OK\r\n:0\r\n-ERR Number of keys can't be greater than number of args\r\n$1\r\n1\r\n:1\r\n+OK\r\n"
+    );
+}
+
 /// CLIENT KILL as on a node: an option given twice keeps its last value; a client killed already
 /// is not killed (or counted) again; a client that kills itself gets the replies before and of
 /// the kill and is closed, and what it sent after the kill does not run. CLIENT TRACKING's

@@ -82,6 +82,27 @@ pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>
     }
 }
 
+/// The slot a command queued inside MULTI ties the transaction to. PUBLISH and PUBSUB's counts
+/// tie it to none: sent alone they go to the pub/sub home for its count, but any master publishes
+/// to the whole cluster, and a node queues them as keyless. A numkeys a node cannot read finds no
+/// key there either: the command is queued, and its own error comes in EXEC's array, as on a node.
+///
+/// # Errors
+/// As [`slot_of`].
+pub fn slot_in_transaction(
+    spec: &CommandSpec,
+    request: &Request,
+    keys: &mut Vec<usize>,
+) -> Result<Option<Slot>, ProxyError> {
+    if AT_PUBSUB_HOME.contains(&spec.name.as_str()) {
+        return Ok(None);
+    }
+    if matches!(spec.key_positions(request, keys), Err(crate::command::KeyError::BadNumKeys { .. })) {
+        return Ok(None);
+    }
+    slot_of(spec, request, keys)
+}
+
 /// The one slot all keys of the request hash to (`None`: keyless).
 ///
 /// # Errors

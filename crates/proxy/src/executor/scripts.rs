@@ -16,11 +16,13 @@ const MAX_SCRIPTS: usize = 10_000;
 pub type Scripts = DashMap<String, Bytes>;
 
 /// Records the script of an `EVAL`/`EVAL_RO` (argument 1) or `SCRIPT LOAD` (argument 2); other
-/// commands carry no script body.
+/// commands carry no script body. `SCRIPT FLUSH` forgets them all: after it an EVALSHA gets the
+/// node's `-NOSCRIPT`, as on Redis, not a script loaded again.
 pub fn remember(scripts: &Scripts, spec: &CommandSpec, request: &Request) {
     let body = match spec.name.as_str() {
         "eval" | "eval_ro" => request.arg(1),
         "script|load" => request.arg(2),
+        "script|flush" => return scripts.clear(),
         _ => return,
     };
     if scripts.len() >= MAX_SCRIPTS {
@@ -123,6 +125,16 @@ pub(crate) mod tests {
         assert!(reload_for(&scripts, unknown.bytes()).is_none());
         let get = Request::from_args(&["GET", sha]);
         assert!(reload_for(&scripts, get.bytes()).is_none());
+    }
+
+    #[test]
+    fn script_flush_forgets_every_script() {
+        let scripts = Scripts::default();
+        remember_args(&scripts, &["SCRIPT", "LOAD", "return 1"]);
+        remember_args(&scripts, &["EVAL", "return 2", "0"]);
+        assert_eq!(scripts.len(), 2);
+        remember_args(&scripts, &["SCRIPT", "FLUSH", "ASYNC"]);
+        assert!(scripts.is_empty(), "an EVALSHA after SCRIPT FLUSH gets -NOSCRIPT, as on Redis");
     }
 
     #[test]

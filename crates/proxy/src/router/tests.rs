@@ -218,3 +218,19 @@ fn publish_and_pubsub_introspection_go_to_the_pubsub_home() {
     // Sharded publishing goes by the channel's slot, as before.
     assert!(matches!(route(&["SPUBLISH", "ch", "m"]), Route::Single { slot: Some(s), .. } if s == key_slot(b"ch")));
 }
+
+#[test]
+fn inside_multi_publish_and_a_bad_numkeys_tie_the_transaction_to_no_slot() {
+    let table = CommandTable::builtin();
+    let slot = |args: &[&str]| {
+        let request = Request::from_args(args);
+        let spec = table.lookup(&request).expect("known");
+        slot_in_transaction(spec, &request, &mut Vec::new())
+    };
+    assert_eq!(slot(&["PUBLISH", "ch", "hi"]), Ok(None), "alone it goes to the pub/sub home, slot 0");
+    assert_eq!(slot(&["EVAL", "return 1", "5", "a"]), Ok(None), "queued; the node's EXEC answers the error");
+    assert_eq!(slot(&["ZUNIONSTORE", "d", "x", "a"]), Ok(None));
+    assert_eq!(slot(&["SET", "foo", "1"]), Ok(Some(key_slot(b"foo"))));
+    assert_eq!(slot(&["SPUBLISH", "foo", "m"]), Ok(Some(key_slot(b"foo"))), "a shard channel keeps its slot");
+    assert_eq!(slot(&["MGET", "{a}1", "{b}2"]), Err(ProxyError::CrossSlot));
+}

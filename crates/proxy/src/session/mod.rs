@@ -137,6 +137,10 @@ struct Session {
     /// A request that needs every earlier request answered first (see [`AfterEarlier`]). Boxed,
     /// as is `held`: rare, and inline they would add ~300 bytes to every client.
     deferred: Option<Box<(crate::resp::Request, Meta, AfterEarlier)>>,
+    /// For each [`Channel`], one past the sequence number of the newest request sent on it (0:
+    /// none): a request on it may be unanswered while this is above the pipeline's first
+    /// unreleased one.
+    sent_upto: [u64; CHANNELS],
     /// Requests are buffered, unparsed, behind a blocking command, a subscription change or a
     /// HELLO, AUTH or RESET that waits for earlier replies.
     paused_input: bool,
@@ -196,6 +200,7 @@ impl Session {
             subs: None,
             direct: BytesMut::new(),
             deferred: None,
+            sent_upto: [0; CHANNELS],
             paused_input: false,
             keys: Vec::new(),
             acl_keys: Vec::new(),
@@ -246,7 +251,30 @@ enum AfterEarlier {
     /// failover, a read lost in flight) — with what it was sent with first. Later requests would
     /// also go out on connections of the new protocol and could overtake the earlier ones.
     Identity,
+    /// A request for another kind of node connection than earlier requests still unanswered
+    /// ([`Channel`]): a node runs each connection's requests in order, not one client's across
+    /// connections, so it waits until they are answered.
+    Channel,
 }
+
+/// The kinds of node connection a client's requests travel. A client's requests to one node on
+/// one connection run in the order sent, as one Redis connection's; across connections they
+/// would not (a script on a lane could run before the SET sent just before it on the pooled
+/// connection). So a request waits, unparsed input behind it, until the client's requests on the
+/// other kinds are answered ([`AfterEarlier::Channel`]) — and a script until earlier scripts are
+/// too, since two may take two lanes. Subscriptions keep their order their own way
+/// ([`AfterEarlier::PubSub`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    /// The node's pooled connection (keys, splits, fan-outs, operator commands), or a replica's.
+    Pool,
+    /// A script lane (EVAL, FCALL and their forms).
+    Lane,
+    /// The client's own connection (transactions, WATCH, blocking commands).
+    Own,
+}
+
+const CHANNELS: usize = 3;
 
 /// What `request` does to the reply mode ([`local::ReplyControl`]).
 fn reply_control(request: &crate::resp::Request) -> local::ReplyControl {

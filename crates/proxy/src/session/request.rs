@@ -185,7 +185,7 @@ impl Session {
         let (slot, may_write) = match runs {
             RunsAt::Proxy => (Ok(None), false),
             RunsAt::Node | RunsAt::EveryNode => {
-                (router::slot_of(spec, request, &mut self.keys), may_write(&self.shared, spec, request))
+                (router::slot_in_transaction(spec, request, &mut self.keys), may_write(&self.shared, spec, request))
             }
         };
         self.queue_in_transaction(request, slot, runs, may_write, meta);

@@ -2,10 +2,12 @@
 //! from the session's own modules (local state, the proxy's clients, transactions, blocking
 //! commands, subscriptions, operator commands in `admin.rs`).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::pipeline::Meta;
-use super::{AfterEarlier, Session, clients, local};
+use super::{AfterEarlier, Channel, Session, clients, local};
 use crate::command::{CommandFlags, CommandSpec, LocalKind, Merge, StatefulKind};
 use crate::error::ProxyError;
 use crate::executor::{Part, Target};
@@ -19,10 +21,11 @@ impl Session {
     /// made this path's frame large (bench/RESULTS.md).
     pub(super) fn carry_out(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
         match route {
-            Route::Single { slot, write } => {
+            Route::Single { slot, write } if self.may_send_on(Channel::Pool) => {
                 // It owns nothing: forgotten rather than dropped through `Route`'s drop glue (a
                 // call per request).
                 std::mem::forget(route);
+                self.sent_upto[Channel::Pool as usize] = self.pipeline.next_seq() + 1;
                 let readonly = spec.flags.contains(CommandFlags::READONLY);
                 self.single(request.into_bytes(), slot, (write, readonly), None, meta);
             }
@@ -30,12 +33,17 @@ impl Session {
         }
     }
 
-    /// [`Session::carry_out`] for every route but [`Route::Single`].
+    /// [`Session::carry_out`] for every route but a [`Route::Single`] that may go out now.
     #[inline(never)]
     fn carry_out_other(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
+        if let Some(channel) = channel_of(&route) {
+            if !self.may_send_on(channel) {
+                return self.after_earlier(request, meta, AfterEarlier::Channel);
+            }
+            self.sent_upto[channel as usize] = self.pipeline.next_seq() + 1;
+        }
         let readonly = spec.flags.contains(CommandFlags::READONLY);
         match route {
-            // Not reached from `carry_out`, which sends these itself; kept for completeness.
             Route::Single { slot, write } => self.single(request.into_bytes(), slot, (write, readonly), None, meta),
             Route::Script { slot, write, function } => {
                 let kind = if function { ScriptKind::Function } else { ScriptKind::Eval };
@@ -143,6 +151,31 @@ impl Session {
         match why {
             AfterEarlier::PubSub => self.on_pubsub(request, meta),
             AfterEarlier::Identity => self.answer_locally(request, meta),
+            AfterEarlier::Channel => {
+                // Planned again: the map may have changed while it waited.
+                let shared = Arc::clone(&self.shared);
+                match shared.table.lookup(request) {
+                    Some(spec) => {
+                        let route = router::plan_command(spec, request, &mut self.keys);
+                        self.carry_out(route, spec, request.clone(), meta);
+                    }
+                    None => self.push_error(router::unknown_command(&shared.table, request), meta),
+                }
+            }
+        }
+    }
+
+    /// Whether a request may go out on `channel` now: no earlier request of the client on
+    /// another kind of connection (or, for a script, on another lane) may still be unanswered
+    /// ([`Channel`]). Inlined: a pooled request asks it each time.
+    #[inline]
+    fn may_send_on(&self, channel: Channel) -> bool {
+        let base = self.pipeline.first_unreleased();
+        let pending = |other: Channel| self.sent_upto[other as usize] > base;
+        match channel {
+            Channel::Pool => !pending(Channel::Lane) && !pending(Channel::Own),
+            Channel::Lane => !pending(Channel::Pool) && !pending(Channel::Lane) && !pending(Channel::Own),
+            Channel::Own => !pending(Channel::Pool) && !pending(Channel::Lane),
         }
     }
 
@@ -273,5 +306,17 @@ impl Session {
         let part = Part::new(crate::resp::request::encode_command(&args), Target::Master(master), false);
         let seq = self.pipeline.push_multi(vec![part], Merge::ScanCursor { master, masters }, Vec::new(), meta);
         self.send(seq, 0);
+    }
+}
+
+/// The kind of node connection `route` sends on; `None` for answers of the proxy's own and for
+/// subscriptions, which keep their order their own way ([`AfterEarlier::PubSub`]).
+fn channel_of(route: &Route) -> Option<Channel> {
+    match route {
+        Route::Single { .. } | Route::Split { .. } | Route::FanOut { .. } | Route::Admin(_) => Some(Channel::Pool),
+        Route::Local(LocalKind::Scan | LocalKind::RandomKey) => Some(Channel::Pool),
+        Route::Script { .. } => Some(Channel::Lane),
+        Route::Stateful(StatefulKind::Transaction | StatefulKind::Blocking) => Some(Channel::Own),
+        Route::Stateful(StatefulKind::PubSub) | Route::Local(_) | Route::Refuse(_) => None,
     }
 }
