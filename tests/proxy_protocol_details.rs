@@ -402,6 +402,28 @@ fn a_pipeline_across_pool_script_lanes_and_own_connection_runs_in_order_as_on_a_
     assert_eq!(answer, format!("{}:1\r\n+OK\r\n", one.repeat(5)));
 }
 
+/// A client that pipelines a write and a blocking pop and closes at once: the pop, which waits
+/// for the write's reply before it goes out on the client's own connection, must not block for a
+/// client that is gone — as Redis frees it at EOF — so a later push stays in the list.
+#[test]
+fn a_blocking_pop_sent_after_the_client_left_pops_nothing_as_on_a_node() {
+    let answer = same_on_both("blocking pop after EOF", |addr| {
+        let mut leaving = TcpStream::connect(addr).expect("connect");
+        leaving
+            .write_all(&resp_commands(&[&[&b"SET"[..], b"{eofpop}k", b"v"][..], &[b"BLPOP", b"{eofpop}q", b"0"]]))
+            .expect("write");
+        drop(leaving);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut other = Conn::open(addr);
+        let mut seen = other.call(&[b"RPUSH".to_vec(), b"{eofpop}q".to_vec(), b"x".to_vec()]).expect("RPUSH").0;
+        std::thread::sleep(Duration::from_millis(200));
+        seen.extend(other.call(&[b"LLEN".to_vec(), b"{eofpop}q".to_vec()]).expect("LLEN").0);
+        let _ = other.call(&[b"DEL".to_vec(), b"{eofpop}q".to_vec(), b"{eofpop}k".to_vec()]);
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    assert_eq!(answer, ":1\r\n:1\r\n", "the element stays: no one popped it");
+}
+
 /// Inside MULTI, PUBLISH does not tie the transaction to the pub/sub home's slot (any master
 /// publishes to the whole cluster), and a command whose numkeys a node cannot read is queued, its
 /// own error coming in EXEC's array, as on a node (the transaction was refused with EXECABORT).

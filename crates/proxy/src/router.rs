@@ -165,7 +165,7 @@ fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Rout
         Ok(()) => {}
         // FCALL's own checks start with the function, which only a node knows ("Function not
         // found" comes before "Bad number of keys provided"): sent where a node would route it.
-        Err(error) if error.node_answers() => crate::command::function_fallback_keys(request, keys),
+        Err(error) if error.node_answers() => crate::command::fallback_key_positions(spec, request, keys),
         Err(error) => return Route::Refuse(ProxyError::command(format!("ERR {error}"))),
     }
     let mut slots = keys.iter().map(|&i| key_slot(request.arg(i)));

@@ -268,12 +268,20 @@ impl Rules {
         if !self.commands.allows(spec, args) {
             return Err(Denied::Command { name: spec.name.clone() });
         }
-        // A bad numkeys finds no keys, as in Redis: the command's own error follows (the router's).
-        if !self.keys.all
-            && spec.key_positions_with_access(args, scratch).is_ok()
-            && scratch.iter().any(|&(i, access)| !self.keys.allows(args.get(i), access))
-        {
-            return Err(Denied::Key);
+        if !self.keys.all {
+            let denied = match spec.key_positions_with_access(args, scratch) {
+                Ok(()) => scratch.iter().any(|&(i, access)| !self.keys.allows(args.get(i), access)),
+                // A bad numkeys: Redis checks the keys its getkeys function finds instead (C's
+                // `atoi` of the count; often none), needing no particular access of them.
+                Err(_) => {
+                    let mut keys = Vec::new();
+                    crate::command::fallback_key_positions(spec, args, &mut keys);
+                    keys.iter().any(|&i| !self.keys.allows(args.get(i), KeyAccess::Metadata))
+                }
+            };
+            if denied {
+                return Err(Denied::Key);
+            }
         }
         if !self.channels.all {
             // Redis' `commands_with_channels`; unsubscribing needs no permission.

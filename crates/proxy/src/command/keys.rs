@@ -371,35 +371,18 @@ pub enum KeyError {
 impl KeyError {
     /// Whether only a node can answer the request: FCALL and FCALL_RO look their function up
     /// before they read numkeys, so their first error depends on the functions a node has. Such a
-    /// request goes to the node of [`function_fallback_keys`], as a cluster client's would.
+    /// request goes to the node of [`fallback_key_positions`], as a cluster client's would.
     pub fn node_answers(&self) -> bool {
         matches!(self, KeyError::BadNumKeys { command, .. } if command == "fcall" || command == "fcall_ro")
     }
 }
 
-/// The keys a Redis node routes FCALL by when its key spec cannot read numkeys: Redis'
-/// `functionGetKeys` then takes C's `atoi` of argument 2 (leading blanks, a sign, the digits up
-/// to the first other byte: `01` is 1, `1x` is 1, `x` is 0) and finds no key unless
-/// 1 ≤ n ≤ argc − 3, else arguments 3 to 3 + n − 1.
-pub fn function_fallback_keys(args: &(impl Args + ?Sized), out: &mut Vec<usize>) {
+/// The keys a Redis node finds for a request whose key spec it cannot read (a numkeys that is not
+/// an integer, or does not fit): its command's own getkeys function's, which reads the count with
+/// C's `atoi` (`01` is 1, `1x` is 1, `x` is 0) — what the node checks permissions on and routes by.
+pub fn fallback_key_positions(command: &super::CommandSpec, args: &(impl Args + ?Sized), out: &mut Vec<usize>) {
     out.clear();
-    if args.len() < 3 {
-        return;
-    }
-    let text = args.get(2);
-    let start = text.iter().position(|b| !b" \t\n\r\x0b\x0c".contains(b)).unwrap_or(text.len());
-    let (negative, digits) = match &text[start..] {
-        [b'-', rest @ ..] => (true, rest),
-        [b'+', rest @ ..] => (false, rest),
-        rest => (false, rest),
-    };
-    let magnitude = digits
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .fold(0usize, |n, d| n.saturating_mul(10).saturating_add(usize::from(d - b'0')));
-    if !negative && (1..=args.len() - 3).contains(&magnitude) {
-        out.extend(3..3 + magnitude);
-    }
+    out.extend(getkeys::getkeys_function(&command.name, args));
 }
 
 /// Redis words numkeys errors differently per command family; mirror it so clients see no change

@@ -29,7 +29,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 use handling::handling_for;
 pub use keys::{
     BeginSearch, FindKeys, GetKeysError, KeyAccess, KeyError, KeySpec, KeySpecFlags, NumKeysProblem,
-    function_fallback_keys,
+    fallback_key_positions,
 };
 use keys::{KeyFinder, RawKeySpec};
 #[cfg(test)]

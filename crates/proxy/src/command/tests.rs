@@ -637,7 +637,8 @@ fn fcall_fallback_keys_read_numkeys_as_atoi() {
     let keys = |line: &str| {
         let args: Vec<&str> = line.split(' ').collect();
         let mut out = Vec::new();
-        super::function_fallback_keys(&args[..], &mut out);
+        let table = CommandTable::builtin();
+        super::fallback_key_positions(table.lookup(&args[..]).expect("FCALL"), &args[..], &mut out);
         out
     };
     assert_eq!(keys("FCALL f 01 a b"), vec![3]);

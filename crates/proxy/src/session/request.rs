@@ -11,7 +11,6 @@ use super::transaction::RunsAt;
 use super::{Session, local, reply_control, transaction};
 use crate::command::{AdminKind, CommandFlags, CommandSpec, Handling, LocalKind, StatefulKind};
 use crate::error::ProxyError;
-use crate::executor::scripts;
 use crate::metrics::labels;
 use crate::resp::Request;
 use crate::resp::reply::Protocol;
@@ -111,7 +110,6 @@ impl Session {
         if self.tx.is_some() && !transaction::controls_transaction(&request) {
             return self.queue(spec, &request, meta);
         }
-        scripts::remember(&shared.scripts, spec, &request);
         let route = router::plan_command(spec, &request, &mut self.keys);
         self.carry_out(route, spec, request, meta);
     }

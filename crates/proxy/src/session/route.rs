@@ -10,7 +10,7 @@ use super::pipeline::Meta;
 use super::{AfterEarlier, Channel, Session, clients, local};
 use crate::command::{CommandFlags, CommandSpec, LocalKind, Merge, StatefulKind};
 use crate::error::ProxyError;
-use crate::executor::{Part, Target};
+use crate::executor::{Part, Target, scripts};
 use crate::resp::Request;
 use crate::router::{self, Route};
 use crate::upstream::ScriptKind;
@@ -36,12 +36,15 @@ impl Session {
     /// [`Session::carry_out`] for every route but a [`Route::Single`] that may go out now.
     #[inline(never)]
     fn carry_out_other(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
-        if let Some(channel) = channel_of(&route) {
+        if let Some(channel) = channel_of(&route, spec) {
             if !self.may_send_on(channel) {
                 return self.after_earlier(request, meta, AfterEarlier::Channel);
             }
             self.sent_upto[channel as usize] = self.pipeline.next_seq() + 1;
         }
+        // When it goes out: a SCRIPT FLUSH waiting behind an EVALSHA must not forget its script
+        // before the EVALSHA ran.
+        scripts::remember(&self.shared.scripts, spec, &request);
         let readonly = spec.flags.contains(CommandFlags::READONLY);
         match route {
             Route::Single { slot, write } => self.single(request.into_bytes(), slot, (write, readonly), None, meta),
@@ -311,8 +314,12 @@ impl Session {
 
 /// The kind of node connection `route` sends on; `None` for answers of the proxy's own and for
 /// subscriptions, which keep their order their own way ([`AfterEarlier::PubSub`]).
-fn channel_of(route: &Route) -> Option<Channel> {
+fn channel_of(route: &Route, spec: &CommandSpec) -> Option<Channel> {
     match route {
+        // WAIT and WAITAOF go where the client's writes went: the pooled connection.
+        Route::Stateful(StatefulKind::Blocking) if matches!(spec.name.as_str(), "wait" | "waitaof") => {
+            Some(Channel::Pool)
+        }
         Route::Single { .. } | Route::Split { .. } | Route::FanOut { .. } | Route::Admin(_) => Some(Channel::Pool),
         Route::Local(LocalKind::Scan | LocalKind::RandomKey) => Some(Channel::Pool),
         Route::Script { .. } => Some(Channel::Lane),

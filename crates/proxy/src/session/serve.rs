@@ -80,6 +80,8 @@ struct ClientIo {
     reply_peak: usize,
     /// Still reading requests (not after EOF or shutdown).
     reading: bool,
+    /// The client closed its side (EOF read).
+    eof: bool,
     /// A close marker was released: write what is buffered, then close.
     closing: bool,
     /// Everything buffered is written; the stream is flushed before anything else is done.
@@ -119,6 +121,7 @@ impl ClientIo {
             burst: 0,
             reply_peak: 0,
             reading,
+            eof: false,
             closing: false,
             flushing: false,
             waited: false,
@@ -454,6 +457,11 @@ impl Session {
             self.release_direct_frames(&mut io.wbuf);
         }
         io.closing |= closed;
+        // A blocking command that waited for earlier replies may go out after the client left:
+        // dropped then as at EOF (`on_read`), so that it pops nothing no one will read.
+        if io.eof && self.blocked {
+            return Settled::Drop;
+        }
         // After the release: the replies it takes may be dropped ones (CLIENT REPLY SKIP), which
         // empty the pipeline with nothing to write, and so no later pass would look again.
         if self.pipeline.is_empty()
@@ -527,6 +535,7 @@ impl Session {
             // unblocks the node. One gone while its requests are held for a failover is dropped
             // too, as Redis frees a client at EOF, so that it holds nothing any longer.
             io.reading = false;
+            io.eof = true;
             return !self.blocked && !self.exec.holds_parts();
         }
         if self.shared.idle_timeout.is_some() {

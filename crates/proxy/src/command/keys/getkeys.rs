@@ -82,7 +82,7 @@ fn strict_spec_positions(command: &crate::command::CommandSpec, args: &(impl Arg
 /// What the getkeys function of a built-in command finds (`sortGetKeys`, `migrateGetKeys`, and the
 /// numkeys commands' `genericGetKeys`, which reads the count with C's `atoi`); nothing for commands
 /// without one, or whose function agrees with their specs wherever those fit.
-fn getkeys_function(command: &str, args: &(impl Args + ?Sized)) -> Vec<usize> {
+pub(in crate::command) fn getkeys_function(command: &str, args: &(impl Args + ?Sized)) -> Vec<usize> {
     let mut out = Vec::new();
     // (destination index, numkeys index) of genericGetKeys; keys follow the count, one apart.
     let numkeys_form = match command {
