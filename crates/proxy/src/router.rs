@@ -84,8 +84,9 @@ pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>
 
 /// The slot a command queued inside MULTI ties the transaction to. PUBLISH and PUBSUB's counts
 /// tie it to none: sent alone they go to the pub/sub home for its count, but any master publishes
-/// to the whole cluster, and a node queues them as keyless. A numkeys a node cannot read finds no
-/// key there either: the command is queued, and its own error comes in EXEC's array, as on a node.
+/// to the whole cluster, and a node queues them as keyless. (A numkeys a node cannot read ties it
+/// to the keys the node finds instead, as [`slot_of`] finds them: the command is queued, and its
+/// own error comes in EXEC's array, as on a node.)
 ///
 /// # Errors
 /// As [`slot_of`].
@@ -94,13 +95,10 @@ pub fn slot_in_transaction(
     request: &Request,
     keys: &mut Vec<usize>,
 ) -> Result<Option<Slot>, ProxyError> {
-    if AT_PUBSUB_HOME.contains(&spec.name.as_str()) {
-        return Ok(None);
+    match AT_PUBSUB_HOME.contains(&spec.name.as_str()) {
+        true => Ok(None),
+        false => slot_of(spec, request, keys),
     }
-    if matches!(spec.key_positions(request, keys), Err(crate::command::KeyError::BadNumKeys { .. })) {
-        return Ok(None);
-    }
-    slot_of(spec, request, keys)
 }
 
 /// The one slot all keys of the request hash to (`None`: keyless).
@@ -161,12 +159,12 @@ fn forward(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>) -> Rout
         // `write`: never a replica, whose subscribers are not the home's.
         return Route::Single { slot: Some(PUBSUB_HOME_SLOT), write: true };
     }
-    match spec.key_positions(request, keys) {
-        Ok(()) => {}
-        // FCALL's own checks start with the function, which only a node knows ("Function not
-        // found" comes before "Bad number of keys provided"): sent where a node would route it.
-        Err(error) if error.node_answers() => crate::command::fallback_key_positions(spec, request, keys),
-        Err(error) => return Route::Refuse(ProxyError::command(format!("ERR {error}"))),
+    // A node that cannot read a request's numkeys finds its keys as the command's getkeys
+    // function does (C's `atoi` of the count) and routes by those; the command's own checks then
+    // answer — its numkeys error, or before it FCALL's `Function not found`, EVALSHA's
+    // `-NOSCRIPT` for a short SHA. So the request goes there too, and the node answers.
+    if spec.key_positions(request, keys).is_err() {
+        crate::command::fallback_key_positions(spec, request, keys);
     }
     let mut slots = keys.iter().map(|&i| key_slot(request.arg(i)));
     let Some(first) = slots.next() else {

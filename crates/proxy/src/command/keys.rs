@@ -368,15 +368,6 @@ pub enum KeyError {
     BadNumKeys { command: String, index: usize, problem: NumKeysProblem },
 }
 
-impl KeyError {
-    /// Whether only a node can answer the request: FCALL and FCALL_RO look their function up
-    /// before they read numkeys, so their first error depends on the functions a node has. Such a
-    /// request goes to the node of [`fallback_key_positions`], as a cluster client's would.
-    pub fn node_answers(&self) -> bool {
-        matches!(self, KeyError::BadNumKeys { command, .. } if command == "fcall" || command == "fcall_ro")
-    }
-}
-
 /// The keys a Redis node finds for a request whose key spec it cannot read (a numkeys that is not
 /// an integer, or does not fit): its command's own getkeys function's, which reads the count with
 /// C's `atoi` (`01` is 1, `1x` is 1, `x` is 0) — what the node checks permissions on and routes by.
@@ -385,14 +376,14 @@ pub fn fallback_key_positions(command: &super::CommandSpec, args: &(impl Args + 
     out.extend(getkeys::getkeys_function(&command.name, args));
 }
 
-/// Redis words numkeys errors differently per command family; mirror it so clients see no change
-/// (FCALL's are a node's to give: [`KeyError::node_answers`]).
+/// Redis words numkeys errors differently per command family; mirrored here for the error's text
+/// (the router sends such a request to a node, which answers it: [`fallback_key_positions`]).
 fn numkeys_message(command: &str, problem: NumKeysProblem) -> String {
     use NumKeysProblem::*;
     const NOT_INTEGER: &str = "value is not an integer or out of range";
     const TOO_MANY: &str = "Number of keys can't be greater than number of args";
     match command {
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => match problem {
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => match problem {
             NotAnInteger => NOT_INTEGER.into(),
             Negative => "Number of keys can't be negative".into(),
             Zero | TooMany => TOO_MANY.into(),
