@@ -486,6 +486,11 @@ impl CommandTable {
         false
     }
 
+    /// The spec at [`CommandSpec::index`] `index`.
+    pub fn spec_at(&self, index: usize) -> Option<&CommandSpec> {
+        self.specs.get(index)
+    }
+
     /// The full name (`client|info`) of the spec at [`CommandSpec::index`] `index`.
     pub fn name_at(&self, index: usize) -> Option<&str> {
         self.specs.get(index).map(|spec| spec.name.as_str())

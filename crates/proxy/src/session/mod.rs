@@ -240,7 +240,7 @@ impl Session {
 
 /// Why a request waits until every earlier request of the client is answered (and nothing more is
 /// read meanwhile), as one Redis connection would have run those first.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum AfterEarlier {
     /// A subscription change, or any command in RESP2 subscribed mode: subscription frames go
     /// to the client directly, so one sent while earlier requests are unanswered would overtake
@@ -253,8 +253,9 @@ enum AfterEarlier {
     Identity,
     /// A request for another kind of node connection than earlier requests still unanswered
     /// ([`Channel`]): a node runs each connection's requests in order, not one client's across
-    /// connections, so it waits until they are answered.
-    Channel,
+    /// connections, so it waits until they are answered. With its command (its place in the
+    /// table) and its route, planned already: carried out as planned then.
+    Channel { spec: usize, route: crate::router::Route },
 }
 
 /// The kinds of node connection a client's requests travel. A client's requests to one node on

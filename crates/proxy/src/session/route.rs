@@ -19,6 +19,7 @@ impl Session {
     /// Carries out `route`, planned for `request` of command `spec`: the usual request for one
     /// node here, every other kind out of line ([`Session::carry_out_other`]), whose code inlined
     /// made this path's frame large (bench/RESULTS.md).
+    #[inline(always)]
     pub(super) fn carry_out(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
         match route {
             Route::Single { slot, write } if self.may_send_on(Channel::Pool) => {
@@ -38,7 +39,7 @@ impl Session {
     fn carry_out_other(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
         if let Some(channel) = channel_of(&route, spec) {
             if !self.may_send_on(channel) {
-                return self.after_earlier(request, meta, AfterEarlier::Channel);
+                return self.after_earlier(request, meta, AfterEarlier::Channel { spec: spec.index, route });
             }
             self.sent_upto[channel as usize] = self.pipeline.next_seq() + 1;
         }
@@ -145,8 +146,8 @@ impl Session {
     fn after_earlier(&mut self, request: Request, meta: Meta, why: AfterEarlier) {
         // Nothing is parsed while one waits: never two at once.
         debug_assert!(self.deferred.is_none(), "a request already waits for earlier replies");
-        self.deferred = Some(Box::new((request, meta, why)));
         self.hold_reading |= matches!(why, AfterEarlier::PubSub);
+        self.deferred = Some(Box::new((request, meta, why)));
     }
 
     /// A request that waited for every earlier one to be answered ([`Session::after_earlier`]).
@@ -154,14 +155,10 @@ impl Session {
         match why {
             AfterEarlier::PubSub => self.on_pubsub(request, meta),
             AfterEarlier::Identity => self.answer_locally(request, meta),
-            AfterEarlier::Channel => {
-                // Planned again: the map may have changed while it waited.
+            AfterEarlier::Channel { spec, route } => {
                 let shared = Arc::clone(&self.shared);
-                match shared.table.lookup(request) {
-                    Some(spec) => {
-                        let route = router::plan_command(spec, request, &mut self.keys);
-                        self.carry_out(route, spec, request.clone(), meta);
-                    }
+                match shared.table.spec_at(spec) {
+                    Some(spec) => self.carry_out(route, spec, request.clone(), meta),
                     None => self.push_error(router::unknown_command(&shared.table, request), meta),
                 }
             }
