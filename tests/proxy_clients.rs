@@ -291,3 +291,27 @@ fn client_setinfo_refuses_what_would_break_client_list_and_clears_on_empty() {
     assert_eq!(field(&line, "lib-name"), Some(""), "cleared: {line}");
     assert_eq!(field(line.trim_end(), "lib-ver"), Some("5.0.1"), "{line}");
 }
+
+/// `CLIENT KILL ID a ID b` kills b only: Redis 7 keeps an option's last value (its parse
+/// overwrites it; Valkey 8.1 kills every id given, and the proxy follows Redis).
+#[test]
+fn client_kill_keeps_the_last_value_of_an_option_given_twice() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let (mut first, first_id) = named(&proxy, "kill-first");
+    let (_second, second_id) = named(&proxy, "kill-second");
+    let mut killer = proxy.client();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(first_id)
+        .arg("ID")
+        .arg(second_id)
+        .query(&mut killer)
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1, "only the last ID");
+    let pong: String = redis::cmd("PING").query(&mut first).expect("the first client lives");
+    assert_eq!(pong, "PONG");
+    let names: Vec<String> =
+        list(&mut killer, &[]).iter().filter_map(|l| field(l, "name").map(str::to_owned)).collect();
+    assert!(!names.contains(&"kill-second".to_owned()), "{names:?}");
+}
