@@ -159,7 +159,9 @@ fn table() -> &'static CommandTable {
     TABLE.get_or_init(CommandTable::builtin)
 }
 
-/// `route`: planning any request never panics; the route agrees with the request's keys.
+/// `route`: planning any request never panics; the route agrees with the request's keys — for a
+/// request whose key spec cannot be read (a bad numkeys), the keys a Redis node routes it by
+/// instead, its getkeys function's (`fallback_key_positions`).
 ///
 /// - `Single { slot }`: every key hashes to `slot` (none for a keyless request);
 /// - `Split`: each part is one request of the same command holding keys of its slot only (with
@@ -186,13 +188,10 @@ fn check_route(request: &Request, scratch: &mut Vec<usize>) {
         return;
     };
     let mut positions = Vec::new();
-    let keys: Vec<&[u8]> = match spec.key_positions(request, &mut positions) {
-        Ok(()) => positions.iter().map(|&i| request.arg(i)).collect(),
-        Err(_) => {
-            assert!(matches!(route, Route::Refuse(_)), "keys that cannot be found, yet routed: {route:?}");
-            return;
-        }
-    };
+    if spec.key_positions(request, &mut positions).is_err() {
+        redisforge_proxy::command::fallback_key_positions(spec, request, &mut positions);
+    }
+    let keys: Vec<&[u8]> = positions.iter().map(|&i| request.arg(i)).collect();
     match &route {
         Route::Single { slot, .. } => {
             assert!(spec.arity_ok(request.argc()), "wrong arity, yet routed");
