@@ -60,7 +60,7 @@ impl Session {
         // WAIT and WAITAOF count the replicas that acknowledged the client's writes, which went
         // through its pooled connection to the node it last wrote to: ask there.
         let name = request.arg(0);
-        if name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof") {
+        if waits_for_replicas(name) {
             let mut part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
             part.waits_long = true;
             let planned = self.plan_short_waits(&request, &mut part);
@@ -159,4 +159,10 @@ fn has_timeout(request: &Request) -> bool {
         _ => request.arg(argc - 1),
     };
     std::str::from_utf8(timeout).ok().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > 0.0)
+}
+
+/// Whether command `name` is WAIT or WAITAOF: handled as a blocking command, but sent on the
+/// pooled connection the client's writes went through (see [`Session::on_blocking`]).
+pub(super) fn waits_for_replicas(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof")
 }

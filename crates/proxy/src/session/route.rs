@@ -314,7 +314,7 @@ impl Session {
 fn channel_of(route: &Route, spec: &CommandSpec) -> Option<Channel> {
     match route {
         // WAIT and WAITAOF go where the client's writes went: the pooled connection.
-        Route::Stateful(StatefulKind::Blocking) if matches!(spec.name.as_str(), "wait" | "waitaof") => {
+        Route::Stateful(StatefulKind::Blocking) if super::blocking::waits_for_replicas(spec.name.as_bytes()) => {
             Some(Channel::Pool)
         }
         Route::Single { .. } | Route::Split { .. } | Route::FanOut { .. } | Route::Admin(_) => Some(Channel::Pool),
