@@ -161,6 +161,45 @@ fn client_pause_write_holds_writes_not_reads_and_unpause_releases() {
     assert!(bad.to_string().contains("timeout is not an integer"), "{bad}");
 }
 
+/// A request held by CLIENT PAUSE blocks its client, as Redis blocks it (`BLOCKED_POSTPONE`, what
+/// its own tests wait for with `wait_for_blocked_clients_count`): INFO counts it in
+/// `blocked_clients` and CLIENT LIST flags it `b`, neither once it ran; CLIENT UNBLOCK does not
+/// end the wait.
+#[test]
+fn a_client_held_by_client_pause_counts_as_blocked() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let (mut admin, _) = named(&proxy, "admin");
+    let (mut worker, worker_id) = named(&proxy, "held-worker");
+    let blocked_clients = |con: &mut Connection| -> String {
+        let text: String = redis::cmd("INFO").arg("clients").query(con).expect("INFO clients");
+        text.lines().find_map(|l| l.strip_prefix("blocked_clients:")).unwrap_or_default().to_owned()
+    };
+    let flags = |con: &mut Connection| -> String {
+        let line = list(con, &["ID", &worker_id.to_string()]).pop().expect("the worker's line");
+        field(&line, "flags").unwrap_or_default().to_owned()
+    };
+    assert_eq!(blocked_clients(&mut admin), "0");
+
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(20_000).arg("WRITE").query(&mut admin).expect("CLIENT PAUSE");
+    let writer = thread::spawn(move || {
+        let _: () = redis::cmd("SET").arg("clients:postponed").arg(1).query(&mut worker).expect("SET held");
+        worker
+    });
+    let seen = redisforge_tests::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        blocked_clients(&mut admin) == "1"
+    });
+    assert!(seen, "the held client is not counted: {}", blocked_clients(&mut admin));
+    assert_eq!(flags(&mut admin), "b");
+    let unblocked: i64 = redis::cmd("CLIENT").arg("UNBLOCK").arg(worker_id).query(&mut admin).expect("CLIENT UNBLOCK");
+    assert_eq!(unblocked, 0, "CLIENT UNBLOCK leaves a paused client waiting");
+    assert!(!writer.is_finished(), "the SET was not held");
+
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut admin).expect("CLIENT UNPAUSE");
+    let _worker = writer.join().expect("writer");
+    assert_eq!(blocked_clients(&mut admin), "0");
+    assert_eq!(flags(&mut admin), "N");
+}
+
 fn raw_client(proxy: &Proxy) -> TcpStream {
     let stream = TcpStream::connect(proxy.addr()).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");

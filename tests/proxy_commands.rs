@@ -268,6 +268,26 @@ fn info_has_every_default_section_with_cluster_wide_data_numbers() {
         });
     assert!(version_seen, "redis_version is not the nodes' {node_version}");
 
+    // Every field a node of that version shows in its server section, in its order (listener
+    // lines and the proxy's own version aside), about the proxy's process.
+    let names = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|line| line.split_once(':').map(|(name, _)| name.to_owned()))
+            .filter(|name| !name.starts_with("listener") && name != "redisforge_version")
+            .collect()
+    };
+    let text: String = redis::cmd("INFO").arg("server").query(&mut con).expect("INFO server");
+    assert_eq!(names(&text), names(&node_text), "proxy:\n{text}\nnode:\n{node_text}");
+    assert_eq!(info_field(&text, "tcp_port"), Some(proxy.port().to_string().as_str()), "{text}");
+    let run_id = info_field(&text, "run_id").expect("run_id").to_owned();
+    assert!(run_id.len() == 40 && run_id.bytes().all(|c| c.is_ascii_hexdigit()), "{run_id}");
+    assert_ne!(Some(run_id.as_str()), info_field(&node_text, "run_id"), "the proxy's own run id");
+    let again: String = redis::cmd("INFO").arg("server").query(&mut con).expect("INFO server");
+    assert_eq!(info_field(&again, "run_id"), Some(run_id.as_str()), "fixed for the process");
+    assert_eq!(info_field(&again, "process_id"), Some(proxy.pid().to_string().as_str()), "{again}");
+    let cluster_section: String = redis::cmd("INFO").arg("cluster").query(&mut con).expect("INFO cluster");
+    assert_eq!(info_field(&cluster_section, "cluster_enabled"), Some("0"), "one node, not a cluster");
+
     let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut con).expect("INFO commandstats");
     let set_calls = info_field(&stats, "cmdstat_set")
         .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=")))

@@ -89,6 +89,35 @@ fn keyspace_notifications_reach_a_proxy_subscriber_from_every_master() {
         assert_eq!(next_message(&mut events), (format!("__keyspace@0__:{key}"), "set".to_owned()), "{key}");
     }
     drop(events);
+
+    // A catch-all pattern matches every master's notifications too, as on one node; and the
+    // messages PUBLISH sends (which the cluster bus brings to every node) arrive once.
+    let mut catch_all = proxy.client();
+    let mut everything = catch_all.as_pubsub();
+    everything.psubscribe("*").expect("PSUBSCRIBE *");
+    everything.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let next_of = |everything: &mut redis::PubSub<'_>, wanted: &str| -> Option<String> {
+        // Other tests of this binary publish too: their messages are skipped.
+        for _ in 0..10_000 {
+            let message = everything.get_message().ok()?;
+            if message.get_channel_name() == wanted {
+                return message.get_payload().ok();
+            }
+        }
+        None
+    };
+    for key in cluster.key_per_master("notify:all") {
+        assert_eq!(query_args(&mut admin, &["SET", &key, "v"]), Ok(Value::Okay));
+        let channel = format!("__keyspace@0__:{key}");
+        assert_eq!(next_of(&mut everything, &channel).as_deref(), Some("set"), "{key}");
+    }
+    for round in 0..3 {
+        assert_eq!(publish(&mut admin, "catch-all:once", &format!("m{round}")), 1);
+        assert_eq!(next_of(&mut everything, "catch-all:once"), Some(format!("m{round}")), "round {round}");
+    }
+    everything.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    assert_eq!(next_of(&mut everything, "catch-all:once"), None, "a PUBLISH delivered twice");
+    drop(everything);
     assert_eq!(query_args(&mut admin, &["CONFIG", "SET", "notify-keyspace-events", ""]), Ok(Value::Okay));
 }
 

@@ -56,6 +56,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[runtime]`: async runtime sizing.
     pub runtime: RuntimeConfig,
+    /// The file the config was read from, as an absolute path (`INFO server`'s `config_file`);
+    /// `None` for a config built in memory.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// `[listen]`: where clients connect and how many may.
@@ -407,7 +411,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::from_toml(&text).map_err(|e| e.in_file(path))
+        let mut config = Config::from_toml(&text).map_err(|e| e.in_file(path))?;
+        config.file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+        Ok(config)
     }
 
     /// The upstream password read from the env var named by password_env (None when unset).

@@ -40,6 +40,7 @@ pub mod config;
 pub mod error;
 pub mod executor;
 pub mod health;
+pub mod identity;
 pub mod listener;
 pub mod logs;
 pub mod merge;

@@ -221,6 +221,7 @@ fn shared_state(
         read_from: config.upstream.read_from,
         refresh_on_moved: config.topology.refresh_on_moved,
         stats: Stats::default(),
+        identity: crate::identity::Identity::new(config),
         hold: Arc::new(HoldBudget::new(
             config.upstream.failover_wait,
             HoldLimits {

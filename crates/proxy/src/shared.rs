@@ -40,6 +40,8 @@ pub struct Shared {
     /// Refresh the topology at once on `MOVED` (`topology.refresh_on_moved`).
     pub refresh_on_moved: bool,
     pub stats: Stats,
+    /// What `INFO server` reports about the proxy's process.
+    pub identity: crate::identity::Identity,
     /// Bounds and counts of requests held while the cluster fails over.
     pub hold: Arc<HoldBudget>,
     /// Scripts seen through EVAL and SCRIPT LOAD, by SHA1, for NOSCRIPT recovery.

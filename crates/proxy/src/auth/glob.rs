@@ -9,7 +9,14 @@
 /// Whether `string` matches the glob `pattern`.
 pub fn matches(pattern: &[u8], string: &[u8]) -> bool {
     let mut skip_longer = false;
-    match_from(pattern, 0, string, 0, &mut skip_longer)
+    match_from(pattern, 0, string, 0, false, &mut skip_longer)
+}
+
+/// Whether `pattern` matches some string that starts with `prefix` (a pattern subscription that
+/// may receive keyspace notifications: `*`, `_*`, `*:foo`, `__keyspace@0__:*`).
+pub fn may_match_prefixed(pattern: &[u8], prefix: &[u8]) -> bool {
+    let mut skip_longer = false;
+    match_from(pattern, 0, prefix, 0, true, &mut skip_longer)
 }
 
 /// `stringmatchlen_impl` on `pattern[p..]` and `string[s..]`, kept index for index: the C code
@@ -18,9 +25,19 @@ pub fn matches(pattern: &[u8], string: &[u8]) -> bool {
 /// `skip_longer` is Redis' fix for exponential backtracking: once the rest of the pattern after a
 /// `*` matched nowhere in the rest of the string, no earlier `*` can help by matching more.
 ///
+/// `open_end`: `string` is only the start of the strings asked about, which may go on with
+/// anything: the pattern matches once the string is used up, whatever of the pattern is left.
+///
 /// Longer than ~80 lines on purpose: a line-for-line port of the C function, so that it can be
 /// checked against Redis' source (and its fixes carried over) side by side.
-fn match_from(pattern: &[u8], mut p: usize, string: &[u8], mut s: usize, skip_longer: &mut bool) -> bool {
+fn match_from(
+    pattern: &[u8],
+    mut p: usize,
+    string: &[u8],
+    mut s: usize,
+    open_end: bool,
+    skip_longer: &mut bool,
+) -> bool {
     // The C code reads the NUL terminator past the end of the pattern; 0 stands in for it.
     let at = |i: usize| pattern.get(i).copied().unwrap_or(0);
     while p < pattern.len() && s < string.len() {
@@ -34,13 +51,17 @@ fn match_from(pattern: &[u8], mut p: usize, string: &[u8], mut s: usize, skip_lo
                     return true;
                 }
                 while s < string.len() {
-                    if match_from(pattern, p + 1, string, s, skip_longer) {
+                    if match_from(pattern, p + 1, string, s, open_end, skip_longer) {
                         return true;
                     }
                     if *skip_longer {
                         return false;
                     }
                     s += 1;
+                }
+                if open_end {
+                    // The `*` takes the rest of the string; the pattern after it, what follows.
+                    return true;
                 }
                 *skip_longer = true;
                 return false;
@@ -105,5 +126,5 @@ fn match_from(pattern: &[u8], mut p: usize, string: &[u8], mut s: usize, skip_lo
             break;
         }
     }
-    p >= pattern.len() && s == string.len()
+    s == string.len() && (open_end || p >= pattern.len())
 }

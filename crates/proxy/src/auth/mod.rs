@@ -12,7 +12,7 @@
 
 mod access;
 mod acl;
-mod glob;
+pub mod glob;
 mod node_user;
 #[cfg(test)]
 mod tests;

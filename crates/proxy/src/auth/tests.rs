@@ -91,6 +91,32 @@ fn glob_matches_like_redis_stringmatchlen() {
 }
 
 #[test]
+fn patterns_that_may_match_a_prefixed_string_are_told_apart() {
+    let cases: [(&[u8], bool); 16] = [
+        (b"*", true),
+        (b"_*", true),
+        (b"*:foo", true),
+        (b"__key*", true),
+        (b"__keyspace@0__:*", true),
+        (b"__keyevent@*__:set", true),
+        (b"?_key*", true),
+        (b"[_]_k[a-z]y*", true),
+        (b"*x*y*", true),
+        (b"__key", true),
+        (b"__ke", false),
+        (b"__kez*", false),
+        (b"news.*", false),
+        (b"h?llo", false),
+        (b"[^_]*", false),
+        (b"", false),
+    ];
+    for (pattern, expected) in cases {
+        let p = String::from_utf8_lossy(pattern);
+        assert_eq!(glob::may_match_prefixed(pattern, b"__key"), expected, "pattern '{p}'");
+    }
+}
+
+#[test]
 fn users_are_off_and_powerless_until_granted() {
     let users = Users::parse("user u\nuser v nopass\n", table()).expect("valid file");
     let u = users.get("u").expect("defined");

@@ -76,6 +76,10 @@ pub struct ClientEntry {
     blocked: AtomicBool,
     /// The block has a timeout (Redis keeps such clients in its timeout table).
     blocked_with_timeout: AtomicBool,
+    /// A request of the client waits out a CLIENT PAUSE. Redis blocks such a client too (as
+    /// `BLOCKED_POSTPONE`): INFO's `blocked_clients` counts it and CLIENT LIST flags it `b`; but
+    /// CLIENT UNBLOCK does not end the wait, so it is kept apart from `blocked`.
+    postponed: AtomicBool,
     /// How many keys the client WATCHes (CLIENT LIST's `watch=`).
     watched_keys: AtomicU32,
     /// The keys themselves, blocked on and watched, for INFO's counts of distinct keys.
@@ -154,6 +158,7 @@ impl Clients {
             subscribed: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
             blocked_with_timeout: AtomicBool::new(false),
+            postponed: AtomicBool::new(false),
             watched_keys: AtomicU32::new(0),
             keys_held: Mutex::new(KeysHeld::default()),
             unblock: AtomicU8::new(0),
@@ -213,7 +218,7 @@ impl Clients {
         let (mut blocking, mut on_nokey, mut watched) = (HashSet::new(), HashSet::new(), HashSet::new());
         for entry in self.entries.iter() {
             let blocked = entry.blocked.load(Ordering::Relaxed);
-            totals.blocked_clients += u64::from(blocked);
+            totals.blocked_clients += u64::from(blocked || entry.is_postponed());
             totals.clients_in_timeout_table += u64::from(blocked && entry.blocked_with_timeout.load(Ordering::Relaxed));
             totals.pubsub_clients += u64::from(entry.is_subscribed());
             let watching = entry.watched_keys.load(Ordering::Relaxed) > 0;
@@ -399,6 +404,15 @@ impl ClientEntry {
         held.unblock_on_nokey = unblock_on_nokey;
         self.blocked_with_timeout.store(with_timeout, Ordering::Relaxed);
         self.blocked.store(true, Ordering::Release);
+    }
+
+    /// A request of the client waits out a CLIENT PAUSE (`true`), or no longer does.
+    pub fn set_postponed(&self, postponed: bool) {
+        self.postponed.store(postponed, Ordering::Relaxed);
+    }
+
+    pub fn is_postponed(&self) -> bool {
+        self.postponed.load(Ordering::Relaxed)
     }
 
     /// The client is no longer blocked; a `CLIENT UNBLOCK` not yet carried out is dropped.

@@ -21,7 +21,7 @@ use crate::resp::reply::Protocol;
 use crate::resp::{Request, reply};
 use crate::slot::key_slot;
 use crate::upstream::{ConnMode, OwnedConn, PUSH, Tag, UpstreamRequest};
-use frames::{confirmation, expected_frames, is_message, parse_confirmation, with_count};
+use frames::{channel, confirmation, expected_frames, is_message, parse_confirmation, with_count};
 
 /// The key of the classic (non-sharded) subscription connection in [`Subscriptions::conns`].
 const CLASSIC: u32 = 0;
@@ -72,19 +72,27 @@ struct SubConn {
     /// Opened in RESP3: its frames are pushes, which a client that switched to RESP2 since
     /// (`HELLO 2`) gets as arrays ([`frames::in_resp2`]).
     resp3: bool,
-    /// A mirror: carries only keyspace-notification subscriptions to a master other than the
-    /// home (notifications are published on each node for its own keys and never travel the
-    /// cluster bus); its confirmations are swallowed, its messages delivered.
+    /// A mirror: carries only keyspace-notification subscriptions (and patterns that may match
+    /// them) to a master other than the home (notifications are published on each node for its
+    /// own keys and never travel the cluster bus); its confirmations are swallowed, its
+    /// notifications delivered, other messages dropped.
     mirror: bool,
     /// Messages this connection and the ones it replaced lately delivered, so that no copy of one
     /// is delivered again.
     delivered: Delivered,
 }
 
-/// Whether a channel or pattern names keyspace notifications, which each node publishes for its
-/// own keys only.
-fn is_notification(name: &[u8]) -> bool {
-    name.starts_with(b"__key")
+/// What every keyspace-notification channel starts with (`__keyspace@…`, `__keyevent@…`,
+/// `__keymiss@…`): each node publishes them for its own keys only.
+const NOTIFICATIONS: &[u8] = b"__key";
+
+/// Whether a channel names keyspace notifications, or a pattern may match one (`__key*`, and
+/// also `*` or `*:foo`, which match every channel or such ones among others).
+fn is_notification(name: &[u8], pattern: bool) -> bool {
+    match pattern {
+        true => crate::auth::glob::may_match_prefixed(name, NOTIFICATIONS),
+        false => name.starts_with(NOTIFICATIONS),
+    }
 }
 
 mod frames;
@@ -323,6 +331,11 @@ impl Session {
         let from_resp3 = conn.resp3;
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
         let message = is_message(kind.as_deref());
+        // A mirror's pattern that matches other channels too (`*`) gets every PUBLISH as well,
+        // which the cluster bus brings to every node: the home delivers those.
+        if message && conn.mirror && !channel(&frame).is_some_and(|c| c.starts_with(NOTIFICATIONS)) {
+            return;
+        }
         if message && conn.delivered.already_delivered(&frame, Instant::now()) {
             crate::log_limited!(
                 5,

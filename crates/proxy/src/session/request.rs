@@ -95,6 +95,7 @@ impl Session {
         if self.paused(spec, &request) {
             let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
             self.held = Some(Box::new(super::Held { request, read_at, until, dropped }));
+            self.entry.set_postponed(true);
             return;
         }
         // RESP2 subscribed mode takes every command; in RESP3 other commands run normally, and

@@ -126,7 +126,7 @@ impl ClientEntry {
         let set = [
             (self.is_subscribed(), 'P'),
             (self.published.multi.load(Ordering::Relaxed) >= 0, 'x'),
-            (self.blocked.load(Ordering::Relaxed), 'b'),
+            (self.blocked.load(Ordering::Relaxed) || self.is_postponed(), 'b'),
             (tracking & TRACKING != 0, 't'),
             (tracking & BROKEN_REDIRECT != 0, 'R'),
             (tracking & BCAST != 0, 'B'),

@@ -49,6 +49,17 @@ pub(super) fn subject(message: &[u8]) -> Option<&[u8]> {
     bulk_at(elements.get(1)?, 0)
 }
 
+/// The channel a message frame was published on: the second element of a `message` or
+/// `smessage`, the third of a `pmessage`.
+pub(super) fn channel(message: &[u8]) -> Option<&[u8]> {
+    let at = match frame_kind(message)?.eq_ignore_ascii_case(b"pmessage") {
+        true => 2,
+        false => 1,
+    };
+    let (_, elements) = elements(message)?;
+    bulk_at(elements.get(at)?, 0)
+}
+
 /// `(kind, channel, count)` of a (un)subscribe confirmation, RESP2 array or RESP3 push; the
 /// channel is `None` for the null of an unsubscribe with nothing subscribed.
 pub(super) fn parse_confirmation(frame: &[u8]) -> Option<(Vec<u8>, Option<Bytes>, i64)> {
@@ -165,6 +176,14 @@ mod tests {
         assert_eq!(frame_kind(b"+PONG\r\n"), None);
         assert_eq!(frame_kind(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), Some(&b"pong"[..]));
         assert_eq!(frame_kind(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"), Some(&b"message"[..]));
+    }
+
+    #[test]
+    fn a_message_names_its_channel_after_a_pattern_if_any() {
+        assert_eq!(channel(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"), Some(&b"ch"[..]));
+        let pmessage = b">4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$16\r\n__keyspace@0__:k\r\n$3\r\nset\r\n";
+        assert_eq!(channel(pmessage), Some(&b"__keyspace@0__:k"[..]));
+        assert_eq!(channel(b"+PONG\r\n"), None);
     }
 
     #[test]

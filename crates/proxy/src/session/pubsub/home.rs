@@ -16,13 +16,14 @@ use crate::session::awaited::Command;
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
 impl Session {
-    /// Keyspace notifications (`__keyspace@…`, `__keyevent@…` channels, and patterns starting with
-    /// `__key`) happen on each master for its own keys: the part of a (P)(UN)SUBSCRIBE about them
+    /// Keyspace notifications (`__keyspace@…`, `__keyevent@…` channels, and patterns that may
+    /// match them: `__key*`, `*`) happen on each master for its own keys: the part of a (P)(UN)SUBSCRIBE about them
     /// is sent to every other master too, on mirror connections whose confirmations the client
     /// never sees (it gets the home's, in order and with the right counts).
     pub(super) fn mirror_notifications(&mut self, name: &[u8], request: &Request) {
+        let patterns = name.starts_with(b"p");
         let notifications: Vec<&[u8]> =
-            (1..request.argc()).map(|i| request.arg(i)).filter(|c| is_notification(c)).collect();
+            (1..request.argc()).map(|i| request.arg(i)).filter(|c| is_notification(c, patterns)).collect();
         let has_mirrors = self.subs.as_ref().is_some_and(|s| s.conns.values().any(|c| c.mirror));
         let unsubscribe_all = name.starts_with(b"un") || name.starts_with(b"pun");
         let unsubscribe_all = unsubscribe_all && request.argc() == 1;

@@ -234,7 +234,7 @@ impl Session {
         if let Some(subs) = self.subs.as_mut() {
             subs.conns.insert(part, replacement);
         }
-        let payloads = resubscriptions(&old, |_| true);
+        let payloads = resubscriptions(&old, |_, _| true);
         self.note_replaced(old.link, part, moved.then_some(old.conn));
         for payload in payloads {
             self.sub_send_as(part, Command::own(payload));
@@ -300,12 +300,12 @@ fn is_transient(frame: &[u8]) -> bool {
 }
 
 /// The proxy's own commands that subscribe a connection to what `old` carried and `keep` keeps:
-/// classic channels in one SUBSCRIBE, sharded ones in one SSUBSCRIBE per slot (Redis refuses one
+/// (`keep(name, is_pattern)`): classic channels in one SUBSCRIBE, sharded ones in one SSUBSCRIBE per slot (Redis refuses one
 /// across slots), patterns in one PSUBSCRIBE. A replacement takes everything; a mirror the
 /// keyspace notifications of the classic connection.
-pub(super) fn resubscriptions(old: &SubConn, keep: impl Fn(&[u8]) -> bool) -> Vec<Bytes> {
+pub(super) fn resubscriptions(old: &SubConn, keep: impl Fn(&[u8], bool) -> bool) -> Vec<Bytes> {
     let mut payloads = Vec::new();
-    let channels = old.channels.iter().map(Bytes::as_ref).filter(|c| keep(c));
+    let channels = old.channels.iter().map(Bytes::as_ref).filter(|c| keep(c, false));
     if old.sharded {
         let mut by_slot: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
         for channel in channels {
@@ -315,7 +315,7 @@ pub(super) fn resubscriptions(old: &SubConn, keep: impl Fn(&[u8]) -> bool) -> Ve
     } else {
         payloads.extend(subscription(b"SUBSCRIBE", channels));
     }
-    payloads.extend(subscription(b"PSUBSCRIBE", old.patterns.iter().map(Bytes::as_ref).filter(|p| keep(p))));
+    payloads.extend(subscription(b"PSUBSCRIBE", old.patterns.iter().map(Bytes::as_ref).filter(|p| keep(p, true))));
     payloads
 }
 
