@@ -263,6 +263,42 @@ fn latency_and_memory_diagnostics_name_every_master() {
     assert!(stats.starts_with(first_key.as_bytes()), "{}", String::from_utf8_lossy(&stats[..80.min(stats.len())]));
 }
 
+/// LATENCY HISTOGRAM answers as one node that served every master's commands: per command, the
+/// calls summed and the cumulative counts added up, in the node's shape.
+#[test]
+fn latency_histogram_adds_up_every_masters_distribution() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
+    let mut con = proxy.client();
+    // A command no other test of this binary runs, once on each master's key.
+    for key in cluster.key_per_master("latency:histogram") {
+        raw(&mut con, &["HINCRBYFLOAT", &key, "f", "1.5"]).expect("HINCRBYFLOAT");
+    }
+    let reply = items(raw(&mut con, &["LATENCY", "HISTOGRAM", "hincrbyfloat"]).expect("LATENCY HISTOGRAM"));
+    assert_eq!(reply.len(), 2, "one command, as a node answers: {reply:?}");
+    assert_eq!(text(&reply[0]), "hincrbyfloat");
+    let stats = items(reply[1].clone());
+    assert_eq!((text(&stats[0]), text(&stats[2])), ("calls".to_owned(), "histogram_usec".to_owned()));
+    let calls = int(&stats[1]);
+    let buckets: Vec<i64> = items(stats[3].clone()).iter().map(int).collect();
+    // What the masters say themselves, added up.
+    let direct_calls: i64 = cluster
+        .masters()
+        .iter()
+        .map(|m| {
+            match items(raw(&mut cluster.client(m), &["LATENCY", "HISTOGRAM", "hincrbyfloat"]).expect("on the node")) {
+                node if node.is_empty() => 0,
+                node => int(&items(node[1].clone())[1]),
+            }
+        })
+        .sum();
+    assert!(calls >= 3, "{calls}");
+    assert_eq!(calls, direct_calls, "calls summed over the masters");
+    let counts: Vec<i64> = buckets.iter().skip(1).step_by(2).copied().collect();
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "cumulative, growing at each bucket: {buckets:?}");
+    assert_eq!(counts.last(), Some(&calls), "the last bucket counts every call: {buckets:?}");
+}
+
 /// Complete frames at the start of `buf`.
 fn frames(buf: &[u8]) -> usize {
     let (mut at, mut count) = (0, 0);

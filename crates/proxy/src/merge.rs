@@ -8,7 +8,8 @@
 //! form the nodes used (an array stays an array, a RESP3 set or map stays a set or map).
 //!
 //! Operator commands sent to named nodes (CONFIG, SLOWLOG, LATENCY, MEMORY) are merged in
-//! `merge/nodes.rs`: those merges know which node gave which reply and say so.
+//! `merge/nodes.rs`: those merges know which node gave which reply and say so; LATENCY HISTOGRAM's
+//! per-command distributions are added up in `merge/latency.rs`.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -21,6 +22,7 @@ use crate::error::ProxyError;
 use crate::resp::scan::integer;
 use crate::resp::{FrameScanner, reply, scan};
 
+mod latency;
 mod nodes;
 
 /// Where one key of the original request went: which part, and its index among that part's keys.
@@ -68,6 +70,7 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         Merge::AllOkNamed { command, nodes } => nodes::all_ok_named(parts, command, nodes),
         Merge::Slowlog { nodes, count } => nodes::slowlog(parts, nodes, *count),
         Merge::KeyedByNode { nodes, protocol } => nodes::keyed_by_node(parts, nodes, *protocol),
+        Merge::LatencyHistogram { protocol } => latency::latency_histogram(parts, *protocol),
     };
     merged.unwrap_or_else(|| {
         ProxyError::Merge("proxy received an unexpected reply shape from a node while merging".into()).to_resp()

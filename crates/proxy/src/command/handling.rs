@@ -104,10 +104,10 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         | "latency|history"
         | "latency|doctor"
         | "latency|graph"
-        | "latency|histogram"
         | "memory|stats"
         | "memory|doctor"
         | "memory|malloc-stats" => Admin(AdminKind::PerMaster),
+        "latency|histogram" => Admin(AdminKind::LatencyHistogram),
         "memory|purge" => FanOut(AllOk),
         "swapdb" | "move" => Refuse(SINGLE_DB),
         // Both set state on the node's connection that would apply to whichever client's request

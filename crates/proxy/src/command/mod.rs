@@ -210,9 +210,11 @@ pub enum AdminKind {
     EveryMasterOk,
     /// SLOWLOG GET: every master's entries, newest first, each tagged with its node.
     SlowlogGet,
-    /// LATENCY LATEST / HISTORY / DOCTOR / GRAPH / HISTOGRAM, MEMORY STATS / DOCTOR / MALLOC-STATS:
-    /// every master's own reply, keyed by the master's address ([`Merge::KeyedByNode`]).
+    /// LATENCY LATEST / HISTORY / DOCTOR / GRAPH, MEMORY STATS / DOCTOR / MALLOC-STATS: every
+    /// master's own reply, keyed by the master's address ([`Merge::KeyedByNode`]).
     PerMaster,
+    /// LATENCY HISTOGRAM: every master's, added up as one node's ([`Merge::LatencyHistogram`]).
+    LatencyHistogram,
 }
 
 /// How the replies of a split or fanned-out command become one reply (`crate::merge::merge`).
@@ -277,6 +279,9 @@ pub enum Merge {
     /// Each master's reply as is, keyed by its address: a RESP3 map, or a RESP2 flat array
     /// `[address, reply, …]` (LATENCY, MEMORY STATS).
     KeyedByNode { nodes: Vec<String>, protocol: crate::resp::reply::Protocol },
+    /// LATENCY HISTOGRAM from every master as one node's reply, in the client's `protocol`: per
+    /// command, calls summed and cumulative distributions added up (see `merge/latency.rs`).
+    LatencyHistogram { protocol: crate::resp::reply::Protocol },
 }
 
 /// Which part of the proxy answers a local command.

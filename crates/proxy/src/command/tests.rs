@@ -331,7 +331,8 @@ fn handling_overrides_are_applied() {
         (Admin(AdminKind::SlowlogGet), "slowlog get"),
         (Admin(AdminKind::EveryMasterOk), "slowlog reset"),
         (Admin(AdminKind::PerMaster), "latency latest, latency history, latency doctor, latency graph"),
-        (Admin(AdminKind::PerMaster), "latency histogram, memory stats, memory doctor, memory malloc-stats"),
+        (Admin(AdminKind::PerMaster), "memory stats, memory doctor, memory malloc-stats"),
+        (Admin(AdminKind::LatencyHistogram), "latency histogram"),
     ];
     for (expected, lines) in &cases {
         for line in lines.split(", ") {

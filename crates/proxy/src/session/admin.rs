@@ -31,6 +31,7 @@ impl Session {
             }
             AdminKind::SlowlogGet => Merge::Slowlog { nodes: names, count: slowlog_count(request) },
             AdminKind::PerMaster => Merge::KeyedByNode { nodes: names, protocol: self.state.protocol },
+            AdminKind::LatencyHistogram => Merge::LatencyHistogram { protocol: self.state.protocol },
         };
         let count = nodes.len() as u32;
         let parts = nodes
