@@ -371,20 +371,20 @@ fn latency_histograms_add_up_per_command_as_one_node_would_count() {
     let one = format!("*4\r\n$3\r\nset\r\n{}$3\r\nget\r\n{}", stats(3, &[(8, 2), (16, 3)]), stats(1, &[(4, 1)]));
     let two = format!("*2\r\n$3\r\nset\r\n{}", stats(2, &[(4, 1), (32, 2)]));
     let kind = Merge::LatencyHistogram { protocol: crate::resp::reply::Protocol::Resp2 };
-    let merged = merged(kind, &[one.as_bytes(), two.as_bytes()]);
+    let reply = merged(kind, &[one.as_bytes(), two.as_bytes()]);
     // set: 5 calls; at 4 µs 0 + 1, at 8 µs 2 + 1, at 16 µs 3 + 1, at 32 µs 3 + 2.
     let expected = format!(
         "*4\r\n$3\r\nset\r\n{}$3\r\nget\r\n{}",
         stats(5, &[(4, 1), (8, 3), (16, 4), (32, 5)]),
         stats(1, &[(4, 1)])
     );
-    assert_eq!(String::from_utf8_lossy(&merged), expected);
+    assert_eq!(String::from_utf8_lossy(&reply), expected);
 
     // RESP3 maps in, a map out; no command on any master: an empty map.
     let resp3 = Merge::LatencyHistogram { protocol: crate::resp::reply::Protocol::Resp3 };
     let map = b"%1\r\n$3\r\nget\r\n%2\r\n$5\r\ncalls\r\n:1\r\n$14\r\nhistogram_usec\r\n%1\r\n:4\r\n:1\r\n";
-    assert_eq!(&merged(resp3.clone(), &[map, b"%0\r\n"])[..], &map[..]);
-    assert_eq!(&merged(resp3.clone(), &[b"%0\r\n", b"%0\r\n"])[..], b"%0\r\n");
+    assert_eq!(&merged(resp3.clone(), &[&map[..], b"%0\r\n"])[..], &map[..]);
+    assert_eq!(&merged(resp3.clone(), &[&b"%0\r\n"[..], b"%0\r\n"])[..], b"%0\r\n");
     // Not a histogram: a shape error, not a panic.
-    assert!(is_shape_error(&merged(resp3.clone(), &[b"*2\r\n$3\r\nset\r\n:1\r\n"])));
+    assert!(is_shape_error(&merged(resp3, &[&b"*2\r\n$3\r\nset\r\n:1\r\n"[..]])));
 }
