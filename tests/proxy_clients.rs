@@ -301,6 +301,46 @@ fn client_pause_write_lets_a_no_writes_script_through() {
     assert!(held >= Duration::from_millis(550), "PUBLISH was not held: {held:?}");
 }
 
+/// CLIENT PAUSE WRITE goes by a function's own flags, as Redis' `fcallGetCommandFlags` does (and
+/// Redis' pause.tcl checks): FCALL of a function that declares `no-writes` runs during the pause,
+/// FCALL or FCALL_RO of one that does not waits. The proxy reads the flags from a master as the
+/// pause starts.
+#[test]
+fn client_pause_write_lets_fcall_of_a_no_writes_function_through() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let (mut admin, _) = named(&proxy, "admin");
+    let (mut worker, _) = named(&proxy, "functions");
+    let library = "#!lua name=pausefns\n\
+        redis.register_function{function_name='pause_reader', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}\n\
+        redis.register_function('pause_writer', function(keys) return redis.call('SET', keys[1], 'w') end)";
+    let _: String =
+        redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(library).query(&mut worker).expect("FUNCTION LOAD");
+    let key = "clients:pause-function";
+    let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut worker).expect("SET");
+
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1500).arg("WRITE").query(&mut admin).expect("CLIENT PAUSE WRITE");
+    let paused_at = Instant::now();
+    let value: String =
+        redis::cmd("FCALL").arg("PAUSE_READER").arg(1).arg(key).query(&mut worker).expect("FCALL reader");
+    assert_eq!(value, "v");
+    let read_in = paused_at.elapsed();
+    assert!(read_in < Duration::from_millis(1000), "FCALL of a no-writes function was held: {read_in:?}");
+    // FCALL_RO of a function that may write is held too (and then refused by the node).
+    let refused = redis::cmd("FCALL_RO").arg("pause_writer").arg(1).arg(key).query::<()>(&mut worker);
+    let refused = refused.expect_err("FCALL_RO of a writing function").to_string();
+    assert!(refused.contains("write flag"), "{refused}");
+    let held = paused_at.elapsed();
+    assert!(held >= Duration::from_millis(1400), "FCALL_RO of a writing function was not held: {held:?}");
+
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(600).arg("WRITE").query(&mut admin).expect("CLIENT PAUSE WRITE");
+    let paused_at = Instant::now();
+    let _: () = redis::cmd("FCALL").arg("pause_writer").arg(1).arg(key).query(&mut worker).expect("FCALL writer");
+    let held = paused_at.elapsed();
+    assert!(held >= Duration::from_millis(550), "FCALL of a writing function was not held: {held:?}");
+
+    let _: String = redis::cmd("FUNCTION").arg("DELETE").arg("pausefns").query(&mut worker).expect("FUNCTION DELETE");
+}
+
 /// CLIENT SETINFO as Redis 7.2 takes it (Redis 7.0 has no SETINFO; the texts are 7.2's
 /// `clientSetinfoCommand`): a value with spaces, newlines or other bytes outside `!`..=`~` is
 /// refused, naming the attribute as the client typed it; an empty value clears the attribute.

@@ -222,6 +222,7 @@ fn shared_state(
         refresh_on_moved: config.topology.refresh_on_moved,
         stats: Stats::default(),
         identity: crate::identity::Identity::new(config),
+        functions: Default::default(),
         hold: Arc::new(HoldBudget::new(
             config.upstream.failover_wait,
             HoldLimits {

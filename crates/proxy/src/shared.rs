@@ -42,6 +42,8 @@ pub struct Shared {
     pub stats: Stats,
     /// What `INFO server` reports about the proxy's process.
     pub identity: crate::identity::Identity,
+    /// Whether each function may write, for what a CLIENT PAUSE WRITE lets through.
+    pub functions: crate::executor::functions::FunctionFlags,
     /// Bounds and counts of requests held while the cluster fails over.
     pub hold: Arc<HoldBudget>,
     /// Scripts seen through EVAL and SCRIPT LOAD, by SHA1, for NOSCRIPT recovery.

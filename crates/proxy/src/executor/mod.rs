@@ -14,6 +14,7 @@
 //! The order of replies is not its business (the session's pipeline releases them in request
 //! order); the order in which parts reach the nodes is, where a part is sent again.
 
+pub mod functions;
 pub mod hold;
 pub mod outcome;
 mod own;

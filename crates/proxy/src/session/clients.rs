@@ -340,6 +340,11 @@ impl Clients {
             *pause = None;
             self.paused.store(false, Ordering::Release);
         }
+        self.signal_all();
+    }
+
+    /// Has every client look at what it holds again (a pause ended, or lets more through).
+    pub fn signal_all(&self) {
         for entry in self.entries.iter() {
             entry.signal();
         }

@@ -160,6 +160,12 @@ impl Session {
         (!pause.writes_only || writes()) && spec.handling != Handling::Local(LocalKind::Unpause)
     }
 
+    /// Whether the pause in force still holds `request`, held earlier (what a WRITE pause lets
+    /// through may have grown since: the functions' flags came in).
+    pub(super) fn still_paused(&self, request: &Request) -> bool {
+        self.shared.table.lookup(request).is_none_or(|spec| self.paused(spec, request))
+    }
+
     /// Inside MULTI commands are queued, not routed: they run together at EXEC. What one node
     /// cannot answer for the whole cluster (fan-out) and subscriptions cannot be part of a node's
     /// transaction; PING and ECHO mean the same on the node. Settings (CONFIG SET) run in the
@@ -192,8 +198,17 @@ impl Session {
 }
 
 /// Whether a command writes or may replicate: what CLIENT PAUSE WRITE holds. A script's shebang
-/// flags decide for it, as in Redis' `getCommandFlags` (a `no-writes` script is a read).
+/// flags and a function's flags decide for them, as in Redis' `getCommandFlags` (a `no-writes`
+/// script or function is a read).
 fn may_write(shared: &Shared, spec: &CommandSpec, request: &Request) -> bool {
+    // A function's flags replace FCALL's and FCALL_RO's: one that declares `no-writes` writes
+    // nothing, any other may (FCALL_RO then refuses to run it, once the pause lets it go).
+    if matches!(spec.name.as_str(), "fcall" | "fcall_ro")
+        && request.argc() > 1
+        && let Some(writes) = shared.functions.writes(request.arg(1))
+    {
+        return writes;
+    }
     crate::executor::scripts::shebang_writes(&shared.scripts, spec, request)
         .unwrap_or_else(|| spec.is_write() || spec.flags.contains(CommandFlags::MAY_REPLICATE))
 }

@@ -79,7 +79,12 @@ impl Session {
                 let format = clients::LineFormat::of_version(&self.shared.topology.reported_version());
                 let (table, state) = (&self.shared.table, &self.state);
                 match clients::command(&self.shared.clients, table, state, &request, format, user_exists) {
-                    Ok(reply) => self.pipeline.push_ready(reply, meta),
+                    Ok(reply) => {
+                        if is_pause_write(&request) {
+                            crate::executor::functions::learn_for_pause(&self.shared);
+                        }
+                        self.pipeline.push_ready(reply, meta);
+                    }
                     Err(error) => self.push_error(error, meta),
                 }
                 // Killed by its own CLIENT KILL: as Redis closes after the reply, nothing read after
@@ -323,4 +328,11 @@ fn channel_of(route: &Route, spec: &CommandSpec) -> Option<Channel> {
         Route::Stateful(StatefulKind::Transaction | StatefulKind::Blocking) => Some(Channel::Own),
         Route::Stateful(StatefulKind::PubSub) | Route::Local(_) | Route::Refuse(_) => None,
     }
+}
+
+/// `CLIENT PAUSE <ms> WRITE`, which lets FCALL of `no-writes` functions through.
+fn is_pause_write(request: &Request) -> bool {
+    request.argc() == 4
+        && request.arg(1).eq_ignore_ascii_case(b"pause")
+        && request.arg(3).eq_ignore_ascii_case(b"write")
 }

@@ -490,7 +490,7 @@ impl Session {
         }
         if let Some(mut held) = self.held.take() {
             let pause = self.shared.clients.current_pause();
-            if pause.is_none() || Instant::now() >= held.until {
+            if pause.is_none() || Instant::now() >= held.until || !self.still_paused(&held.request) {
                 self.entry.set_postponed(false);
                 self.run_request(&io.shared, held.request, held.read_at, held.dropped);
                 return Settled::Again;
