@@ -94,6 +94,9 @@ fn keyspace_notifications_reach_a_proxy_subscriber_from_every_master() {
     // messages PUBLISH sends (which the cluster bus brings to every node) arrive once.
     let mut catch_all = proxy.client();
     let mut everything = catch_all.as_pubsub();
+    // Subscribed already, so the home's connection is up and confirms the PSUBSCRIBE at once,
+    // while the mirrors it needs are opened now.
+    everything.subscribe("catch-all:first").expect("SUBSCRIBE");
     everything.psubscribe("*").expect("PSUBSCRIBE *");
     everything.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let next_of = |everything: &mut redis::PubSub<'_>, wanted: &str| -> Option<String> {
@@ -106,8 +109,13 @@ fn keyspace_notifications_reach_a_proxy_subscriber_from_every_master() {
         }
         None
     };
-    for key in cluster.key_per_master("notify:all") {
-        assert_eq!(query_args(&mut admin, &["SET", &key, "v"]), Ok(Value::Okay));
+    // Written at once after the confirmation, which (as on one node) promises every notification
+    // published after it: the other masters' mirrors must have subscribed before it came.
+    let keys: Vec<String> = cluster.key_per_master("notify:all").into_iter().rev().collect();
+    for key in &keys {
+        assert_eq!(query_args(&mut admin, &["SET", key, "v"]), Ok(Value::Okay));
+    }
+    for key in &keys {
         let channel = format!("__keyspace@0__:{key}");
         assert_eq!(next_of(&mut everything, &channel).as_deref(), Some("set"), "{key}");
     }

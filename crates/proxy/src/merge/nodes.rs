@@ -131,13 +131,18 @@ fn disagreement(name: &[u8], values: &[Option<&[u8]>], nodes: &[String]) -> Stri
     format!("{name}: {}", shown.join(", "))
 }
 
-/// `+OK` when every node said `+OK`; else one error naming every node that did not, grouped by
-/// what they answered, e.g. `ERR CONFIG SET failed on 127.0.0.1:7001 (ERR Unsupported CONFIG
-/// parameter: foo); 5 of 6 nodes said OK`. The nodes that said OK keep the change: Redis has no
-/// way to apply a setting to several nodes at once, and the count tells the operator so.
+/// `+OK` when every node said `+OK`; the error itself when every node answered the same error (no
+/// node took the change: one node's answer, as Redis' own tests expect it); else one error naming
+/// every node that did not say OK, grouped by what they answered, e.g. `ERR CONFIG SET failed on
+/// 127.0.0.1:7001 (ERR Unsupported CONFIG parameter: foo); 5 of 6 nodes said OK`. The nodes that
+/// said OK keep the change: Redis has no way to apply a setting to several nodes at once, and the
+/// count tells the operator so.
 pub(super) fn all_ok_named(parts: &[Bytes], command: &str, nodes: &[String]) -> Option<Bytes> {
     if parts.is_empty() || parts.len() != nodes.len() {
         return None;
+    }
+    if super::is_error(&parts[0]) && parts.iter().all(|part| part == &parts[0]) {
+        return Some(parts[0].clone());
     }
     let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
     for (part, node) in parts.iter().zip(nodes) {

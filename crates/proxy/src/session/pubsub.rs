@@ -44,6 +44,11 @@ pub(super) struct Subscriptions {
     /// When to look at the home again though the map did not change (the classic connection is on
     /// a stand-in, see [`Session::rehome_if_moved`]).
     look_again_at: Option<Instant>,
+    /// Frames for the client (with whether its reply is dropped) held while a mirror has not yet
+    /// confirmed what the client's (P)(UN)SUBSCRIBE asked of it: one node's confirmation promises
+    /// every notification published after it, so the client's waits for the mirrors' too, and
+    /// what comes after it waits behind it.
+    held_for_mirrors: Vec<(Bytes, bool)>,
 }
 
 #[derive(Debug)]
@@ -377,14 +382,16 @@ impl Session {
             (Answer::default(), frame)
         };
         if answer.swallowed {
-            // The last of the proxy's own confirmations may be what kept the client subscribed.
+            // A mirror's confirmation may be what the client's waited for; the last of the proxy's
+            // own confirmations may be what kept the client subscribed.
+            self.release_held_for_mirrors();
             if confirmation {
                 self.leave_subscribed_if_done();
             }
             return;
         }
         let frame = self.in_client_protocol(frame, from_resp3);
-        self.write_direct(&frame, answer.dropped);
+        self.deliver(frame, answer.dropped);
         if confirmation {
             self.leave_subscribed_if_done();
         } else if message && !self.awaiting_confirmations() {
@@ -479,11 +486,38 @@ impl Session {
     }
 
     /// Back to normal mode once nothing is subscribed any more.
+    /// Writes a subscription frame for the client, unless a mirror has yet to confirm what the
+    /// client asked (see [`Subscriptions::held_for_mirrors`]).
+    fn deliver(&mut self, frame: Bytes, dropped: bool) {
+        match self.subs.as_mut() {
+            Some(subs) if subs.mirrors_awaiting() || !subs.held_for_mirrors.is_empty() => {
+                subs.held_for_mirrors.push((frame, dropped));
+                self.release_held_for_mirrors();
+            }
+            _ => self.write_direct(&frame, dropped),
+        }
+    }
+
+    /// Writes the frames held for the mirrors' confirmations once none is awaited (or the mirror
+    /// that owed one is gone).
+    pub(super) fn release_held_for_mirrors(&mut self) {
+        let Some(subs) = self.subs.as_mut().filter(|subs| !subs.mirrors_awaiting()) else { return };
+        for (frame, dropped) in std::mem::take(&mut subs.held_for_mirrors) {
+            self.write_direct(&frame, dropped);
+        }
+    }
+
     fn leave_subscribed_if_done(&mut self) {
         let done = self.subs.as_ref().is_some_and(|s| s.conns.values().all(|c| c.count == 0 && !c.awaiting.any()));
         if done {
             self.leave_subscriptions();
         }
+    }
+}
+
+impl Subscriptions {
+    fn mirrors_awaiting(&self) -> bool {
+        self.conns.values().any(|c| c.mirror && c.awaiting.any())
     }
 }
 

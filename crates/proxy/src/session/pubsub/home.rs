@@ -72,6 +72,7 @@ impl Session {
         let notifications = resubscriptions(classic, is_notification);
         let is_master = |addr: &str| routing.masters().iter().any(|m| m.addr() == addr);
         subs.conns.retain(|_, c| !c.mirror || (c.conn.addr() != on && is_master(c.conn.addr())));
+        self.release_held_for_mirrors();
         if notifications.is_empty() {
             return;
         }
