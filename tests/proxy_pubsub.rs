@@ -525,3 +525,37 @@ fn reset_from_a_resp3_subscriber_leaves_subscribed_mode() {
     });
     assert!(unheard, "the channel still has a subscriber after RESET");
 }
+
+/// A pattern subscription's confirmation promises, as on one node, every notification published
+/// after it: it waits until the mirrors on the other masters subscribed too. Here one of those
+/// masters is frozen while the client subscribes: the confirmation comes once it answers, and a
+/// key written there right after the confirmation is notified.
+#[test]
+fn a_notification_pattern_is_confirmed_once_every_mirror_subscribed() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut admin = proxy.client();
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("notify-keyspace-events").arg("KA").query(&mut admin).expect("CONFIG SET");
+    let other = cluster.masters_in_slot_order()[1].clone();
+    let key = cluster.key_per_master("mirror:wait")[1].clone();
+    let mut listener = proxy.client();
+    let mut events = listener.as_pubsub();
+    // The home's connection is up: it confirms at once, the mirrors are opened for the pattern.
+    events.subscribe("mirror:first").expect("SUBSCRIBE");
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        cluster.pause(&other);
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(600));
+            cluster.resume(&other);
+        });
+        events.psubscribe("__keyspace@0__:mirror:*").expect("PSUBSCRIBE");
+    });
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(500), "confirmed before the frozen master's mirror subscribed: {waited:?}");
+    let _: () = redis::cmd("SET").arg(&key).arg("v").query(&mut admin).expect("SET");
+    events.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let message = events.get_message().expect("the notification of a key written right after the confirmation");
+    assert_eq!(message.get_channel_name(), format!("__keyspace@0__:{key}"));
+}
