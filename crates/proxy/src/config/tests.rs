@@ -412,7 +412,10 @@ fn load_names_the_file() {
     assert!(error.to_string().contains("absent.toml"), "{error}");
 
     std::fs::write(&path, MINIMAL).expect("write");
-    assert_eq!(Config::load(&path).ok(), Config::from_toml(MINIMAL).ok());
+    let loaded = Config::load(&path).expect("valid");
+    // The file is remembered (INFO server's config_file), as an absolute path.
+    assert_eq!(loaded.file.as_deref(), Some(path.as_path()));
+    assert_eq!(Some(Config { file: None, ..loaded }), Config::from_toml(MINIMAL).ok());
 }
 
 #[test]
