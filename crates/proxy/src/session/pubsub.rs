@@ -485,7 +485,6 @@ impl Session {
         self.entry.publish_subscriptions(sub, psub, ssub);
     }
 
-    /// Back to normal mode once nothing is subscribed any more.
     /// Writes a subscription frame for the client, unless a mirror has yet to confirm what the
     /// client asked (see [`Subscriptions::held_for_mirrors`]).
     fn deliver(&mut self, frame: Bytes, dropped: bool) {
@@ -507,6 +506,7 @@ impl Session {
         }
     }
 
+    /// Back to normal mode once nothing is subscribed any more.
     fn leave_subscribed_if_done(&mut self) {
         let done = self.subs.as_ref().is_some_and(|s| s.conns.values().all(|c| c.count == 0 && !c.awaiting.any()));
         if done {
