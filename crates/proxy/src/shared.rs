@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::auth::Access;
 use crate::command::CommandTable;
@@ -57,7 +57,6 @@ pub struct Shared {
 /// Process-wide counters shown by `INFO`.
 #[derive(Debug)]
 pub struct Stats {
-    pub started: Instant,
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
     next_client_id: AtomicU64,
@@ -66,7 +65,6 @@ pub struct Stats {
 impl Default for Stats {
     fn default() -> Stats {
         Stats {
-            started: Instant::now(),
             connected_clients: AtomicUsize::new(0),
             total_connections: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
