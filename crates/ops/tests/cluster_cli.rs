@@ -394,20 +394,24 @@ fn add_and_remove_a_master_under_client_load_lose_nothing() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (errors_tx, errors_rx) = mpsc::channel::<String>();
+    let mut con = cluster_client(&servers[0]);
+    // Every key written once before the nodes change, so that the writer may stop at any command:
+    // a client whose map went stale after the removal retries each command with backoff (against
+    // the reset node's CLUSTERDOWN), and a first round still under way then lasted for hours in CI.
+    for i in 0..2000 {
+        let _: () = con.set(format!("load:{i}"), format!("v{i}")).unwrap();
+    }
     let writer = {
         let stop = Arc::clone(&stop);
-        let mut con = cluster_client(&servers[0]);
         std::thread::spawn(move || {
             let mut rounds = 0u64;
-            // Bounded: the main thread stops it (looked at before every command once the first
-            // round, which writes every key, is done: a client whose map went stale after the
-            // removal retries each command with backoff, so a round could last for minutes); the
-            // deadline is a backstop.
+            // Bounded: the main thread stops it (looked at before every command); the deadline is
+            // a backstop.
             let deadline = Instant::now() + Duration::from_secs(300);
-            let stopped = |rounds: u64| rounds > 0 && (stop.load(Ordering::Relaxed) || Instant::now() > deadline);
-            while !stopped(rounds) {
+            let stopped = || stop.load(Ordering::Relaxed) || Instant::now() > deadline;
+            while !stopped() {
                 for i in 0..2000 {
-                    if stopped(rounds) {
+                    if stopped() {
                         break;
                     }
                     let (key, value) = (format!("load:{i}"), format!("v{i}"));
