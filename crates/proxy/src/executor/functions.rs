@@ -2,8 +2,9 @@
 //! `CLIENT PAUSE WRITE` starts.
 //!
 //! Redis lets an FCALL through a WRITE pause when its function declares `no-writes`, and holds an
-//! FCALL_RO of one that does not: a function's flags replace the command's own (`fcallGetCommandFlags`, `scriptFlagsToCmdFlags`). The
-//! proxy holds paused requests itself, so it needs those flags too. Functions are loaded on every
+//! FCALL_RO of one that does not: a function's flags replace the command's own
+//! (`fcallGetCommandFlags`, `scriptFlagsToCmdFlags`). The proxy holds paused requests itself, so
+//! it needs those flags too. Functions are loaded on every
 //! master alike (FUNCTION LOAD goes to all of them) and a WRITE pause holds FUNCTION LOAD and
 //! DELETE, so one master's list, read as the pause starts, holds while it lasts. Until the list is
 //! in, every FCALL is held, as one of an unknown function is (FCALL itself may replicate).
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use redis_protocol::resp2::types::OwnedFrame;
 
 use crate::shared::Shared;
+use crate::topology::map::{as_array, as_text, field};
 use crate::upstream::connect;
 
 /// Every function's lowercase name (function names are matched regardless of case, as Redis'
@@ -63,32 +65,17 @@ pub fn learn_for_pause(shared: &Arc<Shared>) {
 /// field names and values, `functions` an array of such arrays), each with whether its `flags`
 /// leave out `no-writes`.
 fn function_writes(list: &OwnedFrame) -> HashMap<Vec<u8>, bool> {
-    let OwnedFrame::Array(libraries) = list else {
-        return HashMap::new();
+    let libraries = as_array(list).unwrap_or_default();
+    let functions = libraries.iter().filter_map(|library| field(as_array(library)?, "functions").and_then(as_array));
+    let writes = |function: &[OwnedFrame]| {
+        let flags = field(function, "flags").and_then(as_array).unwrap_or_default();
+        !flags.iter().any(|flag| as_text(flag) == Some("no-writes"))
     };
-    let functions = libraries.iter().filter_map(|library| field(library, b"functions"));
-    let functions = functions.filter_map(|f| match f {
-        OwnedFrame::Array(functions) => Some(functions),
-        _ => None,
+    let named = functions.flatten().filter_map(|function| {
+        let function = as_array(function)?;
+        Some((field(function, "name").and_then(as_text)?.to_ascii_lowercase().into_bytes(), writes(function)))
     });
-    let no_writes = |function: &OwnedFrame| matches!(field(function, b"flags"), Some(OwnedFrame::Array(flags)) if flags.iter().any(|f| bytes(f) == Some(b"no-writes")));
-    let named =
-        functions.flatten().filter_map(|f| Some((bytes(field(f, b"name")?)?.to_ascii_lowercase(), !no_writes(f))));
     named.collect()
-}
-
-/// The value after field `name` in a flat `[name, value, …]` array.
-fn field<'a>(entry: &'a OwnedFrame, name: &[u8]) -> Option<&'a OwnedFrame> {
-    let OwnedFrame::Array(pairs) = entry else { return None };
-    pairs.chunks_exact(2).find(|pair| bytes(&pair[0]) == Some(name)).map(|pair| &pair[1])
-}
-
-fn bytes(frame: &OwnedFrame) -> Option<&[u8]> {
-    match frame {
-        OwnedFrame::BulkString(b) => Some(b),
-        OwnedFrame::SimpleString(s) => Some(s),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

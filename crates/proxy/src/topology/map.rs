@@ -210,7 +210,8 @@ fn slot_number(n: i64) -> Result<Slot, &'static str> {
     u16::try_from(n).ok().filter(|&s| s < SLOT_COUNT).ok_or("slot number out of range")
 }
 
-fn as_array(frame: &OwnedFrame) -> Option<&[OwnedFrame]> {
+/// The items of an array reply.
+pub(crate) fn as_array(frame: &OwnedFrame) -> Option<&[OwnedFrame]> {
     match frame {
         OwnedFrame::Array(items) => Some(items),
         _ => None,
@@ -225,15 +226,16 @@ fn as_integer(frame: &OwnedFrame) -> Option<i64> {
     }
 }
 
-fn as_text(frame: &OwnedFrame) -> Option<&str> {
+/// A bulk or simple string reply as text.
+pub(crate) fn as_text(frame: &OwnedFrame) -> Option<&str> {
     match frame {
         OwnedFrame::BulkString(s) | OwnedFrame::SimpleString(s) => std::str::from_utf8(s).ok(),
         _ => None,
     }
 }
 
-/// The value after `name` in a flat key/value array.
-fn field<'a>(fields: &'a [OwnedFrame], name: &str) -> Option<&'a OwnedFrame> {
+/// The value after `name` in a flat key/value array (CLUSTER SHARDS, FUNCTION LIST).
+pub(crate) fn field<'a>(fields: &'a [OwnedFrame], name: &str) -> Option<&'a OwnedFrame> {
     fields.chunks(2).find(|pair| as_text(&pair[0]) == Some(name)).and_then(|pair| pair.get(1))
 }
 
