@@ -296,3 +296,44 @@ fn info_has_every_default_section_with_cluster_wide_data_numbers() {
     assert!(set_calls >= 30, "{stats}");
     assert!(!stats.contains("# Server"), "only the section asked for");
 }
+
+/// INFO persistence is the masters': their writes since the last save added up (what Redis' own
+/// tests read as `rdb_changes_since_last_save`), states and durations as one node shows them,
+/// not summed.
+#[test]
+fn info_persistence_adds_up_the_masters_changes_and_keeps_states_unsummed() {
+    let cluster = Cluster::shared();
+    let proxy = proxy();
+    let mut con = proxy.client();
+    let number = |text: &str, name: &str| -> i64 {
+        info_field(text, name).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} in:\n{text}"))
+    };
+    let masters = cluster.masters();
+    let node_sections = || -> Vec<String> {
+        masters
+            .iter()
+            .map(|m| redis::cmd("INFO").arg("persistence").query(&mut cluster.client(m)).expect("node INFO"))
+            .collect()
+    };
+    let changes_on_nodes =
+        |sections: &[String]| -> i64 { sections.iter().map(|text| number(text, "rdb_changes_since_last_save")).sum() };
+    let before = changes_on_nodes(&node_sections());
+    let keys = cluster.key_per_master("info:persistence");
+    for key in &keys {
+        let _: () = con.set(key, 1).expect("SET");
+    }
+    let text: String = redis::cmd("INFO").arg("persistence").query(&mut con).expect("INFO persistence");
+    let nodes = node_sections();
+    let changes = number(&text, "rdb_changes_since_last_save");
+    // Other tests write to the shared cluster meanwhile: the sum lies between the two readings.
+    assert!(
+        before + keys.len() as i64 <= changes && changes <= changes_on_nodes(&nodes),
+        "{before} {changes} {nodes:?}"
+    );
+    assert_eq!(number(&text, "loading"), 0);
+    let fold = |name: &str, pick: fn(i64, i64) -> i64| nodes.iter().map(|t| number(t, name)).reduce(pick);
+    assert_eq!(Some(number(&text, "aof_enabled")), fold("aof_enabled", i64::max));
+    assert_eq!(Some(number(&text, "rdb_last_bgsave_time_sec")), fold("rdb_last_bgsave_time_sec", i64::max));
+    assert_eq!(Some(number(&text, "rdb_last_save_time")), fold("rdb_last_save_time", i64::min));
+    assert_eq!(info_field(&text, "rdb_last_bgsave_status"), Some("ok"));
+}

@@ -44,8 +44,9 @@ fn script_load_reaches_every_master_so_evalsha_works_on_any_key() {
     }
 }
 
+/// SCRIPT EXISTS says whether EVALSHA of a script works through the proxy on any key.
 #[test]
-fn script_exists_is_true_only_when_every_master_has_the_script() {
+fn script_exists_is_true_when_every_master_has_the_script_or_the_proxy_can_load_it() {
     let cluster = Cluster::shared();
     let proxy = Proxy::start(cluster, ProxyOptions::default());
     let mut con = proxy.client();
@@ -59,6 +60,39 @@ fn script_exists_is_true_only_when_every_master_has_the_script() {
 
     assert_eq!(raw(&mut con, &["SCRIPT", "LOAD", script]), Ok(bulk(&sha)));
     assert_eq!(exists(&mut con), Ok(Value::Array(vec![Value::Int(1), Value::Int(0)])));
+
+    // EVAL caches a script on the master that ran it only; the proxy remembers its body and loads
+    // it where an EVALSHA meets -NOSCRIPT, so it exists (Redis' scripting.tcl asks just this).
+    let evaluated = "return 'fanout-exists-eval'";
+    let key = "fanout:exists-eval";
+    assert_eq!(raw(&mut con, &["EVAL", evaluated, "1", key]), Ok(bulk("fanout-exists-eval")));
+    let sha = sha1_hex(evaluated);
+    let holders = cluster
+        .masters()
+        .into_iter()
+        .filter(|m| raw(&mut cluster.client(m), &["SCRIPT", "EXISTS", &sha]) == Ok(Value::Array(vec![Value::Int(1)])));
+    assert_eq!(holders.count(), 1, "EVAL caches on one master");
+    assert_eq!(raw(&mut con, &["SCRIPT", "EXISTS", &sha.to_uppercase()]), Ok(Value::Array(vec![Value::Int(1)])));
+    for key in cluster.key_per_master("fanout:exists-evalsha") {
+        assert_eq!(raw(&mut con, &["EVALSHA", &sha, "1", &key]), Ok(bulk("fanout-exists-eval")), "{key}");
+    }
+
+    // A script that did not compile is cached nowhere: remembered by the proxy, it still does not
+    // exist.
+    let broken = "return 'fanout-exists-broken";
+    let error = raw(&mut con, &["EVAL", broken, "1", key]).expect_err("a compile error");
+    assert!(error.contains("compiling script"), "{error}");
+    assert_eq!(raw(&mut con, &["SCRIPT", "EXISTS", &sha1_hex(broken)]), Ok(Value::Array(vec![Value::Int(0)])));
+}
+
+/// The hex SHA1 of `script`, as Redis names scripts: computed by a node's `redis.sha1hex`, so
+/// that nothing caches `script` itself (SCRIPT LOAD would).
+fn sha1_hex(script: &str) -> String {
+    let mut node = Cluster::shared().client(&Cluster::shared().masters()[0]);
+    match raw(&mut node, &["EVAL", "return redis.sha1hex(ARGV[1])", "0", script]) {
+        Ok(Value::BulkString(sha)) => String::from_utf8(sha).expect("hex"),
+        other => panic!("redis.sha1hex: {other:?}"),
+    }
 }
 
 #[test]

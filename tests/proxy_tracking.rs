@@ -386,6 +386,39 @@ fn the_table_stays_within_its_limit_and_evicted_keys_are_invalidated() {
     assert_eq!(proxy.metric("redisforge_tracking_evictions_total"), Some(9000.0));
 }
 
+/// `CONFIG SET tracking-table-max-keys` bounds the proxy's table too, the one its clients' reads
+/// are in: keys beyond the new bound are invalidated at once (Redis within a second), also when
+/// the CONFIG SET ran in a transaction.
+#[test]
+fn config_set_tracking_table_max_keys_bounds_the_proxys_table() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
+    let mut reader = tracker(&proxy, cluster, &[]);
+    for i in 0..3 {
+        assert_eq!(call_quiet(&mut reader, &["GET", &format!("trk-config:{i}")]), "_\r\n");
+    }
+    let mut admin = proxy.client();
+    let set_max = |admin: &mut redis::Connection, max: &str| {
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("tracking-table-max-keys").arg(max).query(admin).expect("SET");
+    };
+    set_max(&mut admin, "2");
+    assert_eq!(expect_frames(&mut reader, 1), vec![push_for("trk-config:0")], "the oldest key goes");
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg("tracking-table-max-keys")
+        .arg("1")
+        .ignore()
+        .query(&mut admin)
+        .expect("MULTI CONFIG SET EXEC");
+    assert_eq!(expect_frames(&mut reader, 1), vec![push_for("trk-config:1")]);
+    assert_eq!(proxy.metric("redisforge_tracking_keys"), Some(1.0));
+    // Redis' default again, on the nodes of the shared cluster too.
+    set_max(&mut admin, "1000000");
+    assert!(drain(&mut reader, Duration::from_millis(300), 10).is_empty(), "nothing more evicted");
+}
+
 #[test]
 fn a_lost_tracking_stream_flushes_every_cache_and_comes_back() {
     let cluster = Cluster::shared();

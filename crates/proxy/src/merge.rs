@@ -57,7 +57,7 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         }
         Merge::ArrayInKeyOrder => array_in_key_order(parts, places),
         Merge::SameReply => same_reply(parts),
-        Merge::AllTrue => all_true(parts),
+        Merge::ScriptExists { remembered } => script_exists(parts, remembered),
         Merge::AnyOk => any_ok(parts),
         Merge::ConcatArrays => concat_arrays(parts),
         Merge::FirstNonNull => first_non_null(parts),
@@ -272,8 +272,10 @@ fn truth(element: &[u8]) -> Option<bool> {
     }
 }
 
-/// Element-wise AND of arrays of truth values of equal length (SCRIPT EXISTS).
-fn all_true(parts: &[Bytes]) -> Option<Bytes> {
+/// SCRIPT EXISTS: the masters' arrays of truth values (of equal length) combined element-wise,
+/// as [`Merge::ScriptExists`] says: every master's true, or one master's when the proxy
+/// remembers the script (`remembered[i]`).
+fn script_exists(parts: &[Bytes], remembered: &[bool]) -> Option<Bytes> {
     let arrays = aggregates(parts, b"*")?;
     let len = arrays[0].elements.len();
     if arrays.iter().any(|a| a.elements.len() != len) {
@@ -284,8 +286,13 @@ fn all_true(parts: &[Bytes]) -> Option<Bytes> {
     for i in 0..len {
         let values: Vec<&[u8]> = parts.iter().zip(&arrays).map(|(p, a)| &p[a.elements[i].clone()]).collect();
         let truths: Vec<bool> = values.iter().map(|v| truth(v)).collect::<Option<_>>()?;
-        // The first false answer, else the first master's true one: copied as received.
-        let chosen = truths.iter().position(|t| !t).unwrap_or(0);
+        // The deciding answer, copied as received: for a remembered script the first true one,
+        // else the first false one; failing that, the first master's.
+        let deciding = match remembered.get(i).copied().unwrap_or(false) {
+            true => truths.iter().position(|t| *t),
+            false => truths.iter().position(|t| !t),
+        };
+        let chosen = deciding.unwrap_or(0);
         out.extend_from_slice(values[chosen]);
     }
     Some(out.freeze())

@@ -56,7 +56,7 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         }
         // EVALSHA and FCALL may go to any master, so scripts and functions are loaded on all.
         "script|load" | "function|load" => FanOut(SameReply),
-        "script|exists" => FanOut(AllTrue),
+        "script|exists" => Admin(AdminKind::ScriptExists),
         "script|kill" | "function|kill" => FanOut(AnyOk),
         // A script EVAL cached is known only to the master that ran it (Valkey 8's SCRIPT SHOW).
         "script|show" => FanOut(AnyOk),

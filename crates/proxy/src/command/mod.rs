@@ -215,6 +215,8 @@ pub enum AdminKind {
     PerMaster,
     /// LATENCY HISTOGRAM: every master's, added up as one node's ([`Merge::LatencyHistogram`]).
     LatencyHistogram,
+    /// SCRIPT EXISTS: every master, and the scripts the proxy remembers ([`Merge::ScriptExists`]).
+    ScriptExists,
 }
 
 /// How the replies of a split or fanned-out command become one reply (`crate::merge::merge`).
@@ -236,9 +238,11 @@ pub enum Merge {
     /// The reply every part gave, which must be the same everywhere (SCRIPT LOAD's SHA1, FUNCTION
     /// LOAD's library name); `-ERR nodes disagree: …` when it is not.
     SameReply,
-    /// Arrays of 0/1 ANDed element-wise (SCRIPT EXISTS: a script exists only if every master has
-    /// it).
-    AllTrue,
+    /// SCRIPT EXISTS: arrays of 0/1, one per master, combined element-wise. A script exists when
+    /// EVALSHA of it works through the proxy on any key: every master has it, or one has it
+    /// (it compiled) and the proxy remembers its body (`remembered[i]`), which it loads where an
+    /// EVALSHA meets `-NOSCRIPT` (`executor/scripts.rs`).
+    ScriptExists { remembered: Vec<bool> },
     /// The first part that is not an error, else the first error, one other than `NOTBUSY` first:
     /// SCRIPT KILL and FUNCTION KILL (only the master running the script can kill it, the others
     /// answer `NOTBUSY`), SCRIPT SHOW (only a master that ran or loaded the script knows it).

@@ -305,7 +305,6 @@ fn handling_overrides_are_applied() {
         (FanOut(SumIntegers), "dbsize"),
         (FanOut(AllOk), "flushall, flushdb, script flush, function delete, function flush, function restore"),
         (FanOut(SameReply), "script load, function load"),
-        (FanOut(AllTrue), "script exists"),
         (FanOut(AnyOk), "script kill, function kill"),
         (FanOut(ConcatArrays), "keys"),
         (FanOut(UnionArrays), "pubsub shardchannels"),
@@ -333,6 +332,7 @@ fn handling_overrides_are_applied() {
         (Admin(AdminKind::PerMaster), "latency latest, latency history, latency doctor, latency graph"),
         (Admin(AdminKind::PerMaster), "memory stats, memory doctor, memory malloc-stats"),
         (Admin(AdminKind::LatencyHistogram), "latency histogram"),
+        (Admin(AdminKind::ScriptExists), "script exists"),
     ];
     for (expected, lines) in &cases {
         for line in lines.split(", ") {

@@ -32,6 +32,11 @@ pub fn remember(scripts: &Scripts, spec: &CommandSpec, request: &Request) {
     scripts.entry(sha).or_insert_with(|| Bytes::copy_from_slice(body));
 }
 
+/// Whether the proxy remembers the script of SHA1 `sha` (hex, either case).
+pub fn is_remembered(scripts: &Scripts, sha: &[u8]) -> bool {
+    scripts.contains_key(&String::from_utf8_lossy(sha).to_ascii_lowercase())
+}
+
 /// `SCRIPT LOAD <body>` for the script an `EVALSHA`/`EVALSHA_RO` request names, if known.
 pub fn reload_for(scripts: &Scripts, payload: &Bytes) -> Option<Bytes> {
     let request = crate::resp::Request::from_args(&parse_args(payload)?);

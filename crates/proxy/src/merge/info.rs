@@ -5,7 +5,11 @@
 //! - `dbN:keys=…,expires=…,avg_ttl=…`: keys and expires summed, avg_ttl weighted by expires;
 //! - `name:k=v,k=v…` (commandstats, errorstats, latencystats): each numeric `v` summed, and
 //!   `usec_per_call` computed again from the sums;
-//! - a number: summed (counters, byte counts, ops/s);
+//! - a number: summed (counters, byte counts, ops/s), except where a sum means nothing
+//!   ([`combine_rule`]): flags, ratios, durations and the counts of what every master holds alike
+//!   take the largest value (`loading`, `mem_fragmentation_ratio`, `rdb_last_bgsave_time_sec`,
+//!   `number_of_cached_scripts` after a SCRIPT LOAD that loaded on every master), and the last save's
+//!   time the earliest (the cluster is saved up to the oldest of its masters' saves);
 //! - anything else: kept when every master says the same, left out when they differ (a human
 //!   readable size or a policy name summed or picked from one node would mislead).
 
@@ -88,7 +92,48 @@ fn add_field<'a>(section: &mut Section<'a>, name: &'a [u8], value: &'a [u8]) {
     }
     match section.fields.iter_mut().find(|(n, _)| *n == name) {
         None => section.fields.push((name, parsed)),
-        Some((_, field)) => combine(field, parsed),
+        Some((_, field)) => combine(field, parsed, combine_rule(name)),
+    }
+}
+
+/// How the masters' values of one numeric field make the cluster's value.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Combine {
+    Sum,
+    Max,
+    Min,
+}
+
+/// Fields whose sum over the masters means nothing: states and flags (`loading`,
+/// `aof_enabled`), ratios and percentages, durations of what is running or ran last (`-1` when
+/// nothing did), and counts of what SCRIPT LOAD and FUNCTION LOAD put on every master alike.
+const LARGEST: &[&[u8]] = &[
+    b"loading",
+    b"async_loading",
+    b"aof_enabled",
+    b"number_of_cached_scripts",
+    b"number_of_functions",
+    b"number_of_libraries",
+    b"current_cow_size_age",
+    b"latest_fork_usec",
+    b"current_eviction_exceeded_time",
+    b"current_active_defrag_time",
+    b"io_threads_active",
+    b"active_defrag_running",
+];
+
+/// Name endings of the same kinds of fields: `rdb_bgsave_in_progress`, `aof_rewrite_scheduled`,
+/// `rdb_last_bgsave_time_sec`, `mem_fragmentation_ratio`, `current_fork_perc`.
+const LARGEST_ENDINGS: &[&[u8]] = &[b"_in_progress", b"_scheduled", b"_time_sec", b"_ratio", b"_perc"];
+
+/// The rule for field `name` (see the module's documentation).
+fn combine_rule(name: &[u8]) -> Combine {
+    if name == b"rdb_last_save_time" {
+        Combine::Min
+    } else if LARGEST.contains(&name) || LARGEST_ENDINGS.iter().any(|end| name.ends_with(end)) {
+        Combine::Max
+    } else {
+        Combine::Sum
     }
 }
 
@@ -118,11 +163,20 @@ fn parse_field(value: &[u8]) -> Field<'_> {
     Field::Text(value, true)
 }
 
-fn combine<'a>(field: &mut Field<'a>, other: Field<'a>) {
+fn combine<'a>(field: &mut Field<'a>, other: Field<'a>, rule: Combine) {
+    let float = |a: f64, b: f64| match rule {
+        Combine::Sum => a + b,
+        Combine::Max => a.max(b),
+        Combine::Min => a.min(b),
+    };
     *field = match (std::mem::replace(field, Field::Text(b"", false)), other) {
-        (Field::Integer(a), Field::Integer(b)) => Field::Integer(a + b),
-        (Field::Integer(a), Field::Float(b)) | (Field::Float(b), Field::Integer(a)) => Field::Float(a as f64 + b),
-        (Field::Float(a), Field::Float(b)) => Field::Float(a + b),
+        (Field::Integer(a), Field::Integer(b)) => Field::Integer(match rule {
+            Combine::Sum => a + b,
+            Combine::Max => a.max(b),
+            Combine::Min => a.min(b),
+        }),
+        (Field::Integer(a), Field::Float(b)) | (Field::Float(b), Field::Integer(a)) => Field::Float(float(a as f64, b)),
+        (Field::Float(a), Field::Float(b)) => Field::Float(float(a, b)),
         (Field::Pairs(mut a), Field::Pairs(b)) => {
             for (k, v) in b {
                 match a.iter_mut().find(|(name, _)| *name == k) {

@@ -38,7 +38,7 @@ fn first_error_wins() {
         assert_eq!(&merged(kind.clone(), &[b"*0\r\n", b"-ERR y\r\n", b"-ERR z\r\n"])[..], b"-ERR y\r\n", "{kind:?}");
     }
     // RESP3 blob errors are errors too.
-    assert_eq!(&merged(Merge::AllTrue, &[b"*1\r\n:1\r\n", b"!3\r\nERR\r\n"])[..], b"!3\r\nERR\r\n");
+    assert_eq!(&merged(none_remembered(), &[b"*1\r\n:1\r\n", b"!3\r\nERR\r\n"])[..], b"!3\r\nERR\r\n");
 }
 
 #[test]
@@ -53,7 +53,7 @@ fn unexpected_shapes_are_an_error_not_a_panic() {
     assert!(merge(&Merge::ArrayInKeyOrder, &short, &too_many).starts_with(b"-ERR"));
     let kinds = [
         Merge::SameReply,
-        Merge::AllTrue,
+        Merge::ScriptExists { remembered: Vec::new() },
         Merge::AnyOk,
         Merge::ConcatArrays,
         Merge::FirstNonNull,
@@ -90,19 +90,32 @@ fn same_reply_reports_nodes_that_disagree() {
     assert!(text.ends_with("\r\n") && !text[..text.len() - 2].contains(['\r', '\n']), "{text}");
 }
 
+fn none_remembered() -> Merge {
+    Merge::ScriptExists { remembered: Vec::new() }
+}
+
 #[test]
 fn script_exists_is_true_only_where_every_master_has_the_script() {
     let parts: [&[u8]; 3] = [b"*3\r\n:1\r\n:1\r\n:0\r\n", b"*3\r\n:1\r\n:0\r\n:1\r\n", b"*3\r\n:1\r\n:1\r\n:1\r\n"];
-    assert_eq!(&merged(Merge::AllTrue, &parts)[..], b"*3\r\n:1\r\n:0\r\n:0\r\n");
+    assert_eq!(&merged(none_remembered(), &parts)[..], b"*3\r\n:1\r\n:0\r\n:0\r\n");
     // RESP3 booleans are understood and copied as received.
-    assert_eq!(&merged(Merge::AllTrue, &[b"*2\r\n#t\r\n#t\r\n", b"*2\r\n#f\r\n#t\r\n"])[..], b"*2\r\n#f\r\n#t\r\n");
-    assert_eq!(&merged(Merge::AllTrue, &[b"*0\r\n", b"*0\r\n"])[..], b"*0\r\n");
+    assert_eq!(&merged(none_remembered(), &[b"*2\r\n#t\r\n#t\r\n", b"*2\r\n#f\r\n#t\r\n"])[..], b"*2\r\n#f\r\n#t\r\n");
+    assert_eq!(&merged(none_remembered(), &[b"*0\r\n", b"*0\r\n"])[..], b"*0\r\n");
+}
+
+#[test]
+fn script_exists_of_a_remembered_script_is_true_where_one_master_has_it() {
+    // The proxy remembers scripts 1 and 2; script 2 is on no master (it did not compile).
+    let remembered = Merge::ScriptExists { remembered: vec![false, true, true] };
+    let parts: [&[u8]; 2] = [b"*3\r\n:1\r\n:0\r\n:0\r\n", b"*3\r\n:0\r\n:1\r\n:0\r\n"];
+    assert_eq!(&merged(remembered.clone(), &parts)[..], b"*3\r\n:0\r\n:1\r\n:0\r\n");
+    assert_eq!(&merged(remembered, &[b"*3\r\n#f\r\n#f\r\n#t\r\n"])[..], b"*3\r\n#f\r\n#f\r\n#t\r\n");
 }
 
 #[test]
 fn script_exists_with_different_lengths_or_non_integers_is_a_shape_error() {
-    assert!(is_shape_error(&merged(Merge::AllTrue, &[b"*1\r\n:1\r\n", b"*2\r\n:1\r\n:1\r\n"])));
-    assert!(is_shape_error(&merged(Merge::AllTrue, &[b"*1\r\n$1\r\n1\r\n"])));
+    assert!(is_shape_error(&merged(none_remembered(), &[b"*1\r\n:1\r\n", b"*2\r\n:1\r\n:1\r\n"])));
+    assert!(is_shape_error(&merged(none_remembered(), &[b"*1\r\n$1\r\n1\r\n"])));
 }
 
 #[test]
@@ -308,6 +321,25 @@ fn info_stats_memory_and_commandstats_are_summed_and_disagreeing_text_left_out()
          # Stats\r\ntotal_commands_processed:15\r\ninstantaneous_input_kbps:0.75\r\n\r\n\
          # Commandstats\r\ncmdstat_get:calls=10,usec=40,usec_per_call=4.00,rejected_calls=1,failed_calls=0\r\n\
          cmdstat_set:calls=1,usec=4,usec_per_call=4.00,rejected_calls=0,failed_calls=0\r\n";
+    assert_eq!(String::from_utf8_lossy(&reply), String::from_utf8_lossy(&bulk(expected)));
+}
+
+#[test]
+fn info_flags_ratios_and_durations_take_the_largest_and_the_last_save_the_earliest() {
+    let a = bulk(
+        "# Memory\r\nnumber_of_cached_scripts:100\r\nmem_fragmentation_ratio:1.50\r\nallocator_active:10\r\n\r\n\
+         # Persistence\r\nloading:0\r\nrdb_changes_since_last_save:3\r\nrdb_bgsave_in_progress:0\r\n\
+         rdb_last_save_time:1700000100\r\nrdb_last_bgsave_time_sec:-1\r\naof_enabled:1\r\n",
+    );
+    let b_ = bulk(
+        "# Memory\r\nnumber_of_cached_scripts:100\r\nmem_fragmentation_ratio:2.25\r\nallocator_active:20\r\n\r\n\
+         # Persistence\r\nloading:0\r\nrdb_changes_since_last_save:4\r\nrdb_bgsave_in_progress:1\r\n\
+         rdb_last_save_time:1700000000\r\nrdb_last_bgsave_time_sec:2\r\naof_enabled:1\r\n",
+    );
+    let reply = merged(Merge::InfoSums, &[&a, &b_]);
+    let expected = "# Memory\r\nnumber_of_cached_scripts:100\r\nmem_fragmentation_ratio:2.25\r\nallocator_active:30\r\n\r\n\
+         # Persistence\r\nloading:0\r\nrdb_changes_since_last_save:7\r\nrdb_bgsave_in_progress:1\r\n\
+         rdb_last_save_time:1700000000\r\nrdb_last_bgsave_time_sec:2\r\naof_enabled:1\r\n";
     assert_eq!(String::from_utf8_lossy(&reply), String::from_utf8_lossy(&bulk(expected)));
 }
 

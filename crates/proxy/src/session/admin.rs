@@ -1,6 +1,7 @@
 //! Operator commands run on nodes the proxy names: CONFIG GET from every master, CONFIG
 //! SET / RESETSTAT / REWRITE on every node, SLOWLOG, LATENCY and MEMORY diagnostics from every
-//! master, each reply merged with the nodes' addresses (`crate::merge` documents each merge).
+//! master, each reply merged with the nodes' addresses (`crate::merge` documents each merge);
+//! SCRIPT EXISTS from every master, merged with the scripts the proxy remembers.
 //!
 //! The nodes are read from the map when the command arrives and addressed by name
 //! ([`Target::Node`]), not by shard: a reply that says "127.0.0.1:7001 refused" must be about the
@@ -10,8 +11,9 @@ use super::Session;
 use super::pipeline::Meta;
 use crate::command::{AdminKind, Merge};
 use crate::error::ProxyError;
-use crate::executor::{Part, Target};
+use crate::executor::{Part, Target, scripts};
 use crate::resp::Request;
+use crate::shared::Shared;
 
 /// Entries SLOWLOG GET returns when no count is given, as in Redis.
 const SLOWLOG_DEFAULT_COUNT: usize = 10;
@@ -32,7 +34,15 @@ impl Session {
             AdminKind::SlowlogGet => Merge::Slowlog { nodes: names, count: slowlog_count(request) },
             AdminKind::PerMaster => Merge::KeyedByNode { nodes: names, protocol: self.state.protocol },
             AdminKind::LatencyHistogram => Merge::LatencyHistogram { protocol: self.state.protocol },
+            AdminKind::ScriptExists => Merge::ScriptExists {
+                remembered: (2..request.argc())
+                    .map(|i| scripts::is_remembered(&self.shared.scripts, request.arg(i)))
+                    .collect(),
+            },
         };
+        if kind == AdminKind::EveryNode {
+            keep_own_settings(&self.shared, request);
+        }
         let count = nodes.len() as u32;
         let parts = nodes
             .into_iter()
@@ -60,6 +70,22 @@ impl Session {
             nodes.extend(shards.iter().flat_map(|s| s.replicas.iter().map(|r| (r.addr.clone(), true))));
         }
         nodes
+    }
+}
+
+/// What a `CONFIG SET` sets that the proxy keeps itself, applied as it goes out to the nodes:
+/// `tracking-table-max-keys` bounds the proxy's tracking table (client-side caching is the
+/// proxy's, `crate::tracking`). A value the nodes would refuse (not a number) changes nothing.
+pub(super) fn keep_own_settings(shared: &Shared, request: &Request) {
+    if request.argc() < 4 || !request.arg(1).eq_ignore_ascii_case(b"SET") {
+        return;
+    }
+    for i in (2..request.argc() - 1).step_by(2) {
+        if request.arg(i).eq_ignore_ascii_case(b"tracking-table-max-keys")
+            && let Some(max_keys) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<usize>().ok())
+        {
+            shared.tracking.set_max_keys(max_keys);
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub(super) struct Transaction {
     pub(super) may_write: bool,
     /// Queued settings (CONFIG SET, RESETSTAT, REWRITE): outside a transaction they go to every
     /// node, so after EXEC has run them on the transaction's node they go to the others too.
-    settings: Vec<Bytes>,
+    settings: Vec<Request>,
     /// CLIENT LIST's `multi-mem`: the queued commands' argument bytes and a pointer per argument,
     /// as Redis counts them.
     argv_mem: u64,
@@ -169,7 +169,7 @@ impl Session {
                         tx.local.push((place, request.bytes().clone()));
                     }
                     RunsAt::EveryNode => {
-                        tx.settings.push(request.bytes().clone());
+                        tx.settings.push(request.clone());
                         tx.queued.push(request.bytes().clone());
                     }
                     RunsAt::Node => tx.queued.push(request.bytes().clone()),
@@ -276,18 +276,21 @@ impl Session {
         (settings..sent).for_each(|part| self.send(seq, part));
     }
 
-    /// One part per node other than the own connection's, for each queued setting.
-    fn settings_elsewhere(&self, settings: &[Bytes]) -> Vec<Part> {
+    /// One part per node other than the own connection's, for each queued setting; what the
+    /// proxy keeps of them itself is kept now, as EXEC goes out.
+    fn settings_elsewhere(&self, settings: &[Request]) -> Vec<Part> {
         if settings.is_empty() {
             return Vec::new();
         }
+        settings.iter().for_each(|setting| super::admin::keep_own_settings(&self.shared, setting));
         let own_addr = self.exec.own().map(|own| own.addr().to_string());
         let nodes = self.admin_nodes(crate::command::AdminKind::EveryNode);
         let elsewhere = nodes.into_iter().filter(|(addr, _)| Some(addr) != own_addr.as_ref());
         elsewhere
             .flat_map(|(addr, replica)| {
                 settings.iter().map(move |setting| {
-                    let mut part = Part::new(setting.clone(), Target::Node { addr: addr.clone(), replica }, true);
+                    let mut part =
+                        Part::new(setting.bytes().clone(), Target::Node { addr: addr.clone(), replica }, true);
                     part.follow_redirects = false;
                     part
                 })

@@ -129,7 +129,8 @@ pub struct StreamState {
 /// Who tracks, which keys they read, and each master's stream.
 #[derive(Debug)]
 pub struct Hub {
-    max_keys: usize,
+    /// The table's bound: `tracking.max_keys`, or the last `CONFIG SET tracking-table-max-keys`.
+    max_keys: AtomicUsize,
     table: Mutex<Table>,
     trackers: RwLock<HashMap<u64, Tracker>>,
     streams: DashMap<String, Arc<StreamState>>,
@@ -143,7 +144,7 @@ impl Hub {
     /// A hub remembering at most `max_keys` keys (at least one).
     pub fn new(max_keys: usize, metrics: TrackingMetrics) -> Hub {
         Hub {
-            max_keys: max_keys.max(1),
+            max_keys: AtomicUsize::new(max_keys.max(1)),
             table: Mutex::new(Table::default()),
             trackers: RwLock::new(HashMap::new()),
             streams: DashMap::new(),
@@ -218,15 +219,35 @@ impl Hub {
             for key in keys {
                 table.add(key, id);
             }
-            let evicted = table.evict_beyond(self.max_keys);
+            let evicted = table.evict_beyond(self.max_keys.load(Ordering::Relaxed));
             self.metrics.keys.set(table.keys.len() as i64);
             evicted
         };
-        if evicted.is_empty() {
-            return;
-        }
+        self.invalidate_evicted(evicted);
+    }
+
+    /// Bounds the table at `max_keys` keys from now on, 0 for no bound (Redis'
+    /// `tracking-table-max-keys`); keys beyond a smaller bound are invalidated for their readers
+    /// at once (Redis does it within a second, in its cron).
+    pub fn set_max_keys(&self, max_keys: usize) {
+        let max_keys = if max_keys == 0 { usize::MAX } else { max_keys };
+        self.max_keys.store(max_keys, Ordering::Relaxed);
+        let evicted = {
+            let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            let evicted = table.evict_beyond(max_keys);
+            self.metrics.keys.set(table.keys.len() as i64);
+            evicted
+        };
+        self.invalidate_evicted(evicted);
+    }
+
+    /// Tells the readers of keys the table's bound pushed out that they changed, a message per
+    /// key as Redis' `trackingLimitUsedSlots` sends them.
+    fn invalidate_evicted(&self, evicted: Vec<(Bytes, Vec<u64>)>) {
         self.metrics.evictions.inc_by(evicted.len() as u64);
-        self.deliver_to_readers(evicted, None);
+        for key in evicted {
+            self.deliver_to_readers(vec![key], None);
+        }
     }
 
     /// Client `id` no longer reads `keys` (its own NOLOOP write of them: like Redis, the writer

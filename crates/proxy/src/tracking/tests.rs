@@ -65,6 +65,23 @@ fn the_table_stays_bounded_and_evicted_keys_are_invalidated() {
 }
 
 #[test]
+fn a_smaller_bound_evicts_at_once_and_zero_lifts_it() {
+    let (clients, hub) = (Clients::default(), hub(100));
+    let a = client(&clients, 1);
+    hub.set_tracker(&a, None);
+    hub.register(1, &[key("k0"), key("k1"), key("k2")]);
+    hub.set_max_keys(1);
+    assert_eq!(hub.table_size().0, 1);
+    let expected: Vec<TrackingEvent> =
+        (0..2).map(|i| TrackingEvent::Mine(Invalidation::Keys(vec![key(&format!("k{i}"))]), None)).collect();
+    assert_eq!(a.take_inbox(), expected, "the oldest keys go first");
+    hub.set_max_keys(0);
+    hub.register(1, &(0..200).map(|i| key(&format!("n{i}"))).collect::<Vec<_>>());
+    assert_eq!(hub.table_size().0, 201, "no bound");
+    assert!(a.take_inbox().is_empty());
+}
+
+#[test]
 fn the_eviction_queue_skips_entries_removed_and_created_again() {
     let (clients, hub) = (Clients::default(), hub(2));
     let a = client(&clients, 1);

@@ -1,6 +1,6 @@
-//! `INFO`: the proxy's own sections (server, clients, replication, persistence, cpu, proxy,
-//! cluster) as one Redis node of the reported version writes them; the data sections (memory,
-//! stats, keyspace …) are every master's, summed by the session (`merge/info.rs`).
+//! `INFO`: the proxy's own sections (server, clients, replication, cpu, proxy, cluster) as one
+//! Redis node of the reported version writes them; the data sections (memory, persistence, stats,
+//! keyspace …) are every master's, summed by the session (`merge/info.rs`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -9,15 +9,18 @@ use super::ClientState;
 use crate::resp::Request;
 use crate::shared::Shared;
 
-/// Sections about the data, not the proxy: asked of every master and summed.
-const CLUSTER_SECTIONS: [&str; 6] = ["memory", "stats", "errorstats", "commandstats", "latencystats", "keyspace"];
+/// Sections about the data, not the proxy: asked of every master and summed. Persistence too: its
+/// `rdb_changes_since_last_save` counts the writes, its `loading` says whether a master is still
+/// reading its data (client libraries wait for `loading:0` before they start).
+const CLUSTER_SECTIONS: [&str; 7] =
+    ["memory", "persistence", "stats", "errorstats", "commandstats", "latencystats", "keyspace"];
 
 /// What `INFO` without arguments (or `default`) shows, as in Redis.
 const DEFAULT_SECTIONS: [&str; 10] =
     ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "errorstats", "cluster", "keyspace"];
 
-/// `INFO`: the proxy's own sections (server, clients, replication, persistence, cpu, proxy,
-/// cluster), and which data sections the masters are to add.
+/// `INFO`: the proxy's own sections (server, clients, replication, cpu, proxy, cluster), and
+/// which data sections the masters are to add.
 pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, Vec<&'static str>) {
     let args: Vec<Vec<u8>> = (1..request.argc()).map(|i| request.arg(i).to_ascii_lowercase()).collect();
     let all = args.iter().any(|a| a == b"all" || a == b"everything");
@@ -37,8 +40,7 @@ pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> (
     if wanted("clients") {
         clients_section(&mut out, shared, version);
     }
-    // What client libraries read before they start: a standalone master that is not loading
-    // (ioredis' ready check waits for `loading:0`).
+    // What client libraries read before they start: a standalone master.
     if wanted("replication") {
         // A standalone master without replicas of its own, as one node reports it (the cluster's
         // replicas are the nodes' business; WAIT through the proxy counts them).
@@ -49,9 +51,6 @@ pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> (
              second_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:1048576\r\n\
              repl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\n\r\n"
         );
-    }
-    if wanted("persistence") {
-        let _ = write!(out, "# Persistence\r\nloading:0\r\nasync_loading:0\r\n\r\n");
     }
     if wanted("cpu")
         && let Some((user, system)) = own_cpu_seconds()
