@@ -388,9 +388,9 @@ fn the_table_stays_within_its_limit_and_evicted_keys_are_invalidated() {
 
 /// `CONFIG SET tracking-table-max-keys` bounds the proxy's table too, the one its clients' reads
 /// are in: keys beyond the new bound are invalidated at once (Redis within a second), also when
-/// the CONFIG SET ran in a transaction.
+/// the CONFIG SET ran in a transaction. INFO stats counts that table, as a node counts its own.
 #[test]
-fn config_set_tracking_table_max_keys_bounds_the_proxys_table() {
+fn config_set_tracking_table_max_keys_bounds_the_proxys_table_and_info_counts_it() {
     let cluster = Cluster::shared();
     let proxy = Proxy::start(cluster, ProxyOptions::default());
     let mut reader = tracker(&proxy, cluster, &[]);
@@ -398,6 +398,22 @@ fn config_set_tracking_table_max_keys_bounds_the_proxys_table() {
         assert_eq!(call_quiet(&mut reader, &["GET", &format!("trk-config:{i}")]), "_\r\n");
     }
     let mut admin = proxy.client();
+    let stat = |admin: &mut redis::Connection, name: &str| -> String {
+        let text: String = redis::cmd("INFO").arg("stats").query(admin).expect("INFO stats");
+        text.lines().find_map(|l| Some(l.strip_prefix(name)?.strip_prefix(':')?.to_owned())).expect(name)
+    };
+    assert_eq!(
+        (stat(&mut admin, "tracking_total_keys"), stat(&mut admin, "tracking_total_items")),
+        ("3".into(), "3".into())
+    );
+    // Prefixes count once however many BCAST clients asked for them.
+    let mut bcast = [open(&proxy, true), open(&proxy, true)];
+    for (conn, prefixes) in bcast.iter_mut().zip([&["PREFIX", "a:", "PREFIX", "b:"][..], &["PREFIX", "a:"]]) {
+        let command: Vec<&str> =
+            ["CLIENT", "TRACKING", "on", "BCAST"].into_iter().chain(prefixes.iter().copied()).collect();
+        assert_eq!(call_quiet(conn, &command), "+OK\r\n");
+    }
+    assert_eq!(stat(&mut admin, "tracking_total_prefixes"), "2");
     let set_max = |admin: &mut redis::Connection, max: &str| {
         let _: () = redis::cmd("CONFIG").arg("SET").arg("tracking-table-max-keys").arg(max).query(admin).expect("SET");
     };
@@ -414,6 +430,7 @@ fn config_set_tracking_table_max_keys_bounds_the_proxys_table() {
         .expect("MULTI CONFIG SET EXEC");
     assert_eq!(expect_frames(&mut reader, 1), vec![push_for("trk-config:1")]);
     assert_eq!(proxy.metric("redisforge_tracking_keys"), Some(1.0));
+    assert_eq!(stat(&mut admin, "tracking_total_keys"), "1");
     // Redis' default again, on the nodes of the shared cluster too.
     set_max(&mut admin, "1000000");
     assert!(drain(&mut reader, Duration::from_millis(300), 10).is_empty(), "nothing more evicted");

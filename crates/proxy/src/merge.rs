@@ -65,7 +65,7 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         Merge::UnionArrays => union_arrays(parts),
         Merge::SumPairs => sum_pairs(parts),
         Merge::ScanCursor { master, masters } => scan_cursor(parts, *master, *masters),
-        Merge::InfoSums => info::info_sums(parts),
+        Merge::InfoSums { own } => info::info_sums(parts, own),
         Merge::ConfigValues { nodes } => nodes::config_values(parts, nodes),
         Merge::AllOkNamed { command, nodes } => nodes::all_ok_named(parts, command, nodes),
         Merge::Slowlog { nodes, count } => nodes::slowlog(parts, nodes, *count),

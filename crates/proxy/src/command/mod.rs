@@ -267,8 +267,9 @@ pub enum Merge {
     /// documents the encoding). Keys are copied as received.
     ScanCursor { master: usize, masters: usize },
     /// `INFO` sections about the data (keyspace, stats, memory, commandstats, errorstats) of every
-    /// master as one reply: numbers summed, `avg_ttl` weighted by expires (see `merge/info.rs`).
-    InfoSums,
+    /// master as one reply: numbers summed, `avg_ttl` weighted by expires (see `merge/info.rs`);
+    /// the fields in `own` have the proxy's value instead of the masters' (its tracking table).
+    InfoSums { own: Vec<(&'static str, u64)> },
     /// CONFIG GET from every master (`nodes[i]` answered part `i`): the first master's reply with,
     /// per parameter, the value most masters have (a tie goes to the earliest master); parameters
     /// the masters disagree on are logged as a warning (`crate::merge` documents the rule).

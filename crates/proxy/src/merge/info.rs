@@ -39,8 +39,9 @@ enum PairValue<'a> {
     Text(&'a [u8]),
 }
 
-/// Merges the `INFO` replies of the masters (bulk or verbatim strings) into one.
-pub(super) fn info_sums(parts: &[Bytes]) -> Option<Bytes> {
+/// Merges the `INFO` replies of the masters (bulk or verbatim strings) into one; the fields in
+/// `own` get the proxy's value where the masters show them.
+pub(super) fn info_sums(parts: &[Bytes], own: &[(&'static str, u64)]) -> Option<Bytes> {
     let mut sections: Vec<Section> = Vec::new();
     let mut kind = b'$';
     for (i, part) in parts.iter().enumerate() {
@@ -77,7 +78,10 @@ pub(super) fn info_sums(parts: &[Bytes]) -> Option<Bytes> {
         text.extend_from_slice(section.name);
         text.extend_from_slice(b"\r\n");
         for (name, field) in &section.fields {
-            write_field(&mut text, name, field);
+            match own.iter().find(|(own_name, _)| own_name.as_bytes() == *name) {
+                Some((_, value)) => write_field(&mut text, name, &Field::Integer(i128::from(*value))),
+                None => write_field(&mut text, name, field),
+            }
         }
     }
     let mut out = BytesMut::with_capacity(text.len() + 16);

@@ -60,7 +60,7 @@ fn unexpected_shapes_are_an_error_not_a_panic() {
         Merge::UnionArrays,
         Merge::SumPairs,
         Merge::ScanCursor { master: 0, masters: 2 },
-        Merge::InfoSums,
+        Merge::InfoSums { own: Vec::new() },
     ];
     for kind in kinds {
         // No parts at all, a truncated frame, trailing bytes: never a panic.
@@ -257,6 +257,10 @@ fn scan_cursor_passes_errors_and_rejects_other_shapes() {
     assert!(is_shape_error(&merge(&Merge::ScanCursor { master: 0, masters: 2 }, &two, &[])));
 }
 
+fn sums() -> Merge {
+    Merge::InfoSums { own: Vec::new() }
+}
+
 fn bulk(text: &str) -> Vec<u8> {
     format!("${}\r\n{text}\r\n", text.len()).into_bytes()
 }
@@ -266,7 +270,7 @@ fn keyspace_info_sums_keys_and_weights_avg_ttl_by_expires() {
     let a = bulk("# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\n");
     let b_ = bulk("# Keyspace\r\ndb0:keys=5,expires=6,avg_ttl=3000\r\n");
     let c = bulk("# Keyspace\r\n");
-    let reply = merged(Merge::InfoSums, &[&a, &b_, &c]);
+    let reply = merged(sums(), &[&a, &b_, &c]);
     // (1000×2 + 3000×6) / 8 = 2500.
     assert_eq!(reply, bulk("# Keyspace\r\ndb0:keys=15,expires=8,avg_ttl=2500\r\n"));
 }
@@ -274,14 +278,14 @@ fn keyspace_info_sums_keys_and_weights_avg_ttl_by_expires() {
 #[test]
 fn keyspace_info_without_keys_is_an_empty_section() {
     let empty = bulk("# Keyspace\r\n");
-    assert_eq!(merged(Merge::InfoSums, &[&empty, &empty]), empty);
+    assert_eq!(merged(sums(), &[&empty, &empty]), empty);
 }
 
 #[test]
 fn keyspace_info_without_expires_has_zero_avg_ttl_and_keeps_newer_fields() {
     let a = bulk("# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0,subexpiry=1\r\n");
     let b_ = bulk("# Keyspace\r\ndb0:keys=4,expires=0,avg_ttl=0,subexpiry=2\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n");
-    let reply = merged(Merge::InfoSums, &[&b_, &a]);
+    let reply = merged(sums(), &[&b_, &a]);
     let expected = "# Keyspace\r\ndb0:keys=7,expires=0,avg_ttl=0,subexpiry=3\r\ndb1:keys=1,expires=0,avg_ttl=0\r\n";
     assert_eq!(reply, bulk(expected));
 }
@@ -291,16 +295,16 @@ fn keyspace_info_in_resp3_is_verbatim_text() {
     let verbatim = |text: &str| format!("={}\r\ntxt:{text}\r\n", text.len() + 4).into_bytes();
     let a = verbatim("# Keyspace\r\ndb0:keys=1,expires=1,avg_ttl=10\r\n");
     let b_ = verbatim("# Keyspace\r\ndb0:keys=1,expires=1,avg_ttl=30\r\n");
-    let reply = merged(Merge::InfoSums, &[&a, &b_]);
+    let reply = merged(sums(), &[&a, &b_]);
     assert_eq!(reply, verbatim("# Keyspace\r\ndb0:keys=2,expires=2,avg_ttl=20\r\n"));
 }
 
 #[test]
 fn info_that_is_not_info_text_is_a_shape_error() {
     // A field outside any section, a non-string reply, a bulk string of the wrong length.
-    assert!(is_shape_error(&merged(Merge::InfoSums, &[&bulk("db0:keys=x\r\n")])));
-    assert!(is_shape_error(&merged(Merge::InfoSums, &[b":1\r\n"])));
-    assert!(is_shape_error(&merged(Merge::InfoSums, &[b"$5\r\nab\r\n"])));
+    assert!(is_shape_error(&merged(sums(), &[&bulk("db0:keys=x\r\n")])));
+    assert!(is_shape_error(&merged(sums(), &[b":1\r\n"])));
+    assert!(is_shape_error(&merged(sums(), &[b"$5\r\nab\r\n"])));
 }
 
 #[test]
@@ -316,7 +320,7 @@ fn info_stats_memory_and_commandstats_are_summed_and_disagreeing_text_left_out()
          # Commandstats\r\ncmdstat_get:calls=8,usec=30,usec_per_call=3.75,rejected_calls=1,failed_calls=0\r\n\
          cmdstat_set:calls=1,usec=4,usec_per_call=4.00,rejected_calls=0,failed_calls=0\r\n",
     );
-    let reply = merged(Merge::InfoSums, &[&a, &b_]);
+    let reply = merged(sums(), &[&a, &b_]);
     let expected = "# Memory\r\nused_memory:4000\r\nmaxmemory_policy:noeviction\r\n\r\n\
          # Stats\r\ntotal_commands_processed:15\r\ninstantaneous_input_kbps:0.75\r\n\r\n\
          # Commandstats\r\ncmdstat_get:calls=10,usec=40,usec_per_call=4.00,rejected_calls=1,failed_calls=0\r\n\
@@ -336,10 +340,19 @@ fn info_flags_ratios_and_durations_take_the_largest_and_the_last_save_the_earlie
          # Persistence\r\nloading:0\r\nrdb_changes_since_last_save:4\r\nrdb_bgsave_in_progress:1\r\n\
          rdb_last_save_time:1700000000\r\nrdb_last_bgsave_time_sec:2\r\naof_enabled:1\r\n",
     );
-    let reply = merged(Merge::InfoSums, &[&a, &b_]);
+    let reply = merged(sums(), &[&a, &b_]);
     let expected = "# Memory\r\nnumber_of_cached_scripts:100\r\nmem_fragmentation_ratio:2.25\r\nallocator_active:30\r\n\r\n\
          # Persistence\r\nloading:0\r\nrdb_changes_since_last_save:7\r\nrdb_bgsave_in_progress:1\r\n\
          rdb_last_save_time:1700000000\r\nrdb_last_bgsave_time_sec:2\r\naof_enabled:1\r\n";
+    assert_eq!(String::from_utf8_lossy(&reply), String::from_utf8_lossy(&bulk(expected)));
+}
+
+#[test]
+fn info_fields_the_proxy_answers_itself_replace_the_masters_sums() {
+    let part = bulk("# Stats\r\ntotal_commands_processed:10\r\ntracking_total_keys:0\r\ntracking_total_prefixes:1\r\n");
+    let own = Merge::InfoSums { own: vec![("tracking_total_keys", 7), ("tracking_total_prefixes", 2)] };
+    let reply = merged(own, &[&part, &part]);
+    let expected = "# Stats\r\ntotal_commands_processed:20\r\ntracking_total_keys:7\r\ntracking_total_prefixes:2\r\n";
     assert_eq!(String::from_utf8_lossy(&reply), String::from_utf8_lossy(&bulk(expected)));
 }
 

@@ -1,7 +1,7 @@
 //! Commands the proxy answers itself: connection state (PING, ECHO, SELECT, HELLO, CLIENT …) and
 //! views of the proxy and of the cluster as a whole (INFO).
 
-mod info;
+pub(crate) mod info;
 
 use std::net::SocketAddr;
 
@@ -125,9 +125,8 @@ pub enum Answer {
     ReplyAndClose(Bytes),
     /// Not the proxy's to answer after all: any master knows (COMMAND, COMMAND DOCS …).
     AnyMaster,
-    /// INFO: the proxy's own sections, followed by these sections of every master, summed
-    /// (`INFO` with these arguments, merged by `Merge::InfoSums`).
-    WithClusterSections(Bytes, Vec<&'static str>),
+    /// INFO: the proxy's own sections, followed by sections of every master, summed.
+    WithClusterSections(info::Info),
 }
 
 fn upper(arg: &[u8]) -> Vec<u8> {
@@ -192,9 +191,9 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
         b"HELLO" => hello(state, shared, request),
         b"CLIENT" => client(state, request),
         b"INFO" => match info::info(shared, state, request) {
-            (text, sections) if sections.is_empty() => Answer::Reply(reply::text(state.protocol, text.as_bytes())),
+            info if info.cluster_sections.is_empty() => Answer::Reply(reply::text(state.protocol, info.own.as_bytes())),
             // Data numbers live on the masters: the session adds their sums to the proxy's sections.
-            (text, sections) => Answer::WithClusterSections(Bytes::from(text), sections),
+            info => Answer::WithClusterSections(info),
         },
         b"COMMAND" => command(shared, request),
         // ACL WHOAMI is the only ACL subcommand the table lets through; users live in the file.

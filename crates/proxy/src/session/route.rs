@@ -241,12 +241,12 @@ impl Session {
                 self.pipeline.push_close();
                 self.state.closing = true;
             }
-            local::Answer::WithClusterSections(text, sections) => {
+            local::Answer::WithClusterSections(info) => {
                 let mut args: Vec<&[u8]> = vec![b"INFO"];
-                args.extend(sections.iter().map(|s| s.as_bytes()));
+                args.extend(info.cluster_sections.iter().map(|s| s.as_bytes()));
                 let payload = crate::resp::request::encode_command(&args);
-                if let Some(seq) = self.fan_out(payload, Merge::InfoSums, meta) {
-                    self.pipeline.set_prefix(seq, text);
+                if let Some(seq) = self.fan_out(payload, Merge::InfoSums { own: info.own_fields }, meta) {
+                    self.pipeline.set_prefix(seq, Bytes::from(info.own));
                 }
             }
             local::Answer::AnyMaster => {

@@ -164,10 +164,13 @@ impl Hub {
         self.table.lock().map(|t| (t.keys.len(), t.items)).unwrap_or_default()
     }
 
-    /// BCAST prefixes over all trackers (INFO `tracking_total_prefixes`).
+    /// Distinct BCAST prefixes over all trackers (INFO `tracking_total_prefixes`: Redis counts
+    /// its prefix table's entries, each shared by the clients that asked for it).
     pub fn prefix_count(&self) -> usize {
         let trackers = self.trackers.read().unwrap_or_else(|e| e.into_inner());
-        trackers.values().filter_map(|t| t.prefixes.as_ref()).map(Vec::len).sum()
+        let prefixes: std::collections::HashSet<&Bytes> =
+            trackers.values().filter_map(|t| t.prefixes.as_ref()).flatten().collect();
+        prefixes.len()
     }
 
     /// `entry`'s client tracks now, in BCAST mode with `prefixes` or in the default mode.

@@ -19,9 +19,21 @@ const CLUSTER_SECTIONS: [&str; 7] =
 const DEFAULT_SECTIONS: [&str; 10] =
     ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "errorstats", "cluster", "keyspace"];
 
+/// An `INFO` answer: the proxy's own sections, and what the masters are to add.
+#[derive(Debug)]
+pub struct Info {
+    /// The proxy's own sections, as text.
+    pub own: String,
+    /// The data sections asked of every master and summed after `own`.
+    pub cluster_sections: Vec<&'static str>,
+    /// Fields of those sections whose value is the proxy's: the tracking table's sizes in stats
+    /// (client-side caching is the proxy's; the nodes track only its BCAST streams).
+    pub own_fields: Vec<(&'static str, u64)>,
+}
+
 /// `INFO`: the proxy's own sections (server, clients, replication, cpu, proxy, cluster), and
 /// which data sections the masters are to add.
-pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> (String, Vec<&'static str>) {
+pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> Info {
     let args: Vec<Vec<u8>> = (1..request.argc()).map(|i| request.arg(i).to_ascii_lowercase()).collect();
     let all = args.iter().any(|a| a == b"all" || a == b"everything");
     let default = args.is_empty() || args.iter().any(|a| a == b"default");
@@ -80,11 +92,17 @@ pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> (
     }
     // Sections are separated by one blank line, as Redis writes them; the masters' sections the
     // session appends come after such a line too.
-    let cluster: Vec<&'static str> = CLUSTER_SECTIONS.into_iter().filter(|s| wanted(s)).collect();
-    if out.ends_with("\r\n\r\n") && cluster.is_empty() {
+    let cluster_sections: Vec<&'static str> = CLUSTER_SECTIONS.into_iter().filter(|s| wanted(s)).collect();
+    if out.ends_with("\r\n\r\n") && cluster_sections.is_empty() {
         out.truncate(out.len() - 2);
     }
-    (out, cluster)
+    let (keys, items) = shared.tracking.table_size();
+    let own_fields = vec![
+        ("tracking_total_keys", keys as u64),
+        ("tracking_total_items", items as u64),
+        ("tracking_total_prefixes", shared.tracking.prefix_count() as u64),
+    ];
+    Info { own: out, cluster_sections, own_fields }
 }
 
 /// The proxy's replication id: 40 hex digits, as a node's `master_replid`, fixed for the process.
