@@ -68,7 +68,10 @@ struct Walk {
 impl Walk {
     fn start(resp3: bool) -> Walk {
         let cluster = Cluster::shared();
-        let proxy = Proxy::start(cluster, ProxyOptions::default());
+        // The walk compares replies, not speed: PFSELFTEST can take longer than the default 2 s
+        // on a loaded machine (a CI run got `upstream timeout` for it).
+        let upstream = "[upstream]\nseeds = @SEEDS@\n@UPSTREAM_AUTH@\ncommand_timeout = \"20s\"\n";
+        let proxy = Proxy::start(cluster, ProxyOptions { extra_toml: upstream.into(), ..ProxyOptions::default() });
         let ranges = cluster.slot_ranges();
         let masters: Vec<String> =
             ranges.iter().map(|r| r.master.clone()).collect::<BTreeSet<_>>().into_iter().collect();

@@ -199,6 +199,44 @@ fn randomkey_finds_the_one_key_on_whichever_master_holds_it() {
     assert_eq!(raw(&mut con, &["RANDOMKEY"]), Ok(Value::Nil), "flushed");
 }
 
+/// FLUSHDB, FLUSHALL and SCRIPT FLUSH inside MULTI are queued as on a node: they run in the
+/// transaction on its node, with their reply in EXEC's array, and once EXEC ran on every other
+/// master too, as outside a transaction.
+#[test]
+fn flushes_inside_multi_run_in_the_transaction_and_then_on_every_master() {
+    let cluster = Cluster::start(ClusterOptions { replicas_per_master: 0, ..ClusterOptions::default() });
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut con = proxy.client();
+    let keys = cluster.key_per_master("fanout:txflush");
+    for key in &keys {
+        assert_eq!(raw(&mut con, &["SET", key, "1"]), Ok(Value::Okay));
+    }
+    let sha = match raw(&mut con, &["SCRIPT", "LOAD", "return 'txflush'"]) {
+        Ok(Value::BulkString(sha)) => String::from_utf8(sha).expect("hex"),
+        other => panic!("SCRIPT LOAD: {other:?}"),
+    };
+    let key = &keys[0];
+    let tx: [&[&str]; 6] =
+        [&["MULTI"], &["SET", key, "2"], &["FLUSHDB"], &["GET", key], &["SCRIPT", "FLUSH"], &["EXEC"]];
+    let replies: Vec<Result<Value, String>> = tx.iter().map(|command| raw(&mut con, command)).collect();
+    let queued = Ok(Value::SimpleString("QUEUED".into()));
+    assert_eq!(replies[1..5], [queued.clone(), queued.clone(), queued.clone(), queued]);
+    assert_eq!(replies[5], Ok(Value::Array(vec![Value::Okay, Value::Okay, Value::Nil, Value::Okay])));
+    for master in cluster.masters() {
+        assert_eq!(raw(&mut cluster.client(&master), &["DBSIZE"]), Ok(Value::Int(0)), "{master} flushed");
+        let exists = raw(&mut cluster.client(&master), &["SCRIPT", "EXISTS", &sha]);
+        assert_eq!(exists, Ok(Value::Array(vec![Value::Int(0)])), "{master} has no scripts");
+    }
+    let error = raw(&mut con, &["EVALSHA", &sha, "0"]).expect_err("flushed script");
+    assert!(error.to_ascii_uppercase().contains("NOSCRIPT"), "{error}");
+    // FLUSHALL alone in a transaction: keyless, on whichever master, then on the others.
+    assert_eq!(raw(&mut con, &["SET", &keys[2], "1"]), Ok(Value::Okay));
+    let flushall: Vec<Result<Value, String>> =
+        [&["MULTI"][..], &["FLUSHALL"], &["EXEC"]].iter().map(|command| raw(&mut con, command)).collect();
+    assert_eq!(flushall[2], Ok(Value::Array(vec![Value::Okay])));
+    assert_eq!(raw(&mut con, &["DBSIZE"]), Ok(Value::Int(0)));
+}
+
 /// A raw connection to a node that subscribed (or pattern-subscribed) to `channel`.
 fn subscriber(addr: &str, command: &str, channel: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));

@@ -9,7 +9,7 @@
 
 use super::Session;
 use super::pipeline::Meta;
-use crate::command::{AdminKind, Merge};
+use crate::command::{AdminKind, CommandSpec, Merge};
 use crate::error::ProxyError;
 use crate::executor::{Part, Target, scripts};
 use crate::resp::Request;
@@ -40,9 +40,6 @@ impl Session {
                     .collect(),
             },
         };
-        if kind == AdminKind::EveryNode {
-            keep_own_settings(&self.shared, request);
-        }
         let count = nodes.len() as u32;
         let parts = nodes
             .into_iter()
@@ -73,14 +70,22 @@ impl Session {
     }
 }
 
-/// What a `CONFIG SET` sets that the proxy keeps itself, applied as it goes out to the nodes:
-/// `tracking-table-max-keys` bounds the proxy's tracking table (client-side caching is the
-/// proxy's, `crate::tracking`). A value the nodes would refuse (not a number) changes nothing.
-pub(super) fn keep_own_settings(shared: &Shared, request: &Request) {
-    if request.argc() < 4 || !request.arg(1).eq_ignore_ascii_case(b"SET") {
-        return;
+/// What the proxy notes of a command as it goes out to the nodes (at EXEC for a queued one): the
+/// script of an EVAL or SCRIPT LOAD, to load it again where an EVALSHA meets `-NOSCRIPT`, or
+/// SCRIPT FLUSH forgetting them (`executor/scripts.rs`), and the settings of a CONFIG SET it
+/// keeps itself too.
+pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Request) {
+    scripts::remember(&shared.scripts, spec, request);
+    if spec.name == "config|set" {
+        keep_own_settings(shared, request);
     }
-    for i in (2..request.argc() - 1).step_by(2) {
+}
+
+/// What a `CONFIG SET` sets that the proxy keeps itself: `tracking-table-max-keys` bounds the
+/// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`). A value the
+/// nodes would refuse (not a number) changes nothing.
+fn keep_own_settings(shared: &Shared, request: &Request) {
+    for i in (2..request.argc().saturating_sub(1)).step_by(2) {
         if request.arg(i).eq_ignore_ascii_case(b"tracking-table-max-keys")
             && let Some(max_keys) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<usize>().ok())
         {

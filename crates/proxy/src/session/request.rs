@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use super::pipeline::Meta;
 use super::transaction::RunsAt;
 use super::{Session, local, reply_control, transaction};
-use crate::command::{AdminKind, CommandFlags, CommandSpec, Handling, LocalKind, StatefulKind};
+use crate::command::{AdminKind, CommandFlags, CommandSpec, Handling, LocalKind, Merge, StatefulKind};
 use crate::error::ProxyError;
 use crate::metrics::labels;
 use crate::resp::Request;
@@ -167,14 +167,16 @@ impl Session {
     }
 
     /// Inside MULTI commands are queued, not routed: they run together at EXEC. What one node
-    /// cannot answer for the whole cluster (fan-out) and subscriptions cannot be part of a node's
-    /// transaction; PING and ECHO mean the same on the node. Settings (CONFIG SET) run in the
-    /// node's transaction and reach the other nodes once EXEC has run them; the connection
+    /// cannot answer for the whole cluster (fan-outs merging the masters' replies) and
+    /// subscriptions cannot be part of a node's transaction; PING and ECHO mean the same on the
+    /// node. Settings (CONFIG SET) and the fan-outs every master answers `+OK` (FLUSHALL …) run in
+    /// the node's transaction and reach the other nodes once EXEC has run them; the connection
     /// commands the proxy answers itself run once EXEC has run (transaction.rs).
     #[inline(never)]
     fn queue(&mut self, spec: &CommandSpec, request: &Request, meta: Meta) {
         let runs = match &spec.handling {
             Handling::Admin(AdminKind::EveryNode) => RunsAt::EveryNode,
+            Handling::FanOut(Merge::AllOk) => RunsAt::EveryMaster,
             Handling::FanOut(_)
             | Handling::Admin(_)
             | Handling::Refuse(_)
@@ -189,7 +191,7 @@ impl Session {
         // What the proxy runs itself holds no key of the node's transaction and writes nothing.
         let (slot, may_write) = match runs {
             RunsAt::Proxy => (Ok(None), false),
-            RunsAt::Node | RunsAt::EveryNode => {
+            RunsAt::Node | RunsAt::EveryNode | RunsAt::EveryMaster => {
                 (router::slot_in_transaction(spec, request, &mut self.keys), may_write(&self.shared, spec, request))
             }
         };

@@ -10,7 +10,7 @@ use super::pipeline::Meta;
 use super::{AfterEarlier, Channel, Session, clients, local};
 use crate::command::{CommandFlags, CommandSpec, LocalKind, Merge, StatefulKind};
 use crate::error::ProxyError;
-use crate::executor::{Part, Target, scripts};
+use crate::executor::{Part, Target};
 use crate::resp::Request;
 use crate::router::{self, Route};
 use crate::upstream::ScriptKind;
@@ -45,7 +45,7 @@ impl Session {
         }
         // When it goes out: a SCRIPT FLUSH waiting behind an EVALSHA must not forget its script
         // before the EVALSHA ran.
-        scripts::remember(&self.shared.scripts, spec, &request);
+        super::admin::note_going_out(&self.shared, spec, &request);
         let readonly = spec.flags.contains(CommandFlags::READONLY);
         match route {
             Route::Single { slot, write } => self.single(request.into_bytes(), slot, (write, readonly), None, meta),

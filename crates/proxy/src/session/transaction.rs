@@ -18,7 +18,7 @@ use crate::slot::Slot;
 #[derive(Debug, Default)]
 pub(super) struct Transaction {
     /// The queued commands, sent as MULTI, these, EXEC at EXEC time.
-    queued: Vec<Bytes>,
+    queued: Vec<Request>,
     /// Connection commands the proxy answers itself ([`QUEUED_LOCALLY`]), with their places
     /// among all the queued commands: run once the node ran the transaction.
     local: Vec<(u32, Bytes)>,
@@ -29,9 +29,10 @@ pub(super) struct Transaction {
     /// A queued command writes or may replicate: CLIENT PAUSE WRITE holds the EXEC, as Redis
     /// does (its `mstate.cmd_flags`).
     pub(super) may_write: bool,
-    /// Queued settings (CONFIG SET, RESETSTAT, REWRITE): outside a transaction they go to every
-    /// node, so after EXEC has run them on the transaction's node they go to the others too.
-    settings: Vec<Request>,
+    /// Queued commands that outside a transaction go to every node (settings: CONFIG SET,
+    /// RESETSTAT, REWRITE) or every master (FLUSHALL, FLUSHDB, SCRIPT FLUSH …): after EXEC has
+    /// run them on the transaction's node they go to the others too.
+    elsewhere: Vec<(Request, RunsAt)>,
     /// CLIENT LIST's `multi-mem`: the queued commands' argument bytes and a pointer per argument,
     /// as Redis counts them.
     argv_mem: u64,
@@ -73,6 +74,10 @@ pub(super) enum RunsAt {
     /// In the node's transaction, and once EXEC ran it on every other node too (CONFIG SET,
     /// RESETSTAT, REWRITE: settings).
     EveryNode,
+    /// In the node's transaction, and once EXEC ran it on every other master too: what outside a
+    /// transaction goes to every master and is `+OK` from all (FLUSHALL, FLUSHDB, SCRIPT FLUSH,
+    /// FUNCTION DELETE / FLUSH / RESTORE); the node's reply is the one in EXEC's array.
+    EveryMaster,
     /// In the proxy, once the node ran the transaction ([`QUEUED_LOCALLY`]).
     Proxy,
 }
@@ -168,11 +173,11 @@ impl Session {
                         let place = u32::try_from(tx.queued.len() + tx.local.len()).unwrap_or(u32::MAX);
                         tx.local.push((place, request.bytes().clone()));
                     }
-                    RunsAt::EveryNode => {
-                        tx.settings.push(request.clone());
-                        tx.queued.push(request.bytes().clone());
+                    RunsAt::EveryNode | RunsAt::EveryMaster => {
+                        tx.elsewhere.push((request.clone(), runs));
+                        tx.queued.push(request.clone());
                     }
-                    RunsAt::Node => tx.queued.push(request.bytes().clone()),
+                    RunsAt::Node => tx.queued.push(request.clone()),
                 }
                 tx.argv_mem += (0..request.argc()).map(|i| request.arg(i).len() as u64 + 8).sum::<u64>();
                 tx.may_write |= may_write;
@@ -249,10 +254,17 @@ impl Session {
         // MULTI, the queued commands and EXEC go out together; the client gets EXEC's reply. A
         // redirection of any of them makes the node answer EXECABORT: the map is refreshed and the
         // client may retry, as with any aborted transaction.
+        // What the proxy notes of a command as it goes out (a script to remember or a SCRIPT
+        // FLUSH to forget them, a setting it keeps too), it notes of the queued ones now.
+        for request in &tx.queued {
+            if let Some(spec) = self.shared.table.lookup(request) {
+                super::admin::note_going_out(&self.shared, spec, request);
+            }
+        }
         let mut payloads = vec![encode_command(&[b"MULTI"])];
-        payloads.extend(tx.queued);
+        payloads.extend(tx.queued.into_iter().map(Request::into_bytes));
         payloads.push(encode_command(&[b"EXEC"]));
-        let mut parts: Vec<Part> = self.settings_elsewhere(&tx.settings);
+        let mut parts: Vec<Part> = self.parts_elsewhere(&tx.elsewhere);
         let settings = parts.len() as u32;
         parts.extend(payloads.into_iter().map(|payload| {
             let mut part = Part::new(payload, Target::Owned, true);
@@ -263,9 +275,9 @@ impl Session {
         // The local commands are the last parts, answered by the session (`Session::complete`).
         let local_places = tx.local.iter().map(|(place, _)| *place).collect();
         parts.extend(tx.local.into_iter().map(|(_, payload)| Part::new(payload, Target::Owned, false)));
-        // The settings for the other nodes and the local commands wait for EXEC's reply (they
-        // run only if it ran), and EXEC's reply waits for theirs: the client sees it once every
-        // node has the setting. Later requests wait unread meanwhile, so none reaches a node
+        // The settings (and flushes) for the other nodes and the local commands wait for EXEC's
+        // reply (they run only if it ran), and EXEC's reply waits for theirs: the client sees it
+        // once every node has the setting. Later requests wait unread meanwhile, so none reaches a node
         // before the setting does, nor runs before the local commands changed the client.
         let deferred: Vec<u32> = (0..settings).chain(sent..parts.len() as u32).collect();
         if let Some(exec) = parts.get_mut(sent as usize - 1) {
@@ -276,21 +288,21 @@ impl Session {
         (settings..sent).for_each(|part| self.send(seq, part));
     }
 
-    /// One part per node other than the own connection's, for each queued setting; what the
-    /// proxy keeps of them itself is kept now, as EXEC goes out.
-    fn settings_elsewhere(&self, settings: &[Request]) -> Vec<Part> {
-        if settings.is_empty() {
+    /// One part per node other than the own connection's, for each queued command that goes
+    /// there too (settings to replicas as well, the rest to masters only).
+    fn parts_elsewhere(&self, elsewhere: &[(Request, RunsAt)]) -> Vec<Part> {
+        if elsewhere.is_empty() {
             return Vec::new();
         }
-        settings.iter().for_each(|setting| super::admin::keep_own_settings(&self.shared, setting));
         let own_addr = self.exec.own().map(|own| own.addr().to_string());
         let nodes = self.admin_nodes(crate::command::AdminKind::EveryNode);
-        let elsewhere = nodes.into_iter().filter(|(addr, _)| Some(addr) != own_addr.as_ref());
-        elsewhere
+        let others = nodes.into_iter().filter(|(addr, _)| Some(addr) != own_addr.as_ref());
+        others
             .flat_map(|(addr, replica)| {
-                settings.iter().map(move |setting| {
+                let commands = elsewhere.iter().filter(move |(_, runs)| !replica || *runs == RunsAt::EveryNode);
+                commands.map(move |(request, _)| {
                     let mut part =
-                        Part::new(setting.bytes().clone(), Target::Node { addr: addr.clone(), replica }, true);
+                        Part::new(request.bytes().clone(), Target::Node { addr: addr.clone(), replica }, true);
                     part.follow_redirects = false;
                     part
                 })
