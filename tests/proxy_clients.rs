@@ -125,6 +125,48 @@ fn client_pause_write_holds_an_exec_whose_queued_commands_write() {
     assert!(held < Duration::from_secs(3), "the writing EXEC was held too long: {held:?}");
 }
 
+/// CLIENT PAUSE inside MULTI is queued as on a node: the transaction's writes after it run, and
+/// the pause starts at its end (Redis' pause.tcl, "client pause starts at the end of a
+/// transaction").
+#[test]
+fn client_pause_inside_multi_starts_at_the_end_of_the_transaction() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let (mut admin, _) = named(&proxy, "admin");
+    let (mut other, _) = named(&proxy, "other");
+    let (first, second, held) = ("{clients:txpause}1", "{clients:txpause}2", "{clients:txpause}3");
+    let replies: redis::Value = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(first)
+        .arg("BAR")
+        .cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .cmd("SET")
+        .arg(second)
+        .arg("BAR")
+        .query(&mut admin)
+        .expect("MULTI … EXEC");
+    assert_eq!(replies, redis::Value::Array(vec![redis::Value::Okay; 3]));
+    let writer = thread::spawn(move || {
+        let _: () = redis::cmd("SET").arg(held).arg("BAR").query(&mut other).expect("SET held by the pause");
+        other
+    });
+    thread::sleep(Duration::from_millis(300));
+    assert!(!writer.is_finished(), "the write after the transaction was not held");
+    for key in [first, second] {
+        let value: Option<String> = redis::cmd("GET").arg(key).query(&mut admin).expect("GET");
+        assert_eq!(value.as_deref(), Some("BAR"), "{key} written inside the transaction");
+    }
+    let value: Option<String> = redis::cmd("GET").arg(held).query(&mut admin).expect("GET");
+    assert_eq!(value, None, "held");
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut admin).expect("CLIENT UNPAUSE");
+    let mut other = writer.join().expect("the held SET");
+    let value: Option<String> = redis::cmd("GET").arg(held).query(&mut other).expect("GET");
+    assert_eq!(value.as_deref(), Some("BAR"));
+}
+
 #[test]
 fn client_pause_write_holds_writes_not_reads_and_unpause_releases() {
     let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());

@@ -75,16 +75,8 @@ impl Session {
             Route::Local(LocalKind::Scan) => self.scan(&request, meta),
             Route::Local(LocalKind::RandomKey) => self.random_key(meta),
             Route::Local(LocalKind::Clients | LocalKind::Unpause) => {
-                let user_exists = |name: &str| self.shared.access.user_exists(name);
-                let format = clients::LineFormat::of_version(&self.shared.topology.reported_version());
-                let (table, state) = (&self.shared.table, &self.state);
-                match clients::command(&self.shared.clients, table, state, &request, format, user_exists) {
-                    Ok(reply) => {
-                        if is_pause_write(&request) {
-                            crate::executor::functions::learn_for_pause(&self.shared);
-                        }
-                        self.pipeline.push_ready(reply, meta);
-                    }
+                match self.clients_command(&request) {
+                    Ok(reply) => self.pipeline.push_ready(reply, meta),
                     Err(error) => self.push_error(error, meta),
                 }
                 // Killed by its own CLIENT KILL: as Redis closes after the reply, nothing read after
@@ -99,6 +91,19 @@ impl Session {
             Route::Stateful(kind) => self.stateful(kind, spec, request, meta),
             Route::Refuse(error) => self.push_error(error, meta),
         }
+    }
+
+    /// CLIENT LIST, INFO, KILL, PAUSE, UNPAUSE …: about the proxy's clients (`session/clients.rs`).
+    /// A WRITE pause starts the lookup of the functions' flags, which decide what it holds.
+    pub(super) fn clients_command(&mut self, request: &Request) -> Result<Bytes, ProxyError> {
+        let user_exists = |name: &str| self.shared.access.user_exists(name);
+        let format = clients::LineFormat::of_version(&self.shared.topology.reported_version());
+        let (table, state) = (&self.shared.table, &self.state);
+        let reply = clients::command(&self.shared.clients, table, state, request, format, user_exists)?;
+        if is_pause_write(request) {
+            crate::executor::functions::learn_for_pause(&self.shared);
+        }
+        Ok(reply)
     }
 
     /// A request for one node: the slot's owner (any master when keyless), or one of its script
@@ -209,6 +214,12 @@ impl Session {
             // Bytes the session decoded once already: never reached.
             _ => return ProxyError::command("ERR the proxy could not read a queued command again").to_resp(),
         };
+        let registry = self.shared.table.lookup(&request).is_some_and(|spec| {
+            matches!(spec.handling, crate::command::Handling::Local(LocalKind::Clients | LocalKind::Unpause))
+        });
+        if registry {
+            return self.clients_command(&request).unwrap_or_else(|error| error.to_resp());
+        }
         match self.run_local(&request) {
             local::Answer::Reply(reply) => reply,
             local::Answer::Error(error) => error.to_resp(),

@@ -48,11 +48,14 @@ pub(super) const NOT_IN_TRANSACTION: ProxyError = ProxyError::Command(Cow::Borro
 /// The connection commands the proxy answers itself that a transaction queues, as a node does
 /// (CLIENT CAPA as Valkey 8 does): they run at EXEC, once the node ran the transaction's other
 /// commands (not when a WATCH aborted it), with their replies at their places in EXEC's array.
+/// CLIENT PAUSE and UNPAUSE among them: a pause in a transaction starts at its end, as on a node.
 /// The others the proxy answers itself (but PING and ECHO, sent to the node) stay refused inside
 /// MULTI: what changes who the client is or how it is answered (AUTH, HELLO, CLIENT REPLY), what
-/// needs every node or any (INFO, COMMAND, SCAN), the client registry (CLIENT LIST, INFO, KILL,
-/// PAUSE …, whose view in the middle of an EXEC the proxy cannot give).
-pub(super) const QUEUED_LOCALLY: [&str; 11] = [
+/// needs every node or any (INFO, COMMAND, SCAN), the rest of the client registry (CLIENT LIST,
+/// INFO, KILL …, whose view in the middle of an EXEC the proxy cannot give).
+pub(super) const QUEUED_LOCALLY: [&str; 13] = [
+    "client|pause",
+    "client|unpause",
     "client|capa",
     "client|setname",
     "client|getname",
