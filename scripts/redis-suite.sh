@@ -62,7 +62,7 @@ WORK=$(mktemp -d /tmp/redisforge-redis-suite.XXXXXX)
 PROXY_PID=
 cleanup() {
     pkill -f "test_helper.tcl --host 127.0.0.1 --port $PORT" 2>/dev/null || true
-    [ -n "$PROXY_PID" ] && stop_pids redisforge-proxy 10 "$PROXY_PID"
+    [ -n "$PROXY_PID" ] && stop_pids "$(basename "$PROXY_BIN")" 10 "$PROXY_PID"
     cluster_stop "$WORK/cluster" || true
 }
 trap cleanup EXIT
@@ -79,6 +79,12 @@ seeds = [$SEEDS]
 format = "text"
 level = "warn"
 EOF
+# Another process on the port would answer in the proxy's place (a proxy left over by an earlier
+# run would run every unit against the old build).
+if port_open 127.0.0.1 "$PORT"; then
+    echo "127.0.0.1:$PORT is already in use; stop that process or set REDIS_SUITE_PORT" >&2
+    exit 1
+fi
 "$PROXY_BIN" --config "$WORK/proxy.toml" >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
 wait_port 127.0.0.1 "$PORT" 20

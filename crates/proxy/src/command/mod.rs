@@ -266,7 +266,7 @@ pub enum Merge {
     /// its cursor rewritten into the proxy's cursor for the client (`crate::merge::split_scan_cursor`
     /// documents the encoding). Keys are copied as received.
     ScanCursor { master: usize, masters: usize },
-    /// `INFO` sections about the data (keyspace, stats, memory, commandstats, errorstats) of every
+    /// `INFO` sections about the data (keyspace, stats, memory, persistence, commandstats …) of every
     /// master as one reply: numbers summed, `avg_ttl` weighted by expires (see `merge/info.rs`);
     /// the fields in `own` have the proxy's value instead of the masters' (its tracking table).
     InfoSums { own: Vec<(&'static str, u64)> },

@@ -1,5 +1,5 @@
-//! `INFO` sections that describe the data, not the proxy (keyspace, stats, memory, commandstats,
-//! errorstats), summed over the masters so that they describe the whole cluster.
+//! `INFO` sections that describe the data, not the proxy (keyspace, stats, memory, persistence,
+//! commandstats, errorstats), summed over the masters so that they describe the whole cluster.
 //!
 //! The rules, field by field, for the same field on every master:
 //! - `dbN:keys=…,expires=…,avg_ttl=…`: keys and expires summed, avg_ttl weighted by expires;
