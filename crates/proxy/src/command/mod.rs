@@ -11,8 +11,8 @@
 //! Lookups happen for every request, so [`CommandTable::lookup`] and [`CommandSpec::key_positions`]
 //! never allocate.
 //!
-//! A little over ~600 lines: the table's types (`Handling`, `LocalKind`, `Merge`, `AdminKind`,
-//! `CommandSpec`, flags) are read together with its lookup; each is short.
+//! How the proxy handles each command (`Handling`, `Merge`, `AdminKind`, `LocalKind`,
+//! `StatefulKind`) is in `handling.rs`, beside the table of which command gets which.
 
 mod handling;
 mod keys;
@@ -27,6 +27,7 @@ use std::ops::{BitOr, BitOrAssign};
 use redis_protocol::resp2::types::OwnedFrame;
 
 use handling::handling_for;
+pub use handling::{AdminKind, Handling, LocalKind, Merge, StatefulKind};
 pub use keys::{
     BeginSearch, FindKeys, GetKeysError, KeyAccess, KeyError, KeySpec, KeySpecFlags, NumKeysProblem,
     fallback_key_positions,
@@ -169,154 +170,6 @@ impl BitOrAssign for CommandFlags {
     fn bitor_assign(&mut self, rhs: Self) {
         self.0 |= rhs.0;
     }
-}
-
-/// How the proxy handles a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handling {
-    /// Sent to the master owning the slot of its keys (all keys must share a slot, else the caller
-    /// answers -CROSSSLOT); keyless commands go to any master.
-    Forward,
-    /// A script (EVAL, EVALSHA and `_RO` forms) or, with `function`, a function (FCALL, FCALL_RO):
-    /// routed like `Forward`, run on a connection of its own (it may keep the node busy).
-    Script { function: bool },
-    /// Multi-key command split per slot and merged; `key_step` = 1 for MGET/DEL/EXISTS/UNLINK/
-    /// TOUCH, 2 for MSET (key, value pairs).
-    Split { merge: Merge, key_step: usize },
-    /// Sent to every master, replies merged.
-    FanOut(Merge),
-    /// Answered by the proxy itself, by the module the kind names.
-    Local(LocalKind),
-    /// Needs per-client upstream state (transactions, pub/sub, blocking commands); the session
-    /// handles them.
-    Stateful(StatefulKind),
-    /// Refused with this reason, e.g. "it would change the cluster topology behind the proxy".
-    Refuse(&'static str),
-    /// An operator command the session sends to nodes it names (CONFIG, SLOWLOG, LATENCY, MEMORY
-    /// diagnostics), so that the merged reply can say which node answered what.
-    Admin(AdminKind),
-}
-
-/// Which nodes an operator command goes to and how their replies come together; the session turns
-/// it into a [`Merge`] carrying the nodes' addresses (`session/admin.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminKind {
-    /// CONFIG GET: every master; per parameter the value most masters have ([`Merge::ConfigValues`]).
-    ConfigGet,
-    /// CONFIG SET / RESETSTAT / REWRITE: every node, replicas included, so a replica promoted later
-    /// runs with the same settings; `+OK` only when every node said OK ([`Merge::AllOkNamed`]).
-    EveryNode,
-    /// SLOWLOG RESET: every master (the nodes SLOWLOG GET reads); `+OK` only when all said OK.
-    EveryMasterOk,
-    /// SLOWLOG GET: every master's entries, newest first, each tagged with its node.
-    SlowlogGet,
-    /// LATENCY LATEST / HISTORY / DOCTOR / GRAPH, MEMORY STATS / DOCTOR / MALLOC-STATS: every
-    /// master's own reply, keyed by the master's address ([`Merge::KeyedByNode`]).
-    PerMaster,
-    /// LATENCY HISTOGRAM: every master's, added up as one node's ([`Merge::LatencyHistogram`]).
-    LatencyHistogram,
-    /// SCRIPT EXISTS: every master, and the scripts the proxy remembers ([`Merge::ScriptExists`]).
-    ScriptExists,
-}
-
-/// How the replies of a split or fanned-out command become one reply (`crate::merge::merge`).
-///
-/// Unless a variant says otherwise, the first error reply in part order is the answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Merge {
-    /// One array with the elements put back in the order of the request's keys (MGET).
-    ArrayInKeyOrder,
-    /// `+OK` when every part answered `+OK` (MSET, FLUSHALL, SCRIPT FLUSH, FUNCTION DELETE).
-    AllOk,
-    /// The sum of the parts' integers (DEL, EXISTS, DBSIZE, PUBSUB NUMPAT).
-    SumIntegers,
-    /// A transaction sent as MULTI, the queued commands and EXEC: EXEC's reply, whatever the
-    /// others were (an EXECABORT when a queued command failed), with the replies of the
-    /// connection commands the proxy ran itself at EXEC put in at their places in its array. Those
-    /// are the last parts, one per place (ascending); EXEC's is the part before them.
-    Exec { local_places: Vec<u32> },
-    /// The reply every part gave, which must be the same everywhere (SCRIPT LOAD's SHA1, FUNCTION
-    /// LOAD's library name); `-ERR nodes disagree: …` when it is not.
-    SameReply,
-    /// SCRIPT EXISTS: arrays of 0/1, one per master, combined element-wise. A script exists when
-    /// EVALSHA of it works through the proxy on any key: every master has it, or one has it
-    /// (it compiled) and the proxy remembers its body (`remembered[i]`), which it loads where an
-    /// EVALSHA meets `-NOSCRIPT` (`executor/scripts.rs`).
-    ScriptExists { remembered: Vec<bool> },
-    /// The first part that is not an error, else the first error, one other than `NOTBUSY` first:
-    /// SCRIPT KILL and FUNCTION KILL (only the master running the script can kill it, the others
-    /// answer `NOTBUSY`), SCRIPT SHOW (only a master that ran or loaded the script knows it).
-    AnyOk,
-    /// Every part's array flattened into one, in part order (KEYS).
-    ConcatArrays,
-    /// The first reply that is not null, else the null.
-    FirstNonNull,
-    /// RANDOMKEY across the cluster: the parts are every master's `DBSIZE`, then every master's
-    /// `RANDOMKEY` in the same order; one key is picked with each master weighted by its key
-    /// count, from `seed` (the merge stays a pure function).
-    RandomKey { seed: u64 },
-    /// Every part's array merged without duplicates, in order of first appearance (PUBSUB
-    /// CHANNELS, PUBSUB SHARDCHANNELS).
-    UnionArrays,
-    /// `[name, count, …]` arrays, or RESP3 maps where a node answers with one, with the same names
-    /// in the same order everywhere: the counts summed per name, the form kept (PUBSUB NUMSUB,
-    /// PUBSUB SHARDNUMSUB).
-    SumPairs,
-    /// The one reply of `SCAN <node cursor> …` sent to master number `master` of `masters`, with
-    /// its cursor rewritten into the proxy's cursor for the client (`crate::merge::split_scan_cursor`
-    /// documents the encoding). Keys are copied as received.
-    ScanCursor { master: usize, masters: usize },
-    /// `INFO` sections about the data (keyspace, stats, memory, persistence, commandstats …) of every
-    /// master as one reply: numbers summed, `avg_ttl` weighted by expires (see `merge/info.rs`);
-    /// the fields in `own` have the proxy's value instead of the masters' (its tracking table).
-    InfoSums { own: Vec<(&'static str, u64)> },
-    /// CONFIG GET from every master (`nodes[i]` answered part `i`): the first master's reply with,
-    /// per parameter, the value most masters have (a tie goes to the earliest master); parameters
-    /// the masters disagree on are logged as a warning (`crate::merge` documents the rule).
-    ConfigValues { nodes: Vec<String> },
-    /// `+OK` when every node answered `+OK`; else `-ERR <command> failed on <node> (<its reply>)`
-    /// naming every node that did not, with how many said OK. Errors are not passed through: they
-    /// are what this merge reports (CONFIG SET, SLOWLOG RESET).
-    AllOkNamed { command: String, nodes: Vec<String> },
-    /// SLOWLOG GET from every master: all entries, newest first by timestamp (ties keep master
-    /// order), at most `count`, each with `node=<address>` in its client-name field.
-    Slowlog { nodes: Vec<String>, count: usize },
-    /// Each master's reply as is, keyed by its address: a RESP3 map, or a RESP2 flat array
-    /// `[address, reply, …]` (LATENCY, MEMORY STATS).
-    KeyedByNode { nodes: Vec<String>, protocol: crate::resp::reply::Protocol },
-    /// LATENCY HISTOGRAM from every master as one node's reply, in the client's `protocol`: per
-    /// command, calls summed and cumulative distributions added up (see `merge/latency.rs`).
-    LatencyHistogram { protocol: crate::resp::reply::Protocol },
-}
-
-/// Which part of the proxy answers a local command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LocalKind {
-    /// From the client's own connection state: HELLO, AUTH, CLIENT SETNAME, INFO, COMMAND …
-    /// (`session/local.rs`).
-    Connection,
-    /// PING and ECHO: answered like `Connection`, and they mean the same on a node, so a
-    /// transaction may queue them.
-    Echo,
-    /// The proxy's clients: CLIENT LIST, INFO, KILL, PAUSE, UNBLOCK (`session/clients.rs`).
-    Clients,
-    /// CLIENT UNPAUSE: like `Clients`, and it gets through a `CLIENT PAUSE` itself.
-    Unpause,
-    /// CLIENT TRACKING, CACHING, GETREDIR, TRACKINGINFO: client-side caching
-    /// (`session/tracking.rs`).
-    Tracking,
-    /// SCAN: a cluster-wide cursor walking the masters one after the other.
-    Scan,
-    /// RANDOMKEY: one key from the masters, each weighted by its key count.
-    RandomKey,
-}
-
-/// Which per-client upstream state a stateful command needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatefulKind {
-    Transaction,
-    PubSub,
-    Blocking,
 }
 
 /// Everything the proxy knows about one command or subcommand.
