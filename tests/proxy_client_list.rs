@@ -336,6 +336,24 @@ fn reset_discards_a_transaction_being_queued() {
     assert_eq!(field(&client_info(&mut con), "multi"), Some("-1"));
 }
 
+/// RESET clears the client's name but not the library behind the connection (CLIENT SETINFO's
+/// lib-name and lib-ver), as a node's `clearClientConnectionState` leaves them (Redis 7.4's
+/// introspection.tcl, "RESET does NOT clean library name").
+#[test]
+fn reset_keeps_the_library_name_and_version() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut con = proxy.client();
+    for (attr, value) in [("lib-name", "redis.py"), ("lib-ver", "5.0.1")] {
+        let _: () = redis::cmd("CLIENT").arg("SETINFO").arg(attr).arg(value).query(&mut con).expect("SETINFO");
+    }
+    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("before-reset").query(&mut con).expect("SETNAME");
+    let reset: String = redis::cmd("RESET").query(&mut con).expect("RESET");
+    assert_eq!(reset, "RESET");
+    let info = client_info(&mut con);
+    assert_eq!((field(&info, "lib-name"), field(&info, "lib-ver")), (Some("redis.py"), Some("5.0.1")), "{info}");
+    assert_eq!(field(&info, "name"), Some(""), "{info}");
+}
+
 /// RESET ends WATCH, as on a node: a watched key changed afterwards no longer aborts a
 /// transaction.
 #[test]

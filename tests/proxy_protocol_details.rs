@@ -655,3 +655,68 @@ fn shard_subscription_counts_over_several_masters_match_a_node() {
     });
     assert_eq!(counts, ":1 :2 :1 :0 +PONG +OK");
 }
+
+/// From Redis 7.2 on, a message a RESP3 subscriber's own command publishes to it comes after
+/// that command's reply (inside MULTI and a script too); 7.0 writes it at once, before. Through
+/// the proxy the message travels on the subscription's connection and the reply on another, so
+/// the proxy puts messages behind the replies in flight. Compared with a node of the version under
+/// test (the versions step runs this against Redis 7.4 and Valkey 8), once the proxy reports the
+/// nodes' version; against 7.0 the same frames must arrive, in either order.
+#[test]
+fn a_resp3_subscribers_own_messages_follow_the_reply_that_published_them_as_on_a_node() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start(cluster, ProxyOptions::default());
+    let version = |addr: &str| -> String {
+        let mut conn = Conn::open(addr);
+        let (bytes, _) = conn.call(&[b"INFO".to_vec(), b"server".to_vec()]).expect("INFO server");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        text.lines().find_map(|l| l.strip_prefix("redis_version:")).map(str::to_owned).expect("redis_version")
+    };
+    let node_version = version(&cluster.masters()[0]);
+    let reported = redisforge_tests::wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        version(&proxy.addr()) == node_version
+    });
+    assert!(reported, "the proxy does not report the nodes' version {node_version}");
+    // Each command that publishes is sent once the frames before it are in: a message is held
+    // behind every reply in flight, so one published by a command pipelined before others comes
+    // after their replies too (README, "Pub/sub").
+    let steps: [(&[u8], usize); 3] = [
+        (b"SUBSCRIBE selfpub\r\nMULTI\r\nPING abc\r\nPUBLISH selfpub bar\r\nPUBLISH selfpub vaz\r\nPING def\r\nEXEC\r\n", 9),
+        (b"EVAL \"redis.call('publish', 'selfpub', 'in-script') return 'bla'\" 0\r\n", 2),
+        (b"PUBLISH selfpub last\r\n", 2),
+    ];
+    let exchange = |addr: &str| -> Vec<String> {
+        let mut conn = Conn::open(addr);
+        let (_, hello) = conn.call(&[b"HELLO".to_vec(), b"3".to_vec()]).expect("HELLO 3");
+        assert!(!hello.is_error(), "HELLO 3");
+        let mut frames = Vec::new();
+        for (bytes, count) in steps {
+            conn.send_raw(bytes).expect("send");
+            for _ in 0..count {
+                let (frame, _) = conn.read().expect("frame");
+                frames.push(String::from_utf8_lossy(&frame).into_owned());
+            }
+        }
+        frames
+    };
+    let message =
+        |payload: &str| format!(">3\r\n$7\r\nmessage\r\n$7\r\nselfpub\r\n${}\r\n{payload}\r\n", payload.len());
+    let queued = "+QUEUED\r\n".to_owned();
+    let mut expected = vec![">3\r\n$9\r\nsubscribe\r\n$7\r\nselfpub\r\n:1\r\n".to_owned(), "+OK\r\n".to_owned()];
+    expected.extend([queued.clone(), queued.clone(), queued.clone(), queued]);
+    expected.extend(["*4\r\n$3\r\nabc\r\n:1\r\n:1\r\n$3\r\ndef\r\n".to_owned(), message("bar"), message("vaz")]);
+    expected.extend(["$3\r\nbla\r\n".to_owned(), message("in-script"), ":1\r\n".to_owned(), message("last")]);
+    let mut through_proxy = exchange(&proxy.addr());
+    let major_minor: Vec<u32> = node_version.split('.').take(2).filter_map(|p| p.parse().ok()).collect();
+    if major_minor >= vec![7, 2] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}")]).expect("reference node");
+        assert_eq!(exchange(&node.addr()), expected, "a {node_version} node");
+    } else {
+        // 7.0 writes the messages inside EXEC's array (fixed in 7.2), which no client can read:
+        // the proxy's frames are checked whole, in either order.
+        through_proxy.sort();
+        expected.sort();
+    }
+    assert_eq!(through_proxy, expected, "through the proxy, nodes of {node_version}");
+}

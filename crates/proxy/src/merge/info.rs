@@ -110,7 +110,8 @@ enum Combine {
 
 /// Fields whose sum over the masters means nothing: states and flags (`loading`,
 /// `aof_enabled`), ratios and percentages, durations of what is running or ran last (`-1` when
-/// nothing did), and counts of what SCRIPT LOAD and FUNCTION LOAD put on every master alike.
+/// nothing did), and the counts and memory of the scripts and functions SCRIPT LOAD and FUNCTION
+/// LOAD put on every master alike.
 const LARGEST: &[&[u8]] = &[
     b"loading",
     b"async_loading",
@@ -118,6 +119,13 @@ const LARGEST: &[&[u8]] = &[
     b"number_of_cached_scripts",
     b"number_of_functions",
     b"number_of_libraries",
+    b"used_memory_lua",
+    b"used_memory_vm_eval",
+    b"used_memory_scripts_eval",
+    b"used_memory_vm_functions",
+    b"used_memory_functions",
+    b"used_memory_vm_total",
+    b"used_memory_scripts",
     b"current_cow_size_age",
     b"latest_fork_usec",
     b"current_eviction_exceeded_time",

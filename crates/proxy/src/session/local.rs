@@ -183,8 +183,11 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
                 true => ClientModes::default(),
                 false => ClientModes { no_evict: state.modes.no_evict, ..ClientModes::default() },
             };
+            // The library behind the connection stays too (CLIENT SETINFO's lib-name and lib-ver).
+            let library = (state.lib_name.take(), state.lib_ver.take());
             *state = ClientState::new(state.id, state.peer, shared.access.anonymous_user(), shared.access.generation());
             state.modes = kept;
+            (state.lib_name, state.lib_ver) = library;
             Answer::Reply(Bytes::from_static(b"+RESET\r\n"))
         }
         b"AUTH" => auth(state, shared, request),

@@ -91,6 +91,10 @@ struct SubConn {
 /// `__keymiss@…`): each node publishes them for its own keys only.
 const NOTIFICATIONS: &[u8] = b"__key";
 
+/// Messages (and tracking invalidations) held behind replies in flight at most; past it messages
+/// are written at once rather than held without bound behind slow replies.
+const MAX_HELD_MESSAGES: usize = 4096;
+
 /// Whether a channel names keyspace notifications, or a pattern may match one (`__key*`, and
 /// also `*` or `*:foo`, which match every channel or such ones among others).
 fn is_notification(name: &[u8], pattern: bool) -> bool {
@@ -391,7 +395,7 @@ impl Session {
             return;
         }
         let frame = self.in_client_protocol(frame, from_resp3);
-        self.deliver(frame, answer.dropped);
+        self.deliver(frame, answer.dropped, message);
         if confirmation {
             self.leave_subscribed_if_done();
         } else if message && !self.awaiting_confirmations() {
@@ -486,15 +490,32 @@ impl Session {
     }
 
     /// Writes a subscription frame for the client, unless a mirror has yet to confirm what the
-    /// client asked (see [`Subscriptions::held_for_mirrors`]).
-    fn deliver(&mut self, frame: Bytes, dropped: bool) {
-        match self.subs.as_mut() {
-            Some(subs) if subs.mirrors_awaiting() || !subs.held_for_mirrors.is_empty() => {
-                subs.held_for_mirrors.push((frame, dropped));
-                self.release_held_for_mirrors();
-            }
-            _ => self.write_direct(&frame, dropped),
+    /// client asked (see [`Subscriptions::held_for_mirrors`]); a `message` may wait for the
+    /// replies in flight (see [`Session::messages_follow_replies`]).
+    fn deliver(&mut self, frame: Bytes, dropped: bool, message: bool) {
+        if let Some(subs) = self.subs.as_mut().filter(|s| s.mirrors_awaiting() || !s.held_for_mirrors.is_empty()) {
+            subs.held_for_mirrors.push((frame, dropped));
+            return self.release_held_for_mirrors();
         }
+        match message && self.messages_follow_replies() {
+            true => self.pipeline.push_trailer(frame),
+            false => self.write_direct(&frame, dropped),
+        }
+    }
+
+    /// Whether a message goes behind the replies of the client's requests in flight: from Redis
+    /// 7.2 on, a message a client's own command publishes to it comes after that command's reply
+    /// (`pending_push_messages`; a PUBLISH inside MULTI or a script), and the proxy cannot tell
+    /// which messages those are — any other was published while the requests were in flight, so
+    /// after them is an order one node could have given. Not while a blocking command waits (a
+    /// node delivers to a blocked client at once), only for RESP3 (a RESP2 subscriber's requests
+    /// are few and answered in order with its messages), and never past [`MAX_HELD_MESSAGES`].
+    fn messages_follow_replies(&self) -> bool {
+        self.state.protocol == Protocol::Resp3
+            && !self.blocked
+            && !self.pipeline.is_empty()
+            && self.pipeline.trailer_count() < MAX_HELD_MESSAGES
+            && crate::version_at_least(&self.shared.topology.reported_version(), 7, 2)
     }
 
     /// Writes the frames held for the mirrors' confirmations once none is awaited (or the mirror
