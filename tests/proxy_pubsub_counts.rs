@@ -23,6 +23,31 @@ fn next_message(pubsub: &mut redis::PubSub<'_>) -> (String, String) {
     (msg.get_channel_name().to_string(), msg.get_payload().expect("payload"))
 }
 
+/// PUBLISH inside MULTI counts the subscribers as outside it: a keyless transaction that
+/// publishes runs on the pub/sub home, whichever master the client's own connection would
+/// otherwise have reached (each new client's lands on another).
+#[test]
+fn publish_inside_multi_counts_the_subscribers_as_outside_it() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let mut subscriber = proxy.client();
+    let mut sub = subscriber.as_pubsub();
+    sub.subscribe("count:tx").expect("SUBSCRIBE");
+    for round in 0..6 {
+        let mut publisher = proxy.client();
+        let replies: Value = redis::pipe()
+            .atomic()
+            .cmd("PING")
+            .cmd("PUBLISH")
+            .arg("count:tx")
+            .arg(round)
+            .query(&mut publisher)
+            .expect("MULTI PING PUBLISH EXEC");
+        let expected = Value::Array(vec![Value::SimpleString("PONG".into()), Value::Int(1)]);
+        assert_eq!(replies, expected, "round {round}");
+        assert_eq!(next_message(&mut sub), ("count:tx".to_owned(), round.to_string()));
+    }
+}
+
 #[test]
 fn publish_counts_the_subscribers_of_every_proxy_on_every_channel() {
     let cluster = Cluster::shared();

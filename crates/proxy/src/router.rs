@@ -95,10 +95,16 @@ pub fn slot_in_transaction(
     request: &Request,
     keys: &mut Vec<usize>,
 ) -> Result<Option<Slot>, ProxyError> {
-    match AT_PUBSUB_HOME.contains(&spec.name.as_str()) {
+    match answered_at_pubsub_home(spec) {
         true => Ok(None),
         false => slot_of(spec, request, keys),
     }
+}
+
+/// Whether the pub/sub home answers `spec` (PUBLISH and PUBSUB's counts): its subscribers are
+/// every RedisForge's classic subscribers.
+pub fn answered_at_pubsub_home(spec: &CommandSpec) -> bool {
+    AT_PUBSUB_HOME.contains(&spec.name.as_str())
 }
 
 /// The one slot all keys of the request hash to (`None`: keyless).

@@ -12,6 +12,7 @@ use crate::command::Merge;
 use crate::error::ProxyError;
 use crate::executor::{Part, Target};
 use crate::resp::{Request, reply, request::encode_command};
+use crate::router;
 use crate::slot::Slot;
 
 /// A transaction being queued by the proxy between MULTI and EXEC.
@@ -249,21 +250,25 @@ impl Session {
         let Some(tx) = self.tx.take() else { return };
         self.publish_multi();
         let watched = self.forget_watch();
-        // Keyless transactions run on whichever master the own connection reaches.
-        let slot = tx.slot.or(watched.flatten());
+        // What the proxy notes of a command as it goes out (a script to remember or a SCRIPT
+        // FLUSH to forget them, a setting it keeps too), it notes of the queued ones now.
+        let mut publishes = false;
+        for request in &tx.queued {
+            if let Some(spec) = self.shared.table.lookup(request) {
+                super::admin::note_going_out(&self.shared, spec, request);
+                publishes |= router::answered_at_pubsub_home(spec);
+            }
+        }
+        // Keyless transactions run on whichever master the own connection reaches; one that
+        // publishes on the pub/sub home, so that PUBLISH counts the subscribers a node would.
+        let home = publishes.then_some(router::PUBSUB_HOME_SLOT);
+        let slot = tx.slot.or(watched.flatten()).or(home);
         if watched.is_none() && self.own_conn_for(slot).is_none() {
             return self.push_error(ProxyError::SlotNotServed, meta);
         }
         // MULTI, the queued commands and EXEC go out together; the client gets EXEC's reply. A
         // redirection of any of them makes the node answer EXECABORT: the map is refreshed and the
         // client may retry, as with any aborted transaction.
-        // What the proxy notes of a command as it goes out (a script to remember or a SCRIPT
-        // FLUSH to forget them, a setting it keeps too), it notes of the queued ones now.
-        for request in &tx.queued {
-            if let Some(spec) = self.shared.table.lookup(request) {
-                super::admin::note_going_out(&self.shared, spec, request);
-            }
-        }
         let mut payloads = vec![encode_command(&[b"MULTI"])];
         payloads.extend(tx.queued.into_iter().map(Request::into_bytes));
         payloads.push(encode_command(&[b"EXEC"]));
