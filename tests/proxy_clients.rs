@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::Connection;
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command};
+use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, resp_command};
 
 fn named(proxy: &Proxy, name: &str) -> (Connection, i64) {
     let mut con = proxy.client();
@@ -341,6 +341,33 @@ fn client_pause_write_lets_a_no_writes_script_through() {
     let _: i64 = redis::cmd("PUBLISH").arg("clients:pause-channel").arg("m").query(&mut worker).expect("PUBLISH");
     let held = paused_at.elapsed();
     assert!(held >= Duration::from_millis(550), "PUBLISH was not held: {held:?}");
+}
+
+/// The proxy remembers at most 10,000 scripts (their bodies and shebang flags); past that a new
+/// one takes an older one's place. A script loaded after 10,000 others used to be forgotten, so
+/// EVALSHA of it, though its shebang says `no-writes`, waited out a WRITE pause (Redis 7.4's
+/// pause.tcl hung after its scripting.tcl had loaded 50,000 scripts). Its own cluster: the
+/// masters keep the scripts.
+#[test]
+fn a_no_writes_script_loaded_after_ten_thousand_others_runs_during_a_write_pause() {
+    let cluster = Cluster::start(ClusterOptions { replicas_per_master: 0, ..ClusterOptions::default() });
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let (mut admin, _) = named(&proxy, "admin");
+    let (mut worker, _) = named(&proxy, "scripts");
+    let mut loads = redis::pipe();
+    for i in 0..10_001 {
+        loads.cmd("SCRIPT").arg("LOAD").arg(format!("return {i}")).ignore();
+    }
+    let _: () = loads.query(&mut worker).expect("10,001 SCRIPT LOADs");
+    let read_only = "#!lua flags=no-writes\nreturn 'late'";
+    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(read_only).query(&mut worker).expect("SCRIPT LOAD");
+    let _: () =
+        redis::cmd("CLIENT").arg("PAUSE").arg(5_000).arg("WRITE").query(&mut admin).expect("CLIENT PAUSE WRITE");
+    let paused_at = Instant::now();
+    let value: String = redis::cmd("EVALSHA").arg(&sha).arg(0).query(&mut worker).expect("EVALSHA no-writes");
+    assert_eq!(value, "late");
+    assert!(paused_at.elapsed() < Duration::from_millis(2_000), "held: {:?}", paused_at.elapsed());
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut admin).expect("CLIENT UNPAUSE");
 }
 
 /// CLIENT PAUSE WRITE goes by a function's own flags, as Redis' `fcallGetCommandFlags` does (and

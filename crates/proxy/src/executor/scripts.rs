@@ -9,7 +9,9 @@ use crate::command::CommandSpec;
 use crate::resp::{Request, request::encode_command};
 
 /// Scripts kept at most: applications that generate scripts on the fly must not grow the proxy
-/// without bound; scripts past this are simply not recovered.
+/// without bound. Past it a new script takes the place of an older one (any), since the newest
+/// are the likeliest to run next: an EVALSHA of a script forgotten so is not recovered after a
+/// failover, and under CLIENT PAUSE WRITE its shebang's flags are not known (it waits).
 const MAX_SCRIPTS: usize = 10_000;
 
 /// Script bodies by lowercase hex SHA1.
@@ -25,10 +27,17 @@ pub fn remember(scripts: &Scripts, spec: &CommandSpec, request: &Request) {
         "script|flush" => return scripts.clear(),
         _ => return,
     };
-    if scripts.len() >= MAX_SCRIPTS {
+    let sha = sha1_smol::Sha1::from(body).digest().to_string();
+    if scripts.contains_key(&sha) {
         return;
     }
-    let sha = sha1_smol::Sha1::from(body).digest().to_string();
+    if scripts.len() >= MAX_SCRIPTS {
+        // Its own statement: the iterator's shard lock must be gone before `remove` takes one.
+        let older = scripts.iter().next().map(|entry| entry.key().clone());
+        if let Some(older) = older {
+            scripts.remove(&older);
+        }
+    }
     scripts.entry(sha).or_insert_with(|| Bytes::copy_from_slice(body));
 }
 
@@ -114,6 +123,19 @@ pub(crate) mod tests {
         let request = Request::from_args(args);
         let spec = table.lookup(&request).expect("a known command");
         remember(scripts, spec, &request);
+    }
+
+    #[test]
+    fn past_the_bound_a_new_script_takes_an_older_ones_place() {
+        let scripts = Scripts::default();
+        let table = crate::command::CommandTable::builtin();
+        for i in 0..MAX_SCRIPTS + 5 {
+            let request = Request::from_args(&["SCRIPT", "LOAD", &format!("return {i}")]);
+            remember(&scripts, table.lookup(&request).expect("SCRIPT LOAD"), &request);
+        }
+        assert_eq!(scripts.len(), MAX_SCRIPTS);
+        let newest = format!("return {}", MAX_SCRIPTS + 4);
+        assert!(is_remembered(&scripts, sha1_smol::Sha1::from(newest.as_bytes()).digest().to_string().as_bytes()));
     }
 
     #[test]
