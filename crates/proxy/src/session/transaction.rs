@@ -285,8 +285,8 @@ impl Session {
         parts.extend(tx.local.into_iter().map(|(_, payload)| Part::new(payload, Target::Owned, false)));
         // The settings (and flushes) for the other nodes and the local commands wait for EXEC's
         // reply (they run only if it ran), and EXEC's reply waits for theirs: the client sees it
-        // once every node has the setting. Later requests wait unread meanwhile, so none reaches a node
-        // before the setting does, nor runs before the local commands changed the client.
+        // once every node has the setting. Later requests wait unread meanwhile, so none reaches
+        // a node before the setting does, nor runs before the local commands changed the client.
         let deferred: Vec<u32> = (0..settings).chain(sent..parts.len() as u32).collect();
         if let Some(exec) = parts.get_mut(sent as usize - 1) {
             exec.set_deferred(deferred.clone());
