@@ -91,8 +91,8 @@ struct SubConn {
 /// `__keymiss@…`): each node publishes them for its own keys only.
 const NOTIFICATIONS: &[u8] = b"__key";
 
-/// Messages (and tracking invalidations) held behind replies in flight at most; past it messages
-/// are written at once rather than held without bound behind slow replies.
+/// Messages held behind replies in flight at most; past it messages are written at once rather
+/// than held without bound behind slow replies.
 const MAX_HELD_MESSAGES: usize = 4096;
 
 /// Whether a channel names keyspace notifications, or a pattern may match one (`__key*`, and
@@ -510,9 +510,12 @@ impl Session {
     /// after them is an order one node could have given. Not while a blocking command waits (a
     /// node delivers to a blocked client at once), only for RESP3 (a RESP2 subscriber's requests
     /// are few and answered in order with its messages), and never past [`MAX_HELD_MESSAGES`].
+    /// Nor for a client that tracks keys: when its invalidations pile up behind slow replies
+    /// they are replaced by one flush (`session/tracking.rs`), which must not take messages along.
     fn messages_follow_replies(&self) -> bool {
         self.state.protocol == Protocol::Resp3
             && !self.blocked
+            && self.tracking.is_none()
             && !self.pipeline.is_empty()
             && self.pipeline.trailer_count() < MAX_HELD_MESSAGES
             && crate::version_at_least(&self.shared.topology.reported_version(), 7, 2)
