@@ -138,6 +138,20 @@ const LARGEST: &[&[u8]] = &[
 /// `rdb_last_bgsave_time_sec`, `mem_fragmentation_ratio`, `current_fork_perc`.
 const LARGEST_ENDINGS: &[&[u8]] = &[b"_in_progress", b"_scheduled", b"_time_sec", b"_ratio", b"_perc"];
 
+impl Combine {
+    /// Two masters' values of a field as one, integers and floats alike (a float that is not a
+    /// number gives way to the other value, as `f64::max` and `f64::min` do).
+    fn apply<T: Copy + PartialOrd + std::ops::Add<Output = T>>(self, a: T, b: T) -> T {
+        let a_unordered = a.partial_cmp(&a).is_none();
+        match self {
+            Combine::Sum => a + b,
+            Combine::Max if b > a || a_unordered => b,
+            Combine::Min if b < a || a_unordered => b,
+            Combine::Max | Combine::Min => a,
+        }
+    }
+}
+
 /// The rule for field `name` (see the module's documentation).
 fn combine_rule(name: &[u8]) -> Combine {
     if name == b"rdb_last_save_time" {
@@ -176,19 +190,12 @@ fn parse_field(value: &[u8]) -> Field<'_> {
 }
 
 fn combine<'a>(field: &mut Field<'a>, other: Field<'a>, rule: Combine) {
-    let float = |a: f64, b: f64| match rule {
-        Combine::Sum => a + b,
-        Combine::Max => a.max(b),
-        Combine::Min => a.min(b),
-    };
     *field = match (std::mem::replace(field, Field::Text(b"", false)), other) {
-        (Field::Integer(a), Field::Integer(b)) => Field::Integer(match rule {
-            Combine::Sum => a + b,
-            Combine::Max => a.max(b),
-            Combine::Min => a.min(b),
-        }),
-        (Field::Integer(a), Field::Float(b)) | (Field::Float(b), Field::Integer(a)) => Field::Float(float(a as f64, b)),
-        (Field::Float(a), Field::Float(b)) => Field::Float(float(a, b)),
+        (Field::Integer(a), Field::Integer(b)) => Field::Integer(rule.apply(a, b)),
+        (Field::Integer(a), Field::Float(b)) | (Field::Float(b), Field::Integer(a)) => {
+            Field::Float(rule.apply(a as f64, b))
+        }
+        (Field::Float(a), Field::Float(b)) => Field::Float(rule.apply(a, b)),
         (Field::Pairs(mut a), Field::Pairs(b)) => {
             for (k, v) in b {
                 match a.iter_mut().find(|(name, _)| *name == k) {

@@ -348,6 +348,15 @@ fn info_flags_ratios_and_durations_take_the_largest_and_the_last_save_the_earlie
 }
 
 #[test]
+fn info_largest_and_earliest_pass_over_a_value_that_is_not_a_number() {
+    let a = bulk("# Memory\r\nmem_fragmentation_ratio:nan\r\n");
+    let b_ = bulk("# Memory\r\nmem_fragmentation_ratio:1.50\r\n");
+    let expected = bulk("# Memory\r\nmem_fragmentation_ratio:1.50\r\n");
+    assert_eq!(String::from_utf8_lossy(&merged(sums(), &[&a, &b_])), String::from_utf8_lossy(&expected));
+    assert_eq!(String::from_utf8_lossy(&merged(sums(), &[&b_, &a])), String::from_utf8_lossy(&expected));
+}
+
+#[test]
 fn info_fields_the_proxy_answers_itself_replace_the_masters_sums() {
     let part = bulk("# Stats\r\ntotal_commands_processed:10\r\ntracking_total_keys:0\r\ntracking_total_prefixes:1\r\n");
     let own = Merge::InfoSums { own: vec![("tracking_total_keys", 7), ("tracking_total_prefixes", 2)] };

@@ -217,16 +217,7 @@ impl Hub {
     /// change reaches the client whenever the read ran. Over the limit, the oldest keys are
     /// invalidated for their readers.
     pub fn register(&self, id: u64, keys: &[Bytes]) {
-        let evicted = {
-            let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-            for key in keys {
-                table.add(key, id);
-            }
-            let evicted = table.evict_beyond(self.max_keys.load(Ordering::Relaxed));
-            self.metrics.keys.set(table.keys.len() as i64);
-            evicted
-        };
-        self.invalidate_evicted(evicted);
+        self.evict_to_bound(|table| keys.iter().for_each(|key| table.add(key, id)));
     }
 
     /// Bounds the table at `max_keys` keys from now on, 0 for no bound (Redis'
@@ -235,9 +226,16 @@ impl Hub {
     pub fn set_max_keys(&self, max_keys: usize) {
         let max_keys = if max_keys == 0 { usize::MAX } else { max_keys };
         self.max_keys.store(max_keys, Ordering::Relaxed);
+        self.evict_to_bound(|_| {});
+    }
+
+    /// Changes the table with `change`, then, under the same lock, evicts the oldest keys beyond
+    /// the bound; their readers are told once the lock is given back.
+    fn evict_to_bound(&self, change: impl FnOnce(&mut Table)) {
         let evicted = {
             let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-            let evicted = table.evict_beyond(max_keys);
+            change(&mut table);
+            let evicted = table.evict_beyond(self.max_keys.load(Ordering::Relaxed));
             self.metrics.keys.set(table.keys.len() as i64);
             evicted
         };

@@ -96,12 +96,18 @@ pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> I
     if out.ends_with("\r\n\r\n") && cluster_sections.is_empty() {
         out.truncate(out.len() - 2);
     }
-    let (keys, items) = shared.tracking.table_size();
-    let own_fields = vec![
-        ("tracking_total_keys", keys as u64),
-        ("tracking_total_items", items as u64),
-        ("tracking_total_prefixes", shared.tracking.prefix_count() as u64),
-    ];
+    // Only stats shows them: the table's lock and the prefixes' count are not taken otherwise.
+    let own_fields = match cluster_sections.contains(&"stats") {
+        true => {
+            let (keys, items) = shared.tracking.table_size();
+            vec![
+                ("tracking_total_keys", keys as u64),
+                ("tracking_total_items", items as u64),
+                ("tracking_total_prefixes", shared.tracking.prefix_count() as u64),
+            ]
+        }
+        false => Vec::new(),
+    };
     Info { own: out, cluster_sections, own_fields }
 }
 
