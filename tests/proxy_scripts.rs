@@ -167,3 +167,64 @@ fn function_kill_stops_a_busy_function_and_a_writing_script_is_unkillable() {
     assert!(query_args(&mut admin, &["SHUTDOWN", "NOSAVE"]).expect_err("refused").contains("unsupported command"));
     assert_eq!(query_args(&mut admin, &["SET", &elsewhere, "v"]), Ok(Value::Okay));
 }
+
+/// Commands queued in a transaction while a script keeps their master busy, as Redis' multi.tcl
+/// ("MULTI-EXEC body and script timeout", "just EXEC and script timeout", "MULTI and script
+/// timeout"): MULTI passes, a queued command is refused `-BUSY` at once and EXEC then aborts the
+/// whole transaction, an EXEC during the script aborts it too, and nothing of it runs. The proxy
+/// counts the master busy from the node's first `-BUSY` (its threshold here, 300 ms, passes
+/// before the proxy's own, half the command timeout).
+#[test]
+fn a_transaction_meeting_a_busy_master_runs_nothing_as_on_a_node() {
+    let cluster = cluster();
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let counter = "{busy}xx";
+    let mut admin = proxy.client();
+    let mut tx = Conn::open(&proxy.addr());
+    let say = |conn: &mut Conn, words: &[&str]| -> String {
+        conn.send_raw(&encode(&args(words))).expect("send");
+        let (reply, _) = conn.read().expect("a reply");
+        String::from_utf8_lossy(&reply).trim_end().to_owned()
+    };
+    let busy_tail = " is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+
+    // A command queued while the script runs is refused, and the transaction with it.
+    assert_eq!(query_args(&mut admin, &["SET", counter, "1"]), Ok(Value::Okay));
+    assert_eq!(say(&mut tx, &["MULTI"]), "+OK");
+    assert_eq!(say(&mut tx, &["INCR", counter]), "+QUEUED");
+    let script = in_background(&proxy, &["EVAL", "while true do end", "1", KEY]);
+    wait_busy(&proxy);
+    let refused = say(&mut tx, &["INCR", counter]);
+    assert!(refused.starts_with("-BUSY ") && refused.ends_with(busy_tail), "{refused}");
+    assert_eq!(query_args(&mut admin, &["SCRIPT", "KILL"]), Ok(Value::Okay));
+    script.join().expect("script thread").expect_err("a killed script fails");
+    assert_eq!(say(&mut tx, &["INCR", counter]), "+QUEUED", "queued again once the script is gone");
+    assert_eq!(say(&mut tx, &["EXEC"]), "-EXECABORT Transaction discarded because of previous errors.");
+    assert_eq!(query_args(&mut admin, &["GET", counter]), Ok(Value::BulkString(b"1".to_vec())));
+    assert_eq!(say(&mut tx, &["PING", "asdf"]), "$4\r\nasdf", "no longer in the transaction");
+
+    // MULTI itself passes while the script runs (it may); the queued command does not.
+    let script = in_background(&proxy, &["EVAL", "while true do end", "1", KEY]);
+    wait_busy(&proxy);
+    assert_eq!(say(&mut tx, &["MULTI"]), "+OK");
+    let refused = say(&mut tx, &["INCR", counter]);
+    assert!(refused.starts_with("-BUSY "), "{refused}");
+    assert_eq!(query_args(&mut admin, &["SCRIPT", "KILL"]), Ok(Value::Okay));
+    script.join().expect("script thread").expect_err("a killed script fails");
+    assert_eq!(say(&mut tx, &["EXEC"]), "-EXECABORT Transaction discarded because of previous errors.");
+
+    // An EXEC that comes while the script runs aborts the transaction queued before it.
+    assert_eq!(say(&mut tx, &["MULTI"]), "+OK");
+    assert_eq!(say(&mut tx, &["INCR", counter]), "+QUEUED");
+    let script = in_background(&proxy, &["EVAL", "while true do end", "1", KEY]);
+    wait_busy(&proxy);
+    let aborted = say(&mut tx, &["EXEC"]);
+    assert!(
+        aborted.starts_with("-EXECABORT Transaction discarded because of: BUSY ") && aborted.ends_with(busy_tail),
+        "{aborted}"
+    );
+    assert_eq!(query_args(&mut admin, &["SCRIPT", "KILL"]), Ok(Value::Okay));
+    script.join().expect("script thread").expect_err("a killed script fails");
+    assert_eq!(query_args(&mut admin, &["GET", counter]), Ok(Value::BulkString(b"1".to_vec())), "nothing ran");
+    assert_eq!(say(&mut tx, &["PING", "asdf"]), "$4\r\nasdf", "no longer in the transaction");
+}

@@ -184,6 +184,13 @@ impl Executor {
         self.routing.get_or_insert_with(|| shared.topology.routing_snapshot())
     }
 
+    /// Redis' `-BUSY` error while a script keeps the master of `slot` busy: a command queued in a
+    /// transaction for it is refused with it then, as Redis' `processCommand` refuses it while
+    /// queueing (EXEC then aborts), instead of the transaction finding out at EXEC.
+    pub fn busy_master(&mut self, shared: &Shared, slot: Slot) -> Option<ProxyError> {
+        self.routing(shared).master(slot)?.busy_reply().map(ProxyError::Busy)
+    }
+
     /// The session's wake-up is over: the next one checks whether its map is still current (an
     /// idle client's map is let go).
     #[inline]

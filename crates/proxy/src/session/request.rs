@@ -195,6 +195,10 @@ impl Session {
                 (router::slot_in_transaction(spec, request, &mut self.keys), may_write(&self.shared, spec, request))
             }
         };
+        let slot = match slot {
+            Ok(at) if !spec.flags.contains(CommandFlags::ALLOW_BUSY) => self.refuse_if_busy(at),
+            other => other,
+        };
         self.queue_in_transaction(request, slot, runs, may_write, meta);
     }
 }

@@ -191,6 +191,16 @@ impl Session {
         }
     }
 
+    /// `Ok(slot)`, or the node's `-BUSY` error when a script keeps the master the transaction
+    /// runs on busy (the command's slot, or the one an earlier queued command chose).
+    pub(super) fn refuse_if_busy(&mut self, slot: Option<Slot>) -> Result<Option<Slot>, ProxyError> {
+        let runs_on = slot.or(self.tx.as_ref().and_then(|tx| tx.slot));
+        match runs_on.and_then(|at| self.exec.busy_master(&self.shared, at)) {
+            Some(busy) => Err(busy),
+            None => Ok(slot),
+        }
+    }
+
     /// Ends the transaction being queued, if any, and WATCH: a refused EXEC, an EXEC of a
     /// transaction a refused command failed, and RESET (Redis' `discardTransaction` in
     /// `clearClientConnectionState`).

@@ -76,6 +76,10 @@ pub struct NodeScripts {
     started: Notify,
     /// The server's name in its `-BUSY` errors (`Redis`, `Valkey`), once a node sent one.
     server_name: std::sync::OnceLock<String>,
+    /// When the node last answered `-BUSY` (ms since `epoch`; 0: never): its own threshold
+    /// (`busy-reply-threshold`) may pass before the proxy's, and from then on the node is busy for
+    /// the proxy too.
+    said_busy_ms: AtomicU64,
 }
 
 impl NodeScripts {
@@ -85,10 +89,16 @@ impl NodeScripts {
         self.running.load(Ordering::Acquire) > 0
     }
 
-    /// Takes note of an error reply of the node: a `-BUSY <Name> is busy …` names the server.
+    /// Takes note of an error reply of the node: a `-BUSY <Name> is busy …` says that the script
+    /// running there keeps it busy now, and names the server.
     pub fn saw_error(&self, frame: &[u8]) {
+        let Some(rest) = frame.strip_prefix(b"-BUSY ") else {
+            return;
+        };
+        if self.any_running() {
+            self.said_busy_ms.store(self.now_ms(), Ordering::Release);
+        }
         if self.server_name.get().is_none()
-            && let Some(rest) = frame.strip_prefix(b"-BUSY ")
             && let Some(end) = rest.iter().position(|&b| b == b' ')
             && rest[end..].starts_with(b" is busy")
         {
@@ -158,6 +168,7 @@ impl Lanes {
                 epoch: Instant::now(),
                 started: Notify::new(),
                 server_name: std::sync::OnceLock::new(),
+                said_busy_ms: AtomicU64::new(0),
             }),
             busy_after,
             watcher: std::sync::Once::new(),
@@ -234,7 +245,9 @@ impl Lanes {
     fn busy_script_reply(&self) -> Option<String> {
         let (started, function) = self.oldest_script()?;
         let ran = Duration::from_millis(self.node.now_ms().saturating_sub(started));
-        (ran >= self.busy_after).then(|| self.node.busy_error(function))
+        // The node said -BUSY since the script started: its own threshold passed first.
+        let node_said = self.node.said_busy_ms.load(Ordering::Acquire) >= started;
+        (ran >= self.busy_after || node_said).then(|| self.node.busy_error(function))
     }
 
     /// The start (ms since the node's epoch) and kind of the longest-running script.
