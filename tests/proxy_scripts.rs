@@ -228,3 +228,44 @@ fn a_transaction_meeting_a_busy_master_runs_nothing_as_on_a_node() {
     assert_eq!(query_args(&mut admin, &["GET", counter]), Ok(Value::BulkString(b"1".to_vec())), "nothing ran");
     assert_eq!(say(&mut tx, &["PING", "asdf"]), "$4\r\nasdf", "no longer in the transaction");
 }
+
+/// FUNCTION STATS says which function runs wherever it runs, as one node's does: every master is
+/// asked (it passes a busy node, as on Redis), and the one running a function answers; while
+/// nothing runs `running_script` is null. Checked from several clients, which the proxy spreads
+/// over the masters for keyless commands.
+#[test]
+fn function_stats_names_the_running_function_whichever_master_runs_it() {
+    let cluster = cluster();
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut admin = proxy.client();
+    let library = "#!lua name=statslib\nredis.register_function('spin', function(keys) while true do end end)";
+    assert_eq!(
+        query_args(&mut admin, &["FUNCTION", "LOAD", "REPLACE", library]),
+        Ok(Value::BulkString(b"statslib".to_vec()))
+    );
+    let idle = b"*4\r\n$14\r\nrunning_script\r\n$-1\r\n$7\r\nengines\r\n*2\r\n$3\r\nLUA\r\n*4\r\n$15\r\nlibraries_count\r\n:1\r\n$15\r\nfunctions_count\r\n:1\r\n";
+    let stats = |conn: &mut Conn| {
+        conn.send_raw(&encode(&args(&["FUNCTION", "STATS"]))).expect("send");
+        conn.read().expect("FUNCTION STATS").0
+    };
+    let mut clients: Vec<Conn> = (0..6).map(|_| Conn::open(&proxy.addr())).collect();
+    for conn in &mut clients {
+        assert_eq!(String::from_utf8_lossy(&stats(conn)), String::from_utf8_lossy(idle), "nothing runs");
+    }
+
+    let function = in_background(&proxy, &["FCALL", "spin", "1", KEY]);
+    wait_busy(&proxy);
+    let running = b"*4\r\n$14\r\nrunning_script\r\n*6\r\n$4\r\nname\r\n$4\r\nspin\r\n$7\r\ncommand\r\n*4\r\n$5\r\nFCALL\r\n$4\r\nspin\r\n$1\r\n1\r\n$7\r\n{busy}k\r\n$11\r\nduration_ms\r\n:";
+    for conn in &mut clients {
+        let reply = stats(conn);
+        assert!(
+            reply.starts_with(running),
+            "every client sees the running function: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        assert!(reply.ends_with(&idle[idle.len() - 60..]), "{}", String::from_utf8_lossy(&reply));
+    }
+    assert_eq!(query_args(&mut admin, &["FUNCTION", "KILL"]), Ok(Value::Okay));
+    function.join().expect("function thread").expect_err("a killed function fails");
+    assert_eq!(String::from_utf8_lossy(&stats(&mut clients[0])), String::from_utf8_lossy(idle));
+}

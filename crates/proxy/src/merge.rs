@@ -59,6 +59,7 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         Merge::SameReply => same_reply(parts),
         Merge::ScriptExists { remembered } => script_exists(parts, remembered),
         Merge::AnyOk => any_ok(parts),
+        Merge::FunctionStats => function_stats(parts),
         Merge::ConcatArrays => concat_arrays(parts),
         Merge::FirstNonNull => first_non_null(parts),
         Merge::RandomKey { seed } => random_key(parts, *seed),
@@ -324,6 +325,20 @@ fn concat_arrays(parts: &[Bytes]) -> Option<Bytes> {
 }
 
 /// The first reply that is not null; the first null when all are (RANDOMKEY).
+/// The FUNCTION STATS reply whose `running_script` is not null (RESP2 `*4` or RESP3 `%2` with
+/// that field first, as Redis 7 sends it), else the first. A reply of another shape counts as
+/// idle: it is passed on when no master runs a function.
+fn function_stats(parts: &[Bytes]) -> Option<Bytes> {
+    const FIELD: &[u8] = b"$14\r\nrunning_script\r\n";
+    let running = |reply: &Bytes| {
+        let value = reply.strip_prefix(b"*4\r\n").or_else(|| reply.strip_prefix(b"%2\r\n"));
+        value
+            .and_then(|v| v.strip_prefix(FIELD))
+            .is_some_and(|v| !v.starts_with(b"$-1\r\n") && !v.starts_with(b"_\r\n"))
+    };
+    parts.iter().find(|p| running(p)).or_else(|| parts.first()).cloned()
+}
+
 fn first_non_null(parts: &[Bytes]) -> Option<Bytes> {
     let is_null = |p: &Bytes| matches!(p.as_ref(), b"$-1\r\n" | b"_\r\n");
     parts.iter().find(|p| !is_null(p)).or_else(|| parts.first()).cloned()

@@ -79,6 +79,9 @@ pub enum Merge {
     /// SCRIPT KILL and FUNCTION KILL (only the master running the script can kill it, the others
     /// answer `NOTBUSY`), SCRIPT SHOW (only a master that ran or loaded the script knows it).
     AnyOk,
+    /// FUNCTION STATS: the reply of the master running a function (its `running_script` is not
+    /// null), else the first master's; Redis' reply shape as the node sent it.
+    FunctionStats,
     /// Every part's array flattened into one, in part order (KEYS).
     ConcatArrays,
     /// The first reply that is not null, else the null.
@@ -206,6 +209,8 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         "script|load" | "function|load" => FanOut(SameReply),
         "script|exists" => Admin(AdminKind::ScriptExists),
         "script|kill" | "function|kill" => FanOut(AnyOk),
+        // A function runs on one master: the one FUNCTION KILL stops says what runs.
+        "function|stats" => FanOut(FunctionStats),
         // A script EVAL cached is known only to the master that ran it (Valkey 8's SCRIPT SHOW).
         "script|show" => FanOut(AnyOk),
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => Script { function: false },

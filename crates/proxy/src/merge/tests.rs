@@ -57,6 +57,7 @@ fn unexpected_shapes_are_an_error_not_a_panic() {
         Merge::AnyOk,
         Merge::ConcatArrays,
         Merge::FirstNonNull,
+        Merge::FunctionStats,
         Merge::UnionArrays,
         Merge::SumPairs,
         Merge::ScanCursor { master: 0, masters: 2 },
@@ -441,4 +442,20 @@ fn latency_histograms_add_up_per_command_as_one_node_would_count() {
     assert_eq!(&merged(resp3.clone(), &[&b"%0\r\n"[..], b"%0\r\n"])[..], b"%0\r\n");
     // Not a histogram: a shape error, not a panic.
     assert!(is_shape_error(&merged(resp3, &[&b"*2\r\n$3\r\nset\r\n:1\r\n"[..]])));
+}
+
+#[test]
+fn function_stats_is_the_reply_of_the_master_running_a_function() {
+    let idle2: &[u8] = b"*4\r\n$14\r\nrunning_script\r\n$-1\r\n$7\r\nengines\r\n*0\r\n";
+    let busy2: &[u8] = b"*4\r\n$14\r\nrunning_script\r\n*2\r\n$4\r\nname\r\n$1\r\nf\r\n$7\r\nengines\r\n*0\r\n";
+    let idle3: &[u8] = b"%2\r\n$14\r\nrunning_script\r\n_\r\n$7\r\nengines\r\n%0\r\n";
+    let busy3: &[u8] = b"%2\r\n$14\r\nrunning_script\r\n%1\r\n$4\r\nname\r\n$1\r\nf\r\n$7\r\nengines\r\n%0\r\n";
+    assert_eq!(&merged(Merge::FunctionStats, &[idle2, busy2, idle2])[..], busy2);
+    assert_eq!(&merged(Merge::FunctionStats, &[idle3, idle3, busy3])[..], busy3);
+    assert_eq!(&merged(Merge::FunctionStats, &[idle2, idle2])[..], idle2, "nothing runs: the first master's");
+    // A shape it does not know counts as idle, and is passed on when nothing runs.
+    assert_eq!(&merged(Merge::FunctionStats, &[b"*0\r\n", busy2])[..], busy2);
+    assert_eq!(&merged(Merge::FunctionStats, &[b"*0\r\n", idle2])[..], b"*0\r\n");
+    let error: &[u8] = b"-ERR x\r\n";
+    assert_eq!(&merged(Merge::FunctionStats, &[idle2, error])[..], error, "an error wins, as for other merges");
 }
