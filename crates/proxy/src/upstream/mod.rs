@@ -10,6 +10,7 @@ pub mod connect;
 pub mod lanes;
 pub mod pool;
 pub mod queue;
+mod spares;
 pub mod stream;
 mod wire;
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use dashmap::DashMap;
 
 use super::lanes::{Lanes, ScriptKind};
+use super::spares::{Spares, Terms};
 use super::{ConnMode, ConnSettings, RequestSender, UpstreamRequest, conn};
 use crate::auth::NodeUser;
 use crate::metrics::{Metrics, NodeMetrics};
@@ -99,6 +100,20 @@ impl OwnedConn {
         &self.addr
     }
 
+    /// A connection with no task behind it, for tests: `logged_in` gives it a node id; its
+    /// receiver is returned, to be dropped or closed.
+    #[cfg(test)]
+    pub(super) fn detached(addr: &str, logged_in: bool) -> (OwnedConn, super::RequestReceiver) {
+        let (tx, rx) = super::queue::channel();
+        let id = Arc::new(AtomicU64::new(u64::from(logged_in)));
+        (OwnedConn { addr: addr.to_owned(), tx, node_client_id: id }, rx)
+    }
+
+    /// Whether the connection has ended (it takes nothing more).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// The node's id of this connection, once it logged in.
     pub fn node_client_id(&self) -> Option<u64> {
         Some(self.node_client_id.load(Ordering::Acquire)).filter(|&id| id != 0)
@@ -121,6 +136,8 @@ pub struct Upstreams {
     metrics: Arc<Metrics>,
     masters: DashMap<String, Arc<NodePool>>,
     replicas: DashMap<String, Arc<NodePool>>,
+    /// Own connections open ahead of need, for clients to take (see [`Spares`]).
+    spares: Spares,
 }
 
 impl Upstreams {
@@ -132,6 +149,7 @@ impl Upstreams {
             metrics,
             masters: DashMap::new(),
             replicas: DashMap::new(),
+            spares: Spares::default(),
         }
     }
 
@@ -151,7 +169,9 @@ impl Upstreams {
         if let Some(pool) = registry.get(addr) {
             return Arc::clone(&pool);
         }
-        Arc::clone(&registry.entry(addr.to_string()).or_insert_with(|| {
+        let mut created = false;
+        let pool = Arc::clone(&registry.entry(addr.to_string()).or_insert_with(|| {
+            created = true;
             Arc::new(NodePool::new(
                 addr.to_string(),
                 &self.settings,
@@ -159,12 +179,29 @@ impl Upstreams {
                 readonly,
                 &self.metrics,
             ))
-        }))
+        }));
+        // Clients' own connections go to masters: the plain terms' spares open with the pool.
+        if created && !readonly {
+            let terms = Terms::plain();
+            self.spares.fill(addr, &terms, || self.open_owned(addr, terms.mode()));
+        }
+        pool
     }
 
     /// A connection to `addr` owned by one client (see [`ConnMode`]); it ends when the
-    /// returned sender is dropped, or when it fails.
+    /// returned sender is dropped, or when it fails. A plain own connection is a spare opened
+    /// ahead of need when one is kept (see [`Spares`]), and another spare is opened behind it.
     pub fn owned(&self, addr: &str, mode: ConnMode) -> OwnedConn {
+        let Some(terms) = Terms::of(&mode) else {
+            return self.open_owned(addr, mode);
+        };
+        let taken = self.spares.take(addr, &terms);
+        self.spares.fill(addr, &terms, || self.open_owned(addr, terms.mode()));
+        taken.unwrap_or_else(|| self.open_owned(addr, mode))
+    }
+
+    /// Opens a connection to `addr` for one client.
+    fn open_owned(&self, addr: &str, mode: ConnMode) -> OwnedConn {
         let node_client_id = Arc::new(AtomicU64::new(0));
         let mode = ConnMode { node_client_id: Some(Arc::clone(&node_client_id)), ..mode };
         let tx = conn::spawn(addr.to_string(), Arc::clone(&self.settings), mode, self.metrics.node(addr));
@@ -190,5 +227,6 @@ impl Upstreams {
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.masters.retain(|addr, _| keep(addr));
         self.replicas.retain(|addr, _| keep(addr));
+        self.spares.retain(keep);
     }
 }

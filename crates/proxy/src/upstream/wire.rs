@@ -86,6 +86,11 @@ pub(super) struct Wire {
     /// A request handed over started a batch: the task yields once before writing it, so that
     /// the other sessions of the turn add theirs (as [`Turn::Take`] does).
     gather: bool,
+    /// The connection is a pool's, shared by clients: a batch waits for the turn's other
+    /// sessions. A client's own connection (and a script lane) has no one else's requests to wait
+    /// for, and waiting would let requests other clients sent later reach the node first on the
+    /// pooled connections (a blocking command behind the DEL that was to end it).
+    gathers: bool,
     /// Everything buffered is written; the writer is flushed before anything else is done.
     flushing: bool,
     /// Requests may still come (some sender is left).
@@ -281,7 +286,7 @@ where
                 // requests first, so that one write (one wake-up of the node) carries them all.
                 // Measured: 1.85 → 1.2 writes per unpipelined request with 50 clients
                 // (bench/RESULTS.md).
-                if outlet.with_wire(|wire, _| wire.wbuf.is_empty()) {
+                if outlet.with_wire(|wire, _| wire.gathers && wire.wbuf.is_empty()) {
                     tokio::task::yield_now().await;
                 }
                 outlet.with_wire(|wire, inbox| {
@@ -326,6 +331,7 @@ impl Wire {
             pipelined: false,
             last_origin: None,
             gather: false,
+            gathers: mode.reconnect,
             flushing: false,
             open: true,
             now_tick: 0,

@@ -128,7 +128,7 @@ impl HandOver<UpstreamRequest> for Outlet {
         wire.hand_over(request, inbox, &self.metrics);
         let grew = wire.wbuf.len() > buffered;
         // A batch this starts waits a yield for the other sessions of the turn to add theirs.
-        wire.gather |= grew && buffered == 0;
+        wire.gather |= wire.gathers && grew && buffered == 0;
         // A task that waits is woken to write what went into the buffer (not for a request that
         // waits behind a login or a full buffer: the task takes it when it may). A task that does
         // not wait polls again anyway.
@@ -237,6 +237,30 @@ mod tests {
         let mut sent = [0u8; 3];
         tokio::io::AsyncReadExt::read_exact(&mut node, &mut sent).await.expect("read");
         assert_eq!(&sent, b"ABC");
+    }
+
+    /// A client's own connection carries nobody else's requests: what its client handed over is
+    /// written at the task's next poll, without the yield a pool's batch waits.
+    #[tokio::test]
+    async fn an_own_connection_writes_what_its_client_handed_over_without_waiting_a_turn() {
+        let (outlet, tx) = outlet();
+        let (client, _replies) = reply_channel();
+        let wakes = Arc::new(Wakes::default());
+        let mode = ConnMode::owned(false, None);
+        open_waiting(&outlet, &mode, &wakes);
+        assert!(tx.send(request(&client, 1, b"BLPOP", None)).is_ok());
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+        let (mut stream, mut node) = tokio::io::duplex(64);
+        let every = std::time::Duration::from_secs(60);
+        let mut ticker = super::super::Ticker { sleep: std::pin::pin!(tokio::time::sleep(every)), every, armed: false };
+        let metrics = Metrics::new().node("127.0.0.1:7000");
+        let polled = outlet.poll_wire(&mut Context::from_waker(Waker::noop()), |wire, inbox, cx| {
+            wire.poll_serve(cx, &mut stream, &mut ticker, inbox, &mode, &metrics)
+        });
+        assert!(polled.is_pending(), "written, then waiting for the reply");
+        let mut sent = [0u8; 5];
+        tokio::io::AsyncReadExt::read_exact(&mut node, &mut sent).await.expect("read");
+        assert_eq!(&sent, b"BLPOP");
     }
 
     #[test]
