@@ -188,6 +188,9 @@ pub struct UpstreamConfig {
     /// [`Config::connections_per_node`].
     #[serde(deserialize_with = "optional_count")]
     pub connections_per_node: Option<usize>,
+    /// Own connections each master keeps open ahead of need per protocol and node-side user, for
+    /// new clients' transactions and blocking commands (`upstream/spares.rs`); 0: opened on use.
+    pub spare_connections: usize,
     /// Bound on establishing one node connection (TCP, TLS, AUTH).
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
@@ -213,6 +216,7 @@ impl Default for UpstreamConfig {
             client_cert: None,
             client_key: None,
             connections_per_node: None,
+            spare_connections: 2,
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
             failover_wait: Duration::from_secs(15),
@@ -528,6 +532,9 @@ impl Config {
         }
         if up.connections_per_node.is_some_and(|n| n > 64) {
             problem("upstream.connections_per_node", "must be between 1 and 64 (0 = automatic)")?;
+        }
+        if up.spare_connections > 16 {
+            problem("upstream.spare_connections", "must be between 0 and 16")?;
         }
         Ok(())
     }

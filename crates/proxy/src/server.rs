@@ -181,7 +181,12 @@ fn build_topology(
         tls: upstream_tls,
         on_node: Arc::new(on_node),
     };
-    let upstreams = Arc::new(Upstreams::new(settings, config.connections_per_node(), Arc::clone(metrics)));
+    let upstreams = Arc::new(Upstreams::new(
+        settings,
+        config.connections_per_node(),
+        config.upstream.spare_connections,
+        Arc::clone(metrics),
+    ));
     let topology = Topology::new(
         TopologySettings {
             seeds: config.upstream.seeds.clone(),

@@ -317,6 +317,14 @@ fn connections_per_node_is_bounded() {
 }
 
 #[test]
+fn spare_connections_default_to_two_and_are_bounded() {
+    assert_eq!(parse(&with_upstream("")).upstream.spare_connections, 2);
+    assert_eq!(parse(&with_upstream("spare_connections = 0")).upstream.spare_connections, 0);
+    assert_error(&with_upstream("spare_connections = 17"), "upstream.spare_connections", 5, "between 0 and 16");
+    assert_error(&with_upstream("spare_connections = -1"), "upstream.spare_connections", 5, "invalid value");
+}
+
+#[test]
 fn connections_per_node_zero_is_one_per_single_thread_else_two() {
     let auto = parse(&with_upstream("connections_per_node = 0"));
     assert_eq!(auto.upstream.connections_per_node, None);

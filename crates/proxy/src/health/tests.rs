@@ -158,7 +158,7 @@ fn settings() -> ConnSettings {
 }
 
 fn topology_of(seed: &str) -> Arc<Topology> {
-    let upstreams = Arc::new(Upstreams::new(settings(), 1, Metrics::new()));
+    let upstreams = Arc::new(Upstreams::new(settings(), 1, 0, Metrics::new()));
     let settings = TopologySettings {
         seeds: vec![seed.to_string()],
         refresh_interval: Duration::from_secs(60),

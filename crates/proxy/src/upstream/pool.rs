@@ -142,14 +142,14 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// An empty registry.
-    pub fn new(settings: ConnSettings, connections_per_node: usize, metrics: Arc<Metrics>) -> Upstreams {
+    pub fn new(settings: ConnSettings, connections_per_node: usize, spares: usize, metrics: Arc<Metrics>) -> Upstreams {
         Upstreams {
             settings: Arc::new(settings),
             connections_per_node,
             metrics,
             masters: DashMap::new(),
             replicas: DashMap::new(),
-            spares: Spares::default(),
+            spares: Spares::new(spares),
         }
     }
 

@@ -10,9 +10,10 @@
 //! one. A new spare is opened behind each one taken, with the same terms (protocol and node-side
 //! user), so that the next client finds one too.
 //!
-//! Spares of the plain terms (RESP2, the proxy's own user) are opened with each master's pool;
-//! those of other terms once a client with them took or missed one. A node keeps at most
-//! [`PER_NODE`] spares: past that the oldest goes. Clients that come faster than a connection
+//! `upstream.spare_connections` (default 2) are kept per node and terms: two clients whose first
+//! blocking commands for one node come together both find one. Spares of the plain terms (RESP2,
+//! the proxy's own user) are opened with each master's pool; those of other terms once a client
+//! with them took or missed one. A node keeps at most four terms' worth: past that the oldest go. Clients that come faster than a connection
 //! connects and logs in (a burst of new consumers) may find no spare ready and wait as before.
 
 use std::sync::{Arc, Mutex};
@@ -21,17 +22,15 @@ use super::conn::ConnMode;
 use super::pool::OwnedConn;
 use crate::auth::NodeUser;
 
-/// Spares kept per node and terms: two clients whose first blocking commands for one node come
-/// together both find one.
-const PER_TERMS: usize = 2;
-
-/// Spares kept per node, whatever their terms.
-const PER_NODE: usize = 8;
+/// How many terms' spares a node keeps, at most.
+const TERMS_PER_NODE: usize = 4;
 
 /// The spare own connections of every node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Spares {
     kept: Mutex<Vec<Spare>>,
+    /// Spares kept per node and terms (`upstream.spare_connections`).
+    per_terms: usize,
 }
 
 /// One spare: a connection to `addr` logged in with `terms`.
@@ -79,6 +78,11 @@ impl Terms {
 }
 
 impl Spares {
+    /// No spares yet; `per_terms` of each terms once filled (0: none ever).
+    pub fn new(per_terms: usize) -> Spares {
+        Spares { kept: Mutex::default(), per_terms }
+    }
+
     /// A spare to `addr` with `terms` whose connection has not ended, if one is kept: the oldest
     /// one logged in, else the oldest (it connects sooner than a new one). Spares found ended on
     /// the way are let go.
@@ -91,15 +95,15 @@ impl Spares {
         Some(kept.remove(at).conn)
     }
 
-    /// Opens spares to `addr` with `terms` (with `open`) until [`PER_TERMS`] are kept, letting
-    /// the node's oldest ones go past [`PER_NODE`].
+    /// Opens spares to `addr` with `terms` (with `open`) until `per_terms` are kept, letting the
+    /// node's oldest ones go past [`TERMS_PER_NODE`] terms' worth.
     pub fn fill(&self, addr: &str, terms: &Terms, open: impl Fn() -> OwnedConn) {
         let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let have = kept.iter().filter(|spare| spare.addr == addr && spare.terms.same(terms)).count();
-        for _ in have..PER_TERMS {
+        for _ in have..self.per_terms {
             kept.push(Spare { addr: addr.to_owned(), terms: terms.clone(), conn: open() });
         }
-        while kept.iter().filter(|spare| spare.addr == addr).count() > PER_NODE {
+        while kept.iter().filter(|spare| spare.addr == addr).count() > self.per_terms * TERMS_PER_NODE {
             if let Some(oldest) = kept.iter().position(|spare| spare.addr == addr) {
                 kept.remove(oldest);
             }
@@ -124,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_spare_is_taken_by_node_and_terms_logged_in_ones_first() {
-        let spares = Spares::default();
+        let spares = Spares::new(2);
         let plain = Terms::plain();
         let resp3 = Terms { resp3: true, user: None };
         spares.fill("a:1", &plain, || detached("a:1", false));
@@ -145,7 +149,7 @@ mod tests {
 
     #[test]
     fn ended_spares_are_let_go_and_a_node_keeps_a_bounded_number() {
-        let spares = Spares::default();
+        let spares = Spares::new(2);
         let (ended, rx) = OwnedConn::detached("a:1", true);
         rx.close();
         spares.kept.lock().unwrap().push(Spare { addr: "a:1".into(), terms: Terms::plain(), conn: ended });
@@ -156,7 +160,7 @@ mod tests {
             let terms = Terms { resp3: false, user: Some(Arc::clone(user)) };
             spares.fill("a:1", &terms, || detached("a:1", true));
         }
-        assert_eq!(spares.kept.lock().unwrap().len(), PER_NODE);
+        assert_eq!(spares.kept.lock().unwrap().len(), 2 * TERMS_PER_NODE);
         assert!(spares.take("a:1", &Terms { resp3: false, user: Some(Arc::clone(&users[0])) }).is_none());
         assert!(spares.take("a:1", &Terms { resp3: false, user: Some(Arc::clone(&users[5])) }).is_some());
         spares.fill("b:1", &Terms::plain(), || detached("b:1", true));
