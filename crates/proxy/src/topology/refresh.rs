@@ -120,11 +120,15 @@ impl Topology {
         self.signal.request(trigger);
     }
 
-    /// Records that connections to `addr` fail, and asks for a refresh.
+    /// Records that connections to `addr` fail, and asks for a refresh. The node's spare own
+    /// connections go: they may be dead without knowing it yet, and a client's command sent into
+    /// one would wait (a blocking one for good) where a new connection that cannot connect holds
+    /// it for the failover.
     pub fn report_failure(&self, addr: &str) {
         if let Ok(mut suspects) = self.suspects.lock() {
             suspects.insert(addr.to_string(), Instant::now());
         }
+        self.upstreams.forget_spares(addr);
         self.signal.request(Trigger::NodeFailure);
     }
 

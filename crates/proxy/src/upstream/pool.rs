@@ -200,6 +200,11 @@ impl Upstreams {
         taken.unwrap_or_else(|| self.open_owned(addr, mode))
     }
 
+    /// Lets `addr`'s spare own connections go (see [`Spares`]).
+    pub fn forget_spares(&self, addr: &str) {
+        self.spares.retain(|kept| kept != addr);
+    }
+
     /// Opens a connection to `addr` for one client.
     fn open_owned(&self, addr: &str, mode: ConnMode) -> OwnedConn {
         let node_client_id = Arc::new(AtomicU64::new(0));
