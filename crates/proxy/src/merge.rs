@@ -324,7 +324,6 @@ fn concat_arrays(parts: &[Bytes]) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-/// The first reply that is not null; the first null when all are (RANDOMKEY).
 /// The FUNCTION STATS reply whose `running_script` is not null (RESP2 `*4` or RESP3 `%2` with
 /// that field first, as Redis 7 sends it), else the first. A reply of another shape counts as
 /// idle: it is passed on when no master runs a function.
@@ -339,6 +338,7 @@ fn function_stats(parts: &[Bytes]) -> Option<Bytes> {
     parts.iter().find(|p| running(p)).or_else(|| parts.first()).cloned()
 }
 
+/// The first reply that is not null; the first null when all are (RANDOMKEY).
 fn first_non_null(parts: &[Bytes]) -> Option<Bytes> {
     let is_null = |p: &Bytes| matches!(p.as_ref(), b"$-1\r\n" | b"_\r\n");
     parts.iter().find(|p| !is_null(p)).or_else(|| parts.first()).cloned()

@@ -13,8 +13,10 @@
 //! `upstream.spare_connections` (default 2) are kept per node and terms: two clients whose first
 //! blocking commands for one node come together both find one. Spares of the plain terms (RESP2,
 //! the proxy's own user) are opened with each master's pool; those of other terms once a client
-//! with them took or missed one. A node keeps at most four terms' worth: past that the oldest go. Clients that come faster than a connection
-//! connects and logs in (a burst of new consumers) may find no spare ready and wait as before.
+//! with them took or missed one. A node keeps at most four terms' worth: past that the oldest go.
+//! Clients that come faster than a connection connects and logs in (a burst of new consumers) may
+//! find no spare ready and wait as before. A node reported failing loses its spares
+//! (`Topology::report_failure`): one may be dead without knowing it yet.
 
 use std::sync::{Arc, Mutex};
 
