@@ -4,6 +4,10 @@
 //! replies are matched to requests by order, which is how Redis answers on one connection. Callers
 //! never wait on a connection: they queue an [`UpstreamRequest`] and get an [`UpstreamReply`] on
 //! their own channel, tagged so they can put it back in their order.
+//!
+//! Besides a node's shared connections (`pool.rs`) there are connections of one client — its own
+//! connection for transactions and blocking commands (a few kept open ahead of need for the next
+//! clients, `spares.rs`) and its subscriptions — and a node's script lanes (`lanes.rs`).
 
 pub mod conn;
 pub mod connect;
