@@ -61,7 +61,6 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         Merge::AnyOk => any_ok(parts),
         Merge::FunctionStats => function_stats(parts),
         Merge::ConcatArrays => concat_arrays(parts),
-        Merge::FirstNonNull => first_non_null(parts),
         Merge::RandomKey { seed } => random_key(parts, *seed),
         Merge::UnionArrays => union_arrays(parts),
         Merge::SumPairs => sum_pairs(parts),
@@ -336,12 +335,6 @@ fn function_stats(parts: &[Bytes]) -> Option<Bytes> {
             .is_some_and(|v| !v.starts_with(b"$-1\r\n") && !v.starts_with(b"_\r\n"))
     };
     parts.iter().find(|p| running(p)).or_else(|| parts.first()).cloned()
-}
-
-/// The first reply that is not null; the first null when all are (RANDOMKEY).
-fn first_non_null(parts: &[Bytes]) -> Option<Bytes> {
-    let is_null = |p: &Bytes| matches!(p.as_ref(), b"$-1\r\n" | b"_\r\n");
-    parts.iter().find(|p| !is_null(p)).or_else(|| parts.first()).cloned()
 }
 
 /// RANDOMKEY for the whole cluster: `parts` holds every master's `DBSIZE`, then every master's

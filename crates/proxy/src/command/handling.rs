@@ -84,8 +84,6 @@ pub enum Merge {
     FunctionStats,
     /// Every part's array flattened into one, in part order (KEYS).
     ConcatArrays,
-    /// The first reply that is not null, else the null.
-    FirstNonNull,
     /// RANDOMKEY across the cluster: the parts are every master's `DBSIZE`, then every master's
     /// `RANDOMKEY` in the same order; one key is picked with each master weighted by its key
     /// count, from `seed` (the merge stays a pure function).

@@ -34,7 +34,7 @@ fn counts_are_summed_and_oks_collapse() {
 fn first_error_wins() {
     let parts: [&[u8]; 3] = [b":1\r\n", b"-WRONGTYPE x\r\n", b"-ERR y\r\n"];
     assert_eq!(&merged(Merge::SumIntegers, &parts)[..], b"-WRONGTYPE x\r\n");
-    for kind in [Merge::SameReply, Merge::ConcatArrays, Merge::FirstNonNull, Merge::UnionArrays, Merge::SumPairs] {
+    for kind in [Merge::SameReply, Merge::ConcatArrays, Merge::FunctionStats, Merge::UnionArrays, Merge::SumPairs] {
         assert_eq!(&merged(kind.clone(), &[b"*0\r\n", b"-ERR y\r\n", b"-ERR z\r\n"])[..], b"-ERR y\r\n", "{kind:?}");
     }
     // RESP3 blob errors are errors too.
@@ -56,7 +56,6 @@ fn unexpected_shapes_are_an_error_not_a_panic() {
         Merge::ScriptExists { remembered: Vec::new() },
         Merge::AnyOk,
         Merge::ConcatArrays,
-        Merge::FirstNonNull,
         Merge::FunctionStats,
         Merge::UnionArrays,
         Merge::SumPairs,
@@ -159,14 +158,6 @@ fn arrays_of_different_kinds_are_not_mixed() {
         &merged(Merge::ConcatArrays, &[b"~1\r\n$1\r\na\r\n", b"~1\r\n$1\r\nb\r\n"])[..],
         b"~2\r\n$1\r\na\r\n$1\r\nb\r\n"
     );
-}
-
-#[test]
-fn randomkey_takes_the_first_master_that_has_a_key() {
-    assert_eq!(&merged(Merge::FirstNonNull, &[b"$-1\r\n", b"$1\r\nk\r\n", b"$1\r\nj\r\n"])[..], b"$1\r\nk\r\n");
-    assert_eq!(&merged(Merge::FirstNonNull, &[b"_\r\n", b"_\r\n"])[..], b"_\r\n");
-    assert_eq!(&merged(Merge::FirstNonNull, &[b"$-1\r\n", b"$-1\r\n"])[..], b"$-1\r\n");
-    assert_eq!(&merged(Merge::FirstNonNull, &[b"_\r\n", b"$1\r\nk\r\n"])[..], b"$1\r\nk\r\n");
 }
 
 #[test]
