@@ -282,7 +282,8 @@ impl Lanes {
     }
 }
 
-fn same_user(a: Option<&Arc<NodeUser>>, b: Option<&Arc<NodeUser>>) -> bool {
+/// Whether two connections are logged in as the same node-side user (`None`: the proxy's own).
+pub(super) fn same_user(a: Option<&Arc<NodeUser>>, b: Option<&Arc<NodeUser>>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),

@@ -182,8 +182,7 @@ impl Upstreams {
         }));
         // Clients' own connections go to masters: the plain terms' spares open with the pool.
         if created && !readonly {
-            let terms = Terms::plain();
-            self.spares.fill(addr, &terms, || self.open_owned(addr, terms.mode()));
+            self.fill_spares(addr, &Terms::plain());
         }
         pool
     }
@@ -195,9 +194,15 @@ impl Upstreams {
         let Some(terms) = Terms::of(&mode) else {
             return self.open_owned(addr, mode);
         };
-        let taken = self.spares.take(addr, &terms);
-        self.spares.fill(addr, &terms, || self.open_owned(addr, terms.mode()));
-        taken.unwrap_or_else(|| self.open_owned(addr, mode))
+        // The client's connection is opened before the spares behind it, so it connects first.
+        let conn = self.spares.take(addr, &terms).unwrap_or_else(|| self.open_owned(addr, mode));
+        self.fill_spares(addr, &terms);
+        conn
+    }
+
+    /// Opens spares to `addr` with `terms` up to the number kept (see [`Spares::fill`]).
+    fn fill_spares(&self, addr: &str, terms: &Terms) {
+        self.spares.fill(addr, terms, || self.open_owned(addr, terms.mode()));
     }
 
     /// Lets `addr`'s spare own connections go (see [`Spares`]).

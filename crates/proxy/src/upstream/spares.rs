@@ -21,6 +21,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::conn::ConnMode;
+use super::lanes::same_user;
 use super::pool::OwnedConn;
 use crate::auth::NodeUser;
 
@@ -70,12 +71,7 @@ impl Terms {
     }
 
     fn same(&self, other: &Terms) -> bool {
-        let same_user = match (&self.user, &other.user) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
-        self.resp3 == other.resp3 && same_user
+        self.resp3 == other.resp3 && same_user(self.user.as_ref(), other.user.as_ref())
     }
 }
 
