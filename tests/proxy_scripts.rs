@@ -29,12 +29,15 @@ fn cluster() -> Cluster {
 
 /// A key on another master than [`KEY`]'s.
 fn key_elsewhere(cluster: &Cluster) -> String {
-    let owner = |key: &str| {
-        let slot = cluster.slot_for_key(key);
-        cluster.slot_ranges().into_iter().find(|r| (r.start..=r.end).contains(&slot)).map(|r| r.master)
-    };
-    let busy = owner(KEY);
-    cluster.key_per_master("elsewhere").into_iter().find(|k| owner(k) != busy).expect("three masters")
+    let busy = master_of(cluster, KEY);
+    cluster.key_per_master("elsewhere").into_iter().find(|k| master_of(cluster, k) != busy).expect("three masters")
+}
+
+/// The `ip:port` of the master serving `key`.
+fn master_of(cluster: &Cluster, key: &str) -> String {
+    let slot = cluster.slot_for_key(key);
+    let range = cluster.slot_ranges().into_iter().find(|r| (r.start..=r.end).contains(&slot));
+    range.map(|r| r.master).expect("a master serves every slot")
 }
 
 /// Runs `args` on a new client in a thread; the thread returns the reply or error text.
@@ -203,15 +206,21 @@ fn a_transaction_meeting_a_busy_master_runs_nothing_as_on_a_node() {
     assert_eq!(query_args(&mut admin, &["GET", counter]), Ok(Value::BulkString(b"1".to_vec())));
     assert_eq!(say(&mut tx, &["PING", "asdf"]), "$4\r\nasdf", "no longer in the transaction");
 
-    // MULTI itself passes while the script runs (it may); the queued command does not.
+    // MULTI itself passes while the script runs (it may); the queued command does not. The same
+    // steps on the busy node itself, side by side, give the same replies.
     let script = in_background(&proxy, &["EVAL", "while true do end", "1", KEY]);
     wait_busy(&proxy);
+    let mut node = Conn::open(&master_of(&cluster, KEY));
     assert_eq!(say(&mut tx, &["MULTI"]), "+OK");
+    assert_eq!(say(&mut node, &["MULTI"]), "+OK");
     let refused = say(&mut tx, &["INCR", counter]);
     assert!(refused.starts_with("-BUSY "), "{refused}");
+    assert_eq!(refused, say(&mut node, &["INCR", counter]), "the node's own refusal");
     assert_eq!(query_args(&mut admin, &["SCRIPT", "KILL"]), Ok(Value::Okay));
     script.join().expect("script thread").expect_err("a killed script fails");
-    assert_eq!(say(&mut tx, &["EXEC"]), "-EXECABORT Transaction discarded because of previous errors.");
+    let aborted = say(&mut tx, &["EXEC"]);
+    assert_eq!(aborted, "-EXECABORT Transaction discarded because of previous errors.");
+    assert_eq!(aborted, say(&mut node, &["EXEC"]), "the node's own EXEC after a refused command");
 
     // An EXEC that comes while the script runs aborts the transaction queued before it.
     assert_eq!(say(&mut tx, &["MULTI"]), "+OK");
@@ -249,6 +258,8 @@ fn function_stats_names_the_running_function_whichever_master_runs_it() {
         conn.read().expect("FUNCTION STATS").0
     };
     let mut clients: Vec<Conn> = (0..6).map(|_| Conn::open(&proxy.addr())).collect();
+    let mut node = Conn::open(&master_of(&cluster, KEY));
+    assert_eq!(String::from_utf8_lossy(&stats(&mut node)), String::from_utf8_lossy(idle), "the node's own");
     for conn in &mut clients {
         assert_eq!(String::from_utf8_lossy(&stats(conn)), String::from_utf8_lossy(idle), "nothing runs");
     }
@@ -256,6 +267,8 @@ fn function_stats_names_the_running_function_whichever_master_runs_it() {
     let function = in_background(&proxy, &["FCALL", "spin", "1", KEY]);
     wait_busy(&proxy);
     let running = b"*4\r\n$14\r\nrunning_script\r\n*6\r\n$4\r\nname\r\n$4\r\nspin\r\n$7\r\ncommand\r\n*4\r\n$5\r\nFCALL\r\n$4\r\nspin\r\n$1\r\n1\r\n$7\r\n{busy}k\r\n$11\r\nduration_ms\r\n:";
+    let on_node = stats(&mut node);
+    assert!(on_node.starts_with(running), "the busy node's own: {}", String::from_utf8_lossy(&on_node));
     for conn in &mut clients {
         let reply = stats(conn);
         assert!(
