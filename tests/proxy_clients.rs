@@ -242,6 +242,34 @@ fn a_client_held_by_client_pause_counts_as_blocked() {
     assert_eq!(flags(&mut admin), "N");
 }
 
+/// A RESP2 subscriber's command that subscribed mode refuses is refused during a CLIENT PAUSE at
+/// once, as Redis' `processCommand` checks subscribed mode before the pause; the commands it
+/// allows (PING here) are held like any other.
+#[test]
+fn a_subscriber_is_refused_at_once_during_a_pause_and_its_ping_is_held() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let (mut admin, _) = named(&proxy, "admin");
+    let mut sub = raw_client(&proxy);
+    sub.write_all(&resp_command(&[b"SUBSCRIBE", b"clients:paused:chan"])).expect("SUBSCRIBE");
+    expect_bytes(&mut sub, b"*3\r\n$9\r\nsubscribe\r\n$19\r\nclients:paused:chan\r\n:1\r\n", "subscribed");
+
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(20_000).arg("ALL").query(&mut admin).expect("CLIENT PAUSE ALL");
+    let started = Instant::now();
+    sub.write_all(&resp_command(&[b"SET", b"clients:paused:key", b"1"])).expect("SET");
+    let refusal: &[u8] = b"-ERR Can't execute 'set': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n";
+    expect_bytes(&mut sub, refusal, "the refusal during the pause");
+    assert!(started.elapsed() < Duration::from_secs(2), "the refusal waited for the pause: {:?}", started.elapsed());
+
+    sub.write_all(&resp_command(&[b"PING"])).expect("PING");
+    sub.set_read_timeout(Some(Duration::from_millis(500))).expect("read timeout");
+    let mut byte = [0u8; 1];
+    let early = sub.read(&mut byte);
+    assert!(early.is_err(), "PING was answered during PAUSE ALL: {early:?} {byte:?}");
+    sub.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut admin).expect("CLIENT UNPAUSE");
+    expect_bytes(&mut sub, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n", "PING once unpaused");
+}
+
 fn raw_client(proxy: &Proxy) -> TcpStream {
     let stream = TcpStream::connect(proxy.addr()).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");

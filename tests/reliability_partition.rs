@@ -165,12 +165,14 @@ fn frozen_master_times_out_only_its_own_requests_and_others_keep_their_speed() {
     let replies: Vec<String> =
         redis::pipe().atomic().cmd("SET").arg(&tx_key).arg("tx-after").query(&mut tx_con).expect("MULTI/EXEC after");
     assert_eq!(replies, ["OK"]);
-    let after = rate(Duration::from_secs(1));
+    // The machine's load from other tests may change over the seconds this takes: the speed during
+    // the pause is compared with the slower of the windows before and after it.
+    let after = rate(WINDOW);
     stop.store(true, Ordering::Relaxed);
     fast.into_iter().for_each(|t| t.join().expect("fast client"));
 
     let slowest = outcomes.iter().map(|(took, _)| *took).max().unwrap_or_default();
-    let ratio = during / before;
+    let ratio = during / before.min(after);
     println!(
         "RELIABILITY partition: {:.0} ops/s on other masters before the pause, {:.0} during it ({:.0}%), {:.0} after; \
          {} requests to the frozen master in {pause_lasted:?}, slowest answer {slowest:?}; served again {recovery:?} after SIGCONT",

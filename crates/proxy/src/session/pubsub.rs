@@ -112,6 +112,14 @@ mod resubscribe;
 
 const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
 
+/// Whether a RESP2 client in subscribed mode may run `name` (Redis' list in `processCommand`);
+/// [`Session::on_pubsub`] refuses the others with [`ALLOWED`].
+pub(super) fn allowed_while_subscribed(name: &[u8]) -> bool {
+    const COMMANDS: [&[u8]; 9] =
+        [b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe", b"sunsubscribe", b"ping", b"quit", b"reset"];
+    COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
 impl Session {
     /// Whether the proxy waits for subscription confirmations before reading more requests.
     pub(super) fn awaiting_confirmations(&self) -> bool {

@@ -92,7 +92,12 @@ impl Session {
             self.on_refused_request(request.arg(0));
             return self.push_error(refusal, meta);
         }
-        if self.paused(spec, &request) {
+        // RESP2 subscribed mode refuses most commands before CLIENT PAUSE could hold them, as in
+        // Redis' `processCommand`; the ones it allows are held like any other.
+        let refused_subscribed = self.subscribed()
+            && self.state.protocol == Protocol::Resp2
+            && !super::pubsub::allowed_while_subscribed(request.arg(0));
+        if !refused_subscribed && self.paused(spec, &request) {
             let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
             self.held = Some(Box::new(super::Held { request, read_at, until, dropped }));
             self.entry.set_postponed(true);
