@@ -1,6 +1,7 @@
 //! CLIENT LIST / CLIENT INFO lines carry a node's fields in a node's order (Redis 7.0's, 7.4's
-//! `watch` by the nodes' version; always 7.2's `lib-name`/`lib-ver`, as the proxy takes `CLIENT
-//! SETINFO` on every version), and their values describe the
+//! `watch`, Valkey 8's `watch` and traffic counters and 8.1's `capa` by the nodes' version; always
+//! 7.2's `lib-name`/`lib-ver`, as the proxy takes `CLIENT SETINFO` on every version), and their
+//! values describe the
 //! proxy's client: its subscriptions, its transaction, the output waiting for it, the proxy's
 //! address it came in on. Also: RESET discards a transaction being queued, as on a node. Runs
 //! against every server version of the version suites (`scripts/test.sh`).
@@ -11,42 +12,6 @@ use std::time::{Duration, Instant};
 
 use redis::Connection;
 use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command, wait_until};
-
-/// Redis 7.2's field names, in order: the line the proxy shows for a Valkey 8 node, which
-/// reports `redis_version:7.2.4` (Valkey's own line adds `capa`, `watch` and three traffic
-/// counters).
-const REDIS_7_2_FIELDS: &[&str] = &[
-    "id",
-    "addr",
-    "laddr",
-    "fd",
-    "name",
-    "age",
-    "idle",
-    "flags",
-    "db",
-    "sub",
-    "psub",
-    "ssub",
-    "multi",
-    "qbuf",
-    "qbuf-free",
-    "argv-mem",
-    "multi-mem",
-    "rbs",
-    "rbp",
-    "obl",
-    "oll",
-    "omem",
-    "tot-mem",
-    "events",
-    "cmd",
-    "user",
-    "redir",
-    "resp",
-    "lib-name",
-    "lib-ver",
-];
 
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     line.split(' ').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
@@ -116,10 +81,7 @@ fn client_info_has_the_fields_of_a_node_in_its_order() {
     let mut con = proxy.client();
     let mut node = a_master_client();
     let on_node = client_info(&mut node);
-    let mut expected: Vec<&str> = match is_valkey(&mut node) {
-        true => REDIS_7_2_FIELDS.to_vec(),
-        false => names(&on_node),
-    };
+    let mut expected: Vec<&str> = names(&on_node);
     if !expected.contains(&"lib-name") {
         expected.extend(["lib-name", "lib-ver"]);
     }
@@ -169,10 +131,7 @@ fn client_list_counts_other_clients_subscriptions_and_transaction() {
     }
     let proxied = line_of(&mut lister, tx_id);
     let direct = line_of(&mut node_lister, node_tx_id);
-    if !is_valkey(&mut node_lister) {
-        // (Valkey 8 reports Redis 7.2, whose line has no `watch`.)
-        assert_eq!(field(&proxied, "watch"), field(&direct, "watch"), "{proxied}\n{direct}");
-    }
+    assert_eq!(field(&proxied, "watch"), field(&direct, "watch"), "{proxied}\n{direct}");
     for con in [&mut tx, &mut node] {
         let _: () = redis::cmd("MULTI").query(con).expect("MULTI");
         for command in queued {
@@ -460,4 +419,90 @@ fn connection_modes_show_in_flags_as_on_a_node() {
     }
     let (proxied, direct) = (client_info(&mut con), client_info(&mut node));
     assert_eq!(field(&proxied, "flags"), field(&direct, "flags"), "after RESET\n{proxied}\n{direct}");
+}
+
+/// The bytes of a RESP2 bulk string reply holding `text`.
+fn bulk_len(text: &str) -> u64 {
+    (format!("${}\r\n", text.len()).len() + text.len() + 2) as u64
+}
+
+/// A counter of the line (Valkey 8's `tot-net-in`, `tot-net-out`, `tot-cmds`).
+fn counter(line: &str, name: &str) -> u64 {
+    field(line.trim_end(), name).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {name}: {line}"))
+}
+
+/// Valkey 8's traffic counters and 8.1's `capa`: the same commands, sent to a node and through
+/// the proxy, move `tot-cmds`, `tot-net-in` and `tot-net-out` alike (commands refused before they
+/// run are not counted, a transaction counts MULTI, EXEC and what EXEC ran); `CLIENT CAPA
+/// redirect` shows as `capa=r`. On Redis neither line has the fields.
+#[test]
+fn traffic_counters_and_capa_move_as_on_a_node() {
+    let proxy = Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let key = "list:fields:{traffic}";
+    let mut node = node_owning(key);
+    let mut con = proxy.client();
+    let valkey = is_valkey(&mut node);
+    // The proxy learns the nodes' version from its first health poll.
+    let id = client_id(&mut con);
+    let proxied = line_when(&mut con, id, Duration::from_secs(10), |line| !valkey || field(line, "tot-cmds").is_some());
+    if !valkey {
+        for line in [proxied, client_info(&mut node)] {
+            assert!(field(&line, "tot-cmds").is_none() && field(&line, "capa").is_none(), "{line}");
+        }
+        return;
+    }
+    let counter_key = format!("{key}:n");
+    let steps: [&[&str]; 10] = [
+        &["CLIENT", "CAPA", "redirect"],
+        &["SET", key, "v"],
+        &["GET", key],
+        &["SET", key],
+        &["NOSUCHCOMMAND", key],
+        &["MULTI"],
+        &["INCR", &counter_key],
+        &["SET", key, "w"],
+        &["EXEC"],
+        &["PING"],
+    ];
+    let mut moved = Vec::new();
+    for con in [&mut con, &mut node] {
+        let before: String = redis::cmd("CLIENT").arg("INFO").query(con).expect("CLIENT INFO");
+        for step in steps {
+            let _ = redis::cmd(step[0]).arg(&step[1..]).query::<redis::Value>(con);
+        }
+        let after: String = redis::cmd("CLIENT").arg("INFO").query(con).expect("CLIENT INFO");
+        assert_eq!(field(&after, "capa"), Some("r"), "{after}");
+        moved.push((
+            counter(&after, "tot-cmds") - counter(&before, "tot-cmds"),
+            counter(&after, "tot-net-in") - counter(&before, "tot-net-in"),
+            // The first CLIENT INFO's own reply differs (addresses, buffers): left out.
+            counter(&after, "tot-net-out") - counter(&before, "tot-net-out") - bulk_len(&before),
+        ));
+    }
+    assert_eq!(moved[0], moved[1], "(tot-cmds, tot-net-in, tot-net-out) moved through the proxy and on the node");
+    assert_eq!(moved[0].0, 9, "CLIENT INFO, CAPA, SET, GET, MULTI, INCR, SET, EXEC, PING; refusals not counted");
+
+    // A blocked command counts once it returns; its request is read at once.
+    let mut lister = proxy.client();
+    let mut blocked = TcpStream::connect(proxy.addr()).expect("connect");
+    blocked.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    blocked.write_all(&resp_command(&[b"CLIENT", b"ID"])).expect("CLIENT ID");
+    let id = read_integer(&mut blocked);
+    let list = format!("{key}:list");
+    let start = line_when(&mut lister, id, Duration::from_secs(5), |line| counter(line, "tot-cmds") == 1);
+    let blpop = resp_command(&[b"BLPOP", list.as_bytes(), b"5"]);
+    blocked.write_all(&blpop).expect("BLPOP");
+    let in_after = counter(&start, "tot-net-in") + blpop.len() as u64;
+    let waiting = line_when(&mut lister, id, Duration::from_secs(5), |line| counter(line, "tot-net-in") == in_after);
+    assert_eq!(counter(&waiting, "tot-net-in"), in_after, "{waiting}");
+    assert_eq!(counter(&waiting, "tot-cmds"), 1, "not counted while blocked: {waiting}");
+    assert_eq!(counter(&waiting, "tot-net-out"), counter(&start, "tot-net-out"), "{waiting}");
+    let _: i64 = redis::cmd("LPUSH").arg(&list).arg("a").query(&mut lister).expect("LPUSH");
+    let reply = format!("*2\r\n${}\r\n{list}\r\n$1\r\na\r\n", list.len());
+    let mut got = vec![0u8; reply.len()];
+    blocked.read_exact(&mut got).expect("BLPOP's reply");
+    assert_eq!(String::from_utf8_lossy(&got), reply);
+    let done = line_when(&mut lister, id, Duration::from_secs(5), |line| counter(line, "tot-cmds") == 2);
+    assert_eq!(counter(&done, "tot-cmds"), 2, "counted once it returned: {done}");
+    assert_eq!(counter(&done, "tot-net-out"), counter(&start, "tot-net-out") + reply.len() as u64, "{done}");
 }

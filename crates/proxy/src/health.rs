@@ -39,6 +39,9 @@ pub struct ReplicationInfo {
     pub replicas: Vec<ReplicaOffset>,
     /// `redis_version:` (from `INFO server`), for the version the proxy reports.
     pub redis_version: Option<String>,
+    /// `valkey_version:` (Valkey's `INFO server`; Valkey 8 reports `redis_version:7.2.4`), for the
+    /// replies whose fields follow Valkey's own versions.
+    pub valkey_version: Option<String>,
 }
 
 /// One `slaveN:` line of a master: a connected replica and the offset it acknowledged.
@@ -75,6 +78,7 @@ pub fn parse_info_replication(text: &str) -> ReplicationInfo {
             "master_host" => master_host = Some(value),
             "master_port" => master_port = Some(value),
             "redis_version" => info.redis_version = Some(value.to_string()),
+            "valkey_version" => info.valkey_version = Some(value.to_string()),
             _ if is_replica_line(key) => info.replicas.extend(parse_replica_line(value)),
             _ => {}
         }
@@ -248,15 +252,21 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
     }
     // Clients see the oldest server behind the proxy: a command or option that version lacks could
     // fail on some node.
-    let lowest = probes
+    let infos: Vec<&ReplicationInfo> = probes
         .values()
         .filter_map(|p| match p {
-            Probe::Up(Some(info)) => info.redis_version.as_deref(),
+            Probe::Up(Some(info)) => Some(info),
             _ => None,
         })
-        .min_by_key(|v| crate::version_key(v));
+        .collect();
+    let lowest = infos.iter().filter_map(|i| i.redis_version.as_deref()).min_by_key(|v| crate::version_key(v));
+    // Valkey's own fields only when every node is Valkey: a Redis node among them has none.
+    let valkey = match infos.iter().all(|i| i.valkey_version.is_some()) {
+        true => infos.iter().filter_map(|i| i.valkey_version.as_deref()).min_by_key(|v| crate::version_key(v)),
+        false => None,
+    };
     if let Some(lowest) = lowest {
-        topology.set_lowest_node_version(lowest);
+        topology.set_lowest_node_version(lowest, valkey);
     }
     let assessment = assess(&shards, &probes);
     apply(metrics, &assessment, covered);

@@ -521,7 +521,7 @@ impl ClientEntry {
 mod command;
 mod line;
 pub use command::command;
-pub use line::{Asking, ClientSocket, LineFormat};
+pub use line::{Asking, ClientSocket, LineFormat, Traffic};
 
 #[cfg(test)]
 mod tests;

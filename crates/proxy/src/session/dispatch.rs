@@ -186,6 +186,7 @@ impl Session {
             self.invalidate_blind_read(seq);
         }
         let deferred = self.pipeline.complete(seq, part, reply);
+        self.traffic.commands_run += deferred.ran_in_exec;
         for other in deferred.parts {
             let answer = match (deferred.ran, self.pipeline.local_part(seq, other)) {
                 (true, None) => {
@@ -197,7 +198,7 @@ impl Session {
                 // Settled unsent: a deferred part defers nothing itself.
                 (false, _) => reply::ok(),
             };
-            drop(self.pipeline.complete(seq, other, answer));
+            self.traffic.commands_run += self.pipeline.complete(seq, other, answer).ran_in_exec;
         }
     }
 

@@ -49,6 +49,8 @@ pub struct ClientModes {
     pub readonly: bool,
     pub no_evict: bool,
     pub no_touch: bool,
+    /// `CLIENT CAPA redirect` (Valkey 8), shown as `capa=r` from Valkey 8.1 on.
+    pub capa_redirect: bool,
 }
 
 /// What a request does to the reply mode, which decides whether its own reply is dropped.
@@ -142,7 +144,7 @@ pub fn changes_description(request: &Request) -> bool {
     let name = request.arg(0);
     let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
     let client_sub = |n: &[u8]| request.argc() > 1 && request.arg(1).eq_ignore_ascii_case(n);
-    let client_changes = [&b"setname"[..], b"setinfo", b"no-evict", b"no-touch"].into_iter().any(client_sub);
+    let client_changes = [&b"setname"[..], b"setinfo", b"no-evict", b"no-touch", b"capa"].into_iter().any(client_sub);
     let changes = [&b"hello"[..], b"auth", b"reset", b"readonly", b"readwrite"].into_iter().any(is);
     changes || (is(b"client") && client_changes)
 }
@@ -178,11 +180,12 @@ pub fn answer(state: &mut ClientState, shared: &Shared, request: &Request) -> An
         }
         b"RESET" => {
             // Redis' clearClientConnectionState: READONLY always ends; NO-EVICT (and NO-TOUCH,
-            // new in 7.2) only from 7.2 on.
-            let kept = match crate::version_at_least(&shared.topology.reported_version(), 7, 2) {
+            // new in 7.2) only from 7.2 on. Valkey 8.1 keeps the declared capabilities.
+            let mut kept = match crate::version_at_least(&shared.topology.reported_version(), 7, 2) {
                 true => ClientModes::default(),
                 false => ClientModes { no_evict: state.modes.no_evict, ..ClientModes::default() },
             };
+            kept.capa_redirect = state.modes.capa_redirect;
             // The library behind the connection stays too (CLIENT SETINFO's lib-name and lib-ver).
             let library = (state.lib_name.take(), state.lib_ver.take());
             *state = ClientState::new(state.id, state.peer, shared.access.anonymous_user(), shared.access.generation());
@@ -442,7 +445,10 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
         // Valkey 8: capabilities a client declares (`redirect`: it follows -REDIRECT from a
         // replica). The proxy never redirects its clients, so every capability is accepted and
         // changes nothing, as unknown ones do on a node. Arity (-3) is checked by the table.
-        (b"CAPA", _) => Answer::Reply(reply::ok()),
+        (b"CAPA", _) => {
+            state.modes.capa_redirect |= (2..request.argc()).any(|i| request.arg(i).eq_ignore_ascii_case(b"redirect"));
+            Answer::Reply(reply::ok())
+        }
         // OFF and SKIP are not answered at all (Redis' `clientCommand`); SKIP while OFF changes nothing.
         (b"REPLY", 3) => match upper(request.arg(2)).as_slice() {
             b"ON" => {

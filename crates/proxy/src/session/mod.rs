@@ -95,13 +95,7 @@ struct Held {
     dropped: bool,
 }
 
-/// What one client sent and received, for its disconnect log line.
-#[derive(Debug, Default)]
-struct Traffic {
-    commands: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-}
+use clients::Traffic;
 
 struct Session {
     shared: Arc<Shared>,

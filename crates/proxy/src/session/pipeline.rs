@@ -505,6 +505,8 @@ impl Run {
 pub struct Deferred {
     pub parts: Vec<u32>,
     pub ran: bool,
+    /// The commands a transaction's EXEC ran, once its reply is whole (Valkey's `tot-cmds`).
+    pub ran_in_exec: u64,
 }
 
 /// Whether `reply` says its command ran (see [`Deferred`]).
@@ -523,7 +525,7 @@ fn complete_part(multi: &mut Multi, part: u32, reply: Bytes) -> (Deferred, Optio
     let deferred = p.take_deferred();
     // Looked at only where parts wait on this one: a single request's reply is never inspected.
     let ran = !deferred.is_empty() && ran(&reply);
-    let deferred = Deferred { parts: deferred, ran };
+    let mut deferred = Deferred { parts: deferred, ran, ran_in_exec: 0 };
     p.reply = Some(reply);
     *missing -= 1;
     if *missing > 0 {
@@ -531,11 +533,21 @@ fn complete_part(multi: &mut Multi, part: u32, reply: Bytes) -> (Deferred, Optio
     }
     let replies: SmallVec<[Bytes; 16]> = parts.iter_mut().filter_map(|p| p.reply.take()).collect();
     let merged = merge(kind, &replies, places);
+    if matches!(kind, Merge::Exec { .. }) {
+        deferred.ran_in_exec = array_len(&merged);
+    }
     let merged = match prefix.take() {
         Some(text) => prepend_to_bulk(&text, &merged),
         None => merged,
     };
     (deferred, Some(merged))
+}
+
+/// The length of the array `reply` (0 for anything else: a null, an error).
+fn array_len(reply: &[u8]) -> u64 {
+    let Some(header) = reply.strip_prefix(b"*") else { return 0 };
+    let end = header.iter().position(|&b| b == b'\r').unwrap_or(0);
+    std::str::from_utf8(&header[..end]).ok().and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// `text` followed by the content of the bulk (or RESP3 verbatim) string `bulk`, as one string of

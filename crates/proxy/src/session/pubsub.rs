@@ -115,8 +115,17 @@ const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RE
 /// Whether a RESP2 client in subscribed mode may run `name` (Redis' list in `processCommand`);
 /// [`Session::on_pubsub`] refuses the others with [`ALLOWED`].
 pub(super) fn allowed_while_subscribed(name: &[u8]) -> bool {
-    const COMMANDS: [&[u8]; 9] =
-        [b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe", b"sunsubscribe", b"ping", b"quit", b"reset"];
+    const COMMANDS: [&[u8]; 9] = [
+        b"subscribe",
+        b"psubscribe",
+        b"ssubscribe",
+        b"unsubscribe",
+        b"punsubscribe",
+        b"sunsubscribe",
+        b"ping",
+        b"quit",
+        b"reset",
+    ];
     COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(name))
 }
 

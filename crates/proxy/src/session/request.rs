@@ -14,7 +14,7 @@ use crate::error::ProxyError;
 use crate::metrics::labels;
 use crate::resp::Request;
 use crate::resp::reply::Protocol;
-use crate::router;
+use crate::router::{self, Route};
 use crate::shared::Shared;
 
 /// How often a busy client's last interaction is recorded (see [`Session::on_input`]).
@@ -108,6 +108,7 @@ impl Session {
         let pubsub_command = matches!(spec.handling, Handling::Stateful(StatefulKind::PubSub));
         let resp3_queued = self.tx.is_some() && self.state.protocol == Protocol::Resp3;
         if self.subscribed() && (self.state.protocol == Protocol::Resp2 || (pubsub_command && !resp3_queued)) {
+            self.traffic.commands_run += u64::from(!refused_subscribed);
             return self.pubsub_in_order(request, meta);
         }
         if self.tracking.is_some() {
@@ -117,7 +118,11 @@ impl Session {
             return self.queue(spec, &request, meta);
         }
         let route = router::plan_command(spec, &request, &mut self.keys);
+        // Counted once it ran, as a node counts it (a CLIENT INFO's own line leaves it out); a
+        // blocking command when it returns (`serve`), nothing refused.
+        let runs_now = !matches!(route, Route::Refuse(_) | Route::Stateful(StatefulKind::Blocking));
         self.carry_out(route, spec, request, meta);
+        self.traffic.commands_run += u64::from(runs_now);
     }
 
     /// A request for a command the table does not know: Redis' error, and the transaction being

@@ -97,9 +97,11 @@ impl Session {
     /// A WRITE pause starts the lookup of the functions' flags, which decide what it holds.
     pub(super) fn clients_command(&mut self, request: &Request) -> Result<Bytes, ProxyError> {
         let user_exists = |name: &str| self.shared.access.user_exists(name);
-        let format = clients::LineFormat::of_version(&self.shared.topology.reported_version());
+        let topology = &self.shared.topology;
+        let format =
+            clients::LineFormat::of_version(&topology.reported_version(), topology.valkey_version().as_deref());
         let (table, state) = (&self.shared.table, &self.state);
-        let reply = clients::command(&self.shared.clients, table, state, request, format, user_exists)?;
+        let reply = clients::command(&self.shared.clients, table, state, request, (format, self.traffic), user_exists)?;
         if is_pause_write(request) {
             crate::executor::functions::learn_for_pause(&self.shared);
         }

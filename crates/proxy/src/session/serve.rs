@@ -346,6 +346,7 @@ impl Session {
                 continue;
             }
             io.publish(&self.entry);
+            self.entry.publish_traffic(&self.traffic);
             io.settled = true;
             return Poll::Pending;
         }
@@ -483,6 +484,8 @@ impl Session {
             return Settled::Close;
         }
         if self.hold_reading && self.pipeline.is_empty() {
+            // A blocking command (or WAIT) returned: it ran now, as a node counts it.
+            self.traffic.commands_run += u64::from(self.blocked);
             self.hold_reading = false;
             self.blocked = false;
             self.entry.unblocked();

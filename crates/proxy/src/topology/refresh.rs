@@ -49,8 +49,9 @@ pub struct Topology {
     use_replicas: bool,
     /// Nodes whose connections failed recently, with when.
     suspects: Mutex<HashMap<String, Instant>>,
-    /// `redis_version` of the oldest node, from the health poller.
-    lowest_version: Mutex<Option<String>>,
+    /// `redis_version` of the oldest node, from the health poller, and its `valkey_version` when
+    /// every node is Valkey.
+    lowest_version: Mutex<Option<(String, Option<String>)>>,
     generation: watch::Sender<u64>,
     /// The generation of the map in `routing`, stored after it: a holder of a snapshot tells
     /// whether it is still the current one with a load, not a snapshot read (see
@@ -158,13 +159,21 @@ impl Topology {
     /// `redis_version` of the oldest node the health poller reached, or the version the command
     /// table was built for before it has run.
     pub fn reported_version(&self) -> String {
-        let lowest = self.lowest_version.lock().ok().and_then(|lowest| lowest.clone());
+        let lowest = self.lowest_version.lock().ok().and_then(|lowest| lowest.as_ref().map(|(redis, _)| redis.clone()));
         lowest.unwrap_or_else(|| crate::REDIS_COMPAT_VERSION.to_string())
     }
 
-    pub fn set_lowest_node_version(&self, version: &str) {
+    /// The `valkey_version` of the oldest node when every node the health poller reached is
+    /// Valkey (`None` for Redis, a mix, or before the first poll): Valkey's own fields follow it.
+    pub fn valkey_version(&self) -> Option<String> {
+        self.lowest_version.lock().ok().and_then(|lowest| lowest.as_ref().and_then(|(_, valkey)| valkey.clone()))
+    }
+
+    /// What the health poller found: the oldest node's `redis_version`, and `valkey_version`
+    /// when every node is Valkey.
+    pub fn set_lowest_node_version(&self, version: &str, valkey: Option<&str>) {
         if let Ok(mut lowest) = self.lowest_version.lock() {
-            *lowest = Some(version.to_string());
+            *lowest = Some((version.to_string(), valkey.map(str::to_string)));
         }
     }
 

@@ -10,20 +10,21 @@ use crate::error::ProxyError;
 use crate::session::ClientState;
 
 /// `CLIENT LIST`, `CLIENT INFO`, `CLIENT KILL`, `CLIENT PAUSE`, `CLIENT UNPAUSE` and `CLIENT
-/// UNBLOCK`, on the proxy's clients; `me` is the client asking, `format` the line of the nodes' version.
+/// UNBLOCK`, on the proxy's clients; `me` is the client asking, `format` the line of the nodes'
+/// version, `traffic` the asking client's.
 pub fn command(
     clients: &Clients,
     names: &CommandTable,
     me: &ClientState,
     request: &crate::resp::Request,
-    format: LineFormat,
+    (format, traffic): (LineFormat, super::Traffic),
     user_exists: impl Fn(&str) -> bool,
 ) -> Result<bytes::Bytes, ProxyError> {
     use crate::resp::reply;
     let args: Vec<&[u8]> = (2..request.argc()).map(|i| request.arg(i)).collect();
     let sub = request.arg(1).to_ascii_lowercase();
     let argv_mem = (0..request.argc()).map(|i| request.arg(i).len() as u64).sum();
-    let asking = Some(Asking { id: me.id, request_len: request.bytes().len() as u64, argv_mem });
+    let asking = Some(Asking { id: me.id, request_len: request.bytes().len() as u64, argv_mem, traffic });
     let lines = |text: String| Ok(reply::text(me.protocol, text.as_bytes()));
     match sub.as_slice() {
         b"info" => lines(clients.list(|e| e.id == me.id, names, format, asking)),

@@ -1,7 +1,8 @@
 //! The `CLIENT LIST` / `CLIENT INFO` line: Redis' fields, in Redis' order, for the version of the
-//! nodes behind the proxy (7.0's, and 7.4's `watch`), always with Redis 7.2's `lib-name` and
-//! `lib-ver`: the proxy takes `CLIENT SETINFO` whatever the nodes' version (client libraries send
-//! it when they connect), so the line shows what was set.
+//! nodes behind the proxy (7.0's, and 7.4's `watch`; Valkey 8's `watch` and traffic counters, and
+//! 8.1's `capa`), always with Redis 7.2's `lib-name` and `lib-ver`: the proxy takes `CLIENT
+//! SETINFO` whatever the nodes' version (client libraries send it when they connect), so the line
+//! shows what was set.
 //!
 //! Redis reads a client's buffers from its client struct when it lists it. A session owns its
 //! buffers, so it publishes what the line shows of them at moments it passes anyway: its buffers
@@ -57,6 +58,24 @@ pub(super) struct Published {
     /// Commands queued in MULTI (-1: no transaction) and their arguments' bytes.
     multi: AtomicI64,
     multi_mem: AtomicU64,
+    /// Valkey's `tot-net-in`, `tot-net-out` and `tot-cmds` ([`Traffic`]).
+    net_in: AtomicU64,
+    net_out: AtomicU64,
+    commands_run: AtomicU64,
+}
+
+/// What a client sent and received: its disconnect log line, and Valkey 8's `tot-net-in`,
+/// `tot-net-out` and `tot-cmds`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Traffic {
+    /// Requests read (the log line's count).
+    pub commands: u64,
+    /// Commands run, counted as Valkey's `commands_processed`: not those refused before they run
+    /// (unknown, arity, login, permissions, a wrong slot), nor those queued by MULTI until EXEC
+    /// runs them; a blocking command once it returns.
+    pub commands_run: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 impl Default for Published {
@@ -71,6 +90,9 @@ impl Default for Published {
             ssub: AtomicU32::new(0),
             multi: AtomicI64::new(-1),
             multi_mem: AtomicU64::new(0),
+            net_in: AtomicU64::new(0),
+            net_out: AtomicU64::new(0),
+            commands_run: AtomicU64::new(0),
         }
     }
 }
@@ -89,6 +111,14 @@ impl ClientEntry {
     pub fn publish_buffers(&self, unparsed: usize, spare: usize, reply_capacity: usize, reply_peak: usize) {
         self.published.input.store(pair(unparsed, spare), Ordering::Relaxed);
         self.published.reply_buffer.store(pair(reply_capacity, reply_peak), Ordering::Relaxed);
+    }
+
+    /// The client's traffic so far.
+    #[inline]
+    pub fn publish_traffic(&self, traffic: &Traffic) {
+        self.published.net_in.store(traffic.bytes_in, Ordering::Relaxed);
+        self.published.net_out.store(traffic.bytes_out, Ordering::Relaxed);
+        self.published.commands_run.store(traffic.commands_run, Ordering::Relaxed);
     }
 
     /// `waiting` reply bytes wait for the socket (0: everything is written).
@@ -169,7 +199,7 @@ impl ClientEntry {
         // Redis' `lastcmd->fullname`: `client|info`, not the metrics label.
         let cmd = names.name_at(self.last_command.load(Ordering::Relaxed)).unwrap_or("NULL");
         let mut line = format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={idle} flags={} db=0 sub={} psub={} ssub={} multi={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={idle} flags={}",
             self.id,
             self.socket.peer,
             self.socket.local,
@@ -177,6 +207,13 @@ impl ClientEntry {
             d.name,
             self.connected.elapsed().as_secs(),
             self.flags(d.modes),
+        );
+        if format.capa {
+            line.push_str(if d.modes.capa_redirect { " capa=r" } else { " capa=" });
+        }
+        let _ = write!(
+            line,
+            " db=0 sub={} psub={} ssub={} multi={}",
             p.sub.load(Ordering::Relaxed),
             p.psub.load(Ordering::Relaxed),
             p.ssub.load(Ordering::Relaxed),
@@ -194,7 +231,21 @@ impl ClientEntry {
             self.redirect.load(Ordering::Relaxed),
             d.resp,
         );
-        let _ = writeln!(line, " lib-name={} lib-ver={}", d.lib_name, d.lib_ver);
+        let _ = write!(line, " lib-name={} lib-ver={}", d.lib_name, d.lib_ver);
+        if format.traffic {
+            // The asking client's own counts are the session's now; the others' as they last
+            // published them (when their session waited).
+            let (net_in, net_out, commands) = match asking {
+                Some(a) => (a.traffic.bytes_in, a.traffic.bytes_out, a.traffic.commands_run),
+                None => (
+                    p.net_in.load(Ordering::Relaxed),
+                    p.net_out.load(Ordering::Relaxed),
+                    p.commands_run.load(Ordering::Relaxed),
+                ),
+            };
+            let _ = write!(line, " tot-net-in={net_in} tot-net-out={net_out} tot-cmds={commands}");
+        }
+        line.push('\n');
         line
     }
 }
@@ -202,14 +253,24 @@ impl ClientEntry {
 /// The fields of the line that depend on the nodes' version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineFormat {
-    /// `watch` (Redis 7.4 and later).
+    /// `watch` (Redis 7.4 and later, Valkey 8).
     pub watch: bool,
+    /// `capa` (Valkey 8.1 and later).
+    pub capa: bool,
+    /// `tot-net-in`, `tot-net-out`, `tot-cmds` (Valkey 8).
+    pub traffic: bool,
 }
 
 impl LineFormat {
-    /// The line of a node of `version` (`major.minor.patch`).
-    pub fn of_version(version: &str) -> LineFormat {
-        LineFormat { watch: crate::version_at_least(version, 7, 4) }
+    /// The line of a node of `version` (`redis_version`, `major.minor.patch`) and, for Valkey,
+    /// `valkey` (`valkey_version`: Valkey 8 reports `redis_version:7.2.4`).
+    pub fn of_version(version: &str, valkey: Option<&str>) -> LineFormat {
+        let valkey_at_least = |major, minor| valkey.is_some_and(|v| crate::version_at_least(v, major, minor));
+        LineFormat {
+            watch: crate::version_at_least(version, 7, 4) || valkey_at_least(8, 0),
+            capa: valkey_at_least(8, 1),
+            traffic: valkey_at_least(8, 0),
+        }
     }
 }
 
@@ -221,4 +282,6 @@ pub struct Asking {
     pub request_len: u64,
     /// Its arguments' bytes.
     pub argv_mem: u64,
+    /// The asking client's traffic, up to this request (counted as run once it ran).
+    pub traffic: Traffic,
 }
