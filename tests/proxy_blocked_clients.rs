@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::Value;
 use redisforge_tests::resp::Conn;
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, RedisServer, query_args, wait_until};
+use redisforge_tests::{Cluster, ClusterOptions, Proxy, ProxyOptions, RedisServer, query_args, wait_until};
 
 fn proxy() -> Proxy {
     Proxy::start(Cluster::shared(), ProxyOptions::default())
@@ -122,8 +122,8 @@ fn watching_clients_are_counted_where_the_version_reports_them() {
         info.lines().find_map(|l| l.strip_prefix("redis_version:")).map(str::to_owned).unwrap_or_default()
     };
     assert!(wait_until(Duration::from_secs(10), Duration::from_millis(100), || version() == node_version));
-    let newer =
-        node_version.split('.').take(2).map(|n| n.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>() >= vec![7, 4];
+    // Redis 7.4 and Valkey 8 (which reports 7.2.4) have them: as the node's own section says.
+    let newer = field_of(&info_section(&Cluster::shared().masters()[0], "clients"), "watching_clients").is_some();
     assert_eq!(clients_field(&mut admin, "watching_clients").is_some(), newer, "fields of {node_version}");
     if let Some(watching) = clients_field(&mut admin, "watching_clients") {
         assert_eq!(watching, "1");
@@ -321,4 +321,50 @@ fn a_wait_longer_than_the_command_timeout_gets_the_nodes_count_and_holds_up_no_o
         assert_eq!(waiter.call(&args(&["WAIT", "1", "0"])).map(|(b, _)| b).ok(), Some(b":1\r\n".to_vec()));
         assert!(quick.elapsed() < Duration::from_secs(1), "{target}: WAIT 1 0 took {:?}", quick.elapsed());
     }
+}
+
+/// The proxy names the nodes' server as a node does: `INFO server` and `INFO clients` have a
+/// node's fields in its order (for Valkey nodes Valkey's: `server_name`, `valkey_version`,
+/// `server_mode`, 8.1's pause fields …) and HELLO's `server` and `version` are a node's (`valkey`
+/// and its own version for Valkey). A Valkey cluster with `extended-redis-compatibility yes` calls
+/// itself Redis 7.2.4 with `redis_mode`, and so does the proxy in front of it.
+#[test]
+fn info_and_hello_name_the_server_and_version_of_the_nodes() {
+    let node = Cluster::shared().masters()[0].clone();
+    assert_named_as(&proxy(), &node);
+    if field_of(&info_section(&node, "server"), "valkey_version").is_some() {
+        let options = ClusterOptions {
+            extra_config: vec!["extended-redis-compatibility yes".to_owned()],
+            ..ClusterOptions::default()
+        };
+        let cluster = Cluster::start(options);
+        let proxy = Proxy::start(&cluster, ProxyOptions::default());
+        let node = cluster.masters()[0].clone();
+        assert!(info_section(&node, "server").contains("\r\nredis_mode:"), "the node's compatibility mode");
+        assert_named_as(&proxy, &node);
+    }
+}
+
+/// `proxy` answers INFO server and clients with the fields of `node`'s, and HELLO with its server
+/// name and version.
+fn assert_named_as(proxy: &Proxy, node: &str) {
+    let names = |text: &str| -> Vec<String> {
+        let fields = text.lines().filter_map(|line| line.split_once(':')).map(|(name, _)| name.to_owned());
+        fields.filter(|name| name != "redisforge_version").collect()
+    };
+    // HELLO's reply from `server` up to `proto`: the server's name and version.
+    let identity = |addr: &str| {
+        let (bytes, _) = Conn::open(addr).call(&args(&["HELLO", "2"])).expect("HELLO");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let (start, end) = (text.find("server").unwrap_or(0), text.find("proto").unwrap_or(text.len()));
+        text[start..end].to_owned()
+    };
+    let on_node = names(&info_section(node, "server"));
+    // The proxy learns the nodes' version from its first health poll.
+    let learned = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        names(&info_section(&proxy.addr(), "server")) == on_node
+    });
+    assert!(learned, "proxy: {:?}\nnode:  {on_node:?}", names(&info_section(&proxy.addr(), "server")));
+    assert_eq!(names(&info_section(&proxy.addr(), "clients")), names(&info_section(node, "clients")));
+    assert_eq!(identity(&proxy.addr()), identity(node));
 }

@@ -39,9 +39,9 @@ pub struct ReplicationInfo {
     pub replicas: Vec<ReplicaOffset>,
     /// `redis_version:` (from `INFO server`), for the version the proxy reports.
     pub redis_version: Option<String>,
-    /// `valkey_version:` (Valkey's `INFO server`; Valkey 8 reports `redis_version:7.2.4`), for the
-    /// replies whose fields follow Valkey's own versions.
-    pub valkey_version: Option<String>,
+    /// Valkey's `valkey_version:` and whether it shows `redis_mode` (Valkey 8 reports
+    /// `redis_version:7.2.4`), for the replies that follow Valkey's own versions.
+    pub valkey: Option<crate::Valkey>,
 }
 
 /// One `slaveN:` line of a master: a connected replica and the offset it acknowledged.
@@ -60,6 +60,7 @@ pub fn parse_info_replication(text: &str) -> ReplicationInfo {
     let mut info = ReplicationInfo::default();
     let mut master_host = None;
     let mut master_port = None;
+    let (mut valkey_version, mut redis_mode) = (None, false);
     for line in text.lines() {
         let Some((key, value)) = line.trim_end().split_once(':') else {
             continue;
@@ -78,7 +79,8 @@ pub fn parse_info_replication(text: &str) -> ReplicationInfo {
             "master_host" => master_host = Some(value),
             "master_port" => master_port = Some(value),
             "redis_version" => info.redis_version = Some(value.to_string()),
-            "valkey_version" => info.valkey_version = Some(value.to_string()),
+            "valkey_version" => valkey_version = Some(value.to_string()),
+            "redis_mode" => redis_mode = true,
             _ if is_replica_line(key) => info.replicas.extend(parse_replica_line(value)),
             _ => {}
         }
@@ -86,6 +88,7 @@ pub fn parse_info_replication(text: &str) -> ReplicationInfo {
     if let (Some(host), Some(port)) = (master_host, master_port) {
         info.master_addr = Some(join_host_port(host, port));
     }
+    info.valkey = valkey_version.map(|version| crate::Valkey { version, redis_compat: redis_mode });
     info
 }
 
@@ -260,9 +263,9 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
         })
         .collect();
     let lowest = infos.iter().filter_map(|i| i.redis_version.as_deref()).min_by_key(|v| crate::version_key(v));
-    // Valkey's own fields only when every node is Valkey: a Redis node among them has none.
-    let valkey = match infos.iter().all(|i| i.valkey_version.is_some()) {
-        true => infos.iter().filter_map(|i| i.valkey_version.as_deref()).min_by_key(|v| crate::version_key(v)),
+    // Valkey's own identity only when every node is Valkey: a Redis node among them has none.
+    let valkey = match infos.iter().all(|i| i.valkey.is_some()) {
+        true => infos.iter().filter_map(|i| i.valkey.as_ref()).min_by_key(|v| crate::version_key(&v.version)),
         false => None,
     };
     if let Some(lowest) = lowest {

@@ -62,17 +62,34 @@ impl Identity {
 
     /// `# Server` as a node of `version` writes it (7.2 on: with its listener lines), ending in
     /// the blank line that separates sections.
-    pub fn server_section(&self, out: &mut String, version: &str) {
+    pub fn server_section(&self, out: &mut String, version: &str, valkey: Option<&crate::Valkey>) {
         let uptime = self.started.elapsed().as_secs();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let _ = write!(out, "# Server\r\nredis_version:{version}\r\n");
+        // Valkey names itself after `redis_version` (8.1 adds its release stage), calls its mode
+        // `server_mode` unless it runs with `extended-redis-compatibility`, has no
+        // `atomicvar_api`, and adds `clients_hz` (8.1) and `availability_zone`.
+        let valkey_81 = valkey.is_some_and(|v| v.at_least(8, 1));
+        if let Some(valkey) = valkey {
+            let _ = write!(out, "server_name:valkey\r\nvalkey_version:{}\r\n", valkey.version);
+            if valkey_81 {
+                out.push_str("valkey_release_stage:ga\r\n");
+            }
+        }
+        let mode = match valkey {
+            Some(v) if !v.redis_compat => "server_mode",
+            _ => "redis_mode",
+        };
+        let atomicvar = if valkey.is_some() { "" } else { "atomicvar_api:c11-builtin\r\n" };
+        let clients_hz = if valkey_81 { "clients_hz:10\r\n" } else { "" };
         let _ = write!(
             out,
-            "# Server\r\nredis_version:{version}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\n\
-             redis_build_id:{BUILD_ID}\r\nredis_mode:standalone\r\nos:{os}\r\narch_bits:{bits}\r\n\
-             monotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:epoll\r\natomicvar_api:c11-builtin\r\n\
+            "redis_git_sha1:00000000\r\nredis_git_dirty:0\r\n\
+             redis_build_id:{BUILD_ID}\r\n{mode}:standalone\r\nos:{os}\r\narch_bits:{bits}\r\n\
+             monotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:epoll\r\n{atomicvar}\
              gcc_version:0.0.0\r\nprocess_id:{pid}\r\nprocess_supervised:{supervised}\r\nrun_id:{run_id}\r\n\
              tcp_port:{port}\r\nserver_time_usec:{usec}\r\nuptime_in_seconds:{uptime}\r\n\
-             uptime_in_days:{days}\r\nhz:10\r\nconfigured_hz:10\r\nlru_clock:{lru}\r\nexecutable:{exe}\r\n\
+             uptime_in_days:{days}\r\nhz:10\r\nconfigured_hz:10\r\n{clients_hz}lru_clock:{lru}\r\nexecutable:{exe}\r\n\
              config_file:{config}\r\nio_threads_active:0\r\n",
             os = self.os,
             bits = usize::BITS,
@@ -87,6 +104,9 @@ impl Identity {
             exe = self.executable,
             config = self.config_file,
         );
+        if valkey.is_some() {
+            out.push_str("availability_zone:\r\n");
+        }
         if crate::version_at_least(version, 7, 2) {
             out.push_str(&self.listeners);
         }
@@ -138,7 +158,7 @@ mod tests {
         config.listen.tls = Some("0.0.0.0:6380".parse().expect("an address"));
         let identity = Identity::new(&config);
         let mut out = String::new();
-        identity.server_section(&mut out, "7.0.15");
+        identity.server_section(&mut out, "7.0.15", None);
         let redis_7_0 = [
             "redis_version",
             "redis_git_sha1",
@@ -170,7 +190,7 @@ mod tests {
         assert!(out.contains("\r\ntcp_port:7379\r\n"), "{out}");
         assert!(out.ends_with("\r\n\r\n"));
         let mut newer = String::new();
-        identity.server_section(&mut newer, "7.2.4");
+        identity.server_section(&mut newer, "7.2.4", None);
         assert!(
             newer.contains(
                 "\r\nlistener0:name=tcp,bind=127.0.0.1,port=7379\r\nlistener2:name=tls,bind=0.0.0.0,port=6380\r\n"

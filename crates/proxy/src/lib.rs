@@ -64,6 +64,25 @@ pub mod writes;
 /// The Redis version the proxy reports in `HELLO` and `INFO` (the command set it was built for).
 pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
 
+/// Valkey's own identity, when every node behind the proxy is Valkey (its INFO has
+/// `valkey_version`; it reports `redis_version:7.2.4`): HELLO, INFO and CLIENT LIST answer as such
+/// a node does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Valkey {
+    /// `valkey_version` of the oldest node.
+    pub version: String,
+    /// The node runs with `extended-redis-compatibility yes`: HELLO calls it `redis` 7.2.4 and
+    /// INFO has `redis_mode` (Valkey's `server_mode` otherwise).
+    pub redis_compat: bool,
+}
+
+impl Valkey {
+    /// Whether it is Valkey `major.minor` or later.
+    pub fn at_least(&self, major: u64, minor: u64) -> bool {
+        version_at_least(&self.version, major, minor)
+    }
+}
+
 /// Whether `version` (`major.minor.patch`, as a node's `redis_version`) is `major.minor` or later:
 /// the replies whose fields grew with Redis' versions follow the nodes behind the proxy.
 pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {

@@ -363,8 +363,13 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
     state.protocol = protocol;
     let mut out = BytesMut::new();
     reply::put_map_header(&mut out, state.protocol, 7);
-    let version = shared.topology.reported_version();
-    for (key, value) in [("server", "redis"), ("version", version.as_str())] {
+    // Valkey calls itself `valkey` with its own version, unless it runs with
+    // `extended-redis-compatibility` (then `redis` 7.2.4, its `redis_version`).
+    let (server, version) = match shared.topology.valkey().filter(|v| !v.redis_compat) {
+        Some(valkey) => ("valkey", valkey.version),
+        None => ("redis", shared.topology.reported_version()),
+    };
+    for (key, value) in [("server", server), ("version", version.as_str())] {
         reply::put_bulk(&mut out, key.as_bytes());
         reply::put_bulk(&mut out, value.as_bytes());
     }

@@ -98,8 +98,7 @@ impl Session {
     pub(super) fn clients_command(&mut self, request: &Request) -> Result<Bytes, ProxyError> {
         let user_exists = |name: &str| self.shared.access.user_exists(name);
         let topology = &self.shared.topology;
-        let format =
-            clients::LineFormat::of_version(&topology.reported_version(), topology.valkey_version().as_deref());
+        let format = clients::LineFormat::of_version(&topology.reported_version(), topology.valkey().as_ref());
         let (table, state) = (&self.shared.table, &self.state);
         let reply = clients::command(&self.shared.clients, table, state, request, (format, self.traffic), user_exists)?;
         if is_pause_write(request) {

@@ -51,7 +51,7 @@ pub struct Topology {
     suspects: Mutex<HashMap<String, Instant>>,
     /// `redis_version` of the oldest node, from the health poller, and its `valkey_version` when
     /// every node is Valkey.
-    lowest_version: Mutex<Option<(String, Option<String>)>>,
+    lowest_version: Mutex<Option<(String, Option<crate::Valkey>)>>,
     generation: watch::Sender<u64>,
     /// The generation of the map in `routing`, stored after it: a holder of a snapshot tells
     /// whether it is still the current one with a load, not a snapshot read (see
@@ -163,17 +163,17 @@ impl Topology {
         lowest.unwrap_or_else(|| crate::REDIS_COMPAT_VERSION.to_string())
     }
 
-    /// The `valkey_version` of the oldest node when every node the health poller reached is
-    /// Valkey (`None` for Redis, a mix, or before the first poll): Valkey's own fields follow it.
-    pub fn valkey_version(&self) -> Option<String> {
+    /// Valkey's identity of the oldest node when every node the health poller reached is Valkey
+    /// (`None` for Redis, a mix, or before the first poll): Valkey's own fields follow it.
+    pub fn valkey(&self) -> Option<crate::Valkey> {
         self.lowest_version.lock().ok().and_then(|lowest| lowest.as_ref().and_then(|(_, valkey)| valkey.clone()))
     }
 
-    /// What the health poller found: the oldest node's `redis_version`, and `valkey_version`
+    /// What the health poller found: the oldest node's `redis_version`, and Valkey's identity
     /// when every node is Valkey.
-    pub fn set_lowest_node_version(&self, version: &str, valkey: Option<&str>) {
+    pub fn set_lowest_node_version(&self, version: &str, valkey: Option<&crate::Valkey>) {
         if let Ok(mut lowest) = self.lowest_version.lock() {
-            *lowest = Some((version.to_string(), valkey.map(str::to_string)));
+            *lowest = Some((version.to_string(), valkey.cloned()));
         }
     }
 

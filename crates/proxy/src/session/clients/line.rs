@@ -263,9 +263,9 @@ pub struct LineFormat {
 
 impl LineFormat {
     /// The line of a node of `version` (`redis_version`, `major.minor.patch`) and, for Valkey,
-    /// `valkey` (`valkey_version`: Valkey 8 reports `redis_version:7.2.4`).
-    pub fn of_version(version: &str, valkey: Option<&str>) -> LineFormat {
-        let valkey_at_least = |major, minor| valkey.is_some_and(|v| crate::version_at_least(v, major, minor));
+    /// its own version (Valkey 8 reports `redis_version:7.2.4`).
+    pub fn of_version(version: &str, valkey: Option<&crate::Valkey>) -> LineFormat {
+        let valkey_at_least = |major, minor| valkey.is_some_and(|v| v.at_least(major, minor));
         LineFormat {
             watch: crate::version_at_least(version, 7, 4) || valkey_at_least(8, 0),
             capa: valkey_at_least(8, 1),

@@ -45,12 +45,13 @@ pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> I
     let routing = shared.topology.routing();
     let version = shared.topology.reported_version();
     let version = version.as_str();
+    let valkey = shared.topology.valkey();
     let mut out = String::new();
     if wanted("server") {
-        shared.identity.server_section(&mut out, version);
+        shared.identity.server_section(&mut out, version, valkey.as_ref());
     }
     if wanted("clients") {
-        clients_section(&mut out, shared, version);
+        clients_section(&mut out, shared, version, valkey.as_ref());
     }
     // What client libraries read before they start: a standalone master.
     if wanted("replication") {
@@ -118,10 +119,10 @@ const NO_REPLID: &str = "0000000000000000000000000000000000000000";
 
 /// `# Clients` with the fields Redis `version` reports there, in its order, counted over the
 /// proxy's own clients: 7.0's, plus the blocking-key totals of 7.2, plus the pub/sub and WATCH
-/// counts of 7.4. Fields about a node's internals the proxy does not have (cluster bus
-/// connections, tracking, input buffers) are 0.
-fn clients_section(out: &mut String, shared: &Shared, version: &str) {
-    let at_least = |major, minor| crate::version_at_least(version, major, minor);
+/// counts of 7.4 (and of Valkey 8), plus Valkey 8.1's pause. Fields about a node's internals the
+/// proxy does not have (cluster bus connections, input buffers) are 0.
+fn clients_section(out: &mut String, shared: &Shared, version: &str, valkey: Option<&crate::Valkey>) {
+    let at_least = |major, minor| crate::version_at_least(version, major, minor) || valkey.is_some();
     let totals = shared.clients.totals();
     let connected = shared.stats.connected_clients.load(Ordering::Relaxed);
     let _ = write!(
@@ -148,7 +149,23 @@ fn clients_section(out: &mut String, shared: &Shared, version: &str) {
             totals.total_blocking_keys, totals.total_blocking_keys_on_nokey
         );
     }
+    if valkey.is_some_and(|v| v.at_least(8, 1)) {
+        pause_fields(out, shared.clients.current_pause());
+    }
     out.push_str("\r\n");
+}
+
+/// Valkey 8.1's `paused_reason`, `paused_actions` and `paused_timeout_milliseconds`: the proxy's
+/// CLIENT PAUSE (the only pause it has; Valkey also names a shutdown's or a failover's).
+fn pause_fields(out: &mut String, pause: Option<crate::session::clients::Pause>) {
+    let (reason, actions, left) = match pause {
+        Some(pause) => {
+            let left = pause.until.saturating_duration_since(std::time::Instant::now()).as_millis();
+            ("client_pause", if pause.writes_only { "write" } else { "all" }, left)
+        }
+        None => ("none", "none", 0),
+    };
+    let _ = write!(out, "paused_reason:{reason}\r\npaused_actions:{actions}\r\npaused_timeout_milliseconds:{left}\r\n");
 }
 
 /// The proxy process' user and system CPU seconds, from `/proc/self/stat` (Linux; `None`
