@@ -107,6 +107,12 @@ struct Session {
     /// Nodes' replies taken from the executor's queue, handled in order.
     reply_batch: std::collections::VecDeque<crate::upstream::UpstreamReply>,
     traffic: Traffic,
+    /// A read brought more than one request or part of one, and the client has not been idle
+    /// since: Valkey 8 gives such a client a query buffer of its own (CLIENT LIST's `qbuf`;
+    /// `clients/line.rs`).
+    private_query_buffer: bool,
+    /// The bytes in the client's query buffer as the requests of the last read run.
+    query_len: usize,
     /// The transaction being queued, between MULTI and EXEC.
     tx: Option<Box<transaction::Transaction>>,
     /// WATCH is active on the own connection, for keys of this slot (`Some(None)`: keyless).
@@ -185,6 +191,8 @@ impl Session {
             exec,
             reply_batch: std::collections::VecDeque::new(),
             traffic: Traffic::default(),
+            private_query_buffer: false,
+            query_len: 0,
             tx: None,
             watch_slot: None,
             pending_unblock: None,

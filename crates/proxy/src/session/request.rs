@@ -36,6 +36,10 @@ impl Session {
             shared.clients.touch(&self.entry, read_at);
             self.next_touch = read_at + TOUCH_EVERY;
         }
+        // A node's query buffer holds what it read until every request in it ran (CLIENT LIST's
+        // `qbuf` for the client asking).
+        self.query_len = rbuf.len();
+        let mut first = true;
         loop {
             // After QUIT or a protocol error nothing more runs, whatever arrives before the
             // connection is closed.
@@ -55,9 +59,16 @@ impl Session {
             match self.decoder.decode(rbuf) {
                 Ok(Some(request)) => {
                     self.traffic.commands += 1;
+                    // More than one request, or part of one, in what was read: Valkey 8 moves it
+                    // from its threads' shared query buffer to one of the client's own.
+                    self.private_query_buffer |= first && !rbuf.is_empty();
+                    first = false;
                     self.on_request(shared, request, read_at);
                 }
-                Ok(None) => return,
+                Ok(None) => {
+                    self.private_query_buffer = true;
+                    return;
+                }
                 Err(error) => {
                     // As Redis does: answer, then close; the stream cannot be resynchronised.
                     tracing::debug!(client = self.state.id, %error, "protocol error");

@@ -100,7 +100,14 @@ impl Session {
         let topology = &self.shared.topology;
         let format = clients::LineFormat::of_version(&topology.reported_version(), topology.valkey().as_ref());
         let (table, state) = (&self.shared.table, &self.state);
-        let reply = clients::command(&self.shared.clients, table, state, request, (format, self.traffic), user_exists)?;
+        let asking = clients::Asking {
+            id: state.id,
+            query_len: self.query_len.max(request.bytes().len()) as u64,
+            argv_mem: (0..request.argc()).map(|i| request.arg(i).len() as u64).sum(),
+            traffic: self.traffic,
+            private_query_buffer: self.private_query_buffer,
+        };
+        let reply = clients::command(&self.shared.clients, table, state, request, format, asking, user_exists)?;
         if is_pause_write(request) {
             crate::executor::functions::learn_for_pause(&self.shared);
         }

@@ -164,9 +164,10 @@ impl ClientIo {
     /// What `CLIENT LIST` shows of the buffers, as the session leaves them when it waits: a
     /// few stores per wake-up, and the output only while some waits for the socket.
     #[inline]
-    fn publish(&self, entry: &ClientEntry) {
+    fn publish(&self, entry: &ClientEntry, private_query_buffer: bool) {
         let spare = self.rbuf.capacity() - self.rbuf.len();
-        entry.publish_buffers(self.rbuf.len(), spare, self.wbuf.capacity(), self.reply_peak);
+        let input = (self.rbuf.len(), spare, private_query_buffer);
+        entry.publish_buffers(input, self.wbuf.capacity(), self.reply_peak);
         if !self.wbuf.is_empty() {
             // The client is slow to read: CLIENT LIST shows what waits for it.
             entry.publish_output(self.wbuf.len());
@@ -345,7 +346,7 @@ impl Session {
                 }
                 continue;
             }
-            io.publish(&self.entry);
+            io.publish(&self.entry, self.private_query_buffer);
             self.entry.publish_traffic(&self.traffic);
             io.settled = true;
             return Poll::Pending;

@@ -10,21 +10,21 @@ use crate::error::ProxyError;
 use crate::session::ClientState;
 
 /// `CLIENT LIST`, `CLIENT INFO`, `CLIENT KILL`, `CLIENT PAUSE`, `CLIENT UNPAUSE` and `CLIENT
-/// UNBLOCK`, on the proxy's clients; `me` is the client asking, `format` the line of the nodes'
-/// version, `traffic` the asking client's.
+/// UNBLOCK`, on the proxy's clients; `me` is the client asking (`asking`: what its line shows of
+/// the request being run), `format` the line of the nodes' version.
 pub fn command(
     clients: &Clients,
     names: &CommandTable,
     me: &ClientState,
     request: &crate::resp::Request,
-    (format, traffic): (LineFormat, super::Traffic),
+    format: LineFormat,
+    asking: Asking,
     user_exists: impl Fn(&str) -> bool,
 ) -> Result<bytes::Bytes, ProxyError> {
     use crate::resp::reply;
     let args: Vec<&[u8]> = (2..request.argc()).map(|i| request.arg(i)).collect();
     let sub = request.arg(1).to_ascii_lowercase();
-    let argv_mem = (0..request.argc()).map(|i| request.arg(i).len() as u64).sum();
-    let asking = Some(Asking { id: me.id, request_len: request.bytes().len() as u64, argv_mem, traffic });
+    let asking = Some(asking);
     let lines = |text: String| Ok(reply::text(me.protocol, text.as_bytes()));
     match sub.as_slice() {
         b"info" => lines(clients.list(|e| e.id == me.id, names, format, asking)),

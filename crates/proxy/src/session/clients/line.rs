@@ -47,6 +47,8 @@ pub(super) struct Published {
     /// The write buffer's capacity (`rbs`) and the largest batch of replies it held (`rbp`):
     /// high and low 32 bits.
     reply_buffer: AtomicU64,
+    /// The client has a query buffer of its own (see [`LineFormat::shared_query_buffer`]).
+    private_query_buffer: AtomicBool,
     /// Reply bytes waiting for the socket when the session last stopped.
     output: AtomicU64,
     /// A write waits for the socket (`events=rw`).
@@ -83,6 +85,7 @@ impl Default for Published {
         Published {
             input: AtomicU64::new(0),
             reply_buffer: AtomicU64::new(0),
+            private_query_buffer: AtomicBool::new(false),
             output: AtomicU64::new(0),
             writing: AtomicBool::new(false),
             sub: AtomicU32::new(0),
@@ -108,8 +111,14 @@ fn unpair(both: u64) -> (u64, u64) {
 impl ClientEntry {
     /// What is left unparsed, the read buffer's room, and the write buffer's size and peak.
     #[inline]
-    pub fn publish_buffers(&self, unparsed: usize, spare: usize, reply_capacity: usize, reply_peak: usize) {
+    pub fn publish_buffers(
+        &self,
+        (unparsed, spare, private): (usize, usize, bool),
+        reply_capacity: usize,
+        reply_peak: usize,
+    ) {
         self.published.input.store(pair(unparsed, spare), Ordering::Relaxed);
+        self.published.private_query_buffer.store(private, Ordering::Relaxed);
         self.published.reply_buffer.store(pair(reply_capacity, reply_peak), Ordering::Relaxed);
     }
 
@@ -186,9 +195,14 @@ impl ClientEntry {
         let (capacity, peak) = unpair(p.reply_buffer.load(Ordering::Relaxed));
         let (rbs, rbp) = (capacity.min(REPLY_BLOCK), peak.min(REPLY_BLOCK));
         let argv_mem = asking.map_or(0, |a| a.argv_mem);
-        // The asking client's query buffer holds the request being run (what it published when
-        // it last waited may be that request's first part).
-        let qbuf = asking.map_or(unparsed, |a| a.request_len);
+        // The asking client's query buffer holds the read of the request being run (what it
+        // published when it last waited may be that request's first part).
+        let qbuf = asking.map_or(unparsed, |a| a.query_len);
+        let private = asking.map_or(p.private_query_buffer.load(Ordering::Relaxed), |a| a.private_query_buffer);
+        let (qbuf, qbuf_free) = match format.shared_query_buffer && !private {
+            true => (0, 0),
+            false => (qbuf, qbuf_free),
+        };
         let multi_mem = p.multi_mem.load(Ordering::Relaxed);
         let waiting = p.output.load(Ordering::Relaxed);
         let obl = waiting.min(REPLY_BLOCK);
@@ -259,6 +273,10 @@ pub struct LineFormat {
     pub capa: bool,
     /// `tot-net-in`, `tot-net-out`, `tot-cmds` (Valkey 8).
     pub traffic: bool,
+    /// A query buffer shared by the server's clients (Valkey 8): a client gets one of its own only
+    /// when a read left part of a request, and keeps it until it was idle for 2 s with nothing
+    /// in it (the server's cron frees it); without one, `qbuf` and `qbuf-free` are 0.
+    pub shared_query_buffer: bool,
 }
 
 impl LineFormat {
@@ -270,6 +288,7 @@ impl LineFormat {
             watch: crate::version_at_least(version, 7, 4) || valkey_at_least(8, 0),
             capa: valkey_at_least(8, 1),
             traffic: valkey_at_least(8, 0),
+            shared_query_buffer: valkey_at_least(8, 0),
         }
     }
 }
@@ -278,10 +297,13 @@ impl LineFormat {
 #[derive(Debug, Clone, Copy)]
 pub struct Asking {
     pub id: u64,
-    /// Its bytes, in the client's query buffer while it runs.
-    pub request_len: u64,
+    /// The client's query buffer while it runs: the bytes of the read that brought it (a node
+    /// keeps them until every request of the read ran), at least the request's own.
+    pub query_len: u64,
     /// Its arguments' bytes.
     pub argv_mem: u64,
     /// The asking client's traffic, up to this request (counted as run once it ran).
     pub traffic: Traffic,
+    /// Whether the client has a query buffer of its own (see [`LineFormat::shared_query_buffer`]).
+    pub private_query_buffer: bool,
 }

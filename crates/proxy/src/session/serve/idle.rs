@@ -31,12 +31,14 @@ impl Session {
     pub(super) fn give_back_idle_memory(&mut self, io: &mut ClientIo) {
         if io.rbuf.is_empty() {
             io.rbuf = BytesMut::new();
+            // As Valkey's cron frees an idle client's empty query buffer of its own.
+            self.private_query_buffer = false;
             // The next read is sized by the client's usual requests, not as a burst's next chunk.
             io.last_read_len = 0;
         }
         io.wbuf.shrink_when_empty(0);
         io.reply_peak = 0;
-        io.publish(&self.entry);
+        io.publish(&self.entry, self.private_query_buffer);
         if self.direct.is_empty() {
             self.direct = BytesMut::new();
         }
