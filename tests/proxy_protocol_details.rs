@@ -539,6 +539,33 @@ fn hello_setname_is_checked_and_an_empty_name_clears_it_as_on_a_node() {
     assert_eq!(answer, expected, "RESP2 throughout; the empty name cleared the name");
 }
 
+/// HELLO applies its options in the order of the nodes' version: Redis 7.0 sets the name as it
+/// reads SETNAME, so a bad option after it leaves the name set; 7.2 and later (Valkey 8 too) read
+/// every option first and set nothing.
+#[test]
+fn hello_applies_its_options_in_the_order_of_the_nodes_version() {
+    let bytes = resp_commands(&[
+        &[&b"HELLO"[..], b"2", b"SETNAME", b"early", b"BOGUS"][..],
+        &[b"CLIENT", b"GETNAME"],
+        &[b"HELLO", b"2", b"SETNAME", b"later", b"SETNAME", b"a b"],
+        &[b"CLIENT", b"GETNAME"],
+        &[b"QUIT"],
+    ]);
+    let answer = same_as_a_node(&bytes);
+    assert!(answer.starts_with("-ERR Syntax error in HELLO option 'BOGUS'\r\n"), "{answer}");
+    let version: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut Cluster::shared().client(&Cluster::shared().masters()[0]))
+        .expect("INFO");
+    let redis_7_0 = version.contains("redis_version:7.0.");
+    let names = if redis_7_0 { "$5\r\nearly\r\n" } else { "$-1\r\n" };
+    assert!(
+        answer.contains(names),
+        "the name after the bad option ({}): {answer}",
+        if redis_7_0 { "7.0" } else { "7.2 on" }
+    );
+}
+
 /// The connection commands the proxy answers itself are queued inside MULTI and run at EXEC, their
 /// replies at their places in EXEC's array, errors included, as on a node; beside a setting
 /// (which also goes to the other nodes, as its own part), and in a transaction of nothing else.

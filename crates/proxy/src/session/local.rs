@@ -314,37 +314,10 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
             }
         },
     };
-    let mut auth: Option<(&[u8], &[u8])> = None;
-    let mut name = None;
-    let mut i = 2;
-    while i < request.argc() {
-        let option = upper(request.arg(i));
-        match option.as_slice() {
-            b"AUTH" if i + 2 < request.argc() => {
-                auth = Some((request.arg(i + 1), request.arg(i + 2)));
-                i += 3;
-            }
-            // Checked where Redis checks it, before the options after it and the login.
-            b"SETNAME" if i + 1 < request.argc() => {
-                name = Some(match client_name(request.arg(i + 1)) {
-                    Ok(name) => name,
-                    Err(answer) => return answer,
-                });
-                i += 2;
-            }
-            _ => {
-                return Answer::Error(ProxyError::command(format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(request.arg(i))
-                )));
-            }
-        }
-    }
-    if let Some((user, password)) = auth
-        && let Err(answer) = log_in(state, shared, user, password)
-    {
-        return answer;
-    }
+    let name = match hello_options(state, shared, request) {
+        Ok(name) => name,
+        Err(answer) => return answer,
+    };
     if state.user.is_none() {
         // The nodes' version's text: Redis 7.2 added `<proto>`.
         let proto = match crate::version_at_least(&shared.topology.reported_version(), 7, 2) {
@@ -385,6 +358,51 @@ fn hello(state: &mut ClientState, shared: &Shared, request: &Request) -> Answer 
     reply::put_bulk(&mut out, b"modules");
     reply::put_header(&mut out, b'*', 0);
     Answer::Reply(out.freeze())
+}
+
+/// HELLO's options: AUTH logs in, SETNAME's name is checked and returned to be set once the client
+/// is known to be logged in (`None`: no SETNAME) — Redis 7.2's order, which reads every option
+/// first (Valkey 8 too). Redis 7.0 logs in and sets the name as it reads each option, so an
+/// error in a later one leaves them done: with 7.0 nodes the proxy does the same.
+fn hello_options(
+    state: &mut ClientState,
+    shared: &Shared,
+    request: &Request,
+) -> Result<Option<Option<Vec<u8>>>, Answer> {
+    let as_read = !crate::version_at_least(&shared.topology.reported_version(), 7, 2);
+    let (mut auth, mut name) = (None, None);
+    let mut i = 2;
+    while i < request.argc() {
+        match upper(request.arg(i)).as_slice() {
+            b"AUTH" if i + 2 < request.argc() => {
+                auth = Some((request.arg(i + 1), request.arg(i + 2)));
+                i += 3;
+            }
+            // Checked where Redis checks it, before the options after it and the login.
+            b"SETNAME" if i + 1 < request.argc() => {
+                name = Some(client_name(request.arg(i + 1))?);
+                i += 2;
+            }
+            _ => {
+                return Err(Answer::Error(ProxyError::command(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(request.arg(i))
+                ))));
+            }
+        }
+        if as_read {
+            if let Some((user, password)) = auth.take() {
+                log_in(state, shared, user, password)?;
+            }
+            if let Some(name) = name.take() {
+                state.name = name;
+            }
+        }
+    }
+    if let Some((user, password)) = auth {
+        log_in(state, shared, user, password)?;
+    }
+    Ok(name)
 }
 
 /// The client name `name` sets (CLIENT SETNAME, HELLO's SETNAME): none when it is empty, as
