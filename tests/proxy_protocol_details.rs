@@ -566,6 +566,31 @@ fn hello_applies_its_options_in_the_order_of_the_nodes_version() {
     );
 }
 
+/// An unknown command's error quotes the command and its first arguments as Redis does, byte for
+/// byte: the raw bytes (not UTF-8 with replacement characters), each cut at a NUL, the arguments
+/// together at about 128 bytes, `\r` and `\n` as spaces; an unknown subcommand, a bad HELLO
+/// option, CLIENT LIST's unknown type and CLIENT KILL's unknown user likewise.
+#[test]
+fn unknown_command_errors_quote_arguments_as_a_node_does() {
+    let long = vec![b'a'; 200];
+    let bytes = resp_commands(&[
+        &[&b"NOSUCH"[..], &long, b"second"][..],
+        &[b"NOSUCH", b"x", b"y", b"z"],
+        &[b"NOSUCH", &long[..100], b"second-argument", b"third"],
+        &[b"NO\xffSUCH", b"caf\xc3\xa9", b"bin\xfe\xff"],
+        &[b"NOSUCH", b"be\0fore", b"a\r\nb"],
+        &[b"CONFIG", b"NOSUCHSUB\xff"],
+        &[b"HELLO", b"2", b"BAD\xffOPTION"],
+        &[b"CLIENT", b"LIST", b"TYPE", b"bad\xfftype"],
+        &[b"CLIENT", b"KILL", b"USER", b"no\xffuser"],
+        &[b"QUIT"],
+    ]);
+    let escaped = |addr: &str| raw_roundtrip(addr, &bytes, WAIT).escape_ascii().to_string();
+    let answer = same_on_both("unknown commands with long, binary and NUL arguments", escaped);
+    assert!(answer.starts_with("-ERR unknown command \\'NOSUCH\\', with args beginning with: \\'aaaa"), "{answer}");
+    assert!(answer.contains("\\'NO\\xffSUCH\\'"), "the raw byte: {answer}");
+}
+
 /// The connection commands the proxy answers itself are queued inside MULTI and run at EXEC, their
 /// replies at their places in EXEC's array, errors included, as on a node; beside a setting
 /// (which also goes to the other nodes, as its own part), and in a transaction of nothing else.

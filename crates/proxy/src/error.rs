@@ -34,9 +34,10 @@ pub enum ProxyError {
     /// Malformed RESP; the connection is closed after this reply, as Redis does.
     #[error("ERR Protocol error: {0}")]
     Protocol(String),
-    /// Redis' reply to a command (or a container's subcommand) it does not know.
-    #[error("{0}")]
-    UnknownCommand(String),
+    /// Redis' reply to a command (or a container's subcommand) it does not know, with the
+    /// client's own bytes quoted raw, as Redis prints them ([`c_str`]).
+    #[error("{}", String::from_utf8_lossy(.0))]
+    UnknownCommand(Bytes),
     /// The wrong number of arguments; `command` is Redis' lowercase name (`container|sub`).
     #[error("ERR wrong number of arguments for '{command}' command")]
     WrongArity { command: String },
@@ -59,6 +60,10 @@ pub enum ProxyError {
     /// `ERR EXEC without MULTI`): the proxy answers such commands itself and answers as a node would.
     #[error("{0}")]
     Command(Cow<'static, str>),
+    /// [`ProxyError::Command`] whose text quotes the client's own bytes (a bad option, an unknown
+    /// subcommand): raw, as Redis prints them ([`c_str`]), not as UTF-8.
+    #[error("{}", String::from_utf8_lossy(.0))]
+    Quoting(Bytes),
     /// A transaction refused at EXEC because a queued command was refused.
     #[error("EXECABORT Transaction discarded because of previous errors.")]
     ExecAbortPrevious,
@@ -97,7 +102,7 @@ impl ProxyError {
             Protocol(_) | UnknownCommand(_) | WrongArity { .. } | CrossSlot | NoAuth | Denied(_) | Auth(_) => {
                 Side::Downstream
             }
-            Command(_) | ExecAbortPrevious | ExecAbort(_) => Side::Downstream,
+            Command(_) | Quoting(_) | ExecAbortPrevious | ExecAbort(_) => Side::Downstream,
             Busy(_) | Upstream(_) => Side::Upstream,
             Unsupported { .. } | SlotNotServed | NoTopology | HoldFull { .. } | Merge(_) => Side::Proxy,
         }
@@ -117,7 +122,15 @@ impl ProxyError {
 
     /// The error reply, in RESP2 and RESP3 alike (`-text\r\n`). The one place errors become RESP.
     pub fn to_resp(&self) -> Bytes {
-        reply::error(&self.to_string())
+        match self {
+            ProxyError::UnknownCommand(text) | ProxyError::Quoting(text) => reply::error_bytes(text),
+            other => reply::error(&other.to_string()),
+        }
+    }
+
+    /// [`ProxyError::Quoting`] of the text made of `pieces`, some of them the client's bytes.
+    pub fn quoting(pieces: &[&[u8]]) -> ProxyError {
+        ProxyError::Quoting(Bytes::from(pieces.concat()))
     }
 
     /// The arity error for `command`; Redis answers a malformed EXEC as an aborted transaction,
@@ -133,6 +146,13 @@ impl ProxyError {
     pub fn command(text: impl Into<Cow<'static, str>>) -> ProxyError {
         ProxyError::Command(text.into())
     }
+}
+
+/// An argument as Redis prints it with `%.<max>s` (its error texts quote arguments so): its bytes
+/// up to the first NUL, `max` at most.
+pub fn c_str(arg: &[u8], max: usize) -> &[u8] {
+    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
+    &arg[..end.min(max)]
 }
 
 impl From<UpstreamError> for ProxyError {

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use crate::command::{AdminKind, CommandSpec, CommandTable, Handling, LocalKind, Merge, StatefulKind};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, c_str};
 use crate::merge::KeyPlace;
 use crate::resp::Request;
 use crate::resp::reply::put_header;
@@ -271,24 +271,29 @@ impl SlotGroups {
     }
 }
 
-/// Redis' reply to a command it does not know, arguments quoted as Redis quotes them.
+/// Redis' reply to a command it does not know, arguments quoted as Redis' `commandCheckExistence`
+/// quotes them: raw bytes up to a NUL ([`c_str`]), the command's 128 at most, the arguments'
+/// together about 128 (each gets what the ones before it left).
 pub fn unknown_command(table: &CommandTable, request: &Request) -> ProxyError {
-    let name = String::from_utf8_lossy(request.arg(0));
-    // Redis' commandCheckExistence: a known container with an unknown subcommand says so.
+    let name = c_str(request.arg(0), usize::MAX);
     if request.argc() > 1 && table.is_container(request.arg(0)) {
-        let sub: String = String::from_utf8_lossy(request.arg(1)).chars().take(128).collect();
-        return ProxyError::UnknownCommand(format!(
-            "ERR unknown subcommand '{sub}'. Try {} HELP.",
-            name.to_uppercase()
-        ));
+        let sub = c_str(request.arg(1), 128);
+        let text = [&b"ERR unknown subcommand '"[..], sub, b"'. Try ", &name.to_ascii_uppercase(), b" HELP."];
+        return ProxyError::UnknownCommand(Bytes::from(text.concat()));
     }
-    let args: String = (1..request.argc())
-        .map(|i| format!("'{}' ", String::from_utf8_lossy(request.arg(i)).chars().take(128).collect::<String>()))
-        .collect();
-    ProxyError::UnknownCommand(format!(
-        "ERR unknown command '{}', with args beginning with: {args}",
-        name.chars().take(128).collect::<String>()
-    ))
+    let mut args = Vec::new();
+    for i in 1..request.argc() {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        args.push(b'\'');
+        args.extend_from_slice(c_str(request.arg(i), room));
+        args.extend_from_slice(b"' ");
+    }
+    let name = &name[..name.len().min(128)];
+    let text = [&b"ERR unknown command '"[..], name, b"', with args beginning with: ", &args];
+    ProxyError::UnknownCommand(Bytes::from(text.concat()))
 }
 
 #[cfg(test)]

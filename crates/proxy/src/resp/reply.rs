@@ -31,9 +31,15 @@ pub fn simple(text: &str) -> Bytes {
 /// An error reply. `text` starts with the error code (`ERR`, `CROSSSLOT`, `NOPERM` …); line breaks
 /// are replaced by spaces so that a message can never break the framing.
 pub fn error(text: &str) -> Bytes {
+    error_bytes(text.as_bytes())
+}
+
+/// [`error`] of a text that may hold bytes other than UTF-8 (a client's own, quoted as Redis
+/// quotes them).
+pub fn error_bytes(text: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(text.len() + 3);
     out.put_u8(b'-');
-    out.extend(text.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend(text.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
     out.put_slice(b"\r\n");
     out.freeze()
 }

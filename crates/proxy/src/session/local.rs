@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::auth::User;
 use crate::command::{CommandFlags, CommandSpec, KeyAccess, parse_integer};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, c_str};
 use crate::resp::Request;
 use crate::resp::reply::{self, Protocol};
 use crate::shared::Shared;
@@ -384,10 +384,8 @@ fn hello_options(
                 i += 2;
             }
             _ => {
-                return Err(Answer::Error(ProxyError::command(format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(request.arg(i))
-                ))));
+                let option = c_str(request.arg(i), usize::MAX);
+                return Err(Answer::Error(ProxyError::quoting(&[b"ERR Syntax error in HELLO option '", option, b"'"])));
             }
         }
         if as_read {
@@ -438,15 +436,19 @@ fn client(state: &mut ClientState, request: &Request) -> Answer {
         },
         (b"ID", 2) => Answer::Reply(reply::integer(state.id as i64)),
         (b"SETINFO", 4) => {
-            let attr = String::from_utf8_lossy(request.arg(2));
             let field = match upper(request.arg(2)).as_slice() {
                 b"LIB-NAME" => &mut state.lib_name,
                 b"LIB-VER" => &mut state.lib_ver,
-                _ => return Answer::Error(ProxyError::command(format!("ERR Unrecognized option '{attr}'"))),
+                _ => {
+                    let attr = c_str(request.arg(2), usize::MAX);
+                    return Answer::Error(ProxyError::quoting(&[b"ERR Unrecognized option '", attr, b"'"]));
+                }
             };
             // Redis 7.2's check (it keeps CLIENT LIST splittable by spaces); empty clears.
             let value = request.arg(3);
             if !is_client_attr(value) {
+                // The option as the client spelled it (ASCII: it matched one above).
+                let attr = String::from_utf8_lossy(request.arg(2));
                 let error = format!("ERR {attr} cannot contain spaces, newlines or special characters.");
                 return Answer::Error(ProxyError::command(error));
             }
