@@ -358,18 +358,7 @@ fn reset_ends_watch() {
 fn exchange(addr: &str, commands: &[&[&[u8]]], wait: Duration) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connect");
     let bytes: Vec<u8> = commands.iter().flat_map(|args| resp_command(args)).collect();
-    stream.write_all(&bytes).expect("write");
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-        stream.set_read_timeout(Some(left)).expect("read timeout");
-        match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(read) => got.extend_from_slice(&buffer[..read]),
-        }
-    }
-    got
+    write_and_read(&mut stream, &bytes, wait)
 }
 
 /// A transaction's replies come in the protocol the client speaks when it runs, as on a node,
@@ -529,10 +518,10 @@ fn traffic_counters_and_capa_move_as_on_a_node() {
     assert_eq!(counter(&done, "tot-net-out"), counter(&start, "tot-net-out") + reply.len() as u64, "{done}");
 }
 
-/// Writes `bytes` on `stream` and returns what comes back within 300 ms.
-fn write_and_read(stream: &mut TcpStream, bytes: &[u8]) -> String {
+/// Writes `bytes` on `stream` and returns what comes back within `wait`.
+fn write_and_read(stream: &mut TcpStream, bytes: &[u8], wait: Duration) -> Vec<u8> {
     stream.write_all(bytes).expect("write");
-    let deadline = Instant::now() + Duration::from_millis(300);
+    let deadline = Instant::now() + wait;
     let mut got = Vec::new();
     let mut buffer = [0u8; 4096];
     while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
@@ -542,7 +531,7 @@ fn write_and_read(stream: &mut TcpStream, bytes: &[u8]) -> String {
             Ok(read) => got.extend_from_slice(&buffer[..read]),
         }
     }
-    String::from_utf8_lossy(&got).into_owned()
+    got
 }
 
 /// The asking client's `qbuf` (and, for Valkey, `qbuf-free` 0 with it) as a node shows them,
@@ -572,7 +561,8 @@ fn the_asking_clients_query_buffer_is_a_nodes_after_the_same_reads() {
                     std::thread::sleep(Duration::from_secs(4));
                     continue;
                 }
-                let reply = write_and_read(&mut stream, write);
+                let reply = write_and_read(&mut stream, write, Duration::from_millis(300));
+                let reply = String::from_utf8_lossy(&reply);
                 if let Some(line) = reply.lines().find(|l| l.starts_with("id=")) {
                     // An empty buffer has no room either (Valkey's shared one is no one's); the
                     // room of a buffer of the client's own is its size, the proxy's or the node's.

@@ -126,7 +126,9 @@ fn kill_filter<'a>(args: &[&'a [u8]], me: u64, user_exists: impl Fn(&str) -> boo
         let name = name.to_ascii_lowercase();
         let filter: Filter<'a> = match name.as_slice() {
             b"id" => {
-                let id = parse_integer(value).filter(|&n| n >= 1).ok_or(ProxyError::command("ERR client-id should be greater than 0"))?;
+                let id = parse_integer(value)
+                    .filter(|&n| n >= 1)
+                    .ok_or(ProxyError::command("ERR client-id should be greater than 0"))?;
                 Box::new(move |e| i64::try_from(e.id) == Ok(id))
             }
             b"addr" => Box::new(move |e| e.socket.peer.to_string().as_bytes() == value),
@@ -141,8 +143,12 @@ fn kill_filter<'a>(args: &[&'a [u8]], me: u64, user_exists: impl Fn(&str) -> boo
             b"type" => client_type(value)?,
             // Redis 7.4's: whole seconds, clients at least that old.
             b"maxage" => {
-                let max = parse_integer(value).ok_or(ProxyError::command("ERR maxage is not an integer or out of range"))?;
-                let max = u64::try_from(max).ok().filter(|&m| m > 0).ok_or(ProxyError::command("ERR maxage should be greater than 0"))?;
+                let max =
+                    parse_integer(value).ok_or(ProxyError::command("ERR maxage is not an integer or out of range"))?;
+                let max = u64::try_from(max)
+                    .ok()
+                    .filter(|&m| m > 0)
+                    .ok_or(ProxyError::command("ERR maxage should be greater than 0"))?;
                 Box::new(move |e| e.age().as_secs() >= max)
             }
             b"skipme" => {
