@@ -291,8 +291,7 @@ pub fn unknown_command(table: &CommandTable, request: &Request) -> ProxyError {
         args.extend_from_slice(c_str(request.arg(i), room));
         args.extend_from_slice(b"' ");
     }
-    let name = &name[..name.len().min(128)];
-    let text = [&b"ERR unknown command '"[..], name, b"', with args beginning with: ", &args];
+    let text = [&b"ERR unknown command '"[..], c_str(name, 128), b"', with args beginning with: ", &args];
     ProxyError::UnknownCommand(Bytes::from(text.concat()))
 }
 

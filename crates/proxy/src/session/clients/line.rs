@@ -274,8 +274,9 @@ pub struct LineFormat {
     /// `tot-net-in`, `tot-net-out`, `tot-cmds` (Valkey 8).
     pub traffic: bool,
     /// A query buffer shared by the server's clients (Valkey 8): a client gets one of its own only
-    /// when a read left part of a request, and keeps it until it was idle for 2 s with nothing
-    /// in it (the server's cron frees it); without one, `qbuf` and `qbuf-free` are 0.
+    /// after a read that brought more than one request or part of one, and keeps it until it was
+    /// idle for 2 s with nothing in it (the server's cron frees it); without one, `qbuf` and
+    /// `qbuf-free` are 0.
     pub shared_query_buffer: bool,
 }
 
