@@ -302,7 +302,9 @@ impl Drop for Proxy {
 /// `REDISFORGE_PROXY_BIN`, else `redisforge-proxy` next to the `deps/` dir of this test binary.
 pub fn proxy_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("REDISFORGE_PROXY_BIN") {
-        return PathBuf::from(bin);
+        // Made absolute here: the proxy is started in its temp dir, where a relative path given
+        // from the repository (`target/release/redisforge-proxy`) would not be found.
+        return std::path::absolute(PathBuf::from(bin)).expect("REDISFORGE_PROXY_BIN as an absolute path");
     }
     let exe = std::env::current_exe().expect("path of the running test binary");
     // target/debug/deps/<test> → target/debug/redisforge-proxy
