@@ -166,6 +166,7 @@ impl Session {
         match reply {
             Some(error) => {
                 tx.dirty = true;
+                self.publish_multi();
                 self.push_error(error, meta);
             }
             // A transaction that failed already keeps nothing more (EXEC aborts it), as Redis'
@@ -214,13 +215,15 @@ impl Session {
 
     /// What CLIENT LIST shows of the transaction being queued (`multi`, `multi-mem`).
     fn publish_multi(&self) {
-        self.entry.publish_multi(self.tx.as_ref().map(|tx| (tx.queued.len() + tx.local.len(), tx.argv_mem)));
+        let refused = self.tx.as_ref().is_some_and(|tx| tx.dirty);
+        self.entry.publish_multi(self.tx.as_ref().map(|tx| (tx.queued.len() + tx.local.len(), tx.argv_mem)), refused);
     }
 
     /// Marks the transaction in progress as failed (a queued command was refused before routing).
     pub(super) fn spoil_transaction(&mut self) {
         if let Some(tx) = self.tx.as_mut() {
             tx.dirty = true;
+            self.publish_multi();
         }
     }
 

@@ -60,6 +60,10 @@ pub(super) struct Published {
     /// Commands queued in MULTI (-1: no transaction) and their arguments' bytes.
     multi: AtomicI64,
     multi_mem: AtomicU64,
+    /// The client has entered MULTI once, and its transaction has a refused command (see
+    /// [`LineFormat::transaction_kept`]).
+    multi_used: AtomicBool,
+    multi_refused: AtomicBool,
     /// Valkey's `tot-net-in`, `tot-net-out` and `tot-cmds` ([`Traffic`]).
     net_in: AtomicU64,
     net_out: AtomicU64,
@@ -93,6 +97,8 @@ impl Default for Published {
             ssub: AtomicU32::new(0),
             multi: AtomicI64::new(-1),
             multi_mem: AtomicU64::new(0),
+            multi_used: AtomicBool::new(false),
+            multi_refused: AtomicBool::new(false),
             net_in: AtomicU64::new(0),
             net_out: AtomicU64::new(0),
             commands_run: AtomicU64::new(0),
@@ -151,11 +157,16 @@ impl ClientEntry {
     }
 
     /// The transaction being queued: commands and their memory (Redis counts each command's
-    /// argument bytes and a pointer per argument); `None` outside MULTI.
-    pub fn publish_multi(&self, queued: Option<(usize, u64)>) {
+    /// argument bytes and a pointer per argument); `None` outside MULTI. `refused`: a queued
+    /// command was refused (the transaction will abort).
+    pub fn publish_multi(&self, queued: Option<(usize, u64)>, refused: bool) {
         let (count, memory) = queued.map_or((-1, 0), |(count, memory)| (count as i64, memory));
         self.published.multi.store(count, Ordering::Relaxed);
         self.published.multi_mem.store(memory, Ordering::Relaxed);
+        if queued.is_some() {
+            self.published.multi_used.store(true, Ordering::Relaxed);
+        }
+        self.published.multi_refused.store(refused && queued.is_some(), Ordering::Relaxed);
     }
 
     /// CLIENT LIST's `flags=`, in Redis' order of the flags a proxy client can have.
@@ -203,7 +214,15 @@ impl ClientEntry {
             true => (0, 0),
             false => (qbuf, qbuf_free),
         };
-        let multi_mem = p.multi_mem.load(Ordering::Relaxed);
+        let (mut multi, mut multi_mem) = (p.multi.load(Ordering::Relaxed), p.multi_mem.load(Ordering::Relaxed));
+        if format.transaction_kept {
+            if multi < 0 && p.multi_used.load(Ordering::Relaxed) {
+                multi = 0;
+            }
+            if p.multi_refused.load(Ordering::Relaxed) {
+                (multi, multi_mem) = (0, 0);
+            }
+        }
         let waiting = p.output.load(Ordering::Relaxed);
         let obl = waiting.min(REPLY_BLOCK);
         let omem = waiting - obl;
@@ -231,7 +250,7 @@ impl ClientEntry {
             p.sub.load(Ordering::Relaxed),
             p.psub.load(Ordering::Relaxed),
             p.ssub.load(Ordering::Relaxed),
-            p.multi.load(Ordering::Relaxed),
+            multi,
         );
         if format.watch {
             let _ = write!(line, " watch={}", self.watched_keys.load(Ordering::Relaxed));
@@ -273,6 +292,10 @@ pub struct LineFormat {
     pub capa: bool,
     /// `tot-net-in`, `tot-net-out`, `tot-cmds` (Valkey 8).
     pub traffic: bool,
+    /// Valkey 8.1 keeps a client's transaction state once it entered MULTI (`multi=0` outside a
+    /// transaction afterwards, -1 only before) and frees the queued commands when one is refused
+    /// (`multi=0`, `multi-mem=0` until the transaction ends); Redis counts what was queued before.
+    pub transaction_kept: bool,
     /// A query buffer shared by the server's clients (Valkey 8): a client gets one of its own only
     /// after a read that brought more than one request or part of one, and keeps it until it was
     /// idle for 2 s with nothing in it (the server's cron frees it); without one, `qbuf` and
@@ -289,6 +312,7 @@ impl LineFormat {
             watch: crate::version_at_least(version, 7, 4) || valkey_at_least(8, 0),
             capa: valkey_at_least(8, 1),
             traffic: valkey_at_least(8, 0),
+            transaction_kept: valkey_at_least(8, 1),
             shared_query_buffer: valkey_at_least(8, 0),
         }
     }
