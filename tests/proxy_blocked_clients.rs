@@ -342,6 +342,15 @@ fn info_and_hello_name_the_server_and_version_of_the_nodes() {
         let node = cluster.masters()[0].clone();
         assert!(info_section(&node, "server").contains("\r\nredis_mode:"), "the node's compatibility mode");
         assert_named_as(&proxy, &node);
+        // Turned off through the proxy: HELLO names Valkey again at once, as the node does
+        // (Valkey's own suite asks HELLO right after its CONFIG SET).
+        let (set, _) = Conn::open(&proxy.addr())
+            .call(&args(&["CONFIG", "SET", "extended-redis-compatibility", "no"]))
+            .expect("CONFIG SET");
+        assert_eq!(set, b"+OK\r\n", "{}", String::from_utf8_lossy(&set));
+        let (hello, _) = Conn::open(&proxy.addr()).call(&args(&["HELLO", "2"])).expect("HELLO");
+        assert!(String::from_utf8_lossy(&hello).contains("$6\r\nvalkey\r\n"), "{}", String::from_utf8_lossy(&hello));
+        assert_named_as(&proxy, &node);
     }
 }
 

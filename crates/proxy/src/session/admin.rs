@@ -82,10 +82,19 @@ pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Requ
 }
 
 /// What a `CONFIG SET` sets that the proxy keeps itself: `tracking-table-max-keys` bounds the
-/// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`). A value the
-/// nodes would refuse (not a number) changes nothing.
+/// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`), and Valkey's
+/// `extended-redis-compatibility` decides how the proxy names the nodes' server (HELLO, INFO) at
+/// once, not at its next health poll. A value the nodes would refuse changes nothing.
 fn keep_own_settings(shared: &Shared, request: &Request) {
     for i in (2..request.argc().saturating_sub(1)).step_by(2) {
+        if request.arg(i).eq_ignore_ascii_case(b"extended-redis-compatibility") {
+            let value = request.arg(i + 1);
+            match (value.eq_ignore_ascii_case(b"yes"), value.eq_ignore_ascii_case(b"no")) {
+                (true, _) => shared.topology.set_valkey_redis_compat(true),
+                (_, true) => shared.topology.set_valkey_redis_compat(false),
+                _ => {}
+            }
+        }
         if request.arg(i).eq_ignore_ascii_case(b"tracking-table-max-keys")
             && let Some(max_keys) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<usize>().ok())
         {

@@ -169,6 +169,16 @@ impl Topology {
         self.lowest_version.lock().ok().and_then(|lowest| lowest.as_ref().and_then(|(_, valkey)| valkey.clone()))
     }
 
+    /// `CONFIG SET extended-redis-compatibility` went out to the nodes: Valkey ones call
+    /// themselves Redis (or Valkey again) from now on, and so does the proxy for them.
+    pub fn set_valkey_redis_compat(&self, on: bool) {
+        if let Ok(mut lowest) = self.lowest_version.lock()
+            && let Some((_, Some(valkey))) = lowest.as_mut()
+        {
+            valkey.redis_compat = on;
+        }
+    }
+
     /// What the health poller found: the oldest node's `redis_version`, and Valkey's identity
     /// when every node is Valkey.
     pub fn set_lowest_node_version(&self, version: &str, valkey: Option<&crate::Valkey>) {
