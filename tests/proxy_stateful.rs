@@ -285,3 +285,51 @@ fn a_watch_lost_with_its_connection_fails_the_next_exec_and_applies_nothing() {
     assert_eq!(raw(&mut a, &["SET", "{lostwatch}k", "4"]), Ok(Value::SimpleString("QUEUED".into())));
     assert_eq!(raw(&mut a, &["EXEC"]), Ok(Value::Array(vec![Value::Okay])));
 }
+
+/// One tag per master of the shared cluster, in the order of the masters' addresses.
+fn tags_on_each_master(prefix: &str) -> Vec<String> {
+    let ranges = Cluster::shared().slot_ranges();
+    let owner = |tag: &str| {
+        let slot = redisforge_proxy::slot::key_slot(tag.as_bytes());
+        ranges.iter().find(|r| (r.start..=r.end).contains(&slot)).map(|r| r.master.clone())
+    };
+    let mut by_master = std::collections::BTreeMap::new();
+    for i in 0..1000 {
+        let tag = format!("{prefix}{i}");
+        if let Some(master) = owner(&tag) {
+            by_master.entry(master).or_insert(tag);
+        }
+    }
+    by_master.into_values().collect()
+}
+
+/// A client pipelining transactions (and a WATCH, a blocking command) whose keys live on
+/// different masters gets every reply in order: the own connection moves to the next master
+/// only once what it carried is answered (it hung: the move closed the connection with the
+/// first transaction's replies still owed), and a transaction of no keys stays where the own
+/// connection is.
+#[test]
+fn pipelined_transactions_on_different_masters_each_get_their_reply() {
+    let proxy = proxy();
+    let tags = tags_on_each_master("pipetx");
+    assert_eq!(tags.len(), 3, "a tag on each of the shared cluster's masters: {tags:?}");
+    let [a, b, c] = [&tags[0], &tags[1], &tags[2]];
+    let pipeline = format!(
+        "MULTI\r\nSET {{{a}}}k 1\r\nEXEC\r\n\
+         MULTI\r\nSET {{{b}}}k 2\r\nEXEC\r\n\
+         MULTI\r\nEXEC\r\n\
+         WATCH {{{c}}}k\r\nMULTI\r\nGET {{{c}}}k\r\nEXEC\r\n\
+         BLPOP {{{a}}}list 0.01\r\n\
+         MULTI\r\nGET {{{a}}}k\r\nEXEC\r\n\
+         GET {{{b}}}k\r\nQUIT\r\n"
+    );
+    let reply = raw_roundtrip(&proxy.addr(), pipeline.as_bytes(), Duration::from_secs(10));
+    let expected = "+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n\
+                    +OK\r\n+QUEUED\r\n*1\r\n+OK\r\n\
+                    +OK\r\n*0\r\n\
+                    +OK\r\n+OK\r\n+QUEUED\r\n*1\r\n$-1\r\n\
+                    *-1\r\n\
+                    +OK\r\n+QUEUED\r\n*1\r\n$1\r\n1\r\n\
+                    $1\r\n2\r\n+OK\r\n";
+    assert_eq!(String::from_utf8_lossy(&reply), expected);
+}

@@ -72,7 +72,7 @@ pub fn plan_command(spec: &CommandSpec, request: &Request, keys: &mut Vec<usize>
         Handling::Stateful(StatefulKind::Blocking) if is_nonblocking_stream_read(request) => {
             forward(spec, request, keys)
         }
-        Handling::Stateful(kind) => Route::Stateful(kind.clone()),
+        Handling::Stateful(kind) => Route::Stateful(*kind),
         Handling::Forward => forward(spec, request, keys),
         Handling::Script { function } => match forward(spec, request, keys) {
             Route::Single { slot, write } => Route::Script { slot, write, function: *function },

@@ -145,7 +145,7 @@ pub enum LocalKind {
 }
 
 /// Which per-client upstream state a stateful command needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatefulKind {
     Transaction,
     PubSub,

@@ -62,7 +62,8 @@ impl Executor {
         if let Some(slot) = part.rehome
             && part.redirect().is_none()
         {
-            let Some(addr) = peer::own_master(&shared.topology, slot, caller.id as usize) else {
+            let current = self.own.as_ref().map(OwnedConn::addr);
+            let Some(addr) = peer::own_master(&shared.topology, slot, caller.id as usize, current) else {
                 return self.hold(shared, tag, part, ProxyError::SlotNotServed);
             };
             // Sent again after a failure that happened before the command reached the node: on a

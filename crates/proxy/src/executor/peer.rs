@@ -47,13 +47,20 @@ pub fn choose(
     pool.map(|pool| (Arc::clone(pool), false))
 }
 
-/// Where a client's own connection for `slot` goes: the slot's master, or for keyless commands
-/// any master (spread by `affinity`); `None` when the map names none.
-pub fn own_master(topology: &Topology, slot: Option<Slot>, affinity: usize) -> Option<String> {
+/// Where a client's own connection for `slot` goes: the slot's master; for keyless commands the
+/// master it is at (`current`) while that is one, else any master (spread by `affinity`). `None`
+/// when the map names none.
+///
+/// A keyless transaction may run on any master, and moving the connection would drop it with
+/// whatever the client still awaits on it: it stays where it is.
+pub fn own_master(topology: &Topology, slot: Option<Slot>, affinity: usize, current: Option<&str>) -> Option<String> {
     let routing = topology.routing();
     let master = match slot {
         Some(slot) => routing.master(slot),
-        None => routing.any_master(affinity),
+        None => match current.and_then(|addr| routing.masters().iter().find(|m| m.addr() == addr)) {
+            Some(current) => Some(current),
+            None => routing.any_master(affinity),
+        },
     };
     master.map(|m| m.addr().to_string())
 }

@@ -316,10 +316,12 @@ impl RequestDecoder {
     }
 
     /// Decodes one inline command line. `Some(None)`: a blank line was skipped.
+    ///
+    /// As Redis' `processInlineBuffer`: a line whose end is in the buffer is taken whatever its
+    /// length; only a buffer of more than [`MAX_LINE`] bytes with no line end yet is refused.
     fn decode_inline(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Request>>, ProtocolError> {
-        let window = &buf[..buf.len().min(MAX_LINE)];
-        let Some(lf) = window.iter().position(|&b| b == b'\n') else {
-            return if buf.len() >= MAX_LINE { Err(ProtocolError::InlineTooBig) } else { Ok(None) };
+        let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+            return if buf.len() > MAX_LINE { Err(ProtocolError::InlineTooBig) } else { Ok(None) };
         };
         let line = buf.split_to(lf + 1);
         let text = line[..lf].strip_suffix(b"\r").unwrap_or(&line[..lf]);

@@ -126,7 +126,7 @@ impl Session {
     fn plan_short_waits(&self, request: &Request, part: &mut Part) -> bool {
         let now = std::time::Instant::now();
         let affinity = self.state.id as usize;
-        let Some(addr) = crate::executor::peer::own_master(&self.shared.topology, self.last_write_slot, affinity)
+        let Some(addr) = crate::executor::peer::own_master(&self.shared.topology, self.last_write_slot, affinity, None)
         else {
             return false;
         };

@@ -106,10 +106,22 @@ impl Session {
         }
     }
 
-    /// The client's own connection to the master of `slot` (any master without one), created or
-    /// moved there when needed. `None` when no master serves the slot.
+    /// Whether moving the client's own connection to the master of `slot` now would drop it while
+    /// requests the client sent on it are unanswered: a connection moved is closed, with what it
+    /// still owes. A request that would do so waits for them, as one Redis connection would have
+    /// answered them first (a pipelined transaction or WATCH on another node behind a transaction
+    /// in flight).
+    pub(super) fn moves_own_under_earlier(&self, slot: Option<Slot>) -> bool {
+        let (Some(own), Some(slot)) = (self.exec.own(), slot) else { return false };
+        let master = crate::executor::peer::own_master(&self.shared.topology, Some(slot), 0, None);
+        master.is_some_and(|addr| addr != own.addr()) && self.pipeline.last_unanswered_on_own().is_some()
+    }
+
+    /// The client's own connection to the master of `slot` (without one: the master it is at, or
+    /// any), created or moved there when needed. `None` when no master serves the slot.
     pub(super) fn own_conn_for(&mut self, slot: Option<Slot>) -> Option<()> {
-        let addr = crate::executor::peer::own_master(&self.shared.topology, slot, self.state.id as usize)?;
+        let current = self.exec.own().map(|own| own.addr());
+        let addr = crate::executor::peer::own_master(&self.shared.topology, slot, self.state.id as usize, current)?;
         self.exec.own_conn_at(&self.shared, caller(&self.state), &addr);
         Some(())
     }

@@ -143,10 +143,32 @@ impl Session {
             Ok(slot) => slot,
             Err(error) => return self.push_error(error, meta),
         };
+        if self.moves_own_under_earlier(self.own_slot_for(kind, &request, slot)) {
+            let route = Route::Stateful(kind);
+            return self.after_earlier(request, meta, AfterEarlier::Channel { spec: spec.index, route });
+        }
         match kind {
             StatefulKind::Transaction => self.on_transaction(request, slot, meta),
             StatefulKind::Blocking => self.on_blocking(request, slot, meta),
             StatefulKind::PubSub => self.pubsub_in_order(request, meta),
+        }
+    }
+
+    /// The slot `request` (of `kind`, for `slot`) would take the client's own connection to:
+    /// WATCH's, the transaction's at EXEC, a blocking command's; `None` for the rest, which
+    /// leave it where it is.
+    fn own_slot_for(
+        &self,
+        kind: StatefulKind,
+        request: &Request,
+        slot: Option<crate::slot::Slot>,
+    ) -> Option<crate::slot::Slot> {
+        let name = request.arg(0);
+        match kind {
+            StatefulKind::Blocking if !super::blocking::waits_for_replicas(name) => slot,
+            StatefulKind::Transaction if name.eq_ignore_ascii_case(b"watch") && self.tx.is_none() => slot,
+            StatefulKind::Transaction if name.eq_ignore_ascii_case(b"exec") => self.exec_slot(),
+            _ => None,
         }
     }
 

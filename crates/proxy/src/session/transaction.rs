@@ -265,17 +265,12 @@ impl Session {
         let watched = self.forget_watch();
         // What the proxy notes of a command as it goes out (a script to remember or a SCRIPT
         // FLUSH to forget them, a setting it keeps too), it notes of the queued ones now.
-        let mut publishes = false;
         for request in &tx.queued {
             if let Some(spec) = self.shared.table.lookup(request) {
                 super::admin::note_going_out(&self.shared, spec, request);
-                publishes |= router::answered_at_pubsub_home(spec);
             }
         }
-        // Keyless transactions run on whichever master the own connection reaches; one that
-        // publishes on the pub/sub home, so that PUBLISH counts the subscribers a node would.
-        let home = publishes.then_some(router::PUBSUB_HOME_SLOT);
-        let slot = tx.slot.or(watched.flatten()).or(home);
+        let slot = transaction_slot(&self.shared, &tx, watched.flatten());
         if watched.is_none() && self.own_conn_for(slot).is_none() {
             return self.push_error(ProxyError::SlotNotServed, meta);
         }
@@ -307,6 +302,12 @@ impl Session {
         self.hold_reading |= !deferred.is_empty();
         let seq = self.pipeline.push_multi(parts, Merge::Exec { local_places }, Vec::new(), meta);
         (settings..sent).for_each(|part| self.send(seq, part));
+    }
+
+    /// The slot the transaction being queued runs in at EXEC ([`transaction_slot`]).
+    pub(super) fn exec_slot(&self) -> Option<Slot> {
+        let tx = self.tx.as_ref()?;
+        transaction_slot(&self.shared, tx, self.watch_slot.flatten())
     }
 
     /// One part per node other than the own connection's, for each queued command that goes
@@ -350,4 +351,15 @@ impl Session {
             crate::upstream::UpstreamRequest::unanswered(encode_command(&[b"UNWATCH"]), crate::upstream::PUSH);
         self.send_on_own(unwatch, crate::executor::OwnCommand::Unwatch);
     }
+}
+
+/// Where `tx` runs: its keys' slot, or the watched keys'; a keyless one on the pub/sub home when
+/// it publishes (so that PUBLISH counts the subscribers a node would), else on whichever master
+/// the own connection reaches.
+fn transaction_slot(shared: &crate::shared::Shared, tx: &Transaction, watched: Option<Slot>) -> Option<Slot> {
+    let publishes = || {
+        let specs = tx.queued.iter().filter_map(|request| shared.table.lookup(request));
+        specs.into_iter().any(router::answered_at_pubsub_home)
+    };
+    tx.slot.or(watched).or_else(|| publishes().then_some(router::PUBSUB_HOME_SLOT))
 }

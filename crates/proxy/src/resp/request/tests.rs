@@ -104,6 +104,13 @@ fn limits_refuse_before_buffering() {
     assert_eq!(RequestDecoder::new(limits).decode(&mut buf).err(), Some(ProtocolError::RequestTooBig(100)));
     let long_inline = vec![b'a'; MAX_LINE + 10];
     assert_eq!(decode_all(&long_inline), Err(ProtocolError::InlineTooBig));
+    // As Redis: a line whose end is in the buffer is taken whatever its length; a buffer of
+    // exactly MAX_LINE bytes without one still waits for more.
+    let mut whole = b"ECHO ".to_vec();
+    whole.extend(std::iter::repeat_n(b'a', MAX_LINE + 10));
+    whole.extend_from_slice(b"\r\n");
+    assert_eq!(decode_all(&whole).map(|r| r[0][1].len()), Ok(MAX_LINE + 10));
+    assert_eq!(decode_all(&vec![b'a'; MAX_LINE]), Ok(Vec::new()));
     let mut long_count = b"*".to_vec();
     long_count.extend(std::iter::repeat_n(b'1', MAX_LINE));
     assert_eq!(decode_all(&long_count), Err(ProtocolError::CountTooBig));
