@@ -18,334 +18,21 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "proxy_differential/generate.rs"]
+mod generate;
+
+use generate::{BIG, Command, Keys, sequence};
 use redisforge_proxy::slot::key_slot;
 use redisforge_tests::resp::{Conn, Frame, encode, show};
 use redisforge_tests::rng::Rng;
-use redisforge_tests::{Cluster, Proxy, ProxyOptions};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, RedisServer};
 
 /// Sequences per run.
 const ROUNDS: u64 = 60;
-/// Commands per sequence (a transaction's MULTI and EXEC among them).
-const COMMANDS: usize = 80;
 /// The run stops after this even if rounds are left (a busy machine), having run at least one.
 const TIME_BUDGET: Duration = Duration::from_secs(90);
 /// Longest reply shown in a failure message.
 const SHOW: usize = 300;
-
-/// The command templates. Placeholders: `K` a key of the sequence's tag, `V` a value, `I` an
-/// integer, `F` a float, `M` a member or field, `S` a score, `T` a time to live. Anything else
-/// is sent as it is. MULTI, EXEC and DISCARD are placed by [`sequence`]; MEMORY USAGE is left out
-/// (a value's allocation depends on how the node read it: an inline line, or a RESP array the
-/// proxy sends).
-const TEMPLATES: &[&str] = &[
-    // strings
-    "SET K V",
-    "SET K V NX",
-    "SET K V XX GET",
-    "SET K V KEEPTTL",
-    "SET K V GET",
-    "SETNX K V",
-    "GET K",
-    "GETSET K V",
-    "GETDEL K",
-    "GETEX K PERSIST",
-    "APPEND K V",
-    "STRLEN K",
-    "INCR K",
-    "DECR K",
-    "INCRBY K I",
-    "DECRBY K I",
-    "INCRBYFLOAT K F",
-    "SETRANGE K I V",
-    "GETRANGE K I I",
-    "SUBSTR K I I",
-    "MSET K V K V",
-    "MSETNX K V K V",
-    "MGET K K K",
-    "LCS K K",
-    "LCS K K LEN",
-    // lists
-    "LPUSH K V V",
-    "RPUSH K V",
-    "LPUSHX K V",
-    "RPUSHX K V",
-    "LPOP K",
-    "LPOP K I",
-    "RPOP K I",
-    "LRANGE K I I",
-    "LLEN K",
-    "LINDEX K I",
-    "LSET K I V",
-    "LREM K I V",
-    "LINSERT K BEFORE V V",
-    "LINSERT K AFTER V V",
-    "LTRIM K I I",
-    "LPOS K V",
-    "LPOS K V RANK I COUNT I",
-    "LMOVE K K LEFT RIGHT",
-    "RPOPLPUSH K K",
-    "LMPOP 2 K K LEFT COUNT I",
-    "BLPOP K 0.01",
-    "BRPOP K K 0.01",
-    // hashes
-    "HSET K M V",
-    "HSET K M V M V",
-    "HSETNX K M V",
-    "HGET K M",
-    "HMGET K M M",
-    "HDEL K M M",
-    "HLEN K",
-    "HEXISTS K M",
-    "HGETALL K",
-    "HKEYS K",
-    "HVALS K",
-    "HSTRLEN K M",
-    "HINCRBY K M I",
-    "HINCRBYFLOAT K M F",
-    // sets
-    "SADD K M M",
-    "SREM K M",
-    "SISMEMBER K M",
-    "SMISMEMBER K M M",
-    "SCARD K",
-    "SMEMBERS K",
-    "SINTER K K",
-    "SUNION K K",
-    "SDIFF K K",
-    "SINTERCARD 2 K K",
-    "SMOVE K K M",
-    "SUNIONSTORE K K K",
-    "SDIFFSTORE K K K",
-    // sorted sets
-    "ZADD K S M",
-    "ZADD K NX S M S M",
-    "ZADD K XX CH S M",
-    "ZADD K INCR S M",
-    "ZINCRBY K S M",
-    "ZSCORE K M",
-    "ZMSCORE K M M",
-    "ZRANK K M",
-    "ZREVRANK K M",
-    "ZREM K M",
-    "ZCARD K",
-    "ZCOUNT K S S",
-    "ZRANGE K I I",
-    "ZRANGE K I I WITHSCORES",
-    "ZRANGE K S S BYSCORE",
-    "ZRANGE K S S BYSCORE LIMIT I I",
-    "ZRANGEBYSCORE K -inf +inf WITHSCORES",
-    "ZREVRANGE K I I",
-    "ZPOPMIN K",
-    "ZPOPMAX K I",
-    "ZUNIONSTORE K 2 K K",
-    "ZINTER 2 K K WITHSCORES",
-    "ZRANGESTORE K K I I",
-    // bits and HyperLogLog
-    "SETBIT K I I",
-    "GETBIT K I",
-    "BITCOUNT K",
-    "BITCOUNT K I I",
-    "BITPOS K I",
-    "BITOP OR K K K",
-    "BITFIELD K INCRBY u8 I I",
-    "PFADD K M M",
-    "PFCOUNT K K",
-    // streams (explicit IDs only: `*` takes the clock)
-    "XADD K I M V",
-    "XLEN K",
-    "XRANGE K - +",
-    "XDEL K I",
-    "XTRIM K MAXLEN I",
-    // keys
-    "DEL K K",
-    "UNLINK K",
-    "EXISTS K K",
-    "TYPE K",
-    "RENAME K K",
-    "RENAMENX K K",
-    "COPY K K",
-    "COPY K K REPLACE",
-    "EXPIRE K 1000",
-    "EXPIRE K T NX",
-    "PERSIST K",
-    "TOUCH K K",
-    "OBJECT ENCODING K",
-    "SORT K",
-    "SORT K ALPHA LIMIT I I DESC",
-    "DUMP K",
-    // scripts
-    "EVAL return_redis.call('GET',KEYS[1]) 1 K",
-    "EVAL return_redis.call('INCR',KEYS[1]) 1 K",
-    "EVAL return_{KEYS[1],ARGV[1]} 1 K V",
-    "EVAL return_redis.pcall('LPUSH',KEYS[1],ARGV[1]) 1 K V",
-    "EVAL_RO return_redis.call('GET',KEYS[1]) 1 K",
-    // more of each type
-    "SETEX K T V",
-    "PSETEX K T V",
-    "GETEX K EX 1000",
-    "SORT_RO K",
-    "ZLEXCOUNT K - +",
-    "ZRANGEBYLEX K - + LIMIT I I",
-    "ZREMRANGEBYRANK K I I",
-    "ZDIFF 2 K K",
-    "ZUNION 2 K K WITHSCORES",
-    "ZINTERCARD 2 K K",
-    "SINTERSTORE K K K",
-    "BITFIELD_RO K GET u4 I",
-    "HSCAN K 0",
-    "SSCAN K 0 MATCH *",
-    "ZSCAN K 0",
-    "OBJECT REFCOUNT K",
-    "GEOADD K 13.361389 38.115556 M",
-    "GEODIST K M M km",
-    "GEOPOS K M M",
-    "GEOSEARCH K FROMLONLAT 15 37 BYRADIUS 200 km ASC",
-    "XINFO STREAM K",
-    "XGROUP CREATE K g I",
-    "XREADGROUP GROUP g c COUNT I STREAMS K >",
-    "XACK K g I",
-    "XREAD COUNT I STREAMS K 0",
-    "SCRIPT EXISTS a",
-    "EVALSHA 0123456789012345678901234567890123456789 1 K",
-    "PUBLISH K V",
-    // what the proxy answers itself or sends every master
-    "COMMAND GETKEYS SET K V",
-    "COMMAND GETKEYS MSET K V K V",
-    "COMMAND INFO GET HSET",
-    "COMMAND COUNT",
-    "SCRIPT LOAD return~1",
-    "EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db 0",
-    "FCALL nosuch 0",
-    "PUBSUB NUMSUB K",
-    "PUBSUB CHANNELS",
-    "SPUBLISH K V",
-    "OBJECT FREQ K",
-    "CLIENT NO-EVICT on",
-    "CLIENT NO-EVICT off",
-    "RESET",
-    // the connection and the server
-    "PING",
-    "PING V",
-    "ECHO V",
-    "DBSIZE",
-    "SELECT 0",
-    "CLIENT SETNAME V",
-    "CLIENT GETNAME",
-    "WATCH K",
-    "UNWATCH",
-    "EXISTS K",
-    // mistakes
-    "NOSUCHCOMMAND K",
-    "GET",
-    "SET K",
-    "HSET K M",
-    "ZADD K M",
-    "LRANGE K I",
-    "CLIENT",
-    "CLIENT NOSUCH",
-    "OBJECT NOSUCH K",
-];
-
-/// A value large enough to be read in pieces and streamed (`V` picks it now and then).
-const BIG: usize = 100_000;
-
-/// Values: small numbers (so INCR and friends have something to work on), text, the empty string.
-const VALUES: &[&str] = &["0", "1", "-1", "7", "42", "3.5", "abc", "hello", "", "x y", "10", "a"];
-const INTEGERS: &[&str] = &["0", "1", "2", "-1", "-2", "3", "5", "100", "-100", "9223372036854775807", "x", ""];
-const FLOATS: &[&str] = &["0", "1.5", "-2.25", "1e3", "inf", "nan", "x", "3"];
-/// Times to live: long enough never to pass during a run (a key expiring while one side runs
-/// and not the other would make the sides differ by timing), or none at all (deleted at once).
-const TTLS: &[&str] = &["100000", "1000000", "0", "-1", "x"];
-const MEMBERS: &[&str] = &["a", "b", "c", "d", "1", "2"];
-const SCORES: &[&str] = &["0", "1", "2.5", "-1", "+inf", "-inf", "(1", "x"];
-/// Key suffixes: few, so commands meet each other's keys (and types).
-const KEYS: &[&str] = &["a", "b", "c"];
-
-/// One command of a sequence: its arguments.
-type Command = Vec<Vec<u8>>;
-
-/// Builds one sequence: commands from the templates with their placeholders filled, one in eight
-/// with an argument dropped, added or replaced, and a MULTI … EXEC (or DISCARD) now and then.
-fn sequence(rng: &mut Rng, tag: &str) -> Vec<Command> {
-    let mut out = Vec::with_capacity(COMMANDS);
-    let mut in_multi = false;
-    while out.len() < COMMANDS {
-        if !in_multi && rng.below(12) == 0 {
-            out.push(vec![b"MULTI".to_vec()]);
-            in_multi = true;
-            continue;
-        }
-        if in_multi && rng.below(6) == 0 {
-            let end: &[u8] = if rng.below(5) == 0 { b"DISCARD" } else { b"EXEC" };
-            out.push(vec![end.to_vec()]);
-            in_multi = false;
-            continue;
-        }
-        let template = rng.pick(TEMPLATES);
-        // DBSIZE, SCRIPT, PUBSUB and COMMAND answer for every master or from the proxy's own
-        // table: refused inside a transaction, which runs on one (README, "Transactions").
-        let every_master = ["DBSIZE", "SCRIPT", "PUBSUB", "COMMAND"].iter().any(|p| template.starts_with(p));
-        if in_multi && every_master {
-            continue;
-        }
-        // RESET ends a transaction being queued.
-        in_multi &= template != "RESET";
-        let mut command: Command = template.split(' ').map(|word| fill(rng, word, tag)).collect();
-        // Left as written: a blocking command's timeout (`0` or `-0` would block both sides);
-        // COMMAND's subcommand (a bare COMMAND lists the commands in the order of the node's
-        // table, which differs from node to node); RESET (the transaction it ends, above).
-        let blocking = template.starts_with('B') && template.ends_with("0.01");
-        let fixed = blocking || template.starts_with("COMMAND") || template == "RESET";
-        if !fixed && rng.below(8) == 0 {
-            mutate(rng, &mut command, tag);
-        }
-        if rng.below(10) == 0 {
-            command[0] = command[0].to_ascii_lowercase();
-        }
-        out.push(command);
-    }
-    if in_multi {
-        out.push(vec![b"EXEC".to_vec()]);
-    }
-    out
-}
-
-fn fill(rng: &mut Rng, word: &str, tag: &str) -> Vec<u8> {
-    match word {
-        "K" => format!("{{{tag}}}{}", rng.pick(KEYS)).into_bytes(),
-        "V" if rng.below(40) == 0 => vec![b'x'; BIG],
-        "V" => rng.pick(VALUES).as_bytes().to_vec(),
-        "I" => rng.pick(INTEGERS).as_bytes().to_vec(),
-        "F" => rng.pick(FLOATS).as_bytes().to_vec(),
-        "M" => rng.pick(MEMBERS).as_bytes().to_vec(),
-        "S" => rng.pick(SCORES).as_bytes().to_vec(),
-        "T" => rng.pick(TTLS).as_bytes().to_vec(),
-        // Scripts are written with `_` (or `~`) for their one space.
-        script if script.starts_with("return_") || script.starts_with("return~") => {
-            script.replacen(['_', '~'], " ", 1).into_bytes()
-        }
-        other => other.as_bytes().to_vec(),
-    }
-}
-
-/// An argument dropped, an extra one added, or one that is not a key replaced by something odd.
-/// Keys stay in the sequence's slot: a key elsewhere is a cross-slot request, which the proxy
-/// splits where the node refuses it (by design: README, "Multi-key commands").
-fn mutate(rng: &mut Rng, command: &mut Command, tag: &str) {
-    match rng.below(3) {
-        0 if command.len() > 1 => {
-            command.pop();
-        }
-        1 => command.push(format!("{{{tag}}}{}", rng.pick(KEYS)).into_bytes()),
-        _ => {
-            let at = 1 + rng.below(command.len().saturating_sub(1).max(1));
-            let odd = rng.pick(&["", "-0", "1.0", "99999999999999999999", "\u{e9}", "0x10", " 1"]);
-            if at < command.len() && !command[at].starts_with(b"{") {
-                command[at] = odd.as_bytes().to_vec();
-            }
-        }
-    }
-}
 
 /// A connection with the sequence's protocol.
 fn open(addr: &str, resp3: bool) -> Conn {
@@ -419,13 +106,6 @@ fn wire_form(command: &Command) -> Vec<u8> {
     encode(command)
 }
 
-fn flush_masters(masters: &[String]) {
-    for addr in masters {
-        let reply = Conn::open(addr).call(&[b"FLUSHALL".to_vec()]);
-        assert!(matches!(&reply, Ok((bytes, _)) if bytes == b"+OK\r\n"), "FLUSHALL on {addr}: {reply:?}");
-    }
-}
-
 fn describe(command: &Command) -> String {
     let word = |a: &Vec<u8>| match a.len() {
         0..=64 => String::from_utf8_lossy(a).into_owned(),
@@ -484,14 +164,46 @@ impl Sides {
         range.map(|r| r.master.clone()).unwrap_or_else(|| panic!("slot {slot} is not covered: {:?}", self.ranges))
     }
 
-    /// Runs `commands` through the proxy and then on the owner of `tag`, each side on a flushed
-    /// cluster.
-    fn both(&self, commands: &[Command], batches: &[usize], resp3: bool, tag: &str) -> (Side, Side) {
-        flush_masters(&self.masters);
+    /// Tags starting with `prefix`: one on each master, and a second on the first master, in
+    /// another slot.
+    fn tags_across_masters(&self, prefix: &str) -> Vec<String> {
+        let mut tags: Vec<String> = Vec::new();
+        for tag in (0..10_000).map(|i| format!("{prefix}-{i}")) {
+            let owner = self.owner(&tag);
+            let on_owner = tags.iter().filter(|t| self.owner(t) == owner).count();
+            if on_owner == 0 || (on_owner == 1 && owner == self.masters[0]) {
+                tags.push(tag);
+            }
+            if tags.len() == self.masters.len() + 1 {
+                return tags;
+            }
+        }
+        panic!("no tags of {prefix} on every master: {tags:?}")
+    }
+
+    /// Runs `commands` through the proxy and then on `reference` (the master owning their keys,
+    /// or a standalone node), each side on emptied nodes.
+    fn both(&self, commands: &[Command], batches: &[usize], resp3: bool, reference: &str) -> (Side, Side) {
+        // Keys, and the script cache (which FLUSHALL keeps): through the proxy, which forgets
+        // the scripts it would load again after a NOSCRIPT, and on a standalone reference.
+        let call = |addr: &str, command: &[&[u8]]| {
+            let reply = Conn::open(addr).call(&command.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+            assert!(matches!(&reply, Ok((bytes, _)) if bytes == b"+OK\r\n"), "{command:?} on {addr}: {reply:?}");
+        };
+        let flush = || {
+            for addr in self.masters.iter().map(String::as_str).chain([reference]) {
+                call(addr, &[b"FLUSHALL"]);
+            }
+            call(&self.proxy.addr(), &[b"SCRIPT", b"FLUSH"]);
+            if !self.masters.iter().any(|m| m == reference) {
+                call(reference, &[b"SCRIPT", b"FLUSH"]);
+            }
+        };
+        flush();
         let through = run(&mut open(&self.proxy.addr(), resp3), commands, batches);
-        flush_masters(&self.masters);
-        let direct = run(&mut open(&self.owner(tag), resp3), commands, batches);
-        flush_masters(&self.masters);
+        flush();
+        let direct = run(&mut open(reference, resp3), commands, batches);
+        flush();
         (through, direct)
     }
 }
@@ -517,12 +229,10 @@ fn seeds() -> (Vec<u64>, Duration) {
     }
 }
 
-#[test]
-fn random_sequences_get_the_owning_nodes_replies_byte_for_byte() {
-    let sides = Sides::start();
-    if let Ok(script) = std::env::var("REDISFORGE_DIFF_SCRIPT") {
-        return replay(&sides, &script);
-    }
+/// Runs the seeds' sequences through the proxy and on their reference, and fails with every
+/// sequence whose replies differ. `tags` gives a seed's hash tags, `reference` the node to
+/// compare with for them.
+fn search(sides: &Sides, tags: impl Fn(u64) -> Vec<String>, reference: impl Fn(&[String]) -> String) {
     let show = std::env::var_os("REDISFORGE_DIFF_SHOW").is_some();
     let (seeds, budget) = seeds();
     let started = Instant::now();
@@ -535,23 +245,46 @@ fn random_sequences_get_the_owning_nodes_replies_byte_for_byte() {
         ran += 1;
         let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let resp3 = seed % 2 == 0;
-        let tag = format!("diff{seed}");
-        let commands = sequence(&mut rng, &tag);
+        let tags = tags(seed);
+        let node = reference(&tags);
+        let other_process = !sides.masters.contains(&node);
+        let commands = sequence(&mut rng, &Keys { tags: &tags, other_process });
         let mut batches = Vec::new();
         while batches.iter().sum::<usize>() < commands.len() {
             let most = if rng.below(2) == 0 { 1 } else { 12 };
             batches.push(1 + rng.below(most));
         }
-        let (through, direct) = sides.both(&commands, &batches, resp3, &tag);
+        let (through, direct) = sides.both(&commands, &batches, resp3, &node);
         if show {
             show_both(&commands, &through, &direct);
         }
         if let Some(why) = first_difference(&commands, &through, &direct) {
             let protocol = if resp3 { "RESP3" } else { "RESP2" };
-            failures.push(format!("seed {seed} ({protocol}), node {}: {why}", sides.owner(&tag)));
+            failures.push(format!("seed {seed} ({protocol}), against {node}: {why}"));
         }
     }
     assert!(failures.is_empty(), "{} of {ran} sequences differ:\n\n{}", failures.len(), failures.join("\n\n"));
+}
+
+/// Every key of a sequence on one master: the proxy answers as that master does.
+#[test]
+fn random_sequences_get_the_owning_nodes_replies_byte_for_byte() {
+    let sides = Sides::start();
+    if let Ok(script) = std::env::var("REDISFORGE_DIFF_SCRIPT") {
+        return replay(&sides, &script);
+    }
+    search(&sides, |seed| vec![format!("diff{seed}")], |tags| sides.owner(&tags[0]));
+}
+
+/// Keys on every master (a transaction's and a WATCH's on one, as the proxy requires): the proxy
+/// answers as one standalone node holding them all — split and merged commands, transactions and
+/// blocking commands moving between masters, a WATCH kept across a blocking command elsewhere.
+#[test]
+fn random_sequences_across_masters_get_a_standalone_nodes_replies_byte_for_byte() {
+    let sides = Sides::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}")]).expect("a standalone node");
+    search(&sides, |seed| sides.tags_across_masters(&format!("across{seed}")), |_| node.addr());
 }
 
 /// `REDISFORGE_DIFF_SCRIPT='cmd args|cmd args;next batch|…'`: runs the given batches on both
@@ -564,7 +297,7 @@ fn replay(sides: &Sides, script: &str) {
     let commands: Vec<Command> = batches.into_iter().flatten().collect();
     let resp3 = std::env::var_os("REDISFORGE_DIFF_RESP3").is_some();
     let tag = std::env::var("REDISFORGE_DIFF_TAG").unwrap_or_else(|_| "s".into());
-    let (through, direct) = sides.both(&commands, &sizes, resp3, &tag);
+    let (through, direct) = sides.both(&commands, &sizes, resp3, &sides.owner(&tag));
     show_both(&commands, &through, &direct);
     eprintln!("{}", sides.proxy.log_tail(60));
     assert_eq!(first_difference(&commands, &through, &direct), None);

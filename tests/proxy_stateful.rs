@@ -333,3 +333,31 @@ fn pipelined_transactions_on_different_masters_each_get_their_reply() {
                     $1\r\n2\r\n+OK\r\n";
     assert_eq!(String::from_utf8_lossy(&reply), expected);
 }
+
+/// A client that watches a key and then runs a blocking command for a key of another master
+/// keeps its WATCH, as on one node: a change of the watched key meanwhile aborts its EXEC (`nil`),
+/// no change lets it commit. (The own connection moved to the blocking command's master, losing
+/// the WATCH; the transaction then went there and failed with EXECABORT.)
+#[test]
+fn a_watch_stays_across_a_blocking_command_for_another_master() {
+    let proxy = proxy();
+    let tags = tags_on_each_master("watchblock");
+    let (watched, elsewhere) = (format!("{{{}}}k", tags[0]), format!("{{{}}}list", tags[1]));
+    let mut a = proxy.client();
+    let mut b = proxy.client();
+    for changed in [true, false] {
+        assert_eq!(raw(&mut a, &["SET", &watched, "1"]), Ok(Value::Okay));
+        assert_eq!(raw(&mut a, &["WATCH", &watched]), Ok(Value::Okay));
+        assert_eq!(raw(&mut a, &["BLPOP", &elsewhere, "0.01"]), Ok(Value::Nil));
+        if changed {
+            assert_eq!(raw(&mut b, &["SET", &watched, "2"]), Ok(Value::Okay));
+        }
+        assert_eq!(raw(&mut a, &["MULTI"]), Ok(Value::Okay));
+        assert_eq!(raw(&mut a, &["SET", &watched, "3"]), Ok(Value::SimpleString("QUEUED".into())));
+        let exec = raw(&mut a, &["EXEC"]);
+        let expected = if changed { Value::Nil } else { Value::Array(vec![Value::Okay]) };
+        assert_eq!(exec, Ok(expected), "EXEC after the watched key {}", if changed { "changed" } else { "stayed" });
+        let value = if changed { b"2".to_vec() } else { b"3".to_vec() };
+        assert_eq!(raw(&mut a, &["GET", &watched]), Ok(Value::BulkString(value)));
+    }
+}

@@ -91,6 +91,9 @@ pub struct Executor {
     overtaken: Vec<Tag>,
     /// The client's own upstream connection (transactions, blocking commands), when it needs one.
     own: Option<OwnedConn>,
+    /// The own connection set aside while a blocking command runs on one of its own
+    /// ([`Executor::set_own_aside`]).
+    own_aside: Option<OwnedConn>,
     /// Commands the proxy sends on the own connection itself, waiting for their turn
     /// ([`Executor::send_on_own`]).
     own_follow_ups: VecDeque<own::FollowUp>,
@@ -153,6 +156,7 @@ impl Executor {
             delayed: Vec::new(),
             overtaken: Vec::new(),
             own: None,
+            own_aside: None,
             own_follow_ups: VecDeque::new(),
             own_generation: 0,
             routing: None,

@@ -41,6 +41,26 @@ impl Executor {
         self.replace_own(None);
     }
 
+    /// Sets the own connection aside, with what it holds on its node (a WATCH), for a command
+    /// that must run on another node and returns before the client's next request is read (a
+    /// blocking command): the next own connection is opened there, and
+    /// [`Executor::restore_own`] puts this one back once the command returned.
+    pub fn set_own_aside(&mut self) {
+        if self.own_aside.is_none() {
+            let own = self.own.take();
+            self.replace_own(None);
+            self.own_aside = own;
+        }
+    }
+
+    /// The own connection set aside ([`Executor::set_own_aside`]), back in place of the one
+    /// used meanwhile, which closes.
+    pub fn restore_own(&mut self) {
+        if let Some(own) = self.own_aside.take() {
+            self.replace_own(Some(own));
+        }
+    }
+
     /// Makes sure the client's own connection goes to `addr`.
     pub fn own_conn_at(&mut self, shared: &Shared, caller: Caller, addr: &str) {
         if self.own.as_ref().is_none_or(|c| c.addr() != addr) {

@@ -77,9 +77,15 @@ impl Session {
         }
         // Outside WATCH and MULTI the own connection holds nothing of the client's: the executor
         // opens it at the slot's master and, through a failover, holds the command for the next
-        // one. A watching client's command must go where its WATCH is.
+        // one. A watching client's WATCH stays where it is, as a node keeps it across a BLPOP:
+        // a command for another master runs on an own connection of its own there, and the
+        // WATCH's comes back when it returns (`serve.rs`, where the block ends).
         let stateless = self.watch_slot.is_none() && self.tx.is_none();
+        if !stateless && self.own_elsewhere(slot) {
+            self.exec.set_own_aside();
+        }
         if !stateless && self.own_conn_for(slot).is_none() {
+            self.exec.restore_own();
             self.push_error(ProxyError::SlotNotServed, meta);
             return;
         }

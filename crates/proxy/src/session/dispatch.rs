@@ -112,9 +112,14 @@ impl Session {
     /// answered them first (a pipelined transaction or WATCH on another node behind a transaction
     /// in flight).
     pub(super) fn moves_own_under_earlier(&self, slot: Option<Slot>) -> bool {
+        self.own_elsewhere(slot) && self.pipeline.last_unanswered_on_own().is_some()
+    }
+
+    /// Whether the client's own connection is at another master than the one serving `slot`.
+    pub(super) fn own_elsewhere(&self, slot: Option<Slot>) -> bool {
         let (Some(own), Some(slot)) = (self.exec.own(), slot) else { return false };
         let master = crate::executor::peer::own_master(&self.shared.topology, Some(slot), 0, None);
-        master.is_some_and(|addr| addr != own.addr()) && self.pipeline.last_unanswered_on_own().is_some()
+        master.is_some_and(|addr| addr != own.addr())
     }
 
     /// The client's own connection to the master of `slot` (without one: the master it is at, or

@@ -267,9 +267,9 @@ impl Session {
     /// few loads, not a future per event source (measured against the `select!` it replaces:
     /// bench/RESULTS.md).
     ///
-    /// Replies are taken once per wake-up, not on every pass: they come from node connections,
-    /// which wake the task (or, while it waits, handle them themselves: `handover.rs`); one queued meanwhile (or by the session itself, when a send fails at
-    /// once) is found by the reply queue's check before the task waits.
+    /// Replies are taken once per wake-up, not on every pass: node connections wake the task (or,
+    /// while it waits, handle them themselves: `handover.rs`); one queued meanwhile (or by the
+    /// session, when a send fails at once) is found by the reply queue's check before it waits.
     ///
     /// A client that keeps the session busy still yields, after [`IoBudget`]'s passes (its
     /// socket's reads and writes do not draw on tokio's per-task budget).
@@ -491,6 +491,7 @@ impl Session {
             self.blocked = false;
             self.entry.unblocked();
             self.pending_unblock = None;
+            self.exec.restore_own();
         }
         if let Some(mut held) = self.held.take() {
             let pause = self.shared.clients.current_pause();

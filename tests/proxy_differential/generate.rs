@@ -1,0 +1,378 @@
+//! The commands `proxy_differential` sends: templates filled with values from small pools, so
+//! that commands meet each other's keys and types, some with an argument dropped, added or made
+//! odd, and MULTI … EXEC, WATCH and RESET placed so that both sides may run them alike.
+
+use redisforge_tests::rng::Rng;
+
+/// Commands per sequence (a transaction's MULTI and EXEC among them).
+pub const COMMANDS: usize = 80;
+
+/// The command templates. Placeholders: `K` a key (of the sequence's tags, [`Keys`]), `V` a value, `I` an
+/// integer, `F` a float, `M` a member or field, `S` a score, `T` a time to live. Anything else
+/// is sent as it is. MULTI, EXEC and DISCARD are placed by [`sequence`]. MEMORY USAGE and OBJECT
+/// REFCOUNT are left out: a value's allocation and references depend on how the node read it (an
+/// inline line or a RESP array, one read or several, a transaction queued at once or over time).
+pub const TEMPLATES: &[&str] = &[
+    // strings
+    "SET K V",
+    "SET K V NX",
+    "SET K V XX GET",
+    "SET K V KEEPTTL",
+    "SET K V GET",
+    "SETNX K V",
+    "GET K",
+    "GETSET K V",
+    "GETDEL K",
+    "GETEX K PERSIST",
+    "APPEND K V",
+    "STRLEN K",
+    "INCR K",
+    "DECR K",
+    "INCRBY K I",
+    "DECRBY K I",
+    "INCRBYFLOAT K F",
+    "SETRANGE K I V",
+    "GETRANGE K I I",
+    "SUBSTR K I I",
+    "MSET K V K V",
+    "MSETNX K V K V",
+    "MGET K K K",
+    "LCS K K",
+    "LCS K K LEN",
+    // lists
+    "LPUSH K V V",
+    "RPUSH K V",
+    "LPUSHX K V",
+    "RPUSHX K V",
+    "LPOP K",
+    "LPOP K I",
+    "RPOP K I",
+    "LRANGE K I I",
+    "LLEN K",
+    "LINDEX K I",
+    "LSET K I V",
+    "LREM K I V",
+    "LINSERT K BEFORE V V",
+    "LINSERT K AFTER V V",
+    "LTRIM K I I",
+    "LPOS K V",
+    "LPOS K V RANK I COUNT I",
+    "LMOVE K K LEFT RIGHT",
+    "RPOPLPUSH K K",
+    "LMPOP 2 K K LEFT COUNT I",
+    "BLPOP K 0.01",
+    "BRPOP K K 0.01",
+    // hashes
+    "HSET K M V",
+    "HSET K M V M V",
+    "HSETNX K M V",
+    "HGET K M",
+    "HMGET K M M",
+    "HDEL K M M",
+    "HLEN K",
+    "HEXISTS K M",
+    "HGETALL K",
+    "HKEYS K",
+    "HVALS K",
+    "HSTRLEN K M",
+    "HINCRBY K M I",
+    "HINCRBYFLOAT K M F",
+    // sets
+    "SADD K M M",
+    "SREM K M",
+    "SISMEMBER K M",
+    "SMISMEMBER K M M",
+    "SCARD K",
+    "SMEMBERS K",
+    "SINTER K K",
+    "SUNION K K",
+    "SDIFF K K",
+    "SINTERCARD 2 K K",
+    "SMOVE K K M",
+    "SUNIONSTORE K K K",
+    "SDIFFSTORE K K K",
+    // sorted sets
+    "ZADD K S M",
+    "ZADD K NX S M S M",
+    "ZADD K XX CH S M",
+    "ZADD K INCR S M",
+    "ZINCRBY K S M",
+    "ZSCORE K M",
+    "ZMSCORE K M M",
+    "ZRANK K M",
+    "ZREVRANK K M",
+    "ZREM K M",
+    "ZCARD K",
+    "ZCOUNT K S S",
+    "ZRANGE K I I",
+    "ZRANGE K I I WITHSCORES",
+    "ZRANGE K S S BYSCORE",
+    "ZRANGE K S S BYSCORE LIMIT I I",
+    "ZRANGEBYSCORE K -inf +inf WITHSCORES",
+    "ZREVRANGE K I I",
+    "ZPOPMIN K",
+    "ZPOPMAX K I",
+    "ZUNIONSTORE K 2 K K",
+    "ZINTER 2 K K WITHSCORES",
+    "ZRANGESTORE K K I I",
+    // bits and HyperLogLog
+    "SETBIT K I I",
+    "GETBIT K I",
+    "BITCOUNT K",
+    "BITCOUNT K I I",
+    "BITPOS K I",
+    "BITOP OR K K K",
+    "BITFIELD K INCRBY u8 I I",
+    "PFADD K M M",
+    "PFCOUNT K K",
+    // streams (explicit IDs only: `*` takes the clock)
+    "XADD K I M V",
+    "XLEN K",
+    "XRANGE K - +",
+    "XDEL K I",
+    "XTRIM K MAXLEN I",
+    // keys
+    "DEL K K",
+    "UNLINK K",
+    "EXISTS K K",
+    "TYPE K",
+    "RENAME K K",
+    "RENAMENX K K",
+    "COPY K K",
+    "COPY K K REPLACE",
+    "EXPIRE K 1000",
+    "EXPIRE K T NX",
+    "PERSIST K",
+    "TOUCH K K",
+    "OBJECT ENCODING K",
+    "SORT K",
+    "SORT K ALPHA LIMIT I I DESC",
+    "DUMP K",
+    // scripts
+    "EVAL return_redis.call('GET',KEYS[1]) 1 K",
+    "EVAL return_redis.call('INCR',KEYS[1]) 1 K",
+    "EVAL return_{KEYS[1],ARGV[1]} 1 K V",
+    "EVAL return_redis.pcall('LPUSH',KEYS[1],ARGV[1]) 1 K V",
+    "EVAL_RO return_redis.call('GET',KEYS[1]) 1 K",
+    // more of each type
+    "SETEX K T V",
+    "PSETEX K T V",
+    "GETEX K EX 1000",
+    "SORT_RO K",
+    "ZLEXCOUNT K - +",
+    "ZRANGEBYLEX K - + LIMIT I I",
+    "ZREMRANGEBYRANK K I I",
+    "ZDIFF 2 K K",
+    "ZUNION 2 K K WITHSCORES",
+    "ZINTERCARD 2 K K",
+    "SINTERSTORE K K K",
+    "BITFIELD_RO K GET u4 I",
+    "HSCAN K 0",
+    "SSCAN K 0 MATCH *",
+    "ZSCAN K 0",
+    "GEOADD K 13.361389 38.115556 M",
+    "GEODIST K M M km",
+    "GEOPOS K M M",
+    "GEOSEARCH K FROMLONLAT 15 37 BYRADIUS 200 km ASC",
+    "XINFO STREAM K",
+    "XGROUP CREATE K g I",
+    "XREADGROUP GROUP g c COUNT I STREAMS K >",
+    "XACK K g I",
+    "XREAD COUNT I STREAMS K 0",
+    "SCRIPT EXISTS a",
+    "EVALSHA 0123456789012345678901234567890123456789 1 K",
+    "PUBLISH K V",
+    // what the proxy answers itself or sends every master
+    "COMMAND GETKEYS SET K V",
+    "COMMAND GETKEYS MSET K V K V",
+    "COMMAND INFO GET HSET",
+    "COMMAND COUNT",
+    "SCRIPT LOAD return~1",
+    "EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db 0",
+    "FCALL nosuch 0",
+    "PUBSUB NUMSUB K",
+    "PUBSUB CHANNELS",
+    "SPUBLISH K V",
+    "OBJECT FREQ K",
+    "CLIENT NO-EVICT on",
+    "CLIENT NO-EVICT off",
+    "RESET",
+    // the connection and the server
+    "PING",
+    "PING V",
+    "ECHO V",
+    "DBSIZE",
+    "SELECT 0",
+    "CLIENT SETNAME V",
+    "CLIENT GETNAME",
+    "WATCH K",
+    "UNWATCH",
+    "EXISTS K",
+    // mistakes
+    "NOSUCHCOMMAND K",
+    "GET",
+    "SET K",
+    "HSET K M",
+    "ZADD K M",
+    "LRANGE K I",
+    "CLIENT",
+    "CLIENT NOSUCH",
+    "OBJECT NOSUCH K",
+];
+
+/// A value large enough to be read in pieces and streamed (`V` picks it now and then).
+pub const BIG: usize = 100_000;
+
+/// Values: small numbers (so INCR and friends have something to work on), text, the empty string.
+const VALUES: &[&str] = &["0", "1", "-1", "7", "42", "3.5", "abc", "hello", "", "x y", "10", "a"];
+const INTEGERS: &[&str] = &["0", "1", "2", "-1", "-2", "3", "5", "100", "-100", "9223372036854775807", "x", ""];
+const FLOATS: &[&str] = &["0", "1.5", "-2.25", "1e3", "inf", "nan", "x", "3"];
+/// Times to live: long enough never to pass during a run (a key expiring while one side runs
+/// and not the other would make the sides differ by timing), or none at all (deleted at once).
+const TTLS: &[&str] = &["100000", "1000000", "0", "-1", "x"];
+const MEMBERS: &[&str] = &["a", "b", "c", "d", "1", "2"];
+const SCORES: &[&str] = &["0", "1", "2.5", "-1", "+inf", "-inf", "(1", "x"];
+/// Key suffixes: few, so commands meet each other's keys (and types).
+const KEYS: &[&str] = &["a", "b", "c"];
+
+/// One command of a sequence: its arguments.
+pub type Command = Vec<Vec<u8>>;
+
+/// The hash tags of a sequence's keys: one (every key on one master, the owner compared), or
+/// several on different masters (compared with a standalone node holding them all).
+pub struct Keys<'a> {
+    pub tags: &'a [String],
+    /// The reference is another process than the nodes (a standalone node): commands listing a
+    /// set's members or a large hash's fields are left out, since they come in the order of a
+    /// hash table, whose seed each process draws at random.
+    pub other_process: bool,
+}
+
+/// Commands whose replies list a set's members, or a hash's fields once a large value made it a
+/// hash table, in hash-table order (and DUMP, which writes them so).
+const SET_ORDER: &[&str] =
+    &["SMEMBERS", "SINTER ", "SUNION ", "SDIFF ", "SSCAN", "DUMP", "HGETALL", "HKEYS", "HVALS", "HSCAN"];
+
+/// The commands the proxy splits by slot and merges, whose keys may each be anywhere; every other
+/// command's keys share one tag (the proxy refuses them across slots, as a cluster does).
+const SPLIT: &[&str] = &["MGET ", "MSET ", "DEL ", "UNLINK ", "EXISTS ", "TOUCH "];
+
+/// Where a sequence is: inside MULTI, watching, and the tag of the transaction or WATCH.
+#[derive(Default)]
+struct State {
+    in_multi: bool,
+    watching: bool,
+    current: usize,
+}
+
+/// Builds one sequence: commands from the templates with their placeholders filled, one in eight
+/// with an argument dropped, added or replaced, and a MULTI … EXEC (or DISCARD) now and then.
+/// With several tags, a transaction and the WATCH before it keep to one tag (all their keys on
+/// one master, as the proxy requires), and so do other commands' keys but the split ones'.
+pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
+    let mut out = Vec::with_capacity(COMMANDS);
+    let mut state = State::default();
+    while out.len() < COMMANDS {
+        if !state.in_multi && rng.below(12) == 0 {
+            out.push(vec![b"MULTI".to_vec()]);
+            state.in_multi = true;
+            if !state.watching {
+                state.current = rng.below(keys.tags.len());
+            }
+            continue;
+        }
+        if state.in_multi && rng.below(6) == 0 {
+            let end: &[u8] = if rng.below(5) == 0 { b"DISCARD" } else { b"EXEC" };
+            out.push(vec![end.to_vec()]);
+            state = State { current: state.current, ..State::default() };
+            continue;
+        }
+        let template = rng.pick(TEMPLATES);
+        // DBSIZE, SCRIPT, PUBSUB and COMMAND answer for every master or from the proxy's own
+        // table: refused inside a transaction, which runs on one (README, "Transactions").
+        let every_master = ["DBSIZE", "SCRIPT", "PUBSUB", "COMMAND"].iter().any(|p| template.starts_with(p));
+        if state.in_multi && every_master {
+            continue;
+        }
+        if keys.other_process && SET_ORDER.iter().any(|p| template.starts_with(p)) {
+            continue;
+        }
+        out.push(command(rng, keys, &mut state, template));
+    }
+    if state.in_multi {
+        out.push(vec![b"EXEC".to_vec()]);
+    }
+    out
+}
+
+/// One command of `template`, its keys' tags as `state` allows; `state` follows what it does.
+fn command(rng: &mut Rng, keys: &Keys, state: &mut State, template: &str) -> Command {
+    let blocking = template.starts_with('B') && template.ends_with("0.01");
+    // A watching client's blocking command may be for any master: the WATCH stays where it is.
+    let held = state.in_multi || (state.watching && !blocking);
+    let tag = if held { state.current } else { rng.below(keys.tags.len()) };
+    match template {
+        // RESET ends a transaction being queued and a WATCH.
+        "RESET" => *state = State { current: state.current, ..State::default() },
+        "UNWATCH" if !state.in_multi => state.watching = false,
+        "WATCH K" if !state.in_multi => {
+            state.watching = true;
+            state.current = tag;
+        }
+        _ => {}
+    }
+    let spread = !held && SPLIT.iter().any(|name| template.starts_with(name));
+    let mut command = Vec::new();
+    for word in template.split(' ') {
+        let at = if spread { rng.below(keys.tags.len()) } else { tag };
+        command.push(fill(rng, word, &keys.tags[at]));
+    }
+    // Left as written: a blocking command's timeout (`0` or `-0` would block both sides);
+    // COMMAND's subcommand (a bare COMMAND lists the commands in the order of the node's table,
+    // which differs from node to node); RESET, WATCH and UNWATCH (what they do to `state`).
+    let fixed = blocking || template.starts_with("COMMAND") || ["RESET", "WATCH K", "UNWATCH"].contains(&template);
+    if !fixed && rng.below(8) == 0 {
+        mutate(rng, &mut command, &keys.tags[tag]);
+    }
+    if rng.below(10) == 0 {
+        command[0] = command[0].to_ascii_lowercase();
+    }
+    command
+}
+
+fn fill(rng: &mut Rng, word: &str, tag: &str) -> Vec<u8> {
+    match word {
+        "K" => format!("{{{tag}}}{}", rng.pick(KEYS)).into_bytes(),
+        "V" if rng.below(40) == 0 => vec![b'x'; BIG],
+        "V" => rng.pick(VALUES).as_bytes().to_vec(),
+        "I" => rng.pick(INTEGERS).as_bytes().to_vec(),
+        "F" => rng.pick(FLOATS).as_bytes().to_vec(),
+        "M" => rng.pick(MEMBERS).as_bytes().to_vec(),
+        "S" => rng.pick(SCORES).as_bytes().to_vec(),
+        "T" => rng.pick(TTLS).as_bytes().to_vec(),
+        // Scripts are written with `_` (or `~`) for their one space.
+        script if script.starts_with("return_") || script.starts_with("return~") => {
+            script.replacen(['_', '~'], " ", 1).into_bytes()
+        }
+        other => other.as_bytes().to_vec(),
+    }
+}
+
+/// An argument dropped, an extra one added, or one that is not a key replaced by something odd.
+/// An added key keeps to the command's tag: one elsewhere is a cross-slot request, which the
+/// proxy splits or refuses where one node runs it (by design: README, "Multi-key commands").
+fn mutate(rng: &mut Rng, command: &mut Command, tag: &str) {
+    match rng.below(3) {
+        0 if command.len() > 1 => {
+            command.pop();
+        }
+        1 => command.push(format!("{{{tag}}}{}", rng.pick(KEYS)).into_bytes()),
+        _ => {
+            let at = 1 + rng.below(command.len().saturating_sub(1).max(1));
+            let odd = rng.pick(&["", "-0", "1.0", "99999999999999999999", "\u{e9}", "0x10", " 1"]);
+            if at < command.len() && !command[at].starts_with(b"{") {
+                command[at] = odd.as_bytes().to_vec();
+            }
+        }
+    }
+}
