@@ -76,10 +76,11 @@ impl Walk {
         let masters: Vec<String> =
             ranges.iter().map(|r| r.master.clone()).collect::<BTreeSet<_>>().into_iter().collect();
         assert_eq!(masters.len(), 3, "the walk expects the shared 3-master cluster: {ranges:?}");
-        let open_all = |resp3| masters.iter().map(|m| (m.clone(), open(m, resp3))).collect::<BTreeMap<_, _>>();
+        let open_all =
+            |resp3| masters.iter().map(|m| (m.clone(), Conn::open_with(m, resp3))).collect::<BTreeMap<_, _>>();
         Walk {
             resp3,
-            via_proxy: open(&proxy.addr(), resp3),
+            via_proxy: Conn::open_with(&proxy.addr(), resp3),
             nodes: open_all(resp3),
             admin: open_all(false),
             proxy,
@@ -127,12 +128,12 @@ impl Walk {
         let tags = Tags::for_case(index, key_slot);
         self.flush();
         let redirections = self.redirections();
-        let mut fresh = case.fresh.then(|| open(&self.proxy.addr(), self.resp3));
+        let mut fresh = case.fresh.then(|| Conn::open_with(&self.proxy.addr(), self.resp3));
         let through = run_side(fresh.as_mut().unwrap_or(&mut self.via_proxy), case, &tags, case.mode == Mode::Scan);
         drop(fresh);
         if !case.fresh && !answers_ping(&mut self.via_proxy) {
             self.fail(case, "left the proxy connection unusable (PING did not answer +PONG)".into());
-            self.via_proxy = open(&self.proxy.addr(), self.resp3);
+            self.via_proxy = Conn::open_with(&self.proxy.addr(), self.resp3);
         }
         let followed = self.redirections().saturating_sub(redirections);
         if followed > 0 {
@@ -169,7 +170,7 @@ impl Walk {
 
     /// Runs the case directly on `addr`; `scan` cases iterate every master.
     fn on_node(&mut self, addr: &str, case: &Case, tags: &Tags) -> Side {
-        let mut fresh = case.fresh.then(|| open(addr, self.resp3));
+        let mut fresh = case.fresh.then(|| Conn::open_with(addr, self.resp3));
         let conn = match fresh.as_mut() {
             Some(conn) => conn,
             None => self.nodes.get_mut(addr).expect("a connection per master"),
@@ -192,7 +193,7 @@ impl Walk {
         drop(fresh);
         if !case.fresh && !answers_ping(self.nodes.get_mut(addr).expect("a connection per master")) {
             self.fail(case, format!("left the connection to {addr} unusable"));
-            self.nodes.insert(addr.to_owned(), open(addr, self.resp3));
+            self.nodes.insert(addr.to_owned(), Conn::open_with(addr, self.resp3));
         }
         side
     }
@@ -396,21 +397,6 @@ fn describe(reply: &Reply) -> String {
         Ok((bytes, _)) => show(bytes, SHOW),
         Err(e) => format!("<{e}>"),
     }
-}
-
-/// A connection to `addr`, switched to RESP3 when asked.
-///
-/// # Panics
-/// When the connection or `HELLO 3` fails.
-fn open(addr: &str, resp3: bool) -> Conn {
-    let mut conn = Conn::open(addr);
-    if resp3 {
-        match conn.call(&[b"HELLO".to_vec(), b"3".to_vec()]) {
-            Ok((_, Frame::Aggregate(b'%', Some(_)))) => {}
-            other => panic!("HELLO 3 on {addr}: {other:?}"),
-        }
-    }
-    conn
 }
 
 fn answers_ping(conn: &mut Conn) -> bool {

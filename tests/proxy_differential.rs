@@ -23,7 +23,7 @@ mod generate;
 
 use generate::{BIG, Command, Keys, sequence};
 use redisforge_proxy::slot::key_slot;
-use redisforge_tests::resp::{Conn, Frame, encode, show};
+use redisforge_tests::resp::{Conn, encode, show};
 use redisforge_tests::rng::Rng;
 use redisforge_tests::{Cluster, Proxy, ProxyOptions, RedisServer};
 
@@ -33,18 +33,6 @@ const ROUNDS: u64 = 60;
 const TIME_BUDGET: Duration = Duration::from_secs(90);
 /// Longest reply shown in a failure message.
 const SHOW: usize = 300;
-
-/// A connection with the sequence's protocol.
-fn open(addr: &str, resp3: bool) -> Conn {
-    let mut conn = Conn::open(addr);
-    if resp3 {
-        match conn.call(&[b"HELLO".to_vec(), b"3".to_vec()]) {
-            Ok((_, Frame::Aggregate(b'%', Some(_)))) => {}
-            other => panic!("HELLO 3 on {addr}: {other:?}"),
-        }
-    }
-    conn
-}
 
 /// What one side answered: the bytes of each reply, up to where it broke off and why.
 struct Side {
@@ -200,9 +188,9 @@ impl Sides {
             }
         };
         flush();
-        let through = run(&mut open(&self.proxy.addr(), resp3), commands, batches);
+        let through = run(&mut Conn::open_with(&self.proxy.addr(), resp3), commands, batches);
         flush();
-        let direct = run(&mut open(reference, resp3), commands, batches);
+        let direct = run(&mut Conn::open_with(reference, resp3), commands, batches);
         flush();
         (through, direct)
     }

@@ -157,6 +157,21 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Connects to `addr`, in RESP3 after `HELLO 3` when `resp3`.
+    ///
+    /// # Panics
+    /// When the connection fails or HELLO 3 is not answered with a map.
+    pub fn open_with(addr: &str, resp3: bool) -> Conn {
+        let mut conn = Conn::open(addr);
+        if resp3 {
+            match conn.call(&[b"HELLO".to_vec(), b"3".to_vec()]) {
+                Ok((_, Frame::Aggregate(b'%', Some(_)))) => {}
+                other => panic!("HELLO 3 on {addr}: {other:?}"),
+            }
+        }
+        conn
+    }
+
     /// Connects to `addr`.
     ///
     /// # Panics
