@@ -107,7 +107,11 @@ fn first_difference(commands: &[Command], through: &Side, direct: &Side) -> Opti
     let replies = through.replies.iter().zip(&direct.replies);
     let at = match replies.clone().position(|(a, b)| a != b) {
         Some(at) => at,
-        None if through.replies.len() == direct.replies.len() => return None,
+        // Both broke off at the same command (a sequence that blocks both sides) is a failure
+        // too: it compared nothing after it.
+        None if through.replies.len() == direct.replies.len() && through.broke.is_none() && direct.broke.is_none() => {
+            return None;
+        }
         None => through.replies.len().min(direct.replies.len()),
     };
     let answer = |side: &Side| match side.replies.get(at) {
