@@ -286,23 +286,6 @@ fn a_watch_lost_with_its_connection_fails_the_next_exec_and_applies_nothing() {
     assert_eq!(raw(&mut a, &["EXEC"]), Ok(Value::Array(vec![Value::Okay])));
 }
 
-/// One tag per master of the shared cluster, in the order of the masters' addresses.
-fn tags_on_each_master(prefix: &str) -> Vec<String> {
-    let ranges = Cluster::shared().slot_ranges();
-    let owner = |tag: &str| {
-        let slot = redisforge_proxy::slot::key_slot(tag.as_bytes());
-        ranges.iter().find(|r| (r.start..=r.end).contains(&slot)).map(|r| r.master.clone())
-    };
-    let mut by_master = std::collections::BTreeMap::new();
-    for i in 0..1000 {
-        let tag = format!("{prefix}{i}");
-        if let Some(master) = owner(&tag) {
-            by_master.entry(master).or_insert(tag);
-        }
-    }
-    by_master.into_values().collect()
-}
-
 /// A client pipelining transactions (and a WATCH, a blocking command) whose keys live on
 /// different masters gets every reply in order: the own connection moves to the next master
 /// only once what it carried is answered (it hung: the move closed the connection with the
@@ -311,7 +294,7 @@ fn tags_on_each_master(prefix: &str) -> Vec<String> {
 #[test]
 fn pipelined_transactions_on_different_masters_each_get_their_reply() {
     let proxy = proxy();
-    let tags = tags_on_each_master("pipetx");
+    let tags = Cluster::shared().key_per_master("pipetx");
     assert_eq!(tags.len(), 3, "a tag on each of the shared cluster's masters: {tags:?}");
     let [a, b, c] = [&tags[0], &tags[1], &tags[2]];
     let pipeline = format!(
@@ -341,7 +324,7 @@ fn pipelined_transactions_on_different_masters_each_get_their_reply() {
 #[test]
 fn a_watch_stays_across_a_blocking_command_for_another_master() {
     let proxy = proxy();
-    let tags = tags_on_each_master("watchblock");
+    let tags = Cluster::shared().key_per_master("watchblock");
     let (watched, elsewhere) = (format!("{{{}}}k", tags[0]), format!("{{{}}}list", tags[1]));
     let mut a = proxy.client();
     let mut b = proxy.client();

@@ -89,10 +89,9 @@ fn keep_own_settings(shared: &Shared, request: &Request) {
     for i in (2..request.argc().saturating_sub(1)).step_by(2) {
         if request.arg(i).eq_ignore_ascii_case(b"extended-redis-compatibility") {
             let value = request.arg(i + 1);
-            match (value.eq_ignore_ascii_case(b"yes"), value.eq_ignore_ascii_case(b"no")) {
-                (true, _) => shared.topology.set_valkey_redis_compat(true),
-                (_, true) => shared.topology.set_valkey_redis_compat(false),
-                _ => {}
+            let on = value.eq_ignore_ascii_case(b"yes");
+            if on || value.eq_ignore_ascii_case(b"no") {
+                shared.topology.set_valkey_redis_compat(on);
             }
         }
         if request.arg(i).eq_ignore_ascii_case(b"tracking-table-max-keys")
