@@ -154,6 +154,22 @@ pub const TEMPLATES: &[&str] = &[
     "EVAL return_{KEYS[1],ARGV[1]} 1 K V",
     "EVAL return_redis.pcall('LPUSH',KEYS[1],ARGV[1]) 1 K V",
     "EVAL_RO return_redis.call('GET',KEYS[1]) 1 K",
+    "EVAL return_redis.call('MSET',KEYS[1],ARGV[1],KEYS[2],ARGV[2]) 2 K K V V",
+    "EVAL return_redis.call('RPOPLPUSH',KEYS[1],KEYS[2]) 2 K K",
+    "EVAL return_redis.call('NOSUCH') 0",
+    "EVAL return_redis.error_reply('MY~error') 0",
+    "EVAL return~{1,'two',{3.5},redis.status_reply('OK')} 0",
+    // functions: one function per library, so FUNCTION LIST lists in one order in any process
+    "FUNCTION LOAD LIB_GET",
+    "FUNCTION LOAD REPLACE LIB_RO",
+    "FUNCTION LOAD LIB_MSET",
+    "FUNCTION DELETE dlib1",
+    "FUNCTION LIST LIBRARYNAME dlib2",
+    "FUNCTION LIST LIBRARYNAME dlib1 WITHCODE",
+    "FCALL dget 1 K",
+    "FCALL_RO dro 1 K",
+    "FCALL_RO dget 1 K",
+    "FCALL dmset 2 K K V V",
     // more of each type
     "SETEX K T V",
     "PSETEX K T V",
@@ -179,6 +195,39 @@ pub const TEMPLATES: &[&str] = &[
     "XREADGROUP GROUP g c COUNT I STREAMS K >",
     "XACK K g I",
     "XREAD COUNT I STREAMS K 0",
+    "XREVRANGE K + - COUNT I",
+    "XADD K NOMKSTREAM I M V",
+    "XADD K MAXLEN I I M V",
+    "XSETID K I",
+    "XGROUP SETID K g I",
+    "XGROUP CREATECONSUMER K g c2",
+    "XGROUP DELCONSUMER K g c",
+    "XPENDING K g",
+    "XCLAIM K g c2 0 I JUSTID",
+    "XAUTOCLAIM K g c2 0 0 JUSTID",
+    "XINFO GROUPS K",
+    // absolute expiry times far in the future, never reached (EXPIRETIME is left out: after a
+    // relative EXPIRE it is the clock's)
+    "EXPIREAT K 4102444800",
+    "PEXPIREAT K 4102444800000 GT",
+    "SET K V EXAT 4102444800",
+    "GETEX K PXAT 4102444800000",
+    "ZREVRANGEBYSCORE K +inf -inf LIMIT I I",
+    "ZINTERSTORE K 2 K K WEIGHTS 1 2",
+    "ZDIFFSTORE K 2 K K",
+    "ZREMRANGEBYSCORE K S S",
+    "ZMPOP 1 K MIN COUNT I",
+    "BZPOPMIN K 0.01",
+    "BLMOVE K K RIGHT LEFT 0.01",
+    "BLMPOP 0.01 2 K K LEFT",
+    "BZMPOP 0.01 1 K MAX",
+    "PFMERGE K K K",
+    "GEOHASH K M",
+    "GEOSEARCHSTORE K K FROMLONLAT 15 37 BYRADIUS 200 km",
+    "SINTERCARD 2 K K LIMIT I",
+    "LPOS K V MAXLEN I",
+    "BITFIELD K OVERFLOW SAT INCRBY i8 I I",
+    "OBJECT HELP",
     "SCRIPT EXISTS a",
     "EVALSHA 0123456789012345678901234567890123456789 1 K",
     "PUBLISH K V",
@@ -197,6 +246,17 @@ pub const TEMPLATES: &[&str] = &[
     "CLIENT NO-EVICT on",
     "CLIENT NO-EVICT off",
     "RESET",
+    // the reply mode (`replies_expected` says which commands are answered)
+    "CLIENT REPLY SKIP",
+    "CLIENT REPLY OFF",
+    "CLIENT REPLY ON",
+    "CLIENT REPLY ON",
+    // HELLO switches the protocol mid-sequence (its `id` and `mode` differ: `comparable`)
+    "HELLO 3",
+    "HELLO 2",
+    "HELLO",
+    "EXEC",
+    "DISCARD",
     // the connection and the server
     "PING",
     "PING V",
@@ -218,6 +278,24 @@ pub const TEMPLATES: &[&str] = &[
     "CLIENT",
     "CLIENT NOSUCH",
     "OBJECT NOSUCH K",
+];
+
+/// The function libraries `FUNCTION LOAD LIB_…` loads, one function each.
+const LIBRARIES: &[(&str, &str)] = &[
+    (
+        "LIB_GET",
+        "#!lua name=dlib1\nredis.register_function('dget', function(keys, args) return redis.call('GET', keys[1]) end)",
+    ),
+    (
+        "LIB_RO",
+        "#!lua name=dlib2\nredis.register_function{function_name='dro', \
+         callback=function(keys, args) return redis.call('GET', keys[1]) end, flags={'no-writes'}}",
+    ),
+    (
+        "LIB_MSET",
+        "#!lua name=dlib3\nredis.register_function('dmset', \
+         function(keys, args) return redis.call('MSET', keys[1], args[1], keys[2], args[2]) end)",
+    ),
 ];
 
 /// A value large enough to be read in pieces and streamed (`V` picks it now and then).
@@ -290,8 +368,13 @@ pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
         let template = rng.pick(TEMPLATES);
         // DBSIZE, SCRIPT, PUBSUB and COMMAND answer for every master or from the proxy's own
         // table: refused inside a transaction, which runs on one (README, "Transactions").
-        let every_master = ["DBSIZE", "SCRIPT", "PUBSUB", "COMMAND"].iter().any(|p| template.starts_with(p));
-        if state.in_multi && every_master {
+        let every_master =
+            ["DBSIZE", "SCRIPT", "PUBSUB", "COMMAND", "FUNCTION"].iter().any(|p| template.starts_with(p));
+        // Outside a transaction only: EXEC and DISCARD (their errors without MULTI); CLIENT
+        // REPLY and HELLO, which the proxy refuses inside MULTI (README, "Inside MULTI": a HELLO
+        // in EXEC's array would switch the protocol of the node's elements after it).
+        let outside_only = ["EXEC", "DISCARD", "CLIENT REPLY", "HELLO"].iter().any(|p| template.starts_with(p));
+        if state.in_multi && (every_master || outside_only) {
             continue;
         }
         if keys.other_process && SET_ORDER.iter().any(|p| template.starts_with(p)) {
@@ -302,17 +385,57 @@ pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
     if state.in_multi {
         out.push(vec![b"EXEC".to_vec()]);
     }
+    // Replies on again at the end (the last commands' replies are read, or time out).
+    if out.iter().any(|c| c.len() > 1 && c[0].eq_ignore_ascii_case(b"CLIENT") && c[1].eq_ignore_ascii_case(b"REPLY")) {
+        out.push(["CLIENT", "REPLY", "ON"].iter().map(|w| w.as_bytes().to_vec()).collect());
+    }
     out
+}
+
+/// Which commands of `commands` are answered, as one node's CLIENT REPLY mode decides
+/// (`clientCommand` and `resetClient` in Redis' networking.c): `OFF` answers nothing from itself
+/// on, `SKIP` neither itself nor the next command, `ON` answers itself and what follows; RESET
+/// turns `OFF` and a pending `SKIP` off but is itself skipped when a `SKIP` came just before.
+/// Anything else, errors included, is answered unless `OFF` or a `SKIP` before it says not.
+pub fn replies_expected(commands: &[Command]) -> Vec<bool> {
+    let (mut off, mut skip_next) = (false, false);
+    let word = |c: &Command, i: usize, w: &str| c.get(i).is_some_and(|a| a.eq_ignore_ascii_case(w.as_bytes()));
+    commands
+        .iter()
+        .map(|c| {
+            let skipped = std::mem::take(&mut skip_next);
+            if c.len() == 3 && word(c, 0, "CLIENT") && word(c, 1, "REPLY") {
+                if word(c, 2, "ON") {
+                    off = false;
+                    return true;
+                }
+                if word(c, 2, "OFF") {
+                    off = true;
+                    return false;
+                }
+                if word(c, 2, "SKIP") {
+                    skip_next = !off;
+                    return false;
+                }
+            }
+            if c.len() == 1 && word(c, 0, "RESET") {
+                off = false;
+                return !skipped;
+            }
+            !off && !skipped
+        })
+        .collect()
 }
 
 /// One command of `template`, its keys' tags as `state` allows; `state` follows what it does.
 fn command(rng: &mut Rng, keys: &Keys, state: &mut State, template: &str) -> Command {
-    let blocking = template.starts_with('B') && template.ends_with("0.01");
+    let blocking = template.starts_with('B') && template.split(' ').any(|w| w == "0.01");
     // A watching client's blocking command may be for any master: the WATCH stays where it is.
     let held = state.in_multi || (state.watching && !blocking);
     let tag = if held { state.current } else { rng.below(keys.tags.len()) };
     match template {
-        // RESET ends a transaction being queued and a WATCH.
+        // RESET ends a transaction being queued and a WATCH (EXEC and DISCARD come here only
+        // outside one, where they fail and leave a WATCH as it is).
         "RESET" => *state = State { current: state.current, ..State::default() },
         "UNWATCH" if !state.in_multi => state.watching = false,
         "WATCH K" if !state.in_multi => {
@@ -330,7 +453,9 @@ fn command(rng: &mut Rng, keys: &Keys, state: &mut State, template: &str) -> Com
     // Left as written: a blocking command's timeout (`0` or `-0` would block both sides);
     // COMMAND's subcommand (a bare COMMAND lists the commands in the order of the node's table,
     // which differs from node to node); RESET, WATCH and UNWATCH (what they do to `state`).
-    let fixed = blocking || template.starts_with("COMMAND") || ["RESET", "WATCH K", "UNWATCH"].contains(&template);
+    let fixed = blocking
+        || template.starts_with("COMMAND")
+        || ["RESET", "WATCH K", "UNWATCH", "EXEC", "DISCARD"].contains(&template);
     if !fixed && rng.below(8) == 0 {
         mutate(rng, &mut command, &keys.tags[tag]);
     }
@@ -350,10 +475,14 @@ fn fill(rng: &mut Rng, word: &str, tag: &str) -> Vec<u8> {
         "M" => rng.pick(MEMBERS).as_bytes().to_vec(),
         "S" => rng.pick(SCORES).as_bytes().to_vec(),
         "T" => rng.pick(TTLS).as_bytes().to_vec(),
-        // Scripts are written with `_` (or `~`) for their one space.
+        // Scripts are written with `_` after `return` and `~` for any other space.
         script if script.starts_with("return_") || script.starts_with("return~") => {
-            script.replacen(['_', '~'], " ", 1).into_bytes()
+            script.replacen('_', " ", 1).replace('~', " ").into_bytes()
         }
+        library if library.starts_with("LIB_") => LIBRARIES
+            .iter()
+            .find(|(name, _)| *name == library)
+            .map_or_else(|| panic!("no library {library}"), |(_, code)| code.as_bytes().to_vec()),
         other => other.as_bytes().to_vec(),
     }
 }
