@@ -216,7 +216,11 @@ impl Sides {
         // the scripts it would load again after a NOSCRIPT, and on a standalone reference.
         let call = |addr: &str, command: &[&[u8]]| {
             let reply = Conn::open(addr).call(&command.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
-            assert!(matches!(&reply, Ok((bytes, _)) if bytes == b"+OK\r\n"), "{command:?} on {addr}: {reply:?}");
+            assert!(
+                matches!(&reply, Ok((bytes, _)) if bytes == b"+OK\r\n"),
+                "{command:?} on {addr}: {reply:?}\n{}",
+                Cluster::shared().log_tails(200)
+            );
         };
         let flush = || {
             for addr in self.masters.iter().map(String::as_str).chain([reference]) {
@@ -282,6 +286,12 @@ fn search(sides: &Sides, tags: impl Fn(u64) -> Vec<String>, reference: impl Fn(&
         while batches.iter().sum::<usize>() < commands.len() {
             let most = if rng.below(2) == 0 { 1 } else { 12 };
             batches.push(1 + rng.below(most));
+        }
+        if show {
+            // Before running: when a node crashes and the run stops, the sequence is still shown.
+            let listing: Vec<String> =
+                commands.iter().enumerate().map(|(i, c)| format!("#{i} {}", describe(c))).collect();
+            eprintln!("seed {seed}, batches {batches:?}:\n{}", listing.join("\n"));
         }
         let (through, direct) = sides.both(&commands, &batches, resp3, &node);
         if show {
