@@ -147,9 +147,36 @@ pub enum LocalKind {
 /// Which per-client upstream state a stateful command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatefulKind {
-    Transaction,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: on the client's own connection.
+    Transaction(TransactionStep),
+    /// Subscriptions: on the client's subscription connections.
     PubSub,
+    /// Commands that may block (BLPOP, XREAD with BLOCK, a module's blocking command): on an own
+    /// connection, so that a blocked client holds up no other.
     Blocking,
+    /// WAIT and WAITAOF: they block, but count the acknowledgements of the client's writes, so
+    /// they go to the pooled connection those went through.
+    WaitReplicas,
+}
+
+/// Which step of a transaction a command is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionStep {
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+}
+
+impl Handling {
+    /// The transaction step of a MULTI, EXEC, DISCARD, WATCH or UNWATCH.
+    pub fn transaction_step(&self) -> Option<TransactionStep> {
+        match self {
+            Handling::Stateful(StatefulKind::Transaction(step)) => Some(*step),
+            _ => None,
+        }
+    }
 }
 
 // Every refusal says why the proxy will not run the command and, where there is one, what to do
@@ -230,10 +257,15 @@ pub(super) fn handling_for(name: &str, flags: CommandFlags, learned: bool) -> Ha
         // proxy's own clients instead (session/clients.rs).
         "client|info" | "client|list" | "client|kill" | "client|pause" | "client|unblock" => Local(LocalKind::Clients),
         "client|unpause" => Local(LocalKind::Unpause),
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => Stateful(Transaction),
+        "multi" => Stateful(Transaction(TransactionStep::Multi)),
+        "exec" => Stateful(Transaction(TransactionStep::Exec)),
+        "discard" => Stateful(Transaction(TransactionStep::Discard)),
+        "watch" => Stateful(Transaction(TransactionStep::Watch)),
+        "unwatch" => Stateful(Transaction(TransactionStep::Unwatch)),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => Stateful(PubSub),
         // XREAD is blocking only with BLOCK; the session checks, the table cannot.
-        "wait" | "waitaof" | "xread" | "xreadgroup" => Stateful(Blocking),
+        "wait" | "waitaof" => Stateful(WaitReplicas),
+        "xread" | "xreadgroup" => Stateful(Blocking),
         "monitor" => Refuse(MONITORING),
         "sync" | "psync" | "replconf" => Refuse(REPLICATION),
         "replicaof" | "slaveof" => Refuse(REPLICA_OF),

@@ -321,9 +321,14 @@ fn handling_overrides_are_applied() {
         (Local(LocalKind::Connection), "client setname, client setinfo, client no-touch, client no-evict"),
         (Local(LocalKind::Scan), "scan"),
         (Local(LocalKind::RandomKey), "randomkey"),
-        (Stateful(Transaction), "multi, exec, watch"),
+        (Stateful(Transaction(TransactionStep::Multi)), "multi"),
+        (Stateful(Transaction(TransactionStep::Exec)), "exec"),
+        (Stateful(Transaction(TransactionStep::Discard)), "discard"),
+        (Stateful(Transaction(TransactionStep::Watch)), "watch"),
+        (Stateful(Transaction(TransactionStep::Unwatch)), "unwatch"),
         (Stateful(PubSub), "subscribe, ssubscribe, punsubscribe"),
-        (Stateful(Blocking), "blpop, bzmpop, blmove, wait, waitaof, xread, xreadgroup"),
+        (Stateful(Blocking), "blpop, bzmpop, blmove, xread, xreadgroup"),
+        (Stateful(WaitReplicas), "wait, waitaof"),
         (FanOut(SumIntegers), "slowlog len, latency reset"),
         (FanOut(AllOk), "memory purge"),
         (Admin(AdminKind::ConfigGet), "config get"),
@@ -382,6 +387,10 @@ fn every_cluster_acl_and_command_subcommand_is_decided() {
             Some(("cluster", _)) => assert!(refused, "{}", s.name),
             Some(("acl", "whoami")) | Some(("command", _)) => assert_eq!(s.handling, local),
             Some(("acl", _)) => assert!(refused, "{}", s.name),
+            // WAIT and WAITAOF block too, but on the pooled connection of the client's writes.
+            _ if ["wait", "waitaof"].contains(&s.name.as_str()) => {
+                assert_eq!(s.handling, Handling::Stateful(StatefulKind::WaitReplicas));
+            }
             _ if s.flags.contains(CommandFlags::BLOCKING) => assert_eq!(s.handling, blocking),
             _ => {}
         }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::command::TransactionStep;
 use crate::slot::key_slot;
 
 fn route(args: &[&str]) -> Route {
@@ -114,7 +115,7 @@ fn fan_out_local_and_stateful() {
     assert_eq!(route(&["pubsub", "shardnumsub", "a", "b"]), Route::FanOut { merge: Merge::SumPairs });
     assert_eq!(route(&["PING"]), Route::Local(LocalKind::Echo));
     assert_eq!(route(&["client", "setname", "x"]), Route::Local(LocalKind::Connection));
-    assert_eq!(route(&["MULTI"]), Route::Stateful(StatefulKind::Transaction));
+    assert_eq!(route(&["MULTI"]), Route::Stateful(StatefulKind::Transaction(TransactionStep::Multi)));
     assert_eq!(route(&["BLPOP", "a", "0"]), Route::Stateful(StatefulKind::Blocking));
     assert_eq!(route(&["SUBSCRIBE", "c"]), Route::Stateful(StatefulKind::PubSub));
 }

@@ -54,27 +54,27 @@ impl Session {
         self.pending_unblock = Some((how, std::time::Instant::now() + UNBLOCK_RETRY));
     }
 
+    /// WAIT and WAITAOF count the replicas that acknowledged the client's writes, which went
+    /// through its pooled connection to the node it last wrote to: asked there.
+    pub(super) fn on_wait_replicas(&mut self, request: Request, meta: Meta) {
+        let mut part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
+        part.waits_long = true;
+        let planned = self.plan_short_waits(&request, &mut part);
+        // As on a node, the client's later requests run only once it returns (a write sent
+        // between two short waits would be applied before the WAIT's reply), and INFO,
+        // CLIENT LIST and CLIENT UNBLOCK see it blocked, on no key.
+        self.hold_reading = true;
+        self.blocked = true;
+        if planned {
+            self.entry.block(Vec::new(), false, has_timeout(&request));
+        }
+        self.send_single(part, meta);
+    }
+
     /// A blocking command (BLPOP, XREAD BLOCK …): on the client's own connection, so that a blocked
     /// client never holds up others; the client's later requests wait, as on Redis.
     pub(super) fn on_blocking(&mut self, request: Request, slot: Option<Slot>, meta: Meta) {
-        // WAIT and WAITAOF count the replicas that acknowledged the client's writes, which went
-        // through its pooled connection to the node it last wrote to: ask there.
         let name = request.arg(0);
-        if waits_for_replicas(name) {
-            let mut part = Part::new(request.bytes().clone(), Target::Slot(self.last_write_slot), true);
-            part.waits_long = true;
-            let planned = self.plan_short_waits(&request, &mut part);
-            // As on a node, the client's later requests run only once it returns (a write sent
-            // between two short waits would be applied before the WAIT's reply), and INFO,
-            // CLIENT LIST and CLIENT UNBLOCK see it blocked, on no key.
-            self.hold_reading = true;
-            self.blocked = true;
-            if planned {
-                self.entry.block(Vec::new(), false, has_timeout(&request));
-            }
-            self.send_single(part, meta);
-            return;
-        }
         // Outside WATCH and MULTI the own connection holds nothing of the client's: the executor
         // opens it at the slot's master and, through a failover, holds the command for the next
         // one. A watching client's WATCH stays where it is, as a node keeps it across a BLPOP:
@@ -165,10 +165,4 @@ fn has_timeout(request: &Request) -> bool {
         _ => request.arg(argc - 1),
     };
     std::str::from_utf8(timeout).ok().and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > 0.0)
-}
-
-/// Whether command `name` is WAIT or WAITAOF: handled as a blocking command, but sent on the
-/// pooled connection the client's writes went through (see [`Session::on_blocking`]).
-pub(super) fn waits_for_replicas(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"wait") || name.eq_ignore_ascii_case(b"waitaof")
 }

@@ -125,13 +125,14 @@ impl Session {
         if self.tracking.is_some() {
             self.on_tracked_request(spec, &request);
         }
-        if self.tx.is_some() && !transaction::controls_transaction(&request) {
+        if self.tx.is_some() && !transaction::controls_transaction(spec) {
             return self.queue(spec, &request, meta);
         }
         let route = router::plan_command(spec, &request, &mut self.keys);
         // Counted once it ran, as a node counts it (a CLIENT INFO's own line leaves it out); a
         // blocking command when it returns (`serve`), nothing refused.
-        let runs_now = !matches!(route, Route::Refuse(_) | Route::Stateful(StatefulKind::Blocking));
+        let runs_now =
+            !matches!(route, Route::Refuse(_) | Route::Stateful(StatefulKind::Blocking | StatefulKind::WaitReplicas));
         self.carry_out(route, spec, request, meta);
         self.traffic.commands_run += u64::from(runs_now);
     }

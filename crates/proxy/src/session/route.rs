@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::pipeline::Meta;
 use super::{AfterEarlier, Channel, Session, clients, local};
-use crate::command::{CommandFlags, CommandSpec, LocalKind, Merge, StatefulKind};
+use crate::command::{CommandFlags, CommandSpec, LocalKind, Merge, StatefulKind, TransactionStep};
 use crate::error::ProxyError;
 use crate::executor::{Part, Target};
 use crate::resp::Request;
@@ -37,7 +37,7 @@ impl Session {
     /// [`Session::carry_out`] for every route but a [`Route::Single`] that may go out now.
     #[inline(never)]
     fn carry_out_other(&mut self, route: Route, spec: &CommandSpec, request: Request, meta: Meta) {
-        if let Some(channel) = channel_of(&route, spec) {
+        if let Some(channel) = channel_of(&route) {
             if !self.may_send_on(channel) {
                 return self.after_earlier(request, meta, AfterEarlier::Channel { spec: spec.index, route });
             }
@@ -143,13 +143,14 @@ impl Session {
             Ok(slot) => slot,
             Err(error) => return self.push_error(error, meta),
         };
-        if self.moves_own_under_earlier(self.own_slot_for(kind, &request, slot)) {
+        if self.moves_own_under_earlier(self.own_slot_for(kind, slot)) {
             let route = Route::Stateful(kind);
             return self.after_earlier(request, meta, AfterEarlier::Channel { spec: spec.index, route });
         }
         match kind {
-            StatefulKind::Transaction => self.on_transaction(request, slot, meta),
+            StatefulKind::Transaction(step) => self.on_transaction(step, request, slot, meta),
             StatefulKind::Blocking => self.on_blocking(request, slot, meta),
+            StatefulKind::WaitReplicas => self.on_wait_replicas(request, meta),
             StatefulKind::PubSub => self.pubsub_in_order(request, meta),
         }
     }
@@ -157,17 +158,11 @@ impl Session {
     /// The slot `request` (of `kind`, for `slot`) would take the client's own connection to:
     /// WATCH's, the transaction's at EXEC, a blocking command's; `None` for the rest, which
     /// leave it where it is.
-    fn own_slot_for(
-        &self,
-        kind: StatefulKind,
-        request: &Request,
-        slot: Option<crate::slot::Slot>,
-    ) -> Option<crate::slot::Slot> {
-        let name = request.arg(0);
+    fn own_slot_for(&self, kind: StatefulKind, slot: Option<crate::slot::Slot>) -> Option<crate::slot::Slot> {
         match kind {
-            StatefulKind::Blocking if !super::blocking::waits_for_replicas(name) => slot,
-            StatefulKind::Transaction if name.eq_ignore_ascii_case(b"watch") && self.tx.is_none() => slot,
-            StatefulKind::Transaction if name.eq_ignore_ascii_case(b"exec") => self.exec_slot(),
+            StatefulKind::Blocking => slot,
+            StatefulKind::Transaction(TransactionStep::Watch) if self.tx.is_none() => slot,
+            StatefulKind::Transaction(TransactionStep::Exec) => self.exec_slot(),
             _ => None,
         }
     }
@@ -357,16 +352,14 @@ impl Session {
 
 /// The kind of node connection `route` sends on; `None` for answers of the proxy's own and for
 /// subscriptions, which keep their order their own way ([`AfterEarlier::PubSub`]).
-fn channel_of(route: &Route, spec: &CommandSpec) -> Option<Channel> {
+fn channel_of(route: &Route) -> Option<Channel> {
     match route {
         // WAIT and WAITAOF go where the client's writes went: the pooled connection.
-        Route::Stateful(StatefulKind::Blocking) if super::blocking::waits_for_replicas(spec.name.as_bytes()) => {
-            Some(Channel::Pool)
-        }
+        Route::Stateful(StatefulKind::WaitReplicas) => Some(Channel::Pool),
         Route::Single { .. } | Route::Split { .. } | Route::FanOut { .. } | Route::Admin(_) => Some(Channel::Pool),
         Route::Local(LocalKind::Scan | LocalKind::RandomKey) => Some(Channel::Pool),
         Route::Script { .. } => Some(Channel::Lane),
-        Route::Stateful(StatefulKind::Transaction | StatefulKind::Blocking) => Some(Channel::Own),
+        Route::Stateful(StatefulKind::Transaction(_) | StatefulKind::Blocking) => Some(Channel::Own),
         Route::Stateful(StatefulKind::PubSub) | Route::Local(_) | Route::Refuse(_) => None,
     }
 }

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use super::Session;
 use super::clients::{BCAST, BROKEN_REDIRECT, TRACKING};
 use super::pipeline::Meta;
-use crate::command::{CommandFlags, CommandSpec, Handling, parse_integer};
+use crate::command::{CommandFlags, CommandSpec, Handling, TransactionStep, parse_integer};
 use crate::error::ProxyError;
 use crate::resp::Request;
 use crate::resp::reply::{self, Protocol, put_bulk, put_header};
@@ -190,7 +190,8 @@ impl Session {
         let Some(t) = self.tracking.as_deref_mut() else { return };
         let in_multi = self.tx.is_some();
         let name = request.arg(0);
-        if !in_multi && name.eq_ignore_ascii_case(b"exec") {
+        let step = spec.handling.transaction_step();
+        if !in_multi && step == Some(TransactionStep::Exec) {
             // EXEC without MULTI: nothing queued.
             t.queued.clear();
         }
@@ -199,15 +200,15 @@ impl Session {
             (spec.flags.contains(CommandFlags::READONLY) && !spec.flags.contains(CommandFlags::PUBSUB)) || script;
         // OPTIN tracks only after CACHING yes, OPTOUT all but after CACHING no.
         let skipped = (t.optin && !t.caching) || (t.optout && t.caching);
-        let exec = in_multi && name.eq_ignore_ascii_case(b"exec");
-        let ends = exec || name.eq_ignore_ascii_case(b"discard");
-        t.after_command(name, (in_multi && !ends) || name.eq_ignore_ascii_case(b"multi"));
+        let exec = in_multi && step == Some(TransactionStep::Exec);
+        let ends = exec || step == Some(TransactionStep::Discard);
+        t.after_command(name, (in_multi && !ends) || step == Some(TransactionStep::Multi));
         if exec && !t.queued.is_empty() {
             let keys: Arc<[Bytes]> = std::mem::take(&mut t.queued).into();
             self.track_keys(keys);
             return;
         }
-        if in_multi && name.eq_ignore_ascii_case(b"discard") {
+        if in_multi && step == Some(TransactionStep::Discard) {
             t.queued.clear();
         }
         if !read || skipped || spec.key_positions(request, &mut self.keys).is_err() {

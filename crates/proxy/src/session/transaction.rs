@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::Session;
 use super::pipeline::Meta;
-use crate::command::Merge;
+use crate::command::{CommandSpec, Merge, TransactionStep};
 use crate::error::ProxyError;
 use crate::executor::{Part, Target};
 use crate::resp::{Request, reply, request::encode_command};
@@ -86,10 +86,13 @@ pub(super) enum RunsAt {
     Proxy,
 }
 
-/// Whether a command is handled by the transaction machinery itself rather than queued.
-pub(super) fn controls_transaction(request: &Request) -> bool {
-    let name = request.arg(0);
-    [&b"exec"[..], b"discard", b"multi", b"watch", b"quit", b"reset"].iter().any(|n| name.eq_ignore_ascii_case(n))
+/// Whether a command inside MULTI is carried out rather than queued: the transaction's own steps
+/// but UNWATCH (which a node queues), and QUIT and RESET, which end the connection's state.
+pub(super) fn controls_transaction(spec: &CommandSpec) -> bool {
+    match spec.handling.transaction_step() {
+        Some(step) => step != TransactionStep::Unwatch,
+        None => matches!(spec.name.as_str(), "quit" | "reset"),
+    }
 }
 
 impl Session {
@@ -100,10 +103,9 @@ impl Session {
     }
 
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH.
-    pub(super) fn on_transaction(&mut self, request: Request, slot: Option<Slot>, meta: Meta) {
-        let name = request.arg(0).to_ascii_uppercase();
-        match name.as_slice() {
-            b"MULTI" => {
+    pub(super) fn on_transaction(&mut self, step: TransactionStep, request: Request, slot: Option<Slot>, meta: Meta) {
+        match step {
+            TransactionStep::Multi => {
                 if self.tx.is_some() {
                     return self.push_error(ProxyError::command("ERR MULTI calls can not be nested"), meta);
                 }
@@ -111,15 +113,15 @@ impl Session {
                 self.publish_multi();
                 self.pipeline.push_ready(reply::ok(), meta);
             }
-            b"DISCARD" => {
+            TransactionStep::Discard => {
                 if self.tx.take().is_none() {
                     return self.push_error(ProxyError::command("ERR DISCARD without MULTI"), meta);
                 }
                 self.publish_multi();
                 self.unwatch(meta);
             }
-            b"UNWATCH" => self.unwatch(meta),
-            b"WATCH" => {
+            TransactionStep::Unwatch => self.unwatch(meta),
+            TransactionStep::Watch => {
                 if self.tx.is_some() {
                     return self.push_error(ProxyError::command("ERR WATCH inside MULTI is not allowed"), meta);
                 }
@@ -138,7 +140,7 @@ impl Session {
                 let part = Part::new(request.bytes().clone(), Target::Owned, false);
                 self.send_single(part, meta);
             }
-            _ => self.exec(meta),
+            TransactionStep::Exec => self.exec(meta),
         }
     }
 
