@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 #[path = "proxy_differential/generate.rs"]
 mod generate;
 
-use generate::{BIG, Command, Keys, replies_expected, sequence};
+use generate::{BIG, Command, Keys, frames_expected, sequence};
 use redisforge_proxy::slot::key_slot;
 use redisforge_tests::resp::{Conn, encode, show};
 use redisforge_tests::rng::Rng;
@@ -42,10 +42,10 @@ struct Side {
 
 /// Runs `commands` on `conn` in pipelined batches of the sizes `batches` gives. A command that
 /// CLIENT REPLY leaves unanswered gets an empty reply here (a reply that came anyway would be
-/// read as the next command's, and differ).
+/// read as the next command's, and differ); a subscription command's confirmations are one.
 fn run(conn: &mut Conn, commands: &[Command], batches: &[usize]) -> Side {
     let mut side = Side { replies: Vec::with_capacity(commands.len()), broke: None };
-    let answered = replies_expected(commands);
+    let frames = frames_expected(commands);
     let mut rest = commands;
     for &size in batches {
         let (batch, after) = rest.split_at(size.min(rest.len()));
@@ -55,17 +55,17 @@ fn run(conn: &mut Conn, commands: &[Command], batches: &[usize]) -> Side {
             return side;
         }
         for command in batch {
-            if !answered[side.replies.len()] {
-                side.replies.push(Vec::new());
-                continue;
-            }
-            match conn.read() {
-                Ok((reply, _)) => side.replies.push(comparable(command, reply)),
-                Err(why) => {
-                    side.broke = Some(why);
-                    return side;
+            let mut reply = Vec::new();
+            for _ in 0..frames[side.replies.len()] {
+                match conn.read() {
+                    Ok((frame, _)) => reply.extend(frame),
+                    Err(why) => {
+                        side.broke = Some(why);
+                        return side;
+                    }
                 }
             }
+            side.replies.push(comparable(command, reply));
         }
         rest = after;
         if rest.is_empty() {

@@ -150,6 +150,37 @@ fn commands_refused_while_subscribed_are_named_as_a_node_names_them() {
     assert!(answer.contains("-ERR wrong number of arguments for 'get' command"), "{answer}");
 }
 
+/// A RESP2 subscriber with only a shard channel left gets PING in subscribed mode's form, also
+/// after an UNSUBSCRIBE of a channel it never subscribed (which reaches a node on a connection
+/// subscribed to nothing).
+#[test]
+fn a_shard_only_subscribers_ping_is_answered_in_subscribed_form_as_on_a_node() {
+    let answer = same_as_a_node(b"SSUBSCRIBE {subping}sch\r\nUNSUBSCRIBE {subping}ch\r\nPING\r\nPING x\r\nQUIT\r\n");
+    assert!(answer.ends_with("*2\r\n$4\r\npong\r\n$0\r\n\r\n*2\r\n$4\r\npong\r\n$1\r\nx\r\n+OK\r\n"), "{answer}");
+}
+
+/// A RESP2 subscriber's EXEC is refused as Redis' `rejectCommand` refuses it: with EXECABORT,
+/// and the WATCH before it ends — a later transaction commits although the watched key changed.
+#[test]
+fn an_exec_refused_while_subscribed_aborts_and_ends_the_watch_as_on_a_node() {
+    let answer = same_on_both("EXEC while subscribed", |addr| {
+        let mut client = TcpStream::connect(addr).expect("connect");
+        client.write_all(b"WATCH {subexec}k\r\nSUBSCRIBE {subexec}ch\r\n").expect("write");
+        let mut seen = read_until(&mut client, WAIT, |r| r.ends_with(b"ch\r\n:1\r\n"));
+        client.write_all(b"EXEC\r\nUNSUBSCRIBE {subexec}ch\r\n").expect("write");
+        seen.extend(read_until(&mut client, WAIT, |r| r.ends_with(b"ch\r\n:0\r\n")));
+        let mut other = Conn::open(addr);
+        let changed = other.call(&[b"SET".to_vec(), b"{subexec}k".to_vec(), b"other".to_vec()]);
+        assert!(matches!(&changed, Ok((r, _)) if r == b"+OK\r\n"), "{changed:?}");
+        client.write_all(b"MULTI\r\nSET {subexec}k mine\r\nEXEC\r\nQUIT\r\n").expect("write");
+        seen.extend(read_until(&mut client, WAIT, |_| false));
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    assert!(answer.contains("-EXECABORT Transaction discarded because of: Can't execute 'exec': only"), "{answer}");
+    // Not `*-1`: the WATCH ended with the refused EXEC.
+    assert!(answer.ends_with("+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n+OK\r\n"), "{answer}");
+}
+
 #[test]
 fn a_resp3_subscriber_that_switches_to_resp2_gets_what_a_resp2_subscriber_gets() {
     // HELLO's replies, which differ between the two, are skipped.

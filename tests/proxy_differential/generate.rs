@@ -240,7 +240,8 @@ pub const TEMPLATES: &[&str] = &[
     "EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db 0",
     "FCALL nosuch 0",
     "PUBSUB NUMSUB K",
-    "PUBSUB CHANNELS",
+    // Of this sequence's channels only: the other test of the binary subscribes at the same time.
+    "PUBSUB CHANNELS ANYCHANNEL",
     "SPUBLISH K V",
     "OBJECT FREQ K",
     "CLIENT NO-EVICT on",
@@ -301,6 +302,36 @@ const LIBRARIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Subscriptions, in half the sequences (with no CLIENT REPLY, whose effect on a subscriber's
+/// confirmations differs between versions). One channel, one pattern and one shard channel per
+/// sequence, on its first tag (`CHANNEL`, `PATTERN`, `SHARDCHANNEL`; `ANYCHANNEL` matches all three): a bare UNSUBSCRIBE
+/// confirms the channels in the order of the node's hash table, so never more than one. Nothing is
+/// published to them: a node delivers a client's own message at once, the proxy after the reply
+/// (README, "pub/sub").
+const SUBSCRIPTIONS: &[&str] = &[
+    "SUBSCRIBE CHANNEL",
+    "SUBSCRIBE CHANNEL CHANNEL",
+    "UNSUBSCRIBE CHANNEL",
+    "UNSUBSCRIBE",
+    "PSUBSCRIBE PATTERN",
+    "PUNSUBSCRIBE PATTERN PATTERN",
+    "PUNSUBSCRIBE",
+    "SSUBSCRIBE SHARDCHANNEL",
+    "SUNSUBSCRIBE SHARDCHANNEL",
+    "SUNSUBSCRIBE",
+    "PUBSUB NUMSUB CHANNEL",
+    "PUBSUB SHARDNUMSUB SHARDCHANNEL",
+    "PUBSUB SHARDCHANNELS ANYCHANNEL",
+];
+
+/// Whether `name` (any case) subscribes or unsubscribes: one confirmation per channel it names,
+/// or one for a bare unsubscribe (never more than one channel of a kind is subscribed).
+fn subscribes(name: &[u8]) -> bool {
+    ["SUBSCRIBE", "UNSUBSCRIBE", "PSUBSCRIBE", "PUNSUBSCRIBE", "SSUBSCRIBE", "SUNSUBSCRIBE"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
 /// A value large enough to be read in pieces and streamed (`V` picks it now and then).
 pub const BIG: usize = 100_000;
 
@@ -353,6 +384,7 @@ struct State {
 pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
     let mut out = Vec::with_capacity(COMMANDS);
     let mut state = State::default();
+    let subscriber = rng.below(2) == 0;
     while out.len() < COMMANDS {
         if !state.in_multi && rng.below(12) == 0 {
             out.push(vec![b"MULTI".to_vec()]);
@@ -368,7 +400,13 @@ pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
             state = State { current: state.current, ..State::default() };
             continue;
         }
-        let template = rng.pick(TEMPLATES);
+        let template = match subscriber && rng.below(8) == 0 {
+            true => rng.pick(SUBSCRIPTIONS),
+            false => rng.pick(TEMPLATES),
+        };
+        if subscriber && template.starts_with("CLIENT REPLY") {
+            continue;
+        }
         // DBSIZE, SCRIPT, PUBSUB and COMMAND answer for every master or from the proxy's own
         // table: refused inside a transaction, which runs on one (README, "Transactions").
         let every_master =
@@ -376,7 +414,8 @@ pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
         // Outside a transaction only: EXEC and DISCARD (their errors without MULTI); CLIENT
         // REPLY and HELLO, which the proxy refuses inside MULTI (README, "Inside MULTI": a HELLO
         // in EXEC's array would switch the protocol of the node's elements after it).
-        let outside_only = ["EXEC", "DISCARD", "CLIENT REPLY", "HELLO"].iter().any(|p| template.starts_with(p));
+        let outside_only = ["EXEC", "DISCARD", "CLIENT REPLY", "HELLO"].iter().any(|p| template.starts_with(p))
+            || subscribes(template.split(' ').next().unwrap_or_default().as_bytes());
         if state.in_multi && (every_master || outside_only) {
             continue;
         }
@@ -395,12 +434,21 @@ pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
     out
 }
 
+/// How many frames answer each command of `commands`: as many as a subscription command names
+/// channels (one for a bare unsubscribe), else one, or none where CLIENT REPLY says so
+/// ([`replies_expected`]).
+pub fn frames_expected(commands: &[Command]) -> Vec<usize> {
+    let answered = replies_expected(commands);
+    let frames = |c: &Command| if subscribes(&c[0]) { (c.len() - 1).max(1) } else { 1 };
+    commands.iter().zip(answered).map(|(c, answered)| if answered { frames(c) } else { 0 }).collect()
+}
+
 /// Which commands of `commands` are answered, as one node's CLIENT REPLY mode decides
 /// (`clientCommand` and `resetClient` in Redis' networking.c): `OFF` answers nothing from itself
 /// on, `SKIP` neither itself nor the next command, `ON` answers itself and what follows; RESET
 /// turns `OFF` and a pending `SKIP` off but is itself skipped when a `SKIP` came just before.
 /// Anything else, errors included, is answered unless `OFF` or a `SKIP` before it says not.
-pub fn replies_expected(commands: &[Command]) -> Vec<bool> {
+fn replies_expected(commands: &[Command]) -> Vec<bool> {
     let (mut off, mut skip_next) = (false, false);
     let word = |c: &Command, i: usize, w: &str| c.get(i).is_some_and(|a| a.eq_ignore_ascii_case(w.as_bytes()));
     commands
@@ -435,7 +483,13 @@ fn command(rng: &mut Rng, keys: &Keys, state: &mut State, template: &str) -> Com
     let blocking = template.starts_with('B') && template.split(' ').any(|w| w == "0.01");
     // A watching client's blocking command may be for any master: the WATCH stays where it is.
     let held = state.in_multi || (state.watching && !blocking);
-    let tag = if held { state.current } else { rng.below(keys.tags.len()) };
+    let channels =
+        ["CHANNEL", "PATTERN", "SHARDCHANNEL", "ANYCHANNEL"].iter().any(|w| template.split(' ').any(|t| t == *w));
+    let tag = match (held, channels) {
+        (_, true) => 0,
+        (true, false) => state.current,
+        (false, false) => rng.below(keys.tags.len()),
+    };
     match template {
         // RESET ends a transaction being queued and a WATCH (EXEC and DISCARD come here only
         // outside one, where they fail and leave a WATCH as it is).
@@ -456,7 +510,9 @@ fn command(rng: &mut Rng, keys: &Keys, state: &mut State, template: &str) -> Com
     // Left as written: a blocking command's timeout (`0` or `-0` would block both sides);
     // COMMAND's subcommand (a bare COMMAND lists the commands in the order of the node's table,
     // which differs from node to node); RESET, WATCH and UNWATCH (what they do to `state`).
+    // Subscription commands (one confirmation per channel named: `frames_expected`).
     let fixed = blocking
+        || subscribes(template.split(' ').next().unwrap_or_default().as_bytes())
         || template.starts_with("COMMAND")
         || ["RESET", "WATCH K", "UNWATCH", "EXEC", "DISCARD"].contains(&template);
     if !fixed && rng.below(8) == 0 {
@@ -471,6 +527,10 @@ fn command(rng: &mut Rng, keys: &Keys, state: &mut State, template: &str) -> Com
 fn fill(rng: &mut Rng, word: &str, tag: &str) -> Vec<u8> {
     match word {
         "K" => format!("{{{tag}}}{}", rng.pick(KEYS)).into_bytes(),
+        "CHANNEL" => format!("{{{tag}}}ch").into_bytes(),
+        "PATTERN" => format!("{{{tag}}}p*").into_bytes(),
+        "SHARDCHANNEL" => format!("{{{tag}}}sch").into_bytes(),
+        "ANYCHANNEL" => format!("{{{tag}}}*").into_bytes(),
         "V" if rng.below(40) == 0 => vec![b'x'; BIG],
         "V" => rng.pick(VALUES).as_bytes().to_vec(),
         "I" => rng.pick(INTEGERS).as_bytes().to_vec(),

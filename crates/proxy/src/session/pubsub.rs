@@ -109,25 +109,8 @@ pub(super) use frames::{arguments, frame_kind};
 mod home;
 mod replaced;
 mod resubscribe;
-
-const ALLOWED: &str = "only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context";
-
-/// Whether a RESP2 client in subscribed mode may run `name` (Redis' list in `processCommand`);
-/// [`Session::on_pubsub`] refuses the others with [`ALLOWED`].
-pub(super) fn allowed_while_subscribed(name: &[u8]) -> bool {
-    const COMMANDS: [&[u8]; 9] = [
-        b"subscribe",
-        b"psubscribe",
-        b"ssubscribe",
-        b"unsubscribe",
-        b"punsubscribe",
-        b"sunsubscribe",
-        b"ping",
-        b"quit",
-        b"reset",
-    ];
-    COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(name))
-}
+mod subscribed_mode;
+pub(super) use subscribed_mode::allowed_while_subscribed;
 
 impl Session {
     /// Whether the proxy waits for subscription confirmations before reading more requests.
@@ -152,9 +135,9 @@ impl Session {
         let subs = self.subs.get_or_insert_with(Box::default);
         match name.as_slice() {
             b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe" | b"ping" => {
-                if name == b"ping" && !subs.conns.contains_key(&CLASSIC) && !subs.conns.is_empty() {
-                    // Only sharded subscriptions: any of their connections answers PING.
-                    let part = *subs.conns.keys().next().unwrap_or(&CLASSIC);
+                if name == b"ping"
+                    && let Some(part) = subs.answers_ping()
+                {
                     return self.sub_send(part, request.bytes().clone(), meta.dropped);
                 }
                 if name.starts_with(b"un") && request.argc() == 1 && !subs.conns.contains_key(&CLASSIC) {
@@ -210,12 +193,7 @@ impl Session {
                 self.state.closing = true;
             }
             b"reset" => self.answer_locally(request, meta),
-            _ => {
-                // Named as Redis' table names it (`lastcmd->fullname`): `client|id` for a subcommand.
-                let spec = self.shared.table.lookup(request);
-                let full_name = spec.map_or_else(|| String::from_utf8_lossy(&name).into_owned(), |s| s.name.clone());
-                self.sub_error(ProxyError::command(format!("ERR Can't execute '{full_name}': {ALLOWED}")), meta);
-            }
+            _ => self.refuse_while_subscribed(request, meta),
         }
     }
 
@@ -559,6 +537,18 @@ impl Session {
 impl Subscriptions {
     fn mirrors_awaiting(&self) -> bool {
         self.conns.values().any(|c| c.mirror && c.awaiting.any())
+    }
+
+    /// The connection a RESP2 subscriber's PING goes to: one the node holds a subscription of the
+    /// client's on (Redis' `CLIENT_PUBSUB`), so that it answers in subscribed mode's form — the
+    /// classic one unless only shard channels are left (an UNSUBSCRIBE may have opened it for
+    /// nothing). `None`: none holds any yet.
+    fn answers_ping(&self) -> Option<u32> {
+        let holds = |c: &SubConn| !c.mirror && (!c.channels.is_empty() || !c.patterns.is_empty());
+        match self.conns.get(&CLASSIC) {
+            Some(classic) if holds(classic) => Some(CLASSIC),
+            _ => self.conns.iter().find(|(_, c)| holds(c)).map(|(part, _)| *part),
+        }
     }
 }
 
