@@ -51,6 +51,26 @@ fn denied(result: Result<Value, String>, what: &str) {
     assert!(text.contains(&wanted), "{text} lacks {wanted}");
 }
 
+/// Before it logs in, a client may send no request of more than ten arguments or with an
+/// argument over 16 KiB: Redis' `processMultibulkBuffer` answers a protocol error and closes the
+/// connection, before reading the rest; logged in, the same requests run.
+#[test]
+fn a_client_that_has_not_logged_in_sends_small_requests_only() {
+    let (proxy, _dir) = proxy_with(USERS, false);
+    let eleven = format!("*11\r\n$4\r\nMSET{}", "\r\n$1\r\nk".repeat(10));
+    let reply =
+        raw_roundtrip(&proxy.addr(), format!("PING\r\n{eleven}\r\nPING\r\n").as_bytes(), Duration::from_secs(5));
+    let closed = "-NOAUTH Authentication required.\r\n-ERR Protocol error: unauthenticated multibulk length\r\n";
+    assert_eq!(String::from_utf8_lossy(&reply), closed);
+    let big = format!("*2\r\n$4\r\nECHO\r\n$16385\r\n{}\r\n", "x".repeat(16385));
+    let reply = raw_roundtrip(&proxy.addr(), big.as_bytes(), Duration::from_secs(5));
+    assert_eq!(String::from_utf8_lossy(&reply), "-ERR Protocol error: unauthenticated bulk length\r\n");
+    // Logged in (in the same read), both are ordinary requests.
+    let login = "*3\r\n$4\r\nAUTH\r\n$5\r\nadmin\r\n$10\r\nadmin-pass\r\n";
+    let reply = raw_roundtrip(&proxy.addr(), format!("{login}{big}QUIT\r\n").as_bytes(), Duration::from_secs(5));
+    assert_eq!(String::from_utf8_lossy(&reply), format!("+OK\r\n$16385\r\n{}\r\n+OK\r\n", "x".repeat(16385)));
+}
+
 #[test]
 fn unauthenticated_clients_get_noauth_until_they_log_in() {
     let (proxy, _dir) = proxy_with(USERS, false);

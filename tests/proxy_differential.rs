@@ -43,9 +43,9 @@ struct Side {
 /// Runs `commands` on `conn` in pipelined batches of the sizes `batches` gives. A command that
 /// CLIENT REPLY leaves unanswered gets an empty reply here (a reply that came anyway would be
 /// read as the next command's, and differ); a subscription command's confirmations are one.
-fn run(conn: &mut Conn, commands: &[Command], batches: &[usize]) -> Side {
+fn run(conn: &mut Conn, commands: &[Command], batches: &[usize], logs_in: bool) -> Side {
     let mut side = Side { replies: Vec::with_capacity(commands.len()), broke: None };
-    let frames = frames_expected(commands);
+    let frames = frames_expected(commands, logs_in);
     let mut rest = commands;
     for &size in batches {
         let (batch, after) = rest.split_at(size.min(rest.len()));
@@ -127,6 +127,26 @@ fn wire_form(command: &Command) -> Vec<u8> {
         line.push_str("\r\n");
         return line.into_bytes();
     }
+    // Quoted, as `sdssplitargs` reads it: any argument, empty ones and spaces included, with
+    // escapes for quotes, backslashes and bytes that are not printable.
+    if pick % 4 == 1 && short {
+        let quote = |a: &Vec<u8>| {
+            let mut out = String::from("\"");
+            for &b in a {
+                match b {
+                    b'"' | b'\\' => out.extend(['\\', char::from(b)]),
+                    b'\n' => out.push_str("\\n"),
+                    0x20..=0x7e => out.push(char::from(b)),
+                    _ => out.push_str(&format!("\\x{b:02x}")),
+                }
+            }
+            out.push('"');
+            out
+        };
+        let mut line = command.iter().map(quote).collect::<Vec<_>>().join(" ");
+        line.push_str("\r\n");
+        return line.into_bytes();
+    }
     encode(command)
 }
 
@@ -138,14 +158,23 @@ fn describe(command: &Command) -> String {
     command.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
+/// Whether a side broke off because its connection was closed (rather than waiting in vain).
+fn closed(why: &str) -> bool {
+    ["closed the connection", "Broken pipe", "Connection reset"].iter().any(|c| why.contains(c))
+}
+
 /// Where two sides' answers first differ, described with the commands before it.
 fn first_difference(commands: &[Command], through: &Side, direct: &Side) -> Option<String> {
     let replies = through.replies.iter().zip(&direct.replies);
     let at = match replies.clone().position(|(a, b)| a != b) {
         Some(at) => at,
-        // Both broke off at the same command (a sequence that blocks both sides) is a failure
-        // too: it compared nothing after it.
-        None if through.replies.len() == direct.replies.len() && through.broke.is_none() && direct.broke.is_none() => {
+        // Both broke off at the same command because both closed the connection (a protocol
+        // error, such as a large argument before logging in) is the same answer; both waiting
+        // in vain (a sequence that blocks both sides) is a failure: it compared nothing after it.
+        None if through.replies.len() == direct.replies.len()
+            && through.broke.as_deref().map(closed) == direct.broke.as_deref().map(closed)
+            && !through.broke.as_deref().is_some_and(|why| why.starts_with("no complete reply")) =>
+        {
             return None;
         }
         None => through.replies.len().min(direct.replies.len()),
@@ -170,19 +199,26 @@ struct Sides {
     proxy: Proxy,
     ranges: Vec<redisforge_tests::SlotRange>,
     masters: Vec<String>,
+    /// `AUTH` for the flushes through the proxy and on the reference, when they have users.
+    admin: Option<Command>,
 }
 
 impl Sides {
     fn start() -> Sides {
+        Sides::start_with(String::new(), None)
+    }
+
+    /// The proxy with `toml` added to its configuration; `admin` logs the flushes in.
+    fn start_with(toml: String, admin: Option<Command>) -> Sides {
         let cluster = Cluster::shared();
         // `REDISFORGE_DIFF_TOML='[log]\nlevel = "debug"'` while looking into a difference.
-        let extra_toml = std::env::var("REDISFORGE_DIFF_TOML").unwrap_or_default().replace("\\n", "\n");
+        let extra_toml = toml + &std::env::var("REDISFORGE_DIFF_TOML").unwrap_or_default().replace("\\n", "\n");
         let proxy = Proxy::start(cluster, ProxyOptions { extra_toml, ..ProxyOptions::default() });
         let ranges = cluster.slot_ranges();
         let mut masters: Vec<String> = ranges.iter().map(|r| r.master.clone()).collect();
         masters.sort();
         masters.dedup();
-        Sides { proxy, ranges, masters }
+        Sides { proxy, ranges, masters, admin }
     }
 
     /// The master owning the keys tagged `tag`.
@@ -215,7 +251,11 @@ impl Sides {
         // Keys, and the script cache (which FLUSHALL keeps): through the proxy, which forgets
         // the scripts it would load again after a NOSCRIPT, and on a standalone reference.
         let call = |addr: &str, command: &[&[u8]]| {
-            let reply = Conn::open(addr).call(&command.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+            let mut conn = Conn::open(addr);
+            if let Some(login) = self.admin.as_ref().filter(|_| !self.masters.iter().any(|m| m == addr)) {
+                assert!(matches!(conn.call(login), Ok((r, _)) if r == b"+OK\r\n"), "admin login on {addr}");
+            }
+            let reply = conn.call(&command.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
             assert!(
                 matches!(&reply, Ok((bytes, _)) if bytes == b"+OK\r\n"),
                 "{command:?} on {addr}: {reply:?}\n{}",
@@ -233,9 +273,11 @@ impl Sides {
             }
         };
         flush();
-        let through = run(&mut Conn::open_with(&self.proxy.addr(), resp3), commands, batches);
+        // With users, the sequence's first command logs in (and says HELLO 3 for RESP3).
+        let (logs_in, hello) = (self.admin.is_some(), resp3 && self.admin.is_none());
+        let through = run(&mut Conn::open_with(&self.proxy.addr(), hello), commands, batches, logs_in);
         flush();
-        let direct = run(&mut Conn::open_with(reference, resp3), commands, batches);
+        let direct = run(&mut Conn::open_with(reference, hello), commands, batches, logs_in);
         flush();
         (through, direct)
     }
@@ -264,8 +306,9 @@ fn seeds() -> (Vec<u64>, Duration) {
 
 /// Runs the seeds' sequences through the proxy and on their reference, and fails with every
 /// sequence whose replies differ. `tags` gives a seed's hash tags, `reference` the node to
-/// compare with for them.
-fn search(sides: &Sides, tags: impl Fn(u64) -> Vec<String>, reference: impl Fn(&[String]) -> String) {
+/// compare with for them; `logins`, when there are users, the login each sequence starts with
+/// (its first, or its second with HELLO 3 for RESP3) and the ones placed in it.
+fn search(sides: &Sides, tags: impl Fn(u64) -> Vec<String>, reference: impl Fn(&[String]) -> String, logins: &[&str]) {
     let show = std::env::var_os("REDISFORGE_DIFF_SHOW").is_some();
     let (seeds, budget) = seeds();
     let started = Instant::now();
@@ -281,7 +324,11 @@ fn search(sides: &Sides, tags: impl Fn(u64) -> Vec<String>, reference: impl Fn(&
         let tags = tags(seed);
         let node = reference(&tags);
         let other_process = !sides.masters.contains(&node);
-        let commands = sequence(&mut rng, &Keys { tags: &tags, other_process });
+        let mut commands = sequence(&mut rng, &Keys { tags: &tags, other_process, logins });
+        if let [plain, hello3, ..] = logins {
+            let login = if resp3 { hello3 } else { plain };
+            commands.insert(0, login.split(' ').map(|w| w.as_bytes().to_vec()).collect());
+        }
         let mut batches = Vec::new();
         while batches.iter().sum::<usize>() < commands.len() {
             let most = if rng.below(2) == 0 { 1 } else { 12 };
@@ -312,7 +359,7 @@ fn random_sequences_get_the_owning_nodes_replies_byte_for_byte() {
     if let Ok(script) = std::env::var("REDISFORGE_DIFF_SCRIPT") {
         return replay(&sides, &script);
     }
-    search(&sides, |seed| vec![format!("diff{seed}")], |tags| sides.owner(&tags[0]));
+    search(&sides, |seed| vec![format!("diff{seed}")], |tags| sides.owner(&tags[0]), &[]);
 }
 
 /// Keys on every master (a transaction's and a WATCH's on one, as the proxy requires): the proxy
@@ -323,7 +370,43 @@ fn random_sequences_across_masters_get_a_standalone_nodes_replies_byte_for_byte(
     let sides = Sides::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}")]).expect("a standalone node");
-    search(&sides, |seed| sides.tags_across_masters(&format!("across{seed}")), |_| node.addr());
+    search(&sides, |seed| sides.tags_across_masters(&format!("across{seed}")), |_| node.addr(), &[]);
+}
+
+/// The users of [`random_sequences_of_a_restricted_user_get_a_standalone_nodes_replies_byte_for_byte`]:
+/// a `default` that must log in, and `app`, who may write keys ending in `a…`, only read `b…`,
+/// not touch `c…`, subscribe to `ch…` channels only, and run only some categories.
+const USERS: &str = "\
+user default on >defpass ~* &* +@all
+user app on >app-pass ~{users*}a* %R~{users*}b* resetchannels &{users*}ch* -@all +@read +@write \
++@transaction +@connection +@scripting +@pubsub +@blocking -@dangerous +ping
+";
+
+/// `app`'s logins, RESP2 and RESP3 first, and what else the sequences place among their commands.
+const LOGINS: &[&str] = &[
+    "AUTH app app-pass",
+    "HELLO 3 AUTH app app-pass",
+    "HELLO 2 AUTH app app-pass",
+    "AUTH default defpass",
+    "ACL WHOAMI",
+];
+
+/// A user of an ACL file, with keys, channels and commands it may not use: the proxy checks what
+/// a standalone node loaded with the same file checks, with the same errors (NOPERM, NOAUTH after
+/// a RESET, which logs in as the `default` user, who has a password).
+#[test]
+fn random_sequences_of_a_restricted_user_get_a_standalone_nodes_replies_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("users.acl");
+    std::fs::write(&file, USERS).expect("write the ACL file");
+    let toml = format!("[auth]\nacl_file = \"{}\"\nallow_anonymous = true\n", file.display());
+    let admin = ["AUTH", "default", "defpass"].iter().map(|w| w.as_bytes().to_vec()).collect();
+    let sides = Sides::start_with(toml, Some(admin));
+    let node_dir = tempfile::tempdir().expect("tempdir");
+    let acl = format!("aclfile {}", file.display());
+    let node = RedisServer::start(node_dir.path(), |port| vec![format!("port {port}"), acl.clone()])
+        .expect("a standalone node");
+    search(&sides, |seed| sides.tags_across_masters(&format!("users{seed}")), |_| node.addr(), LOGINS);
 }
 
 /// `REDISFORGE_DIFF_SCRIPT='cmd args|cmd args;next batch|…'`: runs the given batches on both

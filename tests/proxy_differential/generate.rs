@@ -302,12 +302,12 @@ const LIBRARIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Subscriptions, in half the sequences (with no CLIENT REPLY, whose effect on a subscriber's
-/// confirmations differs between versions). One channel, one pattern and one shard channel per
-/// sequence, on its first tag (`CHANNEL`, `PATTERN`, `SHARDCHANNEL`; `ANYCHANNEL` matches all three): a bare UNSUBSCRIBE
-/// confirms the channels in the order of the node's hash table, so never more than one. Nothing is
-/// published to them: a node delivers a client's own message at once, the proxy after the reply
-/// (README, "pub/sub").
+/// Subscriptions, in half the sequences (with no WATCH, see `sequence`, and no CLIENT REPLY,
+/// whose effect on a subscriber's confirmations differs between versions). One channel, one
+/// pattern and one shard channel per sequence, on its first tag (`CHANNEL`, `PATTERN`,
+/// `SHARDCHANNEL`; `ANYCHANNEL` matches all three): a bare UNSUBSCRIBE confirms the channels in
+/// the order of the node's hash table, so never more than one. Nothing is published to them: a
+/// node delivers a client's own message at once, the proxy after the reply (README, "pub/sub").
 const SUBSCRIPTIONS: &[&str] = &[
     "SUBSCRIBE CHANNEL",
     "SUBSCRIBE CHANNEL CHANNEL",
@@ -358,6 +358,9 @@ pub struct Keys<'a> {
     /// set's members or a large hash's fields are left out, since they come in the order of a
     /// hash table, whose seed each process draws at random.
     pub other_process: bool,
+    /// Logins (whole commands, each valid) placed now and then when the sequences run as a user
+    /// of an ACL file; empty for the default user.
+    pub logins: &'a [&'a str],
 }
 
 /// Commands whose replies list a set's members, or a hash's fields once a large value made it a
@@ -400,11 +403,14 @@ pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
             state = State { current: state.current, ..State::default() };
             continue;
         }
-        let template = match subscriber && rng.below(8) == 0 {
-            true => rng.pick(SUBSCRIPTIONS),
-            false => rng.pick(TEMPLATES),
+        let template = match (subscriber && rng.below(8) == 0, !keys.logins.is_empty() && rng.below(30) == 0) {
+            (_, true) => rng.pick(keys.logins),
+            (true, false) => rng.pick(SUBSCRIPTIONS),
+            (false, false) => rng.pick(TEMPLATES),
         };
-        if subscriber && template.starts_with("CLIENT REPLY") {
+        // Nor WATCH: in RESP2 subscribed mode MULTI, EXEC and DISCARD are refused, so whether a
+        // WATCH still holds (and ties the next transaction's keys to its tag) is not followed.
+        if subscriber && (template.starts_with("CLIENT REPLY") || template == "WATCH K") {
             continue;
         }
         // DBSIZE, SCRIPT, PUBSUB and COMMAND answer for every master or from the proxy's own
@@ -412,9 +418,9 @@ pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
         let every_master =
             ["DBSIZE", "SCRIPT", "PUBSUB", "COMMAND", "FUNCTION"].iter().any(|p| template.starts_with(p));
         // Outside a transaction only: EXEC and DISCARD (their errors without MULTI); CLIENT
-        // REPLY and HELLO, which the proxy refuses inside MULTI (README, "Inside MULTI": a HELLO
+        // REPLY, HELLO and AUTH, which the proxy refuses inside MULTI (README, "Inside MULTI": a HELLO
         // in EXEC's array would switch the protocol of the node's elements after it).
-        let outside_only = ["EXEC", "DISCARD", "CLIENT REPLY", "HELLO"].iter().any(|p| template.starts_with(p))
+        let outside_only = ["EXEC", "DISCARD", "CLIENT REPLY", "HELLO", "AUTH"].iter().any(|p| template.starts_with(p))
             || subscribes(template.split(' ').next().unwrap_or_default().as_bytes());
         if state.in_multi && (every_master || outside_only) {
             continue;
@@ -435,11 +441,26 @@ pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
 }
 
 /// How many frames answer each command of `commands`: as many as a subscription command names
-/// channels (one for a bare unsubscribe), else one, or none where CLIENT REPLY says so
-/// ([`replies_expected`]).
-pub fn frames_expected(commands: &[Command]) -> Vec<usize> {
+/// channels (one for a bare unsubscribe), else one; one for anything refused before it runs
+/// (`NOAUTH` from a RESET until the next login, when `users` make the default user log in too);
+/// none where CLIENT REPLY says so ([`replies_expected`]).
+pub fn frames_expected(commands: &[Command], users: bool) -> Vec<usize> {
     let answered = replies_expected(commands);
-    let frames = |c: &Command| if subscribes(&c[0]) { (c.len() - 1).max(1) } else { 1 };
+    let mut logged_in = !users;
+    let word = |c: &Command, w: &str| c.iter().any(|a| a.eq_ignore_ascii_case(w.as_bytes()));
+    let mut frames = |c: &Command| {
+        let refused = !logged_in;
+        if users && (c[0].eq_ignore_ascii_case(b"AUTH") || (c[0].eq_ignore_ascii_case(b"HELLO") && word(c, "AUTH"))) {
+            logged_in = true;
+        }
+        if users && c.len() == 1 && c[0].eq_ignore_ascii_case(b"RESET") {
+            logged_in = false;
+        }
+        match subscribes(&c[0]) && !refused {
+            true => (c.len() - 1).max(1),
+            false => 1,
+        }
+    };
     commands.iter().zip(answered).map(|(c, answered)| if answered { frames(c) } else { 0 }).collect()
 }
 
@@ -513,6 +534,7 @@ fn command(rng: &mut Rng, keys: &Keys, state: &mut State, template: &str) -> Com
     // Subscription commands (one confirmation per channel named: `frames_expected`).
     let fixed = blocking
         || subscribes(template.split(' ').next().unwrap_or_default().as_bytes())
+        || keys.logins.contains(&template)
         || template.starts_with("COMMAND")
         || ["RESET", "WATCH K", "UNWATCH", "EXEC", "DISCARD"].contains(&template);
     if !fixed && rng.below(8) == 0 {

@@ -31,8 +31,8 @@ enum Anonymous {
     /// No ACL file: every client is an unrestricted `default` user, as on a Redis node without
     /// `requirepass`.
     Unrestricted,
-    /// `allow_anonymous = true` with an ACL file: the file's `default` user when it defines one,
-    /// otherwise unrestricted.
+    /// `allow_anonymous = true` with an ACL file: the file's `default` user when it defines one
+    /// (if it is on and `nopass`; else clients must log in), otherwise unrestricted.
     DefaultUser,
     /// An ACL file without `allow_anonymous`: `-NOAUTH` until the client logs in.
     Refused,
@@ -82,9 +82,10 @@ impl Access {
     pub fn anonymous_user(&self) -> Option<Arc<User>> {
         match self.anonymous {
             Anonymous::Unrestricted => Some(Arc::clone(&self.unrestricted)),
-            // The file's `default` user; turned off, every client must log in, as on Redis.
+            // The file's `default` user when it needs no password; turned off or with passwords,
+            // every client must log in, as on Redis (`clientSetDefaultAuth`).
             Anonymous::DefaultUser => match self.users.load().get("default") {
-                Some(default) => default.enabled.then_some(default),
+                Some(default) => (default.enabled && default.is_nopass()).then_some(default),
                 None => Some(Arc::clone(&self.unrestricted)),
             },
             Anonymous::Refused => None,
@@ -181,6 +182,10 @@ mod tests {
         // A default user turned off lets no one in without AUTH, as on Redis.
         let (off, _dir) = access("user default off nopass +@all ~*\n", true);
         assert!(off.anonymous_user().is_none(), "an off default user is not the anonymous user");
+        // Nor one with a password: Redis authenticates a new client only as a `nopass` default.
+        let (guarded, _dir) = access("user default on >pw +@all ~*\n", true);
+        assert!(guarded.anonymous_user().is_none(), "a default user with a password must log in");
+        assert!(guarded.authenticate("default", b"pw").is_ok());
         let (none, _dir) = access("user alice on >pw +@all ~*\n", true);
         assert_eq!(
             none.anonymous_user().map(|u| u.name.clone()).as_deref(),

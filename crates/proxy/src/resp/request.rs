@@ -53,7 +53,16 @@ pub enum ProtocolError {
     RequestTooBig(usize),
     #[error("bulk argument not terminated by CRLF")]
     MissingCrlf,
+    #[error("unauthenticated multibulk length")]
+    UnauthenticatedCount,
+    #[error("unauthenticated bulk length")]
+    UnauthenticatedBulk,
 }
+
+/// Most arguments, and the longest argument, a client that has not logged in may send (Redis'
+/// `processMultibulkBuffer`, against memory spent on requests of clients not yet known).
+const UNAUTHENTICATED_COUNT: usize = 10;
+const UNAUTHENTICATED_BULK: usize = 16 * 1024;
 
 /// One client request, argv-style: argument 0 is the command name.
 #[derive(Debug, Clone)]
@@ -156,6 +165,8 @@ fn put_header(out: &mut BytesMut, kind: u8, len: usize) {
 #[derive(Debug)]
 pub struct RequestDecoder {
     limits: Limits,
+    /// The client must still log in ([`RequestDecoder::set_unauthenticated`]).
+    unauthenticated: bool,
     /// Arguments still expected in the multibulk being received, and the offset of the next one.
     multibulk: Option<(usize, usize)>,
     /// Where the arguments received so far lie.
@@ -165,7 +176,14 @@ pub struct RequestDecoder {
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> RequestDecoder {
-        RequestDecoder { limits, multibulk: None, ranges: ArgRanges::new() }
+        RequestDecoder { limits, unauthenticated: false, multibulk: None, ranges: ArgRanges::new() }
+    }
+
+    /// Whether the client must still log in: its requests are then held to
+    /// [`UNAUTHENTICATED_COUNT`] arguments of [`UNAUTHENTICATED_BULK`] bytes at most.
+    #[inline]
+    pub fn set_unauthenticated(&mut self, unauthenticated: bool) {
+        self.unauthenticated = unauthenticated;
     }
 
     /// Takes the next complete request off the front of `buf`.
@@ -233,7 +251,10 @@ impl RequestDecoder {
             let (len, start) = short_header(buf, pos)?;
             // At most nine digits: the sum cannot overflow.
             let end = start + len + 2;
-            if end > self.limits.max_request_bytes || buf.get(end - 2..end)? != b"\r\n" {
+            if end > self.limits.max_request_bytes
+                || (len > UNAUTHENTICATED_BULK && self.unauthenticated)
+                || buf.get(end - 2..end)? != b"\r\n"
+            {
                 return None;
             }
             *range = (start, end - 2);
@@ -261,6 +282,9 @@ impl RequestDecoder {
                 }
             }
         };
+        if count > UNAUTHENTICATED_COUNT && self.unauthenticated {
+            return Err(ProtocolError::UnauthenticatedCount);
+        }
         if count == 0 {
             let _ = buf.split_to(next);
             return Ok(Header::Skipped);
@@ -300,6 +324,9 @@ impl RequestDecoder {
         };
         if len > self.limits.max_request_bytes {
             return Err(ProtocolError::InvalidBulkLength);
+        }
+        if len > UNAUTHENTICATED_BULK && self.unauthenticated {
+            return Err(ProtocolError::UnauthenticatedBulk);
         }
         let end = start + len + 2;
         // Refuse before buffering: the header already tells how big the request will be.

@@ -56,6 +56,7 @@ impl Session {
             if rbuf.is_empty() {
                 return;
             }
+            self.decoder.set_unauthenticated(self.state.user.is_none());
             match self.decoder.decode(rbuf) {
                 Ok(Some(request)) => {
                     self.traffic.commands += 1;

@@ -211,3 +211,26 @@ fn whole_requests_read_as_requests_arriving_byte_by_byte() {
     assert_eq!(whole(inputs[2]), Err(ProtocolError::RequestTooBig(30)));
     assert_eq!(whole(inputs[4]), Err(ProtocolError::InvalidMultibulkLength));
 }
+
+#[test]
+fn a_client_that_must_log_in_sends_at_most_ten_arguments_of_16_kib() {
+    let decode = |input: &[u8], unauthenticated: bool| {
+        let mut decoder = decoder();
+        decoder.set_unauthenticated(unauthenticated);
+        decoder.decode(&mut BytesMut::from(input)).map(|r| r.map(|r| args(&r)))
+    };
+    let big = format!("*2\r\n$3\r\nGET\r\n$16385\r\n{}\r\n", "x".repeat(16385));
+    let fits = format!("*2\r\n$3\r\nGET\r\n$16384\r\n{}\r\n", "x".repeat(16384));
+    let eleven = format!("*11\r\n{}", "$1\r\nx\r\n".repeat(11));
+    assert_eq!(decode(big.as_bytes(), true), Err(ProtocolError::UnauthenticatedBulk));
+    assert_eq!(decode(eleven.as_bytes(), true), Err(ProtocolError::UnauthenticatedCount));
+    // Refused on the header alone, before the rest arrives.
+    assert_eq!(decode(b"*11\r\n", true), Err(ProtocolError::UnauthenticatedCount));
+    assert_eq!(decode(b"*1\r\n$16385\r\n", true), Err(ProtocolError::UnauthenticatedBulk));
+    assert!(matches!(decode(fits.as_bytes(), true), Ok(Some(_))));
+    assert!(matches!(decode(big.as_bytes(), false), Ok(Some(_))));
+    assert!(matches!(decode(eleven.as_bytes(), false), Ok(Some(_))));
+    // Counts of nothing are skipped either way; inline lines are not limited (as in Redis).
+    assert_eq!(decode(b"*-1\r\n", true), Ok(None));
+    assert!(matches!(decode(format!("SET k {}\r\n", "x".repeat(20_000)).as_bytes(), true), Ok(Some(_))));
+}
