@@ -1,5 +1,6 @@
 //! Random command sequences, each run through the proxy and then directly on the master that owns
-//! its keys, must get the same bytes back.
+//! its keys (or on a standalone node holding keys of every master, or loaded with the same ACL
+//! file as the proxy), must get the same bytes back.
 //!
 //! `command_walk` checks one hand-written case per command; Redis' own suites check what their
 //! authors thought of. This test looks where neither does: commands in random orders, with
