@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::auth::{AuthError, Denied};
+use crate::auth::{AuthError, Denied, Refusal};
 use crate::resp::reply;
 use crate::upstream::UpstreamError;
 
@@ -49,7 +49,7 @@ pub enum ProxyError {
     NoAuth,
     /// The user's ACL rules refuse the command, a key or a channel.
     #[error("{0}")]
-    Denied(Denied),
+    Denied(Refusal),
     /// AUTH or HELLO AUTH failed.
     #[error("{0}")]
     Auth(AuthError),
@@ -162,8 +162,9 @@ impl From<UpstreamError> for ProxyError {
 }
 
 impl From<Denied> for ProxyError {
+    /// In Redis 7.0's words; [`Denied::worded`] for the nodes' version.
     fn from(denied: Denied) -> ProxyError {
-        ProxyError::Denied(denied)
+        ProxyError::Denied(denied.worded("", false))
     }
 }
 

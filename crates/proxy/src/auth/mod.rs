@@ -194,6 +194,35 @@ impl Denied {
     pub fn reply_text(&self) -> String {
         self.to_string()
     }
+
+    /// The refusal of `user`, worded as the nodes' version words it (`since_7_2`: Redis 7.2 on,
+    /// and Valkey, which reports 7.2.4).
+    pub fn worded(self, user: &str, since_7_2: bool) -> Refusal {
+        let user = since_7_2.then(|| user.to_owned());
+        Refusal { denied: self, user }
+    }
+}
+
+/// A [`Denied`] as the client is told: in Redis 7.0's words, or (with the user's name) in those
+/// of Redis 7.2 on (`getAclErrorMessage`), whose NOPERM texts differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub denied: Denied,
+    /// The user's name, for 7.2's wording; `None`: 7.0's.
+    user: Option<String>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.user, &self.denied) {
+            (None, denied) => write!(f, "{denied}"),
+            (Some(user), Denied::Command { name }) => {
+                write!(f, "NOPERM User {user} has no permissions to run the '{name}' command")
+            }
+            (Some(_), Denied::Key) => f.write_str("NOPERM No permissions to access a key"),
+            (Some(_), Denied::Channel) => f.write_str("NOPERM No permissions to access a channel"),
+        }
+    }
 }
 
 /// Why AUTH (or HELLO AUTH) failed.

@@ -325,6 +325,22 @@ fn denied_reply_texts_are_redis_7_0s() {
     ];
     for (denied, text) in texts {
         assert_eq!(denied.reply_text(), text);
+        assert_eq!(denied.clone().worded("app", false).to_string(), text);
+    }
+}
+
+#[test]
+fn denied_reply_texts_from_redis_7_2_on_name_the_user_and_nothing_else() {
+    let texts = [
+        (
+            Denied::Command { name: "client|kill".into() },
+            "NOPERM User app has no permissions to run the 'client|kill' command",
+        ),
+        (Denied::Key, "NOPERM No permissions to access a key"),
+        (Denied::Channel, "NOPERM No permissions to access a channel"),
+    ];
+    for (denied, text) in texts {
+        assert_eq!(denied.worded("app", true).to_string(), text);
     }
 }
 

@@ -254,7 +254,10 @@ fn authorize_user(
     let Some(user) = &state.user else {
         return (!spec.flags.contains(CommandFlags::NO_AUTH)).then_some(ProxyError::NoAuth);
     };
-    user.check(spec, request, scratch).err().map(ProxyError::Denied)
+    let denied = user.check(spec, request, scratch).err()?;
+    // Worded as the nodes' version words it (7.2 on names the user); out of the common path.
+    let since_7_2 = crate::version_at_least(&shared.topology.reported_version(), 7, 2);
+    Some(ProxyError::Denied(denied.worded(&user.name, since_7_2)))
 }
 
 /// Logs the client in as `name`; counts and limits failures.
