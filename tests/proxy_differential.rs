@@ -6,7 +6,7 @@
 //! authors thought of. This test looks where neither does: commands in random orders, with
 //! wrong arguments mixed in (an argument dropped or added, a number that is not one, an empty
 //! string), inside and outside MULTI, under WATCH, pipelined in random batches, with RESP2 and
-//! RESP3. Every key of a sequence shares one hash tag, so each sequence has a single owner, and
+//! RESP3, and another client writing the same keys between batches. Every key of a sequence shares one hash tag, so each sequence has a single owner, and
 //! the cluster is flushed before each side runs, so both start from nothing. Commands whose reply
 //! depends on the time or on chance (TTL, TIME, SPOP, RANDOMKEY …) are left out; sets, hashes and
 //! sorted sets stay small, so every reply's order is the insertion order on both sides.
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 #[path = "proxy_differential/generate.rs"]
 mod generate;
 
-use generate::{BIG, Command, Keys, frames_expected, sequence};
+use generate::{BIG, Command, Keys, OTHER, frames_expected, interleave, sequence};
 use redisforge_proxy::slot::key_slot;
 use redisforge_tests::resp::{Conn, encode, show};
 use redisforge_tests::rng::Rng;
@@ -44,13 +44,16 @@ struct Side {
 /// Runs `commands` on `conn` in pipelined batches of the sizes `batches` gives. A command that
 /// CLIENT REPLY leaves unanswered gets an empty reply here (a reply that came anyway would be
 /// read as the next command's, and differ); a subscription command's confirmations are one.
-fn run(conn: &mut Conn, commands: &[Command], batches: &[usize], logs_in: bool) -> Side {
+fn run(conns: &mut [Conn; 2], commands: &[Command], batches: &[usize], logs_in: bool) -> Side {
     let mut side = Side { replies: Vec::with_capacity(commands.len()), broke: None };
     let frames = frames_expected(commands, logs_in);
     let mut rest = commands;
     for &size in batches {
         let (batch, after) = rest.split_at(size.min(rest.len()));
-        let bytes: Vec<u8> = batch.iter().flat_map(wire_form).collect();
+        // A batch of the other client's ([`OTHER`]) goes on its own connection, unmarked.
+        let other = batch.first().is_some_and(|c| c[0] == OTHER);
+        let conn = &mut conns[usize::from(other)];
+        let bytes: Vec<u8> = batch.iter().flat_map(|c| wire_form(&c[usize::from(other)..])).collect();
         if let Err(why) = conn.send_raw(&bytes) {
             side.broke = Some(why);
             return side;
@@ -117,7 +120,7 @@ fn script_word(word: &str) -> Vec<u8> {
 /// How a command is sent: as a RESP array, or inline (`GET key\r\n`, as telnet would) when its
 /// arguments are short plain words; a hash of the arguments picks one, so both sides get the
 /// same.
-fn wire_form(command: &Command) -> Vec<u8> {
+fn wire_form(command: &[Vec<u8>]) -> Vec<u8> {
     let plain = |a: &Vec<u8>| !a.is_empty() && a.iter().all(|b| b.is_ascii_alphanumeric() || b"{}._-:+(*".contains(b));
     let pick = command.iter().flatten().fold(7u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     // Not a long line: Redis refuses one longer than 64 KiB when its end comes in a later read
@@ -276,9 +279,17 @@ impl Sides {
         flush();
         // With users, the sequence's first command logs in (and says HELLO 3 for RESP3).
         let (logs_in, hello) = (self.admin.is_some(), resp3 && self.admin.is_none());
-        let through = run(&mut Conn::open_with(&self.proxy.addr(), hello), commands, batches, logs_in);
+        // The other client's connection, logged in as the flushes are.
+        let conns = |addr: &str| {
+            let mut other = Conn::open(addr);
+            if let Some(login) = &self.admin {
+                assert!(matches!(other.call(login), Ok((r, _)) if r == b"+OK\r\n"), "other client's login on {addr}");
+            }
+            [Conn::open_with(addr, hello), other]
+        };
+        let through = run(&mut conns(&self.proxy.addr()), commands, batches, logs_in);
         flush();
-        let direct = run(&mut Conn::open_with(reference, hello), commands, batches, logs_in);
+        let direct = run(&mut conns(reference), commands, batches, logs_in);
         flush();
         (through, direct)
     }
@@ -325,7 +336,8 @@ fn search(sides: &Sides, tags: impl Fn(u64) -> Vec<String>, reference: impl Fn(&
         let tags = tags(seed);
         let node = reference(&tags);
         let other_process = !sides.masters.contains(&node);
-        let mut commands = sequence(&mut rng, &Keys { tags: &tags, other_process, logins });
+        let keys = Keys { tags: &tags, other_process, logins };
+        let mut commands = sequence(&mut rng, &keys);
         if let [plain, hello3, ..] = logins {
             let login = if resp3 { hello3 } else { plain };
             commands.insert(0, login.split(' ').map(|w| w.as_bytes().to_vec()).collect());
@@ -335,6 +347,8 @@ fn search(sides: &Sides, tags: impl Fn(u64) -> Vec<String>, reference: impl Fn(&
             let most = if rng.below(2) == 0 { 1 } else { 12 };
             batches.push(1 + rng.below(most));
         }
+        let frames = frames_expected(&commands, !logins.is_empty());
+        let (commands, batches) = interleave(&mut rng, &keys, commands, &batches, &frames);
         if show {
             // Before running: when a node crashes and the run stops, the sequence is still shown.
             let listing: Vec<String> =
@@ -411,8 +425,9 @@ fn random_sequences_of_a_restricted_user_get_a_standalone_nodes_replies_byte_for
 }
 
 /// `REDISFORGE_DIFF_SCRIPT='cmd args|cmd args;next batch|…'`: runs the given batches on both
-/// sides (keys tagged `{s}`, or `REDISFORGE_DIFF_TAG`'s tag; RESP3 with `REDISFORGE_DIFF_RESP3`)
-/// and prints every reply, then fails where the sides differ.
+/// sides (keys tagged `{s}`, or `REDISFORGE_DIFF_TAG`'s tag; RESP3 with `REDISFORGE_DIFF_RESP3`; a
+/// batch whose commands start with `@other` on the other client's connection) and prints every
+/// reply, then fails where the sides differ.
 fn replay(sides: &Sides, script: &str) {
     let batches: Vec<Vec<Command>> =
         script.split(';').map(|b| b.split('|').map(|c| c.split(' ').map(script_word).collect()).collect()).collect();

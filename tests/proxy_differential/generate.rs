@@ -332,6 +332,59 @@ fn subscribes(name: &[u8]) -> bool {
         .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
+/// Marks a command of the other client: sent on a connection of its own between two batches of
+/// the sequence's client, whose WATCH, transactions and blocking commands then meet its writes.
+pub const OTHER: &[u8] = b"@other";
+
+/// What the other client sends: writes to the sequence's keys (of any tag), and now and then the
+/// end of the scripts or functions the first client loaded.
+const OTHER_TEMPLATES: &[&str] = &[
+    "SET K V",
+    "DEL K",
+    "LPUSH K V",
+    "INCR K",
+    "SADD K M",
+    "HSET K M V",
+    "ZADD K S M",
+    "XADD K I M V",
+    "EXPIRE K 1000",
+    "GET K",
+    "SCRIPT FLUSH",
+    "FUNCTION DELETE dlib1",
+];
+
+/// `commands` cut into `batches`, with a batch of one to three commands of the other client
+/// ([`OTHER`]) after a third of them — only after a batch whose last command is answered
+/// (`frames`, [`frames_expected`]): under CLIENT REPLY OFF nothing tells when the first client's
+/// commands have run, so the other client's would meet them in either order.
+pub fn interleave(
+    rng: &mut Rng,
+    keys: &Keys,
+    commands: Vec<Command>,
+    batches: &[usize],
+    frames: &[usize],
+) -> (Vec<Command>, Vec<usize>) {
+    let (mut out, mut sizes) = (Vec::with_capacity(commands.len() * 2), Vec::with_capacity(batches.len() * 2));
+    let (mut rest, mut done) = (commands.into_iter(), 0);
+    for &size in batches {
+        let batch: Vec<Command> = rest.by_ref().take(size).collect();
+        done += batch.len();
+        sizes.push(batch.len());
+        out.extend(batch);
+        if frames.get(done.wrapping_sub(1)).is_some_and(|&n| n > 0) && rng.below(3) == 0 {
+            let count = 1 + rng.below(3);
+            for _ in 0..count {
+                let template = rng.pick(OTHER_TEMPLATES);
+                let tag = &keys.tags[rng.below(keys.tags.len())];
+                let command = std::iter::once(OTHER.to_vec()).chain(template.split(' ').map(|w| fill(rng, w, tag)));
+                out.push(command.collect());
+            }
+            sizes.push(count);
+        }
+    }
+    (out, sizes)
+}
+
 /// A value large enough to be read in pieces and streamed (`V` picks it now and then).
 pub const BIG: usize = 100_000;
 
@@ -457,6 +510,10 @@ pub fn frames_expected(commands: &[Command], users: bool) -> Vec<usize> {
     let (mut off, mut skip_next, mut logged_in) = (false, false, !users);
     let word = |c: &Command, i: usize, w: &str| c.get(i).is_some_and(|a| a.eq_ignore_ascii_case(w.as_bytes()));
     let mut frames = |c: &Command| {
+        // The other client's: one reply each, and nothing of the first client's state changes.
+        if c[0] == OTHER {
+            return 1;
+        }
         let reset = c.len() == 1 && word(c, 0, "RESET");
         let login = word(c, 0, "AUTH") || (word(c, 0, "HELLO") && c.iter().any(|a| a.eq_ignore_ascii_case(b"AUTH")));
         if !logged_in && !login && !reset {
