@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 #[path = "proxy_differential/generate.rs"]
 mod generate;
+#[path = "proxy_differential/templates.rs"]
+mod templates;
 
 use generate::{BIG, Command, Keys, OTHER, frames_expected, interleave, sequence};
 use redisforge_proxy::slot::key_slot;
