@@ -251,17 +251,23 @@ impl Sides {
         panic!("no tags of {prefix} on every master: {tags:?}")
     }
 
+    /// A connection to `addr` logged in with `admin` where there are users (the proxy and the
+    /// standalone reference; the cluster's nodes have none).
+    fn admin_conn(&self, addr: &str) -> Conn {
+        let mut conn = Conn::open(addr);
+        if let Some(login) = self.admin.as_ref().filter(|_| !self.masters.iter().any(|m| m == addr)) {
+            assert!(matches!(conn.call(login), Ok((r, _)) if r == b"+OK\r\n"), "admin login on {addr}");
+        }
+        conn
+    }
+
     /// Runs `commands` through the proxy and then on `reference` (the master owning their keys,
     /// or a standalone node), each side on emptied nodes.
     fn both(&self, commands: &[Command], batches: &[usize], resp3: bool, reference: &str) -> (Side, Side) {
         // Keys, and the script cache (which FLUSHALL keeps): through the proxy, which forgets
         // the scripts it would load again after a NOSCRIPT, and on a standalone reference.
         let call = |addr: &str, command: &[&[u8]]| {
-            let mut conn = Conn::open(addr);
-            if let Some(login) = self.admin.as_ref().filter(|_| !self.masters.iter().any(|m| m == addr)) {
-                assert!(matches!(conn.call(login), Ok((r, _)) if r == b"+OK\r\n"), "admin login on {addr}");
-            }
-            let reply = conn.call(&command.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+            let reply = self.admin_conn(addr).call(&command.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
             assert!(
                 matches!(&reply, Ok((bytes, _)) if bytes == b"+OK\r\n"),
                 "{command:?} on {addr}: {reply:?}\n{}",
@@ -281,14 +287,8 @@ impl Sides {
         flush();
         // With users, the sequence's first command logs in (and says HELLO 3 for RESP3).
         let (logs_in, hello) = (self.admin.is_some(), resp3 && self.admin.is_none());
-        // The other client's connection, logged in as the flushes are.
-        let conns = |addr: &str| {
-            let mut other = Conn::open(addr);
-            if let Some(login) = &self.admin {
-                assert!(matches!(other.call(login), Ok((r, _)) if r == b"+OK\r\n"), "other client's login on {addr}");
-            }
-            [Conn::open_with(addr, hello), other]
-        };
+        // The other client's connection is logged in as the flushes are.
+        let conns = |addr: &str| [Conn::open_with(addr, hello), self.admin_conn(addr)];
         let through = run(&mut conns(&self.proxy.addr()), commands, batches, logs_in);
         flush();
         let direct = run(&mut conns(reference), commands, batches, logs_in);

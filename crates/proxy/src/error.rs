@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::auth::{AuthError, Denied, Refusal};
+use crate::auth::{AuthError, Refusal};
 use crate::resp::reply;
 use crate::upstream::UpstreamError;
 
@@ -158,13 +158,6 @@ pub fn c_str(arg: &[u8], max: usize) -> &[u8] {
 impl From<UpstreamError> for ProxyError {
     fn from(error: UpstreamError) -> ProxyError {
         ProxyError::Upstream(error)
-    }
-}
-
-impl From<Denied> for ProxyError {
-    /// In Redis 7.0's words; [`Denied::worded`] for the nodes' version.
-    fn from(denied: Denied) -> ProxyError {
-        ProxyError::Denied(denied.worded("", false))
     }
 }
 

@@ -207,7 +207,7 @@ impl Denied {
 /// of Redis 7.2 on (`getAclErrorMessage`), whose NOPERM texts differ.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub denied: Denied,
+    denied: Denied,
     /// The user's name, for 7.2's wording; `None`: 7.0's.
     user: Option<String>,
 }

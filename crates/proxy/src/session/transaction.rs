@@ -231,7 +231,9 @@ impl Session {
 
     /// A command refused before routing (arity, permissions) fails the transaction it was queued
     /// in; a refused EXEC ends the transaction and unwatches, and says so (Redis'
-    /// `execCommandAbort`). Returns the error to answer.
+    /// `execCommandAbort`), with the reason as Redis formatted it: no `ERR`, which only its
+    /// `addReplyError` puts before a reason without a code (`Can't execute 'exec': …`), but a
+    /// code of the reason's own (`NOAUTH`, `NOPERM`). Returns the error to answer.
     pub(super) fn refused(&mut self, spec: &crate::command::CommandSpec, refusal: ProxyError) -> ProxyError {
         if spec.name != "exec" {
             self.spoil_transaction();
@@ -240,7 +242,10 @@ impl Session {
         self.discard_transaction();
         match refusal {
             ProxyError::ExecAbort(_) | ProxyError::ExecAbortPrevious => refusal,
-            other => ProxyError::ExecAbort(other.to_string()),
+            other => {
+                let reason = other.to_string();
+                ProxyError::ExecAbort(reason.strip_prefix("ERR ").unwrap_or(&reason).to_owned())
+            }
         }
     }
 

@@ -30,18 +30,13 @@ pub(in crate::session) fn allowed_while_subscribed(name: &[u8]) -> bool {
 impl Session {
     /// Refuses a command a RESP2 subscriber may not run, named as Redis' table names it
     /// (`lastcmd->fullname`: `client|id` for a subcommand). As Redis' `rejectCommand`, a refused
-    /// EXEC ends the transaction and its WATCH and says EXECABORT (with the reason as formatted,
-    /// no `ERR`).
+    /// EXEC ends the transaction and its WATCH and says EXECABORT ([`Session::refused`]).
     pub(super) fn refuse_while_subscribed(&mut self, request: &Request, meta: Meta) {
         let shared = Arc::clone(&self.shared);
         let spec = shared.table.lookup(request);
         let full_name =
             spec.map_or_else(|| String::from_utf8_lossy(request.arg(0)).to_ascii_lowercase(), |s| s.name.clone());
-        let text = format!("Can't execute '{full_name}': {ALLOWED}");
-        let refusal = match spec.is_some_and(|s| s.name == "exec") {
-            true => ProxyError::ExecAbort(text),
-            false => ProxyError::command(format!("ERR {text}")),
-        };
+        let refusal = ProxyError::command(format!("ERR Can't execute '{full_name}': {ALLOWED}"));
         let error = match spec {
             Some(spec) => self.refused(spec, refusal),
             None => refusal,
