@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod error;

@@ -87,7 +87,7 @@ where
 /// A request held by `CLIENT PAUSE`.
 struct Held {
     request: crate::resp::Request,
-    read_at: Instant,
+    read_at: crate::clock::Tick,
     /// When the pause ends.
     until: Instant,
     /// Its reply is dropped: decided when it was read, as Redis keeps a postponed command's
@@ -160,7 +160,7 @@ struct Session {
     /// CLIENT TRACKING is on (`None` for every other client: their requests pay nothing for it).
     tracking: Option<Box<tracking::Tracking>>,
     /// When a read next records the client's last interaction ([`clients::Clients::touch`]).
-    next_touch: Instant,
+    next_touch: crate::clock::Tick,
 }
 
 impl Session {
@@ -206,7 +206,7 @@ impl Session {
             paused_input: false,
             keys: Vec::new(),
             acl_keys: Vec::new(),
-            next_touch: Instant::now(),
+            next_touch: crate::clock::Tick::now(),
         }
     }
 

@@ -4,9 +4,9 @@
 //! request, and replies are released to the client only from the front, so the client reads them in
 //! request order however the nodes interleave. Pure bookkeeping: no I/O.
 
+use crate::clock::Tick;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
@@ -58,7 +58,7 @@ struct Multi {
 #[derive(Debug, Clone, Copy)]
 pub struct Meta {
     pub label: usize,
-    pub read_at: Instant,
+    pub read_at: Tick,
     /// The reply is counted but not sent (`CLIENT REPLY OFF`/`SKIP`).
     pub dropped: bool,
     /// Set as the request enters the pipeline.
@@ -66,7 +66,7 @@ pub struct Meta {
 }
 
 impl Meta {
-    pub fn new(label: usize, read_at: Instant, dropped: bool) -> Meta {
+    pub fn new(label: usize, read_at: Tick, dropped: bool) -> Meta {
         Meta { label, read_at, dropped, reach: Reach::Node(None) }
     }
 }
@@ -448,7 +448,7 @@ impl Pipeline {
 /// command and outcome among them is counted in one go, not one by one (~50 instructions each).
 #[derive(Default)]
 struct Tally {
-    now: Option<Instant>,
+    now: Option<Tick>,
     run: Option<Run>,
 }
 
@@ -456,7 +456,7 @@ struct Tally {
 struct Run {
     label: usize,
     error: bool,
-    read_at: Instant,
+    read_at: Tick,
     /// Their latency: read to release.
     seconds: f64,
     count: u64,
@@ -474,8 +474,8 @@ impl Tally {
                 run.seconds
             }
             _ => {
-                let now = *self.now.get_or_insert_with(Instant::now);
-                now.saturating_duration_since(meta.read_at).as_secs_f64()
+                let now = *self.now.get_or_insert_with(Tick::now);
+                now.seconds_since(meta.read_at)
             }
         };
         let run = Run { label: meta.label, error, read_at: meta.read_at, seconds, count: 1 };

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use super::pipeline::Meta;
 use super::transaction::RunsAt;
 use super::{Session, local, reply_control, transaction};
+use crate::clock::Tick;
 use crate::command::{AdminKind, CommandFlags, CommandSpec, Handling, LocalKind, Merge, StatefulKind};
 use crate::error::ProxyError;
 use crate::metrics::labels;
@@ -28,13 +29,13 @@ impl Session {
     /// reference count change per request.
     pub(super) fn on_input(&mut self, shared: &Shared, rbuf: &mut BytesMut) {
         // Every request completed by this read had its last byte read now: one clock read per read.
-        let read_at = Instant::now();
+        let read_at = Tick::now();
         // `idle=` counts seconds (Redis' from a clock cached per event-loop turn): recorded at
         // most once per TOUCH_EVERY, a comparison per read instead of a conversion to
         // milliseconds (~70 instructions per unpipelined request).
         if read_at >= self.next_touch {
-            shared.clients.touch(&self.entry, read_at);
-            self.next_touch = read_at + TOUCH_EVERY;
+            shared.clients.touch(&self.entry, Instant::now());
+            self.next_touch = read_at.after(TOUCH_EVERY);
         }
         // A node's query buffer holds what it read until every request in it ran (CLIENT LIST's
         // `qbuf` for the client asking).
@@ -86,14 +87,14 @@ impl Session {
 
     /// One request: admitted or refused, held, taken by subscribed mode or a transaction, or
     /// routed and carried out.
-    pub(super) fn on_request(&mut self, shared: &Shared, request: Request, read_at: Instant) {
+    pub(super) fn on_request(&mut self, shared: &Shared, request: Request, read_at: Tick) {
         let dropped = self.state.reply_dropped(|| reply_control(&request));
         self.run_request(shared, request, read_at, dropped);
     }
 
     /// [`Session::on_request`] once whether its reply is dropped is known (a request held by
     /// CLIENT PAUSE is run again with what was decided when it was read).
-    pub(super) fn run_request(&mut self, shared: &Shared, request: Request, read_at: Instant, dropped: bool) {
+    pub(super) fn run_request(&mut self, shared: &Shared, request: Request, read_at: Tick, dropped: bool) {
         let Some(spec) = shared.table.lookup(&request) else {
             return self.on_unknown_command(shared, &request, Meta::new(labels::OTHER, read_at, dropped));
         };
@@ -110,7 +111,7 @@ impl Session {
             && self.state.protocol == Protocol::Resp2
             && !super::pubsub::allowed_while_subscribed(request.arg(0));
         if !refused_subscribed && self.paused(spec, &request) {
-            let until = shared.clients.current_pause().map_or(read_at, |p| p.until);
+            let until = shared.clients.current_pause().map_or_else(Instant::now, |p| p.until);
             self.held = Some(Box::new(super::Held { request, read_at, until, dropped }));
             self.entry.set_postponed(true);
             return;

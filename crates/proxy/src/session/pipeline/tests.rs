@@ -2,7 +2,7 @@ use super::*;
 use crate::executor::Target;
 
 fn meta() -> Meta {
-    Meta::new(0, Instant::now(), false)
+    Meta::new(0, Tick::now(), false)
 }
 
 fn part() -> Part {
@@ -19,9 +19,9 @@ fn replies_released_together_are_counted_by_command_outcome_and_read_time() {
     let metrics = Metrics::new();
     let mut pipeline = Pipeline::default();
     let (get, set) = (label_index("get"), label_index("set"));
-    let batch = Instant::now();
-    let later = batch + std::time::Duration::from_millis(1);
-    let replies: [(usize, Instant, &[u8]); 6] = [
+    let batch = Tick::now();
+    let later = batch.after(std::time::Duration::from_millis(1));
+    let replies: [(usize, Tick, &[u8]); 6] = [
         (get, batch, b"$1\r\na\r\n"),
         (get, batch, b"$-1\r\n"),
         (get, batch, b"-WRONGTYPE x\r\n"),
@@ -279,10 +279,11 @@ fn a_lost_read_stays_resendable_only_while_no_later_request_of_its_slot_was_sent
 }
 
 /// Every request's entry carries a `Meta`: its `reach` fits in the padding after `dropped`, so
-/// entries (and the memcpy of each push and release) did not grow with it.
+/// entries (and the memcpy of each push and release) did not grow with it; its read time is one
+/// `u64` (`clock::Tick`), not an `Instant`'s two words.
 #[test]
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-fn a_request_s_meta_stays_32_bytes() {
-    assert_eq!(std::mem::size_of::<Meta>(), 32);
-    assert_eq!(std::mem::size_of::<Option<Meta>>(), 32);
+fn a_request_s_meta_stays_24_bytes() {
+    assert_eq!(std::mem::size_of::<Meta>(), 24);
+    assert_eq!(std::mem::size_of::<Option<Meta>>(), 24);
 }
