@@ -1,4 +1,5 @@
-//! Clients that misbehave or churn: one that never reads its replies, more clients than
+//! Clients that misbehave or churn: one that never reads its replies, subscribers that do not keep
+//! up with their messages (Redis' `pubsub` class limits), more clients than
 //! `listen.max_clients`, 10,000 connect/disconnect cycles, and requests over `max_request_bytes`.
 //! The proxy must stay within bounds (memory, file descriptors, its own counters) and keep serving
 //! everyone else.
@@ -381,4 +382,112 @@ fn requests_over_max_request_bytes_are_refused_from_their_header_before_the_body
     let exists: i64 = redis::cmd("EXISTS").arg("cli:a").arg("cli:b").query(&mut con).expect("EXISTS");
     assert_eq!(exists, 0, "a refused request must not be executed in part");
     println!("RELIABILITY max_request_bytes: both oversized requests refused from their headers in {took:?}");
+}
+
+/// Subscribes a raw connection (never read after the confirmation) to `channel`.
+fn raw_subscriber(proxy: &Proxy, channel: &str) -> TcpStream {
+    let mut subscriber = raw_connect(&proxy.addr());
+    subscriber.write_all(&resp_command(&[b"SUBSCRIBE", channel.as_bytes()])).expect("send SUBSCRIBE");
+    let confirmation = read_some(&mut subscriber, 20);
+    assert!(String::from_utf8_lossy(&confirmation).contains("subscribe"), "{confirmation:?}");
+    subscriber
+}
+
+/// Publishes `batches` × 100 messages of 10 KB to `channel`; the receiver counts PUBLISH answered.
+fn publish_10k(publisher: &mut redis::Connection, channel: &str, batches: usize) -> Vec<i64> {
+    let message = "m".repeat(10 * 1024);
+    let mut counts = Vec::new();
+    for _ in 0..batches {
+        let mut pipe = redis::pipe();
+        for _ in 0..100 {
+            pipe.cmd("PUBLISH").arg(channel).arg(&message);
+        }
+        let batch: Vec<i64> = pipe.query(publisher).expect("PUBLISH batch");
+        counts.extend(batch);
+    }
+    counts
+}
+
+/// The lines of the proxy's log that report an output-limit disconnect.
+fn output_limit_lines(proxy: &Proxy) -> Vec<String> {
+    proxy.log().lines().filter(|l| l.contains("output limit reached")).map(str::to_owned).collect()
+}
+
+/// Redis' `pubsub` class: a client with subscriptions is cut off at the class's hard limit
+/// (`limits.pubsub_output_limit`), while a client without subscriptions keeps as much unread
+/// output under `limits.client_output_limit`.
+#[test]
+fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
+    let proxy = proxy_with("[limits]\npubsub_output_limit = 2097152\n");
+    // A client without subscriptions leaves 10 MB of replies unread for a while, then reads them all.
+    let (big_key, big_value) = ("cli:pubsub-class:big", "x".repeat(100 * 1024));
+    let mut publisher = proxy.client();
+    let _: () = redis::cmd("SET").arg(big_key).arg(&big_value).query(&mut publisher).expect("SET");
+    let mut reader = raw_connect(&proxy.addr());
+    let get = resp_command(&[b"GET", big_key.as_bytes()]);
+    reader.write_all(&get.repeat(100)).expect("send the GETs");
+
+    let channel = "cli:pubsub-class";
+    let mut subscriber = raw_subscriber(&proxy, channel);
+    // 20 MB of messages the subscriber never reads.
+    let counts = publish_10k(&mut publisher, channel, 20);
+    assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
+    let cut_off =
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
+    let drained = drain_until_closed(&mut subscriber, Duration::from_secs(10));
+    assert!(cut_off, "the subscriber was not cut off at the pubsub limit\n{}", proxy.log_tail(20));
+    let lines = output_limit_lines(&proxy);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("pubsub"), "{}", lines[0]);
+    let drained = drained.expect("the subscriber's connection is closed");
+    assert!(drained < 15 * MIB, "the subscriber received {drained} bytes: the limit did not stop the messages");
+    let after: i64 = redis::cmd("PUBLISH").arg(channel).arg("late").query(&mut publisher).expect("PUBLISH");
+    assert_eq!(after, 0, "the node still delivers to the cut-off subscriber");
+
+    // The other client's 10 MB were all kept for it.
+    reader.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    let reply_len = format!("${}\r\n", big_value.len()).len() + big_value.len() + 2;
+    let got = read_some(&mut reader, 100 * reply_len);
+    assert_eq!(got.len(), 100 * reply_len, "the client without subscriptions lost replies");
+    assert_eq!(output_limit_lines(&proxy).len(), 1, "{}", proxy.log_tail(20));
+}
+
+/// The `pubsub` class's soft limit: a subscriber over it is cut off only once it has stayed over
+/// it for longer than `limits.pubsub_output_soft_time`, and only when more output comes, as Redis
+/// looks at a client's limits when it adds to its output.
+#[test]
+fn a_subscriber_over_the_soft_limit_is_cut_off_only_after_its_time() {
+    let soft_time = Duration::from_secs(3);
+    let proxy = proxy_with(&format!(
+        "[limits]\npubsub_output_limit = 0\npubsub_output_soft_limit = 1048576\npubsub_output_soft_time = \"{}s\"\n",
+        soft_time.as_secs()
+    ));
+    let channel = "cli:pubsub-soft";
+    let mut subscriber = raw_subscriber(&proxy, channel);
+    let mut publisher = proxy.client();
+    // 20 MB in a burst: far over the soft limit, but for less than its time.
+    let burst = Instant::now();
+    let counts = publish_10k(&mut publisher, channel, 20);
+    let burst_took = burst.elapsed();
+    assert!(counts.iter().all(|&c| c == 1), "a subscriber within its soft time was dropped: {counts:?}");
+    // A burst that took longer than the soft time (a starved machine) says nothing about it.
+    if burst_took < soft_time / 2 {
+        assert!(output_limit_lines(&proxy).is_empty(), "cut off within the soft time\n{}", proxy.log_tail(20));
+    }
+
+    // Still over the soft limit after its time: the next message ends the subscriber.
+    thread::sleep(soft_time + Duration::from_millis(500));
+    let after: i64 = redis::cmd("PUBLISH").arg(channel).arg("one more").query(&mut publisher).expect("PUBLISH");
+    assert_eq!(after, 1, "the subscriber is still subscribed until the proxy looks at its output");
+    let cut_off =
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
+    assert!(cut_off, "the subscriber over its soft limit was not cut off\n{}", proxy.log_tail(20));
+    assert!(
+        drain_until_closed(&mut subscriber, Duration::from_secs(10)).is_some(),
+        "the subscriber's connection is open"
+    );
+    let gone = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        redis::cmd("PUBLISH").arg(channel).arg("late").query::<i64>(&mut publisher).ok() == Some(0)
+    });
+    assert!(gone, "the node still delivers to the cut-off subscriber");
 }

@@ -22,7 +22,7 @@ mod source;
 mod tests;
 mod values;
 
-pub use sections::{LogConfig, LogFormat, MetricsConfig, RuntimeConfig, TrackingConfig};
+pub use sections::{LimitsConfig, LogConfig, LogFormat, MetricsConfig, RuntimeConfig, TrackingConfig};
 use source::{SECRET_HINT, deserialize_error, find_inline_secret, line_of, locate, syntax_error};
 #[cfg(test)]
 use values::parse_duration;
@@ -90,43 +90,6 @@ impl Default for ListenConfig {
             max_clients: 10_000,
             shutdown_timeout: Duration::from_secs(10),
             idle_timeout: None,
-        }
-    }
-}
-
-/// `[limits]`: bounds that keep one client from exhausting the proxy's memory.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Largest request (one command with its arguments) in bytes, like `proto-max-bulk-len`.
-    pub max_request_bytes: usize,
-    /// Most elements in one request array.
-    pub max_array_len: usize,
-    /// Requests queued per client before the proxy stops reading from it.
-    pub max_pipeline: usize,
-    /// Bytes of buffered replies to a client that does not read before it is disconnected.
-    pub client_output_limit: usize,
-    /// Requests held at once, proxy-wide, while the cluster fails over (`upstream.failover_wait`).
-    pub held_requests: usize,
-    /// Bytes of requests held at once, proxy-wide.
-    pub held_bytes: usize,
-    /// Requests one client may have held at once.
-    pub held_requests_per_client: usize,
-    /// Bytes of requests one client may have held at once.
-    pub held_bytes_per_client: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_request_bytes: 512 * 1024 * 1024,
-            max_array_len: 1_048_576,
-            max_pipeline: 10_000,
-            client_output_limit: 64 * 1024 * 1024,
-            held_requests: 100_000,
-            held_bytes: 256 * 1024 * 1024,
-            held_requests_per_client: 10_000,
-            held_bytes_per_client: 64 * 1024 * 1024,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The small optional sections of the config file: `[tracking]`, `[metrics]`, `[log]`,
-//! `[runtime]`.
+//! The small optional sections of the config file: `[limits]`, `[tracking]`, `[metrics]`,
+//! `[log]`, `[runtime]`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,6 +7,56 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{duration, optional_addr, optional_count};
+
+/// `[limits]`: bounds that keep one client from exhausting the proxy's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request (one command with its arguments) in bytes, like `proto-max-bulk-len`.
+    pub max_request_bytes: usize,
+    /// Most elements in one request array.
+    pub max_array_len: usize,
+    /// Requests queued per client before the proxy stops reading from it.
+    pub max_pipeline: usize,
+    /// Bytes of buffered replies to a client that does not read before it is disconnected.
+    pub client_output_limit: usize,
+    /// Bytes of buffered output at which a client with subscriptions is disconnected at once:
+    /// the hard limit of Redis' `client-output-buffer-limit pubsub` class (default 32 MiB, as
+    /// Redis'); 0: none but `client_output_limit`.
+    pub pubsub_output_limit: usize,
+    /// Bytes of buffered output a client with subscriptions may keep for at most
+    /// `pubsub_output_soft_time` (the class's soft limit; default 8 MiB for 60 s, as Redis');
+    /// 0: no soft limit.
+    pub pubsub_output_soft_limit: usize,
+    #[serde(deserialize_with = "duration")]
+    pub pubsub_output_soft_time: Duration,
+    /// Requests held at once, proxy-wide, while the cluster fails over (`upstream.failover_wait`).
+    pub held_requests: usize,
+    /// Bytes of requests held at once, proxy-wide.
+    pub held_bytes: usize,
+    /// Requests one client may have held at once.
+    pub held_requests_per_client: usize,
+    /// Bytes of requests one client may have held at once.
+    pub held_bytes_per_client: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 512 * 1024 * 1024,
+            max_array_len: 1_048_576,
+            max_pipeline: 10_000,
+            client_output_limit: 64 * 1024 * 1024,
+            pubsub_output_limit: 32 * 1024 * 1024,
+            pubsub_output_soft_limit: 8 * 1024 * 1024,
+            pubsub_output_soft_time: Duration::from_secs(60),
+            held_requests: 100_000,
+            held_bytes: 256 * 1024 * 1024,
+            held_requests_per_client: 10_000,
+            held_bytes_per_client: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// `[tracking]`: client-side caching through the proxy (`crate::tracking`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

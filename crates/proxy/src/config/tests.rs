@@ -44,6 +44,10 @@ fn minimal_file_gets_every_default() {
     assert_eq!(config.limits.max_array_len, 1_048_576);
     assert_eq!(config.limits.max_pipeline, 10_000);
     assert_eq!(config.limits.client_output_limit, 64 * 1024 * 1024);
+    // Redis' `client-output-buffer-limit pubsub 32mb 8mb 60`.
+    assert_eq!(config.limits.pubsub_output_limit, 32 * 1024 * 1024);
+    assert_eq!(config.limits.pubsub_output_soft_limit, 8 * 1024 * 1024);
+    assert_eq!(config.limits.pubsub_output_soft_time, Duration::from_secs(60));
     assert_eq!(config.tls, None);
     assert_eq!(config.upstream.seeds, ["10.0.1.10:6379"]);
     assert_eq!(config.upstream.user, None);
@@ -342,6 +346,19 @@ fn zero_limits_are_rejected() {
     }
     let text = "[listen]\nplain = \"127.0.0.1:1\"\nmax_clients = 0\n[upstream]\nseeds = [\"a:1\"]\n";
     assert_error(text, "listen.max_clients", 3, "at least 1");
+}
+
+#[test]
+fn pubsub_output_limits_may_be_turned_off_and_take_a_duration() {
+    let text = format!(
+        "{MINIMAL}\n[limits]\npubsub_output_limit = 0\npubsub_output_soft_limit = 1024\npubsub_output_soft_time = \"250ms\"\n"
+    );
+    let limits = parse(&text).limits;
+    assert_eq!(limits.pubsub_output_limit, 0);
+    assert_eq!(limits.pubsub_output_soft_limit, 1024);
+    assert_eq!(limits.pubsub_output_soft_time, Duration::from_millis(250));
+    let text = format!("{MINIMAL}\n[limits]\npubsub_output_soft_time = 60\n");
+    assert_error(&text, "limits.pubsub_output_soft_time", 7, "expected a string with a unit");
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod blocking;
 pub mod clients;
 mod dispatch;
 mod local;
+mod output;
 mod pipeline;
 mod pubsub;
 mod recent;
@@ -155,6 +156,9 @@ struct Session {
     broken: bool,
     /// A reply waiting behind earlier ones grew past `limits.client_output_limit`.
     over_output_limit: bool,
+    /// Since when the client, subscribed, has had more output buffered than the pub/sub soft
+    /// limit (see `output.rs`).
+    soft_limit_since: Option<Instant>,
     /// A request held by `CLIENT PAUSE`.
     held: Option<Box<Held>>,
     /// CLIENT TRACKING is on (`None` for every other client: their requests pay nothing for it).
@@ -185,6 +189,7 @@ impl Session {
             tracking: None,
             broken: false,
             over_output_limit: false,
+            soft_limit_since: None,
             shared,
             pipeline: Pipeline::default(),
             decoder,

@@ -473,9 +473,9 @@ impl Session {
             self.run_after_earlier(&request, meta, why);
             return Settled::Again;
         }
-        if io.wbuf.len() > self.shared.client_output_limit || self.over_output_limit {
+        if self.over_output_limit || self.over_output_limits(io.wbuf.len()) {
             crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered = io.wbuf.len(),
-                "client does not read its replies: output limit reached, disconnecting");
+                class = self.output_class(), "client does not read its replies: output limit reached, disconnecting");
             return Settled::Drop;
         }
         // A client that stopped sending is closed once everything it sent is answered — also what
