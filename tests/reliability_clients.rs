@@ -491,3 +491,42 @@ fn a_subscriber_over_the_soft_limit_is_cut_off_only_after_its_time() {
     });
     assert!(gone, "the node still delivers to the cut-off subscriber");
 }
+
+/// `CONFIG SET client-output-buffer-limit` through the proxy sets the nodes' limits and the
+/// proxy's own clients' (its own cluster: the nodes' setting must not reach other tests).
+#[test]
+fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscribers() {
+    let cluster = redisforge_tests::Cluster::start(redisforge_tests::ClusterOptions {
+        replicas_per_master: 0,
+        ..Default::default()
+    });
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut admin = proxy.client();
+    let mapped = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        redis::cmd("SET").arg("cli:config-set-ready").arg("1").query::<()>(&mut admin).is_ok()
+    });
+    assert!(mapped, "the proxy did not map its cluster\n{}", proxy.log_tail(20));
+    // A value Redis refuses is refused by the nodes and changes nothing in the proxy either.
+    let refused =
+        redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 1mb 1mb").query::<()>(&mut admin);
+    let refusal = refused.expect_err("a value of three words is refused").to_string();
+    assert!(refusal.contains("Wrong number of arguments in buffer limit configuration"), "{refusal}");
+    let set: redis::RedisResult<()> =
+        redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 2mb 0 0").query(&mut admin);
+    set.expect("CONFIG SET client-output-buffer-limit");
+    let nodes: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("client-output-buffer-limit").query(&mut admin).expect("CONFIG GET");
+    assert!(nodes[1].contains("pubsub 2097152 0 0"), "{nodes:?}");
+
+    let channel = "cli:pubsub-config-set";
+    let mut subscriber = raw_subscriber(&proxy, channel);
+    let counts = publish_10k(&mut admin, channel, 20);
+    assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
+    let cut_off =
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
+    assert!(cut_off, "the subscriber was not cut off at the limit CONFIG SET gave\n{}", proxy.log_tail(20));
+    assert!(output_limit_lines(&proxy)[0].contains("pubsub"), "{:?}", output_limit_lines(&proxy));
+    let drained =
+        drain_until_closed(&mut subscriber, Duration::from_secs(10)).expect("the subscriber's connection is closed");
+    assert!(drained < 15 * MIB, "the subscriber received {drained} bytes");
+}

@@ -46,6 +46,7 @@ pub mod listener;
 pub mod logs;
 pub mod merge;
 pub mod metrics;
+pub mod output_classes;
 pub mod readiness;
 pub mod redirect;
 pub mod resp;

@@ -27,8 +27,8 @@ pub struct Shared {
     pub max_pipeline: usize,
     /// Replies buffered for a client that does not read before it is disconnected.
     pub client_output_limit: usize,
-    /// The further output limits of a client with subscriptions (Redis' `pubsub` class).
-    pub pubsub_output: OutputClassLimits,
+    /// Redis' client classes' output limits, on top of `client_output_limit`.
+    pub output_classes: crate::output_classes::OutputClasses,
     /// Clients the listener accepts at once (`listen.max_clients`), INFO's `maxclients`.
     pub max_clients: usize,
     /// Which field of a verified client certificate names the client's ACL user.
@@ -79,14 +79,4 @@ impl Stats {
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
-}
-
-/// The output limits of one of Redis' client classes (`client-output-buffer-limit <class> <hard>
-/// <soft> <soft seconds>`): bytes buffered for the client at which it is disconnected at once,
-/// and bytes it may keep buffered for at most `soft_time`; 0 turns a limit off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutputClassLimits {
-    pub hard: usize,
-    pub soft: usize,
-    pub soft_time: Duration,
 }

@@ -82,7 +82,9 @@ pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Requ
 }
 
 /// What a `CONFIG SET` sets that the proxy keeps itself: `tracking-table-max-keys` bounds the
-/// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`), and Valkey's
+/// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`),
+/// `client-output-buffer-limit` the output of the proxy's own clients (`crate::output_classes`),
+/// and Valkey's
 /// `extended-redis-compatibility` decides how the proxy names the nodes' server (HELLO, INFO) at
 /// once, not at its next health poll. A value the nodes would refuse changes nothing.
 fn keep_own_settings(shared: &Shared, request: &Request) {
@@ -93,6 +95,9 @@ fn keep_own_settings(shared: &Shared, request: &Request) {
             if on || value.eq_ignore_ascii_case(b"no") {
                 shared.topology.set_valkey_redis_compat(on);
             }
+        }
+        if request.arg(i).eq_ignore_ascii_case(b"client-output-buffer-limit") {
+            shared.output_classes.set_from_config(request.arg(i + 1));
         }
         if request.arg(i).eq_ignore_ascii_case(b"tracking-table-max-keys")
             && let Some(max_keys) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<usize>().ok())

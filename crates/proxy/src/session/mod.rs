@@ -156,8 +156,8 @@ struct Session {
     broken: bool,
     /// A reply waiting behind earlier ones grew past `limits.client_output_limit`.
     over_output_limit: bool,
-    /// Since when the client, subscribed, has had more output buffered than the pub/sub soft
-    /// limit (see `output.rs`).
+    /// Since when the client has had more output buffered than its class's soft limit (see
+    /// `output.rs`).
     soft_limit_since: Option<Instant>,
     /// A request held by `CLIENT PAUSE`.
     held: Option<Box<Held>>,

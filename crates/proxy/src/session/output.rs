@@ -1,16 +1,18 @@
-//! When a client's buffered output ends it: Redis' `checkClientOutputBufferLimits` for the two
-//! classes a client of the proxy can be in.
+//! When a client's buffered output ends it: Redis' `checkClientOutputBufferLimits`, for the two
+//! classes a client of the proxy can be in (`crate::output_classes`).
 //!
 //! Every client falls under `limits.client_output_limit`, the proxy's own bound (Redis' `normal`
 //! class has none by default; a proxy cannot buffer without bound for one client). A client with
-//! subscriptions is in Redis' `pubsub` class (`getClientType`: while it has any subscription,
-//! in either protocol) and also under that class's limits, by default Redis' `pubsub 32mb 8mb
-//! 60`: a subscriber that does not keep up with what it subscribed to is cut off at 32 MiB, or
-//! once it has stayed over 8 MiB for more than 60 s.
+//! subscriptions is in Redis' `pubsub` class (`getClientType`: while it has any subscription, in
+//! either protocol) and also under that class's limits, by default Redis' `pubsub 32mb 8mb 60`: a
+//! subscriber that does not keep up with what it subscribed to is cut off at 32 MiB, or once it
+//! has stayed over 8 MiB for more than 60 s. The `normal` class has limits only once a CONFIG SET
+//! gives it some.
 
 use std::time::Instant;
 
 use super::Session;
+use crate::output_classes::Class;
 
 impl Session {
     /// Whether `buffered` bytes waiting for the client end it. Looked at each time the session
@@ -21,20 +23,20 @@ impl Session {
         if buffered > self.shared.client_output_limit {
             return true;
         }
-        (self.subscribed() || self.soft_limit_since.is_some()) && self.over_pubsub_output_limits(buffered)
+        let class_limits = self.subscribed() || self.shared.output_classes.normal_limited();
+        (class_limits || self.soft_limit_since.is_some()) && self.over_class_limits(buffered)
     }
 
-    /// The `pubsub` class's limits: at the hard limit at once; at the soft limit when it has been
-    /// over it at every look for longer than its time, counted from the first look that found it
-    /// there (a look under it, or out of the class, starts over), as Redis counts.
+    /// The class's limits: at the hard limit at once; at the soft limit when it has been over it
+    /// at every look for longer than its time, counted from the first look that found it there (a
+    /// look under it starts over), as Redis counts.
     #[inline(never)]
-    fn over_pubsub_output_limits(&mut self, buffered: usize) -> bool {
-        let limits = self.shared.pubsub_output;
-        let subscribed = self.subscribed();
-        if subscribed && limits.hard > 0 && buffered >= limits.hard {
+    fn over_class_limits(&mut self, buffered: usize) -> bool {
+        let limits = self.shared.output_classes.get(self.output_class());
+        if limits.hard > 0 && buffered >= limits.hard {
             return true;
         }
-        if !(subscribed && limits.soft > 0 && buffered >= limits.soft) {
+        if !(limits.soft > 0 && buffered >= limits.soft) {
             self.soft_limit_since = None;
             return false;
         }
@@ -42,8 +44,8 @@ impl Session {
         since.elapsed() > limits.soft_time
     }
 
-    /// Redis' name of the client's class, for the log line of a disconnect.
-    pub(super) fn output_class(&self) -> &'static str {
-        if self.subscribed() { "pubsub" } else { "normal" }
+    /// The client's class for its output limits (Redis' `getClientType`).
+    pub(super) fn output_class(&self) -> Class {
+        if self.subscribed() { Class::PubSub } else { Class::Normal }
     }
 }

@@ -475,7 +475,7 @@ impl Session {
         }
         if self.over_output_limit || self.over_output_limits(io.wbuf.len()) {
             crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered = io.wbuf.len(),
-                class = self.output_class(), "client does not read its replies: output limit reached, disconnecting");
+                class = self.output_class().name(), "client does not read its replies: output limit reached, disconnecting");
             return Settled::Drop;
         }
         // A client that stopped sending is closed once everything it sent is answered — also what

@@ -1,0 +1,229 @@
+//! The output limits of Redis' client classes (`client-output-buffer-limit`), for the two classes a
+//! client of the proxy can be in: `normal`, and `pubsub` while it has a subscription.
+//!
+//! They start as the config file says (`limits.pubsub_output_*`; `normal` as Redis' default, no
+//! limit) and follow a `CONFIG SET client-output-buffer-limit` sent through the proxy, which the
+//! nodes get too: the proxy's own clients are the ones a client's setting is about. The value is
+//! checked as Redis' `updateClientOutputBufferLimit` checks it (all classes or none), so a value
+//! the nodes refuse changes nothing here either. Every client is also under
+//! `limits.client_output_limit`, the proxy's own bound, which no class setting lifts.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// The classes whose limits the proxy applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Normal,
+    PubSub,
+}
+
+impl Class {
+    /// Redis' name of the class (`getClientTypeName`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Normal => "normal",
+            Class::PubSub => "pubsub",
+        }
+    }
+}
+
+/// One class's limits: buffered bytes at which a client is disconnected at once, and bytes it may
+/// keep buffered for at most `soft_time`; 0 turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub hard: usize,
+    pub soft: usize,
+    pub soft_time: Duration,
+}
+
+impl Limits {
+    /// Redis' default for the `normal` class: no limit.
+    pub const NONE: Limits = Limits { hard: 0, soft: 0, soft_time: Duration::ZERO };
+
+    fn any(&self) -> bool {
+        self.hard > 0 || self.soft > 0
+    }
+}
+
+/// The classes' limits as they are now, read by every session that looks at its output.
+#[derive(Debug)]
+pub struct OutputClasses {
+    normal: Stored,
+    pubsub: Stored,
+    /// Whether the `normal` class has a limit: the one load a client without subscriptions pays.
+    normal_limited: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Stored {
+    hard: AtomicUsize,
+    soft: AtomicUsize,
+    soft_nanos: AtomicU64,
+}
+
+impl Stored {
+    fn store(&self, limits: Limits) {
+        self.hard.store(limits.hard, Ordering::Relaxed);
+        self.soft.store(limits.soft, Ordering::Relaxed);
+        let nanos = u64::try_from(limits.soft_time.as_nanos()).unwrap_or(u64::MAX);
+        self.soft_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> Limits {
+        Limits {
+            hard: self.hard.load(Ordering::Relaxed),
+            soft: self.soft.load(Ordering::Relaxed),
+            soft_time: Duration::from_nanos(self.soft_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl OutputClasses {
+    /// `normal` without limits, `pubsub` as given.
+    pub fn new(pubsub: Limits) -> OutputClasses {
+        let classes = OutputClasses {
+            normal: Stored::default(),
+            pubsub: Stored::default(),
+            normal_limited: AtomicBool::new(false),
+        };
+        classes.pubsub.store(pubsub);
+        classes
+    }
+
+    pub fn get(&self, class: Class) -> Limits {
+        match class {
+            Class::Normal => self.normal.load(),
+            Class::PubSub => self.pubsub.load(),
+        }
+    }
+
+    /// Whether a client without subscriptions has class limits to look at.
+    #[inline]
+    pub fn normal_limited(&self) -> bool {
+        self.normal_limited.load(Ordering::Relaxed)
+    }
+
+    /// Takes the value of `CONFIG SET client-output-buffer-limit`: `<class> <hard> <soft>
+    /// <soft seconds>` repeated, sizes with Redis' units (`32mb`, `8m`, `1gb`). Returns false, and
+    /// changes nothing, for a value Redis refuses. `replica` (`slave`) limits are the nodes' alone.
+    pub fn set_from_config(&self, value: &[u8]) -> bool {
+        let Some(parsed) = parse_config_value(value) else {
+            return false;
+        };
+        for (class, limits) in parsed {
+            match class {
+                Some(Class::Normal) => {
+                    self.normal.store(limits);
+                    self.normal_limited.store(limits.any(), Ordering::Relaxed);
+                }
+                Some(Class::PubSub) => self.pubsub.store(limits),
+                None => {}
+            }
+        }
+        true
+    }
+}
+
+/// Redis' `updateClientOutputBufferLimit`: every class checked before any is taken. `None` for
+/// a class the proxy has no clients of (replicas).
+fn parse_config_value(value: &[u8]) -> Option<Vec<(Option<Class>, Limits)>> {
+    let text = std::str::from_utf8(value).ok()?;
+    let args: Vec<&str> = text.split_ascii_whitespace().collect();
+    if args.len() % 4 != 0 {
+        return None;
+    }
+    let mut parsed = Vec::new();
+    for group in args.chunks(4) {
+        let class = match group[0].to_ascii_lowercase().as_str() {
+            "normal" => Some(Class::Normal),
+            "pubsub" => Some(Class::PubSub),
+            "slave" | "replica" => None,
+            _ => return None,
+        };
+        let hard = usize::try_from(memtoull(group[1])?).unwrap_or(usize::MAX);
+        let soft = usize::try_from(memtoull(group[2])?).unwrap_or(usize::MAX);
+        let seconds: u64 = group[3].parse::<i64>().ok().and_then(|s| u64::try_from(s).ok())?;
+        parsed.push((class, Limits { hard, soft, soft_time: Duration::from_secs(seconds) }));
+    }
+    Some(parsed)
+}
+
+/// Redis' `memtoull`: digits and an optional unit (`b`, `k` 1000, `kb` 1024, `m`, `mb`, `g`, `gb`,
+/// any case).
+fn memtoull(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    // strtoull of no digits is 0, as Redis takes "mb" alone.
+    let value = if number.is_empty() { 0 } else { number.parse::<u64>().ok()? };
+    Some(value.wrapping_mul(multiplier))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    fn defaults() -> OutputClasses {
+        OutputClasses::new(Limits { hard: 32 * MIB, soft: 8 * MIB, soft_time: Duration::from_secs(60) })
+    }
+
+    #[test]
+    fn sizes_take_redis_units() {
+        assert_eq!(memtoull("32mb"), Some(32 * 1024 * 1024));
+        assert_eq!(memtoull("8M"), Some(8_000_000));
+        assert_eq!(memtoull("1Gb"), Some(1024 * 1024 * 1024));
+        assert_eq!(memtoull("512k"), Some(512_000));
+        assert_eq!(memtoull("4096"), Some(4096));
+        assert_eq!(memtoull("0"), Some(0));
+        assert_eq!(memtoull("-1"), None);
+        assert_eq!(memtoull("10tb"), None);
+        assert_eq!(memtoull("1.5mb"), None);
+    }
+
+    #[test]
+    fn a_setting_changes_the_classes_it_names() {
+        let classes = defaults();
+        assert!(!classes.normal_limited());
+        assert!(classes.set_from_config(b"pubsub 64mb 16mb 30 replica 256mb 64mb 60"));
+        assert_eq!(
+            classes.get(Class::PubSub),
+            Limits { hard: 64 * MIB, soft: 16 * MIB, soft_time: Duration::from_secs(30) }
+        );
+        assert_eq!(classes.get(Class::Normal), Limits::NONE);
+        assert!(classes.set_from_config(b"NORMAL 1mb 0 0"));
+        assert!(classes.normal_limited());
+        assert_eq!(classes.get(Class::Normal), Limits { hard: MIB, soft: 0, soft_time: Duration::ZERO });
+        assert!(classes.set_from_config(b"normal 0 0 0"));
+        assert!(!classes.normal_limited());
+    }
+
+    #[test]
+    fn a_value_redis_refuses_changes_nothing() {
+        let classes = defaults();
+        let before = classes.get(Class::PubSub);
+        for value in [
+            &b"pubsub 1mb 1mb"[..],
+            b"master 1mb 1mb 10",
+            b"pubsub 1mb 1mb 10 normal 1xb 0 0",
+            b"pubsub 1mb 1mb -1",
+            b"pubsub 1mb 1mb 1.5",
+            b"bogus 0 0 0",
+        ] {
+            assert!(!classes.set_from_config(value), "{}", String::from_utf8_lossy(value));
+            assert_eq!(classes.get(Class::PubSub), before);
+            assert!(!classes.normal_limited());
+        }
+    }
+}
