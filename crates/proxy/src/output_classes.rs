@@ -130,7 +130,7 @@ impl OutputClasses {
 fn parse_config_value(value: &[u8]) -> Option<Vec<(Option<Class>, Limits)>> {
     let text = std::str::from_utf8(value).ok()?;
     let args: Vec<&str> = text.split_ascii_whitespace().collect();
-    if args.len() % 4 != 0 {
+    if !args.len().is_multiple_of(4) {
         return None;
     }
     let mut parsed = Vec::new();
