@@ -335,18 +335,7 @@ impl Session {
         let from_resp3 = conn.resp3;
         let kind = frame_kind(&frame).map(<[u8]>::to_ascii_lowercase);
         let message = is_message(kind.as_deref());
-        // A mirror's pattern that matches other channels too (`*`) gets every PUBLISH as well,
-        // which the cluster bus brings to every node: the home delivers those.
-        if message && conn.mirror && !channel(&frame).is_some_and(|c| c.starts_with(NOTIFICATIONS)) {
-            return;
-        }
-        if message && conn.delivered.already_delivered(&frame, Instant::now()) {
-            crate::log_limited!(
-                5,
-                info,
-                client = self.state.id,
-                "dropped a copy of a message a replaced subscription connection had delivered"
-            );
+        if message && not_for_the_client(conn, &frame, self.state.id) {
             return;
         }
         // An error answers a whole command.
@@ -532,6 +521,26 @@ impl Session {
             self.leave_subscriptions();
         }
     }
+}
+
+/// Whether a message subscription connection `conn` brought is not the client's to get: a mirror's
+/// pattern that matches other channels too (`*`) gets every PUBLISH as well, which the cluster bus
+/// brings to every node (the home delivers those); and a copy of a message a replaced connection
+/// had delivered.
+fn not_for_the_client(conn: &mut SubConn, frame: &[u8], client: u64) -> bool {
+    if conn.mirror && !channel(frame).is_some_and(|c| c.starts_with(NOTIFICATIONS)) {
+        return true;
+    }
+    if conn.delivered.already_delivered(frame, Instant::now()) {
+        crate::log_limited!(
+            5,
+            info,
+            client,
+            "dropped a copy of a message a replaced subscription connection had delivered"
+        );
+        return true;
+    }
+    false
 }
 
 impl Subscriptions {
