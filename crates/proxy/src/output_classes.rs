@@ -9,23 +9,13 @@
 //! `limits.client_output_limit`, the proxy's own bound, which no class setting lifts.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The classes whose limits the proxy applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     Normal,
     PubSub,
-}
-
-impl Class {
-    /// Redis' name of the class (`getClientTypeName`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Class::Normal => "normal",
-            Class::PubSub => "pubsub",
-        }
-    }
 }
 
 /// One class's limits: buffered bytes at which a client is disconnected at once, and bytes it may
@@ -37,12 +27,40 @@ pub struct Limits {
     pub soft_time: Duration,
 }
 
+/// Which of a class's limits a client's buffered output broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breach {
+    Hard,
+    Soft,
+}
+
 impl Limits {
     /// Redis' default for the `normal` class: no limit.
     pub const NONE: Limits = Limits { hard: 0, soft: 0, soft_time: Duration::ZERO };
 
     fn any(&self) -> bool {
         self.hard > 0 || self.soft > 0
+    }
+
+    /// Redis' `checkClientOutputBufferLimits` for `buffered` bytes at `now`: at the hard limit;
+    /// or at the soft limit at this look and at every look since `over_soft_since`, for longer
+    /// than `soft_time`. The first look that finds the client over the soft limit only starts the
+    /// count (Redis: "first time we see the soft limit reached"), a look under it ends it.
+    pub fn check(&self, buffered: usize, over_soft_since: &mut Option<Instant>, now: Instant) -> Option<Breach> {
+        if self.hard > 0 && buffered >= self.hard {
+            return Some(Breach::Hard);
+        }
+        if !(self.soft > 0 && buffered >= self.soft) {
+            *over_soft_since = None;
+            return None;
+        }
+        match *over_soft_since {
+            None => {
+                *over_soft_since = Some(now);
+                None
+            }
+            Some(since) => (now.saturating_duration_since(since) > self.soft_time).then_some(Breach::Soft),
+        }
     }
 }
 
@@ -126,10 +144,12 @@ impl OutputClasses {
 }
 
 /// Redis' `updateClientOutputBufferLimit`: every class checked before any is taken. `None` for
-/// a class the proxy has no clients of (replicas).
+/// a class the proxy has no clients of (replicas). The value is split at each single space, as
+/// `CONFIG SET` splits it (`sdssplitlen`): an empty field is a size or a time of 0, or an
+/// unknown class.
 fn parse_config_value(value: &[u8]) -> Option<Vec<(Option<Class>, Limits)>> {
     let text = std::str::from_utf8(value).ok()?;
-    let args: Vec<&str> = text.split_ascii_whitespace().collect();
+    let args: Vec<&str> = if text.is_empty() { Vec::new() } else { text.split(' ').collect() };
     if !args.len().is_multiple_of(4) {
         return None;
     }
@@ -143,14 +163,14 @@ fn parse_config_value(value: &[u8]) -> Option<Vec<(Option<Class>, Limits)>> {
         };
         let hard = usize::try_from(memtoull(group[1])?).unwrap_or(usize::MAX);
         let soft = usize::try_from(memtoull(group[2])?).unwrap_or(usize::MAX);
-        let seconds: u64 = group[3].parse::<i64>().ok().and_then(|s| u64::try_from(s).ok())?;
-        parsed.push((class, Limits { hard, soft, soft_time: Duration::from_secs(seconds) }));
+        let soft_time = Duration::from_secs(soft_seconds(group[3])?);
+        parsed.push((class, Limits { hard, soft, soft_time }));
     }
     Some(parsed)
 }
 
 /// Redis' `memtoull`: digits and an optional unit (`b`, `k` 1000, `kb` 1024, `m`, `mb`, `g`, `gb`,
-/// any case).
+/// any case); no digits count as 0, as `strtoull` reads them.
 fn memtoull(text: &str) -> Option<u64> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);
@@ -164,9 +184,32 @@ fn memtoull(text: &str) -> Option<u64> {
         "gb" => 1024 * 1024 * 1024,
         _ => return None,
     };
-    // strtoull of no digits is 0, as Redis takes "mb" alone.
     let value = if number.is_empty() { 0 } else { number.parse::<u64>().ok()? };
     Some(value.wrapping_mul(multiplier))
+}
+
+/// The soft limit's seconds as Redis reads them: `strtoll` (leading spaces and a sign allowed,
+/// nothing after the digits, no digits 0) into an `int` (so truncated to 32 bits), not negative.
+fn soft_seconds(text: &str) -> Option<u64> {
+    let text = text.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let digits_from = usize::from(text.starts_with(['+', '-']));
+    if text.len() == digits_from {
+        // No digits: strtoll reads 0 and leaves the end pointer at the start (an empty field).
+        return text.is_empty().then_some(0);
+    }
+    let wide: i64 = match text.parse::<i64>() {
+        Ok(value) => value,
+        // strtoll saturates what does not fit.
+        Err(_) if text[digits_from..].bytes().all(|b| b.is_ascii_digit()) => {
+            if text.starts_with('-') {
+                i64::MIN
+            } else {
+                i64::MAX
+            }
+        }
+        Err(_) => return None,
+    };
+    u64::try_from(wide as i32).ok()
 }
 
 #[cfg(test)]
@@ -207,6 +250,49 @@ mod tests {
         assert_eq!(classes.get(Class::Normal), Limits { hard: MIB, soft: 0, soft_time: Duration::ZERO });
         assert!(classes.set_from_config(b"normal 0 0 0"));
         assert!(!classes.normal_limited());
+    }
+
+    #[test]
+    fn fields_are_split_at_single_spaces_as_config_set_splits_them() {
+        let classes = defaults();
+        // An empty size or time is 0; an empty class is no class.
+        assert!(classes.set_from_config(b"pubsub  1mb 5"));
+        assert_eq!(classes.get(Class::PubSub), Limits { hard: 0, soft: MIB, soft_time: Duration::from_secs(5) });
+        assert!(classes.set_from_config(b"pubsub 2mb 1mb "));
+        assert_eq!(classes.get(Class::PubSub), Limits { hard: 2 * MIB, soft: MIB, soft_time: Duration::ZERO });
+        assert!(!classes.set_from_config(b" pubsub 2mb 1mb"));
+        assert!(classes.set_from_config(b""));
+        assert_eq!(soft_seconds("+7"), Some(7));
+        assert_eq!(soft_seconds(" 7"), Some(7));
+        // An int: 2^32 + 5 is 5, 2^31 is negative.
+        assert_eq!(soft_seconds("4294967301"), Some(5));
+        assert_eq!(soft_seconds("2147483648"), None);
+        assert_eq!(soft_seconds("99999999999999999999"), None);
+        assert_eq!(soft_seconds("-"), None);
+    }
+
+    #[test]
+    fn the_soft_limit_counts_from_the_first_look_over_it() {
+        let limits = Limits { hard: 100, soft: 10, soft_time: Duration::from_secs(60) };
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut since = None;
+        assert_eq!(limits.check(100, &mut since, at(0)), Some(Breach::Hard));
+        assert_eq!(limits.check(10, &mut since, at(0)), None);
+        assert_eq!(since, Some(at(0)));
+        assert_eq!(limits.check(50, &mut since, at(60)), None);
+        assert_eq!(limits.check(50, &mut since, at(61)), Some(Breach::Soft));
+        // A look under it starts over.
+        assert_eq!(limits.check(9, &mut since, at(62)), None);
+        assert_eq!(since, None);
+        assert_eq!(limits.check(50, &mut since, at(200)), None);
+        // A soft time of 0 still only starts the count at the first look.
+        let zero = Limits { soft_time: Duration::ZERO, ..limits };
+        let mut since = None;
+        assert_eq!(zero.check(50, &mut since, at(0)), None);
+        assert_eq!(zero.check(50, &mut since, at(1)), Some(Breach::Soft));
+        assert_eq!(Limits::NONE.check(usize::MAX, &mut since, at(2)), None);
+        assert_eq!(since, None);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub struct LimitsConfig {
     /// `pubsub_output_soft_time` (the class's soft limit; default 8 MiB for 60 s, as Redis');
     /// 0: no soft limit.
     pub pubsub_output_soft_limit: usize,
+    /// How long a client with subscriptions may stay over `pubsub_output_soft_limit`.
     #[serde(deserialize_with = "duration")]
     pub pubsub_output_soft_time: Duration,
     /// Requests held at once, proxy-wide, while the cluster fails over (`upstream.failover_wait`).

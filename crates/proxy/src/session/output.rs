@@ -9,39 +9,49 @@
 //! has stayed over 8 MiB for more than 60 s. The `normal` class has limits only once a CONFIG SET
 //! gives it some.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Session;
-use crate::output_classes::Class;
+use crate::output_classes::{Breach, Class};
 
 impl Session {
-    /// Whether `buffered` bytes waiting for the client end it. Looked at each time the session
-    /// settles (after replies or messages were added, and after writes), as Redis looks when it
-    /// adds to a client's output.
+    /// Which limit `buffered` bytes waiting for the client broke, if one did (the disconnect's
+    /// log line names it). Looked at each time the session settles — after replies or messages
+    /// were added, after writes — and when a soft limit's time ends ([`Session::soft_limit_due`]),
+    /// as Redis looks when it adds to a client's output and at every client each second.
     #[inline(always)]
-    pub(super) fn over_output_limits(&mut self, buffered: usize) -> bool {
-        if buffered > self.shared.client_output_limit {
-            return true;
+    pub(super) fn output_limit_reached(&mut self, buffered: usize) -> Option<&'static str> {
+        // A reply held behind earlier ones past the limit (`dispatch.rs`) counts too.
+        if self.over_output_limit || buffered > self.shared.client_output_limit {
+            return Some("limits.client_output_limit");
         }
         let class_limits = self.subscribed() || self.shared.output_classes.normal_limited();
-        (class_limits || self.soft_limit_since.is_some()) && self.over_class_limits(buffered)
+        if !class_limits && self.soft_limit_since.is_none() {
+            return None;
+        }
+        self.class_limit_reached(buffered)
     }
 
-    /// The class's limits: at the hard limit at once; at the soft limit when it has been over it
-    /// at every look for longer than its time, counted from the first look that found it there (a
-    /// look under it starts over), as Redis counts.
     #[inline(never)]
-    fn over_class_limits(&mut self, buffered: usize) -> bool {
+    fn class_limit_reached(&mut self, buffered: usize) -> Option<&'static str> {
+        let class = self.output_class();
+        let limits = self.shared.output_classes.get(class);
+        let breach = limits.check(buffered, &mut self.soft_limit_since, Instant::now())?;
+        Some(match (class, breach) {
+            (Class::Normal, Breach::Hard) => "normal class hard limit",
+            (Class::Normal, Breach::Soft) => "normal class soft limit",
+            (Class::PubSub, Breach::Hard) => "pubsub class hard limit",
+            (Class::PubSub, Breach::Soft) => "pubsub class soft limit",
+        })
+    }
+
+    /// When the session must look at a client over its soft limit again: just after the limit's
+    /// time ends, so that a client whose output stopped growing is still cut off (Redis'
+    /// `clientsCron` looks at every client once a second).
+    pub(super) fn soft_limit_due(&self) -> Option<Instant> {
+        let since = self.soft_limit_since?;
         let limits = self.shared.output_classes.get(self.output_class());
-        if limits.hard > 0 && buffered >= limits.hard {
-            return true;
-        }
-        if !(limits.soft > 0 && buffered >= limits.soft) {
-            self.soft_limit_since = None;
-            return false;
-        }
-        let since = *self.soft_limit_since.get_or_insert_with(Instant::now);
-        since.elapsed() > limits.soft_time
+        since.checked_add(limits.soft_time)?.checked_add(Duration::from_millis(1))
     }
 
     /// The client's class for its output limits (Redis' `getClientType`).

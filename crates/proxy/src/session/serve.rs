@@ -26,6 +26,7 @@ use crate::shared::Shared;
 use crate::socket::{IoBudget, Socket};
 use crate::writes::WriteBuffer;
 
+mod due;
 mod handover;
 mod idle;
 use handover::Served;
@@ -473,9 +474,9 @@ impl Session {
             self.run_after_earlier(&request, meta, why);
             return Settled::Again;
         }
-        if self.over_output_limit || self.over_output_limits(io.wbuf.len()) {
+        if let Some(limit) = self.output_limit_reached(io.wbuf.len()) {
             crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered = io.wbuf.len(),
-                class = self.output_class().name(), "client does not read its replies: output limit reached, disconnecting");
+                limit, "client does not read its replies: output limit reached, disconnecting");
             return Settled::Drop;
         }
         // A client that stopped sending is closed once everything it sent is answered — also what
@@ -575,27 +576,5 @@ impl Session {
         // The map may have changed (see `Clients::signal_subscribed`).
         self.follow_map();
         true
-    }
-
-    /// When the loop must wake up without an event: a part's retry, a pause's end, an unblock
-    /// to send again, a look at the pub/sub home or a moved subscription connection to close (see
-    /// `Session::pubsub_due_at`).
-    #[inline(always)]
-    fn next_wake(&self) -> Option<Instant> {
-        // The usual case, looked at per poll and twice per reply handed over: nothing to wait for.
-        // Inlined, with the rest out of line: a call per look cost ~50 instructions per request.
-        if !self.exec.has_retries() && self.held.is_none() && self.pending_unblock.is_none() && self.subs.is_none() {
-            return None;
-        }
-        self.next_wake_of_any()
-    }
-
-    /// [`Session::next_wake`] when something may wait.
-    #[inline(never)]
-    fn next_wake_of_any(&self) -> Option<Instant> {
-        let held = self.held.as_ref().map(|h| h.until);
-        let unblock = self.pending_unblock.map(|(_, at)| at);
-        let pubsub = self.pubsub_due_at();
-        self.exec.next_retry().into_iter().chain(held).chain(unblock).chain(pubsub).min()
     }
 }
