@@ -1,10 +1,9 @@
-//! Clients that misbehave or churn: one that never reads its replies, subscribers that do not keep
-//! up with their messages (Redis' `pubsub` class limits), more clients than
+//! Clients that misbehave or churn: one that never reads its replies, more clients than
 //! `listen.max_clients`, 10,000 connect/disconnect cycles, and requests over `max_request_bytes`.
 //! The proxy must stay within bounds (memory, file descriptors, its own counters) and keep serving
 //! everyone else.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redisforge_tests::process::{fd_count, rss_bytes};
+use redisforge_tests::raw::{drain_until_closed, raw_connect, read_some};
 use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command, wait_until};
 
 const MIB: u64 = 1024 * 1024;
@@ -23,53 +23,6 @@ fn metric(proxy: &Proxy, series: &str) -> Option<f64> {
 
 fn proxy_with(extra_toml: &str) -> Proxy {
     Proxy::start(Cluster::shared(), ProxyOptions { extra_toml: extra_toml.to_owned(), ..ProxyOptions::default() })
-}
-
-fn raw_connect(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
-    stream.set_write_timeout(Some(Duration::from_secs(5))).expect("write timeout");
-    stream
-}
-
-/// Reads until `want` bytes arrived, the peer closed, or the read timeout passed.
-fn read_some(stream: &mut TcpStream, want: usize) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    // Bounded: every read either makes progress, ends the loop, or times out.
-    for _ in 0..10_000 {
-        if got.len() >= want {
-            break;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    got
-}
-
-/// Whether the peer has closed: reads (and drops) whatever is still buffered until EOF or a reset,
-/// within `timeout`. Returns the bytes drained, `None` when the connection is still open.
-fn drain_until_closed(stream: &mut TcpStream, timeout: Duration) -> Option<u64> {
-    let deadline = Instant::now() + timeout;
-    let mut drained = 0u64;
-    let mut buf = vec![0u8; 256 * 1024];
-    while Instant::now() < deadline {
-        stream
-            .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
-            .ok()?;
-        match stream.read(&mut buf) {
-            Ok(0) => return Some(drained),
-            Ok(n) => drained += n as u64,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
-            Err(_) => return Some(drained),
-        }
-    }
-    None
 }
 
 #[test]
@@ -382,155 +335,4 @@ fn requests_over_max_request_bytes_are_refused_from_their_header_before_the_body
     let exists: i64 = redis::cmd("EXISTS").arg("cli:a").arg("cli:b").query(&mut con).expect("EXISTS");
     assert_eq!(exists, 0, "a refused request must not be executed in part");
     println!("RELIABILITY max_request_bytes: both oversized requests refused from their headers in {took:?}");
-}
-
-/// Subscribes a raw connection (never read after the confirmation) to `channel`.
-fn raw_subscriber(proxy: &Proxy, channel: &str) -> TcpStream {
-    let mut subscriber = raw_connect(&proxy.addr());
-    subscriber.write_all(&resp_command(&[b"SUBSCRIBE", channel.as_bytes()])).expect("send SUBSCRIBE");
-    let confirmation = read_some(&mut subscriber, 20);
-    assert!(String::from_utf8_lossy(&confirmation).contains("subscribe"), "{confirmation:?}");
-    subscriber
-}
-
-/// Publishes `batches` × 100 messages of 10 KB to `channel`; the receiver counts PUBLISH answered.
-fn publish_10k(publisher: &mut redis::Connection, channel: &str, batches: usize) -> Vec<i64> {
-    let message = "m".repeat(10 * 1024);
-    let mut counts = Vec::new();
-    for _ in 0..batches {
-        let mut pipe = redis::pipe();
-        for _ in 0..100 {
-            pipe.cmd("PUBLISH").arg(channel).arg(&message);
-        }
-        let batch: Vec<i64> = pipe.query(publisher).expect("PUBLISH batch");
-        counts.extend(batch);
-    }
-    counts
-}
-
-/// The lines of the proxy's log that report an output-limit disconnect.
-fn output_limit_lines(proxy: &Proxy) -> Vec<String> {
-    proxy.log().lines().filter(|l| l.contains("output limit reached")).map(str::to_owned).collect()
-}
-
-/// Redis' `pubsub` class: a client with subscriptions is cut off at the class's hard limit
-/// (`limits.pubsub_output_limit`), while a client without subscriptions keeps as much unread
-/// output under `limits.client_output_limit`.
-#[test]
-fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
-    let proxy = proxy_with("[limits]\npubsub_output_limit = 2097152\n");
-    // A client without subscriptions leaves 10 MB of replies unread for a while, then reads them all.
-    let (big_key, big_value) = ("cli:pubsub-class:big", "x".repeat(100 * 1024));
-    let mut publisher = proxy.client();
-    let _: () = redis::cmd("SET").arg(big_key).arg(&big_value).query(&mut publisher).expect("SET");
-    let mut reader = raw_connect(&proxy.addr());
-    let get = resp_command(&[b"GET", big_key.as_bytes()]);
-    reader.write_all(&get.repeat(100)).expect("send the GETs");
-
-    let channel = "cli:pubsub-class";
-    let mut subscriber = raw_subscriber(&proxy, channel);
-    // 20 MB of messages the subscriber never reads.
-    let counts = publish_10k(&mut publisher, channel, 20);
-    assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
-    let cut_off =
-        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
-    let drained = drain_until_closed(&mut subscriber, Duration::from_secs(10));
-    assert!(cut_off, "the subscriber was not cut off at the pubsub limit\n{}", proxy.log_tail(20));
-    let lines = output_limit_lines(&proxy);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("pubsub"), "{}", lines[0]);
-    let drained = drained.expect("the subscriber's connection is closed");
-    assert!(drained < 15 * MIB, "the subscriber received {drained} bytes: the limit did not stop the messages");
-    assert!(unsubscribed(&mut publisher, channel), "the node still delivers to the cut-off subscriber");
-
-    // The other client's 10 MB were all kept for it.
-    reader.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
-    let reply_len = format!("${}\r\n", big_value.len()).len() + big_value.len() + 2;
-    let got = read_some(&mut reader, 100 * reply_len);
-    assert_eq!(got.len(), 100 * reply_len, "the client without subscriptions lost replies");
-    assert_eq!(output_limit_lines(&proxy).len(), 1, "{}", proxy.log_tail(20));
-}
-
-/// Whether PUBLISH to `channel` soon finds no subscriber (the node saw the proxy's subscription
-/// connection of a cut-off client close).
-fn unsubscribed(publisher: &mut redis::Connection, channel: &str) -> bool {
-    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-        redis::cmd("PUBLISH").arg(channel).arg("late").query::<i64>(publisher).ok() == Some(0)
-    })
-}
-
-/// The `pubsub` class's soft limit: a subscriber over it is cut off once it has stayed over it for
-/// longer than `limits.pubsub_output_soft_time`, also when no more output comes (Redis' clientsCron
-/// looks at every client each second).
-#[test]
-fn a_subscriber_over_the_soft_limit_is_cut_off_only_after_its_time() {
-    let soft_time = Duration::from_secs(3);
-    let proxy = proxy_with(&format!(
-        "[limits]\npubsub_output_limit = 0\npubsub_output_soft_limit = 1048576\npubsub_output_soft_time = \"{}s\"\n",
-        soft_time.as_secs()
-    ));
-    let channel = "cli:pubsub-soft";
-    let mut subscriber = raw_subscriber(&proxy, channel);
-    let mut publisher = proxy.client();
-    // 20 MB in a burst: far over the soft limit, then nothing more.
-    let burst = Instant::now();
-    let counts = publish_10k(&mut publisher, channel, 20);
-    let burst_took = burst.elapsed();
-    // A burst that took longer than the soft time (a starved machine) says nothing about it.
-    if burst_took < soft_time / 2 {
-        assert!(counts.iter().all(|&c| c == 1), "a subscriber within its soft time was dropped: {counts:?}");
-        assert!(output_limit_lines(&proxy).is_empty(), "cut off within the soft time\n{}", proxy.log_tail(20));
-    }
-    let cut_off = wait_until(soft_time + Duration::from_secs(10), Duration::from_millis(20), || {
-        !output_limit_lines(&proxy).is_empty()
-    });
-    let cut_after = burst.elapsed();
-    assert!(cut_off, "the subscriber over its soft limit was not cut off\n{}", proxy.log_tail(20));
-    assert!(cut_after >= soft_time, "cut off {cut_after:?} after the burst began, before the soft time");
-    let lines = output_limit_lines(&proxy);
-    assert!(lines[0].contains("pubsub class soft limit"), "{lines:?}");
-    assert!(
-        drain_until_closed(&mut subscriber, Duration::from_secs(10)).is_some(),
-        "the subscriber's connection is open"
-    );
-    assert!(unsubscribed(&mut publisher, channel), "the node still delivers to the cut-off subscriber");
-}
-
-/// `CONFIG SET client-output-buffer-limit` through the proxy sets the nodes' limits and the
-/// proxy's own clients' (its own cluster: the nodes' setting must not reach other tests).
-#[test]
-fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscribers() {
-    let cluster = redisforge_tests::Cluster::start(redisforge_tests::ClusterOptions {
-        replicas_per_master: 0,
-        ..Default::default()
-    });
-    let proxy = Proxy::start(&cluster, ProxyOptions::default());
-    let mut admin = proxy.client();
-    let mapped = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        redis::cmd("SET").arg("cli:config-set-ready").arg("1").query::<()>(&mut admin).is_ok()
-    });
-    assert!(mapped, "the proxy did not map its cluster\n{}", proxy.log_tail(20));
-    // A value Redis refuses is refused by the nodes (the proxy's own check: `output_classes.rs`).
-    let refused =
-        redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 1mb 1mb").query::<()>(&mut admin);
-    let refusal = refused.expect_err("a value of three words is refused").to_string();
-    assert!(refusal.contains("Wrong number of arguments in buffer limit configuration"), "{refusal}");
-    let set: redis::RedisResult<()> =
-        redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 2mb 0 0").query(&mut admin);
-    set.expect("CONFIG SET client-output-buffer-limit");
-    let nodes: Vec<String> =
-        redis::cmd("CONFIG").arg("GET").arg("client-output-buffer-limit").query(&mut admin).expect("CONFIG GET");
-    assert!(nodes[1].contains("pubsub 2097152 0 0"), "{nodes:?}");
-
-    let channel = "cli:pubsub-config-set";
-    let mut subscriber = raw_subscriber(&proxy, channel);
-    let counts = publish_10k(&mut admin, channel, 20);
-    assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
-    let cut_off =
-        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
-    assert!(cut_off, "the subscriber was not cut off at the limit CONFIG SET gave\n{}", proxy.log_tail(20));
-    assert!(output_limit_lines(&proxy)[0].contains("pubsub"), "{:?}", output_limit_lines(&proxy));
-    let drained =
-        drain_until_closed(&mut subscriber, Duration::from_secs(10)).expect("the subscriber's connection is closed");
-    assert!(drained < 15 * MIB, "the subscriber received {drained} bytes");
 }

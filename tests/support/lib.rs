@@ -36,6 +36,7 @@ pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod raw;
 pub mod resp;
 pub mod rng;
 pub mod server;

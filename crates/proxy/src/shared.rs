@@ -61,6 +61,8 @@ pub struct Shared {
 pub struct Stats {
     pub connected_clients: AtomicUsize,
     pub total_connections: AtomicU64,
+    /// Clients disconnected for their output (INFO's `client_output_buffer_limit_disconnections`).
+    pub output_limit_disconnections: AtomicU64,
     next_client_id: AtomicU64,
 }
 
@@ -69,6 +71,7 @@ impl Default for Stats {
         Stats {
             connected_clients: AtomicUsize::new(0),
             total_connections: AtomicU64::new(0),
+            output_limit_disconnections: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
         }
     }

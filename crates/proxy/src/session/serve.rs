@@ -477,6 +477,7 @@ impl Session {
         if let Some(limit) = self.output_limit_reached(io.wbuf.len()) {
             crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered = io.wbuf.len(),
                 limit, "client does not read its replies: output limit reached, disconnecting");
+            self.shared.stats.output_limit_disconnections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Settled::Drop;
         }
         // A client that stopped sending is closed once everything it sent is answered — also what

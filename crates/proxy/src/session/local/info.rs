@@ -27,7 +27,8 @@ pub struct Info {
     /// The data sections asked of every master and summed after `own`.
     pub cluster_sections: Vec<&'static str>,
     /// Fields of those sections whose value is the proxy's: the tracking table's sizes in stats
-    /// (client-side caching is the proxy's; the nodes track only its BCAST streams).
+    /// (client-side caching is the proxy's; the nodes track only its BCAST streams) and the
+    /// clients disconnected for their output.
     pub own_fields: Vec<(&'static str, u64)>,
 }
 
@@ -105,6 +106,12 @@ pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> I
                 ("tracking_total_keys", keys as u64),
                 ("tracking_total_items", items as u64),
                 ("tracking_total_prefixes", shared.tracking.prefix_count() as u64),
+                // The proxy's clients are the ones it counts (Redis 7.2+ shows it); the nodes'
+                // count is of the proxy's own connections.
+                (
+                    "client_output_buffer_limit_disconnections",
+                    stats.output_limit_disconnections.load(Ordering::Relaxed),
+                ),
             ]
         }
         false => Vec::new(),

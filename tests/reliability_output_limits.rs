@@ -1,0 +1,181 @@
+//! Redis' client output classes (`client-output-buffer-limit`): subscribers that do not keep up
+//! with their messages are cut off at the `pubsub` class's limits, clients without subscriptions
+//! are not; the soft limit only after its time; a `CONFIG SET` of the limits through the proxy;
+//! INFO's count of such disconnects. A version suite: INFO shows the count from Redis 7.2 on.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use redisforge_tests::raw::{drain_until_closed, raw_connect, read_some};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command, wait_until};
+
+const MIB: u64 = 1024 * 1024;
+
+fn proxy_with(extra_toml: &str) -> Proxy {
+    Proxy::start(Cluster::shared(), ProxyOptions { extra_toml: extra_toml.to_owned(), ..ProxyOptions::default() })
+}
+
+/// Subscribes a raw connection (never read after the confirmation) to `channel`.
+fn raw_subscriber(proxy: &Proxy, channel: &str) -> TcpStream {
+    let mut subscriber = raw_connect(&proxy.addr());
+    subscriber.write_all(&resp_command(&[b"SUBSCRIBE", channel.as_bytes()])).expect("send SUBSCRIBE");
+    let confirmation = read_some(&mut subscriber, 20);
+    assert!(String::from_utf8_lossy(&confirmation).contains("subscribe"), "{confirmation:?}");
+    subscriber
+}
+
+/// Publishes `batches` × 100 messages of 10 KB to `channel`; the receiver counts PUBLISH answered.
+fn publish_10k(publisher: &mut redis::Connection, channel: &str, batches: usize) -> Vec<i64> {
+    let message = "m".repeat(10 * 1024);
+    let mut counts = Vec::new();
+    for _ in 0..batches {
+        let mut pipe = redis::pipe();
+        for _ in 0..100 {
+            pipe.cmd("PUBLISH").arg(channel).arg(&message);
+        }
+        let batch: Vec<i64> = pipe.query(publisher).expect("PUBLISH batch");
+        counts.extend(batch);
+    }
+    counts
+}
+
+/// The lines of the proxy's log that report an output-limit disconnect.
+fn output_limit_lines(proxy: &Proxy) -> Vec<String> {
+    proxy.log().lines().filter(|l| l.contains("output limit reached")).map(str::to_owned).collect()
+}
+
+/// Redis' `pubsub` class: a client with subscriptions is cut off at the class's hard limit
+/// (`limits.pubsub_output_limit`), while a client without subscriptions keeps as much unread
+/// output under `limits.client_output_limit`.
+#[test]
+fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
+    let proxy = proxy_with("[limits]\npubsub_output_limit = 2097152\n");
+    // A client without subscriptions leaves 10 MB of replies unread for a while, then reads them all.
+    let (big_key, big_value) = ("cli:pubsub-class:big", "x".repeat(100 * 1024));
+    let mut publisher = proxy.client();
+    let _: () = redis::cmd("SET").arg(big_key).arg(&big_value).query(&mut publisher).expect("SET");
+    let mut reader = raw_connect(&proxy.addr());
+    let get = resp_command(&[b"GET", big_key.as_bytes()]);
+    reader.write_all(&get.repeat(100)).expect("send the GETs");
+
+    let channel = "cli:pubsub-class";
+    let mut subscriber = raw_subscriber(&proxy, channel);
+    // 20 MB of messages the subscriber never reads.
+    let counts = publish_10k(&mut publisher, channel, 20);
+    assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
+    let cut_off =
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
+    let drained = drain_until_closed(&mut subscriber, Duration::from_secs(10));
+    assert!(cut_off, "the subscriber was not cut off at the pubsub limit\n{}", proxy.log_tail(20));
+    let lines = output_limit_lines(&proxy);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("pubsub"), "{}", lines[0]);
+    let drained = drained.expect("the subscriber's connection is closed");
+    assert!(drained < 15 * MIB, "the subscriber received {drained} bytes: the limit did not stop the messages");
+    assert!(unsubscribed(&mut publisher, channel), "the node still delivers to the cut-off subscriber");
+    // INFO counts the proxy's disconnect where the nodes' version has the field (Redis 7.2+).
+    let field = "client_output_buffer_limit_disconnections:";
+    let node_has_it = info_stats(&mut Cluster::shared().client(&Cluster::shared().masters()[0])).contains(field);
+    let stats = info_stats(&mut publisher);
+    match node_has_it {
+        true => assert!(stats.contains(&format!("{field}1\r\n")), "{stats}"),
+        false => assert!(!stats.contains(field), "{stats}"),
+    }
+
+    // The other client's 10 MB were all kept for it.
+    reader.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    let reply_len = format!("${}\r\n", big_value.len()).len() + big_value.len() + 2;
+    let got = read_some(&mut reader, 100 * reply_len);
+    assert_eq!(got.len(), 100 * reply_len, "the client without subscriptions lost replies");
+    assert_eq!(output_limit_lines(&proxy).len(), 1, "{}", proxy.log_tail(20));
+}
+
+/// `INFO stats` of a node or the proxy.
+fn info_stats(conn: &mut redis::Connection) -> String {
+    redis::cmd("INFO").arg("stats").query(conn).expect("INFO stats")
+}
+
+/// Whether PUBLISH to `channel` soon finds no subscriber (the node saw the proxy's subscription
+/// connection of a cut-off client close).
+fn unsubscribed(publisher: &mut redis::Connection, channel: &str) -> bool {
+    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        redis::cmd("PUBLISH").arg(channel).arg("late").query::<i64>(publisher).ok() == Some(0)
+    })
+}
+
+/// The `pubsub` class's soft limit: a subscriber over it is cut off once it has stayed over it for
+/// longer than `limits.pubsub_output_soft_time`, also when no more output comes (Redis' clientsCron
+/// looks at every client each second).
+#[test]
+fn a_subscriber_over_the_soft_limit_is_cut_off_only_after_its_time() {
+    let soft_time = Duration::from_secs(3);
+    let proxy = proxy_with(&format!(
+        "[limits]\npubsub_output_limit = 0\npubsub_output_soft_limit = 1048576\npubsub_output_soft_time = \"{}s\"\n",
+        soft_time.as_secs()
+    ));
+    let channel = "cli:pubsub-soft";
+    let mut subscriber = raw_subscriber(&proxy, channel);
+    let mut publisher = proxy.client();
+    // 20 MB in a burst: far over the soft limit, then nothing more.
+    let burst = Instant::now();
+    let counts = publish_10k(&mut publisher, channel, 20);
+    let burst_took = burst.elapsed();
+    // A burst that took longer than the soft time (a starved machine) says nothing about it.
+    if burst_took < soft_time / 2 {
+        assert!(counts.iter().all(|&c| c == 1), "a subscriber within its soft time was dropped: {counts:?}");
+        assert!(output_limit_lines(&proxy).is_empty(), "cut off within the soft time\n{}", proxy.log_tail(20));
+    }
+    let cut_off = wait_until(soft_time + Duration::from_secs(10), Duration::from_millis(20), || {
+        !output_limit_lines(&proxy).is_empty()
+    });
+    let cut_after = burst.elapsed();
+    assert!(cut_off, "the subscriber over its soft limit was not cut off\n{}", proxy.log_tail(20));
+    assert!(cut_after >= soft_time, "cut off {cut_after:?} after the burst began, before the soft time");
+    let lines = output_limit_lines(&proxy);
+    assert!(lines[0].contains("pubsub class soft limit"), "{lines:?}");
+    assert!(
+        drain_until_closed(&mut subscriber, Duration::from_secs(10)).is_some(),
+        "the subscriber's connection is open"
+    );
+    assert!(unsubscribed(&mut publisher, channel), "the node still delivers to the cut-off subscriber");
+}
+
+/// `CONFIG SET client-output-buffer-limit` through the proxy sets the nodes' limits and the
+/// proxy's own clients' (its own cluster: the nodes' setting must not reach other tests).
+#[test]
+fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscribers() {
+    let cluster = redisforge_tests::Cluster::start(redisforge_tests::ClusterOptions {
+        replicas_per_master: 0,
+        ..Default::default()
+    });
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut admin = proxy.client();
+    let mapped = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        redis::cmd("SET").arg("cli:config-set-ready").arg("1").query::<()>(&mut admin).is_ok()
+    });
+    assert!(mapped, "the proxy did not map its cluster\n{}", proxy.log_tail(20));
+    // A value Redis refuses is refused by the nodes (the proxy's own check: `output_classes.rs`).
+    let refused =
+        redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 1mb 1mb").query::<()>(&mut admin);
+    let refusal = refused.expect_err("a value of three words is refused").to_string();
+    assert!(refusal.contains("Wrong number of arguments in buffer limit configuration"), "{refusal}");
+    let set: redis::RedisResult<()> =
+        redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 2mb 0 0").query(&mut admin);
+    set.expect("CONFIG SET client-output-buffer-limit");
+    let nodes: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("client-output-buffer-limit").query(&mut admin).expect("CONFIG GET");
+    assert!(nodes[1].contains("pubsub 2097152 0 0"), "{nodes:?}");
+
+    let channel = "cli:pubsub-config-set";
+    let mut subscriber = raw_subscriber(&proxy, channel);
+    let counts = publish_10k(&mut admin, channel, 20);
+    assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
+    let cut_off =
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
+    assert!(cut_off, "the subscriber was not cut off at the limit CONFIG SET gave\n{}", proxy.log_tail(20));
+    assert!(output_limit_lines(&proxy)[0].contains("pubsub"), "{:?}", output_limit_lines(&proxy));
+    let drained =
+        drain_until_closed(&mut subscriber, Duration::from_secs(10)).expect("the subscriber's connection is closed");
+    assert!(drained < 15 * MIB, "the subscriber received {drained} bytes");
+}

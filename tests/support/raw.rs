@@ -1,0 +1,54 @@
+//! Raw TCP connections to a proxy, for clients that misbehave on purpose (never read, send
+//! partial requests) where a client library would not.
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A plain TCP connection to `addr` with 5 s read and write timeouts, for speaking raw RESP.
+pub fn raw_connect(addr: &str) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    stream.set_write_timeout(Some(Duration::from_secs(5))).expect("write timeout");
+    stream
+}
+
+/// Reads until `want` bytes arrived, the peer closed, or the read timeout passed.
+pub fn read_some(stream: &mut TcpStream, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Bounded: every read either makes progress, ends the loop, or times out.
+    for _ in 0..10_000 {
+        if got.len() >= want {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Whether the peer has closed: reads (and drops) whatever is still buffered until EOF or a reset,
+/// within `timeout`. Returns the bytes drained, `None` when the connection is still open.
+pub fn drain_until_closed(stream: &mut TcpStream, timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    let mut drained = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    while Instant::now() < deadline {
+        stream
+            .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+            .ok()?;
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(drained),
+            Ok(n) => drained += n as u64,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+            Err(_) => return Some(drained),
+        }
+    }
+    None
+}
