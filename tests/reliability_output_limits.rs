@@ -179,3 +179,35 @@ fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscriber
         drain_until_closed(&mut subscriber, Duration::from_secs(10)).expect("the subscriber's connection is closed");
     assert!(drained < 15 * MIB, "the subscriber received {drained} bytes");
 }
+
+/// The `CLIENT LIST` line, on any of `cluster`'s masters, of the connection whose last command
+/// was `cmd`.
+fn node_client_line(cluster: &Cluster, cmd: &str) -> Option<String> {
+    cluster.masters().iter().find_map(|master| {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut cluster.client(master)).expect("CLIENT LIST");
+        list.lines().find(|l| l.contains(&format!(" cmd={cmd} "))).map(str::to_owned)
+    })
+}
+
+/// A node's `maxmemory-clients` evicts the clients using the most memory: the proxy's pooled
+/// connections, which carry many clients' requests, ask not to be (`CLIENT NO-EVICT on`, flag `e`
+/// in the node's CLIENT LIST), while a client's own connection stays evictable as that client
+/// would be on a node (its own cluster: the test reads every connection of the nodes).
+#[test]
+fn pooled_node_connections_are_exempt_from_client_eviction_and_own_ones_are_not() {
+    let cluster = Cluster::start(redisforge_tests::ClusterOptions { replicas_per_master: 0, ..Default::default() });
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut client = proxy.client();
+    let mapped = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        redis::cmd("SET").arg("{cli:ne}").arg("1").query::<()>(&mut client).is_ok()
+    });
+    assert!(mapped, "the proxy did not map its cluster\n{}", proxy.log_tail(20));
+    let _: Option<String> = redis::cmd("GET").arg("{cli:ne}").query(&mut client).expect("GET");
+    let _: Option<(String, String)> =
+        redis::cmd("BLPOP").arg("{cli:ne}:list").arg("0.01").query(&mut client).expect("BLPOP");
+    let flags = |line: &str| line.split(' ').find_map(|f| f.strip_prefix("flags=")).unwrap_or("").to_owned();
+    let pooled = node_client_line(&cluster, "get").expect("the pooled connection that ran the GET");
+    assert!(flags(&pooled).contains('e'), "{pooled}");
+    let own = node_client_line(&cluster, "blpop").expect("the own connection that ran the BLPOP");
+    assert!(!flags(&own).contains('e'), "{own}");
+}

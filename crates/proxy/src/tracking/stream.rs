@@ -96,7 +96,7 @@ async fn follow(hub: Arc<Hub>, topology: Arc<Topology>, addr: String, state: Arc
     let mut backoff = Duration::from_millis(100);
     loop {
         let (tx, rx) = reply_channel();
-        let mode = ConnMode { pushes: Some((tx.clone(), PUSH)), ..ConnMode::owned(true, None) };
+        let mode = ConnMode { pushes: Some((tx.clone(), PUSH)), no_evict: true, ..ConnMode::owned(true, None) };
         let conn = topology.upstreams().owned(&addr, mode);
         // Named so that operators see whose connection it is in the node's CLIENT LIST.
         let name = format!("redisforge-tracking-{}", std::process::id());

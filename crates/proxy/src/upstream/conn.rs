@@ -89,6 +89,9 @@ pub struct ConnMode {
     /// Wait this long before connecting: a subscription connection replacing one that failed
     /// at once backs off, rather than reconnecting in a tight loop to a node that is down.
     pub connect_after: Duration,
+    /// Ask the node not to evict the connection ([`exempt_from_eviction`]): one many clients
+    /// share (pools, tracking streams).
+    pub no_evict: bool,
 }
 
 impl ConnMode {
@@ -103,12 +106,13 @@ impl ConnMode {
             node_scripts: None,
             node_client_id: None,
             connect_after: Duration::ZERO,
+            no_evict: true,
         }
     }
 
     /// An owned connection (transactions, blocking commands, subscriptions), logged in as `user`.
     pub fn owned(resp3: bool, user: Option<Arc<NodeUser>>) -> ConnMode {
-        ConnMode { user, ..ConnMode { resp3, reconnect: false, ..ConnMode::pooled(false) } }
+        ConnMode { user, ..ConnMode { resp3, reconnect: false, no_evict: false, ..ConnMode::pooled(false) } }
     }
 
     /// What is sent after the proxy's own login: the node-side user's login, then `HELLO 3` and
@@ -164,7 +168,7 @@ async fn run(
     // answers.
     let mut failed = false;
     loop {
-        match connect_answered(&addr, &settings, &extra, failed).await {
+        match connect_answered(&addr, &settings, &extra, (mode.no_evict, failed)).await {
             Ok(mut stream) => {
                 if let Some(id) = &mode.node_client_id {
                     id.store(node_client_id(&mut stream, &addr, &settings).await, std::sync::atomic::Ordering::Release);
@@ -220,15 +224,37 @@ async fn connect_answered(
     addr: &str,
     settings: &ConnSettings,
     extra: &[&[&[u8]]],
-    probe: bool,
+    (no_evict, probe): (bool, bool),
 ) -> Result<UpstreamStream, UpstreamError> {
     let mut stream = connect::connect(addr, settings, extra).await?;
+    if no_evict {
+        exempt_from_eviction(&mut stream, addr, settings).await?;
+    }
     if probe {
         let since = std::time::Instant::now();
         ask(&mut stream, addr, settings, &[b"PING"]).await?;
         (settings.on_node)(addr, NodeReport::Answered { since });
     }
     Ok(stream)
+}
+
+/// Asks the node not to evict a connection many clients share (`CLIENT NO-EVICT on`, Redis 7.0+):
+/// under `maxmemory-clients` a node evicts the clients using the most memory, and a pooled
+/// connection carrying a burst of many clients' requests would be the one, failing all of them at
+/// once; the proxy bounds each of its clients' memory itself (`limits.*`). Best effort: a node
+/// that refuses (an older version, an `upstream.user` without `client|no-evict`) is logged and
+/// may evict as before. An unanswered ask fails the connection (its reply would come late).
+async fn exempt_from_eviction(
+    stream: &mut UpstreamStream,
+    addr: &str,
+    settings: &ConnSettings,
+) -> Result<(), UpstreamError> {
+    let reply = ask(stream, addr, settings, &[b"CLIENT", b"NO-EVICT", b"on"]).await?;
+    if reply.first() == Some(&b'-') {
+        crate::log_limited!(1, info, node = %addr, reply = %connect::first_line(&reply),
+            "the node refused CLIENT NO-EVICT: under maxmemory-clients it may evict the proxy's shared connections");
+    }
+    Ok(())
 }
 
 /// The node's `CLIENT ID` of a connection that just logged in; 0 when it cannot be had.
