@@ -82,6 +82,12 @@ fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
         true => assert!(stats.contains(&format!("{field}1\r\n")), "{stats}"),
         false => assert!(!stats.contains(field), "{stats}"),
     }
+    if node_has_it {
+        // CONFIG RESETSTAT resets it with the nodes' stats, as Redis' resetServerStats does.
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut publisher).expect("CONFIG RESETSTAT");
+        let stats = info_stats(&mut publisher);
+        assert!(stats.contains(&format!("{field}0\r\n")), "{stats}");
+    }
 
     // The other client's 10 MB were all kept for it.
     reader.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
@@ -180,12 +186,12 @@ fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscriber
     assert!(drained < 15 * MIB, "the subscriber received {drained} bytes");
 }
 
-/// The `CLIENT LIST` line, on any of `cluster`'s masters, of the connection whose last command
-/// was `cmd`.
-fn node_client_line(cluster: &Cluster, cmd: &str) -> Option<String> {
+/// The first `CLIENT LIST` line, on any of `cluster`'s masters, that contains `needle` (` cmd=get `,
+/// ` name=…`).
+fn node_client_line(cluster: &Cluster, needle: &str) -> Option<String> {
     cluster.masters().iter().find_map(|master| {
         let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut cluster.client(master)).expect("CLIENT LIST");
-        list.lines().find(|l| l.contains(&format!(" cmd={cmd} "))).map(str::to_owned)
+        list.lines().find(|l| l.contains(needle)).map(str::to_owned)
     })
 }
 
@@ -206,8 +212,18 @@ fn pooled_node_connections_are_exempt_from_client_eviction_and_own_ones_are_not(
     let _: Option<(String, String)> =
         redis::cmd("BLPOP").arg("{cli:ne}:list").arg("0.01").query(&mut client).expect("BLPOP");
     let flags = |line: &str| line.split(' ').find_map(|f| f.strip_prefix("flags=")).unwrap_or("").to_owned();
-    let pooled = node_client_line(&cluster, "get").expect("the pooled connection that ran the GET");
+    let pooled = node_client_line(&cluster, " cmd=get ").expect("the pooled connection that ran the GET");
     assert!(flags(&pooled).contains('e'), "{pooled}");
-    let own = node_client_line(&cluster, "blpop").expect("the own connection that ran the BLPOP");
+    let own = node_client_line(&cluster, " cmd=blpop ").expect("the own connection that ran the BLPOP");
     assert!(!flags(&own).contains('e'), "{own}");
+    // Client-side caching's tracking streams, which every tracking client shares, too.
+    let _: () = redis::cmd("CLIENT").arg("TRACKING").arg("on").query(&mut client).expect("CLIENT TRACKING on");
+    let _: Option<String> = redis::cmd("GET").arg("{cli:ne}").query(&mut client).expect("GET while tracking");
+    let mut tracking = None;
+    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        tracking = node_client_line(&cluster, " name=redisforge-tracking-");
+        tracking.is_some()
+    });
+    let tracking = tracking.expect("a tracking stream on a node");
+    assert!(flags(&tracking).contains('e'), "{tracking}");
 }

@@ -180,6 +180,7 @@ fn build_topology(
         command_timeout: config.upstream.command_timeout,
         tls: upstream_tls,
         on_node: Arc::new(on_node),
+        no_evict_refused: Default::default(),
     };
     let upstreams = Arc::new(Upstreams::new(
         settings,

@@ -154,6 +154,7 @@ fn settings() -> ConnSettings {
         command_timeout: Duration::from_secs(2),
         tls: None,
         on_node: Arc::new(|_: &str, _| {}),
+        no_evict_refused: Default::default(),
     }
 }
 

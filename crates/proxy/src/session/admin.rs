@@ -72,21 +72,26 @@ impl Session {
 
 /// What the proxy notes of a command as it goes out to the nodes (at EXEC for a queued one): the
 /// script of an EVAL or SCRIPT LOAD, to load it again where an EVALSHA meets `-NOSCRIPT`, or
-/// SCRIPT FLUSH forgetting them (`executor/scripts.rs`), and the settings of a CONFIG SET it
-/// keeps itself too.
+/// SCRIPT FLUSH forgetting them (`executor/scripts.rs`), the settings of a CONFIG SET it keeps
+/// itself too, and the proxy's own INFO stats a CONFIG RESETSTAT resets.
 pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Request) {
     scripts::remember(&shared.scripts, spec, request);
     if spec.name == "config|set" {
         keep_own_settings(shared, request);
+    }
+    // Redis' resetServerStats zeroes it with the other stats; the nodes' are reset by the command.
+    if spec.name == "config|resetstat" {
+        shared.stats.output_limit_disconnections.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// What a `CONFIG SET` sets that the proxy keeps itself: `tracking-table-max-keys` bounds the
 /// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`),
 /// `client-output-buffer-limit` the output of the proxy's own clients (`crate::output_classes`),
-/// and Valkey's
-/// `extended-redis-compatibility` decides how the proxy names the nodes' server (HELLO, INFO) at
-/// once, not at its next health poll. A value the nodes would refuse changes nothing.
+/// and Valkey's `extended-redis-compatibility` decides how the proxy names the nodes' server
+/// (HELLO, INFO) at once, not at its next health poll. A value the nodes would refuse changes
+/// nothing (a CONFIG SET of several parameters refused for another one's value still changes
+/// these: README, Not done yet).
 fn keep_own_settings(shared: &Shared, request: &Request) {
     for i in (2..request.argc().saturating_sub(1)).step_by(2) {
         if request.arg(i).eq_ignore_ascii_case(b"extended-redis-compatibility") {

@@ -159,6 +159,9 @@ struct Session {
     /// Since when the client has had more output buffered than its class's soft limit (see
     /// `output.rs`).
     soft_limit_since: Option<Instant>,
+    /// The client broke an output limit: it is being dropped (logged and counted once, however
+    /// often the session settles before it ends).
+    cut_off: bool,
     /// A request held by `CLIENT PAUSE`.
     held: Option<Box<Held>>,
     /// CLIENT TRACKING is on (`None` for every other client: their requests pay nothing for it).
@@ -190,6 +193,7 @@ impl Session {
             broken: false,
             over_output_limit: false,
             soft_limit_since: None,
+            cut_off: false,
             shared,
             pipeline: Pipeline::default(),
             decoder,

@@ -9,6 +9,7 @@
 //! has stayed over 8 MiB for more than 60 s. The `normal` class has limits only once a CONFIG SET
 //! gives it some.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Session;
@@ -52,6 +53,18 @@ impl Session {
         let since = self.soft_limit_since?;
         let limits = self.shared.output_classes.get(self.output_class());
         since.checked_add(limits.soft_time)?.checked_add(Duration::from_millis(1))
+    }
+
+    /// A client that broke `limit` with `buffered` bytes waiting is dropped: logged and counted
+    /// (INFO's `client_output_buffer_limit_disconnections`) once, though a node connection's
+    /// hand-over may settle the session again before its task ends it.
+    pub(super) fn on_cut_off(&mut self, limit: &'static str, buffered: usize) {
+        if std::mem::replace(&mut self.cut_off, true) {
+            return;
+        }
+        crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered, limit,
+            "client does not read its replies: output limit reached, disconnecting");
+        self.shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The client's class for its output limits (Redis' `getClientType`).

@@ -4,13 +4,13 @@
 //! request, and replies are released to the client only from the front, so the client reads them in
 //! request order however the nodes interleave. Pure bookkeeping: no I/O.
 
-use crate::clock::Tick;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
+use crate::clock::Tick;
 use crate::command::Merge;
 use crate::executor::{Part, Target, in_order, order_slot};
 use crate::merge::{KeyPlace, merge, put_string, string_payload};

@@ -475,9 +475,7 @@ impl Session {
             return Settled::Again;
         }
         if let Some(limit) = self.output_limit_reached(io.wbuf.len()) {
-            crate::log_limited!(10, warn, client = self.state.id, peer = %self.state.peer, buffered = io.wbuf.len(),
-                limit, "client does not read its replies: output limit reached, disconnecting");
-            self.shared.stats.output_limit_disconnections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.on_cut_off(limit, io.wbuf.len());
             return Settled::Drop;
         }
         // A client that stopped sending is closed once everything it sent is answered — also what

@@ -168,7 +168,7 @@ async fn run(
     // answers.
     let mut failed = false;
     loop {
-        match connect_answered(&addr, &settings, &extra, (mode.no_evict, failed)).await {
+        match connect_answered(&addr, &settings, &extra, &mode, failed).await {
             Ok(mut stream) => {
                 if let Some(id) = &mode.node_client_id {
                     id.store(node_client_id(&mut stream, &addr, &settings).await, std::sync::atomic::Ordering::Release);
@@ -224,10 +224,11 @@ async fn connect_answered(
     addr: &str,
     settings: &ConnSettings,
     extra: &[&[&[u8]]],
-    (no_evict, probe): (bool, bool),
+    mode: &ConnMode,
+    probe: bool,
 ) -> Result<UpstreamStream, UpstreamError> {
     let mut stream = connect::connect(addr, settings, extra).await?;
-    if no_evict {
+    if mode.no_evict {
         exempt_from_eviction(&mut stream, addr, settings).await?;
     }
     if probe {
@@ -241,18 +242,23 @@ async fn connect_answered(
 /// Asks the node not to evict a connection many clients share (`CLIENT NO-EVICT on`, Redis 7.0+):
 /// under `maxmemory-clients` a node evicts the clients using the most memory, and a pooled
 /// connection carrying a burst of many clients' requests would be the one, failing all of them at
-/// once; the proxy bounds each of its clients' memory itself (`limits.*`). Best effort: a node
-/// that refuses (an older version, an `upstream.user` without `client|no-evict`) is logged and
-/// may evict as before. An unanswered ask fails the connection (its reply would come late).
+/// once; the proxy bounds each of its clients' memory itself (`limits.*`). Best effort: a refusal
+/// for good (an older version, an `upstream.user` without `client|no-evict`) is logged and not
+/// asked again; a node busy with a script (`-BUSY`) is asked again at the next connection. An
+/// unanswered ask fails the connection (its reply would come late), as the login's would.
 async fn exempt_from_eviction(
     stream: &mut UpstreamStream,
     addr: &str,
     settings: &ConnSettings,
 ) -> Result<(), UpstreamError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if settings.no_evict_refused.load(Relaxed) {
+        return Ok(());
+    }
     let reply = ask(stream, addr, settings, &[b"CLIENT", b"NO-EVICT", b"on"]).await?;
-    if reply.first() == Some(&b'-') {
-        crate::log_limited!(1, info, node = %addr, reply = %connect::first_line(&reply),
-            "the node refused CLIENT NO-EVICT: under maxmemory-clients it may evict the proxy's shared connections");
+    if reply.first() == Some(&b'-') && !reply.starts_with(b"-BUSY") && !settings.no_evict_refused.swap(true, Relaxed) {
+        tracing::warn!(node = %addr, reply = %connect::first_line(&reply),
+            "the node refused CLIENT NO-EVICT: under maxmemory-clients the nodes may evict the proxy's shared connections");
     }
     Ok(())
 }

@@ -211,6 +211,9 @@ pub struct ConnSettings {
     /// once instead of at the next timer tick, and the node counts as suspect), and when a pool
     /// connection that failed reaches it again (no longer suspect).
     pub on_node: NodeReporter,
+    /// A node refused `CLIENT NO-EVICT` for good (a version before 7.0, an `upstream.user`
+    /// without the command): later connections do not ask again (`conn::exempt_from_eviction`).
+    pub no_evict_refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where connections report on their node (see [`ConnSettings::on_node`]).

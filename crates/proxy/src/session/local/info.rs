@@ -100,23 +100,23 @@ pub(super) fn info(shared: &Shared, state: &ClientState, request: &Request) -> I
     }
     // Only stats shows them: the table's lock and the prefixes' count are not taken otherwise.
     let own_fields = match cluster_sections.contains(&"stats") {
-        true => {
-            let (keys, items) = shared.tracking.table_size();
-            vec![
-                ("tracking_total_keys", keys as u64),
-                ("tracking_total_items", items as u64),
-                ("tracking_total_prefixes", shared.tracking.prefix_count() as u64),
-                // The proxy's clients are the ones it counts (Redis 7.2+ shows it); the nodes'
-                // count is of the proxy's own connections.
-                (
-                    "client_output_buffer_limit_disconnections",
-                    stats.output_limit_disconnections.load(Ordering::Relaxed),
-                ),
-            ]
-        }
+        true => own_stats(shared),
         false => Vec::new(),
     };
     Info { own: out, cluster_sections, own_fields }
+}
+
+/// The fields of the summed stats section whose value is the proxy's.
+fn own_stats(shared: &Shared) -> Vec<(&'static str, u64)> {
+    let (keys, items) = shared.tracking.table_size();
+    vec![
+        ("tracking_total_keys", keys as u64),
+        ("tracking_total_items", items as u64),
+        ("tracking_total_prefixes", shared.tracking.prefix_count() as u64),
+        // The proxy's clients are the ones it counts (Redis 7.2+ shows it); the nodes' count is
+        // of the proxy's own connections.
+        ("client_output_buffer_limit_disconnections", shared.stats.output_limit_disconnections.load(Ordering::Relaxed)),
+    ]
 }
 
 /// The proxy's replication id: 40 hex digits, as a node's `master_replid`, fixed for the process.
