@@ -33,6 +33,8 @@ impl Session {
         self.class_limit_reached(buffered)
     }
 
+    /// [`Session::output_limit_reached`] for the class's limits, out of line: only clients with
+    /// subscriptions, a `normal` class given limits, or one over a soft limit get here.
     #[inline(never)]
     fn class_limit_reached(&mut self, buffered: usize) -> Option<&'static str> {
         let class = self.output_class();
