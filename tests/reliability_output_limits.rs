@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use redisforge_tests::raw::{drain_until_closed, raw_connect, read_some};
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command, wait_until};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, read_until, resp_command, wait_until};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -45,6 +45,38 @@ fn output_limit_lines(proxy: &Proxy) -> Vec<String> {
     proxy.log().lines().filter(|l| l.contains("output limit reached")).map(str::to_owned).collect()
 }
 
+/// Subscribes a client that never reads to `channel` and publishes 20 MB to it: the proxy must cut
+/// it off at a `pubsub` class limit, closing its connection before 15 MB of it arrived. Returns
+/// the proxy's log lines about output-limit disconnects.
+fn flood_a_subscriber_until_cut_off(proxy: &Proxy, publisher: &mut redis::Connection, channel: &str) -> Vec<String> {
+    let mut subscriber = raw_subscriber(proxy, channel);
+    let counts = publish_10k(publisher, channel, 20);
+    assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
+    let cut_off =
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(proxy).is_empty());
+    let drained = drain_until_closed(&mut subscriber, Duration::from_secs(10));
+    assert!(cut_off, "the subscriber was not cut off at the pubsub limit\n{}", proxy.log_tail(20));
+    let lines = output_limit_lines(proxy);
+    assert!(lines[0].contains("pubsub"), "{}", lines[0]);
+    let drained = drained.expect("the subscriber's connection is closed");
+    assert!(drained < 15 * MIB, "the subscriber received {drained} bytes: the limit did not stop the messages");
+    lines
+}
+
+/// Three masters without replicas for one test alone (what it sets on the nodes reaches no other
+/// test, and it may read every connection of the nodes), the proxy in front of them, and a client
+/// of the proxy once the proxy has the slot map.
+fn own_cluster() -> (Cluster, Proxy, redis::Connection) {
+    let cluster = Cluster::start(redisforge_tests::ClusterOptions { replicas_per_master: 0, ..Default::default() });
+    let proxy = Proxy::start(&cluster, ProxyOptions::default());
+    let mut client = proxy.client();
+    let mapped = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        redis::cmd("SET").arg("cli:own-cluster-ready").arg("1").query::<()>(&mut client).is_ok()
+    });
+    assert!(mapped, "the proxy did not map its cluster\n{}", proxy.log_tail(20));
+    (cluster, proxy, client)
+}
+
 /// Redis' `pubsub` class: a client with subscriptions is cut off at the class's hard limit
 /// (`limits.pubsub_output_limit`), while a client without subscriptions keeps as much unread
 /// output under `limits.client_output_limit`.
@@ -60,39 +92,26 @@ fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
     reader.write_all(&get.repeat(100)).expect("send the GETs");
 
     let channel = "cli:pubsub-class";
-    let mut subscriber = raw_subscriber(&proxy, channel);
-    // 20 MB of messages the subscriber never reads.
-    let counts = publish_10k(&mut publisher, channel, 20);
-    assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
-    let cut_off =
-        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
-    let drained = drain_until_closed(&mut subscriber, Duration::from_secs(10));
-    assert!(cut_off, "the subscriber was not cut off at the pubsub limit\n{}", proxy.log_tail(20));
-    let lines = output_limit_lines(&proxy);
+    let lines = flood_a_subscriber_until_cut_off(&proxy, &mut publisher, channel);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("pubsub"), "{}", lines[0]);
-    let drained = drained.expect("the subscriber's connection is closed");
-    assert!(drained < 15 * MIB, "the subscriber received {drained} bytes: the limit did not stop the messages");
     assert!(unsubscribed(&mut publisher, channel), "the node still delivers to the cut-off subscriber");
     // INFO counts the proxy's disconnect where the nodes' version has the field (Redis 7.2+).
     let field = "client_output_buffer_limit_disconnections:";
     let node_has_it = info_stats(&mut Cluster::shared().client(&Cluster::shared().masters()[0])).contains(field);
     let stats = info_stats(&mut publisher);
-    match node_has_it {
-        true => assert!(stats.contains(&format!("{field}1\r\n")), "{stats}"),
-        false => assert!(!stats.contains(field), "{stats}"),
-    }
     if node_has_it {
+        assert!(stats.contains(&format!("{field}1\r\n")), "{stats}");
         // CONFIG RESETSTAT resets it with the nodes' stats, as Redis' resetServerStats does.
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut publisher).expect("CONFIG RESETSTAT");
         let stats = info_stats(&mut publisher);
         assert!(stats.contains(&format!("{field}0\r\n")), "{stats}");
+    } else {
+        assert!(!stats.contains(field), "{stats}");
     }
 
     // The other client's 10 MB were all kept for it.
-    reader.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
     let reply_len = format!("${}\r\n", big_value.len()).len() + big_value.len() + 2;
-    let got = read_some(&mut reader, 100 * reply_len);
+    let got = read_until(&mut reader, Duration::from_secs(10), |got| got.len() >= 100 * reply_len);
     assert_eq!(got.len(), 100 * reply_len, "the client without subscriptions lost replies");
     assert_eq!(output_limit_lines(&proxy).len(), 1, "{}", proxy.log_tail(20));
 }
@@ -151,16 +170,7 @@ fn a_subscriber_over_the_soft_limit_is_cut_off_only_after_its_time() {
 /// proxy's own clients' (its own cluster: the nodes' setting must not reach other tests).
 #[test]
 fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscribers() {
-    let cluster = redisforge_tests::Cluster::start(redisforge_tests::ClusterOptions {
-        replicas_per_master: 0,
-        ..Default::default()
-    });
-    let proxy = Proxy::start(&cluster, ProxyOptions::default());
-    let mut admin = proxy.client();
-    let mapped = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        redis::cmd("SET").arg("cli:config-set-ready").arg("1").query::<()>(&mut admin).is_ok()
-    });
-    assert!(mapped, "the proxy did not map its cluster\n{}", proxy.log_tail(20));
+    let (_cluster, proxy, mut admin) = own_cluster();
     // A value Redis refuses is refused by the nodes (the proxy's own check: `output_classes.rs`).
     let refused =
         redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 1mb 1mb").query::<()>(&mut admin);
@@ -173,17 +183,8 @@ fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscriber
         redis::cmd("CONFIG").arg("GET").arg("client-output-buffer-limit").query(&mut admin).expect("CONFIG GET");
     assert!(nodes[1].contains("pubsub 2097152 0 0"), "{nodes:?}");
 
-    let channel = "cli:pubsub-config-set";
-    let mut subscriber = raw_subscriber(&proxy, channel);
-    let counts = publish_10k(&mut admin, channel, 20);
-    assert!(counts.iter().all(|&c| c == 0 || c == 1), "{counts:?}");
-    let cut_off =
-        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
-    assert!(cut_off, "the subscriber was not cut off at the limit CONFIG SET gave\n{}", proxy.log_tail(20));
-    assert!(output_limit_lines(&proxy)[0].contains("pubsub"), "{:?}", output_limit_lines(&proxy));
-    let drained =
-        drain_until_closed(&mut subscriber, Duration::from_secs(10)).expect("the subscriber's connection is closed");
-    assert!(drained < 15 * MIB, "the subscriber received {drained} bytes");
+    // 20 MB stay under the config file's 32 MiB: only the 2 MiB the CONFIG SET gave cuts it off.
+    flood_a_subscriber_until_cut_off(&proxy, &mut admin, "cli:pubsub-config-set");
 }
 
 /// The first `CLIENT LIST` line, on any of `cluster`'s masters, that contains `needle` (` cmd=get `,
@@ -201,13 +202,7 @@ fn node_client_line(cluster: &Cluster, needle: &str) -> Option<String> {
 /// would be on a node (its own cluster: the test reads every connection of the nodes).
 #[test]
 fn pooled_node_connections_are_exempt_from_client_eviction_and_own_ones_are_not() {
-    let cluster = Cluster::start(redisforge_tests::ClusterOptions { replicas_per_master: 0, ..Default::default() });
-    let proxy = Proxy::start(&cluster, ProxyOptions::default());
-    let mut client = proxy.client();
-    let mapped = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        redis::cmd("SET").arg("{cli:ne}").arg("1").query::<()>(&mut client).is_ok()
-    });
-    assert!(mapped, "the proxy did not map its cluster\n{}", proxy.log_tail(20));
+    let (cluster, _proxy, mut client) = own_cluster();
     let _: Option<String> = redis::cmd("GET").arg("{cli:ne}").query(&mut client).expect("GET");
     let _: Option<(String, String)> =
         redis::cmd("BLPOP").arg("{cli:ne}:list").arg("0.01").query(&mut client).expect("BLPOP");

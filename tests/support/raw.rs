@@ -5,31 +5,23 @@ use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// A plain TCP connection to `addr` with 5 s read and write timeouts, for speaking raw RESP.
+use crate::read_until;
+
+/// How long a raw connection's reads and writes may wait.
+pub const RAW_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A plain TCP connection to `addr` with [`RAW_TIMEOUT`] read and write timeouts, for speaking raw
+/// RESP.
 pub fn raw_connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
-    stream.set_write_timeout(Some(Duration::from_secs(5))).expect("write timeout");
+    stream.set_read_timeout(Some(RAW_TIMEOUT)).expect("read timeout");
+    stream.set_write_timeout(Some(RAW_TIMEOUT)).expect("write timeout");
     stream
 }
 
-/// Reads until `want` bytes arrived, the peer closed, or the read timeout passed.
+/// Reads until `want` bytes arrived, the peer closed, or [`RAW_TIMEOUT`] passed ([`read_until`]).
 pub fn read_some(stream: &mut TcpStream, want: usize) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    // Bounded: every read either makes progress, ends the loop, or times out.
-    for _ in 0..10_000 {
-        if got.len() >= want {
-            break;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    got
+    read_until(stream, RAW_TIMEOUT, |got| got.len() >= want)
 }
 
 /// Whether the peer has closed: reads (and drops) whatever is still buffered until EOF or a reset,

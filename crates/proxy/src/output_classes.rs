@@ -8,7 +8,7 @@
 //! the nodes refuse changes nothing here either. Every client is also under
 //! `limits.client_output_limit`, the proxy's own bound, which no class setting lifts.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The classes whose limits the proxy applies.
@@ -38,10 +38,6 @@ impl Limits {
     /// Redis' default for the `normal` class: no limit.
     pub const NONE: Limits = Limits { hard: 0, soft: 0, soft_time: Duration::ZERO };
 
-    fn any(&self) -> bool {
-        self.hard > 0 || self.soft > 0
-    }
-
     /// Redis' `checkClientOutputBufferLimits` for `buffered` bytes at `now`: at the hard limit;
     /// or at the soft limit at this look and at every look since `over_soft_since`, for longer
     /// than `soft_time`. The first look that finds the client over the soft limit only starts the
@@ -69,8 +65,6 @@ impl Limits {
 pub struct OutputClasses {
     normal: Stored,
     pubsub: Stored,
-    /// Whether the `normal` class has a limit: the one load a client without subscriptions pays.
-    normal_limited: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -100,11 +94,7 @@ impl Stored {
 impl OutputClasses {
     /// `normal` without limits, `pubsub` as given.
     pub fn new(pubsub: Limits) -> OutputClasses {
-        let classes = OutputClasses {
-            normal: Stored::default(),
-            pubsub: Stored::default(),
-            normal_limited: AtomicBool::new(false),
-        };
+        let classes = OutputClasses { normal: Stored::default(), pubsub: Stored::default() };
         classes.pubsub.store(pubsub);
         classes
     }
@@ -116,10 +106,11 @@ impl OutputClasses {
         }
     }
 
-    /// Whether a client without subscriptions has class limits to look at.
+    /// Whether a client without subscriptions has class limits to look at: the two loads such a
+    /// client pays per settling.
     #[inline]
     pub fn normal_limited(&self) -> bool {
-        self.normal_limited.load(Ordering::Relaxed)
+        self.normal.hard.load(Ordering::Relaxed) > 0 || self.normal.soft.load(Ordering::Relaxed) > 0
     }
 
     /// Takes the value of `CONFIG SET client-output-buffer-limit`: `<class> <hard> <soft>
@@ -131,10 +122,7 @@ impl OutputClasses {
         };
         for (class, limits) in parsed {
             match class {
-                Some(Class::Normal) => {
-                    self.normal.store(limits);
-                    self.normal_limited.store(limits.any(), Ordering::Relaxed);
-                }
+                Some(Class::Normal) => self.normal.store(limits),
                 Some(Class::PubSub) => self.pubsub.store(limits),
                 None => {}
             }

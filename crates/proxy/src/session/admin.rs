@@ -76,12 +76,11 @@ impl Session {
 /// itself too, and the proxy's own INFO stats a CONFIG RESETSTAT resets.
 pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Request) {
     scripts::remember(&shared.scripts, spec, request);
-    if spec.name == "config|set" {
-        keep_own_settings(shared, request);
-    }
-    // Redis' resetServerStats zeroes it with the other stats; the nodes' are reset by the command.
-    if spec.name == "config|resetstat" {
-        shared.stats.output_limit_disconnections.store(0, std::sync::atomic::Ordering::Relaxed);
+    match spec.name.as_str() {
+        "config|set" => keep_own_settings(shared, request),
+        // Redis' resetServerStats zeroes it with the other stats; the nodes' are reset by the command.
+        "config|resetstat" => shared.stats.output_limit_disconnections.store(0, std::sync::atomic::Ordering::Relaxed),
+        _ => {}
     }
 }
 
