@@ -419,8 +419,26 @@ fn config_set_tracking_table_max_keys_bounds_the_proxys_table_and_info_counts_it
     };
     set_max(&mut admin, "2");
     assert_eq!(expect_frames(&mut reader, 1), vec![push_for("trk-config:0")], "the oldest key goes");
+    // A node changes all the parameters of one CONFIG SET or none: one the nodes refuse for
+    // another parameter's value changes the proxy's table neither, alone or in a transaction
+    // (where the refusal is EXEC's element).
+    let mut raw = open(&proxy, false);
+    let refused = ["CONFIG", "SET", "tracking-table-max-keys", "1", "maxmemory-policy", "bogus"];
+    let reply = call_quiet(&mut raw, &refused);
+    assert!(reply.starts_with("-ERR CONFIG SET failed"), "{reply}");
+    assert!(drain(&mut reader, Duration::from_millis(300), 10).is_empty(), "nothing evicted");
+    assert_eq!(call_quiet(&mut raw, &["MULTI"]), "+OK\r\n");
+    assert_eq!(call_quiet(&mut raw, &refused), "+QUEUED\r\n");
+    let exec = call_quiet(&mut raw, &["EXEC"]);
+    assert!(exec.starts_with("*1\r\n-ERR CONFIG SET failed"), "{exec}");
+    assert!(drain(&mut reader, Duration::from_millis(300), 10).is_empty(), "nothing evicted in a transaction");
+    assert_eq!(proxy.metric("redisforge_tracking_keys"), Some(2.0));
+    // After a command the proxy answers itself (its reply is EXEC's first element).
     let _: () = redis::pipe()
         .atomic()
+        .cmd("CLIENT")
+        .arg("GETNAME")
+        .ignore()
         .cmd("CONFIG")
         .arg("SET")
         .arg("tracking-table-max-keys")

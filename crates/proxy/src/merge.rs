@@ -146,6 +146,12 @@ fn aggregate(reply: &[u8]) -> Option<Aggregate> {
     (at == reply.len()).then_some(Aggregate { kind, count, elements })
 }
 
+/// Element `index` of an array reply (`*`) that is exactly one frame.
+pub(crate) fn array_element(reply: &[u8], index: usize) -> Option<&[u8]> {
+    let array = aggregate(reply).filter(|a| a.kind == b'*')?;
+    array.elements.get(index).map(|range| &reply[range.clone()])
+}
+
 /// The aggregates of every part, which must all be of one of `kinds` and all of the same kind.
 fn aggregates(parts: &[Bytes], kinds: &[u8]) -> Option<Vec<Aggregate>> {
     let all: Vec<Aggregate> = parts.iter().map(|p| aggregate(p)).collect::<Option<_>>()?;

@@ -7,8 +7,10 @@
 //! ([`Target::Node`]), not by shard: a reply that says "127.0.0.1:7001 refused" must be about the
 //! node that was asked, even if a failover swaps the shard's master meanwhile.
 
+use std::sync::Arc;
+
 use super::Session;
-use super::pipeline::Meta;
+use super::pipeline::{Meta, OnMerged};
 use crate::command::{AdminKind, CommandSpec, Merge};
 use crate::error::ProxyError;
 use crate::executor::{Part, Target, scripts};
@@ -52,6 +54,9 @@ impl Session {
             })
             .collect();
         let seq = self.pipeline.push_multi(parts, merge, Vec::new(), meta);
+        if let Some(keep) = kept_if_ok(&self.shared, request) {
+            self.pipeline.on_merged(seq, keep);
+        }
         (0..count).for_each(|part| self.send(seq, part));
     }
 
@@ -72,25 +77,74 @@ impl Session {
 
 /// What the proxy notes of a command as it goes out to the nodes (at EXEC for a queued one): the
 /// script of an EVAL or SCRIPT LOAD, to load it again where an EVALSHA meets `-NOSCRIPT`, or
-/// SCRIPT FLUSH forgetting them (`executor/scripts.rs`), the settings of a CONFIG SET it keeps
-/// itself too, and the proxy's own INFO stats a CONFIG RESETSTAT resets.
+/// SCRIPT FLUSH forgetting them (`executor/scripts.rs`), and the proxy's own INFO stats a CONFIG
+/// RESETSTAT resets. (The settings of a CONFIG SET it keeps too wait for the nodes' reply:
+/// [`kept_if_ok`].)
 pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Request) {
     scripts::remember(&shared.scripts, spec, request);
-    match spec.name.as_str() {
-        "config|set" => keep_own_settings(shared, request),
-        // Redis' resetServerStats zeroes it with the other stats; the nodes' are reset by the command.
-        "config|resetstat" => shared.stats.output_limit_disconnections.store(0, std::sync::atomic::Ordering::Relaxed),
-        _ => {}
+    // Redis' resetServerStats zeroes it with the other stats; the nodes' are reset by the command.
+    if spec.name == "config|resetstat" {
+        shared.stats.output_limit_disconnections.store(0, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The parameters of a `CONFIG SET` the proxy keeps itself too (see [`keep_own_settings`]).
+const OWN_SETTINGS: [&[u8]; 3] =
+    [b"extended-redis-compatibility", b"client-output-buffer-limit", b"tracking-table-max-keys"];
+
+/// Whether `request` is a `CONFIG SET` of a setting the proxy keeps too.
+fn sets_own_settings(request: &Request) -> bool {
+    request.argc() >= 4
+        && request.arg(0).eq_ignore_ascii_case(b"config")
+        && request.arg(1).eq_ignore_ascii_case(b"set")
+        && (2..request.argc())
+            .step_by(2)
+            .any(|i| OWN_SETTINGS.iter().any(|name| request.arg(i).eq_ignore_ascii_case(name)))
+}
+
+/// For a `CONFIG SET` of settings the proxy keeps too, what keeps them once the nodes' merged
+/// reply is `+OK`: a node changes all the parameters of one CONFIG SET or none, so the proxy
+/// changes its own only when the nodes took the command (not when a value, its own or another
+/// parameter's, was refused).
+pub(super) fn kept_if_ok(shared: &Arc<Shared>, request: &Request) -> Option<OnMerged> {
+    if !sets_own_settings(request) {
+        return None;
+    }
+    let (shared, request) = (Arc::clone(shared), request.clone());
+    Some(OnMerged(Box::new(move |reply| {
+        if reply.starts_with(b"+OK") {
+            keep_own_settings(&shared, &request);
+        }
+    })))
+}
+
+/// For a transaction, what keeps the settings of its queued `CONFIG SET`s (with their places in
+/// EXEC's array) whose own element of EXEC's merged reply is `+OK`.
+pub(super) fn kept_if_ran<'a>(
+    shared: &Arc<Shared>,
+    queued: impl Iterator<Item = (usize, &'a Request)>,
+) -> Option<OnMerged> {
+    let settings: Vec<(usize, Request)> =
+        queued.filter(|(_, request)| sets_own_settings(request)).map(|(at, request)| (at, request.clone())).collect();
+    if settings.is_empty() {
+        return None;
+    }
+    let shared = Arc::clone(shared);
+    Some(OnMerged(Box::new(move |reply| {
+        for (place, request) in &settings {
+            if crate::merge::array_element(reply, *place).is_some_and(|element| element.starts_with(b"+OK")) {
+                keep_own_settings(&shared, request);
+            }
+        }
+    })))
 }
 
 /// What a `CONFIG SET` sets that the proxy keeps itself: `tracking-table-max-keys` bounds the
 /// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`),
 /// `client-output-buffer-limit` the output of the proxy's own clients (`crate::output_classes`),
 /// and Valkey's `extended-redis-compatibility` decides how the proxy names the nodes' server
-/// (HELLO, INFO) at once, not at its next health poll. A value the nodes would refuse changes
-/// nothing (a CONFIG SET of several parameters refused for another one's value still changes
-/// these: README, Not done yet).
+/// (HELLO, INFO) at once, not at its next health poll. Run once the nodes took the command
+/// ([`kept_if_ok`], [`kept_if_ran`]).
 fn keep_own_settings(shared: &Shared, request: &Request) {
     for i in (2..request.argc().saturating_sub(1)).step_by(2) {
         if request.arg(i).eq_ignore_ascii_case(b"extended-redis-compatibility") {

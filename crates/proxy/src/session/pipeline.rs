@@ -51,6 +51,20 @@ struct Multi {
     places: Vec<KeyPlace>,
     /// Text the proxy puts before the merged bulk string (INFO's own sections).
     prefix: Option<Bytes>,
+    /// Run with the merged reply once it is known ([`Pipeline::on_merged`]).
+    on_merged: Option<OnMerged>,
+}
+
+/// What the session does once a request's merged reply is known, given that reply: a change of
+/// the proxy's own that must follow what the nodes did (the settings of a `CONFIG SET` the proxy
+/// keeps too, changed only where the nodes accepted the command, as one node changes all of a
+/// CONFIG SET's parameters or none).
+pub struct OnMerged(pub Box<dyn FnOnce(&[u8]) + Send>);
+
+impl std::fmt::Debug for OnMerged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnMerged")
+    }
 }
 
 /// What a request's metrics need: its `command` label and when its last byte was read; and
@@ -230,16 +244,31 @@ impl Pipeline {
         for part in &parts {
             self.note_long(seq, part);
         }
-        let entry = Entry::Multi(Box::new(Multi { parts, missing, merge, places, prefix: None }));
+        let entry = Entry::Multi(Box::new(Multi { parts, missing, merge, places, prefix: None, on_merged: None }));
         self.entries.push_back(Queued { entry, meta: Some(meta) });
         seq
     }
 
     /// Sets the text put before the merged bulk reply of request `seq` (see [`Entry::Multi`]).
     pub fn set_prefix(&mut self, seq: u64, text: Bytes) {
-        let index = seq.checked_sub(self.base).and_then(|i| usize::try_from(i).ok());
-        if let Some(Entry::Multi(multi)) = index.and_then(|i| self.entries.get_mut(i)).map(|q| &mut q.entry) {
+        if let Some(multi) = self.multi_mut(seq) {
             multi.prefix = Some(text);
+        }
+    }
+
+    /// Has `then` run with the merged reply of request `seq` (see [`OnMerged`]).
+    pub fn on_merged(&mut self, seq: u64, then: OnMerged) {
+        if let Some(multi) = self.multi_mut(seq) {
+            multi.on_merged = Some(then);
+        }
+    }
+
+    /// Request `seq`, while it waits for several parts.
+    fn multi_mut(&mut self, seq: u64) -> Option<&mut Multi> {
+        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        match &mut self.entries.get_mut(index)?.entry {
+            Entry::Multi(multi) => Some(multi),
+            _ => None,
         }
     }
 
@@ -518,7 +547,7 @@ fn ran(reply: &[u8]) -> bool {
 /// it was the last one missing.
 #[inline(never)]
 fn complete_part(multi: &mut Multi, part: u32, reply: Bytes) -> (Deferred, Option<Bytes>) {
-    let Multi { parts, missing, merge: kind, places, prefix } = multi;
+    let Multi { parts, missing, merge: kind, places, prefix, on_merged } = multi;
     let Some(p) = parts.get_mut(part as usize).filter(|p| p.reply.is_none()) else {
         return (Deferred::default(), None);
     };
@@ -533,6 +562,9 @@ fn complete_part(multi: &mut Multi, part: u32, reply: Bytes) -> (Deferred, Optio
     }
     let replies: SmallVec<[Bytes; 16]> = parts.iter_mut().filter_map(|p| p.reply.take()).collect();
     let merged = merge(kind, &replies, places);
+    if let Some(OnMerged(then)) = on_merged.take() {
+        then(&merged);
+    }
     if matches!(kind, Merge::Exec { .. }) {
         deferred.ran_in_exec = array_len(&merged);
     }

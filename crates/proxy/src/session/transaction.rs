@@ -281,6 +281,7 @@ impl Session {
         if watched.is_none() && self.own_conn_for(slot).is_none() {
             return self.push_error(ProxyError::SlotNotServed, meta);
         }
+        let keep = super::admin::kept_if_ran(&self.shared, places_in_exec(&tx));
         // MULTI, the queued commands and EXEC go out together; the client gets EXEC's reply. A
         // redirection of any of them makes the node answer EXECABORT: the map is refreshed and the
         // client may retry, as with any aborted transaction.
@@ -308,6 +309,9 @@ impl Session {
         }
         self.hold_reading |= !deferred.is_empty();
         let seq = self.pipeline.push_multi(parts, Merge::Exec { local_places }, Vec::new(), meta);
+        if let Some(keep) = keep {
+            self.pipeline.on_merged(seq, keep);
+        }
         (settings..sent).for_each(|part| self.send(seq, part));
     }
 
@@ -358,6 +362,14 @@ impl Session {
             crate::upstream::UpstreamRequest::unanswered(encode_command(&[b"UNWATCH"]), crate::upstream::PUSH);
         self.send_on_own(unwatch, crate::executor::OwnCommand::Unwatch);
     }
+}
+
+/// The commands of `tx` that go to its node, each with its place in EXEC's reply (the places the
+/// proxy's own commands do not take).
+fn places_in_exec(tx: &Transaction) -> impl Iterator<Item = (usize, &Request)> {
+    let mut local = tx.local.iter().map(|(place, _)| *place as usize).peekable();
+    let places = (0..).filter(move |&at| local.next_if_eq(&at).is_none());
+    places.zip(&tx.queued)
 }
 
 /// Where `tx` runs: its keys' slot, or the watched keys'; a keyless one on the pub/sub home when
