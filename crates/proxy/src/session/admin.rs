@@ -111,11 +111,11 @@ pub(super) fn kept_if_ok(shared: &Arc<Shared>, request: &Request) -> Option<OnMe
         return None;
     }
     let (shared, request) = (Arc::clone(shared), request.clone());
-    Some(OnMerged(Box::new(move |reply| {
+    Some(OnMerged::new(move |reply| {
         if reply.starts_with(b"+OK") {
             keep_own_settings(&shared, &request);
         }
-    })))
+    }))
 }
 
 /// For a transaction, what keeps the settings of its queued `CONFIG SET`s (with their places in
@@ -130,13 +130,13 @@ pub(super) fn kept_if_ran<'a>(
         return None;
     }
     let shared = Arc::clone(shared);
-    Some(OnMerged(Box::new(move |reply| {
+    Some(OnMerged::new(move |reply| {
         for (place, request) in &settings {
             if crate::merge::array_element(reply, *place).is_some_and(|element| element.starts_with(b"+OK")) {
                 keep_own_settings(&shared, request);
             }
         }
-    })))
+    }))
 }
 
 /// What a `CONFIG SET` sets that the proxy keeps itself: `tracking-table-max-keys` bounds the

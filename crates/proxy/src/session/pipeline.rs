@@ -59,7 +59,18 @@ struct Multi {
 /// the proxy's own that must follow what the nodes did (the settings of a `CONFIG SET` the proxy
 /// keeps too, changed only where the nodes accepted the command, as one node changes all of a
 /// CONFIG SET's parameters or none).
-pub struct OnMerged(pub Box<dyn FnOnce(&[u8]) + Send>);
+pub struct OnMerged(Box<dyn ThenWithReply>);
+
+/// A follow-up given the merged reply.
+trait ThenWithReply: FnOnce(&[u8]) + Send {}
+
+impl<F: FnOnce(&[u8]) + Send> ThenWithReply for F {}
+
+impl OnMerged {
+    pub fn new(then: impl FnOnce(&[u8]) + Send + 'static) -> OnMerged {
+        OnMerged(Box::new(then))
+    }
+}
 
 impl std::fmt::Debug for OnMerged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
