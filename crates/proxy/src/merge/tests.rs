@@ -391,6 +391,18 @@ fn exec_takes_the_proxys_replies_at_their_places() {
 }
 
 #[test]
+fn array_elements_are_found_by_index_and_nothing_else_is_an_array() {
+    let exec = b"*3\r\n$1\r\nv\r\n-ERR no\r\n*1\r\n+OK\r\n";
+    assert_eq!(array_element(exec, 0), Some(&b"$1\r\nv\r\n"[..]));
+    assert_eq!(array_element(exec, 1), Some(&b"-ERR no\r\n"[..]));
+    assert_eq!(array_element(exec, 2), Some(&b"*1\r\n+OK\r\n"[..]));
+    assert_eq!(array_element(exec, 3), None);
+    for not_an_array in [&b"*-1\r\n"[..], b"-EXECABORT x\r\n", b"%1\r\n+a\r\n+b\r\n", b"*2\r\n+OK\r\n"] {
+        assert_eq!(array_element(not_an_array, 0), None, "{not_an_array:?}");
+    }
+}
+
+#[test]
 fn exec_finds_its_reply_after_the_settings_for_other_nodes() {
     // CONFIG SET's copies for two other nodes come first; then MULTI, QUEUED for CONFIG SET and
     // GET, EXEC's array, and CLIENT SETNAME (queued second).

@@ -7,15 +7,17 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use smallvec::SmallVec;
+use bytes::Bytes;
 
 use crate::clock::Tick;
 use crate::command::Merge;
 use crate::executor::{Part, Target, in_order, order_slot};
-use crate::merge::{KeyPlace, merge, put_string, string_payload};
+use crate::merge::KeyPlace;
 use crate::metrics::Metrics;
 use crate::upstream::StreamCredit;
+
+pub use multi::OnMerged;
+use multi::{Multi, complete_part};
 
 use crate::writes::WriteBuffer;
 
@@ -40,42 +42,6 @@ enum Entry {
 struct Queued {
     entry: Entry,
     meta: Option<Meta>,
-}
-
-/// A request of several parts whose replies are merged.
-#[derive(Debug)]
-struct Multi {
-    parts: Vec<Part>,
-    missing: usize,
-    merge: Merge,
-    places: Vec<KeyPlace>,
-    /// Text the proxy puts before the merged bulk string (INFO's own sections).
-    prefix: Option<Bytes>,
-    /// Run with the merged reply once it is known ([`Pipeline::on_merged`]).
-    on_merged: Option<OnMerged>,
-}
-
-/// What the session does once a request's merged reply is known, given that reply: a change of
-/// the proxy's own that must follow what the nodes did (the settings of a `CONFIG SET` the proxy
-/// keeps too, changed only where the nodes accepted the command, as one node changes all of a
-/// CONFIG SET's parameters or none).
-pub struct OnMerged(Box<dyn ThenWithReply>);
-
-/// A follow-up given the merged reply.
-trait ThenWithReply: FnOnce(&[u8]) + Send {}
-
-impl<F: FnOnce(&[u8]) + Send> ThenWithReply for F {}
-
-impl OnMerged {
-    pub fn new(then: impl FnOnce(&[u8]) + Send + 'static) -> OnMerged {
-        OnMerged(Box::new(then))
-    }
-}
-
-impl std::fmt::Debug for OnMerged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OnMerged")
-    }
 }
 
 /// What a request's metrics need: its `command` label and when its last byte was read; and
@@ -251,11 +217,10 @@ impl Pipeline {
     /// Appends a request of several parts merged with `merge`; returns its sequence number.
     pub fn push_multi(&mut self, parts: Vec<Part>, merge: Merge, places: Vec<KeyPlace>, meta: Meta) -> u64 {
         let seq = self.next_seq();
-        let missing = parts.len();
         for part in &parts {
             self.note_long(seq, part);
         }
-        let entry = Entry::Multi(Box::new(Multi { parts, missing, merge, places, prefix: None, on_merged: None }));
+        let entry = Entry::Multi(Box::new(Multi::new(parts, merge, places)));
         self.entries.push_back(Queued { entry, meta: Some(meta) });
         seq
     }
@@ -554,58 +519,6 @@ fn ran(reply: &[u8]) -> bool {
     !matches!(reply.first(), Some(b'-' | b'!' | b'_')) && !reply.starts_with(b"*-1\r\n")
 }
 
-/// Stores the reply of part `part` of `multi`: the parts deferred on it, and the merged reply once
-/// it was the last one missing.
-#[inline(never)]
-fn complete_part(multi: &mut Multi, part: u32, reply: Bytes) -> (Deferred, Option<Bytes>) {
-    let Multi { parts, missing, merge: kind, places, prefix, on_merged } = multi;
-    let Some(p) = parts.get_mut(part as usize).filter(|p| p.reply.is_none()) else {
-        return (Deferred::default(), None);
-    };
-    let deferred = p.take_deferred();
-    // Looked at only where parts wait on this one: a single request's reply is never inspected.
-    let ran = !deferred.is_empty() && ran(&reply);
-    let mut deferred = Deferred { parts: deferred, ran, ran_in_exec: 0 };
-    p.reply = Some(reply);
-    *missing -= 1;
-    if *missing > 0 {
-        return (deferred, None);
-    }
-    let replies: SmallVec<[Bytes; 16]> = parts.iter_mut().filter_map(|p| p.reply.take()).collect();
-    let merged = merge(kind, &replies, places);
-    if let Some(OnMerged(then)) = on_merged.take() {
-        then(&merged);
-    }
-    if matches!(kind, Merge::Exec { .. }) {
-        deferred.ran_in_exec = array_len(&merged);
-    }
-    let merged = match prefix.take() {
-        Some(text) => prepend_to_bulk(&text, &merged),
-        None => merged,
-    };
-    (deferred, Some(merged))
-}
-
-/// The length of the array `reply` (0 for anything else: a null, an error).
-fn array_len(reply: &[u8]) -> u64 {
-    let Some(header) = reply.strip_prefix(b"*") else { return 0 };
-    let end = header.iter().position(|&b| b == b'\r').unwrap_or(0);
-    std::str::from_utf8(&header[..end]).ok().and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
-/// `text` followed by the content of the bulk (or RESP3 verbatim) string `bulk`, as one string of
-/// the same type; an error (or any other reply) is returned as is.
-fn prepend_to_bulk(text: &[u8], bulk: &Bytes) -> Bytes {
-    let Some((kind, content)) = string_payload(bulk) else {
-        return bulk.clone();
-    };
-    let mut joined = Vec::with_capacity(text.len() + content.len());
-    joined.extend_from_slice(text);
-    joined.extend_from_slice(content);
-    let mut out = BytesMut::with_capacity(joined.len() + 24);
-    put_string(&mut out, kind, &joined);
-    out.freeze()
-}
-
+mod multi;
 #[cfg(test)]
 mod tests;

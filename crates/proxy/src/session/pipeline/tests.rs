@@ -1,3 +1,4 @@
+use super::multi::prepend_to_bulk;
 use super::*;
 use crate::executor::Target;
 
@@ -184,6 +185,20 @@ fn multi_part_requests_merge_when_all_parts_are_in() {
     pipeline.complete(seq, 0, Bytes::from_static(b":3\r\n"));
     pipeline.release(&mut out, &metrics);
     assert_eq!(&out[..], b":5\r\n");
+}
+
+#[test]
+fn a_follow_up_runs_once_with_the_merged_reply_when_the_last_part_is_in() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut pipeline = Pipeline::default();
+    let seq = pipeline.push_multi(vec![part(), part()], Merge::SumIntegers, Vec::new(), meta());
+    let record = Arc::clone(&seen);
+    pipeline.on_merged(seq, OnMerged::new(move |reply| record.lock().expect("lock").push(reply.to_vec())));
+    pipeline.complete(seq, 0, Bytes::from_static(b":2\r\n"));
+    assert!(seen.lock().expect("lock").is_empty(), "not before every part is in");
+    pipeline.complete(seq, 1, Bytes::from_static(b":3\r\n"));
+    pipeline.complete(seq, 1, Bytes::from_static(b":4\r\n"));
+    assert_eq!(*seen.lock().expect("lock"), vec![b":5\r\n".to_vec()]);
 }
 
 #[test]
