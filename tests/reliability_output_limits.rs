@@ -1,14 +1,16 @@
 //! Redis' client output classes (`client-output-buffer-limit`): subscribers that do not keep up
 //! with their messages are cut off at the `pubsub` class's limits, clients without subscriptions
 //! are not; the soft limit only after its time; a `CONFIG SET` of the limits through the proxy;
-//! INFO's count of such disconnects. A version suite: INFO shows the count from Redis 7.2 on.
+//! INFO's count of such disconnects; a slow subscriber cut off as a standalone node of the same
+//! version cuts it off. A version suite: INFO shows the count from Redis 7.2 on.
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use redisforge_tests::raw::{drain_until_closed, raw_connect, read_some};
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, read_until, resp_command, wait_until};
+use redisforge_tests::raw::{drain_until_closed, raw_connect, read_some, read_until_closed};
+use redisforge_tests::resp::{Frame, parse};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, RedisServer, read_until, resp_command, wait_until};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -221,4 +223,90 @@ fn pooled_node_connections_are_exempt_from_client_eviction_and_own_ones_are_not(
     });
     let tracking = tracking.expect("a tracking stream on a node");
     assert!(flags(&tracking).contains('e'), "{tracking}");
+}
+
+/// What a subscriber that never reads went through where it was cut off ([`cut_off_slow_subscriber`]).
+#[derive(Debug, PartialEq)]
+struct CutOff {
+    /// The messages it received before its connection closed were the first ones published, in
+    /// order, none missing.
+    a_gapless_prefix: bool,
+    /// It received fewer messages than were published while it was subscribed.
+    lost_the_rest: bool,
+    /// PUBLISH found no subscriber afterwards.
+    unsubscribed: bool,
+    /// INFO's `client_output_buffer_limit_disconnections` (Redis 7.2+) afterwards.
+    disconnections: Option<String>,
+}
+
+/// Subscribes a raw connection to `addr` (a node or the proxy), never reads it, and publishes
+/// numbered 10 KB messages (at most 20 MB) until PUBLISH finds no subscriber: what the subscriber
+/// saw of its cut-off, and what the publisher sees after it.
+fn cut_off_slow_subscriber(addr: &str, channel: &str) -> CutOff {
+    let mut subscriber = raw_connect(addr);
+    subscriber.write_all(&resp_command(&[b"SUBSCRIBE", channel.as_bytes()])).expect("send SUBSCRIBE");
+    let confirmation = read_some(&mut subscriber, 20);
+    let confirmed = parse(&confirmation).expect("a confirmation").map(|(_, len)| len);
+    assert_eq!(confirmed, Some(confirmation.len()), "{confirmation:?}");
+    let mut publisher = redisforge_tests::connect(addr).expect("a publisher");
+    let padding = "m".repeat(10 * 1024);
+    let (mut sent, mut received_by_one) = (0u64, 0u64);
+    while sent < 2_000 {
+        let mut pipe = redis::pipe();
+        for number in sent..sent + 100 {
+            pipe.cmd("PUBLISH").arg(channel).arg(format!("{number:08}{padding}"));
+        }
+        let counts: Vec<i64> = pipe.query(&mut publisher).expect("PUBLISH batch");
+        sent += 100;
+        received_by_one += counts.iter().filter(|&&c| c == 1).count() as u64;
+        if counts.iter().all(|&c| c == 0) {
+            break;
+        }
+    }
+    let unsubscribed = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        redis::cmd("PUBLISH").arg(channel).arg("late").query::<i64>(&mut publisher).ok() == Some(0)
+    });
+    let bytes =
+        read_until_closed(&mut subscriber, Duration::from_secs(10)).expect("the subscriber's connection closed");
+    let numbers = message_numbers(&bytes, channel);
+    let stats: String = redis::cmd("INFO").arg("stats").query(&mut publisher).expect("INFO stats");
+    let field = "client_output_buffer_limit_disconnections:";
+    CutOff {
+        a_gapless_prefix: numbers.iter().enumerate().all(|(i, &n)| n == i as u64),
+        lost_the_rest: (numbers.len() as u64) < received_by_one,
+        unsubscribed,
+        disconnections: stats.lines().find_map(|l| l.strip_prefix(field)).map(str::to_owned),
+    }
+}
+
+/// The numbers of the `message` frames of `channel` in `bytes`, up to the first frame cut short.
+fn message_numbers(bytes: &[u8], channel: &str) -> Vec<u64> {
+    let mut numbers = Vec::new();
+    let mut at = 0;
+    while let Ok(Some((frame, len))) = parse(&bytes[at..]) {
+        at += len;
+        let Some([kind, from, payload]) = frame.items() else { panic!("not a message: {frame:?}") };
+        assert_eq!((kind.text(), from.text()), (Some(&b"message"[..]), Some(channel.as_bytes())), "{frame:?}");
+        let number = payload.text().and_then(|p| std::str::from_utf8(p.get(..8)?).ok()?.parse().ok());
+        numbers.push(number.unwrap_or_else(|| panic!("not a numbered message: {:?}", Frame::shape(payload))));
+    }
+    numbers
+}
+
+/// A subscriber that does not read its messages, under `client-output-buffer-limit pubsub 1mb 0 0`,
+/// side by side on a standalone node of the same version and through the proxy: both close its
+/// connection after it received the first messages in order and lost the rest, unsubscribe it,
+/// and count the disconnect in INFO where the version has the field.
+#[test]
+fn a_slow_subscriber_is_cut_off_as_a_standalone_node_cuts_it_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limit = "client-output-buffer-limit \"pubsub 1mb 0 0\"";
+    let node = RedisServer::start(dir.path(), |port| vec![format!("port {port}"), limit.to_owned()])
+        .expect("a standalone node");
+    let proxy = proxy_with("[limits]\npubsub_output_limit = 1048576\npubsub_output_soft_limit = 0\n");
+    let on_node = cut_off_slow_subscriber(&node.addr(), "cli:slow-diff");
+    let through_proxy = cut_off_slow_subscriber(&proxy.addr(), "cli:slow-diff");
+    assert!(on_node.a_gapless_prefix && on_node.lost_the_rest && on_node.unsubscribed, "{on_node:?}");
+    assert_eq!(through_proxy, on_node);
+    assert!(on_node.disconnections.as_deref().is_none_or(|count| count == "1"), "{on_node:?}");
 }

@@ -27,19 +27,25 @@ pub fn read_some(stream: &mut TcpStream, want: usize) -> Vec<u8> {
 /// Whether the peer has closed: reads (and drops) whatever is still buffered until EOF or a reset,
 /// within `timeout`. Returns the bytes drained, `None` when the connection is still open.
 pub fn drain_until_closed(stream: &mut TcpStream, timeout: Duration) -> Option<u64> {
+    read_until_closed(stream, timeout).map(|bytes| bytes.len() as u64)
+}
+
+/// Reads whatever is still buffered until EOF or a reset, within `timeout`: the bytes read, `None`
+/// when the connection is still open.
+pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
     let deadline = Instant::now() + timeout;
-    let mut drained = 0u64;
+    let mut read = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
     while Instant::now() < deadline {
         stream
             .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
             .ok()?;
         match stream.read(&mut buf) {
-            Ok(0) => return Some(drained),
-            Ok(n) => drained += n as u64,
+            Ok(0) => return Some(read),
+            Ok(n) => read.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
-            Err(_) => return Some(drained),
+            Err(_) => return Some(read),
         }
     }
     None
