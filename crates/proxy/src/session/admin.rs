@@ -112,7 +112,7 @@ pub(super) fn kept_if_ok(shared: &Arc<Shared>, request: &Request) -> Option<OnMe
     }
     let (shared, request) = (Arc::clone(shared), request.clone());
     Some(OnMerged::new(move |reply| {
-        if reply.starts_with(b"+OK") {
+        if reply == b"+OK\r\n" {
             keep_own_settings(&shared, &request);
         }
     }))
@@ -132,7 +132,7 @@ pub(super) fn kept_if_ran<'a>(
     let shared = Arc::clone(shared);
     Some(OnMerged::new(move |reply| {
         for (place, request) in &settings {
-            if crate::merge::array_element(reply, *place).is_some_and(|element| element.starts_with(b"+OK")) {
+            if crate::merge::array_element(reply, *place).is_some_and(|element| element == b"+OK\r\n") {
                 keep_own_settings(&shared, request);
             }
         }

@@ -270,16 +270,16 @@ impl Session {
         let Some(tx) = self.tx.take() else { return };
         self.publish_multi();
         let watched = self.forget_watch();
+        let slot = transaction_slot(&self.shared, &tx, watched.flatten());
+        if watched.is_none() && self.own_conn_for(slot).is_none() {
+            return self.push_error(ProxyError::SlotNotServed, meta);
+        }
         // What the proxy notes of a command as it goes out (a script to remember or a SCRIPT
-        // FLUSH to forget them, a setting it keeps too), it notes of the queued ones now.
+        // FLUSH to forget them, the stats a RESETSTAT resets), it notes of the queued ones now.
         for request in &tx.queued {
             if let Some(spec) = self.shared.table.lookup(request) {
                 super::admin::note_going_out(&self.shared, spec, request);
             }
-        }
-        let slot = transaction_slot(&self.shared, &tx, watched.flatten());
-        if watched.is_none() && self.own_conn_for(slot).is_none() {
-            return self.push_error(ProxyError::SlotNotServed, meta);
         }
         let keep = super::admin::kept_if_ran(&self.shared, places_in_exec(&tx));
         // MULTI, the queued commands and EXEC go out together; the client gets EXEC's reply. A

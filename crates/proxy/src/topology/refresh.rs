@@ -169,7 +169,7 @@ impl Topology {
         self.lowest_version.lock().ok().and_then(|lowest| lowest.as_ref().and_then(|(_, valkey)| valkey.clone()))
     }
 
-    /// `CONFIG SET extended-redis-compatibility` went out to the nodes: Valkey ones call
+    /// The nodes took a `CONFIG SET extended-redis-compatibility`: Valkey ones call
     /// themselves Redis (or Valkey again) from now on, and so does the proxy for them.
     pub fn set_valkey_redis_compat(&self, on: bool) {
         if let Ok(mut lowest) = self.lowest_version.lock()
