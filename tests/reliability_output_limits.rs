@@ -118,6 +118,28 @@ fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
     assert_eq!(output_limit_lines(&proxy).len(), 1, "{}", proxy.log_tail(20));
 }
 
+/// Redis' `normal` class from the config file (`limits.normal_output_limit`): a client without
+/// subscriptions that keeps replies unread past it is cut off, named so in the log.
+#[test]
+fn a_client_without_subscriptions_is_cut_off_at_the_normal_class_limit_of_the_config_file() {
+    let proxy = proxy_with("[limits]\nnormal_output_limit = 2097152\n");
+    let (key, value) = ("cli:normal-class:big", "x".repeat(100 * 1024));
+    let mut writer = proxy.client();
+    let _: () = redis::cmd("SET").arg(key).arg(&value).query(&mut writer).expect("SET");
+    let mut reader = raw_connect(&proxy.addr());
+    reader.write_all(&resp_command(&[b"GET", key.as_bytes()]).repeat(200)).expect("send the GETs");
+    let cut_off =
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
+    assert!(cut_off, "the reader was not cut off at the normal class limit\n{}", proxy.log_tail(20));
+    let lines = output_limit_lines(&proxy);
+    assert!(lines[0].contains("normal class hard limit"), "{lines:?}");
+    let drained = drain_until_closed(&mut reader, Duration::from_secs(10)).expect("the reader's connection is closed");
+    assert!(drained < 15 * MIB, "the reader received {drained} bytes of 20 MB: the limit did not stop the replies");
+    // Another client is served as before.
+    let got: String = redis::cmd("GET").arg(key).query(&mut writer).expect("GET");
+    assert_eq!(got.len(), value.len());
+}
+
 /// `INFO stats` of a node or the proxy.
 fn info_stats(conn: &mut redis::Connection) -> String {
     redis::cmd("INFO").arg("stats").query(conn).expect("INFO stats")

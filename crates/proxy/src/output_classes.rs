@@ -1,8 +1,8 @@
 //! The output limits of Redis' client classes (`client-output-buffer-limit`), for the two classes a
 //! client of the proxy can be in: `normal`, and `pubsub` while it has a subscription.
 //!
-//! They start as the config file says (`limits.pubsub_output_*`; `normal` as Redis' default, no
-//! limit) and follow a `CONFIG SET client-output-buffer-limit` sent through the proxy, which the
+//! They start as the config file says (`limits.normal_output_*`, by default none as in Redis, and
+//! `limits.pubsub_output_*`) and follow a `CONFIG SET client-output-buffer-limit` sent through the proxy, which the
 //! nodes get too: the proxy's own clients are the ones a client's setting is about. The value is
 //! checked as Redis' `updateClientOutputBufferLimit` checks it (all classes or none), so a value
 //! the nodes refuse changes nothing here either. Every client is also under
@@ -92,9 +92,10 @@ impl Stored {
 }
 
 impl OutputClasses {
-    /// `normal` without limits, `pubsub` as given.
-    pub fn new(pubsub: Limits) -> OutputClasses {
+    /// The classes' limits as the config file gives them.
+    pub fn new(normal: Limits, pubsub: Limits) -> OutputClasses {
         let classes = OutputClasses { normal: Stored::default(), pubsub: Stored::default() };
+        classes.normal.store(normal);
         classes.pubsub.store(pubsub);
         classes
     }
@@ -207,7 +208,7 @@ mod tests {
     const MIB: usize = 1024 * 1024;
 
     fn defaults() -> OutputClasses {
-        OutputClasses::new(Limits { hard: 32 * MIB, soft: 8 * MIB, soft_time: Duration::from_secs(60) })
+        OutputClasses::new(Limits::NONE, Limits { hard: 32 * MIB, soft: 8 * MIB, soft_time: Duration::from_secs(60) })
     }
 
     #[test]

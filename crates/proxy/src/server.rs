@@ -220,11 +220,18 @@ fn shared_state(
         },
         max_pipeline: config.limits.max_pipeline,
         client_output_limit: config.limits.client_output_limit,
-        output_classes: crate::output_classes::OutputClasses::new(crate::output_classes::Limits {
-            hard: config.limits.pubsub_output_limit,
-            soft: config.limits.pubsub_output_soft_limit,
-            soft_time: config.limits.pubsub_output_soft_time,
-        }),
+        output_classes: crate::output_classes::OutputClasses::new(
+            crate::output_classes::Limits {
+                hard: config.limits.normal_output_limit,
+                soft: config.limits.normal_output_soft_limit,
+                soft_time: config.limits.normal_output_soft_time,
+            },
+            crate::output_classes::Limits {
+                hard: config.limits.pubsub_output_limit,
+                soft: config.limits.pubsub_output_soft_limit,
+                soft_time: config.limits.pubsub_output_soft_time,
+            },
+        ),
         max_clients: config.listen.max_clients,
         certificate_user: config.tls.as_ref().map(|t| t.client_user).unwrap_or_default(),
         command_timeout: config.upstream.command_timeout,

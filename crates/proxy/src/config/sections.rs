@@ -20,6 +20,16 @@ pub struct LimitsConfig {
     pub max_pipeline: usize,
     /// Bytes of buffered replies to a client that does not read before it is disconnected.
     pub client_output_limit: usize,
+    /// Bytes of buffered output at which a client without subscriptions is disconnected at once:
+    /// the hard limit of Redis' `client-output-buffer-limit normal` class (default 0, none, as
+    /// Redis'; `client_output_limit` bounds such a client anyway).
+    pub normal_output_limit: usize,
+    /// Bytes of buffered output a client without subscriptions may keep for at most
+    /// `normal_output_soft_time` (the class's soft limit; default 0, none, as Redis').
+    pub normal_output_soft_limit: usize,
+    /// How long a client without subscriptions may stay over `normal_output_soft_limit`.
+    #[serde(deserialize_with = "duration")]
+    pub normal_output_soft_time: Duration,
     /// Bytes of buffered output at which a client with subscriptions is disconnected at once:
     /// the hard limit of Redis' `client-output-buffer-limit pubsub` class (default 32 MiB, as
     /// Redis'); 0: none but `client_output_limit`.
@@ -48,6 +58,9 @@ impl Default for LimitsConfig {
             max_array_len: 1_048_576,
             max_pipeline: 10_000,
             client_output_limit: 64 * 1024 * 1024,
+            normal_output_limit: 0,
+            normal_output_soft_limit: 0,
+            normal_output_soft_time: Duration::ZERO,
             pubsub_output_limit: 32 * 1024 * 1024,
             pubsub_output_soft_limit: 8 * 1024 * 1024,
             pubsub_output_soft_time: Duration::from_secs(60),

@@ -45,6 +45,11 @@ fn minimal_file_gets_every_default() {
     assert_eq!(config.limits.max_pipeline, 10_000);
     assert_eq!(config.limits.client_output_limit, 64 * 1024 * 1024);
     // Redis' `client-output-buffer-limit pubsub 32mb 8mb 60`.
+    assert_eq!(
+        (config.limits.normal_output_limit, config.limits.normal_output_soft_limit),
+        (0, 0),
+        "Redis' `normal 0 0 0`"
+    );
     assert_eq!(config.limits.pubsub_output_limit, 32 * 1024 * 1024);
     assert_eq!(config.limits.pubsub_output_soft_limit, 8 * 1024 * 1024);
     assert_eq!(config.limits.pubsub_output_soft_time, Duration::from_secs(60));
@@ -359,6 +364,20 @@ fn pubsub_output_limits_may_be_turned_off_and_take_a_duration() {
     assert_eq!(limits.pubsub_output_soft_time, Duration::from_millis(250));
     let text = format!("{MINIMAL}\n[limits]\npubsub_output_soft_time = 60\n");
     assert_error(&text, "limits.pubsub_output_soft_time", 7, "expected a string with a unit");
+}
+
+#[test]
+fn normal_output_limits_are_redis_normal_class() {
+    let text = format!(
+        "{MINIMAL}\n[limits]\nnormal_output_limit = 4096\nnormal_output_soft_limit = 1024\nnormal_output_soft_time = \"2s\"\n"
+    );
+    let limits = parse(&text).limits;
+    assert_eq!(
+        (limits.normal_output_limit, limits.normal_output_soft_limit, limits.normal_output_soft_time),
+        (4096, 1024, Duration::from_secs(2))
+    );
+    let text = format!("{MINIMAL}\n[limits]\nnormal_output_soft_time = \"soon\"\n");
+    assert_error(&text, "limits.normal_output_soft_time", 7, "");
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //! subscriptions is in Redis' `pubsub` class (`getClientType`: while it has any subscription, in
 //! either protocol) and also under that class's limits, by default Redis' `pubsub 32mb 8mb 60`: a
 //! subscriber that does not keep up with what it subscribed to is cut off at 32 MiB, or once it
-//! has stayed over 8 MiB for more than 60 s. The `normal` class has limits only once a CONFIG SET
-//! gives it some.
+//! has stayed over 8 MiB for more than 60 s. The `normal` class has limits only where the config
+//! file (`limits.normal_output_*`) or a CONFIG SET gives it some.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
