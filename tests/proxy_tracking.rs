@@ -358,6 +358,10 @@ fn the_table_stays_within_its_limit_and_evicted_keys_are_invalidated() {
     let cluster = Cluster::shared();
     let opts = ProxyOptions { extra_toml: "[tracking]\nmax_keys = 1000\n".into(), ..ProxyOptions::default() };
     let proxy = Proxy::start(cluster, opts);
+    // CONFIG GET answers the proxy's bound, the one its clients' reads are under.
+    let shown: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("tracking-table-max-keys").query(&mut proxy.client()).expect("CONFIG GET");
+    assert_eq!(shown, ["tracking-table-max-keys", "1000"]);
     let mut reader = tracker(&proxy, cluster, &[]);
     let total = 10_000;
     let (mut replies, mut pushes) = (0, 0);

@@ -85,6 +85,8 @@ fn own_cluster() -> (Cluster, Proxy, redis::Connection) {
 #[test]
 fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
     let proxy = proxy_with("[limits]\npubsub_output_limit = 2097152\n");
+    let shown = config_get_output_limits(&mut proxy.client());
+    assert!(shown.starts_with("normal 0 0 0 ") && shown.ends_with(" pubsub 2097152 8388608 60"), "{shown}");
     // A client without subscriptions leaves 10 MB of replies unread for a while, then reads them all.
     let (big_key, big_value) = ("cli:pubsub-class:big", "x".repeat(100 * 1024));
     let mut publisher = proxy.client();
@@ -123,6 +125,9 @@ fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
 #[test]
 fn a_client_without_subscriptions_is_cut_off_at_the_normal_class_limit_of_the_config_file() {
     let proxy = proxy_with("[limits]\nnormal_output_limit = 2097152\n");
+    // CONFIG GET answers the proxy's classes, the replica class as the nodes have it.
+    let shown = config_get_output_limits(&mut proxy.client());
+    assert!(shown.starts_with("normal 2097152 0 0 ") && shown.ends_with(" pubsub 33554432 8388608 60"), "{shown}");
     let (key, value) = ("cli:normal-class:big", "x".repeat(100 * 1024));
     let mut writer = proxy.client();
     let _: () = redis::cmd("SET").arg(key).arg(&value).query(&mut writer).expect("SET");
@@ -138,6 +143,13 @@ fn a_client_without_subscriptions_is_cut_off_at_the_normal_class_limit_of_the_co
     // Another client is served as before.
     let got: String = redis::cmd("GET").arg(key).query(&mut writer).expect("GET");
     assert_eq!(got.len(), value.len());
+}
+
+/// `CONFIG GET client-output-buffer-limit`'s value.
+fn config_get_output_limits(conn: &mut redis::Connection) -> String {
+    let shown: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("client-output-buffer-limit").query(conn).expect("CONFIG GET");
+    shown.get(1).cloned().unwrap_or_default()
 }
 
 /// `INFO stats` of a node or the proxy.
@@ -194,7 +206,7 @@ fn a_subscriber_over_the_soft_limit_is_cut_off_only_after_its_time() {
 /// proxy's own clients' (its own cluster: the nodes' setting must not reach other tests).
 #[test]
 fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscribers() {
-    let (_cluster, proxy, mut admin) = own_cluster();
+    let (cluster, proxy, mut admin) = own_cluster();
     // A value Redis refuses is refused by the nodes (the proxy's own check: `output_classes.rs`).
     let refused =
         redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 1mb 1mb").query::<()>(&mut admin);
@@ -203,9 +215,9 @@ fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscriber
     let set: redis::RedisResult<()> =
         redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 2mb 0 0").query(&mut admin);
     set.expect("CONFIG SET client-output-buffer-limit");
-    let nodes: Vec<String> =
-        redis::cmd("CONFIG").arg("GET").arg("client-output-buffer-limit").query(&mut admin).expect("CONFIG GET");
-    assert!(nodes[1].contains("pubsub 2097152 0 0"), "{nodes:?}");
+    let nodes = config_get_output_limits(&mut cluster.client(&cluster.masters()[0]));
+    assert!(nodes.contains("pubsub 2097152 0 0"), "{nodes}");
+    assert_eq!(config_get_output_limits(&mut admin), nodes, "the proxy shows what the nodes have");
 
     // 20 MB stay under the config file's 32 MiB: only the 2 MiB the CONFIG SET gave cuts it off.
     flood_a_subscriber_until_cut_off(&proxy, &mut admin, "cli:pubsub-config-set");

@@ -66,7 +66,7 @@ pub fn merge(kind: &Merge, parts: &[Bytes], places: &[KeyPlace]) -> Bytes {
         Merge::SumPairs => sum_pairs(parts),
         Merge::ScanCursor { master, masters } => scan_cursor(parts, *master, *masters),
         Merge::InfoSums { own } => info::info_sums(parts, own),
-        Merge::ConfigValues { nodes } => nodes::config_values(parts, nodes),
+        Merge::ConfigValues { nodes, own } => nodes::config_values(parts, nodes, own),
         Merge::AllOkNamed { command, nodes } => nodes::all_ok_named(parts, command, nodes),
         Merge::Slowlog { nodes, count } => nodes::slowlog(parts, nodes, *count),
         Merge::KeyedByNode { nodes, protocol } => nodes::keyed_by_node(parts, nodes, *protocol),

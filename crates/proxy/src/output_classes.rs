@@ -18,6 +18,16 @@ pub enum Class {
     PubSub,
 }
 
+impl Class {
+    /// The class's name in `client-output-buffer-limit`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Normal => "normal",
+            Class::PubSub => "pubsub",
+        }
+    }
+}
+
 /// One class's limits: buffered bytes at which a client is disconnected at once, and bytes it may
 /// keep buffered for at most `soft_time`; 0 turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +110,11 @@ impl OutputClasses {
         classes
     }
 
+    /// Both classes' limits, for `CONFIG GET client-output-buffer-limit`.
+    pub fn both(&self) -> [(Class, Limits); 2] {
+        [(Class::Normal, self.get(Class::Normal)), (Class::PubSub, self.get(Class::PubSub))]
+    }
+
     pub fn get(&self, class: Class) -> Limits {
         match class {
             Class::Normal => self.normal.load(),
@@ -130,6 +145,28 @@ impl OutputClasses {
         }
         true
     }
+}
+
+/// A node's `client-output-buffer-limit` value (`normal 0 0 0 slave 268435456 67108864 60 pubsub
+/// …`, as Redis' `getConfigClientOutputBufferLimitOption` writes it) with the groups of the
+/// classes in `own` written as Redis writes them from those limits; the other groups (replicas)
+/// as the node has them. `None` for a value not made of such groups.
+pub fn config_value_with(node_value: &[u8], own: &[(Class, Limits)]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(node_value).ok()?;
+    let words: Vec<&str> = text.split(' ').collect();
+    if !words.len().is_multiple_of(4) {
+        return None;
+    }
+    let groups: Vec<String> = words
+        .chunks(4)
+        .map(|group| match own.iter().find(|(class, _)| class.name().eq_ignore_ascii_case(group[0])) {
+            Some((class, limits)) => {
+                format!("{} {} {} {}", class.name(), limits.hard, limits.soft, limits.soft_time.as_secs())
+            }
+            None => group.join(" "),
+        })
+        .collect();
+    Some(groups.join(" ").into_bytes())
 }
 
 /// Redis' `updateClientOutputBufferLimit`: every class checked before any is taken. `None` for

@@ -105,8 +105,9 @@ pub enum Merge {
     InfoSums { own: Vec<(&'static str, u64)> },
     /// CONFIG GET from every master (`nodes[i]` answered part `i`): the first master's reply with,
     /// per parameter, the value most masters have (a tie goes to the earliest master); parameters
-    /// the masters disagree on are logged as a warning (`crate::merge` documents the rule).
-    ConfigValues { nodes: Vec<String> },
+    /// the masters disagree on are logged as a warning (`crate::merge` documents the rule). The
+    /// settings the proxy keeps for its own clients have the proxy's value ([`OwnConfig`]).
+    ConfigValues { nodes: Vec<String>, own: OwnConfig },
     /// `+OK` when every node answered `+OK`; else `-ERR <command> failed on <node> (<its reply>)`
     /// naming every node that did not, with how many said OK. Errors are not passed through: they
     /// are what this merge reports (CONFIG SET, SLOWLOG RESET).
@@ -120,6 +121,17 @@ pub enum Merge {
     /// LATENCY HISTOGRAM from every master as one node's reply, in the client's `protocol`: per
     /// command, calls summed and cumulative distributions added up (see `merge/latency.rs`).
     LatencyHistogram { protocol: crate::resp::reply::Protocol },
+}
+
+/// What `CONFIG GET` answers from the proxy rather than from the nodes: the settings the proxy
+/// keeps for its own clients, whose values the nodes do not know (its config file may set them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnConfig {
+    /// `tracking-table-max-keys`: the proxy's tracking table's bound (0: none).
+    pub tracking_table_max_keys: usize,
+    /// The `normal` and `pubsub` classes of `client-output-buffer-limit` (the `replica` class is
+    /// the nodes').
+    pub output_classes: [(crate::output_classes::Class, crate::output_classes::Limits); 2],
 }
 
 /// Which part of the proxy answers a local command.

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 
 use super::{Aggregate, aggregate, aggregates, describe, integer, string_payload};
+use crate::command::OwnConfig;
 use crate::error::ProxyError;
 use crate::resp::reply::{self, Protocol};
 
@@ -58,7 +59,7 @@ const MAX_REASON: usize = 200;
 /// goes to the earliest master in map order (the master of slot 0 first). Parameters the masters
 /// disagree on (other than [`PER_NODE_PARAMETERS`]) are logged, each master's value with it,
 /// secrets excepted.
-pub(super) fn config_values(parts: &[Bytes], nodes: &[String]) -> Option<Bytes> {
+pub(super) fn config_values(parts: &[Bytes], nodes: &[String], own: &OwnConfig) -> Option<Bytes> {
     if parts.len() != nodes.len() {
         return None;
     }
@@ -73,9 +74,12 @@ pub(super) fn config_values(parts: &[Bytes], nodes: &[String]) -> Option<Bytes> 
         let values: Vec<Option<&[u8]>> =
             std::iter::once(Some(first)).chain(others.iter().map(|o| o.get(name).copied())).collect();
         let chosen = majority(&values).unwrap_or(first);
-        out.extend_from_slice(name);
-        out.extend_from_slice(chosen);
         let name_text = string_payload(name).map_or(name, |(_, text)| text);
+        out.extend_from_slice(name);
+        match own_value(own, name_text, chosen) {
+            Some((kind, value)) => super::put_string(&mut out, kind, &value),
+            None => out.extend_from_slice(chosen),
+        }
         let expected = PER_NODE_PARAMETERS.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name_text));
         if !expected && values.iter().flatten().any(|v| *v != chosen) {
             disagreements.push(disagreement(name_text, &values, nodes));
@@ -91,6 +95,19 @@ pub(super) fn config_values(parts: &[Bytes], nodes: &[String]) -> Option<Bytes> 
         );
     }
     Some(out.freeze())
+}
+
+/// The proxy's value of parameter `name` where it keeps the setting itself ([`OwnConfig`]), as a
+/// string of the type of the nodes' `value`.
+fn own_value(own: &OwnConfig, name: &[u8], value: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let (kind, node_value) = string_payload(value)?;
+    if name.eq_ignore_ascii_case(b"tracking-table-max-keys") {
+        return Some((kind, own.tracking_table_max_keys.to_string().into_bytes()));
+    }
+    if name.eq_ignore_ascii_case(b"client-output-buffer-limit") {
+        return Some((kind, crate::output_classes::config_value_with(node_value, &own.output_classes)?));
+    }
+    None
 }
 
 /// The `(name, value)` element pairs of a CONFIG GET reply: a RESP2 flat array or a RESP3 map.

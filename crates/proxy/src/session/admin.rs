@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::Session;
 use super::pipeline::{Meta, OnMerged};
-use crate::command::{AdminKind, CommandSpec, Merge};
+use crate::command::{AdminKind, CommandSpec, Merge, OwnConfig};
 use crate::error::ProxyError;
 use crate::executor::{Part, Target, scripts};
 use crate::resp::Request;
@@ -29,7 +29,13 @@ impl Session {
         }
         let names: Vec<String> = nodes.iter().map(|(addr, _)| addr.clone()).collect();
         let merge = match kind {
-            AdminKind::ConfigGet => Merge::ConfigValues { nodes: names },
+            AdminKind::ConfigGet => Merge::ConfigValues {
+                nodes: names,
+                own: OwnConfig {
+                    tracking_table_max_keys: self.shared.tracking.max_keys(),
+                    output_classes: self.shared.output_classes.both(),
+                },
+            },
             AdminKind::EveryNode | AdminKind::EveryMasterOk => {
                 Merge::AllOkNamed { command: command_name(request), nodes: names }
             }

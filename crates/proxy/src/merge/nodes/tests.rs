@@ -1,14 +1,28 @@
 //! Byte fixtures for the merges of operator commands: node replies in, the client's reply out,
 //! RESP2 and RESP3.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
-use crate::command::Merge;
+use crate::command::{Merge, OwnConfig};
 use crate::merge::merge;
+use crate::output_classes::{Class, Limits};
 use crate::resp::reply::Protocol;
 
 fn nodes(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("127.0.0.1:700{i}")).collect()
+}
+
+/// CONFIG GET from `n` masters, with the proxy's own settings at Redis' defaults.
+fn config_get(n: usize) -> Merge {
+    Merge::ConfigValues { nodes: nodes(n), own: own(1_000_000, Limits::NONE, PUBSUB_DEFAULT) }
+}
+
+const PUBSUB_DEFAULT: Limits = Limits { hard: 32 << 20, soft: 8 << 20, soft_time: Duration::from_secs(60) };
+
+fn own(tracking_table_max_keys: usize, normal: Limits, pubsub: Limits) -> OwnConfig {
+    OwnConfig { tracking_table_max_keys, output_classes: [(Class::Normal, normal), (Class::PubSub, pubsub)] }
 }
 
 fn merged(kind: Merge, parts: &[&[u8]]) -> Bytes {
@@ -22,7 +36,7 @@ fn text(reply: &[u8]) -> String {
 
 #[test]
 fn config_get_answers_the_value_most_masters_have() {
-    let kind = Merge::ConfigValues { nodes: nodes(3) };
+    let kind = config_get(3);
     let a: &[u8] = b"*4\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$4\r\nport\r\n$4\r\n7000\r\n";
     let b: &[u8] = b"*4\r\n$9\r\nmaxmemory\r\n$3\r\n100\r\n$4\r\nport\r\n$4\r\n7001\r\n";
     let c: &[u8] = b"*4\r\n$9\r\nmaxmemory\r\n$3\r\n100\r\n$4\r\nport\r\n$4\r\n7002\r\n";
@@ -34,12 +48,12 @@ fn config_get_answers_the_value_most_masters_have() {
     // Agreeing masters: the first master's bytes exactly.
     assert_eq!(&merged(kind.clone(), &[a, a, a])[..], a);
     // A 1–1 tie goes to the first master.
-    assert_eq!(&merged(Merge::ConfigValues { nodes: nodes(2) }, &[a, b])[..], a);
+    assert_eq!(&merged(config_get(2), &[a, b])[..], a);
 }
 
 #[test]
 fn config_get_keeps_the_resp3_map_and_the_first_masters_order() {
-    let kind = Merge::ConfigValues { nodes: nodes(3) };
+    let kind = config_get(3);
     let a: &[u8] = b"%2\r\n$4\r\nport\r\n$4\r\n7000\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n";
     // Another master lists the parameters in another order: matched by name.
     let b: &[u8] = b"%2\r\n$9\r\nmaxmemory\r\n$1\r\n5\r\n$4\r\nport\r\n$4\r\n7001\r\n";
@@ -54,8 +68,33 @@ fn config_get_keeps_the_resp3_map_and_the_first_masters_order() {
 }
 
 #[test]
+fn config_get_answers_the_settings_the_proxy_keeps_with_its_own_values() {
+    let node = |max_keys: &str, limits: &str| {
+        format!(
+            "*6\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$23\r\ntracking-table-max-keys\r\n${}\r\n{max_keys}\r\n\
+             $26\r\nclient-output-buffer-limit\r\n${}\r\n{limits}\r\n",
+            max_keys.len(),
+            limits.len()
+        )
+    };
+    let redis_default = "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60";
+    let a = node("1000000", redis_default);
+    let normal = Limits { hard: 1 << 20, soft: 0, soft_time: Duration::ZERO };
+    let pubsub = Limits { hard: 2 << 20, soft: 1 << 20, soft_time: Duration::from_secs(5) };
+    let kind = Merge::ConfigValues { nodes: nodes(2), own: own(1000, normal, pubsub) };
+    // The replica class stays the nodes' (their value, whatever they call it).
+    let expected = node("1000", "normal 1048576 0 0 slave 268435456 67108864 60 pubsub 2097152 1048576 5");
+    assert_eq!(text(&merged(kind.clone(), &[a.as_bytes(), a.as_bytes()])), expected);
+    // The proxy's defaults are Redis' own: a node at its defaults is answered as it is.
+    assert_eq!(text(&merged(config_get(2), &[a.as_bytes(), a.as_bytes()])), a);
+    // A value not made of class groups is the nodes'.
+    let odd = node("1000000", "normal 0 0");
+    assert_eq!(text(&merged(kind, &[odd.as_bytes(), odd.as_bytes()])), node("1000", "normal 0 0"));
+}
+
+#[test]
 fn config_get_passes_errors_and_rejects_odd_shapes() {
-    let kind = Merge::ConfigValues { nodes: nodes(2) };
+    let kind = config_get(2);
     let error: &[u8] = b"-ERR unknown subcommand\r\n";
     assert_eq!(&merged(kind.clone(), &[b"*0\r\n", error])[..], error);
     assert!(merged(kind.clone(), &[b"*1\r\n$1\r\na\r\n", b"*0\r\n"]).starts_with(b"-ERR proxy received"));
@@ -174,7 +213,7 @@ fn per_master_replies_are_keyed_by_address() {
 #[test]
 fn node_merges_never_panic_on_odd_input() {
     let kinds = [
-        Merge::ConfigValues { nodes: nodes(1) },
+        config_get(1),
         Merge::AllOkNamed { command: "CONFIG SET".into(), nodes: nodes(1) },
         Merge::Slowlog { nodes: nodes(1), count: 10 },
         Merge::KeyedByNode { nodes: nodes(1), protocol: Protocol::Resp3 },
