@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use redisforge_tests::process::{fd_count, rss_bytes};
 use redisforge_tests::raw::{drain_until_closed, raw_connect, read_some};
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command, wait_until};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, proxy_on_own_cluster, resp_command, wait_until};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -189,6 +189,9 @@ fn connections_beyond_max_clients_are_refused_until_one_leaves() {
     for (i, stream) in admitted.iter_mut().enumerate() {
         assert_eq!(ping(stream), "+PONG\r\n", "client {i} of 5");
     }
+    // CONFIG GET answers the proxy's bound, the one its clients are under (as INFO's maxclients).
+    admitted[0].write_all(&resp_command(&[b"CONFIG", b"GET", b"maxclients"])).expect("send CONFIG GET");
+    assert_eq!(read_some(&mut admitted[0], 26), b"*2\r\n$10\r\nmaxclients\r\n$1\r\n5\r\n");
     let mut sixth = raw_connect(&proxy.addr());
     let refusal = read_some(&mut sixth, 64);
     assert_eq!(String::from_utf8_lossy(&refusal), "-ERR max number of clients reached\r\n");
@@ -211,6 +214,39 @@ fn connections_beyond_max_clients_are_refused_until_one_leaves() {
     for (i, stream) in admitted.iter_mut().enumerate() {
         assert_eq!(ping(stream), "+PONG\r\n", "client {i} still served");
     }
+}
+
+/// `CONFIG SET maxclients` through the proxy bounds the proxy's clients too (its own cluster: the
+/// nodes take the bound as well): clients beyond a smaller bound are refused, those connected stay.
+#[test]
+fn config_set_maxclients_through_the_proxy_bounds_its_clients() {
+    let (_cluster, proxy, mut admin) = proxy_on_own_cluster(ProxyOptions::default());
+    let mut others: Vec<TcpStream> = (0..20).map(|_| raw_connect(&proxy.addr())).collect();
+    for stream in &mut others {
+        assert_eq!(ping(stream), "+PONG\r\n");
+    }
+    // 21 clients are connected (once the start-up probe's connection is gone); the new bound admits
+    // none more.
+    let counted = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        metric(&proxy, "redisforge_client_connections") == Some(21.0)
+    });
+    assert!(counted, "{:?} clients counted", metric(&proxy, "redisforge_client_connections"));
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxclients").arg("21").query(&mut admin).expect("CONFIG SET");
+    let shown: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxclients").query(&mut admin).expect("CONFIG GET");
+    assert_eq!(shown, ["maxclients", "21"]);
+    let mut refused = raw_connect(&proxy.addr());
+    assert_eq!(String::from_utf8_lossy(&read_some(&mut refused, 64)), "-ERR max number of clients reached\r\n");
+    for stream in &mut others {
+        assert_eq!(ping(stream), "+PONG\r\n", "a client connected before the bound is still served");
+    }
+    // A value the nodes refuse changes nothing.
+    let zero = redis::cmd("CONFIG").arg("SET").arg("maxclients").arg("0").query::<()>(&mut admin);
+    assert!(zero.is_err(), "maxclients 0 is refused");
+    drop(others.pop());
+    let freed = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        ping(&mut raw_connect(&proxy.addr())) == "+PONG\r\n"
+    });
+    assert!(freed, "no client admitted after one left");
 }
 
 /// One connect/disconnect cycle of kind `i % 4`: a full PING, a QUIT, a bare connect and close,

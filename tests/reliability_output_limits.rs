@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use redisforge_tests::raw::{drain_until_closed, raw_connect, read_some, read_until_closed};
 use redisforge_tests::resp::{Frame, parse};
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, RedisServer, read_until, resp_command, wait_until};
+use redisforge_tests::{
+    Cluster, Proxy, ProxyOptions, RedisServer, proxy_on_own_cluster, read_until, resp_command, wait_until,
+};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -63,20 +65,6 @@ fn flood_a_subscriber_until_cut_off(proxy: &Proxy, publisher: &mut redis::Connec
     let drained = drained.expect("the subscriber's connection is closed");
     assert!(drained < 15 * MIB, "the subscriber received {drained} bytes: the limit did not stop the messages");
     lines
-}
-
-/// Three masters without replicas for one test alone (what it sets on the nodes reaches no other
-/// test, and it may read every connection of the nodes), the proxy in front of them, and a client
-/// of the proxy once the proxy has the slot map.
-fn own_cluster() -> (Cluster, Proxy, redis::Connection) {
-    let cluster = Cluster::start(redisforge_tests::ClusterOptions { replicas_per_master: 0, ..Default::default() });
-    let proxy = Proxy::start(&cluster, ProxyOptions::default());
-    let mut client = proxy.client();
-    let mapped = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        redis::cmd("SET").arg("cli:own-cluster-ready").arg("1").query::<()>(&mut client).is_ok()
-    });
-    assert!(mapped, "the proxy did not map its cluster\n{}", proxy.log_tail(20));
-    (cluster, proxy, client)
 }
 
 /// Redis' `pubsub` class: a client with subscriptions is cut off at the class's hard limit
@@ -206,7 +194,7 @@ fn a_subscriber_over_the_soft_limit_is_cut_off_only_after_its_time() {
 /// proxy's own clients' (its own cluster: the nodes' setting must not reach other tests).
 #[test]
 fn config_set_client_output_buffer_limit_through_the_proxy_limits_its_subscribers() {
-    let (cluster, proxy, mut admin) = own_cluster();
+    let (cluster, proxy, mut admin) = proxy_on_own_cluster(ProxyOptions::default());
     // A value Redis refuses is refused by the nodes (the proxy's own check: `output_classes.rs`).
     let refused =
         redis::cmd("CONFIG").arg("SET").arg("client-output-buffer-limit").arg("pubsub 1mb 1mb").query::<()>(&mut admin);
@@ -238,7 +226,7 @@ fn node_client_line(cluster: &Cluster, needle: &str) -> Option<String> {
 /// would be on a node (its own cluster: the test reads every connection of the nodes).
 #[test]
 fn pooled_node_connections_are_exempt_from_client_eviction_and_own_ones_are_not() {
-    let (cluster, _proxy, mut client) = own_cluster();
+    let (cluster, _proxy, mut client) = proxy_on_own_cluster(ProxyOptions::default());
     let _: Option<String> = redis::cmd("GET").arg("{cli:ne}").query(&mut client).expect("GET");
     let _: Option<(String, String)> =
         redis::cmd("BLPOP").arg("{cli:ne}:list").arg("0.01").query(&mut client).expect("BLPOP");

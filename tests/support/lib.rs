@@ -50,7 +50,7 @@ pub use acl_sides::AclSides;
 pub use cluster::{Cluster, ClusterOptions, Isolation, SlotRange};
 pub use ports::{PortGuard, free_port, reserve_port};
 pub use process::Signal;
-pub use proxy::{Proxy, ProxyOptions};
+pub use proxy::{Proxy, ProxyOptions, proxy_on_own_cluster};
 pub use server::RedisServer;
 pub use tls::{NodeTls, generate_certs};
 

@@ -351,6 +351,20 @@ fn merge_config(extra: &str) -> String {
     out
 }
 
+/// Three masters without replicas for one test alone (what it sets on the nodes, a CONFIG SET
+/// through the proxy, reaches no other test, and it may read every connection of the nodes), a
+/// proxy in front of them with `opts`, and a client of the proxy once the proxy has the slot map.
+pub fn proxy_on_own_cluster(opts: ProxyOptions) -> (Cluster, Proxy, Connection) {
+    let cluster = Cluster::start(crate::ClusterOptions { replicas_per_master: 0, ..Default::default() });
+    let proxy = Proxy::start(&cluster, opts);
+    let mut client = proxy.client();
+    let mapped = crate::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        redis::cmd("SET").arg("own-cluster-ready").arg("1").query::<()>(&mut client).is_ok()
+    });
+    assert!(mapped, "the proxy did not map its cluster\n{}", proxy.log_tail(20));
+    (cluster, proxy, client)
+}
+
 /// Splits TOML text at `[table]` headers (not `[[array]]` ones) into the text before the first
 /// header and `(name, header + body)` chunks.
 fn split_sections(text: &str) -> (String, Vec<(String, String)>) {

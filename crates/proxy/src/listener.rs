@@ -26,7 +26,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    max_clients: usize,
     tls: Option<Arc<ReloadableAcceptor>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -44,7 +43,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(connected) = Connected::admit(&shared, max_clients) else {
+        let Some(connected) = Connected::admit(&shared) else {
             // Over TLS the refusal is only readable after a handshake; over plain TCP it is sent as
             // is, like Redis does.
             if tls.is_none() {
@@ -81,8 +80,10 @@ pub async fn serve(
 struct Connected(Arc<Shared>);
 
 impl Connected {
-    /// Counts a new client, unless `max_clients` are connected already.
-    fn admit(shared: &Arc<Shared>, max_clients: usize) -> Option<Connected> {
+    /// Counts a new client, unless `max_clients` are connected already (a smaller bound set while
+    /// more are connected refuses new ones only, as Redis' `maxclients`).
+    fn admit(shared: &Arc<Shared>) -> Option<Connected> {
+        let max_clients = shared.max_clients.load(Ordering::Relaxed);
         if shared.stats.connected_clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
             shared.stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
             return None;

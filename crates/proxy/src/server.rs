@@ -124,7 +124,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let listener =
             TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr: addr.to_string(), source })?;
         tracing::info!(%addr, tls = tls.is_some(), "listening");
-        let serve = listener::serve(listener, Arc::clone(&shared), config.listen.max_clients, tls, stop_rx.clone());
+        let serve = listener::serve(listener, Arc::clone(&shared), tls, stop_rx.clone());
         listeners.push(tokio::spawn(serve));
     }
     spawn_reloader(acceptor, Arc::clone(&shared));
@@ -232,7 +232,7 @@ fn shared_state(
                 soft_time: config.limits.pubsub_output_soft_time,
             },
         ),
-        max_clients: config.listen.max_clients,
+        max_clients: std::sync::atomic::AtomicUsize::new(config.listen.max_clients),
         certificate_user: config.tls.as_ref().map(|t| t.client_user).unwrap_or_default(),
         command_timeout: config.upstream.command_timeout,
         idle_timeout: config.listen.idle_timeout,

@@ -29,8 +29,9 @@ pub struct Shared {
     pub client_output_limit: usize,
     /// Redis' client classes' output limits, on top of `client_output_limit`.
     pub output_classes: crate::output_classes::OutputClasses,
-    /// Clients the listener accepts at once (`listen.max_clients`), INFO's `maxclients`.
-    pub max_clients: usize,
+    /// Clients the listener accepts at once (`listen.max_clients`, or the last `CONFIG SET
+    /// maxclients` through the proxy), INFO's `maxclients`.
+    pub max_clients: std::sync::atomic::AtomicUsize,
     /// Which field of a verified client certificate names the client's ACL user.
     pub certificate_user: crate::config::CertificateUser,
     /// How long requests for an unreachable node are retried (while the topology catches up).

@@ -129,6 +129,8 @@ pub enum Merge {
 pub struct OwnConfig {
     /// `tracking-table-max-keys`: the proxy's tracking table's bound (0: none).
     pub tracking_table_max_keys: usize,
+    /// `maxclients`: the clients the proxy accepts at once.
+    pub maxclients: usize,
     /// The `normal` and `pubsub` classes of `client-output-buffer-limit` (the `replica` class is
     /// the nodes').
     pub output_classes: [(crate::output_classes::Class, crate::output_classes::Limits); 2],

@@ -33,6 +33,7 @@ impl Session {
                 nodes: names,
                 own: OwnConfig {
                     tracking_table_max_keys: self.shared.tracking.max_keys(),
+                    maxclients: self.shared.max_clients.load(std::sync::atomic::Ordering::Relaxed),
                     output_classes: self.shared.output_classes.both(),
                 },
             },
@@ -95,8 +96,8 @@ pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Requ
 }
 
 /// The parameters of a `CONFIG SET` the proxy keeps itself too (see [`keep_own_settings`]).
-const OWN_SETTINGS: [&[u8]; 3] =
-    [b"extended-redis-compatibility", b"client-output-buffer-limit", b"tracking-table-max-keys"];
+const OWN_SETTINGS: [&[u8]; 4] =
+    [b"extended-redis-compatibility", b"client-output-buffer-limit", b"tracking-table-max-keys", b"maxclients"];
 
 /// Whether `request` is a `CONFIG SET` of a setting the proxy keeps too.
 fn sets_own_settings(request: &Request) -> bool {
@@ -148,7 +149,7 @@ pub(super) fn kept_if_ran<'a>(
 /// What a `CONFIG SET` sets that the proxy keeps itself: `tracking-table-max-keys` bounds the
 /// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`),
 /// `client-output-buffer-limit` the output of the proxy's own clients (`crate::output_classes`),
-/// and Valkey's `extended-redis-compatibility` decides how the proxy names the nodes' server
+/// `maxclients` how many clients its listeners accept, and Valkey's `extended-redis-compatibility` decides how the proxy names the nodes' server
 /// (HELLO, INFO) at once, not at its next health poll. Run once the nodes took the command
 /// ([`kept_if_ok`], [`kept_if_ran`]).
 fn keep_own_settings(shared: &Shared, request: &Request) {
@@ -167,6 +168,12 @@ fn keep_own_settings(shared: &Shared, request: &Request) {
             && let Some(max_keys) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<usize>().ok())
         {
             shared.tracking.set_max_keys(max_keys);
+        }
+        // Taken once the nodes accepted it (at least 1, as Redis' bounds say).
+        if request.arg(i).eq_ignore_ascii_case(b"maxclients")
+            && let Some(max) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<usize>().ok())
+        {
+            shared.max_clients.store(max.max(1), std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

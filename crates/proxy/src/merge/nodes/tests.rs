@@ -22,7 +22,8 @@ fn config_get(n: usize) -> Merge {
 const PUBSUB_DEFAULT: Limits = Limits { hard: 32 << 20, soft: 8 << 20, soft_time: Duration::from_secs(60) };
 
 fn own(tracking_table_max_keys: usize, normal: Limits, pubsub: Limits) -> OwnConfig {
-    OwnConfig { tracking_table_max_keys, output_classes: [(Class::Normal, normal), (Class::PubSub, pubsub)] }
+    let output_classes = [(Class::Normal, normal), (Class::PubSub, pubsub)];
+    OwnConfig { tracking_table_max_keys, maxclients: 10_000, output_classes }
 }
 
 fn merged(kind: Merge, parts: &[&[u8]]) -> Bytes {
@@ -87,7 +88,12 @@ fn config_get_answers_the_settings_the_proxy_keeps_with_its_own_values() {
     assert_eq!(text(&merged(kind.clone(), &[a.as_bytes(), a.as_bytes()])), expected);
     // The proxy's defaults are Redis' own: a node at its defaults is answered as it is.
     assert_eq!(text(&merged(config_get(2), &[a.as_bytes(), a.as_bytes()])), a);
+    // maxclients is the proxy's listener bound (RESP3 map too).
+    let kind = Merge::ConfigValues { nodes: nodes(1), own: OwnConfig { maxclients: 500, ..own(1, normal, pubsub) } };
+    let map: &[u8] = b"%1\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n";
+    assert_eq!(text(&merged(kind, &[map])), "%1\r\n$10\r\nmaxclients\r\n$3\r\n500\r\n");
     // A value not made of class groups is the nodes'.
+    let kind = Merge::ConfigValues { nodes: nodes(2), own: own(1000, normal, pubsub) };
     let odd = node("1000000", "normal 0 0");
     assert_eq!(text(&merged(kind, &[odd.as_bytes(), odd.as_bytes()])), node("1000", "normal 0 0"));
 }

@@ -137,7 +137,7 @@ fn clients_section(out: &mut String, shared: &Shared, version: &str, valkey: Opt
         "# Clients\r\nconnected_clients:{connected}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
          client_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\n\
          tracking_clients:{}\r\n",
-        shared.max_clients,
+        shared.max_clients.load(std::sync::atomic::Ordering::Relaxed),
         totals.blocked_clients,
         shared.tracking.tracker_count(),
     );
