@@ -191,7 +191,7 @@ fn connections_beyond_max_clients_are_refused_until_one_leaves() {
     }
     // CONFIG GET answers the proxy's bound, the one its clients are under (as INFO's maxclients).
     admitted[0].write_all(&resp_command(&[b"CONFIG", b"GET", b"maxclients"])).expect("send CONFIG GET");
-    assert_eq!(read_some(&mut admitted[0], 26), b"*2\r\n$10\r\nmaxclients\r\n$1\r\n5\r\n");
+    assert_eq!(read_some(&mut admitted[0], 28), b"*2\r\n$10\r\nmaxclients\r\n$1\r\n5\r\n");
     let mut sixth = raw_connect(&proxy.addr());
     let refusal = read_some(&mut sixth, 64);
     assert_eq!(String::from_utf8_lossy(&refusal), "-ERR max number of clients reached\r\n");
@@ -231,8 +231,17 @@ fn config_set_maxclients_through_the_proxy_bounds_its_clients() {
         metric(&proxy, "redisforge_client_connections") == Some(21.0)
     });
     assert!(counted, "{:?} clients counted", metric(&proxy, "redisforge_client_connections"));
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxclients").arg("21").query(&mut admin).expect("CONFIG SET");
-    let shown: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxclients").query(&mut admin).expect("CONFIG GET");
+    // Pipelined, the CONFIG GET sees the CONFIG SET before it, as on one node.
+    let ((), shown): ((), Vec<String>) = redis::pipe()
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg("21")
+        .cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclients")
+        .query(&mut admin)
+        .expect("CONFIG SET, CONFIG GET");
     assert_eq!(shown, ["maxclients", "21"]);
     let mut refused = raw_connect(&proxy.addr());
     assert_eq!(String::from_utf8_lossy(&read_some(&mut refused, 64)), "-ERR max number of clients reached\r\n");

@@ -63,6 +63,9 @@ impl Session {
         let seq = self.pipeline.push_multi(parts, merge, Vec::new(), meta);
         if let Some(keep) = kept_if_ok(&self.shared, request) {
             self.pipeline.on_merged(seq, keep);
+            // What the client sends next (a CONFIG GET, a new connection's count) comes after the
+            // setting, as on one node: nothing more is read until the nodes answered.
+            self.hold_reading = true;
         }
         (0..count).for_each(|part| self.send(seq, part));
     }

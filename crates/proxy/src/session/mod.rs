@@ -123,7 +123,8 @@ struct Session {
     pending_unblock: Option<(clients::Unblock, Instant)>,
     /// Read nothing more from the client until the pipeline is answered, like Redis while a
     /// blocking command is in flight: a blocking command, WAIT, a subscription waiting for
-    /// earlier replies, EXEC's deferred parts (settings for other nodes, connection commands).
+    /// earlier replies, EXEC's deferred parts (settings for other nodes, connection commands), a
+    /// CONFIG SET of a setting the proxy keeps too (taken when the nodes answer).
     hold_reading: bool,
     /// A blocking command or WAIT is in flight: a client that leaves meanwhile is dropped at once,
     /// as Redis frees a blocked client at EOF (its reply would never be read, and dropping the own

@@ -220,9 +220,6 @@ impl Hub {
         self.evict_to_bound(|table| keys.iter().for_each(|key| table.add(key, id)));
     }
 
-    /// Bounds the table at `max_keys` keys from now on, 0 for no bound (Redis'
-    /// `tracking-table-max-keys`); keys beyond a smaller bound are invalidated for their readers
-    /// at once (Redis does it within a second, in its cron).
     /// The table's bound as `CONFIG GET tracking-table-max-keys` shows it (0: none).
     pub fn max_keys(&self) -> usize {
         match self.max_keys.load(Ordering::Relaxed) {
@@ -231,6 +228,9 @@ impl Hub {
         }
     }
 
+    /// Bounds the table at `max_keys` keys from now on, 0 for no bound (Redis'
+    /// `tracking-table-max-keys`); keys beyond a smaller bound are invalidated for their readers
+    /// at once (Redis does it within a second, in its cron).
     pub fn set_max_keys(&self, max_keys: usize) {
         let max_keys = if max_keys == 0 { usize::MAX } else { max_keys };
         self.max_keys.store(max_keys, Ordering::Relaxed);
