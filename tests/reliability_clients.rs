@@ -258,6 +258,43 @@ fn config_set_maxclients_through_the_proxy_bounds_its_clients() {
     assert!(freed, "no client admitted after one left");
 }
 
+/// `CONFIG SET timeout` through the proxy closes the proxy's idle clients too, at once for those
+/// already connected (its own cluster: the nodes take the timeout as well); 0 turns it off again.
+#[test]
+fn config_set_timeout_through_the_proxy_closes_its_idle_clients() {
+    let (_cluster, proxy, mut admin) = proxy_on_own_cluster(ProxyOptions::default());
+    let mut idle = raw_connect(&proxy.addr());
+    assert_eq!(ping(&mut idle), "+PONG\r\n");
+    let mut busy = raw_connect(&proxy.addr());
+    let ((), shown): ((), Vec<String>) = redis::pipe()
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg("timeout")
+        .arg("1")
+        .cmd("CONFIG")
+        .arg("GET")
+        .arg("timeout")
+        .query(&mut admin)
+        .expect("CONFIG SET, CONFIG GET");
+    assert_eq!(shown, ["timeout", "1"]);
+    // The busy client sends a PING every 200 ms for 2.4 s; the idle one sends nothing.
+    for _ in 0..12 {
+        assert_eq!(ping(&mut busy), "+PONG\r\n", "a client that sends is not timed out");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(drain_until_closed(&mut idle, Duration::from_secs(3)), Some(0), "the idle client is closed");
+    // Off again (the nodes may be closing the proxy's idle connections meanwhile: asked until OK).
+    let off = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let mut admin = proxy.client();
+        redis::cmd("CONFIG").arg("SET").arg("timeout").arg("0").query::<()>(&mut admin).is_ok()
+    });
+    assert!(off, "CONFIG SET timeout 0 failed\n{}", proxy.log_tail(20));
+    let mut quiet = raw_connect(&proxy.addr());
+    assert_eq!(ping(&mut quiet), "+PONG\r\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ping(&mut quiet), "+PONG\r\n", "no client is timed out any more");
+}
+
 /// One connect/disconnect cycle of kind `i % 4`: a full PING, a QUIT, a bare connect and close,
 /// a request cut off half way. Returns whether the proxy behaved.
 fn churn_once(addr: &str, i: usize) -> bool {

@@ -235,7 +235,7 @@ fn shared_state(
         max_clients: std::sync::atomic::AtomicUsize::new(config.listen.max_clients),
         certificate_user: config.tls.as_ref().map(|t| t.client_user).unwrap_or_default(),
         command_timeout: config.upstream.command_timeout,
-        idle_timeout: config.listen.idle_timeout,
+        idle_timeout: crate::shared::IdleTimeout::new(config.listen.idle_timeout),
         read_from: config.upstream.read_from,
         refresh_on_moved: config.topology.refresh_on_moved,
         stats: Stats::default(),

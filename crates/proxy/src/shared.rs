@@ -36,8 +36,9 @@ pub struct Shared {
     pub certificate_user: crate::config::CertificateUser,
     /// How long requests for an unreachable node are retried (while the topology catches up).
     pub command_timeout: Duration,
-    /// Close clients that send nothing for this long (`listen.idle_timeout`); `None`: never.
-    pub idle_timeout: Option<Duration>,
+    /// Close clients that send nothing for this long (`listen.idle_timeout`, or the last `CONFIG
+    /// SET timeout` through the proxy).
+    pub idle_timeout: IdleTimeout,
     /// Whether reads may go to replicas (`upstream.read_from`).
     pub read_from: ReadFrom,
     /// Refresh the topology at once on `MOVED` (`topology.refresh_on_moved`).
@@ -82,5 +83,37 @@ impl Stats {
     /// A new client id, unique for the process' life (`CLIENT ID`).
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The idle timeout, which a `CONFIG SET timeout` may change while clients are connected (every
+/// session is then signalled to follow it): whole milliseconds, 0 for none.
+#[derive(Debug, Default)]
+pub struct IdleTimeout(AtomicU64);
+
+impl IdleTimeout {
+    pub fn new(timeout: Option<Duration>) -> IdleTimeout {
+        let idle = IdleTimeout::default();
+        idle.set(timeout);
+        idle
+    }
+
+    pub fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            millis => Some(Duration::from_millis(millis)),
+        }
+    }
+
+    /// Whether clients are closed when idle: one load, asked for every read.
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != 0
+    }
+
+    /// `None` (or a zero duration) turns it off.
+    pub fn set(&self, timeout: Option<Duration>) {
+        let millis = timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        self.0.store(millis, Ordering::Relaxed);
     }
 }

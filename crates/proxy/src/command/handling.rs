@@ -131,6 +131,8 @@ pub struct OwnConfig {
     pub tracking_table_max_keys: usize,
     /// `maxclients`: the clients the proxy accepts at once.
     pub maxclients: usize,
+    /// `timeout`: the seconds after which an idle client is closed (0: never).
+    pub timeout: u64,
     /// The `normal` and `pubsub` classes of `client-output-buffer-limit` (the `replica` class is
     /// the nodes').
     pub output_classes: [(crate::output_classes::Class, crate::output_classes::Limits); 2],

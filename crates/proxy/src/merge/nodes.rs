@@ -107,6 +107,9 @@ fn own_value(own: &OwnConfig, name: &[u8], value: &[u8]) -> Option<(u8, Vec<u8>)
     if name.eq_ignore_ascii_case(b"maxclients") {
         return Some((kind, own.maxclients.to_string().into_bytes()));
     }
+    if name.eq_ignore_ascii_case(b"timeout") {
+        return Some((kind, own.timeout.to_string().into_bytes()));
+    }
     if name.eq_ignore_ascii_case(b"client-output-buffer-limit") {
         return Some((kind, crate::output_classes::config_value_with(node_value, &own.output_classes)?));
     }

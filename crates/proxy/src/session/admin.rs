@@ -8,6 +8,7 @@
 //! node that was asked, even if a failover swaps the shard's master meanwhile.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Session;
 use super::pipeline::{Meta, OnMerged};
@@ -34,6 +35,7 @@ impl Session {
                 own: OwnConfig {
                     tracking_table_max_keys: self.shared.tracking.max_keys(),
                     maxclients: self.shared.max_clients.load(std::sync::atomic::Ordering::Relaxed),
+                    timeout: self.shared.idle_timeout.get().map_or(0, |t| t.as_secs()),
                     output_classes: self.shared.output_classes.both(),
                 },
             },
@@ -99,8 +101,13 @@ pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Requ
 }
 
 /// The parameters of a `CONFIG SET` the proxy keeps itself too (see [`keep_own_settings`]).
-const OWN_SETTINGS: [&[u8]; 4] =
-    [b"extended-redis-compatibility", b"client-output-buffer-limit", b"tracking-table-max-keys", b"maxclients"];
+const OWN_SETTINGS: [&[u8]; 5] = [
+    b"extended-redis-compatibility",
+    b"client-output-buffer-limit",
+    b"tracking-table-max-keys",
+    b"maxclients",
+    b"timeout",
+];
 
 /// Whether `request` is a `CONFIG SET` of a setting the proxy keeps too.
 fn sets_own_settings(request: &Request) -> bool {
@@ -152,7 +159,8 @@ pub(super) fn kept_if_ran<'a>(
 /// What a `CONFIG SET` sets that the proxy keeps itself: `tracking-table-max-keys` bounds the
 /// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`),
 /// `client-output-buffer-limit` the output of the proxy's own clients (`crate::output_classes`),
-/// `maxclients` how many clients its listeners accept, and Valkey's `extended-redis-compatibility` decides how the proxy names the nodes' server
+/// `maxclients` how many clients its listeners accept, `timeout` when an idle one is closed, and
+/// Valkey's `extended-redis-compatibility` decides how the proxy names the nodes' server
 /// (HELLO, INFO) at once, not at its next health poll. Run once the nodes took the command
 /// ([`kept_if_ok`], [`kept_if_ran`]).
 fn keep_own_settings(shared: &Shared, request: &Request) {
@@ -177,6 +185,14 @@ fn keep_own_settings(shared: &Shared, request: &Request) {
             && let Some(max) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<usize>().ok())
         {
             shared.max_clients.store(max.max(1), std::sync::atomic::Ordering::Relaxed);
+        }
+        // Every session follows it at once, as Redis' cron looks at every client with the
+        // current value.
+        if request.arg(i).eq_ignore_ascii_case(b"timeout")
+            && let Some(seconds) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<u64>().ok())
+        {
+            shared.idle_timeout.set(Some(Duration::from_secs(seconds)).filter(|t| !t.is_zero()));
+            shared.clients.signal_all();
         }
     }
 }

@@ -223,13 +223,31 @@ struct Timers<'a> {
     due: Pin<&'a mut Sleep>,
 }
 
+impl Timers<'_> {
+    /// The idle timeout may have changed (a `CONFIG SET timeout` signals every client): the idle
+    /// check is armed for the new one. A client that was not timed counts as idle from now on (its
+    /// reads were not timed meanwhile).
+    fn follow_idle_timeout(&mut self, timeout: Option<Duration>, io: &mut ClientIo) {
+        if timeout == self.idle_timeout {
+            return;
+        }
+        if self.idle_timeout.is_none() {
+            io.last_read = Instant::now();
+        }
+        self.idle_timeout = timeout;
+        if let Some(timeout) = timeout {
+            self.idle.as_mut().reset((io.last_read + timeout).into());
+        }
+    }
+}
+
 /// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
 /// [`Clients::stop_all`](crate::session::clients::Clients::stop_all)).
 pub(in crate::session) async fn serve<S>(served: &Mutex<Served<S>>) -> std::io::Result<()>
 where
     S: Socket,
 {
-    let idle_timeout = lock(served).session.shared.idle_timeout;
+    let idle_timeout = lock(served).session.shared.idle_timeout.get();
     let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
     let due = pin!(sleep(FAR));
     let mut timers = Timers { idle, idle_timeout, due };
@@ -345,6 +363,7 @@ impl Session {
                     true => io.reading &= !self.shared.clients.is_stopping(),
                     false => return Poll::Ready(Ok(Turn::Drop)),
                 }
+                timers.follow_idle_timeout(self.shared.idle_timeout.get(), io);
                 continue;
             }
             io.publish(&self.entry, self.private_query_buffer);
@@ -544,7 +563,7 @@ impl Session {
             io.eof = true;
             return !self.blocked && !self.exec.holds_parts();
         }
-        if self.shared.idle_timeout.is_some() {
+        if self.shared.idle_timeout.is_on() {
             io.last_read = Instant::now();
         }
         io.burst += read;

@@ -23,7 +23,7 @@ const PUBSUB_DEFAULT: Limits = Limits { hard: 32 << 20, soft: 8 << 20, soft_time
 
 fn own(tracking_table_max_keys: usize, normal: Limits, pubsub: Limits) -> OwnConfig {
     let output_classes = [(Class::Normal, normal), (Class::PubSub, pubsub)];
-    OwnConfig { tracking_table_max_keys, maxclients: 10_000, output_classes }
+    OwnConfig { tracking_table_max_keys, maxclients: 10_000, timeout: 0, output_classes }
 }
 
 fn merged(kind: Merge, parts: &[&[u8]]) -> Bytes {
