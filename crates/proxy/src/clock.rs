@@ -37,6 +37,12 @@ impl Tick {
     }
 }
 
+/// A duration as Redis' settings in seconds show it: a part of a second counts as a whole one (so
+/// that a timeout of the config file under a second does not read as 0, off).
+pub fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +66,13 @@ mod tests {
         assert_eq!(tick.after(Duration::from_nanos(10)), Tick(15));
         assert_eq!(tick.after(Duration::MAX), Tick(u64::MAX));
         assert!((Tick(3_500_000_000).seconds_since(Tick(1_000_000_000)) - 2.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn whole_seconds_round_a_part_of_a_second_up() {
+        assert_eq!(whole_seconds(Duration::ZERO), 0);
+        assert_eq!(whole_seconds(Duration::from_millis(500)), 1);
+        assert_eq!(whole_seconds(Duration::from_secs(60)), 60);
+        assert_eq!(whole_seconds(Duration::from_millis(1500)), 2);
     }
 }

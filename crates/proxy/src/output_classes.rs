@@ -161,7 +161,8 @@ pub fn config_value_with(node_value: &[u8], own: &[(Class, Limits)]) -> Option<V
         .chunks(4)
         .map(|group| match own.iter().find(|(class, _)| class.name().eq_ignore_ascii_case(group[0])) {
             Some((class, limits)) => {
-                format!("{} {} {} {}", class.name(), limits.hard, limits.soft, limits.soft_time.as_secs())
+                let soft_seconds = crate::clock::whole_seconds(limits.soft_time);
+                format!("{} {} {} {soft_seconds}", class.name(), limits.hard, limits.soft)
             }
             None => group.join(" "),
         })

@@ -87,9 +87,15 @@ impl Stats {
 }
 
 /// The idle timeout, which a `CONFIG SET timeout` may change while clients are connected (every
-/// session is then signalled to follow it): whole milliseconds, 0 for none.
+/// session is then signalled to follow it).
 #[derive(Debug, Default)]
-pub struct IdleTimeout(AtomicU64);
+pub struct IdleTimeout {
+    /// Whole milliseconds, 0 for none.
+    millis: AtomicU64,
+    /// How many times it was turned off: a session that sees this change knows its clients'
+    /// activity went untimed for a while, even if the timeout is back at the value it had.
+    offs: AtomicU64,
+}
 
 impl IdleTimeout {
     pub fn new(timeout: Option<Duration>) -> IdleTimeout {
@@ -99,21 +105,29 @@ impl IdleTimeout {
     }
 
     pub fn get(&self) -> Option<Duration> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.millis.load(Ordering::Relaxed) {
             0 => None,
             millis => Some(Duration::from_millis(millis)),
         }
     }
 
-    /// Whether clients are closed when idle: one load, asked for every read.
-    #[inline]
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Relaxed) != 0
+    /// The timeout in force and how many times it was turned off, for a session to follow.
+    pub fn now(&self) -> (Option<Duration>, u64) {
+        (self.get(), self.offs.load(Ordering::Relaxed))
     }
 
-    /// `None` (or a zero duration) turns it off.
+    /// Whether clients are closed when idle: one load, asked for every read and write.
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.millis.load(Ordering::Relaxed) != 0
+    }
+
+    /// `None` (or under a millisecond) turns it off.
     pub fn set(&self, timeout: Option<Duration>) {
         let millis = timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-        self.0.store(millis, Ordering::Relaxed);
+        if millis == 0 {
+            self.offs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.millis.store(millis, Ordering::Relaxed);
     }
 }

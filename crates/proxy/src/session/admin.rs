@@ -35,7 +35,7 @@ impl Session {
                 own: OwnConfig {
                     tracking_table_max_keys: self.shared.tracking.max_keys(),
                     maxclients: self.shared.max_clients.load(std::sync::atomic::Ordering::Relaxed),
-                    timeout: self.shared.idle_timeout.get().map_or(0, |t| t.as_secs()),
+                    timeout: self.shared.idle_timeout.get().map_or(0, crate::clock::whole_seconds),
                     output_classes: self.shared.output_classes.both(),
                 },
             },

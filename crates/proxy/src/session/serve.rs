@@ -94,7 +94,9 @@ struct ClientIo {
     /// the wake-up skips settling (everything that changes it — a reply, a read, a write, a
     /// timer, a signal — leads to another pass, which settles).
     settled: bool,
-    last_read: Instant,
+    /// When the client last sent or was sent something (Redis' `lastinteraction`), kept only
+    /// while an idle timeout is on.
+    last_active: Instant,
     /// Reads the socket only when it may have something.
     read_gate: ReadGate,
 }
@@ -127,7 +129,7 @@ impl ClientIo {
             flushing: false,
             waited: false,
             settled: false,
-            last_read: Instant::now(),
+            last_active: Instant::now(),
             read_gate: ReadGate::default(),
         }
     }
@@ -220,24 +222,30 @@ enum Turn {
 struct Timers<'a> {
     idle: Pin<&'a mut Sleep>,
     idle_timeout: Option<Duration>,
+    /// How many times the idle timeout had been turned off when `idle_timeout` was read.
+    idle_offs: u64,
     due: Pin<&'a mut Sleep>,
 }
 
 impl Timers<'_> {
-    /// The idle timeout may have changed (a `CONFIG SET timeout` signals every client): the idle
-    /// check is armed for the new one. A client that was not timed counts as idle from now on (its
-    /// reads were not timed meanwhile).
-    fn follow_idle_timeout(&mut self, timeout: Option<Duration>, io: &mut ClientIo) {
-        if timeout == self.idle_timeout {
-            return;
+    /// The idle timeout may have changed (a `CONFIG SET timeout` signals every client; the idle
+    /// timer may fire before the signal is handled): the idle check is armed for the one in force,
+    /// `now` ([`IdleTimeout::now`](crate::shared::IdleTimeout::now)). A client whose activity was
+    /// not timed meanwhile (the timeout was off) counts as idle from now on. Returns whether the
+    /// timeout changed.
+    fn follow_idle_timeout(&mut self, now: (Option<Duration>, u64), io: &mut ClientIo) -> bool {
+        let (timeout, offs) = now;
+        if (timeout, offs) == (self.idle_timeout, self.idle_offs) {
+            return false;
         }
-        if self.idle_timeout.is_none() {
-            io.last_read = Instant::now();
+        if self.idle_timeout.is_none() || offs != self.idle_offs {
+            io.last_active = Instant::now();
         }
-        self.idle_timeout = timeout;
+        (self.idle_timeout, self.idle_offs) = (timeout, offs);
         if let Some(timeout) = timeout {
-            self.idle.as_mut().reset((io.last_read + timeout).into());
+            self.idle.as_mut().reset((io.last_active + timeout).into());
         }
+        true
     }
 }
 
@@ -247,10 +255,10 @@ pub(in crate::session) async fn serve<S>(served: &Mutex<Served<S>>) -> std::io::
 where
     S: Socket,
 {
-    let idle_timeout = lock(served).session.shared.idle_timeout.get();
+    let (idle_timeout, idle_offs) = lock(served).session.shared.idle_timeout.now();
     let idle = pin!(sleep(idle_timeout.unwrap_or(FAR)));
     let due = pin!(sleep(FAR));
-    let mut timers = Timers { idle, idle_timeout, due };
+    let mut timers = Timers { idle, idle_timeout, idle_offs, due };
     loop {
         let wake_up = |cx: &mut Context<'_>| {
             let mut guard = lock(served);
@@ -363,7 +371,7 @@ impl Session {
                     true => io.reading &= !self.shared.clients.is_stopping(),
                     false => return Poll::Ready(Ok(Turn::Drop)),
                 }
-                timers.follow_idle_timeout(self.shared.idle_timeout.get(), io);
+                timers.follow_idle_timeout(self.shared.idle_timeout.now(), io);
                 continue;
             }
             io.publish(&self.entry, self.private_query_buffer);
@@ -420,6 +428,10 @@ impl Session {
     /// credit of streamed pieces given back.
     fn on_written(&mut self, io: &mut ClientIo, written: usize) {
         self.traffic.bytes_out += written as u64;
+        // A write is activity too (Redis' `writeToClient`), for the idle timeout.
+        if self.shared.idle_timeout.is_on() {
+            io.last_active = Instant::now();
+        }
         io.reply_peak = io.reply_peak.max(written);
         if io.wbuf.is_empty() {
             if self.entry.output_published() {
@@ -433,10 +445,13 @@ impl Session {
     }
 
     /// Ready(true) when a timer fired and was handled, Ready(false) when the client idled out.
-    fn poll_timers(&mut self, cx: &mut Context<'_>, io: &ClientIo, timers: &mut Timers<'_>) -> Poll<bool> {
+    fn poll_timers(&mut self, cx: &mut Context<'_>, io: &mut ClientIo, timers: &mut Timers<'_>) -> Poll<bool> {
         if let Some(timeout) = timers.idle_timeout
             && timers.idle.as_mut().poll(cx).is_ready()
         {
+            if timers.follow_idle_timeout(self.shared.idle_timeout.now(), io) {
+                return Poll::Ready(true);
+            }
             return match self.idle_check(io, timeout) {
                 Some(next) => {
                     timers.idle.as_mut().reset(next.into());
@@ -564,7 +579,7 @@ impl Session {
             return !self.blocked && !self.exec.holds_parts();
         }
         if self.shared.idle_timeout.is_on() {
-            io.last_read = Instant::now();
+            io.last_active = Instant::now();
         }
         io.burst += read;
         self.on_input(&io.shared, &mut io.rbuf);

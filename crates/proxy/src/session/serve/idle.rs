@@ -11,16 +11,19 @@ use crate::session::Session;
 
 impl Session {
     /// The idle timer fired: `None` when the client has been idle for `timeout` and is closed,
-    /// else when to look again. Subscribers wait for messages, not requests: exempt, as in Redis.
+    /// else when to look again. Exempt, as Redis' `clientsCronHandleTimeout` exempts them:
+    /// subscribers (they wait for messages, not requests), a client with a request out (blocked,
+    /// or waiting for its node) and one held by CLIENT PAUSE. One whose replies wait unread is
+    /// not: only a write that went out counts as activity.
     pub(super) fn idle_check(&self, io: &ClientIo, timeout: Duration) -> Option<Instant> {
-        let idle = self.pipeline.is_empty() && io.wbuf.is_empty() && self.subs.is_none();
-        if idle && io.last_read.elapsed() >= timeout {
+        let idle = self.pipeline.is_empty() && self.held.is_none() && self.subs.is_none();
+        if idle && io.last_active.elapsed() >= timeout {
             tracing::debug!(client = self.state.id, peer = %self.state.peer, "idle client timed out");
             return None;
         }
         // Busy (replies pending) or active since: look again when it could next be idle.
         let now = Instant::now();
-        Some((io.last_read + timeout).max(now + timeout.min(Duration::from_secs(1))))
+        Some((io.last_active + timeout).max(now + timeout.min(Duration::from_secs(1))))
     }
 
     /// The client has sent nothing for a while
