@@ -76,12 +76,8 @@ fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
     let shown = config_get_output_limits(&mut proxy.client());
     assert!(shown.starts_with("normal 0 0 0 ") && shown.ends_with(" pubsub 2097152 8388608 60"), "{shown}");
     // A client without subscriptions leaves 10 MB of replies unread for a while, then reads them all.
-    let (big_key, big_value) = ("cli:pubsub-class:big", "x".repeat(100 * 1024));
     let mut publisher = proxy.client();
-    let _: () = redis::cmd("SET").arg(big_key).arg(&big_value).query(&mut publisher).expect("SET");
-    let mut reader = raw_connect(&proxy.addr());
-    let get = resp_command(&[b"GET", big_key.as_bytes()]);
-    reader.write_all(&get.repeat(100)).expect("send the GETs");
+    let (mut reader, reply_len) = leave_100k_replies_unread(&proxy, &mut publisher, "cli:pubsub-class:big", 100);
 
     let channel = "cli:pubsub-class";
     let lines = flood_a_subscriber_until_cut_off(&proxy, &mut publisher, channel);
@@ -102,7 +98,6 @@ fn a_subscriber_is_cut_off_at_the_pubsub_limit_where_other_clients_are_not() {
     }
 
     // The other client's 10 MB were all kept for it.
-    let reply_len = format!("${}\r\n", big_value.len()).len() + big_value.len() + 2;
     let got = read_until(&mut reader, Duration::from_secs(10), |got| got.len() >= 100 * reply_len);
     assert_eq!(got.len(), 100 * reply_len, "the client without subscriptions lost replies");
     assert_eq!(output_limit_lines(&proxy).len(), 1, "{}", proxy.log_tail(20));
@@ -116,11 +111,8 @@ fn a_client_without_subscriptions_is_cut_off_at_the_normal_class_limit_of_the_co
     // CONFIG GET answers the proxy's classes, the replica class as the nodes have it.
     let shown = config_get_output_limits(&mut proxy.client());
     assert!(shown.starts_with("normal 2097152 0 0 ") && shown.ends_with(" pubsub 33554432 8388608 60"), "{shown}");
-    let (key, value) = ("cli:normal-class:big", "x".repeat(100 * 1024));
-    let mut writer = proxy.client();
-    let _: () = redis::cmd("SET").arg(key).arg(&value).query(&mut writer).expect("SET");
-    let mut reader = raw_connect(&proxy.addr());
-    reader.write_all(&resp_command(&[b"GET", key.as_bytes()]).repeat(200)).expect("send the GETs");
+    let (key, mut writer) = ("cli:normal-class:big", proxy.client());
+    let (mut reader, _) = leave_100k_replies_unread(&proxy, &mut writer, key, 200);
     let cut_off =
         wait_until(Duration::from_secs(10), Duration::from_millis(20), || !output_limit_lines(&proxy).is_empty());
     assert!(cut_off, "the reader was not cut off at the normal class limit\n{}", proxy.log_tail(20));
@@ -130,7 +122,22 @@ fn a_client_without_subscriptions_is_cut_off_at_the_normal_class_limit_of_the_co
     assert!(drained < 15 * MIB, "the reader received {drained} bytes of 20 MB: the limit did not stop the replies");
     // Another client is served as before.
     let got: String = redis::cmd("GET").arg(key).query(&mut writer).expect("GET");
-    assert_eq!(got.len(), value.len());
+    assert_eq!(got.len(), 100 * 1024);
+}
+
+/// Sets `key` to 100 KB (through `writer`) and sends `gets` GETs of it on a new raw connection that
+/// reads nothing yet; returns it and the length of one reply.
+fn leave_100k_replies_unread(
+    proxy: &Proxy,
+    writer: &mut redis::Connection,
+    key: &str,
+    gets: usize,
+) -> (TcpStream, usize) {
+    let value = "x".repeat(100 * 1024);
+    let _: () = redis::cmd("SET").arg(key).arg(&value).query(writer).expect("SET");
+    let mut reader = raw_connect(&proxy.addr());
+    reader.write_all(&resp_command(&[b"GET", key.as_bytes()]).repeat(gets)).expect("send the GETs");
+    (reader, format!("${}\r\n", value.len()).len() + value.len() + 2)
 }
 
 /// `CONFIG GET client-output-buffer-limit`'s value.

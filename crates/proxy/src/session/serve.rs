@@ -10,14 +10,14 @@
 //! hand-over that completes the batch (`handover.rs`): the task is woken only when that leaves it
 //! something to do.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::time::{Sleep, sleep};
+use tokio::time::sleep;
 
 use super::Session;
 use super::clients::ClientEntry;
@@ -27,6 +27,7 @@ use crate::socket::{IoBudget, Socket};
 use crate::writes::WriteBuffer;
 
 mod due;
+use due::Timers;
 mod handover;
 mod idle;
 use handover::Served;
@@ -214,39 +215,6 @@ enum Turn {
     Close,
     /// Drop the connection as it is (the client left or was killed, it idled out, a stream broke).
     Drop,
-}
-
-/// The session's two timers: the idle check, re-armed only when it fires (instead of a timer
-/// reset on every read), and the next retry, pause end, unblock or look at the pub/sub home
-/// (re-armed when that moves).
-struct Timers<'a> {
-    idle: Pin<&'a mut Sleep>,
-    idle_timeout: Option<Duration>,
-    /// How many times the idle timeout had been turned off when `idle_timeout` was read.
-    idle_offs: u64,
-    due: Pin<&'a mut Sleep>,
-}
-
-impl Timers<'_> {
-    /// The idle timeout may have changed (a `CONFIG SET timeout` signals every client; the idle
-    /// timer may fire before the signal is handled): the idle check is armed for the one in force,
-    /// `now` ([`IdleTimeout::now`](crate::shared::IdleTimeout::now)). A client whose activity was
-    /// not timed meanwhile (the timeout was off) counts as idle from now on. Returns whether the
-    /// timeout changed.
-    fn follow_idle_timeout(&mut self, now: (Option<Duration>, u64), io: &mut ClientIo) -> bool {
-        let (timeout, offs) = now;
-        if (timeout, offs) == (self.idle_timeout, self.idle_offs) {
-            return false;
-        }
-        if self.idle_timeout.is_none() || offs != self.idle_offs {
-            io.last_active = Instant::now();
-        }
-        (self.idle_timeout, self.idle_offs) = (timeout, offs);
-        if let Some(timeout) = timeout {
-            self.idle.as_mut().reset((io.last_active + timeout).into());
-        }
-        true
-    }
 }
 
 /// Serves the client until it leaves, is closed, or the server shuts down (a signal, see
@@ -442,37 +410,6 @@ impl Session {
             self.pipeline.give_back_credit();
             io.flushing = true;
         }
-    }
-
-    /// Ready(true) when a timer fired and was handled, Ready(false) when the client idled out.
-    fn poll_timers(&mut self, cx: &mut Context<'_>, io: &mut ClientIo, timers: &mut Timers<'_>) -> Poll<bool> {
-        if let Some(timeout) = timers.idle_timeout
-            && timers.idle.as_mut().poll(cx).is_ready()
-        {
-            if timers.follow_idle_timeout(self.shared.idle_timeout.now(), io) {
-                return Poll::Ready(true);
-            }
-            return match self.idle_check(io, timeout) {
-                Some(next) => {
-                    timers.idle.as_mut().reset(next.into());
-                    Poll::Ready(true)
-                }
-                None => Poll::Ready(false),
-            };
-        }
-        let Some(at) = self.next_wake() else {
-            return Poll::Pending;
-        };
-        if timers.due.deadline() != at.into() {
-            timers.due.as_mut().reset(at.into());
-        }
-        ready!(timers.due.as_mut().poll(cx));
-        self.resend_due();
-        self.retry_unblock();
-        if self.subs.is_some() {
-            self.on_pubsub_timer();
-        }
-        Poll::Ready(true)
     }
 
     /// Does what needs no waiting: releases ready replies into the write buffer, enforces the
