@@ -151,10 +151,10 @@ pub fn sequence(rng: &mut Rng, keys: &Keys) -> Vec<Command> {
         if subscriber && (template.starts_with("CLIENT REPLY") || template == "WATCH K") {
             continue;
         }
-        // DBSIZE, SCRIPT, PUBSUB and COMMAND answer for every master or from the proxy's own
-        // table: refused inside a transaction, which runs on one (README, "Transactions").
+        // DBSIZE, SCRIPT, PUBSUB, COMMAND and CONFIG answer for every master or from the proxy's
+        // own table: refused inside a transaction, which runs on one (README, "Transactions").
         let every_master =
-            ["DBSIZE", "SCRIPT", "PUBSUB", "COMMAND", "FUNCTION"].iter().any(|p| template.starts_with(p));
+            ["DBSIZE", "SCRIPT", "PUBSUB", "COMMAND", "FUNCTION", "CONFIG"].iter().any(|p| template.starts_with(p));
         // Outside a transaction only: EXEC and DISCARD (their errors without MULTI); CLIENT
         // REPLY, HELLO and AUTH, which the proxy refuses inside MULTI (README, "Inside MULTI": a HELLO
         // in EXEC's array would switch the protocol of the node's elements after it).

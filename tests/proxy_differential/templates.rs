@@ -258,6 +258,13 @@ pub const TEMPLATES: &[&str] = &[
     "PING V",
     "ECHO V",
     "DBSIZE",
+    // the settings the proxy keeps for its clients, answered with its own values (at Redis'
+    // defaults on both sides); one parameter at a time: a node lists several in the order of its
+    // own dict, which differs from process to process
+    "CONFIG GET maxclients",
+    "CONFIG GET timeout",
+    "CONFIG GET tracking-table-max-keys",
+    "CONFIG GET client-output-buffer-limit",
     "SELECT 0",
     "CLIENT SETNAME V",
     "CLIENT GETNAME",
