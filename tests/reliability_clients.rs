@@ -285,6 +285,8 @@ fn config_set_timeout_through_the_proxy_closes_its_idle_clients() {
     assert_eq!(drain_until_closed(&mut idle, Duration::from_secs(3)), Some(0), "the idle client is closed");
     // Off again (the nodes may be closing the proxy's idle connections meanwhile: asked until OK).
     let off = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        // Kept busy meanwhile: a retry must not leave it idle for the 2 s.
+        assert_eq!(ping(&mut busy), "+PONG\r\n", "a client that sends is not timed out");
         let mut admin = proxy.client();
         redis::cmd("CONFIG").arg("SET").arg("timeout").arg("0").query::<()>(&mut admin).is_ok()
     });

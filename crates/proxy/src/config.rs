@@ -77,7 +77,8 @@ pub struct ListenConfig {
     /// How long shutdown waits for in-flight replies before closing connections.
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
-    /// Close clients silent for this long; `"0s"` or absent = never.
+    /// Close clients that neither send nor are sent anything for this long; `"0s"` or absent =
+    /// never.
     #[serde(deserialize_with = "optional_duration")]
     pub idle_timeout: Option<Duration>,
 }

@@ -19,6 +19,12 @@ pub enum Class {
 }
 
 impl Class {
+    /// The class named `name` in `client-output-buffer-limit` (any case); `None` for the ones
+    /// the proxy has no clients of (`slave`, `replica`) and unknown names alike.
+    fn from_name(name: &str) -> Option<Class> {
+        [Class::Normal, Class::PubSub].into_iter().find(|class| class.name().eq_ignore_ascii_case(name))
+    }
+
     /// The class's name in `client-output-buffer-limit`.
     pub fn name(self) -> &'static str {
         match self {
@@ -159,7 +165,7 @@ pub fn config_value_with(node_value: &[u8], own: &[(Class, Limits)]) -> Option<V
     }
     let groups: Vec<String> = words
         .chunks(4)
-        .map(|group| match own.iter().find(|(class, _)| class.name().eq_ignore_ascii_case(group[0])) {
+        .map(|group| match own.iter().find(|(class, _)| Some(*class) == Class::from_name(group[0])) {
             Some((class, limits)) => {
                 let soft_seconds = crate::clock::whole_seconds(limits.soft_time);
                 format!("{} {} {} {soft_seconds}", class.name(), limits.hard, limits.soft)
@@ -182,12 +188,10 @@ fn parse_config_value(value: &[u8]) -> Option<Vec<(Option<Class>, Limits)>> {
     }
     let mut parsed = Vec::new();
     for group in args.chunks(4) {
-        let class = match group[0].to_ascii_lowercase().as_str() {
-            "normal" => Some(Class::Normal),
-            "pubsub" => Some(Class::PubSub),
-            "slave" | "replica" => None,
-            _ => return None,
-        };
+        let class = Class::from_name(group[0]);
+        if class.is_none() && !["slave", "replica"].iter().any(|name| name.eq_ignore_ascii_case(group[0])) {
+            return None;
+        }
         let hard = usize::try_from(memtoull(group[1])?).unwrap_or(usize::MAX);
         let soft = usize::try_from(memtoull(group[2])?).unwrap_or(usize::MAX);
         let soft_time = Duration::from_secs(soft_seconds(group[3])?);

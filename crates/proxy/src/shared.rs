@@ -36,8 +36,8 @@ pub struct Shared {
     pub certificate_user: crate::config::CertificateUser,
     /// How long requests for an unreachable node are retried (while the topology catches up).
     pub command_timeout: Duration,
-    /// Close clients that send nothing for this long (`listen.idle_timeout`, or the last `CONFIG
-    /// SET timeout` through the proxy).
+    /// Close clients that neither send nor are sent anything for this long (`listen.idle_timeout`,
+    /// or the last `CONFIG SET timeout` through the proxy).
     pub idle_timeout: IdleTimeout,
     /// Whether reads may go to replicas (`upstream.read_from`).
     pub read_from: ReadFrom,
@@ -122,9 +122,12 @@ impl IdleTimeout {
         self.millis.load(Ordering::Relaxed) != 0
     }
 
-    /// `None` (or under a millisecond) turns it off.
+    /// `None` (or a zero duration) turns it off; a part of a millisecond counts as a whole one.
     pub fn set(&self, timeout: Option<Duration>) {
-        let millis = timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let millis = timeout.filter(|t| !t.is_zero()).map_or(0, |t| {
+            let whole = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+            whole.max(1)
+        });
         if millis == 0 {
             self.offs.fetch_add(1, Ordering::Relaxed);
         }

@@ -46,8 +46,12 @@ fn minimal_file_gets_every_default() {
     assert_eq!(config.limits.client_output_limit, 64 * 1024 * 1024);
     // Redis' `client-output-buffer-limit pubsub 32mb 8mb 60`.
     assert_eq!(
-        (config.limits.normal_output_limit, config.limits.normal_output_soft_limit),
-        (0, 0),
+        (
+            config.limits.normal_output_limit,
+            config.limits.normal_output_soft_limit,
+            config.limits.normal_output_soft_time
+        ),
+        (0, 0, Duration::ZERO),
         "Redis' `normal 0 0 0`"
     );
     assert_eq!(config.limits.pubsub_output_limit, 32 * 1024 * 1024);
@@ -376,8 +380,8 @@ fn normal_output_limits_are_redis_normal_class() {
         (limits.normal_output_limit, limits.normal_output_soft_limit, limits.normal_output_soft_time),
         (4096, 1024, Duration::from_secs(2))
     );
-    let text = format!("{MINIMAL}\n[limits]\nnormal_output_soft_time = \"soon\"\n");
-    assert_error(&text, "limits.normal_output_soft_time", 7, "");
+    let text = format!("{MINIMAL}\n[limits]\nnormal_output_soft_time = 60\n");
+    assert_error(&text, "limits.normal_output_soft_time", 7, "expected a string with a unit");
 }
 
 #[test]

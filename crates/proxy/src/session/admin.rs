@@ -8,6 +8,7 @@
 //! node that was asked, even if a failover swaps the shard's master meanwhile.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Session;
@@ -34,7 +35,7 @@ impl Session {
                 nodes: names,
                 own: OwnConfig {
                     tracking_table_max_keys: self.shared.tracking.max_keys(),
-                    maxclients: self.shared.max_clients.load(std::sync::atomic::Ordering::Relaxed),
+                    maxclients: self.shared.max_clients.load(Ordering::Relaxed),
                     timeout: self.shared.idle_timeout.get().map_or(0, crate::clock::whole_seconds),
                     output_classes: self.shared.output_classes.both(),
                 },
@@ -65,8 +66,8 @@ impl Session {
         let seq = self.pipeline.push_multi(parts, merge, Vec::new(), meta);
         if let Some(keep) = kept_if_ok(&self.shared, request) {
             self.pipeline.on_merged(seq, keep);
-            // What the client sends next (a CONFIG GET, a new connection's count) comes after the
-            // setting, as on one node: nothing more is read until the nodes answered.
+            // What the client sends next (a CONFIG GET) runs after the setting, as on one node:
+            // nothing more is parsed until the nodes answered.
             self.hold_reading = true;
         }
         (0..count).for_each(|part| self.send(seq, part));
@@ -96,27 +97,76 @@ pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Requ
     scripts::remember(&shared.scripts, spec, request);
     // Redis' resetServerStats zeroes it with the other stats; the nodes' are reset by the command.
     if spec.name == "config|resetstat" {
-        shared.stats.output_limit_disconnections.store(0, std::sync::atomic::Ordering::Relaxed);
+        shared.stats.output_limit_disconnections.store(0, Ordering::Relaxed);
     }
 }
 
-/// The parameters of a `CONFIG SET` the proxy keeps itself too (see [`keep_own_settings`]).
-const OWN_SETTINGS: [&[u8]; 5] = [
-    b"extended-redis-compatibility",
-    b"client-output-buffer-limit",
-    b"tracking-table-max-keys",
-    b"maxclients",
-    b"timeout",
+/// A setting a `CONFIG SET` changes in the proxy too, and how it takes the value (once the nodes
+/// took the command). `tracking-table-max-keys` bounds the proxy's tracking table (client-side
+/// caching is the proxy's, `crate::tracking`), `client-output-buffer-limit` the output of the
+/// proxy's own clients (`crate::output_classes`), `maxclients` how many clients its listeners
+/// accept, `timeout` when an idle one is closed, and Valkey's `extended-redis-compatibility` how
+/// the proxy names the nodes' server (HELLO, INFO) at once, not at its next health poll.
+struct Kept {
+    name: &'static [u8],
+    keep: fn(&Shared, &[u8]),
+}
+
+const KEPT: [Kept; 5] = [
+    Kept {
+        name: b"extended-redis-compatibility",
+        keep: |shared, value| match value.to_ascii_lowercase().as_slice() {
+            b"yes" => shared.topology.set_valkey_redis_compat(true),
+            b"no" => shared.topology.set_valkey_redis_compat(false),
+            _ => {}
+        },
+    },
+    Kept {
+        name: b"client-output-buffer-limit",
+        keep: |shared, value| {
+            shared.output_classes.set_from_config(value);
+        },
+    },
+    Kept {
+        name: b"tracking-table-max-keys",
+        keep: |shared, value| number(value).into_iter().for_each(|max| shared.tracking.set_max_keys(max)),
+    },
+    Kept {
+        // At least 1, as Redis' bounds say (the nodes refuse less).
+        name: b"maxclients",
+        keep: |shared, value| {
+            number(value).into_iter().for_each(|max: usize| shared.max_clients.store(max.max(1), Ordering::Relaxed));
+        },
+    },
+    Kept {
+        // Every session follows it at once, as Redis' cron looks at every client with the
+        // current value.
+        name: b"timeout",
+        keep: |shared, value| {
+            if let Some(seconds) = number(value) {
+                shared.idle_timeout.set(Some(Duration::from_secs(seconds)).filter(|t| !t.is_zero()));
+                shared.clients.signal_all();
+            }
+        },
+    },
 ];
+
+/// A value the nodes took, as a number.
+fn number<T: std::str::FromStr>(value: &[u8]) -> Option<T> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// The setting named `name`, if the proxy keeps it too.
+fn kept(name: &[u8]) -> Option<&'static Kept> {
+    KEPT.iter().find(|kept| kept.name.eq_ignore_ascii_case(name))
+}
 
 /// Whether `request` is a `CONFIG SET` of a setting the proxy keeps too.
 fn sets_own_settings(request: &Request) -> bool {
     request.argc() >= 4
         && request.arg(0).eq_ignore_ascii_case(b"config")
         && request.arg(1).eq_ignore_ascii_case(b"set")
-        && (2..request.argc())
-            .step_by(2)
-            .any(|i| OWN_SETTINGS.iter().any(|name| request.arg(i).eq_ignore_ascii_case(name)))
+        && (2..request.argc()).step_by(2).any(|i| kept(request.arg(i)).is_some())
 }
 
 /// For a `CONFIG SET` of settings the proxy keeps too, what keeps them once the nodes' merged
@@ -124,15 +174,7 @@ fn sets_own_settings(request: &Request) -> bool {
 /// changes its own only when the nodes took the command (not when a value, its own or another
 /// parameter's, was refused).
 pub(super) fn kept_if_ok(shared: &Arc<Shared>, request: &Request) -> Option<OnMerged> {
-    if !sets_own_settings(request) {
-        return None;
-    }
-    let (shared, request) = (Arc::clone(shared), request.clone());
-    Some(OnMerged::new(move |reply| {
-        if reply == b"+OK\r\n" {
-            keep_own_settings(&shared, &request);
-        }
-    }))
+    keep_where_ok(shared, sets_own_settings(request).then(|| (None, request.clone())).into_iter().collect())
 }
 
 /// For a transaction, what keeps the settings of its queued `CONFIG SET`s (with their places in
@@ -141,58 +183,32 @@ pub(super) fn kept_if_ran<'a>(
     shared: &Arc<Shared>,
     queued: impl Iterator<Item = (usize, &'a Request)>,
 ) -> Option<OnMerged> {
-    let settings: Vec<(usize, Request)> =
-        queued.filter(|(_, request)| sets_own_settings(request)).map(|(at, request)| (at, request.clone())).collect();
+    let settings = queued.filter(|(_, request)| sets_own_settings(request));
+    keep_where_ok(shared, settings.map(|(at, request)| (Some(at), request.clone())).collect())
+}
+
+/// What keeps each `CONFIG SET` of `settings` whose reply is `+OK`: the merged reply itself, or
+/// the element of EXEC's array at its place.
+fn keep_where_ok(shared: &Arc<Shared>, settings: Vec<(Option<usize>, Request)>) -> Option<OnMerged> {
     if settings.is_empty() {
         return None;
     }
     let shared = Arc::clone(shared);
     Some(OnMerged::new(move |reply| {
         for (place, request) in &settings {
-            if crate::merge::array_element(reply, *place).is_some_and(|element| element == b"+OK\r\n") {
+            let answer = place.map_or(Some(reply), |at| crate::merge::array_element(reply, at));
+            if answer == Some(&b"+OK\r\n"[..]) {
                 keep_own_settings(&shared, request);
             }
         }
     }))
 }
 
-/// What a `CONFIG SET` sets that the proxy keeps itself: `tracking-table-max-keys` bounds the
-/// proxy's tracking table (client-side caching is the proxy's, `crate::tracking`),
-/// `client-output-buffer-limit` the output of the proxy's own clients (`crate::output_classes`),
-/// `maxclients` how many clients its listeners accept, `timeout` when an idle one is closed, and
-/// Valkey's `extended-redis-compatibility` decides how the proxy names the nodes' server
-/// (HELLO, INFO) at once, not at its next health poll. Run once the nodes took the command
-/// ([`kept_if_ok`], [`kept_if_ran`]).
+/// Takes the values of a `CONFIG SET` the nodes took that the proxy keeps too ([`Kept`]).
 fn keep_own_settings(shared: &Shared, request: &Request) {
     for i in (2..request.argc().saturating_sub(1)).step_by(2) {
-        if request.arg(i).eq_ignore_ascii_case(b"extended-redis-compatibility") {
-            let value = request.arg(i + 1);
-            let on = value.eq_ignore_ascii_case(b"yes");
-            if on || value.eq_ignore_ascii_case(b"no") {
-                shared.topology.set_valkey_redis_compat(on);
-            }
-        }
-        if request.arg(i).eq_ignore_ascii_case(b"client-output-buffer-limit") {
-            shared.output_classes.set_from_config(request.arg(i + 1));
-        }
-        if request.arg(i).eq_ignore_ascii_case(b"tracking-table-max-keys")
-            && let Some(max_keys) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<usize>().ok())
-        {
-            shared.tracking.set_max_keys(max_keys);
-        }
-        // Taken once the nodes accepted it (at least 1, as Redis' bounds say).
-        if request.arg(i).eq_ignore_ascii_case(b"maxclients")
-            && let Some(max) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<usize>().ok())
-        {
-            shared.max_clients.store(max.max(1), std::sync::atomic::Ordering::Relaxed);
-        }
-        // Every session follows it at once, as Redis' cron looks at every client with the
-        // current value.
-        if request.arg(i).eq_ignore_ascii_case(b"timeout")
-            && let Some(seconds) = std::str::from_utf8(request.arg(i + 1)).ok().and_then(|v| v.parse::<u64>().ok())
-        {
-            shared.idle_timeout.set(Some(Duration::from_secs(seconds)).filter(|t| !t.is_zero()));
-            shared.clients.signal_all();
+        if let Some(kept) = kept(request.arg(i)) {
+            (kept.keep)(shared, request.arg(i + 1));
         }
     }
 }

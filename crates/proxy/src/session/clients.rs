@@ -343,7 +343,8 @@ impl Clients {
         self.signal_all();
     }
 
-    /// Has every client look at what it holds again (a pause ended, or lets more through).
+    /// Has every client look at what it holds again (a pause ended, or lets more through) and at
+    /// the idle timeout (a `CONFIG SET timeout` changed it).
     pub fn signal_all(&self) {
         for entry in self.entries.iter() {
             entry.signal();

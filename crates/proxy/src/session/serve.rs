@@ -456,7 +456,8 @@ impl Session {
             return Settled::Close;
         }
         if self.hold_reading && self.pipeline.is_empty() {
-            // A blocking command (or WAIT) returned: it ran now, as a node counts it.
+            // What held the reading ended (a blocking command or WAIT returned: it ran now, as a
+            // node counts it; or EXEC's deferred parts, a CONFIG SET the proxy keeps, answered).
             self.traffic.commands_run += u64::from(self.blocked);
             self.hold_reading = false;
             self.blocked = false;
@@ -528,7 +529,8 @@ impl Session {
     }
 
     /// Another client signalled this one. CLIENT KILL closes at once, as Redis does (returns
-    /// false); an unpause only needs the loop to look at the held request again.
+    /// false); an unpause only needs the loop to look at the held request again; a changed idle
+    /// timeout is followed by the caller (`Timers::follow_idle_timeout`).
     fn on_signal(&mut self, io: &mut ClientIo) -> bool {
         // A client that killed itself closes after its replies, as the session arranged then.
         if self.entry.is_killed() && !self.state.closing {

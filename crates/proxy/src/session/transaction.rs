@@ -307,7 +307,9 @@ impl Session {
         if let Some(exec) = parts.get_mut(sent as usize - 1) {
             exec.set_deferred(deferred.clone());
         }
-        self.hold_reading |= !deferred.is_empty();
+        // So does a CONFIG SET of a setting the proxy keeps too (as outside a transaction): what
+        // the client sends next sees it.
+        self.hold_reading |= !deferred.is_empty() || keep.is_some();
         let seq = self.pipeline.push_multi(parts, Merge::Exec { local_places }, Vec::new(), meta);
         if let Some(keep) = keep {
             self.pipeline.on_merged(seq, keep);

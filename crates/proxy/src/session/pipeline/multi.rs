@@ -32,12 +32,10 @@ impl Multi {
 /// the proxy's own that must follow what the nodes did (the settings of a `CONFIG SET` the proxy
 /// keeps too, changed only where the nodes accepted the command, as one node changes all of a
 /// CONFIG SET's parameters or none).
-pub struct OnMerged(Box<dyn ThenWithReply>);
+pub struct OnMerged(FollowUp);
 
 /// A follow-up given the merged reply.
-trait ThenWithReply: FnOnce(&[u8]) + Send {}
-
-impl<F: FnOnce(&[u8]) + Send> ThenWithReply for F {}
+type FollowUp = Box<dyn FnOnce(&[u8]) + Send>;
 
 impl OnMerged {
     pub fn new(then: impl FnOnce(&[u8]) + Send + 'static) -> OnMerged {

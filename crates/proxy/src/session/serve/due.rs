@@ -10,8 +10,8 @@ use tokio::time::Sleep;
 use super::ClientIo;
 use crate::session::Session;
 
-/// The session's two timers: the idle check, re-armed only when it fires (instead of a timer
-/// reset on every read), and the next retry, pause end, unblock or look at the pub/sub home
+/// The session's two timers: the idle check, re-armed when it fires or the timeout changes
+/// (instead of a timer reset on every read), and the next retry, pause end, unblock or look at the pub/sub home
 /// (re-armed when that moves).
 pub(super) struct Timers<'a> {
     pub(super) idle: Pin<&'a mut Sleep>,
