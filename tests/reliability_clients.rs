@@ -298,6 +298,37 @@ fn config_set_timeout_through_the_proxy_closes_its_idle_clients() {
     assert_eq!(ping(&mut busy), "+PONG\r\n", "nor one connected while it was on");
 }
 
+/// Which clients the idle timeout spares, as Redis' `clientsCronHandleTimeout`: one held by
+/// CLIENT PAUSE; one whose reply came after a long wait gets the whole timeout from that reply (a
+/// write is activity); one that leaves its replies unread is not spared.
+#[test]
+fn the_idle_timeout_spares_paused_clients_and_counts_writes_as_activity() {
+    let proxy = proxy_with("[listen]\nplain = \"@PLAIN@\"\nidle_timeout = \"1s\"\n");
+    // Held by a 2.5 s write pause: not closed meanwhile; its SET runs after the pause.
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(2500).arg("WRITE").query(&mut proxy.client()).expect("PAUSE");
+    let mut held = raw_connect(&proxy.addr());
+    held.write_all(&resp_command(&[b"SET", b"cli:idle-exempt", b"v"])).expect("send SET");
+    let started = Instant::now();
+    let reply = redisforge_tests::read_until(&mut held, Duration::from_secs(6), |got| got.len() >= 5);
+    assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n", "the held client was answered");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "{:?}: not held", started.elapsed());
+    // Blocked 1.5 s, then quiet 0.6 s: the reply counts as activity, so it is still served.
+    let mut waiter = raw_connect(&proxy.addr());
+    waiter.write_all(&resp_command(&[b"BLPOP", b"cli:idle-exempt:list", b"1.5"])).expect("send BLPOP");
+    let reply = redisforge_tests::read_until(&mut waiter, Duration::from_secs(6), |got| got.len() >= 5);
+    assert_eq!(String::from_utf8_lossy(&reply), "*-1\r\n");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(ping(&mut waiter), "+PONG\r\n", "closed right after a reply that came after a long wait");
+    // 20 MB of replies left unread: closed once nothing more can be written for the timeout.
+    let value = "x".repeat(100 * 1024);
+    let _: () = redis::cmd("SET").arg("cli:idle-exempt:big").arg(&value).query(&mut proxy.client()).expect("SET");
+    let mut reader = raw_connect(&proxy.addr());
+    reader.write_all(&resp_command(&[b"GET", b"cli:idle-exempt:big"]).repeat(200)).expect("send the GETs");
+    std::thread::sleep(Duration::from_secs(4));
+    let drained = drain_until_closed(&mut reader, Duration::from_secs(10)).expect("the reader's connection closed");
+    assert!(drained < 15 * 1024 * 1024, "{drained} bytes: the reader was not closed while it read nothing");
+}
+
 /// One connect/disconnect cycle of kind `i % 4`: a full PING, a QUIT, a bare connect and close,
 /// a request cut off half way. Returns whether the proxy behaved.
 fn churn_once(addr: &str, i: usize) -> bool {
