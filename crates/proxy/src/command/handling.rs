@@ -124,18 +124,18 @@ pub enum Merge {
 }
 
 /// What `CONFIG GET` answers from the proxy rather than from the nodes: the settings the proxy
-/// keeps for its own clients, whose values the nodes do not know (its config file may set them).
+/// keeps for its own clients, whose values the nodes do not know (its config file may set them),
+/// by name (`session/admin.rs` lists them).
+pub type OwnConfig = Vec<(&'static [u8], OwnValue)>;
+
+/// The proxy's value of a setting it keeps for its own clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnConfig {
-    /// `tracking-table-max-keys`: the proxy's tracking table's bound (0: none).
-    pub tracking_table_max_keys: usize,
-    /// `maxclients`: the clients the proxy accepts at once.
-    pub maxclients: usize,
-    /// `timeout`: the seconds after which an idle client is closed (0: never).
-    pub timeout: u64,
-    /// The `normal` and `pubsub` classes of `client-output-buffer-limit` (the `replica` class is
-    /// the nodes').
-    pub output_classes: [(crate::output_classes::Class, crate::output_classes::Limits); 2],
+pub enum OwnValue {
+    /// The whole value (`maxclients`, `timeout`, `tracking-table-max-keys`).
+    Whole(String),
+    /// The groups of these classes in `client-output-buffer-limit`; the others (replicas) are the
+    /// nodes'.
+    Classes([(crate::output_classes::Class, crate::output_classes::Limits); 2]),
 }
 
 /// Which part of the proxy answers a local command.

@@ -27,7 +27,7 @@ use std::ops::{BitOr, BitOrAssign};
 use redis_protocol::resp2::types::OwnedFrame;
 
 use handling::handling_for;
-pub use handling::{AdminKind, Handling, LocalKind, Merge, OwnConfig, StatefulKind, TransactionStep};
+pub use handling::{AdminKind, Handling, LocalKind, Merge, OwnConfig, OwnValue, StatefulKind, TransactionStep};
 pub use keys::{
     BeginSearch, FindKeys, GetKeysError, KeyAccess, KeyError, KeySpec, KeySpecFlags, NumKeysProblem,
     fallback_key_positions,

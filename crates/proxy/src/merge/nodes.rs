@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 
 use super::{Aggregate, aggregate, aggregates, describe, integer, string_payload};
-use crate::command::OwnConfig;
+use crate::command::{OwnConfig, OwnValue};
 use crate::error::ProxyError;
 use crate::resp::reply::{self, Protocol};
 
@@ -100,20 +100,13 @@ pub(super) fn config_values(parts: &[Bytes], nodes: &[String], own: &OwnConfig) 
 /// The proxy's value of parameter `name` where it keeps the setting itself ([`OwnConfig`]), as a
 /// string of the type of the nodes' `value`.
 fn own_value(own: &OwnConfig, name: &[u8], value: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let (_, shown) = own.iter().find(|(own_name, _)| own_name.eq_ignore_ascii_case(name))?;
     let (kind, node_value) = string_payload(value)?;
-    if name.eq_ignore_ascii_case(b"tracking-table-max-keys") {
-        return Some((kind, own.tracking_table_max_keys.to_string().into_bytes()));
-    }
-    if name.eq_ignore_ascii_case(b"maxclients") {
-        return Some((kind, own.maxclients.to_string().into_bytes()));
-    }
-    if name.eq_ignore_ascii_case(b"timeout") {
-        return Some((kind, own.timeout.to_string().into_bytes()));
-    }
-    if name.eq_ignore_ascii_case(b"client-output-buffer-limit") {
-        return Some((kind, crate::output_classes::config_value_with(node_value, &own.output_classes)?));
-    }
-    None
+    let shown = match shown {
+        OwnValue::Whole(text) => text.clone().into_bytes(),
+        OwnValue::Classes(classes) => crate::output_classes::config_value_with(node_value, classes)?,
+    };
+    Some((kind, shown))
 }
 
 /// The `(name, value)` element pairs of a CONFIG GET reply: a RESP2 flat array or a RESP3 map.

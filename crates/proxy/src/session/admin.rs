@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::Session;
 use super::pipeline::{Meta, OnMerged};
-use crate::command::{AdminKind, CommandSpec, Merge, OwnConfig};
+use crate::command::{AdminKind, CommandSpec, Merge, OwnConfig, OwnValue};
 use crate::error::ProxyError;
 use crate::executor::{Part, Target, scripts};
 use crate::resp::Request;
@@ -31,15 +31,7 @@ impl Session {
         }
         let names: Vec<String> = nodes.iter().map(|(addr, _)| addr.clone()).collect();
         let merge = match kind {
-            AdminKind::ConfigGet => Merge::ConfigValues {
-                nodes: names,
-                own: OwnConfig {
-                    tracking_table_max_keys: self.shared.tracking.max_keys(),
-                    maxclients: self.shared.max_clients.load(Ordering::Relaxed),
-                    timeout: self.shared.idle_timeout.get().map_or(0, crate::clock::whole_seconds),
-                    output_classes: self.shared.output_classes.both(),
-                },
-            },
+            AdminKind::ConfigGet => Merge::ConfigValues { nodes: names, own: own_config(&self.shared) },
             AdminKind::EveryNode | AdminKind::EveryMasterOk => {
                 Merge::AllOkNamed { command: command_name(request), nodes: names }
             }
@@ -106,10 +98,12 @@ pub(super) fn note_going_out(shared: &Shared, spec: &CommandSpec, request: &Requ
 /// caching is the proxy's, `crate::tracking`), `client-output-buffer-limit` the output of the
 /// proxy's own clients (`crate::output_classes`), `maxclients` how many clients its listeners
 /// accept, `timeout` when an idle one is closed, and Valkey's `extended-redis-compatibility` how
-/// the proxy names the nodes' server (HELLO, INFO) at once, not at its next health poll.
+/// the proxy names the nodes' server (HELLO, INFO) at once, not at its next health poll. CONFIG
+/// GET answers each with the proxy's value (`shown`), but the last, which the nodes' is.
 struct Kept {
     name: &'static [u8],
     keep: fn(&Shared, &[u8]),
+    shown: fn(&Shared) -> Option<OwnValue>,
 }
 
 const KEPT: [Kept; 5] = [
@@ -120,23 +114,33 @@ const KEPT: [Kept; 5] = [
             b"no" => shared.topology.set_valkey_redis_compat(false),
             _ => {}
         },
+        shown: |_| None,
     },
     Kept {
         name: b"client-output-buffer-limit",
         keep: |shared, value| {
             shared.output_classes.set_from_config(value);
         },
+        shown: |shared| Some(OwnValue::Classes(shared.output_classes.both())),
     },
     Kept {
         name: b"tracking-table-max-keys",
-        keep: |shared, value| number(value).into_iter().for_each(|max| shared.tracking.set_max_keys(max)),
+        keep: |shared, value| {
+            if let Some(max) = number(value) {
+                shared.tracking.set_max_keys(max);
+            }
+        },
+        shown: |shared| Some(OwnValue::Whole(shared.tracking.max_keys().to_string())),
     },
     Kept {
         // At least 1, as Redis' bounds say (the nodes refuse less).
         name: b"maxclients",
         keep: |shared, value| {
-            number(value).into_iter().for_each(|max: usize| shared.max_clients.store(max.max(1), Ordering::Relaxed));
+            if let Some(max) = number::<usize>(value) {
+                shared.max_clients.store(max.max(1), Ordering::Relaxed);
+            }
         },
+        shown: |shared| Some(OwnValue::Whole(shared.max_clients.load(Ordering::Relaxed).to_string())),
     },
     Kept {
         // Every session follows it at once, as Redis' cron looks at every client with the
@@ -148,8 +152,17 @@ const KEPT: [Kept; 5] = [
                 shared.clients.signal_all();
             }
         },
+        shown: |shared| {
+            let seconds = shared.idle_timeout.get().map_or(0, crate::clock::whole_seconds);
+            Some(OwnValue::Whole(seconds.to_string()))
+        },
     },
 ];
+
+/// The proxy's values of the settings it keeps, for a CONFIG GET ([`Kept::shown`]).
+fn own_config(shared: &Shared) -> OwnConfig {
+    KEPT.iter().filter_map(|kept| Some((kept.name, (kept.shown)(shared)?))).collect()
+}
 
 /// A value the nodes took, as a number.
 fn number<T: std::str::FromStr>(value: &[u8]) -> Option<T> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::command::{Merge, OwnConfig};
+use crate::command::{Merge, OwnConfig, OwnValue};
 use crate::merge::merge;
 use crate::output_classes::{Class, Limits};
 use crate::resp::reply::Protocol;
@@ -22,8 +22,17 @@ fn config_get(n: usize) -> Merge {
 const PUBSUB_DEFAULT: Limits = Limits { hard: 32 << 20, soft: 8 << 20, soft_time: Duration::from_secs(60) };
 
 fn own(tracking_table_max_keys: usize, normal: Limits, pubsub: Limits) -> OwnConfig {
-    let output_classes = [(Class::Normal, normal), (Class::PubSub, pubsub)];
-    OwnConfig { tracking_table_max_keys, maxclients: 10_000, timeout: 0, output_classes }
+    own_with_maxclients(tracking_table_max_keys, 10_000, normal, pubsub)
+}
+
+fn own_with_maxclients(tracking_table_max_keys: usize, maxclients: usize, normal: Limits, pubsub: Limits) -> OwnConfig {
+    let whole = |n: usize| OwnValue::Whole(n.to_string());
+    vec![
+        (&b"client-output-buffer-limit"[..], OwnValue::Classes([(Class::Normal, normal), (Class::PubSub, pubsub)])),
+        (b"tracking-table-max-keys", whole(tracking_table_max_keys)),
+        (b"maxclients", whole(maxclients)),
+        (b"timeout", whole(0)),
+    ]
 }
 
 fn merged(kind: Merge, parts: &[&[u8]]) -> Bytes {
@@ -89,7 +98,7 @@ fn config_get_answers_the_settings_the_proxy_keeps_with_its_own_values() {
     // The proxy's defaults are Redis' own: a node at its defaults is answered as it is.
     assert_eq!(text(&merged(config_get(2), &[a.as_bytes(), a.as_bytes()])), a);
     // maxclients is the proxy's listener bound (RESP3 map too).
-    let kind = Merge::ConfigValues { nodes: nodes(1), own: OwnConfig { maxclients: 500, ..own(1, normal, pubsub) } };
+    let kind = Merge::ConfigValues { nodes: nodes(1), own: own_with_maxclients(1, 500, normal, pubsub) };
     let map: &[u8] = b"%1\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n";
     assert_eq!(text(&merged(kind, &[map])), "%1\r\n$10\r\nmaxclients\r\n$3\r\n500\r\n");
     // A value not made of class groups is the nodes'.
