@@ -13,7 +13,7 @@ STEPS=(deps fmt clippy build test versions monitoring fuzz)
 # Suites that exercise what differs between server versions (scripts and functions, ACL inside
 # them, transactions and blocking commands, protocol details, failover), run again against each other
 # version's cluster in the `versions` step.
-VERSION_SUITES=(proxy_tracking proxy_client_list client_redis_py proxy_scripts proxy_acl_scripts proxy_stateful proxy_differential proxy_protocol_details proxy_blocked_clients proxy_pubsub_counts acl_differential reliability_failover reliability_output_limits)
+VERSION_SUITES=(proxy_tracking proxy_client_list client_redis_py proxy_scripts proxy_acl_scripts proxy_stateful proxy_differential proxy_protocol_details proxy_blocked_clients proxy_pubsub_counts acl_differential reliability_failover reliability_output_limits proxy_client_settings)
 OTHER_VERSIONS=(redis-7.4 valkey-8)
 # The command walk needs a case for every command a server reports (cases marked `new` run only
 # where the server has the command): it walks each other version too.

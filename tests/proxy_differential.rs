@@ -288,6 +288,11 @@ impl Sides {
             if !self.masters.iter().any(|m| m == reference) {
                 call(reference, &[b"SCRIPT", b"FLUSH"]);
             }
+            // The client settings a sequence may set (the proxy's own; the reference's), at
+            // Redis' defaults again.
+            for addr in [self.proxy.addr().as_str(), reference] {
+                call(addr, &[b"CONFIG", b"SET", b"maxclients", b"10000", b"timeout", b"0"]);
+            }
         };
         flush();
         // With users, the sequence's first command logs in (and says HELLO 3 for RESP3).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use redisforge_tests::process::{fd_count, rss_bytes};
 use redisforge_tests::raw::{drain_until_closed, raw_connect, read_some};
-use redisforge_tests::{Cluster, Proxy, ProxyOptions, proxy_on_own_cluster, resp_command, wait_until};
+use redisforge_tests::{Cluster, Proxy, ProxyOptions, resp_command, wait_until};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -214,88 +214,6 @@ fn connections_beyond_max_clients_are_refused_until_one_leaves() {
     for (i, stream) in admitted.iter_mut().enumerate() {
         assert_eq!(ping(stream), "+PONG\r\n", "client {i} still served");
     }
-}
-
-/// `CONFIG SET maxclients` through the proxy bounds the proxy's clients too (its own cluster: the
-/// nodes take the bound as well): clients beyond a smaller bound are refused, those connected stay.
-#[test]
-fn config_set_maxclients_through_the_proxy_bounds_its_clients() {
-    let (_cluster, proxy, mut admin) = proxy_on_own_cluster(ProxyOptions::default());
-    let mut others: Vec<TcpStream> = (0..20).map(|_| raw_connect(&proxy.addr())).collect();
-    for stream in &mut others {
-        assert_eq!(ping(stream), "+PONG\r\n");
-    }
-    // 21 clients are connected (once the start-up probe's connection is gone); the new bound admits
-    // none more.
-    let counted = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-        metric(&proxy, "redisforge_client_connections") == Some(21.0)
-    });
-    assert!(counted, "{:?} clients counted", metric(&proxy, "redisforge_client_connections"));
-    // Pipelined, the CONFIG GET sees the CONFIG SET before it, as on one node.
-    let ((), shown): ((), Vec<String>) = redis::pipe()
-        .cmd("CONFIG")
-        .arg("SET")
-        .arg("maxclients")
-        .arg("21")
-        .cmd("CONFIG")
-        .arg("GET")
-        .arg("maxclients")
-        .query(&mut admin)
-        .expect("CONFIG SET, CONFIG GET");
-    assert_eq!(shown, ["maxclients", "21"]);
-    let mut refused = raw_connect(&proxy.addr());
-    assert_eq!(String::from_utf8_lossy(&read_some(&mut refused, 64)), "-ERR max number of clients reached\r\n");
-    for stream in &mut others {
-        assert_eq!(ping(stream), "+PONG\r\n", "a client connected before the bound is still served");
-    }
-    // A value the nodes refuse changes nothing.
-    let zero = redis::cmd("CONFIG").arg("SET").arg("maxclients").arg("0").query::<()>(&mut admin);
-    assert!(zero.is_err(), "maxclients 0 is refused");
-    drop(others.pop());
-    let freed = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-        ping(&mut raw_connect(&proxy.addr())) == "+PONG\r\n"
-    });
-    assert!(freed, "no client admitted after one left");
-}
-
-/// `CONFIG SET timeout` through the proxy closes the proxy's idle clients too, at once for those
-/// already connected (its own cluster: the nodes take the timeout as well); 0 turns it off again.
-#[test]
-fn config_set_timeout_through_the_proxy_closes_its_idle_clients() {
-    let (_cluster, proxy, mut admin) = proxy_on_own_cluster(ProxyOptions::default());
-    let mut idle = raw_connect(&proxy.addr());
-    assert_eq!(ping(&mut idle), "+PONG\r\n");
-    let mut busy = raw_connect(&proxy.addr());
-    let ((), shown): ((), Vec<String>) = redis::pipe()
-        .cmd("CONFIG")
-        .arg("SET")
-        .arg("timeout")
-        .arg("2")
-        .cmd("CONFIG")
-        .arg("GET")
-        .arg("timeout")
-        .query(&mut admin)
-        .expect("CONFIG SET, CONFIG GET");
-    assert_eq!(shown, ["timeout", "2"]);
-    // The busy client sends a PING every 200 ms for 4.4 s; the idle one sends nothing.
-    for _ in 0..22 {
-        assert_eq!(ping(&mut busy), "+PONG\r\n", "a client that sends is not timed out");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(drain_until_closed(&mut idle, Duration::from_secs(3)), Some(0), "the idle client is closed");
-    // Off again (the nodes may be closing the proxy's idle connections meanwhile: asked until OK).
-    let off = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        // Kept busy meanwhile: a retry must not leave it idle for the 2 s.
-        assert_eq!(ping(&mut busy), "+PONG\r\n", "a client that sends is not timed out");
-        let mut admin = proxy.client();
-        redis::cmd("CONFIG").arg("SET").arg("timeout").arg("0").query::<()>(&mut admin).is_ok()
-    });
-    assert!(off, "CONFIG SET timeout 0 failed\n{}", proxy.log_tail(20));
-    let mut quiet = raw_connect(&proxy.addr());
-    assert_eq!(ping(&mut quiet), "+PONG\r\n");
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(ping(&mut quiet), "+PONG\r\n", "no new client is timed out any more");
-    assert_eq!(ping(&mut busy), "+PONG\r\n", "nor one connected while it was on");
 }
 
 /// Which clients the idle timeout spares, as Redis' `clientsCronHandleTimeout`: one held by

@@ -265,6 +265,18 @@ pub const TEMPLATES: &[&str] = &[
     "CONFIG GET timeout",
     "CONFIG GET tracking-table-max-keys",
     "CONFIG GET client-output-buffer-limit",
+    // set through the proxy, they stay in it (the nodes keep theirs); a value Redis refuses gets
+    // the node's refusal. Values that leave a node shared with other tests at ease (a large
+    // bound, a long timeout); `Sides::both` sets Redis' defaults again after each side's run
+    "CONFIG SET maxclients 5000",
+    "CONFIG SET maxclients 0",
+    "CONFIG SET timeout 3600",
+    "CONFIG SET timeout -1",
+    "CONFIG SET maxclients 9000 timeout 7200",
+    "CONFIG SET timeout 3600 maxclients 010",
+    "CONFIG SET maxclients 8000 nosuch-setting 1",
+    "CONFIG SET timeout 1800 slowlog-max-len 128",
+    "CONFIG SET slowlog-max-len 128 maxclients x",
     "SELECT 0",
     "CLIENT SETNAME V",
     "CLIENT GETNAME",

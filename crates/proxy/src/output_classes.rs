@@ -176,6 +176,16 @@ pub fn config_value_with(node_value: &[u8], own: &[(Class, Limits)]) -> Option<V
     Some(groups.join(" ").into_bytes())
 }
 
+/// The `replica` (`slave`) groups of a `CONFIG SET client-output-buffer-limit` value, the nodes'
+/// part of it, joined as they came (empty when there are none); `None` for a value Redis refuses.
+pub fn replica_groups(value: &[u8]) -> Option<Vec<u8>> {
+    let parsed = parse_config_value(value)?;
+    let text = std::str::from_utf8(value).ok()?;
+    let groups: Vec<&str> = if text.is_empty() { Vec::new() } else { text.split(' ').collect() };
+    let replica = groups.chunks(4).zip(&parsed).filter(|(_, (class, _))| class.is_none());
+    Some(replica.map(|(group, _)| group.join(" ")).collect::<Vec<_>>().join(" ").into_bytes())
+}
+
 /// Redis' `updateClientOutputBufferLimit`: every class checked before any is taken. `None` for
 /// a class the proxy has no clients of (replicas). The value is split at each single space, as
 /// `CONFIG SET` splits it (`sdssplitlen`): an empty field is a size or a time of 0, or an

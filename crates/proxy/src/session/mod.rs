@@ -26,6 +26,7 @@ mod recent;
 mod request;
 mod route;
 mod serve;
+mod settings;
 mod tracking;
 mod transaction;
 

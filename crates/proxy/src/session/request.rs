@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::pipeline::Meta;
+use super::settings::{self, Plan};
 use super::transaction::RunsAt;
 use super::{Session, local, reply_control, transaction};
 use crate::clock::Tick;
@@ -199,6 +200,10 @@ impl Session {
     #[inline(never)]
     fn queue(&mut self, spec: &CommandSpec, request: &Request, meta: Meta) {
         let runs = match &spec.handling {
+            // A CONFIG SET of settings the proxy keeps alone is the proxy's to answer.
+            Handling::Admin(AdminKind::EveryNode) if matches!(settings::plan(request), Plan::ProxyOnly) => {
+                RunsAt::Proxy
+            }
             Handling::Admin(AdminKind::EveryNode) => RunsAt::EveryNode,
             Handling::FanOut(Merge::AllOk) => RunsAt::EveryMaster,
             Handling::FanOut(_)

@@ -245,6 +245,11 @@ impl Session {
         if registry {
             return self.clients_command(&request).unwrap_or_else(|error| error.to_resp());
         }
+        // A CONFIG SET of settings the proxy keeps alone: taken with the transaction's other
+        // settings, in order, once EXEC's reply is merged (`settings::kept_if_ran`).
+        if self.shared.table.lookup(&request).is_some_and(|spec| spec.name == "config|set") {
+            return crate::resp::reply::ok();
+        }
         match self.run_local(&request) {
             local::Answer::Reply(reply) => reply,
             local::Answer::Error(error) => error.to_resp(),

@@ -20,9 +20,10 @@ use crate::slot::Slot;
 pub(super) struct Transaction {
     /// The queued commands, sent as MULTI, these, EXEC at EXEC time.
     queued: Vec<Request>,
-    /// Connection commands the proxy answers itself ([`QUEUED_LOCALLY`]), with their places
-    /// among all the queued commands: run once the node ran the transaction.
-    local: Vec<(u32, Bytes)>,
+    /// Connection commands the proxy answers itself ([`QUEUED_LOCALLY`], and a CONFIG SET of
+    /// settings the proxy keeps alone), with their places among all the queued commands: run
+    /// once the node ran the transaction.
+    local: Vec<(u32, Request)>,
     /// The slot every key so far hashes to.
     slot: Option<Slot>,
     /// A queued command was refused: EXEC answers EXECABORT, as Redis does.
@@ -178,10 +179,10 @@ impl Session {
                 match runs {
                     RunsAt::Proxy => {
                         let place = u32::try_from(tx.queued.len() + tx.local.len()).unwrap_or(u32::MAX);
-                        tx.local.push((place, request.bytes().clone()));
+                        tx.local.push((place, request.clone()));
                     }
                     RunsAt::EveryNode | RunsAt::EveryMaster => {
-                        tx.elsewhere.push((request.clone(), runs));
+                        tx.elsewhere.push((super::settings::for_nodes(request.clone()), runs));
                         tx.queued.push(request.clone());
                     }
                     RunsAt::Node => tx.queued.push(request.clone()),
@@ -281,12 +282,12 @@ impl Session {
                 super::admin::note_going_out(&self.shared, spec, request);
             }
         }
-        let keep = super::admin::kept_if_ran(&self.shared, places_in_exec(&tx));
+        let keep = super::settings::kept_if_ran(&self.shared, places_in_exec(&tx));
         // MULTI, the queued commands and EXEC go out together; the client gets EXEC's reply. A
         // redirection of any of them makes the node answer EXECABORT: the map is refreshed and the
         // client may retry, as with any aborted transaction.
         let mut payloads = vec![encode_command(&[b"MULTI"])];
-        payloads.extend(tx.queued.into_iter().map(Request::into_bytes));
+        payloads.extend(tx.queued.into_iter().map(|request| super::settings::for_nodes(request).into_bytes()));
         payloads.push(encode_command(&[b"EXEC"]));
         let mut parts: Vec<Part> = self.parts_elsewhere(&tx.elsewhere);
         let settings = parts.len() as u32;
@@ -298,7 +299,7 @@ impl Session {
         let sent = parts.len() as u32;
         // The local commands are the last parts, answered by the session (`Session::complete`).
         let local_places = tx.local.iter().map(|(place, _)| *place).collect();
-        parts.extend(tx.local.into_iter().map(|(_, payload)| Part::new(payload, Target::Owned, false)));
+        parts.extend(tx.local.into_iter().map(|(_, request)| Part::new(request.into_bytes(), Target::Owned, false)));
         // The settings (and flushes) for the other nodes and the local commands wait for EXEC's
         // reply (they run only if it ran), and EXEC's reply waits for theirs: the client sees it
         // once every node has the setting. Later requests wait unread meanwhile, so none reaches
@@ -366,12 +367,15 @@ impl Session {
     }
 }
 
-/// The commands of `tx` that go to its node, each with its place in EXEC's reply (the places the
-/// proxy's own commands do not take).
+/// The commands of `tx`, each with its place in EXEC's reply, in order: those the proxy answers
+/// itself at the places they took, those that go to its node at the others.
 fn places_in_exec(tx: &Transaction) -> impl Iterator<Item = (usize, &Request)> {
-    let mut local = tx.local.iter().map(|(place, _)| *place as usize).peekable();
-    let places = (0..).filter(move |&at| local.next_if_eq(&at).is_none());
-    places.zip(&tx.queued)
+    let mut local = tx.local.iter().peekable();
+    let mut queued = tx.queued.iter();
+    (0..).map_while(move |at| {
+        let own = local.next_if(|(place, _)| *place as usize == at).map(|(_, request)| request);
+        own.or_else(|| queued.next()).map(|request| (at, request))
+    })
 }
 
 /// Where `tx` runs: its keys' slot, or the watched keys'; a keyless one on the pub/sub home when
