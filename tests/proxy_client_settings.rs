@@ -205,3 +205,67 @@ fn client_settings_in_a_transaction_are_taken_in_order_once_exec_ran() {
     assert_eq!(String::from_utf8_lossy(&got), expected);
     assert_eq!(config_get(&mut admin, "maxclients"), "60");
 }
+
+/// The clients the idle-timeout scenarios open on one side: each sent its commands, its replies
+/// read and dropped.
+fn idle_scenarios(addr: &str) -> Vec<(&'static str, TcpStream)> {
+    let scenarios: [(&str, &[&[&[u8]]]); 8] = [
+        ("idle after a PING", &[&[b"PING"]]),
+        ("inside MULTI", &[&[b"MULTI"], &[b"SET", b"{cst}:k", b"v"]]),
+        ("a RESP2 channel subscriber", &[&[b"SUBSCRIBE", b"{cst}:ch"]]),
+        ("a RESP3 pattern subscriber", &[&[b"HELLO", b"3"], &[b"PSUBSCRIBE", b"{cst}:p*"]]),
+        ("a shard channel subscriber", &[&[b"SSUBSCRIBE", b"{cst}:sh"]]),
+        ("subscribed, then unsubscribed", &[&[b"SUBSCRIBE", b"{cst}:ch"], &[b"UNSUBSCRIBE"]]),
+        ("blocked without a timeout", &[&[b"BLPOP", b"{cst}:list", b"0"]]),
+        ("blocked longer than the idle timeout", &[&[b"BLPOP", b"{cst}:list2", b"30"]]),
+    ];
+    let opened: Vec<(&str, TcpStream)> = scenarios
+        .iter()
+        .map(|(name, commands)| {
+            let mut stream = raw_connect(addr);
+            stream.write_all(&commands.iter().flat_map(|c| resp_command(c)).collect::<Vec<u8>>()).expect("send");
+            (*name, stream)
+        })
+        .collect();
+    // The replies (a blocked client has none): read and dropped once they came.
+    std::thread::sleep(Duration::from_millis(300));
+    opened
+        .into_iter()
+        .map(|(name, mut stream)| {
+            stream.set_read_timeout(Some(Duration::from_millis(50))).expect("read timeout");
+            let _ = std::io::Read::read(&mut stream, &mut [0u8; 4096]);
+            (name, stream)
+        })
+        .collect()
+}
+
+/// Which clients an idle timeout of 1 s closes, through the proxy (`listen.idle_timeout`) and on
+/// a standalone node of the version under test (`timeout 1`), after 4 s without a request: the
+/// same ones (Redis' `clientsCronHandleTimeout` spares subscribers of every kind and blocked
+/// clients, not one inside MULTI), each side checked against that list too.
+#[test]
+fn an_idle_timeout_closes_the_clients_a_node_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = redisforge_tests::RedisServer::start(dir.path(), |port| vec![format!("port {port}"), "timeout 1".into()])
+        .expect("a standalone node");
+    let extra_toml = "[listen]\nplain = \"@PLAIN@\"\nidle_timeout = \"1s\"\n".to_owned();
+    let proxy = redisforge_tests::Proxy::start(Cluster::shared(), ProxyOptions { extra_toml, ..ProxyOptions::default() });
+    let mut sides = [idle_scenarios(&proxy.addr()), idle_scenarios(&node.addr())];
+    std::thread::sleep(Duration::from_secs(4));
+    let [through, direct] = sides.each_mut().map(|clients| {
+        let closed = |stream: &mut TcpStream| drain_until_closed(stream, Duration::from_millis(300)).is_some();
+        clients.iter_mut().map(|(name, stream)| (*name, closed(stream))).collect::<Vec<_>>()
+    });
+    let expected = [
+        ("idle after a PING", true),
+        ("inside MULTI", true),
+        ("a RESP2 channel subscriber", false),
+        ("a RESP3 pattern subscriber", false),
+        ("a shard channel subscriber", false),
+        ("subscribed, then unsubscribed", true),
+        ("blocked without a timeout", false),
+        ("blocked longer than the idle timeout", false),
+    ];
+    assert_eq!(direct, expected, "closed on the node");
+    assert_eq!(through, direct, "closed through the proxy, against the node");
+}
