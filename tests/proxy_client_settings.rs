@@ -246,10 +246,12 @@ fn idle_scenarios(addr: &str) -> Vec<(&'static str, TcpStream)> {
 #[test]
 fn an_idle_timeout_closes_the_clients_a_node_closes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = redisforge_tests::RedisServer::start(dir.path(), |port| vec![format!("port {port}"), "timeout 1".into()])
-        .expect("a standalone node");
+    let node =
+        redisforge_tests::RedisServer::start(dir.path(), |port| vec![format!("port {port}"), "timeout 1".into()])
+            .expect("a standalone node");
     let extra_toml = "[listen]\nplain = \"@PLAIN@\"\nidle_timeout = \"1s\"\n".to_owned();
-    let proxy = redisforge_tests::Proxy::start(Cluster::shared(), ProxyOptions { extra_toml, ..ProxyOptions::default() });
+    let proxy =
+        redisforge_tests::Proxy::start(Cluster::shared(), ProxyOptions { extra_toml, ..ProxyOptions::default() });
     let mut sides = [idle_scenarios(&proxy.addr()), idle_scenarios(&node.addr())];
     std::thread::sleep(Duration::from_secs(4));
     let [through, direct] = sides.each_mut().map(|clients| {

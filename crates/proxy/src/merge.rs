@@ -221,14 +221,27 @@ fn exec_with_local(parts: &[Bytes], places: &[u32]) -> Option<Bytes> {
     let total = array.elements.len() + local.len();
     let mut out = BytesMut::with_capacity(exec.len() + local.iter().map(|l| l.len()).sum::<usize>() + 8);
     reply::put_header(&mut out, b'*', total);
-    let (mut from_node, mut from_proxy) = (array.elements.iter(), places.iter().zip(local).peekable());
-    for at in 0..total {
-        match from_proxy.next_if(|(place, _)| **place as usize == at) {
-            Some((_, reply)) => out.extend_from_slice(reply),
-            None => out.extend_from_slice(&exec[from_node.next()?.clone()]),
-        }
+    let from_proxy = places.iter().map(|&place| place as usize).zip(local.iter().map(|l| &l[..]));
+    let from_node = array.elements.iter().map(|element| &exec[element.clone()]);
+    let mut placed = 0;
+    for element in interleave(from_proxy, from_node) {
+        out.extend_from_slice(element);
+        placed += 1;
     }
+    // A place beyond the node's elements: never made by a transaction, whose places count both.
+    (placed == total).then_some(())?;
     Some(out.freeze())
+}
+
+/// The items of `placed` at their places (in ascending order) and those of `rest`, in order, at
+/// the others: EXEC's array, whose elements are a node's but where the proxy answered a queued
+/// command itself. Ends where the next place is neither `placed`'s nor filled by `rest`.
+pub(crate) fn interleave<T>(
+    placed: impl Iterator<Item = (usize, T)>,
+    mut rest: impl Iterator<Item = T>,
+) -> impl Iterator<Item = T> {
+    let mut placed = placed.peekable();
+    (0..).map_while(move |at| placed.next_if(|(place, _)| *place == at).map(|(_, item)| item).or_else(|| rest.next()))
 }
 
 /// Where the first element of an array reply (`*`) starts, and how many it has.

@@ -462,3 +462,13 @@ fn function_stats_is_the_reply_of_the_master_running_a_function() {
     let error: &[u8] = b"-ERR x\r\n";
     assert_eq!(&merged(Merge::FunctionStats, &[idle2, error])[..], error, "an error wins, as for other merges");
 }
+
+#[test]
+fn placed_items_go_at_their_places_and_the_rest_in_order_around_them() {
+    let placed = [(0, "a"), (2, "b"), (5, "c")];
+    let got: Vec<&str> = interleave(placed.into_iter(), ["x", "y", "z"].into_iter()).collect();
+    assert_eq!(got, ["a", "x", "b", "y", "z", "c"]);
+    // A place the rest cannot reach ends it there.
+    let got: Vec<&str> = interleave([(3, "far")].into_iter(), ["x"].into_iter()).collect();
+    assert_eq!(got, ["x"]);
+}

@@ -370,12 +370,8 @@ impl Session {
 /// The commands of `tx`, each with its place in EXEC's reply, in order: those the proxy answers
 /// itself at the places they took, those that go to its node at the others.
 fn places_in_exec(tx: &Transaction) -> impl Iterator<Item = (usize, &Request)> {
-    let mut local = tx.local.iter().peekable();
-    let mut queued = tx.queued.iter();
-    (0..).map_while(move |at| {
-        let own = local.next_if(|(place, _)| *place as usize == at).map(|(_, request)| request);
-        own.or_else(|| queued.next()).map(|request| (at, request))
-    })
+    let local = tx.local.iter().map(|(place, request)| (*place as usize, request));
+    crate::merge::interleave(local, tx.queued.iter()).enumerate()
 }
 
 /// Where `tx` runs: its keys' slot, or the watched keys'; a keyless one on the pub/sub home when
