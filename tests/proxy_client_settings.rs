@@ -271,3 +271,33 @@ fn an_idle_timeout_closes_the_clients_a_node_closes() {
     assert_eq!(direct, expected, "closed on the node");
     assert_eq!(through, direct, "closed through the proxy, against the node");
 }
+
+/// A `maxclients` the open-file limit cannot serve: a node refuses it ("try with N", Redis'
+/// `updateMaxclients`) unless it may raise its limit that far; the proxy, under the same limits,
+/// answers the same, alone and inside MULTI, and CONFIG GET then shows the same on both sides.
+#[test]
+fn a_maxclients_beyond_the_open_file_limit_is_answered_as_a_node_answers_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = redisforge_tests::RedisServer::start(dir.path(), |port| vec![format!("port {port}")])
+        .expect("a standalone node");
+    let proxy = redisforge_tests::Proxy::start(Cluster::shared(), ProxyOptions::default());
+    // Above Linux' default `fs.nr_open` (1,048,576), which bounds even a privileged process; a
+    // node walks down to its limit in steps of 16, so not far above it.
+    let set: [&[u8]; 4] = [b"CONFIG", b"SET", b"maxclients", b"2000000"];
+    let get: [&[u8]; 3] = [b"CONFIG", b"GET", b"maxclients"];
+    let sequence: Vec<u8> =
+        [&set[..], &[b"MULTI"], &set, &[b"EXEC"], &get].iter().flat_map(|c| resp_command(c)).collect();
+    let [through, direct] = [proxy.addr(), node.addr()].map(|addr| {
+        let mut stream = raw_connect(&addr);
+        stream.write_all(&sequence).expect("send");
+        // The last reply, CONFIG GET's: its array, the name, then the value and its CRLF.
+        let last = b"*2\r\n$10\r\nmaxclients\r\n$";
+        let reply = read_until(&mut stream, Duration::from_secs(20), |got| {
+            let at = got.windows(last.len()).position(|w| w == last);
+            at.is_some_and(|at| got[at + last.len()..].split(|&b| b == b'\n').count() == 3)
+        });
+        String::from_utf8_lossy(&reply).into_owned()
+    });
+    assert!(direct.contains("maxclients"), "the node's replies: {direct}");
+    assert_eq!(through, direct);
+}

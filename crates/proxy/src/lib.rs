@@ -40,6 +40,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod fd_limit;
 pub mod health;
 pub mod identity;
 pub mod listener;

@@ -2,10 +2,11 @@
 //! client of the proxy can be in: `normal`, and `pubsub` while it has a subscription.
 //!
 //! They start as the config file says (`limits.normal_output_*`, by default none as in Redis, and
-//! `limits.pubsub_output_*`) and follow a `CONFIG SET client-output-buffer-limit` sent through the proxy, which the
-//! nodes get too: the proxy's own clients are the ones a client's setting is about. The value is
-//! checked as Redis' `updateClientOutputBufferLimit` checks it (all classes or none), so a value
-//! the nodes refuse changes nothing here either. Every client is also under
+//! `limits.pubsub_output_*`) and follow a `CONFIG SET client-output-buffer-limit` sent through the
+//! proxy, whose `normal` and `pubsub` groups never reach the nodes (only `replica` groups do,
+//! [`replica_groups`]): the proxy's own clients are the ones a client's setting is about. The
+//! value is checked as Redis' `updateClientOutputBufferLimit` checks it (all classes or none); a
+//! value Redis refuses goes to the nodes as it came, for their refusal, and changes nothing here. Every client is also under
 //! `limits.client_output_limit`, the proxy's own bound, which no class setting lifts.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -211,9 +212,13 @@ fn parse_config_value(value: &[u8]) -> Option<Vec<(Option<Class>, Limits)>> {
 }
 
 /// Redis' `memtoull`: digits and an optional unit (`b`, `k` 1000, `kb` 1024, `m`, `mb`, `g`, `gb`,
-/// any case); no digits count as 0, as `strtoull` reads them.
+/// any case); no digits count as 0 and too many saturate, as `strtoull` reads them, but 128 or
+/// more do not fit Redis' buffer for them.
 fn memtoull(text: &str) -> Option<u64> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits >= 128 {
+        return None;
+    }
     let (number, unit) = text.split_at(digits);
     let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -225,18 +230,20 @@ fn memtoull(text: &str) -> Option<u64> {
         "gb" => 1024 * 1024 * 1024,
         _ => return None,
     };
-    let value = if number.is_empty() { 0 } else { number.parse::<u64>().ok()? };
+    let value = if number.is_empty() { 0 } else { number.parse::<u64>().unwrap_or(u64::MAX) };
     Some(value.wrapping_mul(multiplier))
 }
 
-/// The soft limit's seconds as Redis reads them: `strtoll` (leading spaces and a sign allowed,
-/// nothing after the digits, no digits 0) into an `int` (so truncated to 32 bits), not negative.
-fn soft_seconds(text: &str) -> Option<u64> {
-    let text = text.trim_start_matches(|c: char| c.is_ascii_whitespace());
+/// The soft limit's seconds as Redis reads them: `strtoll` (leading white space as C's `isspace`
+/// has it and a sign allowed, nothing after the digits) into an `int` (so truncated to 32 bits),
+/// not negative.
+fn soft_seconds(field: &str) -> Option<u64> {
+    let text = field.trim_start_matches([' ', '\t', '\n', '\x0B', '\x0C', '\r']);
     let digits_from = usize::from(text.starts_with(['+', '-']));
     if text.len() == digits_from {
-        // No digits: strtoll reads 0 and leaves the end pointer at the start (an empty field).
-        return text.is_empty().then_some(0);
+        // No digits: strtoll reads 0 and leaves the end pointer at the field's start, which is
+        // its end only for an empty field.
+        return field.is_empty().then_some(0);
     }
     let wide: i64 = match text.parse::<i64>() {
         Ok(value) => value,
@@ -274,6 +281,10 @@ mod tests {
         assert_eq!(memtoull("-1"), None);
         assert_eq!(memtoull("10tb"), None);
         assert_eq!(memtoull("1.5mb"), None);
+        // strtoull saturates; Redis' buffer for the digits holds 127.
+        assert_eq!(memtoull("99999999999999999999"), Some(u64::MAX));
+        assert_eq!(memtoull(&"9".repeat(127)), Some(u64::MAX));
+        assert_eq!(memtoull(&"0".repeat(128)), None);
     }
 
     #[test]
@@ -310,6 +321,10 @@ mod tests {
         assert_eq!(soft_seconds("2147483648"), None);
         assert_eq!(soft_seconds("99999999999999999999"), None);
         assert_eq!(soft_seconds("-"), None);
+        // White space is skipped before digits only, C's `isspace` set (vertical tab too).
+        assert_eq!(soft_seconds("\t"), None);
+        assert_eq!(soft_seconds("\x0b5"), Some(5));
+        assert_eq!(soft_seconds(""), Some(0));
     }
 
     #[test]

@@ -85,6 +85,24 @@ pub fn prepare(config: &Config) -> Result<Prepared, ServerError> {
 ///
 /// # Errors
 /// [`ServerError`] when the proxy cannot start; once serving, failures are logged and survived.
+/// `listen.max_clients`, with the open-file limit raised for it, or as many clients as the limit
+/// serves when it cannot be raised that far (at least one), as Redis reduces its `maxclients`.
+fn max_clients_served(max_clients: usize) -> usize {
+    match crate::fd_limit::make_room_for(max_clients as u64) {
+        Ok(()) => max_clients,
+        Err(served) => {
+            let served = usize::try_from(served).unwrap_or(usize::MAX).max(1);
+            tracing::warn!(
+                max_clients,
+                served,
+                "the open-file limit (ulimit -n, systemd's LimitNOFILE) cannot be raised to serve \
+                 listen.max_clients and 32 more descriptors: max_clients reduced"
+            );
+            served
+        }
+    }
+}
+
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let Prepared { acceptor, upstream_tls, password } = prepare(&config)?;
     let metrics = Metrics::new();
@@ -232,7 +250,7 @@ fn shared_state(
                 soft_time: config.limits.pubsub_output_soft_time,
             },
         ),
-        max_clients: std::sync::atomic::AtomicUsize::new(config.listen.max_clients),
+        max_clients: std::sync::atomic::AtomicUsize::new(max_clients_served(config.listen.max_clients)),
         certificate_user: config.tls.as_ref().map(|t| t.client_user).unwrap_or_default(),
         command_timeout: config.upstream.command_timeout,
         idle_timeout: crate::shared::IdleTimeout::new(config.listen.idle_timeout),

@@ -36,6 +36,7 @@ impl Session {
                 settings::keep_own_settings(&self.shared, request);
                 return self.pipeline.push_ready(reply::ok(), meta);
             }
+            Plan::Refused(error) => return self.push_error(error, meta),
         };
         let nodes = self.admin_nodes(kind);
         if nodes.is_empty() {

@@ -201,7 +201,9 @@ impl Session {
     fn queue(&mut self, spec: &CommandSpec, request: &Request, meta: Meta) {
         let runs = match &spec.handling {
             // A CONFIG SET of settings the proxy keeps alone is the proxy's to answer.
-            Handling::Admin(AdminKind::EveryNode) if matches!(settings::plan(request), Plan::ProxyOnly) => {
+            Handling::Admin(AdminKind::EveryNode)
+                if matches!(settings::plan(request), Plan::ProxyOnly | Plan::Refused(_)) =>
+            {
                 RunsAt::Proxy
             }
             Handling::Admin(AdminKind::EveryNode) => RunsAt::EveryNode,

@@ -246,9 +246,12 @@ impl Session {
             return self.clients_command(&request).unwrap_or_else(|error| error.to_resp());
         }
         // A CONFIG SET of settings the proxy keeps alone: taken with the transaction's other
-        // settings, in order, once EXEC's reply is merged (`settings::kept_if_ran`).
+        // settings, in order, once EXEC's reply is merged (`settings::kept_if_ran`), or refused.
         if self.shared.table.lookup(&request).is_some_and(|spec| spec.name == "config|set") {
-            return crate::resp::reply::ok();
+            return match super::settings::plan(&request) {
+                super::settings::Plan::Refused(error) => error.to_resp(),
+                _ => crate::resp::reply::ok(),
+            };
         }
         match self.run_local(&request) {
             local::Answer::Reply(reply) => reply,

@@ -14,7 +14,9 @@
 //! valid values loses its proxy-only parameters on the way: what is left goes to the nodes, and
 //! the proxy takes its part once they answered `+OK`; with nothing left, the proxy answers `+OK`
 //! itself. Dropping a valid parameter changes no node's answer, as Redis refuses a CONFIG SET for
-//! an unknown name, a duplicate, or a value, and a valid proxy-only one is none of these.
+//! an unknown name, a duplicate, a value, or one it cannot apply, and a valid proxy-only one is
+//! none of these: a `maxclients` the open-file limit cannot serve (`crate::fd_limit`) is refused
+//! by the proxy when the CONFIG SET names nothing else, else sent to the nodes as it came.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use super::pipeline::OnMerged;
 use crate::command::{OwnConfig, OwnValue, parse_integer};
+use crate::error::ProxyError;
 use crate::output_classes;
 use crate::resp::Request;
 use crate::shared::Shared;
@@ -52,6 +55,9 @@ enum ForNodes {
     Part(Vec<u8>),
     /// A value Redis refuses: the nodes refuse it for the client.
     Refused,
+    /// A value Redis takes but cannot apply (a `maxclients` the open-file limit cannot serve):
+    /// the proxy's refusal, in Redis' words.
+    Unapplied(String),
 }
 
 const KEPT: [Kept; 5] = [
@@ -98,8 +104,16 @@ const KEPT: [Kept; 5] = [
         },
         shown: |shared| Some(OwnValue::Whole(shared.max_clients.load(Ordering::Relaxed).to_string())),
         // Redis' `createUIntConfig("maxclients", …, 1, UINT_MAX, …)`: `string2ll`, then compared
-        // as unsigned (a negative number is out of range).
-        for_nodes: |value| proxy_alone(parse_integer(value).is_some_and(|n| (1..=i64::from(u32::MAX)).contains(&n))),
+        // as unsigned (a negative number is out of range); then its `updateMaxclients`.
+        for_nodes: |value| match parse_integer(value).filter(|n| (1..=i64::from(u32::MAX)).contains(n)) {
+            None => ForNodes::Refused,
+            Some(clients) => match crate::fd_limit::make_room_for(clients.unsigned_abs()) {
+                Ok(()) => ForNodes::Nothing,
+                Err(served) => ForNodes::Unapplied(format!(
+                    "The operating system is not able to handle the specified number of clients, try with {served}"
+                )),
+            },
+        },
     },
     Kept {
         // Every session follows it at once, as Redis' cron looks at every client with the
@@ -162,6 +176,9 @@ pub(super) enum Plan {
     ProxyOnly,
     /// This rest goes to the nodes; the proxy takes its settings once they answered `+OK`.
     Nodes(Request),
+    /// It names settings of the proxy alone only, one of them a value Redis takes but cannot
+    /// apply: refused as Redis refuses it, nothing changed.
+    Refused(ProxyError),
 }
 
 /// How `request` is carried out, when it is a `CONFIG SET` ([`Plan`]); anything else is sent as
@@ -177,6 +194,7 @@ pub(super) fn plan(request: &Request) -> Plan {
     }
     let mut rest: Vec<Cow<'_, [u8]>> = vec![Cow::Borrowed(request.arg(0)), Cow::Borrowed(request.arg(1))];
     let mut changed = false;
+    let mut unapplied = None;
     for i in names {
         let (name, value) = (request.arg(i), request.arg(i + 1));
         match kept(name).map_or(ForNodes::All, |kept| (kept.for_nodes)(value)) {
@@ -187,12 +205,24 @@ pub(super) fn plan(request: &Request) -> Plan {
                 changed = true;
             }
             ForNodes::Refused => return Plan::AsIs,
+            // Redis applies after every value was taken (a refused value comes first), and names
+            // the setting by its own name.
+            ForNodes::Unapplied(error) => {
+                let name = String::from_utf8_lossy(kept(name).map_or(name, |kept| kept.name));
+                unapplied
+                    .get_or_insert(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {error}"));
+                changed = true;
+            }
         }
     }
-    match (changed, rest.len()) {
-        (false, _) => Plan::AsIs,
-        (true, 2) => Plan::ProxyOnly,
-        (true, _) => Plan::Nodes(Request::from_args(&rest)),
+    match (unapplied, changed, rest.len()) {
+        // Where the nodes take part, they decide (Redis would refuse the whole command; a
+        // node of a higher limit takes it).
+        (Some(_), _, 3..) => Plan::AsIs,
+        (Some(error), _, _) => Plan::Refused(ProxyError::command(error)),
+        (None, false, _) => Plan::AsIs,
+        (None, true, 2) => Plan::ProxyOnly,
+        (None, true, _) => Plan::Nodes(Request::from_args(&rest)),
     }
 }
 
@@ -201,7 +231,7 @@ pub(super) fn plan(request: &Request) -> Plan {
 pub(super) fn for_nodes(request: Request) -> Request {
     match plan(&request) {
         Plan::Nodes(rest) => rest,
-        Plan::AsIs | Plan::ProxyOnly => request,
+        Plan::AsIs | Plan::ProxyOnly | Plan::Refused(_) => request,
     }
 }
 
