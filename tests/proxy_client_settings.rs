@@ -272,15 +272,30 @@ fn an_idle_timeout_closes_the_clients_a_node_closes() {
     assert_eq!(through, direct, "closed through the proxy, against the node");
 }
 
+/// The soft limit of open files this test process has (and hands down to the processes it
+/// starts), from `/proc/self/limits`.
+fn open_files_soft_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("the open files line");
+    line.split_whitespace().nth(3).and_then(|soft| soft.parse().ok()).expect("a soft limit")
+}
+
 /// A `maxclients` the open-file limit cannot serve: a node refuses it ("try with N", Redis'
 /// `updateMaxclients`) unless it may raise its limit that far; the proxy, under the same limits,
 /// answers the same, alone and inside MULTI, and CONFIG GET then shows the same on both sides.
+/// Both start with as many clients as the limit serves, so that neither raised it at start (a
+/// node that did set its hard limit too).
 #[test]
 fn a_maxclients_beyond_the_open_file_limit_is_answered_as_a_node_answers_it() {
+    let clients = open_files_soft_limit().saturating_sub(32).max(1);
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = redisforge_tests::RedisServer::start(dir.path(), |port| vec![format!("port {port}")])
-        .expect("a standalone node");
-    let proxy = redisforge_tests::Proxy::start(Cluster::shared(), ProxyOptions::default());
+    let node = redisforge_tests::RedisServer::start(dir.path(), |port| {
+        vec![format!("port {port}"), format!("maxclients {clients}")]
+    })
+    .expect("a standalone node");
+    let extra_toml = format!("[listen]\nplain = \"@PLAIN@\"\nmax_clients = {clients}\n");
+    let proxy =
+        redisforge_tests::Proxy::start(Cluster::shared(), ProxyOptions { extra_toml, ..ProxyOptions::default() });
     // Above Linux' default `fs.nr_open` (1,048,576), which bounds even a privileged process; a
     // node walks down to its limit in steps of 16, so not far above it.
     let set: [&[u8]; 4] = [b"CONFIG", b"SET", b"maxclients", b"2000000"];

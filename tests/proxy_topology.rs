@@ -141,6 +141,35 @@ fn failed_over_master_is_replaced_by_its_replica() {
     }
 }
 
+/// A manual failover while no client sends anything: the health poll sees the nodes' roles
+/// swapped against the map and refreshes it (`trigger="role_change"`), with the timer an hour
+/// away and no request to draw a `-MOVED`; the new master is then the map's.
+#[test]
+fn a_manual_failover_without_traffic_is_followed_within_a_health_poll() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let extra_toml = "[topology]\nrefresh_interval = \"1h\"\nrefresh_on_moved = false\n".to_string();
+    let proxy = Proxy::start(&cluster, ProxyOptions { extra_toml, ..ProxyOptions::default() });
+    let _: () = redis::cmd("SET").arg("{role-change}k").arg("v").query(&mut proxy.client()).expect("SET");
+    let master = cluster.node_for_key("{role-change}k");
+    let replica = cluster.replicas_of(&master).pop().expect("a replica");
+    let role_changes = || proxy.metric(r#"redisforge_topology_refreshes_total{trigger="role_change"}"#);
+    assert_eq!(role_changes(), Some(0.0));
+    cluster.failover(&replica);
+    let master_label = format!(r#"redisforge_node_up{{node="{replica}",role="master"}}"#);
+    let followed = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        role_changes().is_some_and(|n| n >= 1.0) && proxy.metric(&master_label) == Some(1.0)
+    });
+    assert!(
+        followed,
+        "{:?} role-change refreshes, {master_label}: {:?}\n{}",
+        role_changes(),
+        proxy.metric(&master_label),
+        proxy.log_tail(20)
+    );
+    let got: Option<String> = redis::cmd("GET").arg("{role-change}k").query(&mut proxy.client()).expect("GET");
+    assert_eq!(got.as_deref(), Some("v"));
+}
+
 #[test]
 fn paused_node_costs_only_its_own_requests_bounded_by_command_timeout() {
     let cluster = Cluster::start(ClusterOptions::default());

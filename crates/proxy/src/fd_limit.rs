@@ -7,27 +7,37 @@
 //! transaction or a blocking command); Redis keeps 32 beside its clients' and so does the proxy's
 //! arithmetic, so that the proxy answers as a node of the same limits does.
 
+use std::sync::Mutex;
+
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 /// Descriptors kept beside the clients' (Redis' `CONFIG_MIN_RESERVED_FDS`): listeners, node
 /// connections, the metrics endpoint.
-const RESERVED: u64 = 32;
+const RESERVED: u32 = 32;
+
+/// Held while the limit is read and raised: two sessions raising it at once (the runtime may
+/// have several threads) must not leave the smaller of their limits set.
+static ADJUSTING: Mutex<()> = Mutex::new(());
 
 /// The step by which Redis lowers a limit it failed to set.
 const STEP: u64 = 16;
 
 /// Raises the soft limit of open files so that `clients` fit, as far as the process may (the
 /// hard limit; beyond it with the privilege to raise that too). `Ok` when they fit, else
-/// `Err(n)`: the clients the limit reached serves, Redis' "try with n".
-pub fn make_room_for(clients: u64) -> Result<(), u64> {
+/// `Err(n)`: the clients the limit reached serves, Redis' "try with n". The files wanted are
+/// Redis' `unsigned int` sum, which wraps: from 4294967264 clients on it asks for fewer than 32
+/// files and so changes nothing (a node takes such a `maxclients`).
+pub fn make_room_for(clients: u32) -> Result<(), u64> {
+    let wanted = u64::from(clients.wrapping_add(RESERVED));
+    let _adjusting = ADJUSTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let limit = getrlimit(Resource::Nofile);
     let soft = limit.current.unwrap_or(u64::MAX);
-    let reached = best_limit(clients.saturating_add(RESERVED), soft, |files| {
+    let reached = best_limit(wanted, soft, |files| {
         // The hard limit is never lowered (Redis sets both to what it asks).
         let maximum = limit.maximum.map(|hard| hard.max(files));
         setrlimit(Resource::Nofile, Rlimit { current: Some(files), maximum }).is_ok()
     });
-    if reached >= clients.saturating_add(RESERVED) { Ok(()) } else { Err(reached.saturating_sub(RESERVED)) }
+    if reached >= wanted { Ok(()) } else { Err(reached.saturating_sub(u64::from(RESERVED))) }
 }
 
 /// The limit Redis ends with when it needs `wanted` files under a soft limit of `soft`: `wanted`,

@@ -161,6 +161,9 @@ pub struct Assessment {
     pub lags: Vec<(String, Option<i64>)>,
     /// Masters that did not answer.
     pub masters_down: Vec<String>,
+    /// Nodes whose own role (INFO replication) is not the map's: a manual failover swapped a
+    /// master and its replica, and the map must follow.
+    pub roles_changed: Vec<String>,
 }
 
 /// Decides node health and replica lag from the probes; a node without a probe counts as down.
@@ -173,12 +176,18 @@ pub fn assess(shards: &[ShardNodes], probes: &HashMap<String, Probe>) -> Assessm
     for shard in shards {
         let (master_up, master_info) = info(&shard.master);
         out.nodes.push((shard.master.clone(), Role::Master, master_up));
+        if master_info.is_some_and(|i| i.role == Some(Role::Replica)) {
+            out.roles_changed.push(shard.master.clone());
+        }
         if !master_up {
             out.masters_down.push(shard.master.clone());
         }
         for replica in &shard.replicas {
             let (up, replica_info) = info(replica);
             out.nodes.push((replica.clone(), Role::Replica, up));
+            if replica_info.is_some_and(|i| i.role == Some(Role::Master)) {
+                out.roles_changed.push(replica.clone());
+            }
             let lag = master_info.and_then(|m| replication_lag(m, replica, replica_info.filter(|_| up)));
             out.lags.push((replica.clone(), lag));
         }
@@ -273,6 +282,10 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
     }
     let assessment = assess(&shards, &probes);
     apply(metrics, &assessment, covered);
+    if !assessment.roles_changed.is_empty() {
+        tracing::info!(nodes = ?assessment.roles_changed, "a node's role is not the slot map's: refreshing the map");
+        topology.request_refresh(crate::topology::Trigger::RoleChange);
+    }
     let current: HashSet<String> = assessment.nodes.iter().map(|(addr, _, _)| addr.clone()).collect();
     for gone in previous.difference(&current) {
         metrics.forget_node(gone);

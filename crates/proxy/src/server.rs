@@ -41,6 +41,8 @@ pub enum ServerError {
     UpstreamCaMissing,
     #[error("ACL: {0}")]
     Acl(#[from] AclError),
+    #[error("the open-file limit (ulimit -n) serves no client beside 32 descriptors of the proxy's own")]
+    OpenFileLimit,
 }
 
 /// Everything built from files named in the config (certificates, keys), checked before serving.
@@ -80,31 +82,35 @@ pub fn prepare(config: &Config) -> Result<Prepared, ServerError> {
     Ok(Prepared { acceptor, upstream_tls, password })
 }
 
-/// Runs the proxy until `shutdown` completes, then stops accepting and waits (up to
-/// `listen.shutdown_timeout`) for connected clients to finish.
-///
-/// # Errors
-/// [`ServerError`] when the proxy cannot start; once serving, failures are logged and survived.
 /// `listen.max_clients`, with the open-file limit raised for it, or as many clients as the limit
-/// serves when it cannot be raised that far (at least one), as Redis reduces its `maxclients`.
-fn max_clients_served(max_clients: usize) -> usize {
-    match crate::fd_limit::make_room_for(max_clients as u64) {
-        Ok(()) => max_clients,
+/// serves when it cannot be raised that far, as Redis reduces its `maxclients`. None when the limit
+/// serves no client (Redis then refuses to start).
+fn max_clients_served(max_clients: usize) -> Option<usize> {
+    let wanted = u32::try_from(max_clients).unwrap_or(u32::MAX);
+    match crate::fd_limit::make_room_for(wanted) {
+        Ok(()) => Some(max_clients),
+        Err(0) => None,
         Err(served) => {
-            let served = usize::try_from(served).unwrap_or(usize::MAX).max(1);
+            let served = usize::try_from(served).unwrap_or(usize::MAX);
             tracing::warn!(
                 max_clients,
                 served,
                 "the open-file limit (ulimit -n, systemd's LimitNOFILE) cannot be raised to serve \
                  listen.max_clients and 32 more descriptors: max_clients reduced"
             );
-            served
+            Some(served)
         }
     }
 }
 
+/// Runs the proxy until `shutdown` completes, then stops accepting and waits (up to
+/// `listen.shutdown_timeout`) for connected clients to finish.
+///
+/// # Errors
+/// [`ServerError`] when the proxy cannot start; once serving, failures are logged and survived.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let Prepared { acceptor, upstream_tls, password } = prepare(&config)?;
+    let max_clients = max_clients_served(config.listen.max_clients).ok_or(ServerError::OpenFileLimit)?;
     let metrics = Metrics::new();
     if let Some(acceptor) = &acceptor {
         metrics.tls_cert_expiry_seconds.set(unix_now() + acceptor.expiry());
@@ -132,7 +138,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     topology.spawn_refresher();
     health::spawn_health_poller(Arc::clone(&metrics), Arc::clone(&topology), HEALTH_POLL_INTERVAL);
     let access = Access::from_config(config.auth.as_ref(), &table)?;
-    let shared = Arc::new(shared_state(&config, metrics, access, table, Arc::clone(&topology)));
+    let shared = Arc::new(shared_state(&config, max_clients, metrics, access, table, Arc::clone(&topology)));
 
     let mut listeners = Vec::new();
     for (addr, tls) in [(config.listen.plain, None), (config.listen.tls, acceptor.clone())] {
@@ -223,6 +229,7 @@ fn build_topology(
 /// What every session shares, from the configuration and what start-up learnt.
 fn shared_state(
     config: &Config,
+    max_clients: usize,
     metrics: Arc<Metrics>,
     access: Access,
     table: CommandTable,
@@ -250,7 +257,7 @@ fn shared_state(
                 soft_time: config.limits.pubsub_output_soft_time,
             },
         ),
-        max_clients: std::sync::atomic::AtomicUsize::new(max_clients_served(config.listen.max_clients)),
+        max_clients: std::sync::atomic::AtomicUsize::new(max_clients),
         certificate_user: config.tls.as_ref().map(|t| t.client_user).unwrap_or_default(),
         command_timeout: config.upstream.command_timeout,
         idle_timeout: crate::shared::IdleTimeout::new(config.listen.idle_timeout),

@@ -144,6 +144,21 @@ fn a_node_that_answers_with_an_error_is_up_without_lag() {
     assert_eq!(assessment.lags, vec![("r:1".to_string(), None)]);
 }
 
+#[test]
+fn nodes_whose_own_role_is_not_the_maps_are_listed() {
+    let shards = [shard("m1:1", &["r1:1"]), shard("m2:1", &["r2:1"])];
+    let probes = HashMap::from([
+        // A manual failover swapped m1:1 and r1:1; the map does not know yet.
+        ("m1:1".to_string(), Probe::Up(Some(replica_at(100)))),
+        ("r1:1".to_string(), Probe::Up(Some(master_at(100, &[])))),
+        ("m2:1".to_string(), Probe::Up(Some(master_at(100, &[])))),
+        ("r2:1".to_string(), Probe::Up(None)),
+    ]);
+    let assessment = assess(&shards, &probes);
+    assert_eq!(assessment.roles_changed, vec!["m1:1".to_string(), "r1:1".to_string()]);
+    assert!(assess(&shards[1..], &probes).roles_changed.is_empty());
+}
+
 // ---- Against real redis-server processes -------------------------------------------------------
 
 fn settings() -> ConnSettings {

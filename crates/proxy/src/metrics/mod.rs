@@ -35,7 +35,7 @@ pub const DURATION_BUCKETS: &[f64] =
 pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["timeout", "connect", "connection_lost", "protocol"];
 
 /// Values of the `trigger` label of `topology_refreshes_total`; `"other"` catches anything else.
-pub const REFRESH_TRIGGERS: [&str; 5] = ["startup", "timer", "moved", "node_failure", "other"];
+pub const REFRESH_TRIGGERS: [&str; 6] = ["startup", "timer", "moved", "node_failure", "role_change", "other"];
 
 /// Values of the `role` label of `node_up`.
 const ROLES: [&str; 2] = ["master", "replica"];

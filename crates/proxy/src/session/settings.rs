@@ -15,8 +15,8 @@
 //! the proxy takes its part once they answered `+OK`; with nothing left, the proxy answers `+OK`
 //! itself. Dropping a valid parameter changes no node's answer, as Redis refuses a CONFIG SET for
 //! an unknown name, a duplicate, a value, or one it cannot apply, and a valid proxy-only one is
-//! none of these: a `maxclients` the open-file limit cannot serve (`crate::fd_limit`) is refused
-//! by the proxy when the CONFIG SET names nothing else, else sent to the nodes as it came.
+//! none of these: a `maxclients` the open-file limit cannot serve (`crate::fd_limit`) has the
+//! proxy refuse the whole CONFIG SET itself, as a node refuses it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -107,7 +107,7 @@ const KEPT: [Kept; 5] = [
         // as unsigned (a negative number is out of range); then its `updateMaxclients`.
         for_nodes: |value| match parse_integer(value).filter(|n| (1..=i64::from(u32::MAX)).contains(n)) {
             None => ForNodes::Refused,
-            Some(clients) => match crate::fd_limit::make_room_for(clients.unsigned_abs()) {
+            Some(clients) => match crate::fd_limit::make_room_for(u32::try_from(clients).unwrap_or(u32::MAX)) {
                 Ok(()) => ForNodes::Nothing,
                 Err(served) => ForNodes::Unapplied(format!(
                     "The operating system is not able to handle the specified number of clients, try with {served}"
@@ -176,8 +176,8 @@ pub(super) enum Plan {
     ProxyOnly,
     /// This rest goes to the nodes; the proxy takes its settings once they answered `+OK`.
     Nodes(Request),
-    /// It names settings of the proxy alone only, one of them a value Redis takes but cannot
-    /// apply: refused as Redis refuses it, nothing changed.
+    /// It names a setting of the proxy's with a value Redis takes but cannot apply: refused as
+    /// Redis refuses it, nothing changed anywhere.
     Refused(ProxyError),
 }
 
@@ -216,9 +216,8 @@ pub(super) fn plan(request: &Request) -> Plan {
         }
     }
     match (unapplied, changed, rest.len()) {
-        // Where the nodes take part, they decide (Redis would refuse the whole command; a
-        // node of a higher limit takes it).
-        (Some(_), _, 3..) => Plan::AsIs,
+        // Refused for all of it, as Redis refuses the whole command (a refused value of another
+        // parameter would come first on a node: that one the proxy cannot know of).
         (Some(error), _, _) => Plan::Refused(ProxyError::command(error)),
         (None, false, _) => Plan::AsIs,
         (None, true, 2) => Plan::ProxyOnly,

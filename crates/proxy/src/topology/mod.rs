@@ -28,10 +28,14 @@ pub enum Trigger {
     Timer = 2,
     Moved = 4,
     NodeFailure = 8,
+    /// A node's own role is not the map's (a manual failover swapped a master and its replica):
+    /// seen by the health poll, so that the proxy follows within a poll, without traffic.
+    RoleChange = 16,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 4] = [Trigger::Startup, Trigger::Timer, Trigger::Moved, Trigger::NodeFailure];
+    pub const ALL: [Trigger; 5] =
+        [Trigger::Startup, Trigger::Timer, Trigger::Moved, Trigger::NodeFailure, Trigger::RoleChange];
 
     /// The metric label.
     pub fn as_str(self) -> &'static str {
@@ -40,6 +44,7 @@ impl Trigger {
             Trigger::Timer => "timer",
             Trigger::Moved => "moved",
             Trigger::NodeFailure => "node_failure",
+            Trigger::RoleChange => "role_change",
         }
     }
 }

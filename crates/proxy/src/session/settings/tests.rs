@@ -15,6 +15,8 @@ fn rest_of(args: &[&str]) -> Vec<String> {
 fn valid_settings_of_the_proxy_alone_are_the_proxys_to_answer() {
     assert!(matches!(plan_of(&["config", "set", "maxclients", "10"]), Plan::ProxyOnly));
     assert!(matches!(plan_of(&["CONFIG", "SET", "TimeOut", "0", "maxclients", "10"]), Plan::ProxyOnly));
+    // Redis' sum of the clients and 32 spare files wraps in an `unsigned int`: no file wanted.
+    assert!(matches!(plan_of(&["config", "set", "maxclients", "4294967295"]), Plan::ProxyOnly));
     assert!(matches!(
         plan_of(&["config", "set", "client-output-buffer-limit", "normal 1mb 0 0 pubsub 0 0 0"]),
         Plan::ProxyOnly
@@ -25,16 +27,16 @@ fn valid_settings_of_the_proxy_alone_are_the_proxys_to_answer() {
 
 #[test]
 fn a_maxclients_the_open_file_limit_cannot_serve_is_refused_as_redis_refuses_it() {
-    // No open-file limit reaches 4294967295 + 32 (Linux' `fs.nr_open` is at most 2^30).
-    let Plan::Refused(error) = plan_of(&["config", "set", "MAXCLIENTS", "4294967295"]) else {
+    // No open-file limit reaches 4294967263 + 32 (Linux' `fs.nr_open` is at most 2147483584).
+    let Plan::Refused(error) = plan_of(&["config", "set", "MAXCLIENTS", "4294967263"]) else {
         panic!("not refused");
     };
     let text = String::from_utf8_lossy(&error.to_resp()).into_owned();
     let expected = "-ERR CONFIG SET failed (possibly related to argument 'maxclients') - The operating system is \
                     not able to handle the specified number of clients, try with ";
     assert!(text.starts_with(expected), "{text}");
-    // Beside a setting of the nodes', the nodes decide.
-    assert!(matches!(plan_of(&["config", "set", "maxclients", "4294967295", "maxmemory", "1mb"]), Plan::AsIs));
+    // Beside a setting of the nodes' too: nothing goes to them.
+    assert!(matches!(plan_of(&["config", "set", "maxclients", "4294967263", "maxmemory", "1mb"]), Plan::Refused(_)));
 }
 
 #[test]
