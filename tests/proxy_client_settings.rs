@@ -287,7 +287,9 @@ fn open_files_soft_limit() -> u64 {
 /// node that did set its hard limit too).
 #[test]
 fn a_maxclients_beyond_the_open_file_limit_is_answered_as_a_node_answers_it() {
-    let clients = open_files_soft_limit().saturating_sub(32).max(1);
+    // At most 65,536: a node sizes its event loop by its maxclients (a soft limit of "infinity",
+    // ~10^9, would not start it).
+    let clients = open_files_soft_limit().saturating_sub(32).clamp(1, 65_536);
     let dir = tempfile::tempdir().expect("tempdir");
     let node = redisforge_tests::RedisServer::start(dir.path(), |port| {
         vec![format!("port {port}"), format!("maxclients {clients}")]

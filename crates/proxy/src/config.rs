@@ -436,6 +436,10 @@ impl Config {
         if let Some((key, _)) = counts.into_iter().find(|(_, n)| *n == 0) {
             problem(key, "must be at least 1")?;
         }
+        // Redis' `maxclients` is an `unsigned int`.
+        if u32::try_from(listen.max_clients).is_err() {
+            problem("listen.max_clients", "must be at most 4294967295, as Redis' maxclients")?;
+        }
         let timeouts = [
             ("listen.shutdown_timeout", listen.shutdown_timeout),
             ("upstream.connect_timeout", up.connect_timeout),

@@ -283,7 +283,9 @@ pub async fn poll_once(metrics: &Metrics, topology: &Topology, previous: HashSet
     let assessment = assess(&shards, &probes);
     apply(metrics, &assessment, covered);
     if !assessment.roles_changed.is_empty() {
-        tracing::info!(nodes = ?assessment.roles_changed, "a node's role is not the slot map's: refreshing the map");
+        // Debug only: a map that changes is logged with its trigger, and a failed master the map
+        // keeps as a replica may answer as a master of no cluster at every poll while apart.
+        tracing::debug!(nodes = ?assessment.roles_changed, "a node's role is not the slot map's: refreshing the map");
         topology.request_refresh(crate::topology::Trigger::RoleChange);
     }
     let current: HashSet<String> = assessment.nodes.iter().map(|(addr, _, _)| addr.clone()).collect();

@@ -510,3 +510,12 @@ fn tracking_section_sets_the_table_limit_and_refuses_zero() {
     assert_eq!((tracking.max_keys, tracking.liveness_interval), (1000, Duration::from_millis(500)));
     assert_error(&format!("{MINIMAL}[tracking]\nmax_keys = 0\n"), "tracking.max_keys", 6, "must be at least 1");
 }
+
+#[test]
+fn max_clients_is_bounded_as_redis_maxclients() {
+    let with = |max: &str| MINIMAL.replace("[upstream]", &format!("max_clients = {max}\n[upstream]"));
+    let text = with("4294967296");
+    assert!(reject(&text).to_string().contains("listen.max_clients"), "{}", reject(&text));
+    let text = with("4294967295");
+    assert_eq!(parse(&text).listen.max_clients, 4_294_967_295);
+}

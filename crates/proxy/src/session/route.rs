@@ -249,8 +249,13 @@ impl Session {
         // settings, in order, once EXEC's reply is merged (`settings::kept_if_ran`), or refused.
         if self.shared.table.lookup(&request).is_some_and(|spec| spec.name == "config|set") {
             return match super::settings::plan(&request) {
+                super::settings::Plan::ProxyOnly => crate::resp::reply::ok(),
                 super::settings::Plan::Refused(error) => error.to_resp(),
-                _ => crate::resp::reply::ok(),
+                // Queued as the proxy's alone, but no longer (the open-file limit changed
+                // meanwhile): nothing of it runs.
+                super::settings::Plan::AsIs | super::settings::Plan::Nodes(_) => {
+                    ProxyError::command("ERR the proxy could not run a queued CONFIG SET again").to_resp()
+                }
             };
         }
         match self.run_local(&request) {
