@@ -6,8 +6,9 @@
 //! proxy, whose `normal` and `pubsub` groups never reach the nodes (only `replica` groups do,
 //! [`replica_groups`]): the proxy's own clients are the ones a client's setting is about. The
 //! value is checked as Redis' `updateClientOutputBufferLimit` checks it (all classes or none); a
-//! value Redis refuses goes to the nodes as it came, for their refusal, and changes nothing here. Every client is also under
-//! `limits.client_output_limit`, the proxy's own bound, which no class setting lifts.
+//! value Redis refuses goes to the nodes as it came, for their refusal, and changes nothing here.
+//! Every client is also under `limits.client_output_limit`, the proxy's own bound, which no class
+//! setting lifts.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -181,8 +182,7 @@ pub fn config_value_with(node_value: &[u8], own: &[(Class, Limits)]) -> Option<V
 /// part of it, joined as they came (empty when there are none); `None` for a value Redis refuses.
 pub fn replica_groups(value: &[u8]) -> Option<Vec<u8>> {
     let parsed = parse_config_value(value)?;
-    let text = std::str::from_utf8(value).ok()?;
-    let groups: Vec<&str> = if text.is_empty() { Vec::new() } else { text.split(' ').collect() };
+    let groups = config_fields(std::str::from_utf8(value).ok()?);
     let replica = groups.chunks(4).zip(&parsed).filter(|(_, (class, _))| class.is_none());
     Some(replica.map(|(group, _)| group.join(" ")).collect::<Vec<_>>().join(" ").into_bytes())
 }
@@ -192,8 +192,7 @@ pub fn replica_groups(value: &[u8]) -> Option<Vec<u8>> {
 /// `CONFIG SET` splits it (`sdssplitlen`): an empty field is a size or a time of 0, or an
 /// unknown class.
 fn parse_config_value(value: &[u8]) -> Option<Vec<(Option<Class>, Limits)>> {
-    let text = std::str::from_utf8(value).ok()?;
-    let args: Vec<&str> = if text.is_empty() { Vec::new() } else { text.split(' ').collect() };
+    let args = config_fields(std::str::from_utf8(value).ok()?);
     if !args.len().is_multiple_of(4) {
         return None;
     }
@@ -209,6 +208,12 @@ fn parse_config_value(value: &[u8]) -> Option<Vec<(Option<Class>, Limits)>> {
         parsed.push((class, Limits { hard, soft, soft_time }));
     }
     Some(parsed)
+}
+
+/// The fields of a `client-output-buffer-limit` value as `CONFIG SET` splits it (`sdssplitlen` at
+/// each single space; an empty value has none).
+fn config_fields(text: &str) -> Vec<&str> {
+    if text.is_empty() { Vec::new() } else { text.split(' ').collect() }
 }
 
 /// Redis' `memtoull`: digits and an optional unit (`b`, `k` 1000, `kb` 1024, `m`, `mb`, `g`, `gb`,

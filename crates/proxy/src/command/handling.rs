@@ -125,7 +125,7 @@ pub enum Merge {
 
 /// What `CONFIG GET` answers from the proxy rather than from the nodes: the settings the proxy
 /// keeps for its own clients, whose values the nodes do not know (its config file may set them),
-/// by name (`session/admin.rs` lists them).
+/// by name (`session/settings.rs` lists them).
 pub type OwnConfig = Vec<(&'static [u8], OwnValue)>;
 
 /// The proxy's value of a setting it keeps for its own clients.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::pipeline::Meta;
+use super::settings::{self, Plan};
 use super::{AfterEarlier, Channel, Session, clients, local};
 use crate::command::{CommandFlags, CommandSpec, LocalKind, Merge, StatefulKind, TransactionStep};
 use crate::error::ProxyError;
@@ -248,12 +249,12 @@ impl Session {
         // A CONFIG SET of settings the proxy keeps alone: taken with the transaction's other
         // settings, in order, once EXEC's reply is merged (`settings::kept_if_ran`), or refused.
         if self.shared.table.lookup(&request).is_some_and(|spec| spec.name == "config|set") {
-            return match super::settings::plan(&request) {
-                super::settings::Plan::ProxyOnly => crate::resp::reply::ok(),
-                super::settings::Plan::Refused(error) => error.to_resp(),
+            return match settings::plan(&request) {
+                Plan::ProxyOnly => crate::resp::reply::ok(),
+                Plan::Refused(error) => error.to_resp(),
                 // Queued as the proxy's alone, but no longer (the open-file limit changed
                 // meanwhile): nothing of it runs.
-                super::settings::Plan::AsIs | super::settings::Plan::Nodes(_) => {
+                Plan::AsIs | Plan::Nodes(_) => {
                     ProxyError::command("ERR the proxy could not run a queued CONFIG SET again").to_resp()
                 }
             };

@@ -33,8 +33,8 @@ pub(super) struct Transaction {
     pub(super) may_write: bool,
     /// Queued commands that outside a transaction go to every node (settings: CONFIG SET,
     /// RESETSTAT, REWRITE) or every master (FLUSHALL, FLUSHDB, SCRIPT FLUSH …): after EXEC has
-    /// run them on the transaction's node they go to the others too.
-    elsewhere: Vec<(Request, RunsAt)>,
+    /// run them on the transaction's node they go to the others too. By index in `queued`.
+    elsewhere: Vec<(usize, RunsAt)>,
     /// CLIENT LIST's `multi-mem`: the queued commands' argument bytes and a pointer per argument,
     /// as Redis counts them.
     argv_mem: u64,
@@ -182,7 +182,7 @@ impl Session {
                         tx.local.push((place, request.clone()));
                     }
                     RunsAt::EveryNode | RunsAt::EveryMaster => {
-                        tx.elsewhere.push((super::settings::for_nodes(request.clone()), runs));
+                        tx.elsewhere.push((tx.queued.len(), runs));
                         tx.queued.push(request.clone());
                     }
                     RunsAt::Node => tx.queued.push(request.clone()),
@@ -286,10 +286,12 @@ impl Session {
         // MULTI, the queued commands and EXEC go out together; the client gets EXEC's reply. A
         // redirection of any of them makes the node answer EXECABORT: the map is refreshed and the
         // client may retry, as with any aborted transaction.
+        // What the nodes get of each (a CONFIG SET loses the settings the proxy keeps alone).
+        let to_nodes: Vec<Request> = tx.queued.into_iter().map(super::settings::for_nodes).collect();
+        let mut parts: Vec<Part> = self.parts_elsewhere(&to_nodes, &tx.elsewhere);
         let mut payloads = vec![encode_command(&[b"MULTI"])];
-        payloads.extend(tx.queued.into_iter().map(|request| super::settings::for_nodes(request).into_bytes()));
+        payloads.extend(to_nodes.into_iter().map(Request::into_bytes));
         payloads.push(encode_command(&[b"EXEC"]));
-        let mut parts: Vec<Part> = self.parts_elsewhere(&tx.elsewhere);
         let settings = parts.len() as u32;
         parts.extend(payloads.into_iter().map(|payload| {
             let mut part = Part::new(payload, Target::Owned, true);
@@ -325,8 +327,9 @@ impl Session {
     }
 
     /// One part per node other than the own connection's, for each queued command that goes
-    /// there too (settings to replicas as well, the rest to masters only).
-    fn parts_elsewhere(&self, elsewhere: &[(Request, RunsAt)]) -> Vec<Part> {
+    /// there too (settings to replicas as well, the rest to masters only): `to_nodes[i]` for each
+    /// `(i, _)` of `elsewhere`.
+    fn parts_elsewhere(&self, to_nodes: &[Request], elsewhere: &[(usize, RunsAt)]) -> Vec<Part> {
         if elsewhere.is_empty() {
             return Vec::new();
         }
@@ -336,7 +339,7 @@ impl Session {
         others
             .flat_map(|(addr, replica)| {
                 let commands = elsewhere.iter().filter(move |(_, runs)| !replica || *runs == RunsAt::EveryNode);
-                commands.map(move |(request, _)| {
+                commands.filter_map(|(at, _)| to_nodes.get(*at)).map(move |request| {
                     let mut part =
                         Part::new(request.bytes().clone(), Target::Node { addr: addr.clone(), replica }, true);
                     part.follow_redirects = false;
